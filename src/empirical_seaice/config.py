@@ -1,0 +1,215 @@
+"""Typed configuration: one frozen dataclass per concern, and the v1/v2 presets.
+
+The presets reproduce the reference settings of PHYSICS.md exactly; the CLI
+only fills these in. Every field has a one-line description in its class
+docstring. Values are validated in ``__post_init__`` and raise
+:class:`~empirical_seaice.errors.SeaIceError` naming the option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal, Mapping
+
+from .errors import SeaIceError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training data is and which part of it to use.
+
+    data: training-data directory (layout B/C) or a layout-A monthly file.
+    sensors: sensor names (data sub-directories in layout C).
+    stepstart: first time step of the selected period (seed ``--stepstart``).
+    nsteps: number of steps to use; None = all (seed ``--nsteps``).
+    seaice_background: background SIC file; None = find ``ifs_seaice*.nc`` in ``data``.
+    tsfc_background: daily skin-temperature file; None = find ``ifs_tsfc*.nc`` in ``data``.
+    steps_per_day: time steps per day (n_per_day of the step rule).
+    cache: cache the assembled observations as memory-mapped arrays in the output directory.
+    """
+
+    data: Path
+    sensors: tuple[str, ...] = ("amsr2",)
+    stepstart: int = 0
+    nsteps: int | None = None
+    seaice_background: Path | None = None
+    tsfc_background: Path | None = None
+    steps_per_day: int = 1
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.stepstart < 0:
+            raise SeaIceError(f"--stepstart: must be >= 0, got {self.stepstart}")
+        if self.nsteps is not None and self.nsteps < 1:
+            raise SeaIceError(f"--nsteps: must be >= 1, got {self.nsteps}")
+        if self.steps_per_day < 1:
+            raise SeaIceError(f"steps_per_day: must be >= 1, got {self.steps_per_day}")
+        if not self.sensors:
+            raise SeaIceError("--sensors: give at least one sensor")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The hybrid network: empirical state, emissivity model, physics options.
+
+    version: "v1" (linear, per-channel outputs) or "v2" (frequency-input network, V/H outputs).
+    nprop_grid: grid empirical variables per grid point and step (P).
+    nprop_obs: observation-space empirical variables per observation (Q).
+    nlag: number of lag days in the SIC smoothing.
+    lag_weights: alpha_l, l = 0..nlag, weights of C[g, t - l].
+    hidden: width of the v2 hidden layer (sigmoid).
+    t_ref_k: reference temperature of x_T = max(t_ref - T_s, 0) / t_scale (K).
+    t_scale_k: scale of x_T (K).
+    ocean_t_floor_k: floor of the ocean surface temperature T_o (K); None = T_s (v1).
+    freq_scale_ghz: the v2 network's frequency input is f / freq_scale (GHz).
+    """
+
+    version: Literal["v1", "v2"] = "v2"
+    nprop_grid: int = 2
+    nprop_obs: int = 1
+    nlag: int = 1
+    lag_weights: tuple[float, ...] = (0.6, 0.4)
+    hidden: int = 7
+    t_ref_k: float = 273.0
+    t_scale_k: float = 30.0
+    ocean_t_floor_k: float | None = 271.35
+    freq_scale_ghz: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.version not in ("v1", "v2"):
+            raise SeaIceError(f"--model: expected v1 or v2, got {self.version!r}")
+        if len(self.lag_weights) != self.nlag + 1:
+            raise SeaIceError(
+                f"lag_weights: expected {self.nlag + 1} weights for nlag={self.nlag}, got {len(self.lag_weights)}"
+            )
+        if self.nprop_grid < 0 or self.nprop_obs < 0:
+            raise SeaIceError("nprop_grid/nprop_obs: must be >= 0")
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    """The cost function J = J_o + J_b (PHYSICS.md "Cost function").
+
+    sic_error: sigma_C of the SIC range ("pdf") prior.
+    sic_background_prior: add sum (C - C_b)^2 / sigma^2 (off in the published runs).
+    sic_background_error: sigma of that prior.
+    false_ice_prior: add the v2 false-ice prior on SIC in (0, 0.3).
+    false_ice_error: error scale of the false-ice prior.
+    warm_ice: "diagnostic" (reference: zero gradient, monitored only) or "effective" (differentiable).
+    warm_ice_factor: factor of the warm-ice term (4 in the reference).
+    warm_ice_threshold_k: skin temperature above which ice is "warm" (K).
+    anchor: "mean" (v1: mean 10v ice emissivity held at anchor_value) or "floor" (v2: one-sided floor).
+    anchor_channels: anchor channel, first one the run has (10v, else 24v).
+    anchor_value: v1 anchor value / v2 floor of the anchor-channel ice emissivity.
+    anchor_error: error of the anchor term.
+    bias_bg: per-sensor override {sensor: (ice K, ocean K, error K)}; sensors not listed use the catalogue.
+    """
+
+    sic_error: float = 0.02
+    sic_background_prior: bool = False
+    sic_background_error: float = 0.1
+    false_ice_prior: bool = True
+    false_ice_error: float = 0.02
+    warm_ice: Literal["diagnostic", "effective"] = "diagnostic"
+    warm_ice_factor: float = 4.0
+    warm_ice_threshold_k: float = 273.2
+    anchor: Literal["mean", "floor"] = "floor"
+    anchor_channels: tuple[str, ...] = ("10v", "24v")
+    anchor_value: float = 0.7
+    anchor_error: float = 1e-5
+    bias_bg: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.warm_ice not in ("diagnostic", "effective"):
+            raise SeaIceError(f"--warm-ice: expected diagnostic or effective, got {self.warm_ice!r}")
+        if self.anchor not in ("mean", "floor"):
+            raise SeaIceError(f"anchor: expected mean or floor, got {self.anchor!r}")
+        for name in ("sic_error", "sic_background_error", "false_ice_error", "anchor_error"):
+            if getattr(self, name) <= 0:
+                raise SeaIceError(f"{name}: must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """How the cost is minimised.
+
+    nepochs: passes over the training observations (seed default 8).
+    batch_size: observations per minibatch (reference 1024).
+    learning_rate: Adam step size (Keras default 1e-3).
+    seed: seed of the one random generator of the run.
+    reproducible: deterministic algorithms and seeded everything (identical files on rerun).
+    validation_fraction: fraction of observations held out of training.
+    early_stopping: stop when the held-out observation cost stops improving.
+    patience: epochs without improvement before early stopping.
+    device: "auto" (CUDA if available), "cpu" or "cuda".
+    """
+
+    nepochs: int = 8
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    seed: int = 0
+    reproducible: bool = False
+    validation_fraction: float = 0.0
+    early_stopping: bool = False
+    patience: int = 1
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.nepochs < 0:
+            raise SeaIceError(f"--nepochs: must be >= 0, got {self.nepochs}")
+        if self.batch_size < 1:
+            raise SeaIceError(f"--batchsize: must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise SeaIceError(f"--validation-fraction: must be in [0, 1), got {self.validation_fraction}")
+        if self.early_stopping and self.validation_fraction == 0.0:
+            raise SeaIceError("--early-stopping needs --validation-fraction > 0")
+        if self.learning_rate <= 0:
+            raise SeaIceError(f"--learning-rate: must be > 0, got {self.learning_rate}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named reference configuration: model, cost and default sensors."""
+
+    name: str
+    model: ModelConfig
+    cost: CostConfig
+    sensors: tuple[str, ...]
+
+
+PRESETS: Mapping[str, Preset] = {
+    # v1 (IFS 49r1): AMSR2 only, linear emissivity per channel, 3 grid variables,
+    # no obs-space variable, T_o = T_s, bias fixed at ocean 2.5 / ice 5.0 K.
+    "v1": Preset(
+        name="v1",
+        model=ModelConfig(version="v1", nprop_grid=3, nprop_obs=0, ocean_t_floor_k=None),
+        cost=CostConfig(
+            false_ice_prior=False,
+            anchor="mean",
+            anchor_channels=("10v",),
+            anchor_value=0.93,
+            bias_bg={"amsr2": (5.0, 2.5, 0.001)},
+        ),
+        sensors=("amsr2",),
+    ),
+    # v2 (IFS 50r1): AMSR2 + GMI + SSMIS F17, frequency-input network, 2 grid + 1 obs
+    # variables, ocean temperature floor, false-ice prior, anchor floor 0.7.
+    "v2": Preset(
+        name="v2",
+        model=ModelConfig(),
+        cost=CostConfig(),
+        sensors=("amsr2", "gmi", "ssmisf17"),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Look up a preset; an unknown name lists the known ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise SeaIceError(f"--model: unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None
+
+
+__all__ = ["DataConfig", "ModelConfig", "CostConfig", "TrainingConfig", "Preset", "PRESETS", "get_preset", "replace"]

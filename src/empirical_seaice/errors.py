@@ -1,0 +1,18 @@
+"""The project's one exception type for problems a user can cause.
+
+Bad data files, bad flags, inconsistent options: each raises
+:class:`SeaIceError` with a one-line message that names the file, variable or
+flag, says what was expected and what was found, and how to fix it. The CLI
+prints the message on one line and exits non-zero. Programming errors (bugs)
+still raise ordinary Python exceptions.
+"""
+
+from __future__ import annotations
+
+
+class SeaIceError(Exception):
+    """A user-caused problem (input data, configuration or command-line flag)."""
+
+    def __init__(self, message: str):
+        # Keep the message on one line, whatever the caller composed.
+        super().__init__(" ".join(str(message).split()))

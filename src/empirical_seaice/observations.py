@@ -1,0 +1,191 @@
+"""Columnar observations in the unified channel basis (numpy only, no torch).
+
+:class:`Observations` is what the readers in :mod:`empirical_seaice.io` produce
+and what the network, the trainer and the diagnostics consume. Arrays may be
+``numpy.memmap`` views of the cache in the output directory. Per-observation
+arrays have shape ``(nobs,)``; per-observation-and-channel arrays have shape
+``(nobs, nchan)`` in the basis :attr:`Observations.basis`. Names follow
+PHYSICS.md.
+
+:class:`BackgroundMaps` holds the background SIC (the initial value of the
+trainable SIC map, with ``nlag`` leading columns for the days before the
+period) and the daily skin-temperature map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .sensors import ChannelBasis
+
+WINDOW_OFFSET_DAYS = 0.375
+"""Offset (days) of the 21 UTC-21 UTC assimilation window from Julian-day noon."""
+
+PER_OBS_FIELDS = (
+    "igrid", "istep", "isensor", "t_skin_k", "wind_ms", "cloud_fraction",
+    "zenith_deg", "julian_day", "obs_index",
+)
+PER_CHANNEL_FIELDS = (
+    "tb_obs_k", "mask", "emis_water", "tau", "t_down_k", "t_up_k",
+    "tau_cld", "t_down_cld_k", "t_up_cld_k",
+)
+
+
+def step_index(julian_day: np.ndarray, jd_origin: float, n_per_day: int = 1) -> np.ndarray:
+    """Time step of each observation by the 21 UTC window rule.
+
+    ``t(i) = floor(n_per_day * (JD_i - floor(JD_min) - 0.375))`` with
+    ``jd_origin = floor(JD_min)`` (PHYSICS.md). Astronomical Julian days start
+    at 12 UTC, so the step boundaries fall at 21 UTC.
+
+    Parameters
+    ----------
+    julian_day : float64 array
+        Julian day of each observation (days).
+    jd_origin : float
+        ``floor`` of the smallest Julian day of the whole dataset (days).
+    n_per_day : int
+        Steps per day (1 = daily).
+
+    Returns
+    -------
+    int64 array of step indices (may be negative for an observation before
+    the 21 UTC that follows ``jd_origin``).
+
+    Examples
+    --------
+    >>> step_index(np.array([2459000.374, 2459000.376, 2459001.376]), 2459000.0)
+    array([-1,  0,  1])
+    """
+    jd = np.asarray(julian_day, dtype=np.float64)
+    return np.floor(n_per_day * (jd - jd_origin - WINDOW_OFFSET_DAYS)).astype(np.int64)
+
+
+@dataclass
+class Observations:
+    """All observations of a run, columnar, in the unified channel basis.
+
+    Per observation (nobs,)
+        igrid (int32): grid point g(i), 0-based.
+        istep (int32): time step t(i) within the selected period, 0-based.
+        isensor (int16): index into ``basis.sensor_names``.
+        t_skin_k (float32): skin temperature T_s (K).
+        wind_ms (float32): 10 m wind speed u (m/s).
+        cloud_fraction (float32): f_cld (0..1).
+        zenith_deg (float32): satellite zenith angle (degrees); NaN if absent.
+        julian_day (float64): Julian day (days).
+        obs_index (int64): index of the observation in its sensor's files.
+    Per observation and channel (nobs, nchan), float32 unless stated
+        tb_obs_k: observed TB y (K); 0 where masked.
+        mask (bool): channel present on the sensor and value valid.
+        emis_water: ocean emissivity e_w.
+        tau, t_down_k, t_up_k: clear-sky transmittance, downwelling TB at the
+            surface (K), upwelling TB at the top of the atmosphere (K).
+        tau_cld, t_down_cld_k, t_up_cld_k: the same for the cloudy column.
+    Metadata
+        basis: the unified channel basis.
+        ngrid: number of grid points.
+        nstep: number of time steps in the selected period.
+        jd_origin: floor of the smallest Julian day of the whole dataset.
+        stepstart: first selected step, counted from ``jd_origin``'s window.
+        lon, lat (float32, (ngrid,)) or None: grid geolocation (degrees).
+    """
+
+    igrid: np.ndarray
+    istep: np.ndarray
+    isensor: np.ndarray
+    t_skin_k: np.ndarray
+    wind_ms: np.ndarray
+    cloud_fraction: np.ndarray
+    zenith_deg: np.ndarray
+    julian_day: np.ndarray
+    obs_index: np.ndarray
+    tb_obs_k: np.ndarray
+    mask: np.ndarray
+    emis_water: np.ndarray
+    tau: np.ndarray
+    t_down_k: np.ndarray
+    t_up_k: np.ndarray
+    tau_cld: np.ndarray
+    t_down_cld_k: np.ndarray
+    t_up_cld_k: np.ndarray
+    basis: ChannelBasis
+    ngrid: int
+    nstep: int
+    jd_origin: float
+    stepstart: int = 0
+    lon: np.ndarray | None = None
+    lat: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = self.igrid.shape[0]
+        for name in PER_OBS_FIELDS:
+            arr = getattr(self, name)
+            if arr.shape != (n,):
+                raise ValueError(f"Observations.{name}: expected shape ({n},), got {arr.shape}")
+        for name in PER_CHANNEL_FIELDS:
+            arr = getattr(self, name)
+            if arr.shape != (n, self.basis.nchan):
+                raise ValueError(
+                    f"Observations.{name}: expected shape ({n}, {self.basis.nchan}), got {arr.shape}"
+                )
+
+    @property
+    def nobs(self) -> int:
+        return int(self.igrid.shape[0])
+
+    @property
+    def nchan(self) -> int:
+        return self.basis.nchan
+
+    def __len__(self) -> int:
+        return self.nobs
+
+    def take(self, index: np.ndarray) -> "Observations":
+        """A new :class:`Observations` holding the rows ``index`` (a copy)."""
+        rows = {name: np.asarray(getattr(self, name))[index] for name in PER_OBS_FIELDS + PER_CHANNEL_FIELDS}
+        return replace(self, **rows)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The per-observation and per-channel arrays by name."""
+        return {name: getattr(self, name) for name in PER_OBS_FIELDS + PER_CHANNEL_FIELDS}
+
+
+@dataclass
+class BackgroundMaps:
+    """Background sea ice concentration and daily skin temperature on the grid.
+
+    Attributes
+    ----------
+    sic : float32 array (ngrid, nstep + nlag)
+        Background SIC C_b; column ``l`` < nlag are the days before the period.
+        It initialises the trainable SIC map C.
+    t_skin_map_k : float32 array (ngrid, nstep)
+        Daily skin temperature T_map (K), used by the warm-ice term.
+    lon, lat : float32 arrays (ngrid,) or None
+        Grid geolocation (degrees).
+    nlag : int
+        Number of lag columns at the start of ``sic``.
+    """
+
+    sic: np.ndarray
+    t_skin_map_k: np.ndarray
+    nlag: int
+    lon: np.ndarray | None = None
+    lat: np.ndarray | None = None
+
+    @property
+    def ngrid(self) -> int:
+        return int(self.sic.shape[0])
+
+    @property
+    def nstep(self) -> int:
+        return int(self.sic.shape[1] - self.nlag)
+
+
+__all__ = [
+    "Observations", "BackgroundMaps", "step_index", "WINDOW_OFFSET_DAYS",
+    "PER_OBS_FIELDS", "PER_CHANNEL_FIELDS",
+]

@@ -1,0 +1,156 @@
+"""The known physics of the observation operator (PHYSICS.md, "Forward model").
+
+Pure tensor functions: no state, no I/O, no branching on tensor values,
+differentiable, broadcastable over any batch shape. Units are in the argument
+names (``_k`` kelvin, ``_ms`` m/s) or stated in the docstring; emissivities,
+transmittances, fractions and SIC are dimensionless.
+
+The synthetic twin uses the same functions (in float64) to simulate its
+observations from the truth, so the twin and the network share one set of
+equations.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+Tensor = torch.Tensor
+
+
+def normalised_temperature(t_skin_k: Tensor, t_ref_k: float = 273.0, t_scale_k: float = 30.0) -> Tensor:
+    """Normalised skin temperature input of the emissivity model.
+
+    ``x_T = max(t_ref - T_s, 0) / t_scale``   (PHYSICS.md step 2)
+
+    Parameters
+    ----------
+    t_skin_k : skin temperature T_s (K).
+    t_ref_k : reference temperature (K), 273 in the reference.
+    t_scale_k : scale (K), 30 in the reference.
+    """
+    return torch.clamp(t_ref_k - t_skin_k, min=0.0) / t_scale_k
+
+
+def ocean_emissivity(emis_water: Tensor, wind_ms: Tensor, wind_coef: Tensor) -> Tensor:
+    """Ocean emissivity with the trainable wind correction.
+
+    ``e_o[c] = e_w[c] + w_c * u``   (PHYSICS.md step 4)
+
+    Parameters
+    ----------
+    emis_water : ocean emissivity e_w from the weather model, (..., nchan).
+    wind_ms : 10 m wind speed u (m/s), (...,) broadcast against channels.
+    wind_coef : wind correction w_c (per m/s), (nchan,).
+    """
+    return emis_water + wind_coef * wind_ms.unsqueeze(-1)
+
+
+def ocean_temperature(t_skin_k: Tensor, floor_k: float | None) -> Tensor:
+    """Ocean surface temperature T_o (K).
+
+    ``T_o = max(T_s, floor)`` (v2, floor 271.35 K = freezing point of sea
+    water); ``T_o = T_s`` when ``floor_k`` is None (v1). PHYSICS.md step 5.
+    """
+    if floor_k is None:
+        return t_skin_k
+    return torch.clamp(t_skin_k, min=floor_k)
+
+
+def surface_mix(
+    sic: Tensor, emis_ice: Tensor, t_ice_k: Tensor, emis_ocean: Tensor, t_ocean_k: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Mix ice and ocean surface emission by the sea ice concentration.
+
+    ``S = c e_ice T_i + (1 - c) e_o T_o``   (surface emission, K)
+    ``e_mix = c e_ice + (1 - c) e_o``       (PHYSICS.md step 6)
+
+    Parameters
+    ----------
+    sic : sea ice concentration c seen by the observation, (...,).
+    emis_ice, emis_ocean : ice and ocean emissivity, (..., nchan).
+    t_ice_k, t_ocean_k : ice and ocean surface temperature (K), (...,).
+
+    Returns
+    -------
+    source_k : S (K), (..., nchan).
+    emis_mix : e_mix, (..., nchan).
+    """
+    c = sic.unsqueeze(-1)
+    source_k = c * emis_ice * t_ice_k.unsqueeze(-1) + (1.0 - c) * emis_ocean * t_ocean_k.unsqueeze(-1)
+    emis_mix = c * emis_ice + (1.0 - c) * emis_ocean
+    return source_k, emis_mix
+
+
+def specular_rt(source_k: Tensor, emis_mix: Tensor, tau: Tensor, t_down_k: Tensor, t_up_k: Tensor) -> Tensor:
+    """Top-of-atmosphere TB over a specular surface.
+
+    ``TB = S tau + (1 - e_mix) tau T_down + T_up``   (K; PHYSICS.md step 7)
+
+    Parameters
+    ----------
+    source_k : surface emission S (K).
+    emis_mix : surface emissivity e_mix.
+    tau : surface-to-space transmittance.
+    t_down_k : downwelling TB at the surface (K).
+    t_up_k : upwelling TB at the top of the atmosphere (K).
+    """
+    return source_k * tau + (1.0 - emis_mix) * tau * t_down_k + t_up_k
+
+
+def all_sky(tb_clear_k: Tensor, tb_cloudy_k: Tensor, cloud_fraction: Tensor) -> Tensor:
+    """Cloud-fraction mix of clear and cloudy TBs.
+
+    ``TB = f_cld TB_cld + (1 - f_cld) TB_clr``   (K; PHYSICS.md step 8)
+
+    ``cloud_fraction`` has shape (...,) and broadcasts over channels.
+    """
+    f = cloud_fraction.unsqueeze(-1)
+    return f * tb_cloudy_k + (1.0 - f) * tb_clear_k
+
+
+def bias_correction(tb_k: Tensor, sic: Tensor, bias_ice_k: Tensor, bias_ocean_k: Tensor) -> Tensor:
+    """SIC-weighted TB bias correction.
+
+    ``TB' = TB + c b_ice + (1 - c) b_ocean``   (K; PHYSICS.md step 9)
+
+    Parameters
+    ----------
+    tb_k : all-sky TB (K), (..., nchan).
+    sic : SIC c seen by the observation, (...,).
+    bias_ice_k, bias_ocean_k : biases of the observation's sensor (K), (..., nchan).
+    """
+    c = sic.unsqueeze(-1)
+    return tb_k + c * bias_ice_k + (1.0 - c) * bias_ocean_k
+
+
+def simulate_tb(
+    *,
+    sic: Tensor,
+    emis_ice: Tensor,
+    t_skin_k: Tensor,
+    emis_ocean: Tensor,
+    ocean_t_floor_k: float | None,
+    tau: Tensor,
+    t_down_k: Tensor,
+    t_up_k: Tensor,
+    tau_cld: Tensor,
+    t_down_cld_k: Tensor,
+    t_up_cld_k: Tensor,
+    cloud_fraction: Tensor,
+    bias_ice_k: Tensor,
+    bias_ocean_k: Tensor,
+) -> Tensor:
+    """The whole physical chain, PHYSICS.md steps 5-9: surface mix, clear and
+    cloudy specular RT, all-sky mix and bias correction.
+
+    ``T_i = T_s``; ``T_o = max(T_s, floor)``; ``S, e_mix`` from
+    :func:`surface_mix`; ``TB_clr``/``TB_cld`` from :func:`specular_rt`;
+    :func:`all_sky`; :func:`bias_correction`. Shapes: per-observation
+    quantities (...,), per-channel quantities (..., nchan). Returns TB' (K).
+    """
+    t_ocean_k = ocean_temperature(t_skin_k, ocean_t_floor_k)
+    source_k, emis_mix = surface_mix(sic, emis_ice, t_skin_k, emis_ocean, t_ocean_k)
+    tb_clear = specular_rt(source_k, emis_mix, tau, t_down_k, t_up_k)
+    tb_cloudy = specular_rt(source_k, emis_mix, tau_cld, t_down_cld_k, t_up_cld_k)
+    return bias_correction(all_sky(tb_clear, tb_cloudy, cloud_fraction), sic, bias_ice_k, bias_ocean_k)
