@@ -143,6 +143,7 @@ class TrainingConfig:
     early_stopping: stop when the held-out observation cost stops improving.
     patience: epochs without improvement before early stopping.
     device: "auto" (CUDA if available), "cpu" or "cuda".
+    optimizer: "sparse" (lazy Adam on the state tables, cost per step scales with the batch) or "dense" (plain Adam over everything, the reference's way).
     """
 
     nepochs: int = 8
@@ -154,8 +155,11 @@ class TrainingConfig:
     early_stopping: bool = False
     patience: int = 1
     device: str = "auto"
+    optimizer: Literal["sparse", "dense"] = "sparse"
 
     def __post_init__(self) -> None:
+        if self.optimizer not in ("sparse", "dense"):
+            raise SeaIceError(f"--optimizer: expected sparse or dense, got {self.optimizer!r}")
         if self.nepochs < 0:
             raise SeaIceError(f"--nepochs: must be >= 0, got {self.nepochs}")
         if self.batch_size < 1:
@@ -166,6 +170,8 @@ class TrainingConfig:
             raise SeaIceError("--early-stopping needs --validation-fraction > 0")
         if self.learning_rate <= 0:
             raise SeaIceError(f"--learning-rate: must be > 0, got {self.learning_rate}")
+        if self.patience < 1:
+            raise SeaIceError(f"--patience: must be >= 1, got {self.patience}")
 
 
 @dataclass(frozen=True)
