@@ -63,6 +63,7 @@ class ModelConfig:
     t_scale_k: scale of x_T (K).
     ocean_t_floor_k: floor of the ocean surface temperature T_o (K); None = T_s (v1).
     freq_scale_ghz: the v2 network's frequency input is f / freq_scale (GHz).
+    ice_emis_init: initial ice emissivity set through the output biases; None = Keras zero biases (reference).
     """
 
     version: Literal["v1", "v2"] = "v2"
@@ -75,8 +76,11 @@ class ModelConfig:
     t_scale_k: float = 30.0
     ocean_t_floor_k: float | None = 271.35
     freq_scale_ghz: float = 100.0
+    ice_emis_init: float | None = None
 
     def __post_init__(self) -> None:
+        if self.ice_emis_init is not None and not 0.0 < self.ice_emis_init < 1.0:
+            raise SeaIceError(f"ice_emis_init: must be in (0, 1) or None, got {self.ice_emis_init}")
         if self.version not in ("v1", "v2"):
             raise SeaIceError(f"--model: expected v1 or v2, got {self.version!r}")
         if len(self.lag_weights) != self.nlag + 1:

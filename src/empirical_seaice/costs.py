@@ -1,0 +1,131 @@
+"""Terms of the cost function J = J_o + J_b (PHYSICS.md, "Cost function").
+
+Pure tensor functions. The ``*_penalty`` functions of the SIC map are
+*elementwise* (same shape as ``C``) so that the network can sum them over the
+whole map ("full" mode) or estimate that sum from the rows a batch touches
+("sampled" mode, see :mod:`empirical_seaice.network`). The others return the
+summed scalar (or, for the observation term, one value per observation).
+All arguments are dimensionless except TBs and errors in K.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+FALSE_ICE_LOW = 0.0
+"""Lower end of the SIC interval penalised by the false-ice prior."""
+FALSE_ICE_PEAK = 0.15
+"""SIC where the false-ice penalty peaks."""
+FALSE_ICE_HIGH = 0.3
+"""Upper end of the SIC interval penalised by the false-ice prior."""
+WARM_ICE_SIC_THRESHOLD = 0.01
+"""SIC above which a grid cell counts as ice in the warm-ice term."""
+
+
+def observation_cost(tb_obs_k: Tensor, tb_sim_k: Tensor, mask: Tensor, obs_error_k: Tensor) -> Tensor:
+    """Observation term of each observation.
+
+    ``J_o,i = sum_c mask_ic ((y_ic - TB'_ic) / sigma_c)^2``
+
+    Parameters
+    ----------
+    tb_obs_k, tb_sim_k : observed and simulated TB (K), (..., nchan).
+    mask : 0/1 (float or bool), (..., nchan); masked channels contribute 0.
+    obs_error_k : sigma_c (K), (nchan,).
+
+    Returns
+    -------
+    (...,) the per-observation cost (dimensionless).
+    """
+    d = (tb_obs_k - tb_sim_k) / obs_error_k
+    return (mask.to(d.dtype) * d * d).sum(-1)
+
+
+def sic_range_penalty(sic: Tensor, sigma: float) -> Tensor:
+    """SIC range ("pdf") prior, elementwise.
+
+    ``p(C) = [(max(C, 1) - 1)^2 + max(-C, 0)^2] / sigma^2``: zero on [0, 1].
+    """
+    return (torch.clamp(sic - 1.0, min=0.0) ** 2 + torch.clamp(-sic, min=0.0) ** 2) / (sigma * sigma)
+
+
+def sic_background_penalty(sic: Tensor, sic_background: Tensor, sigma: float) -> Tensor:
+    """SIC background prior, elementwise: ``p(C) = (C - C_b)^2 / sigma^2``."""
+    d = sic - sic_background
+    return d * d / (sigma * sigma)
+
+
+def false_ice_penalty(sic: Tensor, sigma: float) -> Tensor:
+    """False-ice prior, elementwise: a piecewise-quadratic bump on (0, 0.3).
+
+    ``p(C) = min(C - 0, 0.3 - C)^2 / sigma^2`` for ``0 < C < 0.3``, else 0.
+
+    Two quadratic pieces, ``C^2`` rising from 0 and ``(0.3 - C)^2`` falling to
+    0.3, meeting at the peak ``C = 0.15`` (value ``0.0225 / sigma^2``, 56.25 at
+    sigma = 0.02). Continuous everywhere (zero at both ends); its gradient
+    pushes SIC below 0.15 toward 0 and SIC above 0.15 toward 0.3 and beyond.
+    """
+    lo = torch.clamp(sic - FALSE_ICE_LOW, min=0.0)
+    hi = torch.clamp(FALSE_ICE_HIGH - sic, min=0.0)
+    d = torch.minimum(lo, hi)
+    return d * d / (sigma * sigma)
+
+
+def warm_ice_penalty(
+    sic: Tensor, t_map_k: Tensor, threshold_k: float = 273.2, factor: float = 4.0, effective: bool = False
+) -> Tensor:
+    """Warm-ice penalty, elementwise (see :func:`warm_ice_term` for the mean).
+
+    - reference (``effective=False``): ``[C > 0.01] max(T - threshold, 0) factor``;
+      the indicator is flat, so this has **zero gradient** w.r.t. C (the
+      result is not even connected to C in the autograd graph);
+    - effective (``effective=True``): ``max(C, 0) max(T - threshold, 0) factor``,
+      differentiable: d/dC = ``factor max(T - threshold, 0)`` for C > 0.
+
+    Parameters
+    ----------
+    sic : SIC map values C.
+    t_map_k : daily skin temperature T_map (K), same shape.
+    """
+    warm = torch.clamp(t_map_k - threshold_k, min=0.0) * factor
+    if effective:
+        return torch.clamp(sic, min=0.0) * warm
+    return (sic.detach() > WARM_ICE_SIC_THRESHOLD).to(warm.dtype) * warm
+
+
+def warm_ice_term(
+    sic: Tensor, t_map_k: Tensor, threshold_k: float = 273.2, factor: float = 4.0, effective: bool = False
+) -> Tensor:
+    """Warm-ice term: ``mean([C > 0.01] max(T_map - 273.2, 0) 4)`` (reference, zero gradient)
+    or its effective differentiable form ``mean(max(C, 0) max(T_map - 273.2, 0) 4)``."""
+    return warm_ice_penalty(sic, t_map_k, threshold_k, factor, effective).mean()
+
+
+def anchor_mean_penalty(e0: Tensor, value: float, sigma: float) -> Tensor:
+    """v1 emissivity anchor: ``sum ((e0 - value) / sigma)^2`` (e0 of the anchor channel, 0.93, 1e-5)."""
+    d = (e0 - value) / sigma
+    return (d * d).sum()
+
+
+def anchor_floor_penalty(emis: Tensor, floor: float, sigma: float) -> Tensor:
+    """v2 emissivity floor, one-sided: ``sum max(floor - e, 0)^2 / sigma^2`` over all elements.
+
+    The network divides this batch sum by nobs (the reference's "summed over
+    the batch / nobs").
+    """
+    d = torch.clamp(floor - emis, min=0.0) / sigma
+    return (d * d).sum()
+
+
+def bias_penalty(bias_k: Tensor, bias_bg_k: Tensor, sigma_k: Tensor | float) -> Tensor:
+    """TB bias prior: ``sum ((b - b_bg) / sigma_b)^2`` (sigma broadcast, e.g. (nsensor, 1))."""
+    d = (bias_k - bias_bg_k) / sigma_k
+    return (d * d).sum()
+
+
+__all__ = [
+    "observation_cost", "sic_range_penalty", "sic_background_penalty", "false_ice_penalty",
+    "warm_ice_penalty", "warm_ice_term", "anchor_mean_penalty", "anchor_floor_penalty", "bias_penalty",
+    "FALSE_ICE_LOW", "FALSE_ICE_PEAK", "FALSE_ICE_HIGH", "WARM_ICE_SIC_THRESHOLD",
+]

@@ -1,0 +1,202 @@
+"""Empirical sea ice emissivity models (PHYSICS.md step 3).
+
+One interface, :class:`EmissivityModel`: ``forward(x_t, props, isensor)``
+returns the ice emissivity of every channel of the run's unified basis,
+``(B, nchan)``. Two implementations:
+
+- :class:`LinearEmissivity` (v1): ``e_ice = W [x_T, P...] + e0``, a dense
+  linear layer (``output``) from ``1 + nprop`` inputs to one emissivity per
+  basis channel, in basis order. ``e0`` (:attr:`LinearEmissivity.e0`) is the
+  layer's bias; the v1 anchor holds ``e0[10v]`` at 0.93.
+- :class:`NetworkEmissivity` (v2): per frequency, inputs in this order
+  ``[x_T, P_0, .., P_{n-1}, Q_0, .., f / freq_scale]`` -> ``hidden``
+  (Linear, sigmoid) -> ``output`` (Linear(hidden, 2), sigmoid) = ``(e_V, e_H)``;
+  each channel takes ``e_V`` or ``e_H`` by its polarisation
+  (``ChannelBasis.pol``, V = 0, H = 1).
+
+Layer names are exactly ``hidden`` and ``output`` (``torch.nn.Linear``,
+weight shape (out, in)) so pure-numpy evaluators can read the weights.
+
+Initialisation: Keras defaults (glorot-uniform weights, zero biases) from
+the generator passed in. ``init_emis`` (ModelConfig.ice_emis_init) optionally
+sets the output biases so that the initial ice emissivity is about that
+value: with zero biases the v1 emissivity starts at 0 and the v2 one at
+~0.5 against an anchor of 0.93 / floor of 0.7 with error 1e-5, which a
+small run (a few hundred Adam steps at lr 1e-3) cannot recover from. The
+reference behaviour is ``init_emis=None``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .sensors import ChannelBasis
+
+
+def _glorot_zero(layer: nn.Linear, generator: torch.Generator | None) -> None:
+    """Keras default initialisation: glorot_uniform kernel, zero bias."""
+    nn.init.xavier_uniform_(layer.weight, generator=generator)
+    nn.init.zeros_(layer.bias)
+
+
+class EmissivityModel(nn.Module):
+    """Interface: ice emissivity per basis channel.
+
+    ``forward(x_t, props, isensor) -> emis_ice``
+
+    Parameters
+    ----------
+    x_t : (B,) normalised temperature ``max(273 - T_s, 0) / 30``.
+    props : (B, nprop) empirical state, grid properties then observation properties.
+    isensor : (B,) int64 sensor index of each observation.
+
+    Returns
+    -------
+    (B, nchan) ice emissivity in the run's unified channel basis.
+    """
+
+    nprop: int
+    nchan: int
+
+    def forward(self, x_t: Tensor, props: Tensor, isensor: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class LinearEmissivity(EmissivityModel):
+    """v1 linear emissivity: ``e_ice[c] = sum_j W[c, j] z_j + e0[c]``, ``z = [x_T, P...]``.
+
+    Parameters
+    ----------
+    nprop : int
+        Number of empirical-state inputs (v1: 3 grid properties).
+    basis : ChannelBasis
+        The run's unified basis: one output per basis channel, in basis order.
+    generator : torch.Generator, optional
+        Source of the glorot-uniform initial weights.
+    init_emis : float, optional
+        Initial bias e0 of every channel; None = 0 (Keras default).
+    """
+
+    def __init__(
+        self, nprop: int, basis: ChannelBasis, generator: torch.Generator | None = None, init_emis: float | None = None
+    ) -> None:
+        super().__init__()
+        self.nprop = int(nprop)
+        self.nchan = basis.nchan
+        self.channel_names = tuple(basis.channel_names)
+        self.output = nn.Linear(1 + self.nprop, self.nchan)
+        _glorot_zero(self.output, generator)
+        if init_emis is not None:
+            with torch.no_grad():
+                self.output.bias.fill_(float(init_emis))
+
+    @property
+    def e0(self) -> Tensor:
+        """Per-channel bias e0 (nchan,): the ice emissivity at x_T = 0, P = 0."""
+        return self.output.bias
+
+    def forward(self, x_t: Tensor, props: Tensor, isensor: Tensor | None = None) -> Tensor:
+        return self.output(torch.cat([x_t.unsqueeze(-1), props], dim=-1))
+
+
+class NetworkEmissivity(EmissivityModel):
+    """v2 network emissivity with frequency as an input.
+
+    ``(e_V, e_H) = sigmoid(W2 sigmoid(W1 [x_T, props..., f/scale] + b1) + b2)``
+
+    In :meth:`forward` each observation is evaluated once per *distinct*
+    frequency of its sensor (V and H channels share one evaluation): the
+    per-sensor table :attr:`freq_table` (nsensor, nfreq_max) holds those
+    frequencies (padded by repeating the first), :attr:`chan_freq`
+    (nsensor, nchan) the index of each channel's frequency in its sensor's
+    row; the result is gathered by ``chan_freq * 2 + pol``. Channels a sensor
+    does not have are evaluated at the basis's nominal frequency
+    (``ChannelBasis.freq_ghz``), so every entry is a finite, meaningful
+    emissivity. The first layer is affine, so its frequency column is applied
+    separately: ``W1 z = W1[:, :-1] z' + W1[:, -1] f/scale``.
+
+    Parameters
+    ----------
+    nprop : int
+        Empirical inputs (v2: 2 grid + 1 observation property).
+    basis : ChannelBasis
+    hidden : int
+        Width of the hidden layer (7 in v2).
+    freq_scale_ghz : float
+        Frequency input is ``f / freq_scale_ghz``.
+    generator : torch.Generator, optional
+        Source of the glorot-uniform initial weights.
+    init_emis : float, optional
+        If set, the output biases are chosen so that at x_T = 0, props = 0 and
+        f = 50 GHz the initial emissivity is ``init_emis`` for V and H;
+        None = zero biases (Keras default).
+    """
+
+    def __init__(
+        self,
+        nprop: int,
+        basis: ChannelBasis,
+        hidden: int = 7,
+        freq_scale_ghz: float = 100.0,
+        generator: torch.Generator | None = None,
+        init_emis: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.nprop = int(nprop)
+        self.nchan = basis.nchan
+        self.nhidden = int(hidden)
+        self.freq_scale_ghz = float(freq_scale_ghz)
+        self.channel_names = tuple(basis.channel_names)
+        self.hidden = nn.Linear(self.nprop + 2, self.nhidden)
+        self.output = nn.Linear(self.nhidden, 2)
+        _glorot_zero(self.hidden, generator)
+        _glorot_zero(self.output, generator)
+        if init_emis is not None:
+            with torch.no_grad():
+                z0 = torch.zeros(self.nprop + 2)
+                z0[-1] = 50.0 / self.freq_scale_ghz
+                h0 = torch.sigmoid(self.hidden(z0))
+                logit = math.log(init_emis / (1.0 - init_emis))
+                self.output.bias.copy_(logit - self.output.weight @ h0)
+
+        freq = np.asarray(basis.freq_ghz, dtype=np.float32)  # (nsensor, nchan)
+        ns, nc = freq.shape
+        tables = [np.unique(freq[s]) for s in range(ns)]
+        nf = max(len(t) for t in tables)
+        table = np.zeros((ns, nf), dtype=np.float32)
+        chan_freq = np.zeros((ns, nc), dtype=np.int64)
+        for s, t in enumerate(tables):
+            table[s, : len(t)] = t
+            table[s, len(t):] = t[0]
+            chan_freq[s] = np.searchsorted(t, freq[s])
+        pol = np.asarray(basis.pol, dtype=np.int64)
+        self.nfreq = nf
+        self.register_buffer("freq_table", torch.from_numpy(table))
+        self.register_buffer("chan_freq", torch.from_numpy(chan_freq))
+        self.register_buffer("gather_index", torch.from_numpy(chan_freq * 2 + pol[None, :]))
+        self.register_buffer("pol", torch.from_numpy(pol))
+
+    def emissivity_vh(self, x_t: Tensor, props: Tensor, freq_ghz: Tensor) -> Tensor:
+        """``(e_V, e_H)`` at any frequency: shapes x_t (...), props (..., nprop), freq (...) broadcast; returns (..., 2)."""
+        freq_ghz = torch.as_tensor(freq_ghz, dtype=x_t.dtype, device=x_t.device)
+        x_t, freq_ghz = torch.broadcast_tensors(x_t, freq_ghz)
+        props = props.expand(*x_t.shape, self.nprop)
+        z = torch.cat([x_t.unsqueeze(-1), props, (freq_ghz / self.freq_scale_ghz).unsqueeze(-1)], dim=-1)
+        return torch.sigmoid(self.output(torch.sigmoid(self.hidden(z))))
+
+    def forward(self, x_t: Tensor, props: Tensor, isensor: Tensor) -> Tensor:
+        w = self.hidden.weight
+        z = torch.cat([x_t.unsqueeze(-1), props], dim=-1)  # (B, nprop + 1)
+        base = torch.nn.functional.linear(z, w[:, :-1], self.hidden.bias)  # (B, H)
+        f = self.freq_table.index_select(0, isensor) / self.freq_scale_ghz  # (B, nf)
+        h = torch.sigmoid(base.unsqueeze(1) + f.unsqueeze(-1) * w[:, -1])  # (B, nf, H)
+        vh = torch.sigmoid(self.output(h))  # (B, nf, 2)
+        idx = self.gather_index.index_select(0, isensor)  # (B, nchan)
+        return torch.gather(vh.reshape(vh.shape[0], -1), 1, idx)
+
+
+__all__ = ["EmissivityModel", "LinearEmissivity", "NetworkEmissivity"]

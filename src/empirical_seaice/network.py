@@ -1,0 +1,474 @@
+"""HybridNetwork: empirical state + emissivity model + known physics = observation operator.
+
+Per observation (PHYSICS.md "Forward model"): lag-weighted SIC ``c_i`` from
+:class:`~empirical_seaice.state.EmpiricalState`; ``x_T``; ice emissivity from
+the :class:`~empirical_seaice.emissivity.EmissivityModel` with inputs
+``[x_T, P[g, t, :], Q[i, :]]``; ocean emissivity with the wind correction;
+then :func:`empirical_seaice.physics.simulate_tb` (surface mix, clear/cloudy
+specular RT, all-sky, SIC-weighted bias of the observation's sensor).
+
+Cost (PHYSICS.md "Cost function"); each training step minimises the
+stochastic estimate ``(1/B) sum_{i in batch} J_o,i + J_b / nobs``.
+
+Whole-map priors without a full pass per step ("sampled" mode)
+--------------------------------------------------------------
+The SIC-map priors (range, background, false ice, warm ice) are sums over map
+rows ``r = (g, col)`` of an elementwise penalty ``p(C_r)``. Let
+``count(r) = #{(i, l) : g_i * ncol + t_i + nlag - l = r}`` be the number of
+(training observation, lag) pairs that touch row ``r``
+(:func:`build_row_counts`). For a batch ``B`` the sampled estimate is
+
+``E_B = (1/|B|) sum_{i in B} sum_l p(C[r_il]) / count(r_il)``.
+
+For ``i`` drawn uniformly from the ``nobs`` training observations,
+``E[E_B] = (1/nobs) sum_i sum_l p(C[r_il]) / count(r_il)
+= (1/nobs) sum_r p(C_r) * count(r) / count(r) = (1/nobs) sum_{r: count(r) > 0} p(C_r)``,
+exactly the full prior over the observed rows divided by nobs; summed over
+one shuffled epoch (every observation once) the per-batch estimates give
+exactly ``(nobs / |B|)`` times that value, as the full term would. Rows no
+observation touches get no gradient from any term in either mode (the
+observation term does not see them and their background lies in [0, 1]
+where the range prior is flat) and keep their background; in "full" mode
+they would contribute a constant only. The gradient of the estimate is also
+unbiased, and it touches only the batch's rows, so the cost per step is
+O(batch) and sparse optimisers stay sparse.
+
+The warm-ice term is a *mean* (not /nobs) in the reference. In "full" mode it
+is the mean over the whole (ngrid, nstep) map; in "sampled" mode the estimate
+above is rescaled by ``nobs / n_warm_rows`` (observed rows with a
+temperature, i.e. columns >= nlag), so its expectation is the mean over the
+observed rows (equal to the full mean when every row is observed).
+
+"full" mode (``prior_mode="full"``) computes the priors over the entire map
+each step (the reference's way); use it with ``sparse=False`` (it produces
+dense gradients on the SIC table).
+
+Other background terms: the anchor (v1: ``(e0[10v] - 0.93)^2 / 1e-5^2``;
+v2: ``sum_{i in batch} max(0.7 - e_ice,i[anchor], 0)^2 / 1e-5^2``, the
+reference's "summed over the batch"), the bias prior
+``sum (b - b_bg)^2 / sigma_b^2``, each divided by ``nobs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import costs, physics
+from .config import CostConfig, ModelConfig
+from .emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity
+from .errors import SeaIceError
+from .observations import PER_CHANNEL_FIELDS, BackgroundMaps, Observations
+from .sensors import ChannelBasis
+from .state import EmpiricalState
+
+PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction")
+"""Per-observation float fields carried by a :class:`Batch`, in packing order."""
+INT_FIELDS = ("iobs", "igrid", "istep", "isensor")
+"""Integer fields carried by a :class:`Batch`, in packing order."""
+
+
+@dataclass
+class Batch:
+    """One minibatch of observations as tensors on one device.
+
+    Integer (B,) int64: ``iobs`` (row in the Observations the tensors were
+    built from), ``igrid``, ``istep``, ``isensor``. Float (B,): ``t_skin_k``,
+    ``wind_ms``, ``cloud_fraction``. Float (B, nchan): ``tb_obs_k``, ``mask``
+    (0/1), ``emis_water``, ``tau``, ``t_down_k``, ``t_up_k``, ``tau_cld``,
+    ``t_down_cld_k``, ``t_up_cld_k``. Fields may be strided views into one
+    packed tensor.
+    """
+
+    iobs: Tensor
+    igrid: Tensor
+    istep: Tensor
+    isensor: Tensor
+    t_skin_k: Tensor
+    wind_ms: Tensor
+    cloud_fraction: Tensor
+    tb_obs_k: Tensor
+    mask: Tensor
+    emis_water: Tensor
+    tau: Tensor
+    t_down_k: Tensor
+    t_up_k: Tensor
+    tau_cld: Tensor
+    t_down_cld_k: Tensor
+    t_up_cld_k: Tensor
+
+    def __len__(self) -> int:
+        return int(self.iobs.shape[0])
+
+
+class ObservationTensors:
+    """All observations packed once on a device, for fast batching.
+
+    Floats are packed into one (nobs, 3 + 9 nchan) tensor (per-observation
+    fields, then the per-channel fields in ``PER_CHANNEL_FIELDS`` order, mask
+    as 0/1; non-finite values replaced by 0 so masked channels cannot turn
+    the cost into NaN) and integers into one (nobs, 4) int64 tensor
+    (``INT_FIELDS``). :meth:`batch` is two ``index_select`` calls.
+
+    Parameters
+    ----------
+    obs : Observations
+    device : torch device
+    dtype : float dtype of the packed floats (float32; float64 for gradchecks).
+    """
+
+    def __init__(self, obs: Observations, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        n, nc = obs.nobs, obs.nchan
+        self.nobs = n
+        self.nchan = nc
+        self.device = torch.device(device)
+        ncol = len(PER_OBS_FLOAT_FIELDS) + len(PER_CHANNEL_FIELDS) * nc
+        floats = torch.empty((n, ncol), dtype=dtype)
+        self._slices: dict[str, tuple[int, int | None]] = {}
+        col = 0
+        for name in PER_OBS_FLOAT_FIELDS:
+            floats[:, col] = torch.from_numpy(np.nan_to_num(np.asarray(getattr(obs, name), dtype=np.float64)))
+            self._slices[name] = (col, None)
+            col += 1
+        for name in PER_CHANNEL_FIELDS:
+            arr = np.nan_to_num(np.asarray(getattr(obs, name), dtype=np.float64))
+            floats[:, col: col + nc] = torch.from_numpy(arr)
+            self._slices[name] = (col, col + nc)
+            col += nc
+        ints = torch.empty((n, len(INT_FIELDS)), dtype=torch.int64)
+        ints[:, 0] = torch.arange(n)
+        ints[:, 1] = torch.from_numpy(np.asarray(obs.igrid, dtype=np.int64))
+        ints[:, 2] = torch.from_numpy(np.asarray(obs.istep, dtype=np.int64))
+        ints[:, 3] = torch.from_numpy(np.asarray(obs.isensor, dtype=np.int64))
+        self.floats = floats.to(self.device)
+        self.ints = ints.to(self.device)
+
+    def __len__(self) -> int:
+        return self.nobs
+
+    def batch(self, index: Tensor) -> Batch:
+        """The observations ``index`` (int64 tensor on :attr:`device`) as a :class:`Batch`."""
+        f = self.floats.index_select(0, index)
+        i = self.ints.index_select(0, index)
+        fields: dict[str, Tensor] = {name: i[:, k] for k, name in enumerate(INT_FIELDS)}
+        for name, (a, b) in self._slices.items():
+            fields[name] = f[:, a] if b is None else f[:, a:b]
+        return Batch(**fields)
+
+    def all(self) -> Batch:
+        """Every observation as one batch."""
+        return self.batch(torch.arange(self.nobs, device=self.device))
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """How many training (observation, lag) pairs touch each state row.
+
+    sic : float64 (ngrid * (nstep + nlag),): count(r) for SIC-map row r = g * (nstep + nlag) + col.
+    grid : float64 (ngrid * nstep,): observations per grid-property row g * nstep + t.
+    nobs : number of observations counted.
+    nlag, ngrid, nstep : the state's shape.
+    """
+
+    sic: np.ndarray
+    grid: np.ndarray
+    nobs: int
+    nlag: int
+    ngrid: int
+    nstep: int
+
+    @property
+    def n_warm_rows(self) -> int:
+        """Observed SIC rows that have a temperature (columns >= nlag)."""
+        c = self.sic.reshape(self.ngrid, self.nstep + self.nlag)[:, self.nlag:]
+        return int(np.count_nonzero(c))
+
+
+def build_row_counts(
+    obs: Observations, nlag: int, ngrid: int, nstep: int, index: np.ndarray | None = None
+) -> RowCounts:
+    """Count the observations touching each SIC-map row (through the lag window) and grid-property row.
+
+    Parameters
+    ----------
+    obs : Observations
+    nlag, ngrid, nstep : the state's shape.
+    index : optional int array of the observations to count (e.g. the training
+        subset); None = all.
+
+    Raises
+    ------
+    SeaIceError
+        ``igrid`` or ``istep`` outside the state (0..ngrid-1, 0..nstep-1).
+    """
+    g = np.asarray(obs.igrid, dtype=np.int64)
+    t = np.asarray(obs.istep, dtype=np.int64)
+    if index is not None:
+        g, t = g[index], t[index]
+    if g.size and (g.min() < 0 or g.max() >= ngrid):
+        raise SeaIceError(f"Observations.igrid: expected 0 <= igrid < ngrid={ngrid}, got range {g.min()}..{g.max()}")
+    if t.size and (t.min() < 0 or t.max() >= nstep):
+        raise SeaIceError(f"Observations.istep: expected 0 <= istep < nstep={nstep}, got range {t.min()}..{t.max()}")
+    ncol = nstep + nlag
+    base = g * ncol + t + nlag
+    sic = np.zeros(ngrid * ncol, dtype=np.float64)
+    for lag in range(nlag + 1):
+        sic += np.bincount(base - lag, minlength=ngrid * ncol)
+    grid = np.bincount(g * nstep + t, minlength=ngrid * nstep).astype(np.float64)
+    return RowCounts(sic=sic, grid=grid, nobs=int(g.size), nlag=nlag, ngrid=ngrid, nstep=nstep)
+
+
+def _anchor_channel(cost: CostConfig, basis: ChannelBasis) -> int:
+    for name in cost.anchor_channels:
+        if name in basis.channel_index:
+            return int(basis.channel_index[name])
+    raise SeaIceError(
+        f"anchor_channels: none of {', '.join(cost.anchor_channels)} is in the run's channels "
+        f"({', '.join(basis.channel_names)}); add a sensor with one of them"
+    )
+
+
+class HybridNetwork(nn.Module):
+    """The hybrid empirical-physical network (observation operator + cost).
+
+    Parameters
+    ----------
+    model, cost : ModelConfig, CostConfig
+    basis : ChannelBasis of the run.
+    background : BackgroundMaps (SIC initialises the SIC map; T_map feeds the warm-ice term).
+    nobs : rows of the observation-space state (all observations the tensors hold).
+    row_counts : RowCounts of the training observations (needed by "sampled" priors).
+    sparse : state lookups give sparse gradients (sparse optimiser on :meth:`sparse_parameters`).
+    generator : torch.Generator for the initial network weights.
+    prior_mode : "sampled" or "full"; None = "sampled" if ``row_counts`` is given, else "full".
+
+    Attributes
+    ----------
+    state : EmpiricalState
+    emissivity : EmissivityModel (LinearEmissivity for v1, NetworkEmissivity for v2)
+    wind_coef : Parameter (nchan,), w_c, init 0.
+    bias_ice_k, bias_ocean_k : Parameter (nsensor, nchan), init from the backgrounds.
+    anchor_channel : basis index of the anchor channel.
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        cost: CostConfig,
+        basis: ChannelBasis,
+        background: BackgroundMaps,
+        nobs: int,
+        row_counts: RowCounts | None = None,
+        sparse: bool = True,
+        generator: torch.Generator | None = None,
+        prior_mode: Literal["sampled", "full"] | None = None,
+    ) -> None:
+        super().__init__()
+        if background.nlag != model.nlag:
+            raise SeaIceError(f"background SIC: expected nlag={model.nlag} lag columns, got nlag={background.nlag}")
+        if background.t_skin_map_k.shape != (background.ngrid, background.nstep):
+            raise SeaIceError(
+                f"TSFC background map: expected shape {(background.ngrid, background.nstep)}, "
+                f"got {background.t_skin_map_k.shape}"
+            )
+        self.model_config = model
+        self.cost_config = cost
+        self.basis = basis
+        self.nobs = int(nobs)
+        self.sparse = bool(sparse)
+        if prior_mode is None:
+            prior_mode = "sampled" if row_counts is not None else "full"
+        if prior_mode not in ("sampled", "full"):
+            raise SeaIceError(f"prior_mode: expected sampled or full, got {prior_mode!r}")
+        if prior_mode == "sampled" and row_counts is None:
+            raise SeaIceError("prior_mode: 'sampled' needs row_counts (build_row_counts of the training observations)")
+        self.prior_mode = prior_mode
+
+        self.state = EmpiricalState(
+            background.sic, background.nstep, model.nprop_grid, nobs, model.nprop_obs, model.lag_weights, sparse
+        )
+        nprop = model.nprop_grid + model.nprop_obs
+        if model.version == "v1":
+            self.emissivity: EmissivityModel = LinearEmissivity(nprop, basis, generator, model.ice_emis_init)
+        else:
+            self.emissivity = NetworkEmissivity(
+                nprop, basis, model.hidden, model.freq_scale_ghz, generator, model.ice_emis_init
+            )
+        self.anchor_channel = _anchor_channel(cost, basis)
+        if cost.anchor == "mean" and not isinstance(self.emissivity, LinearEmissivity):
+            raise SeaIceError("anchor: 'mean' (the e0 of the anchor channel) needs the v1 linear model; use 'floor' for v2")
+
+        ns, nc = basis.nsensor, basis.nchan
+        ice = np.array(basis.bias_ice_bg_k, dtype=np.float32).copy()
+        ocean = np.array(basis.bias_ocean_bg_k, dtype=np.float32).copy()
+        err = np.array(basis.bias_error_k, dtype=np.float32).copy()
+        for s, name in enumerate(basis.sensor_names):
+            if name in cost.bias_bg:
+                b_ice, b_ocean, b_err = cost.bias_bg[name]
+                ice[s, :], ocean[s, :], err[s] = b_ice, b_ocean, b_err
+        self.wind_coef = nn.Parameter(torch.zeros(nc))
+        self.bias_ice_k = nn.Parameter(torch.from_numpy(ice.copy()))
+        self.bias_ocean_k = nn.Parameter(torch.from_numpy(ocean.copy()))
+        self.register_buffer("bias_ice_bg_k", torch.from_numpy(ice))
+        self.register_buffer("bias_ocean_bg_k", torch.from_numpy(ocean))
+        self.register_buffer("bias_error_k", torch.from_numpy(err).reshape(ns, 1))
+        self.register_buffer("obs_error_k", torch.from_numpy(np.asarray(basis.obs_error_k, dtype=np.float32)))
+
+        # T_map per SIC row; lag columns get the threshold (warm weight 0).
+        st = self.state
+        t_rows = np.full((st.ngrid, st.ncol), cost.warm_ice_threshold_k, dtype=np.float32)
+        t_rows[:, st.nlag:] = background.t_skin_map_k
+        self.register_buffer("t_map_flat", torch.from_numpy(t_rows.reshape(-1)))
+        if row_counts is not None:
+            if row_counts.sic.shape != (st.ngrid * st.ncol,):
+                raise SeaIceError(
+                    f"row_counts: expected {st.ngrid * st.ncol} SIC rows, got {row_counts.sic.shape[0]}"
+                )
+            inv = np.where(row_counts.sic > 0, 1.0 / np.maximum(row_counts.sic, 1.0), 0.0)
+            self.register_buffer("sic_inv_count", torch.from_numpy(inv.astype(np.float32)))
+            self.counts_nobs = row_counts.nobs
+            self.n_warm_rows = max(row_counts.n_warm_rows, 1)
+        else:
+            self.register_buffer("sic_inv_count", None)
+            self.counts_nobs = self.nobs
+            self.n_warm_rows = st.ngrid * st.nstep
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, batch: Batch, zero_sic: bool = False) -> dict[str, Tensor]:
+        """Simulate the batch.
+
+        Returns
+        -------
+        dict with ``tb`` TB' (B, nchan) K; ``sic`` c_i (B,); ``emis_ice``,
+        ``emis_ocean`` (B, nchan); ``x_t`` (B,); ``props`` (B, nprop);
+        ``sic_rows``, ``sic_lags`` (B, nlag + 1): the SIC rows seen and their values.
+        With ``zero_sic`` the SIC seen is 0 (the ``tbzero`` diagnostic).
+        """
+        mc = self.model_config
+        rows, lags = self.state.sic_lags(batch.igrid, batch.istep)
+        sic = lags @ self.state.lag_weights
+        if zero_sic:
+            sic = torch.zeros_like(sic)
+        x_t = physics.normalised_temperature(batch.t_skin_k, mc.t_ref_k, mc.t_scale_k)
+        props = torch.cat(
+            [self.state.grid_properties(batch.igrid, batch.istep), self.state.obs_properties(batch.iobs)], dim=-1
+        )
+        emis_ice = self.emissivity(x_t, props, batch.isensor)
+        emis_ocean = physics.ocean_emissivity(batch.emis_water, batch.wind_ms, self.wind_coef)
+        tb = physics.simulate_tb(
+            sic=sic,
+            emis_ice=emis_ice,
+            t_skin_k=batch.t_skin_k,
+            emis_ocean=emis_ocean,
+            ocean_t_floor_k=mc.ocean_t_floor_k,
+            tau=batch.tau,
+            t_down_k=batch.t_down_k,
+            t_up_k=batch.t_up_k,
+            tau_cld=batch.tau_cld,
+            t_down_cld_k=batch.t_down_cld_k,
+            t_up_cld_k=batch.t_up_cld_k,
+            cloud_fraction=batch.cloud_fraction,
+            bias_ice_k=self.bias_ice_k.index_select(0, batch.isensor),
+            bias_ocean_k=self.bias_ocean_k.index_select(0, batch.isensor),
+        )
+        return {
+            "tb": tb, "sic": sic, "emis_ice": emis_ice, "emis_ocean": emis_ocean, "x_t": x_t,
+            "props": props, "sic_rows": rows, "sic_lags": lags,
+        }
+
+    # ------------------------------------------------------------------- cost
+    def observation_costs(self, batch: Batch, out: dict[str, Tensor]) -> Tensor:
+        """J_o,i of each observation of the batch, (B,)."""
+        return costs.observation_cost(batch.tb_obs_k, out["tb"], batch.mask, self.obs_error_k)
+
+    def _map_penalties(self, sic: Tensor, background: Tensor) -> dict[str, Tensor]:
+        """Elementwise SIC-map penalties (range, background, false ice) that are on."""
+        cc = self.cost_config
+        p = {"sic_range": costs.sic_range_penalty(sic, cc.sic_error)}
+        if cc.sic_background_prior:
+            p["sic_background"] = costs.sic_background_penalty(sic, background, cc.sic_background_error)
+        if cc.false_ice_prior:
+            p["false_ice"] = costs.false_ice_penalty(sic, cc.false_ice_error)
+        return p
+
+    def cost_terms(self, batch: Batch, out: dict[str, Tensor], nobs_total: int) -> dict[str, Tensor]:
+        """Per-step stochastic estimate of each cost term (scalars).
+
+        Keys: ``obs`` ((1/B) sum_i J_o,i); ``sic_range``; ``sic_background``
+        and ``false_ice`` when switched on; ``warm_ice`` (always reported; see
+        :meth:`total_cost`); ``anchor``; ``bias``. ``nobs_total`` is the number
+        of training observations (the ``nobs`` of ``J_b / nobs``).
+        """
+        cc = self.cost_config
+        terms: dict[str, Tensor] = {"obs": self.observation_costs(batch, out).mean()}
+        if self.prior_mode == "sampled":
+            rows, lags = out["sic_rows"], out["sic_lags"]
+            w = self.sic_inv_count[rows]
+            for name, pen in self._map_penalties(lags, self.state.background_flat[rows]).items():
+                terms[name] = (pen * w).sum(-1).mean()
+            warm = costs.warm_ice_penalty(
+                lags, self.t_map_flat[rows], cc.warm_ice_threshold_k, cc.warm_ice_factor, cc.warm_ice == "effective"
+            )
+            terms["warm_ice"] = (warm * w).sum(-1).mean() * (self.counts_nobs / self.n_warm_rows)
+        else:
+            terms.update(self.full_prior_terms(nobs_total))
+        emis_anchor = out["emis_ice"][:, self.anchor_channel]
+        if cc.anchor == "mean":
+            e0 = self.emissivity.e0[self.anchor_channel]  # type: ignore[union-attr]
+            terms["anchor"] = costs.anchor_mean_penalty(e0, cc.anchor_value, cc.anchor_error) / nobs_total
+        else:
+            terms["anchor"] = costs.anchor_floor_penalty(emis_anchor, cc.anchor_value, cc.anchor_error) / nobs_total
+        terms["bias"] = self.bias_prior() / nobs_total
+        return terms
+
+    def bias_prior(self) -> Tensor:
+        """``sum (b_ice - b_ice_bg)^2 / sigma^2 + sum (b_ocean - b_ocean_bg)^2 / sigma^2`` (not /nobs)."""
+        return costs.bias_penalty(self.bias_ice_k, self.bias_ice_bg_k, self.bias_error_k) + costs.bias_penalty(
+            self.bias_ocean_k, self.bias_ocean_bg_k, self.bias_error_k
+        )
+
+    def full_prior_terms(self, nobs_total: int | None = None) -> dict[str, Tensor]:
+        """Whole-map SIC priors over the entire map: each ``sum_r p(C_r) / nobs``; ``warm_ice`` the
+        reference mean over (ngrid, nstep). ``nobs_total`` defaults to the counted training observations."""
+        cc = self.cost_config
+        n = self.counts_nobs if nobs_total is None else nobs_total
+        st = self.state
+        sic = st.sic_map.weight[:, 0]
+        terms = {name: pen.sum() / n for name, pen in self._map_penalties(sic, st.background_flat).items()}
+        c2 = st.sic_map_2d()[:, st.nlag:]
+        t2 = self.t_map_flat.view(st.ngrid, st.ncol)[:, st.nlag:]
+        terms["warm_ice"] = costs.warm_ice_term(
+            c2, t2, cc.warm_ice_threshold_k, cc.warm_ice_factor, cc.warm_ice == "effective"
+        )
+        return terms
+
+    def total_cost(self, terms: dict[str, Tensor]) -> Tensor:
+        """Sum of the terms. In the reference ("diagnostic") warm-ice mode the
+        warm-ice term is added *with zero gradient* (detached): the total's
+        value is the reference loss, its gradient is that of the other terms."""
+        total = None
+        for name, value in terms.items():
+            if name == "warm_ice" and self.cost_config.warm_ice == "diagnostic":
+                value = value.detach()
+            total = value if total is None else total + value
+        assert total is not None
+        return total
+
+    # ------------------------------------------------------------- parameters
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """The state tables (SIC map, grid and observation properties): sparse grads when ``sparse``."""
+        return list(self.state.parameters())
+
+    def dense_parameters(self) -> list[nn.Parameter]:
+        """Emissivity-model weights, wind correction and TB biases."""
+        return [*self.emissivity.parameters(), self.wind_coef, self.bias_ice_k, self.bias_ocean_k]
+
+
+__all__ = [
+    "Batch", "ObservationTensors", "HybridNetwork", "RowCounts", "build_row_counts",
+    "PER_OBS_FLOAT_FIELDS", "INT_FIELDS",
+]
