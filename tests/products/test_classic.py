@@ -1,0 +1,253 @@
+"""Classic SIC algorithms: NASA Team and Bootstrap recover the concentrations
+of noise-free TBs built from their own tie points; clipping, weather filter,
+plane switch, daily gridding and the output file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from empirical_seaice import classic
+from empirical_seaice.classic import (
+    BOOTSTRAP_TIE_POINTS,
+    NASA_TEAM_TIE_POINTS,
+    bootstrap,
+    bootstrap_plane_sic,
+    classic_sic_maps,
+    grid_daily_mean_tb,
+    nasa_team,
+    write_classic_sic,
+)
+from empirical_seaice.errors import SeaIceError
+
+
+def nt_mixture(tp, c_fy, c_my):
+    """TB (19V, 19H, 37V) of a linear OW/FY/MY mixture from the tie points."""
+    out = []
+    for t in (tp.tb19v_k, tp.tb19h_k, tp.tb37v_k):
+        out.append(t[0] + c_fy * (t[1] - t[0]) + c_my * (t[2] - t[0]))
+    return out
+
+
+def bt_mixture(tp, c, ice_37v):
+    """TB (37V, 37H, 19V) at concentration c towards an ice point on both ice lines."""
+    ice = (ice_37v, tp.line_vh37[0] + tp.line_vh37[1] * ice_37v, tp.line_v1937[0] + tp.line_v1937[1] * ice_37v)
+    water = (tp.water_37v_k, tp.water_37h_k, tp.water_19v_k)
+    return [w + c * (i - w) for w, i in zip(water, ice)]
+
+
+@pytest.mark.parametrize("sensor", ["amsr2", "ssmisf17"])
+def test_nasa_team_recovers_mixtures_of_its_tie_points(sensor):
+    tp = NASA_TEAM_TIE_POINTS[sensor]
+    rng = np.random.default_rng(1)
+    c_fy = rng.uniform(0, 1, 500)
+    c_my = rng.uniform(0, 1, 500) * (1 - c_fy)
+    corners_fy = np.array([0.0, 1.0, 0.0, 0.5, 0.3])
+    corners_my = np.array([0.0, 0.0, 1.0, 0.5, 0.2])
+    c_fy = np.concatenate([c_fy, corners_fy])
+    c_my = np.concatenate([c_my, corners_my])
+    v19, h19, v37 = nt_mixture(tp, c_fy, c_my)
+    out = nasa_team(v19, h19, v37, tp, weather_filter=False)
+    np.testing.assert_allclose(out.first_year, c_fy, atol=1e-6)
+    np.testing.assert_allclose(out.multi_year, c_my, atol=1e-6)
+    np.testing.assert_allclose(out.total, c_fy + c_my, atol=1e-6)
+
+
+def test_nasa_team_pure_types_and_docstring_value():
+    tp = NASA_TEAM_TIE_POINTS["amsr2"]
+    fy = nasa_team(253.07, 234.73, 244.16, tp)
+    assert float(fy.total) == pytest.approx(1.0, abs=1e-9)
+    assert float(fy.first_year) == pytest.approx(1.0, abs=1e-9)
+    my = nasa_team(225.80, 196.75, 193.78, tp)
+    assert float(my.multi_year) == pytest.approx(1.0, abs=1e-9)
+    assert float(my.first_year) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_nasa_team_clips_total_to_unit_interval():
+    tp = NASA_TEAM_TIE_POINTS["amsr2"]
+    # Extrapolated beyond first-year ice (C_FY = 1.3) and beyond water (C_FY = -0.4).
+    v19, h19, v37 = nt_mixture(tp, np.array([1.3, -0.4]), np.array([0.0, 0.0]))
+    out = nasa_team(v19, h19, v37, tp, weather_filter=False)
+    np.testing.assert_allclose(out.first_year, [1.3, -0.4], atol=1e-6)
+    np.testing.assert_array_equal(out.total, [1.0, 0.0])
+
+
+def test_nasa_team_weather_filter():
+    tp = NASA_TEAM_TIE_POINTS["amsr2"]
+    # 20 % first-year ice (GR < 0.05) is kept; the same with 37V raised by 10 K (cloud
+    # liquid water) has GR > 0.05 and a spurious non-zero unfiltered SIC: set to 0.
+    v19, h19, v37 = nt_mixture(tp, np.array([0.2, 0.2]), np.array([0.0, 0.0]))
+    v37 = v37 + np.array([0.0, 10.0])
+    gr = (v37 - v19) / (v37 + v19)
+    assert gr[0] < 0.05 < gr[1]
+    raw = nasa_team(v19, h19, v37, tp, weather_filter=False).total
+    assert raw[1] > 0.01
+    out = nasa_team(v19, h19, v37, tp)
+    assert out.total[1] == 0.0
+    assert out.total[0] == pytest.approx(0.2, abs=1e-6)
+    # The 22/19 ratio: 22V 25 K above 19V gives GR = 25 / (2 * 19V + 25) ~ 0.057 > 0.045.
+    out22 = nasa_team(v19[0], h19[0], v37[0], tp, tb22v_k=v19[0] + 25.0)
+    assert float(out22.total) == 0.0
+    out22_ok = nasa_team(v19[0], h19[0], v37[0], tp, tb22v_k=v19[0] + 2.0)
+    assert float(out22_ok.total) == pytest.approx(0.2, abs=1e-6)
+
+
+def test_nasa_team_nan_propagates():
+    tp = NASA_TEAM_TIE_POINTS["amsr2"]
+    out = nasa_team(np.array([np.nan]), np.array([200.0]), np.array([230.0]), tp)
+    assert np.isnan(out.total[0])
+
+
+def test_bootstrap_plane_hand_value():
+    # W = (0, 0), ice line y = 1: T = (0.5, 0.25) -> I = (2, 1), |WT|/|WI| = 0.25.
+    assert float(bootstrap_plane_sic(0.5, 0.25, 0.0, 0.0, (1.0, 0.0))) == pytest.approx(0.25)
+    # Sloped line y = 10 + 0.5 x, W = (0, 0), T = (4, 4): ray y = x meets the line at
+    # x = 20, so C = |WT|/|WI| = 4/20 = 0.2.
+    assert float(bootstrap_plane_sic(4.0, 4.0, 0.0, 0.0, (10.0, 0.5))) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("key", sorted(BOOTSTRAP_TIE_POINTS))
+def test_bootstrap_recovers_points_on_its_own_lines(key):
+    tp = BOOTSTRAP_TIE_POINTS[key]
+    rng = np.random.default_rng(2)
+    c = np.concatenate([rng.uniform(0, 1, 400), [0.0, 0.5, 0.92, 0.95, 1.0]])
+    ice_37v = rng.uniform(tp.ice_37v_k - 25, tp.ice_37v_k + 5, c.size)
+    v37, h37, v19 = bt_mixture(tp, c, ice_37v)
+    np.testing.assert_allclose(bootstrap(v37, h37, v19, tp), c, atol=1e-6)
+
+
+def test_bootstrap_clipping_and_plane_switch():
+    tp = BOOTSTRAP_TIE_POINTS[("amsr2", "north")]
+    v37, h37, v19 = bt_mixture(tp, np.array([1.4, -0.5]), np.array([250.0, 250.0]))
+    np.testing.assert_array_equal(bootstrap(v37, h37, v19, tp), [1.0, 0.0])
+    assert float(bootstrap(v37[0], h37[0], v19[0], tp, max_sic=1.2)) == pytest.approx(1.2)
+    # Above the AD line (C_A = 0.96) the 37V/37H plane decides even if 19V says 0.5.
+    v37a, h37a, _ = bt_mixture(tp, 0.96, 250.0)
+    _, _, v19_half = bt_mixture(tp, 0.5, 250.0)
+    assert float(bootstrap(v37a, h37a, v19_half, tp)) == pytest.approx(0.96, abs=1e-9)
+    # Below it (C_A = 0.6) the 37V/19V plane decides: with 19V of the 0.5 point the
+    # plane-B concentration of (37V of the 0.6 point, that 19V), by the formula, is expected.
+    v37b, h37b, _ = bt_mixture(tp, 0.6, 250.0)
+    v19b = v19_half
+    expect = ((v19b - tp.water_19v_k) - tp.line_v1937[1] * (v37b - tp.water_37v_k)) / (
+        tp.line_v1937[0] + tp.line_v1937[1] * tp.water_37v_k - tp.water_19v_k
+    )
+    assert 0.0 < expect < 1.0 and abs(expect - 0.6) > 0.05
+    assert float(bootstrap(v37b, h37b, v19b, tp)) == pytest.approx(expect, abs=1e-9)
+
+
+def test_grid_daily_mean_tb_hand_values(make_obs):
+    nchan = 10
+    tb = np.full((5, nchan), 200.0)
+    tb[:, 2] = [190.0, 210.0, 230.0, 250.0, 999.0]  # 19v
+    tb[4, 2] = np.nan  # masked: must not count
+    obs = make_obs(tb, igrid=[0, 0, 1, 3, 0], istep=[0, 0, 1, 1, 0], isensor=[0] * 5)
+    out = grid_daily_mean_tb(obs, ["19v"], 0)
+    assert out.shape == (4, 2, 1)
+    assert out[0, 0, 0] == pytest.approx(200.0)
+    assert out[1, 1, 0] == pytest.approx(230.0)
+    assert out[3, 1, 0] == pytest.approx(250.0)
+    assert np.isnan(out[2]).all() and np.isnan(out[0, 1, 0])
+
+
+def test_grid_daily_mean_tb_unknown_channel(make_obs):
+    obs = make_obs(np.full((2, 10), 200.0), igrid=[0, 1], istep=[0, 0], isensor=[0, 0])
+    with pytest.raises(SeaIceError, match="166v"):
+        grid_daily_mean_tb(obs, ["166v"], 0)
+
+
+def _two_sensor_obs(make_obs, lat):
+    """AMSR2 + SSMIS obs per cell built from each sensor's tie points at known SIC."""
+    from empirical_seaice.sensors import build_channel_basis
+
+    basis = build_channel_basis(["amsr2", "ssmisf17"])
+    ix = basis.channel_index
+    ngrid, nstep = 3, 2
+    truth_nt = np.array([[0.2, 0.5], [0.9, 1.0], [0.6, 0.35]])
+    truth_bt = truth_nt
+    rows, ig, it, isn = [], [], [], []
+    for s, sname in enumerate(("amsr2", "ssmisf17")):
+        for g in range(ngrid):
+            hemi = "north" if lat[g] >= 0 else "south"
+            for t in range(nstep):
+                for _rep in range(2):  # two identical observations per cell
+                    tb = np.full(basis.nchan, np.nan)
+                    tb[ix["24v"]] = 200.0  # 22V close to 19V: weather filter off
+                    v19, h19, v37 = nt_mixture(NASA_TEAM_TIE_POINTS[sname], truth_nt[g, t], 0.0)
+                    bv37, bh37, bv19 = bt_mixture(BOOTSTRAP_TIE_POINTS[(sname, hemi)], truth_bt[g, t], 250.0)
+                    # NT and BT read 19V/37V: keep them from NT for NT and add the Bootstrap
+                    # set on a separate observation so both are noise-free for their algorithm.
+                    row_nt = tb.copy()
+                    row_nt[[ix["19v"], ix["19h"], ix["37v"]]] = v19, h19, v37
+                    rows.append(row_nt); ig.append(g); it.append(t); isn.append(s)
+                    row_bt = tb.copy()
+                    row_bt[[ix["37v"], ix["37h"], ix["19v"]]] = bv37, bh37, bv19
+                    rows.append(row_bt); ig.append(g); it.append(t); isn.append(s)
+    return basis, truth_nt, (rows, ig, it, isn)
+
+
+def test_classic_sic_maps_per_algorithm(make_obs):
+    # Each algorithm on observations built from its own tie points only.
+    lat = [75.0, -70.0, 80.0]
+    _basis, truth, (rows, ig, it, isn) = _two_sensor_obs(make_obs, lat)
+    rows, ig, it, isn = map(np.asarray, (rows, ig, it, isn))
+    nt_rows = np.arange(len(rows)) % 2 == 0
+    obs_nt = make_obs(rows[nt_rows], ig[nt_rows], it[nt_rows], isn[nt_rows],
+                      sensors=("amsr2", "ssmisf17"), ngrid=3, nstep=2, lat=lat)
+    out = classic_sic_maps(obs_nt, algorithms=("nasa_team",))
+    np.testing.assert_allclose(out.maps["nasa_team"], truth, atol=2e-5)  # float32 TBs
+    np.testing.assert_allclose(out.per_sensor[("nasa_team", "ssmisf17")], truth, atol=2e-5)
+    obs_bt = make_obs(rows[~nt_rows], ig[~nt_rows], it[~nt_rows], isn[~nt_rows],
+                      sensors=("amsr2", "ssmisf17"), ngrid=3, nstep=2, lat=lat)
+    out = classic_sic_maps(obs_bt, algorithms=("bootstrap",))
+    np.testing.assert_allclose(out.maps["bootstrap"], truth, atol=2e-5)
+    # Grid point 1 is southern: with the northern tie points the answer would differ.
+    tpn = BOOTSTRAP_TIE_POINTS[("amsr2", "north")]
+    sel = (isn[~nt_rows] == 0) & (ig[~nt_rows] == 1) & (it[~nt_rows] == 0)
+    r = rows[~nt_rows][sel][0]
+    ix = obs_bt.basis.channel_index
+    north_value = float(bootstrap(r[ix["37v"]], r[ix["37h"]], r[ix["19v"]], tpn))
+    assert abs(north_value - truth[1, 0]) > 0.02
+
+
+def test_classic_sic_maps_gmi_uses_amsr2_tie_points(make_obs):
+    from empirical_seaice.sensors import build_channel_basis
+
+    basis = build_channel_basis(["gmi"])
+    ix = basis.channel_index
+    tb = np.full((1, basis.nchan), 200.0)
+    v19, h19, v37 = nt_mixture(NASA_TEAM_TIE_POINTS["amsr2"], 0.7, 0.1)
+    tb[0, [ix["19v"], ix["19h"], ix["37v"]]] = v19, h19, v37
+    tb[0, ix["24v"]] = v19
+    obs = make_obs(tb, [0], [0], [0], sensors=("gmi",), ngrid=1, nstep=1)
+    out = classic_sic_maps(obs, algorithms=("nasa_team",))
+    assert out.maps["nasa_team"][0, 0] == pytest.approx(0.8, abs=2e-5)
+
+
+def test_classic_sic_maps_errors(make_obs, monkeypatch):
+    obs = make_obs(np.full((2, 10), 200.0), igrid=[0, 1], istep=[0, 0], isensor=[0, 0])
+    with pytest.raises(SeaIceError, match="unknown algorithm 'nt2'"):
+        classic_sic_maps(obs, algorithms=("nt2",))
+    monkeypatch.setattr(classic, "TIE_POINT_SENSOR", {})
+    with pytest.raises(SeaIceError, match="no sensor of the run"):
+        classic_sic_maps(obs, algorithms=("bootstrap",))
+
+
+def test_write_classic_sic_round_trip(make_obs, tmp_path):
+    tp = NASA_TEAM_TIE_POINTS["amsr2"]
+    tb = np.full((2, 10), 200.0)
+    for k, c in enumerate((0.3, 0.9)):
+        tb[k, [2, 3, 6]] = nt_mixture(tp, c, 0.0)
+        tb[k, 4] = tb[k, 2]
+    obs = make_obs(tb, igrid=[0, 2], istep=[1, 0], isensor=[0, 0], ngrid=3, nstep=2)
+    out = classic_sic_maps(obs)
+    path = write_classic_sic(tmp_path / "classic_sic_x.nc", out, obs)
+    with xr.open_dataset(path) as ds:
+        assert ds["nasa_team"].dims == ("grid", "step")
+        assert float(ds["nasa_team"][0, 1]) == pytest.approx(0.3, abs=2e-5)
+        assert float(ds["nasa_team_amsr2"][2, 0]) == pytest.approx(0.9, abs=2e-5)
+        assert np.isnan(ds["nasa_team"][1, 0])
+        assert ds["nasa_team"].attrs["units"] == "1"
+        assert "NSIDC" in ds["nasa_team_amsr2"].attrs["tie_points"]
+        assert "bootstrap" in ds
