@@ -1,0 +1,640 @@
+"""The trainer: minibatch Adam over shuffled observations.
+
+The trainer knows nothing about sea ice. It minimises the stochastic cost that
+a *network* reports for a batch of observations, over the parameters the
+network hands it, and keeps the books (per-batch and per-epoch terms,
+held-out validation, early stopping, checkpoints, progress). The network
+contract it relies on (:class:`~empirical_seaice.network.HybridNetwork`
+fulfils it)::
+
+    data.batch(index: LongTensor) -> batch
+    network(batch) -> out
+    network.cost_terms(batch, out, nobs_total) -> dict[str, Tensor]   # scalar terms
+    network.total_cost(terms) -> Tensor                               # what is minimised
+    network.sparse_parameters() -> list[Parameter]   # tables with sparse gradients
+    network.dense_parameters() -> list[Parameter]
+    network.full_prior_terms() -> dict[str, Tensor]  # whole-map priors, exact (evaluation only)
+
+The term named ``"obs"`` (:data:`OBS_TERM`) is the observation term: the mean
+of ``J_o,i`` over the batch; it is what the held-out validation reports.
+
+Optimisers and the objective
+----------------------------
+Each step minimises the stochastic estimate of PHYSICS.md,
+``(1/B) sum_{i in batch} J_o,i + J_b / nobs`` (the network's sampled priors
+make the ``J_b`` part an unbiased per-step estimate too; see
+:mod:`empirical_seaice.network`). Its expectation over a uniformly shuffled
+epoch is ``J / nobs``, the same objective as the reference.
+
+Two optimiser schemes (``TrainingConfig.optimizer``):
+
+``"sparse"`` (default)
+    The empirical-state tables (SIC map, grid and observation properties) are
+    embeddings with sparse gradients, optimised by
+    :class:`torch.optim.SparseAdam`; the small dense weights (emissivity
+    network, wind correction, biases) by :class:`torch.optim.Adam`
+    (``foreach``). This is *lazy Adam*: a row of a table that no observation
+    of the batch touches gets no gradient from the observation term, and its
+    update is skipped, rather than being moved by its stale first moment
+    ``m`` and its ``v`` being decayed. Rows that are touched are updated with
+    the usual Adam formulas (their ``m``, ``v`` updated with the new gradient;
+    bias correction uses the global step count). So the optimiser's cost per
+    step is O(batch), not O(state size): with a year-long state the dense
+    scheme spends almost all its time decaying moments of rows that the batch
+    did not see.
+
+    What differs from dense Adam: (1) untouched rows do not keep coasting on
+    their momentum between visits (dense Adam keeps moving a row for ~1/(1-b1)
+    = 10 steps after its last gradient, with decaying steps); (2) the moments
+    of a row are the moving averages over the steps *that touched it*, not
+    over all steps, so a rarely seen row has a less-decayed ``v`` (its steps
+    are closer to ``lr`` in size — the sign-like behaviour Adam has anyway);
+    (3) the whole-map priors only act on rows through the sampled estimate.
+    The fixed point (zero expected gradient) is the same, so both reach the
+    same final cost: ``tests/training/test_equivalence.py`` shows it within 1%
+    on a small case.
+
+``"dense"``
+    Plain :class:`torch.optim.Adam` over every parameter, with the network
+    built with dense gradients and exact full-map priors: the reference's
+    way, kept for the equivalence check and for comparison.
+
+Both use the Keras defaults of the reference: lr 1e-3, betas (0.9, 0.999) and
+``eps = 1e-7`` (Keras' default; PyTorch's own default is 1e-8). Keras adds its
+epsilon to ``sqrt(v)`` before bias correction where PyTorch adds it after;
+with ``eps`` this small the two differ only for gradients of order 1e-7.
+
+Reproducibility
+---------------
+One :class:`torch.Generator` seeded from ``TrainingConfig.seed`` draws the
+validation split and every epoch's permutation; pass the same generator to
+the network for its sampled priors so a checkpoint captures all randomness.
+``reproducible=True`` additionally seeds torch, switches on
+``torch.use_deterministic_algorithms`` and runs single-threaded: two runs give
+bit-identical parameters, and a run resumed from a checkpoint equals an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from .config import TrainingConfig
+from .errors import SeaIceError
+
+logger = logging.getLogger(__name__)
+
+OBS_TERM = "obs"
+"""Name of the observation term in the network's cost terms."""
+
+CHECKPOINT_NAME = "checkpoint.pt"
+"""File name of the checkpoint in the checkpoint directory."""
+
+CHECKPOINT_FORMAT = 1
+
+ADAM_BETAS = (0.9, 0.999)
+"""Keras-default Adam betas (the reference's optimiser)."""
+ADAM_EPS = 1e-7
+"""Keras-default Adam epsilon (PyTorch's default is 1e-8)."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of ``TrainingConfig.device``.
+
+    ``"auto"`` is CUDA when available, else CPU; ``"cpu"``, ``"cuda"``,
+    ``"cuda:N"`` are taken as given. Raises :class:`SeaIceError` for an
+    unknown name or CUDA asked for on a machine without it.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SeaIceError(f"--device: expected auto, cpu or cuda, got {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise SeaIceError(f"--device: expected auto, cpu or cuda, got {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SeaIceError("--device cuda: CUDA is not available on this machine; use --device cpu or auto")
+    return device
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """The one random generator of a run (CPU), seeded with ``seed``."""
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def split_observations(
+    nobs: int, validation_fraction: float, generator: torch.Generator
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Random split of ``range(nobs)`` into training and held-out indices.
+
+    ``round(validation_fraction * nobs)`` observations (at least one when the
+    fraction is > 0) are held out, drawn by ``generator``. Both index arrays
+    are sorted int64. Compute the network's row counts from the training part
+    only. Returns ``(train_index, None)`` when the fraction is 0.
+    """
+    if validation_fraction <= 0.0:
+        return np.arange(nobs, dtype=np.int64), None
+    nvalid = max(1, int(round(validation_fraction * nobs)))
+    if nvalid >= nobs:
+        raise SeaIceError(
+            f"--validation-fraction {validation_fraction}: holds out {nvalid} of {nobs} observations, "
+            "leaving none to train on"
+        )
+    perm = torch.randperm(nobs, generator=generator).numpy()
+    return np.sort(perm[nvalid:]).astype(np.int64), np.sort(perm[:nvalid]).astype(np.int64)
+
+
+@contextlib.contextmanager
+def reproducible_mode(enabled: bool, seed: int) -> Iterator[None]:
+    """Seeded, deterministic, single-threaded torch while the block runs.
+
+    Restores the previous determinism flag and thread count on exit. Does
+    nothing when ``enabled`` is False.
+    """
+    if not enabled:
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_threads = torch.get_num_threads()
+    torch.manual_seed(int(seed))
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev_det)
+        torch.set_num_threads(prev_threads)
+
+
+# --------------------------------------------------------------------------- history
+
+
+@dataclass
+class TrainingHistory:
+    """What happened during training.
+
+    Attributes
+    ----------
+    terms : tuple of str
+        Names of the cost terms (network order) plus ``"total"``.
+    epoch_terms : list of dict
+        Per epoch, the observation-weighted mean of each term over its batches
+        (float64), i.e. the epoch's estimate of ``J / nobs`` split by term.
+    batch_terms : dict of str to float64 array
+        Per batch (all epochs concatenated), the value of each term.
+    batch_size : int64 array
+        Number of observations in each batch.
+    valid_cost : list of float
+        Per epoch, the held-out observation cost (mean ``J_o,i``); empty
+        without validation.
+    best_epoch : int or None
+        0-based epoch with the lowest held-out cost (None without validation).
+    stopped_early : bool
+        Whether early stopping ended the run.
+    epoch_wall_s : list of float
+        Wall time of each epoch's training steps (s).
+    epoch_obs_per_s : list of float
+        Training observations processed per second in each epoch.
+    wall_time_s : float
+        Total wall time of training, validation included (s).
+    obs_per_s : float
+        Training observations per second over all epochs (steps only).
+    """
+
+    terms: tuple[str, ...] = ()
+    epoch_terms: list[dict[str, float]] = field(default_factory=list)
+    batch_terms: dict[str, np.ndarray] = field(default_factory=dict)
+    batch_size: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    valid_cost: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    epoch_wall_s: list[float] = field(default_factory=list)
+    epoch_obs_per_s: list[float] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    obs_per_s: float = 0.0
+
+    @property
+    def nepochs(self) -> int:
+        """Number of completed epochs."""
+        return len(self.epoch_terms)
+
+    def _append_epoch(self, names: tuple[str, ...], values: np.ndarray, sizes: np.ndarray) -> dict[str, float]:
+        """Add one epoch's per-batch term values (nbatch, nterm) and batch sizes."""
+        if not self.terms:
+            self.terms = names
+        w = sizes.astype(np.float64)
+        means = (values * w[:, None]).sum(axis=0) / max(w.sum(), 1.0)
+        epoch = {name: float(m) for name, m in zip(names, means)}
+        self.epoch_terms.append(epoch)
+        for j, name in enumerate(names):
+            old = self.batch_terms.get(name, np.zeros(0, dtype=np.float64))
+            self.batch_terms[name] = np.concatenate([old, values[:, j]])
+        self.batch_size = np.concatenate([self.batch_size, sizes.astype(np.int64)])
+        return epoch
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain-python/tensor form for a checkpoint (``torch.load(weights_only=True)``-safe)."""
+        state = asdict(self)
+        state["terms"] = list(self.terms)
+        state["batch_terms"] = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.batch_terms.items()}
+        state["batch_size"] = torch.from_numpy(np.ascontiguousarray(self.batch_size))
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "TrainingHistory":
+        """Inverse of :meth:`to_state`."""
+        state = dict(state)
+        state["terms"] = tuple(state["terms"])
+        state["batch_terms"] = {k: v.numpy().astype(np.float64) for k, v in state["batch_terms"].items()}
+        state["batch_size"] = state["batch_size"].numpy().astype(np.int64)
+        return cls(**state)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate_cost(
+    network: torch.nn.Module,
+    data: Any,
+    index: np.ndarray | torch.Tensor,
+    nobs_total: int,
+    batch_size: int = 16384,
+) -> dict[str, float]:
+    """Exact cost over the observations ``index`` and the whole map (float64).
+
+    The observation term is accumulated over all ``index`` in batches as
+    ``sum_i J_o,i`` in float64; the whole-map priors come from
+    ``network.full_prior_terms()`` (exact, not sampled), which are the
+    per-observation-normalised ``J_b / nobs`` terms and are multiplied back
+    by ``nobs_total``.
+
+    Returns
+    -------
+    dict with ``"obs"`` (``sum_i J_o,i``), ``"obs_mean"`` (mean ``J_o,i``),
+    each full prior term (its ``J_b`` contribution), and ``"total"``
+    (``J = J_o + J_b``).
+    """
+    was_training = network.training
+    network.eval()
+    try:
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        device = _data_device(data, network)
+        obs_sum = 0.0
+        for start in range(0, idx.numel(), batch_size):
+            bidx = idx[start : start + batch_size].to(device)
+            obs_sum += _batch_obs_sum(network, data, bidx, nobs_total)
+        result: dict[str, float] = {OBS_TERM: obs_sum, "obs_mean": obs_sum / max(idx.numel(), 1)}
+        total = obs_sum
+        for name, value in network.full_prior_terms().items():
+            v = float(value.detach().double()) * nobs_total
+            result[name] = v
+            total += v
+        result["total"] = total
+        return result
+    finally:
+        network.train(was_training)
+
+
+def _batch_obs_sum(network: torch.nn.Module, data: Any, bidx: torch.Tensor, nobs_total: int) -> float:
+    """``sum_{i in batch} J_o,i`` (float64) of one batch, from the mean obs term."""
+    batch = data.batch(bidx)
+    out = network(batch)
+    terms = network.cost_terms(batch, out, nobs_total)
+    return float(terms[OBS_TERM].detach().double()) * int(bidx.numel())
+
+
+def _data_device(data: Any, network: torch.nn.Module) -> torch.device:
+    device = getattr(data, "device", None)
+    if device is not None:
+        return torch.device(device)
+    for p in network.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Minibatch Adam over shuffled observations, with books and checkpoints.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        Fulfils the contract in the module docstring. For
+        ``optimizer="sparse"`` its state tables must produce sparse gradients
+        (``HybridNetwork(..., sparse=True)``); for ``"dense"`` dense ones.
+    data : object with ``batch(index) -> batch``
+        The observations on the training device
+        (:class:`~empirical_seaice.network.ObservationTensors`).
+    config : TrainingConfig
+        Epochs, batch size, learning rate, seed, reproducibility, early
+        stopping, optimiser scheme.
+    train_index : int array
+        Observations to train on (indices into ``data``).
+    valid_index : int array or None
+        Held-out observations, whose observation cost is reported per epoch.
+    nobs_total : int
+        ``nobs`` of the cost normalisation ``J_b / nobs`` (the number of
+        training observations in the reference).
+    checkpoint_dir : Path or None
+        Where ``checkpoint.pt`` is written at each epoch end; None = no
+        checkpoints.
+    progress : bool
+        Show a tqdm progress bar on stderr.
+    generator : torch.Generator or None
+        The run's generator; None = :func:`make_generator` ``(config.seed)``.
+        Share it with the network (sampled priors) and
+        :func:`split_observations` so that a checkpoint holds all randomness.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        data: Any,
+        config: TrainingConfig,
+        train_index: np.ndarray,
+        valid_index: np.ndarray | None,
+        nobs_total: int,
+        checkpoint_dir: Path | None = None,
+        progress: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.network = network
+        self.data = data
+        self.config = config
+        self.train_index = torch.as_tensor(np.asarray(train_index), dtype=torch.long)
+        if self.train_index.numel() == 0:
+            raise SeaIceError("training: no observations to train on (empty training set)")
+        self.valid_index = (
+            None
+            if valid_index is None or len(valid_index) == 0
+            else torch.as_tensor(np.asarray(valid_index), dtype=torch.long)
+        )
+        if config.early_stopping and self.valid_index is None:
+            raise SeaIceError("--early-stopping needs held-out observations (--validation-fraction > 0)")
+        self.nobs_total = int(nobs_total)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.progress = progress
+        self.generator = generator if generator is not None else make_generator(config.seed)
+        self.device = _data_device(data, network)
+        self.optimizers = self._build_optimizers()
+        self.history = TrainingHistory()
+        self.epoch = 0
+        self._best_cost = float("inf")
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    # ----------------------------------------------------------------- optimisers
+
+    def _build_optimizers(self) -> list[torch.optim.Optimizer]:
+        cfg = self.config
+        sparse_params = list(self.network.sparse_parameters())
+        dense_params = list(self.network.dense_parameters())
+        net_sparse = getattr(self.network, "sparse", None)
+        if cfg.optimizer == "sparse":
+            if net_sparse is False:
+                raise SeaIceError(
+                    "optimizer 'sparse': the network was built with dense state gradients (sparse=False); "
+                    "build it with sparse=True or use optimizer 'dense'"
+                )
+            opts: list[torch.optim.Optimizer] = []
+            if sparse_params:
+                opts.append(torch.optim.SparseAdam(sparse_params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS))
+            if dense_params:
+                opts.append(
+                    torch.optim.Adam(dense_params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=True)
+                )
+            return opts
+        # dense: plain Adam over everything (the reference's way)
+        if net_sparse is True:
+            raise SeaIceError(
+                "optimizer 'dense': the network was built with sparse state gradients (sparse=True); "
+                "build it with sparse=False or use optimizer 'sparse'"
+            )
+        params = sparse_params + dense_params
+        return [torch.optim.Adam(params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=True)]
+
+    # ----------------------------------------------------------------- checkpoints
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """``checkpoint_dir / checkpoint.pt`` or None."""
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_NAME
+
+    def save_checkpoint(self) -> Path:
+        """Write the checkpoint atomically (temporary file, then ``os.replace``)."""
+        path = self.checkpoint_path
+        if path is None:
+            raise ValueError("save_checkpoint: the trainer has no checkpoint_dir")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": self.epoch,
+            "network": self.network.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "history": self.history.to_state(),
+            "generator": self.generator.get_state(),
+            "best_cost": self._best_cost,
+            "best_state": self._best_state,
+            "config": {"batch_size": self.config.batch_size, "optimizer": self.config.optimizer,
+                       "learning_rate": self.config.learning_rate, "seed": self.config.seed},
+        }
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load_checkpoint(self) -> None:
+        """Restore network, optimisers, epoch, history and generator from the checkpoint."""
+        path = self.checkpoint_path
+        if path is None or not path.is_file():
+            raise SeaIceError(f"resume: no checkpoint at {path}; run without resume first")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user problem
+            raise SeaIceError(f"resume: cannot read checkpoint {path}: {exc}") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise SeaIceError(f"resume: {path} is not a trainer checkpoint of format {CHECKPOINT_FORMAT}")
+        saved = state["config"]
+        for key in ("batch_size", "optimizer"):
+            if saved[key] != getattr(self.config, key):
+                raise SeaIceError(
+                    f"resume: checkpoint {path} was written with {key}={saved[key]!r}, "
+                    f"this run has {key}={getattr(self.config, key)!r}"
+                )
+        self.network.load_state_dict(state["network"])
+        for opt, opt_state in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(opt_state)
+        self.history = TrainingHistory.from_state(state["history"])
+        self.generator.set_state(state["generator"].cpu())
+        self.epoch = int(state["epoch"])
+        self._best_cost = float(state["best_cost"])
+        self._best_state = state["best_state"]
+        logger.info("resumed from %s after epoch %d", path, self.epoch)
+
+    # ----------------------------------------------------------------- training
+
+    def fit(self, resume: bool = False) -> TrainingHistory:
+        """Train for ``config.nepochs`` epochs (in total, counting resumed ones).
+
+        Parameters
+        ----------
+        resume : bool
+            Continue from ``checkpoint_dir/checkpoint.pt``.
+
+        Returns
+        -------
+        TrainingHistory
+        """
+        cfg = self.config
+        with reproducible_mode(cfg.reproducible, cfg.seed):
+            if resume:
+                self.load_checkpoint()
+            self.network.train()
+            t_start = time.perf_counter()
+            wall_before = self.history.wall_time_s
+            while self.epoch < cfg.nepochs and not self.history.stopped_early:
+                self._train_epoch()
+                if self.valid_index is not None:
+                    self._validate_epoch()
+                self.epoch += 1
+                self.history.wall_time_s = wall_before + time.perf_counter() - t_start
+                steps_s = sum(self.history.epoch_wall_s)
+                nseen = int(self.history.batch_size.sum())
+                self.history.obs_per_s = nseen / steps_s if steps_s > 0 else 0.0
+                self._log_epoch()
+                if self.checkpoint_dir is not None:
+                    self.save_checkpoint()
+            if cfg.early_stopping and self._best_state is not None:
+                self.network.load_state_dict(self._best_state)
+                logger.info("restored the parameters of the best epoch %d", self.history.best_epoch + 1)
+        return self.history
+
+    def _train_epoch(self) -> None:
+        cfg = self.config
+        network = self.network
+        n = self.train_index.numel()
+        bs = cfg.batch_size
+        nbatch = (n + bs - 1) // bs
+        perm = self.train_index[torch.randperm(n, generator=self.generator)].to(self.device)
+        names: tuple[str, ...] | None = None
+        values: torch.Tensor | None = None  # (nbatch, nterm + 1) float64 on device
+        sizes = np.diff(np.minimum(np.arange(nbatch + 1) * bs, n))
+        bar = _progress_bar(nbatch, f"epoch {self.epoch + 1}/{cfg.nepochs}", self.progress)
+        running = 0.0
+        t0 = time.perf_counter()
+        for b in range(nbatch):
+            bidx = perm[b * bs : (b + 1) * bs]
+            batch = self.data.batch(bidx)
+            out = network(batch)
+            terms = network.cost_terms(batch, out, self.nobs_total)
+            loss = network.total_cost(terms)
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in self.optimizers:
+                opt.step()
+            with torch.no_grad():
+                if values is None:
+                    names = tuple(terms) + ("total",)
+                    values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
+                values[b] = torch.stack([t.detach().reshape(()) for t in terms.values()] + [loss.detach()]).double()
+            if bar is not None and (b % 20 == 0 or b == nbatch - 1):
+                running = float(values[max(0, b - 19) : b + 1, -1].mean())
+                bar.set_postfix_str(f"J/nobs={running:.4g}", refresh=b == nbatch - 1)
+            if bar is not None:
+                bar.update(1)
+        wall = time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+        assert names is not None and values is not None
+        if not all(np.isfinite(values.cpu().numpy()).ravel()):
+            bad = [nm for nm, ok in zip(names, torch.isfinite(values).all(dim=0).tolist()) if not ok]
+            raise SeaIceError(
+                f"training: cost term(s) {', '.join(bad)} became non-finite in epoch {self.epoch + 1}; "
+                "lower --learning-rate or check the input data"
+            )
+        self.history._append_epoch(names, values.cpu().numpy(), sizes)
+        self.history.epoch_wall_s.append(wall)
+        self.history.epoch_obs_per_s.append(n / wall if wall > 0 else 0.0)
+
+    def _validate_epoch(self) -> None:
+        assert self.valid_index is not None
+        result = evaluate_obs_cost(self.network, self.data, self.valid_index, self.nobs_total,
+                                   max(self.config.batch_size, 16384), self.device)
+        self.network.train()
+        h = self.history
+        h.valid_cost.append(result)
+        if result < self._best_cost:
+            self._best_cost = result
+            h.best_epoch = self.epoch
+            if self.config.early_stopping:
+                self._best_state = copy.deepcopy({k: v.detach().clone() for k, v in self.network.state_dict().items()})
+        elif self.config.early_stopping and h.best_epoch is not None and self.epoch - h.best_epoch >= self.config.patience:
+            h.stopped_early = True
+            logger.info(
+                "early stopping after epoch %d: held-out cost has not improved for %d epoch(s) (best epoch %d)",
+                self.epoch + 1, self.config.patience, h.best_epoch + 1,
+            )
+
+    def _log_epoch(self) -> None:
+        h = self.history
+        e = h.epoch_terms[-1]
+        parts = " ".join(f"{k}={v:.5g}" for k, v in e.items())
+        valid = f" valid_obs={h.valid_cost[-1]:.5g}" if h.valid_cost else ""
+        logger.info(
+            "epoch %d/%d: %s%s (%.0f obs/s)", self.epoch, self.config.nepochs, parts, valid, h.epoch_obs_per_s[-1]
+        )
+
+
+@torch.no_grad()
+def evaluate_obs_cost(
+    network: torch.nn.Module,
+    data: Any,
+    index: torch.Tensor,
+    nobs_total: int,
+    batch_size: int,
+    device: torch.device | None = None,
+) -> float:
+    """Mean observation cost ``(1/n) sum_i J_o,i`` over ``index`` (float64 accumulation)."""
+    network.eval()
+    device = device if device is not None else _data_device(data, network)
+    total = 0.0
+    for start in range(0, index.numel(), batch_size):
+        bidx = index[start : start + batch_size].to(device)
+        total += _batch_obs_sum(network, data, bidx, nobs_total)
+    return total / max(index.numel(), 1)
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+__all__ = [
+    "Trainer", "TrainingHistory", "evaluate_cost", "evaluate_obs_cost", "make_generator",
+    "split_observations", "resolve_device", "reproducible_mode", "OBS_TERM", "CHECKPOINT_NAME",
+    "ADAM_BETAS", "ADAM_EPS",
+]

@@ -1,0 +1,262 @@
+"""Trainer mechanics on the toy network: lazy Adam by hand, books, validation,
+early stopping, reproducibility, checkpoints and resume, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from empirical_seaice.config import TrainingConfig
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.training import (
+    ADAM_EPS,
+    CHECKPOINT_NAME,
+    Trainer,
+    TrainingHistory,
+    evaluate_cost,
+    make_generator,
+    resolve_device,
+    split_observations,
+)
+from training_toy import ToyData, ToyNetwork, build, make_toy
+
+B1, B2, LR = 0.9, 0.999, 1e-3
+
+
+def _adam_move(grads: list[float], steps: list[int]) -> float:
+    """|total move| of one scalar under Adam (eps after bias correction) given
+    its gradient at each step (0 = untouched) and the global step numbers."""
+    m = v = 0.0
+    move = 0.0
+    for g, t in zip(grads, steps):
+        m = B1 * m + (1 - B1) * g
+        v = B2 * v + (1 - B2) * g * g
+        move += LR * (m / (1 - B1**t)) / (math.sqrt(v / (1 - B2**t)) + ADAM_EPS)
+    return abs(move)
+
+
+def _two_obs_case(optimizer: str):
+    row = np.array([0, 1, 3])  # row 3 exists only to size the table; not trained on
+    x = np.zeros(3)
+    y = np.array([1.0, -2.0, 0.0])
+    net = ToyNetwork(4, np.array([1, 1, 0, 0]), sparse=optimizer == "sparse")
+    cfg = TrainingConfig(nepochs=1, batch_size=1, optimizer=optimizer, seed=3)
+    trainer = Trainer(net, ToyData(row, x, y), cfg, np.array([0, 1]), None, nobs_total=2, progress=False)
+    trainer.fit()
+    return net.table.weight.detach().double().numpy()[:, 0], trainer
+
+
+@pytest.mark.parametrize("optimizer", ["sparse", "dense"])
+def test_lazy_adam_moves_by_hand(optimizer):
+    """Two steps, one observation each on rows 0 and 1. Gradient of the touched
+    row at a = 0 is -2 y (the prior's is 0 there). Sparse (lazy) Adam moves the
+    first row once (step 1) and the second once (step 2, global bias
+    correction); dense Adam moves the first row again at step 2 on momentum."""
+    a, trainer = _two_obs_case(optimizer)
+    # which observation came first: the permutation of the run's generator
+    first = int(torch.randperm(2, generator=make_generator(3))[0])
+    second = 1 - first
+    y = {0: 1.0, 1: -2.0}
+    g_first, g_second = -2 * y[first], -2 * y[second]
+    if optimizer == "sparse":
+        exp_first = _adam_move([g_first], [1])
+    else:
+        exp_first = _adam_move([g_first, 0.0], [1, 2])
+    exp_second = _adam_move([g_second], [2])
+    assert a[first] * np.sign(y[first]) == pytest.approx(exp_first, rel=1e-5)
+    assert a[second] * np.sign(y[second]) == pytest.approx(exp_second, rel=1e-5)
+    assert exp_second == pytest.approx(LR * (0.1 / 0.19) / math.sqrt(0.001 / 0.001999), rel=1e-6)
+    if optimizer == "dense":
+        assert exp_first == pytest.approx(LR * (1 + 0.9 * 0.1 / 0.19 / math.sqrt(0.999 * 0.001 / 0.001999)), rel=1e-5)
+    assert a[2] == 0.0 and a[3] == 0.0  # never observed: never moved
+
+
+def test_history_books():
+    row, x, y = make_toy(nobs=600)
+    net, data = build(row, x, y)
+    cfg = TrainingConfig(nepochs=3, batch_size=128, seed=0)
+    hist = Trainer(net, data, cfg, np.arange(600), None, 600, progress=False).fit()
+    assert hist.nepochs == 3
+    assert hist.terms == ("obs", "prior", "total")
+    nb = 5  # ceil(600 / 128)
+    assert hist.batch_size.tolist() == [128, 128, 128, 128, 88] * 3
+    for name in hist.terms:
+        assert hist.batch_terms[name].shape == (3 * nb,)
+    np.testing.assert_allclose(hist.batch_terms["total"], hist.batch_terms["obs"] + hist.batch_terms["prior"], rtol=1e-6)
+    for e in range(3):
+        sl = slice(e * nb, (e + 1) * nb)
+        w = hist.batch_size[sl]
+        for name in hist.terms:
+            assert hist.epoch_terms[e][name] == pytest.approx(np.sum(hist.batch_terms[name][sl] * w) / 600, rel=1e-12)
+    # the cost falls: epoch 3 below epoch 1
+    assert hist.epoch_terms[2]["total"] < hist.epoch_terms[0]["total"]
+    assert hist.valid_cost == [] and hist.best_epoch is None and not hist.stopped_early
+    assert hist.obs_per_s > 0 and len(hist.epoch_obs_per_s) == 3 and hist.wall_time_s >= sum(hist.epoch_wall_s)
+
+
+def test_progress_bar_on_stderr(capsys):
+    row, x, y = make_toy(nobs=200)
+    net, data = build(row, x, y)
+    Trainer(net, data, TrainingConfig(nepochs=1, batch_size=50), np.arange(200), None, 200, progress=True).fit()
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "J/nobs=" in err
+
+
+def test_evaluate_cost_by_hand():
+    row = np.array([0, 1, 1])
+    x = np.array([1.0, 2.0, -1.0])
+    y = np.array([1.0, 0.0, 2.0])
+    net = ToyNetwork(3, np.array([1, 2, 0]), sigma_o=2.0, sigma_p=0.5)
+    with torch.no_grad():
+        net.table.weight[:, 0] = torch.tensor([0.5, -1.0, 3.0])
+        net.w.fill_(0.25)
+        net.b.fill_(0.1)
+    res = evaluate_cost(net, ToyData(row, x, y), np.arange(3), nobs_total=3, batch_size=2)
+    pred = np.array([0.5 + 0.25 + 0.1, -1.0 + 0.5 + 0.1, -1.0 - 0.25 + 0.1])
+    jo = np.sum(((y - pred) / 2.0) ** 2)
+    jb = (0.25 + 1.0 + 9.0) / 0.25
+    assert res["obs"] == pytest.approx(jo, rel=1e-6)
+    assert res["obs_mean"] == pytest.approx(jo / 3, rel=1e-6)
+    assert res["prior"] == pytest.approx(jb, rel=1e-6)
+    assert res["total"] == pytest.approx(jo + jb, rel=1e-6)
+
+
+def test_split_observations():
+    tr, va = split_observations(1000, 0.2, make_generator(5))
+    assert len(va) == 200 and len(tr) == 800
+    assert np.array_equal(np.sort(np.concatenate([tr, va])), np.arange(1000))
+    tr2, va2 = split_observations(1000, 0.2, make_generator(5))
+    assert np.array_equal(va, va2)
+    _, va3 = split_observations(1000, 0.2, make_generator(6))
+    assert not np.array_equal(va, va3)
+    tr0, va0 = split_observations(7, 0.0, make_generator(5))
+    assert va0 is None and tr0.tolist() == list(range(7))
+    with pytest.raises(SeaIceError, match="leaving none to train on"):
+        split_observations(2, 0.9, make_generator(0))
+
+
+def _conflict_case(patience=1, nepochs=6):
+    """Held-out observations of the same rows with the opposite sign: training
+    pulls the rows away from them, so the held-out cost rises from epoch 1."""
+    nrow = 10
+    rng = np.random.default_rng(0)
+    row = np.concatenate([np.repeat(np.arange(nrow), 20), np.arange(nrow)])
+    y = np.concatenate([np.full(200, 3.0), np.full(nrow, -3.0)])
+    x = rng.normal(size=row.size)
+    train, valid = np.arange(200), np.arange(200, 210)
+    net, data = build(row, x, y, train_index=train)
+    cfg = TrainingConfig(nepochs=nepochs, batch_size=40, learning_rate=0.05, validation_fraction=0.05,
+                         early_stopping=True, patience=patience, reproducible=True)
+    return net, data, cfg, train, valid
+
+
+def test_validation_and_early_stopping_restores_best():
+    net, data, cfg, train, valid = _conflict_case(patience=2)
+    trainer = Trainer(net, data, cfg, train, valid, 200, progress=False)
+    hist = trainer.fit()
+    assert hist.best_epoch == 0
+    assert hist.stopped_early and hist.nepochs == 3  # epoch 1 best, 2 and 3 worse -> stop
+    assert hist.valid_cost[0] < hist.valid_cost[1] < hist.valid_cost[2]
+    # the held-out cost is the mean J_o of the held-out observations, now at the best epoch
+    ev = evaluate_cost(net, data, valid, 200)
+    assert ev["obs_mean"] == pytest.approx(hist.valid_cost[0], rel=1e-6)
+    # and the parameters equal those of a 1-epoch run
+    net1, data1, cfg1, _, _ = _conflict_case(nepochs=1)
+    Trainer(net1, data1, cfg1, train, valid, 200, progress=False).fit()
+    for (k, v), (_, v1) in zip(net.state_dict().items(), net1.state_dict().items()):
+        assert torch.equal(v, v1), k
+
+
+def _run(nepochs, tmp_path=None, resume=False, seed=0, net_data=None):
+    row, x, y = make_toy(nobs=500)
+    net, data = net_data if net_data is not None else build(row, x, y)
+    cfg = TrainingConfig(nepochs=nepochs, batch_size=64, seed=seed, reproducible=True, learning_rate=0.01)
+    trainer = Trainer(net, data, cfg, np.arange(500), None, 500, checkpoint_dir=tmp_path, progress=False)
+    hist = trainer.fit(resume=resume)
+    return net, hist, (net, data)
+
+
+def test_reproducible_runs_are_bitwise_equal():
+    a, ha, _ = _run(2)
+    b, hb, _ = _run(2)
+    c, _, _ = _run(2, seed=1)
+    for k in a.state_dict():
+        assert torch.equal(a.state_dict()[k], b.state_dict()[k]), k
+    assert np.array_equal(ha.batch_terms["total"], hb.batch_terms["total"])
+    assert not torch.equal(a.table.weight, c.table.weight)  # the seed matters
+
+
+def test_checkpoint_resume_equals_uninterrupted(tmp_path):
+    full, hfull, _ = _run(3)
+    _, h1, _ = _run(1, tmp_path)
+    ck = tmp_path / CHECKPOINT_NAME
+    assert ck.is_file() and [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]  # no temp file left
+    state = torch.load(ck, weights_only=True)
+    assert state["epoch"] == 1
+    # a fresh network and trainer resume from the checkpoint
+    resumed, hres, _ = _run(3, tmp_path, resume=True)
+    for k in full.state_dict():
+        assert torch.equal(full.state_dict()[k], resumed.state_dict()[k]), k
+    assert hres.nepochs == 3
+    np.testing.assert_array_equal(hres.batch_terms["total"], hfull.batch_terms["total"])
+    assert TrainingHistory.from_state(hres.to_state()).epoch_terms == hres.epoch_terms
+
+
+def test_resume_errors(tmp_path):
+    row, x, y = make_toy(nobs=100)
+    net, data = build(row, x, y)
+    cfg = TrainingConfig(nepochs=1, batch_size=32)
+    with pytest.raises(SeaIceError, match="no checkpoint at"):
+        Trainer(net, data, cfg, np.arange(100), None, 100, checkpoint_dir=tmp_path, progress=False).fit(resume=True)
+    Trainer(net, data, cfg, np.arange(100), None, 100, checkpoint_dir=tmp_path, progress=False).fit()
+    other = TrainingConfig(nepochs=2, batch_size=16)
+    with pytest.raises(SeaIceError, match="batch_size=32, this run has batch_size=16"):
+        Trainer(net, data, other, np.arange(100), None, 100, checkpoint_dir=tmp_path, progress=False).fit(resume=True)
+    (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
+    with pytest.raises(SeaIceError, match="cannot read checkpoint"):
+        Trainer(net, data, cfg, np.arange(100), None, 100, checkpoint_dir=tmp_path, progress=False).fit(resume=True)
+    torch.save({"format": 99}, tmp_path / CHECKPOINT_NAME)
+    with pytest.raises(SeaIceError, match="not a trainer checkpoint"):
+        Trainer(net, data, cfg, np.arange(100), None, 100, checkpoint_dir=tmp_path, progress=False).fit(resume=True)
+    with pytest.raises(ValueError, match="no checkpoint_dir"):
+        Trainer(net, data, cfg, np.arange(100), None, 100, progress=False).save_checkpoint()
+
+
+def test_trainer_errors():
+    row, x, y = make_toy(nobs=100)
+    _, data = build(row, x, y)
+    dense_net, _ = build(row, x, y, sparse=False)
+    sparse_net, _ = build(row, x, y, sparse=True)
+    with pytest.raises(SeaIceError, match="built with dense state gradients"):
+        Trainer(dense_net, data, TrainingConfig(optimizer="sparse"), np.arange(100), None, 100)
+    with pytest.raises(SeaIceError, match="built with sparse state gradients"):
+        Trainer(sparse_net, data, TrainingConfig(optimizer="dense"), np.arange(100), None, 100)
+    with pytest.raises(SeaIceError, match="empty training set"):
+        Trainer(sparse_net, data, TrainingConfig(), np.arange(0), None, 100)
+    cfg = TrainingConfig(validation_fraction=0.1, early_stopping=True)
+    with pytest.raises(SeaIceError, match="needs held-out observations"):
+        Trainer(sparse_net, data, cfg, np.arange(100), None, 100)
+    with pytest.raises(SeaIceError, match="became non-finite"):
+        with torch.no_grad():
+            sparse_net.w.fill_(float("inf"))
+        Trainer(sparse_net, data, TrainingConfig(nepochs=1, batch_size=50), np.arange(100), None, 100,
+                progress=False).fit()
+
+
+def test_config_and_device_errors():
+    with pytest.raises(SeaIceError, match="--optimizer: expected sparse or dense, got 'lazy'"):
+        TrainingConfig(optimizer="lazy")
+    with pytest.raises(SeaIceError, match="--patience: must be >= 1, got 0"):
+        TrainingConfig(patience=0)
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(SeaIceError, match="--device: expected auto, cpu or cuda, got 'gpu'"):
+        resolve_device("gpu")
+    with pytest.raises(SeaIceError, match="--device: expected auto, cpu or cuda, got 'meta'"):
+        resolve_device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(SeaIceError, match="CUDA is not available"):
+            resolve_device("cuda")
