@@ -1,0 +1,126 @@
+"""Low-level NetCDF access for the readers: open, find variables, read blocks.
+
+Everything that touches :mod:`netCDF4` for the training-data readers goes
+through here, so that errors carry the file and variable name and so that
+fill values are handled in one place. Values are read in row blocks so a
+field never needs more than one block of temporary copies.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import SeaIceError
+
+BLOCK_ROWS = 1 << 20
+"""Observations read per block (a block of 14 float32 channels is ~60 MB)."""
+
+FILL_ABS = 1.0e10
+"""Values with a magnitude above this are fill values (e.g. 9.96921e36)."""
+
+FILL_VALUES = (-999.0, -9999.0, -99999.0, -32767.0, -32768.0)
+"""Conventional fill values treated as missing even without a ``_FillValue`` attribute."""
+
+
+def _netcdf4():
+    # Imported lazily so that tests can monkeypatch netCDF4.Dataset and so
+    # that a cached run never touches the library.
+    import netCDF4
+
+    return netCDF4
+
+
+@contextmanager
+def open_dataset(path: Path) -> Iterator["object"]:
+    """Open a NetCDF file for reading; failures become :class:`SeaIceError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SeaIceError(f"{path}: file not found")
+    try:
+        ds = _netcdf4().Dataset(str(path), "r")
+    except OSError as exc:
+        raise SeaIceError(f"{path}: cannot read as NetCDF ({exc})") from None
+    try:
+        yield ds
+    finally:
+        ds.close()
+
+
+def variable_names(ds) -> list[str]:
+    """Names of the variables of a dataset (root group)."""
+    return list(ds.variables)
+
+
+def get_variable(ds, path: Path, names: tuple[str, ...] | str):
+    """The first variable of ``names`` present in ``ds``, else SeaIceError.
+
+    Returns ``(variable, name)``.
+    """
+    if isinstance(names, str):
+        names = (names,)
+    for name in names:
+        if name in ds.variables:
+            return ds.variables[name], name
+    have = ", ".join(variable_names(ds)) or "none"
+    want = " or ".join(names)
+    raise SeaIceError(f"{path}: variable {want} not found (variables in file: {have})")
+
+
+def invalid_float(values: np.ndarray) -> np.ndarray:
+    """Boolean mask of missing values: NaN/inf, |x| > 1e10, or a conventional fill value."""
+    bad = ~np.isfinite(values)
+    with np.errstate(invalid="ignore"):
+        bad |= np.abs(values) > FILL_ABS
+    for fill in FILL_VALUES:
+        bad |= values == fill
+    return bad
+
+
+def as_float(raw, dtype=np.float32) -> np.ndarray:
+    """A block read from netCDF4 as a plain float array, masked/fill values -> NaN."""
+    if np.ma.isMaskedArray(raw):
+        out = np.array(raw.data, dtype=dtype)
+        out[np.ma.getmaskarray(raw)] = np.nan
+    else:
+        out = np.array(raw, dtype=dtype)
+    out[invalid_float(out)] = np.nan
+    return out
+
+
+@dataclass(frozen=True)
+class Layout2D:
+    """How a per-observation-and-channel variable lies in its file.
+
+    Attributes
+    ----------
+    transposed : bool
+        True if stored as (channel, nobs) instead of (nobs, channel).
+    nchan_file : int
+        Channels in the file.
+    offset : int
+        Leading channels to drop (AMSR2's 6.9/7.3 GHz).
+    """
+
+    transposed: bool
+    nchan_file: int
+    offset: int
+
+
+def read_rows(var, start: int, stop: int, layout: Layout2D | None = None):
+    """Rows ``[start, stop)`` of a 1-D or 2-D variable, as stored (masked array)."""
+    if layout is None:
+        return var[start:stop]
+    if layout.transposed:
+        return var[layout.offset:, start:stop].T
+    return var[start:stop, layout.offset:]
+
+
+def row_blocks(n: int, block: int = BLOCK_ROWS) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` pairs covering ``range(n)`` in blocks."""
+    for start in range(0, n, block):
+        yield start, min(n, start + block)

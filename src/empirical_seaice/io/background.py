@@ -1,0 +1,195 @@
+"""Background SIC and daily skin-temperature maps (FORMAT.md, "Background").
+
+Shapes (``ngrid`` = rows of the SIC variable, ``M`` = columns of the
+skin-temperature map = steps of the whole background period):
+
+- SIC ``SEAICE`` or ``seaice``: ``(ngrid, M + nlag)`` -> columns
+  ``[stepstart, stepstart + nsteps + nlag)``; ``(ngrid, M)`` -> padded at the
+  start by repeating the first column ``nlag`` times, then sliced the same
+  way; ``(ngrid,)`` -> constant in time.
+- Skin temperature ``TSFC`` ``(ngrid, M)`` -> columns
+  ``[stepstart, stepstart + nsteps)``; ``LON``, ``LAT`` ``(ngrid,)`` optional.
+
+Grid-first is required: a variable stored ``(step, grid)`` is an error whose
+message says it looks transposed (we do not guess, because ``ngrid == M``
+would be ambiguous). Isolated missing SIC values become 0 (open water, e.g.
+land points); isolated out-of-range SIC values are clipped to [0, 1];
+isolated missing or out-of-range skin temperatures are replaced by the mean
+of the valid ones; a map mostly invalid or out of range is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SeaIceError
+from ..observations import BackgroundMaps
+from ._netcdf import as_float, get_variable, open_dataset
+
+log = logging.getLogger(__name__)
+
+SIC_VARIABLES = ("SEAICE", "seaice")
+SIC_RANGE = (0.0, 1.0)
+TSFC_RANGE = (180.0, 340.0)
+MOSTLY = 0.5
+"""A field with more than this fraction of missing or out-of-range values is an error."""
+
+
+@dataclass(frozen=True)
+class BackgroundShape:
+    """Shapes of the background files, read without loading the data.
+
+    Attributes
+    ----------
+    ngrid : int
+        Grid points (rows of the SIC variable).
+    nstep_total : int
+        Steps of the background period (columns of the skin-temperature map).
+    sic_kind : str
+        ``"lagged"`` (ngrid, M + nlag), ``"padded"`` (ngrid, M) or ``"constant"`` (ngrid,).
+    """
+
+    ngrid: int
+    nstep_total: int
+    sic_kind: str
+
+
+def _transposed_hint(shape: tuple[int, ...], ngrid: int | None) -> str:
+    if ngrid is not None and len(shape) == 2 and shape[1] == ngrid and shape[0] != ngrid:
+        return " (it looks transposed: store it as (grid, step))"
+    return ""
+
+
+def background_shape(seaice_path: Path, tsfc_path: Path, nlag: int) -> BackgroundShape:
+    """Check the shapes of the background files and return the grid and period sizes.
+
+    Raises
+    ------
+    SeaIceError
+        A missing variable or a shape that fits none of the rules, naming the
+        file, the variable, the expected and the actual shape.
+    """
+    with open_dataset(tsfc_path) as ds:
+        tvar, _ = get_variable(ds, tsfc_path, "TSFC")
+        tshape = tuple(tvar.shape)
+        lon_n = len(ds.variables["LON"]) if "LON" in ds.variables else None
+    with open_dataset(seaice_path) as ds:
+        svar, sname = get_variable(ds, seaice_path, SIC_VARIABLES)
+        sshape = tuple(svar.shape)
+    if len(sshape) not in (1, 2):
+        raise SeaIceError(
+            f"{seaice_path}: variable {sname} expected shape (ngrid, nstep + nlag), (ngrid, nstep) or (ngrid,), got {sshape}"
+        )
+    ngrid = sshape[0]
+    if len(tshape) != 2 or tshape[0] != ngrid:
+        hint = _transposed_hint(tshape, ngrid)
+        raise SeaIceError(
+            f"{tsfc_path}: variable TSFC expected shape (ngrid={ngrid}, nstep) to match {seaice_path.name}, got {tshape}{hint}"
+        )
+    nstep_total = tshape[1]
+    if lon_n is not None and lon_n != ngrid:
+        raise SeaIceError(f"{tsfc_path}: variable LON expected shape ({ngrid},), got ({lon_n},)")
+    if len(sshape) == 1:
+        kind = "constant"
+    elif sshape[1] == nstep_total + nlag:
+        kind = "lagged"
+    elif sshape[1] == nstep_total:
+        kind = "padded"
+    else:
+        raise SeaIceError(
+            f"{seaice_path}: variable {sname} expected shape ({ngrid}, {nstep_total + nlag}) "
+            f"(nstep={nstep_total} of {tsfc_path.name} + nlag={nlag}), ({ngrid}, {nstep_total}) or ({ngrid},), "
+            f"got {sshape}{_transposed_hint(sshape, ngrid)}"
+        )
+    return BackgroundShape(ngrid, nstep_total, kind)
+
+
+def _clean(values: np.ndarray, lo: float, hi: float, path: Path, name: str, units: str) -> tuple[np.ndarray, np.ndarray]:
+    """Flag missing and out-of-range values; error if they are most of the field."""
+    missing = np.isnan(values)
+    with np.errstate(invalid="ignore"):
+        out = ~missing & ((values < lo) | (values > hi))
+    n = values.size
+    if n and (missing.sum() + out.sum()) > MOSTLY * n:
+        if out.sum() >= missing.sum():
+            finite = values[~missing]
+            raise SeaIceError(
+                f"{path}: variable {name} mostly out of range [{lo:g}, {hi:g}] {units}: "
+                f"{100 * out.sum() / n:.0f}% of values (found {finite.min():g} to {finite.max():g})"
+            )
+        raise SeaIceError(f"{path}: variable {name} mostly missing (NaN/fill): {100 * missing.sum() / n:.0f}% of values")
+    return missing, out
+
+
+def read_background(
+    seaice_path: Path, tsfc_path: Path, shape: BackgroundShape, stepstart: int, nsteps: int, nlag: int
+) -> BackgroundMaps:
+    """Read the background SIC and skin-temperature maps for the selected period.
+
+    Parameters
+    ----------
+    seaice_path, tsfc_path : Path
+        Background SIC and daily skin-temperature files.
+    shape : BackgroundShape
+        From :func:`background_shape`.
+    stepstart, nsteps : int
+        Selected period (steps from the start of the background period).
+    nlag : int
+        Lag columns of the SIC map.
+
+    Returns
+    -------
+    BackgroundMaps
+        ``sic`` float32 (ngrid, nsteps + nlag), ``t_skin_map_k`` float32
+        (ngrid, nsteps), lon/lat float32 (ngrid,) or None.
+    """
+    stop = stepstart + nsteps
+    if stop > shape.nstep_total:
+        raise SeaIceError(
+            f"{tsfc_path}: variable TSFC covers {shape.nstep_total} steps, the selected period needs "
+            f"steps {stepstart}..{stop - 1}; reduce --nsteps/--stepstart or extend the background"
+        )
+    with open_dataset(seaice_path) as ds:
+        svar, sname = get_variable(ds, seaice_path, SIC_VARIABLES)
+        if shape.sic_kind == "constant":
+            col = as_float(svar[:])
+            sic = np.repeat(col[:, None], nsteps + nlag, axis=1)
+        elif shape.sic_kind == "lagged":
+            sic = as_float(svar[:, stepstart: stop + nlag])
+        else:
+            cols = np.clip(np.arange(stepstart, stop + nlag) - nlag, 0, None)
+            block = as_float(svar[:, cols[0]: cols[-1] + 1])
+            sic = np.ascontiguousarray(block[:, cols - cols[0]])
+    missing, out = _clean(sic, *SIC_RANGE, seaice_path, sname, "(fraction 0..1)")
+    if missing.any():
+        log.info("%s: %d missing SIC values set to 0", seaice_path, int(missing.sum()))
+    sic[missing] = 0.0
+    np.clip(sic, *SIC_RANGE, out=sic)
+
+    with open_dataset(tsfc_path) as ds:
+        tvar, _ = get_variable(ds, tsfc_path, "TSFC")
+        tmap = as_float(tvar[:, stepstart:stop])
+        lon = as_float(ds.variables["LON"][:]) if "LON" in ds.variables else None
+        lat = as_float(ds.variables["LAT"][:]) if "LAT" in ds.variables else None
+    missing, out = _clean(tmap, *TSFC_RANGE, tsfc_path, "TSFC", "K")
+    bad = missing | out
+    if bad.any():
+        fill = float(tmap[~bad].mean()) if (~bad).any() else 271.35
+        log.info("%s: %d missing or out-of-range skin temperatures set to %.2f K", tsfc_path, int(bad.sum()), fill)
+        tmap[bad] = fill
+    if lat is not None and lat.shape != (shape.ngrid,):
+        raise SeaIceError(f"{tsfc_path}: variable LAT expected shape ({shape.ngrid},), got {lat.shape}")
+    return BackgroundMaps(
+        sic=np.ascontiguousarray(sic, dtype=np.float32),
+        t_skin_map_k=np.ascontiguousarray(tmap, dtype=np.float32),
+        nlag=nlag,
+        lon=lon,
+        lat=lat,
+    )
+
+
+__all__ = ["BackgroundShape", "background_shape", "read_background", "SIC_VARIABLES"]

@@ -1,0 +1,117 @@
+"""Memory-mapped cache of the assembled training data.
+
+Layout: ``<cache_dir>/observations/`` holds one ``.npy`` file per array of
+:class:`Observations` and :class:`BackgroundMaps` and a ``manifest.json``
+with the cache key and the metadata (grid size, period, origin, sensors).
+The key is a SHA-256 over the input files (resolved path, size, mtime), the
+:class:`DataConfig` and ``nlag``; any difference rebuilds the cache.
+
+The cache is written to a temporary directory beside the final one and
+renamed into place, so an interrupted run leaves either the old cache or the
+new one, never half of one. Loading opens no NetCDF file: the arrays come back
+as read-only ``numpy.memmap`` views (``np.load(mmap_mode="r")``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..config import DataConfig
+from ..observations import PER_CHANNEL_FIELDS, PER_OBS_FIELDS, BackgroundMaps, Observations
+from ..sensors import build_channel_basis
+
+log = logging.getLogger(__name__)
+
+CACHE_SUBDIR = "observations"
+MANIFEST = "manifest.json"
+CACHE_VERSION = 1
+_BG_FIELDS = ("sic", "t_skin_map_k", "lon", "lat")
+
+
+def cache_key(files: Sequence[Path], config: DataConfig, nlag: int) -> str:
+    """SHA-256 key of the input files (path, size, mtime), the data configuration and ``nlag``."""
+    items = []
+    for f in files:
+        st = Path(f).stat()
+        items.append([str(Path(f).resolve()), st.st_size, st.st_mtime_ns])
+    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
+    cfg["data"] = str(Path(config.data).resolve())
+    blob = json.dumps({"version": CACHE_VERSION, "files": items, "config": cfg, "nlag": nlag}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def load(cache_dir: Path, key: str) -> tuple[Observations, BackgroundMaps] | None:
+    """The cached arrays as memmaps if the cache exists and its key matches, else None."""
+    root = Path(cache_dir) / CACHE_SUBDIR
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("key") != key or manifest.get("version") != CACHE_VERSION:
+        log.info("cache %s is stale; rebuilding", root)
+        return None
+    meta = manifest["meta"]
+    try:
+        arrays = {name: np.load(root / f"{name}.npy", mmap_mode="r") for name in PER_OBS_FIELDS + PER_CHANNEL_FIELDS}
+        bg = {name: (np.load(root / f"bg_{name}.npy", mmap_mode="r") if name in meta["bg_fields"] else None)
+              for name in _BG_FIELDS}
+    except (OSError, ValueError):
+        log.info("cache %s is incomplete; rebuilding", root)
+        return None
+    basis = build_channel_basis(meta["sensors"])
+    obs = Observations(
+        **arrays, basis=basis, ngrid=meta["ngrid"], nstep=meta["nstep"], jd_origin=meta["jd_origin"],
+        stepstart=meta["stepstart"], lon=bg["lon"], lat=bg["lat"],
+    )
+    background = BackgroundMaps(
+        sic=bg["sic"], t_skin_map_k=bg["t_skin_map_k"], nlag=meta["nlag"], lon=bg["lon"], lat=bg["lat"]
+    )
+    return obs, background
+
+
+def save(cache_dir: Path, key: str, obs: Observations, background: BackgroundMaps) -> Path:
+    """Write the cache atomically (temporary directory, then rename); returns its directory."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    final = cache_dir / CACHE_SUBDIR
+    tmp = Path(tempfile.mkdtemp(prefix=f".{CACHE_SUBDIR}.tmp-", dir=cache_dir))
+    try:
+        for name, arr in obs.arrays().items():
+            np.save(tmp / f"{name}.npy", np.asarray(arr))
+        bg_fields = []
+        for name in _BG_FIELDS:
+            arr = getattr(background, name)
+            if arr is not None:
+                np.save(tmp / f"bg_{name}.npy", np.asarray(arr))
+                bg_fields.append(name)
+        meta = {
+            "sensors": list(obs.basis.sensor_names), "ngrid": obs.ngrid, "nstep": obs.nstep,
+            "jd_origin": obs.jd_origin, "stepstart": obs.stepstart, "nlag": background.nlag,
+            "nobs": obs.nobs, "bg_fields": bg_fields,
+        }
+        (tmp / MANIFEST).write_text(json.dumps({"version": CACHE_VERSION, "key": key, "meta": meta}, indent=1))
+        old = None
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{CACHE_SUBDIR}.old-", dir=cache_dir))
+            os.rename(final, old / CACHE_SUBDIR)
+        os.rename(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("training data cached in %s", final)
+    return final
+
+
+__all__ = ["cache_key", "load", "save", "CACHE_SUBDIR", "MANIFEST"]

@@ -1,0 +1,444 @@
+"""Read the training data of a run into one columnar :class:`Observations`.
+
+The flow of :func:`read_training_data`:
+
+1. locate the files (:mod:`.layouts`); with a cache directory, return the
+   cached arrays if their key (input files, sizes, mtimes, DataConfig, nlag)
+   matches, without opening any NetCDF file;
+2. read ``JULIAN_DAY`` of every sensor; ``jd_origin`` = floor of the smallest
+   Julian day over all sensors; step index by the 21 UTC rule;
+3. check the background shapes; choose the period
+   ``[stepstart, stepstart + nsteps)``;
+4. read the per-observation fields; keep an observation when every one of
+   them is valid and its step is in the period;
+5. read the per-channel fields block by block straight into preallocated
+   float32 ``(nobs, nchan)`` arrays in the unified basis;
+6. zero every masked value; write the cache.
+
+Validity. A value is *missing* if NaN/inf, masked by the file's
+``_FillValue``, ``|x| > 1e10`` or a conventional fill (-999, -9999, ...). A
+value is *out of range* if outside FORMAT.md's physical range. Missing or
+out-of-range per-channel values clear that channel's mask; missing or
+out-of-range per-observation values drop the observation (``ZENITH`` is
+optional and becomes NaN instead). A field with more than half its values
+missing or out of range is an error naming the file and the variable.
+
+Period. ``nsteps`` defaults to every step from ``stepstart`` up to the last
+step that has an observation, capped at the background period (columns of
+the skin-temperature map); observations after the background period are
+then dropped (logged). An explicit ``nsteps`` beyond either is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig
+from ..errors import SeaIceError
+from ..observations import BackgroundMaps, Observations, step_index
+from ..sensors import ChannelBasis, build_channel_basis
+from . import cache as _cache
+from ._netcdf import Layout2D, as_float, get_variable, open_dataset, read_rows, row_blocks
+from .background import background_shape, read_background
+from .layouts import DataFiles, SensorFiles, find_data_files
+
+log = logging.getLogger(__name__)
+
+MOSTLY = 0.5
+"""A field with more than this fraction of missing or out-of-range values is an error."""
+
+# FORMAT.md ranges: (low, high, units); a small tolerance absorbs rounding.
+RANGES: dict[str, tuple[float, float, str]] = {
+    "OBSVALUE": (0.0, 400.0, "K"),
+    "EMIS_WATER": (0.0, 1.0, ""),
+    "TAUSFC": (0.0, 1.0, ""),
+    "TAUSFC_CLD": (0.0, 1.0, ""),
+    "TDOWN": (0.0, 400.0, "K"),
+    "TDOWN_CLD": (0.0, 400.0, "K"),
+    "TUP": (0.0, 400.0, "K"),
+    "TUP_CLD": (0.0, 400.0, "K"),
+    "TSFC": (180.0, 340.0, "K"),
+    "WINDSPEED10M": (0.0, 100.0, "m/s"),
+    "CLOUD_FRACTION": (0.0, 1.0, ""),
+    "ZENITH": (0.0, 90.0, "degrees"),
+}
+_TOL = 1e-4
+
+PER_OBS_MAP = {"TSFC": "t_skin_k", "WINDSPEED10M": "wind_ms", "CLOUD_FRACTION": "cloud_fraction"}
+PER_CHANNEL_MAP = {
+    "OBSVALUE": "tb_obs_k", "EMIS_WATER": "emis_water", "TAUSFC": "tau", "TDOWN": "t_down_k",
+    "TUP": "t_up_k", "TAUSFC_CLD": "tau_cld", "TDOWN_CLD": "t_down_cld_k", "TUP_CLD": "t_up_cld_k",
+}
+
+
+@dataclass
+class _FieldStats:
+    """Running counts of missing and out-of-range values of one field."""
+
+    n: int = 0
+    missing: int = 0
+    out: int = 0
+    lo: float = math.inf
+    hi: float = -math.inf
+
+    def add(self, values: np.ndarray, missing: np.ndarray, out: np.ndarray) -> None:
+        self.n += values.size
+        self.missing += int(missing.sum())
+        self.out += int(out.sum())
+        good = values[~missing]
+        if good.size:
+            self.lo = min(self.lo, float(good.min()))
+            self.hi = max(self.hi, float(good.max()))
+
+    def check(self, path: Path, name: str) -> None:
+        if self.n == 0 or self.missing + self.out <= MOSTLY * self.n:
+            return
+        if self.out >= self.missing:
+            lo, hi, units = RANGES[name]
+            raise SeaIceError(
+                f"{path}: variable {name} mostly out of range [{lo:g}, {hi:g}] {units}: "
+                f"{100 * self.out / self.n:.0f}% of values (found {self.lo:g} to {self.hi:g}); wrong units?"
+            )
+        raise SeaIceError(
+            f"{path}: variable {name} mostly missing (NaN/fill): {100 * self.missing / self.n:.0f}% of values"
+        )
+
+
+def _classify(values: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(missing, out_of_range) masks of a float block already converted by :func:`as_float`."""
+    missing = np.isnan(values)
+    lo, hi, _ = RANGES[name]
+    with np.errstate(invalid="ignore"):
+        out = (values < lo - _TOL) | (values > hi + _TOL)
+    return missing, out
+
+
+@dataclass
+class _SensorRead:
+    """Per-sensor state between the passes."""
+
+    files: SensorFiles
+    nobs_file: int = 0
+    julian_day: np.ndarray | None = None
+    keep: np.ndarray | None = None  # indices into the file's observations
+    per_obs: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _var_path(sf: SensorFiles, name: str, optional: bool = False):
+    """The file of variable ``name``; None if optional and its layout-B file is absent."""
+    path = sf.path(name)
+    if sf.layout == "B" and not path.is_file():
+        if optional:
+            return None
+        raise SeaIceError(
+            f"{path}: file not found (variable {name} of sensor {sf.sensor.name}, layout-B prefix {sf.prefix!r})"
+        )
+    return path
+
+
+def _read_1d(sf: SensorFiles, name: str, nobs: int | None, dtype=np.float32, optional: bool = False):
+    """Read a whole per-observation variable as a float array (NaN where missing).
+
+    Returns ``(values, path)`` or ``(None, path)`` for an absent optional variable.
+    """
+    path = _var_path(sf, name, optional)
+    if path is None:
+        return None, sf.path(name)
+    with open_dataset(path) as ds:
+        if optional and name not in ds.variables:
+            return None, path
+        var, _ = get_variable(ds, path, name)
+        shape = tuple(var.shape)
+        if len(shape) != 1 or (nobs is not None and shape[0] != nobs):
+            want = f"({nobs},)" if nobs is not None else "(nobs,)"
+            raise SeaIceError(f"{path}: variable {name} expected shape {want} (one value per observation), got {shape}")
+        out = np.empty(shape[0], dtype=dtype)
+        for a, b in row_blocks(shape[0]):
+            out[a:b] = as_float(var[a:b], dtype)
+    return out, path
+
+
+def _grid_variable(sf: SensorFiles, multi: bool) -> str:
+    if multi:
+        return "COMMON_IGRID"
+    if sf.layout == "B":
+        return "COMMON_IGRID" if sf.has_file("COMMON_IGRID") else "IGRID"
+    with open_dataset(sf.location) as ds:
+        return "COMMON_IGRID" if "COMMON_IGRID" in ds.variables else "IGRID"
+
+
+def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> Layout2D:
+    sensor = sf.sensor
+    nused, nlead = len(sensor.channels), len(sensor.leading_unused)
+    allowed = {nused: 0}
+    if nlead:
+        allowed[nused + nlead] = nlead
+    shape = tuple(var.shape)
+    want = f"({nobs}, {nused})" + (f" or ({nobs}, {nused + nlead})" if nlead else "")
+    if len(shape) != 2:
+        raise SeaIceError(f"{path}: variable {name} expected shape {want} (observation, channel), got {shape}")
+    if shape[0] == nobs and shape[1] in allowed:
+        return Layout2D(False, shape[1], allowed[shape[1]])
+    if shape[1] == nobs and shape[0] in allowed and shape[0] != nobs:
+        return Layout2D(True, shape[0], allowed[shape[0]])
+    if nobs in shape:
+        other = shape[1] if shape[0] == nobs else shape[0]
+        raise SeaIceError(
+            f"{path}: variable {name} has {other} channels, sensor {sensor.name} expects {nused}"
+            + (f" or {nused + nlead} (first {nlead} unused)" if nlead else "")
+            + f" ({', '.join(sensor.channels)}); expected shape {want}, got {shape}"
+        )
+    raise SeaIceError(f"{path}: variable {name} expected shape {want} (observation, channel), got {shape}")
+
+
+def _select_period(
+    reads: list[_SensorRead], config: DataConfig, nstep_total_bg: int
+) -> tuple[float, int, int]:
+    """jd_origin, number of steps with data, and the chosen nsteps."""
+    mins = [np.nanmin(r.julian_day) for r in reads if np.isfinite(r.julian_day).any()]
+    if not mins:
+        raise SeaIceError(f"{reads[0].files.path('JULIAN_DAY')}: variable JULIAN_DAY has no valid value")
+    jd_origin = float(math.floor(min(mins)))
+    last = max(
+        int(step_index(np.nanmax(r.julian_day[np.isfinite(r.julian_day)]), jd_origin, config.steps_per_day))
+        for r in reads if np.isfinite(r.julian_day).any()
+    )
+    nstep_data = last + 1
+    start = config.stepstart
+    if start >= nstep_data:
+        raise SeaIceError(
+            f"--stepstart {start}: the data has {nstep_data} steps (0..{nstep_data - 1} from Julian day "
+            f"{jd_origin:.0f}); choose a smaller --stepstart"
+        )
+    if config.nsteps is None:
+        nsteps = min(nstep_data, nstep_total_bg) - start
+        if nsteps < 1:
+            raise SeaIceError(
+                f"--stepstart {start}: the background files cover only {nstep_total_bg} steps; choose a smaller --stepstart"
+            )
+    else:
+        nsteps = config.nsteps
+        if start + nsteps > nstep_data:
+            raise SeaIceError(
+                f"--nsteps {nsteps}: with --stepstart {start} the period needs steps {start}..{start + nsteps - 1}, "
+                f"but the data has steps 0..{nstep_data - 1}; use --nsteps {nstep_data - start} or less"
+            )
+    return jd_origin, nstep_data, nsteps
+
+
+def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observations, BackgroundMaps]:
+    basis = build_channel_basis(config.sensors)
+    multi = len(files.sensors) > 1
+    reads = [_SensorRead(sf) for sf in files.sensors]
+
+    # Pass 1a: Julian days of every sensor, for the common step origin.
+    for r in reads:
+        r.julian_day, path = _read_1d(r.files, "JULIAN_DAY", None, np.float64)
+        r.nobs_file = r.julian_day.shape[0]
+        finite = np.isfinite(r.julian_day)
+        if r.nobs_file and (~finite).sum() > MOSTLY * r.nobs_file:
+            raise SeaIceError(
+                f"{path}: variable JULIAN_DAY mostly missing (NaN/fill): "
+                f"{100 * (~finite).sum() / r.nobs_file:.0f}% of values"
+            )
+
+    bg_shape = background_shape(files.seaice_background, files.tsfc_background, nlag)
+    jd_origin, nstep_data, nsteps = _select_period(reads, config, bg_shape.nstep_total)
+    background = read_background(
+        files.seaice_background, files.tsfc_background, bg_shape, config.stepstart, nsteps, nlag
+    )
+    ngrid = bg_shape.ngrid
+
+    # Pass 1b: per-observation fields decide which observations are kept.
+    for s, r in enumerate(reads):
+        sf, n = r.files, r.nobs_file
+        ok = np.isfinite(r.julian_day)
+        istep_int = np.full(n, -1, dtype=np.int64)
+        istep_int[ok] = step_index(r.julian_day[ok], jd_origin, config.steps_per_day)
+        early = int((ok & (istep_int < 0)).sum())
+        if early:
+            log.warning("sensor %s: %d observations before the first 21 UTC window dropped", sf.sensor.name, early)
+        in_period = ok & (istep_int >= config.stepstart) & (istep_int < config.stepstart + nsteps)
+        late = int((ok & (istep_int >= bg_shape.nstep_total)).sum())
+        if late:
+            log.warning("sensor %s: %d observations after the background period dropped", sf.sensor.name, late)
+        keep = in_period
+        r.per_obs["istep"] = istep_int
+        gname = _grid_variable(sf, multi)
+        grid, gpath = _read_1d(sf, gname, n, np.float64)
+        gmiss = np.isnan(grid) | (grid < 0)
+        if n and gmiss.sum() > MOSTLY * n:
+            raise SeaIceError(f"{gpath}: variable {gname} mostly missing (NaN/fill/negative): {100 * gmiss.sum() / n:.0f}%")
+        if (grid[~gmiss] != np.round(grid[~gmiss])).any():
+            raise SeaIceError(f"{gpath}: variable {gname} holds non-integer grid indices")
+        if (~gmiss).any() and grid[~gmiss].max() >= ngrid:
+            raise SeaIceError(
+                f"{gpath}: variable {gname} has grid index up to {int(grid[~gmiss].max())}, but the background "
+                f"{files.seaice_background.name} has ngrid={ngrid} grid points (indices 0..{ngrid - 1})"
+            )
+        keep &= ~gmiss
+        r.per_obs["igrid"] = np.where(gmiss, -1, grid).astype(np.int32)
+        del grid
+        for name in PER_OBS_MAP:
+            values, path = _read_1d(sf, name, n)
+            missing, out = _classify(values, name)
+            stats = _FieldStats()
+            stats.add(values, missing, out)
+            stats.check(path, name)
+            keep &= ~(missing | out)
+            r.per_obs[name] = values
+        zen, zpath = _read_1d(sf, "ZENITH", n, optional=True)
+        if zen is not None:
+            missing, out = _classify(zen, "ZENITH")
+            zen[missing | out] = np.nan
+        r.per_obs["ZENITH"] = zen
+        r.keep = np.flatnonzero(keep)
+        dropped = n - r.keep.size - int((~in_period).sum())
+        log.info(
+            "sensor %s: %d observations in file, %d in the period, %d dropped for invalid per-observation fields",
+            sf.sensor.name, n, int(in_period.sum()), max(dropped, 0),
+        )
+
+    nobs = sum(r.keep.size for r in reads)
+    if nobs == 0:
+        raise SeaIceError(
+            f"--stepstart {config.stepstart} --nsteps {nsteps}: no valid observation in the selected period "
+            f"(sensors {' '.join(config.sensors)}, data {config.data})"
+        )
+
+    # Assemble per-observation arrays (final content only; no temporaries beyond nobs).
+    out = {
+        "igrid": np.empty(nobs, np.int32), "istep": np.empty(nobs, np.int32), "isensor": np.empty(nobs, np.int16),
+        "t_skin_k": np.empty(nobs, np.float32), "wind_ms": np.empty(nobs, np.float32),
+        "cloud_fraction": np.empty(nobs, np.float32), "zenith_deg": np.empty(nobs, np.float32),
+        "julian_day": np.empty(nobs, np.float64), "obs_index": np.empty(nobs, np.int64),
+    }
+    offsets = []
+    off = 0
+    for s, r in enumerate(reads):
+        k, sl = r.keep, slice(off, off + r.keep.size)
+        offsets.append(off)
+        out["igrid"][sl] = r.per_obs["igrid"][k]
+        out["istep"][sl] = r.per_obs["istep"][k] - config.stepstart
+        out["isensor"][sl] = s
+        for name, key in PER_OBS_MAP.items():
+            out[key][sl] = r.per_obs[name][k]
+        zen = r.per_obs["ZENITH"]
+        out["zenith_deg"][sl] = np.nan if zen is None else zen[k]
+        out["julian_day"][sl] = r.julian_day[k]
+        out["obs_index"][sl] = k
+        r.per_obs.clear()
+        r.julian_day = None
+        off += k.size
+
+    # Pass 2: per-channel fields, block by block, into the unified basis.
+    nchan = basis.nchan
+    mask = np.zeros((nobs, nchan), dtype=bool)
+    for s, r in enumerate(reads):
+        mask[offsets[s]: offsets[s] + r.keep.size, basis.present[s]] = True
+    for name, key in PER_CHANNEL_MAP.items():
+        arr = np.zeros((nobs, nchan), dtype=np.float32)
+        for s, r in enumerate(reads):
+            _read_channels(r, name, arr, mask, offsets[s], basis, s)
+        out[key] = arr
+
+    # Zero every masked value (a channel masked by one field is zeroed in all).
+    for a, b in row_blocks(nobs):
+        bad = ~mask[a:b]
+        for key in PER_CHANNEL_MAP.values():
+            out[key][a:b][bad] = 0.0
+
+    obs = Observations(
+        **out, mask=mask, basis=basis, ngrid=ngrid, nstep=nsteps, jd_origin=jd_origin,
+        stepstart=config.stepstart, lon=background.lon, lat=background.lat,
+    )
+    log.info("read %d observations (%d sensors, %d channels, %d steps, %d grid points)",
+             nobs, len(reads), nchan, nsteps, ngrid)
+    return obs, background
+
+
+def _read_channels(
+    r: _SensorRead, name: str, arr: np.ndarray, mask: np.ndarray, offset: int, basis: ChannelBasis, s: int
+) -> None:
+    """Read one per-channel variable of one sensor into ``arr`` rows ``offset + keep``, updating ``mask``."""
+    sf, n = r.files, r.nobs_file
+    path = _var_path(sf, name)
+    cmap = basis.sensor_channel_map[s]
+    stats = _FieldStats()
+    with open_dataset(path) as ds:
+        var, _ = get_variable(ds, path, name)
+        layout = _channel_layout(var, path, name, n, sf)
+        keep = r.keep
+        for a, b in row_blocks(n):
+            values = as_float(read_rows(var, a, b, layout))
+            missing, out = _classify(values, name)
+            stats.add(values, missing, out)
+            lo_k, hi_k = np.searchsorted(keep, [a, b])
+            if hi_k == lo_k:
+                continue
+            rows_in_block = keep[lo_k:hi_k] - a
+            dest = offset + np.arange(lo_k, hi_k)
+            sel = values[rows_in_block]
+            bad = missing[rows_in_block] | out[rows_in_block]
+            sel[bad] = 0.0
+            arr[np.ix_(dest, cmap)] = sel
+            mask[np.ix_(dest, cmap)] &= ~bad
+    stats.check(path, name)
+
+
+def read_training_data(
+    config: DataConfig, nlag: int, cache_dir: Path | None = None
+) -> tuple[Observations, BackgroundMaps]:
+    """Read, validate and assemble the training data of a run.
+
+    Parameters
+    ----------
+    config : DataConfig
+        Data location (layout A file, layout B or C directory), sensors,
+        selected period and background files.
+    nlag : int
+        Lag columns of the SIC map (``ModelConfig.nlag``).
+    cache_dir : Path, optional
+        Directory for the memory-mapped cache (used when ``config.cache``).
+        The arrays go to ``<cache_dir>/observations/`` as ``.npy`` files with
+        a ``manifest.json``; a later call with the same input files (paths,
+        sizes, mtimes), DataConfig and nlag loads them with ``mmap_mode="r"``
+        without opening NetCDF.
+
+    Returns
+    -------
+    (Observations, BackgroundMaps)
+        Observations in the unified channel basis of ``config.sensors``
+        (float32, julian_day float64, masked values 0), contiguous per sensor
+        in ``config.sensors`` order; background SIC (ngrid, nsteps + nlag) and
+        skin-temperature map (ngrid, nsteps).
+
+    Raises
+    ------
+    SeaIceError
+        Any problem with the input files or the selected period; the message
+        names the file, the variable (or the flag) and what was expected.
+    """
+    if nlag < 0:
+        raise SeaIceError(f"nlag: must be >= 0, got {nlag}")
+    files = find_data_files(config)
+    use_cache = cache_dir is not None and config.cache
+    key = None
+    if use_cache:
+        key = _cache.cache_key(files.input_files(), config, nlag)
+        hit = _cache.load(Path(cache_dir), key)
+        if hit is not None:
+            log.info("training data loaded from cache %s", cache_dir)
+            return hit
+    obs, background = _read_fresh(files, config, nlag)
+    if use_cache:
+        _cache.save(Path(cache_dir), key, obs, background)
+    return obs, background
+
+
+__all__ = ["read_training_data", "RANGES"]
