@@ -1,0 +1,484 @@
+"""Export of the trained emissivity model for a weather forecasting system.
+
+Two formats:
+
+1. A **self-describing NetCDF coefficient file** ``emis_model_TAG.nc``
+   (:func:`write_emissivity_coefficients`): the layer weights and biases,
+   the named inputs and their normalisations, the activation names, the
+   unified channel list (frequencies per sensor, polarisations) and the
+   provenance (data period, sensors, preset, code version, tag). A user
+   needs nothing else to evaluate the model; :class:`NumpyEmissivityModel`
+   is a reference evaluator in plain numpy that reads only that file.
+2. **ONNX** ``emis_model_TAG.onnx`` (:func:`export_onnx`), with the input
+   normalisation inside the graph, for runtimes that load ONNX.
+
+The model (PHYSICS.md step 3)
+    ``x_T = max(t_ref - T_s, 0) / t_scale``  (t_ref = 273 K, t_scale = 30 K)
+
+    - v2 (network, frequency as input): ``z = [x_T, P_0, .., Q_0, .., f / freq_scale]``
+      (f in GHz, freq_scale = 100 GHz);
+      ``h = sigmoid(W_h z + b_h)``; ``(e_V, e_H) = sigmoid(W_o h + b_o)``.
+    - v1 (linear): ``z = [x_T, P_0, P_1, P_2]``; ``e_ice[c] = W_o[c] . z + b_o[c]``
+      for the channels of the file's channel list.
+
+Weights are stored in the ``torch.nn.Linear`` orientation: ``W`` (out, in).
+
+This module imports neither torch nor xarray at import time, so that
+``from empirical_seaice.export import NumpyEmissivityModel`` works (and is
+tested) in an environment without torch; the writers import torch lazily.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import SeaIceError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import ModelConfig
+    from .emissivity import EmissivityModel
+    from .sensors import ChannelBasis
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "empirical_seaice emissivity model coefficients"
+FORMAT_VERSION = 1
+"""Version of the coefficient-file layout (attribute ``format_version``)."""
+
+ACTIVATIONS = ("identity", "sigmoid")
+"""Activation names the coefficient file may use."""
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function ``1 / (1 + exp(-x))``, stable for large |x| (float64)."""
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+_ACT = {"identity": lambda x: x, "sigmoid": _sigmoid}
+
+
+def code_version() -> str:
+    """Package version, plus the git commit of the source tree when there is one."""
+    from . import __version__
+
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+g{sha}" if sha else __version__
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a trained model comes from (written as file attributes).
+
+    tag: run tag.  preset: "v1"/"v2".  sensors: sensors trained on.
+    period_start, period_end: first/last day of the training period (ISO dates), "" if unknown.
+    data: training-data location.  extra: any further attributes.
+    """
+
+    tag: str = ""
+    preset: str = ""
+    sensors: tuple[str, ...] = ()
+    period_start: str = ""
+    period_end: str = ""
+    data: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def attrs(self) -> dict[str, str]:
+        out = {
+            "run_tag": self.tag,
+            "preset": self.preset,
+            "training_sensors": " ".join(self.sensors),
+            "training_period_start": self.period_start,
+            "training_period_end": self.period_end,
+            "training_data": self.data,
+            "code_version": code_version(),
+            "date_created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        out.update({str(k): str(v) for k, v in self.extra.items()})
+        return out
+
+
+def julian_day_to_iso(jd: float) -> str:
+    """Astronomical Julian day -> ISO date (UTC) of that instant, e.g. 2459000.5 -> '2020-05-31'."""
+    epoch = _dt.datetime(2000, 1, 1, 12, tzinfo=_dt.timezone.utc)  # JD 2451545.0
+    return (epoch + _dt.timedelta(days=float(jd) - 2451545.0)).date().isoformat()
+
+
+def input_names(model: "ModelConfig") -> list[str]:
+    """Names of the emissivity-model inputs in order: ``x_T, P0.., Q0.., f/100`` (v2) or ``x_T, P0..`` (v1)."""
+    names = ["x_T"] + [f"P{k}" for k in range(model.nprop_grid)] + [f"Q{k}" for k in range(model.nprop_obs)]
+    if model.version == "v2":
+        names.append(f"f/{model.freq_scale_ghz:g}")
+    return names
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+
+def _atomic_netcdf(ds: Any, path: Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def write_emissivity_coefficients(
+    path: Path,
+    emissivity: "EmissivityModel",
+    model: "ModelConfig",
+    basis: "ChannelBasis",
+    provenance: Provenance | None = None,
+) -> Path:
+    """Write the self-describing coefficient file of a trained emissivity model.
+
+    Variables: ``hidden_weight`` (hidden, input), ``hidden_bias`` (hidden)
+    [v2 only]; ``output_weight`` (output, hidden|input), ``output_bias``
+    (output); coordinates ``input_name``, ``output_name`` (v2: ``e_V e_H``;
+    v1: the channel names); the channel list ``channel_name``,
+    ``polarisation`` (channel), ``frequency`` (sensor, channel) GHz,
+    ``channel_present`` (sensor, channel), ``sensor_name`` (sensor).
+    Attributes: ``model_version``, ``input_normalisation``, ``t_ref_k``,
+    ``t_scale_k``, ``freq_scale_ghz``, ``hidden_activation``,
+    ``output_activation``, ``nprop_grid``, ``nprop_obs`` and the provenance.
+
+    Parameters
+    ----------
+    path : output file (``emis_model_TAG.nc``).
+    emissivity : the trained LinearEmissivity (v1) or NetworkEmissivity (v2).
+    model : its ModelConfig.
+    basis : the run's ChannelBasis.
+    provenance : data period, sensors, preset, tag.
+    """
+    import xarray as xr
+
+    sd = {k: v.detach().cpu().double().numpy() for k, v in emissivity.state_dict().items()}
+    names = input_names(model)
+    nin = len(names)
+    v2 = model.version == "v2"
+    if sd["output.weight"].shape[1] != (model.hidden if v2 else nin):
+        raise ValueError(f"output.weight {sd['output.weight'].shape} does not fit inputs {names}")
+    out_names = ["e_V", "e_H"] if v2 else list(basis.channel_names)
+    data: dict[str, Any] = {}
+    if v2:
+        data["hidden_weight"] = (("hidden", "input"), sd["hidden.weight"], {
+            "long_name": "hidden layer weight W_h (torch.nn.Linear orientation: out, in)", "units": "1"})
+        data["hidden_bias"] = (("hidden",), sd["hidden.bias"], {"long_name": "hidden layer bias b_h", "units": "1"})
+        data["output_weight"] = (("output", "hidden"), sd["output.weight"], {
+            "long_name": "output layer weight W_o (out, in)", "units": "1"})
+    else:
+        data["output_weight"] = (("output", "input"), sd["output.weight"], {
+            "long_name": "linear layer weight W (channel, input)", "units": "1"})
+    data["output_bias"] = (("output",), sd["output.bias"], {"long_name": "output layer bias b_o", "units": "1"})
+    coords = {
+        "input_name": (("input",), np.array(names, dtype=object), {"long_name": "model input, in order"}),
+        "output_name": (("output",), np.array(out_names, dtype=object), {"long_name": "model output, in order"}),
+        "channel_name": (("channel",), np.array(basis.channel_names, dtype=object),
+                         {"long_name": "channel of the unified channel basis of the training run"}),
+        "polarisation": (("channel",), np.array(["V" if p == 0 else "H" for p in basis.pol], dtype=object),
+                         {"long_name": "polarisation: the v2 model's e_V or e_H output"}),
+        "sensor_name": (("sensor",), np.array(basis.sensor_names, dtype=object), {"long_name": "training sensor"}),
+        "frequency": (("sensor", "channel"), np.asarray(basis.freq_ghz, dtype=np.float64),
+                      {"units": "GHz", "long_name": "channel frequency on each sensor (input f of the v2 model)"}),
+        "channel_present": (("sensor", "channel"), np.asarray(basis.present, dtype=np.int8),
+                            {"units": "1", "long_name": "1 where the sensor has the channel"}),
+    }
+    norm = (
+        f"x_T = max({model.t_ref_k:g} - T_skin[K], 0) / {model.t_scale_k:g}; "
+        "P*, Q*: empirical state (dimensionless, as trained)"
+        + (f"; f/{model.freq_scale_ghz:g} = frequency[GHz] / {model.freq_scale_ghz:g}" if v2 else "")
+    )
+    equation = (
+        "h = sigmoid(hidden_weight @ z + hidden_bias); (e_V, e_H) = sigmoid(output_weight @ h + output_bias); "
+        "a channel takes e_V or e_H by its polarisation"
+        if v2 else
+        "e_ice[channel] = output_weight[channel] @ z + output_bias[channel]"
+    )
+    attrs = {
+        "title": "sea ice microwave emissivity model (empirical state method, Geer 2024 JAMES)",
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "Conventions": "CF-1.8",
+        "references": "Geer, A.J. (2024) JAMES, doi:10.1029/2023MS004080",
+        "model_version": model.version,
+        "equation": equation,
+        "inputs": ", ".join(names),
+        "input_normalisation": norm,
+        "t_ref_k": float(model.t_ref_k),
+        "t_scale_k": float(model.t_scale_k),
+        "freq_scale_ghz": float(model.freq_scale_ghz),
+        "nprop_grid": int(model.nprop_grid),
+        "nprop_obs": int(model.nprop_obs),
+        "hidden_activation": "sigmoid" if v2 else "none",
+        "output_activation": "sigmoid" if v2 else "identity",
+        "weight_orientation": "torch.nn.Linear: weight (out, in), y = weight @ x + bias",
+        **(provenance or Provenance()).attrs(),
+    }
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    return _atomic_netcdf(ds, path)
+
+
+def export_onnx(path: Path, emissivity: "EmissivityModel", model: "ModelConfig") -> Path:
+    """Export the emissivity model to ONNX with the input normalisation in the graph.
+
+    v2 graph: inputs ``t_skin_k`` (N,), ``props`` (N, nprop), ``freq_ghz`` (N,)
+    float32 -> output ``emis_vh`` (N, 2) = (e_V, e_H).
+    v1 graph: inputs ``t_skin_k`` (N,), ``props`` (N, nprop) -> ``emis`` (N, nchan).
+    N is dynamic. Uses ``torch.onnx.export`` (TorchScript exporter, opset 17).
+    """
+    import copy
+    import warnings
+
+    import torch
+
+    em = copy.deepcopy(emissivity).float().cpu().eval()
+    nprop = model.nprop_grid + model.nprop_obs
+    t_ref, t_scale = float(model.t_ref_k), float(model.t_scale_k)
+
+    class V2(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.em = em
+
+        def forward(self, t_skin_k, props, freq_ghz):
+            # Same formula as NetworkEmissivity.emissivity_vh, written with
+            # tensor inputs only so that the trace keeps freq_ghz an input.
+            x_t = torch.clamp(t_ref - t_skin_k, min=0.0) / t_scale
+            z = torch.cat([x_t.unsqueeze(-1), props, (freq_ghz / self.em.freq_scale_ghz).unsqueeze(-1)], dim=-1)
+            return torch.sigmoid(self.em.output(torch.sigmoid(self.em.hidden(z))))
+
+    class V1(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.em = em
+
+        def forward(self, t_skin_k, props):
+            x_t = torch.clamp(t_ref - t_skin_k, min=0.0) / t_scale
+            return self.em(x_t, props)
+
+    n = 3
+    if model.version == "v2":
+        wrapper: torch.nn.Module = V2()
+        args = (torch.full((n,), 260.0), torch.zeros(n, nprop), torch.full((n,), 37.0))
+        in_names, out_names = ["t_skin_k", "props", "freq_ghz"], ["emis_vh"]
+    else:
+        wrapper = V1()
+        args = (torch.full((n,), 260.0), torch.zeros(n, nprop))
+        in_names, out_names = ["t_skin_k", "props"], ["emis"]
+    axes = {name: {0: "n"} for name in in_names + out_names}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                wrapper, args, str(tmp), dynamo=False, input_names=in_names, output_names=out_names,
+                dynamic_axes=axes, opset_version=17,
+            )
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Pure-numpy evaluation
+# ---------------------------------------------------------------------------
+
+
+def _read_coefficients(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, list[str]]]:
+    """Read variables, attributes and string coordinates with netCDF4 (no xarray, no torch)."""
+    import netCDF4
+
+    path = Path(path)
+    if not path.is_file():
+        raise SeaIceError(f"{path}: emissivity coefficient file not found")
+    try:
+        ds = netCDF4.Dataset(path)
+    except OSError as exc:
+        raise SeaIceError(f"{path}: not a readable NetCDF file ({exc})") from None
+    with ds:
+        attrs = {k: ds.getncattr(k) for k in ds.ncattrs()}
+        if attrs.get("format") != FORMAT_NAME:
+            raise SeaIceError(
+                f"{path}: not an emissivity coefficient file (attribute format={attrs.get('format')!r}, "
+                f"expected {FORMAT_NAME!r})"
+            )
+        arrays, strings = {}, {}
+        for name, var in ds.variables.items():
+            var.set_auto_mask(False)
+            val = var[:]
+            if var.dtype == str:
+                strings[name] = [str(s) for s in np.asarray(val).ravel()]
+            else:
+                arrays[name] = np.asarray(val, dtype=np.float64)
+    return arrays, attrs, strings
+
+
+class NumpyEmissivityModel:
+    """Evaluate an exported emissivity model in plain numpy (float64).
+
+    Reads only the coefficient file of :func:`write_emissivity_coefficients`.
+
+    Examples
+    --------
+    >>> m = NumpyEmissivityModel.from_file("emis_model_demo.nc")      # doctest: +SKIP
+    >>> m.emissivity_vh(t_skin_k=260.0, props=[0.1, -0.2, 0.0], freq_ghz=36.5)  # doctest: +SKIP
+    array([0.93..., 0.86...])
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any], strings: Mapping[str, list[str]]):
+        self.version = str(attrs["model_version"])
+        self.t_ref_k = float(attrs["t_ref_k"])
+        self.t_scale_k = float(attrs["t_scale_k"])
+        self.freq_scale_ghz = float(attrs["freq_scale_ghz"])
+        self.input_names = list(strings["input_name"])
+        self.output_names = list(strings["output_name"])
+        self.channel_names = list(strings["channel_name"])
+        self.polarisation = list(strings["polarisation"])
+        self.sensor_names = list(strings["sensor_name"])
+        self.frequency_ghz = np.asarray(arrays["frequency"])
+        self.hidden_activation = str(attrs["hidden_activation"])
+        self.output_activation = str(attrs["output_activation"])
+        self.attrs = dict(attrs)
+        self.output_weight = np.asarray(arrays["output_weight"])
+        self.output_bias = np.asarray(arrays["output_bias"])
+        self.hidden_weight = arrays.get("hidden_weight")
+        self.hidden_bias = arrays.get("hidden_bias")
+        if self.output_activation not in _ACT or (self.version == "v2" and self.hidden_activation not in _ACT):
+            raise SeaIceError(
+                f"emissivity coefficient file: unknown activation "
+                f"{self.hidden_activation!r}/{self.output_activation!r}; known: {', '.join(ACTIVATIONS)}"
+            )
+        self.nprop = len(self.input_names) - (2 if self.version == "v2" else 1)
+
+    @classmethod
+    def from_file(cls, path: Path | str) -> "NumpyEmissivityModel":
+        """Load from ``emis_model_TAG.nc``.
+
+        Raises
+        ------
+        SeaIceError
+            Missing or unreadable file, or not a coefficient file.
+        """
+        return cls(*_read_coefficients(Path(path)))
+
+    def normalised_temperature(self, t_skin_k: np.ndarray) -> np.ndarray:
+        """``x_T = max(t_ref - T_s, 0) / t_scale`` (T_s in K)."""
+        return np.maximum(self.t_ref_k - np.asarray(t_skin_k, dtype=np.float64), 0.0) / self.t_scale_k
+
+    def _props(self, props: np.ndarray | Sequence[float], shape: tuple[int, ...]) -> np.ndarray:
+        p = np.asarray(props, dtype=np.float64)
+        if p.shape[-1:] != (self.nprop,):
+            raise SeaIceError(
+                f"props: expected a last dimension of {self.nprop} "
+                f"({', '.join(self.input_names[1:1 + self.nprop])}), got shape {p.shape}"
+            )
+        return np.broadcast_to(p, (*shape, self.nprop))
+
+    def emissivity_vh(self, t_skin_k, props, freq_ghz) -> np.ndarray:
+        """v2: ``(e_V, e_H)`` at any frequency.
+
+        Parameters
+        ----------
+        t_skin_k : array (...,)
+            Skin temperature T_s (K).
+        props : array (..., nprop)
+            Empirical state ``[P0, P1, Q0]`` (broadcast against the others).
+        freq_ghz : array (...,)
+            Frequency (GHz), ~10 to 190.
+
+        Returns
+        -------
+        float64 array (..., 2): e_V, e_H.
+        """
+        if self.version != "v2":
+            raise SeaIceError(
+                "emissivity_vh: this is a v1 (per-channel linear) model with no frequency input; "
+                "use emissivity_channels"
+            )
+        x_t = self.normalised_temperature(t_skin_k)
+        f = np.asarray(freq_ghz, dtype=np.float64) / self.freq_scale_ghz
+        x_t, f = np.broadcast_arrays(x_t, f)
+        shape = np.broadcast_shapes(x_t.shape, np.shape(props)[:-1])
+        x_t, f = np.broadcast_to(x_t, shape), np.broadcast_to(f, shape)
+        z = np.concatenate([x_t[..., None], self._props(props, shape), f[..., None]], axis=-1)
+        h = _ACT[self.hidden_activation](z @ self.hidden_weight.T + self.hidden_bias)
+        return _ACT[self.output_activation](h @ self.output_weight.T + self.output_bias)
+
+    def emissivity_channels(self, t_skin_k, props, sensor: str | None = None,
+                            channels: Sequence[str] | None = None) -> np.ndarray:
+        """Ice emissivity of named channels of the file's channel list, (..., nch).
+
+        v2: evaluated at the channel's frequency on ``sensor`` (default: the
+        first training sensor that has the channel), taking e_V or e_H by its
+        polarisation. v1: the linear model's channel outputs.
+
+        Raises
+        ------
+        SeaIceError
+            A channel or sensor the file does not list.
+        """
+        channels = list(self.channel_names if channels is None else channels)
+        unknown = [c for c in channels if c not in self.channel_names]
+        if unknown:
+            raise SeaIceError(f"channels: {', '.join(unknown)} not in the model's channels ({', '.join(self.channel_names)})")
+        if sensor is not None and sensor not in self.sensor_names:
+            raise SeaIceError(f"sensor: {sensor!r} not a training sensor ({', '.join(self.sensor_names)})")
+        idx = [self.channel_names.index(c) for c in channels]
+        if self.version == "v1":
+            x_t = self.normalised_temperature(t_skin_k)
+            shape = np.broadcast_shapes(x_t.shape, np.shape(props)[:-1])
+            z = np.concatenate([np.broadcast_to(x_t, shape)[..., None], self._props(props, shape)], axis=-1)
+            out = _ACT[self.output_activation](z @ self.output_weight.T + self.output_bias)
+            return out[..., idx]
+        s = self.sensor_names.index(sensor) if sensor is not None else 0
+        cols = []
+        for j in idx:
+            freq = self.frequency_ghz[s, j]
+            vh = self.emissivity_vh(t_skin_k, props, freq)
+            cols.append(vh[..., 0 if self.polarisation[j] == "V" else 1])
+        return np.stack(cols, axis=-1)
+
+
+def write_export(
+    output: Path, tag: str, emissivity: "EmissivityModel", model: "ModelConfig", basis: "ChannelBasis",
+    provenance: Provenance | None = None, onnx: bool = True,
+) -> list[Path]:
+    """Write ``emis_model_TAG.nc`` (and ``emis_model_TAG.onnx``) in ``output``; returns the paths."""
+    output = Path(output)
+    paths = [write_emissivity_coefficients(output / f"emis_model_{tag}.nc", emissivity, model, basis, provenance)]
+    if onnx:
+        paths.append(export_onnx(output / f"emis_model_{tag}.onnx", emissivity, model))
+    return paths
+
+
+__all__ = [
+    "Provenance", "write_emissivity_coefficients", "export_onnx", "write_export", "NumpyEmissivityModel",
+    "input_names", "code_version", "julian_day_to_iso", "FORMAT_NAME", "FORMAT_VERSION",
+]
