@@ -1,0 +1,428 @@
+"""Output files of a training run, with the reference names (PHYSICS.md "Outputs").
+
+``TAG`` is the run tag (``--tag``). Every variable carries CF ``units`` and
+``long_name``; masked values are NaN with ``_FillValue = NaN``; variables of
+more than :data:`COMPRESS_MIN_SIZE` elements are zlib-compressed. Each file is
+written to a temporary name in the same directory and renamed into place
+(:func:`os.replace`), so an interrupted run never leaves a half-written file
+under a final name.
+
+==========================  =========================================================
+file                         variables (dimensions)
+==========================  =========================================================
+``seaice_TAG.nc``            ``seaice`` (grid, lagstep); lon, lat (grid); julian_day (lagstep)
+``models_TAG.nc``            network weights (named inputs), ``wind_coef`` (channel),
+                             ``bias_ice``/``bias_ocean`` (sensor, channel), the setup
+                             (JSON attributes), losses per epoch / per batch per term
+``properties_grid_TAG.nc``   ``properties`` (grid, step, prop)
+``properties_obs_TAG.nc``    ``properties`` (iobs, prop)
+``tbobs_TAG.nc``             ``tb`` (iobs, channel) observed, with lon/lat/julian_day/
+                             sensor/grid/step per observation
+``tbsim_initial_TAG.nc``     ``tb`` (iobs, channel) simulated before training
+``tbsim_TAG.nc``             ``tb`` (iobs, channel) simulated after training
+``tbzero_TAG.nc``            ``tb`` (iobs, channel) simulated with SIC = 0
+``ice_emis_TAG.nc``          ``ice_emis`` (iobs, channel)
+``model_TAG.pt``             PyTorch checkpoint: state_dict + configuration
+==========================  =========================================================
+
+No torch here except in the checkpoint helpers (imported lazily), so the
+readers/writers of NetCDF stay usable without the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+
+from ..errors import SeaIceError
+from ..observations import WINDOW_OFFSET_DAYS, Observations
+from ..sensors import ChannelBasis
+
+COMPRESS_MIN_SIZE = 4096
+"""Variables with at least this many elements are written zlib-compressed."""
+
+COMPLEVEL = 2
+"""zlib level: most of the gain of level 9 at a fraction of the CPU time."""
+
+DIAGNOSTIC_FILES = ("tbobs", "tbsim_initial", "tbsim", "tbzero", "ice_emis")
+"""Files written by the diagnostics (absent after ``--trainonly``)."""
+
+MODEL_FILES = ("seaice", "models", "properties_grid", "properties_obs")
+"""NetCDF files describing the trained model and state."""
+
+CHECKPOINT = "model"
+"""Stem of the PyTorch checkpoint ``model_TAG.pt``."""
+
+TB_LONG_NAMES = {
+    "tbobs": "observed brightness temperature",
+    "tbsim_initial": "simulated brightness temperature before training",
+    "tbsim": "simulated brightness temperature after training",
+    "tbzero": "simulated brightness temperature with sea ice concentration set to zero",
+}
+
+
+def output_path(output: Path, stem: str, tag: str) -> Path:
+    """``<output>/<stem>_<tag>.nc`` (``.pt`` for the checkpoint)."""
+    ext = ".pt" if stem == CHECKPOINT else ".nc"
+    return Path(output) / f"{stem}_{tag}{ext}"
+
+
+def check_tag(tag: str, flag: str = "--tag") -> str:
+    """A tag must be usable inside a file name.
+
+    Raises
+    ------
+    SeaIceError
+        Empty, or containing a path separator or whitespace.
+    """
+    if not tag or any(ch in tag for ch in "/\\ \t\n") or tag in (".", ".."):
+        raise SeaIceError(f"{flag}: expected a file-name-safe tag (no '/', no spaces), got {tag!r}")
+    return tag
+
+
+# --------------------------------------------------------------------- writing
+def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    enc: dict[str, dict[str, Any]] = {}
+    for name, var in ds.variables.items():
+        e: dict[str, Any] = {}
+        if var.dtype.kind == "f":
+            e["_FillValue"] = np.nan
+        elif var.dtype.kind in "iub":
+            e["_FillValue"] = None
+        if var.size >= COMPRESS_MIN_SIZE and var.dtype.kind in "fiub":
+            e.update(zlib=True, complevel=COMPLEVEL)
+        enc[name] = e
+    return enc
+
+
+def _check_attrs(ds: xr.Dataset) -> None:
+    for name, var in ds.variables.items():
+        if var.dtype.kind in "OSU":
+            continue
+        for attr in ("units", "long_name"):
+            if attr not in var.attrs:
+                raise ValueError(f"output variable {name!r} lacks the {attr!r} attribute")
+
+
+def write_dataset(ds: xr.Dataset, path: Path) -> Path:
+    """Write ``ds`` to ``path`` atomically (temporary name, then :func:`os.replace`).
+
+    Every non-string variable must carry ``units`` and ``long_name``.
+    """
+    path = Path(path)
+    _check_attrs(ds)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=_encoding(ds))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _var(dims, data, units: str, long_name: str, **attrs) -> xr.Variable:
+    return xr.Variable(dims, data, attrs={"units": units, "long_name": long_name, **attrs})
+
+
+def _channel_coords(basis: ChannelBasis) -> dict[str, xr.Variable]:
+    """Channel names (dimension ``channel``), polarisation and observation error."""
+    return {
+        "channel_name": xr.Variable(("channel",), np.array(basis.channel_names, dtype=object),
+                                    attrs={"long_name": "channel name in the unified channel basis"}),
+        "polarisation": xr.Variable(("channel",), np.array(["V" if p == 0 else "H" for p in basis.pol], dtype=object),
+                                    attrs={"long_name": "polarisation (V or H)"}),
+        "obs_error": _var(("channel",), basis.obs_error_k.astype(np.float32), "K", "observation error sigma_c"),
+    }
+
+
+def _sensor_coords(basis: ChannelBasis) -> dict[str, xr.Variable]:
+    return {
+        "sensor_name": xr.Variable(("sensor",), np.array(basis.sensor_names, dtype=object),
+                                   attrs={"long_name": "sensor name"}),
+        "frequency": _var(("sensor", "channel"), basis.freq_ghz.astype(np.float32), "GHz",
+                          "channel frequency on each sensor"),
+        "channel_present": _var(("sensor", "channel"), basis.present.astype(np.int8), "1",
+                                "1 where the sensor has the channel"),
+    }
+
+
+def step_julian_day(jd_origin: float, stepstart: int, nstep: int, nlag: int = 0, steps_per_day: int = 1) -> np.ndarray:
+    """Julian day at the centre of each (lag)step's 21 UTC-21 UTC window.
+
+    Column ``col`` is step ``t = col - nlag`` of the selected period, i.e. the
+    window starting at ``jd_origin + 0.375 + (stepstart + t) / n_per_day``.
+    """
+    t = np.arange(-nlag, nstep, dtype=np.float64)
+    return jd_origin + WINDOW_OFFSET_DAYS + (stepstart + t + 0.5) / steps_per_day
+
+
+def _lonlat(lon, lat, ngrid: int) -> dict[str, xr.Variable]:
+    out = {}
+    for name, arr, long in (("lon", lon, "longitude"), ("lat", lat, "latitude")):
+        if arr is None:
+            arr = np.full(ngrid, np.nan, dtype=np.float32)
+        units = "degrees_east" if name == "lon" else "degrees_north"
+        out[name] = _var(("grid",), np.asarray(arr, dtype=np.float32), units, f"{long} of the grid point")
+    return out
+
+
+def write_seaice(path: Path, sic: np.ndarray, julian_day: np.ndarray, lon=None, lat=None,
+                 nlag: int = 0) -> Path:
+    """``seaice_TAG.nc``: the trained SIC map ``seaice`` (grid, lagstep).
+
+    Parameters
+    ----------
+    sic : float (ngrid, nstep + nlag); the first ``nlag`` columns are the lag days.
+    julian_day : float64 (nstep + nlag,), centre of each column's window.
+    lon, lat : (ngrid,) degrees, or None (written as NaN).
+    """
+    sic = np.asarray(sic, dtype=np.float32)
+    ds = xr.Dataset(
+        {"seaice": _var(("grid", "lagstep"), sic, "1", "sea ice concentration",
+                        comment=f"columns 0..{nlag - 1} are the lag days before the period" if nlag else "")},
+        coords={
+            **_lonlat(lon, lat, sic.shape[0]),
+            "julian_day": _var(("lagstep",), np.asarray(julian_day, dtype=np.float64), "days",
+                               "Julian day at the centre of the step's 21 UTC window"),
+        },
+        attrs={"nlag": nlag},
+    )
+    return write_dataset(ds, path)
+
+
+def write_properties_grid(path: Path, props: np.ndarray, julian_day: np.ndarray, lon=None, lat=None) -> Path:
+    """``properties_grid_TAG.nc``: grid empirical state ``properties`` (grid, step, prop)."""
+    props = np.asarray(props, dtype=np.float32)
+    ds = xr.Dataset(
+        {"properties": _var(("grid", "step", "prop"), props, "1", "grid empirical state P[g, t, k]")},
+        coords={
+            **_lonlat(lon, lat, props.shape[0]),
+            "julian_day": _var(("step",), np.asarray(julian_day, dtype=np.float64), "days",
+                               "Julian day at the centre of the step's 21 UTC window"),
+        },
+    )
+    return write_dataset(ds, path)
+
+
+def write_properties_obs(path: Path, props: np.ndarray) -> Path:
+    """``properties_obs_TAG.nc``: observation empirical state ``properties`` (iobs, prop)."""
+    props = np.asarray(props, dtype=np.float32)
+    ds = xr.Dataset({"properties": _var(("iobs", "prop"), props, "1", "observation empirical state Q[i, k]")})
+    return write_dataset(ds, path)
+
+
+def _masked(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    out = np.asarray(values, dtype=np.float32)
+    if mask is not None:
+        out = np.where(np.asarray(mask, dtype=bool), out, np.float32(np.nan))
+    return out
+
+
+def write_tb(path: Path, tb: np.ndarray, basis: ChannelBasis, kind: str, mask: np.ndarray | None = None) -> Path:
+    """``tbsim_initial_TAG.nc`` / ``tbsim_TAG.nc`` / ``tbzero_TAG.nc``: ``tb`` (iobs, channel).
+
+    ``kind`` is the file stem (``tbsim_initial``, ``tbsim``, ``tbzero``);
+    channels absent for an observation's sensor (``mask`` False) are NaN.
+    """
+    ds = xr.Dataset(
+        {"tb": _var(("iobs", "channel"), _masked(tb, mask), "K", TB_LONG_NAMES[kind])},
+        coords=_channel_coords(basis),
+    )
+    return write_dataset(ds, path)
+
+
+def write_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Path:
+    """``tbobs_TAG.nc``: observed ``tb`` (iobs, channel) in the unified basis, with per-observation
+    lon, lat, julian_day, sensor, grid, step and the channel names/frequencies."""
+    basis = obs.basis
+    lon = obs.lon if lon is None else lon
+    lat = obs.lat if lat is None else lat
+    igrid = np.asarray(obs.igrid)
+    nobs = obs.nobs
+    per_obs_lon = np.asarray(lon, dtype=np.float32)[igrid] if lon is not None else np.full(nobs, np.nan, np.float32)
+    per_obs_lat = np.asarray(lat, dtype=np.float32)[igrid] if lat is not None else np.full(nobs, np.nan, np.float32)
+    flags = " ".join(basis.sensor_names)
+    ds = xr.Dataset(
+        {"tb": _var(("iobs", "channel"), _masked(obs.tb_obs_k, obs.mask), "K", TB_LONG_NAMES["tbobs"])},
+        coords={
+            **_channel_coords(basis),
+            **_sensor_coords(basis),
+            "lon": _var(("iobs",), per_obs_lon, "degrees_east", "longitude of the observation's grid point"),
+            "lat": _var(("iobs",), per_obs_lat, "degrees_north", "latitude of the observation's grid point"),
+            "julian_day": _var(("iobs",), np.asarray(obs.julian_day, dtype=np.float64), "days",
+                               "Julian day of the observation"),
+            "sensor": _var(("iobs",), np.asarray(obs.isensor, dtype=np.int16), "1", "sensor index",
+                           flag_values=np.arange(basis.nsensor, dtype=np.int16), flag_meanings=flags),
+            "grid": _var(("iobs",), np.asarray(obs.igrid, dtype=np.int32), "1", "grid point index (0-based)"),
+            "step": _var(("iobs",), np.asarray(obs.istep, dtype=np.int32), "1",
+                         "time step within the selected period (0-based)"),
+            "obs_index": _var(("iobs",), np.asarray(obs.obs_index, dtype=np.int64), "1",
+                              "index of the observation in its sensor's files"),
+        },
+        attrs={"jd_origin": float(obs.jd_origin), "stepstart": int(obs.stepstart)},
+    )
+    return write_dataset(ds, path)
+
+
+def write_ice_emis(path: Path, emis: np.ndarray, basis: ChannelBasis, mask: np.ndarray | None = None) -> Path:
+    """``ice_emis_TAG.nc``: ``ice_emis`` (iobs, channel), NaN where the channel is absent."""
+    ds = xr.Dataset(
+        {"ice_emis": _var(("iobs", "channel"), _masked(emis, mask), "1", "sea ice surface emissivity")},
+        coords=_channel_coords(basis),
+    )
+    return write_dataset(ds, path)
+
+
+def _jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {k: _jsonable(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def setup_json(obj: Any) -> str:
+    """A configuration (dataclasses, dicts, paths) as a JSON string."""
+    return json.dumps(_jsonable(obj), sort_keys=True)
+
+
+def write_models(
+    path: Path,
+    *,
+    weights: Mapping[str, np.ndarray],
+    input_names: Sequence[str],
+    input_layer: str,
+    basis: ChannelBasis,
+    wind_coef: np.ndarray,
+    bias_ice: np.ndarray,
+    bias_ocean: np.ndarray,
+    setup: Mapping[str, Any],
+    epoch_losses: Mapping[str, Sequence[float]] | None = None,
+    batch_losses: Mapping[str, Sequence[float]] | None = None,
+) -> Path:
+    """``models_TAG.nc``: the trained emissivity model, corrections, setup and losses.
+
+    Parameters
+    ----------
+    weights : name -> array, in the Keras orientation (kernel (in, out), bias (out,)),
+        e.g. ``hidden_kernel`` (input, hidden). Each becomes a variable named
+        ``emis_<name>``.
+    input_names : names of the emissivity-model inputs (``x_T, P0, P1, Q0, f/100``).
+    input_layer : the weight (a key of ``weights``) that multiplies the inputs: its
+        first dimension is ``input`` and it gets an ``inputs`` attribute listing them.
+    wind_coef : (nchan,) ocean-emissivity wind correction w_c (per m/s).
+    bias_ice, bias_ocean : (nsensor, nchan) TB biases (K).
+    setup : configuration sections (dataclasses or dicts), stored as JSON attributes
+        ``setup_<section>``.
+    epoch_losses, batch_losses : term -> values, stored as ``loss_epoch_<term>`` (epoch)
+        and ``loss_batch_<term>`` (batch).
+    """
+    inputs = ", ".join(input_names)
+    data: dict[str, xr.Variable] = {}
+    for name, w in weights.items():
+        w = np.asarray(w, dtype=np.float32)
+        safe = "emis_" + name.replace(".", "_")
+        if name == input_layer:
+            if w.ndim != 2 or w.shape[0] != len(input_names):
+                raise ValueError(f"{name}: expected ({len(input_names)}, n) for inputs {inputs}, got {w.shape}")
+            dims = ("input", f"{safe}_out")
+            data[safe] = _var(dims, w, "1", f"emissivity model weight {name}", inputs=inputs)
+        else:
+            dims = tuple(f"{safe}_dim{k}" for k in range(w.ndim))
+            data[safe] = _var(dims, w, "1", f"emissivity model weight {name}")
+    data["wind_coef"] = _var(("channel",), np.asarray(wind_coef, dtype=np.float32), "s m-1",
+                             "ocean emissivity wind correction w_c")
+    data["bias_ice"] = _var(("sensor", "channel"), np.asarray(bias_ice, dtype=np.float32), "K", "TB bias over ice b_ice")
+    data["bias_ocean"] = _var(("sensor", "channel"), np.asarray(bias_ocean, dtype=np.float32), "K",
+                              "TB bias over ocean b_ocean")
+    for prefix, dim, losses in (("loss_epoch", "epoch", epoch_losses), ("loss_batch", "batch", batch_losses)):
+        for term, values in (losses or {}).items():
+            data[f"{prefix}_{term}"] = _var((dim,), np.asarray(values, dtype=np.float64), "1",
+                                            f"cost term {term} per {dim} (J / nobs)")
+    attrs = {f"setup_{k}": setup_json(v) for k, v in setup.items()}
+    attrs["emissivity_inputs"] = inputs
+    coords = {
+        **_channel_coords(basis),
+        **_sensor_coords(basis),
+        "input_name": xr.Variable(("input",), np.array(list(input_names), dtype=object),
+                                  attrs={"long_name": "emissivity model input"}),
+    }
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    return write_dataset(ds, path)
+
+
+# --------------------------------------------------------------------- reading
+def read_variable(path: Path, name: str) -> np.ndarray:
+    """Read one variable of an output file as a numpy array.
+
+    Raises
+    ------
+    SeaIceError
+        The file is missing, or lacks the variable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SeaIceError(f"{path}: file not found")
+    with xr.open_dataset(path, engine="netcdf4") as ds:
+        if name not in ds.variables:
+            raise SeaIceError(f"{path}: no variable {name!r} (has {', '.join(map(str, ds.variables))})")
+        return np.asarray(ds[name].values)
+
+
+# ------------------------------------------------------------------ checkpoint
+def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> Path:
+    """Save a PyTorch checkpoint atomically (temporary name, then rename)."""
+    import torch
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(dict(payload), tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: Path, flag: str = "--modeltag") -> dict[str, Any]:
+    """Load ``model_TAG.pt``.
+
+    Raises
+    ------
+    SeaIceError
+        The file is missing or not a checkpoint of this project.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise SeaIceError(f"{flag}: no trained model {path} (train first, or give the tag of a trained run)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # unreadable/corrupt file
+        raise SeaIceError(f"{path}: not a readable model checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or "state_dict" not in payload:
+        raise SeaIceError(f"{path}: not a model checkpoint of seaice-training (no state_dict)")
+    return payload
+
+
+__all__ = [
+    "output_path", "check_tag", "write_dataset", "write_seaice", "write_properties_grid",
+    "write_properties_obs", "write_tb", "write_tbobs", "write_ice_emis", "write_models",
+    "read_variable", "save_checkpoint", "load_checkpoint", "step_julian_day", "setup_json",
+    "DIAGNOSTIC_FILES", "MODEL_FILES", "CHECKPOINT",
+]

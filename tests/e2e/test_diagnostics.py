@@ -1,0 +1,135 @@
+"""Diagnostics: departures, costs, truth scores and the summary, against hand values."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from empirical_seaice import diagnostics as d
+from empirical_seaice.config import PRESETS
+from empirical_seaice.observations import BackgroundMaps
+
+from .fakes import make_obs
+
+
+def test_departure_stats_hand_values():
+    obs = make_obs(nobs=4, sensors=("amsr2",))
+    sim = obs.tb_obs_k.copy()
+    sim[:, 0] -= np.array([1.0, 3.0, 1.0, 3.0], dtype=np.float32)  # y - sim = 1, 3, 1, 3: mean 2, std 1
+    sim[:, 1] += 2.0  # y - sim = -2 everywhere: mean -2, std 0
+    obs.mask[3, 1] = False
+    sim[3, 1] = 1e6  # masked: must not count
+    st = d.departure_stats(obs, sim, chunk=3)  # chunks of 3 and 1
+    assert st.count[0] == 4 and st.count[1] == 3
+    assert st.mean[0] == pytest.approx(2.0) and st.std[0] == pytest.approx(1.0)
+    assert st.mean[1] == pytest.approx(-2.0) and st.std[1] == pytest.approx(0.0, abs=1e-9)
+    assert st.mean[2] == pytest.approx(0.0) and st.std[2] == pytest.approx(0.0)
+
+
+def test_departure_stats_channel_without_data_is_nan():
+    obs = make_obs(nobs=2, sensors=("amsr2",))
+    obs.mask[:, 4] = False
+    st = d.departure_stats(obs, obs.tb_obs_k)
+    assert st.count[4] == 0 and np.isnan(st.mean[4]) and np.isnan(st.std[4])
+
+
+def test_observation_cost_sum_hand_value():
+    obs = make_obs(nobs=2, sensors=("amsr2",))
+    sim = obs.tb_obs_k.copy()
+    # 10v sigma 2.5 K, 10h sigma 4 K: departures 5 K and 8 K give (2)^2 + (2)^2 = 8 per observation
+    sim[:, 0] += 5.0
+    sim[:, 1] -= 8.0
+    assert d.observation_cost_sum(obs, sim) == pytest.approx(16.0)
+    obs.mask[1, 1] = False
+    assert d.observation_cost_sum(obs, sim) == pytest.approx(12.0)
+
+
+def test_observed_points_and_truth_scores_hand_case():
+    obs = make_obs(nobs=4, sensors=("amsr2",), ngrid=3, nstep=2)
+    # obs (g, t): (0,0) (1,0) (2,0) (0,1); grid point 1 and 2 at step 1 unobserved
+    g, t = d.observed_points(obs)
+    assert list(zip(g.tolist(), t.tolist())) == [(0, 0), (0, 1), (1, 0), (2, 0)]
+    nlag = 1
+    truth_sic = np.array([[1.0, 0.9], [0.0, 0.5], [0.6, 0.7]])
+    bg = np.zeros((3, 3), dtype=np.float32)  # background 0 everywhere: errors -1, -0.9, 0, -0.6
+    trained = np.zeros((3, 3), dtype=np.float32)
+    trained[:, 1:] = truth_sic + 0.1  # +0.1 everywhere; the unobserved (1,1), (2,1) must not matter
+    trained[1, 2] = trained[2, 2] = 9.0
+    background = BackgroundMaps(sic=bg, t_skin_map_k=np.full((3, 2), 260.0, np.float32), nlag=nlag)
+    nc = obs.nchan
+    true_emis = np.full((4, nc), 0.9)
+    true_emis[:, 2] = np.nan  # no truth for channel 2
+    emis = np.full((4, nc), 0.9, dtype=np.float32)
+    emis[:, 0] = [0.8, 0.0, 1.0, 0.95]  # obs 1 is on open water (truth SIC 0): excluded
+    truth = SimpleNamespace(sic=truth_sic, emis_ice=true_emis, bias_ice_k=np.full((1, nc), 5.0),
+                            bias_ocean_k=np.full((1, nc), 2.0))
+    s = d.truth_scores(obs, background, trained, emis, truth, bias_ice=np.full((1, nc), 5.5),
+                       bias_ocean=np.full((1, nc), 2.0))
+    assert s.npoints == 4
+    assert s.sic_rmse_background == pytest.approx(np.sqrt((1 + 0.81 + 0 + 0.36) / 4))
+    assert s.sic_bias_background == pytest.approx(-(1 + 0.9 + 0 + 0.6) / 4)
+    assert s.sic_rmse == pytest.approx(0.1, abs=1e-6) and s.sic_bias == pytest.approx(0.1, abs=1e-6)
+    # channel 0 over ice (truth SIC > 0.5): obs 0 (1.0), 2 (0.6), 3 (0.9): errors -0.1, 0.1, 0.05
+    assert s.emis_count[0] == 3
+    assert s.emis_rmse[0] == pytest.approx(np.sqrt((0.01 + 0.01 + 0.0025) / 3), rel=1e-5)
+    assert s.emis_count[2] == 0 and np.isnan(s.emis_rmse[2])
+    assert s.emis_rmse[1] == pytest.approx(0.0, abs=1e-6)
+    np.testing.assert_allclose(s.bias_ice_error, 0.5)
+    np.testing.assert_allclose(s.bias_ocean_error, 0.0)
+
+
+def test_truth_scores_rejects_misshaped_truth():
+    obs = make_obs(nobs=4, sensors=("amsr2",), ngrid=3, nstep=2)
+    background = BackgroundMaps(sic=np.zeros((3, 3), np.float32), t_skin_map_k=np.zeros((3, 2), np.float32), nlag=1)
+    with pytest.raises(ValueError, match=r"truth.sic: expected shape \(3, 2\)"):
+        d.truth_scores(obs, background, np.zeros((3, 3)), np.zeros((4, obs.nchan)),
+                       SimpleNamespace(sic=np.zeros((3, 3))))
+
+
+def test_simulate_does_not_depend_on_chunking():
+    from empirical_seaice.network import HybridNetwork, ObservationTensors, build_row_counts
+
+    obs = make_obs(nobs=7, sensors=("amsr2", "gmi"), ngrid=3, nstep=2)
+    preset = PRESETS["v2"]
+    bg = BackgroundMaps(sic=np.full((3, 3), 0.5, np.float32), t_skin_map_k=np.full((3, 2), 260.0, np.float32), nlag=1)
+    net = HybridNetwork(preset.model, preset.cost, obs.basis, bg, obs.nobs,
+                        row_counts=build_row_counts(obs, 1, 3, 2), generator=torch.Generator().manual_seed(0))
+    data = ObservationTensors(obs, "cpu")
+    a = d.simulate(net, data, obs.nobs, chunk=3)
+    b = d.simulate(net, data, obs.nobs, chunk=100)
+    np.testing.assert_allclose(a.tb, b.tb, rtol=1e-6)
+    np.testing.assert_array_equal(a.sic, np.full(7, 0.5, np.float32))  # 0.6 * 0.5 + 0.4 * 0.5
+    z = d.simulate(net, data, obs.nobs, zero_sic=True)
+    np.testing.assert_array_equal(z.sic, 0.0)
+    # SIC 0: TB' = (e_o T_o tau + (1 - e_o) tau T_down + T_up) (clear sky) + b_ocean, independent of the ice
+    e_o = obs.emis_water
+    t_o = np.maximum(obs.t_skin_k, 271.35)[:, None]
+    b_ocean = obs.basis.bias_ocean_bg_k[obs.isensor]
+    expect = e_o * t_o * obs.tau + (1 - e_o) * obs.tau * obs.t_down_k + obs.t_up_k + b_ocean
+    np.testing.assert_allclose(z.tb, expect, rtol=1e-5)
+    assert net.training  # restored
+
+
+def test_format_summary_layout():
+    obs = make_obs(nobs=4, sensors=("amsr2",))
+    st = d.departure_stats(obs, obs.tb_obs_k - 1.0)
+    truth = d.TruthScores(npoints=4, sic_rmse_background=0.2, sic_bias_background=-0.1, sic_rmse=0.05,
+                          sic_bias=0.01, emis_rmse=np.full(obs.nchan, 0.02), emis_count=np.ones(obs.nchan, int),
+                          bias_ice_error=np.full((1, obs.nchan), 0.25), bias_ocean_error=None)
+    text = d.format_summary(
+        d.RunDiagnostics(title="T", cost_before={"obs": 100.0, "total": 110.0}, cost_after={"obs": 1.0, "total": 2.0},
+                         departures_before=st, departures_after=st, truth=truth, notes=("n",)),
+        obs.basis,
+    )
+    lines = text.splitlines()
+    assert lines[0] == "T"
+    assert lines[1].split() == ["cost", "term", "J", "before", "after"]
+    assert lines[2].split() == ["obs", "100", "1"] and lines[3].split() == ["total", "110", "2"]
+    row_10v = next(line for line in lines if line.split()[0] == "10v")
+    assert row_10v.split() == ["10v", "4", "+1.00", "/", "0.00", "+1.00", "/", "0.00", "0.0200"]
+    assert "RMSE background 0.2000 -> trained 0.0500" in text
+    assert "TB bias ice error vs truth, max |K|: amsr2 0.25" in text
+    assert len(lines) == 1 + 3 + 1 + obs.nchan + 2 + 1
