@@ -1,0 +1,186 @@
+"""``seaice-training``: the command line of a training / diagnostics run.
+
+Argument parsing only: the seed's options (``--data``, ``--sensors``,
+``--output``, ``--tag``, ``--modeltag``, ``--batchsize``, ``--stepstart``,
+``--nsteps``, ``--nepochs``, ``--diagsonly``, ``--trainonly``,
+``--reproducible``) plus ours, turned into the typed configuration of
+:mod:`empirical_seaice.config` and handed to :func:`empirical_seaice.pipeline.run`.
+
+A user-caused problem (a bad flag value, a missing file, an unknown sensor)
+is reported as one line ``seaice-training: error: <message>`` on stderr and
+exit status 2, without a traceback. Progress and logging go to stderr; the
+summary table goes to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .config import PRESETS, CostConfig, DataConfig, TrainingConfig, get_preset, replace
+from .errors import SeaIceError
+
+PROG = "seaice-training"
+EXIT_USER_ERROR = 2
+
+log = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one-line :class:`SeaIceError` s (no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise SeaIceError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``seaice-training`` (every option, with its default)."""
+    p = _Parser(
+        prog=PROG,
+        description=(
+            "Train sea ice concentration, an empirical sea ice state and a sea ice emissivity "
+            "model against satellite microwave radiances (Geer 2024, JAMES), and write the "
+            "outputs and diagnostics."
+        ),
+    )
+    seed = p.add_argument_group("options of the reference seaice_training.py")
+    seed.add_argument("--data", type=Path, default=Path("demo_data"),
+                      help="Directory containing the training data (layout B/C), or a layout-A "
+                           "monthly file (default: demo_data, the demo twin).")
+    seed.add_argument("--sensors", nargs="+", default=None, metavar="SENSOR",
+                      help="Sensor names for training (default: the preset's: v1 amsr2; "
+                           "v2 amsr2 gmi ssmisf17).")
+    seed.add_argument("--output", type=Path, default=Path("output"),
+                      help="Directory to store the output files (default: output).")
+    seed.add_argument("--tag", default="run",
+                      help="Tag name distinguishing the output files, e.g. seaice_TAG.nc (default: run).")
+    seed.add_argument("--modeltag", default=None,
+                      help="With --diagsonly: use the trained model of this tag (default: --tag).")
+    seed.add_argument("--batchsize", type=int, default=1024, help="Training batch size (default 1024).")
+    seed.add_argument("--stepstart", type=int, default=0,
+                      help="Step in the training data from which to start (default 0).")
+    seed.add_argument("--nsteps", type=int, default=None,
+                      help="Number of time steps (usually days) in the model (default: all).")
+    seed.add_argument("--nepochs", type=int, default=8, help="Number of training epochs (default 8).")
+    mode = seed.add_mutually_exclusive_group()
+    mode.add_argument("--diagsonly", action="store_true",
+                      help="Compute the output diagnostics from an already-trained model.")
+    mode.add_argument("--trainonly", action="store_true",
+                      help="Only train the model and save it; write no diagnostics.")
+    seed.add_argument("--reproducible", action="store_true",
+                      help="Seeded, deterministic training: identical output files on rerun (slower).")
+
+    ours = p.add_argument_group("further options")
+    ours.add_argument("--model", choices=sorted(PRESETS), default="v2",
+                      help="Reference configuration (preset): v1 (AMSR2, linear) or v2 (multi-sensor "
+                           "network) (default v2).")
+    ours.add_argument("--seaice-background", type=Path, default=None, metavar="FILE",
+                      help="Background (initial) SIC file (default: ifs_seaice*.nc in --data).")
+    ours.add_argument("--tsfc-background", type=Path, default=None, metavar="FILE",
+                      help="Daily skin-temperature file (default: ifs_tsfc*.nc in --data).")
+    ours.add_argument("--validation-fraction", type=float, default=0.0, metavar="F",
+                      help="Fraction of observations held out of training; their observation cost "
+                           "is reported per epoch (default 0).")
+    ours.add_argument("--early-stopping", action="store_true",
+                      help="Stop when the held-out observation cost no longer improves "
+                           "(needs --validation-fraction).")
+    ours.add_argument("--learning-rate", type=float, default=1e-3,
+                      help="Adam learning rate (default 1e-3, the Keras default of the reference).")
+    ours.add_argument("--seed", type=int, default=0, help="Seed of the run's random generator (default 0).")
+    ours.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                      help="Where to train: auto = CUDA when available (default auto).")
+    ours.add_argument("--warm-ice", choices=("diagnostic", "effective"), default="diagnostic",
+                      help="Warm-ice term: diagnostic (reference: zero gradient, monitored only) or "
+                           "effective (differentiable) (default diagnostic).")
+    ours.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
+    ours.add_argument("--resume", action="store_true",
+                      help="Resume training from the last epoch checkpoint of this tag in --output.")
+    ours.add_argument("-v", "--verbose", action="count", default=0,
+                      help="More logging on stderr (-v info, -vv debug).")
+    return p
+
+
+def configs_from_args(args: argparse.Namespace):
+    """Turn parsed arguments into ``(data, preset, cost, training)`` configuration.
+
+    Raises
+    ------
+    SeaIceError
+        A value a configuration dataclass rejects (its message names the flag).
+    """
+    preset = get_preset(args.model)
+    sensors = tuple(args.sensors) if args.sensors else preset.sensors
+    data = DataConfig(
+        data=args.data,
+        sensors=sensors,
+        stepstart=args.stepstart,
+        nsteps=args.nsteps,
+        seaice_background=args.seaice_background,
+        tsfc_background=args.tsfc_background,
+    )
+    cost: CostConfig = replace(preset.cost, warm_ice=args.warm_ice)
+    training = TrainingConfig(
+        nepochs=args.nepochs,
+        batch_size=args.batchsize,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        reproducible=args.reproducible,
+        validation_fraction=args.validation_fraction,
+        early_stopping=args.early_stopping,
+        device=args.device,
+    )
+    return data, preset, cost, training
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    root = logging.getLogger("empirical_seaice")
+    root.setLevel(level)
+    if not any(getattr(h, "_seaice_cli", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._seaice_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``seaice-training``; returns the exit status.
+
+    0 on success (and for ``-h``), 2 on a user-caused error (one line on stderr).
+    """
+    from . import pipeline  # imported here so that `-h` stays fast
+
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # -h / --help
+            return int(exc.code or 0)
+        _setup_logging(args.verbose)
+        data, preset, cost, training = configs_from_args(args)
+        result = pipeline.run(
+            data,
+            preset,
+            cost,
+            training,
+            output=args.output,
+            tag=args.tag,
+            modeltag=args.modeltag,
+            diagsonly=args.diagsonly,
+            trainonly=args.trainonly,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+    except SeaIceError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    if result.summary:
+        print(result.summary)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
