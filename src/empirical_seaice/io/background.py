@@ -1,6 +1,7 @@
 """Background SIC and daily skin-temperature maps (FORMAT.md, "Background").
 
-Shapes (``ngrid`` = rows of the SIC variable, ``M`` = columns of the
+Shapes (``ngrid`` = length of ``LON`` in the skin-temperature file, or the
+rows of the SIC variable when ``LON`` is absent; ``M`` = columns of the
 skin-temperature map = steps of the whole background period):
 
 - SIC ``SEAICE`` or ``seaice``: ``(ngrid, M + nlag)`` -> columns
@@ -46,7 +47,7 @@ class BackgroundShape:
     Attributes
     ----------
     ngrid : int
-        Grid points (rows of the SIC variable).
+        Grid points (length of LON, else rows of the SIC variable).
     nstep_total : int
         Steps of the background period (columns of the skin-temperature map).
     sic_kind : str
@@ -84,15 +85,19 @@ def background_shape(seaice_path: Path, tsfc_path: Path, nlag: int) -> Backgroun
         raise SeaIceError(
             f"{seaice_path}: variable {sname} expected shape (ngrid, nstep + nlag), (ngrid, nstep) or (ngrid,), got {sshape}"
         )
-    ngrid = sshape[0]
+    # ngrid: the length of LON when the skin-temperature file has it, else the SIC rows.
+    ngrid = lon_n if lon_n is not None else sshape[0]
+    if sshape[0] != ngrid:
+        raise SeaIceError(
+            f"{seaice_path}: variable {sname} expected ngrid={ngrid} rows (length of LON in {tsfc_path.name}), "
+            f"got shape {sshape}{_transposed_hint(sshape, ngrid)}"
+        )
     if len(tshape) != 2 or tshape[0] != ngrid:
         hint = _transposed_hint(tshape, ngrid)
         raise SeaIceError(
             f"{tsfc_path}: variable TSFC expected shape (ngrid={ngrid}, nstep) to match {seaice_path.name}, got {tshape}{hint}"
         )
     nstep_total = tshape[1]
-    if lon_n is not None and lon_n != ngrid:
-        raise SeaIceError(f"{tsfc_path}: variable LON expected shape ({ngrid},), got ({lon_n},)")
     if len(sshape) == 1:
         kind = "constant"
     elif sshape[1] == nstep_total + nlag:

@@ -1,0 +1,141 @@
+"""The memory-mapped cache: identical arrays, no NetCDF on a hit, rebuilt when inputs change."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import netCDF4
+import numpy as np
+import pytest
+
+from empirical_seaice.io import cache as cache_mod
+from empirical_seaice.io import read_training_data
+from empirical_seaice.io.layout_writers import write_backgrounds, write_netcdf
+
+NLAG = 1
+
+
+def _no_netcdf(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("netCDF4.Dataset opened on a cache hit")
+
+    monkeypatch.setattr(netCDF4, "Dataset", boom)
+
+
+def _assert_same(a, b):
+    for name, arr in a.arrays().items():
+        np.testing.assert_array_equal(getattr(b, name), arr, err_msg=name)
+        assert getattr(b, name).dtype == arr.dtype, name
+
+
+def test_second_read_comes_from_memmap_without_netcdf(dataset, tmp_path, monkeypatch):
+    ds = dataset("C", sensors=("amsr2", "gmi"))
+    cdir = tmp_path / "out"
+    obs1, bg1 = read_training_data(ds.config, NLAG, cdir)
+    manifest = json.loads((cdir / "observations" / "manifest.json").read_text())
+    assert manifest["meta"]["nobs"] == 80 and manifest["meta"]["sensors"] == ["amsr2", "gmi"]
+    _no_netcdf(monkeypatch)
+    obs2, bg2 = read_training_data(ds.config, NLAG, cdir)
+    assert isinstance(obs2.tb_obs_k, np.memmap) and isinstance(obs2.julian_day, np.memmap)
+    assert isinstance(bg2.sic, np.memmap)
+    assert not obs2.tb_obs_k.flags.writeable
+    _assert_same(obs1, obs2)
+    np.testing.assert_array_equal(bg2.sic, bg1.sic)
+    np.testing.assert_array_equal(bg2.t_skin_map_k, bg1.t_skin_map_k)
+    np.testing.assert_array_equal(obs2.lon, obs1.lon)
+    assert (obs2.ngrid, obs2.nstep, obs2.jd_origin, obs2.stepstart) == (
+        obs1.ngrid, obs1.nstep, obs1.jd_origin, obs1.stepstart)
+    assert obs2.basis.channel_names == obs1.basis.channel_names
+    assert bg2.nlag == NLAG
+    # A subset of a memmapped cache is an ordinary array.
+    assert obs2.take(np.array([0, 5])).tb_obs_k.shape == (2, obs1.nchan)
+
+
+def test_changed_input_file_rebuilds(dataset, tmp_path):
+    ds = dataset("B")
+    cdir = tmp_path / "out"
+    obs1, _ = read_training_data(ds.config, NLAG, cdir)
+    path = ds.root / "field_v2_OBSVALUE.nc"
+    new = ds.fields["amsr2"]["OBSVALUE"] + 1.0
+    write_netcdf(path, {"OBSVALUE": new})
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    obs2, _ = read_training_data(ds.config, NLAG, cdir)
+    np.testing.assert_array_equal(obs2.tb_obs_k, new)
+    np.testing.assert_array_equal(obs2.tb_obs_k, obs1.tb_obs_k + 1.0)
+    assert not isinstance(obs2.tb_obs_k, np.memmap)
+
+
+def test_changed_config_or_nlag_rebuilds(dataset, tmp_path):
+    ds = dataset("C")
+    # A (ngrid, nstep) SIC file fits any nlag (padded at the start).
+    write_backgrounds(ds.root, ds.background["sic"][:, :4], ds.background["t_skin_map_k"])
+    cdir = tmp_path / "out"
+    read_training_data(ds.config, NLAG, cdir)
+    obs, bg = read_training_data(dataclasses.replace(ds.config, stepstart=1), NLAG, cdir)
+    assert obs.stepstart == 1 and obs.nstep == 3 and not isinstance(obs.tb_obs_k, np.memmap)
+    obs, bg = read_training_data(dataclasses.replace(ds.config, stepstart=1), 2, cdir)
+    assert bg.nlag == 2 and bg.sic.shape == (12, 5)
+    again, _ = read_training_data(dataclasses.replace(ds.config, stepstart=1), 2, cdir)
+    assert isinstance(again.tb_obs_k, np.memmap)
+
+
+def test_cache_disabled_by_config(dataset, tmp_path):
+    ds = dataset("C")
+    cdir = tmp_path / "out"
+    read_training_data(dataclasses.replace(ds.config, cache=False), NLAG, cdir)
+    assert not cdir.exists()
+
+
+def test_interrupted_write_leaves_no_half_cache(dataset, tmp_path, monkeypatch):
+    ds = dataset("C")
+    cdir = tmp_path / "out"
+    obs_ok, _ = read_training_data(ds.config, NLAG, cdir)  # a good cache exists
+    real_save = np.save
+    calls = [0]
+
+    def failing_save(path, arr, *a, **k):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+        return real_save(path, arr, *a, **k)
+
+    monkeypatch.setattr(np, "save", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        read_training_data(dataclasses.replace(ds.config, stepstart=1), NLAG, cdir)
+    monkeypatch.setattr(np, "save", real_save)
+    assert sorted(p.name for p in cdir.iterdir()) == ["observations"]
+    # The old cache is intact and still a hit for its own configuration.
+    _no_netcdf(monkeypatch)
+    obs, _ = read_training_data(ds.config, NLAG, cdir)
+    assert isinstance(obs.tb_obs_k, np.memmap)
+    _assert_same(obs_ok, obs)
+
+
+@pytest.mark.parametrize("damage", ["manifest", "array"])
+def test_damaged_cache_rebuilds(dataset, tmp_path, damage):
+    ds = dataset("C")
+    cdir = tmp_path / "out"
+    obs1, _ = read_training_data(ds.config, NLAG, cdir)
+    root = cdir / "observations"
+    if damage == "manifest":
+        (root / "manifest.json").write_text("{not json")
+    else:
+        (root / "tau.npy").unlink()
+    obs2, _ = read_training_data(ds.config, NLAG, cdir)
+    assert not isinstance(obs2.tb_obs_k, np.memmap)
+    _assert_same(obs1, obs2)
+    obs3, _ = read_training_data(ds.config, NLAG, cdir)
+    assert isinstance(obs3.tau, np.memmap)
+
+
+def test_cache_key_depends_on_files_config_and_nlag(dataset):
+    ds = dataset("B")
+    files = sorted(ds.root.glob("*.nc"))
+    k = cache_mod.cache_key(files, ds.config, 1)
+    assert k == cache_mod.cache_key(files, ds.config, 1) and len(k) == 64
+    assert k != cache_mod.cache_key(files, ds.config, 2)
+    assert k != cache_mod.cache_key(files[:-1], ds.config, 1)
+    assert k != cache_mod.cache_key(files, dataclasses.replace(ds.config, nsteps=2), 1)

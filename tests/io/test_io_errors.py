@@ -1,0 +1,341 @@
+"""Every bad-input case raises SeaIceError naming the file (or flag) and the variable."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import read_training_data
+from empirical_seaice.io._netcdf import open_dataset
+from empirical_seaice.io.layout_writers import write_backgrounds, write_netcdf
+
+NGRID, NSTEP, NLAG = 12, 4, 1  # as in conftest.py
+
+
+def _raises(config, *fragments, nlag=NLAG):
+    with pytest.raises(SeaIceError) as info:
+        read_training_data(config, nlag)
+    msg = str(info.value)
+    assert "\n" not in msg
+    for frag in fragments:
+        assert frag in msg, f"{frag!r} not in {msg!r}"
+    return msg
+
+
+# ---------------------------------------------------------------- locating files
+
+def test_data_path_missing(tmp_path):
+    from empirical_seaice.config import DataConfig
+
+    _raises(DataConfig(data=tmp_path / "nope"), "--data", "nope", "no such file or directory")
+
+
+def test_data_directory_without_data(tmp_path):
+    from empirical_seaice.config import DataConfig
+
+    _raises(DataConfig(data=tmp_path), "--data", str(tmp_path), "no training data found")
+
+
+def test_layout_c_missing_sensor_directory(dataset):
+    ds = dataset("C")
+    cfg = dataclasses.replace(ds.config, sensors=("amsr2", "gmi"))
+    _raises(cfg, "sensor directory gmi not found", "amsr2")
+
+
+def test_layout_c_sensor_directory_without_files(dataset):
+    ds = dataset("C")
+    (ds.root / "gmi").mkdir()
+    cfg = dataclasses.replace(ds.config, sensors=("amsr2", "gmi"))
+    _raises(cfg, str(ds.root / "gmi"), "no *JULIAN_DAY.nc", "gmi")
+
+
+def test_layout_b_ambiguous_prefix(dataset):
+    ds = dataset("B")
+    (ds.root / "other_JULIAN_DAY.nc").write_bytes((ds.root / "field_v2_JULIAN_DAY.nc").read_bytes())
+    _raises(ds.config, "several *JULIAN_DAY.nc", "other_JULIAN_DAY.nc", "field_v2_JULIAN_DAY.nc")
+
+
+def test_single_sensor_layouts_refuse_several_sensors(dataset):
+    a = dataset("A")
+    _raises(dataclasses.replace(a.config, sensors=("amsr2", "gmi")), "--data", "layout A", "amsr2 gmi")
+    b = dataset("B")
+    _raises(dataclasses.replace(b.config, sensors=("amsr2", "gmi")), "--data", "layout-B", "amsr2 gmi")
+
+
+@pytest.mark.parametrize("pattern, flag, stem", [
+    ("ifs_seaice*.nc", "--seaice-background", "ifs_seaice_initials_test.nc"),
+    ("ifs_tsfc*.nc", "--tsfc-background", "ifs_tsfc_test_dailyx.nc"),
+])
+def test_background_file_missing(dataset, pattern, flag, stem):
+    ds = dataset("C")
+    (ds.root / stem).unlink()
+    _raises(ds.config, str(ds.root), pattern, flag)
+
+
+def test_background_file_ambiguous(dataset):
+    ds = dataset("C")
+    src = ds.root / "ifs_seaice_initials_test.nc"
+    (ds.root / "ifs_seaice_other.nc").write_bytes(src.read_bytes())
+    _raises(ds.config, "several", "ifs_seaice_other.nc", "--seaice-background")
+    # An explicit choice resolves it.
+    cfg = dataclasses.replace(ds.config, seaice_background=src)
+    obs, _ = read_training_data(cfg, NLAG)
+    assert obs.nobs == 40
+
+
+@pytest.mark.parametrize("field, flag", [("seaice_background", "--seaice-background"),
+                                         ("tsfc_background", "--tsfc-background")])
+def test_explicit_background_missing(dataset, field, flag):
+    ds = dataset("C")
+    cfg = dataclasses.replace(ds.config, **{field: ds.root / "missing.nc"})
+    _raises(cfg, flag, "missing.nc", "not found")
+
+
+def test_open_dataset_missing_file(tmp_path):
+    with pytest.raises(SeaIceError, match=re.escape(f"{tmp_path / 'x.nc'}: file not found")):
+        with open_dataset(tmp_path / "x.nc"):
+            pass
+
+
+def test_unreadable_netcdf(dataset):
+    ds = dataset("B")
+    bad = ds.root / "field_v2_TUP.nc"
+    bad.write_text("this is not netcdf")
+    _raises(ds.config, str(bad), "cannot read as NetCDF")
+
+
+# ---------------------------------------------------------------- variables and shapes
+
+def test_layout_a_missing_variable(dataset):
+    ds = dataset("A", edit=lambda s, f: f.pop("WINDSPEED10M"))
+    _raises(ds.config, str(ds.config.data), "variable WINDSPEED10M not found", "OBSVALUE")
+
+
+def test_layout_b_missing_file(dataset):
+    ds = dataset("B")
+    (ds.root / "field_v2_TUP_CLD.nc").unlink()
+    _raises(ds.config, "field_v2_TUP_CLD.nc", "file not found", "variable TUP_CLD", "amsr2")
+
+
+def test_layout_b_file_with_wrong_variable_name(dataset):
+    ds = dataset("B")
+    write_netcdf(ds.root / "field_v2_TAUSFC.nc", {"tau": ds.fields["amsr2"]["TAUSFC"]})
+    _raises(ds.config, "field_v2_TAUSFC.nc", "variable TAUSFC not found", "tau")
+
+
+def test_multi_sensor_needs_common_igrid(dataset):
+    ds = dataset("C", sensors=("amsr2", "gmi"))
+    (ds.root / "gmi" / "field_v2_COMMON_IGRID.nc").unlink()
+    _raises(ds.config, "field_v2_COMMON_IGRID.nc", "COMMON_IGRID", "gmi")
+
+
+def test_per_observation_wrong_shape(dataset):
+    ds = dataset("B")
+    write_netcdf(ds.root / "field_v2_TSFC.nc", {"TSFC": np.full((40, 2), 260.0, np.float32)})
+    _raises(ds.config, "field_v2_TSFC.nc", "variable TSFC", "expected shape (40,)", "got (40, 2)")
+
+
+def test_per_observation_wrong_length(dataset):
+    ds = dataset("B")
+    write_netcdf(ds.root / "field_v2_CLOUD_FRACTION.nc", {"CLOUD_FRACTION": np.zeros(39, np.float32)})
+    _raises(ds.config, "field_v2_CLOUD_FRACTION.nc", "variable CLOUD_FRACTION", "(40,)", "got (39,)")
+
+
+def test_wrong_channel_count(dataset):
+    ds = dataset("B")
+    write_netcdf(ds.root / "field_v2_OBSVALUE.nc", {"OBSVALUE": ds.fields["amsr2"]["OBSVALUE"][:, :9]})
+    _raises(ds.config, "field_v2_OBSVALUE.nc", "variable OBSVALUE has 9 channels",
+            "amsr2 expects 10 or 14", "got (40, 9)")
+
+
+def test_per_channel_wrong_rank_and_length(dataset):
+    ds = dataset("B", sensors=("gmi",))
+    write_netcdf(ds.root / "field_v2_TDOWN.nc", {"TDOWN": np.zeros((40, 13, 2), np.float32)})
+    _raises(ds.config, "field_v2_TDOWN.nc", "variable TDOWN", "expected shape (40, 13)", "got (40, 13, 2)")
+    write_netcdf(ds.root / "field_v2_TDOWN.nc", {"TDOWN": np.zeros((41, 13), np.float32)})
+    _raises(ds.config, "field_v2_TDOWN.nc", "variable TDOWN", "expected shape (40, 13)", "got (41, 13)")
+
+
+# ---------------------------------------------------------------- values
+
+@pytest.mark.parametrize("layout", ["A", "B"])
+def test_mostly_nan_field(dataset, layout):
+    def spoil(sensor, f):
+        f["EMIS_WATER"][:25] = np.nan
+
+    ds = dataset(layout, edit=spoil)
+    path = ds.config.data if layout == "A" else ds.root / "field_v2_EMIS_WATER.nc"
+    _raises(ds.config, str(path), "variable EMIS_WATER mostly missing", "62%")
+
+
+def test_mostly_fill_per_observation_field(dataset):
+    def spoil(sensor, f):
+        f["WINDSPEED10M"][:30] = -999.0
+
+    ds = dataset("B", edit=spoil)
+    _raises(ds.config, "field_v2_WINDSPEED10M.nc", "variable WINDSPEED10M mostly missing", "75%")
+
+
+def test_mostly_out_of_range_tb(dataset):
+    # TBs in degrees Celsius: most are negative.
+    ds = dataset("B", edit=lambda s, f: f.__setitem__("OBSVALUE", f["OBSVALUE"] - 273.15))
+    _raises(ds.config, "field_v2_OBSVALUE.nc", "variable OBSVALUE mostly out of range [0, 400] K",
+            "wrong units")
+
+
+def test_mostly_out_of_range_skin_temperature(dataset):
+    ds = dataset("A", edit=lambda s, f: f.__setitem__("TSFC", f["TSFC"] - 273.15))
+    _raises(ds.config, str(ds.config.data), "variable TSFC mostly out of range [180, 340] K")
+
+
+def test_julian_day_mostly_missing(dataset):
+    def spoil(sensor, f):
+        f["JULIAN_DAY"][5:] = np.nan
+
+    ds = dataset("B", edit=spoil)
+    _raises(ds.config, "field_v2_JULIAN_DAY.nc", "variable JULIAN_DAY mostly missing")
+
+
+def test_julian_day_empty_file(dataset):
+    def empty(sensor, f):
+        for k in list(f):
+            f[k] = f[k][:0]
+
+    ds = dataset("B", edit=empty)
+    _raises(ds.config, "field_v2_JULIAN_DAY.nc", "variable JULIAN_DAY has no valid value")
+
+
+def test_igrid_mostly_missing(dataset):
+    def spoil(sensor, f):
+        f["IGRID"][:30] = -1
+
+    ds = dataset("B", edit=spoil)
+    _raises(ds.config, "field_v2_IGRID.nc", "variable IGRID mostly missing")
+
+
+def test_igrid_not_integer(dataset):
+    def spoil(sensor, f):
+        f["IGRID"] = f["IGRID"].astype(np.float32) + 0.5
+
+    ds = dataset("B", edit=spoil)
+    _raises(ds.config, "field_v2_IGRID.nc", "variable IGRID holds non-integer")
+
+
+def test_igrid_beyond_background_grid(dataset):
+    def spoil(sensor, f):
+        f["COMMON_IGRID"][7] = NGRID
+
+    ds = dataset("C", sensors=("amsr2", "gmi"), edit=spoil)
+    _raises(ds.config, str(ds.root / "amsr2" / "field_v2_COMMON_IGRID.nc"), "variable COMMON_IGRID",
+            f"up to {NGRID}", "ifs_seaice_initials_test.nc", f"ngrid={NGRID}")
+
+
+# ---------------------------------------------------------------- period
+
+def test_empty_selected_period(dataset):
+    def skip_step_2(sensor, f):
+        jd = f["JULIAN_DAY"]
+        step = np.floor(jd - 2459000.0 - 0.375)
+        f["JULIAN_DAY"] = np.where(step == 2, jd + 1.0, jd)
+
+    ds = dataset("B", edit=skip_step_2, stepstart=2, nsteps=1)
+    _raises(ds.config, "--stepstart 2 --nsteps 1", "no valid observation in the selected period")
+
+
+def test_nsteps_beyond_data(dataset):
+    ds = dataset("B", stepstart=1, nsteps=10)
+    _raises(ds.config, "--nsteps 10", "steps 0..3", "use --nsteps 3 or less")
+
+
+def test_stepstart_beyond_data(dataset):
+    ds = dataset("B", stepstart=4)
+    _raises(ds.config, "--stepstart 4", "the data has 4 steps")
+
+
+def test_stepstart_beyond_background(dataset):
+    ds = dataset("C", stepstart=3)
+    write_backgrounds(ds.root, ds.background["sic"][:, :3], ds.background["t_skin_map_k"][:, :2])
+    _raises(ds.config, "--stepstart 3", "background files cover only 2 steps")
+
+
+def test_nsteps_beyond_background(dataset):
+    ds = dataset("C", nsteps=4)
+    write_backgrounds(ds.root, ds.background["sic"][:, :3], ds.background["t_skin_map_k"][:, :2])
+    _raises(ds.config, "ifs_tsfc_test_dailyx.nc", "variable TSFC covers 2 steps", "--nsteps")
+
+
+def test_negative_nlag(dataset):
+    ds = dataset("C")
+    _raises(ds.config, "nlag", "got -1", nlag=-1)
+
+
+# ---------------------------------------------------------------- background shapes and values
+
+def test_sic_wrong_number_of_columns(dataset):
+    ds = dataset("C")
+    write_backgrounds(ds.root, np.zeros((NGRID, 7), np.float32), ds.background["t_skin_map_k"])
+    _raises(ds.config, "ifs_seaice_initials_test.nc", "variable SEAICE", f"({NGRID}, 5)", f"got ({NGRID}, 7)")
+
+
+def test_sic_transposed(dataset):
+    ds = dataset("C")
+    write_backgrounds(ds.root, np.zeros((5, NGRID), np.float32), ds.background["t_skin_map_k"],
+                      lon=ds.background["lon"])
+    _raises(ds.config, "ifs_seaice_initials_test.nc", "variable SEAICE", f"ngrid={NGRID}", "looks transposed")
+
+
+def test_sic_and_tsfc_grids_disagree(dataset):
+    ds = dataset("C")
+    write_backgrounds(ds.root, np.zeros((NGRID + 1, 5), np.float32), ds.background["t_skin_map_k"])
+    _raises(ds.config, "ifs_tsfc_test_dailyx.nc", "variable TSFC", f"ngrid={NGRID + 1}",
+            "ifs_seaice_initials_test.nc", f"got ({NGRID}, 4)")
+
+
+def test_sic_wrong_rank(dataset):
+    ds = dataset("C")
+    write_backgrounds(ds.root, np.zeros((NGRID, 5, 2), np.float32), ds.background["t_skin_map_k"])
+    _raises(ds.config, "ifs_seaice_initials_test.nc", "variable SEAICE", "got (12, 5, 2)")
+
+
+def test_sic_variable_missing(dataset):
+    ds = dataset("C")
+    write_netcdf(ds.root / "ifs_seaice_initials_test.nc", {"ice": ds.background["sic"]})
+    _raises(ds.config, "ifs_seaice_initials_test.nc", "variable SEAICE or seaice not found", "ice")
+
+
+def test_tsfc_transposed(dataset):
+    ds = dataset("C")
+    write_backgrounds(ds.root, ds.background["sic"], ds.background["t_skin_map_k"].T.copy(),
+                      lon=ds.background["lon"])
+    _raises(ds.config, "ifs_tsfc_test_dailyx.nc", "variable TSFC", "looks transposed")
+
+
+@pytest.mark.parametrize("var", ["LON", "LAT"])
+def test_lon_lat_wrong_length(dataset, var):
+    ds = dataset("C")
+    kw = {"lon": ds.background["lon"], "lat": ds.background["lat"]}
+    kw[var.lower()] = kw[var.lower()][:5]
+    write_backgrounds(ds.root, ds.background["sic"], ds.background["t_skin_map_k"], **kw)
+    if var == "LAT":
+        _raises(ds.config, "ifs_tsfc_test_dailyx.nc", f"variable LAT expected shape ({NGRID},)", "got (5,)")
+    else:  # LON defines ngrid: the SIC rows no longer fit
+        _raises(ds.config, "ifs_seaice_initials_test.nc", "variable SEAICE expected ngrid=5", f"got shape ({NGRID}, 5)")
+
+
+def test_sic_in_percent_is_mostly_out_of_range(dataset):
+    ds = dataset("C")
+    write_backgrounds(ds.root, ds.background["sic"] * 100 + 2, ds.background["t_skin_map_k"])
+    _raises(ds.config, "ifs_seaice_initials_test.nc", "variable SEAICE mostly out of range [0, 1]")
+
+
+def test_tsfc_map_mostly_missing(dataset):
+    ds = dataset("C")
+    tmap = ds.background["t_skin_map_k"].copy()
+    tmap[: NGRID - 2] = np.nan
+    write_backgrounds(ds.root, ds.background["sic"], tmap)
+    _raises(ds.config, "ifs_tsfc_test_dailyx.nc", "variable TSFC mostly missing")

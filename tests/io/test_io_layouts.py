@@ -1,0 +1,184 @@
+"""Layouts A, B and C read value by value into the unified channel basis."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from empirical_seaice.io import find_data_files, read_training_data
+from empirical_seaice.io.layout_writers import write_netcdf
+
+NGRID, NSTEP, NLAG = 12, 4, 1  # as in conftest.py
+
+CHANNEL_FIELDS = {
+    "OBSVALUE": "tb_obs_k", "EMIS_WATER": "emis_water", "TAUSFC": "tau", "TDOWN": "t_down_k",
+    "TUP": "t_up_k", "TAUSFC_CLD": "tau_cld", "TDOWN_CLD": "t_down_cld_k", "TUP_CLD": "t_up_cld_k",
+}
+OBS_FIELDS = {"TSFC": "t_skin_k", "WINDSPEED10M": "wind_ms", "CLOUD_FRACTION": "cloud_fraction",
+              "ZENITH": "zenith_deg"}
+
+
+def _expected_step(jd):
+    return np.floor(jd - 2459000.0 - 0.375).astype(int)
+
+
+def test_layout_a_drops_first_four_amsr2_channels(dataset):
+    ds = dataset("A")
+    raw = ds.fields["amsr2"]
+    assert raw["OBSVALUE"].shape == (40, 14)
+    assert find_data_files(ds.config).layout == "A"
+    obs, bg = read_training_data(ds.config, NLAG)
+    assert obs.nobs == 40 and obs.basis.channel_names == (
+        "10v", "10h", "19v", "19h", "24v", "24h", "37v", "37h", "89v", "89h")
+    np.testing.assert_array_equal(obs.obs_index, np.arange(40))
+    # Basis slot c holds file column c + 4 (6.9v, 6.9h, 7.3v, 7.3h dropped).
+    for var, key in CHANNEL_FIELDS.items():
+        np.testing.assert_array_equal(getattr(obs, key), raw[var][:, 4:], err_msg=var)
+        assert getattr(obs, key).dtype == np.float32
+    # The fixture's channel j is near 150 + 10 j K: 10v (file column 4) is near 190 K.
+    assert 185.0 <= obs.tb_obs_k[:, 0].min() and obs.tb_obs_k[:, 0].max() <= 195.0
+    assert obs.mask.all()
+    for var, key in OBS_FIELDS.items():
+        np.testing.assert_array_equal(getattr(obs, key), raw[var])
+    np.testing.assert_array_equal(obs.igrid, raw["IGRID"])
+    np.testing.assert_array_equal(obs.julian_day, raw["JULIAN_DAY"])
+    assert obs.julian_day.dtype == np.float64
+    np.testing.assert_array_equal(obs.istep, _expected_step(raw["JULIAN_DAY"]))
+    assert obs.jd_origin == 2459000.0 and obs.nstep == NSTEP and obs.ngrid == NGRID
+    assert (obs.isensor == 0).all()
+    np.testing.assert_array_equal(bg.sic, ds.background["sic"])
+    np.testing.assert_array_equal(bg.t_skin_map_k, ds.background["t_skin_map_k"])
+    np.testing.assert_array_equal(obs.lon, ds.background["lon"])
+    np.testing.assert_array_equal(obs.lat, ds.background["lat"])
+
+
+def test_layout_a_with_ten_channels_is_accepted(dataset):
+    def ten(sensor, f):
+        for var in CHANNEL_FIELDS:
+            f[var] = f[var][:, 4:].copy()
+
+    ds = dataset("A", edit=ten)
+    obs, _ = read_training_data(ds.config, NLAG)
+    np.testing.assert_array_equal(obs.tb_obs_k, ds.fields["amsr2"]["OBSVALUE"])
+
+
+def test_layout_b_single_sensor(dataset):
+    ds = dataset("B", sensors=("gmi",))
+    assert find_data_files(ds.config).layout == "B"
+    raw = ds.fields["gmi"]
+    obs, _ = read_training_data(ds.config, NLAG)
+    names = obs.basis.channel_names
+    # GMI's unified basis on its own: catalogue order puts 183pm7v before 183pm3v.
+    assert names == ("10v", "10h", "19v", "19h", "24v", "37v", "37h", "89v", "89h",
+                     "166v", "166h", "183pm7v", "183pm3v")
+    # File order has 183pm3v (column 11) before 183pm7v (column 12).
+    np.testing.assert_array_equal(obs.tb_obs_k[:, names.index("183pm3v")], raw["OBSVALUE"][:, 11])
+    np.testing.assert_array_equal(obs.tb_obs_k[:, names.index("183pm7v")], raw["OBSVALUE"][:, 12])
+    np.testing.assert_array_equal(obs.tb_obs_k[:, :11], raw["OBSVALUE"][:, :11])
+    np.testing.assert_array_equal(obs.igrid, raw["IGRID"])
+
+
+def test_layout_c_two_sensors_common_igrid(dataset):
+    def add_local_igrid(sensor, f):
+        # A sensor-local IGRID that differs: multi-sensor runs must use COMMON_IGRID.
+        f["IGRID"] = (f["COMMON_IGRID"] + 1).astype(np.int32)
+
+    ds = dataset("C", sensors=("amsr2", "gmi"), edit=add_local_igrid)
+    assert find_data_files(ds.config).layout == "C"
+    obs, _ = read_training_data(ds.config, NLAG)
+    b = obs.basis
+    assert b.channel_names == ("10v", "10h", "19v", "19h", "24v", "24h", "37v", "37h", "89v", "89h",
+                               "166v", "166h", "183pm7v", "183pm3v")
+    # Hand-written maps: file column -> basis slot.
+    amsr2_map = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+    gmi_map = [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 13, 12]
+    assert obs.nobs == 80
+    a_rows, g_rows = slice(0, 40), slice(40, 80)
+    np.testing.assert_array_equal(obs.isensor, [0] * 40 + [1] * 40)
+    for var, key in CHANNEL_FIELDS.items():
+        arr = getattr(obs, key)
+        np.testing.assert_array_equal(arr[a_rows][:, amsr2_map], ds.fields["amsr2"][var])
+        np.testing.assert_array_equal(arr[g_rows][:, gmi_map], ds.fields["gmi"][var])
+        # Channels a sensor lacks: masked and zero.
+        assert (arr[a_rows][:, [10, 11, 12, 13]] == 0).all()
+        assert (arr[g_rows][:, 5] == 0).all()
+    mask_a = np.zeros(14, bool)
+    mask_a[amsr2_map] = True
+    mask_g = np.zeros(14, bool)
+    mask_g[gmi_map] = True
+    assert (obs.mask[a_rows] == mask_a).all() and (obs.mask[g_rows] == mask_g).all()
+    np.testing.assert_array_equal(obs.igrid[a_rows], ds.fields["amsr2"]["COMMON_IGRID"])
+    np.testing.assert_array_equal(obs.igrid[g_rows], ds.fields["gmi"]["COMMON_IGRID"])
+    np.testing.assert_array_equal(obs.obs_index, np.r_[np.arange(40), np.arange(40)])
+
+
+def test_single_sensor_prefers_common_igrid_when_present(dataset):
+    def both(sensor, f):
+        f["COMMON_IGRID"] = ((f["IGRID"] + 5) % NGRID).astype(np.int32)
+
+    ds = dataset("B", edit=both)
+    obs, _ = read_training_data(ds.config, NLAG)
+    np.testing.assert_array_equal(obs.igrid, ds.fields["amsr2"]["COMMON_IGRID"])
+
+
+@pytest.mark.parametrize("layout", ["A", "B"])
+def test_isolated_missing_values_are_masked_or_dropped(dataset, layout):
+    fill = -32000.0  # only recognisable through the file's _FillValue attribute
+
+    def spoil(sensor, f):
+        f["OBSVALUE"][3, 6] = np.nan            # file column c -> basis slot c - off
+        f["OBSVALUE"][5, 5] = -999.0            # conventional fill
+        f["EMIS_WATER"][7, 7] = 9.96921e36      # netCDF default fill
+        f["TAUSFC"][8, 8] = 1.5                 # out of range
+        tdown = np.ma.masked_array(f["TDOWN"], mask=np.zeros_like(f["TDOWN"], bool))
+        tdown[9, 9] = np.ma.masked              # _FillValue in the file
+        f["TDOWN"] = tdown
+        f["TSFC"][10] = np.nan                  # per-observation: drop
+        f["WINDSPEED10M"][11] = 150.0           # out of range: drop
+        f["CLOUD_FRACTION"][12] = -999.0        # fill: drop
+        f["ZENITH"][13] = np.nan                # optional: kept, NaN
+
+    ds = dataset(layout, edit=spoil, fill_value=fill)
+    off = 4 if layout == "A" else 0
+    obs, _ = read_training_data(ds.config, NLAG)
+    kept = np.setdiff1d(np.arange(40), [10, 11, 12])
+    np.testing.assert_array_equal(obs.obs_index, kept)
+    row = {i: int(np.flatnonzero(kept == i)[0]) for i in (3, 5, 7, 8, 9, 13)}
+    bad = {(row[3], 6 - off), (row[5], 5 - off), (row[7], 7 - off), (row[8], 8 - off), (row[9], 9 - off)}
+    expected_mask = np.ones((37, 10), bool)
+    for r, c in bad:
+        expected_mask[r, c] = False
+    np.testing.assert_array_equal(obs.mask, expected_mask)
+    for key in CHANNEL_FIELDS.values():
+        for r, c in bad:
+            assert getattr(obs, key)[r, c] == 0.0, key
+    # An unaffected value next to a masked one is read as written.
+    assert obs.tb_obs_k[row[3], 7 - off] == ds.fields["amsr2"]["OBSVALUE"][3, 7]
+    assert np.isnan(obs.zenith_deg[row[13]])
+    assert np.isfinite(np.delete(obs.zenith_deg, row[13])).all()
+
+
+def test_zenith_absent_gives_nan(dataset):
+    ds = dataset("B", edit=lambda s, f: f.pop("ZENITH"))
+    obs, _ = read_training_data(ds.config, NLAG)
+    assert np.isnan(obs.zenith_deg).all() and obs.nobs == 40
+
+
+def test_transposed_channel_variable_is_accepted(dataset):
+    ds = dataset("B")
+    raw = ds.fields["amsr2"]["OBSVALUE"]
+    write_netcdf(ds.root / "field_v2_OBSVALUE.nc", {"OBSVALUE": np.ascontiguousarray(raw.T)})
+    obs, _ = read_training_data(ds.config, NLAG)
+    np.testing.assert_array_equal(obs.tb_obs_k, raw)
+
+
+def test_small_blocks_give_same_result(dataset, monkeypatch):
+    from empirical_seaice.io import _netcdf
+
+    ds = dataset("C", sensors=("amsr2", "gmi"), nobs=50)
+    ref, _ = read_training_data(ds.config, NLAG)
+    monkeypatch.setattr(_netcdf, "BLOCK_ROWS", 7)
+    monkeypatch.setattr(_netcdf.row_blocks, "__defaults__", (7,))
+    small, _ = read_training_data(ds.config, NLAG)
+    for name, arr in ref.arrays().items():
+        np.testing.assert_array_equal(getattr(small, name), arr, err_msg=name)

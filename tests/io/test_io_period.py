@@ -1,0 +1,151 @@
+"""Step index at window boundaries, period selection and background padding rules."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from empirical_seaice.io import read_training_data
+from empirical_seaice.io.layout_writers import write_backgrounds
+
+NGRID = 12
+MINUTE = 1.0 / 1440.0
+D0 = 2459000.0  # floor of the first Julian day in these tests (12 UTC on 2020-05-30)
+
+
+def _with_days(days):
+    days = np.asarray(days, dtype=np.float64)
+
+    def edit(sensor, f):
+        for name, arr in list(f.items()):
+            f[name] = arr[: days.size]
+        f["JULIAN_DAY"] = days
+
+    return edit
+
+
+def test_step_index_at_21utc_boundaries(dataset):
+    # 21 UTC is JD fraction .375; one minute either side of each boundary.
+    days = [D0 + 0.5, D0 + 1.375 - MINUTE, D0 + 1.375 + MINUTE,
+            D0 + 2.375 - MINUTE, D0 + 2.375 + MINUTE, D0 + 3.9]
+    ds = dataset("B", nobs=6, edit=_with_days(days))
+    obs, _ = read_training_data(ds.config, 1)
+    assert obs.jd_origin == D0
+    np.testing.assert_array_equal(obs.istep, [0, 0, 1, 1, 2, 3])
+    np.testing.assert_array_equal(obs.julian_day, days)
+
+
+def test_observation_before_first_window_is_dropped(dataset):
+    # JD .2 (16:48 UTC) lies before the 21 UTC that opens step 0: step -1.
+    days = [D0 + 0.2, D0 + 0.375 + MINUTE, D0 + 1.5, D0 + 2.5, D0 + 3.5]
+    ds = dataset("B", nobs=5, edit=_with_days(days))
+    obs, _ = read_training_data(ds.config, 1)
+    assert obs.jd_origin == D0
+    np.testing.assert_array_equal(obs.obs_index, [1, 2, 3, 4])
+    np.testing.assert_array_equal(obs.istep, [0, 1, 2, 3])
+
+
+def test_origin_is_the_earliest_day_over_all_sensors(dataset):
+    def edit(sensor, f):
+        # amsr2 starts a day after gmi; both share gmi's origin.
+        shift = 1.0 if sensor == "amsr2" else 0.0
+        f["JULIAN_DAY"] = np.linspace(D0 + 0.5, D0 + 2.9, f["JULIAN_DAY"].size) + shift
+
+    ds = dataset("C", sensors=("amsr2", "gmi"), nobs=5, edit=edit)
+    obs, _ = read_training_data(ds.config, 1)
+    assert obs.jd_origin == D0
+    jd = obs.julian_day
+    np.testing.assert_array_equal(obs.istep, np.floor(jd - D0 - 0.375).astype(int))
+    assert obs.istep[obs.isensor == 0].min() == 1 and obs.istep[obs.isensor == 1].min() == 0
+
+
+def test_stepstart_nsteps_select_and_reindex(dataset):
+    ds = dataset("C", nobs=60)
+    cfg = dataclasses.replace(ds.config, stepstart=1, nsteps=2)
+    obs, bg = read_training_data(cfg, 1)
+    jd = ds.fields["amsr2"]["JULIAN_DAY"]
+    step = np.floor(jd - D0 - 0.375).astype(int)
+    expected = np.flatnonzero((step >= 1) & (step <= 2))
+    assert 0 < expected.size < 60
+    np.testing.assert_array_equal(obs.obs_index, expected)
+    np.testing.assert_array_equal(obs.istep, step[expected] - 1)
+    assert obs.stepstart == 1 and obs.nstep == 2
+    # Lagged SIC (ngrid, 4 + 1): columns [1, 1 + 2 + 1).
+    np.testing.assert_array_equal(bg.sic, ds.background["sic"][:, 1:4])
+    np.testing.assert_array_equal(bg.t_skin_map_k, ds.background["t_skin_map_k"][:, 1:3])
+    assert bg.nlag == 1 and bg.nstep == 2 and bg.ngrid == NGRID
+
+
+def test_default_nsteps_runs_to_the_last_observation(dataset):
+    ds = dataset("C", nobs=30)
+    cfg = dataclasses.replace(ds.config, stepstart=2)
+    obs, bg = read_training_data(cfg, 1)
+    assert obs.nstep == 2 and bg.sic.shape == (NGRID, 3)
+    assert set(np.unique(obs.istep)) == {0, 1}
+
+
+def test_default_nsteps_capped_at_background_period(dataset):
+    # Observations reach step 3, the backgrounds cover steps 0..2 only.
+    ds = dataset("C", nobs=30)
+    rng = np.random.default_rng(5)
+    sic = rng.uniform(0, 1, (NGRID, 4)).astype(np.float32)
+    tmap = rng.uniform(250, 270, (NGRID, 3)).astype(np.float32)
+    write_backgrounds(ds.root, sic, tmap)
+    obs, bg = read_training_data(ds.config, 1)
+    step = np.floor(ds.fields["amsr2"]["JULIAN_DAY"] - D0 - 0.375).astype(int)
+    assert obs.nstep == 3
+    np.testing.assert_array_equal(obs.obs_index, np.flatnonzero(step < 3))
+    np.testing.assert_array_equal(bg.sic, sic)
+
+
+@pytest.mark.parametrize(
+    "nlag, stepstart, nsteps, columns",
+    [
+        (1, 0, 4, [0, 0, 1, 2, 3]),  # first column repeated nlag times
+        (2, 0, 4, [0, 0, 0, 1, 2, 3]),
+        (1, 1, 2, [0, 1, 2]),        # padded [c0 c0 c1 c2 c3], columns 1..3
+        (2, 2, 2, [0, 1, 2, 3]),     # padded [c0 c0 c0 c1 c2 c3], columns 2..5
+        (0, 1, 3, [1, 2, 3]),
+    ],
+)
+def test_background_sic_padding(dataset, nlag, stepstart, nsteps, columns):
+    ds = dataset("C", nobs=60, stepstart=stepstart, nsteps=nsteps)
+    sic = (np.arange(4, dtype=np.float32)[None, :] * 0.1 + np.arange(NGRID)[:, None] * 0.01).astype(np.float32)
+    write_backgrounds(ds.root, sic, ds.background["t_skin_map_k"])
+    _, bg = read_training_data(ds.config, nlag)
+    np.testing.assert_array_equal(bg.sic, sic[:, columns])
+    assert bg.sic.dtype == np.float32 and bg.nlag == nlag
+
+
+def test_background_sic_lagged_shape_is_sliced(dataset):
+    ds = dataset("C", nobs=60, stepstart=1, nsteps=3)
+    sic = np.tile(np.arange(6, dtype=np.float32) * 0.1, (NGRID, 1))  # (ngrid, 4 + nlag=2)
+    write_backgrounds(ds.root, sic, ds.background["t_skin_map_k"], sic_variable="seaice")
+    _, bg = read_training_data(ds.config, 2)
+    np.testing.assert_allclose(bg.sic[0], [0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_background_sic_constant_in_time(dataset):
+    ds = dataset("C", nobs=60, stepstart=1, nsteps=2)
+    sic = np.linspace(0, 1, NGRID).astype(np.float32)
+    write_backgrounds(ds.root, sic, ds.background["t_skin_map_k"])
+    _, bg = read_training_data(ds.config, 1)
+    assert bg.sic.shape == (NGRID, 3)
+    for col in range(3):
+        np.testing.assert_array_equal(bg.sic[:, col], sic)
+
+
+def test_background_isolated_bad_values_repaired(dataset):
+    ds = dataset("C", nobs=60)
+    sic = ds.background["sic"].copy()
+    sic[0, 0], sic[1, 1] = np.nan, 1.2
+    tmap = ds.background["t_skin_map_k"].copy()
+    tmap[2, 2] = np.nan
+    write_backgrounds(ds.root, sic, tmap, ds.background["lon"], ds.background["lat"])
+    _, bg = read_training_data(ds.config, 1)
+    assert bg.sic[0, 0] == 0.0 and bg.sic[1, 1] == 1.0
+    good = np.delete(tmap.ravel(), 2 * tmap.shape[1] + 2)
+    assert bg.t_skin_map_k[2, 2] == pytest.approx(float(good.mean()), rel=1e-6)
+    assert bg.sic[3, 3] == sic[3, 3]
