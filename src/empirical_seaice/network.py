@@ -385,12 +385,16 @@ class HybridNetwork(nn.Module):
         """J_o,i of each observation of the batch, (B,)."""
         return costs.observation_cost(batch.tb_obs_k, out["tb"], batch.mask, self.obs_error_k)
 
-    def _map_penalties(self, sic: Tensor, background: Tensor) -> dict[str, Tensor]:
-        """Elementwise SIC-map penalties (range, background, false ice) that are on."""
+    def _map_penalties(self, sic: Tensor, rows: Tensor | None) -> dict[str, Tensor]:
+        """Elementwise SIC-map penalties (range, background, false ice) that are on,
+        for SIC values ``sic`` at flattened map rows ``rows`` (None = the whole map)."""
         cc = self.cost_config
         p = {"sic_range": costs.sic_range_penalty(sic, cc.sic_error)}
         if cc.sic_background_prior:
-            p["sic_background"] = costs.sic_background_penalty(sic, background, cc.sic_background_error)
+            bg = self.state.background_flat
+            p["sic_background"] = costs.sic_background_penalty(
+                sic, bg if rows is None else bg.take(rows), cc.sic_background_error
+            )
         if cc.false_ice_prior:
             p["false_ice"] = costs.false_ice_penalty(sic, cc.false_ice_error)
         return p
@@ -407,11 +411,11 @@ class HybridNetwork(nn.Module):
         terms: dict[str, Tensor] = {"obs": self.observation_costs(batch, out).mean()}
         if self.prior_mode == "sampled":
             rows, lags = out["sic_rows"], out["sic_lags"]
-            w = self.sic_inv_count[rows]
-            for name, pen in self._map_penalties(lags, self.state.background_flat[rows]).items():
+            w = self.sic_inv_count.take(rows)
+            for name, pen in self._map_penalties(lags, rows).items():
                 terms[name] = (pen * w).sum(-1).mean()
             warm = costs.warm_ice_penalty(
-                lags, self.t_map_flat[rows], cc.warm_ice_threshold_k, cc.warm_ice_factor, cc.warm_ice == "effective"
+                lags, self.t_map_flat.take(rows), cc.warm_ice_threshold_k, cc.warm_ice_factor, cc.warm_ice == "effective"
             )
             terms["warm_ice"] = (warm * w).sum(-1).mean() * (self.counts_nobs / self.n_warm_rows)
         else:
@@ -438,7 +442,7 @@ class HybridNetwork(nn.Module):
         n = self.counts_nobs if nobs_total is None else nobs_total
         st = self.state
         sic = st.sic_map.weight[:, 0]
-        terms = {name: pen.sum() / n for name, pen in self._map_penalties(sic, st.background_flat).items()}
+        terms = {name: pen.sum() / n for name, pen in self._map_penalties(sic, None).items()}
         c2 = st.sic_map_2d()[:, st.nlag:]
         t2 = self.t_map_flat.view(st.ngrid, st.ncol)[:, st.nlag:]
         terms["warm_ice"] = costs.warm_ice_term(

@@ -1,0 +1,87 @@
+"""costs.py: every term against a hand value."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from empirical_seaice import costs
+
+D = torch.float64
+
+
+def t(*v):
+    return torch.tensor(v, dtype=D)
+
+
+def test_observation_cost_hand_value_and_mask():
+    y = t(200.0, 210.0).reshape(1, 2)
+    tb = t(195.0, 218.0).reshape(1, 2)
+    sigma = t(2.5, 4.0)
+    # ((5/2.5)^2 + (-8/4)^2) = 4 + 4
+    assert costs.observation_cost(y, tb, t(1.0, 1.0).reshape(1, 2), sigma).item() == pytest.approx(8.0)
+    assert costs.observation_cost(y, tb, torch.tensor([[True, False]]), sigma).item() == pytest.approx(4.0)
+    assert costs.observation_cost(y, tb, t(0.0, 0.0).reshape(1, 2), sigma).item() == 0.0
+
+
+def test_sic_range_penalty_hand_values():
+    p = costs.sic_range_penalty(t(1.04, -0.02, 0.5, 0.0, 1.0), 0.02)
+    assert torch.allclose(p, t(4.0, 1.0, 0.0, 0.0, 0.0))
+
+
+def test_sic_background_penalty_hand_value():
+    assert costs.sic_background_penalty(t(0.5), t(0.3), 0.1).item() == pytest.approx(4.0)
+
+
+def test_false_ice_penalty_hand_values_and_shape():
+    c = t(-0.1, 0.0, 0.05, 0.15, 0.27, 0.3, 0.5, 1.0)
+    p = costs.false_ice_penalty(c, 0.02)
+    # min(C, 0.3 - C)^2 / 0.0004 inside (0, 0.3): 0.05 -> 6.25, 0.15 -> 56.25, 0.27 -> 2.25
+    assert torch.allclose(p, t(0.0, 0.0, 6.25, 56.25, 2.25, 0.0, 0.0, 0.0))
+    # continuous at the peak and at both ends
+    for x in (0.0, costs.FALSE_ICE_PEAK, 0.3):
+        lo, hi = costs.false_ice_penalty(t(x - 1e-9, x + 1e-9), 0.02)
+        assert abs(lo.item() - hi.item()) < 1e-5
+    # the gradient pushes SIC below the peak down and above the peak up
+    c = t(0.1, 0.2).requires_grad_(True)
+    costs.false_ice_penalty(c, 0.02).sum().backward()
+    assert c.grad[0] > 0 and c.grad[1] < 0
+    assert c.grad[0].item() == pytest.approx(2 * 0.1 / 0.0004)
+
+
+def test_warm_ice_reference_value_and_zero_gradient():
+    c = t(0.5, 0.005, 0.8).requires_grad_(True)
+    temp = t(275.2, 280.0, 270.0)
+    # [C > 0.01] max(T - 273.2, 0) 4 = [8, 0 (no ice), 0 (cold)]
+    term = costs.warm_ice_term(c, temp)
+    assert term.item() == pytest.approx(8.0 / 3.0)
+    assert not term.requires_grad  # flat indicator: no gradient path to C at all
+    # effective: max(C, 0) max(T - 273.2, 0) 4, mean
+    eff = costs.warm_ice_term(c, temp, effective=True)
+    assert eff.item() == pytest.approx((0.5 * 8.0 + 0.005 * 6.8 * 4.0) / 3.0)
+    eff.backward()
+    assert torch.allclose(c.grad, t(8.0, 27.2, 0.0) / 3.0)
+
+
+def test_warm_ice_threshold_and_factor_options():
+    p = costs.warm_ice_penalty(t(1.0), t(275.0), threshold_k=274.0, factor=2.0)
+    assert p.item() == pytest.approx(2.0)
+
+
+def test_anchor_mean_penalty_hand_value():
+    assert costs.anchor_mean_penalty(t(0.93002), 0.93, 1e-5).item() == pytest.approx(4.0, rel=1e-6)
+    assert costs.anchor_mean_penalty(t(0.93), 0.93, 1e-5).item() == 0.0
+
+
+def test_anchor_floor_penalty_one_sided_sum():
+    p = costs.anchor_floor_penalty(t(0.69, 0.75, 0.7, 0.68), 0.7, 1e-5)
+    # (0.01 / 1e-5)^2 + (0.02 / 1e-5)^2 = 1e6 + 4e6
+    assert p.item() == pytest.approx(5e6, rel=1e-6)
+
+
+def test_bias_penalty_hand_value():
+    b = t(6.0, 2.5, 1.0, 0.0).reshape(2, 2)
+    bg = t(5.0, 2.5, 0.0, 0.0).reshape(2, 2)
+    sigma = t(0.5, 4.0).reshape(2, 1)
+    # ((6-5)/0.5)^2 + ((1-0)/4)^2 = 4 + 0.0625
+    assert costs.bias_penalty(b, bg, sigma).item() == pytest.approx(4.0625)
