@@ -1,0 +1,379 @@
+"""Generate a synthetic twin: truth, simulated observations (layout C), backgrounds.
+
+:func:`generate_twin` is the one entry point (the ``seaice-twin`` command
+calls it). It streams: for each day it computes the daily truth on the grid,
+samples every sensor, evaluates the truth at each observation (time-dependent
+temperature and snow wetness), computes the true ice emissivity (SMRT table),
+the true and the modelled ocean emissivity, the clear and cloudy atmosphere,
+simulates the TBs with :func:`empirical_seaice.physics.simulate_tb` in
+float64 (the same equations the network uses), adds the true biases and
+Gaussian noise, and appends to the files. Only the daily (ngrid, ndays)
+truth maps are kept in memory.
+
+SIC seen by an observation: the daily truth ``C[g(i), t(i)]`` of the
+observation's 21 UTC window (no lag mixing, no intra-day change).
+
+Output layout (under ``output``, written to ``output.partial`` and renamed
+at the end so a half-written twin never looks complete):
+
+- ``<sensor>/field_twin_<FIELD>.nc``: layout C (see :mod:`.writer`);
+- ``ifs_seaice_initials_twin.nc``: ``SEAICE`` (ngrid, ndays + 1), background SIC
+  (31-day running mean of the truth plus a smooth error, set to 0 below 0.1;
+  column 0 is the day before the period);
+- ``ifs_tsfc_twin_dailyx.nc``: ``TSFC`` (ngrid, ndays) daily-mean skin temperature, ``LON``, ``LAT``;
+- ``truth/truth_state.nc``: ``SIC`` and the physical properties (ngrid, ndays),
+  ``LON``, ``LAT``, ``X``, ``Y``, ``JULIAN_DAY`` (window centre of each step);
+- ``truth/<sensor>/truth_<FIELD>.nc``: per observation (same rows as the
+  sensor's files) ``EMIS_ICE``, ``EMIS_OCEAN``, ``TB_NOISEFREE`` (nobs, nchan)
+  and ``SIC``, ``T_ICE``, ``T_AIR``, ``WETNESS``, ``TCWV``, ``LWP`` (nobs);
+- ``truth/biases.nc``: ``BIAS_ICE_<sensor>``, ``BIAS_OCEAN_<sensor>`` (channels of the sensor);
+- ``truth/config.json``: the configuration.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import SeaIceError
+from ..sensors import CATALOGUE, SENSORS, build_channel_basis
+from .atmosphere import AtmosphereTable
+from .grid import make_grid
+from .ocean import T_FREEZE_SEAWATER_K, ocean_emissivity_model, ocean_emissivity_true
+from .presets import TwinConfig
+from .sampling import SAMPLING, sample_day
+from .truth import TruthModel
+from .writer import FieldSetWriter, layout_c_fields, write_grid_file
+
+log = logging.getLogger(__name__)
+
+FILE_PREFIX = "field_twin_"
+TRUTH_PREFIX = "truth_"
+SEAICE_FILE = "ifs_seaice_initials_twin.nc"
+TSFC_FILE = "ifs_tsfc_twin_dailyx.nc"
+TRUTH_DIR = "truth"
+BACKGROUND_WINDOW_DAYS = 31
+
+TRUTH_PER_OBS = {
+    "EMIS_ICE": ("f4", "1", "true sea ice emissivity (SMRT table)", True),
+    "EMIS_OCEAN": ("f4", "1", "true ocean emissivity (Fresnel + roughness + foam)", True),
+    "TB_NOISEFREE": ("f4", "K", "simulated brightness temperature before noise (with bias)", True),
+    "SIC": ("f4", "1", "true sea ice concentration seen by the observation", False),
+    "T_ICE": ("f4", "K", "true snow/ice surface temperature at the observation time", False),
+    "T_AIR": ("f4", "K", "true near-surface air temperature at the observation time", False),
+    "WETNESS": ("f4", "1", "true snow liquid water volume fraction at the observation time", False),
+    "TCWV": ("f4", "kg m-2", "total column water vapour", False),
+    "LWP": ("f4", "kg m-2", "liquid water path of the cloudy column", False),
+}
+
+TRUTH_DAILY = {
+    "sic": ("SIC", "1", "true sea ice concentration"),
+    "myi_fraction": ("MYI_FRACTION", "1", "multi-year fraction of the ice"),
+    "snow_depth_m": ("SNOW_DEPTH", "m", "snow depth on the ice"),
+    "corr_length_mm": ("CORR_LENGTH", "mm", "snow exponential correlation length"),
+    "t_air_k": ("T_AIR", "K", "daily-mean near-surface air temperature"),
+    "t_ice_k": ("T_ICE", "K", "daily-mean snow/ice surface temperature"),
+    "wetness": ("WETNESS", "1", "daily-mean snow liquid water volume fraction"),
+    "t_water_k": ("T_WATER", "K", "sea surface temperature"),
+    "t_skin_k": ("T_SKIN", "K", "daily-mean skin temperature (tile average)"),
+}
+"""Daily truth fields: key of :meth:`TruthModel.daily` -> (variable, units, long_name)."""
+
+
+def julian_day_0utc(date: str) -> float:
+    """Astronomical Julian day of ``date`` (YYYY-MM-DD) at 00 UTC."""
+    d = _dt.date.fromisoformat(date)
+    return 2451544.5 + (d - _dt.date(2000, 1, 1)).days
+
+
+@dataclass
+class TwinSummary:
+    """What a twin run wrote."""
+
+    output: Path
+    ngrid: int
+    nstep: int
+    nobs: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        rows = [f"twin written to {self.output}: {self.ngrid} grid points, {self.nstep} days, {self.seconds:.1f} s"]
+        rows += [f"  {s:10s} {n:10d} observations" for s, n in self.nobs.items()]
+        rows.append(f"  {'total':10s} {sum(self.nobs.values()):10d} observations")
+        return "\n".join(rows)
+
+
+def true_biases(rng: np.random.Generator, sensor_names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """True per-channel TB biases (K), near each sensor's background within its uncertainty.
+
+    ``b = b_bg + N(0, min(sigma_bg, s))`` with s = 1.5 K (ice) and 1.0 K (ocean);
+    a sensor whose background error is <= 0.01 K (GMI, the anchor) gets exactly its background.
+    """
+    out = {}
+    for name in sensor_names:
+        s = SENSORS[name]
+        n = len(s.channels)
+        if s.bias_error_k <= 0.01:
+            out[name] = (np.full(n, s.bias_ice_k), np.full(n, s.bias_ocean_k))
+        else:
+            out[name] = (s.bias_ice_k + rng.normal(0.0, min(s.bias_error_k, 1.5), n),
+                         s.bias_ocean_k + rng.normal(0.0, min(s.bias_error_k, 1.0), n))
+    return out
+
+
+def _ice_table():
+    """The shipped SMRT table, or (until it is shipped) the parametric stand-in."""
+    from .ice_emissivity import default_table_path, load_ice_table
+
+    if default_table_path().is_file():
+        return load_ice_table()
+    log.warning("twin: SMRT ice emissivity table %s not found; using the parametric stand-in",
+                default_table_path())
+    return standin_ice_table()
+
+
+def standin_ice_table():
+    """A parametric stand-in for the SMRT table, same axes and layout (development only).
+
+    First-year ice ``e_V = 0.955 - 0.02 log(f/10)``, multi-year
+    ``e_V = 0.93 - 0.20 log(f/10) (0.5 + d/0.4)(l/0.12)``; H lower by
+    0.09 (FYI) / 0.12 (MYI) at 10 GHz; wet snow pulls both towards 0.96 (V)
+    / 0.90 (H); a weak temperature dependence.
+    """
+    from .ice_emissivity import IceEmissivityTable
+
+    ice_type = np.array([0.0, 1.0])
+    depth = np.array([0.0, 0.1, 0.2, 0.3, 0.5, 0.8])
+    corr = np.array([0.05, 0.1, 0.15, 0.2])
+    temp = np.array([230.0, 250.0, 265.0, 273.15])
+    wet = np.array([0.0, 0.01, 0.03])
+    freq = np.array([6.925, 10.65, 18.7, 23.8, 36.5, 52.8, 89.0, 150.0, 190.31])
+    it, d, l, t, w, f = np.meshgrid(ice_type, depth, corr, temp, wet, freq, indexing="ij")
+    lf = np.log(f / 10.0)
+    e_fyi = 0.955 - 0.02 * lf
+    e_myi = 0.93 - 0.20 * lf * (0.5 + d / 0.4) * (l / 0.12)
+    e_v = (1 - it) * e_fyi + it * e_myi + 0.0003 * (t - 250.0)
+    e_h = e_v - (0.09 + 0.03 * it) * np.exp(-lf / 3.0)
+    wf = w / 0.03
+    e_v = (1 - wf) * e_v + wf * 0.96
+    e_h = (1 - wf) * e_h + wf * 0.90
+    emis = np.clip(np.stack([e_v, e_h], axis=-1), 0.3, 1.0)
+    return IceEmissivityTable(ice_type, depth, corr, temp, wet, freq, emis, {"source": "stand-in"}, "stand-in")
+
+
+def _simulate(sic, emis_ice, t_skin, emis_ocean, tau, td, tu, tau_c, td_c, tu_c, cloud, b_ice, b_ocean):
+    """TB' by :func:`empirical_seaice.physics.simulate_tb` in float64 (numpy in, numpy out)."""
+    import torch
+
+    from ..physics import simulate_tb
+
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    with torch.no_grad():
+        tb = simulate_tb(
+            sic=t(sic), emis_ice=t(emis_ice), t_skin_k=t(t_skin), emis_ocean=t(emis_ocean),
+            ocean_t_floor_k=T_FREEZE_SEAWATER_K, tau=t(tau), t_down_k=t(td), t_up_k=t(tu),
+            tau_cld=t(tau_c), t_down_cld_k=t(td_c), t_up_cld_k=t(tu_c), cloud_fraction=t(cloud),
+            bias_ice_k=t(b_ice), bias_ocean_k=t(b_ocean),
+        )
+    return tb.numpy()
+
+
+def generate_twin(config: TwinConfig, output: Path, overwrite: bool = False) -> TwinSummary:
+    """Generate the twin described by ``config`` into directory ``output``.
+
+    Raises
+    ------
+    SeaIceError
+        ``output`` exists and is not empty (and ``overwrite`` is False), or
+        is a file.
+    """
+    t_start = time.perf_counter()
+    output = Path(output)
+    if output.exists():
+        if not output.is_dir():
+            raise SeaIceError(f"--output: {output} exists and is not a directory")
+        if any(output.iterdir()) and not overwrite:
+            raise SeaIceError(f"--output: directory {output} exists and is not empty; choose another or pass --overwrite")
+    partial = output.with_name(output.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+
+    rng = np.random.default_rng(config.seed)
+    grid = make_grid(config.hemisphere, config.resolution_km, config.lat_limit_deg)
+    jd0 = julian_day_0utc(config.start_date) - 0.5  # integer: noon of the day before; window 0 starts at jd0 + 0.375
+    truth = TruthModel(grid, rng, config.seed, jd_ref=jd0)
+    ice_table = _ice_table()
+    biases = true_biases(rng, config.sensors)
+    basis = build_channel_basis(config.sensors)
+    global_attrs = {
+        "title": "empirical_seaice synthetic twin",
+        "source": "empirical_seaice.twin",
+        "twin_preset": config.name,
+        "twin_seed": config.seed,
+        "Conventions": "CF-1.8",
+    }
+
+    per_sensor = {}
+    for s_name in config.sensors:
+        sensor = SENSORS[s_name]
+        chans = sensor.channels
+        freqs = np.array([sensor.freq_ghz(c) for c in chans])
+        pols = np.array([CATALOGUE[c].pol for c in chans])
+        inc = np.array([sensor.incidence(c) for c in chans])
+        sigma = np.array([CATALOGUE[c].obs_error_k for c in chans])
+        per_sensor[s_name] = dict(
+            sensor=sensor, freqs=freqs, pols=pols, inc=inc, sigma=sigma,
+            atm=AtmosphereTable.build(chans, freqs, inc),
+            data=FieldSetWriter(partial / s_name, FILE_PREFIX, layout_c_fields(), chans,
+                                {**global_attrs, "sensor": s_name}),
+            truth=FieldSetWriter(partial / TRUTH_DIR / s_name, TRUTH_PREFIX, TRUTH_PER_OBS, chans,
+                                 {**global_attrs, "sensor": s_name}),
+            nobs=0,
+        )
+
+    daily_maps = {k: np.empty((grid.ngrid, config.days), dtype=np.float32) for k in TRUTH_DAILY}
+    try:
+        for d in range(config.days):
+            window_start = jd0 + 0.375 + d
+            daily = truth.daily(window_start + 0.5, d)
+            for k in TRUTH_DAILY:
+                daily_maps[k][:, d] = daily[k]
+            for s_name, ps in per_sensor.items():
+                rows = _observe(truth, daily, ps, biases[s_name], grid, SAMPLING[s_name], window_start, d,
+                                config, ice_table, rng)
+                if d == 0 and (rows[0]["JULIAN_DAY"].size == 0 or rows[0]["JULIAN_DAY"][0] >= jd0 + 1.0):
+                    raise RuntimeError(f"twin: {s_name} has no observation before noon of day 0; "
+                                       "the step origin would shift")
+                ps["data"].append(rows[0])
+                ps["truth"].append(rows[1])
+                ps["nobs"] += rows[0]["JULIAN_DAY"].size
+            log.info("twin day %d/%d done", d + 1, config.days)
+    finally:
+        for ps in per_sensor.values():
+            ps["data"].close()
+            ps["truth"].close()
+
+    _write_backgrounds(partial, truth, grid, config, jd0, daily_maps, global_attrs)
+    _write_truth(partial, grid, config, jd0, daily_maps, biases, global_attrs)
+    if output.exists():
+        shutil.rmtree(output)
+    partial.rename(output)
+    summary = TwinSummary(output, grid.ngrid, config.days, {s: ps["nobs"] for s, ps in per_sensor.items()},
+                          time.perf_counter() - t_start)
+    log.info("%s", summary)
+    return summary
+
+
+def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, ice_table, rng):
+    """Simulate one sensor's observations of one day: (layout-C rows, truth rows)."""
+    from .ice_emissivity import ice_emissivity
+
+    g, jd = sample_day(grid, sampling, window_start, day, config.keep_fraction, rng)
+    n = g.size
+    sic = daily["sic"][g]
+    t_air = truth.t_air_k(g, jd)
+    t_ice = truth.t_ice_k(t_air)
+    wet = truth.wetness(g, jd, t_air)
+    t_water = truth.t_water_k(g, jd)
+    t_skin = sic * t_ice + (1.0 - sic) * t_water
+    weather = truth.weather(g, jd, t_air, rng)
+    wind = weather["wind_ms"]
+    freqs, pols, inc = ps["freqs"], ps["pols"], ps["inc"]
+    col = lambda a: np.asarray(a)[:, None]  # noqa: E731
+    emis_ice = ice_emissivity(ice_table, freqs[None, :], pols[None, :], col(daily["myi_fraction"][g]),
+                              col(daily["snow_depth_m"][g]), col(daily["corr_length_mm"][g]), col(t_ice), col(wet))
+    emis_ice = np.broadcast_to(emis_ice, (n, freqs.size)).astype(np.float64)
+    emis_ocean = ocean_emissivity_true(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
+    emis_water = ocean_emissivity_model(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
+    tau, td, tu = ps["atm"](t_air, weather["tcwv_kgm2"], np.zeros(n))
+    tau_c, td_c, tu_c = ps["atm"](t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"])
+    b_ice, b_ocean = bias
+    tb = _simulate(sic, emis_ice, t_skin, emis_ocean, tau, td, tu, tau_c, td_c, tu_c,
+                   weather["cloud_fraction"], b_ice[None, :], b_ocean[None, :])
+    noise = rng.normal(0.0, 1.0, tb.shape) * ps["sigma"][None, :] * config.noise_scale
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    data = {
+        "JULIAN_DAY": jd, "IGRID": g.astype(np.int32), "COMMON_IGRID": g.astype(np.int32),
+        "TSFC": f32(t_skin), "WINDSPEED10M": f32(wind), "CLOUD_FRACTION": f32(weather["cloud_fraction"]),
+        "ZENITH": np.full(n, ps["inc"][0], dtype=np.float32),
+        "OBSVALUE": f32(tb + noise), "EMIS_WATER": f32(emis_water),
+        "TAUSFC": f32(tau), "TAUSFC_CLD": f32(tau_c), "TDOWN": f32(td), "TDOWN_CLD": f32(td_c),
+        "TUP": f32(tu), "TUP_CLD": f32(tu_c),
+    }
+    true = {
+        "EMIS_ICE": f32(emis_ice), "EMIS_OCEAN": f32(emis_ocean), "TB_NOISEFREE": f32(tb),
+        "SIC": f32(sic), "T_ICE": f32(t_ice), "T_AIR": f32(t_air), "WETNESS": f32(wet),
+        "TCWV": f32(weather["tcwv_kgm2"]), "LWP": f32(weather["lwp_kgm2"]),
+    }
+    return data, true
+
+
+def background_sic(truth: TruthModel, jd0: float, days: int) -> np.ndarray:
+    """Weather-model-like background SIC (ngrid, days + 1); column 0 is the day before the period.
+
+    ``C_b = clip(mean_31d(C) + (0.03 + 0.5 m (1 - m)) F_bg, 0, 1)``, ``m`` the
+    31-day running mean of the truth, ``F_bg`` a smooth unit-variance error
+    field; values below 0.1 are set to 0 (a weather model's ice threshold).
+    """
+    half = BACKGROUND_WINDOW_DAYS // 2
+    ds = np.arange(-1 - half, days + half)
+    sic = np.stack([truth.sic(jd0 + 0.875 + d, int(d)) for d in ds], axis=1).astype(np.float64)
+    csum = np.concatenate([np.zeros((sic.shape[0], 1)), np.cumsum(sic, axis=1)], axis=1)
+    w = BACKGROUND_WINDOW_DAYS
+    mean = (csum[:, w:] - csum[:, :-w]) / w  # columns: days -1 .. days-1
+    grid = truth.grid
+    err = np.stack([truth.f_bg(grid.x_km, grid.y_km, jd0 + 0.875 + d - truth.jd_ref) for d in range(-1, days)], axis=1)
+    bg = np.clip(mean + (0.03 + 0.5 * mean * (1.0 - mean)) * err, 0.0, 1.0)
+    return np.where(bg < 0.1, 0.0, bg).astype(np.float32)
+
+
+def _write_backgrounds(out, truth, grid, config, jd0, daily_maps, global_attrs):
+    ng, nd = grid.ngrid, config.days
+    lonlat = {
+        "LON": (("grid",), grid.lon.astype(np.float32), "degrees_east", "longitude"),
+        "LAT": (("grid",), grid.lat.astype(np.float32), "degrees_north", "latitude"),
+    }
+    write_grid_file(
+        out / SEAICE_FILE,
+        {"SEAICE": (("grid", "lagstep"), background_sic(truth, jd0, nd), "1",
+                    "background sea ice concentration (column 0: the day before the period)"), **lonlat},
+        {"grid": ng, "lagstep": nd + 1}, global_attrs,
+    )
+    write_grid_file(
+        out / TSFC_FILE,
+        {"TSFC": (("grid", "step"), daily_maps["t_skin_k"], "K", "daily-mean skin temperature"), **lonlat},
+        {"grid": ng, "step": nd}, global_attrs,
+    )
+
+
+def _write_truth(out, grid, config, jd0, daily_maps, biases, global_attrs):
+    tdir = out / TRUTH_DIR
+    tdir.mkdir(exist_ok=True)
+    variables = {
+        "LON": (("grid",), grid.lon.astype(np.float32), "degrees_east", "longitude"),
+        "LAT": (("grid",), grid.lat.astype(np.float32), "degrees_north", "latitude"),
+        "X": (("grid",), grid.x_km.astype(np.float32), "km", "EASE-Grid 2.0 x coordinate"),
+        "Y": (("grid",), grid.y_km.astype(np.float32), "km", "EASE-Grid 2.0 y coordinate"),
+        "JULIAN_DAY": (("step",), jd0 + 0.875 + np.arange(config.days, dtype=np.float64), "days",
+                       "Julian day of the centre of each step's 21 UTC window"),
+    }
+    for key, (name, units, long_name) in TRUTH_DAILY.items():
+        variables[name] = (("grid", "step"), daily_maps[key], units, long_name)
+    attrs = {**global_attrs, "jd_origin": float(jd0), "config": json.dumps(config.to_dict(), sort_keys=True)}
+    write_grid_file(tdir / "truth_state.nc", variables, {"grid": grid.ngrid, "step": config.days}, attrs)
+    bias_vars, dims = {}, {}
+    for s_name, (b_ice, b_ocean) in biases.items():
+        dim = f"nchan_{s_name}"
+        dims[dim] = b_ice.size
+        bias_vars[f"BIAS_ICE_{s_name}"] = ((dim,), b_ice.astype(np.float32), "K", f"true {s_name} TB bias over ice")
+        bias_vars[f"BIAS_OCEAN_{s_name}"] = ((dim,), b_ocean.astype(np.float32), "K", f"true {s_name} TB bias over ocean")
+    write_grid_file(tdir / "biases.nc", bias_vars, dims, attrs)
+    (tdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")

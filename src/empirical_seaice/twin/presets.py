@@ -1,0 +1,94 @@
+"""Configuration of a twin run and its named presets.
+
+Examples
+--------
+>>> cfg = get_twin_preset("tiny")
+>>> cfg.days, cfg.resolution_km
+(6, 100.0)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import asdict, dataclass, replace
+
+from ..errors import SeaIceError
+from ..sensors import SENSORS
+from .grid import HEMISPHERES
+from .sampling import SAMPLING
+
+
+@dataclass(frozen=True)
+class TwinConfig:
+    """One twin run.
+
+    name: preset name (recorded in the output).
+    hemisphere: "north" or "south".
+    resolution_km: grid spacing (km).
+    lat_limit_deg: equatorward |latitude| limit of the domain (degrees).
+    days: number of daily steps (21 UTC windows).
+    start_date: first day, YYYY-MM-DD (its window starts at 21 UTC the day before).
+    sensors: sensors to simulate (layout-C sub-directories).
+    keep_fraction: fraction of swath grid points kept per pass (thinning).
+    noise_scale: multiplier of the catalogue observation error for the Gaussian noise (0 = noise-free).
+    seed: seed of the run's one random generator.
+    """
+
+    name: str = "custom"
+    hemisphere: str = "north"
+    resolution_km: float = 100.0
+    lat_limit_deg: float = 50.0
+    days: int = 30
+    start_date: str = "2020-09-10"
+    sensors: tuple[str, ...] = ("amsr2", "gmi", "ssmisf17")
+    keep_fraction: float = 0.2
+    noise_scale: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hemisphere not in HEMISPHERES:
+            raise SeaIceError(f"--hemisphere: expected one of {', '.join(HEMISPHERES)}, got {self.hemisphere!r}")
+        if self.days < 1:
+            raise SeaIceError(f"--days: must be >= 1, got {self.days}")
+        if not self.sensors:
+            raise SeaIceError("--sensors: give at least one sensor")
+        for s in self.sensors:
+            if s not in SENSORS or s not in SAMPLING:
+                raise SeaIceError(f"--sensors: the twin cannot simulate {s!r}; known: {', '.join(SAMPLING)}")
+        if len(set(self.sensors)) != len(self.sensors):
+            raise SeaIceError(f"--sensors: a sensor is given twice in {' '.join(self.sensors)}")
+        if not 0.0 < self.keep_fraction <= 1.0:
+            raise SeaIceError(f"keep_fraction: expected (0, 1], got {self.keep_fraction}")
+        if self.noise_scale < 0.0:
+            raise SeaIceError(f"--noise-scale: must be >= 0, got {self.noise_scale}")
+        try:
+            _dt.date.fromisoformat(self.start_date)
+        except (TypeError, ValueError):
+            raise SeaIceError(f"--start-date: expected YYYY-MM-DD, got {self.start_date!r}") from None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["sensors"] = list(self.sensors)
+        return d
+
+
+TWIN_PRESETS = {
+    # tests: seconds, a few thousand observations per sensor, Arctic late winter
+    "tiny": TwinConfig(name="tiny", resolution_km=100.0, lat_limit_deg=60.0, days=6, start_date="2021-03-01",
+                       keep_fraction=0.08),
+    # make demo: ~150k observations, Arctic freeze-up after the September minimum
+    "demo": TwinConfig(name="demo", resolution_km=100.0, lat_limit_deg=50.0, days=30, start_date="2020-09-10",
+                       keep_fraction=0.2),
+    # performance work: a year (the reference period starts 2020-07-01), > 2 million observations
+    "benchmark": TwinConfig(name="benchmark", resolution_km=50.0, lat_limit_deg=50.0, days=365,
+                            start_date="2020-07-01", keep_fraction=0.08),
+}
+
+
+def get_twin_preset(name: str, **overrides) -> TwinConfig:
+    """A preset, with ``overrides`` (fields of :class:`TwinConfig`; None values ignored)."""
+    try:
+        base = TWIN_PRESETS[name]
+    except KeyError:
+        raise SeaIceError(f"--preset: unknown twin preset {name!r}; known presets: {', '.join(TWIN_PRESETS)}") from None
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})

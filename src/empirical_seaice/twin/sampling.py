@@ -1,0 +1,104 @@
+"""Where and when each sensor observes: swaths over the polar grid.
+
+Each sensor flies ``overpasses_per_day`` passes over the polar cap per day,
+spread through the day. Near the pole a pass's ground track is drawn as a
+straight line in the equal-area plane that passes at ``track_distance_km``
+from the pole (the orbit's turning latitude: ~82 deg for the sun-synchronous
+AMSR2 and SSMIS, 65 deg for GMI's 65 deg inclination orbit), turning with the
+Earth (360 deg per day, so passes at different times cross different
+longitudes). A grid point is seen by a pass when it lies within half the
+swath width of the track; its observation time is the pass time plus the
+along-track flight time at 6.9 km/s. Each seen point is kept with
+probability ``keep_fraction`` (thinning, as for super-obbed data). GMI also
+never sees anything poleward of :attr:`SensorSampling.max_abs_lat_deg`
+(68 deg).
+
+Observation times stay inside the day's 21 UTC-21 UTC window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .grid import PolarGrid
+
+GROUND_SPEED_KMS = 6.9
+"""Sub-satellite ground speed (km/s) of a ~700-800 km orbit."""
+
+
+@dataclass(frozen=True)
+class SensorSampling:
+    """Sampling of one sensor.
+
+    name: sensor name (catalogue).
+    overpasses_per_day: passes over the polar cap per day (~14 orbits).
+    swath_km: swath width (km).
+    track_distance_km: closest approach of the track to the pole (km).
+    max_abs_lat_deg: no observation poleward of this |latitude| (degrees); None = no limit.
+    phase_day: fraction of a day by which the first pass follows the window start.
+    precession_per_day_deg: extra rotation of the track pattern per day (non sun-synchronous orbits).
+    """
+
+    name: str
+    overpasses_per_day: int
+    swath_km: float
+    track_distance_km: float
+    max_abs_lat_deg: float | None = None
+    phase_day: float = 0.0
+    precession_per_day_deg: float = 0.0
+
+
+SAMPLING = {
+    "amsr2": SensorSampling("amsr2", 14, 1450.0, 900.0, None, 0.010),
+    "gmi": SensorSampling("gmi", 15, 885.0, 2780.0, 68.0, 0.025, precession_per_day_deg=23.0),
+    "ssmisf17": SensorSampling("ssmisf17", 14, 1700.0, 1000.0, None, 0.040),
+}
+"""Sampling of the sensors the twin knows (names as in :data:`empirical_seaice.sensors.SENSORS`)."""
+
+GMI_MAX_ABS_LAT_DEG = 68.0
+
+
+def sample_day(
+    grid: PolarGrid,
+    sampling: SensorSampling,
+    window_start_jd: float,
+    day_index: int,
+    keep_fraction: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Observations of one sensor in one 21 UTC window.
+
+    Parameters
+    ----------
+    grid : the twin's grid.
+    sampling : the sensor's sampling.
+    window_start_jd : Julian day of the window start (21 UTC).
+    day_index : index of the day in the run (rotates non sun-synchronous orbits).
+    keep_fraction : probability that a seen grid point is kept.
+    rng : generator (jitter of pass times, thinning).
+
+    Returns
+    -------
+    igrid : int64 (n,) grid indices, sorted by time.
+    julian_day : float64 (n,) observation times (Julian days), in the window.
+    """
+    n = sampling.overpasses_per_day
+    jitter = rng.uniform(-0.15, 0.15, n) / n
+    t_pass = (sampling.phase_day + (np.arange(n) + 0.5 + jitter) / n) % 1.0
+    # track orientation turns with the Earth (sun-synchronous: fixed in local time)
+    angle = 2 * np.pi * t_pass + np.deg2rad(sampling.precession_per_day_deg * day_index) + rng.uniform(-0.05, 0.05, n)
+    dx, dy = np.cos(angle), np.sin(angle)
+    d = (grid.x_km[:, None] * -dy + grid.y_km[:, None] * dx) - sampling.track_distance_km  # (ngrid, npass)
+    along = grid.x_km[:, None] * dx + grid.y_km[:, None] * dy
+    seen = np.abs(d) <= 0.5 * sampling.swath_km
+    if sampling.max_abs_lat_deg is not None:
+        seen &= (np.abs(grid.lat) <= sampling.max_abs_lat_deg)[:, None]
+    seen &= rng.random(seen.shape) < keep_fraction
+    g, k = np.nonzero(seen)
+    t = t_pass[k] + along[g, k] / GROUND_SPEED_KMS / 86400.0
+    inside = (t > 1e-6) & (t < 1.0 - 1e-6)
+    g, t = g[inside], t[inside]
+    order = np.lexsort((g, t))
+    return g[order].astype(np.int64), window_start_jd + t[order]
