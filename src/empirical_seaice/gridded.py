@@ -1,0 +1,342 @@
+"""Gridded ice emissivity product ``ice_emis_grid_TAG.nc``.
+
+The trained emissivity model evaluated on every grid point and time step,
+for the run's channels (default) or a list of channels or arbitrary
+frequencies, beside the SIC, the empirical state, the daily skin temperature,
+lon/lat and the time bounds of each step — for comparison with other
+emissivity datasets and atlases. CF-1.8 conventions; chunked (one step per
+chunk) and zlib-compressed; written step block by step block so a year of a
+large grid never has to be in memory at once.
+
+Inputs of the model at grid point g and step t (PHYSICS.md step 3):
+
+- ``x_T = max(273 - T_map[g, t], 0) / 30`` with ``T_map`` the daily
+  skin-temperature map (``BackgroundMaps.t_skin_map_k``), not the
+  per-observation ``T_s``;
+- the grid empirical state ``P[g, t, :]``;
+- the observation-space state Q (v2) has no grid value: the product uses
+  ``Q_bar[g, t] = mean of Q over the observations of (g, t)``, and 0 (its
+  initial value) where there is none. ``Q_bar`` is written as the variable
+  ``properties_obs_mean`` with the count of observations
+  ``nobs_cell``, so users can mask cells with no observation.
+- v2: the channel's frequency on the first run sensor that has it (written
+  as ``frequency``); e_V or e_H by its polarisation. Arbitrary frequencies
+  give both ``ice_emis_v`` and ``ice_emis_h``. v1 (per-channel linear model)
+  supports the run's channels only.
+
+So the gridded value equals the per-observation ``ice_emis`` of an
+observation whenever that observation's T_s equals the daily map and its Q
+equals the cell mean (tested).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from .errors import SeaIceError
+from .observations import WINDOW_OFFSET_DAYS, BackgroundMaps, Observations
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import ModelConfig
+    from .emissivity import EmissivityModel
+    from .export import Provenance
+    from .sensors import ChannelBasis
+
+log = logging.getLogger(__name__)
+
+UNIX_EPOCH_JD = 2440587.5
+"""Julian day of 1970-01-01T00:00:00 UTC."""
+
+
+@dataclass
+class GridInputs:
+    """Everything the gridded product needs, on the grid (numpy).
+
+    sic : (ngrid, nstep) trained SIC of each step (lag columns dropped).
+    props_grid : (ngrid, nstep, nprop_grid) grid empirical state P.
+    props_obs_mean : (ngrid, nstep, nprop_obs) cell mean of Q (0 where no observation).
+    nobs_cell : (ngrid, nstep) number of observations of each cell.
+    t_skin_map_k : (ngrid, nstep) daily skin temperature (K).
+    lon, lat : (ngrid,) degrees or None.
+    time_bounds_jd : (nstep, 2) Julian days of the start and end of each step's window.
+    """
+
+    sic: np.ndarray
+    props_grid: np.ndarray
+    props_obs_mean: np.ndarray
+    nobs_cell: np.ndarray
+    t_skin_map_k: np.ndarray
+    lon: np.ndarray | None
+    lat: np.ndarray | None
+    time_bounds_jd: np.ndarray
+
+    @property
+    def ngrid(self) -> int:
+        return int(self.sic.shape[0])
+
+    @property
+    def nstep(self) -> int:
+        return int(self.sic.shape[1])
+
+
+def cell_mean(values: np.ndarray, igrid: np.ndarray, istep: np.ndarray, ngrid: int, nstep: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of per-observation ``values`` (nobs, k) over each (grid, step) cell.
+
+    Returns
+    -------
+    mean : float32 (ngrid, nstep, k), 0 where a cell has no observation.
+    count : int64 (ngrid, nstep).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    k = values.shape[1]
+    cell = np.asarray(igrid, dtype=np.int64) * nstep + np.asarray(istep, dtype=np.int64)
+    count = np.bincount(cell, minlength=ngrid * nstep)
+    mean = np.zeros((ngrid * nstep, k))
+    for j in range(k):
+        s = np.bincount(cell, weights=values[:, j], minlength=ngrid * nstep)
+        mean[:, j] = np.where(count > 0, s / np.maximum(count, 1), 0.0)
+    return mean.reshape(ngrid, nstep, k).astype(np.float32), count.reshape(ngrid, nstep)
+
+
+def step_time_bounds(jd_origin: float, stepstart: int, nstep: int, steps_per_day: int = 1) -> np.ndarray:
+    """Julian days (nstep, 2) of the start and end of each step's 21 UTC window."""
+    t = np.arange(nstep, dtype=np.float64) + stepstart
+    start = jd_origin + WINDOW_OFFSET_DAYS + t / steps_per_day
+    return np.stack([start, start + 1.0 / steps_per_day], axis=1)
+
+
+def grid_inputs(network, obs: Observations, background: BackgroundMaps, steps_per_day: int = 1) -> GridInputs:
+    """Collect the gridded product's inputs from a trained HybridNetwork and its data."""
+    st = network.state
+    q = st.obs_properties_array()
+    q_mean, count = cell_mean(q, obs.igrid, obs.istep, obs.ngrid, obs.nstep)
+    return GridInputs(
+        sic=st.sic_array()[:, st.nlag:],
+        props_grid=st.grid_properties_array(),
+        props_obs_mean=q_mean,
+        nobs_cell=count,
+        t_skin_map_k=np.asarray(background.t_skin_map_k, dtype=np.float32),
+        lon=background.lon if background.lon is not None else obs.lon,
+        lat=background.lat if background.lat is not None else obs.lat,
+        time_bounds_jd=step_time_bounds(obs.jd_origin, obs.stepstart, obs.nstep, steps_per_day),
+    )
+
+
+def _channel_frequencies(basis: "ChannelBasis", channels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Frequency (GHz) of each channel on the first run sensor that has it, polarisation, sensor."""
+    freq, pol, sensor = [], [], []
+    for c in channels:
+        j = basis.channel_index[c]
+        s = int(np.argmax(basis.present[:, j]))
+        freq.append(float(basis.freq_ghz[s, j]))
+        pol.append(int(basis.pol[j]))
+        sensor.append(basis.sensor_names[s])
+    return np.array(freq), np.array(pol, dtype=np.int64), sensor
+
+
+def evaluate_grid_emissivity(
+    emissivity: "EmissivityModel", model: "ModelConfig", basis: "ChannelBasis",
+    t_skin_k: np.ndarray, props: np.ndarray, *, channels: Sequence[str] | None = None,
+    freq_ghz: Sequence[float] | None = None,
+) -> np.ndarray:
+    """Ice emissivity of cells (n,) with inputs T (n,) K and props (n, nprop).
+
+    Returns (n, nch) for ``channels`` (default: all of the basis), or
+    (n, nfreq, 2) = (e_V, e_H) for ``freq_ghz`` (v2 only). float32.
+    """
+    import torch
+
+    from . import physics
+
+    with torch.no_grad():
+        param = next(emissivity.parameters())
+        t = torch.as_tensor(np.asarray(t_skin_k, dtype=np.float32), device=param.device)
+        p = torch.as_tensor(np.asarray(props, dtype=np.float32), device=param.device)
+        x_t = physics.normalised_temperature(t, model.t_ref_k, model.t_scale_k)
+        if freq_ghz is not None:
+            f = torch.as_tensor(np.asarray(freq_ghz, dtype=np.float32), device=param.device)
+            vh = emissivity.emissivity_vh(x_t[:, None], p[:, None, :], f[None, :])  # (n, nf, 2)
+            return vh.cpu().numpy()
+        channels = list(basis.channel_names if channels is None else channels)
+        if model.version == "v1":
+            idx = [basis.channel_index[c] for c in channels]
+            return emissivity(x_t, p)[:, idx].cpu().numpy()
+        freq, pol, _ = _channel_frequencies(basis, channels)
+        f = torch.as_tensor(freq.astype(np.float32), device=param.device)
+        vh = emissivity.emissivity_vh(x_t[:, None], p[:, None, :], f[None, :])  # (n, nch, 2)
+        pol_t = torch.as_tensor(pol, device=param.device)
+        return torch.gather(vh, 2, pol_t.view(1, -1, 1).expand(vh.shape[0], -1, 1))[..., 0].cpu().numpy()
+
+
+def write_gridded_emissivity(
+    path: Path,
+    emissivity: "EmissivityModel",
+    model: "ModelConfig",
+    basis: "ChannelBasis",
+    inputs: GridInputs,
+    *,
+    channels: Sequence[str] | None = None,
+    freq_ghz: Sequence[float] | None = None,
+    provenance: "Provenance | None" = None,
+    complevel: int = 4,
+) -> Path:
+    """Write ``ice_emis_grid_TAG.nc`` (see the module docstring).
+
+    Variables (dims): ``ice_emis`` (grid, step, channel) for channels, or
+    ``ice_emis_v``/``ice_emis_h`` (grid, step, frequency) for frequencies;
+    ``seaice`` (grid, step); ``properties`` (grid, step, prop);
+    ``properties_obs_mean`` (grid, step, prop_obs); ``nobs_cell`` (grid, step);
+    ``t_skin`` (grid, step); ``lon``, ``lat`` (grid); ``time``, ``time_bnds``
+    (step[, nv]); ``julian_day`` (step); ``channel_name``, ``frequency``,
+    ``polarisation`` (channel) or ``frequency`` (frequency).
+
+    Raises
+    ------
+    SeaIceError
+        An unknown channel, both or neither of channels/frequencies wrongly
+        combined, frequencies with a v1 model, or inputs of the wrong shape.
+    """
+    import netCDF4
+
+    if channels is not None and freq_ghz is not None:
+        raise SeaIceError("gridded emissivity: give channels or frequencies, not both")
+    if freq_ghz is not None and model.version != "v2":
+        raise SeaIceError("gridded emissivity: arbitrary frequencies need the v2 model (v1 has per-channel outputs)")
+    if channels is not None:
+        bad = [c for c in channels if c not in basis.channel_index]
+        if bad:
+            raise SeaIceError(
+                f"gridded emissivity: channel(s) {', '.join(bad)} not in the run's channels "
+                f"({', '.join(basis.channel_names)})"
+            )
+    ng, ns = inputs.ngrid, inputs.nstep
+    npg, npo = inputs.props_grid.shape[-1], inputs.props_obs_mean.shape[-1]
+    for name, arr, shape in (
+        ("t_skin_map_k", inputs.t_skin_map_k, (ng, ns)), ("props_grid", inputs.props_grid, (ng, ns, npg)),
+        ("props_obs_mean", inputs.props_obs_mean, (ng, ns, npo)), ("nobs_cell", inputs.nobs_cell, (ng, ns)),
+        ("time_bounds_jd", inputs.time_bounds_jd, (ns, 2)),
+    ):
+        if np.shape(arr) != shape:
+            raise SeaIceError(f"gridded emissivity: {name} has shape {np.shape(arr)}, expected {shape}")
+    if npg + npo != emissivity.nprop:
+        raise SeaIceError(f"gridded emissivity: {npg} + {npo} state variables, the model takes {emissivity.nprop}")
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    by_freq = freq_ghz is not None
+    chan_list = list(basis.channel_names if channels is None else channels)
+    zl = dict(zlib=True, complevel=complevel)
+    try:
+        with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
+            ds.Conventions = "CF-1.8"
+            ds.title = "gridded sea ice microwave emissivity (empirical state method, Geer 2024 JAMES)"
+            ds.references = "Geer, A.J. (2024) JAMES, doi:10.1029/2023MS004080"
+            ds.comment = (
+                "ice emissivity from the trained model at each grid point and step with x_T from the daily "
+                "skin-temperature map, the grid empirical state P and Q = mean of the observation-space state "
+                "over the cell's observations (0 where nobs_cell = 0)"
+            )
+            ds.model_version = model.version
+            if provenance is not None:
+                for k, v in provenance.attrs().items():
+                    ds.setncattr(k, v)
+            ds.createDimension("grid", ng)
+            ds.createDimension("step", ns)
+            ds.createDimension("nv", 2)
+            ds.createDimension("prop", npg)
+            ds.createDimension("prop_obs", npo)
+
+            def var(name, dtype, dims, units, long_name, chunks=None, **attrs):
+                v = ds.createVariable(name, dtype, dims, chunksizes=chunks, fill_value=np.nan if dtype == "f4" else None,
+                                      **(zl if chunks else {}))
+                v.units = units
+                v.long_name = long_name
+                for k, a in attrs.items():
+                    v.setncattr(k, a)
+                return v
+
+            jd = inputs.time_bounds_jd
+            tv = var("time", "f8", ("step",), "days since 1970-01-01 00:00:00", "centre of the step's window",
+                     standard_name="time", calendar="standard", bounds="time_bnds")
+            tv[:] = jd.mean(axis=1) - UNIX_EPOCH_JD
+            var("time_bnds", "f8", ("step", "nv"), "days since 1970-01-01 00:00:00",
+                "start and end of the step's 21 UTC window")[:] = jd - UNIX_EPOCH_JD
+            var("julian_day", "f8", ("step",), "days", "Julian day at the centre of the step's window")[:] = jd.mean(1)
+            lon = np.full(ng, np.nan) if inputs.lon is None else np.asarray(inputs.lon)
+            lat = np.full(ng, np.nan) if inputs.lat is None else np.asarray(inputs.lat)
+            var("lon", "f4", ("grid",), "degrees_east", "longitude", standard_name="longitude")[:] = lon
+            var("lat", "f4", ("grid",), "degrees_north", "latitude", standard_name="latitude")[:] = lat
+
+            cg = (ng, 1)
+            if by_freq:
+                ds.createDimension("frequency", len(freq_ghz))
+                var("frequency", "f4", ("frequency",), "GHz", "frequency of the emissivity")[:] = np.asarray(freq_ghz)
+                out_vars = [
+                    var(f"ice_emis_{p.lower()}", "f4", ("grid", "step", "frequency"), "1",
+                        f"sea ice surface emissivity, {p} polarisation", chunks=(ng, 1, len(freq_ghz)),
+                        coordinates="lon lat")
+                    for p in ("V", "H")
+                ]
+            else:
+                nch = len(chan_list)
+                ds.createDimension("channel", nch)
+                cn = ds.createVariable("channel_name", str, ("channel",))
+                cn.long_name = "channel name"
+                pv = ds.createVariable("polarisation", str, ("channel",))
+                pv.long_name = "polarisation (V or H)"
+                freq, pol, sens = _channel_frequencies(basis, chan_list)
+                for j, c in enumerate(chan_list):
+                    cn[j] = c
+                    pv[j] = "V" if pol[j] == 0 else "H"
+                fv = var("frequency", "f4", ("channel",), "GHz", "channel frequency used (on the first run sensor having it)")
+                fv[:] = freq
+                fv.sensor = " ".join(sens)
+                out_vars = [var("ice_emis", "f4", ("grid", "step", "channel"), "1", "sea ice surface emissivity",
+                                chunks=(ng, 1, nch), coordinates="lon lat")]
+            v_sic = var("seaice", "f4", ("grid", "step"), "1", "sea ice concentration", chunks=cg,
+                        standard_name="sea_ice_area_fraction", coordinates="lon lat")
+            v_ts = var("t_skin", "f4", ("grid", "step"), "K", "daily skin temperature (input of x_T)", chunks=cg,
+                       standard_name="surface_temperature", coordinates="lon lat")
+            v_p = var("properties", "f4", ("grid", "step", "prop"), "1", "grid empirical state P",
+                      chunks=(ng, 1, max(npg, 1)), coordinates="lon lat")
+            v_q = var("properties_obs_mean", "f4", ("grid", "step", "prop_obs"), "1",
+                      "mean over the cell's observations of the observation-space empirical state Q (0 if none)",
+                      chunks=(ng, 1, max(npo, 1)), coordinates="lon lat")
+            v_n = ds.createVariable("nobs_cell", "i4", ("grid", "step"), chunksizes=cg, **zl)
+            v_n.units = "1"
+            v_n.long_name = "number of observations of the cell"
+
+            for t in range(ns):
+                props = np.concatenate([inputs.props_grid[:, t], inputs.props_obs_mean[:, t]], axis=-1)
+                e = evaluate_grid_emissivity(emissivity, model, basis, inputs.t_skin_map_k[:, t], props,
+                                             channels=None if by_freq else chan_list, freq_ghz=freq_ghz)
+                if by_freq:
+                    out_vars[0][:, t, :] = e[..., 0]
+                    out_vars[1][:, t, :] = e[..., 1]
+                else:
+                    out_vars[0][:, t, :] = e
+                v_sic[:, t] = inputs.sic[:, t]
+                v_ts[:, t] = inputs.t_skin_map_k[:, t]
+                if npg:
+                    v_p[:, t, :] = inputs.props_grid[:, t]
+                if npo:
+                    v_q[:, t, :] = inputs.props_obs_mean[:, t]
+                v_n[:, t] = inputs.nobs_cell[:, t]
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+__all__ = [
+    "GridInputs", "cell_mean", "step_time_bounds", "grid_inputs", "evaluate_grid_emissivity",
+    "write_gridded_emissivity", "UNIX_EPOCH_JD",
+]

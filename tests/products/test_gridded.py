@@ -1,0 +1,140 @@
+"""Gridded emissivity product: values at grid points equal the per-observation
+ice emissivity of the network when the inputs coincide; file layout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from empirical_seaice.config import PRESETS
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.gridded import (
+    UNIX_EPOCH_JD,
+    cell_mean,
+    grid_inputs,
+    step_time_bounds,
+    write_gridded_emissivity,
+)
+from empirical_seaice.network import HybridNetwork, ObservationTensors
+from empirical_seaice.observations import BackgroundMaps
+
+from products_fixtures import make_observations
+
+
+def build(version, sensors, seed=0):
+    """A network on hand-made observations where each observation's T_s equals the
+    daily map and its Q equals its cell's mean (two identical-Q observations per cell)."""
+    preset = PRESETS[version]
+    rng = np.random.default_rng(seed)
+    ngrid, nstep = 5, 3
+    from empirical_seaice.sensors import build_channel_basis
+
+    basis = build_channel_basis(sensors)
+    cells = [(g, t) for g in range(ngrid) for t in range(nstep) if (g + t) % 4 != 0]  # some cells empty
+    ig = np.array([g for g, t in cells for _ in range(2)])
+    it = np.array([t for g, t in cells for _ in range(2)])
+    isn = np.arange(ig.size) % len(sensors)
+    tb = np.full((ig.size, basis.nchan), 200.0)
+    obs = make_observations(tb, ig, it, isn, sensors=sensors, ngrid=ngrid, nstep=nstep,
+                            lat=np.linspace(70, 85, ngrid))
+    t_map = rng.uniform(230.0, 280.0, (ngrid, nstep)).astype(np.float32)
+    obs.t_skin_k[:] = t_map[ig, it]
+    bg = BackgroundMaps(sic=rng.uniform(0, 1, (ngrid, nstep + 1)).astype(np.float32), t_skin_map_k=t_map, nlag=1,
+                        lon=obs.lon, lat=obs.lat)
+    net = HybridNetwork(preset.model, preset.cost, basis, bg, obs.nobs, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(seed + 5)
+    with torch.no_grad():
+        for p in net.emissivity.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+        st = net.state
+        if st.props_grid is not None:
+            st.props_grid.weight.copy_(torch.randn(st.props_grid.weight.shape, generator=g))
+        if st.props_obs is not None:
+            q_cell = torch.randn(len(cells), st.nprop_obs, generator=g)
+            st.props_obs.weight.copy_(q_cell.repeat_interleave(2, dim=0))
+    return net, obs, bg
+
+
+@pytest.mark.parametrize("version,sensors", [("v2", ("amsr2",)), ("v2", ("gmi",)), ("v1", ("amsr2",))])
+def test_gridded_values_equal_per_observation_emissivity(version, sensors, tmp_path):
+    net, obs, bg = build(version, sensors)
+    data = ObservationTensors(obs)
+    with torch.no_grad():
+        per_obs = net(data.all())["emis_ice"].numpy()
+    inputs = grid_inputs(net, obs, bg)
+    path = write_gridded_emissivity(tmp_path / "g.nc", net.emissivity, net.model_config, net.basis, inputs)
+    with xr.open_dataset(path) as ds:
+        grid = ds["ice_emis"].values  # (grid, step, channel)
+        assert ds["ice_emis"].dims == ("grid", "step", "channel")
+        assert list(ds["channel_name"].values) == list(obs.basis.channel_names)
+        nobs_cell = ds["nobs_cell"].values
+    present = obs.basis.present[0]
+    got = grid[obs.igrid, obs.istep][:, present]
+    np.testing.assert_allclose(got, per_obs[:, present], atol=2e-6)
+    assert per_obs[:, present].std() > 0.01  # a real test: values differ between cells
+    assert nobs_cell.sum() == obs.nobs and (nobs_cell == 0).sum() == 4
+
+
+def test_gridded_frequencies_and_file_layout(tmp_path):
+    net, obs, bg = build("v2", ("amsr2",))
+    inputs = grid_inputs(net, obs, bg)
+    freqs = [10.65, 55.0, 150.0]
+    path = write_gridded_emissivity(tmp_path / "f.nc", net.emissivity, net.model_config, net.basis, inputs,
+                                    freq_ghz=freqs)
+    with xr.open_dataset(path, decode_times=False) as ds:
+        ev, eh = ds["ice_emis_v"].values, ds["ice_emis_h"].values
+        assert ev.shape == (5, 3, 3)
+        # 10.65 GHz V on the grid = the 10v channel of the network at the cell inputs.
+        g, t = 2, 1
+        x = torch.tensor([max(273.0 - float(bg.t_skin_map_k[g, t]), 0.0) / 30.0])
+        props = torch.cat([net.state.props_grid.weight[g * 3 + t], torch.from_numpy(inputs.props_obs_mean[g, t])])
+        with torch.no_grad():
+            ref = net.emissivity.emissivity_vh(x, props[None], torch.tensor([55.0])).numpy()[0]
+        np.testing.assert_allclose([ev[g, t, 1], eh[g, t, 1]], ref, atol=2e-6)
+        # CF time: the window of step 0 starts at jd_origin + 0.375.
+        np.testing.assert_allclose(ds["time_bnds"].values[0, 0], obs.jd_origin + 0.375 - UNIX_EPOCH_JD)
+        assert ds["time"].attrs["units"].startswith("days since 1970")
+        assert ds.attrs["Conventions"] == "CF-1.8"
+        assert ds["seaice"].attrs["standard_name"] == "sea_ice_area_fraction"
+        np.testing.assert_allclose(ds["seaice"].values, net.state.sic_array()[:, 1:])
+        np.testing.assert_allclose(ds["t_skin"].values, bg.t_skin_map_k)
+    with netcdf_dataset(path) as nc:
+        v = nc["ice_emis_v"]
+        assert v.filters()["zlib"] and v.chunking() == [5, 1, 3]
+
+
+def netcdf_dataset(path):
+    import netCDF4
+
+    return netCDF4.Dataset(path)
+
+
+def test_gridded_errors(tmp_path):
+    net, obs, bg = build("v1", ("amsr2",))
+    inputs = grid_inputs(net, obs, bg)
+    em, mc, basis = net.emissivity, net.model_config, net.basis
+    with pytest.raises(SeaIceError, match="need the v2 model"):
+        write_gridded_emissivity(tmp_path / "x.nc", em, mc, basis, inputs, freq_ghz=[10.0])
+    with pytest.raises(SeaIceError, match="not both"):
+        write_gridded_emissivity(tmp_path / "x.nc", em, mc, basis, inputs, channels=["10v"], freq_ghz=[10.0])
+    with pytest.raises(SeaIceError, match="183pm7v"):
+        write_gridded_emissivity(tmp_path / "x.nc", em, mc, basis, inputs, channels=["183pm7v"])
+    inputs.t_skin_map_k = inputs.t_skin_map_k[:, :2]
+    with pytest.raises(SeaIceError, match="t_skin_map_k has shape"):
+        write_gridded_emissivity(tmp_path / "x.nc", em, mc, basis, inputs)
+    inputs = grid_inputs(net, obs, bg)
+    inputs.props_grid = inputs.props_grid[..., :2]
+    inputs.props_obs_mean = np.zeros(inputs.props_grid.shape[:2] + (0,), np.float32)
+    with pytest.raises(SeaIceError, match="the model takes 3"):
+        write_gridded_emissivity(tmp_path / "x.nc", em, mc, basis, inputs)
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_cell_mean_and_time_bounds_hand_values():
+    mean, count = cell_mean(np.array([[1.0], [3.0], [5.0]]), [0, 0, 1], [1, 1, 0], 2, 2)
+    assert mean[0, 1, 0] == 2.0 and mean[1, 0, 0] == 5.0 and mean[0, 0, 0] == 0.0
+    np.testing.assert_array_equal(count, [[0, 2], [1, 0]])
+    np.testing.assert_allclose(step_time_bounds(2459000.0, 2, 2), [[2459002.375, 2459003.375],
+                                                                   [2459003.375, 2459004.375]])
