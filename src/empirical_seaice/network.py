@@ -318,9 +318,9 @@ class HybridNetwork(nn.Module):
         self.register_buffer("bias_error_k", torch.from_numpy(err).reshape(ns, 1))
         self.register_buffer("obs_error_k", torch.from_numpy(np.asarray(basis.obs_error_k, dtype=np.float32)))
 
-        # T_map per SIC row; lag columns get the threshold (warm weight 0).
+        # T_map per SIC row; lag columns have no temperature: 0 K (warm weight 0).
         st = self.state
-        t_rows = np.full((st.ngrid, st.ncol), cost.warm_ice_threshold_k, dtype=np.float32)
+        t_rows = np.zeros((st.ngrid, st.ncol), dtype=np.float32)
         t_rows[:, st.nlag:] = background.t_skin_map_k
         self.register_buffer("t_map_flat", torch.from_numpy(t_rows.reshape(-1)))
         if row_counts is not None:
@@ -328,12 +328,13 @@ class HybridNetwork(nn.Module):
                 raise SeaIceError(
                     f"row_counts: expected {st.ngrid * st.ncol} SIC rows, got {row_counts.sic.shape[0]}"
                 )
-            inv = np.where(row_counts.sic > 0, 1.0 / np.maximum(row_counts.sic, 1.0), 0.0)
-            self.register_buffer("sic_inv_count", torch.from_numpy(inv.astype(np.float32)))
+            # count(r), +inf for unobserved rows so that 1 / count = 0 there (integers: exact in float32)
+            cnt = np.where(row_counts.sic > 0, row_counts.sic, np.inf)
+            self.register_buffer("sic_count", torch.from_numpy(cnt.astype(np.float32)))
             self.counts_nobs = row_counts.nobs
             self.n_warm_rows = max(row_counts.n_warm_rows, 1)
         else:
-            self.register_buffer("sic_inv_count", None)
+            self.register_buffer("sic_count", None)
             self.counts_nobs = self.nobs
             self.n_warm_rows = st.ngrid * st.nstep
 
@@ -411,7 +412,7 @@ class HybridNetwork(nn.Module):
         terms: dict[str, Tensor] = {"obs": self.observation_costs(batch, out).mean()}
         if self.prior_mode == "sampled":
             rows, lags = out["sic_rows"], out["sic_lags"]
-            w = self.sic_inv_count.take(rows)
+            w = self.sic_count.take(rows).reciprocal()
             for name, pen in self._map_penalties(lags, rows).items():
                 terms[name] = (pen * w).sum(-1).mean()
             warm = costs.warm_ice_penalty(

@@ -1,0 +1,332 @@
+"""network.py: batching, forward = physics chain, cost terms, sampled priors, gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_obs
+
+from empirical_seaice import costs, physics
+from empirical_seaice.config import PRESETS, CostConfig, ModelConfig, replace
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.network import HybridNetwork, ObservationTensors, build_row_counts
+from empirical_seaice.observations import PER_CHANNEL_FIELDS
+
+
+def _net(preset="v2", obs_bg=None, sparse=True, prior_mode=None, cost=None, model=None, dtype=torch.float32, **kw):
+    p = PRESETS[preset]
+    obs, bg = obs_bg if obs_bg is not None else make_obs(p.sensors, **kw)
+    rc = build_row_counts(obs, bg.nlag, bg.ngrid, bg.nstep)
+    net = HybridNetwork(
+        model or p.model, cost or p.cost, obs.basis, bg, obs.nobs, rc, sparse=sparse,
+        generator=torch.Generator().manual_seed(0), prior_mode=prior_mode,
+    )
+    if dtype == torch.float64:
+        net = net.double()
+    return net, ObservationTensors(obs, dtype=dtype), obs, bg
+
+
+# ------------------------------------------------------------- ObservationTensors
+def test_observation_tensors_batch_returns_exact_rows():
+    obs, bg = make_obs(("amsr2", "gmi"), nobs=30)
+    obs.emis_water[3, 0] = np.nan  # a masked NaN must arrive as 0
+    ot = ObservationTensors(obs)
+    idx = torch.tensor([7, 3, 29, 3])
+    b = ot.batch(idx)
+    assert len(ot) == 30 and len(b) == 4
+    assert b.iobs.tolist() == [7, 3, 29, 3]
+    for name in ("igrid", "istep", "isensor"):
+        assert getattr(b, name).tolist() == np.asarray(getattr(obs, name))[idx.numpy()].tolist()
+    for name in ("t_skin_k", "wind_ms", "cloud_fraction"):
+        assert np.array_equal(getattr(b, name).numpy(), getattr(obs, name)[idx.numpy()])
+    for name in PER_CHANNEL_FIELDS:
+        expected = np.nan_to_num(getattr(obs, name)[idx.numpy()].astype(np.float32))
+        assert np.array_equal(getattr(b, name).numpy(), expected), name
+    assert b.emis_water[1, 0].item() == 0.0
+    assert b.mask.dtype == torch.float32 and set(b.mask.unique().tolist()) <= {0.0, 1.0}
+    assert ot.all().iobs.tolist() == list(range(30))
+
+
+# --------------------------------------------------------------------- row counts
+def test_build_row_counts_hand_values():
+    obs, bg = make_obs(nobs=12, ngrid=3, nstep=4, all_rows=True)
+    rc = build_row_counts(obs, 1, 3, 4)
+    # every (g, t) once: column 0 (lag) of each grid point is touched once (by t=0, l=1),
+    # columns 1..3 twice (own day + the next day's lag), column 4 once.
+    assert rc.sic.reshape(3, 5).tolist() == [[1, 2, 2, 2, 1]] * 3
+    assert rc.grid.tolist() == [1.0] * 12 and rc.nobs == 12 and rc.n_warm_rows == 12
+    sub = build_row_counts(obs, 1, 3, 4, index=np.array([0, 1]))  # g=0, t=0 and t=1
+    assert sub.sic.reshape(3, 5)[0].tolist() == [1, 2, 1, 0, 0] and sub.nobs == 2
+
+
+def test_build_row_counts_out_of_range_raises():
+    obs, bg = make_obs(nobs=12, ngrid=3, nstep=4)
+    with pytest.raises(SeaIceError, match=r"Observations.istep: expected 0 <= istep < nstep=3"):
+        build_row_counts(obs, 1, 3, 3)
+    with pytest.raises(SeaIceError, match=r"Observations.igrid: expected 0 <= igrid < ngrid=2"):
+        build_row_counts(obs, 1, 2, 4)
+
+
+# ------------------------------------------------------------------------ forward
+@pytest.mark.parametrize("preset", ["v1", "v2"])
+@torch.no_grad()
+def test_forward_reproduces_physics_chain(preset):
+    net, ot, obs, bg = _net(preset, nobs=25, dtype=torch.float64)
+    net.wind_coef.copy_(torch.linspace(-0.002, 0.002, obs.nchan, dtype=torch.float64))
+    net.state.props_grid.weight.normal_(generator=torch.Generator().manual_seed(1))
+    if net.state.props_obs is not None:
+        net.state.props_obs.weight.normal_(generator=torch.Generator().manual_seed(2))
+    net.bias_ice_k.add_(1.5)
+    b = ot.all()
+    out = net(b)
+    # by hand from the state tables, with the model's own emissivity
+    cmap = bg.sic.astype(np.float64)
+    g, tt = obs.igrid, obs.istep
+    c = 0.6 * cmap[g, tt + 1] + 0.4 * cmap[g, tt]
+    assert np.allclose(out["sic"].numpy(), c, atol=1e-7)
+    mc = net.model_config
+    x_t = np.maximum(273.0 - obs.t_skin_k.astype(np.float64), 0) / 30.0
+    props = [net.state.grid_properties_array()[g, tt]]
+    if mc.nprop_obs:
+        props.append(net.state.obs_properties_array())
+    props = torch.from_numpy(np.concatenate(props, axis=1).astype(np.float64))
+    isens = torch.from_numpy(obs.isensor.astype(np.int64))
+    e_ice = net.emissivity(torch.from_numpy(x_t), props, isens)
+    e_ocean = torch.from_numpy(obs.emis_water.astype(np.float64)) + net.wind_coef * torch.from_numpy(
+        obs.wind_ms.astype(np.float64)
+    )[:, None]
+    f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))  # noqa: E731
+    tb = physics.simulate_tb(
+        sic=f(c), emis_ice=e_ice, t_skin_k=f(obs.t_skin_k), emis_ocean=e_ocean,
+        ocean_t_floor_k=mc.ocean_t_floor_k, tau=f(obs.tau), t_down_k=f(obs.t_down_k), t_up_k=f(obs.t_up_k),
+        tau_cld=f(obs.tau_cld), t_down_cld_k=f(obs.t_down_cld_k), t_up_cld_k=f(obs.t_up_cld_k),
+        cloud_fraction=f(obs.cloud_fraction), bias_ice_k=net.bias_ice_k[isens], bias_ocean_k=net.bias_ocean_k[isens],
+    )
+    assert torch.allclose(out["tb"], tb, atol=1e-9)
+    assert torch.allclose(out["emis_ice"], e_ice) and torch.allclose(out["emis_ocean"], e_ocean)
+
+
+def test_zero_sic_gives_ocean_only_tb():
+    net, ot, obs, bg = _net("v2", nobs=20, dtype=torch.float64)
+    b = ot.all()
+    tb0 = net(b, zero_sic=True)["tb"]
+    with torch.no_grad():
+        net.state.sic_map.weight.zero_()
+        net.emissivity.output.bias.add_(3.0)  # ice emissivity is invisible at SIC 0
+    assert torch.allclose(net(b)["tb"], tb0)
+
+
+def test_bias_initialisation_from_catalogue_and_override():
+    net, *_ = _net("v2", nobs=20)
+    names = net.basis.sensor_names
+    assert net.bias_ice_k[names.index("amsr2")].unique().tolist() == [5.0]
+    assert net.bias_ocean_k[names.index("amsr2")].unique().tolist() == [2.5]
+    assert net.bias_error_k[:, 0].tolist() == pytest.approx([0.5, 0.001, 4.0])
+    v1, *_ = _net("v1", nobs=20)  # v1 preset: bias_bg override (5.0, 2.5, 0.001)
+    assert v1.bias_error_k.item() == pytest.approx(0.001)
+    assert not v1.wind_coef.any()
+
+
+# --------------------------------------------------------------------- cost terms
+def test_cost_terms_hand_values():
+    net, ot, obs, bg = _net("v2", nobs=40, dtype=torch.float64)
+    b = ot.batch(torch.arange(10))
+    out = net(b)
+    terms = net.cost_terms(b, out, nobs_total=40)
+    jo = costs.observation_cost(b.tb_obs_k, out["tb"], b.mask, net.obs_error_k)
+    assert terms["obs"].item() == pytest.approx(jo.mean().item())
+    assert terms["bias"].item() == 0.0
+    e = out["emis_ice"][:, net.basis.channel_index["10v"]].detach().numpy()
+    expected = (np.maximum(0.7 - e, 0) ** 2).sum() / 1e-10 / 40
+    assert terms["anchor"].item() == pytest.approx(expected, rel=1e-9)
+    with torch.no_grad():
+        net.bias_ice_k[0, 0] += 0.5  # amsr2 sigma 0.5 -> 1 / nobs
+    assert net.cost_terms(b, out, 40)["bias"].item() == pytest.approx(1.0 / 40)
+    assert set(terms) == {"obs", "sic_range", "false_ice", "warm_ice", "anchor", "bias"}
+
+
+def test_v1_mean_anchor_and_channel_fallback():
+    p = PRESETS["v1"]
+    net, ot, obs, bg = _net("v1", nobs=20, model=replace(p.model, ice_emis_init=0.93), dtype=torch.float64)
+    b = ot.all()
+    assert net.cost_terms(b, net(b), 20)["anchor"].item() < 1e-6  # float32 rounding of 0.93 only
+    with torch.no_grad():
+        net.emissivity.output.bias.fill_(0.93002)
+    assert net.cost_terms(b, net(b), 20)["anchor"].item() == pytest.approx(4.0 / 20, rel=1e-6)
+    # v2 on SSMIS alone: no 10v, the anchor falls back to 24v
+    net2, *_ = _net("v2", obs_bg=make_obs(("ssmisf17",)))
+    assert net2.basis.channel_names[net2.anchor_channel] == "24v"
+
+
+def test_total_cost_warm_ice_diagnostic_has_zero_gradient_effective_not():
+    p = PRESETS["v2"]
+    obs_bg = make_obs(("amsr2",), nobs=30)
+    grads, values = {}, {}
+    for mode in ("diagnostic", "effective"):
+        net, ot, *_ = _net("v2", obs_bg=obs_bg, sparse=False, cost=replace(p.cost, warm_ice=mode), dtype=torch.float64)
+        b = ot.all()
+        terms = net.cost_terms(b, net(b), 30)
+        total = net.total_cost(terms)
+        assert total.item() == pytest.approx(sum(v.item() for v in terms.values()))
+        total.backward()
+        grads[mode] = net.state.sic_map.weight.grad.clone()
+        values[mode] = terms
+        # gradient without the warm-ice term
+        net.zero_grad()
+        net.total_cost({k: v for k, v in net.cost_terms(b, net(b), 30).items() if k != "warm_ice"}).backward()
+        grads[mode + "-nowarm"] = net.state.sic_map.weight.grad.clone()
+    assert torch.equal(grads["diagnostic"], grads["diagnostic-nowarm"])
+    diff = grads["effective"] - grads["effective-nowarm"]
+    assert diff.abs().max() > 0 and values["effective"]["warm_ice"].requires_grad
+
+
+# ---------------------------------------------------------------- sampled priors
+@pytest.mark.parametrize("all_rows", [True, False])
+def test_sampled_priors_over_all_observations_equal_full_prior(all_rows):
+    cost = replace(PRESETS["v2"].cost, sic_background_prior=True, warm_ice="effective")
+    obs_bg = make_obs(("amsr2",), nobs=30 if all_rows else 6, ngrid=3, nstep=4, all_rows=all_rows, seed=3)
+    obs_bg[1].sic[:, 1:3] = [[0.1, 1.05], [0.2, -0.05], [0.25, 0.12]]  # trace ice and out-of-range SIC
+    net, ot, obs, bg = _net("v2", obs_bg=obs_bg, cost=cost, dtype=torch.float64, sparse=False, prior_mode="sampled")
+    b = ot.all()
+    sampled = net.cost_terms(b, net(b), obs.nobs)
+    rc = build_row_counts(obs, 1, 3, 4)
+    observed = torch.from_numpy(rc.sic > 0)
+    full = net.full_prior_terms(obs.nobs)
+    if all_rows:
+        assert observed.all()
+        for name in ("sic_range", "sic_background", "false_ice", "warm_ice"):
+            assert sampled[name].item() == pytest.approx(full[name].item(), rel=1e-12), name
+    else:
+        assert not observed.all()
+    # in general: the full prior over the observed rows
+    C = net.state.sic_map.weight[:, 0].detach()
+    Cb = torch.from_numpy(bg.sic.reshape(-1).astype(np.float64))
+    ref = {
+        "sic_range": costs.sic_range_penalty(C, 0.02)[observed].sum() / obs.nobs,
+        "sic_background": costs.sic_background_penalty(C, Cb, 0.1)[observed].sum() / obs.nobs,
+        "false_ice": costs.false_ice_penalty(C, 0.02)[observed].sum() / obs.nobs,
+    }
+    for name, value in ref.items():
+        assert sampled[name].item() == pytest.approx(value.item(), rel=1e-12), name
+    assert ref["sic_range"] > 0 and ref["false_ice"] > 0  # the background has values outside [0, 1] and trace ice
+    # warm ice: the mean over observed rows with a temperature
+    warm_obs = observed.reshape(3, 5)[:, 1:]
+    tmap = torch.from_numpy(bg.t_skin_map_k.astype(np.float64))
+    w = costs.warm_ice_penalty(C.reshape(3, 5)[:, 1:], tmap, effective=True)[warm_obs].mean()
+    assert sampled["warm_ice"].item() == pytest.approx(w.item(), rel=1e-12)
+
+
+def test_sampled_prior_gradient_equals_full_gradient_and_epoch_sum():
+    obs_bg = make_obs(("amsr2",), nobs=30, ngrid=3, nstep=4, seed=4)
+    net, ot, obs, bg = _net("v2", obs_bg=obs_bg, dtype=torch.float64, sparse=False, prior_mode="sampled")
+    b = ot.all()
+    s = net.cost_terms(b, net(b), obs.nobs)
+    (s["sic_range"] + s["false_ice"]).backward()
+    g_sampled = net.state.sic_map.weight.grad.clone()
+    net.zero_grad()
+    f = net.full_prior_terms(obs.nobs)
+    (f["sic_range"] + f["false_ice"]).backward()
+    assert torch.allclose(g_sampled, net.state.sic_map.weight.grad, rtol=1e-12, atol=0)
+    assert g_sampled.abs().max() > 0
+    # one shuffled epoch in batches of 7: sum of (|B| / nobs) * estimate = the full term
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(0))
+    total = 0.0
+    for k in range(0, 30, 7):
+        bb = ot.batch(perm[k:k + 7])
+        total += len(bb) / 30 * net.cost_terms(bb, net(bb), 30)["sic_range"].item()
+    assert total == pytest.approx(f["sic_range"].item(), rel=1e-12)
+
+
+def test_full_prior_mode_matches_full_prior_terms():
+    obs_bg = make_obs(("amsr2",), nobs=30)
+    net, ot, obs, bg = _net("v2", obs_bg=obs_bg, sparse=False, prior_mode="full")
+    b = ot.batch(torch.arange(5))
+    terms = net.cost_terms(b, net(b), 30)
+    full = net.full_prior_terms(30)
+    for name in full:
+        assert terms[name].item() == full[name].item()
+
+
+# -------------------------------------------------------------------- gradients
+def test_gradcheck_stochastic_total_tiny_float64_network():
+    obs_bg = make_obs(("amsr2", "gmi"), nobs=16, ngrid=2, nstep=3, seed=5)
+    cost = replace(PRESETS["v2"].cost, warm_ice="effective", sic_background_prior=True)
+    net, ot, obs, bg = _net("v2", obs_bg=obs_bg, cost=cost, dtype=torch.float64, sparse=False)
+    with torch.no_grad():
+        net.emissivity.output.bias.fill_(1.0)  # keep away from the anchor floor's kink
+    b = ot.batch(torch.arange(8))
+    names = ["wind_coef", "state.sic_map.weight", "emissivity.hidden.weight", "bias_ice_k", "state.props_obs.weight"]
+    params = dict(net.named_parameters())
+    start = tuple(params[n].detach()[:1].clone().requires_grad_(True) if n == "bias_ice_k"
+                  else params[n].detach().clone().requires_grad_(True) for n in names)
+
+    class Total(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, batch):
+            return self.net.total_cost(self.net.cost_terms(batch, self.net(batch), 16))
+
+    wrapper = Total()
+    rest = params["bias_ice_k"].detach()[1:]
+
+    def total(*values):
+        swap = {"net." + n: v for n, v in zip(names, values)}
+        swap["net.bias_ice_k"] = torch.cat([swap["net.bias_ice_k"], rest])  # gradcheck the AMSR2 row only
+        return torch.func.functional_call(wrapper, swap, (b,))
+
+    assert torch.autograd.gradcheck(total, start, eps=1e-6, atol=1e-5, rtol=1e-5, fast_mode=True)
+
+
+def test_sparse_grads_on_tables_dense_elsewhere():
+    for sparse in (True, False):
+        net, ot, *_ = _net("v2", nobs=30, sparse=sparse)
+        b = ot.batch(torch.arange(12))
+        net.total_cost(net.cost_terms(b, net(b), 30)).backward()
+        tables = net.sparse_parameters()
+        assert len(tables) == 3
+        for p in tables:
+            assert p.grad is not None and p.grad.is_sparse == sparse
+        dense = net.dense_parameters()
+        assert len(dense) == 4 + 3
+        for p in dense:
+            assert p.grad is not None and not p.grad.is_sparse
+        assert {id(p) for p in tables} | {id(p) for p in dense} == {id(p) for p in net.parameters()}
+        if sparse:  # only the batch's rows
+            g = net.state.sic_map.weight.grad.coalesce()
+            assert g.indices().shape[1] <= 24
+
+
+# ------------------------------------------------------------------------ errors
+def test_constructor_errors():
+    p = PRESETS["v2"]
+    obs, bg = make_obs(("amsr2",), nobs=20)
+    rc = build_row_counts(obs, 1, bg.ngrid, bg.nstep)
+    basis = obs.basis
+
+    def make(model=p.model, cost=p.cost, background=bg, row_counts=rc, **kw):
+        return HybridNetwork(model, cost, basis, background, 20, row_counts, **kw)
+
+    with pytest.raises(SeaIceError, match="background SIC: expected nlag=2"):
+        make(model=replace(p.model, nlag=2, lag_weights=(0.5, 0.3, 0.2)))
+    with pytest.raises(SeaIceError, match=r"TSFC background map: expected shape \(3, 4\)"):
+        make(background=replace(bg, t_skin_map_k=bg.t_skin_map_k[:, :2]))
+    with pytest.raises(SeaIceError, match="prior_mode: expected sampled or full, got 'both'"):
+        make(prior_mode="both")
+    with pytest.raises(SeaIceError, match="prior_mode: 'sampled' needs row_counts"):
+        make(row_counts=None, prior_mode="sampled")
+    with pytest.raises(SeaIceError, match="anchor_channels: none of 6.9v is in the run's channels"):
+        make(cost=replace(p.cost, anchor_channels=("6.9v",)))
+    with pytest.raises(SeaIceError, match="anchor: 'mean' .* needs the v1 linear model"):
+        make(cost=replace(p.cost, anchor="mean"))
+    with pytest.raises(SeaIceError, match="row_counts: expected 15 SIC rows, got 18"):
+        make(row_counts=build_row_counts(obs, 2, bg.ngrid, bg.nstep))
+    assert make(row_counts=None).prior_mode == "full"
+
+
+def test_model_config_ice_emis_init_validation():
+    with pytest.raises(SeaIceError, match=r"ice_emis_init: must be in \(0, 1\) or None, got 1.5"):
+        ModelConfig(ice_emis_init=1.5)
+    assert CostConfig().anchor == "floor"
