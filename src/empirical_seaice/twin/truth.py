@@ -314,7 +314,7 @@ class TruthModel:
         t_airs = [self.t_air_k(g, np.full(g.shape, jd - 0.5 + f + 0.125)) for f in DAY_TIMES]
         t_air = np.mean(t_airs, axis=0)
         t_ice = np.mean([self.t_ice_k(a) for a in t_airs], axis=0)
-        wet = np.mean([self.wetness(g, jd, a) for a in t_airs], axis=0)
+        wet = np.where(sic > 0, np.mean([self.wetness(g, jd, a) for a in t_airs], axis=0), 0.0)
         t_water = self.t_water_k(g, np.full(g.shape, jd))
         return {
             "sic": sic,
