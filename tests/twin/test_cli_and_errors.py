@@ -1,0 +1,166 @@
+"""seaice-twin command, configuration validation and read_truth errors."""
+
+import shutil
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pytest
+
+from empirical_seaice.config import DataConfig
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import read_training_data
+from empirical_seaice.io.truth import read_truth
+from empirical_seaice.twin import TwinConfig, generate_twin, get_twin_preset
+from empirical_seaice.twin.cli import main
+
+
+def test_cli_writes_a_twin_and_prints_a_summary(tmp_path, capsys):
+    out = tmp_path / "twin"
+    rc = main(["--output", str(out), "--preset", "tiny", "--days", "1", "--sensors", "gmi", "--seed", "4",
+               "--hemisphere", "south", "--noise-scale", "0.5", "--start-date", "2020-09-01"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "gmi" in text and "1 days" in text
+    cfg = (out / "truth" / "config.json").read_text()
+    for piece in ('"hemisphere": "south"', '"seed": 4', '"noise_scale": 0.5', '"start_date": "2020-09-01"'):
+        assert piece in cfg
+    with netCDF4.Dataset(out / "gmi" / "field_twin_JULIAN_DAY.nc") as ds:
+        jd = ds.variables["JULIAN_DAY"][:]
+    # 2020-09-01's window: 21 UTC on 31 August (JD 2459093.375) to 21 UTC on 1 September
+    assert jd.min() >= 2459093.375 and jd.max() < 2459094.375
+    assert not (tmp_path / "twin.partial").exists()
+
+
+def test_cli_refuses_a_non_empty_output(tmp_path, capsys):
+    (tmp_path / "x.txt").write_text("keep me")
+    rc = main(["--output", str(tmp_path), "--preset", "tiny", "--days", "1"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "--output" in err and "not empty" in err and err.count("\n") == 1
+    assert (tmp_path / "x.txt").read_text() == "keep me"
+
+
+def test_cli_output_is_a_file(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("")
+    assert main(["--output", str(f), "--preset", "tiny", "--days", "1"]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_cli_bad_date_is_one_line_error(tmp_path, capsys):
+    assert main(["--output", str(tmp_path / "o"), "--preset", "tiny", "--start-date", "2020-13-01"]) == 2
+    assert "--start-date" in capsys.readouterr().err
+
+
+def test_cli_unknown_preset_is_an_argparse_error(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        main(["--output", str(tmp_path / "o"), "--preset", "huge"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs,flag",
+    [({"days": 0}, "--days"), ({"sensors": ()}, "--sensors"), ({"sensors": ("amsr2", "amsr2")}, "twice"),
+     ({"sensors": ("mwhs2",)}, "cannot simulate"), ({"keep_fraction": 0.0}, "keep_fraction"),
+     ({"noise_scale": -1.0}, "--noise-scale"), ({"hemisphere": "up"}, "--hemisphere")],
+)
+def test_config_validation(kwargs, flag):
+    with pytest.raises(SeaIceError, match=flag):
+        TwinConfig(**kwargs)
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(SeaIceError, match="tiny, demo, benchmark"):
+        get_twin_preset("huge")
+
+
+def test_presets_sizes():
+    from empirical_seaice.twin import TWIN_PRESETS
+
+    assert TWIN_PRESETS["demo"].days >= 30 and TWIN_PRESETS["benchmark"].days == 365
+
+
+def test_overwrite_replaces_output(tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "old.txt").write_text("")
+    generate_twin(get_twin_preset("tiny", days=1, sensors=("amsr2",)), out, overwrite=True)
+    assert not (out / "old.txt").exists() and (out / "amsr2").is_dir()
+
+
+# ------------------------------------------------------------------ read_truth
+@pytest.fixture()
+def twin_copy(tiny_twin, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_twin, out)
+    return out
+
+
+def _obs(out, **kw):
+    return read_training_data(DataConfig(data=Path(out), sensors=("amsr2", "gmi"), cache=False, **kw), nlag=1)[0]
+
+
+def test_read_truth_none_without_truth_dir(twin_copy):
+    obs = _obs(twin_copy)
+    shutil.rmtree(twin_copy / "truth")
+    assert read_truth(twin_copy, obs) is None
+
+
+def test_read_truth_selects_the_period_and_maps_channels(tiny_twin):
+    obs = _obs(tiny_twin, stepstart=2, nsteps=3)
+    full = _obs(tiny_twin)
+    truth = read_truth(tiny_twin, obs)
+    truth_full = read_truth(tiny_twin, full)
+    np.testing.assert_array_equal(truth.sic, truth_full.sic[:, 2:5])
+    assert truth.julian_day[0] == pytest.approx(obs.jd_origin + 2 + 0.875)
+    # GMI has no 24h: NaN there; AMSR2 lacks 166v: NaN there; everything present is finite
+    np.testing.assert_array_equal(np.isfinite(truth.emis_ice), obs.basis.present[obs.isensor])
+    gmi = obs.basis.sensor_names.index("gmi")
+    assert np.all(truth.bias_ice_k[gmi][obs.basis.present[gmi]] == 0.0)  # GMI is the unbiased anchor
+    assert set(truth.properties) >= {"MYI_FRACTION", "SNOW_DEPTH", "CORR_LENGTH", "WETNESS", "T_ICE"}
+    assert truth.properties["SNOW_DEPTH"].shape == (obs.ngrid, 3)
+
+
+def test_read_truth_missing_state_file(twin_copy):
+    obs = _obs(twin_copy)
+    (twin_copy / "truth" / "truth_state.nc").unlink()
+    with pytest.raises(SeaIceError, match="truth_state.nc is missing"):
+        read_truth(twin_copy, obs)
+
+
+def test_read_truth_unreadable_file(twin_copy):
+    obs = _obs(twin_copy)
+    (twin_copy / "truth" / "biases.nc").write_text("not netcdf")
+    with pytest.raises(SeaIceError, match="biases.nc is not a readable NetCDF"):
+        read_truth(twin_copy, obs)
+
+
+def test_read_truth_missing_variable(twin_copy):
+    obs = _obs(twin_copy)
+    path = twin_copy / "truth" / "amsr2" / "truth_EMIS_ICE.nc"
+    with netCDF4.Dataset(path, "a") as ds:
+        ds.renameVariable("EMIS_ICE", "OTHER")
+    with pytest.raises(SeaIceError, match="no variable 'EMIS_ICE'"):
+        read_truth(twin_copy, obs)
+
+
+def test_read_truth_grid_mismatch(tiny_twin):
+    obs = _obs(tiny_twin)
+    obs.ngrid = obs.ngrid + 1
+    with pytest.raises(SeaIceError, match="grid points, the run has"):
+        read_truth(tiny_twin, obs)
+
+
+def test_read_truth_period_outside(tiny_twin):
+    obs = _obs(tiny_twin)
+    obs.stepstart = 4  # 6 steps from step 4: beyond the truth's 6 days
+    with pytest.raises(SeaIceError, match="the run needs 4..9"):
+        read_truth(tiny_twin, obs)
+
+
+def test_read_truth_rows_beyond_the_truth(tiny_twin):
+    obs = _obs(tiny_twin)
+    obs.obs_index = obs.obs_index + 100000
+    with pytest.raises(SeaIceError, match="does not belong to this data"):
+        read_truth(tiny_twin, obs)
