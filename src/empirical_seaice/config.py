@@ -147,7 +147,7 @@ class TrainingConfig:
     early_stopping: stop when the held-out observation cost stops improving.
     patience: epochs without improvement before early stopping.
     device: "auto" (CUDA if available), "cpu" or "cuda".
-    optimizer: "sparse" (lazy Adam on the state tables, cost per step scales with the batch) or "dense" (plain Adam over everything, the reference's way).
+    optimizer: "sparse" (Adam with deferred momentum on the state tables: dense Adam's result, cost per step scales with the batch), "lazy" (torch SparseAdam on the state tables) or "dense" (plain Adam over everything, the reference's way).
     """
 
     nepochs: int = 8
@@ -159,11 +159,11 @@ class TrainingConfig:
     early_stopping: bool = False
     patience: int = 1
     device: str = "auto"
-    optimizer: Literal["sparse", "dense"] = "sparse"
+    optimizer: Literal["sparse", "lazy", "dense"] = "sparse"
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("sparse", "dense"):
-            raise SeaIceError(f"--optimizer: expected sparse or dense, got {self.optimizer!r}")
+        if self.optimizer not in ("sparse", "lazy", "dense"):
+            raise SeaIceError(f"--optimizer: expected sparse, lazy or dense, got {self.optimizer!r}")
         if self.nepochs < 0:
             raise SeaIceError(f"--nepochs: must be >= 0, got {self.nepochs}")
         if self.batch_size < 1:

@@ -13,7 +13,7 @@ fulfils it)::
     network.total_cost(terms) -> Tensor                               # what is minimised
     network.sparse_parameters() -> list[Parameter]   # tables with sparse gradients
     network.dense_parameters() -> list[Parameter]
-    network.full_prior_terms() -> dict[str, Tensor]  # whole-map priors, exact (evaluation only)
+    network.full_prior_terms(nobs_total) -> dict[str, Tensor]  # whole-map priors, exact (evaluation)
 
 The term named ``"obs"`` (:data:`OBS_TERM`) is the observation term: the mean
 of ``J_o,i`` over the batch; it is what the held-out validation reports.
@@ -184,6 +184,179 @@ def reproducible_mode(enabled: bool, seed: int) -> Iterator[None]:
         torch.set_num_threads(prev_threads)
 
 
+# --------------------------------------------------------------------------- optimiser
+
+
+class DeferredAdam(torch.optim.Optimizer):
+    """Adam for row tables with sparse gradients: dense Adam's result at O(batch) cost.
+
+    Dense Adam moves a row of a table at *every* step: after its last
+    gradient, its first moment keeps decaying (``m <- b1 m``, ``v <- b2 v``)
+    and moving it. But between two visits nothing reads the row (a batch
+    only reads its own rows), so those zero-gradient updates can be deferred
+    to the row's next visit and applied there in closed form. Without
+    ``eps`` the update at the ``j``-th zero-gradient step after step ``t``
+    is ``lr q^j c(t + j) m_t / sqrt(v_t)`` with ``q = b1 / sqrt(b2)`` and the
+    bias correction ``c(s) = sqrt(1 - b2^s) / (1 - b1^s)``, so ``k`` skipped
+    steps sum to
+
+    ``lr m_t / sqrt(v_t) [A(t) - q^k A(t + k)]``,   ``A(t) = sum_{j>=1} q^j c(t + j)``
+
+    with ``A`` tabulated once (float64). Before a batch's forward pass,
+    :meth:`catch_up` applies the deferred tail to the rows the batch reads
+    and decays their ``m, v`` by ``b1^k, b2^k`` (the trainer does this when
+    the network tells it which rows a batch reads, ``state_rows(batch)``);
+    :meth:`step` then does the usual Adam update of the rows with a
+    gradient (catching up any row not yet caught up first), and
+    :meth:`flush` brings every row up to date (once per epoch, before
+    evaluation or a checkpoint). A row's value whenever it is read then
+    equals dense Adam's, up to ``eps`` in the deferred steps (relative
+    ``eps / sqrt(v)``) and rounding; state memory is the moments plus one
+    step counter per row. Without ``state_rows`` the tail is applied at the
+    visit but after its gradient was evaluated, i.e. the gradient is taken
+    at the row's value before its momentum tail: a small lag, not a
+    different total movement.
+
+    Parameters
+    ----------
+    params : iterable of 2-D Parameters whose gradients are sparse COO row
+        gradients (``nn.Embedding(sparse=True)``); a dense gradient is taken
+        as touching every row.
+    lr, betas, eps : Adam's (PyTorch convention: ``eps`` added to
+        ``sqrt(v_hat)``).
+    """
+
+    _TAIL_TERMS = 800  # q^800 < 1e-36: the sum A(t) is truncated there
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = ADAM_BETAS, eps: float = ADAM_EPS):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
+        self._tail_tables: dict[tuple[float, float], np.ndarray] = {}
+
+    def _tail(self, betas: tuple[float, float], upto: int, device: torch.device) -> torch.Tensor:
+        """``A(t)`` for ``t = 0..upto`` (float64 tensor on ``device``), extended as needed."""
+        table = self._tail_tables.get(betas)
+        if table is None or table.shape[0] <= upto:
+            b1, b2 = betas
+            n = max(2 * upto + 1, 1024)
+            s = np.arange(1, n + self._TAIL_TERMS + 1, dtype=np.float64)
+            c = np.sqrt(1.0 - b2**s) / (1.0 - b1**s)
+            q = b1 / np.sqrt(b2)
+            a = np.zeros(n + self._TAIL_TERMS + 1)
+            for t in range(n + self._TAIL_TERMS - 1, -1, -1):  # A(t) = q (c(t+1) + A(t+1))
+                a[t] = q * (c[t] + a[t + 1])
+            table = a[:n]
+            self._tail_tables[betas] = table
+        return torch.from_numpy(table[: upto + 1]).to(device)
+
+    def _catch_up(self, group, p, st, rows, k, upto_step):
+        """Apply the deferred zero-gradient steps (``k`` per row) to ``rows``; returns (w, m, v)."""
+        b1, b2 = group["betas"]
+        last = st["last_step"].index_select(0, rows)
+        w = p.index_select(0, rows)
+        m = st["exp_avg"].index_select(0, rows)
+        v = st["exp_avg_sq"].index_select(0, rows)
+        a = self._tail(group["betas"], upto_step, p.device)
+        kd = k.to(torch.float64)
+        q = b1 / np.sqrt(b2)
+        coef = a.index_select(0, last) - torch.exp(kd * np.log(q)) * a.index_select(0, last + k)
+        coef = torch.where(last > 0, coef, torch.zeros_like(coef)).to(p.dtype)
+        ratio = torch.where(v > 0, m / v.sqrt(), torch.zeros_like(m))
+        w = w - group["lr"] * coef.unsqueeze(-1) * ratio
+        d1 = torch.exp(kd * np.log(b1)).to(p.dtype)
+        d2 = torch.exp(kd * np.log(b2)).to(p.dtype)
+        m = m * d1.unsqueeze(-1)
+        v = v * d2.unsqueeze(-1)
+        return w, m, v
+
+    def load_state_dict(self, state_dict) -> None:
+        """As :meth:`torch.optim.Optimizer.load_state_dict`, keeping ``last_step`` int64
+        (the base class casts every state tensor to the parameter's dtype; float32
+        holds step counts exactly up to 2^24)."""
+        super().load_state_dict(state_dict)
+        for st in self.state.values():
+            if "last_step" in st:
+                st["last_step"] = st["last_step"].round().to(torch.int64)
+
+    def _init_state(self, p):
+        st = self.state[p]
+        if not st:
+            st["step"] = 0
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["last_step"] = torch.zeros(p.shape[0], dtype=torch.int64, device=p.device)
+        return st
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One Adam step on the rows that have a gradient (all rows' step count advances)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            lr, eps = group["lr"], group["eps"]
+            for p in group["params"]:
+                st = self._init_state(p)
+                st["step"] += 1
+                step = st["step"]
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if grad.is_sparse:
+                    grad = grad.coalesce()
+                    rows, vals = grad.indices()[0], grad.values()
+                else:
+                    rows, vals = torch.arange(p.shape[0], device=p.device), grad
+                if rows.numel() == 0:
+                    continue
+                k = (step - 1) - st["last_step"].index_select(0, rows)
+                w, m, v = self._catch_up(group, p, st, rows, k, step - 1)
+                m.mul_(b1).add_(vals, alpha=1.0 - b1)
+                v.mul_(b2).addcmul_(vals, vals, value=1.0 - b2)
+                bc1 = 1.0 - b1**step
+                bc2_sqrt = float(np.sqrt(1.0 - b2**step))
+                w.sub_(lr / bc1 * m / (v.sqrt() / bc2_sqrt + eps))
+                p.index_copy_(0, rows, w)
+                st["exp_avg"].index_copy_(0, rows, m)
+                st["exp_avg_sq"].index_copy_(0, rows, v)
+                st["last_step"].index_fill_(0, rows, step)
+        return loss
+
+    @torch.no_grad()
+    def catch_up(self, p: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """Apply the deferred zero-gradient steps of ``rows`` of ``p`` (None = all rows) up to now.
+
+        Called on the rows a batch is about to read, before its forward pass,
+        this makes the scheme exactly dense Adam (see the class docstring).
+        """
+        st = self.state.get(p)
+        if not st:
+            return
+        group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+        step = st["step"]
+        last_all = st["last_step"]
+        if rows is None:
+            rows = torch.nonzero((last_all > 0) & (last_all < step)).flatten()
+        else:
+            rows = torch.unique(rows)
+            rows = rows[(last_all.index_select(0, rows) > 0) & (last_all.index_select(0, rows) < step)]
+        if rows.numel() == 0:
+            return
+        k = step - last_all.index_select(0, rows)
+        w, m, v = self._catch_up(group, p, st, rows, k, step)
+        p.index_copy_(0, rows, w)
+        st["exp_avg"].index_copy_(0, rows, m)
+        st["exp_avg_sq"].index_copy_(0, rows, v)
+        st["last_step"].index_fill_(0, rows, step)
+
+    def flush(self) -> None:
+        """Bring every row up to the current step (O(state); once per epoch)."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.catch_up(p)
+
+
 # --------------------------------------------------------------------------- history
 
 
@@ -277,38 +450,48 @@ def evaluate_cost(
     data: Any,
     index: np.ndarray | torch.Tensor,
     nobs_total: int,
-    batch_size: int = 16384,
+    batch_size: int = 1024,
 ) -> dict[str, float]:
-    """Exact cost over the observations ``index`` and the whole map (float64).
+    """Exact cost over the observations ``index`` and the whole map, float64.
 
-    The observation term is accumulated over all ``index`` in batches as
-    ``sum_i J_o,i`` in float64; the whole-map priors come from
-    ``network.full_prior_terms()`` (exact, not sampled), which are the
-    per-observation-normalised ``J_b / nobs`` terms and are multiplied back
-    by ``nobs_total``.
+    Every term in the per-step normalisation of :class:`TrainingHistory`
+    (the per-step objective, whose expectation over an epoch is ``J / nobs``):
+
+    - the terms of ``network.full_prior_terms(nobs_total)`` (whole-map
+      priors) are taken exactly from it, not from the sampled estimates;
+    - every other term of ``network.cost_terms`` (the observation term, and
+      per-batch terms such as an anchor or a bias prior) is averaged over all
+      ``index``, batch by batch, weighted by batch size (float64). For the
+      observation term that is exactly ``(1/n) sum_i J_o,i``. Use the
+      training ``batch_size`` so that a term summed over a batch has the
+      scale it has in training.
 
     Returns
     -------
-    dict with ``"obs"`` (``sum_i J_o,i``), ``"obs_mean"`` (mean ``J_o,i``),
-    each full prior term (its ``J_b`` contribution), and ``"total"``
-    (``J = J_o + J_b``).
+    dict with each term, ``"total"`` (their sum, ``J / nobs``), ``"J"``
+    (``nobs_total * total``) and ``"obs_sum"`` (``sum_i J_o,i``).
     """
     was_training = network.training
     network.eval()
     try:
         idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
         device = _data_device(data, network)
-        obs_sum = 0.0
+        sums: dict[str, float] = {}
         for start in range(0, idx.numel(), batch_size):
             bidx = idx[start : start + batch_size].to(device)
-            obs_sum += _batch_obs_sum(network, data, bidx, nobs_total)
-        result: dict[str, float] = {OBS_TERM: obs_sum, "obs_mean": obs_sum / max(idx.numel(), 1)}
-        total = obs_sum
-        for name, value in network.full_prior_terms().items():
-            v = float(value.detach().double()) * nobs_total
-            result[name] = v
-            total += v
+            batch = data.batch(bidx)
+            terms = network.cost_terms(batch, network(batch), nobs_total)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach().double()) * int(bidx.numel())
+        n = max(idx.numel(), 1)
+        result = {name: v / n for name, v in sums.items()}
+        for name, value in network.full_prior_terms(nobs_total).items():
+            result[name] = float(value.detach().double())
+        obs_sum = sums.get(OBS_TERM, 0.0)
+        total = float(sum(result.values()))
         result["total"] = total
+        result["J"] = total * nobs_total
+        result["obs_sum"] = obs_sum
         return result
     finally:
         network.train(was_training)
@@ -410,15 +593,16 @@ class Trainer:
         sparse_params = list(self.network.sparse_parameters())
         dense_params = list(self.network.dense_parameters())
         net_sparse = getattr(self.network, "sparse", None)
-        if cfg.optimizer == "sparse":
+        if cfg.optimizer in ("sparse", "lazy"):
             if net_sparse is False:
                 raise SeaIceError(
-                    "optimizer 'sparse': the network was built with dense state gradients (sparse=False); "
+                    f"optimizer {cfg.optimizer!r}: the network was built with dense state gradients (sparse=False); "
                     "build it with sparse=True or use optimizer 'dense'"
                 )
             opts: list[torch.optim.Optimizer] = []
             if sparse_params:
-                opts.append(torch.optim.SparseAdam(sparse_params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS))
+                table_opt = DeferredAdam if cfg.optimizer == "sparse" else torch.optim.SparseAdam
+                opts.append(table_opt(sparse_params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS))
             if dense_params:
                 opts.append(
                     torch.optim.Adam(dense_params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=True)
@@ -428,10 +612,16 @@ class Trainer:
         if net_sparse is True:
             raise SeaIceError(
                 "optimizer 'dense': the network was built with sparse state gradients (sparse=True); "
-                "build it with sparse=False or use optimizer 'sparse'"
+                "build it with sparse=False or use optimizer 'sparse' or 'lazy'"
             )
         params = sparse_params + dense_params
         return [torch.optim.Adam(params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, foreach=True)]
+
+    def flush(self) -> None:
+        """Apply the deferred updates of :class:`DeferredAdam` to every row (done at each epoch end)."""
+        for opt in self.optimizers:
+            if isinstance(opt, DeferredAdam):
+                opt.flush()
 
     # ----------------------------------------------------------------- checkpoints
 
@@ -514,6 +704,7 @@ class Trainer:
             wall_before = self.history.wall_time_s
             while self.epoch < cfg.nepochs and not self.history.stopped_early:
                 self._train_epoch()
+                self.flush()
                 if self.valid_index is not None:
                     self._validate_epoch()
                 self.epoch += 1
@@ -540,11 +731,18 @@ class Trainer:
         values: torch.Tensor | None = None  # (nbatch, nterm + 1) float64 on device
         sizes = np.diff(np.minimum(np.arange(nbatch + 1) * bs, n))
         bar = _progress_bar(nbatch, f"epoch {self.epoch + 1}/{cfg.nepochs}", self.progress)
+        deferred = next((opt for opt in self.optimizers if isinstance(opt, DeferredAdam)), None)
+        state_rows = getattr(network, "state_rows", None)
+        if state_rows is None:
+            deferred = None
         running = 0.0
         t0 = time.perf_counter()
         for b in range(nbatch):
             bidx = perm[b * bs : (b + 1) * bs]
             batch = self.data.batch(bidx)
+            if deferred is not None:
+                for param, rows in state_rows(batch):
+                    deferred.catch_up(param, rows)
             out = network(batch)
             terms = network.cost_terms(batch, out, self.nobs_total)
             loss = network.total_cost(terms)
@@ -634,7 +832,7 @@ def _progress_bar(total: int, desc: str, enabled: bool):
 
 
 __all__ = [
-    "Trainer", "TrainingHistory", "evaluate_cost", "evaluate_obs_cost", "make_generator",
+    "Trainer", "TrainingHistory", "DeferredAdam", "evaluate_cost", "evaluate_obs_cost", "make_generator",
     "split_observations", "resolve_device", "reproducible_mode", "OBS_TERM", "CHECKPOINT_NAME",
     "ADAM_BETAS", "ADAM_EPS",
 ]

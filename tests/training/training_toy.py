@@ -54,17 +54,22 @@ class ToyNetwork(torch.nn.Module):
     def cost_terms(self, batch, out, nobs_total):
         obs = (((batch["y"] - out["tb"]) / self.sigma_o) ** 2).mean()
         if self.prior_mode == "full":
-            prior = self.full_prior_terms()["prior"]
+            prior = self.full_prior_terms(nobs_total)["prior"]
         else:
             prior = (out["a"] ** 2 * self.inv_count[batch["row"]]).mean() / self.sigma_p**2
         return {"obs": obs, "prior": prior}
 
-    def full_prior_terms(self):
-        return {"prior": (self.table.weight**2).sum() / self.sigma_p**2 / self.nobs}
+    def full_prior_terms(self, nobs_total=None):
+        n = self.nobs if nobs_total is None else nobs_total
+        return {"prior": (self.table.weight**2).sum() / self.sigma_p**2 / n}
 
     @staticmethod
     def total_cost(terms):
         return sum(terms.values())
+
+    def state_rows(self, batch):
+        """The table rows a batch reads (lets DeferredAdam catch them up before the forward)."""
+        return [(self.table.weight, batch["row"])]
 
     def sparse_parameters(self):
         return [self.table.weight]

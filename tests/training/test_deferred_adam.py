@@ -1,0 +1,90 @@
+"""DeferredAdam equals dense Adam on row tables, at O(batch) cost per step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from empirical_seaice.config import TrainingConfig
+from empirical_seaice.training import ADAM_BETAS, ADAM_EPS, DeferredAdam, Trainer
+from training_toy import build, make_toy
+
+
+def _run_tables(nstep, nrow=50, ncol=3, touch=4, seed=0, flush_every=None):
+    """The same random row gradients through DeferredAdam (sparse) and torch Adam (dense)."""
+    gen = torch.Generator().manual_seed(seed)
+    w0 = torch.randn(nrow, ncol, generator=gen)
+    ws = torch.nn.Parameter(w0.clone())
+    wd = torch.nn.Parameter(w0.clone())
+    opt_s = DeferredAdam([ws], lr=1e-2)
+    opt_d = torch.optim.Adam([wd], lr=1e-2, betas=ADAM_BETAS, eps=ADAM_EPS)
+    for step in range(nstep):
+        rows = torch.randint(0, nrow // 2, (touch,), generator=gen)  # rows >= nrow/2 are never touched
+        vals = torch.randn(touch, ncol, generator=gen)
+        ws.grad = torch.sparse_coo_tensor(rows[None], vals, (nrow, ncol), check_invariants=True)
+        wd.grad = torch.zeros(nrow, ncol).index_add_(0, rows, vals)
+        opt_s.step()
+        opt_d.step()
+        if flush_every and (step + 1) % flush_every == 0:
+            opt_s.flush()
+    return ws, wd, w0, opt_s, rows
+
+
+def test_deferred_adam_equals_dense_adam():
+    ws, wd, w0, opt, _ = _run_tables(300)
+    # before the flush, rows not touched lately lag behind dense Adam ...
+    assert (ws.detach() - wd.detach()).abs().max() > 1e-3
+    opt.flush()
+    # ... after it, every row equals dense Adam's (float32 rounding; eps only in the deferred steps)
+    np.testing.assert_allclose(ws.detach().numpy(), wd.detach().numpy(), rtol=0, atol=1e-5)
+    moved = (wd.detach() - w0).abs()
+    assert moved[:25].min() > 1e-3 and moved[25:].max() == 0.0  # it was a real test: rows moved, untouched ones not
+    st = opt.state[ws]
+    assert st["step"] == 300 and int(st["last_step"].min()) == 0 and int(st["last_step"][:25].min()) == 300
+
+
+def test_deferred_adam_flush_is_transparent():
+    """Flushing in between (as the trainer does at each epoch end) changes nothing."""
+    a, _, _, _, _ = _run_tables(200, flush_every=None)
+    b, _, _, opt_b, _ = _run_tables(200, flush_every=37)
+    _, _, _, opt_a, _ = _run_tables(200, flush_every=None)
+    opt_b.flush()
+    a2, _, _, opt_a2, _ = _run_tables(200)
+    opt_a2.flush()
+    np.testing.assert_allclose(a2.detach().numpy(), b.detach().numpy(), rtol=0, atol=1e-6)
+
+
+def test_deferred_adam_dense_gradient_and_no_gradient():
+    """A dense gradient counts as touching every row: then it is exactly Adam."""
+    w0 = torch.randn(6, 2, generator=torch.Generator().manual_seed(1))
+    ws, wd = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    opt_s, opt_d = DeferredAdam([ws], lr=0.1), torch.optim.Adam([wd], lr=0.1, betas=ADAM_BETAS, eps=ADAM_EPS)
+    for i in range(5):
+        g = torch.full((6, 2), float(i - 2))
+        ws.grad, wd.grad = g.clone(), g.clone()
+        opt_s.step()
+        opt_d.step()
+    ws.grad = None
+    opt_s.step()  # no gradient: the step count still advances (it is a global step)
+    assert opt_s.state[ws]["step"] == 6
+    wd.grad = torch.zeros(6, 2)
+    opt_d.step()
+    opt_s.flush()
+    np.testing.assert_allclose(ws.detach().numpy(), wd.detach().numpy(), rtol=0, atol=1e-6)
+
+
+def test_trainer_sparse_equals_dense_adam_on_toy():
+    """Same gradients (the toy's prior sampled in both), only the optimiser differs:
+    the trainer's sparse scheme ends where plain dense Adam ends."""
+    row, x, y = make_toy(nobs=300)
+    nets = {}
+    for opt in ("sparse", "dense"):
+        net, data = build(row, x, y, sparse=opt == "sparse", prior_mode="sampled")
+        cfg = TrainingConfig(nepochs=4, batch_size=16, learning_rate=0.01, optimizer=opt, seed=2)
+        Trainer(net, data, cfg, np.arange(300), None, 300, progress=False).fit()
+        nets[opt] = net
+    a, b = nets["sparse"].table.weight.detach(), nets["dense"].table.weight.detach()
+    assert b.abs().max() > 0.2  # the table really moved
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(nets["sparse"].w.detach().numpy(), nets["dense"].w.detach().numpy(), atol=1e-5)
