@@ -5,7 +5,9 @@ Per observation (PHYSICS.md "Forward model"): lag-weighted SIC ``c_i`` from
 the :class:`~empirical_seaice.emissivity.EmissivityModel` with inputs
 ``[x_T, P[g, t, :], Q[i, :]]``; ocean emissivity with the wind correction;
 then :func:`empirical_seaice.physics.simulate_tb` (surface mix, clear/cloudy
-specular RT, all-sky, SIC-weighted bias of the observation's sensor).
+specular RT, all-sky, SIC-weighted bias of the observation's sensor) in its
+factored form :func:`empirical_seaice.physics.simulate_tb_factored` (same
+TB', fewer differentiable operations).
 
 Cost (PHYSICS.md "Cost function"); each training step minimises the
 stochastic estimate ``(1/B) sum_{i in batch} J_o,i + J_b / nobs``.
@@ -360,7 +362,7 @@ class HybridNetwork(nn.Module):
         )
         emis_ice = self.emissivity(x_t, props, batch.isensor)
         emis_ocean = physics.ocean_emissivity(batch.emis_water, batch.wind_ms, self.wind_coef)
-        tb = physics.simulate_tb(
+        tb = physics.simulate_tb_factored(
             sic=sic,
             emis_ice=emis_ice,
             t_skin_k=batch.t_skin_k,

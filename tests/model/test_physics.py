@@ -178,3 +178,41 @@ def test_tb_monotonic_in_sic_between_ocean_and_ice():
     # Linear in SIC (with biases 0): TB(c) = (1 - c) TB(0) + c TB(1).
     tb0, tb1, tbc = _chain(0.0, 0.92, 0.55), _chain(1.0, 0.92, 0.55), _chain(0.3, 0.92, 0.55)
     assert torch.allclose(tbc, 0.7 * tb0 + 0.3 * tb1)
+
+
+# -------------------------------------------------------------- factored chain
+_NAMES = ["sic", "emis_ice", "t_skin_k", "emis_ocean", "tau", "t_down_k", "t_up_k", "tau_cld",
+          "t_down_cld_k", "t_up_cld_k", "cloud_fraction", "bias_ice_k", "bias_ocean_k"]
+_PER_OBS = {"sic", "t_skin_k", "cloud_fraction"}
+_RANGES = {"t_skin_k": (250.0, 290.0), "t_down_k": (5.0, 100.0), "t_up_k": (5.0, 100.0),
+           "t_down_cld_k": (20.0, 200.0), "t_up_cld_k": (20.0, 200.0), "bias_ice_k": (-5.0, 5.0),
+           "bias_ocean_k": (-5.0, 5.0)}
+
+
+def _chain_args(B, C, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for n in _NAMES:
+        lo, hi = _RANGES.get(n, (0.0, 1.0))
+        shape = (B,) if n in _PER_OBS else (B, C)
+        out[n] = lo + (hi - lo) * torch.rand(*shape, generator=g, dtype=D)
+    return out
+
+
+@pytest.mark.parametrize("floor", [271.35, None])
+def test_factored_chain_equals_simulate_tb(floor):
+    kw = _chain_args(50, 6)
+    ref = physics.simulate_tb(**kw, ocean_t_floor_k=floor)
+    fast = physics.simulate_tb_factored(**kw, ocean_t_floor_k=floor)
+    assert torch.allclose(fast, ref, rtol=0, atol=1e-11)
+
+
+def test_gradcheck_factored_chain():
+    kw = _chain_args(2, 3, seed=1)
+    kw["t_skin_k"] = 250.0 + 15.0 * torch.rand(2, dtype=D)  # away from the floor kink
+    args = tuple(kw[n].requires_grad_(True) for n in _NAMES)
+
+    def f(*a):
+        return physics.simulate_tb_factored(**dict(zip(_NAMES, a)), ocean_t_floor_k=271.35)
+
+    assert torch.autograd.gradcheck(f, args)
