@@ -11,7 +11,13 @@ Regenerate with::
 
     python -m empirical_seaice.twin.smrt_table --output src/empirical_seaice/twin/data/smrt_ice_emissivity.nc
 
-(requires the optional ``smrt`` extra; about 5-10 minutes on one core).
+(requires the optional ``smrt`` extra). It makes 270 SMRT column runs (each
+12 frequencies x 2 skies), sequentially on one core (``OMP_NUM_THREADS=1``,
+``parallel_computation=False``): about 1.5-4 s per column, 7-18 minutes in all
+depending on the machine's load. The shipped file took 699 s on a shared
+2-core machine (it was made with SMRT's default 2-process joblib runner
+before the switch to sequential runs; re-running nodes sequentially
+reproduces it to 3e-8, and a test checks one node).
 
 Table axes
 ----------
