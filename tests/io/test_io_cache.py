@@ -53,13 +53,20 @@ def test_second_read_comes_from_memmap_without_netcdf(dataset, tmp_path, monkeyp
     assert obs2.take(np.array([0, 5])).tb_obs_k.shape == (2, obs1.nchan)
 
 
-def test_changed_input_file_rebuilds(dataset, tmp_path):
-    ds = dataset("B")
+@pytest.mark.parametrize("layout", ["A", "B"])
+def test_changed_input_file_rebuilds(dataset, tmp_path, layout):
+    ds = dataset(layout)
     cdir = tmp_path / "out"
     obs1, _ = read_training_data(ds.config, NLAG, cdir)
-    path = ds.root / "field_v2_OBSVALUE.nc"
-    new = ds.fields["amsr2"]["OBSVALUE"] + 1.0
-    write_netcdf(path, {"OBSVALUE": new})
+    if layout == "A":
+        path = ds.config.data
+        fields = dict(ds.fields["amsr2"], OBSVALUE=ds.fields["amsr2"]["OBSVALUE"] + 1.0)
+        write_netcdf(path, fields)
+        new = fields["OBSVALUE"][:, 4:]
+    else:
+        path = ds.root / "field_v2_OBSVALUE.nc"
+        new = ds.fields["amsr2"]["OBSVALUE"] + 1.0
+        write_netcdf(path, {"OBSVALUE": new})
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     obs2, _ = read_training_data(ds.config, NLAG, cdir)

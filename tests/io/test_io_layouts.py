@@ -158,8 +158,9 @@ def test_isolated_missing_values_are_masked_or_dropped(dataset, layout):
     assert np.isfinite(np.delete(obs.zenith_deg, row[13])).all()
 
 
-def test_zenith_absent_gives_nan(dataset):
-    ds = dataset("B", edit=lambda s, f: f.pop("ZENITH"))
+@pytest.mark.parametrize("layout", ["A", "B"])
+def test_zenith_absent_gives_nan(dataset, layout):
+    ds = dataset(layout, edit=lambda s, f: f.pop("ZENITH"))
     obs, _ = read_training_data(ds.config, NLAG)
     assert np.isnan(obs.zenith_deg).all() and obs.nobs == 40
 

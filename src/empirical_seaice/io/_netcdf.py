@@ -73,22 +73,28 @@ def get_variable(ds, path: Path, names: tuple[str, ...] | str):
 
 def invalid_float(values: np.ndarray) -> np.ndarray:
     """Boolean mask of missing values: NaN/inf, |x| > 1e10, or a conventional fill value."""
-    bad = ~np.isfinite(values)
     with np.errstate(invalid="ignore"):
-        bad |= np.abs(values) > FILL_ABS
-    for fill in FILL_VALUES:
-        bad |= values == fill
+        bad = ~(np.abs(values) <= FILL_ABS)  # NaN, inf and huge fills
+        low = values <= max(FILL_VALUES)
+    if low.any():
+        bad |= low & np.isin(values, FILL_VALUES)
     return bad
 
 
-def as_float(raw, dtype=np.float32) -> np.ndarray:
-    """A block read from netCDF4 as a plain float array, masked/fill values -> NaN."""
-    if np.ma.isMaskedArray(raw):
-        out = np.array(raw.data, dtype=dtype)
-        out[np.ma.getmaskarray(raw)] = np.nan
-    else:
-        out = np.array(raw, dtype=dtype)
-    out[invalid_float(out)] = np.nan
+def as_float(raw, dtype=np.float32, fills: bool = True) -> np.ndarray:
+    """A block read from netCDF4 as a C-contiguous float array; masked values -> NaN.
+
+    With ``fills`` (default) the conventional fill values of
+    :func:`invalid_float` become NaN too; without, they are left for the
+    caller's range check. The buffer of ``raw`` (a fresh array returned by
+    netCDF4) is reused when it already has the right dtype and layout.
+    """
+    data = raw.data if np.ma.isMaskedArray(raw) else raw
+    out = np.ascontiguousarray(data, dtype=dtype)
+    if np.ma.isMaskedArray(raw) and raw.mask is not np.ma.nomask and raw.mask.any():
+        out[np.ascontiguousarray(raw.mask)] = np.nan
+    if fills:
+        out[invalid_float(out)] = np.nan
     return out
 
 
