@@ -37,11 +37,13 @@ def test_step_index_at_21utc_boundaries(dataset):
     np.testing.assert_array_equal(obs.julian_day, days)
 
 
-def test_observation_before_first_window_is_dropped(dataset):
+def test_observation_before_first_window_is_dropped(dataset, caplog):
     # JD .2 (16:48 UTC) lies before the 21 UTC that opens step 0: step -1.
     days = [D0 + 0.2, D0 + 0.375 + MINUTE, D0 + 1.5, D0 + 2.5, D0 + 3.5]
     ds = dataset("B", nobs=5, edit=_with_days(days))
-    obs, _ = read_training_data(ds.config, 1)
+    with caplog.at_level("WARNING"):
+        obs, _ = read_training_data(ds.config, 1)
+    assert "sensor amsr2: 1 observations before the first 21 UTC window dropped" in caplog.text
     assert obs.jd_origin == D0
     np.testing.assert_array_equal(obs.obs_index, [1, 2, 3, 4])
     np.testing.assert_array_equal(obs.istep, [0, 1, 2, 3])
@@ -86,15 +88,17 @@ def test_default_nsteps_runs_to_the_last_observation(dataset):
     assert set(np.unique(obs.istep)) == {0, 1}
 
 
-def test_default_nsteps_capped_at_background_period(dataset):
+def test_default_nsteps_capped_at_background_period(dataset, caplog):
     # Observations reach step 3, the backgrounds cover steps 0..2 only.
     ds = dataset("C", nobs=30)
     rng = np.random.default_rng(5)
     sic = rng.uniform(0, 1, (NGRID, 4)).astype(np.float32)
     tmap = rng.uniform(250, 270, (NGRID, 3)).astype(np.float32)
     write_backgrounds(ds.root, sic, tmap)
-    obs, bg = read_training_data(ds.config, 1)
+    with caplog.at_level("WARNING"):
+        obs, bg = read_training_data(ds.config, 1)
     step = np.floor(ds.fields["amsr2"]["JULIAN_DAY"] - D0 - 0.375).astype(int)
+    assert f"sensor amsr2: {int((step == 3).sum())} observations after the background period dropped" in caplog.text
     assert obs.nstep == 3
     np.testing.assert_array_equal(obs.obs_index, np.flatnonzero(step < 3))
     np.testing.assert_array_equal(bg.sic, sic)

@@ -272,7 +272,7 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
             log.warning("sensor %s: %d observations before the first 21 UTC window dropped", sf.sensor.name, early)
         in_period = ok & (istep_int >= config.stepstart) & (istep_int < config.stepstart + nsteps)
         late = int((ok & (istep_int >= bg_shape.nstep_total)).sum())
-        if late:
+        if late and config.nsteps is None:
             log.warning("sensor %s: %d observations after the background period dropped", sf.sensor.name, late)
         keep = in_period
         r.per_obs["istep"] = istep_int
