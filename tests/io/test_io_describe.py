@@ -46,3 +46,17 @@ def test_channel_stats_slice_and_index_agree(dataset):
     count, lo, mean, hi = by_slice
     assert count[5] == 0 and np.isnan(mean[5])  # 24h: not on gmi
     np.testing.assert_allclose(mean[0], ds.fields["gmi"]["OBSVALUE"][:, 0].astype(np.float64).mean(), rtol=1e-6)
+
+
+def test_describe_sensor_without_observations_in_period(dataset):
+    def late_gmi(sensor, f):
+        if sensor == "gmi":
+            f["JULIAN_DAY"] = np.full(f["JULIAN_DAY"].size, 2459000.0 + 3.5)  # all in step 3
+
+    ds = dataset("C", sensors=("amsr2", "gmi"), nobs=20, edit=late_gmi, nsteps=2)
+    obs, _ = read_training_data(ds.config, 1)
+    assert obs.nobs == int((np.floor(ds.fields["amsr2"]["JULIAN_DAY"] - 2459000.375) < 2).sum())
+    text = describe(obs)
+    assert "sensor gmi: 0 observations, 13 channels, 0 of 2 steps, 0 of 12 grid points" in text
+    gmi_10v = [l for l in text[text.index("sensor gmi"):].splitlines() if l.strip().startswith("10v")][0]
+    assert gmi_10v.split()[1:] == ["0", "nan", "nan", "nan"]
