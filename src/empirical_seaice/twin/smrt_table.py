@@ -121,11 +121,18 @@ from __future__ import annotations
 
 import os
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 if __name__ == "__main__":
-    # Single-threaded numerics (2 shared cores; SMRT gains nothing from threads):
-    # set before numpy/scipy/smrt create their thread pools.
-    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    # Single-threaded numerics (shared cores; SMRT gains nothing from threads):
+    # set before numpy/scipy/smrt create their thread pools. If the package
+    # import already loaded numpy, main() re-executes the interpreter.
+    _NUMPY_PRELOADED = "numpy" in __import__("sys").modules and any(
+        os.environ.get(v) != "1" for v in _THREAD_VARS
+    )
+    for _var in _THREAD_VARS:
         os.environ[_var] = "1"
+else:
+    _NUMPY_PRELOADED = False
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
@@ -517,6 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", required=True, help="output NetCDF path")
     parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     args = parser.parse_args(argv)
+    if _NUMPY_PRELOADED and __name__ == "__main__":
+        # numpy's thread pool was created before OMP_NUM_THREADS=1: start afresh
+        cmd = [sys.executable, "-m", "empirical_seaice.twin.smrt_table", *sys.argv[1:]]
+        os.execv(sys.executable, cmd)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = generate_table(progress=not args.quiet)
     write_table(result, args.output)
