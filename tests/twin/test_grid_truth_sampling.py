@@ -129,3 +129,10 @@ def test_polar_orbiters_cover_the_domain_through_the_day(north):
         # near the pole several passes per day
         near_pole = north.lat[g] > 85
         assert np.bincount(g[near_pole]).max() >= 5
+
+
+def test_cached_field_evaluation_equals_direct(north):
+    m = TruthModel(north, np.random.default_rng(5), 5, 2459000.5)
+    g = np.array([0, 17, 17, north.ngrid - 1])
+    t = np.array([0.3, 1.7, 2.0, 40.0])
+    np.testing.assert_allclose(m._f(m.f_wind, g, t), m.f_wind(north.x_km[g], north.y_km[g], t), atol=1e-10)

@@ -168,6 +168,17 @@ class TruthModel:
         self.f_wv = draw(rng, 8, (800.0, 3000.0), (2.0, 8.0))
         self.f_bg = draw(rng, 10, (500.0, 2500.0), (30.0, 120.0))
         self.salinity_psu = 33.0 if grid.hemisphere == "north" else 34.0
+        self._phase_cache: dict[int, np.ndarray] = {}
+
+    def _f(self, field: SmoothField, g, t_days) -> np.ndarray:
+        """``field`` at grid points ``g`` and times ``t_days`` (days since jd_ref), via cached
+        per-point phases ``k . x + p`` (ngrid, nmodes); equal to ``field(x[g], y[g], t)``."""
+        key = id(field)
+        if key not in self._phase_cache:
+            self._phase_cache[key] = (np.outer(self.grid.x_km, field.kx) + np.outer(self.grid.y_km, field.ky)
+                                      + field.phase)
+        arg = self._phase_cache[key][g] - field.omega * np.asarray(t_days, dtype=np.float64)[..., None]
+        return np.sqrt(2.0 / field.kx.size) * np.cos(arg).sum(axis=-1)
 
     # ------------------------------------------------------------------ geometry and season
     def _t(self, julian_day):
@@ -184,7 +195,7 @@ class TruthModel:
         lon = np.deg2rad(grid.lon[g] - self.climate.lon_warm_deg)
         shape = 1.0 + self.climate.warm_asymmetry * np.cos(lon)
         r = grid.r_km[g]
-        return (r / radius_km) * shape + 0.10 * self.f_edge(grid.x_km[g], grid.y_km[g], self._t(julian_day))
+        return (r / radius_km) * shape + 0.10 * self._f(self.f_edge, g, self._t(julian_day))
 
     def potential(self, g, julian_day) -> np.ndarray:
         """Ice potential phi (ice where phi < 1) at grid points g and time(s) julian_day."""
@@ -203,12 +214,11 @@ class TruthModel:
         0.06-0.25 (summer); noise N(0, 0.015) from the day's own generator.
         """
         g = np.arange(self.grid.ngrid)
-        x, y = self.grid.x_km, self.grid.y_km
         summer = self.summer_fraction(julian_day)
         phi = self.potential(g, julian_day)
         width = 0.07 + 0.05 * summer
         edge = np.clip((1.0 - phi) / width, 0.0, 1.0)
-        lead_field = np.clip(0.5 + 0.35 * self.f_leads(x, y, self._t(julian_day)), 0.0, 1.0)
+        lead_field = np.clip(0.5 + 0.35 * self._f(self.f_leads, g, self._t(julian_day)), 0.0, 1.0)
         leads = (0.01 + 0.05 * summer) + (0.06 + 0.14 * summer) * lead_field
         day_rng = np.random.default_rng([self.seed, 101, day_index + 100000])
         noise = day_rng.normal(0.0, 0.015, self.grid.ngrid)
@@ -220,7 +230,7 @@ class TruthModel:
         grid, c = self.grid, self.climate
         t = self._t(julian_day)
         d = np.hypot(grid.x_km - c.myi_centre_km[0], grid.y_km - c.myi_centre_km[1])
-        raw = 1.15 - d / 1500.0 + 0.25 * self.f_myi(grid.x_km, grid.y_km, t)
+        raw = 1.15 - d / 1500.0 + 0.25 * self._f(self.f_myi, slice(None), t)
         g = np.arange(grid.ngrid)
         # ice that survived the last minimum: phi at the minimum extent radius < 1
         survived = np.clip((1.0 - self._phi(g, julian_day, c.r_edge_min_km)) / 0.15, 0.0, 1.0)
@@ -239,14 +249,14 @@ class TruthModel:
         """Snow depth on the ice (m): ``(0.03 + 0.27 s(t)) (1 + 0.3 F) + 0.08 MYI``, 0.02-0.5 m."""
         grid = self.grid
         s = self.snow_season(julian_day)
-        f = self.f_snow(grid.x_km, grid.y_km, self._t(julian_day))
+        f = self._f(self.f_snow, slice(None), self._t(julian_day))
         return np.clip((0.03 + 0.27 * s) * (1.0 + 0.3 * f) + 0.08 * myi, 0.02, 0.5)
 
     def corr_length_mm(self, julian_day, myi) -> np.ndarray:
         """Snow exponential correlation length (mm): 0.08-0.18, coarser on old snow and MYI."""
         grid = self.grid
         s = self.snow_season(julian_day)
-        f = self.f_corr(grid.x_km, grid.y_km, self._t(julian_day))
+        f = self._f(self.f_corr, slice(None), self._t(julian_day))
         return np.clip(0.08 + 0.03 * (1.0 + f) + 0.03 * s + 0.02 * myi, 0.06, 0.19)
 
     # ------------------------------------------------------------------ temperatures and weather
@@ -263,10 +273,9 @@ class TruthModel:
         t_warm = c.t_warm_winter_k + (c.t_warm_summer_k - c.t_warm_winter_k) * summer
         m = np.clip((self.potential(g, jd) - 0.85) / 0.8, 0.0, 1.0)
         t = self._t(jd)
-        x, y = grid.x_km[g], grid.y_km[g]
         hour_local = np.mod((jd + 0.5) * 24.0 + grid.lon[g] / 15.0, 24.0)
         diurnal = (0.5 + 3.0 * summer) * np.cos(2 * np.pi * (hour_local - 14.0) / 24.0)
-        return (1 - m) * t_polar + m * t_warm + 3.0 * self.f_tair(x, y, t) + 2.5 * self.f_tsyn(x, y, t) + diurnal
+        return (1 - m) * t_polar + m * t_warm + 3.0 * self._f(self.f_tair, g, t) + 2.5 * self._f(self.f_tsyn, g, t) + diurnal
 
     @staticmethod
     def t_ice_k(t_air_k) -> np.ndarray:
@@ -275,8 +284,7 @@ class TruthModel:
 
     def wetness(self, g, julian_day, t_air_k) -> np.ndarray:
         """Snow liquid water volume fraction: ``0.03 clip((T_air - 271.5)/2, 0, 1) (0.7 + 0.3 F)``."""
-        x, y = self.grid.x_km[g], self.grid.y_km[g]
-        f = np.clip(0.7 + 0.3 * self.f_wet(x, y, self._t(julian_day)), 0.2, 1.0)
+        f = np.clip(0.7 + 0.3 * self._f(self.f_wet, g, self._t(julian_day)), 0.2, 1.0)
         return WETNESS_MAX * np.clip((np.asarray(t_air_k) - 271.5) / 2.0, 0.0, 1.0) * f
 
     def t_water_k(self, g, julian_day) -> np.ndarray:
@@ -289,15 +297,14 @@ class TruthModel:
 
     def weather(self, g, julian_day, t_air_k, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Wind (m/s), cloud fraction, TCWV (kg m-2) and cloudy-column LWP (kg m-2) per observation."""
-        x, y = self.grid.x_km[g], self.grid.y_km[g]
         t = self._t(julian_day)
         n = np.shape(g)
         open_sea = np.clip((self.potential(g, julian_day) - 1.0) / 0.5, 0.0, 1.0)
-        wind = np.clip(6.5 + 1.5 * open_sea + 3.0 * self.f_wind(x, y, t) + rng.normal(0.0, 0.8, n), 0.0, 30.0)
-        cloud = np.clip(0.5 + 0.15 * open_sea + 0.35 * self.f_cloud(x, y, t) + rng.normal(0.0, 0.08, n), 0.0, 1.0)
+        wind = np.clip(6.5 + 1.5 * open_sea + 3.0 * self._f(self.f_wind, g, t) + rng.normal(0.0, 0.8, n), 0.0, 30.0)
+        cloud = np.clip(0.5 + 0.15 * open_sea + 0.35 * self._f(self.f_cloud, g, t) + rng.normal(0.0, 0.08, n), 0.0, 1.0)
         ta = np.asarray(t_air_k)
-        tcwv = np.clip((0.75 + 0.2 * self.f_wv(x, y, t)) * 10.0 * np.exp(0.07 * (ta - 273.0)), 0.3, 40.0)
-        lwp = np.clip((0.03 + 0.15 * np.clip((ta - 235.0) / 45.0, 0.0, 1.0)) * (0.6 + 0.4 * self.f_lwp(x, y, t)), 0.005, 0.5)
+        tcwv = np.clip((0.75 + 0.2 * self._f(self.f_wv, g, t)) * 10.0 * np.exp(0.07 * (ta - 273.0)), 0.3, 40.0)
+        lwp = np.clip((0.03 + 0.15 * np.clip((ta - 235.0) / 45.0, 0.0, 1.0)) * (0.6 + 0.4 * self._f(self.f_lwp, g, t)), 0.005, 0.5)
         return {"wind_ms": wind, "cloud_fraction": cloud, "tcwv_kgm2": tcwv, "lwp_kgm2": lwp}
 
     # ------------------------------------------------------------------ one day on the grid
