@@ -178,6 +178,7 @@ class NetworkEmissivity(EmissivityModel):
         pol = np.asarray(basis.pol, dtype=np.int64)
         self.nfreq = nf
         self.register_buffer("freq_table", torch.from_numpy(table))
+        self.register_buffer("freq_input_t", torch.from_numpy(np.ascontiguousarray(table.T / self.freq_scale_ghz)))
         self.register_buffer("chan_freq", torch.from_numpy(chan_freq))
         self.register_buffer("pol", torch.from_numpy(pol))
 
@@ -196,8 +197,8 @@ class NetworkEmissivity(EmissivityModel):
         w = self.hidden.weight
         z = torch.cat([x_t.unsqueeze(-1), props], dim=-1)  # (B, nprop + 1)
         base = torch.addmm(self.hidden.bias.unsqueeze(-1), w[:, :-1], z.t())  # (H, B)
-        f = self.freq_table.index_select(0, isensor).t() / self.freq_scale_ghz  # (nf, B)
-        h = torch.sigmoid(base.unsqueeze(1) + w[:, -1].reshape(-1, 1, 1) * f)  # (H, nf, B)
+        f = self.freq_input_t.index_select(1, isensor)  # (nf, B) contiguous: f / freq_scale
+        h = torch.sigmoid(torch.addcmul(base.unsqueeze(1), w[:, -1].reshape(-1, 1, 1), f))  # (H, nf, B)
         vh = torch.sigmoid(
             torch.addmm(self.output.bias.unsqueeze(-1), self.output.weight, h.reshape(self.nhidden, -1))
         )  # (2, nf * B): vh[p, k * B + b]
