@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -173,13 +175,36 @@ def test_transposed_channel_variable_is_accepted(dataset):
     np.testing.assert_array_equal(obs.tb_obs_k, raw)
 
 
-def test_small_blocks_give_same_result(dataset, monkeypatch):
+@pytest.mark.parametrize("period", [{}, {"stepstart": 1, "nsteps": 2}])
+def test_small_blocks_give_same_result(dataset, monkeypatch, period):
     from empirical_seaice.io import _netcdf
 
-    ds = dataset("C", sensors=("amsr2", "gmi"), nobs=50)
+    def spoil(sensor, f):
+        f["TUP"][[2, 9, 30], [0, 3, 5]] = np.nan
+
+    ds = dataset("C", sensors=("amsr2", "gmi"), nobs=50, edit=spoil, **period)
     ref, _ = read_training_data(ds.config, NLAG)
     monkeypatch.setattr(_netcdf, "BLOCK_ROWS", 7)
-    monkeypatch.setattr(_netcdf.row_blocks, "__defaults__", (7,))
+    assert list(_netcdf.row_blocks(16, start=3)) == [(3, 10), (10, 16)]
     small, _ = read_training_data(ds.config, NLAG)
     for name, arr in ref.arrays().items():
         np.testing.assert_array_equal(getattr(small, name), arr, err_msg=name)
+
+
+def test_rows_outside_the_period_are_not_read(dataset):
+    # Observations are time-sorted: step 3 rows are at the end; their EMIS_WATER
+    # is all missing, which would be "mostly missing" if they were read.
+    def spoil(sensor, f):
+        step = np.floor(f["JULIAN_DAY"] - 2459000.375)
+        f["EMIS_WATER"][step == 3] = np.nan
+        f["EMIS_WATER"][step == 2] = np.nan
+
+    ds = dataset("B", nobs=40, edit=spoil, nsteps=2)
+    obs, _ = read_training_data(ds.config, NLAG)
+    step = np.floor(ds.fields["amsr2"]["JULIAN_DAY"] - 2459000.375)
+    assert obs.nobs == int((step < 2).sum()) and obs.mask.all()
+    # The whole period reads them, and the field is then mostly missing.
+    from empirical_seaice.errors import SeaIceError
+
+    with pytest.raises(SeaIceError, match="variable EMIS_WATER mostly missing"):
+        read_training_data(dataclasses.replace(ds.config, nsteps=None), NLAG)

@@ -126,7 +126,8 @@ def read_rows(var, start: int, stop: int, layout: Layout2D | None = None):
     return var[start:stop, layout.offset:]
 
 
-def row_blocks(n: int, block: int = BLOCK_ROWS) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` pairs covering ``range(n)`` in blocks."""
-    for start in range(0, n, block):
-        yield start, min(n, start + block)
+def row_blocks(n: int, block: int | None = None, start: int = 0) -> Iterator[tuple[int, int]]:
+    """``(a, b)`` pairs covering ``range(start, n)`` in blocks of ``block`` (default :data:`BLOCK_ROWS`)."""
+    block = block or BLOCK_ROWS
+    for a in range(start, n, block):
+        yield a, min(n, a + block)

@@ -21,7 +21,9 @@ value is *out of range* if outside FORMAT.md's physical range. Missing or
 out-of-range per-channel values clear that channel's mask; missing or
 out-of-range per-observation values drop the observation (``ZENITH`` is
 optional and becomes NaN instead). A field with more than half its values
-missing or out of range is an error naming the file and the variable.
+missing or out of range is an error naming the file and the variable (for
+per-channel fields: over the rows from the first to the last selected
+observation, the only rows read).
 
 Period. ``nsteps`` defaults to every step from ``stepstart`` up to the last
 step that has an observation, capped at the background period (columns of
@@ -305,6 +307,12 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
             zen[missing | out] = np.nan
         r.per_obs["ZENITH"] = zen
         r.keep = np.flatnonzero(keep)
+        # Hold only the kept observations from here on (a short period of a
+        # long file keeps little).
+        for name, arr in r.per_obs.items():
+            if arr is not None:
+                r.per_obs[name] = arr[r.keep]
+        r.julian_day = r.julian_day[r.keep]
         dropped = n - r.keep.size - int((~in_period).sum())
         log.info(
             "sensor %s: %d observations in file, %d in the period, %d dropped for invalid per-observation fields",
@@ -330,14 +338,14 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
     for s, r in enumerate(reads):
         k, sl = r.keep, slice(off, off + r.keep.size)
         offsets.append(off)
-        out["igrid"][sl] = r.per_obs["igrid"][k]
-        out["istep"][sl] = r.per_obs["istep"][k] - config.stepstart
+        out["igrid"][sl] = r.per_obs["igrid"]
+        out["istep"][sl] = r.per_obs["istep"] - config.stepstart
         out["isensor"][sl] = s
         for name, key in PER_OBS_MAP.items():
-            out[key][sl] = r.per_obs[name][k]
+            out[key][sl] = r.per_obs[name]
         zen = r.per_obs["ZENITH"]
-        out["zenith_deg"][sl] = np.nan if zen is None else zen[k]
-        out["julian_day"][sl] = r.julian_day[k]
+        out["zenith_deg"][sl] = np.nan if zen is None else zen
+        out["julian_day"][sl] = r.julian_day
         out["obs_index"][sl] = k
         r.per_obs.clear()
         r.julian_day = None
@@ -411,7 +419,9 @@ def _read_channels(
         var, _ = get_variable(ds, path, name)
         layout = _channel_layout(var, path, name, n, sf)
         keep = r.keep
-        for a, b in row_blocks(n):
+        # Only the blocks that hold kept observations are read (and checked).
+        blocks = row_blocks(int(keep[-1]) + 1, start=int(keep[0])) if keep.size else ()
+        for a, b in blocks:
             values = as_float(read_rows(var, a, b, layout), fills=False)
             missing, out = _classify(values, name)
             stats.add(values, missing, out)
