@@ -80,8 +80,8 @@ def describe(obs: Observations, background: BackgroundMaps | None = None) -> str
         rows = _sensor_rows(obs.isensor, s)
         n = (rows.stop - rows.start) if isinstance(rows, slice) else len(rows)
         chans = np.sort(basis.sensor_channel_map[s])
-        nsteps_with = np.unique(np.asarray(obs.istep[rows])).size if n else 0
-        ngrid_with = np.unique(np.asarray(obs.igrid[rows])).size if n else 0
+        nsteps_with = np.count_nonzero(np.bincount(np.asarray(obs.istep[rows]), minlength=1)) if n else 0
+        ngrid_with = np.count_nonzero(np.bincount(np.asarray(obs.igrid[rows]), minlength=1)) if n else 0
         lines.append(
             f"sensor {name}: {n} observations, {len(chans)} channels, {nsteps_with} of {obs.nstep} steps, "
             f"{ngrid_with} of {obs.ngrid} grid points"
