@@ -210,12 +210,13 @@ def plot_loss_curves(path: Path, losses: Mapping[str, np.ndarray], *, xlabel: st
         raise SeaIceError("plot_loss_curves: no loss values to draw")
     fig = _figure(7.0, 4.5)
     ax = fig.add_subplot(1, 1, 1)
-    positive = True
+    # Log scale (the terms span many decades); zero values (a term that is off
+    # or inactive) are left out of the curve.
     for name, v in curves.items():
-        ax.plot(np.arange(1, v.size + 1), v, marker="o" if v.size < 40 else None, ms=3, label=name)
-        positive &= bool(np.all(v[np.isfinite(v)] > 0))
-    if positive:
-        ax.set_yscale("log")
+        v = np.where(v > 0, v, np.nan)
+        if np.isfinite(v).any():
+            ax.plot(np.arange(1, v.size + 1), v, marker="o" if v.size < 40 else None, ms=3, label=name)
+    ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("cost term (J / nobs)")
     ax.grid(alpha=0.3)
@@ -235,14 +236,15 @@ def departure_stats(departures: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     return n, mean, np.sqrt(var)
 
 
-def plot_departure_histograms(path: Path, channel_names: Sequence[str], before: np.ndarray, after: np.ndarray,
-                              *, title: str = "") -> Path:
+def plot_departure_histograms(path: Path, channel_names: Sequence[str], before: np.ndarray | None,
+                              after: np.ndarray, *, title: str = "") -> Path:
     """Per-channel histograms of observed minus simulated TB (K), before and after training.
 
-    before, after : (nobs, nchan) departures, NaN where the channel is absent.
+    before, after : (nobs, nchan) departures, NaN where the channel is absent;
+    ``before`` may be None (e.g. diagnostics of an already-trained model).
     """
-    before = np.asarray(before, dtype=np.float64)
     after = np.asarray(after, dtype=np.float64)
+    before = np.full_like(after, np.nan) if before is None else np.asarray(before, dtype=np.float64)
     nch = len(channel_names)
     if before.shape[1:] != (nch,) or after.shape[1:] != (nch,):
         raise SeaIceError(f"plot_departure_histograms: expected (nobs, {nch}) departures, "
@@ -270,10 +272,13 @@ def plot_departure_histograms(path: Path, channel_names: Sequence[str], before: 
     return _save(fig, path)
 
 
-def plot_departure_stats(path: Path, channel_names: Sequence[str], before: np.ndarray, after: np.ndarray,
+def plot_departure_stats(path: Path, channel_names: Sequence[str], before: np.ndarray | None, after: np.ndarray,
                          *, title: str = "") -> Path:
-    """Per-channel mean and standard deviation of observed minus simulated TB (K), before and after."""
+    """Per-channel mean and standard deviation of observed minus simulated TB (K), before
+    (optional: None) and after."""
     nch = len(channel_names)
+    if before is None:
+        before = np.full_like(np.asarray(after, dtype=np.float64), np.nan)
     _, mb, sb = departure_stats(before)
     _, ma, sa = departure_stats(after)
     if mb.shape != (nch,) or ma.shape != (nch,):
@@ -460,7 +465,7 @@ def make_plots(plot_dir: Path, inputs: PlotInputs) -> list[Path]:
     if d.losses_batch:
         add(plot_loss_curves(plot_dir / "loss_batch.png", d.losses_batch, xlabel="batch",
                              title=f"{d.title} cost terms per batch"), "cost terms per batch")
-    if d.dep_before is not None and d.dep_after is not None and len(d.channel_names):
+    if d.dep_after is not None and len(d.channel_names):
         add(plot_departure_histograms(plot_dir / "departures_hist.png", d.channel_names, d.dep_before, d.dep_after,
                                       title=f"{d.title} observed minus simulated TB (K)"),
             "histograms of observed minus simulated TB before and after training")

@@ -1,0 +1,270 @@
+"""The user products of a run, written after training / diagnostics / retrieval.
+
+:func:`write_products` is the one hook the pipeline (and the retrieval) calls:
+
+- ``--export``: ``emis_model_TAG.nc`` (self-describing coefficients, see
+  :mod:`empirical_seaice.export`) and ``emis_model_TAG.onnx``;
+- the gridded emissivity product ``ice_emis_grid_TAG.nc``
+  (:mod:`empirical_seaice.gridded`);
+- the classic algorithms ``classic_sic_TAG.nc`` (NASA Team, Bootstrap;
+  :mod:`empirical_seaice.classic`), scored against the truth beside the
+  trained and background SIC when the data has a truth;
+- ``--plots``: PNGs and ``index.html`` in ``<output>/plots_TAG/``
+  (:mod:`empirical_seaice.plots`).
+
+It returns the files written and lines for the run's summary table.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import classic, gridded, plots
+from .errors import SeaIceError
+from .export import Provenance, julian_day_to_iso, write_export
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProductOptions:
+    """Which products to write.
+
+    export: write emis_model_TAG.nc (and .onnx).
+    onnx: with export, also the ONNX file (needs the onnx package).
+    gridded: write ice_emis_grid_TAG.nc.
+    grid_channels: channels of the gridded product (None = the run's channels).
+    grid_freqs_ghz: arbitrary frequencies of the gridded product instead of channels (v2).
+    classic: compute NASA Team and Bootstrap SIC (classic_sic_TAG.nc) and score them.
+    plots: draw the plots into <output>/plots_TAG/.
+    plot_day: step (0-based) of the maps; None = the middle step.
+    """
+
+    export: bool = False
+    onnx: bool = True
+    gridded: bool = True
+    grid_channels: tuple[str, ...] | None = None
+    grid_freqs_ghz: tuple[float, ...] | None = None
+    classic: bool = True
+    plots: bool = False
+    plot_day: int | None = None
+
+
+class TorchEmissivityVH:
+    """``emissivity_vh(t_skin_k, props, freq_ghz)`` of a torch v2 emissivity model, in numpy
+    (for the spectra when no coefficient file was exported)."""
+
+    def __init__(self, emissivity: Any, model: Any):
+        self.emissivity = emissivity
+        self.model = model
+        self.nprop = int(emissivity.nprop)
+
+    def emissivity_vh(self, t_skin_k, props, freq_ghz) -> np.ndarray:
+        import torch
+
+        from . import physics
+
+        dev = next(self.emissivity.parameters()).device
+        with torch.no_grad():
+            t = torch.as_tensor(np.asarray(t_skin_k, dtype=np.float32), device=dev)
+            x_t = physics.normalised_temperature(t, self.model.t_ref_k, self.model.t_scale_k)
+            p = torch.as_tensor(np.asarray(props, dtype=np.float32), device=dev)
+            f = torch.as_tensor(np.asarray(freq_ghz, dtype=np.float32), device=dev)
+            return self.emissivity.emissivity_vh(x_t, p, f).cpu().numpy()
+
+
+def provenance_of(tag: str, preset_name: str, data_cfg: Any, obs: Any) -> Provenance:
+    """Provenance of a run: tag, preset, sensors, period (ISO dates of the first/last step), data path."""
+    jd = gridded.step_time_bounds(obs.jd_origin, obs.stepstart, obs.nstep, getattr(data_cfg, "steps_per_day", 1))
+    return Provenance(
+        tag=tag, preset=preset_name, sensors=tuple(obs.basis.sensor_names),
+        period_start=julian_day_to_iso(jd[0, 0] + 0.125),  # the 21 UTC window is labelled by the day it ends
+        period_end=julian_day_to_iso(jd[-1, 1] - 0.125),
+        data=str(getattr(data_cfg, "data", "")),
+        extra={"stepstart": str(obs.stepstart), "nsteps": str(obs.nstep), "nobs": str(obs.nobs)},
+    )
+
+
+def _losses_from_history(history: Any) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    if history is None or not getattr(history, "epoch_terms", None):
+        return {}, {}
+    names = list(history.epoch_terms[0])
+    epoch = {k: np.array([e[k] for e in history.epoch_terms]) for k in names}
+    if getattr(history, "valid_cost", None):
+        epoch["valid_obs"] = np.asarray(history.valid_cost)
+    batch = {k: np.asarray(v) for k, v in getattr(history, "batch_terms", {}).items()}
+    return epoch, batch
+
+
+def _read_tb(path: Path) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    import xarray as xr
+
+    with xr.open_dataset(path) as ds:
+        return np.asarray(ds["tb"].values, dtype=np.float32)
+
+
+def classic_summary(classic_maps: classic.ClassicSIC, obs: Any, background: Any, sic_map: np.ndarray,
+                    truth: Any) -> list[str]:
+    """Summary lines: SIC RMSE versus the truth at the observed (grid, step) points for the
+    background, the trained SIC and each classic algorithm."""
+    from .diagnostics import observed_points
+
+    if truth is None:
+        return []
+    g, t = observed_points(obs)
+    ts = np.asarray(truth.sic)[g, t]
+    nlag = background.nlag
+    parts = [
+        f"background {classic.sic_rmse(np.asarray(background.sic)[g, t + nlag], ts):.4f}",
+        f"trained {classic.sic_rmse(np.asarray(sic_map)[g, t + nlag], ts):.4f}",
+    ]
+    for name, arr in classic_maps.maps.items():
+        est = arr[g, t]
+        n = int(np.isfinite(est).sum())
+        parts.append(f"{name} {classic.sic_rmse(est, ts):.4f} (n={n})")
+    return [f"SIC RMSE vs truth ({len(g)} grid-steps): " + ", ".join(parts)]
+
+
+def write_products(
+    options: ProductOptions,
+    *,
+    network: Any,
+    obs: Any,
+    background: Any,
+    output: Path,
+    tag: str,
+    preset_name: str,
+    data_cfg: Any = None,
+    truth: Any = None,
+    history: Any = None,
+    models_file: Path | None = None,
+) -> tuple[list[Path], list[str]]:
+    """Write the products selected in ``options`` for a trained (or retrieved) network.
+
+    Parameters
+    ----------
+    network : HybridNetwork (its emissivity model, state tables and configuration).
+    obs, background : the run's Observations and BackgroundMaps.
+    output, tag : output directory and run tag.
+    preset_name : "v1"/"v2" (provenance).
+    data_cfg : the run's DataConfig (provenance).
+    truth : twin truth (io.truth.Truth) or None.
+    history : TrainingHistory for the loss curves; None = read ``models_file``.
+    models_file : ``models_TAG.nc`` with ``loss_epoch_*``/``loss_batch_*`` variables.
+
+    Returns
+    -------
+    files : paths written.
+    summary_lines : lines for the run's summary.
+    """
+    output = Path(output)
+    model_cfg = network.model_config
+    basis = network.basis
+    files: list[Path] = []
+    lines: list[str] = []
+    prov = provenance_of(tag, preset_name, data_cfg, obs)
+    emis_model: Any = None
+    if options.export:
+        try:
+            paths = write_export(output, tag, network.emissivity, model_cfg, basis, prov, onnx=options.onnx)
+        except ImportError as exc:
+            raise SeaIceError(f"--export: ONNX export needs the onnx package ({exc}); install the test extras") from None
+        files += paths
+        lines.append("export: " + ", ".join(p.name for p in paths))
+        if model_cfg.version == "v2":
+            from .export import NumpyEmissivityModel
+
+            emis_model = NumpyEmissivityModel.from_file(paths[0])
+    if emis_model is None and model_cfg.version == "v2":
+        emis_model = TorchEmissivityVH(network.emissivity, model_cfg)
+
+    inputs = gridded.grid_inputs(network, obs, background, getattr(data_cfg, "steps_per_day", 1) if data_cfg else 1)
+    if options.gridded:
+        path = output / f"ice_emis_grid_{tag}.nc"
+        files.append(gridded.write_gridded_emissivity(
+            path, network.emissivity, model_cfg, basis, inputs,
+            channels=list(options.grid_channels) if options.grid_channels else None,
+            freq_ghz=list(options.grid_freqs_ghz) if options.grid_freqs_ghz else None, provenance=prov,
+        ))
+    classic_maps = None
+    if options.classic:
+        try:
+            classic_maps = classic.classic_sic_maps(obs)
+        except SeaIceError as exc:  # e.g. a run without 19/37 GHz channels
+            log.warning("classic SIC not computed: %s", exc)
+        if classic_maps is not None:
+            files.append(classic.write_classic_sic(output / f"classic_sic_{tag}.nc", classic_maps, obs))
+            lines += classic_summary(classic_maps, obs, background, network.state.sic_array(), truth)
+
+    if options.plots:
+        nlag = network.state.nlag
+        day = obs.nstep // 2 if options.plot_day is None else int(options.plot_day)
+        if not 0 <= day < obs.nstep:
+            raise SeaIceError(f"--plot-day: expected 0..{obs.nstep - 1}, got {day}")
+        losses_epoch, losses_batch = _losses_from_history(history)
+        if not losses_epoch and models_file is not None and Path(models_file).is_file():
+            losses_epoch, losses_batch = read_losses(models_file)
+        props = np.concatenate([inputs.props_grid[:, day], inputs.props_obs_mean[:, day]], axis=-1)
+        emis_day = gridded.evaluate_grid_emissivity(
+            network.emissivity, model_cfg, basis, inputs.t_skin_map_k[:, day], props,
+            channels=[c for c in plots.MAP_CHANNELS if c in basis.channel_index])
+        emis_grid = {c: np.full((obs.ngrid, obs.nstep), np.nan, np.float32)
+                     for c in plots.MAP_CHANNELS if c in basis.channel_index}
+        for j, c in enumerate(emis_grid):
+            emis_grid[c][:, day] = emis_day[:, j]
+        tb_obs = np.where(np.asarray(obs.mask), np.asarray(obs.tb_obs_k, dtype=np.float32), np.nan)
+        before = _read_tb(output / f"tbsim_initial_{tag}.nc")
+        after = _read_tb(output / f"tbsim_{tag}.nc")
+        lon = inputs.lon if inputs.lon is not None else np.zeros(obs.ngrid)
+        lat = inputs.lat if inputs.lat is not None else np.full(obs.ngrid, 80.0)
+        pin = plots.PlotInputs(
+            lon=np.asarray(lon), lat=np.asarray(lat), day=day, sic=inputs.sic,
+            sic_background=np.asarray(background.sic)[:, nlag:],
+            sic_truth=None if truth is None else np.asarray(truth.sic),
+            sic_classic={"nasa_team": classic_maps.maps["nasa_team"]} if classic_maps and "nasa_team" in classic_maps.maps else {},
+            props_grid=inputs.props_grid, emis_grid=emis_grid, t_skin_map_k=inputs.t_skin_map_k,
+            emissivity_model=emis_model, nprop_obs=model_cfg.nprop_obs,
+            losses_epoch=losses_epoch, losses_batch=losses_batch, channel_names=list(basis.channel_names),
+            dep_before=None if before is None else tb_obs - before,
+            dep_after=None if after is None else tb_obs - after,
+            title=tag,
+        )
+        plot_files = plots.make_plots(output / f"plots_{tag}", pin)
+        files += plot_files
+        lines.append(f"plots: {output / f'plots_{tag}' / 'index.html'} ({len(plot_files) - 1} PNG)")
+    return files, lines
+
+
+def read_losses(models_file: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``loss_epoch_<term>`` and ``loss_batch_<term>`` of a ``models_TAG.nc`` file."""
+    import xarray as xr
+
+    epoch, batch = {}, {}
+    with xr.open_dataset(models_file) as ds:
+        for name in ds.data_vars:
+            if name.startswith("loss_epoch_"):
+                epoch[name[len("loss_epoch_"):]] = np.asarray(ds[name].values)
+            elif name.startswith("loss_batch_"):
+                batch[name[len("loss_batch_"):]] = np.asarray(ds[name].values)
+    return epoch, batch
+
+
+def parse_freqs(text: Sequence[str] | None) -> tuple[float, ...] | None:
+    """``--grid-freqs 10.65 36.5 89`` -> floats, with a one-line error for a bad value."""
+    if not text:
+        return None
+    try:
+        return tuple(float(t) for t in text)
+    except ValueError:
+        raise SeaIceError(f"--grid-freqs: expected frequencies in GHz, got {' '.join(text)}") from None
+
+
+__all__ = ["ProductOptions", "write_products", "provenance_of", "classic_summary", "read_losses",
+           "TorchEmissivityVH", "parse_freqs"]
