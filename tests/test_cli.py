@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from empirical_seaice import cli
-from empirical_seaice.config import PRESETS
+from empirical_seaice.config import PRESETS, replace
 
 
 def _configs(argv):
@@ -31,12 +31,14 @@ def test_every_option_reaches_the_configuration(tmp_path):
         "--data", str(tmp_path), "--sensors", "amsr2", "gmi", "--batchsize", "256", "--stepstart", "3",
         "--nsteps", "5", "--nepochs", "2", "--reproducible", "--model", "v1", "--seaice-background", "a.nc",
         "--tsfc-background", "b.nc", "--validation-fraction", "0.1", "--early-stopping", "--learning-rate", "0.01",
-        "--seed", "7", "--device", "cpu", "--warm-ice", "effective",
+        "--seed", "7", "--device", "cpu", "--warm-ice", "effective", "--ice-emis-init", "0.9",
     ])
+    assert preset.name == "v1" and preset.model.ice_emis_init == 0.9
+    assert preset.model == replace(PRESETS["v1"].model, ice_emis_init=0.9)
     assert data.data == tmp_path and data.sensors == ("amsr2", "gmi")
     assert (data.stepstart, data.nsteps) == (3, 5)
     assert data.seaice_background == Path("a.nc") and data.tsfc_background == Path("b.nc")
-    assert preset is PRESETS["v1"] and cost.anchor == "mean" and cost.warm_ice == "effective"
+    assert cost.anchor == "mean" and cost.warm_ice == "effective"
     assert (training.batch_size, training.nepochs, training.learning_rate, training.seed) == (256, 2, 0.01, 7)
     assert training.reproducible and training.early_stopping and training.validation_fraction == 0.1
     assert training.device == "cpu"
@@ -53,7 +55,8 @@ def test_help_exits_zero(capsys):
     for flag in ("--data", "--sensors", "--output", "--tag", "--modeltag", "--batchsize", "--stepstart",
                  "--nsteps", "--nepochs", "--diagsonly", "--trainonly", "--reproducible", "--model",
                  "--seaice-background", "--tsfc-background", "--validation-fraction", "--early-stopping",
-                 "--learning-rate", "--seed", "--device", "--warm-ice", "--no-progress", "--resume"):
+                 "--learning-rate", "--seed", "--device", "--warm-ice", "--no-progress", "--resume",
+                 "--ice-emis-init"):
         assert flag in out, flag
 
 
@@ -81,6 +84,7 @@ def _fails(argv, capsys, *needles):
         (["--validation-fraction", "1.5"], ("--validation-fraction",)),
         (["--early-stopping"], ("--early-stopping", "--validation-fraction")),
         (["--learning-rate", "0"], ("--learning-rate",)),
+        (["--ice-emis-init", "1.5"], ("--ice-emis-init", "1.5")),
         (["--stepstart", "-2"], ("--stepstart",)),
         (["--nsteps", "0"], ("--nsteps",)),
         (["--diagsonly", "--trainonly"], ("--trainonly", "--diagsonly")),

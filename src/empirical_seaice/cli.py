@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     ours.add_argument("--warm-ice", choices=("diagnostic", "effective"), default="diagnostic",
                       help="Warm-ice term: diagnostic (reference: zero gradient, monitored only) or "
                            "effective (differentiable) (default diagnostic).")
+    ours.add_argument("--ice-emis-init", type=float, default=None, metavar="E",
+                      help="Start the ice emissivity near E (0 < E < 1) through the output-layer biases; "
+                           "default: zero biases as in the reference (emissivity ~0.5, v2), which short "
+                           "runs cannot recover from against the 0.7 floor (error 1e-5).")
     ours.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
     ours.add_argument("--resume", action="store_true",
                       help="Resume training from the last epoch checkpoint of this tag in --output.")
@@ -112,6 +116,10 @@ def configs_from_args(args: argparse.Namespace):
         A value a configuration dataclass rejects (its message names the flag).
     """
     preset = get_preset(args.model)
+    if args.ice_emis_init is not None:
+        if not 0.0 < args.ice_emis_init < 1.0:
+            raise SeaIceError(f"--ice-emis-init: expected 0 < E < 1, got {args.ice_emis_init}")
+        preset = replace(preset, model=replace(preset.model, ice_emis_init=args.ice_emis_init))
     sensors = tuple(args.sensors) if args.sensors else preset.sensors
     data = DataConfig(
         data=args.data,

@@ -1,0 +1,256 @@
+"""End to end: seaice-training on a small synthetic twin (see conftest.py).
+
+Numbers measured on this twin (346 grid points x 3 days, 5,583 observations,
+v2, 10 epochs, batch 128, lr 1e-2, --ice-emis-init 0.9): total cost J
+1.257e6 -> 1.36e5 (0.11x), observation cost 1.256e6 -> 1.34e5; SIC RMSE
+versus truth over the observed grid points and days 0.122 (background) ->
+0.060 (trained).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from .conftest import TAG, TRAIN_FLAGS, run_cli
+
+NC_FILES = {
+    # file stem: {variable: (dims, units)}
+    "seaice": {"seaice": (("grid", "lagstep"), "1"), "lon": (("grid",), "degrees_east"),
+               "lat": (("grid",), "degrees_north"), "julian_day": (("lagstep",), "days")},
+    "models": {"emis_hidden_kernel": (("input", "emis_hidden_kernel_out"), "1"),
+               "wind_coef": (("channel",), "s m-1"), "bias_ice": (("sensor", "channel"), "K"),
+               "bias_ocean": (("sensor", "channel"), "K"), "loss_epoch_total": (("epoch",), "1"),
+               "loss_batch_obs": (("batch",), "1")},
+    "properties_grid": {"properties": (("grid", "step", "prop"), "1")},
+    "properties_obs": {"properties": (("iobs", "prop"), "1")},
+    "tbobs": {"tb": (("iobs", "channel"), "K"), "lon": (("iobs",), "degrees_east"),
+              "lat": (("iobs",), "degrees_north"), "julian_day": (("iobs",), "days"),
+              "sensor": (("iobs",), "1"), "grid": (("iobs",), "1"), "step": (("iobs",), "1"),
+              "frequency": (("sensor", "channel"), "GHz")},
+    "tbsim_initial": {"tb": (("iobs", "channel"), "K")},
+    "tbsim": {"tb": (("iobs", "channel"), "K")},
+    "tbzero": {"tb": (("iobs", "channel"), "K")},
+    "ice_emis": {"ice_emis": (("iobs", "channel"), "1")},
+}
+DIAG_FILES = ("tbobs", "tbsim_initial", "tbsim", "tbzero", "ice_emis")
+
+
+def _open(output, stem, tag=TAG):
+    return xr.open_dataset(output / f"{stem}_{tag}.nc")
+
+
+def _summary_costs(stdout: str) -> dict[str, tuple[float, float]]:
+    rows = {}
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["cost", "term", "J"])
+    for line in lines[start + 1:]:
+        parts = line.split()
+        if len(parts) != 3:
+            break
+        rows[parts[0]] = tuple(float("nan") if x == "-" else float(x) for x in parts[1:])
+    return rows
+
+
+def _obs_cost(tbobs: xr.Dataset, tbsim: xr.Dataset) -> float:
+    d = (tbobs["tb"].values.astype(np.float64) - tbsim["tb"].values) / tbobs["obs_error"].values
+    return float(np.nansum(d * d))
+
+
+def _sic_scores(output, data, tag=TAG):
+    """RMSE of background and trained SIC versus the twin truth over observed (grid, step)."""
+    with _open(output, "tbobs", tag) as t:
+        key = np.unique(t["grid"].values.astype(np.int64) * 1000 + t["step"].values)
+    g, s = key // 1000, key % 1000
+    with xr.open_dataset(data / "truth" / "truth_state.nc") as ds:
+        truth = ds["SIC"].values[g, s]
+    with xr.open_dataset(data / "ifs_seaice_initials_twin.nc") as ds:
+        bg = ds["SEAICE"].values[g, s + 1]
+    with _open(output, "seaice", tag) as ds:
+        trained = ds["seaice"].values[g, s + 1]
+    rmse = lambda x: float(np.sqrt(np.mean((x.astype(np.float64) - truth) ** 2)))  # noqa: E731
+    return rmse(bg), rmse(trained), len(g)
+
+
+def test_total_cost_falls_by_more_than_half(trained):
+    costs = _summary_costs(trained.stdout)
+    before, after = costs["total"]
+    assert after < 0.5 * before  # the requirement
+    assert after < 0.2 * before  # measured 0.11x
+    # the summary's J_o agrees with the files it wrote
+    with _open(trained.output, "tbobs") as o, _open(trained.output, "tbsim_initial") as s0, \
+            _open(trained.output, "tbsim") as s1:
+        assert _obs_cost(o, s0) == pytest.approx(costs["obs"][0], rel=1e-4)
+        assert _obs_cost(o, s1) == pytest.approx(costs["obs"][1], rel=1e-4)
+    # the per-epoch losses in models_TAG.nc go down too
+    with _open(trained.output, "tbobs") as o:
+        nobs = o.sizes["iobs"]
+    with _open(trained.output, "models") as m:
+        total = m["loss_epoch_total"].values
+        assert total.shape == (10,) and total[-1] < 0.5 * total[0]
+        assert m["loss_batch_obs"].shape == (10 * int(np.ceil(nobs / 128)),)
+
+
+def test_sic_moves_toward_the_truth(trained):
+    rmse_bg, rmse_trained, npoints = _sic_scores(trained.output, trained.data)
+    assert npoints > 500
+    assert rmse_bg > 0.08  # the twin's background is wrong enough to improve on (measured 0.122)
+    assert rmse_trained < 0.6 * rmse_bg  # measured 0.060 / 0.122 = 0.49
+    if importlib.util.find_spec("empirical_seaice.io.truth") is not None:
+        line = next(li for li in trained.stdout.splitlines() if "SIC vs truth" in li)
+        assert f"RMSE background {rmse_bg:.4f} -> trained {rmse_trained:.4f}" in line
+
+
+def test_every_output_has_reference_names_and_units(trained):
+    names = sorted(p.name for p in trained.output.iterdir())
+    expected = sorted([f"{stem}_{TAG}.nc" for stem in NC_FILES] + [f"model_{TAG}.pt", "cache", f"checkpoints_{TAG}"])
+    assert names == expected
+    with _open(trained.output, "tbobs") as ds:
+        nobs, nchan = ds.sizes["iobs"], 17
+    assert 4000 < nobs < 8000
+    for stem, variables in NC_FILES.items():
+        with _open(trained.output, stem) as ds:
+            for name, (dims, units) in variables.items():
+                assert ds[name].dims == dims, (stem, name)
+                assert ds[name].attrs["units"] == units, (stem, name)
+                assert ds[name].attrs["long_name"], (stem, name)
+            if "iobs" in ds.dims:
+                assert ds.sizes["iobs"] == nobs
+            if "channel" in ds.dims:
+                assert ds.sizes["channel"] == nchan
+    with _open(trained.output, "seaice") as ds:
+        assert ds.sizes["grid"] == 346 and ds.sizes["lagstep"] == 4
+        assert np.all(np.diff(ds["julian_day"].values) == 1.0)
+    with _open(trained.output, "models") as ds:
+        assert ds["emis_hidden_kernel"].attrs["inputs"] == "x_T, P0, P1, Q0, f/100"
+        assert ds.sizes["input"] == 5 and ds["emis_output_kernel"].shape == (7, 2)
+        assert '"version": "v2"' in ds.attrs["setup_model"]
+    with _open(trained.output, "tbobs") as ds:
+        # masked (absent) channels are NaN: SSMIS has no 10 GHz, AMSR2 no 166 GHz
+        s = ds["sensor"].values
+        c10 = list(ds["channel_name"].values).index("10v")
+        assert np.isnan(ds["tb"].values[s == 2, c10]).all() and np.isfinite(ds["tb"].values[s == 0, c10]).all()
+    with _open(trained.output, "ice_emis") as ds:
+        e = ds["ice_emis"].values
+        assert np.nanmin(e) > 0.0 and np.nanmax(e) < 1.0
+    with _open(trained.output, "tbzero") as z, _open(trained.output, "tbsim") as s1, \
+            _open(trained.output, "seaice") as sic, _open(trained.output, "tbobs") as o:
+        # ice raises the 19h TB (ocean e_H ~0.3, ice ~0.9): tbsim - tbzero > 30 K under near-full ice
+        c19h = list(z["channel_name"].values).index("19h")
+        full = sic["seaice"].values[o["grid"].values, o["step"].values + 1] > 0.95
+        diff = s1["tb"].values[full, c19h] - z["tb"].values[full, c19h]
+        assert full.sum() > 100 and np.nanmin(diff) > 30.0
+
+
+def test_diagsonly_reproduces_the_training_end_tbsim_exactly(trained):
+    r = run_cli(["--data", trained.data, "--output", trained.output, "--tag", "diag", "--modeltag", TAG,
+                 "--diagsonly", "--no-progress"])
+    assert r.code == 0, r.stderr
+    for stem in ("tbsim", "tbzero", "ice_emis", "tbobs"):
+        with _open(trained.output, stem) as a, _open(trained.output, stem, "diag") as b:
+            var = "ice_emis" if stem == "ice_emis" else "tb"
+            assert np.array_equal(a[var].values, b[var].values, equal_nan=True), stem
+    assert not (trained.output / "tbsim_initial_diag.nc").exists()
+    assert not (trained.output / "model_diag.pt").exists()
+    assert _summary_costs(r.stdout)["total"][1] == _summary_costs(trained.stdout)["total"][1]
+    for stem in ("tbsim", "tbzero", "ice_emis", "tbobs"):
+        (trained.output / f"{stem}_diag.nc").unlink()
+
+
+def _all_variables(path):
+    with xr.open_dataset(path) as ds:
+        return {k: v.values.copy() for k, v in ds.variables.items()}, dict(ds.attrs)
+
+
+def test_reproducible_twice_gives_identical_outputs(trained, tmp_path):
+    output = tmp_path / "again"
+    r = run_cli(["--data", trained.data, "--output", output, "--tag", TAG, *TRAIN_FLAGS])
+    assert r.code == 0, r.stderr
+    for stem in NC_FILES:
+        a, attrs_a = _all_variables(trained.output / f"{stem}_{TAG}.nc")
+        b, attrs_b = _all_variables(output / f"{stem}_{TAG}.nc")
+        assert a.keys() == b.keys() and attrs_a == attrs_b, stem
+        for k in a:
+            assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), (stem, k)
+    sa = torch.load(trained.output / f"model_{TAG}.pt", weights_only=False)["state_dict"]
+    sb = torch.load(output / f"model_{TAG}.pt", weights_only=False)["state_dict"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    # the printed summary differs only in the timing part of its title and the output path
+    body = lambda s: s.splitlines()[1:-1]  # noqa: E731
+    assert body(r.stdout) == body(trained.stdout)
+
+
+def test_trainonly_writes_no_diagnostics(twin_dir, tmp_path):
+    output = tmp_path / "t"
+    r = run_cli(["--data", twin_dir, "--output", output, "--tag", "t", "--trainonly", "--nepochs", "1",
+                 "--batchsize", "512", "--no-progress", "--device", "cpu"])
+    assert r.code == 0, r.stderr
+    assert r.stdout == ""
+    names = sorted(p.name for p in output.iterdir())
+    assert names == sorted(["cache", "checkpoints_t", "model_t.pt", "models_t.nc", "properties_grid_t.nc",
+                            "properties_obs_t.nc", "seaice_t.nc"])
+    for stem in DIAG_FILES:
+        assert not (output / f"{stem}_t.nc").exists()
+
+
+def test_v1_preset_runs_on_amsr2_only(twin_dir, tmp_path):
+    output = tmp_path / "v1"
+    r = run_cli(["--data", twin_dir, "--output", output, "--tag", "v1", "--model", "v1", "--nepochs", "3",
+                 "--batchsize", "128", "--learning-rate", "1e-2", "--ice-emis-init", "0.93", "--no-progress",
+                 "--device", "cpu"])
+    assert r.code == 0, r.stderr
+    assert "model v1, sensors amsr2;" in r.stdout
+    before, after = _summary_costs(r.stdout)["obs"]
+    assert after < 0.5 * before
+    with _open(output, "models", "v1") as m:
+        assert list(m["sensor_name"].values) == ["amsr2"] and m.sizes["channel"] == 10
+        assert m["emis_output_kernel"].attrs["inputs"] == "x_T, P0, P1, P2"
+        assert m["emis_output_kernel"].shape == (4, 10)
+        # v1: biases held at ice 5.0 / ocean 2.5 K (error 0.001 K)
+        np.testing.assert_allclose(m["bias_ice"].values, 5.0, atol=0.01)
+        np.testing.assert_allclose(m["bias_ocean"].values, 2.5, atol=0.01)
+        # v1 anchor: e0 of 10v held at 0.93 (error 1e-5)
+        assert float(m["emis_output_bias"].values[0]) == pytest.approx(0.93, abs=1e-3)
+    with _open(output, "properties_grid", "v1") as p:
+        assert p.sizes["prop"] == 3
+    with _open(output, "properties_obs", "v1") as p:
+        assert p.sizes["prop"] == 0
+
+
+def test_bad_data_leaves_no_output_directory(twin_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(twin_dir, bad, ignore=shutil.ignore_patterns("truth"))
+    (bad / "amsr2" / "field_twin_TUP.nc").write_bytes(b"garbage")
+    output = tmp_path / "out"
+    r = run_cli(["--data", bad, "--output", output, "--nepochs", "1", "--no-progress"])
+    assert r.code == 2
+    line, = r.stderr.strip().splitlines()
+    assert line.startswith("seaice-training: error: ") and "field_twin_TUP.nc" in line
+    assert not output.exists()
+    # a period beyond the data: named flag, and still no output directory
+    r = run_cli(["--data", twin_dir, "--output", output, "--nsteps", "9", "--nepochs", "1", "--no-progress"])
+    assert r.code == 2 and "--nsteps" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not output.exists()
+
+
+def test_diagsonly_on_other_data_is_a_one_line_error(trained, tmp_path):
+    from empirical_seaice.io import layout_writers as lw
+
+    other = tmp_path / "other"
+    rng = np.random.default_rng(0)
+    lw.write_layout_c(other, {s: lw.example_fields(s, 50, 10, 3, rng, grid_variable="COMMON_IGRID")
+                              for s in ("amsr2", "gmi", "ssmisf17")})
+    bg = lw.example_backgrounds(10, 3, 1, rng)
+    lw.write_backgrounds(other, bg["sic"], bg["t_skin_map_k"], bg["lon"], bg["lat"])
+    out = tmp_path / "out"
+    shutil.copy(trained.output / f"model_{TAG}.pt", out.mkdir() or out / f"model_{TAG}.pt")
+    r = run_cli(["--data", other, "--output", out, "--tag", TAG, "--diagsonly", "--no-progress"])
+    assert r.code == 2
+    line, = r.stderr.strip().splitlines()
+    assert "--modeltag: the trained model does not fit this data" in line
+    assert sorted(p.name for p in out.iterdir()) == [f"model_{TAG}.pt"]
