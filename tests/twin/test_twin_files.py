@@ -133,3 +133,21 @@ def test_same_seed_identical_files_different_seed_different(tmp_path):
     assert len(a) == 15 + 9 + 5 and a == b
     assert a["amsr2/field_twin_OBSVALUE.nc"] != c["amsr2/field_twin_OBSVALUE.nc"]
     assert a["truth/truth_state.nc"] != c["truth/truth_state.nc"]
+
+
+def test_true_ice_emissivity_in_literature_ranges(tiny_twin):
+    obs, _ = _read(tiny_twin)
+    truth = read_truth(tiny_twin, obs)
+    myi = truth.properties["MYI_FRACTION"][obs.igrid, obs.istep]
+    ci = obs.basis.channel_index
+    fyi = (truth.sic_obs > 0.5) & (myi < 0.1)
+    old = (truth.sic_obs > 0.5) & (myi > 0.8)
+    assert fyi.sum() > 200 and old.sum() > 50
+    for name in ("10v", "19v", "37v"):
+        e = truth.emis_ice[fyi, ci[name]]
+        e = e[np.isfinite(e)]
+        assert 0.88 < np.median(e) < 0.99  # first-year ice, winter, 10-37 GHz V
+    # multi-year ice: lower emissivity than first-year ice, falling more from 10 to 37 GHz
+    med = lambda sel, c: np.nanmedian(truth.emis_ice[sel, ci[c]])  # noqa: E731
+    assert med(old, "37v") < med(fyi, "37v") - 0.05
+    assert med(old, "10v") - med(old, "37v") > med(fyi, "10v") - med(fyi, "37v") + 0.01

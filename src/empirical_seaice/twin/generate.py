@@ -129,43 +129,10 @@ def true_biases(rng: np.random.Generator, sensor_names) -> dict[str, tuple[np.nd
 
 
 def _ice_table():
-    """The shipped SMRT table, or (until it is shipped) the parametric stand-in."""
-    from .ice_emissivity import default_table_path, load_ice_table
+    """The shipped SMRT ice emissivity table (helper module :mod:`.ice_emissivity`)."""
+    from .ice_emissivity import load_ice_table
 
-    if default_table_path().is_file():
-        return load_ice_table()
-    log.warning("twin: SMRT ice emissivity table %s not found; using the parametric stand-in",
-                default_table_path())
-    return standin_ice_table()
-
-
-def standin_ice_table():
-    """A parametric stand-in for the SMRT table, same axes and layout (development only).
-
-    First-year ice ``e_V = 0.955 - 0.02 log(f/10)``, multi-year
-    ``e_V = 0.93 - 0.20 log(f/10) (0.5 + d/0.4)(l/0.12)``; H lower by
-    0.09 (FYI) / 0.12 (MYI) at 10 GHz; wet snow pulls both towards 0.96 (V)
-    / 0.90 (H); a weak temperature dependence.
-    """
-    from .ice_emissivity import IceEmissivityTable
-
-    ice_type = np.array([0.0, 1.0])
-    depth = np.array([0.0, 0.1, 0.2, 0.3, 0.5, 0.8])
-    corr = np.array([0.05, 0.1, 0.15, 0.2])
-    temp = np.array([230.0, 250.0, 265.0, 273.15])
-    wet = np.array([0.0, 0.01, 0.03])
-    freq = np.array([6.925, 10.65, 18.7, 23.8, 36.5, 52.8, 89.0, 150.0, 190.31])
-    it, d, l, t, w, f = np.meshgrid(ice_type, depth, corr, temp, wet, freq, indexing="ij")
-    lf = np.log(f / 10.0)
-    e_fyi = 0.955 - 0.02 * lf
-    e_myi = 0.93 - 0.20 * lf * (0.5 + d / 0.4) * (l / 0.12)
-    e_v = (1 - it) * e_fyi + it * e_myi + 0.0003 * (t - 250.0)
-    e_h = e_v - (0.09 + 0.03 * it) * np.exp(-lf / 3.0)
-    wf = w / 0.03
-    e_v = (1 - wf) * e_v + wf * 0.96
-    e_h = (1 - wf) * e_h + wf * 0.90
-    emis = np.clip(np.stack([e_v, e_h], axis=-1), 0.3, 1.0)
-    return IceEmissivityTable(ice_type, depth, corr, temp, wet, freq, emis, {"source": "stand-in"}, "stand-in")
+    return load_ice_table()
 
 
 def _simulate(sic, emis_ice, t_skin, emis_ocean, tau, td, tu, tau_c, td_c, tu_c, cloud, b_ice, b_ocean):

@@ -18,8 +18,8 @@ What is modelled (per hemisphere, see :class:`HemisphereClimate`):
 * **Multi-year fraction**: high in the central (Arctic: Canadian side) pack,
   zero where the ice is new since the last minimum.
 * **Snow depth** grows from freeze-up to spring and melts in early summer,
-  thicker on multi-year ice; **snow correlation length** (0.08-0.18 mm)
-  grows with the season's age.
+  thicker on multi-year ice; **snow correlation length** (0.05-0.13 mm)
+  grows with the season's age and on multi-year ice.
 * **Air temperature**: cold polar air over the pack in winter (~243 K), near
   0 C in summer, warm maritime air over open water; a diurnal cycle whose
   amplitude follows the sun. **Ice surface temperature** ``min(T_air - 1.5, 273.15)``.
@@ -253,11 +253,16 @@ class TruthModel:
         return np.clip((0.03 + 0.27 * s) * (1.0 + 0.3 * f) + 0.08 * myi, 0.02, 0.5)
 
     def corr_length_mm(self, julian_day, myi) -> np.ndarray:
-        """Snow exponential correlation length (mm): 0.08-0.18, coarser on old snow and MYI."""
+        """Snow exponential correlation length (mm): ``0.055 + 0.012 (1 + F) + 0.02 s(t) + 0.025 MYI``, 0.05-0.13.
+
+        Small grains on first-year ice (~0.08 mm: 89 GHz V emissivity ~0.9), coarser
+        (depth hoar) on old snow and multi-year ice; above ~90 GHz the SMRT
+        emissivity is very sensitive to it, so it stays within published ranges.
+        """
         grid = self.grid
         s = self.snow_season(julian_day)
         f = self._f(self.f_corr, slice(None), self._t(julian_day))
-        return np.clip(0.08 + 0.03 * (1.0 + f) + 0.03 * s + 0.02 * myi, 0.06, 0.19)
+        return np.clip(0.055 + 0.012 * (1.0 + f) + 0.02 * s + 0.025 * myi, 0.05, 0.13)
 
     # ------------------------------------------------------------------ temperatures and weather
     def t_air_k(self, g, julian_day) -> np.ndarray:
