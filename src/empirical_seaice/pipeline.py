@@ -196,6 +196,7 @@ def run(
     trainonly: bool = False,
     resume: bool = False,
     progress: bool = True,
+    products: Any = None,
 ) -> RunResult:
     """Run training and/or diagnostics and write the outputs (see the module docstring).
 
@@ -219,6 +220,9 @@ def run(
         Resume training from the epoch checkpoint in ``<output>/checkpoints_TAG``.
     progress : bool
         Progress bar on stderr.
+    products : empirical_seaice.products.ProductOptions, optional
+        User products written at the end (export, gridded emissivity, classic
+        SIC, plots); None = none (see :func:`empirical_seaice.products.write_products`).
 
     Raises
     ------
@@ -274,14 +278,15 @@ def run(
     try:
         return _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, basis, device,
                     ckpt, ckpt_dir, diagsonly, trainonly, resume, progress,
-                    Trainer, TrainingHistory, make_generator, split_observations)
+                    Trainer, TrainingHistory, make_generator, split_observations, products)
     except SeaIceError:
         guard.cleanup()
         raise
 
 
 def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, basis, device, ckpt, ckpt_dir,
-         diagsonly, trainonly, resume, progress, Trainer, TrainingHistory, make_generator, split_observations):
+         diagsonly, trainonly, resume, progress, Trainer, TrainingHistory, make_generator, split_observations,
+         products=None):
     from .io import read_training_data
     from .network import HybridNetwork, ObservationTensors, build_row_counts
 
@@ -378,17 +383,30 @@ def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, bas
             ),
             basis,
         )
+    # ---- 6. user products (export, gridded emissivity, classic SIC, plots)
+    if products is not None:
+        from .products import write_products
+
+        files, lines = write_products(
+            products, network=network, obs=obs, background=background, output=output, tag=tag,
+            preset_name=preset_name, data_cfg=data_cfg, truth=None if trainonly else truth, history=history,
+        )
+        result.files += files
+        if lines:
+            result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)]) if result.summary else ""
     return result
 
 
 def _title(preset_name, basis, obs, history, result, tag, diagsonly) -> str:
-    what = "diagnostics of trained model" if diagsonly else "training"
-    line = (f"seaice-training {what} '{tag}': model {preset_name}, sensors {' '.join(basis.sensor_names)}; "
-            f"{obs.nobs} obs, {obs.ngrid} grid points x {obs.nstep} steps")
+    what = "diagnostics of the trained model" if diagsonly else "training"
+    line = (f"seaice-training {what} '{tag}': model {preset_name}, sensors {' '.join(basis.sensor_names)}\n"
+            f"  {obs.nobs} observations, {obs.ngrid} grid points x {obs.nstep} steps")
     if history is not None and not diagsonly:
         line += f"; {history.nepochs} epochs in {result.train_seconds:.1f} s ({history.obs_per_s:,.0f} obs/s)"
         if history.valid_cost:
-            line += f"; held-out obs cost {history.valid_cost[0]:.4g} -> {history.valid_cost[-1]:.4g}"
+            line += f"\n  held-out observation cost per obs: {history.valid_cost[0]:.4g} -> {history.valid_cost[-1]:.4g}"
+            if history.stopped_early:
+                line += f" (early stop, best epoch {history.best_epoch + 1})"
     return line
 
 
