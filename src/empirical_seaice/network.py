@@ -324,7 +324,8 @@ class HybridNetwork(nn.Module):
         st = self.state
         t_rows = np.zeros((st.ngrid, st.ncol), dtype=np.float32)
         t_rows[:, st.nlag:] = background.t_skin_map_k
-        self.register_buffer("t_map_flat", torch.from_numpy(t_rows.reshape(-1)))
+        # data-derived map-sized buffers are not saved in state_dict (checkpoints stay small)
+        self.register_buffer("t_map_flat", torch.from_numpy(t_rows.reshape(-1)), persistent=False)
         if row_counts is not None:
             if row_counts.sic.shape != (st.ngrid * st.ncol,):
                 raise SeaIceError(
@@ -332,11 +333,11 @@ class HybridNetwork(nn.Module):
                 )
             # count(r), +inf for unobserved rows so that 1 / count = 0 there (integers: exact in float32)
             cnt = np.where(row_counts.sic > 0, row_counts.sic, np.inf)
-            self.register_buffer("sic_count", torch.from_numpy(cnt.astype(np.float32)))
+            self.register_buffer("sic_count", torch.from_numpy(cnt.astype(np.float32)), persistent=False)
             self.counts_nobs = row_counts.nobs
             self.n_warm_rows = max(row_counts.n_warm_rows, 1)
         else:
-            self.register_buffer("sic_count", None)
+            self.register_buffer("sic_count", None, persistent=False)
             self.counts_nobs = self.nobs
             self.n_warm_rows = st.ngrid * st.nstep
 

@@ -102,8 +102,9 @@ class EmpiricalState(nn.Module):
             else None
         )
         self.register_buffer("lag_weights", torch.tensor(list(lag_weights), dtype=torch.float32))
-        self.register_buffer("lag_offsets", torch.arange(self.nlag, -1, -1, dtype=torch.int64))  # nlag - l
-        self.register_buffer("background_flat", flat[:, 0].clone())
+        self.register_buffer("lag_offsets", torch.arange(self.nlag, -1, -1, dtype=torch.int64), persistent=False)
+        # derived from the input data: not saved in state_dict (checkpoints stay small)
+        self.register_buffer("background_flat", flat[:, 0].clone(), persistent=False)
 
     # ------------------------------------------------------------------ lookups
     def sic_rows(self, igrid: Tensor, istep: Tensor) -> Tensor:

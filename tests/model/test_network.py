@@ -330,3 +330,20 @@ def test_model_config_ice_emis_init_validation():
     with pytest.raises(SeaIceError, match=r"ice_emis_init: must be in \(0, 1\) or None, got 1.5"):
         ModelConfig(ice_emis_init=1.5)
     assert CostConfig().anchor == "floor"
+
+
+def test_state_dict_holds_parameters_not_data_sized_buffers_and_round_trips():
+    obs_bg = make_obs(("amsr2", "gmi"), nobs=30)
+    net, ot, obs, bg = _net("v2", obs_bg=obs_bg)
+    sd = net.state_dict()
+    for name in ("t_map_flat", "sic_count", "state.background_flat", "state.lag_offsets"):
+        assert name not in sd
+    assert {n for n, _ in net.named_parameters()} <= set(sd)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    other, *_ = _net("v2", obs_bg=obs_bg)
+    other.load_state_dict(net.state_dict())
+    b = ot.all()
+    assert torch.equal(other(b)["tb"], net(b)["tb"])
+    assert torch.equal(other.cost_terms(b, other(b), 30)["sic_range"], net.cost_terms(b, net(b), 30)["sic_range"])
