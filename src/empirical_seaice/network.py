@@ -467,6 +467,19 @@ class HybridNetwork(nn.Module):
         return total
 
     # ------------------------------------------------------------- parameters
+    def state_rows(self, batch: Batch) -> list[tuple[nn.Parameter, Tensor]]:
+        """The rows of each state table that a batch reads (int64, may repeat):
+        SIC-map rows through the lag window, grid-property rows ``g * nstep + t``,
+        observation rows ``iobs``. Lets a lazy optimiser bring them up to date
+        before the forward pass."""
+        st = self.state
+        rows = [(st.sic_map.weight, st.sic_rows(batch.igrid, batch.istep).reshape(-1))]
+        if st.props_grid is not None:
+            rows.append((st.props_grid.weight, st.grid_rows(batch.igrid, batch.istep)))
+        if st.props_obs is not None:
+            rows.append((st.props_obs.weight, batch.iobs))
+        return rows
+
     def sparse_parameters(self) -> list[nn.Parameter]:
         """The state tables (SIC map, grid and observation properties): sparse grads when ``sparse``."""
         return list(self.state.parameters())

@@ -347,3 +347,18 @@ def test_state_dict_holds_parameters_not_data_sized_buffers_and_round_trips():
     b = ot.all()
     assert torch.equal(other(b)["tb"], net(b)["tb"])
     assert torch.equal(other.cost_terms(b, other(b), 30)["sic_range"], net.cost_terms(b, net(b), 30)["sic_range"])
+
+
+def test_state_rows_are_exactly_the_rows_with_gradient():
+    net, ot, *_ = _net("v2", nobs=30, sparse=True)
+    b = ot.batch(torch.tensor([4, 9, 17]))
+    rows = net.state_rows(b)
+    assert [p is q for (p, _), q in zip(rows, net.sparse_parameters())] == [True, True, True]
+    net.total_cost(net.cost_terms(b, net(b), 30)).backward()
+    for p, r in rows:
+        touched = torch.unique(p.grad.coalesce().indices()[0])
+        assert torch.equal(torch.unique(r), touched)
+    sic_rows = rows[0][1].tolist()
+    g, t = b.igrid.tolist(), b.istep.tolist()
+    assert sic_rows == [x for gi, ti in zip(g, t) for x in (gi * 5 + ti + 1, gi * 5 + ti)]
+    assert rows[2][1].tolist() == [4, 9, 17]
