@@ -104,7 +104,54 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Resume training from the last epoch checkpoint of this tag in --output.")
     ours.add_argument("-v", "--verbose", action="count", default=0,
                       help="More logging on stderr (-v info, -vv debug).")
+
+    prod = p.add_argument_group("products (README 'Products')")
+    prod.add_argument("--export", action="store_true",
+                      help="Write the trained emissivity model for NWP use: emis_model_TAG.nc (self-describing "
+                           "coefficients, evaluable in plain numpy) and emis_model_TAG.onnx. After training, or "
+                           "with --diagsonly --modeltag on a trained model.")
+    prod.add_argument("--plots", action="store_true",
+                      help="Draw maps, spectra, loss curves and departure statistics into <output>/plots_TAG/ "
+                           "with an index.html.")
+    prod.add_argument("--plot-day", type=int, default=None, metavar="STEP",
+                      help="Step (0-based, within the period) of the maps (default: the middle step).")
+    prod.add_argument("--no-gridded", action="store_true",
+                      help="Do not write the gridded emissivity product ice_emis_grid_TAG.nc.")
+    prod.add_argument("--grid-channels", nargs="+", default=None, metavar="CH",
+                      help="Channels of the gridded emissivity product (default: the run's channels).")
+    prod.add_argument("--grid-freqs", nargs="+", default=None, metavar="GHZ",
+                      help="Arbitrary frequencies (GHz) of the gridded product instead of channels (v2): "
+                           "ice_emis_v / ice_emis_h.")
+    prod.add_argument("--no-classic", action="store_true",
+                      help="Do not compute the NASA Team / Bootstrap SIC (classic_sic_TAG.nc) and their scores.")
+    prod.add_argument("--retrieve", action="store_true",
+                      help="Retrieval: with the trained model --modeltag (in --output), fit only SIC and the "
+                           "empirical state to the observations of --data (emissivity model, wind correction "
+                           "and biases fixed); writes seaice/properties/tbsim files under --tag.")
     return p
+
+
+def product_options(args: argparse.Namespace):
+    """The :class:`~empirical_seaice.products.ProductOptions` of the parsed flags.
+
+    Raises
+    ------
+    SeaIceError
+        --grid-channels with --grid-freqs, or a frequency that is not a number.
+    """
+    from .products import ProductOptions, parse_freqs
+
+    if args.grid_channels and args.grid_freqs:
+        raise SeaIceError("--grid-channels and --grid-freqs: give at most one of them")
+    return ProductOptions(
+        export=args.export,
+        gridded=not args.no_gridded,
+        grid_channels=tuple(args.grid_channels) if args.grid_channels else None,
+        grid_freqs_ghz=parse_freqs(args.grid_freqs),
+        classic=not args.no_classic,
+        plots=args.plots,
+        plot_day=args.plot_day,
+    )
 
 
 def configs_from_args(args: argparse.Namespace):
@@ -169,6 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code or 0)
         _setup_logging(args.verbose)
         data, preset, cost, training = configs_from_args(args)
+        products = product_options(args)
+        if not args.retrieve:
+            from .products import check_product_options
+
+            check_product_options(products, None if args.diagsonly else preset.model.version, data.sensors)
+        if args.retrieve:
+            return _retrieve(args, data, training, products)
         result = pipeline.run(
             data,
             preset,
@@ -181,12 +235,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             trainonly=args.trainonly,
             resume=args.resume,
             progress=not args.no_progress,
+            products=products,
         )
     except SeaIceError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     if result.summary:
         print(result.summary)
+    return 0
+
+
+def _retrieve(args: argparse.Namespace, data, training, products) -> int:
+    """``--retrieve``: :func:`empirical_seaice.retrieval.run_retrieval`, then the products."""
+    from .products import write_products
+    from .retrieval import run_retrieval
+
+    if args.modeltag is None:
+        raise SeaIceError("--retrieve: give the trained model with --modeltag TAG (its model_TAG.pt in --output)")
+    for flag in ("diagsonly", "trainonly", "resume"):
+        if getattr(args, flag):
+            raise SeaIceError(f"--retrieve: --{flag} does not apply to a retrieval")
+    result = run_retrieval(data, training, args.output, args.modeltag, args.tag,
+                           sensors=tuple(args.sensors) if args.sensors else None, progress=not args.no_progress)
+    _, lines = write_products(
+        products, network=result.network, obs=result.obs, background=result.background, output=args.output,
+        tag=args.tag, preset_name=result.network.model_config.version, data_cfg=data, truth=result.truth_data,
+        history=result.history,
+    )
+    print("\n".join([result.summary, *(f"  {ln}" for ln in lines)]))
     return 0
 
 

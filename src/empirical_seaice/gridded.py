@@ -157,8 +157,8 @@ def evaluate_grid_emissivity(
 
     with torch.no_grad():
         param = next(emissivity.parameters())
-        t = torch.as_tensor(np.asarray(t_skin_k, dtype=np.float32), device=param.device)
-        p = torch.as_tensor(np.asarray(props, dtype=np.float32), device=param.device)
+        t = torch.as_tensor(np.array(t_skin_k, dtype=np.float32), device=param.device)
+        p = torch.as_tensor(np.array(props, dtype=np.float32), device=param.device)
         x_t = physics.normalised_temperature(t, model.t_ref_k, model.t_scale_k)
         if freq_ghz is not None:
             f = torch.as_tensor(np.asarray(freq_ghz, dtype=np.float32), device=param.device)

@@ -55,6 +55,35 @@ class ProductOptions:
     plot_day: int | None = None
 
 
+def check_product_options(options: ProductOptions, model_version: str | None, sensors: Sequence[str]) -> None:
+    """Validate the product options before any work (so that a bad flag never
+    surfaces after a long training run).
+
+    Raises
+    ------
+    SeaIceError
+        --grid-channels naming a channel the sensors lack; --grid-freqs with a
+        v1 model or outside 1..400 GHz; a negative --plot-day.
+    """
+    from .sensors import build_channel_basis
+
+    basis = build_channel_basis(sensors)
+    if options.grid_channels:
+        bad = [c for c in options.grid_channels if c not in basis.channel_index]
+        if bad:
+            raise SeaIceError(
+                f"--grid-channels: {', '.join(bad)} not among the run's channels ({', '.join(basis.channel_names)})"
+            )
+    if options.grid_freqs_ghz:
+        if model_version == "v1":
+            raise SeaIceError("--grid-freqs: the v1 model has per-channel outputs; use --grid-channels")
+        bad_f = [f for f in options.grid_freqs_ghz if not 1.0 <= f <= 400.0]
+        if bad_f:
+            raise SeaIceError(f"--grid-freqs: expected frequencies in 1..400 GHz, got {bad_f[0]:g}")
+    if options.plot_day is not None and options.plot_day < 0:
+        raise SeaIceError(f"--plot-day: expected a step >= 0, got {options.plot_day}")
+
+
 class TorchEmissivityVH:
     """``emissivity_vh(t_skin_k, props, freq_ghz)`` of a torch v2 emissivity model, in numpy
     (for the spectra when no coefficient file was exported)."""
@@ -71,9 +100,9 @@ class TorchEmissivityVH:
 
         dev = next(self.emissivity.parameters()).device
         with torch.no_grad():
-            t = torch.as_tensor(np.asarray(t_skin_k, dtype=np.float32), device=dev)
+            t = torch.as_tensor(np.array(t_skin_k, dtype=np.float32), device=dev)
             x_t = physics.normalised_temperature(t, self.model.t_ref_k, self.model.t_scale_k)
-            p = torch.as_tensor(np.asarray(props, dtype=np.float32), device=dev)
+            p = torch.as_tensor(np.array(props, dtype=np.float32), device=dev)
             f = torch.as_tensor(np.asarray(freq_ghz, dtype=np.float32), device=dev)
             return self.emissivity.emissivity_vh(x_t, p, f).cpu().numpy()
 
@@ -174,8 +203,9 @@ def write_products(
     if options.export:
         try:
             paths = write_export(output, tag, network.emissivity, model_cfg, basis, prov, onnx=options.onnx)
-        except ImportError as exc:
-            raise SeaIceError(f"--export: ONNX export needs the onnx package ({exc}); install the test extras") from None
+        except ImportError as exc:  # no onnx package: the coefficient file is what matters
+            log.warning("--export: ONNX file not written (%s); install the 'test' extras for ONNX", exc)
+            paths = write_export(output, tag, network.emissivity, model_cfg, basis, prov, onnx=False)
         files += paths
         lines.append("export: " + ", ".join(p.name for p in paths))
         if model_cfg.version == "v2":
@@ -207,7 +237,9 @@ def write_products(
         nlag = network.state.nlag
         day = obs.nstep // 2 if options.plot_day is None else int(options.plot_day)
         if not 0 <= day < obs.nstep:
-            raise SeaIceError(f"--plot-day: expected 0..{obs.nstep - 1}, got {day}")
+            log.warning("--plot-day %d: outside the period's steps 0..%d; mapping step %d", day, obs.nstep - 1,
+                        obs.nstep // 2)
+            day = obs.nstep // 2
         losses_epoch, losses_batch = _losses_from_history(history)
         if not losses_epoch and models_file is not None and Path(models_file).is_file():
             losses_epoch, losses_batch = read_losses(models_file)
@@ -266,5 +298,5 @@ def parse_freqs(text: Sequence[str] | None) -> tuple[float, ...] | None:
         raise SeaIceError(f"--grid-freqs: expected frequencies in GHz, got {' '.join(text)}") from None
 
 
-__all__ = ["ProductOptions", "write_products", "provenance_of", "classic_summary", "read_losses",
+__all__ = ["ProductOptions", "check_product_options", "write_products", "provenance_of", "classic_summary", "read_losses",
            "TorchEmissivityVH", "parse_freqs"]

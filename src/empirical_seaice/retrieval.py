@@ -149,6 +149,7 @@ class RetrievalResult:
     truth: Any = None
     seconds: float = 0.0
     summary: str = ""
+    history: Any = None
     network: Any = None
     obs: Any = None
     background: Any = None
@@ -270,6 +271,7 @@ def _retrieve(data_cfg, train_cfg, output, modeltag, tag, sensors, progress, ckp
     trainer = Trainer(frozen, data, train_cfg, np.arange(obs.nobs), None, obs.nobs,
                       checkpoint_dir=None, progress=progress, generator=generator)
     history = trainer.fit()
+    result.history = history
     result.seconds = time.perf_counter() - t0
     for a, b in zip(fixed_before, network.dense_parameters()):
         if not torch.equal(a, b.detach()):  # pragma: no cover - guards the contract

@@ -104,45 +104,77 @@ def test_transfer_v1_needs_trained_channels():
         transfer_trained_model(other, src.state_dict(), trained_basis)
 
 
-def test_products_of_trained_run(trained, tmp_path):
+def test_cli_diagsonly_export_products(trained, capsys):
+    """seaice-training --diagsonly --modeltag TAG --export --plots on the trained run."""
+    from empirical_seaice.cli import main
     from empirical_seaice.export import NumpyEmissivityModel
-    from empirical_seaice.products import ProductOptions, write_products
+    from empirical_seaice.io import read_training_data
 
     twin, output, tc, res = trained
-    # Rebuild the trained network as --diagsonly does, then write every product.
-    from empirical_seaice.io import read_training_data
-    from empirical_seaice.io.truth import read_truth
-    from empirical_seaice.network import HybridNetwork, build_row_counts
-
-    ckpt = out.load_checkpoint(out.output_path(output, out.CHECKPOINT, "train"))
-    data_cfg, model_cfg, cost_cfg = pipeline._configs_from_dict(ckpt["configs"])
-    obs, bg = read_training_data(data_cfg, model_cfg.nlag, cache_dir=tmp_path / "cache")
-    counts = build_row_counts(obs, model_cfg.nlag, obs.ngrid, obs.nstep)
-    net = HybridNetwork(model_cfg, cost_cfg, obs.basis, bg, obs.nobs, row_counts=counts)
-    net.load_state_dict(ckpt["state_dict"])
-    truth = read_truth(twin, obs)
-    opts = ProductOptions(export=True, plots=True)
-    files, lines = write_products(opts, network=net, obs=obs, background=bg, output=tmp_path, tag="train",
-                                  preset_name="v2", data_cfg=data_cfg, truth=truth, history=res.history)
-    names = {p.name for p in files}
-    assert {"emis_model_train.nc", "emis_model_train.onnx", "ice_emis_grid_train.nc", "classic_sic_train.nc",
-            "index.html", "map_sic.png", "spectra.png", "loss_epoch.png"} <= names
-    for p in files:
-        if p.suffix == ".png":
-            assert mpimg.imread(p)[..., :3].std() > 0.02
-    line = [ln for ln in lines if ln.startswith("SIC RMSE vs truth")][0]
+    rc = main(["--data", str(twin), "--output", str(output), "--diagsonly", "--modeltag", "train", "--tag", "diag",
+               "--sensors", "amsr2", "--export", "--plots", "--no-progress"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    for name in ("emis_model_diag.nc", "emis_model_diag.onnx", "ice_emis_grid_diag.nc", "classic_sic_diag.nc",
+                 "plots_diag/index.html", "plots_diag/map_sic.png", "plots_diag/spectra.png",
+                 "plots_diag/loss_epoch.png", "plots_diag/departures_stats.png", "plots_diag/map_ice_emis.png"):
+        assert (output / name).is_file(), name
+    for png in (output / "plots_diag").glob("*.png"):
+        assert mpimg.imread(png)[..., :3].std() > 0.02, png.name
+    line = [ln.strip() for ln in printed.out.splitlines() if ln.strip().startswith("SIC RMSE vs truth")][0]
     vals = dict(part.split(" ", 1) for part in line.split(": ", 1)[1].split(", "))
     rmse = {k: float(v.split()[0]) for k, v in vals.items()}
-    # Same scores as the pipeline's own (trained 0.0426, background 0.1135); the classic
+    # Same scores as the training run's own (trained 0.0426, background 0.1135); the classic
     # algorithms measured 0.12-0.14 (NASA Team) and 0.07-0.08 (Bootstrap) on this twin.
     assert rmse["trained"] == pytest.approx(res.truth.sic_rmse, abs=1e-4)
     assert rmse["background"] == pytest.approx(res.truth.sic_rmse_background, abs=1e-4)
     assert 0.02 < rmse["nasa_team"] < 0.25 and 0.02 < rmse["bootstrap"] < 0.2
-    # The exported numpy model reproduces the network's per-observation ice emissivity.
-    m = NumpyEmissivityModel.from_file(tmp_path / "emis_model_train.nc")
-    from empirical_seaice.network import ObservationTensors
+    # The exported numpy model reproduces the run's per-observation ice emissivity (ice_emis_diag.nc).
+    ckpt = out.load_checkpoint(out.output_path(output, out.CHECKPOINT, "train"))
+    data_cfg, model_cfg, _ = pipeline._configs_from_dict(ckpt["configs"])
+    obs, _bg = read_training_data(data_cfg, model_cfg.nlag, cache_dir=output / "cache")
+    with xr.open_dataset(output / "properties_grid_train.nc") as ds:
+        p_grid = ds["properties"].values
+    with xr.open_dataset(output / "properties_obs_train.nc") as ds:
+        q = ds["properties"].values
+    with xr.open_dataset(output / "ice_emis_diag.nc") as ds:
+        ice_emis = ds["ice_emis"].values
+    props = np.concatenate([p_grid[obs.igrid, obs.istep], q], axis=1).astype(np.float64)
+    m = NumpyEmissivityModel.from_file(output / "emis_model_diag.nc")
+    e = m.emissivity_channels(np.asarray(obs.t_skin_k), props, sensor="amsr2")
+    ok = np.isfinite(ice_emis)
+    assert ok.sum() > 1000
+    np.testing.assert_allclose(e[ok], ice_emis[ok], atol=2e-6)
 
-    with torch.no_grad():
-        o = net(ObservationTensors(obs).batch(torch.arange(50)))
-    e = m.emissivity_channels(np.asarray(obs.t_skin_k[:50]), o["props"].numpy().astype(np.float64), sensor="amsr2")
-    np.testing.assert_allclose(e, o["emis_ice"].numpy(), atol=2e-6)
+
+def test_cli_retrieve(trained, capsys):
+    from empirical_seaice.cli import main
+
+    twin, output, tc, _ = trained
+    rc = main(["--retrieve", "--modeltag", "train", "--data", str(twin), "--stepstart", str(NTRAIN),
+               "--output", str(output), "--tag", "ret_cli", "--nepochs", "2", "--batchsize", "128",
+               "--no-gridded", "--no-classic", "--no-progress"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert "retrieval 'ret_cli' with trained model 'train'" in printed.out
+    assert "SIC vs truth" in printed.out
+    assert (output / "seaice_ret_cli.nc").is_file() and (output / "properties_grid_ret_cli.nc").is_file()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--retrieve"], "--retrieve: give the trained model with --modeltag"),
+    (["--retrieve", "--modeltag", "train", "--diagsonly"], "--diagsonly does not apply"),
+    (["--grid-channels", "183pm7v"], "--grid-channels: 183pm7v not among"),
+    (["--grid-channels", "10v", "--grid-freqs", "10"], "give at most one"),
+    (["--grid-freqs", "ten"], "--grid-freqs: expected frequencies in GHz"),
+    (["--grid-freqs", "1000"], "expected frequencies in 1..400 GHz"),
+    (["--model", "v1", "--grid-freqs", "10"], "v1 model has per-channel outputs"),
+    (["--plot-day", "-1"], "--plot-day: expected a step >= 0"),
+])
+def test_cli_product_flag_errors(tmp_path, capsys, extra, message):
+    from empirical_seaice.cli import main
+
+    rc = main(["--data", str(tmp_path), "--output", str(tmp_path / "o"), "--sensors", "amsr2", *extra])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
