@@ -392,6 +392,8 @@ class TrainingHistory:
         Wall time of each epoch's training steps (s).
     epoch_obs_per_s : list of float
         Training observations processed per second in each epoch.
+    epoch_cpu_s : list of float
+        Process CPU time of each epoch's training steps (s).
     wall_time_s : float
         Total wall time of training, validation included (s).
     obs_per_s : float
@@ -407,6 +409,7 @@ class TrainingHistory:
     stopped_early: bool = False
     epoch_wall_s: list[float] = field(default_factory=list)
     epoch_obs_per_s: list[float] = field(default_factory=list)
+    epoch_cpu_s: list[float] = field(default_factory=list)
     wall_time_s: float = 0.0
     obs_per_s: float = 0.0
 
@@ -741,6 +744,7 @@ class Trainer:
             deferred = None
         running = 0.0
         t0 = time.perf_counter()
+        c0 = time.process_time()
         for b in range(nbatch):
             bidx = perm[b * bs : (b + 1) * bs]
             batch = self.data.batch(bidx)
@@ -766,6 +770,7 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
         wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
         if bar is not None:
             bar.close()
         assert names is not None and values is not None
@@ -777,6 +782,7 @@ class Trainer:
             )
         self.history._append_epoch(names, values.cpu().numpy(), sizes)
         self.history.epoch_wall_s.append(wall)
+        self.history.epoch_cpu_s.append(cpu)
         self.history.epoch_obs_per_s.append(n / wall if wall > 0 else 0.0)
 
     def _validate_epoch(self) -> None:

@@ -95,6 +95,7 @@ def test_history_books():
     assert hist.epoch_terms[2]["total"] < hist.epoch_terms[0]["total"]
     assert hist.valid_cost == [] and hist.best_epoch is None and not hist.stopped_early
     assert hist.obs_per_s > 0 and len(hist.epoch_obs_per_s) == 3 and hist.wall_time_s >= sum(hist.epoch_wall_s)
+    assert len(hist.epoch_cpu_s) == 3 and all(c > 0 for c in hist.epoch_cpu_s)
 
 
 def test_progress_bar_on_stderr(capsys):

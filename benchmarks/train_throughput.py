@@ -1,0 +1,282 @@
+"""Training throughput and memory benchmark (not a test; nothing is asserted).
+
+Measures observations per second of the trainer (:class:`Trainer` over a
+:class:`HybridNetwork`, v2 preset) and the peak resident memory, on a
+synthetic dataset of the benchmark's shape generated here with numpy
+(default: 2,000,000 observations, 5000 grid points, a 365-day state,
+AMSR2 + GMI + SSMIS F17 = 17 channels), or on a twin directory (``--data``,
+read with :func:`empirical_seaice.io.read_training_data`).
+
+Each configuration runs in its own subprocess (so ``ru_maxrss`` is its own
+peak) for one "epoch" over a random subset of ``--steps`` batches of the
+observations, the state keeping its full size:
+
+- the sparse scheme (DeferredAdam on the state tables) at batch 1024, 4096, 16384;
+- the lazy scheme (torch SparseAdam) at batch 1024;
+- per-step time as the state grows from 30 to 365 days (batch 1024);
+- the dense reference mode (plain Adam over everything, full-map priors) at
+  30 and 365 days, a few steps only.
+
+Results are appended to ``benchmarks/results.md`` (``--no-write`` to skip).
+
+Usage::
+
+    python benchmarks/train_throughput.py                  # everything (a few minutes)
+    python benchmarks/train_throughput.py --quick          # small dataset, smoke run
+    python benchmarks/train_throughput.py --profile        # torch.profiler table of one config
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+CACHE = Path(os.environ.get("SEAICE_BENCH_CACHE", "/tmp/seaice_bench_cache"))
+SENSORS = ("amsr2", "gmi", "ssmisf17")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def synthetic_arrays(nobs: int, ngrid: int, nstep: int, seed: int = 0) -> Path:
+    """Write (once) a synthetic dataset as .npy files; returns its directory."""
+    from empirical_seaice.sensors import build_channel_basis
+
+    out = CACHE / f"obs_{nobs}_{ngrid}_{nstep}_{seed}"
+    if (out / "done").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    basis = build_channel_basis(list(SENSORS))
+    nc = basis.nchan
+    f32 = np.float32
+    igrid = rng.integers(0, ngrid, nobs).astype(np.int32)
+    istep = rng.integers(0, nstep, nobs).astype(np.int32)
+    isensor = rng.integers(0, len(SENSORS), nobs).astype(np.int16)
+    arrays = {
+        "igrid": igrid,
+        "istep": istep,
+        "isensor": isensor,
+        "t_skin_k": rng.uniform(240, 275, nobs).astype(f32),
+        "wind_ms": rng.uniform(0, 15, nobs).astype(f32),
+        "cloud_fraction": rng.uniform(0, 1, nobs).astype(f32),
+        "mask": basis.present[isensor],
+    }
+    for name, lo, hi in [
+        ("tb_obs_k", 150, 260), ("emis_water", 0.4, 0.7), ("tau", 0.5, 1.0), ("t_down_k", 10, 80),
+        ("t_up_k", 10, 80), ("tau_cld", 0.3, 0.9), ("t_down_cld_k", 20, 120), ("t_up_cld_k", 20, 120),
+    ]:
+        arrays[name] = rng.uniform(lo, hi, (nobs, nc)).astype(f32)
+    for name, arr in arrays.items():
+        np.save(out / f"{name}.npy", arr)
+    np.save(out / "sic_bg.npy", rng.uniform(0, 1, (ngrid, nstep + 1)).astype(f32))
+    np.save(out / "tmap.npy", rng.uniform(250, 275, (ngrid, nstep)).astype(f32))
+    (out / "done").write_text("ok")
+    return out
+
+
+def load_synthetic(path: Path, nobs: int, ngrid: int, nstep: int):
+    from empirical_seaice.observations import BackgroundMaps, Observations
+    from empirical_seaice.sensors import build_channel_basis
+
+    a = {p.stem: np.load(p, mmap_mode="r") for p in path.glob("*.npy")}
+    f32 = np.float32
+    obs = Observations(
+        igrid=a["igrid"], istep=a["istep"], isensor=a["isensor"], t_skin_k=a["t_skin_k"], wind_ms=a["wind_ms"],
+        cloud_fraction=a["cloud_fraction"], zenith_deg=np.zeros(nobs, f32),
+        julian_day=np.zeros(nobs), obs_index=np.zeros(nobs, np.int64),
+        tb_obs_k=a["tb_obs_k"], mask=a["mask"], emis_water=a["emis_water"], tau=a["tau"], t_down_k=a["t_down_k"],
+        t_up_k=a["t_up_k"], tau_cld=a["tau_cld"], t_down_cld_k=a["t_down_cld_k"], t_up_cld_k=a["t_up_cld_k"],
+        basis=build_channel_basis(list(SENSORS)), ngrid=ngrid, nstep=nstep, jd_origin=2459000.0,
+    )
+    bg = BackgroundMaps(sic=np.asarray(a["sic_bg"]), t_skin_map_k=np.asarray(a["tmap"]), nlag=1)
+    return obs, bg
+
+
+# ----------------------------------------------------------------------------- one configuration
+
+
+def run_one(cfg: dict) -> dict:
+    """Train one configuration for one epoch of ``steps`` batches; returns the measurements."""
+    import torch
+
+    from empirical_seaice.config import TrainingConfig, get_preset
+    from empirical_seaice.network import HybridNetwork, ObservationTensors, build_row_counts
+    from empirical_seaice.training import Trainer, make_generator
+
+    torch.set_num_threads(cfg["threads"])
+    t0 = time.perf_counter()
+    if cfg.get("data"):
+        from empirical_seaice.config import DataConfig
+        from empirical_seaice.io import read_training_data
+
+        obs, bg = read_training_data(DataConfig(data=Path(cfg["data"]), sensors=SENSORS), nlag=1)
+    else:
+        path = synthetic_arrays(cfg["nobs"], cfg["ngrid"], cfg["nstep_data"])
+        obs, bg = load_synthetic(path, cfg["nobs"], cfg["ngrid"], cfg["nstep_data"])
+    nstep = cfg["nstep"]
+    if nstep < obs.nstep:  # a shorter state: keep the observations of the first nstep days
+        keep = np.nonzero(np.asarray(obs.istep) < nstep)[0]
+        obs = replace(obs.take(keep), nstep=nstep)
+        bg = replace(bg, sic=bg.sic[:, : nstep + 1], t_skin_map_k=bg.t_skin_map_k[:, :nstep])
+    preset = get_preset("v2")
+    device = torch.device(cfg["device"])
+    data = ObservationTensors(obs, device)
+    gen = make_generator(0)
+    bs = cfg["batch"]
+    ntrain = min(obs.nobs, cfg["steps"] * bs)
+    train_index = np.sort(torch.randperm(obs.nobs, generator=gen)[:ntrain].numpy())
+    dense = cfg["optimizer"] == "dense"
+    rc = build_row_counts(obs, 1, obs.ngrid, obs.nstep)
+    net = HybridNetwork(preset.model, preset.cost, obs.basis, bg, obs.nobs, row_counts=rc, sparse=not dense,
+                        prior_mode="full" if dense else "sampled", generator=gen).to(device)
+    t_setup = time.perf_counter() - t0
+    tcfg = TrainingConfig(nepochs=1, batch_size=bs, optimizer=cfg["optimizer"], device=cfg["device"])
+    trainer = Trainer(net, data, tcfg, train_index, None, obs.nobs, progress=False, generator=gen)
+    cpu0 = time.process_time()
+    if cfg.get("profile"):
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            hist = trainer.fit()
+        print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30), file=sys.stderr)
+    else:
+        hist = trainer.fit()
+    cpu_epoch_s = time.process_time() - cpu0  # steps + epoch-end work (permutation, flush)
+    cpu_s = hist.epoch_cpu_s[0]  # the steps only
+    nsteps = len(hist.batch_size)
+    state_rows = net.state.ngrid * net.state.ncol + sum(
+        t.weight.shape[0] for t in (net.state.props_grid, net.state.props_obs) if t is not None
+    )
+    state_values = sum(p.numel() for p in net.sparse_parameters())
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    return {
+        **cfg,
+        "nobs_data": obs.nobs,
+        "nchan": obs.nchan,
+        "state_rows": int(state_rows),
+        "state_values": int(state_values),
+        "steps_done": nsteps,
+        "obs_per_s": hist.epoch_obs_per_s[0],
+        "ms_per_step": 1000 * hist.epoch_wall_s[0] / nsteps,
+        "cpu_ms_per_step": 1000 * cpu_s / nsteps,
+        "cpu_obs_per_s": int(hist.batch_size.sum()) / cpu_s if cpu_s > 0 else 0.0,
+        "cpu_epoch_end_s": cpu_epoch_s - cpu_s,
+        "setup_s": t_setup,
+        "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cuda_peak_mib": peak,
+        "final_total": hist.epoch_terms[0]["total"],
+    }
+
+
+def spawn(cfg: dict) -> dict:
+    """Run one configuration in a fresh interpreter (its own peak memory)."""
+    proc = subprocess.run(
+        ["nice", "-n", "5", sys.executable, __file__, "--one", json.dumps(cfg)],
+        capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        print(proc.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"configuration {cfg} failed (exit {proc.returncode})")
+    if cfg.get("profile"):
+        print(proc.stderr, file=sys.stderr)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--data", help="twin directory to read instead of generating a dataset")
+    ap.add_argument("--nobs", type=int, default=2_000_000)
+    ap.add_argument("--ngrid", type=int, default=5000)
+    ap.add_argument("--nstep", type=int, default=365)
+    ap.add_argument("--steps", type=int, default=300, help="batches per configuration")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true", help="200k observations, 60 steps (smoke run)")
+    ap.add_argument("--profile", action="store_true", help="profile the sparse scheme at batch 1024 and exit")
+    ap.add_argument("--only", default="", help="comma list of parts: batch,lazy,growth,dense")
+    ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/results.md")
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return 0
+    if args.quick:
+        args.nobs, args.steps = 200_000, 60
+    base = dict(nobs=args.nobs, ngrid=args.ngrid, nstep_data=args.nstep, nstep=args.nstep, steps=args.steps,
+                threads=args.threads, device=args.device, batch=1024, optimizer="sparse", data=args.data)
+    if args.profile:
+        spawn({**base, "steps": min(args.steps, 100), "profile": True})
+        return 0
+    parts = set(args.only.split(",")) if args.only else {"batch", "lazy", "growth", "dense"}
+    results = []
+
+    def go(**kw):
+        r = spawn({**base, **kw})
+        results.append(r)
+        print(
+            f"{r['optimizer']:6s} batch {r['batch']:5d} nstep {r['nstep']:3d} threads {r['threads']}: "
+            f"{r['obs_per_s']:10.0f} obs/s {r['ms_per_step']:8.2f} ms/step (CPU {r['cpu_ms_per_step']:7.2f} ms, "
+            f"{r['cpu_obs_per_s']:8.0f} obs/CPU-s, epoch end {r['cpu_epoch_end_s']:.2f} CPU-s)  maxrss {r['maxrss_mib']:7.0f} MiB "
+            f"(state {r['state_values'] / 1e6:.2f} M values, {r['steps_done']} steps)",
+            flush=True,
+        )
+
+    if "batch" in parts:
+        for b in (1024, 4096, 16384):
+            go(batch=b, steps=args.steps if b == 1024 else max(args.steps // (b // 1024), 20))
+    if "lazy" in parts:
+        go(optimizer="lazy")
+    if "growth" in parts:
+        for n in (30, 90, 180, args.nstep):
+            go(nstep=n, steps=min(args.steps, 150))
+    if "dense" in parts:
+        for n in (30, args.nstep):
+            go(optimizer="dense", nstep=n, steps=20)
+    if not args.no_write:
+        write_results(results, args)
+    return 0
+
+
+def write_results(results: list[dict], args) -> None:
+    load = os.getloadavg()
+    import torch
+
+    lines = [
+        "",
+        f"## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, "
+        f"load average {load[0]:.1f} (shared machine), `--threads {args.threads}`, device {args.device}. "
+        f"Data: {'twin ' + args.data if args.data else 'synthetic'} {results[0]['nobs_data']:,} observations, "
+        f"{args.ngrid} grid points, {results[0]['nchan']} channels, v2 preset.",
+        "",
+        "| scheme | batch | state days | state values | steps | obs/s (wall) | ms/step (wall) | CPU ms/step | obs per CPU-s | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['optimizer']} | {r['batch']} | {r['nstep']} | {r['state_values']:,} | {r['steps_done']} | "
+            f"{r['obs_per_s']:,.0f} | {r['ms_per_step']:.2f} | {r['cpu_ms_per_step']:.2f} | {r['cpu_obs_per_s']:,.0f} | "
+            f"{r['maxrss_mib']:,.0f} |"
+        )
+    with open(HERE / "results.md", "a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
