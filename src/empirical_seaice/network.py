@@ -112,8 +112,8 @@ class ObservationTensors:
 
     Floats are packed into one (nobs, 3 + 9 nchan) tensor (per-observation
     fields, then the per-channel fields in ``PER_CHANNEL_FIELDS`` order, mask
-    as 0/1; non-finite values replaced by 0 so masked channels cannot turn
-    the cost into NaN) and integers into one (nobs, 4) int64 tensor
+    as 0/1; non-finite values (NaN, inf) replaced by 0 so masked channels
+    cannot turn the cost into NaN) and integers into one (nobs, 4) int64 tensor
     (``INT_FIELDS``). :meth:`batch` is two ``index_select`` calls.
 
     Parameters
@@ -132,13 +132,18 @@ class ObservationTensors:
         floats = torch.empty((n, ncol), dtype=dtype)
         self._slices: dict[str, tuple[int, int | None]] = {}
         col = 0
+        np_dtype = np.float64 if dtype == torch.float64 else np.float32
+
+        def finite(name: str) -> torch.Tensor:
+            arr = np.asarray(getattr(obs, name), dtype=np_dtype)
+            return torch.from_numpy(np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0))
+
         for name in PER_OBS_FLOAT_FIELDS:
-            floats[:, col] = torch.from_numpy(np.nan_to_num(np.asarray(getattr(obs, name), dtype=np.float64)))
+            floats[:, col] = finite(name)
             self._slices[name] = (col, None)
             col += 1
         for name in PER_CHANNEL_FIELDS:
-            arr = np.nan_to_num(np.asarray(getattr(obs, name), dtype=np.float64))
-            floats[:, col: col + nc] = torch.from_numpy(arr)
+            floats[:, col: col + nc] = finite(name)
             self._slices[name] = (col, col + nc)
             col += nc
         ints = torch.empty((n, len(INT_FIELDS)), dtype=torch.int64)

@@ -30,7 +30,8 @@ def _net(preset="v2", obs_bg=None, sparse=True, prior_mode=None, cost=None, mode
 # ------------------------------------------------------------- ObservationTensors
 def test_observation_tensors_batch_returns_exact_rows():
     obs, bg = make_obs(("amsr2", "gmi"), nobs=30)
-    obs.emis_water[3, 0] = np.nan  # a masked NaN must arrive as 0
+    obs.emis_water[3, 0] = np.nan  # masked NaN / inf must arrive as 0
+    obs.t_up_k[3, 1] = np.inf
     ot = ObservationTensors(obs)
     idx = torch.tensor([7, 3, 29, 3])
     b = ot.batch(idx)
@@ -41,9 +42,9 @@ def test_observation_tensors_batch_returns_exact_rows():
     for name in ("t_skin_k", "wind_ms", "cloud_fraction"):
         assert np.array_equal(getattr(b, name).numpy(), getattr(obs, name)[idx.numpy()])
     for name in PER_CHANNEL_FIELDS:
-        expected = np.nan_to_num(getattr(obs, name)[idx.numpy()].astype(np.float32))
+        expected = np.nan_to_num(getattr(obs, name)[idx.numpy()].astype(np.float32), posinf=0.0)
         assert np.array_equal(getattr(b, name).numpy(), expected), name
-    assert b.emis_water[1, 0].item() == 0.0
+    assert b.emis_water[1, 0].item() == 0.0 and b.t_up_k[1, 1].item() == 0.0
     assert b.mask.dtype == torch.float32 and set(b.mask.unique().tolist()) <= {0.0, 1.0}
     assert ot.all().iobs.tolist() == list(range(30))
 
