@@ -216,3 +216,40 @@ def test_gradcheck_factored_chain():
         return physics.simulate_tb_factored(**dict(zip(_NAMES, a)), ocean_t_floor_k=271.35)
 
     assert torch.autograd.gradcheck(f, args)
+
+
+# ------------------------------------------------------------ property tests
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_unit = st.floats(0.0, 1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sic=_unit, e_i=_unit, e_o=_unit, tau=_unit, f=_unit, temp=st.floats(150.0, 320.0))
+def test_isothermal_universe_property(sic, e_i, e_o, tau, f, temp):
+    one = lambda v: torch.tensor([[v]], dtype=D)  # noqa: E731
+    tb = physics.simulate_tb_factored(
+        sic=torch.tensor([sic], dtype=D), emis_ice=one(e_i), t_skin_k=torch.tensor([temp], dtype=D),
+        emis_ocean=one(e_o), ocean_t_floor_k=None, tau=one(tau), t_down_k=one(temp), t_up_k=one((1 - tau) * temp),
+        tau_cld=one(tau), t_down_cld_k=one(temp), t_up_cld_k=one((1 - tau) * temp),
+        cloud_fraction=torch.tensor([f], dtype=D), bias_ice_k=one(0.0), bias_ocean_k=one(0.0),
+    )
+    assert tb.item() == pytest.approx(temp, rel=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(sic=_unit, e_i=_unit, e_o=_unit, tau=_unit, t_down=st.floats(0.0, 300.0), t_up=st.floats(0.0, 300.0),
+       temp=st.floats(200.0, 300.0))
+def test_tb_between_ocean_and_ice_tb_property(sic, e_i, e_o, tau, t_down, t_up, temp):
+    def tb(c):
+        one = lambda v: torch.tensor([[v]], dtype=D)  # noqa: E731
+        return physics.simulate_tb(
+            sic=torch.tensor([c], dtype=D), emis_ice=one(e_i), t_skin_k=torch.tensor([temp], dtype=D),
+            emis_ocean=one(e_o), ocean_t_floor_k=271.35, tau=one(tau), t_down_k=one(t_down), t_up_k=one(t_up),
+            tau_cld=one(tau), t_down_cld_k=one(t_down), t_up_cld_k=one(t_up),
+            cloud_fraction=torch.tensor([0.5], dtype=D), bias_ice_k=one(1.0), bias_ocean_k=one(-1.0),
+        ).item()
+
+    lo, hi = sorted((tb(0.0), tb(1.0)))
+    assert lo - 1e-9 <= tb(sic) <= hi + 1e-9
