@@ -25,15 +25,17 @@ rows ``r = (g, col)`` of an elementwise penalty ``p(C_r)``. Let
 For ``i`` drawn uniformly from the ``nobs`` training observations,
 ``E[E_B] = (1/nobs) sum_i sum_l p(C[r_il]) / count(r_il)
 = (1/nobs) sum_r p(C_r) * count(r) / count(r) = (1/nobs) sum_{r: count(r) > 0} p(C_r)``,
-exactly the full prior over the observed rows divided by nobs; summed over
-one shuffled epoch (every observation once) the per-batch estimates give
-exactly ``(nobs / |B|)`` times that value, as the full term would. Rows no
-observation touches get no gradient from any term in either mode (the
-observation term does not see them and their background lies in [0, 1]
-where the range prior is flat) and keep their background; in "full" mode
-they would contribute a constant only. The gradient of the estimate is also
-unbiased, and it touches only the batch's rows, so the cost per step is
-O(batch) and sparse optimisers stay sparse.
+exactly the full prior over the observed rows divided by nobs. Over one
+shuffled epoch (every observation once) it is exact, not only in
+expectation: ``sum_batches (|B| / nobs) E_B`` equals that value. The gradient
+of the estimate is unbiased too, and it touches only the batch's rows, so the
+cost per step is O(batch) and sparse optimisers stay sparse.
+
+Rows that no training observation touches are left out: in "sampled" mode
+they get no gradient from any term and keep their background. In "full"
+mode the priors would still move them (e.g. background trace ice toward 0 or
+0.3 by the false-ice prior), which changes no simulated TB; every other row
+gets the same prior gradient in expectation in both modes.
 
 The warm-ice term is a *mean* (not /nobs) in the reference. In "full" mode it
 is the mean over the whole (ngrid, nstep) map; in "sampled" mode the estimate
