@@ -162,7 +162,7 @@ def plot_maps(
         bbox = ax.get_window_extent()
         x0, x1 = ax.get_xlim()
         pts_per_km = (bbox.width * 72.0 / fig.dpi) / (x1 - x0)
-        size = (spacing * pts_per_km) ** 2
+        size = (1.15 * spacing * pts_per_km) ** 2  # a little overlap: the grid need not be regular here
         v = np.asarray(v, dtype=np.float64)
         ok = np.isfinite(v)
         mappable = ax.scatter(x[ok], y[ok], c=v[ok], s=size, marker="s", linewidths=0,

@@ -249,8 +249,10 @@ def write_products(
             channels=[c for c in plots.MAP_CHANNELS if c in basis.channel_index])
         emis_grid = {c: np.full((obs.ngrid, obs.nstep), np.nan, np.float32)
                      for c in plots.MAP_CHANNELS if c in basis.channel_index}
+        observed = inputs.nobs_cell > 0  # the state of unobserved cells is its untrained initial value
         for j, c in enumerate(emis_grid):
-            emis_grid[c][:, day] = emis_day[:, j]
+            emis_grid[c][:, day] = np.where(observed[:, day], emis_day[:, j], np.nan)
+        props_plot = np.where(observed[..., None], inputs.props_grid, np.nan)
         tb_obs = np.where(np.asarray(obs.mask), np.asarray(obs.tb_obs_k, dtype=np.float32), np.nan)
         before = _read_tb(output / f"tbsim_initial_{tag}.nc")
         after = _read_tb(output / f"tbsim_{tag}.nc")
@@ -261,7 +263,7 @@ def write_products(
             sic_background=np.asarray(background.sic)[:, nlag:],
             sic_truth=None if truth is None else np.asarray(truth.sic),
             sic_classic={"nasa_team": classic_maps.maps["nasa_team"]} if classic_maps and "nasa_team" in classic_maps.maps else {},
-            props_grid=inputs.props_grid, emis_grid=emis_grid, t_skin_map_k=inputs.t_skin_map_k,
+            props_grid=props_plot, emis_grid=emis_grid, t_skin_map_k=inputs.t_skin_map_k,
             emissivity_model=emis_model, nprop_obs=model_cfg.nprop_obs,
             losses_epoch=losses_epoch, losses_batch=losses_batch, channel_names=list(basis.channel_names),
             dep_before=None if before is None else tb_obs - before,
