@@ -185,8 +185,9 @@ class NetworkEmissivity(EmissivityModel):
     def emissivity_vh(self, x_t: Tensor, props: Tensor, freq_ghz: Tensor) -> Tensor:
         """``(e_V, e_H)`` at any frequency: shapes x_t (...), props (..., nprop), freq (...) broadcast; returns (..., 2)."""
         freq_ghz = torch.as_tensor(freq_ghz, dtype=x_t.dtype, device=x_t.device)
-        x_t, freq_ghz = torch.broadcast_tensors(x_t, freq_ghz)
-        props = props.expand(*x_t.shape, self.nprop)
+        shape = torch.broadcast_shapes(x_t.shape, freq_ghz.shape, props.shape[:-1])
+        x_t, freq_ghz = x_t.expand(shape), freq_ghz.expand(shape)
+        props = props.expand(*shape, self.nprop)
         z = torch.cat([x_t.unsqueeze(-1), props, (freq_ghz / self.freq_scale_ghz).unsqueeze(-1)], dim=-1)
         return torch.sigmoid(self.output(torch.sigmoid(self.hidden(z))))
 

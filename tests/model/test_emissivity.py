@@ -129,3 +129,12 @@ def test_emissivity_vh_broadcasts_over_frequencies():
     assert e.shape == (3, 2)
     e1 = model.emissivity_vh(torch.tensor(0.3), torch.zeros(3), torch.tensor(150.0))
     assert torch.allclose(e[2], e1)
+
+
+def test_emissivity_vh_broadcasts_properties_against_scalar_inputs():
+    model, _ = _v2()
+    props = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    e = model.emissivity_vh(torch.tensor(0.2), props, torch.tensor(89.0))
+    assert e.shape == (4, 2)
+    for k in range(4):
+        assert torch.allclose(e[k], model.emissivity_vh(torch.tensor(0.2), props[k], torch.tensor(89.0)))
