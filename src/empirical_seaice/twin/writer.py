@@ -14,6 +14,7 @@ import netCDF4
 import numpy as np
 
 OBS_CHUNK = 4096
+CHUNK_CACHE_BYTES = 2 * 1024 * 1024
 
 PER_OBS_VARIABLES = {
     "JULIAN_DAY": ("f8", "days", "astronomical Julian day of the observation"),
@@ -71,6 +72,9 @@ class AppendFile:
             dims += ("nchan",)
             chunks += (nchan,)
         self.var = self.ds.createVariable(name, dtype, dims, chunksizes=chunks)
+        # appends touch one or two chunks at a time: a small cache keeps 45 open files from
+        # holding the HDF5 default (16 MiB each, filled as the files grow)
+        self.var.set_var_chunk_cache(size=CHUNK_CACHE_BYTES, nelems=17, preemption=1.0)
         extra = {"channels": " ".join(channels)} if channels else {}
         _set_attrs(self.var, units, long_name, **extra)
         for k, v in (global_attrs or {}).items():
