@@ -164,3 +164,24 @@ def test_read_truth_rows_beyond_the_truth(tiny_twin):
     obs.obs_index = obs.obs_index + 100000
     with pytest.raises(SeaIceError, match="does not belong to this data"):
         read_truth(tiny_twin, obs)
+
+
+def test_failure_leaves_no_partial_output(tmp_path, monkeypatch):
+    import empirical_seaice.twin.generate as gen
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(gen, "_write_truth", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        generate_twin(get_twin_preset("tiny", days=1, sensors=("amsr2",)), tmp_path / "o")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+
+
+def test_every_sensor_alone_has_the_same_step_origin(tiny_twin):
+    origins = {s: _obs_one(tiny_twin, s).jd_origin for s in ("amsr2", "gmi", "ssmisf17")}
+    assert set(origins.values()) == {2459274.0}  # noon of 28 Feb 2021, the day before 2021-03-01
+
+
+def _obs_one(out, sensor):
+    return read_training_data(DataConfig(data=Path(out), sensors=(sensor,), cache=False), nlag=1)[0]

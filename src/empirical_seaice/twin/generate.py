@@ -178,6 +178,17 @@ def generate_twin(config: TwinConfig, output: Path, overwrite: bool = False) -> 
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
 
+    try:
+        summary = _generate(config, output, partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    summary.seconds = time.perf_counter() - t_start
+    log.info("%s", summary)
+    return summary
+
+
+def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
     rng = np.random.default_rng(config.seed)
     grid = make_grid(config.hemisphere, config.resolution_km, config.lat_limit_deg)
     jd0 = julian_day_0utc(config.start_date) - 0.5  # integer: noon of the day before; window 0 starts at jd0 + 0.375
@@ -238,10 +249,7 @@ def generate_twin(config: TwinConfig, output: Path, overwrite: bool = False) -> 
     if output.exists():
         shutil.rmtree(output)
     partial.rename(output)
-    summary = TwinSummary(output, grid.ngrid, config.days, {s: ps["nobs"] for s, ps in per_sensor.items()},
-                          time.perf_counter() - t_start)
-    log.info("%s", summary)
-    return summary
+    return TwinSummary(output, grid.ngrid, config.days, {s: ps["nobs"] for s, ps in per_sensor.items()})
 
 
 def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, ice_table, rng):

@@ -76,7 +76,7 @@ def sample_day(
     sampling : the sensor's sampling.
     window_start_jd : Julian day of the window start (21 UTC).
     day_index : index of the day in the run (rotates non sun-synchronous orbits).
-    keep_fraction : probability that a seen grid point is kept.
+    keep_fraction : probability that a seen grid point is kept (the first pass of day 0 is kept whole).
     rng : generator (jitter of pass times, thinning).
 
     Returns
@@ -95,7 +95,12 @@ def sample_day(
     seen = np.abs(d) <= 0.5 * sampling.swath_km
     if sampling.max_abs_lat_deg is not None:
         seen &= (np.abs(grid.lat) <= sampling.max_abs_lat_deg)[:, None]
-    seen &= rng.random(seen.shape) < keep_fraction
+    keep = rng.random(seen.shape) < keep_fraction
+    if day_index == 0:
+        # the first pass of the run is not thinned: every sensor then has observations in the
+        # first hours of the first window, so floor(min JD) is the same whichever sensors a run reads
+        keep[:, np.argmin(t_pass)] = True
+    seen &= keep
     g, k = np.nonzero(seen)
     t = t_pass[k] + along[g, k] / GROUND_SPEED_KMS / 86400.0
     inside = (t > 1e-6) & (t < 1.0 - 1e-6)
