@@ -20,7 +20,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	test -d $(DEMO_DATA)/truth || $(BIN)/seaice-twin --preset demo --output $(DEMO_DATA)
-	$(BIN)/seaice-training --data $(DEMO_DATA) --output $(DEMO_OUTPUT) --tag demo
+	$(BIN)/seaice-training --data $(DEMO_DATA) --output $(DEMO_OUTPUT) --tag demo --export --plots
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py

@@ -363,6 +363,7 @@ class NumpyEmissivityModel:
         self.polarisation = list(strings["polarisation"])
         self.sensor_names = list(strings["sensor_name"])
         self.frequency_ghz = np.asarray(arrays["frequency"])
+        self.channel_present = np.asarray(arrays["channel_present"]) > 0
         self.hidden_activation = str(attrs["hidden_activation"])
         self.output_activation = str(attrs["output_activation"])
         self.attrs = dict(attrs)
@@ -436,15 +437,22 @@ class NumpyEmissivityModel:
         """Ice emissivity of named channels of the file's channel list, (..., nch).
 
         v2: evaluated at the channel's frequency on ``sensor`` (default: the
-        first training sensor that has the channel), taking e_V or e_H by its
-        polarisation. v1: the linear model's channel outputs.
+        first training sensor), taking e_V or e_H by its polarisation. v1: the
+        linear model's channel outputs. ``channels`` defaults to the channels
+        of ``sensor`` when it is given, else to the whole channel list.
 
         Raises
         ------
         SeaIceError
             A channel or sensor the file does not list.
         """
-        channels = list(self.channel_names if channels is None else channels)
+        if channels is None:
+            if sensor is not None and sensor in self.sensor_names:
+                row = self.channel_present[self.sensor_names.index(sensor)]
+                channels = [c for c, ok in zip(self.channel_names, row) if ok]
+            else:
+                channels = list(self.channel_names)
+        channels = list(channels)
         unknown = [c for c in channels if c not in self.channel_names]
         if unknown:
             raise SeaIceError(f"channels: {', '.join(unknown)} not in the model's channels ({', '.join(self.channel_names)})")
