@@ -56,7 +56,7 @@ def test_help_exits_zero(capsys):
                  "--nsteps", "--nepochs", "--diagsonly", "--trainonly", "--reproducible", "--model",
                  "--seaice-background", "--tsfc-background", "--validation-fraction", "--early-stopping",
                  "--learning-rate", "--seed", "--device", "--warm-ice", "--no-progress", "--resume",
-                 "--ice-emis-init"):
+                 "--ice-emis-init", "--threads"):
         assert flag in out, flag
 
 
@@ -85,6 +85,7 @@ def _fails(argv, capsys, *needles):
         (["--early-stopping"], ("--early-stopping", "--validation-fraction")),
         (["--learning-rate", "0"], ("--learning-rate",)),
         (["--ice-emis-init", "1.5"], ("--ice-emis-init", "1.5")),
+        (["--threads", "0"], ("--threads", "0")),
         (["--stepstart", "-2"], ("--stepstart",)),
         (["--nsteps", "0"], ("--nsteps",)),
         (["--diagsonly", "--trainonly"], ("--trainonly", "--diagsonly")),
@@ -155,3 +156,24 @@ def test_cuda_requested_without_cuda(capsys, tmp_path):
     out = tmp_path / "out"
     _fails(["--data", str(tmp_path), "--output", str(out), "--device", "cuda"], capsys, "--device cuda")
     assert not out.exists()
+
+
+def test_threads_apply_during_the_run_and_are_restored(monkeypatch, tmp_path):
+    import torch
+
+    from empirical_seaice import pipeline
+
+    seen = {}
+
+    def fake_run(*args, **kwargs):
+        seen["threads"] = torch.get_num_threads()
+        seen["output"] = kwargs["output"]
+        return pipeline.RunResult(output=kwargs["output"], tag=kwargs["tag"])
+
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    before = torch.get_num_threads()
+    assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o"), "--threads", "3"]) == 0
+    assert seen == {"threads": 3, "output": tmp_path / "o"}
+    assert torch.get_num_threads() == before
+    assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o")]) == 0
+    assert seen["threads"] == 1  # the default
