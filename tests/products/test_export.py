@@ -199,3 +199,14 @@ def test_write_export_and_file_errors(v2_model, tmp_path):
 def test_julian_day_to_iso():
     assert julian_day_to_iso(2451545.0) == "2000-01-01"
     assert julian_day_to_iso(2459031.5) == "2020-07-01"
+
+
+def test_unknown_activation_is_reported(v2_model, tmp_path):
+    import netCDF4
+
+    em, cfg, basis = v2_model
+    path = write_emissivity_coefficients(tmp_path / "m.nc", em, cfg, basis)
+    with netCDF4.Dataset(path, "a") as ds:
+        ds.hidden_activation = "relu6"
+    with pytest.raises(SeaIceError, match="unknown activation 'relu6'"):
+        NumpyEmissivityModel.from_file(path)

@@ -78,6 +78,12 @@ def test_plot_spectra_loss_departures(tmp_path):
     assert_png(plots.plot_departure_stats(tmp_path / "d.png", names, before, after))
     with pytest.raises(SeaIceError, match="expected"):
         plots.plot_departure_histograms(tmp_path / "h2.png", names[:2], before, after)
+    with pytest.raises(SeaIceError, match="expected 2 channels"):
+        plots.plot_departure_stats(tmp_path / "d2.png", names[:2], before, after)
+    with pytest.raises(SeaIceError, match="no spectrum"):
+        plots.plot_spectra(tmp_path / "s3.png", f, {})
+    # Without the "before" set (diagnostics of a trained model) the plots still come.
+    assert_png(plots.plot_departure_stats(tmp_path / "d3.png", names, None, after))
 
 
 def test_departure_stats_hand_values():

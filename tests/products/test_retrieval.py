@@ -81,6 +81,30 @@ def test_retrieval_errors(trained, tmp_path):
     assert not (output / "cache_ret3").exists()
 
 
+def test_retrieval_rejects_foreign_checkpoints(trained, tmp_path):
+    twin, output, tc, _ = trained
+    ckpt = out.load_checkpoint(out.output_path(output, out.CHECKPOINT, "train"))
+    bad = dict(ckpt, format=999)
+    out.save_checkpoint(out.output_path(tmp_path, out.CHECKPOINT, "old"), bad)
+    with pytest.raises(SeaIceError, match="checkpoint format 999"):
+        run_retrieval(DataConfig(data=twin), tc, tmp_path, "old", "r", progress=False)
+    # A checkpoint whose emissivity network has another width does not fit.
+    configs = {**ckpt["configs"], "model": {**ckpt["configs"]["model"], "hidden": 5}}
+    out.save_checkpoint(out.output_path(tmp_path, out.CHECKPOINT, "wide"), dict(ckpt, configs=configs))
+    with pytest.raises(SeaIceError, match="does not fit the configuration"):
+        run_retrieval(DataConfig(data=twin, stepstart=NTRAIN), tc, tmp_path, "wide", "r", progress=False)
+    assert not (tmp_path / "cache_r").exists()
+
+
+def test_losses_read_back_from_models_file(trained):
+    from empirical_seaice.products import read_losses
+
+    _, output, _, res = trained
+    epoch, batch = read_losses(output / "models_train.nc")
+    np.testing.assert_allclose(epoch["obs"], [e["obs"] for e in res.history.epoch_terms])
+    assert batch["obs"].size == res.history.batch_terms["obs"].size > epoch["obs"].size == 15
+
+
 def test_transfer_v1_needs_trained_channels():
     from empirical_seaice.network import HybridNetwork
     from empirical_seaice.observations import BackgroundMaps
