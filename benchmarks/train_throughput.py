@@ -24,6 +24,10 @@ Usage::
     python benchmarks/train_throughput.py                  # everything (a few minutes)
     python benchmarks/train_throughput.py --quick          # small dataset, smoke run
     python benchmarks/train_throughput.py --profile        # torch.profiler table of one config
+
+Each subprocess runs with ``OMP_WAIT_POLICY=PASSIVE`` unless set otherwise:
+with OpenMP's default (spinning) wait policy, 2 torch threads on a 2-core
+machine that also runs other work were measured 5-10x *slower* than 1 thread.
 """
 
 from __future__ import annotations
@@ -182,9 +186,13 @@ def run_one(cfg: dict) -> dict:
 
 def spawn(cfg: dict) -> dict:
     """Run one configuration in a fresh interpreter (its own peak memory)."""
+    # Idle OpenMP threads sleep instead of spinning: on a machine with more
+    # runnable threads than cores (a shared machine) spinning threads make
+    # 2-thread torch 5-10x slower than 1 thread. Read when OpenMP starts.
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     proc = subprocess.run(
         ["nice", "-n", "5", sys.executable, __file__, "--one", json.dumps(cfg)],
-        capture_output=True, text=True, check=False,
+        capture_output=True, text=True, check=False, env=env,
     )
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
@@ -261,7 +269,8 @@ def write_results(results: list[dict], args) -> None:
         f"## Run of {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, "
-        f"load average {load[0]:.1f} (shared machine), `--threads {args.threads}`, device {args.device}. "
+        f"load average {load[0]:.1f} (shared machine), `--threads {args.threads}`, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, device {args.device}. "
         f"Data: {'twin ' + args.data if args.data else 'synthetic'} {results[0]['nobs_data']:,} observations, "
         f"{args.ngrid} grid points, {results[0]['nchan']} channels, v2 preset.",
         "",

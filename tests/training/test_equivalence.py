@@ -41,8 +41,16 @@ def _train(case, optimizer: str, with_state_rows: bool = False):
     return j0, evaluate_cost(net, data, index, obs.nobs, BATCH)
 
 
-def test_sparse_scheme_reaches_dense_adam_cost(case):
+@pytest.fixture
+def one_thread():
+    """Small ops: one thread is faster, and immune to a loaded machine."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_sparse_scheme_reaches_dense_adam_cost(case, one_thread):
     j0, dense = _train(case, "dense")
     _, sparse = _train(case, "sparse")
     _, sparse_rows = _train(case, "sparse", with_state_rows=True)
