@@ -105,6 +105,34 @@ def test_losses_read_back_from_models_file(trained):
     assert batch["obs"].size == res.history.batch_terms["obs"].size > epoch["obs"].size == 15
 
 
+def test_transfer_v2_to_other_sensors_matches_by_name():
+    from empirical_seaice.network import HybridNetwork
+    from empirical_seaice.observations import BackgroundMaps
+    from empirical_seaice.sensors import build_channel_basis
+
+    pre = get_preset("v2")
+    bg = BackgroundMaps(sic=np.zeros((2, 3), np.float32), t_skin_map_k=np.full((2, 2), 260.0, np.float32), nlag=1)
+    trained_basis = build_channel_basis(["amsr2", "ssmisf17"])
+    src = HybridNetwork(pre.model, pre.cost, trained_basis, bg, 4)
+    with torch.no_grad():
+        src.wind_coef.copy_(torch.arange(src.wind_coef.numel(), dtype=torch.float32))
+        src.bias_ice_k.fill_(7.0)
+    new_basis = build_channel_basis(["gmi", "ssmisf17"])
+    dst = HybridNetwork(pre.model, pre.cost, new_basis, bg, 5)
+    counts = transfer_trained_model(dst, src.state_dict(), trained_basis)
+    torch.testing.assert_close(dst.emissivity.hidden.weight, src.emissivity.hidden.weight)
+    for j, c in enumerate(new_basis.channel_names):
+        jt = trained_basis.channel_index.get(c)
+        assert float(dst.wind_coef.detach()[j]) == (float(jt) if jt is not None else 0.0), c
+    s_ssmis = new_basis.sensor_names.index("ssmisf17")
+    present = new_basis.present[s_ssmis]
+    assert torch.all(dst.bias_ice_k[s_ssmis, torch.from_numpy(present)] == 7.0)
+    assert torch.all(dst.bias_ice_k[new_basis.sensor_names.index("gmi")] == 0.0)  # GMI's background
+    assert counts["sensor_channels"] == int(present.sum())
+    # 166v and 183+-3v/183+-7v are GMI-only here: no trained wind correction for them.
+    assert counts["channels"] == sum(c in trained_basis.channel_index for c in new_basis.channel_names)
+
+
 def test_transfer_v1_needs_trained_channels():
     from empirical_seaice.network import HybridNetwork
     from empirical_seaice.observations import BackgroundMaps
