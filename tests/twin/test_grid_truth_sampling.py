@@ -136,3 +136,11 @@ def test_cached_field_evaluation_equals_direct(north):
     g = np.array([0, 17, 17, north.ngrid - 1])
     t = np.array([0.3, 1.7, 2.0, 40.0])
     np.testing.assert_allclose(m._f(m.f_wind, g, t), m.f_wind(north.x_km[g], north.y_km[g], t), atol=1e-10)
+
+
+def test_day0_first_pass_is_never_thinned(north):
+    rng = np.random.default_rng(0)
+    g0, jd0 = sample_day(north, SAMPLING["gmi"], 2459000.875, 0, 1e-9, rng)
+    g1, jd1 = sample_day(north, SAMPLING["gmi"], 2459001.875, 1, 1e-9, rng)
+    assert g0.size > 20 and g1.size == 0
+    assert jd0.max() - 2459000.875 < 0.2  # all from the first pass, early in the window

@@ -76,7 +76,7 @@ def sample_day(
     sampling : the sensor's sampling.
     window_start_jd : Julian day of the window start (21 UTC).
     day_index : index of the day in the run (rotates non sun-synchronous orbits).
-    keep_fraction : probability that a seen grid point is kept (the first pass of day 0 is kept whole).
+    keep_fraction : probability that a seen grid point is kept (day 0's first pass that sees the grid is kept whole).
     rng : generator (jitter of pass times, thinning).
 
     Returns
@@ -97,9 +97,12 @@ def sample_day(
         seen &= (np.abs(grid.lat) <= sampling.max_abs_lat_deg)[:, None]
     keep = rng.random(seen.shape) < keep_fraction
     if day_index == 0:
-        # the first pass of the run is not thinned: every sensor then has observations in the
-        # first hours of the first window, so floor(min JD) is the same whichever sensors a run reads
-        keep[:, np.argmin(t_pass)] = True
+        # the run's first pass that sees any grid point is not thinned: every sensor then has
+        # observations in the first hours of the first window, so floor(min JD) is the same
+        # whichever sensors a run reads
+        passes = [k for k in np.argsort(t_pass) if seen[:, k].any()]
+        if passes:
+            keep[:, passes[0]] = True
     seen &= keep
     g, k = np.nonzero(seen)
     t = t_pass[k] + along[g, k] / GROUND_SPEED_KMS / 86400.0
