@@ -6,7 +6,6 @@ from pathlib import Path
 
 import netCDF4
 import numpy as np
-import pytest
 import torch
 
 from empirical_seaice.config import DataConfig

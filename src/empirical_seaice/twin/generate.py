@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SeaIceError
-from ..sensors import CATALOGUE, SENSORS, build_channel_basis
+from ..sensors import CATALOGUE, SENSORS
 from .atmosphere import AtmosphereTable
 from .grid import make_grid
 from .ocean import T_FREEZE_SEAWATER_K, ocean_emissivity_model, ocean_emissivity_true
@@ -195,7 +195,6 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
     truth = TruthModel(grid, rng, config.seed, jd_ref=jd0)
     ice_table = _ice_table()
     biases = true_biases(rng, config.sensors)
-    basis = build_channel_basis(config.sensors)
     global_attrs = {
         "title": "empirical_seaice synthetic twin",
         "source": "empirical_seaice.twin",
