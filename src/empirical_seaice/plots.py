@@ -347,6 +347,8 @@ class PlotInputs:
     channel_names : the run's channels.
     dep_before, dep_after : (nobs, nchan) observed minus simulated TB before/after training.
     title : run name for the titles.
+    spectrum_masks : label -> (ngrid, nstep) bool cell sets (e.g. truth ice types) for a
+        second spectra plot ``spectra_ice_types.png``.
     """
 
     lon: np.ndarray
@@ -367,6 +369,7 @@ class PlotInputs:
     dep_before: np.ndarray | None = None
     dep_after: np.ndarray | None = None
     title: str = ""
+    spectrum_masks: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 def spectrum_groups(sic: np.ndarray, props: np.ndarray, t_skin_k: np.ndarray,
@@ -392,6 +395,23 @@ def spectrum_groups(sic: np.ndarray, props: np.ndarray, t_skin_k: np.ndarray,
         sel = which == k
         if sel.any():
             out[f"{names[k]} P0 (n={int(sel.sum())})"] = (float(np.median(tt[sel])), np.median(p[sel], axis=0))
+    return out
+
+
+def spectrum_groups_from_masks(masks: Mapping[str, np.ndarray], sic: np.ndarray, props: np.ndarray,
+                               t_skin_k: np.ndarray, min_sic: float = 0.8) -> dict[str, tuple[float, np.ndarray]]:
+    """Representative states of named cell sets (e.g. ice types from a truth): for each
+    mask (ngrid,), the median skin temperature and grid state over its consolidated-ice
+    cells (SIC > min_sic, finite state). Label -> (T K, state (nprop_grid,)); empty sets skipped."""
+    sic = np.asarray(sic, dtype=np.float64)
+    props = np.asarray(props, dtype=np.float64)
+    t = np.asarray(t_skin_k, dtype=np.float64)
+    base = (sic > min_sic) & np.all(np.isfinite(props), axis=-1) & np.isfinite(t)
+    out = {}
+    for label, mask in masks.items():
+        sel = base & np.asarray(mask, dtype=bool)
+        if sel.any():
+            out[f"{label} (n={int(sel.sum())})"] = (float(np.median(t[sel])), np.median(props[sel], axis=0))
     return out
 
 
@@ -459,6 +479,19 @@ def make_plots(plot_dir: Path, inputs: PlotInputs) -> list[Path]:
             add(plot_spectra(plot_dir / "spectra.png", SPECTRUM_FREQ_GHZ, spectra,
                              title=f"{d.title} ice emissivity spectra{suffix}"),
                 "emissivity spectra of consolidated ice (SIC > 0.8) in three classes of P0" + suffix)
+        if d.spectrum_masks:
+            groups = spectrum_groups_from_masks({k: np.asarray(m)[:, day] for k, m in d.spectrum_masks.items()},
+                                                np.asarray(d.sic)[:, day], np.asarray(d.props_grid)[:, day],
+                                                np.asarray(d.t_skin_map_k)[:, day])
+            typed = {}
+            for label, (t, p) in groups.items():
+                full = np.concatenate([p, np.zeros(d.nprop_obs)])
+                typed[f"{label}, T={t:.0f} K"] = d.emissivity_model.emissivity_vh(
+                    np.full(SPECTRUM_FREQ_GHZ.size, t), full, SPECTRUM_FREQ_GHZ)
+            if typed:
+                add(plot_spectra(plot_dir / "spectra_ice_types.png", SPECTRUM_FREQ_GHZ, typed,
+                                 title=f"{d.title} ice emissivity spectra by ice type{suffix}"),
+                    "emissivity spectra of the trained state by ice type" + suffix)
     if d.losses_epoch:
         add(plot_loss_curves(plot_dir / "loss_epoch.png", d.losses_epoch, xlabel="epoch",
                              title=f"{d.title} cost terms per epoch"), "cost terms per epoch")
@@ -479,5 +512,5 @@ def make_plots(plot_dir: Path, inputs: PlotInputs) -> list[Path]:
 __all__ = [
     "projected_xy", "grid_spacing_km", "plot_maps", "plot_spectra", "plot_loss_curves",
     "departure_stats", "plot_departure_histograms", "plot_departure_stats", "write_index",
-    "PlotInputs", "spectrum_groups", "make_plots", "MAP_CHANNELS", "SPECTRUM_FREQ_GHZ",
+    "PlotInputs", "spectrum_groups", "spectrum_groups_from_masks", "make_plots", "MAP_CHANNELS", "SPECTRUM_FREQ_GHZ",
 ]

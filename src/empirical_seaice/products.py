@@ -269,11 +269,22 @@ def write_products(
             dep_before=None if before is None else tb_obs - before,
             dep_after=None if after is None else tb_obs - after,
             title=tag,
+            spectrum_masks=truth_ice_types(truth),
         )
         plot_files = plots.make_plots(output / f"plots_{tag}", pin)
         files += plot_files
         lines.append(f"plots: {output / f'plots_{tag}' / 'index.html'} ({len(plot_files) - 1} PNG)")
     return files, lines
+
+
+def truth_ice_types(truth: Any) -> dict[str, np.ndarray]:
+    """Cell sets of the twin's truth ice types: first-year (true multi-year fraction < 0.2)
+    and multi-year (> 0.8) ice, (ngrid, nstep) bool; empty without a truth."""
+    myi = None if truth is None else getattr(truth, "properties", {}).get("MYI_FRACTION")
+    if myi is None:
+        return {}
+    myi = np.asarray(myi, dtype=np.float64)
+    return {"first-year ice (truth)": myi < 0.2, "multi-year ice (truth)": myi > 0.8}
 
 
 def read_losses(models_file: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

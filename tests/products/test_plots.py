@@ -94,6 +94,16 @@ def test_departure_stats_hand_values():
     np.testing.assert_allclose(std, [np.sqrt(8 / 3), 0.0])
 
 
+def test_spectrum_groups_from_masks():
+    sic = np.array([0.9, 0.95, 0.5, 1.0])
+    props = np.array([[1.0, 0.0], [3.0, 0.0], [9.0, 9.0], [5.0, 2.0]])
+    t = np.array([250.0, 254.0, 260.0, 240.0])
+    g = plots.spectrum_groups_from_masks({"a": [True, True, True, False], "b": [False] * 4}, sic, props, t)
+    (label, (tm, pm)), = g.items()
+    assert label == "a (n=2)" and tm == 252.0  # the SIC 0.5 cell is not consolidated ice
+    np.testing.assert_allclose(pm, [2.0, 0.0])
+
+
 def test_spectrum_groups():
     sic = np.array([0.9, 0.95, 1.0, 0.99, 0.3, 0.85])
     props = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0], [3.0, 1.0], [9.0, 9.0], [4.0, 2.0]])
@@ -130,13 +140,13 @@ def test_make_plots_writes_all_and_index(tmp_path):
         t_skin_map_k=rng.uniform(240, 270, (ng, ns)), emissivity_model=_LinearModel(), nprop_obs=1,
         losses_epoch={"obs": np.array([5.0, 3.0, 2.0])}, losses_batch={"obs": np.linspace(9, 2, 50)},
         channel_names=["19v", "37v"], dep_before=rng.normal(3, 5, (200, 2)), dep_after=rng.normal(0, 1, (200, 2)),
-        title="test",
+        title="test", spectrum_masks={"west": np.tile((lon < 0)[:, None], (1, ns)), "none": np.zeros((ng, ns), bool)},
     )
     paths = plots.make_plots(tmp_path / "plots", inputs)
     names = [p.name for p in paths]
     assert names == [
         "map_sic.png", "map_sic_error.png", "map_prop0.png", "map_prop1.png", "map_ice_emis.png",
-        "spectra.png", "loss_epoch.png", "loss_batch.png", "departures_hist.png", "departures_stats.png",
+        "spectra.png", "spectra_ice_types.png", "loss_epoch.png", "loss_batch.png", "departures_hist.png", "departures_stats.png",
         "index.html",
     ]
     for p in paths[:-1]:

@@ -169,7 +169,8 @@ def test_cli_diagsonly_export_products(trained, capsys):
     assert rc == 0, printed.err
     for name in ("emis_model_diag.nc", "emis_model_diag.onnx", "ice_emis_grid_diag.nc", "classic_sic_diag.nc",
                  "plots_diag/index.html", "plots_diag/map_sic.png", "plots_diag/spectra.png",
-                 "plots_diag/loss_epoch.png", "plots_diag/departures_stats.png", "plots_diag/map_ice_emis.png"):
+                 "plots_diag/loss_epoch.png", "plots_diag/departures_stats.png", "plots_diag/map_ice_emis.png",
+                 "plots_diag/spectra_ice_types.png"):
         assert (output / name).is_file(), name
     for png in (output / "plots_diag").glob("*.png"):
         assert mpimg.imread(png)[..., :3].std() > 0.02, png.name
