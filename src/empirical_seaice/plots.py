@@ -84,15 +84,20 @@ def projected_xy(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.asarray(x) / 1000.0, np.asarray(y) / 1000.0, epsg
 
 
-def grid_spacing_km(x_km: np.ndarray, y_km: np.ndarray) -> float:
-    """Median nearest-neighbour distance (km) of the points (1 point: 100 km)."""
+def nearest_distance_km(x_km: np.ndarray, y_km: np.ndarray) -> np.ndarray:
+    """Distance (km) from each point to its nearest neighbour (100 km for a single point)."""
     from scipy.spatial import cKDTree
 
     pts = np.column_stack([x_km, y_km])
     if len(pts) < 2:
-        return 100.0
+        return np.full(len(pts), 100.0)
     d, _ = cKDTree(pts).query(pts, k=2)
-    return float(np.median(d[:, 1]))
+    return d[:, 1]
+
+
+def grid_spacing_km(x_km: np.ndarray, y_km: np.ndarray) -> float:
+    """Median nearest-neighbour distance (km) of the points (1 point: 100 km)."""
+    return float(np.median(nearest_distance_km(x_km, y_km)))
 
 
 def plot_maps(
@@ -131,7 +136,11 @@ def plot_maps(
         if np.shape(v) != (ngrid,):
             raise SeaIceError(f"plot_maps: field {name!r} has shape {np.shape(v)}, expected ({ngrid},)")
     x, y, epsg = projected_xy(lon, lat)
-    spacing = grid_spacing_km(x, y)
+    near = nearest_distance_km(x, y)
+    spacing = float(np.median(near))
+    # Marker side per point: its own grid spacing (an equal-area grid drawn in polar
+    # stereographic coordinates has a spacing that varies with latitude), within 0.8-1.3x the median.
+    side_km = 1.1 * np.clip(near, 0.8 * spacing, 1.3 * spacing)
     allv = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in fields.values()])
     finite = allv[np.isfinite(allv)]
     if vmin is None:
@@ -162,10 +171,10 @@ def plot_maps(
         bbox = ax.get_window_extent()
         x0, x1 = ax.get_xlim()
         pts_per_km = (bbox.width * 72.0 / fig.dpi) / (x1 - x0)
-        size = (1.15 * spacing * pts_per_km) ** 2  # a little overlap: the grid need not be regular here
+        size = (side_km * pts_per_km) ** 2
         v = np.asarray(v, dtype=np.float64)
         ok = np.isfinite(v)
-        mappable = ax.scatter(x[ok], y[ok], c=v[ok], s=size, marker="s", linewidths=0,
+        mappable = ax.scatter(x[ok], y[ok], c=v[ok], s=size[ok], marker="s", linewidths=0,
                               cmap=cmap, vmin=vmin, vmax=vmax)
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
