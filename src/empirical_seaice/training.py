@@ -238,13 +238,13 @@ class DeferredAdam(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = ADAM_BETAS, eps: float = ADAM_EPS):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
-        self._tail_tables: dict[tuple[float, float], np.ndarray] = {}
+        self._tail_tables: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}
 
-    def _tail(self, betas: tuple[float, float], upto: int, device: torch.device) -> torch.Tensor:
-        """``A(t)`` for ``t = 0..n-1``, n > ``upto`` (float64 tensor on ``device``), extended as needed."""
-        key = (betas, str(device))
-        table = self._tail_tables.get(key)
-        if table is None or table.shape[0] <= upto:
+    def _tail(self, betas: tuple[float, float], upto: int, device: torch.device, dtype: torch.dtype):
+        """``A(t)``, ``t = 0..n-1`` with n > ``upto``: (tensor on ``device``, float64 numpy), extended as needed."""
+        key = (betas, str(device), dtype)
+        entry = self._tail_tables.get(key)
+        if entry is None or entry[1].shape[0] <= upto:
             b1, b2 = betas
             n = max(2 * upto + 1, 4096)
             s = np.arange(1, n + self._TAIL_TERMS + 1, dtype=np.float64)
@@ -253,24 +253,28 @@ class DeferredAdam(torch.optim.Optimizer):
             a = np.zeros(n + self._TAIL_TERMS + 1)
             for t in range(n + self._TAIL_TERMS - 1, -1, -1):  # A(t) = q (c(t+1) + A(t+1))
                 a[t] = q * (c[t] + a[t + 1])
-            table = torch.from_numpy(a[:n]).to(device)
-            self._tail_tables[key] = table
-        return table
+            entry = (torch.from_numpy(a[:n]).to(device=device, dtype=dtype), a[:n])
+            self._tail_tables[key] = entry
+        return entry
 
-    def _catch_up(self, group, p, st, rows, last, k, upto_step):
-        """Apply ``k`` deferred zero-gradient steps to ``rows`` (last updated at ``last``); returns (w, m, v)."""
+    def _catch_up(self, group, p, st, rows, last, upto: int, extra: int = 0):
+        """Apply the deferred zero-gradient steps ``last+1 .. upto`` to ``rows``; returns (w, m, v).
+
+        ``m, v`` come back decayed by ``b^(upto - last + extra)`` (``extra = 1``
+        folds in the decay of the Adam step that follows).
+        """
         b1, b2 = group["betas"]
         w = p.index_select(0, rows)
         m = st["exp_avg"].index_select(0, rows)
         v = st["exp_avg_sq"].index_select(0, rows)
-        a = self._tail(group["betas"], upto_step, p.device)
-        kd = k.to(torch.float64)
-        log_q = np.log(b1) - 0.5 * np.log(b2)
-        coef = (a.index_select(0, last) - torch.exp(kd * log_q) * a.index_select(0, last + k)) * (last > 0)
-        ratio = m / v.sqrt().add_(group["eps"])  # m = v = 0 for a row never updated: ratio 0
-        w.sub_(ratio.mul_((group["lr"] * coef).to(p.dtype).unsqueeze(-1)))
-        m.mul_(torch.exp(kd * np.log(b1)).to(p.dtype).unsqueeze(-1))
-        v.mul_(torch.exp(kd * np.log(b2)).to(p.dtype).unsqueeze(-1))
+        table, table_np = self._tail(group["betas"], upto, p.device, p.dtype)
+        k = (upto - last).to(p.dtype)
+        log_b1, log_b2 = float(np.log(b1)), float(np.log(b2))
+        # coef = A(last) - q^k A(upto); a row never updated has m = v = 0, so its tail is 0
+        coef = table.index_select(0, last).sub_(torch.exp(k * (log_b1 - 0.5 * log_b2)), alpha=float(table_np[upto]))
+        w.addcmul_(m / v.sqrt().add_(group["eps"]), coef.mul_(-group["lr"]).unsqueeze(-1))
+        m.mul_(torch.exp(k.add(extra).mul_(log_b1)).unsqueeze(-1))
+        v.mul_(torch.exp(k.add_(extra).mul_(log_b2)).unsqueeze(-1))
         return w, m, v
 
     def load_state_dict(self, state_dict) -> None:
@@ -316,12 +320,12 @@ class DeferredAdam(torch.optim.Optimizer):
                 if rows.numel() == 0:
                     continue
                 last = st["last_step"].index_select(0, rows)
-                w, m, v = self._catch_up(group, p, st, rows, last, (step - 1) - last, step - 1)
-                m.mul_(b1).add_(vals, alpha=1.0 - b1)
-                v.mul_(b2).addcmul_(vals, vals, value=1.0 - b2)
+                w, m, v = self._catch_up(group, p, st, rows, last, step - 1, extra=1)
+                m.add_(vals, alpha=1.0 - b1)
+                v.addcmul_(vals, vals, value=1.0 - b2)
                 bc1 = 1.0 - b1**step
                 bc2_sqrt = float(np.sqrt(1.0 - b2**step))
-                w.sub_(m / (v.sqrt() / bc2_sqrt).add_(eps), alpha=lr / bc1)
+                w.addcdiv_(m, v.sqrt().div_(bc2_sqrt).add_(eps), value=-lr / bc1)
                 p.index_copy_(0, rows, w)
                 st["exp_avg"].index_copy_(0, rows, m)
                 st["exp_avg_sq"].index_copy_(0, rows, v)
@@ -350,7 +354,7 @@ class DeferredAdam(torch.optim.Optimizer):
         if rows.numel() == 0:
             return
         last = last_all.index_select(0, rows)
-        w, m, v = self._catch_up(group, p, st, rows, last, step - last, step)
+        w, m, v = self._catch_up(group, p, st, rows, last, step)
         p.index_copy_(0, rows, w)
         st["exp_avg"].index_copy_(0, rows, m)
         st["exp_avg_sq"].index_copy_(0, rows, v)
