@@ -272,3 +272,29 @@ def test_resume_continues_to_the_same_model(twin_dir, tmp_path):
     with _open(full, "models", "r") as a, _open(part, "models", "r") as b:
         assert a["loss_epoch_total"].shape == (2,)
         np.testing.assert_array_equal(a["loss_epoch_total"].values, b["loss_epoch_total"].values)
+
+
+def test_diagsonly_with_a_checkpoint_of_another_format(trained, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    payload = torch.load(trained.output / f"model_{TAG}.pt", weights_only=False)
+    payload["format"] = 99
+    torch.save(payload, out / "model_old.pt")
+    r = run_cli(["--data", trained.data, "--output", out, "--tag", "x", "--modeltag", "old", "--diagsonly",
+                 "--no-progress"])
+    assert r.code == 2
+    line, = r.stderr.strip().splitlines()
+    assert "--modeltag: checkpoint format 99 is not 1" in line
+    assert sorted(p.name for p in out.iterdir()) == ["model_old.pt"]
+
+
+def test_run_refuses_diagsonly_with_trainonly(twin_dir, tmp_path):
+    from empirical_seaice import pipeline
+    from empirical_seaice.config import PRESETS, DataConfig, TrainingConfig
+    from empirical_seaice.errors import SeaIceError
+
+    p = PRESETS["v2"]
+    with pytest.raises(SeaIceError, match="--diagsonly and --trainonly"):
+        pipeline.run(DataConfig(data=twin_dir), p, p.cost, TrainingConfig(), tmp_path / "o", diagsonly=True,
+                     trainonly=True)
+    assert not (tmp_path / "o").exists()
