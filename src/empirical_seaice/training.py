@@ -767,7 +767,8 @@ class Trainer:
                 if values is None:
                     names = tuple(terms) + ("total",)
                     values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
-                values[b] = torch.stack([t.detach().reshape(()) for t in terms.values()] + [loss.detach()]).double()
+                values[b, :-1] = torch.stack(list(terms.values()))  # 0-d terms; no graph under no_grad
+                values[b, -1] = loss
             if bar is not None and (b % 20 == 0 or b == nbatch - 1):
                 running = float(values[max(0, b - 19) : b + 1, -1].mean())
                 bar.set_postfix_str(f"J/nobs={running:.4g}", refresh=b == nbatch - 1)
