@@ -347,10 +347,16 @@ def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, bas
         result.train_seconds = time.perf_counter() - t1
         result.history = history
         result.files += _save_model(network, history, obs, background, data_cfg, model_cfg, cost_cfg, train_cfg,
-                                    preset_name, output, tag, nobs_train)
-    elif ckpt.get("history") is not None:
-        history = TrainingHistory.from_state(ckpt["history"])
-        result.history = history
+                                    preset_name, output, tag, nobs_train, _before_state(result))
+    else:
+        if ckpt.get("history") is not None:
+            history = TrainingHistory.from_state(ckpt["history"])
+            result.history = history
+        before = ckpt.get("before")
+        if before:  # the "before training" numbers of the trained run, for the summary
+            result.cost_before = dict(before["cost"])
+            result.departures_before = diag.DepartureStats(
+                count=np.asarray(before["count"]), mean=np.asarray(before["mean"]), std=np.asarray(before["std"]))
 
     # ---- 5. final diagnostics
     if not trainonly:
@@ -410,8 +416,18 @@ def _title(preset_name, basis, obs, history, result, tag, diagsonly) -> str:
     return line
 
 
+def _before_state(result: RunResult) -> dict[str, Any] | None:
+    """The cost and departures before training, kept in model_TAG.pt for a later --diagsonly summary."""
+    if result.cost_before is None or result.departures_before is None:
+        return None
+    d = result.departures_before
+    return {"cost": dict(result.cost_before), "count": d.count.tolist(), "mean": d.mean.tolist(),
+            "std": d.std.tolist()}
+
+
 def _save_model(network, history, obs: Observations, background: BackgroundMaps, data_cfg, model_cfg, cost_cfg,
-                train_cfg, preset_name, output: Path, tag: str, nobs_train: int) -> list[Path]:
+                train_cfg, preset_name, output: Path, tag: str, nobs_train: int,
+                before: dict[str, Any] | None = None) -> list[Path]:
     """Write model_TAG.pt, models_TAG.nc, seaice_TAG.nc and the two properties files."""
     configs = _configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
     state_dict = {k: v.detach().cpu() for k, v in network.state_dict().items()}
@@ -421,6 +437,7 @@ def _save_model(network, history, obs: Observations, background: BackgroundMaps,
         "configs": configs,
         "history": history.to_state() if history is not None else None,
         "nobs": obs.nobs, "ngrid": obs.ngrid, "nstep": obs.nstep, "nobs_train": nobs_train,
+        "before": before,
     })]
     p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
     st = network.state
