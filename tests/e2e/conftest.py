@@ -29,7 +29,7 @@ TRAIN_FLAGS = ["--nepochs", "10", "--batchsize", "128", "--learning-rate", "1e-2
                "--reproducible", "--no-progress", "--device", "cpu"]
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="package", autouse=True)
 def _one_torch_thread():
     """One intra-op thread: the test machine is shared, and oversubscribed threads make
     these small-batch runs ~8x slower (measured 94 s vs 12 s for the trained run)."""
