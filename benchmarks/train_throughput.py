@@ -271,7 +271,8 @@ def write_results(results: list[dict], args) -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, "
         f"load average {load[0]:.1f} (shared machine), `--threads {args.threads}`, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, device {args.device}. "
-        f"Data: {'twin ' + args.data if args.data else 'synthetic'} {results[0]['nobs_data']:,} observations, "
+        f"Data: {'twin ' + args.data if args.data else 'synthetic'} {max(r['nobs_data'] for r in results):,} observations "
+        f"(fewer in the shorter states: those of their days), "
         f"{args.ngrid} grid points, {results[0]['nchan']} channels, v2 preset.",
         "",
         "| scheme | batch | state days | state values | steps | obs/s (wall) | ms/step (wall) | CPU ms/step | obs per CPU-s | peak RSS MiB |",
