@@ -167,6 +167,8 @@ def run_one(cfg: dict) -> dict:
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     return {
         **cfg,
+        "nstep": obs.nstep,
+        "ngrid": obs.ngrid,
         "nobs_data": obs.nobs,
         "nchan": obs.nchan,
         "state_rows": int(state_rows),
@@ -273,7 +275,7 @@ def write_results(results: list[dict], args) -> None:
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, device {args.device}. "
         f"Data: {'twin ' + args.data if args.data else 'synthetic'} {max(r['nobs_data'] for r in results):,} observations "
         f"(fewer in the shorter states: those of their days), "
-        f"{args.ngrid} grid points, {results[0]['nchan']} channels, v2 preset.",
+        f"{results[0]['ngrid']} grid points, {results[0]['nchan']} channels, v2 preset.",
         "",
         "| scheme | batch | state days | state values | steps | obs/s (wall) | ms/step (wall) | CPU ms/step | obs per CPU-s | peak RSS MiB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
