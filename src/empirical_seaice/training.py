@@ -210,7 +210,7 @@ class DeferredAdam(torch.optim.Optimizer):
 
     ``lr m_t / sqrt(v_t) [A(t) - q^k A(t + k)]``,   ``A(t) = sum_{j>=1} q^j c(t + j)``
 
-    with ``A`` tabulated once (float64). Before a batch's forward pass,
+    with ``A`` tabulated once (computed in float64). Before a batch's forward pass,
     :meth:`catch_up` applies the deferred tail to the rows the batch reads
     and decays their ``m, v`` by ``b1^k, b2^k`` (the trainer does this when
     the network tells it which rows a batch reads, ``state_rows(batch)``);
