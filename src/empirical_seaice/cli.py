@@ -16,7 +16,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+
+# With OpenMP's default (active) wait policy, a second torch thread spins while
+# the small ops of a training step run, which made a step 10x slower on a
+# loaded 2-core machine (benchmarks/results.md). Set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 from typing import Sequence
 
@@ -89,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "(needs --validation-fraction).")
     ours.add_argument("--learning-rate", type=float, default=1e-3,
                       help="Adam learning rate (default 1e-3, the Keras default of the reference).")
+    ours.add_argument("--optimizer", choices=("sparse", "lazy", "dense"), default="sparse",
+                      help="State-table optimiser: sparse (dense Adam's result at a cost per step that scales "
+                           "with the batch; default), lazy (torch SparseAdam) or dense (plain Adam over every "
+                           "table and whole-map priors each step: the reference's way, ~100x slower at a year).")
     ours.add_argument("--seed", type=int, default=0, help="Seed of the run's random generator (default 0).")
     ours.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                       help="Where to train: auto = CUDA when available (default auto).")
@@ -189,6 +199,7 @@ def configs_from_args(args: argparse.Namespace):
         validation_fraction=args.validation_fraction,
         early_stopping=args.early_stopping,
         device=args.device,
+        optimizer=args.optimizer,
     )
     return data, preset, cost, training
 

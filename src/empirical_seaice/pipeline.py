@@ -309,8 +309,9 @@ def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, bas
     train_index, valid_index = split_observations(obs.nobs, train_cfg.validation_fraction, generator)
     nobs_train = int(train_index.size)
     counts = build_row_counts(obs, model_cfg.nlag, obs.ngrid, obs.nstep, index=train_index)
+    dense = train_cfg.optimizer == "dense"  # the reference: dense tables, whole-map priors every step
     network = HybridNetwork(model_cfg, cost_cfg, basis, background, obs.nobs, row_counts=counts,
-                            sparse=train_cfg.optimizer == "sparse", generator=generator)
+                            sparse=not dense, prior_mode="full" if dense else "sampled", generator=generator)
     if ckpt is not None:
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise SeaIceError(f"--modeltag: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
