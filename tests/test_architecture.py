@@ -1,0 +1,92 @@
+"""The import direction of DESIGN.md, enforced: physics <- model <- training <- pipeline/CLI.
+
+Data goes one way; nothing downstream reaches back up. The rules are checked
+on the source (``ast``), so a violating import fails here even if no test
+happens to execute it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "empirical_seaice"
+MODULES = {
+    ".".join(p.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__") or "__init__": p
+    for p in SRC.rglob("*.py")
+}
+
+MODEL = {"physics", "costs", "state", "emissivity", "network"}
+DOWNSTREAM = {"training", "pipeline", "cli", "diagnostics", "products", "export", "gridded", "retrieval",
+              "plots", "classic"}
+
+
+def imports(module: str) -> set[str]:
+    """Project modules (dotted, without the package prefix) and top-level third-party names imported."""
+    path = MODULES[module]
+    package = ["empirical_seaice", *module.split(".")]
+    if path.name != "__init__.py" or module == "__init__":
+        package = package[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                names = [".".join(base + ([node.module] if node.module else []))]
+                if not node.module:  # from . import x
+                    names = [".".join(base + [a.name]) for a in node.names]
+            else:
+                names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        for name in names:
+            name = name.strip(".")
+            found.add(name.removeprefix("empirical_seaice.") if name.startswith("empirical_seaice.") else
+                      name.split(".")[0])
+    return found
+
+
+def project_imports(module: str) -> set[str]:
+    return {m for m in imports(module) if m in MODULES}
+
+
+def test_the_parser_sees_known_imports():
+    assert "torch" in imports("physics")
+    assert {"config", "errors"} <= project_imports("training")
+    assert "io.reader" in project_imports("io")
+    assert "twin.ocean" in project_imports("twin.truth")
+
+
+@pytest.mark.parametrize("module", sorted(MODEL))
+def test_model_never_imports_io_training_or_products(module):
+    bad = {m for m in project_imports(module) if m.split(".")[0] in DOWNSTREAM | {"io", "twin"}}
+    assert not bad, f"{module} imports {bad}"
+
+
+def test_physics_and_costs_are_pure():
+    assert project_imports("physics") == set()
+    assert project_imports("costs") == set()
+
+
+def test_trainer_knows_nothing_about_sea_ice():
+    """The trainer minimises a cost over parameters it is given."""
+    assert project_imports("training") <= {"config", "errors"}
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if m.split(".")[0] in ("io", "twin")))
+def test_io_and_twin_never_import_the_model_or_training(module):
+    allowed_model = {"physics"} if module.startswith("twin") else set()  # the twin shares the equations
+    bad = {m for m in project_imports(module) if m in DOWNSTREAM | (MODEL - allowed_model)}
+    assert not bad, f"{module} imports {bad}"
+
+
+@pytest.mark.parametrize(
+    "module",
+    sorted(m for m in MODULES if m.split(".")[0] == "io" and m != "io.outputs") + ["observations", "sensors"],
+)
+def test_reading_data_needs_no_torch(module):
+    assert "torch" not in imports(module)
