@@ -159,12 +159,31 @@ class _OutputGuard:
             shutil.rmtree(self.output / "cache", ignore_errors=True)
 
 
-def _read_truth(data_dir: Path, obs: Observations):
-    try:
-        from .io.truth import read_truth
-    except ImportError:  # the twin's truth reader is optional
-        return None
-    return read_truth(data_dir, obs)
+
+
+def final_diagnostics(network, data, obs: Observations, background: BackgroundMaps, data_dir: Path, output: Path,
+                      tag: str, nobs_total: int, result):
+    """Simulate every observation with the trained model and state; write ``tbobs``, ``tbsim`` and
+    ``ice_emis``; fill ``result.cost_after``, ``.departures_after``, ``.files`` and, when ``data_dir``
+    holds a twin truth, ``.truth``. Returns the truth (None without one). Shared by training runs and
+    retrievals."""
+    from .io.truth import read_truth
+
+    basis = obs.basis
+    p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
+    sim = diag.simulate(network, data, obs.nobs)
+    result.cost_after = _full_cost(network, obs, sim, nobs_total)
+    result.departures_after = diag.departure_stats(obs, sim.tb)
+    result.files.append(out.write_tbobs(p("tbobs"), obs, background.lon, background.lat))
+    result.files.append(out.write_tb(p("tbsim"), sim.tb, basis, "tbsim", obs.mask))
+    result.files.append(out.write_ice_emis(p("ice_emis"), sim.emis_ice, basis, obs.mask))
+    truth = read_truth(data_dir, obs)
+    if truth is not None:
+        result.truth = diag.truth_scores(
+            obs, background, network.state.sic_array(), sim.emis_ice, truth,
+            network.bias_ice_k.detach().cpu().numpy(), network.bias_ocean_k.detach().cpu().numpy(),
+        )
+    return truth
 
 
 def _full_cost(network, obs: Observations, sim: diag.Simulation, nobs_total: int) -> dict[str, float]:
@@ -361,20 +380,9 @@ def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, bas
 
     # ---- 5. final diagnostics
     if not trainonly:
-        sim = diag.simulate(network, data, obs.nobs)
-        result.cost_after = _full_cost(network, obs, sim, nobs_train)
-        result.departures_after = diag.departure_stats(obs, sim.tb)
+        truth = final_diagnostics(network, data, obs, background, Path(data_cfg.data), output, tag, nobs_train,
+                                  result)
         p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
-        result.files.append(out.write_tbobs(p("tbobs"), obs, background.lon, background.lat))
-        result.files.append(out.write_tb(p("tbsim"), sim.tb, basis, "tbsim", obs.mask))
-        result.files.append(out.write_ice_emis(p("ice_emis"), sim.emis_ice, basis, obs.mask))
-        truth = _read_truth(Path(data_cfg.data), obs)
-        if truth is not None:
-            result.truth = diag.truth_scores(
-                obs, background, network.state.sic_array(), sim.emis_ice, truth,
-                network.bias_ice_k.detach().cpu().numpy(), network.bias_ocean_k.detach().cpu().numpy(),
-            )
-        del sim
         zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
         result.files.append(out.write_tb(p("tbzero"), zero.tb, basis, "tbzero", obs.mask))
         del zero

@@ -156,12 +156,6 @@ class RetrievalResult:
     truth_data: Any = None
 
 
-def _full_cost(network, obs, sim, nobs_total) -> dict[str, float]:
-    from .pipeline import _full_cost as full_cost
-
-    return full_cost(network, obs, sim, nobs_total)
-
-
 def run_retrieval(
     data_cfg: DataConfig,
     train_cfg: TrainingConfig,
@@ -240,7 +234,7 @@ def _retrieve(data_cfg, train_cfg, output, modeltag, tag, sensors, progress, ckp
               preset_name, basis, trained_basis, device, cache_dir) -> RetrievalResult:
     from .io import read_training_data
     from .network import HybridNetwork, ObservationTensors, build_row_counts
-    from .pipeline import _read_truth
+    from .pipeline import _full_cost, final_diagnostics
     from .training import Trainer, make_generator
 
     result = RetrievalResult(output=output, tag=tag)
@@ -284,18 +278,7 @@ def _retrieve(data_cfg, train_cfg, output, modeltag, tag, sensors, progress, ckp
     result.files.append(out.write_properties_grid(p("properties_grid"), st.grid_properties_array(), jd[st.nlag:],
                                                   background.lon, background.lat))
     result.files.append(out.write_properties_obs(p("properties_obs"), st.obs_properties_array()))
-    sim = diag.simulate(network, data, obs.nobs)
-    result.cost_after = _full_cost(network, obs, sim, obs.nobs)
-    result.departures_after = diag.departure_stats(obs, sim.tb)
-    result.files.append(out.write_tbobs(p("tbobs"), obs, background.lon, background.lat))
-    result.files.append(out.write_tb(p("tbsim"), sim.tb, basis, "tbsim", obs.mask))
-    result.files.append(out.write_ice_emis(p("ice_emis"), sim.emis_ice, basis, obs.mask))
-    truth = _read_truth(Path(data_cfg.data), obs)
-    if truth is not None:
-        result.truth = diag.truth_scores(
-            obs, background, st.sic_array(), sim.emis_ice, truth,
-            network.bias_ice_k.detach().cpu().numpy(), network.bias_ocean_k.detach().cpu().numpy(),
-        )
+    truth = final_diagnostics(network, data, obs, background, Path(data_cfg.data), output, tag, obs.nobs, result)
     title = (f"seaice-training retrieval '{tag}' with trained model '{modeltag}' ({preset_name}; emissivity, "
              f"wind correction and biases fixed): sensors {' '.join(sensors)}; {obs.nobs} obs, {obs.ngrid} grid "
              f"points x {obs.nstep} steps (steps {obs.stepstart}..{obs.stepstart + obs.nstep - 1}); "

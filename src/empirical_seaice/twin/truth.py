@@ -247,7 +247,6 @@ class TruthModel:
 
     def snow_depth_m(self, julian_day, myi) -> np.ndarray:
         """Snow depth on the ice (m): ``(0.03 + 0.27 s(t)) (1 + 0.3 F) + 0.08 MYI``, 0.02-0.5 m."""
-        grid = self.grid
         s = self.snow_season(julian_day)
         f = self._f(self.f_snow, slice(None), self._t(julian_day))
         return np.clip((0.03 + 0.27 * s) * (1.0 + 0.3 * f) + 0.08 * myi, 0.02, 0.5)
@@ -259,7 +258,6 @@ class TruthModel:
         (depth hoar) on old snow and multi-year ice; above ~90 GHz the SMRT
         emissivity is very sensitive to it, so it stays within published ranges.
         """
-        grid = self.grid
         s = self.snow_season(julian_day)
         f = self._f(self.f_corr, slice(None), self._t(julian_day))
         return np.clip(0.055 + 0.012 * (1.0 + f) + 0.02 * s + 0.025 * myi, 0.05, 0.13)
