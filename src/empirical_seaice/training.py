@@ -195,6 +195,30 @@ def reproducible_mode(enabled: bool, seed: int) -> Iterator[None]:
 # --------------------------------------------------------------------------- optimiser
 
 
+@dataclass(eq=False)
+class _CaughtUp:
+    """Rows of one table that :meth:`DeferredAdam.catch_up` brought up to ``step``
+    before a forward pass, with their caught-up values: ``w`` is written to the
+    table, ``m``, ``v`` and the step count are written by the step that follows."""
+
+    rows: torch.Tensor  # the rows as the batch reads them (may repeat)
+    unique: torch.Tensor  # sorted distinct rows
+    inverse: torch.Tensor  # rows == unique[inverse]
+    step: int
+    w: torch.Tensor | None = None
+    m: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+    def matches(self, grad: torch.Tensor, step: int) -> bool:
+        """Whether ``grad`` is the uncoalesced sparse gradient of a lookup of exactly
+        :attr:`rows` (``nn.Embedding(sparse=True)``: indices = the looked-up rows, in order)
+        and nothing has moved the table since the catch-up at ``step``."""
+        if self.step != step or not grad.is_sparse or grad.is_coalesced():
+            return False
+        idx = grad._indices()
+        return idx.shape[1] == self.rows.numel() and torch.equal(idx[0], self.rows.reshape(-1))
+
+
 class DeferredAdam(torch.optim.Optimizer):
     """Adam for row tables with sparse gradients: dense Adam's result at O(batch) cost.
 
@@ -239,6 +263,8 @@ class DeferredAdam(torch.optim.Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = ADAM_BETAS, eps: float = ADAM_EPS):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
         self._tail_tables: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}
+        # per parameter, what :meth:`catch_up` left for the coming :meth:`step`
+        self._pending: dict[torch.Tensor, _CaughtUp] = {}
 
     def _tail(self, betas: tuple[float, float], upto: int, device: torch.device, dtype: torch.dtype):
         """``A(t)``, ``t = 0..n-1`` with n > ``upto``: (tensor on ``device``, float64 numpy), extended as needed."""
@@ -281,10 +307,26 @@ class DeferredAdam(torch.optim.Optimizer):
         """As :meth:`torch.optim.Optimizer.load_state_dict`, keeping ``last_step`` int64
         (the base class casts every state tensor to the parameter's dtype; float32
         holds step counts exactly up to 2^24)."""
+        self._pending.clear()
         super().load_state_dict(state_dict)
         for st in self.state.values():
             if "last_step" in st:
                 st["last_step"] = st["last_step"].round().to(torch.int64)
+
+    def state_dict(self):
+        """As :meth:`torch.optim.Optimizer.state_dict`, after writing back any pending catch-up."""
+        for p in list(self._pending):
+            self._commit(p)
+        return super().state_dict()
+
+    def _commit(self, p) -> None:
+        """Write the moments and step of rows caught up by :meth:`catch_up` but not yet stepped."""
+        pending = self._pending.pop(p, None)
+        if pending is not None:
+            st = self.state[p]
+            st["exp_avg"].index_copy_(0, pending.unique, pending.m)
+            st["exp_avg_sq"].index_copy_(0, pending.unique, pending.v)
+            st["last_step"].index_fill_(0, pending.unique, pending.step)
 
     def _init_state(self, p):
         st = self.state[p]
@@ -309,18 +351,33 @@ class DeferredAdam(torch.optim.Optimizer):
                 st = self._init_state(p)
                 st["step"] += 1
                 step = st["step"]
+                pending = self._pending.get(p)
+                if p.grad is None or (pending is not None and not pending.matches(p.grad, step - 1)):
+                    self._commit(p)
+                    pending = None
                 if p.grad is None:
                     continue
                 grad = p.grad
-                if grad.is_sparse:
-                    grad = grad.coalesce()
-                    rows, vals = grad.indices()[0], grad.values()
+                self._pending.pop(p, None)
+                if pending is not None:
+                    # the batch's rows were caught up to step - 1 before the forward pass:
+                    # sum the duplicate rows' gradients with the lookup's inverse index (no sort)
+                    # and do a plain Adam step on the rows already gathered there
+                    rows, w, m, v = pending.unique, pending.w, pending.m, pending.v
+                    vals = grad._values()
+                    vals = vals.new_zeros((rows.numel(), *vals.shape[1:])).index_add_(0, pending.inverse, vals)
+                    m.mul_(b1)
+                    v.mul_(b2)
                 else:
-                    rows, vals = torch.arange(p.shape[0], device=p.device), grad
-                if rows.numel() == 0:
-                    continue
-                last = st["last_step"].index_select(0, rows)
-                w, m, v = self._catch_up(group, p, st, rows, last, step - 1, extra=1)
+                    if grad.is_sparse:
+                        grad = grad.coalesce()
+                        rows, vals = grad.indices()[0], grad.values()
+                    else:
+                        rows, vals = torch.arange(p.shape[0], device=p.device), grad
+                    if rows.numel() == 0:
+                        continue
+                    last = st["last_step"].index_select(0, rows)
+                    w, m, v = self._catch_up(group, p, st, rows, last, step - 1, extra=1)
                 m.add_(vals, alpha=1.0 - b1)
                 v.addcmul_(vals, vals, value=1.0 - b2)
                 bc1 = 1.0 - b1**step
@@ -343,19 +400,29 @@ class DeferredAdam(torch.optim.Optimizer):
         if not st:
             return
         group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+        self._commit(p)
         step = st["step"]
         last_all = st["last_step"]
         if rows is None:
             rows = torch.nonzero((last_all > 0) & (last_all < step)).flatten()
+            if rows.numel() == 0:
+                return
+            pending = None
         else:
-            rows = torch.unique(rows)
-            last = last_all.index_select(0, rows)
-            rows = rows[(last > 0) & (last < step)]
-        if rows.numel() == 0:
-            return
+            # Every row the batch reads, caught up or not: a row already at ``step`` has
+            # k = 0 (coefficient A(last) - A(step) = 0, decays 1) and a row never updated
+            # has m = v = 0, so both come back unchanged. The gathered rows are kept for
+            # the step that follows (same rows: no second gather, no coalescing sort), which
+            # writes their moments and step count (:meth:`_commit` does if no step follows).
+            pending = _CaughtUp(rows, *torch.unique(rows, return_inverse=True), step)
+            rows = pending.unique
         last = last_all.index_select(0, rows)
         w, m, v = self._catch_up(group, p, st, rows, last, step)
         p.index_copy_(0, rows, w)
+        if pending is not None:
+            pending.w, pending.m, pending.v = w, m, v
+            self._pending[p] = pending
+            return
         st["exp_avg"].index_copy_(0, rows, m)
         st["exp_avg_sq"].index_copy_(0, rows, v)
         st["last_step"].index_fill_(0, rows, step)
