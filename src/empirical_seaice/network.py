@@ -6,8 +6,10 @@ the :class:`~empirical_seaice.emissivity.EmissivityModel` with inputs
 ``[x_T, P[g, t, :], Q[i, :]]``; ocean emissivity with the wind correction;
 then :func:`empirical_seaice.physics.simulate_tb` (surface mix, clear/cloudy
 specular RT, all-sky, SIC-weighted bias of the observation's sensor) in its
-factored form :func:`empirical_seaice.physics.simulate_tb_factored` (same
-TB', fewer differentiable operations).
+factored form (:func:`empirical_seaice.physics.atmosphere_terms`, the
+data-only terms, then :func:`empirical_seaice.physics.simulate_tb_mixed`, one
+SIC mix of the pure-ice and pure-ocean TBs): same TB', fewer differentiable
+operations.
 
 Cost (PHYSICS.md "Cost function"); each training step minimises the
 stochastic estimate ``(1/B) sum_{i in batch} J_o,i + J_b / nobs``.
@@ -370,11 +372,9 @@ class HybridNetwork(nn.Module):
         )
         emis_ice = self.emissivity(x_t, props, batch.isensor)
         emis_ocean = physics.ocean_emissivity(batch.emis_water, batch.wind_ms, self.wind_coef)
-        tb = physics.simulate_tb_factored(
-            sic=sic,
-            emis_ice=emis_ice,
+        # the parameter-free atmospheric terms first, then one SIC mix (fewer graph nodes)
+        a_ice, a_ocean, const = physics.atmosphere_terms(
             t_skin_k=batch.t_skin_k,
-            emis_ocean=emis_ocean,
             ocean_t_floor_k=mc.ocean_t_floor_k,
             tau=batch.tau,
             t_down_k=batch.t_down_k,
@@ -383,6 +383,14 @@ class HybridNetwork(nn.Module):
             t_down_cld_k=batch.t_down_cld_k,
             t_up_cld_k=batch.t_up_cld_k,
             cloud_fraction=batch.cloud_fraction,
+        )
+        tb = physics.simulate_tb_mixed(
+            sic=sic,
+            emis_ice=emis_ice,
+            emis_ocean=emis_ocean,
+            a_ice_k=a_ice,
+            a_ocean_k=a_ocean,
+            const_k=const,
             bias_ice_k=self.bias_ice_k.index_select(0, batch.isensor),
             bias_ocean_k=self.bias_ocean_k.index_select(0, batch.isensor),
         )
@@ -419,16 +427,21 @@ class HybridNetwork(nn.Module):
         of training observations (the ``nobs`` of ``J_b / nobs``).
         """
         cc = self.cost_config
-        terms: dict[str, Tensor] = {"obs": self.observation_costs(batch, out).mean()}
+        nb = len(batch)
+        # (1/B) sum_i J_o,i = sum_ic (TB'_ic - y_ic)^2 mask_ic / (sigma_c^2 B): the weights are data only
+        with torch.no_grad():
+            obs_weight = batch.mask / self.obs_error_k.square().mul_(nb)
+        d = out["tb"] - batch.tb_obs_k
+        terms: dict[str, Tensor] = {"obs": (d * d * obs_weight).sum()}
         if self.prior_mode == "sampled":
             rows, lags = out["sic_rows"], out["sic_lags"]
-            w = self.sic_count.take(rows).reciprocal()
+            w = self.sic_count.take(rows).mul_(nb).reciprocal_()  # 1 / (count(r) B), 0 for unobserved rows
             for name, pen in self._map_penalties(lags, rows).items():
-                terms[name] = (pen * w).sum(-1).mean()
+                terms[name] = (pen * w).sum()
             warm = costs.warm_ice_penalty(
                 lags, self.t_map_flat.take(rows), cc.warm_ice_threshold_k, cc.warm_ice_factor, cc.warm_ice == "effective"
             )
-            terms["warm_ice"] = (warm * w).sum(-1).mean() * (self.counts_nobs / self.n_warm_rows)
+            terms["warm_ice"] = (warm * w).sum() * (self.counts_nobs / self.n_warm_rows)
         else:
             terms.update(self.full_prior_terms(nobs_total))
         emis_anchor = out["emis_ice"][:, self.anchor_channel]

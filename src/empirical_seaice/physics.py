@@ -202,3 +202,63 @@ def simulate_tb_factored(
     a_ocean = ocean_temperature(t_skin_k, ocean_t_floor_k).unsqueeze(-1) * tau_eff - down_eff
     ocean_part = emis_ocean * a_ocean
     return sic.unsqueeze(-1) * (emis_ice * a_ice - ocean_part + bias_ice_k - bias_ocean_k) + ocean_part + const + bias_ocean_k
+
+
+def atmosphere_terms(
+    *,
+    t_skin_k: Tensor,
+    ocean_t_floor_k: float | None,
+    tau: Tensor,
+    t_down_k: Tensor,
+    t_up_k: Tensor,
+    tau_cld: Tensor,
+    t_down_cld_k: Tensor,
+    t_up_cld_k: Tensor,
+    cloud_fraction: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The parameter-free terms of :func:`simulate_tb_factored`: ``A_i``, ``A_o``, ``D* + U*`` (K).
+
+    With ``f`` the cloud fraction, ``tau* = (1 - f) tau + f tau_cld``,
+    ``D* = (1 - f) tau T_down + f tau_cld T_down_cld``,
+    ``U* = (1 - f) T_up + f T_up_cld``:
+
+    ``A_i = T_s tau* - D*``, ``A_o = max(T_s, floor) tau* - D*``, ``K = D* + U*``.
+
+    Shapes: per-observation quantities (...,), per-channel ones (..., nchan);
+    returns three (..., nchan) tensors. They depend on the data only (no
+    trainable input), so the training step computes them outside the graph.
+    """
+    f = cloud_fraction.unsqueeze(-1)
+    tau_eff = torch.lerp(tau, tau_cld, f)
+    clear_down = tau * t_down_k
+    down_eff = torch.lerp(clear_down, tau_cld * t_down_cld_k, f)
+    const = down_eff + torch.lerp(t_up_k, t_up_cld_k, f)
+    a_ice = torch.addcmul(-down_eff, t_skin_k.unsqueeze(-1), tau_eff)
+    a_ocean = torch.addcmul(-down_eff, ocean_temperature(t_skin_k, ocean_t_floor_k).unsqueeze(-1), tau_eff)
+    return a_ice, a_ocean, const
+
+
+def simulate_tb_mixed(
+    *,
+    sic: Tensor,
+    emis_ice: Tensor,
+    emis_ocean: Tensor,
+    a_ice_k: Tensor,
+    a_ocean_k: Tensor,
+    const_k: Tensor,
+    bias_ice_k: Tensor,
+    bias_ocean_k: Tensor,
+) -> Tensor:
+    """TB' of :func:`simulate_tb` (K) from the terms of :func:`atmosphere_terms`, as one SIC mix.
+
+    ``TB_i = e_ice A_i + K + b_ice``, ``TB_o = e_o A_o + K + b_ocean`` (the
+    all-sky, bias-corrected TB over pure ice and pure ocean, K), and
+
+    ``TB' = c TB_i + (1 - c) TB_o``  (``torch.lerp``),
+
+    which expands to the expression of :func:`simulate_tb_factored`.
+    Shapes: ``sic`` (...,), the others (..., nchan).
+    """
+    tb_ice = torch.addcmul(const_k + bias_ice_k, emis_ice, a_ice_k)
+    tb_ocean = torch.addcmul(const_k + bias_ocean_k, emis_ocean, a_ocean_k)
+    return torch.lerp(tb_ocean, tb_ice, sic.unsqueeze(-1))
