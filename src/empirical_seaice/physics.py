@@ -156,54 +156,6 @@ def simulate_tb(
     return bias_correction(all_sky(tb_clear, tb_cloudy, cloud_fraction), sic, bias_ice_k, bias_ocean_k)
 
 
-def simulate_tb_factored(
-    *,
-    sic: Tensor,
-    emis_ice: Tensor,
-    t_skin_k: Tensor,
-    emis_ocean: Tensor,
-    ocean_t_floor_k: float | None,
-    tau: Tensor,
-    t_down_k: Tensor,
-    t_up_k: Tensor,
-    tau_cld: Tensor,
-    t_down_cld_k: Tensor,
-    t_up_cld_k: Tensor,
-    cloud_fraction: Tensor,
-    bias_ice_k: Tensor,
-    bias_ocean_k: Tensor,
-) -> Tensor:
-    """The same TB' as :func:`simulate_tb` (K), with the parameter-free
-    atmospheric terms combined first: fewer differentiable operations on the
-    training hot path. Same arguments, same shapes.
-
-    With ``f`` the cloud fraction, the all-sky mix of the two specular RT
-    equations is linear in the atmospheric terms, so
-
-    ``tau* = (1 - f) tau + f tau_cld``,
-    ``D* = (1 - f) tau T_down + f tau_cld T_down_cld``,
-    ``U* = (1 - f) T_up + f T_up_cld``,
-
-    ``TB = f TB_cld + (1 - f) TB_clr = S tau* + (1 - e_mix) D* + U*``.
-
-    With ``A_i = T_i tau* - D*`` and ``A_o = T_o tau* - D*`` (K),
-    ``S tau* - e_mix D* = c e_ice A_i + (1 - c) e_o A_o``, hence
-
-    ``TB' = c (e_ice A_i - e_o A_o + b_ice - b_ocean) + e_o A_o + D* + U* + b_ocean``.
-
-    ``tau*``, ``D*``, ``U*``, ``A_i``, ``A_o`` depend on the data only.
-    """
-    f = cloud_fraction.unsqueeze(-1)
-    tau_eff = tau + f * (tau_cld - tau)
-    clear_down = tau * t_down_k
-    down_eff = clear_down + f * (tau_cld * t_down_cld_k - clear_down)
-    const = down_eff + t_up_k + f * (t_up_cld_k - t_up_k)
-    a_ice = t_skin_k.unsqueeze(-1) * tau_eff - down_eff
-    a_ocean = ocean_temperature(t_skin_k, ocean_t_floor_k).unsqueeze(-1) * tau_eff - down_eff
-    ocean_part = emis_ocean * a_ocean
-    return sic.unsqueeze(-1) * (emis_ice * a_ice - ocean_part + bias_ice_k - bias_ocean_k) + ocean_part + const + bias_ocean_k
-
-
 def atmosphere_terms(
     *,
     t_skin_k: Tensor,
@@ -216,11 +168,16 @@ def atmosphere_terms(
     t_up_cld_k: Tensor,
     cloud_fraction: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The parameter-free terms of :func:`simulate_tb_factored`: ``A_i``, ``A_o``, ``D* + U*`` (K).
+    """The parameter-free (data-only) terms of the chain: ``A_i``, ``A_o``, ``K`` (K).
 
-    With ``f`` the cloud fraction, ``tau* = (1 - f) tau + f tau_cld``,
+    The all-sky mix of the clear and cloudy specular RT equations is linear in
+    the atmospheric terms, so with ``f`` the cloud fraction,
+    ``tau* = (1 - f) tau + f tau_cld``,
     ``D* = (1 - f) tau T_down + f tau_cld T_down_cld``,
     ``U* = (1 - f) T_up + f T_up_cld``:
+
+    ``TB = f TB_cld + (1 - f) TB_clr = S tau* + (1 - e_mix) D* + U*``, and
+    ``S tau* - e_mix D* = c e_ice A_i + (1 - c) e_o A_o`` with
 
     ``A_i = T_s tau* - D*``, ``A_o = max(T_s, floor) tau* - D*``, ``K = D* + U*``.
 
@@ -256,7 +213,7 @@ def simulate_tb_mixed(
 
     ``TB' = c TB_i + (1 - c) TB_o``  (``torch.lerp``),
 
-    which expands to the expression of :func:`simulate_tb_factored`.
+    which equals :func:`simulate_tb` (tested to 1e-11 K in float64).
     Shapes: ``sic`` (...,), the others (..., nchan).
     """
     tb_ice = torch.addcmul(const_k + bias_ice_k, emis_ice, a_ice_k)
