@@ -477,26 +477,25 @@ def make_plots(plot_dir: Path, inputs: PlotInputs) -> list[Path]:
                       cmap="magma", units="ice emissivity"), "ice emissivity " + "/".join(emis) + suffix)
     if (d.emissivity_model is not None and d.props_grid is not None and d.sic is not None
             and d.t_skin_map_k is not None):
-        groups = spectrum_groups(np.asarray(d.sic)[:, day], np.asarray(d.props_grid)[:, day],
-                                 np.asarray(d.t_skin_map_k)[:, day])
-        spectra = {}
-        for label, (t, p) in groups.items():
-            full = np.concatenate([p, np.zeros(d.nprop_obs)])
-            spectra[f"{label}, T={t:.0f} K"] = d.emissivity_model.emissivity_vh(
-                np.full(SPECTRUM_FREQ_GHZ.size, t), full, SPECTRUM_FREQ_GHZ)
+        def evaluate(groups):
+            """Spectra (V, H) of each group's mean state at its mean temperature (Q = 0)."""
+            return {
+                f"{label}, T={t:.0f} K": d.emissivity_model.emissivity_vh(
+                    np.full(SPECTRUM_FREQ_GHZ.size, t), np.concatenate([p, np.zeros(d.nprop_obs)]),
+                    SPECTRUM_FREQ_GHZ)
+                for label, (t, p) in groups.items()
+            }
+
+        spectra = evaluate(spectrum_groups(np.asarray(d.sic)[:, day], np.asarray(d.props_grid)[:, day],
+                                           np.asarray(d.t_skin_map_k)[:, day]))
         if spectra:
             add(plot_spectra(plot_dir / "spectra.png", SPECTRUM_FREQ_GHZ, spectra,
                              title=f"{d.title} ice emissivity spectra{suffix}"),
                 "emissivity spectra of consolidated ice (SIC > 0.8) in three classes of P0" + suffix)
         if d.spectrum_masks:
-            groups = spectrum_groups_from_masks({k: np.asarray(m)[:, day] for k, m in d.spectrum_masks.items()},
-                                                np.asarray(d.sic)[:, day], np.asarray(d.props_grid)[:, day],
-                                                np.asarray(d.t_skin_map_k)[:, day])
-            typed = {}
-            for label, (t, p) in groups.items():
-                full = np.concatenate([p, np.zeros(d.nprop_obs)])
-                typed[f"{label}, T={t:.0f} K"] = d.emissivity_model.emissivity_vh(
-                    np.full(SPECTRUM_FREQ_GHZ.size, t), full, SPECTRUM_FREQ_GHZ)
+            typed = evaluate(spectrum_groups_from_masks(
+                {k: np.asarray(m)[:, day] for k, m in d.spectrum_masks.items()},
+                np.asarray(d.sic)[:, day], np.asarray(d.props_grid)[:, day], np.asarray(d.t_skin_map_k)[:, day]))
             if typed:
                 add(plot_spectra(plot_dir / "spectra_ice_types.png", SPECTRUM_FREQ_GHZ, typed,
                                  title=f"{d.title} ice emissivity spectra by ice type{suffix}"),
