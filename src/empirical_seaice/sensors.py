@@ -61,10 +61,6 @@ class Channel:
     pol: int
     obs_error_k: float
 
-    @property
-    def pol_name(self) -> str:
-        return "V" if self.pol == POL_V else "H"
-
 
 def _ch(name: str, freq: float, err: float) -> Channel:
     return Channel(name, freq, POL_V if name.endswith("v") else POL_H, err)
