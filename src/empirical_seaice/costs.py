@@ -6,9 +6,17 @@ whole map ("full" mode) or estimate that sum from the rows a batch touches
 ("sampled" mode, see :mod:`empirical_seaice.network`). The others return the
 summed scalar (or, for the observation term, one value per observation).
 All arguments are dimensionless except TBs and errors in K.
+
+Each elementwise penalty ``p`` has its derivative ``dp/dC`` next to it
+(``*_penalty_grad``), written by hand. The network's sampled cost computes
+values and derivatives together without recording a graph and hands them to
+autograd in one node (:func:`terms_with_gradients`): a training step has
+~40 graph nodes fewer. The tests check each derivative against autograd.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -50,10 +58,20 @@ def sic_range_penalty(sic: Tensor, sigma: float) -> Tensor:
     return (torch.clamp(sic - 1.0, min=0.0) ** 2 + torch.clamp(-sic, min=0.0) ** 2) / (sigma * sigma)
 
 
+def sic_range_penalty_grad(sic: Tensor, sigma: float) -> Tensor:
+    """``dp/dC`` of :func:`sic_range_penalty`: ``[2 max(C - 1, 0) - 2 max(-C, 0)] / sigma^2``."""
+    return (torch.clamp(sic - 1.0, min=0.0) - torch.clamp(-sic, min=0.0)) * (2.0 / (sigma * sigma))
+
+
 def sic_background_penalty(sic: Tensor, sic_background: Tensor, sigma: float) -> Tensor:
     """SIC background prior, elementwise: ``p(C) = (C - C_b)^2 / sigma^2``."""
     d = sic - sic_background
     return d * d / (sigma * sigma)
+
+
+def sic_background_penalty_grad(sic: Tensor, sic_background: Tensor, sigma: float) -> Tensor:
+    """``dp/dC`` of :func:`sic_background_penalty`: ``2 (C - C_b) / sigma^2``."""
+    return (sic - sic_background) * (2.0 / (sigma * sigma))
 
 
 def false_ice_penalty(sic: Tensor, sigma: float) -> Tensor:
@@ -70,6 +88,16 @@ def false_ice_penalty(sic: Tensor, sigma: float) -> Tensor:
     hi = torch.clamp(FALSE_ICE_HIGH - sic, min=0.0)
     d = torch.minimum(lo, hi)
     return d * d / (sigma * sigma)
+
+
+def false_ice_penalty_grad(sic: Tensor, sigma: float) -> Tensor:
+    """``dp/dC`` of :func:`false_ice_penalty`: ``2 C / sigma^2`` on (0, 0.15),
+    ``-2 (0.3 - C) / sigma^2`` on (0.15, 0.3), 0 elsewhere and at the peak
+    (where autograd's ``minimum`` splits the two one-sided slopes equally)."""
+    lo = torch.clamp(sic - FALSE_ICE_LOW, min=0.0)
+    hi = torch.clamp(FALSE_ICE_HIGH - sic, min=0.0)
+    slope = torch.where(lo < hi, lo, torch.where(lo > hi, -hi, torch.zeros_like(lo)))
+    return slope * (2.0 / (sigma * sigma))
 
 
 def warm_ice_penalty(
@@ -92,6 +120,17 @@ def warm_ice_penalty(
     if effective:
         return torch.clamp(sic, min=0.0) * warm
     return (sic.detach() > WARM_ICE_SIC_THRESHOLD).to(warm.dtype) * warm
+
+
+def warm_ice_penalty_grad(
+    sic: Tensor, t_map_k: Tensor, threshold_k: float = 273.2, factor: float = 4.0, effective: bool = False
+) -> Tensor:
+    """``dp/dC`` of :func:`warm_ice_penalty`: 0 in the reference form; in the effective
+    form ``factor max(T - threshold, 0)`` where ``C >= 0`` (autograd's convention at C = 0)."""
+    if not effective:
+        return torch.zeros_like(sic)
+    warm = torch.clamp(t_map_k - threshold_k, min=0.0) * factor
+    return (sic >= 0.0).to(warm.dtype) * warm
 
 
 def warm_ice_term(
@@ -118,14 +157,64 @@ def anchor_floor_penalty(emis: Tensor, floor: float, sigma: float) -> Tensor:
     return (d * d).sum()
 
 
+def anchor_floor_penalty_grad(emis: Tensor, floor: float, sigma: float) -> Tensor:
+    """``d/de`` of :func:`anchor_floor_penalty`, elementwise: ``-2 max(floor - e, 0) / sigma^2``."""
+    return torch.clamp(floor - emis, min=0.0) * (-2.0 / (sigma * sigma))
+
+
 def bias_penalty(bias_k: Tensor, bias_bg_k: Tensor, sigma_k: Tensor | float) -> Tensor:
     """TB bias prior: ``sum ((b - b_bg) / sigma_b)^2`` (sigma broadcast, e.g. (nsensor, 1))."""
     d = (bias_k - bias_bg_k) / sigma_k
     return (d * d).sum()
 
 
+class _TermsWithGradients(torch.autograd.Function):
+    """Cost terms whose derivatives were computed along with their values (see
+    :func:`terms_with_gradients`); backward is ``grad_in_j = sum_t dL/dterm_t D_tj``."""
+
+    @staticmethod
+    def forward(ctx, values, derivatives, *inputs):  # noqa: ARG004 - inputs only carry the graph edges
+        ctx.derivatives = derivatives
+        return values.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        out: list[Tensor | None] = [None, None]
+        for pairs in ctx.derivatives:
+            g = None
+            for t, d in pairs:
+                g = d * grad[t] if g is None else g.addcmul_(d, grad[t])
+            out.append(g)
+        return tuple(out)
+
+
+def terms_with_gradients(
+    values: Tensor, inputs: Sequence[Tensor], derivatives: Sequence[Sequence[tuple[int, Tensor]]]
+) -> Tensor:
+    """Cost terms computed without a graph, attached to autograd in one node.
+
+    Parameters
+    ----------
+    values : (T,) the terms' values (computed under ``no_grad``).
+    inputs : the tensors the terms depend on (those that need gradients).
+    derivatives : for each input ``j``, pairs ``(t, D_tj)``: ``D_tj`` is
+        ``d value_t / d inputs[j]`` (same shape as the input); terms not
+        listed do not depend on that input.
+
+    Returns
+    -------
+    (T,) equal to ``values``, whose backward gives ``inputs[j]`` the
+    gradient ``sum_t dL/dvalue_t D_tj``.
+    """
+    if not torch.is_grad_enabled() or not any(x.requires_grad for x in inputs):
+        return values
+    return _TermsWithGradients.apply(values, tuple(tuple(p) for p in derivatives), *inputs)
+
+
 __all__ = [
     "observation_cost", "sic_range_penalty", "sic_background_penalty", "false_ice_penalty",
     "warm_ice_penalty", "warm_ice_term", "anchor_mean_penalty", "anchor_floor_penalty", "bias_penalty",
+    "sic_range_penalty_grad", "sic_background_penalty_grad", "false_ice_penalty_grad",
+    "warm_ice_penalty_grad", "anchor_floor_penalty_grad", "terms_with_gradients",
     "FALSE_ICE_LOW", "FALSE_ICE_PEAK", "FALSE_ICE_HIGH", "WARM_ICE_SIC_THRESHOLD",
 ]

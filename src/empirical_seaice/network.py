@@ -404,18 +404,22 @@ class HybridNetwork(nn.Module):
         """J_o,i of each observation of the batch, (B,)."""
         return costs.observation_cost(batch.tb_obs_k, out["tb"], batch.mask, self.obs_error_k)
 
-    def _map_penalties(self, sic: Tensor, rows: Tensor | None) -> dict[str, Tensor]:
-        """Elementwise SIC-map penalties (range, background, false ice) that are on,
-        for SIC values ``sic`` at flattened map rows ``rows`` (None = the whole map)."""
+    def _map_penalties(self, sic: Tensor, rows: Tensor | None, grads: bool = False) -> dict[str, tuple[Tensor, Tensor | None]]:
+        """Elementwise SIC-map penalties that are on (range, background, false ice), for SIC
+        values ``sic`` at flattened map rows ``rows`` (None = the whole map): name -> (p(C),
+        dp/dC if ``grads`` else None)."""
         cc = self.cost_config
-        p = {"sic_range": costs.sic_range_penalty(sic, cc.sic_error)}
+        p = {"sic_range": (costs.sic_range_penalty(sic, cc.sic_error),
+                           costs.sic_range_penalty_grad(sic, cc.sic_error) if grads else None)}
         if cc.sic_background_prior:
             bg = self.state.background_flat
-            p["sic_background"] = costs.sic_background_penalty(
-                sic, bg if rows is None else bg.take(rows), cc.sic_background_error
-            )
+            bg = bg if rows is None else bg.take(rows)
+            e = cc.sic_background_error
+            p["sic_background"] = (costs.sic_background_penalty(sic, bg, e),
+                                   costs.sic_background_penalty_grad(sic, bg, e) if grads else None)
         if cc.false_ice_prior:
-            p["false_ice"] = costs.false_ice_penalty(sic, cc.false_ice_error)
+            e = cc.false_ice_error
+            p["false_ice"] = (costs.false_ice_penalty(sic, e), costs.false_ice_penalty_grad(sic, e) if grads else None)
         return p
 
     def cost_terms(self, batch: Batch, out: dict[str, Tensor], nobs_total: int) -> dict[str, Tensor]:
@@ -425,31 +429,68 @@ class HybridNetwork(nn.Module):
         and ``false_ice`` when switched on; ``warm_ice`` (always reported; see
         :meth:`total_cost`); ``anchor``; ``bias``. ``nobs_total`` is the number
         of training observations (the ``nobs`` of ``J_b / nobs``).
+
+        The per-observation terms (observation term, sampled map priors, v2
+        anchor floor) are computed with their hand-derived derivatives without
+        recording a graph and enter autograd as one node
+        (:func:`costs.terms_with_gradients`); the whole-map priors of "full"
+        mode, the v1 anchor and the bias prior go through autograd.
         """
         cc = self.cost_config
         nb = len(batch)
-        # (1/B) sum_i J_o,i = sum_ic (TB'_ic - y_ic)^2 mask_ic / (sigma_c^2 B): the weights are data only
+        tb, lags = out["tb"], out["sic_lags"]
+        emis_anchor = out["emis_ice"][:, self.anchor_channel]
+        sampled = self.prior_mode == "sampled"
+        floor = cc.anchor != "mean"
+        grads = torch.is_grad_enabled()
+        names: list[str] = []
+        values: list[Tensor] = []
+        d_tb: list[tuple[int, Tensor]] = []
+        d_lags: list[tuple[int, Tensor]] = []
+        d_anchor: list[tuple[int, Tensor]] = []
         with torch.no_grad():
-            obs_weight = batch.mask / self.obs_error_k.square().mul_(nb)
-        d = out["tb"] - batch.tb_obs_k
-        terms: dict[str, Tensor] = {"obs": (d * d * obs_weight).sum()}
-        if self.prior_mode == "sampled":
-            rows, lags = out["sic_rows"], out["sic_lags"]
-            w = self.sic_count.take(rows).mul_(nb).reciprocal_()  # 1 / (count(r) B), 0 for unobserved rows
-            for name, pen in self._map_penalties(lags, rows).items():
-                terms[name] = (pen * w).sum()
-            warm = costs.warm_ice_penalty(
-                lags, self.t_map_flat.take(rows), cc.warm_ice_threshold_k, cc.warm_ice_factor, cc.warm_ice == "effective"
-            )
-            terms["warm_ice"] = (warm * w).sum() * (self.counts_nobs / self.n_warm_rows)
+            # (1/B) sum_i J_o,i = sum_ic (TB'_ic - y_ic)^2 mask_ic / (sigma_c^2 B); d/dTB' = 2 (TB' - y) mask / (sigma^2 B)
+            d = tb - batch.tb_obs_k
+            wd = d * batch.mask / self.obs_error_k.square().mul_(nb)
+            names.append("obs")
+            values.append((d * wd).sum())
+            d_tb.append((0, wd.mul_(2.0)))
+            if sampled:
+                rows = out["sic_rows"]
+                w = self.sic_count.take(rows).mul_(nb).reciprocal_()  # 1 / (count(r) B), 0 for unobserved rows
+                for name, (pen, dpen) in self._map_penalties(lags, rows, grads).items():
+                    if grads:
+                        d_lags.append((len(values), dpen.mul_(w)))
+                    names.append(name)
+                    values.append((pen * w).sum())
+                effective = cc.warm_ice == "effective"
+                t_rows = self.t_map_flat.take(rows)
+                warm_args = (cc.warm_ice_threshold_k, cc.warm_ice_factor, effective)
+                scale = self.counts_nobs / self.n_warm_rows
+                if grads and effective:
+                    d_lags.append((len(values), costs.warm_ice_penalty_grad(lags, t_rows, *warm_args).mul_(w * scale)))
+                names.append("warm_ice")
+                values.append((costs.warm_ice_penalty(lags, t_rows, *warm_args) * w).sum() * scale)
+            if floor:
+                args = (cc.anchor_value, cc.anchor_error)
+                if grads:
+                    d_anchor.append((len(values), costs.anchor_floor_penalty_grad(emis_anchor, *args).div_(nobs_total)))
+                names.append("anchor")
+                values.append(costs.anchor_floor_penalty(emis_anchor, *args) / nobs_total)
+        inputs = [(tb, d_tb), (lags, d_lags), (emis_anchor, d_anchor)]
+        inputs = [(x, dx) for x, dx in inputs if dx]
+        vec = costs.terms_with_gradients(torch.stack(values), [x for x, _ in inputs], [dx for _, dx in inputs])
+        fused = dict(zip(names, vec.unbind()))
+        terms: dict[str, Tensor] = {"obs": fused.pop("obs")}
+        if sampled:
+            terms.update((k, v) for k, v in fused.items() if k != "anchor")
         else:
             terms.update(self.full_prior_terms(nobs_total))
-        emis_anchor = out["emis_ice"][:, self.anchor_channel]
-        if cc.anchor == "mean":
+        if floor:
+            terms["anchor"] = fused["anchor"]
+        else:
             e0 = self.emissivity.e0[self.anchor_channel]  # type: ignore[union-attr]
             terms["anchor"] = costs.anchor_mean_penalty(e0, cc.anchor_value, cc.anchor_error) / nobs_total
-        else:
-            terms["anchor"] = costs.anchor_floor_penalty(emis_anchor, cc.anchor_value, cc.anchor_error) / nobs_total
         terms["bias"] = self.bias_prior() / nobs_total
         return terms
 
@@ -466,7 +507,7 @@ class HybridNetwork(nn.Module):
         n = self.counts_nobs if nobs_total is None else nobs_total
         st = self.state
         sic = st.sic_map.weight[:, 0]
-        terms = {name: pen.sum() / n for name, pen in self._map_penalties(sic, None).items()}
+        terms = {name: pen.sum() / n for name, (pen, _) in self._map_penalties(sic, None).items()}
         c2 = st.sic_map_2d()[:, st.nlag:]
         t2 = self.t_map_flat.view(st.ngrid, st.ncol)[:, st.nlag:]
         terms["warm_ice"] = costs.warm_ice_term(

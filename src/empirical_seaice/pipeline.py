@@ -439,7 +439,8 @@ def _save_model(network, history, obs: Observations, background: BackgroundMaps,
                 before: dict[str, Any] | None = None) -> list[Path]:
     """Write model_TAG.pt, models_TAG.nc, seaice_TAG.nc and the two properties files."""
     configs = _configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
-    state_dict = {k: v.detach().cpu() for k, v in network.state_dict().items()}
+    # contiguous copies: the state tables are views into the optimiser's slab (weights + moments)
+    state_dict = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     files = [out.save_checkpoint(out.output_path(output, out.CHECKPOINT, tag), {
         "format": CHECKPOINT_FORMAT,
         "state_dict": state_dict,

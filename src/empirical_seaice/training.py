@@ -197,26 +197,44 @@ def reproducible_mode(enabled: bool, seed: int) -> Iterator[None]:
 
 @dataclass(eq=False)
 class _CaughtUp:
-    """Rows of one table that :meth:`DeferredAdam.catch_up` brought up to ``step``
-    before a forward pass, with their caught-up values: ``w`` is written to the
-    table, ``m``, ``v`` and the step count are written by the step that follows."""
+    """Slab rows that :meth:`DeferredAdam.catch_up_many` brought up to ``step`` before a
+    forward pass (already written back), kept so that the step that follows needs no
+    second gather and no sort."""
 
-    rows: torch.Tensor  # the rows as the batch reads them (may repeat)
-    unique: torch.Tensor  # sorted distinct rows
-    inverse: torch.Tensor  # rows == unique[inverse]
+    params: tuple[torch.Tensor, ...]  # the tables caught up, in order
+    rows: tuple[torch.Tensor, ...]  # each table's rows as the batch reads them (may repeat)
+    inverse: tuple[torch.Tensor, ...]  # each table's rows == unique[inverse] - offset
+    unique: torch.Tensor  # sorted distinct slab rows
     step: int
-    w: torch.Tensor | None = None
-    m: torch.Tensor | None = None
-    v: torch.Tensor | None = None
+    r: torch.Tensor  # (slab width, len(unique)): the caught-up slab rows, column-major
 
-    def matches(self, grad: torch.Tensor, step: int) -> bool:
-        """Whether ``grad`` is the uncoalesced sparse gradient of a lookup of exactly
-        :attr:`rows` (``nn.Embedding(sparse=True)``: indices = the looked-up rows, in order)
-        and nothing has moved the table since the catch-up at ``step``."""
-        if self.step != step or not grad.is_sparse or grad.is_coalesced():
+    def matches(self, params: list[torch.Tensor], step: int) -> bool:
+        """Whether every table with a gradient was caught up here and its gradient is the
+        uncoalesced sparse gradient of a lookup of exactly its caught-up rows
+        (``nn.Embedding(sparse=True)``: indices = the looked-up rows, in order), and
+        nothing has moved the tables since the catch-up at ``step``."""
+        if self.step != step:
             return False
-        idx = grad._indices()
-        return idx.shape[1] == self.rows.numel() and torch.equal(idx[0], self.rows.reshape(-1))
+        caught = {id(p): rows for p, rows in zip(self.params, self.rows)}
+        for p in params:
+            grad = p.grad
+            if grad is None:
+                continue
+            rows = caught.get(id(p))
+            if rows is None or not grad.is_sparse or grad.is_coalesced():
+                return False
+            idx = grad._indices()
+            if idx.shape[1] != rows.numel() or not torch.equal(idx[0], rows.reshape(-1)):
+                return False
+        return True
+
+
+def _slab_width(ncol: int) -> int:
+    """Columns of a slab row ``[w | m | v | last]`` for tables of up to ``ncol`` columns
+    (``3 ncol + 1``), rounded up to a power of two so that a row never straddles two
+    cache lines (4 floats for one column, 8 for two)."""
+    need = 3 * ncol + 1
+    return 1 << (need - 1).bit_length()
 
 
 class DeferredAdam(torch.optim.Optimizer):
@@ -234,20 +252,35 @@ class DeferredAdam(torch.optim.Optimizer):
 
     ``lr m_t / sqrt(v_t) [A(t) - q^k A(t + k)]``,   ``A(t) = sum_{j>=1} q^j c(t + j)``
 
-    with ``A`` tabulated once (computed in float64). Before a batch's forward pass,
-    :meth:`catch_up` applies the deferred tail to the rows the batch reads
-    and decays their ``m, v`` by ``b1^k, b2^k`` (the trainer does this when
-    the network tells it which rows a batch reads, ``state_rows(batch)``);
-    :meth:`step` then does the usual Adam update of the rows with a
-    gradient (catching up any row not yet caught up first), and
-    :meth:`flush` brings every row up to date (once per epoch, before
-    evaluation or a checkpoint). A row's value whenever it is read then
-    equals dense Adam's, up to ``eps`` in the deferred steps (relative
-    ``eps / sqrt(v)``) and rounding; state memory is the moments plus one
-    step counter per row. Without ``state_rows`` the tail is applied at the
-    visit but after its gradient was evaluated, i.e. the gradient is taken
-    at the row's value before its momentum tail: a small lag, not a
-    different total movement.
+    with ``A`` tabulated once (computed in float64). Before a batch's forward
+    pass, :meth:`catch_up_many` applies the deferred tail to the rows the
+    batch reads and decays their ``m, v`` by ``b1^k, b2^k`` (the trainer
+    does this when the network tells it which rows a batch reads,
+    ``state_rows(batch)``); :meth:`step` then does the usual Adam update of
+    those rows (catching up first any row with a gradient that was not
+    caught up), and :meth:`flush` brings every row up to date (once per
+    epoch, before evaluation or a checkpoint). A row's value whenever it is
+    read then equals dense Adam's, up to ``eps`` in the deferred steps
+    (relative ``eps / sqrt(v)``) and rounding. Without ``state_rows`` the
+    tail is applied at the visit but after its gradient was evaluated, i.e.
+    the gradient is taken at the row's value before its momentum tail: a
+    small lag, not a different total movement.
+
+    Memory layout. A step costs a few hundred small tensor operations plus
+    a few thousand random row visits in tables of millions of rows, so both
+    the number of operations and the number of cache lines touched count.
+    All tables of a parameter group therefore live in one *slab*
+    (``sum nrow x 2^k`` float32, :func:`_slab_width`), one row per table
+    row: ``[w | m | v | last | padding]``, ``w``, ``m``, ``v`` as wide as
+    the group's widest table (narrower tables leave their extra columns at
+    0, which Adam never moves). A batch's rows of all tables are then
+    caught up and stepped with one sort, one gather and one write, and a
+    row visit touches one cache line. Each parameter keeps its identity; its
+    ``.data`` becomes the strided view ``slab[offset : offset + nrow, :ncol]``
+    (re-attached if something replaces it, e.g. ``module.to(device)``).
+    ``state[p]`` holds ``step``, the shared ``slab``, ``offset`` and the views
+    ``exp_avg``, ``exp_avg_sq`` and ``last_step`` (float32: exact up to
+    2^24 steps).
 
     Parameters
     ----------
@@ -259,12 +292,19 @@ class DeferredAdam(torch.optim.Optimizer):
     """
 
     _TAIL_TERMS = 800  # q^800 < 1e-36: the sum A(t) is truncated there
+    MAX_STEPS = 2**24  # the last-update step is stored as float32 in the slab
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = ADAM_BETAS, eps: float = ADAM_EPS):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.dim() != 2:
+                    raise ValueError(f"DeferredAdam: expected 2-D row tables, got a parameter of shape {tuple(p.shape)}")
+                if p.dtype != group["params"][0].dtype or p.device != group["params"][0].device:
+                    raise ValueError("DeferredAdam: the tables of a parameter group must share dtype and device")
         self._tail_tables: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}
-        # per parameter, what :meth:`catch_up` left for the coming :meth:`step`
-        self._pending: dict[torch.Tensor, _CaughtUp] = {}
+        # per parameter group (index), what :meth:`catch_up_many` left for the coming :meth:`step`
+        self._pending: dict[int, _CaughtUp] = {}
 
     def _tail(self, betas: tuple[float, float], upto: int, device: torch.device, dtype: torch.dtype):
         """``A(t)``, ``t = 0..n-1`` with n > ``upto``: (tensor on ``device``, float64 numpy), extended as needed."""
@@ -283,59 +323,115 @@ class DeferredAdam(torch.optim.Optimizer):
             self._tail_tables[key] = entry
         return entry
 
-    def _catch_up(self, group, p, st, rows, last, upto: int, extra: int = 0):
-        """Apply the deferred zero-gradient steps ``last+1 .. upto`` to ``rows``; returns (w, m, v).
+    # ------------------------------------------------------------------ slab
 
-        ``m, v`` come back decayed by ``b^(upto - last + extra)`` (``extra = 1``
-        folds in the decay of the Adam step that follows).
-        """
+    @staticmethod
+    def _ncol(group) -> int:
+        return max(p.shape[1] for p in group["params"])
+
+    def _slab(self, group) -> torch.Tensor:
+        """The group's slab, created on first use; re-attaches any parameter whose data was replaced."""
+        params = group["params"]
+        ncol = self._ncol(group)
+        st0 = self.state[params[0]]
+        if not st0:
+            nrow = sum(p.shape[0] for p in params)
+            slab = torch.zeros((nrow, _slab_width(ncol)), dtype=params[0].dtype, device=params[0].device)
+            offset = 0
+            for p in params:
+                slab[offset: offset + p.shape[0], : p.shape[1]] = p.detach()
+                self.state[p].update(step=0, offset=offset)
+                offset += p.shape[0]
+            self._attach(group, slab)
+            return slab
+        slab = st0["slab"]
+        for p in params:
+            off = self.state[p]["offset"]
+            if p.data_ptr() != slab[off].data_ptr() or p.stride() != slab.stride():
+                # the parameter's data was replaced (module.to(), a load into a new tensor): it wins
+                slab[off: off + p.shape[0], : p.shape[1]] = p.detach()
+                self._attach(group, slab)
+        return slab
+
+    def _attach(self, group, slab: torch.Tensor) -> None:
+        """Make ``slab`` the storage of the group's parameters and moments (views)."""
+        c = self._ncol(group)
+        for p in group["params"]:
+            st = self.state[p]
+            rows = slice(st["offset"], st["offset"] + p.shape[0])
+            n = p.shape[1]
+            st["slab"] = slab
+            st["exp_avg"] = slab[rows, c: c + n]
+            st["exp_avg_sq"] = slab[rows, 2 * c: 2 * c + n]
+            st["last_step"] = slab[rows, 3 * c]
+            p.data = slab[rows, :n]
+
+    def _gather(self, slab: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Slab rows ``rows`` as a *column-major* block ``(slab width, len(rows))``: each of
+        ``w, m, v, last`` is then a contiguous block of rows (elementwise ops on the
+        row-major (n, 8) layout run ~5x slower, one short inner loop per row)."""
+        return slab.index_select(0, rows).t().contiguous()
+
+    @staticmethod
+    def _scatter(slab: torch.Tensor, rows: torch.Tensor, rt: torch.Tensor) -> None:
+        """Write a column-major block from :meth:`_gather` back to slab rows ``rows``."""
+        slab.index_copy_(0, rows, rt.t().contiguous())
+
+    def _catch_up(self, group, rt: torch.Tensor, upto: int) -> None:
+        """In place on a gathered column-major block ``rt``: apply the deferred zero-gradient steps
+        ``last+1 .. upto``, decay ``m, v`` by ``b1^k, b2^k`` (``k = upto - last``), set ``last = upto``."""
         b1, b2 = group["betas"]
-        w = p.index_select(0, rows)
-        m = st["exp_avg"].index_select(0, rows)
-        v = st["exp_avg_sq"].index_select(0, rows)
-        table, table_np = self._tail(group["betas"], upto, p.device, p.dtype)
-        k = (upto - last).to(p.dtype)
-        log_b1, log_b2 = float(np.log(b1)), float(np.log(b2))
+        c = self._ncol(group)
+        w, m, v, last = rt[:c], rt[c: 2 * c], rt[2 * c: 3 * c], rt[3 * c]
+        table, table_np = self._tail(group["betas"], upto, rt.device, rt.dtype)
+        k = last.neg().add_(upto)
+        log_b = torch.tensor([[np.log(b1)], [np.log(b2)]], dtype=rt.dtype, device=rt.device)
+        decay = torch.exp(k * log_b)  # (2, n): b1^k, b2^k
         # coef = A(last) - q^k A(upto); a row never updated has m = v = 0, so its tail is 0
-        coef = table.index_select(0, last).sub_(torch.exp(k * (log_b1 - 0.5 * log_b2)), alpha=float(table_np[upto]))
-        w.addcmul_(m / v.sqrt().add_(group["eps"]), coef.mul_(-group["lr"]).unsqueeze(-1))
-        m.mul_(torch.exp(k.add(extra).mul_(log_b1)).unsqueeze(-1))
-        v.mul_(torch.exp(k.add_(extra).mul_(log_b2)).unsqueeze(-1))
-        return w, m, v
+        coef = table.index_select(0, last.long()).sub_(decay[0] / decay[1].sqrt(), alpha=float(table_np[upto]))
+        w.addcmul_(m / v.sqrt().add_(group["eps"]), coef.mul_(-group["lr"]))
+        rt[c: 3 * c].view(2, c, -1).mul_(decay.unsqueeze(1))
+        last.fill_(upto)
+
+    def _adam(self, group, rt: torch.Tensor, vals: torch.Tensor, step: int) -> None:
+        """In place on a column-major block ``rt`` caught up to ``step - 1``: the Adam update of
+        ``step`` with gradient ``vals`` (ncol, n)."""
+        b1, b2 = group["betas"]
+        c = self._ncol(group)
+        w, m, v = rt[:c], rt[c: 2 * c], rt[2 * c: 3 * c]
+        m.mul_(b1).add_(vals, alpha=1.0 - b1)
+        v.mul_(b2).addcmul_(vals, vals, value=1.0 - b2)
+        bc2_sqrt = float(np.sqrt(1.0 - b2**step))
+        w.addcdiv_(m, v.sqrt().div_(bc2_sqrt).add_(group["eps"]), value=-group["lr"] / (1.0 - b1**step))
+        rt[3 * c].fill_(step)
+
+    def _group_of(self, p: torch.Tensor) -> int:
+        for i, group in enumerate(self.param_groups):
+            if any(q is p for q in group["params"]):
+                return i
+        raise ValueError("DeferredAdam: the tensor is not one of the optimiser's parameters")
 
     def load_state_dict(self, state_dict) -> None:
-        """As :meth:`torch.optim.Optimizer.load_state_dict`, keeping ``last_step`` int64
-        (the base class casts every state tensor to the parameter's dtype; float32
-        holds step counts exactly up to 2^24)."""
+        """As :meth:`torch.optim.Optimizer.load_state_dict`; the loaded slab takes the
+        parameters' current values and becomes their storage."""
         self._pending.clear()
         super().load_state_dict(state_dict)
-        for st in self.state.values():
-            if "last_step" in st:
-                st["last_step"] = st["last_step"].round().to(torch.int64)
+        for group in self.param_groups:
+            p0 = group["params"][0]
+            if self.state.get(p0):
+                slab = self.state[p0]["slab"].to(dtype=p0.dtype, device=p0.device).contiguous()
+                for p in group["params"]:
+                    off = self.state[p]["offset"]
+                    slab[off: off + p.shape[0], : p.shape[1]] = p.detach()
+                self._attach(group, slab)
 
     def state_dict(self):
-        """As :meth:`torch.optim.Optimizer.state_dict`, after writing back any pending catch-up."""
-        for p in list(self._pending):
-            self._commit(p)
+        """As :meth:`torch.optim.Optimizer.state_dict` (the slab is always up to date;
+        the parameters and moments in it are views of one shared tensor)."""
+        self._pending.clear()
         return super().state_dict()
 
-    def _commit(self, p) -> None:
-        """Write the moments and step of rows caught up by :meth:`catch_up` but not yet stepped."""
-        pending = self._pending.pop(p, None)
-        if pending is not None:
-            st = self.state[p]
-            st["exp_avg"].index_copy_(0, pending.unique, pending.m)
-            st["exp_avg_sq"].index_copy_(0, pending.unique, pending.v)
-            st["last_step"].index_fill_(0, pending.unique, pending.step)
-
-    def _init_state(self, p):
-        st = self.state[p]
-        if not st:
-            st["step"] = 0
-            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            st["last_step"] = torch.zeros(p.shape[0], dtype=torch.int64, device=p.device)
-        return st
+    # ------------------------------------------------------------------ steps
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -344,88 +440,99 @@ class DeferredAdam(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            lr, eps = group["lr"], group["eps"]
-            for p in group["params"]:
-                st = self._init_state(p)
-                st["step"] += 1
-                step = st["step"]
-                pending = self._pending.get(p)
-                if p.grad is None or (pending is not None and not pending.matches(p.grad, step - 1)):
-                    self._commit(p)
-                    pending = None
+        for gi, group in enumerate(self.param_groups):
+            params = group["params"]
+            slab = self._slab(group)
+            c = self._ncol(group)
+            for p in params:
+                self.state[p]["step"] += 1
+            step = self.state[params[0]]["step"]
+            if step >= self.MAX_STEPS:
+                raise SeaIceError(f"DeferredAdam: more than {self.MAX_STEPS} steps (float32 step counters)")
+            pending = self._pending.pop(gi, None)
+            if pending is not None and pending.matches(params, step - 1):
+                # the batch's rows were caught up to step - 1 before the forward pass: sum the
+                # duplicate rows' gradients through the catch-up's inverse index (no sort) and
+                # do the Adam update of every caught-up row (a row without gradient gets dense
+                # Adam's zero-gradient update, exactly what deferring it would give)
+                vals = pending.r.new_zeros((c, pending.unique.numel()))
+                for p, inverse in zip(pending.params, pending.inverse):
+                    if p.grad is not None:
+                        vals[: p.shape[1]].index_add_(1, inverse, p.grad._values().t())
+                self._adam(group, pending.r, vals, step)
+                self._scatter(slab, pending.unique, pending.r)
+                continue
+            for p in params:  # the general path, table by table
                 if p.grad is None:
                     continue
-                grad = p.grad
-                self._pending.pop(p, None)
-                if pending is not None:
-                    # the batch's rows were caught up to step - 1 before the forward pass:
-                    # sum the duplicate rows' gradients with the lookup's inverse index (no sort)
-                    # and do a plain Adam step on the rows already gathered there
-                    rows, w, m, v = pending.unique, pending.w, pending.m, pending.v
-                    vals = grad._values()
-                    vals = vals.new_zeros((rows.numel(), *vals.shape[1:])).index_add_(0, pending.inverse, vals)
-                    m.mul_(b1)
-                    v.mul_(b2)
+                grad, off = p.grad, self.state[p]["offset"]
+                if grad.is_sparse:
+                    grad = grad.coalesce()
+                    rows, vals = grad.indices()[0], grad.values()
                 else:
-                    if grad.is_sparse:
-                        grad = grad.coalesce()
-                        rows, vals = grad.indices()[0], grad.values()
-                    else:
-                        rows, vals = torch.arange(p.shape[0], device=p.device), grad
-                    if rows.numel() == 0:
-                        continue
-                    last = st["last_step"].index_select(0, rows)
-                    w, m, v = self._catch_up(group, p, st, rows, last, step - 1, extra=1)
-                m.add_(vals, alpha=1.0 - b1)
-                v.addcmul_(vals, vals, value=1.0 - b2)
-                bc1 = 1.0 - b1**step
-                bc2_sqrt = float(np.sqrt(1.0 - b2**step))
-                w.addcdiv_(m, v.sqrt().div_(bc2_sqrt).add_(eps), value=-lr / bc1)
-                p.index_copy_(0, rows, w)
-                st["exp_avg"].index_copy_(0, rows, m)
-                st["exp_avg_sq"].index_copy_(0, rows, v)
-                st["last_step"].index_fill_(0, rows, step)
+                    rows, vals = torch.arange(p.shape[0], device=p.device), grad
+                if rows.numel() == 0:
+                    continue
+                rows = rows + off
+                rt = self._gather(slab, rows)
+                self._catch_up(group, rt, step - 1)
+                self._adam(group, rt, torch.nn.functional.pad(vals.t(), (0, 0, 0, c - p.shape[1])), step)
+                self._scatter(slab, rows, rt)
         return loss
 
     @torch.no_grad()
-    def catch_up(self, p: torch.Tensor, rows: torch.Tensor | None = None) -> None:
-        """Apply the deferred zero-gradient steps of ``rows`` of ``p`` (None = all rows) up to now.
+    def catch_up_many(self, tables: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Apply the deferred zero-gradient steps of the given rows of the given tables up to now.
 
-        Called on the rows a batch is about to read, before its forward pass,
-        this makes the scheme exactly dense Adam (see the class docstring).
+        ``tables``: ``[(parameter, rows)]``, the rows (int64, may repeat) a batch is about
+        to read. Called before the forward pass, this makes the scheme exactly dense Adam
+        (see the class docstring). The rows of all tables of a group are caught up with one
+        sort, one gather and one write, and kept for the :meth:`step` that follows.
         """
-        st = self.state.get(p)
-        if not st:
-            return
-        group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
-        self._commit(p)
-        step = st["step"]
-        last_all = st["last_step"]
-        if rows is None:
-            rows = torch.nonzero((last_all > 0) & (last_all < step)).flatten()
-            if rows.numel() == 0:
-                return
-            pending = None
-        else:
+        by_group: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for p, rows in tables:
+            by_group.setdefault(self._group_of(p), []).append((p, rows))
+        for gi, pairs in by_group.items():
+            group = self.param_groups[gi]
+            self._pending.pop(gi, None)
+            if not self.state.get(group["params"][0]):
+                continue  # no step yet: nothing deferred
+            slab = self._slab(group)
+            step = self.state[group["params"][0]]["step"]
             # Every row the batch reads, caught up or not: a row already at ``step`` has
             # k = 0 (coefficient A(last) - A(step) = 0, decays 1) and a row never updated
-            # has m = v = 0, so both come back unchanged. The gathered rows are kept for
-            # the step that follows (same rows: no second gather, no coalescing sort), which
-            # writes their moments and step count (:meth:`_commit` does if no step follows).
-            pending = _CaughtUp(rows, *torch.unique(rows, return_inverse=True), step)
-            rows = pending.unique
-        last = last_all.index_select(0, rows)
-        w, m, v = self._catch_up(group, p, st, rows, last, step)
-        p.index_copy_(0, rows, w)
-        if pending is not None:
-            pending.w, pending.m, pending.v = w, m, v
-            self._pending[p] = pending
+            # has m = v = 0, so both come back unchanged.
+            joint = [rows.reshape(-1) + self.state[p]["offset"] for p, rows in pairs]
+            unique, inverse = torch.unique(torch.cat(joint) if len(joint) > 1 else joint[0], return_inverse=True)
+            r = self._gather(slab, unique)
+            self._catch_up(group, r, step)
+            self._scatter(slab, unique, r)
+            self._pending[gi] = _CaughtUp(
+                params=tuple(p for p, _ in pairs), rows=tuple(rows for _, rows in pairs),
+                inverse=tuple(inverse.split([j.numel() for j in joint])), unique=unique, step=step, r=r,
+            )
+
+    def catch_up(self, p: torch.Tensor, rows: torch.Tensor | None = None) -> None:
+        """Apply the deferred zero-gradient steps of ``rows`` of ``p`` (None = all its rows) up to now."""
+        if rows is not None:
+            self.catch_up_many([(p, rows)])
             return
-        st["exp_avg"].index_copy_(0, rows, m)
-        st["exp_avg_sq"].index_copy_(0, rows, v)
-        st["last_step"].index_fill_(0, rows, step)
+        with torch.no_grad():
+            gi = self._group_of(p)
+            group = self.param_groups[gi]
+            if not self.state.get(p):
+                return
+            self._pending.pop(gi, None)
+            slab = self._slab(group)
+            st = self.state[p]
+            last = st["last_step"]
+            todo = torch.nonzero((last > 0) & (last < st["step"])).flatten()
+            if todo.numel() == 0:
+                return
+            todo += st["offset"]
+            r = self._gather(slab, todo)
+            self._catch_up(group, r, st["step"])
+            self._scatter(slab, todo, r)
 
     def flush(self) -> None:
         """Bring every row up to the current step (O(state); once per epoch)."""
@@ -820,8 +927,7 @@ class Trainer:
             bidx = perm[b * bs : (b + 1) * bs]
             batch = self.data.batch(bidx)
             if deferred is not None:
-                for param, rows in state_rows(batch):
-                    deferred.catch_up(param, rows)
+                deferred.catch_up_many(state_rows(batch))
             out = network(batch)
             terms = network.cost_terms(batch, out, self.nobs_total)
             loss = network.total_cost(terms)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -85,3 +86,65 @@ def test_bias_penalty_hand_value():
     sigma = t(0.5, 4.0).reshape(2, 1)
     # ((6-5)/0.5)^2 + ((1-0)/4)^2 = 4 + 0.0625
     assert costs.bias_penalty(b, bg, sigma).item() == pytest.approx(4.0625)
+
+
+# ------------------------------------------------------------- hand-derived derivatives
+
+
+def _autograd_derivative(fn, x):
+    x = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(fn(x).sum(), x)
+    return g
+
+
+def test_penalty_derivatives_equal_autograd():
+    """Each *_penalty_grad equals autograd's derivative of its penalty, on values covering
+    every branch (below 0, the false-ice rise and fall, the peak, inside [0, 1], above 1)."""
+    c = torch.tensor([-0.2, -1e-3, 0.0, 0.05, 0.1499, 0.15, 0.1501, 0.29, 0.3, 0.31, 0.7, 1.0, 1.05, 1.3],
+                     dtype=torch.float64)
+    bg = torch.linspace(0.0, 1.0, c.numel(), dtype=torch.float64)
+    t = torch.linspace(265.0, 280.0, c.numel(), dtype=torch.float64)
+    cases = {
+        "range": (lambda x: costs.sic_range_penalty(x, 0.02), costs.sic_range_penalty_grad(c, 0.02)),
+        "background": (lambda x: costs.sic_background_penalty(x, bg, 0.1), costs.sic_background_penalty_grad(c, bg, 0.1)),
+        "false_ice": (lambda x: costs.false_ice_penalty(x, 0.02), costs.false_ice_penalty_grad(c, 0.02)),
+        "warm_effective": (lambda x: costs.warm_ice_penalty(x, t, effective=True),
+                           costs.warm_ice_penalty_grad(c, t, effective=True)),
+        "anchor_floor": (lambda x: costs.anchor_floor_penalty(x, 0.7, 1e-5), costs.anchor_floor_penalty_grad(c, 0.7, 1e-5)),
+    }
+    for name, (fn, hand) in cases.items():
+        np.testing.assert_allclose(hand.numpy(), _autograd_derivative(fn, c).numpy(), rtol=1e-12, atol=0, err_msg=name)
+    # hand values: range 2 (C - 1) / s^2 above 1, false ice 2 C / s^2 rising and -2 (0.3 - C) / s^2 falling
+    assert float(costs.sic_range_penalty_grad(torch.tensor(1.05), 0.02)) == pytest.approx(2 * 0.05 / 0.02**2)
+    assert float(costs.false_ice_penalty_grad(torch.tensor(0.1), 0.02)) == pytest.approx(2 * 0.1 / 0.02**2)
+    assert float(costs.false_ice_penalty_grad(torch.tensor(0.2), 0.02)) == pytest.approx(-2 * 0.1 / 0.02**2)
+    assert float(costs.false_ice_penalty_grad(torch.tensor(0.15), 0.02)) == 0.0
+    # the reference warm-ice term has no derivative
+    assert float(costs.warm_ice_penalty_grad(c, t).abs().max()) == 0.0
+
+
+def test_terms_with_gradients_backward_and_gradcheck():
+    """One node carrying precomputed values and derivatives gives autograd's gradients."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(4, generator=gen, dtype=torch.float64, requires_grad=True)
+    weights = torch.tensor([1.5, -2.0, 0.25], dtype=torch.float64)
+
+    def fused(x, y):
+        with torch.no_grad():
+            values = torch.stack([(x * x).sum(), (x * y.sum()).sum(), y.pow(3).sum()])
+            d_x = [(0, 2 * x), (1, y.sum().expand_as(x))]
+            d_y = [(1, x.sum().expand_as(y)), (2, 3 * y * y)]
+        return costs.terms_with_gradients(values, [x, y], [d_x, d_y])
+
+    def plain(x, y):
+        return torch.stack([(x * x).sum(), (x * y.sum()).sum(), y.pow(3).sum()])
+
+    got = torch.autograd.grad((fused(x, y) * weights).sum(), [x, y])
+    want = torch.autograd.grad((plain(x, y) * weights).sum(), [x, y])
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-13)
+    assert torch.autograd.gradcheck(lambda x, y: fused(x, y), (x, y))
+    with torch.no_grad():  # no graph wanted: the values come back as they are
+        v = torch.ones(2)
+        assert costs.terms_with_gradients(v, [x], [[(0, x)]]) is v

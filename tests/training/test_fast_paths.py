@@ -16,6 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from empirical_seaice import physics
+from empirical_seaice.errors import SeaIceError
 from empirical_seaice.training import ADAM_BETAS, ADAM_EPS, DeferredAdam
 
 
@@ -96,3 +97,101 @@ def test_mixed_tb_equals_simulate_tb(floor):
     tb_i = ei * float(a_ice[0, 0]) + float(const[0, 0]) + float(train["bias_ice_k"].detach()[0, 0])
     tb_o = eo * float(a_ocean[0, 0]) + float(const[0, 0]) + float(train["bias_ocean_k"].detach()[0, 0])
     assert float(new.detach()[0, 0]) == pytest.approx(c * tb_i + (1 - c) * tb_o, rel=1e-13)
+
+
+def _two_tables(gen):
+    """A 1-column and a 2-column table (the SIC map and grid properties' shapes)."""
+    return torch.randn(30, 1, generator=gen), torch.randn(12, 2, generator=gen)
+
+
+def test_catch_up_many_tables_of_two_widths_equals_dense_adam():
+    """Two tables in one slab (one sort, gather and write per step for both) follow dense Adam;
+    the narrow table's padding column never moves anything."""
+    gen = torch.Generator().manual_seed(3)
+    a0, b0 = _two_tables(gen)
+    sa, sb = torch.nn.Parameter(a0.clone()), torch.nn.Parameter(b0.clone())
+    da, db = torch.nn.Parameter(a0.clone()), torch.nn.Parameter(b0.clone())
+    opt_s = DeferredAdam([sa, sb], lr=1e-2)
+    opt_d = torch.optim.Adam([da, db], lr=1e-2, betas=ADAM_BETAS, eps=ADAM_EPS)
+    max_read_diff = 0.0
+    for step in range(150):
+        ra = torch.randint(0, 20, (4, 2), generator=gen)  # rows 20.. never read
+        rb = torch.randint(0, 8, (4,), generator=gen)
+        ta, tb = torch.randn(4, 2, 1, generator=gen), torch.randn(4, 2, generator=gen)
+        opt_s.catch_up_many([(sa, ra.reshape(-1)), (sb, rb)])
+        max_read_diff = max(max_read_diff, float((sa.detach()[ra] - da.detach()[ra]).abs().max()),
+                            float((sb.detach()[rb] - db.detach()[rb]).abs().max()))
+        for wa, wb, sparse in ((sa, sb, True), (da, db, False)):
+            (_lookup_loss(wa, ra, ta, sparse) + _lookup_loss(wb, rb, tb, sparse)).backward()
+        opt_s.step()
+        opt_d.step()
+        opt_s.zero_grad(set_to_none=True)
+        opt_d.zero_grad(set_to_none=True)
+    assert max_read_diff < 1e-5
+    opt_s.flush()
+    np.testing.assert_allclose(sa.detach().numpy(), da.detach().numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(sb.detach().numpy(), db.detach().numpy(), rtol=0, atol=1e-5)
+    assert float((da.detach() - a0)[:20].abs().min()) > 1e-3 and float((sa.detach() - a0)[20:].abs().max()) == 0.0
+    # the layout: both tables are views into one slab of 8-float rows [w w | m m | v v | last | pad]
+    slab = opt_s.state[sa]["slab"]
+    assert slab is opt_s.state[sb]["slab"] and slab.shape == (42, 8)
+    assert sa.data_ptr() == slab.data_ptr() and sb.data_ptr() == slab[30].data_ptr()
+    assert float(slab[:30, 1].abs().max()) == 0.0  # the 1-column table's padding weight stayed 0
+    assert float(opt_s.state[sb]["last_step"].max()) == 150.0
+
+
+def test_slab_survives_state_dict_round_trip_and_replaced_data():
+    """A checkpoint round trip continues exactly; a parameter whose data was replaced
+    (e.g. ``module.to``) is re-attached to the slab with its new values."""
+    gen = torch.Generator().manual_seed(4)
+    a0, b0 = _two_tables(gen)
+
+    def run(opt, tables, steps, seed):
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            ra, rb = torch.randint(0, 30, (5,), generator=g), torch.randint(0, 12, (3,), generator=g)
+            opt.catch_up_many([(tables[0], ra), (tables[1], rb)])
+            (F.embedding(ra, tables[0], sparse=True).sum() + F.embedding(rb, tables[1], sparse=True).pow(2).sum()).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    ref = [torch.nn.Parameter(a0.clone()), torch.nn.Parameter(b0.clone())]
+    opt_ref = DeferredAdam(ref, lr=1e-2)
+    run(opt_ref, ref, 20, 1)
+    run(opt_ref, ref, 20, 2)
+    opt_ref.flush()
+
+    first = [torch.nn.Parameter(a0.clone()), torch.nn.Parameter(b0.clone())]
+    opt1 = DeferredAdam(first, lr=1e-2)
+    run(opt1, first, 20, 1)
+    saved_opt = opt1.state_dict()
+    saved_w = [w.detach().clone() for w in first]
+    resumed = [torch.nn.Parameter(w.clone()) for w in saved_w]
+    opt2 = DeferredAdam(resumed, lr=1e-2)
+    opt2.load_state_dict(saved_opt)
+    run(opt2, resumed, 20, 2)
+    opt2.flush()
+    for a, b in zip(ref, resumed):
+        np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
+
+    # replaced data: the new values win and the table is back in the slab
+    new = torch.full_like(first[0], 0.5)
+    first[0].data = new.clone()
+    run(opt1, first, 1, 3)
+    st = opt1.state[first[0]]
+    assert first[0].data_ptr() == st["slab"].data_ptr()
+    moved = (first[0].detach() - 0.5).abs()
+    # only the rows read by that one step moved (their deferred momentum tail: tens of lr at most)
+    assert int((moved > 0).sum()) <= 5 and float(moved.max()) < 50 * 1e-2
+
+
+def test_deferred_adam_refuses_too_many_steps():
+    w = torch.nn.Parameter(torch.zeros(3, 1))
+    opt = DeferredAdam([w], lr=0.1)
+    w.grad = torch.ones(3, 1)
+    opt.step()
+    opt.state[w]["step"] = DeferredAdam.MAX_STEPS - 1
+    with pytest.raises(SeaIceError, match="more than 16777216 steps"):
+        opt.step()
+    with pytest.raises(ValueError, match="2-D row tables"):
+        DeferredAdam([torch.nn.Parameter(torch.zeros(3))])
