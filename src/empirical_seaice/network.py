@@ -6,10 +6,12 @@ the :class:`~empirical_seaice.emissivity.EmissivityModel` with inputs
 ``[x_T, P[g, t, :], Q[i, :]]``; ocean emissivity with the wind correction;
 then :func:`empirical_seaice.physics.simulate_tb` (surface mix, clear/cloudy
 specular RT, all-sky, SIC-weighted bias of the observation's sensor) in its
-factored form (:func:`empirical_seaice.physics.atmosphere_terms`, the
-data-only terms, then :func:`empirical_seaice.physics.simulate_tb_mixed`, one
-SIC mix of the pure-ice and pure-ocean TBs): same TB', fewer differentiable
-operations.
+factored form: the effective all-sky atmosphere
+(:func:`empirical_seaice.physics.effective_atmosphere`, data only, packed once
+by :class:`ObservationTensors`), the surface terms
+(:func:`empirical_seaice.physics.surface_atmosphere_terms`), then
+:func:`empirical_seaice.physics.simulate_tb_mixed`, one SIC mix of the
+pure-ice and pure-ocean TBs: same TB', fewer operations per step.
 
 Cost (PHYSICS.md "Cost function"); each training step minimises the
 stochastic estimate ``(1/B) sum_{i in batch} J_o,i + J_b / nobs``.
@@ -68,12 +70,16 @@ from . import costs, physics
 from .config import CostConfig, ModelConfig
 from .emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity
 from .errors import SeaIceError
-from .observations import PER_CHANNEL_FIELDS, BackgroundMaps, Observations
+from .observations import BackgroundMaps, Observations
 from .sensors import ChannelBasis
 from .state import EmpiricalState
 
 PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction")
 """Per-observation float fields carried by a :class:`Batch`, in packing order."""
+PACKED_CHANNEL_FIELDS = ("tb_obs_k", "mask", "emis_water", "tau_eff", "down_eff_k", "const_k")
+"""Per-channel float fields carried by a :class:`Batch`, in packing order."""
+ATMOSPHERE_FIELDS = ("tau", "t_down_k", "t_up_k", "tau_cld", "t_down_cld_k", "t_up_cld_k")
+"""The Observations' clear and cloudy atmosphere, packed as (``tau_eff``, ``down_eff_k``, ``const_k``)."""
 INT_FIELDS = ("iobs", "igrid", "istep", "isensor")
 """Integer fields carried by a :class:`Batch`, in packing order."""
 
@@ -85,9 +91,10 @@ class Batch:
     Integer (B,) int64: ``iobs`` (row in the Observations the tensors were
     built from), ``igrid``, ``istep``, ``isensor``. Float (B,): ``t_skin_k``,
     ``wind_ms``, ``cloud_fraction``. Float (B, nchan): ``tb_obs_k``, ``mask``
-    (0/1), ``emis_water``, ``tau``, ``t_down_k``, ``t_up_k``, ``tau_cld``,
-    ``t_down_cld_k``, ``t_up_cld_k``. Fields may be strided views into one
-    packed tensor.
+    (0/1), ``emis_water``, and the all-sky atmosphere as one effective
+    specular atmosphere (:func:`physics.effective_atmosphere`): ``tau_eff``,
+    ``down_eff_k``, ``const_k``. Fields may be strided views into one packed
+    tensor.
     """
 
     iobs: Tensor
@@ -100,12 +107,9 @@ class Batch:
     tb_obs_k: Tensor
     mask: Tensor
     emis_water: Tensor
-    tau: Tensor
-    t_down_k: Tensor
-    t_up_k: Tensor
-    tau_cld: Tensor
-    t_down_cld_k: Tensor
-    t_up_cld_k: Tensor
+    tau_eff: Tensor
+    down_eff_k: Tensor
+    const_k: Tensor
 
     def __len__(self) -> int:
         return int(self.iobs.shape[0])
@@ -114,11 +118,15 @@ class Batch:
 class ObservationTensors:
     """All observations packed once on a device, for fast batching.
 
-    Floats are packed into one (nobs, 3 + 9 nchan) tensor (per-observation
-    fields, then the per-channel fields in ``PER_CHANNEL_FIELDS`` order, mask
-    as 0/1; non-finite values (NaN, inf) replaced by 0 so masked channels
-    cannot turn the cost into NaN) and integers into one (nobs, 4) int64 tensor
-    (``INT_FIELDS``). :meth:`batch` is two ``index_select`` calls.
+    Floats are packed into one (nobs, 3 + 6 nchan) tensor: the per-observation
+    fields, then ``tb_obs_k``, ``mask`` (0/1), ``emis_water`` and the
+    effective all-sky atmosphere ``tau_eff``, ``down_eff_k``, ``const_k``
+    computed here once from the six clear and cloudy terms
+    (:func:`physics.effective_atmosphere`; data only, so a step does not
+    redo it, and a row is a third shorter). Non-finite values (NaN, inf) are
+    replaced by 0 first so masked channels cannot turn the cost into NaN.
+    Integers go into one (nobs, 4) int64 tensor (``INT_FIELDS``).
+    :meth:`batch` is two ``index_select`` calls.
 
     Parameters
     ----------
@@ -127,29 +135,44 @@ class ObservationTensors:
     dtype : float dtype of the packed floats (float32; float64 for gradchecks).
     """
 
+    _CHUNK = 1 << 20  # observations converted at a time (bounds the temporaries)
+
     def __init__(self, obs: Observations, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         n, nc = obs.nobs, obs.nchan
         self.nobs = n
         self.nchan = nc
         self.device = torch.device(device)
-        ncol = len(PER_OBS_FLOAT_FIELDS) + len(PER_CHANNEL_FIELDS) * nc
+        ncol = len(PER_OBS_FLOAT_FIELDS) + len(PACKED_CHANNEL_FIELDS) * nc
         floats = torch.empty((n, ncol), dtype=dtype)
         self._slices: dict[str, tuple[int, int | None]] = {}
-        col = 0
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
 
-        def finite(name: str) -> torch.Tensor:
-            arr = np.asarray(getattr(obs, name), dtype=np_dtype)
+        def finite(name: str, rows: slice) -> torch.Tensor:
+            arr = np.asarray(getattr(obs, name)[rows], dtype=np_dtype)
             return torch.from_numpy(np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0))
 
+        col = 0
         for name in PER_OBS_FLOAT_FIELDS:
-            floats[:, col] = finite(name)
             self._slices[name] = (col, None)
             col += 1
-        for name in PER_CHANNEL_FIELDS:
-            floats[:, col: col + nc] = finite(name)
+        for name in PACKED_CHANNEL_FIELDS:
             self._slices[name] = (col, col + nc)
             col += nc
+        for start in range(0, n, self._CHUNK):
+            rows = slice(start, min(start + self._CHUNK, n))
+            block = floats[rows]
+            for name in PER_OBS_FLOAT_FIELDS:
+                block[:, self._slices[name][0]] = finite(name, rows)
+            for name in ("tb_obs_k", "mask", "emis_water"):
+                a, b = self._slices[name]
+                block[:, a:b] = finite(name, rows)
+            atmosphere = physics.effective_atmosphere(
+                **{name: finite(name, rows) for name in ATMOSPHERE_FIELDS},
+                cloud_fraction=finite("cloud_fraction", rows),
+            )
+            for name, value in zip(("tau_eff", "down_eff_k", "const_k"), atmosphere):
+                a, b = self._slices[name]
+                block[:, a:b] = value
         ints = torch.empty((n, len(INT_FIELDS)), dtype=torch.int64)
         ints[:, 0] = torch.arange(n)
         ints[:, 1] = torch.from_numpy(np.asarray(obs.igrid, dtype=np.int64))
@@ -373,16 +396,9 @@ class HybridNetwork(nn.Module):
         emis_ice = self.emissivity(x_t, props, batch.isensor)
         emis_ocean = physics.ocean_emissivity(batch.emis_water, batch.wind_ms, self.wind_coef)
         # the parameter-free atmospheric terms first, then one SIC mix (fewer graph nodes)
-        a_ice, a_ocean, const = physics.atmosphere_terms(
-            t_skin_k=batch.t_skin_k,
-            ocean_t_floor_k=mc.ocean_t_floor_k,
-            tau=batch.tau,
-            t_down_k=batch.t_down_k,
-            t_up_k=batch.t_up_k,
-            tau_cld=batch.tau_cld,
-            t_down_cld_k=batch.t_down_cld_k,
-            t_up_cld_k=batch.t_up_cld_k,
-            cloud_fraction=batch.cloud_fraction,
+        a_ice, a_ocean = physics.surface_atmosphere_terms(
+            t_skin_k=batch.t_skin_k, ocean_t_floor_k=mc.ocean_t_floor_k, tau_eff=batch.tau_eff,
+            down_eff_k=batch.down_eff_k,
         )
         tb = physics.simulate_tb_mixed(
             sic=sic,
@@ -390,7 +406,7 @@ class HybridNetwork(nn.Module):
             emis_ocean=emis_ocean,
             a_ice_k=a_ice,
             a_ocean_k=a_ocean,
-            const_k=const,
+            const_k=batch.const_k,
             bias_ice_k=self.bias_ice_k.index_select(0, batch.isensor),
             bias_ocean_k=self.bias_ocean_k.index_select(0, batch.isensor),
         )
@@ -552,5 +568,5 @@ class HybridNetwork(nn.Module):
 
 __all__ = [
     "Batch", "ObservationTensors", "HybridNetwork", "RowCounts", "build_row_counts",
-    "PER_OBS_FLOAT_FIELDS", "INT_FIELDS",
+    "PER_OBS_FLOAT_FIELDS", "PACKED_CHANNEL_FIELDS", "ATMOSPHERE_FIELDS", "INT_FIELDS",
 ]

@@ -156,6 +156,51 @@ def simulate_tb(
     return bias_correction(all_sky(tb_clear, tb_cloudy, cloud_fraction), sic, bias_ice_k, bias_ocean_k)
 
 
+def effective_atmosphere(
+    *,
+    tau: Tensor,
+    t_down_k: Tensor,
+    t_up_k: Tensor,
+    tau_cld: Tensor,
+    t_down_cld_k: Tensor,
+    t_up_cld_k: Tensor,
+    cloud_fraction: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The all-sky atmosphere as one effective specular atmosphere: ``tau*``, ``D*`` (K), ``K`` (K).
+
+    The all-sky mix of the clear and cloudy specular RT equations is linear in
+    the atmospheric terms, so with ``f`` the cloud fraction
+
+    ``tau* = (1 - f) tau + f tau_cld``,
+    ``D* = (1 - f) tau T_down + f tau_cld T_down_cld``,
+    ``K = D* + (1 - f) T_up + f T_up_cld``,
+
+    and ``TB = f TB_cld + (1 - f) TB_clr = S tau* - e_mix D* + K``.
+    Shapes: ``cloud_fraction`` (...,), the others (..., nchan). Data only (no
+    trainable input): the observation tensors pack these three once instead of
+    the six clear and cloudy terms.
+    """
+    f = cloud_fraction.unsqueeze(-1)
+    tau_eff = torch.lerp(tau, tau_cld, f)
+    down_eff = torch.lerp(tau * t_down_k, tau_cld * t_down_cld_k, f)
+    const = down_eff + torch.lerp(t_up_k, t_up_cld_k, f)
+    return tau_eff, down_eff, const
+
+
+def surface_atmosphere_terms(
+    *, t_skin_k: Tensor, ocean_t_floor_k: float | None, tau_eff: Tensor, down_eff_k: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``A_i = T_s tau* - D*`` and ``A_o = max(T_s, floor) tau* - D*`` (K).
+
+    With them ``S tau* - e_mix D* = c e_ice A_i + (1 - c) e_o A_o`` (PHYSICS.md
+    steps 5-8; ``tau*``, ``D*`` from :func:`effective_atmosphere`).
+    ``t_skin_k`` (...,), the others (..., nchan).
+    """
+    a_ice = torch.addcmul(-down_eff_k, t_skin_k.unsqueeze(-1), tau_eff)
+    a_ocean = torch.addcmul(-down_eff_k, ocean_temperature(t_skin_k, ocean_t_floor_k).unsqueeze(-1), tau_eff)
+    return a_ice, a_ocean
+
+
 def atmosphere_terms(
     *,
     t_skin_k: Tensor,
@@ -170,28 +215,19 @@ def atmosphere_terms(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The parameter-free (data-only) terms of the chain: ``A_i``, ``A_o``, ``K`` (K).
 
-    The all-sky mix of the clear and cloudy specular RT equations is linear in
-    the atmospheric terms, so with ``f`` the cloud fraction,
-    ``tau* = (1 - f) tau + f tau_cld``,
-    ``D* = (1 - f) tau T_down + f tau_cld T_down_cld``,
-    ``U* = (1 - f) T_up + f T_up_cld``:
-
-    ``TB = f TB_cld + (1 - f) TB_clr = S tau* + (1 - e_mix) D* + U*``, and
-    ``S tau* - e_mix D* = c e_ice A_i + (1 - c) e_o A_o`` with
-
-    ``A_i = T_s tau* - D*``, ``A_o = max(T_s, floor) tau* - D*``, ``K = D* + U*``.
-
-    Shapes: per-observation quantities (...,), per-channel ones (..., nchan);
-    returns three (..., nchan) tensors. They depend on the data only (no
-    trainable input), so the training step computes them outside the graph.
+    :func:`effective_atmosphere` then :func:`surface_atmosphere_terms`:
+    ``A_i = T_s tau* - D*``, ``A_o = max(T_s, floor) tau* - D*``, ``K = D* + U*``,
+    so that ``TB = c e_ice A_i + (1 - c) e_o A_o + K`` before the bias
+    correction (:func:`simulate_tb_mixed`). Shapes: per-observation quantities
+    (...,), per-channel ones (..., nchan); returns three (..., nchan) tensors.
     """
-    f = cloud_fraction.unsqueeze(-1)
-    tau_eff = torch.lerp(tau, tau_cld, f)
-    clear_down = tau * t_down_k
-    down_eff = torch.lerp(clear_down, tau_cld * t_down_cld_k, f)
-    const = down_eff + torch.lerp(t_up_k, t_up_cld_k, f)
-    a_ice = torch.addcmul(-down_eff, t_skin_k.unsqueeze(-1), tau_eff)
-    a_ocean = torch.addcmul(-down_eff, ocean_temperature(t_skin_k, ocean_t_floor_k).unsqueeze(-1), tau_eff)
+    tau_eff, down_eff, const = effective_atmosphere(
+        tau=tau, t_down_k=t_down_k, t_up_k=t_up_k, tau_cld=tau_cld, t_down_cld_k=t_down_cld_k,
+        t_up_cld_k=t_up_cld_k, cloud_fraction=cloud_fraction,
+    )
+    a_ice, a_ocean = surface_atmosphere_terms(
+        t_skin_k=t_skin_k, ocean_t_floor_k=ocean_t_floor_k, tau_eff=tau_eff, down_eff_k=down_eff
+    )
     return a_ice, a_ocean, const
 
 

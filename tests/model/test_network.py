@@ -11,7 +11,6 @@ from empirical_seaice import costs, physics
 from empirical_seaice.config import PRESETS, CostConfig, ModelConfig, replace
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.network import HybridNetwork, ObservationTensors, build_row_counts
-from empirical_seaice.observations import PER_CHANNEL_FIELDS
 
 
 def _net(preset="v2", obs_bg=None, sparse=True, prior_mode=None, cost=None, model=None, dtype=torch.float32, **kw):
@@ -41,10 +40,19 @@ def test_observation_tensors_batch_returns_exact_rows():
         assert getattr(b, name).tolist() == np.asarray(getattr(obs, name))[idx.numpy()].tolist()
     for name in ("t_skin_k", "wind_ms", "cloud_fraction"):
         assert np.array_equal(getattr(b, name).numpy(), getattr(obs, name)[idx.numpy()])
-    for name in PER_CHANNEL_FIELDS:
+    for name in ("tb_obs_k", "mask", "emis_water"):
         expected = np.nan_to_num(getattr(obs, name)[idx.numpy()].astype(np.float32), posinf=0.0)
         assert np.array_equal(getattr(b, name).numpy(), expected), name
-    assert b.emis_water[1, 0].item() == 0.0 and b.t_up_k[1, 1].item() == 0.0
+    # the effective all-sky atmosphere, by hand for one element: (1 - f) x_clear + f x_cloudy
+    f = float(obs.cloud_fraction[7])
+    o = {k: float(getattr(obs, k)[7, 2]) for k in ("tau", "t_down_k", "t_up_k", "tau_cld", "t_down_cld_k", "t_up_cld_k")}
+    down = (1 - f) * o["tau"] * o["t_down_k"] + f * o["tau_cld"] * o["t_down_cld_k"]
+    assert b.tau_eff[0, 2].item() == pytest.approx((1 - f) * o["tau"] + f * o["tau_cld"], rel=1e-6)
+    assert b.down_eff_k[0, 2].item() == pytest.approx(down, rel=1e-6)
+    assert b.const_k[0, 2].item() == pytest.approx(down + (1 - f) * o["t_up_k"] + f * o["t_up_cld_k"], rel=1e-6)
+    assert b.emis_water[1, 0].item() == 0.0 and np.isfinite(b.const_k.numpy()).all()
+    t_up_inf = b.const_k[1, 1].item() - b.down_eff_k[1, 1].item()  # the inf T_up arrives as 0
+    assert t_up_inf == pytest.approx(float(obs.cloud_fraction[3]) * float(obs.t_up_cld_k[3, 1]), rel=1e-5, abs=1e-4)
     assert b.mask.dtype == torch.float32 and set(b.mask.unique().tolist()) <= {0.0, 1.0}
     assert ot.all().iobs.tolist() == list(range(30))
 
