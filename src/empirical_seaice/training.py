@@ -91,7 +91,6 @@ import logging
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -924,36 +923,30 @@ class Trainer:
         running = 0.0
         t0 = time.perf_counter()
         c0 = time.process_time()
-        # The next batch's observations are gathered on a second thread while this
-        # batch trains (a gather of random rows of the packed observations, ~0.4 ms
-        # per 1024 observations on a CPU; torch releases the GIL inside it).
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="seaice-batch") as prefetch:
-            upcoming = prefetch.submit(self.data.batch, perm[:bs])
-            for b in range(nbatch):
-                batch = upcoming.result()
-                if b + 1 < nbatch:
-                    upcoming = prefetch.submit(self.data.batch, perm[(b + 1) * bs : (b + 2) * bs])
-                if deferred is not None:
-                    deferred.catch_up_many(state_rows(batch))
-                out = network(batch)
-                terms = network.cost_terms(batch, out, self.nobs_total)
-                loss = network.total_cost(terms)
-                for opt in self.optimizers:
-                    opt.zero_grad(set_to_none=True)
-                loss.backward()
-                for opt in self.optimizers:
-                    opt.step()
-                with torch.no_grad():
-                    if values is None:
-                        names = tuple(terms) + ("total",)
-                        values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
-                    values[b, :-1] = torch.stack(list(terms.values()))  # 0-d terms; no graph under no_grad
-                    values[b, -1] = loss
-                if bar is not None and (b % 20 == 0 or b == nbatch - 1):
-                    running = float(values[max(0, b - 19) : b + 1, -1].mean())
-                    bar.set_postfix_str(f"J/nobs={running:.4g}", refresh=b == nbatch - 1)
-                if bar is not None:
-                    bar.update(1)
+        for b in range(nbatch):
+            bidx = perm[b * bs : (b + 1) * bs]
+            batch = self.data.batch(bidx)
+            if deferred is not None:
+                deferred.catch_up_many(state_rows(batch))
+            out = network(batch)
+            terms = network.cost_terms(batch, out, self.nobs_total)
+            loss = network.total_cost(terms)
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in self.optimizers:
+                opt.step()
+            with torch.no_grad():
+                if values is None:
+                    names = tuple(terms) + ("total",)
+                    values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
+                values[b, :-1] = torch.stack(list(terms.values()))  # 0-d terms; no graph under no_grad
+                values[b, -1] = loss
+            if bar is not None and (b % 20 == 0 or b == nbatch - 1):
+                running = float(values[max(0, b - 19) : b + 1, -1].mean())
+                bar.set_postfix_str(f"J/nobs={running:.4g}", refresh=b == nbatch - 1)
+            if bar is not None:
+                bar.update(1)
         wall = time.perf_counter() - t0
         cpu = time.process_time() - c0
         if bar is not None:
