@@ -374,8 +374,16 @@ class HybridNetwork(nn.Module):
             self.n_warm_rows = st.ngrid * st.nstep
 
     # ---------------------------------------------------------------- forward
-    def forward(self, batch: Batch, zero_sic: bool = False) -> dict[str, Tensor]:
+    reads_state_values = True
+    """:meth:`forward` can compute with state rows handed to it (``state_values``)."""
+
+    def forward(self, batch: Batch, zero_sic: bool = False, state_values: list[Tensor] | None = None) -> dict[str, Tensor]:
         """Simulate the batch.
+
+        ``state_values``: optional, the values of the state rows the batch reads, one
+        tensor per entry of :meth:`state_rows` (``rows.shape + (ncol,)``), e.g. the
+        caught-up rows of :meth:`~empirical_seaice.training.DeferredAdam.gather`;
+        None = look them up in the state tables.
 
         Returns
         -------
@@ -385,14 +393,18 @@ class HybridNetwork(nn.Module):
         With ``zero_sic`` the SIC seen is 0 (the ``tbzero`` diagnostic).
         """
         mc = self.model_config
-        rows, lags = self.state.sic_lags(batch.igrid, batch.istep)
-        sic = lags @ self.state.lag_weights
+        st = self.state
+        if state_values is None:
+            rows, lags = st.sic_lags(batch.igrid, batch.istep)
+            props = torch.cat([st.grid_properties(batch.igrid, batch.istep), st.obs_properties(batch.iobs)], dim=-1)
+        else:
+            rows = st.sic_rows(batch.igrid, batch.istep)
+            lags = state_values[0].reshape(rows.shape)
+            props = torch.cat(state_values[1:], dim=-1) if len(state_values) > 1 else lags.new_zeros((len(batch), 0))
+        sic = lags @ st.lag_weights
         if zero_sic:
             sic = torch.zeros_like(sic)
         x_t = physics.normalised_temperature(batch.t_skin_k, mc.t_ref_k, mc.t_scale_k)
-        props = torch.cat(
-            [self.state.grid_properties(batch.igrid, batch.istep), self.state.obs_properties(batch.iobs)], dim=-1
-        )
         emis_ice = self.emissivity(x_t, props, batch.isensor)
         emis_ocean = physics.ocean_emissivity(batch.emis_water, batch.wind_ms, self.wind_coef)
         # the parameter-free atmospheric terms first, then one SIC mix (fewer graph nodes)
@@ -546,11 +558,12 @@ class HybridNetwork(nn.Module):
     # ------------------------------------------------------------- parameters
     def state_rows(self, batch: Batch) -> list[tuple[nn.Parameter, Tensor]]:
         """The rows of each state table that a batch reads (int64, may repeat):
-        SIC-map rows through the lag window, grid-property rows ``g * nstep + t``,
-        observation rows ``iobs``. Lets a lazy optimiser bring them up to date
-        before the forward pass."""
+        SIC-map rows through the lag window (B, nlag + 1), grid-property rows
+        ``g * nstep + t`` (B,), observation rows ``iobs`` (B,), in this order (the
+        order of :meth:`forward`'s ``state_values``). Lets a lazy optimiser bring
+        them up to date before the forward pass."""
         st = self.state
-        rows = [(st.sic_map.weight, st.sic_rows(batch.igrid, batch.istep).reshape(-1))]
+        rows = [(st.sic_map.weight, st.sic_rows(batch.igrid, batch.istep))]
         if st.props_grid is not None:
             rows.append((st.props_grid.weight, st.grid_rows(batch.igrid, batch.istep)))
         if st.props_obs is not None:

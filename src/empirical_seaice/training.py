@@ -15,6 +15,7 @@ fulfils it)::
     network.dense_parameters() -> list[Parameter]
     network.full_prior_terms(nobs_total) -> dict[str, Tensor]  # whole-map priors, exact (evaluation)
     network.state_rows(batch) -> list[(Parameter, LongTensor)]  # optional: table rows a batch reads
+    network.reads_state_values: bool      # optional: network(batch, state_values=[tensor per state_rows entry])
 
 The term named ``"obs"`` (:data:`OBS_TERM`) is the observation term: the mean
 of ``J_o,i`` over the batch; it is what the held-out validation reports.
@@ -204,9 +205,11 @@ class _CaughtUp:
     params: tuple[torch.Tensor, ...]  # the tables caught up, in order
     rows: tuple[torch.Tensor, ...]  # each table's rows as the batch reads them (may repeat)
     inverse: tuple[torch.Tensor, ...]  # each table's rows == unique[inverse] - offset
+    joint_inverse: torch.Tensor  # the tables' inverses, concatenated
     unique: torch.Tensor  # sorted distinct slab rows
     step: int
     r: torch.Tensor  # (slab width, len(unique)): the caught-up slab rows, column-major
+    leaf: torch.Tensor | None = None  # (len(unique), ncol) weights handed out by :meth:`DeferredAdam.gather`
 
     def matches(self, params: list[torch.Tensor], step: int) -> bool:
         """Whether every table with a gradient was caught up here and its gradient is the
@@ -450,6 +453,18 @@ class DeferredAdam(torch.optim.Optimizer):
             if step >= self.MAX_STEPS:
                 raise SeaIceError(f"DeferredAdam: more than {self.MAX_STEPS} steps (float32 step counters)")
             pending = self._pending.pop(gi, None)
+            if pending is not None and pending.leaf is not None:
+                # the batch read the caught-up rows through :meth:`gather`: their gradient is dense
+                if pending.step != step - 1 or any(p.grad is not None for p in params):
+                    raise SeaIceError(
+                        "DeferredAdam: a table read through gather() also has a gradient of its own, "
+                        "or the tables were stepped in between; read each table one way per step"
+                    )
+                g = pending.leaf.grad
+                vals = pending.r.new_zeros((c, pending.unique.numel())) if g is None else g.t().contiguous()
+                self._adam(group, pending.r, vals, step)
+                self._scatter(slab, pending.unique, pending.r)
+                continue
             if pending is not None and pending.matches(params, step - 1):
                 # the batch's rows were caught up to step - 1 before the forward pass: sum the
                 # duplicate rows' gradients through the catch-up's inverse index (no sort) and
@@ -495,8 +510,6 @@ class DeferredAdam(torch.optim.Optimizer):
         for gi, pairs in by_group.items():
             group = self.param_groups[gi]
             self._pending.pop(gi, None)
-            if not self.state.get(group["params"][0]):
-                continue  # no step yet: nothing deferred
             slab = self._slab(group)
             step = self.state[group["params"][0]]["step"]
             # Every row the batch reads, caught up or not: a row already at ``step`` has
@@ -509,8 +522,36 @@ class DeferredAdam(torch.optim.Optimizer):
             self._scatter(slab, unique, r)
             self._pending[gi] = _CaughtUp(
                 params=tuple(p for p, _ in pairs), rows=tuple(rows for _, rows in pairs),
-                inverse=tuple(inverse.split([j.numel() for j in joint])), unique=unique, step=step, r=r,
+                inverse=tuple(inverse.split([j.numel() for j in joint])), joint_inverse=inverse, unique=unique,
+                step=step, r=r,
             )
+
+    def gather(self, tables: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """The rows a batch reads, caught up (:meth:`catch_up_many`), as tensors to compute with.
+
+        ``tables``: ``[(parameter, rows)]``. Returns, for each, a tensor of shape
+        ``rows.shape + (ncol,)``: the table's rows ``rows``, equal to what an embedding
+        lookup would read after the catch-up. They are differentiable: autograd sums
+        their gradients into the caught-up rows (one dense ``(distinct rows, ncol)``
+        gradient per group), which :meth:`step` then uses directly: no embedding
+        lookup, no sparse gradient tensors, no matching of indices. The tables
+        themselves get no gradient; a table that has one of its own at the step is an
+        error.
+        """
+        self.catch_up_many(tables)
+        joint: dict[int, torch.Tensor] = {}
+        out = []
+        for p, rows in tables:
+            gi = self._group_of(p)
+            pending = self._pending[gi]
+            if gi not in joint:
+                c = self._ncol(self.param_groups[gi])
+                pending.leaf = pending.r[:c].t().detach().requires_grad_(True)
+                joint[gi] = pending.leaf.index_select(0, pending.joint_inverse).split(
+                    [i.numel() for i in pending.inverse])
+            k = next(i for i, q in enumerate(pending.params) if q is p)
+            out.append(joint[gi][k][:, : p.shape[1]].reshape(*rows.shape, p.shape[1]))
+        return out
 
     def catch_up(self, p: torch.Tensor, rows: torch.Tensor | None = None) -> None:
         """Apply the deferred zero-gradient steps of ``rows`` of ``p`` (None = all its rows) up to now."""
@@ -920,15 +961,19 @@ class Trainer:
         state_rows = getattr(network, "state_rows", None)
         if state_rows is None:
             deferred = None
+        # the network computes with the caught-up rows DeferredAdam hands it (no lookup of its own)
+        gathered = deferred is not None and getattr(network, "reads_state_values", False)
         running = 0.0
         t0 = time.perf_counter()
         c0 = time.process_time()
         for b in range(nbatch):
-            bidx = perm[b * bs : (b + 1) * bs]
-            batch = self.data.batch(bidx)
-            if deferred is not None:
-                deferred.catch_up_many(state_rows(batch))
-            out = network(batch)
+            batch = self.data.batch(perm[b * bs : (b + 1) * bs])
+            if gathered:
+                out = network(batch, state_values=deferred.gather(state_rows(batch)))
+            else:
+                if deferred is not None:
+                    deferred.catch_up_many(state_rows(batch))
+                out = network(batch)
             terms = network.cost_terms(batch, out, self.nobs_total)
             loss = network.total_cost(terms)
             for opt in self.optimizers:
@@ -940,8 +985,7 @@ class Trainer:
                 if values is None:
                     names = tuple(terms) + ("total",)
                     values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
-                values[b, :-1] = torch.stack(list(terms.values()))  # 0-d terms; no graph under no_grad
-                values[b, -1] = loss
+                values[b] = torch.stack([*terms.values(), loss])  # 0-d terms; no graph under no_grad
             if bar is not None and (b % 20 == 0 or b == nbatch - 1):
                 running = float(values[max(0, b - 19) : b + 1, -1].mean())
                 bar.set_postfix_str(f"J/nobs={running:.4g}", refresh=b == nbatch - 1)

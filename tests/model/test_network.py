@@ -367,7 +367,9 @@ def test_state_rows_are_exactly_the_rows_with_gradient():
     for p, r in rows:
         touched = torch.unique(p.grad.coalesce().indices()[0])
         assert torch.equal(torch.unique(r), touched)
-    sic_rows = rows[0][1].tolist()
+        assert torch.equal(p.grad._indices()[0], r.reshape(-1))  # the lookup's order: what DeferredAdam matches
+    sic_rows = rows[0][1].reshape(-1).tolist()
+    assert rows[0][1].shape == (3, 2)
     g, t = b.igrid.tolist(), b.istep.tolist()
     assert sic_rows == [x for gi, ti in zip(g, t) for x in (gi * 5 + ti + 1, gi * 5 + ti)]
     assert rows[2][1].tolist() == [4, 9, 17]

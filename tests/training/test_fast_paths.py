@@ -195,3 +195,37 @@ def test_deferred_adam_refuses_too_many_steps():
         opt.step()
     with pytest.raises(ValueError, match="2-D row tables"):
         DeferredAdam([torch.nn.Parameter(torch.zeros(3))])
+
+
+def test_gather_equals_dense_adam_and_refuses_a_second_gradient():
+    """Computing with the rows DeferredAdam.gather hands out (no lookup, no sparse gradient)
+    follows dense Adam like the lookup path; a table that also has a gradient is an error."""
+    gen = torch.Generator().manual_seed(5)
+    a0, b0 = _two_tables(gen)
+    sa, sb = torch.nn.Parameter(a0.clone()), torch.nn.Parameter(b0.clone())
+    da, db = torch.nn.Parameter(a0.clone()), torch.nn.Parameter(b0.clone())
+    opt_s = DeferredAdam([sa, sb], lr=1e-2)
+    opt_d = torch.optim.Adam([da, db], lr=1e-2, betas=ADAM_BETAS, eps=ADAM_EPS)
+    for step in range(150):
+        ra = torch.randint(0, 20, (4, 2), generator=gen)
+        rb = torch.randint(0, 8, (4,), generator=gen)
+        ta, tb = torch.randn(4, 2, 1, generator=gen), torch.randn(4, 2, generator=gen)
+        va, vb = opt_s.gather([(sa, ra), (sb, rb)])
+        assert va.shape == (4, 2, 1) and vb.shape == (4, 2)
+        # what the network computes with equals dense Adam's parameters at those rows
+        assert float((va.detach() - da.detach()[ra]).abs().max()) < 1e-5
+        (((va - ta) ** 2).sum() + ((vb - tb) ** 2).sum()).backward()
+        (_lookup_loss(da, ra, ta, False) + _lookup_loss(db, rb, tb, False)).backward()
+        assert sa.grad is None and sb.grad is None  # the tables themselves get no gradient
+        opt_s.step()
+        opt_d.step()
+        opt_d.zero_grad(set_to_none=True)
+    opt_s.flush()
+    np.testing.assert_allclose(sa.detach().numpy(), da.detach().numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(sb.detach().numpy(), db.detach().numpy(), rtol=0, atol=1e-5)
+    assert float((da.detach() - a0)[:20].abs().min()) > 1e-3
+
+    va, vb = opt_s.gather([(sa, ra), (sb, rb)])
+    (va.sum() + F.embedding(rb, sb, sparse=True).sum()).backward()
+    with pytest.raises(SeaIceError, match="read through gather"):
+        opt_s.step()
