@@ -50,17 +50,24 @@ def observation_cost(tb_obs_k: Tensor, tb_sim_k: Tensor, mask: Tensor, obs_error
     return (mask.to(d.dtype) * d * d).sum(-1)
 
 
+def sic_range_residual(sic: Tensor) -> Tensor:
+    """``r(C) = C - clamp(C, 0, 1)``: the distance outside [0, 1] (signed; ``dr/dC = 1`` where ``r != 0``)."""
+    return sic - torch.clamp(sic, 0.0, 1.0)
+
+
 def sic_range_penalty(sic: Tensor, sigma: float) -> Tensor:
     """SIC range ("pdf") prior, elementwise.
 
-    ``p(C) = [(max(C, 1) - 1)^2 + max(-C, 0)^2] / sigma^2``: zero on [0, 1].
+    ``p(C) = [(max(C, 1) - 1)^2 + max(-C, 0)^2] / sigma^2 = r(C)^2 / sigma^2``
+    (:func:`sic_range_residual`): zero on [0, 1].
     """
-    return (torch.clamp(sic - 1.0, min=0.0) ** 2 + torch.clamp(-sic, min=0.0) ** 2) / (sigma * sigma)
+    r = sic_range_residual(sic)
+    return r * r / (sigma * sigma)
 
 
 def sic_range_penalty_grad(sic: Tensor, sigma: float) -> Tensor:
-    """``dp/dC`` of :func:`sic_range_penalty`: ``[2 max(C - 1, 0) - 2 max(-C, 0)] / sigma^2``."""
-    return (torch.clamp(sic - 1.0, min=0.0) - torch.clamp(-sic, min=0.0)) * (2.0 / (sigma * sigma))
+    """``dp/dC`` of :func:`sic_range_penalty`: ``2 r(C) / sigma^2``."""
+    return sic_range_residual(sic) * (2.0 / (sigma * sigma))
 
 
 def sic_background_penalty(sic: Tensor, sic_background: Tensor, sigma: float) -> Tensor:
@@ -74,30 +81,32 @@ def sic_background_penalty_grad(sic: Tensor, sic_background: Tensor, sigma: floa
     return (sic - sic_background) * (2.0 / (sigma * sigma))
 
 
+def false_ice_residual(sic: Tensor) -> Tensor:
+    """``r(C) = max(0.15 - |C - 0.15|, 0) = min(max(C, 0), max(0.3 - C, 0))``: the distance
+    to the nearer end of (0, 0.3), 0 outside (``dr/dC = -sign(C - 0.15)`` where ``r != 0``)."""
+    return torch.clamp((sic - FALSE_ICE_PEAK).abs().neg_().add_(FALSE_ICE_PEAK - FALSE_ICE_LOW), min=0.0)
+
+
 def false_ice_penalty(sic: Tensor, sigma: float) -> Tensor:
     """False-ice prior, elementwise: a piecewise-quadratic bump on (0, 0.3).
 
-    ``p(C) = min(C - 0, 0.3 - C)^2 / sigma^2`` for ``0 < C < 0.3``, else 0.
+    ``p(C) = min(C - 0, 0.3 - C)^2 / sigma^2 = r(C)^2 / sigma^2`` for ``0 < C < 0.3``,
+    else 0 (:func:`false_ice_residual`).
 
     Two quadratic pieces, ``C^2`` rising from 0 and ``(0.3 - C)^2`` falling to
     0.3, meeting at the peak ``C = 0.15`` (value ``0.0225 / sigma^2``, 56.25 at
     sigma = 0.02). Continuous everywhere (zero at both ends); its gradient
     pushes SIC below 0.15 toward 0 and SIC above 0.15 toward 0.3 and beyond.
     """
-    lo = torch.clamp(sic - FALSE_ICE_LOW, min=0.0)
-    hi = torch.clamp(FALSE_ICE_HIGH - sic, min=0.0)
-    d = torch.minimum(lo, hi)
-    return d * d / (sigma * sigma)
+    r = false_ice_residual(sic)
+    return r * r / (sigma * sigma)
 
 
 def false_ice_penalty_grad(sic: Tensor, sigma: float) -> Tensor:
-    """``dp/dC`` of :func:`false_ice_penalty`: ``2 C / sigma^2`` on (0, 0.15),
-    ``-2 (0.3 - C) / sigma^2`` on (0.15, 0.3), 0 elsewhere and at the peak
-    (where autograd's ``minimum`` splits the two one-sided slopes equally)."""
-    lo = torch.clamp(sic - FALSE_ICE_LOW, min=0.0)
-    hi = torch.clamp(FALSE_ICE_HIGH - sic, min=0.0)
-    slope = torch.where(lo < hi, lo, torch.where(lo > hi, -hi, torch.zeros_like(lo)))
-    return slope * (2.0 / (sigma * sigma))
+    """``dp/dC`` of :func:`false_ice_penalty`: ``-2 r(C) sign(C - 0.15) / sigma^2``, i.e.
+    ``2 C / sigma^2`` on (0, 0.15), ``-2 (0.3 - C) / sigma^2`` on (0.15, 0.3), 0 elsewhere
+    and at the peak."""
+    return false_ice_residual(sic) * (sic - FALSE_ICE_PEAK).sign() * (-2.0 / (sigma * sigma))
 
 
 def warm_ice_penalty(
@@ -147,19 +156,24 @@ def anchor_mean_penalty(e0: Tensor, value: float, sigma: float) -> Tensor:
     return (d * d).sum()
 
 
+def anchor_floor_residual(emis: Tensor, floor: float) -> Tensor:
+    """``r(e) = max(floor - e, 0)`` (``dr/de = -1`` where ``r != 0``)."""
+    return torch.clamp(floor - emis, min=0.0)
+
+
 def anchor_floor_penalty(emis: Tensor, floor: float, sigma: float) -> Tensor:
     """v2 emissivity floor, one-sided: ``sum max(floor - e, 0)^2 / sigma^2`` over all elements.
 
     The network divides this batch sum by nobs (the reference's "summed over
     the batch / nobs").
     """
-    d = torch.clamp(floor - emis, min=0.0) / sigma
+    d = anchor_floor_residual(emis, floor) / sigma
     return (d * d).sum()
 
 
 def anchor_floor_penalty_grad(emis: Tensor, floor: float, sigma: float) -> Tensor:
     """``d/de`` of :func:`anchor_floor_penalty`, elementwise: ``-2 max(floor - e, 0) / sigma^2``."""
-    return torch.clamp(floor - emis, min=0.0) * (-2.0 / (sigma * sigma))
+    return anchor_floor_residual(emis, floor) * (-2.0 / (sigma * sigma))
 
 
 def bias_penalty(bias_k: Tensor, bias_bg_k: Tensor, sigma_k: Tensor | float) -> Tensor:
@@ -214,6 +228,7 @@ def terms_with_gradients(
 __all__ = [
     "observation_cost", "sic_range_penalty", "sic_background_penalty", "false_ice_penalty",
     "warm_ice_penalty", "warm_ice_term", "anchor_mean_penalty", "anchor_floor_penalty", "bias_penalty",
+    "sic_range_residual", "false_ice_residual", "anchor_floor_residual",
     "sic_range_penalty_grad", "sic_background_penalty_grad", "false_ice_penalty_grad",
     "warm_ice_penalty_grad", "anchor_floor_penalty_grad", "terms_with_gradients",
     "FALSE_ICE_LOW", "FALSE_ICE_PEAK", "FALSE_ICE_HIGH", "WARM_ICE_SIC_THRESHOLD",

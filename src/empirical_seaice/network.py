@@ -372,6 +372,7 @@ class HybridNetwork(nn.Module):
             self.register_buffer("sic_count", None, persistent=False)
             self.counts_nobs = self.nobs
             self.n_warm_rows = st.ngrid * st.nstep
+        self._cache: dict[tuple, Tensor] = {}  # derived constants, by (name, ..., dtype, device)
 
     # ---------------------------------------------------------------- forward
     reads_state_values = True
@@ -458,11 +459,13 @@ class HybridNetwork(nn.Module):
         :meth:`total_cost`); ``anchor``; ``bias``. ``nobs_total`` is the number
         of training observations (the ``nobs`` of ``J_b / nobs``).
 
-        The per-observation terms (observation term, sampled map priors, v2
-        anchor floor) are computed with their hand-derived derivatives without
-        recording a graph and enter autograd as one node
-        (:func:`costs.terms_with_gradients`); the whole-map priors of "full"
-        mode, the v1 anchor and the bias prior go through autograd.
+        Every term but the whole-map priors of "full" mode and the v1 anchor is
+        computed with its hand-derived derivative without recording a graph and
+        enters autograd as one node (:func:`costs.terms_with_gradients`). The
+        quadratic penalties are written through their residuals ``r``
+        (``p = r^2 / sigma^2``, ``dp/dx = 2 r dr/dx / sigma^2``, see
+        :mod:`empirical_seaice.costs`), each term's constant factor applied once
+        at the end.
         """
         cc = self.cost_config
         nb = len(batch)
@@ -472,46 +475,67 @@ class HybridNetwork(nn.Module):
         floor = cc.anchor != "mean"
         grads = torch.is_grad_enabled()
         names: list[str] = []
-        values: list[Tensor] = []
-        d_tb: list[tuple[int, Tensor]] = []
-        d_lags: list[tuple[int, Tensor]] = []
-        d_anchor: list[tuple[int, Tensor]] = []
+        raw: list[Tensor] = []  # each term's value before its constant factor ``scale``
+        scale: list[float] = []
+        derivs: dict[str, list[tuple[int, Tensor]]] = {"tb": [], "lags": [], "anchor": [], "b_ice": [], "b_ocean": []}
+
+        def dot(a: Tensor, b: Tensor) -> Tensor:
+            return torch.dot(a.reshape(-1), b.reshape(-1))
+
         with torch.no_grad():
-            # (1/B) sum_i J_o,i = sum_ic (TB'_ic - y_ic)^2 mask_ic / (sigma_c^2 B); d/dTB' = 2 (TB' - y) mask / (sigma^2 B)
+            # (1/B) sum_ic (TB'_ic - y_ic)^2 mask_ic / sigma_c^2, derivative 2 (TB' - y) mask / (sigma^2 B)
             d = tb - batch.tb_obs_k
-            wd = d * batch.mask / self.obs_error_k.square().mul_(nb)
-            names.append("obs")
-            values.append((d * wd).sum())
-            d_tb.append((0, wd.mul_(2.0)))
+            g_tb = d.mul(batch.mask).mul_(self._obs_scale(nb))
+            names.append("obs"), raw.append(dot(d, g_tb)), scale.append(0.5)
+            derivs["tb"].append((0, g_tb))
             if sampled:
                 rows = out["sic_rows"]
-                w = self.sic_count.take(rows).mul_(nb).reciprocal_()  # 1 / (count(r) B), 0 for unobserved rows
-                for name, (pen, dpen) in self._map_penalties(lags, rows, grads).items():
+                w = self._derived(("inv_count",), self.sic_count.reciprocal).take(rows)  # 1 / count(r); 1 / B later
+                map_terms = [("sic_range", costs.sic_range_residual(lags), None, cc.sic_error)]
+                if cc.sic_background_prior:
+                    map_terms.append(("sic_background", lags - self.state.background_flat.take(rows), None,
+                                      cc.sic_background_error))
+                if cc.false_ice_prior:
+                    map_terms.append(("false_ice", costs.false_ice_residual(lags),
+                                      (lags - costs.FALSE_ICE_PEAK).sign_().neg_(), cc.false_ice_error))
+                for name, r, slope, sigma in map_terms:
+                    wr = w * r
+                    if grads:  # d/dC (w r^2 / (sigma^2 B)) = 2 w r dr/dC / (sigma^2 B)
+                        g = wr * (2.0 / (sigma * sigma * nb)) if slope is None else torch.mul(wr, slope).mul_(
+                            2.0 / (sigma * sigma * nb))
+                        derivs["lags"].append((len(raw), g))
+                    names.append(name), raw.append(dot(wr, r)), scale.append(1.0 / (sigma * sigma * nb))
+                ww = w * self._warm_rows().take(rows)
+                warm_scale = self.counts_nobs / (self.n_warm_rows * nb)
+                if cc.warm_ice == "effective":  # max(C, 0) warm, derivative warm [C >= 0]
                     if grads:
-                        d_lags.append((len(values), dpen.mul_(w)))
-                    names.append(name)
-                    values.append((pen * w).sum())
-                effective = cc.warm_ice == "effective"
-                t_rows = self.t_map_flat.take(rows)
-                warm_args = (cc.warm_ice_threshold_k, cc.warm_ice_factor, effective)
-                scale = self.counts_nobs / self.n_warm_rows
-                if grads and effective:
-                    d_lags.append((len(values), costs.warm_ice_penalty_grad(lags, t_rows, *warm_args).mul_(w * scale)))
-                names.append("warm_ice")
-                values.append((costs.warm_ice_penalty(lags, t_rows, *warm_args) * w).sum() * scale)
-            if floor:
-                args = (cc.anchor_value, cc.anchor_error)
-                if grads:
-                    d_anchor.append((len(values), costs.anchor_floor_penalty_grad(emis_anchor, *args).div_(nobs_total)))
-                names.append("anchor")
-                values.append(costs.anchor_floor_penalty(emis_anchor, *args) / nobs_total)
-        inputs = [(tb, d_tb), (lags, d_lags), (emis_anchor, d_anchor)]
-        inputs = [(x, dx) for x, dx in inputs if dx]
-        vec = costs.terms_with_gradients(torch.stack(values), [x for x, _ in inputs], [dx for _, dx in inputs])
+                        derivs["lags"].append((len(raw), (lags >= 0.0).to(ww.dtype).mul_(ww).mul_(warm_scale)))
+                    raw.append(dot(ww, lags.clamp(min=0.0)))
+                else:  # reference: [C > 0.01] warm, no derivative
+                    raw.append(dot(ww, (lags > costs.WARM_ICE_SIC_THRESHOLD).to(ww.dtype)))
+                names.append("warm_ice"), scale.append(warm_scale)
+            if floor:  # sum max(floor - e, 0)^2 / (sigma^2 nobs), derivative -2 r / (sigma^2 nobs)
+                r = costs.anchor_floor_residual(emis_anchor, cc.anchor_value)
+                k = 1.0 / (cc.anchor_error * cc.anchor_error * nobs_total)
+                derivs["anchor"].append((len(raw), r * (-2.0 * k)))
+                names.append("anchor"), raw.append(dot(r, r)), scale.append(k)
+            # bias prior: sum (b - b_bg)^2 / sigma_b^2 / nobs, derivative 2 (b - b_bg) / (sigma_b^2 nobs)
+            bias_raw, ibias = None, len(raw)
+            for key, b, bg in (("b_ice", self.bias_ice_k, self.bias_ice_bg_k),
+                               ("b_ocean", self.bias_ocean_k, self.bias_ocean_bg_k)):
+                wr = (b - bg).mul_(self._derived(("bias_inv_var",), lambda: self.bias_error_k.square().reciprocal()))
+                term = dot(wr, b - bg)
+                bias_raw = term if bias_raw is None else bias_raw + term
+                derivs[key].append((ibias, wr.mul_(2.0 / nobs_total)))
+            names.append("bias"), raw.append(bias_raw), scale.append(1.0 / nobs_total)
+            values = torch.stack(raw).mul_(torch.tensor(scale, dtype=tb.dtype, device=tb.device))
+        inputs = {"tb": tb, "lags": lags, "anchor": emis_anchor, "b_ice": self.bias_ice_k, "b_ocean": self.bias_ocean_k}
+        pairs = [(inputs[k], dl) for k, dl in derivs.items() if dl]
+        vec = costs.terms_with_gradients(values, [x for x, _ in pairs], [dl for _, dl in pairs])
         fused = dict(zip(names, vec.unbind()))
-        terms: dict[str, Tensor] = {"obs": fused.pop("obs")}
+        terms: dict[str, Tensor] = {"obs": fused["obs"]}
         if sampled:
-            terms.update((k, v) for k, v in fused.items() if k != "anchor")
+            terms.update((k, v) for k, v in fused.items() if k not in ("obs", "anchor", "bias"))
         else:
             terms.update(self.full_prior_terms(nobs_total))
         if floor:
@@ -519,8 +543,28 @@ class HybridNetwork(nn.Module):
         else:
             e0 = self.emissivity.e0[self.anchor_channel]  # type: ignore[union-attr]
             terms["anchor"] = costs.anchor_mean_penalty(e0, cc.anchor_value, cc.anchor_error) / nobs_total
-        terms["bias"] = self.bias_prior() / nobs_total
+        terms["bias"] = fused["bias"]
         return terms
+
+    def _derived(self, key: tuple, make) -> Tensor:
+        """A constant derived from the buffers, cached per dtype and device (the buffers follow the module)."""
+        ref = self.obs_error_k
+        key = key + (ref.dtype, ref.device)
+        value = self._cache.get(key)
+        if value is None:
+            value = self._cache[key] = make()
+        return value
+
+    def _obs_scale(self, nb: int) -> Tensor:
+        """``2 / (sigma_c^2 B)`` per channel."""
+        return self._derived(("obs_scale", nb), lambda: 2.0 / (self.obs_error_k.square() * nb))
+
+    def _warm_rows(self) -> Tensor:
+        """The warm-ice weight of each SIC row, ``max(T_map - threshold, 0) factor`` (0 in the lag columns)."""
+        cc = self.cost_config
+        return self._derived(
+            ("warm_rows",), lambda: (self.t_map_flat - cc.warm_ice_threshold_k).clamp_(min=0.0).mul_(cc.warm_ice_factor)
+        )
 
     def bias_prior(self) -> Tensor:
         """``sum (b_ice - b_ice_bg)^2 / sigma^2 + sum (b_ocean - b_ocean_bg)^2 / sigma^2`` (not /nobs)."""
