@@ -310,7 +310,9 @@ class DeferredAdam(torch.optim.Optimizer):
         self._pending: dict[int, _CaughtUp] = {}
 
     def _tail(self, betas: tuple[float, float], upto: int, device: torch.device, dtype: torch.dtype):
-        """``A(t)``, ``t = 0..n-1`` with n > ``upto``: (tensor on ``device``, float64 numpy), extended as needed."""
+        """Tables over ``t = 0..n-1`` with n > ``upto``, extended as needed (computed in float64):
+        ``A(t)`` (tensor on ``device`` and float64 numpy) and the decays ``b1^t, b2^t, q^t``
+        (3, n) tensor, so that the catch-up of a row ``k`` steps behind is a lookup."""
         key = (betas, str(device), dtype)
         entry = self._tail_tables.get(key)
         if entry is None or entry[1].shape[0] <= upto:
@@ -322,7 +324,10 @@ class DeferredAdam(torch.optim.Optimizer):
             a = np.zeros(n + self._TAIL_TERMS + 1)
             for t in range(n + self._TAIL_TERMS - 1, -1, -1):  # A(t) = q (c(t+1) + A(t+1))
                 a[t] = q * (c[t] + a[t + 1])
-            entry = (torch.from_numpy(a[:n]).to(device=device, dtype=dtype), a[:n])
+            k = np.arange(n, dtype=np.float64)
+            decay = np.stack([b1**k, b2**k, q**k])
+            entry = (torch.from_numpy(a[:n]).to(device=device, dtype=dtype), a[:n],
+                     torch.from_numpy(decay).to(device=device, dtype=dtype))
             self._tail_tables[key] = entry
         return entry
 
@@ -386,14 +391,12 @@ class DeferredAdam(torch.optim.Optimizer):
         b1, b2 = group["betas"]
         c = self._ncol(group)
         w, m, v, last = rt[:c], rt[c: 2 * c], rt[2 * c: 3 * c], rt[3 * c]
-        table, table_np = self._tail(group["betas"], upto, rt.device, rt.dtype)
-        k = last.neg().add_(upto)
-        log_b = torch.tensor([[np.log(b1)], [np.log(b2)]], dtype=rt.dtype, device=rt.device)
-        decay = torch.exp(k * log_b)  # (2, n): b1^k, b2^k
+        table, table_np, decays = self._tail(group["betas"], upto, rt.device, rt.dtype)
+        decay = decays.index_select(1, last.neg().add_(upto).long())  # (3, n): b1^k, b2^k, q^k, k = upto - last
         # coef = A(last) - q^k A(upto); a row never updated has m = v = 0, so its tail is 0
-        coef = table.index_select(0, last.long()).sub_(decay[0] / decay[1].sqrt(), alpha=float(table_np[upto]))
+        coef = table.index_select(0, last.long()).sub_(decay[2], alpha=float(table_np[upto]))
         w.addcmul_(m / v.sqrt().add_(group["eps"]), coef.mul_(-group["lr"]))
-        rt[c: 3 * c].view(2, c, -1).mul_(decay.unsqueeze(1))
+        rt[c: 3 * c].view(2, c, -1).mul_(decay[:2].unsqueeze(1))
         last.fill_(upto)
 
     def _adam(self, group, rt: torch.Tensor, vals: torch.Tensor, step: int) -> None:
@@ -422,7 +425,8 @@ class DeferredAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             p0 = group["params"][0]
             if self.state.get(p0):
-                slab = self.state[p0]["slab"].to(dtype=p0.dtype, device=p0.device).contiguous()
+                # a copy: the state dict's slab may still be another optimiser's storage
+                slab = self.state[p0]["slab"].to(dtype=p0.dtype, device=p0.device, copy=True).contiguous()
                 for p in group["params"]:
                     off = self.state[p]["offset"]
                     slab[off: off + p.shape[0], : p.shape[1]] = p.detach()
@@ -546,7 +550,8 @@ class DeferredAdam(torch.optim.Optimizer):
             pending = self._pending[gi]
             if gi not in joint:
                 c = self._ncol(self.param_groups[gi])
-                pending.leaf = pending.r[:c].t().detach().requires_grad_(True)
+                # a contiguous (distinct rows, ncol) copy: gathering rows of a strided view is ~10x slower
+                pending.leaf = pending.r[:c].t().contiguous().requires_grad_(True)
                 joint[gi] = pending.leaf.index_select(0, pending.joint_inverse).split(
                     [i.numel() for i in pending.inverse])
             k = next(i for i, q in enumerate(pending.params) if q is p)

@@ -169,6 +169,8 @@ def test_slab_survives_state_dict_round_trip_and_replaced_data():
     resumed = [torch.nn.Parameter(w.clone()) for w in saved_w]
     opt2 = DeferredAdam(resumed, lr=1e-2)
     opt2.load_state_dict(saved_opt)
+    # the loaded slab is a copy: the source optimiser keeps its own storage
+    assert opt2.state[resumed[0]]["slab"].data_ptr() != opt1.state[first[0]]["slab"].data_ptr()
     run(opt2, resumed, 20, 2)
     opt2.flush()
     for a, b in zip(ref, resumed):
