@@ -12,6 +12,9 @@ Each table is an :class:`torch.nn.Embedding` over flattened rows
 (``g * ncol + col`` for C, ``g * nstep + t`` for P, ``i`` for Q) so a batch
 touches only its own rows and, with ``sparse=True``, gets a sparse gradient:
 the optimiser's cost per step scales with the batch, not with the state.
+(In training, :class:`~empirical_seaice.training.DeferredAdam` keeps the
+three tables' weights in its own storage, the tables becoming views of it,
+and hands the network the rows a batch reads.)
 
 The SIC seen by observation ``i`` is the lag-weighted sum (PHYSICS.md step 1)
 

@@ -47,7 +47,10 @@ weights (emissivity network, wind correction, biases) always use
     happens before the forward pass and the parameters equal dense Adam's
     to float32 rounding (``tests/training/test_deferred_adam.py``);
     otherwise it happens just after (the gradient of that visit is taken
-    before the tail is applied: same total movement, slightly later).
+    before the tail is applied: same total movement, slightly later). If the
+    network also computes with rows handed to it (``reads_state_values``),
+    the trainer passes it the caught-up rows (:meth:`DeferredAdam.gather`),
+    whose gradient comes back dense: no embedding lookup, no sparse gradient.
 
 ``"lazy"``: :class:`torch.optim.SparseAdam`
     Classic lazy Adam: rows untouched by a batch are skipped, their ``m``
@@ -110,7 +113,8 @@ OBS_TERM = "obs"
 CHECKPOINT_NAME = "checkpoint.pt"
 """File name of the checkpoint in the checkpoint directory."""
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+"""2: DeferredAdam keeps its state in one slab per parameter group."""
 
 ADAM_BETAS = (0.9, 0.999)
 """Keras-default Adam betas (the reference's optimiser)."""
@@ -433,9 +437,9 @@ class DeferredAdam(torch.optim.Optimizer):
                 self._attach(group, slab)
 
     def state_dict(self):
-        """As :meth:`torch.optim.Optimizer.state_dict` (the slab is always up to date;
-        the parameters and moments in it are views of one shared tensor)."""
-        self._pending.clear()
+        """As :meth:`torch.optim.Optimizer.state_dict` (the slab is always up to date, also
+        between a catch-up and its step; the parameters and moments in it are views of one
+        shared tensor, saved once by ``torch.save``)."""
         return super().state_dict()
 
     # ------------------------------------------------------------------ steps
