@@ -7,11 +7,15 @@ whole map ("full" mode) or estimate that sum from the rows a batch touches
 summed scalar (or, for the observation term, one value per observation).
 All arguments are dimensionless except TBs and errors in K.
 
-Each elementwise penalty ``p`` has its derivative ``dp/dC`` next to it
-(``*_penalty_grad``), written by hand. The network's sampled cost computes
-values and derivatives together without recording a graph and hands them to
-autograd in one node (:func:`terms_with_gradients`): a training step has
-~40 graph nodes fewer. The tests check each derivative against autograd.
+Every prior is quadratic in a *residual*: ``p = r^2 / sigma^2``, so
+``dp/dx = 2 r (dr/dx) / sigma^2`` (:func:`quadratic_penalty`,
+:func:`quadratic_penalty_grad`). Each prior defines its residual ``r`` and,
+where it is not 1, its slope ``dr/dx`` (``*_residual``, ``*_slope``); the
+``*_penalty`` and ``*_penalty_grad`` functions are built from them. The
+network's sampled cost uses the residuals and slopes directly, computing
+values and derivatives together without recording a graph, and hands them to
+autograd in one node (:func:`terms_with_gradients`). The tests check each
+derivative against autograd.
 """
 
 from __future__ import annotations
@@ -50,8 +54,18 @@ def observation_cost(tb_obs_k: Tensor, tb_sim_k: Tensor, mask: Tensor, obs_error
     return (mask.to(d.dtype) * d * d).sum(-1)
 
 
+def quadratic_penalty(r: Tensor, sigma: float | Tensor) -> Tensor:
+    """``p = r^2 / sigma^2``, elementwise."""
+    return r * r / (sigma * sigma)
+
+
+def quadratic_penalty_grad(r: Tensor, slope: Tensor | float, sigma: float | Tensor) -> Tensor:
+    """``dp/dx = 2 r (dr/dx) / sigma^2`` of :func:`quadratic_penalty` (``slope = dr/dx``)."""
+    return r * slope * (2.0 / (sigma * sigma))
+
+
 def sic_range_residual(sic: Tensor) -> Tensor:
-    """``r(C) = C - clamp(C, 0, 1)``: the distance outside [0, 1] (signed; ``dr/dC = 1`` where ``r != 0``)."""
+    """``r(C) = C - clamp(C, 0, 1)``: the signed distance outside [0, 1] (``dr/dC = 1`` where ``r != 0``)."""
     return sic - torch.clamp(sic, 0.0, 1.0)
 
 
@@ -61,30 +75,34 @@ def sic_range_penalty(sic: Tensor, sigma: float) -> Tensor:
     ``p(C) = [(max(C, 1) - 1)^2 + max(-C, 0)^2] / sigma^2 = r(C)^2 / sigma^2``
     (:func:`sic_range_residual`): zero on [0, 1].
     """
-    r = sic_range_residual(sic)
-    return r * r / (sigma * sigma)
+    return quadratic_penalty(sic_range_residual(sic), sigma)
 
 
 def sic_range_penalty_grad(sic: Tensor, sigma: float) -> Tensor:
     """``dp/dC`` of :func:`sic_range_penalty`: ``2 r(C) / sigma^2``."""
-    return sic_range_residual(sic) * (2.0 / (sigma * sigma))
+    return quadratic_penalty_grad(sic_range_residual(sic), 1.0, sigma)
 
 
 def sic_background_penalty(sic: Tensor, sic_background: Tensor, sigma: float) -> Tensor:
-    """SIC background prior, elementwise: ``p(C) = (C - C_b)^2 / sigma^2``."""
-    d = sic - sic_background
-    return d * d / (sigma * sigma)
+    """SIC background prior, elementwise: ``p(C) = (C - C_b)^2 / sigma^2`` (residual ``C - C_b``)."""
+    return quadratic_penalty(sic - sic_background, sigma)
 
 
 def sic_background_penalty_grad(sic: Tensor, sic_background: Tensor, sigma: float) -> Tensor:
     """``dp/dC`` of :func:`sic_background_penalty`: ``2 (C - C_b) / sigma^2``."""
-    return (sic - sic_background) * (2.0 / (sigma * sigma))
+    return quadratic_penalty_grad(sic - sic_background, 1.0, sigma)
 
 
 def false_ice_residual(sic: Tensor) -> Tensor:
     """``r(C) = max(0.15 - |C - 0.15|, 0) = min(max(C, 0), max(0.3 - C, 0))``: the distance
-    to the nearer end of (0, 0.3), 0 outside (``dr/dC = -sign(C - 0.15)`` where ``r != 0``)."""
+    to the nearer end of (0, 0.3), 0 outside."""
     return torch.clamp((sic - FALSE_ICE_PEAK).abs().neg_().add_(FALSE_ICE_PEAK - FALSE_ICE_LOW), min=0.0)
+
+
+def false_ice_slope(sic: Tensor) -> Tensor:
+    """``dr/dC`` of :func:`false_ice_residual` where ``r != 0``: ``-sign(C - 0.15)`` (0 at the peak,
+    where autograd's ``minimum`` splits the two one-sided slopes equally)."""
+    return (sic - FALSE_ICE_PEAK).sign_().neg_()
 
 
 def false_ice_penalty(sic: Tensor, sigma: float) -> Tensor:
@@ -98,15 +116,19 @@ def false_ice_penalty(sic: Tensor, sigma: float) -> Tensor:
     sigma = 0.02). Continuous everywhere (zero at both ends); its gradient
     pushes SIC below 0.15 toward 0 and SIC above 0.15 toward 0.3 and beyond.
     """
-    r = false_ice_residual(sic)
-    return r * r / (sigma * sigma)
+    return quadratic_penalty(false_ice_residual(sic), sigma)
 
 
 def false_ice_penalty_grad(sic: Tensor, sigma: float) -> Tensor:
     """``dp/dC`` of :func:`false_ice_penalty`: ``-2 r(C) sign(C - 0.15) / sigma^2``, i.e.
     ``2 C / sigma^2`` on (0, 0.15), ``-2 (0.3 - C) / sigma^2`` on (0.15, 0.3), 0 elsewhere
     and at the peak."""
-    return false_ice_residual(sic) * (sic - FALSE_ICE_PEAK).sign() * (-2.0 / (sigma * sigma))
+    return quadratic_penalty_grad(false_ice_residual(sic), false_ice_slope(sic), sigma)
+
+
+def warm_ice_weight(t_map_k: Tensor, threshold_k: float = 273.2, factor: float = 4.0) -> Tensor:
+    """How warm a map row is for the warm-ice term: ``max(T_map - threshold, 0) factor``."""
+    return torch.clamp(t_map_k - threshold_k, min=0.0) * factor
 
 
 def warm_ice_penalty(
@@ -125,7 +147,7 @@ def warm_ice_penalty(
     sic : SIC map values C.
     t_map_k : daily skin temperature T_map (K), same shape.
     """
-    warm = torch.clamp(t_map_k - threshold_k, min=0.0) * factor
+    warm = warm_ice_weight(t_map_k, threshold_k, factor)
     if effective:
         return torch.clamp(sic, min=0.0) * warm
     return (sic.detach() > WARM_ICE_SIC_THRESHOLD).to(warm.dtype) * warm
@@ -138,8 +160,7 @@ def warm_ice_penalty_grad(
     form ``factor max(T - threshold, 0)`` where ``C >= 0`` (autograd's convention at C = 0)."""
     if not effective:
         return torch.zeros_like(sic)
-    warm = torch.clamp(t_map_k - threshold_k, min=0.0) * factor
-    return (sic >= 0.0).to(warm.dtype) * warm
+    return (sic >= 0.0).to(t_map_k.dtype) * warm_ice_weight(t_map_k, threshold_k, factor)
 
 
 def warm_ice_term(
@@ -167,19 +188,22 @@ def anchor_floor_penalty(emis: Tensor, floor: float, sigma: float) -> Tensor:
     The network divides this batch sum by nobs (the reference's "summed over
     the batch / nobs").
     """
-    d = anchor_floor_residual(emis, floor) / sigma
-    return (d * d).sum()
+    return quadratic_penalty(anchor_floor_residual(emis, floor), sigma).sum()
 
 
 def anchor_floor_penalty_grad(emis: Tensor, floor: float, sigma: float) -> Tensor:
     """``d/de`` of :func:`anchor_floor_penalty`, elementwise: ``-2 max(floor - e, 0) / sigma^2``."""
-    return anchor_floor_residual(emis, floor) * (-2.0 / (sigma * sigma))
+    return quadratic_penalty_grad(anchor_floor_residual(emis, floor), -1.0, sigma)
 
 
 def bias_penalty(bias_k: Tensor, bias_bg_k: Tensor, sigma_k: Tensor | float) -> Tensor:
     """TB bias prior: ``sum ((b - b_bg) / sigma_b)^2`` (sigma broadcast, e.g. (nsensor, 1))."""
-    d = (bias_k - bias_bg_k) / sigma_k
-    return (d * d).sum()
+    return quadratic_penalty(bias_k - bias_bg_k, sigma_k).sum()
+
+
+def bias_penalty_grad(bias_k: Tensor, bias_bg_k: Tensor, sigma_k: Tensor | float) -> Tensor:
+    """``d/db`` of :func:`bias_penalty`: ``2 (b - b_bg) / sigma_b^2``."""
+    return quadratic_penalty_grad(bias_k - bias_bg_k, 1.0, sigma_k)
 
 
 class _TermsWithGradients(torch.autograd.Function):
@@ -228,8 +252,9 @@ def terms_with_gradients(
 __all__ = [
     "observation_cost", "sic_range_penalty", "sic_background_penalty", "false_ice_penalty",
     "warm_ice_penalty", "warm_ice_term", "anchor_mean_penalty", "anchor_floor_penalty", "bias_penalty",
-    "sic_range_residual", "false_ice_residual", "anchor_floor_residual",
+    "quadratic_penalty", "quadratic_penalty_grad", "sic_range_residual", "false_ice_residual", "false_ice_slope",
+    "anchor_floor_residual", "warm_ice_weight",
     "sic_range_penalty_grad", "sic_background_penalty_grad", "false_ice_penalty_grad",
-    "warm_ice_penalty_grad", "anchor_floor_penalty_grad", "terms_with_gradients",
+    "warm_ice_penalty_grad", "anchor_floor_penalty_grad", "bias_penalty_grad", "terms_with_gradients",
     "FALSE_ICE_LOW", "FALSE_ICE_PEAK", "FALSE_ICE_HIGH", "WARM_ICE_SIC_THRESHOLD",
 ]

@@ -433,22 +433,19 @@ class HybridNetwork(nn.Module):
         """J_o,i of each observation of the batch, (B,)."""
         return costs.observation_cost(batch.tb_obs_k, out["tb"], batch.mask, self.obs_error_k)
 
-    def _map_penalties(self, sic: Tensor, rows: Tensor | None, grads: bool = False) -> dict[str, tuple[Tensor, Tensor | None]]:
-        """Elementwise SIC-map penalties that are on (range, background, false ice), for SIC
-        values ``sic`` at flattened map rows ``rows`` (None = the whole map): name -> (p(C),
-        dp/dC if ``grads`` else None)."""
+    def _map_residuals(self, sic: Tensor, rows: Tensor | None) -> dict[str, tuple[Tensor, Tensor | None, float]]:
+        """The SIC-map priors that are on (range, background, false ice) as quadratic penalties
+        ``r^2 / sigma^2`` (:mod:`empirical_seaice.costs`), for SIC values ``sic`` at flattened
+        map rows ``rows`` (None = the whole map): name -> (residual r, slope dr/dC or None for 1, sigma)."""
         cc = self.cost_config
-        p = {"sic_range": (costs.sic_range_penalty(sic, cc.sic_error),
-                           costs.sic_range_penalty_grad(sic, cc.sic_error) if grads else None)}
+        p: dict[str, tuple[Tensor, Tensor | None, float]] = {
+            "sic_range": (costs.sic_range_residual(sic), None, cc.sic_error)
+        }
         if cc.sic_background_prior:
             bg = self.state.background_flat
-            bg = bg if rows is None else bg.take(rows)
-            e = cc.sic_background_error
-            p["sic_background"] = (costs.sic_background_penalty(sic, bg, e),
-                                   costs.sic_background_penalty_grad(sic, bg, e) if grads else None)
+            p["sic_background"] = (sic - (bg if rows is None else bg.take(rows)), None, cc.sic_background_error)
         if cc.false_ice_prior:
-            e = cc.false_ice_error
-            p["false_ice"] = (costs.false_ice_penalty(sic, e), costs.false_ice_penalty_grad(sic, e) if grads else None)
+            p["false_ice"] = (costs.false_ice_residual(sic), costs.false_ice_slope(sic), cc.false_ice_error)
         return p
 
     def cost_terms(self, batch: Batch, out: dict[str, Tensor], nobs_total: int) -> dict[str, Tensor]:
@@ -460,12 +457,11 @@ class HybridNetwork(nn.Module):
         of training observations (the ``nobs`` of ``J_b / nobs``).
 
         Every term but the whole-map priors of "full" mode and the v1 anchor is
-        computed with its hand-derived derivative without recording a graph and
-        enters autograd as one node (:func:`costs.terms_with_gradients`). The
-        quadratic penalties are written through their residuals ``r``
-        (``p = r^2 / sigma^2``, ``dp/dx = 2 r dr/dx / sigma^2``, see
-        :mod:`empirical_seaice.costs`), each term's constant factor applied once
-        at the end.
+        computed with its derivative without recording a graph, from the priors'
+        residuals and slopes (quadratic penalties ``r^2 / sigma^2``,
+        :mod:`empirical_seaice.costs`), and enters autograd as one node
+        (:func:`costs.terms_with_gradients`); each term's constant factor is
+        applied once at the end.
         """
         cc = self.cost_config
         nb = len(batch)
@@ -491,43 +487,39 @@ class HybridNetwork(nn.Module):
             if sampled:
                 rows = out["sic_rows"]
                 w = self._derived(("inv_count",), self.sic_count.reciprocal).take(rows)  # 1 / count(r); 1 / B later
-                map_terms = [("sic_range", costs.sic_range_residual(lags), None, cc.sic_error)]
-                if cc.sic_background_prior:
-                    map_terms.append(("sic_background", lags - self.state.background_flat.take(rows), None,
-                                      cc.sic_background_error))
-                if cc.false_ice_prior:
-                    map_terms.append(("false_ice", costs.false_ice_residual(lags),
-                                      (lags - costs.FALSE_ICE_PEAK).sign_().neg_(), cc.false_ice_error))
-                for name, r, slope, sigma in map_terms:
-                    wr = w * r
-                    if grads:  # d/dC (w r^2 / (sigma^2 B)) = 2 w r dr/dC / (sigma^2 B)
-                        g = wr * (2.0 / (sigma * sigma * nb)) if slope is None else torch.mul(wr, slope).mul_(
-                            2.0 / (sigma * sigma * nb))
-                        derivs["lags"].append((len(raw), g))
+                for name, (r, slope, sigma) in self._map_residuals(lags, rows).items():
+                    wr = w * r  # sum_r w r^2 / (sigma^2 B), derivative 2 w r dr/dC / (sigma^2 B)
+                    if grads:
+                        derivs["lags"].append((len(raw), costs.quadratic_penalty_grad(wr, 1.0 if slope is None else slope,
+                                                                                      sigma).div_(nb)))
                     names.append(name), raw.append(dot(wr, r)), scale.append(1.0 / (sigma * sigma * nb))
-                ww = w * self._warm_rows().take(rows)
+                # the reference warm-ice term has no derivative; its effective form max(C, 0) warm does
+                ww = w * self._derived(("warm_rows",), lambda: costs.warm_ice_weight(
+                    self.t_map_flat, cc.warm_ice_threshold_k, cc.warm_ice_factor)).take(rows)
                 warm_scale = self.counts_nobs / (self.n_warm_rows * nb)
-                if cc.warm_ice == "effective":  # max(C, 0) warm, derivative warm [C >= 0]
+                if cc.warm_ice == "effective":
                     if grads:
                         derivs["lags"].append((len(raw), (lags >= 0.0).to(ww.dtype).mul_(ww).mul_(warm_scale)))
                     raw.append(dot(ww, lags.clamp(min=0.0)))
-                else:  # reference: [C > 0.01] warm, no derivative
+                else:
                     raw.append(dot(ww, (lags > costs.WARM_ICE_SIC_THRESHOLD).to(ww.dtype)))
                 names.append("warm_ice"), scale.append(warm_scale)
-            if floor:  # sum max(floor - e, 0)^2 / (sigma^2 nobs), derivative -2 r / (sigma^2 nobs)
+            if floor:  # the v2 anchor floor, summed over the batch, / nobs
                 r = costs.anchor_floor_residual(emis_anchor, cc.anchor_value)
-                k = 1.0 / (cc.anchor_error * cc.anchor_error * nobs_total)
-                derivs["anchor"].append((len(raw), r * (-2.0 * k)))
-                names.append("anchor"), raw.append(dot(r, r)), scale.append(k)
-            # bias prior: sum (b - b_bg)^2 / sigma_b^2 / nobs, derivative 2 (b - b_bg) / (sigma_b^2 nobs)
-            bias_raw, ibias = None, len(raw)
+                if grads:
+                    derivs["anchor"].append((len(raw), costs.quadratic_penalty_grad(r, -1.0, cc.anchor_error)
+                                             .div_(nobs_total)))
+                names.append("anchor"), raw.append(dot(r, r))
+                scale.append(1.0 / (cc.anchor_error * cc.anchor_error * nobs_total))
+            bias = 0.0  # sum (b - b_bg)^2 / sigma_b^2 / nobs over both biases
             for key, b, bg in (("b_ice", self.bias_ice_k, self.bias_ice_bg_k),
                                ("b_ocean", self.bias_ocean_k, self.bias_ocean_bg_k)):
-                wr = (b - bg).mul_(self._derived(("bias_inv_var",), lambda: self.bias_error_k.square().reciprocal()))
-                term = dot(wr, b - bg)
-                bias_raw = term if bias_raw is None else bias_raw + term
-                derivs[key].append((ibias, wr.mul_(2.0 / nobs_total)))
-            names.append("bias"), raw.append(bias_raw), scale.append(1.0 / nobs_total)
+                r = b - bg
+                wr = r * self._derived(("bias_inv_var",), lambda: self.bias_error_k.square().reciprocal())
+                if grads:
+                    derivs[key].append((len(raw), wr.mul(2.0 / nobs_total)))
+                bias = bias + dot(wr, r)
+            names.append("bias"), raw.append(bias), scale.append(1.0 / nobs_total)
             values = torch.stack(raw).mul_(torch.tensor(scale, dtype=tb.dtype, device=tb.device))
         inputs = {"tb": tb, "lags": lags, "anchor": emis_anchor, "b_ice": self.bias_ice_k, "b_ocean": self.bias_ocean_k}
         pairs = [(inputs[k], dl) for k, dl in derivs.items() if dl]
@@ -559,13 +551,6 @@ class HybridNetwork(nn.Module):
         """``2 / (sigma_c^2 B)`` per channel."""
         return self._derived(("obs_scale", nb), lambda: 2.0 / (self.obs_error_k.square() * nb))
 
-    def _warm_rows(self) -> Tensor:
-        """The warm-ice weight of each SIC row, ``max(T_map - threshold, 0) factor`` (0 in the lag columns)."""
-        cc = self.cost_config
-        return self._derived(
-            ("warm_rows",), lambda: (self.t_map_flat - cc.warm_ice_threshold_k).clamp_(min=0.0).mul_(cc.warm_ice_factor)
-        )
-
     def bias_prior(self) -> Tensor:
         """``sum (b_ice - b_ice_bg)^2 / sigma^2 + sum (b_ocean - b_ocean_bg)^2 / sigma^2`` (not /nobs)."""
         return costs.bias_penalty(self.bias_ice_k, self.bias_ice_bg_k, self.bias_error_k) + costs.bias_penalty(
@@ -579,7 +564,7 @@ class HybridNetwork(nn.Module):
         n = self.counts_nobs if nobs_total is None else nobs_total
         st = self.state
         sic = st.sic_map.weight[:, 0]
-        terms = {name: pen.sum() / n for name, (pen, _) in self._map_penalties(sic, None).items()}
+        terms = {name: costs.quadratic_penalty(r, sigma).sum() / n for name, (r, _, sigma) in self._map_residuals(sic, None).items()}
         c2 = st.sic_map_2d()[:, st.nlag:]
         t2 = self.t_map_flat.view(st.ngrid, st.ncol)[:, st.nlag:]
         terms["warm_ice"] = costs.warm_ice_term(

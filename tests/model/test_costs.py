@@ -119,6 +119,12 @@ def test_penalty_derivatives_equal_autograd():
     assert float(costs.false_ice_penalty_grad(torch.tensor(0.1), 0.02)) == pytest.approx(2 * 0.1 / 0.02**2)
     assert float(costs.false_ice_penalty_grad(torch.tensor(0.2), 0.02)) == pytest.approx(-2 * 0.1 / 0.02**2)
     assert float(costs.false_ice_penalty_grad(torch.tensor(0.15), 0.02)) == 0.0
+    b = torch.tensor([[1.0, -2.0, 0.5], [3.0, 0.0, -1.0]], dtype=torch.float64)
+    b_bg = torch.tensor([[0.5, -1.0, 0.5], [2.0, 1.0, 0.0]], dtype=torch.float64)
+    sig = torch.tensor([[0.5], [4.0]], dtype=torch.float64)
+    np.testing.assert_allclose(costs.bias_penalty_grad(b, b_bg, sig).numpy(),
+                               _autograd_derivative(lambda x: costs.bias_penalty(x, b_bg, sig), b).numpy(), rtol=1e-12)
+    assert float(costs.bias_penalty_grad(b, b_bg, sig)[0, 0]) == pytest.approx(2 * 0.5 / 0.25)
     # the reference warm-ice term has no derivative
     assert float(costs.warm_ice_penalty_grad(c, t).abs().max()) == 0.0
 
