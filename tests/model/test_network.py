@@ -289,6 +289,62 @@ def test_gradcheck_stochastic_total_tiny_float64_network():
     assert torch.autograd.gradcheck(total, start, eps=1e-6, atol=1e-5, rtol=1e-5, fast_mode=True)
 
 
+def test_cost_terms_values_and_gradients_equal_an_autograd_reference():
+    """The cost terms computed with their hand-derived derivatives in one node equal the same
+    terms composed from the costs.py penalties through autograd, values and every parameter's
+    gradient, with every term active (anchor floor violated, biases off their background,
+    SIC outside [0, 1] and in the false-ice band, the effective warm-ice form)."""
+    obs_bg = make_obs(("amsr2", "gmi"), nobs=24, ngrid=3, nstep=4, seed=7)
+    obs_bg[1].sic[:, 1:4] = [[0.1, 1.05, 0.2], [0.25, -0.05, 0.9], [0.12, 0.5, 1.2]]
+    cost = replace(PRESETS["v2"].cost, warm_ice="effective", sic_background_prior=True)
+    net, ot, obs, bg = _net("v2", obs_bg=obs_bg, cost=cost, dtype=torch.float64, sparse=False)
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        net.emissivity.output.bias.fill_(0.85)  # e around 0.7, spread by the properties: some below the floor
+        net.state.props_obs.weight.copy_(3 * torch.randn(net.state.props_obs.weight.shape, generator=gen,
+                                                         dtype=torch.float64))
+        net.state.props_grid.weight.copy_(torch.randn(net.state.props_grid.weight.shape, generator=gen,
+                                                      dtype=torch.float64))
+        net.bias_ice_k.add_(torch.randn(net.bias_ice_k.shape, generator=gen, dtype=torch.float64))
+        net.bias_ocean_k.add_(torch.randn(net.bias_ocean_k.shape, generator=gen, dtype=torch.float64))
+        net.state.sic_map.weight.add_(0.1 * torch.randn(net.state.sic_map.weight.shape, generator=gen,
+                                                        dtype=torch.float64))
+    b = ot.batch(torch.arange(16))
+    nb, n = 16, 24
+    cc = net.cost_config
+
+    out = net(b)
+    terms = net.cost_terms(b, out, n)
+    net.total_cost(terms).backward()
+    got = {k: p.grad.clone() for k, p in net.named_parameters()}
+    net.zero_grad(set_to_none=True)
+
+    out = net(b)
+    rows, lags = out["sic_rows"], out["sic_lags"]
+    w = 1.0 / (torch.from_numpy(build_row_counts(obs, 1, 3, 4).sic)[rows] * nb)
+    e_anchor = out["emis_ice"][:, net.anchor_channel]
+    assert float(e_anchor.detach().min()) < 0.7 < float(e_anchor.detach().max())  # the floor is active
+    ref = {
+        "obs": costs.observation_cost(b.tb_obs_k, out["tb"], b.mask, net.obs_error_k).mean(),
+        "sic_range": (costs.sic_range_penalty(lags, cc.sic_error) * w).sum(),
+        "sic_background": (costs.sic_background_penalty(lags, net.state.background_flat[rows], cc.sic_background_error)
+                           * w).sum(),
+        "false_ice": (costs.false_ice_penalty(lags, cc.false_ice_error) * w).sum(),
+        "warm_ice": (costs.warm_ice_penalty(lags, net.t_map_flat[rows], effective=True) * w).sum()
+        * (net.counts_nobs / net.n_warm_rows),
+        "anchor": costs.anchor_floor_penalty(e_anchor, cc.anchor_value, cc.anchor_error) / n,
+        "bias": (costs.bias_penalty(net.bias_ice_k, net.bias_ice_bg_k, net.bias_error_k)
+                 + costs.bias_penalty(net.bias_ocean_k, net.bias_ocean_bg_k, net.bias_error_k)) / n,
+    }
+    assert list(terms) == list(ref)
+    for k in ref:
+        assert terms[k].item() == pytest.approx(ref[k].item(), rel=1e-10), k
+        assert ref[k].item() > 0, k  # every term is active
+    sum(ref.values()).backward()
+    for k, p in net.named_parameters():
+        np.testing.assert_allclose(got[k].numpy(), p.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=k)
+
+
 def test_sparse_grads_on_tables_dense_elsewhere():
     for sparse in (True, False):
         net, ot, *_ = _net("v2", nobs=30, sparse=sparse)
