@@ -208,12 +208,16 @@ class _CaughtUp:
 
     params: tuple[torch.Tensor, ...]  # the tables caught up, in order
     rows: tuple[torch.Tensor, ...]  # each table's rows as the batch reads them (may repeat)
-    inverse: tuple[torch.Tensor, ...]  # each table's rows == unique[inverse] - offset
-    joint_inverse: torch.Tensor  # the tables' inverses, concatenated
+    joint_inverse: torch.Tensor  # the tables' rows, concatenated (plus offsets) == unique[joint_inverse]
     unique: torch.Tensor  # sorted distinct slab rows
     step: int
     r: torch.Tensor  # (slab width, len(unique)): the caught-up slab rows, column-major
     leaf: torch.Tensor | None = None  # (len(unique), ncol) weights handed out by :meth:`DeferredAdam.gather`
+
+    @property
+    def inverse(self) -> tuple[torch.Tensor, ...]:
+        """Each table's part of :attr:`joint_inverse`: its rows == unique[inverse] - offset."""
+        return self.joint_inverse.split([r.numel() for r in self.rows])
 
     def matches(self, params: list[torch.Tensor], step: int) -> bool:
         """Whether every table with a gradient was caught up here and its gradient is the
@@ -530,8 +534,7 @@ class DeferredAdam(torch.optim.Optimizer):
             self._scatter(slab, unique, r)
             self._pending[gi] = _CaughtUp(
                 params=tuple(p for p, _ in pairs), rows=tuple(rows for _, rows in pairs),
-                inverse=tuple(inverse.split([j.numel() for j in joint])), joint_inverse=inverse, unique=unique,
-                step=step, r=r,
+                joint_inverse=inverse, unique=unique, step=step, r=r,
             )
 
     def gather(self, tables: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
@@ -557,7 +560,7 @@ class DeferredAdam(torch.optim.Optimizer):
                 # a contiguous (distinct rows, ncol) copy: gathering rows of a strided view is ~10x slower
                 pending.leaf = pending.r[:c].t().contiguous().requires_grad_(True)
                 joint[gi] = pending.leaf.index_select(0, pending.joint_inverse).split(
-                    [i.numel() for i in pending.inverse])
+                    [r.numel() for r in pending.rows])
             k = next(i for i, q in enumerate(pending.params) if q is p)
             out.append(joint[gi][k][:, : p.shape[1]].reshape(*rows.shape, p.shape[1]))
         return out
