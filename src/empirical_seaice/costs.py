@@ -147,7 +147,12 @@ def warm_ice_penalty(
     sic : SIC map values C.
     t_map_k : daily skin temperature T_map (K), same shape.
     """
-    warm = warm_ice_weight(t_map_k, threshold_k, factor)
+    return warm_ice_penalty_weighted(sic, warm_ice_weight(t_map_k, threshold_k, factor), effective)
+
+
+def warm_ice_penalty_weighted(sic: Tensor, warm: Tensor, effective: bool = False) -> Tensor:
+    """:func:`warm_ice_penalty` from the rows' :func:`warm_ice_weight` ``warm``:
+    ``[C > 0.01] warm`` (reference) or ``max(C, 0) warm`` (effective)."""
     if effective:
         return torch.clamp(sic, min=0.0) * warm
     return (sic.detach() > WARM_ICE_SIC_THRESHOLD).to(warm.dtype) * warm
@@ -158,9 +163,14 @@ def warm_ice_penalty_grad(
 ) -> Tensor:
     """``dp/dC`` of :func:`warm_ice_penalty`: 0 in the reference form; in the effective
     form ``factor max(T - threshold, 0)`` where ``C >= 0`` (autograd's convention at C = 0)."""
+    return warm_ice_penalty_weighted_grad(sic, warm_ice_weight(t_map_k, threshold_k, factor), effective)
+
+
+def warm_ice_penalty_weighted_grad(sic: Tensor, warm: Tensor, effective: bool = False) -> Tensor:
+    """``dp/dC`` of :func:`warm_ice_penalty_weighted`: 0 (reference) or ``warm [C >= 0]`` (effective)."""
     if not effective:
         return torch.zeros_like(sic)
-    return (sic >= 0.0).to(t_map_k.dtype) * warm_ice_weight(t_map_k, threshold_k, factor)
+    return (sic >= 0.0).to(warm.dtype) * warm
 
 
 def warm_ice_term(
@@ -253,7 +263,7 @@ __all__ = [
     "observation_cost", "sic_range_penalty", "sic_background_penalty", "false_ice_penalty",
     "warm_ice_penalty", "warm_ice_term", "anchor_mean_penalty", "anchor_floor_penalty", "bias_penalty",
     "quadratic_penalty", "quadratic_penalty_grad", "sic_range_residual", "false_ice_residual", "false_ice_slope",
-    "anchor_floor_residual", "warm_ice_weight",
+    "anchor_floor_residual", "warm_ice_weight", "warm_ice_penalty_weighted", "warm_ice_penalty_weighted_grad",
     "sic_range_penalty_grad", "sic_background_penalty_grad", "false_ice_penalty_grad",
     "warm_ice_penalty_grad", "anchor_floor_penalty_grad", "bias_penalty_grad", "terms_with_gradients",
     "FALSE_ICE_LOW", "FALSE_ICE_PEAK", "FALSE_ICE_HIGH", "WARM_ICE_SIC_THRESHOLD",

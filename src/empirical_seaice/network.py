@@ -494,15 +494,14 @@ class HybridNetwork(nn.Module):
                                                                                       sigma).div_(nb)))
                     names.append(name), raw.append(dot(wr, r)), scale.append(1.0 / (sigma * sigma * nb))
                 # the reference warm-ice term has no derivative; its effective form max(C, 0) warm does
-                ww = w * self._derived(("warm_rows",), lambda: costs.warm_ice_weight(
+                warm = self._derived(("warm_rows",), lambda: costs.warm_ice_weight(
                     self.t_map_flat, cc.warm_ice_threshold_k, cc.warm_ice_factor)).take(rows)
+                effective = cc.warm_ice == "effective"
                 warm_scale = self.counts_nobs / (self.n_warm_rows * nb)
-                if cc.warm_ice == "effective":
-                    if grads:
-                        derivs["lags"].append((len(raw), (lags >= 0.0).to(ww.dtype).mul_(ww).mul_(warm_scale)))
-                    raw.append(dot(ww, lags.clamp(min=0.0)))
-                else:
-                    raw.append(dot(ww, (lags > costs.WARM_ICE_SIC_THRESHOLD).to(ww.dtype)))
+                if grads and effective:
+                    derivs["lags"].append((len(raw), costs.warm_ice_penalty_weighted_grad(lags, warm, True)
+                                           .mul_(w).mul_(warm_scale)))
+                raw.append(dot(w, costs.warm_ice_penalty_weighted(lags, warm, effective)))
                 names.append("warm_ice"), scale.append(warm_scale)
             if floor:  # the v2 anchor floor, summed over the batch, / nobs
                 r = costs.anchor_floor_residual(emis_anchor, cc.anchor_value)
