@@ -121,8 +121,9 @@ def run_one(cfg: dict) -> dict:
     import torch
 
     from empirical_seaice.config import TrainingConfig, get_preset
-    from empirical_seaice.network import HybridNetwork, ObservationTensors, build_row_counts
-    from empirical_seaice.training import Trainer, make_generator
+    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+    from empirical_seaice.training.trainer import Trainer
+    from empirical_seaice.training.runtime import make_generator
 
     torch.set_num_threads(cfg["threads"])
     t0 = time.perf_counter()

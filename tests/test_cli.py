@@ -161,7 +161,7 @@ def test_cuda_requested_without_cuda(capsys, tmp_path):
 def test_threads_apply_during_the_run_and_are_restored(monkeypatch, tmp_path):
     import torch
 
-    from empirical_seaice import pipeline
+    from empirical_seaice.run import train as pipeline
 
     seen = {}
 

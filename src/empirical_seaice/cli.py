@@ -4,7 +4,7 @@ Argument parsing only: the seed's options (``--data``, ``--sensors``,
 ``--output``, ``--tag``, ``--modeltag``, ``--batchsize``, ``--stepstart``,
 ``--nsteps``, ``--nepochs``, ``--diagsonly``, ``--trainonly``,
 ``--reproducible``) plus ours, turned into the typed configuration of
-:mod:`empirical_seaice.config` and handed to :func:`empirical_seaice.pipeline.run`.
+:mod:`empirical_seaice.config` and handed to :func:`empirical_seaice.run.train.run`.
 
 A user-caused problem (a bad flag value, a missing file, an unknown sensor)
 is reported as one line ``seaice-training: error: <message>`` on stderr and
@@ -26,8 +26,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from pathlib import Path
 from typing import Sequence
 
-from .config import PRESETS, CostConfig, DataConfig, TrainingConfig, get_preset, replace
-from .errors import SeaIceError
+from empirical_seaice.config import PRESETS, CostConfig, DataConfig, TrainingConfig, get_preset, replace
+from empirical_seaice.errors import SeaIceError
 
 PROG = "seaice-training"
 EXIT_USER_ERROR = 2
@@ -145,14 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def product_options(args: argparse.Namespace):
-    """The :class:`~empirical_seaice.products.ProductOptions` of the parsed flags.
+    """The :class:`~empirical_seaice.products.write.ProductOptions` of the parsed flags.
 
     Raises
     ------
     SeaIceError
         --grid-channels with --grid-freqs, or a frequency that is not a number.
     """
-    from .products import ProductOptions, parse_freqs
+    from empirical_seaice.products.write import ProductOptions, parse_freqs
 
     if args.grid_channels and args.grid_freqs:
         raise SeaIceError("--grid-channels and --grid-freqs: give at most one of them")
@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     0 on success (and for ``-h``), 2 on a user-caused error (one line on stderr).
     """
-    from . import pipeline  # imported here so that `-h` stays fast
+    from empirical_seaice.run import train as pipeline  # imported here so that `-h` stays fast
 
     parser = build_parser()
     try:
@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SeaIceError(f"--threads: must be >= 1, got {args.threads}")
         products = product_options(args)
         if not args.retrieve:
-            from .products import check_product_options
+            from empirical_seaice.products.write import check_product_options
 
             check_product_options(products, None if args.diagsonly else preset.model.version, data.sensors)
         threads_before = _set_threads(args.threads)
@@ -275,9 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _retrieve(args: argparse.Namespace, data, training, products) -> int:
-    """``--retrieve``: :func:`empirical_seaice.retrieval.run_retrieval`, then the products."""
-    from .products import write_products
-    from .retrieval import run_retrieval
+    """``--retrieve``: :func:`empirical_seaice.run.retrieve.run_retrieval`, then the products."""
+    from empirical_seaice.products.write import write_products
+    from empirical_seaice.run.retrieve import run_retrieval
 
     if args.modeltag is None:
         raise SeaIceError("--retrieve: give the trained model with --modeltag TAG (its model_TAG.pt in --output)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Mapping
 
-from .errors import SeaIceError
+from empirical_seaice.errors import SeaIceError
 
 
 @dataclass(frozen=True)

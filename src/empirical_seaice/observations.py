@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .sensors import ChannelBasis
+from empirical_seaice.sensors import ChannelBasis
 
 WINDOW_OFFSET_DAYS = 0.375
 """Offset (days) of the 21 UTC-21 UTC assimilation window from Julian-day noon."""

@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import SeaIceError
+from empirical_seaice.errors import SeaIceError
 
 POL_V = 0
 """Polarisation code of vertical polarisation (index of e_V in the v2 network output)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from empirical_seaice import diagnostics as d
+from empirical_seaice.products import diagnostics as d
 from empirical_seaice.config import PRESETS
 from empirical_seaice.observations import BackgroundMaps
 
@@ -90,7 +90,7 @@ def test_truth_scores_rejects_misshaped_truth():
 
 
 def test_simulate_does_not_depend_on_chunking():
-    from empirical_seaice.network import HybridNetwork, ObservationTensors, build_row_counts
+    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
 
     obs = make_obs(nobs=7, sensors=("amsr2", "gmi"), ngrid=3, nstep=2)
     preset = PRESETS["v2"]

@@ -292,7 +292,7 @@ def test_diagsonly_with_a_checkpoint_of_another_format(trained, tmp_path):
 
 
 def test_run_refuses_diagsonly_with_trainonly(twin_dir, tmp_path):
-    from empirical_seaice import pipeline
+    from empirical_seaice.run import train as pipeline
     from empirical_seaice.config import PRESETS, DataConfig, TrainingConfig
     from empirical_seaice.errors import SeaIceError
 

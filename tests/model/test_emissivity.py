@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from empirical_seaice.emissivity import LinearEmissivity, NetworkEmissivity
+from empirical_seaice.model.emissivity import LinearEmissivity, NetworkEmissivity
 from empirical_seaice.sensors import POL_H, POL_V, build_channel_basis
 
 SENSORS = ("amsr2", "gmi", "ssmisf17")

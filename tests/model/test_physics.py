@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from empirical_seaice import physics
+from empirical_seaice.model import physics
 
 D = torch.float64
 

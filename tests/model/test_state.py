@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.state import EmpiricalState
+from empirical_seaice.model.state import EmpiricalState
 
 L = torch.tensor
 

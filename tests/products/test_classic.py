@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from empirical_seaice import classic
-from empirical_seaice.classic import (
+from empirical_seaice.products import classic
+from empirical_seaice.products.classic import (
     BOOTSTRAP_TIE_POINTS,
     NASA_TEAM_TIE_POINTS,
     bootstrap,

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from empirical_seaice import physics
+from empirical_seaice.model import physics
 from empirical_seaice.config import PRESETS
-from empirical_seaice.emissivity import LinearEmissivity, NetworkEmissivity
+from empirical_seaice.model.emissivity import LinearEmissivity, NetworkEmissivity
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.export import (
+from empirical_seaice.products.export import (
     FORMAT_NAME,
     NumpyEmissivityModel,
     Provenance,
@@ -144,7 +144,7 @@ def test_evaluator_imports_no_torch(v2_model, tmp_path):
                                         torch.tensor([89.0], dtype=torch.float64)).numpy()[0]
     code = (
         "import sys\n"
-        "from empirical_seaice.export import NumpyEmissivityModel\n"
+        "from empirical_seaice.products.export import NumpyEmissivityModel\n"
         f"m = NumpyEmissivityModel.from_file({str(path)!r})\n"
         "e = m.emissivity_vh(250.0, [0.3, -0.1, 0.2], 89.0)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"

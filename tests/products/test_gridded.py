@@ -10,14 +10,14 @@ import xarray as xr
 
 from empirical_seaice.config import PRESETS
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.gridded import (
+from empirical_seaice.products.gridded import (
     UNIX_EPOCH_JD,
     cell_mean,
     grid_inputs,
     step_time_bounds,
     write_gridded_emissivity,
 )
-from empirical_seaice.network import HybridNetwork, ObservationTensors
+from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
 from empirical_seaice.observations import BackgroundMaps
 
 from products_fixtures import make_observations

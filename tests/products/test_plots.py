@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from empirical_seaice import plots
+from empirical_seaice.products import plots
 from empirical_seaice.errors import SeaIceError
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from empirical_seaice.config import CostConfig, ModelConfig
-from empirical_seaice.network import HybridNetwork, ObservationTensors
+from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.sensors import build_channel_basis
-from empirical_seaice.training import make_generator
+from empirical_seaice.training.runtime import make_generator
 
 
 def make_case(nobs: int = 400, ngrid: int = 4, nstep: int = 5, nlag: int = 1, seed: int = 0):

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from empirical_seaice.config import TrainingConfig
-from empirical_seaice.training import ADAM_BETAS, ADAM_EPS, DeferredAdam, Trainer
+from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam
+from empirical_seaice.training.trainer import Trainer
 from training_toy import build, make_toy
 
 

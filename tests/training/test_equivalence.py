@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from empirical_seaice.config import TrainingConfig
-from empirical_seaice.network import HybridNetwork, ObservationTensors, build_row_counts
-from empirical_seaice.training import Trainer, evaluate_cost, make_generator
+from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+from empirical_seaice.training.trainer import Trainer
+from empirical_seaice.training.history import evaluate_cost
+from empirical_seaice.training.runtime import make_generator
 from hybrid_case import make_case
 
 NEPOCHS, LR, BATCH = 30, 5e-3, 64

@@ -15,9 +15,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from empirical_seaice import physics
+from empirical_seaice.model import physics
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.training import ADAM_BETAS, ADAM_EPS, DeferredAdam
+from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam
 
 
 def _lookup_loss(w, rows, target, sparse):

@@ -11,16 +11,10 @@ import torch
 
 from empirical_seaice.config import TrainingConfig
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.training import (
-    ADAM_EPS,
-    CHECKPOINT_NAME,
-    Trainer,
-    TrainingHistory,
-    evaluate_cost,
-    make_generator,
-    resolve_device,
-    split_observations,
-)
+from empirical_seaice.training.deferred_adam import ADAM_EPS
+from empirical_seaice.training.trainer import CHECKPOINT_NAME, Trainer
+from empirical_seaice.training.history import TrainingHistory, evaluate_cost
+from empirical_seaice.training.runtime import make_generator, resolve_device, split_observations
 from training_toy import ToyData, ToyNetwork, build, make_toy
 
 B1, B2, LR = 0.9, 0.999, 1e-3

@@ -11,7 +11,7 @@ import torch
 from empirical_seaice.config import DataConfig
 from empirical_seaice.io import read_training_data
 from empirical_seaice.io.truth import read_truth
-from empirical_seaice.physics import simulate_tb
+from empirical_seaice.model.physics import simulate_tb
 from empirical_seaice.sensors import SENSORS
 from empirical_seaice.twin import generate_twin, get_twin_preset
 from empirical_seaice.twin.generate import FILE_PREFIX

@@ -13,8 +13,8 @@ Writers for test data in the same layouts are in :mod:`.layout_writers`.
 The reader imports no torch.
 """
 
-from .layouts import DataFiles, SensorFiles, find_data_files
-from .reader import read_training_data
-from .summary import describe
+from empirical_seaice.io.layouts import DataFiles, SensorFiles, find_data_files
+from empirical_seaice.io.reader import read_training_data
+from empirical_seaice.io.summary import describe
 
 __all__ = ["read_training_data", "describe", "find_data_files", "DataFiles", "SensorFiles"]

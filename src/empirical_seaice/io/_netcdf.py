@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import SeaIceError
+from empirical_seaice.errors import SeaIceError
 
 BLOCK_ROWS = 1 << 20
 """Observations read per block (a block of 14 float32 channels is ~60 MB)."""

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SeaIceError
-from ..observations import BackgroundMaps
-from ._netcdf import as_float, get_variable, open_dataset
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.observations import BackgroundMaps
+from empirical_seaice.io._netcdf import as_float, get_variable, open_dataset
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import DataConfig
-from ..observations import PER_CHANNEL_FIELDS, PER_OBS_FIELDS, BackgroundMaps, Observations
-from ..sensors import build_channel_basis
+from empirical_seaice.config import DataConfig
+from empirical_seaice.observations import PER_CHANNEL_FIELDS, PER_OBS_FIELDS, BackgroundMaps, Observations
+from empirical_seaice.sensors import build_channel_basis
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..sensors import get_sensor
+from empirical_seaice.sensors import get_sensor
 
 DEFAULT_PREFIX = "field_v2_"
 SEAICE_FILE = "ifs_seaice_initials_test.nc"

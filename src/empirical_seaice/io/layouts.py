@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import DataConfig
-from ..errors import SeaIceError
-from ..sensors import SENSORS, Sensor, get_sensor
+from empirical_seaice.config import DataConfig
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.sensors import SENSORS, Sensor, get_sensor
 
 PER_OBS_VARIABLES = ("JULIAN_DAY", "TSFC", "WINDSPEED10M", "CLOUD_FRACTION")
 """Per-observation variables every layout must hold (plus IGRID or COMMON_IGRID)."""

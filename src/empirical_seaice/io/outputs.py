@@ -40,9 +40,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from ..errors import SeaIceError
-from ..observations import WINDOW_OFFSET_DAYS, Observations
-from ..sensors import ChannelBasis
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.observations import WINDOW_OFFSET_DAYS, Observations
+from empirical_seaice.sensors import ChannelBasis
 
 COMPRESS_MIN_SIZE = 4096
 """Variables with at least this many elements are written zlib-compressed."""

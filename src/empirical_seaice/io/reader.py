@@ -40,14 +40,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DataConfig
-from ..errors import SeaIceError
-from ..observations import BackgroundMaps, Observations, step_index
-from ..sensors import ChannelBasis, build_channel_basis
-from . import cache as _cache
-from ._netcdf import Layout2D, as_float, get_variable, invalid_float, open_dataset, read_rows, row_blocks
-from .background import background_shape, read_background
-from .layouts import DataFiles, SensorFiles, find_data_files
+from empirical_seaice.config import DataConfig
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.observations import BackgroundMaps, Observations, step_index
+from empirical_seaice.sensors import ChannelBasis, build_channel_basis
+from empirical_seaice.io import cache as _cache
+from empirical_seaice.io._netcdf import Layout2D, as_float, get_variable, invalid_float, open_dataset, read_rows, row_blocks
+from empirical_seaice.io.background import background_shape, read_background
+from empirical_seaice.io.layouts import DataFiles, SensorFiles, find_data_files
 
 log = logging.getLogger(__name__)
 

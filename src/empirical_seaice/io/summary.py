@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..observations import BackgroundMaps, Observations
-from ._netcdf import row_blocks
+from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.io._netcdf import row_blocks
 
 
 def _sensor_rows(isensor: np.ndarray, s: int):

@@ -18,8 +18,8 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 
-from ..errors import SeaIceError
-from ..observations import Observations
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.observations import Observations
 
 log = logging.getLogger(__name__)
 

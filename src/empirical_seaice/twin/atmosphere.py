@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 
-from .ocean import seawater_permittivity_mw04
+from empirical_seaice.twin.ocean import seawater_permittivity_mw04
 
 T_COSMIC_K = 2.73
 """Cosmic background brightness temperature (K)."""

@@ -13,9 +13,9 @@ import logging
 import sys
 from pathlib import Path
 
-from ..errors import SeaIceError
-from .generate import generate_twin
-from .presets import TWIN_PRESETS, get_twin_preset
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.twin.generate import generate_twin
+from empirical_seaice.twin.presets import TWIN_PRESETS, get_twin_preset
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@ calls it). It streams: for each day it computes the daily truth on the grid,
 samples every sensor, evaluates the truth at each observation (time-dependent
 temperature and snow wetness), computes the true ice emissivity (SMRT table),
 the true and the modelled ocean emissivity, the clear and cloudy atmosphere,
-simulates the TBs with :func:`empirical_seaice.physics.simulate_tb` in
+simulates the TBs with :func:`empirical_seaice.model.physics.simulate_tb` in
 float64 (the same equations the network uses), adds the true biases and
 Gaussian noise, and appends to the files. Only the daily (ngrid, ndays)
 truth maps are kept in memory.
@@ -42,15 +42,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SeaIceError
-from ..sensors import CATALOGUE, SENSORS
-from .atmosphere import AtmosphereTable
-from .grid import make_grid
-from .ocean import T_FREEZE_SEAWATER_K, ocean_emissivity_model, ocean_emissivity_true
-from .presets import TwinConfig
-from .sampling import SAMPLING, sample_day
-from .truth import TruthModel
-from .writer import FieldSetWriter, layout_c_fields, write_grid_file
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.sensors import CATALOGUE, SENSORS
+from empirical_seaice.twin.atmosphere import AtmosphereTable
+from empirical_seaice.twin.grid import make_grid
+from empirical_seaice.twin.ocean import T_FREEZE_SEAWATER_K, ocean_emissivity_model, ocean_emissivity_true
+from empirical_seaice.twin.presets import TwinConfig
+from empirical_seaice.twin.sampling import SAMPLING, sample_day
+from empirical_seaice.twin.truth import TruthModel
+from empirical_seaice.twin.writer import FieldSetWriter, layout_c_fields, write_grid_file
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +130,16 @@ def true_biases(rng: np.random.Generator, sensor_names) -> dict[str, tuple[np.nd
 
 def _ice_table():
     """The shipped SMRT ice emissivity table (helper module :mod:`.ice_emissivity`)."""
-    from .ice_emissivity import load_ice_table
+    from empirical_seaice.twin.ice_emissivity import load_ice_table
 
     return load_ice_table()
 
 
 def _simulate(sic, emis_ice, t_skin, emis_ocean, tau, td, tu, tau_c, td_c, tu_c, cloud, b_ice, b_ocean):
-    """TB' by :func:`empirical_seaice.physics.simulate_tb` in float64 (numpy in, numpy out)."""
+    """TB' by :func:`empirical_seaice.model.physics.simulate_tb` in float64 (numpy in, numpy out)."""
     import torch
 
-    from ..physics import simulate_tb
+    from empirical_seaice.model.physics import simulate_tb
 
     t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
     threads = torch.get_num_threads()
@@ -253,7 +253,7 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
 
 def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, ice_table, rng):
     """Simulate one sensor's observations of one day: (layout-C rows, truth rows)."""
-    from .ice_emissivity import ice_emissivity
+    from empirical_seaice.twin.ice_emissivity import ice_emissivity
 
     g, jd = sample_day(grid, sampling, window_start, day, config.keep_fraction, rng)
     n = g.size

@@ -21,7 +21,7 @@ import numpy as np
 import pyproj
 from global_land_mask import globe
 
-from ..errors import SeaIceError
+from empirical_seaice.errors import SeaIceError
 
 EASE2_EPSG = {"north": 6931, "south": 6932}
 """EPSG codes of the EASE-Grid 2.0 polar projections."""

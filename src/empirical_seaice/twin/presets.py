@@ -12,10 +12,10 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import asdict, dataclass, replace
 
-from ..errors import SeaIceError
-from ..sensors import SENSORS
-from .grid import HEMISPHERES
-from .sampling import SAMPLING
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.sensors import SENSORS
+from empirical_seaice.twin.grid import HEMISPHERES
+from empirical_seaice.twin.sampling import SAMPLING
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .grid import PolarGrid
+from empirical_seaice.twin.grid import PolarGrid
 
 GROUND_SPEED_KMS = 6.9
 """Sub-satellite ground speed (km/s) of a ~700-800 km orbit."""

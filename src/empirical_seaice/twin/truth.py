@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .grid import PolarGrid
-from .ocean import T_FREEZE_SEAWATER_K
+from empirical_seaice.twin.grid import PolarGrid
+from empirical_seaice.twin.ocean import T_FREEZE_SEAWATER_K
 
 T_MELT_K = 273.15
 WETNESS_MAX = 0.03

@@ -62,8 +62,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import SeaIceError
-from .observations import Observations
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.observations import Observations
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,13 @@
    the device, with ``--diagsonly`` the trained model ``model_MODELTAG.pt``,
    with ``--resume`` the epoch checkpoint). Nothing is created before this.
 2. **Read** the training data (memory-mapped cache in ``<output>/cache/``)
-   and build the :class:`~empirical_seaice.network.HybridNetwork`. A
+   and build the :class:`~empirical_seaice.model.operator.HybridNetwork`. A
    user-caused error here or later removes the output directory if this run
    created it (or the cache it created in an existing one), so a bad input
    never leaves a half-made output directory behind.
 3. Unless ``--trainonly``/``--diagsonly``: simulate every observation before
    training (``tbsim_initial_TAG.nc``) and evaluate the full cost ``J``.
-4. **Train** (:class:`~empirical_seaice.training.Trainer`, epoch checkpoints
+4. **Train** (:class:`~empirical_seaice.training.trainer.Trainer`, epoch checkpoints
    in ``<output>/checkpoints_TAG/``) and **save** the model: the PyTorch
    checkpoint ``model_TAG.pt`` (state_dict + configuration, what
    ``--diagsonly`` reloads) and ``models_TAG.nc``, ``seaice_TAG.nc``,
@@ -42,12 +42,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import diagnostics as diag
-from .config import CostConfig, DataConfig, ModelConfig, Preset, TrainingConfig
-from .errors import SeaIceError
-from .io import outputs as out
-from .observations import BackgroundMaps, Observations
-from .sensors import build_channel_basis
+from empirical_seaice.products import diagnostics as diag
+from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, Preset, TrainingConfig
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import outputs as out
+from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.sensors import build_channel_basis
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def final_diagnostics(network, data, obs: Observations, background: BackgroundMa
     ``ice_emis``; fill ``result.cost_after``, ``.departures_after``, ``.files`` and, when ``data_dir``
     holds a twin truth, ``.truth``. Returns the truth (None without one). Shared by training runs and
     retrievals."""
-    from .io.truth import read_truth
+    from empirical_seaice.io.truth import read_truth
 
     basis = obs.basis
     p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
@@ -239,9 +239,9 @@ def run(
         Resume training from the epoch checkpoint in ``<output>/checkpoints_TAG``.
     progress : bool
         Progress bar on stderr.
-    products : empirical_seaice.products.ProductOptions, optional
+    products : empirical_seaice.products.write.ProductOptions, optional
         User products written at the end (export, gridded emissivity, classic
-        SIC, plots); None = none (see :func:`empirical_seaice.products.write_products`).
+        SIC, plots); None = none (see :func:`empirical_seaice.products.write.write_products`).
 
     Raises
     ------
@@ -249,7 +249,9 @@ def run(
         Any user-caused problem (flags, files, data); nothing is left behind in
         an output directory this run created.
     """
-    from .training import Trainer, TrainingHistory, make_generator, resolve_device, split_observations
+    from empirical_seaice.training.trainer import Trainer
+    from empirical_seaice.training.history import TrainingHistory
+    from empirical_seaice.training.runtime import make_generator, resolve_device, split_observations
 
     output = Path(output)
     model_cfg = preset.model if isinstance(preset, Preset) else preset
@@ -288,7 +290,7 @@ def run(
     device = resolve_device(train_cfg.device)
     ckpt_dir = output / f"checkpoints_{tag}"
     if resume:
-        from .training import CHECKPOINT_NAME
+        from empirical_seaice.training.trainer import CHECKPOINT_NAME
 
         if not (ckpt_dir / CHECKPOINT_NAME).is_file():
             raise SeaIceError(f"--resume: no epoch checkpoint {ckpt_dir / CHECKPOINT_NAME}; train without --resume first")
@@ -306,8 +308,8 @@ def run(
 def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, basis, device, ckpt, ckpt_dir,
          diagsonly, trainonly, resume, progress, Trainer, TrainingHistory, make_generator, split_observations,
          products=None):
-    from .io import read_training_data
-    from .network import HybridNetwork, ObservationTensors, build_row_counts
+    from empirical_seaice.io import read_training_data
+    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
 
     result = RunResult(output=output, tag=tag)
     # ---- 2. read and build
@@ -318,7 +320,7 @@ def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, bas
     log.info("read %d observations, %d grid points, %d steps in %.1f s", obs.nobs, obs.ngrid, obs.nstep,
              time.perf_counter() - t0)
     try:
-        from .io import describe
+        from empirical_seaice.io import describe
 
         log.info("training data:\n%s", describe(obs, background))
     except ImportError:  # pragma: no cover - describe is optional
@@ -400,7 +402,7 @@ def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, bas
         )
     # ---- 6. user products (export, gridded emissivity, classic SIC, plots)
     if products is not None:
-        from .products import write_products
+        from empirical_seaice.products.write import write_products
 
         files, lines = write_products(
             products, network=network, obs=obs, background=background, output=output, tag=tag,

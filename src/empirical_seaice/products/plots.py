@@ -24,7 +24,7 @@ from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-from .errors import SeaIceError
+from empirical_seaice.errors import SeaIceError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ DPI = 100
 
 class EmissivityVH(Protocol):
     """Anything with ``emissivity_vh(t_skin_k, props, freq_ghz) -> (..., 2)`` and ``nprop``
-    (e.g. :class:`empirical_seaice.export.NumpyEmissivityModel`)."""
+    (e.g. :class:`empirical_seaice.products.export.NumpyEmissivityModel`)."""
 
     nprop: int
 

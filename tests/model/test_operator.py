@@ -7,10 +7,12 @@ import pytest
 import torch
 from conftest import make_obs
 
-from empirical_seaice import costs, physics
+from empirical_seaice.cost import terms as costs
+
+from empirical_seaice.model import physics
 from empirical_seaice.config import PRESETS, CostConfig, ModelConfig, replace
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.network import HybridNetwork, ObservationTensors, build_row_counts
+from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
 
 
 def _net(preset="v2", obs_bg=None, sparse=True, prior_mode=None, cost=None, model=None, dtype=torch.float32, **kw):

@@ -3,7 +3,7 @@
 Pure tensor functions. The ``*_penalty`` functions of the SIC map are
 *elementwise* (same shape as ``C``) so that the network can sum them over the
 whole map ("full" mode) or estimate that sum from the rows a batch touches
-("sampled" mode, see :mod:`empirical_seaice.network`). The others return the
+("sampled" mode, see :mod:`empirical_seaice.model.operator`). The others return the
 summed scalar (or, for the observation term, one value per observation).
 All arguments are dimensionless except TBs and errors in K.
 

@@ -39,14 +39,14 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .errors import SeaIceError
-from .observations import WINDOW_OFFSET_DAYS, BackgroundMaps, Observations
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.observations import WINDOW_OFFSET_DAYS, BackgroundMaps, Observations
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import ModelConfig
-    from .emissivity import EmissivityModel
-    from .export import Provenance
-    from .sensors import ChannelBasis
+    from empirical_seaice.config import ModelConfig
+    from empirical_seaice.model.emissivity import EmissivityModel
+    from empirical_seaice.products.export import Provenance
+    from empirical_seaice.sensors import ChannelBasis
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def evaluate_grid_emissivity(
     """
     import torch
 
-    from . import physics
+    from empirical_seaice.model import physics
 
     with torch.no_grad():
         param = next(emissivity.parameters())

@@ -7,7 +7,7 @@ the exported emissivity model:
 1. load the trained model ``model_TAG.pt`` from ``--output``;
 2. read the new observations (another period, another sensor, a denser
    sampling) and their background maps;
-3. build a :class:`~empirical_seaice.network.HybridNetwork` sized for the
+3. build a :class:`~empirical_seaice.model.operator.HybridNetwork` sized for the
    new data (new SIC map, grid and observation state tables, initialised
    from the new background: SIC = background, P = Q = 0);
 4. copy in the trained emissivity-network weights, the ocean wind
@@ -38,11 +38,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import diagnostics as diag
-from .config import DataConfig, TrainingConfig
-from .errors import SeaIceError
-from .io import outputs as out
-from .sensors import ChannelBasis, build_channel_basis
+from empirical_seaice.products import diagnostics as diag
+from empirical_seaice.config import DataConfig, TrainingConfig
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import outputs as out
+from empirical_seaice.sensors import ChannelBasis, build_channel_basis
 
 log = logging.getLogger(__name__)
 
@@ -191,8 +191,8 @@ def run_retrieval(
         Missing model, unknown sensor, bad data, a tag equal to the model tag,
         or a model that cannot be applied to the new channels.
     """
-    from .pipeline import CHECKPOINT_FORMAT, _configs_from_dict
-    from .training import resolve_device
+    from empirical_seaice.run.train import CHECKPOINT_FORMAT, _configs_from_dict
+    from empirical_seaice.training.runtime import resolve_device
 
     output = Path(output)
     out.check_tag(tag)
@@ -232,10 +232,11 @@ def run_retrieval(
 
 def _retrieve(data_cfg, train_cfg, output, modeltag, tag, sensors, progress, ckpt, model_cfg, cost_cfg,
               preset_name, basis, trained_basis, device, cache_dir) -> RetrievalResult:
-    from .io import read_training_data
-    from .network import HybridNetwork, ObservationTensors, build_row_counts
-    from .pipeline import _full_cost, final_diagnostics
-    from .training import Trainer, make_generator
+    from empirical_seaice.io import read_training_data
+    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+    from empirical_seaice.run.train import _full_cost, final_diagnostics
+    from empirical_seaice.training.trainer import Trainer
+    from empirical_seaice.training.runtime import make_generator
 
     result = RetrievalResult(output=output, tag=tag)
     obs, background = read_training_data(data_cfg, model_cfg.nlag, cache_dir=cache_dir)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .sensors import ChannelBasis
+from empirical_seaice.sensors import ChannelBasis
 
 
 def _glorot_zero(layer: nn.Linear, generator: torch.Generator | None) -> None:

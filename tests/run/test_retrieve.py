@@ -11,11 +11,11 @@ import torch
 import xarray as xr
 from matplotlib import image as mpimg
 
-from empirical_seaice import pipeline
+from empirical_seaice.run import train as pipeline
 from empirical_seaice.config import DataConfig, Preset, TrainingConfig, get_preset
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
-from empirical_seaice.retrieval import FrozenModel, run_retrieval, transfer_trained_model
+from empirical_seaice.run.retrieve import FrozenModel, run_retrieval, transfer_trained_model
 
 NTRAIN = 3  # days trained on; the twin has 4, the last one is retrieved
 
@@ -97,7 +97,7 @@ def test_retrieval_rejects_foreign_checkpoints(trained, tmp_path):
 
 
 def test_losses_read_back_from_models_file(trained):
-    from empirical_seaice.products import read_losses
+    from empirical_seaice.products.write import read_losses
 
     _, output, _, res = trained
     epoch, batch = read_losses(output / "models_train.nc")
@@ -106,7 +106,7 @@ def test_losses_read_back_from_models_file(trained):
 
 
 def test_transfer_v2_to_other_sensors_matches_by_name():
-    from empirical_seaice.network import HybridNetwork
+    from empirical_seaice.model.operator import HybridNetwork
     from empirical_seaice.observations import BackgroundMaps
     from empirical_seaice.sensors import build_channel_basis
 
@@ -134,7 +134,7 @@ def test_transfer_v2_to_other_sensors_matches_by_name():
 
 
 def test_transfer_v1_needs_trained_channels():
-    from empirical_seaice.network import HybridNetwork
+    from empirical_seaice.model.operator import HybridNetwork
     from empirical_seaice.observations import BackgroundMaps
     from empirical_seaice.sensors import build_channel_basis
 
@@ -159,7 +159,7 @@ def test_transfer_v1_needs_trained_channels():
 def test_cli_diagsonly_export_products(trained, capsys):
     """seaice-training --diagsonly --modeltag TAG --export --plots on the trained run."""
     from empirical_seaice.cli import main
-    from empirical_seaice.export import NumpyEmissivityModel
+    from empirical_seaice.products.export import NumpyEmissivityModel
     from empirical_seaice.io import read_training_data
 
     twin, output, tc, res = trained

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from empirical_seaice import costs
+from empirical_seaice.cost import terms as costs
 
 D = torch.float64
 

@@ -25,8 +25,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from .observations import BackgroundMaps, Observations
-from .sensors import ChannelBasis
+from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.sensors import ChannelBasis
 
 CHUNK = 32768
 """Observations per chunk of the diagnostic forward passes."""

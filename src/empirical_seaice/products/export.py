@@ -24,7 +24,7 @@ The model (PHYSICS.md step 3)
 Weights are stored in the ``torch.nn.Linear`` orientation: ``W`` (out, in).
 
 This module imports neither torch nor xarray at import time, so that
-``from empirical_seaice.export import NumpyEmissivityModel`` works (and is
+``from empirical_seaice.products.export import NumpyEmissivityModel`` works (and is
 tested) in an environment without torch; the writers import torch lazily.
 """
 
@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import SeaIceError
+from empirical_seaice.errors import SeaIceError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import ModelConfig
-    from .emissivity import EmissivityModel
-    from .sensors import ChannelBasis
+    from empirical_seaice.config import ModelConfig
+    from empirical_seaice.model.emissivity import EmissivityModel
+    from empirical_seaice.sensors import ChannelBasis
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ _ACT = {"identity": lambda x: x, "sigmoid": _sigmoid}
 
 def code_version() -> str:
     """Package version, plus the git commit of the source tree when there is one."""
-    from . import __version__
+    from empirical_seaice import __version__
 
     try:
         sha = subprocess.run(

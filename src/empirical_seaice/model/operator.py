@@ -1,16 +1,16 @@
 """HybridNetwork: empirical state + emissivity model + known physics = observation operator.
 
 Per observation (PHYSICS.md "Forward model"): lag-weighted SIC ``c_i`` from
-:class:`~empirical_seaice.state.EmpiricalState`; ``x_T``; ice emissivity from
-the :class:`~empirical_seaice.emissivity.EmissivityModel` with inputs
+:class:`~empirical_seaice.model.state.EmpiricalState`; ``x_T``; ice emissivity from
+the :class:`~empirical_seaice.model.emissivity.EmissivityModel` with inputs
 ``[x_T, P[g, t, :], Q[i, :]]``; ocean emissivity with the wind correction;
-then :func:`empirical_seaice.physics.simulate_tb` (surface mix, clear/cloudy
+then :func:`empirical_seaice.model.physics.simulate_tb` (surface mix, clear/cloudy
 specular RT, all-sky, SIC-weighted bias of the observation's sensor) in its
 factored form: the effective all-sky atmosphere
-(:func:`empirical_seaice.physics.effective_atmosphere`, data only, packed once
+(:func:`empirical_seaice.model.physics.effective_atmosphere`, data only, packed once
 by :class:`ObservationTensors`), the surface terms
-(:func:`empirical_seaice.physics.surface_atmosphere_terms`), then
-:func:`empirical_seaice.physics.simulate_tb_mixed`, one SIC mix of the
+(:func:`empirical_seaice.model.physics.surface_atmosphere_terms`), then
+:func:`empirical_seaice.model.physics.simulate_tb_mixed`, one SIC mix of the
 pure-ice and pure-ocean TBs: same TB', fewer operations per step.
 
 Cost (PHYSICS.md "Cost function"); each training step minimises the
@@ -66,13 +66,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import costs, physics
-from .config import CostConfig, ModelConfig
-from .emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity
-from .errors import SeaIceError
-from .observations import BackgroundMaps, Observations
-from .sensors import ChannelBasis
-from .state import EmpiricalState
+from empirical_seaice.cost import terms as costs
+
+from empirical_seaice.model import physics
+from empirical_seaice.config import CostConfig, ModelConfig
+from empirical_seaice.model.emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.sensors import ChannelBasis
+from empirical_seaice.model.state import EmpiricalState
 
 PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction")
 """Per-observation float fields carried by a :class:`Batch`, in packing order."""
@@ -383,7 +385,7 @@ class HybridNetwork(nn.Module):
 
         ``state_values``: optional, the values of the state rows the batch reads, one
         tensor per entry of :meth:`state_rows` (``rows.shape + (ncol,)``), e.g. the
-        caught-up rows of :meth:`~empirical_seaice.training.DeferredAdam.gather`;
+        caught-up rows of :meth:`~empirical_seaice.training.deferred_adam.DeferredAdam.gather`;
         None = look them up in the state tables.
 
         Returns
@@ -435,7 +437,7 @@ class HybridNetwork(nn.Module):
 
     def _map_residuals(self, sic: Tensor, rows: Tensor | None) -> dict[str, tuple[Tensor, Tensor | None, float]]:
         """The SIC-map priors that are on (range, background, false ice) as quadratic penalties
-        ``r^2 / sigma^2`` (:mod:`empirical_seaice.costs`), for SIC values ``sic`` at flattened
+        ``r^2 / sigma^2`` (:mod:`empirical_seaice.cost.terms`), for SIC values ``sic`` at flattened
         map rows ``rows`` (None = the whole map): name -> (residual r, slope dr/dC or None for 1, sigma)."""
         cc = self.cost_config
         p: dict[str, tuple[Tensor, Tensor | None, float]] = {
@@ -459,7 +461,7 @@ class HybridNetwork(nn.Module):
         Every term but the whole-map priors of "full" mode and the v1 anchor is
         computed with its derivative without recording a graph, from the priors'
         residuals and slopes (quadratic penalties ``r^2 / sigma^2``,
-        :mod:`empirical_seaice.costs`), and enters autograd as one node
+        :mod:`empirical_seaice.cost.terms`), and enters autograd as one node
         (:func:`costs.terms_with_gradients`); each term's constant factor is
         applied once at the end.
         """

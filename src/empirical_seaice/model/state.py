@@ -12,7 +12,7 @@ Each table is an :class:`torch.nn.Embedding` over flattened rows
 (``g * ncol + col`` for C, ``g * nstep + t`` for P, ``i`` for Q) so a batch
 touches only its own rows and, with ``sparse=True``, gets a sparse gradient:
 the optimiser's cost per step scales with the batch, not with the state.
-(In training, :class:`~empirical_seaice.training.DeferredAdam` keeps the
+(In training, :class:`~empirical_seaice.training.deferred_adam.DeferredAdam` keeps the
 three tables' weights in its own storage, the tables becoming views of it,
 and hands the network the rows a batch reads.)
 
@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .errors import SeaIceError
+from empirical_seaice.errors import SeaIceError
 
 
 class EmpiricalState(nn.Module):

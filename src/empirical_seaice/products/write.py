@@ -3,14 +3,14 @@
 :func:`write_products` is the one hook the pipeline (and the retrieval) calls:
 
 - ``--export``: ``emis_model_TAG.nc`` (self-describing coefficients, see
-  :mod:`empirical_seaice.export`) and ``emis_model_TAG.onnx``;
+  :mod:`empirical_seaice.products.export`) and ``emis_model_TAG.onnx``;
 - the gridded emissivity product ``ice_emis_grid_TAG.nc``
-  (:mod:`empirical_seaice.gridded`);
+  (:mod:`empirical_seaice.products.gridded`);
 - the classic algorithms ``classic_sic_TAG.nc`` (NASA Team, Bootstrap;
-  :mod:`empirical_seaice.classic`), scored against the truth beside the
+  :mod:`empirical_seaice.products.classic`), scored against the truth beside the
   trained and background SIC when the data has a truth;
 - ``--plots``: PNGs and ``index.html`` in ``<output>/plots_TAG/``
-  (:mod:`empirical_seaice.plots`).
+  (:mod:`empirical_seaice.products.plots`).
 
 It returns the files written and lines for the run's summary table.
 """
@@ -24,9 +24,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import classic, gridded, plots
-from .errors import SeaIceError
-from .export import Provenance, julian_day_to_iso, write_export
+from empirical_seaice.products import classic
+
+from empirical_seaice.products import gridded
+
+from empirical_seaice.products import plots
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.products.export import Provenance, julian_day_to_iso, write_export
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +69,7 @@ def check_product_options(options: ProductOptions, model_version: str | None, se
         --grid-channels naming a channel the sensors lack; --grid-freqs with a
         v1 model or outside 1..400 GHz; a negative --plot-day.
     """
-    from .sensors import build_channel_basis
+    from empirical_seaice.sensors import build_channel_basis
 
     basis = build_channel_basis(sensors)
     if options.grid_channels:
@@ -96,7 +100,7 @@ class TorchEmissivityVH:
     def emissivity_vh(self, t_skin_k, props, freq_ghz) -> np.ndarray:
         import torch
 
-        from . import physics
+        from empirical_seaice.model import physics
 
         dev = next(self.emissivity.parameters()).device
         with torch.no_grad():
@@ -143,7 +147,7 @@ def classic_summary(classic_maps: classic.ClassicSIC, obs: Any, background: Any,
                     truth: Any) -> list[str]:
     """Summary lines: SIC RMSE versus the truth at the observed (grid, step) points for the
     background, the trained SIC and each classic algorithm."""
-    from .diagnostics import observed_points
+    from empirical_seaice.products.diagnostics import observed_points
 
     if truth is None:
         return []
@@ -209,7 +213,7 @@ def write_products(
         files += paths
         lines.append("export: " + ", ".join(p.name for p in paths))
         if model_cfg.version == "v2":
-            from .export import NumpyEmissivityModel
+            from empirical_seaice.products.export import NumpyEmissivityModel
 
             emis_model = NumpyEmissivityModel.from_file(paths[0])
     if emis_model is None and model_cfg.version == "v2":

@@ -1,0 +1,1 @@
+"""What a run makes: diagnostics, the export, gridded emissivity, classic SIC algorithms, plots."""

@@ -1,0 +1,194 @@
+"""The books of training: per-batch and per-epoch cost terms, and exact cost evaluation.
+
+The term named ``"obs"`` (:data:`OBS_TERM`) is the observation term: the mean
+of ``J_o,i`` over the batch; it is what the held-out validation reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+OBS_TERM = "obs"
+"""Name of the observation term in the network's cost terms."""
+
+
+
+
+@dataclass
+class TrainingHistory:
+    """What happened during training.
+
+    Attributes
+    ----------
+    terms : tuple of str
+        Names of the cost terms (network order) plus ``"total"``.
+    epoch_terms : list of dict
+        Per epoch, the observation-weighted mean of each term over its batches
+        (float64), i.e. the epoch's estimate of ``J / nobs`` split by term.
+    batch_terms : dict of str to float64 array
+        Per batch (all epochs concatenated), the value of each term.
+    batch_size : int64 array
+        Number of observations in each batch.
+    valid_cost : list of float
+        Per epoch, the held-out observation cost (mean ``J_o,i``); empty
+        without validation.
+    best_epoch : int or None
+        0-based epoch with the lowest held-out cost (None without validation).
+    stopped_early : bool
+        Whether early stopping ended the run.
+    epoch_wall_s : list of float
+        Wall time of each epoch's training steps (s).
+    epoch_obs_per_s : list of float
+        Training observations processed per second in each epoch.
+    epoch_cpu_s : list of float
+        Process CPU time of each epoch's training steps (s).
+    wall_time_s : float
+        Total wall time of training, validation included (s).
+    obs_per_s : float
+        Training observations per second over all epochs (steps only).
+    """
+
+    terms: tuple[str, ...] = ()
+    epoch_terms: list[dict[str, float]] = field(default_factory=list)
+    batch_terms: dict[str, np.ndarray] = field(default_factory=dict)
+    batch_size: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    valid_cost: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    epoch_wall_s: list[float] = field(default_factory=list)
+    epoch_obs_per_s: list[float] = field(default_factory=list)
+    epoch_cpu_s: list[float] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    obs_per_s: float = 0.0
+
+    @property
+    def nepochs(self) -> int:
+        """Number of completed epochs."""
+        return len(self.epoch_terms)
+
+    def _append_epoch(self, names: tuple[str, ...], values: np.ndarray, sizes: np.ndarray) -> dict[str, float]:
+        """Add one epoch's per-batch term values (nbatch, nterm) and batch sizes."""
+        if not self.terms:
+            self.terms = names
+        w = sizes.astype(np.float64)
+        means = (values * w[:, None]).sum(axis=0) / max(w.sum(), 1.0)
+        epoch = {name: float(m) for name, m in zip(names, means)}
+        self.epoch_terms.append(epoch)
+        for j, name in enumerate(names):
+            old = self.batch_terms.get(name, np.zeros(0, dtype=np.float64))
+            self.batch_terms[name] = np.concatenate([old, values[:, j]])
+        self.batch_size = np.concatenate([self.batch_size, sizes.astype(np.int64)])
+        return epoch
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain-python/tensor form for a checkpoint (``torch.load(weights_only=True)``-safe)."""
+        state = asdict(self)
+        state["terms"] = list(self.terms)
+        state["batch_terms"] = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.batch_terms.items()}
+        state["batch_size"] = torch.from_numpy(np.ascontiguousarray(self.batch_size))
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "TrainingHistory":
+        """Inverse of :meth:`to_state`."""
+        state = dict(state)
+        state["terms"] = tuple(state["terms"])
+        state["batch_terms"] = {k: v.numpy().astype(np.float64) for k, v in state["batch_terms"].items()}
+        state["batch_size"] = state["batch_size"].numpy().astype(np.int64)
+        return cls(**state)
+
+
+
+
+@torch.no_grad()
+def evaluate_cost(
+    network: torch.nn.Module,
+    data: Any,
+    index: np.ndarray | torch.Tensor,
+    nobs_total: int,
+    batch_size: int = 1024,
+) -> dict[str, float]:
+    """Exact cost over the observations ``index`` and the whole map, float64.
+
+    Every term in the per-step normalisation of :class:`TrainingHistory`
+    (the per-step objective, whose expectation over an epoch is ``J / nobs``):
+
+    - the terms of ``network.full_prior_terms(nobs_total)`` (whole-map
+      priors) are taken exactly from it, not from the sampled estimates;
+    - every other term of ``network.cost_terms`` (the observation term, and
+      per-batch terms such as an anchor or a bias prior) is averaged over all
+      ``index``, batch by batch, weighted by batch size (float64). For the
+      observation term that is exactly ``(1/n) sum_i J_o,i``. Use the
+      training ``batch_size`` so that a term summed over a batch has the
+      scale it has in training.
+
+    Returns
+    -------
+    dict with each term, ``"total"`` (their sum, ``J / nobs``), ``"J"``
+    (``nobs_total * total``) and ``"obs_sum"`` (``sum_i J_o,i``).
+    """
+    was_training = network.training
+    network.eval()
+    try:
+        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
+        device = data_device(data, network)
+        sums: dict[str, float] = {}
+        for start in range(0, idx.numel(), batch_size):
+            bidx = idx[start : start + batch_size].to(device)
+            batch = data.batch(bidx)
+            terms = network.cost_terms(batch, network(batch), nobs_total)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach().double()) * int(bidx.numel())
+        n = max(idx.numel(), 1)
+        result = {name: v / n for name, v in sums.items()}
+        for name, value in network.full_prior_terms(nobs_total).items():
+            result[name] = float(value.detach().double())
+        obs_sum = sums.get(OBS_TERM, 0.0)
+        total = float(sum(result.values()))
+        result["total"] = total
+        result["J"] = total * nobs_total
+        result["obs_sum"] = obs_sum
+        return result
+    finally:
+        network.train(was_training)
+
+
+def batch_obs_sum(network: torch.nn.Module, data: Any, bidx: torch.Tensor, nobs_total: int) -> float:
+    """``sum_{i in batch} J_o,i`` (float64) of one batch, from the mean obs term."""
+    batch = data.batch(bidx)
+    out = network(batch)
+    terms = network.cost_terms(batch, out, nobs_total)
+    return float(terms[OBS_TERM].detach().double()) * int(bidx.numel())
+
+
+def data_device(data: Any, network: torch.nn.Module) -> torch.device:
+    device = getattr(data, "device", None)
+    if device is not None:
+        return torch.device(device)
+    for p in network.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def evaluate_obs_cost(
+    network: torch.nn.Module,
+    data: Any,
+    index: torch.Tensor,
+    nobs_total: int,
+    batch_size: int,
+    device: torch.device | None = None,
+) -> float:
+    """Mean observation cost ``(1/n) sum_i J_o,i`` over ``index`` (float64 accumulation)."""
+    network.eval()
+    device = device if device is not None else data_device(data, network)
+    total = 0.0
+    for start in range(0, index.numel(), batch_size):
+        bidx = index[start : start + batch_size].to(device)
+        total += batch_obs_sum(network, data, bidx, nobs_total)
+    return total / max(index.numel(), 1)

@@ -1,0 +1,342 @@
+"""The trainer: minibatch Adam over shuffled observations.
+
+The trainer knows nothing about sea ice. It minimises the stochastic cost that
+a *network* reports for a batch of observations, over the parameters the
+network hands it, and keeps the books (per-batch and per-epoch terms,
+held-out validation, early stopping, checkpoints, progress). The network
+contract it relies on (:class:`~empirical_seaice.model.operator.HybridNetwork`
+fulfils it)::
+
+    data.batch(index: LongTensor) -> batch
+    network(batch) -> out
+    network.cost_terms(batch, out, nobs_total) -> dict[str, Tensor]   # scalar terms
+    network.total_cost(terms) -> Tensor                               # what is minimised
+    network.sparse_parameters() -> list[Parameter]   # tables with sparse gradients
+    network.dense_parameters() -> list[Parameter]
+    network.full_prior_terms(nobs_total) -> dict[str, Tensor]  # whole-map priors, exact (evaluation)
+    network.state_rows(batch) -> list[(Parameter, LongTensor)]  # optional: table rows a batch reads
+    network.reads_state_values: bool      # optional: network(batch, state_values=[tensor per state_rows entry])
+
+The term named ``"obs"`` (:data:`OBS_TERM`) is the observation term: the mean
+of ``J_o,i`` over the batch; it is what the held-out validation reports.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from empirical_seaice.config import TrainingConfig
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam, dense_adam
+from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
+from empirical_seaice.training.runtime import make_generator, progress_bar, reproducible_mode
+
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+"""File name of the checkpoint in the checkpoint directory."""
+
+CHECKPOINT_FORMAT = 2
+"""2: DeferredAdam keeps its state in one slab per parameter group."""
+
+
+
+
+class Trainer:
+    """Minibatch Adam over shuffled observations, with books and checkpoints.
+
+    Parameters
+    ----------
+    network : torch.nn.Module
+        Fulfils the contract in the module docstring. For
+        ``optimizer="sparse"`` its state tables must produce sparse gradients
+        (``HybridNetwork(..., sparse=True)``); for ``"dense"`` dense ones.
+    data : object with ``batch(index) -> batch``
+        The observations on the training device
+        (:class:`~empirical_seaice.model.operator.ObservationTensors`).
+    config : TrainingConfig
+        Epochs, batch size, learning rate, seed, reproducibility, early
+        stopping, optimiser scheme.
+    train_index : int array
+        Observations to train on (indices into ``data``).
+    valid_index : int array or None
+        Held-out observations, whose observation cost is reported per epoch.
+    nobs_total : int
+        ``nobs`` of the cost normalisation ``J_b / nobs`` (the number of
+        training observations in the reference).
+    checkpoint_dir : Path or None
+        Where ``checkpoint.pt`` is written at each epoch end; None = no
+        checkpoints.
+    progress : bool
+        Show a tqdm progress bar on stderr.
+    generator : torch.Generator or None
+        The run's generator; None = :func:`make_generator` ``(config.seed)``.
+        Share it with the network (sampled priors) and
+        :func:`split_observations` so that a checkpoint holds all randomness.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        data: Any,
+        config: TrainingConfig,
+        train_index: np.ndarray,
+        valid_index: np.ndarray | None,
+        nobs_total: int,
+        checkpoint_dir: Path | None = None,
+        progress: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.network = network
+        self.data = data
+        self.config = config
+        self.train_index = torch.as_tensor(np.asarray(train_index), dtype=torch.long)
+        if self.train_index.numel() == 0:
+            raise SeaIceError("training: no observations to train on (empty training set)")
+        self.valid_index = (
+            None
+            if valid_index is None or len(valid_index) == 0
+            else torch.as_tensor(np.asarray(valid_index), dtype=torch.long)
+        )
+        if config.early_stopping and self.valid_index is None:
+            raise SeaIceError("--early-stopping needs held-out observations (--validation-fraction > 0)")
+        self.nobs_total = int(nobs_total)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.progress = progress
+        self.generator = generator if generator is not None else make_generator(config.seed)
+        self.device = data_device(data, network)
+        self.optimizers = self._build_optimizers()
+        self.history = TrainingHistory()
+        self.epoch = 0
+        self._best_cost = float("inf")
+        self._best_state: dict[str, torch.Tensor] | None = None
+
+    # ----------------------------------------------------------------- optimisers
+
+    def _build_optimizers(self) -> list[torch.optim.Optimizer]:
+        cfg = self.config
+        sparse_params = list(self.network.sparse_parameters())
+        dense_params = list(self.network.dense_parameters())
+        net_sparse = getattr(self.network, "sparse", None)
+        if cfg.optimizer in ("sparse", "lazy"):
+            if net_sparse is False:
+                raise SeaIceError(
+                    f"optimizer {cfg.optimizer!r}: the network was built with dense state gradients (sparse=False); "
+                    "build it with sparse=True or use optimizer 'dense'"
+                )
+            opts: list[torch.optim.Optimizer] = []
+            if sparse_params:
+                table_opt = DeferredAdam if cfg.optimizer == "sparse" else torch.optim.SparseAdam
+                opts.append(table_opt(sparse_params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS))
+            if dense_params:
+                opts.append(dense_adam(dense_params, cfg.learning_rate))
+            return opts
+        # dense: plain Adam over everything (the reference's way)
+        if net_sparse is True:
+            raise SeaIceError(
+                "optimizer 'dense': the network was built with sparse state gradients (sparse=True); "
+                "build it with sparse=False or use optimizer 'sparse' or 'lazy'"
+            )
+        params = sparse_params + dense_params
+        return [dense_adam(params, cfg.learning_rate)]
+
+    def flush(self) -> None:
+        """Apply the deferred updates of :class:`DeferredAdam` to every row (done at each epoch end)."""
+        for opt in self.optimizers:
+            if isinstance(opt, DeferredAdam):
+                opt.flush()
+
+    # ----------------------------------------------------------------- checkpoints
+
+    @property
+    def checkpoint_path(self) -> Path | None:
+        """``checkpoint_dir / checkpoint.pt`` or None."""
+        return None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_NAME
+
+    def save_checkpoint(self) -> Path:
+        """Write the checkpoint atomically (temporary file, then ``os.replace``)."""
+        path = self.checkpoint_path
+        if path is None:
+            raise ValueError("save_checkpoint: the trainer has no checkpoint_dir")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": self.epoch,
+            "network": self.network.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "history": self.history.to_state(),
+            "generator": self.generator.get_state(),
+            "best_cost": self._best_cost,
+            "best_state": self._best_state,
+            "config": {"batch_size": self.config.batch_size, "optimizer": self.config.optimizer,
+                       "learning_rate": self.config.learning_rate, "seed": self.config.seed},
+        }
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load_checkpoint(self) -> None:
+        """Restore network, optimisers, epoch, history and generator from the checkpoint."""
+        path = self.checkpoint_path
+        if path is None or not path.is_file():
+            raise SeaIceError(f"resume: no checkpoint at {path}; run without resume first")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user problem
+            raise SeaIceError(f"resume: cannot read checkpoint {path}: {exc}") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise SeaIceError(f"resume: {path} is not a trainer checkpoint of format {CHECKPOINT_FORMAT}")
+        saved = state["config"]
+        for key in ("batch_size", "optimizer"):
+            if saved[key] != getattr(self.config, key):
+                raise SeaIceError(
+                    f"resume: checkpoint {path} was written with {key}={saved[key]!r}, "
+                    f"this run has {key}={getattr(self.config, key)!r}"
+                )
+        self.network.load_state_dict(state["network"])
+        for opt, opt_state in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(opt_state)
+        self.history = TrainingHistory.from_state(state["history"])
+        self.generator.set_state(state["generator"].cpu())
+        self.epoch = int(state["epoch"])
+        self._best_cost = float(state["best_cost"])
+        self._best_state = state["best_state"]
+        logger.info("resumed from %s after epoch %d", path, self.epoch)
+
+    # ----------------------------------------------------------------- training
+
+    def fit(self, resume: bool = False) -> TrainingHistory:
+        """Train for ``config.nepochs`` epochs (in total, counting resumed ones).
+
+        Parameters
+        ----------
+        resume : bool
+            Continue from ``checkpoint_dir/checkpoint.pt``.
+
+        Returns
+        -------
+        TrainingHistory
+        """
+        cfg = self.config
+        with reproducible_mode(cfg.reproducible, cfg.seed):
+            if resume:
+                self.load_checkpoint()
+            self.network.train()
+            t_start = time.perf_counter()
+            wall_before = self.history.wall_time_s
+            while self.epoch < cfg.nepochs and not self.history.stopped_early:
+                self._train_epoch()
+                self.flush()
+                if self.valid_index is not None:
+                    self._validate_epoch()
+                self.epoch += 1
+                self.history.wall_time_s = wall_before + time.perf_counter() - t_start
+                steps_s = sum(self.history.epoch_wall_s)
+                nseen = int(self.history.batch_size.sum())
+                self.history.obs_per_s = nseen / steps_s if steps_s > 0 else 0.0
+                self._log_epoch()
+                if self.checkpoint_dir is not None:
+                    self.save_checkpoint()
+            if cfg.early_stopping and self._best_state is not None:
+                self.network.load_state_dict(self._best_state)
+                logger.info("restored the parameters of the best epoch %d", self.history.best_epoch + 1)
+        return self.history
+
+    def _train_epoch(self) -> None:
+        cfg = self.config
+        network = self.network
+        n = self.train_index.numel()
+        bs = cfg.batch_size
+        nbatch = (n + bs - 1) // bs
+        perm = self.train_index[torch.randperm(n, generator=self.generator)].to(self.device)
+        names: tuple[str, ...] | None = None
+        values: torch.Tensor | None = None  # (nbatch, nterm + 1) float64 on device
+        sizes = np.diff(np.minimum(np.arange(nbatch + 1) * bs, n))
+        bar = progress_bar(nbatch, f"epoch {self.epoch + 1}/{cfg.nepochs}", self.progress)
+        deferred = next((opt for opt in self.optimizers if isinstance(opt, DeferredAdam)), None)
+        state_rows = getattr(network, "state_rows", None)
+        if state_rows is None:
+            deferred = None
+        # the network computes with the caught-up rows DeferredAdam hands it (no lookup of its own)
+        gathered = deferred is not None and getattr(network, "reads_state_values", False)
+        running = 0.0
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        for b in range(nbatch):
+            batch = self.data.batch(perm[b * bs : (b + 1) * bs])
+            if gathered:
+                out = network(batch, state_values=deferred.gather(state_rows(batch)))
+            else:
+                if deferred is not None:
+                    deferred.catch_up_many(state_rows(batch))
+                out = network(batch)
+            terms = network.cost_terms(batch, out, self.nobs_total)
+            loss = network.total_cost(terms)
+            for opt in self.optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for opt in self.optimizers:
+                opt.step()
+            with torch.no_grad():
+                if values is None:
+                    names = tuple(terms) + ("total",)
+                    values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
+                values[b] = torch.stack([*terms.values(), loss])  # 0-d terms; no graph under no_grad
+            if bar is not None and (b % 20 == 0 or b == nbatch - 1):
+                running = float(values[max(0, b - 19) : b + 1, -1].mean())
+                bar.set_postfix_str(f"J/nobs={running:.4g}", refresh=b == nbatch - 1)
+            if bar is not None:
+                bar.update(1)
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - c0
+        if bar is not None:
+            bar.close()
+        assert names is not None and values is not None
+        if not all(np.isfinite(values.cpu().numpy()).ravel()):
+            bad = [nm for nm, ok in zip(names, torch.isfinite(values).all(dim=0).tolist()) if not ok]
+            raise SeaIceError(
+                f"training: cost term(s) {', '.join(bad)} became non-finite in epoch {self.epoch + 1}; "
+                "lower --learning-rate or check the input data"
+            )
+        self.history._append_epoch(names, values.cpu().numpy(), sizes)
+        self.history.epoch_wall_s.append(wall)
+        self.history.epoch_cpu_s.append(cpu)
+        self.history.epoch_obs_per_s.append(n / wall if wall > 0 else 0.0)
+
+    def _validate_epoch(self) -> None:
+        assert self.valid_index is not None
+        result = evaluate_obs_cost(self.network, self.data, self.valid_index, self.nobs_total,
+                                   max(self.config.batch_size, 16384), self.device)
+        self.network.train()
+        h = self.history
+        h.valid_cost.append(result)
+        if result < self._best_cost:
+            self._best_cost = result
+            h.best_epoch = self.epoch
+            if self.config.early_stopping:
+                self._best_state = copy.deepcopy({k: v.detach().clone() for k, v in self.network.state_dict().items()})
+        elif self.config.early_stopping and h.best_epoch is not None and self.epoch - h.best_epoch >= self.config.patience:
+            h.stopped_early = True
+            logger.info(
+                "early stopping after epoch %d: held-out cost has not improved for %d epoch(s) (best epoch %d)",
+                self.epoch + 1, self.config.patience, h.best_epoch + 1,
+            )
+
+    def _log_epoch(self) -> None:
+        h = self.history
+        e = h.epoch_terms[-1]
+        parts = " ".join(f"{k}={v:.5g}" for k, v in e.items())
+        valid = f" valid_obs={h.valid_cost[-1]:.5g}" if h.valid_cost else ""
+        logger.info(
+            "epoch %d/%d: %s%s (%.0f obs/s)", self.epoch, self.config.nepochs, parts, valid, h.epoch_obs_per_s[-1]
+        )
