@@ -83,8 +83,14 @@ def synthetic_arrays(nobs: int, ngrid: int, nstep: int, seed: int = 0) -> Path:
         "mask": basis.present[isensor],
     }
     for name, lo, hi in [
-        ("tb_obs_k", 150, 260), ("emis_water", 0.4, 0.7), ("tau", 0.5, 1.0), ("t_down_k", 10, 80),
-        ("t_up_k", 10, 80), ("tau_cld", 0.3, 0.9), ("t_down_cld_k", 20, 120), ("t_up_cld_k", 20, 120),
+        ("tb_obs_k", 150, 260),
+        ("emis_water", 0.4, 0.7),
+        ("tau", 0.5, 1.0),
+        ("t_down_k", 10, 80),
+        ("t_up_k", 10, 80),
+        ("tau_cld", 0.3, 0.9),
+        ("t_down_cld_k", 20, 120),
+        ("t_up_cld_k", 20, 120),
     ]:
         arrays[name] = rng.uniform(lo, hi, (nobs, nc)).astype(f32)
     for name, arr in arrays.items():
@@ -102,12 +108,28 @@ def load_synthetic(path: Path, nobs: int, ngrid: int, nstep: int):
     a = {p.stem: np.load(p, mmap_mode="r") for p in path.glob("*.npy")}
     f32 = np.float32
     obs = Observations(
-        igrid=a["igrid"], istep=a["istep"], isensor=a["isensor"], t_skin_k=a["t_skin_k"], wind_ms=a["wind_ms"],
-        cloud_fraction=a["cloud_fraction"], zenith_deg=np.zeros(nobs, f32),
-        julian_day=np.zeros(nobs), obs_index=np.zeros(nobs, np.int64),
-        tb_obs_k=a["tb_obs_k"], mask=a["mask"], emis_water=a["emis_water"], tau=a["tau"], t_down_k=a["t_down_k"],
-        t_up_k=a["t_up_k"], tau_cld=a["tau_cld"], t_down_cld_k=a["t_down_cld_k"], t_up_cld_k=a["t_up_cld_k"],
-        basis=build_channel_basis(list(SENSORS)), ngrid=ngrid, nstep=nstep, jd_origin=2459000.0,
+        igrid=a["igrid"],
+        istep=a["istep"],
+        isensor=a["isensor"],
+        t_skin_k=a["t_skin_k"],
+        wind_ms=a["wind_ms"],
+        cloud_fraction=a["cloud_fraction"],
+        zenith_deg=np.zeros(nobs, f32),
+        julian_day=np.zeros(nobs),
+        obs_index=np.zeros(nobs, np.int64),
+        tb_obs_k=a["tb_obs_k"],
+        mask=a["mask"],
+        emis_water=a["emis_water"],
+        tau=a["tau"],
+        t_down_k=a["t_down_k"],
+        t_up_k=a["t_up_k"],
+        tau_cld=a["tau_cld"],
+        t_down_cld_k=a["t_down_cld_k"],
+        t_up_cld_k=a["t_up_cld_k"],
+        basis=build_channel_basis(list(SENSORS)),
+        ngrid=ngrid,
+        nstep=nstep,
+        jd_origin=2459000.0,
     )
     bg = BackgroundMaps(sic=np.asarray(a["sic_bg"]), t_skin_map_k=np.asarray(a["tmap"]), nlag=1)
     return obs, bg
@@ -122,8 +144,8 @@ def run_one(cfg: dict) -> dict:
 
     from empirical_seaice.config import TrainingConfig, get_preset
     from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
-    from empirical_seaice.training.trainer import Trainer
     from empirical_seaice.training.runtime import make_generator
+    from empirical_seaice.training.trainer import Trainer
 
     torch.set_num_threads(cfg["threads"])
     t0 = time.perf_counter()
@@ -149,8 +171,17 @@ def run_one(cfg: dict) -> dict:
     train_index = np.sort(torch.randperm(obs.nobs, generator=gen)[:ntrain].numpy())
     dense = cfg["optimizer"] == "dense"
     rc = build_row_counts(obs, 1, obs.ngrid, obs.nstep)
-    net = HybridNetwork(preset.model, preset.cost, obs.basis, bg, obs.nobs, row_counts=rc, sparse=not dense,
-                        prior_mode="full" if dense else "sampled", generator=gen).to(device)
+    net = HybridNetwork(
+        preset.model,
+        preset.cost,
+        obs.basis,
+        bg,
+        obs.nobs,
+        row_counts=rc,
+        sparse=not dense,
+        prior_mode="full" if dense else "sampled",
+        generator=gen,
+    ).to(device)
     t_setup = time.perf_counter() - t0
     nepochs = int(cfg.get("epochs", 2))
     tcfg = TrainingConfig(nepochs=nepochs, batch_size=bs, optimizer=cfg["optimizer"], device=cfg["device"])
@@ -161,7 +192,10 @@ def run_one(cfg: dict) -> dict:
 
         with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             hist = trainer.fit()
-        print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30), file=sys.stderr)
+        print(
+            prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30),
+            file=sys.stderr,
+        )
     else:
         hist = trainer.fit()
     cpu_epoch_s = (time.process_time() - cpu0) / nepochs  # steps + epoch-end work (permutation, flush)
@@ -210,7 +244,10 @@ def spawn(cfg: dict) -> dict:
     env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
     proc = subprocess.run(
         ["nice", "-n", "5", sys.executable, __file__, "--one", json.dumps(cfg)],
-        capture_output=True, text=True, check=False, env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
     )
     if proc.returncode != 0:
         print(proc.stderr[-3000:], file=sys.stderr)
@@ -232,9 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nstep", type=int, default=365)
     ap.add_argument("--steps", type=int, default=300, help="batches per configuration")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the CLI default is 1)")
-    ap.add_argument("--epochs", type=int, default=6,
-                    help="epochs over the configuration's batches; the median of the second to last is reported "
-                         "(from the second on, every row a batch reads has been visited before: the steady state)")
+    ap.add_argument(
+        "--epochs",
+        type=int,
+        default=6,
+        help="epochs over the configuration's batches; the median of the second to last is reported "
+        "(from the second on, every row a batch reads has been visited before: the steady state)",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="200k observations, 60 steps (smoke run)")
     ap.add_argument("--profile", action="store_true", help="profile the sparse scheme at batch 1024 and exit")
@@ -246,9 +287,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.nobs, args.steps = 200_000, 60
-    base = dict(nobs=args.nobs, ngrid=args.ngrid, nstep_data=args.nstep, nstep=args.nstep, steps=args.steps,
-                threads=args.threads, device=args.device, batch=1024, optimizer="sparse", data=args.data,
-                epochs=args.epochs)
+    base = dict(
+        nobs=args.nobs,
+        ngrid=args.ngrid,
+        nstep_data=args.nstep,
+        nstep=args.nstep,
+        steps=args.steps,
+        threads=args.threads,
+        device=args.device,
+        batch=1024,
+        optimizer="sparse",
+        data=args.data,
+        epochs=args.epochs,
+    )
     if args.profile:
         spawn({**base, "steps": min(args.steps, 100), "profile": True})
         return 0

@@ -48,8 +48,9 @@ def imports(module: str) -> set[str]:
             continue
         for name in names:
             name = name.strip(".")
-            found.add(name.removeprefix("empirical_seaice.") if name.startswith("empirical_seaice.") else
-                      name.split(".")[0])
+            found.add(
+                name.removeprefix("empirical_seaice.") if name.startswith("empirical_seaice.") else name.split(".")[0]
+            )
     return found
 
 

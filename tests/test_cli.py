@@ -27,12 +27,43 @@ def test_defaults_are_the_seed_and_v2_preset():
 
 
 def test_every_option_reaches_the_configuration(tmp_path):
-    data, preset, cost, training = _configs([
-        "--data", str(tmp_path), "--sensors", "amsr2", "gmi", "--batchsize", "256", "--stepstart", "3",
-        "--nsteps", "5", "--nepochs", "2", "--reproducible", "--model", "v1", "--seaice-background", "a.nc",
-        "--tsfc-background", "b.nc", "--validation-fraction", "0.1", "--early-stopping", "--learning-rate", "0.01",
-        "--seed", "7", "--device", "cpu", "--warm-ice", "effective", "--ice-emis-init", "0.9",
-    ])
+    data, preset, cost, training = _configs(
+        [
+            "--data",
+            str(tmp_path),
+            "--sensors",
+            "amsr2",
+            "gmi",
+            "--batchsize",
+            "256",
+            "--stepstart",
+            "3",
+            "--nsteps",
+            "5",
+            "--nepochs",
+            "2",
+            "--reproducible",
+            "--model",
+            "v1",
+            "--seaice-background",
+            "a.nc",
+            "--tsfc-background",
+            "b.nc",
+            "--validation-fraction",
+            "0.1",
+            "--early-stopping",
+            "--learning-rate",
+            "0.01",
+            "--seed",
+            "7",
+            "--device",
+            "cpu",
+            "--warm-ice",
+            "effective",
+            "--ice-emis-init",
+            "0.9",
+        ]
+    )
     assert preset.name == "v1" and preset.model.ice_emis_init == 0.9
     assert preset.model == replace(PRESETS["v1"].model, ice_emis_init=0.9)
     assert data.data == tmp_path and data.sensors == ("amsr2", "gmi")
@@ -52,11 +83,33 @@ def test_v1_default_sensors_are_amsr2_only():
 def test_help_exits_zero(capsys):
     assert cli.main(["-h"]) == 0
     out = capsys.readouterr().out
-    for flag in ("--data", "--sensors", "--output", "--tag", "--modeltag", "--batchsize", "--stepstart",
-                 "--nsteps", "--nepochs", "--diagsonly", "--trainonly", "--reproducible", "--model",
-                 "--seaice-background", "--tsfc-background", "--validation-fraction", "--early-stopping",
-                 "--learning-rate", "--seed", "--device", "--warm-ice", "--no-progress", "--resume",
-                 "--ice-emis-init", "--threads"):
+    for flag in (
+        "--data",
+        "--sensors",
+        "--output",
+        "--tag",
+        "--modeltag",
+        "--batchsize",
+        "--stepstart",
+        "--nsteps",
+        "--nepochs",
+        "--diagsonly",
+        "--trainonly",
+        "--reproducible",
+        "--model",
+        "--seaice-background",
+        "--tsfc-background",
+        "--validation-fraction",
+        "--early-stopping",
+        "--learning-rate",
+        "--seed",
+        "--device",
+        "--warm-ice",
+        "--no-progress",
+        "--resume",
+        "--ice-emis-init",
+        "--threads",
+    ):
         assert flag in out, flag
 
 
@@ -109,17 +162,26 @@ def test_missing_data_directory(capsys, tmp_path):
 
 def test_missing_background_file(capsys, tmp_path):
     out = tmp_path / "out"
-    _fails(["--data", str(tmp_path), "--output", str(out), "--seaice-background", str(tmp_path / "nope.nc")],
-           capsys, "--seaice-background", "nope.nc")
-    _fails(["--data", str(tmp_path), "--output", str(out), "--tsfc-background", str(tmp_path / "nope.nc")],
-           capsys, "--tsfc-background", "nope.nc")
+    _fails(
+        ["--data", str(tmp_path), "--output", str(out), "--seaice-background", str(tmp_path / "nope.nc")],
+        capsys,
+        "--seaice-background",
+        "nope.nc",
+    )
+    _fails(
+        ["--data", str(tmp_path), "--output", str(out), "--tsfc-background", str(tmp_path / "nope.nc")],
+        capsys,
+        "--tsfc-background",
+        "nope.nc",
+    )
     assert not out.exists()
 
 
 def test_unknown_sensor(capsys, tmp_path):
     out = tmp_path / "out"
-    line = _fails(["--data", str(tmp_path), "--output", str(out), "--sensors", "amsr2", "mhs"], capsys,
-                  "--sensors", "'mhs'")
+    line = _fails(
+        ["--data", str(tmp_path), "--output", str(out), "--sensors", "amsr2", "mhs"], capsys, "--sensors", "'mhs'"
+    )
     assert "amsr2, gmi, ssmisf17" in line
     assert not out.exists()
 
@@ -133,12 +195,20 @@ def test_output_is_a_file(capsys, tmp_path):
 
 def test_diagsonly_without_a_trained_model(capsys, tmp_path):
     out = tmp_path / "out"
-    _fails(["--data", str(tmp_path), "--output", str(out), "--diagsonly", "--tag", "t1"], capsys,
-           "--modeltag", "model_t1.pt")
+    _fails(
+        ["--data", str(tmp_path), "--output", str(out), "--diagsonly", "--tag", "t1"],
+        capsys,
+        "--modeltag",
+        "model_t1.pt",
+    )
     assert not out.exists()
     out.mkdir()
-    _fails(["--data", str(tmp_path), "--output", str(out), "--diagsonly", "--tag", "t1", "--modeltag", "t0"],
-           capsys, "--modeltag", "model_t0.pt")
+    _fails(
+        ["--data", str(tmp_path), "--output", str(out), "--diagsonly", "--tag", "t1", "--modeltag", "t0"],
+        capsys,
+        "--modeltag",
+        "model_t0.pt",
+    )
     assert list(out.iterdir()) == []
 
 

@@ -23,8 +23,8 @@ import sys
 # the small ops of a training step run, which made a step 10x slower on a
 # loaded 2-core machine (benchmarks/results.md). Set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from empirical_seaice.config import PRESETS, CostConfig, DataConfig, TrainingConfig, get_preset, replace
 from empirical_seaice.errors import SeaIceError
@@ -53,94 +53,183 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     seed = p.add_argument_group("options of the reference seaice_training.py")
-    seed.add_argument("--data", type=Path, default=Path("demo_data"),
-                      help="Directory containing the training data (layout B/C), or a layout-A "
-                           "monthly file (default: demo_data, the demo twin).")
-    seed.add_argument("--sensors", nargs="+", default=None, metavar="SENSOR",
-                      help="Sensor names for training (default: the preset's: v1 amsr2; "
-                           "v2 amsr2 gmi ssmisf17).")
-    seed.add_argument("--output", type=Path, default=Path("output"),
-                      help="Directory to store the output files (default: output).")
-    seed.add_argument("--tag", default="run",
-                      help="Tag name distinguishing the output files, e.g. seaice_TAG.nc (default: run).")
-    seed.add_argument("--modeltag", default=None,
-                      help="With --diagsonly: use the trained model of this tag (default: --tag).")
+    seed.add_argument(
+        "--data",
+        type=Path,
+        default=Path("demo_data"),
+        help="Directory containing the training data (layout B/C), or a layout-A "
+        "monthly file (default: demo_data, the demo twin).",
+    )
+    seed.add_argument(
+        "--sensors",
+        nargs="+",
+        default=None,
+        metavar="SENSOR",
+        help="Sensor names for training (default: the preset's: v1 amsr2; v2 amsr2 gmi ssmisf17).",
+    )
+    seed.add_argument(
+        "--output", type=Path, default=Path("output"), help="Directory to store the output files (default: output)."
+    )
+    seed.add_argument(
+        "--tag", default="run", help="Tag name distinguishing the output files, e.g. seaice_TAG.nc (default: run)."
+    )
+    seed.add_argument(
+        "--modeltag", default=None, help="With --diagsonly: use the trained model of this tag (default: --tag)."
+    )
     seed.add_argument("--batchsize", type=int, default=1024, help="Training batch size (default 1024).")
-    seed.add_argument("--stepstart", type=int, default=0,
-                      help="Step in the training data from which to start (default 0).")
-    seed.add_argument("--nsteps", type=int, default=None,
-                      help="Number of time steps (usually days) in the model (default: all).")
+    seed.add_argument(
+        "--stepstart", type=int, default=0, help="Step in the training data from which to start (default 0)."
+    )
+    seed.add_argument(
+        "--nsteps", type=int, default=None, help="Number of time steps (usually days) in the model (default: all)."
+    )
     seed.add_argument("--nepochs", type=int, default=8, help="Number of training epochs (default 8).")
     mode = seed.add_mutually_exclusive_group()
-    mode.add_argument("--diagsonly", action="store_true",
-                      help="Compute the output diagnostics from an already-trained model.")
-    mode.add_argument("--trainonly", action="store_true",
-                      help="Only train the model and save it; write no diagnostics.")
-    seed.add_argument("--reproducible", action="store_true",
-                      help="Seeded, deterministic training: identical output files on rerun (slower).")
+    mode.add_argument(
+        "--diagsonly", action="store_true", help="Compute the output diagnostics from an already-trained model."
+    )
+    mode.add_argument(
+        "--trainonly", action="store_true", help="Only train the model and save it; write no diagnostics."
+    )
+    seed.add_argument(
+        "--reproducible",
+        action="store_true",
+        help="Seeded, deterministic training: identical output files on rerun (slower).",
+    )
 
     ours = p.add_argument_group("further options")
-    ours.add_argument("--model", choices=sorted(PRESETS), default="v2",
-                      help="Reference configuration (preset): v1 (AMSR2, linear) or v2 (multi-sensor "
-                           "network) (default v2).")
-    ours.add_argument("--seaice-background", type=Path, default=None, metavar="FILE",
-                      help="Background (initial) SIC file (default: ifs_seaice*.nc in --data).")
-    ours.add_argument("--tsfc-background", type=Path, default=None, metavar="FILE",
-                      help="Daily skin-temperature file (default: ifs_tsfc*.nc in --data).")
-    ours.add_argument("--validation-fraction", type=float, default=0.0, metavar="F",
-                      help="Fraction of observations held out of training; their observation cost "
-                           "is reported per epoch (default 0).")
-    ours.add_argument("--early-stopping", action="store_true",
-                      help="Stop when the held-out observation cost no longer improves "
-                           "(needs --validation-fraction).")
-    ours.add_argument("--learning-rate", type=float, default=1e-3,
-                      help="Adam learning rate (default 1e-3, the Keras default of the reference).")
-    ours.add_argument("--optimizer", choices=("sparse", "lazy", "dense"), default="sparse",
-                      help="State-table optimiser: sparse (dense Adam's result at a cost per step that scales "
-                           "with the batch; default), lazy (torch SparseAdam) or dense (plain Adam over every "
-                           "table and whole-map priors each step: the reference's way, ~100x slower at a year).")
+    ours.add_argument(
+        "--model",
+        choices=sorted(PRESETS),
+        default="v2",
+        help="Reference configuration (preset): v1 (AMSR2, linear) or v2 (multi-sensor network) (default v2).",
+    )
+    ours.add_argument(
+        "--seaice-background",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="Background (initial) SIC file (default: ifs_seaice*.nc in --data).",
+    )
+    ours.add_argument(
+        "--tsfc-background",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="Daily skin-temperature file (default: ifs_tsfc*.nc in --data).",
+    )
+    ours.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="Fraction of observations held out of training; their observation cost is reported per epoch (default 0).",
+    )
+    ours.add_argument(
+        "--early-stopping",
+        action="store_true",
+        help="Stop when the held-out observation cost no longer improves (needs --validation-fraction).",
+    )
+    ours.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="Adam learning rate (default 1e-3, the Keras default of the reference).",
+    )
+    ours.add_argument(
+        "--optimizer",
+        choices=("sparse", "lazy", "dense"),
+        default="sparse",
+        help="State-table optimiser: sparse (dense Adam's result at a cost per step that scales "
+        "with the batch; default), lazy (torch SparseAdam) or dense (plain Adam over every "
+        "table and whole-map priors each step: the reference's way, ~100x slower at a year).",
+    )
     ours.add_argument("--seed", type=int, default=0, help="Seed of the run's random generator (default 0).")
-    ours.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                      help="Where to train: auto = CUDA when available (default auto).")
-    ours.add_argument("--warm-ice", choices=("diagnostic", "effective"), default="diagnostic",
-                      help="Warm-ice term: diagnostic (reference: zero gradient, monitored only) or "
-                           "effective (differentiable) (default diagnostic).")
-    ours.add_argument("--ice-emis-init", type=float, default=None, metavar="E",
-                      help="Start the ice emissivity near E (0 < E < 1) through the output-layer biases; "
-                           "default: zero biases as in the reference (emissivity ~0.5, v2), which short "
-                           "runs cannot recover from against the 0.7 floor (error 1e-5).")
-    ours.add_argument("--threads", type=int, default=1, metavar="N",
-                      help="CPU threads of torch's operators (default 1: the network's operations are "
-                           "small, and more threads were 20x slower on a shared 2-core machine).")
+    ours.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="Where to train: auto = CUDA when available (default auto).",
+    )
+    ours.add_argument(
+        "--warm-ice",
+        choices=("diagnostic", "effective"),
+        default="diagnostic",
+        help="Warm-ice term: diagnostic (reference: zero gradient, monitored only) or "
+        "effective (differentiable) (default diagnostic).",
+    )
+    ours.add_argument(
+        "--ice-emis-init",
+        type=float,
+        default=None,
+        metavar="E",
+        help="Start the ice emissivity near E (0 < E < 1) through the output-layer biases; "
+        "default: zero biases as in the reference (emissivity ~0.5, v2), which short "
+        "runs cannot recover from against the 0.7 floor (error 1e-5).",
+    )
+    ours.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="CPU threads of torch's operators (default 1: the network's operations are "
+        "small, and more threads were 20x slower on a shared 2-core machine).",
+    )
     ours.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
-    ours.add_argument("--resume", action="store_true",
-                      help="Resume training from the last epoch checkpoint of this tag in --output.")
-    ours.add_argument("-v", "--verbose", action="count", default=0,
-                      help="More logging on stderr (-v info, -vv debug).")
+    ours.add_argument(
+        "--resume", action="store_true", help="Resume training from the last epoch checkpoint of this tag in --output."
+    )
+    ours.add_argument("-v", "--verbose", action="count", default=0, help="More logging on stderr (-v info, -vv debug).")
 
     prod = p.add_argument_group("products (README 'Products')")
-    prod.add_argument("--export", action="store_true",
-                      help="Write the trained emissivity model for NWP use: emis_model_TAG.nc (self-describing "
-                           "coefficients, evaluable in plain numpy) and emis_model_TAG.onnx. After training, or "
-                           "with --diagsonly --modeltag on a trained model.")
-    prod.add_argument("--plots", action="store_true",
-                      help="Draw maps, spectra, loss curves and departure statistics into <output>/plots_TAG/ "
-                           "with an index.html.")
-    prod.add_argument("--plot-day", type=int, default=None, metavar="STEP",
-                      help="Step (0-based, within the period) of the maps (default: the middle step).")
-    prod.add_argument("--no-gridded", action="store_true",
-                      help="Do not write the gridded emissivity product ice_emis_grid_TAG.nc.")
-    prod.add_argument("--grid-channels", nargs="+", default=None, metavar="CH",
-                      help="Channels of the gridded emissivity product (default: the run's channels).")
-    prod.add_argument("--grid-freqs", nargs="+", default=None, metavar="GHZ",
-                      help="Arbitrary frequencies (GHz) of the gridded product instead of channels (v2): "
-                           "ice_emis_v / ice_emis_h.")
-    prod.add_argument("--no-classic", action="store_true",
-                      help="Do not compute the NASA Team / Bootstrap SIC (classic_sic_TAG.nc) and their scores.")
-    prod.add_argument("--retrieve", action="store_true",
-                      help="Retrieval: with the trained model --modeltag (in --output), fit only SIC and the "
-                           "empirical state to the observations of --data (emissivity model, wind correction "
-                           "and biases fixed); writes seaice/properties/tbsim files under --tag.")
+    prod.add_argument(
+        "--export",
+        action="store_true",
+        help="Write the trained emissivity model for NWP use: emis_model_TAG.nc (self-describing "
+        "coefficients, evaluable in plain numpy) and emis_model_TAG.onnx. After training, or "
+        "with --diagsonly --modeltag on a trained model.",
+    )
+    prod.add_argument(
+        "--plots",
+        action="store_true",
+        help="Draw maps, spectra, loss curves and departure statistics into <output>/plots_TAG/ with an index.html.",
+    )
+    prod.add_argument(
+        "--plot-day",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="Step (0-based, within the period) of the maps (default: the middle step).",
+    )
+    prod.add_argument(
+        "--no-gridded", action="store_true", help="Do not write the gridded emissivity product ice_emis_grid_TAG.nc."
+    )
+    prod.add_argument(
+        "--grid-channels",
+        nargs="+",
+        default=None,
+        metavar="CH",
+        help="Channels of the gridded emissivity product (default: the run's channels).",
+    )
+    prod.add_argument(
+        "--grid-freqs",
+        nargs="+",
+        default=None,
+        metavar="GHZ",
+        help="Arbitrary frequencies (GHz) of the gridded product instead of channels (v2): ice_emis_v / ice_emis_h.",
+    )
+    prod.add_argument(
+        "--no-classic",
+        action="store_true",
+        help="Do not compute the NASA Team / Bootstrap SIC (classic_sic_TAG.nc) and their scores.",
+    )
+    prod.add_argument(
+        "--retrieve",
+        action="store_true",
+        help="Retrieval: with the trained model --modeltag (in --output), fit only SIC and the "
+        "empirical state to the observations of --data (emissivity model, wind correction "
+        "and biases fixed); writes seaice/properties/tbsim files under --tag.",
+    )
     return p
 
 
@@ -284,11 +373,25 @@ def _retrieve(args: argparse.Namespace, data, training, products) -> int:
     for flag in ("diagsonly", "trainonly", "resume"):
         if getattr(args, flag):
             raise SeaIceError(f"--retrieve: --{flag} does not apply to a retrieval")
-    result = run_retrieval(data, training, args.output, args.modeltag, args.tag,
-                           sensors=tuple(args.sensors) if args.sensors else None, progress=not args.no_progress)
+    result = run_retrieval(
+        data,
+        training,
+        args.output,
+        args.modeltag,
+        args.tag,
+        sensors=tuple(args.sensors) if args.sensors else None,
+        progress=not args.no_progress,
+    )
     _, lines = write_products(
-        products, network=result.network, obs=result.obs, background=result.background, output=args.output,
-        tag=args.tag, preset_name=result.network.model_config.version, data_cfg=data, truth=result.truth_data,
+        products,
+        network=result.network,
+        obs=result.obs,
+        background=result.background,
+        output=args.output,
+        tag=args.tag,
+        preset_name=result.network.model_config.version,
+        data_cfg=data,
+        truth=result.truth_data,
         history=result.history,
     )
     print("\n".join([result.summary, *(f"  {ln}" for ln in lines)]))

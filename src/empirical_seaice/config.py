@@ -8,9 +8,10 @@ docstring. Values are validated in ``__post_init__`` and raise
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 
 from empirical_seaice.errors import SeaIceError
 

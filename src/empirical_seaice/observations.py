@@ -24,12 +24,26 @@ WINDOW_OFFSET_DAYS = 0.375
 """Offset (days) of the 21 UTC-21 UTC assimilation window from Julian-day noon."""
 
 PER_OBS_FIELDS = (
-    "igrid", "istep", "isensor", "t_skin_k", "wind_ms", "cloud_fraction",
-    "zenith_deg", "julian_day", "obs_index",
+    "igrid",
+    "istep",
+    "isensor",
+    "t_skin_k",
+    "wind_ms",
+    "cloud_fraction",
+    "zenith_deg",
+    "julian_day",
+    "obs_index",
 )
 PER_CHANNEL_FIELDS = (
-    "tb_obs_k", "mask", "emis_water", "tau", "t_down_k", "t_up_k",
-    "tau_cld", "t_down_cld_k", "t_up_cld_k",
+    "tb_obs_k",
+    "mask",
+    "emis_water",
+    "tau",
+    "t_down_k",
+    "t_up_k",
+    "tau_cld",
+    "t_down_cld_k",
+    "t_up_cld_k",
 )
 
 
@@ -128,9 +142,7 @@ class Observations:
         for name in PER_CHANNEL_FIELDS:
             arr = getattr(self, name)
             if arr.shape != (n, self.basis.nchan):
-                raise ValueError(
-                    f"Observations.{name}: expected shape ({n}, {self.basis.nchan}), got {arr.shape}"
-                )
+                raise ValueError(f"Observations.{name}: expected shape ({n}, {self.basis.nchan}), got {arr.shape}")
 
     @property
     def nobs(self) -> int:
@@ -143,7 +155,7 @@ class Observations:
     def __len__(self) -> int:
         return self.nobs
 
-    def take(self, index: np.ndarray) -> "Observations":
+    def take(self, index: np.ndarray) -> Observations:
         """A new :class:`Observations` holding the rows ``index`` (a copy)."""
         rows = {name: np.asarray(getattr(self, name))[index] for name in PER_OBS_FIELDS + PER_CHANNEL_FIELDS}
         return replace(self, **rows)
@@ -186,6 +198,10 @@ class BackgroundMaps:
 
 
 __all__ = [
-    "Observations", "BackgroundMaps", "step_index", "WINDOW_OFFSET_DAYS",
-    "PER_OBS_FIELDS", "PER_CHANNEL_FIELDS",
+    "Observations",
+    "BackgroundMaps",
+    "step_index",
+    "WINDOW_OFFSET_DAYS",
+    "PER_OBS_FIELDS",
+    "PER_CHANNEL_FIELDS",
 ]

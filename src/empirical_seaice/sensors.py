@@ -23,9 +23,9 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -173,8 +173,19 @@ SENSORS: Mapping[str, Sensor] = MappingProxyType(
             name="gmi",
             # File order of the reference: note 183+/-3 before 183+/-7.
             channels=(
-                "10v", "10h", "19v", "19h", "24v", "37v", "37h",
-                "89v", "89h", "166v", "166h", "183pm3v", "183pm7v",
+                "10v",
+                "10h",
+                "19v",
+                "19h",
+                "24v",
+                "37v",
+                "37h",
+                "89v",
+                "89h",
+                "166v",
+                "166h",
+                "183pm3v",
+                "183pm7v",
             ),
             freq_override_ghz={"37v": 36.64, "37h": 36.64},
             bias_ice_k=0.0,
@@ -186,12 +197,27 @@ SENSORS: Mapping[str, Sensor] = MappingProxyType(
         "ssmisf17": Sensor(
             name="ssmisf17",
             channels=(
-                "19v", "19h", "24v", "37v", "37h", "89v", "89h",
-                "166h", "183pm7h", "183pm3h", "183pm1h",
+                "19v",
+                "19h",
+                "24v",
+                "37v",
+                "37h",
+                "89v",
+                "89h",
+                "166h",
+                "183pm7h",
+                "183pm3h",
+                "183pm1h",
             ),
             freq_override_ghz={
-                "19v": 19.35, "19h": 19.35, "24v": 22.235, "37v": 37.0, "37h": 37.0,
-                "89v": 91.655, "89h": 91.655, "166h": 150.0,
+                "19v": 19.35,
+                "19h": 19.35,
+                "24v": 22.235,
+                "37v": 37.0,
+                "37h": 37.0,
+                "89v": 91.655,
+                "89h": 91.655,
+                "166h": 150.0,
             },
             bias_ice_k=0.0,
             bias_ocean_k=0.0,
@@ -207,9 +233,7 @@ def get_sensor(name: str) -> Sensor:
     try:
         return SENSORS[name]
     except KeyError:
-        raise SeaIceError(
-            f"--sensors: unknown sensor {name!r}; known sensors: {', '.join(SENSORS)}"
-        ) from None
+        raise SeaIceError(f"--sensors: unknown sensor {name!r}; known sensors: {', '.join(SENSORS)}") from None
 
 
 @dataclass(frozen=True)

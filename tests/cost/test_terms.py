@@ -100,17 +100,26 @@ def _autograd_derivative(fn, x):
 def test_penalty_derivatives_equal_autograd():
     """Each *_penalty_grad equals autograd's derivative of its penalty, on values covering
     every branch (below 0, the false-ice rise and fall, the peak, inside [0, 1], above 1)."""
-    c = torch.tensor([-0.2, -1e-3, 0.0, 0.05, 0.1499, 0.15, 0.1501, 0.29, 0.3, 0.31, 0.7, 1.0, 1.05, 1.3],
-                     dtype=torch.float64)
+    c = torch.tensor(
+        [-0.2, -1e-3, 0.0, 0.05, 0.1499, 0.15, 0.1501, 0.29, 0.3, 0.31, 0.7, 1.0, 1.05, 1.3], dtype=torch.float64
+    )
     bg = torch.linspace(0.0, 1.0, c.numel(), dtype=torch.float64)
     t = torch.linspace(265.0, 280.0, c.numel(), dtype=torch.float64)
     cases = {
         "range": (lambda x: costs.sic_range_penalty(x, 0.02), costs.sic_range_penalty_grad(c, 0.02)),
-        "background": (lambda x: costs.sic_background_penalty(x, bg, 0.1), costs.sic_background_penalty_grad(c, bg, 0.1)),
+        "background": (
+            lambda x: costs.sic_background_penalty(x, bg, 0.1),
+            costs.sic_background_penalty_grad(c, bg, 0.1),
+        ),
         "false_ice": (lambda x: costs.false_ice_penalty(x, 0.02), costs.false_ice_penalty_grad(c, 0.02)),
-        "warm_effective": (lambda x: costs.warm_ice_penalty(x, t, effective=True),
-                           costs.warm_ice_penalty_grad(c, t, effective=True)),
-        "anchor_floor": (lambda x: costs.anchor_floor_penalty(x, 0.7, 1e-5), costs.anchor_floor_penalty_grad(c, 0.7, 1e-5)),
+        "warm_effective": (
+            lambda x: costs.warm_ice_penalty(x, t, effective=True),
+            costs.warm_ice_penalty_grad(c, t, effective=True),
+        ),
+        "anchor_floor": (
+            lambda x: costs.anchor_floor_penalty(x, 0.7, 1e-5),
+            costs.anchor_floor_penalty_grad(c, 0.7, 1e-5),
+        ),
     }
     for name, (fn, hand) in cases.items():
         np.testing.assert_allclose(hand.numpy(), _autograd_derivative(fn, c).numpy(), rtol=1e-12, atol=0, err_msg=name)
@@ -122,8 +131,11 @@ def test_penalty_derivatives_equal_autograd():
     b = torch.tensor([[1.0, -2.0, 0.5], [3.0, 0.0, -1.0]], dtype=torch.float64)
     b_bg = torch.tensor([[0.5, -1.0, 0.5], [2.0, 1.0, 0.0]], dtype=torch.float64)
     sig = torch.tensor([[0.5], [4.0]], dtype=torch.float64)
-    np.testing.assert_allclose(costs.bias_penalty_grad(b, b_bg, sig).numpy(),
-                               _autograd_derivative(lambda x: costs.bias_penalty(x, b_bg, sig), b).numpy(), rtol=1e-12)
+    np.testing.assert_allclose(
+        costs.bias_penalty_grad(b, b_bg, sig).numpy(),
+        _autograd_derivative(lambda x: costs.bias_penalty(x, b_bg, sig), b).numpy(),
+        rtol=1e-12,
+    )
     assert float(costs.bias_penalty_grad(b, b_bg, sig)[0, 0]) == pytest.approx(2 * 0.5 / 0.25)
     # the reference warm-ice term has no derivative
     assert float(costs.warm_ice_penalty_grad(c, t).abs().max()) == 0.0

@@ -25,8 +25,20 @@ import torch
 from empirical_seaice import cli
 
 TAG = "e2e"
-TRAIN_FLAGS = ["--nepochs", "10", "--batchsize", "128", "--learning-rate", "1e-2", "--ice-emis-init", "0.9",
-               "--reproducible", "--no-progress", "--device", "cpu"]
+TRAIN_FLAGS = [
+    "--nepochs",
+    "10",
+    "--batchsize",
+    "128",
+    "--learning-rate",
+    "1e-2",
+    "--ice-emis-init",
+    "0.9",
+    "--reproducible",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="package", autouse=True)

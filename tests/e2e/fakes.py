@@ -16,12 +16,11 @@ def make_obs(nobs: int = 6, sensors=("amsr2", "gmi"), ngrid: int = 3, nstep: int
     isensor = (np.arange(nobs) % len(sensors)).astype(np.int16)
     mask = basis.present[isensor].copy()
     tb = np.where(mask, 150.0 + 10.0 * np.arange(nobs)[:, None] + np.arange(nc)[None, :], 0.0).astype(np.float32)
-    per_chan = {
-        name: rng.uniform(0.1, 0.9, (nobs, nc)).astype(np.float32)
-        for name in ("emis_water", "tau", "tau_cld")
+    per_chan = {name: rng.uniform(0.1, 0.9, (nobs, nc)).astype(np.float32) for name in ("emis_water", "tau", "tau_cld")}
+    per_k = {
+        name: rng.uniform(5.0, 50.0, (nobs, nc)).astype(np.float32)
+        for name in ("t_down_k", "t_up_k", "t_down_cld_k", "t_up_cld_k")
     }
-    per_k = {name: rng.uniform(5.0, 50.0, (nobs, nc)).astype(np.float32)
-             for name in ("t_down_k", "t_up_k", "t_down_cld_k", "t_up_cld_k")}
     return Observations(
         igrid=(np.arange(nobs) % ngrid).astype(np.int32),
         istep=(np.arange(nobs) // ngrid % nstep).astype(np.int32),

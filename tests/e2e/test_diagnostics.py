@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from empirical_seaice.products import diagnostics as d
 from empirical_seaice.config import PRESETS
 from empirical_seaice.observations import BackgroundMaps
+from empirical_seaice.products import diagnostics as d
 
 from .fakes import make_obs
 
@@ -64,10 +64,12 @@ def test_observed_points_and_truth_scores_hand_case():
     true_emis[:, 2] = np.nan  # no truth for channel 2
     emis = np.full((4, nc), 0.9, dtype=np.float32)
     emis[:, 0] = [0.8, 0.0, 1.0, 0.95]  # obs 1 is on open water (truth SIC 0): excluded
-    truth = SimpleNamespace(sic=truth_sic, emis_ice=true_emis, bias_ice_k=np.full((1, nc), 5.0),
-                            bias_ocean_k=np.full((1, nc), 2.0))
-    s = d.truth_scores(obs, background, trained, emis, truth, bias_ice=np.full((1, nc), 5.5),
-                       bias_ocean=np.full((1, nc), 2.0))
+    truth = SimpleNamespace(
+        sic=truth_sic, emis_ice=true_emis, bias_ice_k=np.full((1, nc), 5.0), bias_ocean_k=np.full((1, nc), 2.0)
+    )
+    s = d.truth_scores(
+        obs, background, trained, emis, truth, bias_ice=np.full((1, nc), 5.5), bias_ocean=np.full((1, nc), 2.0)
+    )
     assert s.npoints == 4
     assert s.sic_rmse_background == pytest.approx(np.sqrt((1 + 0.81 + 0 + 0.36) / 4))
     assert s.sic_bias_background == pytest.approx(-(1 + 0.9 + 0 + 0.6) / 4)
@@ -85,8 +87,9 @@ def test_truth_scores_rejects_misshaped_truth():
     obs = make_obs(nobs=4, sensors=("amsr2",), ngrid=3, nstep=2)
     background = BackgroundMaps(sic=np.zeros((3, 3), np.float32), t_skin_map_k=np.zeros((3, 2), np.float32), nlag=1)
     with pytest.raises(ValueError, match=r"truth.sic: expected shape \(3, 2\)"):
-        d.truth_scores(obs, background, np.zeros((3, 3)), np.zeros((4, obs.nchan)),
-                       SimpleNamespace(sic=np.zeros((3, 3))))
+        d.truth_scores(
+            obs, background, np.zeros((3, 3)), np.zeros((4, obs.nchan)), SimpleNamespace(sic=np.zeros((3, 3)))
+        )
 
 
 def test_simulate_does_not_depend_on_chunking():
@@ -95,8 +98,15 @@ def test_simulate_does_not_depend_on_chunking():
     obs = make_obs(nobs=7, sensors=("amsr2", "gmi"), ngrid=3, nstep=2)
     preset = PRESETS["v2"]
     bg = BackgroundMaps(sic=np.full((3, 3), 0.5, np.float32), t_skin_map_k=np.full((3, 2), 260.0, np.float32), nlag=1)
-    net = HybridNetwork(preset.model, preset.cost, obs.basis, bg, obs.nobs,
-                        row_counts=build_row_counts(obs, 1, 3, 2), generator=torch.Generator().manual_seed(0))
+    net = HybridNetwork(
+        preset.model,
+        preset.cost,
+        obs.basis,
+        bg,
+        obs.nobs,
+        row_counts=build_row_counts(obs, 1, 3, 2),
+        generator=torch.Generator().manual_seed(0),
+    )
     data = ObservationTensors(obs, "cpu")
     a = d.simulate(net, data, obs.nobs, chunk=3)
     b = d.simulate(net, data, obs.nobs, chunk=100)
@@ -116,12 +126,27 @@ def test_simulate_does_not_depend_on_chunking():
 def test_format_summary_layout():
     obs = make_obs(nobs=4, sensors=("amsr2",))
     st = d.departure_stats(obs, obs.tb_obs_k - 1.0)
-    truth = d.TruthScores(npoints=4, sic_rmse_background=0.2, sic_bias_background=-0.1, sic_rmse=0.05,
-                          sic_bias=0.01, emis_rmse=np.full(obs.nchan, 0.02), emis_count=np.ones(obs.nchan, int),
-                          bias_ice_error=np.full((1, obs.nchan), 0.25), bias_ocean_error=None)
+    truth = d.TruthScores(
+        npoints=4,
+        sic_rmse_background=0.2,
+        sic_bias_background=-0.1,
+        sic_rmse=0.05,
+        sic_bias=0.01,
+        emis_rmse=np.full(obs.nchan, 0.02),
+        emis_count=np.ones(obs.nchan, int),
+        bias_ice_error=np.full((1, obs.nchan), 0.25),
+        bias_ocean_error=None,
+    )
     text = d.format_summary(
-        d.RunDiagnostics(title="T", cost_before={"obs": 100.0, "total": 110.0}, cost_after={"obs": 1.0, "total": 2.0},
-                         departures_before=st, departures_after=st, truth=truth, notes=("n",)),
+        d.RunDiagnostics(
+            title="T",
+            cost_before={"obs": 100.0, "total": 110.0},
+            cost_after={"obs": 1.0, "total": 2.0},
+            departures_before=st,
+            departures_after=st,
+            truth=truth,
+            notes=("n",),
+        ),
         obs.basis,
     )
     lines = text.splitlines()

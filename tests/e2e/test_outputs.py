@@ -124,8 +124,12 @@ def test_models_file_names_inputs_and_stores_setup(tmp_path):
     kernel = np.arange(35, dtype=np.float32).reshape(5, 7)
     path = o.write_models(
         tmp_path / "models_t.nc",
-        weights={"hidden_kernel": kernel, "hidden_bias": np.zeros(7), "output_kernel": np.ones((7, 2)),
-                 "output_bias": np.zeros(2)},
+        weights={
+            "hidden_kernel": kernel,
+            "hidden_bias": np.zeros(7),
+            "output_kernel": np.ones((7, 2)),
+            "output_bias": np.zeros(2),
+        },
         input_names=["x_T", "P0", "P1", "Q0", "f/100"],
         input_layer="hidden_kernel",
         basis=basis,
@@ -148,10 +152,17 @@ def test_models_file_names_inputs_and_stores_setup(tmp_path):
         np.testing.assert_array_equal(ds["loss_batch_obs"].values, [12.0, 9.0, 6.0, 4.0])
         assert ds.attrs["setup_model"] == '{"hidden": 7, "version": "v2"}'
     with pytest.raises(ValueError, match="hidden_kernel"):
-        o.write_models(tmp_path / "bad.nc", weights={"hidden_kernel": np.zeros((4, 7))},
-                       input_names=["x_T", "P0", "P1", "Q0", "f/100"], input_layer="hidden_kernel", basis=basis,
-                       wind_coef=np.zeros(basis.nchan), bias_ice=np.zeros((2, basis.nchan)),
-                       bias_ocean=np.zeros((2, basis.nchan)), setup={})
+        o.write_models(
+            tmp_path / "bad.nc",
+            weights={"hidden_kernel": np.zeros((4, 7))},
+            input_names=["x_T", "P0", "P1", "Q0", "f/100"],
+            input_layer="hidden_kernel",
+            basis=basis,
+            wind_coef=np.zeros(basis.nchan),
+            bias_ice=np.zeros((2, basis.nchan)),
+            bias_ocean=np.zeros((2, basis.nchan)),
+            setup={},
+        )
 
 
 def test_read_variable_errors(tmp_path):

@@ -21,18 +21,32 @@ from .conftest import TAG, TRAIN_FLAGS, run_cli
 
 NC_FILES = {
     # file stem: {variable: (dims, units)}
-    "seaice": {"seaice": (("grid", "lagstep"), "1"), "lon": (("grid",), "degrees_east"),
-               "lat": (("grid",), "degrees_north"), "julian_day": (("lagstep",), "days")},
-    "models": {"emis_hidden_kernel": (("input", "emis_hidden_kernel_out"), "1"),
-               "wind_coef": (("channel",), "s m-1"), "bias_ice": (("sensor", "channel"), "K"),
-               "bias_ocean": (("sensor", "channel"), "K"), "loss_epoch_total": (("epoch",), "1"),
-               "loss_batch_obs": (("batch",), "1")},
+    "seaice": {
+        "seaice": (("grid", "lagstep"), "1"),
+        "lon": (("grid",), "degrees_east"),
+        "lat": (("grid",), "degrees_north"),
+        "julian_day": (("lagstep",), "days"),
+    },
+    "models": {
+        "emis_hidden_kernel": (("input", "emis_hidden_kernel_out"), "1"),
+        "wind_coef": (("channel",), "s m-1"),
+        "bias_ice": (("sensor", "channel"), "K"),
+        "bias_ocean": (("sensor", "channel"), "K"),
+        "loss_epoch_total": (("epoch",), "1"),
+        "loss_batch_obs": (("batch",), "1"),
+    },
     "properties_grid": {"properties": (("grid", "step", "prop"), "1")},
     "properties_obs": {"properties": (("iobs", "prop"), "1")},
-    "tbobs": {"tb": (("iobs", "channel"), "K"), "lon": (("iobs",), "degrees_east"),
-              "lat": (("iobs",), "degrees_north"), "julian_day": (("iobs",), "days"),
-              "sensor": (("iobs",), "1"), "grid": (("iobs",), "1"), "step": (("iobs",), "1"),
-              "frequency": (("sensor", "channel"), "GHz")},
+    "tbobs": {
+        "tb": (("iobs", "channel"), "K"),
+        "lon": (("iobs",), "degrees_east"),
+        "lat": (("iobs",), "degrees_north"),
+        "julian_day": (("iobs",), "days"),
+        "sensor": (("iobs",), "1"),
+        "grid": (("iobs",), "1"),
+        "step": (("iobs",), "1"),
+        "frequency": (("sensor", "channel"), "GHz"),
+    },
     "tbsim_initial": {"tb": (("iobs", "channel"), "K")},
     "tbsim": {"tb": (("iobs", "channel"), "K")},
     "tbzero": {"tb": (("iobs", "channel"), "K")},
@@ -49,7 +63,7 @@ def _summary_costs(stdout: str) -> dict[str, tuple[float, float]]:
     rows = {}
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["cost", "term", "J"])
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         parts = line.split()
         if len(parts) != 3:
             break
@@ -83,8 +97,11 @@ def test_total_cost_falls_by_more_than_half(trained):
     assert after < 0.5 * before  # the requirement
     assert after < 0.2 * before  # measured 0.11x
     # the summary's J_o agrees with the files it wrote
-    with _open(trained.output, "tbobs") as o, _open(trained.output, "tbsim_initial") as s0, \
-            _open(trained.output, "tbsim") as s1:
+    with (
+        _open(trained.output, "tbobs") as o,
+        _open(trained.output, "tbsim_initial") as s0,
+        _open(trained.output, "tbsim") as s1,
+    ):
         assert _obs_cost(o, s0) == pytest.approx(costs["obs"][0], rel=1e-4)
         assert _obs_cost(o, s1) == pytest.approx(costs["obs"][1], rel=1e-4)
     # the per-epoch losses in models_TAG.nc go down too
@@ -140,8 +157,12 @@ def test_every_output_has_reference_names_and_units(trained):
     with _open(trained.output, "ice_emis") as ds:
         e = ds["ice_emis"].values
         assert np.nanmin(e) > 0.0 and np.nanmax(e) < 1.0
-    with _open(trained.output, "tbzero") as z, _open(trained.output, "tbsim") as s1, \
-            _open(trained.output, "seaice") as sic, _open(trained.output, "tbobs") as o:
+    with (
+        _open(trained.output, "tbzero") as z,
+        _open(trained.output, "tbsim") as s1,
+        _open(trained.output, "seaice") as sic,
+        _open(trained.output, "tbobs") as o,
+    ):
         # ice raises the 19h TB (ocean e_H ~0.3, ice ~0.9): tbsim - tbzero > 30 K under near-full ice
         c19h = list(z["channel_name"].values).index("19h")
         full = sic["seaice"].values[o["grid"].values, o["step"].values + 1] > 0.95
@@ -150,8 +171,20 @@ def test_every_output_has_reference_names_and_units(trained):
 
 
 def test_diagsonly_reproduces_the_training_end_tbsim_exactly(trained):
-    r = run_cli(["--data", trained.data, "--output", trained.output, "--tag", "diag", "--modeltag", TAG,
-                 "--diagsonly", "--no-progress"])
+    r = run_cli(
+        [
+            "--data",
+            trained.data,
+            "--output",
+            trained.output,
+            "--tag",
+            "diag",
+            "--modeltag",
+            TAG,
+            "--diagsonly",
+            "--no-progress",
+        ]
+    )
     assert r.code == 0, r.stderr
     for stem in ("tbsim", "tbzero", "ice_emis", "tbobs"):
         with _open(trained.output, stem) as a, _open(trained.output, stem, "diag") as b:
@@ -192,22 +225,65 @@ def test_reproducible_twice_gives_identical_outputs(trained, tmp_path):
 
 def test_trainonly_writes_no_diagnostics(twin_dir, tmp_path):
     output = tmp_path / "t"
-    r = run_cli(["--data", twin_dir, "--output", output, "--tag", "t", "--trainonly", "--nepochs", "1",
-                 "--batchsize", "512", "--no-progress", "--device", "cpu"])
+    r = run_cli(
+        [
+            "--data",
+            twin_dir,
+            "--output",
+            output,
+            "--tag",
+            "t",
+            "--trainonly",
+            "--nepochs",
+            "1",
+            "--batchsize",
+            "512",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     assert r.code == 0, r.stderr
     assert r.stdout == ""
     names = {p.name for p in output.iterdir()}
-    assert {"cache", "checkpoints_t", "model_t.pt", "models_t.nc", "properties_grid_t.nc",
-            "properties_obs_t.nc", "seaice_t.nc"} <= names
+    assert {
+        "cache",
+        "checkpoints_t",
+        "model_t.pt",
+        "models_t.nc",
+        "properties_grid_t.nc",
+        "properties_obs_t.nc",
+        "seaice_t.nc",
+    } <= names
     for stem in DIAG_FILES:
         assert not (output / f"{stem}_t.nc").exists()
 
 
 def test_v1_preset_runs_on_amsr2_only(twin_dir, tmp_path):
     output = tmp_path / "v1"
-    r = run_cli(["--data", twin_dir, "--output", output, "--tag", "v1", "--model", "v1", "--nepochs", "3",
-                 "--batchsize", "128", "--learning-rate", "1e-2", "--ice-emis-init", "0.93", "--no-progress",
-                 "--device", "cpu"])
+    r = run_cli(
+        [
+            "--data",
+            twin_dir,
+            "--output",
+            output,
+            "--tag",
+            "v1",
+            "--model",
+            "v1",
+            "--nepochs",
+            "3",
+            "--batchsize",
+            "128",
+            "--learning-rate",
+            "1e-2",
+            "--ice-emis-init",
+            "0.93",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     assert r.code == 0, r.stderr
     assert "model v1, sensors amsr2\n" in r.stdout
     before, after = _summary_costs(r.stdout)["obs"]
@@ -234,7 +310,7 @@ def test_bad_data_leaves_no_output_directory(twin_dir, tmp_path):
     output = tmp_path / "out"
     r = run_cli(["--data", bad, "--output", output, "--nepochs", "1", "--no-progress"])
     assert r.code == 2
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert line.startswith("seaice-training: error: ") and "field_twin_TUP.nc" in line
     assert not output.exists()
     # a period beyond the data: named flag, and still no output directory
@@ -248,22 +324,37 @@ def test_diagsonly_on_other_data_is_a_one_line_error(trained, tmp_path):
 
     other = tmp_path / "other"
     rng = np.random.default_rng(0)
-    lw.write_layout_c(other, {s: lw.example_fields(s, 50, 10, 3, rng, grid_variable="COMMON_IGRID")
-                              for s in ("amsr2", "gmi", "ssmisf17")})
+    lw.write_layout_c(
+        other,
+        {s: lw.example_fields(s, 50, 10, 3, rng, grid_variable="COMMON_IGRID") for s in ("amsr2", "gmi", "ssmisf17")},
+    )
     bg = lw.example_backgrounds(10, 3, 1, rng)
     lw.write_backgrounds(other, bg["sic"], bg["t_skin_map_k"], bg["lon"], bg["lat"])
     out = tmp_path / "out"
     shutil.copy(trained.output / f"model_{TAG}.pt", out.mkdir() or out / f"model_{TAG}.pt")
     r = run_cli(["--data", other, "--output", out, "--tag", TAG, "--diagsonly", "--no-progress"])
     assert r.code == 2
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert "--modeltag: the trained model does not fit this data" in line
     assert sorted(p.name for p in out.iterdir()) == [f"model_{TAG}.pt"]
 
 
 def test_resume_continues_to_the_same_model(twin_dir, tmp_path):
-    flags = ["--data", twin_dir, "--batchsize", "512", "--learning-rate", "1e-2", "--ice-emis-init", "0.9",
-             "--reproducible", "--no-progress", "--device", "cpu", "--trainonly"]
+    flags = [
+        "--data",
+        twin_dir,
+        "--batchsize",
+        "512",
+        "--learning-rate",
+        "1e-2",
+        "--ice-emis-init",
+        "0.9",
+        "--reproducible",
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--trainonly",
+    ]
     full, part = tmp_path / "full", tmp_path / "part"
     assert run_cli([*flags, "--output", full, "--tag", "r", "--nepochs", "2"]).code == 0
     assert run_cli([*flags, "--output", part, "--tag", "r", "--nepochs", "1"]).code == 0
@@ -283,31 +374,53 @@ def test_diagsonly_with_a_checkpoint_of_another_format(trained, tmp_path):
     payload = torch.load(trained.output / f"model_{TAG}.pt", weights_only=False)
     payload["format"] = 99
     torch.save(payload, out / "model_old.pt")
-    r = run_cli(["--data", trained.data, "--output", out, "--tag", "x", "--modeltag", "old", "--diagsonly",
-                 "--no-progress"])
+    r = run_cli(
+        ["--data", trained.data, "--output", out, "--tag", "x", "--modeltag", "old", "--diagsonly", "--no-progress"]
+    )
     assert r.code == 2
-    line, = r.stderr.strip().splitlines()
+    (line,) = r.stderr.strip().splitlines()
     assert "--modeltag: checkpoint format 99 is not 1" in line
     assert sorted(p.name for p in out.iterdir()) == ["model_old.pt"]
 
 
 def test_run_refuses_diagsonly_with_trainonly(twin_dir, tmp_path):
-    from empirical_seaice.run import train as pipeline
     from empirical_seaice.config import PRESETS, DataConfig, TrainingConfig
     from empirical_seaice.errors import SeaIceError
+    from empirical_seaice.run import train as pipeline
 
     p = PRESETS["v2"]
     with pytest.raises(SeaIceError, match="--diagsonly and --trainonly"):
-        pipeline.run(DataConfig(data=twin_dir), p, p.cost, TrainingConfig(), tmp_path / "o", diagsonly=True,
-                     trainonly=True)
+        pipeline.run(
+            DataConfig(data=twin_dir), p, p.cost, TrainingConfig(), tmp_path / "o", diagsonly=True, trainonly=True
+        )
     assert not (tmp_path / "o").exists()
 
 
 def test_validation_fraction_reports_held_out_cost(twin_dir, tmp_path):
     output = tmp_path / "val"
-    r = run_cli(["--data", twin_dir, "--output", output, "--tag", "v", "--nepochs", "3", "--batchsize", "256",
-                 "--learning-rate", "1e-2", "--ice-emis-init", "0.9", "--validation-fraction", "0.2",
-                 "--no-progress", "--device", "cpu"])
+    r = run_cli(
+        [
+            "--data",
+            twin_dir,
+            "--output",
+            output,
+            "--tag",
+            "v",
+            "--nepochs",
+            "3",
+            "--batchsize",
+            "256",
+            "--learning-rate",
+            "1e-2",
+            "--ice-emis-init",
+            "0.9",
+            "--validation-fraction",
+            "0.2",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     assert r.code == 0, r.stderr
     line = next(li for li in r.stdout.splitlines() if "held-out observation cost per obs" in li)
     first, last = (float(x) for x in line.split(":")[1].split("->"))
@@ -324,8 +437,9 @@ def test_other_optimisers_reach_the_cost_of_the_default(trained, twin_dir, tmp_p
     whole-map priors every step) run end to end from the CLI and end near the default
     sparse scheme's final cost (measured: within a few per cent on this twin)."""
     output = tmp_path / optimizer
-    r = run_cli(["--data", twin_dir, "--output", output, "--tag", TAG, *TRAIN_FLAGS,
-                 "--optimizer", optimizer, "--trainonly"])
+    r = run_cli(
+        ["--data", twin_dir, "--output", output, "--tag", TAG, *TRAIN_FLAGS, "--optimizer", optimizer, "--trainonly"]
+    )
     assert r.code == 0, r.stderr
     with _open(output, "models") as m, _open(trained.output, "models") as ref:
         final, ref_final = float(m["loss_epoch_total"][-1]), float(ref["loss_epoch_total"][-1])

@@ -58,8 +58,9 @@ def write_dataset(
     rng = np.random.default_rng(seed)
     grid_var = "COMMON_IGRID" if len(sensors) > 1 else "IGRID"
     fields = {
-        s: example_fields(s, nobs, ngrid, nstep, rng, with_leading=(layout == "A" and s == "amsr2"),
-                          grid_variable=grid_var)
+        s: example_fields(
+            s, nobs, ngrid, nstep, rng, with_leading=(layout == "A" and s == "amsr2"), grid_variable=grid_var
+        )
         for s in sensors
     }
     if edit is not None:

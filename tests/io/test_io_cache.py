@@ -46,7 +46,11 @@ def test_second_read_comes_from_memmap_without_netcdf(dataset, tmp_path, monkeyp
     np.testing.assert_array_equal(bg2.t_skin_map_k, bg1.t_skin_map_k)
     np.testing.assert_array_equal(obs2.lon, obs1.lon)
     assert (obs2.ngrid, obs2.nstep, obs2.jd_origin, obs2.stepstart) == (
-        obs1.ngrid, obs1.nstep, obs1.jd_origin, obs1.stepstart)
+        obs1.ngrid,
+        obs1.nstep,
+        obs1.jd_origin,
+        obs1.stepstart,
+    )
     assert obs2.basis.channel_names == obs1.basis.channel_names
     assert bg2.nlag == NLAG
     # A subset of a memmapped cache is an ordinary array.

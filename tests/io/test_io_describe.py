@@ -23,15 +23,18 @@ def test_describe_two_sensors(dataset):
     assert f"sensor amsr2: 30 observations, 10 channels, 4 of 4 steps, {a_grid} of 12 grid points" in text
     assert "sensor gmi: 30 observations, 13 channels" in text
     raw = ds.fields["gmi"]["OBSVALUE"][1:, 0].astype(np.float64)  # gmi 10v without the NaN
-    row = next(l for l in lines[lines.index(next(l for l in lines if l.startswith("sensor gmi"))):]
-               if l.strip().startswith("10v"))
+    row = next(
+        l
+        for l in lines[lines.index(next(l for l in lines if l.startswith("sensor gmi"))) :]
+        if l.strip().startswith("10v")
+    )
     parts = row.split()
     assert parts[1] == "29"
     assert float(parts[2]) == round(raw.min(), 2)
     assert abs(float(parts[3]) - raw.mean()) < 0.006
     assert float(parts[4]) == round(raw.max(), 2)
     # 24h exists on amsr2 only: absent from the gmi block.
-    gmi_block = text[text.index("sensor gmi"):]
+    gmi_block = text[text.index("sensor gmi") :]
     assert "24h" not in gmi_block and "183pm7v" in gmi_block
     assert f"SIC mean {bg.sic.mean():.3f}" in lines[1]
 
@@ -58,5 +61,5 @@ def test_describe_sensor_without_observations_in_period(dataset):
     assert obs.nobs == int((np.floor(ds.fields["amsr2"]["JULIAN_DAY"] - 2459000.375) < 2).sum())
     text = describe(obs)
     assert "sensor gmi: 0 observations, 13 channels, 0 of 2 steps, 0 of 12 grid points" in text
-    gmi_10v = [l for l in text[text.index("sensor gmi"):].splitlines() if l.strip().startswith("10v")][0]
+    gmi_10v = [l for l in text[text.index("sensor gmi") :].splitlines() if l.strip().startswith("10v")][0]
     assert gmi_10v.split()[1:] == ["0", "nan", "nan", "nan"]

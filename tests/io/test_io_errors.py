@@ -28,6 +28,7 @@ def _raises(config, *fragments, nlag=NLAG):
 
 # ---------------------------------------------------------------- locating files
 
+
 def test_data_path_missing(tmp_path):
     from empirical_seaice.config import DataConfig
 
@@ -66,10 +67,13 @@ def test_single_sensor_layouts_refuse_several_sensors(dataset):
     _raises(dataclasses.replace(b.config, sensors=("amsr2", "gmi")), "--data", "layout-B", "amsr2 gmi")
 
 
-@pytest.mark.parametrize("pattern, flag, stem", [
-    ("ifs_seaice*.nc", "--seaice-background", "ifs_seaice_initials_test.nc"),
-    ("ifs_tsfc*.nc", "--tsfc-background", "ifs_tsfc_test_dailyx.nc"),
-])
+@pytest.mark.parametrize(
+    "pattern, flag, stem",
+    [
+        ("ifs_seaice*.nc", "--seaice-background", "ifs_seaice_initials_test.nc"),
+        ("ifs_tsfc*.nc", "--tsfc-background", "ifs_tsfc_test_dailyx.nc"),
+    ],
+)
 def test_background_file_missing(dataset, pattern, flag, stem):
     ds = dataset("C")
     (ds.root / stem).unlink()
@@ -87,8 +91,9 @@ def test_background_file_ambiguous(dataset):
     assert obs.nobs == 40
 
 
-@pytest.mark.parametrize("field, flag", [("seaice_background", "--seaice-background"),
-                                         ("tsfc_background", "--tsfc-background")])
+@pytest.mark.parametrize(
+    "field, flag", [("seaice_background", "--seaice-background"), ("tsfc_background", "--tsfc-background")]
+)
 def test_explicit_background_missing(dataset, field, flag):
     ds = dataset("C")
     cfg = dataclasses.replace(ds.config, **{field: ds.root / "missing.nc"})
@@ -109,6 +114,7 @@ def test_unreadable_netcdf(dataset):
 
 
 # ---------------------------------------------------------------- variables and shapes
+
 
 def test_layout_a_missing_variable(dataset):
     ds = dataset("A", edit=lambda s, f: f.pop("WINDSPEED10M"))
@@ -148,8 +154,9 @@ def test_per_observation_wrong_length(dataset):
 def test_wrong_channel_count(dataset):
     ds = dataset("B")
     write_netcdf(ds.root / "field_v2_OBSVALUE.nc", {"OBSVALUE": ds.fields["amsr2"]["OBSVALUE"][:, :9]})
-    _raises(ds.config, "field_v2_OBSVALUE.nc", "variable OBSVALUE has 9 channels",
-            "amsr2 expects 10 or 14", "got (40, 9)")
+    _raises(
+        ds.config, "field_v2_OBSVALUE.nc", "variable OBSVALUE has 9 channels", "amsr2 expects 10 or 14", "got (40, 9)"
+    )
 
 
 def test_per_channel_wrong_rank_and_length(dataset):
@@ -161,6 +168,7 @@ def test_per_channel_wrong_rank_and_length(dataset):
 
 
 # ---------------------------------------------------------------- values
+
 
 @pytest.mark.parametrize("layout", ["A", "B"])
 def test_mostly_nan_field(dataset, layout):
@@ -183,8 +191,7 @@ def test_mostly_fill_per_observation_field(dataset):
 def test_mostly_out_of_range_tb(dataset):
     # TBs in degrees Celsius: most are negative.
     ds = dataset("B", edit=lambda s, f: f.__setitem__("OBSVALUE", f["OBSVALUE"] - 273.15))
-    _raises(ds.config, "field_v2_OBSVALUE.nc", "variable OBSVALUE mostly out of range [0, 400] K",
-            "wrong units")
+    _raises(ds.config, "field_v2_OBSVALUE.nc", "variable OBSVALUE mostly out of range [0, 400] K", "wrong units")
 
 
 def test_mostly_out_of_range_skin_temperature(dataset):
@@ -230,11 +237,18 @@ def test_igrid_beyond_background_grid(dataset):
         f["COMMON_IGRID"][7] = NGRID
 
     ds = dataset("C", sensors=("amsr2", "gmi"), edit=spoil)
-    _raises(ds.config, str(ds.root / "amsr2" / "field_v2_COMMON_IGRID.nc"), "variable COMMON_IGRID",
-            f"up to {NGRID}", "ifs_seaice_initials_test.nc", f"ngrid={NGRID}")
+    _raises(
+        ds.config,
+        str(ds.root / "amsr2" / "field_v2_COMMON_IGRID.nc"),
+        "variable COMMON_IGRID",
+        f"up to {NGRID}",
+        "ifs_seaice_initials_test.nc",
+        f"ngrid={NGRID}",
+    )
 
 
 # ---------------------------------------------------------------- period
+
 
 def test_empty_selected_period(dataset):
     def skip_step_2(sensor, f):
@@ -275,6 +289,7 @@ def test_negative_nlag(dataset):
 
 # ---------------------------------------------------------------- background shapes and values
 
+
 def test_sic_wrong_number_of_columns(dataset):
     ds = dataset("C")
     write_backgrounds(ds.root, np.zeros((NGRID, 7), np.float32), ds.background["t_skin_map_k"])
@@ -283,16 +298,23 @@ def test_sic_wrong_number_of_columns(dataset):
 
 def test_sic_transposed(dataset):
     ds = dataset("C")
-    write_backgrounds(ds.root, np.zeros((5, NGRID), np.float32), ds.background["t_skin_map_k"],
-                      lon=ds.background["lon"])
+    write_backgrounds(
+        ds.root, np.zeros((5, NGRID), np.float32), ds.background["t_skin_map_k"], lon=ds.background["lon"]
+    )
     _raises(ds.config, "ifs_seaice_initials_test.nc", "variable SEAICE", f"ngrid={NGRID}", "looks transposed")
 
 
 def test_sic_and_tsfc_grids_disagree(dataset):
     ds = dataset("C")
     write_backgrounds(ds.root, np.zeros((NGRID + 1, 5), np.float32), ds.background["t_skin_map_k"])
-    _raises(ds.config, "ifs_tsfc_test_dailyx.nc", "variable TSFC", f"ngrid={NGRID + 1}",
-            "ifs_seaice_initials_test.nc", f"got ({NGRID}, 4)")
+    _raises(
+        ds.config,
+        "ifs_tsfc_test_dailyx.nc",
+        "variable TSFC",
+        f"ngrid={NGRID + 1}",
+        "ifs_seaice_initials_test.nc",
+        f"got ({NGRID}, 4)",
+    )
 
 
 def test_sic_wrong_rank(dataset):
@@ -309,8 +331,7 @@ def test_sic_variable_missing(dataset):
 
 def test_tsfc_transposed(dataset):
     ds = dataset("C")
-    write_backgrounds(ds.root, ds.background["sic"], ds.background["t_skin_map_k"].T.copy(),
-                      lon=ds.background["lon"])
+    write_backgrounds(ds.root, ds.background["sic"], ds.background["t_skin_map_k"].T.copy(), lon=ds.background["lon"])
     _raises(ds.config, "ifs_tsfc_test_dailyx.nc", "variable TSFC", "looks transposed")
 
 

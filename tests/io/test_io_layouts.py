@@ -13,11 +13,16 @@ from empirical_seaice.io.layout_writers import write_netcdf
 NGRID, NSTEP, NLAG = 12, 4, 1  # as in conftest.py
 
 CHANNEL_FIELDS = {
-    "OBSVALUE": "tb_obs_k", "EMIS_WATER": "emis_water", "TAUSFC": "tau", "TDOWN": "t_down_k",
-    "TUP": "t_up_k", "TAUSFC_CLD": "tau_cld", "TDOWN_CLD": "t_down_cld_k", "TUP_CLD": "t_up_cld_k",
+    "OBSVALUE": "tb_obs_k",
+    "EMIS_WATER": "emis_water",
+    "TAUSFC": "tau",
+    "TDOWN": "t_down_k",
+    "TUP": "t_up_k",
+    "TAUSFC_CLD": "tau_cld",
+    "TDOWN_CLD": "t_down_cld_k",
+    "TUP_CLD": "t_up_cld_k",
 }
-OBS_FIELDS = {"TSFC": "t_skin_k", "WINDSPEED10M": "wind_ms", "CLOUD_FRACTION": "cloud_fraction",
-              "ZENITH": "zenith_deg"}
+OBS_FIELDS = {"TSFC": "t_skin_k", "WINDSPEED10M": "wind_ms", "CLOUD_FRACTION": "cloud_fraction", "ZENITH": "zenith_deg"}
 
 
 def _expected_step(jd):
@@ -31,7 +36,17 @@ def test_layout_a_drops_first_four_amsr2_channels(dataset):
     assert find_data_files(ds.config).layout == "A"
     obs, bg = read_training_data(ds.config, NLAG)
     assert obs.nobs == 40 and obs.basis.channel_names == (
-        "10v", "10h", "19v", "19h", "24v", "24h", "37v", "37h", "89v", "89h")
+        "10v",
+        "10h",
+        "19v",
+        "19h",
+        "24v",
+        "24h",
+        "37v",
+        "37h",
+        "89v",
+        "89h",
+    )
     np.testing.assert_array_equal(obs.obs_index, np.arange(40))
     # Basis slot c holds file column c + 4 (6.9v, 6.9h, 7.3v, 7.3h dropped).
     for var, key in CHANNEL_FIELDS.items():
@@ -71,8 +86,21 @@ def test_layout_b_single_sensor(dataset):
     obs, _ = read_training_data(ds.config, NLAG)
     names = obs.basis.channel_names
     # GMI's unified basis on its own: catalogue order puts 183pm7v before 183pm3v.
-    assert names == ("10v", "10h", "19v", "19h", "24v", "37v", "37h", "89v", "89h",
-                     "166v", "166h", "183pm7v", "183pm3v")
+    assert names == (
+        "10v",
+        "10h",
+        "19v",
+        "19h",
+        "24v",
+        "37v",
+        "37h",
+        "89v",
+        "89h",
+        "166v",
+        "166h",
+        "183pm7v",
+        "183pm3v",
+    )
     # File order has 183pm3v (column 11) before 183pm7v (column 12).
     np.testing.assert_array_equal(obs.tb_obs_k[:, names.index("183pm3v")], raw["OBSVALUE"][:, 11])
     np.testing.assert_array_equal(obs.tb_obs_k[:, names.index("183pm7v")], raw["OBSVALUE"][:, 12])
@@ -89,8 +117,22 @@ def test_layout_c_two_sensors_common_igrid(dataset):
     assert find_data_files(ds.config).layout == "C"
     obs, _ = read_training_data(ds.config, NLAG)
     b = obs.basis
-    assert b.channel_names == ("10v", "10h", "19v", "19h", "24v", "24h", "37v", "37h", "89v", "89h",
-                               "166v", "166h", "183pm7v", "183pm3v")
+    assert b.channel_names == (
+        "10v",
+        "10h",
+        "19v",
+        "19h",
+        "24v",
+        "24h",
+        "37v",
+        "37h",
+        "89v",
+        "89h",
+        "166v",
+        "166h",
+        "183pm7v",
+        "183pm3v",
+    )
     # Hand-written maps: file column -> basis slot.
     amsr2_map = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
     gmi_map = [0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 13, 12]
@@ -128,17 +170,17 @@ def test_isolated_missing_values_are_masked_or_dropped(dataset, layout):
     fill = -32000.0  # only recognisable through the file's _FillValue attribute
 
     def spoil(sensor, f):
-        f["OBSVALUE"][3, 6] = np.nan            # file column c -> basis slot c - off
-        f["OBSVALUE"][5, 5] = -999.0            # conventional fill
-        f["EMIS_WATER"][7, 7] = 9.96921e36      # netCDF default fill
-        f["TAUSFC"][8, 8] = 1.5                 # out of range
+        f["OBSVALUE"][3, 6] = np.nan  # file column c -> basis slot c - off
+        f["OBSVALUE"][5, 5] = -999.0  # conventional fill
+        f["EMIS_WATER"][7, 7] = 9.96921e36  # netCDF default fill
+        f["TAUSFC"][8, 8] = 1.5  # out of range
         tdown = np.ma.masked_array(f["TDOWN"], mask=np.zeros_like(f["TDOWN"], bool))
-        tdown[9, 9] = np.ma.masked              # _FillValue in the file
+        tdown[9, 9] = np.ma.masked  # _FillValue in the file
         f["TDOWN"] = tdown
-        f["TSFC"][10] = np.nan                  # per-observation: drop
-        f["WINDSPEED10M"][11] = 150.0           # out of range: drop
-        f["CLOUD_FRACTION"][12] = -999.0        # fill: drop
-        f["ZENITH"][13] = np.nan                # optional: kept, NaN
+        f["TSFC"][10] = np.nan  # per-observation: drop
+        f["WINDSPEED10M"][11] = 150.0  # out of range: drop
+        f["CLOUD_FRACTION"][12] = -999.0  # fill: drop
+        f["ZENITH"][13] = np.nan  # optional: kept, NaN
 
     ds = dataset(layout, edit=spoil, fill_value=fill)
     off = 4 if layout == "A" else 0

@@ -28,8 +28,7 @@ def _with_days(days):
 
 def test_step_index_at_21utc_boundaries(dataset):
     # 21 UTC is JD fraction .375; one minute either side of each boundary.
-    days = [D0 + 0.5, D0 + 1.375 - MINUTE, D0 + 1.375 + MINUTE,
-            D0 + 2.375 - MINUTE, D0 + 2.375 + MINUTE, D0 + 3.9]
+    days = [D0 + 0.5, D0 + 1.375 - MINUTE, D0 + 1.375 + MINUTE, D0 + 2.375 - MINUTE, D0 + 2.375 + MINUTE, D0 + 3.9]
     ds = dataset("B", nobs=6, edit=_with_days(days))
     obs, _ = read_training_data(ds.config, 1)
     assert obs.jd_origin == D0
@@ -109,8 +108,8 @@ def test_default_nsteps_capped_at_background_period(dataset, caplog):
     [
         (1, 0, 4, [0, 0, 1, 2, 3]),  # first column repeated nlag times
         (2, 0, 4, [0, 0, 0, 1, 2, 3]),
-        (1, 1, 2, [0, 1, 2]),        # padded [c0 c0 c1 c2 c3], columns 1..3
-        (2, 2, 2, [0, 1, 2, 3]),     # padded [c0 c0 c0 c1 c2 c3], columns 2..5
+        (1, 1, 2, [0, 1, 2]),  # padded [c0 c0 c1 c2 c3], columns 1..3
+        (2, 2, 2, [0, 1, 2, 3]),  # padded [c0 c0 c0 c1 c2 c3], columns 2..5
         (0, 1, 3, [1, 2, 3]),
     ],
 )

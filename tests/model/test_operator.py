@@ -7,11 +7,10 @@ import pytest
 import torch
 from conftest import make_obs
 
-from empirical_seaice.cost import terms as costs
-
-from empirical_seaice.model import physics
 from empirical_seaice.config import PRESETS, CostConfig, ModelConfig, replace
+from empirical_seaice.cost import terms as costs
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.model import physics
 from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
 
 
@@ -20,8 +19,15 @@ def _net(preset="v2", obs_bg=None, sparse=True, prior_mode=None, cost=None, mode
     obs, bg = obs_bg if obs_bg is not None else make_obs(p.sensors, **kw)
     rc = build_row_counts(obs, bg.nlag, bg.ngrid, bg.nstep)
     net = HybridNetwork(
-        model or p.model, cost or p.cost, obs.basis, bg, obs.nobs, rc, sparse=sparse,
-        generator=torch.Generator().manual_seed(0), prior_mode=prior_mode,
+        model or p.model,
+        cost or p.cost,
+        obs.basis,
+        bg,
+        obs.nobs,
+        rc,
+        sparse=sparse,
+        generator=torch.Generator().manual_seed(0),
+        prior_mode=prior_mode,
     )
     if dtype == torch.float64:
         net = net.double()
@@ -47,7 +53,9 @@ def test_observation_tensors_batch_returns_exact_rows():
         assert np.array_equal(getattr(b, name).numpy(), expected), name
     # the effective all-sky atmosphere, by hand for one element: (1 - f) x_clear + f x_cloudy
     f = float(obs.cloud_fraction[7])
-    o = {k: float(getattr(obs, k)[7, 2]) for k in ("tau", "t_down_k", "t_up_k", "tau_cld", "t_down_cld_k", "t_up_cld_k")}
+    o = {
+        k: float(getattr(obs, k)[7, 2]) for k in ("tau", "t_down_k", "t_up_k", "tau_cld", "t_down_cld_k", "t_up_cld_k")
+    }
     down = (1 - f) * o["tau"] * o["t_down_k"] + f * o["tau_cld"] * o["t_down_cld_k"]
     assert b.tau_eff[0, 2].item() == pytest.approx((1 - f) * o["tau"] + f * o["tau_cld"], rel=1e-6)
     assert b.down_eff_k[0, 2].item() == pytest.approx(down, rel=1e-6)
@@ -104,15 +112,26 @@ def test_forward_reproduces_physics_chain(preset):
     props = torch.from_numpy(np.concatenate(props, axis=1).astype(np.float64))
     isens = torch.from_numpy(obs.isensor.astype(np.int64))
     e_ice = net.emissivity(torch.from_numpy(x_t), props, isens)
-    e_ocean = torch.from_numpy(obs.emis_water.astype(np.float64)) + net.wind_coef * torch.from_numpy(
-        obs.wind_ms.astype(np.float64)
-    )[:, None]
+    e_ocean = (
+        torch.from_numpy(obs.emis_water.astype(np.float64))
+        + net.wind_coef * torch.from_numpy(obs.wind_ms.astype(np.float64))[:, None]
+    )
     f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))  # noqa: E731
     tb = physics.simulate_tb(
-        sic=f(c), emis_ice=e_ice, t_skin_k=f(obs.t_skin_k), emis_ocean=e_ocean,
-        ocean_t_floor_k=mc.ocean_t_floor_k, tau=f(obs.tau), t_down_k=f(obs.t_down_k), t_up_k=f(obs.t_up_k),
-        tau_cld=f(obs.tau_cld), t_down_cld_k=f(obs.t_down_cld_k), t_up_cld_k=f(obs.t_up_cld_k),
-        cloud_fraction=f(obs.cloud_fraction), bias_ice_k=net.bias_ice_k[isens], bias_ocean_k=net.bias_ocean_k[isens],
+        sic=f(c),
+        emis_ice=e_ice,
+        t_skin_k=f(obs.t_skin_k),
+        emis_ocean=e_ocean,
+        ocean_t_floor_k=mc.ocean_t_floor_k,
+        tau=f(obs.tau),
+        t_down_k=f(obs.t_down_k),
+        t_up_k=f(obs.t_up_k),
+        tau_cld=f(obs.tau_cld),
+        t_down_cld_k=f(obs.t_down_cld_k),
+        t_up_cld_k=f(obs.t_up_cld_k),
+        cloud_fraction=f(obs.cloud_fraction),
+        bias_ice_k=net.bias_ice_k[isens],
+        bias_ocean_k=net.bias_ocean_k[isens],
     )
     assert torch.allclose(out["tb"], tb, atol=1e-9)
     assert torch.allclose(out["emis_ice"], e_ice) and torch.allclose(out["emis_ocean"], e_ocean)
@@ -244,7 +263,7 @@ def test_sampled_prior_gradient_equals_full_gradient_and_epoch_sum():
     perm = torch.randperm(30, generator=torch.Generator().manual_seed(0))
     total = 0.0
     for k in range(0, 30, 7):
-        bb = ot.batch(perm[k:k + 7])
+        bb = ot.batch(perm[k : k + 7])
         total += len(bb) / 30 * net.cost_terms(bb, net(bb), 30)["sic_range"].item()
     assert total == pytest.approx(f["sic_range"].item(), rel=1e-12)
 
@@ -269,8 +288,12 @@ def test_gradcheck_stochastic_total_tiny_float64_network():
     b = ot.batch(torch.arange(8))
     names = ["wind_coef", "state.sic_map.weight", "emissivity.hidden.weight", "bias_ice_k", "state.props_obs.weight"]
     params = dict(net.named_parameters())
-    start = tuple(params[n].detach()[:1].clone().requires_grad_(True) if n == "bias_ice_k"
-                  else params[n].detach().clone().requires_grad_(True) for n in names)
+    start = tuple(
+        params[n].detach()[:1].clone().requires_grad_(True)
+        if n == "bias_ice_k"
+        else params[n].detach().clone().requires_grad_(True)
+        for n in names
+    )
 
     class Total(torch.nn.Module):
         def __init__(self):
@@ -303,14 +326,17 @@ def test_cost_terms_values_and_gradients_equal_an_autograd_reference():
     gen = torch.Generator().manual_seed(2)
     with torch.no_grad():
         net.emissivity.output.bias.fill_(0.85)  # e around 0.7, spread by the properties: some below the floor
-        net.state.props_obs.weight.copy_(3 * torch.randn(net.state.props_obs.weight.shape, generator=gen,
-                                                         dtype=torch.float64))
-        net.state.props_grid.weight.copy_(torch.randn(net.state.props_grid.weight.shape, generator=gen,
-                                                      dtype=torch.float64))
+        net.state.props_obs.weight.copy_(
+            3 * torch.randn(net.state.props_obs.weight.shape, generator=gen, dtype=torch.float64)
+        )
+        net.state.props_grid.weight.copy_(
+            torch.randn(net.state.props_grid.weight.shape, generator=gen, dtype=torch.float64)
+        )
         net.bias_ice_k.add_(torch.randn(net.bias_ice_k.shape, generator=gen, dtype=torch.float64))
         net.bias_ocean_k.add_(torch.randn(net.bias_ocean_k.shape, generator=gen, dtype=torch.float64))
-        net.state.sic_map.weight.add_(0.1 * torch.randn(net.state.sic_map.weight.shape, generator=gen,
-                                                        dtype=torch.float64))
+        net.state.sic_map.weight.add_(
+            0.1 * torch.randn(net.state.sic_map.weight.shape, generator=gen, dtype=torch.float64)
+        )
     b = ot.batch(torch.arange(16))
     nb, n = 16, 24
     cc = net.cost_config
@@ -329,14 +355,18 @@ def test_cost_terms_values_and_gradients_equal_an_autograd_reference():
     ref = {
         "obs": costs.observation_cost(b.tb_obs_k, out["tb"], b.mask, net.obs_error_k).mean(),
         "sic_range": (costs.sic_range_penalty(lags, cc.sic_error) * w).sum(),
-        "sic_background": (costs.sic_background_penalty(lags, net.state.background_flat[rows], cc.sic_background_error)
-                           * w).sum(),
+        "sic_background": (
+            costs.sic_background_penalty(lags, net.state.background_flat[rows], cc.sic_background_error) * w
+        ).sum(),
         "false_ice": (costs.false_ice_penalty(lags, cc.false_ice_error) * w).sum(),
         "warm_ice": (costs.warm_ice_penalty(lags, net.t_map_flat[rows], effective=True) * w).sum()
         * (net.counts_nobs / net.n_warm_rows),
         "anchor": costs.anchor_floor_penalty(e_anchor, cc.anchor_value, cc.anchor_error) / n,
-        "bias": (costs.bias_penalty(net.bias_ice_k, net.bias_ice_bg_k, net.bias_error_k)
-                 + costs.bias_penalty(net.bias_ocean_k, net.bias_ocean_bg_k, net.bias_error_k)) / n,
+        "bias": (
+            costs.bias_penalty(net.bias_ice_k, net.bias_ice_bg_k, net.bias_error_k)
+            + costs.bias_penalty(net.bias_ocean_k, net.bias_ocean_bg_k, net.bias_error_k)
+        )
+        / n,
     }
     assert list(terms) == list(ref)
     for k in ref:

@@ -59,10 +59,19 @@ def test_bias_correction_hand_values():
 def test_simulate_tb_hand_value():
     # One observation, one channel, every step by hand.
     kw = dict(
-        sic=t(0.25), emis_ice=t(0.9).reshape(1, 1), t_skin_k=t(260.0), emis_ocean=t(0.5).reshape(1, 1),
-        ocean_t_floor_k=271.35, tau=t(0.8).reshape(1, 1), t_down_k=t(50.0).reshape(1, 1),
-        t_up_k=t(20.0).reshape(1, 1), tau_cld=t(0.5).reshape(1, 1), t_down_cld_k=t(100.0).reshape(1, 1),
-        t_up_cld_k=t(90.0).reshape(1, 1), cloud_fraction=t(0.2), bias_ice_k=t(4.0).reshape(1, 1),
+        sic=t(0.25),
+        emis_ice=t(0.9).reshape(1, 1),
+        t_skin_k=t(260.0),
+        emis_ocean=t(0.5).reshape(1, 1),
+        ocean_t_floor_k=271.35,
+        tau=t(0.8).reshape(1, 1),
+        t_down_k=t(50.0).reshape(1, 1),
+        t_up_k=t(20.0).reshape(1, 1),
+        tau_cld=t(0.5).reshape(1, 1),
+        t_down_cld_k=t(100.0).reshape(1, 1),
+        t_up_cld_k=t(90.0).reshape(1, 1),
+        cloud_fraction=t(0.2),
+        bias_ice_k=t(4.0).reshape(1, 1),
         bias_ocean_k=t(2.0).reshape(1, 1),
     )
     s, e = 160.25625, 0.6
@@ -104,8 +113,21 @@ def test_gradcheck_each_function():
 
 def test_gradcheck_simulate_tb():
     B, C = 2, 3
-    names = ["sic", "emis_ice", "t_skin_k", "emis_ocean", "tau", "t_down_k", "t_up_k", "tau_cld",
-             "t_down_cld_k", "t_up_cld_k", "cloud_fraction", "bias_ice_k", "bias_ocean_k"]
+    names = [
+        "sic",
+        "emis_ice",
+        "t_skin_k",
+        "emis_ocean",
+        "tau",
+        "t_down_k",
+        "t_up_k",
+        "tau_cld",
+        "t_down_cld_k",
+        "t_up_cld_k",
+        "cloud_fraction",
+        "bias_ice_k",
+        "bias_ocean_k",
+    ]
     per_obs = {"sic", "t_skin_k", "cloud_fraction"}
     args = []
     for k, n in enumerate(names):
@@ -124,10 +146,20 @@ def _chain(sic, emis_ice, emis_ocean, t_skin=260.0, tau=0.7, t_down=40.0, t_up=3
     g = torch.Generator().manual_seed(1)
     full = lambda v: torch.full((B, C), v, dtype=D) if not torch.is_tensor(v) else v  # noqa: E731
     return physics.simulate_tb(
-        sic=torch.full((B,), sic, dtype=D), emis_ice=full(emis_ice), t_skin_k=torch.full((B,), t_skin, dtype=D),
-        emis_ocean=full(emis_ocean), ocean_t_floor_k=floor, tau=full(tau), t_down_k=full(t_down),
-        t_up_k=full(t_up), tau_cld=full(tau), t_down_cld_k=full(t_down), t_up_cld_k=full(t_up),
-        cloud_fraction=torch.rand(B, generator=g, dtype=D), bias_ice_k=full(0.0), bias_ocean_k=full(0.0),
+        sic=torch.full((B,), sic, dtype=D),
+        emis_ice=full(emis_ice),
+        t_skin_k=torch.full((B,), t_skin, dtype=D),
+        emis_ocean=full(emis_ocean),
+        ocean_t_floor_k=floor,
+        tau=full(tau),
+        t_down_k=full(t_down),
+        t_up_k=full(t_up),
+        tau_cld=full(tau),
+        t_down_cld_k=full(t_down),
+        t_up_cld_k=full(t_up),
+        cloud_fraction=torch.rand(B, generator=g, dtype=D),
+        bias_ice_k=full(0.0),
+        bias_ocean_k=full(0.0),
     )
 
 
@@ -181,12 +213,31 @@ def test_tb_monotonic_in_sic_between_ocean_and_ice():
 
 
 # -------------------------------------------------------------- factored chain
-_NAMES = ["sic", "emis_ice", "t_skin_k", "emis_ocean", "tau", "t_down_k", "t_up_k", "tau_cld",
-          "t_down_cld_k", "t_up_cld_k", "cloud_fraction", "bias_ice_k", "bias_ocean_k"]
+_NAMES = [
+    "sic",
+    "emis_ice",
+    "t_skin_k",
+    "emis_ocean",
+    "tau",
+    "t_down_k",
+    "t_up_k",
+    "tau_cld",
+    "t_down_cld_k",
+    "t_up_cld_k",
+    "cloud_fraction",
+    "bias_ice_k",
+    "bias_ocean_k",
+]
 _PER_OBS = {"sic", "t_skin_k", "cloud_fraction"}
-_RANGES = {"t_skin_k": (250.0, 290.0), "t_down_k": (5.0, 100.0), "t_up_k": (5.0, 100.0),
-           "t_down_cld_k": (20.0, 200.0), "t_up_cld_k": (20.0, 200.0), "bias_ice_k": (-5.0, 5.0),
-           "bias_ocean_k": (-5.0, 5.0)}
+_RANGES = {
+    "t_skin_k": (250.0, 290.0),
+    "t_down_k": (5.0, 100.0),
+    "t_up_k": (5.0, 100.0),
+    "t_down_cld_k": (20.0, 200.0),
+    "t_up_cld_k": (20.0, 200.0),
+    "bias_ice_k": (-5.0, 5.0),
+    "bias_ocean_k": (-5.0, 5.0),
+}
 
 
 def _chain_args(B, C, seed=0):
@@ -202,9 +253,16 @@ def _chain_args(B, C, seed=0):
 def _mixed_chain(*, sic, emis_ice, emis_ocean, bias_ice_k, bias_ocean_k, **atmosphere):
     """The training hot path: data-only atmosphere_terms, then simulate_tb_mixed."""
     a_ice, a_ocean, const = physics.atmosphere_terms(**atmosphere)
-    return physics.simulate_tb_mixed(sic=sic, emis_ice=emis_ice, emis_ocean=emis_ocean, a_ice_k=a_ice,
-                                     a_ocean_k=a_ocean, const_k=const, bias_ice_k=bias_ice_k,
-                                     bias_ocean_k=bias_ocean_k)
+    return physics.simulate_tb_mixed(
+        sic=sic,
+        emis_ice=emis_ice,
+        emis_ocean=emis_ocean,
+        a_ice_k=a_ice,
+        a_ocean_k=a_ocean,
+        const_k=const,
+        bias_ice_k=bias_ice_k,
+        bias_ocean_k=bias_ocean_k,
+    )
 
 
 @pytest.mark.parametrize("floor", [271.35, None])
@@ -238,25 +296,52 @@ _unit = st.floats(0.0, 1.0)
 def test_isothermal_universe_property(sic, e_i, e_o, tau, f, temp):
     one = lambda v: torch.tensor([[v]], dtype=D)  # noqa: E731
     tb = _mixed_chain(
-        sic=torch.tensor([sic], dtype=D), emis_ice=one(e_i), t_skin_k=torch.tensor([temp], dtype=D),
-        emis_ocean=one(e_o), ocean_t_floor_k=None, tau=one(tau), t_down_k=one(temp), t_up_k=one((1 - tau) * temp),
-        tau_cld=one(tau), t_down_cld_k=one(temp), t_up_cld_k=one((1 - tau) * temp),
-        cloud_fraction=torch.tensor([f], dtype=D), bias_ice_k=one(0.0), bias_ocean_k=one(0.0),
+        sic=torch.tensor([sic], dtype=D),
+        emis_ice=one(e_i),
+        t_skin_k=torch.tensor([temp], dtype=D),
+        emis_ocean=one(e_o),
+        ocean_t_floor_k=None,
+        tau=one(tau),
+        t_down_k=one(temp),
+        t_up_k=one((1 - tau) * temp),
+        tau_cld=one(tau),
+        t_down_cld_k=one(temp),
+        t_up_cld_k=one((1 - tau) * temp),
+        cloud_fraction=torch.tensor([f], dtype=D),
+        bias_ice_k=one(0.0),
+        bias_ocean_k=one(0.0),
     )
     assert tb.item() == pytest.approx(temp, rel=1e-12)
 
 
 @settings(max_examples=60, deadline=None)
-@given(sic=_unit, e_i=_unit, e_o=_unit, tau=_unit, t_down=st.floats(0.0, 300.0), t_up=st.floats(0.0, 300.0),
-       temp=st.floats(200.0, 300.0))
+@given(
+    sic=_unit,
+    e_i=_unit,
+    e_o=_unit,
+    tau=_unit,
+    t_down=st.floats(0.0, 300.0),
+    t_up=st.floats(0.0, 300.0),
+    temp=st.floats(200.0, 300.0),
+)
 def test_tb_between_ocean_and_ice_tb_property(sic, e_i, e_o, tau, t_down, t_up, temp):
     def tb(c):
         one = lambda v: torch.tensor([[v]], dtype=D)  # noqa: E731
         return physics.simulate_tb(
-            sic=torch.tensor([c], dtype=D), emis_ice=one(e_i), t_skin_k=torch.tensor([temp], dtype=D),
-            emis_ocean=one(e_o), ocean_t_floor_k=271.35, tau=one(tau), t_down_k=one(t_down), t_up_k=one(t_up),
-            tau_cld=one(tau), t_down_cld_k=one(t_down), t_up_cld_k=one(t_up),
-            cloud_fraction=torch.tensor([0.5], dtype=D), bias_ice_k=one(1.0), bias_ocean_k=one(-1.0),
+            sic=torch.tensor([c], dtype=D),
+            emis_ice=one(e_i),
+            t_skin_k=torch.tensor([temp], dtype=D),
+            emis_ocean=one(e_o),
+            ocean_t_floor_k=271.35,
+            tau=one(tau),
+            t_down_k=one(t_down),
+            t_up_k=one(t_up),
+            tau_cld=one(tau),
+            t_down_cld_k=one(t_down),
+            t_up_cld_k=one(t_up),
+            cloud_fraction=torch.tensor([0.5], dtype=D),
+            bias_ice_k=one(1.0),
+            bias_ocean_k=one(-1.0),
         ).item()
 
     lo, hi = sorted((tb(0.0), tb(1.0)))

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import make_obs
 
-from empirical_seaice.model import physics
 from empirical_seaice.config import PRESETS, replace
+from empirical_seaice.model import physics
 from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
 
 
@@ -30,10 +30,20 @@ def _truth_case(ngrid=40, nstep=5, nobs=2048):
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
     full = lambda v: t(np.full((obs.nobs, obs.nchan), v))  # noqa: E731
     tb = physics.simulate_tb(
-        sic=t(c), emis_ice=t(np.broadcast_to(e_true, (obs.nobs, obs.nchan))), t_skin_k=t(obs.t_skin_k),
-        emis_ocean=t(obs.emis_water), ocean_t_floor_k=271.35, tau=t(obs.tau), t_down_k=t(obs.t_down_k),
-        t_up_k=t(obs.t_up_k), tau_cld=t(obs.tau_cld), t_down_cld_k=t(obs.t_down_cld_k),
-        t_up_cld_k=t(obs.t_up_cld_k), cloud_fraction=t(obs.cloud_fraction), bias_ice_k=full(5.0), bias_ocean_k=full(2.5),
+        sic=t(c),
+        emis_ice=t(np.broadcast_to(e_true, (obs.nobs, obs.nchan))),
+        t_skin_k=t(obs.t_skin_k),
+        emis_ocean=t(obs.emis_water),
+        ocean_t_floor_k=271.35,
+        tau=t(obs.tau),
+        t_down_k=t(obs.t_down_k),
+        t_up_k=t(obs.t_up_k),
+        tau_cld=t(obs.tau_cld),
+        t_down_cld_k=t(obs.t_down_cld_k),
+        t_up_cld_k=t(obs.t_up_cld_k),
+        cloud_fraction=t(obs.cloud_fraction),
+        bias_ice_k=full(5.0),
+        bias_ocean_k=full(2.5),
     )
     obs.tb_obs_k[:] = np.where(obs.mask, tb.numpy() + rng.normal(0, 1.0, tb.shape), 0)
     return obs, bg, truth, e_true
@@ -45,7 +55,13 @@ def test_short_training_recovers_sic_and_emissivity():
     p = PRESETS["v2"]
     rc = build_row_counts(obs, 1, bg.ngrid, bg.nstep)
     net = HybridNetwork(
-        replace(p.model, ice_emis_init=0.9), p.cost, obs.basis, bg, obs.nobs, rc, sparse=True,
+        replace(p.model, ice_emis_init=0.9),
+        p.cost,
+        obs.basis,
+        bg,
+        obs.nobs,
+        rc,
+        sparse=True,
         generator=torch.Generator().manual_seed(0),
     )
     data = ObservationTensors(obs)
@@ -58,7 +74,7 @@ def test_short_training_recovers_sic_and_emissivity():
     for epoch in range(30):
         perm = torch.randperm(obs.nobs, generator=gen)
         for k in range(0, obs.nobs - 1023, 1024):
-            b = data.batch(perm[k:k + 1024])
+            b = data.batch(perm[k : k + 1024])
             terms = net.cost_terms(b, net(b), obs.nobs)
             total = net.total_cost(terms)
             first = float(terms["obs"].detach()) if first is None else first

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from empirical_seaice.errors import SeaIceError
 from empirical_seaice.products import classic
 from empirical_seaice.products.classic import (
     BOOTSTRAP_TIE_POINTS,
@@ -19,7 +20,6 @@ from empirical_seaice.products.classic import (
     nasa_team,
     write_classic_sic,
 )
-from empirical_seaice.errors import SeaIceError
 
 
 def nt_mixture(tp, c_fy, c_my):
@@ -180,10 +180,16 @@ def _two_sensor_obs(make_obs, lat):
                     # set on a separate observation so both are noise-free for their algorithm.
                     row_nt = tb.copy()
                     row_nt[[ix["19v"], ix["19h"], ix["37v"]]] = v19, h19, v37
-                    rows.append(row_nt); ig.append(g); it.append(t); isn.append(s)
+                    rows.append(row_nt)
+                    ig.append(g)
+                    it.append(t)
+                    isn.append(s)
                     row_bt = tb.copy()
                     row_bt[[ix["37v"], ix["37h"], ix["19v"]]] = bv37, bh37, bv19
-                    rows.append(row_bt); ig.append(g); it.append(t); isn.append(s)
+                    rows.append(row_bt)
+                    ig.append(g)
+                    it.append(t)
+                    isn.append(s)
     return basis, truth_nt, (rows, ig, it, isn)
 
 
@@ -193,13 +199,22 @@ def test_classic_sic_maps_per_algorithm(make_obs):
     _basis, truth, (rows, ig, it, isn) = _two_sensor_obs(make_obs, lat)
     rows, ig, it, isn = map(np.asarray, (rows, ig, it, isn))
     nt_rows = np.arange(len(rows)) % 2 == 0
-    obs_nt = make_obs(rows[nt_rows], ig[nt_rows], it[nt_rows], isn[nt_rows],
-                      sensors=("amsr2", "ssmisf17"), ngrid=3, nstep=2, lat=lat)
+    obs_nt = make_obs(
+        rows[nt_rows], ig[nt_rows], it[nt_rows], isn[nt_rows], sensors=("amsr2", "ssmisf17"), ngrid=3, nstep=2, lat=lat
+    )
     out = classic_sic_maps(obs_nt, algorithms=("nasa_team",))
     np.testing.assert_allclose(out.maps["nasa_team"], truth, atol=2e-5)  # float32 TBs
     np.testing.assert_allclose(out.per_sensor[("nasa_team", "ssmisf17")], truth, atol=2e-5)
-    obs_bt = make_obs(rows[~nt_rows], ig[~nt_rows], it[~nt_rows], isn[~nt_rows],
-                      sensors=("amsr2", "ssmisf17"), ngrid=3, nstep=2, lat=lat)
+    obs_bt = make_obs(
+        rows[~nt_rows],
+        ig[~nt_rows],
+        it[~nt_rows],
+        isn[~nt_rows],
+        sensors=("amsr2", "ssmisf17"),
+        ngrid=3,
+        nstep=2,
+        lat=lat,
+    )
     out = classic_sic_maps(obs_bt, algorithms=("bootstrap",))
     np.testing.assert_allclose(out.maps["bootstrap"], truth, atol=2e-5)
     # Grid point 1 is southern: with the northern tie points the answer would differ.

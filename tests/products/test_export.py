@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from empirical_seaice.model import physics
 from empirical_seaice.config import PRESETS
-from empirical_seaice.model.emissivity import LinearEmissivity, NetworkEmissivity
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.model import physics
+from empirical_seaice.model.emissivity import LinearEmissivity, NetworkEmissivity
 from empirical_seaice.products.export import (
     FORMAT_NAME,
     NumpyEmissivityModel,
@@ -115,8 +115,13 @@ def test_coefficient_file_is_self_describing(v2_model, tmp_path):
     import xarray as xr
 
     em, cfg, basis = v2_model
-    prov = Provenance(tag="demo", preset="v2", sensors=basis.sensor_names,
-                      period_start=julian_day_to_iso(2459031.5), period_end="2020-07-10")
+    prov = Provenance(
+        tag="demo",
+        preset="v2",
+        sensors=basis.sensor_names,
+        period_start=julian_day_to_iso(2459031.5),
+        period_end="2020-07-10",
+    )
     path = write_emissivity_coefficients(tmp_path / "emis_model_demo.nc", em, cfg, basis, prov)
     with xr.open_dataset(path) as ds:
         assert list(ds["input_name"].values) == ["x_T", "P0", "P1", "Q0", "f/100"]
@@ -140,8 +145,13 @@ def test_evaluator_imports_no_torch(v2_model, tmp_path):
     path = write_emissivity_coefficients(tmp_path / "m.nc", em, cfg, basis)
     x_t = physics.normalised_temperature(torch.tensor([250.0]), 273.0, 30.0).double()
     with torch.no_grad():
-        ref = em.double().emissivity_vh(x_t, torch.tensor([[0.3, -0.1, 0.2]], dtype=torch.float64),
-                                        torch.tensor([89.0], dtype=torch.float64)).numpy()[0]
+        ref = (
+            em.double()
+            .emissivity_vh(
+                x_t, torch.tensor([[0.3, -0.1, 0.2]], dtype=torch.float64), torch.tensor([89.0], dtype=torch.float64)
+            )
+            .numpy()[0]
+        )
     code = (
         "import sys\n"
         "from empirical_seaice.products.export import NumpyEmissivityModel\n"
@@ -162,8 +172,9 @@ def test_onnx_equals_torch(v2_model, v1_model, tmp_path):
     path = export_onnx(tmp_path / "m.onnx", em, cfg)
     t, props, freq = _random_inputs(1000, 3, seed=5)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"t_skin_k": t.astype(np.float32), "props": props.astype(np.float32),
-                          "freq_ghz": freq.astype(np.float32)})[0]
+    got = sess.run(
+        None, {"t_skin_k": t.astype(np.float32), "props": props.astype(np.float32), "freq_ghz": freq.astype(np.float32)}
+    )[0]
     x_t = physics.normalised_temperature(torch.from_numpy(t).float(), 273.0, 30.0)
     with torch.no_grad():
         ref = em.float().emissivity_vh(x_t, torch.from_numpy(props).float(), torch.from_numpy(freq).float()).numpy()

@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from products_fixtures import make_observations
 
 from empirical_seaice.config import PRESETS
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+from empirical_seaice.observations import BackgroundMaps
 from empirical_seaice.products.gridded import (
     UNIX_EPOCH_JD,
     cell_mean,
@@ -17,10 +20,6 @@ from empirical_seaice.products.gridded import (
     step_time_bounds,
     write_gridded_emissivity,
 )
-from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
-from empirical_seaice.observations import BackgroundMaps
-
-from products_fixtures import make_observations
 
 
 def build(version, sensors, seed=0):
@@ -37,12 +36,16 @@ def build(version, sensors, seed=0):
     it = np.array([t for g, t in cells for _ in range(2)])
     isn = np.arange(ig.size) % len(sensors)
     tb = np.full((ig.size, basis.nchan), 200.0)
-    obs = make_observations(tb, ig, it, isn, sensors=sensors, ngrid=ngrid, nstep=nstep,
-                            lat=np.linspace(70, 85, ngrid))
+    obs = make_observations(tb, ig, it, isn, sensors=sensors, ngrid=ngrid, nstep=nstep, lat=np.linspace(70, 85, ngrid))
     t_map = rng.uniform(230.0, 280.0, (ngrid, nstep)).astype(np.float32)
     obs.t_skin_k[:] = t_map[ig, it]
-    bg = BackgroundMaps(sic=rng.uniform(0, 1, (ngrid, nstep + 1)).astype(np.float32), t_skin_map_k=t_map, nlag=1,
-                        lon=obs.lon, lat=obs.lat)
+    bg = BackgroundMaps(
+        sic=rng.uniform(0, 1, (ngrid, nstep + 1)).astype(np.float32),
+        t_skin_map_k=t_map,
+        nlag=1,
+        lon=obs.lon,
+        lat=obs.lat,
+    )
     net = HybridNetwork(preset.model, preset.cost, basis, bg, obs.nobs, generator=torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(seed + 5)
     with torch.no_grad():
@@ -81,8 +84,9 @@ def test_gridded_frequencies_and_file_layout(tmp_path):
     net, obs, bg = build("v2", ("amsr2",))
     inputs = grid_inputs(net, obs, bg)
     freqs = [10.65, 55.0, 150.0]
-    path = write_gridded_emissivity(tmp_path / "f.nc", net.emissivity, net.model_config, net.basis, inputs,
-                                    freq_ghz=freqs)
+    path = write_gridded_emissivity(
+        tmp_path / "f.nc", net.emissivity, net.model_config, net.basis, inputs, freq_ghz=freqs
+    )
     with xr.open_dataset(path, decode_times=False) as ds:
         ev, eh = ds["ice_emis_v"].values, ds["ice_emis_h"].values
         assert ev.shape == (5, 3, 3)
@@ -136,5 +140,6 @@ def test_cell_mean_and_time_bounds_hand_values():
     mean, count = cell_mean(np.array([[1.0], [3.0], [5.0]]), [0, 0, 1], [1, 1, 0], 2, 2)
     assert mean[0, 1, 0] == 2.0 and mean[1, 0, 0] == 5.0 and mean[0, 0, 0] == 0.0
     np.testing.assert_array_equal(count, [[0, 2], [1, 0]])
-    np.testing.assert_allclose(step_time_bounds(2459000.0, 2, 2), [[2459002.375, 2459003.375],
-                                                                   [2459003.375, 2459004.375]])
+    np.testing.assert_allclose(
+        step_time_bounds(2459000.0, 2, 2), [[2459002.375, 2459003.375], [2459003.375, 2459004.375]]
+    )

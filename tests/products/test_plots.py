@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
-from empirical_seaice.products import plots
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.products import plots
 
 
 def polar_grid(n_side=16, spacing_km=150.0, south=False):
@@ -60,8 +60,10 @@ def test_plot_maps_png(tmp_path):
 
 def test_plot_spectra_loss_departures(tmp_path):
     f = plots.SPECTRUM_FREQ_GHZ
-    spectra = {"a": np.column_stack([0.95 - 0.001 * f, 0.85 - 0.002 * f]),
-               "b": np.column_stack([0.9 - 0.0005 * f, 0.8 - 0.001 * f])}
+    spectra = {
+        "a": np.column_stack([0.95 - 0.001 * f, 0.85 - 0.002 * f]),
+        "b": np.column_stack([0.9 - 0.0005 * f, 0.8 - 0.001 * f]),
+    }
     assert_png(plots.plot_spectra(tmp_path / "s.png", f, spectra))
     with pytest.raises(SeaIceError, match="expected"):
         plots.plot_spectra(tmp_path / "s2.png", f, {"x": np.zeros((3, 2))})
@@ -99,7 +101,7 @@ def test_spectrum_groups_from_masks():
     props = np.array([[1.0, 0.0], [3.0, 0.0], [9.0, 9.0], [5.0, 2.0]])
     t = np.array([250.0, 254.0, 260.0, 240.0])
     g = plots.spectrum_groups_from_masks({"a": [True, True, True, False], "b": [False] * 4}, sic, props, t)
-    (label, (tm, pm)), = g.items()
+    ((label, (tm, pm)),) = g.items()
     assert label == "a (n=2)" and tm == 252.0  # the SIC 0.5 cell is not consolidated ice
     np.testing.assert_allclose(pm, [2.0, 0.0])
 
@@ -133,20 +135,40 @@ def test_make_plots_writes_all_and_index(tmp_path):
     rng = np.random.default_rng(2)
     sic = np.clip(rng.uniform(-0.2, 1.2, (ng, ns)), 0, 1)
     inputs = plots.PlotInputs(
-        lon=lon, lat=lat, day=1, sic=sic, sic_background=np.clip(sic + 0.1, 0, 1),
-        sic_truth=np.clip(sic - 0.05, 0, 1), sic_classic={"nasa_team": np.clip(sic * 0.9, 0, 1)},
+        lon=lon,
+        lat=lat,
+        day=1,
+        sic=sic,
+        sic_background=np.clip(sic + 0.1, 0, 1),
+        sic_truth=np.clip(sic - 0.05, 0, 1),
+        sic_classic={"nasa_team": np.clip(sic * 0.9, 0, 1)},
         props_grid=rng.normal(0, 1, (ng, ns, 2)),
         emis_grid={c: rng.uniform(0.7, 0.97, (ng, ns)) for c in ("10v", "37v", "89v")},
-        t_skin_map_k=rng.uniform(240, 270, (ng, ns)), emissivity_model=_LinearModel(), nprop_obs=1,
-        losses_epoch={"obs": np.array([5.0, 3.0, 2.0])}, losses_batch={"obs": np.linspace(9, 2, 50)},
-        channel_names=["19v", "37v"], dep_before=rng.normal(3, 5, (200, 2)), dep_after=rng.normal(0, 1, (200, 2)),
-        title="test", spectrum_masks={"west": np.tile((lon < 0)[:, None], (1, ns)), "none": np.zeros((ng, ns), bool)},
+        t_skin_map_k=rng.uniform(240, 270, (ng, ns)),
+        emissivity_model=_LinearModel(),
+        nprop_obs=1,
+        losses_epoch={"obs": np.array([5.0, 3.0, 2.0])},
+        losses_batch={"obs": np.linspace(9, 2, 50)},
+        channel_names=["19v", "37v"],
+        dep_before=rng.normal(3, 5, (200, 2)),
+        dep_after=rng.normal(0, 1, (200, 2)),
+        title="test",
+        spectrum_masks={"west": np.tile((lon < 0)[:, None], (1, ns)), "none": np.zeros((ng, ns), bool)},
     )
     paths = plots.make_plots(tmp_path / "plots", inputs)
     names = [p.name for p in paths]
     assert names == [
-        "map_sic.png", "map_sic_error.png", "map_prop0.png", "map_prop1.png", "map_ice_emis.png",
-        "spectra.png", "spectra_ice_types.png", "loss_epoch.png", "loss_batch.png", "departures_hist.png", "departures_stats.png",
+        "map_sic.png",
+        "map_sic_error.png",
+        "map_prop0.png",
+        "map_prop1.png",
+        "map_ice_emis.png",
+        "spectra.png",
+        "spectra_ice_types.png",
+        "loss_epoch.png",
+        "loss_batch.png",
+        "departures_hist.png",
+        "departures_stats.png",
         "index.html",
     ]
     for p in paths[:-1]:

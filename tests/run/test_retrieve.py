@@ -11,10 +11,10 @@ import torch
 import xarray as xr
 from matplotlib import image as mpimg
 
-from empirical_seaice.run import train as pipeline
 from empirical_seaice.config import DataConfig, Preset, TrainingConfig, get_preset
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
+from empirical_seaice.run import train as pipeline
 from empirical_seaice.run.retrieve import FrozenModel, run_retrieval, transfer_trained_model
 
 NTRAIN = 3  # days trained on; the twin has 4, the last one is retrieved
@@ -40,8 +40,15 @@ def trained(tmp_path_factory, single_thread):
     preset = Preset(name="v2", model=replace(base.model, ice_emis_init=0.9), cost=base.cost, sensors=("amsr2",))
     tc = TrainingConfig(nepochs=15, batch_size=128, learning_rate=0.02, reproducible=True)
     output = root / "out"
-    res = pipeline.run(DataConfig(data=twin, sensors=("amsr2",), nsteps=NTRAIN), preset, preset.cost, tc,
-                       output=output, tag="train", progress=False)
+    res = pipeline.run(
+        DataConfig(data=twin, sensors=("amsr2",), nsteps=NTRAIN),
+        preset,
+        preset.cost,
+        tc,
+        output=output,
+        tag="train",
+        progress=False,
+    )
     return twin, output, tc, res
 
 
@@ -58,8 +65,15 @@ def test_retrieval_beats_background_and_keeps_model_fixed(trained):
     ckpt = out.load_checkpoint(out.output_path(output, out.CHECKPOINT, "train"))
     sd = ckpt["state_dict"]
     net = r.network
-    for name in ("emissivity.hidden.weight", "emissivity.hidden.bias", "emissivity.output.weight",
-                 "emissivity.output.bias", "wind_coef", "bias_ice_k", "bias_ocean_k"):
+    for name in (
+        "emissivity.hidden.weight",
+        "emissivity.hidden.bias",
+        "emissivity.output.weight",
+        "emissivity.output.bias",
+        "wind_coef",
+        "bias_ice_k",
+        "bias_ocean_k",
+    ):
         torch.testing.assert_close(net.state_dict()[name].cpu(), sd[name], rtol=0, atol=0)
     for stem in ("seaice", "properties_grid", "properties_obs", "tbsim", "tbsim_initial", "ice_emis", "tbobs"):
         assert out.output_path(output, stem, "ret").is_file()
@@ -159,18 +173,43 @@ def test_transfer_v1_needs_trained_channels():
 def test_cli_diagsonly_export_products(trained, capsys):
     """seaice-training --diagsonly --modeltag TAG --export --plots on the trained run."""
     from empirical_seaice.cli import main
-    from empirical_seaice.products.export import NumpyEmissivityModel
     from empirical_seaice.io import read_training_data
+    from empirical_seaice.products.export import NumpyEmissivityModel
 
     twin, output, tc, res = trained
-    rc = main(["--data", str(twin), "--output", str(output), "--diagsonly", "--modeltag", "train", "--tag", "diag",
-               "--sensors", "amsr2", "--export", "--plots", "--no-progress"])
+    rc = main(
+        [
+            "--data",
+            str(twin),
+            "--output",
+            str(output),
+            "--diagsonly",
+            "--modeltag",
+            "train",
+            "--tag",
+            "diag",
+            "--sensors",
+            "amsr2",
+            "--export",
+            "--plots",
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr()
     assert rc == 0, printed.err
-    for name in ("emis_model_diag.nc", "emis_model_diag.onnx", "ice_emis_grid_diag.nc", "classic_sic_diag.nc",
-                 "plots_diag/index.html", "plots_diag/map_sic.png", "plots_diag/spectra.png",
-                 "plots_diag/loss_epoch.png", "plots_diag/departures_stats.png", "plots_diag/map_ice_emis.png",
-                 "plots_diag/spectra_ice_types.png"):
+    for name in (
+        "emis_model_diag.nc",
+        "emis_model_diag.onnx",
+        "ice_emis_grid_diag.nc",
+        "classic_sic_diag.nc",
+        "plots_diag/index.html",
+        "plots_diag/map_sic.png",
+        "plots_diag/spectra.png",
+        "plots_diag/loss_epoch.png",
+        "plots_diag/departures_stats.png",
+        "plots_diag/map_ice_emis.png",
+        "plots_diag/spectra_ice_types.png",
+    ):
         assert (output / name).is_file(), name
     for png in (output / "plots_diag").glob("*.png"):
         assert mpimg.imread(png)[..., :3].std() > 0.02, png.name
@@ -204,9 +243,28 @@ def test_cli_retrieve(trained, capsys):
     from empirical_seaice.cli import main
 
     twin, output, tc, _ = trained
-    rc = main(["--retrieve", "--modeltag", "train", "--data", str(twin), "--stepstart", str(NTRAIN),
-               "--output", str(output), "--tag", "ret_cli", "--nepochs", "2", "--batchsize", "128",
-               "--no-gridded", "--no-classic", "--no-progress"])
+    rc = main(
+        [
+            "--retrieve",
+            "--modeltag",
+            "train",
+            "--data",
+            str(twin),
+            "--stepstart",
+            str(NTRAIN),
+            "--output",
+            str(output),
+            "--tag",
+            "ret_cli",
+            "--nepochs",
+            "2",
+            "--batchsize",
+            "128",
+            "--no-gridded",
+            "--no-classic",
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     assert "retrieval 'ret_cli' with trained model 'train'" in printed.out
@@ -214,16 +272,19 @@ def test_cli_retrieve(trained, capsys):
     assert (output / "seaice_ret_cli.nc").is_file() and (output / "properties_grid_ret_cli.nc").is_file()
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--retrieve"], "--retrieve: give the trained model with --modeltag"),
-    (["--retrieve", "--modeltag", "train", "--diagsonly"], "--diagsonly does not apply"),
-    (["--grid-channels", "183pm7v"], "--grid-channels: 183pm7v not among"),
-    (["--grid-channels", "10v", "--grid-freqs", "10"], "give at most one"),
-    (["--grid-freqs", "ten"], "--grid-freqs: expected frequencies in GHz"),
-    (["--grid-freqs", "1000"], "expected frequencies in 1..400 GHz"),
-    (["--model", "v1", "--grid-freqs", "10"], "v1 model has per-channel outputs"),
-    (["--plot-day", "-1"], "--plot-day: expected a step >= 0"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--retrieve"], "--retrieve: give the trained model with --modeltag"),
+        (["--retrieve", "--modeltag", "train", "--diagsonly"], "--diagsonly does not apply"),
+        (["--grid-channels", "183pm7v"], "--grid-channels: 183pm7v not among"),
+        (["--grid-channels", "10v", "--grid-freqs", "10"], "give at most one"),
+        (["--grid-freqs", "ten"], "--grid-freqs: expected frequencies in GHz"),
+        (["--grid-freqs", "1000"], "expected frequencies in 1..400 GHz"),
+        (["--model", "v1", "--grid-freqs", "10"], "v1 model has per-channel outputs"),
+        (["--plot-day", "-1"], "--plot-day: expected a step >= 0"),
+    ],
+)
 def test_cli_product_flag_errors(tmp_path, capsys, extra, message):
     from empirical_seaice.cli import main
 

@@ -30,18 +30,42 @@ def make_case(nobs: int = 400, ngrid: int = 4, nstep: int = 5, nlag: int = 1, se
         return rng.uniform(lo, hi, shape).astype(f32)
 
     obs = Observations(
-        igrid=igrid, istep=istep, isensor=isensor, t_skin_k=u(240, 272, nobs), wind_ms=u(0, 15, nobs),
-        cloud_fraction=u(0, 1, nobs), zenith_deg=np.full(nobs, np.nan, f32), julian_day=2459000.5 + istep,
-        obs_index=np.arange(nobs, dtype=np.int64), tb_obs_k=np.zeros((nobs, nc), f32), mask=mask,
-        emis_water=u(0.4, 0.7, (nobs, nc)), tau=u(0.6, 1.0, (nobs, nc)), t_down_k=u(10, 60, (nobs, nc)),
-        t_up_k=u(10, 60, (nobs, nc)), tau_cld=u(0.4, 0.9, (nobs, nc)), t_down_cld_k=u(20, 100, (nobs, nc)),
-        t_up_cld_k=u(20, 100, (nobs, nc)), basis=basis, ngrid=ngrid, nstep=nstep, jd_origin=2459000.0,
+        igrid=igrid,
+        istep=istep,
+        isensor=isensor,
+        t_skin_k=u(240, 272, nobs),
+        wind_ms=u(0, 15, nobs),
+        cloud_fraction=u(0, 1, nobs),
+        zenith_deg=np.full(nobs, np.nan, f32),
+        julian_day=2459000.5 + istep,
+        obs_index=np.arange(nobs, dtype=np.int64),
+        tb_obs_k=np.zeros((nobs, nc), f32),
+        mask=mask,
+        emis_water=u(0.4, 0.7, (nobs, nc)),
+        tau=u(0.6, 1.0, (nobs, nc)),
+        t_down_k=u(10, 60, (nobs, nc)),
+        t_up_k=u(10, 60, (nobs, nc)),
+        tau_cld=u(0.4, 0.9, (nobs, nc)),
+        t_down_cld_k=u(20, 100, (nobs, nc)),
+        t_up_cld_k=u(20, 100, (nobs, nc)),
+        basis=basis,
+        ngrid=ngrid,
+        nstep=nstep,
+        jd_origin=2459000.0,
     )
     sic_true = u(0.0, 1.0, (ngrid, nstep + nlag))
     tmap = u(255, 272, (ngrid, nstep))
     model, cost = ModelConfig(ice_emis_init=0.9), CostConfig()
-    truth = HybridNetwork(model, cost, basis, BackgroundMaps(sic_true, tmap, nlag), nobs, sparse=False,
-                          prior_mode="full", generator=make_generator(7))
+    truth = HybridNetwork(
+        model,
+        cost,
+        basis,
+        BackgroundMaps(sic_true, tmap, nlag),
+        nobs,
+        sparse=False,
+        prior_mode="full",
+        generator=make_generator(7),
+    )
     with torch.no_grad():
         truth.state.props_grid.weight.normal_(0, 0.5, generator=make_generator(8))
         truth.state.props_obs.weight.normal_(0, 0.5, generator=make_generator(9))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from training_toy import build, make_toy
 
 from empirical_seaice.config import TrainingConfig
 from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam
 from empirical_seaice.training.trainer import Trainer
-from training_toy import build, make_toy
 
 
 def _run_tables(nstep, nrow=50, ncol=3, touch=4, seed=0, flush_every=None):

@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hybrid_case import make_case
 
 from empirical_seaice.config import TrainingConfig
 from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
-from empirical_seaice.training.trainer import Trainer
 from empirical_seaice.training.history import evaluate_cost
 from empirical_seaice.training.runtime import make_generator
-from hybrid_case import make_case
+from empirical_seaice.training.trainer import Trainer
 
 NEPOCHS, LR, BATCH = 30, 5e-3, 64
 
@@ -26,8 +26,17 @@ def _train(case, optimizer: str, gathered: bool = True):
     obs, bg, model, cost = case
     rc = build_row_counts(obs, bg.nlag, obs.ngrid, obs.nstep)
     dense = optimizer == "dense"
-    net = HybridNetwork(model, cost, obs.basis, bg, obs.nobs, row_counts=rc, sparse=not dense,
-                        prior_mode="full" if dense else "sampled", generator=make_generator(1))
+    net = HybridNetwork(
+        model,
+        cost,
+        obs.basis,
+        bg,
+        obs.nobs,
+        row_counts=rc,
+        sparse=not dense,
+        prior_mode="full" if dense else "sampled",
+        generator=make_generator(1),
+    )
     if not gathered:  # rows caught up in the tables, read by the network's own lookups (sparse gradients)
         net.reads_state_values = False
     data = ObservationTensors(obs)

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from empirical_seaice.model import physics
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.model import physics
 from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam
 
 
@@ -63,7 +63,7 @@ def test_catch_up_then_step_equals_dense_adam(detour):
     opt_s.flush()
     np.testing.assert_allclose(ws.detach().numpy(), wd.detach().numpy(), rtol=0, atol=1e-5)
     assert float((wd.detach() - w0)[: nrow // 2].abs().min()) > 1e-3  # the rows did move
-    assert float((ws.detach() - w0)[nrow // 2:].abs().max()) == 0.0  # never-read rows did not
+    assert float((ws.detach() - w0)[nrow // 2 :].abs().max()) == 0.0  # never-read rows did not
     st = opt_s.state[ws]
     np.testing.assert_allclose(st["exp_avg"].numpy(), opt_d.state[wd]["exp_avg"].numpy(), rtol=1e-3, atol=1e-5)
 
@@ -77,11 +77,24 @@ def test_mixed_tb_equals_simulate_tb(floor):
         x = lo + (hi - lo) * torch.rand(*shape, generator=gen, dtype=torch.float64)
         return x.requires_grad_(grad)
 
-    atm = dict(t_skin_k=r(nb, lo=240, hi=280), ocean_t_floor_k=floor, tau=r(nb, nc), t_down_k=r(nb, nc, hi=80),
-               t_up_k=r(nb, nc, hi=80), tau_cld=r(nb, nc), t_down_cld_k=r(nb, nc, hi=100),
-               t_up_cld_k=r(nb, nc, hi=100), cloud_fraction=r(nb))
-    train = dict(sic=r(nb, lo=-0.1, hi=1.1, grad=True), emis_ice=r(nb, nc, grad=True), emis_ocean=r(nb, nc, grad=True),
-                 bias_ice_k=r(nb, nc, lo=-2, hi=2, grad=True), bias_ocean_k=r(nb, nc, lo=-2, hi=2, grad=True))
+    atm = dict(
+        t_skin_k=r(nb, lo=240, hi=280),
+        ocean_t_floor_k=floor,
+        tau=r(nb, nc),
+        t_down_k=r(nb, nc, hi=80),
+        t_up_k=r(nb, nc, hi=80),
+        tau_cld=r(nb, nc),
+        t_down_cld_k=r(nb, nc, hi=100),
+        t_up_cld_k=r(nb, nc, hi=100),
+        cloud_fraction=r(nb),
+    )
+    train = dict(
+        sic=r(nb, lo=-0.1, hi=1.1, grad=True),
+        emis_ice=r(nb, nc, grad=True),
+        emis_ocean=r(nb, nc, grad=True),
+        bias_ice_k=r(nb, nc, lo=-2, hi=2, grad=True),
+        bias_ocean_k=r(nb, nc, lo=-2, hi=2, grad=True),
+    )
     ref = physics.simulate_tb(**atm, **train)
     a_ice, a_ocean, const = physics.atmosphere_terms(**atm)
     new = physics.simulate_tb_mixed(a_ice_k=a_ice, a_ocean_k=a_ocean, const_k=const, **train)
@@ -119,8 +132,11 @@ def test_catch_up_many_tables_of_two_widths_equals_dense_adam():
         rb = torch.randint(0, 8, (4,), generator=gen)
         ta, tb = torch.randn(4, 2, 1, generator=gen), torch.randn(4, 2, generator=gen)
         opt_s.catch_up_many([(sa, ra.reshape(-1)), (sb, rb)])
-        max_read_diff = max(max_read_diff, float((sa.detach()[ra] - da.detach()[ra]).abs().max()),
-                            float((sb.detach()[rb] - db.detach()[rb]).abs().max()))
+        max_read_diff = max(
+            max_read_diff,
+            float((sa.detach()[ra] - da.detach()[ra]).abs().max()),
+            float((sb.detach()[rb] - db.detach()[rb]).abs().max()),
+        )
         for wa, wb, sparse in ((sa, sb, True), (da, db, False)):
             (_lookup_loss(wa, ra, ta, sparse) + _lookup_loss(wb, rb, tb, sparse)).backward()
         opt_s.step()
@@ -151,7 +167,9 @@ def test_slab_survives_state_dict_round_trip_and_replaced_data():
         for _ in range(steps):
             ra, rb = torch.randint(0, 30, (5,), generator=g), torch.randint(0, 12, (3,), generator=g)
             opt.catch_up_many([(tables[0], ra), (tables[1], rb)])
-            (F.embedding(ra, tables[0], sparse=True).sum() + F.embedding(rb, tables[1], sparse=True).pow(2).sum()).backward()
+            (
+                F.embedding(ra, tables[0], sparse=True).sum() + F.embedding(rb, tables[1], sparse=True).pow(2).sum()
+            ).backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
 

@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from training_toy import ToyData, ToyNetwork, build, make_toy
 
 from empirical_seaice.config import TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.training.deferred_adam import ADAM_EPS
-from empirical_seaice.training.trainer import CHECKPOINT_NAME, Trainer
 from empirical_seaice.training.history import TrainingHistory, evaluate_cost
 from empirical_seaice.training.runtime import make_generator, resolve_device, split_observations
-from training_toy import ToyData, ToyNetwork, build, make_toy
+from empirical_seaice.training.trainer import CHECKPOINT_NAME, Trainer
 
 B1, B2, LR = 0.9, 0.999, 1e-3
 
@@ -79,7 +79,9 @@ def test_history_books():
     assert hist.batch_size.tolist() == [128, 128, 128, 128, 88] * 3
     for name in hist.terms:
         assert hist.batch_terms[name].shape == (3 * nb,)
-    np.testing.assert_allclose(hist.batch_terms["total"], hist.batch_terms["obs"] + hist.batch_terms["prior"], rtol=1e-6)
+    np.testing.assert_allclose(
+        hist.batch_terms["total"], hist.batch_terms["obs"] + hist.batch_terms["prior"], rtol=1e-6
+    )
     for e in range(3):
         sl = slice(e * nb, (e + 1) * nb)
         w = hist.batch_size[sl]
@@ -144,8 +146,15 @@ def _conflict_case(patience=1, nepochs=6):
     x = rng.normal(size=row.size)
     train, valid = np.arange(200), np.arange(200, 210)
     net, data = build(row, x, y, train_index=train)
-    cfg = TrainingConfig(nepochs=nepochs, batch_size=40, learning_rate=0.05, validation_fraction=0.05,
-                         early_stopping=True, patience=patience, reproducible=True)
+    cfg = TrainingConfig(
+        nepochs=nepochs,
+        batch_size=40,
+        learning_rate=0.05,
+        validation_fraction=0.05,
+        early_stopping=True,
+        patience=patience,
+        reproducible=True,
+    )
     return net, data, cfg, train, valid
 
 
@@ -238,8 +247,9 @@ def test_trainer_errors():
     with pytest.raises(SeaIceError, match="became non-finite"):
         with torch.no_grad():
             sparse_net.w.fill_(float("inf"))
-        Trainer(sparse_net, data, TrainingConfig(nepochs=1, batch_size=50), np.arange(100), None, 100,
-                progress=False).fit()
+        Trainer(
+            sparse_net, data, TrainingConfig(nepochs=1, batch_size=50), np.arange(100), None, 100, progress=False
+        ).fit()
 
 
 def test_config_and_device_errors():

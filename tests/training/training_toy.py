@@ -33,8 +33,15 @@ class ToyData:
 
 
 class ToyNetwork(torch.nn.Module):
-    def __init__(self, nrow: int, row_counts: np.ndarray, sparse: bool = True, prior_mode: str = "sampled",
-                 sigma_o: float = 1.0, sigma_p: float = 2.0):
+    def __init__(
+        self,
+        nrow: int,
+        row_counts: np.ndarray,
+        sparse: bool = True,
+        prior_mode: str = "sampled",
+        sigma_o: float = 1.0,
+        sigma_p: float = 2.0,
+    ):
         super().__init__()
         self.sparse = sparse
         self.prior_mode = prior_mode
@@ -86,8 +93,6 @@ def make_toy(nrow: int = 40, nobs: int = 600, seed: int = 1, noise: float = 0.3)
     x = rng.normal(0.0, 1.0, nobs)
     y = a_true[row] + 0.5 * x - 0.2 + noise * rng.normal(0.0, 1.0, nobs)
     return row, x, y
-
-
 
 
 def build(row, x, y, train_index=None, sparse=True, prior_mode="sampled"):

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 from empirical_seaice.twin.atmosphere import (
-    AtmosphereTable,
     LWP_AXIS,
     T_AIR_AXIS,
     TCWV_AXIS,
+    AtmosphereTable,
     absorption_h2o,
     column_rt,
     layer_rt,

@@ -17,8 +17,26 @@ from empirical_seaice.twin.cli import main
 
 def test_cli_writes_a_twin_and_prints_a_summary(tmp_path, capsys):
     out = tmp_path / "twin"
-    rc = main(["--output", str(out), "--preset", "tiny", "--days", "1", "--sensors", "gmi", "--seed", "4",
-               "--hemisphere", "south", "--noise-scale", "0.5", "--start-date", "2020-09-01"])
+    rc = main(
+        [
+            "--output",
+            str(out),
+            "--preset",
+            "tiny",
+            "--days",
+            "1",
+            "--sensors",
+            "gmi",
+            "--seed",
+            "4",
+            "--hemisphere",
+            "south",
+            "--noise-scale",
+            "0.5",
+            "--start-date",
+            "2020-09-01",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "gmi" in text and "1 days" in text
@@ -61,9 +79,15 @@ def test_cli_unknown_preset_is_an_argparse_error(tmp_path):
 
 @pytest.mark.parametrize(
     "kwargs,flag",
-    [({"days": 0}, "--days"), ({"sensors": ()}, "--sensors"), ({"sensors": ("amsr2", "amsr2")}, "twice"),
-     ({"sensors": ("mwhs2",)}, "cannot simulate"), ({"keep_fraction": 0.0}, "keep_fraction"),
-     ({"noise_scale": -1.0}, "--noise-scale"), ({"hemisphere": "up"}, "--hemisphere")],
+    [
+        ({"days": 0}, "--days"),
+        ({"sensors": ()}, "--sensors"),
+        ({"sensors": ("amsr2", "amsr2")}, "twice"),
+        ({"sensors": ("mwhs2",)}, "cannot simulate"),
+        ({"keep_fraction": 0.0}, "keep_fraction"),
+        ({"noise_scale": -1.0}, "--noise-scale"),
+        ({"hemisphere": "up"}, "--hemisphere"),
+    ],
 )
 def test_config_validation(kwargs, flag):
     with pytest.raises(SeaIceError, match=flag):

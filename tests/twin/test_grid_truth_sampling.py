@@ -39,8 +39,11 @@ def test_grid_south_excludes_ice_shelves(south):
 
 @pytest.mark.parametrize(
     "kwargs,flag",
-    [({"hemisphere": "east"}, "--hemisphere"), ({"resolution_km": 5.0}, "resolution_km"),
-     ({"lat_limit_deg": 20.0}, "lat_limit_deg")],
+    [
+        ({"hemisphere": "east"}, "--hemisphere"),
+        ({"resolution_km": 5.0}, "resolution_km"),
+        ({"lat_limit_deg": 20.0}, "lat_limit_deg"),
+    ],
 )
 def test_grid_errors(kwargs, flag):
     args = {"hemisphere": "north", "resolution_km": 100.0, "lat_limit_deg": 50.0, **kwargs}
@@ -60,7 +63,9 @@ def test_smooth_field_unit_variance_and_deterministic():
 def test_julian_day_and_day_of_year():
     assert julian_day_0utc("2000-01-01") == 2451544.5
     assert julian_day_0utc("2020-07-01") == 2459031.5
-    assert day_of_year(julian_day_0utc("2021-03-01")) == pytest.approx(31 + 28 + 0.0, abs=1.0)  # mean-year approximation
+    assert day_of_year(julian_day_0utc("2021-03-01")) == pytest.approx(
+        31 + 28 + 0.0, abs=1.0
+    )  # mean-year approximation
 
 
 def _extent(model, date):

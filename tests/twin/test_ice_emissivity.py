@@ -149,8 +149,14 @@ def test_agrees_with_scipy_regular_grid_interpolator(table):
         rng.uniform(0, 0.03, n),
         np.log(rng.uniform(6.925, 190.31, n)),
     ]
-    grid = (table.ice_type, table.snow_depth_m, table.corr_length_mm, table.t_surface_k, table.wetness,
-            np.log(table.frequency_ghz))
+    grid = (
+        table.ice_type,
+        table.snow_depth_m,
+        table.corr_length_mm,
+        table.t_surface_k,
+        table.wetness,
+        np.log(table.frequency_ghz),
+    )
     for pol in (V, H):
         ref = RegularGridInterpolator(grid, table.emissivity[..., pol].astype(np.float64))(np.stack(pts, -1))
         got = ice_emissivity(table, np.exp(pts[5]), pol, *pts[:5])
@@ -164,8 +170,7 @@ def test_dry_fyi_with_moderate_snow_v_pol_10_to_37ghz(table):
     # Eppler et al. 1992; Mathew et al. 2008: FYI 10-37 GHz V at ~50-55 deg ~0.90-0.98.
     # SMRT with flat interfaces puts V-pol at 53 deg (near the Brewster angle) at the
     # top of that range (0.975-0.983 here): allow 0.985, and pin the known bias.
-    e = emis(table, [10.65, 18.7, 23.8, 36.5], V, FYI,
-             depth=np.array([0.05, 0.10, 0.20])[:, None], corr=0.10, t=250.0)
+    e = emis(table, [10.65, 18.7, 23.8, 36.5], V, FYI, depth=np.array([0.05, 0.10, 0.20])[:, None], corr=0.10, t=250.0)
     assert np.all((e >= 0.90) & (e <= 0.985)), e
     assert 0.97 < e.mean() < 0.985
 
@@ -320,16 +325,37 @@ def test_wrong_dimension_order_raises(tmp_path):
 
 def test_inconsistent_table_raises(table):
     with pytest.raises(SeaIceError, match="shape"):
-        IceEmissivityTable(table.ice_type, table.snow_depth_m[:-1], table.corr_length_mm, table.t_surface_k,
-                           table.wetness, table.frequency_ghz, table.emissivity)
+        IceEmissivityTable(
+            table.ice_type,
+            table.snow_depth_m[:-1],
+            table.corr_length_mm,
+            table.t_surface_k,
+            table.wetness,
+            table.frequency_ghz,
+            table.emissivity,
+        )
     with pytest.raises(SeaIceError, match="strictly increasing"):
-        IceEmissivityTable(table.ice_type, table.snow_depth_m[::-1], table.corr_length_mm, table.t_surface_k,
-                           table.wetness, table.frequency_ghz, table.emissivity)
+        IceEmissivityTable(
+            table.ice_type,
+            table.snow_depth_m[::-1],
+            table.corr_length_mm,
+            table.t_surface_k,
+            table.wetness,
+            table.frequency_ghz,
+            table.emissivity,
+        )
     bad = np.array(table.emissivity)
     bad[0, 0, 0, 0, 0, 0, 0] = np.nan
     with pytest.raises(SeaIceError, match="finite"):
-        IceEmissivityTable(table.ice_type, table.snow_depth_m, table.corr_length_mm, table.t_surface_k,
-                           table.wetness, table.frequency_ghz, bad)
+        IceEmissivityTable(
+            table.ice_type,
+            table.snow_depth_m,
+            table.corr_length_mm,
+            table.t_surface_k,
+            table.wetness,
+            table.frequency_ghz,
+            bad,
+        )
 
 
 # ----------------------------------------------- provenance (needs SMRT)
@@ -343,8 +369,12 @@ def test_shipped_table_is_what_the_generator_computes(table):
     it, isd, ic, itt, iw = 0, 2, 1, 1, 0  # FYI, 0.10 m, 0.10 mm, 250 K, dry
     freqs = [18.7, 89.0]
     e = smrt_table.node_emissivity(
-        smrt_table.ICE_TYPES[it], float(table.snow_depth_m[isd]), float(table.corr_length_mm[ic]),
-        float(table.t_surface_k[itt]), float(table.wetness[iw]), frequency_ghz=freqs,
+        smrt_table.ICE_TYPES[it],
+        float(table.snow_depth_m[isd]),
+        float(table.corr_length_mm[ic]),
+        float(table.t_surface_k[itt]),
+        float(table.wetness[iw]),
+        frequency_ghz=freqs,
     )
     fidx = [int(np.flatnonzero(np.isclose(table.frequency_ghz, f))[0]) for f in freqs]
     np.testing.assert_allclose(e, table.emissivity[it, isd, ic, itt, iw, fidx, :], atol=1e-6)
@@ -361,13 +391,21 @@ def test_kirchhoff_emissivity_equals_tb_over_t_for_isothermal_column():
 
     t = 271.5  # above the freezing point of the 32 PSU water substrate
     col = make_snowpack([0.1], "exponential", density=300, temperature=t, corr_length=0.15e-3) + make_ice_column(
-        "multiyear", [0.1, 1.0], [t, t], "sticky_hard_spheres", salinity=[1 * PSU, 2 * PSU], radius=1e-3,
-        stickiness=0.3, porosity=[0.15, 0.0], water_temperature=t,
+        "multiyear",
+        [0.1, 1.0],
+        [t, t],
+        "sticky_hard_spheres",
+        salinity=[1 * PSU, 2 * PSU],
+        radius=1e-3,
+        stickiness=0.3,
+        porosity=[0.15, 0.0],
+        water_temperature=t,
     )
     e = smrt_table.kirchhoff_emissivity(col, [18.7, 89.0])
     sky0 = make_atmosphere("simple_isotropic_atmosphere", tb_down=0.0, tb_up=0.0, transmittance=1.0)
     res = smrt_table.make_smrt_model().run(
-        sensor_list.passive(np.array([18.7e9, 89e9]), smrt_table.INCIDENCE_DEG), sky0 + col,
+        sensor_list.passive(np.array([18.7e9, 89e9]), smrt_table.INCIDENCE_DEG),
+        sky0 + col,
         parallel_computation=False,
     )
     tb_over_t = np.stack([np.asarray(res.TbV()), np.asarray(res.TbH())], -1) / t

@@ -29,10 +29,20 @@ def _recompute(obs, truth):
     t = lambda a: torch.as_tensor(np.nan_to_num(np.asarray(a, dtype=np.float64)))  # noqa: E731
     s = np.asarray(obs.isensor)
     return simulate_tb(
-        sic=t(truth.sic_obs), emis_ice=t(truth.emis_ice), t_skin_k=t(obs.t_skin_k), emis_ocean=t(truth.emis_ocean),
-        ocean_t_floor_k=271.35, tau=t(obs.tau), t_down_k=t(obs.t_down_k), t_up_k=t(obs.t_up_k),
-        tau_cld=t(obs.tau_cld), t_down_cld_k=t(obs.t_down_cld_k), t_up_cld_k=t(obs.t_up_cld_k),
-        cloud_fraction=t(obs.cloud_fraction), bias_ice_k=t(truth.bias_ice_k[s]), bias_ocean_k=t(truth.bias_ocean_k[s]),
+        sic=t(truth.sic_obs),
+        emis_ice=t(truth.emis_ice),
+        t_skin_k=t(obs.t_skin_k),
+        emis_ocean=t(truth.emis_ocean),
+        ocean_t_floor_k=271.35,
+        tau=t(obs.tau),
+        t_down_k=t(obs.t_down_k),
+        t_up_k=t(obs.t_up_k),
+        tau_cld=t(obs.tau_cld),
+        t_down_cld_k=t(obs.t_down_cld_k),
+        t_up_cld_k=t(obs.t_up_cld_k),
+        cloud_fraction=t(obs.cloud_fraction),
+        bias_ice_k=t(truth.bias_ice_k[s]),
+        bias_ocean_k=t(truth.bias_ocean_k[s]),
     ).numpy()
 
 
@@ -119,8 +129,11 @@ def test_background_is_not_the_truth_but_close(tiny_twin):
 
 
 def _digest(out: Path) -> dict[str, str]:
-    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(out.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_identical_files_different_seed_different(tmp_path):

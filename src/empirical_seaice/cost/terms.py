@@ -20,7 +20,7 @@ derivative against autograd.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -260,11 +260,33 @@ def terms_with_gradients(
 
 
 __all__ = [
-    "observation_cost", "sic_range_penalty", "sic_background_penalty", "false_ice_penalty",
-    "warm_ice_penalty", "warm_ice_term", "anchor_mean_penalty", "anchor_floor_penalty", "bias_penalty",
-    "quadratic_penalty", "quadratic_penalty_grad", "sic_range_residual", "false_ice_residual", "false_ice_slope",
-    "anchor_floor_residual", "warm_ice_weight", "warm_ice_penalty_weighted", "warm_ice_penalty_weighted_grad",
-    "sic_range_penalty_grad", "sic_background_penalty_grad", "false_ice_penalty_grad",
-    "warm_ice_penalty_grad", "anchor_floor_penalty_grad", "bias_penalty_grad", "terms_with_gradients",
-    "FALSE_ICE_LOW", "FALSE_ICE_PEAK", "FALSE_ICE_HIGH", "WARM_ICE_SIC_THRESHOLD",
+    "observation_cost",
+    "sic_range_penalty",
+    "sic_background_penalty",
+    "false_ice_penalty",
+    "warm_ice_penalty",
+    "warm_ice_term",
+    "anchor_mean_penalty",
+    "anchor_floor_penalty",
+    "bias_penalty",
+    "quadratic_penalty",
+    "quadratic_penalty_grad",
+    "sic_range_residual",
+    "false_ice_residual",
+    "false_ice_slope",
+    "anchor_floor_residual",
+    "warm_ice_weight",
+    "warm_ice_penalty_weighted",
+    "warm_ice_penalty_weighted_grad",
+    "sic_range_penalty_grad",
+    "sic_background_penalty_grad",
+    "false_ice_penalty_grad",
+    "warm_ice_penalty_grad",
+    "anchor_floor_penalty_grad",
+    "bias_penalty_grad",
+    "terms_with_gradients",
+    "FALSE_ICE_LOW",
+    "FALSE_ICE_PEAK",
+    "FALSE_ICE_HIGH",
+    "WARM_ICE_SIC_THRESHOLD",
 ]

@@ -8,10 +8,10 @@ field never needs more than one block of temporary copies.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -36,7 +36,7 @@ def _netcdf4():
 
 
 @contextmanager
-def open_dataset(path: Path) -> Iterator["object"]:
+def open_dataset(path: Path) -> Iterator[object]:
     """Open a NetCDF file for reading; failures become :class:`SeaIceError`."""
     path = Path(path)
     if not path.is_file():
@@ -122,8 +122,8 @@ def read_rows(var, start: int, stop: int, layout: Layout2D | None = None):
     if layout is None:
         return var[start:stop]
     if layout.transposed:
-        return var[layout.offset:, start:stop].T
-    return var[start:stop, layout.offset:]
+        return var[layout.offset :, start:stop].T
+    return var[start:stop, layout.offset :]
 
 
 def row_blocks(n: int, block: int | None = None, start: int = 0) -> Iterator[tuple[int, int]]:

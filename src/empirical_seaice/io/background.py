@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.observations import BackgroundMaps
 from empirical_seaice.io._netcdf import as_float, get_variable, open_dataset
+from empirical_seaice.observations import BackgroundMaps
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,9 @@ def background_shape(seaice_path: Path, tsfc_path: Path, nlag: int) -> Backgroun
     return BackgroundShape(ngrid, nstep_total, kind)
 
 
-def _clean(values: np.ndarray, lo: float, hi: float, path: Path, name: str, units: str) -> tuple[np.ndarray, np.ndarray]:
+def _clean(
+    values: np.ndarray, lo: float, hi: float, path: Path, name: str, units: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Flag missing and out-of-range values; error if they are most of the field."""
     missing = np.isnan(values)
     with np.errstate(invalid="ignore"):
@@ -126,7 +128,9 @@ def _clean(values: np.ndarray, lo: float, hi: float, path: Path, name: str, unit
                 f"{path}: variable {name} mostly out of range [{lo:g}, {hi:g}] {units}: "
                 f"{100 * out.sum() / n:.0f}% of values (found {finite.min():g} to {finite.max():g})"
             )
-        raise SeaIceError(f"{path}: variable {name} mostly missing (NaN/fill): {100 * missing.sum() / n:.0f}% of values")
+        raise SeaIceError(
+            f"{path}: variable {name} mostly missing (NaN/fill): {100 * missing.sum() / n:.0f}% of values"
+        )
     return missing, out
 
 
@@ -164,10 +168,10 @@ def read_background(
             col = as_float(svar[:])
             sic = np.repeat(col[:, None], nsteps + nlag, axis=1)
         elif shape.sic_kind == "lagged":
-            sic = as_float(svar[:, stepstart: stop + nlag])
+            sic = as_float(svar[:, stepstart : stop + nlag])
         else:
             cols = np.clip(np.arange(stepstart, stop + nlag) - nlag, 0, None)
-            block = as_float(svar[:, cols[0]: cols[-1] + 1])
+            block = as_float(svar[:, cols[0] : cols[-1] + 1])
             sic = np.ascontiguousarray(block[:, cols - cols[0]])
     missing, out = _clean(sic, *SIC_RANGE, seaice_path, sname, "(fraction 0..1)")
     if missing.any():

@@ -21,8 +21,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -63,15 +63,23 @@ def load(cache_dir: Path, key: str) -> tuple[Observations, BackgroundMaps] | Non
     meta = manifest["meta"]
     try:
         arrays = {name: np.load(root / f"{name}.npy", mmap_mode="r") for name in PER_OBS_FIELDS + PER_CHANNEL_FIELDS}
-        bg = {name: (np.load(root / f"bg_{name}.npy", mmap_mode="r") if name in meta["bg_fields"] else None)
-              for name in _BG_FIELDS}
+        bg = {
+            name: (np.load(root / f"bg_{name}.npy", mmap_mode="r") if name in meta["bg_fields"] else None)
+            for name in _BG_FIELDS
+        }
     except (OSError, ValueError):
         log.info("cache %s is incomplete; rebuilding", root)
         return None
     basis = build_channel_basis(meta["sensors"])
     obs = Observations(
-        **arrays, basis=basis, ngrid=meta["ngrid"], nstep=meta["nstep"], jd_origin=meta["jd_origin"],
-        stepstart=meta["stepstart"], lon=bg["lon"], lat=bg["lat"],
+        **arrays,
+        basis=basis,
+        ngrid=meta["ngrid"],
+        nstep=meta["nstep"],
+        jd_origin=meta["jd_origin"],
+        stepstart=meta["stepstart"],
+        lon=bg["lon"],
+        lat=bg["lat"],
     )
     background = BackgroundMaps(
         sic=bg["sic"], t_skin_map_k=bg["t_skin_map_k"], nlag=meta["nlag"], lon=bg["lon"], lat=bg["lat"]
@@ -95,9 +103,14 @@ def save(cache_dir: Path, key: str, obs: Observations, background: BackgroundMap
                 np.save(tmp / f"bg_{name}.npy", np.asarray(arr))
                 bg_fields.append(name)
         meta = {
-            "sensors": list(obs.basis.sensor_names), "ngrid": obs.ngrid, "nstep": obs.nstep,
-            "jd_origin": obs.jd_origin, "stepstart": obs.stepstart, "nlag": background.nlag,
-            "nobs": obs.nobs, "bg_fields": bg_fields,
+            "sensors": list(obs.basis.sensor_names),
+            "ngrid": obs.ngrid,
+            "nstep": obs.nstep,
+            "jd_origin": obs.jd_origin,
+            "stepstart": obs.stepstart,
+            "nlag": background.nlag,
+            "nobs": obs.nobs,
+            "bg_fields": bg_fields,
         }
         (tmp / MANIFEST).write_text(json.dumps({"version": CACHE_VERSION, "key": key, "meta": meta}, indent=1))
         old = None

@@ -19,8 +19,8 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -182,6 +182,15 @@ def example_backgrounds(ngrid: int, nstep: int, nlag: int, rng: np.random.Genera
 
 
 __all__ = [
-    "write_netcdf", "write_layout_a", "write_layout_b", "write_layout_c", "write_backgrounds",
-    "example_fields", "example_backgrounds", "DEFAULT_PREFIX", "SEAICE_FILE", "TSFC_FILE", "JD_START",
+    "write_netcdf",
+    "write_layout_a",
+    "write_layout_b",
+    "write_layout_c",
+    "write_backgrounds",
+    "example_fields",
+    "example_backgrounds",
+    "DEFAULT_PREFIX",
+    "SEAICE_FILE",
+    "TSFC_FILE",
+    "JD_START",
 ]

@@ -31,7 +31,14 @@ OPTIONAL_PER_OBS_VARIABLES = ("ZENITH",)
 GRID_VARIABLES = ("COMMON_IGRID", "IGRID")
 """Grid-index variables, in order of preference."""
 PER_CHANNEL_VARIABLES = (
-    "OBSVALUE", "EMIS_WATER", "TAUSFC", "TDOWN", "TUP", "TAUSFC_CLD", "TDOWN_CLD", "TUP_CLD",
+    "OBSVALUE",
+    "EMIS_WATER",
+    "TAUSFC",
+    "TDOWN",
+    "TUP",
+    "TAUSFC_CLD",
+    "TDOWN_CLD",
+    "TUP_CLD",
 )
 """Per-observation-and-channel variables every layout must hold."""
 
@@ -96,8 +103,7 @@ def _layout_b_prefix(directory: Path, what: str) -> str:
     hits = sorted(directory.glob("*JULIAN_DAY.nc"))
     if not hits:
         raise SeaIceError(
-            f"{directory}: no *JULIAN_DAY.nc file found for {what} "
-            "(expected layout-B files <prefix><FIELD>.nc)"
+            f"{directory}: no *JULIAN_DAY.nc file found for {what} (expected layout-B files <prefix><FIELD>.nc)"
         )
     if len(hits) > 1:
         names = ", ".join(h.name for h in hits)
@@ -115,9 +121,7 @@ def _find_background(directory: Path, pattern: str, explicit: Path | None, flag:
         return path
     hits = sorted(directory.glob(pattern))
     if not hits:
-        raise SeaIceError(
-            f"{directory}: no {what} file {pattern} found; give it with {flag} FILE"
-        )
+        raise SeaIceError(f"{directory}: no {what} file {pattern} found; give it with {flag} FILE")
     if len(hits) > 1:
         names = ", ".join(h.name for h in hits)
         raise SeaIceError(f"{directory}: several {what} files match {pattern} ({names}); choose one with {flag} FILE")
@@ -153,9 +157,7 @@ def find_data_files(config: DataConfig) -> DataFiles:
                     f"--data {data}: sensor directory {', '.join(missing)} not found "
                     f"(layout C; sensor directories present: {', '.join(subdirs)})"
                 )
-            files = tuple(
-                SensorFiles(s, "B", data / s.name, _layout_b_prefix(data / s.name, s.name)) for s in sensors
-            )
+            files = tuple(SensorFiles(s, "B", data / s.name, _layout_b_prefix(data / s.name, s.name)) for s in sensors)
             layout = "C"
         elif list(data.glob("*JULIAN_DAY.nc")):
             if len(sensors) != 1:
@@ -179,6 +181,13 @@ def find_data_files(config: DataConfig) -> DataFiles:
 
 
 __all__ = [
-    "SensorFiles", "DataFiles", "find_data_files", "PER_OBS_VARIABLES", "OPTIONAL_PER_OBS_VARIABLES",
-    "GRID_VARIABLES", "PER_CHANNEL_VARIABLES", "SEAICE_GLOB", "TSFC_GLOB",
+    "SensorFiles",
+    "DataFiles",
+    "find_data_files",
+    "PER_OBS_VARIABLES",
+    "OPTIONAL_PER_OBS_VARIABLES",
+    "GRID_VARIABLES",
+    "PER_CHANNEL_VARIABLES",
+    "SEAICE_GLOB",
+    "TSFC_GLOB",
 ]

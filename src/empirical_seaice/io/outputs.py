@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -134,22 +135,31 @@ def _var(dims, data, units: str, long_name: str, **attrs) -> xr.Variable:
 def _channel_coords(basis: ChannelBasis) -> dict[str, xr.Variable]:
     """Channel names (dimension ``channel``), polarisation and observation error."""
     return {
-        "channel_name": xr.Variable(("channel",), np.array(basis.channel_names, dtype=object),
-                                    attrs={"long_name": "channel name in the unified channel basis"}),
-        "polarisation": xr.Variable(("channel",), np.array(["V" if p == 0 else "H" for p in basis.pol], dtype=object),
-                                    attrs={"long_name": "polarisation (V or H)"}),
+        "channel_name": xr.Variable(
+            ("channel",),
+            np.array(basis.channel_names, dtype=object),
+            attrs={"long_name": "channel name in the unified channel basis"},
+        ),
+        "polarisation": xr.Variable(
+            ("channel",),
+            np.array(["V" if p == 0 else "H" for p in basis.pol], dtype=object),
+            attrs={"long_name": "polarisation (V or H)"},
+        ),
         "obs_error": _var(("channel",), basis.obs_error_k.astype(np.float32), "K", "observation error sigma_c"),
     }
 
 
 def _sensor_coords(basis: ChannelBasis) -> dict[str, xr.Variable]:
     return {
-        "sensor_name": xr.Variable(("sensor",), np.array(basis.sensor_names, dtype=object),
-                                   attrs={"long_name": "sensor name"}),
-        "frequency": _var(("sensor", "channel"), basis.freq_ghz.astype(np.float32), "GHz",
-                          "channel frequency on each sensor"),
-        "channel_present": _var(("sensor", "channel"), basis.present.astype(np.int8), "1",
-                                "1 where the sensor has the channel"),
+        "sensor_name": xr.Variable(
+            ("sensor",), np.array(basis.sensor_names, dtype=object), attrs={"long_name": "sensor name"}
+        ),
+        "frequency": _var(
+            ("sensor", "channel"), basis.freq_ghz.astype(np.float32), "GHz", "channel frequency on each sensor"
+        ),
+        "channel_present": _var(
+            ("sensor", "channel"), basis.present.astype(np.int8), "1", "1 where the sensor has the channel"
+        ),
     }
 
 
@@ -173,8 +183,7 @@ def _lonlat(lon, lat, ngrid: int) -> dict[str, xr.Variable]:
     return out
 
 
-def write_seaice(path: Path, sic: np.ndarray, julian_day: np.ndarray, lon=None, lat=None,
-                 nlag: int = 0) -> Path:
+def write_seaice(path: Path, sic: np.ndarray, julian_day: np.ndarray, lon=None, lat=None, nlag: int = 0) -> Path:
     """``seaice_TAG.nc``: the trained SIC map ``seaice`` (grid, lagstep).
 
     Parameters
@@ -185,12 +194,23 @@ def write_seaice(path: Path, sic: np.ndarray, julian_day: np.ndarray, lon=None, 
     """
     sic = np.asarray(sic, dtype=np.float32)
     ds = xr.Dataset(
-        {"seaice": _var(("grid", "lagstep"), sic, "1", "sea ice concentration",
-                        comment=f"columns 0..{nlag - 1} are the lag days before the period" if nlag else "")},
+        {
+            "seaice": _var(
+                ("grid", "lagstep"),
+                sic,
+                "1",
+                "sea ice concentration",
+                comment=f"columns 0..{nlag - 1} are the lag days before the period" if nlag else "",
+            )
+        },
         coords={
             **_lonlat(lon, lat, sic.shape[0]),
-            "julian_day": _var(("lagstep",), np.asarray(julian_day, dtype=np.float64), "days",
-                               "Julian day at the centre of the step's 21 UTC window"),
+            "julian_day": _var(
+                ("lagstep",),
+                np.asarray(julian_day, dtype=np.float64),
+                "days",
+                "Julian day at the centre of the step's 21 UTC window",
+            ),
         },
         attrs={"nlag": nlag},
     )
@@ -204,8 +224,12 @@ def write_properties_grid(path: Path, props: np.ndarray, julian_day: np.ndarray,
         {"properties": _var(("grid", "step", "prop"), props, "1", "grid empirical state P[g, t, k]")},
         coords={
             **_lonlat(lon, lat, props.shape[0]),
-            "julian_day": _var(("step",), np.asarray(julian_day, dtype=np.float64), "days",
-                               "Julian day at the centre of the step's 21 UTC window"),
+            "julian_day": _var(
+                ("step",),
+                np.asarray(julian_day, dtype=np.float64),
+                "days",
+                "Julian day at the centre of the step's 21 UTC window",
+            ),
         },
     )
     return write_dataset(ds, path)
@@ -256,15 +280,27 @@ def write_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Path:
             **_sensor_coords(basis),
             "lon": _var(("iobs",), per_obs_lon, "degrees_east", "longitude of the observation's grid point"),
             "lat": _var(("iobs",), per_obs_lat, "degrees_north", "latitude of the observation's grid point"),
-            "julian_day": _var(("iobs",), np.asarray(obs.julian_day, dtype=np.float64), "days",
-                               "Julian day of the observation"),
-            "sensor": _var(("iobs",), np.asarray(obs.isensor, dtype=np.int16), "1", "sensor index",
-                           flag_values=np.arange(basis.nsensor, dtype=np.int16), flag_meanings=flags),
+            "julian_day": _var(
+                ("iobs",), np.asarray(obs.julian_day, dtype=np.float64), "days", "Julian day of the observation"
+            ),
+            "sensor": _var(
+                ("iobs",),
+                np.asarray(obs.isensor, dtype=np.int16),
+                "1",
+                "sensor index",
+                flag_values=np.arange(basis.nsensor, dtype=np.int16),
+                flag_meanings=flags,
+            ),
             "grid": _var(("iobs",), np.asarray(obs.igrid, dtype=np.int32), "1", "grid point index (0-based)"),
-            "step": _var(("iobs",), np.asarray(obs.istep, dtype=np.int32), "1",
-                         "time step within the selected period (0-based)"),
-            "obs_index": _var(("iobs",), np.asarray(obs.obs_index, dtype=np.int64), "1",
-                              "index of the observation in its sensor's files"),
+            "step": _var(
+                ("iobs",), np.asarray(obs.istep, dtype=np.int32), "1", "time step within the selected period (0-based)"
+            ),
+            "obs_index": _var(
+                ("iobs",),
+                np.asarray(obs.obs_index, dtype=np.int64),
+                "1",
+                "index of the observation in its sensor's files",
+            ),
         },
         attrs={"jd_origin": float(obs.jd_origin), "stepstart": int(obs.stepstart)},
     )
@@ -343,22 +379,28 @@ def write_models(
         else:
             dims = tuple(f"{safe}_dim{k}" for k in range(w.ndim))
             data[safe] = _var(dims, w, "1", f"emissivity model weight {name}")
-    data["wind_coef"] = _var(("channel",), np.asarray(wind_coef, dtype=np.float32), "s m-1",
-                             "ocean emissivity wind correction w_c")
-    data["bias_ice"] = _var(("sensor", "channel"), np.asarray(bias_ice, dtype=np.float32), "K", "TB bias over ice b_ice")
-    data["bias_ocean"] = _var(("sensor", "channel"), np.asarray(bias_ocean, dtype=np.float32), "K",
-                              "TB bias over ocean b_ocean")
+    data["wind_coef"] = _var(
+        ("channel",), np.asarray(wind_coef, dtype=np.float32), "s m-1", "ocean emissivity wind correction w_c"
+    )
+    data["bias_ice"] = _var(
+        ("sensor", "channel"), np.asarray(bias_ice, dtype=np.float32), "K", "TB bias over ice b_ice"
+    )
+    data["bias_ocean"] = _var(
+        ("sensor", "channel"), np.asarray(bias_ocean, dtype=np.float32), "K", "TB bias over ocean b_ocean"
+    )
     for prefix, dim, losses in (("loss_epoch", "epoch", epoch_losses), ("loss_batch", "batch", batch_losses)):
         for term, values in (losses or {}).items():
-            data[f"{prefix}_{term}"] = _var((dim,), np.asarray(values, dtype=np.float64), "1",
-                                            f"cost term {term} per {dim} (J / nobs)")
+            data[f"{prefix}_{term}"] = _var(
+                (dim,), np.asarray(values, dtype=np.float64), "1", f"cost term {term} per {dim} (J / nobs)"
+            )
     attrs = {f"setup_{k}": setup_json(v) for k, v in setup.items()}
     attrs["emissivity_inputs"] = inputs
     coords = {
         **_channel_coords(basis),
         **_sensor_coords(basis),
-        "input_name": xr.Variable(("input",), np.array(list(input_names), dtype=object),
-                                  attrs={"long_name": "emissivity model input"}),
+        "input_name": xr.Variable(
+            ("input",), np.array(list(input_names), dtype=object), attrs={"long_name": "emissivity model input"}
+        ),
     }
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
     return write_dataset(ds, path)
@@ -421,8 +463,22 @@ def load_checkpoint(path: Path, flag: str = "--modeltag") -> dict[str, Any]:
 
 
 __all__ = [
-    "output_path", "check_tag", "write_dataset", "write_seaice", "write_properties_grid",
-    "write_properties_obs", "write_tb", "write_tbobs", "write_ice_emis", "write_models",
-    "read_variable", "save_checkpoint", "load_checkpoint", "step_julian_day", "setup_json",
-    "DIAGNOSTIC_FILES", "MODEL_FILES", "CHECKPOINT",
+    "output_path",
+    "check_tag",
+    "write_dataset",
+    "write_seaice",
+    "write_properties_grid",
+    "write_properties_obs",
+    "write_tb",
+    "write_tbobs",
+    "write_ice_emis",
+    "write_models",
+    "read_variable",
+    "save_checkpoint",
+    "load_checkpoint",
+    "step_julian_day",
+    "setup_json",
+    "DIAGNOSTIC_FILES",
+    "MODEL_FILES",
+    "CHECKPOINT",
 ]

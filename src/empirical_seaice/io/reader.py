@@ -42,12 +42,20 @@ import numpy as np
 
 from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.observations import BackgroundMaps, Observations, step_index
-from empirical_seaice.sensors import ChannelBasis, build_channel_basis
 from empirical_seaice.io import cache as _cache
-from empirical_seaice.io._netcdf import Layout2D, as_float, get_variable, invalid_float, open_dataset, read_rows, row_blocks
+from empirical_seaice.io._netcdf import (
+    Layout2D,
+    as_float,
+    get_variable,
+    invalid_float,
+    open_dataset,
+    read_rows,
+    row_blocks,
+)
 from empirical_seaice.io.background import background_shape, read_background
 from empirical_seaice.io.layouts import DataFiles, SensorFiles, find_data_files
+from empirical_seaice.observations import BackgroundMaps, Observations, step_index
+from empirical_seaice.sensors import ChannelBasis, build_channel_basis
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +81,14 @@ _TOL = 1e-4
 
 PER_OBS_MAP = {"TSFC": "t_skin_k", "WINDSPEED10M": "wind_ms", "CLOUD_FRACTION": "cloud_fraction"}
 PER_CHANNEL_MAP = {
-    "OBSVALUE": "tb_obs_k", "EMIS_WATER": "emis_water", "TAUSFC": "tau", "TDOWN": "t_down_k",
-    "TUP": "t_up_k", "TAUSFC_CLD": "tau_cld", "TDOWN_CLD": "t_down_cld_k", "TUP_CLD": "t_up_cld_k",
+    "OBSVALUE": "tb_obs_k",
+    "EMIS_WATER": "emis_water",
+    "TAUSFC": "tau",
+    "TDOWN": "t_down_k",
+    "TUP": "t_up_k",
+    "TAUSFC_CLD": "tau_cld",
+    "TDOWN_CLD": "t_down_cld_k",
+    "TUP_CLD": "t_up_cld_k",
 }
 
 
@@ -205,9 +219,7 @@ def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> L
     raise SeaIceError(f"{path}: variable {name} expected shape {want} (observation, channel), got {shape}")
 
 
-def _select_period(
-    reads: list[_SensorRead], config: DataConfig, nstep_total_bg: int
-) -> tuple[float, int, int]:
+def _select_period(reads: list[_SensorRead], config: DataConfig, nstep_total_bg: int) -> tuple[float, int, int]:
     """jd_origin, number of steps with data, and the chosen nsteps."""
     mins = [np.nanmin(r.julian_day) for r in reads if np.isfinite(r.julian_day).any()]
     if not mins:
@@ -215,7 +227,8 @@ def _select_period(
     jd_origin = float(math.floor(min(mins)))
     last = max(
         int(step_index(np.nanmax(r.julian_day[np.isfinite(r.julian_day)]), jd_origin, config.steps_per_day))
-        for r in reads if np.isfinite(r.julian_day).any()
+        for r in reads
+        if np.isfinite(r.julian_day).any()
     )
     nstep_data = last + 1
     start = config.stepstart
@@ -282,7 +295,9 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
         grid, gpath = _read_1d(sf, gname, n, np.float64)
         gmiss = np.isnan(grid) | (grid < 0)
         if n and gmiss.sum() > MOSTLY * n:
-            raise SeaIceError(f"{gpath}: variable {gname} mostly missing (NaN/fill/negative): {100 * gmiss.sum() / n:.0f}%")
+            raise SeaIceError(
+                f"{gpath}: variable {gname} mostly missing (NaN/fill/negative): {100 * gmiss.sum() / n:.0f}%"
+            )
         if (grid[~gmiss] != np.round(grid[~gmiss])).any():
             raise SeaIceError(f"{gpath}: variable {gname} holds non-integer grid indices")
         if (~gmiss).any() and grid[~gmiss].max() >= ngrid:
@@ -316,7 +331,10 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
         dropped = n - r.keep.size - int((~in_period).sum())
         log.info(
             "sensor %s: %d observations in file, %d in the period, %d dropped for invalid per-observation fields",
-            sf.sensor.name, n, int(in_period.sum()), max(dropped, 0),
+            sf.sensor.name,
+            n,
+            int(in_period.sum()),
+            max(dropped, 0),
         )
 
     nobs = sum(r.keep.size for r in reads)
@@ -328,10 +346,15 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
 
     # Assemble per-observation arrays (final content only; no temporaries beyond nobs).
     out = {
-        "igrid": np.empty(nobs, np.int32), "istep": np.empty(nobs, np.int32), "isensor": np.empty(nobs, np.int16),
-        "t_skin_k": np.empty(nobs, np.float32), "wind_ms": np.empty(nobs, np.float32),
-        "cloud_fraction": np.empty(nobs, np.float32), "zenith_deg": np.empty(nobs, np.float32),
-        "julian_day": np.empty(nobs, np.float64), "obs_index": np.empty(nobs, np.int64),
+        "igrid": np.empty(nobs, np.int32),
+        "istep": np.empty(nobs, np.int32),
+        "isensor": np.empty(nobs, np.int16),
+        "t_skin_k": np.empty(nobs, np.float32),
+        "wind_ms": np.empty(nobs, np.float32),
+        "cloud_fraction": np.empty(nobs, np.float32),
+        "zenith_deg": np.empty(nobs, np.float32),
+        "julian_day": np.empty(nobs, np.float64),
+        "obs_index": np.empty(nobs, np.int64),
     }
     offsets = []
     off = 0
@@ -356,7 +379,7 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
     mask = np.zeros((nobs, nchan), dtype=bool)
     dirty = np.zeros(nobs, dtype=bool)
     for s, r in enumerate(reads):
-        mask[offsets[s]: offsets[s] + r.keep.size, basis.present[s]] = True
+        mask[offsets[s] : offsets[s] + r.keep.size, basis.present[s]] = True
     for name, key in PER_CHANNEL_MAP.items():
         arr = np.zeros((nobs, nchan), dtype=np.float32)
         for s, r in enumerate(reads):
@@ -376,11 +399,24 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
             out[key][idx] = sub
 
     obs = Observations(
-        **out, mask=mask, basis=basis, ngrid=ngrid, nstep=nsteps, jd_origin=jd_origin,
-        stepstart=config.stepstart, lon=background.lon, lat=background.lat,
+        **out,
+        mask=mask,
+        basis=basis,
+        ngrid=ngrid,
+        nstep=nsteps,
+        jd_origin=jd_origin,
+        stepstart=config.stepstart,
+        lon=background.lon,
+        lat=background.lat,
     )
-    log.info("read %d observations (%d sensors, %d channels, %d steps, %d grid points)",
-             nobs, len(reads), nchan, nsteps, ngrid)
+    log.info(
+        "read %d observations (%d sensors, %d channels, %d steps, %d grid points)",
+        nobs,
+        len(reads),
+        nchan,
+        nsteps,
+        ngrid,
+    )
     return obs, background
 
 
@@ -402,8 +438,14 @@ def _runs(cmap: np.ndarray) -> list[tuple[int, int, int]]:
 
 
 def _read_channels(
-    r: _SensorRead, name: str, arr: np.ndarray, mask: np.ndarray, dirty: np.ndarray, offset: int,
-    basis: ChannelBasis, s: int,
+    r: _SensorRead,
+    name: str,
+    arr: np.ndarray,
+    mask: np.ndarray,
+    dirty: np.ndarray,
+    offset: int,
+    basis: ChannelBasis,
+    s: int,
 ) -> None:
     """Read one per-channel variable of one sensor into ``arr`` rows ``offset + keep``.
 
@@ -440,7 +482,7 @@ def _read_channels(
                 mask[d0:d1, cmap] &= ~bad
                 dirty[d0:d1] |= bad.any(axis=1)
             for j0, j1, c0 in runs:
-                arr[d0:d1, c0: c0 + j1 - j0] = values[:, j0:j1]
+                arr[d0:d1, c0 : c0 + j1 - j0] = values[:, j0:j1]
     stats.check(path, name)
 
 

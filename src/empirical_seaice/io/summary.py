@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.io._netcdf import row_blocks
+from empirical_seaice.observations import BackgroundMaps, Observations
 
 
 def _sensor_rows(isensor: np.ndarray, s: int):
@@ -89,9 +89,7 @@ def describe(obs: Observations, background: BackgroundMaps | None = None) -> str
         count, lo, mean, hi = channel_stats(obs, rows)
         lines.append(f"  {'channel':<9}{'valid':>10}{'TB min':>9}{'mean':>9}{'max':>9}  (K)")
         for c in chans:
-            lines.append(
-                f"  {basis.channel_names[c]:<9}{count[c]:>10d}{lo[c]:>9.2f}{mean[c]:>9.2f}{hi[c]:>9.2f}"
-            )
+            lines.append(f"  {basis.channel_names[c]:<9}{count[c]:>10d}{lo[c]:>9.2f}{mean[c]:>9.2f}{hi[c]:>9.2f}")
     return "\n".join(lines)
 
 

@@ -27,7 +27,14 @@ TRUTH_DIR = "truth"
 STATE_FILE = "truth_state.nc"
 BIAS_FILE = "biases.nc"
 PROPERTY_VARIABLES = (
-    "MYI_FRACTION", "SNOW_DEPTH", "CORR_LENGTH", "T_AIR", "T_ICE", "WETNESS", "T_WATER", "T_SKIN",
+    "MYI_FRACTION",
+    "SNOW_DEPTH",
+    "CORR_LENGTH",
+    "T_AIR",
+    "T_ICE",
+    "WETNESS",
+    "T_WATER",
+    "T_SKIN",
 )
 """Daily property maps of ``truth_state.nc`` returned in :attr:`Truth.properties`."""
 
@@ -115,7 +122,9 @@ def read_truth(data_dir: Path, obs: Observations) -> Truth | None:
             raise SeaIceError(
                 f"twin truth: {state_path} variable 'SIC' has {sic_all.shape[0]} grid points, the run has {obs.ngrid}"
             )
-        jd_origin_truth = float(ds.getncattr("jd_origin")) if "jd_origin" in ds.ncattrs() else float(np.floor(jd_all[0] - 0.875))
+        jd_origin_truth = (
+            float(ds.getncattr("jd_origin")) if "jd_origin" in ds.ncattrs() else float(np.floor(jd_all[0] - 0.875))
+        )
         # truth step s covers [jd_origin_truth + 0.375 + s, +1); run step 0 covers jd_origin + 0.375 + stepstart
         first = int(round(obs.jd_origin - jd_origin_truth)) + int(obs.stepstart)
         if first < 0 or first + obs.nstep > sic_all.shape[1]:
@@ -133,7 +142,9 @@ def read_truth(data_dir: Path, obs: Observations) -> Truth | None:
 
     basis = obs.basis
     nobs, nchan = obs.nobs, obs.nchan
-    per_chan = {name: np.full((nobs, nchan), np.nan, dtype=np.float32) for name in ("EMIS_ICE", "EMIS_OCEAN", "TB_NOISEFREE")}
+    per_chan = {
+        name: np.full((nobs, nchan), np.nan, dtype=np.float32) for name in ("EMIS_ICE", "EMIS_OCEAN", "TB_NOISEFREE")
+    }
     sic_obs = np.full(nobs, np.nan, dtype=np.float32)
     bias_ice = np.full((basis.nsensor, nchan), np.nan, dtype=np.float32)
     bias_ocean = np.full((basis.nsensor, nchan), np.nan, dtype=np.float32)

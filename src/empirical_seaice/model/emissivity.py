@@ -173,7 +173,7 @@ class NetworkEmissivity(EmissivityModel):
         chan_freq = np.zeros((ns, nc), dtype=np.int64)
         for s, t in enumerate(tables):
             table[s, : len(t)] = t
-            table[s, len(t):] = t[0]
+            table[s, len(t) :] = t[0]
             chan_freq[s] = np.searchsorted(t, freq[s])
         pol = np.asarray(basis.pol, dtype=np.int64)
         self.nfreq = nf

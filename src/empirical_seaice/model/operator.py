@@ -66,15 +66,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from empirical_seaice.cost import terms as costs
-
-from empirical_seaice.model import physics
 from empirical_seaice.config import CostConfig, ModelConfig
-from empirical_seaice.model.emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity
+from empirical_seaice.cost import terms as costs
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.model import physics
+from empirical_seaice.model.emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity
+from empirical_seaice.model.state import EmpiricalState
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.sensors import ChannelBasis
-from empirical_seaice.model.state import EmpiricalState
 
 PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction")
 """Per-observation float fields carried by a :class:`Batch`, in packing order."""
@@ -220,7 +219,7 @@ class RowCounts:
     @property
     def n_warm_rows(self) -> int:
         """Observed SIC rows that have a temperature (columns >= nlag)."""
-        c = self.sic.reshape(self.ngrid, self.nstep + self.nlag)[:, self.nlag:]
+        c = self.sic.reshape(self.ngrid, self.nstep + self.nlag)[:, self.nlag :]
         return int(np.count_nonzero(c))
 
 
@@ -336,7 +335,9 @@ class HybridNetwork(nn.Module):
             )
         self.anchor_channel = _anchor_channel(cost, basis)
         if cost.anchor == "mean" and not isinstance(self.emissivity, LinearEmissivity):
-            raise SeaIceError("anchor: 'mean' (the e0 of the anchor channel) needs the v1 linear model; use 'floor' for v2")
+            raise SeaIceError(
+                "anchor: 'mean' (the e0 of the anchor channel) needs the v1 linear model; use 'floor' for v2"
+            )
 
         ns, nc = basis.nsensor, basis.nchan
         ice = np.array(basis.bias_ice_bg_k, dtype=np.float32).copy()
@@ -357,14 +358,12 @@ class HybridNetwork(nn.Module):
         # T_map per SIC row; lag columns have no temperature: 0 K (warm weight 0).
         st = self.state
         t_rows = np.zeros((st.ngrid, st.ncol), dtype=np.float32)
-        t_rows[:, st.nlag:] = background.t_skin_map_k
+        t_rows[:, st.nlag :] = background.t_skin_map_k
         # data-derived map-sized buffers are not saved in state_dict (checkpoints stay small)
         self.register_buffer("t_map_flat", torch.from_numpy(t_rows.reshape(-1)), persistent=False)
         if row_counts is not None:
             if row_counts.sic.shape != (st.ngrid * st.ncol,):
-                raise SeaIceError(
-                    f"row_counts: expected {st.ngrid * st.ncol} SIC rows, got {row_counts.sic.shape[0]}"
-                )
+                raise SeaIceError(f"row_counts: expected {st.ngrid * st.ncol} SIC rows, got {row_counts.sic.shape[0]}")
             # count(r), +inf for unobserved rows so that 1 / count = 0 there (integers: exact in float32)
             cnt = np.where(row_counts.sic > 0, row_counts.sic, np.inf)
             self.register_buffer("sic_count", torch.from_numpy(cnt.astype(np.float32)), persistent=False)
@@ -380,7 +379,9 @@ class HybridNetwork(nn.Module):
     reads_state_values = True
     """:meth:`forward` can compute with state rows handed to it (``state_values``)."""
 
-    def forward(self, batch: Batch, zero_sic: bool = False, state_values: list[Tensor] | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, batch: Batch, zero_sic: bool = False, state_values: list[Tensor] | None = None
+    ) -> dict[str, Tensor]:
         """Simulate the batch.
 
         ``state_values``: optional, the values of the state rows the batch reads, one
@@ -412,7 +413,9 @@ class HybridNetwork(nn.Module):
         emis_ocean = physics.ocean_emissivity(batch.emis_water, batch.wind_ms, self.wind_coef)
         # the parameter-free atmospheric terms first, then one SIC mix (fewer graph nodes)
         a_ice, a_ocean = physics.surface_atmosphere_terms(
-            t_skin_k=batch.t_skin_k, ocean_t_floor_k=mc.ocean_t_floor_k, tau_eff=batch.tau_eff,
+            t_skin_k=batch.t_skin_k,
+            ocean_t_floor_k=mc.ocean_t_floor_k,
+            tau_eff=batch.tau_eff,
             down_eff_k=batch.down_eff_k,
         )
         tb = physics.simulate_tb_mixed(
@@ -426,8 +429,14 @@ class HybridNetwork(nn.Module):
             bias_ocean_k=self.bias_ocean_k.index_select(0, batch.isensor),
         )
         return {
-            "tb": tb, "sic": sic, "emis_ice": emis_ice, "emis_ocean": emis_ocean, "x_t": x_t,
-            "props": props, "sic_rows": rows, "sic_lags": lags,
+            "tb": tb,
+            "sic": sic,
+            "emis_ice": emis_ice,
+            "emis_ocean": emis_ocean,
+            "x_t": x_t,
+            "props": props,
+            "sic_rows": rows,
+            "sic_lags": lags,
         }
 
     # ------------------------------------------------------------------- cost
@@ -492,29 +501,39 @@ class HybridNetwork(nn.Module):
                 for name, (r, slope, sigma) in self._map_residuals(lags, rows).items():
                     wr = w * r  # sum_r w r^2 / (sigma^2 B), derivative 2 w r dr/dC / (sigma^2 B)
                     if grads:
-                        derivs["lags"].append((len(raw), costs.quadratic_penalty_grad(wr, 1.0 if slope is None else slope,
-                                                                                      sigma).div_(nb)))
+                        derivs["lags"].append(
+                            (
+                                len(raw),
+                                costs.quadratic_penalty_grad(wr, 1.0 if slope is None else slope, sigma).div_(nb),
+                            )
+                        )
                     names.append(name), raw.append(dot(wr, r)), scale.append(1.0 / (sigma * sigma * nb))
                 # the reference warm-ice term has no derivative; its effective form max(C, 0) warm does
-                warm = self._derived(("warm_rows",), lambda: costs.warm_ice_weight(
-                    self.t_map_flat, cc.warm_ice_threshold_k, cc.warm_ice_factor)).take(rows)
+                warm = self._derived(
+                    ("warm_rows",),
+                    lambda: costs.warm_ice_weight(self.t_map_flat, cc.warm_ice_threshold_k, cc.warm_ice_factor),
+                ).take(rows)
                 effective = cc.warm_ice == "effective"
                 warm_scale = self.counts_nobs / (self.n_warm_rows * nb)
                 if grads and effective:
-                    derivs["lags"].append((len(raw), costs.warm_ice_penalty_weighted_grad(lags, warm, True)
-                                           .mul_(w).mul_(warm_scale)))
+                    derivs["lags"].append(
+                        (len(raw), costs.warm_ice_penalty_weighted_grad(lags, warm, True).mul_(w).mul_(warm_scale))
+                    )
                 raw.append(dot(w, costs.warm_ice_penalty_weighted(lags, warm, effective)))
                 names.append("warm_ice"), scale.append(warm_scale)
             if floor:  # the v2 anchor floor, summed over the batch, / nobs
                 r = costs.anchor_floor_residual(emis_anchor, cc.anchor_value)
                 if grads:
-                    derivs["anchor"].append((len(raw), costs.quadratic_penalty_grad(r, -1.0, cc.anchor_error)
-                                             .div_(nobs_total)))
+                    derivs["anchor"].append(
+                        (len(raw), costs.quadratic_penalty_grad(r, -1.0, cc.anchor_error).div_(nobs_total))
+                    )
                 names.append("anchor"), raw.append(dot(r, r))
                 scale.append(1.0 / (cc.anchor_error * cc.anchor_error * nobs_total))
             bias = 0.0  # sum (b - b_bg)^2 / sigma_b^2 / nobs over both biases
-            for key, b, bg in (("b_ice", self.bias_ice_k, self.bias_ice_bg_k),
-                               ("b_ocean", self.bias_ocean_k, self.bias_ocean_bg_k)):
+            for key, b, bg in (
+                ("b_ice", self.bias_ice_k, self.bias_ice_bg_k),
+                ("b_ocean", self.bias_ocean_k, self.bias_ocean_bg_k),
+            ):
                 r = b - bg
                 wr = r * self._derived(("bias_inv_var",), lambda: self.bias_error_k.square().reciprocal())
                 if grads:
@@ -565,9 +584,12 @@ class HybridNetwork(nn.Module):
         n = self.counts_nobs if nobs_total is None else nobs_total
         st = self.state
         sic = st.sic_map.weight[:, 0]
-        terms = {name: costs.quadratic_penalty(r, sigma).sum() / n for name, (r, _, sigma) in self._map_residuals(sic, None).items()}
-        c2 = st.sic_map_2d()[:, st.nlag:]
-        t2 = self.t_map_flat.view(st.ngrid, st.ncol)[:, st.nlag:]
+        terms = {
+            name: costs.quadratic_penalty(r, sigma).sum() / n
+            for name, (r, _, sigma) in self._map_residuals(sic, None).items()
+        }
+        c2 = st.sic_map_2d()[:, st.nlag :]
+        t2 = self.t_map_flat.view(st.ngrid, st.ncol)[:, st.nlag :]
         terms["warm_ice"] = costs.warm_ice_term(
             c2, t2, cc.warm_ice_threshold_k, cc.warm_ice_factor, cc.warm_ice == "effective"
         )
@@ -610,6 +632,13 @@ class HybridNetwork(nn.Module):
 
 
 __all__ = [
-    "Batch", "ObservationTensors", "HybridNetwork", "RowCounts", "build_row_counts",
-    "PER_OBS_FLOAT_FIELDS", "PACKED_CHANNEL_FIELDS", "ATMOSPHERE_FIELDS", "INT_FIELDS",
+    "Batch",
+    "ObservationTensors",
+    "HybridNetwork",
+    "RowCounts",
+    "build_row_counts",
+    "PER_OBS_FLOAT_FIELDS",
+    "PACKED_CHANNEL_FIELDS",
+    "ATMOSPHERE_FIELDS",
+    "INT_FIELDS",
 ]

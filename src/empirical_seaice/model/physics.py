@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 
-
 Tensor = torch.Tensor
 
 
@@ -222,8 +221,13 @@ def atmosphere_terms(
     (...,), per-channel ones (..., nchan); returns three (..., nchan) tensors.
     """
     tau_eff, down_eff, const = effective_atmosphere(
-        tau=tau, t_down_k=t_down_k, t_up_k=t_up_k, tau_cld=tau_cld, t_down_cld_k=t_down_cld_k,
-        t_up_cld_k=t_up_cld_k, cloud_fraction=cloud_fraction,
+        tau=tau,
+        t_down_k=t_down_k,
+        t_up_k=t_up_k,
+        tau_cld=tau_cld,
+        t_down_cld_k=t_down_cld_k,
+        t_up_cld_k=t_up_cld_k,
+        cloud_fraction=cloud_fraction,
     )
     a_ice, a_ocean = surface_atmosphere_terms(
         t_skin_k=t_skin_k, ocean_t_floor_k=ocean_t_floor_k, tau_eff=tau_eff, down_eff_k=down_eff

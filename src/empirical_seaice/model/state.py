@@ -26,7 +26,7 @@ i.e. ``alpha_0`` weights the observation's own day and ``alpha_l`` the day
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -95,7 +95,12 @@ class EmpiricalState(nn.Module):
         flat = torch.from_numpy(np.ascontiguousarray(bg).reshape(-1, 1).copy())
         self.sic_map = nn.Embedding(self.ngrid * self.ncol, 1, sparse=sparse, _weight=flat)
         self.props_grid = (
-            nn.Embedding(self.ngrid * self.nstep, self.nprop_grid, sparse=sparse, _weight=torch.zeros(self.ngrid * self.nstep, self.nprop_grid))
+            nn.Embedding(
+                self.ngrid * self.nstep,
+                self.nprop_grid,
+                sparse=sparse,
+                _weight=torch.zeros(self.ngrid * self.nstep, self.nprop_grid),
+            )
             if self.nprop_grid > 0
             else None
         )

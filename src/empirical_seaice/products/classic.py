@@ -56,9 +56,9 @@ latitude of each grid point.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -147,21 +147,47 @@ class BootstrapTiePoints:
 _PM_ICECON = "github.com/nsidc/pm_icecon"
 BOOTSTRAP_TIE_POINTS: Mapping[tuple[str, str], BootstrapTiePoints] = {
     ("amsr2", "north"): BootstrapTiePoints(
-        207.2, 131.9, 182.4, 256.3, 241.2, 258.9, (-71.99, 1.20), (48.26, 0.8048),
+        207.2,
+        131.9,
+        182.4,
+        256.3,
+        241.2,
+        258.9,
+        (-71.99, 1.20),
+        (48.26, 0.8048),
         source=f"{_PM_ICECON} bt/params/amsr2.py (Goddard ret_parameters_amsru2.f), north",
     ),
     ("amsr2", "south"): BootstrapTiePoints(
-        207.6, 131.9, 182.7, 259.4, 247.3, 261.6, (-90.62, 1.2759), (62.89, 0.7618),
+        207.6,
+        131.9,
+        182.7,
+        259.4,
+        247.3,
+        261.6,
+        (-90.62, 1.2759),
+        (62.89, 0.7618),
         source=f"{_PM_ICECON} bt/params/amsr2.py (Goddard ret_parameters_amsru2.f), south",
     ),
     ("ssmisf17", "north"): BootstrapTiePoints(
-        201.916, 132.815, 178.771, 255.670, 241.713, 258.341,
-        (-73.5471, 1.21104), (47.0061, 0.809335),
+        201.916,
+        132.815,
+        178.771,
+        255.670,
+        241.713,
+        258.341,
+        (-73.5471, 1.21104),
+        (47.0061, 0.809335),
         source=f"{_PM_ICECON} bt/params/nsidc0001.py (Goddard ret_parameters_cdr.f), north",
     ),
     ("ssmisf17", "south"): BootstrapTiePoints(
-        201.990, 133.943, 178.358, 259.122, 248.284, 261.654,
-        (-90.9384, 1.28239), (61.7438, 0.767205),
+        201.990,
+        133.943,
+        178.358,
+        259.122,
+        248.284,
+        261.654,
+        (-90.9384, 1.28239),
+        (61.7438, 0.767205),
         source=f"{_PM_ICECON} bt/params/nsidc0001.py (Goddard ret_parameters_cdr.f), south",
     ),
 }
@@ -443,9 +469,7 @@ def classic_sic_maps(obs: Observations, algorithms: Sequence[str] = ALGORITHMS) 
     """
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     if unknown:
-        raise SeaIceError(
-            f"classic SIC: unknown algorithm {unknown[0]!r}; known: {', '.join(ALGORITHMS)}"
-        )
+        raise SeaIceError(f"classic SIC: unknown algorithm {unknown[0]!r}; known: {', '.join(ALGORITHMS)}")
     names = obs.basis.channel_index
     north = grid_hemisphere(obs.lat, obs.ngrid)[:, None]
     result = ClassicSIC(maps={})
@@ -464,9 +488,7 @@ def classic_sic_maps(obs: Observations, algorithms: Sequence[str] = ALGORITHMS) 
                 extra = ("24v",) if "24v" in names and present[names["24v"]] else ()
                 tb = grid_daily_mean_tb(obs, need + extra, s)
                 tp = NASA_TEAM_TIE_POINTS[tp_name]
-                sic = nasa_team(
-                    tb[..., 0], tb[..., 1], tb[..., 2], tp, tb22v_k=tb[..., 3] if extra else None
-                ).total
+                sic = nasa_team(tb[..., 0], tb[..., 1], tb[..., 2], tp, tb22v_k=tb[..., 3] if extra else None).total
                 result.sources[f"nasa_team/{sname}"] = tp.source
             else:
                 tb = grid_daily_mean_tb(obs, need, s)
@@ -510,35 +532,69 @@ def write_classic_sic(path: Path, classic: ClassicSIC, obs: Observations) -> Pat
 
     data_vars = {}
     for alg, arr in classic.maps.items():
-        data_vars[alg] = (("grid", "step"), arr, {
-            "units": "1",
-            "long_name": f"sea ice concentration, {alg.replace('_', ' ')} algorithm, mean over sensors",
-        })
+        data_vars[alg] = (
+            ("grid", "step"),
+            arr,
+            {
+                "units": "1",
+                "long_name": f"sea ice concentration, {alg.replace('_', ' ')} algorithm, mean over sensors",
+            },
+        )
     for (alg, sname), arr in classic.per_sensor.items():
-        data_vars[f"{alg}_{sname}"] = (("grid", "step"), arr, {
-            "units": "1",
-            "long_name": f"sea ice concentration, {alg.replace('_', ' ')} algorithm, {sname}",
-            "tie_points": classic.sources.get(f"{alg}/{sname}", ""),
-        })
+        data_vars[f"{alg}_{sname}"] = (
+            ("grid", "step"),
+            arr,
+            {
+                "units": "1",
+                "long_name": f"sea ice concentration, {alg.replace('_', ' ')} algorithm, {sname}",
+                "tie_points": classic.sources.get(f"{alg}/{sname}", ""),
+            },
+        )
     coords = {}
     if obs.lon is not None and obs.lat is not None:
-        coords["lon"] = (("grid",), np.asarray(obs.lon, np.float32), {"units": "degrees_east", "long_name": "longitude"})
-        coords["lat"] = (("grid",), np.asarray(obs.lat, np.float32), {"units": "degrees_north", "long_name": "latitude"})
-    ds = xr.Dataset(data_vars, coords=coords, attrs={
-        "title": "classic sea ice concentration algorithms on the run's grid (daily means of observed TB)",
-        "references": "Cavalieri et al. 1984 doi:10.1029/JD089iD04p05355; Comiso 1986 doi:10.1029/JC091iC01p00975",
-        "stepstart": int(obs.stepstart),
-        "jd_origin": float(obs.jd_origin),
-    })
+        coords["lon"] = (
+            ("grid",),
+            np.asarray(obs.lon, np.float32),
+            {"units": "degrees_east", "long_name": "longitude"},
+        )
+        coords["lat"] = (
+            ("grid",),
+            np.asarray(obs.lat, np.float32),
+            {"units": "degrees_north", "long_name": "latitude"},
+        )
+    ds = xr.Dataset(
+        data_vars,
+        coords=coords,
+        attrs={
+            "title": "classic sea ice concentration algorithms on the run's grid (daily means of observed TB)",
+            "references": "Cavalieri et al. 1984 doi:10.1029/JD089iD04p05355; Comiso 1986 doi:10.1029/JC091iC01p00975",
+            "stepstart": int(obs.stepstart),
+            "jd_origin": float(obs.jd_origin),
+        },
+    )
     path = Path(path)
     ds.to_netcdf(path)
     return path
 
 
 __all__ = [
-    "ALGORITHMS", "NasaTeamTiePoints", "NASA_TEAM_TIE_POINTS", "BootstrapTiePoints",
-    "BOOTSTRAP_TIE_POINTS", "TIE_POINT_SENSOR", "polarization_ratio", "gradient_ratio",
-    "nasa_team_coefficients", "NasaTeamSIC", "nasa_team", "bootstrap_plane_sic", "bootstrap",
-    "grid_daily_mean_tb", "grid_hemisphere", "ClassicSIC", "classic_sic_maps", "sic_rmse",
+    "ALGORITHMS",
+    "NasaTeamTiePoints",
+    "NASA_TEAM_TIE_POINTS",
+    "BootstrapTiePoints",
+    "BOOTSTRAP_TIE_POINTS",
+    "TIE_POINT_SENSOR",
+    "polarization_ratio",
+    "gradient_ratio",
+    "nasa_team_coefficients",
+    "NasaTeamSIC",
+    "nasa_team",
+    "bootstrap_plane_sic",
+    "bootstrap",
+    "grid_daily_mean_tb",
+    "grid_hemisphere",
+    "ClassicSIC",
+    "classic_sic_maps",
+    "sic_rmse",
     "write_classic_sic",
 ]

@@ -19,8 +19,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,8 +52,9 @@ class Simulation:
 
 
 @torch.no_grad()
-def simulate(network: torch.nn.Module, data: Any, nobs: int, *, zero_sic: bool = False,
-             chunk: int = CHUNK) -> Simulation:
+def simulate(
+    network: torch.nn.Module, data: Any, nobs: int, *, zero_sic: bool = False, chunk: int = CHUNK
+) -> Simulation:
     """Run the network's observation operator over observations ``0..nobs-1``.
 
     Parameters
@@ -84,9 +86,9 @@ def simulate(network: torch.nn.Module, data: Any, nobs: int, *, zero_sic: bool =
                 tb = np.empty((nobs, t.shape[1]), dtype=np.float32)
                 emis = np.empty((nobs, e.shape[1]), dtype=np.float32)
                 sic = np.empty(nobs, dtype=np.float32)
-            tb[start:start + len(idx)] = t
-            emis[start:start + len(idx)] = e
-            sic[start:start + len(idx)] = c
+            tb[start : start + len(idx)] = t
+            emis[start : start + len(idx)] = e
+            sic[start : start + len(idx)] = c
         if tb is None:
             raise ValueError("simulate: no observations")
         return Simulation(tb=tb, emis_ice=emis, sic=sic)
@@ -318,8 +320,10 @@ def format_summary(diag: RunDiagnostics, basis: ChannelBasis) -> str:
         lines.append(head)
         ref = dep_a if dep_a is not None else dep_b
         for c, name in enumerate(basis.channel_names):
+
             def ms(d):
                 return "-" if d is None else f"{_fmt(d.mean[c], '+7.2f')} /{_fmt(d.std[c], '6.2f')}"
+
             row = f"  {name:<9}{int(ref.count[c]):>8}  {ms(dep_b):>27}  {ms(dep_a):>14}"
             if truth is not None:
                 row += f"  {_fmt(truth.emis_rmse[c], '9.4f')}"
@@ -343,7 +347,17 @@ def format_summary(diag: RunDiagnostics, basis: ChannelBasis) -> str:
 
 
 __all__ = [
-    "Simulation", "simulate", "DepartureStats", "departure_stats", "observation_cost_sum", "full_cost",
-    "TruthScores", "truth_scores", "observed_points", "RunDiagnostics", "format_summary",
-    "CHUNK", "ICE_SIC_THRESHOLD",
+    "Simulation",
+    "simulate",
+    "DepartureStats",
+    "departure_stats",
+    "observation_cost_sum",
+    "full_cost",
+    "TruthScores",
+    "truth_scores",
+    "observed_points",
+    "RunDiagnostics",
+    "format_summary",
+    "CHUNK",
+    "ICE_SIC_THRESHOLD",
 ]

@@ -34,9 +34,10 @@ import datetime as _dt
 import logging
 import os
 import subprocess
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -76,8 +77,12 @@ def code_version() -> str:
 
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-            capture_output=True, text=True, timeout=5, check=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         sha = ""
@@ -122,7 +127,7 @@ def julian_day_to_iso(jd: float) -> str:
     return (epoch + _dt.timedelta(days=float(jd) - 2451545.0)).date().isoformat()
 
 
-def input_names(model: "ModelConfig") -> list[str]:
+def input_names(model: ModelConfig) -> list[str]:
     """Names of the emissivity-model inputs in order: ``x_T, P0.., Q0.., f/100`` (v2) or ``x_T, P0..`` (v1)."""
     names = ["x_T"] + [f"P{k}" for k in range(model.nprop_grid)] + [f"Q{k}" for k in range(model.nprop_obs)]
     if model.version == "v2":
@@ -149,9 +154,9 @@ def _atomic_netcdf(ds: Any, path: Path) -> Path:
 
 def write_emissivity_coefficients(
     path: Path,
-    emissivity: "EmissivityModel",
-    model: "ModelConfig",
-    basis: "ChannelBasis",
+    emissivity: EmissivityModel,
+    model: ModelConfig,
+    basis: ChannelBasis,
     provenance: Provenance | None = None,
 ) -> Path:
     """Write the self-describing coefficient file of a trained emissivity model.
@@ -185,27 +190,48 @@ def write_emissivity_coefficients(
     out_names = ["e_V", "e_H"] if v2 else list(basis.channel_names)
     data: dict[str, Any] = {}
     if v2:
-        data["hidden_weight"] = (("hidden", "input"), sd["hidden.weight"], {
-            "long_name": "hidden layer weight W_h (torch.nn.Linear orientation: out, in)", "units": "1"})
+        data["hidden_weight"] = (
+            ("hidden", "input"),
+            sd["hidden.weight"],
+            {"long_name": "hidden layer weight W_h (torch.nn.Linear orientation: out, in)", "units": "1"},
+        )
         data["hidden_bias"] = (("hidden",), sd["hidden.bias"], {"long_name": "hidden layer bias b_h", "units": "1"})
-        data["output_weight"] = (("output", "hidden"), sd["output.weight"], {
-            "long_name": "output layer weight W_o (out, in)", "units": "1"})
+        data["output_weight"] = (
+            ("output", "hidden"),
+            sd["output.weight"],
+            {"long_name": "output layer weight W_o (out, in)", "units": "1"},
+        )
     else:
-        data["output_weight"] = (("output", "input"), sd["output.weight"], {
-            "long_name": "linear layer weight W (channel, input)", "units": "1"})
+        data["output_weight"] = (
+            ("output", "input"),
+            sd["output.weight"],
+            {"long_name": "linear layer weight W (channel, input)", "units": "1"},
+        )
     data["output_bias"] = (("output",), sd["output.bias"], {"long_name": "output layer bias b_o", "units": "1"})
     coords = {
         "input_name": (("input",), np.array(names, dtype=object), {"long_name": "model input, in order"}),
         "output_name": (("output",), np.array(out_names, dtype=object), {"long_name": "model output, in order"}),
-        "channel_name": (("channel",), np.array(basis.channel_names, dtype=object),
-                         {"long_name": "channel of the unified channel basis of the training run"}),
-        "polarisation": (("channel",), np.array(["V" if p == 0 else "H" for p in basis.pol], dtype=object),
-                         {"long_name": "polarisation: the v2 model's e_V or e_H output"}),
+        "channel_name": (
+            ("channel",),
+            np.array(basis.channel_names, dtype=object),
+            {"long_name": "channel of the unified channel basis of the training run"},
+        ),
+        "polarisation": (
+            ("channel",),
+            np.array(["V" if p == 0 else "H" for p in basis.pol], dtype=object),
+            {"long_name": "polarisation: the v2 model's e_V or e_H output"},
+        ),
         "sensor_name": (("sensor",), np.array(basis.sensor_names, dtype=object), {"long_name": "training sensor"}),
-        "frequency": (("sensor", "channel"), np.asarray(basis.freq_ghz, dtype=np.float64),
-                      {"units": "GHz", "long_name": "channel frequency on each sensor (input f of the v2 model)"}),
-        "channel_present": (("sensor", "channel"), np.asarray(basis.present, dtype=np.int8),
-                            {"units": "1", "long_name": "1 where the sensor has the channel"}),
+        "frequency": (
+            ("sensor", "channel"),
+            np.asarray(basis.freq_ghz, dtype=np.float64),
+            {"units": "GHz", "long_name": "channel frequency on each sensor (input f of the v2 model)"},
+        ),
+        "channel_present": (
+            ("sensor", "channel"),
+            np.asarray(basis.present, dtype=np.int8),
+            {"units": "1", "long_name": "1 where the sensor has the channel"},
+        ),
     }
     norm = (
         f"x_T = max({model.t_ref_k:g} - T_skin[K], 0) / {model.t_scale_k:g}; "
@@ -215,8 +241,8 @@ def write_emissivity_coefficients(
     equation = (
         "h = sigmoid(hidden_weight @ z + hidden_bias); (e_V, e_H) = sigmoid(output_weight @ h + output_bias); "
         "a channel takes e_V or e_H by its polarisation"
-        if v2 else
-        "e_ice[channel] = output_weight[channel] @ z + output_bias[channel]"
+        if v2
+        else "e_ice[channel] = output_weight[channel] @ z + output_bias[channel]"
     )
     attrs = {
         "title": "sea ice microwave emissivity model (empirical state method, Geer 2024 JAMES)",
@@ -242,7 +268,7 @@ def write_emissivity_coefficients(
     return _atomic_netcdf(ds, path)
 
 
-def export_onnx(path: Path, emissivity: "EmissivityModel", model: "ModelConfig") -> Path:
+def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> Path:
     """Export the emissivity model to ONNX with the input normalisation in the graph.
 
     v2 graph: inputs ``t_skin_k`` (N,), ``props`` (N, nprop), ``freq_ghz`` (N,)
@@ -296,8 +322,14 @@ def export_onnx(path: Path, emissivity: "EmissivityModel", model: "ModelConfig")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                wrapper, args, str(tmp), dynamo=False, input_names=in_names, output_names=out_names,
-                dynamic_axes=axes, opset_version=17,
+                wrapper,
+                args,
+                str(tmp),
+                dynamo=False,
+                input_names=in_names,
+                output_names=out_names,
+                dynamic_axes=axes,
+                opset_version=17,
             )
         os.replace(tmp, path)
     finally:
@@ -379,7 +411,7 @@ class NumpyEmissivityModel:
         self.nprop = len(self.input_names) - (2 if self.version == "v2" else 1)
 
     @classmethod
-    def from_file(cls, path: Path | str) -> "NumpyEmissivityModel":
+    def from_file(cls, path: Path | str) -> NumpyEmissivityModel:
         """Load from ``emis_model_TAG.nc``.
 
         Raises
@@ -398,7 +430,7 @@ class NumpyEmissivityModel:
         if p.shape[-1:] != (self.nprop,):
             raise SeaIceError(
                 f"props: expected a last dimension of {self.nprop} "
-                f"({', '.join(self.input_names[1:1 + self.nprop])}), got shape {p.shape}"
+                f"({', '.join(self.input_names[1 : 1 + self.nprop])}), got shape {p.shape}"
             )
         return np.broadcast_to(p, (*shape, self.nprop))
 
@@ -432,8 +464,9 @@ class NumpyEmissivityModel:
         h = _ACT[self.hidden_activation](z @ self.hidden_weight.T + self.hidden_bias)
         return _ACT[self.output_activation](h @ self.output_weight.T + self.output_bias)
 
-    def emissivity_channels(self, t_skin_k, props, sensor: str | None = None,
-                            channels: Sequence[str] | None = None) -> np.ndarray:
+    def emissivity_channels(
+        self, t_skin_k, props, sensor: str | None = None, channels: Sequence[str] | None = None
+    ) -> np.ndarray:
         """Ice emissivity of named channels of the file's channel list, (..., nch).
 
         v2: evaluated at the channel's frequency on ``sensor`` (default: the
@@ -455,7 +488,9 @@ class NumpyEmissivityModel:
         channels = list(channels)
         unknown = [c for c in channels if c not in self.channel_names]
         if unknown:
-            raise SeaIceError(f"channels: {', '.join(unknown)} not in the model's channels ({', '.join(self.channel_names)})")
+            raise SeaIceError(
+                f"channels: {', '.join(unknown)} not in the model's channels ({', '.join(self.channel_names)})"
+            )
         if sensor is not None and sensor not in self.sensor_names:
             raise SeaIceError(f"sensor: {sensor!r} not a training sensor ({', '.join(self.sensor_names)})")
         idx = [self.channel_names.index(c) for c in channels]
@@ -475,8 +510,13 @@ class NumpyEmissivityModel:
 
 
 def write_export(
-    output: Path, tag: str, emissivity: "EmissivityModel", model: "ModelConfig", basis: "ChannelBasis",
-    provenance: Provenance | None = None, onnx: bool = True,
+    output: Path,
+    tag: str,
+    emissivity: EmissivityModel,
+    model: ModelConfig,
+    basis: ChannelBasis,
+    provenance: Provenance | None = None,
+    onnx: bool = True,
 ) -> list[Path]:
     """Write ``emis_model_TAG.nc`` (and ``emis_model_TAG.onnx``) in ``output``; returns the paths."""
     output = Path(output)
@@ -487,6 +527,14 @@ def write_export(
 
 
 __all__ = [
-    "Provenance", "write_emissivity_coefficients", "export_onnx", "write_export", "NumpyEmissivityModel",
-    "input_names", "code_version", "julian_day_to_iso", "FORMAT_NAME", "FORMAT_VERSION",
+    "Provenance",
+    "write_emissivity_coefficients",
+    "export_onnx",
+    "write_export",
+    "NumpyEmissivityModel",
+    "input_names",
+    "code_version",
+    "julian_day_to_iso",
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
 ]

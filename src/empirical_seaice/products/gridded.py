@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -85,8 +86,9 @@ class GridInputs:
         return int(self.sic.shape[1])
 
 
-def cell_mean(values: np.ndarray, igrid: np.ndarray, istep: np.ndarray, ngrid: int, nstep: int
-              ) -> tuple[np.ndarray, np.ndarray]:
+def cell_mean(
+    values: np.ndarray, igrid: np.ndarray, istep: np.ndarray, ngrid: int, nstep: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean of per-observation ``values`` (nobs, k) over each (grid, step) cell.
 
     Returns
@@ -118,7 +120,7 @@ def grid_inputs(network, obs: Observations, background: BackgroundMaps, steps_pe
     q = st.obs_properties_array()
     q_mean, count = cell_mean(q, obs.igrid, obs.istep, obs.ngrid, obs.nstep)
     return GridInputs(
-        sic=st.sic_array()[:, st.nlag:],
+        sic=st.sic_array()[:, st.nlag :],
         props_grid=st.grid_properties_array(),
         props_obs_mean=q_mean,
         nobs_cell=count,
@@ -129,7 +131,7 @@ def grid_inputs(network, obs: Observations, background: BackgroundMaps, steps_pe
     )
 
 
-def _channel_frequencies(basis: "ChannelBasis", channels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _channel_frequencies(basis: ChannelBasis, channels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Frequency (GHz) of each channel on the first run sensor that has it, polarisation, sensor."""
     freq, pol, sensor = [], [], []
     for c in channels:
@@ -142,8 +144,13 @@ def _channel_frequencies(basis: "ChannelBasis", channels: Sequence[str]) -> tupl
 
 
 def evaluate_grid_emissivity(
-    emissivity: "EmissivityModel", model: "ModelConfig", basis: "ChannelBasis",
-    t_skin_k: np.ndarray, props: np.ndarray, *, channels: Sequence[str] | None = None,
+    emissivity: EmissivityModel,
+    model: ModelConfig,
+    basis: ChannelBasis,
+    t_skin_k: np.ndarray,
+    props: np.ndarray,
+    *,
+    channels: Sequence[str] | None = None,
     freq_ghz: Sequence[float] | None = None,
 ) -> np.ndarray:
     """Ice emissivity of cells (n,) with inputs T (n,) K and props (n, nprop).
@@ -177,14 +184,14 @@ def evaluate_grid_emissivity(
 
 def write_gridded_emissivity(
     path: Path,
-    emissivity: "EmissivityModel",
-    model: "ModelConfig",
-    basis: "ChannelBasis",
+    emissivity: EmissivityModel,
+    model: ModelConfig,
+    basis: ChannelBasis,
     inputs: GridInputs,
     *,
     channels: Sequence[str] | None = None,
     freq_ghz: Sequence[float] | None = None,
-    provenance: "Provenance | None" = None,
+    provenance: Provenance | None = None,
     complevel: int = 4,
 ) -> Path:
     """Write ``ice_emis_grid_TAG.nc`` (see the module docstring).
@@ -219,8 +226,10 @@ def write_gridded_emissivity(
     ng, ns = inputs.ngrid, inputs.nstep
     npg, npo = inputs.props_grid.shape[-1], inputs.props_obs_mean.shape[-1]
     for name, arr, shape in (
-        ("t_skin_map_k", inputs.t_skin_map_k, (ng, ns)), ("props_grid", inputs.props_grid, (ng, ns, npg)),
-        ("props_obs_mean", inputs.props_obs_mean, (ng, ns, npo)), ("nobs_cell", inputs.nobs_cell, (ng, ns)),
+        ("t_skin_map_k", inputs.t_skin_map_k, (ng, ns)),
+        ("props_grid", inputs.props_grid, (ng, ns, npg)),
+        ("props_obs_mean", inputs.props_obs_mean, (ng, ns, npo)),
+        ("nobs_cell", inputs.nobs_cell, (ng, ns)),
         ("time_bounds_jd", inputs.time_bounds_jd, (ns, 2)),
     ):
         if np.shape(arr) != shape:
@@ -254,8 +263,14 @@ def write_gridded_emissivity(
             ds.createDimension("prop_obs", npo)
 
             def var(name, dtype, dims, units, long_name, chunks=None, **attrs):
-                v = ds.createVariable(name, dtype, dims, chunksizes=chunks, fill_value=np.nan if dtype == "f4" else None,
-                                      **(zl if chunks else {}))
+                v = ds.createVariable(
+                    name,
+                    dtype,
+                    dims,
+                    chunksizes=chunks,
+                    fill_value=np.nan if dtype == "f4" else None,
+                    **(zl if chunks else {}),
+                )
                 v.units = units
                 v.long_name = long_name
                 for k, a in attrs.items():
@@ -263,11 +278,24 @@ def write_gridded_emissivity(
                 return v
 
             jd = inputs.time_bounds_jd
-            tv = var("time", "f8", ("step",), "days since 1970-01-01 00:00:00", "centre of the step's window",
-                     standard_name="time", calendar="standard", bounds="time_bnds")
+            tv = var(
+                "time",
+                "f8",
+                ("step",),
+                "days since 1970-01-01 00:00:00",
+                "centre of the step's window",
+                standard_name="time",
+                calendar="standard",
+                bounds="time_bnds",
+            )
             tv[:] = jd.mean(axis=1) - UNIX_EPOCH_JD
-            var("time_bnds", "f8", ("step", "nv"), "days since 1970-01-01 00:00:00",
-                "start and end of the step's 21 UTC window")[:] = jd - UNIX_EPOCH_JD
+            var(
+                "time_bnds",
+                "f8",
+                ("step", "nv"),
+                "days since 1970-01-01 00:00:00",
+                "start and end of the step's 21 UTC window",
+            )[:] = jd - UNIX_EPOCH_JD
             var("julian_day", "f8", ("step",), "days", "Julian day at the centre of the step's window")[:] = jd.mean(1)
             lon = np.full(ng, np.nan) if inputs.lon is None else np.asarray(inputs.lon)
             lat = np.full(ng, np.nan) if inputs.lat is None else np.asarray(inputs.lat)
@@ -279,9 +307,15 @@ def write_gridded_emissivity(
                 ds.createDimension("frequency", len(freq_ghz))
                 var("frequency", "f4", ("frequency",), "GHz", "frequency of the emissivity")[:] = np.asarray(freq_ghz)
                 out_vars = [
-                    var(f"ice_emis_{p.lower()}", "f4", ("grid", "step", "frequency"), "1",
-                        f"sea ice surface emissivity, {p} polarisation", chunks=(ng, 1, len(freq_ghz)),
-                        coordinates="lon lat")
+                    var(
+                        f"ice_emis_{p.lower()}",
+                        "f4",
+                        ("grid", "step", "frequency"),
+                        "1",
+                        f"sea ice surface emissivity, {p} polarisation",
+                        chunks=(ng, 1, len(freq_ghz)),
+                        coordinates="lon lat",
+                    )
                     for p in ("V", "H")
                 ]
             else:
@@ -295,28 +329,75 @@ def write_gridded_emissivity(
                 for j, c in enumerate(chan_list):
                     cn[j] = c
                     pv[j] = "V" if pol[j] == 0 else "H"
-                fv = var("frequency", "f4", ("channel",), "GHz", "channel frequency used (on the first run sensor having it)")
+                fv = var(
+                    "frequency", "f4", ("channel",), "GHz", "channel frequency used (on the first run sensor having it)"
+                )
                 fv[:] = freq
                 fv.sensor = " ".join(sens)
-                out_vars = [var("ice_emis", "f4", ("grid", "step", "channel"), "1", "sea ice surface emissivity",
-                                chunks=(ng, 1, nch), coordinates="lon lat")]
-            v_sic = var("seaice", "f4", ("grid", "step"), "1", "sea ice concentration", chunks=cg,
-                        standard_name="sea_ice_area_fraction", coordinates="lon lat")
-            v_ts = var("t_skin", "f4", ("grid", "step"), "K", "daily skin temperature (input of x_T)", chunks=cg,
-                       standard_name="surface_temperature", coordinates="lon lat")
-            v_p = var("properties", "f4", ("grid", "step", "prop"), "1", "grid empirical state P",
-                      chunks=(ng, 1, max(npg, 1)), coordinates="lon lat")
-            v_q = var("properties_obs_mean", "f4", ("grid", "step", "prop_obs"), "1",
-                      "mean over the cell's observations of the observation-space empirical state Q (0 if none)",
-                      chunks=(ng, 1, max(npo, 1)), coordinates="lon lat")
+                out_vars = [
+                    var(
+                        "ice_emis",
+                        "f4",
+                        ("grid", "step", "channel"),
+                        "1",
+                        "sea ice surface emissivity",
+                        chunks=(ng, 1, nch),
+                        coordinates="lon lat",
+                    )
+                ]
+            v_sic = var(
+                "seaice",
+                "f4",
+                ("grid", "step"),
+                "1",
+                "sea ice concentration",
+                chunks=cg,
+                standard_name="sea_ice_area_fraction",
+                coordinates="lon lat",
+            )
+            v_ts = var(
+                "t_skin",
+                "f4",
+                ("grid", "step"),
+                "K",
+                "daily skin temperature (input of x_T)",
+                chunks=cg,
+                standard_name="surface_temperature",
+                coordinates="lon lat",
+            )
+            v_p = var(
+                "properties",
+                "f4",
+                ("grid", "step", "prop"),
+                "1",
+                "grid empirical state P",
+                chunks=(ng, 1, max(npg, 1)),
+                coordinates="lon lat",
+            )
+            v_q = var(
+                "properties_obs_mean",
+                "f4",
+                ("grid", "step", "prop_obs"),
+                "1",
+                "mean over the cell's observations of the observation-space empirical state Q (0 if none)",
+                chunks=(ng, 1, max(npo, 1)),
+                coordinates="lon lat",
+            )
             v_n = ds.createVariable("nobs_cell", "i4", ("grid", "step"), chunksizes=cg, **zl)
             v_n.units = "1"
             v_n.long_name = "number of observations of the cell"
 
             for t in range(ns):
                 props = np.concatenate([inputs.props_grid[:, t], inputs.props_obs_mean[:, t]], axis=-1)
-                e = evaluate_grid_emissivity(emissivity, model, basis, inputs.t_skin_map_k[:, t], props,
-                                             channels=None if by_freq else chan_list, freq_ghz=freq_ghz)
+                e = evaluate_grid_emissivity(
+                    emissivity,
+                    model,
+                    basis,
+                    inputs.t_skin_map_k[:, t],
+                    props,
+                    channels=None if by_freq else chan_list,
+                    freq_ghz=freq_ghz,
+                )
                 if by_freq:
                     out_vars[0][:, t, :] = e[..., 0]
                     out_vars[1][:, t, :] = e[..., 1]
@@ -337,6 +418,11 @@ def write_gridded_emissivity(
 
 
 __all__ = [
-    "GridInputs", "cell_mean", "step_time_bounds", "grid_inputs", "evaluate_grid_emissivity",
-    "write_gridded_emissivity", "UNIX_EPOCH_JD",
+    "GridInputs",
+    "cell_mean",
+    "step_time_bounds",
+    "grid_inputs",
+    "evaluate_grid_emissivity",
+    "write_gridded_emissivity",
+    "UNIX_EPOCH_JD",
 ]

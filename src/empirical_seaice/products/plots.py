@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -174,8 +175,9 @@ def plot_maps(
         size = (side_km * pts_per_km) ** 2
         v = np.asarray(v, dtype=np.float64)
         ok = np.isfinite(v)
-        mappable = ax.scatter(x[ok], y[ok], c=v[ok], s=size[ok], marker="s", linewidths=0,
-                              cmap=cmap, vmin=vmin, vmax=vmax)
+        mappable = ax.scatter(
+            x[ok], y[ok], c=v[ok], s=size[ok], marker="s", linewidths=0, cmap=cmap, vmin=vmin, vmax=vmax
+        )
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
@@ -211,8 +213,7 @@ def plot_spectra(path: Path, freq_ghz: np.ndarray, spectra: Mapping[str, np.ndar
     return _save(fig, path)
 
 
-def plot_loss_curves(path: Path, losses: Mapping[str, np.ndarray], *, xlabel: str = "epoch",
-                     title: str = "") -> Path:
+def plot_loss_curves(path: Path, losses: Mapping[str, np.ndarray], *, xlabel: str = "epoch", title: str = "") -> Path:
     """Cost terms (J / nobs) against epoch or batch, log scale where all positive."""
     curves = {k: np.asarray(v, dtype=np.float64) for k, v in losses.items() if np.size(v)}
     if not curves:
@@ -245,8 +246,9 @@ def departure_stats(departures: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     return n, mean, np.sqrt(var)
 
 
-def plot_departure_histograms(path: Path, channel_names: Sequence[str], before: np.ndarray | None,
-                              after: np.ndarray, *, title: str = "") -> Path:
+def plot_departure_histograms(
+    path: Path, channel_names: Sequence[str], before: np.ndarray | None, after: np.ndarray, *, title: str = ""
+) -> Path:
     """Per-channel histograms of observed minus simulated TB (K), before and after training.
 
     before, after : (nobs, nchan) departures, NaN where the channel is absent;
@@ -256,8 +258,9 @@ def plot_departure_histograms(path: Path, channel_names: Sequence[str], before: 
     before = np.full_like(after, np.nan) if before is None else np.asarray(before, dtype=np.float64)
     nch = len(channel_names)
     if before.shape[1:] != (nch,) or after.shape[1:] != (nch,):
-        raise SeaIceError(f"plot_departure_histograms: expected (nobs, {nch}) departures, "
-                          f"got {before.shape} and {after.shape}")
+        raise SeaIceError(
+            f"plot_departure_histograms: expected (nobs, {nch}) departures, got {before.shape} and {after.shape}"
+        )
     ncols = min(nch, 5)
     nrows = int(np.ceil(nch / ncols))
     fig = _figure(2.6 * ncols, 2.1 * nrows + 0.6)
@@ -281,8 +284,9 @@ def plot_departure_histograms(path: Path, channel_names: Sequence[str], before: 
     return _save(fig, path)
 
 
-def plot_departure_stats(path: Path, channel_names: Sequence[str], before: np.ndarray | None, after: np.ndarray,
-                         *, title: str = "") -> Path:
+def plot_departure_stats(
+    path: Path, channel_names: Sequence[str], before: np.ndarray | None, after: np.ndarray, *, title: str = ""
+) -> Path:
     """Per-channel mean and standard deviation of observed minus simulated TB (K), before
     (optional: None) and after."""
     nch = len(channel_names)
@@ -381,8 +385,9 @@ class PlotInputs:
     spectrum_masks: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
-def spectrum_groups(sic: np.ndarray, props: np.ndarray, t_skin_k: np.ndarray,
-                    ngroups: int = 3, min_sic: float = 0.8) -> dict[str, tuple[float, np.ndarray]]:
+def spectrum_groups(
+    sic: np.ndarray, props: np.ndarray, t_skin_k: np.ndarray, ngroups: int = 3, min_sic: float = 0.8
+) -> dict[str, tuple[float, np.ndarray]]:
     """Representative ice states for the spectra: consolidated ice (SIC > min_sic)
     split into ``ngroups`` quantile classes of the first empirical variable P0.
 
@@ -407,8 +412,9 @@ def spectrum_groups(sic: np.ndarray, props: np.ndarray, t_skin_k: np.ndarray,
     return out
 
 
-def spectrum_groups_from_masks(masks: Mapping[str, np.ndarray], sic: np.ndarray, props: np.ndarray,
-                               t_skin_k: np.ndarray, min_sic: float = 0.8) -> dict[str, tuple[float, np.ndarray]]:
+def spectrum_groups_from_masks(
+    masks: Mapping[str, np.ndarray], sic: np.ndarray, props: np.ndarray, t_skin_k: np.ndarray, min_sic: float = 0.8
+) -> dict[str, tuple[float, np.ndarray]]:
     """Representative states of named cell sets (e.g. ice types from a truth): for each
     mask (ngrid,), the median skin temperature and grid state over its consolidated-ice
     cells (SIC > min_sic, finite state). Label -> (T K, state (nprop_grid,)); empty sets skipped."""
@@ -455,70 +461,167 @@ def make_plots(plot_dir: Path, inputs: PlotInputs) -> list[Path]:
     for name, arr in d.sic_classic.items():
         sic_fields[f"{name.replace('_', ' ')} SIC"] = np.asarray(arr)[:, day]
     if sic_fields:
-        add(plot_maps(plot_dir / "map_sic.png", d.lon, d.lat, sic_fields, title=f"{d.title} sea ice concentration{suffix}",
-                      cmap="Blues_r", vmin=0.0, vmax=1.0, units="SIC"), "sea ice concentration maps" + suffix)
+        add(
+            plot_maps(
+                plot_dir / "map_sic.png",
+                d.lon,
+                d.lat,
+                sic_fields,
+                title=f"{d.title} sea ice concentration{suffix}",
+                cmap="Blues_r",
+                vmin=0.0,
+                vmax=1.0,
+                units="SIC",
+            ),
+            "sea ice concentration maps" + suffix,
+        )
     if d.sic is not None and d.sic_truth is not None:
         err = {"trained - truth": np.asarray(d.sic)[:, day] - np.asarray(d.sic_truth)[:, day]}
         if d.sic_background is not None:
             err["background - truth"] = np.asarray(d.sic_background)[:, day] - np.asarray(d.sic_truth)[:, day]
         for name, arr in d.sic_classic.items():
             err[f"{name.replace('_', ' ')} - truth"] = np.asarray(arr)[:, day] - np.asarray(d.sic_truth)[:, day]
-        add(plot_maps(plot_dir / "map_sic_error.png", d.lon, d.lat, err, title=f"{d.title} SIC error{suffix}",
-                      cmap="RdBu_r", vmin=-0.5, vmax=0.5, units="SIC difference"), "SIC minus truth" + suffix)
+        add(
+            plot_maps(
+                plot_dir / "map_sic_error.png",
+                d.lon,
+                d.lat,
+                err,
+                title=f"{d.title} SIC error{suffix}",
+                cmap="RdBu_r",
+                vmin=-0.5,
+                vmax=0.5,
+                units="SIC difference",
+            ),
+            "SIC minus truth" + suffix,
+        )
     if d.props_grid is not None and np.asarray(d.props_grid).shape[-1] > 0:
         props = np.asarray(d.props_grid)
         for k in range(props.shape[-1]):
-            add(plot_maps(plot_dir / f"map_prop{k}.png", d.lon, d.lat, {f"P{k}": props[:, day, k]},
-                          title=f"{d.title} empirical variable P{k}{suffix}", cmap="viridis", units=f"P{k}"),
-                f"grid empirical variable P{k}" + suffix)
+            add(
+                plot_maps(
+                    plot_dir / f"map_prop{k}.png",
+                    d.lon,
+                    d.lat,
+                    {f"P{k}": props[:, day, k]},
+                    title=f"{d.title} empirical variable P{k}{suffix}",
+                    cmap="viridis",
+                    units=f"P{k}",
+                ),
+                f"grid empirical variable P{k}" + suffix,
+            )
     emis = {c: np.asarray(d.emis_grid[c])[:, day] for c in MAP_CHANNELS if c in d.emis_grid}
     if emis:
-        add(plot_maps(plot_dir / "map_ice_emis.png", d.lon, d.lat, emis, title=f"{d.title} ice emissivity{suffix}",
-                      cmap="magma", units="ice emissivity"), "ice emissivity " + "/".join(emis) + suffix)
-    if (d.emissivity_model is not None and d.props_grid is not None and d.sic is not None
-            and d.t_skin_map_k is not None):
+        add(
+            plot_maps(
+                plot_dir / "map_ice_emis.png",
+                d.lon,
+                d.lat,
+                emis,
+                title=f"{d.title} ice emissivity{suffix}",
+                cmap="magma",
+                units="ice emissivity",
+            ),
+            "ice emissivity " + "/".join(emis) + suffix,
+        )
+    if d.emissivity_model is not None and d.props_grid is not None and d.sic is not None and d.t_skin_map_k is not None:
+
         def evaluate(groups):
             """Spectra (V, H) of each group's mean state at its mean temperature (Q = 0)."""
             return {
                 f"{label}, T={t:.0f} K": d.emissivity_model.emissivity_vh(
-                    np.full(SPECTRUM_FREQ_GHZ.size, t), np.concatenate([p, np.zeros(d.nprop_obs)]),
-                    SPECTRUM_FREQ_GHZ)
+                    np.full(SPECTRUM_FREQ_GHZ.size, t), np.concatenate([p, np.zeros(d.nprop_obs)]), SPECTRUM_FREQ_GHZ
+                )
                 for label, (t, p) in groups.items()
             }
 
-        spectra = evaluate(spectrum_groups(np.asarray(d.sic)[:, day], np.asarray(d.props_grid)[:, day],
-                                           np.asarray(d.t_skin_map_k)[:, day]))
+        spectra = evaluate(
+            spectrum_groups(
+                np.asarray(d.sic)[:, day], np.asarray(d.props_grid)[:, day], np.asarray(d.t_skin_map_k)[:, day]
+            )
+        )
         if spectra:
-            add(plot_spectra(plot_dir / "spectra.png", SPECTRUM_FREQ_GHZ, spectra,
-                             title=f"{d.title} ice emissivity spectra{suffix}"),
-                "emissivity spectra of consolidated ice (SIC > 0.8) in three classes of P0" + suffix)
+            add(
+                plot_spectra(
+                    plot_dir / "spectra.png",
+                    SPECTRUM_FREQ_GHZ,
+                    spectra,
+                    title=f"{d.title} ice emissivity spectra{suffix}",
+                ),
+                "emissivity spectra of consolidated ice (SIC > 0.8) in three classes of P0" + suffix,
+            )
         if d.spectrum_masks:
-            typed = evaluate(spectrum_groups_from_masks(
-                {k: np.asarray(m)[:, day] for k, m in d.spectrum_masks.items()},
-                np.asarray(d.sic)[:, day], np.asarray(d.props_grid)[:, day], np.asarray(d.t_skin_map_k)[:, day]))
+            typed = evaluate(
+                spectrum_groups_from_masks(
+                    {k: np.asarray(m)[:, day] for k, m in d.spectrum_masks.items()},
+                    np.asarray(d.sic)[:, day],
+                    np.asarray(d.props_grid)[:, day],
+                    np.asarray(d.t_skin_map_k)[:, day],
+                )
+            )
             if typed:
-                add(plot_spectra(plot_dir / "spectra_ice_types.png", SPECTRUM_FREQ_GHZ, typed,
-                                 title=f"{d.title} ice emissivity spectra by ice type{suffix}"),
-                    "emissivity spectra of the trained state by ice type" + suffix)
+                add(
+                    plot_spectra(
+                        plot_dir / "spectra_ice_types.png",
+                        SPECTRUM_FREQ_GHZ,
+                        typed,
+                        title=f"{d.title} ice emissivity spectra by ice type{suffix}",
+                    ),
+                    "emissivity spectra of the trained state by ice type" + suffix,
+                )
     if d.losses_epoch:
-        add(plot_loss_curves(plot_dir / "loss_epoch.png", d.losses_epoch, xlabel="epoch",
-                             title=f"{d.title} cost terms per epoch"), "cost terms per epoch")
+        add(
+            plot_loss_curves(
+                plot_dir / "loss_epoch.png", d.losses_epoch, xlabel="epoch", title=f"{d.title} cost terms per epoch"
+            ),
+            "cost terms per epoch",
+        )
     if d.losses_batch:
-        add(plot_loss_curves(plot_dir / "loss_batch.png", d.losses_batch, xlabel="batch",
-                             title=f"{d.title} cost terms per batch"), "cost terms per batch")
+        add(
+            plot_loss_curves(
+                plot_dir / "loss_batch.png", d.losses_batch, xlabel="batch", title=f"{d.title} cost terms per batch"
+            ),
+            "cost terms per batch",
+        )
     if d.dep_after is not None and len(d.channel_names):
-        add(plot_departure_histograms(plot_dir / "departures_hist.png", d.channel_names, d.dep_before, d.dep_after,
-                                      title=f"{d.title} observed minus simulated TB (K)"),
-            "histograms of observed minus simulated TB before and after training")
-        add(plot_departure_stats(plot_dir / "departures_stats.png", d.channel_names, d.dep_before, d.dep_after,
-                                 title=f"{d.title} departure mean and standard deviation"),
-            "mean and standard deviation of observed minus simulated TB per channel")
+        add(
+            plot_departure_histograms(
+                plot_dir / "departures_hist.png",
+                d.channel_names,
+                d.dep_before,
+                d.dep_after,
+                title=f"{d.title} observed minus simulated TB (K)",
+            ),
+            "histograms of observed minus simulated TB before and after training",
+        )
+        add(
+            plot_departure_stats(
+                plot_dir / "departures_stats.png",
+                d.channel_names,
+                d.dep_before,
+                d.dep_after,
+                title=f"{d.title} departure mean and standard deviation",
+            ),
+            "mean and standard deviation of observed minus simulated TB per channel",
+        )
     paths.append(write_index(plot_dir, entries, title=f"{d.title} plots".strip()))
     return paths
 
 
 __all__ = [
-    "projected_xy", "grid_spacing_km", "plot_maps", "plot_spectra", "plot_loss_curves",
-    "departure_stats", "plot_departure_histograms", "plot_departure_stats", "write_index",
-    "PlotInputs", "spectrum_groups", "spectrum_groups_from_masks", "make_plots", "MAP_CHANNELS", "SPECTRUM_FREQ_GHZ",
+    "projected_xy",
+    "grid_spacing_km",
+    "plot_maps",
+    "plot_spectra",
+    "plot_loss_curves",
+    "departure_stats",
+    "plot_departure_histograms",
+    "plot_departure_stats",
+    "write_index",
+    "PlotInputs",
+    "spectrum_groups",
+    "spectrum_groups_from_masks",
+    "make_plots",
+    "MAP_CHANNELS",
+    "SPECTRUM_FREQ_GHZ",
 ]

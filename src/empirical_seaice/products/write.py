@@ -18,18 +18,15 @@ It returns the files written and lines for the run's summary table.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from empirical_seaice.products import classic
-
-from empirical_seaice.products import gridded
-
-from empirical_seaice.products import plots
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.products import classic, gridded, plots
 from empirical_seaice.products.export import Provenance, julian_day_to_iso, write_export
 
 log = logging.getLogger(__name__)
@@ -115,7 +112,9 @@ def provenance_of(tag: str, preset_name: str, data_cfg: Any, obs: Any) -> Proven
     """Provenance of a run: tag, preset, sensors, period (ISO dates of the first/last step), data path."""
     jd = gridded.step_time_bounds(obs.jd_origin, obs.stepstart, obs.nstep, getattr(data_cfg, "steps_per_day", 1))
     return Provenance(
-        tag=tag, preset=preset_name, sensors=tuple(obs.basis.sensor_names),
+        tag=tag,
+        preset=preset_name,
+        sensors=tuple(obs.basis.sensor_names),
         period_start=julian_day_to_iso(jd[0, 0] + 0.125),  # the 21 UTC window is labelled by the day it ends
         period_end=julian_day_to_iso(jd[-1, 1] - 0.125),
         data=str(getattr(data_cfg, "data", "")),
@@ -143,8 +142,9 @@ def _read_tb(path: Path) -> np.ndarray | None:
         return np.asarray(ds["tb"].values, dtype=np.float32)
 
 
-def classic_summary(classic_maps: classic.ClassicSIC, obs: Any, background: Any, sic_map: np.ndarray,
-                    truth: Any) -> list[str]:
+def classic_summary(
+    classic_maps: classic.ClassicSIC, obs: Any, background: Any, sic_map: np.ndarray, truth: Any
+) -> list[str]:
     """Summary lines: SIC RMSE versus the truth at the observed (grid, step) points for the
     background, the trained SIC and each classic algorithm."""
     from empirical_seaice.products.diagnostics import observed_points
@@ -222,11 +222,18 @@ def write_products(
     inputs = gridded.grid_inputs(network, obs, background, getattr(data_cfg, "steps_per_day", 1) if data_cfg else 1)
     if options.gridded:
         path = output / f"ice_emis_grid_{tag}.nc"
-        files.append(gridded.write_gridded_emissivity(
-            path, network.emissivity, model_cfg, basis, inputs,
-            channels=list(options.grid_channels) if options.grid_channels else None,
-            freq_ghz=list(options.grid_freqs_ghz) if options.grid_freqs_ghz else None, provenance=prov,
-        ))
+        files.append(
+            gridded.write_gridded_emissivity(
+                path,
+                network.emissivity,
+                model_cfg,
+                basis,
+                inputs,
+                channels=list(options.grid_channels) if options.grid_channels else None,
+                freq_ghz=list(options.grid_freqs_ghz) if options.grid_freqs_ghz else None,
+                provenance=prov,
+            )
+        )
     classic_maps = None
     if options.classic:
         try:
@@ -241,18 +248,27 @@ def write_products(
         nlag = network.state.nlag
         day = obs.nstep // 2 if options.plot_day is None else int(options.plot_day)
         if not 0 <= day < obs.nstep:
-            log.warning("--plot-day %d: outside the period's steps 0..%d; mapping step %d", day, obs.nstep - 1,
-                        obs.nstep // 2)
+            log.warning(
+                "--plot-day %d: outside the period's steps 0..%d; mapping step %d", day, obs.nstep - 1, obs.nstep // 2
+            )
             day = obs.nstep // 2
         losses_epoch, losses_batch = _losses_from_history(history)
         if not losses_epoch and models_file is not None and Path(models_file).is_file():
             losses_epoch, losses_batch = read_losses(models_file)
         props = np.concatenate([inputs.props_grid[:, day], inputs.props_obs_mean[:, day]], axis=-1)
         emis_day = gridded.evaluate_grid_emissivity(
-            network.emissivity, model_cfg, basis, inputs.t_skin_map_k[:, day], props,
-            channels=[c for c in plots.MAP_CHANNELS if c in basis.channel_index])
-        emis_grid = {c: np.full((obs.ngrid, obs.nstep), np.nan, np.float32)
-                     for c in plots.MAP_CHANNELS if c in basis.channel_index}
+            network.emissivity,
+            model_cfg,
+            basis,
+            inputs.t_skin_map_k[:, day],
+            props,
+            channels=[c for c in plots.MAP_CHANNELS if c in basis.channel_index],
+        )
+        emis_grid = {
+            c: np.full((obs.ngrid, obs.nstep), np.nan, np.float32)
+            for c in plots.MAP_CHANNELS
+            if c in basis.channel_index
+        }
         observed = inputs.nobs_cell > 0  # the state of unobserved cells is its untrained initial value
         for j, c in enumerate(emis_grid):
             emis_grid[c][:, day] = np.where(observed[:, day], emis_day[:, j], np.nan)
@@ -263,13 +279,23 @@ def write_products(
         lon = inputs.lon if inputs.lon is not None else np.zeros(obs.ngrid)
         lat = inputs.lat if inputs.lat is not None else np.full(obs.ngrid, 80.0)
         pin = plots.PlotInputs(
-            lon=np.asarray(lon), lat=np.asarray(lat), day=day, sic=inputs.sic,
+            lon=np.asarray(lon),
+            lat=np.asarray(lat),
+            day=day,
+            sic=inputs.sic,
             sic_background=np.asarray(background.sic)[:, nlag:],
             sic_truth=None if truth is None else np.asarray(truth.sic),
-            sic_classic={"nasa_team": classic_maps.maps["nasa_team"]} if classic_maps and "nasa_team" in classic_maps.maps else {},
-            props_grid=props_plot, emis_grid=emis_grid, t_skin_map_k=inputs.t_skin_map_k,
-            emissivity_model=emis_model, nprop_obs=model_cfg.nprop_obs,
-            losses_epoch=losses_epoch, losses_batch=losses_batch, channel_names=list(basis.channel_names),
+            sic_classic={"nasa_team": classic_maps.maps["nasa_team"]}
+            if classic_maps and "nasa_team" in classic_maps.maps
+            else {},
+            props_grid=props_plot,
+            emis_grid=emis_grid,
+            t_skin_map_k=inputs.t_skin_map_k,
+            emissivity_model=emis_model,
+            nprop_obs=model_cfg.nprop_obs,
+            losses_epoch=losses_epoch,
+            losses_batch=losses_batch,
+            channel_names=list(basis.channel_names),
             dep_before=None if before is None else tb_obs - before,
             dep_after=None if after is None else tb_obs - after,
             title=tag,
@@ -299,9 +325,9 @@ def read_losses(models_file: Path) -> tuple[dict[str, np.ndarray], dict[str, np.
     with xr.open_dataset(models_file) as ds:
         for name in ds.data_vars:
             if name.startswith("loss_epoch_"):
-                epoch[name[len("loss_epoch_"):]] = np.asarray(ds[name].values)
+                epoch[name[len("loss_epoch_") :]] = np.asarray(ds[name].values)
             elif name.startswith("loss_batch_"):
-                batch[name[len("loss_batch_"):]] = np.asarray(ds[name].values)
+                batch[name[len("loss_batch_") :]] = np.asarray(ds[name].values)
     return epoch, batch
 
 
@@ -315,5 +341,13 @@ def parse_freqs(text: Sequence[str] | None) -> tuple[float, ...] | None:
         raise SeaIceError(f"--grid-freqs: expected frequencies in GHz, got {' '.join(text)}") from None
 
 
-__all__ = ["ProductOptions", "check_product_options", "write_products", "provenance_of", "classic_summary", "read_losses",
-           "TorchEmissivityVH", "parse_freqs"]
+__all__ = [
+    "ProductOptions",
+    "check_product_options",
+    "write_products",
+    "provenance_of",
+    "classic_summary",
+    "read_losses",
+    "TorchEmissivityVH",
+    "parse_freqs",
+]

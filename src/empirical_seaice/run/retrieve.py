@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.config import DataConfig, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
+from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,9 @@ class FrozenModel(nn.Module):
         return []
 
 
-def transfer_trained_model(network: nn.Module, state_dict: dict[str, torch.Tensor],
-                           trained_basis: ChannelBasis) -> dict[str, int]:
+def transfer_trained_model(
+    network: nn.Module, state_dict: dict[str, torch.Tensor], trained_basis: ChannelBasis
+) -> dict[str, int]:
     """Copy the emissivity weights, wind correction and TB biases of a trained
     model into ``network`` (built for new data), matching channels and sensors by name.
 
@@ -95,8 +96,11 @@ def transfer_trained_model(network: nn.Module, state_dict: dict[str, torch.Tenso
         The emissivity weights do not fit (another model version or size), or a
         v1 model and channels it was not trained on.
     """
-    em_sd = {k[len("emissivity."):]: v for k, v in state_dict.items()
-             if k.startswith("emissivity.") and k.split(".")[-1] in ("weight", "bias")}
+    em_sd = {
+        k[len("emissivity.") :]: v
+        for k, v in state_dict.items()
+        if k.startswith("emissivity.") and k.split(".")[-1] in ("weight", "bias")
+    }
     own = network.emissivity.state_dict()
     basis = network.basis
     if network.model_config.version == "v1":
@@ -218,8 +222,23 @@ def run_retrieval(
     existed, cache_dir = output.exists(), output / f"cache_{tag}"
     cache_existed = cache_dir.exists()
     try:
-        return _retrieve(data_cfg, train_cfg, output, modeltag, tag, sensors, progress, ckpt, model_cfg, cost_cfg,
-                         preset_name, basis, trained_basis, device, cache_dir)
+        return _retrieve(
+            data_cfg,
+            train_cfg,
+            output,
+            modeltag,
+            tag,
+            sensors,
+            progress,
+            ckpt,
+            model_cfg,
+            cost_cfg,
+            preset_name,
+            basis,
+            trained_basis,
+            device,
+            cache_dir,
+        )
     except SeaIceError:
         import shutil
 
@@ -230,24 +249,44 @@ def run_retrieval(
         raise
 
 
-def _retrieve(data_cfg, train_cfg, output, modeltag, tag, sensors, progress, ckpt, model_cfg, cost_cfg,
-              preset_name, basis, trained_basis, device, cache_dir) -> RetrievalResult:
+def _retrieve(
+    data_cfg,
+    train_cfg,
+    output,
+    modeltag,
+    tag,
+    sensors,
+    progress,
+    ckpt,
+    model_cfg,
+    cost_cfg,
+    preset_name,
+    basis,
+    trained_basis,
+    device,
+    cache_dir,
+) -> RetrievalResult:
     from empirical_seaice.io import read_training_data
     from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
     from empirical_seaice.run.train import _full_cost, final_diagnostics
-    from empirical_seaice.training.trainer import Trainer
     from empirical_seaice.training.runtime import make_generator
+    from empirical_seaice.training.trainer import Trainer
 
     result = RetrievalResult(output=output, tag=tag)
     obs, background = read_training_data(data_cfg, model_cfg.nlag, cache_dir=cache_dir)
     log.info("retrieval: %d observations, %d grid points, %d steps", obs.nobs, obs.ngrid, obs.nstep)
     generator = make_generator(train_cfg.seed)
     counts = build_row_counts(obs, model_cfg.nlag, obs.ngrid, obs.nstep)
-    network = HybridNetwork(model_cfg, cost_cfg, basis, background, obs.nobs, row_counts=counts,
-                            sparse=True, generator=generator)
+    network = HybridNetwork(
+        model_cfg, cost_cfg, basis, background, obs.nobs, row_counts=counts, sparse=True, generator=generator
+    )
     copied = transfer_trained_model(network, ckpt["state_dict"], trained_basis)
-    log.info("retrieval: trained model %s applied (%d channels, %d sensor-channel biases copied)",
-             modeltag, copied["channels"], copied["sensor_channels"])
+    log.info(
+        "retrieval: trained model %s applied (%d channels, %d sensor-channel biases copied)",
+        modeltag,
+        copied["channels"],
+        copied["sensor_channels"],
+    )
     frozen = FrozenModel(network)
     train_cfg = replace(train_cfg, optimizer="sparse", validation_fraction=0.0, early_stopping=False)
     network.to(device)
@@ -263,8 +302,17 @@ def _retrieve(data_cfg, train_cfg, output, modeltag, tag, sensors, progress, ckp
 
     fixed_before = [t.detach().clone() for t in network.dense_parameters()]
     t0 = time.perf_counter()
-    trainer = Trainer(frozen, data, train_cfg, np.arange(obs.nobs), None, obs.nobs,
-                      checkpoint_dir=None, progress=progress, generator=generator)
+    trainer = Trainer(
+        frozen,
+        data,
+        train_cfg,
+        np.arange(obs.nobs),
+        None,
+        obs.nobs,
+        checkpoint_dir=None,
+        progress=progress,
+        generator=generator,
+    )
     history = trainer.fit()
     result.history = history
     result.seconds = time.perf_counter() - t0
@@ -274,21 +322,29 @@ def _retrieve(data_cfg, train_cfg, output, modeltag, tag, sensors, progress, ckp
 
     st = network.state
     jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, data_cfg.steps_per_day)
-    result.files.append(out.write_seaice(p("seaice"), st.sic_array(), jd, background.lon, background.lat,
-                                         nlag=st.nlag))
-    result.files.append(out.write_properties_grid(p("properties_grid"), st.grid_properties_array(), jd[st.nlag:],
-                                                  background.lon, background.lat))
+    result.files.append(out.write_seaice(p("seaice"), st.sic_array(), jd, background.lon, background.lat, nlag=st.nlag))
+    result.files.append(
+        out.write_properties_grid(
+            p("properties_grid"), st.grid_properties_array(), jd[st.nlag :], background.lon, background.lat
+        )
+    )
     result.files.append(out.write_properties_obs(p("properties_obs"), st.obs_properties_array()))
     truth = final_diagnostics(network, data, obs, background, Path(data_cfg.data), output, tag, obs.nobs, result)
-    title = (f"seaice-training retrieval '{tag}' with trained model '{modeltag}' ({preset_name}; emissivity, "
-             f"wind correction and biases fixed): sensors {' '.join(sensors)}; {obs.nobs} obs, {obs.ngrid} grid "
-             f"points x {obs.nstep} steps (steps {obs.stepstart}..{obs.stepstart + obs.nstep - 1}); "
-             f"{history.nepochs} epochs in {result.seconds:.1f} s")
+    title = (
+        f"seaice-training retrieval '{tag}' with trained model '{modeltag}' ({preset_name}; emissivity, "
+        f"wind correction and biases fixed): sensors {' '.join(sensors)}; {obs.nobs} obs, {obs.ngrid} grid "
+        f"points x {obs.nstep} steps (steps {obs.stepstart}..{obs.stepstart + obs.nstep - 1}); "
+        f"{history.nepochs} epochs in {result.seconds:.1f} s"
+    )
     result.summary = diag.format_summary(
         diag.RunDiagnostics(
-            title=title, cost_before=result.cost_before, cost_after=result.cost_after,
-            departures_before=result.departures_before, departures_after=result.departures_after,
-            truth=result.truth, notes=(f"outputs: {output}/*_{tag}.nc",),
+            title=title,
+            cost_before=result.cost_before,
+            cost_after=result.cost_after,
+            departures_before=result.departures_before,
+            departures_after=result.departures_after,
+            truth=result.truth,
+            notes=(f"outputs: {output}/*_{tag}.nc",),
         ),
         basis,
     )

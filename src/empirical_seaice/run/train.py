@@ -42,11 +42,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, Preset, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.sensors import build_channel_basis
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,9 @@ class RunResult:
 
 
 # ------------------------------------------------------------------ config I/O
-def _configs_to_dict(data: DataConfig, model: ModelConfig, cost: CostConfig, training: TrainingConfig,
-                     preset: str) -> dict[str, Any]:
+def _configs_to_dict(
+    data: DataConfig, model: ModelConfig, cost: CostConfig, training: TrainingConfig, preset: str
+) -> dict[str, Any]:
     def plain(cfg):
         d = asdict(cfg)
         for k, v in d.items():
@@ -159,10 +160,17 @@ class _OutputGuard:
             shutil.rmtree(self.output / "cache", ignore_errors=True)
 
 
-
-
-def final_diagnostics(network, data, obs: Observations, background: BackgroundMaps, data_dir: Path, output: Path,
-                      tag: str, nobs_total: int, result):
+def final_diagnostics(
+    network,
+    data,
+    obs: Observations,
+    background: BackgroundMaps,
+    data_dir: Path,
+    output: Path,
+    tag: str,
+    nobs_total: int,
+    result,
+):
     """Simulate every observation with the trained model and state; write ``tbobs``, ``tbsim`` and
     ``ice_emis``; fill ``result.cost_after``, ``.departures_after``, ``.files`` and, when ``data_dir``
     holds a twin truth, ``.truth``. Returns the truth (None without one). Shared by training runs and
@@ -180,8 +188,13 @@ def final_diagnostics(network, data, obs: Observations, background: BackgroundMa
     truth = read_truth(data_dir, obs)
     if truth is not None:
         result.truth = diag.truth_scores(
-            obs, background, network.state.sic_array(), sim.emis_ice, truth,
-            network.bias_ice_k.detach().cpu().numpy(), network.bias_ocean_k.detach().cpu().numpy(),
+            obs,
+            background,
+            network.state.sic_array(),
+            sim.emis_ice,
+            truth,
+            network.bias_ice_k.detach().cpu().numpy(),
+            network.bias_ocean_k.detach().cpu().numpy(),
         )
     return truth
 
@@ -249,9 +262,9 @@ def run(
         Any user-caused problem (flags, files, data); nothing is left behind in
         an output directory this run created.
     """
-    from empirical_seaice.training.trainer import Trainer
     from empirical_seaice.training.history import TrainingHistory
     from empirical_seaice.training.runtime import make_generator, resolve_device, split_observations
+    from empirical_seaice.training.trainer import Trainer
 
     output = Path(output)
     model_cfg = preset.model if isinstance(preset, Preset) else preset
@@ -282,8 +295,10 @@ def run(
         )
     if not Path(data_cfg.data).exists():
         raise SeaIceError(f"--data: {data_cfg.data} does not exist (give the training-data directory or file)")
-    for flag, path in (("--seaice-background", data_cfg.seaice_background),
-                       ("--tsfc-background", data_cfg.tsfc_background)):
+    for flag, path in (
+        ("--seaice-background", data_cfg.seaice_background),
+        ("--tsfc-background", data_cfg.tsfc_background),
+    ):
         if path is not None and not Path(path).is_file():
             raise SeaIceError(f"{flag}: file {path} not found")
     basis = build_channel_basis(data_cfg.sensors)
@@ -293,21 +308,61 @@ def run(
         from empirical_seaice.training.trainer import CHECKPOINT_NAME
 
         if not (ckpt_dir / CHECKPOINT_NAME).is_file():
-            raise SeaIceError(f"--resume: no epoch checkpoint {ckpt_dir / CHECKPOINT_NAME}; train without --resume first")
+            raise SeaIceError(
+                f"--resume: no epoch checkpoint {ckpt_dir / CHECKPOINT_NAME}; train without --resume first"
+            )
 
     guard = _OutputGuard(output)
     try:
-        return _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, basis, device,
-                    ckpt, ckpt_dir, diagsonly, trainonly, resume, progress,
-                    Trainer, TrainingHistory, make_generator, split_observations, products)
+        return _run(
+            data_cfg,
+            model_cfg,
+            cost_cfg,
+            train_cfg,
+            output,
+            tag,
+            preset_name,
+            basis,
+            device,
+            ckpt,
+            ckpt_dir,
+            diagsonly,
+            trainonly,
+            resume,
+            progress,
+            Trainer,
+            TrainingHistory,
+            make_generator,
+            split_observations,
+            products,
+        )
     except SeaIceError:
         guard.cleanup()
         raise
 
 
-def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, basis, device, ckpt, ckpt_dir,
-         diagsonly, trainonly, resume, progress, Trainer, TrainingHistory, make_generator, split_observations,
-         products=None):
+def _run(
+    data_cfg,
+    model_cfg,
+    cost_cfg,
+    train_cfg,
+    output,
+    tag,
+    preset_name,
+    basis,
+    device,
+    ckpt,
+    ckpt_dir,
+    diagsonly,
+    trainonly,
+    resume,
+    progress,
+    Trainer,
+    TrainingHistory,
+    make_generator,
+    split_observations,
+    products=None,
+):
     from empirical_seaice.io import read_training_data
     from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
 
@@ -317,8 +372,13 @@ def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, bas
     obs, background = read_training_data(data_cfg, model_cfg.nlag, cache_dir=output / "cache")
     if tuple(obs.basis.channel_names) != tuple(basis.channel_names):  # pragma: no cover - reader contract
         raise ValueError("reader returned a different channel basis")
-    log.info("read %d observations, %d grid points, %d steps in %.1f s", obs.nobs, obs.ngrid, obs.nstep,
-             time.perf_counter() - t0)
+    log.info(
+        "read %d observations, %d grid points, %d steps in %.1f s",
+        obs.nobs,
+        obs.ngrid,
+        obs.nstep,
+        time.perf_counter() - t0,
+    )
     try:
         from empirical_seaice.io import describe
 
@@ -331,8 +391,17 @@ def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, bas
     nobs_train = int(train_index.size)
     counts = build_row_counts(obs, model_cfg.nlag, obs.ngrid, obs.nstep, index=train_index)
     dense = train_cfg.optimizer == "dense"  # the reference: dense tables, whole-map priors every step
-    network = HybridNetwork(model_cfg, cost_cfg, basis, background, obs.nobs, row_counts=counts,
-                            sparse=not dense, prior_mode="full" if dense else "sampled", generator=generator)
+    network = HybridNetwork(
+        model_cfg,
+        cost_cfg,
+        basis,
+        background,
+        obs.nobs,
+        row_counts=counts,
+        sparse=not dense,
+        prior_mode="full" if dense else "sampled",
+        generator=generator,
+    )
     if ckpt is not None:
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise SeaIceError(f"--modeltag: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
@@ -355,21 +424,44 @@ def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, bas
         sim0 = diag.simulate(network, data, obs.nobs)
         result.cost_before = _full_cost(network, obs, sim0, nobs_train)
         result.departures_before = diag.departure_stats(obs, sim0.tb)
-        result.files.append(out.write_tb(out.output_path(output, "tbsim_initial", tag), sim0.tb, basis,
-                                         "tbsim_initial", obs.mask))
+        result.files.append(
+            out.write_tb(out.output_path(output, "tbsim_initial", tag), sim0.tb, basis, "tbsim_initial", obs.mask)
+        )
         del sim0
 
     # ---- 4. train and save
     history = None
     if not diagsonly:
-        trainer = Trainer(network, data, train_cfg, train_index, valid_index, nobs_train,
-                          checkpoint_dir=ckpt_dir, progress=progress, generator=generator)
+        trainer = Trainer(
+            network,
+            data,
+            train_cfg,
+            train_index,
+            valid_index,
+            nobs_train,
+            checkpoint_dir=ckpt_dir,
+            progress=progress,
+            generator=generator,
+        )
         t1 = time.perf_counter()
         history = trainer.fit(resume=resume)
         result.train_seconds = time.perf_counter() - t1
         result.history = history
-        result.files += _save_model(network, history, obs, background, data_cfg, model_cfg, cost_cfg, train_cfg,
-                                    preset_name, output, tag, nobs_train, _before_state(result))
+        result.files += _save_model(
+            network,
+            history,
+            obs,
+            background,
+            data_cfg,
+            model_cfg,
+            cost_cfg,
+            train_cfg,
+            preset_name,
+            output,
+            tag,
+            nobs_train,
+            _before_state(result),
+        )
     else:
         if ckpt.get("history") is not None:
             history = TrainingHistory.from_state(ckpt["history"])
@@ -378,12 +470,12 @@ def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, bas
         if before:  # the "before training" numbers of the trained run, for the summary
             result.cost_before = dict(before["cost"])
             result.departures_before = diag.DepartureStats(
-                count=np.asarray(before["count"]), mean=np.asarray(before["mean"]), std=np.asarray(before["std"]))
+                count=np.asarray(before["count"]), mean=np.asarray(before["mean"]), std=np.asarray(before["std"])
+            )
 
     # ---- 5. final diagnostics
     if not trainonly:
-        truth = final_diagnostics(network, data, obs, background, Path(data_cfg.data), output, tag, nobs_train,
-                                  result)
+        truth = final_diagnostics(network, data, obs, background, Path(data_cfg.data), output, tag, nobs_train, result)
         p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
         zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
         result.files.append(out.write_tb(p("tbzero"), zero.tb, basis, "tbzero", obs.mask))
@@ -405,8 +497,16 @@ def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, bas
         from empirical_seaice.products.write import write_products
 
         files, lines = write_products(
-            products, network=network, obs=obs, background=background, output=output, tag=tag,
-            preset_name=preset_name, data_cfg=data_cfg, truth=None if trainonly else truth, history=history,
+            products,
+            network=network,
+            obs=obs,
+            background=background,
+            output=output,
+            tag=tag,
+            preset_name=preset_name,
+            data_cfg=data_cfg,
+            truth=None if trainonly else truth,
+            history=history,
         )
         result.files += files
         if lines:
@@ -416,12 +516,16 @@ def _run(data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, bas
 
 def _title(preset_name, basis, obs, history, result, tag, diagsonly) -> str:
     what = "diagnostics of the trained model" if diagsonly else "training"
-    line = (f"seaice-training {what} '{tag}': model {preset_name}, sensors {' '.join(basis.sensor_names)}\n"
-            f"  {obs.nobs} observations, {obs.ngrid} grid points x {obs.nstep} steps")
+    line = (
+        f"seaice-training {what} '{tag}': model {preset_name}, sensors {' '.join(basis.sensor_names)}\n"
+        f"  {obs.nobs} observations, {obs.ngrid} grid points x {obs.nstep} steps"
+    )
     if history is not None and not diagsonly:
         line += f"; {history.nepochs} epochs in {result.train_seconds:.1f} s ({history.obs_per_s:,.0f} obs/s)"
         if history.valid_cost:
-            line += f"\n  held-out observation cost per obs: {history.valid_cost[0]:.4g} -> {history.valid_cost[-1]:.4g}"
+            line += (
+                f"\n  held-out observation cost per obs: {history.valid_cost[0]:.4g} -> {history.valid_cost[-1]:.4g}"
+            )
             if history.stopped_early:
                 line += f" (early stop, best epoch {history.best_epoch + 1})"
     return line
@@ -432,31 +536,53 @@ def _before_state(result: RunResult) -> dict[str, Any] | None:
     if result.cost_before is None or result.departures_before is None:
         return None
     d = result.departures_before
-    return {"cost": dict(result.cost_before), "count": d.count.tolist(), "mean": d.mean.tolist(),
-            "std": d.std.tolist()}
+    return {"cost": dict(result.cost_before), "count": d.count.tolist(), "mean": d.mean.tolist(), "std": d.std.tolist()}
 
 
-def _save_model(network, history, obs: Observations, background: BackgroundMaps, data_cfg, model_cfg, cost_cfg,
-                train_cfg, preset_name, output: Path, tag: str, nobs_train: int,
-                before: dict[str, Any] | None = None) -> list[Path]:
+def _save_model(
+    network,
+    history,
+    obs: Observations,
+    background: BackgroundMaps,
+    data_cfg,
+    model_cfg,
+    cost_cfg,
+    train_cfg,
+    preset_name,
+    output: Path,
+    tag: str,
+    nobs_train: int,
+    before: dict[str, Any] | None = None,
+) -> list[Path]:
     """Write model_TAG.pt, models_TAG.nc, seaice_TAG.nc and the two properties files."""
     configs = _configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
     # contiguous copies: the state tables are views into the optimiser's slab (weights + moments)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-    files = [out.save_checkpoint(out.output_path(output, out.CHECKPOINT, tag), {
-        "format": CHECKPOINT_FORMAT,
-        "state_dict": state_dict,
-        "configs": configs,
-        "history": history.to_state() if history is not None else None,
-        "nobs": obs.nobs, "ngrid": obs.ngrid, "nstep": obs.nstep, "nobs_train": nobs_train,
-        "before": before,
-    })]
+    files = [
+        out.save_checkpoint(
+            out.output_path(output, out.CHECKPOINT, tag),
+            {
+                "format": CHECKPOINT_FORMAT,
+                "state_dict": state_dict,
+                "configs": configs,
+                "history": history.to_state() if history is not None else None,
+                "nobs": obs.nobs,
+                "ngrid": obs.ngrid,
+                "nstep": obs.nstep,
+                "nobs_train": nobs_train,
+                "before": before,
+            },
+        )
+    ]
     p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
     st = network.state
     jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, data_cfg.steps_per_day)
     files.append(out.write_seaice(p("seaice"), st.sic_array(), jd, background.lon, background.lat, nlag=st.nlag))
-    files.append(out.write_properties_grid(p("properties_grid"), st.grid_properties_array(), jd[st.nlag:],
-                                           background.lon, background.lat))
+    files.append(
+        out.write_properties_grid(
+            p("properties_grid"), st.grid_properties_array(), jd[st.nlag :], background.lon, background.lat
+        )
+    )
     files.append(out.write_properties_obs(p("properties_obs"), st.obs_properties_array()))
     weights, input_layer = emissivity_weights(network)
     epoch_losses = batch_losses = None
@@ -465,12 +591,21 @@ def _save_model(network, history, obs: Observations, background: BackgroundMaps,
         if history.valid_cost:
             epoch_losses["valid_obs"] = list(history.valid_cost)
         batch_losses = dict(history.batch_terms)
-    files.append(out.write_models(
-        p("models"), weights=weights, input_names=_input_names(model_cfg), input_layer=input_layer,
-        basis=network.basis, wind_coef=network.wind_coef.detach().cpu().numpy(),
-        bias_ice=network.bias_ice_k.detach().cpu().numpy(), bias_ocean=network.bias_ocean_k.detach().cpu().numpy(),
-        setup=configs, epoch_losses=epoch_losses, batch_losses=batch_losses,
-    ))
+    files.append(
+        out.write_models(
+            p("models"),
+            weights=weights,
+            input_names=_input_names(model_cfg),
+            input_layer=input_layer,
+            basis=network.basis,
+            wind_coef=network.wind_coef.detach().cpu().numpy(),
+            bias_ice=network.bias_ice_k.detach().cpu().numpy(),
+            bias_ocean=network.bias_ocean_k.detach().cpu().numpy(),
+            setup=configs,
+            epoch_losses=epoch_losses,
+            batch_losses=batch_losses,
+        )
+    )
     return files
 
 

@@ -66,13 +66,10 @@ import torch
 
 from empirical_seaice.errors import SeaIceError
 
-
 ADAM_BETAS = (0.9, 0.999)
 """Keras-default Adam betas (the reference's optimiser)."""
 ADAM_EPS = 1e-7
 """Keras-default Adam epsilon (PyTorch's default is 1e-8)."""
-
-
 
 
 @dataclass(eq=False)
@@ -185,7 +182,9 @@ class DeferredAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.dim() != 2:
-                    raise ValueError(f"DeferredAdam: expected 2-D row tables, got a parameter of shape {tuple(p.shape)}")
+                    raise ValueError(
+                        f"DeferredAdam: expected 2-D row tables, got a parameter of shape {tuple(p.shape)}"
+                    )
                 if p.dtype != group["params"][0].dtype or p.device != group["params"][0].device:
                     raise ValueError("DeferredAdam: the tables of a parameter group must share dtype and device")
         self._tail_tables: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}
@@ -209,8 +208,11 @@ class DeferredAdam(torch.optim.Optimizer):
                 a[t] = q * (c[t] + a[t + 1])
             k = np.arange(n, dtype=np.float64)
             decay = np.stack([b1**k, b2**k, q**k])
-            entry = (torch.from_numpy(a[:n]).to(device=device, dtype=dtype), a[:n],
-                     torch.from_numpy(decay).to(device=device, dtype=dtype))
+            entry = (
+                torch.from_numpy(a[:n]).to(device=device, dtype=dtype),
+                a[:n],
+                torch.from_numpy(decay).to(device=device, dtype=dtype),
+            )
             self._tail_tables[key] = entry
         return entry
 
@@ -230,7 +232,7 @@ class DeferredAdam(torch.optim.Optimizer):
             slab = torch.zeros((nrow, _slab_width(ncol)), dtype=params[0].dtype, device=params[0].device)
             offset = 0
             for p in params:
-                slab[offset: offset + p.shape[0], : p.shape[1]] = p.detach()
+                slab[offset : offset + p.shape[0], : p.shape[1]] = p.detach()
                 self.state[p].update(step=0, offset=offset)
                 offset += p.shape[0]
             self._attach(group, slab)
@@ -240,7 +242,7 @@ class DeferredAdam(torch.optim.Optimizer):
             off = self.state[p]["offset"]
             if p.data_ptr() != slab[off].data_ptr() or p.stride() != slab.stride():
                 # the parameter's data was replaced (module.to(), a load into a new tensor): it wins
-                slab[off: off + p.shape[0], : p.shape[1]] = p.detach()
+                slab[off : off + p.shape[0], : p.shape[1]] = p.detach()
                 self._attach(group, slab)
         return slab
 
@@ -252,8 +254,8 @@ class DeferredAdam(torch.optim.Optimizer):
             rows = slice(st["offset"], st["offset"] + p.shape[0])
             n = p.shape[1]
             st["slab"] = slab
-            st["exp_avg"] = slab[rows, c: c + n]
-            st["exp_avg_sq"] = slab[rows, 2 * c: 2 * c + n]
+            st["exp_avg"] = slab[rows, c : c + n]
+            st["exp_avg_sq"] = slab[rows, 2 * c : 2 * c + n]
             st["last_step"] = slab[rows, 3 * c]
             p.data = slab[rows, :n]
 
@@ -273,13 +275,13 @@ class DeferredAdam(torch.optim.Optimizer):
         ``last+1 .. upto``, decay ``m, v`` by ``b1^k, b2^k`` (``k = upto - last``), set ``last = upto``."""
         b1, b2 = group["betas"]
         c = self._ncol(group)
-        w, m, v, last = rt[:c], rt[c: 2 * c], rt[2 * c: 3 * c], rt[3 * c]
+        w, m, v, last = rt[:c], rt[c : 2 * c], rt[2 * c : 3 * c], rt[3 * c]
         table, table_np, decays = self._tail(group["betas"], upto, rt.device, rt.dtype)
         decay = decays.index_select(1, last.neg().add_(upto).long())  # (3, n): b1^k, b2^k, q^k, k = upto - last
         # coef = A(last) - q^k A(upto); a row never updated has m = v = 0, so its tail is 0
         coef = table.index_select(0, last.long()).sub_(decay[2], alpha=float(table_np[upto]))
         w.addcmul_(m / v.sqrt().add_(group["eps"]), coef.mul_(-group["lr"]))
-        rt[c: 3 * c].view(2, c, -1).mul_(decay[:2].unsqueeze(1))
+        rt[c : 3 * c].view(2, c, -1).mul_(decay[:2].unsqueeze(1))
         last.fill_(upto)
 
     def _adam(self, group, rt: torch.Tensor, vals: torch.Tensor, step: int) -> None:
@@ -287,7 +289,7 @@ class DeferredAdam(torch.optim.Optimizer):
         ``step`` with gradient ``vals`` (ncol, n)."""
         b1, b2 = group["betas"]
         c = self._ncol(group)
-        w, m, v = rt[:c], rt[c: 2 * c], rt[2 * c: 3 * c]
+        w, m, v = rt[:c], rt[c : 2 * c], rt[2 * c : 3 * c]
         m.mul_(b1).add_(vals, alpha=1.0 - b1)
         v.mul_(b2).addcmul_(vals, vals, value=1.0 - b2)
         bc2_sqrt = float(np.sqrt(1.0 - b2**step))
@@ -312,7 +314,7 @@ class DeferredAdam(torch.optim.Optimizer):
                 slab = self.state[p0]["slab"].to(dtype=p0.dtype, device=p0.device, copy=True).contiguous()
                 for p in group["params"]:
                     off = self.state[p]["offset"]
-                    slab[off: off + p.shape[0], : p.shape[1]] = p.detach()
+                    slab[off : off + p.shape[0], : p.shape[1]] = p.detach()
                 self._attach(group, slab)
 
     def state_dict(self):
@@ -408,8 +410,12 @@ class DeferredAdam(torch.optim.Optimizer):
             self._catch_up(group, r, step)
             self._scatter(slab, unique, r)
             self._pending[gi] = _CaughtUp(
-                params=tuple(p for p, _ in pairs), rows=tuple(rows for _, rows in pairs),
-                joint_inverse=inverse, unique=unique, step=step, r=r,
+                params=tuple(p for p, _ in pairs),
+                rows=tuple(rows for _, rows in pairs),
+                joint_inverse=inverse,
+                unique=unique,
+                step=step,
+                r=r,
             )
 
     def gather(self, tables: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
@@ -434,8 +440,7 @@ class DeferredAdam(torch.optim.Optimizer):
                 c = self._ncol(self.param_groups[gi])
                 # a contiguous (distinct rows, ncol) copy: gathering rows of a strided view is ~10x slower
                 pending.leaf = pending.r[:c].t().contiguous().requires_grad_(True)
-                joint[gi] = pending.leaf.index_select(0, pending.joint_inverse).split(
-                    [r.numel() for r in pending.rows])
+                joint[gi] = pending.leaf.index_select(0, pending.joint_inverse).split([r.numel() for r in pending.rows])
             k = next(i for i, q in enumerate(pending.params) if q is p)
             out.append(joint[gi][k][:, : p.shape[1]].reshape(*rows.shape, p.shape[1]))
         return out
@@ -467,8 +472,6 @@ class DeferredAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 self.catch_up(p)
-
-
 
 
 def dense_adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:

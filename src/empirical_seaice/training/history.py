@@ -12,11 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-
 OBS_TERM = "obs"
 """Name of the observation term in the network's cost terms."""
-
-
 
 
 @dataclass
@@ -94,15 +91,13 @@ class TrainingHistory:
         return state
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "TrainingHistory":
+    def from_state(cls, state: dict[str, Any]) -> TrainingHistory:
         """Inverse of :meth:`to_state`."""
         state = dict(state)
         state["terms"] = tuple(state["terms"])
         state["batch_terms"] = {k: v.numpy().astype(np.float64) for k, v in state["batch_terms"].items()}
         state["batch_size"] = state["batch_size"].numpy().astype(np.int64)
         return cls(**state)
-
-
 
 
 @torch.no_grad()

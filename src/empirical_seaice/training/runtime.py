@@ -17,14 +17,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from empirical_seaice.errors import SeaIceError
-
-
 
 
 def resolve_device(name: str) -> torch.device:
@@ -97,7 +95,6 @@ def reproducible_mode(enabled: bool, seed: int) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(prev_det)
         torch.set_num_threads(prev_threads)
-
 
 
 def progress_bar(total: int, desc: str, enabled: bool):

@@ -39,7 +39,6 @@ from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, Deferr
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
 from empirical_seaice.training.runtime import make_generator, progress_bar, reproducible_mode
 
-
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -47,8 +46,6 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 CHECKPOINT_FORMAT = 2
 """2: DeferredAdam keeps its state in one slab per parameter group."""
-
-
 
 
 class Trainer:
@@ -177,8 +174,12 @@ class Trainer:
             "generator": self.generator.get_state(),
             "best_cost": self._best_cost,
             "best_state": self._best_state,
-            "config": {"batch_size": self.config.batch_size, "optimizer": self.config.optimizer,
-                       "learning_rate": self.config.learning_rate, "seed": self.config.seed},
+            "config": {
+                "batch_size": self.config.batch_size,
+                "optimizer": self.config.optimizer,
+                "learning_rate": self.config.learning_rate,
+                "seed": self.config.seed,
+            },
         }
         tmp = path.with_name(path.name + f".tmp{os.getpid()}")
         torch.save(state, tmp)
@@ -315,8 +316,9 @@ class Trainer:
 
     def _validate_epoch(self) -> None:
         assert self.valid_index is not None
-        result = evaluate_obs_cost(self.network, self.data, self.valid_index, self.nobs_total,
-                                   max(self.config.batch_size, 16384), self.device)
+        result = evaluate_obs_cost(
+            self.network, self.data, self.valid_index, self.nobs_total, max(self.config.batch_size, 16384), self.device
+        )
         self.network.train()
         h = self.history
         h.valid_cost.append(result)
@@ -325,11 +327,17 @@ class Trainer:
             h.best_epoch = self.epoch
             if self.config.early_stopping:
                 self._best_state = copy.deepcopy({k: v.detach().clone() for k, v in self.network.state_dict().items()})
-        elif self.config.early_stopping and h.best_epoch is not None and self.epoch - h.best_epoch >= self.config.patience:
+        elif (
+            self.config.early_stopping
+            and h.best_epoch is not None
+            and self.epoch - h.best_epoch >= self.config.patience
+        ):
             h.stopped_early = True
             logger.info(
                 "early stopping after epoch %d: held-out cost has not improved for %d epoch(s) (best epoch %d)",
-                self.epoch + 1, self.config.patience, h.best_epoch + 1,
+                self.epoch + 1,
+                self.config.patience,
+                h.best_epoch + 1,
             )
 
     def _log_epoch(self) -> None:

@@ -6,7 +6,7 @@ modules :mod:`.grid`, :mod:`.truth`, :mod:`.ocean`, :mod:`.atmosphere`,
 :func:`empirical_seaice.io.truth.read_truth`.
 """
 
-from empirical_seaice.twin.generate import generate_twin, TwinSummary
+from empirical_seaice.twin.generate import TwinSummary, generate_twin
 from empirical_seaice.twin.presets import TWIN_PRESETS, TwinConfig, get_twin_preset
 
 __all__ = ["generate_twin", "TwinSummary", "TWIN_PRESETS", "TwinConfig", "get_twin_preset"]

@@ -235,7 +235,7 @@ class AtmosphereTable:
     values: np.ndarray  # (nW, nT, nL, 3, nchan)
 
     @classmethod
-    def build(cls, channels, freqs_ghz, incidence_deg) -> "AtmosphereTable":
+    def build(cls, channels, freqs_ghz, incidence_deg) -> AtmosphereTable:
         """Tabulate the channels (names, actual frequencies GHz, incidence degrees)."""
         # open grids: the temperature profile depends on T only, vapour on W, liquid on L
         w, t, l = np.ix_(TCWV_AXIS, T_AIR_AXIS, LWP_AXIS)

@@ -123,8 +123,10 @@ def true_biases(rng: np.random.Generator, sensor_names) -> dict[str, tuple[np.nd
         if s.bias_error_k <= 0.01:
             out[name] = (np.full(n, s.bias_ice_k), np.full(n, s.bias_ocean_k))
         else:
-            out[name] = (s.bias_ice_k + rng.normal(0.0, min(s.bias_error_k, 1.5), n),
-                         s.bias_ocean_k + rng.normal(0.0, min(s.bias_error_k, 1.0), n))
+            out[name] = (
+                s.bias_ice_k + rng.normal(0.0, min(s.bias_error_k, 1.5), n),
+                s.bias_ocean_k + rng.normal(0.0, min(s.bias_error_k, 1.0), n),
+            )
     return out
 
 
@@ -147,10 +149,20 @@ def _simulate(sic, emis_ice, t_skin, emis_ocean, tau, td, tu, tau_c, td_c, tu_c,
     try:
         with torch.no_grad():
             tb = simulate_tb(
-                sic=t(sic), emis_ice=t(emis_ice), t_skin_k=t(t_skin), emis_ocean=t(emis_ocean),
-                ocean_t_floor_k=T_FREEZE_SEAWATER_K, tau=t(tau), t_down_k=t(td), t_up_k=t(tu),
-                tau_cld=t(tau_c), t_down_cld_k=t(td_c), t_up_cld_k=t(tu_c), cloud_fraction=t(cloud),
-                bias_ice_k=t(b_ice), bias_ocean_k=t(b_ocean),
+                sic=t(sic),
+                emis_ice=t(emis_ice),
+                t_skin_k=t(t_skin),
+                emis_ocean=t(emis_ocean),
+                ocean_t_floor_k=T_FREEZE_SEAWATER_K,
+                tau=t(tau),
+                t_down_k=t(td),
+                t_up_k=t(tu),
+                tau_cld=t(tau_c),
+                t_down_cld_k=t(td_c),
+                t_up_cld_k=t(tu_c),
+                cloud_fraction=t(cloud),
+                bias_ice_k=t(b_ice),
+                bias_ocean_k=t(b_ocean),
             )
     finally:
         torch.set_num_threads(threads)
@@ -172,7 +184,9 @@ def generate_twin(config: TwinConfig, output: Path, overwrite: bool = False) -> 
         if not output.is_dir():
             raise SeaIceError(f"--output: {output} exists and is not a directory")
         if any(output.iterdir()) and not overwrite:
-            raise SeaIceError(f"--output: directory {output} exists and is not empty; choose another or pass --overwrite")
+            raise SeaIceError(
+                f"--output: directory {output} exists and is not empty; choose another or pass --overwrite"
+            )
     partial = output.with_name(output.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
@@ -212,12 +226,18 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
         inc = np.array([sensor.incidence(c) for c in chans])
         sigma = np.array([CATALOGUE[c].obs_error_k for c in chans])
         per_sensor[s_name] = dict(
-            sensor=sensor, freqs=freqs, pols=pols, inc=inc, sigma=sigma,
+            sensor=sensor,
+            freqs=freqs,
+            pols=pols,
+            inc=inc,
+            sigma=sigma,
             atm=AtmosphereTable.build(chans, freqs, inc),
-            data=FieldSetWriter(partial / s_name, FILE_PREFIX, layout_c_fields(), chans,
-                                {**global_attrs, "sensor": s_name}),
-            truth=FieldSetWriter(partial / TRUTH_DIR / s_name, TRUTH_PREFIX, TRUTH_PER_OBS, chans,
-                                 {**global_attrs, "sensor": s_name}),
+            data=FieldSetWriter(
+                partial / s_name, FILE_PREFIX, layout_c_fields(), chans, {**global_attrs, "sensor": s_name}
+            ),
+            truth=FieldSetWriter(
+                partial / TRUTH_DIR / s_name, TRUTH_PREFIX, TRUTH_PER_OBS, chans, {**global_attrs, "sensor": s_name}
+            ),
             nobs=0,
         )
 
@@ -229,11 +249,13 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
             for k in TRUTH_DAILY:
                 daily_maps[k][:, d] = daily[k]
             for s_name, ps in per_sensor.items():
-                rows = _observe(truth, daily, ps, biases[s_name], grid, SAMPLING[s_name], window_start, d,
-                                config, ice_table, rng)
+                rows = _observe(
+                    truth, daily, ps, biases[s_name], grid, SAMPLING[s_name], window_start, d, config, ice_table, rng
+                )
                 if d == 0 and (rows[0]["JULIAN_DAY"].size == 0 or rows[0]["JULIAN_DAY"][0] >= jd0 + 1.0):
-                    raise RuntimeError(f"twin: {s_name} has no observation before noon of day 0; "
-                                       "the step origin would shift")
+                    raise RuntimeError(
+                        f"twin: {s_name} has no observation before noon of day 0; the step origin would shift"
+                    )
                 ps["data"].append(rows[0])
                 ps["truth"].append(rows[1])
                 ps["nobs"] += rows[0]["JULIAN_DAY"].size
@@ -267,30 +289,66 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
     wind = weather["wind_ms"]
     freqs, pols, inc = ps["freqs"], ps["pols"], ps["inc"]
     col = lambda a: np.asarray(a)[:, None]  # noqa: E731
-    emis_ice = ice_emissivity(ice_table, freqs[None, :], pols[None, :], col(daily["myi_fraction"][g]),
-                              col(daily["snow_depth_m"][g]), col(daily["corr_length_mm"][g]), col(t_ice), col(wet))
+    emis_ice = ice_emissivity(
+        ice_table,
+        freqs[None, :],
+        pols[None, :],
+        col(daily["myi_fraction"][g]),
+        col(daily["snow_depth_m"][g]),
+        col(daily["corr_length_mm"][g]),
+        col(t_ice),
+        col(wet),
+    )
     emis_ice = np.broadcast_to(emis_ice, (n, freqs.size)).astype(np.float64)
     emis_ocean = ocean_emissivity_true(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
     emis_water = ocean_emissivity_model(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
     tau, td, tu = ps["atm"](t_air, weather["tcwv_kgm2"], np.zeros(n))
     tau_c, td_c, tu_c = ps["atm"](t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"])
     b_ice, b_ocean = bias
-    tb = _simulate(sic, emis_ice, t_skin, emis_ocean, tau, td, tu, tau_c, td_c, tu_c,
-                   weather["cloud_fraction"], b_ice[None, :], b_ocean[None, :])
+    tb = _simulate(
+        sic,
+        emis_ice,
+        t_skin,
+        emis_ocean,
+        tau,
+        td,
+        tu,
+        tau_c,
+        td_c,
+        tu_c,
+        weather["cloud_fraction"],
+        b_ice[None, :],
+        b_ocean[None, :],
+    )
     noise = rng.normal(0.0, 1.0, tb.shape) * ps["sigma"][None, :] * config.noise_scale
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
     data = {
-        "JULIAN_DAY": jd, "IGRID": g.astype(np.int32), "COMMON_IGRID": g.astype(np.int32),
-        "TSFC": f32(t_skin), "WINDSPEED10M": f32(wind), "CLOUD_FRACTION": f32(weather["cloud_fraction"]),
+        "JULIAN_DAY": jd,
+        "IGRID": g.astype(np.int32),
+        "COMMON_IGRID": g.astype(np.int32),
+        "TSFC": f32(t_skin),
+        "WINDSPEED10M": f32(wind),
+        "CLOUD_FRACTION": f32(weather["cloud_fraction"]),
         "ZENITH": np.full(n, ps["inc"][0], dtype=np.float32),
-        "OBSVALUE": f32(tb + noise), "EMIS_WATER": f32(emis_water),
-        "TAUSFC": f32(tau), "TAUSFC_CLD": f32(tau_c), "TDOWN": f32(td), "TDOWN_CLD": f32(td_c),
-        "TUP": f32(tu), "TUP_CLD": f32(tu_c),
+        "OBSVALUE": f32(tb + noise),
+        "EMIS_WATER": f32(emis_water),
+        "TAUSFC": f32(tau),
+        "TAUSFC_CLD": f32(tau_c),
+        "TDOWN": f32(td),
+        "TDOWN_CLD": f32(td_c),
+        "TUP": f32(tu),
+        "TUP_CLD": f32(tu_c),
     }
     true = {
-        "EMIS_ICE": f32(emis_ice), "EMIS_OCEAN": f32(emis_ocean), "TB_NOISEFREE": f32(tb),
-        "SIC": f32(sic), "T_ICE": f32(t_ice), "T_AIR": f32(t_air), "WETNESS": f32(wet),
-        "TCWV": f32(weather["tcwv_kgm2"]), "LWP": f32(weather["lwp_kgm2"]),
+        "EMIS_ICE": f32(emis_ice),
+        "EMIS_OCEAN": f32(emis_ocean),
+        "TB_NOISEFREE": f32(tb),
+        "SIC": f32(sic),
+        "T_ICE": f32(t_ice),
+        "T_AIR": f32(t_air),
+        "WETNESS": f32(wet),
+        "TCWV": f32(weather["tcwv_kgm2"]),
+        "LWP": f32(weather["lwp_kgm2"]),
     }
     return data, true
 
@@ -322,14 +380,23 @@ def _write_backgrounds(out, truth, grid, config, jd0, daily_maps, global_attrs):
     }
     write_grid_file(
         out / SEAICE_FILE,
-        {"SEAICE": (("grid", "lagstep"), background_sic(truth, jd0, nd), "1",
-                    "background sea ice concentration (column 0: the day before the period)"), **lonlat},
-        {"grid": ng, "lagstep": nd + 1}, global_attrs,
+        {
+            "SEAICE": (
+                ("grid", "lagstep"),
+                background_sic(truth, jd0, nd),
+                "1",
+                "background sea ice concentration (column 0: the day before the period)",
+            ),
+            **lonlat,
+        },
+        {"grid": ng, "lagstep": nd + 1},
+        global_attrs,
     )
     write_grid_file(
         out / TSFC_FILE,
         {"TSFC": (("grid", "step"), daily_maps["t_skin_k"], "K", "daily-mean skin temperature"), **lonlat},
-        {"grid": ng, "step": nd}, global_attrs,
+        {"grid": ng, "step": nd},
+        global_attrs,
     )
 
 
@@ -341,8 +408,12 @@ def _write_truth(out, grid, config, jd0, daily_maps, biases, global_attrs):
         "LAT": (("grid",), grid.lat.astype(np.float32), "degrees_north", "latitude"),
         "X": (("grid",), grid.x_km.astype(np.float32), "km", "EASE-Grid 2.0 x coordinate"),
         "Y": (("grid",), grid.y_km.astype(np.float32), "km", "EASE-Grid 2.0 y coordinate"),
-        "JULIAN_DAY": (("step",), jd0 + 0.875 + np.arange(config.days, dtype=np.float64), "days",
-                       "Julian day of the centre of each step's 21 UTC window"),
+        "JULIAN_DAY": (
+            ("step",),
+            jd0 + 0.875 + np.arange(config.days, dtype=np.float64),
+            "days",
+            "Julian day of the centre of each step's 21 UTC window",
+        ),
     }
     for key, (name, units, long_name) in TRUTH_DAILY.items():
         variables[name] = (("grid", "step"), daily_maps[key], units, long_name)
@@ -353,6 +424,11 @@ def _write_truth(out, grid, config, jd0, daily_maps, biases, global_attrs):
         dim = f"nchan_{s_name}"
         dims[dim] = b_ice.size
         bias_vars[f"BIAS_ICE_{s_name}"] = ((dim,), b_ice.astype(np.float32), "K", f"true {s_name} TB bias over ice")
-        bias_vars[f"BIAS_OCEAN_{s_name}"] = ((dim,), b_ocean.astype(np.float32), "K", f"true {s_name} TB bias over ocean")
+        bias_vars[f"BIAS_OCEAN_{s_name}"] = (
+            (dim,),
+            b_ocean.astype(np.float32),
+            "K",
+            f"true {s_name} TB bias over ocean",
+        )
     write_grid_file(tdir / "biases.nc", bias_vars, dims, attrs)
     (tdir / "config.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")

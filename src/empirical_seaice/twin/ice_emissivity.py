@@ -141,8 +141,10 @@ def load_ice_table(path: str | Path | None = None) -> IceEmissivityTable:
 
     path = default_table_path() if path is None else Path(path)
     if not path.is_file():
-        raise SeaIceError(f"ice emissivity table {path}: file not found (regenerate with "
-                          f"'python -m empirical_seaice.twin.smrt_table --output {path}')")
+        raise SeaIceError(
+            f"ice emissivity table {path}: file not found (regenerate with "
+            f"'python -m empirical_seaice.twin.smrt_table --output {path}')"
+        )
     try:
         nc = netCDF4.Dataset(path, "r")
     except OSError as exc:
@@ -151,21 +153,27 @@ def load_ice_table(path: str | Path | None = None) -> IceEmissivityTable:
         values = {}
         for name, units in _AXES + (("emissivity", "1"),):
             if name not in nc.variables:
-                raise SeaIceError(f"ice emissivity table {path}: variable {name!r} missing; "
-                                  f"expected {[a for a, _ in _AXES] + ['emissivity']}")
+                raise SeaIceError(
+                    f"ice emissivity table {path}: variable {name!r} missing; "
+                    f"expected {[a for a, _ in _AXES] + ['emissivity']}"
+                )
             var = nc.variables[name]
             got = getattr(var, "units", None)
             if got != units:
-                raise SeaIceError(f"ice emissivity table {path}: variable {name!r} has units {got!r}, "
-                                  f"expected {units!r}")
+                raise SeaIceError(
+                    f"ice emissivity table {path}: variable {name!r} has units {got!r}, expected {units!r}"
+                )
             values[name] = np.asarray(var[:].filled(np.nan) if np.ma.isMaskedArray(var[:]) else var[:])
         dims = nc.variables["emissivity"].dimensions
         if dims != tuple(a for a, _ in _AXES):
-            raise SeaIceError(f"ice emissivity table {path}: 'emissivity' has dimensions {dims}, "
-                              f"expected {tuple(a for a, _ in _AXES)}")
+            raise SeaIceError(
+                f"ice emissivity table {path}: 'emissivity' has dimensions {dims}, "
+                f"expected {tuple(a for a, _ in _AXES)}"
+            )
         if not np.array_equal(values["polarization"], [0, 1]):
-            raise SeaIceError(f"ice emissivity table {path}: 'polarization' must be [0, 1] (V, H), "
-                              f"got {values['polarization']}")
+            raise SeaIceError(
+                f"ice emissivity table {path}: 'polarization' must be [0, 1] (V, H), got {values['polarization']}"
+            )
         attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
     return IceEmissivityTable(
         ice_type=values["ice_type"],

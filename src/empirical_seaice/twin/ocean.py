@@ -67,7 +67,12 @@ def seawater_permittivity_mw04(freq_ghz, t_k, salinity_psu):
     e1s = e1 * np.exp(-6.28908e-3 * s + 1.76032e-4 * s**2 - 9.22144e-5 * s * t)
     n2s = n2 * (1.0 + s * (-1.99723e-2 + 1.81176e-4 * t))
     e2s = e2 * (1.0 + s * (-2.04265e-3 + 1.57883e-4 * t))
-    eps = (e0s - e1s) / (1.0 + 1j * f / n1s) + (e1s - e2s) / (1.0 + 1j * f / n2s) + e2s - 1j * sigma * _ONE_OVER_2PI_EPS0_GHZ / f
+    eps = (
+        (e0s - e1s) / (1.0 + 1j * f / n1s)
+        + (e1s - e2s) / (1.0 + 1j * f / n2s)
+        + e2s
+        - 1j * sigma * _ONE_OVER_2PI_EPS0_GHZ / f
+    )
     return np.conj(eps)
 
 
@@ -112,7 +117,9 @@ FOAM_EMISSIVITY = 0.95
 
 def _roughness(freq_ghz, pol, wind_ms, scale):
     slope = np.where(np.asarray(pol) == 1, ROUGHNESS_SLOPE[1], ROUGHNESS_SLOPE[0])
-    return scale * slope * (np.asarray(freq_ghz, dtype=np.float64) / 19.0) ** 0.2 * np.asarray(wind_ms, dtype=np.float64)
+    return (
+        scale * slope * (np.asarray(freq_ghz, dtype=np.float64) / 19.0) ** 0.2 * np.asarray(wind_ms, dtype=np.float64)
+    )
 
 
 def flat_sea_emissivity(freq_ghz, pol, incidence_deg, t_water_k, salinity_psu):

@@ -74,14 +74,17 @@ class TwinConfig:
 
 TWIN_PRESETS = {
     # tests: seconds, a few thousand observations per sensor, Arctic late winter
-    "tiny": TwinConfig(name="tiny", resolution_km=100.0, lat_limit_deg=60.0, days=6, start_date="2021-03-01",
-                       keep_fraction=0.08),
+    "tiny": TwinConfig(
+        name="tiny", resolution_km=100.0, lat_limit_deg=60.0, days=6, start_date="2021-03-01", keep_fraction=0.08
+    ),
     # make demo: ~150k observations, Arctic freeze-up after the September minimum
-    "demo": TwinConfig(name="demo", resolution_km=100.0, lat_limit_deg=50.0, days=30, start_date="2020-09-10",
-                       keep_fraction=0.2),
+    "demo": TwinConfig(
+        name="demo", resolution_km=100.0, lat_limit_deg=50.0, days=30, start_date="2020-09-10", keep_fraction=0.2
+    ),
     # performance work: a year (the reference period starts 2020-07-01), > 2 million observations
-    "benchmark": TwinConfig(name="benchmark", resolution_km=50.0, lat_limit_deg=50.0, days=365,
-                            start_date="2020-07-01", keep_fraction=0.08),
+    "benchmark": TwinConfig(
+        name="benchmark", resolution_km=50.0, lat_limit_deg=50.0, days=365, start_date="2020-07-01", keep_fraction=0.08
+    ),
 }
 
 

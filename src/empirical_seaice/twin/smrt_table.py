@@ -126,9 +126,7 @@ if __name__ == "__main__":
     # Single-threaded numerics (shared cores; SMRT gains nothing from threads):
     # set before numpy/scipy/smrt create their thread pools. If the package
     # import already loaded numpy, main() re-executes the interpreter.
-    _NUMPY_PRELOADED = "numpy" in __import__("sys").modules and any(
-        os.environ.get(v) != "1" for v in _THREAD_VARS
-    )
+    _NUMPY_PRELOADED = "numpy" in __import__("sys").modules and any(os.environ.get(v) != "1" for v in _THREAD_VARS)
     for _var in _THREAD_VARS:
         os.environ[_var] = "1"
 else:
@@ -151,9 +149,7 @@ SNOW_DEPTH_M = np.array([0.0, 0.04, 0.10, 0.20, 0.40])
 CORR_LENGTH_MM = np.array([0.05, 0.10, 0.15, 0.20])
 T_SURFACE_K = np.array([235.0, 250.0, 260.0, 267.0, 271.0, 273.0])
 WETNESS = np.array([0.0, 0.01, 0.03])
-FREQUENCY_GHZ = np.array(
-    [6.925, 10.65, 18.7, 23.8, 36.5, 50.3, 89.0, 118.0, 150.0, 166.0, 183.31, 190.31]
-)
+FREQUENCY_GHZ = np.array([6.925, 10.65, 18.7, 23.8, 36.5, 50.3, 89.0, 118.0, 150.0, 166.0, 183.31, 190.31])
 POLARIZATIONS = ("V", "H")
 INCIDENCE_DEG = 53.0
 
@@ -207,9 +203,7 @@ MULTI_YEAR = IceLayers(
 MYI_STICKINESS = 0.3
 
 
-def column_temperatures(
-    ice: IceLayers, snow_depth_m: float, t_surface_k: float, wet: bool
-) -> tuple[float, np.ndarray]:
+def column_temperatures(ice: IceLayers, snow_depth_m: float, t_surface_k: float, wet: bool) -> tuple[float, np.ndarray]:
     """Snow layer and ice layer temperatures of a column.
 
     Parameters
@@ -239,9 +233,7 @@ def column_temperatures(
     return float(t_snow), np.minimum(t_ice, T_ICE_MAX_K)
 
 
-def build_column(
-    ice_type: str, snow_depth_m: float, corr_length_mm: float, t_surface_k: float, wetness: float
-):
+def build_column(ice_type: str, snow_depth_m: float, corr_length_mm: float, t_surface_k: float, wetness: float):
     """Build the SMRT medium (snow + ice + water substrate) for one table node.
 
     Parameters
@@ -361,10 +353,7 @@ def node_emissivity(
     ``retry=True``); if that fails too, ``RuntimeError`` is raised so that no
     NaN is ever written to the table.
     """
-    desc = (
-        f"{ice_type} snow={snow_depth_m} m corr={corr_length_mm} mm "
-        f"T={t_surface_k} K wetness={wetness}"
-    )
+    desc = f"{ice_type} snow={snow_depth_m} m corr={corr_length_mm} mm T={t_surface_k} K wetness={wetness}"
     medium = build_column(ice_type, snow_depth_m, corr_length_mm, t_surface_k, wetness)
     for retry in (False, True):
         try:
@@ -387,8 +376,13 @@ def generate_table(progress: bool = True) -> dict:
     t_surface, wetness, frequency, polarization), float64, and the run time (s).
     """
     shape = (
-        len(ICE_TYPES), len(SNOW_DEPTH_M), len(CORR_LENGTH_MM), len(T_SURFACE_K),
-        len(WETNESS), len(FREQUENCY_GHZ), len(POLARIZATIONS),
+        len(ICE_TYPES),
+        len(SNOW_DEPTH_M),
+        len(CORR_LENGTH_MM),
+        len(T_SURFACE_K),
+        len(WETNESS),
+        len(FREQUENCY_GHZ),
+        len(POLARIZATIONS),
     )
     table = np.full(shape, np.nan)
     # unique SMRT runs: bare ice is corr-length independent; wet states are
@@ -409,8 +403,11 @@ def generate_table(progress: bool = True) -> dict:
     t0 = time.perf_counter()
     for n, (it, isd, ic, itt, iw) in enumerate(jobs):
         e = node_emissivity(
-            ICE_TYPES[it], float(SNOW_DEPTH_M[isd]), float(CORR_LENGTH_MM[ic]),
-            float(T_SURFACE_K[itt]), float(WETNESS[iw]),
+            ICE_TYPES[it],
+            float(SNOW_DEPTH_M[isd]),
+            float(CORR_LENGTH_MM[ic]),
+            float(T_SURFACE_K[itt]),
+            float(WETNESS[iw]),
         )
         depth0 = SNOW_DEPTH_M[isd] == 0
         sl_c = slice(None) if depth0 else ic
@@ -424,7 +421,8 @@ def generate_table(progress: bool = True) -> dict:
                 f"corr={CORR_LENGTH_MM[ic]:.2f} mm T={T_SURFACE_K[itt]:.0f} K "
                 f"wet={WETNESS[iw]:.2f}: 19V={e[2, 0]:.3f} 89V={e[6, 0]:.3f} "
                 f"({el:.0f} s, ~{el / (n + 1) * (len(jobs) - n - 1):.0f} s left)",
-                file=sys.stderr, flush=True,
+                file=sys.stderr,
+                flush=True,
             )
     if not np.all(np.isfinite(table)):
         raise RuntimeError("table has unfilled nodes: bug in generate_table's job list")
@@ -479,17 +477,19 @@ def write_table(result: dict, path: str | Path) -> None:
         nc.smrt_version = str(smrt_version)
         nc.generator = "python -m empirical_seaice.twin.smrt_table"
         nc.setup = setup_description()
-        nc.emissivity_method = (
-            "two-run Kirchhoff: e = 1 - (TB(T_sky=100 K) - TB(T_sky=0 K)) / 100 K, isotropic sky"
-        )
+        nc.emissivity_method = "two-run Kirchhoff: e = 1 - (TB(T_sky=100 K) - TB(T_sky=0 K)) / 100 K, isotropic sky"
         nc.incidence_angle_deg = INCIDENCE_DEG
         nc.n_smrt_columns = int(result["n_runs"])
         nc.generation_time_s = float(round(result["runtime_s"], 1))
         nc.Conventions = "CF-1.8"
 
         axes = [
-            ("ice_type", np.arange(len(ICE_TYPES), dtype="f4"), "1",
-             "ice type: 0 first-year, 1 multi-year (linear mixing by MYI fraction)"),
+            (
+                "ice_type",
+                np.arange(len(ICE_TYPES), dtype="f4"),
+                "1",
+                "ice type: 0 first-year, 1 multi-year (linear mixing by MYI fraction)",
+            ),
             ("snow_depth", SNOW_DEPTH_M, "m", "snow depth"),
             ("corr_length", CORR_LENGTH_MM, "mm", "snow exponential correlation length"),
             ("t_surface", T_SURFACE_K, "K", "snow/ice surface (skin) temperature (dry states)"),
@@ -506,9 +506,7 @@ def write_table(result: dict, path: str | Path) -> None:
             var.long_name = long_name
         nc.variables["ice_type"].flag_meanings = "first_year multi_year"
         nc.variables["polarization"].flag_meanings = "V H"
-        var = nc.createVariable(
-            "emissivity", "f4", tuple(a[0] for a in axes), zlib=True, complevel=4
-        )
+        var = nc.createVariable("emissivity", "f4", tuple(a[0] for a in axes), zlib=True, complevel=4)
         var[:] = result["emissivity"].astype("f4")
         var.units = "1"
         var.long_name = "sea ice surface emissivity (snow-covered ice column)"

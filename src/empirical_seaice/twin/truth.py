@@ -64,8 +64,9 @@ class SmoothField:
     phase: np.ndarray
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, nmodes: int, wavelength_km: tuple[float, float],
-             period_days: tuple[float, float]) -> "SmoothField":
+    def draw(
+        cls, rng: np.random.Generator, nmodes: int, wavelength_km: tuple[float, float], period_days: tuple[float, float]
+    ) -> SmoothField:
         """Draw the modes: log-uniform wavelengths and periods, random directions and phases."""
         lam = np.exp(rng.uniform(np.log(wavelength_km[0]), np.log(wavelength_km[1]), nmodes))
         direction = rng.uniform(0.0, 2 * np.pi, nmodes)
@@ -112,14 +113,32 @@ class HemisphereClimate:
 
 CLIMATES = {
     "north": HemisphereClimate(
-        r_edge_min_km=1300.0, r_edge_max_km=2850.0, doy_max=72.0, lon_warm_deg=20.0, warm_asymmetry=0.3,
-        myi_centre_km=(-450.0, 250.0), myi_scale=1.0, t_polar_winter_k=243.0, t_polar_summer_k=273.0,
-        doy_coldest=35.0, t_warm_winter_k=276.0, t_warm_summer_k=284.0,
+        r_edge_min_km=1300.0,
+        r_edge_max_km=2850.0,
+        doy_max=72.0,
+        lon_warm_deg=20.0,
+        warm_asymmetry=0.3,
+        myi_centre_km=(-450.0, 250.0),
+        myi_scale=1.0,
+        t_polar_winter_k=243.0,
+        t_polar_summer_k=273.0,
+        doy_coldest=35.0,
+        t_warm_winter_k=276.0,
+        t_warm_summer_k=284.0,
     ),
     "south": HemisphereClimate(
-        r_edge_min_km=2350.0, r_edge_max_km=3250.0, doy_max=72.0 + 182.6, lon_warm_deg=150.0,
-        warm_asymmetry=0.08, myi_centre_km=(-1200.0, 1300.0), myi_scale=0.4, t_polar_winter_k=250.0,
-        t_polar_summer_k=272.0, doy_coldest=35.0 + 182.6, t_warm_winter_k=275.0, t_warm_summer_k=280.0,
+        r_edge_min_km=2350.0,
+        r_edge_max_km=3250.0,
+        doy_max=72.0 + 182.6,
+        lon_warm_deg=150.0,
+        warm_asymmetry=0.08,
+        myi_centre_km=(-1200.0, 1300.0),
+        myi_scale=0.4,
+        t_polar_winter_k=250.0,
+        t_polar_summer_k=272.0,
+        doy_coldest=35.0 + 182.6,
+        t_warm_winter_k=275.0,
+        t_warm_summer_k=280.0,
     ),
 }
 
@@ -175,8 +194,9 @@ class TruthModel:
         per-point phases ``k . x + p`` (ngrid, nmodes); equal to ``field(x[g], y[g], t)``."""
         key = id(field)
         if key not in self._phase_cache:
-            self._phase_cache[key] = (np.outer(self.grid.x_km, field.kx) + np.outer(self.grid.y_km, field.ky)
-                                      + field.phase)
+            self._phase_cache[key] = (
+                np.outer(self.grid.x_km, field.kx) + np.outer(self.grid.y_km, field.ky) + field.phase
+            )
         arg = self._phase_cache[key][g] - field.omega * np.asarray(t_days, dtype=np.float64)[..., None]
         return np.sqrt(2.0 / field.kx.size) * np.cos(arg).sum(axis=-1)
 
@@ -243,7 +263,9 @@ class TruthModel:
         acc_len = 365.2425 - 250.0 + 130.0
         grow = np.where(doy >= 250.0, (doy - 250.0) / acc_len, (doy + 365.2425 - 250.0) / acc_len)
         melt = 1.0 - (doy - 130.0) / 70.0
-        return np.where((doy >= 130.0) & (doy < 200.0), melt, np.where((doy >= 200.0) & (doy < 250.0), 0.0, np.clip(grow, 0.0, 1.0)))
+        return np.where(
+            (doy >= 130.0) & (doy < 200.0), melt, np.where((doy >= 200.0) & (doy < 250.0), 0.0, np.clip(grow, 0.0, 1.0))
+        )
 
     def snow_depth_m(self, julian_day, myi) -> np.ndarray:
         """Snow depth on the ice (m): ``(0.03 + 0.27 s(t)) (1 + 0.3 F) + 0.08 MYI``, 0.02-0.5 m."""
@@ -278,7 +300,13 @@ class TruthModel:
         t = self._t(jd)
         hour_local = np.mod((jd + 0.5) * 24.0 + grid.lon[g] / 15.0, 24.0)
         diurnal = (0.5 + 3.0 * summer) * np.cos(2 * np.pi * (hour_local - 14.0) / 24.0)
-        return (1 - m) * t_polar + m * t_warm + 3.0 * self._f(self.f_tair, g, t) + 2.5 * self._f(self.f_tsyn, g, t) + diurnal
+        return (
+            (1 - m) * t_polar
+            + m * t_warm
+            + 3.0 * self._f(self.f_tair, g, t)
+            + 2.5 * self._f(self.f_tsyn, g, t)
+            + diurnal
+        )
 
     @staticmethod
     def t_ice_k(t_air_k) -> np.ndarray:
@@ -307,7 +335,9 @@ class TruthModel:
         cloud = np.clip(0.5 + 0.15 * open_sea + 0.35 * self._f(self.f_cloud, g, t) + rng.normal(0.0, 0.08, n), 0.0, 1.0)
         ta = np.asarray(t_air_k)
         tcwv = np.clip((0.75 + 0.2 * self._f(self.f_wv, g, t)) * 10.0 * np.exp(0.07 * (ta - 273.0)), 0.3, 40.0)
-        lwp = np.clip((0.03 + 0.15 * np.clip((ta - 235.0) / 45.0, 0.0, 1.0)) * (0.6 + 0.4 * self._f(self.f_lwp, g, t)), 0.005, 0.5)
+        lwp = np.clip(
+            (0.03 + 0.15 * np.clip((ta - 235.0) / 45.0, 0.0, 1.0)) * (0.6 + 0.4 * self._f(self.f_lwp, g, t)), 0.005, 0.5
+        )
         return {"wind_ms": wind, "cloud_fraction": cloud, "tcwv_kgm2": tcwv, "lwp_kgm2": lwp}
 
     # ------------------------------------------------------------------ one day on the grid

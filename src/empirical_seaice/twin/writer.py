@@ -61,8 +61,17 @@ class AppendFile:
     global_attrs : global attributes.
     """
 
-    def __init__(self, path: Path, name: str, dtype: str, units: str, long_name: str,
-                 nchan: int | None = None, channels: tuple[str, ...] = (), global_attrs: dict | None = None):
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        dtype: str,
+        units: str,
+        long_name: str,
+        nchan: int | None = None,
+        channels: tuple[str, ...] = (),
+        global_attrs: dict | None = None,
+    ):
         self.ds = netCDF4.Dataset(path, "w", format="NETCDF4")
         self.ds.createDimension("nobs", None)
         dims: tuple[str, ...] = ("nobs",)
@@ -84,7 +93,7 @@ class AppendFile:
     def append(self, values: np.ndarray) -> None:
         m = values.shape[0]
         if m:
-            self.var[self.n:self.n + m] = values
+            self.var[self.n : self.n + m] = values
             self.n += m
 
     def close(self) -> None:
@@ -100,8 +109,16 @@ class FieldSetWriter:
     def __init__(self, directory: Path, prefix: str, fields: dict, channels: tuple[str, ...], global_attrs: dict):
         directory.mkdir(parents=True, exist_ok=True)
         self.files = {
-            name: AppendFile(directory / f"{prefix}{name}.nc", name, dtype, units, long_name,
-                             len(channels) if per_channel else None, channels if per_channel else (), global_attrs)
+            name: AppendFile(
+                directory / f"{prefix}{name}.nc",
+                name,
+                dtype,
+                units,
+                long_name,
+                len(channels) if per_channel else None,
+                channels if per_channel else (),
+                global_attrs,
+            )
             for name, (dtype, units, long_name, per_channel) in fields.items()
         }
 
