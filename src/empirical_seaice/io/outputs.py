@@ -43,7 +43,7 @@ import xarray as xr
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS, Observations
-from empirical_seaice.sensors import ChannelBasis
+from empirical_seaice.sensors import POL_NAMES, ChannelBasis
 
 COMPRESS_MIN_SIZE = 4096
 """Variables with at least this many elements are written zlib-compressed."""
@@ -142,7 +142,7 @@ def _channel_coords(basis: ChannelBasis) -> dict[str, xr.Variable]:
         ),
         "polarisation": xr.Variable(
             ("channel",),
-            np.array(["V" if p == 0 else "H" for p in basis.pol], dtype=object),
+            np.array([POL_NAMES[p] for p in basis.pol], dtype=object),
             attrs={"long_name": "polarisation (V or H)"},
         ),
         "obs_error": _var(("channel",), basis.obs_error_k.astype(np.float32), "K", "observation error sigma_c"),

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.sensors import POL_NAMES
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
@@ -218,7 +219,7 @@ def write_emissivity_coefficients(
         ),
         "polarisation": (
             ("channel",),
-            np.array(["V" if p == 0 else "H" for p in basis.pol], dtype=object),
+            np.array([POL_NAMES[p] for p in basis.pol], dtype=object),
             {"long_name": "polarisation: the v2 model's e_V or e_H output"},
         ),
         "sensor_name": (("sensor",), np.array(basis.sensor_names, dtype=object), {"long_name": "training sensor"}),
