@@ -107,7 +107,7 @@ class CostConfig:
     warm_ice_factor: factor of the warm-ice term (4 in the reference).
     warm_ice_threshold_k: skin temperature above which ice is "warm" (K).
     anchor: "mean" (v1: mean 10v ice emissivity held at anchor_value) or "floor" (v2: one-sided floor).
-    anchor_channels: anchor channel, first one the run has (10v, else 24v).
+    anchor_channels: anchor channel, first one the run has (10v, else 24v as the reference; else 23.8qv, a run of cross-track sounders only, which the reference does not have).
     anchor_value: v1 anchor value / v2 floor of the anchor-channel ice emissivity.
     anchor_error: error of the anchor term.
     bias_bg: per-sensor override {sensor: (ice K, ocean K, error K)}; sensors not listed use the catalogue.
@@ -122,7 +122,7 @@ class CostConfig:
     warm_ice_factor: float = 4.0
     warm_ice_threshold_k: float = 273.2
     anchor: Literal["mean", "floor"] = "floor"
-    anchor_channels: tuple[str, ...] = ("10v", "24v")
+    anchor_channels: tuple[str, ...] = ("10v", "24v", "23.8qv")
     anchor_value: float = 0.7
     anchor_error: float = 1e-5
     bias_bg: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
