@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -417,7 +418,7 @@ def export_onnx_channel(path: Path, emissivity: EmissivityModel, model: ModelCon
             x_t = torch.clamp(t_ref - t_skin_k, min=0.0) / t_scale
             z = torch.cat([x_t.unsqueeze(-1), props, (freq_ghz / self.em.freq_scale_ghz).unsqueeze(-1)], dim=-1)
             vh = torch.sigmoid(self.em.output(torch.sigmoid(self.em.hidden(z))))
-            c2 = torch.cos(torch.deg2rad(scan_angle_deg)) ** 2
+            c2 = torch.cos(scan_angle_deg * (math.pi / 180.0)) ** 2
             w_v = torch.where(
                 polarisation == 2,
                 c2,
@@ -680,7 +681,7 @@ class NumpyEmissivityModel:
             vh = self.emissivity_vh(t_skin_k, props, info.freq_ghz)
             angle = 0.0 if scan_angle_deg is None else scan_angle_deg
             w = polarisation_weight_v(info.pol, angle)
-            cols.append(vh[..., 1] + w * (vh[..., 0] - vh[..., 1]))
+            cols.append(w * vh[..., 0] + (1.0 - w) * vh[..., 1])  # exact e_V / e_H at w = 1 / 0
         return np.stack(np.broadcast_arrays(*cols), axis=-1)
 
 

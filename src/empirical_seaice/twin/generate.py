@@ -397,7 +397,8 @@ def _polarisation_weight_v(pols, zenith_deg, altitude_km) -> np.ndarray:
 
 def _mix(e_v, e_h, w_v) -> np.ndarray:
     """``w_V e_V + (1 - w_V) e_H`` (:func:`empirical_seaice.model.physics.mix_polarisations`)."""
-    return np.asarray(e_h) + np.asarray(w_v) * (np.asarray(e_v) - np.asarray(e_h))
+    w_v = np.asarray(w_v)
+    return w_v * np.asarray(e_v) + (1.0 - w_v) * np.asarray(e_h)
 
 
 def background_sic(truth: TruthModel, jd0: float, days: int) -> np.ndarray:
