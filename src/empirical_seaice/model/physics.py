@@ -295,10 +295,11 @@ def polarisation_weight_v(pol: Tensor, cos2_scan: Tensor) -> Tensor:
     This is the quasi-polarisation of cross-track sounders (AMSU-A, MHS,
     ATMS): the instrument's fixed polarisation vector is V at nadir and turns
     by the scan angle, so QV = ``cos^2 a e_V + sin^2 a e_H`` and QH =
-    ``sin^2 a e_V + cos^2 a e_H`` (the convention of RTTOV and CRTM for these
-    instruments, and of the cross-track extension of the reference v2 code,
-    whose scan angle is the nadir angle of the scan position). At nadir QV = V
-    and QH = H; at ``a = 90 deg`` they would swap. ``e_V``, ``e_H`` are the
+    ``sin^2 a e_V + cos^2 a e_H`` (CRTM's QV/QH polarisation types; the angle
+    is the nadir angle at the satellite, as in ARTS/atmlab's AMSU-A
+    polarisation response and the cross-track extension of the reference v2
+    code, which takes it from the scan position). At nadir QV = V and QH = H;
+    at ``a = 90 deg`` they would swap. ``e_V``, ``e_H`` are the
     surface emissivities; this mixing adds no angle dependence of their own.
 
     Parameters
