@@ -228,8 +228,12 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
         pols = np.array([c.pol for c in info])
         inc = np.array([c.incidence_deg for c in info])
         sigma = np.array([c.obs_error_k for c in info])
+        angular = None
         if sensor.cross_track:  # every passband; the angle per observation
+            from empirical_seaice.twin.ice_emissivity import load_angular_table
+
             atm = AngleAtmosphereTable.build(chans, freqs, [c.passbands_ghz for c in info])
+            angular = load_angular_table()
         else:  # imagers: 183 +/- d channels as the two sidebands of their network frequency (as ever)
             atm = AtmosphereTable.build(chans, freqs, inc)
         per_sensor[s_name] = dict(
@@ -240,6 +244,7 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
             inc=inc,
             sigma=sigma,
             atm=atm,
+            angular=angular,
             data=FieldSetWriter(
                 partial / s_name, FILE_PREFIX, layout_c_fields(), chans, {**global_attrs, "sensor": s_name}
             ),
@@ -283,7 +288,7 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
 
 def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, ice_table, rng):
     """Simulate one sensor's observations of one day: (layout-C rows, truth rows)."""
-    from empirical_seaice.twin.ice_emissivity import ice_emissivity
+    from empirical_seaice.twin.ice_emissivity import ice_emissivity, ice_emissivity_angle_anomaly
 
     sensor = ps["sensor"]
     if sensor.cross_track:
@@ -317,6 +322,18 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
         )
         return np.broadcast_to(e, (n, freqs.size)).astype(np.float64)
 
+    def angle(p):
+        a = ice_emissivity_angle_anomaly(
+            ps["angular"],
+            freqs[None, :],
+            p,
+            col(daily["myi_fraction"][g]),
+            col(daily["snow_depth_m"][g]),
+            col(wet),
+            col(zenith),
+        )
+        return np.broadcast_to(a, (n, freqs.size)).astype(np.float64)
+
     if zenith is None:
         emis_ice = ice(pols[None, :])
         emis_ocean = ocean_emissivity_true(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
@@ -324,10 +341,10 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
         tau, td, tu = ps["atm"](t_air, weather["tcwv_kgm2"], np.zeros(n))
         tau_c, td_c, tu_c = ps["atm"](t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"])
     else:
-        # quasi-polarised channels: V and H mixed by the scan angle (model.physics); the ice
-        # emissivity table has one incidence (53 deg), the ocean's Fresnel terms use the local zenith angle
+        # quasi-polarised channels: V and H at the local zenith angle (the 53-deg table plus the SMRT
+        # angular anomaly; the ocean's Fresnel terms), mixed by the scan angle (model.physics)
         w_v = _polarisation_weight_v(pols, zenith, sensor.altitude_km)
-        emis_ice = _mix(ice(POL_V), ice(POL_H), w_v)
+        emis_ice = _mix(ice(POL_V) + angle(POL_V), ice(POL_H) + angle(POL_H), w_v).clip(0.0, 1.0)
         args = (col(zenith), col(t_water), truth.salinity_psu, col(wind))
         emis_ocean = _mix(ocean_emissivity_true(freqs, POL_V, *args), ocean_emissivity_true(freqs, POL_H, *args), w_v)
         emis_water = _mix(
