@@ -60,7 +60,12 @@ def test_cross_track_sounders_facts():
     # the four passbands of 57.290344 +/- 0.3222 +/- 0.048 GHz
     np.testing.assert_allclose(
         sorted(atms.channel_info["57.29pm0.322pm0.048qh"].passbands_ghz),
-        [57.290344 - 0.3222 - 0.048, 57.290344 - 0.3222 + 0.048, 57.290344 + 0.3222 - 0.048, 57.290344 + 0.3222 + 0.048],
+        [
+            57.290344 - 0.3222 - 0.048,
+            57.290344 - 0.3222 + 0.048,
+            57.290344 + 0.3222 - 0.048,
+            57.290344 + 0.3222 + 0.048,
+        ],
     )
     b = build_channel_basis(["amsr2", "atms"])
     assert b.cross_track.tolist() == [False, True] and b.has_quasi_polarisation
@@ -106,7 +111,10 @@ MISTAKES = [
     ("format_version = 2\n" + GOOD_SENSOR, ["format_version", "expected 1, got 2"]),
     (GOOD_SENSOR, ["format_version", "got None"]),
     ("format_version = 1\n" + GOOD_SENSOR + "colour = 'red'\n", ["sensor 'mwri'", "colour", "unknown field"]),
-    ("format_version = 1\n" + GOOD_SENSOR.replace("bias_error_k = 4.0\n", ""), ["sensor 'mwri'", "bias_error_k", "missing"]),
+    (
+        "format_version = 1\n" + GOOD_SENSOR.replace("bias_error_k = 4.0\n", ""),
+        ["sensor 'mwri'", "bias_error_k", "missing"],
+    ),
     ("format_version = 1\n" + GOOD_SENSOR.replace("53.1", '"53.1"'), ["sensor 'mwri'", "incidence_deg", "a number"]),
     ("format_version = 1\n" + GOOD_SENSOR.replace("53.1", "95.0"), ["sensor 'mwri'", "incidence_deg", "<= 90"]),
     ("format_version = 1\n" + GOOD_SENSOR.replace("bias_error_k = 4.0", "bias_error_k = 0"), ["bias_error_k", "> 0"]),
@@ -118,9 +126,18 @@ MISTAKES = [
         "format_version = 1\n" + GOOD_SENSOR.replace('scan = "conical"\nincidence_deg = 53.1', 'scan = "cross-track"'),
         ["sensor 'mwri'", "max_scan_angle_deg", "missing"],
     ),
-    ('format_version = 1\n[channels]\n"95x" = { centre_ghz = 95.0, pol = "X", obs_error_k = 3.0 }\n', ["channel '95x'", "pol", "'X'"]),
-    ('format_version = 1\n[channels]\n"95v" = { centre_ghz = -95.0, pol = "V", obs_error_k = 3.0 }\n', ["channel '95v'", "centre_ghz", "> 0"]),
-    ('format_version = 1\n[channels]\n"95v" = { centre_ghz = 95.0, pol = "V" }\n', ["channel '95v'", "obs_error_k", "missing"]),
+    (
+        'format_version = 1\n[channels]\n"95x" = { centre_ghz = 95.0, pol = "X", obs_error_k = 3.0 }\n',
+        ["channel '95x'", "pol", "'X'"],
+    ),
+    (
+        'format_version = 1\n[channels]\n"95v" = { centre_ghz = -95.0, pol = "V", obs_error_k = 3.0 }\n',
+        ["channel '95v'", "centre_ghz", "> 0"],
+    ),
+    (
+        'format_version = 1\n[channels]\n"95v" = { centre_ghz = 95.0, pol = "V" }\n',
+        ["channel '95v'", "obs_error_k", "missing"],
+    ),
     (
         'format_version = 1\n[channels]\n"95v" = { centre_ghz = 95.0, pol = "V", obs_error_k = 1, sidebands_ghz = [1, 2, 3] }\n',
         ["channel '95v'", "sidebands_ghz", "0, 1 or 2"],

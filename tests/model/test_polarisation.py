@@ -39,7 +39,9 @@ def test_mixing_by_hand_at_30_degrees():
 
 def test_scan_angle_from_local_zenith_by_hand():
     # sin a = R sin(theta) / (R + h): ATMS (h = 824 km) at theta = 63.98 deg -> a = 52.73 deg (its largest scan angle)
-    c2 = physics.scan_angle_cos2(torch.tensor([0.0, 63.98], dtype=torch.float64), torch.tensor(824.0, dtype=torch.float64))
+    c2 = physics.scan_angle_cos2(
+        torch.tensor([0.0, 63.98], dtype=torch.float64), torch.tensor(824.0, dtype=torch.float64)
+    )
     a = math.asin(6371.0 * math.sin(math.radians(63.98)) / (6371.0 + 824.0))
     assert math.degrees(a) == pytest.approx(52.73, abs=0.01)
     torch.testing.assert_close(c2, torch.tensor([1.0, math.cos(a) ** 2], dtype=torch.float64))
@@ -61,7 +63,9 @@ def test_gradcheck_mixing_and_scan_angle():
         lambda v, h, c: physics.mix_polarisations(v, h, physics.polarisation_weight_v(POLS, c)), (e_v, e_h, c2)
     )
     zen = (torch.rand(5, dtype=torch.float64, generator=g) * 65).requires_grad_()
-    assert torch.autograd.gradcheck(lambda z: physics.scan_angle_cos2(z, torch.tensor(830.0, dtype=torch.float64)), (zen,))
+    assert torch.autograd.gradcheck(
+        lambda z: physics.scan_angle_cos2(z, torch.tensor(830.0, dtype=torch.float64)), (zen,)
+    )
 
 
 def test_network_mixes_quasi_channels_by_the_scan_angle():

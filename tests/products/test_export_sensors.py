@@ -46,7 +46,9 @@ def test_numpy_evaluates_a_sounder_it_was_not_trained_on(imager_model):
     # torch: the same weights in a network built for ATMS, mixing by cos^2 of the scan angle
     atms = build_channel_basis(["atms"])
     net = NetworkEmissivity(3, atms, cfg.hidden, cfg.freq_scale_ghz).double()
-    net.load_state_dict({k: v.double() for k, v in em.state_dict().items() if k.startswith(("hidden", "output"))}, strict=False)
+    net.load_state_dict(
+        {k: v.double() for k, v in em.state_dict().items() if k.startswith(("hidden", "output"))}, strict=False
+    )
     x_t = physics.normalised_temperature(torch.from_numpy(t), cfg.t_ref_k, cfg.t_scale_k)
     c2 = physics.scan_angle_cos2(torch.from_numpy(zenith), torch.tensor(824.0, dtype=torch.float64))
     with torch.no_grad():
@@ -91,6 +93,8 @@ def test_onnx_channel_graph_equals_numpy(imager_model, tmp_path):
             "scan_angle_deg": scan.astype(np.float32),
         },
     )[0]
-    ref = np.array([m.emissivity_sensor(t[i], props[i], "atms", [chans[i]], scan_angle_deg=scan[i])[0] for i in range(n)])
+    ref = np.array(
+        [m.emissivity_sensor(t[i], props[i], "atms", [chans[i]], scan_angle_deg=scan[i])[0] for i in range(n)]
+    )
     assert got.shape == (n,)
     np.testing.assert_allclose(got, ref, atol=2e-6)

@@ -50,9 +50,7 @@ def cache_key(files: Sequence[Path], config: DataConfig, nlag: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def load(
-    cache_dir: Path, key: str, sensor_catalogue: Path | None = None
-) -> tuple[Observations, BackgroundMaps] | None:
+def load(cache_dir: Path, key: str, sensor_catalogue: Path | None = None) -> tuple[Observations, BackgroundMaps] | None:
     """The cached arrays as memmaps if the cache exists and its key matches, else None.
 
     ``sensor_catalogue``: the run's catalogue file (part of the key), to rebuild the channel basis."""

@@ -636,7 +636,9 @@ class NumpyEmissivityModel:
         from empirical_seaice.sensors import catalogue_from_dict
 
         if not self.catalogue_json:
-            raise SeaIceError("emissivity coefficient file: no sensor_catalogue attribute (written by an older version)")
+            raise SeaIceError(
+                "emissivity coefficient file: no sensor_catalogue attribute (written by an older version)"
+            )
         return catalogue_from_dict(json.loads(self.catalogue_json), "emissivity coefficient file")
 
     def emissivity_sensor(

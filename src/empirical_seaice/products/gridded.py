@@ -181,7 +181,9 @@ def evaluate_grid_emissivity(
         freq, pol, _ = _channel_frequencies(basis, channels)
         f = torch.as_tensor(freq.astype(np.float32), device=param.device)
         vh = emissivity.emissivity_vh(x_t[:, None], p[:, None, :], f[None, :])  # (n, nch, 2)
-        pol_t = torch.as_tensor(np.where(pol == POL_QV, POL_V, np.where(pol == POL_QH, POL_H, pol)), device=param.device)
+        pol_t = torch.as_tensor(
+            np.where(pol == POL_QV, POL_V, np.where(pol == POL_QH, POL_H, pol)), device=param.device
+        )
         return torch.gather(vh, 2, pol_t.view(1, -1, 1).expand(vh.shape[0], -1, 1))[..., 0].cpu().numpy()
 
 

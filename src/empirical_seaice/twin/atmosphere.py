@@ -285,9 +285,7 @@ class AngleAtmosphereTable:
     @classmethod
     def build(cls, channels, freqs_ghz, passbands_ghz) -> AngleAtmosphereTable:
         nodes = np.asarray(SCAN_ZENITH_NODES_DEG)
-        tables = tuple(
-            AtmosphereTable.build(channels, freqs_ghz, [z] * len(channels), passbands_ghz) for z in nodes
-        )
+        tables = tuple(AtmosphereTable.build(channels, freqs_ghz, [z] * len(channels), passbands_ghz) for z in nodes)
         return cls(tables, 1.0 / np.cos(np.deg2rad(nodes)))
 
     def __call__(self, t_air_k, tcwv_kgm2, lwp_kgm2, zenith_deg):

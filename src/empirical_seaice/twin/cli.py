@@ -26,9 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path, help="output directory (must be new or empty)")
     p.add_argument("--preset", default="demo", choices=sorted(TWIN_PRESETS), help="size preset (default demo)")
     p.add_argument("--hemisphere", choices=("north", "south"), help="hemisphere (default: the preset's, north)")
-    p.add_argument("--sensors", nargs="+", help="sensors to simulate (default amsr2 gmi ssmisf17; any catalogue sensor)")
     p.add_argument(
-        "--sensor-catalogue", metavar="FILE", help="TOML file adding sensors to the shipped catalogue (README 'Sensors')"
+        "--sensors", nargs="+", help="sensors to simulate (default amsr2 gmi ssmisf17; any catalogue sensor)"
+    )
+    p.add_argument(
+        "--sensor-catalogue",
+        metavar="FILE",
+        help="TOML file adding sensors to the shipped catalogue (README 'Sensors')",
     )
     p.add_argument("--days", type=int, help="number of days (default: the preset's)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")

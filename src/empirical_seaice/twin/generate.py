@@ -347,9 +347,7 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
         emis_ice = _mix(ice(POL_V) + angle(POL_V), ice(POL_H) + angle(POL_H), w_v).clip(0.0, 1.0)
         args = (col(zenith), col(t_water), truth.salinity_psu, col(wind))
         emis_ocean = _mix(ocean_emissivity_true(freqs, POL_V, *args), ocean_emissivity_true(freqs, POL_H, *args), w_v)
-        emis_water = _mix(
-            ocean_emissivity_model(freqs, POL_V, *args), ocean_emissivity_model(freqs, POL_H, *args), w_v
-        )
+        emis_water = _mix(ocean_emissivity_model(freqs, POL_V, *args), ocean_emissivity_model(freqs, POL_H, *args), w_v)
         tau, td, tu = ps["atm"](t_air, weather["tcwv_kgm2"], np.zeros(n), zenith)
         tau_c, td_c, tu_c = ps["atm"](t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"], zenith)
     b_ice, b_ocean = bias

@@ -486,8 +486,11 @@ def generate_angular_table(progress: bool = True) -> dict:
                 table[it, isd, iw] = e - e[:, i53 : i53 + 1, :]
                 n += 1
                 if progress:
-                    print(f"[{n}] {ice_type} snow={depth:.2f} m wet={wet:.2f} ({time.perf_counter() - t0:.0f} s)",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"[{n}] {ice_type} snow={depth:.2f} m wet={wet:.2f} ({time.perf_counter() - t0:.0f} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     return {"anomaly": table, "runtime_s": time.perf_counter() - t0, "n_runs": n}
 
 
