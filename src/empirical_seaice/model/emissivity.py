@@ -78,7 +78,8 @@ class LinearEmissivity(EmissivityModel):
     generator : torch.Generator, optional
         Source of the glorot-uniform initial weights.
     init_emis : float, optional
-        Initial bias e0 of every channel; None = 0 (Keras default).
+        Initial bias e0 of every channel; None = 0 (Keras default). The v1
+        reference initialises every channel's bias to 0.93.
     """
 
     def __init__(
@@ -136,6 +137,11 @@ class NetworkEmissivity(EmissivityModel):
         If set, the output biases are chosen so that at x_T = 0, props = 0 and
         f = 50 GHz the initial emissivity is ``init_emis`` for V and H;
         None = zero biases (Keras default).
+    freq_table_ghz : float array (nsensor, nchan), optional
+        The frequency input of each channel on each sensor
+        (:func:`empirical_seaice.sensors.network_frequency_table` of the model's
+        ``network_frequencies`` convention); None = ``basis.freq_ghz``. Kept as
+        :attr:`channel_freq_ghz`.
     """
 
     def __init__(
@@ -146,6 +152,7 @@ class NetworkEmissivity(EmissivityModel):
         freq_scale_ghz: float = 100.0,
         generator: torch.Generator | None = None,
         init_emis: float | None = None,
+        freq_table_ghz: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.nprop = int(nprop)
@@ -165,7 +172,10 @@ class NetworkEmissivity(EmissivityModel):
                 logit = math.log(init_emis / (1.0 - init_emis))
                 self.output.bias.copy_(logit - self.output.weight @ h0)
 
-        freq = np.asarray(basis.freq_ghz, dtype=np.float32)  # (nsensor, nchan)
+        freq = np.asarray(basis.freq_ghz if freq_table_ghz is None else freq_table_ghz, dtype=np.float32)
+        if freq.shape != (basis.nsensor, basis.nchan):
+            raise ValueError(f"freq_table_ghz: expected shape {(basis.nsensor, basis.nchan)}, got {freq.shape}")
+        self.channel_freq_ghz = freq.copy()  # (nsensor, nchan) the frequency input of each channel
         ns, nc = freq.shape
         tables = [np.unique(freq[s]) for s in range(ns)]
         nf = max(len(t) for t in tables)

@@ -208,7 +208,7 @@ def _full_cost(network, obs: Observations, sim: diag.Simulation, nobs_total: int
         e0 = float(network.emissivity.e0[network.anchor_channel].detach().double())
         terms["anchor"] = ((e0 - cc.anchor_value) / cc.anchor_error) ** 2
     else:
-        e = sim.emis_ice[:, network.anchor_channel].astype(np.float64)
+        e = sim.emis_anchor.astype(np.float64)
         terms["anchor"] = float((np.maximum(cc.anchor_value - e, 0.0) ** 2).sum() / cc.anchor_error**2)
     terms["bias"] = float(network.bias_prior().detach().double())
     terms["total"] = total + terms["anchor"] + terms["bias"]
