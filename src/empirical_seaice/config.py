@@ -87,9 +87,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.network_frequencies not in ("reference", "physical"):
-            raise SeaIceError(
-                f"network_frequencies: expected reference or physical, got {self.network_frequencies!r}"
-            )
+            raise SeaIceError(f"network_frequencies: expected reference or physical, got {self.network_frequencies!r}")
         if self.ice_emis_init is not None and not 0.0 < self.ice_emis_init < 1.0:
             raise SeaIceError(f"ice_emis_init: must be in (0, 1) or None, got {self.ice_emis_init}")
         if self.version not in ("v1", "v2"):
@@ -235,8 +233,15 @@ PRESETS: Mapping[str, Preset] = {
     "v1": Preset(
         name="v1",
         model=ModelConfig(
-            version="v1", nprop_grid=3, nprop_obs=0, nlag=1, lag_weights=(0.6, 0.4), t_ref_k=273.0, t_scale_k=30.0,
-            ocean_t_floor_k=None, ice_emis_init=0.93,
+            version="v1",
+            nprop_grid=3,
+            nprop_obs=0,
+            nlag=1,
+            lag_weights=(0.6, 0.4),
+            t_ref_k=273.0,
+            t_scale_k=30.0,
+            ocean_t_floor_k=None,
+            ice_emis_init=0.93,
         ),
         cost=CostConfig(
             sic_error=0.02,
@@ -261,8 +266,17 @@ PRESETS: Mapping[str, Preset] = {
     "v2": Preset(
         name="v2",
         model=ModelConfig(
-            version="v2", nprop_grid=2, nprop_obs=1, nlag=1, lag_weights=(0.6, 0.4), hidden=7, t_ref_k=273.0,
-            t_scale_k=30.0, ocean_t_floor_k=271.35, freq_scale_ghz=100.0, ice_emis_init=None,
+            version="v2",
+            nprop_grid=2,
+            nprop_obs=1,
+            nlag=1,
+            lag_weights=(0.6, 0.4),
+            hidden=7,
+            t_ref_k=273.0,
+            t_scale_k=30.0,
+            ocean_t_floor_k=271.35,
+            freq_scale_ghz=100.0,
+            ice_emis_init=None,
             network_frequencies="reference",
         ),
         cost=CostConfig(
@@ -303,6 +317,13 @@ def get_preset(name: str) -> Preset:
 
 
 __all__ = [
-    "DataConfig", "ModelConfig", "CostConfig", "TrainingConfig", "Preset", "PRESETS", "V2_FORK_ANCHOR", "get_preset",
+    "DataConfig",
+    "ModelConfig",
+    "CostConfig",
+    "TrainingConfig",
+    "Preset",
+    "PRESETS",
+    "V2_FORK_ANCHOR",
+    "get_preset",
     "replace",
 ]

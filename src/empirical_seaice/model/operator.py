@@ -270,6 +270,32 @@ def _anchor_channel(cost: CostConfig, basis: ChannelBasis) -> int:
     )
 
 
+def _make_emissivity(model: ModelConfig, basis: ChannelBasis, generator: torch.Generator | None) -> EmissivityModel:
+    """The v1 linear or v2 network emissivity model of ``model`` (v2 with its network frequency table)."""
+    nprop = model.nprop_grid + model.nprop_obs
+    if model.version == "v1":
+        return LinearEmissivity(nprop, basis, generator, model.ice_emis_init)
+    return NetworkEmissivity(
+        nprop,
+        basis,
+        model.hidden,
+        model.freq_scale_ghz,
+        generator,
+        model.ice_emis_init,
+        freq_table_ghz=network_frequency_table(basis, model.network_frequencies),
+    )
+
+
+def _anchor(cost: CostConfig, basis: ChannelBasis, emissivity: EmissivityModel) -> int | None:
+    """Basis index of the anchored channel, or None when the v2 network is anchored at
+    ``cost.anchor_frequency_ghz`` (V polarisation) instead of at a channel."""
+    if cost.anchor_frequency_ghz is not None and not isinstance(emissivity, NetworkEmissivity):
+        raise SeaIceError("anchor_frequency_ghz: needs the v2 network (frequency input); use anchor_channels for v1")
+    if cost.anchor == "mean" and not isinstance(emissivity, LinearEmissivity):
+        raise SeaIceError("anchor: 'mean' (the e0 of the anchor channel) needs the v1 linear model; use 'floor' for v2")
+    return _anchor_channel(cost, basis) if cost.anchor_frequency_ghz is None else None
+
+
 class HybridNetwork(nn.Module):
     """The hybrid empirical-physical network (observation operator + cost).
 
@@ -290,7 +316,9 @@ class HybridNetwork(nn.Module):
     emissivity : EmissivityModel (LinearEmissivity for v1, NetworkEmissivity for v2)
     wind_coef : Parameter (nchan,), w_c, init 0.
     bias_ice_k, bias_ocean_k : Parameter (nsensor, nchan), init from the backgrounds.
-    anchor_channel : basis index of the anchor channel.
+    anchor_channel : basis index of the anchor channel; None when the v2 network is anchored at
+        ``CostConfig.anchor_frequency_ghz`` (the forward pass then returns ``emis_anchor``, the
+        network's V emissivity at that frequency, evaluated once more per observation).
     """
 
     def __init__(
@@ -329,27 +357,8 @@ class HybridNetwork(nn.Module):
         self.state = EmpiricalState(
             background.sic, background.nstep, model.nprop_grid, nobs, model.nprop_obs, model.lag_weights, sparse
         )
-        nprop = model.nprop_grid + model.nprop_obs
-        if model.version == "v1":
-            self.emissivity: EmissivityModel = LinearEmissivity(nprop, basis, generator, model.ice_emis_init)
-        else:
-            self.emissivity = NetworkEmissivity(
-                nprop,
-                basis,
-                model.hidden,
-                model.freq_scale_ghz,
-                generator,
-                model.ice_emis_init,
-                freq_table_ghz=network_frequency_table(basis, model.network_frequencies),
-            )
-        # the anchored emissivity: a basis channel's, or the v2 network's at an extra frequency (V pol)
-        self.anchor_channel = _anchor_channel(cost, basis) if cost.anchor_frequency_ghz is None else None
-        if cost.anchor_frequency_ghz is not None and not isinstance(self.emissivity, NetworkEmissivity):
-            raise SeaIceError("anchor_frequency_ghz: needs the v2 network (frequency input); use anchor_channels for v1")
-        if cost.anchor == "mean" and not isinstance(self.emissivity, LinearEmissivity):
-            raise SeaIceError(
-                "anchor: 'mean' (the e0 of the anchor channel) needs the v1 linear model; use 'floor' for v2"
-            )
+        self.emissivity = _make_emissivity(model, basis, generator)
+        self.anchor_channel = _anchor(cost, basis, self.emissivity)
 
         ns, nc = basis.nsensor, basis.nchan
         ice = np.array(basis.bias_ice_bg_k, dtype=np.float32).copy()
@@ -476,7 +485,9 @@ class HybridNetwork(nn.Module):
         if cc.false_ice_prior and cc.false_ice_shape == "smooth":
             s = cc.false_ice_peak_scaling
             p["false_ice"] = (
-                costs.false_ice_smooth_residual(sic, s), costs.false_ice_smooth_slope(sic, s), cc.false_ice_error
+                costs.false_ice_smooth_residual(sic, s),
+                costs.false_ice_smooth_slope(sic, s),
+                cc.false_ice_error,
             )
         elif cc.false_ice_prior:
             p["false_ice"] = (costs.false_ice_residual(sic), costs.false_ice_slope(sic), cc.false_ice_error)
