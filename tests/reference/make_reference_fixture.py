@@ -121,12 +121,30 @@ def _grads(tape, terms: dict, variables: dict, overrides: dict | None = None) ->
     out = {}
     for term, value in terms.items():
         tv = dict(variables, **(overrides or {}).get(term, {}))
-        for (name, var), g in zip(tv.items(), tape.gradient(value, list(tv.values()))):
+        for name, g in zip(tv, tape.gradient(value, list(tv.values())), strict=True):
             if g is None:
                 continue
             if isinstance(g, tf.IndexedSlices):
                 g = tf.convert_to_tensor(g)
             out[f"grad_{term}_{name}"] = np.asarray(g, dtype=np.float32)
+    return out
+
+
+def _saved_model_variables(sm, tmp: Path) -> dict[str, np.ndarray]:
+    """What the v1 reference's own ``SeaiceModel.save`` writes to ``models_*.nc`` for the names its
+    ``load`` reads: ``saved_<name>`` (values) and ``saved_dims`` ("name:dim,dim" strings)."""
+    import xarray as xr
+
+    class History:  # the one attribute save() reads from a Keras History
+        history = {"loss": [0.0]}
+
+    sm.save(History(), "fixture", str(tmp) + "/")
+    out, dims = {}, []
+    with xr.open_dataset(tmp / "models_fixture.nc") as ds:
+        for name in ("ice_coefs", "ice_emis", "ocean_emis_bias", "tb_bias"):
+            out[f"saved_{name}"] = np.asarray(ds[name].values)
+            dims.append(f"{name}:{','.join(ds[name].dims)}")
+    out["saved_dims"] = np.asarray(dims)
     return out
 
 
@@ -220,6 +238,7 @@ def make_v1(directory: Path, rng: np.random.Generator, tmp: Path) -> dict[str, n
     }
     grads = _grads(tape, terms, variables)
     emis = tf.keras.Model(sm.inputs, sm.emis_seaice)(x0).numpy()
+    saved = _saved_model_variables(sm, tmp)
     out = {
         "x0": x0,
         "obs_error": np.asarray(layers.obs_error, np.float32),
@@ -238,6 +257,7 @@ def make_v1(directory: Path, rng: np.random.Generator, tmp: Path) -> dict[str, n
         "b_ocean": b_ocean,
         "b_ice": b_ice,
         **init,
+        **saved,
         "tb": tb.numpy(),
         "emis_ice": emis,
         "term_obs": obs_term.numpy(),

@@ -604,6 +604,7 @@ def _save_model(
             setup=configs,
             epoch_losses=epoch_losses,
             batch_losses=batch_losses,
+            model_version=model_cfg.version,
         )
     )
     return files
