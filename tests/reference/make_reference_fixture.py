@@ -469,6 +469,30 @@ def make_v2(directory: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {f"v2_{k}": np.asarray(v) for k, v in out.items()}
 
 
+def make_adam(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Keras' Adam (``optimizer="adam"`` of both references: lr 1e-3, betas 0.9/0.999, eps 1e-7)
+    on a fixed sequence of gradients whose sizes span 1e-9 .. 1 (where eps matters and not)."""
+    import tensorflow as tf
+
+    n, steps = 16, 6
+    w0 = rng.normal(0.0, 0.01, n).astype(np.float32)  # small: float32 resolves the tiny updates
+    scale = (10.0 ** -(np.arange(n) % 10)).astype(np.float32)
+    grads = (rng.normal(0.0, 1.0, (steps, n)) * scale).astype(np.float32)
+    var = tf.Variable(w0)
+    opt = tf.keras.optimizers.Adam()
+    traj = []
+    for k in range(steps):
+        opt.apply_gradients([(tf.constant(grads[k]), var)])
+        traj.append(var.numpy().copy())
+    return {
+        "adam_w0": w0,
+        "adam_grads": grads,
+        "adam_traj": np.stack(traj),
+        "adam_epsilon": np.float32(opt.epsilon),
+        "adam_lr": np.float32(opt.learning_rate.numpy()),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reference-v1", type=Path, required=True, help="checkout of the ECMWF v1 repository")
@@ -484,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = make_v1(a.reference_v1.resolve(), rng, Path(tmp))
     data.update(make_v2(a.reference_v2.resolve(), rng))
+    data.update(make_adam(rng))
     data["tensorflow_version"] = np.asarray(tf.__version__)
     np.savez_compressed(a.output, **data)
     print(f"wrote {a.output} ({a.output.stat().st_size} bytes, {len(data)} arrays)")
