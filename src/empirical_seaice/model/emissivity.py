@@ -29,12 +29,16 @@ reference behaviour is ``init_emis=None``.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from empirical_seaice.sensors import ChannelBasis
+from empirical_seaice.sensors import ChannelBasis, network_frequency_table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from empirical_seaice.config import ModelConfig
 
 
 def _glorot_zero(layer: nn.Linear, generator: torch.Generator | None) -> None:
@@ -221,4 +225,24 @@ class NetworkEmissivity(EmissivityModel):
         return vh.reshape(-1).index_select(0, idx.reshape(-1)).reshape(nb, self.nchan)
 
 
-__all__ = ["EmissivityModel", "LinearEmissivity", "NetworkEmissivity"]
+def make_emissivity(
+    model: ModelConfig, basis: ChannelBasis, generator: torch.Generator | None = None
+) -> EmissivityModel:
+    """The emissivity model a ModelConfig describes: :class:`LinearEmissivity` (v1) or
+    :class:`NetworkEmissivity` (v2, given the frequency table of its ``network_frequencies``
+    convention), initialised with ``ice_emis_init``."""
+    nprop = model.nprop_grid + model.nprop_obs
+    if model.version == "v1":
+        return LinearEmissivity(nprop, basis, generator, model.ice_emis_init)
+    return NetworkEmissivity(
+        nprop,
+        basis,
+        model.hidden,
+        model.freq_scale_ghz,
+        generator,
+        model.ice_emis_init,
+        freq_table_ghz=network_frequency_table(basis, model.network_frequencies),
+    )
+
+
+__all__ = ["EmissivityModel", "LinearEmissivity", "NetworkEmissivity", "make_emissivity"]

@@ -73,10 +73,10 @@ from empirical_seaice.config import CostConfig, ModelConfig
 from empirical_seaice.cost import terms as costs
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import physics
-from empirical_seaice.model.emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity
+from empirical_seaice.model.emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity, make_emissivity
 from empirical_seaice.model.state import EmpiricalState
 from empirical_seaice.observations import BackgroundMaps, Observations
-from empirical_seaice.sensors import POL_V, ChannelBasis, network_frequency_table
+from empirical_seaice.sensors import POL_V, ChannelBasis
 
 PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction")
 """Per-observation float fields carried by a :class:`Batch`, in packing order."""
@@ -270,22 +270,6 @@ def _anchor_channel(cost: CostConfig, basis: ChannelBasis) -> int:
     )
 
 
-def _make_emissivity(model: ModelConfig, basis: ChannelBasis, generator: torch.Generator | None) -> EmissivityModel:
-    """The v1 linear or v2 network emissivity model of ``model`` (v2 with its network frequency table)."""
-    nprop = model.nprop_grid + model.nprop_obs
-    if model.version == "v1":
-        return LinearEmissivity(nprop, basis, generator, model.ice_emis_init)
-    return NetworkEmissivity(
-        nprop,
-        basis,
-        model.hidden,
-        model.freq_scale_ghz,
-        generator,
-        model.ice_emis_init,
-        freq_table_ghz=network_frequency_table(basis, model.network_frequencies),
-    )
-
-
 def _anchor(cost: CostConfig, basis: ChannelBasis, emissivity: EmissivityModel) -> int | None:
     """Basis index of the anchored channel, or None when the v2 network is anchored at
     ``cost.anchor_frequency_ghz`` (V polarisation) instead of at a channel."""
@@ -357,7 +341,7 @@ class HybridNetwork(nn.Module):
         self.state = EmpiricalState(
             background.sic, background.nstep, model.nprop_grid, nobs, model.nprop_obs, model.lag_weights, sparse
         )
-        self.emissivity = _make_emissivity(model, basis, generator)
+        self.emissivity = make_emissivity(model, basis, generator)
         self.anchor_channel = _anchor(cost, basis, self.emissivity)
 
         ns, nc = basis.nsensor, basis.nchan
