@@ -21,9 +21,11 @@ Initialisation: Keras defaults (glorot-uniform weights, zero biases) from
 the generator passed in. ``init_emis`` (ModelConfig.ice_emis_init) optionally
 sets the output biases so that the initial ice emissivity is about that
 value: with zero biases the v1 emissivity starts at 0 and the v2 one at
-~0.5 against an anchor of 0.93 / floor of 0.7 with error 1e-5, which a
-small run (a few hundred Adam steps at lr 1e-3) cannot recover from. The
-reference behaviour is ``init_emis=None``.
+~0.5 against an anchor of 0.93 / a floor of 0.8 (23.8 GHz V) with error
+1e-5, which a small run (a few hundred Adam steps at lr 1e-3) cannot
+recover from. The v1 reference initialises every bias to 0.93
+(``init_emis=0.93``), the v2 reference leaves them at zero
+(``init_emis=None``).
 """
 
 from __future__ import annotations
