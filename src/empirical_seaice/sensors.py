@@ -729,3 +729,32 @@ def build_channel_basis(sensor_names: Sequence[str], catalogue: SensorCatalogue 
         bias_error_k=np.array([s.bias_error_k for s in sensors], dtype=np.float32),
         catalogue=cat,
     )
+
+
+# ------------------------------------------------------- network frequency inputs
+NETWORK_FREQUENCIES = ("reference", "physical")
+"""Conventions for the frequency input of the v2 emissivity network (``ModelConfig.network_frequencies``)."""
+
+
+def network_frequency_table(basis: ChannelBasis, convention: str = "physical") -> np.ndarray:
+    """Frequency (GHz) that the v2 emissivity network is given for each channel on each sensor.
+
+    Both conventions come from the catalogue (``network_ghz`` and ``reference_network_ghz``):
+
+    - ``"physical"``: this project's (``basis.freq_ghz``: upper sideband 183.31 + d for the
+      183 GHz channels, 166.0, GMI's 36.64);
+    - ``"reference"``: the ECMWF v2 code's table (``basis.reference_freq_ghz``): 166.5, 183.31
+      for every 183 +/- d channel, 36.5 for GMI's 37 GHz, SSMIS's own frequencies.
+
+    A channel a sensor lacks gets the catalogue channel's value. Returns float32 (nsensor, nchan).
+
+    Raises
+    ------
+    SeaIceError
+        An unknown convention.
+    """
+    if convention == "physical":
+        return np.asarray(basis.freq_ghz, dtype=np.float32).copy()
+    if convention != "reference":
+        raise SeaIceError(f"network_frequencies: expected one of {', '.join(NETWORK_FREQUENCIES)}, got {convention!r}")
+    return np.asarray(basis.reference_freq_ghz, dtype=np.float32).copy()

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.sensors import POL_H, POL_NAMES, POL_QH, POL_QV, POL_V
+from empirical_seaice.sensors import POL_H, POL_NAMES, POL_QH, POL_QV, POL_V, network_frequency_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
@@ -266,8 +266,12 @@ def write_emissivity_coefficients(
         "sensor_name": (("sensor",), np.array(basis.sensor_names, dtype=object), {"long_name": "training sensor"}),
         "frequency": (
             ("sensor", "channel"),
-            np.asarray(basis.freq_ghz, dtype=np.float64),
-            {"units": "GHz", "long_name": "channel frequency on each sensor (input f of the v2 model)"},
+            np.asarray(network_frequency_table(basis, model.network_frequencies), dtype=np.float64),
+            {
+                "units": "GHz",
+                "long_name": "channel frequency on each sensor as given to the v2 model (input f), "
+                f"in the '{model.network_frequencies}' convention",
+            },
         ),
         "channel_present": (
             ("sensor", "channel"),
@@ -275,12 +279,6 @@ def write_emissivity_coefficients(
             {"units": "1", "long_name": "1 where the sensor has the channel"},
         ),
     }
-    if basis.reference_freq_ghz is not None:
-        coords["frequency_reference"] = (
-            ("sensor", "channel"),
-            np.asarray(basis.reference_freq_ghz, dtype=np.float64),
-            {"units": "GHz", "long_name": "channel frequency fed to the network by the reference v2 code"},
-        )
     norm = (
         f"x_T = max({model.t_ref_k:g} - T_skin[K], 0) / {model.t_scale_k:g}; "
         "P*, Q*: empirical state (dimensionless, as trained)"
@@ -305,6 +303,7 @@ def write_emissivity_coefficients(
         "t_ref_k": float(model.t_ref_k),
         "t_scale_k": float(model.t_scale_k),
         "freq_scale_ghz": float(model.freq_scale_ghz),
+        "network_frequencies": model.network_frequencies,
         "nprop_grid": int(model.nprop_grid),
         "nprop_obs": int(model.nprop_obs),
         "hidden_activation": "sigmoid" if v2 else "none",
@@ -509,6 +508,8 @@ class NumpyEmissivityModel:
         self.t_ref_k = float(attrs["t_ref_k"])
         self.t_scale_k = float(attrs["t_scale_k"])
         self.freq_scale_ghz = float(attrs["freq_scale_ghz"])
+        # files written before the convention was recorded were trained on the physical frequencies
+        self.network_frequencies = str(attrs.get("network_frequencies", "physical"))
         self.input_names = list(strings["input_name"])
         self.output_names = list(strings["output_name"])
         self.channel_names = list(strings["channel_name"])
@@ -653,8 +654,8 @@ class NumpyEmissivityModel:
     ) -> np.ndarray:
         """v2: ice emissivity (..., nch) of any catalogue sensor's channels (default: its used channels).
 
-        Each channel is evaluated at its network frequency on ``sensor``
-        (catalogue stored in the file). A cross-track sensor's QV / QH
+        Each channel is evaluated at its network frequency on ``sensor`` in the
+        model's convention (``network_frequencies``; catalogue stored in the file). A cross-track sensor's QV / QH
         channels need the scan (nadir) angle at the satellite, ``scan_angle_deg``
         (...,), or the local zenith angle ``zenith_deg`` (...,), converted with
         the sensor's altitude (:func:`scan_angle_deg_from_zenith`).
@@ -680,7 +681,8 @@ class NumpyEmissivityModel:
         cols = []
         for c in names:
             info = sens.channel_info[c]
-            vh = self.emissivity_vh(t_skin_k, props, info.freq_ghz)
+            f = info.reference_freq_ghz if self.network_frequencies == "reference" else info.freq_ghz
+            vh = self.emissivity_vh(t_skin_k, props, f)
             angle = 0.0 if scan_angle_deg is None else scan_angle_deg
             w = polarisation_weight_v(info.pol, angle)
             cols.append(w * vh[..., 0] + (1.0 - w) * vh[..., 1])  # exact e_V / e_H at w = 1 / 0
