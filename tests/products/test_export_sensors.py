@@ -17,7 +17,7 @@ from empirical_seaice.products.export import (
     scan_angle_deg_from_zenith,
     write_emissivity_coefficients,
 )
-from empirical_seaice.sensors import build_channel_basis
+from empirical_seaice.sensors import build_channel_basis, network_frequency_table
 
 
 @pytest.fixture
@@ -45,7 +45,10 @@ def test_numpy_evaluates_a_sounder_it_was_not_trained_on(imager_model):
     got = m.emissivity_sensor(t, props, "atms", zenith_deg=zenith)
     # torch: the same weights in a network built for ATMS, mixing by cos^2 of the scan angle
     atms = build_channel_basis(["atms"])
-    net = NetworkEmissivity(3, atms, cfg.hidden, cfg.freq_scale_ghz).double()
+    assert cfg.network_frequencies == "reference"  # the v2 preset: 183.31 GHz for every 183 channel
+    net = NetworkEmissivity(
+        3, atms, cfg.hidden, cfg.freq_scale_ghz, freq_table_ghz=network_frequency_table(atms, cfg.network_frequencies)
+    ).double()
     net.load_state_dict(
         {k: v.double() for k, v in em.state_dict().items() if k.startswith(("hidden", "output"))}, strict=False
     )
@@ -79,7 +82,7 @@ def test_onnx_channel_graph_equals_numpy(imager_model, tmp_path):
     props = rng.normal(0.0, 1.0, (n, 3))
     sens = m.catalogue().sensors["atms"]
     chans = [sens.channels[k] for k in rng.integers(0, len(sens.channels), n)]
-    freq = np.array([sens.channel_info[c].freq_ghz for c in chans])
+    freq = np.array([sens.channel_info[c].reference_freq_ghz for c in chans])  # the v2 preset's convention
     pol = np.array([sens.channel_info[c].pol for c in chans], dtype=np.int64)
     scan = scan_angle_deg_from_zenith(rng.uniform(0.0, 64.0, n), sens.altitude_km)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
