@@ -241,7 +241,14 @@ def write_products(
         except SeaIceError as exc:  # e.g. a run without 19/37 GHz channels
             log.warning("classic SIC not computed: %s", exc)
         if classic_maps is not None:
-            files.append(classic.write_classic_sic(output / f"classic_sic_{tag}.nc", classic_maps, obs))
+            files.append(
+                classic.write_classic_sic(
+                    output / f"classic_sic_{tag}.nc",
+                    classic_maps,
+                    obs,
+                    getattr(data_cfg, "steps_per_day", 1) if data_cfg else 1,
+                )
+            )
             lines += classic_summary(classic_maps, obs, background, network.state.sic_array(), truth)
 
     if options.plots:
