@@ -5,8 +5,9 @@ for the run's channels (default) or a list of channels or arbitrary
 frequencies, beside the SIC, the empirical state, the daily skin temperature,
 lon/lat and the time bounds of each step — for comparison with other
 emissivity datasets and atlases. CF-1.10 conventions
-(:mod:`empirical_seaice.io.cf`); chunked (one step per chunk) and zlib-compressed; written step block by step block so a year of a
-large grid never has to be in memory at once.
+(:mod:`empirical_seaice.io.cf`); chunked (one step per chunk) and
+zlib-compressed; written step block by step block so a year of a large grid
+never has to be in memory at once.
 
 Inputs of the model at grid point g and step t (PHYSICS.md step 3):
 
