@@ -236,7 +236,11 @@ def _colour_map(cmap: Any) -> Any:
     if not isinstance(cmap, str):
         return cmap
     try:
-        import cmocean
+        import warnings
+
+        with warnings.catch_warnings():  # cmocean 4.0 builds its maps with an argument matplotlib 3.11 deprecates
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import cmocean
 
         if cmap in cmocean.cm.cmapnames:
             return getattr(cmocean.cm, cmap)
@@ -314,9 +318,12 @@ def plot_maps(
     ncols = ncols or (2 if n == 4 else min(n, 3))
     nrows = int(np.ceil(n / ncols))
     panel = 3.6
-    fig = _figure(panel * ncols + 0.9, panel * nrows + 0.6)
-    fig.subplots_adjust(left=0.02, right=0.86, bottom=0.05, top=0.9, wspace=0.06, hspace=0.12)
-    cax = fig.add_axes((0.89, 0.15, 0.025, 0.7))
+    width, height = panel * ncols + 1.4, panel * nrows + 0.9
+    fig = _figure(width, height)
+    fig.subplots_adjust(
+        left=0.02, right=1 - 1.35 / width, bottom=0.45 / height, top=1 - 0.55 / height, wspace=0.06, hspace=0.12
+    )
+    cax = fig.add_axes((1 - 1.15 / width, 0.15, 0.22 / width, 0.7))
     pad = 1.0 * grid.spacing_km
     land = land_raster(grid, pad) if coastlines else None
     cm = _colour_map(cmap)
@@ -463,9 +470,7 @@ def plot_spectra(
     ax.set_xlabel("frequency (GHz)")
     ax.set_ylabel("sea ice emissivity")
     ax.grid(alpha=0.3)
-    ax.legend(
-        fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="V solid, H dashed", title_fontsize=7
-    )
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="V solid, H dashed", title_fontsize=7)
     ax.set_title(title or "sea ice emissivity spectra", fontsize=10)
     if trained_freqs_ghz:
         ax.text(
@@ -942,7 +947,11 @@ def make_plots(plot_dir: Path, inputs: PlotInputs) -> list[Path]:
         )
     paths.append(
         write_index(
-            plot_dir, entries, title=f"{d.title.rstrip(':')} report".strip(), summary=d.report, summary_text=d.report_text
+            plot_dir,
+            entries,
+            title=f"{d.title.rstrip(':')} report".strip(),
+            summary=d.report,
+            summary_text=d.report_text,
         )
     )
     return paths

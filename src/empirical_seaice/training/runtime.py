@@ -161,12 +161,15 @@ class RunProgress:
         if self.bar is not None:
             self.bar.set_description_str(self._label(f"training epoch {k}/{self.nepochs}"), refresh=False)
 
-    def update(self, n: int = 1, postfix: str | None = None) -> None:
-        """``n`` more batches done; ``postfix`` e.g. the running cost."""
+    def update(self, n: int = 1, postfix: str | None = None, refresh: bool = False) -> None:
+        """``n`` more batches done; ``postfix`` e.g. the running cost; ``refresh`` draws now
+        (the display otherwise redraws at most every 0.5 s)."""
         if self.bar is not None:
             if postfix is not None:
                 self.bar.set_postfix_str(postfix, refresh=False)
             self.bar.update(n)
+            if refresh:
+                self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:

@@ -305,7 +305,7 @@ class Trainer:
                 if b % 20 == 0 or b == nbatch - 1:
                     running = float(values[max(0, b - 19) : b + 1, -1].mean())
                     postfix = f"J/nobs={running:.4g}"
-                bar.update(1, postfix)
+                bar.update(1, postfix, refresh=b == nbatch - 1)
         wall = time.perf_counter() - t0
         cpu = time.process_time() - c0
         assert names is not None and values is not None
