@@ -296,7 +296,12 @@ def write_gridded_emissivity(
             if by_freq:
                 ds.createDimension("frequency", len(freq_ghz))
                 var(
-                    "frequency", "f4", ("frequency",), "GHz", "frequency of the emissivity", standard_name="radiation_frequency"
+                    "frequency",
+                    "f4",
+                    ("frequency",),
+                    "GHz",
+                    "frequency of the emissivity",
+                    standard_name="radiation_frequency",
                 )[:] = np.asarray(freq_ghz)
                 out_vars = [
                     var(

@@ -476,7 +476,8 @@ def plot_spectra(
         ax.text(
             1.02,
             0.0,
-            "Markers: frequencies of the channels trained on.\nBetween them the spectrum is the\nnetwork's interpolation.",
+            "Markers: frequencies of the channels trained on.\n"
+            "Between them the spectrum is the\nnetwork's interpolation.",
             transform=ax.transAxes,
             fontsize=7,
             va="bottom",
