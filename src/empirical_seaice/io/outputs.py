@@ -109,7 +109,14 @@ def write_dataset(ds: xr.Dataset, path: Path) -> Path:
     _check_attrs(ds)
     if "title" not in ds.attrs:
         raise ValueError(f"output {path.name} lacks a title")
-    ds = ds.copy()
+    # A coordinate that belongs to no data variable (e.g. time_bnds, the (sensor, channel) tables)
+    # would be listed in a global "coordinates" attribute, which CF does not define: make it a variable.
+    orphans = [
+        str(c)
+        for c in ds.coords
+        if c not in ds.dims and not any(set(ds[c].dims) <= set(v.dims) for v in ds.data_vars.values())
+    ]
+    ds = ds.reset_coords(orphans) if orphans else ds.copy()
     ds.attrs = cf.global_attributes(**ds.attrs)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:

@@ -174,6 +174,13 @@ def rasterise(lon: np.ndarray, lat: np.ndarray) -> MapGrid:
 _LAND_CACHE: dict[tuple, np.ndarray] = {}
 
 
+def map_extent(grid: MapGrid, pad_km: float) -> tuple[float, float]:
+    """A square map extent centred on the pole that holds every cell (km): the whole polar cap,
+    not only the grid's bounding box (a grid that ends at a coast would cut the land off)."""
+    r = max(abs(grid.x_edges[0]), abs(grid.x_edges[-1]), abs(grid.y_edges[0]), abs(grid.y_edges[-1])) + pad_km
+    return -r, r
+
+
 def land_raster(grid: MapGrid, pad_km: float, step_km: float | None = None):
     """Land (True) on a fine raster of the map area, from the GLOBE land mask of the
     ``global-land-mask`` package reduced to 1/12 degree and shipped here
@@ -185,8 +192,8 @@ def land_raster(grid: MapGrid, pad_km: float, step_km: float | None = None):
 
     from empirical_seaice.products.coastline import is_land
 
-    x_lo, x_hi = grid.x_edges[0] - pad_km, grid.x_edges[-1] + pad_km
-    y_lo, y_hi = grid.y_edges[0] - pad_km, grid.y_edges[-1] + pad_km
+    x_lo, x_hi = map_extent(grid, pad_km)
+    y_lo, y_hi = x_lo, x_hi
     step = step_km or max(9.0, max(x_hi - x_lo, y_hi - y_lo) / 600.0)
     xc = np.arange(x_lo, x_hi + step, step)
     yc = np.arange(y_lo, y_hi + step, step)
@@ -349,8 +356,8 @@ def plot_maps(
             ax.contourf(lx, ly, lm.astype(float), levels=[0.5, 1.5], colors=[LAND_COLOUR], zorder=3)
             ax.contour(lx, ly, lm.astype(float), levels=[0.5], colors="0.2", linewidths=0.5, zorder=3.5)
         _graticule(ax, grid, lat_bounds)
-        ax.set_xlim(grid.x_edges[0] - pad, grid.x_edges[-1] + pad)
-        ax.set_ylim(grid.y_edges[0] - pad, grid.y_edges[-1] + pad)
+        ax.set_xlim(*map_extent(grid, pad))
+        ax.set_ylim(*map_extent(grid, pad))
         ax.set_aspect("equal", adjustable="box")
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
@@ -963,6 +970,7 @@ __all__ = [
     "rasterise",
     "MapGrid",
     "land_raster",
+    "map_extent",
     "extent_area",
     "plot_time_series",
     "grid_spacing_km",
