@@ -449,8 +449,8 @@ def plot_spectra(
     """
     if not spectra:
         raise SeaIceError("plot_spectra: no spectrum to draw")
-    fig = _figure(10.5, 4.8)
-    ax = fig.add_axes((0.07, 0.12, 0.52, 0.76))
+    fig = _figure(9.5, 4.8)
+    ax = fig.add_axes((0.08, 0.12, 0.56, 0.76))
     colours = [f"C{k}" for k in range(10)]
     for k, (label, vh) in enumerate(spectra.items()):
         vh = np.asarray(vh, dtype=np.float64)
@@ -502,8 +502,8 @@ def plot_loss_curves(path: Path, losses: Mapping[str, np.ndarray], *, xlabel: st
     curves = {k: np.asarray(v, dtype=np.float64) for k, v in losses.items() if np.size(v)}
     if not curves:
         raise SeaIceError("plot_loss_curves: no loss values to draw")
-    fig = _figure(7.0, 4.5)
-    ax = fig.add_subplot(1, 1, 1)
+    fig = _figure(9.0, 4.5)
+    ax = fig.add_axes((0.08, 0.12, 0.6, 0.78))
     # Log scale (the terms span many decades); zero values (a term that is off
     # or inactive) are left out of the curve.
     warm = "warm_ice" in curves and np.nanmax(curves["warm_ice"]) > 0
@@ -511,9 +511,9 @@ def plot_loss_curves(path: Path, losses: Mapping[str, np.ndarray], *, xlabel: st
         v = np.where(v > 0, v, np.nan)
         label = name
         if name == "total" and warm:
-            label = "total (includes the monitor-only warm_ice)"
+            label = "total (includes the monitored warm_ice)"
         elif name == "warm_ice":
-            label = "warm_ice (monitored, no gradient unless --warm-ice effective)"
+            label = "warm_ice (monitored; no gradient by default)"
         if np.isfinite(v).any():
             ax.plot(
                 np.arange(1, v.size + 1),
@@ -528,7 +528,7 @@ def plot_loss_curves(path: Path, losses: Mapping[str, np.ndarray], *, xlabel: st
     ax.set_xlabel(xlabel)
     ax.set_ylabel("cost term (J / nobs)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     ax.set_title(title or f"cost terms per {xlabel}", fontsize=10)
     return _save(fig, path)
 
