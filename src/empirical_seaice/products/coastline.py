@@ -63,7 +63,7 @@ def is_land(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
     lon = np.asarray(lon, dtype=np.float64)
     m = _mask()
     i = np.clip(np.floor((90.0 - lat) * CELLS_PER_DEGREE).astype(np.int64), 0, m.shape[0] - 1)
-    j = np.floor((((lon + 180.0) % 360.0)) * CELLS_PER_DEGREE).astype(np.int64) % m.shape[1]
+    j = np.floor(((lon + 180.0) % 360.0) * CELLS_PER_DEGREE).astype(np.int64) % m.shape[1]
     return m[i, j]
 
 

@@ -236,21 +236,23 @@ def write_emissivity_coefficients(
         format=FORMAT_NAME,
         format_version=FORMAT_VERSION,
     )
-    attrs.update({
-        "model_version": model.version,
-        "equation": equation,
-        "inputs": ", ".join(names),
-        "input_normalisation": norm,
-        "t_ref_k": float(model.t_ref_k),
-        "t_scale_k": float(model.t_scale_k),
-        "freq_scale_ghz": float(model.freq_scale_ghz),
-        "nprop_grid": int(model.nprop_grid),
-        "nprop_obs": int(model.nprop_obs),
-        "hidden_activation": "sigmoid" if v2 else "none",
-        "output_activation": "sigmoid" if v2 else "identity",
-        "weight_orientation": "torch.nn.Linear: weight (out, in), y = weight @ x + bias",
-        **(provenance or Provenance()).attrs(),
-    })
+    attrs.update(
+        {
+            "model_version": model.version,
+            "equation": equation,
+            "inputs": ", ".join(names),
+            "input_normalisation": norm,
+            "t_ref_k": float(model.t_ref_k),
+            "t_scale_k": float(model.t_scale_k),
+            "freq_scale_ghz": float(model.freq_scale_ghz),
+            "nprop_grid": int(model.nprop_grid),
+            "nprop_obs": int(model.nprop_obs),
+            "hidden_activation": "sigmoid" if v2 else "none",
+            "output_activation": "sigmoid" if v2 else "identity",
+            "weight_orientation": "torch.nn.Linear: weight (out, in), y = weight @ x + bias",
+            **(provenance or Provenance()).attrs(),
+        }
+    )
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
     return _atomic_netcdf(ds, path)
 

@@ -34,10 +34,6 @@ def _num(x: Any) -> Any:
     return x if math.isfinite(x) else None
 
 
-def _per_channel(names: Sequence[str], values: Any) -> dict[str, Any]:
-    return {str(n): _num(v) for n, v in zip(names, np.asarray(values, dtype=np.float64).ravel(), strict=True)}
-
-
 def summary_dict(
     *,
     facts: Mapping[str, Any],

@@ -322,7 +322,8 @@ def _retrieve(
 
     st = network.state
     jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, data_cfg.steps_per_day)
-    result.files.append(out.write_seaice(
+    result.files.append(
+        out.write_seaice(
             p("seaice"),
             st.sic_array(),
             jd,
@@ -330,7 +331,8 @@ def _retrieve(
             background.lat,
             nlag=st.nlag,
             step_days=1.0 / data_cfg.steps_per_day,
-        ))
+        )
+    )
     result.files.append(
         out.write_properties_grid(
             p("properties_grid"),
