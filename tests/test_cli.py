@@ -251,7 +251,7 @@ def test_threads_apply_during_the_run_and_are_restored(monkeypatch, tmp_path):
 
 def test_help_imports_nothing_heavy():
     """`seaice-training -h` and `seaice-twin -h` stay quick: no torch, xarray, matplotlib, scipy
-    or land mask is imported before the arguments are parsed (timings: docs/outputs.md, not asserted)."""
+    or land mask is imported before the arguments are parsed (timings in the README, not asserted)."""
     import subprocess
     import sys
 

@@ -345,7 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # -h / --help
             return int(exc.code or 0)
+        from empirical_seaice.io.cf import set_command_line
         from empirical_seaice.run import train as pipeline  # imported after parsing so that `-h` stays fast
+
+        set_command_line(PROG, sys.argv[1:] if argv is None else argv)
 
         _setup_logging(-1 if args.quiet else args.verbose)
         data, preset, cost, training = configs_from_args(args)

@@ -21,7 +21,7 @@ import datetime as _dt
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +95,20 @@ def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_COMMAND: str | None = None
+
+
+def set_command_line(prog: str, argv: Sequence[str]) -> None:
+    """Record the command of this run (the CLI calls it with its arguments) for ``history``."""
+    global _COMMAND
+    _COMMAND = " ".join([prog, *(shlex.quote(str(a)) for a in argv)])
+
+
 def command_line() -> str:
-    """The command that runs (program name and arguments), for ``history``."""
+    """The command of this run, for ``history``: as recorded by :func:`set_command_line`,
+    else the process's ``sys.argv``."""
+    if _COMMAND is not None:
+        return _COMMAND
     prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
     return " ".join([prog, *(shlex.quote(a) for a in sys.argv[1:])])
 
