@@ -118,8 +118,7 @@ class CostConfig:
     warm_ice_factor: factor of the warm-ice term (4 in the reference).
     warm_ice_threshold_k: skin temperature above which ice is "warm" (K).
     anchor: "mean" (v1: mean 10v ice emissivity held at anchor_value) or "floor" (v2: one-sided floor).
-    anchor_channels: anchor channel, first one the run has (10v, else 24v as the reference; else 23.8qv,
-        a run of cross-track sounders only, which the reference does not have); unused when
+    anchor_channels: anchor channel, first one the run has (10v, else 24v); unused when
         anchor_frequency_ghz is set.
     anchor_frequency_ghz: v2 floor only: evaluate the network once more per observation at this
         frequency, V polarisation, and hold that emissivity above the floor (original v2: 23.8);
@@ -140,7 +139,7 @@ class CostConfig:
     warm_ice_factor: float = 4.0
     warm_ice_threshold_k: float = 273.2
     anchor: Literal["mean", "floor"] = "floor"
-    anchor_channels: tuple[str, ...] = ("10v", "24v", "23.8qv")
+    anchor_channels: tuple[str, ...] = ("10v", "24v")
     anchor_frequency_ghz: float | None = None
     anchor_value: float = 0.7
     anchor_error: float = 1e-5
