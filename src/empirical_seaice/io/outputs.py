@@ -32,7 +32,6 @@ readers/writers of NetCDF stay usable without the model.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ import numpy as np
 import xarray as xr
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS, Observations
 from empirical_seaice.sensors import ChannelBasis
 
@@ -118,13 +118,8 @@ def write_dataset(ds: xr.Dataset, path: Path) -> Path:
     """
     path = Path(path)
     _check_attrs(ds)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=_encoding(ds))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -430,13 +425,8 @@ def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> Path:
     import torch
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(dict(payload), tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

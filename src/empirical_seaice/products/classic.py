@@ -63,6 +63,7 @@ from pathlib import Path
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.observations import Observations
 
 log = logging.getLogger(__name__)
@@ -573,7 +574,8 @@ def write_classic_sic(path: Path, classic: ClassicSIC, obs: Observations) -> Pat
         },
     )
     path = Path(path)
-    ds.to_netcdf(path)
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp)
     return path
 
 

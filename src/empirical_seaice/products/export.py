@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io.transaction import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
@@ -142,13 +142,8 @@ def input_names(model: ModelConfig) -> list[str]:
 
 def _atomic_netcdf(ds: Any, path: Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -317,8 +312,7 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
         in_names, out_names = ["t_skin_k", "props"], ["emis"]
     axes = {name: {0: "n"} for name in in_names + out_names}
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
@@ -331,10 +325,6 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
                 dynamic_axes=axes,
                 opset_version=17,
             )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

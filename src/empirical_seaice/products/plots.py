@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io.transaction import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ def _figure(width_in: float, height_in: float):
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".") or "png")
     return path
 
 
@@ -332,7 +334,8 @@ def write_index(plot_dir: Path, entries: Sequence[tuple[str, str]], *, title: st
         )
     parts.append("</body></html>")
     path = plot_dir / "index.html"
-    path.write_text("\n".join(parts) + "\n")
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(parts) + "\n")
     return path
 
 
