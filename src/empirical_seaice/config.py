@@ -173,8 +173,8 @@ class TrainingConfig:
             raise SeaIceError(f"--validation-fraction: must be in [0, 1), got {self.validation_fraction}")
         if self.early_stopping and self.validation_fraction == 0.0:
             raise SeaIceError("--early-stopping needs --validation-fraction > 0")
-        if self.learning_rate <= 0:
-            raise SeaIceError(f"--learning-rate: must be > 0, got {self.learning_rate}")
+        if not 0 < self.learning_rate < float("inf"):  # also NaN, which passes a "<= 0" test
+            raise SeaIceError(f"--learning-rate: must be a finite number > 0, got {self.learning_rate}")
         if self.patience < 1:
             raise SeaIceError(f"--patience: must be >= 1, got {self.patience}")
 

@@ -302,10 +302,13 @@ def test_within_epoch_checkpoints_by_time(tmp_path):
     net, data = build(row, x, y)
     cfg = TrainingConfig(nepochs=1, batch_size=64, seed=0, reproducible=True, learning_rate=0.01)
     saved = []
-    trainer = Trainer(net, data, cfg, np.arange(500), None, 500, checkpoint_dir=tmp_path, progress=False,
-                      checkpoint_minutes=1e-9)
+    trainer = Trainer(
+        net, data, cfg, np.arange(500), None, 500, checkpoint_dir=tmp_path, progress=False, checkpoint_minutes=1e-9
+    )
     orig = trainer.save_checkpoint
-    trainer.save_checkpoint = lambda position=None: saved.append(None if position is None else position["batch"]) or orig(position)
+    trainer.save_checkpoint = lambda position=None: (
+        saved.append(None if position is None else position["batch"]) or orig(position)
+    )
     trainer.fit()
     assert saved == [1, 2, 3, 4, 5, 6, 7, None]  # every step boundary, then the epoch end
     with pytest.raises(SeaIceError, match="--checkpoint-minutes: must be >= 0"):
@@ -324,7 +327,16 @@ def test_resume_refuses_another_identity(tmp_path):
         ("learning_rate", 2e-3, "another --learning-rate: 0.001 then, 0.002 now"),
     ):
         other = TrainingConfig(nepochs=2, batch_size=32)
-        t = Trainer(net, data, other, np.arange(100), None, 100, checkpoint_dir=tmp_path, progress=False,
-                    identity={**ident, key: value})
+        t = Trainer(
+            net,
+            data,
+            other,
+            np.arange(100),
+            None,
+            100,
+            checkpoint_dir=tmp_path,
+            progress=False,
+            identity={**ident, key: value},
+        )
         with pytest.raises(SeaIceError, match=words):
             t.fit(resume=True)

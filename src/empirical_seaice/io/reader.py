@@ -522,17 +522,23 @@ def read_training_data(
     if nlag < 0:
         raise SeaIceError(f"nlag: must be >= 0, got {nlag}")
     files = find_data_files(config)
-    use_cache = cache_dir is not None and config.cache
-    key = None
-    if use_cache:
-        key = _cache.cache_key(files.input_files(), config, nlag)
+    inputs = files.input_files()
+    checksums = [_cache.file_checksum(f) for f in inputs]
+    digest = _cache.content_digest(inputs, checksums)
+    if not (cache_dir is not None and config.cache):
+        obs, background = _read_fresh(files, config, nlag)
+        obs.source_digest = digest
+        return obs, background
+    key = _cache.cache_key(inputs, config, nlag, checksums)
+    with _cache.locked(Path(cache_dir)):
         hit = _cache.load(Path(cache_dir), key)
         if hit is not None:
             log.info("training data loaded from cache %s", cache_dir)
+            hit[0].source_digest = digest
             return hit
-    obs, background = _read_fresh(files, config, nlag)
-    if use_cache:
+        obs, background = _read_fresh(files, config, nlag)
         _cache.save(Path(cache_dir), key, obs, background)
+    obs.source_digest = digest
     return obs, background
 
 

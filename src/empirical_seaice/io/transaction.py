@@ -301,7 +301,9 @@ class OutputLock:
                         self._break()
                     continue
                 if holder.get("host") == me["host"] and not pid_alive(int(holder.get("pid", -1)), holder.get("start")):
-                    log.warning("removing the stale lock %s of pid %s (no longer running)", self.path, holder.get("pid"))
+                    log.warning(
+                        "removing the stale lock %s of pid %s (no longer running)", self.path, holder.get("pid")
+                    )
                     self._break()
                     continue
                 where = f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('time')}"

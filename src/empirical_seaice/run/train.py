@@ -33,6 +33,7 @@ parameters gives bit-identical ``tbsim``.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -45,6 +46,7 @@ import torch
 from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, Preset, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
+from empirical_seaice.io import transaction as txn
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.sensors import build_channel_basis
@@ -66,6 +68,8 @@ class RunResult:
     truth : truth scores when the data has a truth.
     train_seconds : wall time of training (s).
     summary : the summary table ('' with ``--trainonly``).
+    health : the health checks after training (run.health.HealthReport; None with ``--diagsonly``).
+    manifest : the manifest of the published output set.
     """
 
     output: Path
@@ -79,6 +83,8 @@ class RunResult:
     truth: diag.TruthScores | None = None
     train_seconds: float = 0.0
     summary: str = ""
+    health: Any = None
+    manifest: dict[str, Any] | None = None
 
 
 # ------------------------------------------------------------------ config I/O
@@ -145,21 +151,6 @@ def _prepare_output(output: Path) -> None:
         raise SeaIceError(f"--output: {output} exists and is not a directory")
 
 
-class _OutputGuard:
-    """Remove what this run created in the output directory if a user error stops it."""
-
-    def __init__(self, output: Path):
-        self.output = output
-        self.existed = output.exists()
-        self.cache_existed = (output / "cache").exists()
-
-    def cleanup(self) -> None:
-        if not self.existed:
-            shutil.rmtree(self.output, ignore_errors=True)
-        elif not self.cache_existed:
-            shutil.rmtree(self.output / "cache", ignore_errors=True)
-
-
 def final_diagnostics(
     network,
     data,
@@ -170,22 +161,29 @@ def final_diagnostics(
     tag: str,
     nobs_total: int,
     result,
+    sim: diag.Simulation | None = None,
 ):
     """Simulate every observation with the trained model and state; write ``tbobs``, ``tbsim`` and
     ``ice_emis``; fill ``result.cost_after``, ``.departures_after``, ``.files`` and, when ``data_dir``
-    holds a twin truth, ``.truth``. Returns the truth (None without one). Shared by training runs and
+    holds a twin truth, ``.truth``. Returns the truth (None without one, or when it cannot be read:
+    a warning). ``sim``: the simulation after training when already done. Shared by training runs and
     retrievals."""
     from empirical_seaice.io.truth import read_truth
 
     basis = obs.basis
     p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
-    sim = diag.simulate(network, data, obs.nobs)
+    if sim is None:
+        sim = diag.simulate(network, data, obs.nobs)
     result.cost_after = _full_cost(network, obs, sim, nobs_total)
     result.departures_after = diag.departure_stats(obs, sim.tb)
     result.files.append(out.write_tbobs(p("tbobs"), obs, background.lon, background.lat))
     result.files.append(out.write_tb(p("tbsim"), sim.tb, basis, "tbsim", obs.mask))
     result.files.append(out.write_ice_emis(p("ice_emis"), sim.emis_ice, basis, obs.mask))
-    truth = read_truth(data_dir, obs)
+    try:
+        truth = read_truth(data_dir, obs)
+    except SeaIceError as exc:  # a truth/ folder that is not our twin's: score nothing, keep the run
+        log.warning("no truth scores: %s", exc)
+        truth = None
     if truth is not None:
         result.truth = diag.truth_scores(
             obs,
@@ -229,6 +227,9 @@ def run(
     resume: bool = False,
     progress: bool = True,
     products: Any = None,
+    force_outputs: bool = False,
+    checkpoint_minutes: float | None = None,
+    argv: Any = None,
 ) -> RunResult:
     """Run training and/or diagnostics and write the outputs (see the module docstring).
 
@@ -255,6 +256,12 @@ def run(
     products : empirical_seaice.products.write.ProductOptions, optional
         User products written at the end (export, gridded emissivity, classic
         SIC, plots); None = none (see :func:`empirical_seaice.products.write.write_products`).
+    force_outputs : bool
+        Write the outputs even when the health checks after training fail (marked as failed).
+    checkpoint_minutes : float, optional
+        Interval of the within-epoch checkpoints (default
+        :data:`~empirical_seaice.training.trainer.CHECKPOINT_MINUTES`; 0 = epoch ends only).
+    argv : the command line, recorded in the lock file and the manifest.
 
     Raises
     ------
@@ -262,9 +269,7 @@ def run(
         Any user-caused problem (flags, files, data); nothing is left behind in
         an output directory this run created.
     """
-    from empirical_seaice.training.history import TrainingHistory
-    from empirical_seaice.training.runtime import make_generator, resolve_device, split_observations
-    from empirical_seaice.training.trainer import Trainer
+    from empirical_seaice.training.runtime import resolve_device
 
     output = Path(output)
     model_cfg = preset.model if isinstance(preset, Preset) else preset
@@ -312,9 +317,11 @@ def run(
                 f"--resume: no epoch checkpoint {ckpt_dir / CHECKPOINT_NAME}; train without --resume first"
             )
 
-    guard = _OutputGuard(output)
+    run_set = txn.OutputSet(output, tag, argv=argv, inherit=diagsonly and modeltag == tag)
+    cache = _CacheGuard(output / "cache")
+    stage = run_set.begin()
     try:
-        return _run(
+        result = _run(
             data_cfg,
             model_cfg,
             cost_cfg,
@@ -330,15 +337,69 @@ def run(
             trainonly,
             resume,
             progress,
-            Trainer,
-            TrainingHistory,
-            make_generator,
-            split_observations,
             products,
+            stage,
+            run_set,
+            force_outputs,
+            checkpoint_minutes,
         )
-    except SeaIceError:
-        guard.cleanup()
+    except BaseException:
+        run_set.abort()
+        if not run_set.published:
+            cache.cleanup(output)
         raise
+    finally:
+        run_set.release()
+    return result
+
+
+class _CacheGuard:
+    """Remove the data cache again if this run created it and no other run of the directory uses it."""
+
+    def __init__(self, cache_dir: Path):
+        from empirical_seaice.io.cache import CACHE_SUBDIR
+
+        self.cache_dir = cache_dir
+        self.dir_existed = cache_dir.exists()
+        self.obs_existed = (cache_dir / CACHE_SUBDIR).exists()
+
+    def cleanup(self, output: Path) -> None:
+        from empirical_seaice.io.cache import CACHE_SUBDIR
+
+        if self.obs_existed:
+            return
+        for lock in output.glob(f"{txn.LOCK_PREFIX}*"):  # another live run of this directory may use the cache
+            pid = _lock_pid(lock)
+            if pid is not None and pid != os.getpid() and txn.pid_alive(pid):
+                return
+        shutil.rmtree(self.cache_dir / CACHE_SUBDIR, ignore_errors=True)
+        if not self.dir_existed:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+
+def _lock_pid(path: Path) -> int | None:
+    import json
+
+    try:
+        return int(json.loads(path.read_text()).get("pid"))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _identity(obs: Observations, model_cfg, cost_cfg, train_cfg) -> dict[str, Any]:
+    """What a ``--resume`` checkpoint must match: data content, period, model, cost, training options."""
+    plain = _configs_to_dict(DataConfig(data=Path(".")), model_cfg, cost_cfg, train_cfg, "")
+    return {
+        "data": obs.source_digest,
+        "period": [float(obs.jd_origin), int(obs.stepstart), int(obs.nstep)],
+        "nobs": int(obs.nobs),
+        "sensors": list(obs.basis.sensor_names),
+        "model": txn.config_hash(plain["model"]),
+        "cost": txn.config_hash(plain["cost"]),
+        "learning_rate": float(train_cfg.learning_rate),
+        "seed": int(train_cfg.seed),
+        "validation_fraction": float(train_cfg.validation_fraction),
+    }
 
 
 def _run(
@@ -357,14 +418,19 @@ def _run(
     trainonly,
     resume,
     progress,
-    Trainer,
-    TrainingHistory,
-    make_generator,
-    split_observations,
-    products=None,
+    products,
+    stage,
+    run_set,
+    force_outputs,
+    checkpoint_minutes,
 ):
     from empirical_seaice.io import read_training_data
     from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+    from empirical_seaice.run import interrupt
+    from empirical_seaice.run.health import HealthError, check_health, failure_attributes
+    from empirical_seaice.training.history import TrainingHistory
+    from empirical_seaice.training.runtime import make_generator, split_observations
+    from empirical_seaice.training.trainer import CHECKPOINT_MINUTES, CHECKPOINT_NAME, Trainer
 
     result = RunResult(output=output, tag=tag)
     # ---- 2. read and build
@@ -386,6 +452,11 @@ def _run(
     except ImportError:  # pragma: no cover - describe is optional
         pass
 
+    identity = _identity(obs, model_cfg, cost_cfg, train_cfg)
+    if resume:  # refuse another run's checkpoint before any work
+        state = Trainer.read_checkpoint(ckpt_dir / CHECKPOINT_NAME)
+        Trainer.check_identity(ckpt_dir / CHECKPOINT_NAME, state.get("identity"), identity)
+        del state
     generator = make_generator(train_cfg.seed)
     train_index, valid_index = split_observations(obs.nobs, train_cfg.validation_fraction, generator)
     nobs_train = int(train_index.size)
@@ -416,21 +487,19 @@ def _run(
         nobs_train = int(ckpt.get("nobs_train", nobs_train))
     network.to(device)
     data = ObservationTensors(obs, device)
-    output.mkdir(parents=True, exist_ok=True)
 
-    # ---- 3. initial diagnostics
+    # ---- 3. initial diagnostics (in memory: nothing is written before the health checks)
     sim0 = None
     if not trainonly and not diagsonly:
         sim0 = diag.simulate(network, data, obs.nobs)
         result.cost_before = _full_cost(network, obs, sim0, nobs_train)
         result.departures_before = diag.departure_stats(obs, sim0.tb)
-        result.files.append(
-            out.write_tb(out.output_path(output, "tbsim_initial", tag), sim0.tb, basis, "tbsim_initial", obs.mask)
-        )
-        del sim0
 
-    # ---- 4. train and save
+    # ---- 4. train, check, save
     history = None
+    sim = None
+    marks = None
+    status = "complete"
     if not diagsonly:
         trainer = Trainer(
             network,
@@ -442,41 +511,140 @@ def _run(
             checkpoint_dir=ckpt_dir,
             progress=progress,
             generator=generator,
+            checkpoint_minutes=CHECKPOINT_MINUTES if checkpoint_minutes is None else checkpoint_minutes,
+            identity=identity,
+            stop=interrupt.requested,
         )
         t1 = time.perf_counter()
-        history = trainer.fit(resume=resume)
+        with interrupt.training():
+            history = trainer.fit(resume=resume)
         result.train_seconds = time.perf_counter() - t1
         result.history = history
-        result.files += _save_model(
-            network,
-            history,
-            obs,
-            background,
-            data_cfg,
-            model_cfg,
-            cost_cfg,
-            train_cfg,
-            preset_name,
-            output,
-            tag,
-            nobs_train,
-            _before_state(result),
+        sim = diag.simulate(network, data, obs.nobs)
+        cost_after = _full_cost(network, obs, sim, nobs_train)
+        report = check_health(
+            network.state.sic_array(),
+            network.state.grid_properties_array(),
+            network.state.obs_properties_array(),
+            sim.emis_ice,
+            sim.tb,
+            np.asarray(obs.mask),
+            sim.sic,
+            list(basis.channel_names),
+            result.cost_before,
+            cost_after,
         )
-    else:
-        if ckpt.get("history") is not None:
-            history = TrainingHistory.from_state(ckpt["history"])
-            result.history = history
-        before = ckpt.get("before")
-        if before:  # the "before training" numbers of the trained run, for the summary
-            result.cost_before = dict(before["cost"])
-            result.departures_before = diag.DepartureStats(
-                count=np.asarray(before["count"]), mean=np.asarray(before["mean"]), std=np.asarray(before["std"])
+        result.health = report
+        if not report.ok:
+            if not force_outputs:
+                raise HealthError(
+                    f"{report.message()}; no outputs written, the checkpoint {ckpt_dir / CHECKPOINT_NAME} is kept "
+                    "for inspection (lower --learning-rate, or --force-outputs to write the outputs marked as failed)"
+                )
+            log.warning(
+                "%s; writing the outputs anyway (--force-outputs), marked health_check = failed", report.message()
             )
+            marks = failure_attributes(report)
+            status = "health-check-failed"
+    with txn.health_marks(marks):
+        if sim0 is not None:
+            result.files.append(
+                out.write_tb(out.output_path(stage, "tbsim_initial", tag), sim0.tb, basis, "tbsim_initial", obs.mask)
+            )
+            del sim0
+        if not diagsonly:
+            result.files += _save_model(
+                network,
+                history,
+                obs,
+                background,
+                data_cfg,
+                model_cfg,
+                cost_cfg,
+                train_cfg,
+                preset_name,
+                stage,
+                tag,
+                nobs_train,
+                _before_state(result),
+            )
+        else:
+            if ckpt.get("history") is not None:
+                history = TrainingHistory.from_state(ckpt["history"])
+                result.history = history
+            before = ckpt.get("before")
+            if before:  # the "before training" numbers of the trained run, for the summary
+                result.cost_before = dict(before["cost"])
+                result.departures_before = diag.DepartureStats(
+                    count=np.asarray(before["count"]), mean=np.asarray(before["mean"]), std=np.asarray(before["std"])
+                )
+        configs = _configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
+        try:
+            _diagnostics_and_products(
+                network,
+                data,
+                obs,
+                background,
+                data_cfg,
+                stage,
+                output,
+                tag,
+                nobs_train,
+                result,
+                sim,
+                trainonly,
+                diagsonly,
+                preset_name,
+                basis,
+                history,
+                products,
+            )
+        except Exception as exc:
+            if diagsonly:
+                raise
+            # the trained model is hours of work: publish it, say how to redo only what failed
+            with interrupt.deferred():
+                run_set.publish(configs, status="partial", message=str(exc))
+            what = str(exc) if isinstance(exc, SeaIceError) else f"{type(exc).__name__}: {exc}"
+            raise SeaIceError(
+                f"{what} -- the trained model is kept ({output}/model_{tag}.pt, {output}/seaice_{tag}.nc, ...): "
+                f"write the diagnostics and products again with --diagsonly --tag {tag}"
+            ) from (None if isinstance(exc, SeaIceError) else exc)
+        with interrupt.deferred():
+            result.manifest = run_set.publish(
+                configs, status=status, message="" if marks is None else marks["health_check_failures"]
+            )
+        interrupt.raise_pending()
+    result.files = [output / Path(f).relative_to(stage) if Path(f).is_relative_to(stage) else f for f in result.files]
+    return result
 
-    # ---- 5. final diagnostics
+
+def _diagnostics_and_products(
+    network,
+    data,
+    obs,
+    background,
+    data_cfg,
+    stage,
+    output,
+    tag,
+    nobs_train,
+    result,
+    sim,
+    trainonly,
+    diagsonly,
+    preset_name,
+    basis,
+    history,
+    products,
+):
+    """Step 5 and 6 of a run: final diagnostics, the summary, the user products (into the staging set)."""
+    truth = None
     if not trainonly:
-        truth = final_diagnostics(network, data, obs, background, Path(data_cfg.data), output, tag, nobs_train, result)
-        p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
+        truth = final_diagnostics(
+            network, data, obs, background, Path(data_cfg.data), stage, tag, nobs_train, result, sim=sim
+        )
+        p = lambda stem: out.output_path(stage, stem, tag)  # noqa: E731
         zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
         result.files.append(out.write_tb(p("tbzero"), zero.tb, basis, "tbzero", obs.mask))
         del zero
@@ -492,7 +660,6 @@ def _run(
             ),
             basis,
         )
-    # ---- 6. user products (export, gridded emissivity, classic SIC, plots)
     if products is not None:
         from empirical_seaice.products.write import write_products
 
@@ -501,7 +668,7 @@ def _run(
             network=network,
             obs=obs,
             background=background,
-            output=output,
+            output=stage,
             tag=tag,
             preset_name=preset_name,
             data_cfg=data_cfg,
@@ -510,8 +677,8 @@ def _run(
         )
         result.files += files
         if lines:
+            lines = [ln.replace(str(stage), str(output)) for ln in lines]
             result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)]) if result.summary else ""
-    return result
 
 
 def _title(preset_name, basis, obs, history, result, tag, diagsonly) -> str:
