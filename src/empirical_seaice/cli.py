@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument(
         "--nsteps", type=int, default=None, help="Number of time steps (usually days) in the model (default: all)."
     )
+    seed.add_argument(
+        "--start-date",
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="First day of the data's period (step 0 = the 21 UTC window ending that day); "
+        "default: from the bulk of the observations' Julian days.",
+    )
     seed.add_argument("--nepochs", type=int, default=8, help="Number of training epochs (default 8).")
     mode = seed.add_mutually_exclusive_group()
     mode.add_argument(
@@ -293,6 +300,7 @@ def configs_from_args(args: argparse.Namespace):
         nsteps=args.nsteps,
         seaice_background=args.seaice_background,
         tsfc_background=args.tsfc_background,
+        start_date=args.start_date,
     )
     cost: CostConfig = replace(preset.cost, warm_ice=args.warm_ice)
     training = TrainingConfig(
