@@ -66,9 +66,10 @@ PLAUSIBLE_JD = (2440587.5, 2488069.5)
 """Julian days of 1970-01-01 and 2100-01-01: a sensor whose median JULIAN_DAY is outside uses another
 date convention (MJD, days or seconds since an epoch) and is an error naming it."""
 
-OUTLIER_FRACTION = 0.01
-"""A run of days holding less than this share of all observations, separated from the rest by a day
-without any, lies outside the data's period (a stray timestamp): its observations are dropped."""
+OUTLIER_DENSITY = 0.1
+"""A run of days separated from the rest by a day without any observation, holding on average less than
+this fraction of the observations per day of the largest run, lies outside the data's period (stray
+timestamps): its observations are dropped."""
 
 SENSOR_LOSS_FRACTION = 0.01
 """A sensor losing more than this fraction of its observations to timestamps outside the data's
@@ -238,8 +239,10 @@ def _date_convention(values: np.ndarray) -> str:
     if 40000.0 <= med < 80000.0:
         return "Modified Julian Days (days since 1858-11-17: add 2400000.5)"
     if 2.0e6 <= med < 3.0e6:
-        year = 2000 + (med - 2451545.0) / 365.25
-        return f"Julian days of the year {year:.0f} (an epoch offset?)"
+        import datetime
+
+        day = datetime.date(2000, 1, 1) + datetime.timedelta(days=math.floor(med + 0.5 - 2451545.0))
+        return f"Julian days of the year {day.year} (an epoch offset?)"
     if 0.0 <= med < 40000.0:
         return "days since an epoch (e.g. 1950-01-01 or 1970-01-01)"
     if med > 1.0e8:
@@ -269,18 +272,17 @@ def _start_origin(start_date: str) -> float:
 
 
 def _bulk_period(reads: list[_SensorRead], config: DataConfig) -> tuple[float, int, int, int]:
-    """(jd_origin, last step) of the data's bulk: runs of days separated by a day without observations that
-    hold less than :data:`OUTLIER_FRACTION` of all observations are outside it."""
+    """(jd_origin, last step, first and last absolute window) of the data's bulk: runs of days separated by a
+    day without observations whose density is below :data:`OUTLIER_DENSITY` of the largest run's are outside."""
     n = config.steps_per_day
     jd = np.concatenate([r.julian_day[np.isfinite(r.julian_day)] for r in reads])
     win = np.floor(n * (jd - 0.375)).astype(np.int64)  # absolute window index
     uniq, counts = np.unique(win, return_counts=True)
     starts = np.flatnonzero(np.diff(uniq, prepend=uniq[0] - 2) > 1)
     totals = np.add.reduceat(counts, starts)
-    bulk = np.flatnonzero(totals >= OUTLIER_FRACTION * jd.size)
-    if bulk.size == 0:  # pragma: no cover - the largest run always holds >= 1% unless > 100 runs
-        bulk = np.array([int(np.argmax(totals))])
     ends = np.append(starts[1:], uniq.size) - 1
+    density = totals / (uniq[ends] - uniq[starts] + 1)
+    bulk = np.flatnonzero(density >= OUTLIER_DENSITY * density[int(np.argmax(totals))])
     w0, w1 = int(uniq[starts[bulk[0]]]), int(uniq[ends[bulk[-1]]])
     if config.start_date is not None:
         origin = _start_origin(config.start_date)
