@@ -87,7 +87,12 @@ def run_cli(argv: list) -> SimpleNamespace:
 
 def cli_command(argv: list) -> list[str]:
     """The command line of ``seaice-training argv`` in a fresh interpreter (for the kill tests)."""
-    return [sys.executable, "-c", "import sys; from empirical_seaice.cli import main; sys.exit(main())", *map(str, argv)]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from empirical_seaice.cli import main; sys.exit(main())",
+        *map(str, argv),
+    ]
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -226,11 +226,19 @@ def test_damaged_input(twin, tmp_path, untouched, edits, fragments):
 OVER_GOOD_CASES = [
     ("resume-other-lr", ["--resume", "--learning-rate", "2e-2"], ["--resume", "--learning-rate: 0.01 then, 0.02 now"]),
     ("resume-other-period", ["--resume", "--nsteps", "2"], ["--resume", "another period (--stepstart/--nsteps"]),
-    ("resume-other-sensors", ["--resume", "--sensors", "amsr2", "gmi"], ["--resume", "another training data", "train without --resume"]),
+    (
+        "resume-other-sensors",
+        ["--resume", "--sensors", "amsr2", "gmi"],
+        ["--resume", "another training data", "train without --resume"],
+    ),
     ("resume-other-model", ["--resume", "--model", "v1", "--sensors", "amsr2", "gmi", "ssmisf17"], ["--resume"]),
     ("resume-other-seed", ["--resume", "--seed", "3"], ["--resume", "another --seed: 0 then, 3 now"]),
     ("resume-other-batch", ["--resume", "--batchsize", "128"], ["--resume", "batch_size=256", "same flags"]),
-    ("diverged-lr-1e6", ["--learning-rate", "1e6"], ["health check failed", "cost term obs exploded", "--force-outputs"]),
+    (
+        "diverged-lr-1e6",
+        ["--learning-rate", "1e6"],
+        ["health check failed", "cost term obs exploded", "--force-outputs"],
+    ),
 ]
 
 
@@ -250,4 +258,3 @@ def test_a_held_lock_is_a_one_line_error(twin, good_copy, untouched):
     r = run_cli(["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "1", *FAST])
     assert_one_line_error(r, f"--tag {TAG}: another run (pid {os.getppid()}", "wait for it to finish or use another")
     assert lock.exists() and set_state(good_copy) == before
-

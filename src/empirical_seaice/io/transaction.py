@@ -286,7 +286,10 @@ class OutputLock:
             "argv": list(argv or []),
         }
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(me))
+        try:
+            tmp.write_text(json.dumps(me))
+        except OSError as exc:
+            raise write_error(self.path, exc) from None
         try:
             for _ in range(3):
                 try:
