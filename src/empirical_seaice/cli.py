@@ -321,6 +321,9 @@ def _setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     root = logging.getLogger("empirical_seaice")
     root.setLevel(level)
+    for h in root.handlers:  # the stream of this call (in-process callers redirect sys.stderr)
+        if getattr(h, "_seaice_cli", False):
+            h.setStream(sys.stderr)
     if not any(getattr(h, "_seaice_cli", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

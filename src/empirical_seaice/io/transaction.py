@@ -131,6 +131,10 @@ def _disk_problem(path: Path) -> str | None:
     return None
 
 
+class OutputWriteError(SeaIceError):
+    """An output file could not be written (full or read-only disk, ...); nothing was published."""
+
+
 def write_error(path: Path, exc: BaseException) -> SeaIceError:
     """A one-line :class:`SeaIceError` for a failed write of ``path`` (disk full, read-only, ...)."""
     code = getattr(exc, "errno", None)
@@ -142,7 +146,7 @@ def write_error(path: Path, exc: BaseException) -> SeaIceError:
     else:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         why = f"{type(exc).__name__}: {first[:200]}"
-    return SeaIceError(
+    return OutputWriteError(
         f"{path}: cannot write the file ({why}); free space or choose a writable --output "
         "(the previous outputs are unchanged)"
     )
@@ -595,6 +599,7 @@ __all__ = [
     "make_dir",
     "file_digest",
     "write_error",
+    "OutputWriteError",
     "OutputSet",
     "OutputLock",
     "current_set",

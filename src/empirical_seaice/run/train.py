@@ -602,6 +602,11 @@ def _run(
         except Exception as exc:
             if diagsonly:
                 raise
+            if isinstance(exc, txn.OutputWriteError):  # no room to publish: the old set stays
+                raise SeaIceError(
+                    f"{exc} -- the trained state is kept in {ckpt_dir / CHECKPOINT_NAME}: rerun the same "
+                    "command with --resume to write the outputs without training again"
+                ) from None
             # the trained model is hours of work: publish it, say how to redo only what failed
             with interrupt.deferred():
                 run_set.publish(configs, status="partial", message=str(exc))
