@@ -3,9 +3,10 @@
 ``TAG`` is the run tag (``--tag``). Every variable carries CF ``units`` and
 ``long_name``; masked values are NaN with ``_FillValue = NaN``; variables of
 more than :data:`COMPRESS_MIN_SIZE` elements are zlib-compressed. Each file is
-written to a temporary name in the same directory and renamed into place
-(:func:`os.replace`), so an interrupted run never leaves a half-written file
-under a final name.
+written through :func:`empirical_seaice.io.transaction.atomic_path` (temporary
+name, fsync, rename), so an interrupted run never leaves a half-written file
+under a final name; a run writes them into its staging set, published in one
+step (:class:`empirical_seaice.io.transaction.OutputSet`).
 
 ==========================  =========================================================
 file                         variables (dimensions)

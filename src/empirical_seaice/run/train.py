@@ -6,15 +6,20 @@
    (tag names, mode flags, the data path and background files, sensor names,
    the device, with ``--diagsonly`` the trained model ``model_MODELTAG.pt``,
    with ``--resume`` the epoch checkpoint). Nothing is created before this.
+   Then the run takes the tag's lock and opens its output set
+   (:class:`~empirical_seaice.io.transaction.OutputSet`): every file below is
+   written into the staging directory and published in one step at the end.
 2. **Read** the training data (memory-mapped cache in ``<output>/cache/``)
-   and build the :class:`~empirical_seaice.model.operator.HybridNetwork`. A
-   user-caused error here or later removes the output directory if this run
-   created it (or the cache it created in an existing one), so a bad input
-   never leaves a half-made output directory behind.
+   and build the :class:`~empirical_seaice.model.operator.HybridNetwork`;
+   with ``--resume``, check the checkpoint's identity first. A user-caused
+   error here or later removes only what this run created (its staging set,
+   its lock, a cache or output directory it created).
 3. Unless ``--trainonly``/``--diagsonly``: simulate every observation before
-   training (``tbsim_initial_TAG.nc``) and evaluate the full cost ``J``.
-4. **Train** (:class:`~empirical_seaice.training.trainer.Trainer`, epoch checkpoints
-   in ``<output>/checkpoints_TAG/``) and **save** the model: the PyTorch
+   training (``tbsim_initial``, kept in memory) and evaluate the full cost ``J``.
+4. **Train** (:class:`~empirical_seaice.training.trainer.Trainer`, checkpoints
+   in ``<output>/checkpoints_TAG/``; SIGINT/SIGTERM stop at a step boundary),
+   run the **health checks** (:mod:`empirical_seaice.run.health`; a failure writes
+   nothing unless ``force_outputs``) and **save** the model: the PyTorch
    checkpoint ``model_TAG.pt`` (state_dict + configuration, what
    ``--diagsonly`` reloads) and ``models_TAG.nc``, ``seaice_TAG.nc``,
    ``properties_grid_TAG.nc``, ``properties_obs_TAG.nc``. With
@@ -22,7 +27,9 @@
 5. Unless ``--trainonly``: final diagnostics ``tbobs``, ``tbsim``,
    ``tbzero``, ``ice_emis``; the cost after; with a twin truth in
    ``<data>/truth`` the truth scores; the summary table (returned, printed by
-   the CLI).
+   the CLI); the user products; then the set is published with its manifest.
+   A failure after training publishes what was written (``partial``: the
+   trained model is kept) unless the disk refused a write.
 
 ``--diagsonly`` uses the setup stored in the checkpoint (model and cost
 configuration, sensors, period and background files), so the diagnostics are
