@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 import pytest
+
 from .conftest import (
     FAST,
     TAG,

@@ -321,9 +321,10 @@ def _select_period(reads: list[_SensorRead], config: DataConfig, nstep_total_bg:
             log.warning("%s; dropped", what)
     nstep_data = last + 1
     if nstep_data < 1:
+        jd_last = max(np.nanmax(r.julian_day) for r in reads if np.isfinite(r.julian_day).any())
         raise SeaIceError(
-            f"--start-date {config.start_date}: after the last observation (Julian day "
-            f"{max(np.nanmax(r.julian_day) for r in reads if np.isfinite(r.julian_day).any()):.2f}); choose an earlier date"
+            f"--start-date {config.start_date}: after the last observation (Julian day {jd_last:.2f}); "
+            "choose an earlier date"
         )
     start = config.stepstart
     if start >= nstep_data:
@@ -352,8 +353,9 @@ def _check_sensor_kept(r: _SensorRead, config: DataConfig, nsteps: int) -> None:
     path = r.files.path("JULIAN_DAY")
     name = r.files.sensor.name
     if r.keep.size == 0:
+        steps = f"{config.stepstart}..{config.stepstart + nsteps - 1}"
         raise SeaIceError(
-            f"{path}: sensor {name} has no valid observation in steps {config.stepstart}..{config.stepstart + nsteps - 1} "
+            f"{path}: sensor {name} has no valid observation in steps {steps} "
             f"({r.nobs_file} rows in its files); remove it from --sensors, or choose a period it covers"
         )
     jd, grid = r.julian_day, r.per_obs["igrid"]

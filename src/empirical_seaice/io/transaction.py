@@ -431,7 +431,8 @@ class OutputSet:
         self.tag = tag
         self.argv = list(argv or [])
         self.inherit = inherit
-        self.run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{_host()}-{os.getpid()}"
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        self.run_id = f"{stamp}-{_host()}-{os.getpid()}-{os.urandom(3).hex()}"  # unique within a process too
         self.lock = OutputLock(self.output, tag)
         self.tag_dir = self.output / SETS_DIR / tag
         self.stage = self.tag_dir / self.run_id
@@ -458,7 +459,7 @@ class OutputSet:
                 if not d.exists():
                     make_dir(d)
                     self._created_dirs.append(d)
-            make_dir(self.stage)
+            self.stage.mkdir()  # new: never a published set's directory
             if self.inherit:
                 self._inherit()
         except BaseException:

@@ -102,62 +102,80 @@ def check_health(
     cost_before, cost_after : the full cost J by term before / after training (None: no "before").
     """
     rep = HealthReport()
-    sic = np.asarray(sic_map, dtype=np.float64)
     mask = np.asarray(mask, dtype=bool)
-    arrays = {"SIC": sic, "state P": props_grid, "state Q": props_obs}
-    for name, arr in {
-        **arrays,
+    checks = {
+        "SIC": sic_map,
+        "state P": props_grid,
+        "state Q": props_obs,
         "simulated TB": np.where(mask, tb_sim, 0.0),
         "ice emissivity": np.where(mask, emis_ice, 0.5),
-    }.items():
+    }
+    for name, arr in checks.items():
         a = np.asarray(arr)
         if a.size and not np.isfinite(a).all():
             rep.failures.append(f"{name} has {int((~np.isfinite(a)).sum())} non-finite values")
     if rep.failures:
         return rep
-    if sic.size:
-        out = (sic < SIC_RANGE[0]) | (sic > SIC_RANGE[1])
-        rep.figures["sic_min"], rep.figures["sic_max"] = float(sic.min()), float(sic.max())
-        rep.figures["sic_out_fraction"] = _frac(out)
-        if _frac(out) > SIC_OUT_FRACTION or sic.min() < SIC_LIMIT[0] or sic.max() > SIC_LIMIT[1]:
-            rep.failures.append(
-                f"SIC from {sic.min():.3g} to {sic.max():.3g}, {100 * _frac(out):.1f}% of values outside "
-                f"[{SIC_RANGE[0]:g}, {SIC_RANGE[1]:g}]"
-            )
+    _check_sic(rep, np.asarray(sic_map, dtype=np.float64))
     for name, arr in (("P", props_grid), ("Q", props_obs)):
-        a = np.asarray(arr)
-        if a.size:
-            m = float(np.abs(a).max())
-            rep.figures[f"state_{name}_max_abs"] = m
-            if m > STATE_LIMIT:
-                rep.failures.append(f"empirical state {name} reaches |{name}| = {m:.3g} (limit {STATE_LIMIT:g})")
-    ice = np.asarray(sic_obs) > EMIS_SIC_MIN
-    if ice.any():
-        e = np.asarray(emis_ice)[ice]
-        m = mask[ice]
-        bad = m & ((e <= EMIS_RANGE[0]) | (e > EMIS_RANGE[1]))
-        frac = bad.sum() / max(m.sum(), 1)
-        rep.figures["emis_out_fraction"] = float(frac)
-        rep.figures["emis_max"] = float(np.where(m, e, -np.inf).max())
-        rep.figures["emis_min"] = float(np.where(m, e, np.inf).min())
-        if frac > EMIS_OUT_FRACTION:
-            per = bad.sum(axis=0) / np.maximum(m.sum(axis=0), 1)
-            worst = int(np.argmax(per))
-            rep.failures.append(
-                f"ice emissivity outside (0, 1] for {100 * frac:.1f}% of the {int(ice.sum())} observations with "
-                f"SIC > {EMIS_SIC_MIN:g} (from {rep.figures['emis_min']:.3g} to {rep.figures['emis_max']:.3g}; "
-                f"worst channel {channel_names[worst]}: {100 * per[worst]:.0f}%)"
-            )
+        _check_state(rep, name, np.asarray(arr))
+    _check_emissivity(rep, np.asarray(emis_ice), mask, np.asarray(sic_obs) > EMIS_SIC_MIN, channel_names)
     if cost_before:
-        jb, ja = cost_before.get("obs", 0.0), cost_after.get("obs", 0.0)
-        rep.figures["obs_cost_ratio"] = ja / jb if jb > 0 else 0.0
-        if jb > 0 and ja > DEPARTURE_FACTOR * jb:
-            rep.failures.append(f"departures worse than before training (J_o {jb:.4g} -> {ja:.4g})")
-        total = max(cost_before.get("total", 0.0), 1.0)
-        for term, value in cost_after.items():
-            if term != "total" and value > EXPLODE_FACTOR * total:
-                rep.failures.append(f"cost term {term} exploded ({cost_before.get(term, 0.0):.4g} -> {value:.4g})")
+        _check_costs(rep, cost_before, cost_after)
     return rep
+
+
+def _check_sic(rep: HealthReport, sic: np.ndarray) -> None:
+    if not sic.size:
+        return
+    out = (sic < SIC_RANGE[0]) | (sic > SIC_RANGE[1])
+    rep.figures.update(sic_min=float(sic.min()), sic_max=float(sic.max()), sic_out_fraction=_frac(out))
+    if _frac(out) > SIC_OUT_FRACTION or sic.min() < SIC_LIMIT[0] or sic.max() > SIC_LIMIT[1]:
+        rep.failures.append(
+            f"SIC from {sic.min():.3g} to {sic.max():.3g}, {100 * _frac(out):.1f}% of values outside "
+            f"[{SIC_RANGE[0]:g}, {SIC_RANGE[1]:g}]"
+        )
+
+
+def _check_state(rep: HealthReport, name: str, a: np.ndarray) -> None:
+    if not a.size:
+        return
+    m = float(np.abs(a).max())
+    rep.figures[f"state_{name}_max_abs"] = m
+    if m > STATE_LIMIT:
+        rep.failures.append(f"empirical state {name} reaches |{name}| = {m:.3g} (limit {STATE_LIMIT:g})")
+
+
+def _check_emissivity(rep: HealthReport, emis: np.ndarray, mask: np.ndarray, ice: np.ndarray, names) -> None:
+    if not ice.any():
+        return
+    e, m = emis[ice], mask[ice]
+    bad = m & ((e <= EMIS_RANGE[0]) | (e > EMIS_RANGE[1]))
+    frac = bad.sum() / max(m.sum(), 1)
+    rep.figures.update(
+        emis_out_fraction=float(frac),
+        emis_max=float(np.where(m, e, -np.inf).max()),
+        emis_min=float(np.where(m, e, np.inf).min()),
+    )
+    if frac > EMIS_OUT_FRACTION:
+        per = bad.sum(axis=0) / np.maximum(m.sum(axis=0), 1)
+        worst = int(np.argmax(per))
+        rep.failures.append(
+            f"ice emissivity outside (0, 1] for {100 * frac:.1f}% of the {int(ice.sum())} observations with "
+            f"SIC > {EMIS_SIC_MIN:g} (from {rep.figures['emis_min']:.3g} to {rep.figures['emis_max']:.3g}; "
+            f"worst channel {names[worst]}: {100 * per[worst]:.0f}%)"
+        )
+
+
+def _check_costs(rep: HealthReport, before: dict[str, float], after: dict[str, float]) -> None:
+    jb, ja = before.get("obs", 0.0), after.get("obs", 0.0)
+    rep.figures["obs_cost_ratio"] = ja / jb if jb > 0 else 0.0
+    if jb > 0 and ja > DEPARTURE_FACTOR * jb:
+        rep.failures.append(f"departures worse than before training (J_o {jb:.4g} -> {ja:.4g})")
+    total = max(before.get("total", 0.0), 1.0)
+    for term, value in after.items():
+        if term != "total" and value > EXPLODE_FACTOR * total:
+            rep.failures.append(f"cost term {term} exploded ({before.get(term, 0.0):.4g} -> {value:.4g})")
 
 
 def failure_attributes(report: HealthReport) -> dict[str, str]:
