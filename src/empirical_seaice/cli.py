@@ -324,7 +324,7 @@ def _setup_logging(verbosity: int) -> None:
     root.setLevel(level)
     for h in root.handlers:  # the stream of this call (in-process callers redirect sys.stderr)
         if getattr(h, "_seaice_cli", False):
-            h.setStream(sys.stderr)
+            h.stream = sys.stderr  # not setStream: it flushes the old stream, which may be closed
     if not any(getattr(h, "_seaice_cli", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
