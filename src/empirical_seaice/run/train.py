@@ -75,6 +75,7 @@ class RunResult:
     truth : truth scores when the data has a truth.
     train_seconds : wall time of training (s).
     summary : the summary table ('' with ``--trainonly``).
+    summary_data : the same as data (``summary_TAG.json``), None with ``--trainonly``.
     health : the health checks after training (run.health.HealthReport; None with ``--diagsonly``).
     manifest : the manifest of the published output set.
     """
@@ -90,6 +91,7 @@ class RunResult:
     truth: diag.TruthScores | None = None
     train_seconds: float = 0.0
     summary: str = ""
+    summary_data: dict[str, Any] | None = None
     health: Any = None
     manifest: dict[str, Any] | None = None
 
@@ -263,7 +265,7 @@ def run(
     resume : bool
         Resume training from the epoch checkpoint in ``<output>/checkpoints_TAG``.
     progress : bool
-        Progress bar on stderr.
+        One progress display for the run on stderr (stages, training ETA).
     products : empirical_seaice.products.write.ProductOptions, optional
         User products written at the end (export, gridded emissivity, classic
         SIC, plots); None = none (see :func:`empirical_seaice.products.write.write_products`).
@@ -435,6 +437,58 @@ def _run(
     force_outputs,
     checkpoint_minutes,
 ):
+    from empirical_seaice.training.runtime import RunProgress
+
+    display = RunProgress(progress)
+    try:
+        return _run_stages(
+            data_cfg,
+            model_cfg,
+            cost_cfg,
+            train_cfg,
+            output,
+            tag,
+            preset_name,
+            basis,
+            device,
+            ckpt,
+            ckpt_dir,
+            diagsonly,
+            trainonly,
+            resume,
+            display,
+            products,
+            stage,
+            run_set,
+            force_outputs,
+            checkpoint_minutes,
+        )
+    finally:
+        display.close()
+
+
+def _run_stages(
+    data_cfg,
+    model_cfg,
+    cost_cfg,
+    train_cfg,
+    output,
+    tag,
+    preset_name,
+    basis,
+    device,
+    ckpt,
+    ckpt_dir,
+    diagsonly,
+    trainonly,
+    resume,
+    display,
+    products,
+    stage,
+    run_set,
+    force_outputs,
+    checkpoint_minutes,
+):
     from empirical_seaice.io import read_training_data
     from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
     from empirical_seaice.run import interrupt
@@ -444,7 +498,9 @@ def _run(
     from empirical_seaice.training.trainer import CHECKPOINT_MINUTES, CHECKPOINT_NAME, Trainer
 
     result = RunResult(output=output, tag=tag)
+    t_run = time.perf_counter()
     # ---- 2. read and build
+    display.stage("reading data")
     t0 = time.perf_counter()
     obs, background = read_training_data(data_cfg, model_cfg.nlag, cache_dir=output / "cache")
     if tuple(obs.basis.channel_names) != tuple(basis.channel_names):  # pragma: no cover - reader contract
@@ -468,6 +524,7 @@ def _run(
         state = Trainer.read_checkpoint(ckpt_dir / CHECKPOINT_NAME)
         Trainer.check_identity(ckpt_dir / CHECKPOINT_NAME, state.get("identity"), identity)
         del state
+    display.stage("packing observations")
     generator = make_generator(train_cfg.seed)
     train_index, valid_index = split_observations(obs.nobs, train_cfg.validation_fraction, generator)
     nobs_train = int(train_index.size)
@@ -502,6 +559,7 @@ def _run(
     # ---- 3. initial diagnostics (in memory: nothing is written before the health checks)
     sim0 = None
     if not trainonly and not diagsonly:
+        display.stage("initial diagnostics")
         sim0 = diag.simulate(network, data, obs.nobs)
         result.cost_before = _full_cost(network, obs, sim0, nobs_train)
         result.departures_before = diag.departure_stats(obs, sim0.tb)
@@ -520,7 +578,7 @@ def _run(
             valid_index,
             nobs_train,
             checkpoint_dir=ckpt_dir,
-            progress=progress,
+            progress=display,
             generator=generator,
             checkpoint_minutes=CHECKPOINT_MINUTES if checkpoint_minutes is None else checkpoint_minutes,
             identity=identity,
@@ -531,8 +589,8 @@ def _run(
             history = trainer.fit(resume=resume)
         result.train_seconds = time.perf_counter() - t1
         result.history = history
+        display.stage("health checks")
         sim = diag.simulate(network, data, obs.nobs)
-        cost_after = _full_cost(network, obs, sim, nobs_train)
         report = check_health(
             network.state.sic_array(),
             network.state.grid_properties_array(),
@@ -543,7 +601,7 @@ def _run(
             sim.sic,
             list(basis.channel_names),
             result.cost_before,
-            cost_after,
+            _full_cost(network, obs, sim, nobs_train),
         )
         result.health = report
         if not report.ok:
@@ -564,6 +622,7 @@ def _run(
             )
             del sim0
         if not diagsonly:
+            display.stage("saving the model")
             result.files += _save_model(
                 network,
                 history,
@@ -590,26 +649,9 @@ def _run(
                     count=np.asarray(before["count"]), mean=np.asarray(before["mean"]), std=np.asarray(before["std"])
                 )
         configs = _configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
+        ctx = _Stages(display, t_run, stage, output, tag, preset_name, data_cfg, basis, trainonly, diagsonly)
         try:
-            _diagnostics_and_products(
-                network,
-                data,
-                obs,
-                background,
-                data_cfg,
-                stage,
-                output,
-                tag,
-                nobs_train,
-                result,
-                sim,
-                trainonly,
-                diagsonly,
-                preset_name,
-                basis,
-                history,
-                products,
-            )
+            _diagnostics_and_products(network, data, obs, background, nobs_train, result, sim, history, products, ctx)
         except Exception as exc:
             if diagsonly:
                 raise
@@ -626,47 +668,50 @@ def _run(
                 f"{what} -- the trained model is kept ({output}/model_{tag}.pt, {output}/seaice_{tag}.nc, ...): "
                 f"write the diagnostics and products again with --diagsonly --tag {tag}"
             ) from (None if isinstance(exc, SeaIceError) else exc)
+        display.stage("publishing")
         with interrupt.deferred():
             result.manifest = run_set.publish(
                 configs, status=status, message="" if marks is None else marks["health_check_failures"]
             )
         interrupt.raise_pending()
     result.files = [output / Path(f).relative_to(stage) if Path(f).is_relative_to(stage) else f for f in result.files]
+    display.stage("done")
     return result
 
 
-def _diagnostics_and_products(
-    network,
-    data,
-    obs,
-    background,
-    data_cfg,
-    stage,
-    output,
-    tag,
-    nobs_train,
-    result,
-    sim,
-    trainonly,
-    diagsonly,
-    preset_name,
-    basis,
-    history,
-    products,
-):
-    """Step 5 and 6 of a run: final diagnostics, the summary, the user products (into the staging set)."""
+@dataclass
+class _Stages:
+    """What steps 5-7 of a run need besides the model and the data."""
+
+    display: Any
+    t_run: float
+    stage: Path
+    output: Path
+    tag: str
+    preset_name: str
+    data_cfg: Any
+    basis: Any
+    trainonly: bool
+    diagsonly: bool
+
+
+def _diagnostics_and_products(network, data, obs, background, nobs_train, result, sim, history, products, ctx):
+    """Steps 5-7 of a run, into the staging set: final diagnostics and the summary, the user products
+    and the report, the summary files."""
+    stage, output, tag = ctx.stage, ctx.output, ctx.tag
     truth = None
-    if not trainonly:
+    if not ctx.trainonly:
+        ctx.display.stage("diagnostics")
         truth = final_diagnostics(
-            network, data, obs, background, Path(data_cfg.data), stage, tag, nobs_train, result, sim=sim
+            network, data, obs, background, Path(ctx.data_cfg.data), stage, tag, nobs_train, result, sim=sim
         )
-        p = lambda stem: out.output_path(stage, stem, tag)  # noqa: E731
+        p = lambda name: out.output_path(stage, name, tag)  # noqa: E731
         zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
-        result.files.append(out.write_tb(p("tbzero"), zero.tb, basis, "tbzero", obs.mask))
+        result.files.append(out.write_tb(p("tbzero"), zero.tb, ctx.basis, "tbzero", obs.mask))
         del zero
         result.summary = diag.format_summary(
             diag.RunDiagnostics(
-                title=_title(preset_name, basis, obs, history, result, tag, diagsonly),
+                title=_title(ctx.preset_name, ctx.basis, obs, history, result, tag, ctx.diagsonly),
                 cost_before=result.cost_before,
                 cost_after=result.cost_after,
                 departures_before=result.departures_before,
@@ -674,11 +719,18 @@ def _diagnostics_and_products(
                 truth=result.truth,
                 notes=(f"outputs: {output}/*_{tag}.nc",),
             ),
-            basis,
+            ctx.basis,
         )
+    summary = None
+    if not ctx.trainonly:
+        summary = run_summary(
+            result, ctx.preset_name, ctx.data_cfg, obs, history, ctx.diagsonly, time.perf_counter() - ctx.t_run
+        )
+    # ---- 6. user products (export, gridded emissivity, classic SIC, plots and the report)
     if products is not None:
         from empirical_seaice.products.write import write_products
 
+        ctx.display.stage("products")
         files, lines = write_products(
             products,
             network=network,
@@ -686,15 +738,64 @@ def _diagnostics_and_products(
             background=background,
             output=stage,
             tag=tag,
-            preset_name=preset_name,
-            data_cfg=data_cfg,
-            truth=None if trainonly else truth,
+            preset_name=ctx.preset_name,
+            data_cfg=ctx.data_cfg,
+            truth=None if ctx.trainonly else truth,
             history=history,
+            report=summary,
+            report_text=result.summary,
+            progress=ctx.display,
         )
         result.files += files
         if lines:
             lines = [ln.replace(str(stage), str(output)) for ln in lines]
             result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)]) if result.summary else ""
+    # ---- 7. the summary beside the outputs: summary_TAG.txt and summary_TAG.json
+    if summary is not None:
+        from empirical_seaice.products.report import write_summary_files
+
+        summary["run"]["wall_seconds"] = round(time.perf_counter() - ctx.t_run, 2)
+        result.summary_data = summary
+        result.files += write_summary_files(stage, tag, result.summary, summary)
+
+
+def run_summary(result: RunResult, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float) -> dict:
+    """The run's summary as data (:func:`empirical_seaice.products.report.summary_dict`)."""
+    from empirical_seaice.io.cf import code_version, now_iso
+    from empirical_seaice.products.report import summary_dict
+    from empirical_seaice.products.write import provenance_of
+
+    prov = provenance_of(result.tag, preset_name, data_cfg, obs)
+    facts = {
+        "tag": result.tag,
+        "mode": "diagnostics of a trained model" if diagsonly else "training",
+        "preset": preset_name,
+        "sensors": list(obs.basis.sensor_names),
+        "period_start": prov.period_start,
+        "period_end": prov.period_end,
+        "stepstart": int(obs.stepstart),
+        "nsteps": int(obs.nstep),
+        "nobs": int(obs.nobs),
+        "ngrid": int(obs.ngrid),
+        "epochs": int(history.nepochs) if history is not None else None,
+        "train_seconds": round(result.train_seconds, 2) if not diagsonly else None,
+        "obs_per_s": round(float(history.obs_per_s)) if history is not None and not diagsonly else None,
+        "wall_seconds": round(wall_s, 2),
+        "data": str(data_cfg.data),
+        "output": str(result.output),
+        "code_version": code_version(),
+        "date_created": now_iso(),
+    }
+    return summary_dict(
+        facts=facts,
+        channel_names=list(obs.basis.channel_names),
+        sensor_names=list(obs.basis.sensor_names),
+        cost_before=result.cost_before,
+        cost_after=result.cost_after,
+        departures_before=result.departures_before,
+        departures_after=result.departures_after,
+        truth=result.truth,
+    )
 
 
 def _title(preset_name, basis, obs, history, result, tag, diagsonly) -> str:
@@ -760,10 +861,25 @@ def _save_model(
     p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
     st = network.state
     jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, data_cfg.steps_per_day)
-    files.append(out.write_seaice(p("seaice"), st.sic_array(), jd, background.lon, background.lat, nlag=st.nlag))
+    files.append(
+        out.write_seaice(
+            p("seaice"),
+            st.sic_array(),
+            jd,
+            background.lon,
+            background.lat,
+            nlag=st.nlag,
+            step_days=1.0 / data_cfg.steps_per_day,
+        )
+    )
     files.append(
         out.write_properties_grid(
-            p("properties_grid"), st.grid_properties_array(), jd[st.nlag :], background.lon, background.lat
+            p("properties_grid"),
+            st.grid_properties_array(),
+            jd[st.nlag :],
+            background.lon,
+            background.lat,
+            step_days=1.0 / data_cfg.steps_per_day,
         )
     )
     files.append(out.write_properties_obs(p("properties_obs"), st.obs_properties_array()))

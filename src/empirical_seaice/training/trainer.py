@@ -38,7 +38,7 @@ from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam, dense_adam
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
-from empirical_seaice.training.runtime import make_generator, progress_bar, reproducible_mode
+from empirical_seaice.training.runtime import RunProgress, make_generator, reproducible_mode
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,9 @@ class Trainer:
     checkpoint_dir : Path or None
         Where ``checkpoint.pt`` is written at each epoch end; None = no
         checkpoints.
-    progress : bool
-        Show a tqdm progress bar on stderr.
+    progress : bool or RunProgress
+        Show the progress on stderr: True = a display of its own, or the run's
+        :class:`~empirical_seaice.training.runtime.RunProgress` (its training stage).
     generator : torch.Generator or None
         The run's generator; None = :func:`make_generator` ``(config.seed)``.
         Share it with the network (sampled priors) and
@@ -118,7 +119,7 @@ class Trainer:
         valid_index: np.ndarray | None,
         nobs_total: int,
         checkpoint_dir: Path | None = None,
-        progress: bool = True,
+        progress: bool | RunProgress = True,
         generator: torch.Generator | None = None,
         checkpoint_minutes: float = CHECKPOINT_MINUTES,
         identity: Mapping[str, Any] | None = None,
@@ -146,7 +147,8 @@ class Trainer:
             raise SeaIceError("--early-stopping needs held-out observations (--validation-fraction > 0)")
         self.nobs_total = int(nobs_total)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.progress = progress
+        self.progress = progress if isinstance(progress, RunProgress) else RunProgress(bool(progress))
+        self._own_progress = not isinstance(progress, RunProgress)
         self.generator = generator if generator is not None else make_generator(config.seed)
         self.device = data_device(data, network)
         self.optimizers = self._build_optimizers()
@@ -321,8 +323,11 @@ class Trainer:
             t_start = time.perf_counter()
             self._last_checkpoint = time.monotonic()
             wall_before = self.history.wall_time_s
+            nbatch = (self.train_index.numel() + cfg.batch_size - 1) // cfg.batch_size
+            self.progress.start_training(cfg.nepochs, nbatch, self.epoch)
             while self.epoch < cfg.nepochs and not self.history.stopped_early:
                 position, self._position = self._position, None
+                self.progress.epoch(self.epoch + 1)
                 self._train_epoch(position)
                 self.flush()
                 if self.valid_index is not None:
@@ -337,11 +342,13 @@ class Trainer:
                     path = self.save_checkpoint()
                     reason = self.stop() if self.stop is not None else None
                     if reason and self.epoch < cfg.nepochs:
+                        self._close_own_progress()
                         raise RunInterrupted(
                             f"interrupted by {reason} after epoch {self.epoch}; checkpoint {path} written: "
                             "rerun the same command with --resume to continue",
                             exit_code=143 if reason == "SIGTERM" else 130,
                         )
+            self._close_own_progress()
             if cfg.early_stopping and self._best_state is not None:
                 self.network.load_state_dict(self._best_state)
                 logger.info("restored the parameters of the best epoch %d", self.history.best_epoch + 1)
@@ -366,7 +373,7 @@ class Trainer:
         else:
             perm = self.train_index[torch.randperm(n, generator=self.generator)].to(self.device)
         sizes = np.diff(np.minimum(np.arange(nbatch + 1) * bs, n))
-        bar = progress_bar(nbatch, f"epoch {self.epoch + 1}/{cfg.nepochs}", self.progress)
+        bar = self.progress if self.progress.enabled else None
         if bar is not None and first:
             bar.update(first)
         deferred = next((opt for opt in self.optimizers if isinstance(opt, DeferredAdam)), None)
@@ -409,17 +416,16 @@ class Trainer:
                     names = tuple(terms) + ("total",)
                     values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
                 values[b] = torch.stack([*terms.values(), loss])  # 0-d terms; no graph under no_grad
-            if bar is not None and (b % 20 == 0 or b == nbatch - 1):
-                running = float(values[max(0, b - 19) : b + 1, -1].mean())
-                bar.set_postfix_str(f"J/nobs={running:.4g}", refresh=b == nbatch - 1)
             if bar is not None:
-                bar.update(1)
+                postfix = None
+                if b % 20 == 0 or b == nbatch - 1:
+                    running = float(values[max(0, b - 19) : b + 1, -1].mean())
+                    postfix = f"J/nobs={running:.4g}"
+                bar.update(1, postfix, refresh=b == nbatch - 1)
             if b + 1 < nbatch:
-                self._step_boundary(b + 1, nbatch, where, bar)
+                self._step_boundary(b + 1, nbatch, where)
         wall = wall0 + time.perf_counter() - t0
         cpu = cpu0 + time.process_time() - c0
-        if bar is not None:
-            bar.close()
         assert names is not None and values is not None
         if not all(np.isfinite(values.cpu().numpy()).ravel()):
             bad = [nm for nm, ok in zip(names, torch.isfinite(values).all(dim=0).tolist()) if not ok]
@@ -432,7 +438,11 @@ class Trainer:
         self.history.epoch_cpu_s.append(cpu)
         self.history.epoch_obs_per_s.append(n / wall if wall > 0 else 0.0)
 
-    def _step_boundary(self, b: int, nbatch: int, where: Callable[[int], dict[str, Any]], bar: Any) -> None:
+    def _close_own_progress(self) -> None:
+        if self._own_progress:
+            self.progress.close()
+
+    def _step_boundary(self, b: int, nbatch: int, where: Callable[[int], dict[str, Any]]) -> None:
         """Between two steps: a requested stop (signal) or a due within-epoch checkpoint."""
         reason = self.stop() if self.stop is not None else None
         due = self.checkpoint_s > 0 and time.monotonic() - self._last_checkpoint >= self.checkpoint_s
@@ -444,8 +454,7 @@ class Trainer:
             return
         path = self.save_checkpoint(where(b))
         if reason:
-            if bar is not None:
-                bar.close()
+            self._close_own_progress()
             raise RunInterrupted(
                 f"interrupted by {reason} in epoch {self.epoch + 1} after step {b} of {nbatch}; checkpoint "
                 f"{path} written: rerun the same command with --resume to continue",
