@@ -108,6 +108,7 @@ def test_help_exits_zero(capsys):
         "--no-progress",
         "--resume",
         "--ice-emis-init",
+        "--angle-input",
         "--threads",
     ):
         assert flag in out, flag
@@ -138,6 +139,8 @@ def _fails(argv, capsys, *needles):
         (["--early-stopping"], ("--early-stopping", "--validation-fraction")),
         (["--learning-rate", "0"], ("--learning-rate",)),
         (["--ice-emis-init", "1.5"], ("--ice-emis-init", "1.5")),
+        (["--angle-input", "on", "--model", "v1"], ("--angle-input", "v1")),
+        (["--angle-input", "yes"], ("--angle-input", "yes")),
         (["--threads", "0"], ("--threads", "0")),
         (["--stepstart", "-2"], ("--stepstart",)),
         (["--nsteps", "0"], ("--nsteps",)),
@@ -278,3 +281,10 @@ def test_twin_cli_presets_are_the_twin_presets():
     from empirical_seaice.twin.presets import TWIN_PRESETS
 
     assert PRESET_NAMES == tuple(sorted(TWIN_PRESETS))
+
+
+def test_angle_input_flag_sets_the_model_config():
+    p = cli.build_parser()
+    for flag, value in (("preset", False), ("auto", None), ("on", True), ("off", False)):
+        _, preset, _, _ = cli.configs_from_args(p.parse_args(["--data", ".", "--angle-input", flag]))
+        assert preset.model.angle_input is value, flag

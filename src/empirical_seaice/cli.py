@@ -180,6 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
         "effective (differentiable) (default diagnostic).",
     )
     ours.add_argument(
+        "--angle-input",
+        choices=("preset", "auto", "on", "off"),
+        default="preset",
+        help="v2: give the network the cosine of the view (local zenith) angle as an input: auto = when "
+        "the run has a cross-track sensor; default: the preset's (off in v2, as in the reference).",
+    )
+    ours.add_argument(
         "--ice-emis-init",
         type=float,
         default=None,
@@ -314,6 +321,12 @@ def configs_from_args(args: argparse.Namespace):
         if not 0.0 < args.ice_emis_init < 1.0:
             raise SeaIceError(f"--ice-emis-init: expected 0 < E < 1, got {args.ice_emis_init}")
         preset = replace(preset, model=replace(preset.model, ice_emis_init=args.ice_emis_init))
+    angle = getattr(args, "angle_input", "preset")
+    if angle != "preset":
+        if preset.model.version != "v2":
+            raise SeaIceError(f"--angle-input: only the v2 network takes the angle, not --model {args.model}")
+        value = {"auto": None, "on": True, "off": False}[angle]
+        preset = replace(preset, model=replace(preset.model, angle_input=value))
     sensors = tuple(args.sensors) if args.sensors else preset.sensors
     data = DataConfig(
         data=args.data,

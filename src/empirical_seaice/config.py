@@ -82,6 +82,9 @@ class ModelConfig:
         table: 166.5 GHz, 183.31 GHz for every 183 +/- d channel, 36.5 GHz for GMI's 37 GHz) or
         "physical" (each channel's actual frequency: 166.0, 183.31 + d, GMI 36.64). Saved with the
         model and the export, so a trained network is always evaluated with its own convention.
+    angle_input: the v2 network also takes cos(theta) of the observation's local zenith (view)
+        angle (the conical imagers' incidence, a cross-track sounder's ZENITH); None = on when the
+        run has a cross-track sensor (off in the reference-exact v2 preset).
     """
 
     version: Literal["v1", "v2"] = "v2"
@@ -96,6 +99,7 @@ class ModelConfig:
     freq_scale_ghz: float = 100.0
     ice_emis_init: float | None = None
     network_frequencies: Literal["reference", "physical"] = "physical"
+    angle_input: bool | None = None
 
     def __post_init__(self) -> None:
         if self.network_frequencies not in ("reference", "physical"):
@@ -290,6 +294,7 @@ PRESETS: Mapping[str, Preset] = {
             freq_scale_ghz=100.0,
             ice_emis_init=None,
             network_frequencies="reference",
+            angle_input=False,
         ),
         cost=CostConfig(
             sic_error=0.002,
