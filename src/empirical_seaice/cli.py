@@ -175,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads of torch's operators (default 1: the network's operations are "
         "small, and more threads were 20x slower on a shared 2-core machine).",
     )
+    ours.add_argument(
+        "--distributed",
+        action="store_true",
+        help="Train sharded over the processes of a torchrun launch (on by itself when torchrun starts "
+        "more than one process): grid points split by observation count, gloo on CPU, nccl on GPU "
+        "(README 'Training on several processes').",
+    )
     ours.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
     ours.add_argument(
         "--resume", action="store_true", help="Resume training from the last epoch checkpoint of this tag in --output."
@@ -352,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 resume=args.resume,
                 progress=not args.no_progress,
                 products=products,
+                distributed=args.distributed,
             )
         finally:
             _set_threads(threads_before)
@@ -370,7 +378,7 @@ def _retrieve(args: argparse.Namespace, data, training, products) -> int:
 
     if args.modeltag is None:
         raise SeaIceError("--retrieve: give the trained model with --modeltag TAG (its model_TAG.pt in --output)")
-    for flag in ("diagsonly", "trainonly", "resume"):
+    for flag in ("diagsonly", "trainonly", "resume", "distributed"):
         if getattr(args, flag):
             raise SeaIceError(f"--retrieve: --{flag} does not apply to a retrieval")
     result = run_retrieval(

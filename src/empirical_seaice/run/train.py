@@ -170,16 +170,18 @@ def final_diagnostics(
     tag: str,
     nobs_total: int,
     result,
+    sim: diag.Simulation | None = None,
 ):
     """Simulate every observation with the trained model and state; write ``tbobs``, ``tbsim`` and
     ``ice_emis``; fill ``result.cost_after``, ``.departures_after``, ``.files`` and, when ``data_dir``
     holds a twin truth, ``.truth``. Returns the truth (None without one). Shared by training runs and
-    retrievals."""
+    retrievals. ``sim``: the simulation when already made (a sharded run gathers it from its ranks)."""
     from empirical_seaice.io.truth import read_truth
 
     basis = obs.basis
     p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
-    sim = diag.simulate(network, data, obs.nobs)
+    if sim is None:
+        sim = diag.simulate(network, data, obs.nobs)
     result.cost_after = _full_cost(network, obs, sim, nobs_total)
     result.departures_after = diag.departure_stats(obs, sim.tb)
     result.files.append(out.write_tbobs(p("tbobs"), obs, background.lon, background.lat))
@@ -229,6 +231,7 @@ def run(
     resume: bool = False,
     progress: bool = True,
     products: Any = None,
+    distributed: bool = False,
 ) -> RunResult:
     """Run training and/or diagnostics and write the outputs (see the module docstring).
 
@@ -255,6 +258,10 @@ def run(
     products : empirical_seaice.products.write.ProductOptions, optional
         User products written at the end (export, gridded emissivity, classic
         SIC, plots); None = none (see :func:`empirical_seaice.products.write.write_products`).
+    distributed : bool
+        Train sharded over the processes of a ``torchrun`` launch
+        (:mod:`empirical_seaice.run.sharded`); also on when the launch
+        environment says more than one process.
 
     Raises
     ------
@@ -304,6 +311,12 @@ def run(
     basis = build_channel_basis(data_cfg.sensors)
     device = resolve_device(train_cfg.device)
     ckpt_dir = output / f"checkpoints_{tag}"
+    ctx = _rank_context(distributed, device, diagsonly)
+    if ctx is not None:
+        return _run_sharded(
+            ctx, data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, basis, ckpt_dir, trainonly, resume,
+            progress, products,
+        )  # fmt: skip
     if resume:
         from empirical_seaice.training.trainer import CHECKPOINT_NAME
 
@@ -339,6 +352,47 @@ def run(
     except SeaIceError:
         guard.cleanup()
         raise
+
+
+def _rank_context(distributed: bool, device: torch.device, diagsonly: bool):
+    """The :class:`~empirical_seaice.run.sharded.RankContext` of a sharded run (the process group
+    joined), or None for a single process."""
+    from empirical_seaice.training import distributed as tdist
+
+    env = tdist.launch_environment()
+    if env is None:
+        if distributed:
+            raise SeaIceError(
+                "--distributed: not started by torchrun (RANK and WORLD_SIZE unset); launch with "
+                "torchrun --nproc-per-node N -m empirical_seaice.cli ... (README 'Training on several processes')"
+            )
+        return None
+    if not distributed and env.world_size == 1:
+        return None
+    if diagsonly:
+        raise SeaIceError("--diagsonly: runs in one process; start it without torchrun and --distributed")
+    from empirical_seaice.run.sharded import RankContext
+
+    rank_device = tdist.rank_device(device, env)
+    tdist.init_process_group(env, rank_device)
+    return RankContext(env=env, device=rank_device)
+
+
+def _run_sharded(ctx, *args):
+    """:func:`~empirical_seaice.run.sharded.run_sharded`; rank 0 removes what it created on a user
+    error, and every rank leaves the process group."""
+    from empirical_seaice.run.sharded import run_sharded
+    from empirical_seaice.training import distributed as tdist
+
+    guard = _OutputGuard(args[4])
+    try:
+        return run_sharded(ctx, *args)
+    except SeaIceError:
+        if ctx.root:
+            guard.cleanup()
+        raise
+    finally:
+        tdist.destroy_process_group()
 
 
 def _run(
@@ -480,18 +534,7 @@ def _run(
         zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
         result.files.append(out.write_tb(p("tbzero"), zero.tb, basis, "tbzero", obs.mask))
         del zero
-        result.summary = diag.format_summary(
-            diag.RunDiagnostics(
-                title=_title(preset_name, basis, obs, history, result, tag, diagsonly),
-                cost_before=result.cost_before,
-                cost_after=result.cost_after,
-                departures_before=result.departures_before,
-                departures_after=result.departures_after,
-                truth=result.truth,
-                notes=(f"outputs: {output}/*_{tag}.nc",),
-            ),
-            basis,
-        )
+        result.summary = _summary(preset_name, basis, obs, history, result, tag, diagsonly, output)
     # ---- 6. user products (export, gridded emissivity, classic SIC, plots)
     if products is not None:
         from empirical_seaice.products.write import write_products
@@ -512,6 +555,22 @@ def _run(
         if lines:
             result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)]) if result.summary else ""
     return result
+
+
+def _summary(preset_name, basis, obs, history, result, tag, diagsonly, output) -> str:
+    """The summary table printed after a run."""
+    return diag.format_summary(
+        diag.RunDiagnostics(
+            title=_title(preset_name, basis, obs, history, result, tag, diagsonly),
+            cost_before=result.cost_before,
+            cost_after=result.cost_after,
+            departures_before=result.departures_before,
+            departures_after=result.departures_after,
+            truth=result.truth,
+            notes=(f"outputs: {output}/*_{tag}.nc",),
+        ),
+        basis,
+    )
 
 
 def _title(preset_name, basis, obs, history, result, tag, diagsonly) -> str:
@@ -553,8 +612,10 @@ def _save_model(
     tag: str,
     nobs_train: int,
     before: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write model_TAG.pt, models_TAG.nc, seaice_TAG.nc and the two properties files."""
+    """Write model_TAG.pt, models_TAG.nc, seaice_TAG.nc and the two properties files
+    (``extra``: further entries of model_TAG.pt, e.g. the partition of a sharded run)."""
     configs = _configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
     # contiguous copies: the state tables are views into the optimiser's slab (weights + moments)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
@@ -571,6 +632,7 @@ def _save_model(
                 "nstep": obs.nstep,
                 "nobs_train": nobs_train,
                 "before": before,
+                **(extra or {}),
             },
         )
     ]
