@@ -1,0 +1,179 @@
+"""Training sharded over 2 processes (torchrun, gloo, the real CLI) against a single-process run.
+
+Both runs use the same global batch, seed and ``--reproducible`` on a small twin
+(200 km grid north of 65 N, 3 days, half the swath points: ~5,600 observations
+on 346 grid points), 3 epochs of 128-observation batches (~130 steps).
+
+What must match and why:
+
+- ``tbsim_initial`` (every observation simulated with the initial, identical
+  parameters, by the two ranks on their shards and gathered): *identical*.
+  Each observation's forward model reads only its own rows and the shared
+  parameters, so the shard it is computed in must not matter.
+- The trained SIC map, empirical state and shared parameters: equal up to
+  float32 rounding. The sharded step sums the shared parameters' gradients
+  in another order (each rank's rows, then over the ranks), and Adam divides
+  each gradient by its own running RMS, so rounding differences of 1e-7 do not
+  stay at 1e-7: a gradient near zero can change its sign. The size of that
+  noise was measured by starting a *single-process* run one float32 ulp
+  away (the network's hidden weights ``nextafter``): after 3 epochs on the
+  ``tiny`` twin it moved SIC by 8.5e-6, the grid properties by 1.4e-4, the
+  observation property by 2.4e-5 and the network weights by 3.6e-7; the
+  2-process run differed from the single-process one by 1.1e-5, 1.4e-4,
+  2.5e-5 and 6.9e-7. The tolerances below are ten times that noise floor, and
+  a thousand times smaller than what training moves (SIC by ~0.3, the
+  properties by ~0.5).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from empirical_seaice import cli
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+TAG = "d"
+FLAGS = [
+    "--nepochs", "3", "--batchsize", "128", "--learning-rate", "1e-2", "--ice-emis-init", "0.9",
+    "--reproducible", "--no-progress", "--device", "cpu", "--threads", "1", "--no-gridded", "--no-classic",
+]  # fmt: skip
+TOLERANCE = {  # max |distributed - single| (see the module docstring)
+    "state.sic_map.weight": 1e-4,
+    "state.props_grid.weight": 1.5e-3,
+    "state.props_obs.weight": 3e-4,
+    "emissivity.hidden.weight": 1e-5,
+    "emissivity.hidden.bias": 1e-5,
+    "emissivity.output.weight": 1e-5,
+    "emissivity.output.bias": 1e-5,
+    "wind_coef": 1e-5,
+    "bias_ice_k": 1e-4,
+    "bias_ocean_k": 1e-4,
+}
+
+
+def torchrun(args: list, nproc: int = 2, script: list | None = None) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node N -m empirical_seaice.cli ARGS`` (or ``script``)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    target = script or ["-m", "empirical_seaice.cli"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *target]
+    return subprocess.run([*cmd, *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory) -> Path:
+    from empirical_seaice.twin.generate import generate_twin
+    from empirical_seaice.twin.presets import get_twin_preset
+
+    out = tmp_path_factory.mktemp("dtwin") / "data"
+    generate_twin(get_twin_preset("tiny", resolution_km=200.0, lat_limit_deg=65.0, days=3, keep_fraction=0.5), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(twin, tmp_path_factory):
+    root = tmp_path_factory.mktemp("druns")
+    single, sharded = root / "single", root / "sharded"
+    threads = torch.get_num_threads()
+    try:
+        assert cli.main([str(a) for a in ["--data", twin, "--output", single, "--tag", TAG, *FLAGS]]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    r = torchrun(["--data", twin, "--output", sharded, "--tag", TAG, "--distributed", *FLAGS])
+    assert r.returncode == 0, r.stderr[-3000:]
+    return single, sharded, r
+
+
+def _model(path: Path) -> dict:
+    return torch.load(path / f"model_{TAG}.pt", weights_only=True)
+
+
+def test_identical_parameters_simulate_identical_tbs(runs):
+    single, sharded, _ = runs
+    a = xr.open_dataset(single / f"tbsim_initial_{TAG}.nc")["tb"].values
+    b = xr.open_dataset(sharded / f"tbsim_initial_{TAG}.nc")["tb"].values
+    assert a.shape == b.shape and a.shape[0] > 5000
+    np.testing.assert_array_equal(a, b)
+
+
+def test_trained_state_and_network_match_the_single_process_run(runs):
+    single, sharded, _ = runs
+    a, b = _model(single)["state_dict"], _model(sharded)["state_dict"]
+    assert a.keys() == b.keys()
+    for name, tol in TOLERANCE.items():
+        diff = float((a[name].double() - b[name].double()).abs().max())
+        assert diff <= tol, f"{name}: max |distributed - single| = {diff:.3g} > {tol}"
+    for name in set(a) - set(TOLERANCE):  # constants: identical
+        assert torch.equal(a[name], b[name]), name
+    # what training moved is three orders of magnitude above the tolerance
+    moved = xr.open_dataset(single / f"seaice_{TAG}.nc")["seaice"].values
+    assert np.nanmax(np.abs(moved - xr.open_dataset(sharded / f"seaice_{TAG}.nc")["seaice"].values)) <= 1e-4
+    ha, hb = _model(single)["history"], _model(sharded)["history"]
+    np.testing.assert_allclose(hb["batch_terms"]["total"].numpy(), ha["batch_terms"]["total"].numpy(), rtol=2e-3)
+    np.testing.assert_array_equal(hb["batch_size"].numpy(), ha["batch_size"].numpy())
+
+
+def test_outputs_have_the_same_form(runs):
+    single, sharded, r = runs
+    names = sorted(p.name for p in single.iterdir() if p.is_file())
+    assert names == sorted(p.name for p in sharded.iterdir() if p.is_file())
+    for name in (n for n in names if n.endswith(".nc")):
+        a, b = xr.open_dataset(single / name), xr.open_dataset(sharded / name)
+        assert dict(a.sizes) == dict(b.sizes), name
+        assert set(a.data_vars) == set(b.data_vars), name
+    # the summary is printed once (rank 0) and reports the same run
+    assert r.stdout.count("seaice-training training") == 1
+    assert "observations, 346 grid points x 3 steps; 3 epochs" in r.stdout
+
+
+def test_partition_and_checkpoints_are_saved(runs, twin):
+    _, sharded, _ = runs
+    part = _model(sharded)["partition"]
+    assert part["world_size"] == 2
+    owner = part["owner"].numpy()
+    assert owner.shape == (346,) and set(np.unique(owner)) == {0, 1} and np.all(np.diff(owner) >= 0)
+    nobs = part["nobs"].numpy()
+    assert nobs.sum() == _model(sharded)["nobs"] and nobs.max() / nobs.mean() < 1.02  # balanced by observations
+    ckpt = sharded / f"checkpoints_{TAG}"
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "checkpoint-rank00000-of-00002.pt",
+        "checkpoint-rank00001-of-00002.pt",
+        "partition.pt",
+    ]
+    # each rank's checkpoint holds its own rows only
+    rows = [torch.load(ckpt / f"checkpoint-rank0000{r}-of-00002.pt", weights_only=True) for r in (0, 1)]
+    nrow = [c["network"]["state.props_obs.weight"].shape[0] for c in rows]
+    assert nrow == nobs.tolist()
+
+
+def test_ranks_that_disagree_stop_with_one_line(runs, twin, tmp_path):
+    _, sharded, _ = runs  # its cache: no NetCDF read here
+    script = tmp_path / "launch.py"
+    script.write_text(
+        "import os, sys\n"
+        "from empirical_seaice import cli\n"
+        "args = sys.argv[1:] + (['--seed', '1'] if os.environ['RANK'] == '1' else [])\n"
+        "sys.exit(cli.main(args))\n"
+    )
+    out = sharded
+    r = torchrun(["--data", twin, "--output", out, "--tag", "x", "--distributed", "--nepochs", "1", "--no-progress"], 2,
+                 [str(script)])  # fmt: skip
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("seaice-training: error:")]
+    assert lines and all(
+        ln == "seaice-training: error: --distributed: rank 1 disagrees with rank 0 on the configuration; launch every "
+        "rank with the same command, the same data and the same code version"
+        for ln in lines
+    ), r.stderr[-2000:]
+    assert not (out / "model_x.pt").exists()

@@ -1,0 +1,35 @@
+"""The torchrun launch environment and the backend choice of a sharded run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.training.distributed import backend_for, digest, launch_environment
+
+TORCHRUN = {"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "n1",
+            "MASTER_PORT": "29500"}  # fmt: skip
+
+
+def test_no_launcher_is_a_single_process():
+    assert launch_environment({}) is None
+
+
+def test_torchrun_environment():
+    env = launch_environment(TORCHRUN)
+    assert (env.rank, env.world_size, env.local_rank, env.local_world_size) == (1, 4, 1, 2)
+
+
+def test_incomplete_environment_names_the_variables():
+    with pytest.raises(SeaIceError, match="MASTER_ADDR, MASTER_PORT not set; launch with torchrun"):
+        launch_environment({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"})
+    with pytest.raises(SeaIceError, match="RANK=4 is outside"):
+        launch_environment({**TORCHRUN, "RANK": "4"})
+
+
+def test_backend_and_digest():
+    assert backend_for(torch.device("cpu")) == "gloo"
+    assert backend_for(torch.device("cuda", 0)) == "nccl"
+    assert digest("a", 1) == digest("a", 1) != digest("a", 2)
+    assert len(digest()) == 32
