@@ -204,28 +204,70 @@ def from_root(ctx: RankContext, make):
     return value
 
 
-def load_or_make_partition(ctx: RankContext, obs: Observations, ckpt_dir: Path, resume: bool) -> Partition:
+def load_or_make_partition(
+    ctx: RankContext, obs: Observations, ckpt_dir: Path, resume: bool, nlag: int, optimizer: str
+) -> Partition:
     """Rank 0 makes the partition (or reloads it with ``--resume``) and saves it in the checkpoint
-    directory; every rank receives it."""
+    directory; every rank receives it. A resume with another number of ranks re-cuts the per-rank
+    checkpoints for a new partition first (:mod:`empirical_seaice.run.reshard`)."""
     path = ckpt_dir / PARTITION_NAME
 
-    def make() -> dict:
+    def make() -> tuple[dict, dict | None]:
         if resume and path.is_file():
-            part = Partition.load(path)
-            if part.world_size != ctx.world_size:
-                raise SeaIceError(
-                    f"--resume: the checkpoints in {ckpt_dir} were written by {part.world_size} ranks, "
-                    f"this run has {ctx.world_size}; launch {part.world_size} processes to resume"
-                )
-            if part.owner.size != obs.ngrid:
+            old = Partition.load(path)
+            if old.owner.size != obs.ngrid:
                 raise SeaIceError(f"--resume: the partition {path} is for another grid; train without --resume")
-        else:
-            part = partition_grid(np.bincount(np.asarray(obs.igrid), minlength=obs.ngrid), ctx.world_size)
-            part.save(path)
-        log.info("partition: %s observations per rank (imbalance %.4f)", part.nobs.tolist(), part.imbalance)
-        return part.to_state()
+            if old.world_size == ctx.world_size:
+                return old.to_state(), None
+            if optimizer != "sparse":
+                raise SeaIceError(
+                    f"--resume: the checkpoints were written by {old.world_size} ranks; only --optimizer sparse "
+                    f"resumes on another number of ranks (launch {old.world_size} processes)"
+                )
+            new = partition_grid(np.bincount(np.asarray(obs.igrid), minlength=obs.ngrid), ctx.world_size)
+            return new.to_state(), old.to_state()
+        new = partition_grid(np.bincount(np.asarray(obs.igrid), minlength=obs.ngrid), ctx.world_size)
+        new.save(path)
+        return new.to_state(), None
 
-    return Partition.from_state(from_root(ctx, make))
+    new_state, old_state = from_root(ctx, make)
+    part = Partition.from_state(new_state)
+    if old_state is not None:
+        _reshard(ctx, obs, ckpt_dir, Partition.from_state(old_state), part, nlag)
+    if ctx.root:
+        log.info("partition: %s observations per rank (imbalance %.4f)", part.nobs.tolist(), part.imbalance)
+    return part
+
+
+def _reshard(ctx: RankContext, obs: Observations, ckpt_dir: Path, old: Partition, new: Partition, nlag: int) -> None:
+    """Every rank writes its checkpoint for the new partition from all the old ranks' checkpoints; then
+    rank 0 saves the new partition and removes the old files."""
+    from empirical_seaice.run.reshard import reshard_checkpoint
+
+    def name(rank: int, world: int) -> Path:
+        return ckpt_dir / f"checkpoint-rank{rank:05d}-of-{world:05d}.pt"
+
+    olds = []
+    for k in range(old.world_size):
+        try:
+            olds.append(torch.load(name(k, old.world_size), map_location="cpu", weights_only=True))
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user problem
+            raise SeaIceError(f"--resume: cannot read {name(k, old.world_size)}: {exc}") from None
+    igrid = np.asarray(obs.igrid)
+    shards = [Shard.of_rank(old, igrid, k) for k in range(old.world_size)]
+    mine = reshard_checkpoint(olds, shards, Shard.of_rank(new, igrid, ctx.rank), obs.nstep + nlag, obs.nstep)
+    del olds
+    target = name(ctx.rank, ctx.world_size)
+    tmp = target.with_name(target.name + ".tmp")
+    torch.save(mine, tmp)
+    tmp.replace(target)
+    dist.barrier()
+    if ctx.root:
+        new.save(ckpt_dir / PARTITION_NAME)
+        for k in range(old.world_size):
+            name(k, old.world_size).unlink(missing_ok=True)
+        log.info("resume: checkpoints of %d ranks re-cut for %d", old.world_size, ctx.world_size)
+    dist.barrier()
 
 
 def read_once(ctx: RankContext, data_cfg, nlag: int, cache_dir: Path) -> tuple[Observations, BackgroundMaps]:
@@ -233,7 +275,10 @@ def read_once(ctx: RankContext, data_cfg, nlag: int, cache_dir: Path) -> tuple[O
     A reading error on rank 0 stops every rank with its message."""
     from empirical_seaice.io import read_training_data
 
-    from_root(ctx, lambda: read_training_data(data_cfg, nlag, cache_dir=cache_dir) and None)
+    def write_cache() -> None:
+        read_training_data(data_cfg, nlag, cache_dir=cache_dir)
+
+    from_root(ctx, write_cache)
     return read_training_data(data_cfg, nlag, cache_dir=cache_dir)
 
 
@@ -257,11 +302,12 @@ def run_sharded(
     """The sharded training run of this rank (see the module docstring); returns the
     :class:`~empirical_seaice.run.train.RunResult` (complete on rank 0; on the other ranks
     without files, diagnostics or summary)."""
-    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
     from empirical_seaice.run import train as single
     from empirical_seaice.training.runtime import make_generator, split_observations
     from empirical_seaice.training.trainer import Trainer
 
+    if train_cfg.optimizer == "dense":
+        raise SeaIceError("--optimizer dense: not with --distributed (it steps every row); use sparse or lazy")
     result = single.RunResult(output=output, tag=tag)
     obs, background = read_once(ctx, data_cfg, model_cfg.nlag, output / "cache")
     configs = single._configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
@@ -276,51 +322,12 @@ def run_sharded(
     generator = make_generator(train_cfg.seed)
     train_index, valid_index = split_observations(obs.nobs, train_cfg.validation_fraction, generator)
     nobs_train = int(train_index.size)
-    partition = load_or_make_partition(ctx, obs, ckpt_dir, resume)
+    partition = load_or_make_partition(ctx, obs, ckpt_dir, resume, model_cfg.nlag, train_cfg.optimizer)
     shard = Shard.of_rank(partition, obs.igrid, ctx.rank)
-    local_obs = shard.observations(obs)
-    local_train = shard.local_index(train_index)
-    counts = build_row_counts(local_obs, model_cfg.nlag, local_obs.ngrid, local_obs.nstep, index=local_train)
-    sparse = train_cfg.optimizer != "dense"
-    network = HybridNetwork(
-        model_cfg,
-        cost_cfg,
-        basis,
-        shard.background(background),
-        local_obs.nobs,
-        row_counts=counts,
-        sparse=sparse,
-        prior_mode="sampled",
-        generator=generator,
-    )
-    # the global normalisations: nobs of J_b / nobs, and the observed rows of the warm-ice mean
-    network.counts_nobs = nobs_train
-    warm = torch.tensor([counts.n_warm_rows], dtype=torch.int64, device=ctx.device)
-    dist.all_reduce(warm)
-    network.n_warm_rows = max(int(warm), 1)
-    network.shared_prior_share = 1.0 if ctx.root else 0.0
-    network.to(ctx.device)
-    data = ObservationTensors(local_obs, ctx.device)
-    del local_obs
-
-    full = None  # rank 0: the whole map, for the priors of the full cost and the outputs
+    network, data = _rank_network(ctx, obs, background, shard, train_index, model_cfg, cost_cfg, basis, generator)
+    full = _whole_map_network(ctx, obs, background, train_index, model_cfg, cost_cfg, basis, network)
     if ctx.root:
-        full_counts = build_row_counts(obs, model_cfg.nlag, obs.ngrid, obs.nstep, index=train_index)
-        full = HybridNetwork(
-            model_cfg,
-            cost_cfg,
-            basis,
-            background,
-            obs.nobs,
-            row_counts=full_counts,
-            sparse=sparse,
-            prior_mode="sampled",
-        )
-        with torch.no_grad():
-            for dst, src in zip(full.dense_parameters(), network.dense_parameters(), strict=True):
-                dst.copy_(src.detach().to(dst.device))
         output.mkdir(parents=True, exist_ok=True)
-
     if not trainonly:
         sim0 = simulate_sharded(ctx, network, data, shard)
         if ctx.root:
@@ -346,9 +353,8 @@ def run_sharded(
         sharding=plan,
     )
     t1 = time.perf_counter()
-    history = trainer.fit(resume=resume)
+    result.history = history = trainer.fit(resume=resume)
     result.train_seconds = time.perf_counter() - t1
-    result.history = history
     assemble_state(ctx, network, shard, full)
     if ctx.root:
         result.files += single._save_model(
@@ -375,25 +381,74 @@ def run_sharded(
             truth = _final_outputs(full, obs, background, data_cfg, output, tag, nobs_train, result, sim, zero)
             result.summary = single._summary(preset_name, basis, obs, history, result, tag, False, output)
     if ctx.root and products is not None:
-        from empirical_seaice.products.write import write_products
-
-        files, lines = write_products(
-            products,
-            network=full,
-            obs=obs,
-            background=background,
-            output=output,
-            tag=tag,
-            preset_name=preset_name,
-            data_cfg=data_cfg,
-            truth=truth,
-            history=history,
-        )
-        result.files += files
-        if lines and result.summary:
-            result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)])
+        _products(products, full, obs, background, output, tag, preset_name, data_cfg, truth, history, result)
     dist.barrier()  # every rank returns once rank 0 has written the outputs
     return result
+
+
+def _rank_network(ctx: RankContext, obs, background, shard: Shard, train_index, model_cfg, cost_cfg, basis, generator):
+    """This rank's network over its grid points and observations (state tables of its rows only; the
+    global normalisations), and its observations packed on its device."""
+    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+
+    local_obs = shard.observations(obs)
+    counts = build_row_counts(
+        local_obs, model_cfg.nlag, local_obs.ngrid, local_obs.nstep, index=shard.local_index(train_index)
+    )
+    network = HybridNetwork(
+        model_cfg,
+        cost_cfg,
+        basis,
+        shard.background(background),
+        local_obs.nobs,
+        row_counts=counts,
+        sparse=True,
+        prior_mode="sampled",
+        generator=generator,  # every rank draws the same initial weights, as a single process would
+    )
+    # the global normalisations: nobs of J_b / nobs, and the observed rows of the warm-ice mean
+    network.counts_nobs = int(np.asarray(train_index).size)
+    warm = torch.tensor([counts.n_warm_rows], dtype=torch.int64, device=ctx.device)
+    dist.all_reduce(warm)
+    network.n_warm_rows = max(int(warm), 1)
+    network.shared_prior_share = 1.0 if ctx.root else 0.0  # the bias prior counted once
+    network.to(ctx.device)
+    return network, ObservationTensors(local_obs, ctx.device)
+
+
+def _whole_map_network(ctx: RankContext, obs, background, train_index, model_cfg, cost_cfg, basis, network):
+    """Rank 0: a network over the whole map (the full cost's priors, the assembled outputs); None elsewhere."""
+    if not ctx.root:
+        return None
+    from empirical_seaice.model.operator import HybridNetwork, build_row_counts
+
+    counts = build_row_counts(obs, model_cfg.nlag, obs.ngrid, obs.nstep, index=train_index)
+    full = HybridNetwork(model_cfg, cost_cfg, basis, background, obs.nobs, row_counts=counts, prior_mode="sampled")
+    with torch.no_grad():
+        for dst, src in zip(full.dense_parameters(), network.dense_parameters(), strict=True):
+            dst.copy_(src.detach().to(dst.device))
+    return full
+
+
+def _products(products, full, obs, background, output, tag, preset_name, data_cfg, truth, history, result) -> None:
+    """Rank 0: the user products of the run, from the assembled network."""
+    from empirical_seaice.products.write import write_products
+
+    files, lines = write_products(
+        products,
+        network=full,
+        obs=obs,
+        background=background,
+        output=output,
+        tag=tag,
+        preset_name=preset_name,
+        data_cfg=data_cfg,
+        truth=truth,
+        history=history,
+    )
+    result.files += files
+    if lines and result.summary:
+        result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)])
 
 
 def _final_outputs(full, obs, background, data_cfg, output, tag, nobs_train, result, sim, zero):
