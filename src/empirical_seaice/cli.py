@@ -182,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
         "more than one process): grid points split by observation count, gloo on CPU, nccl on GPU "
         "(README 'Training on several processes').",
     )
+    ours.add_argument(
+        "--shard-order",
+        choices=("global", "local"),
+        default="global",
+        help="Batches of a --distributed run: 'global' (default; the single-process run's batches, each rank "
+        "taking its own observations from each) or 'local' (each rank shuffles its own observations; memory "
+        "per rank independent of the run's size).",
+    )
     ours.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
     ours.add_argument(
         "--resume", action="store_true", help="Resume training from the last epoch checkpoint of this tag in --output."
@@ -360,6 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=not args.no_progress,
                 products=products,
                 distributed=args.distributed,
+                shard_order=args.shard_order,
             )
         finally:
             _set_threads(threads_before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,3 +34,14 @@ def test_backend_and_digest():
     assert backend_for(torch.device("cuda", 0)) == "nccl"
     assert digest("a", 1) == digest("a", 1) != digest("a", 2)
     assert len(digest()) == 32
+
+
+def test_local_order_spreads_each_rank_over_the_epoch():
+    from empirical_seaice.training.distributed import local_shares
+
+    share = local_shares(np.array([1000, 1003, 10]), 128)  # N = 2013: 16 steps
+    assert share.shape == (3, 16)
+    assert share.sum(axis=1).tolist() == [1000, 1003, 10]  # every training observation once
+    assert share[0].tolist() == [63] * 8 + [62] * 8  # 1000 = 16 * 62 + 8
+    sizes = share.sum(axis=0)
+    assert sizes.max() - sizes.min() <= 3 and sizes.sum() == 2013  # global batches of ~N / 16 = 125.8

@@ -151,8 +151,12 @@ class Shard:
         global grid point of every observation; read once, 4 bytes per observation)."""
         mine = partition.owner == rank
         grid = np.flatnonzero(mine).astype(np.int64)
-        obs = np.flatnonzero(mine[np.asarray(igrid)]).astype(np.int64)
-        return cls(grid=grid, obs=obs, ngrid=int(partition.owner.size), nobs=int(np.asarray(igrid).size))
+        n = int(np.asarray(igrid).shape[0])
+        chunk = 1 << 24  # bounds the temporaries for billions of observations
+        obs = np.concatenate(
+            [np.flatnonzero(mine[np.asarray(igrid[a : a + chunk])]) + a for a in range(0, n, chunk)] or [[]]
+        ).astype(np.int64)
+        return cls(grid=grid, obs=obs, ngrid=int(partition.owner.size), nobs=n)
 
     @property
     def global_to_local_obs(self) -> np.ndarray:

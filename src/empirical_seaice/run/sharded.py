@@ -298,6 +298,7 @@ def run_sharded(
     resume: bool,
     progress: bool,
     products: Any = None,
+    order: str = "global",
 ):
     """The sharded training run of this rank (see the module docstring); returns the
     :class:`~empirical_seaice.run.train.RunResult` (complete on rank 0; on the other ranks
@@ -314,18 +315,32 @@ def run_sharded(
     tdist.check_agreement(
         {
             "data": data_digest(obs, background),
-            "configuration": tdist.digest(json.dumps(configs, sort_keys=True), tag, trainonly, resume, repr(products)),
+            "configuration": tdist.digest(
+                json.dumps(configs, sort_keys=True), tag, trainonly, resume, order, repr(products)
+            ),
             "code version": code_digest(),
         },
         ctx.device,
     )
-    generator = make_generator(train_cfg.seed)
-    train_index, valid_index = split_observations(obs.nobs, train_cfg.validation_fraction, generator)
-    nobs_train = int(train_index.size)
     partition = load_or_make_partition(ctx, obs, ckpt_dir, resume, model_cfg.nlag, train_cfg.optimizer)
     shard = Shard.of_rank(partition, obs.igrid, ctx.rank)
-    network, data = _rank_network(ctx, obs, background, shard, train_index, model_cfg, cost_cfg, basis, generator)
-    full = _whole_map_network(ctx, obs, background, train_index, model_cfg, cost_cfg, basis, network)
+    generator = make_generator(train_cfg.seed)
+    init_generator = generator  # the network's initial weights: the same draws on every rank
+    if order == "global":  # the single-process run's split and batches
+        train_index, valid_index = split_observations(obs.nobs, train_cfg.validation_fraction, generator)
+        local_train, local_valid = shard.local_index(train_index), shard.local_index(valid_index)
+        plan = tdist.ShardPlan(ctx.device, train_cfg.reproducible, global_to_local=shard.global_to_local_obs)
+        nobs_train = int(train_index.size)
+    else:  # each rank splits and shuffles its own observations with its own generator
+        generator = make_generator(train_cfg.seed * 1_000_003 + ctx.rank + 1)
+        local_train, local_valid = split_observations(len(shard.obs), train_cfg.validation_fraction, generator)
+        train_index = local_train
+        plan = tdist.ShardPlan(ctx.device, train_cfg.reproducible, ntrain_local=len(local_train))
+        nobs_train = int(plan.ntrain.sum())
+    network, data = _rank_network(
+        ctx, obs, background, shard, local_train, nobs_train, model_cfg, cost_cfg, basis, init_generator
+    )
+    full = _whole_map_network(ctx, obs, background, nobs_train, model_cfg, cost_cfg, basis, network)
     if ctx.root:
         output.mkdir(parents=True, exist_ok=True)
     if not trainonly:
@@ -339,13 +354,12 @@ def run_sharded(
             )
         del sim0
 
-    plan = tdist.ShardPlan(shard.global_to_local_obs, ctx.device, reproducible=train_cfg.reproducible)
     trainer = Trainer(
         network,
         data,
         train_cfg,
         train_index,
-        shard.local_index(valid_index),
+        local_valid,
         nobs_train,
         checkpoint_dir=ckpt_dir,
         progress=progress and ctx.root,
@@ -386,15 +400,15 @@ def run_sharded(
     return result
 
 
-def _rank_network(ctx: RankContext, obs, background, shard: Shard, train_index, model_cfg, cost_cfg, basis, generator):
+def _rank_network(
+    ctx: RankContext, obs, background, shard: Shard, local_train, nobs_train: int, model_cfg, cost_cfg, basis, generator
+):
     """This rank's network over its grid points and observations (state tables of its rows only; the
-    global normalisations), and its observations packed on its device."""
+    sampled whole-map priors over its training rows) and its observations packed on its device."""
     from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
 
     local_obs = shard.observations(obs)
-    counts = build_row_counts(
-        local_obs, model_cfg.nlag, local_obs.ngrid, local_obs.nstep, index=shard.local_index(train_index)
-    )
+    counts = build_row_counts(local_obs, model_cfg.nlag, local_obs.ngrid, local_obs.nstep, index=local_train)
     network = HybridNetwork(
         model_cfg,
         cost_cfg,
@@ -404,26 +418,25 @@ def _rank_network(ctx: RankContext, obs, background, shard: Shard, train_index, 
         row_counts=counts,
         sparse=True,
         prior_mode="sampled",
-        generator=generator,  # every rank draws the same initial weights, as a single process would
+        generator=generator,
     )
-    # the global normalisations: nobs of J_b / nobs, and the observed rows of the warm-ice mean
-    network.counts_nobs = int(np.asarray(train_index).size)
+    # the run's global normalisations: nobs of J_b / nobs, the observed rows of the warm-ice mean
+    network.counts_nobs = nobs_train
     warm = torch.tensor([counts.n_warm_rows], dtype=torch.int64, device=ctx.device)
     dist.all_reduce(warm)
     network.n_warm_rows = max(int(warm), 1)
     network.shared_prior_share = 1.0 if ctx.root else 0.0  # the bias prior counted once
-    network.to(ctx.device)
-    return network, ObservationTensors(local_obs, ctx.device)
+    return network.to(ctx.device), ObservationTensors(local_obs, ctx.device)
 
 
-def _whole_map_network(ctx: RankContext, obs, background, train_index, model_cfg, cost_cfg, basis, network):
+def _whole_map_network(ctx: RankContext, obs, background, nobs_train: int, model_cfg, cost_cfg, basis, network):
     """Rank 0: a network over the whole map (the full cost's priors, the assembled outputs); None elsewhere."""
     if not ctx.root:
         return None
-    from empirical_seaice.model.operator import HybridNetwork, build_row_counts
+    from empirical_seaice.model.operator import HybridNetwork
 
-    counts = build_row_counts(obs, model_cfg.nlag, obs.ngrid, obs.nstep, index=train_index)
-    full = HybridNetwork(model_cfg, cost_cfg, basis, background, obs.nobs, row_counts=counts, prior_mode="sampled")
+    full = HybridNetwork(model_cfg, cost_cfg, basis, background, obs.nobs, row_counts=None, prior_mode="full")
+    full.counts_nobs = nobs_train  # the nobs of the full cost's J_b / nobs
     with torch.no_grad():
         for dst, src in zip(full.dense_parameters(), network.dense_parameters(), strict=True):
             dst.copy_(src.detach().to(dst.device))

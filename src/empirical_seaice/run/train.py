@@ -232,6 +232,7 @@ def run(
     progress: bool = True,
     products: Any = None,
     distributed: bool = False,
+    shard_order: str = "global",
 ) -> RunResult:
     """Run training and/or diagnostics and write the outputs (see the module docstring).
 
@@ -262,6 +263,10 @@ def run(
         Train sharded over the processes of a ``torchrun`` launch
         (:mod:`empirical_seaice.run.sharded`); also on when the launch
         environment says more than one process.
+    shard_order : str
+        Batch order of a sharded run: "global" (the single-process run's
+        batches, shared out) or "local" (each rank shuffles its own
+        observations); see :class:`~empirical_seaice.training.distributed.ShardPlan`.
 
     Raises
     ------
@@ -315,7 +320,7 @@ def run(
     if ctx is not None:
         return _run_sharded(
             ctx, data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, basis, ckpt_dir, trainonly, resume,
-            progress, products,
+            progress, products, shard_order,
         )  # fmt: skip
     if resume:
         from empirical_seaice.training.trainer import CHECKPOINT_NAME

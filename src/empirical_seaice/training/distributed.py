@@ -174,46 +174,106 @@ def check_agreement(fingerprints: dict[str, bytes], device: torch.device) -> Non
 
 
 # ------------------------------------------------------------------ the step
+def local_shares(ntrain: np.ndarray, batch_size: int) -> np.ndarray:
+    """Observations of each rank at each step of an epoch in the "local" order, int64 (world, nbatch).
+
+    ``nbatch = ceil(N / B)`` steps for ``N = sum_r n_r`` training observations; rank ``r``
+    spreads its ``n_r`` evenly over them (``n_r // nbatch``, one more in the first
+    ``n_r % nbatch`` steps), so every step's global batch is ``~B`` and each rank's share of it
+    is proportional to its observations.
+    """
+    n = np.asarray(ntrain, dtype=np.int64)
+    nbatch = max(int(-(-int(n.sum()) // batch_size)), 1)
+    b = np.arange(nbatch)
+    return n[:, None] // nbatch + (b[None, :] < (n[:, None] % nbatch))
+
+
 class ShardPlan:
     """A rank's share of the sharded run, as the trainer sees it.
 
+    Two batch orders (``order``):
+
+    ``"global"``: the single-process run's batches, shared out
+        Every rank draws the same permutation of the *global* training
+        observations and takes its own from each batch of ``B``
+        (:meth:`epoch_batches`): the run equals a single-process run up to
+        rounding. Costs every rank one permutation of all observations per
+        epoch (two int64 per observation of the run), which bounds it to runs
+        of up to a few hundred million observations.
+    ``"local"``: each rank shuffles its own observations
+        With its own generator; the epoch has the same number of steps
+        ``ceil(N / B)`` on every rank and each rank spreads its ``n_r``
+        training observations evenly over them, so step ``b`` has a global
+        batch of ``sum_r n_r(b) ~ B`` observations and each rank's share is
+        proportional to its observations. Memory O(shard); not the
+        single-process batch sequence (the same objective, another order).
+
     Parameters
     ----------
-    global_to_local : int64 array (nobs_global,)
-        For each observation of the whole run, its row in this rank's
-        observation tensors, -1 where another rank owns it.
     device : torch.device
         Where the collectives' tensors live (the rank's training device).
     reproducible : bool
         Sum the gradients in rank order (all-gather) instead of the backend's
         all-reduce order.
+    global_to_local : int64 array (nobs_global,), order "global" only
+        For each observation of the whole run, its row in this rank's
+        observation tensors, -1 where another rank owns it.
+    ntrain_local : int, order "local" only
+        This rank's training observations.
     """
 
-    def __init__(self, global_to_local: np.ndarray, device: torch.device, reproducible: bool = False) -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        reproducible: bool = False,
+        global_to_local: np.ndarray | None = None,
+        ntrain_local: int | None = None,
+    ) -> None:
         if not dist.is_initialized():
             raise RuntimeError("ShardPlan: the process group is not initialised")
+        if (global_to_local is None) == (ntrain_local is None):
+            raise ValueError("ShardPlan: give global_to_local (global order) or ntrain_local (local order)")
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
         self.device = torch.device(device)
         self.reproducible = bool(reproducible)
-        self.global_to_local = torch.as_tensor(np.asarray(global_to_local, dtype=np.int64))
-        self.nlocal = int((self.global_to_local >= 0).sum())
+        self.order = "global" if global_to_local is not None else "local"
+        self.global_to_local: torch.Tensor | None = None
+        self.ntrain: np.ndarray | None = None  # every rank's training observations (local order)
+        if global_to_local is not None:
+            self.global_to_local = torch.as_tensor(np.asarray(global_to_local, dtype=np.int64))
+        else:
+            every = self.all_sum(
+                torch.zeros(self.world_size, dtype=torch.int64, device=self.device).index_fill_(
+                    0, torch.tensor([self.rank], device=self.device), int(ntrain_local or 0)
+                )
+            )
+            self.ntrain = every.cpu().numpy()
 
     @property
     def checkpoint_name(self) -> str:
         """This rank's file name in the checkpoint directory."""
         return f"checkpoint-rank{self.rank:05d}-of-{self.world_size:05d}.pt"
 
-    def epoch_batches(self, perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-        """This rank's share of each global batch ``perm[b B : (b + 1) B]``, as local row indices
-        (int64, in the permutation's order, on the device; possibly empty)."""
+    def epoch_batches(self, perm: torch.Tensor, batch_size: int) -> tuple[list[torch.Tensor], np.ndarray]:
+        """This rank's share of each step of an epoch, as local row indices (int64, on the device;
+        possibly empty), and the global batch size of each step.
+
+        ``perm``: the epoch's permutation of the trainer's ``train_index``: the global training
+        observations (order "global"; the global batch ``b`` is ``perm[b B : (b + 1) B]``) or this
+        rank's own (order "local")."""
         perm = perm.cpu()
-        n = perm.numel()
-        nbatch = (n + batch_size - 1) // batch_size
-        local = self.global_to_local.index_select(0, perm)
-        keep = torch.nonzero(local >= 0).flatten()
-        counts = torch.bincount(keep // batch_size, minlength=nbatch).tolist()
-        return [b.to(self.device) for b in local.index_select(0, keep).split(counts)]
+        if self.global_to_local is not None:
+            n = perm.numel()
+            nbatch = (n + batch_size - 1) // batch_size
+            local = self.global_to_local.index_select(0, perm)
+            keep = torch.nonzero(local >= 0).flatten()
+            counts = torch.bincount(keep // batch_size, minlength=nbatch).tolist()
+            sizes = np.diff(np.minimum(np.arange(nbatch + 1) * batch_size, n))
+            return [b.to(self.device) for b in local.index_select(0, keep).split(counts)], sizes
+        assert self.ntrain is not None
+        share = local_shares(self.ntrain, batch_size)
+        return [x.to(self.device) for x in perm.split(share[self.rank].tolist())], share.sum(axis=0)
 
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over the ranks, in place (returned)."""
@@ -266,5 +326,6 @@ __all__ = [
     "digest",
     "init_process_group",
     "launch_environment",
+    "local_shares",
     "rank_device",
 ]

@@ -281,19 +281,18 @@ class Trainer:
     def _train_epoch(self) -> None:
         cfg = self.config
         network = self.network
-        n = self.train_index.numel()
         bs = cfg.batch_size
-        nbatch = (n + bs - 1) // bs
-        perm = self.train_index[torch.randperm(n, generator=self.generator)]
+        perm = self.train_index[torch.randperm(self.train_index.numel(), generator=self.generator)]
         shard = self.sharding
         if shard is None:
             batches = list(perm.to(self.device).split(bs))
-        else:  # this rank's share of each global batch (the sizes of the global batches normalise the cost)
-            batches = shard.epoch_batches(perm, bs)
+            sizes = np.array([len(x) for x in batches])
+        else:  # this rank's share of each step, and the global batch sizes (they normalise the cost)
+            batches, sizes = shard.epoch_batches(perm, bs)
             dense_params = list(network.dense_parameters())
+        nbatch, n = len(batches), int(sizes.sum())
         names: tuple[str, ...] | None = None
         values: torch.Tensor | None = None  # (nbatch, nterm + 1) float64 on device
-        sizes = np.diff(np.minimum(np.arange(nbatch + 1) * bs, n))
         bar = progress_bar(nbatch, f"epoch {self.epoch + 1}/{cfg.nepochs}", self.progress)
         deferred = next((opt for opt in self.optimizers if isinstance(opt, DeferredAdam)), None)
         state_rows = getattr(network, "state_rows", None)
