@@ -283,6 +283,11 @@ class ShardPlan:
     def reduce_gradients(self, params: list[torch.Tensor]) -> None:
         """Sum the gradients of the shared parameters over the ranks: one collective on one flat
         buffer (a missing gradient counts as zero and is set afterwards)."""
+        if self.world_size == 1:  # nothing to sum (a one-rank launch): no collective per step
+            for p in params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
         if self.reproducible:
