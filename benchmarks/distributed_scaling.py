@@ -102,14 +102,16 @@ def demo_twin() -> Path:
     return out
 
 
-def run_training(name: str, data: Path, work: Path, nproc: int | None, extra: list[str], epochs: int) -> dict:
+def run_training(
+    name: str, data: Path, work: Path, nproc: int | None, extra: list[str], epochs: int, batch: int
+) -> dict:
     """One training run; returns its timing and memory."""
-    out = work / name
+    out = work / f"{name}-{batch}"
     out.mkdir(parents=True, exist_ok=True)
     wrapper = work / "wrapper.py"
     wrapper.write_text(WRAPPER)
     flags = ["--data", str(data), "--output", str(out / "run"), "--tag", "b", "--trainonly", "--no-progress"]
-    flags += ["--threads", "1", "--device", "cpu", "--batchsize", "1024", "--nepochs", str(epochs)]
+    flags += ["--threads", "1", "--device", "cpu", "--batchsize", str(batch), "--nepochs", str(epochs)]
     flags += ["--learning-rate", "2e-3", "--ice-emis-init", "0.9", *extra]
     launch = [sys.executable]
     if nproc is not None:
@@ -132,6 +134,7 @@ def run_training(name: str, data: Path, work: Path, nproc: int | None, extra: li
     ranks = [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
     return {
         "name": name,
+        "batch": batch,
         "nproc": nproc or 1,
         "nobs": nobs,
         "steps_per_epoch": nsteps,
@@ -212,20 +215,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=None, help="twin directory (default: the demo twin, made once)")
     ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1024, 8192], help="global batch sizes")
     ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/results.md")
     args = ap.parse_args(argv)
     data = args.data or demo_twin()
     results = []
     with tempfile.TemporaryDirectory(prefix="seaice_dist_") as tmp:
         work = Path(tmp)
-        for name, nproc, extra in (
-            ("1 process (plain)", None, []),
-            ("1 rank (torchrun, --distributed)", 1, ["--distributed"]),
-            ("2 ranks, global order", 2, []),
-            ("2 ranks, --shard-order local", 2, ["--shard-order", "local"]),
-        ):
-            results.append(run_training(name, data, work, nproc, extra, args.epochs))
-            print(json.dumps(results[-1]), flush=True)
+        for batch in args.batch:
+            for name, nproc, extra in (
+                ("1 process (plain)", None, []),
+                ("1 rank (torchrun, --distributed)", 1, ["--distributed"]),
+                ("2 ranks, global order", 2, []),
+                ("2 ranks, --shard-order local", 2, ["--shard-order", "local"]),
+            ):
+                results.append(run_training(name, data, work, nproc, extra, args.epochs, batch))
+                print(json.dumps(results[-1]), flush=True)
         nshared = shared_parameter_count()
         latency = micro_allreduce(work, nshared)
     micro = micro_rows_and_order()
@@ -245,11 +250,13 @@ def write_results(results: list[dict], micro: dict, data: Path) -> None:
         f"Machine: {platform.node()}, {os.cpu_count()} CPU cores, shared with other agents' work while measured "
         f"(1-minute load average before each run in the table); CPU only, gloo, 1 torch thread per process. "
         f"Data: `{data.name}` "
-        f"({results[0]['nobs']:,} observations), batch 1024, median of epochs 2..N (range in brackets).",
+        f"({results[0]['nobs']:,} observations), median of epochs 2..N (range in brackets). CPU ms per step is "
+        "the process CPU time of rank 0 (all its threads) per step: the work of a rank, which a loaded machine "
+        "stretches less than the wall time.",
         "",
-        "| run | load average before | ms per global step | obs/s | CPU ms per step, rank 0 | all-reduce per step, "
-        "each rank (ms) | peak memory per rank (MB) |",
-        "|---|---:|---:|---:|---:|---|---|",
+        "| run | batch | load average before | ms per global step | obs/s | CPU ms per step, rank 0 "
+        "| all-reduce per step, each rank (ms) | peak memory per rank (MB) |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in results:
         lo, hi = r["epoch_s_range"]
@@ -258,8 +265,8 @@ def write_results(results: list[dict], micro: dict, data: Path) -> None:
         mem = " / ".join(f"{x:.0f}" for x in r["maxrss_mb"])
         step = f"{r['ms_per_step']:.2f} ({ms_lo:.2f}-{ms_hi:.2f})"
         lines.append(
-            f"| {r['name']} | {r['load_before']:.1f} | {step} | {r['obs_per_s']:,.0f} | {r['cpu_ms_per_step']:.2f} "
-            f"| {comm} | {mem} |"
+            f"| {r['name']} | {r['batch']} | {r['load_before']:.1f} | {step} | {r['obs_per_s']:,.0f} "
+            f"| {r['cpu_ms_per_step']:.2f} | {comm} | {mem} |"
         )
     lines += [
         "",
