@@ -37,6 +37,7 @@ one int64 per observation of the run for the global batch order.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -146,19 +147,20 @@ def simulate_sharded(
     """Every rank simulates its observations; rank 0 gets the whole run's
     :class:`~empirical_seaice.products.diagnostics.Simulation` in global observation order (None elsewhere)."""
     sim = diag.simulate(network, data, len(shard.obs), zero_sic=zero_sic)
-    nchan = sim.tb.shape[1]
-    packed = np.concatenate([sim.tb, sim.emis_ice, sim.sic[:, None]], axis=1)
-    got = gather_rows(ctx, shard.obs, packed)
+    names = [f.name for f in dataclasses.fields(sim) if getattr(sim, f.name) is not None]
+    parts = [np.asarray(getattr(sim, n), dtype=np.float32).reshape(len(shard.obs), -1) for n in names]
+    got = gather_rows(ctx, shard.obs, np.concatenate(parts, axis=1))
     if got is None:
         return None
     rows, values = got
     full = np.empty((shard.nobs, values.shape[1]), dtype=np.float32)
     full[rows] = values
-    return diag.Simulation(
-        tb=np.ascontiguousarray(full[:, :nchan]),
-        emis_ice=np.ascontiguousarray(full[:, nchan : 2 * nchan]),
-        sic=np.ascontiguousarray(full[:, -1]),
-    )
+    fields, col = {}, 0
+    for name, part in zip(names, parts, strict=True):
+        block = full[:, col : col + part.shape[1]]
+        fields[name] = np.ascontiguousarray(block if getattr(sim, name).ndim == 2 else block[:, 0])
+        col += part.shape[1]
+    return diag.Simulation(**fields)
 
 
 @torch.no_grad()
@@ -309,7 +311,12 @@ def run_sharded(
 
     if train_cfg.optimizer == "dense":
         raise SeaIceError("--optimizer dense: not with --distributed (it steps every row); use sparse or lazy")
+    from empirical_seaice.training.runtime import RunProgress
+
     result = single.RunResult(output=output, tag=tag)
+    t_run = time.perf_counter()
+    display = RunProgress(progress and ctx.root)  # one display, rank 0's
+    display.stage("reading data")
     obs, background = read_once(ctx, data_cfg, model_cfg.nlag, output / "cache")
     configs = single._configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
     tdist.check_agreement(
@@ -344,6 +351,7 @@ def run_sharded(
     if ctx.root:
         output.mkdir(parents=True, exist_ok=True)
     if not trainonly:
+        display.stage("initial diagnostics")
         sim0 = simulate_sharded(ctx, network, data, shard)
         if ctx.root:
             assert sim0 is not None
@@ -362,13 +370,14 @@ def run_sharded(
         local_valid,
         nobs_train,
         checkpoint_dir=ckpt_dir,
-        progress=progress and ctx.root,
+        progress=display,
         generator=generator,
         sharding=plan,
     )
     t1 = time.perf_counter()
     result.history = history = trainer.fit(resume=resume)
     result.train_seconds = time.perf_counter() - t1
+    display.stage("saving the model")
     assemble_state(ctx, network, shard, full)
     if ctx.root:
         result.files += single._save_model(
@@ -387,15 +396,24 @@ def run_sharded(
             single._before_state(result),
             extra={"partition": partition.to_state()},
         )
-    truth = None
+    truth = summary = None
     if not trainonly:
+        display.stage("diagnostics")
         sim = simulate_sharded(ctx, network, data, shard)
         zero = simulate_sharded(ctx, network, data, shard, zero_sic=True)
         if ctx.root:
             truth = _final_outputs(full, obs, background, data_cfg, output, tag, nobs_train, result, sim, zero)
             result.summary = single._summary(preset_name, basis, obs, history, result, tag, False, output)
-    if ctx.root and products is not None:
-        _products(products, full, obs, background, output, tag, preset_name, data_cfg, truth, history, result)
+            summary = single.run_summary(
+                result, preset_name, data_cfg, obs, history, False, time.perf_counter() - t_run
+            )
+    if ctx.root:
+        _products_and_summary(
+            products, full, obs, background, output, tag, preset_name, data_cfg, truth, history, result, summary,
+            display, t_run,
+        )  # fmt: skip
+    display.stage("done")
+    display.close()
     dist.barrier()  # every rank returns once rank 0 has written the outputs
     return result
 
@@ -443,25 +461,39 @@ def _whole_map_network(ctx: RankContext, obs, background, nobs_train: int, model
     return full
 
 
-def _products(products, full, obs, background, output, tag, preset_name, data_cfg, truth, history, result) -> None:
-    """Rank 0: the user products of the run, from the assembled network."""
-    from empirical_seaice.products.write import write_products
+def _products_and_summary(
+    products, full, obs, background, output, tag, preset_name, data_cfg, truth, history, result, summary, display, t_run
+) -> None:
+    """Rank 0: the user products of the run from the assembled network, then ``summary_TAG.txt`` and
+    ``summary_TAG.json``, as a single-process run writes them."""
+    if products is not None:
+        from empirical_seaice.products.write import write_products
 
-    files, lines = write_products(
-        products,
-        network=full,
-        obs=obs,
-        background=background,
-        output=output,
-        tag=tag,
-        preset_name=preset_name,
-        data_cfg=data_cfg,
-        truth=truth,
-        history=history,
-    )
-    result.files += files
-    if lines and result.summary:
-        result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)])
+        display.stage("products")
+        files, lines = write_products(
+            products,
+            network=full,
+            obs=obs,
+            background=background,
+            output=output,
+            tag=tag,
+            preset_name=preset_name,
+            data_cfg=data_cfg,
+            truth=truth,
+            history=history,
+            report=summary,
+            report_text=result.summary,
+            progress=display,
+        )
+        result.files += files
+        if lines and result.summary:
+            result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)])
+    if summary is not None:
+        from empirical_seaice.products.report import write_summary_files
+
+        summary["run"]["wall_seconds"] = round(time.perf_counter() - t_run, 2)
+        result.summary_data = summary
+        result.files += write_summary_files(output, tag, result.summary, summary)
 
 
 def _final_outputs(full, obs, background, data_cfg, output, tag, nobs_train, result, sim, zero):

@@ -255,6 +255,11 @@ class ShardPlan:
         """This rank's file name in the checkpoint directory."""
         return f"checkpoint-rank{self.rank:05d}-of-{self.world_size:05d}.pt"
 
+    def ntrain_total(self, train_index: torch.Tensor) -> int:
+        """Training observations of the whole run, given the trainer's ``train_index`` (global in the
+        global order, this rank's own in the local order)."""
+        return int(train_index.numel()) if self.ntrain is None else int(self.ntrain.sum())
+
     def epoch_batches(self, perm: torch.Tensor, batch_size: int) -> tuple[list[torch.Tensor], np.ndarray]:
         """This rank's share of each step of an epoch, as local row indices (int64, on the device;
         possibly empty), and the global batch size of each step.
