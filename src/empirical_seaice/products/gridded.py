@@ -33,7 +33,6 @@ equals the cell mean (tested).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +42,9 @@ import numpy as np
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cf
+from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS, BackgroundMaps, Observations
-from empirical_seaice.sensors import network_frequency_table
+from empirical_seaice.sensors import POL_H, POL_QH, POL_QV, POL_V, network_frequency_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
@@ -162,7 +162,9 @@ def evaluate_grid_emissivity(
     """Ice emissivity of cells (n,) with inputs T (n,) K and props (n, nprop).
 
     Returns (n, nch) for ``channels`` (default: all of the basis), or
-    (n, nfreq, 2) = (e_V, e_H) for ``freq_ghz`` (v2 only). float32.
+    (n, nfreq, 2) = (e_V, e_H) for ``freq_ghz`` (v2 only). float32. A grid
+    cell has no scan angle: a sounder's QV / QH channel is mapped at nadir,
+    where it equals V / H.
     """
     import torch
 
@@ -184,7 +186,9 @@ def evaluate_grid_emissivity(
         freq, pol, _ = _channel_frequencies(basis, channels, model)
         f = torch.as_tensor(freq.astype(np.float32), device=param.device)
         vh = emissivity.emissivity_vh(x_t[:, None], p[:, None, :], f[None, :])  # (n, nch, 2)
-        pol_t = torch.as_tensor(pol, device=param.device)
+        pol_t = torch.as_tensor(
+            np.where(pol == POL_QV, POL_V, np.where(pol == POL_QH, POL_H, pol)), device=param.device
+        )
         return torch.gather(vh, 2, pol_t.view(1, -1, 1).expand(vh.shape[0], -1, 1))[..., 0].cpu().numpy()
 
 
@@ -244,11 +248,10 @@ def write_gridded_emissivity(
         raise SeaIceError(f"gridded emissivity: {npg} + {npo} state variables, the model takes {emissivity.nprop}")
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     by_freq = freq_ghz is not None
     chan_list = list(basis.channel_names if channels is None else channels)
     zl = dict(zlib=True, complevel=complevel)
-    try:
+    with atomic_path(path) as tmp:
         with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
             attrs = cf.global_attributes(
                 "gridded sea ice microwave emissivity (empirical state method, Geer 2024 JAMES)",
@@ -417,10 +420,6 @@ def write_gridded_emissivity(
                 if npo:
                     v_q[:, t, :] = inputs.props_obs_mean[:, t]
                 v_n[:, t] = inputs.nobs_cell[:, t]
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -301,6 +301,8 @@ def run_sharded(
     progress: bool,
     products: Any = None,
     order: str = "global",
+    run_set: Any = None,
+    stage: Path | None = None,
 ):
     """The sharded training run of this rank (see the module docstring); returns the
     :class:`~empirical_seaice.run.train.RunResult` (complete on rank 0; on the other ranks
@@ -348,8 +350,6 @@ def run_sharded(
         ctx, obs, background, shard, local_train, nobs_train, model_cfg, cost_cfg, basis, init_generator
     )
     full = _whole_map_network(ctx, obs, background, nobs_train, model_cfg, cost_cfg, basis, network)
-    if ctx.root:
-        output.mkdir(parents=True, exist_ok=True)
     if not trainonly:
         display.stage("initial diagnostics")
         sim0 = simulate_sharded(ctx, network, data, shard)
@@ -358,7 +358,7 @@ def run_sharded(
             result.cost_before = single._full_cost(full, obs, sim0, nobs_train)
             result.departures_before = diag.departure_stats(obs, sim0.tb)
             result.files.append(
-                out.write_tb(out.output_path(output, "tbsim_initial", tag), sim0.tb, basis, "tbsim_initial", obs.mask)
+                out.write_tb(out.output_path(stage, "tbsim_initial", tag), sim0.tb, basis, "tbsim_initial", obs.mask)
             )
         del sim0
 
@@ -373,6 +373,7 @@ def run_sharded(
         progress=display,
         generator=generator,
         sharding=plan,
+        checkpoint_minutes=0,  # epoch-end checkpoints only: a time-triggered one would differ between ranks
     )
     t1 = time.perf_counter()
     result.history = history = trainer.fit(resume=resume)
@@ -390,7 +391,7 @@ def run_sharded(
             cost_cfg,
             train_cfg,
             preset_name,
-            output,
+            stage,
             tag,
             nobs_train,
             single._before_state(result),
@@ -402,16 +403,21 @@ def run_sharded(
         sim = simulate_sharded(ctx, network, data, shard)
         zero = simulate_sharded(ctx, network, data, shard, zero_sic=True)
         if ctx.root:
-            truth = _final_outputs(full, obs, background, data_cfg, output, tag, nobs_train, result, sim, zero)
+            truth = _final_outputs(full, obs, background, data_cfg, stage, tag, nobs_train, result, sim, zero)
             result.summary = single._summary(preset_name, basis, obs, history, result, tag, False, output)
             summary = single.run_summary(
                 result, preset_name, data_cfg, obs, history, False, time.perf_counter() - t_run
             )
     if ctx.root:
         _products_and_summary(
-            products, full, obs, background, output, tag, preset_name, data_cfg, truth, history, result, summary,
+            products, full, obs, background, stage, tag, preset_name, data_cfg, truth, history, result, summary,
             display, t_run,
         )  # fmt: skip
+        display.stage("publishing")
+        result.manifest = run_set.publish(configs, status="complete")
+        result.files = [
+            output / Path(f).relative_to(stage) if Path(f).is_relative_to(stage) else f for f in result.files
+        ]
     display.stage("done")
     display.close()
     dist.barrier()  # every rank returns once rank 0 has written the outputs
@@ -487,6 +493,7 @@ def _products_and_summary(
         )
         result.files += files
         if lines and result.summary:
+            lines = [ln.replace(str(output), str(result.output)) for ln in lines]
             result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)])
     if summary is not None:
         from empirical_seaice.products.report import write_summary_files
