@@ -46,7 +46,11 @@ def test_angle_network_by_hand():
 def test_angle_changes_the_emissivity_and_init_holds_at_55_degrees():
     net, _ = _net(init=0.9)
     zero = torch.zeros((), dtype=torch.float64)
-    at = lambda deg: net.emissivity_vh(zero, torch.zeros(3, dtype=torch.float64), torch.tensor(50.0), torch.tensor(math.cos(math.radians(deg)), dtype=torch.float64))  # noqa: E731
+
+    def at(deg):
+        mu = torch.tensor(math.cos(math.radians(deg)), dtype=torch.float64)
+        return net.emissivity_vh(zero, torch.zeros(3, dtype=torch.float64), torch.tensor(50.0), mu)
+
     torch.testing.assert_close(at(55.0), torch.tensor([0.9, 0.9], dtype=torch.float64))
     assert not torch.allclose(at(0.0), at(55.0))
 
@@ -99,8 +103,8 @@ def tiny_twin_sounder(tmp_path_factory):
 def test_cos_view_per_observation(tiny_twin_sounder):
     """Conical: cos of the sensor's incidence; cross-track: cos of ZENITH."""
     from empirical_seaice.config import DataConfig
-    from empirical_seaice.model.operator import ObservationTensors
     from empirical_seaice.io import read_training_data
+    from empirical_seaice.model.operator import ObservationTensors
 
     obs, _ = read_training_data(DataConfig(data=tiny_twin_sounder, sensors=("amsr2", "atms")), 1)
     b = ObservationTensors(obs, dtype=torch.float64).all()

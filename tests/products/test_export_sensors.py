@@ -147,7 +147,13 @@ def test_angle_network_export_numpy_and_onnx_equal_torch(tmp_path):
     np.testing.assert_allclose(m.emissivity_sensor(t, props, "atms", scan_angle_deg=scan), got, atol=1e-9)
     # AMSR2 at its 55 deg incidence
     with torch.no_grad():
-        ref_a = net(x_t, torch.from_numpy(props), torch.zeros(n, dtype=torch.int64), c2, torch.full((n,), np.cos(np.radians(55.0)), dtype=torch.float64))
+        ref_a = net(
+            x_t,
+            torch.from_numpy(props),
+            torch.zeros(n, dtype=torch.int64),
+            c2,
+            torch.full((n,), np.cos(np.radians(55.0)), dtype=torch.float64),
+        )
     np.testing.assert_allclose(
         m.emissivity_channels(t, props, "amsr2"), ref_a.numpy()[:, basis.sensor_channel_map[0]], atol=1e-7
     )
@@ -156,7 +162,9 @@ def test_angle_network_export_numpy_and_onnx_equal_torch(tmp_path):
     chans = [sens.channels[k] for k in rng.integers(0, len(sens.channels), n)]
     freq = np.array([sens.channel_info[c].reference_freq_ghz for c in chans])
     pol = np.array([sens.channel_info[c].pol for c in chans], dtype=np.int64)
-    sess = ort.InferenceSession(str(export_onnx_channel(tmp_path / "c.onnx", em, cfg)), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(export_onnx_channel(tmp_path / "c.onnx", em, cfg)), providers=["CPUExecutionProvider"]
+    )
     feeds = {
         "t_skin_k": t.astype(np.float32),
         "props": props.astype(np.float32),
@@ -166,7 +174,9 @@ def test_angle_network_export_numpy_and_onnx_equal_torch(tmp_path):
         "zenith_deg": zenith.astype(np.float32),
     }
     onnx_chan = sess.run(None, feeds)[0]
-    expect = np.array([m.emissivity_sensor(t[i], props[i], "atms", [chans[i]], zenith_deg=zenith[i])[0] for i in range(n)])
+    expect = np.array(
+        [m.emissivity_sensor(t[i], props[i], "atms", [chans[i]], zenith_deg=zenith[i])[0] for i in range(n)]
+    )
     np.testing.assert_allclose(onnx_chan, expect, atol=2e-6)
     sess = ort.InferenceSession(str(export_onnx(tmp_path / "v.onnx", em, cfg)), providers=["CPUExecutionProvider"])
     vh = sess.run(None, {k: feeds[k] for k in ("t_skin_k", "props", "freq_ghz", "zenith_deg")})[0]

@@ -323,4 +323,11 @@ def network_angle_input(model: ModelConfig, basis: ChannelBasis) -> bool:
     return bool(basis.cross_track is not None and np.asarray(basis.cross_track).any())
 
 
-__all__ = ["ANGLE_INIT_DEG", "EmissivityModel", "LinearEmissivity", "NetworkEmissivity", "make_emissivity", "network_angle_input"]
+__all__ = [
+    "ANGLE_INIT_DEG",
+    "EmissivityModel",
+    "LinearEmissivity",
+    "NetworkEmissivity",
+    "make_emissivity",
+    "network_angle_input",
+]
