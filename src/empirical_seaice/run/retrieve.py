@@ -288,7 +288,9 @@ def _retrieve(
         copied["sensor_channels"],
     )
     frozen = FrozenModel(network)
-    train_cfg = replace(train_cfg, optimizer="sparse", validation_fraction=0.0, early_stopping=False)
+    train_cfg = replace(
+        train_cfg, optimizer="deferred-adam", map_priors=None, validation_fraction=0.0, early_stopping=False
+    )
     network.to(device)
     data = ObservationTensors(obs, device)
     output.mkdir(parents=True, exist_ok=True)

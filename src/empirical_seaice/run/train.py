@@ -390,7 +390,16 @@ def _run(
     train_index, valid_index = split_observations(obs.nobs, train_cfg.validation_fraction, generator)
     nobs_train = int(train_index.size)
     counts = build_row_counts(obs, model_cfg.nlag, obs.ngrid, obs.nstep, index=train_index)
-    dense = train_cfg.optimizer == "dense"  # the reference: dense tables, whole-map priors every step
+    train_cfg = train_cfg.resolved(nobs_train)  # the automatic batch size and learning rate
+    log.info(
+        "training: %d epochs, batch %d, learning rate %.3g, %s, %s whole-map priors, %s batches",
+        train_cfg.nepochs,
+        train_cfg.batch_size,
+        train_cfg.learning_rate,
+        train_cfg.optimizer,
+        train_cfg.prior_mode,
+        train_cfg.batch_order,
+    )
     network = HybridNetwork(
         model_cfg,
         cost_cfg,
@@ -398,8 +407,8 @@ def _run(
         background,
         obs.nobs,
         row_counts=counts,
-        sparse=not dense,
-        prior_mode="full" if dense else "sampled",
+        sparse=train_cfg.optimizer != "dense-adam",  # dense Adam: dense tables (the reference's way)
+        prior_mode=train_cfg.prior_mode,
         generator=generator,
     )
     if ckpt is not None:

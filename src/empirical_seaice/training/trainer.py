@@ -1,4 +1,4 @@
-"""The trainer: minibatch Adam over shuffled observations.
+"""The trainer: minibatch Adam over the observations, shuffled or in reference blocks.
 
 The trainer knows nothing about sea ice. It minimises the stochastic cost that
 a *network* reports for a batch of observations, over the parameters the
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from empirical_seaice.config import TrainingConfig
+from empirical_seaice.config import DEPRECATED_OPTIMIZERS, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam, dense_adam
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
@@ -49,20 +49,29 @@ CHECKPOINT_FORMAT = 2
 
 
 class Trainer:
-    """Minibatch Adam over shuffled observations, with books and checkpoints.
+    """Minibatch Adam over the observations, with books and checkpoints.
+
+    Batches (``TrainingConfig.batch_order``): ``"shuffled"`` draws a new
+    permutation of the training observations every epoch and cuts it into
+    batches; ``"reference-blocks"`` cuts the training observations in their
+    order (file order, sensor after sensor) into contiguous blocks of
+    ``batch_size`` (the last one shorter) and shuffles only the order of the
+    blocks, as the v2 reference's Keras ``Sequence`` does.
 
     Parameters
     ----------
     network : torch.nn.Module
         Fulfils the contract in the module docstring. For
-        ``optimizer="sparse"`` its state tables must produce sparse gradients
-        (``HybridNetwork(..., sparse=True)``); for ``"dense"`` dense ones.
+        ``optimizer="deferred-adam"`` or ``"sparse-adam"`` its state tables must
+        produce sparse gradients (``HybridNetwork(..., sparse=True)``); for
+        ``"dense-adam"`` dense ones.
     data : object with ``batch(index) -> batch``
         The observations on the training device
         (:class:`~empirical_seaice.model.operator.ObservationTensors`).
     config : TrainingConfig
         Epochs, batch size, learning rate, seed, reproducibility, early
-        stopping, optimiser scheme.
+        stopping, optimiser scheme, batch order. An automatic batch size or
+        learning rate (None) is resolved for ``len(train_index)``.
     train_index : int array
         Observations to train on (indices into ``data``).
     valid_index : int array or None
@@ -95,7 +104,7 @@ class Trainer:
     ) -> None:
         self.network = network
         self.data = data
-        self.config = config
+        self.config = config = config.resolved(len(train_index))
         self.train_index = torch.as_tensor(np.asarray(train_index), dtype=torch.long)
         if self.train_index.numel() == 0:
             raise SeaIceError("training: no observations to train on (empty training set)")
@@ -124,24 +133,24 @@ class Trainer:
         sparse_params = list(self.network.sparse_parameters())
         dense_params = list(self.network.dense_parameters())
         net_sparse = getattr(self.network, "sparse", None)
-        if cfg.optimizer in ("sparse", "lazy"):
+        if cfg.optimizer in ("deferred-adam", "sparse-adam"):
             if net_sparse is False:
                 raise SeaIceError(
                     f"optimizer {cfg.optimizer!r}: the network was built with dense state gradients (sparse=False); "
-                    "build it with sparse=True or use optimizer 'dense'"
+                    "build it with sparse=True or use optimizer 'dense-adam'"
                 )
             opts: list[torch.optim.Optimizer] = []
             if sparse_params:
-                table_opt = DeferredAdam if cfg.optimizer == "sparse" else torch.optim.SparseAdam
+                table_opt = DeferredAdam if cfg.optimizer == "deferred-adam" else torch.optim.SparseAdam
                 opts.append(table_opt(sparse_params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS))
             if dense_params:
                 opts.append(dense_adam(dense_params, cfg.learning_rate))
             return opts
-        # dense: plain Adam over everything (the reference's way)
+        # dense-adam: plain Adam over everything (the reference's way)
         if net_sparse is True:
             raise SeaIceError(
-                "optimizer 'dense': the network was built with sparse state gradients (sparse=True); "
-                "build it with sparse=False or use optimizer 'sparse' or 'lazy'"
+                "optimizer 'dense-adam': the network was built with sparse state gradients (sparse=True); "
+                "build it with sparse=False or use optimizer 'deferred-adam' or 'sparse-adam'"
             )
         params = sparse_params + dense_params
         return [dense_adam(params, cfg.learning_rate)]
@@ -198,6 +207,7 @@ class Trainer:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise SeaIceError(f"resume: {path} is not a trainer checkpoint of format {CHECKPOINT_FORMAT}")
         saved = state["config"]
+        saved = dict(saved, optimizer=DEPRECATED_OPTIMIZERS.get(saved["optimizer"], saved["optimizer"]))
         for key in ("batch_size", "optimizer"):
             if saved[key] != getattr(self.config, key):
                 raise SeaIceError(
@@ -253,16 +263,25 @@ class Trainer:
                 logger.info("restored the parameters of the best epoch %d", self.history.best_epoch + 1)
         return self.history
 
+    def _epoch_batches(self) -> list[torch.Tensor]:
+        """This epoch's batches of observation indices (on the device), in ``config.batch_order``."""
+        n, bs = self.train_index.numel(), self.config.batch_size
+        if self.config.batch_order == "reference-blocks":
+            index = self.train_index.to(self.device)
+            starts = (torch.randperm((n + bs - 1) // bs, generator=self.generator) * bs).tolist()
+            return [index[a : a + bs] for a in starts]
+        perm = self.train_index[torch.randperm(n, generator=self.generator)].to(self.device)
+        return [perm[a : a + bs] for a in range(0, n, bs)]
+
     def _train_epoch(self) -> None:
         cfg = self.config
         network = self.network
         n = self.train_index.numel()
-        bs = cfg.batch_size
-        nbatch = (n + bs - 1) // bs
-        perm = self.train_index[torch.randperm(n, generator=self.generator)].to(self.device)
+        batches = self._epoch_batches()
+        nbatch = len(batches)
         names: tuple[str, ...] | None = None
         values: torch.Tensor | None = None  # (nbatch, nterm + 1) float64 on device
-        sizes = np.diff(np.minimum(np.arange(nbatch + 1) * bs, n))
+        sizes = np.array([len(idx) for idx in batches], dtype=np.int64)
         bar = progress_bar(nbatch, f"epoch {self.epoch + 1}/{cfg.nepochs}", self.progress)
         deferred = next((opt for opt in self.optimizers if isinstance(opt, DeferredAdam)), None)
         state_rows = getattr(network, "state_rows", None)
@@ -273,8 +292,8 @@ class Trainer:
         running = 0.0
         t0 = time.perf_counter()
         c0 = time.process_time()
-        for b in range(nbatch):
-            batch = self.data.batch(perm[b * bs : (b + 1) * bs])
+        for b, idx in enumerate(batches):
+            batch = self.data.batch(idx)
             if gathered:
                 out = network(batch, state_values=deferred.gather(state_rows(batch)))
             else:
