@@ -491,13 +491,25 @@ def _run(
         del zero
         result.summary = diag.format_summary(
             diag.RunDiagnostics(
-                title=_title(preset_name, basis, obs, history, result, tag, diagsonly),
+                title=_title(
+                    preset_name,
+                    basis,
+                    obs,
+                    history,
+                    result,
+                    tag,
+                    diagsonly,
+                    _schedule(train_cfg),
+                    train_cfg.early_stopping,
+                ),
                 cost_before=result.cost_before,
                 cost_after=result.cost_after,
                 departures_before=result.departures_before,
                 departures_after=result.departures_after,
                 truth=result.truth,
                 notes=(f"outputs: {output}/*_{tag}.nc",),
+                kept_epoch=_kept_epoch(history, train_cfg.early_stopping),
+                nepochs=None if history is None else history.nepochs,
             ),
             basis,
         )
@@ -523,7 +535,7 @@ def _run(
     return result
 
 
-def _title(preset_name, basis, obs, history, result, tag, diagsonly) -> str:
+def _title(preset_name, basis, obs, history, result, tag, diagsonly, schedule: str = "", early_stopping=False) -> str:
     what = "diagnostics of the trained model" if diagsonly else "training"
     line = (
         f"seaice-training {what} '{tag}': model {preset_name}, sensors {' '.join(basis.sensor_names)}\n"
@@ -531,13 +543,38 @@ def _title(preset_name, basis, obs, history, result, tag, diagsonly) -> str:
     )
     if history is not None and not diagsonly:
         line += f"; {history.nepochs} epochs in {result.train_seconds:.1f} s ({history.obs_per_s:,.0f} obs/s)"
+        if schedule:
+            line += f"\n  {schedule}"
         if history.valid_cost:
             line += (
                 f"\n  held-out observation cost per obs: {history.valid_cost[0]:.4g} -> {history.valid_cost[-1]:.4g}"
             )
-            if history.stopped_early:
-                line += f" (early stop, best epoch {history.best_epoch + 1})"
+        kept = _kept_epoch(history, early_stopping)
+        if kept is not None:
+            best = history.valid_cost[kept - 1]
+            train_j = history.epoch_terms[kept - 1]["total"]
+            line += (
+                f"\n  early stopping kept epoch {kept} of {history.nepochs}, the lowest held-out cost ({best:.4g} per"
+                f" obs; training cost J/nobs {train_j:.4g}): column 'epoch {kept}' below is the cost of that model"
+            )
     return line
+
+
+def _kept_epoch(history, early_stopping: bool = True) -> int | None:
+    """With early stopping: the epoch (1-based) whose parameters the trainer kept (the trainer
+    restores the best epoch's parameters at the end, stopped early or not); else None."""
+    stopped = history is not None and (history.stopped_early or early_stopping)
+    if not stopped or history.best_epoch is None:
+        return None
+    return history.best_epoch + 1
+
+
+def _schedule(cfg: TrainingConfig) -> str:
+    """One line naming the training settings in effect."""
+    return (
+        f"batch {cfg.batch_size}, learning rate {cfg.learning_rate:.3g}, {cfg.optimizer}, "
+        f"{cfg.prior_mode} whole-map priors, {cfg.batch_order} batches"
+    )
 
 
 def _before_state(result: RunResult) -> dict[str, Any] | None:
