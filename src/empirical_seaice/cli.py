@@ -141,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Daily skin-temperature file (default: ifs_tsfc*.nc in --data).",
     )
     ours.add_argument(
+        "--grid-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="Grid description with lon, lat per grid point, as the v2 reference reads it (default: grid.nc "
+        "in --data if there; else LON, LAT of the skin-temperature file).",
+    )
+    ours.add_argument(
         "--validation-fraction",
         type=float,
         default=0.0,
@@ -344,6 +352,7 @@ def configs_from_args(args: argparse.Namespace):
         nsteps=args.nsteps,
         seaice_background=args.seaice_background,
         tsfc_background=args.tsfc_background,
+        grid_file=args.grid_file,
     )
     cost: CostConfig = replace(preset.cost, warm_ice=args.warm_ice)
     if args.optimizer in DEPRECATED_OPTIMIZERS:

@@ -26,6 +26,7 @@ class DataConfig:
     nsteps: number of steps to use; None = all (seed ``--nsteps``).
     seaice_background: background SIC file; None = find ``ifs_seaice*.nc`` in ``data``.
     tsfc_background: daily skin-temperature file; None = find ``ifs_tsfc*.nc`` in ``data``.
+    grid_file: grid description (``lon``, ``lat`` per grid point); None = ``grid.nc`` in ``data`` if there.
     steps_per_day: time steps per day (n_per_day of the step rule).
     cache: cache the assembled observations as memory-mapped arrays in the output directory.
     """
@@ -36,6 +37,7 @@ class DataConfig:
     nsteps: int | None = None
     seaice_background: Path | None = None
     tsfc_background: Path | None = None
+    grid_file: Path | None = None
     steps_per_day: int = 1
     cache: bool = True
 

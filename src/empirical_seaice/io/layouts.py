@@ -12,7 +12,9 @@ Detection (no NetCDF is opened here, only the file system is looked at):
 
 The background files are found by ``ifs_seaice*.nc`` and ``ifs_tsfc*.nc`` in
 the data directory (the monthly file's directory for layout A) unless given
-explicitly (``--seaice-background``, ``--tsfc-background``).
+explicitly (``--seaice-background``, ``--tsfc-background``); the optional grid
+description (``lon``, ``lat`` per grid point, as the v2 reference reads it) is
+``grid.nc`` there or ``--grid-file``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ PER_CHANNEL_VARIABLES = (
 
 SEAICE_GLOB = "ifs_seaice*.nc"
 TSFC_GLOB = "ifs_tsfc*.nc"
+GRID_FILE = "grid.nc"
+"""Name of the grid description (``lon``, ``lat`` per grid point) looked for beside the backgrounds."""
 
 
 @dataclass(frozen=True)
@@ -93,10 +97,11 @@ class DataFiles:
     sensors: tuple[SensorFiles, ...]
     seaice_background: Path
     tsfc_background: Path
+    grid: Path | None = None
 
     def input_files(self) -> list[Path]:
         files = [f for s in self.sensors for f in s.input_files()]
-        return files + [self.seaice_background, self.tsfc_background]
+        return files + [self.seaice_background, self.tsfc_background] + ([self.grid] if self.grid else [])
 
 
 def _layout_b_prefix(directory: Path, what: str) -> str:
@@ -177,7 +182,14 @@ def find_data_files(config: DataConfig) -> DataFiles:
         raise SeaIceError(f"--data {data}: no such file or directory")
     seaice = _find_background(bg_dir, SEAICE_GLOB, config.seaice_background, "--seaice-background", "background SIC")
     tsfc = _find_background(bg_dir, TSFC_GLOB, config.tsfc_background, "--tsfc-background", "skin-temperature map")
-    return DataFiles(layout, files, seaice, tsfc)
+    grid = None
+    if config.grid_file is not None:
+        grid = Path(config.grid_file)
+        if not grid.is_file():
+            raise SeaIceError(f"--grid-file: grid description {grid} not found")
+    elif (bg_dir / GRID_FILE).is_file():
+        grid = bg_dir / GRID_FILE
+    return DataFiles(layout, files, seaice, tsfc, grid)
 
 
 __all__ = [
@@ -190,4 +202,5 @@ __all__ = [
     "PER_CHANNEL_VARIABLES",
     "SEAICE_GLOB",
     "TSFC_GLOB",
+    "GRID_FILE",
 ]

@@ -103,8 +103,8 @@ def _configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, Cost
     dd = dict(d["data"])
     dd["data"] = Path(dd["data"])
     dd["sensors"] = tuple(dd["sensors"])
-    for k in ("seaice_background", "tsfc_background"):
-        dd[k] = None if dd[k] is None else Path(dd[k])
+    for k in ("seaice_background", "tsfc_background", "grid_file"):
+        dd[k] = None if dd.get(k) is None else Path(dd[k])
     md = dict(d["model"])
     md["lag_weights"] = tuple(md["lag_weights"])
     cd = dict(d["cost"])
@@ -292,6 +292,7 @@ def run(
             data=data_cfg.data,
             seaice_background=data_cfg.seaice_background or saved_data.seaice_background,
             tsfc_background=data_cfg.tsfc_background or saved_data.tsfc_background,
+            grid_file=data_cfg.grid_file or saved_data.grid_file,
         )
     if not Path(data_cfg.data).exists():
         raise SeaIceError(f"--data: {data_cfg.data} does not exist (give the training-data directory or file)")
