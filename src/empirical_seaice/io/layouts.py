@@ -133,6 +133,15 @@ def _find_background(directory: Path, pattern: str, explicit: Path | None, flag:
     return hits[0]
 
 
+def _find_grid(directory: Path, explicit: Path | None) -> Path | None:
+    """The grid description: ``explicit`` (must exist), else ``grid.nc`` in ``directory`` if there."""
+    if explicit is not None:
+        if not Path(explicit).is_file():
+            raise SeaIceError(f"--grid-file: grid description {explicit} not found")
+        return Path(explicit)
+    return directory / GRID_FILE if (directory / GRID_FILE).is_file() else None
+
+
 def find_data_files(config: DataConfig) -> DataFiles:
     """Detect the layout of ``config.data`` and locate every input file.
 
@@ -182,14 +191,7 @@ def find_data_files(config: DataConfig) -> DataFiles:
         raise SeaIceError(f"--data {data}: no such file or directory")
     seaice = _find_background(bg_dir, SEAICE_GLOB, config.seaice_background, "--seaice-background", "background SIC")
     tsfc = _find_background(bg_dir, TSFC_GLOB, config.tsfc_background, "--tsfc-background", "skin-temperature map")
-    grid = None
-    if config.grid_file is not None:
-        grid = Path(config.grid_file)
-        if not grid.is_file():
-            raise SeaIceError(f"--grid-file: grid description {grid} not found")
-    elif (bg_dir / GRID_FILE).is_file():
-        grid = bg_dir / GRID_FILE
-    return DataFiles(layout, files, seaice, tsfc, grid)
+    return DataFiles(layout, files, seaice, tsfc, _find_grid(bg_dir, config.grid_file))
 
 
 __all__ = [
