@@ -288,7 +288,6 @@ class RunDiagnostics:
     truth: TruthScores | None = None
     notes: Sequence[str] = field(default_factory=tuple)
     kept_epoch: int | None = None  # with early stopping: the epoch (1-based) whose parameters were kept
-    nepochs: int | None = None  # epochs trained
 
 
 ANCHOR_DOMINATES = 0.5

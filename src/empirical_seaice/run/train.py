@@ -510,7 +510,6 @@ def _run(
                 truth=result.truth,
                 notes=(f"outputs: {output}/*_{tag}.nc",),
                 kept_epoch=_kept_epoch(history, train_cfg.early_stopping),
-                nepochs=None if history is None else history.nepochs,
             ),
             basis,
         )
