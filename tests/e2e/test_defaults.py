@@ -59,3 +59,16 @@ def test_exact_reference_on_a_short_run_warns_in_plain_words(tiny, tmp_path):
     assert "batch 1024, learning rate 0.001, dense-adam, full whole-map priors, reference-blocks batches" in out
     assert "WARNING: the emissivity anchor term is" in out, out
     assert "Likely fix: start the ice emissivity near its anchor (--ice-emis-init 0.9" in out
+
+
+def test_early_stopping_summary_reports_the_kept_epoch(tiny, tmp_path):
+    """With early stopping the trained model is the best epoch's: the summary says which, and its cost
+    column is that epoch's (not a 'before -> after' of a later, worse epoch)."""
+    out = _run(["--data", str(tiny), "--output", str(tmp_path), "--validation-fraction", "0.1", "--early-stopping"])
+    m = re.search(r"early stopping kept epoch (\d+) of (\d+), the lowest held-out cost \(([\d.e+-]+) per obs", out)
+    assert m, out
+    kept, ran = int(m[1]), int(m[2])
+    assert 1 <= kept <= ran < 25  # stopped before the default 25 epochs
+    header = next(line for line in out.splitlines() if line.strip().startswith("cost term J"))
+    assert header.split()[-2:] == ["epoch", str(kept)]
+    assert "WARNING" not in out, out
