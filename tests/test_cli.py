@@ -29,6 +29,7 @@ def test_defaults_are_the_v2_preset_with_our_improvements():
     assert training.optimizer == "deferred-adam" != ref.optimizer
     assert training.prior_mode == "sampled" != ref.prior_mode
     assert training.batch_order == "shuffled" != ref.batch_order
+    assert training.adam_epsilon == "torch" != ref.adam_epsilon
     assert (training.seed, training.reproducible, training.validation_fraction) == (0, False, 0.0)
     assert training.device == "auto"
     # the automatic schedule: the reference's batch and step from 256,000 observations on
@@ -49,6 +50,7 @@ def test_exact_reference_is_the_published_configuration(model, nepochs, order):
     assert training.nepochs == nepochs and training.batch_order == order
     assert (training.batch_size, training.learning_rate) == (1024, 1e-3)
     assert training.optimizer == "dense-adam" and training.prior_mode == "full"
+    assert training.adam_epsilon == "keras"  # epsilon added before Keras' bias correction
     resolved = training.resolved(9322)  # nothing automatic left: the same on any data size
     assert (resolved.batch_size, resolved.learning_rate, resolved.map_priors) == (1024, 1e-3, "full")
     # explicit flags still apply on top

@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="E",
         help="Start the ice emissivity near E (0 < E < 1) through the output-layer biases, or 'reference' "
         "for the reference's initialisation (v2: zero biases, emissivity ~0.5, which a month of data "
-        "does not recover from against the 0.7 floor) (default: v1 0.93, v2 0.9).",
+        "does not recover from against its anchor floor) (default: v1 0.93, v2 0.9).",
     )
     ours.add_argument(
         "--threads",
