@@ -194,6 +194,14 @@ def test_plain_warnings_name_what_went_wrong_and_the_fix():
         truth=_truth(0.11, 0.05),
     )
     assert d.plain_warnings(ok) == []
+    # a good run whose anchor term is mostly a few emissivities just under the floor: no warning
+    noise = d.RunDiagnostics(
+        title="T",
+        cost_before={"obs": 1.27e6, "anchor": 0.0, "total": 1.27e6},
+        cost_after={"obs": 2.0e5, "anchor": 8.5e5, "total": 1.06e6},
+        truth=_truth(0.1101, 0.0594),
+    )
+    assert d.plain_warnings(noise) == []
     # the first-run failure of the reference's v2 start: SIC and departures worse, anchor dominating
     bad = d.RunDiagnostics(
         title="T",
