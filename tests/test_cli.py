@@ -32,7 +32,7 @@ def test_defaults_are_the_v2_preset_with_our_improvements():
     assert training.adam_epsilon == "torch" != ref.adam_epsilon
     assert (training.seed, training.reproducible, training.validation_fraction) == (0, False, 0.0)
     assert training.device == "auto"
-    # the automatic schedule: the reference's batch and step from 256,000 observations on
+    # the automatic schedule: the reference's batch and step from 204,800 observations on
     assert training.resolved(9322).batch_size == 128 and training.resolved(9322).learning_rate == 8e-3
     assert training.resolved(141596).batch_size == 512 and training.resolved(141596).learning_rate == 2e-3
     assert training.resolved(300000).batch_size == 1024 and training.resolved(300000).learning_rate == 1e-3

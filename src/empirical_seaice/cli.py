@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="Training batch size (default: automatic, the largest power of two up to 1024, the reference's, "
-        "that gives an epoch at least ~250 steps: 1024 from 256,000 observations on).",
+        "that gives an epoch at least ~200 steps: 1024 from 204,800 observations on).",
     )
     seed.add_argument(
         "--stepstart", type=int, default=0, help="Step in the training data from which to start (default 0)."

@@ -172,7 +172,7 @@ MAP_PRIORS = ("sampled", "full")
 BATCH_ORDERS = ("shuffled", "reference-blocks")
 """How an epoch is cut into minibatches (TrainingConfig.batch_order)."""
 
-AUTO_STEPS_PER_EPOCH = 250
+AUTO_STEPS_PER_EPOCH = 200
 """The automatic batch size gives an epoch at least about this many steps."""
 AUTO_BATCH_RANGE = (128, 1024)
 """Smallest and largest automatic batch size (the largest is the reference's)."""
@@ -184,7 +184,7 @@ def auto_batch_size(nobs: int) -> int:
     """The default batch size for ``nobs`` training observations.
 
     The largest power of two not above ``nobs / AUTO_STEPS_PER_EPOCH``, within
-    ``AUTO_BATCH_RANGE``: the reference's 1024 from 256,000 observations on
+    ``AUTO_BATCH_RANGE``: the reference's 1024 from 204,800 observations on
     (a month of one imager and more); smaller for small data sets, so that an
     epoch still has enough steps to move every SIC cell.
 
