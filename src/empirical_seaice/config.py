@@ -29,6 +29,7 @@ class DataConfig:
     grid_file: grid description (``lon``, ``lat`` per grid point); None = ``grid.nc`` in ``data`` if there.
     steps_per_day: time steps per day (n_per_day of the step rule).
     cache: cache the assembled observations as memory-mapped arrays in the output directory.
+    sensor_catalogue: TOML file adding or overriding sensors of the shipped catalogue; None = shipped only.
     """
 
     data: Path
@@ -40,6 +41,7 @@ class DataConfig:
     grid_file: Path | None = None
     steps_per_day: int = 1
     cache: bool = True
+    sensor_catalogue: Path | None = None
 
     def __post_init__(self) -> None:
         if self.stepstart < 0:

@@ -24,12 +24,13 @@ from pathlib import Path
 
 from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.sensors import SENSORS, Sensor, get_sensor
+from empirical_seaice.sensors import Sensor, load_catalogue
 
 PER_OBS_VARIABLES = ("JULIAN_DAY", "TSFC", "WINDSPEED10M", "CLOUD_FRACTION")
 """Per-observation variables every layout must hold (plus IGRID or COMMON_IGRID)."""
 OPTIONAL_PER_OBS_VARIABLES = ("ZENITH",)
-"""Per-observation variables read when present."""
+"""Per-observation variables read when present (``ZENITH``, the local satellite zenith angle in
+degrees, is required for cross-track sensors)."""
 GRID_VARIABLES = ("COMMON_IGRID", "IGRID")
 """Grid-index variables, in order of preference."""
 PER_CHANNEL_VARIABLES = (
@@ -98,10 +99,12 @@ class DataFiles:
     seaice_background: Path
     tsfc_background: Path
     grid: Path | None = None
+    sensor_catalogue: Path | None = None
 
     def input_files(self) -> list[Path]:
         files = [f for s in self.sensors for f in s.input_files()]
-        return files + [self.seaice_background, self.tsfc_background] + ([self.grid] if self.grid else [])
+        extra = [p for p in (self.grid, self.sensor_catalogue) if p is not None]
+        return files + [self.seaice_background, self.tsfc_background] + extra
 
 
 def _layout_b_prefix(directory: Path, what: str) -> str:
@@ -153,7 +156,8 @@ def find_data_files(config: DataConfig) -> DataFiles:
         a layout-B prefix is ambiguous; a background file is not found.
     """
     data = Path(config.data)
-    sensors = [get_sensor(name) for name in config.sensors]
+    catalogue = load_catalogue(config.sensor_catalogue)
+    sensors = [catalogue.sensor(name) for name in config.sensors]
     if data.is_file():
         if len(sensors) != 1:
             raise SeaIceError(
@@ -163,7 +167,7 @@ def find_data_files(config: DataConfig) -> DataFiles:
         files = (SensorFiles(sensors[0], "A", data),)
         layout, bg_dir = "A", data.parent
     elif data.is_dir():
-        subdirs = [name for name in SENSORS if (data / name).is_dir()]
+        subdirs = [name for name in catalogue.sensors if (data / name).is_dir()]
         if subdirs:
             missing = [s.name for s in sensors if not (data / s.name).is_dir()]
             if missing:
@@ -191,7 +195,9 @@ def find_data_files(config: DataConfig) -> DataFiles:
         raise SeaIceError(f"--data {data}: no such file or directory")
     seaice = _find_background(bg_dir, SEAICE_GLOB, config.seaice_background, "--seaice-background", "background SIC")
     tsfc = _find_background(bg_dir, TSFC_GLOB, config.tsfc_background, "--tsfc-background", "skin-temperature map")
-    return DataFiles(layout, files, seaice, tsfc, _find_grid(bg_dir, config.grid_file))
+    return DataFiles(
+        layout, files, seaice, tsfc, grid=_find_grid(bg_dir, config.grid_file), sensor_catalogue=config.sensor_catalogue
+    )
 
 
 __all__ = [
