@@ -207,13 +207,20 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
     grid = make_grid(config.hemisphere, config.resolution_km, config.lat_limit_deg)
     jd0 = julian_day_0utc(config.start_date) - 0.5  # integer: noon of the day before; window 0 starts at jd0 + 0.375
     truth = TruthModel(grid, rng, config.seed, jd_ref=jd0)
-    ice_table = _ice_table()
+    ice_model = _ice_model(config)
     biases = true_biases(rng, config.sensors)
+    realism = None
+    if config.active_effects:
+        from empirical_seaice.twin.realism import Realism
+
+        realism = Realism(config.active_effects, truth, config.seed, config.sensors)
     global_attrs = {
         "title": "empirical_seaice synthetic twin",
         "source": "empirical_seaice.twin",
         "twin_preset": config.name,
         "twin_seed": config.seed,
+        "twin_realism": ",".join(config.active_effects) or "ideal",
+        "twin_ice_model": config.ice_model,
         "Conventions": "CF-1.8",
     }
 
@@ -242,15 +249,32 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
         )
 
     daily_maps = {k: np.empty((grid.ngrid, config.days), dtype=np.float32) for k in TRUTH_DAILY}
+    extra_maps: dict[str, tuple[np.ndarray, str, str]] = {}
     try:
         for d in range(config.days):
             window_start = jd0 + 0.375 + d
             daily = truth.daily(window_start + 0.5, d)
             for k in TRUTH_DAILY:
                 daily_maps[k][:, d] = daily[k]
+            if realism is not None:
+                for name, (values, units, long_name) in realism.daily_fields(window_start + 0.5, daily).items():
+                    if name not in extra_maps:
+                        extra_maps[name] = (np.zeros((grid.ngrid, config.days), np.float32), units, long_name)
+                    extra_maps[name][0][:, d] = values
             for s_name, ps in per_sensor.items():
                 rows = _observe(
-                    truth, daily, ps, biases[s_name], grid, SAMPLING[s_name], window_start, d, config, ice_table, rng
+                    truth,
+                    daily,
+                    ps,
+                    biases[s_name],
+                    grid,
+                    SAMPLING[s_name],
+                    window_start,
+                    d,
+                    config,
+                    ice_model,
+                    rng,
+                    realism,
                 )
                 if d == 0 and (rows[0]["JULIAN_DAY"].size == 0 or rows[0]["JULIAN_DAY"][0] >= jd0 + 1.0):
                     raise RuntimeError(
@@ -266,31 +290,35 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
             ps["truth"].close()
 
     _write_backgrounds(partial, truth, grid, config, jd0, daily_maps, global_attrs)
-    _write_truth(partial, grid, config, jd0, daily_maps, biases, global_attrs)
+    _write_truth(partial, grid, config, jd0, daily_maps, biases, global_attrs, extra_maps)
     if output.exists():
         shutil.rmtree(output)
     partial.rename(output)
     return TwinSummary(output, grid.ngrid, config.days, {s: ps["nobs"] for s, ps in per_sensor.items()})
 
 
-def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, ice_table, rng):
-    """Simulate one sensor's observations of one day: (layout-C rows, truth rows)."""
+def _ice_model(config: TwinConfig):
+    """The ice emissivity function ``f(freq, pol, myi, snow, corr, t_ice, wet)`` of ``config.ice_model``."""
+    if config.ice_model == "literature":
+        from empirical_seaice.twin.ice_literature import literature_ice_emissivity
+
+        return literature_ice_emissivity
     from empirical_seaice.twin.ice_emissivity import ice_emissivity
 
-    g, jd = sample_day(grid, sampling, window_start, day, config.keep_fraction, rng)
-    n = g.size
+    table = _ice_table()
+    return lambda *args: ice_emissivity(table, *args)
+
+
+def _surface(truth, daily, ps, g, jd, wind, ice_model, realism):
+    """The surface seen at grid points ``g`` and times ``jd``: SIC, temperatures, ice and ocean emissivity."""
     sic = daily["sic"][g]
     t_air = truth.t_air_k(g, jd)
     t_ice = truth.t_ice_k(t_air)
     wet = truth.wetness(g, jd, t_air)
     t_water = truth.t_water_k(g, jd)
-    t_skin = sic * t_ice + (1.0 - sic) * t_water
-    weather = truth.weather(g, jd, t_air, rng)
-    wind = weather["wind_ms"]
     freqs, pols, inc = ps["freqs"], ps["pols"], ps["inc"]
     col = lambda a: np.asarray(a)[:, None]  # noqa: E731
-    emis_ice = ice_emissivity(
-        ice_table,
+    emis_ice = ice_model(
         freqs[None, :],
         pols[None, :],
         col(daily["myi_fraction"][g]),
@@ -299,36 +327,139 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
         col(t_ice),
         col(wet),
     )
-    emis_ice = np.broadcast_to(emis_ice, (n, freqs.size)).astype(np.float64)
-    emis_ocean = ocean_emissivity_true(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
-    emis_water = ocean_emissivity_model(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
-    tau, td, tu = ps["atm"](t_air, weather["tcwv_kgm2"], np.zeros(n))
-    tau_c, td_c, tu_c = ps["atm"](t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"])
+    emis_ice = np.broadcast_to(emis_ice, (g.size, freqs.size)).astype(np.float64)
+    if realism is not None:
+        emis_ice = realism.ice_surface(emis_ice, g, jd, daily, freqs, pols, inc, t_ice, truth.salinity_psu)
+    return {
+        "sic": sic,
+        "t_air": t_air,
+        "t_ice": t_ice,
+        "wet": wet,
+        "t_water": t_water,
+        "t_skin": sic * t_ice + (1.0 - sic) * t_water,
+        "emis_ice": emis_ice,
+        "emis_ocean": ocean_emissivity_true(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind)),
+    }
+
+
+def _surface_tb(surf, atm, weather, bias, realism, g, daily, freqs):
+    """Noise-free TB (n, nchan) of one surface under the observation's atmosphere (+ emitting layer)."""
+    tau, td, tu, tau_c, td_c, tu_c = atm
     b_ice, b_ocean = bias
+    cloud = weather["cloud_fraction"]
     tb = _simulate(
-        sic,
-        emis_ice,
-        t_skin,
-        emis_ocean,
+        surf["sic"],
+        surf["emis_ice"],
+        surf["t_skin"],
+        surf["emis_ocean"],
         tau,
         td,
         tu,
         tau_c,
         td_c,
         tu_c,
-        weather["cloud_fraction"],
+        cloud,
         b_ice[None, :],
         b_ocean[None, :],
     )
+    if realism is not None and "emitting_layer" in realism:
+        tau_eff = (1.0 - cloud[:, None]) * tau + cloud[:, None] * tau_c
+        tb = tb + realism.emission_correction(g, daily, surf, freqs, tau_eff)
+    return tb
+
+
+def _footprint_tb(tb, truth, daily, ps, g, jd, weather, atm, bias, ice_model, realism, rng):
+    """Mix the TBs of the 3x3 neighbouring cells into each observation by its footprint weights."""
+    from empirical_seaice.twin.realism import LAND_EMISSIVITY
+
+    nb, w = realism.footprint(g, ps["sensor"].name, ps["freqs"], rng)
+    out = w[:, 4, :] * tb
+    pol_h = ps["pols"][None, :] == 1
+    for k in (0, 1, 2, 3, 5, 6, 7, 8):
+        j = nb[:, k]
+        same = j == -2  # outside the domain: the centre cell stands in
+        land = j == -1
+        gj = np.where(j >= 0, j, g)
+        tb_k = _surface_tb(
+            _surface(truth, daily, ps, gj, jd, weather["wind_ms"], ice_model, realism),
+            atm,
+            weather,
+            bias,
+            realism,
+            gj,
+            daily,
+            ps["freqs"],
+        )
+        if land.any():
+            n = int(land.sum())
+            land_surf = {
+                "sic": np.ones(n),
+                "emis_ice": np.where(pol_h, LAND_EMISSIVITY[1], LAND_EMISSIVITY[0]) * np.ones((n, 1)),
+                "t_skin": truth.t_air_k(g[land], jd[land]),
+                "emis_ocean": np.ones((n, ps["freqs"].size)),
+            }
+            sub = lambda a: a[land]  # noqa: E731
+            tb_land = _simulate(
+                land_surf["sic"],
+                land_surf["emis_ice"],
+                land_surf["t_skin"],
+                land_surf["emis_ocean"],
+                *(sub(a) for a in atm),
+                sub(weather["cloud_fraction"]),
+                bias[0][None, :],
+                bias[1][None, :],
+            )
+            tb_k[land] = tb_land
+        tb_k[same] = tb[same]
+        out = out + w[:, k, :] * tb_k
+    return out
+
+
+def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, ice_model, rng, realism=None):
+    """Simulate one sensor's observations of one day: (layout-C rows, truth rows).
+
+    ``realism`` (a :class:`~empirical_seaice.twin.realism.Realism` or None for the ideal twin) adds
+    its effects; they draw from their own generator, so the ideal part is unchanged.
+    """
+    g, jd = sample_day(grid, sampling, window_start, day, config.keep_fraction, rng)
+    n = g.size
+    t_air = truth.t_air_k(g, jd)
+    weather = truth.weather(g, jd, t_air, rng)
+    wind = weather["wind_ms"]
+    freqs, pols, inc = ps["freqs"], ps["pols"], ps["inc"]
+    col = lambda a: np.asarray(a)[:, None]  # noqa: E731
+    surf = _surface(truth, daily, ps, g, jd, wind, ice_model, realism)
+    sic, t_skin, emis_ice, emis_ocean = surf["sic"], surf["t_skin"], surf["emis_ice"], surf["emis_ocean"]
+    emis_water = ocean_emissivity_model(freqs, pols, inc, col(surf["t_water"]), truth.salinity_psu, col(wind))
+    tau, td, tu = ps["atm"](t_air, weather["tcwv_kgm2"], np.zeros(n))
+    tau_c, td_c, tu_c = ps["atm"](t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"])
+    atm = (tau, td, tu, tau_c, td_c, tu_c)
+    tb = _surface_tb(surf, atm, weather, bias, realism, g, daily, freqs)
+    given = {"t_air_k": t_air, "t_skin_k": t_skin, **weather}
+    if realism is not None:
+        rrng = np.random.default_rng([config.seed, 15, day, config.sensors.index(ps["sensor"].name)])
+        if "footprint" in realism:
+            tb = _footprint_tb(tb, truth, daily, ps, g, jd, weather, atm, bias, ice_model, realism, rrng)
+        if "precip_scattering" in realism:
+            tb = tb + realism.precip_depression(g, jd, weather, freqs)
+        if "drifting_bias" in realism:
+            tb = tb + realism.bias_drift(ps["sensor"].name, jd, tb)
+        if "nwp_errors" in realism:
+            given = realism.weather_model(g, jd, t_air, weather, t_skin, sic, rrng)
+            emis_water = ocean_emissivity_model(
+                freqs, pols, inc, col(surf["t_water"]), truth.salinity_psu, col(given["wind_ms"])
+            )
+            tau, td, tu = ps["atm"](given["t_air_k"], given["tcwv_kgm2"], np.zeros(n))
+            tau_c, td_c, tu_c = ps["atm"](given["t_air_k"], given["tcwv_kgm2"], given["lwp_kgm2"])
     noise = rng.normal(0.0, 1.0, tb.shape) * ps["sigma"][None, :] * config.noise_scale
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
     data = {
         "JULIAN_DAY": jd,
         "IGRID": g.astype(np.int32),
         "COMMON_IGRID": g.astype(np.int32),
-        "TSFC": f32(t_skin),
-        "WINDSPEED10M": f32(wind),
-        "CLOUD_FRACTION": f32(weather["cloud_fraction"]),
+        "TSFC": f32(given["t_skin_k"]),
+        "WINDSPEED10M": f32(given["wind_ms"]),
+        "CLOUD_FRACTION": f32(given["cloud_fraction"]),
         "ZENITH": np.full(n, ps["inc"][0], dtype=np.float32),
         "OBSVALUE": f32(tb + noise),
         "EMIS_WATER": f32(emis_water),
@@ -344,9 +475,9 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
         "EMIS_OCEAN": f32(emis_ocean),
         "TB_NOISEFREE": f32(tb),
         "SIC": f32(sic),
-        "T_ICE": f32(t_ice),
+        "T_ICE": f32(surf["t_ice"]),
         "T_AIR": f32(t_air),
-        "WETNESS": f32(wet),
+        "WETNESS": f32(surf["wet"]),
         "TCWV": f32(weather["tcwv_kgm2"]),
         "LWP": f32(weather["lwp_kgm2"]),
     }
@@ -400,7 +531,7 @@ def _write_backgrounds(out, truth, grid, config, jd0, daily_maps, global_attrs):
     )
 
 
-def _write_truth(out, grid, config, jd0, daily_maps, biases, global_attrs):
+def _write_truth(out, grid, config, jd0, daily_maps, biases, global_attrs, extra_maps=None):
     tdir = out / TRUTH_DIR
     tdir.mkdir(exist_ok=True)
     variables = {
@@ -417,6 +548,8 @@ def _write_truth(out, grid, config, jd0, daily_maps, biases, global_attrs):
     }
     for key, (name, units, long_name) in TRUTH_DAILY.items():
         variables[name] = (("grid", "step"), daily_maps[key], units, long_name)
+    for name, (values, units, long_name) in (extra_maps or {}).items():
+        variables[name] = (("grid", "step"), values, units, long_name)
     attrs = {**global_attrs, "jd_origin": float(jd0), "config": json.dumps(config.to_dict(), sort_keys=True)}
     write_grid_file(tdir / "truth_state.nc", variables, {"grid": grid.ngrid, "step": config.days}, attrs)
     bias_vars, dims = {}, {}
