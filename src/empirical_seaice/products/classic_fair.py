@@ -21,7 +21,7 @@ the data. This module gives the versions a comparison must beat:
     grid cells; the open-water tie point is the median TB of the cells with
     a total below :data:`WATER_SIC_MAX`, the first-year and multi-year tie
     points the median TB of the consolidated cells (total above
-    :data:`ICE_SIC_MIN`) with a multi-year share below / above 0.5; a class
+    :data:`ICE_SIC_MIN`, or the upper quartile of the class when that is lower) with a multi-year share below / above 0.5; a class
     with fewer than :data:`MIN_CELLS` cells keeps its first-pass tie point
     shifted like the others. The fit is repeated :data:`FIT_PASSES` times, each
     pass classifying with the previous pass's tie points.
@@ -71,6 +71,10 @@ ICE_SIC_MIN = 0.95
 """First-pass concentration above which a cell counts as consolidated ice for the fitted tie points."""
 MIN_CELLS = 20
 """Fewest cells that define a fitted tie point or ice line."""
+ICE_QUANTILE = 0.75
+"""The consolidated-ice threshold of the NASA Team fit, per ice class, is lowered to this quantile of the
+class's first-pass totals above 0.6 when that is below :data:`ICE_SIC_MIN` (tie points far from the data's
+ice give totals below 0.95)."""
 FIT_PASSES = 3
 """Passes of the NASA Team tie-point fit (each classifies with the previous pass's tie points)."""
 
@@ -93,7 +97,8 @@ def fit_nasa_team_tie_points(tb: np.ndarray, first: NasaTeamTiePoints) -> NasaTe
     """Tie points fitted to daily-mean TBs ``tb`` (ncell, 3: 19V, 19H, 37V, K) from a first pass with ``first``.
 
     Open water: median TB of cells with total < :data:`WATER_SIC_MAX`; first-year / multi-year: median TB of
-    cells with total > :data:`ICE_SIC_MIN` and multi-year share < / >= 0.5. A class with fewer than
+    cells with multi-year share < / >= 0.5 and a total above min(:data:`ICE_SIC_MIN`, the :data:`ICE_QUANTILE`
+    quantile of the class's totals above 0.6). A class with fewer than
     :data:`MIN_CELLS` cells keeps ``first``'s value shifted by the mean shift of the fitted classes.
     """
     ok = np.all(np.isfinite(tb), axis=1)
@@ -101,7 +106,11 @@ def fit_nasa_team_tie_points(tb: np.ndarray, first: NasaTeamTiePoints) -> NasaTe
     sic = nasa_team(tb[:, 0], tb[:, 1], tb[:, 2], first, weather_filter=False)
     total = sic.first_year + sic.multi_year
     share = sic.multi_year / np.where(np.abs(total) > 1e-6, total, 1e-6)
-    classes = [total < WATER_SIC_MAX, (total > ICE_SIC_MIN) & (share < 0.5), (total > ICE_SIC_MIN) & (share >= 0.5)]
+    classes = [total < WATER_SIC_MAX]
+    for kind in (share < 0.5, share >= 0.5):
+        cand = kind & (total > 0.6)
+        thr = min(ICE_SIC_MIN, float(np.quantile(total[cand], ICE_QUANTILE))) if cand.any() else ICE_SIC_MIN
+        classes.append(cand & (total >= thr))
     old = np.array([first.tb19v_k, first.tb19h_k, first.tb37v_k]).T  # (3 classes, 3 channels)
     new = old.copy()
     fitted = []
@@ -181,16 +190,21 @@ def fair_classic_maps(obs: Observations) -> dict[str, np.ndarray]:
         present = obs.basis.present[s]
         if sname not in TIE_POINT_SENSOR or not all(c in names and present[names[c]] for c in ("19v", "19h", "37v", "37h")):
             continue
-        nt = grid_daily_mean_tb(obs, ("19v", "19h", "37v"), s)
+        extra = ("24v",) if "24v" in names and present[names["24v"]] else ()
+        nt = grid_daily_mean_tb(obs, ("19v", "19h", "37v") + extra, s)
+
+        def nt_sic(cells, tp):
+            v22 = cells[:, 3] if cells.shape[1] > 3 else None  # the second weather filter, as classic_sic_maps
+            return nasa_team(cells[:, 0], cells[:, 1], cells[:, 2], tp, tb22v_k=v22).total
 
         def hemi_nt(cells, hemi, sname=sname):
-            return nasa_team(cells[:, 0], cells[:, 1], cells[:, 2], nasa_team_hemisphere_tie_points(sname, hemi)).total
+            return nt_sic(cells, nasa_team_hemisphere_tie_points(sname, hemi))
 
         def dyn_nt(cells, hemi, sname=sname):
             tp = nasa_team_hemisphere_tie_points(sname, hemi)
             for _ in range(FIT_PASSES):
-                tp = fit_nasa_team_tie_points(cells, tp)
-            return nasa_team(cells[:, 0], cells[:, 1], cells[:, 2], tp).total
+                tp = fit_nasa_team_tie_points(cells[:, :3], tp)
+            return nt_sic(cells, tp)
 
         bt = grid_daily_mean_tb(obs, ("37v", "37h", "19v"), s)
 
