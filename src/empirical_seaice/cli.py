@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Stop when the held-out observation cost no longer improves (needs --validation-fraction).",
     )
     ours.add_argument(
+        "--sic-background-error",
+        type=float,
+        metavar="SIGMA",
+        help="Add the prior sum (C - C_b)^2 / SIGMA^2 of SIC on the background map (default: off, as the reference).",
+    )
+    ours.add_argument(
         "--learning-rate",
         type=float,
         default=1e-3,
@@ -279,6 +285,8 @@ def configs_from_args(args: argparse.Namespace):
         tsfc_background=args.tsfc_background,
     )
     cost: CostConfig = replace(preset.cost, warm_ice=args.warm_ice)
+    if args.sic_background_error is not None:
+        cost = replace(cost, sic_background_prior=True, sic_background_error=args.sic_background_error)
     training = TrainingConfig(
         nepochs=args.nepochs,
         batch_size=args.batchsize,
