@@ -41,19 +41,22 @@ mode the priors would still move them (e.g. background trace ice toward 0 or
 0.3 by the false-ice prior), which changes no simulated TB; every other row
 gets the same prior gradient in expectation in both modes.
 
-The warm-ice term is a *mean* (not /nobs) in the reference. In "full" mode it
-is the mean over the whole (ngrid, nstep) map; in "sampled" mode the estimate
-above is rescaled by ``nobs / n_warm_rows`` (observed rows with a
-temperature, i.e. columns >= nlag), so its expectation is the mean over the
-observed rows (equal to the full mean when every row is observed).
+The warm-ice term is a *mean* over the map rows, divided by nobs like the
+other background terms (as in the reference). In "full" mode it is the mean
+over the whole (ngrid, nstep) map / nobs; in "sampled" mode the estimate
+above is rescaled by ``1 / n_warm_rows`` (observed rows with a temperature,
+i.e. columns >= nlag), so its expectation is the mean over the observed rows
+/ nobs (equal to the full value when every row is observed).
 
 "full" mode (``prior_mode="full"``) computes the priors over the entire map
 each step (the reference's way); use it with ``sparse=False`` (it produces
 dense gradients on the SIC table).
 
 Other background terms: the anchor (v1: ``(e0[10v] - 0.93)^2 / 1e-5^2``;
-v2: ``sum_{i in batch} max(0.7 - e_ice,i[anchor], 0)^2 / 1e-5^2``, the
-reference's "summed over the batch"), the bias prior
+v2: ``sum_{i in batch} max(floor - e_i, 0)^2 / 1e-5^2``, the reference's
+"summed over the batch", with ``e_i`` the network's V emissivity at 23.8 GHz
+(original v2, floor 0.8) or the ice emissivity of the anchor channel (the
+fork's variant, 10v else 24v, floor 0.7)), the bias prior
 ``sum (b - b_bg)^2 / sigma_b^2``, each divided by ``nobs``.
 """
 
@@ -70,10 +73,10 @@ from empirical_seaice.config import CostConfig, ModelConfig
 from empirical_seaice.cost import terms as costs
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import physics
-from empirical_seaice.model.emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity
+from empirical_seaice.model.emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity, make_emissivity
 from empirical_seaice.model.state import EmpiricalState
 from empirical_seaice.observations import BackgroundMaps, Observations
-from empirical_seaice.sensors import ChannelBasis
+from empirical_seaice.sensors import POL_V, ChannelBasis
 
 PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction")
 """Per-observation float fields carried by a :class:`Batch`, in packing order."""
@@ -267,6 +270,16 @@ def _anchor_channel(cost: CostConfig, basis: ChannelBasis) -> int:
     )
 
 
+def _anchor(cost: CostConfig, basis: ChannelBasis, emissivity: EmissivityModel) -> int | None:
+    """Basis index of the anchored channel, or None when the v2 network is anchored at
+    ``cost.anchor_frequency_ghz`` (V polarisation) instead of at a channel."""
+    if cost.anchor_frequency_ghz is not None and not isinstance(emissivity, NetworkEmissivity):
+        raise SeaIceError("anchor_frequency_ghz: needs the v2 network (frequency input); use anchor_channels for v1")
+    if cost.anchor == "mean" and not isinstance(emissivity, LinearEmissivity):
+        raise SeaIceError("anchor: 'mean' (the e0 of the anchor channel) needs the v1 linear model; use 'floor' for v2")
+    return _anchor_channel(cost, basis) if cost.anchor_frequency_ghz is None else None
+
+
 class HybridNetwork(nn.Module):
     """The hybrid empirical-physical network (observation operator + cost).
 
@@ -287,7 +300,9 @@ class HybridNetwork(nn.Module):
     emissivity : EmissivityModel (LinearEmissivity for v1, NetworkEmissivity for v2)
     wind_coef : Parameter (nchan,), w_c, init 0.
     bias_ice_k, bias_ocean_k : Parameter (nsensor, nchan), init from the backgrounds.
-    anchor_channel : basis index of the anchor channel.
+    anchor_channel : basis index of the anchor channel; None when the v2 network is anchored at
+        ``CostConfig.anchor_frequency_ghz`` (the forward pass then returns ``emis_anchor``, the
+        network's V emissivity at that frequency, evaluated once more per observation).
     """
 
     def __init__(
@@ -326,18 +341,8 @@ class HybridNetwork(nn.Module):
         self.state = EmpiricalState(
             background.sic, background.nstep, model.nprop_grid, nobs, model.nprop_obs, model.lag_weights, sparse
         )
-        nprop = model.nprop_grid + model.nprop_obs
-        if model.version == "v1":
-            self.emissivity: EmissivityModel = LinearEmissivity(nprop, basis, generator, model.ice_emis_init)
-        else:
-            self.emissivity = NetworkEmissivity(
-                nprop, basis, model.hidden, model.freq_scale_ghz, generator, model.ice_emis_init
-            )
-        self.anchor_channel = _anchor_channel(cost, basis)
-        if cost.anchor == "mean" and not isinstance(self.emissivity, LinearEmissivity):
-            raise SeaIceError(
-                "anchor: 'mean' (the e0 of the anchor channel) needs the v1 linear model; use 'floor' for v2"
-            )
+        self.emissivity = make_emissivity(model, basis, generator)
+        self.anchor_channel = _anchor(cost, basis, self.emissivity)
 
         ns, nc = basis.nsensor, basis.nchan
         ice = np.array(basis.bias_ice_bg_k, dtype=np.float32).copy()
@@ -410,6 +415,11 @@ class HybridNetwork(nn.Module):
             sic = torch.zeros_like(sic)
         x_t = physics.normalised_temperature(batch.t_skin_k, mc.t_ref_k, mc.t_scale_k)
         emis_ice = self.emissivity(x_t, props, batch.isensor)
+        if self.anchor_channel is None:  # original v2: one more evaluation per observation, V polarisation
+            f = self.cost_config.anchor_frequency_ghz
+            emis_anchor = self.emissivity.emissivity_vh(x_t, props, x_t.new_full((), f))[..., POL_V]
+        else:
+            emis_anchor = emis_ice[:, self.anchor_channel]
         emis_ocean = physics.ocean_emissivity(batch.emis_water, batch.wind_ms, self.wind_coef)
         # the parameter-free atmospheric terms first, then one SIC mix (fewer graph nodes)
         a_ice, a_ocean = physics.surface_atmosphere_terms(
@@ -435,6 +445,7 @@ class HybridNetwork(nn.Module):
             "emis_ocean": emis_ocean,
             "x_t": x_t,
             "props": props,
+            "emis_anchor": emis_anchor,
             "sic_rows": rows,
             "sic_lags": lags,
         }
@@ -455,7 +466,14 @@ class HybridNetwork(nn.Module):
         if cc.sic_background_prior:
             bg = self.state.background_flat
             p["sic_background"] = (sic - (bg if rows is None else bg.take(rows)), None, cc.sic_background_error)
-        if cc.false_ice_prior:
+        if cc.false_ice_prior and cc.false_ice_shape == "smooth":
+            s = cc.false_ice_peak_scaling
+            p["false_ice"] = (
+                costs.false_ice_smooth_residual(sic, s),
+                costs.false_ice_smooth_slope(sic, s),
+                cc.false_ice_error,
+            )
+        elif cc.false_ice_prior:
             p["false_ice"] = (costs.false_ice_residual(sic), costs.false_ice_slope(sic), cc.false_ice_error)
         return p
 
@@ -477,7 +495,7 @@ class HybridNetwork(nn.Module):
         cc = self.cost_config
         nb = len(batch)
         tb, lags = out["tb"], out["sic_lags"]
-        emis_anchor = out["emis_ice"][:, self.anchor_channel]
+        emis_anchor = out["emis_anchor"]
         sampled = self.prior_mode == "sampled"
         floor = cc.anchor != "mean"
         grads = torch.is_grad_enabled()
@@ -514,7 +532,7 @@ class HybridNetwork(nn.Module):
                     lambda: costs.warm_ice_weight(self.t_map_flat, cc.warm_ice_threshold_k, cc.warm_ice_factor),
                 ).take(rows)
                 effective = cc.warm_ice == "effective"
-                warm_scale = self.counts_nobs / (self.n_warm_rows * nb)
+                warm_scale = self.counts_nobs / (self.n_warm_rows * nb * nobs_total)
                 if grads and effective:
                     derivs["lags"].append(
                         (len(raw), costs.warm_ice_penalty_weighted_grad(lags, warm, True).mul_(w).mul_(warm_scale))
@@ -579,7 +597,7 @@ class HybridNetwork(nn.Module):
 
     def full_prior_terms(self, nobs_total: int | None = None) -> dict[str, Tensor]:
         """Whole-map SIC priors over the entire map: each ``sum_r p(C_r) / nobs``; ``warm_ice`` the
-        reference mean over (ngrid, nstep). ``nobs_total`` defaults to the counted training observations."""
+        reference mean over (ngrid, nstep), / nobs. ``nobs_total`` defaults to the counted training observations."""
         cc = self.cost_config
         n = self.counts_nobs if nobs_total is None else nobs_total
         st = self.state
@@ -591,7 +609,7 @@ class HybridNetwork(nn.Module):
         c2 = st.sic_map_2d()[:, st.nlag :]
         t2 = self.t_map_flat.view(st.ngrid, st.ncol)[:, st.nlag :]
         terms["warm_ice"] = costs.warm_ice_term(
-            c2, t2, cc.warm_ice_threshold_k, cc.warm_ice_factor, cc.warm_ice == "effective"
+            c2, t2, cc.warm_ice_threshold_k, cc.warm_ice_factor, cc.warm_ice == "effective", nobs=n
         )
         return terms
 

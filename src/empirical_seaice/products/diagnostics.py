@@ -44,11 +44,14 @@ class Simulation:
     tb : (nobs, nchan) simulated TB' (K).
     emis_ice : (nobs, nchan) ice emissivity.
     sic : (nobs,) SIC seen by each observation (lag-weighted).
+    emis_anchor : (nobs,) the anchored ice emissivity (the anchor channel's, or the v2 network's
+        at the anchor frequency); None if the network does not report it.
     """
 
     tb: np.ndarray
     emis_ice: np.ndarray
     sic: np.ndarray
+    emis_anchor: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -76,6 +79,7 @@ def simulate(
     device = getattr(data, "device", None) or next(network.parameters()).device
     try:
         tb = emis = sic = None
+        anchor: np.ndarray | None = None
         for start in range(0, nobs, chunk):
             idx = torch.arange(start, min(start + chunk, nobs), dtype=torch.long, device=device)
             out = network(data.batch(idx), zero_sic=zero_sic)
@@ -89,9 +93,13 @@ def simulate(
             tb[start : start + len(idx)] = t
             emis[start : start + len(idx)] = e
             sic[start : start + len(idx)] = c
+            if "emis_anchor" in out:
+                if anchor is None:
+                    anchor = np.empty(nobs, dtype=np.float32)
+                anchor[start : start + len(idx)] = out["emis_anchor"].detach().float().cpu().numpy().reshape(-1)
         if tb is None:
             raise ValueError("simulate: no observations")
-        return Simulation(tb=tb, emis_ice=emis, sic=sic)
+        return Simulation(tb=tb, emis_ice=emis, sic=sic, emis_anchor=anchor)
     finally:
         network.train(was_training)
 

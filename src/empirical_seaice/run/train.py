@@ -108,6 +108,10 @@ def _configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, Cost
     md = dict(d["model"])
     md["lag_weights"] = tuple(md["lag_weights"])
     cd = dict(d["cost"])
+    # checkpoints written before these fields existed were trained with the min(C, 0.3 - C) false-ice
+    # shape and the physical network frequencies (anchor_frequency_ghz defaults to None: the channel anchor)
+    cd.setdefault("false_ice_shape", "tent")
+    md.setdefault("network_frequencies", "physical")
     cd["anchor_channels"] = tuple(cd["anchor_channels"])
     cd["bias_bg"] = {k: tuple(v) for k, v in cd["bias_bg"].items()}
     return DataConfig(**dd), ModelConfig(**md), CostConfig(**cd)
@@ -208,7 +212,7 @@ def _full_cost(network, obs: Observations, sim: diag.Simulation, nobs_total: int
         e0 = float(network.emissivity.e0[network.anchor_channel].detach().double())
         terms["anchor"] = ((e0 - cc.anchor_value) / cc.anchor_error) ** 2
     else:
-        e = sim.emis_ice[:, network.anchor_channel].astype(np.float64)
+        e = sim.emis_anchor.astype(np.float64)
         terms["anchor"] = float((np.maximum(cc.anchor_value - e, 0.0) ** 2).sum() / cc.anchor_error**2)
     terms["bias"] = float(network.bias_prior().detach().double())
     terms["total"] = total + terms["anchor"] + terms["bias"]
@@ -604,6 +608,7 @@ def _save_model(
             setup=configs,
             epoch_losses=epoch_losses,
             batch_losses=batch_losses,
+            model_version=model_cfg.version,
         )
     )
     return files

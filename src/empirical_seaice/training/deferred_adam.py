@@ -53,8 +53,15 @@ optimiser only decides how the steps are taken.
 
 All use the Keras defaults of the reference: lr 1e-3, betas (0.9, 0.999) and
 ``eps = 1e-7`` (Keras' default; PyTorch's own default is 1e-8). Keras adds its
-epsilon to ``sqrt(v)`` before bias correction where PyTorch adds it after;
-with ``eps`` this small the two differ only for gradients of order 1e-7.
+epsilon to ``sqrt(v)`` before the bias correction,
+``w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)``, where PyTorch adds it
+after, ``w -= lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps)``: Keras' update is
+PyTorch's with ``eps_t = eps / sqrt(1 - b2^t)`` (:func:`keras_epsilon`; 3.2e-6 at
+step 1, 3.2e-7 at step 100, 1e-7 in the limit), which matters only for gradients
+of order 1e-6 or less. ``eps_mode="keras"`` (``TrainingConfig.adam_epsilon``)
+reproduces Keras: :func:`dense_adam` sets ``eps_t`` before each step and
+:class:`DeferredAdam` adds ``eps`` before its bias correction (its deferred
+zero-gradient steps neglect ``eps`` in either mode).
 """
 
 from __future__ import annotations
@@ -170,15 +177,25 @@ class DeferredAdam(torch.optim.Optimizer):
     params : iterable of 2-D Parameters whose gradients are sparse COO row
         gradients (``nn.Embedding(sparse=True)``); a dense gradient is taken
         as touching every row.
-    lr, betas, eps : Adam's (PyTorch convention: ``eps`` added to
-        ``sqrt(v_hat)``).
+    lr, betas, eps : Adam's.
+    eps_mode : "torch" (``eps`` added to the bias-corrected ``sqrt(v_hat)``) or "keras"
+        (added to ``sqrt(v)`` before the bias correction, as Keras does).
     """
 
     _TAIL_TERMS = 800  # q^800 < 1e-36: the sum A(t) is truncated there
     MAX_STEPS = 2**24  # the last-update step is stored as float32 in the slab
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = ADAM_BETAS, eps: float = ADAM_EPS):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = ADAM_BETAS,
+        eps: float = ADAM_EPS,
+        eps_mode: str = "torch",
+    ):
+        if eps_mode not in ("torch", "keras"):
+            raise SeaIceError(f"adam_epsilon: expected torch or keras, got {eps_mode!r}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, eps_mode=eps_mode))
         for group in self.param_groups:
             for p in group["params"]:
                 if p.dim() != 2:
@@ -293,7 +310,11 @@ class DeferredAdam(torch.optim.Optimizer):
         m.mul_(b1).add_(vals, alpha=1.0 - b1)
         v.mul_(b2).addcmul_(vals, vals, value=1.0 - b2)
         bc2_sqrt = float(np.sqrt(1.0 - b2**step))
-        w.addcdiv_(m, v.sqrt().div_(bc2_sqrt).add_(group["eps"]), value=-group["lr"] / (1.0 - b1**step))
+        if group.get("eps_mode", "torch") == "keras":  # eps before the bias correction
+            denom = v.sqrt().add_(group["eps"]).div_(bc2_sqrt)
+        else:
+            denom = v.sqrt().div_(bc2_sqrt).add_(group["eps"])
+        w.addcdiv_(m, denom, value=-group["lr"] / (1.0 - b1**step))
         rt[3 * c].fill_(step)
 
     def _group_of(self, p: torch.Tensor) -> int:
@@ -474,6 +495,39 @@ class DeferredAdam(torch.optim.Optimizer):
                 self.catch_up(p)
 
 
-def dense_adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
-    """torch Adam with Keras betas/eps, fused (one kernel for all tensors; CPU and CUDA)."""
+def keras_epsilon(eps: float, beta2: float, step: int) -> float:
+    """PyTorch-convention Adam epsilon equal to Keras' ``eps`` at ``step`` (1-based):
+    ``eps / sqrt(1 - beta2^step)`` (dimensionless like the update's denominator's units)."""
+    return float(eps / np.sqrt(1.0 - beta2**step))
+
+
+class KerasEpsilonAdam(torch.optim.Adam):
+    """torch Adam whose epsilon enters as in Keras (before the bias correction of ``v``).
+
+    Before step ``t`` every group's ``eps`` is set to :func:`keras_epsilon` of the Keras
+    epsilon (kept as the group's ``keras_eps``); ``t`` is the group's step count + 1 (Keras'
+    global iteration counter), so it is exact when every parameter gets a gradient at every
+    step (dense training), and it survives a checkpoint (the step counts are Adam's state).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=ADAM_BETAS, eps: float = ADAM_EPS, **kw):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, **kw)
+        for group in self.param_groups:
+            group["keras_eps"] = float(eps)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            done = max((int(self.state[p]["step"]) for p in group["params"] if "step" in self.state[p]), default=0)
+            group["eps"] = keras_epsilon(group["keras_eps"], group["betas"][1], done + 1)
+        return super().step(closure)
+
+
+def dense_adam(params: list[torch.nn.Parameter], lr: float, eps_mode: str = "torch") -> torch.optim.Adam:
+    """torch Adam with Keras betas/eps, fused (one kernel for all tensors; CPU and CUDA);
+    ``eps_mode="keras"``: :class:`KerasEpsilonAdam` (Keras' epsilon placement)."""
+    if eps_mode == "keras":
+        return KerasEpsilonAdam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
+    if eps_mode != "torch":
+        raise SeaIceError(f"adam_epsilon: expected torch or keras, got {eps_mode!r}")
     return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)

@@ -133,9 +133,10 @@ class Trainer:
             opts: list[torch.optim.Optimizer] = []
             if sparse_params:
                 table_opt = DeferredAdam if cfg.optimizer == "sparse" else torch.optim.SparseAdam
-                opts.append(table_opt(sparse_params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS))
+                kw = {"eps_mode": cfg.adam_epsilon} if table_opt is DeferredAdam else {}
+                opts.append(table_opt(sparse_params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, **kw))
             if dense_params:
-                opts.append(dense_adam(dense_params, cfg.learning_rate))
+                opts.append(dense_adam(dense_params, cfg.learning_rate, cfg.adam_epsilon))
             return opts
         # dense: plain Adam over everything (the reference's way)
         if net_sparse is True:
@@ -144,7 +145,7 @@ class Trainer:
                 "build it with sparse=False or use optimizer 'sparse' or 'lazy'"
             )
         params = sparse_params + dense_params
-        return [dense_adam(params, cfg.learning_rate)]
+        return [dense_adam(params, cfg.learning_rate, cfg.adam_epsilon)]
 
     def flush(self) -> None:
         """Apply the deferred updates of :class:`DeferredAdam` to every row (done at each epoch end)."""
