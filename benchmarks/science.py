@@ -21,7 +21,8 @@ the largest |correlation| between a learned grid state variable and a true
 ice property.
 
 Writes ``benchmarks/science.md`` (tables per case and seed, summary with the
-spread over seeds) and ``benchmarks/science.png``; runs are kept under
+spread over seeds, then ``benchmarks/science_notes.md``: what was tried, by
+hand) and ``benchmarks/science.png``; runs are kept under
 ``--workdir`` (a finished run is reused, so a rerun resumes).
 
 Usage::
@@ -153,7 +154,14 @@ def reference_flags(model: str, exact: bool) -> list[str]:
 def our_flags(model: str, seed: int, exact_available: bool) -> list[str]:
     flags = ["--seed", str(seed), "--nepochs", str(REFERENCE_EPOCHS[model])]
     if not exact_available:  # before the first-run defaults: the README's demo flags and early stopping
-        flags += ["--batchsize", "512", "--learning-rate", "2e-3", "--ice-emis-init", "0.9" if model == "v2" else "0.93"]
+        flags += [
+            "--batchsize",
+            "512",
+            "--learning-rate",
+            "2e-3",
+            "--ice-emis-init",
+            "0.9" if model == "v2" else "0.93",
+        ]
         flags += ["--validation-fraction", "0.1", "--early-stopping"]
     return flags
 
@@ -206,7 +214,9 @@ def score_case(workdir: Path, case: str, seed: int, members: int, threads: int, 
     mask[np.asarray(obs.igrid), np.asarray(obs.istep)] = True
     row: dict = {"case": case, "seed": seed, "model": model, "ncells": int(mask.sum())}
     seconds = {}
-    seconds["reference"] = train(twin, workdir / f"run_{case}_s{seed}_ref", model, reference_flags(model, exact), threads)
+    seconds["reference"] = train(
+        twin, workdir / f"run_{case}_s{seed}_ref", model, reference_flags(model, exact), threads
+    )
     ref_sic, _ = read_run(workdir / f"run_{case}_s{seed}_ref", 1)
     row["reference"] = rmse(ref_sic, truth.sic, mask)
     sics, props0 = [], None
@@ -256,8 +266,8 @@ def write_markdown(rows: list[dict], path: Path, args, settings: str) -> None:
     lines = [
         "# Science benchmark: SIC RMSE against the realistic twin's truth",
         "",
-        f"Written by `benchmarks/science.py{' --quick' if args.quick else ''}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
-        f"{settings}",
+        f"Written by `benchmarks/science.py{' --quick' if args.quick else ''}` on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. {settings}",
         "",
         "## Per case and twin seed (SIC RMSE over the grid points and days with observations)",
         "",
@@ -279,8 +289,13 @@ def write_markdown(rows: list[dict], path: Path, args, settings: str) -> None:
         cells = []
         for k, _ in COLUMNS:
             v = np.array([r[k] for r in sub if r.get(k) is not None], dtype=float)
-            cells.append("-" if v.size == 0 else (f"{v.mean():.4f}" + (f" ± {v.std(ddof=1):.4f}" if v.size > 1 else "")))
+            cells.append(
+                "-" if v.size == 0 else (f"{v.mean():.4f}" + (f" ± {v.std(ddof=1):.4f}" if v.size > 1 else ""))
+            )
         lines.append(f"| {case} | {len(sub)} | " + " | ".join(cells) + " |")
+    notes = path.with_name("science_notes.md")
+    if notes.is_file():  # what was tried and why, written by hand from measured runs
+        lines += ["", notes.read_text().rstrip()]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -292,7 +307,12 @@ def _targets(rows: list[dict]) -> list[str]:
         return float(np.mean(v)) if v else float("nan")
 
     cases = list(dict.fromkeys(r["case"] for r in rows))
-    out = ["", "## Targets", "", "| case | ours vs reference | ours < every fair classic | spread/error | best state r |"]
+    out = [
+        "",
+        "## Targets",
+        "",
+        "| case | ours vs reference | ours < every fair classic | spread/error | best state r |",
+    ]
     out.append("|---|---:|---|---:|---:|")
     fair = ("nasa_team_hemisphere", "nasa_team_dynamic", "bootstrap", "bootstrap_regression")
     # the spread is calibrated on the first case (one factor k = error / spread), then checked on the others
@@ -310,9 +330,15 @@ def _targets(rows: list[dict]) -> list[str]:
         out.append(f"| {case} | {change:+.1f} % | {'yes' if beats else 'no'} | {ratio:.2f}{cal} | {r_best:.2f} |")
     if "north_summer" in cases and "north_freezeup" in cases:
         s_, f_ = mean("north_summer", "ours"), mean("north_freezeup", "ours")
-        out += ["", f"Summer vs freeze-up, our SIC RMSE: {s_:.4f} vs {f_:.4f} ({'harder' if s_ > f_ else 'not harder'})."]
-    out += ["", "Targets of the issue: ours at least 20 % below the reference, below every fair classic algorithm, "
-            "spread/error 0.8-1.25, |r| >= 0.8."]
+        out += [
+            "",
+            f"Summer vs freeze-up, our SIC RMSE: {s_:.4f} vs {f_:.4f} ({'harder' if s_ > f_ else 'not harder'}).",
+        ]
+    out += [
+        "",
+        "Targets of the issue: ours at least 20 % below the reference, below every fair classic algorithm, "
+        "spread/error 0.8-1.25, |r| >= 0.8.",
+    ]
     return out
 
 

@@ -237,12 +237,26 @@ def test_realistic_twin_files(tmp_path, capsys):
     ideal, real = tmp_path / "ideal", tmp_path / "real"
     assert twin_main(["--output", str(ideal), "--preset", "tiny", "--days", "2"]) == 0
     rc = twin_main(
-        ["--output", str(real), "--preset", "tiny", "--days", "2", "--realism", "realistic", "--ice-model", "literature"]
+        [
+            "--output",
+            str(real),
+            "--preset",
+            "tiny",
+            "--days",
+            "2",
+            "--realism",
+            "realistic",
+            "--ice-model",
+            "literature",
+        ]
     )
     assert rc == 0
     cfg = json.loads((real / "truth" / "config.json").read_text())
     assert cfg["effects"] == list(EFFECTS) and cfg["ice_model"] == "literature"
-    with netCDF4.Dataset(real / "truth" / "truth_state.nc") as a, netCDF4.Dataset(ideal / "truth" / "truth_state.nc") as b:
+    with (
+        netCDF4.Dataset(real / "truth" / "truth_state.nc") as a,
+        netCDF4.Dataset(ideal / "truth" / "truth_state.nc") as b,
+    ):
         np.testing.assert_array_equal(a["SIC"][:], b["SIC"][:])  # the effects never touch the nature run
         assert {"THIN_ICE_FRACTION", "THIN_ICE_THICKNESS", "POND_FRACTION"} <= set(a.variables)
     with netCDF4.Dataset(real / "amsr2" / "field_twin_TSFC.nc") as a:

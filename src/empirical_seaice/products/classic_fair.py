@@ -21,9 +21,10 @@ the data. This module gives the versions a comparison must beat:
     grid cells; the open-water tie point is the median TB of the cells with
     a total below :data:`WATER_SIC_MAX`, the first-year and multi-year tie
     points the median TB of the consolidated cells (total above
-    :data:`ICE_SIC_MIN`, or the upper quartile of the class when that is lower) with a multi-year share below / above 0.5; a class
-    with fewer than :data:`MIN_CELLS` cells keeps its first-pass tie point
-    shifted like the others. The fit is repeated :data:`FIT_PASSES` times, each
+    :data:`ICE_SIC_MIN`, or the upper quartile of the class when that is
+    lower) with a multi-year share below / above 0.5; a class with fewer
+    than :data:`MIN_CELLS` cells keeps its first-pass tie point shifted like
+    the others. The fit is repeated :data:`FIT_PASSES` times, each
     pass classifying with the previous pass's tie points.
 ``bootstrap_regression``
     Bootstrap with the operational daily regressions (Comiso 1986; Comiso et
@@ -188,7 +189,9 @@ def fair_classic_maps(obs: Observations) -> dict[str, np.ndarray]:
     stacks: dict[str, list[np.ndarray]] = {a: [] for a in FAIR_ALGORITHMS}
     for s, sname in enumerate(obs.basis.sensor_names):
         present = obs.basis.present[s]
-        if sname not in TIE_POINT_SENSOR or not all(c in names and present[names[c]] for c in ("19v", "19h", "37v", "37h")):
+        if sname not in TIE_POINT_SENSOR or not all(
+            c in names and present[names[c]] for c in ("19v", "19h", "37v", "37h")
+        ):
             continue
         extra = ("24v",) if "24v" in names and present[names["24v"]] else ()
         nt = grid_daily_mean_tb(obs, ("19v", "19h", "37v") + extra, s)

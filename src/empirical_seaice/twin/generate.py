@@ -257,10 +257,7 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
             for k in TRUTH_DAILY:
                 daily_maps[k][:, d] = daily[k]
             if realism is not None:
-                for name, (values, units, long_name) in realism.daily_fields(window_start + 0.5, daily).items():
-                    if name not in extra_maps:
-                        extra_maps[name] = (np.zeros((grid.ngrid, config.days), np.float32), units, long_name)
-                    extra_maps[name][0][:, d] = values
+                _store_realism_maps(extra_maps, realism.daily_fields(window_start + 0.5, daily), d, config.days)
             for s_name, ps in per_sensor.items():
                 rows = _observe(
                     truth,
@@ -295,6 +292,14 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
         shutil.rmtree(output)
     partial.rename(output)
     return TwinSummary(output, grid.ngrid, config.days, {s: ps["nobs"] for s, ps in per_sensor.items()})
+
+
+def _store_realism_maps(extra_maps, fields, day, ndays) -> None:
+    """Put one day's realism truth maps (name -> (values, units, long_name)) into ``extra_maps``."""
+    for name, (values, units, long_name) in fields.items():
+        if name not in extra_maps:
+            extra_maps[name] = (np.zeros((values.size, ndays), np.float32), units, long_name)
+        extra_maps[name][0][:, day] = values
 
 
 def _ice_model(config: TwinConfig):
@@ -398,14 +403,13 @@ def _footprint_tb(tb, truth, daily, ps, g, jd, weather, atm, bias, ice_model, re
                 "t_skin": truth.t_air_k(g[land], jd[land]),
                 "emis_ocean": np.ones((n, ps["freqs"].size)),
             }
-            sub = lambda a: a[land]  # noqa: E731
             tb_land = _simulate(
                 land_surf["sic"],
                 land_surf["emis_ice"],
                 land_surf["t_skin"],
                 land_surf["emis_ocean"],
-                *(sub(a) for a in atm),
-                sub(weather["cloud_fraction"]),
+                *(a[land] for a in atm),
+                weather["cloud_fraction"][land],
                 bias[0][None, :],
                 bias[1][None, :],
             )

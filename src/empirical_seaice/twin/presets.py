@@ -53,12 +53,7 @@ class TwinConfig:
     ice_model: str = "smrt"
 
     def __post_init__(self) -> None:
-        from empirical_seaice.twin.ice_literature import ICE_MODELS
-        from empirical_seaice.twin.realism import effects_from
-
-        effects_from(self.realism, self.effects)
-        if self.ice_model not in ICE_MODELS:
-            raise SeaIceError(f"--ice-model: expected one of {', '.join(ICE_MODELS)}, got {self.ice_model!r}")
+        self._check_realism()
         if self.hemisphere not in HEMISPHERES:
             raise SeaIceError(f"--hemisphere: expected one of {', '.join(HEMISPHERES)}, got {self.hemisphere!r}")
         if self.days < 1:
@@ -78,6 +73,14 @@ class TwinConfig:
             _dt.date.fromisoformat(self.start_date)
         except (TypeError, ValueError):
             raise SeaIceError(f"--start-date: expected YYYY-MM-DD, got {self.start_date!r}") from None
+
+    def _check_realism(self) -> None:
+        from empirical_seaice.twin.ice_literature import ICE_MODELS
+        from empirical_seaice.twin.realism import effects_from
+
+        effects_from(self.realism, self.effects)
+        if self.ice_model not in ICE_MODELS:
+            raise SeaIceError(f"--ice-model: expected one of {', '.join(ICE_MODELS)}, got {self.ice_model!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -269,7 +269,10 @@ class Realism:
 
             n = len(SENSORS[name].channels)
             params = DriftParams(
-                rng.uniform(0.3, 1.0, n), rng.uniform(20.0, 60.0, n), rng.uniform(0, 2 * np.pi, n), rng.normal(0, 0.01, n)
+                rng.uniform(0.3, 1.0, n),
+                rng.uniform(20.0, 60.0, n),
+                rng.uniform(0, 2 * np.pi, n),
+                rng.normal(0, 0.01, n),
             )
             self.drift[name] = params if SENSORS[name].bias_error_k > 0.01 else None
         self._neighbours = self._neighbour_table() if "footprint" in self.effects else None
@@ -394,6 +397,8 @@ class Realism:
         wx = footprint_weights_1d(u[0][:, None], sigma[None, :], r)  # (n, nchan, 3)
         wy = footprint_weights_1d(u[1][:, None], sigma[None, :], r)
         w = wy[..., :, None] * wx[..., None, :]  # (n, nchan, 3 dy, 3 dx)
+        if self._neighbours is None:
+            raise SeaIceError("twin: footprint mixing asked of a Realism built without the 'footprint' effect")
         return self._neighbours[g], np.moveaxis(w.reshape(n, -1, 9), 2, 1)
 
     # ------------------------------------------------------------------ precipitation, drift, weather-model errors
@@ -429,4 +434,3 @@ class Realism:
             "wind_ms": np.clip(weather["wind_ms"] + e["wind_ms"] * f["wind_ms"], 0.0, 30.0),
             "t_skin_k": t_skin_k + dt_skin,
         }
-
