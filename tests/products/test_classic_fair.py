@@ -71,3 +71,11 @@ def test_bootstrap_regression_recovers_the_ice_line_and_water_point():
     assert (tp.water_37v_k, tp.water_37h_k, tp.water_19v_k) == pytest.approx((200.0, 125.0, 178.0), abs=1.0)
     sic = _bootstrap_with(mixed, tp)
     assert np.sqrt(np.mean((sic - c[:, 0]) ** 2)) < 0.03
+
+
+def test_bootstrap_weather_filter_zeroes_cloudy_open_water():
+    tp = BOOTSTRAP_TIE_POINTS[("amsr2", "north")]
+    # warm, moist open water: 37V well above 19V (GR 37/19 = 0.052) reads as ~0.17 ice in the 37V/19V plane
+    tb = np.array([[222.0, 150.0, 200.0]])
+    assert _bootstrap_with(tb, tp)[0] > 0.1
+    assert _bootstrap_with(tb, tp, tb22v_k=np.array([215.0]))[0] == 0.0

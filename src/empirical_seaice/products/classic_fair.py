@@ -32,7 +32,8 @@ the data. This module gives the versions a comparison must beat:
     lines of the (37V, 37H) and (37V, 19V) planes are the least-squares lines
     through the consolidated-ice points (first-pass 37V/37H concentration
     above :data:`ICE_SIC_MIN`), and the water tie point is the median of the
-    cells with a first-pass concentration below :data:`WATER_SIC_MAX`.
+    cells with a first-pass concentration below :data:`WATER_SIC_MAX`; with
+    the NASA Team gradient-ratio weather filter, as NSIDC's Bootstrap.
 
 Everything works on the same daily-mean TBs per grid point, step and sensor
 as :func:`.classic.classic_sic_maps` and averages the sensors the same way.
@@ -49,10 +50,13 @@ from empirical_seaice.products.classic import (
     BOOTSTRAP_AD_FRACTION,
     BOOTSTRAP_TIE_POINTS,
     NASA_TEAM_TIE_POINTS,
+    NT_GR2219_MAX,
+    NT_GR3719_MAX,
     TIE_POINT_SENSOR,
     BootstrapTiePoints,
     NasaTeamTiePoints,
     bootstrap_plane_sic,
+    gradient_ratio,
     grid_daily_mean_tb,
     grid_hemisphere,
     nasa_team,
@@ -160,10 +164,21 @@ def fit_bootstrap_tie_points(tb: np.ndarray, first: BootstrapTiePoints) -> Boots
     return out
 
 
-def _bootstrap_with(tb: np.ndarray, tp: BootstrapTiePoints) -> np.ndarray:
+def _bootstrap_with(tb: np.ndarray, tp: BootstrapTiePoints, tb22v_k: np.ndarray | None = None) -> np.ndarray:
+    """Bootstrap SIC of TBs ``tb`` (..., 3: 37V, 37H, 19V, K); with ``tb22v_k`` the NASA Team weather filter too.
+
+    The operational Bootstrap (NSIDC) applies the same gradient-ratio weather filter as NASA Team:
+    C = 0 where GR(37V/19V) > 0.05 or GR(22V/19V) > 0.045.
+    """
     c_a = bootstrap_plane_sic(tb[..., 0], tb[..., 1], tp.water_37v_k, tp.water_37h_k, tp.line_vh37)
     c_b = bootstrap_plane_sic(tb[..., 0], tb[..., 2], tp.water_37v_k, tp.water_19v_k, tp.line_v1937)
-    return np.clip(np.where(c_a > BOOTSTRAP_AD_FRACTION, c_a, c_b), 0.0, 1.0)
+    c = np.clip(np.where(c_a > BOOTSTRAP_AD_FRACTION, c_a, c_b), 0.0, 1.0)
+    if tb22v_k is not None:
+        wet = (gradient_ratio(tb[..., 0], tb[..., 2]) > NT_GR3719_MAX) | (
+            gradient_ratio(tb22v_k, tb[..., 2]) > NT_GR2219_MAX
+        )
+        c = np.where(wet, 0.0, c)
+    return c
 
 
 def _per_day_hemisphere(tb, north, fn):
@@ -209,11 +224,12 @@ def fair_classic_maps(obs: Observations) -> dict[str, np.ndarray]:
                 tp = fit_nasa_team_tie_points(cells[:, :3], tp)
             return nt_sic(cells, tp)
 
-        bt = grid_daily_mean_tb(obs, ("37v", "37h", "19v"), s)
+        bt = grid_daily_mean_tb(obs, ("37v", "37h", "19v") + extra, s)
 
         def reg_bt(cells, hemi, sname=sname):
             first = BOOTSTRAP_TIE_POINTS[(TIE_POINT_SENSOR[sname], "north" if hemi else "south")]
-            return _bootstrap_with(cells, fit_bootstrap_tie_points(cells, first))
+            tp = fit_bootstrap_tie_points(cells[:, :3], first)
+            return _bootstrap_with(cells[:, :3], tp, cells[:, 3] if cells.shape[1] > 3 else None)
 
         stacks["nasa_team_hemisphere"].append(_per_day_hemisphere(nt, north, hemi_nt))
         stacks["nasa_team_dynamic"].append(_per_day_hemisphere(nt, north, dyn_nt))
