@@ -322,10 +322,25 @@ def _retrieve(
 
     st = network.state
     jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, data_cfg.steps_per_day)
-    result.files.append(out.write_seaice(p("seaice"), st.sic_array(), jd, background.lon, background.lat, nlag=st.nlag))
+    result.files.append(
+        out.write_seaice(
+            p("seaice"),
+            st.sic_array(),
+            jd,
+            background.lon,
+            background.lat,
+            nlag=st.nlag,
+            step_days=1.0 / data_cfg.steps_per_day,
+        )
+    )
     result.files.append(
         out.write_properties_grid(
-            p("properties_grid"), st.grid_properties_array(), jd[st.nlag :], background.lon, background.lat
+            p("properties_grid"),
+            st.grid_properties_array(),
+            jd[st.nlag :],
+            background.lon,
+            background.lat,
+            step_days=1.0 / data_cfg.steps_per_day,
         )
     )
     result.files.append(out.write_properties_obs(p("properties_obs"), st.obs_properties_array()))
