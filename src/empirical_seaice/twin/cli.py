@@ -17,7 +17,7 @@ from pathlib import Path
 
 from empirical_seaice.errors import SeaIceError
 
-PRESET_NAMES = ("benchmark", "demo", "tiny")
+PRESET_NAMES = ("benchmark", "demo", "science", "tiny")
 """The twin presets (``empirical_seaice.twin.presets.TWIN_PRESETS``; listed here so that
 ``-h`` imports nothing heavy: the land mask loads only when a grid is built)."""
 
