@@ -9,9 +9,11 @@ seed, it generates a realistic twin (``science`` twin preset, or smaller with
   CLI has it; otherwise the reference's training settings spelled out:
   dense Adam, batch 1024, lr 1e-3, 25 epochs v2 / 8 epochs v1);
 - **ours**: our defaults, ``--members`` runs with training seeds 0..members-1
-  (the same number of epochs per run as the reference: the same budget per
-  member); "ours" is member 0, "ours (ensemble)" the member mean, and the
-  member spread is the uncertainty estimate;
+  (at most the reference's number of epochs per run: the same budget per
+  member); "ours" is member 0's ``seaice_filtered`` product (the open-water
+  filter, :mod:`empirical_seaice.products.open_water_filter`), "ours (no
+  filter)" its raw ``seaice``, "ours (ens.)" the filtered member mean, and
+  the member spread is the uncertainty estimate;
 
 and scores every SIC map against the twin's truth over the grid points and
 days with observations: our result, the reference, NASA Team (published
@@ -53,6 +55,7 @@ from empirical_seaice.io import read_training_data  # noqa: E402
 from empirical_seaice.io.truth import read_truth  # noqa: E402
 from empirical_seaice.products.classic import classic_sic_maps  # noqa: E402
 from empirical_seaice.products.classic_fair import fair_classic_maps  # noqa: E402
+from empirical_seaice.products.open_water_filter import filter_sic, open_water_mask  # noqa: E402
 from empirical_seaice.twin.generate import generate_twin  # noqa: E402
 from empirical_seaice.twin.presets import get_twin_preset  # noqa: E402
 
@@ -220,13 +223,15 @@ def score_case(workdir: Path, case: str, seed: int, members: int, threads: int, 
     ref_sic, _ = read_run(workdir / f"run_{case}_s{seed}_ref", 1)
     row["reference"] = rmse(ref_sic, truth.sic, mask)
     sics, props0 = [], None
+    water = open_water_mask(obs)
     for m in range(members):
         out = workdir / f"run_{case}_s{seed}_ours{m}"
         seconds[f"ours{m}"] = train(twin, out, model, our_flags(model, m, exact), threads)
         sic, props = read_run(out, 1)
-        sics.append(sic)
         if m == 0:
             props0 = props
+            row["ours_raw"] = rmse(sic, truth.sic, mask)
+        sics.append(filter_sic(sic, water))  # our product: seaice_filtered_TAG.nc
     row["ours"] = rmse(sics[0], truth.sic, mask)
     row["ours_bias"] = bias(sics[0], truth.sic, mask)
     if members > 1:
@@ -248,6 +253,7 @@ def score_case(workdir: Path, case: str, seed: int, members: int, threads: int, 
 
 COLUMNS = (
     ("ours", "ours"),
+    ("ours_raw", "ours (no filter)"),
     ("ensemble", "ours (ens.)"),
     ("reference", "reference"),
     ("nasa_team", "NT (published)"),

@@ -243,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Do not compute the NASA Team / Bootstrap SIC (classic_sic_TAG.nc) and their scores.",
     )
     prod.add_argument(
+        "--no-open-water-filter",
+        action="store_true",
+        help="Do not write seaice_filtered_TAG.nc (the trained SIC with the gradient-ratio open-water filter).",
+    )
+    prod.add_argument(
         "--retrieve",
         action="store_true",
         help="Retrieval: with the trained model --modeltag (in --output), fit only SIC and the "
@@ -270,6 +275,7 @@ def product_options(args: argparse.Namespace):
         grid_channels=tuple(args.grid_channels) if args.grid_channels else None,
         grid_freqs_ghz=parse_freqs(args.grid_freqs),
         classic=not args.no_classic,
+        open_water_filter=not args.no_open_water_filter,
         plots=args.plots,
         plot_day=args.plot_day,
     )
