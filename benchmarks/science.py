@@ -315,7 +315,7 @@ def _targets(rows: list[dict]) -> list[str]:
     cases = list(dict.fromkeys(r["case"] for r in rows))
     out = [
         "",
-        "## Targets",
+        "## Targets (ours = one run's filtered product, the reference's budget; spread: three-member ensemble)",
         "",
         "| case | ours vs reference | ours < every fair classic | spread/error | best state r |",
     ]
@@ -327,7 +327,7 @@ def _targets(rows: list[dict]) -> list[str]:
         first = cases[0]
         k = mean(first, "ensemble") / mean(first, "spread")
     for case in cases:
-        best = mean(case, "ensemble") if any(r.get("ensemble") for r in rows) else mean(case, "ours")
+        best = mean(case, "ours")  # one run, the reference's budget (the ensemble costs three)
         change = 100.0 * (best / mean(case, "reference") - 1.0)
         beats = all(best < mean(case, a) for a in fair)
         ratio = mean(case, "spread_ratio")
