@@ -132,10 +132,11 @@ def test_every_output_has_reference_names_and_units(trained):
     names = {p.name for p in trained.output.iterdir()}
     expected = {f"{stem}_{TAG}.nc" for stem in NC_FILES} | {f"model_{TAG}.pt", "cache", f"checkpoints_{TAG}"}
     assert expected <= names
-    # anything else is a user product (gridded emissivity, classic SIC, export, plots) or the summary files
+    # anything else is a user product (gridded emissivity, classic SIC, filtered SIC, export, plots) or summaries
     assert {f"summary_{TAG}.txt", f"summary_{TAG}.json"} <= names
     assert all(
-        n.startswith(("ice_emis_grid_", "classic_sic_", "emis_model_", "plots_", "summary_")) for n in names - expected
+        n.startswith(("ice_emis_grid_", "classic_sic_", "seaice_filtered_", "emis_model_", "plots_", "summary_"))
+        for n in names - expected
     )
     with _open(trained.output, "tbobs") as ds:
         nobs, nchan = ds.sizes["iobs"], 17
