@@ -47,7 +47,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
-from empirical_seaice.sensors import build_channel_basis
+from empirical_seaice.sensors import build_channel_basis, load_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +98,23 @@ def _configs_to_dict(
 
     cd = plain(cost)
     cd["bias_bg"] = {k: list(v) for k, v in cost.bias_bg.items()}
-    return {"preset": preset, "data": plain(data), "model": plain(model), "cost": cd, "training": plain(training)}
+    return {
+        "preset": preset,
+        "data": plain(data),
+        "model": plain(model),
+        "cost": cd,
+        "training": plain(training),
+        # the catalogue entries of the run's sensors and channels, as used (README "Sensors")
+        "catalogue": load_catalogue(data.sensor_catalogue).to_dict(data.sensors),
+    }
 
 
 def _configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, CostConfig]:
     dd = dict(d["data"])
     dd["data"] = Path(dd["data"])
     dd["sensors"] = tuple(dd["sensors"])
-    for k in ("seaice_background", "tsfc_background"):
-        dd[k] = None if dd[k] is None else Path(dd[k])
+    for k in ("seaice_background", "tsfc_background", "sensor_catalogue"):
+        dd[k] = None if dd.get(k) is None else Path(dd[k])
     md = dict(d["model"])
     md["lag_weights"] = tuple(md["lag_weights"])
     cd = dict(d["cost"])
@@ -298,6 +306,7 @@ def run(
             data=data_cfg.data,
             seaice_background=data_cfg.seaice_background or saved_data.seaice_background,
             tsfc_background=data_cfg.tsfc_background or saved_data.tsfc_background,
+            sensor_catalogue=data_cfg.sensor_catalogue or saved_data.sensor_catalogue,
         )
     if not Path(data_cfg.data).exists():
         raise SeaIceError(f"--data: {data_cfg.data} does not exist (give the training-data directory or file)")
@@ -307,7 +316,7 @@ def run(
     ):
         if path is not None and not Path(path).is_file():
             raise SeaIceError(f"{flag}: file {path} not found")
-    basis = build_channel_basis(data_cfg.sensors)
+    basis = build_channel_basis(data_cfg.sensors, load_catalogue(data_cfg.sensor_catalogue))
     device = resolve_device(train_cfg.device)
     ckpt_dir = output / f"checkpoints_{tag}"
     if resume:

@@ -43,12 +43,12 @@ from pathlib import Path
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.sensors import CATALOGUE, SENSORS
-from empirical_seaice.twin.atmosphere import AtmosphereTable
+from empirical_seaice.sensors import POL_H, POL_V, load_catalogue
+from empirical_seaice.twin.atmosphere import AngleAtmosphereTable, AtmosphereTable
 from empirical_seaice.twin.grid import make_grid
 from empirical_seaice.twin.ocean import T_FREEZE_SEAWATER_K, ocean_emissivity_model, ocean_emissivity_true
 from empirical_seaice.twin.presets import TwinConfig
-from empirical_seaice.twin.sampling import SAMPLING, sample_day
+from empirical_seaice.twin.sampling import local_zenith_deg, sample_day, sampling_for
 from empirical_seaice.twin.truth import TruthModel
 from empirical_seaice.twin.writer import FieldSetWriter, layout_c_fields, write_grid_file
 
@@ -110,16 +110,17 @@ class TwinSummary:
         return "\n".join(rows)
 
 
-def true_biases(rng: np.random.Generator, sensor_names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def true_biases(rng: np.random.Generator, sensor_names, catalogue=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """True per-channel TB biases (K), near each sensor's background within its uncertainty.
 
     ``b = b_bg + N(0, min(sigma_bg, s))`` with s = 1.5 K (ice) and 1.0 K (ocean);
     a sensor whose background error is <= 0.01 K (GMI, the anchor) gets exactly its background.
     """
     out = {}
+    catalogue = catalogue or load_catalogue()
     for name in sensor_names:
-        s = SENSORS[name]
-        n = len(s.channels)
+        s = catalogue.sensors[name]
+        n = len(s.file_channels)
         if s.bias_error_k <= 0.01:
             out[name] = (np.full(n, s.bias_ice_k), np.full(n, s.bias_ocean_k))
         else:
@@ -135,6 +136,35 @@ def _ice_table():
     from empirical_seaice.twin.ice_emissivity import load_ice_table
 
     return load_ice_table()
+
+
+def _store_realism_maps(extra_maps, fields, day, ndays) -> None:
+    """Put one day's realism truth maps (name -> (values, units, long_name)) into ``extra_maps``."""
+    for name, (values, units, long_name) in fields.items():
+        if name not in extra_maps:
+            extra_maps[name] = (np.zeros((values.size, ndays), np.float32), units, long_name)
+        extra_maps[name][0][:, day] = values
+
+
+def _make_realism(config: TwinConfig, truth, catalogue):
+    """The run's :class:`~empirical_seaice.twin.realism.Realism`, or None for the ideal twin."""
+    if not config.active_effects:
+        return None
+    from empirical_seaice.twin.realism import Realism
+
+    return Realism(config.active_effects, truth, config.seed, config.sensors, catalogue)
+
+
+def _ice_model(config: TwinConfig):
+    """The ice emissivity function ``f(freq, pol, myi, snow, corr, t_ice, wet)`` of ``config.ice_model``."""
+    if config.ice_model == "literature":
+        from empirical_seaice.twin.ice_literature import literature_ice_emissivity
+
+        return literature_ice_emissivity
+    from empirical_seaice.twin.ice_emissivity import ice_emissivity
+
+    table = _ice_table()
+    return lambda *args: ice_emissivity(table, *args)
 
 
 def _simulate(sic, emis_ice, t_skin, emis_ocean, tau, td, tu, tau_c, td_c, tu_c, cloud, b_ice, b_ocean):
@@ -208,12 +238,9 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
     jd0 = julian_day_0utc(config.start_date) - 0.5  # integer: noon of the day before; window 0 starts at jd0 + 0.375
     truth = TruthModel(grid, rng, config.seed, jd_ref=jd0)
     ice_model = _ice_model(config)
-    biases = true_biases(rng, config.sensors)
-    realism = None
-    if config.active_effects:
-        from empirical_seaice.twin.realism import Realism
-
-        realism = Realism(config.active_effects, truth, config.seed, config.sensors)
+    catalogue = load_catalogue(config.sensor_catalogue)
+    biases = true_biases(rng, config.sensors, catalogue)
+    realism = _make_realism(config, truth, catalogue)
     global_attrs = {
         "title": "empirical_seaice synthetic twin",
         "source": "empirical_seaice.twin",
@@ -226,19 +253,30 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
 
     per_sensor = {}
     for s_name in config.sensors:
-        sensor = SENSORS[s_name]
-        chans = sensor.channels
-        freqs = np.array([sensor.freq_ghz(c) for c in chans])
-        pols = np.array([CATALOGUE[c].pol for c in chans])
-        inc = np.array([sensor.incidence(c) for c in chans])
-        sigma = np.array([CATALOGUE[c].obs_error_k for c in chans])
+        sensor = catalogue.sensors[s_name]
+        chans = sensor.file_channels  # every channel of the files, surface-blind ones too
+        info = [sensor.channel_info[c] for c in chans]
+        freqs = np.array([c.freq_ghz for c in info])
+        pols = np.array([c.pol for c in info])
+        inc = np.array([c.incidence_deg for c in info])
+        sigma = np.array([c.obs_error_k for c in info])
+        angular = None
+        if sensor.cross_track:  # every passband; the angle per observation
+            from empirical_seaice.twin.ice_emissivity import load_angular_table
+
+            atm = AngleAtmosphereTable.build(chans, freqs, [c.passbands_ghz for c in info])
+            angular = load_angular_table()
+        else:  # imagers: 183 +/- d channels as the two sidebands of their network frequency (as ever)
+            atm = AtmosphereTable.build(chans, freqs, inc)
         per_sensor[s_name] = dict(
             sensor=sensor,
+            sampling=sampling_for(sensor),
             freqs=freqs,
             pols=pols,
             inc=inc,
             sigma=sigma,
-            atm=AtmosphereTable.build(chans, freqs, inc),
+            atm=atm,
+            angular=angular,
             data=FieldSetWriter(
                 partial / s_name, FILE_PREFIX, layout_c_fields(), chans, {**global_attrs, "sensor": s_name}
             ),
@@ -265,7 +303,7 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
                     ps,
                     biases[s_name],
                     grid,
-                    SAMPLING[s_name],
+                    ps["sampling"],
                     window_start,
                     d,
                     config,
@@ -294,28 +332,17 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
     return TwinSummary(output, grid.ngrid, config.days, {s: ps["nobs"] for s, ps in per_sensor.items()})
 
 
-def _store_realism_maps(extra_maps, fields, day, ndays) -> None:
-    """Put one day's realism truth maps (name -> (values, units, long_name)) into ``extra_maps``."""
-    for name, (values, units, long_name) in fields.items():
-        if name not in extra_maps:
-            extra_maps[name] = (np.zeros((values.size, ndays), np.float32), units, long_name)
-        extra_maps[name][0][:, day] = values
+def _surface(truth, daily, ps, g, jd, wind, ice_model, realism, zenith=None):
+    """The surface seen at grid points ``g`` and times ``jd``: SIC, temperatures, ice and ocean emissivity.
 
+    Imagers: the channels' own polarisation and incidence. Cross-track sensors (``zenith`` given): V and
+    H at the local zenith angle (the 53-deg ice emissivity plus the SMRT angular anomaly; the ocean's
+    Fresnel terms), mixed by the scan angle (model.physics). ``realism`` (or None) mixes thin ice and melt
+    ponds into the ice emissivity.
+    """
+    from empirical_seaice.twin.ice_emissivity import ice_emissivity_angle_anomaly
 
-def _ice_model(config: TwinConfig):
-    """The ice emissivity function ``f(freq, pol, myi, snow, corr, t_ice, wet)`` of ``config.ice_model``."""
-    if config.ice_model == "literature":
-        from empirical_seaice.twin.ice_literature import literature_ice_emissivity
-
-        return literature_ice_emissivity
-    from empirical_seaice.twin.ice_emissivity import ice_emissivity
-
-    table = _ice_table()
-    return lambda *args: ice_emissivity(table, *args)
-
-
-def _surface(truth, daily, ps, g, jd, wind, ice_model, realism):
-    """The surface seen at grid points ``g`` and times ``jd``: SIC, temperatures, ice and ocean emissivity."""
+    n = g.size
     sic = daily["sic"][g]
     t_air = truth.t_air_k(g, jd)
     t_ice = truth.t_ice_k(t_air)
@@ -323,18 +350,29 @@ def _surface(truth, daily, ps, g, jd, wind, ice_model, realism):
     t_water = truth.t_water_k(g, jd)
     freqs, pols, inc = ps["freqs"], ps["pols"], ps["inc"]
     col = lambda a: np.asarray(a)[:, None]  # noqa: E731
-    emis_ice = ice_model(
-        freqs[None, :],
-        pols[None, :],
-        col(daily["myi_fraction"][g]),
-        col(daily["snow_depth_m"][g]),
-        col(daily["corr_length_mm"][g]),
-        col(t_ice),
-        col(wet),
-    )
-    emis_ice = np.broadcast_to(emis_ice, (g.size, freqs.size)).astype(np.float64)
-    if realism is not None:
-        emis_ice = realism.ice_surface(emis_ice, g, jd, daily, freqs, pols, inc, t_ice, truth.salinity_psu)
+    props = (col(daily["myi_fraction"][g]), col(daily["snow_depth_m"][g]), col(daily["corr_length_mm"][g]))
+
+    def ice(p):
+        e = ice_model(freqs[None, :], p, *props, col(t_ice), col(wet))
+        e = np.broadcast_to(e, (n, freqs.size)).astype(np.float64)
+        if realism is not None:
+            pol = np.broadcast_to(p, (1, freqs.size))[0]
+            angle_deg = inc if zenith is None else col(zenith)
+            e = realism.ice_surface(e, g, jd, daily, freqs, pol, angle_deg, t_ice, truth.salinity_psu)
+        return e
+
+    def angle(p):
+        a = ice_emissivity_angle_anomaly(ps["angular"], freqs[None, :], p, *props[:2], col(wet), col(zenith))
+        return np.broadcast_to(a, (n, freqs.size)).astype(np.float64)
+
+    if zenith is None:
+        emis_ice = ice(pols[None, :])
+        emis_ocean = ocean_emissivity_true(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
+    else:
+        w_v = _polarisation_weight_v(pols, zenith, ps["sensor"].altitude_km)
+        emis_ice = _mix(ice(POL_V) + angle(POL_V), ice(POL_H) + angle(POL_H), w_v).clip(0.0, 1.0)
+        args = (col(zenith), col(t_water), truth.salinity_psu, col(wind))
+        emis_ocean = _mix(ocean_emissivity_true(freqs, POL_V, *args), ocean_emissivity_true(freqs, POL_H, *args), w_v)
     return {
         "sic": sic,
         "t_air": t_air,
@@ -343,8 +381,25 @@ def _surface(truth, daily, ps, g, jd, wind, ice_model, realism):
         "t_water": t_water,
         "t_skin": sic * t_ice + (1.0 - sic) * t_water,
         "emis_ice": emis_ice,
-        "emis_ocean": ocean_emissivity_true(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind)),
+        "emis_ocean": emis_ocean,
     }
+
+
+def _water_model(ps, truth, t_water, wind, zenith):
+    """The imperfect ocean emissivity written as ``EMIS_WATER`` (n, nchan)."""
+    freqs, pols, inc = ps["freqs"], ps["pols"], ps["inc"]
+    col = lambda a: np.asarray(a)[:, None]  # noqa: E731
+    if zenith is None:
+        return ocean_emissivity_model(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
+    w_v = _polarisation_weight_v(pols, zenith, ps["sensor"].altitude_km)
+    args = (col(zenith), col(t_water), truth.salinity_psu, col(wind))
+    return _mix(ocean_emissivity_model(freqs, POL_V, *args), ocean_emissivity_model(freqs, POL_H, *args), w_v)
+
+
+def _atmosphere(ps, t_air, tcwv, lwp, zenith):
+    """(tau, T_down, T_up, tau_cld, T_down_cld, T_up_cld) of the clear and cloudy columns (n, nchan)."""
+    extra = () if zenith is None else (zenith,)
+    return (*ps["atm"](t_air, tcwv, np.zeros(np.size(t_air)), *extra), *ps["atm"](t_air, tcwv, lwp, *extra))
 
 
 def _surface_tb(surf, atm, weather, bias, realism, g, daily, freqs):
@@ -373,7 +428,7 @@ def _surface_tb(surf, atm, weather, bias, realism, g, daily, freqs):
     return tb
 
 
-def _footprint_tb(tb, truth, daily, ps, g, jd, weather, atm, bias, ice_model, realism, rng):
+def _footprint_tb(tb, truth, daily, ps, g, jd, weather, atm, bias, ice_model, realism, rng, zenith=None):
     """Mix the TBs of the 3x3 neighbouring cells into each observation by its footprint weights."""
     from empirical_seaice.twin.realism import LAND_EMISSIVITY
 
@@ -386,7 +441,7 @@ def _footprint_tb(tb, truth, daily, ps, g, jd, weather, atm, bias, ice_model, re
         land = j == -1
         gj = np.where(j >= 0, j, g)
         tb_k = _surface_tb(
-            _surface(truth, daily, ps, gj, jd, weather["wind_ms"], ice_model, realism),
+            _surface(truth, daily, ps, gj, jd, weather["wind_ms"], ice_model, realism, zenith),
             atm,
             weather,
             bias,
@@ -425,36 +480,37 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
     ``realism`` (a :class:`~empirical_seaice.twin.realism.Realism` or None for the ideal twin) adds
     its effects; they draw from their own generator, so the ideal part is unchanged.
     """
-    g, jd = sample_day(grid, sampling, window_start, day, config.keep_fraction, rng)
+    sensor = ps["sensor"]
+    if sensor.cross_track:
+        g, jd, offset = sample_day(grid, sampling, window_start, day, config.keep_fraction, rng, with_offset=True)
+        zenith = local_zenith_deg(offset, sensor.altitude_km)
+    else:
+        g, jd = sample_day(grid, sampling, window_start, day, config.keep_fraction, rng)
+        zenith = None
     n = g.size
     t_air = truth.t_air_k(g, jd)
     weather = truth.weather(g, jd, t_air, rng)
     wind = weather["wind_ms"]
-    freqs, pols, inc = ps["freqs"], ps["pols"], ps["inc"]
-    col = lambda a: np.asarray(a)[:, None]  # noqa: E731
-    surf = _surface(truth, daily, ps, g, jd, wind, ice_model, realism)
+    freqs = ps["freqs"]
+    surf = _surface(truth, daily, ps, g, jd, wind, ice_model, realism, zenith)
     sic, t_skin, emis_ice, emis_ocean = surf["sic"], surf["t_skin"], surf["emis_ice"], surf["emis_ocean"]
-    emis_water = ocean_emissivity_model(freqs, pols, inc, col(surf["t_water"]), truth.salinity_psu, col(wind))
-    tau, td, tu = ps["atm"](t_air, weather["tcwv_kgm2"], np.zeros(n))
-    tau_c, td_c, tu_c = ps["atm"](t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"])
-    atm = (tau, td, tu, tau_c, td_c, tu_c)
+    emis_water = _water_model(ps, truth, surf["t_water"], wind, zenith)
+    atm = _atmosphere(ps, t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"], zenith)
     tb = _surface_tb(surf, atm, weather, bias, realism, g, daily, freqs)
     given = {"t_air_k": t_air, "t_skin_k": t_skin, **weather}
     if realism is not None:
-        rrng = np.random.default_rng([config.seed, 15, day, config.sensors.index(ps["sensor"].name)])
+        rrng = np.random.default_rng([config.seed, 15, day, config.sensors.index(sensor.name)])
         if "footprint" in realism:
-            tb = _footprint_tb(tb, truth, daily, ps, g, jd, weather, atm, bias, ice_model, realism, rrng)
+            tb = _footprint_tb(tb, truth, daily, ps, g, jd, weather, atm, bias, ice_model, realism, rrng, zenith)
         if "precip_scattering" in realism:
             tb = tb + realism.precip_depression(g, jd, weather, freqs)
         if "drifting_bias" in realism:
-            tb = tb + realism.bias_drift(ps["sensor"].name, jd, tb)
+            tb = tb + realism.bias_drift(sensor.name, jd, tb)
         if "nwp_errors" in realism:
             given = realism.weather_model(g, jd, t_air, weather, t_skin, sic, rrng)
-            emis_water = ocean_emissivity_model(
-                freqs, pols, inc, col(surf["t_water"]), truth.salinity_psu, col(given["wind_ms"])
-            )
-            tau, td, tu = ps["atm"](given["t_air_k"], given["tcwv_kgm2"], np.zeros(n))
-            tau_c, td_c, tu_c = ps["atm"](given["t_air_k"], given["tcwv_kgm2"], given["lwp_kgm2"])
+            emis_water = _water_model(ps, truth, surf["t_water"], given["wind_ms"], zenith)
+            atm = _atmosphere(ps, given["t_air_k"], given["tcwv_kgm2"], given["lwp_kgm2"], zenith)
+    tau, td, tu, tau_c, td_c, tu_c = atm
     noise = rng.normal(0.0, 1.0, tb.shape) * ps["sigma"][None, :] * config.noise_scale
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
     data = {
@@ -464,7 +520,7 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
         "TSFC": f32(given["t_skin_k"]),
         "WINDSPEED10M": f32(given["wind_ms"]),
         "CLOUD_FRACTION": f32(given["cloud_fraction"]),
-        "ZENITH": np.full(n, ps["inc"][0], dtype=np.float32),
+        "ZENITH": np.full(n, ps["inc"][0], dtype=np.float32) if zenith is None else f32(zenith),
         "OBSVALUE": f32(tb + noise),
         "EMIS_WATER": f32(emis_water),
         "TAUSFC": f32(tau),
@@ -486,6 +542,23 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
         "LWP": f32(weather["lwp_kgm2"]),
     }
     return data, true
+
+
+def _polarisation_weight_v(pols, zenith_deg, altitude_km) -> np.ndarray:
+    """w_V (n, nchan) of :func:`empirical_seaice.model.physics.polarisation_weight_v` in float64."""
+    import torch
+
+    from empirical_seaice.model.physics import polarisation_weight_v, scan_angle_cos2
+
+    z = torch.as_tensor(np.asarray(zenith_deg, dtype=np.float64))
+    c2 = scan_angle_cos2(z, torch.tensor(float(altitude_km), dtype=torch.float64))
+    return polarisation_weight_v(torch.as_tensor(np.asarray(pols, dtype=np.int64)), c2).numpy()
+
+
+def _mix(e_v, e_h, w_v) -> np.ndarray:
+    """``w_V e_V + (1 - w_V) e_H`` (:func:`empirical_seaice.model.physics.mix_polarisations`)."""
+    w_v = np.asarray(w_v)
+    return w_v * np.asarray(e_v) + (1.0 - w_v) * np.asarray(e_h)
 
 
 def background_sic(truth: TruthModel, jd0: float, days: int) -> np.ndarray:

@@ -13,9 +13,8 @@ import datetime as _dt
 from dataclasses import asdict, dataclass, replace
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.sensors import SENSORS
+from empirical_seaice.sensors import load_catalogue
 from empirical_seaice.twin.grid import HEMISPHERES
-from empirical_seaice.twin.sampling import SAMPLING
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,7 @@ class TwinConfig:
         :mod:`empirical_seaice.twin.realism`).
     effects: the realism effects to apply instead of the level's (None = the level's).
     ice_model: "smrt" (the SMRT table) or "literature" (published spectra, :mod:`.ice_literature`).
+    sensor_catalogue: TOML file adding sensors to the shipped catalogue (the twin can write any catalogue sensor).
     """
 
     name: str = "custom"
@@ -51,6 +51,7 @@ class TwinConfig:
     realism: str = "ideal"
     effects: tuple[str, ...] | None = None
     ice_model: str = "smrt"
+    sensor_catalogue: str | None = None
 
     def __post_init__(self) -> None:
         self._check_realism()
@@ -60,9 +61,9 @@ class TwinConfig:
             raise SeaIceError(f"--days: must be >= 1, got {self.days}")
         if not self.sensors:
             raise SeaIceError("--sensors: give at least one sensor")
+        catalogue = load_catalogue(self.sensor_catalogue)
         for s in self.sensors:
-            if s not in SENSORS or s not in SAMPLING:
-                raise SeaIceError(f"--sensors: the twin cannot simulate {s!r}; known: {', '.join(SAMPLING)}")
+            catalogue.sensor(s)
         if len(set(self.sensors)) != len(self.sensors):
             raise SeaIceError(f"--sensors: a sensor is given twice in {' '.join(self.sensors)}")
         if not 0.0 < self.keep_fraction <= 1.0:

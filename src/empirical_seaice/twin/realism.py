@@ -250,9 +250,13 @@ class Realism:
     truth : the run's :class:`~empirical_seaice.twin.truth.TruthModel`.
     seed : the twin's seed (the effects' generators derive from it).
     sensors : sensor names of the run (for the drifting biases).
+    catalogue : the sensor catalogue of the run (None = the shipped one).
     """
 
-    def __init__(self, effects, truth, seed: int, sensors):
+    def __init__(self, effects, truth, seed: int, sensors, catalogue=None):
+        from empirical_seaice.sensors import load_catalogue
+
+        catalogue = load_catalogue() if catalogue is None else catalogue
         self.effects = frozenset(effects)
         self.truth = truth
         self.grid = truth.grid
@@ -265,16 +269,15 @@ class Realism:
         self.f_nwp = {k: draw(rng, 10, (300.0, 1500.0), (0.5, 3.0)) for k in NWP_ERRORS}
         self.drift = {}
         for name in sensors:
-            from empirical_seaice.sensors import SENSORS
-
-            n = len(SENSORS[name].channels)
+            sensor = catalogue.sensors[name]
+            n = len(sensor.file_channels)
             params = DriftParams(
                 rng.uniform(0.3, 1.0, n),
                 rng.uniform(20.0, 60.0, n),
                 rng.uniform(0, 2 * np.pi, n),
                 rng.normal(0, 0.01, n),
             )
-            self.drift[name] = params if SENSORS[name].bias_error_k > 0.01 else None
+            self.drift[name] = params if sensor.bias_error_k > 0.01 else None
         self._neighbours = self._neighbour_table() if "footprint" in self.effects else None
 
     def __contains__(self, effect: str) -> bool:
@@ -323,17 +326,22 @@ class Realism:
         return out
 
     def ice_surface(self, emis_ice, g, jd, daily, freqs, pols, inc, t_ice_k, salinity_psu) -> np.ndarray:
-        """The ice emissivity with thin ice and melt ponds mixed in by area (n, nchan)."""
+        """The ice emissivity with thin ice and melt ponds mixed in by area (n, nchan).
+
+        ``inc``: incidence (deg) per channel (nchan,) or per observation (n, 1) (cross-track sensors).
+        """
         pol_h = np.asarray(pols)[None, :] == 1
         col = lambda a: np.asarray(a, dtype=np.float64)[:, None]  # noqa: E731
         e = np.asarray(emis_ice, dtype=np.float64)
+        inc = np.asarray(inc, dtype=np.float64)
+        inc = inc[None, :] if inc.ndim == 1 else inc
         if "thin_ice" in self:
             frac, h = self.thin_fraction(g, jd, daily["sic"][g])
-            e_thin = thin_ice_emissivity(freqs[None, :], pol_h, inc[None, :], col(h), col(t_ice_k), salinity_psu)
+            e_thin = thin_ice_emissivity(freqs[None, :], pol_h, inc, col(h), col(t_ice_k), salinity_psu)
             e = (1.0 - col(frac)) * e + col(frac) * e_thin
         if "melt_ponds" in self:
             ponds = self.pond_fraction(g, jd, daily["t_air_k"][g], daily["myi_fraction"][g])
-            e = (1.0 - col(ponds)) * e + col(ponds) * pond_emissivity(freqs[None, :], pol_h, inc[None, :])
+            e = (1.0 - col(ponds)) * e + col(ponds) * pond_emissivity(freqs[None, :], pol_h, inc)
         return e
 
     # ------------------------------------------------------------------ emitting layer
