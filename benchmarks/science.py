@@ -391,10 +391,11 @@ def main(argv=None) -> int:
             rows.append(row)
             print(json.dumps(row), f"({time.perf_counter() - t0:.0f} s)", flush=True)
             (args.workdir / "rows.json").write_text(json.dumps(rows, indent=1))
+    ours_desc = "our defaults" if exact else "the demo flags with --validation-fraction 0.1 --early-stopping"
     size = "14 days poleward of 60 deg" if args.quick else "20 days poleward of 55 deg"
     settings = (
         f"Twins: `science` preset (realistic, 100 km), {size}; twin seeds {seeds}; "
-        f"ours: {args.members} training seed(s), {'our defaults' if exact else 'the demo flags with --validation-fraction 0.1 --early-stopping'}, "
+        f"ours: {args.members} training seed(s), {ours_desc}, "
         f"the reference's epochs (v2 25, v1 8); reference: "
         f"{'--exact-reference' if exact else 'the reference training settings spelled out'}; "
         f"`--threads {args.threads}` on a shared 2-core machine."
