@@ -472,3 +472,16 @@ def test_other_optimisers_reach_the_cost_of_the_default(trained, twin_dir, tmp_p
         first = float(m["loss_epoch_total"][0])
     assert final < 0.5 * first
     assert abs(final - ref_final) < 0.1 * ref_final
+
+
+def test_open_water_filter_product(trained):
+    """seaice_filtered_TAG.nc: the trained map with only low concentrations zeroed, scored in the summary."""
+    with _open(trained.output, "seaice") as raw, _open(trained.output, "seaice_filtered") as filt:
+        a, b = raw["seaice"].values, filt["seaice"].values
+        assert a.shape == b.shape
+    changed = a != b
+    assert changed.any()  # the tiny twin has open water the gradient ratio flags
+    assert np.all(b[changed] == 0.0) and np.all(a[changed] < 0.3)
+    line = next(ln for ln in trained.stdout.splitlines() if "open-water filter" in ln)
+    before, after = (float(x) for x in line.split(":")[1].split("(")[0].split("->"))
+    assert after <= before + 1e-4
