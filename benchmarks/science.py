@@ -37,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -80,6 +81,7 @@ TRUE_PROPERTIES = (
 )
 
 
+@functools.cache
 def _cli_has(flag: str) -> bool:
     out = subprocess.run(
         [sys.executable, "-m", "empirical_seaice.cli", "-h"], capture_output=True, text=True, env=_env()
@@ -129,6 +131,7 @@ def train(twin: Path, out: Path, model: str, flags: list[str], threads: int) -> 
         "--no-progress",
         "--no-gridded",
         "--no-classic",
+        *(["--force-outputs"] if _cli_has("--force-outputs") else []),  # a failed health check is a result too
         *flags,
     ]
     t0 = time.perf_counter()
