@@ -248,6 +248,8 @@ def run(
     resume: bool = False,
     progress: bool = True,
     products: Any = None,
+    distributed: bool = False,
+    shard_order: str = "global",
     force_outputs: bool = False,
     checkpoint_minutes: float | None = None,
     argv: Any = None,
@@ -277,6 +279,14 @@ def run(
     products : empirical_seaice.products.write.ProductOptions, optional
         User products written at the end (export, gridded emissivity, classic
         SIC, plots); None = none (see :func:`empirical_seaice.products.write.write_products`).
+    distributed : bool
+        Train sharded over the processes of a ``torchrun`` launch
+        (:mod:`empirical_seaice.run.sharded`); also on when the launch
+        environment says more than one process.
+    shard_order : str
+        Batch order of a sharded run: "global" (the single-process run's
+        batches, shared out) or "local" (each rank shuffles its own
+        observations); see :class:`~empirical_seaice.training.distributed.ShardPlan`.
     force_outputs : bool
         Write the outputs even when the health checks after training fail (marked as failed).
     checkpoint_minutes : float, optional
@@ -331,6 +341,12 @@ def run(
     basis = build_channel_basis(data_cfg.sensors, load_catalogue(data_cfg.sensor_catalogue))
     device = resolve_device(train_cfg.device)
     ckpt_dir = output / f"checkpoints_{tag}"
+    ctx = _rank_context(distributed, device, diagsonly)
+    if ctx is not None:
+        return _run_sharded(
+            ctx, argv, data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, basis, ckpt_dir, trainonly,
+            resume, progress, products, shard_order,
+        )  # fmt: skip
     if resume:
         from empirical_seaice.training.trainer import CHECKPOINT_NAME
 
@@ -422,6 +438,56 @@ def _identity(obs: Observations, model_cfg, cost_cfg, train_cfg) -> dict[str, An
         "seed": int(train_cfg.seed),
         "validation_fraction": float(train_cfg.validation_fraction),
     }
+
+
+def _rank_context(distributed: bool, device: torch.device, diagsonly: bool):
+    """The :class:`~empirical_seaice.run.sharded.RankContext` of a sharded run (the process group
+    joined), or None for a single process."""
+    from empirical_seaice.training import distributed as tdist
+
+    env = tdist.launch_environment()
+    if env is None:
+        if distributed:
+            raise SeaIceError(
+                "--distributed: not started by torchrun (RANK and WORLD_SIZE unset); launch with "
+                "torchrun --nproc-per-node N -m empirical_seaice.cli ... (README 'Training on several processes')"
+            )
+        return None
+    if not distributed and env.world_size == 1:
+        return None
+    if diagsonly:
+        raise SeaIceError("--diagsonly: runs in one process; start it without torchrun and --distributed")
+    from empirical_seaice.run.sharded import RankContext
+
+    rank_device = tdist.rank_device(device, env)
+    tdist.init_process_group(env, rank_device)
+    return RankContext(env=env, device=rank_device)
+
+
+def _run_sharded(ctx, argv, *args):
+    """:func:`~empirical_seaice.run.sharded.run_sharded`. Rank 0 holds the output set (lock, staging
+    directory, publication) as a single-process run does; every rank leaves the process group."""
+    from empirical_seaice.run.sharded import run_sharded
+    from empirical_seaice.training import distributed as tdist
+
+    output, tag = args[4], args[5]
+    run_set = cache = None
+    try:
+        if ctx.root:
+            run_set = txn.OutputSet(output, tag, argv=argv)
+            cache = _CacheGuard(output / "cache")
+        stage = run_set.begin() if run_set is not None else None
+        return run_sharded(ctx, *args, run_set=run_set, stage=stage)
+    except BaseException:
+        if run_set is not None:
+            run_set.abort()
+            if not run_set.published and cache is not None:
+                cache.cleanup(output)
+        raise
+    finally:
+        if run_set is not None:
+            run_set.release()
+        tdist.destroy_process_group()
 
 
 def _run(
@@ -718,18 +784,7 @@ def _diagnostics_and_products(network, data, obs, background, nobs_train, result
         zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
         result.files.append(out.write_tb(p("tbzero"), zero.tb, ctx.basis, "tbzero", obs.mask))
         del zero
-        result.summary = diag.format_summary(
-            diag.RunDiagnostics(
-                title=_title(ctx.preset_name, ctx.basis, obs, history, result, tag, ctx.diagsonly),
-                cost_before=result.cost_before,
-                cost_after=result.cost_after,
-                departures_before=result.departures_before,
-                departures_after=result.departures_after,
-                truth=result.truth,
-                notes=(f"outputs: {output}/*_{tag}.nc",),
-            ),
-            ctx.basis,
-        )
+        result.summary = _summary(ctx.preset_name, ctx.basis, obs, history, result, tag, ctx.diagsonly, output)
     summary = None
     if not ctx.trainonly:
         summary = run_summary(
@@ -766,6 +821,22 @@ def _diagnostics_and_products(network, data, obs, background, nobs_train, result
         summary["run"]["wall_seconds"] = round(time.perf_counter() - ctx.t_run, 2)
         result.summary_data = summary
         result.files += write_summary_files(stage, tag, result.summary, summary)
+
+
+def _summary(preset_name, basis, obs, history, result, tag, diagsonly, output) -> str:
+    """The summary table printed after a run."""
+    return diag.format_summary(
+        diag.RunDiagnostics(
+            title=_title(preset_name, basis, obs, history, result, tag, diagsonly),
+            cost_before=result.cost_before,
+            cost_after=result.cost_after,
+            departures_before=result.departures_before,
+            departures_after=result.departures_after,
+            truth=result.truth,
+            notes=(f"outputs: {output}/*_{tag}.nc",),
+        ),
+        basis,
+    )
 
 
 def run_summary(result: RunResult, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float) -> dict:
@@ -846,8 +917,10 @@ def _save_model(
     tag: str,
     nobs_train: int,
     before: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write model_TAG.pt, models_TAG.nc, seaice_TAG.nc and the two properties files."""
+    """Write model_TAG.pt, models_TAG.nc, seaice_TAG.nc and the two properties files
+    (``extra``: further entries of model_TAG.pt, e.g. the partition of a sharded run)."""
     configs = _configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
     # contiguous copies: the state tables are views into the optimiser's slab (weights + moments)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
@@ -864,6 +937,7 @@ def _save_model(
                 "nstep": obs.nstep,
                 "nobs_train": nobs_train,
                 "before": before,
+                **(extra or {}),
             },
         )
     ]

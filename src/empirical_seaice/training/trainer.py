@@ -16,6 +16,13 @@ fulfils it)::
     network.full_prior_terms(nobs_total) -> dict[str, Tensor]  # whole-map priors, exact (evaluation)
     network.state_rows(batch) -> list[(Parameter, LongTensor)]  # optional: table rows a batch reads
     network.reads_state_values: bool      # optional: network(batch, state_values=[tensor per state_rows entry])
+    network.cost_terms(batch, out, nobs_total, batch_total=B)  # sharded runs only: the global batch's B
+
+Sharded over processes (``sharding``, a
+:class:`~empirical_seaice.training.distributed.ShardPlan`), the trainer runs
+this rank's share of each global batch, sums the shared (dense) parameters'
+gradients over the ranks before each step, and sums its books over the ranks;
+see :mod:`empirical_seaice.training.distributed`.
 
 The term named ``"obs"`` (:data:`OBS_TERM`) is the observation term: the mean
 of ``J_o,i`` over the batch; it is what the held-out validation reports.
@@ -37,6 +44,7 @@ from empirical_seaice.config import TrainingConfig
 from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam, dense_adam
+from empirical_seaice.training.distributed import ShardPlan
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
 from empirical_seaice.training.runtime import RunProgress, make_generator, reproducible_mode
 
@@ -98,6 +106,12 @@ class Trainer:
         The run's generator; None = :func:`make_generator` ``(config.seed)``.
         Share it with the network (sampled priors) and
         :func:`split_observations` so that a checkpoint holds all randomness.
+    sharding : ShardPlan or None
+        This rank's share of a run sharded over processes; None = a single
+        process. With it, ``train_index`` are the *global* training
+        observations (every rank draws the same permutation of them),
+        ``data`` and ``valid_index`` this rank's (local rows), ``nobs_total``
+        the global count, and ``checkpoint_dir`` holds one file per rank.
     checkpoint_minutes : float
         Also write the checkpoint within an epoch, at the first step boundary after this
         many minutes since the last one (0 = only at epoch ends). A resumed run continues
@@ -121,6 +135,7 @@ class Trainer:
         checkpoint_dir: Path | None = None,
         progress: bool | RunProgress = True,
         generator: torch.Generator | None = None,
+        sharding: ShardPlan | None = None,
         checkpoint_minutes: float = CHECKPOINT_MINUTES,
         identity: Mapping[str, Any] | None = None,
         stop: Callable[[], str | None] | None = None,
@@ -133,15 +148,21 @@ class Trainer:
         self._position: dict[str, Any] | None = None
         self._last_checkpoint = time.monotonic()
         self.network = network
+        self.sharding = sharding
         self.data = data
         self.config = config
         self.train_index = torch.as_tensor(np.asarray(train_index), dtype=torch.long)
         if self.train_index.numel() == 0:
             raise SeaIceError("training: no observations to train on (empty training set)")
+        nvalid = 0 if valid_index is None else len(valid_index)
+        if sharding is not None:  # a rank may hold none of the held-out observations; it still takes part
+            self.nvalid_total = int(sharding.all_sum(torch.tensor([nvalid], device=sharding.device)).item())
+        else:
+            self.nvalid_total = nvalid
         self.valid_index = (
             None
-            if valid_index is None or len(valid_index) == 0
-            else torch.as_tensor(np.asarray(valid_index), dtype=torch.long)
+            if self.nvalid_total == 0
+            else torch.as_tensor(np.asarray([] if valid_index is None else valid_index), dtype=torch.long)
         )
         if config.early_stopping and self.valid_index is None:
             raise SeaIceError("--early-stopping needs held-out observations (--validation-fraction > 0)")
@@ -198,7 +219,9 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path | None:
         """``checkpoint_dir / checkpoint.pt`` or None."""
-        return None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_NAME
+        if self.checkpoint_dir is None:
+            return None
+        return self.checkpoint_dir / (CHECKPOINT_NAME if self.sharding is None else self.sharding.checkpoint_name)
 
     def save_checkpoint(self, position: Mapping[str, Any] | None = None) -> Path:
         """Write the checkpoint atomically (:func:`~empirical_seaice.io.transaction.atomic_path`).
@@ -298,6 +321,8 @@ class Trainer:
         self._best_cost = float(state["best_cost"])
         self._best_state = state["best_state"]
         self._position = state.get("position")
+        if self.sharding is not None:
+            self.sharding.same_everywhere(self.epoch, "the epoch of the checkpoint")
         where = f", batch {self._position['batch']}" if self._position else ""
         logger.info("resumed from %s after epoch %d%s", path, self.epoch, where)
 
@@ -323,7 +348,8 @@ class Trainer:
             t_start = time.perf_counter()
             self._last_checkpoint = time.monotonic()
             wall_before = self.history.wall_time_s
-            nbatch = (self.train_index.numel() + cfg.batch_size - 1) // cfg.batch_size
+            ntrain = self.train_index.numel() if self.sharding is None else self.sharding.ntrain_total(self.train_index)
+            nbatch = (ntrain + cfg.batch_size - 1) // cfg.batch_size
             self.progress.start_training(cfg.nepochs, nbatch, self.epoch)
             while self.epoch < cfg.nepochs and not self.history.stopped_early:
                 position, self._position = self._position, None
@@ -357,22 +383,28 @@ class Trainer:
     def _train_epoch(self, position: Mapping[str, Any] | None = None) -> None:
         cfg = self.config
         network = self.network
-        n = self.train_index.numel()
         bs = cfg.batch_size
-        nbatch = (n + bs - 1) // bs
-        names: tuple[str, ...] | None = None
-        values: torch.Tensor | None = None  # (nbatch, nterm + 1) float64 on device
         first, wall0, cpu0 = 0, 0.0, 0.0
         if position is not None:  # resumed within this epoch
-            perm = position["perm"].to(self.device)
+            perm = position["perm"]
+        else:
+            perm = self.train_index[torch.randperm(self.train_index.numel(), generator=self.generator)]
+        shard = self.sharding
+        if shard is None:
+            batches = list(perm.to(self.device).split(bs))
+            sizes = np.array([len(x) for x in batches])
+        else:  # this rank's share of each step, and the global batch sizes (they normalise the cost)
+            batches, sizes = shard.epoch_batches(perm, bs)
+            dense_params = list(network.dense_parameters())
+        nbatch, n = len(batches), int(sizes.sum())
+        names: tuple[str, ...] | None = None
+        values: torch.Tensor | None = None  # (nbatch, nterm + 1) float64 on device
+        if position is not None:
             first = int(position["batch"])
             names = tuple(position["names"])
             values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=self.device)
             values[:first] = position["values"].to(self.device)
             wall0, cpu0 = float(position["wall"]), float(position["cpu"])
-        else:
-            perm = self.train_index[torch.randperm(n, generator=self.generator)].to(self.device)
-        sizes = np.diff(np.minimum(np.arange(nbatch + 1) * bs, n))
         bar = self.progress if self.progress.enabled else None
         if bar is not None and first:
             bar.update(first)
@@ -397,18 +429,23 @@ class Trainer:
             }
 
         for b in range(first, nbatch):
-            batch = self.data.batch(perm[b * bs : (b + 1) * bs])
+            batch = self.data.batch(batches[b])
             if gathered:
                 out = network(batch, state_values=deferred.gather(state_rows(batch)))
             else:
                 if deferred is not None:
                     deferred.catch_up_many(state_rows(batch))
                 out = network(batch)
-            terms = network.cost_terms(batch, out, self.nobs_total)
+            if shard is None:
+                terms = network.cost_terms(batch, out, self.nobs_total)
+            else:
+                terms = network.cost_terms(batch, out, self.nobs_total, batch_total=int(sizes[b]))
             loss = network.total_cost(terms)
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
+            if shard is not None:
+                shard.reduce_gradients(dense_params)
             for opt in self.optimizers:
                 opt.step()
             with torch.no_grad():
@@ -427,6 +464,8 @@ class Trainer:
         wall = wall0 + time.perf_counter() - t0
         cpu = cpu0 + time.process_time() - c0
         assert names is not None and values is not None
+        if shard is not None:  # the ranks' terms add up to the global batch's
+            values = shard.all_sum(values)
         if not all(np.isfinite(values.cpu().numpy()).ravel()):
             bad = [nm for nm, ok in zip(names, torch.isfinite(values).all(dim=0).tolist()) if not ok]
             raise SeaIceError(
@@ -464,9 +503,13 @@ class Trainer:
 
     def _validate_epoch(self) -> None:
         assert self.valid_index is not None
+        nlocal = self.valid_index.numel()
         result = evaluate_obs_cost(
             self.network, self.data, self.valid_index, self.nobs_total, max(self.config.batch_size, 16384), self.device
         )
+        if self.sharding is not None:  # mean over every rank's held-out observations
+            local_sum = torch.tensor([result * nlocal], dtype=torch.float64, device=self.sharding.device)
+            result = float(self.sharding.all_sum(local_sum).item()) / self.nvalid_total
         self.network.train()
         h = self.history
         h.valid_cost.append(result)
