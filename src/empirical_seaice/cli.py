@@ -189,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
         "whole-map priors, batch order; README 'Presets'). Explicit flags still apply.",
     )
     ours.add_argument(
+        "--sic-background-error",
+        type=float,
+        metavar="SIGMA",
+        help="Add the prior sum (C - C_b)^2 / SIGMA^2 of SIC on the background map (default: off, as the reference).",
+    )
+    ours.add_argument(
         "--learning-rate",
         type=float,
         default=None,
@@ -338,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Do not compute the NASA Team / Bootstrap SIC (classic_sic_TAG.nc) and their scores.",
     )
     prod.add_argument(
+        "--no-open-water-filter",
+        action="store_true",
+        help="Do not write seaice_filtered_TAG.nc (the trained SIC with the gradient-ratio open-water filter).",
+    )
+    prod.add_argument(
         "--retrieve",
         action="store_true",
         help="Retrieval: with the trained model --modeltag (in --output), fit only SIC and the "
@@ -365,6 +376,7 @@ def product_options(args: argparse.Namespace):
         grid_channels=tuple(args.grid_channels) if args.grid_channels else None,
         grid_freqs_ghz=parse_freqs(args.grid_freqs),
         classic=not args.no_classic,
+        open_water_filter=not args.no_open_water_filter,
         plots=args.plots,
         plot_day=args.plot_day,
     )
@@ -416,6 +428,8 @@ def configs_from_args(args: argparse.Namespace):
         start_date=args.start_date,
     )
     cost: CostConfig = replace(preset.cost, warm_ice=args.warm_ice)
+    if args.sic_background_error is not None:
+        cost = replace(cost, sic_background_prior=True, sic_background_error=args.sic_background_error)
     if args.optimizer in DEPRECATED_OPTIMIZERS:
         print(
             f"{PROG}: note: --optimizer {args.optimizer} is now called {DEPRECATED_OPTIMIZERS[args.optimizer]}",
