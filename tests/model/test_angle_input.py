@@ -39,8 +39,17 @@ def test_angle_network_by_hand():
     )
     np.testing.assert_allclose(got.detach().numpy(), expect, rtol=1e-12)
     assert net.hidden.weight.shape == (7, 6)
-    with pytest.raises(ValueError, match="cos_view"):
-        net.emissivity_vh(torch.tensor(x_t), torch.tensor(props), torch.tensor(f))
+    # no angle (gridded maps, spectra): the imagers' 55 deg view
+    default = net.emissivity_vh(
+        torch.tensor(x_t, dtype=torch.float64), torch.tensor(props, dtype=torch.float64), torch.tensor(f)
+    )
+    at55 = net.emissivity_vh(
+        torch.tensor(x_t, dtype=torch.float64),
+        torch.tensor(props, dtype=torch.float64),
+        torch.tensor(f),
+        torch.tensor(math.cos(math.radians(55.0)), dtype=torch.float64),
+    )
+    torch.testing.assert_close(default, at55, rtol=0, atol=0)
 
 
 def test_angle_changes_the_emissivity_and_init_holds_at_55_degrees():

@@ -235,13 +235,14 @@ class NetworkEmissivity(EmissivityModel):
 
     def emissivity_vh(self, x_t: Tensor, props: Tensor, freq_ghz: Tensor, cos_view: Tensor | None = None) -> Tensor:
         """``(e_V, e_H)`` at any frequency: shapes x_t (...), props (..., nprop), freq (...),
-        cos_view (...; the cosine of the view angle, required with :attr:`angle_input`) broadcast;
-        returns (..., 2)."""
+        cos_view (...; the cosine of the view angle, used with :attr:`angle_input`; None = the
+        imagers' :data:`ANGLE_INIT_DEG` view, as the gridded maps and spectra have no angle)
+        broadcast; returns (..., 2)."""
         freq_ghz = torch.as_tensor(freq_ghz, dtype=x_t.dtype, device=x_t.device)
         parts = [x_t, freq_ghz]
         if self.angle_input:
             if cos_view is None:
-                raise ValueError("NetworkEmissivity: the network takes the view angle; pass cos_view")
+                cos_view = math.cos(math.radians(ANGLE_INIT_DEG))
             parts.append(torch.as_tensor(cos_view, dtype=x_t.dtype, device=x_t.device))
         shape = torch.broadcast_shapes(*(p.shape for p in parts), props.shape[:-1])
         x_t, freq_ghz = x_t.expand(shape), freq_ghz.expand(shape)
