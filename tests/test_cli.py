@@ -329,3 +329,12 @@ def test_twin_cli_presets_are_the_twin_presets():
     from empirical_seaice.twin.presets import TWIN_PRESETS
 
     assert PRESET_NAMES == tuple(sorted(TWIN_PRESETS))
+
+
+def test_exact_reference_writes_no_open_water_filtered_product():
+    """The open-water filter is our improvement (benchmarks/science.md): on by default, off in exact mode."""
+    parser = cli.build_parser()
+    base = ["--data", "D", "--output", "O"]
+    assert cli.product_options(parser.parse_args(base)).open_water_filter
+    assert not cli.product_options(parser.parse_args([*base, "--no-open-water-filter"])).open_water_filter
+    assert not cli.product_options(parser.parse_args([*base, "--exact-reference"])).open_water_filter
