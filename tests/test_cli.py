@@ -346,3 +346,12 @@ def test_angle_input_flag_sets_the_model_config():
     ):
         _, preset, _, _ = cli.configs_from_args(p.parse_args(["--data", ".", *argv]))
         assert preset.model.angle_input is value, argv
+
+
+def test_exact_reference_writes_no_open_water_filtered_product():
+    """The open-water filter is our improvement (benchmarks/science.md): on by default, off in exact mode."""
+    parser = cli.build_parser()
+    base = ["--data", "D", "--output", "O"]
+    assert cli.product_options(parser.parse_args(base)).open_water_filter
+    assert not cli.product_options(parser.parse_args([*base, "--no-open-water-filter"])).open_water_filter
+    assert not cli.product_options(parser.parse_args([*base, "--exact-reference"])).open_water_filter

@@ -383,7 +383,7 @@ def product_options(args: argparse.Namespace):
         grid_channels=tuple(args.grid_channels) if args.grid_channels else None,
         grid_freqs_ghz=parse_freqs(args.grid_freqs),
         classic=not args.no_classic,
-        open_water_filter=not args.no_open_water_filter,
+        open_water_filter=not (args.no_open_water_filter or args.exact_reference),
         plots=args.plots,
         plot_day=args.plot_day,
     )
