@@ -1,6 +1,6 @@
 """Typed configuration: one frozen dataclass per concern, and the v1/v2 presets.
 
-The presets reproduce the reference settings of PHYSICS.md exactly; the CLI
+The presets reproduce the reference settings exactly (docs/method.md, "Presets"); the CLI
 only fills these in. Every field has a one-line description in its class
 docstring. Values are validated in ``__post_init__`` and raise
 :class:`~empirical_seaice.errors.SeaIceError` naming the option.
@@ -94,7 +94,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class CostConfig:
-    """The cost function J = J_o + J_b (PHYSICS.md "Cost function").
+    """The cost function J = J_o + J_b (docs/method.md, "The cost function J").
 
     sic_error: sigma_C of the SIC range ("pdf") prior.
     sic_background_prior: add sum (C - C_b)^2 / sigma^2 (off in the published runs).

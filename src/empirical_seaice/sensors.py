@@ -2,7 +2,7 @@
 
 A *channel* is named by its nominal frequency and polarisation (``10v``,
 ``183pm7h``) and carries the nominal frequency (GHz), the polarisation and the
-observation error sigma_c (K) of PHYSICS.md. A *sensor* lists its channels in
+observation error sigma_c (K) of the cost (docs/method.md). A *sensor* lists its channels in
 the order they appear in its data files, with per-channel frequency overrides
 (e.g. SSMIS's 19.35 GHz for ``19v``), its TB-bias background (ice, ocean) and
 the error of that background, and its scan geometry.
@@ -53,7 +53,7 @@ class Channel:
     pol : int
         :data:`POL_V` or :data:`POL_H`.
     obs_error_k : float
-        Observation error sigma_c (K) of PHYSICS.md.
+        Observation error sigma_c (K) of the observation term (docs/method.md).
     """
 
     name: str
@@ -67,7 +67,7 @@ def _ch(name: str, freq: float, err: float) -> Channel:
 
 
 # Catalogue order defines the order of the unified basis. Observation errors
-# from PHYSICS.md (Geer 2024 and the v2 configuration). The 1.4, 6.9 and
+# from Geer 2024 and the v2 configuration. The 1.4, 6.9 and
 # 7.3 GHz channels are not trained on in the reference configurations; their
 # errors (4 K V, 6 K H) are placeholders of the same size as 10 GHz.
 CATALOGUE: Mapping[str, Channel] = MappingProxyType(

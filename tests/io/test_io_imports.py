@@ -1,4 +1,4 @@
-"""The reader stays free of torch (DESIGN.md: the reader does not know about torch)."""
+"""The reader stays free of torch (docs/design.md: the reader does not know about torch)."""
 
 from __future__ import annotations
 

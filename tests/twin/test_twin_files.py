@@ -25,7 +25,7 @@ def _read(out, sensors=SENSOR_NAMES, **kw):
 
 
 def _recompute(obs, truth):
-    """TB' from the truth with the PHYSICS.md chain, in the run's unified basis."""
+    """TB' from the truth with the forward-model chain (docs/method.md), in the run's unified basis."""
     t = lambda a: torch.as_tensor(np.nan_to_num(np.asarray(a, dtype=np.float64)))  # noqa: E731
     s = np.asarray(obs.isensor)
     return simulate_tb(

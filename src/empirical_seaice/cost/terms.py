@@ -1,4 +1,4 @@
-"""Terms of the cost function J = J_o + J_b (PHYSICS.md, "Cost function").
+"""Terms of the cost function J = J_o + J_b (docs/method.md, "The cost function J").
 
 Pure tensor functions. The ``*_penalty`` functions of the SIC map are
 *elementwise* (same shape as ``C``) so that the network can sum them over the

@@ -1,4 +1,4 @@
-"""Background SIC and daily skin-temperature maps (FORMAT.md, "Background").
+"""Background SIC and daily skin-temperature maps (docs/data-format.md, "Background files").
 
 Shapes (``ngrid`` = length of ``LON`` in the skin-temperature file, or the
 rows of the SIC variable when ``LON`` is absent; ``M`` = columns of the

@@ -1,4 +1,4 @@
-"""Find the training-data files of a run: layouts A, B and C of FORMAT.md.
+"""Find the training-data files of a run: layouts A, B and C of docs/data-format.md.
 
 Detection (no NetCDF is opened here, only the file system is looked at):
 

@@ -1,4 +1,4 @@
-"""Output files of a training run, with the reference names (PHYSICS.md "Outputs").
+"""Output files of a training run, with the reference names (README, "Outputs").
 
 ``TAG`` is the run tag (``--tag``). Every variable carries CF ``units`` and
 ``long_name``; masked values are NaN with ``_FillValue = NaN``; variables of

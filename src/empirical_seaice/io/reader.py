@@ -17,7 +17,7 @@ The flow of :func:`read_training_data`:
 
 Validity. A value is *missing* if NaN/inf, masked by the file's
 ``_FillValue``, ``|x| > 1e10`` or a conventional fill (-999, -9999, ...). A
-value is *out of range* if outside FORMAT.md's physical range. Missing or
+value is *out of range* if outside the physical range of docs/data-format.md. Missing or
 out-of-range per-channel values clear that channel's mask; missing or
 out-of-range per-observation values drop the observation (``ZENITH`` is
 optional and becomes NaN instead). A field with more than half its values
@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 MOSTLY = 0.5
 """A field with more than this fraction of missing or out-of-range values is an error."""
 
-# FORMAT.md ranges: (low, high, units); a small tolerance absorbs rounding.
+# the ranges of docs/data-format.md: (low, high, units); a small tolerance absorbs rounding.
 RANGES: dict[str, tuple[float, float, str]] = {
     "OBSVALUE": (0.0, 400.0, "K"),
     "EMIS_WATER": (0.0, 1.0, ""),

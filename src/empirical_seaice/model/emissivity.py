@@ -1,4 +1,4 @@
-"""Empirical sea ice emissivity models (PHYSICS.md step 3).
+"""Empirical sea ice emissivity models (docs/method.md step 3).
 
 One interface, :class:`EmissivityModel`: ``forward(x_t, props, isensor)``
 returns the ice emissivity of every channel of the run's unified basis,

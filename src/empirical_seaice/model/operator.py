@@ -1,6 +1,6 @@
 """HybridNetwork: empirical state + emissivity model + known physics = observation operator.
 
-Per observation (PHYSICS.md "Forward model"): lag-weighted SIC ``c_i`` from
+Per observation (docs/method.md, "The forward model"): lag-weighted SIC ``c_i`` from
 :class:`~empirical_seaice.model.state.EmpiricalState`; ``x_T``; ice emissivity from
 the :class:`~empirical_seaice.model.emissivity.EmissivityModel` with inputs
 ``[x_T, P[g, t, :], Q[i, :]]``; ocean emissivity with the wind correction;
@@ -13,7 +13,7 @@ by :class:`ObservationTensors`), the surface terms
 :func:`empirical_seaice.model.physics.simulate_tb_mixed`, one SIC mix of the
 pure-ice and pure-ocean TBs: same TB', fewer operations per step.
 
-Cost (PHYSICS.md "Cost function"); each training step minimises the
+Cost (docs/method.md, "The cost function J"); each training step minimises the
 stochastic estimate ``(1/B) sum_{i in batch} J_o,i + J_b / nobs``.
 
 Whole-map priors without a full pass per step ("sampled" mode)

@@ -1,4 +1,4 @@
-"""The known physics of the observation operator (PHYSICS.md, "Forward model").
+"""The known physics of the observation operator (docs/method.md, "The forward model").
 
 Pure tensor functions: no state, no I/O, no branching on tensor values,
 differentiable, broadcastable over any batch shape. Units are in the argument
@@ -20,7 +20,7 @@ Tensor = torch.Tensor
 def normalised_temperature(t_skin_k: Tensor, t_ref_k: float = 273.0, t_scale_k: float = 30.0) -> Tensor:
     """Normalised skin temperature input of the emissivity model.
 
-    ``x_T = max(t_ref - T_s, 0) / t_scale``   (PHYSICS.md step 2)
+    ``x_T = max(t_ref - T_s, 0) / t_scale``   (docs/method.md step 2)
 
     Parameters
     ----------
@@ -34,7 +34,7 @@ def normalised_temperature(t_skin_k: Tensor, t_ref_k: float = 273.0, t_scale_k: 
 def ocean_emissivity(emis_water: Tensor, wind_ms: Tensor, wind_coef: Tensor) -> Tensor:
     """Ocean emissivity with the trainable wind correction.
 
-    ``e_o[c] = e_w[c] + w_c * u``   (PHYSICS.md step 4)
+    ``e_o[c] = e_w[c] + w_c * u``   (docs/method.md step 4)
 
     Parameters
     ----------
@@ -49,7 +49,7 @@ def ocean_temperature(t_skin_k: Tensor, floor_k: float | None) -> Tensor:
     """Ocean surface temperature T_o (K).
 
     ``T_o = max(T_s, floor)`` (v2, floor 271.35 K = freezing point of sea
-    water); ``T_o = T_s`` when ``floor_k`` is None (v1). PHYSICS.md step 5.
+    water); ``T_o = T_s`` when ``floor_k`` is None (v1). docs/method.md step 5.
     """
     if floor_k is None:
         return t_skin_k
@@ -62,7 +62,7 @@ def surface_mix(
     """Mix ice and ocean surface emission by the sea ice concentration.
 
     ``S = c e_ice T_i + (1 - c) e_o T_o``   (surface emission, K)
-    ``e_mix = c e_ice + (1 - c) e_o``       (PHYSICS.md step 6)
+    ``e_mix = c e_ice + (1 - c) e_o``       (docs/method.md step 6)
 
     Parameters
     ----------
@@ -84,7 +84,7 @@ def surface_mix(
 def specular_rt(source_k: Tensor, emis_mix: Tensor, tau: Tensor, t_down_k: Tensor, t_up_k: Tensor) -> Tensor:
     """Top-of-atmosphere TB over a specular surface.
 
-    ``TB = S tau + (1 - e_mix) tau T_down + T_up``   (K; PHYSICS.md step 7)
+    ``TB = S tau + (1 - e_mix) tau T_down + T_up``   (K; docs/method.md step 7)
 
     Parameters
     ----------
@@ -100,7 +100,7 @@ def specular_rt(source_k: Tensor, emis_mix: Tensor, tau: Tensor, t_down_k: Tenso
 def all_sky(tb_clear_k: Tensor, tb_cloudy_k: Tensor, cloud_fraction: Tensor) -> Tensor:
     """Cloud-fraction mix of clear and cloudy TBs.
 
-    ``TB = f_cld TB_cld + (1 - f_cld) TB_clr``   (K; PHYSICS.md step 8)
+    ``TB = f_cld TB_cld + (1 - f_cld) TB_clr``   (K; docs/method.md step 8)
 
     ``cloud_fraction`` has shape (...,) and broadcasts over channels.
     """
@@ -111,7 +111,7 @@ def all_sky(tb_clear_k: Tensor, tb_cloudy_k: Tensor, cloud_fraction: Tensor) -> 
 def bias_correction(tb_k: Tensor, sic: Tensor, bias_ice_k: Tensor, bias_ocean_k: Tensor) -> Tensor:
     """SIC-weighted TB bias correction.
 
-    ``TB' = TB + c b_ice + (1 - c) b_ocean``   (K; PHYSICS.md step 9)
+    ``TB' = TB + c b_ice + (1 - c) b_ocean``   (K; docs/method.md step 9)
 
     Parameters
     ----------
@@ -140,7 +140,7 @@ def simulate_tb(
     bias_ice_k: Tensor,
     bias_ocean_k: Tensor,
 ) -> Tensor:
-    """The whole physical chain, PHYSICS.md steps 5-9: surface mix, clear and
+    """The whole physical chain, docs/method.md steps 5-9: surface mix, clear and
     cloudy specular RT, all-sky mix and bias correction.
 
     ``T_i = T_s``; ``T_o = max(T_s, floor)``; ``S, e_mix`` from
@@ -191,7 +191,7 @@ def surface_atmosphere_terms(
 ) -> tuple[Tensor, Tensor]:
     """``A_i = T_s tau* - D*`` and ``A_o = max(T_s, floor) tau* - D*`` (K).
 
-    With them ``S tau* - e_mix D* = c e_ice A_i + (1 - c) e_o A_o`` (PHYSICS.md
+    With them ``S tau* - e_mix D* = c e_ice A_i + (1 - c) e_o A_o`` (docs/method.md
     steps 5-8; ``tau*``, ``D*`` from :func:`effective_atmosphere`).
     ``t_skin_k`` (...,), the others (..., nchan).
     """

@@ -1,6 +1,6 @@
 """The empirical state: trainable SIC map, grid and observation-space properties.
 
-PHYSICS.md, "Trainable unknowns":
+docs/method.md, "Notation":
 
 - SIC map ``C[g, col]``, ``ngrid x (nstep + nlag)``, initialised from the
   background SIC; columns ``col < nlag`` are the days before the period, so
@@ -16,7 +16,7 @@ the optimiser's cost per step scales with the batch, not with the state.
 three tables' weights in its own storage, the tables becoming views of it,
 and hands the network the rows a batch reads.)
 
-The SIC seen by observation ``i`` is the lag-weighted sum (PHYSICS.md step 1)
+The SIC seen by observation ``i`` is the lag-weighted sum (docs/method.md step 1)
 
 ``c_i = sum_{l=0..nlag} alpha_l C[g_i, t_i + nlag - l]``
 

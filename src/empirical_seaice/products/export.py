@@ -12,7 +12,7 @@ Two formats:
 2. **ONNX** ``emis_model_TAG.onnx`` (:func:`export_onnx`), with the input
    normalisation inside the graph, for runtimes that load ONNX.
 
-The model (PHYSICS.md step 3)
+The model (docs/method.md step 3)
     ``x_T = max(t_ref - T_s, 0) / t_scale``  (t_ref = 273 K, t_scale = 30 K)
 
     - v2 (network, frequency as input): ``z = [x_T, P_0, .., Q_0, .., f / freq_scale]``

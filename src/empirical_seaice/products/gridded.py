@@ -8,7 +8,7 @@ emissivity datasets and atlases. CF-1.8 conventions; chunked (one step per
 chunk) and zlib-compressed; written step block by step block so a year of a
 large grid never has to be in memory at once.
 
-Inputs of the model at grid point g and step t (PHYSICS.md step 3):
+Inputs of the model at grid point g and step t (docs/method.md step 3):
 
 - ``x_T = max(273 - T_map[g, t], 0) / 30`` with ``T_map`` the daily
   skin-temperature map (``BackgroundMaps.t_skin_map_k``), not the

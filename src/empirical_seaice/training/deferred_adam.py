@@ -2,7 +2,7 @@
 
 Optimisers and the objective
 ----------------------------
-Each step minimises the stochastic estimate of PHYSICS.md,
+Each step minimises the stochastic estimate (docs/method.md, "The per-step objective"),
 ``(1/B) sum_{i in batch} J_o,i + J_b / nobs`` (the network's sampled priors
 make the ``J_b`` part an unbiased per-step estimate too; see
 :mod:`empirical_seaice.model.operator`). Its expectation over a uniformly shuffled

@@ -28,7 +28,7 @@ Table axes
   sea ice; above ~90 GHz the emissivity is very sensitive to it, ~0.10 mm is
   typical). Irrelevant (values repeated) where snow depth is 0.
 - ``t_surface``: snow/ice surface (skin) temperature 235, 250, 260, 267, 271,
-  273 K (dry states). This is the temperature the forward model of PHYSICS.md
+  273 K (dry states). This is the temperature the forward model of docs/method.md
   multiplies the emissivity by (``T_i = T_s``).
 - ``wetness``: snow liquid water volume fraction 0, 0.01, 0.03. Wet states
   are at the melting point (snow at 273.15 K) whatever ``t_surface``, so
