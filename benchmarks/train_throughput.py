@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['obs_per_s']:10.0f} obs/s {r['ms_per_step']:8.2f} ms/step "
             f"(epochs {r['ms_per_step_min']:.2f}-{r['ms_per_step_max']:.2f}; CPU {r['cpu_ms_per_step']:7.2f} ms, "
             f"first epoch {r['first_epoch_ms_per_step']:.2f} ms, "
-            f"{r['cpu_obs_per_s']:8.0f} obs/CPU-s, epoch end {r['cpu_epoch_end_s']:.2f} CPU-s)  maxrss {r['maxrss_mib']:7.0f} MiB "
+            f"{r['cpu_obs_per_s']:8.0f} obs/CPU-s, epoch end {r['cpu_epoch_end_s']:.2f} CPU-s)  "
+            f"maxrss {r['maxrss_mib']:7.0f} MiB "
             f"(state {r['state_values'] / 1e6:.2f} M values, {r['steps_done']} steps)",
             flush=True,
         )
@@ -346,7 +347,8 @@ def write_results(results: list[dict], args) -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, "
         f"load average {load[0]:.1f} (shared machine), `--threads {args.threads}`, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, device {args.device}. "
-        f"Data: {'twin ' + args.data if args.data else 'synthetic'} {max(r['nobs_data'] for r in results):,} observations "
+        f"Data: {'twin ' + args.data if args.data else 'synthetic'} "
+        f"{max(r['nobs_data'] for r in results):,} observations "
         f"(fewer in the shorter states: those of their days), "
         f"{results[0]['ngrid']} grid points, {results[0]['nchan']} channels, v2 preset.",
         "",

@@ -148,7 +148,9 @@ class TrainingConfig:
     early_stopping: stop when the held-out observation cost stops improving.
     patience: epochs without improvement before early stopping.
     device: "auto" (CUDA if available), "cpu" or "cuda".
-    optimizer: "sparse" (Adam with deferred momentum on the state tables: dense Adam's result, cost per step scales with the batch), "lazy" (torch SparseAdam on the state tables) or "dense" (plain Adam over everything, the reference's way).
+    optimizer: "sparse" (Adam with deferred momentum on the state tables: dense Adam's result, cost per step
+        scales with the batch), "lazy" (torch SparseAdam on the state tables) or "dense" (plain Adam over
+        everything, the reference's way).
     """
 
     nepochs: int = 8

@@ -160,7 +160,7 @@ def test_terms_with_gradients_backward_and_gradcheck():
 
     got = torch.autograd.grad((fused(x, y) * weights).sum(), [x, y])
     want = torch.autograd.grad((plain(x, y) * weights).sum(), [x, y])
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-13)
     assert torch.autograd.gradcheck(lambda x, y: fused(x, y), (x, y))
     with torch.no_grad():  # no graph wanted: the values come back as they are

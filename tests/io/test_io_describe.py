@@ -24,9 +24,9 @@ def test_describe_two_sensors(dataset):
     assert "sensor gmi: 30 observations, 13 channels" in text
     raw = ds.fields["gmi"]["OBSVALUE"][1:, 0].astype(np.float64)  # gmi 10v without the NaN
     row = next(
-        l
-        for l in lines[lines.index(next(l for l in lines if l.startswith("sensor gmi"))) :]
-        if l.strip().startswith("10v")
+        line
+        for line in lines[lines.index(next(x for x in lines if x.startswith("sensor gmi"))) :]
+        if line.strip().startswith("10v")
     )
     parts = row.split()
     assert parts[1] == "29"
@@ -44,7 +44,7 @@ def test_channel_stats_slice_and_index_agree(dataset):
     obs, _ = read_training_data(ds.config, 1)
     by_slice = channel_stats(obs, slice(20, 40))
     by_index = channel_stats(obs, np.arange(20, 40))
-    for a, b in zip(by_slice, by_index):
+    for a, b in zip(by_slice, by_index, strict=True):
         np.testing.assert_array_equal(a, b)
     count, lo, mean, hi = by_slice
     assert count[5] == 0 and np.isnan(mean[5])  # 24h: not on gmi
@@ -61,5 +61,5 @@ def test_describe_sensor_without_observations_in_period(dataset):
     assert obs.nobs == int((np.floor(ds.fields["amsr2"]["JULIAN_DAY"] - 2459000.375) < 2).sum())
     text = describe(obs)
     assert "sensor gmi: 0 observations, 13 channels, 0 of 2 steps, 0 of 12 grid points" in text
-    gmi_10v = [l for l in text[text.index("sensor gmi") :].splitlines() if l.strip().startswith("10v")][0]
+    gmi_10v = [x for x in text[text.index("sensor gmi") :].splitlines() if x.strip().startswith("10v")][0]
     assert gmi_10v.split()[1:] == ["0", "nan", "nan", "nan"]

@@ -116,7 +116,7 @@ def test_forward_reproduces_physics_chain(preset):
         torch.from_numpy(obs.emis_water.astype(np.float64))
         + net.wind_coef * torch.from_numpy(obs.wind_ms.astype(np.float64))[:, None]
     )
-    f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))  # noqa: E731
+    f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))
     tb = physics.simulate_tb(
         sic=f(c),
         emis_ice=e_ice,
@@ -307,7 +307,7 @@ def test_gradcheck_stochastic_total_tiny_float64_network():
     rest = params["bias_ice_k"].detach()[1:]
 
     def total(*values):
-        swap = {"net." + n: v for n, v in zip(names, values)}
+        swap = {"net." + n: v for n, v in zip(names, values, strict=True)}
         swap["net.bias_ice_k"] = torch.cat([swap["net.bias_ice_k"], rest])  # gradcheck the AMSR2 row only
         return torch.func.functional_call(wrapper, swap, (b,))
 
@@ -450,7 +450,7 @@ def test_state_rows_are_exactly_the_rows_with_gradient():
     net, ot, *_ = _net("v2", nobs=30, sparse=True)
     b = ot.batch(torch.tensor([4, 9, 17]))
     rows = net.state_rows(b)
-    assert [p is q for (p, _), q in zip(rows, net.sparse_parameters())] == [True, True, True]
+    assert [p is q for (p, _), q in zip(rows, net.sparse_parameters(), strict=True)] == [True, True, True]
     net.total_cost(net.cost_terms(b, net(b), 30)).backward()
     for p, r in rows:
         touched = torch.unique(p.grad.coalesce().indices()[0])
@@ -459,5 +459,5 @@ def test_state_rows_are_exactly_the_rows_with_gradient():
     sic_rows = rows[0][1].reshape(-1).tolist()
     assert rows[0][1].shape == (3, 2)
     g, t = b.igrid.tolist(), b.istep.tolist()
-    assert sic_rows == [x for gi, ti in zip(g, t) for x in (gi * 5 + ti + 1, gi * 5 + ti)]
+    assert sic_rows == [x for gi, ti in zip(g, t, strict=True) for x in (gi * 5 + ti + 1, gi * 5 + ti)]
     assert rows[2][1].tolist() == [4, 9, 17]

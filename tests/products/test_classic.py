@@ -34,7 +34,7 @@ def bt_mixture(tp, c, ice_37v):
     """TB (37V, 37H, 19V) at concentration c towards an ice point on both ice lines."""
     ice = (ice_37v, tp.line_vh37[0] + tp.line_vh37[1] * ice_37v, tp.line_v1937[0] + tp.line_v1937[1] * ice_37v)
     water = (tp.water_37v_k, tp.water_37h_k, tp.water_19v_k)
-    return [w + c * (i - w) for w, i in zip(water, ice)]
+    return [w + c * (i - w) for w, i in zip(water, ice, strict=True)]
 
 
 @pytest.mark.parametrize("sensor", ["amsr2", "ssmisf17"])

@@ -25,7 +25,7 @@ def _adam_move(grads: list[float], steps: list[int]) -> float:
     its gradient at each step (0 = untouched) and the global step numbers."""
     m = v = 0.0
     move = 0.0
-    for g, t in zip(grads, steps):
+    for g, t in zip(grads, steps, strict=True):
         m = B1 * m + (1 - B1) * g
         v = B2 * v + (1 - B2) * g * g
         move += LR * (m / (1 - B1**t)) / (math.sqrt(v / (1 - B2**t)) + ADAM_EPS)
@@ -171,7 +171,7 @@ def test_validation_and_early_stopping_restores_best():
     # and the parameters equal those of a 1-epoch run
     net1, data1, cfg1, _, _ = _conflict_case(nepochs=1)
     Trainer(net1, data1, cfg1, train, valid, 200, progress=False).fit()
-    for (k, v), (_, v1) in zip(net.state_dict().items(), net1.state_dict().items()):
+    for (k, v), (_, v1) in zip(net.state_dict().items(), net1.state_dict().items(), strict=True):
         assert torch.equal(v, v1), k
 
 

@@ -221,7 +221,7 @@ class _TermsWithGradients(torch.autograd.Function):
     :func:`terms_with_gradients`); backward is ``grad_in_j = sum_t dL/dterm_t D_tj``."""
 
     @staticmethod
-    def forward(ctx, values, derivatives, *inputs):  # noqa: ARG004 - inputs only carry the graph edges
+    def forward(ctx, values, derivatives, *inputs):  # inputs only carry the graph edges
         ctx.derivatives = derivatives
         return values.clone()
 

@@ -241,7 +241,8 @@ def _select_period(reads: list[_SensorRead], config: DataConfig, nstep_total_bg:
         nsteps = min(nstep_data, nstep_total_bg) - start
         if nsteps < 1:
             raise SeaIceError(
-                f"--stepstart {start}: the background files cover only {nstep_total_bg} steps; choose a smaller --stepstart"
+                f"--stepstart {start}: the background files cover only {nstep_total_bg} steps; "
+                "choose a smaller --stepstart"
             )
     else:
         nsteps = config.nsteps
@@ -277,7 +278,7 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
     ngrid = bg_shape.ngrid
 
     # Pass 1b: per-observation fields decide which observations are kept.
-    for s, r in enumerate(reads):
+    for r in reads:
         sf, n = r.files, r.nobs_file
         ok = np.isfinite(r.julian_day)
         istep_int = np.full(n, -1, dtype=np.int64)

@@ -183,7 +183,10 @@ class NetworkEmissivity(EmissivityModel):
         self.register_buffer("pol", torch.from_numpy(pol))
 
     def emissivity_vh(self, x_t: Tensor, props: Tensor, freq_ghz: Tensor) -> Tensor:
-        """``(e_V, e_H)`` at any frequency: shapes x_t (...), props (..., nprop), freq (...) broadcast; returns (..., 2)."""
+        """``(e_V, e_H)`` at any frequency (docs/method.md step 3).
+
+        Shapes x_t (...), props (..., nprop), freq (...) broadcast; returns (..., 2).
+        """
         freq_ghz = torch.as_tensor(freq_ghz, dtype=x_t.dtype, device=x_t.device)
         shape = torch.broadcast_shapes(x_t.shape, freq_ghz.shape, props.shape[:-1])
         x_t, freq_ghz = x_t.expand(shape), freq_ghz.expand(shape)

@@ -171,7 +171,7 @@ class ObservationTensors:
                 **{name: finite(name, rows) for name in ATMOSPHERE_FIELDS},
                 cloud_fraction=finite("cloud_fraction", rows),
             )
-            for name, value in zip(("tau_eff", "down_eff_k", "const_k"), atmosphere):
+            for name, value in zip(("tau_eff", "down_eff_k", "const_k"), atmosphere, strict=True):
                 a, b = self._slices[name]
                 block[:, a:b] = value
         ints = torch.empty((n, len(INT_FIELDS)), dtype=torch.int64)
@@ -544,7 +544,7 @@ class HybridNetwork(nn.Module):
         inputs = {"tb": tb, "lags": lags, "anchor": emis_anchor, "b_ice": self.bias_ice_k, "b_ocean": self.bias_ocean_k}
         pairs = [(inputs[k], dl) for k, dl in derivs.items() if dl]
         vec = costs.terms_with_gradients(values, [x for x, _ in pairs], [dl for _, dl in pairs])
-        fused = dict(zip(names, vec.unbind()))
+        fused = dict(zip(names, vec.unbind(), strict=True))
         terms: dict[str, Tensor] = {"obs": fused["obs"]}
         if sampled:
             terms.update((k, v) for k, v in fused.items() if k not in ("obs", "anchor", "bias"))

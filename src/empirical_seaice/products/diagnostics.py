@@ -303,47 +303,67 @@ def format_summary(diag: RunDiagnostics, basis: ChannelBasis) -> str:
     scores versus the truth (background vs trained) and the TB-bias errors.
     """
     lines = [diag.title]
-    if diag.cost_before is not None or diag.cost_after is not None:
-        names = list(dict.fromkeys([*(diag.cost_before or {}), *(diag.cost_after or {})]))
-        names = [n for n in names if n != "total"] + ["total"]
-        lines.append(f"  {'cost term J':<16}{'before':>13}{'after':>13}")
-        for n in names:
-            b = (diag.cost_before or {}).get(n)
-            a = (diag.cost_after or {}).get(n)
-            lines.append(f"  {n:<16}{_fmt(b, '13.5g'):>13}{_fmt(a, '13.5g'):>13}")
-    dep_b, dep_a = diag.departures_before, diag.departures_after
-    if dep_b is not None or dep_a is not None:
-        truth = diag.truth
-        head = f"  {'channel':<9}{'n':>8}  {'y-H(x) mean/std (K) before':>27}  {'after':>14}"
-        if truth is not None:
-            head += f"  {'emis RMSE':>9}"
-        lines.append(head)
-        ref = dep_a if dep_a is not None else dep_b
-        for c, name in enumerate(basis.channel_names):
-
-            def ms(d):
-                return "-" if d is None else f"{_fmt(d.mean[c], '+7.2f')} /{_fmt(d.std[c], '6.2f')}"
-
-            row = f"  {name:<9}{int(ref.count[c]):>8}  {ms(dep_b):>27}  {ms(dep_a):>14}"
-            if truth is not None:
-                row += f"  {_fmt(truth.emis_rmse[c], '9.4f')}"
-            lines.append(row)
-    t = diag.truth
-    if t is not None:
-        lines.append(
-            f"  SIC vs truth ({t.npoints} grid-steps): RMSE background {t.sic_rmse_background:.4f}"
-            f" -> trained {t.sic_rmse:.4f}; bias {t.sic_bias_background:+.4f} -> {t.sic_bias:+.4f}"
-        )
-        for label, err in (("ice", t.bias_ice_error), ("ocean", t.bias_ocean_error)):
-            if err is not None:
-                parts = []
-                for s, sname in enumerate(basis.sensor_names):
-                    e = err[s][np.isfinite(err[s])]
-                    if e.size:
-                        parts.append(f"{sname} {np.max(np.abs(e)):.2f}")
-                lines.append(f"  TB bias {label} error vs truth, max |K|: " + ", ".join(parts))
+    lines += _cost_lines(diag.cost_before, diag.cost_after)
+    lines += _channel_lines(diag.departures_before, diag.departures_after, diag.truth, basis)
+    if diag.truth is not None:
+        lines += _truth_lines(diag.truth, basis)
     lines.extend(f"  {n}" for n in diag.notes)
     return "\n".join(lines)
+
+
+def _cost_lines(before: dict[str, float] | None, after: dict[str, float] | None) -> list[str]:
+    """The ``cost term J`` rows of the summary (none when neither cost is known)."""
+    if before is None and after is None:
+        return []
+    names = list(dict.fromkeys([*(before or {}), *(after or {})]))
+    names = [n for n in names if n != "total"] + ["total"]
+    lines = [f"  {'cost term J':<16}{'before':>13}{'after':>13}"]
+    for n in names:
+        b = (before or {}).get(n)
+        a = (after or {}).get(n)
+        lines.append(f"  {n:<16}{_fmt(b, '13.5g'):>13}{_fmt(a, '13.5g'):>13}")
+    return lines
+
+
+def _mean_std(d: DepartureStats | None, c: int) -> str:
+    """``mean / std`` of channel ``c`` of a departure set, ``-`` without one."""
+    return "-" if d is None else f"{_fmt(d.mean[c], '+7.2f')} /{_fmt(d.std[c], '6.2f')}"
+
+
+def _channel_lines(
+    dep_b: DepartureStats | None, dep_a: DepartureStats | None, truth: TruthScores | None, basis: ChannelBasis
+) -> list[str]:
+    """One row per channel: count, departures before/after and, with a truth, the emissivity RMSE."""
+    ref = dep_a if dep_a is not None else dep_b
+    if ref is None:
+        return []
+    head = f"  {'channel':<9}{'n':>8}  {'y-H(x) mean/std (K) before':>27}  {'after':>14}"
+    if truth is not None:
+        head += f"  {'emis RMSE':>9}"
+    lines = [head]
+    for c, name in enumerate(basis.channel_names):
+        row = f"  {name:<9}{int(ref.count[c]):>8}  {_mean_std(dep_b, c):>27}  {_mean_std(dep_a, c):>14}"
+        if truth is not None:
+            row += f"  {_fmt(truth.emis_rmse[c], '9.4f')}"
+        lines.append(row)
+    return lines
+
+
+def _truth_lines(t: TruthScores, basis: ChannelBasis) -> list[str]:
+    """SIC scores against the truth and the largest TB-bias error per sensor."""
+    lines = [
+        f"  SIC vs truth ({t.npoints} grid-steps): RMSE background {t.sic_rmse_background:.4f}"
+        f" -> trained {t.sic_rmse:.4f}; bias {t.sic_bias_background:+.4f} -> {t.sic_bias:+.4f}"
+    ]
+    for label, err in (("ice", t.bias_ice_error), ("ocean", t.bias_ocean_error)):
+        if err is not None:
+            parts = []
+            for s, sname in enumerate(basis.sensor_names):
+                e = err[s][np.isfinite(err[s])]
+                if e.size:
+                    parts.append(f"{sname} {np.max(np.abs(e)):.2f}")
+            lines.append(f"  TB bias {label} error vs truth, max |K|: " + ", ".join(parts))
+    return lines
 
 
 __all__ = [

@@ -31,6 +31,7 @@ tested) in an environment without torch; the writers import torch lazily.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import logging
 import os
 import subprocess
@@ -317,6 +318,11 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
         in_names, out_names = ["t_skin_k", "props"], ["emis"]
     axes = {name: {0: "n"} for name in in_names + out_names}
     path = Path(path)
+    if importlib.util.find_spec("onnx") is None:
+        raise SeaIceError(
+            "--export: writing the ONNX file needs the onnx package; install it with "
+            "pip install 'empirical-seaice[export]' (make demo does)"
+        )
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with warnings.catch_warnings():
@@ -482,7 +488,7 @@ class NumpyEmissivityModel:
         if channels is None:
             if sensor is not None and sensor in self.sensor_names:
                 row = self.channel_present[self.sensor_names.index(sensor)]
-                channels = [c for c, ok in zip(self.channel_names, row) if ok]
+                channels = [c for c, ok in zip(self.channel_names, row, strict=True) if ok]
             else:
                 channels = list(self.channel_names)
         channels = list(channels)

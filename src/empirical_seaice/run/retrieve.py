@@ -292,7 +292,7 @@ def _retrieve(
     network.to(device)
     data = ObservationTensors(obs, device)
     output.mkdir(parents=True, exist_ok=True)
-    p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
+    p = lambda stem: out.output_path(output, stem, tag)
 
     sim0 = diag.simulate(network, data, obs.nobs)
     result.cost_before = _full_cost(network, obs, sim0, obs.nobs)
@@ -316,7 +316,7 @@ def _retrieve(
     history = trainer.fit()
     result.history = history
     result.seconds = time.perf_counter() - t0
-    for a, b in zip(fixed_before, network.dense_parameters()):
+    for a, b in zip(fixed_before, network.dense_parameters(), strict=True):
         if not torch.equal(a, b.detach()):  # pragma: no cover - guards the contract
             raise RuntimeError("retrieval changed a fixed model parameter")
 

@@ -178,7 +178,7 @@ def final_diagnostics(
     from empirical_seaice.io.truth import read_truth
 
     basis = obs.basis
-    p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
+    p = lambda stem: out.output_path(output, stem, tag)
     sim = diag.simulate(network, data, obs.nobs)
     result.cost_after = _full_cost(network, obs, sim, nobs_total)
     result.departures_after = diag.departure_stats(obs, sim.tb)
@@ -476,7 +476,7 @@ def _run(
     # ---- 5. final diagnostics
     if not trainonly:
         truth = final_diagnostics(network, data, obs, background, Path(data_cfg.data), output, tag, nobs_train, result)
-        p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
+        p = lambda stem: out.output_path(output, stem, tag)
         zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
         result.files.append(out.write_tb(p("tbzero"), zero.tb, basis, "tbzero", obs.mask))
         del zero
@@ -574,7 +574,7 @@ def _save_model(
             },
         )
     ]
-    p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
+    p = lambda stem: out.output_path(output, stem, tag)
     st = network.state
     jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, data_cfg.steps_per_day)
     files.append(out.write_seaice(p("seaice"), st.sic_array(), jd, background.lon, background.lat, nlag=st.nlag))

@@ -98,7 +98,7 @@ class _CaughtUp:
         nothing has moved the tables since the catch-up at ``step``."""
         if self.step != step:
             return False
-        caught = {id(p): rows for p, rows in zip(self.params, self.rows)}
+        caught = {id(p): rows for p, rows in zip(self.params, self.rows, strict=True)}
         for p in params:
             grad = p.grad
             if grad is None:
@@ -360,7 +360,7 @@ class DeferredAdam(torch.optim.Optimizer):
                 # do the Adam update of every caught-up row (a row without gradient gets dense
                 # Adam's zero-gradient update, exactly what deferring it would give)
                 vals = pending.r.new_zeros((c, pending.unique.numel()))
-                for p, inverse in zip(pending.params, pending.inverse):
+                for p, inverse in zip(pending.params, pending.inverse, strict=True):
                     if p.grad is not None:
                         vals[: p.shape[1]].index_add_(1, inverse, p.grad._values().t())
                 self._adam(group, pending.r, vals, step)

@@ -74,7 +74,7 @@ class TrainingHistory:
             self.terms = names
         w = sizes.astype(np.float64)
         means = (values * w[:, None]).sum(axis=0) / max(w.sum(), 1.0)
-        epoch = {name: float(m) for name, m in zip(names, means)}
+        epoch = {name: float(m) for name, m in zip(names, means, strict=True)}
         self.epoch_terms.append(epoch)
         for j, name in enumerate(names):
             old = self.batch_terms.get(name, np.zeros(0, dtype=np.float64))

@@ -193,7 +193,7 @@ class Trainer:
             raise SeaIceError(f"resume: no checkpoint at {path}; run without resume first")
         try:
             state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user problem
+        except Exception as exc:  # any unreadable file is a user problem
             raise SeaIceError(f"resume: cannot read checkpoint {path}: {exc}") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise SeaIceError(f"resume: {path} is not a trainer checkpoint of format {CHECKPOINT_FORMAT}")
@@ -205,7 +205,7 @@ class Trainer:
                     f"this run has {key}={getattr(self.config, key)!r}"
                 )
         self.network.load_state_dict(state["network"])
-        for opt, opt_state in zip(self.optimizers, state["optimizers"]):
+        for opt, opt_state in zip(self.optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(opt_state)
         self.history = TrainingHistory.from_state(state["history"])
         self.generator.set_state(state["generator"].cpu())
@@ -304,7 +304,7 @@ class Trainer:
             bar.close()
         assert names is not None and values is not None
         if not all(np.isfinite(values.cpu().numpy()).ravel()):
-            bad = [nm for nm, ok in zip(names, torch.isfinite(values).all(dim=0).tolist()) if not ok]
+            bad = [nm for nm, ok in zip(names, torch.isfinite(values).all(dim=0).tolist(), strict=True) if not ok]
             raise SeaIceError(
                 f"training: cost term(s) {', '.join(bad)} became non-finite in epoch {self.epoch + 1}; "
                 "lower --learning-rate or check the input data"

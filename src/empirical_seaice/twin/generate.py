@@ -143,7 +143,7 @@ def _simulate(sic, emis_ice, t_skin, emis_ocean, tau, td, tu, tau_c, td_c, tu_c,
 
     from empirical_seaice.model.physics import simulate_tb
 
-    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small element-wise work: thread start-up costs more than it saves
     try:
@@ -288,7 +288,7 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
     weather = truth.weather(g, jd, t_air, rng)
     wind = weather["wind_ms"]
     freqs, pols, inc = ps["freqs"], ps["pols"], ps["inc"]
-    col = lambda a: np.asarray(a)[:, None]  # noqa: E731
+    col = lambda a: np.asarray(a)[:, None]
     emis_ice = ice_emissivity(
         ice_table,
         freqs[None, :],
@@ -321,7 +321,7 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
         b_ocean[None, :],
     )
     noise = rng.normal(0.0, 1.0, tb.shape) * ps["sigma"][None, :] * config.noise_scale
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    f32 = lambda a: np.asarray(a, dtype=np.float32)
     data = {
         "JULIAN_DAY": jd,
         "IGRID": g.astype(np.int32),

@@ -314,10 +314,10 @@ def _interpolate(values, args, nodes, discrete, shape) -> np.ndarray:
     for start in range(0, n_total, _CHUNK):
         stop = min(start + _CHUNK, n_total)
         base = np.zeros(stop - start, dtype=np.int32)
-        for view, stride in zip(dviews, strides[nc:]):
+        for view, stride in zip(dviews, strides[nc:], strict=True):
             base += view.flat[start:stop].astype(np.int32) * stride
         weights = []
-        for view, node, stride in zip(views, nodes, strides[:nc]):
+        for view, node, stride in zip(views, nodes, strides[:nc], strict=True):
             i, t = _locate(node, view.flat[start:stop])
             base += i * stride
             weights.append(t.astype(np.float32))

@@ -119,7 +119,13 @@ temperature, not ``T_s``, which the twin deliberately ignores.
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 if __name__ == "__main__":
@@ -132,14 +138,7 @@ if __name__ == "__main__":
 else:
     _NUMPY_PRELOADED = False
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402 - the thread variables above must be set before numpy loads
 
 log = logging.getLogger(__name__)
 
@@ -388,7 +387,7 @@ def generate_table(progress: bool = True) -> dict:
     # unique SMRT runs: bare ice is corr-length independent; wet states are
     # temperature independent; bare ice is wetness independent.
     jobs = []
-    for it, ice_type in enumerate(ICE_TYPES):
+    for it in range(len(ICE_TYPES)):
         for isd, depth in enumerate(SNOW_DEPTH_M):
             corrs = [0] if depth == 0 else range(len(CORR_LENGTH_MM))
             for ic in corrs:
