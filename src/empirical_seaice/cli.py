@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors are one-line :class:`SeaIceError` s (no usage dump)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         raise SeaIceError(message)
 
 

@@ -252,9 +252,19 @@ def _chain_args(B, C, seed=0):
     return out
 
 
+def _factored(*, t_skin_k, ocean_t_floor_k, cloud_fraction, **clear_cloudy):
+    """The data-only terms of the training hot path (as ObservationTensors and HybridNetwork.forward
+    compute them): effective_atmosphere, then surface_atmosphere_terms -> A_i, A_o, K."""
+    tau_eff, down_eff, const = physics.effective_atmosphere(cloud_fraction=cloud_fraction, **clear_cloudy)
+    a_ice, a_ocean = physics.surface_atmosphere_terms(
+        t_skin_k=t_skin_k, ocean_t_floor_k=ocean_t_floor_k, tau_eff=tau_eff, down_eff_k=down_eff
+    )
+    return a_ice, a_ocean, const
+
+
 def _mixed_chain(*, sic, emis_ice, emis_ocean, bias_ice_k, bias_ocean_k, **atmosphere):
-    """The training hot path: data-only atmosphere_terms, then simulate_tb_mixed."""
-    a_ice, a_ocean, const = physics.atmosphere_terms(**atmosphere)
+    """The training hot path: the data-only terms, then simulate_tb_mixed."""
+    a_ice, a_ocean, const = _factored(**atmosphere)
     return physics.simulate_tb_mixed(
         sic=sic,
         emis_ice=emis_ice,
@@ -346,3 +356,12 @@ def test_tb_between_ocean_and_ice_tb_property(sic, e_i, e_o, tau, t_down, t_up, 
 
     lo, hi = sorted((tb(0.0), tb(1.0)))
     assert lo - 1e-9 <= tb(sic) <= hi + 1e-9
+
+
+def test_lag_weighted_sic_hand_value_and_gradient():
+    lags = torch.tensor([[0.8, 0.5], [0.0, 1.0]], dtype=D)
+    alpha = torch.tensor([0.6, 0.4], dtype=D)
+    c = physics.lag_weighted_sic(lags, alpha)
+    assert c.tolist() == pytest.approx([0.6 * 0.8 + 0.4 * 0.5, 0.4])
+    x = lags.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: physics.lag_weighted_sic(v, alpha), (x,))

@@ -4,7 +4,7 @@
   summed through the lookup's inverse index, moments written by the step)
   equals dense Adam at every read, also when a catch-up is followed by a
   step without gradient, a gradient on other rows, or a state_dict;
-- physics.atmosphere_terms + simulate_tb_mixed equal simulate_tb (value and
+- physics.effective_atmosphere + surface_atmosphere_terms + simulate_tb_mixed equal simulate_tb (value and
   gradients).
 """
 
@@ -96,7 +96,12 @@ def test_mixed_tb_equals_simulate_tb(floor):
         bias_ocean_k=r(nb, nc, lo=-2, hi=2, grad=True),
     )
     ref = physics.simulate_tb(**atm, **train)
-    a_ice, a_ocean, const = physics.atmosphere_terms(**atm)
+    tau_eff, down_eff, const = physics.effective_atmosphere(
+        **{k: v for k, v in atm.items() if k not in ("t_skin_k", "ocean_t_floor_k")}
+    )
+    a_ice, a_ocean = physics.surface_atmosphere_terms(
+        t_skin_k=atm["t_skin_k"], ocean_t_floor_k=atm["ocean_t_floor_k"], tau_eff=tau_eff, down_eff_k=down_eff
+    )
     new = physics.simulate_tb_mixed(a_ice_k=a_ice, a_ocean_k=a_ocean, const_k=const, **train)
     assert 100.0 < float(ref.detach().mean()) < 300.0
     np.testing.assert_allclose(new.detach().numpy(), ref.detach().numpy(), rtol=1e-13, atol=0)

@@ -81,9 +81,11 @@ def load(cache_dir: Path, key: str) -> tuple[Observations, BackgroundMaps] | Non
         lon=bg["lon"],
         lat=bg["lat"],
     )
-    background = BackgroundMaps(
-        sic=bg["sic"], t_skin_map_k=bg["t_skin_map_k"], nlag=meta["nlag"], lon=bg["lon"], lat=bg["lat"]
-    )
+    sic, t_map = bg["sic"], bg["t_skin_map_k"]
+    if sic is None or t_map is None:
+        log.info("cache %s has no background maps; rebuilding", root)
+        return None
+    background = BackgroundMaps(sic=sic, t_skin_map_k=t_map, nlag=meta["nlag"], lon=bg["lon"], lat=bg["lat"])
     return obs, background
 
 

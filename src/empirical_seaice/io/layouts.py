@@ -146,7 +146,7 @@ def find_data_files(config: DataConfig) -> DataFiles:
                 f"--data {data}: a single monthly file (layout A) holds one sensor, "
                 f"got --sensors {' '.join(config.sensors)}; use a layout-C directory for several sensors"
             )
-        files = (SensorFiles(sensors[0], "A", data),)
+        files: tuple[SensorFiles, ...] = (SensorFiles(sensors[0], "A", data),)
         layout, bg_dir = "A", data.parent
     elif data.is_dir():
         subdirs = [name for name in SENSORS if (data / name).is_dir()]

@@ -98,7 +98,7 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
             e["_FillValue"] = None
         if var.size >= COMPRESS_MIN_SIZE and var.dtype.kind in "fiub":
             e.update(zlib=True, complevel=COMPLEVEL)
-        enc[name] = e
+        enc[str(name)] = e
     return enc
 
 
@@ -374,7 +374,7 @@ def write_models(
         if name == input_layer:
             if w.ndim != 2 or w.shape[0] != len(input_names):
                 raise ValueError(f"{name}: expected ({len(input_names)}, n) for inputs {inputs}, got {w.shape}")
-            dims = ("input", f"{safe}_out")
+            dims: tuple[str, ...] = ("input", f"{safe}_out")
             data[safe] = _var(dims, w, "1", f"emissivity model weight {name}", inputs=inputs)
         else:
             dims = tuple(f"{safe}_dim{k}" for k in range(w.ndim))

@@ -147,9 +147,10 @@ class _SensorRead:
 
     files: SensorFiles
     nobs_file: int = 0
-    julian_day: np.ndarray | None = None
-    keep: np.ndarray | None = None  # indices into the file's observations
+    julian_day: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    keep: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # indices into the file's rows
     per_obs: dict[str, np.ndarray] = field(default_factory=dict)
+    zenith_deg: np.ndarray | None = None  # optional: None when the file has no ZENITH
 
 
 def _var_path(sf: SensorFiles, name: str, optional: bool = False):
@@ -261,15 +262,7 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
 
     # Pass 1a: Julian days of every sensor, for the common step origin.
     for r in reads:
-        r.julian_day, path = _read_1d(r.files, "JULIAN_DAY", None, np.float64)
-        r.nobs_file = r.julian_day.shape[0]
-        finite = np.isfinite(r.julian_day)
-        if r.nobs_file and (~finite).sum() > MOSTLY * r.nobs_file:
-            raise SeaIceError(
-                f"{path}: variable JULIAN_DAY mostly missing (NaN/fill): "
-                f"{100 * (~finite).sum() / r.nobs_file:.0f}% of values"
-            )
-
+        _read_julian_day(r)
     bg_shape = background_shape(files.seaice_background, files.tsfc_background, nlag)
     jd_origin, nstep_data, nsteps = _select_period(reads, config, bg_shape.nstep_total)
     background = read_background(
@@ -279,74 +272,139 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
 
     # Pass 1b: per-observation fields decide which observations are kept.
     for r in reads:
-        sf, n = r.files, r.nobs_file
-        ok = np.isfinite(r.julian_day)
-        istep_int = np.full(n, -1, dtype=np.int64)
-        istep_int[ok] = step_index(r.julian_day[ok], jd_origin, config.steps_per_day)
-        early = int((ok & (istep_int < 0)).sum())
-        if early:
-            log.warning("sensor %s: %d observations before the first 21 UTC window dropped", sf.sensor.name, early)
-        in_period = ok & (istep_int >= config.stepstart) & (istep_int < config.stepstart + nsteps)
-        late = int((ok & (istep_int >= bg_shape.nstep_total)).sum())
-        if late and config.nsteps is None:
-            log.warning("sensor %s: %d observations after the background period dropped", sf.sensor.name, late)
-        keep = in_period
-        r.per_obs["istep"] = istep_int
-        gname = _grid_variable(sf, multi)
-        grid, gpath = _read_1d(sf, gname, n, np.float64)
-        gmiss = np.isnan(grid) | (grid < 0)
-        if n and gmiss.sum() > MOSTLY * n:
-            raise SeaIceError(
-                f"{gpath}: variable {gname} mostly missing (NaN/fill/negative): {100 * gmiss.sum() / n:.0f}%"
-            )
-        if (grid[~gmiss] != np.round(grid[~gmiss])).any():
-            raise SeaIceError(f"{gpath}: variable {gname} holds non-integer grid indices")
-        if (~gmiss).any() and grid[~gmiss].max() >= ngrid:
-            raise SeaIceError(
-                f"{gpath}: variable {gname} has grid index up to {int(grid[~gmiss].max())}, but the background "
-                f"{files.seaice_background.name} has ngrid={ngrid} grid points (indices 0..{ngrid - 1})"
-            )
-        keep &= ~gmiss
-        r.per_obs["igrid"] = np.where(gmiss, -1, grid).astype(np.int32)
-        del grid
-        for name in PER_OBS_MAP:
-            values, path = _read_1d(sf, name, n)
-            missing, out = _classify(values, name)
-            stats = _FieldStats()
-            stats.add(values, missing, out)
-            stats.check(path, name)
-            keep &= ~(missing | out)
-            r.per_obs[name] = values
-        zen, zpath = _read_1d(sf, "ZENITH", n, optional=True)
-        if zen is not None:
-            missing, out = _classify(zen, "ZENITH")
-            zen[missing | out] = np.nan
-        r.per_obs["ZENITH"] = zen
-        r.keep = np.flatnonzero(keep)
-        # Hold only the kept observations from here on (a short period of a
-        # long file keeps little).
-        for name, arr in r.per_obs.items():
-            if arr is not None:
-                r.per_obs[name] = arr[r.keep]
-        r.julian_day = r.julian_day[r.keep]
-        dropped = n - r.keep.size - int((~in_period).sum())
-        log.info(
-            "sensor %s: %d observations in file, %d in the period, %d dropped for invalid per-observation fields",
-            sf.sensor.name,
-            n,
-            int(in_period.sum()),
-            max(dropped, 0),
-        )
-
+        _select_observations(r, config, jd_origin, nsteps, bg_shape.nstep_total, multi, ngrid, files)
     nobs = sum(r.keep.size for r in reads)
     if nobs == 0:
         raise SeaIceError(
             f"--stepstart {config.stepstart} --nsteps {nsteps}: no valid observation in the selected period "
             f"(sensors {' '.join(config.sensors)}, data {config.data})"
         )
+    out, offsets = _assemble_per_obs(reads, nobs, config.stepstart)
 
-    # Assemble per-observation arrays (final content only; no temporaries beyond nobs).
-    out = {
+    # Pass 2: per-channel fields, block by block, into the unified basis.
+    mask = _read_per_channel(reads, offsets, basis, nobs, out)
+    obs = Observations(
+        **out,
+        mask=mask,
+        basis=basis,
+        ngrid=ngrid,
+        nstep=nsteps,
+        jd_origin=jd_origin,
+        stepstart=config.stepstart,
+        lon=background.lon,
+        lat=background.lat,
+    )
+    log.info(
+        "read %d observations (%d sensors, %d channels, %d steps, %d grid points)",
+        nobs,
+        len(reads),
+        basis.nchan,
+        nsteps,
+        ngrid,
+    )
+    return obs, background
+
+
+def _read_julian_day(r: _SensorRead) -> None:
+    """Pass 1a for one sensor: ``JULIAN_DAY`` of every observation of its file."""
+    jd, path = _read_1d(r.files, "JULIAN_DAY", None, np.float64)
+    assert jd is not None  # not optional
+    r.julian_day = jd
+    r.nobs_file = jd.shape[0]
+    finite = np.isfinite(jd)
+    if r.nobs_file and (~finite).sum() > MOSTLY * r.nobs_file:
+        raise SeaIceError(
+            f"{path}: variable JULIAN_DAY mostly missing (NaN/fill): "
+            f"{100 * (~finite).sum() / r.nobs_file:.0f}% of values"
+        )
+
+
+def _select_observations(
+    r: _SensorRead,
+    config: DataConfig,
+    jd_origin: float,
+    nsteps: int,
+    nstep_total_bg: int,
+    multi: bool,
+    ngrid: int,
+    files: DataFiles,
+) -> None:
+    """Pass 1b for one sensor: read the per-observation fields and keep the observations in the
+    period whose fields are all valid (``r.keep``); ``r.per_obs`` then holds only those."""
+    sf, n = r.files, r.nobs_file
+    ok = np.isfinite(r.julian_day)
+    istep_int = np.full(n, -1, dtype=np.int64)
+    istep_int[ok] = step_index(r.julian_day[ok], jd_origin, config.steps_per_day)
+    early = int((ok & (istep_int < 0)).sum())
+    if early:
+        log.warning("sensor %s: %d observations before the first 21 UTC window dropped", sf.sensor.name, early)
+    in_period = ok & (istep_int >= config.stepstart) & (istep_int < config.stepstart + nsteps)
+    late = int((ok & (istep_int >= nstep_total_bg)).sum())
+    if late and config.nsteps is None:
+        log.warning("sensor %s: %d observations after the background period dropped", sf.sensor.name, late)
+    keep = in_period
+    r.per_obs["istep"] = istep_int
+    grid, gmiss = _read_grid_index(sf, _grid_variable(sf, multi), n, ngrid, files.seaice_background.name)
+    keep &= ~gmiss
+    r.per_obs["igrid"] = grid
+    for name in PER_OBS_MAP:
+        values, path = _read_1d(sf, name, n)
+        assert values is not None  # not optional
+        missing, out = _classify(values, name)
+        stats = _FieldStats()
+        stats.add(values, missing, out)
+        stats.check(path, name)
+        keep &= ~(missing | out)
+        r.per_obs[name] = values
+    zen, _ = _read_1d(sf, "ZENITH", n, optional=True)
+    if zen is not None:
+        missing, out = _classify(zen, "ZENITH")
+        zen[missing | out] = np.nan
+    r.zenith_deg = zen
+    r.keep = np.flatnonzero(keep)
+    # Hold only the kept observations from here on (a short period of a long file keeps little).
+    for name, arr in r.per_obs.items():
+        r.per_obs[name] = arr[r.keep]
+    if r.zenith_deg is not None:
+        r.zenith_deg = r.zenith_deg[r.keep]
+    r.julian_day = r.julian_day[r.keep]
+    dropped = n - r.keep.size - int((~in_period).sum())
+    log.info(
+        "sensor %s: %d observations in file, %d in the period, %d dropped for invalid per-observation fields",
+        sf.sensor.name,
+        n,
+        int(in_period.sum()),
+        max(dropped, 0),
+    )
+
+
+def _read_grid_index(sf: SensorFiles, gname: str, n: int, ngrid: int, background_name: str):
+    """The grid index of each observation (int32, -1 where missing) and the missing mask.
+
+    Raises
+    ------
+    SeaIceError
+        Mostly missing, non-integer, or beyond the background's grid.
+    """
+    grid, gpath = _read_1d(sf, gname, n, np.float64)
+    assert grid is not None  # not optional
+    gmiss = np.isnan(grid) | (grid < 0)
+    if n and gmiss.sum() > MOSTLY * n:
+        raise SeaIceError(f"{gpath}: variable {gname} mostly missing (NaN/fill/negative): {100 * gmiss.sum() / n:.0f}%")
+    if (grid[~gmiss] != np.round(grid[~gmiss])).any():
+        raise SeaIceError(f"{gpath}: variable {gname} holds non-integer grid indices")
+    if (~gmiss).any() and grid[~gmiss].max() >= ngrid:
+        raise SeaIceError(
+            f"{gpath}: variable {gname} has grid index up to {int(grid[~gmiss].max())}, but the background "
+            f"{background_name} has ngrid={ngrid} grid points (indices 0..{ngrid - 1})"
+        )
+    return np.where(gmiss, -1, grid).astype(np.int32), gmiss
+
+
+def _assemble_per_obs(reads: list[_SensorRead], nobs: int, stepstart: int) -> tuple[dict[str, np.ndarray], list[int]]:
+    """The per-observation arrays of all sensors, concatenated (final content only: no temporaries
+    beyond nobs), and each sensor's first row."""
+    out: dict[str, np.ndarray] = {
         "igrid": np.empty(nobs, np.int32),
         "istep": np.empty(nobs, np.int32),
         "isensor": np.empty(nobs, np.int16),
@@ -363,19 +421,27 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
         k, sl = r.keep, slice(off, off + r.keep.size)
         offsets.append(off)
         out["igrid"][sl] = r.per_obs["igrid"]
-        out["istep"][sl] = r.per_obs["istep"] - config.stepstart
+        out["istep"][sl] = r.per_obs["istep"] - stepstart
         out["isensor"][sl] = s
         for name, key in PER_OBS_MAP.items():
             out[key][sl] = r.per_obs[name]
-        zen = r.per_obs["ZENITH"]
-        out["zenith_deg"][sl] = np.nan if zen is None else zen
+        out["zenith_deg"][sl] = np.nan if r.zenith_deg is None else r.zenith_deg
         out["julian_day"][sl] = r.julian_day
         out["obs_index"][sl] = k
         r.per_obs.clear()
-        r.julian_day = None
+        r.julian_day, r.zenith_deg = np.zeros(0), None
         off += k.size
+    return out, offsets
 
-    # Pass 2: per-channel fields, block by block, into the unified basis.
+
+def _read_per_channel(
+    reads: list[_SensorRead], offsets: list[int], basis: ChannelBasis, nobs: int, out: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Read every per-channel field into ``out`` ((nobs, nchan) float32, unified basis); returns the mask.
+
+    Every masked value is zeroed: a channel masked by one field is zeroed in all. Channels a sensor
+    lacks were never written (0); only rows with an invalid value need that pass.
+    """
     nchan = basis.nchan
     mask = np.zeros((nobs, nchan), dtype=bool)
     dirty = np.zeros(nobs, dtype=bool)
@@ -386,10 +452,6 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
         for s, r in enumerate(reads):
             _read_channels(r, name, arr, mask, dirty, offsets[s], basis, s)
         out[key] = arr
-
-    # Zero every masked value: a channel masked by one field is zeroed in all.
-    # Channels a sensor lacks were never written (0); only rows with an
-    # invalid value need the pass.
     rows = np.flatnonzero(dirty)
     for a, b in row_blocks(rows.size):
         idx = rows[a:b]
@@ -398,27 +460,7 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
             sub = out[key][idx]
             sub[bad] = 0.0
             out[key][idx] = sub
-
-    obs = Observations(
-        **out,
-        mask=mask,
-        basis=basis,
-        ngrid=ngrid,
-        nstep=nsteps,
-        jd_origin=jd_origin,
-        stepstart=config.stepstart,
-        lon=background.lon,
-        lat=background.lat,
-    )
-    log.info(
-        "read %d observations (%d sensors, %d channels, %d steps, %d grid points)",
-        nobs,
-        len(reads),
-        nchan,
-        nsteps,
-        ngrid,
-    )
-    return obs, background
+    return mask
 
 
 def _runs(cmap: np.ndarray) -> list[tuple[int, int, int]]:
@@ -523,17 +565,15 @@ def read_training_data(
     if nlag < 0:
         raise SeaIceError(f"nlag: must be >= 0, got {nlag}")
     files = find_data_files(config)
-    use_cache = cache_dir is not None and config.cache
-    key = None
-    if use_cache:
-        key = _cache.cache_key(files.input_files(), config, nlag)
-        hit = _cache.load(Path(cache_dir), key)
-        if hit is not None:
-            log.info("training data loaded from cache %s", cache_dir)
-            return hit
+    if cache_dir is None or not config.cache:
+        return _read_fresh(files, config, nlag)
+    key = _cache.cache_key(files.input_files(), config, nlag)
+    hit = _cache.load(Path(cache_dir), key)
+    if hit is not None:
+        log.info("training data loaded from cache %s", cache_dir)
+        return hit
     obs, background = _read_fresh(files, config, nlag)
-    if use_cache:
-        _cache.save(Path(cache_dir), key, obs, background)
+    _cache.save(Path(cache_dir), key, obs, background)
     return obs, background
 
 

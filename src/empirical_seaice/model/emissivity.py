@@ -65,6 +65,10 @@ class EmissivityModel(nn.Module):
     def forward(self, x_t: Tensor, props: Tensor, isensor: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def emissivity_vh(self, x_t: Tensor, props: Tensor, freq_ghz: Tensor) -> Tensor:
+        """``(e_V, e_H)`` at any frequency, (..., 2): only models with a frequency input (v2) have it."""
+        raise ValueError(f"{type(self).__name__} has no frequency input: no emissivity at arbitrary frequencies")
+
 
 class LinearEmissivity(EmissivityModel):
     """v1 linear emissivity: ``e_ice[c] = sum_j W[c, j] z_j + e0[c]``, ``z = [x_T, P...]``.
@@ -137,6 +141,11 @@ class NetworkEmissivity(EmissivityModel):
         f = 50 GHz the initial emissivity is ``init_emis`` for V and H;
         None = zero biases (Keras default).
     """
+
+    freq_table: Tensor
+    freq_input_t: Tensor
+    chan_freq: Tensor
+    pol: Tensor
 
     def __init__(
         self,

@@ -405,7 +405,7 @@ class HybridNetwork(nn.Module):
             rows = st.sic_rows(batch.igrid, batch.istep)
             lags = state_values[0].reshape(rows.shape)
             props = torch.cat(state_values[1:], dim=-1) if len(state_values) > 1 else lags.new_zeros((len(batch), 0))
-        sic = lags @ st.lag_weights
+        sic = physics.lag_weighted_sic(lags, st.lag_weights)
         if zero_sic:
             sic = torch.zeros_like(sic)
         x_t = physics.normalised_temperature(batch.t_skin_k, mc.t_ref_k, mc.t_scale_k)

@@ -17,6 +17,23 @@ import torch
 Tensor = torch.Tensor
 
 
+def lag_weighted_sic(sic_lags: Tensor, lag_weights: Tensor) -> Tensor:
+    """SIC seen by an observation: the lag-weighted mean of the SIC map.
+
+    ``c_i = sum_{l=0..nlag} alpha_l C[g_i, t_i + nlag - l]``   (docs/method.md step 1)
+
+    Parameters
+    ----------
+    sic_lags : the SIC map values ``C[g_i, t_i + nlag - l]``, l = 0..nlag, (..., nlag + 1).
+    lag_weights : ``alpha_l`` (nlag + 1,), summing to 1 in the presets (0.6, 0.4).
+
+    Returns
+    -------
+    (...,) the SIC ``c_i``.
+    """
+    return sic_lags @ lag_weights
+
+
 def normalised_temperature(t_skin_k: Tensor, t_ref_k: float = 273.0, t_scale_k: float = 30.0) -> Tensor:
     """Normalised skin temperature input of the emissivity model.
 
@@ -200,41 +217,6 @@ def surface_atmosphere_terms(
     return a_ice, a_ocean
 
 
-def atmosphere_terms(
-    *,
-    t_skin_k: Tensor,
-    ocean_t_floor_k: float | None,
-    tau: Tensor,
-    t_down_k: Tensor,
-    t_up_k: Tensor,
-    tau_cld: Tensor,
-    t_down_cld_k: Tensor,
-    t_up_cld_k: Tensor,
-    cloud_fraction: Tensor,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The parameter-free (data-only) terms of the chain: ``A_i``, ``A_o``, ``K`` (K).
-
-    :func:`effective_atmosphere` then :func:`surface_atmosphere_terms`:
-    ``A_i = T_s tau* - D*``, ``A_o = max(T_s, floor) tau* - D*``, ``K = D* + U*``,
-    so that ``TB = c e_ice A_i + (1 - c) e_o A_o + K`` before the bias
-    correction (:func:`simulate_tb_mixed`). Shapes: per-observation quantities
-    (...,), per-channel ones (..., nchan); returns three (..., nchan) tensors.
-    """
-    tau_eff, down_eff, const = effective_atmosphere(
-        tau=tau,
-        t_down_k=t_down_k,
-        t_up_k=t_up_k,
-        tau_cld=tau_cld,
-        t_down_cld_k=t_down_cld_k,
-        t_up_cld_k=t_up_cld_k,
-        cloud_fraction=cloud_fraction,
-    )
-    a_ice, a_ocean = surface_atmosphere_terms(
-        t_skin_k=t_skin_k, ocean_t_floor_k=ocean_t_floor_k, tau_eff=tau_eff, down_eff_k=down_eff
-    )
-    return a_ice, a_ocean, const
-
-
 def simulate_tb_mixed(
     *,
     sic: Tensor,
@@ -246,7 +228,8 @@ def simulate_tb_mixed(
     bias_ice_k: Tensor,
     bias_ocean_k: Tensor,
 ) -> Tensor:
-    """TB' of :func:`simulate_tb` (K) from the terms of :func:`atmosphere_terms`, as one SIC mix.
+    """TB' of :func:`simulate_tb` (K) from the terms of :func:`effective_atmosphere` and
+    :func:`surface_atmosphere_terms`, as one SIC mix.
 
     ``TB_i = e_ice A_i + K + b_ice``, ``TB_o = e_o A_o + K + b_ocean`` (the
     all-sky, bias-corrected TB over pure ice and pure ocean, K), and

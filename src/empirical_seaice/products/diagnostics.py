@@ -75,21 +75,21 @@ def simulate(
     network.eval()
     device = getattr(data, "device", None) or next(network.parameters()).device
     try:
-        tb = emis = sic = None
+        tb = emis = sic = np.empty(0, dtype=np.float32)
         for start in range(0, nobs, chunk):
             idx = torch.arange(start, min(start + chunk, nobs), dtype=torch.long, device=device)
             out = network(data.batch(idx), zero_sic=zero_sic)
             t = out["tb"].detach().float().cpu().numpy()
             e = out["emis_ice"].detach().float().cpu().numpy()
             c = out["sic"].detach().float().cpu().numpy().reshape(-1)
-            if tb is None:
+            if start == 0:
                 tb = np.empty((nobs, t.shape[1]), dtype=np.float32)
                 emis = np.empty((nobs, e.shape[1]), dtype=np.float32)
                 sic = np.empty(nobs, dtype=np.float32)
             tb[start : start + len(idx)] = t
             emis[start : start + len(idx)] = e
             sic[start : start + len(idx)] = c
-        if tb is None:
+        if nobs <= 0:
             raise ValueError("simulate: no observations")
         return Simulation(tb=tb, emis_ice=emis, sic=sic)
     finally:
@@ -311,7 +311,7 @@ def format_summary(diag: RunDiagnostics, basis: ChannelBasis) -> str:
     return "\n".join(lines)
 
 
-def _cost_lines(before: dict[str, float] | None, after: dict[str, float] | None) -> list[str]:
+def _cost_lines(before: Mapping[str, float] | None, after: Mapping[str, float] | None) -> list[str]:
     """The ``cost term J`` rows of the summary (none when neither cost is known)."""
     if before is None and after is None:
         return []

@@ -310,7 +310,7 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
     n = 3
     if model.version == "v2":
         wrapper: torch.nn.Module = V2()
-        args = (torch.full((n,), 260.0), torch.zeros(n, nprop), torch.full((n,), 37.0))
+        args: tuple[torch.Tensor, ...] = (torch.full((n,), 260.0), torch.zeros(n, nprop), torch.full((n,), 37.0))
         in_names, out_names = ["t_skin_k", "props", "freq_ghz"], ["emis_vh"]
     else:
         wrapper = V1()
@@ -461,6 +461,7 @@ class NumpyEmissivityModel:
                 "emissivity_vh: this is a v1 (per-channel linear) model with no frequency input; "
                 "use emissivity_channels"
             )
+        assert self.hidden_weight is not None and self.hidden_bias is not None  # v2 files have a hidden layer
         x_t = self.normalised_temperature(t_skin_k)
         f = np.asarray(freq_ghz, dtype=np.float64) / self.freq_scale_ghz
         x_t, f = np.broadcast_arrays(x_t, f)

@@ -36,7 +36,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -241,7 +241,7 @@ def write_gridded_emissivity(
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     by_freq = freq_ghz is not None
     chan_list = list(basis.channel_names if channels is None else channels)
-    zl = dict(zlib=True, complevel=complevel)
+    zl: dict[str, Any] = dict(zlib=True, complevel=complevel)
     try:
         with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
             ds.Conventions = "CF-1.8"
@@ -303,7 +303,7 @@ def write_gridded_emissivity(
             var("lat", "f4", ("grid",), "degrees_north", "latitude", standard_name="latitude")[:] = lat
 
             cg = (ng, 1)
-            if by_freq:
+            if freq_ghz is not None:
                 ds.createDimension("frequency", len(freq_ghz))
                 var("frequency", "f4", ("frequency",), "GHz", "frequency of the emissivity")[:] = np.asarray(freq_ghz)
                 out_vars = [

@@ -187,7 +187,7 @@ class DeferredAdam(torch.optim.Optimizer):
                     )
                 if p.dtype != group["params"][0].dtype or p.device != group["params"][0].device:
                     raise ValueError("DeferredAdam: the tables of a parameter group must share dtype and device")
-        self._tail_tables: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}
+        self._tail_tables: dict[tuple, tuple[torch.Tensor, np.ndarray, torch.Tensor]] = {}
         # per parameter group (index), what :meth:`catch_up_many` left for the coming :meth:`step`
         self._pending: dict[int, _CaughtUp] = {}
 

@@ -39,6 +39,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -217,7 +218,7 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
         "Conventions": "CF-1.8",
     }
 
-    per_sensor = {}
+    per_sensor: dict[str, dict[str, Any]] = {}
     for s_name in config.sensors:
         sensor = SENSORS[s_name]
         chans = sensor.channels

@@ -126,6 +126,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 if __name__ == "__main__":
@@ -299,7 +300,7 @@ def make_smrt_model(retry: bool = False):
     """
     from smrt import make_model
 
-    options = {"rayleigh_jeans_approximation": True}
+    options: dict[str, Any] = {"rayleigh_jeans_approximation": True}
     if retry:
         options.update(n_max_stream=64, diagonalization_method="eig")
     return make_model("iba", "dort", rtsolver_options=options)
