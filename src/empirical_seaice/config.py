@@ -91,6 +91,17 @@ class ModelConfig:
         if self.nprop_grid < 0 or self.nprop_obs < 0:
             raise SeaIceError("nprop_grid/nprop_obs: must be >= 0")
 
+    def input_names(self) -> list[str]:
+        """Names of the emissivity-model inputs in order: ``x_T, P0.., Q0.., f/100`` (v2) or ``x_T, P0..`` (v1).
+
+        The one spelling of the inputs, used by every file that describes the model
+        (``models_TAG.nc``, ``emis_model_TAG.nc``).
+        """
+        names = ["x_T"] + [f"P{k}" for k in range(self.nprop_grid)] + [f"Q{k}" for k in range(self.nprop_obs)]
+        if self.version == "v2":
+            names.append(f"f/{self.freq_scale_ghz:g}")
+        return names
+
 
 @dataclass(frozen=True)
 class CostConfig:

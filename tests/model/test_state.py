@@ -78,7 +78,8 @@ def test_background_wrong_shape_raises():
 def test_sparse_and_dense_gradients():
     for sparse in (True, False):
         st, _ = _state(sparse=sparse)
-        loss = _sic(st, L([1]), L([2])).sum() + st.grid_properties(L([1]), L([2])).sum() + st.obs_properties(L([4])).sum()
+        loss = _sic(st, L([1]), L([2])).sum() + st.grid_properties(L([1]), L([2])).sum()
+        loss = loss + st.obs_properties(L([4])).sum()
         loss.backward()
         for p in st.parameters():
             assert p.grad.is_sparse == sparse

@@ -266,3 +266,28 @@ def test_config_and_device_errors():
     if not torch.cuda.is_available():
         with pytest.raises(SeaIceError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_a_network_missing_part_of_the_contract_is_rejected():
+    """Every member of TrainableNetwork is required: a wrapper that forgets to delegate state_rows
+    (as the retrieval's frozen model once did) would take another optimiser path (catch-up after
+    the gradient), so the trainer refuses it."""
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+            self.sparse, self.reads_state_values = net.sparse, net.reads_state_values
+            self.cost_terms, self.total_cost = net.cost_terms, net.total_cost
+            self.full_prior_terms, self.sparse_parameters = net.full_prior_terms, net.sparse_parameters
+            self.dense_parameters = net.dense_parameters
+
+        def forward(self, batch, state_values=None):
+            return self.net(batch)
+
+    row, x, y = make_toy(nobs=50)
+    net, data = build(row, x, y)
+    with pytest.raises(TypeError, match="missing state_rows"):
+        Trainer(Wrapper(net), data, TrainingConfig(), np.arange(50), None, 50)
+    # the complete network is accepted
+    Trainer(net, data, TrainingConfig(), np.arange(50), None, 50)

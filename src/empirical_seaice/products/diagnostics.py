@@ -21,13 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from empirical_seaice.model.emissivity import LinearEmissivity
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.sensors import ChannelBasis
+
+if TYPE_CHECKING:  # pragma: no cover
+    from empirical_seaice.model.operator import HybridNetwork
 
 CHUNK = 32768
 """Observations per chunk of the diagnostic forward passes."""
@@ -151,19 +155,28 @@ def observation_cost_sum(obs: Observations, tb_sim: np.ndarray, chunk: int = 262
 
 
 @torch.no_grad()
-def full_cost(network: torch.nn.Module, obs: Observations, tb_sim: np.ndarray, nobs_total: int) -> dict[str, float]:
-    """The full cost ``J = J_o + J_b`` by term (float64).
+def full_cost(network: HybridNetwork, obs: Observations, sim: Simulation, nobs_total: int) -> dict[str, float]:
+    """The full cost ``J = J_o + J_b`` by term (float64), as the summary reports it.
 
-    ``obs`` is :func:`observation_cost_sum` over all observations; the other
-    terms are the network's exact whole-map priors (``full_prior_terms()``,
-    which are normalised ``J_b / nobs``), multiplied back by ``nobs_total``.
-    ``total`` is their sum.
+    ``obs`` is :func:`observation_cost_sum` over all observations; the
+    whole-map priors are the network's exact ones (``full_prior_terms()``,
+    normalised ``J_b / nobs``) multiplied back by ``nobs_total``; the anchor
+    over every observation (v2 floor) or of ``e0`` (v1 mean); the TB bias
+    prior. ``total`` is their sum.
     """
-    terms = {"obs": observation_cost_sum(obs, tb_sim)}
-    prior = getattr(network, "full_prior_terms", None)
-    if prior is not None:
-        for name, value in prior().items():
-            terms[name] = float(value.detach().double().cpu()) * nobs_total
+    terms = {"obs": observation_cost_sum(obs, sim.tb)}
+    for name, value in network.full_prior_terms().items():
+        terms[name] = float(value.detach().double().cpu()) * nobs_total
+    cc = network.cost_config
+    if cc.anchor == "mean":
+        emissivity = network.emissivity
+        assert isinstance(emissivity, LinearEmissivity)  # the mean anchor needs the v1 model (checked at build)
+        e0 = float(emissivity.e0[network.anchor_channel].detach().double())
+        terms["anchor"] = ((e0 - cc.anchor_value) / cc.anchor_error) ** 2
+    else:
+        e = sim.emis_ice[:, network.anchor_channel].astype(np.float64)
+        terms["anchor"] = float((np.maximum(cc.anchor_value - e, 0.0) ** 2).sum() / cc.anchor_error**2)
+    terms["bias"] = float(network.bias_prior().detach().double())
     terms["total"] = float(sum(terms.values()))
     return terms
 

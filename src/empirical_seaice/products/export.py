@@ -128,14 +128,6 @@ def julian_day_to_iso(jd: float) -> str:
     return (epoch + _dt.timedelta(days=float(jd) - 2451545.0)).date().isoformat()
 
 
-def input_names(model: ModelConfig) -> list[str]:
-    """Names of the emissivity-model inputs in order: ``x_T, P0.., Q0.., f/100`` (v2) or ``x_T, P0..`` (v1)."""
-    names = ["x_T"] + [f"P{k}" for k in range(model.nprop_grid)] + [f"Q{k}" for k in range(model.nprop_obs)]
-    if model.version == "v2":
-        names.append(f"f/{model.freq_scale_ghz:g}")
-    return names
-
-
 # ---------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------
@@ -183,7 +175,7 @@ def write_emissivity_coefficients(
     import xarray as xr
 
     sd = {k: v.detach().cpu().double().numpy() for k, v in emissivity.state_dict().items()}
-    names = input_names(model)
+    names = model.input_names()
     nin = len(names)
     v2 = model.version == "v2"
     if sd["output.weight"].shape[1] != (model.hidden if v2 else nin):
@@ -539,7 +531,6 @@ __all__ = [
     "export_onnx",
     "write_export",
     "NumpyEmissivityModel",
-    "input_names",
     "code_version",
     "julian_day_to_iso",
     "FORMAT_NAME",

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +47,11 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
-from empirical_seaice.sensors import build_channel_basis
+from empirical_seaice.run.finish import final_diagnostics, initial_diagnostics, write_state_files
+from empirical_seaice.run.model_file import configs_from_dict, configs_to_dict, read_model_file, write_model_file
+from empirical_seaice.sensors import ChannelBasis, build_channel_basis
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = 1
-"""Format number of ``model_TAG.pt``."""
 
 
 @dataclass
@@ -81,47 +80,33 @@ class RunResult:
     summary: str = ""
 
 
-# ------------------------------------------------------------------ config I/O
-def _configs_to_dict(
-    data: DataConfig, model: ModelConfig, cost: CostConfig, training: TrainingConfig, preset: str
-) -> dict[str, Any]:
-    def plain(cfg):
-        d = asdict(cfg)
-        for k, v in d.items():
-            if isinstance(v, Path):
-                d[k] = str(v)
-            elif isinstance(v, tuple):
-                d[k] = list(v)
-        return d
+@dataclass
+class _RunPlan:
+    """Everything :func:`run` validated, for :func:`_run` (nothing created yet)."""
 
-    cd = plain(cost)
-    cd["bias_bg"] = {k: list(v) for k, v in cost.bias_bg.items()}
-    return {"preset": preset, "data": plain(data), "model": plain(model), "cost": cd, "training": plain(training)}
+    data_cfg: DataConfig
+    model_cfg: ModelConfig
+    cost_cfg: CostConfig
+    train_cfg: TrainingConfig
+    output: Path
+    tag: str
+    preset_name: str
+    basis: ChannelBasis
+    device: torch.device
+    ckpt_dir: Path
+    model_file: dict[str, Any] | None = None  # with --diagsonly: the trained model_MODELTAG.pt
+    diagsonly: bool = False
+    trainonly: bool = False
+    resume: bool = False
+    progress: bool = True
+    products: Any = None
 
-
-def _configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, CostConfig]:
-    dd = dict(d["data"])
-    dd["data"] = Path(dd["data"])
-    dd["sensors"] = tuple(dd["sensors"])
-    for k in ("seaice_background", "tsfc_background"):
-        dd[k] = None if dd[k] is None else Path(dd[k])
-    md = dict(d["model"])
-    md["lag_weights"] = tuple(md["lag_weights"])
-    cd = dict(d["cost"])
-    cd["anchor_channels"] = tuple(cd["anchor_channels"])
-    cd["bias_bg"] = {k: tuple(v) for k, v in cd["bias_bg"].items()}
-    return DataConfig(**dd), ModelConfig(**md), CostConfig(**cd)
+    def path(self, stem: str) -> Path:
+        """``<output>/<stem>_<tag>.nc``."""
+        return out.output_path(self.output, stem, self.tag)
 
 
 # ------------------------------------------------------------------ helpers
-def _input_names(model: ModelConfig) -> list[str]:
-    names = ["x_T"] + [f"P{k}" for k in range(model.nprop_grid)] + [f"Q{k}" for k in range(model.nprop_obs)]
-    if model.version == "v2":
-        scale = model.freq_scale_ghz
-        names.append(f"f/{int(scale) if float(scale).is_integer() else scale}")
-    return names
-
-
 def emissivity_weights(network) -> tuple[dict[str, np.ndarray], str]:
     """The emissivity model's weights in Keras orientation and the name of the input kernel.
 
@@ -140,11 +125,6 @@ def emissivity_weights(network) -> tuple[dict[str, np.ndarray], str]:
     return weights, first
 
 
-def _prepare_output(output: Path) -> None:
-    if output.exists() and not output.is_dir():
-        raise SeaIceError(f"--output: {output} exists and is not a directory")
-
-
 class _OutputGuard:
     """Remove what this run created in the output directory if a user error stops it."""
 
@@ -158,61 +138,6 @@ class _OutputGuard:
             shutil.rmtree(self.output, ignore_errors=True)
         elif not self.cache_existed:
             shutil.rmtree(self.output / "cache", ignore_errors=True)
-
-
-def final_diagnostics(
-    network,
-    data,
-    obs: Observations,
-    background: BackgroundMaps,
-    data_dir: Path,
-    output: Path,
-    tag: str,
-    nobs_total: int,
-    result,
-):
-    """Simulate every observation with the trained model and state; write ``tbobs``, ``tbsim`` and
-    ``ice_emis``; fill ``result.cost_after``, ``.departures_after``, ``.files`` and, when ``data_dir``
-    holds a twin truth, ``.truth``. Returns the truth (None without one). Shared by training runs and
-    retrievals."""
-    from empirical_seaice.io.truth import read_truth
-
-    basis = obs.basis
-    p = lambda stem: out.output_path(output, stem, tag)
-    sim = diag.simulate(network, data, obs.nobs)
-    result.cost_after = _full_cost(network, obs, sim, nobs_total)
-    result.departures_after = diag.departure_stats(obs, sim.tb)
-    result.files.append(out.write_tbobs(p("tbobs"), obs, background.lon, background.lat))
-    result.files.append(out.write_tb(p("tbsim"), sim.tb, basis, "tbsim", obs.mask))
-    result.files.append(out.write_ice_emis(p("ice_emis"), sim.emis_ice, basis, obs.mask))
-    truth = read_truth(data_dir, obs)
-    if truth is not None:
-        result.truth = diag.truth_scores(
-            obs,
-            background,
-            network.state.sic_array(),
-            sim.emis_ice,
-            truth,
-            network.bias_ice_k.detach().cpu().numpy(),
-            network.bias_ocean_k.detach().cpu().numpy(),
-        )
-    return truth
-
-
-def _full_cost(network, obs: Observations, sim: diag.Simulation, nobs_total: int) -> dict[str, float]:
-    """J by term (float64): J_o, whole-map priors, anchor over all observations, bias prior."""
-    terms = diag.full_cost(network, obs, sim.tb, nobs_total)
-    total = terms.pop("total")
-    cc = network.cost_config
-    if cc.anchor == "mean":
-        e0 = float(network.emissivity.e0[network.anchor_channel].detach().double())
-        terms["anchor"] = ((e0 - cc.anchor_value) / cc.anchor_error) ** 2
-    else:
-        e = sim.emis_ice[:, network.anchor_channel].astype(np.float64)
-        terms["anchor"] = float((np.maximum(cc.anchor_value - e, 0.0) ** 2).sum() / cc.anchor_error**2)
-    terms["bias"] = float(network.bias_prior().detach().double())
-    terms["total"] = total + terms["anchor"] + terms["bias"]
-    return terms
 
 
 # ------------------------------------------------------------------ the run
@@ -262,37 +187,45 @@ def run(
         Any user-caused problem (flags, files, data); nothing is left behind in
         an output directory this run created.
     """
-    from empirical_seaice.training.history import TrainingHistory
-    from empirical_seaice.training.runtime import make_generator, resolve_device, split_observations
-    from empirical_seaice.training.trainer import Trainer
+    plan = _validate(
+        data_cfg, preset, cost_cfg, train_cfg, Path(output), tag, modeltag, diagsonly, trainonly, resume, progress
+    )
+    plan.products = products
+    guard = _OutputGuard(plan.output)
+    try:
+        return _run(plan)
+    except SeaIceError:
+        guard.cleanup()
+        raise
 
-    output = Path(output)
+
+def _validate(
+    data_cfg: DataConfig,
+    preset: Preset | ModelConfig,
+    cost_cfg: CostConfig,
+    train_cfg: TrainingConfig,
+    output: Path,
+    tag: str,
+    modeltag: str | None,
+    diagsonly: bool,
+    trainonly: bool,
+    resume: bool,
+    progress: bool,
+) -> _RunPlan:
+    """Step 1: check the flags and files that can be checked without reading; create nothing."""
+    from empirical_seaice.training.runtime import resolve_device
+    from empirical_seaice.training.trainer import CHECKPOINT_NAME
+
     model_cfg = preset.model if isinstance(preset, Preset) else preset
     preset_name = preset.name if isinstance(preset, Preset) else model_cfg.version
-
-    # ---- 1. validate, create nothing
-    out.check_tag(tag)
-    if diagsonly and trainonly:
-        raise SeaIceError("--diagsonly and --trainonly: give at most one of them")
-    if modeltag is not None and not diagsonly:
-        raise SeaIceError("--modeltag: only used with --diagsonly (training writes the model under --tag)")
-    if resume and diagsonly:
-        raise SeaIceError("--resume: only used when training, not with --diagsonly")
-    modeltag = out.check_tag(modeltag, "--modeltag") if modeltag is not None else tag
-    _prepare_output(output)
-    ckpt = None
+    modeltag = _check_mode_flags(tag, modeltag, diagsonly, trainonly, resume)
+    if output.exists() and not output.is_dir():
+        raise SeaIceError(f"--output: {output} exists and is not a directory")
+    model_file = None
     if diagsonly:
-        ckpt = out.load_checkpoint(out.output_path(output, out.CHECKPOINT, modeltag))
-        saved_data, model_cfg, cost_cfg = _configs_from_dict(ckpt["configs"])
-        preset_name = ckpt["configs"]["preset"]
-        if tuple(data_cfg.sensors) != saved_data.sensors:
-            log.warning("--diagsonly: using the trained model's sensors %s", " ".join(saved_data.sensors))
-        data_cfg = replace(
-            saved_data,
-            data=data_cfg.data,
-            seaice_background=data_cfg.seaice_background or saved_data.seaice_background,
-            tsfc_background=data_cfg.tsfc_background or saved_data.tsfc_background,
-        )
+        model_file = read_model_file(output, modeltag)
+        data_cfg, model_cfg, cost_cfg = _trained_setup(model_file, data_cfg)
+        preset_name = model_file["configs"]["preset"]
     if not Path(data_cfg.data).exists():
         raise SeaIceError(f"--data: {data_cfg.data} does not exist (give the training-data directory or file)")
     for flag, path in (
@@ -304,73 +237,61 @@ def run(
     basis = build_channel_basis(data_cfg.sensors)
     device = resolve_device(train_cfg.device)
     ckpt_dir = output / f"checkpoints_{tag}"
-    if resume:
-        from empirical_seaice.training.trainer import CHECKPOINT_NAME
-
-        if not (ckpt_dir / CHECKPOINT_NAME).is_file():
-            raise SeaIceError(
-                f"--resume: no epoch checkpoint {ckpt_dir / CHECKPOINT_NAME}; train without --resume first"
-            )
-
-    guard = _OutputGuard(output)
-    try:
-        return _run(
-            data_cfg,
-            model_cfg,
-            cost_cfg,
-            train_cfg,
-            output,
-            tag,
-            preset_name,
-            basis,
-            device,
-            ckpt,
-            ckpt_dir,
-            diagsonly,
-            trainonly,
-            resume,
-            progress,
-            Trainer,
-            TrainingHistory,
-            make_generator,
-            split_observations,
-            products,
-        )
-    except SeaIceError:
-        guard.cleanup()
-        raise
+    if resume and not (ckpt_dir / CHECKPOINT_NAME).is_file():
+        raise SeaIceError(f"--resume: no epoch checkpoint {ckpt_dir / CHECKPOINT_NAME}; train without --resume first")
+    return _RunPlan(
+        data_cfg=data_cfg,
+        model_cfg=model_cfg,
+        cost_cfg=cost_cfg,
+        train_cfg=train_cfg,
+        output=output,
+        tag=tag,
+        preset_name=preset_name,
+        basis=basis,
+        device=device,
+        ckpt_dir=ckpt_dir,
+        model_file=model_file,
+        diagsonly=diagsonly,
+        trainonly=trainonly,
+        resume=resume,
+        progress=progress,
+    )
 
 
-def _run(
-    data_cfg,
-    model_cfg,
-    cost_cfg,
-    train_cfg,
-    output,
-    tag,
-    preset_name,
-    basis,
-    device,
-    ckpt,
-    ckpt_dir,
-    diagsonly,
-    trainonly,
-    resume,
-    progress,
-    Trainer,
-    TrainingHistory,
-    make_generator,
-    split_observations,
-    products=None,
-):
-    from empirical_seaice.io import read_training_data
-    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+def _check_mode_flags(tag: str, modeltag: str | None, diagsonly: bool, trainonly: bool, resume: bool) -> str:
+    """The tags and the mode flags are consistent; returns the model tag (default ``tag``)."""
+    out.check_tag(tag)
+    if diagsonly and trainonly:
+        raise SeaIceError("--diagsonly and --trainonly: give at most one of them")
+    if modeltag is not None and not diagsonly:
+        raise SeaIceError("--modeltag: only used with --diagsonly (training writes the model under --tag)")
+    if resume and diagsonly:
+        raise SeaIceError("--resume: only used when training, not with --diagsonly")
+    return out.check_tag(modeltag, "--modeltag") if modeltag is not None else tag
 
-    result = RunResult(output=output, tag=tag)
-    # ---- 2. read and build
+
+def _trained_setup(model_file: dict[str, Any], data_cfg: DataConfig) -> tuple[DataConfig, ModelConfig, CostConfig]:
+    """``--diagsonly``: the setup stored in the model file; ``--data`` and background files may
+    point to a moved copy of the same data."""
+    saved_data, model_cfg, cost_cfg = configs_from_dict(model_file["configs"])
+    if tuple(data_cfg.sensors) != saved_data.sensors:
+        log.warning("--diagsonly: using the trained model's sensors %s", " ".join(saved_data.sensors))
+    data_cfg = replace(
+        saved_data,
+        data=data_cfg.data,
+        seaice_background=data_cfg.seaice_background or saved_data.seaice_background,
+        tsfc_background=data_cfg.tsfc_background or saved_data.tsfc_background,
+    )
+    return data_cfg, model_cfg, cost_cfg
+
+
+def _read(plan: _RunPlan) -> tuple[Observations, BackgroundMaps]:
+    """Step 2a: read the data (through the cache in ``<output>/cache``)."""
+    from empirical_seaice.io import describe, read_training_data
+
     t0 = time.perf_counter()
-    obs, background = read_training_data(data_cfg, model_cfg.nlag, cache_dir=output / "cache")
-    if tuple(obs.basis.channel_names) != tuple(basis.channel_names):  # pragma: no cover - reader contract
+    obs, background = read_training_data(plan.data_cfg, plan.model_cfg.nlag, cache_dir=plan.output / "cache")
+    if tuple(obs.basis.channel_names) != tuple(plan.basis.channel_names):  # pragma: no cover - reader contract
         raise ValueError("reader returned a different channel basis")
     log.info(
         "read %d observations, %d grid points, %d steps in %.1f s",
@@ -379,148 +300,144 @@ def _run(
         obs.nstep,
         time.perf_counter() - t0,
     )
+    log.info("training data:\n%s", describe(obs, background))
+    return obs, background
+
+
+def _load_trained(network, model_file: dict[str, Any]) -> None:
+    """``--diagsonly``: the trained parameters into the network built for the same data."""
     try:
-        from empirical_seaice.io import describe
+        network.load_state_dict(model_file["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise SeaIceError(
+            f"--modeltag: the trained model does not fit this data ({first[0].strip()}); "
+            "use the data, sensors and period it was trained on"
+        ) from None
 
-        log.info("training data:\n%s", describe(obs, background))
-    except ImportError:  # pragma: no cover - describe is optional
-        pass
 
-    generator = make_generator(train_cfg.seed)
-    train_index, valid_index = split_observations(obs.nobs, train_cfg.validation_fraction, generator)
-    nobs_train = int(train_index.size)
-    counts = build_row_counts(obs, model_cfg.nlag, obs.ngrid, obs.nstep, index=train_index)
-    dense = train_cfg.optimizer == "dense"  # the reference: dense tables, whole-map priors every step
-    network = HybridNetwork(
-        model_cfg,
-        cost_cfg,
-        basis,
+def _run(plan: _RunPlan) -> RunResult:
+    from empirical_seaice.run.factory import build_network, build_trainer
+    from empirical_seaice.training.history import TrainingHistory
+    from empirical_seaice.training.runtime import make_generator, split_observations
+
+    result = RunResult(output=plan.output, tag=plan.tag)
+    # ---- 2. read and build
+    obs, background = _read(plan)
+    generator = make_generator(plan.train_cfg.seed)
+    train_index, valid_index = split_observations(obs.nobs, plan.train_cfg.validation_fraction, generator)
+    built = build_network(
+        obs,
         background,
-        obs.nobs,
-        row_counts=counts,
-        sparse=not dense,
-        prior_mode="full" if dense else "sampled",
+        plan.model_cfg,
+        plan.cost_cfg,
+        optimizer=plan.train_cfg.optimizer,
         generator=generator,
+        device=plan.device,
+        counted=train_index,
     )
-    if ckpt is not None:
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise SeaIceError(f"--modeltag: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
-        try:
-            network.load_state_dict(ckpt["state_dict"])
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[1:2] or [str(exc)]
-            raise SeaIceError(
-                f"--modeltag: the trained model does not fit this data ({first[0].strip()}); "
-                "use the data, sensors and period it was trained on"
-            ) from None
-        nobs_train = int(ckpt.get("nobs_train", nobs_train))
-    network.to(device)
-    data = ObservationTensors(obs, device)
-    output.mkdir(parents=True, exist_ok=True)
+    network, data = built.network, built.data
+    nobs_train = built.nobs_train
+    if plan.model_file is not None:
+        _load_trained(network, plan.model_file)
+        nobs_train = int(plan.model_file.get("nobs_train", nobs_train))
+    plan.output.mkdir(parents=True, exist_ok=True)
 
     # ---- 3. initial diagnostics
-    sim0 = None
-    if not trainonly and not diagsonly:
-        sim0 = diag.simulate(network, data, obs.nobs)
-        result.cost_before = _full_cost(network, obs, sim0, nobs_train)
-        result.departures_before = diag.departure_stats(obs, sim0.tb)
-        result.files.append(
-            out.write_tb(out.output_path(output, "tbsim_initial", tag), sim0.tb, basis, "tbsim_initial", obs.mask)
-        )
-        del sim0
+    if not plan.trainonly and not plan.diagsonly:
+        result.files.append(initial_diagnostics(network, data, obs, plan.path("tbsim_initial"), nobs_train, result))
 
-    # ---- 4. train and save
+    # ---- 4. train and save (or, with --diagsonly, the books of the trained run)
     history = None
-    if not diagsonly:
-        trainer = Trainer(
+    if not plan.diagsonly:
+        trainer = build_trainer(
             network,
-            data,
-            train_cfg,
-            train_index,
-            valid_index,
-            nobs_train,
-            checkpoint_dir=ckpt_dir,
-            progress=progress,
+            built,
+            plan.train_cfg,
+            train_index=train_index,
+            valid_index=valid_index,
             generator=generator,
+            checkpoint_dir=plan.ckpt_dir,
+            progress=plan.progress,
         )
         t1 = time.perf_counter()
-        history = trainer.fit(resume=resume)
+        history = trainer.fit(resume=plan.resume)
         result.train_seconds = time.perf_counter() - t1
         result.history = history
-        result.files += _save_model(
-            network,
-            history,
-            obs,
-            background,
-            data_cfg,
-            model_cfg,
-            cost_cfg,
-            train_cfg,
-            preset_name,
-            output,
-            tag,
-            nobs_train,
-            _before_state(result),
-        )
+        result.files += _save_model(plan, network, history, obs, background, nobs_train, _before_state(result))
     else:
-        if ckpt.get("history") is not None:
-            history = TrainingHistory.from_state(ckpt["history"])
-            result.history = history
-        before = ckpt.get("before")
-        if before:  # the "before training" numbers of the trained run, for the summary
-            result.cost_before = dict(before["cost"])
-            result.departures_before = diag.DepartureStats(
-                count=np.asarray(before["count"]), mean=np.asarray(before["mean"]), std=np.asarray(before["std"])
-            )
+        assert plan.model_file is not None
+        history = _trained_books(plan.model_file, result, TrainingHistory)
 
     # ---- 5. final diagnostics
-    if not trainonly:
-        truth = final_diagnostics(network, data, obs, background, Path(data_cfg.data), output, tag, nobs_train, result)
-        p = lambda stem: out.output_path(output, stem, tag)
+    truth = None
+    if not plan.trainonly:
+        truth = final_diagnostics(
+            network, data, obs, background, Path(plan.data_cfg.data), plan.output, plan.tag, nobs_train, result
+        )
         zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
-        result.files.append(out.write_tb(p("tbzero"), zero.tb, basis, "tbzero", obs.mask))
+        result.files.append(out.write_tb(plan.path("tbzero"), zero.tb, plan.basis, "tbzero", obs.mask))
         del zero
         result.summary = diag.format_summary(
             diag.RunDiagnostics(
-                title=_title(preset_name, basis, obs, history, result, tag, diagsonly),
+                title=_title(plan, obs, history, result),
                 cost_before=result.cost_before,
                 cost_after=result.cost_after,
                 departures_before=result.departures_before,
                 departures_after=result.departures_after,
                 truth=result.truth,
-                notes=(f"outputs: {output}/*_{tag}.nc",),
+                notes=(f"outputs: {plan.output}/*_{plan.tag}.nc",),
             ),
-            basis,
+            plan.basis,
         )
     # ---- 6. user products (export, gridded emissivity, classic SIC, plots)
-    if products is not None:
-        from empirical_seaice.products.write import write_products
-
-        files, lines = write_products(
-            products,
-            network=network,
-            obs=obs,
-            background=background,
-            output=output,
-            tag=tag,
-            preset_name=preset_name,
-            data_cfg=data_cfg,
-            truth=None if trainonly else truth,
-            history=history,
-        )
-        result.files += files
-        if lines:
-            result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)]) if result.summary else ""
+    if plan.products is not None:
+        _write_products(plan, result, network, obs, background, truth, history)
     return result
 
 
-def _title(preset_name, basis, obs, history, result, tag, diagsonly) -> str:
-    what = "diagnostics of the trained model" if diagsonly else "training"
+def _trained_books(model_file: dict[str, Any], result: RunResult, history_type) -> Any:
+    """``--diagsonly``: the history and the "before training" numbers of the trained run, for the summary."""
+    history = None
+    if model_file.get("history") is not None:
+        history = history_type.from_state(model_file["history"])
+        result.history = history
+    before = model_file.get("before")
+    if before:
+        result.cost_before = dict(before["cost"])
+        result.departures_before = diag.DepartureStats(
+            count=np.asarray(before["count"]), mean=np.asarray(before["mean"]), std=np.asarray(before["std"])
+        )
+    return history
+
+
+def _write_products(plan: _RunPlan, result: RunResult, network, obs, background, truth, history) -> None:
+    from empirical_seaice.products.write import write_products
+
+    files, lines = write_products(
+        plan.products,
+        network=network,
+        obs=obs,
+        background=background,
+        output=plan.output,
+        tag=plan.tag,
+        preset_name=plan.preset_name,
+        data_cfg=plan.data_cfg,
+        truth=None if plan.trainonly else truth,
+        history=history,
+    )
+    result.files += files
+    if lines:
+        result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)]) if result.summary else ""
+
+
+def _title(plan: _RunPlan, obs: Observations, history, result: RunResult) -> str:
+    what = "diagnostics of the trained model" if plan.diagsonly else "training"
     line = (
-        f"seaice-training {what} '{tag}': model {preset_name}, sensors {' '.join(basis.sensor_names)}\n"
+        f"seaice-training {what} '{plan.tag}': model {plan.preset_name}, sensors {' '.join(plan.basis.sensor_names)}\n"
         f"  {obs.nobs} observations, {obs.ngrid} grid points x {obs.nstep} steps"
     )
-    if history is not None and not diagsonly:
+    if history is not None and not plan.diagsonly:
         line += f"; {history.nepochs} epochs in {result.train_seconds:.1f} s ({history.obs_per_s:,.0f} obs/s)"
         if history.valid_cost:
             line += (
@@ -540,50 +457,31 @@ def _before_state(result: RunResult) -> dict[str, Any] | None:
 
 
 def _save_model(
+    plan: _RunPlan,
     network,
     history,
     obs: Observations,
     background: BackgroundMaps,
-    data_cfg,
-    model_cfg,
-    cost_cfg,
-    train_cfg,
-    preset_name,
-    output: Path,
-    tag: str,
     nobs_train: int,
     before: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write model_TAG.pt, models_TAG.nc, seaice_TAG.nc and the two properties files."""
-    configs = _configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
-    # contiguous copies: the state tables are views into the optimiser's slab (weights + moments)
-    state_dict = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+    configs = configs_to_dict(plan.data_cfg, plan.model_cfg, plan.cost_cfg, plan.train_cfg, plan.preset_name)
     files = [
-        out.save_checkpoint(
-            out.output_path(output, out.CHECKPOINT, tag),
-            {
-                "format": CHECKPOINT_FORMAT,
-                "state_dict": state_dict,
-                "configs": configs,
-                "history": history.to_state() if history is not None else None,
-                "nobs": obs.nobs,
-                "ngrid": obs.ngrid,
-                "nstep": obs.nstep,
-                "nobs_train": nobs_train,
-                "before": before,
-            },
+        write_model_file(
+            out.output_path(plan.output, out.CHECKPOINT, plan.tag),
+            # the state tables are views into the optimiser's slab (weights + moments): copied contiguous
+            state_dict=network.state_dict(),
+            configs=configs,
+            history=history.to_state() if history is not None else None,
+            nobs=obs.nobs,
+            ngrid=obs.ngrid,
+            nstep=obs.nstep,
+            nobs_train=nobs_train,
+            before=before,
         )
     ]
-    p = lambda stem: out.output_path(output, stem, tag)
-    st = network.state
-    jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, data_cfg.steps_per_day)
-    files.append(out.write_seaice(p("seaice"), st.sic_array(), jd, background.lon, background.lat, nlag=st.nlag))
-    files.append(
-        out.write_properties_grid(
-            p("properties_grid"), st.grid_properties_array(), jd[st.nlag :], background.lon, background.lat
-        )
-    )
-    files.append(out.write_properties_obs(p("properties_obs"), st.obs_properties_array()))
+    files += write_state_files(network, obs, background, plan.output, plan.tag, plan.data_cfg.steps_per_day)
     weights, input_layer = emissivity_weights(network)
     epoch_losses = batch_losses = None
     if history is not None and history.epoch_terms:
@@ -593,9 +491,9 @@ def _save_model(
         batch_losses = dict(history.batch_terms)
     files.append(
         out.write_models(
-            p("models"),
+            plan.path("models"),
             weights=weights,
-            input_names=_input_names(model_cfg),
+            input_names=plan.model_cfg.input_names(),
             input_layer=input_layer,
             basis=network.basis,
             wind_coef=network.wind_coef.detach().cpu().numpy(),
@@ -609,4 +507,4 @@ def _save_model(
     return files
 
 
-__all__ = ["run", "RunResult", "emissivity_weights", "CHECKPOINT_FORMAT"]
+__all__ = ["run", "RunResult", "emissivity_weights"]

@@ -3,22 +3,21 @@
 The trainer knows nothing about sea ice. It minimises the stochastic cost that
 a *network* reports for a batch of observations, over the parameters the
 network hands it, and keeps the books (per-batch and per-epoch terms,
-held-out validation, early stopping, checkpoints, progress). The network
-contract it relies on (:class:`~empirical_seaice.model.operator.HybridNetwork`
-fulfils it)::
+held-out validation, early stopping, checkpoints, progress). What it relies
+on is the typed contract of :mod:`empirical_seaice.training.contract`
+(:class:`~empirical_seaice.training.contract.TrainableNetwork`,
+:class:`~empirical_seaice.training.contract.BatchSource`), checked when the
+trainer is built.
 
-    data.batch(index: LongTensor) -> batch
-    network(batch) -> out
-    network.cost_terms(batch, out, nobs_total) -> dict[str, Tensor]   # scalar terms
-    network.total_cost(terms) -> Tensor                               # what is minimised
-    network.sparse_parameters() -> list[Parameter]   # tables with sparse gradients
-    network.dense_parameters() -> list[Parameter]
-    network.full_prior_terms(nobs_total) -> dict[str, Tensor]  # whole-map priors, exact (evaluation)
-    network.state_rows(batch) -> list[(Parameter, LongTensor)]  # optional: table rows a batch reads
-    network.reads_state_values: bool      # optional: network(batch, state_values=[tensor per state_rows entry])
+With the default ``"sparse"`` scheme every step takes one path: the rows a batch
+reads (``network.state_rows``) are caught up by
+:class:`~empirical_seaice.training.deferred_adam.DeferredAdam` before the forward
+pass and handed to the network (``state_values``; a network with
+``reads_state_values = False`` reads the caught-up tables itself).
 
-The term named ``"obs"`` (:data:`OBS_TERM`) is the observation term: the mean
-of ``J_o,i`` over the batch; it is what the held-out validation reports.
+The term named ``"obs"`` (:data:`~empirical_seaice.training.contract.OBS_TERM`) is
+the observation term: the mean of ``J_o,i`` over the batch; it is what the
+held-out validation reports.
 """
 
 from __future__ import annotations
@@ -35,6 +34,7 @@ import torch
 
 from empirical_seaice.config import TrainingConfig
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.training.contract import BatchSource, TrainableNetwork, check_network
 from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam, dense_adam
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
 from empirical_seaice.training.runtime import make_generator, progress_bar, reproducible_mode
@@ -44,8 +44,9 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 """File name of the checkpoint in the checkpoint directory."""
 
-CHECKPOINT_FORMAT = 2
-"""2: DeferredAdam keeps its state in one slab per parameter group."""
+TRAINER_CHECKPOINT_FORMAT = 2
+"""Format of the epoch checkpoint ``checkpoint.pt`` (2: DeferredAdam keeps its state in one slab per
+parameter group). Not the format of the trained model file (``run.model_file.MODEL_FILE_FORMAT``)."""
 
 
 class Trainer:
@@ -53,11 +54,11 @@ class Trainer:
 
     Parameters
     ----------
-    network : torch.nn.Module
-        Fulfils the contract in the module docstring. For
+    network : TrainableNetwork
+        Fulfils the contract of :mod:`empirical_seaice.training.contract`. For
         ``optimizer="sparse"`` its state tables must produce sparse gradients
         (``HybridNetwork(..., sparse=True)``); for ``"dense"`` dense ones.
-    data : object with ``batch(index) -> batch``
+    data : BatchSource
         The observations on the training device
         (:class:`~empirical_seaice.model.operator.ObservationTensors`).
     config : TrainingConfig
@@ -83,8 +84,8 @@ class Trainer:
 
     def __init__(
         self,
-        network: torch.nn.Module,
-        data: Any,
+        network: TrainableNetwork,
+        data: BatchSource,
         config: TrainingConfig,
         train_index: np.ndarray,
         valid_index: np.ndarray | None,
@@ -93,7 +94,7 @@ class Trainer:
         progress: bool = True,
         generator: torch.Generator | None = None,
     ) -> None:
-        self.network = network
+        self.network = check_network(network)
         self.data = data
         self.config = config
         self.train_index = torch.as_tensor(np.asarray(train_index), dtype=torch.long)
@@ -123,7 +124,7 @@ class Trainer:
         cfg = self.config
         sparse_params = list(self.network.sparse_parameters())
         dense_params = list(self.network.dense_parameters())
-        net_sparse = getattr(self.network, "sparse", None)
+        net_sparse = self.network.sparse
         if cfg.optimizer in ("sparse", "lazy"):
             if net_sparse is False:
                 raise SeaIceError(
@@ -166,7 +167,7 @@ class Trainer:
             raise ValueError("save_checkpoint: the trainer has no checkpoint_dir")
         path.parent.mkdir(parents=True, exist_ok=True)
         state = {
-            "format": CHECKPOINT_FORMAT,
+            "format": TRAINER_CHECKPOINT_FORMAT,
             "epoch": self.epoch,
             "network": self.network.state_dict(),
             "optimizers": [opt.state_dict() for opt in self.optimizers],
@@ -195,8 +196,8 @@ class Trainer:
             state = torch.load(path, map_location=self.device, weights_only=True)
         except Exception as exc:  # any unreadable file is a user problem
             raise SeaIceError(f"resume: cannot read checkpoint {path}: {exc}") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise SeaIceError(f"resume: {path} is not a trainer checkpoint of format {CHECKPOINT_FORMAT}")
+        if not isinstance(state, dict) or state.get("format") != TRAINER_CHECKPOINT_FORMAT:
+            raise SeaIceError(f"resume: {path} is not a trainer checkpoint of format {TRAINER_CHECKPOINT_FORMAT}")
         saved = state["config"]
         for key in ("batch_size", "optimizer"):
             if saved[key] != getattr(self.config, key):
@@ -260,28 +261,16 @@ class Trainer:
         bs = cfg.batch_size
         nbatch = (n + bs - 1) // bs
         perm = self.train_index[torch.randperm(n, generator=self.generator)].to(self.device)
-        names: tuple[str, ...] | None = None
-        values: torch.Tensor | None = None  # (nbatch, nterm + 1) float64 on device
+        names: tuple[str, ...] = ()
+        values = torch.zeros(0)  # (nbatch, nterm + 1) float64 on the device, sized at the first batch
         sizes = np.diff(np.minimum(np.arange(nbatch + 1) * bs, n))
         bar = progress_bar(nbatch, f"epoch {self.epoch + 1}/{cfg.nepochs}", self.progress)
         deferred = next((opt for opt in self.optimizers if isinstance(opt, DeferredAdam)), None)
-        state_rows = getattr(network, "state_rows", None)
-        if state_rows is None:
-            deferred = None
-        # the network computes with the caught-up rows DeferredAdam hands it (no lookup of its own)
-        gathered = deferred is not None and getattr(network, "reads_state_values", False)
-        running = 0.0
         t0 = time.perf_counter()
         c0 = time.process_time()
         for b in range(nbatch):
             batch = self.data.batch(perm[b * bs : (b + 1) * bs])
-            if gathered:
-                out = network(batch, state_values=deferred.gather(state_rows(batch)))
-            else:
-                if deferred is not None:
-                    deferred.catch_up_many(state_rows(batch))
-                out = network(batch)
-            terms = network.cost_terms(batch, out, self.nobs_total)
+            terms = network.cost_terms(batch, self._forward(batch, deferred), self.nobs_total)
             loss = network.total_cost(terms)
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
@@ -289,27 +278,46 @@ class Trainer:
             for opt in self.optimizers:
                 opt.step()
             with torch.no_grad():
-                if values is None:
-                    names = tuple(terms) + ("total",)
+                if b == 0:
+                    names = (*terms, "total")
                     values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
                 values[b] = torch.stack([*terms.values(), loss])  # 0-d terms; no graph under no_grad
-            if bar is not None and (b % 20 == 0 or b == nbatch - 1):
-                running = float(values[max(0, b - 19) : b + 1, -1].mean())
-                bar.set_postfix_str(f"J/nobs={running:.4g}", refresh=b == nbatch - 1)
             if bar is not None:
+                if b % 20 == 0 or b == nbatch - 1:
+                    running = float(values[max(0, b - 19) : b + 1, -1].mean())
+                    bar.set_postfix_str(f"J/nobs={running:.4g}", refresh=b == nbatch - 1)
                 bar.update(1)
         wall = time.perf_counter() - t0
         cpu = time.process_time() - c0
         if bar is not None:
             bar.close()
-        assert names is not None and values is not None
-        if not all(np.isfinite(values.cpu().numpy()).ravel()):
-            bad = [nm for nm, ok in zip(names, torch.isfinite(values).all(dim=0).tolist(), strict=True) if not ok]
+        self._book_epoch(names, values, sizes, wall, cpu, n)
+
+    def _forward(self, batch: Any, deferred: DeferredAdam | None) -> dict[str, torch.Tensor]:
+        """The forward pass of one training step. With :class:`DeferredAdam` the rows the batch
+        reads are caught up first and, when the network computes with rows handed to it, handed
+        to it (their gradient comes back dense); either way the result equals dense Adam's."""
+        network = self.network
+        if deferred is None:
+            return network(batch)
+        rows = network.state_rows(batch)
+        if network.reads_state_values:
+            return network(batch, state_values=deferred.gather(rows))
+        deferred.catch_up_many(rows)
+        return network(batch)
+
+    def _book_epoch(
+        self, names: tuple[str, ...], values: torch.Tensor, sizes: np.ndarray, wall: float, cpu: float, n: int
+    ) -> None:
+        """Check the epoch's per-batch terms are finite and add them to the history."""
+        vals = values.cpu().numpy()
+        if not np.isfinite(vals).all():
+            bad = [nm for nm, ok in zip(names, np.isfinite(vals).all(axis=0).tolist(), strict=True) if not ok]
             raise SeaIceError(
                 f"training: cost term(s) {', '.join(bad)} became non-finite in epoch {self.epoch + 1}; "
                 "lower --learning-rate or check the input data"
             )
-        self.history._append_epoch(names, values.cpu().numpy(), sizes)
+        self.history._append_epoch(names, vals, sizes)
         self.history.epoch_wall_s.append(wall)
         self.history.epoch_cpu_s.append(cpu)
         self.history.epoch_obs_per_s.append(n / wall if wall > 0 else 0.0)

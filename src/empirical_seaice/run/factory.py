@@ -1,0 +1,118 @@
+"""One factory for what every run trains: operator + objective + trainer.
+
+Training (:mod:`empirical_seaice.run.train`), retrieval
+(:mod:`empirical_seaice.run.retrieve`) and the benchmarks build the hybrid
+network, its observation tensors and its trainer here, so that they cannot
+be wired differently (row counts of the sampled priors, sparse or dense state
+gradients, prior mode, device, cost normalisation):
+
+- :func:`build_network`: the row counts of the counted (training)
+  observations, the :class:`~empirical_seaice.model.operator.HybridNetwork`
+  (observation operator and per-step cost), the
+  :class:`~empirical_seaice.model.operator.ObservationTensors` on the device;
+- :func:`build_trainer`: the :class:`~empirical_seaice.training.trainer.Trainer`
+  over a network that fulfils the trainer's contract (the network itself, or
+  the retrieval's frozen model), normalising ``J_b`` by the counted
+  observations.
+
+The optimiser scheme decides the rest: ``"dense"`` (the reference's way) builds
+dense state gradients and the exact whole-map priors at every step; ``"sparse"``
+and ``"lazy"`` build sparse state gradients and the sampled priors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from empirical_seaice.config import CostConfig, ModelConfig, TrainingConfig
+from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.training.contract import TrainableNetwork
+from empirical_seaice.training.trainer import Trainer
+
+
+@dataclass
+class Built:
+    """What :func:`build_network` returns.
+
+    network : the hybrid network on the device.
+    data : every observation packed on the device.
+    nobs_train : the counted observations, the ``nobs`` of ``J_b / nobs``.
+    """
+
+    network: HybridNetwork
+    data: ObservationTensors
+    nobs_train: int
+
+
+def build_network(
+    obs: Observations,
+    background: BackgroundMaps,
+    model: ModelConfig,
+    cost: CostConfig,
+    *,
+    optimizer: str,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+    counted: np.ndarray | None = None,
+) -> Built:
+    """The hybrid network for ``obs``, its observation tensors and the cost normalisation.
+
+    Parameters
+    ----------
+    obs, background : the data and its background maps.
+    model, cost : the configuration of the network and of the cost.
+    optimizer : ``TrainingConfig.optimizer`` (``"dense"``: dense state gradients and exact
+        whole-map priors; otherwise sparse gradients and sampled priors).
+    generator : the run's generator (initial network weights).
+    device : where the network and the tensors live.
+    counted : the observations whose rows the sampled priors count (the training
+        observations); None = all.
+    """
+    counts = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep, index=counted)
+    dense = optimizer == "dense"
+    network = HybridNetwork(
+        model,
+        cost,
+        obs.basis,
+        background,
+        obs.nobs,
+        row_counts=counts,
+        sparse=not dense,
+        prior_mode="full" if dense else "sampled",
+        generator=generator,
+    )
+    network.to(device)
+    return Built(network=network, data=ObservationTensors(obs, device), nobs_train=counts.nobs)
+
+
+def build_trainer(
+    network: TrainableNetwork,
+    built: Built,
+    config: TrainingConfig,
+    *,
+    train_index: np.ndarray,
+    generator: torch.Generator,
+    valid_index: np.ndarray | None = None,
+    checkpoint_dir: Path | None = None,
+    progress: bool = True,
+) -> Trainer:
+    """The trainer of ``network`` (``built.network`` or a wrapper of it) over ``built.data``."""
+    return Trainer(
+        network,
+        built.data,
+        config,
+        train_index,
+        valid_index,
+        built.nobs_train,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        generator=generator,
+    )
+
+
+__all__ = ["Built", "build_network", "build_trainer"]

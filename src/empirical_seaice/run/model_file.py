@@ -1,0 +1,123 @@
+"""The trained model file ``model_TAG.pt``: its schema, in one place.
+
+A PyTorch checkpoint (``torch.save`` of a dict; written atomically by
+:func:`empirical_seaice.io.outputs.save_checkpoint`) with the keys
+
+- ``format``: :data:`MODEL_FILE_FORMAT`;
+- ``state_dict``: the network's parameters and persistent buffers (the state
+  tables with their lag columns, the emissivity model, wind correction and
+  biases), contiguous CPU tensors;
+- ``configs``: the setup as plain Python (:func:`configs_to_dict`): ``preset``,
+  ``data``, ``model``, ``cost``, ``training``;
+- ``history``: the training history (``TrainingHistory.to_state``) or None;
+- ``nobs``, ``ngrid``, ``nstep``: the data the model was trained on;
+- ``nobs_train``: the ``nobs`` of the cost normalisation (training observations);
+- ``before``: the cost and departures before training (for the summary of a later
+  ``--diagsonly``) or None.
+
+``--diagsonly`` and ``--retrieve`` read it back (:func:`read_model_file`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, TrainingConfig
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import outputs as out
+
+MODEL_FILE_FORMAT = 1
+"""Format number of ``model_TAG.pt`` (not the trainer's epoch checkpoint,
+``training.trainer.TRAINER_CHECKPOINT_FORMAT``)."""
+
+
+def configs_to_dict(
+    data: DataConfig, model: ModelConfig, cost: CostConfig, training: TrainingConfig, preset: str
+) -> dict[str, Any]:
+    """The setup of a run as plain Python (JSON-safe): paths as str, tuples as lists."""
+
+    def plain(cfg: Any) -> dict[str, Any]:
+        d = asdict(cfg)
+        for k, v in d.items():
+            if isinstance(v, Path):
+                d[k] = str(v)
+            elif isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    cd = plain(cost)
+    cd["bias_bg"] = {k: list(v) for k, v in cost.bias_bg.items()}
+    return {"preset": preset, "data": plain(data), "model": plain(model), "cost": cd, "training": plain(training)}
+
+
+def configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, CostConfig]:
+    """Inverse of :func:`configs_to_dict` for the data, model and cost configuration."""
+    dd = dict(d["data"])
+    dd["data"] = Path(dd["data"])
+    dd["sensors"] = tuple(dd["sensors"])
+    for k in ("seaice_background", "tsfc_background"):
+        dd[k] = None if dd[k] is None else Path(dd[k])
+    md = dict(d["model"])
+    md["lag_weights"] = tuple(md["lag_weights"])
+    cd = dict(d["cost"])
+    cd["anchor_channels"] = tuple(cd["anchor_channels"])
+    cd["bias_bg"] = {k: tuple(v) for k, v in cd["bias_bg"].items()}
+    return DataConfig(**dd), ModelConfig(**md), CostConfig(**cd)
+
+
+def model_file_path(output: Path, tag: str) -> Path:
+    """``<output>/model_TAG.pt``."""
+    return out.output_path(output, out.CHECKPOINT, tag)
+
+
+def write_model_file(
+    path: Path,
+    *,
+    state_dict: dict[str, Any],
+    configs: dict[str, Any],
+    history: dict[str, Any] | None,
+    nobs: int,
+    ngrid: int,
+    nstep: int,
+    nobs_train: int,
+    before: dict[str, Any] | None,
+) -> Path:
+    """Write ``model_TAG.pt`` with the keys of the module docstring (contiguous CPU tensors)."""
+    payload = {
+        "format": MODEL_FILE_FORMAT,
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
+        "configs": configs,
+        "history": history,
+        "nobs": nobs,
+        "ngrid": ngrid,
+        "nstep": nstep,
+        "nobs_train": nobs_train,
+        "before": before,
+    }
+    return out.save_checkpoint(path, payload)
+
+
+def read_model_file(output: Path, tag: str, flag: str = "--modeltag") -> dict[str, Any]:
+    """Read ``<output>/model_TAG.pt`` and check its format.
+
+    Raises
+    ------
+    SeaIceError
+        Missing, unreadable, or of another format (the message names ``flag``).
+    """
+    payload = out.load_checkpoint(model_file_path(output, tag), flag)
+    if payload.get("format") != MODEL_FILE_FORMAT:
+        raise SeaIceError(f"{flag}: checkpoint format {payload.get('format')} is not {MODEL_FILE_FORMAT}")
+    return payload
+
+
+__all__ = [
+    "MODEL_FILE_FORMAT",
+    "configs_to_dict",
+    "configs_from_dict",
+    "model_file_path",
+    "write_model_file",
+    "read_model_file",
+]
