@@ -257,6 +257,19 @@ def build_row_counts(
     return RowCounts(sic=sic, grid=grid, nobs=int(g.size), nlag=nlag, ngrid=ngrid, nstep=nstep)
 
 
+def _bias_backgrounds(basis: ChannelBasis, cost: CostConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Background TB biases over ice and ocean (nsensor, nchan) and their errors (nsensor,), K:
+    the sensor catalogue's, or a preset's override (``CostConfig.bias_bg``)."""
+    ice = np.array(basis.bias_ice_bg_k, dtype=np.float32).copy()
+    ocean = np.array(basis.bias_ocean_bg_k, dtype=np.float32).copy()
+    err = np.array(basis.bias_error_k, dtype=np.float32).copy()
+    for s, name in enumerate(basis.sensor_names):
+        if name in cost.bias_bg:
+            b_ice, b_ocean, b_err = cost.bias_bg[name]
+            ice[s, :], ocean[s, :], err[s] = b_ice, b_ocean, b_err
+    return ice, ocean, err
+
+
 def _anchor_channel(cost: CostConfig, basis: ChannelBasis) -> int:
     for name in cost.anchor_channels:
         if name in basis.channel_index:
@@ -289,6 +302,13 @@ class HybridNetwork(nn.Module):
     bias_ice_k, bias_ocean_k : Parameter (nsensor, nchan), init from the backgrounds.
     anchor_channel : basis index of the anchor channel.
     """
+
+    bias_ice_bg_k: Tensor
+    bias_ocean_bg_k: Tensor
+    bias_error_k: Tensor
+    obs_error_k: Tensor
+    t_map_flat: Tensor
+    sic_count: Tensor | None
 
     def __init__(
         self,
@@ -340,13 +360,7 @@ class HybridNetwork(nn.Module):
             )
 
         ns, nc = basis.nsensor, basis.nchan
-        ice = np.array(basis.bias_ice_bg_k, dtype=np.float32).copy()
-        ocean = np.array(basis.bias_ocean_bg_k, dtype=np.float32).copy()
-        err = np.array(basis.bias_error_k, dtype=np.float32).copy()
-        for s, name in enumerate(basis.sensor_names):
-            if name in cost.bias_bg:
-                b_ice, b_ocean, b_err = cost.bias_bg[name]
-                ice[s, :], ocean[s, :], err[s] = b_ice, b_ocean, b_err
+        ice, ocean, err = _bias_backgrounds(basis, cost)
         self.wind_coef = nn.Parameter(torch.zeros(nc))
         self.bias_ice_k = nn.Parameter(torch.from_numpy(ice.copy()))
         self.bias_ocean_k = nn.Parameter(torch.from_numpy(ocean.copy()))
@@ -608,14 +622,14 @@ class HybridNetwork(nn.Module):
         return total
 
     # ------------------------------------------------------------- parameters
-    def state_rows(self, batch: Batch) -> list[tuple[nn.Parameter, Tensor]]:
+    def state_rows(self, batch: Batch) -> list[tuple[Tensor, Tensor]]:
         """The rows of each state table that a batch reads (int64, may repeat):
         SIC-map rows through the lag window (B, nlag + 1), grid-property rows
         ``g * nstep + t`` (B,), observation rows ``iobs`` (B,), in this order (the
         order of :meth:`forward`'s ``state_values``). Lets a lazy optimiser bring
         them up to date before the forward pass."""
         st = self.state
-        rows = [(st.sic_map.weight, st.sic_rows(batch.igrid, batch.istep))]
+        rows: list[tuple[Tensor, Tensor]] = [(st.sic_map.weight, st.sic_rows(batch.igrid, batch.istep))]
         if st.props_grid is not None:
             rows.append((st.props_grid.weight, st.grid_rows(batch.igrid, batch.istep)))
         if st.props_obs is not None:

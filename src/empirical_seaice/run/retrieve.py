@@ -96,7 +96,7 @@ class FrozenModel(nn.Module):
 
 
 def transfer_trained_model(
-    network: nn.Module, state_dict: dict[str, torch.Tensor], trained_basis: ChannelBasis
+    network: HybridNetwork, state_dict: dict[str, torch.Tensor], trained_basis: ChannelBasis
 ) -> dict[str, int]:
     """Copy the emissivity weights, wind correction and TB biases of a trained
     model into ``network`` (built for new data), matching channels and sensors by name.

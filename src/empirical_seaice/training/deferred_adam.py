@@ -327,15 +327,21 @@ class DeferredAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        """One Adam step on the rows that have a gradient (all rows' step count advances)."""
+        """One Adam step on the rows that have a gradient (all rows' step count advances).
+
+        Three ways in, one Adam update: the batch read the caught-up rows through
+        :meth:`gather` (their gradient is dense, :meth:`_step_gathered`); the rows were
+        caught up in the tables before the forward pass (:meth:`catch_up_many`,
+        :meth:`_step_caught_up`); or nothing was caught up (the general path, table by
+        table, :meth:`_step_tables`).
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for gi, group in enumerate(self.param_groups):
             params = group["params"]
-            slab = self._slab(group)
-            c = self._ncol(group)
+            slab = self._slab(group)  # first: creates the state on the first step
             for p in params:
                 self.state[p]["step"] += 1
             step = self.state[params[0]]["step"]
@@ -343,46 +349,57 @@ class DeferredAdam(torch.optim.Optimizer):
                 raise SeaIceError(f"DeferredAdam: more than {self.MAX_STEPS} steps (float32 step counters)")
             pending = self._pending.pop(gi, None)
             if pending is not None and pending.leaf is not None:
-                # the batch read the caught-up rows through :meth:`gather`: their gradient is dense
-                if pending.step != step - 1 or any(p.grad is not None for p in params):
-                    raise SeaIceError(
-                        "DeferredAdam: a table read through gather() also has a gradient of its own, "
-                        "or the tables were stepped in between; read each table one way per step"
-                    )
-                g = pending.leaf.grad
-                vals = pending.r.new_zeros((c, pending.unique.numel())) if g is None else g.t().contiguous()
-                self._adam(group, pending.r, vals, step)
-                self._scatter(slab, pending.unique, pending.r)
-                continue
-            if pending is not None and pending.matches(params, step - 1):
-                # the batch's rows were caught up to step - 1 before the forward pass: sum the
-                # duplicate rows' gradients through the catch-up's inverse index (no sort) and
-                # do the Adam update of every caught-up row (a row without gradient gets dense
-                # Adam's zero-gradient update, exactly what deferring it would give)
-                vals = pending.r.new_zeros((c, pending.unique.numel()))
-                for p, inverse in zip(pending.params, pending.inverse, strict=True):
-                    if p.grad is not None:
-                        vals[: p.shape[1]].index_add_(1, inverse, p.grad._values().t())
-                self._adam(group, pending.r, vals, step)
-                self._scatter(slab, pending.unique, pending.r)
-                continue
-            for p in params:  # the general path, table by table
-                if p.grad is None:
-                    continue
-                grad, off = p.grad, self.state[p]["offset"]
-                if grad.is_sparse:
-                    grad = grad.coalesce()
-                    rows, vals = grad.indices()[0], grad.values()
-                else:
-                    rows, vals = torch.arange(p.shape[0], device=p.device), grad
-                if rows.numel() == 0:
-                    continue
-                rows = rows + off
-                rt = self._gather(slab, rows)
-                self._catch_up(group, rt, step - 1)
-                self._adam(group, rt, torch.nn.functional.pad(vals.t(), (0, 0, 0, c - p.shape[1])), step)
-                self._scatter(slab, rows, rt)
+                self._step_gathered(group, slab, pending, step)
+            elif pending is not None and pending.matches(params, step - 1):
+                self._step_caught_up(group, slab, pending, step)
+            else:
+                self._step_tables(group, slab, step)
         return loss
+
+    def _step_gathered(self, group, slab: torch.Tensor, pending: _CaughtUp, step: int) -> None:
+        """The batch read the caught-up rows through :meth:`gather`: their gradient is dense."""
+        if pending.step != step - 1 or any(p.grad is not None for p in group["params"]):
+            raise SeaIceError(
+                "DeferredAdam: a table read through gather() also has a gradient of its own, "
+                "or the tables were stepped in between; read each table one way per step"
+            )
+        g = pending.leaf.grad if pending.leaf is not None else None
+        c = self._ncol(group)
+        vals = pending.r.new_zeros((c, pending.unique.numel())) if g is None else g.t().contiguous()
+        self._adam(group, pending.r, vals, step)
+        self._scatter(slab, pending.unique, pending.r)
+
+    def _step_caught_up(self, group, slab: torch.Tensor, pending: _CaughtUp, step: int) -> None:
+        """The batch's rows were caught up to ``step - 1`` before the forward pass: sum the
+        duplicate rows' gradients through the catch-up's inverse index (no sort) and do the
+        Adam update of every caught-up row (a row without gradient gets dense Adam's
+        zero-gradient update, exactly what deferring it would give)."""
+        vals = pending.r.new_zeros((self._ncol(group), pending.unique.numel()))
+        for p, inverse in zip(pending.params, pending.inverse, strict=True):
+            if p.grad is not None:
+                vals[: p.shape[1]].index_add_(1, inverse, p.grad._values().t())
+        self._adam(group, pending.r, vals, step)
+        self._scatter(slab, pending.unique, pending.r)
+
+    def _step_tables(self, group, slab: torch.Tensor, step: int) -> None:
+        """The general path, table by table: catch up the rows with a gradient, then update them."""
+        c = self._ncol(group)
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            grad, off = p.grad, self.state[p]["offset"]
+            if grad.is_sparse:
+                grad = grad.coalesce()
+                rows, vals = grad.indices()[0], grad.values()
+            else:
+                rows, vals = torch.arange(p.shape[0], device=p.device), grad
+            if rows.numel() == 0:
+                continue
+            rows = rows + off
+            rt = self._gather(slab, rows)
+            self._catch_up(group, rt, step - 1)
+            self._adam(group, rt, torch.nn.functional.pad(vals.t(), (0, 0, 0, c - p.shape[1])), step)
+            self._scatter(slab, rows, rt)
 
     @torch.no_grad()
     def catch_up_many(self, tables: list[tuple[torch.Tensor, torch.Tensor]]) -> None:

@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-OBS_TERM = "obs"
-"""Name of the observation term in the network's cost terms."""
+from empirical_seaice.training.contract import OBS_TERM, BatchSource, TrainableNetwork
 
 
 @dataclass
@@ -102,8 +101,8 @@ class TrainingHistory:
 
 @torch.no_grad()
 def evaluate_cost(
-    network: torch.nn.Module,
-    data: Any,
+    network: TrainableNetwork,
+    data: BatchSource,
     index: np.ndarray | torch.Tensor,
     nobs_total: int,
     batch_size: int = 1024,
@@ -153,7 +152,7 @@ def evaluate_cost(
         network.train(was_training)
 
 
-def batch_obs_sum(network: torch.nn.Module, data: Any, bidx: torch.Tensor, nobs_total: int) -> float:
+def batch_obs_sum(network: TrainableNetwork, data: BatchSource, bidx: torch.Tensor, nobs_total: int) -> float:
     """``sum_{i in batch} J_o,i`` (float64) of one batch, from the mean obs term."""
     batch = data.batch(bidx)
     out = network(batch)
@@ -161,7 +160,7 @@ def batch_obs_sum(network: torch.nn.Module, data: Any, bidx: torch.Tensor, nobs_
     return float(terms[OBS_TERM].detach().double()) * int(bidx.numel())
 
 
-def data_device(data: Any, network: torch.nn.Module) -> torch.device:
+def data_device(data: BatchSource, network: TrainableNetwork) -> torch.device:
     device = getattr(data, "device", None)
     if device is not None:
         return torch.device(device)
@@ -172,8 +171,8 @@ def data_device(data: Any, network: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def evaluate_obs_cost(
-    network: torch.nn.Module,
-    data: Any,
+    network: TrainableNetwork,
+    data: BatchSource,
     index: torch.Tensor,
     nobs_total: int,
     batch_size: int,

@@ -251,7 +251,7 @@ class Trainer:
                     self.save_checkpoint()
             if cfg.early_stopping and self._best_state is not None:
                 self.network.load_state_dict(self._best_state)
-                logger.info("restored the parameters of the best epoch %d", self.history.best_epoch + 1)
+                logger.info("restored the parameters of the best epoch %d", (self.history.best_epoch or 0) + 1)
         return self.history
 
     def _train_epoch(self) -> None:

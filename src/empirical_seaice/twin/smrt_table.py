@@ -367,6 +367,22 @@ def node_emissivity(
     raise RuntimeError(f"SMRT emissivity failed for {desc} even with robust settings")
 
 
+def _table_jobs() -> list[tuple[int, int, int, int, int]]:
+    """The unique SMRT runs ``(ice type, snow depth, corr length, temperature, wetness)`` indices:
+    bare ice is corr-length independent; wet states are temperature independent; bare ice is
+    wetness independent (it cannot be wet snow: the melting-point column is run once)."""
+    jobs = []
+    for it in range(len(ICE_TYPES)):
+        for isd, depth in enumerate(SNOW_DEPTH_M):
+            corrs = [0] if depth == 0 else range(len(CORR_LENGTH_MM))
+            wets = [iw for iw, wet in enumerate(WETNESS) if not (wet > 0 and depth == 0 and iw > 1)]
+            for ic in corrs:
+                for iw in wets:
+                    temps = range(len(T_SURFACE_K)) if WETNESS[iw] == 0 else [0]
+                    jobs += [(it, isd, ic, itt, iw) for itt in temps]
+    return jobs
+
+
 def generate_table(progress: bool = True) -> dict:
     """Run SMRT over all table nodes.
 
@@ -385,21 +401,7 @@ def generate_table(progress: bool = True) -> dict:
         len(POLARIZATIONS),
     )
     table = np.full(shape, np.nan)
-    # unique SMRT runs: bare ice is corr-length independent; wet states are
-    # temperature independent; bare ice is wetness independent.
-    jobs = []
-    for it in range(len(ICE_TYPES)):
-        for isd, depth in enumerate(SNOW_DEPTH_M):
-            corrs = [0] if depth == 0 else range(len(CORR_LENGTH_MM))
-            for ic in corrs:
-                for iw, wet in enumerate(WETNESS):
-                    if wet > 0 and depth == 0:
-                        # bare ice cannot be wet snow: use the melting-point column once
-                        if iw > 1:
-                            continue
-                    temps = range(len(T_SURFACE_K)) if wet == 0 else [0]
-                    for itt in temps:
-                        jobs.append((it, isd, ic, itt, iw))
+    jobs = _table_jobs()
     t0 = time.perf_counter()
     for n, (it, isd, ic, itt, iw) in enumerate(jobs):
         e = node_emissivity(
