@@ -10,15 +10,13 @@ import xarray as xr
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.products import classic
-from empirical_seaice.products.classic import (
+from empirical_seaice.products.classic import classic_sic_maps, grid_daily_mean_tb, write_classic_sic
+from empirical_seaice.products.sic_algorithms import (
     BOOTSTRAP_TIE_POINTS,
     NASA_TEAM_TIE_POINTS,
     bootstrap,
     bootstrap_plane_sic,
-    classic_sic_maps,
-    grid_daily_mean_tb,
     nasa_team,
-    write_classic_sic,
 )
 
 

@@ -15,7 +15,7 @@ The flow of :func:`read_training_data`:
    float32 ``(nobs, nchan)`` arrays in the unified basis;
 6. zero every masked value; write the cache.
 
-Validity. A value is *missing* if NaN/inf, masked by the file's
+Validity (:mod:`.validity`). A value is *missing* if NaN/inf, masked by the file's
 ``_FillValue``, ``|x| > 1e10`` or a conventional fill (-999, -9999, ...). A
 value is *out of range* if outside the physical range of docs/data-format.md. Missing or
 out-of-range per-channel values clear that channel's mask; missing or
@@ -47,37 +47,17 @@ from empirical_seaice.io._netcdf import (
     Layout2D,
     as_float,
     get_variable,
-    invalid_float,
     open_dataset,
     read_rows,
     row_blocks,
 )
 from empirical_seaice.io.background import background_shape, read_background
 from empirical_seaice.io.layouts import DataFiles, SensorFiles, find_data_files
+from empirical_seaice.io.validity import MOSTLY, FieldStats, classify
 from empirical_seaice.observations import BackgroundMaps, Observations, step_index
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis
 
 log = logging.getLogger(__name__)
-
-MOSTLY = 0.5
-"""A field with more than this fraction of missing or out-of-range values is an error."""
-
-# the ranges of docs/data-format.md: (low, high, units); a small tolerance absorbs rounding.
-RANGES: dict[str, tuple[float, float, str]] = {
-    "OBSVALUE": (0.0, 400.0, "K"),
-    "EMIS_WATER": (0.0, 1.0, ""),
-    "TAUSFC": (0.0, 1.0, ""),
-    "TAUSFC_CLD": (0.0, 1.0, ""),
-    "TDOWN": (0.0, 400.0, "K"),
-    "TDOWN_CLD": (0.0, 400.0, "K"),
-    "TUP": (0.0, 400.0, "K"),
-    "TUP_CLD": (0.0, 400.0, "K"),
-    "TSFC": (180.0, 340.0, "K"),
-    "WINDSPEED10M": (0.0, 100.0, "m/s"),
-    "CLOUD_FRACTION": (0.0, 1.0, ""),
-    "ZENITH": (0.0, 90.0, "degrees"),
-}
-_TOL = 1e-4
 
 PER_OBS_MAP = {"TSFC": "t_skin_k", "WINDSPEED10M": "wind_ms", "CLOUD_FRACTION": "cloud_fraction"}
 PER_CHANNEL_MAP = {
@@ -90,55 +70,6 @@ PER_CHANNEL_MAP = {
     "TDOWN_CLD": "t_down_cld_k",
     "TUP_CLD": "t_up_cld_k",
 }
-
-
-@dataclass
-class _FieldStats:
-    """Running counts of missing and out-of-range values of one field."""
-
-    n: int = 0
-    missing: int = 0
-    out: int = 0
-    lo: float = math.inf
-    hi: float = -math.inf
-
-    def add(self, values: np.ndarray, missing: np.ndarray, out: np.ndarray) -> None:
-        self.n += values.size
-        self.missing += int(missing.sum())
-        self.out += int(out.sum())
-        if out.any():  # the range found is only reported for out-of-range fields
-            self.lo = min(self.lo, float(np.nanmin(values)))
-            self.hi = max(self.hi, float(np.nanmax(values)))
-
-    def check(self, path: Path, name: str) -> None:
-        if self.n == 0 or self.missing + self.out <= MOSTLY * self.n:
-            return
-        if self.out >= self.missing:
-            lo, hi, units = RANGES[name]
-            raise SeaIceError(
-                f"{path}: variable {name} mostly out of range [{lo:g}, {hi:g}] {units}: "
-                f"{100 * self.out / self.n:.0f}% of values (found {self.lo:g} to {self.hi:g}); wrong units?"
-            )
-        raise SeaIceError(
-            f"{path}: variable {name} mostly missing (NaN/fill): {100 * self.missing / self.n:.0f}% of values"
-        )
-
-
-def _classify(values: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(missing, out_of_range) masks of a C-contiguous float block.
-
-    One fused range test finds every bad value (NaN fails it too); only the
-    bad values are then split into missing (NaN/fill) and out of range.
-    """
-    lo, hi, _ = RANGES[name]
-    with np.errstate(invalid="ignore"):
-        bad = ~((values >= lo - _TOL) & (values <= hi + _TOL))
-    missing = np.zeros(values.shape, dtype=bool)
-    if bad.any():
-        idx = np.flatnonzero(bad)
-        missing.ravel()[idx[invalid_float(values.ravel()[idx])]] = True
-        bad &= ~missing
-    return missing, bad
 
 
 @dataclass
@@ -350,15 +281,15 @@ def _select_observations(
     for name in PER_OBS_MAP:
         values, path = _read_1d(sf, name, n)
         assert values is not None  # not optional
-        missing, out = _classify(values, name)
-        stats = _FieldStats()
+        missing, out = classify(values, name)
+        stats = FieldStats()
         stats.add(values, missing, out)
         stats.check(path, name)
         keep &= ~(missing | out)
         r.per_obs[name] = values
     zen, _ = _read_1d(sf, "ZENITH", n, optional=True)
     if zen is not None:
-        missing, out = _classify(zen, "ZENITH")
+        missing, out = classify(zen, "ZENITH")
         zen[missing | out] = np.nan
     r.zenith_deg = zen
     r.keep = np.flatnonzero(keep)
@@ -499,7 +430,7 @@ def _read_channels(
     path = _var_path(sf, name)
     cmap = basis.sensor_channel_map[s]
     runs = _runs(cmap)
-    stats = _FieldStats()
+    stats = FieldStats()
     with open_dataset(path) as ds:
         var, _ = get_variable(ds, path, name)
         layout = _channel_layout(var, path, name, n, sf)
@@ -508,7 +439,7 @@ def _read_channels(
         blocks = row_blocks(int(keep[-1]) + 1, start=int(keep[0])) if keep.size else ()
         for a, b in blocks:
             values = as_float(read_rows(var, a, b, layout), fills=False)
-            missing, out = _classify(values, name)
+            missing, out = classify(values, name)
             stats.add(values, missing, out)
             lo_k, hi_k = np.searchsorted(keep, [a, b])
             if hi_k == lo_k:
@@ -577,4 +508,4 @@ def read_training_data(
     return obs, background
 
 
-__all__ = ["read_training_data", "RANGES"]
+__all__ = ["read_training_data"]
