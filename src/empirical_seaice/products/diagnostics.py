@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from empirical_seaice.cost import objective
 from empirical_seaice.model.emissivity import LinearEmissivity
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.sensors import ChannelBasis
@@ -143,42 +144,34 @@ def departure_stats(obs: Observations, tb_sim: np.ndarray, chunk: int = 262144) 
 
 
 def observation_cost_sum(obs: Observations, tb_sim: np.ndarray, chunk: int = 262144) -> float:
-    """``J_o = sum_i sum_c mask_ic ((y_ic - TB'_ic) / sigma_c)^2`` in float64 (dimensionless)."""
-    sigma = np.asarray(obs.basis.obs_error_k, dtype=np.float64)
-    total = 0.0
-    for start in range(0, tb_sim.shape[0], chunk):
-        sl = slice(start, start + chunk)
-        m = np.asarray(obs.mask[sl], dtype=bool)
-        d = (np.asarray(obs.tb_obs_k[sl], dtype=np.float64) - np.asarray(tb_sim[sl], dtype=np.float64)) / sigma
-        total += float(np.where(m, d * d, 0.0).sum())
-    return total
+    """``J_o = sum_i sum_c mask_ic ((y_ic - TB'_ic) / sigma_c)^2`` in float64 (dimensionless),
+    :func:`empirical_seaice.cost.objective.observation_sum`."""
+    return objective.observation_sum(obs.tb_obs_k, tb_sim, obs.mask, obs.basis.obs_error_k, chunk)
 
 
 @torch.no_grad()
 def full_cost(network: HybridNetwork, obs: Observations, sim: Simulation, nobs_total: int) -> dict[str, float]:
-    """The full cost ``J = J_o + J_b`` by term (float64), as the summary reports it.
-
-    ``obs`` is :func:`observation_cost_sum` over all observations; the
-    whole-map priors are the network's exact ones (``full_prior_terms()``,
-    normalised ``J_b / nobs``) multiplied back by ``nobs_total``; the anchor
-    over every observation (v2 floor) or of ``e0`` (v1 mean); the TB bias
-    prior. ``total`` is their sum.
-    """
-    terms = {"obs": observation_cost_sum(obs, sim.tb)}
-    for name, value in network.full_prior_terms().items():
-        terms[name] = float(value.detach().double().cpu()) * nobs_total
+    """The full cost ``J = J_o + J_b`` by term (float64), as the summary reports it
+    (:func:`empirical_seaice.cost.objective.whole_data_cost`): ``J_o`` over every observation, the
+    network's exact whole-map priors, the anchor over every observation (v2 floor) or of ``e0``
+    (v1 mean), the TB bias prior; ``total`` their sum."""
     cc = network.cost_config
+    e0 = None
     if cc.anchor == "mean":
         emissivity = network.emissivity
         assert isinstance(emissivity, LinearEmissivity)  # the mean anchor needs the v1 model (checked at build)
         e0 = float(emissivity.e0[network.anchor_channel].detach().double())
-        terms["anchor"] = ((e0 - cc.anchor_value) / cc.anchor_error) ** 2
-    else:
-        e = sim.emis_ice[:, network.anchor_channel].astype(np.float64)
-        terms["anchor"] = float((np.maximum(cc.anchor_value - e, 0.0) ** 2).sum() / cc.anchor_error**2)
-    terms["bias"] = float(network.bias_prior().detach().double())
-    terms["total"] = float(sum(terms.values()))
-    return terms
+    n = network
+    bias = objective.bias_prior(n.bias_ice_k, n.bias_ocean_k, n.bias_ice_bg_k, n.bias_ocean_bg_k, n.bias_error_k)
+    return objective.whole_data_cost(
+        cc,
+        obs_sum=observation_cost_sum(obs, sim.tb),
+        map_terms=network.full_prior_terms(),
+        emis_anchor=None if e0 is not None else sim.emis_ice[:, network.anchor_channel],
+        e0_anchor=e0,
+        bias=bias,
+        nobs=nobs_total,
+    )
 
 
 # ------------------------------------------------------------------ truth

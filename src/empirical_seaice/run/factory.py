@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from empirical_seaice.config import CostConfig, ModelConfig, TrainingConfig
-from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+from empirical_seaice.cost.sampling import build_row_counts
+from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.training.contract import TrainableNetwork
 from empirical_seaice.training.trainer import Trainer
