@@ -100,3 +100,24 @@ def test_doctests(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0
     assert result.attempted > 0
+
+
+def test_network_frequency_table_reference_and_physical():
+    from empirical_seaice.sensors import network_frequency_table
+
+    basis = build_channel_basis(["amsr2", "gmi", "ssmisf17"])
+    ref = network_frequency_table(basis, "reference")
+    phys = network_frequency_table(basis, "physical")
+    assert np.array_equal(phys, basis.freq_ghz) and phys is not basis.freq_ghz
+    j = basis.channel_index
+    g, s = basis.sensor_names.index("gmi"), basis.sensor_names.index("ssmisf17")
+    # the ECMWF v2 table: 166.5, 183.31 for every 183 +/- d, GMI's 37 GHz at 36.5, SSMIS's own values
+    assert ref[g, j["166v"]] == np.float32(166.5) and phys[g, j["166v"]] == np.float32(166.0)
+    assert ref[g, j["183pm7v"]] == ref[g, j["183pm3v"]] == np.float32(183.31)
+    assert phys[g, j["183pm7v"]] == np.float32(190.31)
+    assert ref[g, j["37v"]] == np.float32(36.5) and phys[g, j["37v"]] == np.float32(36.64)
+    assert ref[s, j["24v"]] == np.float32(22.235) and ref[s, j["166h"]] == np.float32(150.0)
+    assert ref[s, j["183pm1h"]] == np.float32(183.31) and ref[s, j["166v"]] == np.float32(166.5)  # lacks 166v
+    assert ref[s, j["10v"]] == np.float32(10.65)  # a channel SSMIS lacks: the nominal value
+    with pytest.raises(SeaIceError, match="network_frequencies: expected one of reference, physical"):
+        network_frequency_table(basis, "nominal")

@@ -164,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="E",
         help="Start the ice emissivity near E (0 < E < 1) through the output-layer biases; "
-        "default: zero biases as in the reference (emissivity ~0.5, v2), which short "
-        "runs cannot recover from against the 0.7 floor (error 1e-5).",
+        "default: the preset's (v1: 0.93 as in the reference; v2: zero biases as in the "
+        "reference, emissivity ~0.5, which short runs cannot recover from against the "
+        "0.8 floor of the 23.8 GHz V emissivity, error 1e-5).",
     )
     ours.add_argument(
         "--threads",

@@ -64,7 +64,12 @@ class ModelConfig:
     t_scale_k: scale of x_T (K).
     ocean_t_floor_k: floor of the ocean surface temperature T_o (K); None = T_s (v1).
     freq_scale_ghz: the v2 network's frequency input is f / freq_scale (GHz).
-    ice_emis_init: initial ice emissivity set through the output biases; None = Keras zero biases (reference).
+    ice_emis_init: initial ice emissivity set through the output biases; None = Keras zero biases
+        (v2 reference; the v1 reference initialises every channel's bias to 0.93).
+    network_frequencies: the v2 network's frequency input per channel: "reference" (the ECMWF v2
+        table: 166.5 GHz, 183.31 GHz for every 183 +/- d channel, 36.5 GHz for GMI's 37 GHz) or
+        "physical" (each channel's actual frequency: 166.0, 183.31 + d, GMI 36.64). Saved with the
+        model and the export, so a trained network is always evaluated with its own convention.
     """
 
     version: Literal["v1", "v2"] = "v2"
@@ -78,8 +83,11 @@ class ModelConfig:
     ocean_t_floor_k: float | None = 271.35
     freq_scale_ghz: float = 100.0
     ice_emis_init: float | None = None
+    network_frequencies: Literal["reference", "physical"] = "physical"
 
     def __post_init__(self) -> None:
+        if self.network_frequencies not in ("reference", "physical"):
+            raise SeaIceError(f"network_frequencies: expected reference or physical, got {self.network_frequencies!r}")
         if self.ice_emis_init is not None and not 0.0 < self.ice_emis_init < 1.0:
             raise SeaIceError(f"ice_emis_init: must be in (0, 1) or None, got {self.ice_emis_init}")
         if self.version not in ("v1", "v2"):
@@ -107,17 +115,24 @@ class ModelConfig:
 class CostConfig:
     """The cost function J = J_o + J_b (docs/method.md, "The cost function J").
 
-    sic_error: sigma_C of the SIC range ("pdf") prior.
+    sic_error: sigma_C of the SIC range ("pdf") prior (reference: v1 0.02, v2 0.002).
     sic_background_prior: add sum (C - C_b)^2 / sigma^2 (off in the published runs).
     sic_background_error: sigma of that prior.
     false_ice_prior: add the v2 false-ice prior on SIC in (0, 0.3).
     false_ice_error: error scale of the false-ice prior.
+    false_ice_shape: "smooth" (the v2 reference's C1 bump, peak 0.00375 / sigma^2 at C = 0.15) or
+        "tent" (min(C, 0.3 - C)^2 / sigma^2, peak 0.0225 / sigma^2, kink at 0.15).
+    false_ice_peak_scaling: curvature ratio s of the smooth bump's cap to its quadratic flanks (0.2).
     warm_ice: "diagnostic" (reference: zero gradient, monitored only) or "effective" (differentiable).
     warm_ice_factor: factor of the warm-ice term (4 in the reference).
     warm_ice_threshold_k: skin temperature above which ice is "warm" (K).
     anchor: "mean" (v1: mean 10v ice emissivity held at anchor_value) or "floor" (v2: one-sided floor).
-    anchor_channels: anchor channel, first one the run has (10v, else 24v).
-    anchor_value: v1 anchor value / v2 floor of the anchor-channel ice emissivity.
+    anchor_channels: anchor channel, first one the run has (10v, else 24v); unused when
+        anchor_frequency_ghz is set.
+    anchor_frequency_ghz: v2 floor only: evaluate the network once more per observation at this
+        frequency, V polarisation, and hold that emissivity above the floor (original v2: 23.8);
+        None = floor the emissivity of the run's anchor channel (the fork's later variant).
+    anchor_value: v1 anchor value / v2 floor of the anchor ice emissivity.
     anchor_error: error of the anchor term.
     bias_bg: per-sensor override {sensor: (ice K, ocean K, error K)}; sensors not listed use the catalogue.
     """
@@ -127,11 +142,14 @@ class CostConfig:
     sic_background_error: float = 0.1
     false_ice_prior: bool = True
     false_ice_error: float = 0.02
+    false_ice_shape: Literal["smooth", "tent"] = "smooth"
+    false_ice_peak_scaling: float = 0.2
     warm_ice: Literal["diagnostic", "effective"] = "diagnostic"
     warm_ice_factor: float = 4.0
     warm_ice_threshold_k: float = 273.2
     anchor: Literal["mean", "floor"] = "floor"
     anchor_channels: tuple[str, ...] = ("10v", "24v")
+    anchor_frequency_ghz: float | None = None
     anchor_value: float = 0.7
     anchor_error: float = 1e-5
     bias_bg: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
@@ -141,6 +159,14 @@ class CostConfig:
             raise SeaIceError(f"--warm-ice: expected diagnostic or effective, got {self.warm_ice!r}")
         if self.anchor not in ("mean", "floor"):
             raise SeaIceError(f"anchor: expected mean or floor, got {self.anchor!r}")
+        if self.false_ice_shape not in ("smooth", "tent"):
+            raise SeaIceError(f"false_ice_shape: expected smooth or tent, got {self.false_ice_shape!r}")
+        if not 0.0 < self.false_ice_peak_scaling:
+            raise SeaIceError(f"false_ice_peak_scaling: must be > 0, got {self.false_ice_peak_scaling}")
+        if self.anchor_frequency_ghz is not None and not 1.0 <= self.anchor_frequency_ghz <= 400.0:
+            raise SeaIceError(f"anchor_frequency_ghz: expected 1..400 GHz or None, got {self.anchor_frequency_ghz}")
+        if self.anchor_frequency_ghz is not None and self.anchor != "floor":
+            raise SeaIceError("anchor_frequency_ghz: only the v2 floor anchor evaluates an extra frequency")
         for name in ("sic_error", "sic_background_error", "false_ice_error", "anchor_error"):
             if getattr(self, name) <= 0:
                 raise SeaIceError(f"{name}: must be > 0, got {getattr(self, name)}")
@@ -162,6 +188,9 @@ class TrainingConfig:
     optimizer: "sparse" (Adam with deferred momentum on the state tables: dense Adam's result, cost per step
         scales with the batch), "lazy" (torch SparseAdam on the state tables) or "dense" (plain Adam over
         everything, the reference's way).
+    adam_epsilon: where Adam's epsilon (1e-7) enters: "torch" (added to the bias-corrected sqrt(v_hat))
+        or "keras" (added to sqrt(v) before the bias correction, as the reference's Keras Adam does:
+        the torch-convention epsilon eps / sqrt(1 - beta2^t), 3.2e-6 at step 1).
     """
 
     nepochs: int = 8
@@ -174,8 +203,11 @@ class TrainingConfig:
     patience: int = 1
     device: str = "auto"
     optimizer: Literal["sparse", "lazy", "dense"] = "sparse"
+    adam_epsilon: Literal["torch", "keras"] = "torch"
 
     def __post_init__(self) -> None:
+        if self.adam_epsilon not in ("torch", "keras"):
+            raise SeaIceError(f"adam_epsilon: expected torch or keras, got {self.adam_epsilon!r}")
         if self.optimizer not in ("sparse", "lazy", "dense"):
             raise SeaIceError(f"--optimizer: expected sparse, lazy or dense, got {self.optimizer!r}")
         if self.nepochs < 0:
@@ -203,29 +235,90 @@ class Preset:
 
 
 PRESETS: Mapping[str, Preset] = {
-    # v1 (IFS 49r1): AMSR2 only, linear emissivity per channel, 3 grid variables,
-    # no obs-space variable, T_o = T_s, bias fixed at ocean 2.5 / ice 5.0 K.
+    # The presets are the ECMWF reference configurations, value for value (docs/reference.md
+    # lists each setting with the line of the reference code it comes from, and
+    # tests/reference/test_reference_equivalence.py checks the operator and every cost term
+    # and gradient against numbers computed with the reference code).
+    #
+    # v1 (IFS 49r1): AMSR2 only, linear emissivity per channel initialised at 0.93, 3 grid
+    # variables, no obs-space variable, T_o = T_s, SIC range prior 0.02, no false-ice prior,
+    # e0[10v] anchored at 0.93 (1e-5), bias background ocean 2.5 / ice 5.0 K (0.001).
     "v1": Preset(
         name="v1",
-        model=ModelConfig(version="v1", nprop_grid=3, nprop_obs=0, ocean_t_floor_k=None),
+        model=ModelConfig(
+            version="v1",
+            nprop_grid=3,
+            nprop_obs=0,
+            nlag=1,
+            lag_weights=(0.6, 0.4),
+            t_ref_k=273.0,
+            t_scale_k=30.0,
+            ocean_t_floor_k=None,
+            ice_emis_init=0.93,
+        ),
         cost=CostConfig(
+            sic_error=0.02,
+            sic_background_prior=False,
             false_ice_prior=False,
+            warm_ice="diagnostic",
+            warm_ice_factor=4.0,
+            warm_ice_threshold_k=273.2,
             anchor="mean",
             anchor_channels=("10v",),
+            anchor_frequency_ghz=None,
             anchor_value=0.93,
+            anchor_error=1e-5,
             bias_bg={"amsr2": (5.0, 2.5, 0.001)},
         ),
         sensors=("amsr2",),
     ),
-    # v2 (IFS 50r1): AMSR2 + GMI + SSMIS F17, frequency-input network, 2 grid + 1 obs
-    # variables, ocean temperature floor, false-ice prior, anchor floor 0.7.
+    # v2 (IFS 50r1, the original code): AMSR2 + GMI + SSMIS F17, frequency-input network (7
+    # sigmoid units, zero initial biases), the reference's frequency table, 2 grid + 1 obs
+    # variables, ocean temperature floor 271.35 K, SIC range prior 0.002, smooth false-ice bump
+    # (0.02), the network's 23.8 GHz V emissivity held above 0.8 (1e-5) for every observation.
     "v2": Preset(
         name="v2",
-        model=ModelConfig(),
-        cost=CostConfig(),
+        model=ModelConfig(
+            version="v2",
+            nprop_grid=2,
+            nprop_obs=1,
+            nlag=1,
+            lag_weights=(0.6, 0.4),
+            hidden=7,
+            t_ref_k=273.0,
+            t_scale_k=30.0,
+            ocean_t_floor_k=271.35,
+            freq_scale_ghz=100.0,
+            ice_emis_init=None,
+            network_frequencies="reference",
+        ),
+        cost=CostConfig(
+            sic_error=0.002,
+            sic_background_prior=False,
+            false_ice_prior=True,
+            false_ice_error=0.02,
+            false_ice_shape="smooth",
+            false_ice_peak_scaling=0.2,
+            warm_ice="diagnostic",
+            warm_ice_factor=4.0,
+            warm_ice_threshold_k=273.2,
+            anchor="floor",
+            anchor_channels=("10v", "24v"),
+            anchor_frequency_ghz=23.8,
+            anchor_value=0.8,
+            anchor_error=1e-5,
+        ),
         sensors=("amsr2", "gmi", "ssmisf17"),
     ),
 }
+"""The reference configurations (exact). Deliberate improvements are applied on top by the CLI."""
+
+V2_FORK_ANCHOR: Mapping[str, object] = {
+    "anchor_frequency_ghz": None,
+    "anchor_channels": ("10v", "24v"),
+    "anchor_value": 0.7,
+}
+"""CostConfig fields of the fork's later v2 anchor (10v, else 24v, floor 0.7): ``replace(cost, **V2_FORK_ANCHOR)``."""
 
 
 def get_preset(name: str) -> Preset:
@@ -236,4 +329,14 @@ def get_preset(name: str) -> Preset:
         raise SeaIceError(f"--model: unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None
 
 
-__all__ = ["DataConfig", "ModelConfig", "CostConfig", "TrainingConfig", "Preset", "PRESETS", "get_preset", "replace"]
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "CostConfig",
+    "TrainingConfig",
+    "Preset",
+    "PRESETS",
+    "V2_FORK_ANCHOR",
+    "get_preset",
+    "replace",
+]

@@ -341,3 +341,93 @@ def build_channel_basis(sensor_names: Sequence[str]) -> ChannelBasis:
         bias_ocean_bg_k=np.array([[s.bias_ocean_k] * nc for s in sensors], dtype=np.float32),
         bias_error_k=np.array([s.bias_error_k for s in sensors], dtype=np.float32),
     )
+
+
+# ------------------------------------------------------- network frequency inputs
+NETWORK_FREQUENCIES = ("reference", "physical")
+"""Conventions for the frequency input of the v2 emissivity network (``ModelConfig.network_frequencies``)."""
+
+REFERENCE_NOMINAL_FREQ_GHZ: Mapping[str, float] = MappingProxyType(
+    {
+        "1.4v": 1.4135,
+        "1.4h": 1.4135,
+        "6.9v": 6.925,
+        "6.9h": 6.925,
+        "7.3v": 7.3,
+        "7.3h": 7.3,
+        "10v": 10.65,
+        "10h": 10.65,
+        "19v": 18.7,
+        "19h": 18.7,
+        "24v": 23.8,
+        "24h": 23.8,
+        "37v": 36.5,
+        "37h": 36.5,
+        "50v": 50.3,
+        "50h": 50.3,
+        "53v": 52.8,
+        "53h": 52.8,
+        "89v": 89.0,
+        "89h": 89.0,
+        "166v": 166.5,
+        "166h": 166.5,
+        "183pm7v": 183.31,
+        "183pm7h": 183.31,
+        "183pm3v": 183.31,
+        "183pm3h": 183.31,
+        "183pm1v": 183.31,
+        "183pm1h": 183.31,
+    }
+)
+"""The ECMWF v2 code's network frequency of each channel (GHz): 166.5 for 166 GHz and the line
+centre 183.31 for every 183.31 +/- d channel."""
+
+REFERENCE_SENSOR_FREQ_GHZ: Mapping[str, Mapping[str, float]] = MappingProxyType(
+    {
+        "ssmisf17": MappingProxyType(
+            {
+                "19v": 19.35,
+                "19h": 19.35,
+                "24v": 22.235,
+                "37v": 37.0,
+                "37h": 37.0,
+                "89v": 91.655,
+                "89h": 91.655,
+                "166h": 150.0,
+                "183pm7h": 183.31,
+                "183pm3h": 183.31,
+                "183pm1h": 183.31,
+            }
+        ),
+    }
+)
+"""The ECMWF v2 code's per-sensor frequency overrides (only SSMIS has any; GMI's 37 GHz stays 36.5)."""
+
+
+def network_frequency_table(basis: ChannelBasis, convention: str = "physical") -> np.ndarray:
+    """Frequency (GHz) that the v2 emissivity network is given for each channel on each sensor.
+
+    - ``"physical"``: the channel's actual frequency on the sensor (``basis.freq_ghz``: upper
+      sideband 183.31 + d for the 183 GHz channels, 166.0, GMI's 36.64);
+    - ``"reference"``: the ECMWF v2 code's table (:data:`REFERENCE_NOMINAL_FREQ_GHZ` with the
+      overrides of :data:`REFERENCE_SENSOR_FREQ_GHZ` on the channels the sensor has), i.e.
+      166.5, 183.31 for every 183 +/- d channel and 36.5 for GMI's 37 GHz.
+
+    A channel a sensor lacks gets the convention's nominal value. Returns float32 (nsensor, nchan).
+
+    Raises
+    ------
+    SeaIceError
+        An unknown convention.
+    """
+    if convention == "physical":
+        return np.asarray(basis.freq_ghz, dtype=np.float32).copy()
+    if convention != "reference":
+        raise SeaIceError(f"network_frequencies: expected one of {', '.join(NETWORK_FREQUENCIES)}, got {convention!r}")
+    table = np.array([[REFERENCE_NOMINAL_FREQ_GHZ[c] for c in basis.channel_names]] * basis.nsensor, dtype=np.float32)
+    for s, name in enumerate(basis.sensor_names):
+        for c, f in REFERENCE_SENSOR_FREQ_GHZ.get(name, {}).items():
+            j = basis.channel_index.get(c)
+            if j is not None and basis.present[s, j]:
+                table[s, j] = f
+    return table

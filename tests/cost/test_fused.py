@@ -56,7 +56,8 @@ COSTS = {
     "v2 effective warm ice, background prior": replace(
         PRESETS["v2"].cost, warm_ice="effective", sic_background_prior=True
     ),
-    "v2 reference (diagnostic warm ice)": PRESETS["v2"].cost,
+    "v2 reference (diagnostic warm ice, smooth false ice)": PRESETS["v2"].cost,
+    "v2 tent false ice": replace(PRESETS["v2"].cost, false_ice_shape="tent"),
     "v1 mean anchor": PRESETS["v1"].cost,
 }
 
@@ -99,7 +100,7 @@ def test_fused_without_gradients_gives_the_values():
 
 def test_batch_terms_hand_values():
     """The composition by hand on a tiny batch: J_o mean, the sampled range prior, anchor and bias / nobs."""
-    cost = replace(PRESETS["v2"].cost, false_ice_prior=False)
+    cost = replace(PRESETS["v2"].cost, false_ice_prior=False, sic_error=0.02, anchor_value=0.7)
     x = objective.BatchCost(
         tb_sim_k=torch.tensor([[200.0, 150.0], [210.0, 160.0]], dtype=D),
         tb_obs_k=torch.tensor([[202.0, 150.0], [210.0, 163.0]], dtype=D),

@@ -50,6 +50,57 @@ def test_false_ice_penalty_hand_values_and_shape():
     assert c.grad[0].item() == pytest.approx(2 * 0.1 / 0.0004)
 
 
+def _smooth_grad(c, sigma, s=0.2):
+    """dp/dC of the smooth bump from its residual and slope (as cost/fused.py computes it)."""
+    return costs.quadratic_penalty_grad(
+        costs.false_ice_smooth_residual(c, s), costs.false_ice_smooth_slope(c, s), sigma
+    )
+
+
+def test_false_ice_smooth_penalty_hand_values():
+    """The v2 reference bump, s = 0.2, sigma = 0.02: b = 0.025, h = 0.00375."""
+    lo, hi, h = costs.false_ice_smooth_pieces(0.2)
+    assert (lo, hi, h) == pytest.approx((0.025, 0.275, 0.00375))
+    c = t(-0.1, 0.0, 0.01, 0.025, 0.05, 0.15, 0.2, 0.275, 0.29, 0.3, 0.5)
+    p = costs.false_ice_smooth_penalty(c, 0.02)
+    # by hand: 0.01^2/4e-4 = 0.25; 0.025^2/4e-4 = 1.5625; (0.00375 - 0.2 * 0.1^2)/4e-4 = 4.375;
+    # peak 0.00375/4e-4 = 9.375; (0.00375 - 0.2 * 0.05^2)/4e-4 = 8.125; (0.3 - 0.275)^2/4e-4 = 1.5625;
+    # 0.01^2/4e-4 = 0.25
+    hand = t(0.0, 0.0, 0.25, 1.5625, 4.375, 9.375, 8.125, 1.5625, 0.25, 0.0, 0.0)
+    np.testing.assert_allclose(p.numpy(), hand.numpy(), rtol=1e-12, atol=1e-12)
+    # continuous in value and slope at both joins and at the ends; 6x lower peak than the tent
+    for x in (0.0, lo, hi, 0.3):
+        pa, pb = costs.false_ice_smooth_penalty(t(x - 1e-9, x + 1e-9), 0.02)
+        assert abs(pa.item() - pb.item()) < 1e-5, x
+        ga, gb = _smooth_grad(t(x - 1e-9, x + 1e-9), 0.02)
+        if 0.0 < x < 0.3:
+            assert ga.item() == pytest.approx(gb.item(), rel=1e-6), x
+    assert costs.false_ice_penalty(t(0.15), 0.02).item() / p[5].item() == pytest.approx(6.0)
+    # slopes by hand: 2 C / s^2 rising, 2 s (0.15 - C) / s^2 on the cap, -2 (0.3 - C) / s^2 falling
+    g = _smooth_grad(t(0.01, 0.1, 0.15, 0.2, 0.29), 0.02)
+    np.testing.assert_allclose(g.numpy(), [50.0, 50.0, 0.0, -50.0, -50.0], rtol=1e-12, atol=1e-9)
+
+
+def test_false_ice_smooth_gradient_equals_autograd_and_gradcheck():
+    c = t(-0.02, 0.001, 0.02, 0.0249, 0.0251, 0.08, 0.15, 0.22, 0.2749, 0.2751, 0.298, 0.31, 0.9)
+    for s in (0.2, 0.5):
+        hand = _smooth_grad(c, 0.02, s)
+        auto = _autograd_derivative(lambda x, s=s: costs.false_ice_smooth_penalty(x, 0.02, s), c)
+        np.testing.assert_allclose(hand.numpy(), auto.numpy(), rtol=1e-9, atol=1e-9)
+        assert torch.autograd.gradcheck(
+            lambda x, s=s: costs.false_ice_smooth_penalty(x, 0.02, s), (c.clone().requires_grad_(True),), eps=1e-7
+        )
+    # no NaN gradient from the unselected cap branch (sqrt at 0) outside (0, 0.3)
+    x = t(0.0, 0.3, -0.5, 1.2).requires_grad_(True)
+    costs.false_ice_smooth_penalty(x, 0.02).sum().backward()
+    assert torch.equal(x.grad, t(0.0, 0.0, 0.0, 0.0))
+
+
+def test_warm_ice_term_divided_by_nobs():
+    c, temp = t(0.5, 0.005, 0.8), t(275.2, 280.0, 270.0)
+    assert costs.warm_ice_term(c, temp, nobs=200).item() == pytest.approx(8.0 / 3.0 / 200)
+
+
 def test_warm_ice_reference_value_and_zero_gradient():
     c = t(0.5, 0.005, 0.8).requires_grad_(True)
     temp = t(275.2, 280.0, 270.0)

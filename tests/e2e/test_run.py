@@ -111,6 +111,11 @@ def test_total_cost_falls_by_more_than_half(trained):
         total = m["loss_epoch_total"].values
         assert total.shape == (10,) and total[-1] < 0.5 * total[0]
         assert m["loss_batch_obs"].shape == (10 * int(np.ceil(nobs / 128)),)
+        # and the trained model under the v2 reference's names, for its SeaiceModel.load
+        np.testing.assert_array_equal(m["emis_layer1_weights"].values, m["emis_hidden_kernel"].values)
+        assert m["emis_layer1_weights"].dims == ("in", "width") and m["emis_layer2_weights"].dims == ("width", "out")
+        assert m["tb_bias"].dims == ("biases", "sensors", "channel")
+        np.testing.assert_array_equal(m["tb_bias"].values, np.stack([m["bias_ice"].values, m["bias_ocean"].values]))
 
 
 def test_sic_moves_toward_the_truth(trained):
@@ -297,6 +302,12 @@ def test_v1_preset_runs_on_amsr2_only(twin_dir, tmp_path):
         np.testing.assert_allclose(m["bias_ocean"].values, 2.5, atol=0.01)
         # v1 anchor: e0 of 10v held at 0.93 (error 1e-5)
         assert float(m["emis_output_bias"].values[0]) == pytest.approx(0.93, abs=1e-3)
+        # the v1 reference's names (SeaiceModel.load): ice_coefs, ice_emis, ocean_emis_bias, tb_bias
+        np.testing.assert_array_equal(m["ice_coefs"].values, m["emis_output_kernel"].values)
+        np.testing.assert_array_equal(m["ice_emis"].values, m["emis_output_bias"].values)
+        np.testing.assert_array_equal(m["ocean_emis_bias"].values, m["wind_coef"].values)
+        assert m["tb_bias"].dims == ("channel", "biases")
+        np.testing.assert_array_equal(m["tb_bias"].values[:, 0], m["bias_ocean"].values[0])
     with _open(output, "properties_grid", "v1") as p:
         assert p.sizes["prop"] == 3
     with _open(output, "properties_obs", "v1") as p:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_obs
 
-from empirical_seaice.config import PRESETS, CostConfig, ModelConfig, replace
+from empirical_seaice.config import PRESETS, V2_FORK_ANCHOR, CostConfig, ModelConfig, replace
 from empirical_seaice.cost import objective
 from empirical_seaice.cost import terms as costs
 from empirical_seaice.cost.sampling import build_row_counts
@@ -169,9 +169,18 @@ def test_cost_terms_hand_values():
     jo = costs.observation_cost(b.tb_obs_k, out["tb"], b.mask, net.obs_error_k)
     assert terms["obs"].item() == pytest.approx(jo.mean().item())
     assert terms["bias"].item() == 0.0
-    e = out["emis_ice"][:, net.basis.channel_index["10v"]].detach().numpy()
-    expected = (np.maximum(0.7 - e, 0) ** 2).sum() / 1e-10 / 40
-    assert terms["anchor"].item() == pytest.approx(expected, rel=1e-9)
+    # original v2 anchor: the network's V emissivity at 23.8 GHz held above 0.8, summed, / 1e-5^2 / nobs
+    x_t = torch.clamp(273.0 - b.t_skin_k, min=0.0) / 30.0
+    e = net.emissivity.emissivity_vh(x_t, out["props"], torch.tensor(23.8, dtype=torch.float64))[:, 0]
+    assert torch.equal(out["emis_anchor"], e)
+    expected = (np.maximum(0.8 - e.detach().numpy(), 0) ** 2).sum() / 1e-10 / 40
+    assert expected > 0 and terms["anchor"].item() == pytest.approx(expected, rel=1e-9)
+    # the fork's variant: the 10v ice emissivity held above 0.7
+    fork, *_ = _net("v2", nobs=40, dtype=torch.float64, cost=replace(PRESETS["v2"].cost, **V2_FORK_ANCHOR))
+    out_f = fork(b)
+    e10 = out_f["emis_ice"][:, fork.basis.channel_index["10v"]].detach().numpy()
+    expected = (np.maximum(0.7 - e10, 0) ** 2).sum() / 1e-10 / 40
+    assert fork.cost_terms(b, out_f, 40)["anchor"].item() == pytest.approx(expected, rel=1e-9)
     with torch.no_grad():
         net.bias_ice_k[0, 0] += 0.5  # amsr2 sigma 0.5 -> 1 / nobs
     assert net.cost_terms(b, out, 40)["bias"].item() == pytest.approx(1.0 / 40)
@@ -186,8 +195,8 @@ def test_v1_mean_anchor_and_channel_fallback():
     with torch.no_grad():
         net.emissivity.output.bias.fill_(0.93002)
     assert net.cost_terms(b, net(b), 20)["anchor"].item() == pytest.approx(4.0 / 20, rel=1e-6)
-    # v2 on SSMIS alone: no 10v, the anchor falls back to 24v
-    net2, *_ = _net("v2", obs_bg=make_obs(("ssmisf17",)))
+    # v2, the fork's anchor, on SSMIS alone: no 10v, the anchor falls back to 24v
+    net2, *_ = _net("v2", obs_bg=make_obs(("ssmisf17",)), cost=replace(PRESETS["v2"].cost, **V2_FORK_ANCHOR))
     assert net2.basis.channel_names[net2.anchor_channel] == "24v"
 
 
@@ -235,17 +244,17 @@ def test_sampled_priors_over_all_observations_equal_full_prior(all_rows):
     C = net.state.sic_map.weight[:, 0].detach()
     Cb = torch.from_numpy(bg.sic.reshape(-1).astype(np.float64))
     ref = {
-        "sic_range": costs.sic_range_penalty(C, 0.02)[observed].sum() / obs.nobs,
+        "sic_range": costs.sic_range_penalty(C, 0.002)[observed].sum() / obs.nobs,
         "sic_background": costs.sic_background_penalty(C, Cb, 0.1)[observed].sum() / obs.nobs,
-        "false_ice": costs.false_ice_penalty(C, 0.02)[observed].sum() / obs.nobs,
+        "false_ice": costs.false_ice_smooth_penalty(C, 0.02)[observed].sum() / obs.nobs,
     }
     for name, value in ref.items():
         assert sampled[name].item() == pytest.approx(value.item(), rel=1e-12), name
     assert ref["sic_range"] > 0 and ref["false_ice"] > 0  # the background has values outside [0, 1] and trace ice
-    # warm ice: the mean over observed rows with a temperature
+    # warm ice: the mean over observed rows with a temperature, / nobs
     warm_obs = observed.reshape(3, 5)[:, 1:]
     tmap = torch.from_numpy(bg.t_skin_map_k.astype(np.float64))
-    w = costs.warm_ice_penalty(C.reshape(3, 5)[:, 1:], tmap, effective=True)[warm_obs].mean()
+    w = costs.warm_ice_penalty(C.reshape(3, 5)[:, 1:], tmap, effective=True)[warm_obs].mean() / obs.nobs
     assert sampled["warm_ice"].item() == pytest.approx(w.item(), rel=1e-12)
 
 
@@ -280,9 +289,9 @@ def test_full_prior_mode_uses_the_whole_map():
     C = torch.from_numpy(bg.sic.reshape(-1).astype(np.float64))
     tmap = torch.from_numpy(bg.t_skin_map_k.astype(np.float64))
     hand = {
-        "sic_range": costs.sic_range_penalty(C, 0.02).sum() / 30,
-        "false_ice": costs.false_ice_penalty(C, 0.02).sum() / 30,
-        "warm_ice": costs.warm_ice_penalty(C.reshape(3, 5)[:, 1:], tmap, effective=True).mean(),
+        "sic_range": costs.sic_range_penalty(C, cost.sic_error).sum() / 30,
+        "false_ice": costs.false_ice_smooth_penalty(C, cost.false_ice_error, cost.false_ice_peak_scaling).sum() / 30,
+        "warm_ice": costs.warm_ice_penalty(C.reshape(3, 5)[:, 1:], tmap, effective=True).mean() / 30,
     }
     for index in ([0, 1], [5]):
         b = ot.batch(torch.tensor(index))
@@ -291,7 +300,7 @@ def test_full_prior_mode_uses_the_whole_map():
             assert terms[name].item() == pytest.approx(value.item(), rel=1e-12), (name, index)
     observed = torch.from_numpy(build_row_counts(obs, 1, 3, 4).sic > 0)
     assert not observed.all()  # rows no observation reads count too
-    assert costs.sic_range_penalty(C, 0.02)[~observed].sum() > 0
+    assert costs.sic_range_penalty(C, cost.sic_error)[~observed].sum() > 0
 
 
 # -------------------------------------------------------------------- gradients
@@ -300,7 +309,7 @@ def test_gradcheck_stochastic_total_tiny_float64_network():
     cost = replace(PRESETS["v2"].cost, warm_ice="effective", sic_background_prior=True)
     net, ot, obs, bg = _net("v2", obs_bg=obs_bg, cost=cost, dtype=torch.float64, sparse=False)
     with torch.no_grad():
-        net.emissivity.output.bias.fill_(1.0)  # keep away from the anchor floor's kink
+        net.emissivity.output.bias.fill_(2.5)  # keep away from the anchor floor's kink (e ~ 0.9 > 0.8)
     b = ot.batch(torch.arange(8))
     names = ["wind_coef", "state.sic_map.weight", "emissivity.hidden.weight", "bias_ice_k", "state.props_obs.weight"]
     params = dict(net.named_parameters())
@@ -341,7 +350,7 @@ def test_cost_terms_values_and_gradients_equal_an_autograd_reference():
     net, ot, obs, bg = _net("v2", obs_bg=obs_bg, cost=cost, dtype=torch.float64, sparse=False)
     gen = torch.Generator().manual_seed(2)
     with torch.no_grad():
-        net.emissivity.output.bias.fill_(0.85)  # e around 0.7, spread by the properties: some below the floor
+        net.emissivity.output.bias.fill_(1.4)  # e around 0.8, spread by the properties: some below the floor
         net.state.props_obs.weight.copy_(
             3 * torch.randn(net.state.props_obs.weight.shape, generator=gen, dtype=torch.float64)
         )
@@ -366,17 +375,18 @@ def test_cost_terms_values_and_gradients_equal_an_autograd_reference():
     out = net(b)
     rows, lags = out["sic_rows"], out["sic_lags"]
     w = 1.0 / (torch.from_numpy(build_row_counts(obs, 1, 3, 4).sic)[rows] * nb)
-    e_anchor = out["emis_ice"][:, net.anchor_channel]
-    assert float(e_anchor.detach().min()) < 0.7 < float(e_anchor.detach().max())  # the floor is active
+    x_t = torch.clamp(273.0 - b.t_skin_k, min=0.0) / 30.0
+    e_anchor = net.emissivity.emissivity_vh(x_t, out["props"], torch.tensor(23.8, dtype=torch.float64))[:, 0]
+    assert float(e_anchor.detach().min()) < 0.8 < float(e_anchor.detach().max())  # the floor is active
     ref = {
         "obs": costs.observation_cost(b.tb_obs_k, out["tb"], b.mask, net.obs_error_k).mean(),
         "sic_range": (costs.sic_range_penalty(lags, cc.sic_error) * w).sum(),
         "sic_background": (
             costs.sic_background_penalty(lags, net.state.background_flat[rows], cc.sic_background_error) * w
         ).sum(),
-        "false_ice": (costs.false_ice_penalty(lags, cc.false_ice_error) * w).sum(),
+        "false_ice": (costs.false_ice_smooth_penalty(lags, cc.false_ice_error) * w).sum(),
         "warm_ice": (costs.warm_ice_penalty(lags, net.t_map_flat[rows], effective=True) * w).sum()
-        * (net.counts_nobs / net.n_warm_rows),
+        * (net.counts_nobs / net.n_warm_rows / n),
         "anchor": costs.anchor_floor_penalty(e_anchor, cc.anchor_value, cc.anchor_error) / n,
         "bias": (
             costs.bias_penalty(net.bias_ice_k, net.bias_ice_bg_k, net.bias_error_k)
@@ -435,9 +445,13 @@ def test_constructor_errors():
     with pytest.raises(SeaIceError, match="prior_mode: 'sampled' needs row_counts"):
         make(row_counts=None, prior_mode="sampled")
     with pytest.raises(SeaIceError, match="anchor_channels: none of 6.9v is in the run's channels"):
-        make(cost=replace(p.cost, anchor_channels=("6.9v",)))
+        make(cost=replace(p.cost, anchor_frequency_ghz=None, anchor_channels=("6.9v",)))
+    make(cost=replace(p.cost, anchor_channels=("6.9v",)))  # unused with the 23.8 GHz anchor
     with pytest.raises(SeaIceError, match="anchor: 'mean' .* needs the v1 linear model"):
-        make(cost=replace(p.cost, anchor="mean"))
+        make(cost=replace(p.cost, anchor="mean", anchor_frequency_ghz=None))
+    v1 = PRESETS["v1"]
+    with pytest.raises(SeaIceError, match="anchor_frequency_ghz: needs the v2 network"):
+        make(model=v1.model, cost=replace(v1.cost, anchor="floor", anchor_frequency_ghz=23.8))
     with pytest.raises(SeaIceError, match="row_counts: expected 15 SIC rows, got 18"):
         make(row_counts=build_row_counts(obs, 2, bg.ngrid, bg.nstep))
     assert make(row_counts=None).prior_mode == "full"

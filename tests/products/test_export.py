@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from empirical_seaice.config import PRESETS
+from empirical_seaice.config import PRESETS, replace
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import physics
-from empirical_seaice.model.emissivity import LinearEmissivity, NetworkEmissivity
+from empirical_seaice.model.emissivity import LinearEmissivity, NetworkEmissivity, make_emissivity
 from empirical_seaice.products.export import (
     FORMAT_NAME,
     NumpyEmissivityModel,
@@ -37,7 +37,8 @@ def _randomise(module: torch.nn.Module, seed: int) -> None:
 def v2_model():
     cfg = PRESETS["v2"].model
     basis = build_channel_basis(["amsr2", "gmi", "ssmisf17"])
-    em = NetworkEmissivity(cfg.nprop_grid + cfg.nprop_obs, basis, cfg.hidden, cfg.freq_scale_ghz)
+    em = make_emissivity(cfg, basis)  # the reference's network frequencies (166.5, 183.31, GMI 36.5)
+    assert isinstance(em, NetworkEmissivity)
     _randomise(em, 3)
     return em, cfg, basis
 
@@ -97,6 +98,26 @@ def test_numpy_channels_match_torch_forward_v2(v2_model, tmp_path):
         m.emissivity_vh(t, props[:, :2], 37.0)
 
 
+@pytest.mark.parametrize("convention", ["reference", "physical"])
+def test_export_evaluates_channels_with_the_training_frequencies(convention, tmp_path):
+    """A network trained with either frequency convention is evaluated, from its export, at the
+    frequencies it was trained with (the convention is saved in the file)."""
+    cfg = replace(PRESETS["v2"].model, network_frequencies=convention)
+    basis = build_channel_basis(["amsr2", "gmi", "ssmisf17"])
+    em = make_emissivity(cfg, basis)
+    _randomise(em, 5)
+    m = NumpyEmissivityModel.from_file(write_emissivity_coefficients(tmp_path / "m.nc", em, cfg, basis))
+    assert m.network_frequencies == convention
+    g, j = basis.sensor_names.index("gmi"), basis.channel_index["183pm7v"]
+    assert m.frequency_ghz[g, j] == pytest.approx(183.31 if convention == "reference" else 190.31)
+    t, props, _ = _random_inputs(20, 3, seed=2)
+    x_t = physics.normalised_temperature(torch.from_numpy(t), cfg.t_ref_k, cfg.t_scale_k)
+    with torch.no_grad():
+        ref = em.double()(x_t, torch.from_numpy(props), torch.full((20,), g, dtype=torch.int64)).numpy()
+    got = m.emissivity_channels(t, props, sensor="gmi")
+    np.testing.assert_allclose(got, ref[:, basis.present[g]], atol=1e-12)
+
+
 def test_numpy_evaluator_v1(v1_model, tmp_path):
     em, cfg, basis = v1_model
     path = write_emissivity_coefficients(tmp_path / "m1.nc", em, cfg, basis)
@@ -135,7 +156,9 @@ def test_coefficient_file_is_self_describing(v2_model, tmp_path):
         assert ds.attrs["code_version"].startswith("0.1.0")
         assert ds.attrs["format"] == FORMAT_NAME
         j = list(ds["channel_name"].values).index("37v")
-        assert float(ds["frequency"][1, j]) == pytest.approx(36.64)  # GMI's 37 GHz
+        # GMI's 37 GHz as the v2 network is given it: 36.5 in the reference's convention (36.64 physical)
+        assert float(ds["frequency"][1, j]) == pytest.approx(36.5)
+        assert ds.attrs["network_frequencies"] == "reference"
         assert ds["polarisation"].values[j] == "V"
         np.testing.assert_allclose(ds["output_bias"].values, em.output.bias.detach().double().numpy())
 

@@ -38,7 +38,10 @@ def trained(tmp_path_factory, single_thread):
     twin = root / "twin"
     generate_twin(get_twin_preset("tiny", sensors=("amsr2",), days=4, keep_fraction=0.08), twin)
     base = get_preset("v2")
-    preset = Preset(name="v2", model=replace(base.model, ice_emis_init=0.9), cost=base.cost, sensors=("amsr2",))
+    # range prior at v1's 0.02: with v2's reference 0.002 this short lr-0.02 run ends at SIC RMSE 0.073
+    # instead of 0.035 (background 0.106; measured), the stiff prior against 0.02-sized Adam steps
+    cost = replace(base.cost, sic_error=0.02)
+    preset = Preset(name="v2", model=replace(base.model, ice_emis_init=0.9), cost=cost, sensors=("amsr2",))
     tc = TrainingConfig(nepochs=15, batch_size=128, learning_rate=0.02, reproducible=True)
     output = root / "out"
     res = pipeline.run(
@@ -55,7 +58,7 @@ def trained(tmp_path_factory, single_thread):
 
 def test_retrieval_beats_background_and_keeps_model_fixed(trained):
     twin, output, tc, res = trained
-    # The trained model itself fits well (measured SIC RMSE 0.1135 -> 0.0426).
+    # The trained model itself fits well (measured SIC RMSE 0.1064 -> 0.0350).
     assert res.truth.sic_rmse < 0.6 * res.truth.sic_rmse_background
     r = run_retrieval(DataConfig(data=twin, stepstart=NTRAIN), tc, output, "train", "ret", progress=False)
     t = r.truth

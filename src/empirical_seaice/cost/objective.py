@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -64,11 +65,19 @@ class MapPrior:
 def map_priors(cost: CostConfig) -> dict[str, MapPrior]:
     """The SIC-map priors that are on, by name, in term order: ``sic_range`` (always),
     ``sic_background`` (:attr:`CostConfig.sic_background_prior`), ``false_ice``
-    (:attr:`CostConfig.false_ice_prior`)."""
+    (:attr:`CostConfig.false_ice_prior`; the smooth bump of the v2 reference or the tent,
+    :attr:`CostConfig.false_ice_shape`)."""
     priors = {"sic_range": MapPrior(terms.sic_range_residual, None, cost.sic_error)}
     if cost.sic_background_prior:
         priors["sic_background"] = MapPrior(None, None, cost.sic_background_error)
-    if cost.false_ice_prior:
+    if cost.false_ice_prior and cost.false_ice_shape == "smooth":  # the v2 reference's smooth bump
+        s = cost.false_ice_peak_scaling
+        priors["false_ice"] = MapPrior(
+            partial(terms.false_ice_smooth_residual, peak_scaling=s),
+            partial(terms.false_ice_smooth_slope, peak_scaling=s),
+            cost.false_ice_error,
+        )
+    elif cost.false_ice_prior:  # the tent min(C, 0.3 - C)
         priors["false_ice"] = MapPrior(terms.false_ice_residual, terms.false_ice_slope, cost.false_ice_error)
     return priors
 
@@ -84,7 +93,8 @@ class BatchCost:
     shape, ``1 / count(r_il)`` (0 for rows no training observation reads); ``sic_background``
     ``C_b`` at those rows (background prior only); ``warm`` the warm-ice weight
     ``max(T_map - threshold, 0) factor`` of those rows; ``warm_scale``
-    ``counts_nobs / n_warm_rows`` (the warm-ice term is a mean over the map rows).
+    ``counts_nobs / (n_warm_rows nobs)`` (the warm-ice term is a mean over the map rows,
+    divided by nobs like the other background terms, as in the reference).
     With ``count(r)`` the (training observation, lag) pairs that read row ``r``,
 
     ``E_B = (1/B) sum_{i in B} sum_l p(C_{r_il}) / count(r_il)``
@@ -92,7 +102,8 @@ class BatchCost:
     has expectation ``(1/nobs) sum_{r observed} p(C_r)`` for a uniformly drawn batch, the
     whole-map prior / nobs, and over a shuffled epoch the batch estimates sum to it exactly.
 
-    Anchor: ``emis_anchor`` (B,) the ice emissivity of the anchor channel (v2 floor), or
+    Anchor: ``emis_anchor`` (B,) the anchored ice emissivity (v2 floor: the network's V
+    emissivity at the anchor frequency, or the ice emissivity of the anchor channel), or
     ``e0_anchor`` the v1 constant ``e0`` of the anchor channel (mean anchor).
 
     Bias prior: ``bias_ice_k``, ``bias_ocean_k`` (nsensor, nchan), their backgrounds
@@ -178,10 +189,10 @@ def map_prior_terms(
 ) -> dict[str, Tensor]:
     """The whole-map SIC priors exactly: each ``sum_r p(C_r) / nobs`` over every row of the map
     (``sic``, ``sic_background``: the flattened map and its background), and the warm-ice mean over
-    the (ngrid, nstep) map without its lag columns (``sic_2d``, ``t_map_2d_k``)."""
+    the (ngrid, nstep) map without its lag columns (``sic_2d``, ``t_map_2d_k``), / nobs."""
     out = {name: prior.penalty(sic, sic_background).sum() / nobs for name, prior in map_priors(cost).items()}
     out["warm_ice"] = terms.warm_ice_term(
-        sic_2d, t_map_2d_k, cost.warm_ice_threshold_k, cost.warm_ice_factor, cost.warm_ice == "effective"
+        sic_2d, t_map_2d_k, cost.warm_ice_threshold_k, cost.warm_ice_factor, cost.warm_ice == "effective", nobs=nobs
     )
     return out
 
@@ -229,9 +240,8 @@ def whole_data_cost(
     """``J = J_o + J_b`` by term over all the data (float64), and ``total``.
 
     ``obs_sum``: ``sum_i J_o,i`` over every observation; ``map_terms``: :func:`map_prior_terms`
-    (``/ nobs``, multiplied back here; the warm-ice mean so becomes ``mean * nobs``, on the scale
-    of ``J``); the anchor over every observation (``emis_anchor``, v2) or of ``e0_anchor`` (v1);
-    ``bias``: :func:`bias_prior`.
+    (``/ nobs``, multiplied back here); the anchor over every observation (``emis_anchor``, v2)
+    or of ``e0_anchor`` (v1); ``bias``: :func:`bias_prior`.
     """
     out = {OBS: float(obs_sum)}
     for name, value in map_terms.items():

@@ -112,6 +112,63 @@ def false_ice_penalty(sic: Tensor, sigma: float) -> Tensor:
     return quadratic_penalty(false_ice_residual(sic), sigma)
 
 
+def false_ice_smooth_pieces(peak_scaling: float = 0.2) -> tuple[float, float, float]:
+    """Break points and cap of the smooth false-ice bump (dimensionless SIC).
+
+    With ``L = 0``, ``H = 0.3``, half width ``w = (H - L) / 2`` and peak scaling ``s``:
+    bend ``b = s w / (1 + s)`` and cap height (times sigma^2) ``h = w b``. Returns
+    ``(L + b, H - b, h)``: 0.025, 0.275 and 0.00375 for ``s = 0.2``.
+    """
+    w = 0.5 * (FALSE_ICE_HIGH - FALSE_ICE_LOW)
+    bend = peak_scaling * w / (1.0 + peak_scaling)
+    return FALSE_ICE_LOW + bend, FALSE_ICE_HIGH - bend, w * bend
+
+
+def false_ice_smooth_residual(sic: Tensor, peak_scaling: float = 0.2) -> Tensor:
+    """``r(C)`` with ``r^2 / sigma^2`` the smooth false-ice bump (:func:`false_ice_smooth_penalty`):
+
+    ``r = C - L`` on ``(L, L + b]``, ``r = sqrt(h - s (P - C)^2)`` on ``(L + b, H - b)``,
+    ``r = H - C`` on ``[H - b, H)``, 0 elsewhere (``L = 0``, ``P = 0.15``, ``H = 0.3``; ``b``, ``h``
+    from :func:`false_ice_smooth_pieces`). Dimensionless.
+    """
+    lo, hi, h = false_ice_smooth_pieces(peak_scaling)
+    # clamped at the smallest normal number, not 0: torch.where back-propagates 0 through the
+    # unselected branch, and 0 * d sqrt(x)/dx at x = 0 would be NaN
+    mid = torch.sqrt(torch.clamp(h - peak_scaling * (FALSE_ICE_PEAK - sic) ** 2, min=torch.finfo(sic.dtype).tiny))
+    r = torch.where(sic <= lo, sic - FALSE_ICE_LOW, torch.where(sic < hi, mid, FALSE_ICE_HIGH - sic))
+    inside = (sic > FALSE_ICE_LOW) & (sic < FALSE_ICE_HIGH)
+    return torch.where(inside, r, torch.zeros_like(r))
+
+
+def false_ice_smooth_slope(sic: Tensor, peak_scaling: float = 0.2) -> Tensor:
+    """``dr/dC`` of :func:`false_ice_smooth_residual`: 1 on the rising flank, ``s (P - C) / r`` on the
+    cap, -1 on the falling flank, 0 outside (0, 0.3)."""
+    lo, hi, _ = false_ice_smooth_pieces(peak_scaling)
+    r = false_ice_smooth_residual(sic, peak_scaling)
+    cap = peak_scaling * (FALSE_ICE_PEAK - sic) / torch.clamp(r, min=torch.finfo(r.dtype).tiny)
+    one = torch.ones_like(sic)
+    slope = torch.where(sic <= lo, one, torch.where(sic < hi, cap, -one))
+    inside = (sic > FALSE_ICE_LOW) & (sic < FALSE_ICE_HIGH)
+    return torch.where(inside, slope, torch.zeros_like(slope))
+
+
+def false_ice_smooth_penalty(sic: Tensor, sigma: float, peak_scaling: float = 0.2) -> Tensor:
+    """Smooth false-ice prior of the v2 reference, elementwise (dimensionless).
+
+    ``p(C) = C^2 / sigma^2``                          for ``0 < C <= b``
+    ``p(C) = [h - s (0.15 - C)^2] / sigma^2``          for ``b < C < 0.3 - b``
+    ``p(C) = (0.3 - C)^2 / sigma^2``                  for ``0.3 - b <= C < 0.3``, 0 elsewhere,
+
+    with ``s = peak_scaling``, ``b = 0.15 s / (1 + s)``, ``h = 0.15 b``
+    (:func:`false_ice_smooth_pieces`): quadratic flanks from 0 and to 0.3 joined by a
+    downward parabola about 0.15, continuous in value and slope. For ``s = 0.2``,
+    ``sigma = 0.02``: ``b = 0.025``, peak ``p(0.15) = 0.00375 / 0.0004 = 9.375``, steepest
+    slope ``2 b / sigma^2 = 125`` at the joins. Equals ``r^2 / sigma^2``
+    (:func:`false_ice_smooth_residual`).
+    """
+    return quadratic_penalty(false_ice_smooth_residual(sic, peak_scaling), sigma)
+
+
 def warm_ice_weight(t_map_k: Tensor, threshold_k: float = 273.2, factor: float = 4.0) -> Tensor:
     """How warm a map row is for the warm-ice term: ``max(T_map - threshold, 0) factor``."""
     return torch.clamp(t_map_k - threshold_k, min=0.0) * factor
@@ -152,11 +209,20 @@ def warm_ice_penalty_weighted_grad(sic: Tensor, warm: Tensor, effective: bool = 
 
 
 def warm_ice_term(
-    sic: Tensor, t_map_k: Tensor, threshold_k: float = 273.2, factor: float = 4.0, effective: bool = False
+    sic: Tensor,
+    t_map_k: Tensor,
+    threshold_k: float = 273.2,
+    factor: float = 4.0,
+    effective: bool = False,
+    nobs: int = 1,
 ) -> Tensor:
-    """Warm-ice term: ``mean([C > 0.01] max(T_map - 273.2, 0) 4)`` (reference, zero gradient)
-    or its effective differentiable form ``mean(max(C, 0) max(T_map - 273.2, 0) 4)``."""
-    return warm_ice_penalty(sic, t_map_k, threshold_k, factor, effective).mean()
+    """Warm-ice term: ``mean([C > 0.01] max(T_map - 273.2, 0) 4) / nobs`` (reference, zero gradient)
+    or its effective differentiable form ``mean(max(C, 0) max(T_map - 273.2, 0) 4) / nobs``.
+
+    The mean runs over the map rows given (the reference: the (ngrid, nstep) map without the lag
+    columns) and, like every other background term of the reference, is divided by ``nobs``.
+    """
+    return warm_ice_penalty(sic, t_map_k, threshold_k, factor, effective).mean() / nobs
 
 
 def anchor_mean_penalty(e0: Tensor, value: float, sigma: float) -> Tensor:
@@ -204,6 +270,10 @@ __all__ = [
     "warm_ice_weight",
     "warm_ice_penalty_weighted",
     "warm_ice_penalty_weighted_grad",
+    "false_ice_smooth_pieces",
+    "false_ice_smooth_residual",
+    "false_ice_smooth_slope",
+    "false_ice_smooth_penalty",
     "FALSE_ICE_LOW",
     "FALSE_ICE_PEAK",
     "FALSE_ICE_HIGH",

@@ -13,7 +13,11 @@ file                         variables (dimensions)
 ``seaice_TAG.nc``            ``seaice`` (grid, lagstep); lon, lat (grid); julian_day (lagstep)
 ``models_TAG.nc``            network weights (named inputs), ``wind_coef`` (channel),
                              ``bias_ice``/``bias_ocean`` (sensor, channel), the setup
-                             (JSON attributes), losses per epoch / per batch per term
+                             (JSON attributes), losses per epoch / per batch per term;
+                             and the ECMWF reference's names (v1: ``ice_coefs``,
+                             ``ice_emis``, ``ocean_emis_bias``, ``tb_bias``; v2:
+                             ``emis_layer{1,2}_{weights,biases}``, ``ocean_emis_bias``,
+                             ``tb_bias``) for the reference's loaders
 ``properties_grid_TAG.nc``   ``properties`` (grid, step, prop)
 ``properties_obs_TAG.nc``    ``properties`` (iobs, prop)
 ``tbobs_TAG.nc``             ``tb`` (iobs, channel) observed, with lon/lat/julian_day/
@@ -348,6 +352,7 @@ def write_models(
     setup: Mapping[str, Any],
     epoch_losses: Mapping[str, Sequence[float]] | None = None,
     batch_losses: Mapping[str, Sequence[float]] | None = None,
+    model_version: str | None = None,
 ) -> Path:
     """``models_TAG.nc``: the trained emissivity model, corrections, setup and losses.
 
@@ -365,6 +370,8 @@ def write_models(
         ``setup_<section>``.
     epoch_losses, batch_losses : term -> values, stored as ``loss_epoch_<term>`` (epoch)
         and ``loss_batch_<term>`` (batch).
+    model_version : "v1" or "v2": also write the model under the ECMWF reference's names
+        (:func:`reference_model_variables`), so the reference's own loaders read the file; None = not.
     """
     inputs = ", ".join(input_names)
     data: dict[str, xr.Variable] = {}
@@ -393,6 +400,8 @@ def write_models(
             data[f"{prefix}_{term}"] = _var(
                 (dim,), np.asarray(values, dtype=np.float64), "1", f"cost term {term} per {dim} (J / nobs)"
             )
+    if model_version is not None:
+        data.update(reference_model_variables(model_version, weights, wind_coef, bias_ice, bias_ocean))
     attrs = {f"setup_{k}": setup_json(v) for k, v in setup.items()}
     attrs["emissivity_inputs"] = inputs
     coords = {
@@ -404,6 +413,62 @@ def write_models(
     }
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
     return write_dataset(ds, path)
+
+
+def reference_model_variables(
+    version: str,
+    weights: Mapping[str, np.ndarray],
+    wind_coef: np.ndarray,
+    bias_ice: np.ndarray,
+    bias_ocean: np.ndarray,
+) -> dict[str, xr.Variable]:
+    """The trained model under the names and dimensions the ECMWF reference code saves and loads.
+
+    v1 (``SeaiceModel.save``/``load`` of the ECMWF repository; one sensor only):
+    ``ice_coefs`` (in, channel) the linear layer's kernel, ``ice_emis`` (channel) its bias,
+    ``ocean_emis_bias`` (channel) the wind correction w_c, ``tb_bias`` (channel, biases) with
+    ``biases`` 0 = ocean, 1 = ice.
+
+    v2 (the fork's ``SeaiceModel.save``/``load``): ``emis_layer1_weights`` (in, width),
+    ``emis_layer1_biases`` (width), ``emis_layer2_weights`` (width, out), ``emis_layer2_biases``
+    (out), ``ocean_emis_bias`` (channel), ``tb_bias`` (biases, sensors, channel) with ``biases``
+    0 = ice, 1 = ocean (the reverse of v1).
+
+    Parameters
+    ----------
+    version : "v1" or "v2".
+    weights : Keras-orientation weights ``output_kernel``/``output_bias`` (v1) and also
+        ``hidden_kernel``/``hidden_bias`` (v2), as :func:`write_models` takes them.
+    wind_coef : (nchan,); bias_ice, bias_ocean : (nsensor, nchan) K.
+
+    Returns an empty dict for a v1 model of more than one sensor (no reference layout).
+    """
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    ice, ocean = f32(bias_ice), f32(bias_ocean)
+    ref = {
+        "ocean_emis_bias": _var(
+            ("channel",), f32(wind_coef), "s m-1", "ocean emissivity wind correction (reference name)"
+        )
+    }
+    if version == "v1":
+        if ice.shape[0] != 1:
+            return {}
+        ref["ice_coefs"] = _var(("in", "channel"), f32(weights["output_kernel"]), "1", "linear ice emissivity kernel")
+        ref["ice_emis"] = _var(("channel",), f32(weights["output_bias"]), "1", "linear ice emissivity bias e0")
+        ref["tb_bias"] = _var(
+            ("channel", "biases"), np.stack([ocean[0], ice[0]], axis=1), "K", "TB bias; biases 0 = ocean, 1 = ice"
+        )
+        return ref
+    ref["emis_layer1_weights"] = _var(("in", "width"), f32(weights["hidden_kernel"]), "1", "hidden layer kernel")
+    ref["emis_layer1_biases"] = _var(("width",), f32(weights["hidden_bias"]), "1", "hidden layer bias")
+    ref["emis_layer2_weights"] = _var(
+        ("width", "out"), f32(weights["output_kernel"]), "1", "output layer kernel (V, H)"
+    )
+    ref["emis_layer2_biases"] = _var(("out",), f32(weights["output_bias"]), "1", "output layer bias (V, H)")
+    ref["tb_bias"] = _var(
+        ("biases", "sensors", "channel"), np.stack([ice, ocean]), "K", "TB bias; biases 0 = ice, 1 = ocean"
+    )
+    return ref
 
 
 # --------------------------------------------------------------------- reading
@@ -473,6 +538,7 @@ __all__ = [
     "write_tbobs",
     "write_ice_emis",
     "write_models",
+    "reference_model_variables",
     "read_variable",
     "save_checkpoint",
     "load_checkpoint",

@@ -21,20 +21,26 @@ Initialisation: Keras defaults (glorot-uniform weights, zero biases) from
 the generator passed in. ``init_emis`` (ModelConfig.ice_emis_init) optionally
 sets the output biases so that the initial ice emissivity is about that
 value: with zero biases the v1 emissivity starts at 0 and the v2 one at
-~0.5 against an anchor of 0.93 / floor of 0.7 with error 1e-5, which a
-small run (a few hundred Adam steps at lr 1e-3) cannot recover from. The
-reference behaviour is ``init_emis=None``.
+~0.5 against an anchor of 0.93 / a floor of 0.8 (23.8 GHz V) with error
+1e-5, which a small run (a few hundred Adam steps at lr 1e-3) cannot
+recover from. The v1 reference initialises every bias to 0.93
+(``init_emis=0.93``), the v2 reference leaves them at zero
+(``init_emis=None``).
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from empirical_seaice.sensors import ChannelBasis
+from empirical_seaice.sensors import ChannelBasis, network_frequency_table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from empirical_seaice.config import ModelConfig
 
 
 def _glorot_zero(layer: nn.Linear, generator: torch.Generator | None) -> None:
@@ -82,7 +88,8 @@ class LinearEmissivity(EmissivityModel):
     generator : torch.Generator, optional
         Source of the glorot-uniform initial weights.
     init_emis : float, optional
-        Initial bias e0 of every channel; None = 0 (Keras default).
+        Initial bias e0 of every channel; None = 0 (Keras default). The v1
+        reference initialises every channel's bias to 0.93.
     """
 
     def __init__(
@@ -140,6 +147,11 @@ class NetworkEmissivity(EmissivityModel):
         If set, the output biases are chosen so that at x_T = 0, props = 0 and
         f = 50 GHz the initial emissivity is ``init_emis`` for V and H;
         None = zero biases (Keras default).
+    freq_table_ghz : float array (nsensor, nchan), optional
+        The frequency input of each channel on each sensor
+        (:func:`empirical_seaice.sensors.network_frequency_table` of the model's
+        ``network_frequencies`` convention); None = ``basis.freq_ghz``. Kept as
+        :attr:`channel_freq_ghz`.
     """
 
     freq_table: Tensor
@@ -155,6 +167,7 @@ class NetworkEmissivity(EmissivityModel):
         freq_scale_ghz: float = 100.0,
         generator: torch.Generator | None = None,
         init_emis: float | None = None,
+        freq_table_ghz: np.ndarray | None = None,
     ) -> None:
         super().__init__()
         self.nprop = int(nprop)
@@ -174,7 +187,10 @@ class NetworkEmissivity(EmissivityModel):
                 logit = math.log(init_emis / (1.0 - init_emis))
                 self.output.bias.copy_(logit - self.output.weight @ h0)
 
-        freq = np.asarray(basis.freq_ghz, dtype=np.float32)  # (nsensor, nchan)
+        freq = np.asarray(basis.freq_ghz if freq_table_ghz is None else freq_table_ghz, dtype=np.float32)
+        if freq.shape != (basis.nsensor, basis.nchan):
+            raise ValueError(f"freq_table_ghz: expected shape {(basis.nsensor, basis.nchan)}, got {freq.shape}")
+        self.channel_freq_ghz = freq.copy()  # (nsensor, nchan) the frequency input of each channel
         ns, nc = freq.shape
         tables = [np.unique(freq[s]) for s in range(ns)]
         nf = max(len(t) for t in tables)
@@ -223,4 +239,24 @@ class NetworkEmissivity(EmissivityModel):
         return vh.reshape(-1).index_select(0, idx.reshape(-1)).reshape(nb, self.nchan)
 
 
-__all__ = ["EmissivityModel", "LinearEmissivity", "NetworkEmissivity"]
+def make_emissivity(
+    model: ModelConfig, basis: ChannelBasis, generator: torch.Generator | None = None
+) -> EmissivityModel:
+    """The emissivity model a ModelConfig describes: :class:`LinearEmissivity` (v1) or
+    :class:`NetworkEmissivity` (v2, given the frequency table of its ``network_frequencies``
+    convention), initialised with ``ice_emis_init``."""
+    nprop = model.nprop_grid + model.nprop_obs
+    if model.version == "v1":
+        return LinearEmissivity(nprop, basis, generator, model.ice_emis_init)
+    return NetworkEmissivity(
+        nprop,
+        basis,
+        model.hidden,
+        model.freq_scale_ghz,
+        generator,
+        model.ice_emis_init,
+        freq_table_ghz=network_frequency_table(basis, model.network_frequencies),
+    )
+
+
+__all__ = ["EmissivityModel", "LinearEmissivity", "NetworkEmissivity", "make_emissivity"]

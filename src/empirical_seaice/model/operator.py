@@ -38,10 +38,10 @@ from empirical_seaice.cost.fused import fused_batch_terms
 from empirical_seaice.cost.sampling import RowCounts
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import physics
-from empirical_seaice.model.emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity
+from empirical_seaice.model.emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity, make_emissivity
 from empirical_seaice.model.state import EmpiricalState
 from empirical_seaice.observations import BackgroundMaps, Observations
-from empirical_seaice.sensors import ChannelBasis
+from empirical_seaice.sensors import POL_V, ChannelBasis
 
 PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction")
 """Per-observation float fields carried by a :class:`Batch`, in packing order."""
@@ -190,6 +190,16 @@ def _anchor_channel(cost: CostConfig, basis: ChannelBasis) -> int:
     )
 
 
+def _anchor(cost: CostConfig, basis: ChannelBasis, emissivity: EmissivityModel) -> int | None:
+    """Basis index of the anchored channel, or None when the v2 network is anchored at
+    ``cost.anchor_frequency_ghz`` (V polarisation) instead of at a channel."""
+    if cost.anchor_frequency_ghz is not None and not isinstance(emissivity, NetworkEmissivity):
+        raise SeaIceError("anchor_frequency_ghz: needs the v2 network (frequency input); use anchor_channels for v1")
+    if cost.anchor == "mean" and not isinstance(emissivity, LinearEmissivity):
+        raise SeaIceError("anchor: 'mean' (the e0 of the anchor channel) needs the v1 linear model; use 'floor' for v2")
+    return _anchor_channel(cost, basis) if cost.anchor_frequency_ghz is None else None
+
+
 class HybridNetwork(nn.Module):
     """The hybrid empirical-physical network (observation operator + cost).
 
@@ -210,7 +220,9 @@ class HybridNetwork(nn.Module):
     emissivity : EmissivityModel (LinearEmissivity for v1, NetworkEmissivity for v2)
     wind_coef : Parameter (nchan,), w_c, init 0.
     bias_ice_k, bias_ocean_k : Parameter (nsensor, nchan), init from the backgrounds.
-    anchor_channel : basis index of the anchor channel.
+    anchor_channel : basis index of the anchor channel; None when the v2 network is anchored at
+        ``CostConfig.anchor_frequency_ghz`` (the forward pass then returns ``emis_anchor``, the
+        network's V emissivity at that frequency, evaluated once more per observation).
     """
 
     bias_ice_bg_k: Tensor
@@ -256,18 +268,8 @@ class HybridNetwork(nn.Module):
         self.state = EmpiricalState(
             background.sic, background.nstep, model.nprop_grid, nobs, model.nprop_obs, model.lag_weights, sparse
         )
-        nprop = model.nprop_grid + model.nprop_obs
-        if model.version == "v1":
-            self.emissivity: EmissivityModel = LinearEmissivity(nprop, basis, generator, model.ice_emis_init)
-        else:
-            self.emissivity = NetworkEmissivity(
-                nprop, basis, model.hidden, model.freq_scale_ghz, generator, model.ice_emis_init
-            )
-        self.anchor_channel = _anchor_channel(cost, basis)
-        if cost.anchor == "mean" and not isinstance(self.emissivity, LinearEmissivity):
-            raise SeaIceError(
-                "anchor: 'mean' (the e0 of the anchor channel) needs the v1 linear model; use 'floor' for v2"
-            )
+        self.emissivity = make_emissivity(model, basis, generator)
+        self.anchor_channel = _anchor(cost, basis, self.emissivity)
 
         ns, nc = basis.nsensor, basis.nchan
         ice, ocean, err = _bias_backgrounds(basis, cost)
@@ -334,6 +336,12 @@ class HybridNetwork(nn.Module):
             sic = torch.zeros_like(sic)
         x_t = physics.normalised_temperature(batch.t_skin_k, mc.t_ref_k, mc.t_scale_k)
         emis_ice = self.emissivity(x_t, props, batch.isensor)
+        if self.anchor_channel is None:  # original v2: one more evaluation per observation, V polarisation
+            f = self.cost_config.anchor_frequency_ghz
+            assert f is not None  # anchor_channel is None only with an anchor frequency
+            emis_anchor = self.emissivity.emissivity_vh(x_t, props, x_t.new_full((), f))[..., POL_V]
+        else:
+            emis_anchor = emis_ice[:, self.anchor_channel]
         emis_ocean = physics.ocean_emissivity(batch.emis_water, batch.wind_ms, self.wind_coef)
         # the parameter-free atmospheric terms first, then one SIC mix (fewer graph nodes)
         a_ice, a_ocean = physics.surface_atmosphere_terms(
@@ -359,6 +367,7 @@ class HybridNetwork(nn.Module):
             "emis_ocean": emis_ocean,
             "x_t": x_t,
             "props": props,
+            "emis_anchor": emis_anchor,
             "sic_rows": rows,
             "sic_lags": lags,
         }
@@ -380,7 +389,7 @@ class HybridNetwork(nn.Module):
         ).take(rows)
         e0 = None
         if cc.anchor == "mean":
-            assert isinstance(self.emissivity, LinearEmissivity)  # checked when built
+            assert isinstance(self.emissivity, LinearEmissivity) and self.anchor_channel is not None  # checked
             e0 = self.emissivity.e0[self.anchor_channel]
         return objective.BatchCost(
             tb_sim_k=out["tb"],
@@ -391,8 +400,8 @@ class HybridNetwork(nn.Module):
             row_weight=w,
             sic_background=self.state.background_flat.take(rows) if cc.sic_background_prior else None,
             warm=warm,
-            warm_scale=self.counts_nobs / self.n_warm_rows,
-            emis_anchor=out["emis_ice"][:, self.anchor_channel],
+            warm_scale=self.counts_nobs / (self.n_warm_rows * nobs_total),
+            emis_anchor=out["emis_anchor"],
             e0_anchor=e0,
             bias_ice_k=self.bias_ice_k,
             bias_ocean_k=self.bias_ocean_k,

@@ -49,11 +49,14 @@ class Simulation:
     tb : (nobs, nchan) simulated TB' (K).
     emis_ice : (nobs, nchan) ice emissivity.
     sic : (nobs,) SIC seen by each observation (lag-weighted).
+    emis_anchor : (nobs,) the anchored ice emissivity (the anchor channel's, or the v2 network's
+        at the anchor frequency); None if the network does not report it.
     """
 
     tb: np.ndarray
     emis_ice: np.ndarray
     sic: np.ndarray
+    emis_anchor: np.ndarray | None = None
 
 
 @torch.no_grad()
@@ -81,6 +84,7 @@ def simulate(
     device = getattr(data, "device", None) or next(network.parameters()).device
     try:
         tb = emis = sic = np.empty(0, dtype=np.float32)
+        anchor: np.ndarray | None = None
         for start in range(0, nobs, chunk):
             idx = torch.arange(start, min(start + chunk, nobs), dtype=torch.long, device=device)
             out = network(data.batch(idx), zero_sic=zero_sic)
@@ -94,9 +98,13 @@ def simulate(
             tb[start : start + len(idx)] = t
             emis[start : start + len(idx)] = e
             sic[start : start + len(idx)] = c
+            if "emis_anchor" in out:
+                if anchor is None:
+                    anchor = np.empty(nobs, dtype=np.float32)
+                anchor[start : start + len(idx)] = out["emis_anchor"].detach().float().cpu().numpy().reshape(-1)
         if nobs <= 0:
             raise ValueError("simulate: no observations")
-        return Simulation(tb=tb, emis_ice=emis, sic=sic)
+        return Simulation(tb=tb, emis_ice=emis, sic=sic, emis_anchor=anchor)
     finally:
         network.train(was_training)
 
@@ -167,7 +175,7 @@ def full_cost(network: HybridNetwork, obs: Observations, sim: Simulation, nobs_t
         cc,
         obs_sum=observation_cost_sum(obs, sim.tb),
         map_terms=network.full_prior_terms(),
-        emis_anchor=None if e0 is not None else sim.emis_ice[:, network.anchor_channel],
+        emis_anchor=sim.emis_anchor,
         e0_anchor=e0,
         bias=bias,
         nobs=nobs_total,

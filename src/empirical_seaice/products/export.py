@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.sensors import network_frequency_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
@@ -217,8 +218,12 @@ def write_emissivity_coefficients(
         "sensor_name": (("sensor",), np.array(basis.sensor_names, dtype=object), {"long_name": "training sensor"}),
         "frequency": (
             ("sensor", "channel"),
-            np.asarray(basis.freq_ghz, dtype=np.float64),
-            {"units": "GHz", "long_name": "channel frequency on each sensor (input f of the v2 model)"},
+            np.asarray(network_frequency_table(basis, model.network_frequencies), dtype=np.float64),
+            {
+                "units": "GHz",
+                "long_name": "channel frequency on each sensor as given to the v2 model (input f), "
+                f"in the '{model.network_frequencies}' convention",
+            },
         ),
         "channel_present": (
             ("sensor", "channel"),
@@ -250,6 +255,7 @@ def write_emissivity_coefficients(
         "t_ref_k": float(model.t_ref_k),
         "t_scale_k": float(model.t_scale_k),
         "freq_scale_ghz": float(model.freq_scale_ghz),
+        "network_frequencies": model.network_frequencies,
         "nprop_grid": int(model.nprop_grid),
         "nprop_obs": int(model.nprop_obs),
         "hidden_activation": "sigmoid" if v2 else "none",
@@ -387,6 +393,8 @@ class NumpyEmissivityModel:
         self.t_ref_k = float(attrs["t_ref_k"])
         self.t_scale_k = float(attrs["t_scale_k"])
         self.freq_scale_ghz = float(attrs["freq_scale_ghz"])
+        # files written before the convention was recorded were trained on the physical frequencies
+        self.network_frequencies = str(attrs.get("network_frequencies", "physical"))
         self.input_names = list(strings["input_name"])
         self.output_names = list(strings["output_name"])
         self.channel_names = list(strings["channel_name"])

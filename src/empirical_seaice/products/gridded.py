@@ -42,6 +42,7 @@ import numpy as np
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS, BackgroundMaps, Observations
+from empirical_seaice.sensors import network_frequency_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
@@ -131,13 +132,17 @@ def grid_inputs(network, obs: Observations, background: BackgroundMaps, steps_pe
     )
 
 
-def _channel_frequencies(basis: ChannelBasis, channels: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Frequency (GHz) of each channel on the first run sensor that has it, polarisation, sensor."""
+def _channel_frequencies(
+    basis: ChannelBasis, channels: Sequence[str], model: ModelConfig | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Network frequency input (GHz) of each channel on the first run sensor that has it (in the
+    model's ``network_frequencies`` convention; None = physical), polarisation, sensor."""
+    table = network_frequency_table(basis, "physical" if model is None else model.network_frequencies)
     freq, pol, sensor = [], [], []
     for c in channels:
         j = basis.channel_index[c]
         s = int(np.argmax(basis.present[:, j]))
-        freq.append(float(basis.freq_ghz[s, j]))
+        freq.append(float(table[s, j]))
         pol.append(int(basis.pol[j]))
         sensor.append(basis.sensor_names[s])
     return np.array(freq), np.array(pol, dtype=np.int64), sensor
@@ -175,7 +180,7 @@ def evaluate_grid_emissivity(
         if model.version == "v1":
             idx = [basis.channel_index[c] for c in channels]
             return emissivity(x_t, p)[:, idx].cpu().numpy()
-        freq, pol, _ = _channel_frequencies(basis, channels)
+        freq, pol, _ = _channel_frequencies(basis, channels, model)
         f = torch.as_tensor(freq.astype(np.float32), device=param.device)
         vh = emissivity.emissivity_vh(x_t[:, None], p[:, None, :], f[None, :])  # (n, nch, 2)
         pol_t = torch.as_tensor(pol, device=param.device)
@@ -325,7 +330,7 @@ def write_gridded_emissivity(
                 cn.long_name = "channel name"
                 pv = ds.createVariable("polarisation", str, ("channel",))
                 pv.long_name = "polarisation (V or H)"
-                freq, pol, sens = _channel_frequencies(basis, chan_list)
+                freq, pol, sens = _channel_frequencies(basis, chan_list, model)
                 for j, c in enumerate(chan_list):
                     cn[j] = c
                     pv[j] = "V" if pol[j] == 0 else "H"

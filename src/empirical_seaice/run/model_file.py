@@ -62,6 +62,10 @@ def configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, CostC
     md = dict(d["model"])
     md["lag_weights"] = tuple(md["lag_weights"])
     cd = dict(d["cost"])
+    # model files written before these fields existed were trained with the min(C, 0.3 - C) false-ice
+    # shape and the physical network frequencies (anchor_frequency_ghz defaults to None: the channel anchor)
+    cd.setdefault("false_ice_shape", "tent")
+    md.setdefault("network_frequencies", "physical")
     cd["anchor_channels"] = tuple(cd["anchor_channels"])
     cd["bias_bg"] = {k: tuple(v) for k, v in cd["bias_bg"].items()}
     return DataConfig(**dd), ModelConfig(**md), CostConfig(**cd)

@@ -502,6 +502,7 @@ def _save_model(
             setup=configs,
             epoch_losses=epoch_losses,
             batch_losses=batch_losses,
+            model_version=plan.model_cfg.version,
         )
     )
     return files

@@ -53,8 +53,15 @@ optimiser only decides how the steps are taken.
 
 All use the Keras defaults of the reference: lr 1e-3, betas (0.9, 0.999) and
 ``eps = 1e-7`` (Keras' default; PyTorch's own default is 1e-8). Keras adds its
-epsilon to ``sqrt(v)`` before bias correction where PyTorch adds it after;
-with ``eps`` this small the two differ only for gradients of order 1e-7.
+epsilon to ``sqrt(v)`` before the bias correction,
+``w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)``, where PyTorch adds it
+after, ``w -= lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps)``: Keras' update is
+PyTorch's with ``eps_t = eps / sqrt(1 - b2^t)`` (:func:`empirical_seaice.training.adam.keras_epsilon`; 3.2e-6 at
+step 1, 3.2e-7 at step 100, 1e-7 in the limit), which matters only for gradients
+of order 1e-6 or less. ``eps_mode="keras"`` (``TrainingConfig.adam_epsilon``)
+reproduces Keras: :func:`dense_adam` sets ``eps_t`` before each step and
+:class:`DeferredAdam` adds ``eps`` before its bias correction (its deferred
+zero-gradient steps neglect ``eps`` in either mode).
 """
 
 from __future__ import annotations
@@ -65,11 +72,7 @@ import numpy as np
 import torch
 
 from empirical_seaice.errors import SeaIceError
-
-ADAM_BETAS = (0.9, 0.999)
-"""Keras-default Adam betas (the reference's optimiser)."""
-ADAM_EPS = 1e-7
-"""Keras-default Adam epsilon (PyTorch's default is 1e-8)."""
+from empirical_seaice.training.adam import ADAM_BETAS, ADAM_EPS
 
 
 @dataclass(eq=False)
@@ -170,15 +173,25 @@ class DeferredAdam(torch.optim.Optimizer):
     params : iterable of 2-D Parameters whose gradients are sparse COO row
         gradients (``nn.Embedding(sparse=True)``); a dense gradient is taken
         as touching every row.
-    lr, betas, eps : Adam's (PyTorch convention: ``eps`` added to
-        ``sqrt(v_hat)``).
+    lr, betas, eps : Adam's.
+    eps_mode : "torch" (``eps`` added to the bias-corrected ``sqrt(v_hat)``) or "keras"
+        (added to ``sqrt(v)`` before the bias correction, as Keras does).
     """
 
     _TAIL_TERMS = 800  # q^800 < 1e-36: the sum A(t) is truncated there
     MAX_STEPS = 2**24  # the last-update step is stored as float32 in the slab
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = ADAM_BETAS, eps: float = ADAM_EPS):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps))
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = ADAM_BETAS,
+        eps: float = ADAM_EPS,
+        eps_mode: str = "torch",
+    ):
+        if eps_mode not in ("torch", "keras"):
+            raise SeaIceError(f"adam_epsilon: expected torch or keras, got {eps_mode!r}")
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, eps_mode=eps_mode))
         for group in self.param_groups:
             for p in group["params"]:
                 if p.dim() != 2:
@@ -293,7 +306,11 @@ class DeferredAdam(torch.optim.Optimizer):
         m.mul_(b1).add_(vals, alpha=1.0 - b1)
         v.mul_(b2).addcmul_(vals, vals, value=1.0 - b2)
         bc2_sqrt = float(np.sqrt(1.0 - b2**step))
-        w.addcdiv_(m, v.sqrt().div_(bc2_sqrt).add_(group["eps"]), value=-group["lr"] / (1.0 - b1**step))
+        if group.get("eps_mode", "torch") == "keras":  # eps before the bias correction
+            denom = v.sqrt().add_(group["eps"]).div_(bc2_sqrt)
+        else:
+            denom = v.sqrt().div_(bc2_sqrt).add_(group["eps"])
+        w.addcdiv_(m, denom, value=-group["lr"] / (1.0 - b1**step))
         rt[3 * c].fill_(step)
 
     def _group_of(self, p: torch.Tensor) -> int:
@@ -489,8 +506,3 @@ class DeferredAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 self.catch_up(p)
-
-
-def dense_adam(params: list[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
-    """torch Adam with Keras betas/eps, fused (one kernel for all tensors; CPU and CUDA)."""
-    return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)

@@ -34,8 +34,9 @@ import torch
 
 from empirical_seaice.config import TrainingConfig
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.training.adam import ADAM_BETAS, ADAM_EPS, dense_adam
 from empirical_seaice.training.contract import BatchSource, TrainableNetwork, check_network
-from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam, dense_adam
+from empirical_seaice.training.deferred_adam import DeferredAdam
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
 from empirical_seaice.training.runtime import make_generator, progress_bar, reproducible_mode
 
@@ -133,10 +134,13 @@ class Trainer:
                 )
             opts: list[torch.optim.Optimizer] = []
             if sparse_params:
-                table_opt = DeferredAdam if cfg.optimizer == "sparse" else torch.optim.SparseAdam
-                opts.append(table_opt(sparse_params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS))
+                lr = cfg.learning_rate
+                if cfg.optimizer == "sparse":
+                    opts.append(DeferredAdam(sparse_params, lr, ADAM_BETAS, ADAM_EPS, eps_mode=cfg.adam_epsilon))
+                else:
+                    opts.append(torch.optim.SparseAdam(sparse_params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS))
             if dense_params:
-                opts.append(dense_adam(dense_params, cfg.learning_rate))
+                opts.append(dense_adam(dense_params, cfg.learning_rate, cfg.adam_epsilon))
             return opts
         # dense: plain Adam over everything (the reference's way)
         if net_sparse is True:
@@ -145,7 +149,7 @@ class Trainer:
                 "build it with sparse=False or use optimizer 'sparse' or 'lazy'"
             )
         params = sparse_params + dense_params
-        return [dense_adam(params, cfg.learning_rate)]
+        return [dense_adam(params, cfg.learning_rate, cfg.adam_epsilon)]
 
     def flush(self) -> None:
         """Apply the deferred updates of :class:`DeferredAdam` to every row (done at each epoch end)."""
