@@ -34,7 +34,6 @@ import datetime as _dt
 import importlib.util
 import logging
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +42,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import cf
+from empirical_seaice.io.cf import code_version
 from empirical_seaice.sensors import network_frequency_table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,24 +72,6 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 _ACT = {"identity": lambda x: x, "sigmoid": _sigmoid}
-
-
-def code_version() -> str:
-    """Package version, plus the git commit of the source tree when there is one."""
-    from empirical_seaice import __version__
-
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{__version__}+g{sha}" if sha else __version__
 
 
 @dataclass(frozen=True)
@@ -138,7 +121,7 @@ def _atomic_netcdf(ds: Any, path: Path) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=cf.encoding(ds.variables))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -242,27 +225,29 @@ def write_emissivity_coefficients(
         if v2
         else "e_ice[channel] = output_weight[channel] @ z + output_bias[channel]"
     )
-    attrs = {
-        "title": "sea ice microwave emissivity model (empirical state method, Geer 2024 JAMES)",
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "Conventions": "CF-1.8",
-        "references": "Geer, A.J. (2024) JAMES, doi:10.1029/2023MS004080",
-        "model_version": model.version,
-        "equation": equation,
-        "inputs": ", ".join(names),
-        "input_normalisation": norm,
-        "t_ref_k": float(model.t_ref_k),
-        "t_scale_k": float(model.t_scale_k),
-        "freq_scale_ghz": float(model.freq_scale_ghz),
-        "network_frequencies": model.network_frequencies,
-        "nprop_grid": int(model.nprop_grid),
-        "nprop_obs": int(model.nprop_obs),
-        "hidden_activation": "sigmoid" if v2 else "none",
-        "output_activation": "sigmoid" if v2 else "identity",
-        "weight_orientation": "torch.nn.Linear: weight (out, in), y = weight @ x + bias",
-        **(provenance or Provenance()).attrs(),
-    }
+    attrs = cf.global_attributes(
+        "sea ice microwave emissivity model (empirical state method, Geer 2024 JAMES)",
+        format=FORMAT_NAME,
+        format_version=FORMAT_VERSION,
+    )
+    attrs.update(
+        {
+            "model_version": model.version,
+            "equation": equation,
+            "inputs": ", ".join(names),
+            "input_normalisation": norm,
+            "t_ref_k": float(model.t_ref_k),
+            "t_scale_k": float(model.t_scale_k),
+            "freq_scale_ghz": float(model.freq_scale_ghz),
+            "network_frequencies": model.network_frequencies,
+            "nprop_grid": int(model.nprop_grid),
+            "nprop_obs": int(model.nprop_obs),
+            "hidden_activation": "sigmoid" if v2 else "none",
+            "output_activation": "sigmoid" if v2 else "identity",
+            "weight_orientation": "torch.nn.Linear: weight (out, in), y = weight @ x + bias",
+            **(provenance or Provenance()).attrs(),
+        }
+    )
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
     return _atomic_netcdf(ds, path)
 
@@ -369,7 +354,7 @@ def _read_coefficients(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any
         for name, var in ds.variables.items():
             var.set_auto_mask(False)
             val = var[:]
-            if var.dtype == str:
+            if var.dtype == str or var.dtype.kind in "SU":  # vlen strings (old files) or char arrays
                 strings[name] = [str(s) for s in np.asarray(val).ravel()]
             else:
                 arrays[name] = np.asarray(val, dtype=np.float64)

@@ -33,6 +33,7 @@ from empirical_seaice.cost.sampling import build_row_counts
 from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.training.contract import TrainableNetwork
+from empirical_seaice.training.runtime import RunProgress
 from empirical_seaice.training.trainer import Trainer
 
 
@@ -100,7 +101,7 @@ def build_trainer(
     generator: torch.Generator,
     valid_index: np.ndarray | None = None,
     checkpoint_dir: Path | None = None,
-    progress: bool = True,
+    progress: bool | RunProgress = True,
 ) -> Trainer:
     """The trainer of ``network`` (``built.network`` or a wrapper of it) over ``built.data``."""
     return Trainer(

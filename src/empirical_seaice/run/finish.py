@@ -80,7 +80,13 @@ def write_state_files(
     jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, steps_per_day)
     return [
         out.write_seaice(
-            out.output_path(output, "seaice", tag), st.sic_array(), jd, background.lon, background.lat, nlag=st.nlag
+            out.output_path(output, "seaice", tag),
+            st.sic_array(),
+            jd,
+            background.lon,
+            background.lat,
+            nlag=st.nlag,
+            step_days=1.0 / steps_per_day,
         ),
         out.write_properties_grid(
             out.output_path(output, "properties_grid", tag),
@@ -88,6 +94,7 @@ def write_state_files(
             jd[st.nlag :],
             background.lon,
             background.lat,
+            step_days=1.0 / steps_per_day,
         ),
         out.write_properties_obs(out.output_path(output, "properties_obs", tag), st.obs_properties_array()),
     ]

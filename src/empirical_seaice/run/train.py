@@ -50,6 +50,7 @@ from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.finish import final_diagnostics, initial_diagnostics, write_state_files
 from empirical_seaice.run.model_file import configs_from_dict, configs_to_dict, read_model_file, write_model_file
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis
+from empirical_seaice.training.runtime import RunProgress
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class RunResult:
     truth : truth scores when the data has a truth.
     train_seconds : wall time of training (s).
     summary : the summary table ('' with ``--trainonly``).
+    summary_data : the same as data (``summary_TAG.json``), None with ``--trainonly``.
     """
 
     output: Path
@@ -78,6 +80,7 @@ class RunResult:
     truth: diag.TruthScores | None = None
     train_seconds: float = 0.0
     summary: str = ""
+    summary_data: dict[str, Any] | None = None
 
 
 @dataclass
@@ -176,7 +179,7 @@ def run(
     resume : bool
         Resume training from the epoch checkpoint in ``<output>/checkpoints_TAG``.
     progress : bool
-        Progress bar on stderr.
+        One progress display for the run on stderr (stages, training ETA).
     products : empirical_seaice.products.write.ProductOptions, optional
         User products written at the end (export, gridded emissivity, classic
         SIC, plots); None = none (see :func:`empirical_seaice.products.write.write_products`).
@@ -192,11 +195,15 @@ def run(
     )
     plan.products = products
     guard = _OutputGuard(plan.output)
+
+    display = RunProgress(progress)
     try:
-        return _run(plan)
+        return _run(plan, display)
     except SeaIceError:
         guard.cleanup()
         raise
+    finally:
+        display.close()
 
 
 def _validate(
@@ -285,10 +292,11 @@ def _trained_setup(model_file: dict[str, Any], data_cfg: DataConfig) -> tuple[Da
     return data_cfg, model_cfg, cost_cfg
 
 
-def _read(plan: _RunPlan) -> tuple[Observations, BackgroundMaps]:
+def _read(plan: _RunPlan, display: RunProgress) -> tuple[Observations, BackgroundMaps]:
     """Step 2a: read the data (through the cache in ``<output>/cache``)."""
     from empirical_seaice.io import describe, read_training_data
 
+    display.stage("reading data")
     t0 = time.perf_counter()
     obs, background = read_training_data(plan.data_cfg, plan.model_cfg.nlag, cache_dir=plan.output / "cache")
     if tuple(obs.basis.channel_names) != tuple(plan.basis.channel_names):  # pragma: no cover - reader contract
@@ -316,14 +324,16 @@ def _load_trained(network, model_file: dict[str, Any]) -> None:
         ) from None
 
 
-def _run(plan: _RunPlan) -> RunResult:
+def _run(plan: _RunPlan, display: RunProgress) -> RunResult:
     from empirical_seaice.run.factory import build_network, build_trainer
     from empirical_seaice.training.history import TrainingHistory
     from empirical_seaice.training.runtime import make_generator, split_observations
 
     result = RunResult(output=plan.output, tag=plan.tag)
+    t_run = time.perf_counter()
     # ---- 2. read and build
-    obs, background = _read(plan)
+    obs, background = _read(plan, display)
+    display.stage("packing observations")
     generator = make_generator(plan.train_cfg.seed)
     train_index, valid_index = split_observations(obs.nobs, plan.train_cfg.validation_fraction, generator)
     built = build_network(
@@ -345,6 +355,7 @@ def _run(plan: _RunPlan) -> RunResult:
 
     # ---- 3. initial diagnostics
     if not plan.trainonly and not plan.diagsonly:
+        display.stage("initial diagnostics")
         result.files.append(initial_diagnostics(network, data, obs, plan.path("tbsim_initial"), nobs_train, result))
 
     # ---- 4. train and save (or, with --diagsonly, the books of the trained run)
@@ -358,12 +369,13 @@ def _run(plan: _RunPlan) -> RunResult:
             valid_index=valid_index,
             generator=generator,
             checkpoint_dir=plan.ckpt_dir,
-            progress=plan.progress,
+            progress=display,
         )
         t1 = time.perf_counter()
         history = trainer.fit(resume=plan.resume)
         result.train_seconds = time.perf_counter() - t1
         result.history = history
+        display.stage("saving the model")
         result.files += _save_model(plan, network, history, obs, background, nobs_train, _before_state(result))
     else:
         assert plan.model_file is not None
@@ -372,6 +384,7 @@ def _run(plan: _RunPlan) -> RunResult:
     # ---- 5. final diagnostics
     truth = None
     if not plan.trainonly:
+        display.stage("diagnostics")
         truth = final_diagnostics(
             network, data, obs, background, Path(plan.data_cfg.data), plan.output, plan.tag, nobs_train, result
         )
@@ -390,10 +403,63 @@ def _run(plan: _RunPlan) -> RunResult:
             ),
             plan.basis,
         )
-    # ---- 6. user products (export, gridded emissivity, classic SIC, plots)
+    summary = None
+    if not plan.trainonly:
+        summary = run_summary(
+            result, plan.preset_name, plan.data_cfg, obs, history, plan.diagsonly, time.perf_counter() - t_run
+        )
+    # ---- 6. user products (export, gridded emissivity, classic SIC, plots and the report)
     if plan.products is not None:
-        _write_products(plan, result, network, obs, background, truth, history)
+        display.stage("products")
+        _write_products(plan, result, network, obs, background, truth, history, summary, display)
+    # ---- 7. the summary beside the outputs: summary_TAG.txt and summary_TAG.json
+    if summary is not None:
+        from empirical_seaice.products.report import write_summary_files
+
+        summary["run"]["wall_seconds"] = round(time.perf_counter() - t_run, 2)
+        result.summary_data = summary
+        result.files += write_summary_files(plan.output, plan.tag, result.summary, summary)
+    display.stage("done")
     return result
+
+
+def run_summary(result: RunResult, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float) -> dict:
+    """The run's summary as data (:func:`empirical_seaice.products.report.summary_dict`)."""
+    from empirical_seaice.io.cf import code_version, now_iso
+    from empirical_seaice.products.report import summary_dict
+    from empirical_seaice.products.write import provenance_of
+
+    prov = provenance_of(result.tag, preset_name, data_cfg, obs)
+    facts = {
+        "tag": result.tag,
+        "mode": "diagnostics of a trained model" if diagsonly else "training",
+        "preset": preset_name,
+        "sensors": list(obs.basis.sensor_names),
+        "period_start": prov.period_start,
+        "period_end": prov.period_end,
+        "stepstart": int(obs.stepstart),
+        "nsteps": int(obs.nstep),
+        "nobs": int(obs.nobs),
+        "ngrid": int(obs.ngrid),
+        "epochs": int(history.nepochs) if history is not None else None,
+        "train_seconds": round(result.train_seconds, 2) if not diagsonly else None,
+        "obs_per_s": round(float(history.obs_per_s)) if history is not None and not diagsonly else None,
+        "wall_seconds": round(wall_s, 2),
+        "data": str(data_cfg.data),
+        "output": str(result.output),
+        "code_version": code_version(),
+        "date_created": now_iso(),
+    }
+    return summary_dict(
+        facts=facts,
+        channel_names=list(obs.basis.channel_names),
+        sensor_names=list(obs.basis.sensor_names),
+        cost_before=result.cost_before,
+        cost_after=result.cost_after,
+        departures_before=result.departures_before,
+        departures_after=result.departures_after,
+        truth=result.truth,
+    )
 
 
 def _trained_books(model_file: dict[str, Any], result: RunResult, history_type) -> Any:
@@ -411,7 +477,9 @@ def _trained_books(model_file: dict[str, Any], result: RunResult, history_type) 
     return history
 
 
-def _write_products(plan: _RunPlan, result: RunResult, network, obs, background, truth, history) -> None:
+def _write_products(
+    plan: _RunPlan, result: RunResult, network, obs, background, truth, history, summary, display
+) -> None:
     from empirical_seaice.products.write import write_products
 
     files, lines = write_products(
@@ -425,6 +493,9 @@ def _write_products(plan: _RunPlan, result: RunResult, network, obs, background,
         data_cfg=plan.data_cfg,
         truth=None if plan.trainonly else truth,
         history=history,
+        report=summary,
+        report_text=result.summary,
+        progress=display,
     )
     result.files += files
     if lines:

@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.twin.generate import generate_twin
-from empirical_seaice.twin.presets import TWIN_PRESETS, get_twin_preset
+
+PRESET_NAMES = ("benchmark", "demo", "tiny")
+"""The twin presets (``empirical_seaice.twin.presets.TWIN_PRESETS``; listed here so that
+``-h`` imports nothing heavy: the land mask loads only when a grid is built)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate a synthetic twin: truth + simulated AMSR2/GMI/SSMIS observations in layout C.",
     )
     p.add_argument("--output", required=True, type=Path, help="output directory (must be new or empty)")
-    p.add_argument("--preset", default="demo", choices=sorted(TWIN_PRESETS), help="size preset (default demo)")
+    p.add_argument("--preset", default="demo", choices=PRESET_NAMES, help="size preset (default demo)")
     p.add_argument("--hemisphere", choices=("north", "south"), help="hemisphere (default: the preset's, north)")
     p.add_argument("--sensors", nargs="+", help="sensors to simulate (default amsr2 gmi ssmisf17)")
     p.add_argument("--days", type=int, help="number of days (default: the preset's)")
@@ -39,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from empirical_seaice.twin.generate import generate_twin
+    from empirical_seaice.twin.presets import get_twin_preset
+
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         config = get_twin_preset(
