@@ -221,7 +221,7 @@ def observation_sum(
         sl = slice(start, start + chunk)
         y = torch.from_numpy(np.asarray(tb_obs_k[sl], dtype=np.float64))
         h = torch.from_numpy(np.asarray(tb_sim_k[sl], dtype=np.float64))
-        m = torch.from_numpy(np.asarray(mask[sl], dtype=bool))
+        m = torch.from_numpy(np.array(mask[sl], dtype=bool))  # a copy: the cache arrays are read-only
         total += float(terms.observation_cost(y, h, m, sigma).sum())
     return total
 
