@@ -5,7 +5,8 @@
 - :func:`final_diagnostics`: simulate after the fit, ``tbobs``, ``tbsim``,
   ``ice_emis``, the cost and departures after, the truth scores on a twin;
 - :func:`write_state_files`: ``seaice_TAG.nc``, ``properties_grid_TAG.nc``,
-  ``properties_obs_TAG.nc`` from the trained state.
+  ``properties_obs_TAG.nc`` from the trained state;
+- :func:`run_summary`: the run's summary as data (``summary_TAG.json``).
 """
 
 from __future__ import annotations
@@ -100,4 +101,43 @@ def write_state_files(
     ]
 
 
-__all__ = ["initial_diagnostics", "final_diagnostics", "write_state_files"]
+def run_summary(result: Any, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float) -> dict:
+    """The run's summary as data (:func:`empirical_seaice.products.report.summary_dict`)."""
+    from empirical_seaice.io.cf import code_version, now_iso
+    from empirical_seaice.products.report import summary_dict
+    from empirical_seaice.products.write import provenance_of
+
+    prov = provenance_of(result.tag, preset_name, data_cfg, obs)
+    facts = {
+        "tag": result.tag,
+        "mode": "diagnostics of a trained model" if diagsonly else "training",
+        "preset": preset_name,
+        "sensors": list(obs.basis.sensor_names),
+        "period_start": prov.period_start,
+        "period_end": prov.period_end,
+        "stepstart": int(obs.stepstart),
+        "nsteps": int(obs.nstep),
+        "nobs": int(obs.nobs),
+        "ngrid": int(obs.ngrid),
+        "epochs": int(history.nepochs) if history is not None else None,
+        "train_seconds": round(result.train_seconds, 2) if not diagsonly else None,
+        "obs_per_s": round(float(history.obs_per_s)) if history is not None and not diagsonly else None,
+        "wall_seconds": round(wall_s, 2),
+        "data": str(data_cfg.data),
+        "output": str(result.output),
+        "code_version": code_version(),
+        "date_created": now_iso(),
+    }
+    return summary_dict(
+        facts=facts,
+        channel_names=list(obs.basis.channel_names),
+        sensor_names=list(obs.basis.sensor_names),
+        cost_before=result.cost_before,
+        cost_after=result.cost_after,
+        departures_before=result.departures_before,
+        departures_after=result.departures_after,
+        truth=result.truth,
+    )
+
+
+__all__ = ["initial_diagnostics", "final_diagnostics", "write_state_files", "run_summary"]

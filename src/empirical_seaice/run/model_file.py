@@ -15,7 +15,8 @@ A PyTorch checkpoint (``torch.save`` of a dict; written atomically by
 - ``before``: the cost and departures before training (for the summary of a later
   ``--diagsonly``) or None.
 
-``--diagsonly`` and ``--retrieve`` read it back (:func:`read_model_file`).
+``--diagsonly`` and ``--retrieve`` read it back (:func:`read_model_file`). The NetCDF description
+of the trained model, ``models_TAG.nc``, is written by :func:`write_models_file`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, TrainingConfig
 from empirical_seaice.errors import SeaIceError
@@ -117,6 +121,51 @@ def read_model_file(output: Path, tag: str, flag: str = "--modeltag") -> dict[st
     return payload
 
 
+def emissivity_weights(network) -> tuple[dict[str, np.ndarray], str]:
+    """The emissivity model's weights in Keras orientation and the name of the input kernel.
+
+    ``torch.nn.Linear`` layer ``L`` (weight (out, in)) becomes ``L_kernel`` (in, out)
+    and ``L_bias`` (out,). The input layer is ``hidden`` (v2) or ``output`` (v1).
+    """
+    weights: dict[str, np.ndarray] = {}
+    first = None
+    for name, module in network.emissivity.named_children():
+        if isinstance(module, torch.nn.Linear):
+            first = first or f"{name}_kernel"
+            weights[f"{name}_kernel"] = module.weight.detach().cpu().numpy().T.copy()
+            weights[f"{name}_bias"] = module.bias.detach().cpu().numpy().copy()
+    if first is None:
+        raise ValueError("emissivity model has no Linear layer")
+    return weights, first
+
+
+def write_models_file(path: Path, network: Any, history: Any, configs: dict[str, Any], model: ModelConfig) -> Path:
+    """``models_TAG.nc``: the emissivity weights in Keras orientation (:func:`emissivity_weights`) and under
+    the reference's names, wind correction, TB biases, the loss history and the setup
+    (:func:`empirical_seaice.io.outputs.write_models`)."""
+    weights, input_layer = emissivity_weights(network)
+    epoch_losses = batch_losses = None
+    if history is not None and history.epoch_terms:
+        epoch_losses = {k: [e[k] for e in history.epoch_terms] for k in history.epoch_terms[0]}
+        if history.valid_cost:
+            epoch_losses["valid_obs"] = list(history.valid_cost)
+        batch_losses = dict(history.batch_terms)
+    return out.write_models(
+        path,
+        weights=weights,
+        input_names=model.input_names(),
+        input_layer=input_layer,
+        basis=network.basis,
+        wind_coef=network.wind_coef.detach().cpu().numpy(),
+        bias_ice=network.bias_ice_k.detach().cpu().numpy(),
+        bias_ocean=network.bias_ocean_k.detach().cpu().numpy(),
+        setup=configs,
+        epoch_losses=epoch_losses,
+        batch_losses=batch_losses,
+        model_version=model.version,
+    )
+
+
 __all__ = [
     "MODEL_FILE_FORMAT",
     "configs_to_dict",
@@ -124,4 +173,6 @@ __all__ = [
     "model_file_path",
     "write_model_file",
     "read_model_file",
+    "emissivity_weights",
+    "write_models_file",
 ]

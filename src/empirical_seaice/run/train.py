@@ -47,8 +47,14 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
-from empirical_seaice.run.finish import final_diagnostics, initial_diagnostics, write_state_files
-from empirical_seaice.run.model_file import configs_from_dict, configs_to_dict, read_model_file, write_model_file
+from empirical_seaice.run.finish import final_diagnostics, initial_diagnostics, run_summary, write_state_files
+from empirical_seaice.run.model_file import (
+    configs_from_dict,
+    configs_to_dict,
+    read_model_file,
+    write_model_file,
+    write_models_file,
+)
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis
 from empirical_seaice.training.runtime import RunProgress
 
@@ -110,24 +116,6 @@ class _RunPlan:
 
 
 # ------------------------------------------------------------------ helpers
-def emissivity_weights(network) -> tuple[dict[str, np.ndarray], str]:
-    """The emissivity model's weights in Keras orientation and the name of the input kernel.
-
-    ``torch.nn.Linear`` layer ``L`` (weight (out, in)) becomes ``L_kernel`` (in, out)
-    and ``L_bias`` (out,). The input layer is ``hidden`` (v2) or ``output`` (v1).
-    """
-    weights: dict[str, np.ndarray] = {}
-    first = None
-    for name, module in network.emissivity.named_children():
-        if isinstance(module, torch.nn.Linear):
-            first = first or f"{name}_kernel"
-            weights[f"{name}_kernel"] = module.weight.detach().cpu().numpy().T.copy()
-            weights[f"{name}_bias"] = module.bias.detach().cpu().numpy().copy()
-    if first is None:
-        raise ValueError("emissivity model has no Linear layer")
-    return weights, first
-
-
 class _OutputGuard:
     """Remove what this run created in the output directory if a user error stops it."""
 
@@ -423,45 +411,6 @@ def _run(plan: _RunPlan, display: RunProgress) -> RunResult:
     return result
 
 
-def run_summary(result: RunResult, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float) -> dict:
-    """The run's summary as data (:func:`empirical_seaice.products.report.summary_dict`)."""
-    from empirical_seaice.io.cf import code_version, now_iso
-    from empirical_seaice.products.report import summary_dict
-    from empirical_seaice.products.write import provenance_of
-
-    prov = provenance_of(result.tag, preset_name, data_cfg, obs)
-    facts = {
-        "tag": result.tag,
-        "mode": "diagnostics of a trained model" if diagsonly else "training",
-        "preset": preset_name,
-        "sensors": list(obs.basis.sensor_names),
-        "period_start": prov.period_start,
-        "period_end": prov.period_end,
-        "stepstart": int(obs.stepstart),
-        "nsteps": int(obs.nstep),
-        "nobs": int(obs.nobs),
-        "ngrid": int(obs.ngrid),
-        "epochs": int(history.nepochs) if history is not None else None,
-        "train_seconds": round(result.train_seconds, 2) if not diagsonly else None,
-        "obs_per_s": round(float(history.obs_per_s)) if history is not None and not diagsonly else None,
-        "wall_seconds": round(wall_s, 2),
-        "data": str(data_cfg.data),
-        "output": str(result.output),
-        "code_version": code_version(),
-        "date_created": now_iso(),
-    }
-    return summary_dict(
-        facts=facts,
-        channel_names=list(obs.basis.channel_names),
-        sensor_names=list(obs.basis.sensor_names),
-        cost_before=result.cost_before,
-        cost_after=result.cost_after,
-        departures_before=result.departures_before,
-        departures_after=result.departures_after,
-        truth=result.truth,
-    )
-
-
 def _trained_books(model_file: dict[str, Any], result: RunResult, history_type) -> Any:
     """``--diagsonly``: the history and the "before training" numbers of the trained run, for the summary."""
     history = None
@@ -553,30 +502,8 @@ def _save_model(
         )
     ]
     files += write_state_files(network, obs, background, plan.output, plan.tag, plan.data_cfg.steps_per_day)
-    weights, input_layer = emissivity_weights(network)
-    epoch_losses = batch_losses = None
-    if history is not None and history.epoch_terms:
-        epoch_losses = {k: [e[k] for e in history.epoch_terms] for k in history.epoch_terms[0]}
-        if history.valid_cost:
-            epoch_losses["valid_obs"] = list(history.valid_cost)
-        batch_losses = dict(history.batch_terms)
-    files.append(
-        out.write_models(
-            plan.path("models"),
-            weights=weights,
-            input_names=plan.model_cfg.input_names(),
-            input_layer=input_layer,
-            basis=network.basis,
-            wind_coef=network.wind_coef.detach().cpu().numpy(),
-            bias_ice=network.bias_ice_k.detach().cpu().numpy(),
-            bias_ocean=network.bias_ocean_k.detach().cpu().numpy(),
-            setup=configs,
-            epoch_losses=epoch_losses,
-            batch_losses=batch_losses,
-            model_version=plan.model_cfg.version,
-        )
-    )
+    files.append(write_models_file(plan.path("models"), network, history, configs, plan.model_cfg))
     return files
 
 
-__all__ = ["run", "RunResult", "emissivity_weights"]
+__all__ = ["run", "RunResult"]
