@@ -180,7 +180,7 @@ def test_missing_background_file(capsys, tmp_path):
 def test_unknown_sensor(capsys, tmp_path):
     out = tmp_path / "out"
     line = _fails(
-        ["--data", str(tmp_path), "--output", str(out), "--sensors", "amsr2", "mhs"], capsys, "--sensors", "'mhs'"
+        ["--data", str(tmp_path), "--output", str(out), "--sensors", "amsr2", "mwri"], capsys, "--sensors", "'mwri'"
     )
     assert "amsr2, gmi, ssmisf17" in line
     assert not out.exists()

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from empirical_seaice.config import PRESETS, CostConfig, DataConfig, TrainingConfig, get_preset, replace
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.sensors import load_catalogue
 
 PROG = "seaice-training"
 EXIT_USER_ERROR = 2
@@ -115,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="Background (initial) SIC file (default: ifs_seaice*.nc in --data).",
+    )
+    ours.add_argument(
+        "--sensor-catalogue",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TOML file adding or overriding sensors of the shipped catalogue for this run "
+        "(README 'Sensors'); saved with the model.",
     )
     ours.add_argument(
         "--tsfc-background",
@@ -290,6 +299,7 @@ def configs_from_args(args: argparse.Namespace):
         nsteps=args.nsteps,
         seaice_background=args.seaice_background,
         tsfc_background=args.tsfc_background,
+        sensor_catalogue=args.sensor_catalogue,
     )
     cost: CostConfig = replace(preset.cost, warm_ice=args.warm_ice)
     training = TrainingConfig(
@@ -359,7 +369,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.retrieve:
             from empirical_seaice.products.write import check_product_options
 
-            check_product_options(products, None if args.diagsonly else preset.model.version, data.sensors)
+            check_product_options(
+                products,
+                None if args.diagsonly else preset.model.version,
+                data.sensors,
+                load_catalogue(data.sensor_catalogue),
+            )
         threads_before = _set_threads(args.threads)
         try:
             if args.retrieve:

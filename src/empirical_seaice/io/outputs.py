@@ -53,7 +53,7 @@ import xarray as xr
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cf
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS, Observations
-from empirical_seaice.sensors import ChannelBasis
+from empirical_seaice.sensors import POL_NAMES, ChannelBasis
 
 DIAGNOSTIC_FILES = ("tbobs", "tbsim_initial", "tbsim", "tbzero", "ice_emis")
 """Files written by the diagnostics (absent after ``--trainonly``)."""
@@ -147,7 +147,7 @@ def _channel_coords(basis: ChannelBasis) -> dict[str, xr.Variable]:
         "channel_name": _names(
             "channel", basis.channel_names, "channel name in the unified channel basis", **cf.STANDARD["channel_name"]
         ),
-        "polarisation": _names("channel", ["V" if p == 0 else "H" for p in basis.pol], "polarisation (V or H)"),
+        "polarisation": _names("channel", [POL_NAMES[p] for p in basis.pol], "polarisation (V, H, QV or QH)"),
         "obs_error": _var(("channel",), basis.obs_error_k.astype(np.float32), "K", "observation error sigma_c"),
     }
 

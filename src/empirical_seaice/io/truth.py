@@ -121,10 +121,16 @@ def _read_truth_state(state_path: Path, obs: Observations) -> tuple[np.ndarray, 
 
 
 def _read_sensor_truth(
-    sdir: Path, name: str, rows: np.ndarray, cols: np.ndarray, idx: np.ndarray, targets: list[tuple[str, np.ndarray]]
+    sdir: Path,
+    name: str,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    fcols: np.ndarray,
+    idx: np.ndarray,
+    targets: list[tuple[str, np.ndarray]],
 ) -> None:
-    """Fill each target's ``rows`` (and ``cols`` for per-channel fields) from the sensor's truth files,
-    rows ``idx`` of the sensor's observation files."""
+    """Fill each target's ``rows`` (and basis columns ``cols`` for per-channel fields, the sensor's
+    used file columns ``fcols``) from the sensor's truth files, rows ``idx`` of its observation files."""
     for field_name, target in targets:
         path = sdir / f"truth_{field_name}.nc"
         with _open(path) as ds:
@@ -135,7 +141,7 @@ def _read_sensor_truth(
                 f"of sensor {name}: the truth does not belong to this data"
             )
         if values.ndim == 2:
-            target[np.ix_(rows, cols)] = values[idx]
+            target[np.ix_(rows, cols)] = values[idx][:, fcols]
         else:
             target[rows] = values[idx]
 
@@ -177,12 +183,13 @@ def read_truth(data_dir: Path, obs: Observations) -> Truth | None:
     with _open(bias_path) as bds:
         for s, name in enumerate(basis.sensor_names):
             cols = basis.sensor_channel_map[s]
-            bias_ice[s, cols] = _get(bds, bias_path, f"BIAS_ICE_{name}")
-            bias_ocean[s, cols] = _get(bds, bias_path, f"BIAS_OCEAN_{name}")
+            fcols = basis.sensor_file_columns[s]  # the used channels among the sensor's file channels
+            bias_ice[s, cols] = _get(bds, bias_path, f"BIAS_ICE_{name}")[fcols]
+            bias_ocean[s, cols] = _get(bds, bias_path, f"BIAS_OCEAN_{name}")[fcols]
             rows = np.flatnonzero(isensor == s)
             if rows.size:
                 targets = [*per_chan.items(), ("SIC", sic_obs)]
-                _read_sensor_truth(tdir / name, name, rows, cols, obs_index[rows], targets)
+                _read_sensor_truth(tdir / name, name, rows, cols, fcols, obs_index[rows], targets)
     return Truth(
         sic=sic,
         emis_ice=per_chan["EMIS_ICE"],

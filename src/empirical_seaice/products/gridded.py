@@ -44,7 +44,7 @@ import numpy as np
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cf
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS, BackgroundMaps, Observations
-from empirical_seaice.sensors import network_frequency_table
+from empirical_seaice.sensors import POL_H, POL_QH, POL_QV, POL_V, network_frequency_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
@@ -162,7 +162,9 @@ def evaluate_grid_emissivity(
     """Ice emissivity of cells (n,) with inputs T (n,) K and props (n, nprop).
 
     Returns (n, nch) for ``channels`` (default: all of the basis), or
-    (n, nfreq, 2) = (e_V, e_H) for ``freq_ghz`` (v2 only). float32.
+    (n, nfreq, 2) = (e_V, e_H) for ``freq_ghz`` (v2 only). float32. A grid
+    cell has no scan angle: a sounder's QV / QH channel is mapped at nadir,
+    where it equals V / H.
     """
     import torch
 
@@ -184,7 +186,9 @@ def evaluate_grid_emissivity(
         freq, pol, _ = _channel_frequencies(basis, channels, model)
         f = torch.as_tensor(freq.astype(np.float32), device=param.device)
         vh = emissivity.emissivity_vh(x_t[:, None], p[:, None, :], f[None, :])  # (n, nch, 2)
-        pol_t = torch.as_tensor(pol, device=param.device)
+        pol_t = torch.as_tensor(
+            np.where(pol == POL_QV, POL_V, np.where(pol == POL_QH, POL_H, pol)), device=param.device
+        )
         return torch.gather(vh, 2, pol_t.view(1, -1, 1).expand(vh.shape[0], -1, 1))[..., 0].cpu().numpy()
 
 

@@ -56,7 +56,9 @@ class ProductOptions:
     plot_day: int | None = None
 
 
-def check_product_options(options: ProductOptions, model_version: str | None, sensors: Sequence[str]) -> None:
+def check_product_options(
+    options: ProductOptions, model_version: str | None, sensors: Sequence[str], catalogue: Any = None
+) -> None:
     """Validate the product options before any work (so that a bad flag never
     surfaces after a long training run).
 
@@ -65,10 +67,12 @@ def check_product_options(options: ProductOptions, model_version: str | None, se
     SeaIceError
         --grid-channels naming a channel the sensors lack; --grid-freqs with a
         v1 model or outside 1..400 GHz; a negative --plot-day.
+
+    ``catalogue``: the run's SensorCatalogue (None = the shipped one).
     """
     from empirical_seaice.sensors import build_channel_basis
 
-    basis = build_channel_basis(sensors)
+    basis = build_channel_basis(sensors, catalogue)
     if options.grid_channels:
         bad = [c for c in options.grid_channels if c not in basis.channel_index]
         if bad:

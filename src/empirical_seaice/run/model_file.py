@@ -8,7 +8,8 @@ A PyTorch checkpoint (``torch.save`` of a dict; written atomically by
   tables with their lag columns, the emissivity model, wind correction and
   biases), contiguous CPU tensors;
 - ``configs``: the setup as plain Python (:func:`configs_to_dict`): ``preset``,
-  ``data``, ``model``, ``cost``, ``training``;
+  ``data``, ``model``, ``cost``, ``training``, ``catalogue`` (the catalogue entries of the
+  run's sensors and channels, as used);
 - ``history``: the training history (``TrainingHistory.to_state``) or None;
 - ``nobs``, ``ngrid``, ``nstep``: the data the model was trained on;
 - ``nobs_train``: the ``nobs`` of the cost normalisation (training observations);
@@ -31,6 +32,7 @@ import torch
 from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
+from empirical_seaice.sensors import load_catalogue
 
 MODEL_FILE_FORMAT = 1
 """Format number of ``model_TAG.pt`` (not the trainer's epoch checkpoint,
@@ -53,7 +55,15 @@ def configs_to_dict(
 
     cd = plain(cost)
     cd["bias_bg"] = {k: list(v) for k, v in cost.bias_bg.items()}
-    return {"preset": preset, "data": plain(data), "model": plain(model), "cost": cd, "training": plain(training)}
+    return {
+        "preset": preset,
+        "data": plain(data),
+        "model": plain(model),
+        "cost": cd,
+        "training": plain(training),
+        # the catalogue entries of the run's sensors and channels, as used (README "Sensors")
+        "catalogue": load_catalogue(data.sensor_catalogue).to_dict(data.sensors),
+    }
 
 
 def configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, CostConfig]:
@@ -61,8 +71,8 @@ def configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, CostC
     dd = dict(d["data"])
     dd["data"] = Path(dd["data"])
     dd["sensors"] = tuple(dd["sensors"])
-    for k in ("seaice_background", "tsfc_background"):
-        dd[k] = None if dd[k] is None else Path(dd[k])
+    for k in ("seaice_background", "tsfc_background", "sensor_catalogue"):
+        dd[k] = None if dd.get(k) is None else Path(dd[k])
     md = dict(d["model"])
     md["lag_weights"] = tuple(md["lag_weights"])
     cd = dict(d["cost"])

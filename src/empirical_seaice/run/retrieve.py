@@ -46,7 +46,7 @@ from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.finish import final_diagnostics, initial_diagnostics, write_state_files
 from empirical_seaice.run.model_file import configs_from_dict, read_model_file
-from empirical_seaice.sensors import ChannelBasis, build_channel_basis
+from empirical_seaice.sensors import ChannelBasis, build_channel_basis, catalogue_from_dict, load_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -259,8 +259,8 @@ def run_retrieval(
         model_cfg=model_cfg,
         cost_cfg=cost_cfg,
         preset_name=preset_name,
-        basis=build_channel_basis(sensors),
-        trained_basis=build_channel_basis(trained_data.sensors),
+        basis=build_channel_basis(sensors, load_catalogue(data_cfg.sensor_catalogue)),
+        trained_basis=build_channel_basis(trained_data.sensors, _trained_catalogue(model_file, modeltag, trained_data)),
         device=resolve_device(train_cfg.device),
         cache_dir=output / f"cache_{tag}",
     )
@@ -273,6 +273,15 @@ def run_retrieval(
         elif not cache_existed:
             shutil.rmtree(plan.cache_dir, ignore_errors=True)
         raise
+
+
+def _trained_catalogue(model_file: dict[str, Any], modeltag: str, trained_data: DataConfig):
+    """The sensor catalogue the model was trained with (saved in the model file; older files: the
+    trained run's catalogue file or the built-in one)."""
+    saved = model_file["configs"].get("catalogue")
+    if saved is not None:
+        return catalogue_from_dict(saved, f"model_{modeltag}.pt")
+    return load_catalogue(trained_data.sensor_catalogue)
 
 
 def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:

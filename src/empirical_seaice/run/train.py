@@ -55,7 +55,7 @@ from empirical_seaice.run.model_file import (
     write_model_file,
     write_models_file,
 )
-from empirical_seaice.sensors import ChannelBasis, build_channel_basis
+from empirical_seaice.sensors import ChannelBasis, build_channel_basis, load_catalogue
 from empirical_seaice.training.runtime import RunProgress
 
 log = logging.getLogger(__name__)
@@ -229,7 +229,7 @@ def _validate(
     ):
         if path is not None and not Path(path).is_file():
             raise SeaIceError(f"{flag}: file {path} not found")
-    basis = build_channel_basis(data_cfg.sensors)
+    basis = build_channel_basis(data_cfg.sensors, load_catalogue(data_cfg.sensor_catalogue))
     device = resolve_device(train_cfg.device)
     ckpt_dir = output / f"checkpoints_{tag}"
     if resume and not (ckpt_dir / CHECKPOINT_NAME).is_file():
@@ -276,6 +276,7 @@ def _trained_setup(model_file: dict[str, Any], data_cfg: DataConfig) -> tuple[Da
         data=data_cfg.data,
         seaice_background=data_cfg.seaice_background or saved_data.seaice_background,
         tsfc_background=data_cfg.tsfc_background or saved_data.tsfc_background,
+        sensor_catalogue=data_cfg.sensor_catalogue or saved_data.sensor_catalogue,
     )
     return data_cfg, model_cfg, cost_cfg
 
