@@ -496,7 +496,7 @@ def reference_model_variables(
 
     Returns an empty dict for a v1 model of more than one sensor (no reference layout).
     """
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    f32 = lambda a: np.asarray(a, dtype=np.float32)
     ice, ocean = f32(bias_ice), f32(bias_ocean)
     ref = {
         "ocean_emis_bias": _var(

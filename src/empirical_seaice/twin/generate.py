@@ -310,7 +310,7 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
     weather = truth.weather(g, jd, t_air, rng)
     wind = weather["wind_ms"]
     freqs, pols, inc = ps["freqs"], ps["pols"], ps["inc"]
-    col = lambda a: np.asarray(a)[:, None]  # noqa: E731
+    col = lambda a: np.asarray(a)[:, None]
 
     def ice(p):
         e = ice_emissivity(

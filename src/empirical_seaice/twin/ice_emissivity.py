@@ -364,7 +364,7 @@ def load_angular_table(path: str | Path | None = None) -> AngularAnomalyTable:
             f"'python -m empirical_seaice.twin.smrt_table --angular --output {path}')"
         )
     with netCDF4.Dataset(path) as nc:
-        get = lambda name: np.asarray(nc.variables[name][:], dtype=np.float64)  # noqa: E731
+        get = lambda name: np.asarray(nc.variables[name][:], dtype=np.float64)
         return AngularAnomalyTable(
             ice_type=_readonly(get("ice_type"), np.float64),
             snow_depth_m=_readonly(get("snow_depth"), np.float64),
