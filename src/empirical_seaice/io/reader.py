@@ -3,12 +3,13 @@
 The flow of :func:`read_training_data`:
 
 1. locate the files (:mod:`.layouts`); with a cache directory, return the
-   cached arrays if their key (input files, sizes, mtimes, DataConfig, nlag)
-   matches, without opening any NetCDF file;
-2. read ``JULIAN_DAY`` of every sensor; ``jd_origin`` = floor of the smallest
-   Julian day over all sensors; step index by the 21 UTC rule;
-3. check the background shapes; choose the period
-   ``[stepstart, stepstart + nsteps)``;
+   cached arrays if their key (input files and a checksum of their content,
+   DataConfig, nlag) matches, without opening any NetCDF file (:mod:`.cache`);
+2. read ``JULIAN_DAY`` of every sensor (Julian days, else an error naming the
+   convention); step index by the 21 UTC rule;
+3. check the background shapes; define the time axis from the bulk of the data
+   (or ``--start-date``) and choose the period ``[stepstart, stepstart + nsteps)``
+   (:mod:`.period`: stray timestamps counted per sensor);
 4. read the per-observation fields; keep an observation when every one of
    them is valid and its step is in the period;
 5. read the per-channel fields block by block straight into preallocated
@@ -28,18 +29,20 @@ missing or out of range is an error naming the file and the variable (for
 per-channel fields: over the rows from the first to the last selected
 observation, the only rows read).
 
-Period. ``nsteps`` defaults to every step from ``stepstart`` up to the last
-step that has an observation, capped at the background period (columns of
-the skin-temperature map); observations after the background period are
-then dropped (logged). An explicit ``nsteps`` beyond either is an error.
+Period (:mod:`.period`). ``nsteps`` defaults to every step from ``stepstart`` up
+to the last step that has an observation, capped at the background period
+(columns of the skin-temperature map); observations after the background
+period are then dropped (logged). An explicit ``nsteps`` beyond either is an
+error. A requested sensor left without a valid observation in the period, or
+with more than 1% duplicated observations, is an error.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +59,7 @@ from empirical_seaice.io._netcdf import (
 )
 from empirical_seaice.io.background import background_shape, read_background
 from empirical_seaice.io.layouts import DataFiles, SensorFiles, find_data_files
+from empirical_seaice.io.period import SENSOR_LOSS_FRACTION, check_convention, select_period
 from empirical_seaice.io.validity import MOSTLY, FieldStats, classify
 from empirical_seaice.observations import BackgroundMaps, Observations, step_index
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis, load_catalogue
@@ -83,6 +87,7 @@ class _SensorRead:
     nobs_file: int = 0
     julian_day: np.ndarray = field(default_factory=lambda: np.zeros(0))
     keep: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # indices into the file's rows
+    outside: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # timestamps outside the period
     per_obs: dict[str, np.ndarray] = field(default_factory=dict)
     zenith_deg: np.ndarray | None = None  # optional: None when the file has no ZENITH
 
@@ -154,39 +159,32 @@ def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> L
     raise SeaIceError(f"{path}: variable {name} expected shape {want} (observation, channel), got {shape}")
 
 
-def _select_period(reads: list[_SensorRead], config: DataConfig, nstep_total_bg: int) -> tuple[float, int, int]:
-    """jd_origin, number of steps with data, and the chosen nsteps."""
-    mins = [np.nanmin(r.julian_day) for r in reads if np.isfinite(r.julian_day).any()]
-    if not mins:
-        raise SeaIceError(f"{reads[0].files.path('JULIAN_DAY')}: variable JULIAN_DAY has no valid value")
-    jd_origin = float(math.floor(min(mins)))
-    last = max(
-        int(step_index(np.nanmax(r.julian_day[np.isfinite(r.julian_day)]), jd_origin, config.steps_per_day))
-        for r in reads
-        if np.isfinite(r.julian_day).any()
-    )
-    nstep_data = last + 1
-    start = config.stepstart
-    if start >= nstep_data:
+def _check_sensor_kept(r: _SensorRead, config: DataConfig, nsteps: int) -> None:
+    """A requested sensor with no valid observation in the period, or with many duplicated rows, is an error."""
+    path = r.files.path("JULIAN_DAY")
+    name = r.files.sensor.name
+    if r.keep.size == 0:
+        steps = f"{config.stepstart}..{config.stepstart + nsteps - 1}"
         raise SeaIceError(
-            f"--stepstart {start}: the data has {nstep_data} steps (0..{nstep_data - 1} from Julian day "
-            f"{jd_origin:.0f}); choose a smaller --stepstart"
+            f"{path}: sensor {name} has no valid observation in steps {steps} "
+            f"({r.nobs_file} rows in its files); remove it from --sensors, or choose a period it covers"
         )
-    if config.nsteps is None:
-        nsteps = min(nstep_data, nstep_total_bg) - start
-        if nsteps < 1:
-            raise SeaIceError(
-                f"--stepstart {start}: the background files cover only {nstep_total_bg} steps; "
-                "choose a smaller --stepstart"
-            )
-    else:
-        nsteps = config.nsteps
-        if start + nsteps > nstep_data:
-            raise SeaIceError(
-                f"--nsteps {nsteps}: with --stepstart {start} the period needs steps {start}..{start + nsteps - 1}, "
-                f"but the data has steps 0..{nstep_data - 1}; use --nsteps {nstep_data - start} or less"
-            )
-    return jd_origin, nstep_data, nsteps
+    jd, grid = r.julian_day, r.per_obs["igrid"]
+    order = np.lexsort((grid, jd))
+    same = (jd[order][1:] == jd[order][:-1]) & (grid[order][1:] == grid[order][:-1])
+    for field_name in PER_OBS_MAP:
+        if not same.any():
+            break
+        v = r.per_obs[field_name][order]
+        same &= v[1:] == v[:-1]
+    ndup = int(same.sum())
+    if ndup > SENSOR_LOSS_FRACTION * r.keep.size:
+        raise SeaIceError(
+            f"{path}: sensor {name} has {ndup} duplicated observations ({100 * ndup / r.keep.size:.0f}% of "
+            f"{r.keep.size}: same time, grid point, skin temperature, wind and cloud); remove the repeated rows"
+        )
+    if ndup:
+        log.warning("sensor %s: %d duplicated observations (same time, grid point and weather)", name, ndup)
 
 
 def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observations, BackgroundMaps]:
@@ -198,7 +196,15 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
     for r in reads:
         _read_julian_day(r)
     bg_shape = background_shape(files.seaice_background, files.tsfc_background, nlag)
-    jd_origin, nstep_data, nsteps = _select_period(reads, config, bg_shape.nstep_total)
+    jd_origin, nstep_data, nsteps, outside = select_period(
+        [r.julian_day for r in reads],
+        [r.files.path("JULIAN_DAY") for r in reads],
+        [r.files.sensor.name for r in reads],
+        config,
+        bg_shape.nstep_total,
+    )
+    for r, out_r in zip(reads, outside, strict=True):
+        r.outside = out_r
     background = read_background(
         files.seaice_background, files.tsfc_background, bg_shape, config.stepstart, nsteps, nlag
     )
@@ -213,6 +219,8 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
             f"--stepstart {config.stepstart} --nsteps {nsteps}: no valid observation in the selected period "
             f"(sensors {' '.join(config.sensors)}, data {config.data})"
         )
+    for r in reads:
+        _check_sensor_kept(r, config, nsteps)
     out, offsets = _assemble_per_obs(reads, nobs, config.stepstart)
 
     # Pass 2: per-channel fields, block by block, into the unified basis.
@@ -245,6 +253,12 @@ def _read_julian_day(r: _SensorRead) -> None:
     assert jd is not None  # not optional
     r.julian_day = jd
     r.nobs_file = jd.shape[0]
+    if r.nobs_file == 0:
+        raise SeaIceError(
+            f"{path}: sensor {r.files.sensor.name} has no observation (0 rows); "
+            "remove it from --sensors or give its data"
+        )
+    check_convention(jd, path, r.files.sensor.name)
     finite = np.isfinite(jd)
     if r.nobs_file and (~finite).sum() > MOSTLY * r.nobs_file:
         raise SeaIceError(
@@ -266,12 +280,17 @@ def _select_observations(
     """Pass 1b for one sensor: read the per-observation fields and keep the observations in the
     period whose fields are all valid (``r.keep``); ``r.per_obs`` then holds only those."""
     sf, n = r.files, r.nobs_file
-    ok = np.isfinite(r.julian_day)
+    ok = np.isfinite(r.julian_day) & ~r.outside
     istep_int = np.full(n, -1, dtype=np.int64)
     istep_int[ok] = step_index(r.julian_day[ok], jd_origin, config.steps_per_day)
     early = int((ok & (istep_int < 0)).sum())
     if early:
-        log.warning("sensor %s: %d observations before the first 21 UTC window dropped", sf.sensor.name, early)
+        log.warning(
+            "sensor %s: %d observations before the first 21 UTC window%s dropped",
+            sf.sensor.name,
+            early,
+            f" of --start-date {config.start_date}" if config.start_date else "",
+        )
     in_period = ok & (istep_int >= config.stepstart) & (istep_int < config.stepstart + nsteps)
     late = int((ok & (istep_int >= nstep_total_bg)).sum())
     if late and config.nsteps is None:
@@ -346,9 +365,9 @@ def _read_grid_index(sf: SensorFiles, gname: str, n: int, ngrid: int, background
     return np.where(gmiss, -1, grid).astype(np.int32), gmiss
 
 
-def _assemble_per_obs(reads: list[_SensorRead], nobs: int, stepstart: int) -> tuple[dict[str, np.ndarray], list[int]]:
+def _assemble_per_obs(reads: list[_SensorRead], nobs: int, stepstart: int) -> tuple[dict[str, Any], list[int]]:
     """The per-observation arrays of all sensors, concatenated (final content only: no temporaries
-    beyond nobs), and each sensor's first row."""
+    beyond nobs; the array fields of :class:`Observations`), and each sensor's first row."""
     out: dict[str, np.ndarray] = {
         "igrid": np.empty(nobs, np.int32),
         "istep": np.empty(nobs, np.int32),
@@ -514,15 +533,23 @@ def read_training_data(
     if nlag < 0:
         raise SeaIceError(f"nlag: must be >= 0, got {nlag}")
     files = find_data_files(config)
-    if cache_dir is None or not config.cache:
-        return _read_fresh(files, config, nlag)
-    key = _cache.cache_key(files.input_files(), config, nlag)
-    hit = _cache.load(Path(cache_dir), key, config.sensor_catalogue)
-    if hit is not None:
-        log.info("training data loaded from cache %s", cache_dir)
-        return hit
-    obs, background = _read_fresh(files, config, nlag)
-    _cache.save(Path(cache_dir), key, obs, background)
+    inputs = files.input_files()
+    checksums = [_cache.file_checksum(f) for f in inputs]
+    digest = _cache.content_digest(inputs, checksums)
+    if not (cache_dir is not None and config.cache):
+        obs, background = _read_fresh(files, config, nlag)
+        obs.source_digest = digest
+        return obs, background
+    key = _cache.cache_key(inputs, config, nlag, checksums)
+    with _cache.locked(Path(cache_dir)):
+        hit = _cache.load(Path(cache_dir), key, config.sensor_catalogue)
+        if hit is not None:
+            log.info("training data loaded from cache %s", cache_dir)
+            hit[0].source_digest = digest
+            return hit
+        obs, background = _read_fresh(files, config, nlag)
+        _cache.save(Path(cache_dir), key, obs, background)
+    obs.source_digest = digest
     return obs, background
 
 

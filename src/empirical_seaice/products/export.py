@@ -42,7 +42,6 @@ import datetime as _dt
 import importlib.util
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +52,7 @@ import numpy as np
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cf
 from empirical_seaice.io.cf import code_version
+from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.sensors import POL_H, POL_NAMES, POL_QH, POL_QV, POL_V, network_frequency_table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -154,13 +154,8 @@ def julian_day_to_iso(jd: float) -> str:
 
 def _atomic_netcdf(ds: Any, path: Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=cf.encoding(ds.variables))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -349,8 +344,7 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
             "--export: writing the ONNX file needs the onnx package; install it with "
             "pip install 'empirical-seaice[export]' (make demo does)"
         )
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
@@ -363,10 +357,6 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
                 dynamic_axes=axes,
                 opset_version=17,
             )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -419,8 +409,7 @@ def export_onnx_channel(path: Path, emissivity: EmissivityModel, model: ModelCon
     in_names = ["t_skin_k", "props", "freq_ghz", "polarisation", "scan_angle_deg"]
     axes = {name: {0: "n"} for name in [*in_names, "emis"]}
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
@@ -433,10 +422,6 @@ def export_onnx_channel(path: Path, emissivity: EmissivityModel, model: ModelCon
                 dynamic_axes=axes,
                 opset_version=17,
             )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -22,8 +22,10 @@ and ``"lazy"`` build sparse state gradients and the sampled priors.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +36,7 @@ from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.training.contract import TrainableNetwork
 from empirical_seaice.training.runtime import RunProgress
-from empirical_seaice.training.trainer import Trainer
+from empirical_seaice.training.trainer import CHECKPOINT_MINUTES, Trainer
 
 
 @dataclass
@@ -102,8 +104,15 @@ def build_trainer(
     valid_index: np.ndarray | None = None,
     checkpoint_dir: Path | None = None,
     progress: bool | RunProgress = True,
+    checkpoint_minutes: float | None = None,
+    identity: Mapping[str, Any] | None = None,
+    stop: Callable[[], str | None] | None = None,
 ) -> Trainer:
-    """The trainer of ``network`` (``built.network`` or a wrapper of it) over ``built.data``."""
+    """The trainer of ``network`` (``built.network`` or a wrapper of it) over ``built.data``.
+
+    ``checkpoint_minutes`` (None = :data:`~empirical_seaice.training.trainer.CHECKPOINT_MINUTES`),
+    ``identity`` and ``stop`` as for :class:`~empirical_seaice.training.trainer.Trainer`.
+    """
     return Trainer(
         network,
         built.data,
@@ -114,6 +123,9 @@ def build_trainer(
         checkpoint_dir=checkpoint_dir,
         progress=progress,
         generator=generator,
+        checkpoint_minutes=CHECKPOINT_MINUTES if checkpoint_minutes is None else checkpoint_minutes,
+        identity=identity,
+        stop=stop,
     )
 
 

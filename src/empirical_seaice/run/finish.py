@@ -1,33 +1,43 @@
 """What training runs and retrievals both do around the fit: diagnostics and the state files.
 
-- :func:`initial_diagnostics`: simulate every observation before the fit,
-  ``tbsim_initial_TAG.nc``, the cost and departures before;
+- :func:`initial_diagnostics`: simulate every observation before the fit, the
+  cost and departures before (:func:`write_initial`: ``tbsim_initial_TAG.nc``);
 - :func:`final_diagnostics`: simulate after the fit, ``tbobs``, ``tbsim``,
   ``ice_emis``, the cost and departures after, the truth scores on a twin;
 - :func:`write_state_files`: ``seaice_TAG.nc``, ``properties_grid_TAG.nc``,
   ``properties_obs_TAG.nc`` from the trained state;
-- :func:`run_summary`: the run's summary as data (``summary_TAG.json``).
+- :func:`run_summary`: the run's summary as data (``summary_TAG.json``);
+  :func:`run_title`: the first lines of the summary table.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
 
+log = logging.getLogger(__name__)
+
 
 def initial_diagnostics(
-    network: HybridNetwork, data: ObservationTensors, obs: Observations, path: Path, nobs_total: int, result: Any
-) -> Path:
+    network: HybridNetwork, data: ObservationTensors, obs: Observations, nobs_total: int, result: Any
+) -> diag.Simulation:
     """Simulate every observation before the fit; fill ``result.cost_before`` and
-    ``.departures_before``; write ``tbsim_initial`` to ``path`` and return it."""
+    ``.departures_before``; return the simulation (written by :func:`write_initial`)."""
     sim = diag.simulate(network, data, obs.nobs)
     result.cost_before = diag.full_cost(network, obs, sim, nobs_total)
     result.departures_before = diag.departure_stats(obs, sim.tb)
+    return sim
+
+
+def write_initial(path: Path, sim: diag.Simulation, obs: Observations) -> Path:
+    """``tbsim_initial_TAG.nc``: the simulation before the fit (:func:`initial_diagnostics`)."""
     return out.write_tb(path, sim.tb, obs.basis, "tbsim_initial", obs.mask)
 
 
@@ -41,20 +51,27 @@ def final_diagnostics(
     tag: str,
     nobs_total: int,
     result: Any,
+    sim: diag.Simulation | None = None,
 ):
     """Simulate every observation with the trained model and state; write ``tbobs``, ``tbsim`` and
     ``ice_emis``; fill ``result.cost_after``, ``.departures_after``, ``.files`` and, when ``data_dir``
-    holds a twin truth, ``.truth``. Returns the truth (None without one)."""
+    holds a twin truth, ``.truth``. Returns the truth (None without one, or when it cannot be read:
+    a warning). ``sim``: the simulation after the fit when already done."""
     from empirical_seaice.io.truth import read_truth
 
     basis = obs.basis
-    sim = diag.simulate(network, data, obs.nobs)
+    if sim is None:
+        sim = diag.simulate(network, data, obs.nobs)
     result.cost_after = diag.full_cost(network, obs, sim, nobs_total)
     result.departures_after = diag.departure_stats(obs, sim.tb)
     result.files.append(out.write_tbobs(out.output_path(output, "tbobs", tag), obs, background.lon, background.lat))
     result.files.append(out.write_tb(out.output_path(output, "tbsim", tag), sim.tb, basis, "tbsim", obs.mask))
     result.files.append(out.write_ice_emis(out.output_path(output, "ice_emis", tag), sim.emis_ice, basis, obs.mask))
-    truth = read_truth(data_dir, obs)
+    try:
+        truth = read_truth(data_dir, obs)
+    except SeaIceError as exc:  # a truth/ folder that is not our twin's: score nothing, keep the run
+        log.warning("no truth scores: %s", exc)
+        truth = None
     if truth is not None:
         result.truth = diag.truth_scores(
             obs,
@@ -101,6 +118,24 @@ def write_state_files(
     ]
 
 
+def run_title(diagsonly: bool, tag: str, preset_name: str, obs: Observations, history, train_seconds: float) -> str:
+    """The first lines of a run's summary table: what ran, on which data, how training went."""
+    what = "diagnostics of the trained model" if diagsonly else "training"
+    line = (
+        f"seaice-training {what} '{tag}': model {preset_name}, sensors {' '.join(obs.basis.sensor_names)}\n"
+        f"  {obs.nobs} observations, {obs.ngrid} grid points x {obs.nstep} steps"
+    )
+    if history is not None and not diagsonly:
+        line += f"; {history.nepochs} epochs in {train_seconds:.1f} s ({history.obs_per_s:,.0f} obs/s)"
+        if history.valid_cost:
+            line += (
+                f"\n  held-out observation cost per obs: {history.valid_cost[0]:.4g} -> {history.valid_cost[-1]:.4g}"
+            )
+            if history.stopped_early:
+                line += f" (early stop, best epoch {history.best_epoch + 1})"
+    return line
+
+
 def run_summary(result: Any, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float) -> dict:
     """The run's summary as data (:func:`empirical_seaice.products.report.summary_dict`)."""
     from empirical_seaice.io.cf import code_version, now_iso
@@ -140,4 +175,4 @@ def run_summary(result: Any, preset_name, data_cfg, obs, history, diagsonly: boo
     )
 
 
-__all__ = ["initial_diagnostics", "final_diagnostics", "write_state_files", "run_summary"]
+__all__ = ["initial_diagnostics", "write_initial", "final_diagnostics", "write_state_files", "run_summary", "run_title"]

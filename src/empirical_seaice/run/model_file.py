@@ -16,13 +16,18 @@ A PyTorch checkpoint (``torch.save`` of a dict; written atomically by
 - ``before``: the cost and departures before training (for the summary of a later
   ``--diagsonly``) or None.
 
-``--diagsonly`` and ``--retrieve`` read it back (:func:`read_model_file`). The NetCDF description
+:func:`run_identity` is what the trainer's own checkpoint (``checkpoints_TAG/checkpoint.pt``)
+records of the run, so that ``--resume`` refuses a checkpoint of other data, model or options.
+
+``--diagsonly`` and ``--retrieve`` read it back (:func:`read_model_file`; with ``--diagsonly``
+:func:`trained_setup`, :func:`load_trained` and :func:`trained_books`). The NetCDF description
 of the trained model, ``models_TAG.nc``, is written by :func:`write_models_file`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import logging
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,12 @@ import torch
 from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
+from empirical_seaice.io.transaction import config_hash
+from empirical_seaice.observations import Observations
+from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.sensors import load_catalogue
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE_FORMAT = 1
 """Format number of ``model_TAG.pt`` (not the trainer's epoch checkpoint,
@@ -85,6 +95,23 @@ def configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, CostC
     return DataConfig(**dd), ModelConfig(**md), CostConfig(**cd)
 
 
+def run_identity(obs: Observations, model: ModelConfig, cost: CostConfig, training: TrainingConfig) -> dict[str, Any]:
+    """What a ``--resume`` checkpoint must match (stored in the trainer's checkpoint): the data's content,
+    the period, the model, the cost and the training options (``Trainer.check_identity``)."""
+    plain = configs_to_dict(DataConfig(data=Path(".")), model, cost, training, "")
+    return {
+        "data": obs.source_digest,
+        "period": [float(obs.jd_origin), int(obs.stepstart), int(obs.nstep)],
+        "nobs": int(obs.nobs),
+        "sensors": list(obs.basis.sensor_names),
+        "model": config_hash(plain["model"]),
+        "cost": config_hash(plain["cost"]),
+        "learning_rate": float(training.learning_rate),
+        "seed": int(training.seed),
+        "validation_fraction": float(training.validation_fraction),
+    }
+
+
 def model_file_path(output: Path, tag: str) -> Path:
     """``<output>/model_TAG.pt``."""
     return out.output_path(output, out.CHECKPOINT, tag)
@@ -117,6 +144,36 @@ def write_model_file(
     return out.save_checkpoint(path, payload)
 
 
+def write_trained(
+    stage: Path,
+    tag: str,
+    configs: dict[str, Any],
+    network: Any,
+    history: Any,
+    obs: Observations,
+    nobs_train: int,
+    before: dict[str, Any] | None,
+    model: ModelConfig,
+) -> list[Path]:
+    """Write ``model_TAG.pt`` (:func:`write_model_file`) and ``models_TAG.nc`` (:func:`write_models_file`)
+    of a trained network into ``stage``."""
+    return [
+        write_model_file(
+            model_file_path(stage, tag),
+            # the state tables are views into the optimiser's slab (weights + moments): copied contiguous
+            state_dict=network.state_dict(),
+            configs=configs,
+            history=history.to_state() if history is not None else None,
+            nobs=obs.nobs,
+            ngrid=obs.ngrid,
+            nstep=obs.nstep,
+            nobs_train=nobs_train,
+            before=before,
+        ),
+        write_models_file(out.output_path(stage, "models", tag), network, history, configs, model),
+    ]
+
+
 def read_model_file(output: Path, tag: str, flag: str = "--modeltag") -> dict[str, Any]:
     """Read ``<output>/model_TAG.pt`` and check its format.
 
@@ -129,6 +186,59 @@ def read_model_file(output: Path, tag: str, flag: str = "--modeltag") -> dict[st
     if payload.get("format") != MODEL_FILE_FORMAT:
         raise SeaIceError(f"{flag}: checkpoint format {payload.get('format')} is not {MODEL_FILE_FORMAT}")
     return payload
+
+
+def trained_setup(model_file: dict[str, Any], data_cfg: DataConfig) -> tuple[DataConfig, ModelConfig, CostConfig]:
+    """``--diagsonly``: the setup stored in the model file; ``--data`` and background files may
+    point to a moved copy of the same data."""
+    saved_data, model_cfg, cost_cfg = configs_from_dict(model_file["configs"])
+    if tuple(data_cfg.sensors) != saved_data.sensors:
+        log.warning("--diagsonly: using the trained model's sensors %s", " ".join(saved_data.sensors))
+    data_cfg = replace(
+        saved_data,
+        data=data_cfg.data,
+        seaice_background=data_cfg.seaice_background or saved_data.seaice_background,
+        tsfc_background=data_cfg.tsfc_background or saved_data.tsfc_background,
+        sensor_catalogue=data_cfg.sensor_catalogue or saved_data.sensor_catalogue,
+    )
+    return data_cfg, model_cfg, cost_cfg
+
+
+def load_trained(network, model_file: dict[str, Any]) -> None:
+    """``--diagsonly``: the trained parameters into the network built for the same data."""
+    try:
+        network.load_state_dict(model_file["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1:2] or [str(exc)]
+        raise SeaIceError(
+            f"--modeltag: the trained model does not fit this data ({first[0].strip()}); "
+            "use the data, sensors and period it was trained on"
+        ) from None
+
+
+def before_state(result: Any) -> dict[str, Any] | None:
+    """The cost and departures before training, kept in model_TAG.pt for a later --diagsonly summary."""
+    if result.cost_before is None or result.departures_before is None:
+        return None
+    d = result.departures_before
+    return {"cost": dict(result.cost_before), "count": d.count.tolist(), "mean": d.mean.tolist(), "std": d.std.tolist()}
+
+
+def trained_books(model_file: dict[str, Any], result: Any) -> Any:
+    """``--diagsonly``: the history and the "before training" numbers of the trained run, for the summary."""
+    from empirical_seaice.training.history import TrainingHistory
+
+    history = None
+    if model_file.get("history") is not None:
+        history = TrainingHistory.from_state(model_file["history"])
+        result.history = history
+    before = model_file.get("before")
+    if before:
+        result.cost_before = dict(before["cost"])
+        result.departures_before = diag.DepartureStats(
+            count=np.asarray(before["count"]), mean=np.asarray(before["mean"]), std=np.asarray(before["std"])
+        )
+    return history
 
 
 def emissivity_weights(network) -> tuple[dict[str, np.ndarray], str]:
@@ -180,9 +290,15 @@ __all__ = [
     "MODEL_FILE_FORMAT",
     "configs_to_dict",
     "configs_from_dict",
+    "run_identity",
     "model_file_path",
     "write_model_file",
+    "write_trained",
     "read_model_file",
+    "trained_setup",
+    "load_trained",
+    "before_state",
+    "trained_books",
     "emissivity_weights",
     "write_models_file",
 ]

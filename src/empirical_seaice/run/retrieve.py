@@ -44,7 +44,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.products import diagnostics as diag
-from empirical_seaice.run.finish import final_diagnostics, initial_diagnostics, write_state_files
+from empirical_seaice.run.finish import final_diagnostics, initial_diagnostics, write_initial, write_state_files
 from empirical_seaice.run.model_file import configs_from_dict, read_model_file
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis, catalogue_from_dict, load_catalogue
 
@@ -193,6 +193,7 @@ class _RetrievalPlan:
     trained_basis: ChannelBasis
     device: torch.device
     cache_dir: Path
+    stage: Path
 
 
 def run_retrieval(
@@ -203,6 +204,7 @@ def run_retrieval(
     tag: str,
     sensors: tuple[str, ...] | None = None,
     progress: bool = True,
+    stage: Path | None = None,
 ) -> RetrievalResult:
     """Retrieve SIC and the empirical state on new data with a trained model.
 
@@ -223,6 +225,8 @@ def run_retrieval(
         Sensors of the new data (default: those the model was trained on).
     progress : bool
         Progress bar on stderr.
+    stage : Path, optional
+        Where the files are written (the staging directory of the run's output set); default ``output``.
 
     Raises
     ------
@@ -263,14 +267,13 @@ def run_retrieval(
         trained_basis=build_channel_basis(trained_data.sensors, _trained_catalogue(model_file, modeltag, trained_data)),
         device=resolve_device(train_cfg.device),
         cache_dir=output / f"cache_{tag}",
+        stage=Path(stage) if stage is not None else output,
     )
-    existed, cache_existed = output.exists(), plan.cache_dir.exists()
+    cache_existed = plan.cache_dir.exists()
     try:
         return _retrieve(plan)
-    except SeaIceError:
-        if not existed:
-            shutil.rmtree(output, ignore_errors=True)
-        elif not cache_existed:
+    except BaseException:  # remove only what this retrieval created (its cache); the output set is the caller's
+        if not cache_existed:
             shutil.rmtree(plan.cache_dir, ignore_errors=True)
         raise
 
@@ -286,6 +289,7 @@ def _trained_catalogue(model_file: dict[str, Any], modeltag: str, trained_data: 
 
 def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
     from empirical_seaice.io import read_training_data
+    from empirical_seaice.run import interrupt
     from empirical_seaice.run.factory import build_network, build_trainer
     from empirical_seaice.training.runtime import make_generator
 
@@ -314,10 +318,9 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
         copied["sensor_channels"],
     )
     data = built.data
-    output.mkdir(parents=True, exist_ok=True)
-    result.files.append(
-        initial_diagnostics(network, data, obs, out.output_path(output, "tbsim_initial", tag), obs.nobs, result)
-    )
+    sim0 = initial_diagnostics(network, data, obs, obs.nobs, result)
+    result.files.append(write_initial(out.output_path(plan.stage, "tbsim_initial", tag), sim0, obs))
+    del sim0
 
     fixed_before = [t.detach().clone() for t in network.dense_parameters()]
     t0 = time.perf_counter()
@@ -328,16 +331,20 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
         train_index=np.arange(obs.nobs),
         generator=generator,
         progress=plan.progress,
+        stop=interrupt.requested,
     )
-    history = trainer.fit()
+    with interrupt.training():
+        history = trainer.fit()
     result.history = history
     result.seconds = time.perf_counter() - t0
     for a, b in zip(fixed_before, network.dense_parameters(), strict=True):
         if not torch.equal(a, b.detach()):  # pragma: no cover - guards the contract
             raise RuntimeError("retrieval changed a fixed model parameter")
 
-    result.files += write_state_files(network, obs, background, output, tag, plan.data_cfg.steps_per_day)
-    truth = final_diagnostics(network, data, obs, background, Path(plan.data_cfg.data), output, tag, obs.nobs, result)
+    result.files += write_state_files(network, obs, background, plan.stage, tag, plan.data_cfg.steps_per_day)
+    truth = final_diagnostics(
+        network, data, obs, background, Path(plan.data_cfg.data), plan.stage, tag, obs.nobs, result
+    )
     title = (
         f"seaice-training retrieval '{tag}' with trained model '{plan.modeltag}' ({plan.preset_name}; emissivity, "
         f"wind correction and biases fixed): sensors {' '.join(plan.sensors)}; {obs.nobs} obs, {obs.ngrid} grid "

@@ -6,15 +6,20 @@
    (tag names, mode flags, the data path and background files, sensor names,
    the device, with ``--diagsonly`` the trained model ``model_MODELTAG.pt``,
    with ``--resume`` the epoch checkpoint). Nothing is created before this.
+   Then the run takes the tag's lock and opens its output set
+   (:class:`~empirical_seaice.io.transaction.OutputSet`): every file below is
+   written into the staging directory and published in one step at the end.
 2. **Read** the training data (memory-mapped cache in ``<output>/cache/``)
-   and build the :class:`~empirical_seaice.model.operator.HybridNetwork`. A
-   user-caused error here or later removes the output directory if this run
-   created it (or the cache it created in an existing one), so a bad input
-   never leaves a half-made output directory behind.
+   and build the :class:`~empirical_seaice.model.operator.HybridNetwork`;
+   with ``--resume``, check the checkpoint's identity first. A user-caused
+   error here or later removes only what this run created (its staging set,
+   its lock, a cache or output directory it created).
 3. Unless ``--trainonly``/``--diagsonly``: simulate every observation before
-   training (``tbsim_initial_TAG.nc``) and evaluate the full cost ``J``.
-4. **Train** (:class:`~empirical_seaice.training.trainer.Trainer`, epoch checkpoints
-   in ``<output>/checkpoints_TAG/``) and **save** the model: the PyTorch
+   training (``tbsim_initial``, kept in memory) and evaluate the full cost ``J``.
+4. **Train** (:class:`~empirical_seaice.training.trainer.Trainer`, checkpoints
+   in ``<output>/checkpoints_TAG/``; SIGINT/SIGTERM stop at a step boundary),
+   run the **health checks** (:mod:`empirical_seaice.run.health`; a failure writes
+   nothing unless ``force_outputs``) and **save** the model: the PyTorch
    checkpoint ``model_TAG.pt`` (state_dict + configuration, what
    ``--diagsonly`` reloads) and ``models_TAG.nc``, ``seaice_TAG.nc``,
    ``properties_grid_TAG.nc``, ``properties_obs_TAG.nc``. With
@@ -22,7 +27,9 @@
 5. Unless ``--trainonly``: final diagnostics ``tbobs``, ``tbsim``,
    ``tbzero``, ``ice_emis``; the cost after; with a twin truth in
    ``<data>/truth`` the truth scores; the summary table (returned, printed by
-   the CLI).
+   the CLI); the user products; then the set is published with its manifest.
+   A failure after training publishes what was written (``partial``: the
+   trained model is kept) unless the disk refused a write.
 
 ``--diagsonly`` uses the setup stored in the checkpoint (model and cost
 configuration, sensors, period and background files), so the diagnostics are
@@ -33,30 +40,41 @@ parameters gives bit-identical ``tbsim``.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import numpy as np
 import torch
 
 from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, Preset, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
+from empirical_seaice.io import transaction as txn
+from empirical_seaice.io.cache import CacheGuard
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
-from empirical_seaice.run.finish import final_diagnostics, initial_diagnostics, run_summary, write_state_files
+from empirical_seaice.run.finish import (
+    final_diagnostics,
+    initial_diagnostics,
+    run_summary,
+    run_title,
+    write_initial,
+    write_state_files,
+)
 from empirical_seaice.run.model_file import (
-    configs_from_dict,
+    before_state,
     configs_to_dict,
+    load_trained,
     read_model_file,
-    write_model_file,
-    write_models_file,
+    run_identity,
+    trained_books,
+    trained_setup,
+    write_trained,
 )
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis, load_catalogue
 from empirical_seaice.training.runtime import RunProgress
+from empirical_seaice.training.trainer import CHECKPOINT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +91,8 @@ class RunResult:
     train_seconds : wall time of training (s).
     summary : the summary table ('' with ``--trainonly``).
     summary_data : the same as data (``summary_TAG.json``), None with ``--trainonly``.
+    health : the health checks after training (run.health.HealthReport; None with ``--diagsonly``).
+    manifest : the manifest of the published output set.
     """
 
     output: Path
@@ -87,11 +107,14 @@ class RunResult:
     train_seconds: float = 0.0
     summary: str = ""
     summary_data: dict[str, Any] | None = None
+    health: Any = None
+    manifest: dict[str, Any] | None = None
 
 
 @dataclass
 class _RunPlan:
-    """Everything :func:`run` validated, for :func:`_run` (nothing created yet)."""
+    """Everything :func:`run` validated, for :func:`_run` (nothing created yet; ``stage``, the staging
+    directory of the run's output set, is set when the set is opened)."""
 
     data_cfg: DataConfig
     model_cfg: ModelConfig
@@ -99,6 +122,7 @@ class _RunPlan:
     train_cfg: TrainingConfig
     output: Path
     tag: str
+    modeltag: str
     preset_name: str
     basis: ChannelBasis
     device: torch.device
@@ -109,26 +133,18 @@ class _RunPlan:
     resume: bool = False
     progress: bool = True
     products: Any = None
+    force_outputs: bool = False
+    checkpoint_minutes: float | None = None
+    stage: Path = Path()
 
     def path(self, stem: str) -> Path:
-        """``<output>/<stem>_<tag>.nc``."""
-        return out.output_path(self.output, stem, self.tag)
+        """``<stage>/<stem>_<tag>.nc``: where the run writes its file ``<output>/<stem>_<tag>.nc``."""
+        return out.output_path(self.stage, stem, self.tag)
 
-
-# ------------------------------------------------------------------ helpers
-class _OutputGuard:
-    """Remove what this run created in the output directory if a user error stops it."""
-
-    def __init__(self, output: Path):
-        self.output = output
-        self.existed = output.exists()
-        self.cache_existed = (output / "cache").exists()
-
-    def cleanup(self) -> None:
-        if not self.existed:
-            shutil.rmtree(self.output, ignore_errors=True)
-        elif not self.cache_existed:
-            shutil.rmtree(self.output / "cache", ignore_errors=True)
+    @property
+    def checkpoint(self) -> Path:
+        """The trainer's checkpoint ``<output>/checkpoints_TAG/checkpoint.pt``."""
+        return self.ckpt_dir / CHECKPOINT_NAME
 
 
 # ------------------------------------------------------------------ the run
@@ -145,6 +161,9 @@ def run(
     resume: bool = False,
     progress: bool = True,
     products: Any = None,
+    force_outputs: bool = False,
+    checkpoint_minutes: float | None = None,
+    argv: Any = None,
 ) -> RunResult:
     """Run training and/or diagnostics and write the outputs (see the module docstring).
 
@@ -171,6 +190,12 @@ def run(
     products : empirical_seaice.products.write.ProductOptions, optional
         User products written at the end (export, gridded emissivity, classic
         SIC, plots); None = none (see :func:`empirical_seaice.products.write.write_products`).
+    force_outputs : bool
+        Write the outputs even when the health checks after training fail (marked as failed).
+    checkpoint_minutes : float, optional
+        Interval of the within-epoch checkpoints (default
+        :data:`~empirical_seaice.training.trainer.CHECKPOINT_MINUTES`; 0 = epoch ends only).
+    argv : the command line, recorded in the lock file and the manifest.
 
     Raises
     ------
@@ -181,17 +206,23 @@ def run(
     plan = _validate(
         data_cfg, preset, cost_cfg, train_cfg, Path(output), tag, modeltag, diagsonly, trainonly, resume, progress
     )
-    plan.products = products
-    guard = _OutputGuard(plan.output)
-
-    display = RunProgress(progress)
+    plan.products, plan.force_outputs, plan.checkpoint_minutes = products, force_outputs, checkpoint_minutes
+    run_set = txn.OutputSet(plan.output, tag, argv=argv, inherit=diagsonly and plan.modeltag == tag)
+    cache = CacheGuard(plan.output / "cache")
+    plan.stage = run_set.begin()
     try:
-        return _run(plan, display)
-    except SeaIceError:
-        guard.cleanup()
+        display = RunProgress(progress)
+        try:
+            return _run(plan, run_set, display)
+        finally:
+            display.close()
+    except BaseException:  # remove only what this run created
+        run_set.abort()
+        if not run_set.published:
+            cache.cleanup(plan.output)
         raise
     finally:
-        display.close()
+        run_set.release()
 
 
 def _validate(
@@ -209,7 +240,6 @@ def _validate(
 ) -> _RunPlan:
     """Step 1: check the flags and files that can be checked without reading; create nothing."""
     from empirical_seaice.training.runtime import resolve_device
-    from empirical_seaice.training.trainer import CHECKPOINT_NAME
 
     model_cfg = preset.model if isinstance(preset, Preset) else preset
     preset_name = preset.name if isinstance(preset, Preset) else model_cfg.version
@@ -219,7 +249,7 @@ def _validate(
     model_file = None
     if diagsonly:
         model_file = read_model_file(output, modeltag)
-        data_cfg, model_cfg, cost_cfg = _trained_setup(model_file, data_cfg)
+        data_cfg, model_cfg, cost_cfg = trained_setup(model_file, data_cfg)
         preset_name = model_file["configs"]["preset"]
     if not Path(data_cfg.data).exists():
         raise SeaIceError(f"--data: {data_cfg.data} does not exist (give the training-data directory or file)")
@@ -241,6 +271,7 @@ def _validate(
         train_cfg=train_cfg,
         output=output,
         tag=tag,
+        modeltag=modeltag,
         preset_name=preset_name,
         basis=basis,
         device=device,
@@ -265,22 +296,6 @@ def _check_mode_flags(tag: str, modeltag: str | None, diagsonly: bool, trainonly
     return out.check_tag(modeltag, "--modeltag") if modeltag is not None else tag
 
 
-def _trained_setup(model_file: dict[str, Any], data_cfg: DataConfig) -> tuple[DataConfig, ModelConfig, CostConfig]:
-    """``--diagsonly``: the setup stored in the model file; ``--data`` and background files may
-    point to a moved copy of the same data."""
-    saved_data, model_cfg, cost_cfg = configs_from_dict(model_file["configs"])
-    if tuple(data_cfg.sensors) != saved_data.sensors:
-        log.warning("--diagsonly: using the trained model's sensors %s", " ".join(saved_data.sensors))
-    data_cfg = replace(
-        saved_data,
-        data=data_cfg.data,
-        seaice_background=data_cfg.seaice_background or saved_data.seaice_background,
-        tsfc_background=data_cfg.tsfc_background or saved_data.tsfc_background,
-        sensor_catalogue=data_cfg.sensor_catalogue or saved_data.sensor_catalogue,
-    )
-    return data_cfg, model_cfg, cost_cfg
-
-
 def _read(plan: _RunPlan, display: RunProgress) -> tuple[Observations, BackgroundMaps]:
     """Step 2a: read the data (through the cache in ``<output>/cache``)."""
     from empirical_seaice.io import describe, read_training_data
@@ -301,30 +316,23 @@ def _read(plan: _RunPlan, display: RunProgress) -> tuple[Observations, Backgroun
     return obs, background
 
 
-def _load_trained(network, model_file: dict[str, Any]) -> None:
-    """``--diagsonly``: the trained parameters into the network built for the same data."""
-    try:
-        network.load_state_dict(model_file["state_dict"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1:2] or [str(exc)]
-        raise SeaIceError(
-            f"--modeltag: the trained model does not fit this data ({first[0].strip()}); "
-            "use the data, sensors and period it was trained on"
-        ) from None
-
-
-def _run(plan: _RunPlan, display: RunProgress) -> RunResult:
-    from empirical_seaice.run.factory import build_network, build_trainer
-    from empirical_seaice.training.history import TrainingHistory
+def _run(plan: _RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResult:
+    from empirical_seaice.run import interrupt
+    from empirical_seaice.run.factory import build_network
+    from empirical_seaice.run.health import check_trained, health_gate
     from empirical_seaice.training.runtime import make_generator, split_observations
+    from empirical_seaice.training.trainer import Trainer
 
     result = RunResult(output=plan.output, tag=plan.tag)
     t_run = time.perf_counter()
     # ---- 2. read and build
     obs, background = _read(plan, display)
+    identity = run_identity(obs, plan.model_cfg, plan.cost_cfg, plan.train_cfg)
+    if plan.resume:  # refuse another run's checkpoint before any work
+        Trainer.check_identity(plan.checkpoint, Trainer.read_checkpoint(plan.checkpoint).get("identity"), identity)
     display.stage("packing observations")
     generator = make_generator(plan.train_cfg.seed)
-    train_index, valid_index = split_observations(obs.nobs, plan.train_cfg.validation_fraction, generator)
+    split = split_observations(obs.nobs, plan.train_cfg.validation_fraction, generator)
     built = build_network(
         obs,
         background,
@@ -333,56 +341,132 @@ def _run(plan: _RunPlan, display: RunProgress) -> RunResult:
         optimizer=plan.train_cfg.optimizer,
         generator=generator,
         device=plan.device,
-        counted=train_index,
+        counted=split[0],
     )
     network, data = built.network, built.data
     nobs_train = built.nobs_train
     if plan.model_file is not None:
-        _load_trained(network, plan.model_file)
+        load_trained(network, plan.model_file)
         nobs_train = int(plan.model_file.get("nobs_train", nobs_train))
-    plan.output.mkdir(parents=True, exist_ok=True)
 
-    # ---- 3. initial diagnostics
+    # ---- 3. initial diagnostics (in memory: nothing is written before the health checks)
+    sim0 = None
     if not plan.trainonly and not plan.diagsonly:
         display.stage("initial diagnostics")
-        result.files.append(initial_diagnostics(network, data, obs, plan.path("tbsim_initial"), nobs_train, result))
+        sim0 = initial_diagnostics(network, data, obs, nobs_train, result)
 
-    # ---- 4. train and save (or, with --diagsonly, the books of the trained run)
-    history = None
-    if not plan.diagsonly:
-        trainer = build_trainer(
-            network,
-            built,
-            plan.train_cfg,
-            train_index=train_index,
-            valid_index=valid_index,
-            generator=generator,
-            checkpoint_dir=plan.ckpt_dir,
-            progress=display,
+    # ---- 4. train and check (with --diagsonly: the books of the trained run)
+    history = sim = marks = None
+    if plan.model_file is None:
+        history = _train(plan, built, split, generator, identity, display, result)
+        display.stage("health checks")
+        sim = diag.simulate(network, data, obs.nobs)
+        result.health, marks = health_gate(
+            check_trained(network, obs, sim, result.cost_before, diag.full_cost(network, obs, sim, nobs_train)),
+            plan.force_outputs,
+            plan.checkpoint,
         )
-        t1 = time.perf_counter()
-        history = trainer.fit(resume=plan.resume)
-        result.train_seconds = time.perf_counter() - t1
-        result.history = history
-        display.stage("saving the model")
-        result.files += _save_model(plan, network, history, obs, background, nobs_train, _before_state(result))
     else:
-        assert plan.model_file is not None
-        history = _trained_books(plan.model_file, result, TrainingHistory)
+        history = trained_books(plan.model_file, result)
+    # ---- 4b.-7. every file into the staging set (marked when --force-outputs overrode a failed check)
+    configs = configs_to_dict(plan.data_cfg, plan.model_cfg, plan.cost_cfg, plan.train_cfg, plan.preset_name)
+    with txn.health_marks(marks):
+        if sim0 is not None:
+            result.files.append(write_initial(plan.path("tbsim_initial"), sim0, obs))
+            del sim0
+        if not plan.diagsonly:
+            display.stage("saving the model")
+            result.files += write_trained(
+                plan.stage, plan.tag, configs, network, history, obs, nobs_train, before_state(result), plan.model_cfg
+            )
+            result.files += write_state_files(
+                network, obs, background, plan.stage, plan.tag, plan.data_cfg.steps_per_day
+            )
+        try:
+            run = (network, data, obs, background)
+            _diagnostics_and_products(plan, run, nobs_train, result, sim, history, display, t_run)
+        except Exception as exc:
+            _failed_after_training(plan, run_set, configs, exc)
+        display.stage("publishing")
+        with interrupt.deferred():
+            result.manifest = run_set.publish(
+                configs,
+                status="complete" if marks is None else "health-check-failed",
+                message="" if marks is None else marks["health_check_failures"],
+            )
+        interrupt.raise_pending()
+    result.files = [
+        plan.output / f.relative_to(plan.stage) if f.is_relative_to(plan.stage) else f for f in result.files
+    ]
+    display.stage("done")
+    return result
 
-    # ---- 5. final diagnostics
+
+def _train(plan: _RunPlan, built, split, generator, identity, display: RunProgress, result: RunResult):
+    """Step 4: fit the network (SIGINT/SIGTERM stop at a step boundary with a checkpoint); returns the history."""
+    from empirical_seaice.run import interrupt
+    from empirical_seaice.run.factory import build_trainer
+
+    trainer = build_trainer(
+        built.network,
+        built,
+        plan.train_cfg,
+        train_index=split[0],
+        valid_index=split[1],
+        generator=generator,
+        checkpoint_dir=plan.ckpt_dir,
+        progress=display,
+        checkpoint_minutes=plan.checkpoint_minutes,
+        identity=identity,
+        stop=interrupt.requested,
+    )
+    t1 = time.perf_counter()
+    with interrupt.training():
+        history = trainer.fit(resume=plan.resume)
+    result.train_seconds = time.perf_counter() - t1
+    result.history = history
+    return history
+
+
+def _failed_after_training(plan: _RunPlan, run_set: txn.OutputSet, configs: dict[str, Any], exc: Exception) -> NoReturn:
+    """A failure after training: the trained model is hours of work, so publish what was written
+    (``partial``) and say how to redo only what failed; raises the one-line error."""
+    from empirical_seaice.run import interrupt
+
+    if plan.diagsonly:
+        raise exc
+    if isinstance(exc, txn.OutputWriteError):  # no room to publish: the old set stays
+        raise SeaIceError(
+            f"{exc} -- the trained state is kept in {plan.checkpoint}: rerun the same "
+            "command with --resume to write the outputs without training again"
+        ) from None
+    with interrupt.deferred():
+        run_set.publish(configs, status="partial", message=str(exc))
+    what = str(exc) if isinstance(exc, SeaIceError) else f"{type(exc).__name__}: {exc}"
+    raise SeaIceError(
+        f"{what} -- the trained model is kept ({plan.output}/model_{plan.tag}.pt, {plan.output}/seaice_{plan.tag}.nc, "
+        f"...): write the diagnostics and products again with --diagsonly --tag {plan.tag}"
+    ) from (None if isinstance(exc, SeaIceError) else exc)
+
+
+def _diagnostics_and_products(
+    plan: _RunPlan, run, nobs_train: int, result: RunResult, sim, history, display: RunProgress, t_run: float
+) -> None:
+    """Steps 5-7, into the staging set: final diagnostics and the summary, the user products and the
+    report, the summary files. ``run``: (network, data, obs, background)."""
+    network, data, obs, background = run
     truth = None
     if not plan.trainonly:
         display.stage("diagnostics")
         truth = final_diagnostics(
-            network, data, obs, background, Path(plan.data_cfg.data), plan.output, plan.tag, nobs_train, result
+            network, data, obs, background, Path(plan.data_cfg.data), plan.stage, plan.tag, nobs_train, result, sim=sim
         )
         zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
         result.files.append(out.write_tb(plan.path("tbzero"), zero.tb, plan.basis, "tbzero", obs.mask))
         del zero
         result.summary = diag.format_summary(
             diag.RunDiagnostics(
-                title=_title(plan, obs, history, result),
+                title=run_title(plan.diagsonly, plan.tag, plan.preset_name, obs, history, result.train_seconds),
                 cost_before=result.cost_before,
                 cost_after=result.cost_after,
                 departures_before=result.departures_before,
@@ -407,24 +491,7 @@ def _run(plan: _RunPlan, display: RunProgress) -> RunResult:
 
         summary["run"]["wall_seconds"] = round(time.perf_counter() - t_run, 2)
         result.summary_data = summary
-        result.files += write_summary_files(plan.output, plan.tag, result.summary, summary)
-    display.stage("done")
-    return result
-
-
-def _trained_books(model_file: dict[str, Any], result: RunResult, history_type) -> Any:
-    """``--diagsonly``: the history and the "before training" numbers of the trained run, for the summary."""
-    history = None
-    if model_file.get("history") is not None:
-        history = history_type.from_state(model_file["history"])
-        result.history = history
-    before = model_file.get("before")
-    if before:
-        result.cost_before = dict(before["cost"])
-        result.departures_before = diag.DepartureStats(
-            count=np.asarray(before["count"]), mean=np.asarray(before["mean"]), std=np.asarray(before["std"])
-        )
-    return history
+        result.files += write_summary_files(plan.stage, plan.tag, result.summary, summary)
 
 
 def _write_products(
@@ -437,7 +504,7 @@ def _write_products(
         network=network,
         obs=obs,
         background=background,
-        output=plan.output,
+        output=plan.stage,
         tag=plan.tag,
         preset_name=plan.preset_name,
         data_cfg=plan.data_cfg,
@@ -449,62 +516,8 @@ def _write_products(
     )
     result.files += files
     if lines:
+        lines = [ln.replace(str(plan.stage), str(plan.output)) for ln in lines]
         result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)]) if result.summary else ""
-
-
-def _title(plan: _RunPlan, obs: Observations, history, result: RunResult) -> str:
-    what = "diagnostics of the trained model" if plan.diagsonly else "training"
-    line = (
-        f"seaice-training {what} '{plan.tag}': model {plan.preset_name}, sensors {' '.join(plan.basis.sensor_names)}\n"
-        f"  {obs.nobs} observations, {obs.ngrid} grid points x {obs.nstep} steps"
-    )
-    if history is not None and not plan.diagsonly:
-        line += f"; {history.nepochs} epochs in {result.train_seconds:.1f} s ({history.obs_per_s:,.0f} obs/s)"
-        if history.valid_cost:
-            line += (
-                f"\n  held-out observation cost per obs: {history.valid_cost[0]:.4g} -> {history.valid_cost[-1]:.4g}"
-            )
-            if history.stopped_early:
-                line += f" (early stop, best epoch {history.best_epoch + 1})"
-    return line
-
-
-def _before_state(result: RunResult) -> dict[str, Any] | None:
-    """The cost and departures before training, kept in model_TAG.pt for a later --diagsonly summary."""
-    if result.cost_before is None or result.departures_before is None:
-        return None
-    d = result.departures_before
-    return {"cost": dict(result.cost_before), "count": d.count.tolist(), "mean": d.mean.tolist(), "std": d.std.tolist()}
-
-
-def _save_model(
-    plan: _RunPlan,
-    network,
-    history,
-    obs: Observations,
-    background: BackgroundMaps,
-    nobs_train: int,
-    before: dict[str, Any] | None = None,
-) -> list[Path]:
-    """Write model_TAG.pt, models_TAG.nc, seaice_TAG.nc and the two properties files."""
-    configs = configs_to_dict(plan.data_cfg, plan.model_cfg, plan.cost_cfg, plan.train_cfg, plan.preset_name)
-    files = [
-        write_model_file(
-            out.output_path(plan.output, out.CHECKPOINT, plan.tag),
-            # the state tables are views into the optimiser's slab (weights + moments): copied contiguous
-            state_dict=network.state_dict(),
-            configs=configs,
-            history=history.to_state() if history is not None else None,
-            nobs=obs.nobs,
-            ngrid=obs.ngrid,
-            nstep=obs.nstep,
-            nobs_train=nobs_train,
-            before=before,
-        )
-    ]
-    files += write_state_files(network, obs, background, plan.output, plan.tag, plan.data_cfg.steps_per_day)
-    files.append(write_models_file(plan.path("models"), network, history, configs, plan.model_cfg))
-    return files
 
 
 __all__ = ["run", "RunResult"]
