@@ -197,6 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads of torch's operators (default 1: the network's operations are "
         "small, and more threads were 20x slower on a shared 2-core machine).",
     )
+    ours.add_argument(
+        "--distributed",
+        action="store_true",
+        help="Train sharded over the processes of a torchrun launch (on by itself when torchrun starts "
+        "more than one process): grid points split by observation count, gloo on CPU, nccl on GPU "
+        "(README 'Training on several processes').",
+    )
+    ours.add_argument(
+        "--shard-order",
+        choices=("global", "local"),
+        default="global",
+        help="Batches of a --distributed run: 'global' (default; the single-process run's batches, each rank "
+        "taking its own observations from each) or 'local' (each rank shuffles its own observations; memory "
+        "per rank independent of the run's size).",
+    )
     ours.add_argument("--no-progress", action="store_true", help="No progress display on stderr.")
     ours.add_argument(
         "-q",
@@ -446,6 +461,8 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
                 resume=args.resume,
                 progress=not (args.no_progress or args.quiet),
                 products=products,
+                distributed=args.distributed,
+                shard_order=args.shard_order,
                 force_outputs=args.force_outputs,
                 checkpoint_minutes=args.checkpoint_minutes,
                 argv=[PROG, *argv],
@@ -467,7 +484,7 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
 
     if args.modeltag is None:
         raise SeaIceError("--retrieve: give the trained model with --modeltag TAG (its model_TAG.pt in --output)")
-    for flag in ("diagsonly", "trainonly", "resume", "force_outputs"):
+    for flag in ("diagsonly", "trainonly", "resume", "force_outputs", "distributed"):
         if getattr(args, flag):
             raise SeaIceError(f"--retrieve: --{flag.replace('_', '-')} does not apply to a retrieval")
     if args.output.exists() and not args.output.is_dir():

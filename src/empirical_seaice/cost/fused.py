@@ -141,9 +141,9 @@ def fused_batch_terms(cost: CostConfig, x: BatchCost, cache: dict | None = None)
         for k, b, bg in (("b_ice", x.bias_ice_k, x.bias_ice_bg_k), ("b_ocean", x.bias_ocean_k, x.bias_ocean_bg_k)):
             r = b - bg
             wr = r * cache[("bias_inv_var",) + key]
-            bias_grads[k] = _scaled(wr, 2.0 / n)
+            bias_grads[k] = _scaled(wr, 2.0 * x.shared_share / n)
             bias = bias + _dot(wr, r)
-        out.add("bias", bias, 1.0 / n, bias_grads)
+        out.add("bias", bias, x.shared_share / n, bias_grads)
         values = torch.stack(out.raw).mul_(torch.tensor(out.scale, dtype=tb.dtype, device=tb.device))
     inputs = {"tb": tb, "lags": lags, "anchor": x.emis_anchor, "b_ice": x.bias_ice_k, "b_ocean": x.bias_ocean_k}
     pairs = [(inputs[k], dl) for k, dl in out.derivs.items() if dl]

@@ -110,6 +110,12 @@ class BatchCost:
     ``bias_ice_bg_k``, ``bias_ocean_bg_k`` and errors ``bias_error_k`` (nsensor, 1), K.
 
     ``nobs``: the training observations, the ``nobs`` of ``J_b / nobs``.
+
+    Sharded over processes: ``batch_total`` is the ``B`` of the batch means (None = this batch's
+    size), the size of the global batch of which a rank holds its share, so that the ranks'
+    terms add up to the global batch's; ``shared_share`` weights the priors on the shared
+    parameters alone (bias prior, v1 mean anchor): 1 for one process, 1 on rank 0 and 0 on the
+    other ranks, so that they count once.
     """
 
     tb_sim_k: Tensor
@@ -129,24 +135,28 @@ class BatchCost:
     bias_ocean_bg_k: Tensor
     bias_error_k: Tensor
     nobs: int
+    batch_total: int | None = None
+    shared_share: float = 1.0
 
     @property
     def nbatch(self) -> int:
-        return int(self.tb_sim_k.shape[0])
+        """``B`` of the batch means: ``batch_total``, or the batch's own size."""
+        return int(self.tb_sim_k.shape[0]) if self.batch_total is None else int(self.batch_total)
 
 
 def observation_term(x: BatchCost) -> Tensor:
     """``(1/B) sum_{i in B} J_o,i`` (:func:`terms.observation_cost`)."""
-    return terms.observation_cost(x.tb_obs_k, x.tb_sim_k, x.mask, x.obs_error_k).mean()
+    cost = terms.observation_cost(x.tb_obs_k, x.tb_sim_k, x.mask, x.obs_error_k)
+    return cost.mean() if x.batch_total is None else cost.sum() / x.nbatch
 
 
 def anchor_term(cost: CostConfig, x: BatchCost) -> Tensor:
     """The emissivity anchor of a step: v1 ``((e0 - value) / sigma)^2 / nobs``
     (:func:`terms.anchor_mean_penalty`); v2 ``sum_{i in B} max(floor - e_i, 0)^2 / sigma^2 / nobs``
     (:func:`terms.anchor_floor_penalty`, the reference's "summed over the batch")."""
-    if cost.anchor == "mean":
+    if cost.anchor == "mean":  # on the shared parameters alone: x.shared_share
         assert x.e0_anchor is not None
-        return terms.anchor_mean_penalty(x.e0_anchor, cost.anchor_value, cost.anchor_error) / x.nobs
+        return terms.anchor_mean_penalty(x.e0_anchor, cost.anchor_value, cost.anchor_error) * x.shared_share / x.nobs
     return terms.anchor_floor_penalty(x.emis_anchor, cost.anchor_value, cost.anchor_error) / x.nobs
 
 
@@ -180,7 +190,8 @@ def batch_terms(cost: CostConfig, x: BatchCost, map_terms: dict[str, Tensor] | N
     out = {OBS: observation_term(x)}
     out.update(sampled_map_terms(cost, x) if map_terms is None else map_terms)
     out["anchor"] = anchor_term(cost, x)
-    out["bias"] = bias_prior(x.bias_ice_k, x.bias_ocean_k, x.bias_ice_bg_k, x.bias_ocean_bg_k, x.bias_error_k) / x.nobs
+    bias = bias_prior(x.bias_ice_k, x.bias_ocean_k, x.bias_ice_bg_k, x.bias_ocean_bg_k, x.bias_error_k)
+    out["bias"] = bias * x.shared_share / x.nobs
     return out
 
 

@@ -317,6 +317,10 @@ class HybridNetwork(nn.Module):
             self.counts_nobs = self.nobs
             self.n_warm_rows = st.ngrid * st.nstep
         self._cache: dict[tuple, Tensor] = {}  # derived constants, by (name, ..., dtype, device)
+        self.shared_prior_share = 1.0
+        """Weight of the priors that act on the shared parameters only (bias prior, v1 anchor) in
+        :meth:`cost_terms`: 1 for a network alone; in a run sharded over ranks 1 on rank 0 and 0 on
+        the others, so that the sum of the ranks' costs counts them once."""
 
     # ---------------------------------------------------------------- forward
     reads_state_values = True
@@ -390,9 +394,12 @@ class HybridNetwork(nn.Module):
         }
 
     # ------------------------------------------------------------------- cost
-    def batch_cost(self, batch: Batch, out: dict[str, Tensor], nobs_total: int) -> objective.BatchCost:
+    def batch_cost(
+        self, batch: Batch, out: dict[str, Tensor], nobs_total: int, batch_total: int | None = None
+    ) -> objective.BatchCost:
         """What the per-step cost of the batch reads (:class:`~empirical_seaice.cost.objective.BatchCost`):
-        the simulated TBs, the SIC rows with their sampling weights, the anchor emissivity, the biases."""
+        the simulated TBs, the SIC rows with their sampling weights, the anchor emissivity, the biases
+        (``batch_total``: see :meth:`cost_terms`)."""
         cc = self.cost_config
         rows = out["sic_rows"]
         if self.sic_count is not None:
@@ -426,20 +433,28 @@ class HybridNetwork(nn.Module):
             bias_ocean_bg_k=self.bias_ocean_bg_k,
             bias_error_k=self.bias_error_k,
             nobs=nobs_total,
+            batch_total=batch_total,
+            shared_share=self.shared_prior_share,
         )
 
-    def cost_terms(self, batch: Batch, out: dict[str, Tensor], nobs_total: int) -> dict[str, Tensor]:
+    def cost_terms(
+        self, batch: Batch, out: dict[str, Tensor], nobs_total: int, batch_total: int | None = None
+    ) -> dict[str, Tensor]:
         """The per-step estimate of each term of ``J / nobs`` for the batch (0-d tensors).
 
         Keys in order: ``obs`` ((1/B) sum_i J_o,i); ``sic_range``; ``sic_background`` and
         ``false_ice`` when switched on; ``warm_ice`` (always reported; see :meth:`total_cost`);
         ``anchor``; ``bias``. ``nobs_total`` is the number of training observations (the ``nobs``
-        of ``J_b / nobs``). The terms are those of :func:`empirical_seaice.cost.objective.batch_terms`;
+        of ``J_b / nobs``). ``batch_total`` is the ``B`` of the batch means (default ``len(batch)``):
+        in a sharded step a rank holds only its share of a global batch of ``B`` observations, and
+        the terms of all ranks then add up to the global batch's terms (the priors on the shared
+        parameters alone carry the factor :attr:`shared_prior_share`, so that they count once).
+        The terms are those of :func:`empirical_seaice.cost.objective.batch_terms`;
         "sampled" mode computes them with :func:`empirical_seaice.cost.fused.fused_batch_terms`
         (its hand-differentiated optimisation), "full" mode with the exact whole-map priors of
         :meth:`full_prior_terms` (the reference's dense scheme).
         """
-        x = self.batch_cost(batch, out, nobs_total)
+        x = self.batch_cost(batch, out, nobs_total, batch_total)
         if self.prior_mode == "sampled":
             return fused_batch_terms(self.cost_config, x, self._cache)
         return objective.batch_terms(self.cost_config, x, map_terms=self.full_prior_terms(nobs_total))

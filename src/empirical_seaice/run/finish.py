@@ -7,7 +7,7 @@
 - :func:`write_state_files`: ``seaice_TAG.nc``, ``properties_grid_TAG.nc``,
   ``properties_obs_TAG.nc`` from the trained state;
 - :func:`run_summary`: the run's summary as data (``summary_TAG.json``);
-  :func:`run_title`: the first lines of the summary table.
+  :func:`summary_table`: the table printed after a run (:func:`run_title`: its first lines).
 """
 
 from __future__ import annotations
@@ -118,6 +118,23 @@ def write_state_files(
     ]
 
 
+def summary_table(result: Any, preset_name: str, obs: Observations, history, diagsonly: bool) -> str:
+    """The summary table printed after a run (:func:`run_title`, the cost and departures before and
+    after, the truth scores) of ``result`` (a ``RunResult``: its costs, departures, truth, output, tag)."""
+    return diag.format_summary(
+        diag.RunDiagnostics(
+            title=run_title(diagsonly, result.tag, preset_name, obs, history, result.train_seconds),
+            cost_before=result.cost_before,
+            cost_after=result.cost_after,
+            departures_before=result.departures_before,
+            departures_after=result.departures_after,
+            truth=result.truth,
+            notes=(f"outputs: {result.output}/*_{result.tag}.nc",),
+        ),
+        obs.basis,
+    )
+
+
 def run_title(diagsonly: bool, tag: str, preset_name: str, obs: Observations, history, train_seconds: float) -> str:
     """The first lines of a run's summary table: what ran, on which data, how training went."""
     what = "diagnostics of the trained model" if diagsonly else "training"
@@ -175,4 +192,12 @@ def run_summary(result: Any, preset_name, data_cfg, obs, history, diagsonly: boo
     )
 
 
-__all__ = ["initial_diagnostics", "write_initial", "final_diagnostics", "write_state_files", "run_summary", "run_title"]
+__all__ = [
+    "initial_diagnostics",
+    "write_initial",
+    "final_diagnostics",
+    "write_state_files",
+    "run_summary",
+    "run_title",
+    "summary_table",
+]

@@ -14,7 +14,9 @@ A PyTorch checkpoint (``torch.save`` of a dict; written atomically by
 - ``nobs``, ``ngrid``, ``nstep``: the data the model was trained on;
 - ``nobs_train``: the ``nobs`` of the cost normalisation (training observations);
 - ``before``: the cost and departures before training (for the summary of a later
-  ``--diagsonly``) or None.
+  ``--diagsonly``) or None;
+- ``partition`` (sharded runs only): the grid points of each rank
+  (:class:`~empirical_seaice.run.partition.Partition`).
 
 :func:`run_identity` is what the trainer's own checkpoint (``checkpoints_TAG/checkpoint.pt``)
 records of the run, so that ``--resume`` refuses a checkpoint of other data, model or options.
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE_FORMAT = 1
 """Format number of ``model_TAG.pt`` (not the trainer's epoch checkpoint,
-``training.trainer.TRAINER_CHECKPOINT_FORMAT``)."""
+``training.checkpoint.TRAINER_CHECKPOINT_FORMAT``)."""
 
 
 def configs_to_dict(
@@ -97,7 +99,8 @@ def configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, CostC
 
 def run_identity(obs: Observations, model: ModelConfig, cost: CostConfig, training: TrainingConfig) -> dict[str, Any]:
     """What a ``--resume`` checkpoint must match (stored in the trainer's checkpoint): the data's content,
-    the period, the model, the cost and the training options (``Trainer.check_identity``)."""
+    the period, the model, the cost and the training options
+    (:func:`empirical_seaice.training.checkpoint.check_identity`)."""
     plain = configs_to_dict(DataConfig(data=Path(".")), model, cost, training, "")
     return {
         "data": obs.source_digest,
@@ -128,8 +131,10 @@ def write_model_file(
     nstep: int,
     nobs_train: int,
     before: dict[str, Any] | None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model_TAG.pt`` with the keys of the module docstring (contiguous CPU tensors)."""
+    """Write ``model_TAG.pt`` with the keys of the module docstring (contiguous CPU tensors;
+    ``extra``: further entries, e.g. the ``partition`` of a sharded run)."""
     payload = {
         "format": MODEL_FILE_FORMAT,
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
@@ -140,6 +145,7 @@ def write_model_file(
         "nstep": nstep,
         "nobs_train": nobs_train,
         "before": before,
+        **(extra or {}),
     }
     return out.save_checkpoint(path, payload)
 
@@ -154,6 +160,7 @@ def write_trained(
     nobs_train: int,
     before: dict[str, Any] | None,
     model: ModelConfig,
+    extra: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``model_TAG.pt`` (:func:`write_model_file`) and ``models_TAG.nc`` (:func:`write_models_file`)
     of a trained network into ``stage``."""
@@ -169,6 +176,7 @@ def write_trained(
             nstep=obs.nstep,
             nobs_train=nobs_train,
             before=before,
+            extra=extra,
         ),
         write_models_file(out.output_path(stage, "models", tag), network, history, configs, model),
     ]

@@ -76,8 +76,10 @@ class FrozenModel(nn.Module):
     ) -> dict[str, Tensor]:
         return self.network(batch, zero_sic=zero_sic, state_values=state_values)
 
-    def cost_terms(self, batch: Any, out_: dict[str, Tensor], nobs_total: int) -> dict[str, Tensor]:
-        return self.network.cost_terms(batch, out_, nobs_total)
+    def cost_terms(
+        self, batch: Any, out_: dict[str, Tensor], nobs_total: int, batch_total: int | None = None
+    ) -> dict[str, Tensor]:
+        return self.network.cost_terms(batch, out_, nobs_total, batch_total)
 
     def total_cost(self, terms: dict[str, Tensor]) -> Tensor:
         return self.network.total_cost(terms)

@@ -5,7 +5,8 @@
 1. **Validate** the flags and files that can be checked without reading
    (tag names, mode flags, the data path and background files, sensor names,
    the device, with ``--diagsonly`` the trained model ``model_MODELTAG.pt``,
-   with ``--resume`` the epoch checkpoint). Nothing is created before this.
+   with ``--resume`` the epoch checkpoint; :mod:`empirical_seaice.run.plan`).
+   Nothing is created before this.
    Then the run takes the tag's lock and opens its output set
    (:class:`~empirical_seaice.io.transaction.OutputSet`): every file below is
    written into the staging directory and published in one step at the end.
@@ -58,7 +59,7 @@ from empirical_seaice.run.finish import (
     final_diagnostics,
     initial_diagnostics,
     run_summary,
-    run_title,
+    summary_table,
     write_initial,
     write_state_files,
 )
@@ -66,15 +67,12 @@ from empirical_seaice.run.model_file import (
     before_state,
     configs_to_dict,
     load_trained,
-    read_model_file,
     run_identity,
     trained_books,
-    trained_setup,
     write_trained,
 )
-from empirical_seaice.sensors import ChannelBasis, build_channel_basis, load_catalogue
+from empirical_seaice.run.plan import RunPlan, validate_run
 from empirical_seaice.training.runtime import RunProgress
-from empirical_seaice.training.trainer import CHECKPOINT_NAME
 
 log = logging.getLogger(__name__)
 
@@ -111,42 +109,6 @@ class RunResult:
     manifest: dict[str, Any] | None = None
 
 
-@dataclass
-class _RunPlan:
-    """Everything :func:`run` validated, for :func:`_run` (nothing created yet; ``stage``, the staging
-    directory of the run's output set, is set when the set is opened)."""
-
-    data_cfg: DataConfig
-    model_cfg: ModelConfig
-    cost_cfg: CostConfig
-    train_cfg: TrainingConfig
-    output: Path
-    tag: str
-    modeltag: str
-    preset_name: str
-    basis: ChannelBasis
-    device: torch.device
-    ckpt_dir: Path
-    model_file: dict[str, Any] | None = None  # with --diagsonly: the trained model_MODELTAG.pt
-    diagsonly: bool = False
-    trainonly: bool = False
-    resume: bool = False
-    progress: bool = True
-    products: Any = None
-    force_outputs: bool = False
-    checkpoint_minutes: float | None = None
-    stage: Path = Path()
-
-    def path(self, stem: str) -> Path:
-        """``<stage>/<stem>_<tag>.nc``: where the run writes its file ``<output>/<stem>_<tag>.nc``."""
-        return out.output_path(self.stage, stem, self.tag)
-
-    @property
-    def checkpoint(self) -> Path:
-        """The trainer's checkpoint ``<output>/checkpoints_TAG/checkpoint.pt``."""
-        return self.ckpt_dir / CHECKPOINT_NAME
-
-
 # ------------------------------------------------------------------ the run
 def run(
     data_cfg: DataConfig,
@@ -161,6 +123,8 @@ def run(
     resume: bool = False,
     progress: bool = True,
     products: Any = None,
+    distributed: bool = False,
+    shard_order: str = "global",
     force_outputs: bool = False,
     checkpoint_minutes: float | None = None,
     argv: Any = None,
@@ -190,6 +154,14 @@ def run(
     products : empirical_seaice.products.write.ProductOptions, optional
         User products written at the end (export, gridded emissivity, classic
         SIC, plots); None = none (see :func:`empirical_seaice.products.write.write_products`).
+    distributed : bool
+        Train sharded over the processes of a ``torchrun`` launch
+        (:mod:`empirical_seaice.run.sharded`); also on when the launch
+        environment says more than one process.
+    shard_order : str
+        Batch order of a sharded run: "global" (the single-process run's
+        batches, shared out) or "local" (each rank shuffles its own
+        observations); see :class:`~empirical_seaice.training.distributed.ShardPlan`.
     force_outputs : bool
         Write the outputs even when the health checks after training fail (marked as failed).
     checkpoint_minutes : float, optional
@@ -203,10 +175,15 @@ def run(
         Any user-caused problem (flags, files, data); nothing is left behind in
         an output directory this run created.
     """
-    plan = _validate(
+    plan = validate_run(
         data_cfg, preset, cost_cfg, train_cfg, Path(output), tag, modeltag, diagsonly, trainonly, resume, progress
     )
     plan.products, plan.force_outputs, plan.checkpoint_minutes = products, force_outputs, checkpoint_minutes
+    ctx = _rank_context(distributed, plan.device, diagsonly)
+    if ctx is not None:
+        return _run_sharded(ctx, argv, plan, shard_order)
+    if resume and not plan.checkpoint.is_file():
+        raise SeaIceError(f"--resume: no epoch checkpoint {plan.checkpoint}; train without --resume first")
     run_set = txn.OutputSet(plan.output, tag, argv=argv, inherit=diagsonly and plan.modeltag == tag)
     cache = CacheGuard(plan.output / "cache")
     plan.stage = run_set.begin()
@@ -225,78 +202,60 @@ def run(
         run_set.release()
 
 
-def _validate(
-    data_cfg: DataConfig,
-    preset: Preset | ModelConfig,
-    cost_cfg: CostConfig,
-    train_cfg: TrainingConfig,
-    output: Path,
-    tag: str,
-    modeltag: str | None,
-    diagsonly: bool,
-    trainonly: bool,
-    resume: bool,
-    progress: bool,
-) -> _RunPlan:
-    """Step 1: check the flags and files that can be checked without reading; create nothing."""
-    from empirical_seaice.training.runtime import resolve_device
+def _rank_context(distributed: bool, device: torch.device, diagsonly: bool):
+    """The :class:`~empirical_seaice.run.sharded.RankContext` of a sharded run (the process group
+    joined), or None for a single process."""
+    from empirical_seaice.training import distributed as tdist
 
-    model_cfg = preset.model if isinstance(preset, Preset) else preset
-    preset_name = preset.name if isinstance(preset, Preset) else model_cfg.version
-    modeltag = _check_mode_flags(tag, modeltag, diagsonly, trainonly, resume)
-    if output.exists() and not output.is_dir():
-        raise SeaIceError(f"--output: {output} exists and is not a directory")
-    model_file = None
+    env = tdist.launch_environment()
+    if env is None:
+        if distributed:
+            raise SeaIceError(
+                "--distributed: not started by torchrun (RANK and WORLD_SIZE unset); launch with "
+                "torchrun --nproc-per-node N -m empirical_seaice.cli ... (README 'Training on several processes')"
+            )
+        return None
+    if not distributed and env.world_size == 1:
+        return None
     if diagsonly:
-        model_file = read_model_file(output, modeltag)
-        data_cfg, model_cfg, cost_cfg = trained_setup(model_file, data_cfg)
-        preset_name = model_file["configs"]["preset"]
-    if not Path(data_cfg.data).exists():
-        raise SeaIceError(f"--data: {data_cfg.data} does not exist (give the training-data directory or file)")
-    for flag, path in (
-        ("--seaice-background", data_cfg.seaice_background),
-        ("--tsfc-background", data_cfg.tsfc_background),
-    ):
-        if path is not None and not Path(path).is_file():
-            raise SeaIceError(f"{flag}: file {path} not found")
-    basis = build_channel_basis(data_cfg.sensors, load_catalogue(data_cfg.sensor_catalogue))
-    device = resolve_device(train_cfg.device)
-    ckpt_dir = output / f"checkpoints_{tag}"
-    if resume and not (ckpt_dir / CHECKPOINT_NAME).is_file():
-        raise SeaIceError(f"--resume: no epoch checkpoint {ckpt_dir / CHECKPOINT_NAME}; train without --resume first")
-    return _RunPlan(
-        data_cfg=data_cfg,
-        model_cfg=model_cfg,
-        cost_cfg=cost_cfg,
-        train_cfg=train_cfg,
-        output=output,
-        tag=tag,
-        modeltag=modeltag,
-        preset_name=preset_name,
-        basis=basis,
-        device=device,
-        ckpt_dir=ckpt_dir,
-        model_file=model_file,
-        diagsonly=diagsonly,
-        trainonly=trainonly,
-        resume=resume,
-        progress=progress,
-    )
+        raise SeaIceError("--diagsonly: runs in one process; start it without torchrun and --distributed")
+    from empirical_seaice.run.sharded import RankContext
+
+    rank_device = tdist.rank_device(device, env)
+    tdist.init_process_group(env, rank_device)
+    return RankContext(env=env, device=rank_device)
 
 
-def _check_mode_flags(tag: str, modeltag: str | None, diagsonly: bool, trainonly: bool, resume: bool) -> str:
-    """The tags and the mode flags are consistent; returns the model tag (default ``tag``)."""
-    out.check_tag(tag)
-    if diagsonly and trainonly:
-        raise SeaIceError("--diagsonly and --trainonly: give at most one of them")
-    if modeltag is not None and not diagsonly:
-        raise SeaIceError("--modeltag: only used with --diagsonly (training writes the model under --tag)")
-    if resume and diagsonly:
-        raise SeaIceError("--resume: only used when training, not with --diagsonly")
-    return out.check_tag(modeltag, "--modeltag") if modeltag is not None else tag
+def _run_sharded(ctx, argv, plan: RunPlan, shard_order: str) -> RunResult:
+    """:func:`~empirical_seaice.run.sharded.run_sharded`. Rank 0 holds the output set (lock, staging
+    directory, publication) as a single-process run does; every rank leaves the process group."""
+    from empirical_seaice.run.sharded import run_sharded
+    from empirical_seaice.training import distributed as tdist
+
+    run_set = cache = None
+    try:
+        if ctx.root:
+            run_set = txn.OutputSet(plan.output, plan.tag, argv=argv)
+            cache = CacheGuard(plan.output / "cache")
+        stage = run_set.begin() if run_set is not None else None
+        return run_sharded(
+            ctx, plan.data_cfg, plan.model_cfg, plan.cost_cfg, plan.train_cfg, plan.output, plan.tag,
+            plan.preset_name, plan.basis, plan.ckpt_dir, plan.trainonly, plan.resume, plan.progress, plan.products,
+            shard_order, run_set=run_set, stage=stage,
+        )  # fmt: skip
+    except BaseException:
+        if run_set is not None:
+            run_set.abort()
+            if not run_set.published and cache is not None:
+                cache.cleanup(plan.output)
+        raise
+    finally:
+        if run_set is not None:
+            run_set.release()
+        tdist.destroy_process_group()
 
 
-def _read(plan: _RunPlan, display: RunProgress) -> tuple[Observations, BackgroundMaps]:
+def _read(plan: RunPlan, display: RunProgress) -> tuple[Observations, BackgroundMaps]:
     """Step 2a: read the data (through the cache in ``<output>/cache``)."""
     from empirical_seaice.io import describe, read_training_data
 
@@ -316,12 +275,12 @@ def _read(plan: _RunPlan, display: RunProgress) -> tuple[Observations, Backgroun
     return obs, background
 
 
-def _run(plan: _RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResult:
+def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResult:
     from empirical_seaice.run import interrupt
     from empirical_seaice.run.factory import build_network
     from empirical_seaice.run.health import check_trained, health_gate
+    from empirical_seaice.training.checkpoint import check_identity, read_checkpoint
     from empirical_seaice.training.runtime import make_generator, split_observations
-    from empirical_seaice.training.trainer import Trainer
 
     result = RunResult(output=plan.output, tag=plan.tag)
     t_run = time.perf_counter()
@@ -329,7 +288,7 @@ def _run(plan: _RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunRes
     obs, background = _read(plan, display)
     identity = run_identity(obs, plan.model_cfg, plan.cost_cfg, plan.train_cfg)
     if plan.resume:  # refuse another run's checkpoint before any work
-        Trainer.check_identity(plan.checkpoint, Trainer.read_checkpoint(plan.checkpoint).get("identity"), identity)
+        check_identity(plan.checkpoint, read_checkpoint(plan.checkpoint).get("identity"), identity)
     display.stage("packing observations")
     generator = make_generator(plan.train_cfg.seed)
     split = split_observations(obs.nobs, plan.train_cfg.validation_fraction, generator)
@@ -402,7 +361,7 @@ def _run(plan: _RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunRes
     return result
 
 
-def _train(plan: _RunPlan, built, split, generator, identity, display: RunProgress, result: RunResult):
+def _train(plan: RunPlan, built, split, generator, identity, display: RunProgress, result: RunResult):
     """Step 4: fit the network (SIGINT/SIGTERM stop at a step boundary with a checkpoint); returns the history."""
     from empirical_seaice.run import interrupt
     from empirical_seaice.run.factory import build_trainer
@@ -428,7 +387,7 @@ def _train(plan: _RunPlan, built, split, generator, identity, display: RunProgre
     return history
 
 
-def _failed_after_training(plan: _RunPlan, run_set: txn.OutputSet, configs: dict[str, Any], exc: Exception) -> NoReturn:
+def _failed_after_training(plan: RunPlan, run_set: txn.OutputSet, configs: dict[str, Any], exc: Exception) -> NoReturn:
     """A failure after training: the trained model is hours of work, so publish what was written
     (``partial``) and say how to redo only what failed; raises the one-line error."""
     from empirical_seaice.run import interrupt
@@ -450,7 +409,7 @@ def _failed_after_training(plan: _RunPlan, run_set: txn.OutputSet, configs: dict
 
 
 def _diagnostics_and_products(
-    plan: _RunPlan, run, nobs_train: int, result: RunResult, sim, history, display: RunProgress, t_run: float
+    plan: RunPlan, run, nobs_train: int, result: RunResult, sim, history, display: RunProgress, t_run: float
 ) -> None:
     """Steps 5-7, into the staging set: final diagnostics and the summary, the user products and the
     report, the summary files. ``run``: (network, data, obs, background)."""
@@ -464,18 +423,7 @@ def _diagnostics_and_products(
         zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
         result.files.append(out.write_tb(plan.path("tbzero"), zero.tb, plan.basis, "tbzero", obs.mask))
         del zero
-        result.summary = diag.format_summary(
-            diag.RunDiagnostics(
-                title=run_title(plan.diagsonly, plan.tag, plan.preset_name, obs, history, result.train_seconds),
-                cost_before=result.cost_before,
-                cost_after=result.cost_after,
-                departures_before=result.departures_before,
-                departures_after=result.departures_after,
-                truth=result.truth,
-                notes=(f"outputs: {plan.output}/*_{plan.tag}.nc",),
-            ),
-            plan.basis,
-        )
+        result.summary = summary_table(result, plan.preset_name, obs, history, plan.diagsonly)
     summary = None
     if not plan.trainonly:
         summary = run_summary(
@@ -495,7 +443,7 @@ def _diagnostics_and_products(
 
 
 def _write_products(
-    plan: _RunPlan, result: RunResult, network, obs, background, truth, history, summary, display
+    plan: RunPlan, result: RunResult, network, obs, background, truth, history, summary, display
 ) -> None:
     from empirical_seaice.products.write import write_products
 

@@ -57,8 +57,11 @@ class TrainableNetwork(Protocol):
 
     def __call__(self, batch: Any, *, state_values: list[Tensor] | None = None) -> dict[str, Tensor]: ...
 
-    def cost_terms(self, batch: Any, out: dict[str, Tensor], nobs_total: int) -> dict[str, Tensor]:
-        """The per-step estimate of each term of the cost (0-d tensors); ``"obs"`` is the mean J_o,i."""
+    def cost_terms(
+        self, batch: Any, out: dict[str, Tensor], nobs_total: int, batch_total: int | None = None
+    ) -> dict[str, Tensor]:
+        """The per-step estimate of each term of the cost (0-d tensors); ``"obs"`` is the mean J_o,i
+        (over ``batch_total`` observations when given: a sharded run's global batch)."""
         ...
 
     def total_cost(self, terms: dict[str, Tensor]) -> Tensor:

@@ -15,6 +15,13 @@ reads (``network.state_rows``) are caught up by
 pass and handed to the network (``state_values``; a network with
 ``reads_state_values = False`` reads the caught-up tables itself).
 
+Sharded over processes (``sharding``, a
+:class:`~empirical_seaice.training.distributed.ShardPlan`), the trainer runs
+this rank's share of each global batch (``network.cost_terms(..., batch_total=B)``
+with the global batch's ``B``), sums the shared (dense) parameters' gradients
+over the ranks before each step, and sums its books over the ranks; see
+:mod:`empirical_seaice.training.distributed`.
+
 The term named ``"obs"`` (:data:`~empirical_seaice.training.contract.OBS_TERM`) is
 the observation term: the mean of ``J_o,i`` over the batch; it is what the
 held-out validation reports.
@@ -26,6 +33,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,36 +44,41 @@ from empirical_seaice.config import TrainingConfig
 from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.training.adam import ADAM_BETAS, ADAM_EPS, dense_adam
+from empirical_seaice.training.checkpoint import (
+    CHECKPOINT_NAME,
+    TRAINER_CHECKPOINT_FORMAT,
+    check_identity,
+    read_checkpoint,
+)
 from empirical_seaice.training.contract import BatchSource, TrainableNetwork, check_network
 from empirical_seaice.training.deferred_adam import DeferredAdam
+from empirical_seaice.training.distributed import ShardPlan
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
 from empirical_seaice.training.runtime import RunProgress, make_generator, reproducible_mode
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
-"""File name of the checkpoint in the checkpoint directory."""
-
-TRAINER_CHECKPOINT_FORMAT = 3
-"""Format of the epoch checkpoint ``checkpoint.pt`` (2: DeferredAdam keeps its state in one slab per
-parameter group; 3: the run's identity (data, model, period, training options) and, within an epoch,
-the position in it). Not the format of the trained model file (``run.model_file.MODEL_FILE_FORMAT``)."""
-
 CHECKPOINT_MINUTES = 10.0
 """Default interval of the within-epoch checkpoints (minutes of wall time)."""
 
-IDENTITY_WORDS = {
-    "data": "training data (the input files' content)",
-    "period": "period (--stepstart/--nsteps, the data's first day)",
-    "nobs": "number of observations",
-    "sensors": "sensors (--sensors)",
-    "model": "model (--model, --ice-emis-init)",
-    "cost": "cost configuration (--warm-ice, preset)",
-    "learning_rate": "--learning-rate",
-    "seed": "--seed",
-    "validation_fraction": "--validation-fraction",
-}
-"""How a difference in each identity key is named in the ``--resume`` error."""
+
+@dataclass
+class _EpochStart:
+    """Where an epoch of :class:`Trainer` starts: the permutation of the training observations
+    (``perm``), this process's index tensor of each step (``batches``, on the device) and each
+    step's batch size (``sizes``; the global batch's in a sharded run); resumed within the epoch,
+    the first step to run (``first``), the term names and per-batch values so far (float64
+    (nbatch, nterm + 1) on the device; sized at the first step of a fresh epoch), and the wall
+    and CPU time so far."""
+
+    perm: torch.Tensor
+    batches: list[torch.Tensor]
+    sizes: np.ndarray
+    first: int = 0
+    names: tuple[str, ...] = ()
+    values: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    wall: float = 0.0
+    cpu: float = 0.0
 
 
 class Trainer:
@@ -100,13 +113,20 @@ class Trainer:
         The run's generator; None = :func:`make_generator` ``(config.seed)``.
         Share it with the network (sampled priors) and
         :func:`split_observations` so that a checkpoint holds all randomness.
+    sharding : ShardPlan or None
+        This rank's share of a run sharded over processes; None = a single
+        process. With it, ``train_index`` are the *global* training
+        observations (every rank draws the same permutation of them),
+        ``data`` and ``valid_index`` this rank's (local rows), ``nobs_total``
+        the global count, and ``checkpoint_dir`` holds one file per rank.
     checkpoint_minutes : float
         Also write the checkpoint within an epoch, at the first step boundary after this
         many minutes since the last one (0 = only at epoch ends). A resumed run continues
         from that step.
     identity : mapping or None
         What the checkpoint must match to be resumed (data fingerprint, period, model, ...):
-        stored in it, and compared key by key by :meth:`load_checkpoint`.
+        stored in it, and compared key by key by :meth:`load_checkpoint`
+        (:func:`~empirical_seaice.training.checkpoint.check_identity`).
     stop : callable or None
         Polled at every step boundary; a non-empty string (the reason, e.g. ``"SIGINT"``)
         writes the checkpoint and raises :class:`~empirical_seaice.errors.RunInterrupted`.
@@ -123,6 +143,7 @@ class Trainer:
         checkpoint_dir: Path | None = None,
         progress: bool | RunProgress = True,
         generator: torch.Generator | None = None,
+        sharding: ShardPlan | None = None,
         checkpoint_minutes: float = CHECKPOINT_MINUTES,
         identity: Mapping[str, Any] | None = None,
         stop: Callable[[], str | None] | None = None,
@@ -135,15 +156,21 @@ class Trainer:
         self._position: dict[str, Any] | None = None
         self._last_checkpoint = time.monotonic()
         self.network = check_network(network)
+        self.sharding = sharding
         self.data = data
         self.config = config
         self.train_index = torch.as_tensor(np.asarray(train_index), dtype=torch.long)
         if self.train_index.numel() == 0:
             raise SeaIceError("training: no observations to train on (empty training set)")
+        nvalid = 0 if valid_index is None else len(valid_index)
+        if sharding is not None:  # a rank may hold none of the held-out observations; it still takes part
+            self.nvalid_total = int(sharding.all_sum(torch.tensor([nvalid], device=sharding.device)).item())
+        else:
+            self.nvalid_total = nvalid
         self.valid_index = (
             None
-            if valid_index is None or len(valid_index) == 0
-            else torch.as_tensor(np.asarray(valid_index), dtype=torch.long)
+            if self.nvalid_total == 0
+            else torch.as_tensor(np.asarray([] if valid_index is None else valid_index), dtype=torch.long)
         )
         if config.early_stopping and self.valid_index is None:
             raise SeaIceError("--early-stopping needs held-out observations (--validation-fraction > 0)")
@@ -202,7 +229,9 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path | None:
         """``checkpoint_dir / checkpoint.pt`` or None."""
-        return None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_NAME
+        if self.checkpoint_dir is None:
+            return None
+        return self.checkpoint_dir / (CHECKPOINT_NAME if self.sharding is None else self.sharding.checkpoint_name)
 
     def save_checkpoint(self, position: Mapping[str, Any] | None = None) -> Path:
         """Write the checkpoint atomically (:func:`~empirical_seaice.io.transaction.atomic_path`).
@@ -240,47 +269,13 @@ class Trainer:
         self._last_checkpoint = time.monotonic()
         return path
 
-    @staticmethod
-    def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
-        """Load a trainer checkpoint; a missing, unreadable or older-format file is a one-line error."""
-        if not Path(path).is_file():
-            raise SeaIceError(f"--resume: no checkpoint at {path}; run without --resume first")
-        try:
-            state = torch.load(path, map_location=device, weights_only=True)
-        except Exception as exc:  # any unreadable file is a user problem
-            first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-            raise SeaIceError(f"--resume: cannot read checkpoint {path} ({first}); train without --resume") from None
-        if not isinstance(state, dict) or state.get("format") != TRAINER_CHECKPOINT_FORMAT:
-            fmt = state.get("format") if isinstance(state, dict) else None
-            raise SeaIceError(
-                f"--resume: {path} is not a trainer checkpoint of format {TRAINER_CHECKPOINT_FORMAT} (found format "
-                f"{fmt}, written by another version); train without --resume"
-            )
-        return state
-
-    @staticmethod
-    def check_identity(path: Path, saved: Mapping[str, Any] | None, identity: Mapping[str, Any] | None) -> None:
-        """Refuse (one line) a checkpoint written for other data, model, period or training options."""
-        if identity is None:
-            return
-        saved = saved or {}
-        for key, value in identity.items():
-            if key in saved and saved[key] != value:
-                what = IDENTITY_WORDS.get(key, key)
-                old, new = saved[key], value
-                detail = "" if key in ("data", "model", "cost") else f": {old} then, {new} now"
-                raise SeaIceError(
-                    f"--resume: checkpoint {path} was written for another {what}{detail}; "
-                    "resume with the data and flags of that run, or train without --resume"
-                )
-
     def load_checkpoint(self) -> None:
         """Restore network, optimisers, epoch, history and generator from the checkpoint."""
         path = self.checkpoint_path
         if path is None or not path.is_file():
             raise SeaIceError(f"--resume: no checkpoint at {path}; run without --resume first")
-        state = self.read_checkpoint(path, self.device)
-        self.check_identity(path, state.get("identity"), self.identity)
+        state = read_checkpoint(path, self.device)
+        check_identity(path, state.get("identity"), self.identity)
         saved = state["config"]
         for key in ("batch_size", "optimizer"):
             if saved[key] != getattr(self.config, key):
@@ -302,6 +297,8 @@ class Trainer:
         self._best_cost = float(state["best_cost"])
         self._best_state = state["best_state"]
         self._position = state.get("position")
+        if self.sharding is not None:
+            self.sharding.same_everywhere(self.epoch, "the epoch of the checkpoint")
         where = f", batch {self._position['batch']}" if self._position else ""
         logger.info("resumed from %s after epoch %d%s", path, self.epoch, where)
 
@@ -327,7 +324,8 @@ class Trainer:
             t_start = time.perf_counter()
             self._last_checkpoint = time.monotonic()
             wall_before = self.history.wall_time_s
-            nbatch = (self.train_index.numel() + cfg.batch_size - 1) // cfg.batch_size
+            ntrain = self.train_index.numel() if self.sharding is None else self.sharding.ntrain_total(self.train_index)
+            nbatch = (ntrain + cfg.batch_size - 1) // cfg.batch_size
             self.progress.start_training(cfg.nepochs, nbatch, self.epoch)
             while self.epoch < cfg.nepochs and not self.history.stopped_early:
                 position, self._position = self._position, None
@@ -359,13 +357,12 @@ class Trainer:
         return self.history
 
     def _train_epoch(self, position: Mapping[str, Any] | None = None) -> None:
-        cfg = self.config
         network = self.network
-        n = self.train_index.numel()
-        bs = cfg.batch_size
-        nbatch = (n + bs - 1) // bs
-        perm, first, names, values, wall0, cpu0 = self._epoch_start(position, nbatch)
-        sizes = np.diff(np.minimum(np.arange(nbatch + 1) * bs, n))
+        ep = self._epoch_start(position)
+        shard = self.sharding
+        dense_params: list[torch.Tensor] = list(network.dense_parameters()) if shard is not None else []
+        names, values, first = ep.names, ep.values, ep.first
+        nbatch, n = len(ep.batches), int(ep.sizes.sum())
         bar = self.progress if self.progress.enabled else None
         if bar is not None and first:
             bar.update(first)
@@ -376,20 +373,21 @@ class Trainer:
         def where(b: int) -> dict[str, Any]:
             return {
                 "batch": b,
-                "perm": perm.cpu(),
+                "perm": ep.perm.cpu(),
                 "names": list(names),
                 "values": values[:b].cpu(),
-                "wall": wall0 + time.perf_counter() - t0,
-                "cpu": cpu0 + time.process_time() - c0,
+                "wall": ep.wall + time.perf_counter() - t0,
+                "cpu": ep.cpu + time.process_time() - c0,
             }
 
         for b in range(first, nbatch):
-            batch = self.data.batch(perm[b * bs : (b + 1) * bs])
-            terms = network.cost_terms(batch, self._forward(batch, deferred), self.nobs_total)
+            terms = self._step_terms(self.data.batch(ep.batches[b]), deferred, int(ep.sizes[b]))
             loss = network.total_cost(terms)
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
+            if shard is not None:
+                shard.reduce_gradients(dense_params)
             for opt in self.optimizers:
                 opt.step()
             with torch.no_grad():
@@ -397,41 +395,52 @@ class Trainer:
                     names = (*terms, "total")
                     values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
                 values[b] = torch.stack([*terms.values(), loss])  # 0-d terms; no graph under no_grad
-            if bar is not None:
-                postfix = None
-                if b % 20 == 0 or b == nbatch - 1:
-                    running = float(values[max(0, b - 19) : b + 1, -1].mean())
-                    postfix = f"J/nobs={running:.4g}"
-                bar.update(1, postfix, refresh=b == nbatch - 1)
+            self._show_step(bar, b, nbatch, values)
             if b + 1 < nbatch:
                 self._step_boundary(b + 1, nbatch, where)
-        wall = wall0 + time.perf_counter() - t0
-        cpu = cpu0 + time.process_time() - c0
-        self._book_epoch(names, values, sizes, wall, cpu, n)
+        wall = ep.wall + time.perf_counter() - t0
+        cpu = ep.cpu + time.process_time() - c0
+        if shard is not None:  # the ranks' terms add up to the global batch's
+            values = shard.all_sum(values)
+        self._book_epoch(names, values, ep.sizes, wall, cpu, n)
 
-    def _epoch_start(
-        self, position: Mapping[str, Any] | None, nbatch: int
-    ) -> tuple[torch.Tensor, int, tuple[str, ...], torch.Tensor, float, float]:
-        """Where an epoch starts: the permutation of the training observations, the first batch, the
-        term names and per-batch values so far (float64 (nbatch, nterm + 1) on the device; sized at the
-        first batch of a fresh epoch), and the wall and CPU time so far. ``position``: a checkpoint's
-        place within this epoch (resumed), or None (a fresh epoch: a new permutation)."""
+    def _epoch_start(self, position: Mapping[str, Any] | None) -> _EpochStart:
+        """Where an epoch starts (:class:`_EpochStart`). ``position``: a checkpoint's place within this
+        epoch (resumed), or None (a fresh epoch: a new permutation of the training observations)."""
+        if position is not None:
+            perm = position["perm"]
+        else:
+            perm = self.train_index[torch.randperm(self.train_index.numel(), generator=self.generator)]
+        bs = self.config.batch_size
+        if self.sharding is None:
+            batches = list(perm.to(self.device).split(bs))
+            sizes = np.array([len(x) for x in batches])
+        else:  # this rank's share of each step, and the global batch sizes (they normalise the cost)
+            batches, sizes = self.sharding.epoch_batches(perm, bs)
         if position is None:
-            n = self.train_index.numel()
-            perm = self.train_index[torch.randperm(n, generator=self.generator)].to(self.device)
-            return perm, 0, (), torch.zeros(0), 0.0, 0.0
+            return _EpochStart(perm, batches, sizes)
         first = int(position["batch"])
         names = tuple(position["names"])
-        values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=self.device)
+        values = torch.zeros((len(batches), len(names)), dtype=torch.float64, device=self.device)
         values[:first] = position["values"].to(self.device)
-        return (
-            position["perm"].to(self.device),
-            first,
-            names,
-            values,
-            float(position["wall"]),
-            float(position["cpu"]),
-        )
+        return _EpochStart(perm, batches, sizes, first, names, values, float(position["wall"]), float(position["cpu"]))
+
+    def _show_step(self, bar: RunProgress | None, b: int, nbatch: int, values: torch.Tensor) -> None:
+        """One step on the progress display; every 20 steps the running mean of J/nobs."""
+        if bar is None:
+            return
+        postfix = None
+        if b % 20 == 0 or b == nbatch - 1:
+            postfix = f"J/nobs={float(values[max(0, b - 19) : b + 1, -1].mean()):.4g}"
+        bar.update(1, postfix, refresh=b == nbatch - 1)
+
+    def _step_terms(self, batch: Any, deferred: DeferredAdam | None, batch_total: int) -> dict[str, torch.Tensor]:
+        """The cost terms of one step (:meth:`_forward`, then ``network.cost_terms``); in a sharded run
+        this rank's share of the global batch of ``batch_total`` observations (summed over the ranks)."""
+        out = self._forward(batch, deferred)
+        if self.sharding is None:
+            return self.network.cost_terms(batch, out, self.nobs_total)
+        return self.network.cost_terms(batch, out, self.nobs_total, batch_total=batch_total)
 
     def _forward(self, batch: Any, deferred: DeferredAdam | None) -> dict[str, torch.Tensor]:
         """The forward pass of one training step. With :class:`DeferredAdam` the rows the batch
@@ -488,9 +497,13 @@ class Trainer:
 
     def _validate_epoch(self) -> None:
         assert self.valid_index is not None
+        nlocal = self.valid_index.numel()
         result = evaluate_obs_cost(
             self.network, self.data, self.valid_index, self.nobs_total, max(self.config.batch_size, 16384), self.device
         )
+        if self.sharding is not None:  # mean over every rank's held-out observations
+            local_sum = torch.tensor([result * nlocal], dtype=torch.float64, device=self.sharding.device)
+            result = float(self.sharding.all_sum(local_sum).item()) / self.nvalid_total
         self.network.train()
         h = self.history
         h.valid_cost.append(result)
