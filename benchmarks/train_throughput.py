@@ -293,11 +293,11 @@ def _configurations(parts: set[str], args) -> list[dict]:
         for b in (1024, 4096, 16384):
             todo.append(dict(batch=b, steps=args.steps if b == 1024 else max(args.steps // (b // 1024), 20)))
     if "lazy" in parts:
-        todo.append(dict(optimizer="lazy"))
+        todo.append(dict(optimizer="sparse-adam"))
     if "growth" in parts:
         todo += [dict(nstep=n, steps=min(args.steps, 150)) for n in (30, 90, 180, args.nstep)]
     if "dense" in parts:
-        todo += [dict(optimizer="dense", nstep=n, steps=20) for n in (30, args.nstep)]
+        todo += [dict(optimizer="dense-adam", nstep=n, steps=20) for n in (30, args.nstep)]
     return todo
 
 
@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         device=args.device,
         batch=1024,
-        optimizer="sparse",
+        optimizer="deferred-adam",
         data=args.data,
         epochs=args.epochs,
     )

@@ -15,9 +15,9 @@ gradients, prior mode, device, cost normalisation):
   the retrieval's frozen model), normalising ``J_b`` by the counted
   observations.
 
-The optimiser scheme decides the rest: ``"dense"`` (the reference's way) builds
-dense state gradients and the exact whole-map priors at every step; ``"sparse"``
-and ``"lazy"`` build sparse state gradients and the sampled priors.
+The optimiser scheme decides the rest: ``"dense-adam"`` (the reference's way) builds
+dense state gradients and by default the exact whole-map priors at every step; ``"deferred-adam"``
+and ``"sparse-adam"`` build sparse state gradients and the sampled priors.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ def build_network(
     generator: torch.Generator,
     device: torch.device | str = "cpu",
     counted: np.ndarray | None = None,
+    prior_mode: str | None = None,
 ) -> Built:
     """The hybrid network for ``obs``, its observation tensors and the cost normalisation.
 
@@ -70,15 +71,17 @@ def build_network(
     ----------
     obs, background : the data and its background maps.
     model, cost : the configuration of the network and of the cost.
-    optimizer : ``TrainingConfig.optimizer`` (``"dense"``: dense state gradients and exact
-        whole-map priors; otherwise sparse gradients and sampled priors).
+    optimizer : ``TrainingConfig.optimizer`` (``"dense-adam"``: dense state gradients;
+        otherwise sparse gradients; the old names are accepted).
+    prior_mode : ``TrainingConfig.prior_mode`` (``"full"``: the exact whole-map priors at every
+        step; ``"sampled"``: their batch estimate); None = full with dense-adam, else sampled.
     generator : the run's generator (initial network weights).
     device : where the network and the tensors live.
     counted : the observations whose rows the sampled priors count (the training
         observations); None = all.
     """
     counts = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep, index=counted)
-    dense = optimizer == "dense"
+    dense = optimizer in ("dense-adam", "dense")
     network = HybridNetwork(
         model,
         cost,
@@ -87,7 +90,7 @@ def build_network(
         obs.nobs,
         row_counts=counts,
         sparse=not dense,
-        prior_mode="full" if dense else "sampled",
+        prior_mode="full" if (prior_mode or ("full" if dense else "sampled")) == "full" else "sampled",
         generator=generator,
     )
     network.to(device)

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from empirical_seaice.config import TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
@@ -118,24 +119,45 @@ def write_state_files(
     ]
 
 
-def summary_table(result: Any, preset_name: str, obs: Observations, history, diagsonly: bool) -> str:
+def summary_table(
+    result: Any, preset_name: str, obs: Observations, history, diagsonly: bool, train_cfg: TrainingConfig
+) -> str:
     """The summary table printed after a run (:func:`run_title`, the cost and departures before and
     after, the truth scores) of ``result`` (a ``RunResult``: its costs, departures, truth, output, tag)."""
     return diag.format_summary(
         diag.RunDiagnostics(
-            title=run_title(diagsonly, result.tag, preset_name, obs, history, result.train_seconds),
+            title=run_title(
+                diagsonly,
+                result.tag,
+                preset_name,
+                obs,
+                history,
+                result.train_seconds,
+                schedule_line(train_cfg),
+                train_cfg.early_stopping,
+            ),
             cost_before=result.cost_before,
             cost_after=result.cost_after,
             departures_before=result.departures_before,
             departures_after=result.departures_after,
             truth=result.truth,
             notes=(f"outputs: {result.output}/*_{result.tag}.nc",),
+            kept_epoch=kept_epoch(history, train_cfg.early_stopping),
         ),
         obs.basis,
     )
 
 
-def run_title(diagsonly: bool, tag: str, preset_name: str, obs: Observations, history, train_seconds: float) -> str:
+def run_title(
+    diagsonly: bool,
+    tag: str,
+    preset_name: str,
+    obs: Observations,
+    history,
+    train_seconds: float,
+    schedule: str = "",
+    early_stopping: bool = False,
+) -> str:
     """The first lines of a run's summary table: what ran, on which data, how training went."""
     what = "diagnostics of the trained model" if diagsonly else "training"
     line = (
@@ -144,13 +166,38 @@ def run_title(diagsonly: bool, tag: str, preset_name: str, obs: Observations, hi
     )
     if history is not None and not diagsonly:
         line += f"; {history.nepochs} epochs in {train_seconds:.1f} s ({history.obs_per_s:,.0f} obs/s)"
+        if schedule:
+            line += f"\n  {schedule}"
         if history.valid_cost:
             line += (
                 f"\n  held-out observation cost per obs: {history.valid_cost[0]:.4g} -> {history.valid_cost[-1]:.4g}"
             )
-            if history.stopped_early:
-                line += f" (early stop, best epoch {history.best_epoch + 1})"
+        kept = kept_epoch(history, early_stopping)
+        if kept is not None:
+            best = history.valid_cost[kept - 1]
+            train_j = history.epoch_terms[kept - 1]["total"]
+            line += (
+                f"\n  early stopping kept epoch {kept} of {history.nepochs}, the lowest held-out cost ({best:.4g} per"
+                f" obs; training cost J/nobs {train_j:.4g}): column 'epoch {kept}' below is the cost of that model"
+            )
     return line
+
+
+def kept_epoch(history, early_stopping: bool = True) -> int | None:
+    """With early stopping: the epoch (1-based) whose parameters the trainer kept (the trainer
+    restores the best epoch's parameters at the end, stopped early or not); else None."""
+    stopped = history is not None and (history.stopped_early or early_stopping)
+    if not stopped or history.best_epoch is None:
+        return None
+    return history.best_epoch + 1
+
+
+def schedule_line(cfg: TrainingConfig) -> str:
+    """One line naming the training settings in effect."""
+    return (
+        f"batch {cfg.batch_size}, learning rate {cfg.learning_rate:.3g}, {cfg.optimizer}, "
+        f"{cfg.prior_mode} whole-map priors, {cfg.batch_order} batches"
+    )
 
 
 def run_summary(result: Any, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float) -> dict:

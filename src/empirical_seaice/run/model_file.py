@@ -83,7 +83,7 @@ def configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, CostC
     dd = dict(d["data"])
     dd["data"] = Path(dd["data"])
     dd["sensors"] = tuple(dd["sensors"])
-    for k in ("seaice_background", "tsfc_background", "sensor_catalogue"):
+    for k in ("seaice_background", "tsfc_background", "grid_file", "sensor_catalogue"):
         dd[k] = None if dd.get(k) is None else Path(dd[k])
     md = dict(d["model"])
     md["lag_weights"] = tuple(md["lag_weights"])
@@ -109,7 +109,7 @@ def run_identity(obs: Observations, model: ModelConfig, cost: CostConfig, traini
         "sensors": list(obs.basis.sensor_names),
         "model": config_hash(plain["model"]),
         "cost": config_hash(plain["cost"]),
-        "learning_rate": float(training.learning_rate),
+        "learning_rate": None if training.learning_rate is None else float(training.learning_rate),
         "seed": int(training.seed),
         "validation_fraction": float(training.validation_fraction),
     }
@@ -207,6 +207,7 @@ def trained_setup(model_file: dict[str, Any], data_cfg: DataConfig) -> tuple[Dat
         data=data_cfg.data,
         seaice_background=data_cfg.seaice_background or saved_data.seaice_background,
         tsfc_background=data_cfg.tsfc_background or saved_data.tsfc_background,
+        grid_file=data_cfg.grid_file or saved_data.grid_file,
         sensor_catalogue=data_cfg.sensor_catalogue or saved_data.sensor_catalogue,
     )
     return data_cfg, model_cfg, cost_cfg

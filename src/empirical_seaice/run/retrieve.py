@@ -301,7 +301,9 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
     log.info("retrieval: %d observations, %d grid points, %d steps", obs.nobs, obs.ngrid, obs.nstep)
     generator = make_generator(plan.train_cfg.seed)
     # the state tables only, with the default scheme; no validation split (every observation is fitted)
-    train_cfg = replace(plan.train_cfg, optimizer="sparse", validation_fraction=0.0, early_stopping=False)
+    train_cfg = replace(
+        plan.train_cfg, optimizer="deferred-adam", map_priors=None, validation_fraction=0.0, early_stopping=False
+    )
     built = build_network(
         obs,
         background,

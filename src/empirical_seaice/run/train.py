@@ -59,6 +59,7 @@ from empirical_seaice.run.finish import (
     final_diagnostics,
     initial_diagnostics,
     run_summary,
+    schedule_line,
     summary_table,
     write_initial,
     write_state_files,
@@ -286,10 +287,12 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     t_run = time.perf_counter()
     # ---- 2. read and build
     obs, background = _read(plan, display)
+    plan.train_cfg = plan.train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, from the data
     identity = run_identity(obs, plan.model_cfg, plan.cost_cfg, plan.train_cfg)
     if plan.resume:  # refuse another run's checkpoint before any work
         check_identity(plan.checkpoint, read_checkpoint(plan.checkpoint).get("identity"), identity)
     display.stage("packing observations")
+    log.info("training: %d epochs, %s", plan.train_cfg.nepochs, schedule_line(plan.train_cfg))
     generator = make_generator(plan.train_cfg.seed)
     split = split_observations(obs.nobs, plan.train_cfg.validation_fraction, generator)
     built = build_network(
@@ -301,6 +304,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         generator=generator,
         device=plan.device,
         counted=split[0],
+        prior_mode=plan.train_cfg.prior_mode,
     )
     network, data = built.network, built.data
     nobs_train = built.nobs_train
@@ -423,7 +427,7 @@ def _diagnostics_and_products(
         zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
         result.files.append(out.write_tb(plan.path("tbzero"), zero.tb, plan.basis, "tbzero", obs.mask))
         del zero
-        result.summary = summary_table(result, plan.preset_name, obs, history, plan.diagsonly)
+        result.summary = summary_table(result, plan.preset_name, obs, history, plan.diagsonly, plan.train_cfg)
     summary = None
     if not plan.trainonly:
         summary = run_summary(

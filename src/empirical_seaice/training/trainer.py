@@ -1,4 +1,4 @@
-"""The trainer: minibatch Adam over shuffled observations.
+"""The trainer: minibatch Adam over the observations, shuffled or in reference blocks.
 
 The trainer knows nothing about sea ice. It minimises the stochastic cost that
 a *network* reports for a batch of observations, over the parameters the
@@ -9,7 +9,7 @@ on is the typed contract of :mod:`empirical_seaice.training.contract`
 :class:`~empirical_seaice.training.contract.BatchSource`), checked when the
 trainer is built.
 
-With the default ``"sparse"`` scheme every step takes one path: the rows a batch
+With the default ``"deferred-adam"`` scheme every step takes one path: the rows a batch
 reads (``network.state_rows``) are caught up by
 :class:`~empirical_seaice.training.deferred_adam.DeferredAdam` before the forward
 pass and handed to the network (``state_values``; a network with
@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from empirical_seaice.config import TrainingConfig
+from empirical_seaice.config import DEPRECATED_OPTIMIZERS, TrainingConfig
 from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.training.adam import ADAM_BETAS, ADAM_EPS, dense_adam
@@ -64,14 +64,15 @@ CHECKPOINT_MINUTES = 10.0
 
 @dataclass
 class _EpochStart:
-    """Where an epoch of :class:`Trainer` starts: the permutation of the training observations
-    (``perm``), this process's index tensor of each step (``batches``, on the device) and each
-    step's batch size (``sizes``; the global batch's in a sharded run); resumed within the epoch,
-    the first step to run (``first``), the term names and per-batch values so far (float64
-    (nbatch, nterm + 1) on the device; sized at the first step of a fresh epoch), and the wall
-    and CPU time so far."""
+    """Where an epoch of :class:`Trainer` starts: the order of the training observations (``perm``)
+    and the batch bounds in it (``bounds``: batch ``b`` is ``perm[bounds[b]:bounds[b + 1]]``), this
+    process's index tensor of each step (``batches``, on the device) and each step's batch size
+    (``sizes``; the global batch's in a sharded run); resumed within the epoch, the first step to
+    run (``first``), the term names and per-batch values so far (float64 (nbatch, nterm + 1) on the
+    device; sized at the first step of a fresh epoch), and the wall and CPU time so far."""
 
     perm: torch.Tensor
+    bounds: np.ndarray
     batches: list[torch.Tensor]
     sizes: np.ndarray
     first: int = 0
@@ -82,20 +83,29 @@ class _EpochStart:
 
 
 class Trainer:
-    """Minibatch Adam over shuffled observations, with books and checkpoints.
+    """Minibatch Adam over the observations, with books and checkpoints.
+
+    Batches (``TrainingConfig.batch_order``): ``"shuffled"`` draws a new
+    permutation of the training observations every epoch and cuts it into
+    batches; ``"reference-blocks"`` cuts the training observations in their
+    order (file order, sensor after sensor) into contiguous blocks of
+    ``batch_size`` (the last one shorter) and shuffles only the order of the
+    blocks, as the v2 reference's Keras ``Sequence`` does.
 
     Parameters
     ----------
     network : TrainableNetwork
         Fulfils the contract of :mod:`empirical_seaice.training.contract`. For
-        ``optimizer="sparse"`` its state tables must produce sparse gradients
-        (``HybridNetwork(..., sparse=True)``); for ``"dense"`` dense ones.
+        ``optimizer="deferred-adam"`` or ``"sparse-adam"`` its state tables must
+        produce sparse gradients (``HybridNetwork(..., sparse=True)``); for
+        ``"dense-adam"`` dense ones.
     data : BatchSource
         The observations on the training device
         (:class:`~empirical_seaice.model.operator.ObservationTensors`).
     config : TrainingConfig
         Epochs, batch size, learning rate, seed, reproducibility, early
-        stopping, optimiser scheme.
+        stopping, optimiser scheme, batch order. An automatic batch size or
+        learning rate (None) is resolved for ``len(train_index)``.
     train_index : int array
         Observations to train on (indices into ``data``).
     valid_index : int array or None
@@ -158,7 +168,10 @@ class Trainer:
         self.network = check_network(network)
         self.sharding = sharding
         self.data = data
-        self.config = config
+        self.config = config = config.resolved(len(train_index))
+        assert config.batch_size is not None and config.learning_rate is not None  # resolved
+        self.batch_size: int = config.batch_size
+        self.learning_rate: float = config.learning_rate
         self.train_index = torch.as_tensor(np.asarray(train_index), dtype=torch.long)
         if self.train_index.numel() == 0:
             raise SeaIceError("training: no observations to train on (empty training set)")
@@ -193,30 +206,30 @@ class Trainer:
         sparse_params = list(self.network.sparse_parameters())
         dense_params = list(self.network.dense_parameters())
         net_sparse = self.network.sparse
-        if cfg.optimizer in ("sparse", "lazy"):
+        if cfg.optimizer in ("deferred-adam", "sparse-adam"):
             if net_sparse is False:
                 raise SeaIceError(
                     f"optimizer {cfg.optimizer!r}: the network was built with dense state gradients (sparse=False); "
-                    "build it with sparse=True or use optimizer 'dense'"
+                    "build it with sparse=True or use optimizer 'dense-adam'"
                 )
             opts: list[torch.optim.Optimizer] = []
             if sparse_params:
-                lr = cfg.learning_rate
-                if cfg.optimizer == "sparse":
+                lr = self.learning_rate
+                if cfg.optimizer == "deferred-adam":
                     opts.append(DeferredAdam(sparse_params, lr, ADAM_BETAS, ADAM_EPS, eps_mode=cfg.adam_epsilon))
                 else:
                     opts.append(torch.optim.SparseAdam(sparse_params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS))
             if dense_params:
-                opts.append(dense_adam(dense_params, cfg.learning_rate, cfg.adam_epsilon))
+                opts.append(dense_adam(dense_params, self.learning_rate, cfg.adam_epsilon))
             return opts
-        # dense: plain Adam over everything (the reference's way)
+        # dense-adam: plain Adam over everything (the reference's way)
         if net_sparse is True:
             raise SeaIceError(
-                "optimizer 'dense': the network was built with sparse state gradients (sparse=True); "
-                "build it with sparse=False or use optimizer 'sparse' or 'lazy'"
+                "optimizer 'dense-adam': the network was built with sparse state gradients (sparse=True); "
+                "build it with sparse=False or use optimizer 'deferred-adam' or 'sparse-adam'"
             )
         params = sparse_params + dense_params
-        return [dense_adam(params, cfg.learning_rate, cfg.adam_epsilon)]
+        return [dense_adam(params, self.learning_rate, cfg.adam_epsilon)]
 
     def flush(self) -> None:
         """Apply the deferred updates of :class:`DeferredAdam` to every row (done at each epoch end)."""
@@ -277,6 +290,7 @@ class Trainer:
         state = read_checkpoint(path, self.device)
         check_identity(path, state.get("identity"), self.identity)
         saved = state["config"]
+        saved = dict(saved, optimizer=DEPRECATED_OPTIMIZERS.get(saved["optimizer"], saved["optimizer"]))
         for key in ("batch_size", "optimizer"):
             if saved[key] != getattr(self.config, key):
                 raise SeaIceError(
@@ -325,7 +339,7 @@ class Trainer:
             self._last_checkpoint = time.monotonic()
             wall_before = self.history.wall_time_s
             ntrain = self.train_index.numel() if self.sharding is None else self.sharding.ntrain_total(self.train_index)
-            nbatch = (ntrain + cfg.batch_size - 1) // cfg.batch_size
+            nbatch = (ntrain + self.batch_size - 1) // self.batch_size
             self.progress.start_training(cfg.nepochs, nbatch, self.epoch)
             while self.epoch < cfg.nepochs and not self.history.stopped_early:
                 position, self._position = self._position, None
@@ -356,6 +370,20 @@ class Trainer:
                 logger.info("restored the parameters of the best epoch %d", (self.history.best_epoch or 0) + 1)
         return self.history
 
+    def _epoch_order(self) -> tuple[torch.Tensor, np.ndarray]:
+        """This epoch's order of the training observations (on the device) and the batch bounds in it
+        (batch ``b`` is ``order[bounds[b]:bounds[b + 1]]``), by ``config.batch_order``."""
+        n, bs = self.train_index.numel(), self.batch_size
+        if self.config.batch_order == "reference-blocks":
+            index = self.train_index.to(self.device)
+            blocks = [
+                index[k * bs : (k + 1) * bs] for k in torch.randperm((n + bs - 1) // bs, generator=self.generator)
+            ]
+            sizes = [len(block) for block in blocks]
+            return torch.cat(blocks), np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        perm = self.train_index[torch.randperm(n, generator=self.generator)].to(self.device)
+        return perm, np.minimum(np.arange((n + bs - 1) // bs + 1) * bs, n).astype(np.int64)
+
     def _train_epoch(self, position: Mapping[str, Any] | None = None) -> None:
         network = self.network
         ep = self._epoch_start(position)
@@ -374,6 +402,7 @@ class Trainer:
             return {
                 "batch": b,
                 "perm": ep.perm.cpu(),
+                "bounds": torch.as_tensor(ep.bounds),
                 "names": list(names),
                 "values": values[:b].cpu(),
                 "wall": ep.wall + time.perf_counter() - t0,
@@ -406,24 +435,30 @@ class Trainer:
 
     def _epoch_start(self, position: Mapping[str, Any] | None) -> _EpochStart:
         """Where an epoch starts (:class:`_EpochStart`). ``position``: a checkpoint's place within this
-        epoch (resumed), or None (a fresh epoch: a new permutation of the training observations)."""
-        if position is not None:
+        epoch (resumed), or None (a fresh epoch: a new order of the training observations)."""
+        bs = self.batch_size
+        if position is not None:  # resumed within this epoch
             perm = position["perm"]
+            n_train = self.train_index.numel()
+            saved = position.get("bounds")  # absent in checkpoints written before batch orders
+            default = np.minimum(np.arange((n_train + bs - 1) // bs + 1) * bs, n_train)
+            bounds = default if saved is None else torch.as_tensor(saved).cpu().numpy().astype(np.int64)
         else:
-            perm = self.train_index[torch.randperm(self.train_index.numel(), generator=self.generator)]
-        bs = self.config.batch_size
+            perm, bounds = self._epoch_order()
         if self.sharding is None:
-            batches = list(perm.to(self.device).split(bs))
-            sizes = np.array([len(x) for x in batches])
+            on_device = perm.to(self.device)
+            batches = [on_device[bounds[b] : bounds[b + 1]] for b in range(len(bounds) - 1)]
+            sizes = np.diff(bounds)
         else:  # this rank's share of each step, and the global batch sizes (they normalise the cost)
-            batches, sizes = self.sharding.epoch_batches(perm, bs)
+            batches, sizes = self.sharding.epoch_batches(perm.cpu(), bs)
         if position is None:
-            return _EpochStart(perm, batches, sizes)
+            return _EpochStart(perm, bounds, batches, sizes)
         first = int(position["batch"])
         names = tuple(position["names"])
         values = torch.zeros((len(batches), len(names)), dtype=torch.float64, device=self.device)
         values[:first] = position["values"].to(self.device)
-        return _EpochStart(perm, batches, sizes, first, names, values, float(position["wall"]), float(position["cpu"]))
+        wall, cpu = float(position["wall"]), float(position["cpu"])
+        return _EpochStart(perm, bounds, batches, sizes, first, names, values, wall, cpu)
 
     def _show_step(self, bar: RunProgress | None, b: int, nbatch: int, values: torch.Tensor) -> None:
         """One step on the progress display; every 20 steps the running mean of J/nobs."""
@@ -499,7 +534,7 @@ class Trainer:
         assert self.valid_index is not None
         nlocal = self.valid_index.numel()
         result = evaluate_obs_cost(
-            self.network, self.data, self.valid_index, self.nobs_total, max(self.config.batch_size, 16384), self.device
+            self.network, self.data, self.valid_index, self.nobs_total, max(self.batch_size, 16384), self.device
         )
         if self.sharding is not None:  # mean over every rank's held-out observations
             local_sum = torch.tensor([result * nlocal], dtype=torch.float64, device=self.sharding.device)
