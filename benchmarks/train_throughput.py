@@ -143,9 +143,8 @@ def run_one(cfg: dict) -> dict:
     import torch
 
     from empirical_seaice.config import TrainingConfig, get_preset
-    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+    from empirical_seaice.run.factory import build_network, build_trainer
     from empirical_seaice.training.runtime import make_generator
-    from empirical_seaice.training.trainer import Trainer
 
     torch.set_num_threads(cfg["threads"])
     t0 = time.perf_counter()
@@ -164,28 +163,18 @@ def run_one(cfg: dict) -> dict:
         bg = replace(bg, sic=bg.sic[:, : nstep + 1], t_skin_map_k=bg.t_skin_map_k[:, :nstep])
     preset = get_preset("v2")
     device = torch.device(cfg["device"])
-    data = ObservationTensors(obs, device)
     gen = make_generator(0)
     bs = cfg["batch"]
     ntrain = min(obs.nobs, cfg["steps"] * bs)
     train_index = np.sort(torch.randperm(obs.nobs, generator=gen)[:ntrain].numpy())
-    dense = cfg["optimizer"] == "dense"
-    rc = build_row_counts(obs, 1, obs.ngrid, obs.nstep)
-    net = HybridNetwork(
-        preset.model,
-        preset.cost,
-        obs.basis,
-        bg,
-        obs.nobs,
-        row_counts=rc,
-        sparse=not dense,
-        prior_mode="full" if dense else "sampled",
-        generator=gen,
-    ).to(device)
+    # the run's factory: the same network, tensors and trainer as training and retrieval
+    # (row counts over every observation, as J_b / nobs of the whole dataset)
+    built = build_network(obs, bg, preset.model, preset.cost, optimizer=cfg["optimizer"], generator=gen, device=device)
+    net = built.network
     t_setup = time.perf_counter() - t0
     nepochs = int(cfg.get("epochs", 2))
     tcfg = TrainingConfig(nepochs=nepochs, batch_size=bs, optimizer=cfg["optimizer"], device=cfg["device"])
-    trainer = Trainer(net, data, tcfg, train_index, None, obs.nobs, progress=False, generator=gen)
+    trainer = build_trainer(net, built, tcfg, train_index=train_index, generator=gen, progress=False)
     cpu0 = time.process_time()
     if cfg.get("profile"):
         from torch.profiler import ProfilerActivity, profile
@@ -260,7 +249,7 @@ def spawn(cfg: dict) -> dict:
 # ----------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--data", help="twin directory to read instead of generating a dataset")
@@ -281,7 +270,39 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="profile the sparse scheme at batch 1024 and exit")
     ap.add_argument("--only", default="", help="comma list of parts: batch,lazy,growth,dense")
     ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/results.md")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _print_result(r: dict) -> None:
+    print(
+        f"{r['optimizer']:6s} batch {r['batch']:5d} nstep {r['nstep']:3d} threads {r['threads']}: "
+        f"{r['obs_per_s']:10.0f} obs/s {r['ms_per_step']:8.2f} ms/step "
+        f"(epochs {r['ms_per_step_min']:.2f}-{r['ms_per_step_max']:.2f}; CPU {r['cpu_ms_per_step']:7.2f} ms, "
+        f"first epoch {r['first_epoch_ms_per_step']:.2f} ms, "
+        f"{r['cpu_obs_per_s']:8.0f} obs/CPU-s, epoch end {r['cpu_epoch_end_s']:.2f} CPU-s)  "
+        f"maxrss {r['maxrss_mib']:7.0f} MiB "
+        f"(state {r['state_values'] / 1e6:.2f} M values, {r['steps_done']} steps)",
+        flush=True,
+    )
+
+
+def _configurations(parts: set[str], args) -> list[dict]:
+    """The configurations of the selected parts, as overrides of the base configuration."""
+    todo: list[dict] = []
+    if "batch" in parts:
+        for b in (1024, 4096, 16384):
+            todo.append(dict(batch=b, steps=args.steps if b == 1024 else max(args.steps // (b // 1024), 20)))
+    if "lazy" in parts:
+        todo.append(dict(optimizer="sparse-adam"))
+    if "growth" in parts:
+        todo += [dict(nstep=n, steps=min(args.steps, 150)) for n in (30, 90, 180, args.nstep)]
+    if "dense" in parts:
+        todo += [dict(optimizer="dense-adam", nstep=n, steps=20) for n in (30, args.nstep)]
+    return todo
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
         return 0
@@ -305,31 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parts = set(args.only.split(",")) if args.only else {"batch", "lazy", "growth", "dense"}
     results = []
-
-    def go(**kw):
-        r = spawn({**base, **kw})
-        results.append(r)
-        print(
-            f"{r['optimizer']:6s} batch {r['batch']:5d} nstep {r['nstep']:3d} threads {r['threads']}: "
-            f"{r['obs_per_s']:10.0f} obs/s {r['ms_per_step']:8.2f} ms/step "
-            f"(epochs {r['ms_per_step_min']:.2f}-{r['ms_per_step_max']:.2f}; CPU {r['cpu_ms_per_step']:7.2f} ms, "
-            f"first epoch {r['first_epoch_ms_per_step']:.2f} ms, "
-            f"{r['cpu_obs_per_s']:8.0f} obs/CPU-s, epoch end {r['cpu_epoch_end_s']:.2f} CPU-s)  maxrss {r['maxrss_mib']:7.0f} MiB "
-            f"(state {r['state_values'] / 1e6:.2f} M values, {r['steps_done']} steps)",
-            flush=True,
-        )
-
-    if "batch" in parts:
-        for b in (1024, 4096, 16384):
-            go(batch=b, steps=args.steps if b == 1024 else max(args.steps // (b // 1024), 20))
-    if "lazy" in parts:
-        go(optimizer="sparse-adam")
-    if "growth" in parts:
-        for n in (30, 90, 180, args.nstep):
-            go(nstep=n, steps=min(args.steps, 150))
-    if "dense" in parts:
-        for n in (30, args.nstep):
-            go(optimizer="dense-adam", nstep=n, steps=20)
+    for kw in _configurations(parts, args):
+        results.append(spawn({**base, **kw}))
+        _print_result(results[-1])
     if not args.no_write:
         write_results(results, args)
     return 0
@@ -346,7 +345,8 @@ def write_results(results: list[dict], args) -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, "
         f"load average {load[0]:.1f} (shared machine), `--threads {args.threads}`, "
         f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, device {args.device}. "
-        f"Data: {'twin ' + args.data if args.data else 'synthetic'} {max(r['nobs_data'] for r in results):,} observations "
+        f"Data: {'twin ' + args.data if args.data else 'synthetic'} "
+        f"{max(r['nobs_data'] for r in results):,} observations "
         f"(fewer in the shorter states: those of their days), "
         f"{results[0]['ngrid']} grid points, {results[0]['nchan']} channels, v2 preset.",
         "",

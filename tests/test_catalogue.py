@@ -139,7 +139,8 @@ MISTAKES = [
         ["channel '95v'", "obs_error_k", "missing"],
     ),
     (
-        'format_version = 1\n[channels]\n"95v" = { centre_ghz = 95.0, pol = "V", obs_error_k = 1, sidebands_ghz = [1, 2, 3] }\n',
+        'format_version = 1\n[channels]\n"95v" = '
+        '{ centre_ghz = 95.0, pol = "V", obs_error_k = 1, sidebands_ghz = [1, 2, 3] }\n',
         ["channel '95v'", "sidebands_ghz", "0, 1 or 2"],
     ),
     (

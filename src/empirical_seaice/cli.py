@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors are one-line :class:`SeaIceError` s (no usage dump)."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         raise SeaIceError(message)
 
 
@@ -485,7 +485,7 @@ def _setup_logging(verbosity: int) -> None:
     root = logging.getLogger("empirical_seaice")
     root.setLevel(level)
     for h in root.handlers:  # the stream of this call (in-process callers redirect sys.stderr)
-        if getattr(h, "_seaice_cli", False):
+        if getattr(h, "_seaice_cli", False) and isinstance(h, logging.StreamHandler):
             h.stream = sys.stderr  # not setStream: it flushes the old stream, which may be closed
     if not any(getattr(h, "_seaice_cli", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
@@ -506,7 +506,8 @@ def _set_threads(n: int) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``seaice-training``; returns the exit status.
 
-    0 on success (and for ``-h``), 2 on a user-caused error (one line on stderr).
+    0 on success (and for ``-h``), 2 on a user-caused error (one line on stderr), 130/143 when
+    interrupted by SIGINT/SIGTERM.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -515,55 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # -h / --help
             return int(exc.code or 0)
-        from empirical_seaice.io.cf import set_command_line
-        from empirical_seaice.run import interrupt
-        from empirical_seaice.run import train as pipeline  # imported after parsing so that `-h` stays fast
-
-        set_command_line(PROG, argv)
-
-        _setup_logging(-1 if args.quiet else args.verbose)
-        data, preset, cost, training = configs_from_args(args)
-        if args.threads < 1:
-            raise SeaIceError(f"--threads: must be >= 1, got {args.threads}")
-        if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
-            raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")
-        products = product_options(args)
-        if not args.retrieve:
-            from empirical_seaice.products.write import check_product_options
-
-            check_product_options(
-                products,
-                None if args.diagsonly else preset.model.version,
-                data.sensors,
-                load_catalogue(data.sensor_catalogue),
-            )
-        threads_before = _set_threads(args.threads)
-        try:
-            if args.retrieve:
-                with interrupt.handle_signals():
-                    return _retrieve(args, data, training, products, argv)
-            with interrupt.handle_signals():
-                result = pipeline.run(
-                    data,
-                    preset,
-                    cost,
-                    training,
-                    output=args.output,
-                    tag=args.tag,
-                    modeltag=args.modeltag,
-                    diagsonly=args.diagsonly,
-                    trainonly=args.trainonly,
-                    resume=args.resume,
-                    progress=not (args.no_progress or args.quiet),
-                    products=products,
-                    distributed=args.distributed,
-                    shard_order=args.shard_order,
-                    force_outputs=args.force_outputs,
-                    checkpoint_minutes=args.checkpoint_minutes,
-                    argv=[PROG, *argv],
-                )
-        finally:
-            _set_threads(threads_before)
+        return _run_command(args, argv)
     except RunInterrupted as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -579,6 +532,59 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
+
+
+def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
+    """The parsed command: check the flags, then train, diagnose or retrieve; prints the summary."""
+    from empirical_seaice.io.cf import set_command_line
+    from empirical_seaice.run import interrupt
+    from empirical_seaice.run import train as pipeline  # imported after parsing so that `-h` stays fast
+
+    set_command_line(PROG, argv)
+
+    _setup_logging(-1 if args.quiet else args.verbose)
+    data, preset, cost, training = configs_from_args(args)
+    if args.threads < 1:
+        raise SeaIceError(f"--threads: must be >= 1, got {args.threads}")
+    if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
+        raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")
+    products = product_options(args)
+    if not args.retrieve:
+        from empirical_seaice.products.write import check_product_options
+
+        check_product_options(
+            products,
+            None if args.diagsonly else preset.model.version,
+            data.sensors,
+            load_catalogue(data.sensor_catalogue),
+        )
+    threads_before = _set_threads(args.threads)
+    try:
+        if args.retrieve:
+            with interrupt.handle_signals():
+                return _retrieve(args, data, training, products, argv)
+        with interrupt.handle_signals():
+            result = pipeline.run(
+                data,
+                preset,
+                cost,
+                training,
+                output=args.output,
+                tag=args.tag,
+                modeltag=args.modeltag,
+                diagsonly=args.diagsonly,
+                trainonly=args.trainonly,
+                resume=args.resume,
+                progress=not (args.no_progress or args.quiet),
+                products=products,
+                distributed=args.distributed,
+                shard_order=args.shard_order,
+                force_outputs=args.force_outputs,
+                checkpoint_minutes=args.checkpoint_minutes,
+                argv=[PROG, *argv],
+            )
+    finally:
+        _set_threads(threads_before)
     if result.summary and not args.quiet:
         print(result.summary)
     return 0

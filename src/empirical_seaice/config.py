@@ -1,6 +1,6 @@
 """Typed configuration: one frozen dataclass per concern, and the v1/v2 presets.
 
-The presets reproduce the reference settings of PHYSICS.md exactly; the CLI
+The presets reproduce the reference settings exactly (docs/method.md, "Presets"); the CLI
 only fills these in. Every field has a one-line description in its class
 docstring. Values are validated in ``__post_init__`` and raise
 :class:`~empirical_seaice.errors.SeaIceError` naming the option.
@@ -117,10 +117,24 @@ class ModelConfig:
         if self.nprop_grid < 0 or self.nprop_obs < 0:
             raise SeaIceError("nprop_grid/nprop_obs: must be >= 0")
 
+    def input_names(self) -> list[str]:
+        """Names of the emissivity-model inputs in order: ``x_T, P0.., Q0.., [cos_theta,] f/100`` (v2) or
+        ``x_T, P0..`` (v1); ``cos_theta`` (the view angle's cosine) when the network takes the angle.
+
+        The one spelling of the inputs, used by every file that describes the model
+        (``models_TAG.nc``, ``emis_model_TAG.nc``).
+        """
+        names = ["x_T"] + [f"P{k}" for k in range(self.nprop_grid)] + [f"Q{k}" for k in range(self.nprop_obs)]
+        if self.version == "v2":
+            if self.angle_input:
+                names.append("cos_theta")
+            names.append(f"f/{self.freq_scale_ghz:g}")
+        return names
+
 
 @dataclass(frozen=True)
 class CostConfig:
-    """The cost function J = J_o + J_b (PHYSICS.md "Cost function").
+    """The cost function J = J_o + J_b (docs/method.md, "The cost function J").
 
     sic_error: sigma_C of the SIC range ("pdf") prior (reference: v1 0.02, v2 0.002).
     sic_background_prior: add sum (C - C_b)^2 / sigma^2 (off in the published runs).

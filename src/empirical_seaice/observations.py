@@ -5,7 +5,7 @@ and what the network, the trainer and the diagnostics consume. Arrays may be
 ``numpy.memmap`` views of the cache in the output directory. Per-observation
 arrays have shape ``(nobs,)``; per-observation-and-channel arrays have shape
 ``(nobs, nchan)`` in the basis :attr:`Observations.basis`. Names follow
-PHYSICS.md.
+docs/method.md ("Notation").
 
 :class:`BackgroundMaps` holds the background SIC (the initial value of the
 trainable SIC map, with ``nlag`` leading columns for the days before the
@@ -51,7 +51,7 @@ def step_index(julian_day: np.ndarray, jd_origin: float, n_per_day: int = 1) -> 
     """Time step of each observation by the 21 UTC window rule.
 
     ``t(i) = floor(n_per_day * (JD_i - floor(JD_min) - 0.375))`` with
-    ``jd_origin = floor(JD_min)`` (PHYSICS.md). Astronomical Julian days start
+    ``jd_origin = floor(JD_min)`` (docs/method.md). Astronomical Julian days start
     at 12 UTC, so the step boundaries fall at 21 UTC.
 
     Parameters

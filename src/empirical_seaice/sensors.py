@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -399,7 +399,7 @@ def _parse_sensor(name: str, entry: Any, channels: Mapping[str, Channel], origin
         bias_ice_k=chk.number(entry, "bias_ice_k"),
         bias_ocean_k=chk.number(entry, "bias_ocean_k"),
         bias_error_k=chk.number(entry, "bias_error_k", 0.0),
-        scan=scan,
+        scan=cast(str, scan),  # validated above (conical or cross-track)
         incidence_deg=incidence,
         max_scan_angle_deg=chk.number(entry, "max_scan_angle_deg", 0.0, 90.0) if cross else math.nan,
         nfov=nfov,

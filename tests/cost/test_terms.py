@@ -50,6 +50,13 @@ def test_false_ice_penalty_hand_values_and_shape():
     assert c.grad[0].item() == pytest.approx(2 * 0.1 / 0.0004)
 
 
+def _smooth_grad(c, sigma, s=0.2):
+    """dp/dC of the smooth bump from its residual and slope (as cost/fused.py computes it)."""
+    return costs.quadratic_penalty_grad(
+        costs.false_ice_smooth_residual(c, s), costs.false_ice_smooth_slope(c, s), sigma
+    )
+
+
 def test_false_ice_smooth_penalty_hand_values():
     """The v2 reference bump, s = 0.2, sigma = 0.02: b = 0.025, h = 0.00375."""
     lo, hi, h = costs.false_ice_smooth_pieces(0.2)
@@ -65,19 +72,19 @@ def test_false_ice_smooth_penalty_hand_values():
     for x in (0.0, lo, hi, 0.3):
         pa, pb = costs.false_ice_smooth_penalty(t(x - 1e-9, x + 1e-9), 0.02)
         assert abs(pa.item() - pb.item()) < 1e-5, x
-        ga, gb = costs.false_ice_smooth_penalty_grad(t(x - 1e-9, x + 1e-9), 0.02)
+        ga, gb = _smooth_grad(t(x - 1e-9, x + 1e-9), 0.02)
         if 0.0 < x < 0.3:
             assert ga.item() == pytest.approx(gb.item(), rel=1e-6), x
     assert costs.false_ice_penalty(t(0.15), 0.02).item() / p[5].item() == pytest.approx(6.0)
     # slopes by hand: 2 C / s^2 rising, 2 s (0.15 - C) / s^2 on the cap, -2 (0.3 - C) / s^2 falling
-    g = costs.false_ice_smooth_penalty_grad(t(0.01, 0.1, 0.15, 0.2, 0.29), 0.02)
+    g = _smooth_grad(t(0.01, 0.1, 0.15, 0.2, 0.29), 0.02)
     np.testing.assert_allclose(g.numpy(), [50.0, 50.0, 0.0, -50.0, -50.0], rtol=1e-12, atol=1e-9)
 
 
 def test_false_ice_smooth_gradient_equals_autograd_and_gradcheck():
     c = t(-0.02, 0.001, 0.02, 0.0249, 0.0251, 0.08, 0.15, 0.22, 0.2749, 0.2751, 0.298, 0.31, 0.9)
     for s in (0.2, 0.5):
-        hand = costs.false_ice_smooth_penalty_grad(c, 0.02, s)
+        hand = _smooth_grad(c, 0.02, s)
         auto = _autograd_derivative(lambda x, s=s: costs.false_ice_smooth_penalty(x, 0.02, s), c)
         np.testing.assert_allclose(hand.numpy(), auto.numpy(), rtol=1e-9, atol=1e-9)
         assert torch.autograd.gradcheck(
@@ -141,72 +148,51 @@ def _autograd_derivative(fn, x):
     return g
 
 
-def test_penalty_derivatives_equal_autograd():
-    """Each *_penalty_grad equals autograd's derivative of its penalty, on values covering
-    every branch (below 0, the false-ice rise and fall, the peak, inside [0, 1], above 1)."""
+def test_penalty_derivatives_from_residuals_and_slopes_equal_autograd():
+    """``2 r (dr/dx) / sigma^2`` from each prior's residual and slope (what the fused training path
+    uses, cost/fused.py) equals autograd's derivative of its penalty, on values covering every
+    branch (below 0, the false-ice rise and fall, the peak, inside [0, 1], above 1)."""
     c = torch.tensor(
         [-0.2, -1e-3, 0.0, 0.05, 0.1499, 0.15, 0.1501, 0.29, 0.3, 0.31, 0.7, 1.0, 1.05, 1.3], dtype=torch.float64
     )
     bg = torch.linspace(0.0, 1.0, c.numel(), dtype=torch.float64)
     t = torch.linspace(265.0, 280.0, c.numel(), dtype=torch.float64)
+    q = costs.quadratic_penalty_grad
     cases = {
-        "range": (lambda x: costs.sic_range_penalty(x, 0.02), costs.sic_range_penalty_grad(c, 0.02)),
+        "range": (lambda x: costs.sic_range_penalty(x, 0.02), q(costs.sic_range_residual(c), 1.0, 0.02)),
         "background": (
             lambda x: costs.sic_background_penalty(x, bg, 0.1),
-            costs.sic_background_penalty_grad(c, bg, 0.1),
+            q(costs.sic_background_residual(c, bg), 1.0, 0.1),
         ),
-        "false_ice": (lambda x: costs.false_ice_penalty(x, 0.02), costs.false_ice_penalty_grad(c, 0.02)),
+        "false_ice": (
+            lambda x: costs.false_ice_penalty(x, 0.02),
+            q(costs.false_ice_residual(c), costs.false_ice_slope(c), 0.02),
+        ),
         "warm_effective": (
             lambda x: costs.warm_ice_penalty(x, t, effective=True),
-            costs.warm_ice_penalty_grad(c, t, effective=True),
+            costs.warm_ice_penalty_weighted_grad(c, costs.warm_ice_weight(t), True),
         ),
         "anchor_floor": (
             lambda x: costs.anchor_floor_penalty(x, 0.7, 1e-5),
-            costs.anchor_floor_penalty_grad(c, 0.7, 1e-5),
+            q(costs.anchor_floor_residual(c, 0.7), -1.0, 1e-5),
         ),
     }
     for name, (fn, hand) in cases.items():
         np.testing.assert_allclose(hand.numpy(), _autograd_derivative(fn, c).numpy(), rtol=1e-12, atol=0, err_msg=name)
     # hand values: range 2 (C - 1) / s^2 above 1, false ice 2 C / s^2 rising and -2 (0.3 - C) / s^2 falling
-    assert float(costs.sic_range_penalty_grad(torch.tensor(1.05), 0.02)) == pytest.approx(2 * 0.05 / 0.02**2)
-    assert float(costs.false_ice_penalty_grad(torch.tensor(0.1), 0.02)) == pytest.approx(2 * 0.1 / 0.02**2)
-    assert float(costs.false_ice_penalty_grad(torch.tensor(0.2), 0.02)) == pytest.approx(-2 * 0.1 / 0.02**2)
-    assert float(costs.false_ice_penalty_grad(torch.tensor(0.15), 0.02)) == 0.0
+    one = lambda v: torch.tensor(v, dtype=torch.float64)
+    assert float(q(costs.sic_range_residual(one(1.05)), 1.0, 0.02)) == pytest.approx(2 * 0.05 / 0.02**2)
+    for v, want in ((0.1, 2 * 0.1 / 0.02**2), (0.2, -2 * 0.1 / 0.02**2), (0.15, 0.0)):
+        got = float(q(costs.false_ice_residual(one(v)), costs.false_ice_slope(one(v)), 0.02))
+        assert got == pytest.approx(want), v
     b = torch.tensor([[1.0, -2.0, 0.5], [3.0, 0.0, -1.0]], dtype=torch.float64)
     b_bg = torch.tensor([[0.5, -1.0, 0.5], [2.0, 1.0, 0.0]], dtype=torch.float64)
     sig = torch.tensor([[0.5], [4.0]], dtype=torch.float64)
     np.testing.assert_allclose(
-        costs.bias_penalty_grad(b, b_bg, sig).numpy(),
+        q(b - b_bg, 1.0, sig).numpy(),
         _autograd_derivative(lambda x: costs.bias_penalty(x, b_bg, sig), b).numpy(),
         rtol=1e-12,
     )
-    assert float(costs.bias_penalty_grad(b, b_bg, sig)[0, 0]) == pytest.approx(2 * 0.5 / 0.25)
+    assert float(q(b - b_bg, 1.0, sig)[0, 0]) == pytest.approx(2 * 0.5 / 0.25)
     # the reference warm-ice term has no derivative
-    assert float(costs.warm_ice_penalty_grad(c, t).abs().max()) == 0.0
-
-
-def test_terms_with_gradients_backward_and_gradcheck():
-    """One node carrying precomputed values and derivatives gives autograd's gradients."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand(5, 3, generator=gen, dtype=torch.float64, requires_grad=True)
-    y = torch.rand(4, generator=gen, dtype=torch.float64, requires_grad=True)
-    weights = torch.tensor([1.5, -2.0, 0.25], dtype=torch.float64)
-
-    def fused(x, y):
-        with torch.no_grad():
-            values = torch.stack([(x * x).sum(), (x * y.sum()).sum(), y.pow(3).sum()])
-            d_x = [(0, 2 * x), (1, y.sum().expand_as(x))]
-            d_y = [(1, x.sum().expand_as(y)), (2, 3 * y * y)]
-        return costs.terms_with_gradients(values, [x, y], [d_x, d_y])
-
-    def plain(x, y):
-        return torch.stack([(x * x).sum(), (x * y.sum()).sum(), y.pow(3).sum()])
-
-    got = torch.autograd.grad((fused(x, y) * weights).sum(), [x, y])
-    want = torch.autograd.grad((plain(x, y) * weights).sum(), [x, y])
-    for a, b in zip(got, want):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-13)
-    assert torch.autograd.gradcheck(lambda x, y: fused(x, y), (x, y))
-    with torch.no_grad():  # no graph wanted: the values come back as they are
-        v = torch.ones(2)
-        assert costs.terms_with_gradients(v, [x], [[(0, x)]]) is v
+    assert float(costs.warm_ice_penalty_weighted_grad(c, costs.warm_ice_weight(t)).abs().max()) == 0.0

@@ -51,7 +51,7 @@ def test_observed_points_and_truth_scores_hand_case():
     obs = make_obs(nobs=4, sensors=("amsr2",), ngrid=3, nstep=2)
     # obs (g, t): (0,0) (1,0) (2,0) (0,1); grid point 1 and 2 at step 1 unobserved
     g, t = d.observed_points(obs)
-    assert list(zip(g.tolist(), t.tolist())) == [(0, 0), (0, 1), (1, 0), (2, 0)]
+    assert list(zip(g.tolist(), t.tolist(), strict=True)) == [(0, 0), (0, 1), (1, 0), (2, 0)]
     nlag = 1
     truth_sic = np.array([[1.0, 0.9], [0.0, 0.5], [0.6, 0.7]])
     bg = np.zeros((3, 3), dtype=np.float32)  # background 0 everywhere: errors -1, -0.9, 0, -0.6
@@ -93,7 +93,8 @@ def test_truth_scores_rejects_misshaped_truth():
 
 
 def test_simulate_does_not_depend_on_chunking():
-    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+    from empirical_seaice.cost.sampling import build_row_counts
+    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
 
     obs = make_obs(nobs=7, sensors=("amsr2", "gmi"), ngrid=3, nstep=2)
     preset = PRESETS["v2"]

@@ -87,7 +87,7 @@ def _sic_scores(output, data, tag=TAG):
         bg = ds["SEAICE"].values[g, s + 1]
     with _open(output, "seaice", tag) as ds:
         trained = ds["seaice"].values[g, s + 1]
-    rmse = lambda x: float(np.sqrt(np.mean((x.astype(np.float64) - truth) ** 2)))  # noqa: E731
+    rmse = lambda x: float(np.sqrt(np.mean((x.astype(np.float64) - truth) ** 2)))
     return rmse(bg), rmse(trained), len(g)
 
 
@@ -204,7 +204,7 @@ def test_diagsonly_reproduces_the_training_end_tbsim_exactly(trained):
     assert not (trained.output / "model_diag.pt").exists()
     # the summary of --diagsonly shows the trained run's before/after numbers
     assert _summary_costs(r.stdout) == _summary_costs(trained.stdout)
-    rows = lambda s: [li for li in s.splitlines() if li.startswith("  10v ")]  # noqa: E731
+    rows = lambda s: [li for li in s.splitlines() if li.startswith("  10v ")]
     assert rows(r.stdout) == rows(trained.stdout) and len(rows(r.stdout)) == 1
     for stem in ("tbsim", "tbzero", "ice_emis", "tbobs"):
         (trained.output / f"{stem}_diag.nc").unlink()
@@ -233,7 +233,7 @@ def test_reproducible_twice_gives_identical_outputs(trained, tmp_path):
     sb = torch.load(output / f"model_{TAG}.pt", weights_only=False)["state_dict"]
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     # the printed summary differs only in the timing line and the output path
-    body = lambda s: [li for li in s.splitlines() if "epochs in" not in li and "outputs:" not in li]  # noqa: E731
+    body = lambda s: [li for li in s.splitlines() if "epochs in" not in li and "outputs:" not in li]
     assert body(r.stdout) == body(trained.stdout)
 
 

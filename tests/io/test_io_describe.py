@@ -25,9 +25,9 @@ def test_describe_two_sensors(dataset):
     assert "sensor gmi: 30 observations, 13 channels" in text
     raw = ds.fields["gmi"]["OBSVALUE"][1:, 0].astype(np.float64)  # gmi 10v without the NaN
     row = next(
-        l
-        for l in lines[lines.index(next(l for l in lines if l.startswith("sensor gmi"))) :]
-        if l.strip().startswith("10v")
+        line
+        for line in lines[lines.index(next(x for x in lines if x.startswith("sensor gmi"))) :]
+        if line.strip().startswith("10v")
     )
     parts = row.split()
     assert parts[1] == "29"
@@ -45,7 +45,7 @@ def test_channel_stats_slice_and_index_agree(dataset):
     obs, _ = read_training_data(ds.config, 1)
     by_slice = channel_stats(obs, slice(20, 40))
     by_index = channel_stats(obs, np.arange(20, 40))
-    for a, b in zip(by_slice, by_index):
+    for a, b in zip(by_slice, by_index, strict=True):
         np.testing.assert_array_equal(a, b)
     count, lo, mean, hi = by_slice
     assert count[5] == 0 and np.isnan(mean[5])  # 24h: not on gmi

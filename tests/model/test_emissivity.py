@@ -79,7 +79,7 @@ def test_v2_emissivity_vh_hand_computed_network():
     e = model.emissivity_vh(torch.tensor(0.2), torch.tensor([0.1]), torch.tensor(50.0))
     h0 = 1 / (1 + math.exp(-(0.2 + 0.2 + 1.5)))
     h1 = 0.5
-    sig = lambda z: 1 / (1 + math.exp(-z))  # noqa: E731
+    sig = lambda z: 1 / (1 + math.exp(-z))
     assert e.tolist() == pytest.approx([sig(2 * h0 + 0.5), sig(h1 - 1.0)], abs=1e-6)
 
 

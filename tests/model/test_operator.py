@@ -8,10 +8,12 @@ import torch
 from conftest import make_obs
 
 from empirical_seaice.config import PRESETS, V2_FORK_ANCHOR, CostConfig, ModelConfig, replace
+from empirical_seaice.cost import objective
 from empirical_seaice.cost import terms as costs
+from empirical_seaice.cost.sampling import build_row_counts
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import physics
-from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
 
 
 def _net(preset="v2", obs_bg=None, sparse=True, prior_mode=None, cost=None, model=None, dtype=torch.float32, **kw):
@@ -116,7 +118,7 @@ def test_forward_reproduces_physics_chain(preset):
         torch.from_numpy(obs.emis_water.astype(np.float64))
         + net.wind_coef * torch.from_numpy(obs.wind_ms.astype(np.float64))[:, None]
     )
-    f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))  # noqa: E731
+    f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))
     tb = physics.simulate_tb(
         sic=f(c),
         emis_ice=e_ice,
@@ -277,14 +279,28 @@ def test_sampled_prior_gradient_equals_full_gradient_and_epoch_sum():
     assert total == pytest.approx(f["sic_range"].item(), rel=1e-12)
 
 
-def test_full_prior_mode_matches_full_prior_terms():
-    obs_bg = make_obs(("amsr2",), nobs=30)
-    net, ot, obs, bg = _net("v2", obs_bg=obs_bg, sparse=False, prior_mode="full")
-    b = ot.batch(torch.arange(5))
-    terms = net.cost_terms(b, net(b), 30)
-    full = net.full_prior_terms(30)
-    for name in full:
-        assert terms[name].item() == full[name].item()
+def test_full_prior_mode_uses_the_whole_map():
+    """The reference's dense scheme ("full"): every step's map priors are the whole-map sums
+    (unobserved rows included), whatever the batch; the sampled estimate covers observed rows only."""
+    cost = replace(PRESETS["v2"].cost, warm_ice="effective")
+    obs_bg = make_obs(("amsr2",), nobs=6, ngrid=3, nstep=4, all_rows=False, seed=3)
+    obs_bg[1].sic[:, 1:3] = [[0.1, 1.05], [0.2, -0.05], [0.25, 0.12]]  # trace ice and out-of-range SIC
+    net, ot, obs, bg = _net("v2", obs_bg=obs_bg, cost=cost, dtype=torch.float64, sparse=False, prior_mode="full")
+    C = torch.from_numpy(bg.sic.reshape(-1).astype(np.float64))
+    tmap = torch.from_numpy(bg.t_skin_map_k.astype(np.float64))
+    hand = {
+        "sic_range": costs.sic_range_penalty(C, cost.sic_error).sum() / 30,
+        "false_ice": costs.false_ice_smooth_penalty(C, cost.false_ice_error, cost.false_ice_peak_scaling).sum() / 30,
+        "warm_ice": costs.warm_ice_penalty(C.reshape(3, 5)[:, 1:], tmap, effective=True).mean() / 30,
+    }
+    for index in ([0, 1], [5]):
+        b = ot.batch(torch.tensor(index))
+        terms = net.cost_terms(b, net(b), 30)
+        for name, value in hand.items():
+            assert terms[name].item() == pytest.approx(value.item(), rel=1e-12), (name, index)
+    observed = torch.from_numpy(build_row_counts(obs, 1, 3, 4).sic > 0)
+    assert not observed.all()  # rows no observation reads count too
+    assert costs.sic_range_penalty(C, cost.sic_error)[~observed].sum() > 0
 
 
 # -------------------------------------------------------------------- gradients
@@ -316,7 +332,7 @@ def test_gradcheck_stochastic_total_tiny_float64_network():
     rest = params["bias_ice_k"].detach()[1:]
 
     def total(*values):
-        swap = {"net." + n: v for n, v in zip(names, values)}
+        swap = {"net." + n: v for n, v in zip(names, values, strict=True)}
         swap["net.bias_ice_k"] = torch.cat([swap["net.bias_ice_k"], rest])  # gradcheck the AMSR2 row only
         return torch.func.functional_call(wrapper, swap, (b,))
 
@@ -379,6 +395,10 @@ def test_cost_terms_values_and_gradients_equal_an_autograd_reference():
         / n,
     }
     assert list(terms) == list(ref)
+    # the definition the network's fused path optimises (cost/objective.py) is this composition
+    composed = objective.batch_terms(cc, net.batch_cost(b, out, n))
+    for k in ref:
+        assert composed[k].item() == pytest.approx(ref[k].item(), rel=1e-12), k
     for k in ref:
         assert terms[k].item() == pytest.approx(ref[k].item(), rel=1e-10), k
         assert ref[k].item() > 0, k  # every term is active
@@ -464,7 +484,7 @@ def test_state_rows_are_exactly_the_rows_with_gradient():
     net, ot, *_ = _net("v2", nobs=30, sparse=True)
     b = ot.batch(torch.tensor([4, 9, 17]))
     rows = net.state_rows(b)
-    assert [p is q for (p, _), q in zip(rows, net.sparse_parameters())] == [True, True, True]
+    assert [p is q for (p, _), q in zip(rows, net.sparse_parameters(), strict=True)] == [True, True, True]
     net.total_cost(net.cost_terms(b, net(b), 30)).backward()
     for p, r in rows:
         touched = torch.unique(p.grad.coalesce().indices()[0])
@@ -473,5 +493,5 @@ def test_state_rows_are_exactly_the_rows_with_gradient():
     sic_rows = rows[0][1].reshape(-1).tolist()
     assert rows[0][1].shape == (3, 2)
     g, t = b.igrid.tolist(), b.istep.tolist()
-    assert sic_rows == [x for gi, ti in zip(g, t) for x in (gi * 5 + ti + 1, gi * 5 + ti)]
+    assert sic_rows == [x for gi, ti in zip(g, t, strict=True) for x in (gi * 5 + ti + 1, gi * 5 + ti)]
     assert rows[2][1].tolist() == [4, 9, 17]

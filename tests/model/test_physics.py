@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from empirical_seaice.model import physics
 
@@ -136,7 +138,7 @@ def test_gradcheck_simulate_tb():
         args.append(_rand(*shape, lo=lo, hi=hi, seed=k))
 
     def f(*a):
-        return physics.simulate_tb(**dict(zip(names, a)), ocean_t_floor_k=271.35)
+        return physics.simulate_tb(**dict(zip(names, a, strict=True)), ocean_t_floor_k=271.35)
 
     assert torch.autograd.gradcheck(f, tuple(args))
 
@@ -144,7 +146,7 @@ def test_gradcheck_simulate_tb():
 # ---------------------------------------------------------------- physics laws
 def _chain(sic, emis_ice, emis_ocean, t_skin=260.0, tau=0.7, t_down=40.0, t_up=30.0, floor=None, B=5, C=3):
     g = torch.Generator().manual_seed(1)
-    full = lambda v: torch.full((B, C), v, dtype=D) if not torch.is_tensor(v) else v  # noqa: E731
+    full = lambda v: torch.full((B, C), v, dtype=D) if not torch.is_tensor(v) else v
     return physics.simulate_tb(
         sic=torch.full((B,), sic, dtype=D),
         emis_ice=full(emis_ice),
@@ -250,9 +252,19 @@ def _chain_args(B, C, seed=0):
     return out
 
 
+def _factored(*, t_skin_k, ocean_t_floor_k, cloud_fraction, **clear_cloudy):
+    """The data-only terms of the training hot path (as ObservationTensors and HybridNetwork.forward
+    compute them): effective_atmosphere, then surface_atmosphere_terms -> A_i, A_o, K."""
+    tau_eff, down_eff, const = physics.effective_atmosphere(cloud_fraction=cloud_fraction, **clear_cloudy)
+    a_ice, a_ocean = physics.surface_atmosphere_terms(
+        t_skin_k=t_skin_k, ocean_t_floor_k=ocean_t_floor_k, tau_eff=tau_eff, down_eff_k=down_eff
+    )
+    return a_ice, a_ocean, const
+
+
 def _mixed_chain(*, sic, emis_ice, emis_ocean, bias_ice_k, bias_ocean_k, **atmosphere):
-    """The training hot path: data-only atmosphere_terms, then simulate_tb_mixed."""
-    a_ice, a_ocean, const = physics.atmosphere_terms(**atmosphere)
+    """The training hot path: the data-only terms, then simulate_tb_mixed."""
+    a_ice, a_ocean, const = _factored(**atmosphere)
     return physics.simulate_tb_mixed(
         sic=sic,
         emis_ice=emis_ice,
@@ -279,14 +291,12 @@ def test_gradcheck_factored_chain():
     args = tuple(kw[n].requires_grad_(True) for n in _NAMES)
 
     def f(*a):
-        return _mixed_chain(**dict(zip(_NAMES, a)), ocean_t_floor_k=271.35)
+        return _mixed_chain(**dict(zip(_NAMES, a, strict=True)), ocean_t_floor_k=271.35)
 
     assert torch.autograd.gradcheck(f, args)
 
 
 # ------------------------------------------------------------ property tests
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 _unit = st.floats(0.0, 1.0)
 
@@ -294,7 +304,7 @@ _unit = st.floats(0.0, 1.0)
 @settings(max_examples=60, deadline=None)
 @given(sic=_unit, e_i=_unit, e_o=_unit, tau=_unit, f=_unit, temp=st.floats(150.0, 320.0))
 def test_isothermal_universe_property(sic, e_i, e_o, tau, f, temp):
-    one = lambda v: torch.tensor([[v]], dtype=D)  # noqa: E731
+    one = lambda v: torch.tensor([[v]], dtype=D)
     tb = _mixed_chain(
         sic=torch.tensor([sic], dtype=D),
         emis_ice=one(e_i),
@@ -326,7 +336,7 @@ def test_isothermal_universe_property(sic, e_i, e_o, tau, f, temp):
 )
 def test_tb_between_ocean_and_ice_tb_property(sic, e_i, e_o, tau, t_down, t_up, temp):
     def tb(c):
-        one = lambda v: torch.tensor([[v]], dtype=D)  # noqa: E731
+        one = lambda v: torch.tensor([[v]], dtype=D)
         return physics.simulate_tb(
             sic=torch.tensor([c], dtype=D),
             emis_ice=one(e_i),
@@ -346,3 +356,12 @@ def test_tb_between_ocean_and_ice_tb_property(sic, e_i, e_o, tau, t_down, t_up, 
 
     lo, hi = sorted((tb(0.0), tb(1.0)))
     assert lo - 1e-9 <= tb(sic) <= hi + 1e-9
+
+
+def test_lag_weighted_sic_hand_value_and_gradient():
+    lags = torch.tensor([[0.8, 0.5], [0.0, 1.0]], dtype=D)
+    alpha = torch.tensor([0.6, 0.4], dtype=D)
+    c = physics.lag_weighted_sic(lags, alpha)
+    assert c.tolist() == pytest.approx([0.6 * 0.8 + 0.4 * 0.5, 0.4])
+    x = lags.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: physics.lag_weighted_sic(v, alpha), (x,))

@@ -9,8 +9,9 @@ import torch
 from conftest import make_obs
 
 from empirical_seaice.config import PRESETS, replace
+from empirical_seaice.cost.sampling import build_row_counts
 from empirical_seaice.model import physics
-from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
 
 
 def _truth_case(ngrid=40, nstep=5, nobs=2048):
@@ -27,8 +28,8 @@ def _truth_case(ngrid=40, nstep=5, nobs=2048):
     obs.t_down_cld_k[:] = (1 - obs.tau_cld) * 255
     obs.t_up_cld_k[:] = (1 - obs.tau_cld) * 250
     c = 0.6 * truth[obs.igrid, obs.istep + 1] + 0.4 * truth[obs.igrid, obs.istep]
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
-    full = lambda v: t(np.full((obs.nobs, obs.nchan), v))  # noqa: E731
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    full = lambda v: t(np.full((obs.nobs, obs.nchan), v))
     tb = physics.simulate_tb(
         sic=t(c),
         emis_ice=t(np.broadcast_to(e_true, (obs.nobs, obs.nchan))),
@@ -73,7 +74,7 @@ def test_short_training_recovers_sic_and_emissivity():
     with torch.no_grad():
         emis0 = net(data.all())["emis_ice"].mean(0).numpy()
     first = None
-    for epoch in range(30):
+    for _epoch in range(30):
         perm = torch.randperm(obs.nobs, generator=gen)
         for k in range(0, obs.nobs - 1023, 1024):
             b = data.batch(perm[k : k + 1024])

@@ -15,7 +15,7 @@ def make_observations(tb, igrid, istep, isensor, sensors=("amsr2",), ngrid=4, ns
     n = tb.shape[0]
     rng = np.random.default_rng(seed)
     mask = np.isfinite(tb) & basis.present[np.asarray(isensor)]
-    full = lambda v: np.full((n, basis.nchan), v, dtype=np.float32)  # noqa: E731
+    full = lambda v: np.full((n, basis.nchan), v, dtype=np.float32)
     return Observations(
         igrid=np.asarray(igrid, dtype=np.int32),
         istep=np.asarray(istep, dtype=np.int32),

@@ -10,15 +10,13 @@ import xarray as xr
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.products import classic
-from empirical_seaice.products.classic import (
+from empirical_seaice.products.classic import classic_sic_maps, grid_daily_mean_tb, write_classic_sic
+from empirical_seaice.products.sic_algorithms import (
     BOOTSTRAP_TIE_POINTS,
     NASA_TEAM_TIE_POINTS,
     bootstrap,
     bootstrap_plane_sic,
-    classic_sic_maps,
-    grid_daily_mean_tb,
     nasa_team,
-    write_classic_sic,
 )
 
 
@@ -34,7 +32,7 @@ def bt_mixture(tp, c, ice_37v):
     """TB (37V, 37H, 19V) at concentration c towards an ice point on both ice lines."""
     ice = (ice_37v, tp.line_vh37[0] + tp.line_vh37[1] * ice_37v, tp.line_v1937[0] + tp.line_v1937[1] * ice_37v)
     water = (tp.water_37v_k, tp.water_37h_k, tp.water_19v_k)
-    return [w + c * (i - w) for w, i in zip(water, ice)]
+    return [w + c * (i - w) for w, i in zip(water, ice, strict=True)]
 
 
 @pytest.mark.parametrize("sensor", ["amsr2", "ssmisf17"])

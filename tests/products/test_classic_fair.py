@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from empirical_seaice.products.classic import BOOTSTRAP_TIE_POINTS, NASA_TEAM_TIE_POINTS, NasaTeamTiePoints, nasa_team
 from empirical_seaice.products.classic_fair import (
     SSMI_NT_NORTH,
     SSMI_NT_SOUTH,
@@ -13,6 +12,12 @@ from empirical_seaice.products.classic_fair import (
     fit_bootstrap_tie_points,
     fit_nasa_team_tie_points,
     nasa_team_hemisphere_tie_points,
+)
+from empirical_seaice.products.sic_algorithms import (
+    BOOTSTRAP_TIE_POINTS,
+    NASA_TEAM_TIE_POINTS,
+    NasaTeamTiePoints,
+    nasa_team,
 )
 
 # an ice that does not look like the published tie points (first-year 19H 10 K lower, MY 37V 8 K higher)

@@ -379,7 +379,7 @@ def make_v2(directory: Path, rng: np.random.Generator) -> dict[str, np.ndarray]:
         "inst_bias": None,
     }
     y = tf.constant(np.stack([atm["tb_obs_k"], mask], axis=2))
-    chan = lambda a: tf.constant(a)  # noqa: E731
+    chan = lambda a: tf.constant(a)
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(
             [

@@ -14,7 +14,8 @@ import torch
 from test_reference_equivalence import FIXTURE
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.training.deferred_adam import DeferredAdam, dense_adam, keras_epsilon
+from empirical_seaice.training.adam import dense_adam, keras_epsilon
+from empirical_seaice.training.deferred_adam import DeferredAdam
 
 
 @pytest.fixture(scope="module")

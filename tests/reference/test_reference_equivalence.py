@@ -38,7 +38,7 @@ def ref() -> dict[str, np.ndarray]:
 
 def _case(ref: dict, v: str):
     """Our network, configured by the preset only, with the fixture's inputs, state and weights."""
-    g = lambda name: ref[f"{v}_{name}"]  # noqa: E731
+    g = lambda name: ref[f"{v}_{name}"]
     preset = PRESETS[v]
     basis = build_channel_basis(list(preset.sensors))
     nobs = g("igrid").shape[0]
@@ -151,7 +151,7 @@ def test_reference_configuration_tables(ref, v):
     """Channels, network frequencies, observation errors and bias backgrounds of the preset are
     the reference's, and so are the initial weights that the reference does not draw at random."""
     net, ot, basis, initial = _case(ref, v)
-    g = lambda name: ref[f"{v}_{name}"]  # noqa: E731
+    g = lambda name: ref[f"{v}_{name}"]
     np.testing.assert_array_equal(basis.obs_error_k, g("obs_error"))
     if v == "v1":
         # SeaiceEmis: bias Constant(0.93) for every channel; BiasCorrection starts at its background

@@ -16,7 +16,7 @@ import xarray as xr
 from test_reference_equivalence import FIXTURE, _case
 
 from empirical_seaice.io import outputs
-from empirical_seaice.run.train import emissivity_weights
+from empirical_seaice.run.model_file import emissivity_weights
 
 
 def _write(ref, v, tmp_path):

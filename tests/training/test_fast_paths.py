@@ -4,7 +4,7 @@
   summed through the lookup's inverse index, moments written by the step)
   equals dense Adam at every read, also when a catch-up is followed by a
   step without gradient, a gradient on other rows, or a state_dict;
-- physics.atmosphere_terms + simulate_tb_mixed equal simulate_tb (value and
+- physics.effective_atmosphere + surface_atmosphere_terms + simulate_tb_mixed equal simulate_tb (value and
   gradients).
 """
 
@@ -96,14 +96,19 @@ def test_mixed_tb_equals_simulate_tb(floor):
         bias_ocean_k=r(nb, nc, lo=-2, hi=2, grad=True),
     )
     ref = physics.simulate_tb(**atm, **train)
-    a_ice, a_ocean, const = physics.atmosphere_terms(**atm)
+    tau_eff, down_eff, const = physics.effective_atmosphere(
+        **{k: v for k, v in atm.items() if k not in ("t_skin_k", "ocean_t_floor_k")}
+    )
+    a_ice, a_ocean = physics.surface_atmosphere_terms(
+        t_skin_k=atm["t_skin_k"], ocean_t_floor_k=atm["ocean_t_floor_k"], tau_eff=tau_eff, down_eff_k=down_eff
+    )
     new = physics.simulate_tb_mixed(a_ice_k=a_ice, a_ocean_k=a_ocean, const_k=const, **train)
     assert 100.0 < float(ref.detach().mean()) < 300.0
     np.testing.assert_allclose(new.detach().numpy(), ref.detach().numpy(), rtol=1e-13, atol=0)
     weights = r(nb, nc)
     g_ref = torch.autograd.grad((ref * weights).sum(), list(train.values()))
     g_new = torch.autograd.grad((new * weights).sum(), list(train.values()))
-    for name, a, b in zip(train, g_ref, g_new):
+    for name, a, b in zip(train, g_ref, g_new, strict=True):
         np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-12, atol=1e-12, err_msg=name)
     # hand check of one element: TB' = c TB_i + (1 - c) TB_o
     c, ei, eo = (float(train[k].detach().reshape(-1)[0]) for k in ("sic", "emis_ice", "emis_ocean"))
@@ -127,7 +132,7 @@ def test_catch_up_many_tables_of_two_widths_equals_dense_adam():
     opt_s = DeferredAdam([sa, sb], lr=1e-2)
     opt_d = torch.optim.Adam([da, db], lr=1e-2, betas=ADAM_BETAS, eps=ADAM_EPS)
     max_read_diff = 0.0
-    for step in range(150):
+    for _step in range(150):
         ra = torch.randint(0, 20, (4, 2), generator=gen)  # rows 20.. never read
         rb = torch.randint(0, 8, (4,), generator=gen)
         ta, tb = torch.randn(4, 2, 1, generator=gen), torch.randn(4, 2, generator=gen)
@@ -191,7 +196,7 @@ def test_slab_survives_state_dict_round_trip_and_replaced_data():
     assert opt2.state[resumed[0]]["slab"].data_ptr() != opt1.state[first[0]]["slab"].data_ptr()
     run(opt2, resumed, 20, 2)
     opt2.flush()
-    for a, b in zip(ref, resumed):
+    for a, b in zip(ref, resumed, strict=True):
         np.testing.assert_array_equal(a.detach().numpy(), b.detach().numpy())
 
     # replaced data: the new values win and the table is back in the slab
@@ -226,7 +231,7 @@ def test_gather_equals_dense_adam_and_refuses_a_second_gradient():
     da, db = torch.nn.Parameter(a0.clone()), torch.nn.Parameter(b0.clone())
     opt_s = DeferredAdam([sa, sb], lr=1e-2)
     opt_d = torch.optim.Adam([da, db], lr=1e-2, betas=ADAM_BETAS, eps=ADAM_EPS)
-    for step in range(150):
+    for _step in range(150):
         ra = torch.randint(0, 20, (4, 2), generator=gen)
         rb = torch.randint(0, 8, (4,), generator=gen)
         ta, tb = torch.randn(4, 2, 1, generator=gen), torch.randn(4, 2, generator=gen)

@@ -13,7 +13,7 @@ from training_toy import ToyData, ToyNetwork, build, make_toy
 from empirical_seaice.config import TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.training.deferred_adam import ADAM_EPS
-from empirical_seaice.training.history import TrainingHistory, evaluate_cost
+from empirical_seaice.training.history import TrainingHistory
 from empirical_seaice.training.runtime import make_generator, resolve_device, split_observations
 from empirical_seaice.training.trainer import CHECKPOINT_NAME, Trainer
 
@@ -25,7 +25,7 @@ def _adam_move(grads: list[float], steps: list[int]) -> float:
     its gradient at each step (0 = untouched) and the global step numbers."""
     m = v = 0.0
     move = 0.0
-    for g, t in zip(grads, steps):
+    for g, t in zip(grads, steps, strict=True):
         m = B1 * m + (1 - B1) * g
         v = B2 * v + (1 - B2) * g * g
         move += LR * (m / (1 - B1**t)) / (math.sqrt(v / (1 - B2**t)) + ADAM_EPS)
@@ -102,26 +102,6 @@ def test_progress_bar_on_stderr(capsys):
     assert "epoch 1/1" in err and "J/nobs=" in err
 
 
-def test_evaluate_cost_by_hand():
-    row = np.array([0, 1, 1])
-    x = np.array([1.0, 2.0, -1.0])
-    y = np.array([1.0, 0.0, 2.0])
-    net = ToyNetwork(3, np.array([1, 2, 0]), sigma_o=2.0, sigma_p=0.5)
-    with torch.no_grad():
-        net.table.weight[:, 0] = torch.tensor([0.5, -1.0, 3.0])
-        net.w.fill_(0.25)
-        net.b.fill_(0.1)
-    res = evaluate_cost(net, ToyData(row, x, y), np.arange(3), nobs_total=3, batch_size=2)
-    pred = np.array([0.5 + 0.25 + 0.1, -1.0 + 0.5 + 0.1, -1.0 - 0.25 + 0.1])
-    jo = np.sum(((y - pred) / 2.0) ** 2)
-    jb = (0.25 + 1.0 + 9.0) / 0.25
-    assert res["obs_sum"] == pytest.approx(jo, rel=1e-6)
-    assert res["obs"] == pytest.approx(jo / 3, rel=1e-6)
-    assert res["prior"] == pytest.approx(jb / 3, rel=1e-6)  # exact whole-map value, not the sampled one
-    assert res["total"] == pytest.approx((jo + jb) / 3, rel=1e-6)
-    assert res["J"] == pytest.approx(jo + jb, rel=1e-6)
-
-
 def test_split_observations():
     tr, va = split_observations(1000, 0.2, make_generator(5))
     assert len(va) == 200 and len(tr) == 800
@@ -166,12 +146,14 @@ def test_validation_and_early_stopping_restores_best():
     assert hist.stopped_early and hist.nepochs == 3  # epoch 1 best, 2 and 3 worse -> stop
     assert hist.valid_cost[0] < hist.valid_cost[1] < hist.valid_cost[2]
     # the held-out cost is the mean J_o of the held-out observations, now at the best epoch
-    ev = evaluate_cost(net, data, valid, 200)
-    assert ev["obs"] == pytest.approx(hist.valid_cost[0], rel=1e-6)
+    with torch.no_grad():
+        b = data.batch(torch.as_tensor(valid))
+        mean_jo = float((((b["y"] - net(b)["tb"]) / net.sigma_o) ** 2).double().mean())
+    assert mean_jo == pytest.approx(hist.valid_cost[0], rel=1e-6)
     # and the parameters equal those of a 1-epoch run
     net1, data1, cfg1, _, _ = _conflict_case(nepochs=1)
     Trainer(net1, data1, cfg1, train, valid, 200, progress=False).fit()
-    for (k, v), (_, v1) in zip(net.state_dict().items(), net1.state_dict().items()):
+    for (k, v), (_, v1) in zip(net.state_dict().items(), net1.state_dict().items(), strict=True):
         assert torch.equal(v, v1), k
 
 
@@ -274,6 +256,31 @@ def test_config_and_device_errors():
     if not torch.cuda.is_available():
         with pytest.raises(SeaIceError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_a_network_missing_part_of_the_contract_is_rejected():
+    """Every member of TrainableNetwork is required: a wrapper that forgets to delegate state_rows
+    (as the retrieval's frozen model once did) would take another optimiser path (catch-up after
+    the gradient), so the trainer refuses it."""
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+            self.sparse, self.reads_state_values = net.sparse, net.reads_state_values
+            self.cost_terms, self.total_cost = net.cost_terms, net.total_cost
+            self.full_prior_terms, self.sparse_parameters = net.full_prior_terms, net.sparse_parameters
+            self.dense_parameters = net.dense_parameters
+
+        def forward(self, batch, state_values=None):
+            return self.net(batch)
+
+    row, x, y = make_toy(nobs=50)
+    net, data = build(row, x, y)
+    with pytest.raises(TypeError, match="missing state_rows"):
+        Trainer(Wrapper(net), data, TrainingConfig(), np.arange(50), None, 50)
+    # the complete network is accepted
+    Trainer(net, data, TrainingConfig(), np.arange(50), None, 50)
 
 
 class _RecordingData(ToyData):

@@ -33,6 +33,9 @@ class ToyData:
 
 
 class ToyNetwork(torch.nn.Module):
+    reads_state_values = False
+    """It reads its table itself (DeferredAdam catches the rows up in the table before the forward)."""
+
     def __init__(
         self,
         nrow: int,
@@ -54,7 +57,7 @@ class ToyNetwork(torch.nn.Module):
         self.nobs = float(np.sum(row_counts))
         self.register_buffer("inv_count", torch.as_tensor(1.0 / np.maximum(row_counts, 1), dtype=torch.float32))
 
-    def forward(self, batch):
+    def forward(self, batch, state_values=None):
         a = self.table(batch["row"])[:, 0]
         return {"tb": a + self.w * batch["x"] + self.b, "a": a}
 

@@ -13,8 +13,8 @@ from empirical_seaice.twin.atmosphere import (
 )
 
 
-def _tau(name, freq, w=5.0, t=260.0, l=0.0, inc=55.0):
-    return column_rt(sidebands(freq, name), inc, t, w, l)
+def _tau(name, freq, w=5.0, t=260.0, lwp=0.0, inc=55.0):
+    return column_rt(sidebands(freq, name), inc, t, w, lwp)
 
 
 def test_sidebands_183_never_line_centre():
@@ -41,8 +41,8 @@ def test_transmittance_range_and_ordering():
 
 @pytest.mark.parametrize("freq", [36.5, 89.0, 166.0])
 def test_cloud_reduces_transmittance_above_30ghz(freq):
-    clear = _tau("x", freq, l=0.0)[0]
-    cloudy = _tau("x", freq, l=0.2)[0]
+    clear = _tau("x", freq, lwp=0.0)[0]
+    cloudy = _tau("x", freq, lwp=0.2)[0]
     assert cloudy < clear - 0.01
 
 
@@ -64,15 +64,15 @@ def test_table_matches_direct_calculation():
     chans, freqs, inc = ("19v", "89h", "183pm3h"), (18.7, 89.0, 186.31), (55.0, 55.0, 53.1)
     table = AtmosphereTable.build(chans, freqs, inc)
     # at a node: exact
-    w, t, l = TCWV_AXIS[5], T_AIR_AXIS[7], LWP_AXIS[3]
-    tau, td, tu = table(np.array([t]), np.array([w]), np.array([l]))
-    for j, (name, f, i) in enumerate(zip(chans, freqs, inc)):
-        d_tau, d_td, d_tu = column_rt(sidebands(f, name), i, t, w, l)
+    w, t, lwp = TCWV_AXIS[5], T_AIR_AXIS[7], LWP_AXIS[3]
+    tau, td, tu = table(np.array([t]), np.array([w]), np.array([lwp]))
+    for j, (name, f, i) in enumerate(zip(chans, freqs, inc, strict=True)):
+        d_tau, d_td, d_tu = column_rt(sidebands(f, name), i, t, w, lwp)
         assert tau[0, j] == pytest.approx(float(d_tau), abs=1e-12)
         assert tu[0, j] == pytest.approx(float(d_tu), abs=1e-9)
     # between nodes: interpolation error small
     tau, td, tu = table(np.array([262.3]), np.array([4.1]), np.array([0.07]))
-    for j, (name, f, i) in enumerate(zip(chans, freqs, inc)):
+    for j, (name, f, i) in enumerate(zip(chans, freqs, inc, strict=True)):
         d_tau, d_td, d_tu = column_rt(sidebands(f, name), i, 262.3, 4.1, 0.07)
         assert tau[0, j] == pytest.approx(float(d_tau), abs=0.01)
         assert tu[0, j] == pytest.approx(float(d_tu), abs=2.0)

@@ -25,8 +25,8 @@ def _read(out, sensors=SENSOR_NAMES, **kw):
 
 
 def _recompute(obs, truth):
-    """TB' from the truth with the PHYSICS.md chain, in the run's unified basis."""
-    t = lambda a: torch.as_tensor(np.nan_to_num(np.asarray(a, dtype=np.float64)))  # noqa: E731
+    """TB' from the truth with the forward-model chain (docs/method.md), in the run's unified basis."""
+    t = lambda a: torch.as_tensor(np.nan_to_num(np.asarray(a, dtype=np.float64)))
     s = np.asarray(obs.isensor)
     return simulate_tb(
         sic=t(truth.sic_obs),
@@ -160,6 +160,6 @@ def test_true_ice_emissivity_in_literature_ranges(tiny_twin):
         e = e[np.isfinite(e)]
         assert 0.88 < np.median(e) < 0.99  # first-year ice, winter, 10-37 GHz V
     # multi-year ice: lower emissivity than first-year ice, falling more from 10 to 37 GHz
-    med = lambda sel, c: np.nanmedian(truth.emis_ice[sel, ci[c]])  # noqa: E731
+    med = lambda sel, c: np.nanmedian(truth.emis_ice[sel, ci[c]])
     assert med(old, "37v") < med(fyi, "37v") - 0.05
     assert med(old, "10v") - med(old, "37v") > med(fyi, "10v") - med(fyi, "37v") + 0.01

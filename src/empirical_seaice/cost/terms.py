@@ -1,9 +1,9 @@
-"""Terms of the cost function J = J_o + J_b (PHYSICS.md, "Cost function").
+"""Terms of the cost function J = J_o + J_b (docs/method.md, "The cost function J").
 
 Pure tensor functions. The ``*_penalty`` functions of the SIC map are
 *elementwise* (same shape as ``C``) so that the network can sum them over the
 whole map ("full" mode) or estimate that sum from the rows a batch touches
-("sampled" mode, see :mod:`empirical_seaice.model.operator`). The others return the
+("sampled" mode, see :class:`empirical_seaice.cost.objective.BatchCost`). The others return the
 summed scalar (or, for the observation term, one value per observation).
 All arguments are dimensionless except TBs and errors in K.
 
@@ -11,16 +11,13 @@ Every prior is quadratic in a *residual*: ``p = r^2 / sigma^2``, so
 ``dp/dx = 2 r (dr/dx) / sigma^2`` (:func:`quadratic_penalty`,
 :func:`quadratic_penalty_grad`). Each prior defines its residual ``r`` and,
 where it is not 1, its slope ``dr/dx`` (``*_residual``, ``*_slope``); the
-``*_penalty`` and ``*_penalty_grad`` functions are built from them. The
-network's sampled cost uses the residuals and slopes directly, computing
-values and derivatives together without recording a graph, and hands them to
-autograd in one node (:func:`terms_with_gradients`). The tests check each
-derivative against autograd.
+``*_penalty`` functions are built from them. How the terms make J:
+:mod:`empirical_seaice.cost.objective`; the hand-differentiated training path
+that uses the residuals and slopes directly: :mod:`empirical_seaice.cost.fused`.
+The tests check each slope against autograd.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -78,19 +75,15 @@ def sic_range_penalty(sic: Tensor, sigma: float) -> Tensor:
     return quadratic_penalty(sic_range_residual(sic), sigma)
 
 
-def sic_range_penalty_grad(sic: Tensor, sigma: float) -> Tensor:
-    """``dp/dC`` of :func:`sic_range_penalty`: ``2 r(C) / sigma^2``."""
-    return quadratic_penalty_grad(sic_range_residual(sic), 1.0, sigma)
+def sic_background_residual(sic: Tensor, sic_background: Tensor) -> Tensor:
+    """``r(C) = C - C_b`` (``dr/dC = 1``)."""
+    return sic - sic_background
 
 
 def sic_background_penalty(sic: Tensor, sic_background: Tensor, sigma: float) -> Tensor:
-    """SIC background prior, elementwise: ``p(C) = (C - C_b)^2 / sigma^2`` (residual ``C - C_b``)."""
-    return quadratic_penalty(sic - sic_background, sigma)
-
-
-def sic_background_penalty_grad(sic: Tensor, sic_background: Tensor, sigma: float) -> Tensor:
-    """``dp/dC`` of :func:`sic_background_penalty`: ``2 (C - C_b) / sigma^2``."""
-    return quadratic_penalty_grad(sic - sic_background, 1.0, sigma)
+    """SIC background prior, elementwise: ``p(C) = (C - C_b)^2 / sigma^2``
+    (:func:`sic_background_residual`)."""
+    return quadratic_penalty(sic_background_residual(sic, sic_background), sigma)
 
 
 def false_ice_residual(sic: Tensor) -> Tensor:
@@ -117,13 +110,6 @@ def false_ice_penalty(sic: Tensor, sigma: float) -> Tensor:
     pushes SIC below 0.15 toward 0 and SIC above 0.15 toward 0.3 and beyond.
     """
     return quadratic_penalty(false_ice_residual(sic), sigma)
-
-
-def false_ice_penalty_grad(sic: Tensor, sigma: float) -> Tensor:
-    """``dp/dC`` of :func:`false_ice_penalty`: ``-2 r(C) sign(C - 0.15) / sigma^2``, i.e.
-    ``2 C / sigma^2`` on (0, 0.15), ``-2 (0.3 - C) / sigma^2`` on (0.15, 0.3), 0 elsewhere
-    and at the peak."""
-    return quadratic_penalty_grad(false_ice_residual(sic), false_ice_slope(sic), sigma)
 
 
 def false_ice_smooth_pieces(peak_scaling: float = 0.2) -> tuple[float, float, float]:
@@ -183,13 +169,6 @@ def false_ice_smooth_penalty(sic: Tensor, sigma: float, peak_scaling: float = 0.
     return quadratic_penalty(false_ice_smooth_residual(sic, peak_scaling), sigma)
 
 
-def false_ice_smooth_penalty_grad(sic: Tensor, sigma: float, peak_scaling: float = 0.2) -> Tensor:
-    """``dp/dC`` of :func:`false_ice_smooth_penalty`: ``2 C / sigma^2``, ``2 s (0.15 - C) / sigma^2``,
-    ``-2 (0.3 - C) / sigma^2`` on the three pieces, 0 outside (0, 0.3)."""
-    r = false_ice_smooth_residual(sic, peak_scaling)
-    return quadratic_penalty_grad(r, false_ice_smooth_slope(sic, peak_scaling), sigma)
-
-
 def warm_ice_weight(t_map_k: Tensor, threshold_k: float = 273.2, factor: float = 4.0) -> Tensor:
     """How warm a map row is for the warm-ice term: ``max(T_map - threshold, 0) factor``."""
     return torch.clamp(t_map_k - threshold_k, min=0.0) * factor
@@ -220,14 +199,6 @@ def warm_ice_penalty_weighted(sic: Tensor, warm: Tensor, effective: bool = False
     if effective:
         return torch.clamp(sic, min=0.0) * warm
     return (sic.detach() > WARM_ICE_SIC_THRESHOLD).to(warm.dtype) * warm
-
-
-def warm_ice_penalty_grad(
-    sic: Tensor, t_map_k: Tensor, threshold_k: float = 273.2, factor: float = 4.0, effective: bool = False
-) -> Tensor:
-    """``dp/dC`` of :func:`warm_ice_penalty`: 0 in the reference form; in the effective
-    form ``factor max(T - threshold, 0)`` where ``C >= 0`` (autograd's convention at C = 0)."""
-    return warm_ice_penalty_weighted_grad(sic, warm_ice_weight(t_map_k, threshold_k, factor), effective)
 
 
 def warm_ice_penalty_weighted_grad(sic: Tensor, warm: Tensor, effective: bool = False) -> Tensor:
@@ -274,62 +245,9 @@ def anchor_floor_penalty(emis: Tensor, floor: float, sigma: float) -> Tensor:
     return quadratic_penalty(anchor_floor_residual(emis, floor), sigma).sum()
 
 
-def anchor_floor_penalty_grad(emis: Tensor, floor: float, sigma: float) -> Tensor:
-    """``d/de`` of :func:`anchor_floor_penalty`, elementwise: ``-2 max(floor - e, 0) / sigma^2``."""
-    return quadratic_penalty_grad(anchor_floor_residual(emis, floor), -1.0, sigma)
-
-
 def bias_penalty(bias_k: Tensor, bias_bg_k: Tensor, sigma_k: Tensor | float) -> Tensor:
     """TB bias prior: ``sum ((b - b_bg) / sigma_b)^2`` (sigma broadcast, e.g. (nsensor, 1))."""
     return quadratic_penalty(bias_k - bias_bg_k, sigma_k).sum()
-
-
-def bias_penalty_grad(bias_k: Tensor, bias_bg_k: Tensor, sigma_k: Tensor | float) -> Tensor:
-    """``d/db`` of :func:`bias_penalty`: ``2 (b - b_bg) / sigma_b^2``."""
-    return quadratic_penalty_grad(bias_k - bias_bg_k, 1.0, sigma_k)
-
-
-class _TermsWithGradients(torch.autograd.Function):
-    """Cost terms whose derivatives were computed along with their values (see
-    :func:`terms_with_gradients`); backward is ``grad_in_j = sum_t dL/dterm_t D_tj``."""
-
-    @staticmethod
-    def forward(ctx, values, derivatives, *inputs):  # noqa: ARG004 - inputs only carry the graph edges
-        ctx.derivatives = derivatives
-        return values.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        out: list[Tensor | None] = [None, None]
-        for pairs in ctx.derivatives:
-            g = None
-            for t, d in pairs:
-                g = d * grad[t] if g is None else g.addcmul_(d, grad[t])
-            out.append(g)
-        return tuple(out)
-
-
-def terms_with_gradients(
-    values: Tensor, inputs: Sequence[Tensor], derivatives: Sequence[Sequence[tuple[int, Tensor]]]
-) -> Tensor:
-    """Cost terms computed without a graph, attached to autograd in one node.
-
-    Parameters
-    ----------
-    values : (T,) the terms' values (computed under ``no_grad``).
-    inputs : the tensors the terms depend on (those that need gradients).
-    derivatives : for each input ``j``, pairs ``(t, D_tj)``: ``D_tj`` is
-        ``d value_t / d inputs[j]`` (same shape as the input); terms not
-        listed do not depend on that input.
-
-    Returns
-    -------
-    (T,) equal to ``values``, whose backward gives ``inputs[j]`` the
-    gradient ``sum_t dL/dvalue_t D_tj``.
-    """
-    if not torch.is_grad_enabled() or not any(x.requires_grad for x in inputs):
-        return values
-    return _TermsWithGradients.apply(values, tuple(tuple(p) for p in derivatives), *inputs)
 
 
 __all__ = [
@@ -345,24 +263,17 @@ __all__ = [
     "quadratic_penalty",
     "quadratic_penalty_grad",
     "sic_range_residual",
+    "sic_background_residual",
     "false_ice_residual",
     "false_ice_slope",
     "anchor_floor_residual",
     "warm_ice_weight",
     "warm_ice_penalty_weighted",
     "warm_ice_penalty_weighted_grad",
-    "sic_range_penalty_grad",
-    "sic_background_penalty_grad",
-    "false_ice_penalty_grad",
-    "warm_ice_penalty_grad",
-    "anchor_floor_penalty_grad",
-    "bias_penalty_grad",
-    "terms_with_gradients",
     "false_ice_smooth_pieces",
     "false_ice_smooth_residual",
     "false_ice_smooth_slope",
     "false_ice_smooth_penalty",
-    "false_ice_smooth_penalty_grad",
     "FALSE_ICE_LOW",
     "FALSE_ICE_PEAK",
     "FALSE_ICE_HIGH",

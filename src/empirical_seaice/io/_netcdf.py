@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def _netcdf4():
 
 
 @contextmanager
-def open_dataset(path: Path) -> Iterator[object]:
+def open_dataset(path: Path) -> Iterator[Any]:
     """Open a NetCDF file for reading; failures become :class:`SeaIceError`."""
     path = Path(path)
     if not path.is_file():

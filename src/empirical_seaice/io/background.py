@@ -1,4 +1,4 @@
-"""Background SIC and daily skin-temperature maps (FORMAT.md, "Background").
+"""Background SIC and daily skin-temperature maps (docs/data-format.md, "Background files").
 
 Shapes (``ngrid`` = length of ``LON`` in the skin-temperature file, or the
 rows of the SIC variable when ``LON`` is absent; ``M`` = columns of the
@@ -83,7 +83,8 @@ def background_shape(seaice_path: Path, tsfc_path: Path, nlag: int) -> Backgroun
         sshape = tuple(svar.shape)
     if len(sshape) not in (1, 2):
         raise SeaIceError(
-            f"{seaice_path}: variable {sname} expected shape (ngrid, nstep + nlag), (ngrid, nstep) or (ngrid,), got {sshape}"
+            f"{seaice_path}: variable {sname} expected shape (ngrid, nstep + nlag), (ngrid, nstep) or (ngrid,), "
+            f"got {sshape}"
         )
     # ngrid: the length of LON when the skin-temperature file has it, else the SIC rows.
     ngrid = lon_n if lon_n is not None else sshape[0]
@@ -95,7 +96,8 @@ def background_shape(seaice_path: Path, tsfc_path: Path, nlag: int) -> Backgroun
     if len(tshape) != 2 or tshape[0] != ngrid:
         hint = _transposed_hint(tshape, ngrid)
         raise SeaIceError(
-            f"{tsfc_path}: variable TSFC expected shape (ngrid={ngrid}, nstep) to match {seaice_path.name}, got {tshape}{hint}"
+            f"{tsfc_path}: variable TSFC expected shape (ngrid={ngrid}, nstep) to match {seaice_path.name}, "
+            f"got {tshape}{hint}"
         )
     nstep_total = tshape[1]
     if len(sshape) == 1:

@@ -37,7 +37,7 @@ import numpy as np
 
 from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.io.transaction import fault_point
+from empirical_seaice.io.transaction import LOCK_PREFIX, fault_point, pid_alive
 from empirical_seaice.observations import PER_CHANNEL_FIELDS, PER_OBS_FIELDS, BackgroundMaps, Observations
 from empirical_seaice.sensors import build_channel_basis, load_catalogue
 
@@ -143,9 +143,11 @@ def load(cache_dir: Path, key: str, sensor_catalogue: Path | None = None) -> tup
         lon=bg["lon"],
         lat=bg["lat"],
     )
-    background = BackgroundMaps(
-        sic=bg["sic"], t_skin_map_k=bg["t_skin_map_k"], nlag=meta["nlag"], lon=bg["lon"], lat=bg["lat"]
-    )
+    sic, t_map = bg["sic"], bg["t_skin_map_k"]
+    if sic is None or t_map is None:
+        log.info("cache %s has no background maps; rebuilding", root)
+        return None
+    background = BackgroundMaps(sic=sic, t_skin_map_k=t_map, nlag=meta["nlag"], lon=bg["lon"], lat=bg["lat"])
     return obs, background
 
 
@@ -194,4 +196,43 @@ def save(cache_dir: Path, key: str, obs: Observations, background: BackgroundMap
     return final
 
 
-__all__ = ["cache_key", "file_checksum", "content_digest", "locked", "load", "save", "CACHE_SUBDIR", "MANIFEST"]
+class CacheGuard:
+    """Remove the data cache again if the run that made this guard created it and no other live run
+    of the output directory (holding a tag's lock there) may use it."""
+
+    def __init__(self, cache_dir: Path):
+        self.cache_dir = Path(cache_dir)
+        self.dir_existed = self.cache_dir.exists()
+        self.obs_existed = (self.cache_dir / CACHE_SUBDIR).exists()
+
+    def cleanup(self, output: Path) -> None:
+        """Remove the cache this run created, unless another live run holds a lock in ``output``."""
+        if self.obs_existed:
+            return
+        for lock in Path(output).glob(f"{LOCK_PREFIX}*"):
+            pid = _lock_pid(lock)
+            if pid is not None and pid != os.getpid() and pid_alive(pid):
+                return
+        shutil.rmtree(self.cache_dir / CACHE_SUBDIR, ignore_errors=True)
+        if not self.dir_existed:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+
+def _lock_pid(path: Path) -> int | None:
+    try:
+        return int(json.loads(path.read_text()).get("pid"))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+__all__ = [
+    "CacheGuard",
+    "cache_key",
+    "file_checksum",
+    "content_digest",
+    "locked",
+    "load",
+    "save",
+    "CACHE_SUBDIR",
+    "MANIFEST",
+]

@@ -172,14 +172,14 @@ def chunks_for(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
     return (first, *[max(1, s) for s in shape[1:]])
 
 
-def encoding(variables: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def encoding(variables: Mapping[Any, Any]) -> dict[Any, dict[str, Any]]:
     """xarray ``to_netcdf`` encoding of the variables of an output dataset.
 
     Floats: ``_FillValue = NaN`` (none on times and bounds); integers: no fill value; strings: fixed-length
     ``char`` arrays (dimension ``<name>_strlen``); every numeric variable of at
     least :data:`COMPRESS_MIN_BYTES` bytes zlib-compressed in chunks of ~1 MiB.
     """
-    enc: dict[str, dict[str, Any]] = {}
+    enc: dict[Any, dict[str, Any]] = {}
     no_fill = {str(v.attrs["bounds"]) for v in variables.values() if "bounds" in v.attrs}
     no_fill |= {str(n) for n, v in variables.items() if v.attrs.get("standard_name") == "time"}
     for name, var in variables.items():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,7 +53,7 @@ def write_netcdf(path: Path, variables: Mapping[str, np.ndarray], fill_value: fl
                 dims.append(dim)
             data = arr
             dtype = np.asarray(np.ma.getdata(arr)).dtype
-            kwargs = {}
+            kwargs: dict[str, Any] = {}
             if fill_value is not None and np.ma.isMaskedArray(arr):
                 kwargs["fill_value"] = np.array(fill_value, dtype=dtype)
             var = ds.createVariable(name, dtype, tuple(dims), **kwargs)

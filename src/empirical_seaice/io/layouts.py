@@ -1,4 +1,4 @@
-"""Find the training-data files of a run: layouts A, B and C of FORMAT.md.
+"""Find the training-data files of a run: layouts A, B and C of docs/data-format.md.
 
 Detection (no NetCDF is opened here, only the file system is looked at):
 
@@ -164,7 +164,7 @@ def find_data_files(config: DataConfig) -> DataFiles:
                 f"--data {data}: a single monthly file (layout A) holds one sensor, "
                 f"got --sensors {' '.join(config.sensors)}; use a layout-C directory for several sensors"
             )
-        files = (SensorFiles(sensors[0], "A", data),)
+        files: tuple[SensorFiles, ...] = (SensorFiles(sensors[0], "A", data),)
         layout, bg_dir = "A", data.parent
     elif data.is_dir():
         subdirs = [name for name in catalogue.sensors if (data / name).is_dir()]

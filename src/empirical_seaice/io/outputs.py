@@ -1,4 +1,4 @@
-"""Output files of a training run, with the reference names (PHYSICS.md "Outputs").
+"""Output files of a training run, with the reference names (README, "Outputs").
 
 ``TAG`` is the run tag (``--tag``). Every file follows CF-1.10
 (:mod:`empirical_seaice.io.cf`: global attributes, ``time`` with a real epoch
@@ -431,7 +431,7 @@ def write_models(
         if name == input_layer:
             if w.ndim != 2 or w.shape[0] != len(input_names):
                 raise ValueError(f"{name}: expected ({len(input_names)}, n) for inputs {inputs}, got {w.shape}")
-            dims = ("input", f"{safe}_out")
+            dims: tuple[str, ...] = ("input", f"{safe}_out")
             data[safe] = _var(dims, w, "1", f"emissivity model weight {name}", inputs=inputs)
         else:
             dims = tuple(f"{safe}_dim{k}" for k in range(w.ndim))
@@ -492,7 +492,7 @@ def reference_model_variables(
 
     Returns an empty dict for a v1 model of more than one sensor (no reference layout).
     """
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    f32 = lambda a: np.asarray(a, dtype=np.float32)
     ice, ocean = f32(bias_ice), f32(bias_ocean)
     ref = {
         "ocean_emis_bias": _var(

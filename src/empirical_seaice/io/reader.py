@@ -3,21 +3,22 @@
 The flow of :func:`read_training_data`:
 
 1. locate the files (:mod:`.layouts`); with a cache directory, return the
-   cached arrays if their key (input files, sizes, mtimes, DataConfig, nlag)
-   matches, without opening any NetCDF file;
-2. read ``JULIAN_DAY`` of every sensor; ``jd_origin`` = floor of the smallest
-   Julian day over all sensors; step index by the 21 UTC rule;
-3. check the background shapes; choose the period
-   ``[stepstart, stepstart + nsteps)``;
+   cached arrays if their key (input files and a checksum of their content,
+   DataConfig, nlag) matches, without opening any NetCDF file (:mod:`.cache`);
+2. read ``JULIAN_DAY`` of every sensor (Julian days, else an error naming the
+   convention); step index by the 21 UTC rule;
+3. check the background shapes; define the time axis from the bulk of the data
+   (or ``--start-date``) and choose the period ``[stepstart, stepstart + nsteps)``
+   (:mod:`.period`: stray timestamps counted per sensor);
 4. read the per-observation fields; keep an observation when every one of
    them is valid and its step is in the period;
 5. read the per-channel fields block by block straight into preallocated
    float32 ``(nobs, nchan)`` arrays in the unified basis;
 6. zero every masked value; write the cache.
 
-Validity. A value is *missing* if NaN/inf, masked by the file's
+Validity (:mod:`.validity`). A value is *missing* if NaN/inf, masked by the file's
 ``_FillValue``, ``|x| > 1e10`` or a conventional fill (-999, -9999, ...). A
-value is *out of range* if outside FORMAT.md's physical range. Missing or
+value is *out of range* if outside the physical range of docs/data-format.md. Missing or
 out-of-range per-channel values clear that channel's mask; missing or
 out-of-range per-observation values drop the observation (``ZENITH`` is
 optional for conical sensors and becomes NaN instead; a cross-track sensor
@@ -28,18 +29,20 @@ missing or out of range is an error naming the file and the variable (for
 per-channel fields: over the rows from the first to the last selected
 observation, the only rows read).
 
-Period. ``nsteps`` defaults to every step from ``stepstart`` up to the last
-step that has an observation, capped at the background period (columns of
-the skin-temperature map); observations after the background period are
-then dropped (logged). An explicit ``nsteps`` beyond either is an error.
+Period (:mod:`.period`). ``nsteps`` defaults to every step from ``stepstart`` up
+to the last step that has an observation, capped at the background period
+(columns of the skin-temperature map); observations after the background
+period are then dropped (logged). An explicit ``nsteps`` beyond either is an
+error. A requested sensor left without a valid observation in the period, or
+with more than 1% duplicated observations, is an error.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,50 +53,18 @@ from empirical_seaice.io._netcdf import (
     Layout2D,
     as_float,
     get_variable,
-    invalid_float,
     open_dataset,
     read_rows,
     row_blocks,
 )
 from empirical_seaice.io.background import background_shape, read_background
 from empirical_seaice.io.layouts import DataFiles, SensorFiles, find_data_files
+from empirical_seaice.io.period import SENSOR_LOSS_FRACTION, check_convention, select_period
+from empirical_seaice.io.validity import MOSTLY, FieldStats, classify
 from empirical_seaice.observations import BackgroundMaps, Observations, step_index
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis, load_catalogue
 
 log = logging.getLogger(__name__)
-
-MOSTLY = 0.5
-"""A field with more than this fraction of missing or out-of-range values is an error."""
-
-PLAUSIBLE_JD = (2440587.5, 2488069.5)
-"""Julian days of 1970-01-01 and 2100-01-01: a sensor whose median JULIAN_DAY is outside uses another
-date convention (MJD, days or seconds since an epoch) and is an error naming it."""
-
-OUTLIER_DENSITY = 0.1
-"""A run of days separated from the rest by a day without any observation, holding on average less than
-this fraction of the observations per day of the largest run, lies outside the data's period (stray
-timestamps): its observations are dropped."""
-
-SENSOR_LOSS_FRACTION = 0.01
-"""A sensor losing more than this fraction of its observations to timestamps outside the data's
-period, or holding more than this fraction of duplicated observations, is an error."""
-
-# FORMAT.md ranges: (low, high, units); a small tolerance absorbs rounding.
-RANGES: dict[str, tuple[float, float, str]] = {
-    "OBSVALUE": (0.0, 400.0, "K"),
-    "EMIS_WATER": (0.0, 1.0, ""),
-    "TAUSFC": (0.0, 1.0, ""),
-    "TAUSFC_CLD": (0.0, 1.0, ""),
-    "TDOWN": (0.0, 400.0, "K"),
-    "TDOWN_CLD": (0.0, 400.0, "K"),
-    "TUP": (0.0, 400.0, "K"),
-    "TUP_CLD": (0.0, 400.0, "K"),
-    "TSFC": (180.0, 340.0, "K"),
-    "WINDSPEED10M": (0.0, 100.0, "m/s"),
-    "CLOUD_FRACTION": (0.0, 1.0, ""),
-    "ZENITH": (0.0, 90.0, "degrees"),
-}
-_TOL = 1e-4
 
 PER_OBS_MAP = {"TSFC": "t_skin_k", "WINDSPEED10M": "wind_ms", "CLOUD_FRACTION": "cloud_fraction"}
 PER_CHANNEL_MAP = {
@@ -109,64 +80,16 @@ PER_CHANNEL_MAP = {
 
 
 @dataclass
-class _FieldStats:
-    """Running counts of missing and out-of-range values of one field."""
-
-    n: int = 0
-    missing: int = 0
-    out: int = 0
-    lo: float = math.inf
-    hi: float = -math.inf
-
-    def add(self, values: np.ndarray, missing: np.ndarray, out: np.ndarray) -> None:
-        self.n += values.size
-        self.missing += int(missing.sum())
-        self.out += int(out.sum())
-        if out.any():  # the range found is only reported for out-of-range fields
-            self.lo = min(self.lo, float(np.nanmin(values)))
-            self.hi = max(self.hi, float(np.nanmax(values)))
-
-    def check(self, path: Path, name: str) -> None:
-        if self.n == 0 or self.missing + self.out <= MOSTLY * self.n:
-            return
-        if self.out >= self.missing:
-            lo, hi, units = RANGES[name]
-            raise SeaIceError(
-                f"{path}: variable {name} mostly out of range [{lo:g}, {hi:g}] {units}: "
-                f"{100 * self.out / self.n:.0f}% of values (found {self.lo:g} to {self.hi:g}); wrong units?"
-            )
-        raise SeaIceError(
-            f"{path}: variable {name} mostly missing (NaN/fill): {100 * self.missing / self.n:.0f}% of values"
-        )
-
-
-def _classify(values: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """(missing, out_of_range) masks of a C-contiguous float block.
-
-    One fused range test finds every bad value (NaN fails it too); only the
-    bad values are then split into missing (NaN/fill) and out of range.
-    """
-    lo, hi, _ = RANGES[name]
-    with np.errstate(invalid="ignore"):
-        bad = ~((values >= lo - _TOL) & (values <= hi + _TOL))
-    missing = np.zeros(values.shape, dtype=bool)
-    if bad.any():
-        idx = np.flatnonzero(bad)
-        missing.ravel()[idx[invalid_float(values.ravel()[idx])]] = True
-        bad &= ~missing
-    return missing, bad
-
-
-@dataclass
 class _SensorRead:
     """Per-sensor state between the passes."""
 
     files: SensorFiles
     nobs_file: int = 0
-    julian_day: np.ndarray | None = None
-    keep: np.ndarray | None = None  # indices into the file's observations
-    outside: np.ndarray | None = None  # timestamps outside the data's period
+    julian_day: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    keep: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # indices into the file's rows
+    outside: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # timestamps outside the period
     per_obs: dict[str, np.ndarray] = field(default_factory=dict)
+    zenith_deg: np.ndarray | None = None  # optional: None when the file has no ZENITH
 
 
 def _var_path(sf: SensorFiles, name: str, optional: bool = False):
@@ -284,121 +207,6 @@ def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> L
     raise SeaIceError(f"{path}: variable {name} expected shape {want} (observation, channel), got {shape}")
 
 
-def _date_convention(values: np.ndarray) -> str:
-    """A guess of the date convention of JULIAN_DAY values that are not Julian days of 1970-2100."""
-    med = float(np.median(values))
-    if 40000.0 <= med < 80000.0:
-        return "Modified Julian Days (days since 1858-11-17: add 2400000.5)"
-    if 2.0e6 <= med < 3.0e6:
-        import datetime
-
-        day = datetime.date(2000, 1, 1) + datetime.timedelta(days=math.floor(med + 0.5 - 2451545.0))
-        return f"Julian days of the year {day.year} (an epoch offset?)"
-    if 0.0 <= med < 40000.0:
-        return "days since an epoch (e.g. 1950-01-01 or 1970-01-01)"
-    if med > 1.0e8:
-        return "seconds since an epoch (e.g. 1970-01-01)"
-    return "not Julian days"
-
-
-def _check_convention(r: _SensorRead) -> None:
-    finite = r.julian_day[np.isfinite(r.julian_day)]
-    if finite.size == 0:
-        return
-    med = float(np.median(finite))
-    if not PLAUSIBLE_JD[0] <= med <= PLAUSIBLE_JD[1]:
-        raise SeaIceError(
-            f"{r.files.path('JULIAN_DAY')}: variable JULIAN_DAY of sensor {r.files.sensor.name} looks like "
-            f"{_date_convention(finite)} (median {med:.10g}, from {finite.min():.10g} to {finite.max():.10g}), "
-            "not Julian days of 1970-2100; convert it to Julian days (2459000.5 = 2020-05-31 00 UTC)"
-        )
-
-
-def _start_origin(start_date: str) -> float:
-    """jd_origin of ``--start-date D``: step 0 is the 21 UTC window that ends on day D."""
-    import datetime
-
-    d = datetime.date.fromisoformat(start_date)
-    return float(d.toordinal() - datetime.date(2000, 1, 1).toordinal() + 2451544)  # JD of D 00 UTC minus 0.5
-
-
-def _bulk_period(reads: list[_SensorRead], config: DataConfig) -> tuple[float, int, int, int]:
-    """(jd_origin, last step, first and last absolute window) of the data's bulk: runs of days separated by a
-    day without observations whose density is below :data:`OUTLIER_DENSITY` of the largest run's are outside."""
-    n = config.steps_per_day
-    jd = np.concatenate([r.julian_day[np.isfinite(r.julian_day)] for r in reads])
-    win = np.floor(n * (jd - 0.375)).astype(np.int64)  # absolute window index
-    uniq, counts = np.unique(win, return_counts=True)
-    starts = np.flatnonzero(np.diff(uniq, prepend=uniq[0] - 2) > 1)
-    totals = np.add.reduceat(counts, starts)
-    ends = np.append(starts[1:], uniq.size) - 1
-    density = totals / (uniq[ends] - uniq[starts] + 1)
-    bulk = np.flatnonzero(density >= OUTLIER_DENSITY * density[int(np.argmax(totals))])
-    w0, w1 = int(uniq[starts[bulk[0]]]), int(uniq[ends[bulk[-1]]])
-    if config.start_date is not None:
-        origin = _start_origin(config.start_date)
-    else:
-        origin = float(math.floor(jd[win >= w0].min()))
-    last = int(step_index(np.array([(w1 + 0.5) / n + 0.375]), origin, n)[0])
-    return origin, last, w0, w1
-
-
-def _select_period(reads: list[_SensorRead], config: DataConfig, nstep_total_bg: int) -> tuple[float, int, int]:
-    """jd_origin, number of steps with data, and the chosen nsteps; marks each sensor's observations
-    outside the data's period (``r.outside``) and checks how many each sensor loses."""
-    if not any(np.isfinite(r.julian_day).any() for r in reads):
-        raise SeaIceError(f"{reads[0].files.path('JULIAN_DAY')}: variable JULIAN_DAY has no valid value")
-    jd_origin, last, w0, w1 = _bulk_period(reads, config)
-    for r in reads:
-        ok = np.isfinite(r.julian_day)
-        win = np.full(r.nobs_file, w0, dtype=np.int64)
-        win[ok] = np.floor(config.steps_per_day * (r.julian_day[ok] - 0.375)).astype(np.int64)
-        r.outside = ok & ((win < w0) | (win > w1))
-        nout = int(r.outside.sum())
-        if not nout:
-            continue
-        bad = r.julian_day[r.outside]
-        what = (
-            f"sensor {r.files.sensor.name}: {nout} of {int(ok.sum())} observations have a JULIAN_DAY outside the "
-            f"data's period (Julian days {jd_origin + 0.375:.2f} to {jd_origin + 1.375 + last:.2f}; "
-            f"found {', '.join(f'{v:.6f}' for v in np.unique(bad)[:3])}{', ...' if np.unique(bad).size > 3 else ''})"
-        )
-        if nout > SENSOR_LOSS_FRACTION * ok.sum():
-            raise SeaIceError(
-                f"{r.files.path('JULIAN_DAY')}: {what}; fix the timestamps"
-                + (" or give --start-date" if config.start_date is None else " or check --start-date")
-            )
-        else:
-            log.warning("%s; dropped", what)
-    nstep_data = last + 1
-    if nstep_data < 1:
-        jd_last = max(np.nanmax(r.julian_day) for r in reads if np.isfinite(r.julian_day).any())
-        raise SeaIceError(
-            f"--start-date {config.start_date}: after the last observation (Julian day {jd_last:.2f}); "
-            "choose an earlier date"
-        )
-    start = config.stepstart
-    if start >= nstep_data:
-        raise SeaIceError(
-            f"--stepstart {start}: the data has {nstep_data} steps (0..{nstep_data - 1} from Julian day "
-            f"{jd_origin:.0f}); choose a smaller --stepstart"
-        )
-    if config.nsteps is None:
-        nsteps = min(nstep_data, nstep_total_bg) - start
-        if nsteps < 1:
-            raise SeaIceError(
-                f"--stepstart {start}: the background files cover only {nstep_total_bg} steps; choose a smaller --stepstart"
-            )
-    else:
-        nsteps = config.nsteps
-        if start + nsteps > nstep_data:
-            raise SeaIceError(
-                f"--nsteps {nsteps}: with --stepstart {start} the period needs steps {start}..{start + nsteps - 1}, "
-                f"but the data has steps 0..{nstep_data - 1}; use --nsteps {nstep_data - start} or less"
-            )
-    return jd_origin, nstep_data, nsteps
-
-
 def _check_sensor_kept(r: _SensorRead, config: DataConfig, nsteps: int) -> None:
     """A requested sensor with no valid observation in the period, or with many duplicated rows, is an error."""
     path = r.files.path("JULIAN_DAY")
@@ -433,23 +241,17 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
 
     # Pass 1a: Julian days of every sensor, for the common step origin.
     for r in reads:
-        r.julian_day, path = _read_1d(r.files, "JULIAN_DAY", None, np.float64)
-        r.nobs_file = r.julian_day.shape[0]
-        if r.nobs_file == 0:
-            raise SeaIceError(
-                f"{path}: sensor {r.files.sensor.name} has no observation (0 rows); "
-                "remove it from --sensors or give its data"
-            )
-        _check_convention(r)
-        finite = np.isfinite(r.julian_day)
-        if r.nobs_file and (~finite).sum() > MOSTLY * r.nobs_file:
-            raise SeaIceError(
-                f"{path}: variable JULIAN_DAY mostly missing (NaN/fill): "
-                f"{100 * (~finite).sum() / r.nobs_file:.0f}% of values"
-            )
-
+        _read_julian_day(r)
     bg_shape = background_shape(files.seaice_background, files.tsfc_background, nlag)
-    jd_origin, nstep_data, nsteps = _select_period(reads, config, bg_shape.nstep_total)
+    jd_origin, nstep_data, nsteps, outside = select_period(
+        [r.julian_day for r in reads],
+        [r.files.path("JULIAN_DAY") for r in reads],
+        [r.files.sensor.name for r in reads],
+        config,
+        bg_shape.nstep_total,
+    )
+    for r, out_r in zip(reads, outside, strict=True):
+        r.outside = out_r
     background = read_background(
         files.seaice_background, files.tsfc_background, bg_shape, config.stepstart, nsteps, nlag
     )
@@ -458,82 +260,8 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
     grid_names = _grid_variables(files.sensors)
 
     # Pass 1b: per-observation fields decide which observations are kept.
-    for s, r in enumerate(reads):
-        sf, n = r.files, r.nobs_file
-        ok = np.isfinite(r.julian_day) & ~r.outside
-        istep_int = np.full(n, -1, dtype=np.int64)
-        istep_int[ok] = step_index(r.julian_day[ok], jd_origin, config.steps_per_day)
-        early = int((ok & (istep_int < 0)).sum())
-        if early:
-            log.warning(
-                "sensor %s: %d observations before the first 21 UTC window%s dropped",
-                sf.sensor.name,
-                early,
-                f" of --start-date {config.start_date}" if config.start_date else "",
-            )
-        in_period = ok & (istep_int >= config.stepstart) & (istep_int < config.stepstart + nsteps)
-        late = int((ok & (istep_int >= bg_shape.nstep_total)).sum())
-        if late and config.nsteps is None:
-            log.warning("sensor %s: %d observations after the background period dropped", sf.sensor.name, late)
-        keep = in_period
-        r.per_obs["istep"] = istep_int
-        gname = grid_names[s]
-        grid, gpath = _read_1d(sf, gname, n, np.float64)
-        gmiss = np.isnan(grid) | (grid < 0)
-        if n and gmiss.sum() > MOSTLY * n:
-            raise SeaIceError(
-                f"{gpath}: variable {gname} mostly missing (NaN/fill/negative): {100 * gmiss.sum() / n:.0f}%"
-            )
-        if (grid[~gmiss] != np.round(grid[~gmiss])).any():
-            raise SeaIceError(f"{gpath}: variable {gname} holds non-integer grid indices")
-        if (~gmiss).any() and grid[~gmiss].max() >= ngrid:
-            raise SeaIceError(
-                f"{gpath}: variable {gname} has grid index up to {int(grid[~gmiss].max())}, but the background "
-                f"{files.seaice_background.name} has ngrid={ngrid} grid points (indices 0..{ngrid - 1})"
-            )
-        keep &= ~gmiss
-        r.per_obs["igrid"] = np.where(gmiss, -1, grid).astype(np.int32)
-        del grid
-        for name in PER_OBS_MAP:
-            values, path = _read_1d(sf, name, n)
-            missing, out = _classify(values, name)
-            stats = _FieldStats()
-            stats.add(values, missing, out)
-            stats.check(path, name)
-            keep &= ~(missing | out)
-            r.per_obs[name] = values
-        cross = sf.sensor.cross_track
-        zen, zpath = _read_1d(sf, "ZENITH", n, optional=not cross)
-        if cross and zen is None:
-            raise SeaIceError(
-                f"{zpath}: variable ZENITH not found: sensor {sf.sensor.name} scans across track and needs the "
-                "satellite zenith angle (degrees) of every observation"
-            )
-        if zen is not None:
-            missing, out = _classify(zen, "ZENITH")
-            if cross:  # the angle enters the physics: an observation without it is dropped
-                stats = _FieldStats()
-                stats.add(zen, missing, out)
-                stats.check(zpath, "ZENITH")
-                keep &= ~(missing | out)
-            zen[missing | out] = np.nan
-        r.per_obs["ZENITH"] = zen
-        r.keep = np.flatnonzero(keep)
-        # Hold only the kept observations from here on (a short period of a
-        # long file keeps little).
-        for name, arr in r.per_obs.items():
-            if arr is not None:
-                r.per_obs[name] = arr[r.keep]
-        r.julian_day = r.julian_day[r.keep]
-        dropped = n - r.keep.size - int((~in_period).sum())
-        log.info(
-            "sensor %s: %d observations in file, %d in the period, %d dropped for invalid per-observation fields",
-            sf.sensor.name,
-            n,
-            int(in_period.sum()),
-            max(dropped, 0),
-        )
-
+    for r, gname in zip(reads, grid_names, strict=True):
+        _select_observations(r, config, jd_origin, nsteps, bg_shape.nstep_total, gname, ngrid, files)
     nobs = sum(r.keep.size for r in reads)
     if nobs == 0:
         raise SeaIceError(
@@ -542,9 +270,154 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
         )
     for r in reads:
         _check_sensor_kept(r, config, nsteps)
+    out, offsets = _assemble_per_obs(reads, nobs, config.stepstart)
 
-    # Assemble per-observation arrays (final content only; no temporaries beyond nobs).
-    out = {
+    # Pass 2: per-channel fields, block by block, into the unified basis.
+    mask = _read_per_channel(reads, offsets, basis, nobs, out)
+    obs = Observations(
+        **out,
+        mask=mask,
+        basis=basis,
+        ngrid=ngrid,
+        nstep=nsteps,
+        jd_origin=jd_origin,
+        stepstart=config.stepstart,
+        lon=background.lon,
+        lat=background.lat,
+    )
+    log.info(
+        "read %d observations (%d sensors, %d channels, %d steps, %d grid points)",
+        nobs,
+        len(reads),
+        basis.nchan,
+        nsteps,
+        ngrid,
+    )
+    return obs, background
+
+
+def _read_julian_day(r: _SensorRead) -> None:
+    """Pass 1a for one sensor: ``JULIAN_DAY`` of every observation of its file."""
+    jd, path = _read_1d(r.files, "JULIAN_DAY", None, np.float64)
+    assert jd is not None  # not optional
+    r.julian_day = jd
+    r.nobs_file = jd.shape[0]
+    if r.nobs_file == 0:
+        raise SeaIceError(
+            f"{path}: sensor {r.files.sensor.name} has no observation (0 rows); "
+            "remove it from --sensors or give its data"
+        )
+    check_convention(jd, path, r.files.sensor.name)
+    finite = np.isfinite(jd)
+    if r.nobs_file and (~finite).sum() > MOSTLY * r.nobs_file:
+        raise SeaIceError(
+            f"{path}: variable JULIAN_DAY mostly missing (NaN/fill): "
+            f"{100 * (~finite).sum() / r.nobs_file:.0f}% of values"
+        )
+
+
+def _select_observations(
+    r: _SensorRead,
+    config: DataConfig,
+    jd_origin: float,
+    nsteps: int,
+    nstep_total_bg: int,
+    gname: str,
+    ngrid: int,
+    files: DataFiles,
+) -> None:
+    """Pass 1b for one sensor: read the per-observation fields and keep the observations in the
+    period whose fields are all valid (``r.keep``); ``r.per_obs`` then holds only those."""
+    sf, n = r.files, r.nobs_file
+    ok = np.isfinite(r.julian_day) & ~r.outside
+    istep_int = np.full(n, -1, dtype=np.int64)
+    istep_int[ok] = step_index(r.julian_day[ok], jd_origin, config.steps_per_day)
+    early = int((ok & (istep_int < 0)).sum())
+    if early:
+        log.warning(
+            "sensor %s: %d observations before the first 21 UTC window%s dropped",
+            sf.sensor.name,
+            early,
+            f" of --start-date {config.start_date}" if config.start_date else "",
+        )
+    in_period = ok & (istep_int >= config.stepstart) & (istep_int < config.stepstart + nsteps)
+    late = int((ok & (istep_int >= nstep_total_bg)).sum())
+    if late and config.nsteps is None:
+        log.warning("sensor %s: %d observations after the background period dropped", sf.sensor.name, late)
+    keep = in_period
+    r.per_obs["istep"] = istep_int
+    grid, gmiss = _read_grid_index(sf, gname, n, ngrid, files.seaice_background.name)
+    keep &= ~gmiss
+    r.per_obs["igrid"] = grid
+    for name in PER_OBS_MAP:
+        values, path = _read_1d(sf, name, n)
+        assert values is not None  # not optional
+        missing, out = classify(values, name)
+        stats = FieldStats()
+        stats.add(values, missing, out)
+        stats.check(path, name)
+        keep &= ~(missing | out)
+        r.per_obs[name] = values
+    cross = sf.sensor.cross_track
+    zen, zpath = _read_1d(sf, "ZENITH", n, optional=not cross)
+    if cross and zen is None:
+        raise SeaIceError(
+            f"{zpath}: variable ZENITH not found: sensor {sf.sensor.name} scans across track and needs the "
+            "satellite zenith angle (degrees) of every observation"
+        )
+    if zen is not None:
+        missing, out = classify(zen, "ZENITH")
+        if cross:  # the angle enters the physics: an observation without it is dropped
+            stats = FieldStats()
+            stats.add(zen, missing, out)
+            stats.check(zpath, "ZENITH")
+            keep &= ~(missing | out)
+        zen[missing | out] = np.nan
+    r.zenith_deg = zen
+    r.keep = np.flatnonzero(keep)
+    # Hold only the kept observations from here on (a short period of a long file keeps little).
+    for name, arr in r.per_obs.items():
+        r.per_obs[name] = arr[r.keep]
+    if r.zenith_deg is not None:
+        r.zenith_deg = r.zenith_deg[r.keep]
+    r.julian_day = r.julian_day[r.keep]
+    dropped = n - r.keep.size - int((~in_period).sum())
+    log.info(
+        "sensor %s: %d observations in file, %d in the period, %d dropped for invalid per-observation fields",
+        sf.sensor.name,
+        n,
+        int(in_period.sum()),
+        max(dropped, 0),
+    )
+
+
+def _read_grid_index(sf: SensorFiles, gname: str, n: int, ngrid: int, background_name: str):
+    """The grid index of each observation (int32, -1 where missing) and the missing mask.
+
+    Raises
+    ------
+    SeaIceError
+        Mostly missing, non-integer, or beyond the background's grid.
+    """
+    grid, gpath = _read_1d(sf, gname, n, np.float64)
+    assert grid is not None  # not optional
+    gmiss = np.isnan(grid) | (grid < 0)
+    if n and gmiss.sum() > MOSTLY * n:
+        raise SeaIceError(f"{gpath}: variable {gname} mostly missing (NaN/fill/negative): {100 * gmiss.sum() / n:.0f}%")
+    if (grid[~gmiss] != np.round(grid[~gmiss])).any():
+        raise SeaIceError(f"{gpath}: variable {gname} holds non-integer grid indices")
+    if (~gmiss).any() and grid[~gmiss].max() >= ngrid:
+        raise SeaIceError(
+            f"{gpath}: variable {gname} has grid index up to {int(grid[~gmiss].max())}, but the background "
+            f"{background_name} has ngrid={ngrid} grid points (indices 0..{ngrid - 1})"
+        )
+    return np.where(gmiss, -1, grid).astype(np.int32), gmiss
+
+
+def _assemble_per_obs(reads: list[_SensorRead], nobs: int, stepstart: int) -> tuple[dict[str, Any], list[int]]:
+    """The per-observation arrays of all sensors, concatenated (final content only: no temporaries
+    beyond nobs; the array fields of :class:`Observations`), and each sensor's first row."""
+    out: dict[str, np.ndarray] = {
         "igrid": np.empty(nobs, np.int32),
         "istep": np.empty(nobs, np.int32),
         "isensor": np.empty(nobs, np.int16),
@@ -561,19 +434,27 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
         k, sl = r.keep, slice(off, off + r.keep.size)
         offsets.append(off)
         out["igrid"][sl] = r.per_obs["igrid"]
-        out["istep"][sl] = r.per_obs["istep"] - config.stepstart
+        out["istep"][sl] = r.per_obs["istep"] - stepstart
         out["isensor"][sl] = s
         for name, key in PER_OBS_MAP.items():
             out[key][sl] = r.per_obs[name]
-        zen = r.per_obs["ZENITH"]
-        out["zenith_deg"][sl] = np.nan if zen is None else zen
+        out["zenith_deg"][sl] = np.nan if r.zenith_deg is None else r.zenith_deg
         out["julian_day"][sl] = r.julian_day
         out["obs_index"][sl] = k
         r.per_obs.clear()
-        r.julian_day = None
+        r.julian_day, r.zenith_deg = np.zeros(0), None
         off += k.size
+    return out, offsets
 
-    # Pass 2: per-channel fields, block by block, into the unified basis.
+
+def _read_per_channel(
+    reads: list[_SensorRead], offsets: list[int], basis: ChannelBasis, nobs: int, out: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Read every per-channel field into ``out`` ((nobs, nchan) float32, unified basis); returns the mask.
+
+    Every masked value is zeroed: a channel masked by one field is zeroed in all. Channels a sensor
+    lacks were never written (0); only rows with an invalid value need that pass.
+    """
     nchan = basis.nchan
     mask = np.zeros((nobs, nchan), dtype=bool)
     dirty = np.zeros(nobs, dtype=bool)
@@ -584,10 +465,6 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
         for s, r in enumerate(reads):
             _read_channels(r, name, arr, mask, dirty, offsets[s], basis, s)
         out[key] = arr
-
-    # Zero every masked value: a channel masked by one field is zeroed in all.
-    # Channels a sensor lacks were never written (0); only rows with an
-    # invalid value need the pass.
     rows = np.flatnonzero(dirty)
     for a, b in row_blocks(rows.size):
         idx = rows[a:b]
@@ -596,27 +473,7 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
             sub = out[key][idx]
             sub[bad] = 0.0
             out[key][idx] = sub
-
-    obs = Observations(
-        **out,
-        mask=mask,
-        basis=basis,
-        ngrid=ngrid,
-        nstep=nsteps,
-        jd_origin=jd_origin,
-        stepstart=config.stepstart,
-        lon=background.lon,
-        lat=background.lat,
-    )
-    log.info(
-        "read %d observations (%d sensors, %d channels, %d steps, %d grid points)",
-        nobs,
-        len(reads),
-        nchan,
-        nsteps,
-        ngrid,
-    )
-    return obs, background
+    return mask
 
 
 def _runs(cmap: np.ndarray) -> list[tuple[int, int, int]]:
@@ -657,7 +514,7 @@ def _read_channels(
     fcols = basis.sensor_file_columns[s]
     every = fcols.size == len(sf.sensor.file_channels)  # no file channel skipped (surface-blind ones are)
     runs = _runs(cmap)
-    stats = _FieldStats()
+    stats = FieldStats()
     with open_dataset(path) as ds:
         var, _ = get_variable(ds, path, name)
         layout = _channel_layout(var, path, name, n, sf)
@@ -668,7 +525,7 @@ def _read_channels(
             values = as_float(read_rows(var, a, b, layout), fills=False)
             if not every:
                 values = np.ascontiguousarray(values[:, fcols])
-            missing, out = _classify(values, name)
+            missing, out = classify(values, name)
             stats.add(values, missing, out)
             lo_k, hi_k = np.searchsorted(keep, [a, b])
             if hi_k == lo_k:
@@ -745,4 +602,4 @@ def read_training_data(
     return obs, background
 
 
-__all__ = ["read_training_data", "RANGES"]
+__all__ = ["read_training_data"]

@@ -355,7 +355,7 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
 
     Returns what was removed. Names without a pid are left alone.
     """
-    removed = []
+    removed: list[Path] = []
     directory = Path(directory)
     if not directory.is_dir():
         return removed
@@ -525,7 +525,8 @@ class OutputSet:
 
         Returns the manifest.
         """
-        manifest = {
+        files: dict[str, dict[str, Any]] = {}
+        manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
             "run": self.run_id,
             "tag": self.tag,
@@ -534,12 +535,12 @@ class OutputSet:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "command": self.argv,
             "config_hash": config_hash(configs or {}),
-            "files": {},
+            "files": files,
         }
         try:
             for rel in self.files():
                 p = self.stage / rel
-                manifest["files"][rel] = {"bytes": p.stat().st_size, "blake2b": file_digest(p)}
+                files[rel] = {"bytes": p.stat().st_size, "blake2b": file_digest(p)}
             mpath = self.stage / f"{MANIFEST_STEM}_{self.tag}.json"
             with atomic_path(mpath) as tmp:
                 tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))

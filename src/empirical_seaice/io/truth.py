@@ -92,6 +92,60 @@ def _get(ds: netCDF4.Dataset, path: Path, name: str) -> np.ndarray:
     return np.asarray(var[...])
 
 
+def _read_truth_state(state_path: Path, obs: Observations) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """The true SIC (ngrid, nstep), properties and Julian days of the run's period."""
+    with _open(state_path) as ds:
+        sic_all = _get(ds, state_path, "SIC")
+        jd_all = _get(ds, state_path, "JULIAN_DAY").astype(np.float64)
+        if sic_all.shape[0] != obs.ngrid:
+            raise SeaIceError(
+                f"twin truth: {state_path} variable 'SIC' has {sic_all.shape[0]} grid points, the run has {obs.ngrid}"
+            )
+        jd_origin_truth = (
+            float(ds.getncattr("jd_origin")) if "jd_origin" in ds.ncattrs() else float(np.floor(jd_all[0] - 0.875))
+        )
+        # truth step s covers [jd_origin_truth + 0.375 + s, +1); run step 0 covers jd_origin + 0.375 + stepstart
+        first = int(round(obs.jd_origin - jd_origin_truth)) + int(obs.stepstart)
+        if first < 0 or first + obs.nstep > sic_all.shape[1]:
+            raise SeaIceError(
+                f"twin truth: {state_path} holds steps 0..{sic_all.shape[1] - 1}, the run needs "
+                f"{first}..{first + obs.nstep - 1}"
+            )
+        sel = slice(first, first + obs.nstep)
+        props = {
+            name: _get(ds, state_path, name)[:, sel].astype(np.float32)
+            for name in PROPERTY_VARIABLES
+            if name in ds.variables
+        }
+        return sic_all[:, sel].astype(np.float32), props, jd_all[sel]
+
+
+def _read_sensor_truth(
+    sdir: Path,
+    name: str,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    fcols: np.ndarray,
+    idx: np.ndarray,
+    targets: list[tuple[str, np.ndarray]],
+) -> None:
+    """Fill each target's ``rows`` (and basis columns ``cols`` for per-channel fields, the sensor's
+    used file columns ``fcols``) from the sensor's truth files, rows ``idx`` of its observation files."""
+    for field_name, target in targets:
+        path = sdir / f"truth_{field_name}.nc"
+        with _open(path) as ds:
+            values = _get(ds, path, field_name)
+        if idx.max() >= values.shape[0]:
+            raise SeaIceError(
+                f"twin truth: {path} has {values.shape[0]} rows, the run uses row {int(idx.max())} "
+                f"of sensor {name}: the truth does not belong to this data"
+            )
+        if values.ndim == 2:
+            target[np.ix_(rows, cols)] = values[idx][:, fcols]
+        else:
+            target[rows] = values[idx]
+
+
 def read_truth(data_dir: Path, obs: Observations) -> Truth | None:
     """Read the twin's truth for the observations ``obs`` of a run.
 
@@ -114,32 +168,7 @@ def read_truth(data_dir: Path, obs: Observations) -> Truth | None:
     tdir = Path(data_dir) / TRUTH_DIR
     if not tdir.is_dir():
         return None
-    state_path = tdir / STATE_FILE
-    with _open(state_path) as ds:
-        sic_all = _get(ds, state_path, "SIC")
-        jd_all = _get(ds, state_path, "JULIAN_DAY").astype(np.float64)
-        if sic_all.shape[0] != obs.ngrid:
-            raise SeaIceError(
-                f"twin truth: {state_path} variable 'SIC' has {sic_all.shape[0]} grid points, the run has {obs.ngrid}"
-            )
-        jd_origin_truth = (
-            float(ds.getncattr("jd_origin")) if "jd_origin" in ds.ncattrs() else float(np.floor(jd_all[0] - 0.875))
-        )
-        # truth step s covers [jd_origin_truth + 0.375 + s, +1); run step 0 covers jd_origin + 0.375 + stepstart
-        first = int(round(obs.jd_origin - jd_origin_truth)) + int(obs.stepstart)
-        if first < 0 or first + obs.nstep > sic_all.shape[1]:
-            raise SeaIceError(
-                f"twin truth: {state_path} holds steps 0..{sic_all.shape[1] - 1}, the run needs "
-                f"{first}..{first + obs.nstep - 1}"
-            )
-        sel = slice(first, first + obs.nstep)
-        sic = sic_all[:, sel].astype(np.float32)
-        props = {}
-        for name in PROPERTY_VARIABLES:
-            if name in ds.variables:
-                props[name] = _get(ds, state_path, name)[:, sel].astype(np.float32)
-        julian_day = jd_all[sel]
-
+    sic, props, julian_day = _read_truth_state(tdir / STATE_FILE, obs)
     basis = obs.basis
     nobs, nchan = obs.nobs, obs.nchan
     per_chan = {
@@ -158,22 +187,9 @@ def read_truth(data_dir: Path, obs: Observations) -> Truth | None:
             bias_ice[s, cols] = _get(bds, bias_path, f"BIAS_ICE_{name}")[fcols]
             bias_ocean[s, cols] = _get(bds, bias_path, f"BIAS_OCEAN_{name}")[fcols]
             rows = np.flatnonzero(isensor == s)
-            if rows.size == 0:
-                continue
-            idx = obs_index[rows]
-            for field_name, target in list(per_chan.items()) + [("SIC", sic_obs)]:
-                path = tdir / name / f"truth_{field_name}.nc"
-                with _open(path) as ds:
-                    values = _get(ds, path, field_name)
-                if idx.max() >= values.shape[0]:
-                    raise SeaIceError(
-                        f"twin truth: {path} has {values.shape[0]} rows, the run uses row {int(idx.max())} "
-                        f"of sensor {name}: the truth does not belong to this data"
-                    )
-                if values.ndim == 2:
-                    target[np.ix_(rows, cols)] = values[idx][:, fcols]
-                else:
-                    target[rows] = values[idx]
+            if rows.size:
+                targets = [*per_chan.items(), ("SIC", sic_obs)]
+                _read_sensor_truth(tdir / name, name, rows, cols, fcols, obs_index[rows], targets)
     return Truth(
         sic=sic,
         emis_ice=per_chan["EMIS_ICE"],

@@ -1,4 +1,4 @@
-"""Empirical sea ice emissivity models (PHYSICS.md step 3).
+"""Empirical sea ice emissivity models (docs/method.md step 3).
 
 One interface, :class:`EmissivityModel`: ``forward(x_t, props, isensor)``
 returns the ice emissivity of every channel of the run's unified basis,
@@ -86,6 +86,11 @@ class EmissivityModel(nn.Module):
         cos_view: Tensor | None = None,
     ) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def emissivity_vh(self, x_t: Tensor, props: Tensor, freq_ghz: Tensor, cos_view: Tensor | None = None) -> Tensor:
+        """``(e_V, e_H)`` at any frequency (and view angle), (..., 2): only models with a frequency input
+        (v2) have it."""
+        raise ValueError(f"{type(self).__name__} has no frequency input: no emissivity at arbitrary frequencies")
 
 
 class LinearEmissivity(EmissivityModel):
@@ -179,6 +184,11 @@ class NetworkEmissivity(EmissivityModel):
         initial-emissivity biases are set at ``cos(55 deg)``.
     """
 
+    freq_table: Tensor
+    freq_input_t: Tensor
+    chan_freq: Tensor
+    pol: Tensor
+
     def __init__(
         self,
         nprop: int,
@@ -237,13 +247,12 @@ class NetworkEmissivity(EmissivityModel):
         """``(e_V, e_H)`` at any frequency: shapes x_t (...), props (..., nprop), freq (...),
         cos_view (...; the cosine of the view angle, used with :attr:`angle_input`; None = the
         imagers' :data:`ANGLE_INIT_DEG` view, as the gridded maps and spectra have no angle)
-        broadcast; returns (..., 2)."""
+        broadcast; returns (..., 2) (docs/method.md step 3)."""
         freq_ghz = torch.as_tensor(freq_ghz, dtype=x_t.dtype, device=x_t.device)
         parts = [x_t, freq_ghz]
         if self.angle_input:
-            if cos_view is None:
-                cos_view = math.cos(math.radians(ANGLE_INIT_DEG))
-            parts.append(torch.as_tensor(cos_view, dtype=x_t.dtype, device=x_t.device))
+            view = math.cos(math.radians(ANGLE_INIT_DEG)) if cos_view is None else cos_view
+            parts.append(torch.as_tensor(view, dtype=x_t.dtype, device=x_t.device))
         shape = torch.broadcast_shapes(*(p.shape for p in parts), props.shape[:-1])
         x_t, freq_ghz = x_t.expand(shape), freq_ghz.expand(shape)
         props = props.expand(*shape, self.nprop)

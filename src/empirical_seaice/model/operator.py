@@ -1,6 +1,6 @@
 """HybridNetwork: empirical state + emissivity model + known physics = observation operator.
 
-Per observation (PHYSICS.md "Forward model"): lag-weighted SIC ``c_i`` from
+Per observation (docs/method.md, "The forward model"): lag-weighted SIC ``c_i`` from
 :class:`~empirical_seaice.model.state.EmpiricalState`; ``x_T``; ice emissivity from
 the :class:`~empirical_seaice.model.emissivity.EmissivityModel` with inputs
 ``[x_T, P[g, t, :], Q[i, :]]``; ocean emissivity with the wind correction;
@@ -13,51 +13,13 @@ by :class:`ObservationTensors`), the surface terms
 :func:`empirical_seaice.model.physics.simulate_tb_mixed`, one SIC mix of the
 pure-ice and pure-ocean TBs: same TB', fewer operations per step.
 
-Cost (PHYSICS.md "Cost function"); each training step minimises the
-stochastic estimate ``(1/B) sum_{i in batch} J_o,i + J_b / nobs``.
-
-Whole-map priors without a full pass per step ("sampled" mode)
---------------------------------------------------------------
-The SIC-map priors (range, background, false ice, warm ice) are sums over map
-rows ``r = (g, col)`` of an elementwise penalty ``p(C_r)``. Let
-``count(r) = #{(i, l) : g_i * ncol + t_i + nlag - l = r}`` be the number of
-(training observation, lag) pairs that touch row ``r``
-(:func:`build_row_counts`). For a batch ``B`` the sampled estimate is
-
-``E_B = (1/|B|) sum_{i in B} sum_l p(C[r_il]) / count(r_il)``.
-
-For ``i`` drawn uniformly from the ``nobs`` training observations,
-``E[E_B] = (1/nobs) sum_i sum_l p(C[r_il]) / count(r_il)
-= (1/nobs) sum_r p(C_r) * count(r) / count(r) = (1/nobs) sum_{r: count(r) > 0} p(C_r)``,
-exactly the full prior over the observed rows divided by nobs. Over one
-shuffled epoch (every observation once) it is exact, not only in
-expectation: ``sum_batches (|B| / nobs) E_B`` equals that value. The gradient
-of the estimate is unbiased too, and it touches only the batch's rows, so the
-cost per step is O(batch) and sparse optimisers stay sparse.
-
-Rows that no training observation touches are left out: in "sampled" mode
-they get no gradient from any term and keep their background. In "full"
-mode the priors would still move them (e.g. background trace ice toward 0 or
-0.3 by the false-ice prior), which changes no simulated TB; every other row
-gets the same prior gradient in expectation in both modes.
-
-The warm-ice term is a *mean* over the map rows, divided by nobs like the
-other background terms (as in the reference). In "full" mode it is the mean
-over the whole (ngrid, nstep) map / nobs; in "sampled" mode the estimate
-above is rescaled by ``1 / n_warm_rows`` (observed rows with a temperature,
-i.e. columns >= nlag), so its expectation is the mean over the observed rows
-/ nobs (equal to the full value when every row is observed).
-
-"full" mode (``prior_mode="full"``) computes the priors over the entire map
-each step (the reference's way); use it with ``sparse=False`` (it produces
-dense gradients on the SIC table).
-
-Other background terms: the anchor (v1: ``(e0[10v] - 0.93)^2 / 1e-5^2``;
-v2: ``sum_{i in batch} max(floor - e_i, 0)^2 / 1e-5^2``, the reference's
-"summed over the batch", with ``e_i`` the network's V emissivity at 23.8 GHz
-(original v2, floor 0.8) or the ice emissivity of the anchor channel (the
-fork's variant, 10v else 24v, floor 0.7)), the bias prior
-``sum (b - b_bg)^2 / sigma_b^2``, each divided by ``nobs``.
+Cost: each training step minimises the per-step estimate of ``J / nobs`` defined in
+:mod:`empirical_seaice.cost.objective` (:meth:`HybridNetwork.cost_terms`; its fused,
+hand-differentiated form :func:`empirical_seaice.cost.fused.fused_batch_terms` in the
+default "sampled" mode; the sampling of the whole-map priors:
+:mod:`empirical_seaice.cost.sampling`). "full" mode (``prior_mode="full"``) computes the
+map priors over the entire map each step (the reference's way); use it with
+``sparse=False`` (it produces dense gradients on the SIC table).
 """
 
 from __future__ import annotations
@@ -70,7 +32,10 @@ import torch
 from torch import Tensor, nn
 
 from empirical_seaice.config import CostConfig, ModelConfig
+from empirical_seaice.cost import objective
 from empirical_seaice.cost import terms as costs
+from empirical_seaice.cost.fused import fused_batch_terms
+from empirical_seaice.cost.sampling import RowCounts
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import physics
 from empirical_seaice.model.emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity, make_emissivity
@@ -180,7 +145,7 @@ class ObservationTensors:
                 **{name: finite(name, rows) for name in ATMOSPHERE_FIELDS},
                 cloud_fraction=finite("cloud_fraction", rows),
             )
-            for name, value in zip(("tau_eff", "down_eff_k", "const_k"), atmosphere):
+            for name, value in zip(("tau_eff", "down_eff_k", "const_k"), atmosphere, strict=True):
                 a, b = self._slices[name]
                 block[:, a:b] = value
         ints = torch.empty((n, len(INT_FIELDS)), dtype=torch.int64)
@@ -237,62 +202,17 @@ def _cos_view(obs: Observations, rows: slice) -> torch.Tensor:
     return torch.from_numpy(np.where(np.isfinite(out), out, 1.0))
 
 
-@dataclass(frozen=True)
-class RowCounts:
-    """How many training (observation, lag) pairs touch each state row.
-
-    sic : float64 (ngrid * (nstep + nlag),): count(r) for SIC-map row r = g * (nstep + nlag) + col.
-    grid : float64 (ngrid * nstep,): observations per grid-property row g * nstep + t.
-    nobs : number of observations counted.
-    nlag, ngrid, nstep : the state's shape.
-    """
-
-    sic: np.ndarray
-    grid: np.ndarray
-    nobs: int
-    nlag: int
-    ngrid: int
-    nstep: int
-
-    @property
-    def n_warm_rows(self) -> int:
-        """Observed SIC rows that have a temperature (columns >= nlag)."""
-        c = self.sic.reshape(self.ngrid, self.nstep + self.nlag)[:, self.nlag :]
-        return int(np.count_nonzero(c))
-
-
-def build_row_counts(
-    obs: Observations, nlag: int, ngrid: int, nstep: int, index: np.ndarray | None = None
-) -> RowCounts:
-    """Count the observations touching each SIC-map row (through the lag window) and grid-property row.
-
-    Parameters
-    ----------
-    obs : Observations
-    nlag, ngrid, nstep : the state's shape.
-    index : optional int array of the observations to count (e.g. the training
-        subset); None = all.
-
-    Raises
-    ------
-    SeaIceError
-        ``igrid`` or ``istep`` outside the state (0..ngrid-1, 0..nstep-1).
-    """
-    g = np.asarray(obs.igrid, dtype=np.int64)
-    t = np.asarray(obs.istep, dtype=np.int64)
-    if index is not None:
-        g, t = g[index], t[index]
-    if g.size and (g.min() < 0 or g.max() >= ngrid):
-        raise SeaIceError(f"Observations.igrid: expected 0 <= igrid < ngrid={ngrid}, got range {g.min()}..{g.max()}")
-    if t.size and (t.min() < 0 or t.max() >= nstep):
-        raise SeaIceError(f"Observations.istep: expected 0 <= istep < nstep={nstep}, got range {t.min()}..{t.max()}")
-    ncol = nstep + nlag
-    base = g * ncol + t + nlag
-    sic = np.zeros(ngrid * ncol, dtype=np.float64)
-    for lag in range(nlag + 1):
-        sic += np.bincount(base - lag, minlength=ngrid * ncol)
-    grid = np.bincount(g * nstep + t, minlength=ngrid * nstep).astype(np.float64)
-    return RowCounts(sic=sic, grid=grid, nobs=int(g.size), nlag=nlag, ngrid=ngrid, nstep=nstep)
+def _bias_backgrounds(basis: ChannelBasis, cost: CostConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Background TB biases over ice and ocean (nsensor, nchan) and their errors (nsensor,), K:
+    the sensor catalogue's, or a preset's override (``CostConfig.bias_bg``)."""
+    ice = np.array(basis.bias_ice_bg_k, dtype=np.float32).copy()
+    ocean = np.array(basis.bias_ocean_bg_k, dtype=np.float32).copy()
+    err = np.array(basis.bias_error_k, dtype=np.float32).copy()
+    for s, name in enumerate(basis.sensor_names):
+        if name in cost.bias_bg:
+            b_ice, b_ocean, b_err = cost.bias_bg[name]
+            ice[s, :], ocean[s, :], err[s] = b_ice, b_ocean, b_err
+    return ice, ocean, err
 
 
 def _anchor_channel(cost: CostConfig, basis: ChannelBasis) -> int:
@@ -340,6 +260,13 @@ class HybridNetwork(nn.Module):
         network's V emissivity at that frequency, evaluated once more per observation).
     """
 
+    bias_ice_bg_k: Tensor
+    bias_ocean_bg_k: Tensor
+    bias_error_k: Tensor
+    obs_error_k: Tensor
+    t_map_flat: Tensor
+    sic_count: Tensor | None
+
     def __init__(
         self,
         model: ModelConfig,
@@ -380,13 +307,7 @@ class HybridNetwork(nn.Module):
         self.anchor_channel = _anchor(cost, basis, self.emissivity)
 
         ns, nc = basis.nsensor, basis.nchan
-        ice = np.array(basis.bias_ice_bg_k, dtype=np.float32).copy()
-        ocean = np.array(basis.bias_ocean_bg_k, dtype=np.float32).copy()
-        err = np.array(basis.bias_error_k, dtype=np.float32).copy()
-        for s, name in enumerate(basis.sensor_names):
-            if name in cost.bias_bg:
-                b_ice, b_ocean, b_err = cost.bias_bg[name]
-                ice[s, :], ocean[s, :], err[s] = b_ice, b_ocean, b_err
+        ice, ocean, err = _bias_backgrounds(basis, cost)
         self.wind_coef = nn.Parameter(torch.zeros(nc))
         self.bias_ice_k = nn.Parameter(torch.from_numpy(ice.copy()))
         self.bias_ocean_k = nn.Parameter(torch.from_numpy(ocean.copy()))
@@ -449,13 +370,14 @@ class HybridNetwork(nn.Module):
             rows = st.sic_rows(batch.igrid, batch.istep)
             lags = state_values[0].reshape(rows.shape)
             props = torch.cat(state_values[1:], dim=-1) if len(state_values) > 1 else lags.new_zeros((len(batch), 0))
-        sic = lags @ st.lag_weights
+        sic = physics.lag_weighted_sic(lags, st.lag_weights)
         if zero_sic:
             sic = torch.zeros_like(sic)
         x_t = physics.normalised_temperature(batch.t_skin_k, mc.t_ref_k, mc.t_scale_k)
         emis_ice = self.emissivity(x_t, props, batch.isensor, batch.cos2_scan, batch.cos_view)
         if self.anchor_channel is None:  # original v2: one more evaluation per observation, V polarisation
             f = self.cost_config.anchor_frequency_ghz
+            assert f is not None  # anchor_channel is None only with an anchor frequency
             emis_anchor = self.emissivity.emissivity_vh(x_t, props, x_t.new_full((), f), batch.cos_view)[..., POL_V]
         else:
             emis_anchor = emis_ice[:, self.anchor_channel]
@@ -490,139 +412,70 @@ class HybridNetwork(nn.Module):
         }
 
     # ------------------------------------------------------------------- cost
-    def observation_costs(self, batch: Batch, out: dict[str, Tensor]) -> Tensor:
-        """J_o,i of each observation of the batch, (B,)."""
-        return costs.observation_cost(batch.tb_obs_k, out["tb"], batch.mask, self.obs_error_k)
-
-    def _map_residuals(self, sic: Tensor, rows: Tensor | None) -> dict[str, tuple[Tensor, Tensor | None, float]]:
-        """The SIC-map priors that are on (range, background, false ice) as quadratic penalties
-        ``r^2 / sigma^2`` (:mod:`empirical_seaice.cost.terms`), for SIC values ``sic`` at flattened
-        map rows ``rows`` (None = the whole map): name -> (residual r, slope dr/dC or None for 1, sigma)."""
+    def batch_cost(
+        self, batch: Batch, out: dict[str, Tensor], nobs_total: int, batch_total: int | None = None
+    ) -> objective.BatchCost:
+        """What the per-step cost of the batch reads (:class:`~empirical_seaice.cost.objective.BatchCost`):
+        the simulated TBs, the SIC rows with their sampling weights, the anchor emissivity, the biases
+        (``batch_total``: see :meth:`cost_terms`)."""
         cc = self.cost_config
-        p: dict[str, tuple[Tensor, Tensor | None, float]] = {
-            "sic_range": (costs.sic_range_residual(sic), None, cc.sic_error)
-        }
-        if cc.sic_background_prior:
-            bg = self.state.background_flat
-            p["sic_background"] = (sic - (bg if rows is None else bg.take(rows)), None, cc.sic_background_error)
-        if cc.false_ice_prior and cc.false_ice_shape == "smooth":
-            s = cc.false_ice_peak_scaling
-            p["false_ice"] = (
-                costs.false_ice_smooth_residual(sic, s),
-                costs.false_ice_smooth_slope(sic, s),
-                cc.false_ice_error,
-            )
-        elif cc.false_ice_prior:
-            p["false_ice"] = (costs.false_ice_residual(sic), costs.false_ice_slope(sic), cc.false_ice_error)
-        return p
+        rows = out["sic_rows"]
+        if self.sic_count is not None:
+            count = self.sic_count
+            w = self._derived(("inv_count",), count.reciprocal).take(rows)  # 1 / count(r), 0 where unobserved
+        else:  # no row counts ("full" mode): no batch estimate of the map priors
+            w = torch.zeros_like(out["sic_lags"])
+        warm = self._derived(
+            ("warm_rows",),
+            lambda: costs.warm_ice_weight(self.t_map_flat, cc.warm_ice_threshold_k, cc.warm_ice_factor),
+        ).take(rows)
+        e0 = None
+        if cc.anchor == "mean":
+            assert isinstance(self.emissivity, LinearEmissivity) and self.anchor_channel is not None  # checked
+            e0 = self.emissivity.e0[self.anchor_channel]
+        return objective.BatchCost(
+            tb_sim_k=out["tb"],
+            tb_obs_k=batch.tb_obs_k,
+            mask=batch.mask,
+            obs_error_k=self.obs_error_k,
+            sic_lags=out["sic_lags"],
+            row_weight=w,
+            sic_background=self.state.background_flat.take(rows) if cc.sic_background_prior else None,
+            warm=warm,
+            warm_scale=self.counts_nobs / (self.n_warm_rows * nobs_total),
+            emis_anchor=out["emis_anchor"],
+            e0_anchor=e0,
+            bias_ice_k=self.bias_ice_k,
+            bias_ocean_k=self.bias_ocean_k,
+            bias_ice_bg_k=self.bias_ice_bg_k,
+            bias_ocean_bg_k=self.bias_ocean_bg_k,
+            bias_error_k=self.bias_error_k,
+            nobs=nobs_total,
+            batch_total=batch_total,
+            shared_share=self.shared_prior_share,
+        )
 
     def cost_terms(
         self, batch: Batch, out: dict[str, Tensor], nobs_total: int, batch_total: int | None = None
     ) -> dict[str, Tensor]:
-        """Per-step stochastic estimate of each cost term (scalars).
+        """The per-step estimate of each term of ``J / nobs`` for the batch (0-d tensors).
 
-        Keys: ``obs`` ((1/B) sum_i J_o,i); ``sic_range``; ``sic_background``
-        and ``false_ice`` when switched on; ``warm_ice`` (always reported; see
-        :meth:`total_cost`); ``anchor``; ``bias``. ``nobs_total`` is the number
-        of training observations (the ``nobs`` of ``J_b / nobs``).
-        ``batch_total`` is the ``B`` of the batch means (default ``len(batch)``):
-        in a sharded step a rank holds only its share of a global batch of
-        ``B`` observations, and the terms of all ranks then add up to the
-        global batch's terms (the priors on the shared parameters alone carry
-        the factor :attr:`shared_prior_share`, so that they count once).
-
-        Every term but the whole-map priors of "full" mode and the v1 anchor is
-        computed with its derivative without recording a graph, from the priors'
-        residuals and slopes (quadratic penalties ``r^2 / sigma^2``,
-        :mod:`empirical_seaice.cost.terms`), and enters autograd as one node
-        (:func:`costs.terms_with_gradients`); each term's constant factor is
-        applied once at the end.
+        Keys in order: ``obs`` ((1/B) sum_i J_o,i); ``sic_range``; ``sic_background`` and
+        ``false_ice`` when switched on; ``warm_ice`` (always reported; see :meth:`total_cost`);
+        ``anchor``; ``bias``. ``nobs_total`` is the number of training observations (the ``nobs``
+        of ``J_b / nobs``). ``batch_total`` is the ``B`` of the batch means (default ``len(batch)``):
+        in a sharded step a rank holds only its share of a global batch of ``B`` observations, and
+        the terms of all ranks then add up to the global batch's terms (the priors on the shared
+        parameters alone carry the factor :attr:`shared_prior_share`, so that they count once).
+        The terms are those of :func:`empirical_seaice.cost.objective.batch_terms`;
+        "sampled" mode computes them with :func:`empirical_seaice.cost.fused.fused_batch_terms`
+        (its hand-differentiated optimisation), "full" mode with the exact whole-map priors of
+        :meth:`full_prior_terms` (the reference's dense scheme).
         """
-        cc = self.cost_config
-        nb = len(batch) if batch_total is None else int(batch_total)
-        tb, lags = out["tb"], out["sic_lags"]
-        emis_anchor = out["emis_anchor"]
-        sampled = self.prior_mode == "sampled"
-        floor = cc.anchor != "mean"
-        grads = torch.is_grad_enabled()
-        names: list[str] = []
-        raw: list[Tensor] = []  # each term's value before its constant factor ``scale``
-        scale: list[float] = []
-        derivs: dict[str, list[tuple[int, Tensor]]] = {"tb": [], "lags": [], "anchor": [], "b_ice": [], "b_ocean": []}
-
-        def dot(a: Tensor, b: Tensor) -> Tensor:
-            return torch.dot(a.reshape(-1), b.reshape(-1))
-
-        with torch.no_grad():
-            # (1/B) sum_ic (TB'_ic - y_ic)^2 mask_ic / sigma_c^2, derivative 2 (TB' - y) mask / (sigma^2 B)
-            d = tb - batch.tb_obs_k
-            g_tb = d.mul(batch.mask).mul_(self._obs_scale(nb))
-            names.append("obs"), raw.append(dot(d, g_tb)), scale.append(0.5)
-            derivs["tb"].append((0, g_tb))
-            if sampled:
-                rows = out["sic_rows"]
-                w = self._derived(("inv_count",), self.sic_count.reciprocal).take(rows)  # 1 / count(r); 1 / B later
-                for name, (r, slope, sigma) in self._map_residuals(lags, rows).items():
-                    wr = w * r  # sum_r w r^2 / (sigma^2 B), derivative 2 w r dr/dC / (sigma^2 B)
-                    if grads:
-                        derivs["lags"].append(
-                            (
-                                len(raw),
-                                costs.quadratic_penalty_grad(wr, 1.0 if slope is None else slope, sigma).div_(nb),
-                            )
-                        )
-                    names.append(name), raw.append(dot(wr, r)), scale.append(1.0 / (sigma * sigma * nb))
-                # the reference warm-ice term has no derivative; its effective form max(C, 0) warm does
-                warm = self._derived(
-                    ("warm_rows",),
-                    lambda: costs.warm_ice_weight(self.t_map_flat, cc.warm_ice_threshold_k, cc.warm_ice_factor),
-                ).take(rows)
-                effective = cc.warm_ice == "effective"
-                warm_scale = self.counts_nobs / (self.n_warm_rows * nb * nobs_total)
-                if grads and effective:
-                    derivs["lags"].append(
-                        (len(raw), costs.warm_ice_penalty_weighted_grad(lags, warm, True).mul_(w).mul_(warm_scale))
-                    )
-                raw.append(dot(w, costs.warm_ice_penalty_weighted(lags, warm, effective)))
-                names.append("warm_ice"), scale.append(warm_scale)
-            if floor:  # the v2 anchor floor, summed over the batch, / nobs
-                r = costs.anchor_floor_residual(emis_anchor, cc.anchor_value)
-                if grads:
-                    derivs["anchor"].append(
-                        (len(raw), costs.quadratic_penalty_grad(r, -1.0, cc.anchor_error).div_(nobs_total))
-                    )
-                names.append("anchor"), raw.append(dot(r, r))
-                scale.append(1.0 / (cc.anchor_error * cc.anchor_error * nobs_total))
-            bias = 0.0  # sum (b - b_bg)^2 / sigma_b^2 / nobs over both biases
-            for key, b, bg in (
-                ("b_ice", self.bias_ice_k, self.bias_ice_bg_k),
-                ("b_ocean", self.bias_ocean_k, self.bias_ocean_bg_k),
-            ):
-                r = b - bg
-                wr = r * self._derived(("bias_inv_var",), lambda: self.bias_error_k.square().reciprocal())
-                if grads:
-                    derivs[key].append((len(raw), wr.mul(2.0 * self.shared_prior_share / nobs_total)))
-                bias = bias + dot(wr, r)
-            names.append("bias"), raw.append(bias), scale.append(self.shared_prior_share / nobs_total)
-            values = torch.stack(raw).mul_(torch.tensor(scale, dtype=tb.dtype, device=tb.device))
-        inputs = {"tb": tb, "lags": lags, "anchor": emis_anchor, "b_ice": self.bias_ice_k, "b_ocean": self.bias_ocean_k}
-        pairs = [(inputs[k], dl) for k, dl in derivs.items() if dl]
-        vec = costs.terms_with_gradients(values, [x for x, _ in pairs], [dl for _, dl in pairs])
-        fused = dict(zip(names, vec.unbind()))
-        terms: dict[str, Tensor] = {"obs": fused["obs"]}
-        if sampled:
-            terms.update((k, v) for k, v in fused.items() if k not in ("obs", "anchor", "bias"))
-        else:
-            terms.update(self.full_prior_terms(nobs_total))
-        if floor:
-            terms["anchor"] = fused["anchor"]
-        else:
-            e0 = self.emissivity.e0[self.anchor_channel]  # type: ignore[union-attr]
-            terms["anchor"] = (
-                costs.anchor_mean_penalty(e0, cc.anchor_value, cc.anchor_error) * self.shared_prior_share / nobs_total
-            )
-        terms["bias"] = fused["bias"]
-        return terms
+        x = self.batch_cost(batch, out, nobs_total, batch_total)
+        if self.prior_mode == "sampled":
+            return fused_batch_terms(self.cost_config, x, self._cache)
+        return objective.batch_terms(self.cost_config, x, map_terms=self.full_prior_terms(nobs_total))
 
     def _derived(self, key: tuple, make) -> Tensor:
         """A constant derived from the buffers, cached per dtype and device (the buffers follow the module)."""
@@ -633,55 +486,34 @@ class HybridNetwork(nn.Module):
             value = self._cache[key] = make()
         return value
 
-    def _obs_scale(self, nb: int) -> Tensor:
-        """``2 / (sigma_c^2 B)`` per channel."""
-        return self._derived(("obs_scale", nb), lambda: 2.0 / (self.obs_error_k.square() * nb))
-
-    def bias_prior(self) -> Tensor:
-        """``sum (b_ice - b_ice_bg)^2 / sigma^2 + sum (b_ocean - b_ocean_bg)^2 / sigma^2`` (not /nobs)."""
-        return costs.bias_penalty(self.bias_ice_k, self.bias_ice_bg_k, self.bias_error_k) + costs.bias_penalty(
-            self.bias_ocean_k, self.bias_ocean_bg_k, self.bias_error_k
-        )
-
     def full_prior_terms(self, nobs_total: int | None = None) -> dict[str, Tensor]:
-        """Whole-map SIC priors over the entire map: each ``sum_r p(C_r) / nobs``; ``warm_ice`` the
-        reference mean over (ngrid, nstep), / nobs. ``nobs_total`` defaults to the counted training observations."""
-        cc = self.cost_config
-        n = self.counts_nobs if nobs_total is None else nobs_total
+        """Whole-map SIC priors over the entire map (:func:`~empirical_seaice.cost.objective.map_prior_terms`):
+        each ``sum_r p(C_r) / nobs``; ``warm_ice`` the reference mean over (ngrid, nstep). ``nobs_total``
+        defaults to the counted training observations."""
         st = self.state
-        sic = st.sic_map.weight[:, 0]
-        terms = {
-            name: costs.quadratic_penalty(r, sigma).sum() / n
-            for name, (r, _, sigma) in self._map_residuals(sic, None).items()
-        }
-        c2 = st.sic_map_2d()[:, st.nlag :]
-        t2 = self.t_map_flat.view(st.ngrid, st.ncol)[:, st.nlag :]
-        terms["warm_ice"] = costs.warm_ice_term(
-            c2, t2, cc.warm_ice_threshold_k, cc.warm_ice_factor, cc.warm_ice == "effective", nobs=n
+        return objective.map_prior_terms(
+            self.cost_config,
+            st.sic_map.weight[:, 0],
+            st.background_flat,
+            st.sic_map_2d()[:, st.nlag :],
+            self.t_map_flat.view(st.ngrid, st.ncol)[:, st.nlag :],
+            self.counts_nobs if nobs_total is None else nobs_total,
         )
-        return terms
 
     def total_cost(self, terms: dict[str, Tensor]) -> Tensor:
-        """Sum of the terms. In the reference ("diagnostic") warm-ice mode the
-        warm-ice term is added *with zero gradient* (detached): the total's
-        value is the reference loss, its gradient is that of the other terms."""
-        total = None
-        for name, value in terms.items():
-            if name == "warm_ice" and self.cost_config.warm_ice == "diagnostic":
-                value = value.detach()
-            total = value if total is None else total + value
-        assert total is not None
-        return total
+        """What a step minimises (:func:`~empirical_seaice.cost.objective.total_cost`): the sum of the
+        terms, the reference ("diagnostic") warm-ice term without gradient."""
+        return objective.total_cost(self.cost_config, terms)
 
     # ------------------------------------------------------------- parameters
-    def state_rows(self, batch: Batch) -> list[tuple[nn.Parameter, Tensor]]:
+    def state_rows(self, batch: Batch) -> list[tuple[Tensor, Tensor]]:
         """The rows of each state table that a batch reads (int64, may repeat):
         SIC-map rows through the lag window (B, nlag + 1), grid-property rows
         ``g * nstep + t`` (B,), observation rows ``iobs`` (B,), in this order (the
         order of :meth:`forward`'s ``state_values``). Lets a lazy optimiser bring
         them up to date before the forward pass."""
         st = self.state
-        rows = [(st.sic_map.weight, st.sic_rows(batch.igrid, batch.istep))]
+        rows: list[tuple[Tensor, Tensor]] = [(st.sic_map.weight, st.sic_rows(batch.igrid, batch.istep))]
         if st.props_grid is not None:
             rows.append((st.props_grid.weight, st.grid_rows(batch.igrid, batch.istep)))
         if st.props_obs is not None:
@@ -701,8 +533,6 @@ __all__ = [
     "Batch",
     "ObservationTensors",
     "HybridNetwork",
-    "RowCounts",
-    "build_row_counts",
     "PER_OBS_FLOAT_FIELDS",
     "PACKED_CHANNEL_FIELDS",
     "ATMOSPHERE_FIELDS",

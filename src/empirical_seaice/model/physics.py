@@ -1,4 +1,4 @@
-"""The known physics of the observation operator (PHYSICS.md, "Forward model").
+"""The known physics of the observation operator (docs/method.md, "The forward model").
 
 Pure tensor functions: no state, no I/O, no branching on tensor values,
 differentiable, broadcastable over any batch shape. Units are in the argument
@@ -17,10 +17,27 @@ import torch
 Tensor = torch.Tensor
 
 
+def lag_weighted_sic(sic_lags: Tensor, lag_weights: Tensor) -> Tensor:
+    """SIC seen by an observation: the lag-weighted mean of the SIC map.
+
+    ``c_i = sum_{l=0..nlag} alpha_l C[g_i, t_i + nlag - l]``   (docs/method.md step 1)
+
+    Parameters
+    ----------
+    sic_lags : the SIC map values ``C[g_i, t_i + nlag - l]``, l = 0..nlag, (..., nlag + 1).
+    lag_weights : ``alpha_l`` (nlag + 1,), summing to 1 in the presets (0.6, 0.4).
+
+    Returns
+    -------
+    (...,) the SIC ``c_i``.
+    """
+    return sic_lags @ lag_weights
+
+
 def normalised_temperature(t_skin_k: Tensor, t_ref_k: float = 273.0, t_scale_k: float = 30.0) -> Tensor:
     """Normalised skin temperature input of the emissivity model.
 
-    ``x_T = max(t_ref - T_s, 0) / t_scale``   (PHYSICS.md step 2)
+    ``x_T = max(t_ref - T_s, 0) / t_scale``   (docs/method.md step 2)
 
     Parameters
     ----------
@@ -34,7 +51,7 @@ def normalised_temperature(t_skin_k: Tensor, t_ref_k: float = 273.0, t_scale_k: 
 def ocean_emissivity(emis_water: Tensor, wind_ms: Tensor, wind_coef: Tensor) -> Tensor:
     """Ocean emissivity with the trainable wind correction.
 
-    ``e_o[c] = e_w[c] + w_c * u``   (PHYSICS.md step 4)
+    ``e_o[c] = e_w[c] + w_c * u``   (docs/method.md step 4)
 
     Parameters
     ----------
@@ -49,7 +66,7 @@ def ocean_temperature(t_skin_k: Tensor, floor_k: float | None) -> Tensor:
     """Ocean surface temperature T_o (K).
 
     ``T_o = max(T_s, floor)`` (v2, floor 271.35 K = freezing point of sea
-    water); ``T_o = T_s`` when ``floor_k`` is None (v1). PHYSICS.md step 5.
+    water); ``T_o = T_s`` when ``floor_k`` is None (v1). docs/method.md step 5.
     """
     if floor_k is None:
         return t_skin_k
@@ -62,7 +79,7 @@ def surface_mix(
     """Mix ice and ocean surface emission by the sea ice concentration.
 
     ``S = c e_ice T_i + (1 - c) e_o T_o``   (surface emission, K)
-    ``e_mix = c e_ice + (1 - c) e_o``       (PHYSICS.md step 6)
+    ``e_mix = c e_ice + (1 - c) e_o``       (docs/method.md step 6)
 
     Parameters
     ----------
@@ -84,7 +101,7 @@ def surface_mix(
 def specular_rt(source_k: Tensor, emis_mix: Tensor, tau: Tensor, t_down_k: Tensor, t_up_k: Tensor) -> Tensor:
     """Top-of-atmosphere TB over a specular surface.
 
-    ``TB = S tau + (1 - e_mix) tau T_down + T_up``   (K; PHYSICS.md step 7)
+    ``TB = S tau + (1 - e_mix) tau T_down + T_up``   (K; docs/method.md step 7)
 
     Parameters
     ----------
@@ -100,7 +117,7 @@ def specular_rt(source_k: Tensor, emis_mix: Tensor, tau: Tensor, t_down_k: Tenso
 def all_sky(tb_clear_k: Tensor, tb_cloudy_k: Tensor, cloud_fraction: Tensor) -> Tensor:
     """Cloud-fraction mix of clear and cloudy TBs.
 
-    ``TB = f_cld TB_cld + (1 - f_cld) TB_clr``   (K; PHYSICS.md step 8)
+    ``TB = f_cld TB_cld + (1 - f_cld) TB_clr``   (K; docs/method.md step 8)
 
     ``cloud_fraction`` has shape (...,) and broadcasts over channels.
     """
@@ -111,7 +128,7 @@ def all_sky(tb_clear_k: Tensor, tb_cloudy_k: Tensor, cloud_fraction: Tensor) -> 
 def bias_correction(tb_k: Tensor, sic: Tensor, bias_ice_k: Tensor, bias_ocean_k: Tensor) -> Tensor:
     """SIC-weighted TB bias correction.
 
-    ``TB' = TB + c b_ice + (1 - c) b_ocean``   (K; PHYSICS.md step 9)
+    ``TB' = TB + c b_ice + (1 - c) b_ocean``   (K; docs/method.md step 9)
 
     Parameters
     ----------
@@ -140,7 +157,7 @@ def simulate_tb(
     bias_ice_k: Tensor,
     bias_ocean_k: Tensor,
 ) -> Tensor:
-    """The whole physical chain, PHYSICS.md steps 5-9: surface mix, clear and
+    """The whole physical chain, docs/method.md steps 5-9: surface mix, clear and
     cloudy specular RT, all-sky mix and bias correction.
 
     ``T_i = T_s``; ``T_o = max(T_s, floor)``; ``S, e_mix`` from
@@ -191,48 +208,13 @@ def surface_atmosphere_terms(
 ) -> tuple[Tensor, Tensor]:
     """``A_i = T_s tau* - D*`` and ``A_o = max(T_s, floor) tau* - D*`` (K).
 
-    With them ``S tau* - e_mix D* = c e_ice A_i + (1 - c) e_o A_o`` (PHYSICS.md
+    With them ``S tau* - e_mix D* = c e_ice A_i + (1 - c) e_o A_o`` (docs/method.md
     steps 5-8; ``tau*``, ``D*`` from :func:`effective_atmosphere`).
     ``t_skin_k`` (...,), the others (..., nchan).
     """
     a_ice = torch.addcmul(-down_eff_k, t_skin_k.unsqueeze(-1), tau_eff)
     a_ocean = torch.addcmul(-down_eff_k, ocean_temperature(t_skin_k, ocean_t_floor_k).unsqueeze(-1), tau_eff)
     return a_ice, a_ocean
-
-
-def atmosphere_terms(
-    *,
-    t_skin_k: Tensor,
-    ocean_t_floor_k: float | None,
-    tau: Tensor,
-    t_down_k: Tensor,
-    t_up_k: Tensor,
-    tau_cld: Tensor,
-    t_down_cld_k: Tensor,
-    t_up_cld_k: Tensor,
-    cloud_fraction: Tensor,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The parameter-free (data-only) terms of the chain: ``A_i``, ``A_o``, ``K`` (K).
-
-    :func:`effective_atmosphere` then :func:`surface_atmosphere_terms`:
-    ``A_i = T_s tau* - D*``, ``A_o = max(T_s, floor) tau* - D*``, ``K = D* + U*``,
-    so that ``TB = c e_ice A_i + (1 - c) e_o A_o + K`` before the bias
-    correction (:func:`simulate_tb_mixed`). Shapes: per-observation quantities
-    (...,), per-channel ones (..., nchan); returns three (..., nchan) tensors.
-    """
-    tau_eff, down_eff, const = effective_atmosphere(
-        tau=tau,
-        t_down_k=t_down_k,
-        t_up_k=t_up_k,
-        tau_cld=tau_cld,
-        t_down_cld_k=t_down_cld_k,
-        t_up_cld_k=t_up_cld_k,
-        cloud_fraction=cloud_fraction,
-    )
-    a_ice, a_ocean = surface_atmosphere_terms(
-        t_skin_k=t_skin_k, ocean_t_floor_k=ocean_t_floor_k, tau_eff=tau_eff, down_eff_k=down_eff
-    )
-    return a_ice, a_ocean, const
 
 
 def simulate_tb_mixed(
@@ -246,7 +228,8 @@ def simulate_tb_mixed(
     bias_ice_k: Tensor,
     bias_ocean_k: Tensor,
 ) -> Tensor:
-    """TB' of :func:`simulate_tb` (K) from the terms of :func:`atmosphere_terms`, as one SIC mix.
+    """TB' of :func:`simulate_tb` (K) from the terms of :func:`effective_atmosphere` and
+    :func:`surface_atmosphere_terms`, as one SIC mix.
 
     ``TB_i = e_ice A_i + K + b_ice``, ``TB_o = e_o A_o + K + b_ocean`` (the
     all-sky, bias-corrected TB over pure ice and pure ocean, K), and

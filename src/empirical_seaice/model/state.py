@@ -1,6 +1,6 @@
 """The empirical state: trainable SIC map, grid and observation-space properties.
 
-PHYSICS.md, "Trainable unknowns":
+docs/method.md, "Notation":
 
 - SIC map ``C[g, col]``, ``ngrid x (nstep + nlag)``, initialised from the
   background SIC; columns ``col < nlag`` are the days before the period, so
@@ -16,7 +16,8 @@ the optimiser's cost per step scales with the batch, not with the state.
 three tables' weights in its own storage, the tables becoming views of it,
 and hands the network the rows a batch reads.)
 
-The SIC seen by observation ``i`` is the lag-weighted sum (PHYSICS.md step 1)
+The SIC seen by observation ``i`` is the lag-weighted sum of these rows
+(docs/method.md step 1, :func:`empirical_seaice.model.physics.lag_weighted_sic`)
 
 ``c_i = sum_{l=0..nlag} alpha_l C[g_i, t_i + nlag - l]``
 
@@ -66,6 +67,12 @@ class EmpiricalState(nn.Module):
     lag_weights : buffer (nlag + 1,)
     background_flat : buffer (ngrid * (nstep + nlag),), C_b by row (for the background prior)
     """
+
+    lag_weights: Tensor
+    lag_offsets: Tensor
+    background_flat: Tensor
+    props_grid: nn.Embedding | None
+    props_obs: nn.Embedding | None
 
     def __init__(
         self,
@@ -128,11 +135,6 @@ class EmpiricalState(nn.Module):
         values = F.embedding(rows, self.sic_map.weight, sparse=self.sparse).squeeze(-1)
         return rows, values
 
-    def sic(self, igrid: Tensor, istep: Tensor) -> Tensor:
-        """SIC seen by each observation, ``c_i = sum_l alpha_l C[g, t + nlag - l]``, (B,)."""
-        _, values = self.sic_lags(igrid, istep)
-        return values @ self.lag_weights
-
     def grid_rows(self, igrid: Tensor, istep: Tensor) -> Tensor:
         """Rows ``g * nstep + t`` of the grid-property table, (B,)."""
         return igrid * self.nstep + istep
@@ -170,39 +172,6 @@ class EmpiricalState(nn.Module):
         if self.props_obs is None:
             return np.zeros((self.nobs, 0), dtype=np.float32)
         return self.props_obs.weight.detach().cpu().float().numpy().copy()
-
-    @torch.no_grad()
-    def load_arrays(
-        self, sic: np.ndarray, props_grid: np.ndarray | None = None, props_obs: np.ndarray | None = None
-    ) -> None:
-        """Overwrite the tables from arrays (``--diagsonly``, resume, retrieval).
-
-        Shapes as returned by :meth:`sic_array`, :meth:`grid_properties_array`,
-        :meth:`obs_properties_array`; ``None`` leaves a table unchanged.
-
-        Raises
-        ------
-        SeaIceError
-            An array of the wrong shape (e.g. a model trained on another period).
-        """
-        expected = {
-            "seaice": (np.asarray(sic), (self.ngrid, self.ncol)),
-        }
-        if props_grid is not None:
-            expected["properties (grid)"] = (np.asarray(props_grid), (self.ngrid, self.nstep, self.nprop_grid))
-        if props_obs is not None:
-            expected["properties (obs)"] = (np.asarray(props_obs), (self.nobs, self.nprop_obs))
-        for name, (arr, shape) in expected.items():
-            if arr.shape != shape:
-                raise SeaIceError(f"{name}: expected shape {shape} for this run, got {arr.shape}")
-        w = self.sic_map.weight
-        w.copy_(torch.from_numpy(np.asarray(sic, dtype=np.float32).reshape(-1, 1)).to(w))
-        if props_grid is not None and self.props_grid is not None:
-            w = self.props_grid.weight
-            w.copy_(torch.from_numpy(np.asarray(props_grid, dtype=np.float32).reshape(-1, self.nprop_grid)).to(w))
-        if props_obs is not None and self.props_obs is not None:
-            w = self.props_obs.weight
-            w.copy_(torch.from_numpy(np.asarray(props_obs, dtype=np.float32)).to(w))
 
 
 __all__ = ["EmpiricalState"]

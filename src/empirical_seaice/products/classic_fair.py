@@ -46,7 +46,8 @@ from dataclasses import replace
 import numpy as np
 
 from empirical_seaice.observations import Observations
-from empirical_seaice.products.classic import (
+from empirical_seaice.products.classic import grid_daily_mean_tb, grid_hemisphere
+from empirical_seaice.products.sic_algorithms import (
     BOOTSTRAP_AD_FRACTION,
     BOOTSTRAP_TIE_POINTS,
     NASA_TEAM_TIE_POINTS,
@@ -57,8 +58,6 @@ from empirical_seaice.products.classic import (
     NasaTeamTiePoints,
     bootstrap_plane_sic,
     gradient_ratio,
-    grid_daily_mean_tb,
-    grid_hemisphere,
     nasa_team,
 )
 

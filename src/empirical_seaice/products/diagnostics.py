@@ -21,13 +21,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from empirical_seaice.cost import objective
+from empirical_seaice.model.emissivity import LinearEmissivity
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.sensors import ChannelBasis
+
+if TYPE_CHECKING:  # pragma: no cover
+    from empirical_seaice.model.operator import HybridNetwork
 
 CHUNK = 32768
 """Observations per chunk of the diagnostic forward passes."""
@@ -78,7 +83,7 @@ def simulate(
     network.eval()
     device = getattr(data, "device", None) or next(network.parameters()).device
     try:
-        tb = emis = sic = None
+        tb = emis = sic = np.empty(0, dtype=np.float32)
         anchor: np.ndarray | None = None
         for start in range(0, nobs, chunk):
             idx = torch.arange(start, min(start + chunk, nobs), dtype=torch.long, device=device)
@@ -86,7 +91,7 @@ def simulate(
             t = out["tb"].detach().float().cpu().numpy()
             e = out["emis_ice"].detach().float().cpu().numpy()
             c = out["sic"].detach().float().cpu().numpy().reshape(-1)
-            if tb is None:
+            if start == 0:
                 tb = np.empty((nobs, t.shape[1]), dtype=np.float32)
                 emis = np.empty((nobs, e.shape[1]), dtype=np.float32)
                 sic = np.empty(nobs, dtype=np.float32)
@@ -97,7 +102,7 @@ def simulate(
                 if anchor is None:
                     anchor = np.empty(nobs, dtype=np.float32)
                 anchor[start : start + len(idx)] = out["emis_anchor"].detach().float().cpu().numpy().reshape(-1)
-        if tb is None:
+        if nobs <= 0:
             raise ValueError("simulate: no observations")
         return Simulation(tb=tb, emis_ice=emis, sic=sic, emis_anchor=anchor)
     finally:
@@ -147,33 +152,34 @@ def departure_stats(obs: Observations, tb_sim: np.ndarray, chunk: int = 262144) 
 
 
 def observation_cost_sum(obs: Observations, tb_sim: np.ndarray, chunk: int = 262144) -> float:
-    """``J_o = sum_i sum_c mask_ic ((y_ic - TB'_ic) / sigma_c)^2`` in float64 (dimensionless)."""
-    sigma = np.asarray(obs.basis.obs_error_k, dtype=np.float64)
-    total = 0.0
-    for start in range(0, tb_sim.shape[0], chunk):
-        sl = slice(start, start + chunk)
-        m = np.asarray(obs.mask[sl], dtype=bool)
-        d = (np.asarray(obs.tb_obs_k[sl], dtype=np.float64) - np.asarray(tb_sim[sl], dtype=np.float64)) / sigma
-        total += float(np.where(m, d * d, 0.0).sum())
-    return total
+    """``J_o = sum_i sum_c mask_ic ((y_ic - TB'_ic) / sigma_c)^2`` in float64 (dimensionless),
+    :func:`empirical_seaice.cost.objective.observation_sum`."""
+    return objective.observation_sum(obs.tb_obs_k, tb_sim, obs.mask, obs.basis.obs_error_k, chunk)
 
 
 @torch.no_grad()
-def full_cost(network: torch.nn.Module, obs: Observations, tb_sim: np.ndarray, nobs_total: int) -> dict[str, float]:
-    """The full cost ``J = J_o + J_b`` by term (float64).
-
-    ``obs`` is :func:`observation_cost_sum` over all observations; the other
-    terms are the network's exact whole-map priors (``full_prior_terms()``,
-    which are normalised ``J_b / nobs``), multiplied back by ``nobs_total``.
-    ``total`` is their sum.
-    """
-    terms = {"obs": observation_cost_sum(obs, tb_sim)}
-    prior = getattr(network, "full_prior_terms", None)
-    if prior is not None:
-        for name, value in prior().items():
-            terms[name] = float(value.detach().double().cpu()) * nobs_total
-    terms["total"] = float(sum(terms.values()))
-    return terms
+def full_cost(network: HybridNetwork, obs: Observations, sim: Simulation, nobs_total: int) -> dict[str, float]:
+    """The full cost ``J = J_o + J_b`` by term (float64), as the summary reports it
+    (:func:`empirical_seaice.cost.objective.whole_data_cost`): ``J_o`` over every observation, the
+    network's exact whole-map priors, the anchor over every observation (v2 floor) or of ``e0``
+    (v1 mean), the TB bias prior; ``total`` their sum."""
+    cc = network.cost_config
+    e0 = None
+    if cc.anchor == "mean":
+        emissivity = network.emissivity
+        assert isinstance(emissivity, LinearEmissivity)  # the mean anchor needs the v1 model (checked at build)
+        e0 = float(emissivity.e0[network.anchor_channel].detach().double())
+    n = network
+    bias = objective.bias_prior(n.bias_ice_k, n.bias_ocean_k, n.bias_ice_bg_k, n.bias_ocean_bg_k, n.bias_error_k)
+    return objective.whole_data_cost(
+        cc,
+        obs_sum=observation_cost_sum(obs, sim.tb),
+        map_terms=network.full_prior_terms(),
+        emis_anchor=sim.emis_anchor,
+        e0_anchor=e0,
+        bias=bias,
+        nobs=nobs_total,
+    )
 
 
 # ------------------------------------------------------------------ truth
@@ -330,7 +336,7 @@ def plain_warnings(diag: RunDiagnostics) -> list[str]:
     before, after = diag.cost_before or {}, diag.cost_after or {}
     t = diag.truth
     sic_worse = t is not None and np.isfinite(t.sic_rmse) and t.sic_rmse > t.sic_rmse_background
-    if sic_worse:
+    if t is not None and sic_worse:
         out.append(
             f"WARNING: the trained SIC is worse than the background it started from "
             f"(RMSE against the truth {t.sic_rmse_background:.4f} -> {t.sic_rmse:.4f})."
@@ -393,49 +399,72 @@ def format_summary(diag: RunDiagnostics, basis: ChannelBasis) -> str:
     column is headed by the kept epoch: its parameters are the trained model.
     """
     lines = [diag.title]
-    if diag.cost_before is not None or diag.cost_after is not None:
-        names = list(dict.fromkeys([*(diag.cost_before or {}), *(diag.cost_after or {})]))
-        names = [n for n in names if n != "total"] + ["total"]
-        after = "after" if diag.kept_epoch is None else f"epoch {diag.kept_epoch}"
-        lines.append(f"  {'cost term J':<16}{'before':>13}{after:>13}")
-        for n in names:
-            b = (diag.cost_before or {}).get(n)
-            a = (diag.cost_after or {}).get(n)
-            lines.append(f"  {n:<16}{_fmt(b, '13.5g'):>13}{_fmt(a, '13.5g'):>13}")
-    dep_b, dep_a = diag.departures_before, diag.departures_after
-    if dep_b is not None or dep_a is not None:
-        truth = diag.truth
-        head = f"  {'channel':<9}{'n':>8}  {'y-H(x) mean/std (K) before':>27}  {'after':>14}"
-        if truth is not None:
-            head += f"  {'emis RMSE':>9}"
-        lines.append(head)
-        ref = dep_a if dep_a is not None else dep_b
-        for c, name in enumerate(basis.channel_names):
-
-            def ms(d):
-                return "-" if d is None else f"{_fmt(d.mean[c], '+7.2f')} /{_fmt(d.std[c], '6.2f')}"
-
-            row = f"  {name:<9}{int(ref.count[c]):>8}  {ms(dep_b):>27}  {ms(dep_a):>14}"
-            if truth is not None:
-                row += f"  {_fmt(truth.emis_rmse[c], '9.4f')}"
-            lines.append(row)
-    t = diag.truth
-    if t is not None:
-        lines.append(
-            f"  SIC vs truth ({t.npoints} grid-steps): RMSE background {t.sic_rmse_background:.4f}"
-            f" -> trained {t.sic_rmse:.4f}; bias {t.sic_bias_background:+.4f} -> {t.sic_bias:+.4f}"
-        )
-        for label, err in (("ice", t.bias_ice_error), ("ocean", t.bias_ocean_error)):
-            if err is not None:
-                parts = []
-                for s, sname in enumerate(basis.sensor_names):
-                    e = err[s][np.isfinite(err[s])]
-                    if e.size:
-                        parts.append(f"{sname} {np.max(np.abs(e)):.2f}")
-                lines.append(f"  TB bias {label} error vs truth, max |K|: " + ", ".join(parts))
+    lines += _cost_lines(diag.cost_before, diag.cost_after, diag.kept_epoch)
+    lines += _channel_lines(diag.departures_before, diag.departures_after, diag.truth, basis)
+    if diag.truth is not None:
+        lines += _truth_lines(diag.truth, basis)
     lines.extend(f"  {n}" for n in diag.notes)
     lines.extend(f"  {w}" for w in plain_warnings(diag))
     return "\n".join(lines)
+
+
+def _cost_lines(
+    before: Mapping[str, float] | None, after: Mapping[str, float] | None, kept_epoch: int | None = None
+) -> list[str]:
+    """The ``cost term J`` rows of the summary (none when neither cost is known); with early stopping
+    the "after" column is headed by the kept epoch."""
+    if before is None and after is None:
+        return []
+    names = list(dict.fromkeys([*(before or {}), *(after or {})]))
+    names = [n for n in names if n != "total"] + ["total"]
+    head = "after" if kept_epoch is None else f"epoch {kept_epoch}"
+    lines = [f"  {'cost term J':<16}{'before':>13}{head:>13}"]
+    for n in names:
+        b = (before or {}).get(n)
+        a = (after or {}).get(n)
+        lines.append(f"  {n:<16}{_fmt(b, '13.5g'):>13}{_fmt(a, '13.5g'):>13}")
+    return lines
+
+
+def _mean_std(d: DepartureStats | None, c: int) -> str:
+    """``mean / std`` of channel ``c`` of a departure set, ``-`` without one."""
+    return "-" if d is None else f"{_fmt(d.mean[c], '+7.2f')} /{_fmt(d.std[c], '6.2f')}"
+
+
+def _channel_lines(
+    dep_b: DepartureStats | None, dep_a: DepartureStats | None, truth: TruthScores | None, basis: ChannelBasis
+) -> list[str]:
+    """One row per channel: count, departures before/after and, with a truth, the emissivity RMSE."""
+    ref = dep_a if dep_a is not None else dep_b
+    if ref is None:
+        return []
+    head = f"  {'channel':<9}{'n':>8}  {'y-H(x) mean/std (K) before':>27}  {'after':>14}"
+    if truth is not None:
+        head += f"  {'emis RMSE':>9}"
+    lines = [head]
+    for c, name in enumerate(basis.channel_names):
+        row = f"  {name:<9}{int(ref.count[c]):>8}  {_mean_std(dep_b, c):>27}  {_mean_std(dep_a, c):>14}"
+        if truth is not None:
+            row += f"  {_fmt(truth.emis_rmse[c], '9.4f')}"
+        lines.append(row)
+    return lines
+
+
+def _truth_lines(t: TruthScores, basis: ChannelBasis) -> list[str]:
+    """SIC scores against the truth and the largest TB-bias error per sensor."""
+    lines = [
+        f"  SIC vs truth ({t.npoints} grid-steps): RMSE background {t.sic_rmse_background:.4f}"
+        f" -> trained {t.sic_rmse:.4f}; bias {t.sic_bias_background:+.4f} -> {t.sic_bias:+.4f}"
+    ]
+    for label, err in (("ice", t.bias_ice_error), ("ocean", t.bias_ocean_error)):
+        if err is not None:
+            parts = []
+            for s, sname in enumerate(basis.sensor_names):
+                e = err[s][np.isfinite(err[s])]
+                if e.size:
+                    parts.append(f"{sname} {np.max(np.abs(e)):.2f}")
+            lines.append(f"  TB bias {label} error vs truth, max |K|: " + ", ".join(parts))
+    return lines
 
 
 __all__ = [

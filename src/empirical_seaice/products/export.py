@@ -20,7 +20,7 @@ The coefficient file carries the run's whole sensor catalogue (attribute
 *any* catalogue sensor, not only the training sensors, can be evaluated
 (:meth:`NumpyEmissivityModel.emissivity_sensor`).
 
-The model (PHYSICS.md step 3)
+The model (docs/method.md step 3)
     ``x_T = max(t_ref - T_s, 0) / t_scale``  (t_ref = 273 K, t_scale = 30 K)
 
     - v2 (network, frequency as input): ``z = [x_T, P_0, .., Q_0, .., f / freq_scale]``
@@ -39,9 +39,9 @@ tested) in an environment without torch; the writers import torch lazily.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,17 +147,6 @@ def julian_day_to_iso(jd: float) -> str:
     return (epoch + _dt.timedelta(days=float(jd) - 2451545.0)).date().isoformat()
 
 
-def input_names(model: ModelConfig) -> list[str]:
-    """Names of the emissivity-model inputs in order: ``x_T, P0.., Q0.., [cos_theta,] f/100`` (v2)
-    or ``x_T, P0..`` (v1); ``cos_theta`` (the view angle's cosine) when the network takes the angle."""
-    names = ["x_T"] + [f"P{k}" for k in range(model.nprop_grid)] + [f"Q{k}" for k in range(model.nprop_obs)]
-    if model.version == "v2":
-        if model.angle_input:
-            names.append("cos_theta")
-        names.append(f"f/{model.freq_scale_ghz:g}")
-    return names
-
-
 # ---------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------
@@ -203,7 +192,7 @@ def write_emissivity_coefficients(
     import xarray as xr
 
     sd = {k: v.detach().cpu().double().numpy() for k, v in emissivity.state_dict().items()}
-    names = input_names(model)
+    names = model.input_names()
     nin = len(names)
     v2 = model.version == "v2"
     if sd["output.weight"].shape[1] != (model.hidden if v2 else nin):
@@ -349,7 +338,7 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
     n = 3
     if model.version == "v2":
         wrapper: torch.nn.Module = V2()
-        args = (torch.full((n,), 260.0), torch.zeros(n, nprop), torch.full((n,), 37.0))
+        args: tuple[torch.Tensor, ...] = (torch.full((n,), 260.0), torch.zeros(n, nprop), torch.full((n,), 37.0))
         in_names, out_names = ["t_skin_k", "props", "freq_ghz"], ["emis_vh"]
         if getattr(em, "angle_input", False):
             args = (*args, torch.full((n,), 55.0))
@@ -360,6 +349,11 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
         in_names, out_names = ["t_skin_k", "props"], ["emis"]
     axes = {name: {0: "n"} for name in in_names + out_names}
     path = Path(path)
+    if importlib.util.find_spec("onnx") is None:
+        raise SeaIceError(
+            "--export: writing the ONNX file needs the onnx package; install it with "
+            "pip install 'empirical-seaice[export]' (make demo does)"
+        )
     with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -419,7 +413,7 @@ def export_onnx_channel(path: Path, emissivity: EmissivityModel, model: ModelCon
             return torch.lerp(vh[:, 1], vh[:, 0], w_v)
 
     n = 3
-    args = (
+    args: tuple[torch.Tensor, ...] = (
         torch.full((n,), 260.0),
         torch.zeros(n, nprop),
         torch.full((n,), 37.0),
@@ -432,8 +426,7 @@ def export_onnx_channel(path: Path, emissivity: EmissivityModel, model: ModelCon
         in_names.append("zenith_deg")
     axes = {name: {0: "n"} for name in [*in_names, "emis"]}
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
@@ -446,10 +439,6 @@ def export_onnx_channel(path: Path, emissivity: EmissivityModel, model: ModelCon
                 dynamic_axes=axes,
                 opset_version=17,
             )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -590,6 +579,7 @@ class NumpyEmissivityModel:
                 "emissivity_vh: this is a v1 (per-channel linear) model with no frequency input; "
                 "use emissivity_channels"
             )
+        assert self.hidden_weight is not None and self.hidden_bias is not None  # v2 files have a hidden layer
         x_t = self.normalised_temperature(t_skin_k)
         f = np.asarray(freq_ghz, dtype=np.float64) / self.freq_scale_ghz
         mu = np.cos(np.radians(np.asarray(DEFAULT_VIEW_DEG if zenith_deg is None else zenith_deg, dtype=np.float64)))
@@ -619,7 +609,7 @@ class NumpyEmissivityModel:
         if channels is None:
             if sensor is not None and sensor in self.sensor_names:
                 row = self.channel_present[self.sensor_names.index(sensor)]
-                channels = [c for c, ok in zip(self.channel_names, row) if ok]
+                channels = [c for c, ok in zip(self.channel_names, row, strict=True) if ok]
             else:
                 channels = list(self.channel_names)
         channels = list(channels)
@@ -745,7 +735,6 @@ __all__ = [
     "zenith_deg_from_scan_angle",
     "polarisation_weight_v",
     "NumpyEmissivityModel",
-    "input_names",
     "code_version",
     "julian_day_to_iso",
     "FORMAT_NAME",

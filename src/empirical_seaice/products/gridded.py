@@ -9,7 +9,7 @@ emissivity datasets and atlases. CF-1.10 conventions
 zlib-compressed; written step block by step block so a year of a large grid
 never has to be in memory at once.
 
-Inputs of the model at grid point g and step t (PHYSICS.md step 3):
+Inputs of the model at grid point g and step t (docs/method.md step 3):
 
 - ``x_T = max(273 - T_map[g, t], 0) / 30`` with ``T_map`` the daily
   skin-temperature map (``BackgroundMaps.t_skin_map_k``), not the
@@ -36,7 +36,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -251,7 +251,7 @@ def write_gridded_emissivity(
     path = Path(path)
     by_freq = freq_ghz is not None
     chan_list = list(basis.channel_names if channels is None else channels)
-    zl = dict(zlib=True, complevel=complevel)
+    zl: dict[str, Any] = dict(zlib=True, complevel=complevel)
     with atomic_path(path) as tmp:
         with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
             attrs = cf.global_attributes(
@@ -302,7 +302,7 @@ def write_gridded_emissivity(
                 var(name, "f4", ("grid",), a.pop("units"), a.pop("long_name"), **a)[:] = values
 
             cg = (ng, 1)
-            if by_freq:
+            if freq_ghz is not None:
                 ds.createDimension("frequency", len(freq_ghz))
                 var(
                     "frequency",

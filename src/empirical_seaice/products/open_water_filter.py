@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from empirical_seaice.products.classic import NT_GR2219_MAX, NT_GR3719_MAX, gradient_ratio, grid_daily_mean_tb
+from empirical_seaice.products.classic import grid_daily_mean_tb
+from empirical_seaice.products.sic_algorithms import NT_GR2219_MAX, NT_GR3719_MAX, gradient_ratio
 
 MAX_FILTERED_SIC = 0.3
 """Concentrations below this are set to 0 where the filter flags open water."""

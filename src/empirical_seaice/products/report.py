@@ -159,7 +159,7 @@ def report_sections(summary: Mapping[str, Any] | None) -> list[str]:
         return []
     parts: list[str] = []
     facts = summary.get("run", {})
-    rows = [(label, facts[key]) for key, label in FACT_LABELS if key in facts]
+    rows: list[Sequence[Any]] = [(label, facts[key]) for key, label in FACT_LABELS if key in facts]
     parts.append("<h2>Run</h2>" + _table(("", "value"), rows, "facts"))
     truth = summary.get("truth")
     classic = summary.get("classic_sic_rmse")

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -191,9 +192,46 @@ def _check_costs(rep: HealthReport, before: dict[str, float], after: dict[str, f
             rep.failures.append(f"cost term {term} exploded ({before.get(term, 0.0):.4g} -> {value:.4g})")
 
 
+def check_trained(
+    network, obs, sim, cost_before: dict[str, float] | None, cost_after: dict[str, float]
+) -> HealthReport:
+    """:func:`check_health` of a trained network (its state tables) and ``sim``, its simulation of every
+    observation of ``obs`` (:func:`empirical_seaice.products.diagnostics.simulate`)."""
+    st = network.state
+    return check_health(
+        st.sic_array(),
+        st.grid_properties_array(),
+        st.obs_properties_array(),
+        sim.emis_ice,
+        sim.tb,
+        np.asarray(obs.mask),
+        sim.sic,
+        list(obs.basis.channel_names),
+        cost_before,
+        cost_after,
+    )
+
+
 def failure_attributes(report: HealthReport) -> dict[str, str]:
     """Global attributes marking a product written with ``--force-outputs`` despite failed checks."""
     return {"health_check": "failed", "health_check_failures": "; ".join(report.failures)}
 
 
-__all__ = ["check_health", "HealthReport", "HealthError", "failure_attributes"]
+def health_gate(
+    report: HealthReport, force_outputs: bool, checkpoint: Path
+) -> tuple[HealthReport, dict[str, str] | None]:
+    """What a run does with its report: ``(report, None)`` when the checks pass; with failed checks a
+    one-line :class:`HealthError` naming them (the trainer checkpoint is kept), or with ``force_outputs``
+    a warning and the attributes that mark every output as failed (:func:`failure_attributes`)."""
+    if report.ok:
+        return report, None
+    if not force_outputs:
+        raise HealthError(
+            f"{report.message()}; no outputs written, the checkpoint {checkpoint} is kept "
+            "for inspection (lower --learning-rate, or --force-outputs to write the outputs marked as failed)"
+        )
+    log.warning("%s; writing the outputs anyway (--force-outputs), marked health_check = failed", report.message())
+    return report, failure_attributes(report)
+
+
+__all__ = ["check_health", "check_trained", "health_gate", "HealthReport", "HealthError", "failure_attributes"]

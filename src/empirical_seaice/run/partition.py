@@ -154,7 +154,8 @@ class Shard:
         n = int(np.asarray(igrid).shape[0])
         chunk = 1 << 24  # bounds the temporaries for billions of observations
         obs = np.concatenate(
-            [np.flatnonzero(mine[np.asarray(igrid[a : a + chunk])]) + a for a in range(0, n, chunk)] or [[]]
+            [np.flatnonzero(mine[np.asarray(igrid[a : a + chunk])]) + a for a in range(0, n, chunk)]
+            or [np.zeros(0, dtype=np.int64)]
         ).astype(np.int64)
         return cls(grid=grid, obs=obs, ngrid=int(partition.owner.size), nobs=n)
 

@@ -29,6 +29,7 @@ whose channels it was trained on.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,12 +37,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from empirical_seaice.config import DataConfig, TrainingConfig
+from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
+from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.products import diagnostics as diag
+from empirical_seaice.run.finish import final_diagnostics, initial_diagnostics, write_initial, write_state_files
+from empirical_seaice.run.model_file import configs_from_dict, read_model_file
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis, catalogue_from_dict, load_catalogue
 
 log = logging.getLogger(__name__)
@@ -50,39 +54,51 @@ log = logging.getLogger(__name__)
 class FrozenModel(nn.Module):
     """A HybridNetwork whose emissivity model, wind correction and biases are fixed.
 
-    Fulfils the trainer's network contract; :meth:`dense_parameters` is empty
-    and the fixed parameters have ``requires_grad = False``, so the trainer
-    updates only the state tables (SIC map, P, Q).
+    Fulfils the trainer's :class:`~empirical_seaice.training.contract.TrainableNetwork`
+    contract by delegating every member to the network, except :meth:`dense_parameters`,
+    which is empty; the fixed parameters have ``requires_grad = False``, so the trainer
+    updates only the state tables (SIC map, P, Q). It hands the trainer the rows a batch
+    reads (:meth:`state_rows`) and computes with the caught-up rows it is given, so a
+    retrieval takes the same optimiser path as training (DeferredAdam's catch-up before
+    the forward pass).
     """
 
-    def __init__(self, network: nn.Module) -> None:
+    def __init__(self, network: HybridNetwork) -> None:
         super().__init__()
         self.network = network
         for p in network.dense_parameters():
             p.requires_grad_(False)
         self.sparse = network.sparse
+        self.reads_state_values = network.reads_state_values
 
-    def forward(self, batch, zero_sic: bool = False):
-        return self.network(batch, zero_sic=zero_sic)
+    def forward(
+        self, batch: Any, zero_sic: bool = False, state_values: list[Tensor] | None = None
+    ) -> dict[str, Tensor]:
+        return self.network(batch, zero_sic=zero_sic, state_values=state_values)
 
-    def cost_terms(self, batch, out_, nobs_total):
-        return self.network.cost_terms(batch, out_, nobs_total)
+    def cost_terms(
+        self, batch: Any, out_: dict[str, Tensor], nobs_total: int, batch_total: int | None = None
+    ) -> dict[str, Tensor]:
+        return self.network.cost_terms(batch, out_, nobs_total, batch_total)
 
-    def total_cost(self, terms):
+    def total_cost(self, terms: dict[str, Tensor]) -> Tensor:
         return self.network.total_cost(terms)
 
-    def full_prior_terms(self, nobs_total=None):
+    def full_prior_terms(self, nobs_total: int | None = None) -> dict[str, Tensor]:
         return self.network.full_prior_terms(nobs_total)
 
-    def sparse_parameters(self):
+    def state_rows(self, batch: Any) -> list[tuple[Tensor, Tensor]]:
+        return self.network.state_rows(batch)
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
         return self.network.sparse_parameters()
 
-    def dense_parameters(self):
+    def dense_parameters(self) -> list[nn.Parameter]:
         return []
 
 
 def transfer_trained_model(
-    network: nn.Module, state_dict: dict[str, torch.Tensor], trained_basis: ChannelBasis
+    network: HybridNetwork, state_dict: dict[str, torch.Tensor], trained_basis: ChannelBasis
 ) -> dict[str, int]:
     """Copy the emissivity weights, wind correction and TB biases of a trained
     model into ``network`` (built for new data), matching channels and sensors by name.
@@ -160,6 +176,28 @@ class RetrievalResult:
     truth_data: Any = None
 
 
+@dataclass
+class _RetrievalPlan:
+    """What :func:`run_retrieval` validated, for :func:`_retrieve`."""
+
+    data_cfg: DataConfig
+    train_cfg: TrainingConfig
+    output: Path
+    modeltag: str
+    tag: str
+    sensors: tuple[str, ...]
+    progress: bool
+    model_file: dict[str, Any]
+    model_cfg: ModelConfig
+    cost_cfg: CostConfig
+    preset_name: str
+    basis: ChannelBasis
+    trained_basis: ChannelBasis
+    device: torch.device
+    cache_dir: Path
+    stage: Path
+
+
 def run_retrieval(
     data_cfg: DataConfig,
     train_cfg: TrainingConfig,
@@ -198,7 +236,6 @@ def run_retrieval(
         Missing model, unknown sensor, bad data, a tag equal to the model tag,
         or a model that cannot be applied to the new channels.
     """
-    from empirical_seaice.run.train import CHECKPOINT_FORMAT, _configs_from_dict
     from empirical_seaice.training.runtime import resolve_device
 
     output = Path(output)
@@ -209,158 +246,112 @@ def run_retrieval(
             f"--tag: the retrieval's tag must differ from --modeltag ({modeltag!r}), "
             "or it would overwrite the trained run's SIC and state files"
         )
-    ckpt = out.load_checkpoint(out.output_path(output, out.CHECKPOINT, modeltag))
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise SeaIceError(f"--modeltag: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
-    trained_data, model_cfg, cost_cfg = _configs_from_dict(ckpt["configs"])
-    preset_name = ckpt["configs"].get("preset", model_cfg.version)
+    model_file = read_model_file(output, modeltag)
+    trained_data, model_cfg, cost_cfg = configs_from_dict(model_file["configs"])
+    preset_name = model_file["configs"].get("preset", model_cfg.version)
     sensors = tuple(sensors) if sensors else trained_data.sensors
     data_cfg = replace(data_cfg, sensors=sensors)
     if not Path(data_cfg.data).exists():
         raise SeaIceError(f"--data: {data_cfg.data} does not exist (give the new data directory or file)")
-    basis = build_channel_basis(sensors, load_catalogue(data_cfg.sensor_catalogue))
-    saved = ckpt["configs"].get("catalogue")  # the catalogue the model was trained with
-    trained_catalogue = (
-        catalogue_from_dict(saved, f"model_{modeltag}.pt")
-        if saved is not None
-        else load_catalogue(trained_data.sensor_catalogue)
+    plan = _RetrievalPlan(
+        data_cfg=data_cfg,
+        train_cfg=train_cfg,
+        output=output,
+        modeltag=modeltag,
+        tag=tag,
+        sensors=sensors,
+        progress=progress,
+        model_file=model_file,
+        model_cfg=model_cfg,
+        cost_cfg=cost_cfg,
+        preset_name=preset_name,
+        basis=build_channel_basis(sensors, load_catalogue(data_cfg.sensor_catalogue)),
+        trained_basis=build_channel_basis(trained_data.sensors, _trained_catalogue(model_file, modeltag, trained_data)),
+        device=resolve_device(train_cfg.device),
+        cache_dir=output / f"cache_{tag}",
+        stage=Path(stage) if stage is not None else output,
     )
-    trained_basis = build_channel_basis(trained_data.sensors, trained_catalogue)
-    device = resolve_device(train_cfg.device)
-
-    cache_dir = output / f"cache_{tag}"
-    cache_existed = cache_dir.exists()
+    cache_existed = plan.cache_dir.exists()
     try:
-        return _retrieve(
-            data_cfg,
-            train_cfg,
-            output,
-            modeltag,
-            tag,
-            sensors,
-            progress,
-            ckpt,
-            model_cfg,
-            cost_cfg,
-            preset_name,
-            basis,
-            trained_basis,
-            device,
-            cache_dir,
-            Path(stage) if stage is not None else output,
-        )
+        return _retrieve(plan)
     except BaseException:  # remove only what this retrieval created (its cache); the output set is the caller's
-        import shutil
-
         if not cache_existed:
-            shutil.rmtree(cache_dir, ignore_errors=True)
+            shutil.rmtree(plan.cache_dir, ignore_errors=True)
         raise
 
 
-def _retrieve(
-    data_cfg,
-    train_cfg,
-    output,
-    modeltag,
-    tag,
-    sensors,
-    progress,
-    ckpt,
-    model_cfg,
-    cost_cfg,
-    preset_name,
-    basis,
-    trained_basis,
-    device,
-    cache_dir,
-    stage,
-) -> RetrievalResult:
-    from empirical_seaice.io import read_training_data
-    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
-    from empirical_seaice.run import interrupt
-    from empirical_seaice.run.train import _full_cost, final_diagnostics
-    from empirical_seaice.training.runtime import make_generator
-    from empirical_seaice.training.trainer import Trainer
+def _trained_catalogue(model_file: dict[str, Any], modeltag: str, trained_data: DataConfig):
+    """The sensor catalogue the model was trained with (saved in the model file; older files: the
+    trained run's catalogue file or the built-in one)."""
+    saved = model_file["configs"].get("catalogue")
+    if saved is not None:
+        return catalogue_from_dict(saved, f"model_{modeltag}.pt")
+    return load_catalogue(trained_data.sensor_catalogue)
 
+
+def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
+    from empirical_seaice.io import read_training_data
+    from empirical_seaice.run import interrupt
+    from empirical_seaice.run.factory import build_network, build_trainer
+    from empirical_seaice.training.runtime import make_generator
+
+    output, tag = plan.output, plan.tag
     result = RetrievalResult(output=output, tag=tag)
-    obs, background = read_training_data(data_cfg, model_cfg.nlag, cache_dir=cache_dir)
+    obs, background = read_training_data(plan.data_cfg, plan.model_cfg.nlag, cache_dir=plan.cache_dir)
     log.info("retrieval: %d observations, %d grid points, %d steps", obs.nobs, obs.ngrid, obs.nstep)
-    generator = make_generator(train_cfg.seed)
-    counts = build_row_counts(obs, model_cfg.nlag, obs.ngrid, obs.nstep)
-    network = HybridNetwork(
-        model_cfg, cost_cfg, basis, background, obs.nobs, row_counts=counts, sparse=True, generator=generator
+    generator = make_generator(plan.train_cfg.seed)
+    # the state tables only, with the default scheme; no validation split (every observation is fitted)
+    train_cfg = replace(
+        plan.train_cfg, optimizer="deferred-adam", map_priors=None, validation_fraction=0.0, early_stopping=False
     )
-    copied = transfer_trained_model(network, ckpt["state_dict"], trained_basis)
+    built = build_network(
+        obs,
+        background,
+        plan.model_cfg,
+        plan.cost_cfg,
+        optimizer=train_cfg.optimizer,
+        generator=generator,
+        device=plan.device,
+    )
+    network = built.network
+    copied = transfer_trained_model(network, plan.model_file["state_dict"], plan.trained_basis)
     log.info(
         "retrieval: trained model %s applied (%d channels, %d sensor-channel biases copied)",
-        modeltag,
+        plan.modeltag,
         copied["channels"],
         copied["sensor_channels"],
     )
-    frozen = FrozenModel(network)
-    train_cfg = replace(
-        train_cfg, optimizer="deferred-adam", map_priors=None, validation_fraction=0.0, early_stopping=False
-    )
-    network.to(device)
-    data = ObservationTensors(obs, device)
-    p = lambda stem: out.output_path(stage, stem, tag)  # noqa: E731
-
-    sim0 = diag.simulate(network, data, obs.nobs)
-    result.cost_before = _full_cost(network, obs, sim0, obs.nobs)
-    result.departures_before = diag.departure_stats(obs, sim0.tb)
-    result.files.append(out.write_tb(p("tbsim_initial"), sim0.tb, basis, "tbsim_initial", obs.mask))
+    data = built.data
+    sim0 = initial_diagnostics(network, data, obs, obs.nobs, result)
+    result.files.append(write_initial(out.output_path(plan.stage, "tbsim_initial", tag), sim0, obs))
     del sim0
 
     fixed_before = [t.detach().clone() for t in network.dense_parameters()]
     t0 = time.perf_counter()
-    trainer = Trainer(
-        frozen,
-        data,
+    trainer = build_trainer(
+        FrozenModel(network),
+        built,
         train_cfg,
-        np.arange(obs.nobs),
-        None,
-        obs.nobs,
-        checkpoint_dir=None,
-        progress=progress,
+        train_index=np.arange(obs.nobs),
         generator=generator,
+        progress=plan.progress,
         stop=interrupt.requested,
     )
     with interrupt.training():
         history = trainer.fit()
     result.history = history
     result.seconds = time.perf_counter() - t0
-    for a, b in zip(fixed_before, network.dense_parameters()):
+    for a, b in zip(fixed_before, network.dense_parameters(), strict=True):
         if not torch.equal(a, b.detach()):  # pragma: no cover - guards the contract
             raise RuntimeError("retrieval changed a fixed model parameter")
 
-    st = network.state
-    jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, data_cfg.steps_per_day)
-    result.files.append(
-        out.write_seaice(
-            p("seaice"),
-            st.sic_array(),
-            jd,
-            background.lon,
-            background.lat,
-            nlag=st.nlag,
-            step_days=1.0 / data_cfg.steps_per_day,
-        )
+    result.files += write_state_files(network, obs, background, plan.stage, tag, plan.data_cfg.steps_per_day)
+    truth = final_diagnostics(
+        network, data, obs, background, Path(plan.data_cfg.data), plan.stage, tag, obs.nobs, result
     )
-    result.files.append(
-        out.write_properties_grid(
-            p("properties_grid"),
-            st.grid_properties_array(),
-            jd[st.nlag :],
-            background.lon,
-            background.lat,
-            step_days=1.0 / data_cfg.steps_per_day,
-        )
-    )
-    result.files.append(out.write_properties_obs(p("properties_obs"), st.obs_properties_array()))
-    truth = final_diagnostics(network, data, obs, background, Path(data_cfg.data), stage, tag, obs.nobs, result)
     title = (
-        f"seaice-training retrieval '{tag}' with trained model '{modeltag}' ({preset_name}; emissivity, "
-        f"wind correction and biases fixed): sensors {' '.join(sensors)}; {obs.nobs} obs, {obs.ngrid} grid "
+        f"seaice-training retrieval '{tag}' with trained model '{plan.modeltag}' ({plan.preset_name}; emissivity, "
+        f"wind correction and biases fixed): sensors {' '.join(plan.sensors)}; {obs.nobs} obs, {obs.ngrid} grid "
         f"points x {obs.nstep} steps (steps {obs.stepstart}..{obs.stepstart + obs.nstep - 1}); "
         f"{history.nepochs} epochs in {result.seconds:.1f} s"
     )
@@ -374,7 +365,7 @@ def _retrieve(
             truth=result.truth,
             notes=(f"outputs: {output}/*_{tag}.nc",),
         ),
-        basis,
+        plan.basis,
     )
     result.network, result.obs, result.background, result.truth_data = network, obs, background, truth
     return result

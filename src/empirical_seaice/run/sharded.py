@@ -53,6 +53,8 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
+from empirical_seaice.run.finish import final_diagnostics, run_summary, summary_table, write_state_files
+from empirical_seaice.run.model_file import before_state, configs_to_dict, write_trained
 from empirical_seaice.run.partition import PARTITION_NAME, Partition, Shard, partition_grid
 from empirical_seaice.training import distributed as tdist
 
@@ -321,12 +323,13 @@ def run_sharded(
     from empirical_seaice.training.runtime import RunProgress
 
     result = single.RunResult(output=output, tag=tag)
+    stage = output if stage is None else stage  # written by rank 0 only, which has the staging directory
     t_run = time.perf_counter()
     display = RunProgress(progress and ctx.root)  # one display, rank 0's
     display.stage("reading data")
     obs, background = read_once(ctx, data_cfg, model_cfg.nlag, output / "cache")
     train_cfg = train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, as a single process
-    configs = single._configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
+    configs = configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
     tdist.check_agreement(
         {
             "data": data_digest(obs, background),
@@ -351,6 +354,7 @@ def run_sharded(
         local_train, local_valid = split_observations(len(shard.obs), train_cfg.validation_fraction, generator)
         train_index = local_train
         plan = tdist.ShardPlan(ctx.device, train_cfg.reproducible, ntrain_local=len(local_train))
+        assert plan.ntrain is not None  # order "local": every rank's count
         nobs_train = int(plan.ntrain.sum())
     network, data = _rank_network(
         ctx, obs, background, shard, local_train, nobs_train, model_cfg, cost_cfg, basis, init_generator
@@ -361,7 +365,7 @@ def run_sharded(
         sim0 = simulate_sharded(ctx, network, data, shard)
         if ctx.root:
             assert sim0 is not None
-            result.cost_before = single._full_cost(full, obs, sim0, nobs_train)
+            result.cost_before = diag.full_cost(full, obs, sim0, nobs_train)
             result.departures_before = diag.departure_stats(obs, sim0.tb)
             result.files.append(
                 out.write_tb(out.output_path(stage, "tbsim_initial", tag), sim0.tb, basis, "tbsim_initial", obs.mask)
@@ -387,22 +391,10 @@ def run_sharded(
     display.stage("saving the model")
     assemble_state(ctx, network, shard, full)
     if ctx.root:
-        result.files += single._save_model(
-            full,
-            history,
-            obs,
-            background,
-            data_cfg,
-            model_cfg,
-            cost_cfg,
-            train_cfg,
-            preset_name,
-            stage,
-            tag,
-            nobs_train,
-            single._before_state(result),
-            extra={"partition": partition.to_state()},
-        )
+        before = before_state(result)
+        extra = {"partition": partition.to_state()}
+        result.files += write_trained(stage, tag, configs, full, history, obs, nobs_train, before, model_cfg, extra)
+        result.files += write_state_files(full, obs, background, stage, tag, data_cfg.steps_per_day)
     truth = summary = None
     if not trainonly:
         display.stage("diagnostics")
@@ -410,10 +402,8 @@ def run_sharded(
         zero = simulate_sharded(ctx, network, data, shard, zero_sic=True)
         if ctx.root:
             truth = _final_outputs(full, obs, background, data_cfg, stage, tag, nobs_train, result, sim, zero)
-            result.summary = single._summary(preset_name, basis, obs, history, result, tag, False, output, train_cfg)
-            summary = single.run_summary(
-                result, preset_name, data_cfg, obs, history, False, time.perf_counter() - t_run
-            )
+            result.summary = summary_table(result, preset_name, obs, history, False, train_cfg)
+            summary = run_summary(result, preset_name, data_cfg, obs, history, False, time.perf_counter() - t_run)
     if ctx.root:
         _products_and_summary(
             products, full, obs, background, stage, tag, preset_name, data_cfg, truth, history, result, summary,
@@ -435,7 +425,8 @@ def _rank_network(
 ):
     """This rank's network over its grid points and observations (state tables of its rows only; the
     sampled whole-map priors over its training rows) and its observations packed on its device."""
-    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+    from empirical_seaice.cost.sampling import build_row_counts
+    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
 
     local_obs = shard.observations(obs)
     counts = build_row_counts(local_obs, model_cfg.nlag, local_obs.ngrid, local_obs.nstep, index=local_train)
@@ -511,9 +502,7 @@ def _products_and_summary(
 
 def _final_outputs(full, obs, background, data_cfg, output, tag, nobs_train, result, sim, zero):
     """Rank 0: ``tbobs``, ``tbsim``, ``ice_emis``, ``tbzero``, the cost after and the truth scores."""
-    from empirical_seaice.run import train as single
-
-    truth = single.final_diagnostics(
+    truth = final_diagnostics(
         full, None, obs, background, Path(data_cfg.data), output, tag, nobs_train, result, sim=sim
     )
     result.files.append(out.write_tb(out.output_path(output, "tbzero", tag), zero.tb, obs.basis, "tbzero", obs.mask))

@@ -2,7 +2,7 @@
 
 Optimisers and the objective
 ----------------------------
-Each step minimises the stochastic estimate of PHYSICS.md,
+Each step minimises the stochastic estimate (docs/method.md, "The per-step objective"),
 ``(1/B) sum_{i in batch} J_o,i + J_b / nobs`` (the network's sampled priors
 make the ``J_b`` part an unbiased per-step estimate too; see
 :mod:`empirical_seaice.model.operator`). Its expectation over a uniformly shuffled
@@ -56,7 +56,7 @@ All use the Keras defaults of the reference: lr 1e-3, betas (0.9, 0.999) and
 epsilon to ``sqrt(v)`` before the bias correction,
 ``w -= lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps)``, where PyTorch adds it
 after, ``w -= lr / (1 - b1^t) m / (sqrt(v) / sqrt(1 - b2^t) + eps)``: Keras' update is
-PyTorch's with ``eps_t = eps / sqrt(1 - b2^t)`` (:func:`keras_epsilon`; 3.2e-6 at
+PyTorch's with ``eps_t = eps / sqrt(1 - b2^t)`` (:func:`empirical_seaice.training.adam.keras_epsilon`; 3.2e-6 at
 step 1, 3.2e-7 at step 100, 1e-7 in the limit), which matters only for gradients
 of order 1e-6 or less. ``eps_mode="keras"`` (``TrainingConfig.adam_epsilon``)
 reproduces Keras: :func:`dense_adam` sets ``eps_t`` before each step and
@@ -72,11 +72,7 @@ import numpy as np
 import torch
 
 from empirical_seaice.errors import SeaIceError
-
-ADAM_BETAS = (0.9, 0.999)
-"""Keras-default Adam betas (the reference's optimiser)."""
-ADAM_EPS = 1e-7
-"""Keras-default Adam epsilon (PyTorch's default is 1e-8)."""
+from empirical_seaice.training.adam import ADAM_BETAS, ADAM_EPS
 
 
 @dataclass(eq=False)
@@ -105,7 +101,7 @@ class _CaughtUp:
         nothing has moved the tables since the catch-up at ``step``."""
         if self.step != step:
             return False
-        caught = {id(p): rows for p, rows in zip(self.params, self.rows)}
+        caught = {id(p): rows for p, rows in zip(self.params, self.rows, strict=True)}
         for p in params:
             grad = p.grad
             if grad is None:
@@ -204,7 +200,7 @@ class DeferredAdam(torch.optim.Optimizer):
                     )
                 if p.dtype != group["params"][0].dtype or p.device != group["params"][0].device:
                     raise ValueError("DeferredAdam: the tables of a parameter group must share dtype and device")
-        self._tail_tables: dict[tuple, tuple[torch.Tensor, np.ndarray]] = {}
+        self._tail_tables: dict[tuple, tuple[torch.Tensor, np.ndarray, torch.Tensor]] = {}
         # per parameter group (index), what :meth:`catch_up_many` left for the coming :meth:`step`
         self._pending: dict[int, _CaughtUp] = {}
 
@@ -348,15 +344,21 @@ class DeferredAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        """One Adam step on the rows that have a gradient (all rows' step count advances)."""
+        """One Adam step on the rows that have a gradient (all rows' step count advances).
+
+        Three ways in, one Adam update: the batch read the caught-up rows through
+        :meth:`gather` (their gradient is dense, :meth:`_step_gathered`); the rows were
+        caught up in the tables before the forward pass (:meth:`catch_up_many`,
+        :meth:`_step_caught_up`); or nothing was caught up (the general path, table by
+        table, :meth:`_step_tables`).
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for gi, group in enumerate(self.param_groups):
             params = group["params"]
-            slab = self._slab(group)
-            c = self._ncol(group)
+            slab = self._slab(group)  # first: creates the state on the first step
             for p in params:
                 self.state[p]["step"] += 1
             step = self.state[params[0]]["step"]
@@ -364,46 +366,57 @@ class DeferredAdam(torch.optim.Optimizer):
                 raise SeaIceError(f"DeferredAdam: more than {self.MAX_STEPS} steps (float32 step counters)")
             pending = self._pending.pop(gi, None)
             if pending is not None and pending.leaf is not None:
-                # the batch read the caught-up rows through :meth:`gather`: their gradient is dense
-                if pending.step != step - 1 or any(p.grad is not None for p in params):
-                    raise SeaIceError(
-                        "DeferredAdam: a table read through gather() also has a gradient of its own, "
-                        "or the tables were stepped in between; read each table one way per step"
-                    )
-                g = pending.leaf.grad
-                vals = pending.r.new_zeros((c, pending.unique.numel())) if g is None else g.t().contiguous()
-                self._adam(group, pending.r, vals, step)
-                self._scatter(slab, pending.unique, pending.r)
-                continue
-            if pending is not None and pending.matches(params, step - 1):
-                # the batch's rows were caught up to step - 1 before the forward pass: sum the
-                # duplicate rows' gradients through the catch-up's inverse index (no sort) and
-                # do the Adam update of every caught-up row (a row without gradient gets dense
-                # Adam's zero-gradient update, exactly what deferring it would give)
-                vals = pending.r.new_zeros((c, pending.unique.numel()))
-                for p, inverse in zip(pending.params, pending.inverse):
-                    if p.grad is not None:
-                        vals[: p.shape[1]].index_add_(1, inverse, p.grad._values().t())
-                self._adam(group, pending.r, vals, step)
-                self._scatter(slab, pending.unique, pending.r)
-                continue
-            for p in params:  # the general path, table by table
-                if p.grad is None:
-                    continue
-                grad, off = p.grad, self.state[p]["offset"]
-                if grad.is_sparse:
-                    grad = grad.coalesce()
-                    rows, vals = grad.indices()[0], grad.values()
-                else:
-                    rows, vals = torch.arange(p.shape[0], device=p.device), grad
-                if rows.numel() == 0:
-                    continue
-                rows = rows + off
-                rt = self._gather(slab, rows)
-                self._catch_up(group, rt, step - 1)
-                self._adam(group, rt, torch.nn.functional.pad(vals.t(), (0, 0, 0, c - p.shape[1])), step)
-                self._scatter(slab, rows, rt)
+                self._step_gathered(group, slab, pending, step)
+            elif pending is not None and pending.matches(params, step - 1):
+                self._step_caught_up(group, slab, pending, step)
+            else:
+                self._step_tables(group, slab, step)
         return loss
+
+    def _step_gathered(self, group, slab: torch.Tensor, pending: _CaughtUp, step: int) -> None:
+        """The batch read the caught-up rows through :meth:`gather`: their gradient is dense."""
+        if pending.step != step - 1 or any(p.grad is not None for p in group["params"]):
+            raise SeaIceError(
+                "DeferredAdam: a table read through gather() also has a gradient of its own, "
+                "or the tables were stepped in between; read each table one way per step"
+            )
+        g = pending.leaf.grad if pending.leaf is not None else None
+        c = self._ncol(group)
+        vals = pending.r.new_zeros((c, pending.unique.numel())) if g is None else g.t().contiguous()
+        self._adam(group, pending.r, vals, step)
+        self._scatter(slab, pending.unique, pending.r)
+
+    def _step_caught_up(self, group, slab: torch.Tensor, pending: _CaughtUp, step: int) -> None:
+        """The batch's rows were caught up to ``step - 1`` before the forward pass: sum the
+        duplicate rows' gradients through the catch-up's inverse index (no sort) and do the
+        Adam update of every caught-up row (a row without gradient gets dense Adam's
+        zero-gradient update, exactly what deferring it would give)."""
+        vals = pending.r.new_zeros((self._ncol(group), pending.unique.numel()))
+        for p, inverse in zip(pending.params, pending.inverse, strict=True):
+            if p.grad is not None:
+                vals[: p.shape[1]].index_add_(1, inverse, p.grad._values().t())
+        self._adam(group, pending.r, vals, step)
+        self._scatter(slab, pending.unique, pending.r)
+
+    def _step_tables(self, group, slab: torch.Tensor, step: int) -> None:
+        """The general path, table by table: catch up the rows with a gradient, then update them."""
+        c = self._ncol(group)
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            grad, off = p.grad, self.state[p]["offset"]
+            if grad.is_sparse:
+                grad = grad.coalesce()
+                rows, vals = grad.indices()[0], grad.values()
+            else:
+                rows, vals = torch.arange(p.shape[0], device=p.device), grad
+            if rows.numel() == 0:
+                continue
+            rows = rows + off
+            rt = self._gather(slab, rows)
+            self._catch_up(group, rt, step - 1)
+            self._adam(group, rt, torch.nn.functional.pad(vals.t(), (0, 0, 0, c - p.shape[1])), step)
+            self._scatter(slab, rows, rt)
 
     @torch.no_grad()
     def catch_up_many(self, tables: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -493,41 +506,3 @@ class DeferredAdam(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 self.catch_up(p)
-
-
-def keras_epsilon(eps: float, beta2: float, step: int) -> float:
-    """PyTorch-convention Adam epsilon equal to Keras' ``eps`` at ``step`` (1-based):
-    ``eps / sqrt(1 - beta2^step)`` (dimensionless like the update's denominator's units)."""
-    return float(eps / np.sqrt(1.0 - beta2**step))
-
-
-class KerasEpsilonAdam(torch.optim.Adam):
-    """torch Adam whose epsilon enters as in Keras (before the bias correction of ``v``).
-
-    Before step ``t`` every group's ``eps`` is set to :func:`keras_epsilon` of the Keras
-    epsilon (kept as the group's ``keras_eps``); ``t`` is the group's step count + 1 (Keras'
-    global iteration counter), so it is exact when every parameter gets a gradient at every
-    step (dense training), and it survives a checkpoint (the step counts are Adam's state).
-    """
-
-    def __init__(self, params, lr: float = 1e-3, betas=ADAM_BETAS, eps: float = ADAM_EPS, **kw):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, **kw)
-        for group in self.param_groups:
-            group["keras_eps"] = float(eps)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            done = max((int(self.state[p]["step"]) for p in group["params"] if "step" in self.state[p]), default=0)
-            group["eps"] = keras_epsilon(group["keras_eps"], group["betas"][1], done + 1)
-        return super().step(closure)
-
-
-def dense_adam(params: list[torch.nn.Parameter], lr: float, eps_mode: str = "torch") -> torch.optim.Adam:
-    """torch Adam with Keras betas/eps, fused (one kernel for all tensors; CPU and CUDA);
-    ``eps_mode="keras"``: :class:`KerasEpsilonAdam` (Keras' epsilon placement)."""
-    if eps_mode == "keras":
-        return KerasEpsilonAdam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
-    if eps_mode != "torch":
-        raise SeaIceError(f"adam_epsilon: expected torch or keras, got {eps_mode!r}")
-    return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)

@@ -1,4 +1,4 @@
-"""The books of training: per-batch and per-epoch cost terms, and exact cost evaluation.
+"""The books of training: per-batch and per-epoch cost terms, and the held-out observation cost.
 
 The term named ``"obs"`` (:data:`OBS_TERM`) is the observation term: the mean
 of ``J_o,i`` over the batch; it is what the held-out validation reports.
@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-OBS_TERM = "obs"
-"""Name of the observation term in the network's cost terms."""
+from empirical_seaice.training.contract import OBS_TERM, BatchSource, TrainableNetwork
 
 
 @dataclass
@@ -74,7 +73,7 @@ class TrainingHistory:
             self.terms = names
         w = sizes.astype(np.float64)
         means = (values * w[:, None]).sum(axis=0) / max(w.sum(), 1.0)
-        epoch = {name: float(m) for name, m in zip(names, means)}
+        epoch = {name: float(m) for name, m in zip(names, means, strict=True)}
         self.epoch_terms.append(epoch)
         for j, name in enumerate(names):
             old = self.batch_terms.get(name, np.zeros(0, dtype=np.float64))
@@ -100,60 +99,7 @@ class TrainingHistory:
         return cls(**state)
 
 
-@torch.no_grad()
-def evaluate_cost(
-    network: torch.nn.Module,
-    data: Any,
-    index: np.ndarray | torch.Tensor,
-    nobs_total: int,
-    batch_size: int = 1024,
-) -> dict[str, float]:
-    """Exact cost over the observations ``index`` and the whole map, float64.
-
-    Every term in the per-step normalisation of :class:`TrainingHistory`
-    (the per-step objective, whose expectation over an epoch is ``J / nobs``):
-
-    - the terms of ``network.full_prior_terms(nobs_total)`` (whole-map
-      priors) are taken exactly from it, not from the sampled estimates;
-    - every other term of ``network.cost_terms`` (the observation term, and
-      per-batch terms such as an anchor or a bias prior) is averaged over all
-      ``index``, batch by batch, weighted by batch size (float64). For the
-      observation term that is exactly ``(1/n) sum_i J_o,i``. Use the
-      training ``batch_size`` so that a term summed over a batch has the
-      scale it has in training.
-
-    Returns
-    -------
-    dict with each term, ``"total"`` (their sum, ``J / nobs``), ``"J"``
-    (``nobs_total * total``) and ``"obs_sum"`` (``sum_i J_o,i``).
-    """
-    was_training = network.training
-    network.eval()
-    try:
-        idx = torch.as_tensor(np.asarray(index), dtype=torch.long)
-        device = data_device(data, network)
-        sums: dict[str, float] = {}
-        for start in range(0, idx.numel(), batch_size):
-            bidx = idx[start : start + batch_size].to(device)
-            batch = data.batch(bidx)
-            terms = network.cost_terms(batch, network(batch), nobs_total)
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach().double()) * int(bidx.numel())
-        n = max(idx.numel(), 1)
-        result = {name: v / n for name, v in sums.items()}
-        for name, value in network.full_prior_terms(nobs_total).items():
-            result[name] = float(value.detach().double())
-        obs_sum = sums.get(OBS_TERM, 0.0)
-        total = float(sum(result.values()))
-        result["total"] = total
-        result["J"] = total * nobs_total
-        result["obs_sum"] = obs_sum
-        return result
-    finally:
-        network.train(was_training)
-
-
-def batch_obs_sum(network: torch.nn.Module, data: Any, bidx: torch.Tensor, nobs_total: int) -> float:
+def batch_obs_sum(network: TrainableNetwork, data: BatchSource, bidx: torch.Tensor, nobs_total: int) -> float:
     """``sum_{i in batch} J_o,i`` (float64) of one batch, from the mean obs term."""
     batch = data.batch(bidx)
     out = network(batch)
@@ -161,7 +107,7 @@ def batch_obs_sum(network: torch.nn.Module, data: Any, bidx: torch.Tensor, nobs_
     return float(terms[OBS_TERM].detach().double()) * int(bidx.numel())
 
 
-def data_device(data: Any, network: torch.nn.Module) -> torch.device:
+def data_device(data: BatchSource, network: TrainableNetwork) -> torch.device:
     device = getattr(data, "device", None)
     if device is not None:
         return torch.device(device)
@@ -172,8 +118,8 @@ def data_device(data: Any, network: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def evaluate_obs_cost(
-    network: torch.nn.Module,
-    data: Any,
+    network: TrainableNetwork,
+    data: BatchSource,
     index: torch.Tensor,
     nobs_total: int,
     batch_size: int,

@@ -3,29 +3,28 @@
 The trainer knows nothing about sea ice. It minimises the stochastic cost that
 a *network* reports for a batch of observations, over the parameters the
 network hands it, and keeps the books (per-batch and per-epoch terms,
-held-out validation, early stopping, checkpoints, progress). The network
-contract it relies on (:class:`~empirical_seaice.model.operator.HybridNetwork`
-fulfils it)::
+held-out validation, early stopping, checkpoints, progress). What it relies
+on is the typed contract of :mod:`empirical_seaice.training.contract`
+(:class:`~empirical_seaice.training.contract.TrainableNetwork`,
+:class:`~empirical_seaice.training.contract.BatchSource`), checked when the
+trainer is built.
 
-    data.batch(index: LongTensor) -> batch
-    network(batch) -> out
-    network.cost_terms(batch, out, nobs_total) -> dict[str, Tensor]   # scalar terms
-    network.total_cost(terms) -> Tensor                               # what is minimised
-    network.sparse_parameters() -> list[Parameter]   # tables with sparse gradients
-    network.dense_parameters() -> list[Parameter]
-    network.full_prior_terms(nobs_total) -> dict[str, Tensor]  # whole-map priors, exact (evaluation)
-    network.state_rows(batch) -> list[(Parameter, LongTensor)]  # optional: table rows a batch reads
-    network.reads_state_values: bool      # optional: network(batch, state_values=[tensor per state_rows entry])
-    network.cost_terms(batch, out, nobs_total, batch_total=B)  # sharded runs only: the global batch's B
+With the default ``"deferred-adam"`` scheme every step takes one path: the rows a batch
+reads (``network.state_rows``) are caught up by
+:class:`~empirical_seaice.training.deferred_adam.DeferredAdam` before the forward
+pass and handed to the network (``state_values``; a network with
+``reads_state_values = False`` reads the caught-up tables itself).
 
 Sharded over processes (``sharding``, a
 :class:`~empirical_seaice.training.distributed.ShardPlan`), the trainer runs
-this rank's share of each global batch, sums the shared (dense) parameters'
-gradients over the ranks before each step, and sums its books over the ranks;
-see :mod:`empirical_seaice.training.distributed`.
+this rank's share of each global batch (``network.cost_terms(..., batch_total=B)``
+with the global batch's ``B``), sums the shared (dense) parameters' gradients
+over the ranks before each step, and sums its books over the ranks; see
+:mod:`empirical_seaice.training.distributed`.
 
-The term named ``"obs"`` (:data:`OBS_TERM`) is the observation term: the mean
-of ``J_o,i`` over the batch; it is what the held-out validation reports.
+The term named ``"obs"`` (:data:`~empirical_seaice.training.contract.OBS_TERM`) is
+the observation term: the mean of ``J_o,i`` over the batch; it is what the
+held-out validation reports.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,35 +43,43 @@ import torch
 from empirical_seaice.config import DEPRECATED_OPTIMIZERS, TrainingConfig
 from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.io.transaction import atomic_path
-from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam, dense_adam
+from empirical_seaice.training.adam import ADAM_BETAS, ADAM_EPS, dense_adam
+from empirical_seaice.training.checkpoint import (
+    CHECKPOINT_NAME,
+    TRAINER_CHECKPOINT_FORMAT,
+    check_identity,
+    read_checkpoint,
+)
+from empirical_seaice.training.contract import BatchSource, TrainableNetwork, check_network
+from empirical_seaice.training.deferred_adam import DeferredAdam
 from empirical_seaice.training.distributed import ShardPlan
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
 from empirical_seaice.training.runtime import RunProgress, make_generator, reproducible_mode
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = "checkpoint.pt"
-"""File name of the checkpoint in the checkpoint directory."""
-
-CHECKPOINT_FORMAT = 3
-"""2: DeferredAdam keeps its state in one slab per parameter group. 3: the run's identity
-(data, model, period, training options) and, within an epoch, the position in it."""
-
 CHECKPOINT_MINUTES = 10.0
 """Default interval of the within-epoch checkpoints (minutes of wall time)."""
 
-IDENTITY_WORDS = {
-    "data": "training data (the input files' content)",
-    "period": "period (--stepstart/--nsteps, the data's first day)",
-    "nobs": "number of observations",
-    "sensors": "sensors (--sensors)",
-    "model": "model (--model, --ice-emis-init)",
-    "cost": "cost configuration (--warm-ice, preset)",
-    "learning_rate": "--learning-rate",
-    "seed": "--seed",
-    "validation_fraction": "--validation-fraction",
-}
-"""How a difference in each identity key is named in the ``--resume`` error."""
+
+@dataclass
+class _EpochStart:
+    """Where an epoch of :class:`Trainer` starts: the order of the training observations (``perm``)
+    and the batch bounds in it (``bounds``: batch ``b`` is ``perm[bounds[b]:bounds[b + 1]]``), this
+    process's index tensor of each step (``batches``, on the device) and each step's batch size
+    (``sizes``; the global batch's in a sharded run); resumed within the epoch, the first step to
+    run (``first``), the term names and per-batch values so far (float64 (nbatch, nterm + 1) on the
+    device; sized at the first step of a fresh epoch), and the wall and CPU time so far."""
+
+    perm: torch.Tensor
+    bounds: np.ndarray
+    batches: list[torch.Tensor]
+    sizes: np.ndarray
+    first: int = 0
+    names: tuple[str, ...] = ()
+    values: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    wall: float = 0.0
+    cpu: float = 0.0
 
 
 class Trainer:
@@ -86,12 +94,12 @@ class Trainer:
 
     Parameters
     ----------
-    network : torch.nn.Module
-        Fulfils the contract in the module docstring. For
+    network : TrainableNetwork
+        Fulfils the contract of :mod:`empirical_seaice.training.contract`. For
         ``optimizer="deferred-adam"`` or ``"sparse-adam"`` its state tables must
         produce sparse gradients (``HybridNetwork(..., sparse=True)``); for
         ``"dense-adam"`` dense ones.
-    data : object with ``batch(index) -> batch``
+    data : BatchSource
         The observations on the training device
         (:class:`~empirical_seaice.model.operator.ObservationTensors`).
     config : TrainingConfig
@@ -127,7 +135,8 @@ class Trainer:
         from that step.
     identity : mapping or None
         What the checkpoint must match to be resumed (data fingerprint, period, model, ...):
-        stored in it, and compared key by key by :meth:`load_checkpoint`.
+        stored in it, and compared key by key by :meth:`load_checkpoint`
+        (:func:`~empirical_seaice.training.checkpoint.check_identity`).
     stop : callable or None
         Polled at every step boundary; a non-empty string (the reason, e.g. ``"SIGINT"``)
         writes the checkpoint and raises :class:`~empirical_seaice.errors.RunInterrupted`.
@@ -135,8 +144,8 @@ class Trainer:
 
     def __init__(
         self,
-        network: torch.nn.Module,
-        data: Any,
+        network: TrainableNetwork,
+        data: BatchSource,
         config: TrainingConfig,
         train_index: np.ndarray,
         valid_index: np.ndarray | None,
@@ -156,10 +165,13 @@ class Trainer:
         self.stop = stop
         self._position: dict[str, Any] | None = None
         self._last_checkpoint = time.monotonic()
-        self.network = network
+        self.network = check_network(network)
         self.sharding = sharding
         self.data = data
         self.config = config = config.resolved(len(train_index))
+        assert config.batch_size is not None and config.learning_rate is not None  # resolved
+        self.batch_size: int = config.batch_size
+        self.learning_rate: float = config.learning_rate
         self.train_index = torch.as_tensor(np.asarray(train_index), dtype=torch.long)
         if self.train_index.numel() == 0:
             raise SeaIceError("training: no observations to train on (empty training set)")
@@ -193,7 +205,7 @@ class Trainer:
         cfg = self.config
         sparse_params = list(self.network.sparse_parameters())
         dense_params = list(self.network.dense_parameters())
-        net_sparse = getattr(self.network, "sparse", None)
+        net_sparse = self.network.sparse
         if cfg.optimizer in ("deferred-adam", "sparse-adam"):
             if net_sparse is False:
                 raise SeaIceError(
@@ -202,11 +214,13 @@ class Trainer:
                 )
             opts: list[torch.optim.Optimizer] = []
             if sparse_params:
-                table_opt = DeferredAdam if cfg.optimizer == "deferred-adam" else torch.optim.SparseAdam
-                kw = {"eps_mode": cfg.adam_epsilon} if table_opt is DeferredAdam else {}
-                opts.append(table_opt(sparse_params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, **kw))
+                lr = self.learning_rate
+                if cfg.optimizer == "deferred-adam":
+                    opts.append(DeferredAdam(sparse_params, lr, ADAM_BETAS, ADAM_EPS, eps_mode=cfg.adam_epsilon))
+                else:
+                    opts.append(torch.optim.SparseAdam(sparse_params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS))
             if dense_params:
-                opts.append(dense_adam(dense_params, cfg.learning_rate, cfg.adam_epsilon))
+                opts.append(dense_adam(dense_params, self.learning_rate, cfg.adam_epsilon))
             return opts
         # dense-adam: plain Adam over everything (the reference's way)
         if net_sparse is True:
@@ -215,7 +229,7 @@ class Trainer:
                 "build it with sparse=False or use optimizer 'deferred-adam' or 'sparse-adam'"
             )
         params = sparse_params + dense_params
-        return [dense_adam(params, cfg.learning_rate, cfg.adam_epsilon)]
+        return [dense_adam(params, self.learning_rate, cfg.adam_epsilon)]
 
     def flush(self) -> None:
         """Apply the deferred updates of :class:`DeferredAdam` to every row (done at each epoch end)."""
@@ -248,7 +262,7 @@ class Trainer:
         state = {
             "identity": self.identity,
             "position": None if position is None else dict(position),
-            "format": CHECKPOINT_FORMAT,
+            "format": TRAINER_CHECKPOINT_FORMAT,
             "epoch": self.epoch,
             "network": self.network.state_dict(),
             "optimizers": [opt.state_dict() for opt in self.optimizers],
@@ -268,47 +282,13 @@ class Trainer:
         self._last_checkpoint = time.monotonic()
         return path
 
-    @staticmethod
-    def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
-        """Load a trainer checkpoint; a missing, unreadable or older-format file is a one-line error."""
-        if not Path(path).is_file():
-            raise SeaIceError(f"--resume: no checkpoint at {path}; run without --resume first")
-        try:
-            state = torch.load(path, map_location=device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user problem
-            first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-            raise SeaIceError(f"--resume: cannot read checkpoint {path} ({first}); train without --resume") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            fmt = state.get("format") if isinstance(state, dict) else None
-            raise SeaIceError(
-                f"--resume: {path} is not a trainer checkpoint of format {CHECKPOINT_FORMAT} (found format "
-                f"{fmt}, written by another version); train without --resume"
-            )
-        return state
-
-    @staticmethod
-    def check_identity(path: Path, saved: Mapping[str, Any] | None, identity: Mapping[str, Any] | None) -> None:
-        """Refuse (one line) a checkpoint written for other data, model, period or training options."""
-        if identity is None:
-            return
-        saved = saved or {}
-        for key, value in identity.items():
-            if key in saved and saved[key] != value:
-                what = IDENTITY_WORDS.get(key, key)
-                old, new = saved[key], value
-                detail = "" if key in ("data", "model", "cost") else f": {old} then, {new} now"
-                raise SeaIceError(
-                    f"--resume: checkpoint {path} was written for another {what}{detail}; "
-                    "resume with the data and flags of that run, or train without --resume"
-                )
-
     def load_checkpoint(self) -> None:
         """Restore network, optimisers, epoch, history and generator from the checkpoint."""
         path = self.checkpoint_path
         if path is None or not path.is_file():
             raise SeaIceError(f"--resume: no checkpoint at {path}; run without --resume first")
-        state = self.read_checkpoint(path, self.device)
-        self.check_identity(path, state.get("identity"), self.identity)
+        state = read_checkpoint(path, self.device)
+        check_identity(path, state.get("identity"), self.identity)
         saved = state["config"]
         saved = dict(saved, optimizer=DEPRECATED_OPTIMIZERS.get(saved["optimizer"], saved["optimizer"]))
         for key in ("batch_size", "optimizer"):
@@ -323,7 +303,7 @@ class Trainer:
             raise SeaIceError(
                 f"--resume: checkpoint {path} does not fit this model or data; train without --resume"
             ) from None
-        for opt, opt_state in zip(self.optimizers, state["optimizers"]):
+        for opt, opt_state in zip(self.optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(opt_state)
         self.history = TrainingHistory.from_state(state["history"])
         self.generator.set_state(state["generator"].cpu())
@@ -359,7 +339,7 @@ class Trainer:
             self._last_checkpoint = time.monotonic()
             wall_before = self.history.wall_time_s
             ntrain = self.train_index.numel() if self.sharding is None else self.sharding.ntrain_total(self.train_index)
-            nbatch = (ntrain + cfg.batch_size - 1) // cfg.batch_size
+            nbatch = (ntrain + self.batch_size - 1) // self.batch_size
             self.progress.start_training(cfg.nepochs, nbatch, self.epoch)
             while self.epoch < cfg.nepochs and not self.history.stopped_early:
                 position, self._position = self._position, None
@@ -387,13 +367,13 @@ class Trainer:
             self._close_own_progress()
             if cfg.early_stopping and self._best_state is not None:
                 self.network.load_state_dict(self._best_state)
-                logger.info("restored the parameters of the best epoch %d", self.history.best_epoch + 1)
+                logger.info("restored the parameters of the best epoch %d", (self.history.best_epoch or 0) + 1)
         return self.history
 
     def _epoch_order(self) -> tuple[torch.Tensor, np.ndarray]:
         """This epoch's order of the training observations (on the device) and the batch bounds in it
         (batch ``b`` is ``order[bounds[b]:bounds[b + 1]]``), by ``config.batch_order``."""
-        n, bs = self.train_index.numel(), self.config.batch_size
+        n, bs = self.train_index.numel(), self.batch_size
         if self.config.batch_order == "reference-blocks":
             index = self.train_index.to(self.device)
             blocks = [
@@ -405,71 +385,32 @@ class Trainer:
         return perm, np.minimum(np.arange((n + bs - 1) // bs + 1) * bs, n).astype(np.int64)
 
     def _train_epoch(self, position: Mapping[str, Any] | None = None) -> None:
-        cfg = self.config
         network = self.network
-        bs = cfg.batch_size
-        first, wall0, cpu0 = 0, 0.0, 0.0
-        n_train = self.train_index.numel()
-        if position is not None:  # resumed within this epoch
-            perm = position["perm"]
-            saved = position.get("bounds")  # absent in checkpoints written before batch orders
-            default = np.minimum(np.arange((n_train + bs - 1) // bs + 1) * bs, n_train)
-            bounds = default if saved is None else torch.as_tensor(saved).cpu().numpy().astype(np.int64)
-        else:
-            perm, bounds = self._epoch_order()
+        ep = self._epoch_start(position)
         shard = self.sharding
-        if shard is None:
-            on_device = perm.to(self.device)
-            batches = [on_device[bounds[b] : bounds[b + 1]] for b in range(len(bounds) - 1)]
-            sizes = np.diff(bounds)
-        else:  # this rank's share of each step, and the global batch sizes (they normalise the cost)
-            batches, sizes = shard.epoch_batches(perm.cpu(), bs)
-            dense_params = list(network.dense_parameters())
-        nbatch, n = len(batches), int(sizes.sum())
-        names: tuple[str, ...] | None = None
-        values: torch.Tensor | None = None  # (nbatch, nterm + 1) float64 on device
-        if position is not None:
-            first = int(position["batch"])
-            names = tuple(position["names"])
-            values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=self.device)
-            values[:first] = position["values"].to(self.device)
-            wall0, cpu0 = float(position["wall"]), float(position["cpu"])
+        dense_params: list[torch.Tensor] = list(network.dense_parameters()) if shard is not None else []
+        names, values, first = ep.names, ep.values, ep.first
+        nbatch, n = len(ep.batches), int(ep.sizes.sum())
         bar = self.progress if self.progress.enabled else None
         if bar is not None and first:
             bar.update(first)
         deferred = next((opt for opt in self.optimizers if isinstance(opt, DeferredAdam)), None)
-        state_rows = getattr(network, "state_rows", None)
-        if state_rows is None:
-            deferred = None
-        # the network computes with the caught-up rows DeferredAdam hands it (no lookup of its own)
-        gathered = deferred is not None and getattr(network, "reads_state_values", False)
-        running = 0.0
         t0 = time.perf_counter()
         c0 = time.process_time()
 
         def where(b: int) -> dict[str, Any]:
             return {
                 "batch": b,
-                "perm": perm.cpu(),
-                "bounds": torch.as_tensor(bounds),
-                "names": list(names or ()),
-                "values": values[:b].cpu() if values is not None else torch.zeros(0),
-                "wall": wall0 + time.perf_counter() - t0,
-                "cpu": cpu0 + time.process_time() - c0,
+                "perm": ep.perm.cpu(),
+                "bounds": torch.as_tensor(ep.bounds),
+                "names": list(names),
+                "values": values[:b].cpu(),
+                "wall": ep.wall + time.perf_counter() - t0,
+                "cpu": ep.cpu + time.process_time() - c0,
             }
 
         for b in range(first, nbatch):
-            batch = self.data.batch(batches[b])
-            if gathered:
-                out = network(batch, state_values=deferred.gather(state_rows(batch)))
-            else:
-                if deferred is not None:
-                    deferred.catch_up_many(state_rows(batch))
-                out = network(batch)
-            if shard is None:
-                terms = network.cost_terms(batch, out, self.nobs_total)
-            else:
-                terms = network.cost_terms(batch, out, self.nobs_total, batch_total=int(sizes[b]))
+            terms = self._step_terms(self.data.batch(ep.batches[b]), deferred, int(ep.sizes[b]))
             loss = network.total_cost(terms)
             for opt in self.optimizers:
                 opt.zero_grad(set_to_none=True)
@@ -479,30 +420,88 @@ class Trainer:
             for opt in self.optimizers:
                 opt.step()
             with torch.no_grad():
-                if values is None:
-                    names = tuple(terms) + ("total",)
+                if b == 0:
+                    names = (*terms, "total")
                     values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
                 values[b] = torch.stack([*terms.values(), loss])  # 0-d terms; no graph under no_grad
-            if bar is not None:
-                postfix = None
-                if b % 20 == 0 or b == nbatch - 1:
-                    running = float(values[max(0, b - 19) : b + 1, -1].mean())
-                    postfix = f"J/nobs={running:.4g}"
-                bar.update(1, postfix, refresh=b == nbatch - 1)
+            self._show_step(bar, b, nbatch, values)
             if b + 1 < nbatch:
                 self._step_boundary(b + 1, nbatch, where)
-        wall = wall0 + time.perf_counter() - t0
-        cpu = cpu0 + time.process_time() - c0
-        assert names is not None and values is not None
+        wall = ep.wall + time.perf_counter() - t0
+        cpu = ep.cpu + time.process_time() - c0
         if shard is not None:  # the ranks' terms add up to the global batch's
             values = shard.all_sum(values)
-        if not all(np.isfinite(values.cpu().numpy()).ravel()):
-            bad = [nm for nm, ok in zip(names, torch.isfinite(values).all(dim=0).tolist()) if not ok]
+        self._book_epoch(names, values, ep.sizes, wall, cpu, n)
+
+    def _epoch_start(self, position: Mapping[str, Any] | None) -> _EpochStart:
+        """Where an epoch starts (:class:`_EpochStart`). ``position``: a checkpoint's place within this
+        epoch (resumed), or None (a fresh epoch: a new order of the training observations)."""
+        bs = self.batch_size
+        if position is not None:  # resumed within this epoch
+            perm = position["perm"]
+            n_train = self.train_index.numel()
+            saved = position.get("bounds")  # absent in checkpoints written before batch orders
+            default = np.minimum(np.arange((n_train + bs - 1) // bs + 1) * bs, n_train)
+            bounds = default if saved is None else torch.as_tensor(saved).cpu().numpy().astype(np.int64)
+        else:
+            perm, bounds = self._epoch_order()
+        if self.sharding is None:
+            on_device = perm.to(self.device)
+            batches = [on_device[bounds[b] : bounds[b + 1]] for b in range(len(bounds) - 1)]
+            sizes = np.diff(bounds)
+        else:  # this rank's share of each step, and the global batch sizes (they normalise the cost)
+            batches, sizes = self.sharding.epoch_batches(perm.cpu(), bs)
+        if position is None:
+            return _EpochStart(perm, bounds, batches, sizes)
+        first = int(position["batch"])
+        names = tuple(position["names"])
+        values = torch.zeros((len(batches), len(names)), dtype=torch.float64, device=self.device)
+        values[:first] = position["values"].to(self.device)
+        wall, cpu = float(position["wall"]), float(position["cpu"])
+        return _EpochStart(perm, bounds, batches, sizes, first, names, values, wall, cpu)
+
+    def _show_step(self, bar: RunProgress | None, b: int, nbatch: int, values: torch.Tensor) -> None:
+        """One step on the progress display; every 20 steps the running mean of J/nobs."""
+        if bar is None:
+            return
+        postfix = None
+        if b % 20 == 0 or b == nbatch - 1:
+            postfix = f"J/nobs={float(values[max(0, b - 19) : b + 1, -1].mean()):.4g}"
+        bar.update(1, postfix, refresh=b == nbatch - 1)
+
+    def _step_terms(self, batch: Any, deferred: DeferredAdam | None, batch_total: int) -> dict[str, torch.Tensor]:
+        """The cost terms of one step (:meth:`_forward`, then ``network.cost_terms``); in a sharded run
+        this rank's share of the global batch of ``batch_total`` observations (summed over the ranks)."""
+        out = self._forward(batch, deferred)
+        if self.sharding is None:
+            return self.network.cost_terms(batch, out, self.nobs_total)
+        return self.network.cost_terms(batch, out, self.nobs_total, batch_total=batch_total)
+
+    def _forward(self, batch: Any, deferred: DeferredAdam | None) -> dict[str, torch.Tensor]:
+        """The forward pass of one training step. With :class:`DeferredAdam` the rows the batch
+        reads are caught up first and, when the network computes with rows handed to it, handed
+        to it (their gradient comes back dense); either way the result equals dense Adam's."""
+        network = self.network
+        if deferred is None:
+            return network(batch)
+        rows = network.state_rows(batch)
+        if network.reads_state_values:
+            return network(batch, state_values=deferred.gather(rows))
+        deferred.catch_up_many(rows)
+        return network(batch)
+
+    def _book_epoch(
+        self, names: tuple[str, ...], values: torch.Tensor, sizes: np.ndarray, wall: float, cpu: float, n: int
+    ) -> None:
+        """Check the epoch's per-batch terms are finite and add them to the history."""
+        vals = values.cpu().numpy()
+        if not np.isfinite(vals).all():
+            bad = [nm for nm, ok in zip(names, np.isfinite(vals).all(axis=0).tolist(), strict=True) if not ok]
             raise SeaIceError(
                 f"training: cost term(s) {', '.join(bad)} became non-finite in epoch {self.epoch + 1}; "
                 "lower --learning-rate or check the input data"
             )
-        self.history._append_epoch(names, values.cpu().numpy(), sizes)
+        self.history._append_epoch(names, vals, sizes)
         self.history.epoch_wall_s.append(wall)
         self.history.epoch_cpu_s.append(cpu)
         self.history.epoch_obs_per_s.append(n / wall if wall > 0 else 0.0)
@@ -535,7 +534,7 @@ class Trainer:
         assert self.valid_index is not None
         nlocal = self.valid_index.numel()
         result = evaluate_obs_cost(
-            self.network, self.data, self.valid_index, self.nobs_total, max(self.config.batch_size, 16384), self.device
+            self.network, self.data, self.valid_index, self.nobs_total, max(self.batch_size, 16384), self.device
         )
         if self.sharding is not None:  # mean over every rank's held-out observations
             local_sum = torch.tensor([result * nlocal], dtype=torch.float64, device=self.sharding.device)

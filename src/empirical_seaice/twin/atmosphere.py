@@ -72,7 +72,8 @@ def absorption_h2o(freq_ghz, t_k, p_hpa, rho_gm3):
     """Water vapour absorption coefficient (Np/km), lines at 22.235 and 183.31 GHz + continuum.
 
     Line sum (Van Vleck–Weisskopf with a 750 GHz cut-off, Rosenkranz 1998 form)
-    ``a_l = 0.3183e-4 * 3.335e16 rho * sum_i S_i(T) (f/f_i)^2 [w/((f-f_i)^2+w^2) + w/((f+f_i)^2+w^2) - 2 w/(750^2+w^2)]``,
+    ``a_l = 0.3183e-4 * 3.335e16 rho * sum_i S_i(T) (f/f_i)^2 L_i(f)``,
+    ``L_i(f) = w/((f-f_i)^2+w^2) + w/((f+f_i)^2+w^2) - 2 w/(750^2+w^2)``,
     ``S_i(T) = S_i (296/T)^2.5 exp(B_i (1 - 296/T))``,
     ``w = w_air p_dry (296/T)^x + w_self e (296/T)^x_s``;
     continuum ``a_c = (5.43e-10 p_dry (300/T)^3 + 1.8e-8 e (300/T)^7.5) e f^2``,
@@ -216,7 +217,7 @@ def column_rt(freqs_ghz, incidence_deg, t_air_k, tcwv_kgm2, lwp_kgm2, t_cosmic_k
         tds.append(td)
         tus.append(tu)
     tau = np.mean(taus, axis=0)
-    t_down = np.mean([a * b for a, b in zip(taus, tds)], axis=0) / np.maximum(tau, 1e-300)
+    t_down = np.mean([a * b for a, b in zip(taus, tds, strict=True)], axis=0) / np.maximum(tau, 1e-300)
     t_down = np.where(tau > 1e-300, t_down, np.mean(tds, axis=0))
     return tau, t_down, np.mean(tus, axis=0)
 
@@ -243,11 +244,11 @@ class AtmosphereTable:
         ``passbands_ghz``: optional per-channel tuples of passband frequencies to
         average (default :func:`sidebands`)."""
         # open grids: the temperature profile depends on T only, vapour on W, liquid on L
-        w, t, l = np.ix_(TCWV_AXIS, T_AIR_AXIS, LWP_AXIS)
+        w, t, lwp = np.ix_(TCWV_AXIS, T_AIR_AXIS, LWP_AXIS)
         out = np.empty((TCWV_AXIS.size, T_AIR_AXIS.size, LWP_AXIS.size, 3, len(channels)))
-        for j, (name, f, inc) in enumerate(zip(channels, freqs_ghz, incidence_deg)):
+        for j, (name, f, inc) in enumerate(zip(channels, freqs_ghz, incidence_deg, strict=True)):
             bands = sidebands(f, name) if passbands_ghz is None else tuple(passbands_ghz[j])
-            tau, td, tu = column_rt(bands, inc, t, w, l)
+            tau, td, tu = column_rt(bands, inc, t, w, lwp)
             out[..., 0, j], out[..., 1, j], out[..., 2, j] = tau, td, tu
         return cls(tuple(channels), out)
 

@@ -39,6 +39,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -173,7 +174,7 @@ def _simulate(sic, emis_ice, t_skin, emis_ocean, tau, td, tu, tau_c, td_c, tu_c,
 
     from empirical_seaice.model.physics import simulate_tb
 
-    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+    t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # small element-wise work: thread start-up costs more than it saves
     try:
@@ -251,7 +252,7 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
         "Conventions": "CF-1.8",
     }
 
-    per_sensor = {}
+    per_sensor: dict[str, dict[str, Any]] = {}
     for s_name in config.sensors:
         sensor = catalogue.sensors[s_name]
         chans = sensor.file_channels  # every channel of the files, surface-blind ones too
@@ -264,7 +265,9 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
         if sensor.cross_track:  # every passband; the angle per observation
             from empirical_seaice.twin.ice_emissivity import load_angular_table
 
-            atm = AngleAtmosphereTable.build(chans, freqs, [c.passbands_ghz for c in info])
+            atm: AngleAtmosphereTable | AtmosphereTable = AngleAtmosphereTable.build(
+                chans, freqs, [c.passbands_ghz for c in info]
+            )
             angular = load_angular_table()
         else:  # imagers: 183 +/- d channels as the two sidebands of their network frequency (as ever)
             atm = AtmosphereTable.build(chans, freqs, inc)
@@ -512,7 +515,7 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
             atm = _atmosphere(ps, given["t_air_k"], given["tcwv_kgm2"], given["lwp_kgm2"], zenith)
     tau, td, tu, tau_c, td_c, tu_c = atm
     noise = rng.normal(0.0, 1.0, tb.shape) * ps["sigma"][None, :] * config.noise_scale
-    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    f32 = lambda a: np.asarray(a, dtype=np.float32)
     data = {
         "JULIAN_DAY": jd,
         "IGRID": g.astype(np.int32),

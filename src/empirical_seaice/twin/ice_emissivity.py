@@ -314,10 +314,10 @@ def _interpolate(values, args, nodes, discrete, shape, clip: bool = True) -> np.
     for start in range(0, n_total, _CHUNK):
         stop = min(start + _CHUNK, n_total)
         base = np.zeros(stop - start, dtype=np.int32)
-        for view, stride in zip(dviews, strides[nc:]):
+        for view, stride in zip(dviews, strides[nc:], strict=True):
             base += view.flat[start:stop].astype(np.int32) * stride
         weights = []
-        for view, node, stride in zip(views, nodes, strides[:nc]):
+        for view, node, stride in zip(views, nodes, strides[:nc], strict=True):
             i, t = _locate(node, view.flat[start:stop])
             base += i * stride
             weights.append(t.astype(np.float32))
@@ -364,7 +364,7 @@ def load_angular_table(path: str | Path | None = None) -> AngularAnomalyTable:
             f"'python -m empirical_seaice.twin.smrt_table --angular --output {path}')"
         )
     with netCDF4.Dataset(path) as nc:
-        get = lambda name: np.asarray(nc.variables[name][:], dtype=np.float64)  # noqa: E731
+        get = lambda name: np.asarray(nc.variables[name][:], dtype=np.float64)
         return AngularAnomalyTable(
             ice_type=_readonly(get("ice_type"), np.float64),
             snow_depth_m=_readonly(get("snow_depth"), np.float64),

@@ -17,7 +17,8 @@ emissivity with the incidence angle, ``e(theta) - e(53 deg)``, for 12 columns
 (both ice types; snow 0, 0.10, 0.40 m; dry and 0.03 wet; correlation length
 0.10 mm, 260 K) at 0, 20, 35, 45, 53, 60, 65 deg::
 
-    python -m empirical_seaice.twin.smrt_table --angular --output src/empirical_seaice/twin/data/smrt_ice_emissivity_angular.nc
+    python -m empirical_seaice.twin.smrt_table --angular \\
+        --output src/empirical_seaice/twin/data/smrt_ice_emissivity_angular.nc
 
 (requires the optional ``smrt`` extra). It makes 270 SMRT column runs (each
 12 frequencies x 2 skies), sequentially on one core (``OMP_NUM_THREADS=1``,
@@ -36,7 +37,7 @@ Table axes
   sea ice; above ~90 GHz the emissivity is very sensitive to it, ~0.10 mm is
   typical). Irrelevant (values repeated) where snow depth is 0.
 - ``t_surface``: snow/ice surface (skin) temperature 235, 250, 260, 267, 271,
-  273 K (dry states). This is the temperature the forward model of PHYSICS.md
+  273 K (dry states). This is the temperature the forward model of docs/method.md
   multiplies the emissivity by (``T_i = T_s``).
 - ``wetness``: snow liquid water volume fraction 0, 0.01, 0.03. Wet states
   are at the melting point (snow at 273.15 K) whatever ``t_surface``, so
@@ -127,7 +128,14 @@ temperature, not ``T_s``, which the twin deliberately ignores.
 
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 if __name__ == "__main__":
@@ -140,14 +148,7 @@ if __name__ == "__main__":
 else:
     _NUMPY_PRELOADED = False
 
-import argparse  # noqa: E402
-import logging  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402 - the thread variables above must be set before numpy loads
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +309,7 @@ def make_smrt_model(retry: bool = False):
     """
     from smrt import make_model
 
-    options = {"rayleigh_jeans_approximation": True}
+    options: dict[str, Any] = {"rayleigh_jeans_approximation": True}
     if retry:
         options.update(n_max_stream=64, diagonalization_method="eig")
     return make_model("iba", "dort", rtsolver_options=options)
@@ -375,6 +376,22 @@ def node_emissivity(
     raise RuntimeError(f"SMRT emissivity failed for {desc} even with robust settings")
 
 
+def _table_jobs() -> list[tuple[int, int, int, int, int]]:
+    """The unique SMRT runs ``(ice type, snow depth, corr length, temperature, wetness)`` indices:
+    bare ice is corr-length independent; wet states are temperature independent; bare ice is
+    wetness independent (it cannot be wet snow: the melting-point column is run once)."""
+    jobs = []
+    for it in range(len(ICE_TYPES)):
+        for isd, depth in enumerate(SNOW_DEPTH_M):
+            corrs = [0] if depth == 0 else range(len(CORR_LENGTH_MM))
+            wets = [iw for iw, wet in enumerate(WETNESS) if not (wet > 0 and depth == 0 and iw > 1)]
+            for ic in corrs:
+                for iw in wets:
+                    temps = range(len(T_SURFACE_K)) if WETNESS[iw] == 0 else [0]
+                    jobs += [(it, isd, ic, itt, iw) for itt in temps]
+    return jobs
+
+
 def generate_table(progress: bool = True) -> dict:
     """Run SMRT over all table nodes.
 
@@ -393,21 +410,7 @@ def generate_table(progress: bool = True) -> dict:
         len(POLARIZATIONS),
     )
     table = np.full(shape, np.nan)
-    # unique SMRT runs: bare ice is corr-length independent; wet states are
-    # temperature independent; bare ice is wetness independent.
-    jobs = []
-    for it, ice_type in enumerate(ICE_TYPES):
-        for isd, depth in enumerate(SNOW_DEPTH_M):
-            corrs = [0] if depth == 0 else range(len(CORR_LENGTH_MM))
-            for ic in corrs:
-                for iw, wet in enumerate(WETNESS):
-                    if wet > 0 and depth == 0:
-                        # bare ice cannot be wet snow: use the melting-point column once
-                        if iw > 1:
-                            continue
-                    temps = range(len(T_SURFACE_K)) if wet == 0 else [0]
-                    for itt in temps:
-                        jobs.append((it, isd, ic, itt, iw))
+    jobs = _table_jobs()
     t0 = time.perf_counter()
     for n, (it, isd, ic, itt, iw) in enumerate(jobs):
         e = node_emissivity(

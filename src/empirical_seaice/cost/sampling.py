@@ -1,0 +1,106 @@
+"""The whole-map SIC priors at the cost of a batch ("sampled" mode): the row counts.
+
+The SIC-map priors (range, background, false ice, warm ice) are sums over map
+rows ``r = (g, col)`` of an elementwise penalty ``p(C_r)``. Let
+``count(r) = #{(i, l) : g_i * ncol + t_i + nlag - l = r}`` be the number of
+(training observation, lag) pairs that touch row ``r``
+(:func:`build_row_counts`). For a batch ``B`` the sampled estimate is
+
+``E_B = (1/|B|) sum_{i in B} sum_l p(C[r_il]) / count(r_il)``.
+
+For ``i`` drawn uniformly from the ``nobs`` training observations,
+``E[E_B] = (1/nobs) sum_i sum_l p(C[r_il]) / count(r_il)
+= (1/nobs) sum_r p(C_r) * count(r) / count(r) = (1/nobs) sum_{r: count(r) > 0} p(C_r)``,
+exactly the full prior over the observed rows divided by nobs. Over one
+shuffled epoch (every observation once) it is exact, not only in
+expectation: ``sum_batches (|B| / nobs) E_B`` equals that value. The gradient
+of the estimate is unbiased too, and it touches only the batch's rows, so the
+cost per step is O(batch) and sparse optimisers stay sparse.
+
+Rows that no training observation touches are left out: in "sampled" mode
+they get no gradient from any term and keep their background. In "full"
+mode the priors would still move them (e.g. background trace ice toward 0 or
+0.3 by the false-ice prior), which changes no simulated TB; every other row
+gets the same prior gradient in expectation in both modes.
+
+The warm-ice term is a *mean* (not /nobs) in the reference. In "full" mode it
+is the mean over the whole (ngrid, nstep) map; in "sampled" mode the estimate
+above is rescaled by ``nobs / n_warm_rows`` (observed rows with a
+temperature, i.e. columns >= nlag), so its expectation is the mean over the
+observed rows (equal to the full mean when every row is observed).
+
+"full" mode (the reference's dense scheme) computes the priors over the entire map each step.
+
+The estimate itself is :func:`empirical_seaice.cost.objective.sampled_map_terms`
+(weights ``1 / count(r)`` in :class:`empirical_seaice.cost.objective.BatchCost`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.observations import Observations
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """How many training (observation, lag) pairs touch each state row.
+
+    sic : float64 (ngrid * (nstep + nlag),): count(r) for SIC-map row r = g * (nstep + nlag) + col.
+    grid : float64 (ngrid * nstep,): observations per grid-property row g * nstep + t.
+    nobs : number of observations counted.
+    nlag, ngrid, nstep : the state's shape.
+    """
+
+    sic: np.ndarray
+    grid: np.ndarray
+    nobs: int
+    nlag: int
+    ngrid: int
+    nstep: int
+
+    @property
+    def n_warm_rows(self) -> int:
+        """Observed SIC rows that have a temperature (columns >= nlag)."""
+        c = self.sic.reshape(self.ngrid, self.nstep + self.nlag)[:, self.nlag :]
+        return int(np.count_nonzero(c))
+
+
+def build_row_counts(
+    obs: Observations, nlag: int, ngrid: int, nstep: int, index: np.ndarray | None = None
+) -> RowCounts:
+    """Count the observations touching each SIC-map row (through the lag window) and grid-property row.
+
+    Parameters
+    ----------
+    obs : Observations
+    nlag, ngrid, nstep : the state's shape.
+    index : optional int array of the observations to count (e.g. the training
+        subset); None = all.
+
+    Raises
+    ------
+    SeaIceError
+        ``igrid`` or ``istep`` outside the state (0..ngrid-1, 0..nstep-1).
+    """
+    g = np.asarray(obs.igrid, dtype=np.int64)
+    t = np.asarray(obs.istep, dtype=np.int64)
+    if index is not None:
+        g, t = g[index], t[index]
+    if g.size and (g.min() < 0 or g.max() >= ngrid):
+        raise SeaIceError(f"Observations.igrid: expected 0 <= igrid < ngrid={ngrid}, got range {g.min()}..{g.max()}")
+    if t.size and (t.min() < 0 or t.max() >= nstep):
+        raise SeaIceError(f"Observations.istep: expected 0 <= istep < nstep={nstep}, got range {t.min()}..{t.max()}")
+    ncol = nstep + nlag
+    base = g * ncol + t + nlag
+    sic = np.zeros(ngrid * ncol, dtype=np.float64)
+    for lag in range(nlag + 1):
+        sic += np.bincount(base - lag, minlength=ngrid * ncol)
+    grid = np.bincount(g * nstep + t, minlength=ngrid * nstep).astype(np.float64)
+    return RowCounts(sic=sic, grid=grid, nobs=int(g.size), nlag=nlag, ngrid=ngrid, nstep=nstep)
+
+
+__all__ = ["RowCounts", "build_row_counts"]

@@ -1,0 +1,205 @@
+"""The time axis of the training data: its origin, its period, and timestamps that do not belong.
+
+The period is defined by the bulk of the data, not by its extremes, so one bad
+timestamp cannot move the origin of every sensor:
+
+- a sensor whose median ``JULIAN_DAY`` is not a Julian day of 1970-2100
+  (:data:`PLAUSIBLE_JD`) uses another date convention (MJD, days or seconds
+  since an epoch): an error naming it (:func:`check_convention`);
+- the windows of all sensors' observations are grouped into runs separated by
+  a day without any observation; a run holding on average less than
+  :data:`OUTLIER_DENSITY` of the observations per day of the largest run lies
+  outside the period (:func:`bulk_period`); ``jd_origin`` is the floor of the
+  first Julian day of the bulk, or the day before ``--start-date``
+  (:func:`start_origin`);
+- each sensor's timestamps outside the period are counted; a sensor losing more
+  than :data:`SENSOR_LOSS_FRACTION` of its observations is an error naming the
+  sensor and the bad values, fewer are dropped with a warning
+  (:func:`select_period`).
+
+``nsteps`` defaults to every step from ``stepstart`` up to the last step that
+has an observation, capped at the background period (columns of the
+skin-temperature map); an explicit ``nsteps`` beyond the data is an error.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from empirical_seaice.config import DataConfig
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.observations import step_index
+
+log = logging.getLogger(__name__)
+
+PLAUSIBLE_JD = (2440587.5, 2488069.5)
+"""Julian days of 1970-01-01 and 2100-01-01: a sensor whose median JULIAN_DAY is outside uses another
+date convention (MJD, days or seconds since an epoch) and is an error naming it."""
+
+OUTLIER_DENSITY = 0.1
+"""A run of days separated from the rest by a day without any observation, holding on average less than
+this fraction of the observations per day of the largest run, lies outside the data's period (stray
+timestamps): its observations are dropped."""
+
+SENSOR_LOSS_FRACTION = 0.01
+"""A sensor losing more than this fraction of its observations to timestamps outside the data's
+period, or holding more than this fraction of duplicated observations, is an error."""
+
+
+def date_convention(values: np.ndarray) -> str:
+    """A guess of the date convention of JULIAN_DAY values that are not Julian days of 1970-2100."""
+    med = float(np.median(values))
+    if 40000.0 <= med < 80000.0:
+        return "Modified Julian Days (days since 1858-11-17: add 2400000.5)"
+    if 2.0e6 <= med < 3.0e6:
+        day = datetime.date(2000, 1, 1) + datetime.timedelta(days=math.floor(med + 0.5 - 2451545.0))
+        return f"Julian days of the year {day.year} (an epoch offset?)"
+    if 0.0 <= med < 40000.0:
+        return "days since an epoch (e.g. 1950-01-01 or 1970-01-01)"
+    if med > 1.0e8:
+        return "seconds since an epoch (e.g. 1970-01-01)"
+    return "not Julian days"
+
+
+def check_convention(julian_day: np.ndarray, path: Path, sensor: str) -> None:
+    """A sensor's ``JULIAN_DAY`` must be Julian days of 1970-2100 (by its median); else a one-line error."""
+    finite = julian_day[np.isfinite(julian_day)]
+    if finite.size == 0:
+        return
+    med = float(np.median(finite))
+    if not PLAUSIBLE_JD[0] <= med <= PLAUSIBLE_JD[1]:
+        raise SeaIceError(
+            f"{path}: variable JULIAN_DAY of sensor {sensor} looks like "
+            f"{date_convention(finite)} (median {med:.10g}, from {finite.min():.10g} to {finite.max():.10g}), "
+            "not Julian days of 1970-2100; convert it to Julian days (2459000.5 = 2020-05-31 00 UTC)"
+        )
+
+
+def start_origin(start_date: str) -> float:
+    """jd_origin of ``--start-date D``: step 0 is the 21 UTC window that ends on day D."""
+    d = datetime.date.fromisoformat(start_date)
+    return float(d.toordinal() - datetime.date(2000, 1, 1).toordinal() + 2451544)  # JD of D 00 UTC minus 0.5
+
+
+def bulk_period(days: Sequence[np.ndarray], config: DataConfig) -> tuple[float, int, int, int]:
+    """(jd_origin, last step, first and last absolute window) of the data's bulk: runs of days separated by a
+    day without observations whose density is below :data:`OUTLIER_DENSITY` of the largest run's are outside."""
+    n = config.steps_per_day
+    jd = np.concatenate([d[np.isfinite(d)] for d in days])
+    win = np.floor(n * (jd - 0.375)).astype(np.int64)  # absolute window index
+    uniq, counts = np.unique(win, return_counts=True)
+    starts = np.flatnonzero(np.diff(uniq, prepend=uniq[0] - 2) > 1)
+    totals = np.add.reduceat(counts, starts)
+    ends = np.append(starts[1:], uniq.size) - 1
+    density = totals / (uniq[ends] - uniq[starts] + 1)
+    bulk = np.flatnonzero(density >= OUTLIER_DENSITY * density[int(np.argmax(totals))])
+    w0, w1 = int(uniq[starts[bulk[0]]]), int(uniq[ends[bulk[-1]]])
+    if config.start_date is not None:
+        origin = start_origin(config.start_date)
+    else:
+        origin = float(math.floor(jd[win >= w0].min()))
+    last = int(step_index(np.array([(w1 + 0.5) / n + 0.375]), origin, n)[0])
+    return origin, last, w0, w1
+
+
+def _outside(
+    days: Sequence[np.ndarray],
+    paths: Sequence[Path],
+    sensors: Sequence[str],
+    config: DataConfig,
+    window: tuple[int, int],
+    span: str,
+) -> list[np.ndarray]:
+    """Each sensor's timestamps outside the windows ``window``; too many of them is an error."""
+    w0, w1 = window
+    outside = []
+    for jd, path, sensor in zip(days, paths, sensors, strict=True):
+        ok = np.isfinite(jd)
+        win = np.full(jd.shape[0], w0, dtype=np.int64)
+        win[ok] = np.floor(config.steps_per_day * (jd[ok] - 0.375)).astype(np.int64)
+        out = ok & ((win < w0) | (win > w1))
+        outside.append(out)
+        nout = int(out.sum())
+        if not nout:
+            continue
+        bad = np.unique(jd[out])
+        what = (
+            f"sensor {sensor}: {nout} of {int(ok.sum())} observations have a JULIAN_DAY outside the "
+            f"data's period ({span}; found {', '.join(f'{v:.6f}' for v in bad[:3])}{', ...' if bad.size > 3 else ''})"
+        )
+        if nout > SENSOR_LOSS_FRACTION * ok.sum():
+            raise SeaIceError(
+                f"{path}: {what}; fix the timestamps"
+                + (" or give --start-date" if config.start_date is None else " or check --start-date")
+            )
+        log.warning("%s; dropped", what)
+    return outside
+
+
+def select_period(
+    days: Sequence[np.ndarray],
+    paths: Sequence[Path],
+    sensors: Sequence[str],
+    config: DataConfig,
+    nstep_total_bg: int,
+) -> tuple[float, int, int, list[np.ndarray]]:
+    """jd_origin, number of steps with data, the chosen nsteps, and each sensor's observations outside
+    the data's period (``days``, ``paths`` and ``sensors``: each sensor's ``JULIAN_DAY``, its file, its name).
+
+    Raises
+    ------
+    SeaIceError
+        No valid Julian day, a sensor losing too many observations, ``--start-date`` after the data,
+        ``--stepstart``/``--nsteps`` beyond the data or the background period.
+    """
+    if not any(np.isfinite(d).any() for d in days):
+        raise SeaIceError(f"{paths[0]}: variable JULIAN_DAY has no valid value")
+    jd_origin, last, w0, w1 = bulk_period(days, config)
+    span = f"Julian days {jd_origin + 0.375:.2f} to {jd_origin + 1.375 + last:.2f}"
+    outside = _outside(days, paths, sensors, config, (w0, w1), span)
+    nstep_data = last + 1
+    if nstep_data < 1:
+        jd_last = max(np.nanmax(d) for d in days if np.isfinite(d).any())
+        raise SeaIceError(
+            f"--start-date {config.start_date}: after the last observation (Julian day {jd_last:.2f}); "
+            "choose an earlier date"
+        )
+    start = config.stepstart
+    if start >= nstep_data:
+        raise SeaIceError(
+            f"--stepstart {start}: the data has {nstep_data} steps (0..{nstep_data - 1} from Julian day "
+            f"{jd_origin:.0f}); choose a smaller --stepstart"
+        )
+    if config.nsteps is None:
+        nsteps = min(nstep_data, nstep_total_bg) - start
+        if nsteps < 1:
+            raise SeaIceError(
+                f"--stepstart {start}: the background files cover only {nstep_total_bg} steps; "
+                "choose a smaller --stepstart"
+            )
+    else:
+        nsteps = config.nsteps
+        if start + nsteps > nstep_data:
+            raise SeaIceError(
+                f"--nsteps {nsteps}: with --stepstart {start} the period needs steps {start}..{start + nsteps - 1}, "
+                f"but the data has steps 0..{nstep_data - 1}; use --nsteps {nstep_data - start} or less"
+            )
+    return jd_origin, nstep_data, nsteps, outside
+
+
+__all__ = [
+    "PLAUSIBLE_JD",
+    "OUTLIER_DENSITY",
+    "SENSOR_LOSS_FRACTION",
+    "date_convention",
+    "check_convention",
+    "start_origin",
+    "bulk_period",
+    "select_period",
+]

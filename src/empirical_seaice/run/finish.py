@@ -1,0 +1,250 @@
+"""What training runs and retrievals both do around the fit: diagnostics and the state files.
+
+- :func:`initial_diagnostics`: simulate every observation before the fit, the
+  cost and departures before (:func:`write_initial`: ``tbsim_initial_TAG.nc``);
+- :func:`final_diagnostics`: simulate after the fit, ``tbobs``, ``tbsim``,
+  ``ice_emis``, the cost and departures after, the truth scores on a twin;
+- :func:`write_state_files`: ``seaice_TAG.nc``, ``properties_grid_TAG.nc``,
+  ``properties_obs_TAG.nc`` from the trained state;
+- :func:`run_summary`: the run's summary as data (``summary_TAG.json``);
+  :func:`summary_table`: the table printed after a run (:func:`run_title`: its first lines).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from empirical_seaice.config import TrainingConfig
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import outputs as out
+from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.products import diagnostics as diag
+
+log = logging.getLogger(__name__)
+
+
+def initial_diagnostics(
+    network: HybridNetwork, data: ObservationTensors, obs: Observations, nobs_total: int, result: Any
+) -> diag.Simulation:
+    """Simulate every observation before the fit; fill ``result.cost_before`` and
+    ``.departures_before``; return the simulation (written by :func:`write_initial`)."""
+    sim = diag.simulate(network, data, obs.nobs)
+    result.cost_before = diag.full_cost(network, obs, sim, nobs_total)
+    result.departures_before = diag.departure_stats(obs, sim.tb)
+    return sim
+
+
+def write_initial(path: Path, sim: diag.Simulation, obs: Observations) -> Path:
+    """``tbsim_initial_TAG.nc``: the simulation before the fit (:func:`initial_diagnostics`)."""
+    return out.write_tb(path, sim.tb, obs.basis, "tbsim_initial", obs.mask)
+
+
+def final_diagnostics(
+    network: HybridNetwork,
+    data: ObservationTensors,
+    obs: Observations,
+    background: BackgroundMaps,
+    data_dir: Path,
+    output: Path,
+    tag: str,
+    nobs_total: int,
+    result: Any,
+    sim: diag.Simulation | None = None,
+):
+    """Simulate every observation with the trained model and state; write ``tbobs``, ``tbsim`` and
+    ``ice_emis``; fill ``result.cost_after``, ``.departures_after``, ``.files`` and, when ``data_dir``
+    holds a twin truth, ``.truth``. Returns the truth (None without one, or when it cannot be read:
+    a warning). ``sim``: the simulation after the fit when already done."""
+    from empirical_seaice.io.truth import read_truth
+
+    basis = obs.basis
+    if sim is None:
+        sim = diag.simulate(network, data, obs.nobs)
+    result.cost_after = diag.full_cost(network, obs, sim, nobs_total)
+    result.departures_after = diag.departure_stats(obs, sim.tb)
+    result.files.append(out.write_tbobs(out.output_path(output, "tbobs", tag), obs, background.lon, background.lat))
+    result.files.append(out.write_tb(out.output_path(output, "tbsim", tag), sim.tb, basis, "tbsim", obs.mask))
+    result.files.append(out.write_ice_emis(out.output_path(output, "ice_emis", tag), sim.emis_ice, basis, obs.mask))
+    try:
+        truth = read_truth(data_dir, obs)
+    except SeaIceError as exc:  # a truth/ folder that is not our twin's: score nothing, keep the run
+        log.warning("no truth scores: %s", exc)
+        truth = None
+    if truth is not None:
+        result.truth = diag.truth_scores(
+            obs,
+            background,
+            network.state.sic_array(),
+            sim.emis_ice,
+            truth,
+            network.bias_ice_k.detach().cpu().numpy(),
+            network.bias_ocean_k.detach().cpu().numpy(),
+        )
+    return truth
+
+
+def write_state_files(
+    network: HybridNetwork,
+    obs: Observations,
+    background: BackgroundMaps,
+    output: Path,
+    tag: str,
+    steps_per_day: int,
+) -> list[Path]:
+    """``seaice_TAG.nc``, ``properties_grid_TAG.nc`` and ``properties_obs_TAG.nc`` of the trained state."""
+    st = network.state
+    jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, steps_per_day)
+    return [
+        out.write_seaice(
+            out.output_path(output, "seaice", tag),
+            st.sic_array(),
+            jd,
+            background.lon,
+            background.lat,
+            nlag=st.nlag,
+            step_days=1.0 / steps_per_day,
+        ),
+        out.write_properties_grid(
+            out.output_path(output, "properties_grid", tag),
+            st.grid_properties_array(),
+            jd[st.nlag :],
+            background.lon,
+            background.lat,
+            step_days=1.0 / steps_per_day,
+        ),
+        out.write_properties_obs(out.output_path(output, "properties_obs", tag), st.obs_properties_array()),
+    ]
+
+
+def summary_table(
+    result: Any, preset_name: str, obs: Observations, history, diagsonly: bool, train_cfg: TrainingConfig
+) -> str:
+    """The summary table printed after a run (:func:`run_title`, the cost and departures before and
+    after, the truth scores) of ``result`` (a ``RunResult``: its costs, departures, truth, output, tag)."""
+    return diag.format_summary(
+        diag.RunDiagnostics(
+            title=run_title(
+                diagsonly,
+                result.tag,
+                preset_name,
+                obs,
+                history,
+                result.train_seconds,
+                schedule_line(train_cfg),
+                train_cfg.early_stopping,
+            ),
+            cost_before=result.cost_before,
+            cost_after=result.cost_after,
+            departures_before=result.departures_before,
+            departures_after=result.departures_after,
+            truth=result.truth,
+            notes=(f"outputs: {result.output}/*_{result.tag}.nc",),
+            kept_epoch=kept_epoch(history, train_cfg.early_stopping),
+        ),
+        obs.basis,
+    )
+
+
+def run_title(
+    diagsonly: bool,
+    tag: str,
+    preset_name: str,
+    obs: Observations,
+    history,
+    train_seconds: float,
+    schedule: str = "",
+    early_stopping: bool = False,
+) -> str:
+    """The first lines of a run's summary table: what ran, on which data, how training went."""
+    what = "diagnostics of the trained model" if diagsonly else "training"
+    line = (
+        f"seaice-training {what} '{tag}': model {preset_name}, sensors {' '.join(obs.basis.sensor_names)}\n"
+        f"  {obs.nobs} observations, {obs.ngrid} grid points x {obs.nstep} steps"
+    )
+    if history is not None and not diagsonly:
+        line += f"; {history.nepochs} epochs in {train_seconds:.1f} s ({history.obs_per_s:,.0f} obs/s)"
+        if schedule:
+            line += f"\n  {schedule}"
+        if history.valid_cost:
+            line += (
+                f"\n  held-out observation cost per obs: {history.valid_cost[0]:.4g} -> {history.valid_cost[-1]:.4g}"
+            )
+        kept = kept_epoch(history, early_stopping)
+        if kept is not None:
+            best = history.valid_cost[kept - 1]
+            train_j = history.epoch_terms[kept - 1]["total"]
+            line += (
+                f"\n  early stopping kept epoch {kept} of {history.nepochs}, the lowest held-out cost ({best:.4g} per"
+                f" obs; training cost J/nobs {train_j:.4g}): column 'epoch {kept}' below is the cost of that model"
+            )
+    return line
+
+
+def kept_epoch(history, early_stopping: bool = True) -> int | None:
+    """With early stopping: the epoch (1-based) whose parameters the trainer kept (the trainer
+    restores the best epoch's parameters at the end, stopped early or not); else None."""
+    stopped = history is not None and (history.stopped_early or early_stopping)
+    if not stopped or history.best_epoch is None:
+        return None
+    return history.best_epoch + 1
+
+
+def schedule_line(cfg: TrainingConfig) -> str:
+    """One line naming the training settings in effect."""
+    return (
+        f"batch {cfg.batch_size}, learning rate {cfg.learning_rate:.3g}, {cfg.optimizer}, "
+        f"{cfg.prior_mode} whole-map priors, {cfg.batch_order} batches"
+    )
+
+
+def run_summary(result: Any, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float) -> dict:
+    """The run's summary as data (:func:`empirical_seaice.products.report.summary_dict`)."""
+    from empirical_seaice.io.cf import code_version, now_iso
+    from empirical_seaice.products.report import summary_dict
+    from empirical_seaice.products.write import provenance_of
+
+    prov = provenance_of(result.tag, preset_name, data_cfg, obs)
+    facts = {
+        "tag": result.tag,
+        "mode": "diagnostics of a trained model" if diagsonly else "training",
+        "preset": preset_name,
+        "sensors": list(obs.basis.sensor_names),
+        "period_start": prov.period_start,
+        "period_end": prov.period_end,
+        "stepstart": int(obs.stepstart),
+        "nsteps": int(obs.nstep),
+        "nobs": int(obs.nobs),
+        "ngrid": int(obs.ngrid),
+        "epochs": int(history.nepochs) if history is not None else None,
+        "train_seconds": round(result.train_seconds, 2) if not diagsonly else None,
+        "obs_per_s": round(float(history.obs_per_s)) if history is not None and not diagsonly else None,
+        "wall_seconds": round(wall_s, 2),
+        "data": str(data_cfg.data),
+        "output": str(result.output),
+        "code_version": code_version(),
+        "date_created": now_iso(),
+    }
+    return summary_dict(
+        facts=facts,
+        channel_names=list(obs.basis.channel_names),
+        sensor_names=list(obs.basis.sensor_names),
+        cost_before=result.cost_before,
+        cost_after=result.cost_after,
+        departures_before=result.departures_before,
+        departures_after=result.departures_after,
+        truth=result.truth,
+    )
+
+
+__all__ = [
+    "initial_diagnostics",
+    "write_initial",
+    "final_diagnostics",
+    "write_state_files",
+    "run_summary",
+    "run_title",
+    "summary_table",
+]

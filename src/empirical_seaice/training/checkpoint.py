@@ -1,0 +1,77 @@
+"""The trainer's checkpoint ``checkpoints_TAG/checkpoint.pt``: its name, format, reading and identity.
+
+:class:`~empirical_seaice.training.trainer.Trainer` writes it at each epoch end and within an epoch
+(a dict: ``format``, ``identity``, ``position``, ``epoch``, ``network``, ``optimizers``,
+``history``, ``generator``, ``best_cost``, ``best_state``, ``config``); ``--resume`` reads it
+(:func:`read_checkpoint`) and refuses one written for other data, model, period or training
+options (:func:`check_identity`, with the run identity of
+:func:`empirical_seaice.run.model_file.run_identity`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from empirical_seaice.errors import SeaIceError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+"""File name of the checkpoint in the checkpoint directory."""
+
+TRAINER_CHECKPOINT_FORMAT = 3
+"""Format of the epoch checkpoint ``checkpoint.pt`` (2: DeferredAdam keeps its state in one slab per
+parameter group; 3: the run's identity (data, model, period, training options) and, within an epoch,
+the position in it). Not the format of the trained model file (``run.model_file.MODEL_FILE_FORMAT``)."""
+
+IDENTITY_WORDS = {
+    "data": "training data (the input files' content)",
+    "period": "period (--stepstart/--nsteps, the data's first day)",
+    "nobs": "number of observations",
+    "sensors": "sensors (--sensors)",
+    "model": "model (--model, --ice-emis-init)",
+    "cost": "cost configuration (--warm-ice, preset)",
+    "learning_rate": "--learning-rate",
+    "seed": "--seed",
+    "validation_fraction": "--validation-fraction",
+}
+"""How a difference in each identity key is named in the ``--resume`` error."""
+
+
+def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
+    """Load a trainer checkpoint; a missing, unreadable or older-format file is a one-line error."""
+    if not Path(path).is_file():
+        raise SeaIceError(f"--resume: no checkpoint at {path}; run without --resume first")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # any unreadable file is a user problem
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise SeaIceError(f"--resume: cannot read checkpoint {path} ({first}); train without --resume") from None
+    if not isinstance(state, dict) or state.get("format") != TRAINER_CHECKPOINT_FORMAT:
+        fmt = state.get("format") if isinstance(state, dict) else None
+        raise SeaIceError(
+            f"--resume: {path} is not a trainer checkpoint of format {TRAINER_CHECKPOINT_FORMAT} (found format "
+            f"{fmt}, written by another version); train without --resume"
+        )
+    return state
+
+
+def check_identity(path: Path, saved: Mapping[str, Any] | None, identity: Mapping[str, Any] | None) -> None:
+    """Refuse (one line) a checkpoint written for other data, model, period or training options."""
+    if identity is None:
+        return
+    saved = saved or {}
+    for key, value in identity.items():
+        if key in saved and saved[key] != value:
+            what = IDENTITY_WORDS.get(key, key)
+            old, new = saved[key], value
+            detail = "" if key in ("data", "model", "cost") else f": {old} then, {new} now"
+            raise SeaIceError(
+                f"--resume: checkpoint {path} was written for another {what}{detail}; "
+                "resume with the data and flags of that run, or train without --resume"
+            )
+
+
+__all__ = ["CHECKPOINT_NAME", "TRAINER_CHECKPOINT_FORMAT", "IDENTITY_WORDS", "read_checkpoint", "check_identity"]
