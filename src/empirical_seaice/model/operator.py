@@ -625,6 +625,13 @@ class HybridNetwork(nn.Module):
         assert total is not None
         return total
 
+    def fused_program(self, data: ObservationTensors, nobs_total: int):
+        """The compiled forward, sampled cost and gradient of this network on ``data``
+        (:func:`empirical_seaice.model.fused.build_program`): ``(program, "")`` or ``(None, reason)``."""
+        from empirical_seaice.model.fused import build_program
+
+        return build_program(self, data, nobs_total)
+
     # ------------------------------------------------------------- parameters
     def state_rows(self, batch: Batch) -> list[tuple[nn.Parameter, Tensor]]:
         """The rows of each state table that a batch reads (int64, may repeat):

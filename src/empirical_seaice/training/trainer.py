@@ -36,6 +36,7 @@ import torch
 from empirical_seaice.config import TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam, dense_adam
+from empirical_seaice.training.fused_step import FusedStep, build_fused_step, set_threads
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
 from empirical_seaice.training.runtime import make_generator, progress_bar, reproducible_mode
 
@@ -116,6 +117,7 @@ class Trainer:
         self.epoch = 0
         self._best_cost = float("inf")
         self._best_state: dict[str, torch.Tensor] | None = None
+        self._fused: FusedStep | None | bool = None  # None: not tried yet; False: not available
 
     # ----------------------------------------------------------------- optimisers
 
@@ -254,6 +256,22 @@ class Trainer:
                 logger.info("restored the parameters of the best epoch %d", self.history.best_epoch + 1)
         return self.history
 
+    def _fused_step(self) -> FusedStep | None:
+        """The compiled step (:mod:`~empirical_seaice.training.fused_step`) when the config asks for it and
+        it applies; else None, with a one-line notice the first time."""
+        if not self.config.fused_step or self._fused is False:
+            return None
+        if self._fused is None:
+            fused, reason = build_fused_step(self.network, self.data, self.optimizers, self.nobs_total, self.device)
+            if fused is None:
+                logger.warning("fused training step not used (%s); using the tensor step", reason)
+                self._fused = False
+                return None
+            self._fused = fused
+        self._fused.refresh()
+        set_threads(torch.get_num_threads())
+        return self._fused
+
     def _train_epoch(self) -> None:
         cfg = self.config
         network = self.network
@@ -272,28 +290,37 @@ class Trainer:
         # the network computes with the caught-up rows DeferredAdam hands it (no lookup of its own)
         gathered = deferred is not None and getattr(network, "reads_state_values", False)
         running = 0.0
+        fused = self._fused_step()
+        if fused is not None:
+            names = fused.names
+            values = torch.zeros((nbatch, len(names)), dtype=torch.float64)
+            perm_np = perm.numpy()
+            values_np = values.numpy()
         t0 = time.perf_counter()
         c0 = time.process_time()
         for b in range(nbatch):
-            batch = self.data.batch(perm[b * bs : (b + 1) * bs])
-            if gathered:
-                out = network(batch, state_values=deferred.gather(state_rows(batch)))
+            if fused is not None:
+                values_np[b] = fused(perm_np[b * bs : (b + 1) * bs])
             else:
-                if deferred is not None:
-                    deferred.catch_up_many(state_rows(batch))
-                out = network(batch)
-            terms = network.cost_terms(batch, out, self.nobs_total)
-            loss = network.total_cost(terms)
-            for opt in self.optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for opt in self.optimizers:
-                opt.step()
-            with torch.no_grad():
-                if values is None:
-                    names = tuple(terms) + ("total",)
-                    values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
-                values[b] = torch.stack([*terms.values(), loss])  # 0-d terms; no graph under no_grad
+                batch = self.data.batch(perm[b * bs : (b + 1) * bs])
+                if gathered:
+                    out = network(batch, state_values=deferred.gather(state_rows(batch)))
+                else:
+                    if deferred is not None:
+                        deferred.catch_up_many(state_rows(batch))
+                    out = network(batch)
+                terms = network.cost_terms(batch, out, self.nobs_total)
+                loss = network.total_cost(terms)
+                for opt in self.optimizers:
+                    opt.zero_grad(set_to_none=True)
+                loss.backward()
+                for opt in self.optimizers:
+                    opt.step()
+                with torch.no_grad():
+                    if values is None:
+                        names = tuple(terms) + ("total",)
+                        values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
+                    values[b] = torch.stack([*terms.values(), loss])  # 0-d terms; no graph under no_grad
             if bar is not None and (b % 20 == 0 or b == nbatch - 1):
                 running = float(values[max(0, b - 19) : b + 1, -1].mean())
                 bar.set_postfix_str(f"J/nobs={running:.4g}", refresh=b == nbatch - 1)
