@@ -20,7 +20,10 @@ by +-25 % over seconds. Configurations:
 - the lazy scheme (torch SparseAdam) at batch 1024;
 - per-step time as the state grows from 30 to 365 days (batch 1024);
 - the dense reference mode (plain Adam over everything, full-map priors) at
-  30 and 365 days, a few steps only.
+  30 and 365 days, a few steps only;
+- ``--only pairs``: interleaved sets (``--repeat``) of the tensor step, the fused
+  step on 1 and 2 threads at batch 1024 and 16384, and the reference-exact dense
+  scheme, so that their ratios per step come from the same minutes.
 
 Results are appended to ``benchmarks/results.md`` (``--no-write`` to skip).
 
@@ -184,7 +187,13 @@ def run_one(cfg: dict) -> dict:
     ).to(device)
     t_setup = time.perf_counter() - t0
     nepochs = int(cfg.get("epochs", 2))
-    tcfg = TrainingConfig(nepochs=nepochs, batch_size=bs, optimizer=cfg["optimizer"], device=cfg["device"])
+    tcfg = TrainingConfig(
+        nepochs=nepochs,
+        batch_size=bs,
+        optimizer=cfg["optimizer"],
+        device=cfg["device"],
+        fused_step=bool(cfg.get("fused", True)),
+    )
     trainer = Trainer(net, data, tcfg, train_index, None, obs.nobs, progress=False, generator=gen)
     cpu0 = time.process_time()
     if cfg.get("profile"):
@@ -233,6 +242,7 @@ def run_one(cfg: dict) -> dict:
         "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "cuda_peak_mib": peak,
         "final_total": hist.epoch_terms[-1]["total"],
+        "fused_used": bool(getattr(trainer, "_fused", None)),
     }
 
 
@@ -281,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="profile the sparse scheme at batch 1024 and exit")
     ap.add_argument("--only", default="", help="comma list of parts: batch,lazy,growth,dense")
     ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/results.md")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved sets of the 'pairs' part")
     args = ap.parse_args(argv)
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
@@ -310,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         r = spawn({**base, **kw})
         results.append(r)
         print(
-            f"{r['optimizer']:6s} batch {r['batch']:5d} nstep {r['nstep']:3d} threads {r['threads']}: "
+            f"{r['optimizer']:6s} {'fused' if r.get('fused_used') else 'tensor'} batch {r['batch']:5d} "
+            f"nstep {r['nstep']:3d} threads {r['threads']}: "
             f"{r['obs_per_s']:10.0f} obs/s {r['ms_per_step']:8.2f} ms/step "
             f"(epochs {r['ms_per_step_min']:.2f}-{r['ms_per_step_max']:.2f}; CPU {r['cpu_ms_per_step']:7.2f} ms, "
             f"first epoch {r['first_epoch_ms_per_step']:.2f} ms, "
@@ -319,6 +331,14 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
+    if "pairs" in parts:  # interleaved tensor / fused / reference-exact sets, the same minutes
+        for _ in range(args.repeat):
+            go(fused=False)
+            go(fused=True)
+            go(fused=True, threads=2)
+            go(fused=True, batch=16384, steps=max(args.steps // 16, 20))
+            go(fused=True, batch=16384, steps=max(args.steps // 16, 20), threads=2)
+            go(optimizer="dense", steps=20, epochs=3)
     if "batch" in parts:
         for b in (1024, 4096, 16384):
             go(batch=b, steps=args.steps if b == 1024 else max(args.steps // (b // 1024), 20))
