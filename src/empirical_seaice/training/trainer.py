@@ -16,6 +16,8 @@ fulfils it)::
     network.full_prior_terms(nobs_total) -> dict[str, Tensor]  # whole-map priors, exact (evaluation)
     network.state_rows(batch) -> list[(Parameter, LongTensor)]  # optional: table rows a batch reads
     network.reads_state_values: bool      # optional: network(batch, state_values=[tensor per state_rows entry])
+    network.fused_program(data, nobs_total) -> (program | None, reason)  # optional: the compiled step's
+                                          # forward, cost and gradient (training.fused_step, the default)
 
 The term named ``"obs"`` (:data:`OBS_TERM`) is the observation term: the mean
 of ``J_o,i`` over the batch; it is what the held-out validation reports.
