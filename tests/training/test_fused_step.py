@@ -139,3 +139,28 @@ def test_fused_step_falls_back_with_one_notice(why, monkeypatch, caplog):
     assert len(notices) == 1 and "\n" not in notices[0]
     assert ("numba" in notices[0]) == (why == "numba missing")
     assert t._fused is False and len(h.epoch_terms) == 2 and np.isfinite(h.epoch_terms[-1]["total"])
+
+
+@pytest.mark.parametrize("case", ["v2", "v2-anchor-frequency-priors-warm", "v1"])
+@pytest.mark.parametrize("zero_sic", [False, True])
+def test_compiled_simulation_equals_the_network_forward(case, zero_sic):
+    """products.diagnostics.simulate runs the compiled forward pass (model/fused.py) where it applies."""
+    from empirical_seaice.model.fused import simulate as fused_simulate
+    from empirical_seaice.products.diagnostics import simulate
+
+    kw = {k: v for k, v in CASES[case].items() if k in ("model_kw", "cost_kw", "warm")}
+    t = _trainer(True, nepochs=1, **kw)
+    t.fit()  # trained weights and state, not the initial ones
+    net, data = t.network, t.data
+    with torch.no_grad():
+        ref = net(data.all(), zero_sic=zero_sic)
+    program, reason = net.fused_program(data, data.nobs, training=False)
+    assert program is not None, reason
+    tb, emis, sic, anchor = fused_simulate(program, data.nobs, zero_sic=zero_sic, chunk=150)  # 3 chunks
+    np.testing.assert_allclose(tb, ref["tb"].numpy(), rtol=0, atol=2e-4)  # K
+    np.testing.assert_allclose(emis, ref["emis_ice"].numpy(), rtol=0, atol=2e-6)
+    np.testing.assert_allclose(sic, ref["sic"].numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(anchor, ref["emis_anchor"].numpy().reshape(-1), rtol=0, atol=2e-6)
+    assert (sic == 0).all() == zero_sic and tb.std() > 1.0
+    sim = simulate(net, data, data.nobs, zero_sic=zero_sic)  # the diagnostics' entry point uses it
+    assert np.array_equal(sim.tb, tb) and np.array_equal(sim.emis_ice, emis)

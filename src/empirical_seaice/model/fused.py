@@ -117,11 +117,13 @@ def _refs(ints, index, ncolmap, nstep, nlag, has_grid, has_obs, refs):
 def _chunk(
     c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
     ip, fp, inv_count, bg, warm_w, freq_in, nfreq, chan_freq, pol, lag_w,
-    terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state,
+    terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, out_tb, out_emis, out_sic, out_anchor,
 ):  # fmt: skip
-    """Forward, cost and backward of observations ``c0 .. c1 - 1`` of the batch (see :func:`_step`)."""
+    """Forward, cost and backward of observations ``c0 .. c1 - 1`` of the batch (see :func:`_step`);
+    with ``ip[18]`` (forward only) the simulation into ``out_*`` instead (``ip[19]``: SIC 0)."""
     version, nc, nlag, ngp, nop, nh, anchor_ch, floor_on, false_shape = ip[0], ip[1], ip[2], ip[3], ip[4], ip[5], ip[6], ip[7], ip[8]
     bg_on, warm_eff, false_on = ip[9], ip[10], ip[11]
+    forward_only, zero_sic = ip[18], ip[19]
     t_ref, t_scale, t_floor, inv_b, anchor_f, anchor_v = fp[0], fp[1], fp[2], fp[3], fp[4], fp[5]
     s_range, s_bg, s_false, warm_scale, anchor_g = fp[6], fp[7], fp[8], fp[9], fp[10]
     fi_s, fi_lo, fi_hi, fi_h = fp[11], fp[12], fp[13], fp[14]
@@ -160,6 +162,8 @@ def _chunk(
         for lag in range(nlag + 1):
             lags[lag] = vals[inv[b, lag], 0]
             c += lag_w[lag] * lags[lag]
+        if zero_sic:
+            c = 0.0
         # ---- ice emissivity per channel
         nf = nfreq[s]
         if version == 2:
@@ -207,7 +211,12 @@ def _chunk(
             e_o = floats[i, ip[13] + ch] + wc[ch] * u
             tb_i = kk + bi[s, ch] + emis[ch] * a_i
             tb_o = kk + bo[s, ch] + e_o * a_o
-            d = tb_o + c * (tb_i - tb_o) - floats[i, ip[12] + ch]
+            tb = tb_o + c * (tb_i - tb_o)
+            if forward_only:
+                out_tb[b, ch] = tb
+                out_emis[b, ch] = emis[ch]
+                continue
+            d = tb - floats[i, ip[12] + ch]
             g = d * floats[i, ip[17] + ch] * p[ch]  # 2 (TB' - y) mask / (sigma^2 B)
             obs += d * g
             dc += g * (tb_i - tb_o)
@@ -215,6 +224,13 @@ def _chunk(
             g_wc[ch] += g * (1.0 - c) * a_o * u
             g_bi[s, ch] += g * c
             g_bo[s, ch] += g * (1.0 - c)
+        if forward_only:
+            out_sic[b] = c
+            if version == 2 and anchor_ch < 0 and floor_on:
+                out_anchor[b] = ok[nf, 0]
+            elif anchor_ch >= 0:
+                out_anchor[b] = emis[anchor_ch]
+            continue
         terms[_T_OBS] += 0.5 * obs
         # ---- sampled map priors on the SIC rows seen (per row weight 1 / count(r))
         for lag in range(nlag + 1):
@@ -298,7 +314,7 @@ def _chunk(
 def _step(
     floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
     ip, fp, inv_count, bg, warm_w, freq_in, nfreq, chan_freq, pol, lag_w,
-    terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, g_vals,
+    terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, g_vals, out_tb, out_emis, out_sic, out_anchor,
 ):  # fmt: skip
     """One batch: terms (per chunk, summed in order), dense gradients, state-row gradients ``g_vals``."""
     nb = index.shape[0]
@@ -310,7 +326,10 @@ def _step(
             c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
             ip, fp, inv_count, bg, warm_w, freq_in, nfreq, chan_freq, pol, lag_w,
             terms[k], g_w1[k], g_b1[k], g_w2[k], g_b2[k], g_wc[k], g_bi[k], g_bo[k], g_state,
+            out_tb, out_emis, out_sic, out_anchor,
         )  # fmt: skip
+    if ip[18]:
+        return
     # state-row gradients into the caught-up rows, in observation order (deterministic)
     nlag = ip[2]
     ngp = ip[3]
@@ -402,6 +421,7 @@ class FusedProgram:
             self.floats, self.ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
             self.ip, fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_in"], a["nfreq"], a["chan_freq"],
             a["pol"], a["lag_w"], terms, gw1, gb1, gw2, gb2, gwc, gbi, gbo, g_state, g_vals,
+            a["no_tb"], a["no_tb"], a["no_sic"], a["no_sic"],
         )  # fmt: skip
         t = terms.sum(axis=0)
         # the bias prior (dense, tiny): sum (b - b_bg)^2 / sigma^2 / nobs, gradient 2 (b - b_bg) / sigma^2 / nobs
@@ -430,16 +450,60 @@ class FusedProgram:
         return np.array([values[n] for n in self.names])
 
 
-def build_program(network, data, nobs_total: int) -> tuple[FusedProgram | None, str]:
+def _simulate_into(program, start: int, stop: int, zero_sic: bool, tb, emis, sic, anchor) -> None:
+    """Forward pass of observations ``start .. stop - 1`` with the tables' current values."""
+    a = program.arrays
+    index = np.arange(start, stop, dtype=np.int64)
+    refs = program.rows(index)
+    nb, nref = refs.shape
+    tables = [t.detach().numpy() for t in program.tables]
+    c = max(t.shape[1] for t in tables)
+    vals = np.zeros((nb, nref, c), dtype=np.float32)
+    for k in range(nref):
+        t = tables[program.ref_table[k]]
+        vals[:, k, : t.shape[1]] = t[refs[:, k]]
+    inv = np.arange(nb * nref, dtype=np.int64).reshape(nb, nref)
+    w = [p.detach().numpy() for p in program.dense]
+    emis_w = w[: len(w) - 3]
+    w1, b1 = emis_w[0], emis_w[1]
+    w2, b2 = (emis_w[2], emis_w[3]) if len(emis_w) == 4 else (a["dummy2"], a["dummy1"])
+    wc, bi, bo = w[-3:]
+    ip = program.ip.copy()
+    ip[18], ip[19] = 1, int(zero_sic)
+    z1 = np.zeros((NCHUNK, 1))
+    z3 = np.zeros((NCHUNK, 1, 1))
+    _step(
+        program.floats, program.ints, index, vals.reshape(nb * nref, c), inv, refs, np.zeros(w[-3].shape[0]),
+        w1, b1, w2, b2, wc, bi, bo, ip, program.fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_in"],
+        a["nfreq"], a["chan_freq"], a["pol"], a["lag_w"], np.zeros((NCHUNK, 6)), z3, z1, z3, z1, z1, z3, z3,
+        np.zeros((1, 1)), np.zeros((1, 1)), tb[start:stop], emis[start:stop], sic[start:stop], anchor[start:stop],
+    )  # fmt: skip
+
+
+def simulate(program: FusedProgram, nobs: int, zero_sic: bool = False, chunk: int = 1 << 16):
+    """``(tb, emis_ice, sic, emis_anchor)`` of observations ``0 .. nobs - 1`` (float32 numpy), as
+    :meth:`HybridNetwork.forward` gives them (``zero_sic``: SIC 0), chunk by chunk in parallel."""
+    nc = int(program.ip[1])
+    tb = np.empty((nobs, nc), dtype=np.float32)
+    emis = np.empty((nobs, nc), dtype=np.float32)
+    sic = np.empty(nobs, dtype=np.float32)
+    anchor = np.zeros(nobs, dtype=np.float32)
+    for start in range(0, nobs, chunk):
+        _simulate_into(program, start, min(start + chunk, nobs), zero_sic, tb, emis, sic, anchor)
+    return tb, emis, sic, anchor
+
+
+def build_program(network, data, nobs_total: int, training: bool = True) -> tuple[FusedProgram | None, str]:
     """The compiled step's view of ``network`` (a :class:`HybridNetwork`) and ``data``
-    (:class:`ObservationTensors`), or ``(None, reason)`` where it does not apply."""
+    (:class:`ObservationTensors`), or ``(None, reason)`` where it does not apply
+    (``training=False``: for :func:`simulate` only, any prior mode)."""
     import torch
 
     from empirical_seaice.model.emissivity import LinearEmissivity, NetworkEmissivity
 
     if not HAVE_NUMBA:
         return None, "numba is not installed"
-    if getattr(network, "prior_mode", None) != "sampled":
+    if training and getattr(network, "prior_mode", None) != "sampled":
         return None, "the fused step needs the sampled whole-map priors"
     floats = getattr(data, "floats", None)
     if floats is None or floats.device.type != "cpu" or floats.dtype != torch.float32:
@@ -468,7 +532,7 @@ def build_program(network, data, nobs_total: int) -> tuple[FusedProgram | None, 
             version, nc, st.nlag, st.nprop_grid, st.nprop_obs, nh, anchor_ch, int(floor_on),
             0 if cc.false_ice_shape == "tent" else 1, int(cc.sic_background_prior), int(cc.warm_ice == "effective"),
             int(cc.false_ice_prior), sl["tb_obs_k"][0], sl["emis_water"][0], sl["tau_eff"][0], sl["down_eff_k"][0],
-            sl["const_k"][0], sl["mask"][0],
+            sl["const_k"][0], sl["mask"][0], 0, 0,
         ],
         dtype=np.int64,
     )  # fmt: skip
@@ -496,7 +560,9 @@ def build_program(network, data, nobs_total: int) -> tuple[FusedProgram | None, 
     if st.props_obs is not None:
         tables.append(st.props_obs.weight)
         ref_table.append(len(tables) - 1)
-    cnt = network.sic_count.numpy().astype(np.float64)
+    cnt = (
+        np.full(st.ngrid * st.ncol, np.inf) if network.sic_count is None else network.sic_count.numpy().astype(np.float64)
+    )
     warm = (np.maximum(network.t_map_flat.numpy().astype(np.float64) - cc.warm_ice_threshold_k, 0.0)) * (
         cc.warm_ice_factor
     )
@@ -532,6 +598,8 @@ def build_program(network, data, nobs_total: int) -> tuple[FusedProgram | None, 
         bias_ice_bg=network.bias_ice_bg_k.numpy(),
         bias_ocean_bg=network.bias_ocean_bg_k.numpy(),
         bias_inv_var=(1.0 / network.bias_error_k.numpy().astype(np.float64) ** 2),
+        no_tb=np.zeros((1, 1), dtype=np.float32),
+        no_sic=np.zeros(1, dtype=np.float32),
         dummy2=np.zeros((2, 1), dtype=np.float32),
         dummy1=np.zeros(2, dtype=np.float32),
     )
@@ -557,4 +625,4 @@ def _smooth_pieces(peak_scaling: float) -> tuple[float, float, float]:
     return false_ice_smooth_pieces(peak_scaling)
 
 
-__all__ = ["FusedProgram", "build_program", "HAVE_NUMBA", "NCHUNK"]
+__all__ = ["FusedProgram", "build_program", "simulate", "HAVE_NUMBA", "NCHUNK"]

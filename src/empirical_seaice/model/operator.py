@@ -625,12 +625,13 @@ class HybridNetwork(nn.Module):
         assert total is not None
         return total
 
-    def fused_program(self, data: ObservationTensors, nobs_total: int):
+    def fused_program(self, data: ObservationTensors, nobs_total: int, training: bool = True):
         """The compiled forward, sampled cost and gradient of this network on ``data``
-        (:func:`empirical_seaice.model.fused.build_program`): ``(program, "")`` or ``(None, reason)``."""
+        (:func:`empirical_seaice.model.fused.build_program`): ``(program, "")`` or ``(None, reason)``;
+        ``training=False``: for the compiled forward pass only (:func:`empirical_seaice.model.fused.simulate`)."""
         from empirical_seaice.model.fused import build_program
 
-        return build_program(self, data, nobs_total)
+        return build_program(self, data, nobs_total, training)
 
     # ------------------------------------------------------------- parameters
     def state_rows(self, batch: Batch) -> list[tuple[nn.Parameter, Tensor]]:
