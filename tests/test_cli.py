@@ -180,7 +180,7 @@ def test_missing_background_file(capsys, tmp_path):
 def test_unknown_sensor(capsys, tmp_path):
     out = tmp_path / "out"
     line = _fails(
-        ["--data", str(tmp_path), "--output", str(out), "--sensors", "amsr2", "mhs"], capsys, "--sensors", "'mhs'"
+        ["--data", str(tmp_path), "--output", str(out), "--sensors", "amsr2", "mwri"], capsys, "--sensors", "'mwri'"
     )
     assert "amsr2, gmi, ssmisf17" in line
     assert not out.exists()
@@ -247,3 +247,34 @@ def test_threads_apply_during_the_run_and_are_restored(monkeypatch, tmp_path):
     assert torch.get_num_threads() == before
     assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o")]) == 0
     assert seen["threads"] == 1  # the default
+
+
+def test_help_imports_nothing_heavy():
+    """`seaice-training -h` and `seaice-twin -h` stay quick: no torch, xarray, matplotlib, scipy
+    or land mask is imported before the arguments are parsed (timings in the README, not asserted)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from empirical_seaice import cli\n"
+        "from empirical_seaice.twin import cli as twin_cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert cli.main(['-h']) == 0\n"
+        "    try:\n"
+        "        twin_cli.main(['-h'])\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0\n"
+        "heavy = ('torch', 'xarray', 'matplotlib', 'scipy', 'global_land_mask', 'netCDF4')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_twin_cli_presets_are_the_twin_presets():
+    from empirical_seaice.twin.cli import PRESET_NAMES
+    from empirical_seaice.twin.presets import TWIN_PRESETS
+
+    assert PRESET_NAMES == tuple(sorted(TWIN_PRESETS))

@@ -8,8 +8,13 @@ Argument parsing only: the seed's options (``--data``, ``--sensors``,
 
 A user-caused problem (a bad flag value, a missing file, an unknown sensor)
 is reported as one line ``seaice-training: error: <message>`` on stderr and
-exit status 2, without a traceback. Progress and logging go to stderr; the
-summary table goes to stdout.
+exit status 2, without a traceback. Progress (one display for the whole run)
+and logging go to stderr; the summary table goes to stdout and, with the
+machine-readable ``summary_TAG.json``, beside the outputs (``summary_TAG.txt``).
+``--quiet`` prints nothing but errors (batch jobs).
+
+Nothing heavy is imported before the arguments are parsed (torch, xarray,
+matplotlib come with the run), so ``seaice-training -h`` is quick.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 
 from empirical_seaice.config import PRESETS, CostConfig, DataConfig, TrainingConfig, get_preset, replace
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.sensors import load_catalogue
 
 PROG = "seaice-training"
 EXIT_USER_ERROR = 2
@@ -118,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Background (initial) SIC file (default: ifs_seaice*.nc in --data).",
     )
     ours.add_argument(
+        "--sensor-catalogue",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TOML file adding or overriding sensors of the shipped catalogue for this run "
+        "(README 'Sensors'); saved with the model.",
+    )
+    ours.add_argument(
         "--tsfc-background",
         type=Path,
         default=None,
@@ -182,7 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads of torch's operators (default 1: the network's operations are "
         "small, and more threads were 20x slower on a shared 2-core machine).",
     )
-    ours.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
+    ours.add_argument("--no-progress", action="store_true", help="No progress display on stderr.")
+    ours.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="Batch mode: no progress display, no summary on stdout (it is still written to "
+        "summary_TAG.txt / summary_TAG.json), only errors on stderr.",
+    )
     ours.add_argument(
         "--resume", action="store_true", help="Resume training from the last epoch checkpoint of this tag in --output."
     )
@@ -284,6 +305,7 @@ def configs_from_args(args: argparse.Namespace):
         nsteps=args.nsteps,
         seaice_background=args.seaice_background,
         tsfc_background=args.tsfc_background,
+        sensor_catalogue=args.sensor_catalogue,
     )
     cost: CostConfig = replace(preset.cost, warm_ice=args.warm_ice)
     training = TrainingConfig(
@@ -302,7 +324,16 @@ def configs_from_args(args: argparse.Namespace):
 
 
 def _setup_logging(verbosity: int) -> None:
-    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    """-1 (``--quiet``): errors only; 0: warnings; 1: info; 2: debug."""
+    level = (
+        logging.ERROR
+        if verbosity < 0
+        else logging.WARNING
+        if verbosity == 0
+        else logging.INFO
+        if verbosity == 1
+        else logging.DEBUG
+    )
     root = logging.getLogger("empirical_seaice")
     root.setLevel(level)
     if not any(getattr(h, "_seaice_cli", False) for h in root.handlers):
@@ -326,15 +357,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     0 on success (and for ``-h``), 2 on a user-caused error (one line on stderr).
     """
-    from empirical_seaice.run import train as pipeline  # imported here so that `-h` stays fast
-
     parser = build_parser()
     try:
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # -h / --help
             return int(exc.code or 0)
-        _setup_logging(args.verbose)
+        from empirical_seaice.io.cf import set_command_line
+        from empirical_seaice.run import train as pipeline  # imported after parsing so that `-h` stays fast
+
+        set_command_line(PROG, sys.argv[1:] if argv is None else argv)
+
+        _setup_logging(-1 if args.quiet else args.verbose)
         data, preset, cost, training = configs_from_args(args)
         if args.threads < 1:
             raise SeaIceError(f"--threads: must be >= 1, got {args.threads}")
@@ -342,7 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.retrieve:
             from empirical_seaice.products.write import check_product_options
 
-            check_product_options(products, None if args.diagsonly else preset.model.version, data.sensors)
+            check_product_options(
+                products,
+                None if args.diagsonly else preset.model.version,
+                data.sensors,
+                load_catalogue(data.sensor_catalogue),
+            )
         threads_before = _set_threads(args.threads)
         try:
             if args.retrieve:
@@ -358,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 diagsonly=args.diagsonly,
                 trainonly=args.trainonly,
                 resume=args.resume,
-                progress=not args.no_progress,
+                progress=not (args.no_progress or args.quiet),
                 products=products,
             )
         finally:
@@ -366,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SeaIceError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    if result.summary:
+    if result.summary and not args.quiet:
         print(result.summary)
     return 0
 
@@ -388,7 +427,7 @@ def _retrieve(args: argparse.Namespace, data, training, products) -> int:
         args.modeltag,
         args.tag,
         sensors=tuple(args.sensors) if args.sensors else None,
-        progress=not args.no_progress,
+        progress=not (args.no_progress or args.quiet),
     )
     _, lines = write_products(
         products,
@@ -402,7 +441,8 @@ def _retrieve(args: argparse.Namespace, data, training, products) -> int:
         truth=result.truth_data,
         history=result.history,
     )
-    print("\n".join([result.summary, *(f"  {ln}" for ln in lines)]))
+    if not args.quiet:
+        print("\n".join([result.summary, *(f"  {ln}" for ln in lines)]))
     return 0
 
 

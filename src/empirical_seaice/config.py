@@ -28,6 +28,7 @@ class DataConfig:
     tsfc_background: daily skin-temperature file; None = find ``ifs_tsfc*.nc`` in ``data``.
     steps_per_day: time steps per day (n_per_day of the step rule).
     cache: cache the assembled observations as memory-mapped arrays in the output directory.
+    sensor_catalogue: TOML file adding or overriding sensors of the shipped catalogue; None = shipped only.
     """
 
     data: Path
@@ -38,6 +39,7 @@ class DataConfig:
     tsfc_background: Path | None = None
     steps_per_day: int = 1
     cache: bool = True
+    sensor_catalogue: Path | None = None
 
     def __post_init__(self) -> None:
         if self.stepstart < 0:

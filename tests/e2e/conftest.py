@@ -79,3 +79,21 @@ def trained(twin_dir, tmp_path_factory) -> SimpleNamespace:
     r.output = output
     r.data = twin_dir
     return r
+
+
+@pytest.fixture(scope="session")
+def products_run(trained, tmp_path_factory) -> SimpleNamespace:
+    """The trained model's diagnostics and every product (export, gridded, classic, plots and the
+    report) in a directory of their own: ``--diagsonly --export --plots`` on a copy of model_TAG.pt."""
+    import shutil
+
+    output = tmp_path_factory.mktemp("products") / "out"
+    output.mkdir()
+    shutil.copy(trained.output / f"model_{TAG}.pt", output / f"model_{TAG}.pt")
+    r = run_cli(
+        ["--data", trained.data, "--output", output, "--tag", TAG, "--diagsonly", "--export", "--plots", "--quiet"]
+    )
+    assert r.code == 0, r.stderr
+    r.output = output
+    r.data = trained.data
+    return r

@@ -15,10 +15,45 @@ from .fakes import make_obs
 
 
 def _every_variable_has_units(ds: xr.Dataset) -> None:
+    """Every numeric variable has units and a long name, except CF bounds (they inherit them);
+    a decoded time keeps its units in the encoding."""
+    bounds = {v.attrs["bounds"] for v in ds.variables.values() if "bounds" in v.attrs}
     for name, var in ds.variables.items():
-        if var.dtype.kind in "OSU":
+        if var.dtype.kind in "OSU" or name in bounds:
             continue
-        assert "units" in var.attrs and "long_name" in var.attrs, name
+        units = var.attrs.get("units", var.encoding.get("units"))
+        assert units and "long_name" in var.attrs, name
+
+
+def test_seaice_time_is_cf_with_an_epoch_and_bounds(tmp_path):
+    jd = o.step_julian_day(2459000.0, 0, 3, 1)  # JD 2459000.0 = 2020-05-30 12:00 UTC
+    path = o.write_seaice(tmp_path / "seaice_t.nc", np.zeros((2, 4), np.float32), jd, lon=[1, 2], lat=[70, 71], nlag=1)
+    with xr.open_dataset(path, decode_times=False) as raw:
+        assert raw["time"].attrs["units"] == "days since 1970-01-01 00:00:00"
+        assert raw["time"].attrs["calendar"] == "standard" and raw["time"].attrs["bounds"] == "time_bnds"
+        # window centre of lag column 0: 2459000.0 + 0.375 + (-1 + 0.5) = JD 2458999.875 = 2020-05-30 09:00 UTC
+        np.testing.assert_allclose(raw["time"].values, jd - 2440587.5)
+        np.testing.assert_allclose(raw["time_bnds"].values[:, 1] - raw["time_bnds"].values[:, 0], 1.0)
+        assert "units" not in raw["time_bnds"].attrs and "_FillValue" not in raw["time_bnds"].attrs
+        assert raw.attrs["Conventions"] == "CF-1.10" and "10.1029/2023MS004080" in raw.attrs["references"]
+        assert raw["seaice"].attrs["standard_name"] == "sea_ice_area_fraction"
+        assert raw["lat"].attrs["standard_name"] == "latitude"
+    with xr.open_dataset(path) as ds:
+        assert str(ds["time"].values[0]) == "2020-05-30T09:00:00.000000000"
+        np.testing.assert_allclose(ds["julian_day"].values, jd)
+
+
+def test_names_are_fixed_length_char_arrays(tmp_path):
+    import netCDF4
+
+    basis = build_channel_basis(["amsr2", "gmi"])
+    path = o.write_tb(tmp_path / "tbsim_t.nc", np.zeros((2, basis.nchan)), basis, "tbsim")
+    with netCDF4.Dataset(path) as nc:
+        v = nc["channel_name"]
+        assert v.dtype == np.dtype("S1") and v.dimensions == ("channel", "channel_name_strlen")
+        assert nc.dimensions["channel_name_strlen"].size == max(len(c) for c in basis.channel_names)
+    with xr.open_dataset(path) as ds:
+        assert list(ds["channel_name"].values) == list(basis.channel_names)
 
 
 def test_output_path_and_tag():

@@ -132,8 +132,11 @@ def test_every_output_has_reference_names_and_units(trained):
     names = {p.name for p in trained.output.iterdir()}
     expected = {f"{stem}_{TAG}.nc" for stem in NC_FILES} | {f"model_{TAG}.pt", "cache", f"checkpoints_{TAG}"}
     assert expected <= names
-    # anything else is a user product of products.py (gridded emissivity, classic SIC, export, plots)
-    assert all(n.startswith(("ice_emis_grid_", "classic_sic_", "emis_model_", "plots_")) for n in names - expected)
+    # anything else is a user product (gridded emissivity, classic SIC, export, plots) or the summary files
+    assert {f"summary_{TAG}.txt", f"summary_{TAG}.json"} <= names
+    assert all(
+        n.startswith(("ice_emis_grid_", "classic_sic_", "emis_model_", "plots_", "summary_")) for n in names - expected
+    )
     with _open(trained.output, "tbobs") as ds:
         nobs, nchan = ds.sizes["iobs"], 17
     assert 4000 < nobs < 8000
@@ -217,6 +220,10 @@ def test_reproducible_twice_gives_identical_outputs(trained, tmp_path):
     for stem in NC_FILES:
         a, attrs_a = _all_variables(trained.output / f"{stem}_{TAG}.nc")
         b, attrs_b = _all_variables(output / f"{stem}_{TAG}.nc")
+        # the CF history and date_created record when and by which command a file was written
+        for attrs in (attrs_a, attrs_b):
+            assert attrs.pop("history").endswith(f"--tag {TAG} " + " ".join(map(str, TRAIN_FLAGS)))
+            attrs.pop("date_created")
         assert a.keys() == b.keys() and attrs_a == attrs_b, stem
         for k in a:
             assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), (stem, k)

@@ -100,7 +100,7 @@ def test_gridded_frequencies_and_file_layout(tmp_path):
         # CF time: the window of step 0 starts at jd_origin + 0.375.
         np.testing.assert_allclose(ds["time_bnds"].values[0, 0], obs.jd_origin + 0.375 - UNIX_EPOCH_JD)
         assert ds["time"].attrs["units"].startswith("days since 1970")
-        assert ds.attrs["Conventions"] == "CF-1.8"
+        assert ds.attrs["Conventions"] == "CF-1.10"
         assert ds["seaice"].attrs["standard_name"] == "sea_ice_area_fraction"
         np.testing.assert_allclose(ds["seaice"].values, net.state.sic_array()[:, 1:])
         np.testing.assert_allclose(ds["t_skin"].values, bg.t_skin_map_k)

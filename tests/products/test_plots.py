@@ -12,10 +12,10 @@ from empirical_seaice.products import plots
 
 
 def polar_grid(n_side=16, spacing_km=150.0, south=False):
-    """A regular grid in EPSG:3413/3031 around the pole, returned as lon/lat."""
+    """A regular grid in EASE-Grid 2.0 (EPSG:6931/6932) around the pole, returned as lon/lat."""
     import pyproj
 
-    epsg = 3031 if south else 3413
+    epsg = 6932 if south else 6931
     r = (np.arange(n_side) - n_side / 2 + 0.5) * spacing_km * 1000
     xx, yy = np.meshgrid(r, r)
     keep = np.hypot(xx, yy) > 2 * spacing_km * 1000  # a "land" hole in the middle
@@ -35,11 +35,11 @@ def assert_png(path, min_std=0.02, min_size=(200, 200)):
 def test_projection_and_spacing():
     lon, lat = polar_grid()
     x, y, epsg = plots.projected_xy(lon, lat)
-    assert epsg == 3413
+    assert epsg == 6931
     assert plots.grid_spacing_km(x, y) == pytest.approx(150.0, rel=1e-6)
     lon_s, lat_s = polar_grid(south=True)
-    assert plots.projected_xy(lon_s, lat_s)[2] == 3031
-    # The North Pole is the origin of EPSG:3413.
+    assert plots.projected_xy(lon_s, lat_s)[2] == 6932
+    # The North Pole is the origin of EASE-Grid 2.0 North.
     x0, y0, _ = plots.projected_xy(np.array([0.0, 10.0]), np.array([90.0, 80.0]))
     assert abs(x0[0]) < 1e-6 and abs(y0[0]) < 1e-6
 
@@ -51,7 +51,7 @@ def test_plot_maps_png(tmp_path):
     f["b"][:5] = np.nan
     img = assert_png(plots.plot_maps(tmp_path / "m.png", lon, lat, f, title="t", vmin=0, vmax=1))
     # Two panels of 3.6 in + colour bar at 100 dpi.
-    assert img.shape[1] == int(round((3.6 * 2 + 0.9) * 100))
+    assert img.shape[1] == int(round((3.6 * 2 + 1.4) * 100))
     with pytest.raises(SeaIceError, match="expected"):
         plots.plot_maps(tmp_path / "x.png", lon, lat, {"bad": np.zeros(3)})
     with pytest.raises(SeaIceError, match="no field"):
@@ -114,7 +114,7 @@ def test_spectrum_groups():
     assert len(g) == 3
     total = sum(int(k.split("n=")[1].rstrip(")")) for k in g)
     assert total == 5  # the SIC 0.3 point is excluded
-    low = [v for k, v in g.items() if k.startswith("low")][0]
+    low = [v for k, v in g.items() if k.startswith("lowest third of P0: P0 < ")][0]
     assert low[1][0] < 1.5 and low[0] <= 251.0
     assert plots.spectrum_groups(np.zeros(3), props[:3], t[:3]) == {}
 
@@ -154,6 +154,8 @@ def test_make_plots_writes_all_and_index(tmp_path):
         dep_after=rng.normal(0, 1, (200, 2)),
         title="test",
         spectrum_masks={"west": np.tile((lon < 0)[:, None], (1, ns)), "none": np.zeros((ng, ns), bool)},
+        dates=["2021-03-01", "2021-03-02", "2021-03-03"],
+        trained_freqs_ghz={"amsr2": [10.65, 18.7, 36.5, 89.0]},
     )
     paths = plots.make_plots(tmp_path / "plots", inputs)
     names = [p.name for p in paths]
@@ -165,6 +167,7 @@ def test_make_plots_writes_all_and_index(tmp_path):
         "map_ice_emis.png",
         "spectra.png",
         "spectra_ice_types.png",
+        "timeseries_extent_area.png",
         "loss_epoch.png",
         "loss_batch.png",
         "departures_hist.png",
@@ -176,3 +179,59 @@ def test_make_plots_writes_all_and_index(tmp_path):
     index = paths[-1].read_text()
     for n in names[:-1]:
         assert f"src='{n}'" in index
+    assert "Sea ice concentration on 2021-03-02" in index  # captions carry the date
+
+
+def test_rasterise_fills_every_cell_of_a_regular_grid_once():
+    lon, lat = polar_grid(n_side=12, spacing_km=100.0)
+    g = plots.rasterise(lon, lat)
+    assert g.spacing_km == pytest.approx(100.0) and g.cell_area_km2 == pytest.approx(1e4)
+    drawn = g.index[g.index >= 0]
+    assert sorted(drawn.tolist()) == list(range(lon.size))  # each point exactly once: no gap, no overlap
+    # the raster is the 12 x 12 lattice (the hole in the middle stays empty)
+    assert g.index.shape == (12, 12) and (g.index < 0).sum() == 144 - lon.size
+    filled = g.fill(np.arange(lon.size, dtype=float))
+    assert filled.count() == lon.size
+
+
+def test_extent_and_area_by_hand():
+    sic = np.array([[1.0, 0.1], [0.5, np.nan], [0.15, 0.2]])  # 3 cells x 2 days
+    extent, area = plots.extent_area(sic, cell_area_km2=1e6)  # cells of 10^6 km^2 -> values in cells
+    np.testing.assert_allclose(extent, [3.0, 1.0])  # day 0: 1.0, 0.5, 0.15 >= 0.15; day 1: 0.2 only
+    np.testing.assert_allclose(area, [1.65, 0.2])
+
+
+def test_shipped_land_mask_matches_the_globe_mask():
+    from global_land_mask import globe
+
+    from empirical_seaice.products.coastline import is_land
+
+    assert is_land(np.array([72.0, 0.0, 89.9, 0.0]), np.array([-40.0, 20.0, 0.0, -30.0])).tolist() == [
+        True,  # Greenland
+        True,  # Africa
+        False,  # North Pole
+        False,  # Atlantic
+    ]
+    rng = np.random.default_rng(0)
+    lat, lon = rng.uniform(-85, 85, 20000), rng.uniform(-180, 180, 20000)
+    agree = (is_land(lat, lon) == globe.is_land(lat, lon)).mean()
+    assert agree > 0.99  # measured 0.9968 on 200,000 points: only coastal cells differ
+
+
+def test_spectra_mark_trained_channels_and_loss_note(tmp_path):
+    f = plots.SPECTRUM_FREQ_GHZ
+    assert_png(
+        plots.plot_spectra(
+            tmp_path / "s.png",
+            f,
+            {"x": np.column_stack([0.95 - 0.001 * f, 0.85 - 0.002 * f])},
+            trained_freqs_ghz={"amsr2": [10.65, 89.0], "gmi": [166.0]},
+        )
+    )
+    losses = {"obs": np.array([3.0, 2.0]), "warm_ice": np.array([0.5, 0.4]), "total": np.array([3.5, 2.4])}
+    assert_png(plots.plot_loss_curves(tmp_path / "l.png", losses))
+
+
+def test_south_hemisphere_map(tmp_path):
+    lon, lat = polar_grid(n_side=14, south=True)
+    assert_png(plots.plot_maps(tmp_path / "s.png", lon, lat, {"a": np.linspace(-1, 1, lon.size)}, centre_zero=True))

@@ -266,3 +266,30 @@ def test_config_and_device_errors():
     if not torch.cuda.is_available():
         with pytest.raises(SeaIceError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_run_progress_shows_stages_and_the_training_of_all_epochs():
+    import io
+
+    from empirical_seaice.training.runtime import RunProgress
+
+    out = io.StringIO()
+    progress = RunProgress(True, file=out)
+    progress.stage("reading data")
+    row, x, y = make_toy(nobs=200)
+    net, data = build(row, x, y)
+    Trainer(net, data, TrainingConfig(nepochs=2, batch_size=50), np.arange(200), None, 200, progress=progress).fit()
+    assert progress.bar.total == 8 and progress.bar.n == 8  # 2 epochs x 4 batches in one bar
+    progress.stage("diagnostics")
+    progress.close()
+    text = out.getvalue()
+    for part in ("reading data", "training epoch 1/2", "training epoch 2/2", "8/8 batches", "diagnostics"):
+        assert part in text, part
+    assert [name for name, _ in progress.stages] == ["reading data", "training epoch 1/2", "diagnostics"]
+    quiet = io.StringIO()
+    silent = RunProgress(False, file=quiet)
+    silent.stage("reading data")
+    silent.start_training(2, 4)
+    silent.update(1)
+    silent.close()
+    assert quiet.getvalue() == ""

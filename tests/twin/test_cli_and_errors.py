@@ -83,7 +83,7 @@ def test_cli_unknown_preset_is_an_argparse_error(tmp_path):
         ({"days": 0}, "--days"),
         ({"sensors": ()}, "--sensors"),
         ({"sensors": ("amsr2", "amsr2")}, "twice"),
-        ({"sensors": ("mwhs2",)}, "cannot simulate"),
+        ({"sensors": ("mwhs2",)}, "--sensors: unknown sensor .mwhs2."),
         ({"keep_fraction": 0.0}, "keep_fraction"),
         ({"noise_scale": -1.0}, "--noise-scale"),
         ({"hemisphere": "up"}, "--hemisphere"),

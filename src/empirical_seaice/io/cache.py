@@ -28,7 +28,7 @@ import numpy as np
 
 from empirical_seaice.config import DataConfig
 from empirical_seaice.observations import PER_CHANNEL_FIELDS, PER_OBS_FIELDS, BackgroundMaps, Observations
-from empirical_seaice.sensors import build_channel_basis
+from empirical_seaice.sensors import build_channel_basis, load_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,10 @@ def cache_key(files: Sequence[Path], config: DataConfig, nlag: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def load(cache_dir: Path, key: str) -> tuple[Observations, BackgroundMaps] | None:
-    """The cached arrays as memmaps if the cache exists and its key matches, else None."""
+def load(cache_dir: Path, key: str, sensor_catalogue: Path | None = None) -> tuple[Observations, BackgroundMaps] | None:
+    """The cached arrays as memmaps if the cache exists and its key matches, else None.
+
+    ``sensor_catalogue``: the run's catalogue file (part of the key), to rebuild the channel basis."""
     root = Path(cache_dir) / CACHE_SUBDIR
     try:
         manifest = json.loads((root / MANIFEST).read_text())
@@ -70,7 +72,7 @@ def load(cache_dir: Path, key: str) -> tuple[Observations, BackgroundMaps] | Non
     except (OSError, ValueError):
         log.info("cache %s is incomplete; rebuilding", root)
         return None
-    basis = build_channel_basis(meta["sensors"])
+    basis = build_channel_basis(meta["sensors"], load_catalogue(sensor_catalogue))
     obs = Observations(
         **arrays,
         basis=basis,

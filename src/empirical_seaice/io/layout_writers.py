@@ -142,7 +142,7 @@ def example_fields(
         Include ``ZENITH``.
     """
     s = get_sensor(sensor)
-    nch = len(s.channels) + (len(s.leading_unused) if with_leading else 0)
+    nch = len(s.file_channels) + (len(s.leading_unused) if with_leading else 0)
     f32 = np.float32
     # Keep days clear of 21 UTC boundaries at both ends: start at jd_start,
     # end 0.1 day before the last window closes (jd_start's day + nstep + 0.375).

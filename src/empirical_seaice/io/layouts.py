@@ -22,12 +22,13 @@ from pathlib import Path
 
 from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.sensors import SENSORS, Sensor, get_sensor
+from empirical_seaice.sensors import Sensor, load_catalogue
 
 PER_OBS_VARIABLES = ("JULIAN_DAY", "TSFC", "WINDSPEED10M", "CLOUD_FRACTION")
 """Per-observation variables every layout must hold (plus IGRID or COMMON_IGRID)."""
 OPTIONAL_PER_OBS_VARIABLES = ("ZENITH",)
-"""Per-observation variables read when present."""
+"""Per-observation variables read when present (``ZENITH``, the local satellite zenith angle in
+degrees, is required for cross-track sensors)."""
 GRID_VARIABLES = ("COMMON_IGRID", "IGRID")
 """Grid-index variables, in order of preference."""
 PER_CHANNEL_VARIABLES = (
@@ -93,10 +94,12 @@ class DataFiles:
     sensors: tuple[SensorFiles, ...]
     seaice_background: Path
     tsfc_background: Path
+    sensor_catalogue: Path | None = None
 
     def input_files(self) -> list[Path]:
         files = [f for s in self.sensors for f in s.input_files()]
-        return files + [self.seaice_background, self.tsfc_background]
+        extra = [self.sensor_catalogue] if self.sensor_catalogue is not None else []
+        return files + [self.seaice_background, self.tsfc_background] + extra
 
 
 def _layout_b_prefix(directory: Path, what: str) -> str:
@@ -139,7 +142,8 @@ def find_data_files(config: DataConfig) -> DataFiles:
         a layout-B prefix is ambiguous; a background file is not found.
     """
     data = Path(config.data)
-    sensors = [get_sensor(name) for name in config.sensors]
+    catalogue = load_catalogue(config.sensor_catalogue)
+    sensors = [catalogue.sensor(name) for name in config.sensors]
     if data.is_file():
         if len(sensors) != 1:
             raise SeaIceError(
@@ -149,7 +153,7 @@ def find_data_files(config: DataConfig) -> DataFiles:
         files = (SensorFiles(sensors[0], "A", data),)
         layout, bg_dir = "A", data.parent
     elif data.is_dir():
-        subdirs = [name for name in SENSORS if (data / name).is_dir()]
+        subdirs = [name for name in catalogue.sensors if (data / name).is_dir()]
         if subdirs:
             missing = [s.name for s in sensors if not (data / s.name).is_dir()]
             if missing:
@@ -177,7 +181,7 @@ def find_data_files(config: DataConfig) -> DataFiles:
         raise SeaIceError(f"--data {data}: no such file or directory")
     seaice = _find_background(bg_dir, SEAICE_GLOB, config.seaice_background, "--seaice-background", "background SIC")
     tsfc = _find_background(bg_dir, TSFC_GLOB, config.tsfc_background, "--tsfc-background", "skin-temperature map")
-    return DataFiles(layout, files, seaice, tsfc)
+    return DataFiles(layout, files, seaice, tsfc, config.sensor_catalogue)
 
 
 __all__ = [

@@ -1,8 +1,12 @@
 """Output files of a training run, with the reference names (PHYSICS.md "Outputs").
 
-``TAG`` is the run tag (``--tag``). Every variable carries CF ``units`` and
-``long_name``; masked values are NaN with ``_FillValue = NaN``; variables of
-more than :data:`COMPRESS_MIN_SIZE` elements are zlib-compressed. Each file is
+``TAG`` is the run tag (``--tag``). Every file follows CF-1.10
+(:mod:`empirical_seaice.io.cf`: global attributes, ``time`` with a real epoch
+beside the reference's ``julian_day``, standard names, fixed-length character
+names); every variable carries ``units`` and ``long_name``; masked values are
+NaN with ``_FillValue = NaN``; variables of more than
+:data:`~empirical_seaice.io.cf.COMPRESS_MIN_BYTES` bytes are zlib-compressed
+and chunked. docs/outputs.md lists every variable and attribute. Each file is
 written to a temporary name in the same directory and renamed into place
 (:func:`os.replace`), so an interrupted run never leaves a half-written file
 under a final name.
@@ -10,7 +14,8 @@ under a final name.
 ==========================  =========================================================
 file                         variables (dimensions)
 ==========================  =========================================================
-``seaice_TAG.nc``            ``seaice`` (grid, lagstep); lon, lat (grid); julian_day (lagstep)
+``seaice_TAG.nc``            ``seaice`` (grid, lagstep); lon, lat (grid); time, time_bnds,
+                             julian_day (lagstep)
 ``models_TAG.nc``            network weights (named inputs), ``wind_coef`` (channel),
                              ``bias_ice``/``bias_ocean`` (sensor, channel), the setup
                              (JSON attributes), losses per epoch / per batch per term;
@@ -18,9 +23,9 @@ file                         variables (dimensions)
                              ``ice_emis``, ``ocean_emis_bias``, ``tb_bias``; v2:
                              ``emis_layer{1,2}_{weights,biases}``, ``ocean_emis_bias``,
                              ``tb_bias``) for the reference's loaders
-``properties_grid_TAG.nc``   ``properties`` (grid, step, prop)
+``properties_grid_TAG.nc``   ``properties`` (grid, step, prop); lon, lat; time, time_bnds, julian_day
 ``properties_obs_TAG.nc``    ``properties`` (iobs, prop)
-``tbobs_TAG.nc``             ``tb`` (iobs, channel) observed, with lon/lat/julian_day/
+``tbobs_TAG.nc``             ``tb`` (iobs, channel) observed, with lon/lat/time/julian_day/
                              sensor/grid/step per observation
 ``tbsim_initial_TAG.nc``     ``tb`` (iobs, channel) simulated before training
 ``tbsim_TAG.nc``             ``tb`` (iobs, channel) simulated after training
@@ -46,14 +51,9 @@ import numpy as np
 import xarray as xr
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import cf
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS, Observations
-from empirical_seaice.sensors import ChannelBasis
-
-COMPRESS_MIN_SIZE = 4096
-"""Variables with at least this many elements are written zlib-compressed."""
-
-COMPLEVEL = 2
-"""zlib level: most of the gain of level 9 at a fraction of the CPU time."""
+from empirical_seaice.sensors import POL_NAMES, ChannelBasis
 
 DIAGNOSTIC_FILES = ("tbobs", "tbsim_initial", "tbsim", "tbzero", "ice_emis")
 """Files written by the diagnostics (absent after ``--trainonly``)."""
@@ -92,23 +92,10 @@ def check_tag(tag: str, flag: str = "--tag") -> str:
 
 
 # --------------------------------------------------------------------- writing
-def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    enc: dict[str, dict[str, Any]] = {}
-    for name, var in ds.variables.items():
-        e: dict[str, Any] = {}
-        if var.dtype.kind == "f":
-            e["_FillValue"] = np.nan
-        elif var.dtype.kind in "iub":
-            e["_FillValue"] = None
-        if var.size >= COMPRESS_MIN_SIZE and var.dtype.kind in "fiub":
-            e.update(zlib=True, complevel=COMPLEVEL)
-        enc[name] = e
-    return enc
-
-
 def _check_attrs(ds: xr.Dataset) -> None:
+    bounds = {str(v.attrs["bounds"]) for v in ds.variables.values() if "bounds" in v.attrs}
     for name, var in ds.variables.items():
-        if var.dtype.kind in "OSU":
+        if var.dtype.kind in "OSU" or name in bounds:  # CF: bounds inherit their variable's attributes
             continue
         for attr in ("units", "long_name"):
             if attr not in var.attrs:
@@ -118,13 +105,26 @@ def _check_attrs(ds: xr.Dataset) -> None:
 def write_dataset(ds: xr.Dataset, path: Path) -> Path:
     """Write ``ds`` to ``path`` atomically (temporary name, then :func:`os.replace`).
 
-    Every non-string variable must carry ``units`` and ``long_name``.
+    Every non-string variable except a CF bounds variable must carry ``units``
+    and ``long_name``. The CF global attributes (:func:`empirical_seaice.io.cf.global_attributes`)
+    are added under the file's own (``ds.attrs`` must hold a ``title``).
     """
     path = Path(path)
     _check_attrs(ds)
+    if "title" not in ds.attrs:
+        raise ValueError(f"output {path.name} lacks a title")
+    # A coordinate that belongs to no data variable (e.g. time_bnds, the (sensor, channel) tables)
+    # would be listed in a global "coordinates" attribute, which CF does not define: make it a variable.
+    orphans = [
+        str(c)
+        for c in ds.coords
+        if c not in ds.dims and not any(set(ds[c].dims) <= set(v.dims) for v in ds.data_vars.values())
+    ]
+    ds = ds.reset_coords(orphans) if orphans else ds.copy()
+    ds.attrs = cf.global_attributes(**ds.attrs)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=_encoding(ds))
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=cf.encoding(ds.variables))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -136,30 +136,31 @@ def _var(dims, data, units: str, long_name: str, **attrs) -> xr.Variable:
     return xr.Variable(dims, data, attrs={"units": units, "long_name": long_name, **attrs})
 
 
+def _names(dim: str, values, long_name: str, **attrs) -> xr.Variable:
+    """A name per element of ``dim`` (written as a fixed-length char array)."""
+    return xr.Variable((dim,), np.array([str(v) for v in values], dtype=str), attrs={"long_name": long_name, **attrs})
+
+
 def _channel_coords(basis: ChannelBasis) -> dict[str, xr.Variable]:
     """Channel names (dimension ``channel``), polarisation and observation error."""
     return {
-        "channel_name": xr.Variable(
-            ("channel",),
-            np.array(basis.channel_names, dtype=object),
-            attrs={"long_name": "channel name in the unified channel basis"},
+        "channel_name": _names(
+            "channel", basis.channel_names, "channel name in the unified channel basis", **cf.STANDARD["channel_name"]
         ),
-        "polarisation": xr.Variable(
-            ("channel",),
-            np.array(["V" if p == 0 else "H" for p in basis.pol], dtype=object),
-            attrs={"long_name": "polarisation (V or H)"},
-        ),
+        "polarisation": _names("channel", [POL_NAMES[p] for p in basis.pol], "polarisation (V, H, QV or QH)"),
         "obs_error": _var(("channel",), basis.obs_error_k.astype(np.float32), "K", "observation error sigma_c"),
     }
 
 
 def _sensor_coords(basis: ChannelBasis) -> dict[str, xr.Variable]:
     return {
-        "sensor_name": xr.Variable(
-            ("sensor",), np.array(basis.sensor_names, dtype=object), attrs={"long_name": "sensor name"}
-        ),
+        "sensor_name": _names("sensor", basis.sensor_names, "sensor name"),
         "frequency": _var(
-            ("sensor", "channel"), basis.freq_ghz.astype(np.float32), "GHz", "channel frequency on each sensor"
+            ("sensor", "channel"),
+            basis.freq_ghz.astype(np.float32),
+            "GHz",
+            "channel frequency on each sensor",
+            **cf.STANDARD["frequency"],
         ),
         "channel_present": _var(
             ("sensor", "channel"), basis.present.astype(np.int8), "1", "1 where the sensor has the channel"
@@ -177,17 +178,38 @@ def step_julian_day(jd_origin: float, stepstart: int, nstep: int, nlag: int = 0,
     return jd_origin + WINDOW_OFFSET_DAYS + (stepstart + t + 0.5) / steps_per_day
 
 
-def _lonlat(lon, lat, ngrid: int) -> dict[str, xr.Variable]:
+def _step_times(dim: str, julian_day: np.ndarray, step_days: float) -> dict[str, xr.Variable]:
+    """``time`` (days since 1970-01-01, window centre) with ``time_bnds`` (window start and end)
+    and the reference's ``julian_day``, along ``dim``."""
+    jd = np.asarray(julian_day, dtype=np.float64)
+    t = cf.julian_day_to_time(jd)
+    half = 0.5 * float(step_days)
+    return {
+        "time": xr.Variable((dim,), t, attrs=cf.time_attrs("centre of the step's 21 UTC window", bounds="time_bnds")),
+        "time_bnds": xr.Variable((dim, "nv"), np.stack([t - half, t + half], axis=1)),
+        "julian_day": _var(
+            (dim,),
+            jd,
+            "days",
+            "Julian day at the centre of the step's 21 UTC window",
+            comment="astronomical Julian day (days since -4712-01-01 12:00 UTC); the same instant as time",
+        ),
+    }
+
+
+def _lonlat(lon, lat, ngrid: int, what: str = "grid point", dim: str = "grid") -> dict[str, xr.Variable]:
     out = {}
-    for name, arr, long in (("lon", lon, "longitude"), ("lat", lat, "latitude")):
+    for name, arr in (("lon", lon), ("lat", lat)):
         if arr is None:
             arr = np.full(ngrid, np.nan, dtype=np.float32)
-        units = "degrees_east" if name == "lon" else "degrees_north"
-        out[name] = _var(("grid",), np.asarray(arr, dtype=np.float32), units, f"{long} of the grid point")
+        long = ("longitude" if name == "lon" else "latitude") + f" of the {what}"
+        out[name] = xr.Variable((dim,), np.asarray(arr, dtype=np.float32), attrs=cf.lonlat_attrs(name, long))
     return out
 
 
-def write_seaice(path: Path, sic: np.ndarray, julian_day: np.ndarray, lon=None, lat=None, nlag: int = 0) -> Path:
+def write_seaice(
+    path: Path, sic: np.ndarray, julian_day: np.ndarray, lon=None, lat=None, nlag: int = 0, step_days: float = 1.0
+) -> Path:
     """``seaice_TAG.nc``: the trained SIC map ``seaice`` (grid, lagstep).
 
     Parameters
@@ -195,8 +217,10 @@ def write_seaice(path: Path, sic: np.ndarray, julian_day: np.ndarray, lon=None, 
     sic : float (ngrid, nstep + nlag); the first ``nlag`` columns are the lag days.
     julian_day : float64 (nstep + nlag,), centre of each column's window.
     lon, lat : (ngrid,) degrees, or None (written as NaN).
+    step_days : length of a step (days), for ``time_bnds``.
     """
     sic = np.asarray(sic, dtype=np.float32)
+    times = _step_times("lagstep", julian_day, step_days)
     ds = xr.Dataset(
         {
             "seaice": _var(
@@ -205,36 +229,35 @@ def write_seaice(path: Path, sic: np.ndarray, julian_day: np.ndarray, lon=None, 
                 "1",
                 "sea ice concentration",
                 comment=f"columns 0..{nlag - 1} are the lag days before the period" if nlag else "",
-            )
-        },
-        coords={
-            **_lonlat(lon, lat, sic.shape[0]),
-            "julian_day": _var(
-                ("lagstep",),
-                np.asarray(julian_day, dtype=np.float64),
-                "days",
-                "Julian day at the centre of the step's 21 UTC window",
+                **cf.STANDARD["sic"],
             ),
+            "julian_day": times.pop("julian_day"),
         },
-        attrs={"nlag": nlag},
+        coords={**_lonlat(lon, lat, sic.shape[0]), **times},
+        attrs={"title": "sea ice concentration trained by the empirical state method", "nlag": nlag},
     )
     return write_dataset(ds, path)
 
 
-def write_properties_grid(path: Path, props: np.ndarray, julian_day: np.ndarray, lon=None, lat=None) -> Path:
+def write_properties_grid(
+    path: Path, props: np.ndarray, julian_day: np.ndarray, lon=None, lat=None, step_days: float = 1.0
+) -> Path:
     """``properties_grid_TAG.nc``: grid empirical state ``properties`` (grid, step, prop)."""
     props = np.asarray(props, dtype=np.float32)
+    times = _step_times("step", julian_day, step_days)
     ds = xr.Dataset(
-        {"properties": _var(("grid", "step", "prop"), props, "1", "grid empirical state P[g, t, k]")},
-        coords={
-            **_lonlat(lon, lat, props.shape[0]),
-            "julian_day": _var(
-                ("step",),
-                np.asarray(julian_day, dtype=np.float64),
-                "days",
-                "Julian day at the centre of the step's 21 UTC window",
+        {
+            "properties": _var(
+                ("grid", "step", "prop"),
+                props,
+                "1",
+                "grid empirical state P[g, t, k]",
+                comment="latent sea ice and snow properties learnt by the method; no physical unit",
             ),
+            "julian_day": times.pop("julian_day"),
         },
+        coords={**_lonlat(lon, lat, props.shape[0]), **times},
+        attrs={"title": "grid empirical state (latent sea ice and snow properties) per grid point and step"},
     )
     return write_dataset(ds, path)
 
@@ -242,7 +265,13 @@ def write_properties_grid(path: Path, props: np.ndarray, julian_day: np.ndarray,
 def write_properties_obs(path: Path, props: np.ndarray) -> Path:
     """``properties_obs_TAG.nc``: observation empirical state ``properties`` (iobs, prop)."""
     props = np.asarray(props, dtype=np.float32)
-    ds = xr.Dataset({"properties": _var(("iobs", "prop"), props, "1", "observation empirical state Q[i, k]")})
+    ds = xr.Dataset(
+        {"properties": _var(("iobs", "prop"), props, "1", "observation empirical state Q[i, k]")},
+        attrs={
+            "title": "observation-space empirical state per observation",
+            "comment": "observations in the order of tbobs_TAG.nc (its lon, lat, time locate them)",
+        },
+    )
     return write_dataset(ds, path)
 
 
@@ -260,40 +289,43 @@ def write_tb(path: Path, tb: np.ndarray, basis: ChannelBasis, kind: str, mask: n
     channels absent for an observation's sensor (``mask`` False) are NaN.
     """
     ds = xr.Dataset(
-        {"tb": _var(("iobs", "channel"), _masked(tb, mask), "K", TB_LONG_NAMES[kind])},
+        {"tb": _var(("iobs", "channel"), _masked(tb, mask), "K", TB_LONG_NAMES[kind], **cf.STANDARD["tb"])},
         coords=_channel_coords(basis),
+        attrs={
+            "title": TB_LONG_NAMES[kind],
+            "comment": "observations in the order of tbobs_TAG.nc (its lon, lat, time locate them)",
+        },
     )
     return write_dataset(ds, path)
 
 
 def write_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Path:
     """``tbobs_TAG.nc``: observed ``tb`` (iobs, channel) in the unified basis, with per-observation
-    lon, lat, julian_day, sensor, grid, step and the channel names/frequencies."""
+    lon, lat, time, julian_day, sensor, grid, step and the channel names/frequencies."""
     basis = obs.basis
     lon = obs.lon if lon is None else lon
     lat = obs.lat if lat is None else lat
     igrid = np.asarray(obs.igrid)
     nobs = obs.nobs
-    per_obs_lon = np.asarray(lon, dtype=np.float32)[igrid] if lon is not None else np.full(nobs, np.nan, np.float32)
-    per_obs_lat = np.asarray(lat, dtype=np.float32)[igrid] if lat is not None else np.full(nobs, np.nan, np.float32)
+    per_obs_lon = np.asarray(lon, dtype=np.float32)[igrid] if lon is not None else None
+    per_obs_lat = np.asarray(lat, dtype=np.float32)[igrid] if lat is not None else None
     flags = " ".join(basis.sensor_names)
+    jd = np.asarray(obs.julian_day, dtype=np.float64)
     ds = xr.Dataset(
-        {"tb": _var(("iobs", "channel"), _masked(obs.tb_obs_k, obs.mask), "K", TB_LONG_NAMES["tbobs"])},
-        coords={
-            **_channel_coords(basis),
-            **_sensor_coords(basis),
-            "lon": _var(("iobs",), per_obs_lon, "degrees_east", "longitude of the observation's grid point"),
-            "lat": _var(("iobs",), per_obs_lat, "degrees_north", "latitude of the observation's grid point"),
-            "julian_day": _var(
-                ("iobs",), np.asarray(obs.julian_day, dtype=np.float64), "days", "Julian day of the observation"
+        {
+            "tb": _var(
+                ("iobs", "channel"), _masked(obs.tb_obs_k, obs.mask), "K", TB_LONG_NAMES["tbobs"], **cf.STANDARD["tb"]
             ),
-            "sensor": _var(
+            "julian_day": _var(("iobs",), jd, "days", "Julian day of the observation"),
+            "sensor": xr.Variable(
                 ("iobs",),
                 np.asarray(obs.isensor, dtype=np.int16),
-                "1",
-                "sensor index",
-                flag_values=np.arange(basis.nsensor, dtype=np.int16),
-                flag_meanings=flags,
+                attrs={
+                    "units": "1",
+                    "long_name": "sensor index",
+                    "flag_values": np.arange(basis.nsensor, dtype=np.int16),
+                    "flag_meanings": flags,
+                },
             ),
             "grid": _var(("iobs",), np.asarray(obs.igrid, dtype=np.int32), "1", "grid point index (0-based)"),
             "step": _var(
@@ -306,7 +338,17 @@ def write_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Path:
                 "index of the observation in its sensor's files",
             ),
         },
-        attrs={"jd_origin": float(obs.jd_origin), "stepstart": int(obs.stepstart)},
+        coords={
+            **_channel_coords(basis),
+            **_sensor_coords(basis),
+            **_lonlat(per_obs_lon, per_obs_lat, nobs, "observation's grid point", dim="iobs"),
+            "time": xr.Variable(("iobs",), cf.julian_day_to_time(jd), attrs=cf.time_attrs("time of the observation")),
+        },
+        attrs={
+            "title": "observed brightness temperatures of the training run in the unified channel basis",
+            "jd_origin": float(obs.jd_origin),
+            "stepstart": int(obs.stepstart),
+        },
     )
     return write_dataset(ds, path)
 
@@ -314,8 +356,20 @@ def write_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Path:
 def write_ice_emis(path: Path, emis: np.ndarray, basis: ChannelBasis, mask: np.ndarray | None = None) -> Path:
     """``ice_emis_TAG.nc``: ``ice_emis`` (iobs, channel), NaN where the channel is absent."""
     ds = xr.Dataset(
-        {"ice_emis": _var(("iobs", "channel"), _masked(emis, mask), "1", "sea ice surface emissivity")},
+        {
+            "ice_emis": _var(
+                ("iobs", "channel"),
+                _masked(emis, mask),
+                "1",
+                "sea ice surface emissivity",
+                **cf.STANDARD["ice_emis"],
+            )
+        },
         coords=_channel_coords(basis),
+        attrs={
+            "title": "sea ice surface emissivity of each observation from the trained model",
+            "comment": "observations in the order of tbobs_TAG.nc (its lon, lat, time locate them)",
+        },
     )
     return write_dataset(ds, path)
 
@@ -407,10 +461,9 @@ def write_models(
     coords = {
         **_channel_coords(basis),
         **_sensor_coords(basis),
-        "input_name": xr.Variable(
-            ("input",), np.array(list(input_names), dtype=object), attrs={"long_name": "emissivity model input"}
-        ),
+        "input_name": _names("input", input_names, "emissivity model input"),
     }
+    attrs = {"title": "trained emissivity model, corrections, setup and losses of a training run", **attrs}
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
     return write_dataset(ds, path)
 

@@ -20,7 +20,10 @@ Validity. A value is *missing* if NaN/inf, masked by the file's
 value is *out of range* if outside FORMAT.md's physical range. Missing or
 out-of-range per-channel values clear that channel's mask; missing or
 out-of-range per-observation values drop the observation (``ZENITH`` is
-optional and becomes NaN instead). A field with more than half its values
+optional for conical sensors and becomes NaN instead; a cross-track sensor
+needs it, and its channels are mixed by the scan angle derived from it).
+Surface-blind channels of a sensor (catalogue) are read past: only the
+sensor's used channels reach the basis. A field with more than half its values
 missing or out of range is an error naming the file and the variable (for
 per-channel fields: over the rows from the first to the last selected
 observation, the only rows read).
@@ -55,7 +58,7 @@ from empirical_seaice.io._netcdf import (
 from empirical_seaice.io.background import background_shape, read_background
 from empirical_seaice.io.layouts import DataFiles, SensorFiles, find_data_files
 from empirical_seaice.observations import BackgroundMaps, Observations, step_index
-from empirical_seaice.sensors import ChannelBasis, build_channel_basis
+from empirical_seaice.sensors import ChannelBasis, build_channel_basis, load_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +200,7 @@ def _grid_variable(sf: SensorFiles, multi: bool) -> str:
 
 def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> Layout2D:
     sensor = sf.sensor
-    nused, nlead = len(sensor.channels), len(sensor.leading_unused)
+    nused, nlead = len(sensor.file_channels), len(sensor.leading_unused)
     allowed = {nused: 0}
     if nlead:
         allowed[nused + nlead] = nlead
@@ -214,7 +217,7 @@ def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> L
         raise SeaIceError(
             f"{path}: variable {name} has {other} channels, sensor {sensor.name} expects {nused}"
             + (f" or {nused + nlead} (first {nlead} unused)" if nlead else "")
-            + f" ({', '.join(sensor.channels)}); expected shape {want}, got {shape}"
+            + f" ({', '.join(sensor.file_channels)}); expected shape {want}, got {shape}"
         )
     raise SeaIceError(f"{path}: variable {name} expected shape {want} (observation, channel), got {shape}")
 
@@ -254,7 +257,7 @@ def _select_period(reads: list[_SensorRead], config: DataConfig, nstep_total_bg:
 
 
 def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observations, BackgroundMaps]:
-    basis = build_channel_basis(config.sensors)
+    basis = build_channel_basis(config.sensors, load_catalogue(config.sensor_catalogue))
     multi = len(files.sensors) > 1
     reads = [_SensorRead(sf) for sf in files.sensors]
 
@@ -316,9 +319,20 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
             stats.check(path, name)
             keep &= ~(missing | out)
             r.per_obs[name] = values
-        zen, zpath = _read_1d(sf, "ZENITH", n, optional=True)
+        cross = sf.sensor.cross_track
+        zen, zpath = _read_1d(sf, "ZENITH", n, optional=not cross)
+        if cross and zen is None:
+            raise SeaIceError(
+                f"{zpath}: variable ZENITH not found: sensor {sf.sensor.name} scans across track and needs the "
+                "satellite zenith angle (degrees) of every observation"
+            )
         if zen is not None:
             missing, out = _classify(zen, "ZENITH")
+            if cross:  # the angle enters the physics: an observation without it is dropped
+                stats = _FieldStats()
+                stats.add(zen, missing, out)
+                stats.check(zpath, "ZENITH")
+                keep &= ~(missing | out)
             zen[missing | out] = np.nan
         r.per_obs["ZENITH"] = zen
         r.keep = np.flatnonzero(keep)
@@ -455,6 +469,8 @@ def _read_channels(
     sf, n = r.files, r.nobs_file
     path = _var_path(sf, name)
     cmap = basis.sensor_channel_map[s]
+    fcols = basis.sensor_file_columns[s]
+    every = fcols.size == len(sf.sensor.file_channels)  # no file channel skipped (surface-blind ones are)
     runs = _runs(cmap)
     stats = _FieldStats()
     with open_dataset(path) as ds:
@@ -465,6 +481,8 @@ def _read_channels(
         blocks = row_blocks(int(keep[-1]) + 1, start=int(keep[0])) if keep.size else ()
         for a, b in blocks:
             values = as_float(read_rows(var, a, b, layout), fills=False)
+            if not every:
+                values = np.ascontiguousarray(values[:, fcols])
             missing, out = _classify(values, name)
             stats.add(values, missing, out)
             lo_k, hi_k = np.searchsorted(keep, [a, b])
@@ -526,7 +544,7 @@ def read_training_data(
     key = None
     if use_cache:
         key = _cache.cache_key(files.input_files(), config, nlag)
-        hit = _cache.load(Path(cache_dir), key)
+        hit = _cache.load(Path(cache_dir), key, config.sensor_catalogue)
         if hit is not None:
             log.info("training data loaded from cache %s", cache_dir)
             return hit

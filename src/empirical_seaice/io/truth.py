@@ -154,8 +154,9 @@ def read_truth(data_dir: Path, obs: Observations) -> Truth | None:
     with _open(bias_path) as bds:
         for s, name in enumerate(basis.sensor_names):
             cols = basis.sensor_channel_map[s]
-            bias_ice[s, cols] = _get(bds, bias_path, f"BIAS_ICE_{name}")
-            bias_ocean[s, cols] = _get(bds, bias_path, f"BIAS_OCEAN_{name}")
+            fcols = basis.sensor_file_columns[s]  # the used channels among the sensor's file channels
+            bias_ice[s, cols] = _get(bds, bias_path, f"BIAS_ICE_{name}")[fcols]
+            bias_ocean[s, cols] = _get(bds, bias_path, f"BIAS_OCEAN_{name}")[fcols]
             rows = np.flatnonzero(isensor == s)
             if rows.size == 0:
                 continue
@@ -170,7 +171,7 @@ def read_truth(data_dir: Path, obs: Observations) -> Truth | None:
                         f"of sensor {name}: the truth does not belong to this data"
                     )
                 if values.ndim == 2:
-                    target[np.ix_(rows, cols)] = values[idx]
+                    target[np.ix_(rows, cols)] = values[idx][:, fcols]
                 else:
                     target[rows] = values[idx]
     return Truth(

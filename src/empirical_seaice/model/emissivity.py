@@ -12,7 +12,10 @@ returns the ice emissivity of every channel of the run's unified basis,
   ``[x_T, P_0, .., P_{n-1}, Q_0, .., f / freq_scale]`` -> ``hidden``
   (Linear, sigmoid) -> ``output`` (Linear(hidden, 2), sigmoid) = ``(e_V, e_H)``;
   each channel takes ``e_V`` or ``e_H`` by its polarisation
-  (``ChannelBasis.pol``, V = 0, H = 1).
+  (``ChannelBasis.pol``, V = 0, H = 1), or, for the quasi-polarised channels
+  of cross-track sounders (QV = 2, QH = 3), the mix
+  :func:`~empirical_seaice.model.physics.mix_polarisations` by the
+  observation's scan angle.
 
 Layer names are exactly ``hidden`` and ``output`` (``torch.nn.Linear``,
 weight shape (out, in)) so pure-numpy evaluators can read the weights.
@@ -37,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from empirical_seaice.model import physics
 from empirical_seaice.sensors import ChannelBasis, network_frequency_table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,13 +56,15 @@ def _glorot_zero(layer: nn.Linear, generator: torch.Generator | None) -> None:
 class EmissivityModel(nn.Module):
     """Interface: ice emissivity per basis channel.
 
-    ``forward(x_t, props, isensor) -> emis_ice``
+    ``forward(x_t, props, isensor, cos2_scan=None) -> emis_ice``
 
     Parameters
     ----------
     x_t : (B,) normalised temperature ``max(273 - T_s, 0) / 30``.
     props : (B, nprop) empirical state, grid properties then observation properties.
     isensor : (B,) int64 sensor index of each observation.
+    cos2_scan : (B,) ``cos^2`` of the scan angle (cross-track sensors; needed
+        when the basis has QV/QH channels, ignored otherwise).
 
     Returns
     -------
@@ -68,7 +74,9 @@ class EmissivityModel(nn.Module):
     nprop: int
     nchan: int
 
-    def forward(self, x_t: Tensor, props: Tensor, isensor: Tensor) -> Tensor:  # pragma: no cover - interface
+    def forward(
+        self, x_t: Tensor, props: Tensor, isensor: Tensor, cos2_scan: Tensor | None = None
+    ) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
 
@@ -106,7 +114,10 @@ class LinearEmissivity(EmissivityModel):
         """Per-channel bias e0 (nchan,): the ice emissivity at x_T = 0, P = 0."""
         return self.output.bias
 
-    def forward(self, x_t: Tensor, props: Tensor, isensor: Tensor | None = None) -> Tensor:
+    def forward(
+        self, x_t: Tensor, props: Tensor, isensor: Tensor | None = None, cos2_scan: Tensor | None = None
+    ) -> Tensor:
+        # one output per channel: a QV/QH channel has its own weights, no mixing needed
         z = torch.cat([x_t.unsqueeze(-1), props], dim=-1)  # (B, 1 + nprop)
         # W @ z^T is much faster than z @ W^T for the tiny inner dimension (CPU).
         return torch.addmm(self.output.bias.unsqueeze(-1), self.output.weight, z.t()).t()
@@ -192,6 +203,7 @@ class NetworkEmissivity(EmissivityModel):
             table[s, len(t) :] = t[0]
             chan_freq[s] = np.searchsorted(t, freq[s])
         pol = np.asarray(basis.pol, dtype=np.int64)
+        self.quasi = bool(basis.has_quasi_polarisation)
         self.nfreq = nf
         self.register_buffer("freq_table", torch.from_numpy(table))
         self.register_buffer("freq_input_t", torch.from_numpy(np.ascontiguousarray(table.T / self.freq_scale_ghz)))
@@ -207,7 +219,7 @@ class NetworkEmissivity(EmissivityModel):
         z = torch.cat([x_t.unsqueeze(-1), props, (freq_ghz / self.freq_scale_ghz).unsqueeze(-1)], dim=-1)
         return torch.sigmoid(self.output(torch.sigmoid(self.hidden(z))))
 
-    def forward(self, x_t: Tensor, props: Tensor, isensor: Tensor) -> Tensor:
+    def forward(self, x_t: Tensor, props: Tensor, isensor: Tensor, cos2_scan: Tensor | None = None) -> Tensor:
         # Computed in a (feature, frequency, observation) layout: tiny-inner-dimension
         # matmuls are ~10x faster as W @ X^T than as X @ W^T on CPU.
         nb = x_t.shape[0]
@@ -219,6 +231,15 @@ class NetworkEmissivity(EmissivityModel):
         vh = torch.sigmoid(
             torch.addmm(self.output.bias.unsqueeze(-1), self.output.weight, h.reshape(self.nhidden, -1))
         )  # (2, nf * B): vh[p, k * B + b]
+        if self.quasi:
+            if cos2_scan is None:
+                raise ValueError("NetworkEmissivity: the basis has QV/QH channels; pass cos2_scan")
+            at = (
+                self.chan_freq.index_select(0, isensor) * nb + torch.arange(nb, device=isensor.device).unsqueeze(-1)
+            ).reshape(-1)
+            e_v = vh[0].index_select(0, at).reshape(nb, self.nchan)
+            e_h = vh[1].index_select(0, at).reshape(nb, self.nchan)
+            return physics.mix_polarisations(e_v, e_h, physics.polarisation_weight_v(self.pol, cos2_scan))
         idx = (
             self.pol * (self.nfreq * nb)
             + self.chan_freq.index_select(0, isensor) * nb

@@ -120,7 +120,8 @@ def _chunk(
     terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, out_tb, out_emis, out_sic, out_anchor,
 ):  # fmt: skip
     """Forward, cost and backward of observations ``c0 .. c1 - 1`` of the batch (see :func:`_step`);
-    with ``ip[18]`` (forward only) the simulation into ``out_*`` instead (``ip[19]``: SIC 0)."""
+    with ``ip[18]`` (forward only) the simulation into ``out_*`` instead (``ip[19]``: SIC 0);
+    ``ip[20]``: the column of ``cos^2`` of the scan angle (quasi-polarised channels), -1 = none."""
     version, nc, nlag, ngp, nop, nh, anchor_ch, floor_on, false_shape = ip[0], ip[1], ip[2], ip[3], ip[4], ip[5], ip[6], ip[7], ip[8]
     bg_on, warm_eff, false_on = ip[9], ip[10], ip[11]
     forward_only, zero_sic = ip[18], ip[19]
@@ -191,8 +192,15 @@ def _chunk(
                     ok[f, q] = oflat[f * 2 + q]
                 for h in range(nh):
                     hk[f, h] = hflat[f * nh + h]
+            cos2 = floats[i, ip[20]] if ip[20] >= 0 else 1.0
             for ch in range(nc):
-                emis[ch] = ok[chan_freq[s, ch], pol[ch]]
+                pc = pol[ch]
+                kf = chan_freq[s, ch]
+                if pc < 2:  # V or H
+                    emis[ch] = ok[kf, pc]
+                else:  # QV / QH of a cross-track sounder: e_H + w_V (e_V - e_H), w_V = cos^2 a or sin^2 a
+                    wv = cos2 if pc == 2 else 1.0 - cos2
+                    emis[ch] = ok[kf, 1] + wv * (ok[kf, 0] - ok[kf, 1])
         else:
             for ch in range(nc):
                 acc = b1[ch]
@@ -272,7 +280,14 @@ def _chunk(
             dz[j] = 0.0
         if version == 2:
             for ch in range(nc):
-                dok[chan_freq[s, ch], pol[ch]] += de[ch]
+                pc = pol[ch]
+                kf = chan_freq[s, ch]
+                if pc < 2:
+                    dok[kf, pc] += de[ch]
+                else:
+                    wv = cos2 if pc == 2 else 1.0 - cos2
+                    dok[kf, 0] += wv * de[ch]
+                    dok[kf, 1] += (1.0 - wv) * de[ch]
             nfa = nf + 1 if (anchor_ch < 0 and floor_on) else nf
             # the inputs z are the same at every frequency: sum the hidden units' pre-activation
             # gradients over the frequencies first (dsum), apply them to W1[:, :nin], b1 and z once
@@ -532,7 +547,7 @@ def build_program(network, data, nobs_total: int, training: bool = True) -> tupl
             version, nc, st.nlag, st.nprop_grid, st.nprop_obs, nh, anchor_ch, int(floor_on),
             0 if cc.false_ice_shape == "tent" else 1, int(cc.sic_background_prior), int(cc.warm_ice == "effective"),
             int(cc.false_ice_prior), sl["tb_obs_k"][0], sl["emis_water"][0], sl["tau_eff"][0], sl["down_eff_k"][0],
-            sl["const_k"][0], sl["mask"][0], 0, 0,
+            sl["const_k"][0], sl["mask"][0], 0, 0, sl["cos2_scan"][0] if "cos2_scan" in sl else -1,
         ],
         dtype=np.int64,
     )  # fmt: skip

@@ -78,7 +78,7 @@ from empirical_seaice.model.state import EmpiricalState
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.sensors import POL_V, ChannelBasis
 
-PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction")
+PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction", "cos2_scan")
 """Per-observation float fields carried by a :class:`Batch`, in packing order."""
 PACKED_CHANNEL_FIELDS = ("tb_obs_k", "mask", "emis_water", "tau_eff", "down_eff_k", "const_k")
 """Per-channel float fields carried by a :class:`Batch`, in packing order."""
@@ -108,6 +108,7 @@ class Batch:
     t_skin_k: Tensor
     wind_ms: Tensor
     cloud_fraction: Tensor
+    cos2_scan: Tensor
     tb_obs_k: Tensor
     mask: Tensor
     emis_water: Tensor
@@ -122,7 +123,7 @@ class Batch:
 class ObservationTensors:
     """All observations packed once on a device, for fast batching.
 
-    Floats are packed into one (nobs, 3 + 6 nchan) tensor: the per-observation
+    Floats are packed into one (nobs, 4 + 6 nchan) tensor: the per-observation
     fields, then ``tb_obs_k``, ``mask`` (0/1), ``emis_water`` and the
     effective all-sky atmosphere ``tau_eff``, ``down_eff_k``, ``const_k``
     computed here once from the six clear and cloudy terms
@@ -165,8 +166,9 @@ class ObservationTensors:
         for start in range(0, n, self._CHUNK):
             rows = slice(start, min(start + self._CHUNK, n))
             block = floats[rows]
-            for name in PER_OBS_FLOAT_FIELDS:
+            for name in PER_OBS_FLOAT_FIELDS[:-1]:
                 block[:, self._slices[name][0]] = finite(name, rows)
+            block[:, self._slices["cos2_scan"][0]] = _cos2_scan(obs, rows, np_dtype)
             for name in ("tb_obs_k", "mask", "emis_water"):
                 a, b = self._slices[name]
                 block[:, a:b] = finite(name, rows)
@@ -200,6 +202,21 @@ class ObservationTensors:
     def all(self) -> Batch:
         """Every observation as one batch."""
         return self.batch(torch.arange(self.nobs, device=self.device))
+
+
+def _cos2_scan(obs: Observations, rows: slice, np_dtype) -> torch.Tensor:
+    """``cos^2`` of the scan angle of each observation: from ``ZENITH`` and the orbit altitude
+    for cross-track sensors (:func:`physics.scan_angle_cos2`), 1 for conical ones."""
+    basis = obs.basis
+    isensor = np.asarray(obs.isensor[rows], dtype=np.int64)
+    out = torch.ones(isensor.size, dtype=torch.float64)
+    if basis.cross_track is None or not basis.cross_track.any():
+        return out
+    cross = basis.cross_track[isensor]
+    zen = torch.from_numpy(np.asarray(obs.zenith_deg[rows], dtype=np.float64)[cross])
+    alt = torch.from_numpy(np.asarray(basis.altitude_km, dtype=np.float64)[isensor[cross]])
+    out[torch.from_numpy(cross)] = physics.scan_angle_cos2(zen, alt)
+    return out
 
 
 @dataclass(frozen=True)
@@ -414,7 +431,7 @@ class HybridNetwork(nn.Module):
         if zero_sic:
             sic = torch.zeros_like(sic)
         x_t = physics.normalised_temperature(batch.t_skin_k, mc.t_ref_k, mc.t_scale_k)
-        emis_ice = self.emissivity(x_t, props, batch.isensor)
+        emis_ice = self.emissivity(x_t, props, batch.isensor, batch.cos2_scan)
         if self.anchor_channel is None:  # original v2: one more evaluation per observation, V polarisation
             f = self.cost_config.anchor_frequency_ghz
             emis_anchor = self.emissivity.emissivity_vh(x_t, props, x_t.new_full((), f))[..., POL_V]

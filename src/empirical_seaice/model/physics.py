@@ -259,3 +259,68 @@ def simulate_tb_mixed(
     tb_ice = torch.addcmul(const_k + bias_ice_k, emis_ice, a_ice_k)
     tb_ocean = torch.addcmul(const_k + bias_ocean_k, emis_ocean, a_ocean_k)
     return torch.lerp(tb_ocean, tb_ice, sic.unsqueeze(-1))
+
+
+EARTH_RADIUS_KM = 6371.0
+"""Mean Earth radius R (km) of the scan-angle geometry."""
+
+
+def scan_angle_cos2(zenith_deg: Tensor, altitude_km: Tensor, earth_radius_km: float = EARTH_RADIUS_KM) -> Tensor:
+    """``cos^2 a`` of a cross-track sounder's scan angle ``a`` from the local zenith angle.
+
+    The data give the satellite zenith angle ``theta`` at the footprint
+    (``ZENITH``, degrees: the angle between the local vertical and the line
+    of sight). The polarisation of a cross-track scanner turns with the scan
+    (nadir) angle ``a`` at the satellite, the angle between the line of sight
+    and the satellite's nadir. In the triangle Earth centre - footprint -
+    satellite (law of sines), with ``R`` the Earth radius and ``h`` the orbit
+    altitude (km):
+
+    ``sin a = R sin(theta) / (R + h)``,   ``cos^2 a = 1 - (R sin(theta) / (R + h))^2``.
+
+    ``a < theta`` away from nadir (at ATMS's edge, theta = 64.9 deg, a = 52.7 deg
+    for h = 824 km). Shapes broadcast; dimensionless result in [0, 1].
+    """
+    s = earth_radius_km * torch.sin(torch.deg2rad(zenith_deg)) / (earth_radius_km + altitude_km)
+    return 1.0 - s * s
+
+
+def polarisation_weight_v(pol: Tensor, cos2_scan: Tensor) -> Tensor:
+    """Weight ``w_V`` of ``e_V`` in a channel's emissivity ``e = w_V e_V + (1 - w_V) e_H``.
+
+    ``w_V = 1`` (V, code 0), ``0`` (H, code 1), ``cos^2 a`` (QV, code 2),
+    ``sin^2 a = 1 - cos^2 a`` (QH, code 3), ``a`` the scan angle at the satellite
+    (:func:`scan_angle_cos2`).
+
+    This is the quasi-polarisation of cross-track sounders (AMSU-A, MHS,
+    ATMS): the instrument's fixed polarisation vector is V at nadir and turns
+    by the scan angle, so QV = ``cos^2 a e_V + sin^2 a e_H`` and QH =
+    ``sin^2 a e_V + cos^2 a e_H`` (CRTM's QV/QH polarisation types; the angle
+    is the nadir angle at the satellite, as in ARTS/atmlab's AMSU-A
+    polarisation response and the cross-track extension of the reference v2
+    code, which takes it from the scan position). At nadir QV = V and QH = H;
+    at ``a = 90 deg`` they would swap. ``e_V``, ``e_H`` are the
+    surface emissivities; this mixing adds no angle dependence of their own.
+
+    Parameters
+    ----------
+    pol : int tensor (nchan,) of polarisation codes 0..3.
+    cos2_scan : (...,) per-observation ``cos^2 a`` (ignored for V and H).
+
+    Returns
+    -------
+    (..., nchan) weights in [0, 1].
+    """
+    c2 = cos2_scan.unsqueeze(-1)
+    fixed = (pol == 0).to(c2.dtype)  # V: 1, H: 0
+    return torch.where(pol == 2, c2, torch.where(pol == 3, 1.0 - c2, fixed.expand_as(c2 + fixed)))
+
+
+def mix_polarisations(emis_v: Tensor, emis_h: Tensor, weight_v: Tensor) -> Tensor:
+    """A channel's emissivity from the V and H emissivities: ``e = w_V e_V + (1 - w_V) e_H``.
+
+    ``torch.lerp(e_H, e_V, w_V)``: exactly ``e_V`` at ``w_V = 1`` and ``e_H`` at
+    ``w_V = 0``, so pure V and H channels are unchanged to the bit. Shapes
+    broadcast; weights from :func:`polarisation_weight_v`.
+    """
+    return torch.lerp(emis_h, emis_v, weight_v)

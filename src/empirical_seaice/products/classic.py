@@ -524,57 +524,62 @@ def sic_rmse(sic: np.ndarray, truth: np.ndarray) -> float:
     return float(np.sqrt(np.mean((sic[ok] - truth[ok]) ** 2)))
 
 
-def write_classic_sic(path: Path, classic: ClassicSIC, obs: Observations) -> Path:
+def write_classic_sic(path: Path, classic: ClassicSIC, obs: Observations, steps_per_day: int = 1) -> Path:
     """Write ``classic_sic_TAG.nc``: one (grid, step) variable per algorithm
     (sensor mean) and per algorithm and sensor (``nasa_team_amsr2``, ...),
-    with lon/lat and the tie-point sources as attributes."""
+    with lon/lat, the steps' ``time`` and ``time_bnds`` (CF, days since
+    1970-01-01) and ``julian_day``, and the tie-point sources as attributes."""
     import xarray as xr
+
+    from empirical_seaice.io import cf
+    from empirical_seaice.io.outputs import step_julian_day, write_dataset
+
+    def sic_attrs(long_name: str, **extra) -> dict:
+        return {"units": "1", "long_name": long_name, **cf.STANDARD["sic"], **extra}
 
     data_vars = {}
     for alg, arr in classic.maps.items():
         data_vars[alg] = (
             ("grid", "step"),
-            arr,
-            {
-                "units": "1",
-                "long_name": f"sea ice concentration, {alg.replace('_', ' ')} algorithm, mean over sensors",
-            },
+            np.asarray(arr, np.float32),
+            sic_attrs(f"sea ice concentration, {alg.replace('_', ' ')} algorithm, mean over sensors"),
         )
     for (alg, sname), arr in classic.per_sensor.items():
         data_vars[f"{alg}_{sname}"] = (
             ("grid", "step"),
-            arr,
-            {
-                "units": "1",
-                "long_name": f"sea ice concentration, {alg.replace('_', ' ')} algorithm, {sname}",
-                "tie_points": classic.sources.get(f"{alg}/{sname}", ""),
-            },
+            np.asarray(arr, np.float32),
+            sic_attrs(
+                f"sea ice concentration, {alg.replace('_', ' ')} algorithm, {sname}",
+                tie_points=classic.sources.get(f"{alg}/{sname}", ""),
+            ),
         )
-    coords = {}
+    jd = step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, 0, steps_per_day)
+    t = cf.julian_day_to_time(jd)
+    half = 0.5 / steps_per_day
+    data_vars["julian_day"] = (
+        ("step",),
+        jd,
+        {"units": "days", "long_name": "Julian day at the centre of the step's 21 UTC window"},
+    )
+    coords = {
+        "time": (("step",), t, cf.time_attrs("centre of the step's 21 UTC window", bounds="time_bnds")),
+        "time_bnds": (("step", "nv"), np.stack([t - half, t + half], axis=1)),
+    }
     if obs.lon is not None and obs.lat is not None:
-        coords["lon"] = (
-            ("grid",),
-            np.asarray(obs.lon, np.float32),
-            {"units": "degrees_east", "long_name": "longitude"},
-        )
-        coords["lat"] = (
-            ("grid",),
-            np.asarray(obs.lat, np.float32),
-            {"units": "degrees_north", "long_name": "latitude"},
-        )
+        coords["lon"] = (("grid",), np.asarray(obs.lon, np.float32), cf.lonlat_attrs("lon"))
+        coords["lat"] = (("grid",), np.asarray(obs.lat, np.float32), cf.lonlat_attrs("lat"))
     ds = xr.Dataset(
         data_vars,
         coords=coords,
         attrs={
             "title": "classic sea ice concentration algorithms on the run's grid (daily means of observed TB)",
-            "references": "Cavalieri et al. 1984 doi:10.1029/JD089iD04p05355; Comiso 1986 doi:10.1029/JC091iC01p00975",
+            "references": "Cavalieri et al. 1984 doi:10.1029/JD089iD04p05355; Comiso 1986 doi:10.1029/JC091iC01p00975; "
+            + cf.REFERENCES,
             "stepstart": int(obs.stepstart),
             "jd_origin": float(obs.jd_origin),
         },
     )
-    path = Path(path)
-    ds.to_netcdf(path)
-    return path
+    return write_dataset(ds, Path(path))
 
 
 __all__ = [

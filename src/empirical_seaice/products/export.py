@@ -10,7 +10,15 @@ Two formats:
    needs nothing else to evaluate the model; :class:`NumpyEmissivityModel`
    is a reference evaluator in plain numpy that reads only that file.
 2. **ONNX** ``emis_model_TAG.onnx`` (:func:`export_onnx`), with the input
-   normalisation inside the graph, for runtimes that load ONNX.
+   normalisation inside the graph, for runtimes that load ONNX; for v2 also
+   ``emis_model_TAG_channel.onnx`` (:func:`export_onnx_channel`), the
+   emissivity of one channel per row with its polarisation code and the scan
+   angle as inputs (cross-track sounders' QV / QH channels).
+
+The coefficient file carries the run's whole sensor catalogue (attribute
+``sensor_catalogue``, JSON in the catalogue file format), so the channels of
+*any* catalogue sensor, not only the training sensors, can be evaluated
+(:meth:`NumpyEmissivityModel.emissivity_sensor`).
 
 The model (PHYSICS.md step 3)
     ``x_T = max(t_ref - T_s, 0) / t_scale``  (t_ref = 273 K, t_scale = 30 K)
@@ -32,8 +40,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import math
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +50,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.sensors import network_frequency_table
+from empirical_seaice.io import cf
+from empirical_seaice.io.cf import code_version
+from empirical_seaice.sensors import POL_H, POL_NAMES, POL_QH, POL_QV, POL_V, network_frequency_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
@@ -71,23 +81,31 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 _ACT = {"identity": lambda x: x, "sigmoid": _sigmoid}
 
+EARTH_RADIUS_KM = 6371.0
+"""Earth radius (km) of the scan-angle geometry (as :data:`empirical_seaice.model.physics.EARTH_RADIUS_KM`)."""
 
-def code_version() -> str:
-    """Package version, plus the git commit of the source tree when there is one."""
-    from empirical_seaice import __version__
 
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{__version__}+g{sha}" if sha else __version__
+def scan_angle_deg_from_zenith(zenith_deg, altitude_km) -> np.ndarray:
+    """Scan (nadir) angle ``a`` (degrees) at the satellite from the local zenith angle ``theta``.
+
+    ``sin a = R sin(theta) / (R + h)``: numpy form of
+    :func:`empirical_seaice.model.physics.scan_angle_cos2` (tested equal).
+    """
+    s = EARTH_RADIUS_KM * np.sin(np.deg2rad(zenith_deg)) / (EARTH_RADIUS_KM + np.asarray(altitude_km))
+    return np.rad2deg(np.arcsin(s))
+
+
+def polarisation_weight_v(pol: int, scan_angle_deg) -> np.ndarray:
+    """``w_V`` of ``e = w_V e_V + (1 - w_V) e_H``: 1 (V), 0 (H), ``cos^2 a`` (QV), ``sin^2 a`` (QH).
+
+    numpy form of :func:`empirical_seaice.model.physics.polarisation_weight_v` (tested equal).
+    """
+    c2 = np.cos(np.deg2rad(np.asarray(scan_angle_deg, dtype=np.float64))) ** 2
+    if pol == POL_V:
+        return np.ones_like(c2)
+    if pol == POL_H:
+        return np.zeros_like(c2)
+    return c2 if pol == POL_QV else 1.0 - c2
 
 
 @dataclass(frozen=True)
@@ -145,7 +163,7 @@ def _atomic_netcdf(ds: Any, path: Path) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=cf.encoding(ds.variables))
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -161,6 +179,9 @@ def write_emissivity_coefficients(
     provenance: Provenance | None = None,
 ) -> Path:
     """Write the self-describing coefficient file of a trained emissivity model.
+
+    The run's sensor catalogue (every sensor, JSON) goes into the attribute
+    ``sensor_catalogue``.
 
     Variables: ``hidden_weight`` (hidden, input), ``hidden_bias`` (hidden)
     [v2 only]; ``output_weight`` (output, hidden|input), ``output_bias``
@@ -219,8 +240,11 @@ def write_emissivity_coefficients(
         ),
         "polarisation": (
             ("channel",),
-            np.array(["V" if p == 0 else "H" for p in basis.pol], dtype=object),
-            {"long_name": "polarisation: the v2 model's e_V or e_H output"},
+            np.array([POL_NAMES[p] for p in basis.pol], dtype=object),
+            {
+                "long_name": "polarisation: the v2 model's e_V or e_H output; QV = cos2(a) e_V + sin2(a) e_H, "
+                "QH = sin2(a) e_V + cos2(a) e_H with a the scan angle at the satellite"
+            },
         ),
         "sensor_name": (("sensor",), np.array(basis.sensor_names, dtype=object), {"long_name": "training sensor"}),
         "frequency": (
@@ -249,27 +273,31 @@ def write_emissivity_coefficients(
         if v2
         else "e_ice[channel] = output_weight[channel] @ z + output_bias[channel]"
     )
-    attrs = {
-        "title": "sea ice microwave emissivity model (empirical state method, Geer 2024 JAMES)",
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "Conventions": "CF-1.8",
-        "references": "Geer, A.J. (2024) JAMES, doi:10.1029/2023MS004080",
-        "model_version": model.version,
-        "equation": equation,
-        "inputs": ", ".join(names),
-        "input_normalisation": norm,
-        "t_ref_k": float(model.t_ref_k),
-        "t_scale_k": float(model.t_scale_k),
-        "freq_scale_ghz": float(model.freq_scale_ghz),
-        "network_frequencies": model.network_frequencies,
-        "nprop_grid": int(model.nprop_grid),
-        "nprop_obs": int(model.nprop_obs),
-        "hidden_activation": "sigmoid" if v2 else "none",
-        "output_activation": "sigmoid" if v2 else "identity",
-        "weight_orientation": "torch.nn.Linear: weight (out, in), y = weight @ x + bias",
-        **(provenance or Provenance()).attrs(),
-    }
+    attrs = cf.global_attributes(
+        "sea ice microwave emissivity model (empirical state method, Geer 2024 JAMES)",
+        format=FORMAT_NAME,
+        format_version=FORMAT_VERSION,
+    )
+    attrs.update(
+        {
+            "model_version": model.version,
+            "equation": equation,
+            "inputs": ", ".join(names),
+            "input_normalisation": norm,
+            "t_ref_k": float(model.t_ref_k),
+            "t_scale_k": float(model.t_scale_k),
+            "freq_scale_ghz": float(model.freq_scale_ghz),
+            "network_frequencies": model.network_frequencies,
+            "nprop_grid": int(model.nprop_grid),
+            "nprop_obs": int(model.nprop_obs),
+            "hidden_activation": "sigmoid" if v2 else "none",
+            "output_activation": "sigmoid" if v2 else "identity",
+            "weight_orientation": "torch.nn.Linear: weight (out, in), y = weight @ x + bias",
+            **(provenance or Provenance()).attrs(),
+        }
+    )
+    if basis.catalogue is not None:
+        attrs["sensor_catalogue"] = basis.catalogue.to_json()
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
     return _atomic_netcdf(ds, path)
 
@@ -344,6 +372,76 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
     return path
 
 
+def export_onnx_channel(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> Path:
+    """Export a v2 model to ONNX as a per-channel emissivity with the scan angle as an input.
+
+    Inputs (N rows, float32 unless stated): ``t_skin_k`` (N,) K, ``props``
+    (N, nprop), ``freq_ghz`` (N,) the channel's network frequency,
+    ``polarisation`` (N,) int64 code (0 V, 1 H, 2 QV, 3 QH),
+    ``scan_angle_deg`` (N,) the scan (nadir) angle at the satellite (ignored
+    for V and H). Output ``emis`` (N,): ``w_V e_V + (1 - w_V) e_H`` with
+    ``w_V`` of :func:`empirical_seaice.model.physics.polarisation_weight_v`.
+    """
+    import copy
+    import warnings
+
+    import torch
+
+    if model.version != "v2":
+        raise SeaIceError("export_onnx_channel: only the v2 network has a frequency input")
+    em = copy.deepcopy(emissivity).float().cpu().eval()
+    nprop = model.nprop_grid + model.nprop_obs
+    t_ref, t_scale = float(model.t_ref_k), float(model.t_scale_k)
+
+    class Channel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.em = em
+
+        def forward(self, t_skin_k, props, freq_ghz, polarisation, scan_angle_deg):
+            x_t = torch.clamp(t_ref - t_skin_k, min=0.0) / t_scale
+            z = torch.cat([x_t.unsqueeze(-1), props, (freq_ghz / self.em.freq_scale_ghz).unsqueeze(-1)], dim=-1)
+            vh = torch.sigmoid(self.em.output(torch.sigmoid(self.em.hidden(z))))
+            c2 = torch.cos(scan_angle_deg * (math.pi / 180.0)) ** 2
+            w_v = torch.where(
+                polarisation == 2,
+                c2,
+                torch.where(polarisation == 3, 1.0 - c2, (polarisation == 0).to(c2.dtype)),
+            )
+            return torch.lerp(vh[:, 1], vh[:, 0], w_v)
+
+    n = 3
+    args = (
+        torch.full((n,), 260.0),
+        torch.zeros(n, nprop),
+        torch.full((n,), 37.0),
+        torch.tensor([0, 2, 3]),
+        torch.full((n,), 30.0),
+    )
+    in_names = ["t_skin_k", "props", "freq_ghz", "polarisation", "scan_angle_deg"]
+    axes = {name: {0: "n"} for name in [*in_names, "emis"]}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                Channel(),
+                args,
+                str(tmp),
+                dynamo=False,
+                input_names=in_names,
+                output_names=["emis"],
+                dynamic_axes=axes,
+                opset_version=17,
+            )
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 # ---------------------------------------------------------------------------
 # Pure-numpy evaluation
 # ---------------------------------------------------------------------------
@@ -371,7 +469,7 @@ def _read_coefficients(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any
         for name, var in ds.variables.items():
             var.set_auto_mask(False)
             val = var[:]
-            if var.dtype == str:
+            if var.dtype == str or var.dtype.kind in "SU":  # vlen strings (old files) or char arrays
                 strings[name] = [str(s) for s in np.asarray(val).ravel()]
             else:
                 arrays[name] = np.asarray(val, dtype=np.float64)
@@ -417,6 +515,7 @@ class NumpyEmissivityModel:
                 f"{self.hidden_activation!r}/{self.output_activation!r}; known: {', '.join(ACTIVATIONS)}"
             )
         self.nprop = len(self.input_names) - (2 if self.version == "v2" else 1)
+        self.catalogue_json = attrs.get("sensor_catalogue")
 
     @classmethod
     def from_file(cls, path: Path | str) -> NumpyEmissivityModel:
@@ -516,6 +615,64 @@ class NumpyEmissivityModel:
             cols.append(vh[..., 0 if self.polarisation[j] == "V" else 1])
         return np.stack(cols, axis=-1)
 
+    def catalogue(self):
+        """The run's :class:`~empirical_seaice.sensors.SensorCatalogue` stored in the file."""
+        import json
+
+        from empirical_seaice.sensors import catalogue_from_dict
+
+        if not self.catalogue_json:
+            raise SeaIceError(
+                "emissivity coefficient file: no sensor_catalogue attribute (written by an older version)"
+            )
+        return catalogue_from_dict(json.loads(self.catalogue_json), "emissivity coefficient file")
+
+    def emissivity_sensor(
+        self,
+        t_skin_k,
+        props,
+        sensor: str,
+        channels: Sequence[str] | None = None,
+        *,
+        scan_angle_deg=None,
+        zenith_deg=None,
+    ) -> np.ndarray:
+        """v2: ice emissivity (..., nch) of any catalogue sensor's channels (default: its used channels).
+
+        Each channel is evaluated at its network frequency on ``sensor`` in the
+        model's convention (``network_frequencies``; catalogue stored in the file). A cross-track sensor's QV / QH
+        channels need the scan (nadir) angle at the satellite, ``scan_angle_deg``
+        (...,), or the local zenith angle ``zenith_deg`` (...,), converted with
+        the sensor's altitude (:func:`scan_angle_deg_from_zenith`).
+
+        Raises
+        ------
+        SeaIceError
+            A v1 model, a sensor or channel not in the catalogue, or QV/QH
+            channels without an angle.
+        """
+        if self.version != "v2":
+            raise SeaIceError("emissivity_sensor: a v1 model has outputs for its training channels only")
+        sens = self.catalogue().sensor(sensor, "sensor")
+        names = list(sens.channels if channels is None else channels)
+        bad = [c for c in names if c not in sens.channel_info]
+        if bad:
+            raise SeaIceError(f"channels: {', '.join(bad)} not channels of {sensor} ({', '.join(sens.file_channels)})")
+        quasi = any(sens.channel_info[c].pol in (POL_QV, POL_QH) for c in names)
+        if quasi and scan_angle_deg is None:
+            if zenith_deg is None:
+                raise SeaIceError(f"{sensor}: QV/QH channels need scan_angle_deg or zenith_deg")
+            scan_angle_deg = scan_angle_deg_from_zenith(zenith_deg, sens.altitude_km)
+        cols = []
+        for c in names:
+            info = sens.channel_info[c]
+            f = info.reference_freq_ghz if self.network_frequencies == "reference" else info.freq_ghz
+            vh = self.emissivity_vh(t_skin_k, props, f)
+            angle = 0.0 if scan_angle_deg is None else scan_angle_deg
+            w = polarisation_weight_v(info.pol, angle)
+            cols.append(w * vh[..., 0] + (1.0 - w) * vh[..., 1])  # exact e_V / e_H at w = 1 / 0
+        return np.stack(np.broadcast_arrays(*cols), axis=-1)
+
 
 def write_export(
     output: Path,
@@ -531,6 +688,8 @@ def write_export(
     paths = [write_emissivity_coefficients(output / f"emis_model_{tag}.nc", emissivity, model, basis, provenance)]
     if onnx:
         paths.append(export_onnx(output / f"emis_model_{tag}.onnx", emissivity, model))
+        if model.version == "v2":
+            paths.append(export_onnx_channel(output / f"emis_model_{tag}_channel.onnx", emissivity, model))
     return paths
 
 
@@ -538,7 +697,10 @@ __all__ = [
     "Provenance",
     "write_emissivity_coefficients",
     "export_onnx",
+    "export_onnx_channel",
     "write_export",
+    "scan_angle_deg_from_zenith",
+    "polarisation_weight_v",
     "NumpyEmissivityModel",
     "input_names",
     "code_version",

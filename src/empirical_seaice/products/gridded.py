@@ -4,9 +4,10 @@ The trained emissivity model evaluated on every grid point and time step,
 for the run's channels (default) or a list of channels or arbitrary
 frequencies, beside the SIC, the empirical state, the daily skin temperature,
 lon/lat and the time bounds of each step — for comparison with other
-emissivity datasets and atlases. CF-1.8 conventions; chunked (one step per
-chunk) and zlib-compressed; written step block by step block so a year of a
-large grid never has to be in memory at once.
+emissivity datasets and atlases. CF-1.10 conventions
+(:mod:`empirical_seaice.io.cf`); chunked (one step per chunk) and
+zlib-compressed; written step block by step block so a year of a large grid
+never has to be in memory at once.
 
 Inputs of the model at grid point g and step t (PHYSICS.md step 3):
 
@@ -41,8 +42,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import cf
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS, BackgroundMaps, Observations
-from empirical_seaice.sensors import network_frequency_table
+from empirical_seaice.sensors import POL_H, POL_QH, POL_QV, POL_V, network_frequency_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
@@ -52,8 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-UNIX_EPOCH_JD = 2440587.5
-"""Julian day of 1970-01-01T00:00:00 UTC."""
+UNIX_EPOCH_JD = cf.UNIX_EPOCH_JD
 
 
 @dataclass
@@ -161,7 +162,9 @@ def evaluate_grid_emissivity(
     """Ice emissivity of cells (n,) with inputs T (n,) K and props (n, nprop).
 
     Returns (n, nch) for ``channels`` (default: all of the basis), or
-    (n, nfreq, 2) = (e_V, e_H) for ``freq_ghz`` (v2 only). float32.
+    (n, nfreq, 2) = (e_V, e_H) for ``freq_ghz`` (v2 only). float32. A grid
+    cell has no scan angle: a sounder's QV / QH channel is mapped at nadir,
+    where it equals V / H.
     """
     import torch
 
@@ -183,7 +186,9 @@ def evaluate_grid_emissivity(
         freq, pol, _ = _channel_frequencies(basis, channels, model)
         f = torch.as_tensor(freq.astype(np.float32), device=param.device)
         vh = emissivity.emissivity_vh(x_t[:, None], p[:, None, :], f[None, :])  # (n, nch, 2)
-        pol_t = torch.as_tensor(pol, device=param.device)
+        pol_t = torch.as_tensor(
+            np.where(pol == POL_QV, POL_V, np.where(pol == POL_QH, POL_H, pol)), device=param.device
+        )
         return torch.gather(vh, 2, pol_t.view(1, -1, 1).expand(vh.shape[0], -1, 1))[..., 0].cpu().numpy()
 
 
@@ -249,18 +254,18 @@ def write_gridded_emissivity(
     zl = dict(zlib=True, complevel=complevel)
     try:
         with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
-            ds.Conventions = "CF-1.8"
-            ds.title = "gridded sea ice microwave emissivity (empirical state method, Geer 2024 JAMES)"
-            ds.references = "Geer, A.J. (2024) JAMES, doi:10.1029/2023MS004080"
-            ds.comment = (
-                "ice emissivity from the trained model at each grid point and step with x_T from the daily "
-                "skin-temperature map, the grid empirical state P and Q = mean of the observation-space state "
-                "over the cell's observations (0 where nobs_cell = 0)"
+            attrs = cf.global_attributes(
+                "gridded sea ice microwave emissivity (empirical state method, Geer 2024 JAMES)",
+                comment=(
+                    "ice emissivity from the trained model at each grid point and step with x_T from the daily "
+                    "skin-temperature map, the grid empirical state P and Q = mean of the observation-space state "
+                    "over the cell's observations (0 where nobs_cell = 0)"
+                ),
+                **(provenance.attrs() if provenance is not None else {}),
             )
+            for k, v in attrs.items():
+                ds.setncattr(k, v)
             ds.model_version = model.version
-            if provenance is not None:
-                for k, v in provenance.attrs().items():
-                    ds.setncattr(k, v)
             ds.createDimension("grid", ng)
             ds.createDimension("step", ns)
             ds.createDimension("nv", 2)
@@ -268,6 +273,8 @@ def write_gridded_emissivity(
             ds.createDimension("prop_obs", npo)
 
             def var(name, dtype, dims, units, long_name, chunks=None, **attrs):
+                if chunks is None and ng * 4 >= cf.COMPRESS_MIN_BYTES and dims == ("grid",):
+                    chunks = (ng,)
                 v = ds.createVariable(
                     name,
                     dtype,
@@ -283,34 +290,28 @@ def write_gridded_emissivity(
                 return v
 
             jd = inputs.time_bounds_jd
-            tv = var(
-                "time",
-                "f8",
-                ("step",),
-                "days since 1970-01-01 00:00:00",
-                "centre of the step's window",
-                standard_name="time",
-                calendar="standard",
-                bounds="time_bnds",
-            )
-            tv[:] = jd.mean(axis=1) - UNIX_EPOCH_JD
-            var(
-                "time_bnds",
-                "f8",
-                ("step", "nv"),
-                "days since 1970-01-01 00:00:00",
-                "start and end of the step's 21 UTC window",
-            )[:] = jd - UNIX_EPOCH_JD
+            tv = ds.createVariable("time", "f8", ("step",))
+            tv.setncatts(cf.time_attrs("centre of the step's 21 UTC window", bounds="time_bnds"))
+            tv[:] = cf.julian_day_to_time(jd.mean(axis=1))
+            ds.createVariable("time_bnds", "f8", ("step", "nv"))[:] = cf.julian_day_to_time(jd)
             var("julian_day", "f8", ("step",), "days", "Julian day at the centre of the step's window")[:] = jd.mean(1)
             lon = np.full(ng, np.nan) if inputs.lon is None else np.asarray(inputs.lon)
             lat = np.full(ng, np.nan) if inputs.lat is None else np.asarray(inputs.lat)
-            var("lon", "f4", ("grid",), "degrees_east", "longitude", standard_name="longitude")[:] = lon
-            var("lat", "f4", ("grid",), "degrees_north", "latitude", standard_name="latitude")[:] = lat
+            for name, values in (("lon", lon), ("lat", lat)):
+                a = cf.lonlat_attrs(name)
+                var(name, "f4", ("grid",), a.pop("units"), a.pop("long_name"), **a)[:] = values
 
             cg = (ng, 1)
             if by_freq:
                 ds.createDimension("frequency", len(freq_ghz))
-                var("frequency", "f4", ("frequency",), "GHz", "frequency of the emissivity")[:] = np.asarray(freq_ghz)
+                var(
+                    "frequency",
+                    "f4",
+                    ("frequency",),
+                    "GHz",
+                    "frequency of the emissivity",
+                    standard_name="radiation_frequency",
+                )[:] = np.asarray(freq_ghz)
                 out_vars = [
                     var(
                         f"ice_emis_{p.lower()}",
@@ -319,23 +320,26 @@ def write_gridded_emissivity(
                         "1",
                         f"sea ice surface emissivity, {p} polarisation",
                         chunks=(ng, 1, len(freq_ghz)),
-                        coordinates="lon lat",
+                        coordinates="time lon lat",
+                        **cf.STANDARD["ice_emis"],
                     )
                     for p in ("V", "H")
                 ]
             else:
                 nch = len(chan_list)
                 ds.createDimension("channel", nch)
-                cn = ds.createVariable("channel_name", str, ("channel",))
-                cn.long_name = "channel name"
-                pv = ds.createVariable("polarisation", str, ("channel",))
-                pv.long_name = "polarisation (V or H)"
                 freq, pol, sens = _channel_frequencies(basis, chan_list, model)
-                for j, c in enumerate(chan_list):
-                    cn[j] = c
-                    pv[j] = "V" if pol[j] == 0 else "H"
+                _char_variable(ds, "channel_name", "channel", chan_list, "channel name", **cf.STANDARD["channel_name"])
+                _char_variable(
+                    ds, "polarisation", "channel", ["V" if p == 0 else "H" for p in pol], "polarisation (V or H)"
+                )
                 fv = var(
-                    "frequency", "f4", ("channel",), "GHz", "channel frequency used (on the first run sensor having it)"
+                    "frequency",
+                    "f4",
+                    ("channel",),
+                    "GHz",
+                    "frequency given to the model for the channel (on the first run sensor having it, "
+                    f"'{model.network_frequencies}' convention)",
                 )
                 fv[:] = freq
                 fv.sensor = " ".join(sens)
@@ -347,7 +351,8 @@ def write_gridded_emissivity(
                         "1",
                         "sea ice surface emissivity",
                         chunks=(ng, 1, nch),
-                        coordinates="lon lat",
+                        coordinates="time lon lat channel_name",
+                        **cf.STANDARD["ice_emis"],
                     )
                 ]
             v_sic = var(
@@ -357,8 +362,8 @@ def write_gridded_emissivity(
                 "1",
                 "sea ice concentration",
                 chunks=cg,
-                standard_name="sea_ice_area_fraction",
-                coordinates="lon lat",
+                coordinates="time lon lat",
+                **cf.STANDARD["sic"],
             )
             v_ts = var(
                 "t_skin",
@@ -367,8 +372,8 @@ def write_gridded_emissivity(
                 "K",
                 "daily skin temperature (input of x_T)",
                 chunks=cg,
-                standard_name="surface_temperature",
-                coordinates="lon lat",
+                coordinates="time lon lat",
+                **cf.STANDARD["t_skin"],
             )
             v_p = var(
                 "properties",
@@ -377,7 +382,7 @@ def write_gridded_emissivity(
                 "1",
                 "grid empirical state P",
                 chunks=(ng, 1, max(npg, 1)),
-                coordinates="lon lat",
+                coordinates="time lon lat",
             )
             v_q = var(
                 "properties_obs_mean",
@@ -386,11 +391,12 @@ def write_gridded_emissivity(
                 "1",
                 "mean over the cell's observations of the observation-space empirical state Q (0 if none)",
                 chunks=(ng, 1, max(npo, 1)),
-                coordinates="lon lat",
+                coordinates="time lon lat",
             )
             v_n = ds.createVariable("nobs_cell", "i4", ("grid", "step"), chunksizes=cg, **zl)
             v_n.units = "1"
             v_n.long_name = "number of observations of the cell"
+            v_n.coordinates = "time lon lat"
 
             for t in range(ns):
                 props = np.concatenate([inputs.props_grid[:, t], inputs.props_obs_mean[:, t]], axis=-1)
@@ -420,6 +426,20 @@ def write_gridded_emissivity(
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def _char_variable(ds, name: str, dim: str, values: Sequence[str], long_name: str, **attrs) -> None:
+    """A fixed-length NetCDF ``char`` variable (dim, <name>_strlen) holding ``values``."""
+    import netCDF4
+
+    n = max(1, max((len(v) for v in values), default=1))
+    ds.createDimension(f"{name}_strlen", n)
+    v = ds.createVariable(name, "S1", (dim, f"{name}_strlen"))
+    v.long_name = long_name
+    for k, a in attrs.items():
+        v.setncattr(k, a)
+    v._Encoding = "utf-8"
+    v[:] = netCDF4.stringtochar(np.array(list(values), dtype=f"S{n}"))
 
 
 __all__ = [

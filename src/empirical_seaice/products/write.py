@@ -56,7 +56,9 @@ class ProductOptions:
     plot_day: int | None = None
 
 
-def check_product_options(options: ProductOptions, model_version: str | None, sensors: Sequence[str]) -> None:
+def check_product_options(
+    options: ProductOptions, model_version: str | None, sensors: Sequence[str], catalogue: Any = None
+) -> None:
     """Validate the product options before any work (so that a bad flag never
     surfaces after a long training run).
 
@@ -65,10 +67,12 @@ def check_product_options(options: ProductOptions, model_version: str | None, se
     SeaIceError
         --grid-channels naming a channel the sensors lack; --grid-freqs with a
         v1 model or outside 1..400 GHz; a negative --plot-day.
+
+    ``catalogue``: the run's SensorCatalogue (None = the shipped one).
     """
     from empirical_seaice.sensors import build_channel_basis
 
-    basis = build_channel_basis(sensors)
+    basis = build_channel_basis(sensors, catalogue)
     if options.grid_channels:
         bad = [c for c in options.grid_channels if c not in basis.channel_index]
         if bad:
@@ -142,27 +146,45 @@ def _read_tb(path: Path) -> np.ndarray | None:
         return np.asarray(ds["tb"].values, dtype=np.float32)
 
 
+def classic_scores(
+    classic_maps: classic.ClassicSIC, obs: Any, background: Any, sic_map: np.ndarray, truth: Any
+) -> tuple[int, dict[str, dict[str, float]]]:
+    """SIC RMSE and bias versus the truth at the observed (grid, step) points of the background,
+    the trained SIC and each classic algorithm: (number of points, name -> {rmse, bias, n})."""
+    from empirical_seaice.products.diagnostics import observed_points
+
+    g, t = observed_points(obs)
+    ts = np.asarray(truth.sic)[g, t]
+    nlag = background.nlag
+    ests = {
+        "background": np.asarray(background.sic)[g, t + nlag],
+        "trained": np.asarray(sic_map)[g, t + nlag],
+        **{name: arr[g, t] for name, arr in classic_maps.maps.items()},
+    }
+    out = {}
+    for name, est in ests.items():
+        d = np.asarray(est, dtype=np.float64) - ts
+        ok = np.isfinite(d)
+        out[name] = {
+            "rmse": classic.sic_rmse(est, ts),
+            "bias": float(d[ok].mean()) if ok.any() else float("nan"),
+            "n": int(ok.sum()),
+        }
+    return len(g), out
+
+
 def classic_summary(
     classic_maps: classic.ClassicSIC, obs: Any, background: Any, sic_map: np.ndarray, truth: Any
 ) -> list[str]:
     """Summary lines: SIC RMSE versus the truth at the observed (grid, step) points for the
     background, the trained SIC and each classic algorithm."""
-    from empirical_seaice.products.diagnostics import observed_points
-
     if truth is None:
         return []
-    g, t = observed_points(obs)
-    ts = np.asarray(truth.sic)[g, t]
-    nlag = background.nlag
-    parts = [
-        f"background {classic.sic_rmse(np.asarray(background.sic)[g, t + nlag], ts):.4f}",
-        f"trained {classic.sic_rmse(np.asarray(sic_map)[g, t + nlag], ts):.4f}",
-    ]
-    for name, arr in classic_maps.maps.items():
-        est = arr[g, t]
-        n = int(np.isfinite(est).sum())
-        parts.append(f"{name} {classic.sic_rmse(est, ts):.4f} (n={n})")
-    return [f"SIC RMSE vs truth ({len(g)} grid-steps): " + ", ".join(parts)]
+    npts, scores = classic_scores(classic_maps, obs, background, sic_map, truth)
+    parts = [f"background {scores['background']['rmse']:.4f}", f"trained {scores['trained']['rmse']:.4f}"]
+    for name in classic_maps.maps:
+        parts.append(f"{name} {scores[name]['rmse']:.4f} (n={scores[name]['n']})")
+    return [f"SIC RMSE vs truth ({npts} grid-steps): " + ", ".join(parts)]
 
 
 def write_products(
@@ -178,6 +200,9 @@ def write_products(
     truth: Any = None,
     history: Any = None,
     models_file: Path | None = None,
+    report: dict[str, Any] | None = None,
+    report_text: str = "",
+    progress: Any = None,
 ) -> tuple[list[Path], list[str]]:
     """Write the products selected in ``options`` for a trained (or retrieved) network.
 
@@ -191,6 +216,10 @@ def write_products(
     truth : twin truth (io.truth.Truth) or None.
     history : TrainingHistory for the loss curves; None = read ``models_file``.
     models_file : ``models_TAG.nc`` with ``loss_epoch_*``/``loss_batch_*`` variables.
+    report : the run's summary (:func:`empirical_seaice.products.report.summary_dict`) for the
+        report ``index.html``; the classic algorithms' scores are added to it (``classic_sic_rmse``).
+    report_text : the printed summary table, shown in the report.
+    progress : the run's RunProgress (its stage names the product being written), or None.
 
     Returns
     -------
@@ -198,6 +227,11 @@ def write_products(
     summary_lines : lines for the run's summary.
     """
     output = Path(output)
+
+    def stage(name: str) -> None:
+        if progress is not None:
+            progress.stage(f"products: {name}")
+
     model_cfg = network.model_config
     basis = network.basis
     files: list[Path] = []
@@ -205,6 +239,7 @@ def write_products(
     prov = provenance_of(tag, preset_name, data_cfg, obs)
     emis_model: Any = None
     if options.export:
+        stage("export")
         try:
             paths = write_export(output, tag, network.emissivity, model_cfg, basis, prov, onnx=options.onnx)
         except ImportError as exc:  # no onnx package: the coefficient file is what matters
@@ -221,6 +256,7 @@ def write_products(
 
     inputs = gridded.grid_inputs(network, obs, background, getattr(data_cfg, "steps_per_day", 1) if data_cfg else 1)
     if options.gridded:
+        stage("gridded emissivity")
         path = output / f"ice_emis_grid_{tag}.nc"
         files.append(
             gridded.write_gridded_emissivity(
@@ -236,15 +272,27 @@ def write_products(
         )
     classic_maps = None
     if options.classic:
+        stage("classic SIC")
         try:
             classic_maps = classic.classic_sic_maps(obs)
         except SeaIceError as exc:  # e.g. a run without 19/37 GHz channels
             log.warning("classic SIC not computed: %s", exc)
         if classic_maps is not None:
-            files.append(classic.write_classic_sic(output / f"classic_sic_{tag}.nc", classic_maps, obs))
+            files.append(
+                classic.write_classic_sic(
+                    output / f"classic_sic_{tag}.nc",
+                    classic_maps,
+                    obs,
+                    getattr(data_cfg, "steps_per_day", 1) if data_cfg else 1,
+                )
+            )
             lines += classic_summary(classic_maps, obs, background, network.state.sic_array(), truth)
+            if truth is not None and report is not None:
+                _, scores = classic_scores(classic_maps, obs, background, network.state.sic_array(), truth)
+                report["classic_sic_rmse"] = {k: v for k, v in scores.items() if k in classic_maps.maps}
 
     if options.plots:
+        stage("plots")
         nlag = network.state.nlag
         day = obs.nstep // 2 if options.plot_day is None else int(options.plot_day)
         if not 0 <= day < obs.nstep:
@@ -298,13 +346,32 @@ def write_products(
             channel_names=list(basis.channel_names),
             dep_before=None if before is None else tb_obs - before,
             dep_after=None if after is None else tb_obs - after,
-            title=tag,
+            title=f"run {tag}:",
             spectrum_masks=truth_ice_types(truth),
+            dates=step_dates(obs, getattr(data_cfg, "steps_per_day", 1) if data_cfg else 1),
+            trained_freqs_ghz=trained_frequencies(basis),
+            report=report,
+            report_text=report_text,
         )
         plot_files = plots.make_plots(output / f"plots_{tag}", pin)
         files += plot_files
         lines.append(f"plots: {output / f'plots_{tag}' / 'index.html'} ({len(plot_files) - 1} PNG)")
     return files, lines
+
+
+def step_dates(obs: Any, steps_per_day: int = 1) -> list[str]:
+    """The date of each step (ISO, the day its 21 UTC window ends), for titles."""
+    jd = gridded.step_time_bounds(obs.jd_origin, obs.stepstart, obs.nstep, steps_per_day)
+    return [julian_day_to_iso(b - 0.125) for b in jd[:, 1]]
+
+
+def trained_frequencies(basis: Any) -> dict[str, list[float]]:
+    """Frequencies (GHz) of the channels the model was trained on, per sensor."""
+    out = {}
+    for s, name in enumerate(basis.sensor_names):
+        present = np.asarray(basis.present[s], dtype=bool)
+        out[str(name)] = sorted({float(f) for f in np.asarray(basis.freq_ghz[s])[present]})
+    return out
 
 
 def truth_ice_types(truth: Any) -> dict[str, np.ndarray]:
@@ -347,6 +414,9 @@ __all__ = [
     "write_products",
     "provenance_of",
     "classic_summary",
+    "classic_scores",
+    "step_dates",
+    "trained_frequencies",
     "read_losses",
     "TorchEmissivityVH",
     "parse_freqs",

@@ -42,7 +42,7 @@ from empirical_seaice.config import DataConfig, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.products import diagnostics as diag
-from empirical_seaice.sensors import ChannelBasis, build_channel_basis
+from empirical_seaice.sensors import ChannelBasis, build_channel_basis, catalogue_from_dict, load_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -215,8 +215,14 @@ def run_retrieval(
     data_cfg = replace(data_cfg, sensors=sensors)
     if not Path(data_cfg.data).exists():
         raise SeaIceError(f"--data: {data_cfg.data} does not exist (give the new data directory or file)")
-    basis = build_channel_basis(sensors)
-    trained_basis = build_channel_basis(trained_data.sensors)
+    basis = build_channel_basis(sensors, load_catalogue(data_cfg.sensor_catalogue))
+    saved = ckpt["configs"].get("catalogue")  # the catalogue the model was trained with
+    trained_catalogue = (
+        catalogue_from_dict(saved, f"model_{modeltag}.pt")
+        if saved is not None
+        else load_catalogue(trained_data.sensor_catalogue)
+    )
+    trained_basis = build_channel_basis(trained_data.sensors, trained_catalogue)
     device = resolve_device(train_cfg.device)
 
     existed, cache_dir = output.exists(), output / f"cache_{tag}"
@@ -322,10 +328,25 @@ def _retrieve(
 
     st = network.state
     jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, data_cfg.steps_per_day)
-    result.files.append(out.write_seaice(p("seaice"), st.sic_array(), jd, background.lon, background.lat, nlag=st.nlag))
+    result.files.append(
+        out.write_seaice(
+            p("seaice"),
+            st.sic_array(),
+            jd,
+            background.lon,
+            background.lat,
+            nlag=st.nlag,
+            step_days=1.0 / data_cfg.steps_per_day,
+        )
+    )
     result.files.append(
         out.write_properties_grid(
-            p("properties_grid"), st.grid_properties_array(), jd[st.nlag :], background.lon, background.lat
+            p("properties_grid"),
+            st.grid_properties_array(),
+            jd[st.nlag :],
+            background.lon,
+            background.lat,
+            step_days=1.0 / data_cfg.steps_per_day,
         )
     )
     result.files.append(out.write_properties_obs(p("properties_obs"), st.obs_properties_array()))

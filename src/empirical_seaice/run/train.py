@@ -47,7 +47,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
-from empirical_seaice.sensors import build_channel_basis
+from empirical_seaice.sensors import build_channel_basis, load_catalogue
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ class RunResult:
     truth : truth scores when the data has a truth.
     train_seconds : wall time of training (s).
     summary : the summary table ('' with ``--trainonly``).
+    summary_data : the same as data (``summary_TAG.json``), None with ``--trainonly``.
     """
 
     output: Path
@@ -79,6 +80,7 @@ class RunResult:
     truth: diag.TruthScores | None = None
     train_seconds: float = 0.0
     summary: str = ""
+    summary_data: dict[str, Any] | None = None
 
 
 # ------------------------------------------------------------------ config I/O
@@ -96,15 +98,23 @@ def _configs_to_dict(
 
     cd = plain(cost)
     cd["bias_bg"] = {k: list(v) for k, v in cost.bias_bg.items()}
-    return {"preset": preset, "data": plain(data), "model": plain(model), "cost": cd, "training": plain(training)}
+    return {
+        "preset": preset,
+        "data": plain(data),
+        "model": plain(model),
+        "cost": cd,
+        "training": plain(training),
+        # the catalogue entries of the run's sensors and channels, as used (README "Sensors")
+        "catalogue": load_catalogue(data.sensor_catalogue).to_dict(data.sensors),
+    }
 
 
 def _configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, CostConfig]:
     dd = dict(d["data"])
     dd["data"] = Path(dd["data"])
     dd["sensors"] = tuple(dd["sensors"])
-    for k in ("seaice_background", "tsfc_background"):
-        dd[k] = None if dd[k] is None else Path(dd[k])
+    for k in ("seaice_background", "tsfc_background", "sensor_catalogue"):
+        dd[k] = None if dd.get(k) is None else Path(dd[k])
     md = dict(d["model"])
     md["lag_weights"] = tuple(md["lag_weights"])
     cd = dict(d["cost"])
@@ -255,7 +265,7 @@ def run(
     resume : bool
         Resume training from the epoch checkpoint in ``<output>/checkpoints_TAG``.
     progress : bool
-        Progress bar on stderr.
+        One progress display for the run on stderr (stages, training ETA).
     products : empirical_seaice.products.write.ProductOptions, optional
         User products written at the end (export, gridded emissivity, classic
         SIC, plots); None = none (see :func:`empirical_seaice.products.write.write_products`).
@@ -296,6 +306,7 @@ def run(
             data=data_cfg.data,
             seaice_background=data_cfg.seaice_background or saved_data.seaice_background,
             tsfc_background=data_cfg.tsfc_background or saved_data.tsfc_background,
+            sensor_catalogue=data_cfg.sensor_catalogue or saved_data.sensor_catalogue,
         )
     if not Path(data_cfg.data).exists():
         raise SeaIceError(f"--data: {data_cfg.data} does not exist (give the training-data directory or file)")
@@ -305,7 +316,7 @@ def run(
     ):
         if path is not None and not Path(path).is_file():
             raise SeaIceError(f"{flag}: file {path} not found")
-    basis = build_channel_basis(data_cfg.sensors)
+    basis = build_channel_basis(data_cfg.sensors, load_catalogue(data_cfg.sensor_catalogue))
     device = resolve_device(train_cfg.device)
     ckpt_dir = output / f"checkpoints_{tag}"
     if resume:
@@ -367,11 +378,65 @@ def _run(
     split_observations,
     products=None,
 ):
+    from empirical_seaice.training.runtime import RunProgress
+
+    display = RunProgress(progress)
+    try:
+        return _run_stages(
+            data_cfg,
+            model_cfg,
+            cost_cfg,
+            train_cfg,
+            output,
+            tag,
+            preset_name,
+            basis,
+            device,
+            ckpt,
+            ckpt_dir,
+            diagsonly,
+            trainonly,
+            resume,
+            display,
+            Trainer,
+            TrainingHistory,
+            make_generator,
+            split_observations,
+            products,
+        )
+    finally:
+        display.close()
+
+
+def _run_stages(
+    data_cfg,
+    model_cfg,
+    cost_cfg,
+    train_cfg,
+    output,
+    tag,
+    preset_name,
+    basis,
+    device,
+    ckpt,
+    ckpt_dir,
+    diagsonly,
+    trainonly,
+    resume,
+    display,
+    Trainer,
+    TrainingHistory,
+    make_generator,
+    split_observations,
+    products=None,
+):
     from empirical_seaice.io import read_training_data
     from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
 
     result = RunResult(output=output, tag=tag)
+    t_run = time.perf_counter()
     # ---- 2. read and build
+    display.stage("reading data")
     t0 = time.perf_counter()
     obs, background = read_training_data(data_cfg, model_cfg.nlag, cache_dir=output / "cache")
     if tuple(obs.basis.channel_names) != tuple(basis.channel_names):  # pragma: no cover - reader contract
@@ -390,6 +455,7 @@ def _run(
     except ImportError:  # pragma: no cover - describe is optional
         pass
 
+    display.stage("packing observations")
     generator = make_generator(train_cfg.seed)
     train_index, valid_index = split_observations(obs.nobs, train_cfg.validation_fraction, generator)
     nobs_train = int(train_index.size)
@@ -425,6 +491,7 @@ def _run(
     # ---- 3. initial diagnostics
     sim0 = None
     if not trainonly and not diagsonly:
+        display.stage("initial diagnostics")
         sim0 = diag.simulate(network, data, obs.nobs)
         result.cost_before = _full_cost(network, obs, sim0, nobs_train)
         result.departures_before = diag.departure_stats(obs, sim0.tb)
@@ -444,13 +511,14 @@ def _run(
             valid_index,
             nobs_train,
             checkpoint_dir=ckpt_dir,
-            progress=progress,
+            progress=display,
             generator=generator,
         )
         t1 = time.perf_counter()
         history = trainer.fit(resume=resume)
         result.train_seconds = time.perf_counter() - t1
         result.history = history
+        display.stage("saving the model")
         result.files += _save_model(
             network,
             history,
@@ -478,7 +546,9 @@ def _run(
             )
 
     # ---- 5. final diagnostics
+    truth = None
     if not trainonly:
+        display.stage("diagnostics")
         truth = final_diagnostics(network, data, obs, background, Path(data_cfg.data), output, tag, nobs_train, result)
         p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
         zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
@@ -496,10 +566,14 @@ def _run(
             ),
             basis,
         )
-    # ---- 6. user products (export, gridded emissivity, classic SIC, plots)
+    summary = None
+    if not trainonly:
+        summary = run_summary(result, preset_name, data_cfg, obs, history, diagsonly, time.perf_counter() - t_run)
+    # ---- 6. user products (export, gridded emissivity, classic SIC, plots and the report)
     if products is not None:
         from empirical_seaice.products.write import write_products
 
+        display.stage("products")
         files, lines = write_products(
             products,
             network=network,
@@ -511,11 +585,61 @@ def _run(
             data_cfg=data_cfg,
             truth=None if trainonly else truth,
             history=history,
+            report=summary,
+            report_text=result.summary,
+            progress=display,
         )
         result.files += files
         if lines:
             result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)]) if result.summary else ""
+    # ---- 7. the summary beside the outputs: summary_TAG.txt and summary_TAG.json
+    if summary is not None:
+        from empirical_seaice.products.report import write_summary_files
+
+        summary["run"]["wall_seconds"] = round(time.perf_counter() - t_run, 2)
+        result.summary_data = summary
+        result.files += write_summary_files(output, tag, result.summary, summary)
+    display.stage("done")
     return result
+
+
+def run_summary(result: RunResult, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float) -> dict:
+    """The run's summary as data (:func:`empirical_seaice.products.report.summary_dict`)."""
+    from empirical_seaice.io.cf import code_version, now_iso
+    from empirical_seaice.products.report import summary_dict
+    from empirical_seaice.products.write import provenance_of
+
+    prov = provenance_of(result.tag, preset_name, data_cfg, obs)
+    facts = {
+        "tag": result.tag,
+        "mode": "diagnostics of a trained model" if diagsonly else "training",
+        "preset": preset_name,
+        "sensors": list(obs.basis.sensor_names),
+        "period_start": prov.period_start,
+        "period_end": prov.period_end,
+        "stepstart": int(obs.stepstart),
+        "nsteps": int(obs.nstep),
+        "nobs": int(obs.nobs),
+        "ngrid": int(obs.ngrid),
+        "epochs": int(history.nepochs) if history is not None else None,
+        "train_seconds": round(result.train_seconds, 2) if not diagsonly else None,
+        "obs_per_s": round(float(history.obs_per_s)) if history is not None and not diagsonly else None,
+        "wall_seconds": round(wall_s, 2),
+        "data": str(data_cfg.data),
+        "output": str(result.output),
+        "code_version": code_version(),
+        "date_created": now_iso(),
+    }
+    return summary_dict(
+        facts=facts,
+        channel_names=list(obs.basis.channel_names),
+        sensor_names=list(obs.basis.sensor_names),
+        cost_before=result.cost_before,
+        cost_after=result.cost_after,
+        departures_before=result.departures_before,
+        departures_after=result.departures_after,
+        truth=result.truth,
+    )
 
 
 def _title(preset_name, basis, obs, history, result, tag, diagsonly) -> str:
@@ -581,10 +705,25 @@ def _save_model(
     p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
     st = network.state
     jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, data_cfg.steps_per_day)
-    files.append(out.write_seaice(p("seaice"), st.sic_array(), jd, background.lon, background.lat, nlag=st.nlag))
+    files.append(
+        out.write_seaice(
+            p("seaice"),
+            st.sic_array(),
+            jd,
+            background.lon,
+            background.lat,
+            nlag=st.nlag,
+            step_days=1.0 / data_cfg.steps_per_day,
+        )
+    )
     files.append(
         out.write_properties_grid(
-            p("properties_grid"), st.grid_properties_array(), jd[st.nlag :], background.lon, background.lat
+            p("properties_grid"),
+            st.grid_properties_array(),
+            jd[st.nlag :],
+            background.lon,
+            background.lat,
+            step_days=1.0 / data_cfg.steps_per_day,
         )
     )
     files.append(out.write_properties_obs(p("properties_obs"), st.obs_properties_array()))

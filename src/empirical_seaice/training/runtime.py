@@ -1,5 +1,6 @@
 """Run-time helpers of training: device, the run's random generator, the
-validation split, reproducible mode and the progress bar.
+validation split, reproducible mode and the progress display of a run
+(:class:`RunProgress`).
 
 Reproducibility
 ---------------
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -97,10 +99,79 @@ def reproducible_mode(enabled: bool, seed: int) -> Iterator[None]:
         torch.set_num_threads(prev_threads)
 
 
-def progress_bar(total: int, desc: str, enabled: bool):
-    """A tqdm bar on stderr, or None when ``enabled`` is False."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+class RunProgress:
+    """One progress display for a whole run, on stderr: the stage (reading, packing, initial
+    diagnostics, training epoch k/N, diagnostics, products) and, while training, the batches of
+    *all* epochs with the elapsed time and the estimated time left for the training.
 
-    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True, mininterval=0.5)
+    Disabled (``enabled=False``, ``--quiet`` / ``--no-progress``) it prints nothing. Every stage is
+    also logged at INFO level (``-v``).
+    """
+
+    BAR = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} batches [{elapsed}<{remaining}{postfix}]"
+    PLAIN = "{desc}"
+
+    def __init__(self, enabled: bool = True, file=None):
+        self.enabled = bool(enabled)
+        self.file = file if file is not None else sys.stderr
+        self.bar = None
+        self.nepochs = 0
+        self.stages: list[tuple[str, float]] = []
+        self._t0 = time.perf_counter()
+
+    def _ensure(self):
+        if self.bar is None and self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=None, file=self.file, bar_format=self.PLAIN, dynamic_ncols=True, mininterval=0.5, leave=False
+            )
+        return self.bar
+
+    def stage(self, name: str) -> None:
+        """Enter a stage (shown at once)."""
+        import logging
+
+        elapsed = time.perf_counter() - self._t0
+        self.stages.append((name, elapsed))
+        logging.getLogger("empirical_seaice").info("stage: %s (%.1f s into the run)", name, elapsed)
+        bar = self._ensure()
+        if bar is not None:
+            if not name.startswith("training"):  # after training: the stage line alone again
+                bar.bar_format = self.PLAIN
+                bar.set_postfix_str("", refresh=False)
+            bar.set_description_str(self._label(name), refresh=True)
+
+    def _label(self, name: str) -> str:
+        """The stage with the run's elapsed time, e.g. ``[  12 s] diagnostics``."""
+        return f"[{time.perf_counter() - self._t0:5.0f} s] {name}"
+
+    def start_training(self, nepochs: int, nbatch: int, done_epochs: int = 0) -> None:
+        """The training stage: a bar over ``nepochs * nbatch`` batches (resumed epochs counted done)."""
+        self.nepochs = int(nepochs)
+        self.stage(f"training epoch {done_epochs + 1}/{nepochs}")
+        bar = self._ensure()
+        if bar is not None:
+            bar.bar_format = self.BAR
+            bar.reset(total=max(1, nepochs * nbatch))
+            bar.update(done_epochs * nbatch)
+
+    def epoch(self, k: int) -> None:
+        """Epoch ``k`` (1-based) starts."""
+        if self.bar is not None:
+            self.bar.set_description_str(self._label(f"training epoch {k}/{self.nepochs}"), refresh=False)
+
+    def update(self, n: int = 1, postfix: str | None = None, refresh: bool = False) -> None:
+        """``n`` more batches done; ``postfix`` e.g. the running cost; ``refresh`` draws now
+        (the display otherwise redraws at most every 0.5 s)."""
+        if self.bar is not None:
+            if postfix is not None:
+                self.bar.set_postfix_str(postfix, refresh=False)
+            self.bar.update(n)
+            if refresh:
+                self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

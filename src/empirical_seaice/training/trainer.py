@@ -40,7 +40,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam, dense_adam
 from empirical_seaice.training.fused_step import FusedStep, build_fused_step, set_threads
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
-from empirical_seaice.training.runtime import make_generator, progress_bar, reproducible_mode
+from empirical_seaice.training.runtime import RunProgress, make_generator, reproducible_mode
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,9 @@ class Trainer:
     checkpoint_dir : Path or None
         Where ``checkpoint.pt`` is written at each epoch end; None = no
         checkpoints.
-    progress : bool
-        Show a tqdm progress bar on stderr.
+    progress : bool or RunProgress
+        Show the progress on stderr: True = a display of its own, or the run's
+        :class:`~empirical_seaice.training.runtime.RunProgress` (its training stage).
     generator : torch.Generator or None
         The run's generator; None = :func:`make_generator` ``(config.seed)``.
         Share it with the network (sampled priors) and
@@ -93,7 +94,7 @@ class Trainer:
         valid_index: np.ndarray | None,
         nobs_total: int,
         checkpoint_dir: Path | None = None,
-        progress: bool = True,
+        progress: bool | RunProgress = True,
         generator: torch.Generator | None = None,
     ) -> None:
         self.network = network
@@ -111,7 +112,8 @@ class Trainer:
             raise SeaIceError("--early-stopping needs held-out observations (--validation-fraction > 0)")
         self.nobs_total = int(nobs_total)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        self.progress = progress
+        self.progress = progress if isinstance(progress, RunProgress) else RunProgress(bool(progress))
+        self._own_progress = not isinstance(progress, RunProgress)
         self.generator = generator if generator is not None else make_generator(config.seed)
         self.device = data_device(data, network)
         self.optimizers = self._build_optimizers()
@@ -240,7 +242,10 @@ class Trainer:
             self.network.train()
             t_start = time.perf_counter()
             wall_before = self.history.wall_time_s
+            nbatch = (self.train_index.numel() + cfg.batch_size - 1) // cfg.batch_size
+            self.progress.start_training(cfg.nepochs, nbatch, self.epoch)
             while self.epoch < cfg.nepochs and not self.history.stopped_early:
+                self.progress.epoch(self.epoch + 1)
                 self._train_epoch()
                 self.flush()
                 if self.valid_index is not None:
@@ -253,6 +258,8 @@ class Trainer:
                 self._log_epoch()
                 if self.checkpoint_dir is not None:
                     self.save_checkpoint()
+            if self._own_progress:
+                self.progress.close()
             if cfg.early_stopping and self._best_state is not None:
                 self.network.load_state_dict(self._best_state)
                 logger.info("restored the parameters of the best epoch %d", self.history.best_epoch + 1)
@@ -284,7 +291,7 @@ class Trainer:
         names: tuple[str, ...] | None = None
         values: torch.Tensor | None = None  # (nbatch, nterm + 1) float64 on device
         sizes = np.diff(np.minimum(np.arange(nbatch + 1) * bs, n))
-        bar = progress_bar(nbatch, f"epoch {self.epoch + 1}/{cfg.nepochs}", self.progress)
+        bar = self.progress if self.progress.enabled else None
         deferred = next((opt for opt in self.optimizers if isinstance(opt, DeferredAdam)), None)
         state_rows = getattr(network, "state_rows", None)
         if state_rows is None:
@@ -323,15 +330,14 @@ class Trainer:
                         names = tuple(terms) + ("total",)
                         values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
                     values[b] = torch.stack([*terms.values(), loss])  # 0-d terms; no graph under no_grad
-            if bar is not None and (b % 20 == 0 or b == nbatch - 1):
-                running = float(values[max(0, b - 19) : b + 1, -1].mean())
-                bar.set_postfix_str(f"J/nobs={running:.4g}", refresh=b == nbatch - 1)
             if bar is not None:
-                bar.update(1)
+                postfix = None
+                if b % 20 == 0 or b == nbatch - 1:
+                    running = float(values[max(0, b - 19) : b + 1, -1].mean())
+                    postfix = f"J/nobs={running:.4g}"
+                bar.update(1, postfix, refresh=b == nbatch - 1)
         wall = time.perf_counter() - t0
         cpu = time.process_time() - c0
-        if bar is not None:
-            bar.close()
         assert names is not None and values is not None
         if not all(np.isfinite(values.cpu().numpy()).ravel()):
             bad = [nm for nm, ok in zip(names, torch.isfinite(values).all(dim=0).tolist()) if not ok]

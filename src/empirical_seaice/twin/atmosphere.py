@@ -17,8 +17,10 @@ Absorption (Np/km):
   foreign continuum (:func:`absorption_h2o`);
 * oxygen: the 60 GHz band as one pressure-broadened line plus the
   non-resonant term (Ulaby et al. 1981, eq. 5.24; good below 45 and above
-  70 GHz, which holds for every channel of the sensors used here)
-  (:func:`absorption_o2`);
+  70 GHz, which holds for every imager channel; the 50-58 GHz channels of
+  the sounders get rough opacities from it: the twin stays self-consistent,
+  since its data and truth share this atmosphere, but those channels'
+  weighting functions are not realistic) (:func:`absorption_o2`);
 * cloud liquid: Rayleigh absorption ``k = 6 pi / (lambda rho_w) Im((eps - 1)/(eps + 2))``
   with the pure-water Meissner–Wentz permittivity at the cloud temperature
   (:func:`absorption_cloud`).
@@ -235,13 +237,17 @@ class AtmosphereTable:
     values: np.ndarray  # (nW, nT, nL, 3, nchan)
 
     @classmethod
-    def build(cls, channels, freqs_ghz, incidence_deg) -> AtmosphereTable:
-        """Tabulate the channels (names, actual frequencies GHz, incidence degrees)."""
+    def build(cls, channels, freqs_ghz, incidence_deg, passbands_ghz=None) -> AtmosphereTable:
+        """Tabulate the channels (names, actual frequencies GHz, incidence degrees).
+
+        ``passbands_ghz``: optional per-channel tuples of passband frequencies to
+        average (default :func:`sidebands`)."""
         # open grids: the temperature profile depends on T only, vapour on W, liquid on L
         w, t, l = np.ix_(TCWV_AXIS, T_AIR_AXIS, LWP_AXIS)
         out = np.empty((TCWV_AXIS.size, T_AIR_AXIS.size, LWP_AXIS.size, 3, len(channels)))
         for j, (name, f, inc) in enumerate(zip(channels, freqs_ghz, incidence_deg)):
-            tau, td, tu = column_rt(sidebands(f, name), inc, t, w, l)
+            bands = sidebands(f, name) if passbands_ghz is None else tuple(passbands_ghz[j])
+            tau, td, tu = column_rt(bands, inc, t, w, l)
             out[..., 0, j], out[..., 1, j], out[..., 2, j] = tau, td, tu
         return cls(tuple(channels), out)
 
@@ -258,3 +264,39 @@ class AtmosphereTable:
         interp = RegularGridInterpolator((np.log(TCWV_AXIS), T_AIR_AXIS, LWP_AXIS), self.values)
         v = interp(pts)
         return v[:, 0, :], v[:, 1, :], v[:, 2, :]
+
+
+SCAN_ZENITH_NODES_DEG = (0.0, 30.0, 45.0, 55.0, 62.0, 68.0)
+"""Zenith angles (degrees) at which :class:`AngleAtmosphereTable` tabulates a cross-track sensor."""
+
+
+@dataclass(frozen=True)
+class AngleAtmosphereTable:
+    """:class:`AtmosphereTable` at several zenith angles, for cross-track sensors.
+
+    Evaluated per observation at its own zenith angle, linearly in
+    ``sec(theta)`` between the two neighbouring nodes of
+    :data:`SCAN_ZENITH_NODES_DEG` (the optical path is linear in ``sec``).
+    """
+
+    tables: tuple[AtmosphereTable, ...]
+    sec_nodes: np.ndarray
+
+    @classmethod
+    def build(cls, channels, freqs_ghz, passbands_ghz) -> AngleAtmosphereTable:
+        nodes = np.asarray(SCAN_ZENITH_NODES_DEG)
+        tables = tuple(AtmosphereTable.build(channels, freqs_ghz, [z] * len(channels), passbands_ghz) for z in nodes)
+        return cls(tables, 1.0 / np.cos(np.deg2rad(nodes)))
+
+    def __call__(self, t_air_k, tcwv_kgm2, lwp_kgm2, zenith_deg):
+        """(tau, t_down_k, t_up_k), each (n, nchan), for columns (n,) seen at ``zenith_deg`` (n,)."""
+        sec = np.clip(1.0 / np.cos(np.deg2rad(zenith_deg)), self.sec_nodes[0], self.sec_nodes[-1])
+        i = np.clip(np.searchsorted(self.sec_nodes, sec) - 1, 0, self.sec_nodes.size - 2)
+        w = ((sec - self.sec_nodes[i]) / (self.sec_nodes[i + 1] - self.sec_nodes[i]))[:, None]
+        values = [table(t_air_k, tcwv_kgm2, lwp_kgm2) for table in self.tables]
+        out = []
+        for q in range(3):
+            stack = np.stack([v[q] for v in values])  # (nnode, n, nchan)
+            rows = np.arange(sec.size)
+            out.append((1.0 - w) * stack[i, rows] + w * stack[i + 1, rows])
+        return tuple(out)

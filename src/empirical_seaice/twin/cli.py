@@ -14,19 +14,28 @@ import sys
 from pathlib import Path
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.twin.generate import generate_twin
-from empirical_seaice.twin.presets import TWIN_PRESETS, get_twin_preset
+
+PRESET_NAMES = ("benchmark", "demo", "tiny")
+"""The twin presets (``empirical_seaice.twin.presets.TWIN_PRESETS``; listed here so that
+``-h`` imports nothing heavy: the land mask loads only when a grid is built)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="seaice-twin",
-        description="Generate a synthetic twin: truth + simulated AMSR2/GMI/SSMIS observations in layout C.",
+        description="Generate a synthetic twin: truth + simulated observations of catalogue sensors in layout C.",
     )
     p.add_argument("--output", required=True, type=Path, help="output directory (must be new or empty)")
-    p.add_argument("--preset", default="demo", choices=sorted(TWIN_PRESETS), help="size preset (default demo)")
+    p.add_argument("--preset", default="demo", choices=PRESET_NAMES, help="size preset (default demo)")
     p.add_argument("--hemisphere", choices=("north", "south"), help="hemisphere (default: the preset's, north)")
-    p.add_argument("--sensors", nargs="+", help="sensors to simulate (default amsr2 gmi ssmisf17)")
+    p.add_argument(
+        "--sensors", nargs="+", help="sensors to simulate (default amsr2 gmi ssmisf17; any catalogue sensor)"
+    )
+    p.add_argument(
+        "--sensor-catalogue",
+        metavar="FILE",
+        help="TOML file adding sensors to the shipped catalogue (README 'Sensors')",
+    )
     p.add_argument("--days", type=int, help="number of days (default: the preset's)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--start-date", help="first day, YYYY-MM-DD (default: the preset's)")
@@ -39,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from empirical_seaice.twin.generate import generate_twin
+    from empirical_seaice.twin.presets import get_twin_preset
+
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         config = get_twin_preset(
@@ -50,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             start_date=args.start_date,
             noise_scale=args.noise_scale,
             resolution_km=args.resolution_km,
+            sensor_catalogue=args.sensor_catalogue,
         )
         summary = generate_twin(config, args.output, overwrite=args.overwrite)
     except SeaIceError as exc:

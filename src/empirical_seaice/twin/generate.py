@@ -43,12 +43,12 @@ from pathlib import Path
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.sensors import CATALOGUE, SENSORS
-from empirical_seaice.twin.atmosphere import AtmosphereTable
+from empirical_seaice.sensors import POL_H, POL_V, load_catalogue
+from empirical_seaice.twin.atmosphere import AngleAtmosphereTable, AtmosphereTable
 from empirical_seaice.twin.grid import make_grid
 from empirical_seaice.twin.ocean import T_FREEZE_SEAWATER_K, ocean_emissivity_model, ocean_emissivity_true
 from empirical_seaice.twin.presets import TwinConfig
-from empirical_seaice.twin.sampling import SAMPLING, sample_day
+from empirical_seaice.twin.sampling import local_zenith_deg, sample_day, sampling_for
 from empirical_seaice.twin.truth import TruthModel
 from empirical_seaice.twin.writer import FieldSetWriter, layout_c_fields, write_grid_file
 
@@ -110,16 +110,17 @@ class TwinSummary:
         return "\n".join(rows)
 
 
-def true_biases(rng: np.random.Generator, sensor_names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def true_biases(rng: np.random.Generator, sensor_names, catalogue=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """True per-channel TB biases (K), near each sensor's background within its uncertainty.
 
     ``b = b_bg + N(0, min(sigma_bg, s))`` with s = 1.5 K (ice) and 1.0 K (ocean);
     a sensor whose background error is <= 0.01 K (GMI, the anchor) gets exactly its background.
     """
     out = {}
+    catalogue = catalogue or load_catalogue()
     for name in sensor_names:
-        s = SENSORS[name]
-        n = len(s.channels)
+        s = catalogue.sensors[name]
+        n = len(s.file_channels)
         if s.bias_error_k <= 0.01:
             out[name] = (np.full(n, s.bias_ice_k), np.full(n, s.bias_ocean_k))
         else:
@@ -208,7 +209,8 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
     jd0 = julian_day_0utc(config.start_date) - 0.5  # integer: noon of the day before; window 0 starts at jd0 + 0.375
     truth = TruthModel(grid, rng, config.seed, jd_ref=jd0)
     ice_table = _ice_table()
-    biases = true_biases(rng, config.sensors)
+    catalogue = load_catalogue(config.sensor_catalogue)
+    biases = true_biases(rng, config.sensors, catalogue)
     global_attrs = {
         "title": "empirical_seaice synthetic twin",
         "source": "empirical_seaice.twin",
@@ -219,19 +221,30 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
 
     per_sensor = {}
     for s_name in config.sensors:
-        sensor = SENSORS[s_name]
-        chans = sensor.channels
-        freqs = np.array([sensor.freq_ghz(c) for c in chans])
-        pols = np.array([CATALOGUE[c].pol for c in chans])
-        inc = np.array([sensor.incidence(c) for c in chans])
-        sigma = np.array([CATALOGUE[c].obs_error_k for c in chans])
+        sensor = catalogue.sensors[s_name]
+        chans = sensor.file_channels  # every channel of the files, surface-blind ones too
+        info = [sensor.channel_info[c] for c in chans]
+        freqs = np.array([c.freq_ghz for c in info])
+        pols = np.array([c.pol for c in info])
+        inc = np.array([c.incidence_deg for c in info])
+        sigma = np.array([c.obs_error_k for c in info])
+        angular = None
+        if sensor.cross_track:  # every passband; the angle per observation
+            from empirical_seaice.twin.ice_emissivity import load_angular_table
+
+            atm = AngleAtmosphereTable.build(chans, freqs, [c.passbands_ghz for c in info])
+            angular = load_angular_table()
+        else:  # imagers: 183 +/- d channels as the two sidebands of their network frequency (as ever)
+            atm = AtmosphereTable.build(chans, freqs, inc)
         per_sensor[s_name] = dict(
             sensor=sensor,
+            sampling=sampling_for(sensor),
             freqs=freqs,
             pols=pols,
             inc=inc,
             sigma=sigma,
-            atm=AtmosphereTable.build(chans, freqs, inc),
+            atm=atm,
+            angular=angular,
             data=FieldSetWriter(
                 partial / s_name, FILE_PREFIX, layout_c_fields(), chans, {**global_attrs, "sensor": s_name}
             ),
@@ -250,7 +263,7 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
                 daily_maps[k][:, d] = daily[k]
             for s_name, ps in per_sensor.items():
                 rows = _observe(
-                    truth, daily, ps, biases[s_name], grid, SAMPLING[s_name], window_start, d, config, ice_table, rng
+                    truth, daily, ps, biases[s_name], grid, ps["sampling"], window_start, d, config, ice_table, rng
                 )
                 if d == 0 and (rows[0]["JULIAN_DAY"].size == 0 or rows[0]["JULIAN_DAY"][0] >= jd0 + 1.0):
                     raise RuntimeError(
@@ -275,9 +288,15 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
 
 def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, ice_table, rng):
     """Simulate one sensor's observations of one day: (layout-C rows, truth rows)."""
-    from empirical_seaice.twin.ice_emissivity import ice_emissivity
+    from empirical_seaice.twin.ice_emissivity import ice_emissivity, ice_emissivity_angle_anomaly
 
-    g, jd = sample_day(grid, sampling, window_start, day, config.keep_fraction, rng)
+    sensor = ps["sensor"]
+    if sensor.cross_track:
+        g, jd, offset = sample_day(grid, sampling, window_start, day, config.keep_fraction, rng, with_offset=True)
+        zenith = local_zenith_deg(offset, sensor.altitude_km)
+    else:
+        g, jd = sample_day(grid, sampling, window_start, day, config.keep_fraction, rng)
+        zenith = None
     n = g.size
     sic = daily["sic"][g]
     t_air = truth.t_air_k(g, jd)
@@ -289,21 +308,48 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
     wind = weather["wind_ms"]
     freqs, pols, inc = ps["freqs"], ps["pols"], ps["inc"]
     col = lambda a: np.asarray(a)[:, None]  # noqa: E731
-    emis_ice = ice_emissivity(
-        ice_table,
-        freqs[None, :],
-        pols[None, :],
-        col(daily["myi_fraction"][g]),
-        col(daily["snow_depth_m"][g]),
-        col(daily["corr_length_mm"][g]),
-        col(t_ice),
-        col(wet),
-    )
-    emis_ice = np.broadcast_to(emis_ice, (n, freqs.size)).astype(np.float64)
-    emis_ocean = ocean_emissivity_true(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
-    emis_water = ocean_emissivity_model(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
-    tau, td, tu = ps["atm"](t_air, weather["tcwv_kgm2"], np.zeros(n))
-    tau_c, td_c, tu_c = ps["atm"](t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"])
+
+    def ice(p):
+        e = ice_emissivity(
+            ice_table,
+            freqs[None, :],
+            p,
+            col(daily["myi_fraction"][g]),
+            col(daily["snow_depth_m"][g]),
+            col(daily["corr_length_mm"][g]),
+            col(t_ice),
+            col(wet),
+        )
+        return np.broadcast_to(e, (n, freqs.size)).astype(np.float64)
+
+    def angle(p):
+        a = ice_emissivity_angle_anomaly(
+            ps["angular"],
+            freqs[None, :],
+            p,
+            col(daily["myi_fraction"][g]),
+            col(daily["snow_depth_m"][g]),
+            col(wet),
+            col(zenith),
+        )
+        return np.broadcast_to(a, (n, freqs.size)).astype(np.float64)
+
+    if zenith is None:
+        emis_ice = ice(pols[None, :])
+        emis_ocean = ocean_emissivity_true(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
+        emis_water = ocean_emissivity_model(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
+        tau, td, tu = ps["atm"](t_air, weather["tcwv_kgm2"], np.zeros(n))
+        tau_c, td_c, tu_c = ps["atm"](t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"])
+    else:
+        # quasi-polarised channels: V and H at the local zenith angle (the 53-deg table plus the SMRT
+        # angular anomaly; the ocean's Fresnel terms), mixed by the scan angle (model.physics)
+        w_v = _polarisation_weight_v(pols, zenith, sensor.altitude_km)
+        emis_ice = _mix(ice(POL_V) + angle(POL_V), ice(POL_H) + angle(POL_H), w_v).clip(0.0, 1.0)
+        args = (col(zenith), col(t_water), truth.salinity_psu, col(wind))
+        emis_ocean = _mix(ocean_emissivity_true(freqs, POL_V, *args), ocean_emissivity_true(freqs, POL_H, *args), w_v)
+        emis_water = _mix(ocean_emissivity_model(freqs, POL_V, *args), ocean_emissivity_model(freqs, POL_H, *args), w_v)
+        tau, td, tu = ps["atm"](t_air, weather["tcwv_kgm2"], np.zeros(n), zenith)
+        tau_c, td_c, tu_c = ps["atm"](t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"], zenith)
     b_ice, b_ocean = bias
     tb = _simulate(
         sic,
@@ -329,7 +375,7 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
         "TSFC": f32(t_skin),
         "WINDSPEED10M": f32(wind),
         "CLOUD_FRACTION": f32(weather["cloud_fraction"]),
-        "ZENITH": np.full(n, ps["inc"][0], dtype=np.float32),
+        "ZENITH": np.full(n, ps["inc"][0], dtype=np.float32) if zenith is None else f32(zenith),
         "OBSVALUE": f32(tb + noise),
         "EMIS_WATER": f32(emis_water),
         "TAUSFC": f32(tau),
@@ -351,6 +397,23 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
         "LWP": f32(weather["lwp_kgm2"]),
     }
     return data, true
+
+
+def _polarisation_weight_v(pols, zenith_deg, altitude_km) -> np.ndarray:
+    """w_V (n, nchan) of :func:`empirical_seaice.model.physics.polarisation_weight_v` in float64."""
+    import torch
+
+    from empirical_seaice.model.physics import polarisation_weight_v, scan_angle_cos2
+
+    z = torch.as_tensor(np.asarray(zenith_deg, dtype=np.float64))
+    c2 = scan_angle_cos2(z, torch.tensor(float(altitude_km), dtype=torch.float64))
+    return polarisation_weight_v(torch.as_tensor(np.asarray(pols, dtype=np.int64)), c2).numpy()
+
+
+def _mix(e_v, e_h, w_v) -> np.ndarray:
+    """``w_V e_V + (1 - w_V) e_H`` (:func:`empirical_seaice.model.physics.mix_polarisations`)."""
+    w_v = np.asarray(w_v)
+    return w_v * np.asarray(e_v) + (1.0 - w_v) * np.asarray(e_h)
 
 
 def background_sic(truth: TruthModel, jd0: float, days: int) -> np.ndarray:

@@ -18,8 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pyproj
-from global_land_mask import globe
 
 from empirical_seaice.errors import SeaIceError
 
@@ -92,6 +90,9 @@ def make_grid(hemisphere: str, resolution_km: float, lat_limit_deg: float = 50.0
     if not 30.0 <= lat_limit_deg <= 85.0:
         raise SeaIceError(f"lat_limit_deg: expected 30 to 85 degrees, got {lat_limit_deg}")
     # Radius of the latitude limit on a sphere of the authalic radius, plus a margin.
+    import pyproj
+    from global_land_mask import globe  # 0.9 GB once loaded: only when a grid is built
+
     r_max_km = 2.0 * 6371.0 * np.sin(np.deg2rad(90.0 - lat_limit_deg) / 2.0) + 2 * resolution_km
     n = int(np.ceil(r_max_km / resolution_km))
     centres = (np.arange(-n, n) + 0.5) * resolution_km

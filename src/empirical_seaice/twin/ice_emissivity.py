@@ -293,7 +293,7 @@ def ice_emissivity(
     return _interpolate(values, args, nodes, discrete, shape)
 
 
-def _interpolate(values, args, nodes, discrete, shape) -> np.ndarray:
+def _interpolate(values, args, nodes, discrete, shape, clip: bool = True) -> np.ndarray:
     """Multilinear interpolation of ``values`` at broadcast points.
 
     ``values`` has ``len(args)`` continuous axes (with ``nodes``) followed by
@@ -328,4 +328,72 @@ def _interpolate(values, args, nodes, discrete, shape) -> np.ndarray:
             tt = t.reshape((-1,) + (1,) * (corners.ndim - 2))
             corners = (1 - tt) * corners[..., 0] + tt * corners[..., 1]
         out[start:stop] = corners
-    return np.clip(out, 0.0, 1.0).reshape(shape)
+    return (np.clip(out, 0.0, 1.0) if clip else out).reshape(shape)
+
+
+# ---------------------------------------------------------------- incidence angle (cross-track sounders)
+
+#: Name of the shipped angular anomaly table in ``twin/data``.
+ANGULAR_TABLE_FILENAME = "smrt_ice_emissivity_angular.nc"
+
+
+@dataclass(frozen=True, eq=False)
+class AngularAnomalyTable:
+    """``e(theta) - e(53 deg)`` of the SMRT columns of :mod:`.smrt_table` (``--angular``).
+
+    anomaly : (2, nd, nw, nf, na, 2) float32 over ice type, snow depth, wetness,
+        frequency, incidence and polarisation (0 = V, 1 = H).
+    """
+
+    ice_type: np.ndarray
+    snow_depth_m: np.ndarray
+    wetness: np.ndarray
+    frequency_ghz: np.ndarray
+    incidence_deg: np.ndarray
+    anomaly: np.ndarray
+
+
+def load_angular_table(path: str | Path | None = None) -> AngularAnomalyTable:
+    """Read the angular anomaly table (default: the one shipped in ``twin/data``)."""
+    import netCDF4
+
+    path = Path(__file__).resolve().parent / "data" / ANGULAR_TABLE_FILENAME if path is None else Path(path)
+    if not path.is_file():
+        raise SeaIceError(
+            f"ice emissivity angular table {path}: file not found (regenerate with "
+            f"'python -m empirical_seaice.twin.smrt_table --angular --output {path}')"
+        )
+    with netCDF4.Dataset(path) as nc:
+        get = lambda name: np.asarray(nc.variables[name][:], dtype=np.float64)  # noqa: E731
+        return AngularAnomalyTable(
+            ice_type=_readonly(get("ice_type"), np.float64),
+            snow_depth_m=_readonly(get("snow_depth"), np.float64),
+            wetness=_readonly(get("wetness"), np.float64),
+            frequency_ghz=_readonly(get("frequency"), np.float64),
+            incidence_deg=_readonly(get("incidence"), np.float64),
+            anomaly=_readonly(nc.variables["anomaly"][:], np.float32),
+        )
+
+
+def ice_emissivity_angle_anomaly(
+    table: AngularAnomalyTable, freq_ghz, pol, myi_fraction, snow_depth_m, wetness, incidence_deg
+) -> np.ndarray:
+    """Change of the ice emissivity from 53 deg to ``incidence_deg``: ``e(theta) - e(53 deg)``.
+
+    Multilinear in (MYI fraction, snow depth, wetness, incidence), log-frequency
+    first, clamped to the table (0-65 deg). Add it to :func:`ice_emissivity`
+    (the 53-deg table) for a view at another angle. Arguments broadcast; ``pol``
+    0 (V) or 1 (H).
+    """
+    pol_idx = _pol_index(pol)
+    freq = np.asarray(freq_ghz, dtype=np.float64)
+    args = [np.asarray(a, dtype=np.float64) for a in (myi_fraction, snow_depth_m, wetness, incidence_deg)]
+    shape = np.broadcast_shapes(pol_idx.shape, freq.shape, *(a.shape for a in args))
+    freq_u, freq_inv = np.unique(freq, return_inverse=True)
+    i, t = _locate(np.log(table.frequency_ghz), np.log(freq_u))
+    t = t.astype(np.float32)[:, None, None]
+    a = table.anomaly  # (2, nd, nw, nf, na, 2)
+    per_f = (1 - t) * a[:, :, :, i] + t * a[:, :, :, i + 1]  # (2, nd, nw, nfu, na, 2)
+    values = np.moveaxis(per_f, 3, -2)  # (2, nd, nw, na, nfu, 2): continuous axes first
+    nodes = [table.ice_type, table.snow_depth_m, table.wetness, table.incidence_deg]
+    return _interpolate(values, args, nodes, [freq_inv.reshape(freq.shape), pol_idx], shape, clip=False)

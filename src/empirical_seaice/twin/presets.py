@@ -13,9 +13,8 @@ import datetime as _dt
 from dataclasses import asdict, dataclass, replace
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.sensors import SENSORS
+from empirical_seaice.sensors import load_catalogue
 from empirical_seaice.twin.grid import HEMISPHERES
-from empirical_seaice.twin.sampling import SAMPLING
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,7 @@ class TwinConfig:
     keep_fraction: fraction of swath grid points kept per pass (thinning).
     noise_scale: multiplier of the catalogue observation error for the Gaussian noise (0 = noise-free).
     seed: seed of the run's one random generator.
+    sensor_catalogue: TOML file adding sensors to the shipped catalogue (the twin can write any catalogue sensor).
     """
 
     name: str = "custom"
@@ -44,6 +44,7 @@ class TwinConfig:
     keep_fraction: float = 0.2
     noise_scale: float = 1.0
     seed: int = 0
+    sensor_catalogue: str | None = None
 
     def __post_init__(self) -> None:
         if self.hemisphere not in HEMISPHERES:
@@ -52,9 +53,9 @@ class TwinConfig:
             raise SeaIceError(f"--days: must be >= 1, got {self.days}")
         if not self.sensors:
             raise SeaIceError("--sensors: give at least one sensor")
+        catalogue = load_catalogue(self.sensor_catalogue)
         for s in self.sensors:
-            if s not in SENSORS or s not in SAMPLING:
-                raise SeaIceError(f"--sensors: the twin cannot simulate {s!r}; known: {', '.join(SAMPLING)}")
+            catalogue.sensor(s)
         if len(set(self.sensors)) != len(self.sensors):
             raise SeaIceError(f"--sensors: a sensor is given twice in {' '.join(self.sensors)}")
         if not 0.0 < self.keep_fraction <= 1.0:

@@ -14,10 +14,19 @@ never sees anything poleward of :attr:`SensorSampling.max_abs_lat_deg`
 (68 deg).
 
 Observation times stay inside the day's 21 UTC-21 UTC window.
+
+Cross-track sounders (ATMS, AMSU-A, MHS) sample the same way with their
+wider swaths; each footprint's satellite zenith angle follows from its
+distance ``d`` across the track and the orbit altitude ``h``
+(:func:`local_zenith_deg`, spherical Earth). Sensors of the catalogue without
+an entry in :data:`SAMPLING` (a user's sensor) get one from their scan
+geometry (:func:`sampling_for`).
 """
 
 from __future__ import annotations
 
+import math
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,10 +63,52 @@ SAMPLING = {
     "amsr2": SensorSampling("amsr2", 14, 1450.0, 900.0, None, 0.010),
     "gmi": SensorSampling("gmi", 15, 885.0, 2780.0, 68.0, 0.025, precession_per_day_deg=23.0),
     "ssmisf17": SensorSampling("ssmisf17", 14, 1700.0, 1000.0, None, 0.040),
+    # cross-track sounders: swath from the largest scan angle and the altitude (swath_km_cross_track)
+    "atms": SensorSampling("atms", 14, 2503.0, 950.0, None, 0.055),
+    "amsua": SensorSampling("amsua", 14, 2025.0, 950.0, None, 0.070),
+    "mhs": SensorSampling("mhs", 14, 2126.0, 950.0, None, 0.070),
 }
 """Sampling of the sensors the twin knows (names as in :data:`empirical_seaice.sensors.SENSORS`)."""
 
 GMI_MAX_ABS_LAT_DEG = 68.0
+EARTH_RADIUS_KM = 6371.0
+
+
+def local_zenith_deg(offset_km, altitude_km: float) -> np.ndarray:
+    """Satellite zenith angle (degrees) at a footprint ``offset_km`` across the track.
+
+    With ``gamma = |d| / R`` the Earth central angle between nadir and the
+    footprint, the scan angle at the satellite is
+    ``a = atan2(R sin gamma, R + h - R cos gamma)`` and the local zenith angle
+    ``theta = a + gamma`` (triangle Earth centre - footprint - satellite).
+    """
+    gamma = np.abs(np.asarray(offset_km, dtype=np.float64)) / EARTH_RADIUS_KM
+    r, h = EARTH_RADIUS_KM, float(altitude_km)
+    return np.rad2deg(np.arctan2(r * np.sin(gamma), r + h - r * np.cos(gamma)) + gamma)
+
+
+def swath_km_cross_track(max_scan_angle_deg: float, altitude_km: float) -> float:
+    """Swath width (km) of a cross-track scan to ``max_scan_angle_deg`` from ``altitude_km``."""
+    r, h = EARTH_RADIUS_KM, float(altitude_km)
+    a = math.radians(max_scan_angle_deg)
+    theta = math.asin(min((r + h) / r * math.sin(a), 1.0))
+    return 2.0 * r * (theta - a)
+
+
+def sampling_for(sensor) -> SensorSampling:
+    """The twin's sampling of a catalogue sensor: :data:`SAMPLING`, else one from its scan geometry.
+
+    Conical: AMSR2's swath and track; cross-track: the swath of
+    :func:`swath_km_cross_track`, a sun-synchronous track; the pass phase from
+    the sensor's name (so two sensors rarely pass together).
+    """
+    if sensor.name in SAMPLING:
+        return SAMPLING[sensor.name]
+    phase = 0.005 + (zlib.crc32(sensor.name.encode()) % 60) / 1000.0
+    if sensor.cross_track:
+        swath = swath_km_cross_track(sensor.max_scan_angle_deg, sensor.altitude_km)
+        return SensorSampling(sensor.name, 14, swath, 950.0, None, phase)
+    return SensorSampling(sensor.name, 14, 1450.0, 900.0, None, phase)
 
 
 def sample_day(
@@ -67,7 +118,8 @@ def sample_day(
     day_index: int,
     keep_fraction: float,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray]:
+    with_offset: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Observations of one sensor in one 21 UTC window.
 
     Parameters
@@ -78,11 +130,13 @@ def sample_day(
     day_index : index of the day in the run (rotates non sun-synchronous orbits).
     keep_fraction : probability that a seen grid point is kept (day 0's first pass that sees the grid is kept whole).
     rng : generator (jitter of pass times, thinning).
+    with_offset : also return each observation's distance across the track (km).
 
     Returns
     -------
     igrid : int64 (n,) grid indices, sorted by time.
     julian_day : float64 (n,) observation times (Julian days), in the window.
+    offset_km : float64 (n,) signed distance from the track (with ``with_offset``).
     """
     n = sampling.overpasses_per_day
     jitter = rng.uniform(-0.15, 0.15, n) / n
@@ -107,6 +161,8 @@ def sample_day(
     g, k = np.nonzero(seen)
     t = t_pass[k] + along[g, k] / GROUND_SPEED_KMS / 86400.0
     inside = (t > 1e-6) & (t < 1.0 - 1e-6)
-    g, t = g[inside], t[inside]
+    g, t, k = g[inside], t[inside], k[inside]
     order = np.lexsort((g, t))
+    if with_offset:
+        return g[order].astype(np.int64), window_start_jd + t[order], d[g[order], k[order]]
     return g[order].astype(np.int64), window_start_jd + t[order]

@@ -11,6 +11,14 @@ Regenerate with::
 
     python -m empirical_seaice.twin.smrt_table --output src/empirical_seaice/twin/data/smrt_ice_emissivity.nc
 
+The cross-track sounders see the ice at 0-65 deg. A second, small table,
+``twin/data/smrt_ice_emissivity_angular.nc``, holds the change of the
+emissivity with the incidence angle, ``e(theta) - e(53 deg)``, for 12 columns
+(both ice types; snow 0, 0.10, 0.40 m; dry and 0.03 wet; correlation length
+0.10 mm, 260 K) at 0, 20, 35, 45, 53, 60, 65 deg::
+
+    python -m empirical_seaice.twin.smrt_table --angular --output src/empirical_seaice/twin/data/smrt_ice_emissivity_angular.nc
+
 (requires the optional ``smrt`` extra). It makes 270 SMRT column runs (each
 12 frequencies x 2 skies), sequentially on one core (``OMP_NUM_THREADS=1``,
 ``parallel_computation=False``): about 1.5-4 s per column, 7-18 minutes in all
@@ -429,6 +437,98 @@ def generate_table(progress: bool = True) -> dict:
     return {"emissivity": table, "runtime_s": time.perf_counter() - t0, "n_runs": len(jobs)}
 
 
+# ---------------------------------------------------------------- the angular table
+# A second, small table for cross-track sounders: how the emissivity changes with the
+# incidence angle, as the anomaly e(theta) - e(53 deg) of a few representative columns.
+ANGULAR_SNOW_DEPTH_M = np.array([0.0, 0.10, 0.40])
+ANGULAR_WETNESS = np.array([0.0, 0.03])
+ANGULAR_INCIDENCE_DEG = np.array([0.0, 20.0, 35.0, 45.0, 53.0, 60.0, 65.0])
+ANGULAR_CORR_LENGTH_MM = 0.10
+ANGULAR_T_SURFACE_K = 260.0
+ANGULAR_TABLE_FILENAME = "smrt_ice_emissivity_angular.nc"
+
+
+def angular_emissivity(medium, model=None) -> np.ndarray:
+    """Emissivity (nfreq, nangle, 2) of a medium at :data:`ANGULAR_INCIDENCE_DEG` (two-run Kirchhoff)."""
+    from smrt import make_atmosphere, sensor_list
+
+    model = make_smrt_model() if model is None else model
+    sensor = sensor_list.passive(FREQUENCY_GHZ * 1e9, list(ANGULAR_INCIDENCE_DEG))
+    tbs = []
+    for t_sky in T_SKY_K:
+        atmos = make_atmosphere("simple_isotropic_atmosphere", tb_down=t_sky, tb_up=0.0, transmittance=1.0)
+        res = model.run(sensor, atmos + medium, parallel_computation=False)
+        shape = (len(FREQUENCY_GHZ), len(ANGULAR_INCIDENCE_DEG))
+        tb_v = np.asarray(res.TbV(), dtype=float).reshape(shape)
+        tb_h = np.asarray(res.TbH(), dtype=float).reshape(shape)
+        tbs.append(np.stack([tb_v, tb_h], axis=-1))
+    return np.clip(1.0 - (tbs[1] - tbs[0]) / (T_SKY_K[1] - T_SKY_K[0]), 0.0, 1.0)
+
+
+def generate_angular_table(progress: bool = True) -> dict:
+    """Run SMRT for the angular anomaly table.
+
+    Axes: ice type, :data:`ANGULAR_SNOW_DEPTH_M`, :data:`ANGULAR_WETNESS`,
+    frequency, :data:`ANGULAR_INCIDENCE_DEG`, polarisation; snow correlation
+    length 0.10 mm and surface temperature 260 K (dry states). Values:
+    ``e(theta) - e(53 deg)``. Wet bare ice is the melting-point bare column, as in the main table.
+    """
+    i53 = int(np.flatnonzero(ANGULAR_INCIDENCE_DEG == INCIDENCE_DEG)[0])
+    shape = (len(ICE_TYPES), len(ANGULAR_SNOW_DEPTH_M), len(ANGULAR_WETNESS), len(FREQUENCY_GHZ))
+    table = np.full((*shape, len(ANGULAR_INCIDENCE_DEG), 2), np.nan)
+    t0 = time.perf_counter()
+    n = 0
+    for it, ice_type in enumerate(ICE_TYPES):
+        for isd, depth in enumerate(ANGULAR_SNOW_DEPTH_M):
+            for iw, wet in enumerate(ANGULAR_WETNESS):
+                medium = build_column(ice_type, float(depth), ANGULAR_CORR_LENGTH_MM, ANGULAR_T_SURFACE_K, float(wet))
+                e = angular_emissivity(medium)
+                table[it, isd, iw] = e - e[:, i53 : i53 + 1, :]
+                n += 1
+                if progress:
+                    print(
+                        f"[{n}] {ice_type} snow={depth:.2f} m wet={wet:.2f} ({time.perf_counter() - t0:.0f} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    return {"anomaly": table, "runtime_s": time.perf_counter() - t0, "n_runs": n}
+
+
+def write_angular_table(result: dict, path: str | Path) -> None:
+    """Write the angular anomaly table (``anomaly`` with its axes) to NetCDF."""
+    import netCDF4
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with netCDF4.Dataset(path, "w", format="NETCDF4") as nc:
+        nc.title = "SMRT sea ice emissivity: change with incidence angle, for the twin's cross-track sounders"
+        nc.generator = "python -m empirical_seaice.twin.smrt_table --angular"
+        nc.setup = setup_description().replace("incidence 53 deg", "incidences 0-65 deg")
+        nc.corr_length_mm = ANGULAR_CORR_LENGTH_MM
+        nc.t_surface_k = ANGULAR_T_SURFACE_K
+        nc.n_smrt_columns = int(result["n_runs"])
+        nc.generation_time_s = float(round(result["runtime_s"], 1))
+        nc.Conventions = "CF-1.8"
+        axes = [
+            ("ice_type", np.arange(len(ICE_TYPES), dtype="f8"), "1", "ice type: 0 first-year, 1 multi-year"),
+            ("snow_depth", ANGULAR_SNOW_DEPTH_M, "m", "snow depth"),
+            ("wetness", ANGULAR_WETNESS, "1", "snow liquid water volume fraction"),
+            ("frequency", FREQUENCY_GHZ, "GHz", "frequency"),
+            ("incidence", ANGULAR_INCIDENCE_DEG, "degree", "incidence (local zenith) angle"),
+            ("polarization", np.arange(2, dtype="i4"), "1", "polarization: 0 V, 1 H"),
+        ]
+        for name, values, units, long_name in axes:
+            nc.createDimension(name, len(values))
+            var = nc.createVariable(name, "i4" if name == "polarization" else "f8", (name,))
+            var[:] = values
+            var.units = units
+            var.long_name = long_name
+        var = nc.createVariable("anomaly", "f4", tuple(a[0] for a in axes), zlib=True, complevel=4)
+        var[:] = result["anomaly"].astype("f4")
+        var.units = "1"
+        var.long_name = "sea ice emissivity at the incidence minus that at 53 deg"
+
+
 def setup_description() -> str:
     """One-paragraph description of the column set-up, stored in the file."""
     return (
@@ -521,12 +621,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Regenerate the SMRT sea ice emissivity table.")
     parser.add_argument("--output", required=True, help="output NetCDF path")
     parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+    parser.add_argument("--angular", action="store_true", help="the small angular table (cross-track sounders)")
     args = parser.parse_args(argv)
     if _NUMPY_PRELOADED and __name__ == "__main__":
         # numpy's thread pool was created before OMP_NUM_THREADS=1: start afresh
         cmd = [sys.executable, "-m", "empirical_seaice.twin.smrt_table", *sys.argv[1:]]
         os.execv(sys.executable, cmd)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.angular:
+        result = generate_angular_table(progress=not args.quiet)
+        write_angular_table(result, args.output)
+        print(f"wrote {args.output}: {result['n_runs']} SMRT columns in {result['runtime_s']:.0f} s", file=sys.stderr)
+        return 0
     result = generate_table(progress=not args.quiet)
     write_table(result, args.output)
     print(

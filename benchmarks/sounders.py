@@ -1,0 +1,137 @@
+"""Imagers and a cross-track sounder on the twin: the numbers of README "Sensors" (not a test).
+
+1. A twin with AMSR2 and ATMS (``tiny`` preset: 100 km grid north of 60 N,
+   6 days; ``--keep`` of the swath points).
+2. v2 trained on the first ``--ntrain`` days with AMSR2 alone and with
+   AMSR2 + ATMS, each for ``--seeds`` seeds: SIC RMSE against the truth
+   (the spread over seeds is the noise), and the ATMS departures
+   (root mean square of y - H(x) over the used ATMS channels, K) before and
+   after training.
+3. Retrieval on the remaining days with the sounder alone (ATMS), using the
+   model trained on AMSR2 alone: SIC RMSE of the background and of the
+   retrieval against the truth, and the ATMS departures before and after.
+
+Usage::
+
+    python benchmarks/sounders.py [--seeds 3] [--nepochs 15] [--keep 0.15] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from empirical_seaice.config import DataConfig, Preset, TrainingConfig, get_preset
+from empirical_seaice.run import train as pipeline
+from empirical_seaice.run.retrieve import run_retrieval
+from empirical_seaice.twin import generate_twin, get_twin_preset
+
+
+def rms_departure(stats, basis, sensor_channels) -> float:
+    """RMS of y - H(x) (K) over the given channels, weighting each by its count."""
+    idx = [basis.channel_index[c] for c in sensor_channels]
+    n = stats.count[idx].astype(np.float64)
+    ms = stats.std[idx] ** 2 + stats.mean[idx] ** 2
+    return float(np.sqrt(np.sum(n * ms) / np.sum(n)))
+
+
+def sic_rmse_on_cells(work: Path, tag: str, twin: Path, cells) -> float:
+    """SIC RMSE of run ``tag`` against the truth on the (grid, step) ``cells``."""
+    import xarray as xr
+
+    g, s = cells
+    with xr.open_dataset(twin / "truth" / "truth_state.nc") as ds:
+        truth = ds["SIC"].values[g, s].astype(np.float64)
+    with xr.open_dataset(work / "out" / f"seaice_{tag}.nc") as ds:
+        trained = ds["seaice"].values[g, s + 1].astype(np.float64)
+    return float(np.sqrt(np.mean((trained - truth) ** 2)))
+
+
+def amsr2_cells(work: Path, tag: str):
+    """(grid, step) seen by the AMSR2 observations of run ``tag``."""
+    import xarray as xr
+
+    with xr.open_dataset(work / "out" / f"tbobs_{tag}.nc") as t:
+        key = np.unique(t["grid"].values.astype(np.int64) * 1000 + t["step"].values)
+    return key // 1000, key % 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--nepochs", type=int, default=15)
+    ap.add_argument("--keep", type=float, default=0.15)
+    ap.add_argument("--days", type=int, default=6)
+    ap.add_argument("--ntrain", type=int, default=5)
+    ap.add_argument("--work", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    work = args.work or Path(tempfile.mkdtemp(prefix="sounders-"))
+    twin = work / "twin"
+    if not twin.exists():
+        generate_twin(get_twin_preset("tiny", sensors=("amsr2", "atms"), days=args.days, keep_fraction=args.keep), twin)
+    base = get_preset("v2")
+    tc = TrainingConfig(nepochs=args.nepochs, batch_size=128, learning_rate=0.01, reproducible=True)
+    rows = {}
+    for sensors in (("amsr2",), ("amsr2", "atms")):
+        preset = Preset("v2", replace(base.model, ice_emis_init=0.9), base.cost, sensors)
+        for seed in range(args.seeds):
+            tag = f"{'_'.join(sensors)}_s{seed}"
+            t0 = time.perf_counter()
+            res = pipeline.run(
+                DataConfig(data=twin, sensors=sensors, nsteps=args.ntrain),
+                preset,
+                preset.cost,
+                replace(tc, seed=seed),
+                output=work / "out",
+                tag=tag,
+                progress=False,
+            )
+            line = f"{tag}: SIC RMSE background {res.truth.sic_rmse_background:.4f} -> {res.truth.sic_rmse:.4f}"
+            if "atms" in sensors:
+                from empirical_seaice.sensors import build_channel_basis
+
+                basis = build_channel_basis(sensors)
+                chans = basis.sensor(1).channels
+                before = rms_departure(res.departures_before, basis, chans)
+                after = rms_departure(res.departures_after, basis, chans)
+                line += f"; ATMS RMS departure {before:.2f} -> {after:.2f} K"
+            rows[tag] = res
+            print(line, f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    for sensors in (("atms",), ("amsr2",)):
+        r = run_retrieval(
+            DataConfig(data=twin, stepstart=args.ntrain),
+            tc,
+            work / "out",
+            "amsr2_s0",
+            f"ret_{sensors[0]}",
+            sensors=sensors,
+            progress=False,
+        )
+        basis = r.obs.basis
+        line = (
+            f"retrieval day {args.ntrain}, {sensors[0]} alone, model trained on amsr2: SIC RMSE background "
+            f"{r.truth.sic_rmse_background:.4f} -> retrieved {r.truth.sic_rmse:.4f} ({r.truth.npoints} grid-steps)"
+        )
+        if sensors == ("atms",):
+            chans = basis.sensor(0).channels
+            before = rms_departure(r.departures_before, basis, chans)
+            after = rms_departure(r.departures_after, basis, chans)
+            line += f"; ATMS RMS departure {before:.2f} -> {after:.2f} K"
+        print(line, flush=True)
+    cells = amsr2_cells(work, "amsr2_s0")
+    a = [sic_rmse_on_cells(work, f"amsr2_s{s}", twin, cells) for s in range(args.seeds)]
+    b = [sic_rmse_on_cells(work, f"amsr2_atms_s{s}", twin, cells) for s in range(args.seeds)]
+    print(f"on the {cells[0].size} grid-steps AMSR2 sees:")
+    print(f"SIC RMSE amsr2 alone: mean {np.mean(a):.4f}, range {min(a):.4f}-{max(a):.4f}")
+    print(f"SIC RMSE amsr2+atms:  mean {np.mean(b):.4f}, range {min(b):.4f}-{max(b):.4f}")
+
+
+if __name__ == "__main__":
+    main()

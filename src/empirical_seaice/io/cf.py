@@ -1,0 +1,219 @@
+"""CF-1.10 metadata shared by every NetCDF output (one home for the conventions).
+
+Every output file of a run carries the global attributes of
+:func:`global_attributes` (``Conventions``, ``title``, ``institution``,
+``source``, ``history``, ``references``, ``date_created``), CF time
+coordinates with a real epoch (:func:`time_variables`: ``time`` in days since
+1970-01-01 and, for daily fields, ``time_bnds``, beside the reference's
+``julian_day``), ``standard_name`` on the quantities the CF standard-name
+table names (:data:`STANDARD`) and the geographic coordinates
+(:func:`lonlat_attrs`). Names (channels, sensors, inputs) are stored as
+fixed-length character arrays (NetCDF ``char``) rather than variable-length
+strings, which older tools cannot read (:func:`encoding`). Variables above
+:data:`COMPRESS_MIN_BYTES` are zlib-compressed and chunked.
+
+No torch and no xarray at import time.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shlex
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CONVENTIONS = "CF-1.10"
+INSTITUTION = "empirical-seaice project"
+REFERENCES = (
+    "Geer, A. J. (2024): Simultaneous inference of sea ice state and surface emissivity model using "
+    "machine learning and data assimilation. J. Adv. Model. Earth Syst., 16, e2023MS004080, "
+    "doi:10.1029/2023MS004080"
+)
+DOI = "10.1029/2023MS004080"
+
+UNIX_EPOCH_JD = 2440587.5
+"""Julian day of 1970-01-01T00:00:00 UTC (the epoch of ``time``)."""
+
+TIME_UNITS = "days since 1970-01-01 00:00:00"
+
+COMPRESS_MIN_BYTES = 4096
+"""Variables of at least this many bytes are zlib-compressed and chunked."""
+
+COMPLEVEL = 2
+"""zlib level: most of the gain of level 9 at a fraction of the CPU time."""
+
+CHUNK_TARGET_BYTES = 1 << 20
+"""Approximate size of a chunk (1 MiB): whole trailing dimensions, rows of the first."""
+
+STANDARD = {
+    "sic": {"standard_name": "sea_ice_area_fraction", "cell_methods": "area: mean where sea"},
+    "tb": {"standard_name": "toa_brightness_temperature", "units_metadata": "temperature: on_scale"},
+    "ice_emis": {"standard_name": "surface_microwave_emissivity", "cell_methods": "area: mean where sea_ice"},
+    "t_skin": {"standard_name": "surface_temperature", "units_metadata": "temperature: on_scale"},
+    "frequency": {"standard_name": "sensor_band_central_radiation_frequency"},
+    "channel_name": {"standard_name": "sensor_band_identifier"},
+}
+"""CF standard names (table v93, shipped with compliance-checker) of the quantities that have one.
+The empirical state, losses and network weights have none."""
+
+
+def code_version() -> str:
+    """Package version, plus the git commit of the source tree when there is one."""
+    from empirical_seaice import __version__
+
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+g{sha}" if sha else __version__
+
+
+_VERSION: str | None = None
+
+
+def _cached_version() -> str:
+    global _VERSION
+    if _VERSION is None:
+        _VERSION = code_version()
+    return _VERSION
+
+
+def now_iso() -> str:
+    """The current UTC time, ``YYYY-MM-DDTHH:MM:SSZ``."""
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_COMMAND: str | None = None
+
+
+def set_command_line(prog: str, argv: Sequence[str]) -> None:
+    """Record the command of this run (the CLI calls it with its arguments) for ``history``."""
+    global _COMMAND
+    _COMMAND = " ".join([prog, *(shlex.quote(str(a)) for a in argv)])
+
+
+def command_line() -> str:
+    """The command of this run, for ``history``: as recorded by :func:`set_command_line`,
+    else the process's ``sys.argv``."""
+    if _COMMAND is not None:
+        return _COMMAND
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    return " ".join([prog, *(shlex.quote(a) for a in sys.argv[1:])])
+
+
+def global_attributes(title: str, **extra: Any) -> dict[str, Any]:
+    """The CF / ACDD global attributes of an output file.
+
+    Parameters
+    ----------
+    title : what the file holds (one line).
+    extra : further attributes (e.g. ``comment``, provenance); they override the defaults.
+    """
+    version = _cached_version()
+    created = now_iso()
+    attrs: dict[str, Any] = {
+        "Conventions": CONVENTIONS,
+        "title": title,
+        "institution": INSTITUTION,
+        "source": f"empirical-seaice {version} (empirical state method, Geer 2024)",
+        "history": f"{created} created by empirical-seaice {version}: {command_line()}",
+        "references": REFERENCES,
+        "doi": DOI,
+        "date_created": created,
+    }
+    attrs.update(extra)
+    return attrs
+
+
+def julian_day_to_time(jd: np.ndarray) -> np.ndarray:
+    """Julian day -> days since 1970-01-01 00:00 UTC (float64)."""
+    return np.asarray(jd, dtype=np.float64) - UNIX_EPOCH_JD
+
+
+def time_attrs(long_name: str, bounds: str | None = None) -> dict[str, str]:
+    """Attributes of a CF time coordinate in days since 1970-01-01 (standard calendar)."""
+    attrs = {
+        "units": TIME_UNITS,
+        "calendar": "standard",
+        "standard_name": "time",
+        "long_name": long_name,
+        "axis": "T",
+    }
+    if bounds:
+        attrs["bounds"] = bounds
+    return attrs
+
+
+def lonlat_attrs(name: str, long_name: str | None = None) -> dict[str, str]:
+    """CF attributes of ``lon`` / ``lat``."""
+    if name == "lon":
+        return {"units": "degrees_east", "standard_name": "longitude", "long_name": long_name or "longitude"}
+    return {"units": "degrees_north", "standard_name": "latitude", "long_name": long_name or "latitude"}
+
+
+def chunks_for(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
+    """Chunk shape of about :data:`CHUNK_TARGET_BYTES`: whole trailing dimensions, a block of the first."""
+    if not shape:
+        return ()
+    row = int(np.prod(shape[1:], dtype=np.int64)) * itemsize if len(shape) > 1 else itemsize
+    first = max(1, min(shape[0], CHUNK_TARGET_BYTES // max(row, 1)))
+    return (first, *[max(1, s) for s in shape[1:]])
+
+
+def encoding(variables: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """xarray ``to_netcdf`` encoding of the variables of an output dataset.
+
+    Floats: ``_FillValue = NaN`` (none on times and bounds); integers: no fill value; strings: fixed-length
+    ``char`` arrays (dimension ``<name>_strlen``); every numeric variable of at
+    least :data:`COMPRESS_MIN_BYTES` bytes zlib-compressed in chunks of ~1 MiB.
+    """
+    enc: dict[str, dict[str, Any]] = {}
+    no_fill = {str(v.attrs["bounds"]) for v in variables.values() if "bounds" in v.attrs}
+    no_fill |= {str(n) for n, v in variables.items() if v.attrs.get("standard_name") == "time"}
+    for name, var in variables.items():
+        e: dict[str, Any] = {}
+        kind = var.dtype.kind
+        if kind == "f" and name in no_fill:  # CF: bounds carry no attribute of their own; times are never missing
+            e["_FillValue"] = None
+        elif kind == "f":
+            e["_FillValue"] = np.nan
+        elif kind in "iub":
+            e["_FillValue"] = None
+        elif kind in "OSU":
+            e["dtype"] = "S1"
+            e["char_dim_name"] = f"{name}_strlen"
+            e["_FillValue"] = None
+        if kind in "fiub" and var.size * var.dtype.itemsize >= COMPRESS_MIN_BYTES and var.ndim:
+            e.update(zlib=True, complevel=COMPLEVEL, chunksizes=chunks_for(tuple(var.shape), var.dtype.itemsize))
+        enc[str(name)] = e
+    return enc
+
+
+__all__ = [
+    "CONVENTIONS",
+    "REFERENCES",
+    "DOI",
+    "STANDARD",
+    "UNIX_EPOCH_JD",
+    "TIME_UNITS",
+    "COMPRESS_MIN_BYTES",
+    "code_version",
+    "global_attributes",
+    "julian_day_to_time",
+    "time_attrs",
+    "lonlat_attrs",
+    "chunks_for",
+    "encoding",
+]

@@ -1,0 +1,78 @@
+"""Every NetCDF file of a run passes the IOOS compliance checker's CF-1.10 suite with no error
+and no warning, offline (the CF standard-name table shipped with compliance-checker)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from .conftest import TAG
+
+cc_runner = pytest.importorskip("compliance_checker.runner", reason="compliance-checker (test extras) not installed")
+
+CF = "cf:1.10"
+
+
+def _no_network(*args, **kwargs):
+    raise OSError("network access attempted during the compliance check")
+
+
+def check_cf(path, tmp_path) -> tuple[list[str], list[str], bool]:
+    """(errors, warnings, checker_failed) of compliance-checker's CF suite on ``path``."""
+    cc_runner.CheckSuite.load_all_available_checkers()
+    report = tmp_path / f"{path.name}.json"
+    _, failed = cc_runner.ComplianceChecker.run_checker(
+        str(path), [CF], 0, "normal", output_filename=str(report), output_format="json"
+    )
+    result = json.loads(report.read_text())[CF]
+
+    def failing(group: str) -> list[str]:
+        return [f"{r['name']}: {'; '.join(r['msgs'])}" for r in result[group] if r["value"][0] < r["value"][1]]
+
+    return failing("high_priorities"), failing("medium_priorities"), bool(failed)
+
+
+def test_every_output_file_is_cf_compliant(trained, products_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(socket.socket, "connect", _no_network)  # the checker must work offline
+    files = sorted(trained.output.glob(f"*_{TAG}.nc")) + sorted(products_run.output.glob(f"*_{TAG}.nc"))
+    stems = {p.name.removesuffix(f"_{TAG}.nc") for p in files}
+    assert {
+        "seaice",
+        "models",
+        "properties_grid",
+        "properties_obs",
+        "tbobs",
+        "tbsim_initial",
+        "tbsim",
+        "tbzero",
+        "ice_emis",
+        "ice_emis_grid",
+        "classic_sic",
+        "emis_model",
+    } <= stems
+    report = {}
+    for path in files:
+        errors, warnings, failed = check_cf(path, tmp_path)
+        if errors or warnings or failed:
+            report[f"{path.parent.parent.name}/{path.name}"] = (errors, warnings, failed)
+    assert not report, report
+
+
+def test_the_checker_finds_errors_in_a_non_cf_file(tmp_path):
+    """The check above can fail: a file with an unknown standard name and a time without an epoch."""
+    import netCDF4
+
+    path = tmp_path / "bad.nc"
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension("t", 2)
+        v = nc.createVariable("sic", "f4", ("t",))
+        v.standard_name = "sea_ice_concentration_of_my_own"
+        v.units = "1"
+        t = nc.createVariable("t", "f8", ("t",))
+        t.units = "days"
+        t[:] = [1, 2]
+    errors, warnings, _ = check_cf(path, tmp_path)
+    assert any("standard_name" in e for e in errors + warnings)
+    assert errors

@@ -1,0 +1,103 @@
+"""The export evaluates any catalogue sensor's channels, a sounder's QV/QH with the scan angle:
+numpy evaluator and ONNX against the torch network built for that sensor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from empirical_seaice.config import PRESETS
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.model import physics
+from empirical_seaice.model.emissivity import NetworkEmissivity
+from empirical_seaice.products.export import (
+    NumpyEmissivityModel,
+    export_onnx_channel,
+    scan_angle_deg_from_zenith,
+    write_emissivity_coefficients,
+)
+from empirical_seaice.sensors import build_channel_basis, network_frequency_table
+
+
+@pytest.fixture
+def imager_model(tmp_path):
+    """A v2 network trained (here: random weights) on imagers, exported."""
+    cfg = PRESETS["v2"].model
+    basis = build_channel_basis(["amsr2", "gmi"])
+    em = NetworkEmissivity(3, basis, cfg.hidden, cfg.freq_scale_ghz, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        for p in em.parameters():
+            p.mul_(3.0)
+    path = write_emissivity_coefficients(tmp_path / "emis.nc", em, cfg, basis)
+    return em, cfg, path
+
+
+def test_numpy_evaluates_a_sounder_it_was_not_trained_on(imager_model):
+    em, cfg, path = imager_model
+    m = NumpyEmissivityModel.from_file(path)
+    assert m.sensor_names == ["amsr2", "gmi"] and "atms" in m.catalogue().sensors
+    rng = np.random.default_rng(0)
+    n = 50
+    t = rng.uniform(230.0, 280.0, n)
+    props = rng.normal(0.0, 1.0, (n, 3))
+    zenith = rng.uniform(0.0, 64.0, n)
+    got = m.emissivity_sensor(t, props, "atms", zenith_deg=zenith)
+    # torch: the same weights in a network built for ATMS, mixing by cos^2 of the scan angle
+    atms = build_channel_basis(["atms"])
+    assert cfg.network_frequencies == "reference"  # the v2 preset: 183.31 GHz for every 183 channel
+    net = NetworkEmissivity(
+        3, atms, cfg.hidden, cfg.freq_scale_ghz, freq_table_ghz=network_frequency_table(atms, cfg.network_frequencies)
+    ).double()
+    net.load_state_dict(
+        {k: v.double() for k, v in em.state_dict().items() if k.startswith(("hidden", "output"))}, strict=False
+    )
+    x_t = physics.normalised_temperature(torch.from_numpy(t), cfg.t_ref_k, cfg.t_scale_k)
+    c2 = physics.scan_angle_cos2(torch.from_numpy(zenith), torch.tensor(824.0, dtype=torch.float64))
+    with torch.no_grad():
+        ref = net(x_t, torch.from_numpy(props), torch.zeros(n, dtype=torch.int64), c2).numpy()
+    assert got.shape == (n, 13)
+    np.testing.assert_allclose(got, ref, atol=1e-7)  # the network's frequency input is float32
+    # at nadir QV is e_V: the 23.8 GHz QV channel equals e_V(23.8) of emissivity_vh
+    nadir = m.emissivity_sensor(t, props, "atms", ["23.8qv", "50.3qh"], scan_angle_deg=0.0)
+    vh = m.emissivity_vh(t, props, 23.8)
+    np.testing.assert_array_equal(nadir[:, 0], vh[:, 0])
+    with pytest.raises(SeaIceError, match="QV/QH channels need scan_angle_deg or zenith_deg"):
+        m.emissivity_sensor(t, props, "atms")
+    with pytest.raises(SeaIceError, match="unknown sensor 'mwri'"):
+        m.emissivity_sensor(t, props, "mwri")
+    # an imager of the catalogue that was not trained on: plain V/H at its frequencies
+    ssmis = m.emissivity_sensor(t, props, "ssmisf18", ["19v", "166h"])
+    np.testing.assert_allclose(ssmis[:, 1], m.emissivity_vh(t, props, 150.0)[:, 1])
+
+
+def test_onnx_channel_graph_equals_numpy(imager_model, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    em, cfg, path = imager_model
+    m = NumpyEmissivityModel.from_file(path)
+    onnx_path = export_onnx_channel(tmp_path / "c.onnx", em, cfg)
+    rng = np.random.default_rng(1)
+    n = 40
+    t = rng.uniform(230.0, 280.0, n)
+    props = rng.normal(0.0, 1.0, (n, 3))
+    sens = m.catalogue().sensors["atms"]
+    chans = [sens.channels[k] for k in rng.integers(0, len(sens.channels), n)]
+    freq = np.array([sens.channel_info[c].reference_freq_ghz for c in chans])  # the v2 preset's convention
+    pol = np.array([sens.channel_info[c].pol for c in chans], dtype=np.int64)
+    scan = scan_angle_deg_from_zenith(rng.uniform(0.0, 64.0, n), sens.altitude_km)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(
+        None,
+        {
+            "t_skin_k": t.astype(np.float32),
+            "props": props.astype(np.float32),
+            "freq_ghz": freq.astype(np.float32),
+            "polarisation": pol,
+            "scan_angle_deg": scan.astype(np.float32),
+        },
+    )[0]
+    ref = np.array(
+        [m.emissivity_sensor(t[i], props[i], "atms", [chans[i]], scan_angle_deg=scan[i])[0] for i in range(n)]
+    )
+    assert got.shape == (n,)
+    np.testing.assert_allclose(got, ref, atol=2e-6)
