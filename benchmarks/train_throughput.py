@@ -21,6 +21,9 @@ by +-25 % over seconds. Configurations:
 - per-step time as the state grows from 30 to 365 days (batch 1024);
 - the dense reference mode (plain Adam over everything, full-map priors) at
   30 and 365 days, a few steps only;
+- ``--only scaling``: the default step against the number of observations (0.3, 1,
+  3 M) and the state size (grid of 2800, 11 190, 44 760 points, i.e. the benchmark
+  twin's grid at 100, 50 and 25 km; 30 to 365 days);
 - ``--only pairs``: interleaved sets (``--repeat``) of the tensor step, the fused
   step on 1 and 2 threads at batch 1024 and 16384, and the reference-exact dense
   scheme, so that their ratios per step come from the same minutes.
@@ -339,6 +342,13 @@ def main(argv: list[str] | None = None) -> int:
             go(fused=True, batch=16384, steps=max(args.steps // 16, 20))
             go(fused=True, batch=16384, steps=max(args.steps // 16, 20), threads=2)
             go(optimizer="dense", steps=20, epochs=3)
+    if "scaling" in parts:  # the default (fused) step vs observations and state size, batch 1024
+        for nobs in (300_000, 1_000_000, 3_000_000):
+            go(nobs=nobs)
+        for ngrid in (2_800, 11_190, 44_760):  # the benchmark twin's grid at 100, 50, 25 km
+            go(ngrid=ngrid)
+        for n in (30, 90, 180):
+            go(nstep=n)
     if "batch" in parts:
         for b in (1024, 4096, 16384):
             go(batch=b, steps=args.steps if b == 1024 else max(args.steps // (b // 1024), 20))
