@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from empirical_seaice.config import PRESETS, CostConfig, DataConfig, TrainingConfig, get_preset, replace
-from empirical_seaice.errors import SeaIceError
+from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.sensors import load_catalogue
 
 PROG = "seaice-training"
@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seed.add_argument(
         "--nsteps", type=int, default=None, help="Number of time steps (usually days) in the model (default: all)."
+    )
+    seed.add_argument(
+        "--start-date",
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="First day of the data's period (step 0 = the 21 UTC window ending that day); "
+        "default: from the bulk of the observations' Julian days.",
     )
     seed.add_argument("--nepochs", type=int, default=8, help="Number of training epochs (default 8).")
     mode = seed.add_mutually_exclusive_group()
@@ -196,6 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU threads of torch's operators (default 1: the network's operations are "
         "small, and more threads were 20x slower on a shared 2-core machine).",
     )
+    ours.add_argument(
+        "--distributed",
+        action="store_true",
+        help="Train sharded over the processes of a torchrun launch (on by itself when torchrun starts "
+        "more than one process): grid points split by observation count, gloo on CPU, nccl on GPU "
+        "(README 'Training on several processes').",
+    )
+    ours.add_argument(
+        "--shard-order",
+        choices=("global", "local"),
+        default="global",
+        help="Batches of a --distributed run: 'global' (default; the single-process run's batches, each rank "
+        "taking its own observations from each) or 'local' (each rank shuffles its own observations; memory "
+        "per rank independent of the run's size).",
+    )
     ours.add_argument("--no-progress", action="store_true", help="No progress display on stderr.")
     ours.add_argument(
         "-q",
@@ -205,7 +227,23 @@ def build_parser() -> argparse.ArgumentParser:
         "summary_TAG.txt / summary_TAG.json), only errors on stderr.",
     )
     ours.add_argument(
-        "--resume", action="store_true", help="Resume training from the last epoch checkpoint of this tag in --output."
+        "--resume",
+        action="store_true",
+        help="Resume training from the last checkpoint of this tag in --output (refused if the data, "
+        "model, period or training flags differ).",
+    )
+    ours.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        metavar="MIN",
+        help="Also write the training checkpoint within an epoch every MIN minutes (default 10; 0 = epoch ends only).",
+    )
+    ours.add_argument(
+        "--force-outputs",
+        action="store_true",
+        help="Write the outputs even when the health checks after training fail; they are then marked "
+        "health_check = failed in their attributes and in the manifest.",
     )
     ours.add_argument("-v", "--verbose", action="count", default=0, help="More logging on stderr (-v info, -vv debug).")
 
@@ -306,6 +344,7 @@ def configs_from_args(args: argparse.Namespace):
         seaice_background=args.seaice_background,
         tsfc_background=args.tsfc_background,
         sensor_catalogue=args.sensor_catalogue,
+        start_date=args.start_date,
     )
     cost: CostConfig = replace(preset.cost, warm_ice=args.warm_ice)
     training = TrainingConfig(
@@ -336,6 +375,9 @@ def _setup_logging(verbosity: int) -> None:
     )
     root = logging.getLogger("empirical_seaice")
     root.setLevel(level)
+    for h in root.handlers:  # the stream of this call (in-process callers redirect sys.stderr)
+        if getattr(h, "_seaice_cli", False):
+            h.stream = sys.stderr  # not setStream: it flushes the old stream, which may be closed
     if not any(getattr(h, "_seaice_cli", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -357,6 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     0 on success (and for ``-h``), 2 on a user-caused error (one line on stderr).
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
         try:
@@ -364,14 +407,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SystemExit as exc:  # -h / --help
             return int(exc.code or 0)
         from empirical_seaice.io.cf import set_command_line
+        from empirical_seaice.run import interrupt
         from empirical_seaice.run import train as pipeline  # imported after parsing so that `-h` stays fast
 
-        set_command_line(PROG, sys.argv[1:] if argv is None else argv)
+        set_command_line(PROG, argv)
 
         _setup_logging(-1 if args.quiet else args.verbose)
         data, preset, cost, training = configs_from_args(args)
         if args.threads < 1:
             raise SeaIceError(f"--threads: must be >= 1, got {args.threads}")
+        if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
+            raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")
         products = product_options(args)
         if not args.retrieve:
             from empirical_seaice.products.write import check_product_options
@@ -385,62 +431,102 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads_before = _set_threads(args.threads)
         try:
             if args.retrieve:
-                return _retrieve(args, data, training, products)
-            result = pipeline.run(
-                data,
-                preset,
-                cost,
-                training,
-                output=args.output,
-                tag=args.tag,
-                modeltag=args.modeltag,
-                diagsonly=args.diagsonly,
-                trainonly=args.trainonly,
-                resume=args.resume,
-                progress=not (args.no_progress or args.quiet),
-                products=products,
-            )
+                with interrupt.handle_signals():
+                    return _retrieve(args, data, training, products, argv)
+            with interrupt.handle_signals():
+                result = pipeline.run(
+                    data,
+                    preset,
+                    cost,
+                    training,
+                    output=args.output,
+                    tag=args.tag,
+                    modeltag=args.modeltag,
+                    diagsonly=args.diagsonly,
+                    trainonly=args.trainonly,
+                    resume=args.resume,
+                    progress=not (args.no_progress or args.quiet),
+                    products=products,
+                    distributed=args.distributed,
+                    shard_order=args.shard_order,
+                    force_outputs=args.force_outputs,
+                    checkpoint_minutes=args.checkpoint_minutes,
+                    argv=[PROG, *argv],
+                )
         finally:
             _set_threads(threads_before)
+    except RunInterrupted as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except SeaIceError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # a SIGINT outside our handlers (e.g. before they are installed)
+        print(f"{PROG}: interrupted; the previous outputs are unchanged", file=sys.stderr)
+        return 130
+    except OSError as exc:  # the environment, not the code: one line
+        print(
+            f"{PROG}: error: {exc.filename or ''}: {exc.strerror or exc}; check the paths and free space",
+            file=sys.stderr,
+        )
         return EXIT_USER_ERROR
     if result.summary and not args.quiet:
         print(result.summary)
     return 0
 
 
-def _retrieve(args: argparse.Namespace, data, training, products) -> int:
-    """``--retrieve``: :func:`empirical_seaice.run.retrieve.run_retrieval`, then the products."""
+def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
+    """``--retrieve``: :func:`empirical_seaice.run.retrieve.run_retrieval`, then the products, written
+    as one output set (:class:`empirical_seaice.io.transaction.OutputSet`)."""
+    from empirical_seaice.io.transaction import OutputSet
     from empirical_seaice.products.write import write_products
+    from empirical_seaice.run import interrupt
     from empirical_seaice.run.retrieve import run_retrieval
 
     if args.modeltag is None:
         raise SeaIceError("--retrieve: give the trained model with --modeltag TAG (its model_TAG.pt in --output)")
-    for flag in ("diagsonly", "trainonly", "resume"):
+    for flag in ("diagsonly", "trainonly", "resume", "force_outputs", "distributed"):
         if getattr(args, flag):
-            raise SeaIceError(f"--retrieve: --{flag} does not apply to a retrieval")
-    result = run_retrieval(
-        data,
-        training,
-        args.output,
-        args.modeltag,
-        args.tag,
-        sensors=tuple(args.sensors) if args.sensors else None,
-        progress=not (args.no_progress or args.quiet),
-    )
-    _, lines = write_products(
-        products,
-        network=result.network,
-        obs=result.obs,
-        background=result.background,
-        output=args.output,
-        tag=args.tag,
-        preset_name=result.network.model_config.version,
-        data_cfg=data,
-        truth=result.truth_data,
-        history=result.history,
-    )
+            raise SeaIceError(f"--retrieve: --{flag.replace('_', '-')} does not apply to a retrieval")
+    if args.output.exists() and not args.output.is_dir():
+        raise SeaIceError(f"--output: {args.output} exists and is not a directory")
+    from empirical_seaice.io.outputs import check_tag
+
+    check_tag(args.tag)
+    run_set = OutputSet(args.output, args.tag, argv=[PROG, *argv])
+    stage = run_set.begin()
+    try:
+        result = run_retrieval(
+            data,
+            training,
+            args.output,
+            args.modeltag,
+            args.tag,
+            sensors=tuple(args.sensors) if args.sensors else None,
+            progress=not (args.no_progress or args.quiet),
+            stage=stage,
+        )
+        _, lines = write_products(
+            products,
+            network=result.network,
+            obs=result.obs,
+            background=result.background,
+            output=stage,
+            tag=args.tag,
+            preset_name=result.network.model_config.version,
+            data_cfg=data,
+            truth=result.truth_data,
+            history=result.history,
+        )
+        with interrupt.deferred():
+            run_set.publish({"retrieve": vars(args)})
+        interrupt.raise_pending()
+    except BaseException:
+        run_set.abort()
+        raise
+    finally:
+        run_set.release()
+    lines = [ln.replace(str(stage), str(args.output)) for ln in lines]
     if not args.quiet:
         print("\n".join([result.summary, *(f"  {ln}" for ln in lines)]))
     return 0

@@ -29,6 +29,8 @@ class DataConfig:
     steps_per_day: time steps per day (n_per_day of the step rule).
     cache: cache the assembled observations as memory-mapped arrays in the output directory.
     sensor_catalogue: TOML file adding or overriding sensors of the shipped catalogue; None = shipped only.
+    start_date: first day of the data's period, ISO ``YYYY-MM-DD`` (its step 0 is the 21 UTC window ending
+        that day); None = from the bulk of the observations' Julian days (``--start-date``).
     """
 
     data: Path
@@ -40,8 +42,16 @@ class DataConfig:
     steps_per_day: int = 1
     cache: bool = True
     sensor_catalogue: Path | None = None
+    start_date: str | None = None
 
     def __post_init__(self) -> None:
+        if self.start_date is not None:
+            import datetime
+
+            try:
+                datetime.date.fromisoformat(self.start_date)
+            except (TypeError, ValueError):
+                raise SeaIceError(f"--start-date: expected a date YYYY-MM-DD, got {self.start_date!r}") from None
         if self.stepstart < 0:
             raise SeaIceError(f"--stepstart: must be >= 0, got {self.stepstart}")
         if self.nsteps is not None and self.nsteps < 1:
@@ -211,8 +221,8 @@ class TrainingConfig:
             raise SeaIceError(f"--validation-fraction: must be in [0, 1), got {self.validation_fraction}")
         if self.early_stopping and self.validation_fraction == 0.0:
             raise SeaIceError("--early-stopping needs --validation-fraction > 0")
-        if self.learning_rate <= 0:
-            raise SeaIceError(f"--learning-rate: must be > 0, got {self.learning_rate}")
+        if not 0 < self.learning_rate < float("inf"):  # also NaN, which passes a "<= 0" test
+            raise SeaIceError(f"--learning-rate: must be a finite number > 0, got {self.learning_rate}")
         if self.patience < 1:
             raise SeaIceError(f"--patience: must be >= 1, got {self.patience}")
 

@@ -16,3 +16,11 @@ class SeaIceError(Exception):
     def __init__(self, message: str):
         # Keep the message on one line, whatever the caller composed.
         super().__init__(" ".join(str(message).split()))
+
+
+class RunInterrupted(SeaIceError):
+    """The run was stopped by a signal (SIGINT, SIGTERM); ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code

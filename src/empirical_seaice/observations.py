@@ -105,6 +105,7 @@ class Observations:
         jd_origin: floor of the smallest Julian day of the whole dataset.
         stepstart: first selected step, counted from ``jd_origin``'s window.
         lon, lat (float32, (ngrid,)) or None: grid geolocation (degrees).
+        source_digest: checksum of the input files' content (what a resumed run must match).
     """
 
     igrid: np.ndarray
@@ -132,6 +133,7 @@ class Observations:
     stepstart: int = 0
     lon: np.ndarray | None = None
     lat: np.ndarray | None = None
+    source_digest: str = ""
 
     def __post_init__(self) -> None:
         n = self.igrid.shape[0]

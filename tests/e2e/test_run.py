@@ -131,6 +131,7 @@ def test_sic_moves_toward_the_truth(trained):
 def test_every_output_has_reference_names_and_units(trained):
     names = {p.name for p in trained.output.iterdir()}
     expected = {f"{stem}_{TAG}.nc" for stem in NC_FILES} | {f"model_{TAG}.pt", "cache", f"checkpoints_{TAG}"}
+    expected |= {f"manifest_{TAG}.json", ".sets"}  # the output set (README "Reliability")
     assert expected <= names
     # anything else is a user product (gridded emissivity, classic SIC, export, plots) or the summary files
     assert {f"summary_{TAG}.txt", f"summary_{TAG}.json"} <= names
@@ -294,9 +295,15 @@ def test_v1_preset_runs_on_amsr2_only(twin_dir, tmp_path):
             "--no-progress",
             "--device",
             "cpu",
+            "--force-outputs",
         ]
     )
     assert r.code == 0, r.stderr
+    # the linear v1 model is unbounded: where SIC is still underestimated after 3 epochs, its 10v ice
+    # emissivity goes above 1 to explain the same TB (run.health); the check names it, --force-outputs writes
+    assert "health check failed: ice emissivity outside (0, 1]" in r.stderr and "10v" in r.stderr
+    with _open(output, "seaice", "v1") as ds:
+        assert ds.attrs["health_check"] == "failed"
     assert "model v1, sensors amsr2\n" in r.stdout
     before, after = _summary_costs(r.stdout)["obs"]
     assert after < 0.5 * before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from empirical_seaice.io import describe, read_training_data
 from empirical_seaice.io.summary import channel_stats
@@ -51,15 +52,16 @@ def test_channel_stats_slice_and_index_agree(dataset):
     np.testing.assert_allclose(mean[0], ds.fields["gmi"]["OBSVALUE"][:, 0].astype(np.float64).mean(), rtol=1e-6)
 
 
-def test_describe_sensor_without_observations_in_period(dataset):
+def test_sensor_without_observations_in_period_is_an_error(dataset):
+    """A requested sensor without any observation in the period used to vanish silently (the run
+    trained without it and still named it in the summary); now a one-line error naming it."""
+    from empirical_seaice.errors import SeaIceError
+
     def late_gmi(sensor, f):
         if sensor == "gmi":
             f["JULIAN_DAY"] = np.full(f["JULIAN_DAY"].size, 2459000.0 + 3.5)  # all in step 3
 
     ds = dataset("C", sensors=("amsr2", "gmi"), nobs=20, edit=late_gmi, nsteps=2)
-    obs, _ = read_training_data(ds.config, 1)
-    assert obs.nobs == int((np.floor(ds.fields["amsr2"]["JULIAN_DAY"] - 2459000.375) < 2).sum())
-    text = describe(obs)
-    assert "sensor gmi: 0 observations, 13 channels, 0 of 2 steps, 0 of 12 grid points" in text
-    gmi_10v = [l for l in text[text.index("sensor gmi") :].splitlines() if l.strip().startswith("10v")][0]
-    assert gmi_10v.split()[1:] == ["0", "nan", "nan", "nan"]
+    with pytest.raises(SeaIceError, match=r"gmi/\S*JULIAN_DAY\.nc: sensor gmi has no valid observation in steps "
+                       r"0\.\.1 \(20 rows in its files\); remove it from --sensors"):
+        read_training_data(ds.config, 1)

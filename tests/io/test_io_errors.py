@@ -213,7 +213,7 @@ def test_julian_day_empty_file(dataset):
             f[k] = f[k][:0]
 
     ds = dataset("B", edit=empty)
-    _raises(ds.config, "field_v2_JULIAN_DAY.nc", "variable JULIAN_DAY has no valid value")
+    _raises(ds.config, "field_v2_JULIAN_DAY.nc", "sensor amsr2 has no observation (0 rows)")
 
 
 def test_igrid_mostly_missing(dataset):

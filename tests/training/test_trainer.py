@@ -268,6 +268,80 @@ def test_config_and_device_errors():
             resolve_device("cuda")
 
 
+def test_stop_mid_epoch_writes_a_checkpoint_and_resume_is_bit_identical(tmp_path):
+    """A stop request (SIGINT) at a step boundary writes a within-epoch checkpoint; resuming from
+    it gives the parameters and per-batch costs of the uninterrupted run, bit for bit."""
+    from empirical_seaice.errors import RunInterrupted
+
+    full, hfull, _ = _run(2)
+    row, x, y = make_toy(nobs=500)
+    net, data = build(row, x, y)
+    cfg = TrainingConfig(nepochs=2, batch_size=64, seed=0, reproducible=True, learning_rate=0.01)
+    calls = {"n": 0}
+
+    def stop():  # asked at every step boundary; the 11th is epoch 2, step 3 (8 steps per epoch)
+        calls["n"] += 1
+        return "SIGINT" if calls["n"] == 11 else None
+
+    trainer = Trainer(net, data, cfg, np.arange(500), None, 500, checkpoint_dir=tmp_path, progress=False, stop=stop)
+    with pytest.raises(RunInterrupted, match=r"SIGINT in epoch 2 after step 3 of 8.*--resume") as info:
+        trainer.fit()
+    assert info.value.exit_code == 130
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert state["epoch"] == 1 and state["position"]["batch"] == 3
+    net2, data2 = build(row, x, y)
+    resumed = Trainer(net2, data2, cfg, np.arange(500), None, 500, checkpoint_dir=tmp_path, progress=False)
+    hres = resumed.fit(resume=True)
+    for k in full.state_dict():
+        assert torch.equal(full.state_dict()[k], net2.state_dict()[k]), k
+    np.testing.assert_array_equal(hres.batch_terms["total"], hfull.batch_terms["total"])
+
+
+def test_within_epoch_checkpoints_by_time(tmp_path):
+    row, x, y = make_toy(nobs=500)
+    net, data = build(row, x, y)
+    cfg = TrainingConfig(nepochs=1, batch_size=64, seed=0, reproducible=True, learning_rate=0.01)
+    saved = []
+    trainer = Trainer(
+        net, data, cfg, np.arange(500), None, 500, checkpoint_dir=tmp_path, progress=False, checkpoint_minutes=1e-9
+    )
+    orig = trainer.save_checkpoint
+    trainer.save_checkpoint = lambda position=None: (
+        saved.append(None if position is None else position["batch"]) or orig(position)
+    )
+    trainer.fit()
+    assert saved == [1, 2, 3, 4, 5, 6, 7, None]  # every step boundary, then the epoch end
+    with pytest.raises(SeaIceError, match="--checkpoint-minutes: must be >= 0"):
+        Trainer(net, data, cfg, np.arange(500), None, 500, checkpoint_minutes=float("nan"))
+
+
+def test_resume_refuses_another_identity(tmp_path):
+    row, x, y = make_toy(nobs=100)
+    net, data = build(row, x, y)
+    cfg = TrainingConfig(nepochs=1, batch_size=32)
+    ident = {"data": "abc", "period": [2459000.0, 0, 3], "learning_rate": 1e-3}
+    Trainer(net, data, cfg, np.arange(100), None, 100, checkpoint_dir=tmp_path, progress=False, identity=ident).fit()
+    for key, value, words in (
+        ("data", "abd", "another training data"),
+        ("period", [2459000.0, 1, 3], r"another period \(--stepstart/--nsteps"),
+        ("learning_rate", 2e-3, "another --learning-rate: 0.001 then, 0.002 now"),
+    ):
+        other = TrainingConfig(nepochs=2, batch_size=32)
+        t = Trainer(
+            net,
+            data,
+            other,
+            np.arange(100),
+            None,
+            100,
+            checkpoint_dir=tmp_path,
+            progress=False,
+            identity={**ident, key: value},
+        )
+        with pytest.raises(SeaIceError, match=words):
+            t.fit(resume=True)
+
+
 def test_run_progress_shows_stages_and_the_training_of_all_epochs():
     import io
 

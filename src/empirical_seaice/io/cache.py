@@ -3,30 +3,41 @@
 Layout: ``<cache_dir>/observations/`` holds one ``.npy`` file per array of
 :class:`Observations` and :class:`BackgroundMaps` and a ``manifest.json``
 with the cache key and the metadata (grid size, period, origin, sensors).
-The key is a SHA-256 over the input files (resolved path, size, mtime), the
-:class:`DataConfig` and ``nlag``; any difference rebuilds the cache.
+The key is a SHA-256 over the input files (resolved path, size and a
+checksum of the content, :func:`file_checksum`), the :class:`DataConfig` and
+``nlag``; any difference rebuilds the cache, also an edit that keeps the
+file's size and modification time.
 
-The cache is written to a temporary directory beside the final one and
-renamed into place, so an interrupted run leaves either the old cache or the
-new one, never half of one. Loading opens no NetCDF file: the arrays come back
-as read-only ``numpy.memmap`` views (``np.load(mmap_mode="r")``).
+The cache is written to a temporary directory beside the final one
+(``.observations.tmp-PID-XXXX``) and renamed into place, so an interrupted
+run leaves either the old cache or the new one, never half of one. Building
+and loading hold an exclusive ``flock`` on ``<cache_dir>/.lock`` (released by
+the kernel if the process dies), so runs of several tags sharing the
+directory never build it at once; whoever holds the lock first removes the
+temporaries interrupted builds left. Loading opens no NetCDF file: the arrays
+come back as read-only ``numpy.memmap`` views (``np.load(mmap_mode="r")``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from empirical_seaice.config import DataConfig
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io.transaction import fault_point
 from empirical_seaice.observations import PER_CHANNEL_FIELDS, PER_OBS_FIELDS, BackgroundMaps, Observations
 from empirical_seaice.sensors import build_channel_basis, load_catalogue
 
@@ -34,20 +45,69 @@ log = logging.getLogger(__name__)
 
 CACHE_SUBDIR = "observations"
 MANIFEST = "manifest.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+LOCK = ".lock"
 _BG_FIELDS = ("sic", "t_skin_map_k", "lon", "lat")
+_CHUNK = 1 << 22
 
 
-def cache_key(files: Sequence[Path], config: DataConfig, nlag: int) -> str:
-    """SHA-256 key of the input files (path, size, mtime), the data configuration and ``nlag``."""
+def file_checksum(path: Path) -> str:
+    """CRC-32 of a file's bytes, read in 4 MiB chunks (hex).
+
+    CRC-32 rather than a cryptographic hash: the cache needs to notice any
+    change of content, not to resist forgery, and zlib's CRC-32 runs at
+    memory speed (README "Reliability" gives the measured cost).
+    """
+    crc = 0
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(_CHUNK):
+                crc = zlib.crc32(block, crc)
+    except OSError as exc:
+        raise SeaIceError(f"{path}: cannot read the file ({exc.strerror})") from None
+    return f"{crc:08x}"
+
+
+def content_digest(files: Sequence[Path], checksums: Sequence[str]) -> str:
+    """Identity of the data's content: file names, sizes and checksums (not their location)."""
+    items = sorted([Path(f).name, Path(f).stat().st_size, c] for f, c in zip(files, checksums, strict=True))
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()
+
+
+def cache_key(files: Sequence[Path], config: DataConfig, nlag: int, checksums: Sequence[str] | None = None) -> str:
+    """SHA-256 key of the input files (path, size, content checksum), the data configuration and ``nlag``."""
+    if checksums is None:
+        checksums = [file_checksum(f) for f in files]
     items = []
-    for f in files:
+    for f, crc in zip(files, checksums, strict=True):
         st = Path(f).stat()
-        items.append([str(Path(f).resolve()), st.st_size, st.st_mtime_ns])
+        items.append([str(Path(f).resolve()), st.st_size, crc])
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(config).items()}
     cfg["data"] = str(Path(config.data).resolve())
     blob = json.dumps({"version": CACHE_VERSION, "files": items, "config": cfg, "nlag": nlag}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def locked(cache_dir: Path) -> Iterator[None]:
+    """Hold the cache's exclusive lock (``flock``; waits for another run's build); then remove the
+    temporaries of interrupted builds."""
+    cache_dir = Path(cache_dir)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(cache_dir / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+    except OSError as exc:
+        raise SeaIceError(
+            f"{cache_dir}: cannot create the data cache ({exc.strerror}); choose a writable --output"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        for stale in cache_dir.glob(f".{CACHE_SUBDIR}.*"):
+            log.warning("removing %s, left by an interrupted cache build", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        yield
+    finally:
+        os.close(fd)
 
 
 def load(cache_dir: Path, key: str, sensor_catalogue: Path | None = None) -> tuple[Observations, BackgroundMaps] | None:
@@ -94,7 +154,7 @@ def save(cache_dir: Path, key: str, obs: Observations, background: BackgroundMap
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
     final = cache_dir / CACHE_SUBDIR
-    tmp = Path(tempfile.mkdtemp(prefix=f".{CACHE_SUBDIR}.tmp-", dir=cache_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{CACHE_SUBDIR}.tmp-{os.getpid()}-", dir=cache_dir))
     try:
         for name, arr in obs.arrays().items():
             np.save(tmp / f"{name}.npy", np.asarray(arr))
@@ -115,18 +175,23 @@ def save(cache_dir: Path, key: str, obs: Observations, background: BackgroundMap
             "bg_fields": bg_fields,
         }
         (tmp / MANIFEST).write_text(json.dumps({"version": CACHE_VERSION, "key": key, "meta": meta}, indent=1))
+        fault_point("cache")
         old = None
         if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{CACHE_SUBDIR}.old-", dir=cache_dir))
+            old = Path(tempfile.mkdtemp(prefix=f".{CACHE_SUBDIR}.old-{os.getpid()}-", dir=cache_dir))
             os.rename(final, old / CACHE_SUBDIR)
         os.rename(tmp, final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise SeaIceError(
+                f"{cache_dir}: cannot write the data cache ({exc.strerror}); free space or choose another --output"
+            ) from None
         raise
     log.info("training data cached in %s", final)
     return final
 
 
-__all__ = ["cache_key", "load", "save", "CACHE_SUBDIR", "MANIFEST"]
+__all__ = ["cache_key", "file_checksum", "content_digest", "locked", "load", "save", "CACHE_SUBDIR", "MANIFEST"]

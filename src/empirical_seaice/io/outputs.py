@@ -7,9 +7,10 @@ names); every variable carries ``units`` and ``long_name``; masked values are
 NaN with ``_FillValue = NaN``; variables of more than
 :data:`~empirical_seaice.io.cf.COMPRESS_MIN_BYTES` bytes are zlib-compressed
 and chunked. docs/outputs.md lists every variable and attribute. Each file is
-written to a temporary name in the same directory and renamed into place
-(:func:`os.replace`), so an interrupted run never leaves a half-written file
-under a final name.
+written through :func:`empirical_seaice.io.transaction.atomic_path` (temporary
+name, fsync, rename), so an interrupted run never leaves a half-written file
+under a final name; a run writes them into its staging set, published in one
+step (:class:`empirical_seaice.io.transaction.OutputSet`).
 
 ==========================  =========================================================
 file                         variables (dimensions)
@@ -41,7 +42,6 @@ readers/writers of NetCDF stay usable without the model.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -52,6 +52,7 @@ import xarray as xr
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cf
+from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS, Observations
 from empirical_seaice.sensors import POL_NAMES, ChannelBasis
 
@@ -122,13 +123,8 @@ def write_dataset(ds: xr.Dataset, path: Path) -> Path:
     ]
     ds = ds.reset_coords(orphans) if orphans else ds.copy()
     ds.attrs = cf.global_attributes(**ds.attrs)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=cf.encoding(ds.variables))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -548,13 +544,8 @@ def save_checkpoint(path: Path, payload: Mapping[str, Any]) -> Path:
     import torch
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(dict(payload), tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -65,6 +65,19 @@ log = logging.getLogger(__name__)
 MOSTLY = 0.5
 """A field with more than this fraction of missing or out-of-range values is an error."""
 
+PLAUSIBLE_JD = (2440587.5, 2488069.5)
+"""Julian days of 1970-01-01 and 2100-01-01: a sensor whose median JULIAN_DAY is outside uses another
+date convention (MJD, days or seconds since an epoch) and is an error naming it."""
+
+OUTLIER_DENSITY = 0.1
+"""A run of days separated from the rest by a day without any observation, holding on average less than
+this fraction of the observations per day of the largest run, lies outside the data's period (stray
+timestamps): its observations are dropped."""
+
+SENSOR_LOSS_FRACTION = 0.01
+"""A sensor losing more than this fraction of its observations to timestamps outside the data's
+period, or holding more than this fraction of duplicated observations, is an error."""
+
 # FORMAT.md ranges: (low, high, units); a small tolerance absorbs rounding.
 RANGES: dict[str, tuple[float, float, str]] = {
     "OBSVALUE": (0.0, 400.0, "K"),
@@ -152,6 +165,7 @@ class _SensorRead:
     nobs_file: int = 0
     julian_day: np.ndarray | None = None
     keep: np.ndarray | None = None  # indices into the file's observations
+    outside: np.ndarray | None = None  # timestamps outside the data's period
     per_obs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -222,18 +236,99 @@ def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> L
     raise SeaIceError(f"{path}: variable {name} expected shape {want} (observation, channel), got {shape}")
 
 
+def _date_convention(values: np.ndarray) -> str:
+    """A guess of the date convention of JULIAN_DAY values that are not Julian days of 1970-2100."""
+    med = float(np.median(values))
+    if 40000.0 <= med < 80000.0:
+        return "Modified Julian Days (days since 1858-11-17: add 2400000.5)"
+    if 2.0e6 <= med < 3.0e6:
+        import datetime
+
+        day = datetime.date(2000, 1, 1) + datetime.timedelta(days=math.floor(med + 0.5 - 2451545.0))
+        return f"Julian days of the year {day.year} (an epoch offset?)"
+    if 0.0 <= med < 40000.0:
+        return "days since an epoch (e.g. 1950-01-01 or 1970-01-01)"
+    if med > 1.0e8:
+        return "seconds since an epoch (e.g. 1970-01-01)"
+    return "not Julian days"
+
+
+def _check_convention(r: _SensorRead) -> None:
+    finite = r.julian_day[np.isfinite(r.julian_day)]
+    if finite.size == 0:
+        return
+    med = float(np.median(finite))
+    if not PLAUSIBLE_JD[0] <= med <= PLAUSIBLE_JD[1]:
+        raise SeaIceError(
+            f"{r.files.path('JULIAN_DAY')}: variable JULIAN_DAY of sensor {r.files.sensor.name} looks like "
+            f"{_date_convention(finite)} (median {med:.10g}, from {finite.min():.10g} to {finite.max():.10g}), "
+            "not Julian days of 1970-2100; convert it to Julian days (2459000.5 = 2020-05-31 00 UTC)"
+        )
+
+
+def _start_origin(start_date: str) -> float:
+    """jd_origin of ``--start-date D``: step 0 is the 21 UTC window that ends on day D."""
+    import datetime
+
+    d = datetime.date.fromisoformat(start_date)
+    return float(d.toordinal() - datetime.date(2000, 1, 1).toordinal() + 2451544)  # JD of D 00 UTC minus 0.5
+
+
+def _bulk_period(reads: list[_SensorRead], config: DataConfig) -> tuple[float, int, int, int]:
+    """(jd_origin, last step, first and last absolute window) of the data's bulk: runs of days separated by a
+    day without observations whose density is below :data:`OUTLIER_DENSITY` of the largest run's are outside."""
+    n = config.steps_per_day
+    jd = np.concatenate([r.julian_day[np.isfinite(r.julian_day)] for r in reads])
+    win = np.floor(n * (jd - 0.375)).astype(np.int64)  # absolute window index
+    uniq, counts = np.unique(win, return_counts=True)
+    starts = np.flatnonzero(np.diff(uniq, prepend=uniq[0] - 2) > 1)
+    totals = np.add.reduceat(counts, starts)
+    ends = np.append(starts[1:], uniq.size) - 1
+    density = totals / (uniq[ends] - uniq[starts] + 1)
+    bulk = np.flatnonzero(density >= OUTLIER_DENSITY * density[int(np.argmax(totals))])
+    w0, w1 = int(uniq[starts[bulk[0]]]), int(uniq[ends[bulk[-1]]])
+    if config.start_date is not None:
+        origin = _start_origin(config.start_date)
+    else:
+        origin = float(math.floor(jd[win >= w0].min()))
+    last = int(step_index(np.array([(w1 + 0.5) / n + 0.375]), origin, n)[0])
+    return origin, last, w0, w1
+
+
 def _select_period(reads: list[_SensorRead], config: DataConfig, nstep_total_bg: int) -> tuple[float, int, int]:
-    """jd_origin, number of steps with data, and the chosen nsteps."""
-    mins = [np.nanmin(r.julian_day) for r in reads if np.isfinite(r.julian_day).any()]
-    if not mins:
+    """jd_origin, number of steps with data, and the chosen nsteps; marks each sensor's observations
+    outside the data's period (``r.outside``) and checks how many each sensor loses."""
+    if not any(np.isfinite(r.julian_day).any() for r in reads):
         raise SeaIceError(f"{reads[0].files.path('JULIAN_DAY')}: variable JULIAN_DAY has no valid value")
-    jd_origin = float(math.floor(min(mins)))
-    last = max(
-        int(step_index(np.nanmax(r.julian_day[np.isfinite(r.julian_day)]), jd_origin, config.steps_per_day))
-        for r in reads
-        if np.isfinite(r.julian_day).any()
-    )
+    jd_origin, last, w0, w1 = _bulk_period(reads, config)
+    for r in reads:
+        ok = np.isfinite(r.julian_day)
+        win = np.full(r.nobs_file, w0, dtype=np.int64)
+        win[ok] = np.floor(config.steps_per_day * (r.julian_day[ok] - 0.375)).astype(np.int64)
+        r.outside = ok & ((win < w0) | (win > w1))
+        nout = int(r.outside.sum())
+        if not nout:
+            continue
+        bad = r.julian_day[r.outside]
+        what = (
+            f"sensor {r.files.sensor.name}: {nout} of {int(ok.sum())} observations have a JULIAN_DAY outside the "
+            f"data's period (Julian days {jd_origin + 0.375:.2f} to {jd_origin + 1.375 + last:.2f}; "
+            f"found {', '.join(f'{v:.6f}' for v in np.unique(bad)[:3])}{', ...' if np.unique(bad).size > 3 else ''})"
+        )
+        if nout > SENSOR_LOSS_FRACTION * ok.sum():
+            raise SeaIceError(
+                f"{r.files.path('JULIAN_DAY')}: {what}; fix the timestamps"
+                + (" or give --start-date" if config.start_date is None else " or check --start-date")
+            )
+        else:
+            log.warning("%s; dropped", what)
     nstep_data = last + 1
+    if nstep_data < 1:
+        jd_last = max(np.nanmax(r.julian_day) for r in reads if np.isfinite(r.julian_day).any())
+        raise SeaIceError(
+            f"--start-date {config.start_date}: after the last observation (Julian day {jd_last:.2f}); "
+            "choose an earlier date"
+        )
     start = config.stepstart
     if start >= nstep_data:
         raise SeaIceError(
@@ -256,6 +351,34 @@ def _select_period(reads: list[_SensorRead], config: DataConfig, nstep_total_bg:
     return jd_origin, nstep_data, nsteps
 
 
+def _check_sensor_kept(r: _SensorRead, config: DataConfig, nsteps: int) -> None:
+    """A requested sensor with no valid observation in the period, or with many duplicated rows, is an error."""
+    path = r.files.path("JULIAN_DAY")
+    name = r.files.sensor.name
+    if r.keep.size == 0:
+        steps = f"{config.stepstart}..{config.stepstart + nsteps - 1}"
+        raise SeaIceError(
+            f"{path}: sensor {name} has no valid observation in steps {steps} "
+            f"({r.nobs_file} rows in its files); remove it from --sensors, or choose a period it covers"
+        )
+    jd, grid = r.julian_day, r.per_obs["igrid"]
+    order = np.lexsort((grid, jd))
+    same = (jd[order][1:] == jd[order][:-1]) & (grid[order][1:] == grid[order][:-1])
+    for field_name in PER_OBS_MAP:
+        if not same.any():
+            break
+        v = r.per_obs[field_name][order]
+        same &= v[1:] == v[:-1]
+    ndup = int(same.sum())
+    if ndup > SENSOR_LOSS_FRACTION * r.keep.size:
+        raise SeaIceError(
+            f"{path}: sensor {name} has {ndup} duplicated observations ({100 * ndup / r.keep.size:.0f}% of "
+            f"{r.keep.size}: same time, grid point, skin temperature, wind and cloud); remove the repeated rows"
+        )
+    if ndup:
+        log.warning("sensor %s: %d duplicated observations (same time, grid point and weather)", name, ndup)
+
+
 def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observations, BackgroundMaps]:
     basis = build_channel_basis(config.sensors, load_catalogue(config.sensor_catalogue))
     multi = len(files.sensors) > 1
@@ -265,6 +388,12 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
     for r in reads:
         r.julian_day, path = _read_1d(r.files, "JULIAN_DAY", None, np.float64)
         r.nobs_file = r.julian_day.shape[0]
+        if r.nobs_file == 0:
+            raise SeaIceError(
+                f"{path}: sensor {r.files.sensor.name} has no observation (0 rows); "
+                "remove it from --sensors or give its data"
+            )
+        _check_convention(r)
         finite = np.isfinite(r.julian_day)
         if r.nobs_file and (~finite).sum() > MOSTLY * r.nobs_file:
             raise SeaIceError(
@@ -282,12 +411,17 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
     # Pass 1b: per-observation fields decide which observations are kept.
     for s, r in enumerate(reads):
         sf, n = r.files, r.nobs_file
-        ok = np.isfinite(r.julian_day)
+        ok = np.isfinite(r.julian_day) & ~r.outside
         istep_int = np.full(n, -1, dtype=np.int64)
         istep_int[ok] = step_index(r.julian_day[ok], jd_origin, config.steps_per_day)
         early = int((ok & (istep_int < 0)).sum())
         if early:
-            log.warning("sensor %s: %d observations before the first 21 UTC window dropped", sf.sensor.name, early)
+            log.warning(
+                "sensor %s: %d observations before the first 21 UTC window%s dropped",
+                sf.sensor.name,
+                early,
+                f" of --start-date {config.start_date}" if config.start_date else "",
+            )
         in_period = ok & (istep_int >= config.stepstart) & (istep_int < config.stepstart + nsteps)
         late = int((ok & (istep_int >= bg_shape.nstep_total)).sum())
         if late and config.nsteps is None:
@@ -357,6 +491,8 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
             f"--stepstart {config.stepstart} --nsteps {nsteps}: no valid observation in the selected period "
             f"(sensors {' '.join(config.sensors)}, data {config.data})"
         )
+    for r in reads:
+        _check_sensor_kept(r, config, nsteps)
 
     # Assemble per-observation arrays (final content only; no temporaries beyond nobs).
     out = {
@@ -540,17 +676,23 @@ def read_training_data(
     if nlag < 0:
         raise SeaIceError(f"nlag: must be >= 0, got {nlag}")
     files = find_data_files(config)
-    use_cache = cache_dir is not None and config.cache
-    key = None
-    if use_cache:
-        key = _cache.cache_key(files.input_files(), config, nlag)
+    inputs = files.input_files()
+    checksums = [_cache.file_checksum(f) for f in inputs]
+    digest = _cache.content_digest(inputs, checksums)
+    if not (cache_dir is not None and config.cache):
+        obs, background = _read_fresh(files, config, nlag)
+        obs.source_digest = digest
+        return obs, background
+    key = _cache.cache_key(inputs, config, nlag, checksums)
+    with _cache.locked(Path(cache_dir)):
         hit = _cache.load(Path(cache_dir), key, config.sensor_catalogue)
         if hit is not None:
             log.info("training data loaded from cache %s", cache_dir)
+            hit[0].source_digest = digest
             return hit
-    obs, background = _read_fresh(files, config, nlag)
-    if use_cache:
+        obs, background = _read_fresh(files, config, nlag)
         _cache.save(Path(cache_dir), key, obs, background)
+    obs.source_digest = digest
     return obs, background
 
 

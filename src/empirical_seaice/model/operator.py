@@ -396,6 +396,10 @@ class HybridNetwork(nn.Module):
             self.counts_nobs = self.nobs
             self.n_warm_rows = st.ngrid * st.nstep
         self._cache: dict[tuple, Tensor] = {}  # derived constants, by (name, ..., dtype, device)
+        self.shared_prior_share = 1.0
+        """Weight of the priors that act on the shared parameters only (bias prior, v1 anchor) in
+        :meth:`cost_terms`: 1 for a network alone; in a run sharded over ranks 1 on rank 0 and 0 on
+        the others, so that the sum of the ranks' costs counts them once."""
 
     # ---------------------------------------------------------------- forward
     reads_state_values = True
@@ -494,13 +498,20 @@ class HybridNetwork(nn.Module):
             p["false_ice"] = (costs.false_ice_residual(sic), costs.false_ice_slope(sic), cc.false_ice_error)
         return p
 
-    def cost_terms(self, batch: Batch, out: dict[str, Tensor], nobs_total: int) -> dict[str, Tensor]:
+    def cost_terms(
+        self, batch: Batch, out: dict[str, Tensor], nobs_total: int, batch_total: int | None = None
+    ) -> dict[str, Tensor]:
         """Per-step stochastic estimate of each cost term (scalars).
 
         Keys: ``obs`` ((1/B) sum_i J_o,i); ``sic_range``; ``sic_background``
         and ``false_ice`` when switched on; ``warm_ice`` (always reported; see
         :meth:`total_cost`); ``anchor``; ``bias``. ``nobs_total`` is the number
         of training observations (the ``nobs`` of ``J_b / nobs``).
+        ``batch_total`` is the ``B`` of the batch means (default ``len(batch)``):
+        in a sharded step a rank holds only its share of a global batch of
+        ``B`` observations, and the terms of all ranks then add up to the
+        global batch's terms (the priors on the shared parameters alone carry
+        the factor :attr:`shared_prior_share`, so that they count once).
 
         Every term but the whole-map priors of "full" mode and the v1 anchor is
         computed with its derivative without recording a graph, from the priors'
@@ -510,7 +521,7 @@ class HybridNetwork(nn.Module):
         applied once at the end.
         """
         cc = self.cost_config
-        nb = len(batch)
+        nb = len(batch) if batch_total is None else int(batch_total)
         tb, lags = out["tb"], out["sic_lags"]
         emis_anchor = out["emis_anchor"]
         sampled = self.prior_mode == "sampled"
@@ -572,9 +583,9 @@ class HybridNetwork(nn.Module):
                 r = b - bg
                 wr = r * self._derived(("bias_inv_var",), lambda: self.bias_error_k.square().reciprocal())
                 if grads:
-                    derivs[key].append((len(raw), wr.mul(2.0 / nobs_total)))
+                    derivs[key].append((len(raw), wr.mul(2.0 * self.shared_prior_share / nobs_total)))
                 bias = bias + dot(wr, r)
-            names.append("bias"), raw.append(bias), scale.append(1.0 / nobs_total)
+            names.append("bias"), raw.append(bias), scale.append(self.shared_prior_share / nobs_total)
             values = torch.stack(raw).mul_(torch.tensor(scale, dtype=tb.dtype, device=tb.device))
         inputs = {"tb": tb, "lags": lags, "anchor": emis_anchor, "b_ice": self.bias_ice_k, "b_ocean": self.bias_ocean_k}
         pairs = [(inputs[k], dl) for k, dl in derivs.items() if dl]
@@ -589,7 +600,9 @@ class HybridNetwork(nn.Module):
             terms["anchor"] = fused["anchor"]
         else:
             e0 = self.emissivity.e0[self.anchor_channel]  # type: ignore[union-attr]
-            terms["anchor"] = costs.anchor_mean_penalty(e0, cc.anchor_value, cc.anchor_error) / nobs_total
+            terms["anchor"] = (
+                costs.anchor_mean_penalty(e0, cc.anchor_value, cc.anchor_error) * self.shared_prior_share / nobs_total
+            )
         terms["bias"] = fused["bias"]
         return terms
 

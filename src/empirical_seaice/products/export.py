@@ -52,6 +52,7 @@ import numpy as np
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cf
 from empirical_seaice.io.cf import code_version
+from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.sensors import POL_H, POL_NAMES, POL_QH, POL_QV, POL_V, network_frequency_table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -161,13 +162,8 @@ def input_names(model: ModelConfig) -> list[str]:
 
 def _atomic_netcdf(ds: Any, path: Path) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=cf.encoding(ds.variables))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -351,8 +347,7 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
         in_names, out_names = ["t_skin_k", "props"], ["emis"]
     axes = {name: {0: "n"} for name in in_names + out_names}
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
@@ -365,10 +360,6 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
                 dynamic_axes=axes,
                 opset_version=17,
             )
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

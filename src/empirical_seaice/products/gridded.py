@@ -33,7 +33,6 @@ equals the cell mean (tested).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import numpy as np
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cf
+from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS, BackgroundMaps, Observations
 from empirical_seaice.sensors import POL_H, POL_QH, POL_QV, POL_V, network_frequency_table
 
@@ -248,11 +248,10 @@ def write_gridded_emissivity(
         raise SeaIceError(f"gridded emissivity: {npg} + {npo} state variables, the model takes {emissivity.nprop}")
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     by_freq = freq_ghz is not None
     chan_list = list(basis.channel_names if channels is None else channels)
     zl = dict(zlib=True, complevel=complevel)
-    try:
+    with atomic_path(path) as tmp:
         with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
             attrs = cf.global_attributes(
                 "gridded sea ice microwave emissivity (empirical state method, Geer 2024 JAMES)",
@@ -421,10 +420,6 @@ def write_gridded_emissivity(
                 if npo:
                     v_q[:, t, :] = inputs.props_obs_mean[:, t]
                 v_n[:, t] = inputs.nobs_cell[:, t]
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io.transaction import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ def _figure(width_in: float, height_in: float):
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".") or "png")
     return path
 
 

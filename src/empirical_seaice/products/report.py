@@ -15,12 +15,13 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from empirical_seaice.io.transaction import atomic_path
 
 SUMMARY_FORMAT = 1
 """Version of the layout of ``summary_TAG.json`` (key ``format``)."""
@@ -87,13 +88,8 @@ def summary_dict(
 
 def _atomic_text(path: Path, text: str) -> Path:
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

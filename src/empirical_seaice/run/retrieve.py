@@ -168,6 +168,7 @@ def run_retrieval(
     tag: str,
     sensors: tuple[str, ...] | None = None,
     progress: bool = True,
+    stage: Path | None = None,
 ) -> RetrievalResult:
     """Retrieve SIC and the empirical state on new data with a trained model.
 
@@ -188,6 +189,8 @@ def run_retrieval(
         Sensors of the new data (default: those the model was trained on).
     progress : bool
         Progress bar on stderr.
+    stage : Path, optional
+        Where the files are written (the staging directory of the run's output set); default ``output``.
 
     Raises
     ------
@@ -225,7 +228,7 @@ def run_retrieval(
     trained_basis = build_channel_basis(trained_data.sensors, trained_catalogue)
     device = resolve_device(train_cfg.device)
 
-    existed, cache_dir = output.exists(), output / f"cache_{tag}"
+    cache_dir = output / f"cache_{tag}"
     cache_existed = cache_dir.exists()
     try:
         return _retrieve(
@@ -244,13 +247,12 @@ def run_retrieval(
             trained_basis,
             device,
             cache_dir,
+            Path(stage) if stage is not None else output,
         )
-    except SeaIceError:
+    except BaseException:  # remove only what this retrieval created (its cache); the output set is the caller's
         import shutil
 
-        if not existed:
-            shutil.rmtree(output, ignore_errors=True)
-        elif not cache_existed:
+        if not cache_existed:
             shutil.rmtree(cache_dir, ignore_errors=True)
         raise
 
@@ -271,9 +273,11 @@ def _retrieve(
     trained_basis,
     device,
     cache_dir,
+    stage,
 ) -> RetrievalResult:
     from empirical_seaice.io import read_training_data
     from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+    from empirical_seaice.run import interrupt
     from empirical_seaice.run.train import _full_cost, final_diagnostics
     from empirical_seaice.training.runtime import make_generator
     from empirical_seaice.training.trainer import Trainer
@@ -297,8 +301,7 @@ def _retrieve(
     train_cfg = replace(train_cfg, optimizer="sparse", validation_fraction=0.0, early_stopping=False)
     network.to(device)
     data = ObservationTensors(obs, device)
-    output.mkdir(parents=True, exist_ok=True)
-    p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
+    p = lambda stem: out.output_path(stage, stem, tag)  # noqa: E731
 
     sim0 = diag.simulate(network, data, obs.nobs)
     result.cost_before = _full_cost(network, obs, sim0, obs.nobs)
@@ -318,8 +321,10 @@ def _retrieve(
         checkpoint_dir=None,
         progress=progress,
         generator=generator,
+        stop=interrupt.requested,
     )
-    history = trainer.fit()
+    with interrupt.training():
+        history = trainer.fit()
     result.history = history
     result.seconds = time.perf_counter() - t0
     for a, b in zip(fixed_before, network.dense_parameters()):
@@ -350,7 +355,7 @@ def _retrieve(
         )
     )
     result.files.append(out.write_properties_obs(p("properties_obs"), st.obs_properties_array()))
-    truth = final_diagnostics(network, data, obs, background, Path(data_cfg.data), output, tag, obs.nobs, result)
+    truth = final_diagnostics(network, data, obs, background, Path(data_cfg.data), stage, tag, obs.nobs, result)
     title = (
         f"seaice-training retrieval '{tag}' with trained model '{modeltag}' ({preset_name}; emissivity, "
         f"wind correction and biases fixed): sensors {' '.join(sensors)}; {obs.nobs} obs, {obs.ngrid} grid "

@@ -6,15 +6,20 @@
    (tag names, mode flags, the data path and background files, sensor names,
    the device, with ``--diagsonly`` the trained model ``model_MODELTAG.pt``,
    with ``--resume`` the epoch checkpoint). Nothing is created before this.
+   Then the run takes the tag's lock and opens its output set
+   (:class:`~empirical_seaice.io.transaction.OutputSet`): every file below is
+   written into the staging directory and published in one step at the end.
 2. **Read** the training data (memory-mapped cache in ``<output>/cache/``)
-   and build the :class:`~empirical_seaice.model.operator.HybridNetwork`. A
-   user-caused error here or later removes the output directory if this run
-   created it (or the cache it created in an existing one), so a bad input
-   never leaves a half-made output directory behind.
+   and build the :class:`~empirical_seaice.model.operator.HybridNetwork`;
+   with ``--resume``, check the checkpoint's identity first. A user-caused
+   error here or later removes only what this run created (its staging set,
+   its lock, a cache or output directory it created).
 3. Unless ``--trainonly``/``--diagsonly``: simulate every observation before
-   training (``tbsim_initial_TAG.nc``) and evaluate the full cost ``J``.
-4. **Train** (:class:`~empirical_seaice.training.trainer.Trainer`, epoch checkpoints
-   in ``<output>/checkpoints_TAG/``) and **save** the model: the PyTorch
+   training (``tbsim_initial``, kept in memory) and evaluate the full cost ``J``.
+4. **Train** (:class:`~empirical_seaice.training.trainer.Trainer`, checkpoints
+   in ``<output>/checkpoints_TAG/``; SIGINT/SIGTERM stop at a step boundary),
+   run the **health checks** (:mod:`empirical_seaice.run.health`; a failure writes
+   nothing unless ``force_outputs``) and **save** the model: the PyTorch
    checkpoint ``model_TAG.pt`` (state_dict + configuration, what
    ``--diagsonly`` reloads) and ``models_TAG.nc``, ``seaice_TAG.nc``,
    ``properties_grid_TAG.nc``, ``properties_obs_TAG.nc``. With
@@ -22,7 +27,9 @@
 5. Unless ``--trainonly``: final diagnostics ``tbobs``, ``tbsim``,
    ``tbzero``, ``ice_emis``; the cost after; with a twin truth in
    ``<data>/truth`` the truth scores; the summary table (returned, printed by
-   the CLI).
+   the CLI); the user products; then the set is published with its manifest.
+   A failure after training publishes what was written (``partial``: the
+   trained model is kept) unless the disk refused a write.
 
 ``--diagsonly`` uses the setup stored in the checkpoint (model and cost
 configuration, sensors, period and background files), so the diagnostics are
@@ -33,6 +40,7 @@ parameters gives bit-identical ``tbsim``.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -45,6 +53,7 @@ import torch
 from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, Preset, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
+from empirical_seaice.io import transaction as txn
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.sensors import build_channel_basis, load_catalogue
@@ -67,6 +76,8 @@ class RunResult:
     train_seconds : wall time of training (s).
     summary : the summary table ('' with ``--trainonly``).
     summary_data : the same as data (``summary_TAG.json``), None with ``--trainonly``.
+    health : the health checks after training (run.health.HealthReport; None with ``--diagsonly``).
+    manifest : the manifest of the published output set.
     """
 
     output: Path
@@ -81,6 +92,8 @@ class RunResult:
     train_seconds: float = 0.0
     summary: str = ""
     summary_data: dict[str, Any] | None = None
+    health: Any = None
+    manifest: dict[str, Any] | None = None
 
 
 # ------------------------------------------------------------------ config I/O
@@ -159,21 +172,6 @@ def _prepare_output(output: Path) -> None:
         raise SeaIceError(f"--output: {output} exists and is not a directory")
 
 
-class _OutputGuard:
-    """Remove what this run created in the output directory if a user error stops it."""
-
-    def __init__(self, output: Path):
-        self.output = output
-        self.existed = output.exists()
-        self.cache_existed = (output / "cache").exists()
-
-    def cleanup(self) -> None:
-        if not self.existed:
-            shutil.rmtree(self.output, ignore_errors=True)
-        elif not self.cache_existed:
-            shutil.rmtree(self.output / "cache", ignore_errors=True)
-
-
 def final_diagnostics(
     network,
     data,
@@ -184,22 +182,29 @@ def final_diagnostics(
     tag: str,
     nobs_total: int,
     result,
+    sim: diag.Simulation | None = None,
 ):
     """Simulate every observation with the trained model and state; write ``tbobs``, ``tbsim`` and
     ``ice_emis``; fill ``result.cost_after``, ``.departures_after``, ``.files`` and, when ``data_dir``
-    holds a twin truth, ``.truth``. Returns the truth (None without one). Shared by training runs and
+    holds a twin truth, ``.truth``. Returns the truth (None without one, or when it cannot be read:
+    a warning). ``sim``: the simulation after training when already done. Shared by training runs and
     retrievals."""
     from empirical_seaice.io.truth import read_truth
 
     basis = obs.basis
     p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
-    sim = diag.simulate(network, data, obs.nobs)
+    if sim is None:
+        sim = diag.simulate(network, data, obs.nobs)
     result.cost_after = _full_cost(network, obs, sim, nobs_total)
     result.departures_after = diag.departure_stats(obs, sim.tb)
     result.files.append(out.write_tbobs(p("tbobs"), obs, background.lon, background.lat))
     result.files.append(out.write_tb(p("tbsim"), sim.tb, basis, "tbsim", obs.mask))
     result.files.append(out.write_ice_emis(p("ice_emis"), sim.emis_ice, basis, obs.mask))
-    truth = read_truth(data_dir, obs)
+    try:
+        truth = read_truth(data_dir, obs)
+    except SeaIceError as exc:  # a truth/ folder that is not our twin's: score nothing, keep the run
+        log.warning("no truth scores: %s", exc)
+        truth = None
     if truth is not None:
         result.truth = diag.truth_scores(
             obs,
@@ -243,6 +248,11 @@ def run(
     resume: bool = False,
     progress: bool = True,
     products: Any = None,
+    distributed: bool = False,
+    shard_order: str = "global",
+    force_outputs: bool = False,
+    checkpoint_minutes: float | None = None,
+    argv: Any = None,
 ) -> RunResult:
     """Run training and/or diagnostics and write the outputs (see the module docstring).
 
@@ -269,6 +279,20 @@ def run(
     products : empirical_seaice.products.write.ProductOptions, optional
         User products written at the end (export, gridded emissivity, classic
         SIC, plots); None = none (see :func:`empirical_seaice.products.write.write_products`).
+    distributed : bool
+        Train sharded over the processes of a ``torchrun`` launch
+        (:mod:`empirical_seaice.run.sharded`); also on when the launch
+        environment says more than one process.
+    shard_order : str
+        Batch order of a sharded run: "global" (the single-process run's
+        batches, shared out) or "local" (each rank shuffles its own
+        observations); see :class:`~empirical_seaice.training.distributed.ShardPlan`.
+    force_outputs : bool
+        Write the outputs even when the health checks after training fail (marked as failed).
+    checkpoint_minutes : float, optional
+        Interval of the within-epoch checkpoints (default
+        :data:`~empirical_seaice.training.trainer.CHECKPOINT_MINUTES`; 0 = epoch ends only).
+    argv : the command line, recorded in the lock file and the manifest.
 
     Raises
     ------
@@ -276,9 +300,7 @@ def run(
         Any user-caused problem (flags, files, data); nothing is left behind in
         an output directory this run created.
     """
-    from empirical_seaice.training.history import TrainingHistory
-    from empirical_seaice.training.runtime import make_generator, resolve_device, split_observations
-    from empirical_seaice.training.trainer import Trainer
+    from empirical_seaice.training.runtime import resolve_device
 
     output = Path(output)
     model_cfg = preset.model if isinstance(preset, Preset) else preset
@@ -319,6 +341,12 @@ def run(
     basis = build_channel_basis(data_cfg.sensors, load_catalogue(data_cfg.sensor_catalogue))
     device = resolve_device(train_cfg.device)
     ckpt_dir = output / f"checkpoints_{tag}"
+    ctx = _rank_context(distributed, device, diagsonly)
+    if ctx is not None:
+        return _run_sharded(
+            ctx, argv, data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, basis, ckpt_dir, trainonly,
+            resume, progress, products, shard_order,
+        )  # fmt: skip
     if resume:
         from empirical_seaice.training.trainer import CHECKPOINT_NAME
 
@@ -327,9 +355,11 @@ def run(
                 f"--resume: no epoch checkpoint {ckpt_dir / CHECKPOINT_NAME}; train without --resume first"
             )
 
-    guard = _OutputGuard(output)
+    run_set = txn.OutputSet(output, tag, argv=argv, inherit=diagsonly and modeltag == tag)
+    cache = _CacheGuard(output / "cache")
+    stage = run_set.begin()
     try:
-        return _run(
+        result = _run(
             data_cfg,
             model_cfg,
             cost_cfg,
@@ -345,15 +375,119 @@ def run(
             trainonly,
             resume,
             progress,
-            Trainer,
-            TrainingHistory,
-            make_generator,
-            split_observations,
             products,
+            stage,
+            run_set,
+            force_outputs,
+            checkpoint_minutes,
         )
-    except SeaIceError:
-        guard.cleanup()
+    except BaseException:
+        run_set.abort()
+        if not run_set.published:
+            cache.cleanup(output)
         raise
+    finally:
+        run_set.release()
+    return result
+
+
+class _CacheGuard:
+    """Remove the data cache again if this run created it and no other run of the directory uses it."""
+
+    def __init__(self, cache_dir: Path):
+        from empirical_seaice.io.cache import CACHE_SUBDIR
+
+        self.cache_dir = cache_dir
+        self.dir_existed = cache_dir.exists()
+        self.obs_existed = (cache_dir / CACHE_SUBDIR).exists()
+
+    def cleanup(self, output: Path) -> None:
+        from empirical_seaice.io.cache import CACHE_SUBDIR
+
+        if self.obs_existed:
+            return
+        for lock in output.glob(f"{txn.LOCK_PREFIX}*"):  # another live run of this directory may use the cache
+            pid = _lock_pid(lock)
+            if pid is not None and pid != os.getpid() and txn.pid_alive(pid):
+                return
+        shutil.rmtree(self.cache_dir / CACHE_SUBDIR, ignore_errors=True)
+        if not self.dir_existed:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+
+def _lock_pid(path: Path) -> int | None:
+    import json
+
+    try:
+        return int(json.loads(path.read_text()).get("pid"))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _identity(obs: Observations, model_cfg, cost_cfg, train_cfg) -> dict[str, Any]:
+    """What a ``--resume`` checkpoint must match: data content, period, model, cost, training options."""
+    plain = _configs_to_dict(DataConfig(data=Path(".")), model_cfg, cost_cfg, train_cfg, "")
+    return {
+        "data": obs.source_digest,
+        "period": [float(obs.jd_origin), int(obs.stepstart), int(obs.nstep)],
+        "nobs": int(obs.nobs),
+        "sensors": list(obs.basis.sensor_names),
+        "model": txn.config_hash(plain["model"]),
+        "cost": txn.config_hash(plain["cost"]),
+        "learning_rate": float(train_cfg.learning_rate),
+        "seed": int(train_cfg.seed),
+        "validation_fraction": float(train_cfg.validation_fraction),
+    }
+
+
+def _rank_context(distributed: bool, device: torch.device, diagsonly: bool):
+    """The :class:`~empirical_seaice.run.sharded.RankContext` of a sharded run (the process group
+    joined), or None for a single process."""
+    from empirical_seaice.training import distributed as tdist
+
+    env = tdist.launch_environment()
+    if env is None:
+        if distributed:
+            raise SeaIceError(
+                "--distributed: not started by torchrun (RANK and WORLD_SIZE unset); launch with "
+                "torchrun --nproc-per-node N -m empirical_seaice.cli ... (README 'Training on several processes')"
+            )
+        return None
+    if not distributed and env.world_size == 1:
+        return None
+    if diagsonly:
+        raise SeaIceError("--diagsonly: runs in one process; start it without torchrun and --distributed")
+    from empirical_seaice.run.sharded import RankContext
+
+    rank_device = tdist.rank_device(device, env)
+    tdist.init_process_group(env, rank_device)
+    return RankContext(env=env, device=rank_device)
+
+
+def _run_sharded(ctx, argv, *args):
+    """:func:`~empirical_seaice.run.sharded.run_sharded`. Rank 0 holds the output set (lock, staging
+    directory, publication) as a single-process run does; every rank leaves the process group."""
+    from empirical_seaice.run.sharded import run_sharded
+    from empirical_seaice.training import distributed as tdist
+
+    output, tag = args[4], args[5]
+    run_set = cache = None
+    try:
+        if ctx.root:
+            run_set = txn.OutputSet(output, tag, argv=argv)
+            cache = _CacheGuard(output / "cache")
+        stage = run_set.begin() if run_set is not None else None
+        return run_sharded(ctx, *args, run_set=run_set, stage=stage)
+    except BaseException:
+        if run_set is not None:
+            run_set.abort()
+            if not run_set.published and cache is not None:
+                cache.cleanup(output)
+        raise
+    finally:
+        if run_set is not None:
+            run_set.release()
+        tdist.destroy_process_group()
 
 
 def _run(
@@ -372,11 +506,11 @@ def _run(
     trainonly,
     resume,
     progress,
-    Trainer,
-    TrainingHistory,
-    make_generator,
-    split_observations,
-    products=None,
+    products,
+    stage,
+    run_set,
+    force_outputs,
+    checkpoint_minutes,
 ):
     from empirical_seaice.training.runtime import RunProgress
 
@@ -398,11 +532,11 @@ def _run(
             trainonly,
             resume,
             display,
-            Trainer,
-            TrainingHistory,
-            make_generator,
-            split_observations,
             products,
+            stage,
+            run_set,
+            force_outputs,
+            checkpoint_minutes,
         )
     finally:
         display.close()
@@ -424,14 +558,19 @@ def _run_stages(
     trainonly,
     resume,
     display,
-    Trainer,
-    TrainingHistory,
-    make_generator,
-    split_observations,
-    products=None,
+    products,
+    stage,
+    run_set,
+    force_outputs,
+    checkpoint_minutes,
 ):
     from empirical_seaice.io import read_training_data
     from empirical_seaice.model.operator import HybridNetwork, ObservationTensors, build_row_counts
+    from empirical_seaice.run import interrupt
+    from empirical_seaice.run.health import HealthError, check_health, failure_attributes
+    from empirical_seaice.training.history import TrainingHistory
+    from empirical_seaice.training.runtime import make_generator, split_observations
+    from empirical_seaice.training.trainer import CHECKPOINT_MINUTES, CHECKPOINT_NAME, Trainer
 
     result = RunResult(output=output, tag=tag)
     t_run = time.perf_counter()
@@ -455,6 +594,11 @@ def _run_stages(
     except ImportError:  # pragma: no cover - describe is optional
         pass
 
+    identity = _identity(obs, model_cfg, cost_cfg, train_cfg)
+    if resume:  # refuse another run's checkpoint before any work
+        state = Trainer.read_checkpoint(ckpt_dir / CHECKPOINT_NAME)
+        Trainer.check_identity(ckpt_dir / CHECKPOINT_NAME, state.get("identity"), identity)
+        del state
     display.stage("packing observations")
     generator = make_generator(train_cfg.seed)
     train_index, valid_index = split_observations(obs.nobs, train_cfg.validation_fraction, generator)
@@ -486,22 +630,20 @@ def _run_stages(
         nobs_train = int(ckpt.get("nobs_train", nobs_train))
     network.to(device)
     data = ObservationTensors(obs, device)
-    output.mkdir(parents=True, exist_ok=True)
 
-    # ---- 3. initial diagnostics
+    # ---- 3. initial diagnostics (in memory: nothing is written before the health checks)
     sim0 = None
     if not trainonly and not diagsonly:
         display.stage("initial diagnostics")
         sim0 = diag.simulate(network, data, obs.nobs)
         result.cost_before = _full_cost(network, obs, sim0, nobs_train)
         result.departures_before = diag.departure_stats(obs, sim0.tb)
-        result.files.append(
-            out.write_tb(out.output_path(output, "tbsim_initial", tag), sim0.tb, basis, "tbsim_initial", obs.mask)
-        )
-        del sim0
 
-    # ---- 4. train and save
+    # ---- 4. train, check, save
     history = None
+    sim = None
+    marks = None
+    status = "complete"
     if not diagsonly:
         trainer = Trainer(
             network,
@@ -513,94 +655,188 @@ def _run_stages(
             checkpoint_dir=ckpt_dir,
             progress=display,
             generator=generator,
+            checkpoint_minutes=CHECKPOINT_MINUTES if checkpoint_minutes is None else checkpoint_minutes,
+            identity=identity,
+            stop=interrupt.requested,
         )
         t1 = time.perf_counter()
-        history = trainer.fit(resume=resume)
+        with interrupt.training():
+            history = trainer.fit(resume=resume)
         result.train_seconds = time.perf_counter() - t1
         result.history = history
-        display.stage("saving the model")
-        result.files += _save_model(
-            network,
-            history,
-            obs,
-            background,
-            data_cfg,
-            model_cfg,
-            cost_cfg,
-            train_cfg,
-            preset_name,
-            output,
-            tag,
-            nobs_train,
-            _before_state(result),
+        display.stage("health checks")
+        sim = diag.simulate(network, data, obs.nobs)
+        report = check_health(
+            network.state.sic_array(),
+            network.state.grid_properties_array(),
+            network.state.obs_properties_array(),
+            sim.emis_ice,
+            sim.tb,
+            np.asarray(obs.mask),
+            sim.sic,
+            list(basis.channel_names),
+            result.cost_before,
+            _full_cost(network, obs, sim, nobs_train),
         )
-    else:
-        if ckpt.get("history") is not None:
-            history = TrainingHistory.from_state(ckpt["history"])
-            result.history = history
-        before = ckpt.get("before")
-        if before:  # the "before training" numbers of the trained run, for the summary
-            result.cost_before = dict(before["cost"])
-            result.departures_before = diag.DepartureStats(
-                count=np.asarray(before["count"]), mean=np.asarray(before["mean"]), std=np.asarray(before["std"])
+        result.health = report
+        if not report.ok:
+            if not force_outputs:
+                raise HealthError(
+                    f"{report.message()}; no outputs written, the checkpoint {ckpt_dir / CHECKPOINT_NAME} is kept "
+                    "for inspection (lower --learning-rate, or --force-outputs to write the outputs marked as failed)"
+                )
+            log.warning(
+                "%s; writing the outputs anyway (--force-outputs), marked health_check = failed", report.message()
             )
+            marks = failure_attributes(report)
+            status = "health-check-failed"
+    with txn.health_marks(marks):
+        if sim0 is not None:
+            result.files.append(
+                out.write_tb(out.output_path(stage, "tbsim_initial", tag), sim0.tb, basis, "tbsim_initial", obs.mask)
+            )
+            del sim0
+        if not diagsonly:
+            display.stage("saving the model")
+            result.files += _save_model(
+                network,
+                history,
+                obs,
+                background,
+                data_cfg,
+                model_cfg,
+                cost_cfg,
+                train_cfg,
+                preset_name,
+                stage,
+                tag,
+                nobs_train,
+                _before_state(result),
+            )
+        else:
+            if ckpt.get("history") is not None:
+                history = TrainingHistory.from_state(ckpt["history"])
+                result.history = history
+            before = ckpt.get("before")
+            if before:  # the "before training" numbers of the trained run, for the summary
+                result.cost_before = dict(before["cost"])
+                result.departures_before = diag.DepartureStats(
+                    count=np.asarray(before["count"]), mean=np.asarray(before["mean"]), std=np.asarray(before["std"])
+                )
+        configs = _configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
+        ctx = _Stages(display, t_run, stage, output, tag, preset_name, data_cfg, basis, trainonly, diagsonly)
+        try:
+            _diagnostics_and_products(network, data, obs, background, nobs_train, result, sim, history, products, ctx)
+        except Exception as exc:
+            if diagsonly:
+                raise
+            if isinstance(exc, txn.OutputWriteError):  # no room to publish: the old set stays
+                raise SeaIceError(
+                    f"{exc} -- the trained state is kept in {ckpt_dir / CHECKPOINT_NAME}: rerun the same "
+                    "command with --resume to write the outputs without training again"
+                ) from None
+            # the trained model is hours of work: publish it, say how to redo only what failed
+            with interrupt.deferred():
+                run_set.publish(configs, status="partial", message=str(exc))
+            what = str(exc) if isinstance(exc, SeaIceError) else f"{type(exc).__name__}: {exc}"
+            raise SeaIceError(
+                f"{what} -- the trained model is kept ({output}/model_{tag}.pt, {output}/seaice_{tag}.nc, ...): "
+                f"write the diagnostics and products again with --diagsonly --tag {tag}"
+            ) from (None if isinstance(exc, SeaIceError) else exc)
+        display.stage("publishing")
+        with interrupt.deferred():
+            result.manifest = run_set.publish(
+                configs, status=status, message="" if marks is None else marks["health_check_failures"]
+            )
+        interrupt.raise_pending()
+    result.files = [output / Path(f).relative_to(stage) if Path(f).is_relative_to(stage) else f for f in result.files]
+    display.stage("done")
+    return result
 
-    # ---- 5. final diagnostics
+
+@dataclass
+class _Stages:
+    """What steps 5-7 of a run need besides the model and the data."""
+
+    display: Any
+    t_run: float
+    stage: Path
+    output: Path
+    tag: str
+    preset_name: str
+    data_cfg: Any
+    basis: Any
+    trainonly: bool
+    diagsonly: bool
+
+
+def _diagnostics_and_products(network, data, obs, background, nobs_train, result, sim, history, products, ctx):
+    """Steps 5-7 of a run, into the staging set: final diagnostics and the summary, the user products
+    and the report, the summary files."""
+    stage, output, tag = ctx.stage, ctx.output, ctx.tag
     truth = None
-    if not trainonly:
-        display.stage("diagnostics")
-        truth = final_diagnostics(network, data, obs, background, Path(data_cfg.data), output, tag, nobs_train, result)
-        p = lambda stem: out.output_path(output, stem, tag)  # noqa: E731
-        zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
-        result.files.append(out.write_tb(p("tbzero"), zero.tb, basis, "tbzero", obs.mask))
-        del zero
-        result.summary = diag.format_summary(
-            diag.RunDiagnostics(
-                title=_title(preset_name, basis, obs, history, result, tag, diagsonly),
-                cost_before=result.cost_before,
-                cost_after=result.cost_after,
-                departures_before=result.departures_before,
-                departures_after=result.departures_after,
-                truth=result.truth,
-                notes=(f"outputs: {output}/*_{tag}.nc",),
-            ),
-            basis,
+    if not ctx.trainonly:
+        ctx.display.stage("diagnostics")
+        truth = final_diagnostics(
+            network, data, obs, background, Path(ctx.data_cfg.data), stage, tag, nobs_train, result, sim=sim
         )
+        p = lambda name: out.output_path(stage, name, tag)  # noqa: E731
+        zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
+        result.files.append(out.write_tb(p("tbzero"), zero.tb, ctx.basis, "tbzero", obs.mask))
+        del zero
+        result.summary = _summary(ctx.preset_name, ctx.basis, obs, history, result, tag, ctx.diagsonly, output)
     summary = None
-    if not trainonly:
-        summary = run_summary(result, preset_name, data_cfg, obs, history, diagsonly, time.perf_counter() - t_run)
+    if not ctx.trainonly:
+        summary = run_summary(
+            result, ctx.preset_name, ctx.data_cfg, obs, history, ctx.diagsonly, time.perf_counter() - ctx.t_run
+        )
     # ---- 6. user products (export, gridded emissivity, classic SIC, plots and the report)
     if products is not None:
         from empirical_seaice.products.write import write_products
 
-        display.stage("products")
+        ctx.display.stage("products")
         files, lines = write_products(
             products,
             network=network,
             obs=obs,
             background=background,
-            output=output,
+            output=stage,
             tag=tag,
-            preset_name=preset_name,
-            data_cfg=data_cfg,
-            truth=None if trainonly else truth,
+            preset_name=ctx.preset_name,
+            data_cfg=ctx.data_cfg,
+            truth=None if ctx.trainonly else truth,
             history=history,
             report=summary,
             report_text=result.summary,
-            progress=display,
+            progress=ctx.display,
         )
         result.files += files
         if lines:
+            lines = [ln.replace(str(stage), str(output)) for ln in lines]
             result.summary = "\n".join([result.summary, *(f"  {ln}" for ln in lines)]) if result.summary else ""
     # ---- 7. the summary beside the outputs: summary_TAG.txt and summary_TAG.json
     if summary is not None:
         from empirical_seaice.products.report import write_summary_files
 
-        summary["run"]["wall_seconds"] = round(time.perf_counter() - t_run, 2)
+        summary["run"]["wall_seconds"] = round(time.perf_counter() - ctx.t_run, 2)
         result.summary_data = summary
-        result.files += write_summary_files(output, tag, result.summary, summary)
-    display.stage("done")
-    return result
+        result.files += write_summary_files(stage, tag, result.summary, summary)
+
+
+def _summary(preset_name, basis, obs, history, result, tag, diagsonly, output) -> str:
+    """The summary table printed after a run."""
+    return diag.format_summary(
+        diag.RunDiagnostics(
+            title=_title(preset_name, basis, obs, history, result, tag, diagsonly),
+            cost_before=result.cost_before,
+            cost_after=result.cost_after,
+            departures_before=result.departures_before,
+            departures_after=result.departures_after,
+            truth=result.truth,
+            notes=(f"outputs: {output}/*_{tag}.nc",),
+        ),
+        basis,
+    )
 
 
 def run_summary(result: RunResult, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float) -> dict:
@@ -681,8 +917,10 @@ def _save_model(
     tag: str,
     nobs_train: int,
     before: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Write model_TAG.pt, models_TAG.nc, seaice_TAG.nc and the two properties files."""
+    """Write model_TAG.pt, models_TAG.nc, seaice_TAG.nc and the two properties files
+    (``extra``: further entries of model_TAG.pt, e.g. the partition of a sharded run)."""
     configs = _configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
     # contiguous copies: the state tables are views into the optimiser's slab (weights + moments)
     state_dict = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
@@ -699,6 +937,7 @@ def _save_model(
                 "nstep": obs.nstep,
                 "nobs_train": nobs_train,
                 "before": before,
+                **(extra or {}),
             },
         )
     ]

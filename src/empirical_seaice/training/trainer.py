@@ -18,6 +18,13 @@ fulfils it)::
     network.reads_state_values: bool      # optional: network(batch, state_values=[tensor per state_rows entry])
     network.fused_program(data, nobs_total) -> (program | None, reason)  # optional: the compiled step's
                                           # forward, cost and gradient (training.fused_step, the default)
+    network.cost_terms(batch, out, nobs_total, batch_total=B)  # sharded runs only: the global batch's B
+
+Sharded over processes (``sharding``, a
+:class:`~empirical_seaice.training.distributed.ShardPlan`), the trainer runs
+this rank's share of each global batch, sums the shared (dense) parameters'
+gradients over the ranks before each step, and sums its books over the ranks;
+see :mod:`empirical_seaice.training.distributed`.
 
 The term named ``"obs"`` (:data:`OBS_TERM`) is the observation term: the mean
 of ``J_o,i`` over the batch; it is what the held-out validation reports.
@@ -27,8 +34,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +43,10 @@ import numpy as np
 import torch
 
 from empirical_seaice.config import TrainingConfig
-from empirical_seaice.errors import SeaIceError
+from empirical_seaice.errors import RunInterrupted, SeaIceError
+from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam, dense_adam
+from empirical_seaice.training.distributed import ShardPlan
 from empirical_seaice.training.fused_step import FusedStep, build_fused_step, set_threads
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
 from empirical_seaice.training.runtime import RunProgress, make_generator, reproducible_mode
@@ -47,8 +56,25 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_NAME = "checkpoint.pt"
 """File name of the checkpoint in the checkpoint directory."""
 
-CHECKPOINT_FORMAT = 2
-"""2: DeferredAdam keeps its state in one slab per parameter group."""
+CHECKPOINT_FORMAT = 3
+"""2: DeferredAdam keeps its state in one slab per parameter group. 3: the run's identity
+(data, model, period, training options) and, within an epoch, the position in it."""
+
+CHECKPOINT_MINUTES = 10.0
+"""Default interval of the within-epoch checkpoints (minutes of wall time)."""
+
+IDENTITY_WORDS = {
+    "data": "training data (the input files' content)",
+    "period": "period (--stepstart/--nsteps, the data's first day)",
+    "nobs": "number of observations",
+    "sensors": "sensors (--sensors)",
+    "model": "model (--model, --ice-emis-init)",
+    "cost": "cost configuration (--warm-ice, preset)",
+    "learning_rate": "--learning-rate",
+    "seed": "--seed",
+    "validation_fraction": "--validation-fraction",
+}
+"""How a difference in each identity key is named in the ``--resume`` error."""
 
 
 class Trainer:
@@ -83,6 +109,22 @@ class Trainer:
         The run's generator; None = :func:`make_generator` ``(config.seed)``.
         Share it with the network (sampled priors) and
         :func:`split_observations` so that a checkpoint holds all randomness.
+    sharding : ShardPlan or None
+        This rank's share of a run sharded over processes; None = a single
+        process. With it, ``train_index`` are the *global* training
+        observations (every rank draws the same permutation of them),
+        ``data`` and ``valid_index`` this rank's (local rows), ``nobs_total``
+        the global count, and ``checkpoint_dir`` holds one file per rank.
+    checkpoint_minutes : float
+        Also write the checkpoint within an epoch, at the first step boundary after this
+        many minutes since the last one (0 = only at epoch ends). A resumed run continues
+        from that step.
+    identity : mapping or None
+        What the checkpoint must match to be resumed (data fingerprint, period, model, ...):
+        stored in it, and compared key by key by :meth:`load_checkpoint`.
+    stop : callable or None
+        Polled at every step boundary; a non-empty string (the reason, e.g. ``"SIGINT"``)
+        writes the checkpoint and raises :class:`~empirical_seaice.errors.RunInterrupted`.
     """
 
     def __init__(
@@ -96,17 +138,34 @@ class Trainer:
         checkpoint_dir: Path | None = None,
         progress: bool | RunProgress = True,
         generator: torch.Generator | None = None,
+        sharding: ShardPlan | None = None,
+        checkpoint_minutes: float = CHECKPOINT_MINUTES,
+        identity: Mapping[str, Any] | None = None,
+        stop: Callable[[], str | None] | None = None,
     ) -> None:
+        if not checkpoint_minutes >= 0:
+            raise SeaIceError(f"--checkpoint-minutes: must be >= 0, got {checkpoint_minutes}")
+        self.checkpoint_s = 60.0 * checkpoint_minutes
+        self.identity = dict(identity) if identity is not None else None
+        self.stop = stop
+        self._position: dict[str, Any] | None = None
+        self._last_checkpoint = time.monotonic()
         self.network = network
+        self.sharding = sharding
         self.data = data
         self.config = config
         self.train_index = torch.as_tensor(np.asarray(train_index), dtype=torch.long)
         if self.train_index.numel() == 0:
             raise SeaIceError("training: no observations to train on (empty training set)")
+        nvalid = 0 if valid_index is None else len(valid_index)
+        if sharding is not None:  # a rank may hold none of the held-out observations; it still takes part
+            self.nvalid_total = int(sharding.all_sum(torch.tensor([nvalid], device=sharding.device)).item())
+        else:
+            self.nvalid_total = nvalid
         self.valid_index = (
             None
-            if valid_index is None or len(valid_index) == 0
-            else torch.as_tensor(np.asarray(valid_index), dtype=torch.long)
+            if self.nvalid_total == 0
+            else torch.as_tensor(np.asarray([] if valid_index is None else valid_index), dtype=torch.long)
         )
         if config.early_stopping and self.valid_index is None:
             raise SeaIceError("--early-stopping needs held-out observations (--validation-fraction > 0)")
@@ -164,15 +223,26 @@ class Trainer:
     @property
     def checkpoint_path(self) -> Path | None:
         """``checkpoint_dir / checkpoint.pt`` or None."""
-        return None if self.checkpoint_dir is None else self.checkpoint_dir / CHECKPOINT_NAME
+        if self.checkpoint_dir is None:
+            return None
+        return self.checkpoint_dir / (CHECKPOINT_NAME if self.sharding is None else self.sharding.checkpoint_name)
 
-    def save_checkpoint(self) -> Path:
-        """Write the checkpoint atomically (temporary file, then ``os.replace``)."""
+    def save_checkpoint(self, position: Mapping[str, Any] | None = None) -> Path:
+        """Write the checkpoint atomically (:func:`~empirical_seaice.io.transaction.atomic_path`).
+
+        ``position``: within an epoch, where it stands (next batch, the epoch's permutation, the
+        per-batch terms so far, its wall and CPU time); None at an epoch end.
+        """
         path = self.checkpoint_path
         if path is None:
             raise ValueError("save_checkpoint: the trainer has no checkpoint_dir")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SeaIceError(f"{path.parent}: cannot create the checkpoint directory ({exc.strerror})") from None
         state = {
+            "identity": self.identity,
+            "position": None if position is None else dict(position),
             "format": CHECKPOINT_FORMAT,
             "epoch": self.epoch,
             "network": self.network.state_dict(),
@@ -188,30 +258,65 @@ class Trainer:
                 "seed": self.config.seed,
             },
         }
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        self._last_checkpoint = time.monotonic()
         return path
+
+    @staticmethod
+    def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
+        """Load a trainer checkpoint; a missing, unreadable or older-format file is a one-line error."""
+        if not Path(path).is_file():
+            raise SeaIceError(f"--resume: no checkpoint at {path}; run without --resume first")
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user problem
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+            raise SeaIceError(f"--resume: cannot read checkpoint {path} ({first}); train without --resume") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            fmt = state.get("format") if isinstance(state, dict) else None
+            raise SeaIceError(
+                f"--resume: {path} is not a trainer checkpoint of format {CHECKPOINT_FORMAT} (found format "
+                f"{fmt}, written by another version); train without --resume"
+            )
+        return state
+
+    @staticmethod
+    def check_identity(path: Path, saved: Mapping[str, Any] | None, identity: Mapping[str, Any] | None) -> None:
+        """Refuse (one line) a checkpoint written for other data, model, period or training options."""
+        if identity is None:
+            return
+        saved = saved or {}
+        for key, value in identity.items():
+            if key in saved and saved[key] != value:
+                what = IDENTITY_WORDS.get(key, key)
+                old, new = saved[key], value
+                detail = "" if key in ("data", "model", "cost") else f": {old} then, {new} now"
+                raise SeaIceError(
+                    f"--resume: checkpoint {path} was written for another {what}{detail}; "
+                    "resume with the data and flags of that run, or train without --resume"
+                )
 
     def load_checkpoint(self) -> None:
         """Restore network, optimisers, epoch, history and generator from the checkpoint."""
         path = self.checkpoint_path
         if path is None or not path.is_file():
-            raise SeaIceError(f"resume: no checkpoint at {path}; run without resume first")
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user problem
-            raise SeaIceError(f"resume: cannot read checkpoint {path}: {exc}") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise SeaIceError(f"resume: {path} is not a trainer checkpoint of format {CHECKPOINT_FORMAT}")
+            raise SeaIceError(f"--resume: no checkpoint at {path}; run without --resume first")
+        state = self.read_checkpoint(path, self.device)
+        self.check_identity(path, state.get("identity"), self.identity)
         saved = state["config"]
         for key in ("batch_size", "optimizer"):
             if saved[key] != getattr(self.config, key):
                 raise SeaIceError(
-                    f"resume: checkpoint {path} was written with {key}={saved[key]!r}, "
-                    f"this run has {key}={getattr(self.config, key)!r}"
+                    f"--resume: checkpoint {path} was written with {key}={saved[key]!r}, "
+                    f"this run has {key}={getattr(self.config, key)!r}; resume with the same flags"
                 )
-        self.network.load_state_dict(state["network"])
+        try:
+            self.network.load_state_dict(state["network"])
+        except RuntimeError:
+            raise SeaIceError(
+                f"--resume: checkpoint {path} does not fit this model or data; train without --resume"
+            ) from None
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)
         self.history = TrainingHistory.from_state(state["history"])
@@ -219,7 +324,11 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self._best_cost = float(state["best_cost"])
         self._best_state = state["best_state"]
-        logger.info("resumed from %s after epoch %d", path, self.epoch)
+        self._position = state.get("position")
+        if self.sharding is not None:
+            self.sharding.same_everywhere(self.epoch, "the epoch of the checkpoint")
+        where = f", batch {self._position['batch']}" if self._position else ""
+        logger.info("resumed from %s after epoch %d%s", path, self.epoch, where)
 
     # ----------------------------------------------------------------- training
 
@@ -241,12 +350,15 @@ class Trainer:
                 self.load_checkpoint()
             self.network.train()
             t_start = time.perf_counter()
+            self._last_checkpoint = time.monotonic()
             wall_before = self.history.wall_time_s
-            nbatch = (self.train_index.numel() + cfg.batch_size - 1) // cfg.batch_size
+            ntrain = self.train_index.numel() if self.sharding is None else self.sharding.ntrain_total(self.train_index)
+            nbatch = (ntrain + cfg.batch_size - 1) // cfg.batch_size
             self.progress.start_training(cfg.nepochs, nbatch, self.epoch)
             while self.epoch < cfg.nepochs and not self.history.stopped_early:
+                position, self._position = self._position, None
                 self.progress.epoch(self.epoch + 1)
-                self._train_epoch()
+                self._train_epoch(position)
                 self.flush()
                 if self.valid_index is not None:
                     self._validate_epoch()
@@ -257,9 +369,16 @@ class Trainer:
                 self.history.obs_per_s = nseen / steps_s if steps_s > 0 else 0.0
                 self._log_epoch()
                 if self.checkpoint_dir is not None:
-                    self.save_checkpoint()
-            if self._own_progress:
-                self.progress.close()
+                    path = self.save_checkpoint()
+                    reason = self.stop() if self.stop is not None else None
+                    if reason and self.epoch < cfg.nepochs:
+                        self._close_own_progress()
+                        raise RunInterrupted(
+                            f"interrupted by {reason} after epoch {self.epoch}; checkpoint {path} written: "
+                            "rerun the same command with --resume to continue",
+                            exit_code=143 if reason == "SIGTERM" else 130,
+                        )
+            self._close_own_progress()
             if cfg.early_stopping and self._best_state is not None:
                 self.network.load_state_dict(self._best_state)
                 logger.info("restored the parameters of the best epoch %d", self.history.best_epoch + 1)
@@ -281,17 +400,34 @@ class Trainer:
         set_threads(torch.get_num_threads())
         return self._fused
 
-    def _train_epoch(self) -> None:
+    def _train_epoch(self, position: Mapping[str, Any] | None = None) -> None:
         cfg = self.config
         network = self.network
-        n = self.train_index.numel()
         bs = cfg.batch_size
-        nbatch = (n + bs - 1) // bs
-        perm = self.train_index[torch.randperm(n, generator=self.generator)].to(self.device)
+        first, wall0, cpu0 = 0, 0.0, 0.0
+        if position is not None:  # resumed within this epoch
+            perm = position["perm"]
+        else:
+            perm = self.train_index[torch.randperm(self.train_index.numel(), generator=self.generator)]
+        shard = self.sharding
+        if shard is None:
+            batches = list(perm.to(self.device).split(bs))
+            sizes = np.array([len(x) for x in batches])
+        else:  # this rank's share of each step, and the global batch sizes (they normalise the cost)
+            batches, sizes = shard.epoch_batches(perm, bs)
+            dense_params = list(network.dense_parameters())
+        nbatch, n = len(batches), int(sizes.sum())
         names: tuple[str, ...] | None = None
         values: torch.Tensor | None = None  # (nbatch, nterm + 1) float64 on device
-        sizes = np.diff(np.minimum(np.arange(nbatch + 1) * bs, n))
+        if position is not None:
+            first = int(position["batch"])
+            names = tuple(position["names"])
+            values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=self.device)
+            values[:first] = position["values"].to(self.device)
+            wall0, cpu0 = float(position["wall"]), float(position["cpu"])
         bar = self.progress if self.progress.enabled else None
+        if bar is not None and first:
+            bar.update(first)
         deferred = next((opt for opt in self.optimizers if isinstance(opt, DeferredAdam)), None)
         state_rows = getattr(network, "state_rows", None)
         if state_rows is None:
@@ -299,30 +435,47 @@ class Trainer:
         # the network computes with the caught-up rows DeferredAdam hands it (no lookup of its own)
         gathered = deferred is not None and getattr(network, "reads_state_values", False)
         running = 0.0
-        fused = self._fused_step()
+        fused = self._fused_step() if shard is None else None
         if fused is not None:
             names = fused.names
-            values = torch.zeros((nbatch, len(names)), dtype=torch.float64)
-            perm_np = perm.numpy()
+            if values is None:
+                values = torch.zeros((nbatch, len(names)), dtype=torch.float64)
             values_np = values.numpy()
+            batches_np = [x.cpu().numpy() for x in batches]
         t0 = time.perf_counter()
         c0 = time.process_time()
-        for b in range(nbatch):
+
+        def where(b: int) -> dict[str, Any]:
+            return {
+                "batch": b,
+                "perm": perm.cpu(),
+                "names": list(names or ()),
+                "values": values[:b].cpu() if values is not None else torch.zeros(0),
+                "wall": wall0 + time.perf_counter() - t0,
+                "cpu": cpu0 + time.process_time() - c0,
+            }
+
+        for b in range(first, nbatch):
             if fused is not None:
-                values_np[b] = fused(perm_np[b * bs : (b + 1) * bs])
+                values_np[b] = fused(batches_np[b])
             else:
-                batch = self.data.batch(perm[b * bs : (b + 1) * bs])
+                batch = self.data.batch(batches[b])
                 if gathered:
                     out = network(batch, state_values=deferred.gather(state_rows(batch)))
                 else:
                     if deferred is not None:
                         deferred.catch_up_many(state_rows(batch))
                     out = network(batch)
-                terms = network.cost_terms(batch, out, self.nobs_total)
+                if shard is None:
+                    terms = network.cost_terms(batch, out, self.nobs_total)
+                else:
+                    terms = network.cost_terms(batch, out, self.nobs_total, batch_total=int(sizes[b]))
                 loss = network.total_cost(terms)
                 for opt in self.optimizers:
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if shard is not None:
+                    shard.reduce_gradients(dense_params)
                 for opt in self.optimizers:
                     opt.step()
                 with torch.no_grad():
@@ -336,9 +489,13 @@ class Trainer:
                     running = float(values[max(0, b - 19) : b + 1, -1].mean())
                     postfix = f"J/nobs={running:.4g}"
                 bar.update(1, postfix, refresh=b == nbatch - 1)
-        wall = time.perf_counter() - t0
-        cpu = time.process_time() - c0
+            if b + 1 < nbatch:
+                self._step_boundary(b + 1, nbatch, where)
+        wall = wall0 + time.perf_counter() - t0
+        cpu = cpu0 + time.process_time() - c0
         assert names is not None and values is not None
+        if shard is not None:  # the ranks' terms add up to the global batch's
+            values = shard.all_sum(values)
         if not all(np.isfinite(values.cpu().numpy()).ravel()):
             bad = [nm for nm, ok in zip(names, torch.isfinite(values).all(dim=0).tolist()) if not ok]
             raise SeaIceError(
@@ -350,11 +507,39 @@ class Trainer:
         self.history.epoch_cpu_s.append(cpu)
         self.history.epoch_obs_per_s.append(n / wall if wall > 0 else 0.0)
 
+    def _close_own_progress(self) -> None:
+        if self._own_progress:
+            self.progress.close()
+
+    def _step_boundary(self, b: int, nbatch: int, where: Callable[[int], dict[str, Any]]) -> None:
+        """Between two steps: a requested stop (signal) or a due within-epoch checkpoint."""
+        reason = self.stop() if self.stop is not None else None
+        due = self.checkpoint_s > 0 and time.monotonic() - self._last_checkpoint >= self.checkpoint_s
+        if not reason and not due:
+            return
+        if self.checkpoint_dir is None:
+            if reason:
+                raise RunInterrupted(f"interrupted by {reason} in epoch {self.epoch + 1}; no checkpoint directory")
+            return
+        path = self.save_checkpoint(where(b))
+        if reason:
+            self._close_own_progress()
+            raise RunInterrupted(
+                f"interrupted by {reason} in epoch {self.epoch + 1} after step {b} of {nbatch}; checkpoint "
+                f"{path} written: rerun the same command with --resume to continue",
+                exit_code=143 if reason == "SIGTERM" else 130,
+            )
+        logger.info("within-epoch checkpoint at epoch %d step %d/%d", self.epoch + 1, b, nbatch)
+
     def _validate_epoch(self) -> None:
         assert self.valid_index is not None
+        nlocal = self.valid_index.numel()
         result = evaluate_obs_cost(
             self.network, self.data, self.valid_index, self.nobs_total, max(self.config.batch_size, 16384), self.device
         )
+        if self.sharding is not None:  # mean over every rank's held-out observations
+            local_sum = torch.tensor([result * nlocal], dtype=torch.float64, device=self.sharding.device)
+            result = float(self.sharding.all_sum(local_sum).item()) / self.nvalid_total
         self.network.train()
         h = self.history
         h.valid_cost.append(result)

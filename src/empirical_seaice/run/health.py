@@ -1,0 +1,186 @@
+"""Health checks of a trained model, before anything is written.
+
+A diverged run can end with finite numbers: SIC far outside [0, 1], state
+values far beyond anything the emissivity model saw, TB errors larger than
+before training, and yet a smaller total cost (the anchor penalty collapsing
+hides the rest). :func:`check_health` looks at the trained state and one
+simulation of every observation:
+
+============  ==============================================================  ===========================
+check         fails when                                                      bound
+============  ==============================================================  ===========================
+finite        any SIC, state or simulated TB/emissivity value is NaN or inf
+sic           more than :data:`SIC_OUT_FRACTION` of the SIC map outside        5% outside [-0.1, 1.1] (range
+              :data:`SIC_RANGE`, or any value outside :data:`SIC_LIMIT`        prior sigma 0.02); [-0.5, 1.5]
+state         any empirical-state value with ``|P|`` or ``|Q|`` above          10 (the state starts at 0;
+              :data:`STATE_LIMIT`                                              trained values are O(1))
+emissivity    of the observations whose trained SIC exceeds 0.5, more than    (0, 1 + 0.01]
+              :data:`EMIS_OUT_FRACTION` with an ice emissivity outside
+              :data:`EMIS_RANGE`
+departures    the observation cost ``J_o`` after training above its value     x 1.01
+              before (:data:`DEPARTURE_FACTOR`)
+cost terms    a cost term after training above :data:`EXPLODE_FACTOR` times   x 10
+              the total cost before
+============  ==============================================================  ===========================
+
+The v1 emissivity model is linear and unbounded: ``e = e0 + W [x_T, P]`` with
+the anchor holding only ``e0(10v)`` (the value at ``x_T = 0`` and ``P = 0``);
+a positive temperature weight puts cold ice (``x_T = (273 - T) / 30`` up to
+about 1.5) above 1 while the TB still fits (SIC mixing and the biases absorb
+it). The emissivity check catches such a model.
+
+A failed check is :class:`HealthError` (one line naming every check that
+failed). The run then writes no products and keeps the trainer checkpoint;
+``--force-outputs`` writes them anyway, marked with the global attributes of
+:func:`failure_attributes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from empirical_seaice.errors import SeaIceError
+
+SIC_RANGE = (-0.1, 1.1)
+SIC_LIMIT = (-0.5, 1.5)
+SIC_OUT_FRACTION = 0.05
+STATE_LIMIT = 10.0
+EMIS_RANGE = (0.0, 1.01)
+EMIS_OUT_FRACTION = 0.01
+EMIS_SIC_MIN = 0.5
+DEPARTURE_FACTOR = 1.01
+EXPLODE_FACTOR = 10.0
+
+
+class HealthError(SeaIceError):
+    """The trained model failed a health check (see :mod:`empirical_seaice.run.health`)."""
+
+
+@dataclass
+class HealthReport:
+    """Failed checks (``failures``, one phrase each) and the figures looked at (``figures``)."""
+
+    failures: list[str] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def message(self) -> str:
+        return "health check failed: " + "; ".join(self.failures)
+
+
+def _frac(mask: np.ndarray) -> float:
+    return float(mask.mean()) if mask.size else 0.0
+
+
+def check_health(
+    sic_map: np.ndarray,
+    props_grid: np.ndarray,
+    props_obs: np.ndarray,
+    emis_ice: np.ndarray,
+    tb_sim: np.ndarray,
+    mask: np.ndarray,
+    sic_obs: np.ndarray,
+    channel_names: list[str] | tuple[str, ...],
+    cost_before: dict[str, float] | None,
+    cost_after: dict[str, float],
+) -> HealthReport:
+    """Check a trained model (see the module docstring).
+
+    Parameters
+    ----------
+    sic_map : (ngrid, nstep + nlag) trained SIC.
+    props_grid, props_obs : the empirical state P (grid, step, k) and Q (iobs, k).
+    emis_ice, tb_sim : (nobs, nchan) simulated ice emissivity and TB after training.
+    mask : (nobs, nchan) valid channels.
+    sic_obs : (nobs,) trained SIC seen by each observation.
+    channel_names : the unified channel names.
+    cost_before, cost_after : the full cost J by term before / after training (None: no "before").
+    """
+    rep = HealthReport()
+    mask = np.asarray(mask, dtype=bool)
+    checks = {
+        "SIC": sic_map,
+        "state P": props_grid,
+        "state Q": props_obs,
+        "simulated TB": np.where(mask, tb_sim, 0.0),
+        "ice emissivity": np.where(mask, emis_ice, 0.5),
+    }
+    for name, arr in checks.items():
+        a = np.asarray(arr)
+        if a.size and not np.isfinite(a).all():
+            rep.failures.append(f"{name} has {int((~np.isfinite(a)).sum())} non-finite values")
+    if rep.failures:
+        return rep
+    _check_sic(rep, np.asarray(sic_map, dtype=np.float64))
+    for name, arr in (("P", props_grid), ("Q", props_obs)):
+        _check_state(rep, name, np.asarray(arr))
+    _check_emissivity(rep, np.asarray(emis_ice), mask, np.asarray(sic_obs) > EMIS_SIC_MIN, channel_names)
+    if cost_before:
+        _check_costs(rep, cost_before, cost_after)
+    return rep
+
+
+def _check_sic(rep: HealthReport, sic: np.ndarray) -> None:
+    if not sic.size:
+        return
+    out = (sic < SIC_RANGE[0]) | (sic > SIC_RANGE[1])
+    rep.figures.update(sic_min=float(sic.min()), sic_max=float(sic.max()), sic_out_fraction=_frac(out))
+    if _frac(out) > SIC_OUT_FRACTION or sic.min() < SIC_LIMIT[0] or sic.max() > SIC_LIMIT[1]:
+        rep.failures.append(
+            f"SIC from {sic.min():.3g} to {sic.max():.3g}, {100 * _frac(out):.1f}% of values outside "
+            f"[{SIC_RANGE[0]:g}, {SIC_RANGE[1]:g}]"
+        )
+
+
+def _check_state(rep: HealthReport, name: str, a: np.ndarray) -> None:
+    if not a.size:
+        return
+    m = float(np.abs(a).max())
+    rep.figures[f"state_{name}_max_abs"] = m
+    if m > STATE_LIMIT:
+        rep.failures.append(f"empirical state {name} reaches |{name}| = {m:.3g} (limit {STATE_LIMIT:g})")
+
+
+def _check_emissivity(rep: HealthReport, emis: np.ndarray, mask: np.ndarray, ice: np.ndarray, names) -> None:
+    if not ice.any():
+        return
+    e, m = emis[ice], mask[ice]
+    bad = m & ((e <= EMIS_RANGE[0]) | (e > EMIS_RANGE[1]))
+    frac = bad.sum() / max(m.sum(), 1)
+    rep.figures.update(
+        emis_out_fraction=float(frac),
+        emis_max=float(np.where(m, e, -np.inf).max()),
+        emis_min=float(np.where(m, e, np.inf).min()),
+    )
+    if frac > EMIS_OUT_FRACTION:
+        per = bad.sum(axis=0) / np.maximum(m.sum(axis=0), 1)
+        worst = int(np.argmax(per))
+        rep.failures.append(
+            f"ice emissivity outside (0, 1] for {100 * frac:.1f}% of the {int(ice.sum())} observations with "
+            f"SIC > {EMIS_SIC_MIN:g} (from {rep.figures['emis_min']:.3g} to {rep.figures['emis_max']:.3g}; "
+            f"worst channel {names[worst]}: {100 * per[worst]:.0f}%)"
+        )
+
+
+def _check_costs(rep: HealthReport, before: dict[str, float], after: dict[str, float]) -> None:
+    jb, ja = before.get("obs", 0.0), after.get("obs", 0.0)
+    rep.figures["obs_cost_ratio"] = ja / jb if jb > 0 else 0.0
+    if jb > 0 and ja > DEPARTURE_FACTOR * jb:
+        rep.failures.append(f"departures worse than before training (J_o {jb:.4g} -> {ja:.4g})")
+    total = max(before.get("total", 0.0), 1.0)
+    for term, value in after.items():
+        if term != "total" and value > EXPLODE_FACTOR * total:
+            rep.failures.append(f"cost term {term} exploded ({before.get(term, 0.0):.4g} -> {value:.4g})")
+
+
+def failure_attributes(report: HealthReport) -> dict[str, str]:
+    """Global attributes marking a product written with ``--force-outputs`` despite failed checks."""
+    return {"health_check": "failed", "health_check_failures": "; ".join(report.failures)}
+
+
+__all__ = ["check_health", "HealthReport", "HealthError", "failure_attributes"]

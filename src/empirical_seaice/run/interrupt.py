@@ -1,0 +1,104 @@
+"""SIGINT and SIGTERM: stop cleanly instead of a traceback.
+
+While :func:`handle_signals` is active, the first SIGINT or SIGTERM
+
+- during training (:func:`training`) only records the request: the trainer sees it at the
+  next step boundary (:func:`requested`), writes its checkpoint and raises
+  :class:`~empirical_seaice.errors.RunInterrupted` (exit status 130 / 143);
+- while an output set is being published (:func:`deferred`) is held back until the switch is done;
+- anywhere else raises :class:`~empirical_seaice.errors.RunInterrupted` at once (the run's
+  clean-up then removes its unpublished files).
+
+A second signal while a stop is pending raises at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+
+from empirical_seaice.errors import RunInterrupted
+
+_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+
+class _State:
+    requested: str | None = None
+    training: bool = False
+    deferring: bool = False
+
+
+_state = _State()
+
+
+def _exit_code(name: str) -> int:
+    return 143 if name == "SIGTERM" else 130
+
+
+def _handler(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    name = _NAMES.get(signum, f"signal {signum}")
+    if _state.requested is None and (_state.training or _state.deferring):
+        _state.requested = name
+        return
+    _state.requested = name
+    if _state.deferring:
+        return
+    raise RunInterrupted(f"interrupted by {name}; the previous outputs are unchanged", exit_code=_exit_code(name))
+
+
+def requested() -> str | None:
+    """The name of a pending stop request (``"SIGINT"``/``"SIGTERM"``), else None."""
+    return _state.requested
+
+
+@contextlib.contextmanager
+def handle_signals() -> Iterator[None]:
+    """Install the handlers of SIGINT and SIGTERM (main thread only), restore the old ones after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in _NAMES}
+    _state.requested, _state.training, _state.deferring = None, False, False
+    for s in _NAMES:
+        signal.signal(s, _handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        _state.requested, _state.training, _state.deferring = None, False, False
+
+
+@contextlib.contextmanager
+def training() -> Iterator[None]:
+    """Signals only request a stop (seen by the trainer at its next step boundary)."""
+    before = _state.training
+    _state.training = True
+    try:
+        yield
+    finally:
+        _state.training = before
+    raise_pending()
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Signals wait until the block (publishing an output set) is done."""
+    before = _state.deferring
+    _state.deferring = True
+    try:
+        yield
+    finally:
+        _state.deferring = before
+
+
+def raise_pending() -> None:
+    """Raise :class:`RunInterrupted` for a stop requested while signals were held back."""
+    name = _state.requested
+    if name is not None and not _state.training and not _state.deferring:
+        raise RunInterrupted(f"interrupted by {name}", exit_code=_exit_code(name))
+
+
+__all__ = ["handle_signals", "training", "deferred", "requested", "raise_pending"]

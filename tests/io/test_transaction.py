@@ -1,0 +1,103 @@
+"""io.transaction: the atomic-write helper, the output set and its manifest, the lock (no training here)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import subprocess
+
+import pytest
+
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import transaction as txn
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path):
+    path = tmp_path / "a.txt"
+    with txn.atomic_path(path) as tmp:
+        assert tmp.name == f".a.txt.tmp{os.getpid()}"
+        tmp.write_text("one")
+    assert path.read_text() == "one"
+    with pytest.raises(ValueError), txn.atomic_path(path) as tmp:
+        tmp.write_text("two, half")
+        raise ValueError("writer bug")  # a bug stays a bug (not a one-line user error)
+    assert path.read_text() == "one" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+    with pytest.raises(SeaIceError, match=r"a.txt: cannot write the file \(the disk is full\); free space"):
+        with txn.atomic_path(path) as tmp:
+            tmp.write_text("three")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert path.read_text() == "one" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_output_set_publishes_in_one_step_with_a_manifest(tmp_path):
+    out = tmp_path / "out"
+    s1 = txn.OutputSet(out, "t", argv=["x"])
+    stage = s1.begin()
+    (stage / "seaice_t.nc").write_text("v1")
+    (stage / "old_only_t.nc").write_text("v1")
+    assert not (out / "seaice_t.nc").exists()  # nothing visible before the switch
+    m1 = s1.publish({"a": 1})
+    s1.release()
+    assert (out / "seaice_t.nc").read_text() == "v1" and (out / "seaice_t.nc").is_symlink()
+    assert set(m1["files"]) == {"seaice_t.nc", "old_only_t.nc"} and txn.verify_set(out, "t") == []
+    assert m1["config_hash"] == txn.config_hash({"a": 1}) and m1["status"] == "complete"
+    s2 = txn.OutputSet(out, "t")
+    stage2 = s2.begin()
+    (stage2 / "seaice_t.nc").write_text("v2")
+    assert (out / "seaice_t.nc").read_text() == "v1"  # still the old set while the new one is built
+    s2.publish()
+    s2.release()
+    assert (out / "seaice_t.nc").read_text() == "v2"
+    assert not (out / "old_only_t.nc").exists() and not os.path.lexists(out / "old_only_t.nc")
+    assert sorted(p.name for p in (out / ".sets" / "t").iterdir()) == sorted(["current", s2.run_id])
+    (out / ".sets" / "t" / s2.run_id / "seaice_t.nc").write_text("tampered")
+    assert txn.verify_set(out, "t") == ["seaice_t.nc: checksum differs"]
+
+
+def test_aborted_set_leaves_nothing_and_an_empty_new_directory_goes(tmp_path):
+    out = tmp_path / "out"
+    s = txn.OutputSet(out, "t")
+    (s.begin() / "x_t.nc").write_text("x")
+    s.abort()
+    s.release()
+    assert not out.exists()
+
+
+def test_lock_refuses_a_live_run_and_takes_over_a_dead_one(tmp_path, caplog):
+    a = txn.OutputLock(tmp_path, "t")
+    a.acquire(["first"])
+    with pytest.raises(SeaIceError, match=rf"--tag t: another run \(pid {os.getpid()} on {socket.gethostname()}"):
+        txn.OutputLock(tmp_path, "t").acquire()
+    assert txn.OutputLock(tmp_path, "u").acquire() is None  # another tag: its own lock
+    a.release()
+    host = socket.gethostname()
+    a.path.write_text(json.dumps({"pid": _dead_pid(), "host": host, "start": None, "time": "t"}))
+    b = txn.OutputLock(tmp_path, "t")
+    with caplog.at_level("WARNING"):
+        b.acquire()
+    assert "stale lock" in caplog.text and json.loads(b.path.read_text())["pid"] == os.getpid()
+    b.release()
+    # a live pid that started at another time is a reused pid: stale too
+    a.path.write_text(json.dumps({"pid": os.getpid(), "host": host, "start": "1", "time": "t"}))
+    txn.OutputLock(tmp_path, "t").acquire()
+    a.path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "start": None, "time": "t"}))
+    with pytest.raises(SeaIceError, match=r"pid 1 on elsewhere.*\(if that run is gone, remove .*\.lock_t\)"):
+        txn.OutputLock(tmp_path, "t").acquire()
+
+
+def test_stale_temporaries_of_dead_processes_only(tmp_path):
+    dead = tmp_path / f".x.nc.tmp{_dead_pid()}"
+    live = tmp_path / f".y.nc.tmp{os.getpid()}"
+    other = tmp_path / ".z.nc.tmp"
+    for p in (dead, live, other):
+        p.write_text("")
+    assert txn.remove_stale_temporaries(tmp_path) == [dead]
+    assert live.exists() and other.exists()

@@ -1,0 +1,261 @@
+"""The catalogue of bad inputs: each case is one damaged input file or one bad flag.
+
+Every case asserts: exit status 2, one line on stderr naming the file,
+variable or flag and saying how to fix it, no traceback, no output directory
+left behind (or, over an existing output set, that set unchanged, intact and
+readable, and no leftovers), and the input files untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from .conftest import (
+    FAST,
+    TAG,
+    assert_one_line_error,
+    damaged,
+    leftovers,
+    nc_edit,
+    rows_edit,
+    run_cli,
+    sensor_files,
+    set_state,
+)
+
+GMI_JD = "gmi/field_twin_JULIAN_DAY.nc"
+SSMIS_JD = "ssmisf17/field_twin_JULIAN_DAY.nc"
+AMSR2_JD = "amsr2/field_twin_JULIAN_DAY.nc"
+
+
+def _shift_some(frac: float, days: float):
+    def fn(v):
+        v = v.copy()
+        n = max(1, int(frac * v.size))
+        v[-n:] += days
+        return v
+
+    return fn
+
+
+def _garbage(path):
+    path.write_bytes(b"this is not a NetCDF file\n" * 10)
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _remove(path):
+    path.unlink()
+
+
+def _all_rows(fn):
+    return {rel: rows_edit(fn) for rel in sensor_files("gmi")}
+
+
+# (id, flags, fragments naming the flag and the fix)
+FLAG_CASES = [
+    ("lr-nan", ["--learning-rate", "nan"], ["--learning-rate", "finite number > 0"]),
+    ("lr-inf", ["--learning-rate", "inf"], ["--learning-rate", "finite number > 0"]),
+    ("lr-negative", ["--learning-rate", "-1"], ["--learning-rate", "finite number > 0"]),
+    ("lr-text", ["--learning-rate", "fast"], ["--learning-rate", "invalid float value"]),
+    ("batchsize-0", ["--batchsize", "0"], ["--batchsize", "must be >= 1"]),
+    ("nepochs-negative", ["--nepochs", "-1"], ["--nepochs", "must be >= 0"]),
+    ("stepstart-negative", ["--stepstart", "-1"], ["--stepstart", "must be >= 0"]),
+    ("nsteps-0", ["--nsteps", "0"], ["--nsteps", "must be >= 1"]),
+    ("nsteps-beyond-data", ["--nsteps", "9"], ["--nsteps 9", "use --nsteps 3 or less"]),
+    ("stepstart-beyond-data", ["--stepstart", "7"], ["--stepstart 7", "choose a smaller --stepstart"]),
+    ("validation-nan", ["--validation-fraction", "nan"], ["--validation-fraction", "must be in [0, 1)"]),
+    ("validation-1", ["--validation-fraction", "1"], ["--validation-fraction", "must be in [0, 1)"]),
+    ("early-stop-alone", ["--early-stopping"], ["--early-stopping", "--validation-fraction > 0"]),
+    ("ice-emis-init-big", ["--ice-emis-init", "1.5"], ["--ice-emis-init", "expected 0 < E < 1"]),
+    ("ice-emis-init-nan", ["--ice-emis-init", "nan"], ["--ice-emis-init", "expected 0 < E < 1"]),
+    ("threads-0", ["--threads", "0"], ["--threads", "must be >= 1"]),
+    ("checkpoint-minutes-neg", ["--checkpoint-minutes", "-1"], ["--checkpoint-minutes", "minutes >= 0"]),
+    ("checkpoint-minutes-nan", ["--checkpoint-minutes", "nan"], ["--checkpoint-minutes", "minutes >= 0"]),
+    ("start-date-bad", ["--start-date", "2021-13-01"], ["--start-date", "expected a date YYYY-MM-DD"]),
+    ("start-date-after-data", ["--start-date", "2030-01-01"], ["--start-date 2030-01-01", "choose an earlier date"]),
+    ("sensor-unknown", ["--sensors", "amsr9"], ["amsr9", "known"]),
+    ("model-unknown", ["--model", "v9"], ["--model", "invalid choice"]),
+    ("tag-with-space", ["--tag", "a b"], ["--tag", "file-name-safe"]),
+    ("resume-no-checkpoint", ["--resume"], ["--resume", "train without --resume first"]),
+    ("diagsonly-no-model", ["--diagsonly"], ["--modeltag", "train first"]),
+    ("grid-freqs-text", ["--grid-freqs", "ten"], ["--grid-freqs", "expected frequencies in GHz"]),
+    ("grid-channels-unknown", ["--grid-channels", "999v"], ["--grid-channels", "999v not among the run's channels"]),
+    ("optimizer-unknown", ["--optimizer", "sgd"], ["--optimizer", "invalid choice"]),
+]
+
+
+@pytest.mark.parametrize("flags, fragments", [c[1:] for c in FLAG_CASES], ids=[c[0] for c in FLAG_CASES])
+def test_bad_flag(twin, tmp_path, untouched, flags, fragments):
+    out = tmp_path / "out"
+    r = run_cli(["--data", twin, "--output", out, "--tag", "t", "--nepochs", "1", *FAST, *flags])
+    assert_one_line_error(r, *fragments)
+    assert not out.exists()
+
+
+def test_bad_paths(twin, tmp_path, untouched):
+    out = tmp_path / "out"
+    base = ["--output", out, "--tag", "t", "--nepochs", "1", *FAST]
+    assert_one_line_error(run_cli(["--data", tmp_path / "nowhere", *base]), "--data", "does not exist", "give the")
+    r = run_cli(["--data", twin, "--seaice-background", tmp_path / "bg.nc", *base])
+    assert_one_line_error(r, "--seaice-background", "bg.nc not found")
+    (tmp_path / "file").write_text("x")
+    r = run_cli(["--data", twin, "--output", tmp_path / "file", "--tag", "t", *FAST])
+    assert_one_line_error(r, "--output", "is not a directory")
+    assert not out.exists()
+
+
+# (id, edits of the twin's files, fragments naming the file/variable and the fix)
+DATA_CASES = [
+    (
+        "gmi-in-mjd",
+        {GMI_JD: nc_edit("JULIAN_DAY", lambda v: v - 2400000.5)},
+        [GMI_JD, "sensor gmi looks like Modified Julian Days", "convert it to Julian days"],
+    ),
+    (
+        "ssmis-in-1858",
+        {SSMIS_JD: nc_edit("JULIAN_DAY", lambda v: v - 2459274.0 + 2400000.0)},
+        [SSMIS_JD, "sensor ssmisf17 looks like Julian days of the year 1858", "convert it"],
+    ),
+    (
+        "gmi-days-since-1970",
+        {GMI_JD: nc_edit("JULIAN_DAY", lambda v: v - 2440587.5)},
+        [GMI_JD, "days since an epoch", "convert it"],
+    ),
+    (
+        "amsr2-5pct-a-month-late",
+        {AMSR2_JD: nc_edit("JULIAN_DAY", _shift_some(0.05, 30.0))},
+        [AMSR2_JD, "sensor amsr2:", "outside the data's period", "fix the timestamps or give --start-date"],
+    ),
+    (
+        "gmi-0-rows",
+        _all_rows(lambda a: a[:0]),
+        [GMI_JD, "sensor gmi has no observation (0 rows)", "remove it from --sensors"],
+    ),
+    (
+        "gmi-appended-twice",
+        _all_rows(lambda a: np.concatenate([a, a])),
+        [GMI_JD, "sensor gmi has 124 duplicated observations", "remove the repeated rows"],
+    ),
+    (
+        "gmi-tb-all-nan",
+        {"gmi/field_twin_OBSVALUE.nc": nc_edit("OBSVALUE", lambda v: np.full_like(v, np.nan))},
+        ["gmi/field_twin_OBSVALUE.nc", "variable OBSVALUE mostly missing"],
+    ),
+    (
+        "amsr2-tb-in-celsius",
+        {"amsr2/field_twin_OBSVALUE.nc": nc_edit("OBSVALUE", lambda v: v - 273.15)},
+        ["amsr2/field_twin_OBSVALUE.nc", "variable OBSVALUE mostly out of range", "wrong units?"],
+    ),
+    (
+        "tsfc-in-celsius",
+        {"ssmisf17/field_twin_TSFC.nc": nc_edit("TSFC", lambda v: v - 273.15)},
+        ["ssmisf17/field_twin_TSFC.nc", "variable TSFC mostly out of range", "wrong units?"],
+    ),
+    (
+        "wind-negative",
+        {"amsr2/field_twin_WINDSPEED10M.nc": nc_edit("WINDSPEED10M", lambda v: -v - 1)},
+        ["amsr2/field_twin_WINDSPEED10M.nc", "WINDSPEED10M mostly out of range"],
+    ),
+    (
+        "tausfc-missing-file",
+        {"gmi/field_twin_TAUSFC.nc": _remove},
+        ["gmi/field_twin_TAUSFC.nc", "file not found", "variable TAUSFC of sensor gmi"],
+    ),
+    (
+        "obsvalue-not-netcdf",
+        {"amsr2/field_twin_OBSVALUE.nc": _garbage},
+        ["amsr2/field_twin_OBSVALUE.nc", "cannot read as NetCDF"],
+    ),
+    (
+        "obsvalue-truncated",
+        {"ssmisf17/field_twin_OBSVALUE.nc": _truncate},
+        ["ssmisf17/field_twin_OBSVALUE.nc", "cannot read as NetCDF"],
+    ),
+    (
+        "obsvalue-wrong-channels",
+        {"gmi/field_twin_OBSVALUE.nc": rows_edit(lambda a: a[:, :5] if a.ndim == 2 else a)},
+        ["gmi/field_twin_OBSVALUE.nc", "has 5 channels, sensor gmi expects 13"],
+    ),
+    (
+        "grid-beyond-background",
+        {"amsr2/field_twin_COMMON_IGRID.nc": nc_edit("COMMON_IGRID", lambda v: v + 1000)},
+        ["amsr2/field_twin_COMMON_IGRID.nc", "grid index up to", "ngrid=346"],
+    ),
+    (
+        "grid-mostly-negative",
+        {"gmi/field_twin_COMMON_IGRID.nc": nc_edit("COMMON_IGRID", lambda v: -1 - v)},
+        ["gmi/field_twin_COMMON_IGRID.nc", "variable COMMON_IGRID mostly missing (NaN/fill/negative)"],
+    ),
+    (
+        "julian-day-mostly-nan",
+        {AMSR2_JD: nc_edit("JULIAN_DAY", lambda v: np.full_like(v, np.nan))},
+        [AMSR2_JD, "variable JULIAN_DAY mostly missing"],
+    ),
+    (
+        "background-sic-missing",
+        {"ifs_seaice_initials_twin.nc": _remove},
+        ["ifs_seaice", "--seaice-background"],
+    ),
+    (
+        "background-wrong-grid",
+        {"ifs_tsfc_twin_dailyx.nc": rows_edit(lambda a: a[:100])},
+        ["ifs_seaice_initials_twin.nc", "SEAICE expected ngrid=100 rows (length of LON in ifs_tsfc_twin_dailyx"],
+    ),
+]
+
+
+@pytest.mark.parametrize("edits, fragments", [c[1:] for c in DATA_CASES], ids=[c[0] for c in DATA_CASES])
+def test_damaged_input(twin, tmp_path, untouched, edits, fragments):
+    data = damaged(twin, tmp_path / "data", edits)
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file() and not p.is_symlink()}
+    out = tmp_path / "out"
+    r = run_cli(["--data", data, "--output", out, "--tag", "t", "--nepochs", "1", *FAST])
+    assert_one_line_error(r, *fragments)
+    assert not out.exists()
+    assert {p: p.read_bytes() for p in before} == before  # the damaged copies are untouched too
+
+
+# (id, flags of a second run over the good output set, fragments)
+OVER_GOOD_CASES = [
+    ("resume-other-lr", ["--resume", "--learning-rate", "2e-2"], ["--resume", "--learning-rate: 0.01 then, 0.02 now"]),
+    ("resume-other-period", ["--resume", "--nsteps", "2"], ["--resume", "another period (--stepstart/--nsteps"]),
+    (
+        "resume-other-sensors",
+        ["--resume", "--sensors", "amsr2", "gmi"],
+        ["--resume", "another training data", "train without --resume"],
+    ),
+    ("resume-other-model", ["--resume", "--model", "v1", "--sensors", "amsr2", "gmi", "ssmisf17"], ["--resume"]),
+    ("resume-other-seed", ["--resume", "--seed", "3"], ["--resume", "another --seed: 0 then, 3 now"]),
+    ("resume-other-batch", ["--resume", "--batchsize", "128"], ["--resume", "batch_size=256", "same flags"]),
+    (
+        "diverged-lr-1e6",
+        ["--learning-rate", "1e6"],
+        ["health check failed", "cost term obs exploded", "--force-outputs"],
+    ),
+]
+
+
+@pytest.mark.parametrize("flags, fragments", [c[1:] for c in OVER_GOOD_CASES], ids=[c[0] for c in OVER_GOOD_CASES])
+def test_second_run_over_good_set(twin, good_copy, untouched, flags, fragments):
+    before = set_state(good_copy)
+    r = run_cli(["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "2", *FAST, *flags])
+    assert_one_line_error(r, *fragments)
+    assert set_state(good_copy) == before
+    assert leftovers(good_copy) == []
+
+
+def test_a_held_lock_is_a_one_line_error(twin, good_copy, untouched):
+    before = set_state(good_copy)
+    lock = good_copy / f".lock_{TAG}"
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": os.uname().nodename, "start": None, "time": "then"}))
+    r = run_cli(["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "1", *FAST])
+    assert_one_line_error(r, f"--tag {TAG}: another run (pid {os.getppid()}", "wait for it to finish or use another")
+    assert lock.exists() and set_state(good_copy) == before

@@ -1,0 +1,74 @@
+"""run.health: each check on hand-made arrays (a healthy case passes, each damage names its check)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from empirical_seaice.run.health import check_health, failure_attributes
+
+NAMES = ["10v", "10h"]
+
+
+def _case(**over):
+    rng = np.random.default_rng(0)
+    args = dict(
+        sic_map=rng.uniform(0.0, 1.0, (50, 4)),
+        props_grid=rng.normal(0.0, 0.5, (50, 3, 2)),
+        props_obs=rng.normal(0.0, 0.5, (200, 1)),
+        emis_ice=rng.uniform(0.8, 0.99, (200, 2)),
+        tb_sim=rng.uniform(150.0, 260.0, (200, 2)),
+        mask=np.ones((200, 2), bool),
+        sic_obs=np.r_[np.full(100, 0.9), np.full(100, 0.1)],
+        channel_names=NAMES,
+        cost_before={"obs": 1000.0, "sic_range": 0.0, "total": 1000.0},
+        cost_after={"obs": 200.0, "sic_range": 5.0, "total": 205.0},
+    )
+    args.update(over)
+    return check_health(**args)
+
+
+def test_a_healthy_model_passes():
+    rep = _case()
+    assert rep.ok and rep.figures["obs_cost_ratio"] == 0.2
+
+
+def test_each_check_names_what_failed():
+    sic = np.full((50, 4), 0.5)
+    sic[:5] = 1.3  # 10 % of the map at 1.3
+    assert _case(sic_map=sic).failures == ["SIC from 0.5 to 1.3, 10.0% of values outside [-0.1, 1.1]"]
+    sic = np.full((50, 4), 0.5)
+    sic[0, 0] = -0.6  # one value beyond the hard limit
+    assert "SIC from -0.6 to 0.5" in _case(sic_map=sic).message()
+    p = np.zeros((50, 3, 2))
+    p[1, 1, 1] = -12.0
+    assert _case(props_grid=p).failures == ["empirical state P reaches |P| = 12 (limit 10)"]
+    e = np.full((200, 2), 0.9)
+    e[:3, 0] = 1.05  # 3 of 200 ice values (1.5 %) above 1.01; the open-water half does not count
+    e[150:, 1] = 1.5
+    assert _case(emis_ice=e).failures == [
+        "ice emissivity outside (0, 1] for 1.5% of the 100 observations with SIC > 0.5 "
+        "(from 0.9 to 1.05; worst channel 10v: 3%)"
+    ]
+    e[:3, 0] = 1.0  # 1 exactly is fine
+    assert _case(emis_ice=e).ok
+    after = {"obs": 1100.0, "sic_range": 20000.0, "total": 21100.0}
+    assert _case(cost_after=after).failures == [
+        "departures worse than before training (J_o 1000 -> 1100)",
+        "cost term sic_range exploded (0 -> 2e+04)",
+    ]
+    tb = np.full((200, 2), 200.0)
+    tb[4, 1] = np.inf
+    assert _case(tb_sim=tb).failures == ["simulated TB has 1 non-finite values"]
+    tb[4, 1] = 200.0
+    m = np.ones((200, 2), bool)
+    m[4, 1] = False
+    tb[4, 1] = np.nan  # masked: not looked at
+    assert _case(tb_sim=tb, mask=m).ok
+
+
+def test_failure_attributes():
+    rep = _case(props_obs=np.full((200, 1), 11.0))
+    assert failure_attributes(rep) == {
+        "health_check": "failed",
+        "health_check_failures": "empirical state Q reaches |Q| = 11 (limit 10)",
+    }
