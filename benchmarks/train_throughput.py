@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['obs_per_s']:10.0f} obs/s {r['ms_per_step']:8.2f} ms/step "
             f"(epochs {r['ms_per_step_min']:.2f}-{r['ms_per_step_max']:.2f}; CPU {r['cpu_ms_per_step']:7.2f} ms, "
             f"first epoch {r['first_epoch_ms_per_step']:.2f} ms, "
-            f"{r['cpu_obs_per_s']:8.0f} obs/CPU-s, epoch end {r['cpu_epoch_end_s']:.2f} CPU-s)  maxrss {r['maxrss_mib']:7.0f} MiB "
+            f"{r['cpu_obs_per_s']:8.0f} obs/CPU-s, epoch end {r['cpu_epoch_end_s']:.2f} CPU-s)  "
+            f"maxrss {r['maxrss_mib']:7.0f} MiB "
             f"(state {r['state_values'] / 1e6:.2f} M values, {r['steps_done']} steps)",
             flush=True,
         )

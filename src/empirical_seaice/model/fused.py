@@ -114,7 +114,7 @@ def _refs(ints, index, ncolmap, nstep, nlag, has_grid, has_obs, refs):
             refs[b, k] = ints[i, 0]
 
 
-def _chunk(
+def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the configuration
     c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
     ip, fp, inv_count, bg, warm_w, freq_in, nfreq, chan_freq, pol, lag_w,
     terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, out_tb, out_emis, out_sic, out_anchor,
@@ -122,10 +122,11 @@ def _chunk(
     """Forward, cost and backward of observations ``c0 .. c1 - 1`` of the batch (see :func:`_step`);
     with ``ip[18]`` (forward only) the simulation into ``out_*`` instead (``ip[19]``: SIC 0);
     ``ip[20]``: the column of ``cos^2`` of the scan angle (quasi-polarised channels), -1 = none."""
-    version, nc, nlag, ngp, nop, nh, anchor_ch, floor_on, false_shape = ip[0], ip[1], ip[2], ip[3], ip[4], ip[5], ip[6], ip[7], ip[8]
+    version, nc, nlag, ngp, nop, nh = ip[0], ip[1], ip[2], ip[3], ip[4], ip[5]
+    anchor_ch, floor_on, false_shape = ip[6], ip[7], ip[8]
     bg_on, warm_eff, false_on = ip[9], ip[10], ip[11]
     forward_only, zero_sic = ip[18], ip[19]
-    t_ref, t_scale, t_floor, inv_b, anchor_f, anchor_v = fp[0], fp[1], fp[2], fp[3], fp[4], fp[5]
+    t_ref, t_scale, t_floor, anchor_f, anchor_v = fp[0], fp[1], fp[2], fp[4], fp[5]
     s_range, s_bg, s_false, warm_scale, anchor_g = fp[6], fp[7], fp[8], fp[9], fp[10]
     fi_s, fi_lo, fi_hi, fi_h = fp[11], fp[12], fp[13], fp[14]
     nin = 1 + ngp + nop  # network inputs without the frequency
@@ -508,7 +509,9 @@ def simulate(program: FusedProgram, nobs: int, zero_sic: bool = False, chunk: in
     return tb, emis, sic, anchor
 
 
-def build_program(network, data, nobs_total: int, training: bool = True) -> tuple[FusedProgram | None, str]:
+def build_program(  # noqa: C901 - one check or constant per configuration option
+    network, data, nobs_total: int, training: bool = True
+) -> tuple[FusedProgram | None, str]:
     """The compiled step's view of ``network`` (a :class:`HybridNetwork`) and ``data``
     (:class:`ObservationTensors`), or ``(None, reason)`` where it does not apply
     (``training=False``: for :func:`simulate` only, any prior mode)."""
@@ -576,7 +579,9 @@ def build_program(network, data, nobs_total: int, training: bool = True) -> tupl
         tables.append(st.props_obs.weight)
         ref_table.append(len(tables) - 1)
     cnt = (
-        np.full(st.ngrid * st.ncol, np.inf) if network.sic_count is None else network.sic_count.numpy().astype(np.float64)
+        np.full(st.ngrid * st.ncol, np.inf)
+        if network.sic_count is None
+        else network.sic_count.numpy().astype(np.float64)
     )
     warm = (np.maximum(network.t_map_flat.numpy().astype(np.float64) - cc.warm_ice_threshold_k, 0.0)) * (
         cc.warm_ice_factor

@@ -198,7 +198,7 @@ class FusedStep:
             d.state[p]["step"] += 1
         keras = group.get("eps_mode", "torch") == "keras"
         _adam_rows(self.slab, uniq, n, g_vals, self.mark, step + 1, c, b1, b2, group["lr"], group["eps"], keras)
-        for (dgroup, st, p, m, v), g in zip(self.dense, prog.dense_grads):
+        for (dgroup, st, p, m, v), g in zip(self.dense, prog.dense_grads, strict=True):
             st["step"] += 1
             t = float(st["step"])
             b1d, b2d = dgroup["betas"]
