@@ -36,7 +36,8 @@ def make_case(nobs: int = 400, ngrid: int = 4, nstep: int = 5, nlag: int = 1, se
         t_skin_k=u(240, 272, nobs),
         wind_ms=u(0, 15, nobs),
         cloud_fraction=u(0, 1, nobs),
-        zenith_deg=rng.uniform(0, 60, nobs).astype(f32),  # used by cross-track sensors only
+        # used by cross-track sensors only (own generator: the default case's data stay as they were)
+        zenith_deg=np.random.default_rng(seed + 1).uniform(0, 60, nobs).astype(f32),
         julian_day=2459000.5 + istep,
         obs_index=np.arange(nobs, dtype=np.int64),
         tb_obs_k=np.zeros((nobs, nc), f32),
