@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         threads=args.threads,
         device=args.device,
         batch=1024,
-        optimizer="sparse",
+        optimizer="deferred-adam",
         data=args.data,
         epochs=args.epochs,
     )
@@ -354,13 +354,13 @@ def main(argv: list[str] | None = None) -> int:
         for b in (1024, 4096, 16384):
             go(batch=b, steps=args.steps if b == 1024 else max(args.steps // (b // 1024), 20))
     if "lazy" in parts:
-        go(optimizer="lazy")
+        go(optimizer="sparse-adam")
     if "growth" in parts:
         for n in (30, 90, 180, args.nstep):
             go(nstep=n, steps=min(args.steps, 150))
     if "dense" in parts:
         for n in (30, args.nstep):
-            go(optimizer="dense", nstep=n, steps=20)
+            go(optimizer="dense-adam", nstep=n, steps=20)
     if not args.no_write:
         write_results(results, args)
     return 0

@@ -31,7 +31,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from collections.abc import Sequence
 from pathlib import Path
 
-from empirical_seaice.config import PRESETS, CostConfig, DataConfig, TrainingConfig, get_preset, replace
+from empirical_seaice.config import (
+    BATCH_ORDERS,
+    DEPRECATED_OPTIMIZERS,
+    MAP_PRIORS,
+    OPTIMIZERS,
+    PRESETS,
+    CostConfig,
+    DataConfig,
+    get_preset,
+    replace,
+    starting_configuration,
+)
 from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.sensors import load_catalogue
 
@@ -82,7 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument(
         "--modeltag", default=None, help="With --diagsonly: use the trained model of this tag (default: --tag)."
     )
-    seed.add_argument("--batchsize", type=int, default=1024, help="Training batch size (default 1024).")
+    seed.add_argument(
+        "--batchsize",
+        type=int,
+        default=None,
+        help="Training batch size (default: automatic, the largest power of two up to 1024, the reference's, "
+        "that gives an epoch at least ~200 steps: 1024 from 204,800 observations on).",
+    )
     seed.add_argument(
         "--stepstart", type=int, default=0, help="Step in the training data from which to start (default 0)."
     )
@@ -96,7 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="First day of the data's period (step 0 = the 21 UTC window ending that day); "
         "default: from the bulk of the observations' Julian days.",
     )
-    seed.add_argument("--nepochs", type=int, default=8, help="Number of training epochs (default 8).")
+    seed.add_argument(
+        "--nepochs",
+        type=int,
+        default=None,
+        help="Number of training epochs (default 25; with --exact-reference the reference's: v1 8, v2 25).",
+    )
     mode = seed.add_mutually_exclusive_group()
     mode.add_argument(
         "--diagsonly", action="store_true", help="Compute the output diagnostics from an already-trained model."
@@ -115,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--unfused-step",
         action="store_true",
         help="Train with the tensor (autograd) step instead of the compiled fused step "
-        "(the default where it applies: CPU, --optimizer sparse; same results to float32 rounding).",
+        "(the default where it applies: CPU, --optimizer deferred-adam; same results to float32 rounding).",
     )
     ours.add_argument(
         "--model",
@@ -146,6 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="Daily skin-temperature file (default: ifs_tsfc*.nc in --data).",
     )
     ours.add_argument(
+        "--grid-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="Grid description with lon, lat per grid point, as the v2 reference reads it (default: grid.nc "
+        "in --data if there; else LON, LAT of the skin-temperature file).",
+    )
+    ours.add_argument(
         "--validation-fraction",
         type=float,
         default=0.0,
@@ -158,18 +188,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="Stop when the held-out observation cost no longer improves (needs --validation-fraction).",
     )
     ours.add_argument(
+        "--exact-reference",
+        action="store_true",
+        help="Run the published configuration of the preset: switch off every improvement of ours "
+        "(initial ice emissivity, automatic batch size and learning rate, epochs, optimiser scheme, "
+        "whole-map priors, batch order; README 'Presets'). Explicit flags still apply.",
+    )
+    ours.add_argument(
+        "--sic-background-error",
+        type=float,
+        metavar="SIGMA",
+        help="Add the prior sum (C - C_b)^2 / SIGMA^2 of SIC on the background map (default: off, as the reference).",
+    )
+    ours.add_argument(
         "--learning-rate",
         type=float,
-        default=1e-3,
-        help="Adam learning rate (default 1e-3, the Keras default of the reference).",
+        default=None,
+        help="Adam learning rate (default: automatic, 1e-3 x 1024 / batch size: the reference's 1e-3 "
+        "at its batch of 1024).",
     )
     ours.add_argument(
         "--optimizer",
-        choices=("sparse", "lazy", "dense"),
-        default="sparse",
-        help="State-table optimiser: sparse (dense Adam's result at a cost per step that scales "
-        "with the batch; default), lazy (torch SparseAdam) or dense (plain Adam over every "
-        "table and whole-map priors each step: the reference's way, ~100x slower at a year).",
+        choices=(*OPTIMIZERS, *DEPRECATED_OPTIMIZERS),
+        default=None,
+        help="State-table optimiser: deferred-adam (dense Adam's updates, applied when a row is next read: "
+        "cost per step scales with the batch; default), sparse-adam (torch SparseAdam: rows a batch misses "
+        "keep their moments) or dense-adam (plain Adam over every table, the reference's way, ~10x slower "
+        "at a year). The old names sparse, lazy, dense still work.",
+    )
+    ours.add_argument(
+        "--map-priors",
+        choices=MAP_PRIORS,
+        default=None,
+        help="Whole-map SIC priors (range, false ice, warm ice) at each step: sampled over the rows of "
+        "the batch (unbiased, cost scales with the batch) or full (every row of the map at every step, "
+        "the reference's way; needs dense-adam) (default: full with dense-adam, else sampled).",
+    )
+    ours.add_argument(
+        "--batch-order",
+        choices=BATCH_ORDERS,
+        default=None,
+        help="Minibatches: shuffled (observations shuffled every epoch; default) or reference-blocks "
+        "(contiguous blocks of the observations in file order, only the block order shuffled: the "
+        "v2 reference).",
     )
     ours.add_argument("--seed", type=int, default=0, help="Seed of the run's random generator (default 0).")
     ours.add_argument(
@@ -187,13 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ours.add_argument(
         "--ice-emis-init",
-        type=float,
+        type=_ice_emis_init,
         default=None,
         metavar="E",
-        help="Start the ice emissivity near E (0 < E < 1) through the output-layer biases; "
-        "default: the preset's (v1: 0.93 as in the reference; v2: zero biases as in the "
-        "reference, emissivity ~0.5, which short runs cannot recover from against the "
-        "0.8 floor of the 23.8 GHz V emissivity, error 1e-5).",
+        help="Start the ice emissivity near E (0 < E < 1) through the output-layer biases, or 'reference' "
+        "for the reference's initialisation (v2: zero biases, emissivity ~0.5, which a month of data "
+        "does not recover from against its anchor floor) (default: v1 0.93, v2 0.9).",
     )
     ours.add_argument(
         "--threads",
@@ -290,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Do not compute the NASA Team / Bootstrap SIC (classic_sic_TAG.nc) and their scores.",
     )
     prod.add_argument(
+        "--no-open-water-filter",
+        action="store_true",
+        help="Do not write seaice_filtered_TAG.nc (the trained SIC with the gradient-ratio open-water filter).",
+    )
+    prod.add_argument(
         "--retrieve",
         action="store_true",
         help="Retrieval: with the trained model --modeltag (in --output), fit only SIC and the "
@@ -317,23 +382,44 @@ def product_options(args: argparse.Namespace):
         grid_channels=tuple(args.grid_channels) if args.grid_channels else None,
         grid_freqs_ghz=parse_freqs(args.grid_freqs),
         classic=not args.no_classic,
+        open_water_filter=not (args.no_open_water_filter or args.exact_reference),
         plots=args.plots,
         plot_day=args.plot_day,
     )
 
 
+_REFERENCE_INIT = "reference"
+
+
+def _ice_emis_init(text: str) -> float | str:
+    """``--ice-emis-init``: a number in (0, 1) or ``reference``."""
+    if text == _REFERENCE_INIT:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise SeaIceError(f"--ice-emis-init: expected a number 0 < E < 1 or 'reference', got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise SeaIceError(f"--ice-emis-init: expected 0 < E < 1, got {value}")
+    return value
+
+
 def configs_from_args(args: argparse.Namespace):
     """Turn parsed arguments into ``(data, preset, cost, training)`` configuration.
+
+    The starting point is :func:`empirical_seaice.config.starting_configuration`
+    (our defaults, or the reference's with ``--exact-reference``); every flag
+    given explicitly overrides it.
 
     Raises
     ------
     SeaIceError
         A value a configuration dataclass rejects (its message names the flag).
     """
-    preset = get_preset(args.model)
-    if args.ice_emis_init is not None:
-        if not 0.0 < args.ice_emis_init < 1.0:
-            raise SeaIceError(f"--ice-emis-init: expected 0 < E < 1, got {args.ice_emis_init}")
+    preset, training = starting_configuration(args.model, exact_reference=args.exact_reference)
+    if args.ice_emis_init == _REFERENCE_INIT:
+        preset = replace(preset, model=replace(preset.model, ice_emis_init=get_preset(args.model).model.ice_emis_init))
+    elif args.ice_emis_init is not None:
         preset = replace(preset, model=replace(preset.model, ice_emis_init=args.ice_emis_init))
     sensors = tuple(args.sensors) if args.sensors else preset.sensors
     data = DataConfig(
@@ -343,20 +429,37 @@ def configs_from_args(args: argparse.Namespace):
         nsteps=args.nsteps,
         seaice_background=args.seaice_background,
         tsfc_background=args.tsfc_background,
+        grid_file=args.grid_file,
         sensor_catalogue=args.sensor_catalogue,
         start_date=args.start_date,
     )
     cost: CostConfig = replace(preset.cost, warm_ice=args.warm_ice)
-    training = TrainingConfig(
-        nepochs=args.nepochs,
-        batch_size=args.batchsize,
-        learning_rate=args.learning_rate,
+    if args.sic_background_error is not None:
+        cost = replace(cost, sic_background_prior=True, sic_background_error=args.sic_background_error)
+    if args.optimizer in DEPRECATED_OPTIMIZERS:
+        print(
+            f"{PROG}: note: --optimizer {args.optimizer} is now called {DEPRECATED_OPTIMIZERS[args.optimizer]}",
+            file=sys.stderr,
+        )
+    explicit = {
+        "nepochs": args.nepochs,
+        "batch_size": args.batchsize,
+        "learning_rate": args.learning_rate,
+        "optimizer": args.optimizer,
+        "map_priors": args.map_priors,
+        "batch_order": args.batch_order,
+    }
+    explicit = {k: v for k, v in explicit.items() if v is not None}
+    if "optimizer" in explicit and "map_priors" not in explicit:
+        explicit["map_priors"] = None  # the optimiser's own default
+    training = replace(
+        training,
+        **explicit,
         seed=args.seed,
         reproducible=args.reproducible,
         validation_fraction=args.validation_fraction,
         early_stopping=args.early_stopping,
         device=args.device,
-        optimizer=args.optimizer,
         fused_step=not args.unfused_step,
     )
     return data, preset, cost, training

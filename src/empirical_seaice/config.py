@@ -26,6 +26,7 @@ class DataConfig:
     nsteps: number of steps to use; None = all (seed ``--nsteps``).
     seaice_background: background SIC file; None = find ``ifs_seaice*.nc`` in ``data``.
     tsfc_background: daily skin-temperature file; None = find ``ifs_tsfc*.nc`` in ``data``.
+    grid_file: grid description (``lon``, ``lat`` per grid point); None = ``grid.nc`` in ``data`` if there.
     steps_per_day: time steps per day (n_per_day of the step rule).
     cache: cache the assembled observations as memory-mapped arrays in the output directory.
     sensor_catalogue: TOML file adding or overriding sensors of the shipped catalogue; None = shipped only.
@@ -39,6 +40,7 @@ class DataConfig:
     nsteps: int | None = None
     seaice_background: Path | None = None
     tsfc_background: Path | None = None
+    grid_file: Path | None = None
     steps_per_day: int = 1
     cache: bool = True
     sensor_catalogue: Path | None = None
@@ -173,58 +175,147 @@ class CostConfig:
                 raise SeaIceError(f"{name}: must be > 0, got {getattr(self, name)}")
 
 
+OPTIMIZERS = ("deferred-adam", "sparse-adam", "dense-adam")
+"""State-table optimiser schemes (TrainingConfig.optimizer)."""
+DEPRECATED_OPTIMIZERS: Mapping[str, str] = {"sparse": "deferred-adam", "lazy": "sparse-adam", "dense": "dense-adam"}
+"""Old names of the optimiser schemes, still accepted."""
+MAP_PRIORS = ("sampled", "full")
+"""How the whole-map SIC priors enter a step (TrainingConfig.map_priors)."""
+BATCH_ORDERS = ("shuffled", "reference-blocks")
+"""How an epoch is cut into minibatches (TrainingConfig.batch_order)."""
+
+AUTO_STEPS_PER_EPOCH = 200
+"""The automatic batch size gives an epoch at least about this many steps."""
+AUTO_BATCH_RANGE = (128, 1024)
+"""Smallest and largest automatic batch size (the largest is the reference's)."""
+REFERENCE_BATCH_SIZE = 1024
+REFERENCE_LEARNING_RATE = 1e-3
+
+
+def auto_batch_size(nobs: int) -> int:
+    """The default batch size for ``nobs`` training observations.
+
+    The largest power of two not above ``nobs / AUTO_STEPS_PER_EPOCH``, within
+    ``AUTO_BATCH_RANGE``: the reference's 1024 from 204,800 observations on
+    (a month of one imager and more); smaller for small data sets, so that an
+    epoch still has enough steps to move every SIC cell.
+
+    >>> auto_batch_size(9322), auto_batch_size(141596), auto_batch_size(2_730_000)
+    (128, 512, 1024)
+    """
+    lo, hi = AUTO_BATCH_RANGE
+    target = max(int(nobs) // AUTO_STEPS_PER_EPOCH, 1)
+    return int(min(max(1 << (target.bit_length() - 1), lo), hi))
+
+
+def auto_learning_rate(batch_size: int) -> float:
+    """The default Adam step for a batch size: ``1e-3 * 1024 / batch_size``.
+
+    The reference's 1e-3 at its batch of 1024. A SIC cell is seen by a few
+    observations per epoch whatever the batch, and Adam moves a parameter by
+    about the learning rate per step, so a smaller batch (more steps) with a
+    proportionally larger step lets a cell travel as far per observation.
+
+    >>> auto_learning_rate(1024), auto_learning_rate(128)
+    (0.001, 0.008)
+    """
+    return REFERENCE_LEARNING_RATE * REFERENCE_BATCH_SIZE / int(batch_size)
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     """How the cost is minimised.
 
-    nepochs: passes over the training observations (seed default 8).
-    batch_size: observations per minibatch (reference 1024).
-    learning_rate: Adam step size (Keras default 1e-3).
+    The field defaults are the library's (the seed's 8 epochs, the reference's
+    batch and step); a command-line run starts from :data:`DEFAULT_TRAINING`
+    or :data:`REFERENCE_TRAINING` instead (:func:`starting_configuration`).
+
+    nepochs: passes over the training observations.
+    batch_size: observations per minibatch; None = :func:`auto_batch_size` of the training observations.
+    learning_rate: Adam step size; None = :func:`auto_learning_rate` of the batch size.
     seed: seed of the one random generator of the run.
     reproducible: deterministic algorithms and seeded everything (identical files on rerun).
     validation_fraction: fraction of observations held out of training.
     early_stopping: stop when the held-out observation cost stops improving.
     patience: epochs without improvement before early stopping.
     device: "auto" (CUDA if available), "cpu" or "cuda".
-    optimizer: "sparse" (Adam with deferred momentum on the state tables: dense Adam's result, cost per step scales with the batch), "lazy" (torch SparseAdam on the state tables) or "dense" (plain Adam over everything, the reference's way).
+    optimizer: state-table optimiser: "deferred-adam" (dense Adam's updates, applied when a row is
+        next read: cost per step scales with the batch), "sparse-adam" (torch SparseAdam: rows a batch
+        misses keep their moments) or "dense-adam" (plain Adam over every table, the reference's way);
+        the old names sparse, lazy, dense are accepted.
+    map_priors: whole-map SIC priors per step: "sampled" over the batch's rows (unbiased; O(batch)) or
+        "full" (every row every step, the reference's way; needs dense-adam); None = full with
+        dense-adam, else sampled.
+    batch_order: "shuffled" (observations shuffled each epoch) or "reference-blocks" (contiguous
+        batch_size blocks in file order, only the block order shuffled, as the v2 reference).
     adam_epsilon: where Adam's epsilon (1e-7) enters: "torch" (added to the bias-corrected sqrt(v_hat))
         or "keras" (added to sqrt(v) before the bias correction, as the reference's Keras Adam does:
         the torch-convention epsilon eps / sqrt(1 - beta2^t), 3.2e-6 at step 1).
     fused_step: run each training step as one compiled step (forward, cost, gradient and Adam;
-        ``empirical_seaice.training.fused_step``) where it applies (CPU, "sparse" scheme, numba installed);
+        ``empirical_seaice.training.fused_step``) where it applies (CPU, "deferred-adam" scheme, numba installed);
         False = the tensor step. Equal results to float32 rounding.
     """
 
     nepochs: int = 8
-    batch_size: int = 1024
-    learning_rate: float = 1e-3
+    batch_size: int | None = REFERENCE_BATCH_SIZE
+    learning_rate: float | None = REFERENCE_LEARNING_RATE
     seed: int = 0
     reproducible: bool = False
     validation_fraction: float = 0.0
     early_stopping: bool = False
     patience: int = 1
     device: str = "auto"
-    optimizer: Literal["sparse", "lazy", "dense"] = "sparse"
+    optimizer: str = "deferred-adam"
+    map_priors: str | None = None
+    batch_order: str = "shuffled"
     adam_epsilon: Literal["torch", "keras"] = "torch"
     fused_step: bool = True
 
     def __post_init__(self) -> None:
+        self._check_schemes()
         if self.adam_epsilon not in ("torch", "keras"):
             raise SeaIceError(f"adam_epsilon: expected torch or keras, got {self.adam_epsilon!r}")
-        if self.optimizer not in ("sparse", "lazy", "dense"):
-            raise SeaIceError(f"--optimizer: expected sparse, lazy or dense, got {self.optimizer!r}")
         if self.nepochs < 0:
             raise SeaIceError(f"--nepochs: must be >= 0, got {self.nepochs}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise SeaIceError(f"--batchsize: must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise SeaIceError(f"--validation-fraction: must be in [0, 1), got {self.validation_fraction}")
         if self.early_stopping and self.validation_fraction == 0.0:
             raise SeaIceError("--early-stopping needs --validation-fraction > 0")
-        if not 0 < self.learning_rate < float("inf"):  # also NaN, which passes a "<= 0" test
+        if self.learning_rate is not None and not 0 < self.learning_rate < float("inf"):  # also NaN
             raise SeaIceError(f"--learning-rate: must be a finite number > 0, got {self.learning_rate}")
         if self.patience < 1:
             raise SeaIceError(f"--patience: must be >= 1, got {self.patience}")
+
+    def _check_schemes(self) -> None:
+        """Normalise a deprecated optimiser name; check the optimiser, prior and batch schemes."""
+        if self.optimizer in DEPRECATED_OPTIMIZERS:
+            object.__setattr__(self, "optimizer", DEPRECATED_OPTIMIZERS[self.optimizer])
+        if self.optimizer not in OPTIMIZERS:
+            raise SeaIceError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.map_priors is not None and self.map_priors not in MAP_PRIORS:
+            raise SeaIceError(f"--map-priors: expected sampled or full, got {self.map_priors!r}")
+        if self.map_priors == "full" and self.optimizer != "dense-adam":
+            raise SeaIceError(
+                f"--map-priors full: every SIC row moves at every step, which needs --optimizer dense-adam "
+                f"(got {self.optimizer}); use --map-priors sampled or --optimizer dense-adam"
+            )
+        if self.batch_order not in BATCH_ORDERS:
+            raise SeaIceError(f"--batch-order: expected shuffled or reference-blocks, got {self.batch_order!r}")
+
+    @property
+    def prior_mode(self) -> str:
+        """The whole-map prior mode in effect: ``map_priors``, or its default for the optimiser."""
+        if self.map_priors is not None:
+            return self.map_priors
+        return "full" if self.optimizer == "dense-adam" else "sampled"
+
+    def resolved(self, nobs_train: int) -> TrainingConfig:
+        """This configuration with the automatic batch size and learning rate made concrete."""
+        batch = self.batch_size if self.batch_size is not None else auto_batch_size(nobs_train)
+        lr = self.learning_rate if self.learning_rate is not None else auto_learning_rate(batch)
+        return replace(self, batch_size=batch, learning_rate=lr, map_priors=self.prior_mode)
 
 
 @dataclass(frozen=True)
@@ -332,6 +423,61 @@ def get_preset(name: str) -> Preset:
         raise SeaIceError(f"--model: unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None
 
 
+# ------------------------------------------------------------------ the reference's training and our defaults
+REFERENCE_TRAINING: Mapping[str, TrainingConfig] = {
+    # v1 (seaice_year.py): Keras fit on in-memory arrays (observations shuffled every epoch) for
+    # 1 + 2 + 5 epochs with one compiled Adam, batch 1024, Keras Adam defaults; plain dense Adam
+    # over every weight and the whole-map priors at every step.
+    "v1": TrainingConfig(
+        nepochs=8,
+        batch_size=REFERENCE_BATCH_SIZE,
+        learning_rate=REFERENCE_LEARNING_RATE,
+        optimizer="dense-adam",
+        map_priors="full",
+        batch_order="shuffled",
+        adam_epsilon="keras",
+    ),
+    # v2 (seaice_training.py): Keras fit on a Sequence of contiguous batch-size blocks of the
+    # observations in file order (sensor after sensor), the block order shuffled, 25 epochs.
+    "v2": TrainingConfig(
+        nepochs=25,
+        batch_size=REFERENCE_BATCH_SIZE,
+        learning_rate=REFERENCE_LEARNING_RATE,
+        optimizer="dense-adam",
+        map_priors="full",
+        batch_order="reference-blocks",
+        adam_epsilon="keras",
+    ),
+}
+"""The training settings of the reference code, per preset (what ``--exact-reference`` runs)."""
+
+DEFAULT_ICE_EMIS_INIT: Mapping[str, float] = {"v1": 0.93, "v2": 0.9}
+"""Initial ice emissivity by default where the preset has none (v2: the reference's zero output
+biases start the emissivity near 0.5, 0.3 below its anchor floor; v1's preset already has the
+reference's 0.93)."""
+
+DEFAULT_TRAINING = TrainingConfig(nepochs=25, batch_size=None, learning_rate=None)
+"""Our training defaults: 25 epochs, automatic batch size and learning rate, deferred Adam with
+sampled whole-map priors, observations shuffled every epoch."""
+
+
+def starting_configuration(preset_name: str, exact_reference: bool = False) -> tuple[Preset, TrainingConfig]:
+    """The preset and training configuration a run starts from, before its explicit flags.
+
+    With ``exact_reference`` the preset as it is (the reference's values) and
+    :data:`REFERENCE_TRAINING`; otherwise our improvements: the initial ice
+    emissivity :data:`DEFAULT_ICE_EMIS_INIT` where the preset has none, and
+    :data:`DEFAULT_TRAINING`.
+    """
+    preset = get_preset(preset_name)
+    if exact_reference:
+        return preset, REFERENCE_TRAINING[preset.model.version]
+    if preset.model.ice_emis_init is None:
+        init = DEFAULT_ICE_EMIS_INIT[preset.model.version]
+        preset = replace(preset, model=replace(preset.model, ice_emis_init=init))
+    return preset, DEFAULT_TRAINING
+
+
 __all__ = [
     "DataConfig",
     "ModelConfig",
@@ -339,7 +485,17 @@ __all__ = [
     "TrainingConfig",
     "Preset",
     "PRESETS",
-    "V2_FORK_ANCHOR",
     "get_preset",
     "replace",
+    "OPTIMIZERS",
+    "DEPRECATED_OPTIMIZERS",
+    "MAP_PRIORS",
+    "BATCH_ORDERS",
+    "auto_batch_size",
+    "auto_learning_rate",
+    "REFERENCE_TRAINING",
+    "DEFAULT_ICE_EMIS_INIT",
+    "DEFAULT_TRAINING",
+    "starting_configuration",
+    "V2_FORK_ANCHOR",
 ]

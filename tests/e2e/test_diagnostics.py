@@ -158,3 +158,79 @@ def test_format_summary_layout():
     assert "RMSE background 0.2000 -> trained 0.0500" in text
     assert "TB bias ice error vs truth, max |K|: amsr2 0.25" in text
     assert len(lines) == 1 + 3 + 1 + obs.nchan + 2 + 1
+
+
+def test_departure_rms_hand_value():
+    st = d.DepartureStats(
+        count=np.array([3, 1, 0]), mean=np.array([1.0, 2.0, np.nan]), std=np.array([1.0, 0.0, np.nan])
+    )
+    assert d.departure_rms(st) == pytest.approx(np.sqrt((3 * 2.0 + 1 * 4.0) / 4))
+    assert d.departure_rms(st, np.array([1.0, 2.0, 1.0])) == pytest.approx(np.sqrt((3 * 2.0 + 1 * 1.0) / 4))
+
+
+def _truth(before, after):
+    return d.TruthScores(
+        npoints=4,
+        sic_rmse_background=before,
+        sic_bias_background=0.0,
+        sic_rmse=after,
+        sic_bias=0.0,
+        emis_rmse=np.zeros(1),
+        emis_count=np.zeros(1, int),
+    )
+
+
+def _stats(m):
+    return d.DepartureStats(count=np.array([10]), mean=np.array([m]), std=np.array([1.0]))
+
+
+def test_plain_warnings_name_what_went_wrong_and_the_fix():
+    ok = d.RunDiagnostics(
+        title="T",
+        cost_before={"obs": 100.0, "anchor": 0.0, "total": 100.0},
+        cost_after={"obs": 10.0, "anchor": 1.0, "total": 11.0},
+        departures_before=_stats(3.0),
+        departures_after=_stats(0.5),
+        truth=_truth(0.11, 0.05),
+    )
+    assert d.plain_warnings(ok) == []
+    # a good run whose anchor term is mostly a few emissivities just under the floor: no warning
+    noise = d.RunDiagnostics(
+        title="T",
+        cost_before={"obs": 1.27e6, "anchor": 0.0, "total": 1.27e6},
+        cost_after={"obs": 2.0e5, "anchor": 8.5e5, "total": 1.06e6},
+        truth=_truth(0.1101, 0.0594),
+    )
+    assert d.plain_warnings(noise) == []
+    # the first-run failure of the reference's v2 start: SIC and departures worse, anchor dominating
+    bad = d.RunDiagnostics(
+        title="T",
+        cost_before={"obs": 4.7e7, "anchor": 4.5e12, "total": 4.5e12},
+        cost_after={"obs": 2.7e7, "anchor": 1.2e12, "total": 1.2e12},
+        departures_before=_stats(1.0),
+        departures_after=_stats(2.0),
+        truth=_truth(0.1101, 0.1177),
+    )
+    w = d.plain_warnings(bad)
+    assert w[0] == (
+        "WARNING: the trained SIC is worse than the background it started from "
+        "(RMSE against the truth 0.1101 -> 0.1177)."
+    )
+    assert w[1].startswith(
+        "WARNING: the simulated TBs fit the observations worse than before training (RMS of y - H(x) 1.41 K -> 2.24 K)"
+    )
+    assert w[2].startswith("WARNING: the emissivity anchor term is 100% of the cost after training")
+    assert "--ice-emis-init 0.9" in w[-1] and w[-1].lstrip().startswith("Likely fix")
+    # no anchor problem: the cost rose and its cause is named; the fix is more steps per cell
+    rose = d.RunDiagnostics(
+        title="T",
+        cost_before={"obs": 100.0, "warm_ice": 0.0, "anchor": 0.0, "total": 100.0},
+        cost_after={"obs": 90.0, "warm_ice": 500.0, "anchor": 0.0, "total": 590.0},
+    )
+    w = d.plain_warnings(rose)
+    assert w[0] == (
+        "WARNING: the total cost rose during training (100 -> 590); most of the rise is the warm_ice term (0 -> 500)."
+    )
+    assert "--nepochs" in w[1]
+    text = d.format_summary(rose, make_obs(nobs=4, sensors=("amsr2",)).basis)
+    assert text.splitlines()[-2:] == [f"  {w[0]}", f"  {w[1]}"]

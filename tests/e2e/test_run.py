@@ -133,10 +133,11 @@ def test_every_output_has_reference_names_and_units(trained):
     expected = {f"{stem}_{TAG}.nc" for stem in NC_FILES} | {f"model_{TAG}.pt", "cache", f"checkpoints_{TAG}"}
     expected |= {f"manifest_{TAG}.json", ".sets"}  # the output set (README "Reliability")
     assert expected <= names
-    # anything else is a user product (gridded emissivity, classic SIC, export, plots) or the summary files
+    # anything else is a user product (gridded emissivity, classic SIC, filtered SIC, export, plots) or summaries
     assert {f"summary_{TAG}.txt", f"summary_{TAG}.json"} <= names
     assert all(
-        n.startswith(("ice_emis_grid_", "classic_sic_", "emis_model_", "plots_", "summary_")) for n in names - expected
+        n.startswith(("ice_emis_grid_", "classic_sic_", "seaice_filtered_", "emis_model_", "plots_", "summary_"))
+        for n in names - expected
     )
     with _open(trained.output, "tbobs") as ds:
         nobs, nchan = ds.sizes["iobs"], 17
@@ -471,3 +472,16 @@ def test_other_optimisers_reach_the_cost_of_the_default(trained, twin_dir, tmp_p
         first = float(m["loss_epoch_total"][0])
     assert final < 0.5 * first
     assert abs(final - ref_final) < 0.1 * ref_final
+
+
+def test_open_water_filter_product(trained):
+    """seaice_filtered_TAG.nc: the trained map with only low concentrations zeroed, scored in the summary."""
+    with _open(trained.output, "seaice") as raw, _open(trained.output, "seaice_filtered") as filt:
+        a, b = raw["seaice"].values, filt["seaice"].values
+        assert a.shape == b.shape
+    changed = a != b
+    assert changed.any()  # the tiny twin has open water the gradient ratio flags
+    assert np.all(b[changed] == 0.0) and np.all(a[changed] < 0.3)
+    line = next(ln for ln in trained.stdout.splitlines() if "open-water filter" in ln)
+    before, after = (float(x) for x in line.split(":")[1].split("(")[0].split("->"))
+    assert after <= before + 1e-4

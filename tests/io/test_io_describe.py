@@ -62,6 +62,9 @@ def test_sensor_without_observations_in_period_is_an_error(dataset):
             f["JULIAN_DAY"] = np.full(f["JULIAN_DAY"].size, 2459000.0 + 3.5)  # all in step 3
 
     ds = dataset("C", sensors=("amsr2", "gmi"), nobs=20, edit=late_gmi, nsteps=2)
-    with pytest.raises(SeaIceError, match=r"gmi/\S*JULIAN_DAY\.nc: sensor gmi has no valid observation in steps "
-                       r"0\.\.1 \(20 rows in its files\); remove it from --sensors"):
+    with pytest.raises(
+        SeaIceError,
+        match=r"gmi/\S*JULIAN_DAY\.nc: sensor gmi has no valid observation in steps "
+        r"0\.\.1 \(20 rows in its files\); remove it from --sensors",
+    ):
         read_training_data(ds.config, 1)

@@ -133,10 +133,11 @@ def test_layout_b_file_with_wrong_variable_name(dataset):
     _raises(ds.config, "field_v2_TAUSFC.nc", "variable TAUSFC not found", "tau")
 
 
-def test_multi_sensor_needs_common_igrid(dataset):
+def test_multi_sensor_common_igrid_for_all_or_none(dataset):
+    """COMMON_IGRID for some sensors but not others: their IGRID may index a sensor-local grid."""
     ds = dataset("C", sensors=("amsr2", "gmi"))
     (ds.root / "gmi" / "field_v2_COMMON_IGRID.nc").unlink()
-    _raises(ds.config, "field_v2_COMMON_IGRID.nc", "COMMON_IGRID", "gmi")
+    _raises(ds.config, "field_v2_COMMON_IGRID.nc", "COMMON_IGRID not found for sensor gmi", "amsr2 have it")
 
 
 def test_per_observation_wrong_shape(dataset):

@@ -250,3 +250,55 @@ def test_rows_outside_the_period_are_not_read(dataset):
 
     with pytest.raises(SeaIceError, match="variable EMIS_WATER mostly missing"):
         read_training_data(dataclasses.replace(ds.config, nsteps=None), NLAG)
+
+
+def _reference_v2_dataset(root, gmi_day_later=True):
+    """The v2 reference's directory: <sensor>/<sensor>_<FIELD>.nc with IGRID only, grid.nc, backgrounds
+    without coordinates; GMI starts a day after AMSR2 and SSMIS (its first step is 1)."""
+    from empirical_seaice.io.layout_writers import JD_START, example_backgrounds, example_fields, write_reference_v2
+
+    rng = np.random.default_rng(5)
+    fields = {}
+    for s in ("amsr2", "gmi", "ssmisf17"):
+        late = gmi_day_later and s == "gmi"
+        start, nstep = (JD_START + 1.0, NSTEP - 1) if late else (JD_START, NSTEP)
+        fields[s] = example_fields(s, 30, NGRID, nstep, rng, jd_start=start, grid_variable="IGRID")
+    bg = example_backgrounds(NGRID, NSTEP, NLAG, rng)
+    write_reference_v2(root, fields, bg["sic"], bg["t_skin_map_k"], bg["lon"], bg["lat"])
+    return fields, bg
+
+
+def test_reference_v2_directory_reads_unchanged(tmp_path):
+    """IGRID only for every sensor (no COMMON_IGRID), the grid description grid.nc, and one step origin
+    for all sensors: GMI, starting a day later, keeps its day (the reference's per-sensor origin would
+    have moved every GMI observation one step earlier)."""
+    from empirical_seaice.config import DataConfig
+
+    fields, bg = _reference_v2_dataset(tmp_path)
+    assert not list(tmp_path.rglob("*COMMON_IGRID*")) and (tmp_path / "gmi" / "gmi_IGRID.nc").is_file()
+    cfg = DataConfig(data=tmp_path, sensors=("amsr2", "gmi", "ssmisf17"))
+    files = find_data_files(cfg)
+    assert files.layout == "C" and files.grid == tmp_path / "grid.nc"
+    obs, background = read_training_data(cfg, NLAG)
+    assert obs.nobs == 90 and obs.nstep == NSTEP
+    for s, name in enumerate(("amsr2", "gmi", "ssmisf17")):
+        rows = obs.isensor == s
+        np.testing.assert_array_equal(obs.igrid[rows], fields[name]["IGRID"])
+        np.testing.assert_array_equal(obs.istep[rows], _expected_step(fields[name]["JULIAN_DAY"]))
+    gmi_steps = obs.istep[obs.isensor == 1]
+    assert gmi_steps.min() == 1  # per-sensor origin (the reference's defect) would give 0
+    np.testing.assert_allclose(background.lon, bg["lon"], rtol=1e-6)
+    np.testing.assert_allclose(background.lat, bg["lat"], rtol=1e-6)
+
+
+def test_reference_v2_grid_file_must_fit_the_grid(tmp_path):
+    from empirical_seaice.config import DataConfig
+    from empirical_seaice.errors import SeaIceError
+
+    _reference_v2_dataset(tmp_path)
+    write_netcdf(tmp_path / "other_grid.nc", {"lon": np.zeros(5, np.float32), "lat": np.zeros(5, np.float32)})
+    cfg = DataConfig(data=tmp_path, sensors=("amsr2",), grid_file=tmp_path / "other_grid.nc")
+    with pytest.raises(SeaIceError, match=r"other_grid.nc: variable lon expected shape \(12,\)"):
+        read_training_data(cfg, NLAG)
+    with pytest.raises(SeaIceError, match="--grid-file: grid description .*missing.nc not found"):
+        read_training_data(dataclasses.replace(cfg, grid_file=tmp_path / "missing.nc"), NLAG)

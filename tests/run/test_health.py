@@ -43,14 +43,18 @@ def test_each_check_names_what_failed():
     p[1, 1, 1] = -12.0
     assert _case(props_grid=p).failures == ["empirical state P reaches |P| = 12 (limit 10)"]
     e = np.full((200, 2), 0.9)
-    e[:3, 0] = 1.05  # 3 of 200 ice values (1.5 %) above 1.01; the open-water half does not count
+    e[:12, 0] = 1.05  # 12 of 200 ice values (6 %) above 1.01; the open-water half does not count
     e[150:, 1] = 1.5
     assert _case(emis_ice=e).failures == [
-        "ice emissivity outside (0, 1] for 1.5% of the 100 observations with SIC > 0.5 "
-        "(from 0.9 to 1.05; worst channel 10v: 3%)"
+        "ice emissivity outside (0, 1] for 6.0% of the 100 observations with SIC > 0.5 "
+        "(from 0.9 to 1.05; worst channel 10v: 12%)"
     ]
-    e[:3, 0] = 1.0  # 1 exactly is fine
+    e[:12, 0] = 1.0  # 1 exactly is fine
     assert _case(emis_ice=e).ok
+    e[:6, 0] = 1.05  # 3 % above 1.01: tolerated (the unbounded v1 model), a warning only
+    assert _case(emis_ice=e).ok
+    e[0, 0] = 1.25  # one value beyond the hard limit 1.2 fails however few
+    assert "from 0.9 to 1.25" in _case(emis_ice=e).message()
     after = {"obs": 1100.0, "sic_range": 20000.0, "total": 21100.0}
     assert _case(cost_after=after).failures == [
         "departures worse than before training (J_o 1000 -> 1100)",

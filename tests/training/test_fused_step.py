@@ -130,13 +130,13 @@ def test_fused_step_resumes_where_the_tensor_step_left(tmp_path):
         np.testing.assert_allclose(_params(second)[name].numpy(), value.numpy(), rtol=0, atol=2e-5)
 
 
-@pytest.mark.parametrize("why", ["lazy optimiser", "numba missing"])
+@pytest.mark.parametrize("why", ["sparse-adam optimiser", "numba missing"])
 def test_fused_step_falls_back_with_one_notice(why, monkeypatch, caplog):
     if why == "numba missing":
         monkeypatch.setattr(fused_step, "HAVE_NUMBA", False)
         t = _trainer(True, nepochs=2)
     else:
-        t = _trainer(True, nepochs=2, optimizer="lazy")
+        t = _trainer(True, nepochs=2, optimizer="sparse-adam")
     with caplog.at_level(logging.WARNING, logger="empirical_seaice"):
         h = t.fit()
     notices = [r.getMessage() for r in caplog.records if "fused training step not used" in r.getMessage()]

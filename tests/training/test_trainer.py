@@ -36,27 +36,27 @@ def _two_obs_case(optimizer: str):
     row = np.array([0, 1, 3])  # row 3 exists only to size the table; not trained on
     x = np.zeros(3)
     y = np.array([1.0, -2.0, 0.0])
-    net = ToyNetwork(4, np.array([1, 1, 0, 0]), sparse=optimizer != "dense")
+    net = ToyNetwork(4, np.array([1, 1, 0, 0]), sparse=optimizer != "dense-adam")
     cfg = TrainingConfig(nepochs=1, batch_size=1, optimizer=optimizer, seed=3)
     trainer = Trainer(net, ToyData(row, x, y), cfg, np.array([0, 1]), None, nobs_total=2, progress=False)
     trainer.fit()
     return net.table.weight.detach().double().numpy()[:, 0], trainer
 
 
-@pytest.mark.parametrize("optimizer", ["sparse", "lazy", "dense"])
+@pytest.mark.parametrize("optimizer", ["deferred-adam", "sparse-adam", "dense-adam"])
 def test_adam_moves_by_hand(optimizer):
     """Two steps, one observation each on rows 0 and 1. Gradient of the touched
     row at a = 0 is -2 y (the prior's is 0 there). Lazy Adam (torch SparseAdam)
     moves the first row once (step 1) and the second once (step 2, global bias
     correction); dense Adam moves the first row again at step 2 on momentum, and
-    so does the deferred-momentum scheme ("sparse") once flushed at epoch end."""
+    so does the deferred-momentum scheme ("deferred-adam") once flushed at epoch end."""
     a, trainer = _two_obs_case(optimizer)
     # which observation came first: the permutation of the run's generator
     first = int(torch.randperm(2, generator=make_generator(3))[0])
     second = 1 - first
     y = {0: 1.0, 1: -2.0}
     g_first, g_second = -2 * y[first], -2 * y[second]
-    if optimizer == "lazy":
+    if optimizer == "sparse-adam":
         exp_first = _adam_move([g_first], [1])
     else:
         exp_first = _adam_move([g_first, 0.0], [1, 2])
@@ -236,9 +236,9 @@ def test_trainer_errors():
     dense_net, _ = build(row, x, y, sparse=False)
     sparse_net, _ = build(row, x, y, sparse=True)
     with pytest.raises(SeaIceError, match="built with dense state gradients"):
-        Trainer(dense_net, data, TrainingConfig(optimizer="sparse"), np.arange(100), None, 100)
+        Trainer(dense_net, data, TrainingConfig(optimizer="deferred-adam"), np.arange(100), None, 100)
     with pytest.raises(SeaIceError, match="built with sparse state gradients"):
-        Trainer(sparse_net, data, TrainingConfig(optimizer="dense"), np.arange(100), None, 100)
+        Trainer(sparse_net, data, TrainingConfig(optimizer="dense-adam"), np.arange(100), None, 100)
     with pytest.raises(SeaIceError, match="empty training set"):
         Trainer(sparse_net, data, TrainingConfig(), np.arange(0), None, 100)
     cfg = TrainingConfig(validation_fraction=0.1, early_stopping=True)
@@ -253,8 +253,16 @@ def test_trainer_errors():
 
 
 def test_config_and_device_errors():
-    with pytest.raises(SeaIceError, match="--optimizer: expected sparse, lazy or dense, got .adagrad."):
+    with pytest.raises(
+        SeaIceError, match="--optimizer: expected one of deferred-adam, sparse-adam, dense-adam, got .adagrad."
+    ):
         TrainingConfig(optimizer="adagrad")
+    old = {name: TrainingConfig(optimizer=name).optimizer for name in ("sparse", "lazy", "dense")}
+    assert old == {"sparse": "deferred-adam", "lazy": "sparse-adam", "dense": "dense-adam"}  # deprecated aliases
+    with pytest.raises(SeaIceError, match="--map-priors full: .* needs --optimizer dense-adam"):
+        TrainingConfig(map_priors="full")
+    with pytest.raises(SeaIceError, match="--batch-order: expected shuffled or reference-blocks"):
+        TrainingConfig(batch_order="random")
     with pytest.raises(SeaIceError, match="--patience: must be >= 1, got 0"):
         TrainingConfig(patience=0)
     assert resolve_device("cpu") == torch.device("cpu")
@@ -266,6 +274,44 @@ def test_config_and_device_errors():
     if not torch.cuda.is_available():
         with pytest.raises(SeaIceError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+class _RecordingData(ToyData):
+    """ToyData that records the observation indices of every batch it hands out."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.seen: list[list[int]] = []
+
+    def batch(self, index):
+        self.seen.append(index.tolist())
+        return super().batch(index)
+
+
+@pytest.mark.parametrize("order", ["shuffled", "reference-blocks"])
+def test_batch_order(order):
+    """reference-blocks: each batch is a contiguous block of the training observations in their
+    order (blocks start at multiples of the batch size, the last one shorter), each observation once
+    per epoch, the block order shuffled anew each epoch; shuffled: every epoch a new permutation."""
+    row, x, y = make_toy(nobs=100)
+    net, _ = build(row, x, y)
+    data = _RecordingData(row, x, y)
+    train = np.setdiff1d(np.arange(100), [5, 50])  # 98 training observations, held-out ones skipped
+    cfg = TrainingConfig(nepochs=2, batch_size=16, batch_order=order, seed=4)
+    Trainer(net, data, cfg, train, None, 98, progress=False).fit()
+    epochs = [data.seen[:7], data.seen[7:]]
+    assert len(data.seen) == 14  # ceil(98 / 16) = 7 batches per epoch
+    for batches in epochs:
+        assert sorted(i for b in batches for i in b) == train.tolist()
+    if order == "reference-blocks":
+        blocks = [train[a : a + 16].tolist() for a in range(0, 98, 16)]
+        for batches in epochs:
+            assert sorted(batches) == sorted(blocks)
+        assert epochs[0] != blocks or epochs[1] != blocks  # the block order is shuffled
+        assert epochs[0] != epochs[1]
+    else:
+        assert all(b != sorted(b) for b in epochs[0][:6])  # observations mixed inside the batches
+        assert [i for b in epochs[0] for i in b] != [i for b in epochs[1] for i in b]
 
 
 def test_stop_mid_epoch_writes_a_checkpoint_and_resume_is_bit_identical(tmp_path):

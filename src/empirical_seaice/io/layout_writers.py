@@ -85,6 +85,34 @@ def write_layout_c(
     return directory
 
 
+def write_reference_v2(
+    directory: Path,
+    sensor_fields: Mapping[str, Mapping[str, np.ndarray]],
+    sic: np.ndarray,
+    t_skin_map_k: np.ndarray,
+    lon: np.ndarray,
+    lat: np.ndarray,
+) -> Path:
+    """The v2 reference's training directory, unchanged: ``<directory>/<sensor>/<sensor>_<FIELD>.nc``
+    with ``IGRID`` only (no ``COMMON_IGRID``; every sensor indexes the one grid), the grid
+    description ``grid.nc`` (``lon``, ``lat`` on dimension ``igrid``), and the background files
+    ``ifs_seaice_initials_*.nc`` / ``ifs_tsfc_*_dailyx_*.nc`` with no coordinates in the latter."""
+    import netCDF4
+
+    directory = Path(directory)
+    for sensor, fields in sensor_fields.items():
+        plain = {k: v for k, v in fields.items() if k != "COMMON_IGRID"}
+        write_layout_b(directory / sensor, plain, prefix=f"{sensor}_")
+    write_backgrounds(
+        directory, sic, t_skin_map_k, seaice_file="ifs_seaice_initials_ref.nc", tsfc_file="ifs_tsfc_ref_dailyx_v2.nc"
+    )
+    with netCDF4.Dataset(str(directory / "grid.nc"), "w") as ds:
+        ds.createDimension("igrid", len(lon))
+        for name, arr in (("lon", lon), ("lat", lat)):
+            ds.createVariable(name, "f4", ("igrid",))[:] = np.asarray(arr, np.float32)
+    return directory
+
+
 def write_backgrounds(
     directory: Path,
     sic: np.ndarray,
@@ -187,6 +215,7 @@ __all__ = [
     "write_layout_b",
     "write_layout_c",
     "write_backgrounds",
+    "write_reference_v2",
     "example_fields",
     "example_backgrounds",
     "DEFAULT_PREFIX",

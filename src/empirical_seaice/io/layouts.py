@@ -12,7 +12,9 @@ Detection (no NetCDF is opened here, only the file system is looked at):
 
 The background files are found by ``ifs_seaice*.nc`` and ``ifs_tsfc*.nc`` in
 the data directory (the monthly file's directory for layout A) unless given
-explicitly (``--seaice-background``, ``--tsfc-background``).
+explicitly (``--seaice-background``, ``--tsfc-background``); the optional grid
+description (``lon``, ``lat`` per grid point, as the v2 reference reads it) is
+``grid.nc`` there or ``--grid-file``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ PER_CHANNEL_VARIABLES = (
 
 SEAICE_GLOB = "ifs_seaice*.nc"
 TSFC_GLOB = "ifs_tsfc*.nc"
+GRID_FILE = "grid.nc"
+"""Name of the grid description (``lon``, ``lat`` per grid point) looked for beside the backgrounds."""
 
 
 @dataclass(frozen=True)
@@ -94,11 +98,12 @@ class DataFiles:
     sensors: tuple[SensorFiles, ...]
     seaice_background: Path
     tsfc_background: Path
+    grid: Path | None = None
     sensor_catalogue: Path | None = None
 
     def input_files(self) -> list[Path]:
         files = [f for s in self.sensors for f in s.input_files()]
-        extra = [self.sensor_catalogue] if self.sensor_catalogue is not None else []
+        extra = [p for p in (self.grid, self.sensor_catalogue) if p is not None]
         return files + [self.seaice_background, self.tsfc_background] + extra
 
 
@@ -129,6 +134,15 @@ def _find_background(directory: Path, pattern: str, explicit: Path | None, flag:
         names = ", ".join(h.name for h in hits)
         raise SeaIceError(f"{directory}: several {what} files match {pattern} ({names}); choose one with {flag} FILE")
     return hits[0]
+
+
+def _find_grid(directory: Path, explicit: Path | None) -> Path | None:
+    """The grid description: ``explicit`` (must exist), else ``grid.nc`` in ``directory`` if there."""
+    if explicit is not None:
+        if not Path(explicit).is_file():
+            raise SeaIceError(f"--grid-file: grid description {explicit} not found")
+        return Path(explicit)
+    return directory / GRID_FILE if (directory / GRID_FILE).is_file() else None
 
 
 def find_data_files(config: DataConfig) -> DataFiles:
@@ -181,7 +195,9 @@ def find_data_files(config: DataConfig) -> DataFiles:
         raise SeaIceError(f"--data {data}: no such file or directory")
     seaice = _find_background(bg_dir, SEAICE_GLOB, config.seaice_background, "--seaice-background", "background SIC")
     tsfc = _find_background(bg_dir, TSFC_GLOB, config.tsfc_background, "--tsfc-background", "skin-temperature map")
-    return DataFiles(layout, files, seaice, tsfc, config.sensor_catalogue)
+    return DataFiles(
+        layout, files, seaice, tsfc, grid=_find_grid(bg_dir, config.grid_file), sensor_catalogue=config.sensor_catalogue
+    )
 
 
 __all__ = [
@@ -194,4 +210,5 @@ __all__ = [
     "PER_CHANNEL_VARIABLES",
     "SEAICE_GLOB",
     "TSFC_GLOB",
+    "GRID_FILE",
 ]

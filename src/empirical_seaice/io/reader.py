@@ -203,13 +203,61 @@ def _read_1d(sf: SensorFiles, name: str, nobs: int | None, dtype=np.float32, opt
     return out, path
 
 
-def _grid_variable(sf: SensorFiles, multi: bool) -> str:
-    if multi:
-        return "COMMON_IGRID"
+def _has_common_igrid(sf: SensorFiles) -> bool:
     if sf.layout == "B":
-        return "COMMON_IGRID" if sf.has_file("COMMON_IGRID") else "IGRID"
+        return sf.has_file("COMMON_IGRID")
     with open_dataset(sf.location) as ds:
-        return "COMMON_IGRID" if "COMMON_IGRID" in ds.variables else "IGRID"
+        return "COMMON_IGRID" in ds.variables
+
+
+def _grid_variables(sensors: tuple[SensorFiles, ...]) -> list[str]:
+    """The grid-index variable of each sensor: ``COMMON_IGRID`` when every sensor has it, else ``IGRID``.
+
+    ``IGRID`` alone for every sensor is the v2 reference's own layout: each sensor's
+    indices are on the one grid of the background files (checked against its size).
+    Some sensors with ``COMMON_IGRID`` and others without is an error: their
+    ``IGRID`` may index a sensor-local grid.
+    """
+    has = [_has_common_igrid(sf) for sf in sensors]
+    if all(has):
+        return ["COMMON_IGRID"] * len(sensors)
+    if not any(has):
+        if len(sensors) > 1:
+            log.info("no COMMON_IGRID: every sensor's IGRID indexes the background grid (the v2 reference's layout)")
+        return ["IGRID"] * len(sensors)
+    with_c = [sf.sensor.name for sf, h in zip(sensors, has, strict=True) if h]
+    lacking = next(sf for sf, h in zip(sensors, has, strict=True) if not h)
+    raise SeaIceError(
+        f"{lacking.path('COMMON_IGRID')}: variable COMMON_IGRID not found for sensor {lacking.sensor.name}, "
+        f"while {', '.join(with_c)} have it; give COMMON_IGRID for every sensor, or only IGRID for every "
+        "sensor (all indexing the grid of the background files)"
+    )
+
+
+def _apply_grid_file(background: BackgroundMaps, path: Path | None) -> None:
+    """Take ``lon``/``lat`` of the grid description (the v2 reference's grid file) into ``background``.
+
+    Variables ``lon``, ``lat`` (or ``LON``, ``LAT``), one value per grid point of the
+    background files. Coordinates already read from the skin-temperature file are kept
+    (the sizes must agree).
+    """
+    if path is None:
+        return
+    with open_dataset(path) as ds:
+        values = {}
+        for name in ("lon", "lat"):
+            var, vname = get_variable(ds, path, (name, name.upper()))
+            arr = as_float(var[:])
+            if arr.shape != (background.ngrid,):
+                raise SeaIceError(
+                    f"{path}: variable {vname} expected shape ({background.ngrid},) (one value per grid point of "
+                    f"the background files), got {arr.shape}"
+                )
+            values[name] = arr
+    if background.lon is None:
+        background.lon = values["lon"]
+    if background.lat is None:
+        background.lat = values["lat"]
 
 
 def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> Layout2D:
@@ -381,7 +429,6 @@ def _check_sensor_kept(r: _SensorRead, config: DataConfig, nsteps: int) -> None:
 
 def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observations, BackgroundMaps]:
     basis = build_channel_basis(config.sensors, load_catalogue(config.sensor_catalogue))
-    multi = len(files.sensors) > 1
     reads = [_SensorRead(sf) for sf in files.sensors]
 
     # Pass 1a: Julian days of every sensor, for the common step origin.
@@ -407,6 +454,8 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
         files.seaice_background, files.tsfc_background, bg_shape, config.stepstart, nsteps, nlag
     )
     ngrid = bg_shape.ngrid
+    _apply_grid_file(background, files.grid)
+    grid_names = _grid_variables(files.sensors)
 
     # Pass 1b: per-observation fields decide which observations are kept.
     for s, r in enumerate(reads):
@@ -428,7 +477,7 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
             log.warning("sensor %s: %d observations after the background period dropped", sf.sensor.name, late)
         keep = in_period
         r.per_obs["istep"] = istep_int
-        gname = _grid_variable(sf, multi)
+        gname = grid_names[s]
         grid, gpath = _read_1d(sf, gname, n, np.float64)
         gmiss = np.isnan(grid) | (grid < 0)
         if n and gmiss.sum() > MOSTLY * n:

@@ -302,6 +302,86 @@ class RunDiagnostics:
     departures_after: DepartureStats | None = None
     truth: TruthScores | None = None
     notes: Sequence[str] = field(default_factory=tuple)
+    kept_epoch: int | None = None  # with early stopping: the epoch (1-based) whose parameters were kept
+
+
+ANCHOR_DOMINATES = 0.5
+"""The anchor term "dominates" when it is more than this fraction of the cost after training."""
+
+
+def departure_rms(d: DepartureStats, obs_error_k: np.ndarray | None = None) -> float:
+    """Root mean square of ``y - H(x)`` over every valid value of every channel (K, or in units of
+    the observation error when ``obs_error_k`` is given): ``sqrt(sum_c n_c (mean_c^2 + std_c^2) / sum_c n_c)``.
+
+    Examples
+    --------
+    Channel 0: 3 values, mean 1, std 1; channel 1: 1 value, mean 2, std 0 gives sqrt((3*2 + 4) / 4).
+    """
+    n = np.asarray(d.count, dtype=np.float64)
+    ms = np.nan_to_num(np.asarray(d.mean) ** 2 + np.asarray(d.std) ** 2)
+    if obs_error_k is not None:
+        ms = ms / np.asarray(obs_error_k, dtype=np.float64) ** 2
+    return float(np.sqrt((n * ms).sum() / max(n.sum(), 1.0)))
+
+
+def plain_warnings(diag: RunDiagnostics) -> list[str]:
+    """Plain-words warnings when a run ended worse than it started, each with the likely fix.
+
+    Checked: the trained SIC against the truth is worse than the background (twin
+    data only); the observation departures are larger after training than before;
+    the emissivity anchor term is more than :data:`ANCHOR_DOMINATES` of the cost
+    after training and larger than the observation term before training; the
+    total cost rose. Empty when none applies.
+    """
+    out: list[str] = []
+    before, after = diag.cost_before or {}, diag.cost_after or {}
+    t = diag.truth
+    sic_worse = t is not None and np.isfinite(t.sic_rmse) and t.sic_rmse > t.sic_rmse_background
+    if sic_worse:
+        out.append(
+            f"WARNING: the trained SIC is worse than the background it started from "
+            f"(RMSE against the truth {t.sic_rmse_background:.4f} -> {t.sic_rmse:.4f})."
+        )
+    dep_worse = False
+    if diag.departures_before is not None and diag.departures_after is not None:
+        rb, ra = departure_rms(diag.departures_before), departure_rms(diag.departures_after)
+        dep_worse = ra > rb
+        if dep_worse:
+            out.append(
+                f"WARNING: the simulated TBs fit the observations worse than before training "
+                f"(RMS of y - H(x) {rb:.2f} K -> {ra:.2f} K)."
+            )
+    anchor, total = after.get("anchor", 0.0), after.get("total", 0.0)
+    # more than half of J, and more than the whole observation misfit training started from (a few
+    # emissivities ending 1e-3 under the floor are worth 1e4 each at error 1e-5: not a failure)
+    anchor_dominates = total > 0 and anchor > ANCHOR_DOMINATES * total and anchor > before.get("obs", 0.0)
+    if anchor_dominates:
+        out.append(
+            f"WARNING: the emissivity anchor term is {100 * anchor / total:.0f}% of the cost after training "
+            f"({anchor:.4g} of {total:.4g}): the ice emissivity sits far below its anchor, and the training "
+            "spent its steps on that instead of on the observations."
+        )
+    cost_rose = bool(before) and bool(after) and after.get("total", 0.0) > before.get("total", np.inf)
+    if cost_rose:
+        grew = max((k for k in after if k != "total"), key=lambda k: after[k] - before.get(k, 0.0))
+        out.append(
+            f"WARNING: the total cost rose during training ({before['total']:.4g} -> {after['total']:.4g}); "
+            f"most of the rise is the {grew} term ({before.get(grew, 0.0):.4g} -> {after[grew]:.4g})."
+        )
+    if not out:
+        return out
+    if anchor_dominates or (before.get("anchor", 0.0) > ANCHOR_DOMINATES * before.get("total", np.inf)):
+        out.append(
+            "  Likely fix: start the ice emissivity near its anchor (--ice-emis-init 0.9 for v2, 0.93 for v1: "
+            "the default unless --exact-reference or --ice-emis-init reference), or train on much more data."
+        )
+    else:
+        out.append(
+            "  Likely fix: give each SIC cell more steps: more epochs (--nepochs), or a smaller --batchsize with "
+            "a larger --learning-rate (by default both follow the data size); with --validation-fraction 0.1 "
+            "--early-stopping the held-out cost shows whether the model is fitting noise."
+        )
+    return out
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -315,13 +395,16 @@ def format_summary(diag: RunDiagnostics, basis: ChannelBasis) -> str:
 
     Sections: cost terms before/after (``J`` by term); per-channel departure
     mean/std before/after and, with a truth, the ice-emissivity RMSE; SIC
-    scores versus the truth (background vs trained) and the TB-bias errors.
+    scores versus the truth (background vs trained) and the TB-bias errors;
+    then :func:`plain_warnings`. With early stopping (``kept_epoch``) the "after"
+    column is headed by the kept epoch: its parameters are the trained model.
     """
     lines = [diag.title]
     if diag.cost_before is not None or diag.cost_after is not None:
         names = list(dict.fromkeys([*(diag.cost_before or {}), *(diag.cost_after or {})]))
         names = [n for n in names if n != "total"] + ["total"]
-        lines.append(f"  {'cost term J':<16}{'before':>13}{'after':>13}")
+        after = "after" if diag.kept_epoch is None else f"epoch {diag.kept_epoch}"
+        lines.append(f"  {'cost term J':<16}{'before':>13}{after:>13}")
         for n in names:
             b = (diag.cost_before or {}).get(n)
             a = (diag.cost_after or {}).get(n)
@@ -358,6 +441,7 @@ def format_summary(diag: RunDiagnostics, basis: ChannelBasis) -> str:
                         parts.append(f"{sname} {np.max(np.abs(e)):.2f}")
                 lines.append(f"  TB bias {label} error vs truth, max |K|: " + ", ".join(parts))
     lines.extend(f"  {n}" for n in diag.notes)
+    lines.extend(f"  {w}" for w in plain_warnings(diag))
     return "\n".join(lines)
 
 
@@ -373,6 +457,9 @@ __all__ = [
     "observed_points",
     "RunDiagnostics",
     "format_summary",
+    "plain_warnings",
+    "departure_rms",
+    "ANCHOR_DOMINATES",
     "CHUNK",
     "ICE_SIC_THRESHOLD",
 ]

@@ -42,6 +42,8 @@ class ProductOptions:
     grid_channels: channels of the gridded product (None = the run's channels).
     grid_freqs_ghz: arbitrary frequencies of the gridded product instead of channels (v2).
     classic: compute NASA Team and Bootstrap SIC (classic_sic_TAG.nc) and score them.
+    open_water_filter: write seaice_filtered_TAG.nc, the trained SIC with the open-water filter
+        (:mod:`.open_water_filter`), and score it.
     plots: draw the plots into <output>/plots_TAG/.
     plot_day: step (0-based) of the maps; None = the middle step.
     """
@@ -52,6 +54,7 @@ class ProductOptions:
     grid_channels: tuple[str, ...] | None = None
     grid_freqs_ghz: tuple[float, ...] | None = None
     classic: bool = True
+    open_water_filter: bool = True
     plots: bool = False
     plot_day: int | None = None
 
@@ -187,6 +190,38 @@ def classic_summary(
     return [f"SIC RMSE vs truth ({npts} grid-steps): " + ", ".join(parts)]
 
 
+def _open_water_filtered(network, obs, background, output, tag, data_cfg, truth) -> tuple[list[Path], list[str]]:
+    """``seaice_filtered_TAG.nc`` and its summary line (the SIC RMSE vs truth with the filter)."""
+    from empirical_seaice.io import outputs as out
+    from empirical_seaice.products.diagnostics import observed_points
+    from empirical_seaice.products.open_water_filter import filter_sic, open_water_mask
+
+    st = network.state
+    sic = st.sic_array()
+    mask = np.zeros(sic.shape, dtype=bool)
+    mask[:, st.nlag :] = open_water_mask(obs)
+    filtered = filter_sic(sic, mask)
+    spd = getattr(data_cfg, "steps_per_day", 1) if data_cfg else 1
+    jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, spd)
+    path = out.write_seaice(
+        out.output_path(output, "seaice_filtered", tag),
+        filtered,
+        jd,
+        background.lon,
+        background.lat,
+        nlag=st.nlag,
+        step_days=1.0 / spd,
+    )
+    lines = []
+    if truth is not None:
+        g, t = observed_points(obs)
+        ts = np.asarray(truth.sic)[g, t]
+        before = classic.sic_rmse(sic[g, t + st.nlag], ts)
+        after = classic.sic_rmse(filtered[g, t + st.nlag], ts)
+        lines.append(f"SIC RMSE vs truth with the open-water filter: {before:.4f} -> {after:.4f} ({len(g)} grid-steps)")
+    return [path], lines
+
+
 def write_products(
     options: ProductOptions,
     *,
@@ -290,6 +325,12 @@ def write_products(
             if truth is not None and report is not None:
                 _, scores = classic_scores(classic_maps, obs, background, network.state.sic_array(), truth)
                 report["classic_sic_rmse"] = {k: v for k, v in scores.items() if k in classic_maps.maps}
+
+    if options.open_water_filter:
+        stage("open-water filter")
+        files_owf, lines_owf = _open_water_filtered(network, obs, background, output, tag, data_cfg, truth)
+        files += files_owf
+        lines += lines_owf
 
     if options.plots:
         stage("plots")

@@ -298,7 +298,9 @@ def _retrieve(
         copied["sensor_channels"],
     )
     frozen = FrozenModel(network)
-    train_cfg = replace(train_cfg, optimizer="sparse", validation_fraction=0.0, early_stopping=False)
+    train_cfg = replace(
+        train_cfg, optimizer="deferred-adam", map_priors=None, validation_fraction=0.0, early_stopping=False
+    )
     network.to(device)
     data = ObservationTensors(obs, device)
     p = lambda stem: out.output_path(stage, stem, tag)  # noqa: E731

@@ -221,9 +221,9 @@ def load_or_make_partition(
                 raise SeaIceError(f"--resume: the partition {path} is for another grid; train without --resume")
             if old.world_size == ctx.world_size:
                 return old.to_state(), None
-            if optimizer != "sparse":
+            if optimizer != "deferred-adam":
                 raise SeaIceError(
-                    f"--resume: the checkpoints were written by {old.world_size} ranks; only --optimizer sparse "
+                    f"--resume: the checkpoints were written by {old.world_size} ranks; only --optimizer deferred-adam "
                     f"resumes on another number of ranks (launch {old.world_size} processes)"
                 )
             new = partition_grid(np.bincount(np.asarray(obs.igrid), minlength=obs.ngrid), ctx.world_size)
@@ -311,8 +311,13 @@ def run_sharded(
     from empirical_seaice.training.runtime import make_generator, split_observations
     from empirical_seaice.training.trainer import Trainer
 
-    if train_cfg.optimizer == "dense":
-        raise SeaIceError("--optimizer dense: not with --distributed (it steps every row); use sparse or lazy")
+    if train_cfg.optimizer == "dense-adam" or train_cfg.prior_mode == "full":
+        raise SeaIceError(
+            "--distributed: not with --optimizer dense-adam or --map-priors full (they step every row of the "
+            "whole map, the --exact-reference scheme); use deferred-adam with sampled priors"
+        )
+    if train_cfg.batch_order != "shuffled":
+        raise SeaIceError(f"--batch-order {train_cfg.batch_order}: not with --distributed; use shuffled")
     from empirical_seaice.training.runtime import RunProgress
 
     result = single.RunResult(output=output, tag=tag)
@@ -320,6 +325,7 @@ def run_sharded(
     display = RunProgress(progress and ctx.root)  # one display, rank 0's
     display.stage("reading data")
     obs, background = read_once(ctx, data_cfg, model_cfg.nlag, output / "cache")
+    train_cfg = train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, as a single process
     configs = single._configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
     tdist.check_agreement(
         {
@@ -404,7 +410,7 @@ def run_sharded(
         zero = simulate_sharded(ctx, network, data, shard, zero_sic=True)
         if ctx.root:
             truth = _final_outputs(full, obs, background, data_cfg, stage, tag, nobs_train, result, sim, zero)
-            result.summary = single._summary(preset_name, basis, obs, history, result, tag, False, output)
+            result.summary = single._summary(preset_name, basis, obs, history, result, tag, False, output, train_cfg)
             summary = single.run_summary(
                 result, preset_name, data_cfg, obs, history, False, time.perf_counter() - t_run
             )

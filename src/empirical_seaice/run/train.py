@@ -126,7 +126,7 @@ def _configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, Cost
     dd = dict(d["data"])
     dd["data"] = Path(dd["data"])
     dd["sensors"] = tuple(dd["sensors"])
-    for k in ("seaice_background", "tsfc_background", "sensor_catalogue"):
+    for k in ("seaice_background", "tsfc_background", "grid_file", "sensor_catalogue"):
         dd[k] = None if dd.get(k) is None else Path(dd[k])
     md = dict(d["model"])
     md["lag_weights"] = tuple(md["lag_weights"])
@@ -328,6 +328,7 @@ def run(
             data=data_cfg.data,
             seaice_background=data_cfg.seaice_background or saved_data.seaice_background,
             tsfc_background=data_cfg.tsfc_background or saved_data.tsfc_background,
+            grid_file=data_cfg.grid_file or saved_data.grid_file,
             sensor_catalogue=data_cfg.sensor_catalogue or saved_data.sensor_catalogue,
         )
     if not Path(data_cfg.data).exists():
@@ -594,6 +595,7 @@ def _run_stages(
     except ImportError:  # pragma: no cover - describe is optional
         pass
 
+    train_cfg = train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, from the data size
     identity = _identity(obs, model_cfg, cost_cfg, train_cfg)
     if resume:  # refuse another run's checkpoint before any work
         state = Trainer.read_checkpoint(ckpt_dir / CHECKPOINT_NAME)
@@ -604,7 +606,15 @@ def _run_stages(
     train_index, valid_index = split_observations(obs.nobs, train_cfg.validation_fraction, generator)
     nobs_train = int(train_index.size)
     counts = build_row_counts(obs, model_cfg.nlag, obs.ngrid, obs.nstep, index=train_index)
-    dense = train_cfg.optimizer == "dense"  # the reference: dense tables, whole-map priors every step
+    log.info(
+        "training: %d epochs, batch %d, learning rate %.3g, %s, %s whole-map priors, %s batches",
+        train_cfg.nepochs,
+        train_cfg.batch_size,
+        train_cfg.learning_rate,
+        train_cfg.optimizer,
+        train_cfg.prior_mode,
+        train_cfg.batch_order,
+    )
     network = HybridNetwork(
         model_cfg,
         cost_cfg,
@@ -612,8 +622,8 @@ def _run_stages(
         background,
         obs.nobs,
         row_counts=counts,
-        sparse=not dense,
-        prior_mode="full" if dense else "sampled",
+        sparse=train_cfg.optimizer != "dense-adam",  # dense Adam: dense tables (the reference's way)
+        prior_mode=train_cfg.prior_mode,
         generator=generator,
     )
     if ckpt is not None:
@@ -724,7 +734,7 @@ def _run_stages(
                     count=np.asarray(before["count"]), mean=np.asarray(before["mean"]), std=np.asarray(before["std"])
                 )
         configs = _configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
-        ctx = _Stages(display, t_run, stage, output, tag, preset_name, data_cfg, basis, trainonly, diagsonly)
+        ctx = _Stages(display, t_run, stage, output, tag, preset_name, data_cfg, basis, trainonly, diagsonly, train_cfg)
         try:
             _diagnostics_and_products(network, data, obs, background, nobs_train, result, sim, history, products, ctx)
         except Exception as exc:
@@ -768,6 +778,7 @@ class _Stages:
     basis: Any
     trainonly: bool
     diagsonly: bool
+    train_cfg: TrainingConfig
 
 
 def _diagnostics_and_products(network, data, obs, background, nobs_train, result, sim, history, products, ctx):
@@ -784,7 +795,9 @@ def _diagnostics_and_products(network, data, obs, background, nobs_train, result
         zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
         result.files.append(out.write_tb(p("tbzero"), zero.tb, ctx.basis, "tbzero", obs.mask))
         del zero
-        result.summary = _summary(ctx.preset_name, ctx.basis, obs, history, result, tag, ctx.diagsonly, output)
+        result.summary = _summary(
+            ctx.preset_name, ctx.basis, obs, history, result, tag, ctx.diagsonly, output, ctx.train_cfg
+        )
     summary = None
     if not ctx.trainonly:
         summary = run_summary(
@@ -823,17 +836,28 @@ def _diagnostics_and_products(network, data, obs, background, nobs_train, result
         result.files += write_summary_files(stage, tag, result.summary, summary)
 
 
-def _summary(preset_name, basis, obs, history, result, tag, diagsonly, output) -> str:
+def _summary(preset_name, basis, obs, history, result, tag, diagsonly, output, train_cfg) -> str:
     """The summary table printed after a run."""
     return diag.format_summary(
         diag.RunDiagnostics(
-            title=_title(preset_name, basis, obs, history, result, tag, diagsonly),
+            title=_title(
+                preset_name,
+                basis,
+                obs,
+                history,
+                result,
+                tag,
+                diagsonly,
+                _schedule(train_cfg),
+                train_cfg.early_stopping,
+            ),
             cost_before=result.cost_before,
             cost_after=result.cost_after,
             departures_before=result.departures_before,
             departures_after=result.departures_after,
             truth=result.truth,
             notes=(f"outputs: {output}/*_{tag}.nc",),
+            kept_epoch=_kept_epoch(history, train_cfg.early_stopping),
         ),
         basis,
     )
@@ -878,7 +902,7 @@ def run_summary(result: RunResult, preset_name, data_cfg, obs, history, diagsonl
     )
 
 
-def _title(preset_name, basis, obs, history, result, tag, diagsonly) -> str:
+def _title(preset_name, basis, obs, history, result, tag, diagsonly, schedule: str = "", early_stopping=False) -> str:
     what = "diagnostics of the trained model" if diagsonly else "training"
     line = (
         f"seaice-training {what} '{tag}': model {preset_name}, sensors {' '.join(basis.sensor_names)}\n"
@@ -886,13 +910,38 @@ def _title(preset_name, basis, obs, history, result, tag, diagsonly) -> str:
     )
     if history is not None and not diagsonly:
         line += f"; {history.nepochs} epochs in {result.train_seconds:.1f} s ({history.obs_per_s:,.0f} obs/s)"
+        if schedule:
+            line += f"\n  {schedule}"
         if history.valid_cost:
             line += (
                 f"\n  held-out observation cost per obs: {history.valid_cost[0]:.4g} -> {history.valid_cost[-1]:.4g}"
             )
-            if history.stopped_early:
-                line += f" (early stop, best epoch {history.best_epoch + 1})"
+        kept = _kept_epoch(history, early_stopping)
+        if kept is not None:
+            best = history.valid_cost[kept - 1]
+            train_j = history.epoch_terms[kept - 1]["total"]
+            line += (
+                f"\n  early stopping kept epoch {kept} of {history.nepochs}, the lowest held-out cost ({best:.4g} per"
+                f" obs; training cost J/nobs {train_j:.4g}): column 'epoch {kept}' below is the cost of that model"
+            )
     return line
+
+
+def _kept_epoch(history, early_stopping: bool = True) -> int | None:
+    """With early stopping: the epoch (1-based) whose parameters the trainer kept (the trainer
+    restores the best epoch's parameters at the end, stopped early or not); else None."""
+    stopped = history is not None and (history.stopped_early or early_stopping)
+    if not stopped or history.best_epoch is None:
+        return None
+    return history.best_epoch + 1
+
+
+def _schedule(cfg: TrainingConfig) -> str:
+    """One line naming the training settings in effect."""
+    return (
+        f"batch {cfg.batch_size}, learning rate {cfg.learning_rate:.3g}, {cfg.optimizer}, "
+        f"{cfg.prior_mode} whole-map priors, {cfg.batch_order} batches"
+    )
 
 
 def _before_state(result: RunResult) -> dict[str, Any] | None:

@@ -223,7 +223,7 @@ def build_fused_step(network, data, optimizers, nobs_total: int, device: torch.d
     deferred = [o for o in optimizers if isinstance(o, DeferredAdam)]
     dense = [o for o in optimizers if not isinstance(o, DeferredAdam)]
     if len(deferred) != 1 or len(dense) != 1 or len(deferred[0].param_groups) != 1:
-        return None, "the fused step needs the 'sparse' optimiser scheme (DeferredAdam + Adam)"
+        return None, "the fused step needs the deferred-adam optimiser scheme (DeferredAdam + Adam)"
     dopt = dense[0]
     if not isinstance(dopt, torch.optim.Adam) or any(
         g.get("weight_decay", 0) or g.get("amsgrad") or g.get("maximize") for g in dopt.param_groups

@@ -1,4 +1,4 @@
-"""The trainer: minibatch Adam over shuffled observations.
+"""The trainer: minibatch Adam over the observations, shuffled or in reference blocks.
 
 The trainer knows nothing about sea ice. It minimises the stochastic cost that
 a *network* reports for a batch of observations, over the parameters the
@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from empirical_seaice.config import TrainingConfig
+from empirical_seaice.config import DEPRECATED_OPTIMIZERS, TrainingConfig
 from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.training.deferred_adam import ADAM_BETAS, ADAM_EPS, DeferredAdam, dense_adam
@@ -78,20 +78,29 @@ IDENTITY_WORDS = {
 
 
 class Trainer:
-    """Minibatch Adam over shuffled observations, with books and checkpoints.
+    """Minibatch Adam over the observations, with books and checkpoints.
+
+    Batches (``TrainingConfig.batch_order``): ``"shuffled"`` draws a new
+    permutation of the training observations every epoch and cuts it into
+    batches; ``"reference-blocks"`` cuts the training observations in their
+    order (file order, sensor after sensor) into contiguous blocks of
+    ``batch_size`` (the last one shorter) and shuffles only the order of the
+    blocks, as the v2 reference's Keras ``Sequence`` does.
 
     Parameters
     ----------
     network : torch.nn.Module
         Fulfils the contract in the module docstring. For
-        ``optimizer="sparse"`` its state tables must produce sparse gradients
-        (``HybridNetwork(..., sparse=True)``); for ``"dense"`` dense ones.
+        ``optimizer="deferred-adam"`` or ``"sparse-adam"`` its state tables must
+        produce sparse gradients (``HybridNetwork(..., sparse=True)``); for
+        ``"dense-adam"`` dense ones.
     data : object with ``batch(index) -> batch``
         The observations on the training device
         (:class:`~empirical_seaice.model.operator.ObservationTensors`).
     config : TrainingConfig
         Epochs, batch size, learning rate, seed, reproducibility, early
-        stopping, optimiser scheme.
+        stopping, optimiser scheme, batch order. An automatic batch size or
+        learning rate (None) is resolved for ``len(train_index)``.
     train_index : int array
         Observations to train on (indices into ``data``).
     valid_index : int array or None
@@ -153,7 +162,7 @@ class Trainer:
         self.network = network
         self.sharding = sharding
         self.data = data
-        self.config = config
+        self.config = config = config.resolved(len(train_index))
         self.train_index = torch.as_tensor(np.asarray(train_index), dtype=torch.long)
         if self.train_index.numel() == 0:
             raise SeaIceError("training: no observations to train on (empty training set)")
@@ -189,25 +198,25 @@ class Trainer:
         sparse_params = list(self.network.sparse_parameters())
         dense_params = list(self.network.dense_parameters())
         net_sparse = getattr(self.network, "sparse", None)
-        if cfg.optimizer in ("sparse", "lazy"):
+        if cfg.optimizer in ("deferred-adam", "sparse-adam"):
             if net_sparse is False:
                 raise SeaIceError(
                     f"optimizer {cfg.optimizer!r}: the network was built with dense state gradients (sparse=False); "
-                    "build it with sparse=True or use optimizer 'dense'"
+                    "build it with sparse=True or use optimizer 'dense-adam'"
                 )
             opts: list[torch.optim.Optimizer] = []
             if sparse_params:
-                table_opt = DeferredAdam if cfg.optimizer == "sparse" else torch.optim.SparseAdam
+                table_opt = DeferredAdam if cfg.optimizer == "deferred-adam" else torch.optim.SparseAdam
                 kw = {"eps_mode": cfg.adam_epsilon} if table_opt is DeferredAdam else {}
                 opts.append(table_opt(sparse_params, lr=cfg.learning_rate, betas=ADAM_BETAS, eps=ADAM_EPS, **kw))
             if dense_params:
                 opts.append(dense_adam(dense_params, cfg.learning_rate, cfg.adam_epsilon))
             return opts
-        # dense: plain Adam over everything (the reference's way)
+        # dense-adam: plain Adam over everything (the reference's way)
         if net_sparse is True:
             raise SeaIceError(
-                "optimizer 'dense': the network was built with sparse state gradients (sparse=True); "
-                "build it with sparse=False or use optimizer 'sparse' or 'lazy'"
+                "optimizer 'dense-adam': the network was built with sparse state gradients (sparse=True); "
+                "build it with sparse=False or use optimizer 'deferred-adam' or 'sparse-adam'"
             )
         params = sparse_params + dense_params
         return [dense_adam(params, cfg.learning_rate, cfg.adam_epsilon)]
@@ -305,6 +314,7 @@ class Trainer:
         state = self.read_checkpoint(path, self.device)
         self.check_identity(path, state.get("identity"), self.identity)
         saved = state["config"]
+        saved = dict(saved, optimizer=DEPRECATED_OPTIMIZERS.get(saved["optimizer"], saved["optimizer"]))
         for key in ("batch_size", "optimizer"):
             if saved[key] != getattr(self.config, key):
                 raise SeaIceError(
@@ -400,21 +410,40 @@ class Trainer:
         set_threads(torch.get_num_threads())
         return self._fused
 
+    def _epoch_order(self) -> tuple[torch.Tensor, np.ndarray]:
+        """This epoch's order of the training observations (on the device) and the batch bounds in it
+        (batch ``b`` is ``order[bounds[b]:bounds[b + 1]]``), by ``config.batch_order``."""
+        n, bs = self.train_index.numel(), self.config.batch_size
+        if self.config.batch_order == "reference-blocks":
+            index = self.train_index.to(self.device)
+            blocks = [
+                index[k * bs : (k + 1) * bs] for k in torch.randperm((n + bs - 1) // bs, generator=self.generator)
+            ]
+            sizes = [len(block) for block in blocks]
+            return torch.cat(blocks), np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        perm = self.train_index[torch.randperm(n, generator=self.generator)].to(self.device)
+        return perm, np.minimum(np.arange((n + bs - 1) // bs + 1) * bs, n).astype(np.int64)
+
     def _train_epoch(self, position: Mapping[str, Any] | None = None) -> None:
         cfg = self.config
         network = self.network
         bs = cfg.batch_size
         first, wall0, cpu0 = 0, 0.0, 0.0
+        n_train = self.train_index.numel()
         if position is not None:  # resumed within this epoch
             perm = position["perm"]
+            saved = position.get("bounds")  # absent in checkpoints written before batch orders
+            default = np.minimum(np.arange((n_train + bs - 1) // bs + 1) * bs, n_train)
+            bounds = default if saved is None else torch.as_tensor(saved).cpu().numpy().astype(np.int64)
         else:
-            perm = self.train_index[torch.randperm(self.train_index.numel(), generator=self.generator)]
+            perm, bounds = self._epoch_order()
         shard = self.sharding
         if shard is None:
-            batches = list(perm.to(self.device).split(bs))
-            sizes = np.array([len(x) for x in batches])
+            on_device = perm.to(self.device)
+            batches = [on_device[bounds[b] : bounds[b + 1]] for b in range(len(bounds) - 1)]
+            sizes = np.diff(bounds)
         else:  # this rank's share of each step, and the global batch sizes (they normalise the cost)
-            batches, sizes = shard.epoch_batches(perm, bs)
+            batches, sizes = shard.epoch_batches(perm.cpu(), bs)
             dense_params = list(network.dense_parameters())
         nbatch, n = len(batches), int(sizes.sum())
         names: tuple[str, ...] | None = None
@@ -449,6 +478,7 @@ class Trainer:
             return {
                 "batch": b,
                 "perm": perm.cpu(),
+                "bounds": torch.as_tensor(bounds),
                 "names": list(names or ()),
                 "values": values[:b].cpu() if values is not None else torch.zeros(0),
                 "wall": wall0 + time.perf_counter() - t0,

@@ -4,6 +4,8 @@ Example::
 
     seaice-twin --output demo_data --preset demo
     seaice-twin --output /tmp/t --preset tiny --hemisphere south --days 3 --noise-scale 0
+    seaice-twin --output /tmp/r --preset tiny --realism realistic --ice-model literature
+    seaice-twin --output /tmp/f --preset tiny --effects footprint nwp_errors
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from empirical_seaice.errors import SeaIceError
 
-PRESET_NAMES = ("benchmark", "demo", "tiny")
+PRESET_NAMES = ("benchmark", "demo", "science", "tiny")
 """The twin presets (``empirical_seaice.twin.presets.TWIN_PRESETS``; listed here so that
 ``-h`` imports nothing heavy: the land mask loads only when a grid is built)."""
 
@@ -41,6 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start-date", help="first day, YYYY-MM-DD (default: the preset's)")
     p.add_argument("--noise-scale", type=float, help="noise = scale x catalogue observation error (0 = noise-free)")
     p.add_argument("--resolution-km", type=float, help="grid spacing in km (default: the preset's)")
+    p.add_argument(
+        "--realism",
+        choices=("ideal", "realistic"),
+        help="ideal: the network's own physics, exact inputs, white noise; realistic: every effect of "
+        "--effects (default: the preset's; ideal except benchmark and science)",
+    )
+    p.add_argument(
+        "--effects",
+        nargs="*",
+        metavar="EFFECT",
+        help="apply only these realism effects (thin_ice melt_ponds footprint nwp_errors emitting_layer "
+        "drifting_bias precip_scattering; none given = ideal)",
+    )
+    p.add_argument(
+        "--ice-model",
+        choices=("smrt", "literature"),
+        help="ice emissivity: the SMRT table (default) or published mean spectra",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return p
@@ -62,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
             start_date=args.start_date,
             noise_scale=args.noise_scale,
             resolution_km=args.resolution_km,
+            realism=args.realism,
+            effects=tuple(args.effects) if args.effects is not None else None,
+            ice_model=args.ice_model,
             sensor_catalogue=args.sensor_catalogue,
         )
         summary = generate_twin(config, args.output, overwrite=args.overwrite)

@@ -138,6 +138,35 @@ def _ice_table():
     return load_ice_table()
 
 
+def _store_realism_maps(extra_maps, fields, day, ndays) -> None:
+    """Put one day's realism truth maps (name -> (values, units, long_name)) into ``extra_maps``."""
+    for name, (values, units, long_name) in fields.items():
+        if name not in extra_maps:
+            extra_maps[name] = (np.zeros((values.size, ndays), np.float32), units, long_name)
+        extra_maps[name][0][:, day] = values
+
+
+def _make_realism(config: TwinConfig, truth, catalogue):
+    """The run's :class:`~empirical_seaice.twin.realism.Realism`, or None for the ideal twin."""
+    if not config.active_effects:
+        return None
+    from empirical_seaice.twin.realism import Realism
+
+    return Realism(config.active_effects, truth, config.seed, config.sensors, catalogue)
+
+
+def _ice_model(config: TwinConfig):
+    """The ice emissivity function ``f(freq, pol, myi, snow, corr, t_ice, wet)`` of ``config.ice_model``."""
+    if config.ice_model == "literature":
+        from empirical_seaice.twin.ice_literature import literature_ice_emissivity
+
+        return literature_ice_emissivity
+    from empirical_seaice.twin.ice_emissivity import ice_emissivity
+
+    table = _ice_table()
+    return lambda *args: ice_emissivity(table, *args)
+
+
 def _simulate(sic, emis_ice, t_skin, emis_ocean, tau, td, tu, tau_c, td_c, tu_c, cloud, b_ice, b_ocean):
     """TB' by :func:`empirical_seaice.model.physics.simulate_tb` in float64 (numpy in, numpy out)."""
     import torch
@@ -208,14 +237,17 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
     grid = make_grid(config.hemisphere, config.resolution_km, config.lat_limit_deg)
     jd0 = julian_day_0utc(config.start_date) - 0.5  # integer: noon of the day before; window 0 starts at jd0 + 0.375
     truth = TruthModel(grid, rng, config.seed, jd_ref=jd0)
-    ice_table = _ice_table()
+    ice_model = _ice_model(config)
     catalogue = load_catalogue(config.sensor_catalogue)
     biases = true_biases(rng, config.sensors, catalogue)
+    realism = _make_realism(config, truth, catalogue)
     global_attrs = {
         "title": "empirical_seaice synthetic twin",
         "source": "empirical_seaice.twin",
         "twin_preset": config.name,
         "twin_seed": config.seed,
+        "twin_realism": ",".join(config.active_effects) or "ideal",
+        "twin_ice_model": config.ice_model,
         "Conventions": "CF-1.8",
     }
 
@@ -255,15 +287,29 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
         )
 
     daily_maps = {k: np.empty((grid.ngrid, config.days), dtype=np.float32) for k in TRUTH_DAILY}
+    extra_maps: dict[str, tuple[np.ndarray, str, str]] = {}
     try:
         for d in range(config.days):
             window_start = jd0 + 0.375 + d
             daily = truth.daily(window_start + 0.5, d)
             for k in TRUTH_DAILY:
                 daily_maps[k][:, d] = daily[k]
+            if realism is not None:
+                _store_realism_maps(extra_maps, realism.daily_fields(window_start + 0.5, daily), d, config.days)
             for s_name, ps in per_sensor.items():
                 rows = _observe(
-                    truth, daily, ps, biases[s_name], grid, ps["sampling"], window_start, d, config, ice_table, rng
+                    truth,
+                    daily,
+                    ps,
+                    biases[s_name],
+                    grid,
+                    ps["sampling"],
+                    window_start,
+                    d,
+                    config,
+                    ice_model,
+                    rng,
+                    realism,
                 )
                 if d == 0 and (rows[0]["JULIAN_DAY"].size == 0 or rows[0]["JULIAN_DAY"][0] >= jd0 + 1.0):
                     raise RuntimeError(
@@ -279,17 +325,161 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
             ps["truth"].close()
 
     _write_backgrounds(partial, truth, grid, config, jd0, daily_maps, global_attrs)
-    _write_truth(partial, grid, config, jd0, daily_maps, biases, global_attrs)
+    _write_truth(partial, grid, config, jd0, daily_maps, biases, global_attrs, extra_maps)
     if output.exists():
         shutil.rmtree(output)
     partial.rename(output)
     return TwinSummary(output, grid.ngrid, config.days, {s: ps["nobs"] for s, ps in per_sensor.items()})
 
 
-def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, ice_table, rng):
-    """Simulate one sensor's observations of one day: (layout-C rows, truth rows)."""
-    from empirical_seaice.twin.ice_emissivity import ice_emissivity, ice_emissivity_angle_anomaly
+def _surface(truth, daily, ps, g, jd, wind, ice_model, realism, zenith=None):
+    """The surface seen at grid points ``g`` and times ``jd``: SIC, temperatures, ice and ocean emissivity.
 
+    Imagers: the channels' own polarisation and incidence. Cross-track sensors (``zenith`` given): V and
+    H at the local zenith angle (the 53-deg ice emissivity plus the SMRT angular anomaly; the ocean's
+    Fresnel terms), mixed by the scan angle (model.physics). ``realism`` (or None) mixes thin ice and melt
+    ponds into the ice emissivity.
+    """
+    from empirical_seaice.twin.ice_emissivity import ice_emissivity_angle_anomaly
+
+    n = g.size
+    sic = daily["sic"][g]
+    t_air = truth.t_air_k(g, jd)
+    t_ice = truth.t_ice_k(t_air)
+    wet = truth.wetness(g, jd, t_air)
+    t_water = truth.t_water_k(g, jd)
+    freqs, pols, inc = ps["freqs"], ps["pols"], ps["inc"]
+    col = lambda a: np.asarray(a)[:, None]  # noqa: E731
+    props = (col(daily["myi_fraction"][g]), col(daily["snow_depth_m"][g]), col(daily["corr_length_mm"][g]))
+
+    def ice(p):
+        e = ice_model(freqs[None, :], p, *props, col(t_ice), col(wet))
+        e = np.broadcast_to(e, (n, freqs.size)).astype(np.float64)
+        if realism is not None:
+            pol = np.broadcast_to(p, (1, freqs.size))[0]
+            angle_deg = inc if zenith is None else col(zenith)
+            e = realism.ice_surface(e, g, jd, daily, freqs, pol, angle_deg, t_ice, truth.salinity_psu)
+        return e
+
+    def angle(p):
+        a = ice_emissivity_angle_anomaly(ps["angular"], freqs[None, :], p, *props[:2], col(wet), col(zenith))
+        return np.broadcast_to(a, (n, freqs.size)).astype(np.float64)
+
+    if zenith is None:
+        emis_ice = ice(pols[None, :])
+        emis_ocean = ocean_emissivity_true(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
+    else:
+        w_v = _polarisation_weight_v(pols, zenith, ps["sensor"].altitude_km)
+        emis_ice = _mix(ice(POL_V) + angle(POL_V), ice(POL_H) + angle(POL_H), w_v).clip(0.0, 1.0)
+        args = (col(zenith), col(t_water), truth.salinity_psu, col(wind))
+        emis_ocean = _mix(ocean_emissivity_true(freqs, POL_V, *args), ocean_emissivity_true(freqs, POL_H, *args), w_v)
+    return {
+        "sic": sic,
+        "t_air": t_air,
+        "t_ice": t_ice,
+        "wet": wet,
+        "t_water": t_water,
+        "t_skin": sic * t_ice + (1.0 - sic) * t_water,
+        "emis_ice": emis_ice,
+        "emis_ocean": emis_ocean,
+    }
+
+
+def _water_model(ps, truth, t_water, wind, zenith):
+    """The imperfect ocean emissivity written as ``EMIS_WATER`` (n, nchan)."""
+    freqs, pols, inc = ps["freqs"], ps["pols"], ps["inc"]
+    col = lambda a: np.asarray(a)[:, None]  # noqa: E731
+    if zenith is None:
+        return ocean_emissivity_model(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
+    w_v = _polarisation_weight_v(pols, zenith, ps["sensor"].altitude_km)
+    args = (col(zenith), col(t_water), truth.salinity_psu, col(wind))
+    return _mix(ocean_emissivity_model(freqs, POL_V, *args), ocean_emissivity_model(freqs, POL_H, *args), w_v)
+
+
+def _atmosphere(ps, t_air, tcwv, lwp, zenith):
+    """(tau, T_down, T_up, tau_cld, T_down_cld, T_up_cld) of the clear and cloudy columns (n, nchan)."""
+    extra = () if zenith is None else (zenith,)
+    return (*ps["atm"](t_air, tcwv, np.zeros(np.size(t_air)), *extra), *ps["atm"](t_air, tcwv, lwp, *extra))
+
+
+def _surface_tb(surf, atm, weather, bias, realism, g, daily, freqs):
+    """Noise-free TB (n, nchan) of one surface under the observation's atmosphere (+ emitting layer)."""
+    tau, td, tu, tau_c, td_c, tu_c = atm
+    b_ice, b_ocean = bias
+    cloud = weather["cloud_fraction"]
+    tb = _simulate(
+        surf["sic"],
+        surf["emis_ice"],
+        surf["t_skin"],
+        surf["emis_ocean"],
+        tau,
+        td,
+        tu,
+        tau_c,
+        td_c,
+        tu_c,
+        cloud,
+        b_ice[None, :],
+        b_ocean[None, :],
+    )
+    if realism is not None and "emitting_layer" in realism:
+        tau_eff = (1.0 - cloud[:, None]) * tau + cloud[:, None] * tau_c
+        tb = tb + realism.emission_correction(g, daily, surf, freqs, tau_eff)
+    return tb
+
+
+def _footprint_tb(tb, truth, daily, ps, g, jd, weather, atm, bias, ice_model, realism, rng, zenith=None):
+    """Mix the TBs of the 3x3 neighbouring cells into each observation by its footprint weights."""
+    from empirical_seaice.twin.realism import LAND_EMISSIVITY
+
+    nb, w = realism.footprint(g, ps["sensor"].name, ps["freqs"], rng)
+    out = w[:, 4, :] * tb
+    pol_h = ps["pols"][None, :] == 1
+    for k in (0, 1, 2, 3, 5, 6, 7, 8):
+        j = nb[:, k]
+        same = j == -2  # outside the domain: the centre cell stands in
+        land = j == -1
+        gj = np.where(j >= 0, j, g)
+        tb_k = _surface_tb(
+            _surface(truth, daily, ps, gj, jd, weather["wind_ms"], ice_model, realism, zenith),
+            atm,
+            weather,
+            bias,
+            realism,
+            gj,
+            daily,
+            ps["freqs"],
+        )
+        if land.any():
+            n = int(land.sum())
+            land_surf = {
+                "sic": np.ones(n),
+                "emis_ice": np.where(pol_h, LAND_EMISSIVITY[1], LAND_EMISSIVITY[0]) * np.ones((n, 1)),
+                "t_skin": truth.t_air_k(g[land], jd[land]),
+                "emis_ocean": np.ones((n, ps["freqs"].size)),
+            }
+            tb_land = _simulate(
+                land_surf["sic"],
+                land_surf["emis_ice"],
+                land_surf["t_skin"],
+                land_surf["emis_ocean"],
+                *(a[land] for a in atm),
+                weather["cloud_fraction"][land],
+                bias[0][None, :],
+                bias[1][None, :],
+            )
+            tb_k[land] = tb_land
+        tb_k[same] = tb[same]
+        out = out + w[:, k, :] * tb_k
+    return out
+
+
+def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, ice_model, rng, realism=None):
+    """Simulate one sensor's observations of one day: (layout-C rows, truth rows).
+
+    ``realism`` (a :class:`~empirical_seaice.twin.realism.Realism` or None for the ideal twin) adds
+    its effects; they draw from their own generator, so the ideal part is unchanged.
+    """
     sensor = ps["sensor"]
     if sensor.cross_track:
         g, jd, offset = sample_day(grid, sampling, window_start, day, config.keep_fraction, rng, with_offset=True)
@@ -298,83 +488,38 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
         g, jd = sample_day(grid, sampling, window_start, day, config.keep_fraction, rng)
         zenith = None
     n = g.size
-    sic = daily["sic"][g]
     t_air = truth.t_air_k(g, jd)
-    t_ice = truth.t_ice_k(t_air)
-    wet = truth.wetness(g, jd, t_air)
-    t_water = truth.t_water_k(g, jd)
-    t_skin = sic * t_ice + (1.0 - sic) * t_water
     weather = truth.weather(g, jd, t_air, rng)
     wind = weather["wind_ms"]
-    freqs, pols, inc = ps["freqs"], ps["pols"], ps["inc"]
-    col = lambda a: np.asarray(a)[:, None]  # noqa: E731
-
-    def ice(p):
-        e = ice_emissivity(
-            ice_table,
-            freqs[None, :],
-            p,
-            col(daily["myi_fraction"][g]),
-            col(daily["snow_depth_m"][g]),
-            col(daily["corr_length_mm"][g]),
-            col(t_ice),
-            col(wet),
-        )
-        return np.broadcast_to(e, (n, freqs.size)).astype(np.float64)
-
-    def angle(p):
-        a = ice_emissivity_angle_anomaly(
-            ps["angular"],
-            freqs[None, :],
-            p,
-            col(daily["myi_fraction"][g]),
-            col(daily["snow_depth_m"][g]),
-            col(wet),
-            col(zenith),
-        )
-        return np.broadcast_to(a, (n, freqs.size)).astype(np.float64)
-
-    if zenith is None:
-        emis_ice = ice(pols[None, :])
-        emis_ocean = ocean_emissivity_true(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
-        emis_water = ocean_emissivity_model(freqs, pols, inc, col(t_water), truth.salinity_psu, col(wind))
-        tau, td, tu = ps["atm"](t_air, weather["tcwv_kgm2"], np.zeros(n))
-        tau_c, td_c, tu_c = ps["atm"](t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"])
-    else:
-        # quasi-polarised channels: V and H at the local zenith angle (the 53-deg table plus the SMRT
-        # angular anomaly; the ocean's Fresnel terms), mixed by the scan angle (model.physics)
-        w_v = _polarisation_weight_v(pols, zenith, sensor.altitude_km)
-        emis_ice = _mix(ice(POL_V) + angle(POL_V), ice(POL_H) + angle(POL_H), w_v).clip(0.0, 1.0)
-        args = (col(zenith), col(t_water), truth.salinity_psu, col(wind))
-        emis_ocean = _mix(ocean_emissivity_true(freqs, POL_V, *args), ocean_emissivity_true(freqs, POL_H, *args), w_v)
-        emis_water = _mix(ocean_emissivity_model(freqs, POL_V, *args), ocean_emissivity_model(freqs, POL_H, *args), w_v)
-        tau, td, tu = ps["atm"](t_air, weather["tcwv_kgm2"], np.zeros(n), zenith)
-        tau_c, td_c, tu_c = ps["atm"](t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"], zenith)
-    b_ice, b_ocean = bias
-    tb = _simulate(
-        sic,
-        emis_ice,
-        t_skin,
-        emis_ocean,
-        tau,
-        td,
-        tu,
-        tau_c,
-        td_c,
-        tu_c,
-        weather["cloud_fraction"],
-        b_ice[None, :],
-        b_ocean[None, :],
-    )
+    freqs = ps["freqs"]
+    surf = _surface(truth, daily, ps, g, jd, wind, ice_model, realism, zenith)
+    sic, t_skin, emis_ice, emis_ocean = surf["sic"], surf["t_skin"], surf["emis_ice"], surf["emis_ocean"]
+    emis_water = _water_model(ps, truth, surf["t_water"], wind, zenith)
+    atm = _atmosphere(ps, t_air, weather["tcwv_kgm2"], weather["lwp_kgm2"], zenith)
+    tb = _surface_tb(surf, atm, weather, bias, realism, g, daily, freqs)
+    given = {"t_air_k": t_air, "t_skin_k": t_skin, **weather}
+    if realism is not None:
+        rrng = np.random.default_rng([config.seed, 15, day, config.sensors.index(sensor.name)])
+        if "footprint" in realism:
+            tb = _footprint_tb(tb, truth, daily, ps, g, jd, weather, atm, bias, ice_model, realism, rrng, zenith)
+        if "precip_scattering" in realism:
+            tb = tb + realism.precip_depression(g, jd, weather, freqs)
+        if "drifting_bias" in realism:
+            tb = tb + realism.bias_drift(sensor.name, jd, tb)
+        if "nwp_errors" in realism:
+            given = realism.weather_model(g, jd, t_air, weather, t_skin, sic, rrng)
+            emis_water = _water_model(ps, truth, surf["t_water"], given["wind_ms"], zenith)
+            atm = _atmosphere(ps, given["t_air_k"], given["tcwv_kgm2"], given["lwp_kgm2"], zenith)
+    tau, td, tu, tau_c, td_c, tu_c = atm
     noise = rng.normal(0.0, 1.0, tb.shape) * ps["sigma"][None, :] * config.noise_scale
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
     data = {
         "JULIAN_DAY": jd,
         "IGRID": g.astype(np.int32),
         "COMMON_IGRID": g.astype(np.int32),
-        "TSFC": f32(t_skin),
-        "WINDSPEED10M": f32(wind),
-        "CLOUD_FRACTION": f32(weather["cloud_fraction"]),
+        "TSFC": f32(given["t_skin_k"]),
+        "WINDSPEED10M": f32(given["wind_ms"]),
+        "CLOUD_FRACTION": f32(given["cloud_fraction"]),
         "ZENITH": np.full(n, ps["inc"][0], dtype=np.float32) if zenith is None else f32(zenith),
         "OBSVALUE": f32(tb + noise),
         "EMIS_WATER": f32(emis_water),
@@ -390,9 +535,9 @@ def _observe(truth, daily, ps, bias, grid, sampling, window_start, day, config, 
         "EMIS_OCEAN": f32(emis_ocean),
         "TB_NOISEFREE": f32(tb),
         "SIC": f32(sic),
-        "T_ICE": f32(t_ice),
+        "T_ICE": f32(surf["t_ice"]),
         "T_AIR": f32(t_air),
-        "WETNESS": f32(wet),
+        "WETNESS": f32(surf["wet"]),
         "TCWV": f32(weather["tcwv_kgm2"]),
         "LWP": f32(weather["lwp_kgm2"]),
     }
@@ -463,7 +608,7 @@ def _write_backgrounds(out, truth, grid, config, jd0, daily_maps, global_attrs):
     )
 
 
-def _write_truth(out, grid, config, jd0, daily_maps, biases, global_attrs):
+def _write_truth(out, grid, config, jd0, daily_maps, biases, global_attrs, extra_maps=None):
     tdir = out / TRUTH_DIR
     tdir.mkdir(exist_ok=True)
     variables = {
@@ -480,6 +625,8 @@ def _write_truth(out, grid, config, jd0, daily_maps, biases, global_attrs):
     }
     for key, (name, units, long_name) in TRUTH_DAILY.items():
         variables[name] = (("grid", "step"), daily_maps[key], units, long_name)
+    for name, (values, units, long_name) in (extra_maps or {}).items():
+        variables[name] = (("grid", "step"), values, units, long_name)
     attrs = {**global_attrs, "jd_origin": float(jd0), "config": json.dumps(config.to_dict(), sort_keys=True)}
     write_grid_file(tdir / "truth_state.nc", variables, {"grid": grid.ngrid, "step": config.days}, attrs)
     bias_vars, dims = {}, {}

@@ -31,6 +31,10 @@ class TwinConfig:
     keep_fraction: fraction of swath grid points kept per pass (thinning).
     noise_scale: multiplier of the catalogue observation error for the Gaussian noise (0 = noise-free).
     seed: seed of the run's one random generator.
+    realism: "ideal" (the network's own physics, exact inputs, white noise) or "realistic" (every effect of
+        :mod:`empirical_seaice.twin.realism`).
+    effects: the realism effects to apply instead of the level's (None = the level's).
+    ice_model: "smrt" (the SMRT table) or "literature" (published spectra, :mod:`.ice_literature`).
     sensor_catalogue: TOML file adding sensors to the shipped catalogue (the twin can write any catalogue sensor).
     """
 
@@ -44,9 +48,13 @@ class TwinConfig:
     keep_fraction: float = 0.2
     noise_scale: float = 1.0
     seed: int = 0
+    realism: str = "ideal"
+    effects: tuple[str, ...] | None = None
+    ice_model: str = "smrt"
     sensor_catalogue: str | None = None
 
     def __post_init__(self) -> None:
+        self._check_realism()
         if self.hemisphere not in HEMISPHERES:
             raise SeaIceError(f"--hemisphere: expected one of {', '.join(HEMISPHERES)}, got {self.hemisphere!r}")
         if self.days < 1:
@@ -67,10 +75,26 @@ class TwinConfig:
         except (TypeError, ValueError):
             raise SeaIceError(f"--start-date: expected YYYY-MM-DD, got {self.start_date!r}") from None
 
+    def _check_realism(self) -> None:
+        from empirical_seaice.twin.ice_literature import ICE_MODELS
+        from empirical_seaice.twin.realism import effects_from
+
+        effects_from(self.realism, self.effects)
+        if self.ice_model not in ICE_MODELS:
+            raise SeaIceError(f"--ice-model: expected one of {', '.join(ICE_MODELS)}, got {self.ice_model!r}")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["sensors"] = list(self.sensors)
+        d["effects"] = list(self.active_effects)
         return d
+
+    @property
+    def active_effects(self) -> tuple[str, ...]:
+        """The realism effects this run applies."""
+        from empirical_seaice.twin.realism import effects_from
+
+        return effects_from(self.realism, self.effects)
 
 
 TWIN_PRESETS = {
@@ -84,7 +108,23 @@ TWIN_PRESETS = {
     ),
     # performance work: a year (the reference period starts 2020-07-01), > 2 million observations
     "benchmark": TwinConfig(
-        name="benchmark", resolution_km=50.0, lat_limit_deg=50.0, days=365, start_date="2020-07-01", keep_fraction=0.08
+        name="benchmark",
+        resolution_km=50.0,
+        lat_limit_deg=50.0,
+        days=365,
+        start_date="2020-07-01",
+        keep_fraction=0.08,
+        realism="realistic",
+    ),
+    # the science benchmark (benchmarks/science.py): realistic, small enough for a shared 2-core machine
+    "science": TwinConfig(
+        name="science",
+        resolution_km=100.0,
+        lat_limit_deg=55.0,
+        days=20,
+        start_date="2020-09-20",
+        keep_fraction=0.2,
+        realism="realistic",
     ),
 }
 
