@@ -20,8 +20,8 @@ def test_defaults_are_the_v2_preset_with_our_improvements():
     assert data.sensors == ("amsr2", "gmi", "ssmisf17")
     assert data.stepstart == 0 and data.nsteps is None
     # the improvements: every one differs from the reference's value
-    assert preset.model == replace(PRESETS["v2"].model, ice_emis_init=0.9)
-    assert PRESETS["v2"].model.ice_emis_init is None
+    assert preset.model == replace(PRESETS["v2"].model, ice_emis_init=0.9, angle_input=None)
+    assert PRESETS["v2"].model.ice_emis_init is None and PRESETS["v2"].model.angle_input is False
     assert cost == PRESETS["v2"].cost and cost.warm_ice == "diagnostic"
     ref = REFERENCE_TRAINING["v2"]
     assert training.nepochs == 25
@@ -151,6 +151,7 @@ def test_help_exits_zero(capsys):
         "--no-progress",
         "--resume",
         "--ice-emis-init",
+        "--angle-input",
         "--threads",
         "--exact-reference",
         "--optimizer",
@@ -185,6 +186,8 @@ def _fails(argv, capsys, *needles):
         (["--early-stopping"], ("--early-stopping", "--validation-fraction")),
         (["--learning-rate", "0"], ("--learning-rate",)),
         (["--ice-emis-init", "1.5"], ("--ice-emis-init", "1.5")),
+        (["--angle-input", "on", "--model", "v1"], ("--angle-input", "v1")),
+        (["--angle-input", "yes"], ("--angle-input", "yes")),
         (["--ice-emis-init", "high"], ("--ice-emis-init", "high", "reference")),
         (["--map-priors", "full"], ("--map-priors full", "dense-adam")),
         (["--optimizer", "adagrad"], ("--optimizer", "adagrad")),
@@ -329,6 +332,20 @@ def test_twin_cli_presets_are_the_twin_presets():
     from empirical_seaice.twin.presets import TWIN_PRESETS
 
     assert PRESET_NAMES == tuple(sorted(TWIN_PRESETS))
+
+
+def test_angle_input_flag_sets_the_model_config():
+    p = cli.build_parser()
+    for argv, value in (
+        ([], None),  # our default: on when the run has a cross-track sensor
+        (["--exact-reference"], False),  # the reference's v2 network has no angle input
+        (["--angle-input", "auto"], None),
+        (["--angle-input", "on"], True),
+        (["--angle-input", "off"], False),
+        (["--exact-reference", "--angle-input", "on"], True),
+    ):
+        _, preset, _, _ = cli.configs_from_args(p.parse_args(["--data", ".", *argv]))
+        assert preset.model.angle_input is value, argv
 
 
 def test_exact_reference_writes_no_open_water_filtered_product():

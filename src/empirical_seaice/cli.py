@@ -247,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
         "effective (differentiable) (default diagnostic).",
     )
     ours.add_argument(
+        "--angle-input",
+        choices=("auto", "on", "off"),
+        default=None,
+        help="v2: give the network the cosine of the view (local zenith) angle as an input: auto = when "
+        "the run has a cross-track sensor (default; off with --exact-reference, as in the reference).",
+    )
+    ours.add_argument(
         "--ice-emis-init",
         type=_ice_emis_init,
         default=None,
@@ -421,6 +428,12 @@ def configs_from_args(args: argparse.Namespace):
         preset = replace(preset, model=replace(preset.model, ice_emis_init=get_preset(args.model).model.ice_emis_init))
     elif args.ice_emis_init is not None:
         preset = replace(preset, model=replace(preset.model, ice_emis_init=args.ice_emis_init))
+    angle = getattr(args, "angle_input", None)
+    if angle is not None:
+        if preset.model.version != "v2":
+            raise SeaIceError(f"--angle-input: only the v2 network takes the angle, not --model {args.model}")
+        value = {"auto": None, "on": True, "off": False}[angle]
+        preset = replace(preset, model=replace(preset.model, angle_input=value))
     sensors = tuple(args.sensors) if args.sensors else preset.sensors
     data = DataConfig(
         data=args.data,

@@ -84,6 +84,9 @@ class ModelConfig:
         table: 166.5 GHz, 183.31 GHz for every 183 +/- d channel, 36.5 GHz for GMI's 37 GHz) or
         "physical" (each channel's actual frequency: 166.0, 183.31 + d, GMI 36.64). Saved with the
         model and the export, so a trained network is always evaluated with its own convention.
+    angle_input: the v2 network also takes cos(theta) of the observation's local zenith (view)
+        angle (the conical imagers' incidence, a cross-track sounder's ZENITH); None = on when the
+        run has a cross-track sensor (off in the reference-exact v2 preset).
     """
 
     version: Literal["v1", "v2"] = "v2"
@@ -98,6 +101,7 @@ class ModelConfig:
     freq_scale_ghz: float = 100.0
     ice_emis_init: float | None = None
     network_frequencies: Literal["reference", "physical"] = "physical"
+    angle_input: bool | None = None
 
     def __post_init__(self) -> None:
         if self.network_frequencies not in ("reference", "physical"):
@@ -385,6 +389,7 @@ PRESETS: Mapping[str, Preset] = {
             freq_scale_ghz=100.0,
             ice_emis_init=None,
             network_frequencies="reference",
+            angle_input=False,
         ),
         cost=CostConfig(
             sic_error=0.002,
@@ -466,8 +471,9 @@ def starting_configuration(preset_name: str, exact_reference: bool = False) -> t
 
     With ``exact_reference`` the preset as it is (the reference's values) and
     :data:`REFERENCE_TRAINING`; otherwise our improvements: the initial ice
-    emissivity :data:`DEFAULT_ICE_EMIS_INIT` where the preset has none, and
-    :data:`DEFAULT_TRAINING`.
+    emissivity :data:`DEFAULT_ICE_EMIS_INIT` where the preset has none, the v2
+    network's view-angle input when the run has a cross-track sensor
+    (``angle_input = None``), and :data:`DEFAULT_TRAINING`.
     """
     preset = get_preset(preset_name)
     if exact_reference:
@@ -475,6 +481,8 @@ def starting_configuration(preset_name: str, exact_reference: bool = False) -> t
     if preset.model.ice_emis_init is None:
         init = DEFAULT_ICE_EMIS_INIT[preset.model.version]
         preset = replace(preset, model=replace(preset.model, ice_emis_init=init))
+    if preset.model.version == "v2":
+        preset = replace(preset, model=replace(preset.model, angle_input=None))
     return preset, DEFAULT_TRAINING
 
 

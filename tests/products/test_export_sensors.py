@@ -101,3 +101,83 @@ def test_onnx_channel_graph_equals_numpy(imager_model, tmp_path):
     )
     assert got.shape == (n,)
     np.testing.assert_allclose(got, ref, atol=2e-6)
+
+
+def test_angle_network_export_numpy_and_onnx_equal_torch(tmp_path):
+    """A network with the view-angle input: the numpy evaluator and both ONNX graphs take the
+    local zenith angle and agree with the torch network that trained."""
+    from dataclasses import replace
+
+    from empirical_seaice.products.export import export_onnx, zenith_deg_from_scan_angle
+
+    cfg = replace(PRESETS["v2"].model, angle_input=True)
+    basis = build_channel_basis(["amsr2", "atms"])
+    em = NetworkEmissivity(
+        3,
+        basis,
+        cfg.hidden,
+        cfg.freq_scale_ghz,
+        torch.Generator().manual_seed(6),
+        freq_table_ghz=network_frequency_table(basis, cfg.network_frequencies),
+        angle_input=True,
+    )
+    with torch.no_grad():
+        for p in em.parameters():
+            p.mul_(3.0)
+    path = write_emissivity_coefficients(tmp_path / "emis.nc", em, cfg, basis)
+    m = NumpyEmissivityModel.from_file(path)
+    assert m.angle_input and m.nprop == 3 and m.input_names[-2:] == ["cos_theta", "f/100"]
+    rng = np.random.default_rng(2)
+    n = 30
+    t = rng.uniform(230.0, 280.0, n)
+    props = rng.normal(0.0, 1.0, (n, 3))
+    zenith = rng.uniform(0.0, 64.0, n)
+    got = m.emissivity_sensor(t, props, "atms", zenith_deg=zenith)
+    x_t = physics.normalised_temperature(torch.from_numpy(t), cfg.t_ref_k, cfg.t_scale_k)
+    c2 = physics.scan_angle_cos2(torch.from_numpy(zenith), torch.tensor(824.0, dtype=torch.float64))
+    mu = torch.from_numpy(np.cos(np.radians(zenith)))
+    net = em.double()
+    with torch.no_grad():
+        ref = net(x_t, torch.from_numpy(props), torch.ones(n, dtype=torch.int64), c2, mu).numpy()
+    ref = ref[:, basis.sensor_channel_map[1]]
+    np.testing.assert_allclose(got, ref, atol=1e-7)
+    # the scan angle alone gives the same answer (the zenith angle follows from the altitude)
+    scan = scan_angle_deg_from_zenith(zenith, 824.0)
+    np.testing.assert_allclose(zenith_deg_from_scan_angle(scan, 824.0), zenith, atol=1e-9)
+    np.testing.assert_allclose(m.emissivity_sensor(t, props, "atms", scan_angle_deg=scan), got, atol=1e-9)
+    # AMSR2 at its 55 deg incidence
+    with torch.no_grad():
+        ref_a = net(
+            x_t,
+            torch.from_numpy(props),
+            torch.zeros(n, dtype=torch.int64),
+            c2,
+            torch.full((n,), np.cos(np.radians(55.0)), dtype=torch.float64),
+        )
+    np.testing.assert_allclose(
+        m.emissivity_channels(t, props, "amsr2"), ref_a.numpy()[:, basis.sensor_channel_map[0]], atol=1e-7
+    )
+    ort = pytest.importorskip("onnxruntime")
+    sens = m.catalogue().sensors["atms"]
+    chans = [sens.channels[k] for k in rng.integers(0, len(sens.channels), n)]
+    freq = np.array([sens.channel_info[c].reference_freq_ghz for c in chans])
+    pol = np.array([sens.channel_info[c].pol for c in chans], dtype=np.int64)
+    sess = ort.InferenceSession(
+        str(export_onnx_channel(tmp_path / "c.onnx", em, cfg)), providers=["CPUExecutionProvider"]
+    )
+    feeds = {
+        "t_skin_k": t.astype(np.float32),
+        "props": props.astype(np.float32),
+        "freq_ghz": freq.astype(np.float32),
+        "polarisation": pol,
+        "scan_angle_deg": scan.astype(np.float32),
+        "zenith_deg": zenith.astype(np.float32),
+    }
+    onnx_chan = sess.run(None, feeds)[0]
+    expect = np.array(
+        [m.emissivity_sensor(t[i], props[i], "atms", [chans[i]], zenith_deg=zenith[i])[0] for i in range(n)]
+    )
+    np.testing.assert_allclose(onnx_chan, expect, atol=2e-6)
+    sess = ort.InferenceSession(str(export_onnx(tmp_path / "v.onnx", em, cfg)), providers=["CPUExecutionProvider"])
+    vh = sess.run(None, {k: feeds[k] for k in ("t_skin_k", "props", "freq_ghz", "zenith_deg")})[0]
+    np.testing.assert_allclose(vh, m.emissivity_vh(t, props, freq, zenith), atol=2e-6)

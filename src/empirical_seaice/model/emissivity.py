@@ -43,6 +43,9 @@ from torch import Tensor, nn
 from empirical_seaice.model import physics
 from empirical_seaice.sensors import ChannelBasis, network_frequency_table
 
+ANGLE_INIT_DEG = 55.0
+"""View angle (deg) at which ``ice_emis_init`` sets the initial emissivity of a network with an angle input."""
+
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
 
@@ -75,7 +78,12 @@ class EmissivityModel(nn.Module):
     nchan: int
 
     def forward(
-        self, x_t: Tensor, props: Tensor, isensor: Tensor, cos2_scan: Tensor | None = None
+        self,
+        x_t: Tensor,
+        props: Tensor,
+        isensor: Tensor,
+        cos2_scan: Tensor | None = None,
+        cos_view: Tensor | None = None,
     ) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -115,7 +123,12 @@ class LinearEmissivity(EmissivityModel):
         return self.output.bias
 
     def forward(
-        self, x_t: Tensor, props: Tensor, isensor: Tensor | None = None, cos2_scan: Tensor | None = None
+        self,
+        x_t: Tensor,
+        props: Tensor,
+        isensor: Tensor | None = None,
+        cos2_scan: Tensor | None = None,
+        cos_view: Tensor | None = None,
     ) -> Tensor:
         # one output per channel: a QV/QH channel has its own weights, no mixing needed
         z = torch.cat([x_t.unsqueeze(-1), props], dim=-1)  # (B, 1 + nprop)
@@ -159,6 +172,11 @@ class NetworkEmissivity(EmissivityModel):
         (:func:`empirical_seaice.sensors.network_frequency_table` of the model's
         ``network_frequencies`` convention); None = ``basis.freq_ghz``. Kept as
         :attr:`channel_freq_ghz`.
+    angle_input : bool
+        Feed the network the cosine of the observation's local zenith (view)
+        angle as one more input, before the frequency:
+        ``[x_T, props..., cos(theta), f/scale]`` (:attr:`angle_input`); the
+        initial-emissivity biases are set at ``cos(55 deg)``.
     """
 
     def __init__(
@@ -170,21 +188,26 @@ class NetworkEmissivity(EmissivityModel):
         generator: torch.Generator | None = None,
         init_emis: float | None = None,
         freq_table_ghz: np.ndarray | None = None,
+        angle_input: bool = False,
     ) -> None:
         super().__init__()
+        self.angle_input = bool(angle_input)
+        nang = int(self.angle_input)
         self.nprop = int(nprop)
         self.nchan = basis.nchan
         self.nhidden = int(hidden)
         self.freq_scale_ghz = float(freq_scale_ghz)
         self.channel_names = tuple(basis.channel_names)
-        self.hidden = nn.Linear(self.nprop + 2, self.nhidden)
+        self.hidden = nn.Linear(self.nprop + 2 + nang, self.nhidden)
         self.output = nn.Linear(self.nhidden, 2)
         _glorot_zero(self.hidden, generator)
         _glorot_zero(self.output, generator)
         if init_emis is not None:
             with torch.no_grad():
-                z0 = torch.zeros(self.nprop + 2)
+                z0 = torch.zeros(self.nprop + 2 + nang)
                 z0[-1] = 50.0 / self.freq_scale_ghz
+                if nang:
+                    z0[-2] = math.cos(math.radians(ANGLE_INIT_DEG))
                 h0 = torch.sigmoid(self.hidden(z0))
                 logit = math.log(init_emis / (1.0 - init_emis))
                 self.output.bias.copy_(logit - self.output.weight @ h0)
@@ -210,21 +233,45 @@ class NetworkEmissivity(EmissivityModel):
         self.register_buffer("chan_freq", torch.from_numpy(chan_freq))
         self.register_buffer("pol", torch.from_numpy(pol))
 
-    def emissivity_vh(self, x_t: Tensor, props: Tensor, freq_ghz: Tensor) -> Tensor:
-        """``(e_V, e_H)`` at any frequency: shapes x_t (...), props (..., nprop), freq (...) broadcast; returns (..., 2)."""
+    def emissivity_vh(self, x_t: Tensor, props: Tensor, freq_ghz: Tensor, cos_view: Tensor | None = None) -> Tensor:
+        """``(e_V, e_H)`` at any frequency: shapes x_t (...), props (..., nprop), freq (...),
+        cos_view (...; the cosine of the view angle, used with :attr:`angle_input`; None = the
+        imagers' :data:`ANGLE_INIT_DEG` view, as the gridded maps and spectra have no angle)
+        broadcast; returns (..., 2)."""
         freq_ghz = torch.as_tensor(freq_ghz, dtype=x_t.dtype, device=x_t.device)
-        shape = torch.broadcast_shapes(x_t.shape, freq_ghz.shape, props.shape[:-1])
+        parts = [x_t, freq_ghz]
+        if self.angle_input:
+            if cos_view is None:
+                cos_view = math.cos(math.radians(ANGLE_INIT_DEG))
+            parts.append(torch.as_tensor(cos_view, dtype=x_t.dtype, device=x_t.device))
+        shape = torch.broadcast_shapes(*(p.shape for p in parts), props.shape[:-1])
         x_t, freq_ghz = x_t.expand(shape), freq_ghz.expand(shape)
         props = props.expand(*shape, self.nprop)
-        z = torch.cat([x_t.unsqueeze(-1), props, (freq_ghz / self.freq_scale_ghz).unsqueeze(-1)], dim=-1)
+        cols = [x_t.unsqueeze(-1), props]
+        if self.angle_input:
+            cols.append(parts[2].expand(shape).unsqueeze(-1))
+        cols.append((freq_ghz / self.freq_scale_ghz).unsqueeze(-1))
+        z = torch.cat(cols, dim=-1)
         return torch.sigmoid(self.output(torch.sigmoid(self.hidden(z))))
 
-    def forward(self, x_t: Tensor, props: Tensor, isensor: Tensor, cos2_scan: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        x_t: Tensor,
+        props: Tensor,
+        isensor: Tensor,
+        cos2_scan: Tensor | None = None,
+        cos_view: Tensor | None = None,
+    ) -> Tensor:
         # Computed in a (feature, frequency, observation) layout: tiny-inner-dimension
         # matmuls are ~10x faster as W @ X^T than as X @ W^T on CPU.
         nb = x_t.shape[0]
         w = self.hidden.weight
-        z = torch.cat([x_t.unsqueeze(-1), props], dim=-1)  # (B, nprop + 1)
+        cols = [x_t.unsqueeze(-1), props]
+        if self.angle_input:
+            if cos_view is None:
+                raise ValueError("NetworkEmissivity: the network takes the view angle; pass cos_view")
+            cols.append(cos_view.unsqueeze(-1))
+        z = torch.cat(cols, dim=-1)  # (B, nprop + 1 [+ 1])
         base = torch.addmm(self.hidden.bias.unsqueeze(-1), w[:, :-1], z.t())  # (H, B)
         f = self.freq_input_t.index_select(1, isensor)  # (nf, B) contiguous: f / freq_scale
         h = torch.sigmoid(torch.addcmul(base.unsqueeze(1), w[:, -1].reshape(-1, 1, 1), f))  # (H, nf, B)
@@ -265,7 +312,23 @@ def make_emissivity(
         generator,
         model.ice_emis_init,
         freq_table_ghz=network_frequency_table(basis, model.network_frequencies),
+        angle_input=network_angle_input(model, basis),
     )
 
 
-__all__ = ["EmissivityModel", "LinearEmissivity", "NetworkEmissivity", "make_emissivity"]
+def network_angle_input(model: ModelConfig, basis: ChannelBasis) -> bool:
+    """Whether the v2 network takes the view angle: ``model.angle_input``, or when that is None
+    whether the basis has a cross-track sensor."""
+    if model.angle_input is not None:
+        return bool(model.angle_input)
+    return bool(basis.cross_track is not None and np.asarray(basis.cross_track).any())
+
+
+__all__ = [
+    "ANGLE_INIT_DEG",
+    "EmissivityModel",
+    "LinearEmissivity",
+    "NetworkEmissivity",
+    "make_emissivity",
+    "network_angle_input",
+]

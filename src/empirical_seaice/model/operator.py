@@ -78,7 +78,7 @@ from empirical_seaice.model.state import EmpiricalState
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.sensors import POL_V, ChannelBasis
 
-PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction", "cos2_scan")
+PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction", "cos2_scan", "cos_view")
 """Per-observation float fields carried by a :class:`Batch`, in packing order."""
 PACKED_CHANNEL_FIELDS = ("tb_obs_k", "mask", "emis_water", "tau_eff", "down_eff_k", "const_k")
 """Per-channel float fields carried by a :class:`Batch`, in packing order."""
@@ -94,7 +94,9 @@ class Batch:
 
     Integer (B,) int64: ``iobs`` (row in the Observations the tensors were
     built from), ``igrid``, ``istep``, ``isensor``. Float (B,): ``t_skin_k``,
-    ``wind_ms``, ``cloud_fraction``. Float (B, nchan): ``tb_obs_k``, ``mask``
+    ``wind_ms``, ``cloud_fraction``, ``cos2_scan`` (the cross-track
+    polarisation weight), ``cos_view`` (cosine of the local zenith angle).
+    Float (B, nchan): ``tb_obs_k``, ``mask``
     (0/1), ``emis_water``, and the all-sky atmosphere as one effective
     specular atmosphere (:func:`physics.effective_atmosphere`): ``tau_eff``,
     ``down_eff_k``, ``const_k``. Fields may be strided views into one packed
@@ -109,6 +111,7 @@ class Batch:
     wind_ms: Tensor
     cloud_fraction: Tensor
     cos2_scan: Tensor
+    cos_view: Tensor
     tb_obs_k: Tensor
     mask: Tensor
     emis_water: Tensor
@@ -166,9 +169,10 @@ class ObservationTensors:
         for start in range(0, n, self._CHUNK):
             rows = slice(start, min(start + self._CHUNK, n))
             block = floats[rows]
-            for name in PER_OBS_FLOAT_FIELDS[:-1]:
+            for name in PER_OBS_FLOAT_FIELDS[:-2]:
                 block[:, self._slices[name][0]] = finite(name, rows)
             block[:, self._slices["cos2_scan"][0]] = _cos2_scan(obs, rows, np_dtype)
+            block[:, self._slices["cos_view"][0]] = _cos_view(obs, rows)
             for name in ("tb_obs_k", "mask", "emis_water"):
                 a, b = self._slices[name]
                 block[:, a:b] = finite(name, rows)
@@ -217,6 +221,20 @@ def _cos2_scan(obs: Observations, rows: slice, np_dtype) -> torch.Tensor:
     alt = torch.from_numpy(np.asarray(basis.altitude_km, dtype=np.float64)[isensor[cross]])
     out[torch.from_numpy(cross)] = physics.scan_angle_cos2(zen, alt)
     return out
+
+
+def _cos_view(obs: Observations, rows: slice) -> torch.Tensor:
+    """Cosine of each observation's local zenith (view) angle: ``ZENITH`` for cross-track
+    sensors, the sensor's incidence angle for conical ones (1 where neither is finite)."""
+    basis = obs.basis
+    isensor = np.asarray(obs.isensor[rows], dtype=np.int64)
+    inc = np.array([basis.sensor(s).incidence_deg for s in range(basis.nsensor)], dtype=np.float64)
+    theta = inc[isensor]
+    if basis.cross_track is not None and basis.cross_track.any():
+        cross = basis.cross_track[isensor]
+        theta[cross] = np.asarray(obs.zenith_deg[rows], dtype=np.float64)[cross]
+    out = np.cos(np.radians(theta))
+    return torch.from_numpy(np.where(np.isfinite(out), out, 1.0))
 
 
 @dataclass(frozen=True)
@@ -435,10 +453,10 @@ class HybridNetwork(nn.Module):
         if zero_sic:
             sic = torch.zeros_like(sic)
         x_t = physics.normalised_temperature(batch.t_skin_k, mc.t_ref_k, mc.t_scale_k)
-        emis_ice = self.emissivity(x_t, props, batch.isensor, batch.cos2_scan)
+        emis_ice = self.emissivity(x_t, props, batch.isensor, batch.cos2_scan, batch.cos_view)
         if self.anchor_channel is None:  # original v2: one more evaluation per observation, V polarisation
             f = self.cost_config.anchor_frequency_ghz
-            emis_anchor = self.emissivity.emissivity_vh(x_t, props, x_t.new_full((), f))[..., POL_V]
+            emis_anchor = self.emissivity.emissivity_vh(x_t, props, x_t.new_full((), f), batch.cos_view)[..., POL_V]
         else:
             emis_anchor = emis_ice[:, self.anchor_channel]
         emis_ocean = physics.ocean_emissivity(batch.emis_water, batch.wind_ms, self.wind_coef)

@@ -148,9 +148,12 @@ def julian_day_to_iso(jd: float) -> str:
 
 
 def input_names(model: ModelConfig) -> list[str]:
-    """Names of the emissivity-model inputs in order: ``x_T, P0.., Q0.., f/100`` (v2) or ``x_T, P0..`` (v1)."""
+    """Names of the emissivity-model inputs in order: ``x_T, P0.., Q0.., [cos_theta,] f/100`` (v2)
+    or ``x_T, P0..`` (v1); ``cos_theta`` (the view angle's cosine) when the network takes the angle."""
     names = ["x_T"] + [f"P{k}" for k in range(model.nprop_grid)] + [f"Q{k}" for k in range(model.nprop_obs)]
     if model.version == "v2":
+        if model.angle_input:
+            names.append("cos_theta")
         names.append(f"f/{model.freq_scale_ghz:g}")
     return names
 
@@ -302,7 +305,8 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
     """Export the emissivity model to ONNX with the input normalisation in the graph.
 
     v2 graph: inputs ``t_skin_k`` (N,), ``props`` (N, nprop), ``freq_ghz`` (N,)
-    float32 -> output ``emis_vh`` (N, 2) = (e_V, e_H).
+    [, ``zenith_deg`` (N,) the local zenith (view) angle when the network takes
+    the angle (``ModelConfig.angle_input``)] float32 -> output ``emis_vh`` (N, 2) = (e_V, e_H).
     v1 graph: inputs ``t_skin_k`` (N,), ``props`` (N, nprop) -> ``emis`` (N, nchan).
     N is dynamic. Uses ``torch.onnx.export`` (TorchScript exporter, opset 17).
     """
@@ -320,12 +324,10 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
             super().__init__()
             self.em = em
 
-        def forward(self, t_skin_k, props, freq_ghz):
+        def forward(self, t_skin_k, props, freq_ghz, zenith_deg=None):
             # Same formula as NetworkEmissivity.emissivity_vh, written with
             # tensor inputs only so that the trace keeps freq_ghz an input.
-            x_t = torch.clamp(t_ref - t_skin_k, min=0.0) / t_scale
-            z = torch.cat([x_t.unsqueeze(-1), props, (freq_ghz / self.em.freq_scale_ghz).unsqueeze(-1)], dim=-1)
-            return torch.sigmoid(self.em.output(torch.sigmoid(self.em.hidden(z))))
+            return _network_vh(self.em, t_skin_k, props, freq_ghz, zenith_deg)
 
     class V1(torch.nn.Module):
         def __init__(self):
@@ -336,11 +338,22 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
             x_t = torch.clamp(t_ref - t_skin_k, min=0.0) / t_scale
             return self.em(x_t, props)
 
+    def _network_vh(em, t_skin_k, props, freq_ghz, zenith_deg):
+        x_t = torch.clamp(t_ref - t_skin_k, min=0.0) / t_scale
+        cols = [x_t.unsqueeze(-1), props]
+        if zenith_deg is not None:
+            cols.append(torch.cos(zenith_deg * (math.pi / 180.0)).unsqueeze(-1))
+        cols.append((freq_ghz / em.freq_scale_ghz).unsqueeze(-1))
+        return torch.sigmoid(em.output(torch.sigmoid(em.hidden(torch.cat(cols, dim=-1)))))
+
     n = 3
     if model.version == "v2":
         wrapper: torch.nn.Module = V2()
         args = (torch.full((n,), 260.0), torch.zeros(n, nprop), torch.full((n,), 37.0))
         in_names, out_names = ["t_skin_k", "props", "freq_ghz"], ["emis_vh"]
+        if getattr(em, "angle_input", False):
+            args = (*args, torch.full((n,), 55.0))
+            in_names.append("zenith_deg")
     else:
         wrapper = V1()
         args = (torch.full((n,), 260.0), torch.zeros(n, nprop))
@@ -370,7 +383,8 @@ def export_onnx_channel(path: Path, emissivity: EmissivityModel, model: ModelCon
     (N, nprop), ``freq_ghz`` (N,) the channel's network frequency,
     ``polarisation`` (N,) int64 code (0 V, 1 H, 2 QV, 3 QH),
     ``scan_angle_deg`` (N,) the scan (nadir) angle at the satellite (ignored
-    for V and H). Output ``emis`` (N,): ``w_V e_V + (1 - w_V) e_H`` with
+    for V and H) [, ``zenith_deg`` (N,) the local zenith (view) angle, when the
+    network takes the angle]. Output ``emis`` (N,): ``w_V e_V + (1 - w_V) e_H`` with
     ``w_V`` of :func:`empirical_seaice.model.physics.polarisation_weight_v`.
     """
     import copy
@@ -389,10 +403,13 @@ def export_onnx_channel(path: Path, emissivity: EmissivityModel, model: ModelCon
             super().__init__()
             self.em = em
 
-        def forward(self, t_skin_k, props, freq_ghz, polarisation, scan_angle_deg):
+        def forward(self, t_skin_k, props, freq_ghz, polarisation, scan_angle_deg, zenith_deg=None):
             x_t = torch.clamp(t_ref - t_skin_k, min=0.0) / t_scale
-            z = torch.cat([x_t.unsqueeze(-1), props, (freq_ghz / self.em.freq_scale_ghz).unsqueeze(-1)], dim=-1)
-            vh = torch.sigmoid(self.em.output(torch.sigmoid(self.em.hidden(z))))
+            cols = [x_t.unsqueeze(-1), props]
+            if zenith_deg is not None:
+                cols.append(torch.cos(zenith_deg * (math.pi / 180.0)).unsqueeze(-1))
+            cols.append((freq_ghz / self.em.freq_scale_ghz).unsqueeze(-1))
+            vh = torch.sigmoid(self.em.output(torch.sigmoid(self.em.hidden(torch.cat(cols, dim=-1)))))
             c2 = torch.cos(scan_angle_deg * (math.pi / 180.0)) ** 2
             w_v = torch.where(
                 polarisation == 2,
@@ -410,6 +427,9 @@ def export_onnx_channel(path: Path, emissivity: EmissivityModel, model: ModelCon
         torch.full((n,), 30.0),
     )
     in_names = ["t_skin_k", "props", "freq_ghz", "polarisation", "scan_angle_deg"]
+    if getattr(em, "angle_input", False):
+        args = (*args, torch.full((n,), 55.0))
+        in_names.append("zenith_deg")
     axes = {name: {0: "n"} for name in [*in_names, "emis"]}
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -467,6 +487,19 @@ def _read_coefficients(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any
     return arrays, attrs, strings
 
 
+DEFAULT_VIEW_DEG = 55.0
+"""View angle (deg) at which :meth:`NumpyEmissivityModel.emissivity_vh` evaluates a network with an
+angle input when none is given (the conical imagers' view)."""
+
+
+def zenith_deg_from_scan_angle(scan_angle_deg, altitude_km: float) -> np.ndarray:
+    """Local zenith angle (deg) of a footprint seen at scan (nadir) angle ``a`` from altitude h (km):
+    ``sin(theta) = (R + h) sin(a) / R``, R = 6371 km (the inverse of :func:`scan_angle_deg_from_zenith`)."""
+    r = EARTH_RADIUS_KM
+    s = (r + float(altitude_km)) / r * np.sin(np.radians(np.asarray(scan_angle_deg, dtype=np.float64)))
+    return np.degrees(np.arcsin(np.clip(s, -1.0, 1.0)))
+
+
 class NumpyEmissivityModel:
     """Evaluate an exported emissivity model in plain numpy (float64).
 
@@ -505,7 +538,8 @@ class NumpyEmissivityModel:
                 f"emissivity coefficient file: unknown activation "
                 f"{self.hidden_activation!r}/{self.output_activation!r}; known: {', '.join(ACTIVATIONS)}"
             )
-        self.nprop = len(self.input_names) - (2 if self.version == "v2" else 1)
+        self.angle_input = "cos_theta" in self.input_names
+        self.nprop = len(self.input_names) - (2 + int(self.angle_input) if self.version == "v2" else 1)
         self.catalogue_json = attrs.get("sensor_catalogue")
 
     @classmethod
@@ -532,8 +566,8 @@ class NumpyEmissivityModel:
             )
         return np.broadcast_to(p, (*shape, self.nprop))
 
-    def emissivity_vh(self, t_skin_k, props, freq_ghz) -> np.ndarray:
-        """v2: ``(e_V, e_H)`` at any frequency.
+    def emissivity_vh(self, t_skin_k, props, freq_ghz, zenith_deg=None) -> np.ndarray:
+        """v2: ``(e_V, e_H)`` at any frequency (and view angle, for a model with an angle input).
 
         Parameters
         ----------
@@ -543,6 +577,9 @@ class NumpyEmissivityModel:
             Empirical state ``[P0, P1, Q0]`` (broadcast against the others).
         freq_ghz : array (...,)
             Frequency (GHz), ~10 to 190.
+        zenith_deg : array (...,), optional
+            Local zenith (view) angle (deg), used when the model takes the angle
+            (:attr:`angle_input`, input ``cos_theta``); None = the imagers' 55 deg.
 
         Returns
         -------
@@ -555,10 +592,12 @@ class NumpyEmissivityModel:
             )
         x_t = self.normalised_temperature(t_skin_k)
         f = np.asarray(freq_ghz, dtype=np.float64) / self.freq_scale_ghz
-        x_t, f = np.broadcast_arrays(x_t, f)
+        mu = np.cos(np.radians(np.asarray(DEFAULT_VIEW_DEG if zenith_deg is None else zenith_deg, dtype=np.float64)))
+        x_t, f, mu = np.broadcast_arrays(x_t, f, mu)
         shape = np.broadcast_shapes(x_t.shape, np.shape(props)[:-1])
-        x_t, f = np.broadcast_to(x_t, shape), np.broadcast_to(f, shape)
-        z = np.concatenate([x_t[..., None], self._props(props, shape), f[..., None]], axis=-1)
+        x_t, f, mu = np.broadcast_to(x_t, shape), np.broadcast_to(f, shape), np.broadcast_to(mu, shape)
+        cols = [x_t[..., None], self._props(props, shape)] + ([mu[..., None]] if self.angle_input else [])
+        z = np.concatenate([*cols, f[..., None]], axis=-1)
         h = _ACT[self.hidden_activation](z @ self.hidden_weight.T + self.hidden_bias)
         return _ACT[self.output_activation](h @ self.output_weight.T + self.output_bias)
 
@@ -599,10 +638,14 @@ class NumpyEmissivityModel:
             out = _ACT[self.output_activation](z @ self.output_weight.T + self.output_bias)
             return out[..., idx]
         s = self.sensor_names.index(sensor) if sensor is not None else 0
+        view = None
+        if self.angle_input and self.catalogue_json:
+            inc = self.catalogue().sensor(self.sensor_names[s], "sensor").incidence_deg
+            view = inc if np.isfinite(inc) else None
         cols = []
         for j in idx:
             freq = self.frequency_ghz[s, j]
-            vh = self.emissivity_vh(t_skin_k, props, freq)
+            vh = self.emissivity_vh(t_skin_k, props, freq, view)
             cols.append(vh[..., 0 if self.polarisation[j] == "V" else 1])
         return np.stack(cols, axis=-1)
 
@@ -654,11 +697,19 @@ class NumpyEmissivityModel:
             if zenith_deg is None:
                 raise SeaIceError(f"{sensor}: QV/QH channels need scan_angle_deg or zenith_deg")
             scan_angle_deg = scan_angle_deg_from_zenith(zenith_deg, sens.altitude_km)
+        view = None
+        if self.angle_input:  # the network's view angle: the local zenith angle
+            if zenith_deg is not None:
+                view = zenith_deg
+            elif scan_angle_deg is not None and np.isfinite(sens.altitude_km):
+                view = zenith_deg_from_scan_angle(scan_angle_deg, sens.altitude_km)
+            elif np.isfinite(sens.incidence_deg):
+                view = sens.incidence_deg
         cols = []
         for c in names:
             info = sens.channel_info[c]
             f = info.reference_freq_ghz if self.network_frequencies == "reference" else info.freq_ghz
-            vh = self.emissivity_vh(t_skin_k, props, f)
+            vh = self.emissivity_vh(t_skin_k, props, f, view)
             angle = 0.0 if scan_angle_deg is None else scan_angle_deg
             w = polarisation_weight_v(info.pol, angle)
             cols.append(w * vh[..., 0] + (1.0 - w) * vh[..., 1])  # exact e_V / e_H at w = 1 / 0
@@ -691,6 +742,7 @@ __all__ = [
     "export_onnx_channel",
     "write_export",
     "scan_angle_deg_from_zenith",
+    "zenith_deg_from_scan_angle",
     "polarisation_weight_v",
     "NumpyEmissivityModel",
     "input_names",

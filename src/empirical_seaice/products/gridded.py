@@ -164,7 +164,8 @@ def evaluate_grid_emissivity(
     Returns (n, nch) for ``channels`` (default: all of the basis), or
     (n, nfreq, 2) = (e_V, e_H) for ``freq_ghz`` (v2 only). float32. A grid
     cell has no scan angle: a sounder's QV / QH channel is mapped at nadir,
-    where it equals V / H.
+    where it equals V / H; a network with the view-angle input is evaluated at
+    the imagers' 55 deg.
     """
     import torch
 

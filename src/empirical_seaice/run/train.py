@@ -132,9 +132,11 @@ def _configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, Cost
     md["lag_weights"] = tuple(md["lag_weights"])
     cd = dict(d["cost"])
     # checkpoints written before these fields existed were trained with the min(C, 0.3 - C) false-ice
-    # shape and the physical network frequencies (anchor_frequency_ghz defaults to None: the channel anchor)
+    # shape, the physical network frequencies and no angle input (anchor_frequency_ghz defaults to None:
+    # the channel anchor)
     cd.setdefault("false_ice_shape", "tent")
     md.setdefault("network_frequencies", "physical")
+    md.setdefault("angle_input", False)
     cd["anchor_channels"] = tuple(cd["anchor_channels"])
     cd["bias_bg"] = {k: tuple(v) for k, v in cd["bias_bg"].items()}
     return DataConfig(**dd), ModelConfig(**md), CostConfig(**cd)
@@ -144,6 +146,8 @@ def _configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, Cost
 def _input_names(model: ModelConfig) -> list[str]:
     names = ["x_T"] + [f"P{k}" for k in range(model.nprop_grid)] + [f"Q{k}" for k in range(model.nprop_obs)]
     if model.version == "v2":
+        if model.angle_input:
+            names.append("cos_theta")
         scale = model.freq_scale_ghz
         names.append(f"f/{int(scale) if float(scale).is_integer() else scale}")
     return names
@@ -340,6 +344,10 @@ def run(
         if path is not None and not Path(path).is_file():
             raise SeaIceError(f"{flag}: file {path} not found")
     basis = build_channel_basis(data_cfg.sensors, load_catalogue(data_cfg.sensor_catalogue))
+    if model_cfg.angle_input is None:  # resolved once, so the checkpoint and the export say which
+        from empirical_seaice.model.emissivity import network_angle_input
+
+        model_cfg = replace(model_cfg, angle_input=model_cfg.version == "v2" and network_angle_input(model_cfg, basis))
     device = resolve_device(train_cfg.device)
     ckpt_dir = output / f"checkpoints_{tag}"
     ctx = _rank_context(distributed, device, diagsonly)
