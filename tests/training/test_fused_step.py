@@ -40,7 +40,8 @@ CASES = {
     "v2-keras-epsilon-diagnostic-warm": dict(eps="keras", warm=True),
     "v1": V1,
     # a cross-track sounder: quasi-polarised QV/QH channels mixed by the scan angle
-    "v2-amsr2-atms": dict(sensors=("amsr2", "atms")),
+    # (without the view-angle input, which a sounder switches on by default and the fused step does not have)
+    "v2-amsr2-atms": dict(sensors=("amsr2", "atms"), model_kw=dict(angle_input=False)),
 }
 
 
@@ -130,11 +131,13 @@ def test_fused_step_resumes_where_the_tensor_step_left(tmp_path):
         np.testing.assert_allclose(_params(second)[name].numpy(), value.numpy(), rtol=0, atol=2e-5)
 
 
-@pytest.mark.parametrize("why", ["sparse-adam optimiser", "numba missing"])
+@pytest.mark.parametrize("why", ["sparse-adam optimiser", "numba missing", "view-angle input"])
 def test_fused_step_falls_back_with_one_notice(why, monkeypatch, caplog):
     if why == "numba missing":
         monkeypatch.setattr(fused_step, "HAVE_NUMBA", False)
         t = _trainer(True, nepochs=2)
+    elif why == "view-angle input":
+        t = _trainer(True, nepochs=2, model_kw=dict(angle_input=True))
     else:
         t = _trainer(True, nepochs=2, optimizer="sparse-adam")
     with caplog.at_level(logging.WARNING, logger="empirical_seaice"):

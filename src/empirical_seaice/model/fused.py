@@ -533,6 +533,8 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
     st = network.state
     nc = network.basis.nchan
     if isinstance(em, NetworkEmissivity):
+        if getattr(em, "angle_input", False):
+            return None, "no fused step yet for the network's view-angle input"
         version, nh = 2, em.nhidden
         if nh > _MAXH or em.nfreq >= _MAXF:
             return None, "network too wide for the fused step"
