@@ -20,7 +20,13 @@ by +-25 % over seconds. Configurations:
 - the lazy scheme (torch SparseAdam) at batch 1024;
 - per-step time as the state grows from 30 to 365 days (batch 1024);
 - the dense reference mode (plain Adam over everything, full-map priors) at
-  30 and 365 days, a few steps only.
+  30 and 365 days, a few steps only;
+- ``--only scaling``: the default step against the number of observations (0.3, 1,
+  3 M) and the state size (grid of 2800, 11 190, 44 760 points, i.e. the benchmark
+  twin's grid at 100, 50 and 25 km; 30 to 365 days);
+- ``--only pairs``: interleaved sets (``--repeat``) of the tensor step, the fused
+  step on 1 and 2 threads at batch 1024 and 16384, and the reference-exact dense
+  scheme, so that their ratios per step come from the same minutes.
 
 Results are appended to ``benchmarks/results.md`` (``--no-write`` to skip).
 
@@ -173,7 +179,13 @@ def run_one(cfg: dict) -> dict:
     net = built.network
     t_setup = time.perf_counter() - t0
     nepochs = int(cfg.get("epochs", 2))
-    tcfg = TrainingConfig(nepochs=nepochs, batch_size=bs, optimizer=cfg["optimizer"], device=cfg["device"])
+    tcfg = TrainingConfig(
+        nepochs=nepochs,
+        batch_size=bs,
+        optimizer=cfg["optimizer"],
+        device=cfg["device"],
+        fused_step=bool(cfg.get("fused", True)),
+    )
     trainer = build_trainer(net, built, tcfg, train_index=train_index, generator=gen, progress=False)
     cpu0 = time.process_time()
     if cfg.get("profile"):
@@ -222,6 +234,7 @@ def run_one(cfg: dict) -> dict:
         "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "cuda_peak_mib": peak,
         "final_total": hist.epoch_terms[-1]["total"],
+        "fused_used": bool(getattr(trainer, "_fused", None)),
     }
 
 
@@ -268,14 +281,16 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="200k observations, 60 steps (smoke run)")
     ap.add_argument("--profile", action="store_true", help="profile the sparse scheme at batch 1024 and exit")
-    ap.add_argument("--only", default="", help="comma list of parts: batch,lazy,growth,dense")
+    ap.add_argument("--only", default="", help="comma list of parts: batch,lazy,growth,dense,pairs,scaling")
     ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/results.md")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved sets of the 'pairs' part")
     return ap
 
 
 def _print_result(r: dict) -> None:
     print(
-        f"{r['optimizer']:6s} batch {r['batch']:5d} nstep {r['nstep']:3d} threads {r['threads']}: "
+        f"{r['optimizer']:6s} {'fused' if r.get('fused_used') else 'tensor'} batch {r['batch']:5d} "
+        f"nstep {r['nstep']:3d} threads {r['threads']}: "
         f"{r['obs_per_s']:10.0f} obs/s {r['ms_per_step']:8.2f} ms/step "
         f"(epochs {r['ms_per_step_min']:.2f}-{r['ms_per_step_max']:.2f}; CPU {r['cpu_ms_per_step']:7.2f} ms, "
         f"first epoch {r['first_epoch_ms_per_step']:.2f} ms, "
@@ -289,6 +304,20 @@ def _print_result(r: dict) -> None:
 def _configurations(parts: set[str], args) -> list[dict]:
     """The configurations of the selected parts, as overrides of the base configuration."""
     todo: list[dict] = []
+    if "pairs" in parts:  # interleaved tensor / fused / reference-exact sets, the same minutes
+        for _ in range(args.repeat):
+            todo += [
+                dict(fused=False),
+                dict(fused=True),
+                dict(fused=True, threads=2),
+                dict(fused=True, batch=16384, steps=max(args.steps // 16, 20)),
+                dict(fused=True, batch=16384, steps=max(args.steps // 16, 20), threads=2),
+                dict(optimizer="dense-adam", steps=20, epochs=3),
+            ]
+    if "scaling" in parts:  # the default (fused) step vs observations and state size, batch 1024
+        todo += [dict(nobs=n) for n in (300_000, 1_000_000, 3_000_000)]
+        todo += [dict(ngrid=g) for g in (2_800, 11_190, 44_760)]  # the benchmark twin's grid at 100, 50, 25 km
+        todo += [dict(nstep=n) for n in (30, 90, 180)]
     if "batch" in parts:
         for b in (1024, 4096, 16384):
             todo.append(dict(batch=b, steps=args.steps if b == 1024 else max(args.steps // (b // 1024), 20)))

@@ -134,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     ours = p.add_argument_group("further options")
     ours.add_argument(
+        "--unfused-step",
+        action="store_true",
+        help="Train with the tensor (autograd) step instead of the compiled fused step "
+        "(the default where it applies: CPU, --optimizer deferred-adam; same results to float32 rounding).",
+    )
+    ours.add_argument(
         "--model",
         choices=sorted(PRESETS),
         default="v2",
@@ -467,6 +473,7 @@ def configs_from_args(args: argparse.Namespace):
         validation_fraction=args.validation_fraction,
         early_stopping=args.early_stopping,
         device=args.device,
+        fused_step=not args.unfused_step,
     )
     return data, preset, cost, training
 

@@ -269,6 +269,9 @@ class TrainingConfig:
     adam_epsilon: where Adam's epsilon (1e-7) enters: "torch" (added to the bias-corrected sqrt(v_hat))
         or "keras" (added to sqrt(v) before the bias correction, as the reference's Keras Adam does:
         the torch-convention epsilon eps / sqrt(1 - beta2^t), 3.2e-6 at step 1).
+    fused_step: run each training step as one compiled step (forward, cost, gradient and Adam;
+        ``empirical_seaice.training.fused_step``) where it applies (CPU, "deferred-adam" scheme, numba installed);
+        False = the tensor step. Equal results to float32 rounding.
     """
 
     nepochs: int = 8
@@ -284,6 +287,7 @@ class TrainingConfig:
     map_priors: str | None = None
     batch_order: str = "shuffled"
     adam_epsilon: Literal["torch", "keras"] = "torch"
+    fused_step: bool = True
 
     def __post_init__(self) -> None:
         self._check_schemes()

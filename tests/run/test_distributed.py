@@ -47,6 +47,10 @@ FLAGS = [
     "--nepochs", "3", "--batchsize", "128", "--learning-rate", "1e-2", "--ice-emis-init", "0.9",
     "--reproducible", "--no-progress", "--device", "cpu", "--threads", "1", "--no-gridded", "--no-classic",
     "--validation-fraction", "0.1", "--early-stopping",
+    # a sharded run wraps the tensor step: the single-process runs it is compared with, and whose
+    # rounding noise sets the tolerance, use it too (the fused step's own noise is ~20x smaller on
+    # the observation property, 3.0e-5 against 6.3e-4, which would make the tolerance too tight)
+    "--unfused-step",
 ]  # fmt: skip
 TRAINED = (  # the trained parameters; every other entry of the state dict is a constant
     "state.sic_map.weight",
@@ -209,11 +213,15 @@ def test_ranks_that_disagree_stop_with_one_line(runs, twin, tmp_path):
                  [str(script)])  # fmt: skip
     assert r.returncode != 0, r.stderr[-2000:]
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("seaice-training: error:")]
-    assert lines and all(
-        ln == "seaice-training: error: --distributed: rank 1 disagrees with rank 0 on the configuration; launch every "
+    expected = (
+        "seaice-training: error: --distributed: rank 1 disagrees with rank 0 on the configuration; launch every "
         "rank with the same command, the same data and the same code version"
-        for ln in lines
-    ), r.stderr[-2000:]
+    )
+    # the rank that finds the disagreement says so; a peer can instead see the other rank leave the
+    # collective first (seen once in a loaded full run): still one line, naming --distributed
+    assert expected in lines, lines
+    assert all(ln.startswith("seaice-training: error: --distributed:") for ln in lines), lines
+    assert "Traceback" not in "\n".join(ln for ln in r.stderr.splitlines() if "seaice" in ln), r.stderr[-2000:]
     assert not (out / "model_x.pt").exists()
 
 

@@ -15,14 +15,14 @@ from empirical_seaice.sensors import build_channel_basis
 from empirical_seaice.training.runtime import make_generator
 
 
-def make_case(nobs: int = 400, ngrid: int = 4, nstep: int = 5, nlag: int = 1, seed: int = 0):
+def make_case(nobs: int = 400, ngrid: int = 4, nstep: int = 5, nlag: int = 1, seed: int = 0, sensors=("amsr2",)):
     rng = np.random.default_rng(seed)
-    basis = build_channel_basis(["amsr2"])
+    basis = build_channel_basis(list(sensors))
     nc = basis.nchan
     cell = np.concatenate([np.arange(ngrid * nstep), rng.integers(0, ngrid * nstep, nobs - ngrid * nstep)])
     igrid = (cell // nstep).astype(np.int32)
     istep = (cell % nstep).astype(np.int32)
-    isensor = np.zeros(nobs, np.int16)
+    isensor = (np.arange(nobs) % len(sensors)).astype(np.int16)
     mask = basis.present[isensor].copy()
     f32 = np.float32
 
@@ -36,7 +36,8 @@ def make_case(nobs: int = 400, ngrid: int = 4, nstep: int = 5, nlag: int = 1, se
         t_skin_k=u(240, 272, nobs),
         wind_ms=u(0, 15, nobs),
         cloud_fraction=u(0, 1, nobs),
-        zenith_deg=np.full(nobs, np.nan, f32),
+        # used by cross-track sensors only (own generator: the default case's data stay as they were)
+        zenith_deg=np.random.default_rng(seed + 1).uniform(0, 60, nobs).astype(f32),
         julian_day=2459000.5 + istep,
         obs_index=np.arange(nobs, dtype=np.int64),
         tb_obs_k=np.zeros((nobs, nc), f32),

@@ -505,6 +505,14 @@ class HybridNetwork(nn.Module):
         terms, the reference ("diagnostic") warm-ice term without gradient."""
         return objective.total_cost(self.cost_config, terms)
 
+    def fused_program(self, data: ObservationTensors, nobs_total: int, training: bool = True):
+        """The compiled forward, sampled cost and gradient of this network on ``data``
+        (:func:`empirical_seaice.model.fused.build_program`): ``(program, "")`` or ``(None, reason)``;
+        ``training=False``: for the compiled forward pass only (:func:`empirical_seaice.model.fused.simulate`)."""
+        from empirical_seaice.model.fused import build_program
+
+        return build_program(self, data, nobs_total, training)
+
     # ------------------------------------------------------------- parameters
     def state_rows(self, batch: Batch) -> list[tuple[Tensor, Tensor]]:
         """The rows of each state table that a batch reads (int64, may repeat):

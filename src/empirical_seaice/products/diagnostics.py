@@ -79,6 +79,13 @@ def simulate(
         Observations per forward pass (memory bound, results do not depend on it
         beyond float32 rounding of batched kernels).
     """
+    make = getattr(network, "fused_program", None)
+    program = make(data, nobs, training=False)[0] if make is not None and nobs > 0 else None
+    if program is not None:  # the compiled forward pass (CPU; model/fused.py), both cores
+        from empirical_seaice.model.fused import simulate as fused_simulate
+
+        tb, emis, sic, emis_anchor = fused_simulate(program, nobs, zero_sic=zero_sic)
+        return Simulation(tb=tb, emis_ice=emis, sic=sic, emis_anchor=emis_anchor)
     was_training = network.training
     network.eval()
     device = getattr(data, "device", None) or next(network.parameters()).device

@@ -15,6 +15,13 @@ reads (``network.state_rows``) are caught up by
 pass and handed to the network (``state_values``; a network with
 ``reads_state_values = False`` reads the caught-up tables itself).
 
+By default (``TrainingConfig.fused_step``) a single-process step on the CPU runs the
+compiled step of :mod:`empirical_seaice.training.fused_step` instead (the forward model,
+cost, gradient and Adam updates in a few numba calls; tested equal to the tensor step),
+when the network offers one (``network.fused_program(data, nobs_total)``, optional) and
+the scheme is ``"deferred-adam"`` with sampled priors; otherwise the tensor step, with a
+one-line notice.
+
 Sharded over processes (``sharding``, a
 :class:`~empirical_seaice.training.distributed.ShardPlan`), the trainer runs
 this rank's share of each global batch (``network.cost_terms(..., batch_total=B)``
@@ -53,6 +60,7 @@ from empirical_seaice.training.checkpoint import (
 from empirical_seaice.training.contract import BatchSource, TrainableNetwork, check_network
 from empirical_seaice.training.deferred_adam import DeferredAdam
 from empirical_seaice.training.distributed import ShardPlan
+from empirical_seaice.training.fused_step import FusedStep, build_fused_step, set_threads
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
 from empirical_seaice.training.runtime import RunProgress, make_generator, reproducible_mode
 
@@ -198,6 +206,7 @@ class Trainer:
         self.epoch = 0
         self._best_cost = float("inf")
         self._best_state: dict[str, torch.Tensor] | None = None
+        self._fused: FusedStep | None | bool = None  # None: not tried yet; False: not available
 
     # ----------------------------------------------------------------- optimisers
 
@@ -370,6 +379,24 @@ class Trainer:
                 logger.info("restored the parameters of the best epoch %d", (self.history.best_epoch or 0) + 1)
         return self.history
 
+    def _fused_step(self) -> FusedStep | None:
+        """The compiled step (:mod:`~empirical_seaice.training.fused_step`) when the config asks for it and
+        it applies; else None, with a one-line notice the first time."""
+        if not self.config.fused_step or self._fused is False:
+            return None
+        if self._fused is None:
+            fused, reason = build_fused_step(self.network, self.data, self.optimizers, self.nobs_total, self.device)
+            if fused is None:
+                logger.warning("fused training step not used (%s); using the tensor step", reason)
+                self._fused = False
+                return None
+            self._fused = fused
+        step = self._fused
+        assert isinstance(step, FusedStep)
+        step.refresh()
+        set_threads(torch.get_num_threads())
+        return step
+
     def _epoch_order(self) -> tuple[torch.Tensor, np.ndarray]:
         """This epoch's order of the training observations (on the device) and the batch bounds in it
         (batch ``b`` is ``order[bounds[b]:bounds[b + 1]]``), by ``config.batch_order``."""
@@ -395,6 +422,15 @@ class Trainer:
         if bar is not None and first:
             bar.update(first)
         deferred = next((opt for opt in self.optimizers if isinstance(opt, DeferredAdam)), None)
+        fused = self._fused_step() if shard is None else None
+        values_np: np.ndarray | None = None
+        batches_np: list[np.ndarray] = []
+        if fused is not None:
+            names = fused.names
+            if first == 0:  # a fresh epoch (a resumed one carries its values so far)
+                values = torch.zeros((nbatch, len(names)), dtype=torch.float64)
+            values_np = values.numpy()
+            batches_np = [x.cpu().numpy() for x in ep.batches]
         t0 = time.perf_counter()
         c0 = time.process_time()
 
@@ -410,20 +446,15 @@ class Trainer:
             }
 
         for b in range(first, nbatch):
-            terms = self._step_terms(self.data.batch(ep.batches[b]), deferred, int(ep.sizes[b]))
-            loss = network.total_cost(terms)
-            for opt in self.optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if shard is not None:
-                shard.reduce_gradients(dense_params)
-            for opt in self.optimizers:
-                opt.step()
-            with torch.no_grad():
-                if b == 0:
-                    names = (*terms, "total")
-                    values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
-                values[b] = torch.stack([*terms.values(), loss])  # 0-d terms; no graph under no_grad
+            if fused is not None and values_np is not None:
+                values_np[b] = fused(batches_np[b])
+            else:
+                terms, loss = self._tensor_step(ep.batches[b], int(ep.sizes[b]), deferred, dense_params)
+                with torch.no_grad():
+                    if b == 0:
+                        names = (*terms, "total")
+                        values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
+                    values[b] = torch.stack([*terms.values(), loss])  # 0-d terms; no graph under no_grad
             self._show_step(bar, b, nbatch, values)
             if b + 1 < nbatch:
                 self._step_boundary(b + 1, nbatch, where)
@@ -468,6 +499,23 @@ class Trainer:
         if b % 20 == 0 or b == nbatch - 1:
             postfix = f"J/nobs={float(values[max(0, b - 19) : b + 1, -1].mean()):.4g}"
         bar.update(1, postfix, refresh=b == nbatch - 1)
+
+    def _tensor_step(
+        self, index: torch.Tensor, batch_total: int, deferred: DeferredAdam | None, dense_params: list[torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One step of the tensor (autograd) path on the observations ``index``: the cost terms and the
+        minimised total, after the optimisers stepped (a sharded run sums ``dense_params``' gradients
+        over the ranks first)."""
+        terms = self._step_terms(self.data.batch(index), deferred, batch_total)
+        loss = self.network.total_cost(terms)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.sharding is not None:
+            self.sharding.reduce_gradients(dense_params)
+        for opt in self.optimizers:
+            opt.step()
+        return terms, loss
 
     def _step_terms(self, batch: Any, deferred: DeferredAdam | None, batch_total: int) -> dict[str, torch.Tensor]:
         """The cost terms of one step (:meth:`_forward`, then ``network.cost_terms``); in a sharded run

@@ -1,0 +1,251 @@
+"""The fused training step: one step in five compiled calls instead of ~900 tensor operations.
+
+:class:`FusedStep` does what one iteration of :meth:`Trainer._train_epoch` does on the
+default scheme (``optimizer="sparse"``: :class:`DeferredAdam` on the state tables,
+:func:`dense_adam` on the small dense weights), for a network that offers a compiled
+program of its forward pass, cost and gradient (``network.fused_program(data,
+nobs_total) -> (program | None, reason)``; the sea-ice physics stays on the network's
+side):
+
+1. the rows each observation reads (``program.rows``);
+2. the distinct rows are found with a mark array (one int32 per slab row), caught up
+   (the deferred zero-gradient Adam steps, :class:`DeferredAdam`'s closed form) and
+   copied out (:func:`_catch_up_gather`);
+3. forward, cost terms and gradients of every parameter (``program.run``);
+4. the Adam step of the caught-up rows (:func:`_adam_rows`), as
+   :meth:`DeferredAdam.step` after :meth:`DeferredAdam.gather`;
+5. the Adam step of each dense weight (:func:`_adam_dense`), torch's fused Adam
+   formula on the optimiser's own ``exp_avg``/``exp_avg_sq``/``step``.
+
+Parameters, moments and step counters stay in the optimisers' own storage, so
+checkpoints, :meth:`DeferredAdam.flush`, evaluation and the unfused step see the
+same state whichever step ran. The result equals the unfused step to float32
+rounding (``tests/training/test_fused_step.py``: parameters after 100 steps) and
+is the same bit for bit on rerun and for any thread count (fixed chunks summed
+in order).
+
+:func:`build_fused_step` returns None, with a one-line reason, where it does not
+apply (numba missing, another optimiser scheme, a network without a program,
+non-CPU tensors); the trainer then logs the reason once and uses the unfused step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+
+from empirical_seaice.training.deferred_adam import DeferredAdam
+
+logger = logging.getLogger(__name__)
+
+try:
+    import numba
+    from numba import njit
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    numba = None  # type: ignore[assignment]
+    HAVE_NUMBA = False
+
+
+def _catch_up_gather(slab, refs, ref_off, mark, uniq, inv, vals, step, c, a_tab, decay, lr, eps):
+    """Distinct slab rows of the batch (first-visit order) into ``uniq``, each caught up to
+    ``step`` in place (``w += -lr (A(last) - q^k A(step)) m / (sqrt(v) + eps)``, ``m *= b1^k``,
+    ``v *= b2^k``, ``last = step``) and copied to ``vals``; ``inv[b, k]`` = index of the row
+    of reference ``(b, k)`` in ``uniq``. Returns the number of distinct rows."""
+    n = 0
+    lc = 3 * c
+    a_step = a_tab[step]
+    for b in range(refs.shape[0]):
+        for k in range(refs.shape[1]):
+            row = refs[b, k] + ref_off[k]
+            j = mark[row]
+            if j < 0:
+                j = n
+                mark[row] = j
+                uniq[n] = row
+                n += 1
+                last = int(slab[row, lc])
+                kk = step - last
+                if kk > 0:
+                    coef = -lr * (a_tab[last] - decay[2, kk] * a_step)
+                    d1 = decay[0, kk]
+                    d2 = decay[1, kk]
+                    for col in range(c):
+                        m = slab[row, c + col]
+                        v = slab[row, 2 * c + col]
+                        slab[row, col] += coef * (m / (math.sqrt(v) + eps))
+                        slab[row, c + col] = m * d1
+                        slab[row, 2 * c + col] = v * d2
+                    slab[row, lc] = step
+                for col in range(c):
+                    vals[j, col] = slab[row, col]
+            inv[b, k] = j
+    return n
+
+
+def _adam_rows(slab, uniq, n, grad, mark, step, c, b1, b2, lr, eps, keras):
+    """Adam step ``step`` of the caught-up rows ``uniq[:n]`` with gradient ``grad`` (n, c);
+    clears their marks."""
+    bc1 = 1.0 - b1**step
+    bc2s = math.sqrt(1.0 - b2**step)
+    lc = 3 * c
+    for j in range(n):
+        row = uniq[j]
+        mark[row] = -1
+        for col in range(c):
+            g = grad[j, col]
+            m = b1 * slab[row, c + col] + (1.0 - b1) * g
+            v = b2 * slab[row, 2 * c + col] + (1.0 - b2) * g * g
+            slab[row, c + col] = m
+            slab[row, 2 * c + col] = v
+            if keras:
+                denom = (math.sqrt(v) + eps) / bc2s
+            else:
+                denom = math.sqrt(v) / bc2s + eps
+            slab[row, col] -= (lr / bc1) * (m / denom)
+        slab[row, lc] = step
+
+
+def _adam_dense(p, g, m, v, step, b1, b2, lr, eps):
+    """torch's Adam step ``step`` on flat float32 arrays (eps after the bias correction)."""
+    bc1 = 1.0 - b1**step
+    bc2s = math.sqrt(1.0 - b2**step)
+    for i in range(p.shape[0]):
+        gi = g[i]
+        mi = m[i] + (gi - m[i]) * (1.0 - b1)
+        vi = b2 * v[i] + (1.0 - b2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] -= (lr / bc1) * (mi / (math.sqrt(vi) / bc2s + eps))
+
+
+if HAVE_NUMBA:
+    _catch_up_gather = njit(cache=True)(_catch_up_gather)
+    _adam_rows = njit(cache=True)(_adam_rows)
+    _adam_dense = njit(cache=True)(_adam_dense)
+
+
+class FusedStep:
+    """One training step of the default scheme, compiled; see the module docstring.
+
+    Call with the batch's observation indices (int64 numpy); returns the cost terms of
+    the step and their total (float64, order :attr:`names`).
+    """
+
+    def __init__(self, program, deferred: DeferredAdam, dense_opt: torch.optim.Optimizer):
+        self.program = program
+        self.deferred = deferred
+        self.dense_opt = dense_opt
+        self.names = (*program.names, "total")
+        group = deferred.param_groups[0]
+        self.group = group
+        self.c = deferred._ncol(group)
+        self.ref_table = program.ref_table
+        self._steps = 0
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the optimisers' storage (after a checkpoint load or anything that replaced it)."""
+        d = self.deferred
+        slab = d._slab(self.group)
+        self.slab_t = slab
+        self.slab = slab.numpy()
+        offs = {id(p): d.state[p]["offset"] for p in self.group["params"]}
+        self.ref_off = np.array([offs[id(self.program.tables[t])] for t in self.ref_table], dtype=np.int64)
+        mark: np.ndarray | None = getattr(self, "mark", None)
+        if mark is None or mark.shape[0] != slab.shape[0]:
+            self.mark = np.full(slab.shape[0], -1, dtype=np.int32)
+        d._pending.clear()
+        self.dense = []
+        for group in self.dense_opt.param_groups:
+            for p in group["params"]:
+                st = self.dense_opt.state[p]
+                if not st:
+                    st["step"] = torch.zeros((), dtype=torch.float32)
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                self.dense.append(
+                    (group, st, p.detach().numpy().reshape(-1), st["exp_avg"].numpy().reshape(-1),
+                     st["exp_avg_sq"].numpy().reshape(-1))
+                )  # fmt: skip
+
+    def __call__(self, index: np.ndarray) -> np.ndarray:
+        d, group, c = self.deferred, self.group, self.c
+        prog = self.program
+        params = group["params"]
+        step = d.state[params[0]]["step"]
+        if step + 1 >= d.MAX_STEPS:
+            from empirical_seaice.errors import SeaIceError
+
+            raise SeaIceError(f"DeferredAdam: more than {d.MAX_STEPS} steps (float32 step counters)")
+        refs = prog.rows(index)
+        nref = refs.size
+        uniq = np.empty(nref, dtype=np.int64)
+        inv = np.empty(refs.shape, dtype=np.int64)
+        vals = np.empty((nref, c), dtype=np.float32)
+        _, a_np, decays = d._tail(group["betas"], step + 1, self.slab_t.device, torch.float64)
+        b1, b2 = group["betas"]
+        n = _catch_up_gather(
+            self.slab, refs, self.ref_off, self.mark, uniq, inv, vals, step, c, a_np, decays.numpy(),
+            group["lr"], group["eps"],
+        )  # fmt: skip
+        g_vals = np.zeros((n, c), dtype=np.float64)
+        terms = prog.run(index, refs, vals[:n], inv, g_vals)
+        for p in params:
+            d.state[p]["step"] += 1
+        keras = group.get("eps_mode", "torch") == "keras"
+        _adam_rows(self.slab, uniq, n, g_vals, self.mark, step + 1, c, b1, b2, group["lr"], group["eps"], keras)
+        for (dgroup, st, p, m, v), g in zip(self.dense, prog.dense_grads, strict=True):
+            st["step"] += 1
+            t = float(st["step"])
+            b1d, b2d = dgroup["betas"]
+            eps = dgroup["eps"]
+            if "keras_eps" in dgroup:  # KerasEpsilonAdam: Keras' epsilon placement
+                eps = dgroup["keras_eps"] / math.sqrt(1.0 - b2d**t)
+                dgroup["eps"] = eps
+            _adam_dense(p, np.ascontiguousarray(g, dtype=np.float64).reshape(-1), m, v, t, b1d, b2d, dgroup["lr"], eps)
+        self._steps += 1
+        return np.append(terms, terms.sum())
+
+
+def build_fused_step(network, data, optimizers, nobs_total: int, device: torch.device) -> tuple[FusedStep | None, str]:
+    """A :class:`FusedStep` for this trainer's network, data and optimisers, or ``(None, reason)``."""
+    if not HAVE_NUMBA:
+        return None, "numba is not installed"
+    if device.type != "cpu":
+        return None, f"no fused step on {device.type} (CPU only)"
+    make = getattr(network, "fused_program", None)
+    if make is None:
+        return None, f"{type(network).__name__} has no fused program"
+    deferred = [o for o in optimizers if isinstance(o, DeferredAdam)]
+    dense = [o for o in optimizers if not isinstance(o, DeferredAdam)]
+    if len(deferred) != 1 or len(dense) != 1 or len(deferred[0].param_groups) != 1:
+        return None, "the fused step needs the deferred-adam optimiser scheme (DeferredAdam + Adam)"
+    dopt = dense[0]
+    if not isinstance(dopt, torch.optim.Adam) or any(
+        g.get("weight_decay", 0) or g.get("amsgrad") or g.get("maximize") for g in dopt.param_groups
+    ):
+        return None, "the fused step needs plain Adam on the dense weights"
+    program, reason = make(data, nobs_total)
+    if program is None:
+        return None, reason
+    ids = {id(p) for p in deferred[0].param_groups[0]["params"]}
+    if {id(t) for t in program.tables} != ids:
+        return None, "the optimiser's state tables are not the network's"
+    dense_ids = [id(p) for g in dopt.param_groups for p in g["params"]]
+    if dense_ids != [id(p) for p in program.dense]:
+        return None, "the dense optimiser's parameters are not the network's dense weights, in order"
+    return FusedStep(program, deferred[0], dopt), ""
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` threads (at most numba's maximum) in the compiled step."""
+    if HAVE_NUMBA:
+        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+
+
+__all__ = ["FusedStep", "build_fused_step", "set_threads", "HAVE_NUMBA"]

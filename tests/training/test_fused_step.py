@@ -1,0 +1,174 @@
+"""The fused (compiled) training step equals the tensor step, is reproducible, and falls back."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from hybrid_case import make_case
+
+from empirical_seaice.config import TrainingConfig
+from empirical_seaice.cost.sampling import build_row_counts
+from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+from empirical_seaice.observations import BackgroundMaps
+from empirical_seaice.training import fused_step
+from empirical_seaice.training.fused_step import FusedStep
+from empirical_seaice.training.runtime import make_generator
+from empirical_seaice.training.trainer import Trainer
+
+pytestmark = pytest.mark.skipif(not fused_step.HAVE_NUMBA, reason="numba is not installed")
+
+V1 = dict(
+    model_kw=dict(version="v1", nprop_grid=3, nprop_obs=0, ocean_t_floor_k=None, ice_emis_init=0.93),
+    cost_kw=dict(anchor="mean", anchor_channels=("10v",), anchor_value=0.93, false_ice_prior=False),
+)
+CASES = {
+    "v2": {},
+    # original v2 anchor (one more network evaluation at 23.8 GHz V), every optional prior, warm rows
+    "v2-anchor-frequency-priors-warm": dict(
+        cost_kw=dict(
+            anchor_frequency_ghz=23.8,
+            anchor_value=0.8,
+            sic_background_prior=True,
+            false_ice_shape="tent",
+            warm_ice="effective",
+        ),
+        warm=True,
+    ),
+    "v2-keras-epsilon-diagnostic-warm": dict(eps="keras", warm=True),
+    "v1": V1,
+    # a cross-track sounder: quasi-polarised QV/QH channels mixed by the scan angle
+    # (without the view-angle input, which a sounder switches on by default and the fused step does not have)
+    "v2-amsr2-atms": dict(sensors=("amsr2", "atms"), model_kw=dict(angle_input=False)),
+}
+
+
+def _trainer(fused, model_kw=None, cost_kw=None, eps="torch", warm=False, nepochs=4, sensors=("amsr2",), **cfg_kw):
+    """Tiny hybrid case, batch 16: 25 steps per epoch, 100 steps in 4 epochs."""
+    obs, bg, model, cost = make_case(nobs=400, sensors=sensors)
+    model = replace(model, **(model_kw or {}))
+    cost = replace(cost, **(cost_kw or {}))
+    if warm:  # a third of the map rows above 273.2 K: the warm-ice term is not zero
+        t = bg.t_skin_map_k.copy()
+        t[:, ::3] = 276.0
+        bg = BackgroundMaps(bg.sic, t, bg.nlag)
+    counts = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep)
+    net = HybridNetwork(model, cost, obs.basis, bg, obs.nobs, row_counts=counts, generator=make_generator(3))
+    cfg = TrainingConfig(
+        nepochs=nepochs, batch_size=16, learning_rate=1e-2, fused_step=fused, adam_epsilon=eps, **cfg_kw
+    )
+    return Trainer(net, ObservationTensors(obs), cfg, np.arange(obs.nobs), None, obs.nobs, progress=False)
+
+
+def _params(trainer):
+    return {k: v.detach().clone() for k, v in trainer.network.named_parameters()}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fused_step_equals_tensor_step_after_100_steps(case):
+    kw = CASES[case]
+    tensor, fused = _trainer(False, **kw), _trainer(True, **kw)
+    start = _params(tensor)
+    h_tensor, h_fused = tensor.fit(), fused.fit()
+    assert isinstance(fused._fused, FusedStep) and fused._fused._steps == 100
+    assert tensor._fused is None  # never built
+    a, b = _params(tensor), _params(fused)
+    for name in a:
+        moved = (a[name] - start[name]).abs().max().item()
+        diff = (a[name] - b[name]).abs().max().item()
+        # float32 rounding of values up to ~5 (biases); lr 1e-2 moves a row up to ~1e-2 per step
+        assert diff <= 2e-5 + 2e-7 * a[name].abs().max().item(), (name, diff)
+        if name not in ("emissivity.output.bias",):  # everything really trained
+            assert moved > 50 * diff and moved > 1e-3, (name, moved, diff)
+    assert tuple(h_tensor.epoch_terms[-1]) == tuple(h_fused.epoch_terms[-1])
+    for term, value in h_tensor.epoch_terms[-1].items():
+        # the priors are sums of small residuals (e.g. C - 1 ~ 1e-3 for C ~ 1 + 1e-3): the parameters'
+        # float32 differences (~1e-7) are ~1e-4 of them; the v1 anchor ((e0 - 0.93) / 1e-5)^2 amplifies
+        # e0's float32 rounding further: 1e-3 relative
+        rtol = {"obs": 2e-5, "total": 2e-5, "bias": 2e-5, "anchor": 2e-3}.get(term, 2e-4)
+        assert h_fused.epoch_terms[-1][term] == pytest.approx(value, rel=rtol, abs=1e-9), term
+    if kw.get("warm"):
+        assert h_fused.epoch_terms[-1]["warm_ice"] > 1e-3
+
+
+def test_fused_step_reproducible_bit_for_bit_and_thread_count_free():
+    runs = []
+    before = torch.get_num_threads()
+    for threads in (1, 2, 2):
+        torch.set_num_threads(1)
+        t = _trainer(True, nepochs=2)  # built with one thread (the case's truth uses matmuls)
+        torch.set_num_threads(threads)  # the fused step follows torch's thread count
+        try:
+            t.fit()
+        finally:
+            torch.set_num_threads(before)
+        runs.append(_params(t))
+    torch.set_num_threads(1)
+    for other in runs[1:]:
+        for name, value in runs[0].items():
+            assert torch.equal(value, other[name]), name
+    t = _trainer(True, nepochs=2, reproducible=True)
+    torch.set_num_threads(before)
+    t.fit()
+    for name, value in runs[0].items():
+        assert torch.equal(value, _params(t)[name]), name
+
+
+def test_fused_step_resumes_where_the_tensor_step_left(tmp_path):
+    """Checkpoints are shared: two tensor epochs then two fused ones end where four tensor epochs end."""
+    ref = _trainer(False)
+    ref.fit()
+    first = _trainer(False, nepochs=2)
+    first.checkpoint_dir = tmp_path
+    first.fit()
+    second = _trainer(True)
+    second.checkpoint_dir = tmp_path
+    second.fit(resume=True)
+    assert isinstance(second._fused, FusedStep) and second._fused._steps == 50
+    for name, value in _params(ref).items():
+        np.testing.assert_allclose(_params(second)[name].numpy(), value.numpy(), rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("why", ["sparse-adam optimiser", "numba missing", "view-angle input"])
+def test_fused_step_falls_back_with_one_notice(why, monkeypatch, caplog):
+    if why == "numba missing":
+        monkeypatch.setattr(fused_step, "HAVE_NUMBA", False)
+        t = _trainer(True, nepochs=2)
+    elif why == "view-angle input":
+        t = _trainer(True, nepochs=2, model_kw=dict(angle_input=True))
+    else:
+        t = _trainer(True, nepochs=2, optimizer="sparse-adam")
+    with caplog.at_level(logging.WARNING, logger="empirical_seaice"):
+        h = t.fit()
+    notices = [r.getMessage() for r in caplog.records if "fused training step not used" in r.getMessage()]
+    assert len(notices) == 1 and "\n" not in notices[0]
+    assert ("numba" in notices[0]) == (why == "numba missing")
+    assert t._fused is False and len(h.epoch_terms) == 2 and np.isfinite(h.epoch_terms[-1]["total"])
+
+
+@pytest.mark.parametrize("case", ["v2", "v2-anchor-frequency-priors-warm", "v1", "v2-amsr2-atms"])
+@pytest.mark.parametrize("zero_sic", [False, True])
+def test_compiled_simulation_equals_the_network_forward(case, zero_sic):
+    """products.diagnostics.simulate runs the compiled forward pass (model/fused.py) where it applies."""
+    from empirical_seaice.model.fused import simulate as fused_simulate
+    from empirical_seaice.products.diagnostics import simulate
+
+    kw = {k: v for k, v in CASES[case].items() if k in ("model_kw", "cost_kw", "warm", "sensors")}
+    t = _trainer(True, nepochs=1, **kw)
+    t.fit()  # trained weights and state, not the initial ones
+    net, data = t.network, t.data
+    with torch.no_grad():
+        ref = net(data.all(), zero_sic=zero_sic)
+    program, reason = net.fused_program(data, data.nobs, training=False)
+    assert program is not None, reason
+    tb, emis, sic, anchor = fused_simulate(program, data.nobs, zero_sic=zero_sic, chunk=150)  # 3 chunks
+    np.testing.assert_allclose(tb, ref["tb"].numpy(), rtol=0, atol=2e-4)  # K
+    np.testing.assert_allclose(emis, ref["emis_ice"].numpy(), rtol=0, atol=2e-6)
+    np.testing.assert_allclose(sic, ref["sic"].numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(anchor, ref["emis_anchor"].numpy().reshape(-1), rtol=0, atol=2e-6)
+    assert (sic == 0).all() == zero_sic and tb.std() > 1.0
+    sim = simulate(net, data, data.nobs, zero_sic=zero_sic)  # the diagnostics' entry point uses it
+    assert np.array_equal(sim.tb, tb) and np.array_equal(sim.emis_ice, emis)
