@@ -115,21 +115,7 @@ def test_gradcheck_each_function():
 
 def test_gradcheck_simulate_tb():
     B, C = 2, 3
-    names = [
-        "sic",
-        "emis_ice",
-        "t_skin_k",
-        "emis_ocean",
-        "tau",
-        "t_down_k",
-        "t_up_k",
-        "tau_cld",
-        "t_down_cld_k",
-        "t_up_cld_k",
-        "cloud_fraction",
-        "bias_ice_k",
-        "bias_ocean_k",
-    ]
+    names = _NAMES  # the inputs of simulate_tb, in order (defined with the factored chain below)
     per_obs = {"sic", "t_skin_k", "cloud_fraction"}
     args = []
     for k, n in enumerate(names):

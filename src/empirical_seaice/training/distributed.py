@@ -54,6 +54,7 @@ import torch
 import torch.distributed as dist
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.training.runtime import even_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +275,7 @@ class ShardPlan:
             local = self.global_to_local.index_select(0, perm)
             keep = torch.nonzero(local >= 0).flatten()
             counts = torch.bincount(keep // batch_size, minlength=nbatch).tolist()
-            sizes = np.diff(np.minimum(np.arange(nbatch + 1) * batch_size, n))
+            sizes = np.diff(even_bounds(n, batch_size))
             return [b.to(self.device) for b in local.index_select(0, keep).split(counts)], sizes
         assert self.ntrain is not None
         share = local_shares(self.ntrain, batch_size)

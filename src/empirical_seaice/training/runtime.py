@@ -175,3 +175,9 @@ class RunProgress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def even_bounds(n: int, batch_size: int) -> np.ndarray:
+    """Bounds of consecutive batches of ``batch_size`` over ``n`` observations (the last one shorter):
+    batch ``b`` is ``[bounds[b], bounds[b + 1])``, int64 (``ceil(n / batch_size) + 1`` values)."""
+    return np.minimum(np.arange((n + batch_size - 1) // batch_size + 1) * batch_size, n).astype(np.int64)

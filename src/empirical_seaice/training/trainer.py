@@ -62,7 +62,7 @@ from empirical_seaice.training.deferred_adam import DeferredAdam
 from empirical_seaice.training.distributed import ShardPlan
 from empirical_seaice.training.fused_step import FusedStep, build_fused_step, set_threads
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
-from empirical_seaice.training.runtime import RunProgress, make_generator, reproducible_mode
+from empirical_seaice.training.runtime import RunProgress, even_bounds, make_generator, reproducible_mode
 
 logger = logging.getLogger(__name__)
 
@@ -409,7 +409,7 @@ class Trainer:
             sizes = [len(block) for block in blocks]
             return torch.cat(blocks), np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         perm = self.train_index[torch.randperm(n, generator=self.generator)].to(self.device)
-        return perm, np.minimum(np.arange((n + bs - 1) // bs + 1) * bs, n).astype(np.int64)
+        return perm, even_bounds(n, bs)
 
     def _train_epoch(self, position: Mapping[str, Any] | None = None) -> None:
         network = self.network
@@ -472,7 +472,7 @@ class Trainer:
             perm = position["perm"]
             n_train = self.train_index.numel()
             saved = position.get("bounds")  # absent in checkpoints written before batch orders
-            default = np.minimum(np.arange((n_train + bs - 1) // bs + 1) * bs, n_train)
+            default = even_bounds(n_train, bs)
             bounds = default if saved is None else torch.as_tensor(saved).cpu().numpy().astype(np.int64)
         else:
             perm, bounds = self._epoch_order()
