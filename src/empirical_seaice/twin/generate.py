@@ -268,7 +268,7 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
             atm: AngleAtmosphereTable | AtmosphereTable = AngleAtmosphereTable.build(
                 chans, freqs, [c.passbands_ghz for c in info]
             )
-            angular = load_angular_table()
+            angular = load_angular_table() if config.ice_view_angle else None
         else:  # imagers: 183 +/- d channels as the two sidebands of their network frequency (as ever)
             atm = AtmosphereTable.build(chans, freqs, inc)
         per_sensor[s_name] = dict(
@@ -365,6 +365,8 @@ def _surface(truth, daily, ps, g, jd, wind, ice_model, realism, zenith=None):
         return e
 
     def angle(p):
+        if ps["angular"] is None:  # TwinConfig.ice_view_angle False: the 53-deg table at every angle
+            return 0.0
         a = ice_emissivity_angle_anomaly(ps["angular"], freqs[None, :], p, *props[:2], col(wet), col(zenith))
         return np.broadcast_to(a, (n, freqs.size)).astype(np.float64)
 
