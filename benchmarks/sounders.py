@@ -15,7 +15,9 @@
    ``--optimizer`` sets the state optimiser (``dense-adam``: the reference's
    plain Adam with the whole-map priors in full at every step);
    ``--sensor-catalogue FILE`` is read by the runs with ATMS (e.g. other ATMS
-   observation errors; the twin keeps the shipped catalogue's noise).
+   observation errors; the twin keeps the shipped catalogue's noise);
+   ``--atms-error-scale K`` writes such a file, the used ATMS channels with
+   ``K`` times their catalogue observation error (model-error inflation).
    The twin: ``--noise-scale`` (0: noise-free) and ``--no-ice-view-angle``
    (the ice emissivity of ATMS ignores the view angle,
    ``TwinConfig.ice_view_angle``).
@@ -26,7 +28,7 @@
 Usage::
 
     python benchmarks/sounders.py [--seeds 3] [--nepochs 15] [--lr 0.01] [--batch 128]
-        [--batch-with-sounder N] [--angle-input] [--optimizer NAME] [--sensor-catalogue FILE]
+        [--batch-with-sounder N] [--angle-input] [--optimizer NAME] [--sensor-catalogue FILE | --atms-error-scale K]
         [--noise-scale 1] [--no-ice-view-angle] [--keep 0.15] [--work DIR]
 """
 
@@ -45,6 +47,21 @@ from empirical_seaice.config import DataConfig, Preset, TrainingConfig, get_pres
 from empirical_seaice.run import train as pipeline
 from empirical_seaice.run.retrieve import run_retrieval
 from empirical_seaice.twin import generate_twin, get_twin_preset
+
+
+def write_atms_error_catalogue(path: Path, scale: float) -> Path:
+    """A user catalogue giving the used ATMS channels ``scale`` times their shipped observation error."""
+    from empirical_seaice.sensors import load_catalogue, shipped_catalogue_path, tomllib
+
+    with open(shipped_catalogue_path(), "rb") as f:
+        channels = tomllib.load(f)["channels"]
+    lines = ["format_version = 1", "", "[channels]"]
+    for name in load_catalogue().sensors["atms"].channels:
+        entry = dict(channels[name], obs_error_k=channels[name]["obs_error_k"] * scale)
+        fields = ", ".join(f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}" for k, v in entry.items())
+        lines.append(f'"{name}" = {{ {fields} }}')
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def rms_departure(stats, basis, sensor_channels) -> float:
@@ -86,6 +103,7 @@ def main() -> None:
     ap.add_argument("--angle-input", action="store_true")
     ap.add_argument("--optimizer", default="deferred-adam")
     ap.add_argument("--sensor-catalogue", type=Path, default=None)
+    ap.add_argument("--atms-error-scale", type=float, default=None)
     ap.add_argument("--noise-scale", type=float, default=1.0)
     ap.add_argument("--no-ice-view-angle", action="store_true")
     ap.add_argument("--keep", type=float, default=0.15)
@@ -106,6 +124,9 @@ def main() -> None:
             ice_view_angle=not args.no_ice_view_angle,
         )
         generate_twin(cfg, twin)
+    if args.atms_error_scale is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        args.sensor_catalogue = write_atms_error_catalogue(work / "atms_errors.toml", args.atms_error_scale)
     base = get_preset("v2")
     tc = TrainingConfig(
         nepochs=args.nepochs, batch_size=args.batch, learning_rate=args.lr, reproducible=True, optimizer=args.optimizer
