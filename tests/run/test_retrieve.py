@@ -311,7 +311,7 @@ def test_frozen_model_fulfils_the_trainer_contract(trained):
     frozen = FrozenModel(net)
     assert check_network(frozen) is frozen and isinstance(frozen, TrainableNetwork)
     assert frozen.reads_state_values and frozen.sparse
-    from empirical_seaice.model.operator import ObservationTensors
+    from empirical_seaice.model.tensors import ObservationTensors
 
     batch = ObservationTensors(r.obs).batch(torch.arange(5))
     rows = frozen.state_rows(batch)

@@ -9,7 +9,7 @@ gradients, prior mode, device, cost normalisation):
 - :func:`build_network`: the row counts of the counted (training)
   observations, the :class:`~empirical_seaice.model.operator.HybridNetwork`
   (observation operator and per-step cost), the
-  :class:`~empirical_seaice.model.operator.ObservationTensors` on the device;
+  :class:`~empirical_seaice.model.tensors.ObservationTensors` on the device;
 - :func:`build_trainer`: the :class:`~empirical_seaice.training.trainer.Trainer`
   over a network that fulfils the trainer's contract (the network itself, or
   the retrieval's frozen model), normalising ``J_b`` by the counted
@@ -32,7 +32,8 @@ import torch
 
 from empirical_seaice.config import CostConfig, ModelConfig, TrainingConfig
 from empirical_seaice.cost.sampling import build_row_counts
-from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.training.contract import TrainableNetwork
 from empirical_seaice.training.runtime import RunProgress

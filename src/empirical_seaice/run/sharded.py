@@ -426,7 +426,8 @@ def _rank_network(
     """This rank's network over its grid points and observations (state tables of its rows only; the
     sampled whole-map priors over its training rows) and its observations packed on its device."""
     from empirical_seaice.cost.sampling import build_row_counts
-    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+    from empirical_seaice.model.operator import HybridNetwork
+    from empirical_seaice.model.tensors import ObservationTensors
 
     local_obs = shard.observations(obs)
     counts = build_row_counts(local_obs, model_cfg.nlag, local_obs.ngrid, local_obs.nstep, index=local_train)
