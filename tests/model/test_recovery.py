@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_obs
+from model_fixtures import make_obs
 
 from empirical_seaice.config import PRESETS, replace
 from empirical_seaice.cost.sampling import build_row_counts
