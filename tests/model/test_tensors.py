@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_obs
+from model_fixtures import make_obs
 
 from empirical_seaice.model.tensors import ObservationTensors
 
