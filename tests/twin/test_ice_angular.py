@@ -58,7 +58,7 @@ def test_shipped_angular_table_is_what_the_generator_computes(angular):
 
 def test_twin_without_ice_view_angle_sees_the_53_degree_table_at_every_angle(tmp_path):
     """TwinConfig.ice_view_angle=False: an ATMS footprint's ice emissivity is the V/H mix of the
-    53-deg table whatever its zenith angle (README "Sensors": the diagnostic twin); the angular
+    53-deg table whatever its zenith angle (the diagnostic twin of docs/usage.md, "Sensors"); the angular
     table would change it by more than 0.02 near nadir."""
     import torch
     import xarray as xr

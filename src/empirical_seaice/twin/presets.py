@@ -38,7 +38,7 @@ class TwinConfig:
     sensor_catalogue: TOML file adding sensors to the shipped catalogue (the twin can write any catalogue sensor).
     ice_view_angle: True: a cross-track sensor's ice emissivity changes with its view angle (the SMRT
         angular table); False: the 53-deg table at every angle, which the model without the view-angle
-        input can represent (a diagnostic twin: README "Sensors").
+        input can represent (a diagnostic twin: docs/usage.md, "Sensors").
     """
 
     name: str = "custom"
