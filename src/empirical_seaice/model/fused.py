@@ -1,4 +1,4 @@
-"""The observation operator and the sampled cost with their gradient, compiled (numba).
+"""The observation operator and the per-batch cost with their gradient, compiled (numba).
 
 One more implementation of :meth:`HybridNetwork.forward` +
 :meth:`HybridNetwork.cost_terms` (sampled whole-map priors) and their backward
@@ -20,8 +20,10 @@ gradient buffer per chunk, summed in chunk order; per-observation gradients of
 the state rows are summed into the rows in observation order afterwards. The
 result is therefore the same bit for bit whatever the number of threads.
 
-:func:`build_program` returns None (with the reason) for what it does not cover:
-"full" prior mode, non-float32 or non-CPU tensors, or numba missing.
+In "full" prior mode (the exact whole-map priors at every step) the program computes the
+batch's terms without the map priors; the step adds them over the whole map
+(:mod:`empirical_seaice.model.fused_map`). :func:`build_program` returns None (with the
+reason) for what it does not cover: non-float32 or non-CPU tensors, or numba missing.
 """
 
 from __future__ import annotations
@@ -380,7 +382,8 @@ class FusedProgram:
     :meth:`HybridNetwork.state_rows`, ``ref_table`` the table of each column of the
     rows :meth:`rows` returns. :meth:`run` fills the dense gradients
     (:attr:`dense_grads`, numpy views aligned with ``dense``) and the state-row
-    gradients and returns the cost terms (:attr:`names`).
+    gradients and returns the cost terms (:attr:`names`); in "full" mode (:attr:`full`)
+    without the whole-map priors, which the step adds over the whole map.
     """
 
     network: Any
@@ -394,6 +397,10 @@ class FusedProgram:
     fp: np.ndarray
     arrays: dict
     nobs_total: int
+    full: bool = False
+    """The exact whole-map priors ("full" mode): :meth:`run` leaves the map priors out (their
+    batch estimate is off) and the step adds them over every map row
+    (:mod:`empirical_seaice.model.fused_map`)."""
 
     def rows(self, index: np.ndarray) -> np.ndarray:
         """(B, nref) table-local rows each observation reads (columns: ``ref_table``)."""
@@ -402,6 +409,15 @@ class FusedProgram:
         a = self.arrays
         _refs(self.ints, index, a["ncolmap"], a["nstep"], int(ip[2]), bool(ip[3] > 0), bool(ip[4] > 0), refs)
         return refs
+
+    def map_priors(self, values: np.ndarray, grad: np.ndarray) -> dict[str, float]:
+        """In "full" mode: the exact whole-map SIC priors at the map ``values`` (the SIC table's
+        column, float32, every row current), by term name (those of :attr:`names`); their
+        derivatives into ``grad`` (float64, one per row) (:mod:`empirical_seaice.model.fused_map`)."""
+        from empirical_seaice.model.fused_map import MAP_TERMS, map_priors
+
+        sums = map_priors(self, values, grad)
+        return {name: float(v) for name, v in zip(MAP_TERMS, sums, strict=True) if name in self.names}
 
     def run(self, index: np.ndarray, refs: np.ndarray, vals: np.ndarray, inv: np.ndarray, g_vals: np.ndarray):
         """Cost terms (numpy float64, order :attr:`names`, without the total) of the batch ``index``;
@@ -522,8 +538,10 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
 
     if not HAVE_NUMBA:
         return None, "numba is not installed"
-    if training and getattr(network, "prior_mode", None) != "sampled":
-        return None, "the fused step needs the sampled whole-map priors"
+    prior_mode = getattr(network, "prior_mode", None)
+    if training and prior_mode not in ("sampled", "full"):
+        return None, f"no fused step for the prior mode {prior_mode!r}"
+    full = training and prior_mode == "full"
     floats = getattr(data, "floats", None)
     if floats is None or floats.device.type != "cpu" or floats.dtype != torch.float32:
         return None, "the fused step runs on CPU float32 observation tensors"
@@ -583,7 +601,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         ref_table.append(len(tables) - 1)
     cnt = (
         np.full(st.ngrid * st.ncol, np.inf)
-        if network.sic_count is None
+        if network.sic_count is None or full  # "full": no batch estimate (1 / count = 0), the exact priors instead
         else network.sic_count.numpy().astype(np.float64)
     )
     warm = (np.maximum(network.t_map_flat.numpy().astype(np.float64) - cc.warm_ice_threshold_k, 0.0)) * (
@@ -602,6 +620,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
     arrays = dict(
         ncolmap=st.ncol,
         nstep=st.nstep,
+        ngrid=st.ngrid,
         nprop=st.nprop_grid + st.nprop_obs,
         has_grid=st.props_grid is not None,
         has_obs=st.props_obs is not None,
@@ -638,6 +657,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         fp=fp,
         arrays=arrays,
         nobs_total=int(nobs_total),
+        full=full,
     )
     return program, ""
 

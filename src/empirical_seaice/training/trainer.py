@@ -40,14 +40,14 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from empirical_seaice.config import DEPRECATED_OPTIMIZERS, TrainingConfig
+from empirical_seaice.config import DEPRECATED_OPTIMIZERS, TrainingConfig, choose_map_priors
 from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.training.adam import ADAM_BETAS, ADAM_EPS, dense_adam
@@ -207,6 +207,10 @@ class Trainer:
         self._best_cost = float("inf")
         self._best_state: dict[str, torch.Tensor] | None = None
         self._fused: FusedStep | None | bool = None  # None: not tried yet; False: not available
+        self.map_priors_note = ""
+        """Which whole-map prior mode ``map_priors="auto"`` took and why (one line; '' otherwise)."""
+        if config.optimizer == "deferred-adam" and config.prior_mode in ("auto", "full"):
+            self._whole_map_scheme(config.prior_mode)
 
     # ----------------------------------------------------------------- optimisers
 
@@ -239,6 +243,43 @@ class Trainer:
             )
         params = sparse_params + dense_params
         return [dense_adam(params, self.learning_rate, cfg.adam_epsilon)]
+
+    def _whole_map_scheme(self, mode: str) -> None:
+        """``deferred-adam`` with the exact whole-map priors ("full"): only the fused step has it
+        (it steps the whole SIC map at every step); "auto" takes it when the fused step applies and
+        the map is small enough (:func:`~empirical_seaice.config.choose_map_priors`), else the
+        sampled priors. Sets the network's ``prior_mode`` and ``config.map_priors``."""
+        network = self.network
+        if not hasattr(network, "prior_mode"):  # a network without whole-map priors
+            self.config = replace(self.config, map_priors="sampled")
+            return
+        before = network.prior_mode
+        network.prior_mode = "full"
+        fused, reason, rows = None, "", 0
+        if self.sharding is not None:
+            reason = "a run sharded over processes"
+        elif not self.config.fused_step:
+            reason = "--unfused-step"
+        else:
+            fused, reason = build_fused_step(self.network, self.data, self.optimizers, self.nobs_total, self.device)
+            rows = int(fused.program.tables[0].shape[0]) if fused is not None else 0
+        if mode == "full":
+            if fused is None:
+                network.prior_mode = before
+                raise SeaIceError(
+                    f"--map-priors full with --optimizer deferred-adam runs in the fused step only, which does not "
+                    f"apply here ({reason}); use --optimizer dense-adam for the full priors, or --map-priors sampled"
+                )
+            self._fused = fused
+            return
+        chosen, why = choose_map_priors(rows, reason)
+        self.map_priors_note = f"{chosen} whole-map priors (--map-priors auto: {why})"
+        logger.info("%s", self.map_priors_note)
+        self.config = replace(self.config, map_priors=chosen)
+        if chosen == "full":
+            self._fused = fused
+        else:
+            network.prior_mode = "sampled"
 
     def flush(self) -> None:
         """Apply the deferred updates of :class:`DeferredAdam` to every row (done at each epoch end)."""
