@@ -93,7 +93,8 @@ def _map_pass(values, bg, warm, flags, scales, grad, sums):
 
 
 if HAVE_NUMBA:
-    prior_row = njit(cache=True)(prior_row)
+    _false_ice = njit(inline="always")(_false_ice.py_func)  # inlined into the per-row loop
+    prior_row = njit(cache=True, inline="always")(prior_row)
     _map_pass = njit(cache=True, parallel=True)(_map_pass)
 
 
