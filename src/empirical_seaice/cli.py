@@ -34,6 +34,7 @@ from pathlib import Path
 from empirical_seaice.config import (
     BATCH_ORDERS,
     DEPRECATED_OPTIMIZERS,
+    FULL_PRIORS_MAX_SIC_ROWS,
     MAP_PRIORS,
     OPTIMIZERS,
     PRESETS,
@@ -220,9 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--map-priors",
         choices=MAP_PRIORS,
         default=None,
-        help="Whole-map SIC priors (range, false ice, warm ice) at each step: sampled over the rows of "
-        "the batch (unbiased, cost scales with the batch) or full (every row of the map at every step, "
-        "the reference's way; needs dense-adam) (default: full with dense-adam, else sampled).",
+        help="Whole-map SIC priors (range, false ice, warm ice) at each step: full (every row of the map "
+        "at every step, the reference's way: dense-adam, or deferred-adam in the fused step), sampled over "
+        "the rows of the batch (unbiased, cost scales with the batch), or auto (default: full up to "
+        f"{FULL_PRIORS_MAX_SIC_ROWS:,} SIC-map rows, grid points x (days + 1), sampled above; dense-adam: "
+        "full, sparse-adam: sampled).",
     )
     ours.add_argument(
         "--batch-order",
@@ -464,7 +467,7 @@ def configs_from_args(args: argparse.Namespace):
     }
     explicit = {k: v for k, v in explicit.items() if v is not None}
     if "optimizer" in explicit and "map_priors" not in explicit:
-        explicit["map_priors"] = None  # the optimiser's own default
+        explicit["map_priors"] = "auto"  # the optimiser's own default
     training = replace(
         training,
         **explicit,
