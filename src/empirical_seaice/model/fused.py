@@ -1,7 +1,7 @@
 """The observation operator and the per-batch cost with their gradient, compiled (numba).
 
 One more implementation of :meth:`HybridNetwork.forward` +
-:meth:`HybridNetwork.cost_terms` (sampled whole-map priors) and their backward
+:meth:`HybridNetwork.cost_terms` (sampled whole-map priors, or none in "full" mode) and their backward
 pass, written per observation so that a training step is a few compiled calls
 instead of ~900 small tensor operations. The equations are those of
 :mod:`empirical_seaice.model.physics` (factored form ``TB' = c TB_i + (1 - c) TB_o``,

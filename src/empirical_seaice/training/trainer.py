@@ -19,8 +19,12 @@ By default (``TrainingConfig.fused_step``) a single-process step on the CPU runs
 compiled step of :mod:`empirical_seaice.training.fused_step` instead (the forward model,
 cost, gradient and Adam updates in a few numba calls; tested equal to the tensor step),
 when the network offers one (``network.fused_program(data, nobs_total)``, optional) and
-the scheme is ``"deferred-adam"`` with sampled priors; otherwise the tensor step, with a
-one-line notice.
+the scheme is ``"deferred-adam"``; otherwise the tensor step, with a one-line notice.
+``"deferred-adam"`` with the exact whole-map priors at every step (``map_priors="full"``,
+the reference's scheme) runs in the fused step only, which then steps the whole SIC map
+at every step; ``map_priors="auto"`` takes it where the fused step applies and the map
+is small enough (:func:`~empirical_seaice.config.choose_map_priors`), the sampled priors
+otherwise (:meth:`Trainer._whole_map_scheme`).
 
 Sharded over processes (``sharding``, a
 :class:`~empirical_seaice.training.distributed.ShardPlan`), the trainer runs
