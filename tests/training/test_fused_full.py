@@ -26,7 +26,7 @@ from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
 from empirical_seaice.observations import BackgroundMaps
 from empirical_seaice.training import adam as adam_module
 from empirical_seaice.training import fused_step
-from empirical_seaice.training import trainer as trainer_module
+from empirical_seaice.training import schemes as schemes_module
 from empirical_seaice.training.fused_step import FusedStep
 from empirical_seaice.training.runtime import make_generator
 from empirical_seaice.training.trainer import Trainer
@@ -93,7 +93,7 @@ def test_fused_full_priors_equal_dense_adam_full_priors_after_100_steps(case, ep
     deferred, as in the default scheme) leave out eps, which matters for their tiny gradients
     (2.2e-4 on values of 0.24 here, and through them 4.5e-5 on network weights of up to 1.6); with
     eps 1e-13, or in Keras' placement, they agree to float32 rounding too."""
-    monkeypatch.setattr(trainer_module, "ADAM_EPS", eps)
+    monkeypatch.setattr(schemes_module, "ADAM_EPS", eps)
     monkeypatch.setattr(adam_module, "ADAM_EPS", eps)
     eps_tails = eps > 1e-10 and CASES[case].get("eps", "torch") == "torch"
     kw = CASES[case]

@@ -8,7 +8,7 @@ its derivative with respect to the row's SIC ``C``,
 
 - range: ``r = C - clamp(C, 0, 1)``, ``r^2 / (sigma^2 nobs)``, ``d/dC = 2 r / (sigma^2 nobs)``;
 - background (when on): ``r = C - C_b``, the same form;
-- false ice (when on): ``r(C)`` of :func:`empirical_seaice.model.fused._false_ice` (tent or the
+- false ice (when on): ``r(C)`` of :func:`empirical_seaice.model.fused_kernels._false_ice` (tent or the
   reference's smooth bump), ``d/dC = 2 r r'(C) / (sigma^2 nobs)``;
 - warm ice: the reference's ``[C > 0.01] w / (ngrid nstep nobs)`` (no gradient) or the effective
   ``max(C, 0) w / (ngrid nstep nobs)`` (``d/dC = w / (ngrid nstep nobs)`` for ``C >= 0``), with the
@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from empirical_seaice.model.fused import HAVE_NUMBA, NCHUNK, _false_ice
+from empirical_seaice.model.fused_kernels import HAVE_NUMBA, NCHUNK, _false_ice
 
 if HAVE_NUMBA:
     from numba import njit, prange
 else:  # pragma: no cover - exercised only where numba is absent
-    prange = range
+    prange = range  # type: ignore[misc]
 
 MAP_TERMS = ("sic_range", "sic_background", "false_ice", "warm_ice")
 """The terms :func:`prior_row` returns, in order (a switched-off prior returns 0)."""
@@ -93,7 +93,7 @@ def _map_pass(values, bg, warm, flags, scales, grad, sums):
 
 
 if HAVE_NUMBA:
-    _false_ice = njit(inline="always")(_false_ice.py_func)  # inlined into the per-row loop
+    _false_ice = njit(inline="always")(_false_ice.py_func)  # type: ignore[attr-defined]  # inlined in the loop
     prior_row = njit(cache=True, inline="always")(prior_row)
     _map_pass = njit(cache=True, parallel=True)(_map_pass)
 

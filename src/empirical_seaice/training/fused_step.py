@@ -48,7 +48,7 @@ try:
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None  # type: ignore[assignment]
-    prange = range
+    prange = range  # type: ignore[misc]
     HAVE_NUMBA = False
 
 
