@@ -18,8 +18,8 @@ import torch
 from hybrid_case import make_case
 from test_fused_step import CASES
 
-from empirical_seaice import config as config_module
 from empirical_seaice.config import TrainingConfig, choose_map_priors
+from empirical_seaice.config import schema as config_module
 from empirical_seaice.cost.sampling import build_row_counts
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
