@@ -1,7 +1,7 @@
 """The fused training step: one step in five compiled calls instead of ~900 tensor operations.
 
 :class:`FusedStep` does what one iteration of :meth:`Trainer._train_epoch` does on the
-default scheme (``optimizer="sparse"``: :class:`DeferredAdam` on the state tables,
+default scheme (``optimizer="deferred-adam"``: :class:`DeferredAdam` on the state tables,
 :func:`dense_adam` on the small dense weights), for a network that offers a compiled
 program of its forward pass, cost and gradient (``network.fused_program(data,
 nobs_total) -> (program | None, reason)``; the sea-ice physics stays on the network's
@@ -16,6 +16,13 @@ side):
    :meth:`DeferredAdam.step` after :meth:`DeferredAdam.gather`;
 5. the Adam step of each dense weight (:func:`_adam_dense`), torch's fused Adam
    formula on the optimiser's own ``exp_avg``/``exp_avg_sq``/``step``.
+
+With the exact whole-map priors at every step (the program's ``full``: the reference's
+scheme, ``map_priors="full"``), between 3 and 4 the priors and their derivative are
+evaluated over every SIC-map row (``program.map_priors``) and every SIC row takes its
+Adam step with that gradient plus the batch's (:func:`_full_map_adam`); step 4 then
+leaves the SIC rows alone. This is dense Adam with the whole-map priors at every step
+(``tests/training/test_fused_full.py``: equal to the tensor ``dense-adam`` step).
 
 Parameters, moments and step counters stay in the optimisers' own storage, so
 checkpoints, :meth:`DeferredAdam.flush`, evaluation and the unfused step see the
