@@ -13,7 +13,9 @@
    ``--angle-input`` gives the network the view-angle input in the runs with
    ATMS (``ModelConfig.angle_input`` left automatic; the v2 preset has it off).
    ``--optimizer`` sets the state optimiser (``dense-adam``: the reference's
-   plain Adam with the whole-map priors in full at every step);
+   plain Adam with the whole-map priors in full at every step) and
+   ``--map-priors`` the whole-map priors (``TrainingConfig.map_priors``;
+   default: the library's, sampled with ``deferred-adam``);
    ``--sensor-catalogue FILE`` is read by the runs with ATMS (e.g. other ATMS
    observation errors; the twin keeps the shipped catalogue's noise);
    ``--atms-error-scale K`` writes such a file, the used ATMS channels with
@@ -28,7 +30,8 @@
 Usage::
 
     python benchmarks/sounders.py [--seeds 3] [--nepochs 15] [--lr 0.01] [--batch 128]
-        [--batch-with-sounder N] [--angle-input] [--optimizer NAME] [--sensor-catalogue FILE | --atms-error-scale K]
+        [--batch-with-sounder N] [--angle-input] [--optimizer NAME] [--map-priors M]
+        [--sensor-catalogue FILE | --atms-error-scale K]
         [--noise-scale 1] [--no-ice-view-angle] [--keep 0.15] [--work DIR]
 """
 
@@ -102,6 +105,7 @@ def main() -> None:
     ap.add_argument("--batch-with-sounder", type=int, default=None)
     ap.add_argument("--angle-input", action="store_true")
     ap.add_argument("--optimizer", default="deferred-adam")
+    ap.add_argument("--map-priors", default=None)
     ap.add_argument("--sensor-catalogue", type=Path, default=None)
     ap.add_argument("--atms-error-scale", type=float, default=None)
     ap.add_argument("--noise-scale", type=float, default=1.0)
@@ -129,7 +133,12 @@ def main() -> None:
         args.sensor_catalogue = write_atms_error_catalogue(work / "atms_errors.toml", args.atms_error_scale)
     base = get_preset("v2")
     tc = TrainingConfig(
-        nepochs=args.nepochs, batch_size=args.batch, learning_rate=args.lr, reproducible=True, optimizer=args.optimizer
+        nepochs=args.nepochs,
+        batch_size=args.batch,
+        learning_rate=args.lr,
+        reproducible=True,
+        optimizer=args.optimizer,
+        map_priors=args.map_priors,
     )
     rows = {}
     for sensors in (("amsr2",), ("amsr2", "atms")):
