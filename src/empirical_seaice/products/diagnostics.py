@@ -19,7 +19,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from empirical_seaice.cost import objective
+from empirical_seaice.cost import terms as costs
 from empirical_seaice.model.emissivity import LinearEmissivity
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.sensors import ChannelBasis
@@ -35,7 +36,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.model.operator import HybridNetwork
 
 CHUNK = 32768
-"""Observations per chunk of the diagnostic forward passes."""
+"""Observations per chunk of the tensor forward pass of the diagnostics."""
+
+BLOCK = 1 << 18
+"""Observations per block of a streamed diagnostics pass (:func:`simulate_blocks`)."""
 
 ICE_SIC_THRESHOLD = 0.5
 """True SIC above which an observation counts for the ice-emissivity RMSE."""
@@ -59,11 +63,11 @@ class Simulation:
     emis_anchor: np.ndarray | None = None
 
 
-@torch.no_grad()
 def simulate(
     network: torch.nn.Module, data: Any, nobs: int, *, zero_sic: bool = False, chunk: int = CHUNK
 ) -> Simulation:
-    """Run the network's observation operator over observations ``0..nobs-1``.
+    """Run the network's observation operator over observations ``0..nobs-1`` (every block of
+    :func:`simulate_blocks`, gathered).
 
     Parameters
     ----------
@@ -76,44 +80,72 @@ def simulate(
     zero_sic : bool
         Simulate with SIC set to zero (the ``tbzero`` set: no ice signal).
     chunk : int
-        Observations per forward pass (memory bound, results do not depend on it
+        Observations per forward pass of the tensor path (memory bound, results do not depend on it
         beyond float32 rounding of batched kernels).
+    """
+    if nobs <= 0:
+        raise ValueError("simulate: no observations")
+    parts = [sim for _, _, sim in simulate_blocks(network, data, nobs, zero_sic=zero_sic, block=nobs, chunk=chunk)]
+    if len(parts) == 1:
+        return parts[0]
+    anchors = [p.emis_anchor for p in parts]
+    return Simulation(
+        tb=np.concatenate([p.tb for p in parts]),
+        emis_ice=np.concatenate([p.emis_ice for p in parts]),
+        sic=np.concatenate([p.sic for p in parts]),
+        emis_anchor=None if any(a is None for a in anchors) else np.concatenate(anchors),  # type: ignore[arg-type]
+    )
+
+
+@torch.no_grad()
+def simulate_blocks(
+    network: torch.nn.Module, data: Any, nobs: int, *, zero_sic: bool = False, block: int = BLOCK, chunk: int = CHUNK
+) -> Iterator[tuple[int, int, Simulation]]:
+    """``(start, stop, simulation of observations start .. stop - 1)`` for consecutive blocks of at
+    most ``block`` observations: a streamed pass holds one block at a time.
+
+    The compiled forward pass (:func:`empirical_seaice.model.fused.simulate_range`, CPU) where
+    the network offers a program, else the tensor forward pass in chunks of ``chunk``.
     """
     make = getattr(network, "fused_program", None)
     program = make(data, nobs, training=False)[0] if make is not None and nobs > 0 else None
-    if program is not None:  # the compiled forward pass (CPU; model/fused.py), both cores
-        from empirical_seaice.model.fused import simulate as fused_simulate
+    if program is not None:
+        from empirical_seaice.model.fused import simulate_range
 
-        tb, emis, sic, emis_anchor = fused_simulate(program, nobs, zero_sic=zero_sic)
-        return Simulation(tb=tb, emis_ice=emis, sic=sic, emis_anchor=emis_anchor)
+        for start in range(0, nobs, block):
+            stop = min(start + block, nobs)
+            tb, emis, sic, emis_anchor = simulate_range(program, start, stop, zero_sic=zero_sic)
+            yield start, stop, Simulation(tb=tb, emis_ice=emis, sic=sic, emis_anchor=emis_anchor)
+        return
     was_training = network.training
     network.eval()
     device = getattr(data, "device", None) or next(network.parameters()).device
     try:
-        tb = emis = sic = np.empty(0, dtype=np.float32)
-        anchor: np.ndarray | None = None
-        for start in range(0, nobs, chunk):
-            idx = torch.arange(start, min(start + chunk, nobs), dtype=torch.long, device=device)
-            out = network(data.batch(idx), zero_sic=zero_sic)
-            t = out["tb"].detach().float().cpu().numpy()
-            e = out["emis_ice"].detach().float().cpu().numpy()
-            c = out["sic"].detach().float().cpu().numpy().reshape(-1)
-            if start == 0:
-                tb = np.empty((nobs, t.shape[1]), dtype=np.float32)
-                emis = np.empty((nobs, e.shape[1]), dtype=np.float32)
-                sic = np.empty(nobs, dtype=np.float32)
-            tb[start : start + len(idx)] = t
-            emis[start : start + len(idx)] = e
-            sic[start : start + len(idx)] = c
-            if "emis_anchor" in out:
-                if anchor is None:
-                    anchor = np.empty(nobs, dtype=np.float32)
-                anchor[start : start + len(idx)] = out["emis_anchor"].detach().float().cpu().numpy().reshape(-1)
-        if nobs <= 0:
-            raise ValueError("simulate: no observations")
-        return Simulation(tb=tb, emis_ice=emis, sic=sic, emis_anchor=anchor)
+        for start in range(0, nobs, block):
+            stop = min(start + block, nobs)
+            parts = []
+            for a in range(start, stop, chunk):
+                idx = torch.arange(a, min(a + chunk, stop), dtype=torch.long, device=device)
+                out = network(data.batch(idx), zero_sic=zero_sic)
+                parts.append({k: v.detach().float().cpu().numpy() for k, v in out.items() if k in _SIM_KEYS})
+            anchor = (
+                np.concatenate([p["emis_anchor"].reshape(-1) for p in parts]) if "emis_anchor" in parts[0] else None
+            )
+            yield (
+                start,
+                stop,
+                Simulation(
+                    tb=np.concatenate([p["tb"] for p in parts]),
+                    emis_ice=np.concatenate([p["emis_ice"] for p in parts]),
+                    sic=np.concatenate([p["sic"].reshape(-1) for p in parts]),
+                    emis_anchor=anchor,
+                ),
+            )
     finally:
         network.train(was_training)
+
+
+_SIM_KEYS = ("tb", "emis_ice", "sic", "emis_anchor")
 
 
 # ------------------------------------------------------------------ departures
@@ -129,33 +161,46 @@ class DepartureStats:
     std: np.ndarray
 
 
+class DepartureSums:
+    """Per-channel count, sum and sum of squares of ``y - TB_sim`` over valid values (float64),
+    added block by block (:meth:`add`); :meth:`stats` gives the :class:`DepartureStats`."""
+
+    def __init__(self, nchan: int):
+        self.count = np.zeros(nchan, dtype=np.int64)
+        self.s1 = np.zeros(nchan, dtype=np.float64)
+        self.s2 = np.zeros(nchan, dtype=np.float64)
+
+    def add(self, tb_obs: np.ndarray, tb_sim: np.ndarray, mask: np.ndarray) -> None:
+        """Add the observations of one block: ``tb_obs``, ``tb_sim`` (n, nchan) K, ``mask`` (n, nchan)."""
+        m = np.asarray(mask, dtype=bool)
+        d = np.asarray(tb_obs, dtype=np.float64) - np.asarray(tb_sim, dtype=np.float64)
+        d = np.where(m, d, 0.0)
+        self.count += m.sum(axis=0)
+        self.s1 += d.sum(axis=0)
+        self.s2 += (d * d).sum(axis=0)
+
+    def stats(self) -> DepartureStats:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n = np.where(self.count > 0, self.count, np.nan)
+            mean = self.s1 / n
+            var = np.maximum(self.s2 / n - mean * mean, 0.0)
+        return DepartureStats(count=self.count.copy(), mean=mean, std=np.sqrt(var))
+
+
 def departure_stats(obs: Observations, tb_sim: np.ndarray, chunk: int = 262144) -> DepartureStats:
     """Per-channel mean and standard deviation of ``y - TB_sim`` where ``mask``.
 
-    Accumulated in float64 in chunks (sum and sum of squares of the departure
-    about a first-chunk shift, to keep the variance accurate).
+    Accumulated in float64 in chunks (:class:`DepartureSums`).
 
     Examples
     --------
     Departures 1 and 3 K on channel 0 give mean 2, std 1 (population std).
     """
-    nobs, nchan = tb_sim.shape
-    count = np.zeros(nchan, dtype=np.int64)
-    s1 = np.zeros(nchan, dtype=np.float64)
-    s2 = np.zeros(nchan, dtype=np.float64)
-    for start in range(0, nobs, chunk):
+    sums = DepartureSums(tb_sim.shape[1])
+    for start in range(0, tb_sim.shape[0], chunk):
         sl = slice(start, start + chunk)
-        m = np.asarray(obs.mask[sl], dtype=bool)
-        d = np.asarray(obs.tb_obs_k[sl], dtype=np.float64) - np.asarray(tb_sim[sl], dtype=np.float64)
-        d = np.where(m, d, 0.0)
-        count += m.sum(axis=0)
-        s1 += d.sum(axis=0)
-        s2 += (d * d).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        n = np.where(count > 0, count, np.nan)
-        mean = s1 / n
-        var = np.maximum(s2 / n - mean * mean, 0.0)
-    return DepartureStats(count=count, mean=mean, std=np.sqrt(var))
+        sums.add(obs.tb_obs_k[sl], tb_sim[sl], obs.mask[sl])
+    return sums.stats()
 
 
 def observation_cost_sum(obs: Observations, tb_sim: np.ndarray, chunk: int = 262144) -> float:
@@ -170,6 +215,27 @@ def full_cost(network: HybridNetwork, obs: Observations, sim: Simulation, nobs_t
     (:func:`empirical_seaice.cost.objective.whole_data_cost`): ``J_o`` over every observation, the
     network's exact whole-map priors, the anchor over every observation (v2 floor) or of ``e0``
     (v1 mean), the TB bias prior; ``total`` their sum."""
+    return cost_from_sums(
+        network, observation_cost_sum(obs, sim.tb), anchor_floor_sum(network, sim.emis_anchor), nobs_total
+    )
+
+
+def anchor_floor_sum(network: HybridNetwork, emis_anchor: np.ndarray | None) -> float | None:
+    """The v2 anchor floor penalty ``sum_i max(floor - e_i, 0)^2 / sigma^2`` of a block of
+    observations (float64); None for the v1 mean anchor (a term of ``e0``, not of the observations)."""
+    cc = network.cost_config
+    if cc.anchor == "mean" or emis_anchor is None:
+        return None
+    e = torch.from_numpy(np.asarray(emis_anchor, dtype=np.float64))
+    return float(costs.anchor_floor_penalty(e, cc.anchor_value, cc.anchor_error))
+
+
+@torch.no_grad()
+def cost_from_sums(
+    network: HybridNetwork, obs_sum: float, anchor_sum: float | None, nobs_total: int
+) -> dict[str, float]:
+    """:func:`full_cost` from the sums over the observations (``J_o`` and the anchor floor penalty,
+    each the sum of its blocks), as a streamed pass gathers them."""
     cc = network.cost_config
     e0 = None
     if cc.anchor == "mean":
@@ -180,9 +246,10 @@ def full_cost(network: HybridNetwork, obs: Observations, sim: Simulation, nobs_t
     bias = objective.bias_prior(n.bias_ice_k, n.bias_ocean_k, n.bias_ice_bg_k, n.bias_ocean_bg_k, n.bias_error_k)
     return objective.whole_data_cost(
         cc,
-        obs_sum=observation_cost_sum(obs, sim.tb),
+        obs_sum=obs_sum,
         map_terms=network.full_prior_terms(),
-        emis_anchor=sim.emis_anchor,
+        emis_anchor=None,
+        anchor_sum=anchor_sum if cc.anchor != "mean" else None,
         e0_anchor=e0,
         bias=bias,
         nobs=nobs_total,
@@ -220,6 +287,34 @@ def observed_points(obs: Observations) -> tuple[np.ndarray, np.ndarray]:
     return key // obs.nstep, key % obs.nstep
 
 
+class EmisErrorSums:
+    """Per channel, the sum of squared ice-emissivity errors against the truth and their count where
+    the true SIC exceeds the threshold, the channel is valid and the true value finite; added block by
+    block (:meth:`add`)."""
+
+    def __init__(self, nchan: int):
+        self.sq = np.zeros(nchan, dtype=np.float64)
+        self.count = np.zeros(nchan, dtype=np.int64)
+
+    def add(
+        self, obs: Observations, rows: slice, emis_ice: np.ndarray, truth: Any, threshold: float = ICE_SIC_THRESHOLD
+    ) -> None:
+        """Add observations ``rows`` (``emis_ice``: their trained ice emissivity, (n, nchan))."""
+        true_sic = np.asarray(truth.sic)
+        ice = true_sic[np.asarray(obs.igrid[rows]), np.asarray(obs.istep[rows])] > threshold
+        true_emis = np.asarray(truth.emis_ice[rows])
+        sel = ice[:, None] & np.asarray(obs.mask[rows], dtype=bool) & np.isfinite(true_emis)
+        d = np.where(sel, np.asarray(emis_ice, dtype=np.float64) - true_emis.astype(np.float64), 0.0)
+        self.sq += (d * d).sum(axis=0)
+        self.count += sel.sum(axis=0)
+
+    def rmse(self) -> tuple[np.ndarray, np.ndarray]:
+        """(RMSE per channel, NaN where no value; count per channel)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rmse = np.where(self.count > 0, np.sqrt(self.sq / np.maximum(self.count, 1)), np.nan)
+        return rmse, self.count.copy()
+
+
 def _rmse_bias(est: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     d = np.asarray(est, dtype=np.float64) - np.asarray(truth, dtype=np.float64)
     ok = np.isfinite(d)
@@ -238,6 +333,7 @@ def truth_scores(
     bias_ice: np.ndarray | None = None,
     bias_ocean: np.ndarray | None = None,
     ice_threshold: float = ICE_SIC_THRESHOLD,
+    emis_errors: EmisErrorSums | None = None,
 ) -> TruthScores:
     """Score the background and the trained state against a twin's truth.
 
@@ -252,6 +348,8 @@ def truth_scores(
         ``bias_ice_k``/``bias_ocean_k`` (nsensor, nchan).
     bias_ice, bias_ocean : (nsensor, nchan) trained TB biases (K).
     ice_threshold : true SIC above which the emissivity is scored.
+    emis_errors : the ice-emissivity errors already summed block by block (a streamed pass;
+        ``emis_ice`` is then not read).
     """
     nlag = background.nlag
     g, t = observed_points(obs)
@@ -262,19 +360,11 @@ def truth_scores(
     rmse_bg, bias_bg = _rmse_bias(np.asarray(background.sic)[g, t + nlag], ts)
     rmse, bias = _rmse_bias(np.asarray(sic_map)[g, t + nlag], ts)
 
-    nchan = obs.nchan
-    emis_rmse = np.full(nchan, np.nan)
-    emis_count = np.zeros(nchan, dtype=np.int64)
-    true_emis = getattr(truth, "emis_ice", None)
-    if true_emis is not None:
-        true_emis = np.asarray(true_emis)
-        ice = true_sic[np.asarray(obs.igrid), np.asarray(obs.istep)] > ice_threshold
-        for c in range(nchan):
-            sel = ice & np.asarray(obs.mask[:, c], dtype=bool) & np.isfinite(true_emis[:, c])
-            emis_count[c] = int(sel.sum())
-            if emis_count[c]:
-                d = emis_ice[sel, c].astype(np.float64) - true_emis[sel, c].astype(np.float64)
-                emis_rmse[c] = float(np.sqrt(np.mean(d * d)))
+    if emis_errors is None:
+        emis_errors = EmisErrorSums(obs.nchan)
+        if getattr(truth, "emis_ice", None) is not None:
+            emis_errors.add(obs, slice(0, obs.nobs), emis_ice, truth, ice_threshold)
+    emis_rmse, emis_count = emis_errors.rmse()
 
     def _err(trained, name):
         tv = getattr(truth, name, None)
@@ -479,6 +569,12 @@ __all__ = [
     "simulate",
     "DepartureStats",
     "departure_stats",
+    "DepartureSums",
+    "EmisErrorSums",
+    "simulate_blocks",
+    "cost_from_sums",
+    "anchor_floor_sum",
+    "BLOCK",
     "observation_cost_sum",
     "full_cost",
     "TruthScores",
