@@ -5,9 +5,12 @@ arguments. The run's own stage display (``RunProgress.stage``: reading data,
 packing observations, initial diagnostics, training, health checks, saving the
 model, diagnostics, products, publishing) cuts the wall time into intervals;
 a few functions are attributed to the stage they belong to wherever they are
-called from (the ``tbsim_initial`` write, which the run does after the health
-checks, counts with the initial diagnostics; the gridded product's inputs with
-the gridded product). Every second of the run is in exactly one row.
+called from (the gridded product's inputs count with the gridded product;
+in the runs before the streamed diagnostics, the ``tbsim_initial`` write,
+done after the health checks, with the initial diagnostics). Since the
+streamed diagnostics, the "health checks" row is the final diagnostics' pass
+(simulation, sums, the held per-observation files) and the "final
+diagnostics" row what remains (moving the held files, truth scores, summary). Every second of the run is in exactly one row.
 
 The peak resident memory of each stage is the process's ``VmHWM`` at the end
 of its interval, with the high-water mark reset at the start of each interval
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return orig_stage(self, name)
 
     runtime.RunProgress.stage = stage
-    tl.wrap(train, "write_initial", "initial diagnostics")
+    if hasattr(train, "write_initial"):  # the whole-array runs write tbsim_initial after the health checks
+        tl.wrap(train, "write_initial", "initial diagnostics")
     tl.wrap(gridded, "grid_inputs", "gridded product")
     nobs = {}
     orig_read = io.read_training_data

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -86,6 +88,52 @@ def placeholder(shape: tuple[int, ...], dtype) -> np.ndarray:
     return np.broadcast_to(np.zeros((), dtype=dtype), shape)
 
 
+class _WriteBehind:
+    """One thread that does the block writes of every streamed file (compressing a block while the
+    run computes the next: the netCDF library releases the GIL). The netCDF library is not
+    thread-safe, so the caller's own netCDF calls (opening and closing files) come after :meth:`drain`."""
+
+    def __init__(self, depth: int = 3):
+        self.depth = depth
+        self._queue: queue.Queue | None = None
+        self._error: BaseException | None = None
+
+    def put(self, var, start: int, values: np.ndarray) -> None:
+        self._raise()
+        if self._queue is None:
+            self._queue = queue.Queue(maxsize=self.depth)
+            threading.Thread(target=self._run, args=(self._queue,), name="netcdf-writes", daemon=True).start()
+        self._queue.put((var, start, values))
+
+    def _run(self, q: queue.Queue) -> None:
+        while True:
+            item = q.get()
+            try:
+                if item is not None and self._error is None:
+                    var, start, values = item
+                    var[start : start + len(values)] = values
+            except BaseException as exc:  # raised in the caller's thread at the next put or drain
+                self._error = exc
+            finally:
+                q.task_done()
+            if item is None:
+                return
+
+    def drain(self) -> None:
+        """Wait until every queued write is done (raises a write's error here)."""
+        if self._queue is not None:
+            self._queue.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise exc
+
+
+_WRITES = _WriteBehind()
+
+
 class StreamedFile:
     """An open output file whose streamed variables are written by row blocks (:meth:`write`)."""
 
@@ -94,8 +142,9 @@ class StreamedFile:
         self.path = path
 
     def write(self, name: str, start: int, values: np.ndarray) -> None:
-        """Rows ``start .. start + len(values) - 1`` of the streamed variable ``name``."""
-        self._nc[name][start : start + len(values)] = np.ascontiguousarray(values)
+        """Rows ``start .. start + len(values) - 1`` of the streamed variable ``name`` (written by a
+        background thread; ``values`` must not change afterwards)."""
+        _WRITES.put(self._nc[name], start, np.ascontiguousarray(values))
 
 
 @contextlib.contextmanager
@@ -119,6 +168,7 @@ def streamed_dataset(ds: xr.Dataset, path: Path, streamed: Sequence[str]) -> Ite
     encoding = cf.encoding(full.variables)
     coords = [str(c) for c in full.coords if c not in full.dims]
     base = _prepared(full.drop_vars(list(streamed)))
+    _WRITES.drain()  # no netCDF call while the write thread works
     with atomic_path(path) as tmp:
         base.to_netcdf(
             tmp, engine="netcdf4", format="NETCDF4", encoding={k: v for k, v in encoding.items() if k in base.variables}
@@ -138,7 +188,10 @@ def streamed_dataset(ds: xr.Dataset, path: Path, streamed: Sequence[str]) -> Ite
                 if on_dims:
                     attrs["coordinates"] = " ".join(on_dims)
                 v.setncatts(attrs)
-            yield StreamedFile(nc, path)
+            try:
+                yield StreamedFile(nc, path)
+            finally:
+                _WRITES.drain()
 
 
 def block_rows(nrow: int, ncol: int, itemsize: int = 4, target: int = 1 << 18) -> int:

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from empirical_seaice.cost import objective
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io.obs_outputs import masked
 from empirical_seaice.observations import Observations
@@ -64,20 +63,19 @@ class _Sums:
 
     def __init__(self, network, obs: Observations):
         self.network, self.obs = network, obs
-        self.obs_sum = 0.0
         self.anchor: float | None = None
         self.departures = diag.DepartureSums(obs.nchan)
 
-    def add(self, rows: slice, sim: diag.Simulation) -> None:
-        y, m = self.obs.tb_obs_k[rows], self.obs.mask[rows]
-        self.obs_sum += objective.observation_sum(y, sim.tb, m, self.obs.basis.obs_error_k)
+    def add(self, rows: slice, sim: diag.Simulation) -> np.ndarray:
+        """Add a block; returns its simulated TB with NaN where masked (the output files' values)."""
         a = diag.anchor_floor_sum(self.network, sim.emis_anchor)
         if a is not None:
             self.anchor = (self.anchor or 0.0) + a
-        self.departures.add(y, sim.tb, m)
+        y, m = self.obs.tb_obs_k[rows], self.obs.mask[rows]
+        return self.departures.add_block(y, sim.tb, m, self.obs.basis.obs_error_k)
 
     def cost(self, nobs_total: int) -> dict[str, float]:
-        return diag.cost_from_sums(self.network, self.obs_sum, self.anchor, nobs_total)
+        return diag.cost_from_sums(self.network, self.departures.obs_sum, self.anchor, nobs_total)
 
 
 def initial_pass(
@@ -93,9 +91,9 @@ def initial_pass(
             f = stack.enter_context(out.open_tb(held.path(path), obs.nobs, obs.basis, "tbsim_initial"))
         for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, block=block):
             rows = slice(start, stop)
-            sums.add(rows, sim)
+            tb = sums.add(rows, sim)
             if f is not None:
-                f.write("tb", start, masked(sim.tb, obs.mask[rows]))
+                f.write("tb", start, tb)
             obs.release(rows)
     files = {"tbsim_initial": Path(path)} if f is not None and path is not None else {}
     return PassResult(cost=sums.cost(nobs_total), departures=sums.departures.stats(), files=files)
@@ -137,13 +135,13 @@ def final_pass(
         for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, block=block):
             rows = slice(start, stop)
             mask = np.asarray(obs.mask[rows], dtype=bool)
-            sums.add(rows, sim)
+            tb = sums.add(rows, sim)
             checks.add(sim.tb, sim.emis_ice, mask, sim.sic)
             if errors is not None:
                 errors.add(obs, rows, sim.emis_ice, truth)
             if write:
                 files["tbobs"].write("tb", start, masked(obs.tb_obs_k[rows], mask))
-                files["tbsim"].write("tb", start, masked(sim.tb, mask))
+                files["tbsim"].write("tb", start, tb)
                 files["ice_emis"].write("ice_emis", start, masked(sim.emis_ice, mask))
                 z0, z1, zsim = next(zero)
                 assert (z0, z1) == (start, stop)
