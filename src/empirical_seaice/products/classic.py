@@ -72,6 +72,7 @@ def grid_daily_mean_tb(obs: Observations, channels: Sequence[str], isensor: int)
         cells.append(np.asarray(obs.igrid[rows], dtype=np.int64)[sel] * obs.nstep + np.asarray(obs.istep[rows])[sel])
         values.append(np.asarray(obs.tb_obs_k[rows])[sel][:, cols])
         valid.append(np.asarray(obs.mask[rows])[sel][:, cols])
+        obs.release(rows)
     cell, tb, mask = np.concatenate(cells), np.concatenate(values), np.concatenate(valid)
     out = np.full((ncell, len(channels)), np.nan)
     for j in range(len(channels)):
