@@ -10,7 +10,8 @@ in the runs before the streamed diagnostics, the ``tbsim_initial`` write,
 done after the health checks, with the initial diagnostics). Since the
 streamed diagnostics, the "health checks" row is the final diagnostics' pass
 (simulation, sums, the held per-observation files) and the "final
-diagnostics" row what remains (moving the held files, truth scores, summary). Every second of the run is in exactly one row.
+diagnostics" row what remains (moving the held files, truth scores,
+summary). Every second of the run is in exactly one row.
 
 The peak resident memory of each stage is the process's ``VmHWM`` at the end
 of its interval, with the high-water mark reset at the start of each interval
@@ -49,6 +50,7 @@ ORDER = [
     "export",
     "plots",
     "publishing",
+    "other (start-up, the end)",
 ]
 
 DISPLAY = {
@@ -66,6 +68,8 @@ DISPLAY = {
     "products: export": "export",
     "products: plots": "plots",
     "publishing": "publishing",
+    "start": "other (start-up, the end)",
+    "done": "other (start-up, the end)",
 }
 
 
@@ -92,7 +96,7 @@ class Timeline:
         self.seconds: dict[str, float] = {}
         self.peak_mib: dict[str, float] = {}
         self.stack: list[str] = []
-        self.display = "start"
+        self.display = DISPLAY["start"]
         self.t = time.perf_counter()
         self.run_peak = 0.0
         self.resets = _reset_hwm()
@@ -169,8 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|")
     for name in names:
         s = tl.seconds[name]
-        if s < 0.05 and name in ("start", "done"):
-            continue
         print(f"| {name} | {s:.1f} | {n / s if s > 0 else float('inf'):,.0f} | {tl.peak_mib[name]:,.0f} |")
     print(f"| whole run | {total:.1f} | {n / total:,.0f} | {tl.run_peak:,.0f} |")
     record = {
