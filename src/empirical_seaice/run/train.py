@@ -40,6 +40,7 @@ parameters gives bit-identical ``tbsim``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass, field
@@ -306,7 +307,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         counted=split[0],
         prior_mode=plan.train_cfg.prior_mode,
     )
-    network, data = built.network, built.data
+    network, data = built.network, built.data  # data: dropped after the last pass that needs it
     nobs_train = built.nobs_train
     if plan.model_file is not None:
         load_trained(network, plan.model_file)
@@ -324,8 +325,10 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     history = final = truth = marks = None
     if plan.model_file is None:
         history = _train(plan, built, split, generator, identity, display, result)
+        gc.collect()  # the trainer's optimiser slab and buffers (reference cycles)
         display.stage("health checks")
         final, truth = _final_pass(plan, network, data, obs, background, nobs_train, held)
+        built.data = data = None  # type: ignore[assignment]  # the packed observations: the products need the state only
         result.health, marks = health_gate(
             check_trained(network, obs, final.checks, result.cost_before, final.cost),
             plan.force_outputs,
