@@ -36,6 +36,10 @@ from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS
 from empirical_seaice.sensors import POL_NAMES, ChannelBasis
 
+_CHUNK_CACHE = 4 << 20
+"""Bytes of the netCDF chunk cache of a streamed variable (the library's default, 64 MiB, would keep
+that much of each file in memory: a block of :func:`block_rows` rows fills whole chunks)."""
+
 HELD_DIR = ".held"
 """Folder of the staging set that holds the files waiting for the health checks."""
 
@@ -188,6 +192,7 @@ def streamed_dataset(ds: xr.Dataset, path: Path, streamed: Sequence[str]) -> Ite
                 if on_dims:
                     attrs["coordinates"] = " ".join(on_dims)
                 v.setncatts(attrs)
+                v.set_var_chunk_cache(size=_CHUNK_CACHE)  # blocks fill whole chunks: no need to keep them
             try:
                 yield StreamedFile(nc, path)
             finally:
