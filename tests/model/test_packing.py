@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import make_obs
+from model_fixtures import make_obs
 
-from empirical_seaice.model import operator, packing
+from empirical_seaice.model import packing, tensors
 from empirical_seaice.observations import PER_CHANNEL_FIELDS, PER_OBS_FIELDS, release_pages
 
 pytestmark = pytest.mark.skipif(not packing.HAVE_NUMBA, reason="numba not installed")
@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(not packing.HAVE_NUMBA, reason="numba not instal
 
 def _tensor_path(obs, monkeypatch, dtype=torch.float32):
     with monkeypatch.context() as m:
-        m.setattr(operator, "pack_floats", lambda *a, **k: False)
-        return operator.ObservationTensors(obs, dtype=dtype)
+        m.setattr(tensors, "pack_floats", lambda *a, **k: False)
+        return tensors.ObservationTensors(obs, dtype=dtype)
 
 
 @pytest.mark.parametrize("sensors", [("amsr2",), ("amsr2", "gmi", "atms")])
@@ -34,7 +34,7 @@ def test_compiled_packing_equals_the_tensor_path_bit_for_bit(monkeypatch, sensor
     tup[rng.random(tup.shape) < 0.01] = np.inf
     zen = rng.uniform(0, 60, obs.nobs).astype(np.float32)  # the cross-track scan angle
     obs = replace(obs, cloud_fraction=cloud, tau=tau, t_up_k=tup, zenith_deg=zen)
-    compiled = operator.ObservationTensors(obs)
+    compiled = tensors.ObservationTensors(obs)
     ref = _tensor_path(obs, monkeypatch)
     assert compiled._slices == ref._slices
     assert torch.equal(compiled.ints, ref.ints)
@@ -50,7 +50,7 @@ def test_packing_in_chunks_from_memory_maps_drops_the_pages(tmp_path, monkeypatc
         np.save(tmp_path / f"{name}.npy", getattr(obs, name))
         maps[name] = np.load(tmp_path / f"{name}.npy", mmap_mode="r")
     mapped = replace(obs, **maps)
-    ref = operator.ObservationTensors(obs)
+    ref = tensors.ObservationTensors(obs)
     slices = ref._slices
     released = []
     orig = type(mapped).release
@@ -101,6 +101,6 @@ def test_release_drops_the_resident_pages_of_a_memory_map(tmp_path):
 
 def test_float64_tables_stay_on_the_tensor_path(monkeypatch):
     obs, _ = make_obs(nobs=50)
-    t64 = operator.ObservationTensors(obs, dtype=torch.float64)
+    t64 = tensors.ObservationTensors(obs, dtype=torch.float64)
     ref = _tensor_path(obs, monkeypatch, dtype=torch.float64)
     assert torch.equal(t64.floats, ref.floats)
