@@ -180,11 +180,12 @@ def streamed_dataset(ds: xr.Dataset, path: Path, streamed: Sequence[str]) -> Ite
         with netCDF4.Dataset(tmp, "a") as nc:
             for name in streamed:
                 var, enc = full[name].variable, encoding[name]
-                for dim, size in zip(var.dims, var.shape, strict=True):
+                dims = tuple(str(d) for d in var.dims)
+                for dim, size in zip(dims, var.shape, strict=True):
                     if dim not in nc.dimensions:
                         nc.createDimension(dim, size)
                 v = nc.createVariable(
-                    name, var.dtype, var.dims, zlib=bool(enc.get("zlib", False)), complevel=enc.get("complevel", 4),
+                    name, var.dtype, dims, zlib=bool(enc.get("zlib", False)), complevel=enc.get("complevel", 4),
                     shuffle=True, chunksizes=enc.get("chunksizes"), fill_value=enc.get("_FillValue"),
                 )  # fmt: skip
                 attrs = dict(var.attrs)

@@ -224,6 +224,7 @@ def _block_sums_py(y, h, mask, sigma, count, s1, s2, out):  # pragma: no cover -
     return jo
 
 
+_block_sums: Any
 try:
     from numba import njit
 

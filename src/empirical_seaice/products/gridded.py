@@ -179,10 +179,10 @@ def evaluate_grid_emissivity(
         freq, pol, _ = channel_frequencies(basis, channels, model)
         pol = np.where(pol == POL_QV, POL_V, np.where(pol == POL_QH, POL_H, pol))
         distinct, which = np.unique(freq.astype(np.float32), return_inverse=True)
-        vh = _network_vh(emissivity, x_t, p, distinct)  # (nfreq, 2, n): each frequency once for V and H
+        per_freq = _network_vh(emissivity, x_t, p, distinct)  # (nfreq, 2, n): each frequency once for V and H
         out = np.empty((x_t.shape[0], len(channels)), dtype=np.float32)
         for j in range(len(channels)):
-            out[:, j] = vh[which[j], pol[j]]
+            out[:, j] = per_freq[which[j], pol[j]]
         return out
 
 
