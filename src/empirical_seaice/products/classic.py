@@ -173,20 +173,34 @@ def classic_sic_maps(obs: Observations, algorithms: Sequence[str] = ALGORITHMS) 
 
 def _classic_sic(alg, sname, tp_name, means, wanted, need, present, names, north, result) -> np.ndarray:
     """One algorithm's SIC (ngrid, nstep) float64 from one sensor's daily mean TBs ``means`` (of the
-    channels ``wanted``); records the tie points' source in ``result.sources``."""
-    tb = means[..., [wanted.index(c) for c in need]]
+    channels ``wanted``), a block of grid points at a time (the algorithms' temporaries stay small);
+    records the tie points' source in ``result.sources``."""
+    cols = [wanted.index(c) for c in need]
+    tb22 = wanted.index("24v") if alg == "nasa_team" and "24v" in names and present[names["24v"]] else None
+    out = np.empty(means.shape[:2])
     if alg == "nasa_team":
-        tb22 = means[..., wanted.index("24v")] if "24v" in names and present[names["24v"]] else None
         tp = NASA_TEAM_TIE_POINTS[tp_name]
         result.sources[f"nasa_team/{sname}"] = tp.source
-        return nasa_team(tb[..., 0], tb[..., 1], tb[..., 2], tp, tb22v_k=tb22).total
-    tpn, tps = BOOTSTRAP_TIE_POINTS[(tp_name, "north")], BOOTSTRAP_TIE_POINTS[(tp_name, "south")]
-    result.sources[f"bootstrap/{sname}"] = f"{tpn.source}; {tps.source}"
-    return np.where(
-        north,
-        bootstrap(tb[..., 0], tb[..., 1], tb[..., 2], tpn),
-        bootstrap(tb[..., 0], tb[..., 1], tb[..., 2], tps),
-    )
+    else:
+        tpn, tps = BOOTSTRAP_TIE_POINTS[(tp_name, "north")], BOOTSTRAP_TIE_POINTS[(tp_name, "south")]
+        result.sources[f"bootstrap/{sname}"] = f"{tpn.source}; {tps.source}"
+    for g0 in range(0, means.shape[0], _GRID_BLOCK):
+        g = slice(g0, g0 + _GRID_BLOCK)
+        tb = means[g][..., cols]
+        if alg == "nasa_team":
+            extra = means[g][..., tb22] if tb22 is not None else None
+            out[g] = nasa_team(tb[..., 0], tb[..., 1], tb[..., 2], tp, tb22v_k=extra).total
+        else:
+            out[g] = np.where(
+                north[g],
+                bootstrap(tb[..., 0], tb[..., 1], tb[..., 2], tpn),
+                bootstrap(tb[..., 0], tb[..., 1], tb[..., 2], tps),
+            )
+    return out
+
+
+_GRID_BLOCK = 512
+"""Grid points per block of the classic algorithms."""
 
 
 def sic_rmse(sic: np.ndarray, truth: np.ndarray) -> float:
