@@ -76,7 +76,7 @@ def configs_from_args(args: argparse.Namespace):
     }
     explicit = {k: v for k, v in explicit.items() if v is not None}
     if "optimizer" in explicit and "map_priors" not in explicit:
-        explicit["map_priors"] = None  # the optimiser's own default
+        explicit["map_priors"] = "auto"  # the optimiser's own default
     training = replace(
         training,
         **explicit,

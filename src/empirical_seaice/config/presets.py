@@ -161,9 +161,11 @@ DEFAULT_ICE_EMIS_INIT: Mapping[str, float] = {"v1": 0.93, "v2": 0.9}
 biases start the emissivity near 0.5, 0.3 below its anchor floor; v1's preset already has the
 reference's 0.93)."""
 
-DEFAULT_TRAINING = TrainingConfig(nepochs=25, batch_size=None, learning_rate=None)
-"""Our training defaults: 25 epochs, automatic batch size and learning rate, deferred Adam with
-sampled whole-map priors, observations shuffled every epoch."""
+DEFAULT_TRAINING = TrainingConfig(nepochs=25, batch_size=None, learning_rate=None, map_priors="auto")
+"""Our training defaults: 25 epochs, automatic batch size and learning rate, deferred Adam with the
+whole-map priors chosen by the map's size (``"auto"``: the reference's exact priors at every step up
+to :data:`~empirical_seaice.config.schema.FULL_PRIORS_MAX_SIC_ROWS` SIC-map rows, sampled above),
+observations shuffled every epoch."""
 
 
 def starting_configuration(preset_name: str, exact_reference: bool = False) -> tuple[Preset, TrainingConfig]:
