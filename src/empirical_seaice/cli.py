@@ -178,14 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     ours.add_argument(
         "--validation-fraction",
         type=float,
-        default=0.0,
+        default=None,
         metavar="F",
-        help="Fraction of observations held out of training; their observation cost is reported per epoch (default 0).",
+        help="Fraction of observations held out of training; their observation cost is reported per epoch "
+        "(default 0.1 from 20,000 observations on, else 0; 0 with --exact-reference).",
     )
     ours.add_argument(
         "--early-stopping",
-        action="store_true",
-        help="Stop when the held-out observation cost no longer improves (needs --validation-fraction).",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Stop when the held-out observation cost no longer improves and keep the best epoch (default: on "
+        "when observations are held out, off with --exact-reference; --no-early-stopping: train every epoch).",
     )
     ours.add_argument(
         "--exact-reference",
@@ -461,8 +464,14 @@ def configs_from_args(args: argparse.Namespace):
         "optimizer": args.optimizer,
         "map_priors": args.map_priors,
         "batch_order": args.batch_order,
+        "validation_fraction": args.validation_fraction,
+        "early_stopping": args.early_stopping,
     }
     explicit = {k: v for k, v in explicit.items() if v is not None}
+    if "validation_fraction" in explicit or explicit.get("early_stopping"):
+        explicit["validation_min_obs"] = 0  # asked for: held out whatever the data size
+    if explicit.get("validation_fraction") == 0.0 and "early_stopping" not in explicit:
+        explicit["early_stopping"] = False  # no held-out observations: nothing to stop on
     if "optimizer" in explicit and "map_priors" not in explicit:
         explicit["map_priors"] = None  # the optimiser's own default
     training = replace(
@@ -470,8 +479,6 @@ def configs_from_args(args: argparse.Namespace):
         **explicit,
         seed=args.seed,
         reproducible=args.reproducible,
-        validation_fraction=args.validation_fraction,
-        early_stopping=args.early_stopping,
         device=args.device,
         fused_step=not args.unfused_step,
     )

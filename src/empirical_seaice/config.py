@@ -256,6 +256,8 @@ class TrainingConfig:
     validation_fraction: fraction of observations held out of training.
     early_stopping: stop when the held-out observation cost stops improving.
     patience: epochs without improvement before early stopping.
+    validation_min_obs: hold observations out only from this many on (fewer: no held-out
+        observations and no early stopping, :meth:`resolved`); 0 = always.
     device: "auto" (CUDA if available), "cpu" or "cuda".
     optimizer: state-table optimiser: "deferred-adam" (dense Adam's updates, applied when a row is
         next read: cost per step scales with the batch), "sparse-adam" (torch SparseAdam: rows a batch
@@ -282,6 +284,7 @@ class TrainingConfig:
     validation_fraction: float = 0.0
     early_stopping: bool = False
     patience: int = 1
+    validation_min_obs: int = 0
     device: str = "auto"
     optimizer: str = "deferred-adam"
     map_priors: str | None = None
@@ -329,11 +332,24 @@ class TrainingConfig:
             return self.map_priors
         return "full" if self.optimizer == "dense-adam" else "sampled"
 
+    @property
+    def too_few_to_hold_out(self) -> bool:
+        """Whether :meth:`resolved` switched the hold-out off (fewer than ``validation_min_obs``)."""
+        return self.validation_fraction == 0.0 and self.validation_min_obs > 0
+
     def resolved(self, nobs_train: int) -> TrainingConfig:
-        """This configuration with the automatic batch size and learning rate made concrete."""
+        """This configuration with the automatic batch size and learning rate made concrete, and the
+        hold-out decided: none (and no early stopping) with fewer than ``validation_min_obs``
+        observations, else kept (``validation_min_obs`` then 0, so a second call keeps it)."""
         batch = self.batch_size if self.batch_size is not None else auto_batch_size(nobs_train)
         lr = self.learning_rate if self.learning_rate is not None else auto_learning_rate(batch)
-        return replace(self, batch_size=batch, learning_rate=lr, map_priors=self.prior_mode)
+        hold = {}
+        if self.validation_fraction > 0.0 and self.validation_min_obs > 0:
+            if nobs_train < self.validation_min_obs:
+                hold = dict(validation_fraction=0.0, early_stopping=False)
+            else:
+                hold = dict(validation_min_obs=0)
+        return replace(self, batch_size=batch, learning_rate=lr, map_priors=self.prior_mode, **hold)
 
 
 @dataclass(frozen=True)
@@ -475,9 +491,22 @@ DEFAULT_ICE_EMIS_INIT: Mapping[str, float] = {"v1": 0.93, "v2": 0.9}
 biases start the emissivity near 0.5, 0.3 below its anchor floor; v1's preset already has the
 reference's 0.93)."""
 
-DEFAULT_TRAINING = TrainingConfig(nepochs=25, batch_size=None, learning_rate=None)
+VALIDATION_MIN_OBS = 20_000
+"""Our default holds observations out only from this many on: below it a tenth of the data is the
+only observation of many grid cells and days, and a short run is still improving when it ends."""
+
+DEFAULT_TRAINING = TrainingConfig(
+    nepochs=25,
+    batch_size=None,
+    learning_rate=None,
+    validation_fraction=0.1,
+    early_stopping=True,
+    validation_min_obs=VALIDATION_MIN_OBS,
+)
 """Our training defaults: 25 epochs, automatic batch size and learning rate, deferred Adam with
-sampled whole-map priors, observations shuffled every epoch."""
+sampled whole-map priors, observations shuffled every epoch, 10 % of the observations held out
+and training stopped (the best epoch kept) when their cost stops falling, from
+:data:`VALIDATION_MIN_OBS` observations on."""
 
 
 def starting_configuration(preset_name: str, exact_reference: bool = False) -> tuple[Preset, TrainingConfig]:
@@ -518,6 +547,7 @@ __all__ = [
     "REFERENCE_TRAINING",
     "DEFAULT_ICE_EMIS_INIT",
     "DEFAULT_TRAINING",
+    "VALIDATION_MIN_OBS",
     "starting_configuration",
     "V2_FORK_ANCHOR",
 ]

@@ -194,10 +194,18 @@ def kept_epoch(history, early_stopping: bool = True) -> int | None:
 
 def schedule_line(cfg: TrainingConfig) -> str:
     """One line naming the training settings in effect."""
-    return (
+    line = (
         f"batch {cfg.batch_size}, learning rate {cfg.learning_rate:.3g}, {cfg.optimizer}, "
         f"{cfg.prior_mode} whole-map priors, {cfg.batch_order} batches"
     )
+    if cfg.validation_fraction > 0.0:
+        line += f", {100 * cfg.validation_fraction:.3g} % held out" + (", early stopping" if cfg.early_stopping else "")
+    elif cfg.too_few_to_hold_out:
+        line += (
+            f", no held-out observations and no early stopping (fewer than {cfg.validation_min_obs:,} "
+            "observations; --validation-fraction 0.1 holds out anyway)"
+        )
+    return line
 
 
 def run_summary(result: Any, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float) -> dict:

@@ -322,6 +322,8 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     history = sim = marks = None
     if plan.model_file is None:
         history = _train(plan, built, split, generator, identity, display, result)
+        if split[1] is not None and history.nepochs > 0:
+            _fit_held_out(plan, built, obs, background, split, history, generator, display)
         display.stage("health checks")
         sim = diag.simulate(network, data, obs.nobs)
         result.health, marks = health_gate(
@@ -389,6 +391,19 @@ def _train(plan: RunPlan, built, split, generator, identity, display: RunProgres
     result.train_seconds = time.perf_counter() - t1
     result.history = history
     return history
+
+
+def _fit_held_out(plan: RunPlan, built, obs, background, split, history, generator, display: RunProgress) -> None:
+    """Step 4a: the state rows only the held-out observations read, fitted with the model fixed
+    (:mod:`empirical_seaice.run.held_out`), as many passes as the kept model trained."""
+    from empirical_seaice.run.held_out import fit_held_out_state
+
+    display.stage("fitting the held-out state")
+    kept = history.best_epoch if plan.train_cfg.early_stopping and history.best_epoch is not None else None
+    nepochs = history.nepochs if kept is None else kept + 1
+    fit_held_out_state(
+        built, obs, background, plan.model_cfg, plan.cost_cfg, plan.train_cfg, split[0], split[1], nepochs, generator
+    )
 
 
 def _failed_after_training(plan: RunPlan, run_set: txn.OutputSet, configs: dict[str, Any], exc: Exception) -> NoReturn:
