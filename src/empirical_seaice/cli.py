@@ -191,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
         "when observations are held out, off with --exact-reference; --no-early-stopping: train every epoch).",
     )
     ours.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Early stopping: epochs without a lower held-out cost before stopping (default 1).",
+    )
+    ours.add_argument(
         "--exact-reference",
         action="store_true",
         help="Run the published configuration of the preset: switch off every improvement of ours "
@@ -466,6 +473,7 @@ def configs_from_args(args: argparse.Namespace):
         "batch_order": args.batch_order,
         "validation_fraction": args.validation_fraction,
         "early_stopping": args.early_stopping,
+        "patience": args.patience,
     }
     explicit = {k: v for k, v in explicit.items() if v is not None}
     if "validation_fraction" in explicit or explicit.get("early_stopping"):

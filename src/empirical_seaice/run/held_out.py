@@ -28,9 +28,11 @@ import torch
 
 from empirical_seaice.config import CostConfig, ModelConfig, TrainingConfig
 from empirical_seaice.cost.sampling import build_row_counts
+from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.observations import BackgroundMaps, Observations
-from empirical_seaice.run.factory import Built, build_network, build_trainer
+from empirical_seaice.run.factory import build_network, build_trainer
 from empirical_seaice.run.retrieve import FrozenModel
+from empirical_seaice.training.runtime import make_generator
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def held_out_only_rows(
 
 
 def fit_held_out_state(
-    built: Built,
+    network: HybridNetwork,
     obs: Observations,
     background: BackgroundMaps,
     model: ModelConfig,
@@ -55,16 +57,16 @@ def fit_held_out_state(
     train_index: np.ndarray,
     valid_index: np.ndarray,
     nepochs: int,
-    generator: torch.Generator,
-) -> dict[str, int]:
-    """Fit the state rows read only by the held-out observations; returns how many rows changed per table.
+) -> dict[str, np.ndarray]:
+    """Fit the state rows read only by the held-out observations of ``network`` (over every observation
+    of ``obs``); returns the rows it set, per table (``"sic"``, ``"grid"``, ``"obs"``).
 
     ``nepochs`` passes over the held-out observations with the training's batch size and step
-    (``training`` resolved), the ``deferred-adam`` scheme and the sampled whole-map priors counted
-    over the held-out observations. The network's dense parameters and every row a training
+    (``training`` resolved), the ``deferred-adam`` scheme, the sampled whole-map priors counted
+    over the held-out observations and a generator of its own (seeded with the training seed, so
+    a sharded run fits the same). The network's dense parameters and every row a training
     observation reads are unchanged on return.
     """
-    network = built.network
     device = next(network.parameters()).device
     refit = build_network(
         obs,
@@ -72,7 +74,7 @@ def fit_held_out_state(
         model,
         cost,
         optimizer="deferred-adam",
-        generator=generator,
+        generator=make_generator(training.seed),
         device=device,
         counted=valid_index,
         prior_mode="sampled",
@@ -89,14 +91,19 @@ def fit_held_out_state(
         fused_step=False,  # the compiled step has no frozen-model program
     )
     trainer = build_trainer(
-        FrozenModel(refit.network), refit, cfg, train_index=valid_index, generator=generator, progress=False
+        FrozenModel(refit.network),
+        refit,
+        cfg,
+        train_index=valid_index,
+        generator=make_generator(training.seed),
+        progress=False,
     )
     trainer.fit()
     sic_only, grid_only = held_out_only_rows(obs, model.nlag, train_index, valid_index)
     obs_only = np.zeros(obs.nobs, dtype=bool)
     obs_only[np.asarray(valid_index)] = True
     own, new = network.state, refit.network.state
-    changed = {}
+    changed: dict[str, np.ndarray] = {}
     with torch.no_grad():
         pairs = [("sic", own.sic_map, new.sic_map, sic_only)]
         if own.props_grid is not None and new.props_grid is not None:
@@ -106,14 +113,22 @@ def fit_held_out_state(
         for name, dst, src, mask in pairs:
             rows = torch.from_numpy(np.flatnonzero(mask)).to(device)
             dst.weight.index_copy_(0, rows, src.weight.index_select(0, rows).to(dst.weight.dtype))
-            changed[name] = int(rows.numel())
+            changed[name] = rows.cpu().numpy()
     log.info(
         "held-out state: %d epochs over %d held-out observations; rows fitted: %s",
         nepochs,
         len(valid_index),
-        ", ".join(f"{k} {v}" for k, v in changed.items()),
+        ", ".join(f"{k} {v.size}" for k, v in changed.items()),
     )
     return changed
 
 
-__all__ = ["fit_held_out_state", "held_out_only_rows"]
+def held_out_epochs(history, early_stopping: bool) -> int:
+    """The passes of the held-out fit: as many as the kept model trained (the best epoch with early
+    stopping, else every epoch run)."""
+    if early_stopping and history.best_epoch is not None:
+        return int(history.best_epoch) + 1
+    return int(history.nepochs)
+
+
+__all__ = ["fit_held_out_state", "held_out_epochs", "held_out_only_rows"]

@@ -323,7 +323,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     if plan.model_file is None:
         history = _train(plan, built, split, generator, identity, display, result)
         if split[1] is not None and history.nepochs > 0:
-            _fit_held_out(plan, built, obs, background, split, history, generator, display)
+            _fit_held_out(plan, built.network, obs, background, split, history, display)
         display.stage("health checks")
         sim = diag.simulate(network, data, obs.nobs)
         result.health, marks = health_gate(
@@ -393,16 +393,22 @@ def _train(plan: RunPlan, built, split, generator, identity, display: RunProgres
     return history
 
 
-def _fit_held_out(plan: RunPlan, built, obs, background, split, history, generator, display: RunProgress) -> None:
+def _fit_held_out(plan: RunPlan, network, obs, background, split, history, display: RunProgress) -> None:
     """Step 4a: the state rows only the held-out observations read, fitted with the model fixed
     (:mod:`empirical_seaice.run.held_out`), as many passes as the kept model trained."""
-    from empirical_seaice.run.held_out import fit_held_out_state
+    from empirical_seaice.run.held_out import fit_held_out_state, held_out_epochs
 
     display.stage("fitting the held-out state")
-    kept = history.best_epoch if plan.train_cfg.early_stopping and history.best_epoch is not None else None
-    nepochs = history.nepochs if kept is None else kept + 1
     fit_held_out_state(
-        built, obs, background, plan.model_cfg, plan.cost_cfg, plan.train_cfg, split[0], split[1], nepochs, generator
+        network,
+        obs,
+        background,
+        plan.model_cfg,
+        plan.cost_cfg,
+        plan.train_cfg,
+        split[0],
+        split[1],
+        held_out_epochs(history, plan.train_cfg.early_stopping),
     )
 
 
