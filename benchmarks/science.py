@@ -160,7 +160,7 @@ def reference_flags(model: str, exact: bool) -> list[str]:
 
 def our_flags(model: str, seed: int, exact_available: bool) -> list[str]:
     flags = ["--seed", str(seed), "--nepochs", str(REFERENCE_EPOCHS[model])]
-    if not exact_available:  # before the first-run defaults: the README's demo flags and early stopping
+    if not exact_available:  # before the first-run defaults: the demo flags (docs/usage.md) and early stopping
         flags += [
             "--batchsize",
             "512",

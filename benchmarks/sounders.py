@@ -1,4 +1,4 @@
-"""Imagers and a cross-track sounder on the twin: the numbers of README "Sensors" (not a test).
+"""Imagers and a cross-track sounder on the twin: the numbers of docs/usage.md, "Sensors" (not a test).
 
 1. A twin with AMSR2 and ATMS (``tiny`` preset: 100 km grid north of 60 N,
    6 days; ``--keep`` of the swath points).

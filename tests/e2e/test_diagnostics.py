@@ -94,7 +94,8 @@ def test_truth_scores_rejects_misshaped_truth():
 
 def test_simulate_does_not_depend_on_chunking():
     from empirical_seaice.cost.sampling import build_row_counts
-    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+    from empirical_seaice.model.operator import HybridNetwork
+    from empirical_seaice.model.tensors import ObservationTensors
 
     obs = make_obs(nobs=7, sensors=("amsr2", "gmi"), ngrid=3, nstep=2)
     preset = PRESETS["v2"]

@@ -80,7 +80,7 @@ def test_amsr2_plus_atms_fits_atms_and_keeps_the_sic_score(sounder_runs):
     assert after < 0.5 * before, (before, after)  # measured 13.3 -> 5.2 K
     assert both.truth.sic_rmse < 0.6 * both.truth.sic_rmse_background
     # on the cells AMSR2 sees, the SIC score of AMSR2 + ATMS is no worse than AMSR2 alone beyond the
-    # seed-to-seed spread of such runs (README "Sensors"); measured here 0.0492 alone, 0.0447 with ATMS
+    # seed-to-seed spread of such runs (docs/usage.md, "Sensors"); measured here 0.0492 alone, 0.0447 with ATMS
     out, twin = sounder_runs.output, sounder_runs.twin
     alone = _sic_rmse_on_amsr2_cells(out, twin, "amsr2")
     with_atms = _sic_rmse_on_amsr2_cells(out, twin, "amsr2_atms")

@@ -113,7 +113,7 @@ def test_cos_view_per_observation(tiny_twin_sounder):
     """Conical: cos of the sensor's incidence; cross-track: cos of ZENITH."""
     from empirical_seaice.config import DataConfig
     from empirical_seaice.io import read_training_data
-    from empirical_seaice.model.operator import ObservationTensors
+    from empirical_seaice.model.tensors import ObservationTensors
 
     obs, _ = read_training_data(DataConfig(data=tiny_twin_sounder, sensors=("amsr2", "atms")), 1)
     b = ObservationTensors(obs, dtype=torch.float64).all()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_obs
+from model_fixtures import make_obs
 
 from empirical_seaice.config import PRESETS, V2_FORK_ANCHOR, CostConfig, ModelConfig, replace
 from empirical_seaice.cost import objective
@@ -13,7 +13,8 @@ from empirical_seaice.cost import terms as costs
 from empirical_seaice.cost.sampling import build_row_counts
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import physics
-from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.model.tensors import ObservationTensors
 
 
 def _net(preset="v2", obs_bg=None, sparse=True, prior_mode=None, cost=None, model=None, dtype=torch.float32, **kw):
@@ -36,40 +37,6 @@ def _net(preset="v2", obs_bg=None, sparse=True, prior_mode=None, cost=None, mode
     return net, ObservationTensors(obs, dtype=dtype), obs, bg
 
 
-# ------------------------------------------------------------- ObservationTensors
-def test_observation_tensors_batch_returns_exact_rows():
-    obs, bg = make_obs(("amsr2", "gmi"), nobs=30)
-    obs.emis_water[3, 0] = np.nan  # masked NaN / inf must arrive as 0
-    obs.t_up_k[3, 1] = np.inf
-    ot = ObservationTensors(obs)
-    idx = torch.tensor([7, 3, 29, 3])
-    b = ot.batch(idx)
-    assert len(ot) == 30 and len(b) == 4
-    assert b.iobs.tolist() == [7, 3, 29, 3]
-    for name in ("igrid", "istep", "isensor"):
-        assert getattr(b, name).tolist() == np.asarray(getattr(obs, name))[idx.numpy()].tolist()
-    for name in ("t_skin_k", "wind_ms", "cloud_fraction"):
-        assert np.array_equal(getattr(b, name).numpy(), getattr(obs, name)[idx.numpy()])
-    for name in ("tb_obs_k", "mask", "emis_water"):
-        expected = np.nan_to_num(getattr(obs, name)[idx.numpy()].astype(np.float32), posinf=0.0)
-        assert np.array_equal(getattr(b, name).numpy(), expected), name
-    # the effective all-sky atmosphere, by hand for one element: (1 - f) x_clear + f x_cloudy
-    f = float(obs.cloud_fraction[7])
-    o = {
-        k: float(getattr(obs, k)[7, 2]) for k in ("tau", "t_down_k", "t_up_k", "tau_cld", "t_down_cld_k", "t_up_cld_k")
-    }
-    down = (1 - f) * o["tau"] * o["t_down_k"] + f * o["tau_cld"] * o["t_down_cld_k"]
-    assert b.tau_eff[0, 2].item() == pytest.approx((1 - f) * o["tau"] + f * o["tau_cld"], rel=1e-6)
-    assert b.down_eff_k[0, 2].item() == pytest.approx(down, rel=1e-6)
-    assert b.const_k[0, 2].item() == pytest.approx(down + (1 - f) * o["t_up_k"] + f * o["t_up_cld_k"], rel=1e-6)
-    assert b.emis_water[1, 0].item() == 0.0 and np.isfinite(b.const_k.numpy()).all()
-    t_up_inf = b.const_k[1, 1].item() - b.down_eff_k[1, 1].item()  # the inf T_up arrives as 0
-    assert t_up_inf == pytest.approx(float(obs.cloud_fraction[3]) * float(obs.t_up_cld_k[3, 1]), rel=1e-5, abs=1e-4)
-    assert b.mask.dtype == torch.float32 and set(b.mask.unique().tolist()) <= {0.0, 1.0}
-    assert ot.all().iobs.tolist() == list(range(30))
-
-
-# --------------------------------------------------------------------- row counts
 def test_build_row_counts_hand_values():
     obs, bg = make_obs(nobs=12, ngrid=3, nstep=4, all_rows=True)
     rc = build_row_counts(obs, 1, 3, 4)

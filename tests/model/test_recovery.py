@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_obs
+from model_fixtures import make_obs
 
 from empirical_seaice.config import PRESETS, replace
 from empirical_seaice.cost.sampling import build_row_counts
 from empirical_seaice.model import physics
-from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.model.tensors import ObservationTensors
 
 
 def _truth_case(ngrid=40, nstep=5, nobs=2048):

@@ -11,7 +11,8 @@ from products_fixtures import make_observations
 
 from empirical_seaice.config import PRESETS
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps
 from empirical_seaice.products.gridded import (
     UNIX_EPOCH_JD,

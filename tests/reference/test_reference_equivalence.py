@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from empirical_seaice.config import PRESETS
-from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.sensors import build_channel_basis, network_frequency_table
 

@@ -302,7 +302,7 @@ def test_frozen_model_fulfils_the_trainer_contract(trained):
     """The frozen model hands the trainer the rows a batch reads and computes with the rows it is
     given, so a retrieval takes training's optimiser path (catch-up before the forward pass). On
     the tiny twin, the old frozen model without state_rows (catch-up after the gradient) retrieved
-    SIC RMSE 0.0668 against 0.0592 with it (README example, 15 epochs)."""
+    SIC RMSE 0.0668 against 0.0592 with it (the example of docs/usage.md, "Products", 15 epochs)."""
     from empirical_seaice.training.contract import TrainableNetwork, check_network
 
     twin, output, tc, res = trained
@@ -311,7 +311,7 @@ def test_frozen_model_fulfils_the_trainer_contract(trained):
     frozen = FrozenModel(net)
     assert check_network(frozen) is frozen and isinstance(frozen, TrainableNetwork)
     assert frozen.reads_state_values and frozen.sparse
-    from empirical_seaice.model.operator import ObservationTensors
+    from empirical_seaice.model.tensors import ObservationTensors
 
     batch = ObservationTensors(r.obs).batch(torch.arange(5))
     rows = frozen.state_rows(batch)

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from empirical_seaice.config import CostConfig, ModelConfig
-from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.sensors import build_channel_basis
 from empirical_seaice.training.runtime import make_generator

@@ -10,7 +10,8 @@ from hybrid_case import make_case
 
 from empirical_seaice.config import TrainingConfig
 from empirical_seaice.cost.sampling import build_row_counts
-from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.training.runtime import make_generator
 from empirical_seaice.training.trainer import Trainer

@@ -12,7 +12,8 @@ from hybrid_case import make_case
 
 from empirical_seaice.config import TrainingConfig
 from empirical_seaice.cost.sampling import build_row_counts
-from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps
 from empirical_seaice.training import fused_step
 from empirical_seaice.training.fused_step import FusedStep

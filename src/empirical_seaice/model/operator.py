@@ -8,7 +8,7 @@ then :func:`empirical_seaice.model.physics.simulate_tb` (surface mix, clear/clou
 specular RT, all-sky, SIC-weighted bias of the observation's sensor) in its
 factored form: the effective all-sky atmosphere
 (:func:`empirical_seaice.model.physics.effective_atmosphere`, data only, packed once
-by :class:`ObservationTensors`), the surface terms
+by :class:`~empirical_seaice.model.tensors.ObservationTensors`), the surface terms
 (:func:`empirical_seaice.model.physics.surface_atmosphere_terms`), then
 :func:`empirical_seaice.model.physics.simulate_tb_mixed`, one SIC mix of the
 pure-ice and pure-ocean TBs: same TB', fewer operations per step.
@@ -24,7 +24,6 @@ map priors over the entire map each step (the reference's way); use it with
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -40,166 +39,9 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import physics
 from empirical_seaice.model.emissivity import EmissivityModel, LinearEmissivity, NetworkEmissivity, make_emissivity
 from empirical_seaice.model.state import EmpiricalState
-from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.model.tensors import Batch, ObservationTensors
+from empirical_seaice.observations import BackgroundMaps
 from empirical_seaice.sensors import POL_V, ChannelBasis
-
-PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction", "cos2_scan", "cos_view")
-"""Per-observation float fields carried by a :class:`Batch`, in packing order."""
-PACKED_CHANNEL_FIELDS = ("tb_obs_k", "mask", "emis_water", "tau_eff", "down_eff_k", "const_k")
-"""Per-channel float fields carried by a :class:`Batch`, in packing order."""
-ATMOSPHERE_FIELDS = ("tau", "t_down_k", "t_up_k", "tau_cld", "t_down_cld_k", "t_up_cld_k")
-"""The Observations' clear and cloudy atmosphere, packed as (``tau_eff``, ``down_eff_k``, ``const_k``)."""
-INT_FIELDS = ("iobs", "igrid", "istep", "isensor")
-"""Integer fields carried by a :class:`Batch`, in packing order."""
-
-
-@dataclass
-class Batch:
-    """One minibatch of observations as tensors on one device.
-
-    Integer (B,) int64: ``iobs`` (row in the Observations the tensors were
-    built from), ``igrid``, ``istep``, ``isensor``. Float (B,): ``t_skin_k``,
-    ``wind_ms``, ``cloud_fraction``, ``cos2_scan`` (the cross-track
-    polarisation weight), ``cos_view`` (cosine of the local zenith angle).
-    Float (B, nchan): ``tb_obs_k``, ``mask``
-    (0/1), ``emis_water``, and the all-sky atmosphere as one effective
-    specular atmosphere (:func:`physics.effective_atmosphere`): ``tau_eff``,
-    ``down_eff_k``, ``const_k``. Fields may be strided views into one packed
-    tensor.
-    """
-
-    iobs: Tensor
-    igrid: Tensor
-    istep: Tensor
-    isensor: Tensor
-    t_skin_k: Tensor
-    wind_ms: Tensor
-    cloud_fraction: Tensor
-    cos2_scan: Tensor
-    cos_view: Tensor
-    tb_obs_k: Tensor
-    mask: Tensor
-    emis_water: Tensor
-    tau_eff: Tensor
-    down_eff_k: Tensor
-    const_k: Tensor
-
-    def __len__(self) -> int:
-        return int(self.iobs.shape[0])
-
-
-class ObservationTensors:
-    """All observations packed once on a device, for fast batching.
-
-    Floats are packed into one (nobs, 4 + 6 nchan) tensor: the per-observation
-    fields, then ``tb_obs_k``, ``mask`` (0/1), ``emis_water`` and the
-    effective all-sky atmosphere ``tau_eff``, ``down_eff_k``, ``const_k``
-    computed here once from the six clear and cloudy terms
-    (:func:`physics.effective_atmosphere`; data only, so a step does not
-    redo it, and a row is a third shorter). Non-finite values (NaN, inf) are
-    replaced by 0 first so masked channels cannot turn the cost into NaN.
-    Integers go into one (nobs, 4) int64 tensor (``INT_FIELDS``).
-    :meth:`batch` is two ``index_select`` calls.
-
-    Parameters
-    ----------
-    obs : Observations
-    device : torch device
-    dtype : float dtype of the packed floats (float32; float64 for gradchecks).
-    """
-
-    _CHUNK = 1 << 20  # observations converted at a time (bounds the temporaries)
-
-    def __init__(self, obs: Observations, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
-        n, nc = obs.nobs, obs.nchan
-        self.nobs = n
-        self.nchan = nc
-        self.device = torch.device(device)
-        ncol = len(PER_OBS_FLOAT_FIELDS) + len(PACKED_CHANNEL_FIELDS) * nc
-        floats = torch.empty((n, ncol), dtype=dtype)
-        self._slices: dict[str, tuple[int, int | None]] = {}
-        np_dtype = np.float64 if dtype == torch.float64 else np.float32
-
-        def finite(name: str, rows: slice) -> torch.Tensor:
-            arr = np.asarray(getattr(obs, name)[rows], dtype=np_dtype)
-            return torch.from_numpy(np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0))
-
-        col = 0
-        for name in PER_OBS_FLOAT_FIELDS:
-            self._slices[name] = (col, None)
-            col += 1
-        for name in PACKED_CHANNEL_FIELDS:
-            self._slices[name] = (col, col + nc)
-            col += nc
-        for start in range(0, n, self._CHUNK):
-            rows = slice(start, min(start + self._CHUNK, n))
-            block = floats[rows]
-            for name in PER_OBS_FLOAT_FIELDS[:-2]:
-                block[:, self._slices[name][0]] = finite(name, rows)
-            block[:, self._slices["cos2_scan"][0]] = _cos2_scan(obs, rows, np_dtype)
-            block[:, self._slices["cos_view"][0]] = _cos_view(obs, rows)
-            for name in ("tb_obs_k", "mask", "emis_water"):
-                a, b = self._slices[name]
-                block[:, a:b] = finite(name, rows)
-            atmosphere = physics.effective_atmosphere(
-                **{name: finite(name, rows) for name in ATMOSPHERE_FIELDS},
-                cloud_fraction=finite("cloud_fraction", rows),
-            )
-            for name, value in zip(("tau_eff", "down_eff_k", "const_k"), atmosphere, strict=True):
-                a, b = self._slices[name]
-                block[:, a:b] = value
-        ints = torch.empty((n, len(INT_FIELDS)), dtype=torch.int64)
-        ints[:, 0] = torch.arange(n)
-        ints[:, 1] = torch.from_numpy(np.asarray(obs.igrid, dtype=np.int64))
-        ints[:, 2] = torch.from_numpy(np.asarray(obs.istep, dtype=np.int64))
-        ints[:, 3] = torch.from_numpy(np.asarray(obs.isensor, dtype=np.int64))
-        self.floats = floats.to(self.device)
-        self.ints = ints.to(self.device)
-
-    def __len__(self) -> int:
-        return self.nobs
-
-    def batch(self, index: Tensor) -> Batch:
-        """The observations ``index`` (int64 tensor on :attr:`device`) as a :class:`Batch`."""
-        f = self.floats.index_select(0, index)
-        i = self.ints.index_select(0, index)
-        fields: dict[str, Tensor] = {name: i[:, k] for k, name in enumerate(INT_FIELDS)}
-        for name, (a, b) in self._slices.items():
-            fields[name] = f[:, a] if b is None else f[:, a:b]
-        return Batch(**fields)
-
-    def all(self) -> Batch:
-        """Every observation as one batch."""
-        return self.batch(torch.arange(self.nobs, device=self.device))
-
-
-def _cos2_scan(obs: Observations, rows: slice, np_dtype) -> torch.Tensor:
-    """``cos^2`` of the scan angle of each observation: from ``ZENITH`` and the orbit altitude
-    for cross-track sensors (:func:`physics.scan_angle_cos2`), 1 for conical ones."""
-    basis = obs.basis
-    isensor = np.asarray(obs.isensor[rows], dtype=np.int64)
-    out = torch.ones(isensor.size, dtype=torch.float64)
-    if basis.cross_track is None or not basis.cross_track.any():
-        return out
-    cross = basis.cross_track[isensor]
-    zen = torch.from_numpy(np.asarray(obs.zenith_deg[rows], dtype=np.float64)[cross])
-    alt = torch.from_numpy(np.asarray(basis.altitude_km, dtype=np.float64)[isensor[cross]])
-    out[torch.from_numpy(cross)] = physics.scan_angle_cos2(zen, alt)
-    return out
-
-
-def _cos_view(obs: Observations, rows: slice) -> torch.Tensor:
-    """Cosine of each observation's local zenith (view) angle: ``ZENITH`` for cross-track
-    sensors, the sensor's incidence angle for conical ones (1 where neither is finite)."""
-    basis = obs.basis
-    isensor = np.asarray(obs.isensor[rows], dtype=np.int64)
-    inc = np.array([basis.sensor(s).incidence_deg for s in range(basis.nsensor)], dtype=np.float64)
-    theta = inc[isensor]
-    if basis.cross_track is not None and basis.cross_track.any():
-        cross = basis.cross_track[isensor]
-        theta[cross] = np.asarray(obs.zenith_deg[rows], dtype=np.float64)[cross]
-    out = np.cos(np.radians(theta))
-    return torch.from_numpy(np.where(np.isfinite(out), out, 1.0))
 
 
 def _bias_backgrounds(basis: ChannelBasis, cost: CostConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -537,12 +379,4 @@ class HybridNetwork(nn.Module):
         return [*self.emissivity.parameters(), self.wind_coef, self.bias_ice_k, self.bias_ocean_k]
 
 
-__all__ = [
-    "Batch",
-    "ObservationTensors",
-    "HybridNetwork",
-    "PER_OBS_FLOAT_FIELDS",
-    "PACKED_CHANNEL_FIELDS",
-    "ATMOSPHERE_FIELDS",
-    "INT_FIELDS",
-]
+__all__ = ["HybridNetwork"]

@@ -9,11 +9,16 @@ gradients, prior mode, device, cost normalisation):
 - :func:`build_network`: the row counts of the counted (training)
   observations, the :class:`~empirical_seaice.model.operator.HybridNetwork`
   (observation operator and per-step cost), the
-  :class:`~empirical_seaice.model.operator.ObservationTensors` on the device;
+  :class:`~empirical_seaice.model.tensors.ObservationTensors` on the device;
 - :func:`build_trainer`: the :class:`~empirical_seaice.training.trainer.Trainer`
   over a network that fulfils the trainer's contract (the network itself, or
   the retrieval's frozen model), normalising ``J_b`` by the counted
   observations.
+
+A run sharded over processes (:mod:`empirical_seaice.run.sharded`) builds each rank's
+network over its shard with :func:`build_network` too, then normalises it as the whole run
+(:func:`normalise_as_whole_run`); rank 0 also builds the network over the whole map that the
+ranks' state rows are assembled into (:func:`build_whole_map_network`).
 
 The optimiser scheme decides the rest: ``"dense-adam"`` (the reference's way) builds
 dense state gradients and by default the exact whole-map priors at every step; ``"deferred-adam"``
@@ -23,7 +28,7 @@ and ``"sparse-adam"`` build sparse state gradients and the sampled priors.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +36,13 @@ import numpy as np
 import torch
 
 from empirical_seaice.config import CostConfig, ModelConfig, TrainingConfig
-from empirical_seaice.cost.sampling import build_row_counts
-from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
+from empirical_seaice.cost.sampling import RowCounts, build_row_counts
+from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.sensors import ChannelBasis
 from empirical_seaice.training.contract import TrainableNetwork
+from empirical_seaice.training.distributed import ShardPlan
 from empirical_seaice.training.runtime import RunProgress
 from empirical_seaice.training.trainer import CHECKPOINT_MINUTES, Trainer
 
@@ -46,11 +54,13 @@ class Built:
     network : the hybrid network on the device.
     data : every observation packed on the device.
     nobs_train : the counted observations, the ``nobs`` of ``J_b / nobs``.
+    counts : the row counts of the counted observations (the sampled priors' weights).
     """
 
     network: HybridNetwork
     data: ObservationTensors
     nobs_train: int
+    counts: RowCounts
 
 
 def build_network(
@@ -94,7 +104,7 @@ def build_network(
         generator=generator,
     )
     network.to(device)
-    return Built(network=network, data=ObservationTensors(obs, device), nobs_train=counts.nobs)
+    return Built(network=network, data=ObservationTensors(obs, device), nobs_train=counts.nobs, counts=counts)
 
 
 def build_trainer(
@@ -110,11 +120,13 @@ def build_trainer(
     checkpoint_minutes: float | None = None,
     identity: Mapping[str, Any] | None = None,
     stop: Callable[[], str | None] | None = None,
+    sharding: ShardPlan | None = None,
 ) -> Trainer:
     """The trainer of ``network`` (``built.network`` or a wrapper of it) over ``built.data``.
 
     ``checkpoint_minutes`` (None = :data:`~empirical_seaice.training.trainer.CHECKPOINT_MINUTES`),
-    ``identity`` and ``stop`` as for :class:`~empirical_seaice.training.trainer.Trainer`.
+    ``identity``, ``stop`` and ``sharding`` (a rank's share of a sharded run) as for
+    :class:`~empirical_seaice.training.trainer.Trainer`.
     """
     return Trainer(
         network,
@@ -126,10 +138,43 @@ def build_trainer(
         checkpoint_dir=checkpoint_dir,
         progress=progress,
         generator=generator,
+        sharding=sharding,
         checkpoint_minutes=CHECKPOINT_MINUTES if checkpoint_minutes is None else checkpoint_minutes,
         identity=identity,
         stop=stop,
     )
 
 
-__all__ = ["Built", "build_network", "build_trainer"]
+def normalise_as_whole_run(built: Built, *, nobs_train: int, n_warm_rows: int, shared_priors: bool) -> Built:
+    """A rank's network of a sharded run (``built`` over its shard) normalised as the whole run's.
+
+    ``nobs_train``: the run's counted observations (the ``nobs`` of ``J_b / nobs``);
+    ``n_warm_rows``: the run's observed SIC rows of the warm-ice mean (the sum over the ranks);
+    ``shared_priors``: whether this rank counts the priors on the shared parameters alone (bias
+    prior, v1 anchor), true on one rank only, so that the sum of the ranks' costs counts them once.
+    """
+    network = built.network
+    network.counts_nobs = nobs_train
+    network.n_warm_rows = max(int(n_warm_rows), 1)
+    network.shared_prior_share = 1.0 if shared_priors else 0.0
+    return replace(built, nobs_train=nobs_train)
+
+
+def build_whole_map_network(
+    model: ModelConfig,
+    cost: CostConfig,
+    basis: ChannelBasis,
+    background: BackgroundMaps,
+    nobs: int,
+    *,
+    nobs_train: int,
+) -> HybridNetwork:
+    """A network over the whole map with the exact whole-map priors (no row counts, no observation
+    tensors): the full cost of a sharded run and the network its ranks' state rows are assembled into
+    for the outputs. ``nobs``: the run's observations; ``nobs_train``: the ``nobs`` of its ``J_b / nobs``."""
+    full = HybridNetwork(model, cost, basis, background, nobs, row_counts=None, prior_mode="full")
+    full.counts_nobs = nobs_train
+    return full
+
+
+__all__ = ["Built", "build_network", "build_trainer", "normalise_as_whole_run", "build_whole_map_network"]

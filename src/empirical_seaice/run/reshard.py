@@ -1,4 +1,8 @@
-"""Resume a sharded run with another number of ranks: the per-rank checkpoints re-cut for a new partition.
+"""The partition of a sharded run across resumes: made once, reloaded, or re-cut for another number of ranks.
+
+:func:`load_or_make_partition`: rank 0 makes the partition (or reloads it with ``--resume``)
+and every rank receives it; a resume with another number of ranks first re-cuts the per-rank
+checkpoints for a new partition (:func:`reshard_checkpoint`, written by every rank for itself).
 
 A rank's checkpoint holds the shared parameters with their Adam state, the
 books and the generator (the same on every rank), and its own state rows:
@@ -18,12 +22,20 @@ of the whole run, one table at a time); it happens once, at the resume.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from empirical_seaice.run.partition import Shard
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.observations import Observations
+from empirical_seaice.run.partition import PARTITION_NAME, Partition, Shard, partition_grid
+from empirical_seaice.run.ranks import RankContext, from_root
+
+log = logging.getLogger(__name__)
 
 TABLES = ("state.sic_map.weight", "state.props_grid.weight", "state.props_obs.weight")
 """The network's state tables, in the order of ``sparse_parameters()`` (absent ones skipped)."""
@@ -93,4 +105,69 @@ def reshard_checkpoint(old: Sequence[dict], old_shards: Sequence[Shard], new_sha
     return ckpt
 
 
-__all__ = ["TABLES", "reshard_checkpoint"]
+def load_or_make_partition(
+    ctx: RankContext, obs: Observations, ckpt_dir: Path, resume: bool, nlag: int, optimizer: str
+) -> Partition:
+    """Rank 0 makes the partition (or reloads it with ``--resume``) and saves it in the checkpoint
+    directory; every rank receives it. A resume with another number of ranks re-cuts the per-rank
+    checkpoints for a new partition first (:mod:`empirical_seaice.run.reshard`)."""
+    path = ckpt_dir / PARTITION_NAME
+
+    def make() -> tuple[dict, dict | None]:
+        if resume and path.is_file():
+            old = Partition.load(path)
+            if old.owner.size != obs.ngrid:
+                raise SeaIceError(f"--resume: the partition {path} is for another grid; train without --resume")
+            if old.world_size == ctx.world_size:
+                return old.to_state(), None
+            if optimizer != "deferred-adam":
+                raise SeaIceError(
+                    f"--resume: the checkpoints were written by {old.world_size} ranks; only --optimizer deferred-adam "
+                    f"resumes on another number of ranks (launch {old.world_size} processes)"
+                )
+            new = partition_grid(np.bincount(np.asarray(obs.igrid), minlength=obs.ngrid), ctx.world_size)
+            return new.to_state(), old.to_state()
+        new = partition_grid(np.bincount(np.asarray(obs.igrid), minlength=obs.ngrid), ctx.world_size)
+        new.save(path)
+        return new.to_state(), None
+
+    new_state, old_state = from_root(ctx, make)
+    part = Partition.from_state(new_state)
+    if old_state is not None:
+        _reshard(ctx, obs, ckpt_dir, Partition.from_state(old_state), part, nlag)
+    if ctx.root:
+        log.info("partition: %s observations per rank (imbalance %.4f)", part.nobs.tolist(), part.imbalance)
+    return part
+
+
+def _reshard(ctx: RankContext, obs: Observations, ckpt_dir: Path, old: Partition, new: Partition, nlag: int) -> None:
+    """Every rank writes its checkpoint for the new partition from all the old ranks' checkpoints; then
+    rank 0 saves the new partition and removes the old files."""
+
+    def name(rank: int, world: int) -> Path:
+        return ckpt_dir / f"checkpoint-rank{rank:05d}-of-{world:05d}.pt"
+
+    olds = []
+    for k in range(old.world_size):
+        try:
+            olds.append(torch.load(name(k, old.world_size), map_location="cpu", weights_only=True))
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user problem
+            raise SeaIceError(f"--resume: cannot read {name(k, old.world_size)}: {exc}") from None
+    igrid = np.asarray(obs.igrid)
+    shards = [Shard.of_rank(old, igrid, k) for k in range(old.world_size)]
+    mine = reshard_checkpoint(olds, shards, Shard.of_rank(new, igrid, ctx.rank), obs.nstep + nlag, obs.nstep)
+    del olds
+    target = name(ctx.rank, ctx.world_size)
+    tmp = target.with_name(target.name + ".tmp")
+    torch.save(mine, tmp)
+    tmp.replace(target)
+    dist.barrier()
+    if ctx.root:
+        new.save(ckpt_dir / PARTITION_NAME)
+        for k in range(old.world_size):
+            name(k, old.world_size).unlink(missing_ok=True)
+        log.info("resume: checkpoints of %d ranks re-cut for %d", old.world_size, ctx.world_size)
+    dist.barrier()
+
+
+__all__ = ["load_or_make_partition", "TABLES", "reshard_checkpoint"]

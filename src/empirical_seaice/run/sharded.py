@@ -16,10 +16,11 @@ The same command on every rank; what each does (the step itself is in
    ``--resume``, broadcast). Each rank copies its shard's rows out of the
    memory maps and builds its own
    :class:`~empirical_seaice.model.operator.HybridNetwork` over its grid
-   points and observations: its state tables hold only its rows, the whole-map
-   priors act on them only, and the normalisations (``nobs``, warm-ice rows,
-   the global batch) are the global ones.
-5. **Train** with :class:`~empirical_seaice.training.trainer.Trainer` and a
+   points and observations with the run's factory
+   (:mod:`empirical_seaice.run.factory`): its state tables hold only its rows,
+   the whole-map priors act on them only, and the normalisations (``nobs``,
+   warm-ice rows, the global batch) are the global ones.
+5. **Train** with the factory's :class:`~empirical_seaice.training.trainer.Trainer` and a
    :class:`~empirical_seaice.training.distributed.ShardPlan`; checkpoints are
    one file per rank (its state rows and their Adam moments, the shared
    parameters and their Adam state, the books, the generator) plus the
@@ -33,15 +34,15 @@ The same command on every rank; what each does (the step itself is in
 Memory: a rank holds its shard (observations, state rows and their Adam
 moments); rank 0 also the whole state once for the outputs, and every rank
 one int64 per observation of the run for the global batch order.
+
+The process group's helpers (rank context, agreement, collectives over numpy rows) are in
+:mod:`empirical_seaice.run.ranks`; the partition across resumes in :mod:`empirical_seaice.run.reshard`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,144 +52,29 @@ import torch.distributed as dist
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
-from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.observations import Observations
 from empirical_seaice.products import diagnostics as diag
+from empirical_seaice.run.factory import (
+    Built,
+    build_network,
+    build_trainer,
+    build_whole_map_network,
+    normalise_as_whole_run,
+)
 from empirical_seaice.run.finish import final_diagnostics, run_summary, summary_table, write_state_files
 from empirical_seaice.run.model_file import before_state, configs_to_dict, write_trained
-from empirical_seaice.run.partition import PARTITION_NAME, Partition, Shard, partition_grid
+from empirical_seaice.run.partition import Shard
+from empirical_seaice.run.ranks import (
+    RankContext,
+    assemble_state,
+    code_digest,
+    data_digest,
+    from_root,
+    read_once,
+    simulate_sharded,
+)
+from empirical_seaice.run.reshard import load_or_make_partition
 from empirical_seaice.training import distributed as tdist
-
-log = logging.getLogger(__name__)
-
-_SAMPLE = 4096  # evenly spaced observations whose values enter the data digest
-
-
-@dataclass
-class RankContext:
-    """This process in the sharded run: launch environment, device, rank, world size."""
-
-    env: tdist.LaunchEnvironment
-    device: torch.device
-
-    @property
-    def rank(self) -> int:
-        return self.env.rank
-
-    @property
-    def world_size(self) -> int:
-        return self.env.world_size
-
-    @property
-    def root(self) -> bool:
-        return self.env.rank == 0
-
-
-# ------------------------------------------------------------------ agreement
-def code_digest() -> bytes:
-    """Digest of the package's source files, the package and torch versions (the 'code version')."""
-    import empirical_seaice
-
-    root = Path(empirical_seaice.__file__).parent
-    h = []
-    for path in sorted(root.rglob("*.py")):
-        h.append((str(path.relative_to(root)), tdist.digest(path.read_bytes())))
-    version = getattr(empirical_seaice, "__version__", "")
-    return tdist.digest(version, torch.__version__, h)
-
-
-def data_digest(obs: Observations, background: BackgroundMaps) -> bytes:
-    """Digest of the data's shape, period, channels and values at evenly spaced observations."""
-    pick = np.linspace(0, max(obs.nobs - 1, 0), min(obs.nobs, _SAMPLE)).astype(np.int64)
-    values = [np.asarray(getattr(obs, name))[pick].tobytes() for name in ("igrid", "istep", "tb_obs_k", "julian_day")]
-    gpick = np.linspace(0, background.ngrid - 1, min(background.ngrid, _SAMPLE)).astype(np.int64)
-    return tdist.digest(
-        obs.nobs,
-        obs.ngrid,
-        obs.nstep,
-        obs.jd_origin,
-        obs.stepstart,
-        tuple(obs.basis.channel_names),
-        tuple(obs.basis.sensor_names),
-        values,
-        np.asarray(background.sic)[gpick].tobytes(),
-    )
-
-
-# ------------------------------------------------------------------ collectives over numpy rows
-def gather_rows(ctx: RankContext, rows: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Gather ``(rows, values)`` of every rank on rank 0 (concatenated in rank order); None elsewhere.
-
-    ``rows`` int64 (n,), ``values`` float32 (n, k); ``n`` may differ between ranks
-    (padded to the largest for the collective).
-    """
-    values = np.ascontiguousarray(values, dtype=np.float32).reshape(len(rows), -1)
-    n = torch.tensor([len(rows)], dtype=torch.int64, device=ctx.device)
-    sizes = [torch.zeros_like(n) for _ in range(ctx.world_size)]
-    dist.all_gather(sizes, n)
-    counts = [int(s) for s in sizes]
-    nmax = max(counts)
-    r = torch.full((nmax,), -1, dtype=torch.int64, device=ctx.device)
-    r[: len(rows)] = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-    v = torch.zeros((nmax, values.shape[1]), dtype=torch.float32, device=ctx.device)
-    v[: len(rows)] = torch.from_numpy(values)
-    r_all = [torch.empty_like(r) for _ in range(ctx.world_size)] if ctx.root else None
-    v_all = [torch.empty_like(v) for _ in range(ctx.world_size)] if ctx.root else None
-    dist.gather(r, r_all, dst=0)
-    dist.gather(v, v_all, dst=0)
-    if not ctx.root:
-        return None
-    assert r_all is not None and v_all is not None
-    rows_out = np.concatenate([t[:c].cpu().numpy() for t, c in zip(r_all, counts, strict=True)])
-    values_out = np.concatenate([t[:c].cpu().numpy() for t, c in zip(v_all, counts, strict=True)])
-    return rows_out, values_out
-
-
-def simulate_sharded(
-    ctx: RankContext, network, data, shard: Shard, *, zero_sic: bool = False
-) -> diag.Simulation | None:
-    """Every rank simulates its observations; rank 0 gets the whole run's
-    :class:`~empirical_seaice.products.diagnostics.Simulation` in global observation order (None elsewhere)."""
-    sim = diag.simulate(network, data, len(shard.obs), zero_sic=zero_sic)
-    names = [f.name for f in dataclasses.fields(sim) if getattr(sim, f.name) is not None]
-    parts = [np.asarray(getattr(sim, n), dtype=np.float32).reshape(len(shard.obs), -1) for n in names]
-    got = gather_rows(ctx, shard.obs, np.concatenate(parts, axis=1))
-    if got is None:
-        return None
-    rows, values = got
-    full = np.empty((shard.nobs, values.shape[1]), dtype=np.float32)
-    full[rows] = values
-    fields, col = {}, 0
-    for name, part in zip(names, parts, strict=True):
-        block = full[:, col : col + part.shape[1]]
-        fields[name] = np.ascontiguousarray(block if getattr(sim, name).ndim == 2 else block[:, 0])
-        col += part.shape[1]
-    return diag.Simulation(**fields)
-
-
-@torch.no_grad()
-def assemble_state(ctx: RankContext, local, shard: Shard, full) -> None:
-    """Copy every rank's state rows into rank 0's whole-map network ``full`` (None on other ranks),
-    and the shared parameters of rank 0's ``local`` network into it."""
-    st = local.state
-    tables = [(st.sic_map, shard.table_rows(st.ncol))]
-    if st.props_grid is not None:
-        tables.append((st.props_grid, shard.table_rows(st.nstep)))
-    if st.props_obs is not None:
-        tables.append((st.props_obs, shard.obs))
-    targets = []
-    if full is not None:
-        fs = full.state
-        targets = [fs.sic_map, *([fs.props_grid] if fs.props_grid is not None else [])]
-        targets += [fs.props_obs] if fs.props_obs is not None else []
-    for k, (table, rows) in enumerate(tables):
-        got = gather_rows(ctx, rows, table.weight.detach().float().cpu().numpy())
-        if got is not None:
-            w = targets[k].weight
-            idx = torch.from_numpy(got[0]).to(w.device)
-            w.index_copy_(0, idx, torch.from_numpy(got[1]).to(w))
-    if full is not None:
-        for dst, src in zip(full.dense_parameters(), local.dense_parameters(), strict=True):
-            dst.copy_(src.detach())
 
 
 def fit_held_out_sharded(
@@ -230,101 +116,6 @@ def fit_held_out_sharded(
             w.index_copy_(0, torch.from_numpy(loc[keep]).to(w.device), torch.from_numpy(values[keep]).to(w))
 
 
-# ------------------------------------------------------------------ partition
-def from_root(ctx: RankContext, make):
-    """``make()`` on rank 0, its result broadcast to every rank (``broadcast_object_list``); a
-    :class:`SeaIceError` on rank 0 is raised on every rank, so that all stop with its one line."""
-    box: list[Any] = [None]
-    if ctx.root:
-        try:
-            box[0] = ("ok", make())
-        except SeaIceError as exc:
-            box[0] = ("error", str(exc))
-    dist.broadcast_object_list(box, src=0)
-    status, value = box[0]
-    if status == "error":
-        raise SeaIceError(value)
-    return value
-
-
-def load_or_make_partition(
-    ctx: RankContext, obs: Observations, ckpt_dir: Path, resume: bool, nlag: int, optimizer: str
-) -> Partition:
-    """Rank 0 makes the partition (or reloads it with ``--resume``) and saves it in the checkpoint
-    directory; every rank receives it. A resume with another number of ranks re-cuts the per-rank
-    checkpoints for a new partition first (:mod:`empirical_seaice.run.reshard`)."""
-    path = ckpt_dir / PARTITION_NAME
-
-    def make() -> tuple[dict, dict | None]:
-        if resume and path.is_file():
-            old = Partition.load(path)
-            if old.owner.size != obs.ngrid:
-                raise SeaIceError(f"--resume: the partition {path} is for another grid; train without --resume")
-            if old.world_size == ctx.world_size:
-                return old.to_state(), None
-            if optimizer != "deferred-adam":
-                raise SeaIceError(
-                    f"--resume: the checkpoints were written by {old.world_size} ranks; only --optimizer deferred-adam "
-                    f"resumes on another number of ranks (launch {old.world_size} processes)"
-                )
-            new = partition_grid(np.bincount(np.asarray(obs.igrid), minlength=obs.ngrid), ctx.world_size)
-            return new.to_state(), old.to_state()
-        new = partition_grid(np.bincount(np.asarray(obs.igrid), minlength=obs.ngrid), ctx.world_size)
-        new.save(path)
-        return new.to_state(), None
-
-    new_state, old_state = from_root(ctx, make)
-    part = Partition.from_state(new_state)
-    if old_state is not None:
-        _reshard(ctx, obs, ckpt_dir, Partition.from_state(old_state), part, nlag)
-    if ctx.root:
-        log.info("partition: %s observations per rank (imbalance %.4f)", part.nobs.tolist(), part.imbalance)
-    return part
-
-
-def _reshard(ctx: RankContext, obs: Observations, ckpt_dir: Path, old: Partition, new: Partition, nlag: int) -> None:
-    """Every rank writes its checkpoint for the new partition from all the old ranks' checkpoints; then
-    rank 0 saves the new partition and removes the old files."""
-    from empirical_seaice.run.reshard import reshard_checkpoint
-
-    def name(rank: int, world: int) -> Path:
-        return ckpt_dir / f"checkpoint-rank{rank:05d}-of-{world:05d}.pt"
-
-    olds = []
-    for k in range(old.world_size):
-        try:
-            olds.append(torch.load(name(k, old.world_size), map_location="cpu", weights_only=True))
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user problem
-            raise SeaIceError(f"--resume: cannot read {name(k, old.world_size)}: {exc}") from None
-    igrid = np.asarray(obs.igrid)
-    shards = [Shard.of_rank(old, igrid, k) for k in range(old.world_size)]
-    mine = reshard_checkpoint(olds, shards, Shard.of_rank(new, igrid, ctx.rank), obs.nstep + nlag, obs.nstep)
-    del olds
-    target = name(ctx.rank, ctx.world_size)
-    tmp = target.with_name(target.name + ".tmp")
-    torch.save(mine, tmp)
-    tmp.replace(target)
-    dist.barrier()
-    if ctx.root:
-        new.save(ckpt_dir / PARTITION_NAME)
-        for k in range(old.world_size):
-            name(k, old.world_size).unlink(missing_ok=True)
-        log.info("resume: checkpoints of %d ranks re-cut for %d", old.world_size, ctx.world_size)
-    dist.barrier()
-
-
-def read_once(ctx: RankContext, data_cfg, nlag: int, cache_dir: Path) -> tuple[Observations, BackgroundMaps]:
-    """Rank 0 reads the data and writes the cache; the others wait, then open the cache.
-    A reading error on rank 0 stops every rank with its message."""
-    from empirical_seaice.io import read_training_data
-
-    def write_cache() -> None:
-        read_training_data(data_cfg, nlag, cache_dir=cache_dir)
-
-    from_root(ctx, write_cache)
-    return read_training_data(data_cfg, nlag, cache_dir=cache_dir)
-
-
 # ------------------------------------------------------------------ the run
 def run_sharded(
     ctx: RankContext,
@@ -350,7 +141,6 @@ def run_sharded(
     without files, diagnostics or summary)."""
     from empirical_seaice.run import train as single
     from empirical_seaice.training.runtime import make_generator, split_observations
-    from empirical_seaice.training.trainer import Trainer
 
     if train_cfg.optimizer == "dense-adam" or train_cfg.prior_mode == "full":
         raise SeaIceError(
@@ -395,10 +185,11 @@ def run_sharded(
         plan = tdist.ShardPlan(ctx.device, train_cfg.reproducible, ntrain_local=len(local_train))
         assert plan.ntrain is not None  # order "local": every rank's count
         nobs_train = int(plan.ntrain.sum())
-    network, data = _rank_network(
-        ctx, obs, background, shard, local_train, nobs_train, model_cfg, cost_cfg, basis, init_generator
+    built = _rank_network(
+        ctx, obs, background, shard, local_train, nobs_train, model_cfg, cost_cfg, train_cfg, init_generator
     )
-    full = _whole_map_network(ctx, obs, background, nobs_train, model_cfg, cost_cfg, basis, network)
+    network, data = built.network, built.data
+    full = _whole_map_network(ctx, obs, background, nobs_train, model_cfg, cost_cfg, network)
     if not trainonly:
         display.stage("initial diagnostics")
         sim0 = simulate_sharded(ctx, network, data, shard)
@@ -411,13 +202,12 @@ def run_sharded(
             )
         del sim0
 
-    trainer = Trainer(
+    trainer = build_trainer(
         network,
-        data,
+        built,
         train_cfg,
-        train_index,
-        local_valid,
-        nobs_train,
+        train_index=train_index,
+        valid_index=local_valid,
         checkpoint_dir=ckpt_dir,
         progress=display,
         generator=generator,
@@ -461,43 +251,43 @@ def run_sharded(
 
 
 def _rank_network(
-    ctx: RankContext, obs, background, shard: Shard, local_train, nobs_train: int, model_cfg, cost_cfg, basis, generator
-):
+    ctx: RankContext,
+    obs,
+    background,
+    shard: Shard,
+    local_train,
+    nobs_train: int,
+    model_cfg,
+    cost_cfg,
+    train_cfg,
+    generator,
+) -> Built:
     """This rank's network over its grid points and observations (state tables of its rows only; the
-    sampled whole-map priors over its training rows) and its observations packed on its device."""
-    from empirical_seaice.cost.sampling import build_row_counts
-    from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
-
-    local_obs = shard.observations(obs)
-    counts = build_row_counts(local_obs, model_cfg.nlag, local_obs.ngrid, local_obs.nstep, index=local_train)
-    network = HybridNetwork(
+    sampled whole-map priors over its training rows) and its observations packed on its device, built by
+    the run's factory and normalised as the whole run (the run's ``nobs``, the observed rows of the
+    warm-ice mean summed over the ranks, the bias prior counted once, on rank 0)."""
+    built = build_network(
+        shard.observations(obs),
+        shard.background(background),
         model_cfg,
         cost_cfg,
-        basis,
-        shard.background(background),
-        local_obs.nobs,
-        row_counts=counts,
-        sparse=True,
-        prior_mode="sampled",
+        optimizer=train_cfg.optimizer,
+        prior_mode=train_cfg.prior_mode,
         generator=generator,
+        device=ctx.device,
+        counted=local_train,
     )
-    # the run's global normalisations: nobs of J_b / nobs, the observed rows of the warm-ice mean
-    network.counts_nobs = nobs_train
-    warm = torch.tensor([counts.n_warm_rows], dtype=torch.int64, device=ctx.device)
+    warm = torch.tensor([built.counts.n_warm_rows], dtype=torch.int64, device=ctx.device)
     dist.all_reduce(warm)
-    network.n_warm_rows = max(int(warm), 1)
-    network.shared_prior_share = 1.0 if ctx.root else 0.0  # the bias prior counted once
-    return network.to(ctx.device), ObservationTensors(local_obs, ctx.device)
+    return normalise_as_whole_run(built, nobs_train=nobs_train, n_warm_rows=int(warm), shared_priors=ctx.root)
 
 
-def _whole_map_network(ctx: RankContext, obs, background, nobs_train: int, model_cfg, cost_cfg, basis, network):
-    """Rank 0: a network over the whole map (the full cost's priors, the assembled outputs); None elsewhere."""
+def _whole_map_network(ctx: RankContext, obs, background, nobs_train: int, model_cfg, cost_cfg, network):
+    """Rank 0: a network over the whole map (the full cost's priors, the assembled outputs) with the
+    shared parameters of this rank's ``network``; None elsewhere."""
     if not ctx.root:
         return None
-    from empirical_seaice.model.operator import HybridNetwork
-
-    full = HybridNetwork(model_cfg, cost_cfg, basis, background, obs.nobs, row_counts=None, prior_mode="full")
-    full.counts_nobs = nobs_train  # the nobs of the full cost's J_b / nobs
+    full = build_whole_map_network(model_cfg, cost_cfg, obs.basis, background, obs.nobs, nobs_train=nobs_train)
     with torch.no_grad():
         for dst, src in zip(full.dense_parameters(), network.dense_parameters(), strict=True):
             dst.copy_(src.detach().to(dst.device))
@@ -549,4 +339,4 @@ def _final_outputs(full, obs, background, data_cfg, output, tag, nobs_train, res
     return truth
 
 
-__all__ = ["RankContext", "run_sharded", "simulate_sharded", "assemble_state", "gather_rows", "code_digest"]
+__all__ = ["run_sharded"]

@@ -204,7 +204,7 @@ def run(
 
 
 def _rank_context(distributed: bool, device: torch.device, diagsonly: bool):
-    """The :class:`~empirical_seaice.run.sharded.RankContext` of a sharded run (the process group
+    """The :class:`~empirical_seaice.run.ranks.RankContext` of a sharded run (the process group
     joined), or None for a single process."""
     from empirical_seaice.training import distributed as tdist
 
@@ -220,7 +220,7 @@ def _rank_context(distributed: bool, device: torch.device, diagsonly: bool):
         return None
     if diagsonly:
         raise SeaIceError("--diagsonly: runs in one process; start it without torchrun and --distributed")
-    from empirical_seaice.run.sharded import RankContext
+    from empirical_seaice.run.ranks import RankContext
 
     rank_device = tdist.rank_device(device, env)
     tdist.init_process_group(env, rank_device)

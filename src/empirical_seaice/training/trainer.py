@@ -109,7 +109,7 @@ class Trainer:
         ``"dense-adam"`` dense ones.
     data : BatchSource
         The observations on the training device
-        (:class:`~empirical_seaice.model.operator.ObservationTensors`).
+        (:class:`~empirical_seaice.model.tensors.ObservationTensors`).
     config : TrainingConfig
         Epochs, batch size, learning rate, seed, reproducibility, early
         stopping, optimiser scheme, batch order. An automatic batch size or

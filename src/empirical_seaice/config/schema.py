@@ -1,9 +1,12 @@
-"""Typed configuration: one frozen dataclass per concern, and the v1/v2 presets.
+"""The typed configuration: one frozen dataclass per concern.
 
-The presets reproduce the reference settings exactly (docs/method.md, "Presets"); the CLI
-only fills these in. Every field has a one-line description in its class
-docstring. Values are validated in ``__post_init__`` and raise
-:class:`~empirical_seaice.errors.SeaIceError` naming the option.
+:class:`DataConfig` (what data a run reads), :class:`ModelConfig` (the empirical state and
+the emissivity model), :class:`CostConfig` (the terms of J and their errors) and
+:class:`TrainingConfig` (how J is minimised, with the automatic batch size and learning
+rate). Every field has a one-line description in its class docstring. Values are validated
+in ``__post_init__`` and raise :class:`~empirical_seaice.errors.SeaIceError` naming the
+option. The named reference configurations built from these are in
+:mod:`empirical_seaice.config.presets`.
 """
 
 from __future__ import annotations
@@ -245,8 +248,9 @@ class TrainingConfig:
     """How the cost is minimised.
 
     The field defaults are the library's (the seed's 8 epochs, the reference's
-    batch and step); a command-line run starts from :data:`DEFAULT_TRAINING`
-    or :data:`REFERENCE_TRAINING` instead (:func:`starting_configuration`).
+    batch and step); a command-line run starts from :data:`~empirical_seaice.config.presets.DEFAULT_TRAINING`
+    or :data:`~empirical_seaice.config.presets.REFERENCE_TRAINING` instead
+    (:func:`~empirical_seaice.config.presets.starting_configuration`).
 
     nepochs: passes over the training observations.
     batch_size: observations per minibatch; None = :func:`auto_batch_size` of the training observations.
@@ -352,202 +356,19 @@ class TrainingConfig:
         return replace(self, batch_size=batch, learning_rate=lr, map_priors=self.prior_mode, **hold)
 
 
-@dataclass(frozen=True)
-class Preset:
-    """A named reference configuration: model, cost and default sensors."""
-
-    name: str
-    model: ModelConfig
-    cost: CostConfig
-    sensors: tuple[str, ...]
-
-
-PRESETS: Mapping[str, Preset] = {
-    # The presets are the ECMWF reference configurations, value for value (docs/reference.md
-    # lists each setting with the line of the reference code it comes from, and
-    # tests/reference/test_reference_equivalence.py checks the operator and every cost term
-    # and gradient against numbers computed with the reference code).
-    #
-    # v1 (IFS 49r1): AMSR2 only, linear emissivity per channel initialised at 0.93, 3 grid
-    # variables, no obs-space variable, T_o = T_s, SIC range prior 0.02, no false-ice prior,
-    # e0[10v] anchored at 0.93 (1e-5), bias background ocean 2.5 / ice 5.0 K (0.001).
-    "v1": Preset(
-        name="v1",
-        model=ModelConfig(
-            version="v1",
-            nprop_grid=3,
-            nprop_obs=0,
-            nlag=1,
-            lag_weights=(0.6, 0.4),
-            t_ref_k=273.0,
-            t_scale_k=30.0,
-            ocean_t_floor_k=None,
-            ice_emis_init=0.93,
-        ),
-        cost=CostConfig(
-            sic_error=0.02,
-            sic_background_prior=False,
-            false_ice_prior=False,
-            warm_ice="diagnostic",
-            warm_ice_factor=4.0,
-            warm_ice_threshold_k=273.2,
-            anchor="mean",
-            anchor_channels=("10v",),
-            anchor_frequency_ghz=None,
-            anchor_value=0.93,
-            anchor_error=1e-5,
-            bias_bg={"amsr2": (5.0, 2.5, 0.001)},
-        ),
-        sensors=("amsr2",),
-    ),
-    # v2 (IFS 50r1, the original code): AMSR2 + GMI + SSMIS F17, frequency-input network (7
-    # sigmoid units, zero initial biases), the reference's frequency table, 2 grid + 1 obs
-    # variables, ocean temperature floor 271.35 K, SIC range prior 0.002, smooth false-ice bump
-    # (0.02), the network's 23.8 GHz V emissivity held above 0.8 (1e-5) for every observation.
-    "v2": Preset(
-        name="v2",
-        model=ModelConfig(
-            version="v2",
-            nprop_grid=2,
-            nprop_obs=1,
-            nlag=1,
-            lag_weights=(0.6, 0.4),
-            hidden=7,
-            t_ref_k=273.0,
-            t_scale_k=30.0,
-            ocean_t_floor_k=271.35,
-            freq_scale_ghz=100.0,
-            ice_emis_init=None,
-            network_frequencies="reference",
-            angle_input=False,
-        ),
-        cost=CostConfig(
-            sic_error=0.002,
-            sic_background_prior=False,
-            false_ice_prior=True,
-            false_ice_error=0.02,
-            false_ice_shape="smooth",
-            false_ice_peak_scaling=0.2,
-            warm_ice="diagnostic",
-            warm_ice_factor=4.0,
-            warm_ice_threshold_k=273.2,
-            anchor="floor",
-            anchor_channels=("10v", "24v"),
-            anchor_frequency_ghz=23.8,
-            anchor_value=0.8,
-            anchor_error=1e-5,
-        ),
-        sensors=("amsr2", "gmi", "ssmisf17"),
-    ),
-}
-"""The reference configurations (exact). Deliberate improvements are applied on top by the CLI."""
-
-V2_FORK_ANCHOR: Mapping[str, object] = {
-    "anchor_frequency_ghz": None,
-    "anchor_channels": ("10v", "24v"),
-    "anchor_value": 0.7,
-}
-"""CostConfig fields of the fork's later v2 anchor (10v, else 24v, floor 0.7): ``replace(cost, **V2_FORK_ANCHOR)``."""
-
-
-def get_preset(name: str) -> Preset:
-    """Look up a preset; an unknown name lists the known ones."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise SeaIceError(f"--model: unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None
-
-
-# ------------------------------------------------------------------ the reference's training and our defaults
-REFERENCE_TRAINING: Mapping[str, TrainingConfig] = {
-    # v1 (seaice_year.py): Keras fit on in-memory arrays (observations shuffled every epoch) for
-    # 1 + 2 + 5 epochs with one compiled Adam, batch 1024, Keras Adam defaults; plain dense Adam
-    # over every weight and the whole-map priors at every step.
-    "v1": TrainingConfig(
-        nepochs=8,
-        batch_size=REFERENCE_BATCH_SIZE,
-        learning_rate=REFERENCE_LEARNING_RATE,
-        optimizer="dense-adam",
-        map_priors="full",
-        batch_order="shuffled",
-        adam_epsilon="keras",
-    ),
-    # v2 (seaice_training.py): Keras fit on a Sequence of contiguous batch-size blocks of the
-    # observations in file order (sensor after sensor), the block order shuffled, 25 epochs.
-    "v2": TrainingConfig(
-        nepochs=25,
-        batch_size=REFERENCE_BATCH_SIZE,
-        learning_rate=REFERENCE_LEARNING_RATE,
-        optimizer="dense-adam",
-        map_priors="full",
-        batch_order="reference-blocks",
-        adam_epsilon="keras",
-    ),
-}
-"""The training settings of the reference code, per preset (what ``--exact-reference`` runs)."""
-
-DEFAULT_ICE_EMIS_INIT: Mapping[str, float] = {"v1": 0.93, "v2": 0.9}
-"""Initial ice emissivity by default where the preset has none (v2: the reference's zero output
-biases start the emissivity near 0.5, 0.3 below its anchor floor; v1's preset already has the
-reference's 0.93)."""
-
-VALIDATION_MIN_OBS = 20_000
-"""Our default holds observations out only from this many on: below it a tenth of the data is the
-only observation of many grid cells and days, and a short run is still improving when it ends."""
-
-DEFAULT_TRAINING = TrainingConfig(
-    nepochs=25,
-    batch_size=None,
-    learning_rate=None,
-    validation_fraction=0.1,
-    early_stopping=True,
-    validation_min_obs=VALIDATION_MIN_OBS,
-)
-"""Our training defaults: 25 epochs, automatic batch size and learning rate, deferred Adam with
-sampled whole-map priors, observations shuffled every epoch, 10 % of the observations held out
-and training stopped (the best epoch kept) when their cost stops falling, from
-:data:`VALIDATION_MIN_OBS` observations on."""
-
-
-def starting_configuration(preset_name: str, exact_reference: bool = False) -> tuple[Preset, TrainingConfig]:
-    """The preset and training configuration a run starts from, before its explicit flags.
-
-    With ``exact_reference`` the preset as it is (the reference's values) and
-    :data:`REFERENCE_TRAINING`; otherwise our improvements: the initial ice
-    emissivity :data:`DEFAULT_ICE_EMIS_INIT` where the preset has none, the v2
-    network's view-angle input when the run has a cross-track sensor
-    (``angle_input = None``), and :data:`DEFAULT_TRAINING`.
-    """
-    preset = get_preset(preset_name)
-    if exact_reference:
-        return preset, REFERENCE_TRAINING[preset.model.version]
-    if preset.model.ice_emis_init is None:
-        init = DEFAULT_ICE_EMIS_INIT[preset.model.version]
-        preset = replace(preset, model=replace(preset.model, ice_emis_init=init))
-    if preset.model.version == "v2":
-        preset = replace(preset, model=replace(preset.model, angle_input=None))
-    return preset, DEFAULT_TRAINING
-
-
 __all__ = [
     "DataConfig",
     "ModelConfig",
     "CostConfig",
     "TrainingConfig",
-    "Preset",
-    "PRESETS",
-    "get_preset",
-    "replace",
     "OPTIMIZERS",
     "DEPRECATED_OPTIMIZERS",
     "MAP_PRIORS",
     "BATCH_ORDERS",
+    "AUTO_STEPS_PER_EPOCH",
+    "AUTO_BATCH_RANGE",
+    "REFERENCE_BATCH_SIZE",
+    "REFERENCE_LEARNING_RATE",
     "auto_batch_size",
     "auto_learning_rate",
-    "REFERENCE_TRAINING",
-    "DEFAULT_ICE_EMIS_INIT",
-    "DEFAULT_TRAINING",
-    "VALIDATION_MIN_OBS",
-    "starting_configuration",
-    "V2_FORK_ANCHOR",
 ]

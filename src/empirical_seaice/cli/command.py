@@ -1,0 +1,201 @@
+"""``seaice-training``'s entry point: parse, check, then train, diagnose or retrieve.
+
+:func:`main` turns a user-caused problem (a bad flag value, a missing file, an unknown
+sensor) into one line ``seaice-training: error: <message>`` on stderr and exit status 2,
+an interruption into 130/143; it sets the logging and torch's threads for the run and
+prints the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from empirical_seaice.cli.configure import configs_from_args, product_options
+from empirical_seaice.cli.parser import PROG, build_parser
+from empirical_seaice.errors import RunInterrupted, SeaIceError
+from empirical_seaice.sensors import load_catalogue
+
+EXIT_USER_ERROR = 2
+"""Exit status of a user-caused error."""
+
+
+def _setup_logging(verbosity: int) -> None:
+    """-1 (``--quiet``): errors only; 0: warnings; 1: info; 2: debug."""
+    level = (
+        logging.ERROR
+        if verbosity < 0
+        else logging.WARNING
+        if verbosity == 0
+        else logging.INFO
+        if verbosity == 1
+        else logging.DEBUG
+    )
+    root = logging.getLogger("empirical_seaice")
+    root.setLevel(level)
+    for h in root.handlers:  # the stream of this call (in-process callers redirect sys.stderr)
+        if getattr(h, "_seaice_cli", False) and isinstance(h, logging.StreamHandler):
+            h.stream = sys.stderr  # not setStream: it flushes the old stream, which may be closed
+    if not any(getattr(h, "_seaice_cli", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._seaice_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+
+
+def _set_threads(n: int) -> int:
+    """Set torch's intra-op CPU threads; returns the previous number."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    return before
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``seaice-training``; returns the exit status.
+
+    0 on success (and for ``-h``), 2 on a user-caused error (one line on stderr), 130/143 when
+    interrupted by SIGINT/SIGTERM.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # -h / --help
+            return int(exc.code or 0)
+        return _run_command(args, argv)
+    except RunInterrupted as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SeaIceError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:  # a SIGINT outside our handlers (e.g. before they are installed)
+        print(f"{PROG}: interrupted; the previous outputs are unchanged", file=sys.stderr)
+        return 130
+    except OSError as exc:  # the environment, not the code: one line
+        print(
+            f"{PROG}: error: {exc.filename or ''}: {exc.strerror or exc}; check the paths and free space",
+            file=sys.stderr,
+        )
+        return EXIT_USER_ERROR
+
+
+def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
+    """The parsed command: check the flags, then train, diagnose or retrieve; prints the summary."""
+    from empirical_seaice.io.cf import set_command_line
+    from empirical_seaice.run import interrupt
+    from empirical_seaice.run import train as pipeline  # imported after parsing so that `-h` stays fast
+
+    set_command_line(PROG, argv)
+
+    _setup_logging(-1 if args.quiet else args.verbose)
+    data, preset, cost, training = configs_from_args(args)
+    if args.threads < 1:
+        raise SeaIceError(f"--threads: must be >= 1, got {args.threads}")
+    if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
+        raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")
+    products = product_options(args)
+    if not args.retrieve:
+        from empirical_seaice.products.write import check_product_options
+
+        check_product_options(
+            products,
+            None if args.diagsonly else preset.model.version,
+            data.sensors,
+            load_catalogue(data.sensor_catalogue),
+        )
+    threads_before = _set_threads(args.threads)
+    try:
+        if args.retrieve:
+            with interrupt.handle_signals():
+                return _retrieve(args, data, training, products, argv)
+        with interrupt.handle_signals():
+            result = pipeline.run(
+                data,
+                preset,
+                cost,
+                training,
+                output=args.output,
+                tag=args.tag,
+                modeltag=args.modeltag,
+                diagsonly=args.diagsonly,
+                trainonly=args.trainonly,
+                resume=args.resume,
+                progress=not (args.no_progress or args.quiet),
+                products=products,
+                distributed=args.distributed,
+                shard_order=args.shard_order,
+                force_outputs=args.force_outputs,
+                checkpoint_minutes=args.checkpoint_minutes,
+                argv=[PROG, *argv],
+            )
+    finally:
+        _set_threads(threads_before)
+    if result.summary and not args.quiet:
+        print(result.summary)
+    return 0
+
+
+def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
+    """``--retrieve``: :func:`empirical_seaice.run.retrieve.run_retrieval`, then the products, written
+    as one output set (:class:`empirical_seaice.io.transaction.OutputSet`)."""
+    from empirical_seaice.io.transaction import OutputSet
+    from empirical_seaice.products.write import write_products
+    from empirical_seaice.run import interrupt
+    from empirical_seaice.run.retrieve import run_retrieval
+
+    if args.modeltag is None:
+        raise SeaIceError("--retrieve: give the trained model with --modeltag TAG (its model_TAG.pt in --output)")
+    for flag in ("diagsonly", "trainonly", "resume", "force_outputs", "distributed"):
+        if getattr(args, flag):
+            raise SeaIceError(f"--retrieve: --{flag.replace('_', '-')} does not apply to a retrieval")
+    if args.output.exists() and not args.output.is_dir():
+        raise SeaIceError(f"--output: {args.output} exists and is not a directory")
+    from empirical_seaice.io.outputs import check_tag
+
+    check_tag(args.tag)
+    run_set = OutputSet(args.output, args.tag, argv=[PROG, *argv])
+    stage = run_set.begin()
+    try:
+        result = run_retrieval(
+            data,
+            training,
+            args.output,
+            args.modeltag,
+            args.tag,
+            sensors=tuple(args.sensors) if args.sensors else None,
+            progress=not (args.no_progress or args.quiet),
+            stage=stage,
+        )
+        _, lines = write_products(
+            products,
+            network=result.network,
+            obs=result.obs,
+            background=result.background,
+            output=stage,
+            tag=args.tag,
+            preset_name=result.network.model_config.version,
+            data_cfg=data,
+            truth=result.truth_data,
+            history=result.history,
+        )
+        with interrupt.deferred():
+            run_set.publish({"retrieve": vars(args)})
+        interrupt.raise_pending()
+    except BaseException:
+        run_set.abort()
+        raise
+    finally:
+        run_set.release()
+    lines = [ln.replace(str(stage), str(args.output)) for ln in lines]
+    if not args.quiet:
+        print("\n".join([result.summary, *(f"  {ln}" for ln in lines)]))
+    return 0
+
+
+__all__ = ["EXIT_USER_ERROR", "main"]

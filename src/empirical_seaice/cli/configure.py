@@ -1,0 +1,122 @@
+"""From parsed ``seaice-training`` flags to the run's typed configuration and product options.
+
+:func:`configs_from_args` starts from :func:`empirical_seaice.config.starting_configuration`
+(our defaults, or the reference's with ``--exact-reference``) and applies every flag given
+explicitly; :func:`product_options` collects the products' flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from empirical_seaice.cli.further import REFERENCE_INIT
+from empirical_seaice.cli.parser import PROG
+from empirical_seaice.config import (
+    DEPRECATED_OPTIMIZERS,
+    CostConfig,
+    DataConfig,
+    get_preset,
+    replace,
+    starting_configuration,
+)
+from empirical_seaice.errors import SeaIceError
+
+
+def configs_from_args(args: argparse.Namespace):
+    """Turn parsed arguments into ``(data, preset, cost, training)`` configuration.
+
+    The starting point is :func:`empirical_seaice.config.starting_configuration`
+    (our defaults, or the reference's with ``--exact-reference``); every flag
+    given explicitly overrides it.
+
+    Raises
+    ------
+    SeaIceError
+        A value a configuration dataclass rejects (its message names the flag).
+    """
+    preset, training = starting_configuration(args.model, exact_reference=args.exact_reference)
+    if args.ice_emis_init == REFERENCE_INIT:
+        preset = replace(preset, model=replace(preset.model, ice_emis_init=get_preset(args.model).model.ice_emis_init))
+    elif args.ice_emis_init is not None:
+        preset = replace(preset, model=replace(preset.model, ice_emis_init=args.ice_emis_init))
+    angle = getattr(args, "angle_input", None)
+    if angle is not None:
+        if preset.model.version != "v2":
+            raise SeaIceError(f"--angle-input: only the v2 network takes the angle, not --model {args.model}")
+        value = {"auto": None, "on": True, "off": False}[angle]
+        preset = replace(preset, model=replace(preset.model, angle_input=value))
+    sensors = tuple(args.sensors) if args.sensors else preset.sensors
+    data = DataConfig(
+        data=args.data,
+        sensors=sensors,
+        stepstart=args.stepstart,
+        nsteps=args.nsteps,
+        seaice_background=args.seaice_background,
+        tsfc_background=args.tsfc_background,
+        grid_file=args.grid_file,
+        sensor_catalogue=args.sensor_catalogue,
+        start_date=args.start_date,
+    )
+    cost: CostConfig = replace(preset.cost, warm_ice=args.warm_ice)
+    if args.sic_background_error is not None:
+        cost = replace(cost, sic_background_prior=True, sic_background_error=args.sic_background_error)
+    if args.optimizer in DEPRECATED_OPTIMIZERS:
+        print(
+            f"{PROG}: note: --optimizer {args.optimizer} is now called {DEPRECATED_OPTIMIZERS[args.optimizer]}",
+            file=sys.stderr,
+        )
+    explicit = {
+        "nepochs": args.nepochs,
+        "batch_size": args.batchsize,
+        "learning_rate": args.learning_rate,
+        "optimizer": args.optimizer,
+        "map_priors": args.map_priors,
+        "batch_order": args.batch_order,
+        "validation_fraction": args.validation_fraction,
+        "early_stopping": args.early_stopping,
+        "patience": args.patience,
+    }
+    explicit = {k: v for k, v in explicit.items() if v is not None}
+    if "validation_fraction" in explicit or explicit.get("early_stopping"):
+        explicit["validation_min_obs"] = 0  # asked for: held out whatever the data size
+    if explicit.get("validation_fraction") == 0.0 and "early_stopping" not in explicit:
+        explicit["early_stopping"] = False  # no held-out observations: nothing to stop on
+    if "optimizer" in explicit and "map_priors" not in explicit:
+        explicit["map_priors"] = None  # the optimiser's own default
+    training = replace(
+        training,
+        **explicit,
+        seed=args.seed,
+        reproducible=args.reproducible,
+        device=args.device,
+        fused_step=not args.unfused_step,
+    )
+    return data, preset, cost, training
+
+
+def product_options(args: argparse.Namespace):
+    """The :class:`~empirical_seaice.products.write.ProductOptions` of the parsed flags.
+
+    Raises
+    ------
+    SeaIceError
+        --grid-channels with --grid-freqs, or a frequency that is not a number.
+    """
+    from empirical_seaice.products.write import ProductOptions, parse_freqs
+
+    if args.grid_channels and args.grid_freqs:
+        raise SeaIceError("--grid-channels and --grid-freqs: give at most one of them")
+    return ProductOptions(
+        export=args.export,
+        gridded=not args.no_gridded,
+        grid_channels=tuple(args.grid_channels) if args.grid_channels else None,
+        grid_freqs_ghz=parse_freqs(args.grid_freqs),
+        classic=not args.no_classic,
+        open_water_filter=not (args.no_open_water_filter or args.exact_reference),
+        plots=args.plots,
+        plot_day=args.plot_day,
+    )
+
+
+__all__ = ["configs_from_args", "product_options"]

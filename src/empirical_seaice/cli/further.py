@@ -1,0 +1,227 @@
+"""The further options of ``seaice-training`` (beyond the reference's): preset, data files,
+training, run control.
+
+Added to the parser by :func:`add_further_options`, in ``-h``'s order; the parsed values become
+configuration in :mod:`empirical_seaice.cli.configure`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from empirical_seaice.config import BATCH_ORDERS, DEPRECATED_OPTIMIZERS, MAP_PRIORS, OPTIMIZERS, PRESETS
+from empirical_seaice.errors import SeaIceError
+
+REFERENCE_INIT = "reference"
+"""``--ice-emis-init reference``: the reference's initialisation of the ice emissivity."""
+
+
+def add_further_options(ours) -> None:
+    """Our options (``--unfused-step`` ... ``--verbose``) in the argument group ``ours``."""
+    ours.add_argument(
+        "--unfused-step",
+        action="store_true",
+        help="Train with the tensor (autograd) step instead of the compiled fused step "
+        "(the default where it applies: CPU, --optimizer deferred-adam; same results to float32 rounding).",
+    )
+    ours.add_argument(
+        "--model",
+        choices=sorted(PRESETS),
+        default="v2",
+        help="Reference configuration (preset): v1 (AMSR2, linear) or v2 (multi-sensor network) (default v2).",
+    )
+    ours.add_argument(
+        "--seaice-background",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="Background (initial) SIC file (default: ifs_seaice*.nc in --data).",
+    )
+    ours.add_argument(
+        "--sensor-catalogue",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TOML file adding or overriding sensors of the shipped catalogue for this run "
+        "(README 'Sensors'); saved with the model.",
+    )
+    ours.add_argument(
+        "--tsfc-background",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="Daily skin-temperature file (default: ifs_tsfc*.nc in --data).",
+    )
+    ours.add_argument(
+        "--grid-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="Grid description with lon, lat per grid point, as the v2 reference reads it (default: grid.nc "
+        "in --data if there; else LON, LAT of the skin-temperature file).",
+    )
+    ours.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="Fraction of observations held out of training; their observation cost is reported per epoch "
+        "(default 0.1 from 20,000 observations on, else 0; 0 with --exact-reference).",
+    )
+    ours.add_argument(
+        "--early-stopping",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Stop when the held-out observation cost no longer improves and keep the best epoch (default: on "
+        "when observations are held out, off with --exact-reference; --no-early-stopping: train every epoch).",
+    )
+    ours.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Early stopping: epochs without a lower held-out cost before stopping (default 1).",
+    )
+    ours.add_argument(
+        "--exact-reference",
+        action="store_true",
+        help="Run the published configuration of the preset: switch off every improvement of ours "
+        "(initial ice emissivity, automatic batch size and learning rate, epochs, optimiser scheme, "
+        "whole-map priors, batch order; README 'Presets'). Explicit flags still apply.",
+    )
+    ours.add_argument(
+        "--sic-background-error",
+        type=float,
+        metavar="SIGMA",
+        help="Add the prior sum (C - C_b)^2 / SIGMA^2 of SIC on the background map (default: off, as the reference).",
+    )
+    ours.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="Adam learning rate (default: automatic, 1e-3 x 1024 / batch size: the reference's 1e-3 "
+        "at its batch of 1024).",
+    )
+    ours.add_argument(
+        "--optimizer",
+        choices=(*OPTIMIZERS, *DEPRECATED_OPTIMIZERS),
+        default=None,
+        help="State-table optimiser: deferred-adam (dense Adam's updates, applied when a row is next read: "
+        "cost per step scales with the batch; default), sparse-adam (torch SparseAdam: rows a batch misses "
+        "keep their moments) or dense-adam (plain Adam over every table, the reference's way, ~10x slower "
+        "at a year). The old names sparse, lazy, dense still work.",
+    )
+    ours.add_argument(
+        "--map-priors",
+        choices=MAP_PRIORS,
+        default=None,
+        help="Whole-map SIC priors (range, false ice, warm ice) at each step: sampled over the rows of "
+        "the batch (unbiased, cost scales with the batch) or full (every row of the map at every step, "
+        "the reference's way; needs dense-adam) (default: full with dense-adam, else sampled).",
+    )
+    ours.add_argument(
+        "--batch-order",
+        choices=BATCH_ORDERS,
+        default=None,
+        help="Minibatches: shuffled (observations shuffled every epoch; default) or reference-blocks "
+        "(contiguous blocks of the observations in file order, only the block order shuffled: the "
+        "v2 reference).",
+    )
+    ours.add_argument("--seed", type=int, default=0, help="Seed of the run's random generator (default 0).")
+    ours.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="Where to train: auto = CUDA when available (default auto).",
+    )
+    ours.add_argument(
+        "--warm-ice",
+        choices=("diagnostic", "effective"),
+        default="diagnostic",
+        help="Warm-ice term: diagnostic (reference: zero gradient, monitored only) or "
+        "effective (differentiable) (default diagnostic).",
+    )
+    ours.add_argument(
+        "--angle-input",
+        choices=("auto", "on", "off"),
+        default=None,
+        help="v2: give the network the cosine of the view (local zenith) angle as an input: auto = when "
+        "the run has a cross-track sensor (default; off with --exact-reference, as in the reference).",
+    )
+    ours.add_argument(
+        "--ice-emis-init",
+        type=_ice_emis_init,
+        default=None,
+        metavar="E",
+        help="Start the ice emissivity near E (0 < E < 1) through the output-layer biases, or 'reference' "
+        "for the reference's initialisation (v2: zero biases, emissivity ~0.5, which a month of data "
+        "does not recover from against its anchor floor) (default: v1 0.93, v2 0.9).",
+    )
+    ours.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="CPU threads of torch's operators (default 1: the network's operations are "
+        "small, and more threads were 20x slower on a shared 2-core machine).",
+    )
+    ours.add_argument(
+        "--distributed",
+        action="store_true",
+        help="Train sharded over the processes of a torchrun launch (on by itself when torchrun starts "
+        "more than one process): grid points split by observation count, gloo on CPU, nccl on GPU "
+        "(README 'Training on several processes').",
+    )
+    ours.add_argument(
+        "--shard-order",
+        choices=("global", "local"),
+        default="global",
+        help="Batches of a --distributed run: 'global' (default; the single-process run's batches, each rank "
+        "taking its own observations from each) or 'local' (each rank shuffles its own observations; memory "
+        "per rank independent of the run's size).",
+    )
+    ours.add_argument("--no-progress", action="store_true", help="No progress display on stderr.")
+    ours.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="Batch mode: no progress display, no summary on stdout (it is still written to "
+        "summary_TAG.txt / summary_TAG.json), only errors on stderr.",
+    )
+    ours.add_argument(
+        "--resume",
+        action="store_true",
+        help="Resume training from the last checkpoint of this tag in --output (refused if the data, "
+        "model, period or training flags differ).",
+    )
+    ours.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=10.0,
+        metavar="MIN",
+        help="Also write the training checkpoint within an epoch every MIN minutes (default 10; 0 = epoch ends only).",
+    )
+    ours.add_argument(
+        "--force-outputs",
+        action="store_true",
+        help="Write the outputs even when the health checks after training fail; they are then marked "
+        "health_check = failed in their attributes and in the manifest.",
+    )
+    ours.add_argument("-v", "--verbose", action="count", default=0, help="More logging on stderr (-v info, -vv debug).")
+
+
+def _ice_emis_init(text: str) -> float | str:
+    """``--ice-emis-init``: a number in (0, 1) or ``reference``."""
+    if text == REFERENCE_INIT:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise SeaIceError(f"--ice-emis-init: expected a number 0 < E < 1 or 'reference', got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise SeaIceError(f"--ice-emis-init: expected 0 < E < 1, got {value}")
+    return value
+
+
+__all__ = ["REFERENCE_INIT", "add_further_options"]

@@ -1,0 +1,197 @@
+"""This process among the ranks of a sharded run: its context, agreement, and collectives over numpy rows.
+
+What :mod:`empirical_seaice.run.sharded` needs from the process group, beyond the training
+step itself (:mod:`empirical_seaice.training.distributed`): :class:`RankContext` (rank, world
+size, device), :func:`read_once` (rank 0 reads the data and writes the cache while the others
+wait), the digests the ranks agree on (:func:`data_digest`, :func:`code_digest`),
+:func:`from_root` (a value computed on rank 0, or its one-line error, on every rank),
+:func:`gather_rows` (rows of every rank on rank 0), and on top of it :func:`simulate_sharded`
+and :func:`assemble_state` (the whole run's simulations and state on rank 0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.products import diagnostics as diag
+from empirical_seaice.run.partition import Shard
+from empirical_seaice.training import distributed as tdist
+
+_SAMPLE = 4096  # evenly spaced observations whose values enter the data digest
+
+
+@dataclass
+class RankContext:
+    """This process in the sharded run: launch environment, device, rank, world size."""
+
+    env: tdist.LaunchEnvironment
+    device: torch.device
+
+    @property
+    def rank(self) -> int:
+        return self.env.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.env.world_size
+
+    @property
+    def root(self) -> bool:
+        return self.env.rank == 0
+
+
+# ------------------------------------------------------------------ agreement
+def code_digest() -> bytes:
+    """Digest of the package's source files, the package and torch versions (the 'code version')."""
+    import empirical_seaice
+
+    root = Path(empirical_seaice.__file__).parent
+    h = []
+    for path in sorted(root.rglob("*.py")):
+        h.append((str(path.relative_to(root)), tdist.digest(path.read_bytes())))
+    version = getattr(empirical_seaice, "__version__", "")
+    return tdist.digest(version, torch.__version__, h)
+
+
+def data_digest(obs: Observations, background: BackgroundMaps) -> bytes:
+    """Digest of the data's shape, period, channels and values at evenly spaced observations."""
+    pick = np.linspace(0, max(obs.nobs - 1, 0), min(obs.nobs, _SAMPLE)).astype(np.int64)
+    values = [np.asarray(getattr(obs, name))[pick].tobytes() for name in ("igrid", "istep", "tb_obs_k", "julian_day")]
+    gpick = np.linspace(0, background.ngrid - 1, min(background.ngrid, _SAMPLE)).astype(np.int64)
+    return tdist.digest(
+        obs.nobs,
+        obs.ngrid,
+        obs.nstep,
+        obs.jd_origin,
+        obs.stepstart,
+        tuple(obs.basis.channel_names),
+        tuple(obs.basis.sensor_names),
+        values,
+        np.asarray(background.sic)[gpick].tobytes(),
+    )
+
+
+# ------------------------------------------------------------------ collectives over numpy rows
+def gather_rows(ctx: RankContext, rows: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Gather ``(rows, values)`` of every rank on rank 0 (concatenated in rank order); None elsewhere.
+
+    ``rows`` int64 (n,), ``values`` float32 (n, k); ``n`` may differ between ranks
+    (padded to the largest for the collective).
+    """
+    values = np.ascontiguousarray(values, dtype=np.float32).reshape(len(rows), -1)
+    n = torch.tensor([len(rows)], dtype=torch.int64, device=ctx.device)
+    sizes = [torch.zeros_like(n) for _ in range(ctx.world_size)]
+    dist.all_gather(sizes, n)
+    counts = [int(s) for s in sizes]
+    nmax = max(counts)
+    r = torch.full((nmax,), -1, dtype=torch.int64, device=ctx.device)
+    r[: len(rows)] = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    v = torch.zeros((nmax, values.shape[1]), dtype=torch.float32, device=ctx.device)
+    v[: len(rows)] = torch.from_numpy(values)
+    r_all = [torch.empty_like(r) for _ in range(ctx.world_size)] if ctx.root else None
+    v_all = [torch.empty_like(v) for _ in range(ctx.world_size)] if ctx.root else None
+    dist.gather(r, r_all, dst=0)
+    dist.gather(v, v_all, dst=0)
+    if not ctx.root:
+        return None
+    assert r_all is not None and v_all is not None
+    rows_out = np.concatenate([t[:c].cpu().numpy() for t, c in zip(r_all, counts, strict=True)])
+    values_out = np.concatenate([t[:c].cpu().numpy() for t, c in zip(v_all, counts, strict=True)])
+    return rows_out, values_out
+
+
+def simulate_sharded(
+    ctx: RankContext, network, data, shard: Shard, *, zero_sic: bool = False
+) -> diag.Simulation | None:
+    """Every rank simulates its observations; rank 0 gets the whole run's
+    :class:`~empirical_seaice.products.diagnostics.Simulation` in global observation order (None elsewhere)."""
+    sim = diag.simulate(network, data, len(shard.obs), zero_sic=zero_sic)
+    names = [f.name for f in dataclasses.fields(sim) if getattr(sim, f.name) is not None]
+    parts = [np.asarray(getattr(sim, n), dtype=np.float32).reshape(len(shard.obs), -1) for n in names]
+    got = gather_rows(ctx, shard.obs, np.concatenate(parts, axis=1))
+    if got is None:
+        return None
+    rows, values = got
+    full = np.empty((shard.nobs, values.shape[1]), dtype=np.float32)
+    full[rows] = values
+    fields, col = {}, 0
+    for name, part in zip(names, parts, strict=True):
+        block = full[:, col : col + part.shape[1]]
+        fields[name] = np.ascontiguousarray(block if getattr(sim, name).ndim == 2 else block[:, 0])
+        col += part.shape[1]
+    return diag.Simulation(**fields)
+
+
+@torch.no_grad()
+def assemble_state(ctx: RankContext, local, shard: Shard, full) -> None:
+    """Copy every rank's state rows into rank 0's whole-map network ``full`` (None on other ranks),
+    and the shared parameters of rank 0's ``local`` network into it."""
+    st = local.state
+    tables = [(st.sic_map, shard.table_rows(st.ncol))]
+    if st.props_grid is not None:
+        tables.append((st.props_grid, shard.table_rows(st.nstep)))
+    if st.props_obs is not None:
+        tables.append((st.props_obs, shard.obs))
+    targets = []
+    if full is not None:
+        fs = full.state
+        targets = [fs.sic_map, *([fs.props_grid] if fs.props_grid is not None else [])]
+        targets += [fs.props_obs] if fs.props_obs is not None else []
+    for k, (table, rows) in enumerate(tables):
+        got = gather_rows(ctx, rows, table.weight.detach().float().cpu().numpy())
+        if got is not None:
+            w = targets[k].weight
+            idx = torch.from_numpy(got[0]).to(w.device)
+            w.index_copy_(0, idx, torch.from_numpy(got[1]).to(w))
+    if full is not None:
+        for dst, src in zip(full.dense_parameters(), local.dense_parameters(), strict=True):
+            dst.copy_(src.detach())
+
+
+def from_root(ctx: RankContext, make):
+    """``make()`` on rank 0, its result broadcast to every rank (``broadcast_object_list``); a
+    :class:`SeaIceError` on rank 0 is raised on every rank, so that all stop with its one line."""
+    box: list[Any] = [None]
+    if ctx.root:
+        try:
+            box[0] = ("ok", make())
+        except SeaIceError as exc:
+            box[0] = ("error", str(exc))
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        raise SeaIceError(value)
+    return value
+
+
+def read_once(ctx: RankContext, data_cfg, nlag: int, cache_dir: Path) -> tuple[Observations, BackgroundMaps]:
+    """Rank 0 reads the data and writes the cache; the others wait, then open the cache.
+    A reading error on rank 0 stops every rank with its message."""
+    from empirical_seaice.io import read_training_data
+
+    def write_cache() -> None:
+        read_training_data(data_cfg, nlag, cache_dir=cache_dir)
+
+    from_root(ctx, write_cache)
+    return read_training_data(data_cfg, nlag, cache_dir=cache_dir)
+
+
+__all__ = [
+    "RankContext",
+    "code_digest",
+    "data_digest",
+    "gather_rows",
+    "simulate_sharded",
+    "assemble_state",
+    "from_root",
+    "read_once",
+]

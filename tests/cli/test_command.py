@@ -1,0 +1,218 @@
+"""cli/command.py: seaice-training's entry point, its help and its one-line error paths (no training data needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from empirical_seaice import cli
+
+
+def test_help_exits_zero(capsys):
+    assert cli.main(["-h"]) == 0
+    out = capsys.readouterr().out
+    for flag in (
+        "--data",
+        "--sensors",
+        "--output",
+        "--tag",
+        "--modeltag",
+        "--batchsize",
+        "--stepstart",
+        "--nsteps",
+        "--nepochs",
+        "--diagsonly",
+        "--trainonly",
+        "--reproducible",
+        "--model",
+        "--seaice-background",
+        "--tsfc-background",
+        "--validation-fraction",
+        "--early-stopping",
+        "--learning-rate",
+        "--seed",
+        "--device",
+        "--warm-ice",
+        "--no-progress",
+        "--resume",
+        "--ice-emis-init",
+        "--angle-input",
+        "--threads",
+        "--exact-reference",
+        "--optimizer",
+        "--map-priors",
+        "--batch-order",
+    ):
+        assert flag in out, flag
+
+
+def _fails(argv, capsys, *needles):
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("seaice-training: error: ")
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["--nepochs", "abc"], ("--nepochs", "abc")),
+        (["--nepochs", "-1"], ("--nepochs", "-1")),
+        (["--batchsize", "0"], ("--batchsize",)),
+        (["--model", "v3"], ("--model", "v3")),
+        (["--device", "tpu"], ("--device", "tpu")),
+        (["--warm-ice", "hot"], ("--warm-ice", "hot")),
+        (["--validation-fraction", "1.5"], ("--validation-fraction",)),
+        (["--validation-fraction", "0", "--early-stopping"], ("--early-stopping", "--validation-fraction")),
+        (["--learning-rate", "0"], ("--learning-rate",)),
+        (["--ice-emis-init", "1.5"], ("--ice-emis-init", "1.5")),
+        (["--angle-input", "on", "--model", "v1"], ("--angle-input", "v1")),
+        (["--angle-input", "yes"], ("--angle-input", "yes")),
+        (["--ice-emis-init", "high"], ("--ice-emis-init", "high", "reference")),
+        (["--map-priors", "full"], ("--map-priors full", "dense-adam")),
+        (["--optimizer", "adagrad"], ("--optimizer", "adagrad")),
+        (["--batch-order", "sorted"], ("--batch-order", "sorted")),
+        (["--threads", "0"], ("--threads", "0")),
+        (["--stepstart", "-2"], ("--stepstart",)),
+        (["--nsteps", "0"], ("--nsteps",)),
+        (["--diagsonly", "--trainonly"], ("--trainonly", "--diagsonly")),
+        (["--bogus"], ("--bogus",)),
+        (["--tag", "a/b"], ("--tag",)),
+        (["--modeltag", "x"], ("--modeltag", "--diagsonly")),
+        (["--resume", "--diagsonly"], ("--resume",)),
+    ],
+)
+def test_bad_flag_values_exit_2_with_one_line(argv, needles, capsys, tmp_path):
+    out = tmp_path / "out"
+    _fails([*argv, "--data", str(tmp_path), "--output", str(out)], capsys, *needles)
+    assert not out.exists()
+
+
+def test_missing_data_directory(capsys, tmp_path):
+    out = tmp_path / "out"
+    _fails(["--data", str(tmp_path / "nowhere"), "--output", str(out)], capsys, "--data", "nowhere")
+    assert not out.exists()
+
+
+def test_missing_background_file(capsys, tmp_path):
+    out = tmp_path / "out"
+    _fails(
+        ["--data", str(tmp_path), "--output", str(out), "--seaice-background", str(tmp_path / "nope.nc")],
+        capsys,
+        "--seaice-background",
+        "nope.nc",
+    )
+    _fails(
+        ["--data", str(tmp_path), "--output", str(out), "--tsfc-background", str(tmp_path / "nope.nc")],
+        capsys,
+        "--tsfc-background",
+        "nope.nc",
+    )
+    assert not out.exists()
+
+
+def test_unknown_sensor(capsys, tmp_path):
+    out = tmp_path / "out"
+    line = _fails(
+        ["--data", str(tmp_path), "--output", str(out), "--sensors", "amsr2", "mwri"], capsys, "--sensors", "'mwri'"
+    )
+    assert "amsr2, gmi, ssmisf17" in line
+    assert not out.exists()
+
+
+def test_output_is_a_file(capsys, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    _fails(["--data", str(tmp_path), "--output", str(f)], capsys, "--output", "not a directory")
+    assert f.read_text() == "x"
+
+
+def test_diagsonly_without_a_trained_model(capsys, tmp_path):
+    out = tmp_path / "out"
+    _fails(
+        ["--data", str(tmp_path), "--output", str(out), "--diagsonly", "--tag", "t1"],
+        capsys,
+        "--modeltag",
+        "model_t1.pt",
+    )
+    assert not out.exists()
+    out.mkdir()
+    _fails(
+        ["--data", str(tmp_path), "--output", str(out), "--diagsonly", "--tag", "t1", "--modeltag", "t0"],
+        capsys,
+        "--modeltag",
+        "model_t0.pt",
+    )
+    assert list(out.iterdir()) == []
+
+
+def test_resume_without_checkpoint(capsys, tmp_path):
+    out = tmp_path / "out"
+    _fails(["--data", str(tmp_path), "--output", str(out), "--resume"], capsys, "--resume", "checkpoint")
+    assert not out.exists()
+
+
+def test_cuda_requested_without_cuda(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "out"
+    _fails(["--data", str(tmp_path), "--output", str(out), "--device", "cuda"], capsys, "--device cuda")
+    assert not out.exists()
+
+
+def test_threads_apply_during_the_run_and_are_restored(monkeypatch, tmp_path):
+    import torch
+
+    from empirical_seaice.run import train as pipeline
+
+    seen = {}
+
+    def fake_run(*args, **kwargs):
+        seen["threads"] = torch.get_num_threads()
+        seen["output"] = kwargs["output"]
+        return pipeline.RunResult(output=kwargs["output"], tag=kwargs["tag"])
+
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    before = torch.get_num_threads()
+    assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o"), "--threads", "3"]) == 0
+    assert seen == {"threads": 3, "output": tmp_path / "o"}
+    assert torch.get_num_threads() == before
+    assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o")]) == 0
+    assert seen["threads"] == 1  # the default
+
+
+def test_help_imports_nothing_heavy():
+    """`seaice-training -h` and `seaice-twin -h` stay quick: no torch, xarray, matplotlib, scipy
+    or land mask is imported before the arguments are parsed (timings in the README, not asserted)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, contextlib, io\n"
+        "from empirical_seaice import cli\n"
+        "from empirical_seaice.twin import cli as twin_cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert cli.main(['-h']) == 0\n"
+        "    try:\n"
+        "        twin_cli.main(['-h'])\n"
+        "    except SystemExit as e:\n"
+        "        assert e.code == 0\n"
+        "heavy = ('torch', 'xarray', 'matplotlib', 'scipy', 'global_land_mask', 'netCDF4')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_twin_cli_presets_are_the_twin_presets():
+    from empirical_seaice.twin.cli import PRESET_NAMES
+    from empirical_seaice.twin.presets import TWIN_PRESETS
+
+    assert PRESET_NAMES == tuple(sorted(TWIN_PRESETS))

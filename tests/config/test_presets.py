@@ -1,0 +1,36 @@
+"""config/presets.py: the reference presets, the reference training and where a run starts."""
+
+from __future__ import annotations
+
+import pytest
+
+from empirical_seaice.config import (
+    DEFAULT_TRAINING,
+    PRESETS,
+    REFERENCE_TRAINING,
+    get_preset,
+    starting_configuration,
+)
+from empirical_seaice.errors import SeaIceError
+
+
+def test_our_start_adds_the_initial_emissivity_and_the_angle_input_to_the_exact_preset():
+    preset, training = starting_configuration("v2")
+    assert training is DEFAULT_TRAINING and training.nepochs == 25 and training.batch_size is None
+    assert preset.model.ice_emis_init == 0.9 and preset.model.angle_input is None
+    assert PRESETS["v2"].model.ice_emis_init is None and PRESETS["v2"].model.angle_input is False
+    v1, _ = starting_configuration("v1")
+    assert v1.model.ice_emis_init == 0.93 and v1.model == PRESETS["v1"].model
+
+
+@pytest.mark.parametrize("name, nepochs, order", [("v1", 8, "shuffled"), ("v2", 25, "reference-blocks")])
+def test_exact_reference_is_the_preset_unchanged_with_the_reference_training(name, nepochs, order):
+    preset, training = starting_configuration(name, exact_reference=True)
+    assert preset is PRESETS[name] and training is REFERENCE_TRAINING[name]
+    assert (training.nepochs, training.batch_size, training.learning_rate) == (nepochs, 1024, 1e-3)
+    assert (training.optimizer, training.map_priors, training.batch_order) == ("dense-adam", "full", order)
+
+
+def test_unknown_preset_names_the_flag_and_the_known_ones():
+    with pytest.raises(SeaIceError, match=r"^--model: unknown preset 'v3'; known presets: v1, v2$"):
+        get_preset("v3")

@@ -1,0 +1,32 @@
+"""config/schema.py: the configuration dataclasses, their validation and the automatic batch settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from empirical_seaice.config import TrainingConfig, auto_batch_size, auto_learning_rate
+from empirical_seaice.errors import SeaIceError
+
+
+@pytest.mark.parametrize(
+    "nobs, batch",
+    [(0, 128), (9322, 128), (51_200, 256), (141_596, 512), (204_799, 512), (204_800, 1024), (10**8, 1024)],
+)
+def test_auto_batch_size_is_the_largest_power_of_two_giving_200_steps_within_128_to_1024(nobs, batch):
+    assert auto_batch_size(nobs) == batch
+
+
+def test_auto_learning_rate_scales_the_reference_step_with_the_batch():
+    assert auto_learning_rate(1024) == 1e-3 and auto_learning_rate(128) == 8e-3 and auto_learning_rate(512) == 2e-3
+
+
+def test_resolved_fills_the_automatic_values_and_keeps_explicit_ones():
+    r = TrainingConfig(batch_size=None, learning_rate=None).resolved(141_596)
+    assert (r.batch_size, r.learning_rate) == (512, 2e-3)
+    r = TrainingConfig(batch_size=64, learning_rate=None).resolved(141_596)
+    assert (r.batch_size, r.learning_rate) == (64, 1e-3 * 1024 / 64)
+
+
+def test_a_bad_value_is_one_error_naming_the_field():
+    with pytest.raises(SeaIceError, match="optimizer"):
+        TrainingConfig(optimizer="adagrad")

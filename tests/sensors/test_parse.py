@@ -1,0 +1,64 @@
+"""sensors/parse.py: one catalogue entry at a time, its one-line errors in the order of the checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.sensors import POL_QV, default_catalogue
+from empirical_seaice.sensors.parse import parse_channel, parse_sensor
+
+CHANNELS = default_catalogue().channels
+ENTRY = {
+    "scan": "conical",
+    "incidence_deg": 53.1,
+    "channels": ["10v", "10h", "89v", "89h"],
+    "bias_ice_k": 1.0,
+    "bias_ocean_k": 2.0,
+    "bias_error_k": 4.0,
+}
+
+
+def test_a_valid_entry_becomes_the_sensor_with_its_channel_values():
+    s = parse_sensor("mwri", {**ENTRY, "channel": {"89v": {"centre_ghz": 89.5}}, "nfov": 254}, CHANNELS, "u.toml")
+    assert (s.name, s.scan, s.channels, s.nfov) == ("mwri", "conical", ("10v", "10h", "89v", "89h"), 254)
+    assert (s.bias_ice_k, s.bias_ocean_k, s.bias_error_k, s.incidence_deg) == (1.0, 2.0, 4.0, 53.1)
+    assert s.freq_ghz("89v") == 89.5 and s.channel_info["89v"].reference_freq_ghz == 89.5
+    assert s.freq_ghz("89h") == CHANNELS["89h"].freq_ghz and s.incidence("10v") == 53.1
+    assert math.isnan(s.max_scan_angle_deg) and math.isnan(s.altitude_km)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        # two mistakes each: the earlier check speaks (scan, fields, channel lists, polarisation,
+        # incidence, per-channel values, surface-blind, nfov, the numbers)
+        ({"scan": "helical", "colour": 1}, "scan: expected 'conical' or 'cross-track', got 'helical'"),
+        ({"colour": 1, "channels": ["90h"]}, "colour: unknown field"),
+        ({"channels": ["90h"], "nfov": -1}, "channels: channel '90h' is not defined in [channels]"),
+        ({"channels": ["23.8qv"], "incidence_deg": 95.0}, "channels: channel '23.8qv' is quasi-polarised (QV/QH)"),
+        ({"incidence_deg": 95.0, "channel": 3}, "incidence_deg: must be <= 90, got 95.0"),
+        ({"channel": {"19v": {}}, "nfov": -1}, "channel: channel '19v' is not one of this sensor's channels"),
+        ({"nfov": -1, "bias_ice_k": "x"}, "nfov: expected a positive integer, got -1"),
+        ({"bias_ice_k": "x", "long_name": 3}, "bias_ice_k: expected a number, got 'x'"),
+    ],
+)
+def test_the_first_failing_check_is_the_one_line_error(change, message):
+    with pytest.raises(SeaIceError) as exc:
+        parse_sensor("mwri", {**ENTRY, **change}, CHANNELS, "u.toml")
+    assert str(exc.value).startswith(f"u.toml: sensor 'mwri': {message}")
+
+
+def test_channel_entry():
+    c = parse_channel("23.8qv", {"centre_ghz": 23.8, "pol": "QV", "obs_error_k": 3.0}, "u.toml")
+    assert (c.freq_ghz, c.reference_freq_ghz, c.pol, c.obs_error_k, c.passbands_ghz) == (
+        23.8,
+        23.8,
+        POL_QV,
+        3.0,
+        (23.8,),
+    )
+    with pytest.raises(SeaIceError, match=r"^u.toml: channel '1v': pol: expected one of V, H, QV, QH, got 'v'$"):
+        parse_channel("1v", {"centre_ghz": 1.0, "pol": "v", "obs_error_k": 3.0}, "u.toml")
