@@ -76,6 +76,7 @@ def configs_from_args(args: argparse.Namespace):
         "validation_fraction": args.validation_fraction,
         "early_stopping": args.early_stopping,
         "patience": args.patience,
+        "lr_decay": args.lr_decay,
     }
     explicit = {k: v for k, v in explicit.items() if v is not None}
     if "validation_fraction" in explicit or explicit.get("early_stopping"):

@@ -84,6 +84,13 @@ def add_further_options(ours) -> None:
         help="Early stopping: epochs without a lower held-out cost before stopping (default 1).",
     )
     ours.add_argument(
+        "--lr-decay",
+        type=float,
+        default=None,
+        metavar="G",
+        help="Multiply the learning rate by G after every epoch (default 1: constant).",
+    )
+    ours.add_argument(
         "--exact-reference",
         action="store_true",
         help="Run the published configuration of the preset: switch off every improvement of ours "

@@ -262,6 +262,7 @@ class TrainingConfig:
     patience: epochs without improvement before early stopping.
     validation_min_obs: hold observations out only from this many on (fewer: no held-out
         observations and no early stopping, :meth:`resolved`); 0 = always.
+    lr_decay: the learning rate of epoch k (0-based) is ``learning_rate * lr_decay ** k``.
     device: "auto" (CUDA if available), "cpu" or "cuda".
     optimizer: state-table optimiser: "deferred-adam" (dense Adam's updates, applied when a row is
         next read: cost per step scales with the batch), "sparse-adam" (torch SparseAdam: rows a batch
@@ -289,6 +290,7 @@ class TrainingConfig:
     early_stopping: bool = False
     patience: int = 1
     validation_min_obs: int = 0
+    lr_decay: float = 1.0
     device: str = "auto"
     optimizer: str = "deferred-adam"
     map_priors: str | None = None
@@ -310,6 +312,8 @@ class TrainingConfig:
             raise SeaIceError("--early-stopping needs --validation-fraction > 0")
         if self.learning_rate is not None and not 0 < self.learning_rate < float("inf"):  # also NaN
             raise SeaIceError(f"--learning-rate: must be a finite number > 0, got {self.learning_rate}")
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise SeaIceError(f"--lr-decay: must be in (0, 1], got {self.lr_decay}")
         if self.patience < 1:
             raise SeaIceError(f"--patience: must be >= 1, got {self.patience}")
 

@@ -353,6 +353,7 @@ class Trainer:
             while self.epoch < cfg.nepochs and not self.history.stopped_early:
                 position, self._position = self._position, None
                 self.progress.epoch(self.epoch + 1)
+                self._set_learning_rate()
                 self._train_epoch(position)
                 self.flush()
                 if self.valid_index is not None:
@@ -378,6 +379,15 @@ class Trainer:
                 self.network.load_state_dict(self._best_state)
                 logger.info("restored the parameters of the best epoch %d", (self.history.best_epoch or 0) + 1)
         return self.history
+
+    def _set_learning_rate(self) -> None:
+        """This epoch's step: ``learning_rate * lr_decay ** epoch`` (constant with the default decay 1)."""
+        if self.config.lr_decay == 1.0:
+            return
+        lr = self.learning_rate * self.config.lr_decay**self.epoch
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
 
     def _fused_step(self) -> FusedStep | None:
         """The compiled step (:mod:`~empirical_seaice.training.fused_step`) when the config asks for it and
