@@ -23,10 +23,10 @@ def trained(tmp_path_factory):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     twin = tmp_path_factory.mktemp("held_out") / "twin"
-    generate_twin(get_twin_preset("tiny", days=3, keep_fraction=0.3), twin)
+    generate_twin(get_twin_preset("tiny", days=2, keep_fraction=0.3, sensors=("amsr2",)), twin)
     preset = get_preset("v2")
     model = replace(preset.model, ice_emis_init=0.9)
-    obs, background = read_training_data(DataConfig(data=twin, cache=False), model.nlag)
+    obs, background = read_training_data(DataConfig(data=twin, sensors=("amsr2",), cache=False), model.nlag)
     cfg = TrainingConfig(nepochs=3, batch_size=128, learning_rate=8e-3, validation_fraction=0.2).resolved(obs.nobs)
     gen = make_generator(0)
     train, valid = split_observations(obs.nobs, cfg.validation_fraction, gen)
