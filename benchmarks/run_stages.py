@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import empirical_seaice.io as io
     from empirical_seaice import cli
-    from empirical_seaice.products import classic, gridded, plots
+    from empirical_seaice.products import classic, gridded, gridded_file, plots
     from empirical_seaice.products import write as pw
     from empirical_seaice.products.diagnostics import simulate  # noqa: F401 - the module is patched below
     from empirical_seaice.run import train
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     st.wrap(train, "final_diagnostics", "final diagnostics")
     st.wrap(pw, "write_export", "export")
     st.wrap(gridded, "grid_inputs", "gridded product")
-    st.wrap(gridded, "write_gridded_emissivity", "gridded product")
+    st.wrap(gridded_file, "write_gridded_emissivity", "gridded product")
     st.wrap(classic, "classic_sic_maps", "classic algorithms")
     st.wrap(classic, "write_classic_sic", "classic algorithms")
     st.wrap(plots, "make_plots", "plots")

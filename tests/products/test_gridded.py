@@ -14,13 +14,8 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps
-from empirical_seaice.products.gridded import (
-    UNIX_EPOCH_JD,
-    cell_mean,
-    grid_inputs,
-    step_time_bounds,
-    write_gridded_emissivity,
-)
+from empirical_seaice.products.gridded import UNIX_EPOCH_JD, cell_mean, grid_inputs, step_time_bounds
+from empirical_seaice.products.gridded_file import write_gridded_emissivity
 
 
 def build(version, sensors, seed=0):

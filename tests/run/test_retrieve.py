@@ -115,7 +115,7 @@ def test_retrieval_rejects_foreign_checkpoints(trained, tmp_path):
 
 
 def test_losses_read_back_from_models_file(trained):
-    from empirical_seaice.products.write import read_losses
+    from empirical_seaice.products.run_plots import read_losses
 
     _, output, _, res = trained
     epoch, batch = read_losses(output / "models_train.nc")

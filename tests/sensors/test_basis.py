@@ -9,7 +9,7 @@ import pytest
 
 from empirical_seaice import observations, sensors
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.io import layout_writers, reader
+from empirical_seaice.io import layout_writers, per_channel
 from empirical_seaice.sensors import POL_H, POL_V, build_channel_basis, get_sensor
 
 # Unified basis of amsr2 + gmi + ssmisf17, in catalogue order, written by hand:
@@ -95,7 +95,7 @@ def test_empty_and_repeated_sensor_lists():
         build_channel_basis(["gmi", "gmi"])
 
 
-@pytest.mark.parametrize("module", [sensors, observations, layout_writers, reader])
+@pytest.mark.parametrize("module", [sensors, observations, layout_writers, per_channel])
 def test_doctests(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0

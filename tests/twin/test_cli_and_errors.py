@@ -196,7 +196,7 @@ def test_failure_leaves_no_partial_output(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(gen, "_write_truth", boom)
+    monkeypatch.setattr(gen, "write_truth", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_twin(get_twin_preset("tiny", days=1, sensors=("amsr2",)), tmp_path / "o")
     assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()

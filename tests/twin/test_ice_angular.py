@@ -49,8 +49,8 @@ def test_interpolation_exact_at_nodes_and_clamped(angular):
 @pytest.mark.slow
 def test_shipped_angular_table_is_what_the_generator_computes(angular):
     pytest.importorskip("smrt")
-    from empirical_seaice.twin import smrt_table
+    from empirical_seaice.twin import smrt_angular, smrt_column
 
-    medium = smrt_table.build_column("multiyear", 0.10, 0.10, 260.0, 0.0)
-    e = smrt_table.angular_emissivity(medium)
+    medium = smrt_column.build_column("multiyear", 0.10, 0.10, 260.0, 0.0)
+    e = smrt_angular.angular_emissivity(medium)
     np.testing.assert_allclose(e - e[:, 4:5, :], angular.anomaly[1, 1, 0], atol=1e-6)

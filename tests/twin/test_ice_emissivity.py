@@ -364,12 +364,12 @@ def test_inconsistent_table_raises(table):
 @pytest.mark.slow
 def test_shipped_table_is_what_the_generator_computes(table):
     pytest.importorskip("smrt")
-    from empirical_seaice.twin import smrt_table
+    from empirical_seaice.twin import smrt_column
 
     it, isd, ic, itt, iw = 0, 2, 1, 1, 0  # FYI, 0.10 m, 0.10 mm, 250 K, dry
     freqs = [18.7, 89.0]
-    e = smrt_table.node_emissivity(
-        smrt_table.ICE_TYPES[it],
+    e = smrt_column.node_emissivity(
+        smrt_column.ICE_TYPES[it],
         float(table.snow_depth_m[isd]),
         float(table.corr_length_mm[ic]),
         float(table.t_surface_k[itt]),
@@ -387,7 +387,7 @@ def test_kirchhoff_emissivity_equals_tb_over_t_for_isothermal_column():
     pytest.importorskip("smrt")
     from smrt import PSU, make_atmosphere, make_ice_column, make_snowpack, sensor_list
 
-    from empirical_seaice.twin import smrt_table
+    from empirical_seaice.twin import smrt_column
 
     t = 271.5  # above the freezing point of the 32 PSU water substrate
     col = make_snowpack([0.1], "exponential", density=300, temperature=t, corr_length=0.15e-3) + make_ice_column(
@@ -401,10 +401,10 @@ def test_kirchhoff_emissivity_equals_tb_over_t_for_isothermal_column():
         porosity=[0.15, 0.0],
         water_temperature=t,
     )
-    e = smrt_table.kirchhoff_emissivity(col, [18.7, 89.0])
+    e = smrt_column.kirchhoff_emissivity(col, [18.7, 89.0])
     sky0 = make_atmosphere("simple_isotropic_atmosphere", tb_down=0.0, tb_up=0.0, transmittance=1.0)
-    res = smrt_table.make_smrt_model().run(
-        sensor_list.passive(np.array([18.7e9, 89e9]), smrt_table.INCIDENCE_DEG),
+    res = smrt_column.make_smrt_model().run(
+        sensor_list.passive(np.array([18.7e9, 89e9]), smrt_column.INCIDENCE_DEG),
         sky0 + col,
         parallel_computation=False,
     )

@@ -1,13 +1,10 @@
-"""Gridded ice emissivity product ``ice_emis_grid_TAG.nc``.
+"""Gridded ice emissivity product ``ice_emis_grid_TAG.nc``: its inputs and the model on the grid.
 
 The trained emissivity model evaluated on every grid point and time step,
 for the run's channels (default) or a list of channels or arbitrary
 frequencies, beside the SIC, the empirical state, the daily skin temperature,
 lon/lat and the time bounds of each step — for comparison with other
-emissivity datasets and atlases. CF-1.10 conventions
-(:mod:`empirical_seaice.io.cf`); chunked (one step per chunk) and
-zlib-compressed; written step block by step block so a year of a large grid
-never has to be in memory at once.
+emissivity datasets and atlases.
 
 Inputs of the model at grid point g and step t (docs/method.md step 3):
 
@@ -28,31 +25,26 @@ Inputs of the model at grid point g and step t (docs/method.md step 3):
 So the gridded value equals the per-observation ``ice_emis`` of an
 observation whenever that observation's T_s equals the daily map and its Q
 equals the cell mean (tested).
+
+The file itself is written by :mod:`.gridded_file`.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cf
-from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS, BackgroundMaps, Observations
 from empirical_seaice.sensors import POL_H, POL_QH, POL_QV, POL_V, network_frequency_table
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
     from empirical_seaice.model.emissivity import EmissivityModel
-    from empirical_seaice.products.export import Provenance
     from empirical_seaice.sensors import ChannelBasis
-
-log = logging.getLogger(__name__)
 
 UNIX_EPOCH_JD = cf.UNIX_EPOCH_JD
 
@@ -133,7 +125,7 @@ def grid_inputs(network, obs: Observations, background: BackgroundMaps, steps_pe
     )
 
 
-def _channel_frequencies(
+def channel_frequencies(
     basis: ChannelBasis, channels: Sequence[str], model: ModelConfig | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Network frequency input (GHz) of each channel on the first run sensor that has it (in the
@@ -184,7 +176,7 @@ def evaluate_grid_emissivity(
         if model.version == "v1":
             idx = [basis.channel_index[c] for c in channels]
             return emissivity(x_t, p)[:, idx].cpu().numpy()
-        freq, pol, _ = _channel_frequencies(basis, channels, model)
+        freq, pol, _ = channel_frequencies(basis, channels, model)
         f = torch.as_tensor(freq.astype(np.float32), device=param.device)
         vh = emissivity.emissivity_vh(x_t[:, None], p[:, None, :], f[None, :])  # (n, nch, 2)
         pol_t = torch.as_tensor(
@@ -193,257 +185,12 @@ def evaluate_grid_emissivity(
         return torch.gather(vh, 2, pol_t.view(1, -1, 1).expand(vh.shape[0], -1, 1))[..., 0].cpu().numpy()
 
 
-def write_gridded_emissivity(
-    path: Path,
-    emissivity: EmissivityModel,
-    model: ModelConfig,
-    basis: ChannelBasis,
-    inputs: GridInputs,
-    *,
-    channels: Sequence[str] | None = None,
-    freq_ghz: Sequence[float] | None = None,
-    provenance: Provenance | None = None,
-    complevel: int = 4,
-) -> Path:
-    """Write ``ice_emis_grid_TAG.nc`` (see the module docstring).
-
-    Variables (dims): ``ice_emis`` (grid, step, channel) for channels, or
-    ``ice_emis_v``/``ice_emis_h`` (grid, step, frequency) for frequencies;
-    ``seaice`` (grid, step); ``properties`` (grid, step, prop);
-    ``properties_obs_mean`` (grid, step, prop_obs); ``nobs_cell`` (grid, step);
-    ``t_skin`` (grid, step); ``lon``, ``lat`` (grid); ``time``, ``time_bnds``
-    (step[, nv]); ``julian_day`` (step); ``channel_name``, ``frequency``,
-    ``polarisation`` (channel) or ``frequency`` (frequency).
-
-    Raises
-    ------
-    SeaIceError
-        An unknown channel, both or neither of channels/frequencies wrongly
-        combined, frequencies with a v1 model, or inputs of the wrong shape.
-    """
-    import netCDF4
-
-    if channels is not None and freq_ghz is not None:
-        raise SeaIceError("gridded emissivity: give channels or frequencies, not both")
-    if freq_ghz is not None and model.version != "v2":
-        raise SeaIceError("gridded emissivity: arbitrary frequencies need the v2 model (v1 has per-channel outputs)")
-    if channels is not None:
-        bad = [c for c in channels if c not in basis.channel_index]
-        if bad:
-            raise SeaIceError(
-                f"gridded emissivity: channel(s) {', '.join(bad)} not in the run's channels "
-                f"({', '.join(basis.channel_names)})"
-            )
-    ng, ns = inputs.ngrid, inputs.nstep
-    npg, npo = inputs.props_grid.shape[-1], inputs.props_obs_mean.shape[-1]
-    for name, arr, shape in (
-        ("t_skin_map_k", inputs.t_skin_map_k, (ng, ns)),
-        ("props_grid", inputs.props_grid, (ng, ns, npg)),
-        ("props_obs_mean", inputs.props_obs_mean, (ng, ns, npo)),
-        ("nobs_cell", inputs.nobs_cell, (ng, ns)),
-        ("time_bounds_jd", inputs.time_bounds_jd, (ns, 2)),
-    ):
-        if np.shape(arr) != shape:
-            raise SeaIceError(f"gridded emissivity: {name} has shape {np.shape(arr)}, expected {shape}")
-    if npg + npo != emissivity.nprop:
-        raise SeaIceError(f"gridded emissivity: {npg} + {npo} state variables, the model takes {emissivity.nprop}")
-
-    path = Path(path)
-    by_freq = freq_ghz is not None
-    chan_list = list(basis.channel_names if channels is None else channels)
-    zl: dict[str, Any] = dict(zlib=True, complevel=complevel)
-    with atomic_path(path) as tmp:
-        with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
-            attrs = cf.global_attributes(
-                "gridded sea ice microwave emissivity (empirical state method, Geer 2024 JAMES)",
-                comment=(
-                    "ice emissivity from the trained model at each grid point and step with x_T from the daily "
-                    "skin-temperature map, the grid empirical state P and Q = mean of the observation-space state "
-                    "over the cell's observations (0 where nobs_cell = 0)"
-                ),
-                **(provenance.attrs() if provenance is not None else {}),
-            )
-            for k, v in attrs.items():
-                ds.setncattr(k, v)
-            ds.model_version = model.version
-            ds.createDimension("grid", ng)
-            ds.createDimension("step", ns)
-            ds.createDimension("nv", 2)
-            ds.createDimension("prop", npg)
-            ds.createDimension("prop_obs", npo)
-
-            def var(name, dtype, dims, units, long_name, chunks=None, **attrs):
-                if chunks is None and ng * 4 >= cf.COMPRESS_MIN_BYTES and dims == ("grid",):
-                    chunks = (ng,)
-                v = ds.createVariable(
-                    name,
-                    dtype,
-                    dims,
-                    chunksizes=chunks,
-                    fill_value=np.nan if dtype == "f4" else None,
-                    **(zl if chunks else {}),
-                )
-                v.units = units
-                v.long_name = long_name
-                for k, a in attrs.items():
-                    v.setncattr(k, a)
-                return v
-
-            jd = inputs.time_bounds_jd
-            tv = ds.createVariable("time", "f8", ("step",))
-            tv.setncatts(cf.time_attrs("centre of the step's 21 UTC window", bounds="time_bnds"))
-            tv[:] = cf.julian_day_to_time(jd.mean(axis=1))
-            ds.createVariable("time_bnds", "f8", ("step", "nv"))[:] = cf.julian_day_to_time(jd)
-            var("julian_day", "f8", ("step",), "days", "Julian day at the centre of the step's window")[:] = jd.mean(1)
-            lon = np.full(ng, np.nan) if inputs.lon is None else np.asarray(inputs.lon)
-            lat = np.full(ng, np.nan) if inputs.lat is None else np.asarray(inputs.lat)
-            for name, values in (("lon", lon), ("lat", lat)):
-                a = cf.lonlat_attrs(name)
-                var(name, "f4", ("grid",), a.pop("units"), a.pop("long_name"), **a)[:] = values
-
-            cg = (ng, 1)
-            if freq_ghz is not None:
-                ds.createDimension("frequency", len(freq_ghz))
-                var(
-                    "frequency",
-                    "f4",
-                    ("frequency",),
-                    "GHz",
-                    "frequency of the emissivity",
-                    standard_name="radiation_frequency",
-                )[:] = np.asarray(freq_ghz)
-                out_vars = [
-                    var(
-                        f"ice_emis_{p.lower()}",
-                        "f4",
-                        ("grid", "step", "frequency"),
-                        "1",
-                        f"sea ice surface emissivity, {p} polarisation",
-                        chunks=(ng, 1, len(freq_ghz)),
-                        coordinates="time lon lat",
-                        **cf.STANDARD["ice_emis"],
-                    )
-                    for p in ("V", "H")
-                ]
-            else:
-                nch = len(chan_list)
-                ds.createDimension("channel", nch)
-                freq, pol, sens = _channel_frequencies(basis, chan_list, model)
-                _char_variable(ds, "channel_name", "channel", chan_list, "channel name", **cf.STANDARD["channel_name"])
-                _char_variable(
-                    ds, "polarisation", "channel", ["V" if p == 0 else "H" for p in pol], "polarisation (V or H)"
-                )
-                fv = var(
-                    "frequency",
-                    "f4",
-                    ("channel",),
-                    "GHz",
-                    "frequency given to the model for the channel (on the first run sensor having it, "
-                    f"'{model.network_frequencies}' convention)",
-                )
-                fv[:] = freq
-                fv.sensor = " ".join(sens)
-                out_vars = [
-                    var(
-                        "ice_emis",
-                        "f4",
-                        ("grid", "step", "channel"),
-                        "1",
-                        "sea ice surface emissivity",
-                        chunks=(ng, 1, nch),
-                        coordinates="time lon lat channel_name",
-                        **cf.STANDARD["ice_emis"],
-                    )
-                ]
-            v_sic = var(
-                "seaice",
-                "f4",
-                ("grid", "step"),
-                "1",
-                "sea ice concentration",
-                chunks=cg,
-                coordinates="time lon lat",
-                **cf.STANDARD["sic"],
-            )
-            v_ts = var(
-                "t_skin",
-                "f4",
-                ("grid", "step"),
-                "K",
-                "daily skin temperature (input of x_T)",
-                chunks=cg,
-                coordinates="time lon lat",
-                **cf.STANDARD["t_skin"],
-            )
-            v_p = var(
-                "properties",
-                "f4",
-                ("grid", "step", "prop"),
-                "1",
-                "grid empirical state P",
-                chunks=(ng, 1, max(npg, 1)),
-                coordinates="time lon lat",
-            )
-            v_q = var(
-                "properties_obs_mean",
-                "f4",
-                ("grid", "step", "prop_obs"),
-                "1",
-                "mean over the cell's observations of the observation-space empirical state Q (0 if none)",
-                chunks=(ng, 1, max(npo, 1)),
-                coordinates="time lon lat",
-            )
-            v_n = ds.createVariable("nobs_cell", "i4", ("grid", "step"), chunksizes=cg, **zl)
-            v_n.units = "1"
-            v_n.long_name = "number of observations of the cell"
-            v_n.coordinates = "time lon lat"
-
-            for t in range(ns):
-                props = np.concatenate([inputs.props_grid[:, t], inputs.props_obs_mean[:, t]], axis=-1)
-                e = evaluate_grid_emissivity(
-                    emissivity,
-                    model,
-                    basis,
-                    inputs.t_skin_map_k[:, t],
-                    props,
-                    channels=None if by_freq else chan_list,
-                    freq_ghz=freq_ghz,
-                )
-                if by_freq:
-                    out_vars[0][:, t, :] = e[..., 0]
-                    out_vars[1][:, t, :] = e[..., 1]
-                else:
-                    out_vars[0][:, t, :] = e
-                v_sic[:, t] = inputs.sic[:, t]
-                v_ts[:, t] = inputs.t_skin_map_k[:, t]
-                if npg:
-                    v_p[:, t, :] = inputs.props_grid[:, t]
-                if npo:
-                    v_q[:, t, :] = inputs.props_obs_mean[:, t]
-                v_n[:, t] = inputs.nobs_cell[:, t]
-    return path
-
-
-def _char_variable(ds, name: str, dim: str, values: Sequence[str], long_name: str, **attrs) -> None:
-    """A fixed-length NetCDF ``char`` variable (dim, <name>_strlen) holding ``values``."""
-    import netCDF4
-
-    n = max(1, max((len(v) for v in values), default=1))
-    ds.createDimension(f"{name}_strlen", n)
-    v = ds.createVariable(name, "S1", (dim, f"{name}_strlen"))
-    v.long_name = long_name
-    for k, a in attrs.items():
-        v.setncattr(k, a)
-    v._Encoding = "utf-8"
-    v[:] = netCDF4.stringtochar(np.array(list(values), dtype=f"S{n}"))
-
-
 __all__ = [
     "GridInputs",
     "cell_mean",
     "step_time_bounds",
     "grid_inputs",
+    "channel_frequencies",
     "evaluate_grid_emissivity",
-    "write_gridded_emissivity",
     "UNIX_EPOCH_JD",
 ]

@@ -1,7 +1,7 @@
 """Run-time sea ice emissivity for the synthetic twin: the shipped SMRT table.
 
 The table (``twin/data/smrt_ice_emissivity.nc``) is generated once by
-:mod:`empirical_seaice.twin.smrt_table`, whose docstring documents the
+:mod:`empirical_seaice.twin.smrt_table`; :mod:`empirical_seaice.twin.smrt_column` documents the
 snow/ice column, the SMRT set-up and the two-run Kirchhoff emissivity. This
 module only reads the file and interpolates it; it needs numpy (and netCDF4
 to read the file), never SMRT or torch.
@@ -339,7 +339,7 @@ ANGULAR_TABLE_FILENAME = "smrt_ice_emissivity_angular.nc"
 
 @dataclass(frozen=True, eq=False)
 class AngularAnomalyTable:
-    """``e(theta) - e(53 deg)`` of the SMRT columns of :mod:`.smrt_table` (``--angular``).
+    """``e(theta) - e(53 deg)`` of the SMRT columns of :mod:`.smrt_angular` (``smrt_table --angular``).
 
     anomaly : (2, nd, nw, nf, na, 2) float32 over ice type, snow depth, wetness,
         frequency, incidence and polarisation (0 = V, 1 = H).

@@ -68,7 +68,9 @@ SPECTRA = {
 """Mean spectra (emissivity) by surface type: (V row, H row) at :data:`FREQ_NODES_GHZ`."""
 
 
-def _spectrum(kind: str, freq: np.ndarray, pol_h: np.ndarray) -> np.ndarray:
+def literature_spectrum(kind: str, freq: np.ndarray, pol_h: np.ndarray) -> np.ndarray:
+    """The mean spectrum of surface type ``kind`` (a key of :data:`SPECTRA`) at ``freq`` (GHz), H where
+    ``pol_h`` else V, interpolated linearly in log-frequency between the nodes."""
     v, h = (np.asarray(row, dtype=np.float64) for row in SPECTRA[kind])
     x = np.log(freq)
     nodes = np.log(FREQ_NODES_GHZ)
@@ -106,7 +108,7 @@ def literature_ice_emissivity(freq_ghz, pol, myi_fraction, snow_depth_m, corr_le
         raise SeaIceError(f"literature_ice_emissivity: freq_ghz must be > 0, got min {np.min(freq)}")
     pol_h = _pol_is_h(pol)
     m = np.clip(np.asarray(myi_fraction, dtype=np.float64), 0.0, 1.0)
-    fy, my, wet = (_spectrum(k, freq, pol_h) for k in ("first_year", "multi_year", "wet_snow"))
+    fy, my, wet = (literature_spectrum(k, freq, pol_h) for k in ("first_year", "multi_year", "wet_snow"))
     s = scattering_weight(freq)
     e = (1.0 - m) * fy + m * my
     e = e - 0.08 * (np.asarray(snow_depth_m, dtype=np.float64) - 0.15) * s

@@ -82,7 +82,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.twin.ice_literature import _spectrum
+from empirical_seaice.twin.ice_literature import literature_spectrum
 from empirical_seaice.twin.ocean import T_FREEZE_SEAWATER_K, flat_sea_emissivity
 from empirical_seaice.twin.truth import T_MELT_K, SmoothField
 
@@ -164,7 +164,7 @@ def thin_ice_emissivity(freq_ghz, pol_h, incidence_deg, thickness_cm, t_ice_k, s
     f = np.asarray(freq_ghz, dtype=np.float64)
     pol_h = np.asarray(pol_h, dtype=bool)
     e_w = flat_sea_emissivity(f, pol_h.astype(int), incidence_deg, T_FREEZE_SEAWATER_K, salinity_psu)
-    e_fy = _spectrum("first_year", f, pol_h)
+    e_fy = literature_spectrum("first_year", f, pol_h)
     h0 = np.maximum(3.0 * (19.0 / f) ** 0.3 * (1.0 + 0.05 * (np.asarray(t_ice_k, dtype=np.float64) - 263.0)), 0.5)
     return e_w + (e_fy - e_w) * (1.0 - np.exp(-np.asarray(thickness_cm, dtype=np.float64) / h0))
 

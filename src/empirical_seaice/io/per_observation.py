@@ -1,0 +1,248 @@
+"""The per-observation pass of the reader: Julian days, grid indices, the skin temperature, wind and
+cloud of every observation of a sensor; which observations are kept (in the period, every field
+valid); duplicated rows; the per-observation arrays of all sensors concatenated.
+
+Which variable gives the grid index (``COMMON_IGRID`` or ``IGRID``) is decided here for all sensors
+at once (:func:`grid_variables`).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from empirical_seaice.config import DataConfig
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io._netcdf import open_dataset
+from empirical_seaice.io.layouts import DataFiles, SensorFiles
+from empirical_seaice.io.period import SENSOR_LOSS_FRACTION, check_convention
+from empirical_seaice.io.sensor_read import SensorRead, read_1d
+from empirical_seaice.io.validity import MOSTLY, FieldStats, classify
+from empirical_seaice.observations import step_index
+
+log = logging.getLogger(__name__)
+
+PER_OBS_MAP = {"TSFC": "t_skin_k", "WINDSPEED10M": "wind_ms", "CLOUD_FRACTION": "cloud_fraction"}
+"""Per-observation variables of the files -> array fields of :class:`~empirical_seaice.observations.Observations`."""
+
+
+def _has_common_igrid(sf: SensorFiles) -> bool:
+    if sf.layout == "B":
+        return sf.has_file("COMMON_IGRID")
+    with open_dataset(sf.location) as ds:
+        return "COMMON_IGRID" in ds.variables
+
+
+def grid_variables(sensors: tuple[SensorFiles, ...]) -> list[str]:
+    """The grid-index variable of each sensor: ``COMMON_IGRID`` when every sensor has it, else ``IGRID``.
+
+    ``IGRID`` alone for every sensor is the v2 reference's own layout: each sensor's
+    indices are on the one grid of the background files (checked against its size).
+    Some sensors with ``COMMON_IGRID`` and others without is an error: their
+    ``IGRID`` may index a sensor-local grid.
+    """
+    has = [_has_common_igrid(sf) for sf in sensors]
+    if all(has):
+        return ["COMMON_IGRID"] * len(sensors)
+    if not any(has):
+        if len(sensors) > 1:
+            log.info("no COMMON_IGRID: every sensor's IGRID indexes the background grid (the v2 reference's layout)")
+        return ["IGRID"] * len(sensors)
+    with_c = [sf.sensor.name for sf, h in zip(sensors, has, strict=True) if h]
+    lacking = next(sf for sf, h in zip(sensors, has, strict=True) if not h)
+    raise SeaIceError(
+        f"{lacking.path('COMMON_IGRID')}: variable COMMON_IGRID not found for sensor {lacking.sensor.name}, "
+        f"while {', '.join(with_c)} have it; give COMMON_IGRID for every sensor, or only IGRID for every "
+        "sensor (all indexing the grid of the background files)"
+    )
+
+
+def check_sensor_kept(r: SensorRead, config: DataConfig, nsteps: int) -> None:
+    """A requested sensor with no valid observation in the period, or with many duplicated rows, is an error."""
+    path = r.files.path("JULIAN_DAY")
+    name = r.files.sensor.name
+    if r.keep.size == 0:
+        steps = f"{config.stepstart}..{config.stepstart + nsteps - 1}"
+        raise SeaIceError(
+            f"{path}: sensor {name} has no valid observation in steps {steps} "
+            f"({r.nobs_file} rows in its files); remove it from --sensors, or choose a period it covers"
+        )
+    jd, grid = r.julian_day, r.per_obs["igrid"]
+    order = np.lexsort((grid, jd))
+    same = (jd[order][1:] == jd[order][:-1]) & (grid[order][1:] == grid[order][:-1])
+    for field_name in PER_OBS_MAP:
+        if not same.any():
+            break
+        v = r.per_obs[field_name][order]
+        same &= v[1:] == v[:-1]
+    ndup = int(same.sum())
+    if ndup > SENSOR_LOSS_FRACTION * r.keep.size:
+        raise SeaIceError(
+            f"{path}: sensor {name} has {ndup} duplicated observations ({100 * ndup / r.keep.size:.0f}% of "
+            f"{r.keep.size}: same time, grid point, skin temperature, wind and cloud); remove the repeated rows"
+        )
+    if ndup:
+        log.warning("sensor %s: %d duplicated observations (same time, grid point and weather)", name, ndup)
+
+
+def read_julian_day(r: SensorRead) -> None:
+    """Pass 1a for one sensor: ``JULIAN_DAY`` of every observation of its file."""
+    jd, path = read_1d(r.files, "JULIAN_DAY", None, np.float64)
+    assert jd is not None  # not optional
+    r.julian_day = jd
+    r.nobs_file = jd.shape[0]
+    if r.nobs_file == 0:
+        raise SeaIceError(
+            f"{path}: sensor {r.files.sensor.name} has no observation (0 rows); "
+            "remove it from --sensors or give its data"
+        )
+    check_convention(jd, path, r.files.sensor.name)
+    finite = np.isfinite(jd)
+    if r.nobs_file and (~finite).sum() > MOSTLY * r.nobs_file:
+        raise SeaIceError(
+            f"{path}: variable JULIAN_DAY mostly missing (NaN/fill): "
+            f"{100 * (~finite).sum() / r.nobs_file:.0f}% of values"
+        )
+
+
+def select_observations(
+    r: SensorRead,
+    config: DataConfig,
+    jd_origin: float,
+    nsteps: int,
+    nstep_total_bg: int,
+    gname: str,
+    ngrid: int,
+    files: DataFiles,
+) -> None:
+    """Pass 1b for one sensor: read the per-observation fields and keep the observations in the
+    period whose fields are all valid (``r.keep``); ``r.per_obs`` then holds only those."""
+    sf, n = r.files, r.nobs_file
+    ok = np.isfinite(r.julian_day) & ~r.outside
+    istep_int = np.full(n, -1, dtype=np.int64)
+    istep_int[ok] = step_index(r.julian_day[ok], jd_origin, config.steps_per_day)
+    early = int((ok & (istep_int < 0)).sum())
+    if early:
+        log.warning(
+            "sensor %s: %d observations before the first 21 UTC window%s dropped",
+            sf.sensor.name,
+            early,
+            f" of --start-date {config.start_date}" if config.start_date else "",
+        )
+    in_period = ok & (istep_int >= config.stepstart) & (istep_int < config.stepstart + nsteps)
+    late = int((ok & (istep_int >= nstep_total_bg)).sum())
+    if late and config.nsteps is None:
+        log.warning("sensor %s: %d observations after the background period dropped", sf.sensor.name, late)
+    keep = in_period
+    r.per_obs["istep"] = istep_int
+    grid, gmiss = _read_grid_index(sf, gname, n, ngrid, files.seaice_background.name)
+    keep &= ~gmiss
+    r.per_obs["igrid"] = grid
+    for name in PER_OBS_MAP:
+        values, path = read_1d(sf, name, n)
+        assert values is not None  # not optional
+        missing, out = classify(values, name)
+        stats = FieldStats()
+        stats.add(values, missing, out)
+        stats.check(path, name)
+        keep &= ~(missing | out)
+        r.per_obs[name] = values
+    cross = sf.sensor.cross_track
+    zen, zpath = read_1d(sf, "ZENITH", n, optional=not cross)
+    if cross and zen is None:
+        raise SeaIceError(
+            f"{zpath}: variable ZENITH not found: sensor {sf.sensor.name} scans across track and needs the "
+            "satellite zenith angle (degrees) of every observation"
+        )
+    if zen is not None:
+        missing, out = classify(zen, "ZENITH")
+        if cross:  # the angle enters the physics: an observation without it is dropped
+            stats = FieldStats()
+            stats.add(zen, missing, out)
+            stats.check(zpath, "ZENITH")
+            keep &= ~(missing | out)
+        zen[missing | out] = np.nan
+    r.zenith_deg = zen
+    r.keep = np.flatnonzero(keep)
+    # Hold only the kept observations from here on (a short period of a long file keeps little).
+    for name, arr in r.per_obs.items():
+        r.per_obs[name] = arr[r.keep]
+    if r.zenith_deg is not None:
+        r.zenith_deg = r.zenith_deg[r.keep]
+    r.julian_day = r.julian_day[r.keep]
+    dropped = n - r.keep.size - int((~in_period).sum())
+    log.info(
+        "sensor %s: %d observations in file, %d in the period, %d dropped for invalid per-observation fields",
+        sf.sensor.name,
+        n,
+        int(in_period.sum()),
+        max(dropped, 0),
+    )
+
+
+def _read_grid_index(sf: SensorFiles, gname: str, n: int, ngrid: int, background_name: str):
+    """The grid index of each observation (int32, -1 where missing) and the missing mask.
+
+    Raises
+    ------
+    SeaIceError
+        Mostly missing, non-integer, or beyond the background's grid.
+    """
+    grid, gpath = read_1d(sf, gname, n, np.float64)
+    assert grid is not None  # not optional
+    gmiss = np.isnan(grid) | (grid < 0)
+    if n and gmiss.sum() > MOSTLY * n:
+        raise SeaIceError(f"{gpath}: variable {gname} mostly missing (NaN/fill/negative): {100 * gmiss.sum() / n:.0f}%")
+    if (grid[~gmiss] != np.round(grid[~gmiss])).any():
+        raise SeaIceError(f"{gpath}: variable {gname} holds non-integer grid indices")
+    if (~gmiss).any() and grid[~gmiss].max() >= ngrid:
+        raise SeaIceError(
+            f"{gpath}: variable {gname} has grid index up to {int(grid[~gmiss].max())}, but the background "
+            f"{background_name} has ngrid={ngrid} grid points (indices 0..{ngrid - 1})"
+        )
+    return np.where(gmiss, -1, grid).astype(np.int32), gmiss
+
+
+def assemble_per_obs(reads: list[SensorRead], nobs: int, stepstart: int) -> tuple[dict[str, Any], list[int]]:
+    """The per-observation arrays of all sensors, concatenated (final content only: no temporaries
+    beyond nobs; the array fields of :class:`Observations`), and each sensor's first row."""
+    out: dict[str, np.ndarray] = {
+        "igrid": np.empty(nobs, np.int32),
+        "istep": np.empty(nobs, np.int32),
+        "isensor": np.empty(nobs, np.int16),
+        "t_skin_k": np.empty(nobs, np.float32),
+        "wind_ms": np.empty(nobs, np.float32),
+        "cloud_fraction": np.empty(nobs, np.float32),
+        "zenith_deg": np.empty(nobs, np.float32),
+        "julian_day": np.empty(nobs, np.float64),
+        "obs_index": np.empty(nobs, np.int64),
+    }
+    offsets = []
+    off = 0
+    for s, r in enumerate(reads):
+        k, sl = r.keep, slice(off, off + r.keep.size)
+        offsets.append(off)
+        out["igrid"][sl] = r.per_obs["igrid"]
+        out["istep"][sl] = r.per_obs["istep"] - stepstart
+        out["isensor"][sl] = s
+        for name, key in PER_OBS_MAP.items():
+            out[key][sl] = r.per_obs[name]
+        out["zenith_deg"][sl] = np.nan if r.zenith_deg is None else r.zenith_deg
+        out["julian_day"][sl] = r.julian_day
+        out["obs_index"][sl] = k
+        r.per_obs.clear()
+        r.julian_day, r.zenith_deg = np.zeros(0), None
+        off += k.size
+    return out, offsets
+
+
+__all__ = [
+    "PER_OBS_MAP",
+    "grid_variables",
+    "read_julian_day",
+    "select_observations",
+    "check_sensor_kept",
+    "assemble_per_obs",
+]

@@ -1,0 +1,169 @@
+"""Atomic files: the one atomic-write helper :func:`atomic_path` (temporary name beside the file,
+fsync, rename; removed on failure), one-line errors for a full or read-only disk, the health marks a
+forced run puts on every NetCDF file, directories and file checksums.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from pathlib import Path
+
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io.transaction.faults import fault_point
+
+_health_attrs: ContextVar[dict[str, str] | None] = ContextVar("seaice_health_attrs", default=None)
+
+
+def tmp_name(path: Path) -> Path:
+    """The temporary name of ``path`` for this process: ``.NAME.tmpPID`` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry to disk (after a rename); ignored where unsupported."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _disk_problem(path: Path) -> str | None:
+    """'full' / 'read-only' / None for the file system holding ``path``'s directory."""
+    d = Path(path).parent
+    try:
+        st = os.statvfs(d)
+    except OSError:
+        return None
+    if st.f_flag & getattr(os, "ST_RDONLY", 1) or not os.access(d, os.W_OK):
+        return "read-only"
+    if st.f_bavail * st.f_frsize < 1 << 20:
+        return "full"
+    return None
+
+
+class OutputWriteError(SeaIceError):
+    """An output file could not be written (full or read-only disk, ...); nothing was published."""
+
+
+def write_error(path: Path, exc: BaseException) -> SeaIceError:
+    """A one-line :class:`SeaIceError` for a failed write of ``path`` (disk full, read-only, ...)."""
+    code = getattr(exc, "errno", None)
+    problem = _disk_problem(path)
+    if code == errno.ENOSPC or code == errno.EDQUOT or problem == "full":
+        why = "the disk is full"
+    elif code in (errno.EROFS, errno.EACCES, errno.EPERM) or problem == "read-only":
+        why = "the directory is read-only or not writable"
+    else:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        why = f"{type(exc).__name__}: {first[:200]}"
+    return OutputWriteError(
+        f"{path}: cannot write the file ({why}); free space or choose a writable --output "
+        "(the previous outputs are unchanged)"
+    )
+
+
+def _is_write_failure(path: Path, exc: BaseException) -> bool:
+    """An OSError always is; a RuntimeError (netCDF 'HDF error', torch 'enforce fail') when the disk is the cause."""
+    if isinstance(exc, OSError):
+        return True
+    return isinstance(exc, RuntimeError) and _disk_problem(path) is not None
+
+
+@contextlib.contextmanager
+def health_marks(attrs: Mapping[str, str] | None) -> Iterator[None]:
+    """While active, :func:`atomic_path` adds ``attrs`` as global attributes to every NetCDF file."""
+    token = _health_attrs.set(dict(attrs) if attrs else None)
+    try:
+        yield
+    finally:
+        _health_attrs.reset(token)
+
+
+def _mark_netcdf(path: Path, attrs: Mapping[str, str]) -> None:
+    import netCDF4
+
+    with netCDF4.Dataset(path, "a") as ds:
+        for k, v in attrs.items():
+            ds.setncattr(k, v)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Write ``path`` atomically: yields a temporary path for the writer, then fsync + rename.
+
+    The temporary file ``.NAME.tmpPID`` lies beside ``path``. If the block
+    raises, the temporary file is removed and ``path`` is untouched. An
+    :class:`OSError` (or a RuntimeError of a library while the disk is full or
+    read-only) becomes a one-line :class:`SeaIceError`.
+    """
+    path = Path(path)
+    tmp = tmp_name(path)
+    try:
+        try:
+            yield tmp
+            marks = _health_attrs.get()
+            if marks and path.suffix == ".nc":
+                _mark_netcdf(tmp, marks)
+            _fsync_file(tmp)
+            fault_point("write")
+            os.replace(tmp, path)
+        except SeaIceError:
+            raise
+        except Exception as exc:
+            if _is_write_failure(path, exc):
+                raise write_error(path, exc) from None
+            raise
+    finally:
+        with contextlib.suppress(OSError):
+            if tmp.exists():
+                tmp.unlink()
+
+
+def make_dir(path: Path, flag: str = "--output") -> Path:
+    """``mkdir -p`` with a one-line error for a read-only or full disk."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SeaIceError(f"{flag}: cannot create directory {path} ({exc.strerror}); choose a writable place") from None
+    return Path(path)
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """BLAKE2b (128-bit) of a file's bytes, read in chunks."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+__all__ = [
+    "tmp_name",
+    "fsync_dir",
+    "OutputWriteError",
+    "write_error",
+    "health_marks",
+    "atomic_path",
+    "make_dir",
+    "file_digest",
+]

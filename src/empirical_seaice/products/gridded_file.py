@@ -1,0 +1,324 @@
+"""The file ``ice_emis_grid_TAG.nc`` of the gridded ice emissivity (:func:`write_gridded_emissivity`):
+CF-1.10 conventions (:mod:`empirical_seaice.io.cf`); chunked (one step per chunk) and zlib-compressed;
+written one step at a time so a year of a large grid never has to be in memory at once. The inputs
+and the model's evaluation on the grid are in :mod:`.gridded`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import cf
+from empirical_seaice.io.transaction import atomic_path
+from empirical_seaice.products.gridded import GridInputs, channel_frequencies, evaluate_grid_emissivity
+
+if TYPE_CHECKING:  # pragma: no cover
+    from empirical_seaice.config import ModelConfig
+    from empirical_seaice.model.emissivity import EmissivityModel
+    from empirical_seaice.products.export import Provenance
+    from empirical_seaice.sensors import ChannelBasis
+
+
+def write_gridded_emissivity(
+    path: Path,
+    emissivity: EmissivityModel,
+    model: ModelConfig,
+    basis: ChannelBasis,
+    inputs: GridInputs,
+    *,
+    channels: Sequence[str] | None = None,
+    freq_ghz: Sequence[float] | None = None,
+    provenance: Provenance | None = None,
+    complevel: int = 4,
+) -> Path:
+    """Write ``ice_emis_grid_TAG.nc`` (the module docstrings here and of :mod:`.gridded`).
+
+    Variables (dims): ``ice_emis`` (grid, step, channel) for channels, or
+    ``ice_emis_v``/``ice_emis_h`` (grid, step, frequency) for frequencies;
+    ``seaice`` (grid, step); ``properties`` (grid, step, prop);
+    ``properties_obs_mean`` (grid, step, prop_obs); ``nobs_cell`` (grid, step);
+    ``t_skin`` (grid, step); ``lon``, ``lat`` (grid); ``time``, ``time_bnds``
+    (step[, nv]); ``julian_day`` (step); ``channel_name``, ``frequency``,
+    ``polarisation`` (channel) or ``frequency`` (frequency).
+
+    Raises
+    ------
+    SeaIceError
+        An unknown channel, both or neither of channels/frequencies wrongly
+        combined, frequencies with a v1 model, or inputs of the wrong shape.
+    """
+    import netCDF4
+
+    _check_request(model, basis, channels, freq_ghz)
+    _check_inputs(inputs, emissivity)
+    path = Path(path)
+    chan_list = list(basis.channel_names if channels is None else channels)
+    with atomic_path(path) as tmp:
+        with netCDF4.Dataset(tmp, "w", format="NETCDF4") as ds:
+            w = _GridWriter(ds, inputs, complevel)
+            w.header(model, provenance)
+            w.coordinates()
+            if freq_ghz is not None:
+                out_vars = w.frequency_outputs(freq_ghz)
+            else:
+                out_vars = w.channel_outputs(basis, chan_list, model)
+            state = w.state_variables()
+            for t in range(inputs.nstep):
+                props = np.concatenate([inputs.props_grid[:, t], inputs.props_obs_mean[:, t]], axis=-1)
+                e = evaluate_grid_emissivity(
+                    emissivity,
+                    model,
+                    basis,
+                    inputs.t_skin_map_k[:, t],
+                    props,
+                    channels=None if freq_ghz is not None else chan_list,
+                    freq_ghz=freq_ghz,
+                )
+                w.write_step(t, out_vars, e, state, by_freq=freq_ghz is not None)
+    return path
+
+
+def _check_request(
+    model: ModelConfig, basis: ChannelBasis, channels: Sequence[str] | None, freq_ghz: Sequence[float] | None
+) -> None:
+    """Channels or frequencies, not both; frequencies only for v2; only the run's channels."""
+    if channels is not None and freq_ghz is not None:
+        raise SeaIceError("gridded emissivity: give channels or frequencies, not both")
+    if freq_ghz is not None and model.version != "v2":
+        raise SeaIceError("gridded emissivity: arbitrary frequencies need the v2 model (v1 has per-channel outputs)")
+    if channels is not None:
+        bad = [c for c in channels if c not in basis.channel_index]
+        if bad:
+            raise SeaIceError(
+                f"gridded emissivity: channel(s) {', '.join(bad)} not in the run's channels "
+                f"({', '.join(basis.channel_names)})"
+            )
+
+
+def _check_inputs(inputs: GridInputs, emissivity: EmissivityModel) -> None:
+    """Every input array on the (grid, step) of the SIC; as many state variables as the model takes."""
+    ng, ns = inputs.ngrid, inputs.nstep
+    npg, npo = inputs.props_grid.shape[-1], inputs.props_obs_mean.shape[-1]
+    for name, arr, shape in (
+        ("t_skin_map_k", inputs.t_skin_map_k, (ng, ns)),
+        ("props_grid", inputs.props_grid, (ng, ns, npg)),
+        ("props_obs_mean", inputs.props_obs_mean, (ng, ns, npo)),
+        ("nobs_cell", inputs.nobs_cell, (ng, ns)),
+        ("time_bounds_jd", inputs.time_bounds_jd, (ns, 2)),
+    ):
+        if np.shape(arr) != shape:
+            raise SeaIceError(f"gridded emissivity: {name} has shape {np.shape(arr)}, expected {shape}")
+    if npg + npo != emissivity.nprop:
+        raise SeaIceError(f"gridded emissivity: {npg} + {npo} state variables, the model takes {emissivity.nprop}")
+
+
+class _GridWriter:
+    """The steps of writing ``ice_emis_grid_TAG.nc`` into an open netCDF4 dataset: header and
+    dimensions, coordinates, the emissivity variables (by frequency or by channel), the state
+    variables, then one step at a time."""
+
+    def __init__(self, ds: Any, inputs: GridInputs, complevel: int):
+        self.ds = ds
+        self.inputs = inputs
+        self.ng, self.ns = inputs.ngrid, inputs.nstep
+        self.npg, self.npo = inputs.props_grid.shape[-1], inputs.props_obs_mean.shape[-1]
+        self.zl: dict[str, Any] = dict(zlib=True, complevel=complevel)
+
+    def var(self, name, dtype, dims, units, long_name, chunks=None, **attrs):
+        """A variable (float32: NaN fill), chunked and compressed when ``chunks`` (grid vectors of a
+        large grid always)."""
+        if chunks is None and self.ng * 4 >= cf.COMPRESS_MIN_BYTES and dims == ("grid",):
+            chunks = (self.ng,)
+        v = self.ds.createVariable(
+            name,
+            dtype,
+            dims,
+            chunksizes=chunks,
+            fill_value=np.nan if dtype == "f4" else None,
+            **(self.zl if chunks else {}),
+        )
+        v.units = units
+        v.long_name = long_name
+        for k, a in attrs.items():
+            v.setncattr(k, a)
+        return v
+
+    def header(self, model: ModelConfig, provenance: Provenance | None) -> None:
+        """CF global attributes with the provenance, the model version, the dimensions."""
+        ds = self.ds
+        attrs = cf.global_attributes(
+            "gridded sea ice microwave emissivity (empirical state method, Geer 2024 JAMES)",
+            comment=(
+                "ice emissivity from the trained model at each grid point and step with x_T from the daily "
+                "skin-temperature map, the grid empirical state P and Q = mean of the observation-space state "
+                "over the cell's observations (0 where nobs_cell = 0)"
+            ),
+            **(provenance.attrs() if provenance is not None else {}),
+        )
+        for k, v in attrs.items():
+            ds.setncattr(k, v)
+        ds.model_version = model.version
+        ds.createDimension("grid", self.ng)
+        ds.createDimension("step", self.ns)
+        ds.createDimension("nv", 2)
+        ds.createDimension("prop", self.npg)
+        ds.createDimension("prop_obs", self.npo)
+
+    def coordinates(self) -> None:
+        """``time``, ``time_bnds``, ``julian_day`` of each step; ``lon``, ``lat`` (NaN when unknown)."""
+        jd = self.inputs.time_bounds_jd
+        tv = self.ds.createVariable("time", "f8", ("step",))
+        tv.setncatts(cf.time_attrs("centre of the step's 21 UTC window", bounds="time_bnds"))
+        tv[:] = cf.julian_day_to_time(jd.mean(axis=1))
+        self.ds.createVariable("time_bnds", "f8", ("step", "nv"))[:] = cf.julian_day_to_time(jd)
+        self.var("julian_day", "f8", ("step",), "days", "Julian day at the centre of the step's window")[:] = jd.mean(1)
+        lon = np.full(self.ng, np.nan) if self.inputs.lon is None else np.asarray(self.inputs.lon)
+        lat = np.full(self.ng, np.nan) if self.inputs.lat is None else np.asarray(self.inputs.lat)
+        for name, values in (("lon", lon), ("lat", lat)):
+            a = cf.lonlat_attrs(name)
+            self.var(name, "f4", ("grid",), a.pop("units"), a.pop("long_name"), **a)[:] = values
+
+    def frequency_outputs(self, freq_ghz: Sequence[float]) -> list[Any]:
+        """The ``frequency`` axis and ``ice_emis_v``, ``ice_emis_h`` (grid, step, frequency)."""
+        self.ds.createDimension("frequency", len(freq_ghz))
+        self.var(
+            "frequency",
+            "f4",
+            ("frequency",),
+            "GHz",
+            "frequency of the emissivity",
+            standard_name="radiation_frequency",
+        )[:] = np.asarray(freq_ghz)
+        return [
+            self.var(
+                f"ice_emis_{p.lower()}",
+                "f4",
+                ("grid", "step", "frequency"),
+                "1",
+                f"sea ice surface emissivity, {p} polarisation",
+                chunks=(self.ng, 1, len(freq_ghz)),
+                coordinates="time lon lat",
+                **cf.STANDARD["ice_emis"],
+            )
+            for p in ("V", "H")
+        ]
+
+    def channel_outputs(self, basis: ChannelBasis, chan_list: list[str], model: ModelConfig) -> list[Any]:
+        """The ``channel`` axis (name, polarisation, the model's frequency input) and ``ice_emis``
+        (grid, step, channel)."""
+        ds = self.ds
+        nch = len(chan_list)
+        ds.createDimension("channel", nch)
+        freq, pol, sens = channel_frequencies(basis, chan_list, model)
+        _char_variable(ds, "channel_name", "channel", chan_list, "channel name", **cf.STANDARD["channel_name"])
+        _char_variable(ds, "polarisation", "channel", ["V" if p == 0 else "H" for p in pol], "polarisation (V or H)")
+        fv = self.var(
+            "frequency",
+            "f4",
+            ("channel",),
+            "GHz",
+            "frequency given to the model for the channel (on the first run sensor having it, "
+            f"'{model.network_frequencies}' convention)",
+        )
+        fv[:] = freq
+        fv.sensor = " ".join(sens)
+        return [
+            self.var(
+                "ice_emis",
+                "f4",
+                ("grid", "step", "channel"),
+                "1",
+                "sea ice surface emissivity",
+                chunks=(self.ng, 1, nch),
+                coordinates="time lon lat channel_name",
+                **cf.STANDARD["ice_emis"],
+            )
+        ]
+
+    def state_variables(self) -> dict[str, Any]:
+        """``seaice``, ``t_skin``, ``properties``, ``properties_obs_mean``, ``nobs_cell`` (grid, step[, prop])."""
+        ng, cg = self.ng, (self.ng, 1)
+        out = {
+            "seaice": self.var(
+                "seaice",
+                "f4",
+                ("grid", "step"),
+                "1",
+                "sea ice concentration",
+                chunks=cg,
+                coordinates="time lon lat",
+                **cf.STANDARD["sic"],
+            ),
+            "t_skin": self.var(
+                "t_skin",
+                "f4",
+                ("grid", "step"),
+                "K",
+                "daily skin temperature (input of x_T)",
+                chunks=cg,
+                coordinates="time lon lat",
+                **cf.STANDARD["t_skin"],
+            ),
+            "properties": self.var(
+                "properties",
+                "f4",
+                ("grid", "step", "prop"),
+                "1",
+                "grid empirical state P",
+                chunks=(ng, 1, max(self.npg, 1)),
+                coordinates="time lon lat",
+            ),
+            "properties_obs_mean": self.var(
+                "properties_obs_mean",
+                "f4",
+                ("grid", "step", "prop_obs"),
+                "1",
+                "mean over the cell's observations of the observation-space empirical state Q (0 if none)",
+                chunks=(ng, 1, max(self.npo, 1)),
+                coordinates="time lon lat",
+            ),
+        }
+        v_n = self.ds.createVariable("nobs_cell", "i4", ("grid", "step"), chunksizes=cg, **self.zl)
+        v_n.units = "1"
+        v_n.long_name = "number of observations of the cell"
+        v_n.coordinates = "time lon lat"
+        out["nobs_cell"] = v_n
+        return out
+
+    def write_step(self, t: int, out_vars: list[Any], e: np.ndarray, state: dict[str, Any], by_freq: bool) -> None:
+        """Step ``t``: the emissivity ``e`` (grid, channel), or (grid, frequency, 2) ``by_freq``, and the state."""
+        inputs = self.inputs
+        if by_freq:  # V and H
+            out_vars[0][:, t, :] = e[..., 0]
+            out_vars[1][:, t, :] = e[..., 1]
+        else:
+            out_vars[0][:, t, :] = e
+        state["seaice"][:, t] = inputs.sic[:, t]
+        state["t_skin"][:, t] = inputs.t_skin_map_k[:, t]
+        if self.npg:
+            state["properties"][:, t, :] = inputs.props_grid[:, t]
+        if self.npo:
+            state["properties_obs_mean"][:, t, :] = inputs.props_obs_mean[:, t]
+        state["nobs_cell"][:, t] = inputs.nobs_cell[:, t]
+
+
+def _char_variable(ds, name: str, dim: str, values: Sequence[str], long_name: str, **attrs) -> None:
+    """A fixed-length NetCDF ``char`` variable (dim, <name>_strlen) holding ``values``."""
+    import netCDF4
+
+    n = max(1, max((len(v) for v in values), default=1))
+    ds.createDimension(f"{name}_strlen", n)
+    v = ds.createVariable(name, "S1", (dim, f"{name}_strlen"))
+    v.long_name = long_name
+    for k, a in attrs.items():
+        v.setncattr(k, a)
+    v._Encoding = "utf-8"
+    v[:] = netCDF4.stringtochar(np.array(list(values), dtype=f"S{n}"))
+
+
+__all__ = ["write_gridded_emissivity"]

@@ -1,0 +1,29 @@
+"""Maps: each file is produced and is a valid, non-blank PNG of the expected size; bad fields are refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from plot_helpers import assert_png, polar_grid
+
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.products.plots.maps import plot_maps
+
+
+def test_plot_maps_png(tmp_path):
+    lon, lat = polar_grid()
+    rng = np.random.default_rng(0)
+    f = {"a": np.clip((90 - lat) / 30, 0, 1), "b": rng.uniform(0, 1, lon.size)}
+    f["b"][:5] = np.nan
+    img = assert_png(plot_maps(tmp_path / "m.png", lon, lat, f, title="t", vmin=0, vmax=1))
+    # Two panels of 3.6 in + colour bar at 100 dpi.
+    assert img.shape[1] == int(round((3.6 * 2 + 1.4) * 100))
+    with pytest.raises(SeaIceError, match="expected"):
+        plot_maps(tmp_path / "x.png", lon, lat, {"bad": np.zeros(3)})
+    with pytest.raises(SeaIceError, match="no field"):
+        plot_maps(tmp_path / "x.png", lon, lat, {})
+
+
+def test_south_hemisphere_map(tmp_path):
+    lon, lat = polar_grid(n_side=14, south=True)
+    assert_png(plot_maps(tmp_path / "s.png", lon, lat, {"a": np.linspace(-1, 1, lon.size)}, centre_zero=True))

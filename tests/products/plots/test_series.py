@@ -1,0 +1,39 @@
+"""Time series: the daily extent and area by hand; the extent/area and loss-curve PNGs are drawn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from plot_helpers import assert_png
+
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.products.plots import series
+
+
+def test_extent_and_area_by_hand():
+    sic = np.array([[1.0, 0.1], [0.5, np.nan], [0.15, 0.2]])  # 3 cells x 2 days
+    extent, area = series.extent_area(sic, cell_area_km2=1e6)  # cells of 10^6 km^2 -> values in cells
+    np.testing.assert_allclose(extent, [3.0, 1.0])  # day 0: 1.0, 0.5, 0.15 >= 0.15; day 1: 0.2 only
+    np.testing.assert_allclose(area, [1.65, 0.2])
+
+
+def test_loss_curves(tmp_path):
+    losses = {"obs": np.array([10.0, 5.0, 3.0, 2.5]), "sic_range": np.array([1.0, 0.5, 0.2, 0.1])}
+    assert_png(series.plot_loss_curves(tmp_path / "l.png", losses))
+    with pytest.raises(SeaIceError, match="no loss"):
+        series.plot_loss_curves(tmp_path / "l2.png", {"obs": np.array([])})
+
+
+def test_loss_curves_note_the_monitored_term(tmp_path):
+    losses = {"obs": np.array([3.0, 2.0]), "warm_ice": np.array([0.5, 0.4]), "total": np.array([3.5, 2.4])}
+    assert_png(series.plot_loss_curves(tmp_path / "l.png", losses))
+
+
+def test_time_series(tmp_path):
+    dates = ["2021-03-01", "2021-03-02", "2021-03-03"]
+    lines = {"trained": (np.array([1.0, 1.1, 1.2]), np.array([0.8, 0.9, 1.0])), "truth": (np.ones(3), np.ones(3))}
+    assert_png(series.plot_time_series(tmp_path / "t.png", dates, lines, notes={"truth": "all cells"}))
+    with pytest.raises(SeaIceError, match="expected 3"):
+        series.plot_time_series(tmp_path / "t2.png", dates, {"x": (np.ones(2), np.ones(2))})
+    with pytest.raises(SeaIceError, match="no series"):
+        series.plot_time_series(tmp_path / "t3.png", dates, {})
