@@ -351,13 +351,21 @@ class TrainingConfig:
         observations, else kept (``validation_min_obs`` then 0, so a second call keeps it)."""
         batch = self.batch_size if self.batch_size is not None else auto_batch_size(nobs_train)
         lr = self.learning_rate if self.learning_rate is not None else auto_learning_rate(batch)
-        hold = {}
-        if self.validation_fraction > 0.0 and self.validation_min_obs > 0:
-            if nobs_train < self.validation_min_obs:
-                hold = dict(validation_fraction=0.0, early_stopping=False)
+        fraction, stopping, min_obs = self.validation_fraction, self.early_stopping, self.validation_min_obs
+        if fraction > 0.0 and min_obs > 0:
+            if nobs_train < min_obs:
+                fraction, stopping = 0.0, False
             else:
-                hold = dict(validation_min_obs=0)
-        return replace(self, batch_size=batch, learning_rate=lr, map_priors=self.prior_mode, **hold)
+                min_obs = 0
+        return replace(
+            self,
+            batch_size=batch,
+            learning_rate=lr,
+            map_priors=self.prior_mode,
+            validation_fraction=fraction,
+            early_stopping=stopping,
+            validation_min_obs=min_obs,
+        )
 
 
 __all__ = [
