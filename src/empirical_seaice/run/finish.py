@@ -199,6 +199,8 @@ def schedule_line(cfg: TrainingConfig) -> str:
         f"batch {cfg.batch_size}, learning rate {cfg.learning_rate:.3g}, {cfg.optimizer}, "
         f"{cfg.prior_mode} whole-map priors, {cfg.batch_order} batches"
     )
+    if cfg.lr_decay != 1.0:
+        line += f", learning rate x{cfg.lr_decay:.3g} per epoch"
     if cfg.validation_fraction > 0.0:
         line += f", {100 * cfg.validation_fraction:.3g} % held out" + (", early stopping" if cfg.early_stopping else "")
     elif cfg.too_few_to_hold_out:
