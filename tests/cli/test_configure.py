@@ -34,7 +34,7 @@ def test_defaults_are_the_v2_preset_with_our_improvements():
     assert (training.seed, training.reproducible) == (0, False)
     assert training.device == "auto"
     # early stopping on 10 % held out, from 20,000 observations on (the reference trains on every one)
-    assert (training.validation_fraction, training.early_stopping, training.lr_decay) == (0.1, True, 0.8)
+    assert (training.validation_fraction, training.early_stopping, training.lr_decay) == (0.1, True, 1.0)
     assert (ref.validation_fraction, ref.early_stopping, ref.lr_decay) == (0.0, False, 1.0)
     small, large = training.resolved(19_999), training.resolved(20_000)
     assert (small.validation_fraction, small.early_stopping, small.too_few_to_hold_out) == (0.0, False, True)
@@ -42,7 +42,7 @@ def test_defaults_are_the_v2_preset_with_our_improvements():
     assert large.resolved(18_000) == large  # decided once: the trainer's second call keeps the hold-out
     _, _, _, v1 = _configs(["--model", "v1"])  # v1 trains on every observation (docs/training-defaults.md)
     assert (v1.validation_fraction, v1.early_stopping, v1.resolved(100_000).validation_fraction) == (0.0, False, 0.0)
-    assert v1 == replace(training, validation_fraction=0.0, early_stopping=False, validation_min_obs=0, lr_decay=1.0)
+    assert v1 == replace(training, validation_fraction=0.0, early_stopping=False, validation_min_obs=0)
     # the automatic schedule: the reference's batch and step from 204,800 observations on
     assert training.resolved(9322).batch_size == 128 and training.resolved(9322).learning_rate == 8e-3
     assert training.resolved(141596).batch_size == 512 and training.resolved(141596).learning_rate == 2e-3

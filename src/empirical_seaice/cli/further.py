@@ -88,8 +88,7 @@ def add_further_options(ours) -> None:
         type=float,
         default=None,
         metavar="G",
-        help="Multiply the learning rate by G after every epoch (default v2 0.8, v1 1: constant; 1 with "
-        "--exact-reference).",
+        help="Multiply the learning rate by G after every epoch (default 1: constant).",
     )
     ours.add_argument(
         "--exact-reference",

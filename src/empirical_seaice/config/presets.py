@@ -172,20 +172,18 @@ DEFAULT_TRAINING = TrainingConfig(
     validation_fraction=0.1,
     early_stopping=True,
     validation_min_obs=VALIDATION_MIN_OBS,
-    lr_decay=0.8,
 )
 """Our training defaults: 25 epochs, automatic batch size and learning rate, deferred Adam with
 sampled whole-map priors, observations shuffled every epoch, 10 % of the observations held out
 and training stopped (the best epoch kept) when their cost stops falling, from
-:data:`VALIDATION_MIN_OBS` observations on, and the learning rate times 0.8 after every epoch."""
+:data:`VALIDATION_MIN_OBS` observations on."""
 
 V1_TRAINS_ON_EVERY_OBSERVATION = True
 """v1 holds nothing out by default: its linear emissivity model is unbounded, and a tenth fewer
 observations per cell pushed more of its ice emissivities above 1 (ideal demo twin, 25 epochs:
 2.4 % outside (0, 1], highest 1.19, against 3.5 % and 1.27 with the hold-out, over the health
 check's 1.2), while its held-out cost was still falling when a noise-level rise stopped it
-(epoch 9 of 25: SIC RMSE 0.0826 against 0.0679); nor is its learning rate decayed (not measured
-for v1); docs/training-defaults.md."""
+(epoch 9 of 25: SIC RMSE 0.0826 against 0.0679); docs/training-defaults.md."""
 
 
 def starting_configuration(preset_name: str, exact_reference: bool = False) -> tuple[Preset, TrainingConfig]:
@@ -207,9 +205,7 @@ def starting_configuration(preset_name: str, exact_reference: bool = False) -> t
     if preset.model.version == "v2":
         preset = replace(preset, model=replace(preset.model, angle_input=None))
     if preset.model.version == "v1" and V1_TRAINS_ON_EVERY_OBSERVATION:
-        return preset, replace(
-            DEFAULT_TRAINING, validation_fraction=0.0, early_stopping=False, validation_min_obs=0, lr_decay=1.0
-        )
+        return preset, replace(DEFAULT_TRAINING, validation_fraction=0.0, early_stopping=False, validation_min_obs=0)
     return preset, DEFAULT_TRAINING
 
 
