@@ -77,6 +77,7 @@ def configs_from_args(args: argparse.Namespace):
         "early_stopping": args.early_stopping,
         "patience": args.patience,
         "lr_decay": args.lr_decay,
+        "plateau_cuts": args.plateau_cuts,
     }
     explicit = {k: v for k, v in explicit.items() if v is not None}
     if "validation_fraction" in explicit or explicit.get("early_stopping"):

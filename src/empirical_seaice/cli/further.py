@@ -91,6 +91,13 @@ def add_further_options(ours) -> None:
         help="Multiply the learning rate by G after every epoch (default 1: constant).",
     )
     ours.add_argument(
+        "--plateau-cuts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Early stopping: up to N times halve the learning rate where training would stop (default 0).",
+    )
+    ours.add_argument(
         "--exact-reference",
         action="store_true",
         help="Run the published configuration of the preset: switch off every improvement of ours "

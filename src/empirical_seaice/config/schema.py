@@ -263,6 +263,9 @@ class TrainingConfig:
     validation_min_obs: hold observations out only from this many on (fewer: no held-out
         observations and no early stopping, :meth:`resolved`); 0 = always.
     lr_decay: the learning rate of epoch k (0-based) is ``learning_rate * lr_decay ** k``.
+    plateau_cuts: with early stopping, up to this many times the learning rate is multiplied by
+        ``plateau_factor`` where training would stop (the held-out cost not falling for ``patience``
+        epochs since its best or the last cut); then it stops.
     device: "auto" (CUDA if available), "cpu" or "cuda".
     optimizer: state-table optimiser: "deferred-adam" (dense Adam's updates, applied when a row is
         next read: cost per step scales with the batch), "sparse-adam" (torch SparseAdam: rows a batch
@@ -291,6 +294,8 @@ class TrainingConfig:
     patience: int = 1
     validation_min_obs: int = 0
     lr_decay: float = 1.0
+    plateau_cuts: int = 0
+    plateau_factor: float = 0.5
     device: str = "auto"
     optimizer: str = "deferred-adam"
     map_priors: str | None = None
@@ -312,6 +317,11 @@ class TrainingConfig:
             raise SeaIceError("--early-stopping needs --validation-fraction > 0")
         if self.learning_rate is not None and not 0 < self.learning_rate < float("inf"):  # also NaN
             raise SeaIceError(f"--learning-rate: must be a finite number > 0, got {self.learning_rate}")
+        if self.plateau_cuts < 0 or not 0.0 < self.plateau_factor < 1.0:
+            raise SeaIceError(
+                f"--plateau-cuts/--plateau-factor: need cuts >= 0 and 0 < factor < 1, got "
+                f"{self.plateau_cuts}, {self.plateau_factor}"
+            )
         if not 0.0 < self.lr_decay <= 1.0:
             raise SeaIceError(f"--lr-decay: must be in (0, 1], got {self.lr_decay}")
         if self.patience < 1:

@@ -206,6 +206,7 @@ class Trainer:
         self.epoch = 0
         self._best_cost = float("inf")
         self._best_state: dict[str, torch.Tensor] | None = None
+        self._lr_cuts: list[int] = []  # epochs (0-based) after which the step was cut (plateau_cuts)
         self._fused: FusedStep | None | bool = None  # None: not tried yet; False: not available
 
     # ----------------------------------------------------------------- optimisers
@@ -279,6 +280,7 @@ class Trainer:
             "generator": self.generator.get_state(),
             "best_cost": self._best_cost,
             "best_state": self._best_state,
+            "lr_cuts": list(self._lr_cuts),
             "config": {
                 "batch_size": self.config.batch_size,
                 "optimizer": self.config.optimizer,
@@ -319,6 +321,7 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self._best_cost = float(state["best_cost"])
         self._best_state = state["best_state"]
+        self._lr_cuts = [int(e) for e in state.get("lr_cuts", [])]
         self._position = state.get("position")
         if self.sharding is not None:
             self.sharding.same_everywhere(self.epoch, "the epoch of the checkpoint")
@@ -382,9 +385,10 @@ class Trainer:
 
     def _set_learning_rate(self) -> None:
         """This epoch's step: ``learning_rate * lr_decay ** epoch`` (constant with the default decay 1)."""
-        if self.config.lr_decay == 1.0:
+        cfg = self.config
+        if cfg.lr_decay == 1.0 and not self._lr_cuts:
             return
-        lr = self.learning_rate * self.config.lr_decay**self.epoch
+        lr = self.learning_rate * cfg.lr_decay**self.epoch * cfg.plateau_factor ** len(self._lr_cuts)
         for opt in self.optimizers:
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -608,8 +612,12 @@ class Trainer:
         elif (
             self.config.early_stopping
             and h.best_epoch is not None
-            and self.epoch - h.best_epoch >= self.config.patience
+            and self.epoch - max([h.best_epoch, *self._lr_cuts]) >= self.config.patience
         ):
+            if len(self._lr_cuts) < self.config.plateau_cuts:  # a smaller step instead of stopping
+                self._lr_cuts.append(self.epoch)
+                logger.info("held-out cost not improving: learning rate x%g", self.config.plateau_factor)
+                return
             h.stopped_early = True
             logger.info(
                 "early stopping after epoch %d: held-out cost has not improved for %d epoch(s) (best epoch %d)",
