@@ -12,6 +12,17 @@
    alone at 128, ATMS having ~1.6 times AMSR2's observations);
    ``--angle-input`` gives the network the view-angle input in the runs with
    ATMS (``ModelConfig.angle_input`` left automatic; the v2 preset has it off).
+   ``--optimizer`` sets the state optimiser (``dense-adam``: the reference's
+   plain Adam with the whole-map priors in full at every step) and
+   ``--map-priors`` the whole-map priors (``TrainingConfig.map_priors``;
+   default: the library's, sampled with ``deferred-adam``);
+   ``--sensor-catalogue FILE`` is read by the runs with ATMS (e.g. other ATMS
+   observation errors; the twin keeps the shipped catalogue's noise);
+   ``--atms-error-scale K`` writes such a file, the used ATMS channels with
+   ``K`` times their catalogue observation error (model-error inflation).
+   The twin: ``--noise-scale`` (0: noise-free) and ``--no-ice-view-angle``
+   (the ice emissivity of ATMS ignores the view angle,
+   ``TwinConfig.ice_view_angle``).
 3. Retrieval on the remaining days with the sounder alone (ATMS), using the
    model trained on AMSR2 alone: SIC RMSE of the background and of the
    retrieval against the truth, and the ATMS departures before and after.
@@ -19,7 +30,9 @@
 Usage::
 
     python benchmarks/sounders.py [--seeds 3] [--nepochs 15] [--lr 0.01] [--batch 128]
-        [--batch-with-sounder N] [--angle-input] [--keep 0.15] [--work DIR]
+        [--batch-with-sounder N] [--angle-input] [--optimizer NAME] [--map-priors M]
+        [--sensor-catalogue FILE | --atms-error-scale K]
+        [--noise-scale 1] [--no-ice-view-angle] [--keep 0.15] [--work DIR]
 """
 
 from __future__ import annotations
@@ -37,6 +50,21 @@ from empirical_seaice.config import DataConfig, Preset, TrainingConfig, get_pres
 from empirical_seaice.run import train as pipeline
 from empirical_seaice.run.retrieve import run_retrieval
 from empirical_seaice.twin import generate_twin, get_twin_preset
+
+
+def write_atms_error_catalogue(path: Path, scale: float) -> Path:
+    """A user catalogue giving the used ATMS channels ``scale`` times their shipped observation error."""
+    from empirical_seaice.sensors import load_catalogue, shipped_catalogue_path, tomllib
+
+    with open(shipped_catalogue_path(), "rb") as f:
+        channels = tomllib.load(f)["channels"]
+    lines = ["format_version = 1", "", "[channels]"]
+    for name in load_catalogue().sensors["atms"].channels:
+        entry = dict(channels[name], obs_error_k=channels[name]["obs_error_k"] * scale)
+        fields = ", ".join(f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}" for k, v in entry.items())
+        lines.append(f'"{name}" = {{ {fields} }}')
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def rms_departure(stats, basis, sensor_channels) -> float:
@@ -76,6 +104,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--batch-with-sounder", type=int, default=None)
     ap.add_argument("--angle-input", action="store_true")
+    ap.add_argument("--optimizer", default="deferred-adam")
+    ap.add_argument("--map-priors", default=None)
+    ap.add_argument("--sensor-catalogue", type=Path, default=None)
+    ap.add_argument("--atms-error-scale", type=float, default=None)
+    ap.add_argument("--noise-scale", type=float, default=1.0)
+    ap.add_argument("--no-ice-view-angle", action="store_true")
     ap.add_argument("--keep", type=float, default=0.15)
     ap.add_argument("--days", type=int, default=6)
     ap.add_argument("--ntrain", type=int, default=5)
@@ -85,19 +119,38 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="sounders-"))
     twin = work / "twin"
     if not twin.exists():
-        generate_twin(get_twin_preset("tiny", sensors=("amsr2", "atms"), days=args.days, keep_fraction=args.keep), twin)
+        cfg = get_twin_preset(
+            "tiny",
+            sensors=("amsr2", "atms"),
+            days=args.days,
+            keep_fraction=args.keep,
+            noise_scale=args.noise_scale,
+            ice_view_angle=not args.no_ice_view_angle,
+        )
+        generate_twin(cfg, twin)
+    if args.atms_error_scale is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        args.sensor_catalogue = write_atms_error_catalogue(work / "atms_errors.toml", args.atms_error_scale)
     base = get_preset("v2")
-    tc = TrainingConfig(nepochs=args.nepochs, batch_size=args.batch, learning_rate=args.lr, reproducible=True)
+    tc = TrainingConfig(
+        nepochs=args.nepochs,
+        batch_size=args.batch,
+        learning_rate=args.lr,
+        reproducible=True,
+        optimizer=args.optimizer,
+        map_priors=args.map_priors,
+    )
     rows = {}
     for sensors in (("amsr2",), ("amsr2", "atms")):
         angle = None if args.angle_input else False  # None: on with a cross-track sensor
         preset = Preset("v2", replace(base.model, ice_emis_init=0.9, angle_input=angle), base.cost, sensors)
         batch = args.batch if sensors == ("amsr2",) else (args.batch_with_sounder or args.batch)
+        catalogue = None if sensors == ("amsr2",) else args.sensor_catalogue
         for seed in range(args.seeds):
             tag = f"{'_'.join(sensors)}_s{seed}"
             t0 = time.perf_counter()
             res = pipeline.run(
-                DataConfig(data=twin, sensors=sensors, nsteps=args.ntrain),
+                DataConfig(data=twin, sensors=sensors, nsteps=args.ntrain, sensor_catalogue=catalogue),
                 preset,
                 preset.cost,
                 replace(tc, seed=seed, batch_size=batch),
@@ -107,9 +160,9 @@ def main() -> None:
             )
             line = f"{tag}: SIC RMSE background {res.truth.sic_rmse_background:.4f} -> {res.truth.sic_rmse:.4f}"
             if "atms" in sensors:
-                from empirical_seaice.sensors import build_channel_basis
+                from empirical_seaice.sensors import build_channel_basis, load_catalogue
 
-                basis = build_channel_basis(sensors)
+                basis = build_channel_basis(sensors, load_catalogue(catalogue))
                 chans = basis.sensor(1).channels
                 before = rms_departure(res.departures_before, basis, chans)
                 after = rms_departure(res.departures_after, basis, chans)

@@ -24,6 +24,9 @@ by +-25 % over seconds. Configurations:
 - ``--only scaling``: the default step against the number of observations (0.3, 1,
   3 M) and the state size (grid of 2800, 11 190, 44 760 points, i.e. the benchmark
   twin's grid at 100, 50 and 25 km; 30 to 365 days);
+- ``--only priors``: the fused step with sampled and with full whole-map priors (the whole SIC
+  map stepped at every step), interleaved (``--repeat``), as the state grows from 30 to 365 days
+  (batch 1024): what the full priors' pass costs per SIC-map row;
 - ``--only pairs``: interleaved sets (``--repeat``) of the tensor step, the fused
   step on 1 and 2 threads at batch 1024 and 16384, and the reference-exact dense
   scheme, so that their ratios per step come from the same minutes.
@@ -175,7 +178,16 @@ def run_one(cfg: dict) -> dict:
     train_index = np.sort(torch.randperm(obs.nobs, generator=gen)[:ntrain].numpy())
     # the run's factory: the same network, tensors and trainer as training and retrieval
     # (row counts over every observation, as J_b / nobs of the whole dataset)
-    built = build_network(obs, bg, preset.model, preset.cost, optimizer=cfg["optimizer"], generator=gen, device=device)
+    built = build_network(
+        obs,
+        bg,
+        preset.model,
+        preset.cost,
+        optimizer=cfg["optimizer"],
+        generator=gen,
+        device=device,
+        prior_mode=cfg.get("map_priors"),
+    )
     net = built.network
     t_setup = time.perf_counter() - t0
     nepochs = int(cfg.get("epochs", 2))
@@ -185,6 +197,7 @@ def run_one(cfg: dict) -> dict:
         optimizer=cfg["optimizer"],
         device=cfg["device"],
         fused_step=bool(cfg.get("fused", True)),
+        map_priors=cfg.get("map_priors"),
     )
     trainer = build_trainer(net, built, tcfg, train_index=train_index, generator=gen, progress=False)
     cpu0 = time.process_time()
@@ -281,7 +294,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="200k observations, 60 steps (smoke run)")
     ap.add_argument("--profile", action="store_true", help="profile the sparse scheme at batch 1024 and exit")
-    ap.add_argument("--only", default="", help="comma list of parts: batch,lazy,growth,dense,pairs,scaling")
+    ap.add_argument("--only", default="", help="comma list of parts: batch,lazy,growth,dense,pairs,scaling,priors")
     ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/results.md")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved sets of the 'pairs' part")
     return ap
@@ -289,7 +302,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _print_result(r: dict) -> None:
     print(
-        f"{r['optimizer']:6s} {'fused' if r.get('fused_used') else 'tensor'} batch {r['batch']:5d} "
+        f"{r['optimizer']:6s} {'fused' if r.get('fused_used') else 'tensor'} {r.get('map_priors') or ''} "
+        f"batch {r['batch']:5d} "
         f"nstep {r['nstep']:3d} threads {r['threads']}: "
         f"{r['obs_per_s']:10.0f} obs/s {r['ms_per_step']:8.2f} ms/step "
         f"(epochs {r['ms_per_step_min']:.2f}-{r['ms_per_step_max']:.2f}; CPU {r['cpu_ms_per_step']:7.2f} ms, "
@@ -299,6 +313,15 @@ def _print_result(r: dict) -> None:
         f"(state {r['state_values'] / 1e6:.2f} M values, {r['steps_done']} steps)",
         flush=True,
     )
+
+
+def _priors_configurations(args) -> list[dict]:
+    """Part "priors": sampled and full whole-map priors, interleaved, at 30 to ``--nstep`` days."""
+    todo: list[dict] = []
+    for _ in range(args.repeat):
+        for n in (30, 90, 180, args.nstep):
+            todo += [dict(nstep=n, map_priors=m, steps=min(args.steps, 150)) for m in ("sampled", "full")]
+    return todo
 
 
 def _configurations(parts: set[str], args) -> list[dict]:
@@ -318,6 +341,8 @@ def _configurations(parts: set[str], args) -> list[dict]:
         todo += [dict(nobs=n) for n in (300_000, 1_000_000, 3_000_000)]
         todo += [dict(ngrid=g) for g in (2_800, 11_190, 44_760)]  # the benchmark twin's grid at 100, 50, 25 km
         todo += [dict(nstep=n) for n in (30, 90, 180)]
+    if "priors" in parts:  # the fused step with sampled and with full whole-map priors, interleaved, vs state size
+        todo += _priors_configurations(args)
     if "batch" in parts:
         for b in (1024, 4096, 16384):
             todo.append(dict(batch=b, steps=args.steps if b == 1024 else max(args.steps // (b // 1024), 20)))
@@ -363,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _scheme(r: dict) -> str:
+    """The optimiser, with the whole-map prior mode where the configuration named one."""
+    return r["optimizer"] + (f", {r['map_priors']} priors" if r.get("map_priors") else "")
+
+
 def write_results(results: list[dict], args) -> None:
     load = os.getloadavg()
     import torch
@@ -388,7 +418,7 @@ def write_results(results: list[dict], args) -> None:
     ]
     for r in results:
         lines.append(
-            f"| {r['optimizer']} | {r['batch']} | {r['nstep']} | {r['state_values']:,} | {r['steps_done']} | "
+            f"| {_scheme(r)} | {r['batch']} | {r['nstep']} | {r['state_values']:,} | {r['steps_done']} | "
             f"{r['obs_per_s']:,.0f} | {r['ms_per_step']:.2f} | {r['ms_per_step_min']:.2f}-{r['ms_per_step_max']:.2f} | "
             f"{r['cpu_ms_per_step']:.2f} | {r['cpu_obs_per_s']:,.0f} | "
             f"{r['first_epoch_ms_per_step']:.2f} | "

@@ -73,7 +73,7 @@ def _fails(argv, capsys, *needles):
         (["--angle-input", "on", "--model", "v1"], ("--angle-input", "v1")),
         (["--angle-input", "yes"], ("--angle-input", "yes")),
         (["--ice-emis-init", "high"], ("--ice-emis-init", "high", "reference")),
-        (["--map-priors", "full"], ("--map-priors full", "dense-adam")),
+        (["--map-priors", "full", "--optimizer", "sparse-adam"], ("--map-priors full", "sparse-adam")),
         (["--optimizer", "adagrad"], ("--optimizer", "adagrad")),
         (["--batch-order", "sorted"], ("--batch-order", "sorted")),
         (["--threads", "0"], ("--threads", "0")),

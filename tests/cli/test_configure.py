@@ -28,7 +28,7 @@ def test_defaults_are_the_v2_preset_with_our_improvements():
     assert training.nepochs == 25
     assert (training.batch_size, training.learning_rate) == (None, None)  # automatic, from the data size
     assert training.optimizer == "deferred-adam" != ref.optimizer
-    assert training.prior_mode == "sampled" != ref.prior_mode
+    assert training.prior_mode == "auto" != ref.prior_mode  # the reference's full priors on small maps
     assert training.batch_order == "shuffled" != ref.batch_order
     assert training.adam_epsilon == "torch" != ref.adam_epsilon
     assert (training.seed, training.reproducible) == (0, False)
@@ -93,6 +93,10 @@ def test_ice_emis_init_reference_and_old_optimizer_names(capsys):
     assert training.prior_mode == "sampled"
     _, _, _, training = _configs(["--optimizer", "lazy", "--batch-order", "reference-blocks"])
     assert training.optimizer == "sparse-adam" and training.batch_order == "reference-blocks"
+    assert training.prior_mode == "sampled"
+    for argv in ([], ["--optimizer", "deferred-adam"], ["--exact-reference", "--optimizer", "deferred-adam"]):
+        assert _configs(argv)[3].prior_mode == "auto", argv  # chosen by the map's size (the trainer)
+    assert _configs(["--map-priors", "full"])[3].prior_mode == "full"  # deferred-adam: the fused step
 
 
 def test_every_option_reaches_the_configuration(tmp_path):

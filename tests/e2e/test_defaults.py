@@ -2,8 +2,14 @@
 it does not on a short run.
 
 The ``tiny`` twin (1718 grid points x 6 days, ~9,300 observations of AMSR2, GMI and SSMIS F17),
-3 epochs, no training flag: the trained SIC must beat the background clearly and NASA Team on the
-same grid-steps, for v2 and for v1 on AMSR2.
+no training flag (v1 on AMSR2: 3 epochs): the trained SIC must beat the background clearly and NASA
+Team on the same grid-steps, for v2 and for v1 on AMSR2.
+
+v2 runs its default 25 epochs (~4 s of training here): with the reference's whole-map priors at every
+step (the default on a map this small) its emissivity anchor (e_V(23.8 GHz) >= 0.8, error 1e-5) ends
+the third epoch below its floor for some seeds, as the tensor dense-adam step does too (seed 0:
+anchor term 6.7e7, the health check fails; seeds 1-4: 2.2e6, 0, 0, 0; the sampled priors' seed 1:
+5.7e5), and ends at 0 after 25 epochs (seeds 0-2; SIC RMSE 0.0459, 0.0494, 0.0433).
 """
 
 from __future__ import annotations
@@ -39,9 +45,11 @@ def _run(argv) -> str:
     return stdout.getvalue()
 
 
-@pytest.mark.parametrize("model", [["--model", "v2"], ["--model", "v1", "--sensors", "amsr2"]], ids=["v2", "v1"])
+@pytest.mark.parametrize(
+    "model", [["--model", "v2"], ["--model", "v1", "--sensors", "amsr2", "--nepochs", "3"]], ids=["v2", "v1"]
+)
 def test_default_flags_beat_background_and_nasa_team(tiny, tmp_path, model):
-    out = _run(["--data", str(tiny), "--output", str(tmp_path), *model, "--nepochs", "3"])
+    out = _run(["--data", str(tiny), "--output", str(tmp_path), *model])
     m = SCORES.search(out)
     assert m, out
     npoints, background, trained, nasa_team, n_nt = int(m[1]), float(m[2]), float(m[3]), float(m[4]), int(m[5])
@@ -49,6 +57,8 @@ def test_default_flags_beat_background_and_nasa_team(tiny, tmp_path, model):
     assert trained < 0.8 * background, out
     assert trained < nasa_team, out
     assert "batch 128, learning rate 0.008, deferred-adam" in out  # the automatic schedule of ~9,300 obs
+    # --map-priors auto on a map of 1718 x 7 rows: the reference's exact priors, and the summary says why
+    assert "full whole-map priors (--map-priors auto: 12,026 SIC-map rows <= 200,000" in out, out
     assert "WARNING" not in out, out
 
 

@@ -241,8 +241,11 @@ def test_config_and_device_errors():
         TrainingConfig(optimizer="adagrad")
     old = {name: TrainingConfig(optimizer=name).optimizer for name in ("sparse", "lazy", "dense")}
     assert old == {"sparse": "deferred-adam", "lazy": "sparse-adam", "dense": "dense-adam"}  # deprecated aliases
-    with pytest.raises(SeaIceError, match="--map-priors full: .* needs --optimizer dense-adam"):
-        TrainingConfig(map_priors="full")
+    with pytest.raises(SeaIceError, match="--map-priors full: .* sparse-adam does not do"):
+        TrainingConfig(map_priors="full", optimizer="sparse-adam")
+    assert TrainingConfig(map_priors="full").prior_mode == "full"  # deferred-adam: in the fused step
+    with pytest.raises(SeaIceError, match="--map-priors: expected auto, sampled or full"):
+        TrainingConfig(map_priors="both")
     with pytest.raises(SeaIceError, match="--batch-order: expected shuffled or reference-blocks"):
         TrainingConfig(batch_order="random")
     with pytest.raises(SeaIceError, match="--patience: must be >= 1, got 0"):

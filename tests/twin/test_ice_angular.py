@@ -54,3 +54,56 @@ def test_shipped_angular_table_is_what_the_generator_computes(angular):
     medium = smrt_column.build_column("multiyear", 0.10, 0.10, 260.0, 0.0)
     e = smrt_angular.angular_emissivity(medium)
     np.testing.assert_allclose(e - e[:, 4:5, :], angular.anomaly[1, 1, 0], atol=1e-6)
+
+
+def test_twin_without_ice_view_angle_sees_the_53_degree_table_at_every_angle(tmp_path):
+    """TwinConfig.ice_view_angle=False: an ATMS footprint's ice emissivity is the V/H mix of the
+    53-deg table whatever its zenith angle (the diagnostic twin of docs/usage.md, "Sensors"); the angular
+    table would change it by more than 0.02 near nadir."""
+    import torch
+    import xarray as xr
+
+    from empirical_seaice.model.physics import polarisation_weight_v, scan_angle_cos2
+    from empirical_seaice.sensors import load_catalogue
+    from empirical_seaice.twin import generate_twin, get_twin_preset
+
+    cfg = get_twin_preset(
+        "tiny",
+        sensors=("atms",),
+        resolution_km=200.0,
+        lat_limit_deg=65.0,
+        days=1,
+        keep_fraction=0.2,
+        ice_view_angle=False,
+    )
+    generate_twin(cfg, tmp_path / "twin")
+    atms = load_catalogue().sensors["atms"]
+    info = [atms.channel_info[c] for c in atms.file_channels]
+    freq = np.array([c.freq_ghz for c in info])[None, :]
+    pol = np.array([c.pol for c in info])
+
+    def read(kind, name):
+        path = tmp_path / "twin" / (f"truth/atms/truth_{name}.nc" if kind == "truth" else f"atms/field_twin_{name}.nc")
+        with xr.open_dataset(path) as ds:
+            return ds[name].values.astype(np.float64)
+
+    g = read("data", "IGRID").astype(np.int64)
+    zen = read("data", "ZENITH")
+    t_ice, wet, got = read("truth", "T_ICE")[:, None], read("truth", "WETNESS")[:, None], read("truth", "EMIS_ICE")
+    with xr.open_dataset(tmp_path / "twin" / "truth" / "truth_state.nc") as ds:
+        myi, snow, corr = (
+            ds[v].values[g, 0].astype(np.float64)[:, None] for v in ("MYI_FRACTION", "SNOW_DEPTH", "CORR_LENGTH")
+        )
+    table = load_ice_table()
+    e_v = ice_emissivity(table, freq, 0, myi, snow, corr, t_ice, wet)
+    e_h = ice_emissivity(table, freq, 1, myi, snow, corr, t_ice, wet)
+    c2 = scan_angle_cos2(torch.as_tensor(zen), torch.tensor(atms.altitude_km, dtype=torch.float64))
+    w_v = polarisation_weight_v(torch.as_tensor(pol), c2).numpy()
+    expected = w_v * e_v + (1.0 - w_v) * e_h
+    np.testing.assert_allclose(got, expected, atol=2e-4)
+    # what the angular table would have added near nadir (zenith < 20 deg)
+    a_v = ice_emissivity_angle_anomaly(load_angular_table(), freq, 0, myi, snow, wet, zen[:, None])
+    a_h = ice_emissivity_angle_anomaly(load_angular_table(), freq, 1, myi, snow, wet, zen[:, None])
+    near_nadir = zen < 20.0
+    assert near_nadir.sum() > 20
+    assert np.max(np.abs(w_v * a_v + (1.0 - w_v) * a_h)[near_nadir]) > 0.02

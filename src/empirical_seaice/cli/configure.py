@@ -85,7 +85,7 @@ def configs_from_args(args: argparse.Namespace):
     if explicit.get("validation_fraction") == 0.0 and "early_stopping" not in explicit:
         explicit["early_stopping"] = False  # no held-out observations: nothing to stop on
     if "optimizer" in explicit and "map_priors" not in explicit:
-        explicit["map_priors"] = None  # the optimiser's own default
+        explicit["map_priors"] = "auto"  # the optimiser's own default
     training = replace(
         training,
         **explicit,

@@ -10,7 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from empirical_seaice.config import BATCH_ORDERS, DEPRECATED_OPTIMIZERS, MAP_PRIORS, OPTIMIZERS, PRESETS
+from empirical_seaice.config import (
+    BATCH_ORDERS,
+    DEPRECATED_OPTIMIZERS,
+    FULL_PRIORS_MAX_SIC_ROWS,
+    MAP_PRIORS,
+    OPTIMIZERS,
+    PRESETS,
+)
 from empirical_seaice.errors import SeaIceError
 
 REFERENCE_INIT = "reference"
@@ -130,9 +137,11 @@ def add_further_options(ours) -> None:
         "--map-priors",
         choices=MAP_PRIORS,
         default=None,
-        help="Whole-map SIC priors (range, false ice, warm ice) at each step: sampled over the rows of "
-        "the batch (unbiased, cost scales with the batch) or full (every row of the map at every step, "
-        "the reference's way; needs dense-adam) (default: full with dense-adam, else sampled).",
+        help="Whole-map SIC priors (range, false ice, warm ice) at each step: full (every row of the map "
+        "at every step, the reference's way: dense-adam, or deferred-adam in the fused step), sampled over "
+        "the rows of the batch (unbiased, cost scales with the batch), or auto (default: full up to "
+        f"{FULL_PRIORS_MAX_SIC_ROWS:,} SIC-map rows, grid points x (days + 1), sampled above; dense-adam: "
+        "full, sparse-adam: sampled).",
     )
     ours.add_argument(
         "--batch-order",

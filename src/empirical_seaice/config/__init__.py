@@ -25,6 +25,7 @@ from empirical_seaice.config.presets import (
 from empirical_seaice.config.schema import (
     BATCH_ORDERS,
     DEPRECATED_OPTIMIZERS,
+    FULL_PRIORS_MAX_SIC_ROWS,
     MAP_PRIORS,
     OPTIMIZERS,
     CostConfig,
@@ -33,6 +34,7 @@ from empirical_seaice.config.schema import (
     TrainingConfig,
     auto_batch_size,
     auto_learning_rate,
+    choose_map_priors,
 )
 
 __all__ = [
@@ -47,6 +49,8 @@ __all__ = [
     "OPTIMIZERS",
     "DEPRECATED_OPTIMIZERS",
     "MAP_PRIORS",
+    "FULL_PRIORS_MAX_SIC_ROWS",
+    "choose_map_priors",
     "BATCH_ORDERS",
     "auto_batch_size",
     "auto_learning_rate",

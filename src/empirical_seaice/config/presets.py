@@ -169,12 +169,15 @@ DEFAULT_TRAINING = TrainingConfig(
     nepochs=25,
     batch_size=None,
     learning_rate=None,
+    map_priors="auto",
     validation_fraction=0.1,
     early_stopping=True,
     validation_min_obs=VALIDATION_MIN_OBS,
 )
-"""Our training defaults: 25 epochs, automatic batch size and learning rate, deferred Adam with
-sampled whole-map priors, observations shuffled every epoch, 10 % of the observations held out
+"""Our training defaults: 25 epochs, automatic batch size and learning rate, deferred Adam with the
+whole-map priors chosen by the map's size (``"auto"``: the reference's exact priors at every step up
+to :data:`~empirical_seaice.config.schema.FULL_PRIORS_MAX_SIC_ROWS` SIC-map rows, sampled above),
+observations shuffled every epoch, 10 % of the observations held out
 and training stopped (the best epoch kept) when their cost stops falling, from
 :data:`VALIDATION_MIN_OBS` observations on."""
 

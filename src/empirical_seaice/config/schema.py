@@ -200,8 +200,12 @@ OPTIMIZERS = ("deferred-adam", "sparse-adam", "dense-adam")
 """State-table optimiser schemes (TrainingConfig.optimizer)."""
 DEPRECATED_OPTIMIZERS: Mapping[str, str] = {"sparse": "deferred-adam", "lazy": "sparse-adam", "dense": "dense-adam"}
 """Old names of the optimiser schemes, still accepted."""
-MAP_PRIORS = ("sampled", "full")
+MAP_PRIORS = ("auto", "sampled", "full")
 """How the whole-map SIC priors enter a step (TrainingConfig.map_priors)."""
+FULL_PRIORS_MAX_SIC_ROWS = 200_000
+"""``map_priors="auto"`` takes the full whole-map priors up to this many SIC-map rows (grid points x
+(days + lag days)), where their pass over the map costs about as much as the rest of a fused step
+(measured: benchmarks/results.md, "Whole-map priors at every step, fused"); sampled above."""
 BATCH_ORDERS = ("shuffled", "reference-blocks")
 """How an epoch is cut into minibatches (TrainingConfig.batch_order)."""
 
@@ -227,6 +231,25 @@ def auto_batch_size(nobs: int) -> int:
     lo, hi = AUTO_BATCH_RANGE
     target = max(int(nobs) // AUTO_STEPS_PER_EPOCH, 1)
     return int(min(max(1 << (target.bit_length() - 1), lo), hi))
+
+
+def choose_map_priors(sic_rows: int, fused_reason: str = "") -> tuple[str, str]:
+    """What ``map_priors="auto"`` takes for a SIC map of ``sic_rows`` rows: ``(mode, why)``.
+
+    "full" (the reference's exact whole-map priors at every step, in the fused step) up to
+    :data:`FULL_PRIORS_MAX_SIC_ROWS` rows, where its pass over the map costs about what the
+    rest of a step does; "sampled" above, or where the fused step does not apply
+    (``fused_reason``: why not; the tensor step has no full mode with deferred-adam).
+
+    >>> choose_map_priors(87_513)[0], choose_map_priors(2_000_000)[0]
+    ('full', 'sampled')
+    """
+    limit = FULL_PRIORS_MAX_SIC_ROWS
+    if fused_reason:
+        return "sampled", f"the fused step does not apply ({fused_reason})"
+    if sic_rows <= limit:
+        return "full", f"{sic_rows:,} SIC-map rows <= {limit:,}: the reference's scheme costs little more per step"
+    return "sampled", f"{sic_rows:,} SIC-map rows > {limit:,}: the whole map at every step costs more than the step"
 
 
 def auto_learning_rate(batch_size: int) -> float:
@@ -271,9 +294,12 @@ class TrainingConfig:
         next read: cost per step scales with the batch), "sparse-adam" (torch SparseAdam: rows a batch
         misses keep their moments) or "dense-adam" (plain Adam over every table, the reference's way);
         the old names sparse, lazy, dense are accepted.
-    map_priors: whole-map SIC priors per step: "sampled" over the batch's rows (unbiased; O(batch)) or
-        "full" (every row every step, the reference's way; needs dense-adam); None = full with
-        dense-adam, else sampled.
+    map_priors: whole-map SIC priors per step: "sampled" over the batch's rows (unbiased; O(batch)),
+        "full" (every row every step, the reference's way: dense-adam, or deferred-adam in the fused
+        step, which then steps the whole SIC map at every step) or "auto" (deferred-adam: full up to
+        :data:`FULL_PRIORS_MAX_SIC_ROWS` SIC-map rows when the fused step applies, else sampled,
+        :func:`choose_map_priors`; other optimisers: their default); None = full with dense-adam,
+        else sampled.
     batch_order: "shuffled" (observations shuffled each epoch) or "reference-blocks" (contiguous
         batch_size blocks in file order, only the block order shuffled, as the v2 reference).
     adam_epsilon: where Adam's epsilon (1e-7) enters: "torch" (added to the bias-corrected sqrt(v_hat))
@@ -334,19 +360,23 @@ class TrainingConfig:
         if self.optimizer not in OPTIMIZERS:
             raise SeaIceError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.map_priors is not None and self.map_priors not in MAP_PRIORS:
-            raise SeaIceError(f"--map-priors: expected sampled or full, got {self.map_priors!r}")
-        if self.map_priors == "full" and self.optimizer != "dense-adam":
+            raise SeaIceError(f"--map-priors: expected auto, sampled or full, got {self.map_priors!r}")
+        if self.map_priors == "full" and self.optimizer == "sparse-adam":
             raise SeaIceError(
-                f"--map-priors full: every SIC row moves at every step, which needs --optimizer dense-adam "
-                f"(got {self.optimizer}); use --map-priors sampled or --optimizer dense-adam"
+                "--map-priors full: every SIC row moves at every step, which sparse-adam does not do; "
+                "use --optimizer deferred-adam or dense-adam, or --map-priors sampled"
             )
         if self.batch_order not in BATCH_ORDERS:
             raise SeaIceError(f"--batch-order: expected shuffled or reference-blocks, got {self.batch_order!r}")
 
     @property
     def prior_mode(self) -> str:
-        """The whole-map prior mode in effect: ``map_priors``, or its default for the optimiser."""
-        if self.map_priors is not None:
+        """The whole-map prior mode in effect: ``map_priors``, or its default for the optimiser
+        (None: full with dense-adam, else sampled); "auto" stays "auto" with deferred-adam (the
+        trainer chooses, :func:`choose_map_priors`) and is the optimiser's default otherwise."""
+        if self.map_priors == "auto" and self.optimizer == "deferred-adam":
+            return "auto"
+        if self.map_priors not in (None, "auto"):
             return self.map_priors
         return "full" if self.optimizer == "dense-adam" else "sampled"
 
@@ -386,6 +416,8 @@ __all__ = [
     "OPTIMIZERS",
     "DEPRECATED_OPTIMIZERS",
     "MAP_PRIORS",
+    "FULL_PRIORS_MAX_SIC_ROWS",
+    "choose_map_priors",
     "BATCH_ORDERS",
     "AUTO_STEPS_PER_EPOCH",
     "AUTO_BATCH_RANGE",

@@ -1,374 +1,44 @@
-"""The observation operator and the sampled cost with their gradient, compiled (numba).
+"""The fused step's program: a :class:`~empirical_seaice.model.operator.HybridNetwork` and its
+observations as the compiled kernels read them (numba).
 
-One more implementation of :meth:`HybridNetwork.forward` +
-:meth:`HybridNetwork.cost_terms` (sampled whole-map priors) and their backward
-pass, written per observation so that a training step is a few compiled calls
-instead of ~900 small tensor operations. The equations are those of
-:mod:`empirical_seaice.model.physics` (factored form ``TB' = c TB_i + (1 - c) TB_o``,
-``TB_i = e_ice A_i + K + b_ice``, ``TB_o = e_o A_o + K + b_ocean``,
-``A_i = T_s tau* - D*``, ``A_o = max(T_s, floor) tau* - D*``,
-``e_o = e_w + w_c u``), of :mod:`empirical_seaice.model.emissivity` (v1 linear,
-v2 network with frequency input) and of :mod:`empirical_seaice.cost.terms`
-(quadratic penalties ``r^2 / sigma^2`` with derivative ``2 r dr/dx / sigma^2``);
-``tests/model/test_fused.py`` checks every term and every gradient against the
-tensor implementation, and ``tests/training/test_fused_step.py`` the parameters
-after 100 training steps.
+:func:`build_program` extracts from the network and its observation tensors what the
+per-observation kernels of :mod:`empirical_seaice.model.fused_kernels` need (weights as numpy
+views, switches, constants, per-row arrays); :class:`FusedProgram` runs one batch's forward
+pass, cost and gradient (:meth:`FusedProgram.run`) and, in "full" prior mode, the exact
+whole-map priors (:meth:`FusedProgram.map_priors`, :mod:`empirical_seaice.model.fused_map`);
+:func:`simulate` is the forward pass alone over all observations (the diagnostics).
+``tests/training/test_fused_step.py`` checks the parameters after 100 training steps and the
+simulation against the tensor implementation, ``tests/training/test_fused_full.py`` the full
+prior mode.
 
-Arithmetic is float64 per observation (storage float32). The batch is split into
-:data:`NCHUNK` fixed chunks, evaluated in parallel (``numba.prange``) with one
-gradient buffer per chunk, summed in chunk order; per-observation gradients of
-the state rows are summed into the rows in observation order afterwards. The
-result is therefore the same bit for bit whatever the number of threads.
-
-:func:`build_program` returns None (with the reason) for what it does not cover:
-"full" prior mode, non-float32 or non-CPU tensors, or numba missing.
+In "full" prior mode (the exact whole-map priors at every step) the program computes the
+batch's terms without the map priors; the step adds them over the whole map. :func:`build_program`
+returns None (with the reason) for what it does not cover: non-float32 or non-CPU tensors, the
+view-angle input, or numba missing.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-try:  # optional at import time: without numba the trainer keeps the unfused step
-    import numba
-    from numba import njit, prange
-
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover - exercised only where numba is absent
-    numba = None  # type: ignore[assignment]
-    HAVE_NUMBA = False
-
-NCHUNK = 16
-"""Fixed number of chunks a batch is split into (independent of the thread count)."""
-
-# term order of HybridNetwork.cost_terms in sampled mode (switched-off priors left out)
-_T_OBS, _T_RANGE, _T_BG, _T_FALSE, _T_WARM, _T_ANCHOR = range(6)
-_MAXH = 64  # largest hidden layer / number of inputs the kernel's stack buffers hold
-_MAXF = 64  # largest number of distinct frequencies per sensor
-_MAXC = 128  # largest number of channels
-
-
-def _sigmoid_block(pre, n, bits, out):
-    """``out[k] = 1 / (1 + exp(-pre[k]))``, k < n, float32, in a loop the compiler vectorises.
-
-    ``exp`` is Cephes' ``expf`` (range reduction ``x = k ln 2 + r``, |r| <= ln 2 / 2, a degree-7
-    polynomial for ``exp(r)``, ``2^k`` built in the exponent bits of ``bits``, an int32 array viewed as
-    float32): within 2 float32 ulps of ``exp`` on [-87, 88], and SIMD-able where a library ``exp`` is not
-    (a scalar ``exp`` per hidden unit was most of the step's time).
-    """
-    scale = bits.view(np.float32)
-    for k in range(n):
-        x = -pre[k]
-        x = min(max(x, np.float32(-87.0)), np.float32(88.0))
-        fx = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
-        r = x - fx * np.float32(0.693359375) + fx * np.float32(2.12194440e-4)
-        y = np.float32(1.9875691500e-4)
-        y = y * r + np.float32(1.3981999507e-3)
-        y = y * r + np.float32(8.3334519073e-3)
-        y = y * r + np.float32(4.1665795894e-2)
-        y = y * r + np.float32(1.6666665459e-1)
-        y = y * r + np.float32(5.0000001201e-1)
-        y = y * r * r + r + np.float32(1.0)
-        bits[k] = (np.int32(fx) + np.int32(127)) << np.int32(23)
-        out[k] = np.float32(1.0) / (np.float32(1.0) + y * scale[k])
-
-
-def _false_ice(c, shape, s, lo, hi, h):
-    """(residual r, slope dr/dC) of the false-ice prior at C (tent: shape 0, smooth: shape 1)."""
-    if c <= 0.0 or c >= 0.3:
-        return 0.0, 0.0
-    if shape == 0:
-        r = 0.15 - abs(c - 0.15)
-        if r <= 0.0:
-            return 0.0, 0.0
-        sl = 0.0
-        if c > 0.15:
-            sl = -1.0
-        elif c < 0.15:
-            sl = 1.0
-        return r, sl
-    if c <= lo:
-        return c, 1.0
-    if c < hi:
-        r = math.sqrt(max(h - s * (0.15 - c) ** 2, 1.1754943508222875e-38))
-        return r, s * (0.15 - c) / r
-    return 0.3 - c, -1.0
-
-
-def _refs(ints, index, ncolmap, nstep, nlag, has_grid, has_obs, refs):
-    """Table-local state rows each observation reads: SIC lags ``g ncol + t + nlag - l``
-    (l = 0..nlag), grid row ``g nstep + t``, observation row ``iobs``."""
-    for b in range(index.shape[0]):
-        i = index[b]
-        g = ints[i, 1]
-        t = ints[i, 2]
-        for lag in range(nlag + 1):
-            refs[b, lag] = g * ncolmap + t + nlag - lag
-        k = nlag + 1
-        if has_grid:
-            refs[b, k] = g * nstep + t
-            k += 1
-        if has_obs:
-            refs[b, k] = ints[i, 0]
-
-
-def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the configuration
-    c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
-    ip, fp, inv_count, bg, warm_w, freq_in, nfreq, chan_freq, pol, lag_w,
-    terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, out_tb, out_emis, out_sic, out_anchor,
-):  # fmt: skip
-    """Forward, cost and backward of observations ``c0 .. c1 - 1`` of the batch (see :func:`_step`);
-    with ``ip[18]`` (forward only) the simulation into ``out_*`` instead (``ip[19]``: SIC 0);
-    ``ip[20]``: the column of ``cos^2`` of the scan angle (quasi-polarised channels), -1 = none."""
-    version, nc, nlag, ngp, nop, nh = ip[0], ip[1], ip[2], ip[3], ip[4], ip[5]
-    anchor_ch, floor_on, false_shape = ip[6], ip[7], ip[8]
-    bg_on, warm_eff, false_on = ip[9], ip[10], ip[11]
-    forward_only, zero_sic = ip[18], ip[19]
-    t_ref, t_scale, t_floor, anchor_f, anchor_v = fp[0], fp[1], fp[2], fp[4], fp[5]
-    s_range, s_bg, s_false, warm_scale, anchor_g = fp[6], fp[7], fp[8], fp[9], fp[10]
-    fi_s, fi_lo, fi_hi, fi_h = fp[11], fp[12], fp[13], fp[14]
-    nin = 1 + ngp + nop  # network inputs without the frequency
-    z = np.empty(_MAXH)
-    dz = np.empty(_MAXH)
-    base = np.empty(_MAXH)
-    hk = np.empty((_MAXF + 1, _MAXH))
-    ok = np.empty((_MAXF + 1, 2))
-    dok = np.empty((_MAXF + 1, 2))
-    emis = np.empty(_MAXC)
-    de = np.empty(_MAXC)
-    dsum = np.empty(_MAXH)
-    dfin = np.empty(_MAXH)
-    lags = np.empty(8)
-    pre = np.empty((_MAXF + 1) * _MAXH, dtype=np.float32)
-    hflat = np.empty((_MAXF + 1) * _MAXH, dtype=np.float32)
-    oflat = np.empty((_MAXF + 1) * 2, dtype=np.float32)
-    bits = np.empty((_MAXF + 1) * _MAXH, dtype=np.int32)
-    for b in range(c0, c1):
-        i = index[b]
-        s = ints[i, 3]
-        ts = floats[i, 0]
-        u = floats[i, 1]
-        xt = max(t_ref - ts, 0.0) / t_scale
-        to_k = max(ts, t_floor) if t_floor > 0.0 else ts
-        z[0] = xt
-        k = nlag + 1
-        for j in range(ngp):
-            z[1 + j] = vals[inv[b, k], j]
-        if ngp > 0:
-            k += 1
-        for j in range(nop):
-            z[1 + ngp + j] = vals[inv[b, k], j]
-        c = 0.0
-        for lag in range(nlag + 1):
-            lags[lag] = vals[inv[b, lag], 0]
-            c += lag_w[lag] * lags[lag]
-        if zero_sic:
-            c = 0.0
-        # ---- ice emissivity per channel
-        nf = nfreq[s]
-        if version == 2:
-            for h in range(nh):
-                acc = b1[h]
-                for j in range(nin):
-                    acc += w1[h, j] * z[j]
-                base[h] = acc
-            nfa = nf + 1 if (anchor_ch < 0 and floor_on) else nf  # + the anchor frequency
-            for f in range(nfa):
-                fin = anchor_f if f == nf else freq_in[s, f]
-                for h in range(nh):
-                    pre[f * nh + h] = base[h] + w1[h, nin] * fin
-            _sigmoid_block(pre, nfa * nh, bits, hflat)
-            for f in range(nfa):
-                for q in range(2):
-                    acc = b2[q]
-                    for h in range(nh):
-                        acc += w2[q, h] * hflat[f * nh + h]
-                    pre[f * 2 + q] = acc
-                    dok[f, q] = 0.0
-            _sigmoid_block(pre, nfa * 2, bits, oflat)
-            for f in range(nfa):
-                for q in range(2):
-                    ok[f, q] = oflat[f * 2 + q]
-                for h in range(nh):
-                    hk[f, h] = hflat[f * nh + h]
-            cos2 = floats[i, ip[20]] if ip[20] >= 0 else 1.0
-            for ch in range(nc):
-                pc = pol[ch]
-                kf = chan_freq[s, ch]
-                if pc < 2:  # V or H
-                    emis[ch] = ok[kf, pc]
-                else:  # QV / QH of a cross-track sounder: e_H + w_V (e_V - e_H), w_V = cos^2 a or sin^2 a
-                    wv = cos2 if pc == 2 else 1.0 - cos2
-                    emis[ch] = ok[kf, 1] + wv * (ok[kf, 0] - ok[kf, 1])
-        else:
-            for ch in range(nc):
-                acc = b1[ch]
-                for j in range(nin):
-                    acc += w1[ch, j] * z[j]
-                emis[ch] = acc
-        # ---- TB, observation term and its gradient
-        dc = 0.0
-        obs = 0.0
-        for ch in range(nc):
-            tau = floats[i, ip[14] + ch]
-            down = floats[i, ip[15] + ch]
-            kk = floats[i, ip[16] + ch]
-            a_i = ts * tau - down
-            a_o = to_k * tau - down
-            e_o = floats[i, ip[13] + ch] + wc[ch] * u
-            tb_i = kk + bi[s, ch] + emis[ch] * a_i
-            tb_o = kk + bo[s, ch] + e_o * a_o
-            tb = tb_o + c * (tb_i - tb_o)
-            if forward_only:
-                out_tb[b, ch] = tb
-                out_emis[b, ch] = emis[ch]
-                continue
-            d = tb - floats[i, ip[12] + ch]
-            g = d * floats[i, ip[17] + ch] * p[ch]  # 2 (TB' - y) mask / (sigma^2 B)
-            obs += d * g
-            dc += g * (tb_i - tb_o)
-            de[ch] = g * c * a_i
-            g_wc[ch] += g * (1.0 - c) * a_o * u
-            g_bi[s, ch] += g * c
-            g_bo[s, ch] += g * (1.0 - c)
-        if forward_only:
-            out_sic[b] = c
-            if version == 2 and anchor_ch < 0 and floor_on:
-                out_anchor[b] = ok[nf, 0]
-            elif anchor_ch >= 0:
-                out_anchor[b] = emis[anchor_ch]
-            continue
-        terms[_T_OBS] += 0.5 * obs
-        # ---- sampled map priors on the SIC rows seen (per row weight 1 / count(r))
-        for lag in range(nlag + 1):
-            cl = lags[lag]
-            row = refs[b, lag]
-            w = inv_count[row]
-            dcl = dc * lag_w[lag]
-            r = cl - min(max(cl, 0.0), 1.0)
-            terms[_T_RANGE] += w * r * r * s_range
-            dcl += 2.0 * w * r * s_range
-            if bg_on:
-                r = cl - bg[row]
-                terms[_T_BG] += w * r * r * s_bg
-                dcl += 2.0 * w * r * s_bg
-            if false_on:
-                r, sl = _false_ice(cl, false_shape, fi_s, fi_lo, fi_hi, fi_h)
-                terms[_T_FALSE] += w * r * r * s_false
-                dcl += 2.0 * w * r * sl * s_false
-            ww = warm_w[row]
-            if warm_eff:
-                terms[_T_WARM] += w * max(cl, 0.0) * ww * warm_scale
-                if cl >= 0.0:
-                    dcl += ww * w * warm_scale
-            elif cl > 0.01:
-                terms[_T_WARM] += w * ww * warm_scale
-            g_state[b, lag] = dcl
-        # ---- anchor floor (v2), summed over the batch / nobs
-        if floor_on:
-            e_a = ok[nf, 0] if anchor_ch < 0 else emis[anchor_ch]
-            r = max(anchor_v - e_a, 0.0)
-            terms[_T_ANCHOR] += r * r * anchor_g
-            d_a = -2.0 * r * anchor_g
-            if anchor_ch >= 0:
-                de[anchor_ch] += d_a
-            else:
-                dok[nf, 0] += d_a
-        # ---- backward through the emissivity model
-        for j in range(nin):
-            dz[j] = 0.0
-        if version == 2:
-            for ch in range(nc):
-                pc = pol[ch]
-                kf = chan_freq[s, ch]
-                if pc < 2:
-                    dok[kf, pc] += de[ch]
-                else:
-                    wv = cos2 if pc == 2 else 1.0 - cos2
-                    dok[kf, 0] += wv * de[ch]
-                    dok[kf, 1] += (1.0 - wv) * de[ch]
-            nfa = nf + 1 if (anchor_ch < 0 and floor_on) else nf
-            # the inputs z are the same at every frequency: sum the hidden units' pre-activation
-            # gradients over the frequencies first (dsum), apply them to W1[:, :nin], b1 and z once
-            for h in range(nh):
-                dsum[h] = 0.0
-                dfin[h] = 0.0
-            for f in range(nfa):
-                fin = anchor_f if f == nf else freq_in[s, f]
-                o0 = ok[f, 0]
-                o1 = ok[f, 1]
-                dl0 = dok[f, 0] * o0 * (1.0 - o0)
-                dl1 = dok[f, 1] * o1 * (1.0 - o1)
-                g_b2[0] += dl0
-                g_b2[1] += dl1
-                for h in range(nh):
-                    hv = hk[f, h]
-                    g_w2[0, h] += dl0 * hv
-                    g_w2[1, h] += dl1 * hv
-                    dp = (w2[0, h] * dl0 + w2[1, h] * dl1) * hv * (1.0 - hv)
-                    dsum[h] += dp
-                    dfin[h] += dp * fin
-            for h in range(nh):
-                dp = dsum[h]
-                g_b1[h] += dp
-                g_w1[h, nin] += dfin[h]
-                for j in range(nin):
-                    g_w1[h, j] += dp * z[j]
-                    dz[j] += w1[h, j] * dp
-        else:
-            for ch in range(nc):
-                g_b1[ch] += de[ch]
-                for j in range(nin):
-                    g_w1[ch, j] += de[ch] * z[j]
-                    dz[j] += w1[ch, j] * de[ch]
-        for j in range(ngp + nop):
-            g_state[b, nlag + 1 + j] = dz[1 + j]
-
-
-def _step(
-    floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
-    ip, fp, inv_count, bg, warm_w, freq_in, nfreq, chan_freq, pol, lag_w,
-    terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, g_vals, out_tb, out_emis, out_sic, out_anchor,
-):  # fmt: skip
-    """One batch: terms (per chunk, summed in order), dense gradients, state-row gradients ``g_vals``."""
-    nb = index.shape[0]
-    nchunk = terms.shape[0]
-    for k in prange(nchunk):
-        c0 = (nb * k) // nchunk
-        c1 = (nb * (k + 1)) // nchunk
-        _chunk(
-            c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
-            ip, fp, inv_count, bg, warm_w, freq_in, nfreq, chan_freq, pol, lag_w,
-            terms[k], g_w1[k], g_b1[k], g_w2[k], g_b2[k], g_wc[k], g_bi[k], g_bo[k], g_state,
-            out_tb, out_emis, out_sic, out_anchor,
-        )  # fmt: skip
-    if ip[18]:
-        return
-    # state-row gradients into the caught-up rows, in observation order (deterministic)
-    nlag = ip[2]
-    ngp = ip[3]
-    nop = ip[4]
-    for b in range(nb):
-        for lag in range(nlag + 1):
-            g_vals[inv[b, lag], 0] += g_state[b, lag]
-        k = nlag + 1
-        for j in range(ngp):
-            g_vals[inv[b, k], j] += g_state[b, nlag + 1 + j]
-        if ngp > 0:
-            k += 1
-        for j in range(nop):
-            g_vals[inv[b, k], j] += g_state[b, nlag + 1 + ngp + j]
-
-
-if HAVE_NUMBA:
-    _sigmoid_block = njit(cache=True, fastmath=True)(_sigmoid_block)
-    _false_ice = njit(cache=True)(_false_ice)
-    _refs = njit(cache=True)(_refs)
-    _chunk = njit(cache=True, fastmath=True)(_chunk)
-    _step = njit(cache=True, parallel=True)(_step)
+from empirical_seaice.model.fused_kernels import (
+    _MAXC,
+    _MAXF,
+    _MAXH,
+    _T_ANCHOR,
+    _T_BG,
+    _T_FALSE,
+    _T_OBS,
+    _T_RANGE,
+    _T_WARM,
+    HAVE_NUMBA,
+    NCHUNK,
+    _refs,
+    _step,
+)
 
 
 @dataclass
@@ -380,7 +50,8 @@ class FusedProgram:
     :meth:`HybridNetwork.state_rows`, ``ref_table`` the table of each column of the
     rows :meth:`rows` returns. :meth:`run` fills the dense gradients
     (:attr:`dense_grads`, numpy views aligned with ``dense``) and the state-row
-    gradients and returns the cost terms (:attr:`names`).
+    gradients and returns the cost terms (:attr:`names`); in "full" mode (:attr:`full`)
+    without the whole-map priors, which the step adds over the whole map.
     """
 
     network: Any
@@ -394,6 +65,10 @@ class FusedProgram:
     fp: np.ndarray
     arrays: dict
     nobs_total: int
+    full: bool = False
+    """The exact whole-map priors ("full" mode): :meth:`run` leaves the map priors out (their
+    batch estimate is off) and the step adds them over every map row
+    (:mod:`empirical_seaice.model.fused_map`)."""
 
     def rows(self, index: np.ndarray) -> np.ndarray:
         """(B, nref) table-local rows each observation reads (columns: ``ref_table``)."""
@@ -402,6 +77,15 @@ class FusedProgram:
         a = self.arrays
         _refs(self.ints, index, a["ncolmap"], a["nstep"], int(ip[2]), bool(ip[3] > 0), bool(ip[4] > 0), refs)
         return refs
+
+    def map_priors(self, values: np.ndarray, grad: np.ndarray) -> dict[str, float]:
+        """In "full" mode: the exact whole-map SIC priors at the map ``values`` (the SIC table's
+        column, float32, every row current), by term name (those of :attr:`names`); their
+        derivatives into ``grad`` (float64, one per row) (:mod:`empirical_seaice.model.fused_map`)."""
+        from empirical_seaice.model.fused_map import MAP_TERMS, map_priors
+
+        sums = map_priors(self, values, grad)
+        return {name: float(v) for name, v in zip(MAP_TERMS, sums, strict=True) if name in self.names}
 
     def run(self, index: np.ndarray, refs: np.ndarray, vals: np.ndarray, inv: np.ndarray, g_vals: np.ndarray):
         """Cost terms (numpy float64, order :attr:`names`, without the total) of the batch ``index``;
@@ -522,8 +206,10 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
 
     if not HAVE_NUMBA:
         return None, "numba is not installed"
-    if training and getattr(network, "prior_mode", None) != "sampled":
-        return None, "the fused step needs the sampled whole-map priors"
+    prior_mode = getattr(network, "prior_mode", None)
+    if training and prior_mode not in ("sampled", "full"):
+        return None, f"no fused step for the prior mode {prior_mode!r}"
+    full = training and prior_mode == "full"
     floats = getattr(data, "floats", None)
     if floats is None or floats.device.type != "cpu" or floats.dtype != torch.float32:
         return None, "the fused step runs on CPU float32 observation tensors"
@@ -583,7 +269,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         ref_table.append(len(tables) - 1)
     cnt = (
         np.full(st.ngrid * st.ncol, np.inf)
-        if network.sic_count is None
+        if network.sic_count is None or full  # "full": no batch estimate (1 / count = 0), the exact priors instead
         else network.sic_count.numpy().astype(np.float64)
     )
     warm = (np.maximum(network.t_map_flat.numpy().astype(np.float64) - cc.warm_ice_threshold_k, 0.0)) * (
@@ -602,6 +288,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
     arrays = dict(
         ncolmap=st.ncol,
         nstep=st.nstep,
+        ngrid=st.ngrid,
         nprop=st.nprop_grid + st.nprop_obs,
         has_grid=st.props_grid is not None,
         has_obs=st.props_obs is not None,
@@ -638,6 +325,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         fp=fp,
         arrays=arrays,
         nobs_total=int(nobs_total),
+        full=full,
     )
     return program, ""
 

@@ -84,7 +84,9 @@ def build_network(
     optimizer : ``TrainingConfig.optimizer`` (``"dense-adam"``: dense state gradients;
         otherwise sparse gradients; the old names are accepted).
     prior_mode : ``TrainingConfig.prior_mode`` (``"full"``: the exact whole-map priors at every
-        step; ``"sampled"``: their batch estimate); None = full with dense-adam, else sampled.
+        step; ``"sampled"``: their batch estimate; ``"auto"``: built sampled, the trainer may switch
+        it to full, :func:`~empirical_seaice.training.schemes.whole_map_scheme`); None = full
+        with dense-adam, else sampled.
     generator : the run's generator (initial network weights).
     device : where the network and the tensors live.
     counted : the observations whose rows the sampled priors count (the training

@@ -134,7 +134,7 @@ def summary_table(
                 obs,
                 history,
                 result.train_seconds,
-                schedule_line(train_cfg),
+                schedule_line(train_cfg, getattr(result, "map_priors_note", "")),
                 train_cfg.early_stopping,
             ),
             cost_before=result.cost_before,
@@ -193,11 +193,12 @@ def kept_epoch(history, early_stopping: bool = True) -> int | None:
     return history.best_epoch + 1
 
 
-def schedule_line(cfg: TrainingConfig) -> str:
-    """One line naming the training settings in effect."""
+def schedule_line(cfg: TrainingConfig, priors_note: str = "") -> str:
+    """One line naming the training settings in effect (``priors_note``: which whole-map priors
+    ``--map-priors auto`` took and why, in place of the prior mode)."""
     line = (
         f"batch {cfg.batch_size}, learning rate {cfg.learning_rate:.3g}, {cfg.optimizer}, "
-        f"{cfg.prior_mode} whole-map priors, {cfg.batch_order} batches"
+        f"{priors_note or f'{cfg.prior_mode} whole-map priors'}, {cfg.batch_order} batches"
     )
     if cfg.lr_decay != 1.0:
         line += f", learning rate x{cfg.lr_decay:.3g} per epoch"
@@ -233,6 +234,7 @@ def run_summary(result: Any, preset_name, data_cfg, obs, history, diagsonly: boo
         "train_seconds": round(result.train_seconds, 2) if not diagsonly else None,
         "obs_per_s": round(float(history.obs_per_s)) if history is not None and not diagsonly else None,
         "wall_seconds": round(wall_s, 2),
+        "whole_map_priors": getattr(result, "map_priors_note", "") or None,
         "data": str(data_cfg.data),
         "output": str(result.output),
         "code_version": code_version(),

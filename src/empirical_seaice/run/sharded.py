@@ -41,6 +41,7 @@ The process group's helpers (rank context, agreement, collectives over numpy row
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -117,6 +118,21 @@ def fit_held_out_sharded(
 
 
 # ------------------------------------------------------------------ the run
+def _sharded_schemes(train_cfg):
+    """The training configuration of a sharded run: the whole-map schemes refused, ``--map-priors
+    auto`` taking the sampled priors (the full ones run in the single-process fused step only)."""
+    if train_cfg.optimizer == "dense-adam" or train_cfg.prior_mode == "full":
+        raise SeaIceError(
+            "--distributed: not with --optimizer dense-adam or --map-priors full (they step every row of the "
+            "whole map, the --exact-reference scheme); use deferred-adam with sampled priors"
+        )
+    if train_cfg.batch_order != "shuffled":
+        raise SeaIceError(f"--batch-order {train_cfg.batch_order}: not with --distributed; use shuffled")
+    if train_cfg.prior_mode == "auto":
+        train_cfg = dataclasses.replace(train_cfg, map_priors="sampled")
+    return train_cfg
+
+
 def run_sharded(
     ctx: RankContext,
     data_cfg,
@@ -142,13 +158,7 @@ def run_sharded(
     from empirical_seaice.run import train as single
     from empirical_seaice.training.runtime import make_generator, split_observations
 
-    if train_cfg.optimizer == "dense-adam" or train_cfg.prior_mode == "full":
-        raise SeaIceError(
-            "--distributed: not with --optimizer dense-adam or --map-priors full (they step every row of the "
-            "whole map, the --exact-reference scheme); use deferred-adam with sampled priors"
-        )
-    if train_cfg.batch_order != "shuffled":
-        raise SeaIceError(f"--batch-order {train_cfg.batch_order}: not with --distributed; use shuffled")
+    train_cfg = _sharded_schemes(train_cfg)
     from empirical_seaice.training.runtime import RunProgress
 
     result = single.RunResult(output=output, tag=tag)

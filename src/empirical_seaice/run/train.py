@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -88,6 +88,7 @@ class RunResult:
     departures_before, departures_after : per-channel y - H(x) statistics.
     truth : truth scores when the data has a truth.
     train_seconds : wall time of training (s).
+    map_priors_note : which whole-map priors ``--map-priors auto`` took and why ('' otherwise).
     summary : the summary table ('' with ``--trainonly``).
     summary_data : the same as data (``summary_TAG.json``), None with ``--trainonly``.
     health : the health checks after training (run.health.HealthReport; None with ``--diagsonly``).
@@ -104,6 +105,7 @@ class RunResult:
     departures_after: diag.DepartureStats | None = None
     truth: diag.TruthScores | None = None
     train_seconds: float = 0.0
+    map_priors_note: str = ""
     summary: str = ""
     summary_data: dict[str, Any] | None = None
     health: Any = None
@@ -385,6 +387,9 @@ def _train(plan: RunPlan, built, split, generator, identity, display: RunProgres
         identity=identity,
         stop=interrupt.requested,
     )
+    # the whole-map priors that --map-priors auto took, and why (the summary says it)
+    plan.train_cfg = replace(plan.train_cfg, map_priors=trainer.config.map_priors)
+    result.map_priors_note = trainer.map_priors_note
     t1 = time.perf_counter()
     with interrupt.training():
         history = trainer.fit(resume=plan.resume)

@@ -16,7 +16,9 @@ from typing import Any
 
 import torch
 
+from empirical_seaice.config import DEPRECATED_OPTIMIZERS
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io.transaction import atomic_path
 
 CHECKPOINT_NAME = "checkpoint.pt"
 """File name of the checkpoint in the checkpoint directory."""
@@ -38,6 +40,29 @@ IDENTITY_WORDS = {
     "validation_fraction": "--validation-fraction",
 }
 """How a difference in each identity key is named in the ``--resume`` error."""
+
+
+def write_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
+    """Write the checkpoint ``state`` to ``path`` atomically
+    (:func:`~empirical_seaice.io.transaction.atomic_path`), creating its directory."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SeaIceError(f"{path.parent}: cannot create the checkpoint directory ({exc.strerror})") from None
+    with atomic_path(path) as tmp:
+        torch.save(dict(state), tmp)
+
+
+def check_config(path: Path, saved: Mapping[str, Any], config: Any) -> None:
+    """Refuse (one line) to resume a checkpoint written with another batch size or optimiser
+    (``saved``: the checkpoint's ``config``; old optimiser names are read as the new ones)."""
+    saved = dict(saved, optimizer=DEPRECATED_OPTIMIZERS.get(saved["optimizer"], saved["optimizer"]))
+    for key in ("batch_size", "optimizer"):
+        if saved[key] != getattr(config, key):
+            raise SeaIceError(
+                f"--resume: checkpoint {path} was written with {key}={saved[key]!r}, "
+                f"this run has {key}={getattr(config, key)!r}; resume with the same flags"
+            )
 
 
 def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
@@ -74,4 +99,12 @@ def check_identity(path: Path, saved: Mapping[str, Any] | None, identity: Mappin
             )
 
 
-__all__ = ["CHECKPOINT_NAME", "TRAINER_CHECKPOINT_FORMAT", "IDENTITY_WORDS", "read_checkpoint", "check_identity"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "TRAINER_CHECKPOINT_FORMAT",
+    "IDENTITY_WORDS",
+    "read_checkpoint",
+    "check_identity",
+    "write_checkpoint",
+    "check_config",
+]

@@ -13,7 +13,7 @@ weights (emissivity network, wind correction, biases) always use
 :class:`torch.optim.Adam` (fused); they differ on the empirical-state tables
 (SIC map, grid and observation properties), which are embeddings:
 
-``"sparse"`` (default): :class:`DeferredAdam`
+``"deferred-adam"`` (default): :class:`DeferredAdam`
     Sparse row gradients; the optimiser touches only the rows of the batch,
     so its cost per step is O(batch), not O(state size). It reproduces
     *dense* Adam: a row untouched by a batch has zero gradient, but dense
@@ -32,7 +32,7 @@ weights (emissivity network, wind correction, biases) always use
     the trainer passes it the caught-up rows (:meth:`DeferredAdam.gather`),
     whose gradient comes back dense: no embedding lookup, no sparse gradient.
 
-``"lazy"``: :class:`torch.optim.SparseAdam`
+``"sparse-adam"``: :class:`torch.optim.SparseAdam`
     Classic lazy Adam: rows untouched by a batch are skipped, their ``m``
     and ``v`` not decayed, and their momentum tail never applied. Also
     O(batch). It is *not* the same optimiser as dense Adam: a row visited
@@ -40,11 +40,13 @@ weights (emissivity network, wind correction, biases) always use
     a year-long state) moves ~3-6 ``lr`` per visit instead of ~30 ``lr``, so
     within a fixed number of epochs it travels several times less far. It
     reaches the same minimum only when trained to convergence (+1.0 % final
-    cost vs dense Adam on the equivalence case, "sparse" -0.05 %).
+    cost vs dense Adam on the equivalence case, "deferred-adam" -0.05 %).
 
-``"dense"``: plain :class:`torch.optim.Adam` over every parameter
+``"dense-adam"``: plain :class:`torch.optim.Adam` over every parameter
     With a network built with dense gradients and exact full-map priors:
-    the reference's way (O(state) per step), kept for the equivalence check.
+    the reference's way (O(state) per step, the tensor step). The fused step
+    runs the same scheme with :class:`DeferredAdam` (``map_priors="full"``:
+    the SIC map stepped whole at every step, the other tables deferred).
 
 With the sampled whole-map priors of the network (an unbiased per-step
 estimate of ``J_b / nobs``, :mod:`empirical_seaice.model.operator`), each step
@@ -66,61 +68,12 @@ zero-gradient steps neglect ``eps`` in either mode).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.training.adam import ADAM_BETAS, ADAM_EPS
-
-
-@dataclass(eq=False)
-class _CaughtUp:
-    """Slab rows that :meth:`DeferredAdam.catch_up_many` brought up to ``step`` before a
-    forward pass (already written back), kept so that the step that follows needs no
-    second gather and no sort."""
-
-    params: tuple[torch.Tensor, ...]  # the tables caught up, in order
-    rows: tuple[torch.Tensor, ...]  # each table's rows as the batch reads them (may repeat)
-    joint_inverse: torch.Tensor  # the tables' rows, concatenated (plus offsets) == unique[joint_inverse]
-    unique: torch.Tensor  # sorted distinct slab rows
-    step: int
-    r: torch.Tensor  # (slab width, len(unique)): the caught-up slab rows, column-major
-    leaf: torch.Tensor | None = None  # (len(unique), ncol) weights handed out by :meth:`DeferredAdam.gather`
-
-    @property
-    def inverse(self) -> tuple[torch.Tensor, ...]:
-        """Each table's part of :attr:`joint_inverse`: its rows == unique[inverse] - offset."""
-        return self.joint_inverse.split([r.numel() for r in self.rows])
-
-    def matches(self, params: list[torch.Tensor], step: int) -> bool:
-        """Whether every table with a gradient was caught up here and its gradient is the
-        uncoalesced sparse gradient of a lookup of exactly its caught-up rows
-        (``nn.Embedding(sparse=True)``: indices = the looked-up rows, in order), and
-        nothing has moved the tables since the catch-up at ``step``."""
-        if self.step != step:
-            return False
-        caught = {id(p): rows for p, rows in zip(self.params, self.rows, strict=True)}
-        for p in params:
-            grad = p.grad
-            if grad is None:
-                continue
-            rows = caught.get(id(p))
-            if rows is None or not grad.is_sparse or grad.is_coalesced():
-                return False
-            idx = grad._indices()
-            if idx.shape[1] != rows.numel() or not torch.equal(idx[0], rows.reshape(-1)):
-                return False
-        return True
-
-
-def _slab_width(ncol: int) -> int:
-    """Columns of a slab row ``[w | m | v | last]`` for tables of up to ``ncol`` columns
-    (``3 ncol + 1``), rounded up to a power of two so that a row never straddles two
-    cache lines (4 floats for one column, 8 for two)."""
-    need = 3 * ncol + 1
-    return 1 << (need - 1).bit_length()
+from empirical_seaice.training.slab import _CaughtUp, _slab_width
 
 
 class DeferredAdam(torch.optim.Optimizer):

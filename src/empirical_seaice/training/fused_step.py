@@ -1,7 +1,7 @@
 """The fused training step: one step in five compiled calls instead of ~900 tensor operations.
 
 :class:`FusedStep` does what one iteration of :meth:`Trainer._train_epoch` does on the
-default scheme (``optimizer="sparse"``: :class:`DeferredAdam` on the state tables,
+default scheme (``optimizer="deferred-adam"``: :class:`DeferredAdam` on the state tables,
 :func:`dense_adam` on the small dense weights), for a network that offers a compiled
 program of its forward pass, cost and gradient (``network.fused_program(data,
 nobs_total) -> (program | None, reason)``; the sea-ice physics stays on the network's
@@ -16,6 +16,13 @@ side):
    :meth:`DeferredAdam.step` after :meth:`DeferredAdam.gather`;
 5. the Adam step of each dense weight (:func:`_adam_dense`), torch's fused Adam
    formula on the optimiser's own ``exp_avg``/``exp_avg_sq``/``step``.
+
+With the exact whole-map priors at every step (the program's ``full``: the reference's
+scheme, ``map_priors="full"``), between 3 and 4 the priors and their derivative are
+evaluated over every SIC-map row (``program.map_priors``) and every SIC row takes its
+Adam step with that gradient plus the batch's (:func:`_full_map_adam`); step 4 then
+leaves the SIC rows alone. This is dense Adam with the whole-map priors at every step
+(``tests/training/test_fused_full.py``: equal to the tensor ``dense-adam`` step).
 
 Parameters, moments and step counters stay in the optimisers' own storage, so
 checkpoints, :meth:`DeferredAdam.flush`, evaluation and the unfused step see the
@@ -43,11 +50,12 @@ logger = logging.getLogger(__name__)
 
 try:
     import numba
-    from numba import njit
+    from numba import njit, prange
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None  # type: ignore[assignment]
+    prange = range  # type: ignore[misc]
     HAVE_NUMBA = False
 
 
@@ -87,15 +95,18 @@ def _catch_up_gather(slab, refs, ref_off, mark, uniq, inv, vals, step, c, a_tab,
     return n
 
 
-def _adam_rows(slab, uniq, n, grad, mark, step, c, b1, b2, lr, eps, keras):
+def _adam_rows(slab, uniq, n, grad, mark, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi):
     """Adam step ``step`` of the caught-up rows ``uniq[:n]`` with gradient ``grad`` (n, c);
-    clears their marks."""
+    clears their marks. Rows in ``[skip_lo, skip_hi)`` (the SIC map that :func:`_full_map_adam`
+    stepped already) are left alone."""
     bc1 = 1.0 - b1**step
     bc2s = math.sqrt(1.0 - b2**step)
     lc = 3 * c
     for j in range(n):
         row = uniq[j]
         mark[row] = -1
+        if skip_lo <= row < skip_hi:
+            continue
         for col in range(c):
             g = grad[j, col]
             m = b1 * slab[row, c + col] + (1.0 - b1) * g
@@ -108,6 +119,35 @@ def _adam_rows(slab, uniq, n, grad, mark, step, c, b1, b2, lr, eps, keras):
                 denom = math.sqrt(v) / bc2s + eps
             slab[row, col] -= (lr / bc1) * (m / denom)
         slab[row, lc] = step
+
+
+def _full_map_adam(slab, lo, nrow, mark, grad, g_map, step, c, b1, b2, lr, eps, keras, nchunk):
+    """The "full" scheme's Adam step ``step`` of every row of one table (slab rows ``lo .. lo +
+    nrow - 1``, first column: the SIC map, every row current): gradient = ``g_map[r]`` (the
+    exact whole-map priors' derivative, from the network's program) + the batch's
+    (``grad[mark[row], 0]`` where the batch read the row). Rows are independent, so the
+    fixed chunks run in parallel with the same result for any thread count. Dense Adam with
+    the whole-map priors at every step: every row moves at every step."""
+    bc1 = 1.0 - b1**step
+    bc2s = math.sqrt(1.0 - b2**step)
+    lc = 3 * c
+    for k in prange(nchunk):
+        for r in range((nrow * k) // nchunk, (nrow * (k + 1)) // nchunk):
+            row = lo + r
+            g = g_map[r]
+            j = mark[row]
+            if j >= 0:
+                g += grad[j, 0]
+            m = b1 * slab[row, c] + (1.0 - b1) * g
+            v = b2 * slab[row, 2 * c] + (1.0 - b2) * g * g
+            if keras:
+                denom = (math.sqrt(v) + eps) / bc2s
+            else:
+                denom = math.sqrt(v) / bc2s + eps
+            slab[row, 0] -= (lr / bc1) * (m / denom)
+            slab[row, c] = m
+            slab[row, 2 * c] = v
+            slab[row, lc] = step
 
 
 def _adam_dense(p, g, m, v, step, b1, b2, lr, eps):
@@ -127,6 +167,11 @@ if HAVE_NUMBA:
     _catch_up_gather = njit(cache=True)(_catch_up_gather)
     _adam_rows = njit(cache=True)(_adam_rows)
     _adam_dense = njit(cache=True)(_adam_dense)
+    _full_map_adam = njit(cache=True, parallel=True)(_full_map_adam)
+
+
+NCHUNK_MAP = 16
+"""Fixed chunks of the whole-map pass (independent of the thread count)."""
 
 
 class FusedStep:
@@ -146,16 +191,24 @@ class FusedStep:
         self.c = deferred._ncol(group)
         self.ref_table = program.ref_table
         self._steps = 0
+        self.full = bool(getattr(program, "full", False))
+        """The exact whole-map priors at every step (the reference's scheme): the program's first
+        table (the SIC map) is stepped whole at every step (:func:`_full_map_adam`)."""
         self.refresh()
 
     def refresh(self) -> None:
         """Re-read the optimisers' storage (after a checkpoint load or anything that replaced it)."""
         d = self.deferred
+        if self.full:  # every SIC row is current from here on (a no-op after an epoch's flush)
+            d.catch_up(self.program.tables[0])
         slab = d._slab(self.group)
         self.slab_t = slab
         self.slab = slab.numpy()
         offs = {id(p): d.state[p]["offset"] for p in self.group["params"]}
         self.ref_off = np.array([offs[id(self.program.tables[t])] for t in self.ref_table], dtype=np.int64)
+        sic = self.program.tables[0]
+        self.map_rows = (offs[id(sic)], offs[id(sic)] + sic.shape[0]) if self.full else (0, 0)
+        self.g_map = np.empty(sic.shape[0] if self.full else 0)
         mark: np.ndarray | None = getattr(self, "mark", None)
         if mark is None or mark.shape[0] != slab.shape[0]:
             self.mark = np.full(slab.shape[0], -1, dtype=np.int32)
@@ -198,7 +251,15 @@ class FusedStep:
         for p in params:
             d.state[p]["step"] += 1
         keras = group.get("eps_mode", "torch") == "keras"
-        _adam_rows(self.slab, uniq, n, g_vals, self.mark, step + 1, c, b1, b2, group["lr"], group["eps"], keras)
+        lo, hi = self.map_rows
+        if self.full:  # the exact whole-map priors at the values before the step, then Adam on every SIC row
+            for name, value in prog.map_priors(self.slab[lo:hi, 0], self.g_map).items():
+                terms[self.names.index(name)] += value
+            _full_map_adam(
+                self.slab, lo, hi - lo, self.mark, g_vals, self.g_map, step + 1, c, b1, b2, group["lr"],
+                group["eps"], keras, NCHUNK_MAP,
+            )  # fmt: skip
+        _adam_rows(self.slab, uniq, n, g_vals, self.mark, step + 1, c, b1, b2, group["lr"], group["eps"], keras, lo, hi)
         for (dgroup, st, p, m, v), g in zip(self.dense, prog.dense_grads, strict=True):
             st["step"] += 1
             t = float(st["step"])

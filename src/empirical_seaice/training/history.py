@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from empirical_seaice.errors import SeaIceError
 from empirical_seaice.training.contract import OBS_TERM, BatchSource, TrainableNetwork
 
 
@@ -80,6 +81,29 @@ class TrainingHistory:
             self.batch_terms[name] = np.concatenate([old, values[:, j]])
         self.batch_size = np.concatenate([self.batch_size, sizes.astype(np.int64)])
         return epoch
+
+    def book_epoch(
+        self, names: tuple[str, ...], values: np.ndarray, sizes: np.ndarray, wall: float, cpu: float, epoch: int
+    ) -> None:
+        """Add epoch ``epoch`` (0-based): its per-batch term values (nbatch, nterm; a non-finite one is
+        a one-line error naming the terms), batch sizes, wall and CPU time."""
+        if not np.isfinite(values).all():
+            bad = [nm for nm, ok in zip(names, np.isfinite(values).all(axis=0).tolist(), strict=True) if not ok]
+            raise SeaIceError(
+                f"training: cost term(s) {', '.join(bad)} became non-finite in epoch {epoch + 1}; "
+                "lower --learning-rate or check the input data"
+            )
+        self._append_epoch(names, values, sizes)
+        self.epoch_wall_s.append(wall)
+        self.epoch_cpu_s.append(cpu)
+        n = int(sizes.sum())
+        self.epoch_obs_per_s.append(n / wall if wall > 0 else 0.0)
+
+    def epoch_line(self, nepochs: int) -> str:
+        """The last epoch's terms, held-out cost and speed in one line (the trainer's log)."""
+        parts = " ".join(f"{k}={v:.5g}" for k, v in self.epoch_terms[-1].items())
+        valid = f" valid_obs={self.valid_cost[-1]:.5g}" if self.valid_cost else ""
+        return f"epoch {self.nepochs}/{nepochs}: {parts}{valid} ({self.epoch_obs_per_s[-1]:.0f} obs/s)"
 
     def to_state(self) -> dict[str, Any]:
         """Plain-python/tensor form for a checkpoint (``torch.load(weights_only=True)``-safe)."""

@@ -19,8 +19,11 @@ By default (``TrainingConfig.fused_step``) a single-process step on the CPU runs
 compiled step of :mod:`empirical_seaice.training.fused_step` instead (the forward model,
 cost, gradient and Adam updates in a few numba calls; tested equal to the tensor step),
 when the network offers one (``network.fused_program(data, nobs_total)``, optional) and
-the scheme is ``"deferred-adam"`` with sampled priors; otherwise the tensor step, with a
-one-line notice.
+the scheme is ``"deferred-adam"``; otherwise the tensor step, with a one-line notice.
+The optimisers and the whole-map prior scheme (``map_priors`` "full" and "auto" with
+``"deferred-adam"`` run in the fused step only) come from
+:mod:`empirical_seaice.training.schemes`, each epoch's batches from
+:mod:`empirical_seaice.training.epochs`.
 
 Sharded over processes (``sharding``, a
 :class:`~empirical_seaice.training.distributed.ShardPlan`), the trainer runs
@@ -40,54 +43,35 @@ import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from empirical_seaice.config import DEPRECATED_OPTIMIZERS, TrainingConfig
+from empirical_seaice.config import TrainingConfig
 from empirical_seaice.errors import RunInterrupted, SeaIceError
-from empirical_seaice.io.transaction import atomic_path
-from empirical_seaice.training.adam import ADAM_BETAS, ADAM_EPS, dense_adam
 from empirical_seaice.training.checkpoint import (
     CHECKPOINT_NAME,
     TRAINER_CHECKPOINT_FORMAT,
+    check_config,
     check_identity,
     read_checkpoint,
+    write_checkpoint,
 )
 from empirical_seaice.training.contract import BatchSource, TrainableNetwork, check_network
 from empirical_seaice.training.deferred_adam import DeferredAdam
 from empirical_seaice.training.distributed import ShardPlan
+from empirical_seaice.training.epochs import EpochStart, epoch_start
 from empirical_seaice.training.fused_step import FusedStep, build_fused_step, set_threads
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
-from empirical_seaice.training.runtime import RunProgress, even_bounds, make_generator, reproducible_mode
+from empirical_seaice.training.runtime import RunProgress, make_generator, reproducible_mode
+from empirical_seaice.training.schemes import build_optimizers, whole_map_scheme
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_MINUTES = 10.0
 """Default interval of the within-epoch checkpoints (minutes of wall time)."""
-
-
-@dataclass
-class _EpochStart:
-    """Where an epoch of :class:`Trainer` starts: the order of the training observations (``perm``)
-    and the batch bounds in it (``bounds``: batch ``b`` is ``perm[bounds[b]:bounds[b + 1]]``), this
-    process's index tensor of each step (``batches``, on the device) and each step's batch size
-    (``sizes``; the global batch's in a sharded run); resumed within the epoch, the first step to
-    run (``first``), the term names and per-batch values so far (float64 (nbatch, nterm + 1) on the
-    device; sized at the first step of a fresh epoch), and the wall and CPU time so far."""
-
-    perm: torch.Tensor
-    bounds: np.ndarray
-    batches: list[torch.Tensor]
-    sizes: np.ndarray
-    first: int = 0
-    names: tuple[str, ...] = ()
-    values: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
-    wall: float = 0.0
-    cpu: float = 0.0
 
 
 class Trainer:
@@ -201,45 +185,22 @@ class Trainer:
         self._own_progress = not isinstance(progress, RunProgress)
         self.generator = generator if generator is not None else make_generator(config.seed)
         self.device = data_device(data, network)
-        self.optimizers = self._build_optimizers()
+        self.optimizers = build_optimizers(self.network, config, self.learning_rate)
         self.history = TrainingHistory()
         self.epoch = 0
         self._best_cost = float("inf")
         self._best_state: dict[str, torch.Tensor] | None = None
         self._lr_cuts: list[int] = []  # epochs (0-based) after which the step was cut (plateau_cuts)
         self._fused: FusedStep | None | bool = None  # None: not tried yet; False: not available
+        self.map_priors_note = ""
+        """Which whole-map prior mode ``map_priors="auto"`` took and why (one line; '' otherwise)."""
+        if config.optimizer == "deferred-adam" and config.prior_mode in ("auto", "full"):  # the fused step's
+            self.config, self._fused, self.map_priors_note = whole_map_scheme(
+                self.network, data, self.optimizers, config, self.nobs_total, self.device, config.prior_mode,
+                sharding is not None,
+            )  # fmt: skip
 
     # ----------------------------------------------------------------- optimisers
-
-    def _build_optimizers(self) -> list[torch.optim.Optimizer]:
-        cfg = self.config
-        sparse_params = list(self.network.sparse_parameters())
-        dense_params = list(self.network.dense_parameters())
-        net_sparse = self.network.sparse
-        if cfg.optimizer in ("deferred-adam", "sparse-adam"):
-            if net_sparse is False:
-                raise SeaIceError(
-                    f"optimizer {cfg.optimizer!r}: the network was built with dense state gradients (sparse=False); "
-                    "build it with sparse=True or use optimizer 'dense-adam'"
-                )
-            opts: list[torch.optim.Optimizer] = []
-            if sparse_params:
-                lr = self.learning_rate
-                if cfg.optimizer == "deferred-adam":
-                    opts.append(DeferredAdam(sparse_params, lr, ADAM_BETAS, ADAM_EPS, eps_mode=cfg.adam_epsilon))
-                else:
-                    opts.append(torch.optim.SparseAdam(sparse_params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS))
-            if dense_params:
-                opts.append(dense_adam(dense_params, self.learning_rate, cfg.adam_epsilon))
-            return opts
-        # dense-adam: plain Adam over everything (the reference's way)
-        if net_sparse is True:
-            raise SeaIceError(
-                "optimizer 'dense-adam': the network was built with sparse state gradients (sparse=True); "
-                "build it with sparse=False or use optimizer 'deferred-adam' or 'sparse-adam'"
-            )
-        params = sparse_params + dense_params
-        return [dense_adam(params, self.learning_rate, cfg.adam_epsilon)]
 
     def flush(self) -> None:
         """Apply the deferred updates of :class:`DeferredAdam` to every row (done at each epoch end)."""
@@ -265,10 +226,6 @@ class Trainer:
         path = self.checkpoint_path
         if path is None:
             raise ValueError("save_checkpoint: the trainer has no checkpoint_dir")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SeaIceError(f"{path.parent}: cannot create the checkpoint directory ({exc.strerror})") from None
         state = {
             "identity": self.identity,
             "position": None if position is None else dict(position),
@@ -288,8 +245,7 @@ class Trainer:
                 "seed": self.config.seed,
             },
         }
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        write_checkpoint(path, state)
         self._last_checkpoint = time.monotonic()
         return path
 
@@ -300,14 +256,7 @@ class Trainer:
             raise SeaIceError(f"--resume: no checkpoint at {path}; run without --resume first")
         state = read_checkpoint(path, self.device)
         check_identity(path, state.get("identity"), self.identity)
-        saved = state["config"]
-        saved = dict(saved, optimizer=DEPRECATED_OPTIMIZERS.get(saved["optimizer"], saved["optimizer"]))
-        for key in ("batch_size", "optimizer"):
-            if saved[key] != getattr(self.config, key):
-                raise SeaIceError(
-                    f"--resume: checkpoint {path} was written with {key}={saved[key]!r}, "
-                    f"this run has {key}={getattr(self.config, key)!r}; resume with the same flags"
-                )
+        check_config(path, state["config"], self.config)
         try:
             self.network.load_state_dict(state["network"])
         except RuntimeError:
@@ -366,7 +315,7 @@ class Trainer:
                 steps_s = sum(self.history.epoch_wall_s)
                 nseen = int(self.history.batch_size.sum())
                 self.history.obs_per_s = nseen / steps_s if steps_s > 0 else 0.0
-                self._log_epoch()
+                logger.info("%s", self.history.epoch_line(cfg.nepochs))
                 if self.checkpoint_dir is not None:
                     path = self.save_checkpoint()
                     reason = self.stop() if self.stop is not None else None
@@ -411,27 +360,13 @@ class Trainer:
         set_threads(torch.get_num_threads())
         return step
 
-    def _epoch_order(self) -> tuple[torch.Tensor, np.ndarray]:
-        """This epoch's order of the training observations (on the device) and the batch bounds in it
-        (batch ``b`` is ``order[bounds[b]:bounds[b + 1]]``), by ``config.batch_order``."""
-        n, bs = self.train_index.numel(), self.batch_size
-        if self.config.batch_order == "reference-blocks":
-            index = self.train_index.to(self.device)
-            blocks = [
-                index[k * bs : (k + 1) * bs] for k in torch.randperm((n + bs - 1) // bs, generator=self.generator)
-            ]
-            sizes = [len(block) for block in blocks]
-            return torch.cat(blocks), np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        perm = self.train_index[torch.randperm(n, generator=self.generator)].to(self.device)
-        return perm, even_bounds(n, bs)
-
     def _train_epoch(self, position: Mapping[str, Any] | None = None) -> None:
         network = self.network
         ep = self._epoch_start(position)
         shard = self.sharding
         dense_params: list[torch.Tensor] = list(network.dense_parameters()) if shard is not None else []
         names, values, first = ep.names, ep.values, ep.first
-        nbatch, n = len(ep.batches), int(ep.sizes.sum())
+        nbatch = len(ep.batches)
         bar = self.progress if self.progress.enabled else None
         if bar is not None and first:
             bar.update(first)
@@ -476,34 +411,20 @@ class Trainer:
         cpu = ep.cpu + time.process_time() - c0
         if shard is not None:  # the ranks' terms add up to the global batch's
             values = shard.all_sum(values)
-        self._book_epoch(names, values, ep.sizes, wall, cpu, n)
+        self.history.book_epoch(names, values.cpu().numpy(), ep.sizes, wall, cpu, self.epoch)
 
-    def _epoch_start(self, position: Mapping[str, Any] | None) -> _EpochStart:
-        """Where an epoch starts (:class:`_EpochStart`). ``position``: a checkpoint's place within this
-        epoch (resumed), or None (a fresh epoch: a new order of the training observations)."""
-        bs = self.batch_size
-        if position is not None:  # resumed within this epoch
-            perm = position["perm"]
-            n_train = self.train_index.numel()
-            saved = position.get("bounds")  # absent in checkpoints written before batch orders
-            default = even_bounds(n_train, bs)
-            bounds = default if saved is None else torch.as_tensor(saved).cpu().numpy().astype(np.int64)
-        else:
-            perm, bounds = self._epoch_order()
-        if self.sharding is None:
-            on_device = perm.to(self.device)
-            batches = [on_device[bounds[b] : bounds[b + 1]] for b in range(len(bounds) - 1)]
-            sizes = np.diff(bounds)
-        else:  # this rank's share of each step, and the global batch sizes (they normalise the cost)
-            batches, sizes = self.sharding.epoch_batches(perm.cpu(), bs)
-        if position is None:
-            return _EpochStart(perm, bounds, batches, sizes)
-        first = int(position["batch"])
-        names = tuple(position["names"])
-        values = torch.zeros((len(batches), len(names)), dtype=torch.float64, device=self.device)
-        values[:first] = position["values"].to(self.device)
-        wall, cpu = float(position["wall"]), float(position["cpu"])
-        return _EpochStart(perm, bounds, batches, sizes, first, names, values, wall, cpu)
+    def _epoch_start(self, position: Mapping[str, Any] | None) -> EpochStart:
+        """Where an epoch starts (:func:`~empirical_seaice.training.epochs.epoch_start`). ``position``:
+        a checkpoint's place within this epoch (resumed), or None (a fresh epoch: a new order)."""
+        return epoch_start(
+            position,
+            self.train_index,
+            self.batch_size,
+            self.config.batch_order,
+            self.generator,
+            self.device,
+            self.sharding,
+        )
 
     def _show_step(self, bar: RunProgress | None, b: int, nbatch: int, values: torch.Tensor) -> None:
         """One step on the progress display; every 20 steps the running mean of J/nobs."""
@@ -551,22 +472,6 @@ class Trainer:
             return network(batch, state_values=deferred.gather(rows))
         deferred.catch_up_many(rows)
         return network(batch)
-
-    def _book_epoch(
-        self, names: tuple[str, ...], values: torch.Tensor, sizes: np.ndarray, wall: float, cpu: float, n: int
-    ) -> None:
-        """Check the epoch's per-batch terms are finite and add them to the history."""
-        vals = values.cpu().numpy()
-        if not np.isfinite(vals).all():
-            bad = [nm for nm, ok in zip(names, np.isfinite(vals).all(axis=0).tolist(), strict=True) if not ok]
-            raise SeaIceError(
-                f"training: cost term(s) {', '.join(bad)} became non-finite in epoch {self.epoch + 1}; "
-                "lower --learning-rate or check the input data"
-            )
-        self.history._append_epoch(names, vals, sizes)
-        self.history.epoch_wall_s.append(wall)
-        self.history.epoch_cpu_s.append(cpu)
-        self.history.epoch_obs_per_s.append(n / wall if wall > 0 else 0.0)
 
     def _close_own_progress(self) -> None:
         if self._own_progress:
@@ -625,12 +530,3 @@ class Trainer:
                 self.config.patience,
                 h.best_epoch + 1,
             )
-
-    def _log_epoch(self) -> None:
-        h = self.history
-        e = h.epoch_terms[-1]
-        parts = " ".join(f"{k}={v:.5g}" for k, v in e.items())
-        valid = f" valid_obs={h.valid_cost[-1]:.5g}" if h.valid_cost else ""
-        logger.info(
-            "epoch %d/%d: %s%s (%.0f obs/s)", self.epoch, self.config.nepochs, parts, valid, h.epoch_obs_per_s[-1]
-        )

@@ -222,7 +222,7 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
             atm: AngleAtmosphereTable | AtmosphereTable = AngleAtmosphereTable.build(
                 chans, freqs, [c.passbands_ghz for c in info]
             )
-            angular = load_angular_table()
+            angular = load_angular_table() if config.ice_view_angle else None
         else:  # imagers: 183 +/- d channels as the two sidebands of their network frequency (as ever)
             atm = AtmosphereTable.build(chans, freqs, inc)
         per_sensor[s_name] = dict(

@@ -79,6 +79,8 @@ def _surface(truth, daily, ps, g, jd, wind, ice_model, realism, zenith=None):
         return e
 
     def angle(p):
+        if ps["angular"] is None:  # TwinConfig.ice_view_angle False: the 53-deg table at every angle
+            return 0.0
         a = ice_emissivity_angle_anomaly(ps["angular"], freqs[None, :], p, *props[:2], col(wet), col(zenith))
         return np.broadcast_to(a, (n, freqs.size)).astype(np.float64)
 

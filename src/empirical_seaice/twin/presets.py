@@ -36,6 +36,9 @@ class TwinConfig:
     effects: the realism effects to apply instead of the level's (None = the level's).
     ice_model: "smrt" (the SMRT table) or "literature" (published spectra, :mod:`.ice_literature`).
     sensor_catalogue: TOML file adding sensors to the shipped catalogue (the twin can write any catalogue sensor).
+    ice_view_angle: True: a cross-track sensor's ice emissivity changes with its view angle (the SMRT
+        angular table); False: the 53-deg table at every angle, which the model without the view-angle
+        input can represent (a diagnostic twin: docs/usage.md, "Sensors").
     """
 
     name: str = "custom"
@@ -52,6 +55,7 @@ class TwinConfig:
     effects: tuple[str, ...] | None = None
     ice_model: str = "smrt"
     sensor_catalogue: str | None = None
+    ice_view_angle: bool = True
 
     def __post_init__(self) -> None:
         self._check_realism()

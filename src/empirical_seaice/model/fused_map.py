@@ -1,0 +1,132 @@
+"""The exact whole-map SIC priors of one map row, compiled (numba), for the fused "full" step.
+
+The reference applies the whole-map SIC priors over every row of the map at every step
+(:func:`empirical_seaice.cost.objective.map_prior_terms`, ``--map-priors full``). The fused
+step of that scheme (:mod:`empirical_seaice.training.fused_step`) walks the whole SIC map once
+per step; :func:`prior_row` is what it evaluates at each row: the value of each prior and
+its derivative with respect to the row's SIC ``C``,
+
+- range: ``r = C - clamp(C, 0, 1)``, ``r^2 / (sigma^2 nobs)``, ``d/dC = 2 r / (sigma^2 nobs)``;
+- background (when on): ``r = C - C_b``, the same form;
+- false ice (when on): ``r(C)`` of :func:`empirical_seaice.model.fused_kernels._false_ice` (tent or the
+  reference's smooth bump), ``d/dC = 2 r r'(C) / (sigma^2 nobs)``;
+- warm ice: the reference's ``[C > 0.01] w / (ngrid nstep nobs)`` (no gradient) or the effective
+  ``max(C, 0) w / (ngrid nstep nobs)`` (``d/dC = w / (ngrid nstep nobs)`` for ``C >= 0``), with the
+  row's warm weight ``w = max(T_map - threshold, 0) factor`` (0 on the lag columns).
+
+Summed over the rows these are the terms of :func:`~empirical_seaice.cost.objective.map_prior_terms`
+(tested equal, with their gradients, in ``tests/training/test_fused_full.py``).
+:func:`map_priors` evaluates them over the whole map (parallel over fixed chunks, summed in
+order: the same result for any thread count), for :meth:`FusedProgram.map_priors
+<empirical_seaice.model.fused.FusedProgram.map_priors>`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from empirical_seaice.model.fused_kernels import HAVE_NUMBA, NCHUNK, _false_ice
+
+if HAVE_NUMBA:
+    from numba import njit, prange
+else:  # pragma: no cover - exercised only where numba is absent
+    prange = range  # type: ignore[misc]
+
+MAP_TERMS = ("sic_range", "sic_background", "false_ice", "warm_ice")
+"""The terms :func:`prior_row` returns, in order (a switched-off prior returns 0)."""
+
+
+def prior_row(c, bgv, ww, flags, scales):
+    """Whole-map priors of one row at SIC ``c`` (background ``bgv``, warm weight ``ww``):
+    ``(range, background, false ice, warm ice, d(sum of the differentiable ones)/dC)``.
+
+    ``flags`` (int64): background prior on, false-ice prior on, effective warm ice, false-ice
+    shape (0 tent, 1 smooth); ``scales`` (float64): ``1 / (sigma^2 nobs)`` of the range,
+    background and false-ice priors, ``1 / (ngrid nstep nobs)`` of the warm-ice mean, then the
+    smooth bump's peak scaling, lower and upper bend and cap (``false_ice_smooth_pieces``).
+    """
+    s_range, s_bg, s_false, s_warm = scales[0], scales[1], scales[2], scales[3]
+    r = c - min(max(c, 0.0), 1.0)
+    t_range = r * r * s_range
+    g = 2.0 * r * s_range
+    t_bg = 0.0
+    if flags[0]:
+        r = c - bgv
+        t_bg = r * r * s_bg
+        g += 2.0 * r * s_bg
+    t_false = 0.0
+    if flags[1]:
+        r, sl = _false_ice(c, flags[3], scales[4], scales[5], scales[6], scales[7])
+        t_false = r * r * s_false
+        g += 2.0 * r * sl * s_false
+    t_warm = 0.0
+    if flags[2]:
+        t_warm = max(c, 0.0) * ww * s_warm
+        if c >= 0.0:
+            g += ww * s_warm
+    elif c > 0.01:
+        t_warm = ww * s_warm
+    return t_range, t_bg, t_false, t_warm, g
+
+
+def _map_pass(values, bg, warm, flags, scales, grad, sums):
+    """:func:`prior_row` over every row: derivatives into ``grad`` (float64, one per row), the
+    terms summed per fixed chunk into ``sums`` (nchunk, 4): the same result for any thread count."""
+    n = values.shape[0]
+    nchunk = sums.shape[0]
+    for k in prange(nchunk):
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        s3 = 0.0
+        for r in range((n * k) // nchunk, (n * (k + 1)) // nchunk):
+            t0, t1, t2, t3, g = prior_row(float(values[r]), bg[r], warm[r], flags, scales)
+            s0 += t0
+            s1 += t1
+            s2 += t2
+            s3 += t3
+            grad[r] = g
+        sums[k, 0] = s0
+        sums[k, 1] = s1
+        sums[k, 2] = s2
+        sums[k, 3] = s3
+
+
+if HAVE_NUMBA:
+    _false_ice = njit(inline="always")(_false_ice.py_func)  # type: ignore[attr-defined]  # inlined in the loop
+    prior_row = njit(cache=True, inline="always")(prior_row)
+    _map_pass = njit(cache=True, parallel=True)(_map_pass)
+
+
+def map_constants(program) -> tuple[np.ndarray, np.ndarray]:
+    """``(flags, scales)`` of :func:`prior_row` for a :class:`~empirical_seaice.model.fused.FusedProgram`."""
+    a, ip, fp = program.arrays, program.ip, program.fp
+    nobs = float(program.nobs_total)
+    flags = np.array([ip[9], ip[11], ip[10], ip[8]], dtype=np.int64)
+    scales = np.array(
+        [
+            1.0 / (a["sig_range"] ** 2 * nobs),
+            1.0 / (a["sig_bg"] ** 2 * nobs),
+            1.0 / (a["sig_false"] ** 2 * nobs),
+            1.0 / (a["ngrid"] * a["nstep"] * nobs),
+            fp[11],
+            fp[12],
+            fp[13],
+            fp[14],
+        ]
+    )
+    return flags, scales
+
+
+def map_priors(program, values: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """The exact whole-map priors of the SIC map ``values`` (float32, one per row, any stride):
+    their derivatives into ``grad`` (float64, same length), their values (order :data:`MAP_TERMS`,
+    each ``sum_r p(C_r) / nobs``; the warm-ice mean) returned."""
+    flags, scales = map_constants(program)
+    sums = np.zeros((NCHUNK, 4))
+    a = program.arrays
+    _map_pass(values, a["bg"], a["warm_w"], flags, scales, grad, sums)
+    return sums.sum(axis=0)
+
+
+__all__ = ["MAP_TERMS", "prior_row", "map_constants", "map_priors"]

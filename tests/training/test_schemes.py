@@ -1,0 +1,46 @@
+"""training/schemes.py: the optimisers of each scheme, and the whole-map prior scheme of deferred-adam."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from training_toy import build, make_toy
+
+from empirical_seaice.config import TrainingConfig
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.training.deferred_adam import DeferredAdam
+from empirical_seaice.training.schemes import build_optimizers, whole_map_scheme
+
+
+@pytest.mark.parametrize(
+    "optimizer, sparse, kinds",
+    [
+        ("deferred-adam", True, [DeferredAdam, torch.optim.Adam]),
+        ("sparse-adam", True, [torch.optim.SparseAdam, torch.optim.Adam]),
+        ("dense-adam", False, [torch.optim.Adam]),
+    ],
+)
+def test_build_optimizers(optimizer, sparse, kinds):
+    net, _ = build(*make_toy(), sparse=sparse)
+    opts = build_optimizers(net, TrainingConfig(optimizer=optimizer), 1e-2)
+    assert [type(o) for o in opts] == kinds
+    params = [p for o in opts for g in o.param_groups for p in g["params"]]
+    assert len(params) == 3 and all(g["lr"] == 1e-2 for o in opts for g in o.param_groups)
+    with pytest.raises(SeaIceError, match="built with (dense|sparse) state gradients"):
+        build_optimizers(build(*make_toy(), sparse=not sparse)[0], TrainingConfig(optimizer=optimizer), 1e-2)
+
+
+def test_whole_map_scheme_without_a_fused_program():
+    """A network without a compiled program: auto takes the sampled priors and says why; full is refused."""
+    net, data = build(*make_toy())
+    cfg = TrainingConfig(map_priors="auto")
+    opts = build_optimizers(net, cfg, 1e-2)
+    chosen, fused, note = whole_map_scheme(net, data, opts, cfg, data.nobs, torch.device("cpu"), "auto", False)
+    assert chosen.map_priors == "sampled" and fused is None and net.prior_mode == "sampled"
+    assert note == "sampled whole-map priors (--map-priors auto: the fused step does not apply (ToyNetwork has no " \
+        "fused program))"  # fmt: skip
+    with pytest.raises(SeaIceError, match="runs in the fused step only, which does not apply here"):
+        whole_map_scheme(net, data, opts, cfg, data.nobs, torch.device("cpu"), "full", False)
+    assert net.prior_mode == "sampled"  # left as it was
+    sharded = whole_map_scheme(net, data, opts, cfg, data.nobs, torch.device("cpu"), "auto", True)
+    assert sharded[0].map_priors == "sampled" and "a run sharded over processes" in sharded[2]
