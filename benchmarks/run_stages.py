@@ -1,18 +1,22 @@
 """Time every stage of a whole ``seaice-training`` run and its peak memory (a benchmark; nothing is asserted).
 
 Runs the CLI in this process (``empirical_seaice.cli.main``) with the given
-arguments, wrapping the functions that make up each stage with timers, and
-reads the process's peak resident memory (``VmHWM``) at the end of each stage:
+arguments. The run's own stage display (``RunProgress.stage``: reading data,
+packing observations, initial diagnostics, training, health checks, saving the
+model, diagnostics, products, publishing) cuts the wall time into intervals;
+a few functions are attributed to the stage they belong to wherever they are
+called from (the gridded product's inputs count with the gridded product;
+in the runs before the streamed diagnostics, the ``tbsim_initial`` write,
+done after the health checks, with the initial diagnostics). Since the
+streamed diagnostics, the "health checks" row is the final diagnostics' pass
+(simulation, sums, the held per-observation files) and the "final
+diagnostics" row what remains (moving the held files, truth scores,
+summary). Every second of the run is in exactly one row.
 
-    read and cache        io.read_training_data (NetCDF or the .npy cache)
-    build                 network and packed observation tensors (the rest up to the first simulation)
-    initial diagnostics   simulate every observation, initial cost, tbsim_initial
-    training              Trainer.fit
-    save model            model, state and history files
-    final diagnostics     simulate, departures, tbobs/tbsim/ice_emis/truth, tbzero
-    gridded product       products: gridded emissivity inputs and file
-    classic algorithms    products: classic SIC maps and file
-    export, plots         products (only when asked for)
+The peak resident memory of each stage is the process's ``VmHWM`` at the end
+of its interval, with the high-water mark reset at the start of each interval
+(``/proc/self/clear_refs``), so each row shows that stage's own peak; the last
+row is the peak of the whole run.
 
 Each stage's observations per second is the run's number of observations over the
 stage's wall time. Usage (the ``benchmark`` twin generated once under /tmp)::
@@ -32,6 +36,42 @@ import sys
 import time
 from pathlib import Path
 
+ORDER = [
+    "read and cache",
+    "build (row counts, network, packing)",
+    "initial diagnostics",
+    "training",
+    "health checks",
+    "save model",
+    "final diagnostics",
+    "gridded product",
+    "classic algorithms",
+    "open-water filter",
+    "export",
+    "plots",
+    "publishing",
+    "other (start-up, the end)",
+]
+
+DISPLAY = {
+    "reading data": "read and cache",
+    "packing observations": "build (row counts, network, packing)",
+    "initial diagnostics": "initial diagnostics",
+    "training": "training",
+    "health checks": "health checks",
+    "saving the model": "save model",
+    "diagnostics": "final diagnostics",
+    "products": "gridded product",
+    "products: gridded emissivity": "gridded product",
+    "products: classic SIC": "classic algorithms",
+    "products: open-water filter": "open-water filter",
+    "products: export": "export",
+    "products: plots": "plots",
+    "publishing": "publishing",
+    "start": "other (start-up, the end)",
+    "done": "other (start-up, the end)",
+}
+
 
 def _hwm_mib() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -40,34 +80,52 @@ def _hwm_mib() -> float:
     return float("nan")
 
 
-class Stages:
-    """Named wall-time intervals (a stage may be entered several times: the times add up)."""
+def _reset_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class Timeline:
+    """Wall time and peak memory by label: the active label is the innermost wrapped call's, else the
+    run's current display stage."""
 
     def __init__(self) -> None:
-        self.t0 = time.perf_counter()
         self.seconds: dict[str, float] = {}
         self.peak_mib: dict[str, float] = {}
-        self.marks: dict[str, float] = {}
-        self.active: list[str] = []
+        self.stack: list[str] = []
+        self.display = DISPLAY["start"]
+        self.t = time.perf_counter()
+        self.run_peak = 0.0
+        self.resets = _reset_hwm()
 
-    def wrap(self, owner, name: str, stage: str, first_only: bool = False) -> None:
+    def _switch(self) -> None:
+        now, hwm = time.perf_counter(), _hwm_mib()
+        label = self.stack[-1] if self.stack else self.display
+        self.seconds[label] = self.seconds.get(label, 0.0) + now - self.t
+        self.peak_mib[label] = max(self.peak_mib.get(label, 0.0), hwm)
+        self.run_peak = max(self.run_peak, hwm)
+        self.t = now
+        _reset_hwm()
+
+    def stage(self, name: str) -> None:
+        self._switch()
+        self.display = "training" if name.startswith("training") else DISPLAY.get(name, name)
+
+    def wrap(self, owner, name: str, label: str) -> None:
         fn = getattr(owner, name)
-        calls = {"n": 0}
 
         @functools.wraps(fn)
         def timed(*a, **k):
-            calls["n"] += 1
-            if (first_only and calls["n"] > 1) or self.active:  # nested: the outer stage counts
-                return fn(*a, **k)
-            self.active.append(stage)
-            t = time.perf_counter()
+            self._switch()
+            self.stack.append(label)
             try:
                 return fn(*a, **k)
             finally:
-                self.active.pop()
-                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t
-                self.peak_mib[stage] = _hwm_mib()
-                self.marks[stage + ":end"] = time.perf_counter()
+                self._switch()
+                self.stack.pop()
 
         setattr(owner, name, timed)
 
@@ -81,27 +139,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import empirical_seaice.io as io
     from empirical_seaice import cli
-    from empirical_seaice.products import classic, gridded, gridded_file, plots
-    from empirical_seaice.products import write as pw
-    from empirical_seaice.products.diagnostics import simulate  # noqa: F401 - the module is patched below
+    from empirical_seaice.products import gridded
     from empirical_seaice.run import train
-    from empirical_seaice.training.trainer import Trainer
+    from empirical_seaice.training import runtime
 
-    st = Stages()
-    st.wrap(io, "read_training_data", "read and cache")
-    diag = train.diag
-    st.wrap(diag, "simulate", "initial diagnostics", first_only=True)
-    st.wrap(train, "_full_cost", "initial diagnostics", first_only=True)
-    st.wrap(train.out, "write_tb", "initial diagnostics", first_only=True)
-    st.wrap(Trainer, "fit", "training")
-    st.wrap(train, "_save_model", "save model")
-    st.wrap(train, "final_diagnostics", "final diagnostics")
-    st.wrap(pw, "write_export", "export")
-    st.wrap(gridded, "grid_inputs", "gridded product")
-    st.wrap(gridded_file, "write_gridded_emissivity", "gridded product")
-    st.wrap(classic, "classic_sic_maps", "classic algorithms")
-    st.wrap(classic, "write_classic_sic", "classic algorithms")
-    st.wrap(plots, "make_plots", "plots")
+    tl = Timeline()
+    orig_stage = runtime.RunProgress.stage
+
+    def stage(self, name):
+        tl.stage(name)
+        return orig_stage(self, name)
+
+    runtime.RunProgress.stage = stage
+    if hasattr(train, "write_initial"):  # the whole-array runs write tbsim_initial after the health checks
+        tl.wrap(train, "write_initial", "initial diagnostics")
+    tl.wrap(gridded, "grid_inputs", "gridded product")
     nobs = {}
     orig_read = io.read_training_data
 
@@ -113,37 +165,22 @@ def main(argv: list[str] | None = None) -> int:
     io.read_training_data = read_and_count
     t_start = time.perf_counter()
     rc = cli.main(cli_args)
+    tl._switch()
     total = time.perf_counter() - t_start
-    # tbzero is simulated after final_diagnostics returns: count it with the final diagnostics
-    accounted = sum(st.seconds.values())
     n = nobs.get("n", 0)
-    rows = []
-    order = [
-        "read and cache",
-        "initial diagnostics",
-        "training",
-        "save model",
-        "final diagnostics",
-        "gridded product",
-        "classic algorithms",
-        "export",
-        "plots",
-    ]
-    for name in order:
-        if name in st.seconds:
-            s = st.seconds[name]
-            rows.append((name, s, n / s if s > 0 else float("inf"), st.peak_mib[name]))
-    rows.append(("other (build, tbzero, summary, writes)", total - accounted, float("nan"), float("nan")))
-    print(f"| stage | wall s | obs/s | peak RSS so far (MiB) |  ({n:,} observations, exit {rc})")
+    names = [k for k in ORDER if k in tl.seconds] + [k for k in tl.seconds if k not in ORDER]
+    print(f"| stage | wall s | obs/s | peak RSS of the stage (MiB) |  ({n:,} observations, exit {rc})")
     print("|---|---:|---:|---:|")
-    for name, s, rate, peak in rows:
-        print(f"| {name} | {s:.1f} | {rate:,.0f} | {peak:,.0f} |")
-    print(f"| whole run | {total:.1f} | {n / total:,.0f} | {_hwm_mib():,.0f} |")
+    for name in names:
+        s = tl.seconds[name]
+        print(f"| {name} | {s:.1f} | {n / s if s > 0 else float('inf'):,.0f} | {tl.peak_mib[name]:,.0f} |")
+    print(f"| whole run | {total:.1f} | {n / total:,.0f} | {tl.run_peak:,.0f} |")
     record = {
         "nobs": n,
         "total_s": total,
-        "stages": {k: {"s": v, "peak_mib": st.peak_mib[k]} for k, v in st.seconds.items()},
-        "peak_mib": _hwm_mib(),
+        "stages": {k: {"s": tl.seconds[k], "peak_mib": tl.peak_mib[k]} for k in names},
+        "peak_mib": tl.run_peak,
+        "hwm_reset": tl.resets,
         "argv": cli_args,
     }
     print(json.dumps(record))

@@ -166,6 +166,39 @@ class Observations:
         """The per-observation and per-channel arrays by name."""
         return {name: getattr(self, name) for name in PER_OBS_FIELDS + PER_CHANNEL_FIELDS}
 
+    def release(self, rows: slice | None = None) -> None:
+        """Drop this process's resident pages of the memory-mapped arrays over ``rows`` (None = all).
+
+        A streamed pass over the observations (packing, diagnostics) calls it after each chunk, so
+        the pages it read do not stay counted in the process's memory: they stay in the page cache
+        and come back on the next access. Arrays in ordinary memory are left alone.
+        """
+        for arr in self.arrays().values():
+            release_pages(arr, rows)
+
+
+def release_pages(arr: np.ndarray, rows: slice | None = None) -> None:
+    """``madvise(MADV_DONTNEED)`` on the whole pages of the rows ``rows`` of ``arr`` when it is a
+    read-only ``numpy.memmap`` of a file (see :meth:`Observations.release`); else nothing."""
+    import mmap
+
+    m = getattr(arr, "_mmap", None)
+    if m is None or not isinstance(arr, np.memmap) or arr.flags.writeable or not hasattr(m, "madvise"):
+        return
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is None:  # pragma: no cover - not Linux
+        return
+    if arr.ndim == 0 or not arr.shape[0]:
+        return
+    row = arr.strides[0]
+    start, stop = (0, arr.shape[0]) if rows is None else rows.indices(arr.shape[0])[:2]
+    at = arr.__array_interface__["data"][0] - np.frombuffer(m, dtype=np.uint8, count=1).ctypes.data
+    base, end = at + start * row, at + stop * row
+    lo = base // mmap.PAGESIZE * mmap.PAGESIZE
+    hi = min(len(m), (end + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE)
+    if hi > lo:
+        m.madvise(advice, lo, hi - lo)
+
 
 @dataclass
 class BackgroundMaps:

@@ -303,8 +303,9 @@ def test_v1_preset_runs_on_amsr2_only(twin_dir, tmp_path):
     # the linear v1 model is unbounded: where SIC is still underestimated after 3 epochs, its 10v ice
     # emissivity goes above 1 to explain the same TB (run.health); the check names it, --force-outputs writes
     assert "health check failed: ice emissivity outside (0, 1]" in r.stderr and "10v" in r.stderr
-    with _open(output, "seaice", "v1") as ds:
-        assert ds.attrs["health_check"] == "failed"
+    for stem in ("seaice", "tbsim", "tbsim_initial", "tbzero"):  # the held diagnostics files are marked too
+        with _open(output, stem, "v1") as ds:
+            assert ds.attrs["health_check"] == "failed", stem
     assert "model v1, sensors amsr2\n" in r.stdout
     before, after = _summary_costs(r.stdout)["obs"]
     assert after < 0.5 * before

@@ -24,6 +24,17 @@ def _no_netcdf(monkeypatch):
     monkeypatch.setattr(netCDF4, "Dataset", boom)
 
 
+def _fresh_reads(monkeypatch) -> list[int]:
+    """Count the reads of the NetCDF files (a cache miss): a rebuilt cache, like a hit, is returned as
+    memory maps, so the arrays' type does not tell them apart."""
+    from empirical_seaice.io import reader
+
+    calls: list[int] = []
+    orig = reader._read_fresh
+    monkeypatch.setattr(reader, "_read_fresh", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    return calls
+
+
 def _assert_same(a, b):
     for name, arr in a.arrays().items():
         np.testing.assert_array_equal(getattr(b, name), arr, err_msg=name)
@@ -58,8 +69,9 @@ def test_second_read_comes_from_memmap_without_netcdf(dataset, tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("layout", ["A", "B"])
-def test_changed_input_file_rebuilds(dataset, tmp_path, layout):
+def test_changed_input_file_rebuilds(dataset, tmp_path, layout, monkeypatch):
     ds = dataset(layout)
+    fresh = _fresh_reads(monkeypatch)
     cdir = tmp_path / "out"
     obs1, _ = read_training_data(ds.config, NLAG, cdir)
     if layout == "A":
@@ -76,21 +88,22 @@ def test_changed_input_file_rebuilds(dataset, tmp_path, layout):
     obs2, _ = read_training_data(ds.config, NLAG, cdir)
     np.testing.assert_array_equal(obs2.tb_obs_k, new)
     np.testing.assert_array_equal(obs2.tb_obs_k, obs1.tb_obs_k + 1.0)
-    assert not isinstance(obs2.tb_obs_k, np.memmap)
+    assert len(fresh) == 2 and isinstance(obs2.tb_obs_k, np.memmap)  # rebuilt, read back as memory maps
 
 
-def test_changed_config_or_nlag_rebuilds(dataset, tmp_path):
+def test_changed_config_or_nlag_rebuilds(dataset, tmp_path, monkeypatch):
     ds = dataset("C")
+    fresh = _fresh_reads(monkeypatch)
     # A (ngrid, nstep) SIC file fits any nlag (padded at the start).
     write_backgrounds(ds.root, ds.background["sic"][:, :4], ds.background["t_skin_map_k"])
     cdir = tmp_path / "out"
     read_training_data(ds.config, NLAG, cdir)
     obs, bg = read_training_data(dataclasses.replace(ds.config, stepstart=1), NLAG, cdir)
-    assert obs.stepstart == 1 and obs.nstep == 3 and not isinstance(obs.tb_obs_k, np.memmap)
+    assert obs.stepstart == 1 and obs.nstep == 3 and len(fresh) == 2
     obs, bg = read_training_data(dataclasses.replace(ds.config, stepstart=1), 2, cdir)
-    assert bg.nlag == 2 and bg.sic.shape == (12, 5)
+    assert bg.nlag == 2 and bg.sic.shape == (12, 5) and len(fresh) == 3
     again, _ = read_training_data(dataclasses.replace(ds.config, stepstart=1), 2, cdir)
-    assert isinstance(again.tb_obs_k, np.memmap)
+    assert isinstance(again.tb_obs_k, np.memmap) and len(fresh) == 3
 
 
 def test_cache_disabled_by_config(dataset, tmp_path):
@@ -126,8 +139,9 @@ def test_interrupted_write_leaves_no_half_cache(dataset, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["manifest", "array"])
-def test_damaged_cache_rebuilds(dataset, tmp_path, damage):
+def test_damaged_cache_rebuilds(dataset, tmp_path, damage, monkeypatch):
     ds = dataset("C")
+    fresh = _fresh_reads(monkeypatch)
     cdir = tmp_path / "out"
     obs1, _ = read_training_data(ds.config, NLAG, cdir)
     root = cdir / "observations"
@@ -136,10 +150,10 @@ def test_damaged_cache_rebuilds(dataset, tmp_path, damage):
     else:
         (root / "tau.npy").unlink()
     obs2, _ = read_training_data(ds.config, NLAG, cdir)
-    assert not isinstance(obs2.tb_obs_k, np.memmap)
+    assert len(fresh) == 2
     _assert_same(obs1, obs2)
     obs3, _ = read_training_data(ds.config, NLAG, cdir)
-    assert isinstance(obs3.tau, np.memmap)
+    assert isinstance(obs3.tau, np.memmap) and len(fresh) == 2
 
 
 def test_cache_key_depends_on_files_config_and_nlag(dataset):

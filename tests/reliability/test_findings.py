@@ -137,6 +137,9 @@ def test_6_a_failure_after_training_keeps_the_model(twin, tmp_path, untouched, m
     assert_one_line_error(r, "plots: the plotting library failed", "the trained model is kept", "--diagsonly --tag k")
     manifest = txn.read_manifest(out, "k")
     assert manifest["status"] == "partial" and "model_k.pt" in manifest["files"]
+    # the streamed diagnostics' files were released before the products failed; nothing held is published
+    assert {"tbsim_k.nc", "tbsim_initial_k.nc", "tbzero_k.nc"} <= set(manifest["files"])
+    assert not any(".held" in name for name in manifest["files"])
     assert txn.verify_set(out, "k") == []
     monkeypatch.undo()
     r = run_cli(["--data", data, "--output", out, "--tag", "k", "--diagsonly", "--no-progress", "--no-gridded"])

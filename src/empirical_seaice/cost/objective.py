@@ -247,12 +247,13 @@ def whole_data_cost(
     e0_anchor: float | None,
     bias: Tensor,
     nobs: int,
+    anchor_sum: float | None = None,
 ) -> dict[str, float]:
     """``J = J_o + J_b`` by term over all the data (float64), and ``total``.
 
     ``obs_sum``: ``sum_i J_o,i`` over every observation; ``map_terms``: :func:`map_prior_terms`
-    (``/ nobs``, multiplied back here); the anchor over every observation (``emis_anchor``, v2)
-    or of ``e0_anchor`` (v1); ``bias``: :func:`bias_prior`.
+    (``/ nobs``, multiplied back here); the anchor over every observation (``emis_anchor``, v2;
+    or its penalty already summed, ``anchor_sum``) or of ``e0_anchor`` (v1); ``bias``: :func:`bias_prior`.
     """
     out = {OBS: float(obs_sum)}
     for name, value in map_terms.items():
@@ -261,6 +262,8 @@ def whole_data_cost(
         assert e0_anchor is not None
         e0 = torch.tensor(float(e0_anchor), dtype=torch.float64)
         out["anchor"] = float(terms.anchor_mean_penalty(e0, cost.anchor_value, cost.anchor_error))
+    elif anchor_sum is not None:
+        out["anchor"] = float(anchor_sum)
     else:
         assert emis_anchor is not None
         e = torch.from_numpy(np.asarray(emis_anchor, dtype=np.float64))

@@ -206,6 +206,9 @@ def read_training_data(
             return hit
         obs, background = _read_fresh(files, config, nlag)
         _cache.save(Path(cache_dir), key, obs, background)
+        mapped = _cache.load(Path(cache_dir), key, config.sensor_catalogue)  # the memory maps, not a second copy
+        if mapped is not None:
+            obs, background = mapped
     obs.source_digest = digest
     return obs, background
 

@@ -49,9 +49,9 @@ class Truth:
         True SIC of the run's selected steps.
     emis_ice, emis_ocean : float32 (obs.nobs, obs.nchan)
         True ice / ocean emissivity at each observation, unified basis (NaN
-        where the observation's sensor lacks the channel).
+        where the observation's sensor lacks the channel); None when not read.
     tb_noisefree : float32 (obs.nobs, obs.nchan)
-        Simulated TB before noise (K), NaN where absent.
+        Simulated TB before noise (K), NaN where absent; None when not read.
     sic_obs : float32 (obs.nobs,)
         True SIC seen by each observation.
     bias_ice_k, bias_ocean_k : float32 (nsensor, nchan)
@@ -65,9 +65,9 @@ class Truth:
     """
 
     sic: np.ndarray
-    emis_ice: np.ndarray
-    emis_ocean: np.ndarray
-    tb_noisefree: np.ndarray
+    emis_ice: np.ndarray | None
+    emis_ocean: np.ndarray | None
+    tb_noisefree: np.ndarray | None
     sic_obs: np.ndarray
     bias_ice_k: np.ndarray
     bias_ocean_k: np.ndarray
@@ -146,13 +146,19 @@ def _read_sensor_truth(
             target[rows] = values[idx]
 
 
-def read_truth(data_dir: Path, obs: Observations) -> Truth | None:
+PER_OBS_FIELDS = ("EMIS_ICE", "EMIS_OCEAN", "TB_NOISEFREE")
+"""The per-observation and channel fields of the truth (each ``(nobs, nchan)`` float32 when read)."""
+
+
+def read_truth(data_dir: Path, obs: Observations, per_obs: tuple[str, ...] = PER_OBS_FIELDS) -> Truth | None:
     """Read the twin's truth for the observations ``obs`` of a run.
 
     Parameters
     ----------
     data_dir : the training-data directory (the twin's output directory).
     obs : the run's observations (their period, grid and channel basis).
+    per_obs : which of :data:`PER_OBS_FIELDS` to read (the others are None): a run scores only
+        the ice emissivity, and each field is as large as the observations' TBs.
 
     Returns
     -------
@@ -171,9 +177,7 @@ def read_truth(data_dir: Path, obs: Observations) -> Truth | None:
     sic, props, julian_day = _read_truth_state(tdir / STATE_FILE, obs)
     basis = obs.basis
     nobs, nchan = obs.nobs, obs.nchan
-    per_chan = {
-        name: np.full((nobs, nchan), np.nan, dtype=np.float32) for name in ("EMIS_ICE", "EMIS_OCEAN", "TB_NOISEFREE")
-    }
+    per_chan = {name: np.full((nobs, nchan), np.nan, dtype=np.float32) for name in per_obs}
     sic_obs = np.full(nobs, np.nan, dtype=np.float32)
     bias_ice = np.full((basis.nsensor, nchan), np.nan, dtype=np.float32)
     bias_ocean = np.full((basis.nsensor, nchan), np.nan, dtype=np.float32)
@@ -192,9 +196,9 @@ def read_truth(data_dir: Path, obs: Observations) -> Truth | None:
                 _read_sensor_truth(tdir / name, name, rows, cols, fcols, obs_index[rows], targets)
     return Truth(
         sic=sic,
-        emis_ice=per_chan["EMIS_ICE"],
-        emis_ocean=per_chan["EMIS_OCEAN"],
-        tb_noisefree=per_chan["TB_NOISEFREE"],
+        emis_ice=per_chan.get("EMIS_ICE"),
+        emis_ocean=per_chan.get("EMIS_OCEAN"),
+        tb_noisefree=per_chan.get("TB_NOISEFREE"),
         sic_obs=sic_obs,
         bias_ice_k=bias_ice,
         bias_ocean_k=bias_ocean,

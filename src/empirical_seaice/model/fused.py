@@ -152,7 +152,8 @@ class FusedProgram:
 
 
 def _simulate_into(program, start: int, stop: int, zero_sic: bool, tb, emis, sic, anchor) -> None:
-    """Forward pass of observations ``start .. stop - 1`` with the tables' current values."""
+    """Forward pass of observations ``start .. stop - 1`` with the tables' current values, into
+    ``tb``, ``emis``, ``sic``, ``anchor`` (``stop - start`` rows each)."""
     a = program.arrays
     index = np.arange(start, stop, dtype=np.int64)
     refs = program.rows(index)
@@ -177,8 +178,20 @@ def _simulate_into(program, start: int, stop: int, zero_sic: bool, tb, emis, sic
         program.floats, program.ints, index, vals.reshape(nb * nref, c), inv, refs, np.zeros(w[-3].shape[0]),
         w1, b1, w2, b2, wc, bi, bo, ip, program.fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_in"],
         a["nfreq"], a["chan_freq"], a["pol"], a["lag_w"], np.zeros((NCHUNK, 6)), z3, z1, z3, z1, z1, z3, z3,
-        np.zeros((1, 1)), np.zeros((1, 1)), tb[start:stop], emis[start:stop], sic[start:stop], anchor[start:stop],
+        np.zeros((1, 1)), np.zeros((1, 1)), tb, emis, sic, anchor,
     )  # fmt: skip
+
+
+def simulate_range(program: FusedProgram, start: int, stop: int, zero_sic: bool = False, chunk: int = 1 << 16):
+    """``(tb, emis_ice, sic, emis_anchor)`` of observations ``start .. stop - 1`` (float32 numpy), as
+    :func:`simulate` gives them: one block of a streamed pass over the observations."""
+    nc, n = int(program.ip[1]), stop - start
+    tb, emis = np.empty((n, nc), dtype=np.float32), np.empty((n, nc), dtype=np.float32)
+    sic, anchor = np.empty(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
+    for a in range(start, stop, chunk):
+        b = min(a + chunk, stop)
+        _simulate_into(program, a, b, zero_sic, *(x[a - start : b - start] for x in (tb, emis, sic, anchor)))
+    return tb, emis, sic, anchor
 
 
 def simulate(program: FusedProgram, nobs: int, zero_sic: bool = False, chunk: int = 1 << 16):
@@ -190,7 +203,8 @@ def simulate(program: FusedProgram, nobs: int, zero_sic: bool = False, chunk: in
     sic = np.empty(nobs, dtype=np.float32)
     anchor = np.zeros(nobs, dtype=np.float32)
     for start in range(0, nobs, chunk):
-        _simulate_into(program, start, min(start + chunk, nobs), zero_sic, tb, emis, sic, anchor)
+        sl = slice(start, min(start + chunk, nobs))
+        _simulate_into(program, sl.start, sl.stop, zero_sic, tb[sl], emis[sl], sic[sl], anchor[sl])
     return tb, emis, sic, anchor
 
 

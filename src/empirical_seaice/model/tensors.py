@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from empirical_seaice.model import physics
+from empirical_seaice.model.packing import pack_floats
 from empirical_seaice.observations import Observations
 
 PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction", "cos2_scan", "cos_view")
@@ -106,7 +107,9 @@ class ObservationTensors:
         for name in PACKED_CHANNEL_FIELDS:
             self._slices[name] = (col, col + nc)
             col += nc
-        for start in range(0, n, self._CHUNK):
+        angles = lambda rows: (_cos2_scan(obs, rows, np.float64).numpy(), _cos_view(obs, rows).numpy())  # noqa: E731
+        compiled = pack_floats(obs, floats.numpy(), self._slices, angles)  # model/packing.py; False without numba
+        for start in range(0, 0 if compiled else n, self._CHUNK):
             rows = slice(start, min(start + self._CHUNK, n))
             block = floats[rows]
             for name in PER_OBS_FLOAT_FIELDS[:-2]:

@@ -64,18 +64,28 @@ def grid_daily_mean_tb(obs: Observations, channels: Sequence[str], isensor: int)
             f"({', '.join(obs.basis.channel_names)})"
         )
     ncell = obs.ngrid * obs.nstep
-    sel = np.asarray(obs.isensor) == isensor
-    cell = np.asarray(obs.igrid, dtype=np.int64)[sel] * obs.nstep + np.asarray(obs.istep, dtype=np.int64)[sel]
+    cols = [obs.basis.channel_index[name] for name in channels]
+    cells, values, valid = [], [], []
+    for start in range(0, obs.nobs, _BLOCK):  # the sensor's rows and the channels' columns, block by block
+        rows = slice(start, start + _BLOCK)
+        sel = np.asarray(obs.isensor[rows]) == isensor
+        cells.append(np.asarray(obs.igrid[rows], dtype=np.int64)[sel] * obs.nstep + np.asarray(obs.istep[rows])[sel])
+        values.append(np.asarray(obs.tb_obs_k[rows])[sel][:, cols])
+        valid.append(np.asarray(obs.mask[rows])[sel][:, cols])
+        obs.release(rows)
+    cell, tb, mask = np.concatenate(cells), np.concatenate(values), np.concatenate(valid)
     out = np.full((ncell, len(channels)), np.nan)
-    for j, name in enumerate(channels):
-        c = obs.basis.channel_index[name]
-        m = np.asarray(obs.mask[:, c])[sel]
-        tb = np.asarray(obs.tb_obs_k[:, c], dtype=np.float64)[sel]
-        total = np.bincount(cell[m], weights=tb[m], minlength=ncell)
+    for j in range(len(channels)):
+        m = mask[:, j]
+        total = np.bincount(cell[m], weights=tb[m, j].astype(np.float64), minlength=ncell)
         count = np.bincount(cell[m], minlength=ncell)
         has = count > 0
         out[has, j] = total[has] / count[has]
     return out.reshape(obs.ngrid, obs.nstep, len(channels))
+
+
+_BLOCK = 1 << 18
+"""Observations read at a time by :func:`grid_daily_mean_tb`."""
 
 
 def grid_hemisphere(lat: np.ndarray | None, ngrid: int) -> np.ndarray:
@@ -125,45 +135,72 @@ def classic_sic_maps(obs: Observations, algorithms: Sequence[str] = ALGORITHMS) 
     names = obs.basis.channel_index
     north = grid_hemisphere(obs.lat, obs.ngrid)[:, None]
     result = ClassicSIC(maps={})
-    for alg in algorithms:
-        need = ("19v", "19h", "37v") if alg == "nasa_team" else ("37v", "37h", "19v")
-        stack = []
-        for s, sname in enumerate(obs.basis.sensor_names):
+    wanted = [c for c in ("19v", "19h", "37v", "37h", "24v") if c in names]
+    need = {alg: ("19v", "19h", "37v") if alg == "nasa_team" else ("37v", "37h", "19v") for alg in algorithms}
+    maps: dict[str, list[tuple[str, np.ndarray]]] = {alg: [] for alg in algorithms}
+    total = {alg: np.zeros((obs.ngrid, obs.nstep)) for alg in algorithms}
+    count = {alg: np.zeros((obs.ngrid, obs.nstep), dtype=np.int64) for alg in algorithms}
+    for s, sname in enumerate(obs.basis.sensor_names):  # one pass over the observations per sensor
+        means = None
+        for alg in algorithms:
             tp_name = TIE_POINT_SENSOR.get(sname)
             present = obs.basis.present[s]
-            if tp_name is None or not all(c in names and present[names[c]] for c in need):
+            if tp_name is None or not all(c in names and present[names[c]] for c in need[alg]):
                 log.info("classic SIC %s: sensor %s skipped (no tie points or channels)", alg, sname)
                 continue
             if tp_name != sname:
                 log.info("classic SIC %s: sensor %s uses %s tie points", alg, sname, tp_name)
-            if alg == "nasa_team":
-                extra = ("24v",) if "24v" in names and present[names["24v"]] else ()
-                tb = grid_daily_mean_tb(obs, need + extra, s)
-                tp = NASA_TEAM_TIE_POINTS[tp_name]
-                sic = nasa_team(tb[..., 0], tb[..., 1], tb[..., 2], tp, tb22v_k=tb[..., 3] if extra else None).total
-                result.sources[f"nasa_team/{sname}"] = tp.source
-            else:
-                tb = grid_daily_mean_tb(obs, need, s)
-                tpn, tps = BOOTSTRAP_TIE_POINTS[(tp_name, "north")], BOOTSTRAP_TIE_POINTS[(tp_name, "south")]
-                sic = np.where(
-                    north,
-                    bootstrap(tb[..., 0], tb[..., 1], tb[..., 2], tpn),
-                    bootstrap(tb[..., 0], tb[..., 1], tb[..., 2], tps),
-                )
-                result.sources[f"bootstrap/{sname}"] = f"{tpn.source}; {tps.source}"
-            result.per_sensor[(alg, sname)] = sic.astype(np.float32)
-            stack.append(sic)
-        if not stack:
+            if means is None:
+                means = grid_daily_mean_tb(obs, wanted, s)
+            sic = _classic_sic(alg, sname, tp_name, means, wanted, need[alg], present, names, north, result)
+            maps[alg].append((sname, sic.astype(np.float32)))
+            ok = np.isfinite(sic)  # the mean over the sensors, summed in sensor order (np.nansum's order)
+            total[alg] += np.where(ok, sic, 0.0)
+            count[alg] += ok
+    for alg in algorithms:
+        if not maps[alg]:
             raise SeaIceError(
                 f"classic SIC {alg}: no sensor of the run ({', '.join(obs.basis.sensor_names)}) "
-                f"has the channels {', '.join(need)} and tie points"
+                f"has the channels {', '.join(need[alg])} and tie points"
             )
+        result.per_sensor.update({(alg, sname): sic for sname, sic in maps[alg]})
         with np.errstate(invalid="ignore"):
-            arr = np.stack(stack)
-            count = np.sum(np.isfinite(arr), axis=0)
-            mean = np.where(count > 0, np.nansum(arr, axis=0) / np.maximum(count, 1), np.nan)
+            mean = np.where(count[alg] > 0, total[alg] / np.maximum(count[alg], 1), np.nan)
         result.maps[alg] = mean.astype(np.float32)
+    result.sources = {k: result.sources[k] for alg in algorithms for k in result.sources if k.startswith(alg + "/")}
     return result
+
+
+def _classic_sic(alg, sname, tp_name, means, wanted, need, present, names, north, result) -> np.ndarray:
+    """One algorithm's SIC (ngrid, nstep) float64 from one sensor's daily mean TBs ``means`` (of the
+    channels ``wanted``), a block of grid points at a time (the algorithms' temporaries stay small);
+    records the tie points' source in ``result.sources``."""
+    cols = [wanted.index(c) for c in need]
+    tb22 = wanted.index("24v") if alg == "nasa_team" and "24v" in names and present[names["24v"]] else None
+    out = np.empty(means.shape[:2])
+    if alg == "nasa_team":
+        tp = NASA_TEAM_TIE_POINTS[tp_name]
+        result.sources[f"nasa_team/{sname}"] = tp.source
+    else:
+        tpn, tps = BOOTSTRAP_TIE_POINTS[(tp_name, "north")], BOOTSTRAP_TIE_POINTS[(tp_name, "south")]
+        result.sources[f"bootstrap/{sname}"] = f"{tpn.source}; {tps.source}"
+    for g0 in range(0, means.shape[0], _GRID_BLOCK):
+        g = slice(g0, g0 + _GRID_BLOCK)
+        tb = means[g][..., cols]
+        if alg == "nasa_team":
+            extra = means[g][..., tb22] if tb22 is not None else None
+            out[g] = nasa_team(tb[..., 0], tb[..., 1], tb[..., 2], tp, tb22v_k=extra).total
+        else:
+            out[g] = np.where(
+                north[g],
+                bootstrap(tb[..., 0], tb[..., 1], tb[..., 2], tpn),
+                bootstrap(tb[..., 0], tb[..., 1], tb[..., 2], tps),
+            )
+    return out
+
+
+_GRID_BLOCK = 512
+"""Grid points per block of the classic algorithms."""
 
 
 def sic_rmse(sic: np.ndarray, truth: np.ndarray) -> float:

@@ -177,12 +177,38 @@ def evaluate_grid_emissivity(
             idx = [basis.channel_index[c] for c in channels]
             return emissivity(x_t, p)[:, idx].cpu().numpy()
         freq, pol, _ = channel_frequencies(basis, channels, model)
-        f = torch.as_tensor(freq.astype(np.float32), device=param.device)
-        vh = emissivity.emissivity_vh(x_t[:, None], p[:, None, :], f[None, :])  # (n, nch, 2)
-        pol_t = torch.as_tensor(
-            np.where(pol == POL_QV, POL_V, np.where(pol == POL_QH, POL_H, pol)), device=param.device
-        )
-        return torch.gather(vh, 2, pol_t.view(1, -1, 1).expand(vh.shape[0], -1, 1))[..., 0].cpu().numpy()
+        pol = np.where(pol == POL_QV, POL_V, np.where(pol == POL_QH, POL_H, pol))
+        distinct, which = np.unique(freq.astype(np.float32), return_inverse=True)
+        per_freq = _network_vh(emissivity, x_t, p, distinct)  # (nfreq, 2, n): each frequency once for V and H
+        out = np.empty((x_t.shape[0], len(channels)), dtype=np.float32)
+        for j in range(len(channels)):
+            out[:, j] = per_freq[which[j], pol[j]]
+        return out
+
+
+def _network_vh(emissivity, x_t, props, freqs: np.ndarray) -> np.ndarray:
+    """``(e_V, e_H)`` of the v2 network (:meth:`NetworkEmissivity.emissivity_vh`) at the frequencies
+    ``freqs`` (GHz) for the cells ``x_t`` (n,), ``props`` (n, nprop): (nfreq, 2, n) float32. The part of
+    the hidden layer that does not depend on the frequency is computed once, in the network's
+    (feature, cell) layout (``W z^T``: much faster than ``z W^T`` for the tiny inner dimension)."""
+    import math
+
+    import torch
+
+    from empirical_seaice.model.emissivity import ANGLE_INIT_DEG
+
+    cols = [x_t.unsqueeze(-1), props]
+    if emissivity.angle_input:
+        cols.append(torch.full_like(x_t, math.cos(math.radians(ANGLE_INIT_DEG))).unsqueeze(-1))
+    z = torch.cat(cols, dim=-1)
+    w1, w2 = emissivity.hidden.weight, emissivity.output.weight
+    base = torch.addmm(emissivity.hidden.bias.unsqueeze(-1), w1[:, :-1], z.t())  # (H, n)
+    scaled = torch.as_tensor(freqs, dtype=x_t.dtype) / emissivity.freq_scale_ghz  # as emissivity_vh rounds it
+    out = np.empty((len(freqs), 2, x_t.shape[0]), dtype=np.float32)
+    for k in range(len(freqs)):
+        h = torch.sigmoid(base + w1[:, -1:] * scaled[k])
+        out[k] = torch.sigmoid(torch.addmm(emissivity.output.bias.unsqueeze(-1), w2, h)).numpy()
+    return out
 
 
 __all__ = [

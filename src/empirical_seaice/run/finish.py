@@ -59,8 +59,6 @@ def final_diagnostics(
     ``ice_emis``; fill ``result.cost_after``, ``.departures_after``, ``.files`` and, when ``data_dir``
     holds a twin truth, ``.truth``. Returns the truth (None without one, or when it cannot be read:
     a warning). ``sim``: the simulation after the fit when already done."""
-    from empirical_seaice.io.truth import read_truth
-
     basis = obs.basis
     if sim is None:
         sim = diag.simulate(network, data, obs.nobs)
@@ -69,22 +67,50 @@ def final_diagnostics(
     result.files.append(out.write_tbobs(out.output_path(output, "tbobs", tag), obs, background.lon, background.lat))
     result.files.append(out.write_tb(out.output_path(output, "tbsim", tag), sim.tb, basis, "tbsim", obs.mask))
     result.files.append(out.write_ice_emis(out.output_path(output, "ice_emis", tag), sim.emis_ice, basis, obs.mask))
+    truth = run_truth(data_dir, obs)
+    if truth is not None:
+        result.truth = score_truth(network, obs, background, truth, emis_ice=sim.emis_ice)
+    return truth
+
+
+def run_truth(data_dir: Path, obs: Observations):
+    """The twin's truth of the run (:func:`empirical_seaice.io.truth.read_truth`; only the per-observation
+    ice emissivity of its per-observation fields), or None: no truth, or one that cannot be read (a warning)."""
+    from empirical_seaice.io.truth import read_truth
+
     try:
-        truth = read_truth(data_dir, obs)
+        return read_truth(data_dir, obs, per_obs=("EMIS_ICE",))
     except SeaIceError as exc:  # a truth/ folder that is not our twin's: score nothing, keep the run
         log.warning("no truth scores: %s", exc)
-        truth = None
+        return None
+
+
+def score_truth(
+    network: HybridNetwork, obs: Observations, background: BackgroundMaps, truth, *, emis_ice=None, emis_errors=None
+) -> diag.TruthScores:
+    """:func:`empirical_seaice.products.diagnostics.truth_scores` of the trained network: its SIC map and TB
+    biases, and the ice emissivity at the observations (``emis_ice``, or the errors a streamed pass summed)."""
+    return diag.truth_scores(
+        obs,
+        background,
+        network.state.sic_array(),
+        emis_ice,
+        truth,
+        network.bias_ice_k.detach().cpu().numpy(),
+        network.bias_ocean_k.detach().cpu().numpy(),
+        emis_errors=emis_errors,
+    )
+
+
+def publish_final_pass(network, obs, background, truth, result: Any, final, held: out.HeldOutputs) -> None:
+    """After a streamed :func:`~empirical_seaice.run.streamed.final_pass`: its held files become outputs
+    (``tbobs``, ``tbsim``, ``ice_emis``, ``tbzero``), its cost, departures and truth scores go into ``result``."""
+    result.cost_after, result.departures_after = final.cost, final.departures
+    for kind in ("tbobs", "tbsim", "ice_emis", "tbzero"):
+        if kind in final.files:
+            result.files.append(held.promote(final.files[kind]))
     if truth is not None:
-        result.truth = diag.truth_scores(
-            obs,
-            background,
-            network.state.sic_array(),
-            sim.emis_ice,
-            truth,
-            network.bias_ice_k.detach().cpu().numpy(),
-            network.bias_ocean_k.detach().cpu().numpy(),
-        )
-    return truth
+        result.truth = score_truth(network, obs, background, truth, emis_errors=final.emis_errors)
 
 
 def write_state_files(
@@ -257,6 +283,9 @@ __all__ = [
     "write_initial",
     "final_diagnostics",
     "write_state_files",
+    "run_truth",
+    "score_truth",
+    "publish_final_pass",
     "run_summary",
     "run_title",
     "summary_table",

@@ -87,6 +87,37 @@ def _frac(mask: np.ndarray) -> float:
     return float(mask.mean()) if mask.size else 0.0
 
 
+class ObservationChecks:
+    """The per-observation figures of the checks (non-finite simulated values; the emissivity of the
+    observations whose trained SIC exceeds :data:`EMIS_SIC_MIN`), added block by block (:meth:`add`),
+    so a streamed pass over the observations can check them without holding them."""
+
+    def __init__(self, nchan: int):
+        self.nonfinite_tb = 0
+        self.nonfinite_emis = 0
+        self.nice = 0
+        self.bad = np.zeros(nchan, dtype=np.int64)
+        self.valid = np.zeros(nchan, dtype=np.int64)
+        self.emis_max = -np.inf
+        self.emis_min = np.inf
+
+    def add(self, tb_sim: np.ndarray, emis_ice: np.ndarray, mask: np.ndarray, sic_obs: np.ndarray) -> None:
+        """Add one block: simulated TB and ice emissivity (n, nchan), valid channels, trained SIC (n,)."""
+        mask = np.asarray(mask, dtype=bool)
+        self.nonfinite_tb += int((mask & ~np.isfinite(tb_sim)).sum())
+        self.nonfinite_emis += int((mask & ~np.isfinite(emis_ice)).sum())
+        ice = np.asarray(sic_obs) > EMIS_SIC_MIN
+        if not ice.any():
+            return
+        e, m = np.asarray(emis_ice)[ice], mask[ice]
+        self.nice += int(ice.sum())
+        self.bad += (m & ((e <= EMIS_RANGE[0]) | (e > EMIS_RANGE[1]))).sum(axis=0)
+        self.valid += m.sum(axis=0)
+        if m.any():
+            self.emis_max = max(self.emis_max, float(e[m].max()))
+            self.emis_min = min(self.emis_min, float(e[m].min()))
+
+
 def check_health(
     sic_map: np.ndarray,
     props_grid: np.ndarray,
@@ -111,25 +142,35 @@ def check_health(
     channel_names : the unified channel names.
     cost_before, cost_after : the full cost J by term before / after training (None: no "before").
     """
+    checks = ObservationChecks(len(channel_names))
+    checks.add(tb_sim, emis_ice, mask, sic_obs)
+    return check_health_of(sic_map, props_grid, props_obs, checks, channel_names, cost_before, cost_after)
+
+
+def check_health_of(
+    sic_map: np.ndarray,
+    props_grid: np.ndarray,
+    props_obs: np.ndarray,
+    checks: ObservationChecks,
+    channel_names: list[str] | tuple[str, ...],
+    cost_before: dict[str, float] | None,
+    cost_after: dict[str, float],
+) -> HealthReport:
+    """:func:`check_health` with the per-observation figures already gathered (``checks``)."""
     rep = HealthReport()
-    mask = np.asarray(mask, dtype=bool)
-    checks = {
-        "SIC": sic_map,
-        "state P": props_grid,
-        "state Q": props_obs,
-        "simulated TB": np.where(mask, tb_sim, 0.0),
-        "ice emissivity": np.where(mask, emis_ice, 0.5),
-    }
-    for name, arr in checks.items():
+    for name, arr in (("SIC", sic_map), ("state P", props_grid), ("state Q", props_obs)):
         a = np.asarray(arr)
         if a.size and not np.isfinite(a).all():
             rep.failures.append(f"{name} has {int((~np.isfinite(a)).sum())} non-finite values")
+    for name, count in (("simulated TB", checks.nonfinite_tb), ("ice emissivity", checks.nonfinite_emis)):
+        if count:
+            rep.failures.append(f"{name} has {count} non-finite values")
     if rep.failures:
         return rep
     _check_sic(rep, np.asarray(sic_map, dtype=np.float64))
     for name, arr in (("P", props_grid), ("Q", props_obs)):
         _check_state(rep, name, np.asarray(arr))
-    _check_emissivity(rep, np.asarray(emis_ice), mask, np.asarray(sic_obs) > EMIS_SIC_MIN, channel_names)
+    _check_emissivity(rep, checks, channel_names)
     if cost_before:
         _check_costs(rep, cost_before, cost_after)
     return rep
@@ -156,22 +197,16 @@ def _check_state(rep: HealthReport, name: str, a: np.ndarray) -> None:
         rep.failures.append(f"empirical state {name} reaches |{name}| = {m:.3g} (limit {STATE_LIMIT:g})")
 
 
-def _check_emissivity(rep: HealthReport, emis: np.ndarray, mask: np.ndarray, ice: np.ndarray, names) -> None:
-    if not ice.any():
+def _check_emissivity(rep: HealthReport, checks: ObservationChecks, names) -> None:
+    if not checks.nice:
         return
-    e, m = emis[ice], mask[ice]
-    bad = m & ((e <= EMIS_RANGE[0]) | (e > EMIS_RANGE[1]))
-    frac = bad.sum() / max(m.sum(), 1)
-    rep.figures.update(
-        emis_out_fraction=float(frac),
-        emis_max=float(np.where(m, e, -np.inf).max()),
-        emis_min=float(np.where(m, e, np.inf).min()),
-    )
+    frac = checks.bad.sum() / max(checks.valid.sum(), 1)
+    rep.figures.update(emis_out_fraction=float(frac), emis_max=checks.emis_max, emis_min=checks.emis_min)
     if frac > EMIS_WARN_FRACTION or rep.figures["emis_max"] > EMIS_LIMIT:
-        per = bad.sum(axis=0) / np.maximum(m.sum(axis=0), 1)
+        per = checks.bad / np.maximum(checks.valid, 1)
         worst = int(np.argmax(per))
         text = (
-            f"ice emissivity outside (0, 1] for {100 * frac:.1f}% of the {int(ice.sum())} observations with "
+            f"ice emissivity outside (0, 1] for {100 * frac:.1f}% of the {checks.nice} observations with "
             f"SIC > {EMIS_SIC_MIN:g} (from {rep.figures['emis_min']:.3g} to {rep.figures['emis_max']:.3g}; "
             f"worst channel {names[worst]}: {100 * per[worst]:.0f}%)"
         )
@@ -195,17 +230,19 @@ def _check_costs(rep: HealthReport, before: dict[str, float], after: dict[str, f
 def check_trained(
     network, obs, sim, cost_before: dict[str, float] | None, cost_after: dict[str, float]
 ) -> HealthReport:
-    """:func:`check_health` of a trained network (its state tables) and ``sim``, its simulation of every
-    observation of ``obs`` (:func:`empirical_seaice.products.diagnostics.simulate`)."""
+    """:func:`check_health` of a trained network (its state tables) and ``sim``: its simulation of every
+    observation of ``obs`` (:func:`empirical_seaice.products.diagnostics.simulate`), or the
+    :class:`ObservationChecks` a streamed pass gathered from it."""
     st = network.state
-    return check_health(
+    checks = sim
+    if not isinstance(sim, ObservationChecks):
+        checks = ObservationChecks(obs.nchan)
+        checks.add(sim.tb, sim.emis_ice, obs.mask, sim.sic)
+    return check_health_of(
         st.sic_array(),
         st.grid_properties_array(),
         st.obs_properties_array(),
-        sim.emis_ice,
-        sim.tb,
-        np.asarray(obs.mask),
-        sim.sic,
+        checks,
         list(obs.basis.channel_names),
         cost_before,
         cost_after,
@@ -234,4 +271,13 @@ def health_gate(
     return report, failure_attributes(report)
 
 
-__all__ = ["check_health", "check_trained", "health_gate", "HealthReport", "HealthError", "failure_attributes"]
+__all__ = [
+    "check_health",
+    "check_health_of",
+    "ObservationChecks",
+    "check_trained",
+    "health_gate",
+    "HealthReport",
+    "HealthError",
+    "failure_attributes",
+]

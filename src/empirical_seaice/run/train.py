@@ -40,6 +40,7 @@ parameters gives bit-identical ``tbsim``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -56,12 +57,11 @@ from empirical_seaice.io.cache import CacheGuard
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.finish import (
-    final_diagnostics,
-    initial_diagnostics,
+    publish_final_pass,
     run_summary,
+    run_truth,
     schedule_line,
     summary_table,
-    write_initial,
     write_state_files,
 )
 from empirical_seaice.run.model_file import (
@@ -73,6 +73,7 @@ from empirical_seaice.run.model_file import (
     write_trained,
 )
 from empirical_seaice.run.plan import RunPlan, validate_run
+from empirical_seaice.run.streamed import final_pass, initial_pass
 from empirical_seaice.training.runtime import RunProgress
 
 log = logging.getLogger(__name__)
@@ -308,28 +309,32 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         counted=split[0],
         prior_mode=plan.train_cfg.prior_mode,
     )
-    network, data = built.network, built.data
+    network, data = built.network, built.data  # data: dropped after the last pass that needs it
     nobs_train = built.nobs_train
     if plan.model_file is not None:
         load_trained(network, plan.model_file)
         nobs_train = int(plan.model_file.get("nobs_train", nobs_train))
 
-    # ---- 3. initial diagnostics (in memory: nothing is written before the health checks)
-    sim0 = None
+    # ---- 3. initial diagnostics (tbsim_initial held: nothing is an output before the health checks)
+    held = out.HeldOutputs(plan.stage)
     if not plan.trainonly and not plan.diagsonly:
         display.stage("initial diagnostics")
-        sim0 = initial_diagnostics(network, data, obs, nobs_train, result)
+        before = initial_pass(network, data, obs, nobs_train, held, plan.path("tbsim_initial"))
+        result.cost_before, result.departures_before = before.cost, before.departures
 
-    # ---- 4. train and check (with --diagsonly: the books of the trained run)
-    history = sim = marks = None
+    # ---- 4. train and check (with --diagsonly: the books of the trained run); the final diagnostics'
+    # pass gives the checks their figures and holds its files until they pass
+    history = final = truth = marks = None
     if plan.model_file is None:
         history = _train(plan, built, split, generator, identity, display, result)
         if split[1] is not None and history.nepochs > 0:
             _fit_held_out(plan, built.network, obs, background, split, history, display)
+        gc.collect()  # the trainer's optimiser slab and buffers (reference cycles)
         display.stage("health checks")
-        sim = diag.simulate(network, data, obs.nobs)
+        final, truth = _final_pass(plan, network, data, obs, background, nobs_train, held)
+        built.data = data = None  # type: ignore[assignment]  # the packed observations: the products need the state only
         result.health, marks = health_gate(
-            check_trained(network, obs, sim, result.cost_before, diag.full_cost(network, obs, sim, nobs_train)),
+            check_trained(network, obs, final.checks, result.cost_before, final.cost),
             plan.force_outputs,
             plan.checkpoint,
         )
@@ -338,9 +343,8 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     # ---- 4b.-7. every file into the staging set (marked when --force-outputs overrode a failed check)
     configs = configs_to_dict(plan.data_cfg, plan.model_cfg, plan.cost_cfg, plan.train_cfg, plan.preset_name)
     with txn.health_marks(marks):
-        if sim0 is not None:
-            result.files.append(write_initial(plan.path("tbsim_initial"), sim0, obs))
-            del sim0
+        if held.holds(plan.path("tbsim_initial")):
+            result.files.append(held.promote(plan.path("tbsim_initial")))
         if not plan.diagsonly:
             display.stage("saving the model")
             result.files += write_trained(
@@ -351,10 +355,11 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
             )
         try:
             run = (network, data, obs, background)
-            _diagnostics_and_products(plan, run, nobs_train, result, sim, history, display, t_run)
+            _diagnostics_and_products(plan, run, nobs_train, result, (final, truth, held), history, display, t_run)
         except Exception as exc:
             _failed_after_training(plan, run_set, configs, exc)
         display.stage("publishing")
+        held.discard()
         with interrupt.deferred():
             result.manifest = run_set.publish(
                 configs,
@@ -429,6 +434,7 @@ def _failed_after_training(plan: RunPlan, run_set: txn.OutputSet, configs: dict[
             f"{exc} -- the trained state is kept in {plan.checkpoint}: rerun the same "
             "command with --resume to write the outputs without training again"
         ) from None
+    out.HeldOutputs(plan.stage).discard()  # what the health checks never released is no output
     with interrupt.deferred():
         run_set.publish(configs, status="partial", message=str(exc))
     what = str(exc) if isinstance(exc, SeaIceError) else f"{type(exc).__name__}: {exc}"
@@ -438,21 +444,28 @@ def _failed_after_training(plan: RunPlan, run_set: txn.OutputSet, configs: dict[
     ) from (None if isinstance(exc, SeaIceError) else exc)
 
 
+def _final_pass(plan: RunPlan, network, data, obs, background, nobs_train: int, held: out.HeldOutputs):
+    """The streamed final pass (:func:`~empirical_seaice.run.streamed.final_pass`), its files held
+    (none with ``--trainonly``), and the twin's truth it scores against (None without one)."""
+    truth = None if plan.trainonly else run_truth(Path(plan.data_cfg.data), obs)
+    paths = None if plan.trainonly else {k: plan.path(k) for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
+    lonlat = (background.lon, background.lat)
+    return final_pass(network, data, obs, nobs_train, held, paths, truth, lonlat), truth
+
+
 def _diagnostics_and_products(
-    plan: RunPlan, run, nobs_train: int, result: RunResult, sim, history, display: RunProgress, t_run: float
+    plan: RunPlan, run, nobs_train: int, result: RunResult, passed, history, display: RunProgress, t_run: float
 ) -> None:
     """Steps 5-7, into the staging set: final diagnostics and the summary, the user products and the
-    report, the summary files. ``run``: (network, data, obs, background)."""
+    report, the summary files. ``run``: (network, data, obs, background); ``passed``: (the final
+    pass or None, its truth, the held files)."""
     network, data, obs, background = run
-    truth = None
+    final, truth, held = passed
     if not plan.trainonly:
         display.stage("diagnostics")
-        truth = final_diagnostics(
-            network, data, obs, background, Path(plan.data_cfg.data), plan.stage, plan.tag, nobs_train, result, sim=sim
-        )
-        zero = diag.simulate(network, data, obs.nobs, zero_sic=True)
-        result.files.append(out.write_tb(plan.path("tbzero"), zero.tb, plan.basis, "tbzero", obs.mask))
-        del zero
+        if final is None:  # --diagsonly: no health checks, so the pass comes here
+            final, truth = _final_pass(plan, network, data, obs, background, nobs_train, held)
+        publish_final_pass(network, obs, background, truth, result, final, held)
         result.summary = summary_table(result, plan.preset_name, obs, history, plan.diagsonly, plan.train_cfg)
     summary = None
     if not plan.trainonly:

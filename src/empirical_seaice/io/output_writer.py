@@ -1,0 +1,324 @@
+"""Writing an output file: CF checks, encoding, atomic replacement, and the streamed writer.
+
+- :func:`write_dataset`: a whole :class:`xarray.Dataset` into one NetCDF file
+  (units and long names checked, the CF global attributes of
+  :func:`empirical_seaice.io.cf.global_attributes`, the encoding of
+  :func:`empirical_seaice.io.cf.encoding`), through
+  :func:`empirical_seaice.io.transaction.atomic_path`;
+- :func:`streamed_dataset`: the same file, but its large per-observation
+  variables written block by block (:meth:`StreamedFile.write`) while the run
+  computes them, so that no ``(nobs, nchan)`` array has to exist whole. The
+  file has the same dimensions, variables, attributes, encoding and values as
+  :func:`write_dataset` gives (tested);
+- :class:`HeldOutputs`: files written before the run may publish them (the
+  health checks after training decide), kept under a hidden folder of the
+  staging set and moved to their final names (:meth:`HeldOutputs.promote`)
+  through ``atomic_path``, or removed with the set;
+- the helpers that build the variables of the output files (``units`` and
+  ``long_name`` on each, channel and sensor tables, step times, lon/lat).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from empirical_seaice.io import cf
+from empirical_seaice.io.transaction import atomic_path
+from empirical_seaice.observations import WINDOW_OFFSET_DAYS
+from empirical_seaice.sensors import POL_NAMES, ChannelBasis
+
+_CHUNK_CACHE = 4 << 20
+"""Bytes of the netCDF chunk cache of a streamed variable (the library's default, 64 MiB, would keep
+that much of each file in memory: a block of :func:`block_rows` rows fills whole chunks)."""
+
+HELD_DIR = ".held"
+"""Folder of the staging set that holds the files waiting for the health checks."""
+
+
+def _check_attrs(ds: xr.Dataset) -> None:
+    bounds = {str(v.attrs["bounds"]) for v in ds.variables.values() if "bounds" in v.attrs}
+    for name, var in ds.variables.items():
+        if var.dtype.kind in "OSU" or name in bounds:  # CF: bounds inherit their variable's attributes
+            continue
+        for attr in ("units", "long_name"):
+            if attr not in var.attrs:
+                raise ValueError(f"output variable {name!r} lacks the {attr!r} attribute")
+
+
+def write_dataset(ds: xr.Dataset, path: Path) -> Path:
+    """Write ``ds`` to ``path`` atomically (temporary name, then :func:`os.replace`).
+
+    Every non-string variable except a CF bounds variable must carry ``units``
+    and ``long_name``. The CF global attributes (:func:`empirical_seaice.io.cf.global_attributes`)
+    are added under the file's own (``ds.attrs`` must hold a ``title``).
+    """
+    path = Path(path)
+    _check_attrs(ds)
+    if "title" not in ds.attrs:
+        raise ValueError(f"output {path.name} lacks a title")
+    # A coordinate that belongs to no data variable (e.g. time_bnds, the (sensor, channel) tables)
+    # would be listed in a global "coordinates" attribute, which CF does not define: make it a variable.
+    ds = _prepared(ds)
+    ds.attrs = cf.global_attributes(**ds.attrs)
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=cf.encoding(ds.variables))
+    return path
+
+
+def _prepared(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` with every coordinate that belongs to no data variable (e.g. time_bnds, the (sensor,
+    channel) tables) made a variable: it would otherwise be listed in a global "coordinates"
+    attribute, which CF does not define."""
+    orphans = [
+        str(c)
+        for c in ds.coords
+        if c not in ds.dims and not any(set(ds[c].dims) <= set(v.dims) for v in ds.data_vars.values())
+    ]
+    return ds.reset_coords(orphans) if orphans else ds.copy()
+
+
+def placeholder(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """The data of a variable that :func:`streamed_dataset` writes later: shape and dtype only (a
+    read-only view of one value, no memory)."""
+    return np.broadcast_to(np.zeros((), dtype=dtype), shape)
+
+
+class _WriteBehind:
+    """One thread that does the block writes of every streamed file (compressing a block while the
+    run computes the next: the netCDF library releases the GIL). The netCDF library is not
+    thread-safe, so the caller's own netCDF calls (opening and closing files) come after :meth:`drain`."""
+
+    def __init__(self, depth: int = 3):
+        self.depth = depth
+        self._queue: queue.Queue | None = None
+        self._error: BaseException | None = None
+
+    def put(self, var, start: int, values: np.ndarray) -> None:
+        self._raise()
+        if self._queue is None:
+            self._queue = queue.Queue(maxsize=self.depth)
+            threading.Thread(target=self._run, args=(self._queue,), name="netcdf-writes", daemon=True).start()
+        self._queue.put((var, start, values))
+
+    def _run(self, q: queue.Queue) -> None:
+        while True:
+            item = q.get()
+            try:
+                if item is not None and self._error is None:
+                    var, start, values = item
+                    var[start : start + len(values)] = values
+            except BaseException as exc:  # raised in the caller's thread at the next put or drain
+                self._error = exc
+            finally:
+                q.task_done()
+            if item is None:
+                return
+
+    def drain(self) -> None:
+        """Wait until every queued write is done (raises a write's error here)."""
+        if self._queue is not None:
+            self._queue.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            raise exc
+
+
+_WRITES = _WriteBehind()
+
+
+class StreamedFile:
+    """An open output file whose streamed variables are written by row blocks (:meth:`write`)."""
+
+    def __init__(self, nc, path: Path):
+        self._nc = nc
+        self.path = path
+
+    def write(self, name: str, start: int, values: np.ndarray) -> None:
+        """Rows ``start .. start + len(values) - 1`` of the streamed variable ``name`` (written by a
+        background thread; ``values`` must not change afterwards)."""
+        _WRITES.put(self._nc[name], start, np.ascontiguousarray(values))
+
+
+@contextlib.contextmanager
+def streamed_dataset(ds: xr.Dataset, path: Path, streamed: Sequence[str]) -> Iterator[StreamedFile]:
+    """Write ``ds`` to ``path`` as :func:`write_dataset` does, except the variables ``streamed``
+    (their data a :func:`placeholder`), which the caller writes block by block into the yielded
+    :class:`StreamedFile`; the file gets its final name when the block ends without error.
+
+    The streamed variables get the encoding (fill value, compression, chunks) and the attributes
+    xarray would give them, with the ``coordinates`` attribute xarray writes (the sorted names of
+    the non-dimension coordinates on their dimensions).
+    """
+    import netCDF4
+
+    path = Path(path)
+    _check_attrs(ds)
+    if "title" not in ds.attrs:
+        raise ValueError(f"output {path.name} lacks a title")
+    full = _prepared(ds)
+    full.attrs = cf.global_attributes(**full.attrs)
+    encoding = cf.encoding(full.variables)
+    coords = [str(c) for c in full.coords if c not in full.dims]
+    base = _prepared(full.drop_vars(list(streamed)))
+    _WRITES.drain()  # no netCDF call while the write thread works
+    with atomic_path(path) as tmp:
+        base.to_netcdf(
+            tmp, engine="netcdf4", format="NETCDF4", encoding={k: v for k, v in encoding.items() if k in base.variables}
+        )
+        with netCDF4.Dataset(tmp, "a") as nc:
+            for name in streamed:
+                var, enc = full[name].variable, encoding[name]
+                dims = tuple(str(d) for d in var.dims)
+                for dim, size in zip(dims, var.shape, strict=True):
+                    if dim not in nc.dimensions:
+                        nc.createDimension(dim, size)
+                v = nc.createVariable(
+                    name, var.dtype, dims, zlib=bool(enc.get("zlib", False)), complevel=enc.get("complevel", 4),
+                    shuffle=True, chunksizes=enc.get("chunksizes"), fill_value=enc.get("_FillValue"),
+                )  # fmt: skip
+                attrs = dict(var.attrs)
+                on_dims = sorted(c for c in coords if set(full[c].dims) <= set(var.dims))
+                if on_dims:
+                    attrs["coordinates"] = " ".join(on_dims)
+                v.setncatts(attrs)
+                v.set_var_chunk_cache(size=_CHUNK_CACHE)  # blocks fill whole chunks: no need to keep them
+            try:
+                yield StreamedFile(nc, path)
+            finally:
+                _WRITES.drain()
+
+
+def block_rows(nrow: int, ncol: int, itemsize: int = 4, target: int = 1 << 18) -> int:
+    """Rows per block of a streamed pass: a multiple of the rows of a compression chunk of an
+    ``(nrow, ncol)`` variable (:func:`empirical_seaice.io.cf.chunks_for`) near ``target``, so each
+    block fills whole chunks."""
+    chunk = cf.chunks_for((max(nrow, 1), ncol), itemsize)[0]
+    return max(chunk, target // chunk * chunk)
+
+
+class HeldOutputs:
+    """Output files written before the run may publish them, under ``<stage>/.held/``: the health
+    checks after training decide whether they become outputs (:meth:`promote`) or not (the staging
+    set is removed, and them with it; :meth:`discard` before a set is published otherwise)."""
+
+    def __init__(self, stage: Path):
+        self.dir = Path(stage) / HELD_DIR
+
+    def path(self, final: Path) -> Path:
+        """Where the file that will be ``final`` is held."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return self.dir / Path(final).name
+
+    def holds(self, final: Path) -> bool:
+        return (self.dir / Path(final).name).is_file()
+
+    def promote(self, final: Path) -> Path:
+        """Move the held file to ``final`` through ``atomic_path`` (which marks it when the health
+        checks failed and ``--force-outputs`` writes it anyway, syncs and renames it)."""
+        final = Path(final)
+        with atomic_path(final) as tmp:
+            os.replace(self.dir / final.name, tmp)
+        return final
+
+    def discard(self) -> None:
+        """Remove what is still held (never published)."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _var(dims, data, units: str, long_name: str, **attrs) -> xr.Variable:
+    return xr.Variable(dims, data, attrs={"units": units, "long_name": long_name, **attrs})
+
+
+def _names(dim: str, values, long_name: str, **attrs) -> xr.Variable:
+    """A name per element of ``dim`` (written as a fixed-length char array)."""
+    return xr.Variable((dim,), np.array([str(v) for v in values], dtype=str), attrs={"long_name": long_name, **attrs})
+
+
+def _channel_coords(basis: ChannelBasis) -> dict[str, xr.Variable]:
+    """Channel names (dimension ``channel``), polarisation and observation error."""
+    return {
+        "channel_name": _names(
+            "channel", basis.channel_names, "channel name in the unified channel basis", **cf.STANDARD["channel_name"]
+        ),
+        "polarisation": _names("channel", [POL_NAMES[p] for p in basis.pol], "polarisation (V, H, QV or QH)"),
+        "obs_error": _var(("channel",), basis.obs_error_k.astype(np.float32), "K", "observation error sigma_c"),
+    }
+
+
+def _sensor_coords(basis: ChannelBasis) -> dict[str, xr.Variable]:
+    return {
+        "sensor_name": _names("sensor", basis.sensor_names, "sensor name"),
+        "frequency": _var(
+            ("sensor", "channel"),
+            basis.freq_ghz.astype(np.float32),
+            "GHz",
+            "channel frequency on each sensor",
+            **cf.STANDARD["frequency"],
+        ),
+        "channel_present": _var(
+            ("sensor", "channel"), basis.present.astype(np.int8), "1", "1 where the sensor has the channel"
+        ),
+    }
+
+
+def step_julian_day(jd_origin: float, stepstart: int, nstep: int, nlag: int = 0, steps_per_day: int = 1) -> np.ndarray:
+    """Julian day at the centre of each (lag)step's 21 UTC-21 UTC window.
+
+    Column ``col`` is step ``t = col - nlag`` of the selected period, i.e. the
+    window starting at ``jd_origin + 0.375 + (stepstart + t) / n_per_day``.
+    """
+    t = np.arange(-nlag, nstep, dtype=np.float64)
+    return jd_origin + WINDOW_OFFSET_DAYS + (stepstart + t + 0.5) / steps_per_day
+
+
+def _step_times(dim: str, julian_day: np.ndarray, step_days: float) -> dict[str, xr.Variable]:
+    """``time`` (days since 1970-01-01, window centre) with ``time_bnds`` (window start and end)
+    and the reference's ``julian_day``, along ``dim``."""
+    jd = np.asarray(julian_day, dtype=np.float64)
+    t = cf.julian_day_to_time(jd)
+    half = 0.5 * float(step_days)
+    return {
+        "time": xr.Variable((dim,), t, attrs=cf.time_attrs("centre of the step's 21 UTC window", bounds="time_bnds")),
+        "time_bnds": xr.Variable((dim, "nv"), np.stack([t - half, t + half], axis=1)),
+        "julian_day": _var(
+            (dim,),
+            jd,
+            "days",
+            "Julian day at the centre of the step's 21 UTC window",
+            comment="astronomical Julian day (days since -4712-01-01 12:00 UTC); the same instant as time",
+        ),
+    }
+
+
+def _lonlat(lon, lat, ngrid: int, what: str = "grid point", dim: str = "grid") -> dict[str, xr.Variable]:
+    out = {}
+    for name, arr in (("lon", lon), ("lat", lat)):
+        if arr is None:
+            arr = np.full(ngrid, np.nan, dtype=np.float32)
+        long = ("longitude" if name == "lon" else "latitude") + f" of the {what}"
+        out[name] = xr.Variable((dim,), np.asarray(arr, dtype=np.float32), attrs=cf.lonlat_attrs(name, long))
+    return out
+
+
+__all__ = [
+    "write_dataset",
+    "streamed_dataset",
+    "StreamedFile",
+    "HeldOutputs",
+    "placeholder",
+    "block_rows",
+    "step_julian_day",
+    "HELD_DIR",
+]

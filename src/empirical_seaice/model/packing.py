@@ -1,0 +1,131 @@
+"""Packing the observations into the float table of ``ObservationTensors``, compiled.
+
+One pass over the observations, row by row (numba): each input value is read
+once, straight from the run's arrays (the memory-mapped ``.npy`` cache in a
+normal run), and each packed value written once, with no temporary array of
+the observations' size. Per row (columns as in ``ObservationTensors``):
+
+- ``t_skin_k``, ``wind_ms``, ``cloud_fraction``, ``cos2_scan``, ``cos_view``;
+- per channel ``tb_obs_k``, ``mask`` (0/1), ``emis_water``;
+- the effective all-sky atmosphere of
+  :func:`empirical_seaice.model.physics.effective_atmosphere`, with ``f`` the
+  cloud fraction: ``tau* = (1 - f) tau + f tau_cld``,
+  ``D* = (1 - f) tau T_down + f tau_cld T_down_cld`` (K),
+  ``K = D* + (1 - f) T_up + f T_up_cld`` (K).
+
+Non-finite inputs (NaN, inf) count as 0, as in the tensor path. The
+float32 table is the tensor path's bit for bit (tested): the products
+``tau T_down`` are rounded to float32 and each ``lerp`` is rounded as torch's
+vectorised CPU kernel rounds it (:func:`_lerp`). A float64 table (gradient
+checks) gets the same float32-rounded values. Chunks of :data:`CHUNK` rows; after each chunk the resident
+pages of memory-mapped inputs are dropped
+(:meth:`~empirical_seaice.observations.Observations.release`), so packing
+does not hold the cache in memory beside the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+try:
+    from numba import njit, prange
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    HAVE_NUMBA = False
+
+from empirical_seaice.observations import Observations
+
+CHUNK = 1 << 18
+"""Observations packed per call (bounds the per-observation angle temporaries and the resident cache pages)."""
+
+
+def _lerp(a, b, w):
+    """``torch.lerp(a, b, w)`` of float32 ``a``, ``b``, ``w`` as torch's vectorised CPU kernel rounds it:
+    ``d = b - a`` in float32, then ``a + w d`` (``w < 0.5``) or ``b + (w - 1) d`` with one rounding
+    (a fused multiply-add; here exact in float64, then rounded to float32)."""
+    d = np.float64(np.float32(b - a))
+    if abs(w) < 0.5:
+        return np.float32(np.float64(a) + np.float64(w) * d)
+    return np.float32(np.float64(b) + (np.float64(w) - 1.0) * d)
+
+
+def _pack_rows(  # noqa: PLR0913 - one array per packed field
+    out, cols, t_skin, wind, cloud, cos2, cosv, tb, mask, ew, tau, tdown, tup, taucld, tdowncld, tupcld
+):
+    """Fill ``out[i, :]`` for every row ``i`` of the inputs (see the module docstring).
+    ``cols``: the first column of t_skin, wind, cloud, cos2_scan, cos_view, tb_obs_k, mask,
+    emis_water, tau_eff, down_eff_k, const_k."""
+    n, nc = tb.shape
+    zero = np.float32(0.0)
+    for i in prange(n):
+        f = np.float32(cloud[i]) if np.isfinite(cloud[i]) else zero
+        out[i, cols[0]] = t_skin[i] if np.isfinite(t_skin[i]) else zero
+        out[i, cols[1]] = wind[i] if np.isfinite(wind[i]) else zero
+        out[i, cols[2]] = f
+        out[i, cols[3]] = cos2[i]
+        out[i, cols[4]] = cosv[i]
+        for c in range(nc):
+            out[i, cols[5] + c] = tb[i, c] if np.isfinite(tb[i, c]) else zero
+            out[i, cols[6] + c] = 1.0 if mask[i, c] else 0.0
+            out[i, cols[7] + c] = ew[i, c] if np.isfinite(ew[i, c]) else zero
+            t0 = np.float32(tau[i, c]) if np.isfinite(tau[i, c]) else zero
+            t1 = np.float32(taucld[i, c]) if np.isfinite(taucld[i, c]) else zero
+            d0 = np.float32(tdown[i, c]) if np.isfinite(tdown[i, c]) else zero
+            d1 = np.float32(tdowncld[i, c]) if np.isfinite(tdowncld[i, c]) else zero
+            u0 = np.float32(tup[i, c]) if np.isfinite(tup[i, c]) else zero
+            u1 = np.float32(tupcld[i, c]) if np.isfinite(tupcld[i, c]) else zero
+            down = _lerp(np.float32(t0 * d0), np.float32(t1 * d1), f)
+            out[i, cols[8] + c] = _lerp(t0, t1, f)
+            out[i, cols[9] + c] = down
+            out[i, cols[10] + c] = np.float32(down + _lerp(u0, u1, f))
+
+
+if HAVE_NUMBA:
+    _lerp = njit(inline="always")(_lerp)
+    _pack_rows = njit(cache=True, parallel=True)(_pack_rows)
+
+_COLUMNS = (
+    "t_skin_k",
+    "wind_ms",
+    "cloud_fraction",
+    "cos2_scan",
+    "cos_view",
+    "tb_obs_k",
+    "mask",
+    "emis_water",
+    "tau_eff",
+    "down_eff_k",
+    "const_k",
+)
+
+
+def pack_floats(
+    obs: Observations,
+    out: np.ndarray,
+    slices: Mapping[str, tuple[int, int | None]],
+    angles: Callable[[slice], tuple[np.ndarray, np.ndarray]],
+    chunk: int = CHUNK,
+) -> bool:
+    """Pack every observation of ``obs`` into the float32 table ``out`` (nobs, ncol) with the
+    columns of ``slices`` (field -> (first column, end or None)); ``angles(rows)`` gives the
+    ``cos2_scan`` and ``cos_view`` of the rows. Returns False (nothing done) without numba or
+    for another dtype (the tensor path packs those)."""
+    if not HAVE_NUMBA or out.dtype != np.float32:
+        return False
+    cols = np.array([slices[name][0] for name in _COLUMNS], dtype=np.int64)
+    for start in range(0, obs.nobs, chunk):
+        rows = slice(start, min(start + chunk, obs.nobs))
+        cos2, cosv = (np.ascontiguousarray(a, dtype=np.float64) for a in angles(rows))
+        _pack_rows(
+            out[rows], cols, obs.t_skin_k[rows], obs.wind_ms[rows], obs.cloud_fraction[rows], cos2, cosv,
+            obs.tb_obs_k[rows], obs.mask[rows], obs.emis_water[rows], obs.tau[rows], obs.t_down_k[rows],
+            obs.t_up_k[rows], obs.tau_cld[rows], obs.t_down_cld_k[rows], obs.t_up_cld_k[rows],
+        )  # fmt: skip
+        obs.release(rows)
+    return True
+
+
+__all__ = ["pack_floats", "CHUNK", "HAVE_NUMBA"]

@@ -1,0 +1,204 @@
+"""The summary table printed after a run, and its plain-words warnings.
+
+- :class:`RunDiagnostics`: everything the table shows (any part may be missing);
+- :func:`format_summary`: the short table (cost terms before/after, per-channel
+  departures, truth scores, warnings);
+- :func:`plain_warnings`: what went wrong, in plain words, with the likely fix;
+- :func:`departure_rms`: the RMS of ``y - H(x)`` over every valid value.
+
+The figures come from :mod:`empirical_seaice.products.diagnostics` (departures, costs,
+truth scores), which re-exports these names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from empirical_seaice.sensors import ChannelBasis
+
+if TYPE_CHECKING:  # pragma: no cover
+    from empirical_seaice.products.diagnostics import DepartureStats, TruthScores
+
+
+@dataclass
+class RunDiagnostics:
+    """Everything the summary table shows; any part may be missing (None)."""
+
+    title: str
+    cost_before: Mapping[str, float] | None = None
+    cost_after: Mapping[str, float] | None = None
+    departures_before: DepartureStats | None = None
+    departures_after: DepartureStats | None = None
+    truth: TruthScores | None = None
+    notes: Sequence[str] = field(default_factory=tuple)
+    kept_epoch: int | None = None  # with early stopping: the epoch (1-based) whose parameters were kept
+
+
+ANCHOR_DOMINATES = 0.5
+"""The anchor term "dominates" when it is more than this fraction of the cost after training."""
+
+
+def departure_rms(d: DepartureStats, obs_error_k: np.ndarray | None = None) -> float:
+    """Root mean square of ``y - H(x)`` over every valid value of every channel (K, or in units of
+    the observation error when ``obs_error_k`` is given): ``sqrt(sum_c n_c (mean_c^2 + std_c^2) / sum_c n_c)``.
+
+    Examples
+    --------
+    Channel 0: 3 values, mean 1, std 1; channel 1: 1 value, mean 2, std 0 gives sqrt((3*2 + 4) / 4).
+    """
+    n = np.asarray(d.count, dtype=np.float64)
+    ms = np.nan_to_num(np.asarray(d.mean) ** 2 + np.asarray(d.std) ** 2)
+    if obs_error_k is not None:
+        ms = ms / np.asarray(obs_error_k, dtype=np.float64) ** 2
+    return float(np.sqrt((n * ms).sum() / max(n.sum(), 1.0)))
+
+
+def plain_warnings(diag: RunDiagnostics) -> list[str]:
+    """Plain-words warnings when a run ended worse than it started, each with the likely fix.
+
+    Checked: the trained SIC against the truth is worse than the background (twin
+    data only); the observation departures are larger after training than before;
+    the emissivity anchor term is more than :data:`ANCHOR_DOMINATES` of the cost
+    after training and larger than the observation term before training; the
+    total cost rose. Empty when none applies.
+    """
+    out: list[str] = []
+    before, after = diag.cost_before or {}, diag.cost_after or {}
+    t = diag.truth
+    sic_worse = t is not None and np.isfinite(t.sic_rmse) and t.sic_rmse > t.sic_rmse_background
+    if t is not None and sic_worse:
+        out.append(
+            f"WARNING: the trained SIC is worse than the background it started from "
+            f"(RMSE against the truth {t.sic_rmse_background:.4f} -> {t.sic_rmse:.4f})."
+        )
+    dep_worse = False
+    if diag.departures_before is not None and diag.departures_after is not None:
+        rb, ra = departure_rms(diag.departures_before), departure_rms(diag.departures_after)
+        dep_worse = ra > rb
+        if dep_worse:
+            out.append(
+                f"WARNING: the simulated TBs fit the observations worse than before training "
+                f"(RMS of y - H(x) {rb:.2f} K -> {ra:.2f} K)."
+            )
+    anchor, total = after.get("anchor", 0.0), after.get("total", 0.0)
+    # more than half of J, and more than the whole observation misfit training started from (a few
+    # emissivities ending 1e-3 under the floor are worth 1e4 each at error 1e-5: not a failure)
+    anchor_dominates = total > 0 and anchor > ANCHOR_DOMINATES * total and anchor > before.get("obs", 0.0)
+    if anchor_dominates:
+        out.append(
+            f"WARNING: the emissivity anchor term is {100 * anchor / total:.0f}% of the cost after training "
+            f"({anchor:.4g} of {total:.4g}): the ice emissivity sits far below its anchor, and the training "
+            "spent its steps on that instead of on the observations."
+        )
+    cost_rose = bool(before) and bool(after) and after.get("total", 0.0) > before.get("total", np.inf)
+    if cost_rose:
+        grew = max((k for k in after if k != "total"), key=lambda k: after[k] - before.get(k, 0.0))
+        out.append(
+            f"WARNING: the total cost rose during training ({before['total']:.4g} -> {after['total']:.4g}); "
+            f"most of the rise is the {grew} term ({before.get(grew, 0.0):.4g} -> {after[grew]:.4g})."
+        )
+    if not out:
+        return out
+    if anchor_dominates or (before.get("anchor", 0.0) > ANCHOR_DOMINATES * before.get("total", np.inf)):
+        out.append(
+            "  Likely fix: start the ice emissivity near its anchor (--ice-emis-init 0.9 for v2, 0.93 for v1: "
+            "the default unless --exact-reference or --ice-emis-init reference), or train on much more data."
+        )
+    else:
+        out.append(
+            "  Likely fix: give each SIC cell more steps: more epochs (--nepochs), or a smaller --batchsize with "
+            "a larger --learning-rate (by default both follow the data size); the held-out cost (v2's default "
+            "from 20,000 observations on, else --validation-fraction 0.1) shows whether the model is fitting noise."
+        )
+    return out
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    if x is None or not np.isfinite(x):
+        return "-"
+    return format(x, spec)
+
+
+def format_summary(diag: RunDiagnostics, basis: ChannelBasis) -> str:
+    """The short summary table (about 30 lines for 18 channels).
+
+    Sections: cost terms before/after (``J`` by term); per-channel departure
+    mean/std before/after and, with a truth, the ice-emissivity RMSE; SIC
+    scores versus the truth (background vs trained) and the TB-bias errors;
+    then :func:`plain_warnings`. With early stopping (``kept_epoch``) the "after"
+    column is headed by the kept epoch: its parameters are the trained model.
+    """
+    lines = [diag.title]
+    lines += _cost_lines(diag.cost_before, diag.cost_after, diag.kept_epoch)
+    lines += _channel_lines(diag.departures_before, diag.departures_after, diag.truth, basis)
+    if diag.truth is not None:
+        lines += _truth_lines(diag.truth, basis)
+    lines.extend(f"  {n}" for n in diag.notes)
+    lines.extend(f"  {w}" for w in plain_warnings(diag))
+    return "\n".join(lines)
+
+
+def _cost_lines(
+    before: Mapping[str, float] | None, after: Mapping[str, float] | None, kept_epoch: int | None = None
+) -> list[str]:
+    """The ``cost term J`` rows of the summary (none when neither cost is known); with early stopping
+    the "after" column is headed by the kept epoch."""
+    if before is None and after is None:
+        return []
+    names = list(dict.fromkeys([*(before or {}), *(after or {})]))
+    names = [n for n in names if n != "total"] + ["total"]
+    head = "after" if kept_epoch is None else f"epoch {kept_epoch}"
+    lines = [f"  {'cost term J':<16}{'before':>13}{head:>13}"]
+    for n in names:
+        b = (before or {}).get(n)
+        a = (after or {}).get(n)
+        lines.append(f"  {n:<16}{_fmt(b, '13.5g'):>13}{_fmt(a, '13.5g'):>13}")
+    return lines
+
+
+def _mean_std(d: DepartureStats | None, c: int) -> str:
+    """``mean / std`` of channel ``c`` of a departure set, ``-`` without one."""
+    return "-" if d is None else f"{_fmt(d.mean[c], '+7.2f')} /{_fmt(d.std[c], '6.2f')}"
+
+
+def _channel_lines(
+    dep_b: DepartureStats | None, dep_a: DepartureStats | None, truth: TruthScores | None, basis: ChannelBasis
+) -> list[str]:
+    """One row per channel: count, departures before/after and, with a truth, the emissivity RMSE."""
+    ref = dep_a if dep_a is not None else dep_b
+    if ref is None:
+        return []
+    head = f"  {'channel':<9}{'n':>8}  {'y-H(x) mean/std (K) before':>27}  {'after':>14}"
+    if truth is not None:
+        head += f"  {'emis RMSE':>9}"
+    lines = [head]
+    for c, name in enumerate(basis.channel_names):
+        row = f"  {name:<9}{int(ref.count[c]):>8}  {_mean_std(dep_b, c):>27}  {_mean_std(dep_a, c):>14}"
+        if truth is not None:
+            row += f"  {_fmt(truth.emis_rmse[c], '9.4f')}"
+        lines.append(row)
+    return lines
+
+
+def _truth_lines(t: TruthScores, basis: ChannelBasis) -> list[str]:
+    """SIC scores against the truth and the largest TB-bias error per sensor."""
+    lines = [
+        f"  SIC vs truth ({t.npoints} grid-steps): RMSE background {t.sic_rmse_background:.4f}"
+        f" -> trained {t.sic_rmse:.4f}; bias {t.sic_bias_background:+.4f} -> {t.sic_bias:+.4f}"
+    ]
+    for label, err in (("ice", t.bias_ice_error), ("ocean", t.bias_ocean_error)):
+        if err is not None:
+            parts = []
+            for s, sname in enumerate(basis.sensor_names):
+                e = err[s][np.isfinite(err[s])]
+                if e.size:
+                    parts.append(f"{sname} {np.max(np.abs(e)):.2f}")
+            lines.append(f"  TB bias {label} error vs truth, max |K|: " + ", ".join(parts))
+    return lines
+
+
+__all__ = ["RunDiagnostics", "format_summary", "plain_warnings", "departure_rms", "ANCHOR_DOMINATES"]

@@ -1,0 +1,106 @@
+"""The compiled packing of the observation tensors (model/packing.py) equals the tensor path bit for bit,
+straight from memory-mapped arrays, and drops the pages it read."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from model_fixtures import make_obs
+
+from empirical_seaice.model import packing, tensors
+from empirical_seaice.observations import PER_CHANNEL_FIELDS, PER_OBS_FIELDS, release_pages
+
+pytestmark = pytest.mark.skipif(not packing.HAVE_NUMBA, reason="numba not installed")
+
+
+def _tensor_path(obs, monkeypatch, dtype=torch.float32):
+    with monkeypatch.context() as m:
+        m.setattr(tensors, "pack_floats", lambda *a, **k: False)
+        return tensors.ObservationTensors(obs, dtype=dtype)
+
+
+@pytest.mark.parametrize("sensors", [("amsr2",), ("amsr2", "gmi", "atms")])
+def test_compiled_packing_equals_the_tensor_path_bit_for_bit(monkeypatch, sensors):
+    obs, _ = make_obs(sensors=sensors, nobs=3000, ngrid=5, nstep=6, seed=3)
+    rng = np.random.default_rng(4)
+    cloud = obs.cloud_fraction.copy()
+    cloud[:200] = rng.choice([0.0, 0.5, 1.0, np.nan], 200)  # both lerp branches, the switch point, NaN
+    tau = obs.tau.copy()
+    tau[rng.random(tau.shape) < 0.01] = np.nan
+    tup = obs.t_up_k.copy()
+    tup[rng.random(tup.shape) < 0.01] = np.inf
+    zen = rng.uniform(0, 60, obs.nobs).astype(np.float32)  # the cross-track scan angle
+    obs = replace(obs, cloud_fraction=cloud, tau=tau, t_up_k=tup, zenith_deg=zen)
+    compiled = tensors.ObservationTensors(obs)
+    ref = _tensor_path(obs, monkeypatch)
+    assert compiled._slices == ref._slices
+    assert torch.equal(compiled.ints, ref.ints)
+    a, b = compiled.floats.numpy(), ref.floats.numpy()
+    assert np.isfinite(a).all()
+    np.testing.assert_array_equal(a.view(np.int32), b.view(np.int32))
+
+
+def test_packing_in_chunks_from_memory_maps_drops_the_pages(tmp_path, monkeypatch):
+    obs, _ = make_obs(sensors=("amsr2", "gmi"), nobs=5000, ngrid=5, nstep=6, seed=5)
+    maps = {}
+    for name in PER_OBS_FIELDS + PER_CHANNEL_FIELDS:
+        np.save(tmp_path / f"{name}.npy", getattr(obs, name))
+        maps[name] = np.load(tmp_path / f"{name}.npy", mmap_mode="r")
+    mapped = replace(obs, **maps)
+    ref = tensors.ObservationTensors(obs)
+    slices = ref._slices
+    released = []
+    orig = type(mapped).release
+
+    def spy(self, rows=None):
+        released.append(rows)
+        orig(self, rows)
+
+    monkeypatch.setattr(type(mapped), "release", spy)
+    out = np.empty(tuple(ref.floats.shape), np.float32)
+    angles = lambda rows: (np.ones(rows.stop - rows.start), np.ones(rows.stop - rows.start))  # noqa: E731
+    assert packing.pack_floats(mapped, out, slices, angles, chunk=1024)
+    assert released == [slice(s, min(s + 1024, obs.nobs)) for s in range(0, obs.nobs, 1024)]
+    cols = [
+        c for name, (c0, c1) in slices.items() if name not in ("cos2_scan", "cos_view") for c in range(c0, c1 or c0 + 1)
+    ]
+    np.testing.assert_array_equal(out[:, cols], ref.floats.numpy()[:, cols])
+
+
+def _mapped_rss_kib(path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if "-" in line.split(" ", 1)[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+def test_release_drops_the_resident_pages_of_a_memory_map(tmp_path):
+    path = tmp_path / "tb.npy"
+    np.save(path, np.ones((1 << 20, 4), np.float32))  # 16 MiB
+    arr = np.load(path, mmap_mode="r")
+    if not isinstance(arr, np.memmap) or not hasattr(arr._mmap, "madvise"):
+        pytest.skip("no madvise on this platform")
+    assert float(arr.sum()) == 4 * (1 << 20)
+    before = _mapped_rss_kib(path)
+    release_pages(arr, slice(0, 1 << 19))  # the first half
+    half = _mapped_rss_kib(path)
+    release_pages(arr)
+    after = _mapped_rss_kib(path)
+    # the first half gone (the kernel may unmap a whole large folio at the boundary), then all of it
+    assert before >= 15 * 1024 and 4 * 1024 <= half <= 9 * 1024 and after <= 64
+    assert float(arr[:10].sum()) == 40.0  # the data come back on the next access
+    release_pages(np.ones(4))  # ordinary arrays: nothing to do
+
+
+def test_float64_tables_stay_on_the_tensor_path(monkeypatch):
+    obs, _ = make_obs(nobs=50)
+    t64 = tensors.ObservationTensors(obs, dtype=torch.float64)
+    ref = _tensor_path(obs, monkeypatch, dtype=torch.float64)
+    assert torch.equal(t64.floats, ref.floats)
