@@ -40,6 +40,7 @@ import argparse
 import functools
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -210,7 +211,17 @@ def state_correlation(props, truth, mask) -> tuple[float, str]:
     return best
 
 
-def score_case(workdir: Path, case: str, seed: int, members: int, threads: int, quick: bool, exact: bool) -> dict:
+def score_case(
+    workdir: Path,
+    case: str,
+    seed: int,
+    members: int,
+    threads: int,
+    quick: bool,
+    exact: bool,
+    extra: tuple[str, ...] = (),
+    variant: str = "",
+) -> dict:
     model = CASES[case]["model"]
     twin = make_twin(workdir, case, seed, quick)
     sensors = ("amsr2",) if model == "v1" else ("amsr2", "gmi", "ssmisf17")
@@ -228,8 +239,8 @@ def score_case(workdir: Path, case: str, seed: int, members: int, threads: int, 
     sics, props0 = [], None
     water = open_water_mask(obs)
     for m in range(members):
-        out = workdir / f"run_{case}_s{seed}_ours{m}"
-        seconds[f"ours{m}"] = train(twin, out, model, our_flags(model, m, exact), threads)
+        out = workdir / f"run_{case}_s{seed}_ours{m}{variant}"
+        seconds[f"ours{m}"] = train(twin, out, model, [*our_flags(model, m, exact), *extra], threads)
         sic, props = read_run(out, 1)
         if m == 0:
             props0 = props
@@ -382,6 +393,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/science_benchmark"))
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "science.md")
+    p.add_argument("--ours-flags", default="", help="extra training flags of our runs (one string)")
+    p.add_argument("--variant", default="", help="suffix of our runs' folders (with --ours-flags)")
     args = p.parse_args(argv)
     seeds = args.seeds or ([101] if args.quick else [101, 102, 103])
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -390,7 +403,17 @@ def main(argv=None) -> int:
     for case in args.cases:
         for seed in seeds:
             t0 = time.perf_counter()
-            row = score_case(args.workdir, case, seed, args.members, args.threads, args.quick, exact)
+            row = score_case(
+                args.workdir,
+                case,
+                seed,
+                args.members,
+                args.threads,
+                args.quick,
+                exact,
+                tuple(shlex.split(args.ours_flags)),
+                args.variant,
+            )
             rows.append(row)
             print(json.dumps(row), f"({time.perf_counter() - t0:.0f} s)", flush=True)
             (args.workdir / "rows.json").write_text(json.dumps(rows, indent=1))

@@ -67,7 +67,7 @@ def _fails(argv, capsys, *needles):
         (["--device", "tpu"], ("--device", "tpu")),
         (["--warm-ice", "hot"], ("--warm-ice", "hot")),
         (["--validation-fraction", "1.5"], ("--validation-fraction",)),
-        (["--early-stopping"], ("--early-stopping", "--validation-fraction")),
+        (["--validation-fraction", "0", "--early-stopping"], ("--early-stopping", "--validation-fraction")),
         (["--learning-rate", "0"], ("--learning-rate",)),
         (["--ice-emis-init", "1.5"], ("--ice-emis-init", "1.5")),
         (["--angle-input", "on", "--model", "v1"], ("--angle-input", "v1")),

@@ -31,8 +31,18 @@ def test_defaults_are_the_v2_preset_with_our_improvements():
     assert training.prior_mode == "auto" != ref.prior_mode  # the reference's full priors on small maps
     assert training.batch_order == "shuffled" != ref.batch_order
     assert training.adam_epsilon == "torch" != ref.adam_epsilon
-    assert (training.seed, training.reproducible, training.validation_fraction) == (0, False, 0.0)
+    assert (training.seed, training.reproducible) == (0, False)
     assert training.device == "auto"
+    # early stopping on 10 % held out, from 20,000 observations on (the reference trains on every one)
+    assert (training.validation_fraction, training.early_stopping, training.lr_decay) == (0.1, True, 1.0)
+    assert (ref.validation_fraction, ref.early_stopping, ref.lr_decay) == (0.0, False, 1.0)
+    small, large = training.resolved(19_999), training.resolved(20_000)
+    assert (small.validation_fraction, small.early_stopping, small.too_few_to_hold_out) == (0.0, False, True)
+    assert (large.validation_fraction, large.early_stopping, large.too_few_to_hold_out) == (0.1, True, False)
+    assert large.resolved(18_000) == large  # decided once: the trainer's second call keeps the hold-out
+    _, _, _, v1 = _configs(["--model", "v1"])  # v1 trains on every observation (docs/training-defaults.md)
+    assert (v1.validation_fraction, v1.early_stopping, v1.resolved(100_000).validation_fraction) == (0.0, False, 0.0)
+    assert v1 == replace(training, validation_fraction=0.0, early_stopping=False, validation_min_obs=0)
     # the automatic schedule: the reference's batch and step from 204,800 observations on
     assert training.resolved(9322).batch_size == 128 and training.resolved(9322).learning_rate == 8e-3
     assert training.resolved(141596).batch_size == 512 and training.resolved(141596).learning_rate == 2e-3
@@ -57,6 +67,21 @@ def test_exact_reference_is_the_published_configuration(model, nepochs, order):
     # explicit flags still apply on top
     _, preset3, _, short = _configs(["--model", model, "--exact-reference", "--nepochs", "3"])
     assert short == replace(training, nepochs=3) and preset3 == preset
+    assert (training.validation_fraction, training.early_stopping) == (0.0, False)  # every observation trains
+
+
+def test_hold_out_flags_override_the_default():
+    """--validation-fraction holds out on any data size; 0 switches early stopping off with it;
+    --no-early-stopping keeps the hold-out (its cost is reported) and trains every epoch."""
+    _, _, _, t = _configs(["--validation-fraction", "0.2", "--patience", "3"])
+    assert (t.validation_fraction, t.early_stopping, t.resolved(5000).validation_fraction) == (0.2, True, 0.2)
+    assert t.patience == 3
+    _, _, _, t = _configs(["--validation-fraction", "0"])
+    assert (t.validation_fraction, t.early_stopping, t.too_few_to_hold_out) == (0.0, False, False)
+    _, _, _, t = _configs(["--no-early-stopping"])
+    assert (t.validation_fraction, t.early_stopping) == (0.1, False)
+    _, _, _, t = _configs(["--exact-reference", "--validation-fraction", "0.1", "--early-stopping"])
+    assert (t.validation_fraction, t.early_stopping, t.resolved(5000).early_stopping) == (0.1, True, True)
 
 
 def test_ice_emis_init_reference_and_old_optimizer_names(capsys):

@@ -73,7 +73,11 @@ FLAG_CASES = [
     ("stepstart-beyond-data", ["--stepstart", "7"], ["--stepstart 7", "choose a smaller --stepstart"]),
     ("validation-nan", ["--validation-fraction", "nan"], ["--validation-fraction", "must be in [0, 1)"]),
     ("validation-1", ["--validation-fraction", "1"], ["--validation-fraction", "must be in [0, 1)"]),
-    ("early-stop-alone", ["--early-stopping"], ["--early-stopping", "--validation-fraction > 0"]),
+    (
+        "early-stop-no-hold-out",
+        ["--validation-fraction", "0", "--early-stopping"],
+        ["--early-stopping", "--validation-fraction > 0"],
+    ),
     ("ice-emis-init-big", ["--ice-emis-init", "1.5"], ["--ice-emis-init", "expected 0 < E < 1"]),
     ("ice-emis-init-nan", ["--ice-emis-init", "nan"], ["--ice-emis-init", "expected 0 < E < 1"]),
     ("threads-0", ["--threads", "0"], ["--threads", "must be >= 1"]),

@@ -231,6 +231,7 @@ def test_checkpoints_recut_for_another_number_of_ranks(runs):
     the uninterrupted 2-rank run.)"""
     from empirical_seaice.run.partition import Partition, Shard, partition_grid
     from empirical_seaice.run.reshard import TABLES, reshard_checkpoint
+    from empirical_seaice.training.runtime import make_generator, split_observations
 
     _, sharded, _ = runs
     ckpt = sharded / f"checkpoints_{TAG}"
@@ -247,8 +248,25 @@ def test_checkpoints_recut_for_another_number_of_ranks(runs):
         return [reshard_checkpoint(ckpts, shards, s, nstep + 1, nstep) for s in new_shards], new_shards
 
     one, _ = recut(old, old_shards, 1)
-    for key in TABLES:  # one rank: the whole state, as the trained model holds it
-        assert torch.equal(one[0]["network"][key], model["state_dict"][key]), key
+    # one rank: the whole state, as the trained model holds it, except the rows only held-out
+    # observations read: the model has them fitted after training (run.held_out), the checkpoint not
+    tbobs = xr.open_dataset(sharded / f"tbobs_{TAG}.nc")
+    istep = tbobs["step"].values.astype(np.int64)
+    held = np.zeros(model["nobs"], dtype=bool)
+    held[split_observations(model["nobs"], 0.1, make_generator(0))[1]] = True
+    ncol = nstep + 1
+    trained_sic = np.zeros(model["ngrid"] * ncol, dtype=bool)
+    for lag in (0, 1):
+        trained_sic[igrid[~held] * ncol + istep[~held] + 1 - lag] = True
+    trained_grid = np.zeros(model["ngrid"] * nstep, dtype=bool)
+    trained_grid[igrid[~held] * nstep + istep[~held]] = True
+    rows = dict(zip(TABLES, (trained_sic, trained_grid, ~held), strict=True))
+    for key in TABLES:
+        a, b = one[0]["network"][key], model["state_dict"][key]
+        assert torch.equal(a[torch.from_numpy(rows[key])], b[torch.from_numpy(rows[key])]), key
+    held_q = torch.from_numpy(held)
+    q_ckpt, q_model = one[0]["network"]["state.props_obs.weight"], model["state_dict"]["state.props_obs.weight"]
+    assert torch.count_nonzero(q_ckpt[held_q]) == 0 < torch.count_nonzero(q_model[held_q])  # fitted after training
     three, three_shards = recut(old, old_shards, 3)
     back, _ = recut(three, three_shards, 2)
     for a, b in zip(old, back, strict=True):  # 2 -> 3 -> 2: every slab row (w, m, v, last step) back in place

@@ -10,7 +10,7 @@ import pytest
 import torch
 from training_toy import ToyData, ToyNetwork, build, make_toy
 
-from empirical_seaice.config import TrainingConfig
+from empirical_seaice.config import TrainingConfig, replace
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.training.deferred_adam import ADAM_EPS
 from empirical_seaice.training.history import TrainingHistory
@@ -423,3 +423,24 @@ def test_run_progress_shows_stages_and_the_training_of_all_epochs():
     silent.update(1)
     silent.close()
     assert quiet.getvalue() == ""
+
+
+def test_learning_rate_decay_and_plateau_cuts():
+    """--lr-decay: epoch k steps with lr * G**k; --plateau-cuts: where early stopping would stop, the
+    step is halved instead (up to N times), then it stops; the best epoch is still the one kept."""
+    seen: list[float] = []
+
+    class Spy(Trainer):
+        def _train_epoch(self, position=None):
+            seen.append(self.optimizers[0].param_groups[0]["lr"])
+            super()._train_epoch(position)
+
+    net, data, cfg, train, valid = _conflict_case(nepochs=4)
+    Spy(net, data, replace(cfg, early_stopping=False, lr_decay=0.5), train, valid, 200, progress=False).fit()
+    assert seen == pytest.approx([0.05, 0.025, 0.0125, 0.00625])
+    seen.clear()
+    net, data, cfg, train, valid = _conflict_case(patience=1, nepochs=10)
+    hist = Spy(net, data, replace(cfg, plateau_cuts=2), train, valid, 200, progress=False).fit()
+    # epoch 1 best; after 2 and 3 (no better) the step is halved twice, after 4 it stops
+    assert seen == pytest.approx([0.05, 0.05, 0.025, 0.0125])
+    assert hist.stopped_early and hist.nepochs == 4 and hist.best_epoch == 0

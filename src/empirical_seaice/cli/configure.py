@@ -73,8 +73,17 @@ def configs_from_args(args: argparse.Namespace):
         "optimizer": args.optimizer,
         "map_priors": args.map_priors,
         "batch_order": args.batch_order,
+        "validation_fraction": args.validation_fraction,
+        "early_stopping": args.early_stopping,
+        "patience": args.patience,
+        "lr_decay": args.lr_decay,
+        "plateau_cuts": args.plateau_cuts,
     }
     explicit = {k: v for k, v in explicit.items() if v is not None}
+    if "validation_fraction" in explicit or explicit.get("early_stopping"):
+        explicit["validation_min_obs"] = 0  # asked for: held out whatever the data size
+    if explicit.get("validation_fraction") == 0.0 and "early_stopping" not in explicit:
+        explicit["early_stopping"] = False  # no held-out observations: nothing to stop on
     if "optimizer" in explicit and "map_priors" not in explicit:
         explicit["map_priors"] = "auto"  # the optimiser's own default
     training = replace(
@@ -82,8 +91,6 @@ def configs_from_args(args: argparse.Namespace):
         **explicit,
         seed=args.seed,
         reproducible=args.reproducible,
-        validation_fraction=args.validation_fraction,
-        early_stopping=args.early_stopping,
         device=args.device,
         fused_step=not args.unfused_step,
     )

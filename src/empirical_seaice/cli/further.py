@@ -7,6 +7,7 @@ configuration in :mod:`empirical_seaice.cli.configure`.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from empirical_seaice.config import (
@@ -70,14 +71,38 @@ def add_further_options(ours) -> None:
     ours.add_argument(
         "--validation-fraction",
         type=float,
-        default=0.0,
+        default=None,
         metavar="F",
-        help="Fraction of observations held out of training; their observation cost is reported per epoch (default 0).",
+        help="Fraction of observations held out of training; their observation cost is reported per epoch "
+        "(default 0.1 from 20,000 observations on, else 0; 0 with --exact-reference).",
     )
     ours.add_argument(
         "--early-stopping",
-        action="store_true",
-        help="Stop when the held-out observation cost no longer improves (needs --validation-fraction).",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Stop when the held-out observation cost no longer improves and keep the best epoch (default: on "
+        "when observations are held out, off with --exact-reference; --no-early-stopping: train every epoch).",
+    )
+    ours.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Early stopping: epochs without a lower held-out cost before stopping (default 1).",
+    )
+    ours.add_argument(
+        "--lr-decay",
+        type=float,
+        default=None,
+        metavar="G",
+        help="Multiply the learning rate by G after every epoch (default 1: constant).",
+    )
+    ours.add_argument(
+        "--plateau-cuts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Early stopping: up to N times halve the learning rate where training would stop (default 0).",
     )
     ours.add_argument(
         "--exact-reference",

@@ -17,6 +17,7 @@ from empirical_seaice.config.presets import (
     PRESETS,
     REFERENCE_TRAINING,
     V2_FORK_ANCHOR,
+    VALIDATION_MIN_OBS,
     Preset,
     get_preset,
     starting_configuration,
@@ -56,6 +57,7 @@ __all__ = [
     "REFERENCE_TRAINING",
     "DEFAULT_ICE_EMIS_INIT",
     "DEFAULT_TRAINING",
+    "VALIDATION_MIN_OBS",
     "starting_configuration",
     "V2_FORK_ANCHOR",
 ]

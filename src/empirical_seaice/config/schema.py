@@ -283,6 +283,12 @@ class TrainingConfig:
     validation_fraction: fraction of observations held out of training.
     early_stopping: stop when the held-out observation cost stops improving.
     patience: epochs without improvement before early stopping.
+    validation_min_obs: hold observations out only from this many on (fewer: no held-out
+        observations and no early stopping, :meth:`resolved`); 0 = always.
+    lr_decay: the learning rate of epoch k (0-based) is ``learning_rate * lr_decay ** k``.
+    plateau_cuts: with early stopping, up to this many times the learning rate is multiplied by
+        ``plateau_factor`` where training would stop (the held-out cost not falling for ``patience``
+        epochs since its best or the last cut); then it stops.
     device: "auto" (CUDA if available), "cpu" or "cuda".
     optimizer: state-table optimiser: "deferred-adam" (dense Adam's updates, applied when a row is
         next read: cost per step scales with the batch), "sparse-adam" (torch SparseAdam: rows a batch
@@ -312,6 +318,10 @@ class TrainingConfig:
     validation_fraction: float = 0.0
     early_stopping: bool = False
     patience: int = 1
+    validation_min_obs: int = 0
+    lr_decay: float = 1.0
+    plateau_cuts: int = 0
+    plateau_factor: float = 0.5
     device: str = "auto"
     optimizer: str = "deferred-adam"
     map_priors: str | None = None
@@ -333,6 +343,13 @@ class TrainingConfig:
             raise SeaIceError("--early-stopping needs --validation-fraction > 0")
         if self.learning_rate is not None and not 0 < self.learning_rate < float("inf"):  # also NaN
             raise SeaIceError(f"--learning-rate: must be a finite number > 0, got {self.learning_rate}")
+        if self.plateau_cuts < 0 or not 0.0 < self.plateau_factor < 1.0:
+            raise SeaIceError(
+                f"--plateau-cuts/--plateau-factor: need cuts >= 0 and 0 < factor < 1, got "
+                f"{self.plateau_cuts}, {self.plateau_factor}"
+            )
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise SeaIceError(f"--lr-decay: must be in (0, 1], got {self.lr_decay}")
         if self.patience < 1:
             raise SeaIceError(f"--patience: must be >= 1, got {self.patience}")
 
@@ -363,11 +380,32 @@ class TrainingConfig:
             return self.map_priors
         return "full" if self.optimizer == "dense-adam" else "sampled"
 
+    @property
+    def too_few_to_hold_out(self) -> bool:
+        """Whether :meth:`resolved` switched the hold-out off (fewer than ``validation_min_obs``)."""
+        return self.validation_fraction == 0.0 and self.validation_min_obs > 0
+
     def resolved(self, nobs_train: int) -> TrainingConfig:
-        """This configuration with the automatic batch size and learning rate made concrete."""
+        """This configuration with the automatic batch size and learning rate made concrete, and the
+        hold-out decided: none (and no early stopping) with fewer than ``validation_min_obs``
+        observations, else kept (``validation_min_obs`` then 0, so a second call keeps it)."""
         batch = self.batch_size if self.batch_size is not None else auto_batch_size(nobs_train)
         lr = self.learning_rate if self.learning_rate is not None else auto_learning_rate(batch)
-        return replace(self, batch_size=batch, learning_rate=lr, map_priors=self.prior_mode)
+        fraction, stopping, min_obs = self.validation_fraction, self.early_stopping, self.validation_min_obs
+        if fraction > 0.0 and min_obs > 0:
+            if nobs_train < min_obs:
+                fraction, stopping = 0.0, False
+            else:
+                min_obs = 0
+        return replace(
+            self,
+            batch_size=batch,
+            learning_rate=lr,
+            map_priors=self.prior_mode,
+            validation_fraction=fraction,
+            early_stopping=stopping,
+            validation_min_obs=min_obs,
+        )
 
 
 __all__ = [

@@ -111,8 +111,8 @@ def plain_warnings(diag: RunDiagnostics) -> list[str]:
     else:
         out.append(
             "  Likely fix: give each SIC cell more steps: more epochs (--nepochs), or a smaller --batchsize with "
-            "a larger --learning-rate (by default both follow the data size); with --validation-fraction 0.1 "
-            "--early-stopping the held-out cost shows whether the model is fitting noise."
+            "a larger --learning-rate (by default both follow the data size); the held-out cost (v2's default "
+            "from 20,000 observations on, else --validation-fraction 0.1) shows whether the model is fitting noise."
         )
     return out
 

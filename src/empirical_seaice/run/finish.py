@@ -222,10 +222,20 @@ def kept_epoch(history, early_stopping: bool = True) -> int | None:
 def schedule_line(cfg: TrainingConfig, priors_note: str = "") -> str:
     """One line naming the training settings in effect (``priors_note``: which whole-map priors
     ``--map-priors auto`` took and why, in place of the prior mode)."""
-    return (
+    line = (
         f"batch {cfg.batch_size}, learning rate {cfg.learning_rate:.3g}, {cfg.optimizer}, "
         f"{priors_note or f'{cfg.prior_mode} whole-map priors'}, {cfg.batch_order} batches"
     )
+    if cfg.lr_decay != 1.0:
+        line += f", learning rate x{cfg.lr_decay:.3g} per epoch"
+    if cfg.validation_fraction > 0.0:
+        line += f", {100 * cfg.validation_fraction:.3g} % held out" + (", early stopping" if cfg.early_stopping else "")
+    elif cfg.too_few_to_hold_out:
+        line += (
+            f", no held-out observations and no early stopping (fewer than {cfg.validation_min_obs:,} "
+            "observations; --validation-fraction 0.1 holds out anyway)"
+        )
+    return line
 
 
 def run_summary(result: Any, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float) -> dict:

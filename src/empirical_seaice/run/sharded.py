@@ -47,11 +47,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
+from empirical_seaice.observations import Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.factory import (
     Built,
@@ -68,11 +70,51 @@ from empirical_seaice.run.ranks import (
     assemble_state,
     code_digest,
     data_digest,
+    from_root,
     read_once,
     simulate_sharded,
 )
 from empirical_seaice.run.reshard import load_or_make_partition
 from empirical_seaice.training import distributed as tdist
+
+
+def fit_held_out_sharded(
+    ctx: RankContext, full, local, shard: Shard, obs: Observations, background, local_valid, cfg, history
+) -> None:
+    """The single process's held-out fit (:mod:`empirical_seaice.run.held_out`) on rank 0's assembled
+    whole-map network ``full``, its rows then copied into every rank's own tables (``local``).
+    ``local_valid``: the rank's held-out observations (local rows; None without a hold-out)."""
+    from empirical_seaice.run.held_out import fit_held_out_state, held_out_epochs
+
+    if local_valid is None or history.nepochs == 0:
+        return
+    parts: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(parts, shard.obs[np.asarray(local_valid, dtype=np.int64)])
+    valid = np.sort(np.concatenate(parts))
+
+    def fit() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        train = np.setdiff1d(np.arange(obs.nobs, dtype=np.int64), valid)
+        epochs = held_out_epochs(history, cfg.early_stopping)
+        rows = fit_held_out_state(full, obs, background, full.model_config, full.cost_config, cfg, train, valid, epochs)
+        tables = {"sic": full.state.sic_map, "grid": full.state.props_grid, "obs": full.state.props_obs}
+        return {k: (r, tables[k].weight.detach().cpu().numpy()[r]) for k, r in rows.items()}
+
+    fitted = from_root(ctx, fit)
+    st = local.state
+    tables = {
+        "sic": (st.sic_map, shard.table_rows(st.ncol), shard.ngrid * st.ncol),
+        "grid": (st.props_grid, shard.table_rows(st.nstep), shard.ngrid * st.nstep),
+        "obs": (st.props_obs, shard.obs, shard.nobs),
+    }
+    with torch.no_grad():
+        for name, (rows, values) in fitted.items():
+            table, mine, nglobal = tables[name]
+            to_local = np.full(nglobal, -1, dtype=np.int64)
+            to_local[mine] = np.arange(mine.size)
+            loc = to_local[rows]
+            keep = loc >= 0
+            w = table.weight
+            w.index_copy_(0, torch.from_numpy(loc[keep]).to(w.device), torch.from_numpy(values[keep]).to(w))
 
 
 # ------------------------------------------------------------------ the run
@@ -187,6 +229,7 @@ def run_sharded(
     result.train_seconds = time.perf_counter() - t1
     display.stage("saving the model")
     assemble_state(ctx, network, shard, full)
+    fit_held_out_sharded(ctx, full, network, shard, obs, background, local_valid, train_cfg, history)
     if ctx.root:
         before = before_state(result)
         extra = {"partition": partition.to_state()}

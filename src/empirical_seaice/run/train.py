@@ -327,6 +327,8 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     history = final = truth = marks = None
     if plan.model_file is None:
         history = _train(plan, built, split, generator, identity, display, result)
+        if split[1] is not None and history.nepochs > 0:
+            _fit_held_out(plan, built.network, obs, background, split, history, display)
         gc.collect()  # the trainer's optimiser slab and buffers (reference cycles)
         display.stage("health checks")
         final, truth = _final_pass(plan, network, data, obs, background, nobs_train, held)
@@ -399,6 +401,25 @@ def _train(plan: RunPlan, built, split, generator, identity, display: RunProgres
     result.train_seconds = time.perf_counter() - t1
     result.history = history
     return history
+
+
+def _fit_held_out(plan: RunPlan, network, obs, background, split, history, display: RunProgress) -> None:
+    """Step 4a: the state rows only the held-out observations read, fitted with the model fixed
+    (:mod:`empirical_seaice.run.held_out`), as many passes as the kept model trained."""
+    from empirical_seaice.run.held_out import fit_held_out_state, held_out_epochs
+
+    display.stage("fitting the held-out state")
+    fit_held_out_state(
+        network,
+        obs,
+        background,
+        plan.model_cfg,
+        plan.cost_cfg,
+        plan.train_cfg,
+        split[0],
+        split[1],
+        held_out_epochs(history, plan.train_cfg.early_stopping),
+    )
 
 
 def _failed_after_training(plan: RunPlan, run_set: txn.OutputSet, configs: dict[str, Any], exc: Exception) -> NoReturn:

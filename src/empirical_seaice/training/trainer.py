@@ -190,6 +190,7 @@ class Trainer:
         self.epoch = 0
         self._best_cost = float("inf")
         self._best_state: dict[str, torch.Tensor] | None = None
+        self._lr_cuts: list[int] = []  # epochs (0-based) after which the step was cut (plateau_cuts)
         self._fused: FusedStep | None | bool = None  # None: not tried yet; False: not available
         self.map_priors_note = ""
         """Which whole-map prior mode ``map_priors="auto"`` took and why (one line; '' otherwise)."""
@@ -236,6 +237,7 @@ class Trainer:
             "generator": self.generator.get_state(),
             "best_cost": self._best_cost,
             "best_state": self._best_state,
+            "lr_cuts": list(self._lr_cuts),
             "config": {
                 "batch_size": self.config.batch_size,
                 "optimizer": self.config.optimizer,
@@ -268,6 +270,7 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self._best_cost = float(state["best_cost"])
         self._best_state = state["best_state"]
+        self._lr_cuts = [int(e) for e in state.get("lr_cuts", [])]
         self._position = state.get("position")
         if self.sharding is not None:
             self.sharding.same_everywhere(self.epoch, "the epoch of the checkpoint")
@@ -302,6 +305,7 @@ class Trainer:
             while self.epoch < cfg.nepochs and not self.history.stopped_early:
                 position, self._position = self._position, None
                 self.progress.epoch(self.epoch + 1)
+                self._set_learning_rate()
                 self._train_epoch(position)
                 self.flush()
                 if self.valid_index is not None:
@@ -327,6 +331,16 @@ class Trainer:
                 self.network.load_state_dict(self._best_state)
                 logger.info("restored the parameters of the best epoch %d", (self.history.best_epoch or 0) + 1)
         return self.history
+
+    def _set_learning_rate(self) -> None:
+        """This epoch's step: ``learning_rate * lr_decay ** epoch`` (constant with the default decay 1)."""
+        cfg = self.config
+        if cfg.lr_decay == 1.0 and not self._lr_cuts:
+            return
+        lr = self.learning_rate * cfg.lr_decay**self.epoch * cfg.plateau_factor ** len(self._lr_cuts)
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
 
     def _fused_step(self) -> FusedStep | None:
         """The compiled step (:mod:`~empirical_seaice.training.fused_step`) when the config asks for it and
@@ -503,8 +517,12 @@ class Trainer:
         elif (
             self.config.early_stopping
             and h.best_epoch is not None
-            and self.epoch - h.best_epoch >= self.config.patience
+            and self.epoch - max([h.best_epoch, *self._lr_cuts]) >= self.config.patience
         ):
+            if len(self._lr_cuts) < self.config.plateau_cuts:  # a smaller step instead of stopping
+                self._lr_cuts.append(self.epoch)
+                logger.info("held-out cost not improving: learning rate x%g", self.config.plateau_factor)
+                return
             h.stopped_early = True
             logger.info(
                 "early stopping after epoch %d: held-out cost has not improved for %d epoch(s) (best epoch %d)",

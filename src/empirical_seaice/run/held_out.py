@@ -1,0 +1,134 @@
+"""The state of the held-out observations, fitted after an early-stopped training.
+
+With ``--validation-fraction`` the held-out observations never enter the
+training: the state rows that only they read keep their initial values —
+the observation-space state ``Q`` of every held-out observation (zero), and
+the SIC and grid state of the grid points and days seen only by held-out
+observations (the background and zero). Their outputs would then be the
+untrained model's: on a small data set a tenth of the observed cells, whose
+emissivities (v1: the linear model at ``P = 0``; v2: at ``Q = 0``) can sit
+far from the trained ones, under the v2 anchor floor or above 1.
+
+:func:`fit_held_out_state` fits exactly those rows once the kept epoch is
+restored: the emissivity model, wind correction and biases fixed (the
+retrieval's :class:`~empirical_seaice.run.retrieve.FrozenModel`), the same
+cost over the held-out observations only, and afterwards every row that a
+training observation reads is put back, so the trained cells and the
+network are the kept epoch's to the bit; only the held-out observations' own
+rows change.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from empirical_seaice.config import CostConfig, ModelConfig, TrainingConfig
+from empirical_seaice.cost.sampling import build_row_counts
+from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.run.factory import build_network, build_trainer
+from empirical_seaice.run.retrieve import FrozenModel
+from empirical_seaice.training.runtime import make_generator
+
+log = logging.getLogger(__name__)
+
+
+def held_out_only_rows(
+    obs: Observations, nlag: int, train_index: np.ndarray, valid_index: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of the SIC-map rows and grid-property rows that held-out observations read and no
+    training observation does."""
+    train = build_row_counts(obs, nlag, obs.ngrid, obs.nstep, index=train_index)
+    valid = build_row_counts(obs, nlag, obs.ngrid, obs.nstep, index=valid_index)
+    return (train.sic == 0) & (valid.sic > 0), (train.grid == 0) & (valid.grid > 0)
+
+
+def fit_held_out_state(
+    network: HybridNetwork,
+    obs: Observations,
+    background: BackgroundMaps,
+    model: ModelConfig,
+    cost: CostConfig,
+    training: TrainingConfig,
+    train_index: np.ndarray,
+    valid_index: np.ndarray,
+    nepochs: int,
+) -> dict[str, np.ndarray]:
+    """Fit the state rows read only by the held-out observations of ``network`` (over every observation
+    of ``obs``); returns the rows it set, per table (``"sic"``, ``"grid"``, ``"obs"``).
+
+    ``nepochs`` passes over the held-out observations with the training's batch size and step
+    (``training`` resolved), the ``deferred-adam`` scheme, the sampled whole-map priors counted
+    over the held-out observations and a generator of its own (seeded with the training seed, so
+    a sharded run fits the same). The network's dense parameters and every row a training
+    observation reads are unchanged on return.
+    """
+    device = next(network.parameters()).device
+    refit = build_network(
+        obs,
+        background,
+        model,
+        cost,
+        optimizer="deferred-adam",
+        generator=make_generator(training.seed),
+        device=device,
+        counted=valid_index,
+        prior_mode="sampled",
+    )
+    refit.network.load_state_dict(network.state_dict())
+    cfg = replace(
+        training,
+        nepochs=int(nepochs),
+        optimizer="deferred-adam",
+        map_priors="sampled",
+        validation_fraction=0.0,
+        early_stopping=False,
+        batch_order="shuffled",
+        fused_step=False,  # the compiled step has no frozen-model program
+    )
+    trainer = build_trainer(
+        FrozenModel(refit.network),
+        refit,
+        cfg,
+        train_index=valid_index,
+        generator=make_generator(training.seed),
+        progress=False,
+    )
+    trainer.fit()
+    sic_only, grid_only = held_out_only_rows(obs, model.nlag, train_index, valid_index)
+    obs_only = np.zeros(obs.nobs, dtype=bool)
+    obs_only[np.asarray(valid_index)] = True
+    own, new = network.state, refit.network.state
+    changed: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        pairs = [("sic", own.sic_map, new.sic_map, sic_only)]
+        if own.props_grid is not None and new.props_grid is not None:
+            pairs.append(("grid", own.props_grid, new.props_grid, grid_only))
+        if own.props_obs is not None and new.props_obs is not None:
+            pairs.append(("obs", own.props_obs, new.props_obs, obs_only))
+        for name, dst, src, mask in pairs:
+            rows = torch.from_numpy(np.flatnonzero(mask)).to(device)
+            dst.weight.index_copy_(0, rows, src.weight.index_select(0, rows).to(dst.weight.dtype))
+            changed[name] = rows.cpu().numpy()
+    log.info(
+        "held-out state: %d epochs over %d held-out observations; rows fitted: %s",
+        nepochs,
+        len(valid_index),
+        ", ".join(f"{k} {v.size}" for k, v in changed.items()),
+    )
+    return changed
+
+
+def held_out_epochs(history, early_stopping: bool) -> int:
+    """The passes of the held-out fit: as many as the kept model trained (the best epoch with early
+    stopping, else every epoch run)."""
+    if early_stopping and history.best_epoch is not None:
+        return int(history.best_epoch) + 1
+    return int(history.nepochs)
+
+
+__all__ = ["fit_held_out_state", "held_out_epochs", "held_out_only_rows"]
