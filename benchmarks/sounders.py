@@ -19,7 +19,8 @@
    ``--sensor-catalogue FILE`` is read by the runs with ATMS (e.g. other ATMS
    observation errors; the twin keeps the shipped catalogue's noise);
    ``--atms-error-scale K`` writes such a file, the used ATMS channels with
-   ``K`` times their catalogue observation error (model-error inflation).
+   an observation error of ``K`` times their instrument noise ``noise_k``
+   (the shipped catalogue has K = 3; K = 1 is the errors before 2026-11-30).
    The twin: ``--noise-scale`` (0: noise-free) and ``--no-ice-view-angle``
    (the ice emissivity of ATMS ignores the view angle,
    ``TwinConfig.ice_view_angle``).
@@ -53,14 +54,17 @@ from empirical_seaice.twin import generate_twin, get_twin_preset
 
 
 def write_atms_error_catalogue(path: Path, scale: float) -> Path:
-    """A user catalogue giving the used ATMS channels ``scale`` times their shipped observation error."""
-    from empirical_seaice.sensors import load_catalogue, shipped_catalogue_path, tomllib
+    """A user catalogue giving the used ATMS channels an observation error of ``scale`` times their
+    instrument noise (``noise_k``; the shipped catalogue has 3): 1 is the errors before 2026-11-30."""
+    from empirical_seaice.sensors import load_catalogue, shipped_catalogue_path
+    from empirical_seaice.sensors.catalogue import tomllib
 
     with open(shipped_catalogue_path(), "rb") as f:
         channels = tomllib.load(f)["channels"]
     lines = ["format_version = 1", "", "[channels]"]
-    for name in load_catalogue().sensors["atms"].channels:
-        entry = dict(channels[name], obs_error_k=channels[name]["obs_error_k"] * scale)
+    cat = load_catalogue()
+    for name in cat.sensors["atms"].channels:
+        entry = dict(channels[name], obs_error_k=cat.channels[name].noise_k * scale)
         fields = ", ".join(f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}" for k, v in entry.items())
         lines.append(f'"{name}" = {{ {fields} }}')
     path.write_text("\n".join(lines) + "\n")

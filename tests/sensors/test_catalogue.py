@@ -72,6 +72,33 @@ def test_cross_track_sounders_facts():
     assert math.isnan(b.incidence_deg[1, 0]) and b.altitude_km[1] == np.float32(824.0)
 
 
+# the used ATMS channels' errors of the catalogue before noise_k existed (2026-11-30): the twin's noise stays
+ATMS_NOISE_K = {
+    "23.8qv": 3.0, "31.4qv": 4.0, "50.3qh": 4.0, "51.76qh": 3.0, "52.8qh": 2.0, "53.6qh": 1.0, "88.2qv": 6.0,
+    "165.5qh": 10.0, "183pm7qh": 8.0, "183pm4.5qh": 6.0, "183pm3qh": 4.0, "183pm1.8qh": 3.0, "183pm1qh": 2.0,
+}  # fmt: skip
+
+
+def test_sounder_surface_channels_cost_errors_are_three_times_their_noise():
+    """Cross-track sounders' surface-sensitive channels: sigma_c = 3 noise_k (the angle-dependent ice
+    emissivity the network fits only partly, docs/sensors.md); the twin's noise is unchanged; imagers and
+    surface-blind channels have no noise_k (noise = sigma_c)."""
+    cat = load_catalogue()
+    atms = cat.sensors["atms"]
+    assert {c: atms.channel_info[c].noise_k for c in atms.channels} == ATMS_NOISE_K
+    for name in ("atms", "amsua", "mhs"):
+        s = cat.sensors[name]
+        for c in s.file_channels:
+            ch = s.channel_info[c]
+            assert ch.obs_error_k == (ch.noise_k if ch.surface_blind else 3.0 * ch.noise_k), (name, c)
+    for name in ("amsr2", "gmi", "ssmisf17", "windsat"):
+        assert all(ch.noise_k == ch.obs_error_k for ch in cat.sensors[name].channel_info.values()), name
+    b = build_channel_basis(["amsr2", "atms"])
+    np.testing.assert_array_equal(b.noise_k[:10], b.obs_error_k[:10])  # AMSR2
+    np.testing.assert_array_equal(b.obs_error_k[10:], 3 * b.noise_k[10:])  # ATMS
+    assert b.noise_k.dtype == np.float32
+
+
 def test_both_frequency_conventions():
     """This project's network frequency and the reference v2 code's, per sensor and channel."""
     b = build_channel_basis(["amsr2", "gmi", "ssmisf17", "atms"])
@@ -137,6 +164,14 @@ MISTAKES = [
     (
         'format_version = 1\n[channels]\n"95v" = { centre_ghz = 95.0, pol = "V" }\n',
         ["channel '95v'", "obs_error_k", "missing"],
+    ),
+    (
+        'format_version = 1\n[channels]\n"95v" = { centre_ghz = 95.0, pol = "V", obs_error_k = 3.0, noise_k = "1" }\n',
+        ["channel '95v'", "noise_k", "expected a number, got '1'"],
+    ),
+    (
+        'format_version = 1\n[channels]\n"95v" = { centre_ghz = 95.0, pol = "V", obs_error_k = 3.0, noise_k = 0.0 }\n',
+        ["channel '95v'", "noise_k", "> 0"],
     ),
     (
         'format_version = 1\n[channels]\n"95v" = '

@@ -62,3 +62,16 @@ def test_channel_entry():
     )
     with pytest.raises(SeaIceError, match=r"^u.toml: channel '1v': pol: expected one of V, H, QV, QH, got 'v'$"):
         parse_channel("1v", {"centre_ghz": 1.0, "pol": "v", "obs_error_k": 3.0}, "u.toml")
+
+
+def test_noise_k_is_the_twins_noise_and_defaults_to_obs_error_k():
+    """``noise_k`` (the instrument's noise, what the twin adds) is separate from the cost's sigma_c."""
+    c = parse_channel("23.8qv", {"centre_ghz": 23.8, "pol": "QV", "obs_error_k": 9.0, "noise_k": 3.0}, "u.toml")
+    assert (c.obs_error_k, c.noise_k) == (9.0, 3.0)
+    c = parse_channel("23.8qv", {"centre_ghz": 23.8, "pol": "QV", "obs_error_k": 3.0}, "u.toml")
+    assert c.noise_k == 3.0  # not given: the observation error, as before the field existed
+    for bad, problem in (("3", "expected a number, got '3'"), (-1.0, "must be > 0, got -1.0"), (True, "a number")):
+        with pytest.raises(SeaIceError) as exc:
+            parse_channel("23.8qv", {"centre_ghz": 23.8, "pol": "QV", "obs_error_k": 3.0, "noise_k": bad}, "u.toml")
+        assert str(exc.value).startswith("u.toml: channel '23.8qv': noise_k: ") and problem in str(exc.value)
+        assert "\n" not in str(exc.value)

@@ -93,13 +93,13 @@ def test_noise_free_observations_reproduced_by_the_physics(tiny_twin_noisefree):
     np.testing.assert_array_equal(truth.sic_obs, truth.sic[obs.igrid, obs.istep])
 
 
-def test_noisy_departures_match_the_catalogue_errors(tiny_twin):
+def test_noisy_departures_match_the_catalogue_noise(tiny_twin):
     obs, _ = _read(tiny_twin)
     truth = read_truth(tiny_twin, obs)
     dep = np.where(obs.mask, obs.tb_obs_k - _recompute(obs, truth), np.nan)
     std = np.nanstd(dep, axis=0)
-    np.testing.assert_allclose(std, obs.basis.obs_error_k, rtol=0.2)
-    assert np.all(np.abs(np.nanmean(dep, axis=0)) < 0.25 * obs.basis.obs_error_k)
+    np.testing.assert_allclose(std, obs.basis.noise_k, rtol=0.2)
+    assert np.all(np.abs(np.nanmean(dep, axis=0)) < 0.25 * obs.basis.noise_k)
 
 
 def test_ice_signal_and_imperfect_ocean_model(tiny_twin):

@@ -51,7 +51,10 @@ class ChannelBasis:
         Polarisation of each basis channel (:data:`POL_V`, :data:`POL_H`,
         :data:`POL_QV`, :data:`POL_QH`).
     obs_error_k : float32 array (nchan,)
-        Observation error sigma_c (K).
+        Observation error sigma_c (K) of the cost function.
+    noise_k : float32 array (nchan,)
+        Radiometric noise (K) of each channel (the twin's noise; ``obs_error_k``
+        where the catalogue gives none).
     incidence_deg : float32 array (nsensor, nchan)
         Incidence angle (degrees) of conical sensors; NaN for cross-track ones.
     cross_track : bool array (nsensor,)
@@ -83,6 +86,7 @@ class ChannelBasis:
     centre_ghz: np.ndarray | None = None
     cross_track: np.ndarray | None = None
     altitude_km: np.ndarray | None = None
+    noise_k: np.ndarray | None = None
     catalogue: SensorCatalogue | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -159,6 +163,7 @@ def build_channel_basis(sensor_names: Sequence[str], catalogue: SensorCatalogue 
         centre_ghz=centre,
         pol=np.array([c.pol for c in chans], dtype=np.int8),
         obs_error_k=np.array([c.obs_error_k for c in chans], dtype=np.float32),
+        noise_k=np.array([c.noise_k for c in chans], dtype=np.float32),
         incidence_deg=inc,
         cross_track=np.array([s.cross_track for s in sensors], dtype=bool),
         altitude_km=np.array([s.altitude_km for s in sensors], dtype=np.float32),

@@ -5,8 +5,10 @@ A *channel* is named by its nominal frequency and polarisation (``10v``,
 frequency fed to the v2 network (two conventions: this project's
 ``freq_ghz`` and the reference code's ``reference_freq_ghz``), the
 polarisation (V, H, or quasi-V / quasi-H for cross-track sounders), the
-observation error sigma_c (K) and whether it is *surface-blind* (a sounding
-channel that peaks high in the atmosphere; read but not used by default).
+observation error sigma_c (K) of the cost function, the instrument's
+radiometric noise (K; what the twin adds, sigma_c unless given) and whether
+it is *surface-blind* (a sounding channel that peaks high in the atmosphere;
+read but not used by default).
 A *sensor* lists its channels in the order they appear in its data files,
 with per-channel values where they differ from the catalogue's (SSMIS's
 19.35 GHz for ``19v``), its TB-bias background (ice, ocean) and the error of
@@ -51,7 +53,12 @@ class Channel:
     pol : int
         :data:`POL_V`, :data:`POL_H`, :data:`POL_QV` or :data:`POL_QH`.
     obs_error_k : float
-        Observation error sigma_c (K).
+        Observation error sigma_c (K) of the cost function: the instrument
+        noise plus representativeness and forward-model error.
+    noise_k : float
+        Radiometric noise (K) of the instrument: the standard deviation of
+        the Gaussian noise the twin adds (times ``TwinConfig.noise_scale``).
+        NaN (not given) means ``obs_error_k``.
     centre_ghz : float
         Centre (local-oscillator) frequency (GHz).
     sidebands_ghz : tuple of float
@@ -76,6 +83,11 @@ class Channel:
     reference_freq_ghz: float = math.nan
     surface_blind: bool = False
     incidence_deg: float = math.nan
+    noise_k: float = math.nan
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.noise_k):  # not given: the instrument noise is the observation error
+            object.__setattr__(self, "noise_k", self.obs_error_k)
 
     @property
     def passbands_ghz(self) -> tuple[float, ...]:

@@ -26,6 +26,7 @@ CHANNEL_FIELDS = {
     "centre_ghz": "required",
     "pol": "required",
     "obs_error_k": "required",
+    "noise_k": "optional",
     "sidebands_ghz": "optional",
     "network_ghz": "optional",
     "reference_network_ghz": "optional",
@@ -128,11 +129,13 @@ def parse_channel(name: str, entry: Any, origin: str) -> Channel:
     centre = chk.number(entry, "centre_ghz", 0.0)
     network = chk.number(entry, "network_ghz", 0.0) if "network_ghz" in entry else centre
     reference = chk.number(entry, "reference_network_ghz", 0.0) if "reference_network_ghz" in entry else network
+    obs_error = chk.number(entry, "obs_error_k", 0.0)
     return Channel(
         name=name,
         freq_ghz=network,
         pol=_pol_code(chk, entry),
-        obs_error_k=chk.number(entry, "obs_error_k", 0.0),
+        obs_error_k=obs_error,
+        noise_k=chk.number(entry, "noise_k", 0.0) if "noise_k" in entry else obs_error,
         centre_ghz=centre,
         sidebands_ghz=chk.sidebands(entry, "sidebands_ghz") if "sidebands_ghz" in entry else (),
         reference_freq_ghz=reference,

@@ -41,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, help="number of days (default: the preset's)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--start-date", help="first day, YYYY-MM-DD (default: the preset's)")
-    p.add_argument("--noise-scale", type=float, help="noise = scale x catalogue observation error (0 = noise-free)")
+    p.add_argument(
+        "--noise-scale",
+        type=float,
+        help="noise = scale x catalogue instrument noise (noise_k, else obs_error_k; 0 = noise-free)",
+    )
     p.add_argument("--resolution-km", type=float, help="grid spacing in km (default: the preset's)")
     p.add_argument(
         "--realism",

@@ -214,7 +214,7 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
         freqs = np.array([c.freq_ghz for c in info])
         pols = np.array([c.pol for c in info])
         inc = np.array([c.incidence_deg for c in info])
-        sigma = np.array([c.obs_error_k for c in info])
+        sigma = np.array([c.noise_k for c in info])  # the instrument's noise, not the cost's sigma_c
         angular = None
         if sensor.cross_track:  # every passband; the angle per observation
             from empirical_seaice.twin.ice_emissivity import load_angular_table

@@ -29,7 +29,8 @@ class TwinConfig:
     start_date: first day, YYYY-MM-DD (its window starts at 21 UTC the day before).
     sensors: sensors to simulate (layout-C sub-directories).
     keep_fraction: fraction of swath grid points kept per pass (thinning).
-    noise_scale: multiplier of the catalogue observation error for the Gaussian noise (0 = noise-free).
+    noise_scale: multiplier of the catalogue's instrument noise (`noise_k`, else `obs_error_k`) for the Gaussian
+        noise (0 = noise-free).
     seed: seed of the run's one random generator.
     realism: "ideal" (the network's own physics, exact inputs, white noise) or "realistic" (every effect of
         :mod:`empirical_seaice.twin.realism`).
