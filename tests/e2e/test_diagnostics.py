@@ -204,6 +204,25 @@ def test_plain_warnings_name_what_went_wrong_and_the_fix():
         truth=_truth(0.1101, 0.0594),
     )
     assert d.plain_warnings(noise) == []
+    # a term of 100% of J, of which the health check found the shortfall harmless (a 3-epoch tiny v2 run):
+    # one note, no warning for the term nor for the total's rise it caused
+    harmless = d.RunDiagnostics(
+        title="T",
+        cost_before={"obs": 1.54e6, "anchor": 0.0, "total": 1.54e6},
+        cost_after={"obs": 2.5e5, "anchor": 6.7e7, "total": 6.725e7},
+        truth=_truth(0.1101, 0.0727),
+        anchor_shortfall=8.5e-4,
+        anchor_harmless=True,
+    )
+    assert d.plain_warnings(harmless) == [
+        "NOTE: the emissivity anchor term is 100% of the cost after training (6.7e+07 of 6.725e+07) but stands "
+        "for an emissivity shortfall of only 0.00085 (RMS over all observations): a few emissivities end just "
+        "under the anchor's floor, and the term's small error makes it large. The products are not affected."
+    ]
+    # the same figures without the health check's verdict: warnings and the fix
+    harmless.anchor_harmless = False
+    w = d.plain_warnings(harmless)
+    assert w[0].startswith("WARNING: the emissivity anchor term is 100%") and w[1].startswith("WARNING: the total")
     # the first-run failure of the reference's v2 start: SIC and departures worse, anchor dominating
     bad = d.RunDiagnostics(
         title="T",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from empirical_seaice.run.health import check_health, failure_attributes
+from empirical_seaice.run.health import anchor_shortfall, check_health, failure_attributes
 
 NAMES = ["10v", "10h"]
 
@@ -68,6 +68,32 @@ def test_each_check_names_what_failed():
     m[4, 1] = False
     tb[4, 1] = np.nan  # masked: not looked at
     assert _case(tb_sim=tb, mask=m).ok
+
+
+def test_anchor_shortfall_by_hand():
+    # v2 floor 0.8, sigma 1e-5: two of 9,322 observations at 0.79 give J_a = 2 (0.01 / 1e-5)^2 = 2e6,
+    # an RMS shortfall over all observations of 1e-5 sqrt(2e6 / 9322) = 1.4648e-4
+    assert np.isclose(anchor_shortfall("floor", 1e-5, 2e6, 9322), 1e-5 * np.sqrt(2e6 / 9322), rtol=1e-12)
+    assert np.isclose(anchor_shortfall("floor", 1e-5, 2e6, 9322), 1.4648e-4, rtol=1e-4)
+    # v1 mean anchor: J_a = ((e0 - 0.93) / 1e-5)^2 = 1e6 is e0 off by 0.01, whatever nobs
+    assert np.isclose(anchor_shortfall("mean", 1e-5, 1e6, 9322), 0.01, rtol=1e-12)
+    assert anchor_shortfall("floor", 1e-5, 0.0, 9322) == 0.0
+
+
+def test_the_anchor_is_judged_by_its_shortfall():
+    # a term 50x the total before, standing for a harmless shortfall: passes when the shortfall is given
+    after = {"obs": 200.0, "sic_range": 5.0, "anchor": 5e4, "total": 5.0205e4}
+    assert _case(cost_after=after).failures == ["cost term anchor exploded (0 -> 5e+04)"]
+    rep = _case(cost_after=after, anchor_shortfall=1.5e-4)
+    assert rep.ok and rep.figures["anchor_shortfall"] == 1.5e-4
+    # the same term standing for a material shortfall fails, and says why
+    assert _case(cost_after=after, anchor_shortfall=0.03).failures == [
+        "cost term anchor exploded (0 -> 5e+04): the anchored ice emissivity misses its target by 0.03 "
+        "(RMS over all observations; limit 0.01)"
+    ]
+    # a term that did not explode is not judged by its shortfall (the summary warns about it)
+    after = {"obs": 200.0, "sic_range": 5.0, "anchor": 1.0, "total": 206.0}
+    assert _case(cost_after=after, anchor_shortfall=0.03).ok
 
 
 def test_failure_attributes():

@@ -23,6 +23,7 @@ from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
+from empirical_seaice.run.health import ANCHOR_SHORTFALL_LIMIT
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,10 @@ def summary_table(
     result: Any, preset_name: str, obs: Observations, history, diagsonly: bool, train_cfg: TrainingConfig
 ) -> str:
     """The summary table printed after a run (:func:`run_title`, the cost and departures before and
-    after, the truth scores) of ``result`` (a ``RunResult``: its costs, departures, truth, output, tag)."""
+    after, the truth scores) of ``result`` (a ``RunResult``: its costs, departures, truth, output, tag,
+    and the health report, whose anchor shortfall decides whether a large anchor term is a warning)."""
+    health = getattr(result, "health", None)
+    shortfall = health.figures.get("anchor_shortfall") if health is not None else None
     return diag.format_summary(
         diag.RunDiagnostics(
             title=run_title(
@@ -170,6 +174,8 @@ def summary_table(
             truth=result.truth,
             notes=(f"outputs: {result.output}/*_{result.tag}.nc",),
             kept_epoch=kept_epoch(history, train_cfg.early_stopping),
+            anchor_shortfall=shortfall,
+            anchor_harmless=shortfall is not None and shortfall <= ANCHOR_SHORTFALL_LIMIT,
         ),
         obs.basis,
     )
