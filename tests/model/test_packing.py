@@ -104,3 +104,21 @@ def test_float64_tables_stay_on_the_tensor_path(monkeypatch):
     t64 = tensors.ObservationTensors(obs, dtype=torch.float64)
     ref = _tensor_path(obs, monkeypatch, dtype=torch.float64)
     assert torch.equal(t64.floats, ref.floats)
+
+
+@pytest.mark.skipif(packing.HAVE_NUMBA and packing.numba.config.NUMBA_NUM_THREADS < 2, reason="numba has one thread")
+def test_packing_keeps_the_runs_thread_count():
+    # numba's OpenMP layer leaves the thread count of its last parallel loop as the process's
+    # OpenMP count, which torch's intra-op pool reads: packing at numba's default (all cores)
+    # once left the tensor step of a --threads 1 run on every core (measured 1.3-1.5x slower)
+    obs, _ = make_obs(nobs=300)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        tensors.ObservationTensors(obs)
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        tensors.ObservationTensors(obs)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
