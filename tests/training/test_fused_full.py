@@ -82,6 +82,7 @@ EQUAL_CASES = [
     ("v1", 1e-13),
     ("v2-keras-epsilon-diagnostic-warm", 1e-7),
     ("v2", 1e-7),
+    ("v2-amsr2-atms-angle", 1e-13),
 ]
 
 
