@@ -174,6 +174,14 @@ def test_auto_takes_full_below_the_threshold_and_sampled_above(limit, monkeypatc
         assert torch.equal(value, _params(t)[name]), name
 
 
+def test_auto_takes_full_priors_with_the_view_angle_input():
+    """The view-angle input no longer sends --map-priors auto to the sampled priors."""
+    t = _trainer("auto", nepochs=1, **CASES["v2-amsr2-atms-angle"])
+    assert t.network.emissivity.angle_input
+    assert t.config.map_priors == "full" and t.network.prior_mode == "full"
+    assert t.map_priors_note.startswith("full whole-map priors")
+
+
 def test_auto_falls_back_to_sampled_without_the_fused_step_and_full_refuses():
     t = _trainer("auto", nepochs=1, fused_step=False)
     assert t.config.map_priors == "sampled" and "--unfused-step" in t.map_priors_note
