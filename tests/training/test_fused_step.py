@@ -49,7 +49,7 @@ CASES = {
     "v2-amsr2-atms-angle-anchor-frequency": dict(
         sensors=("amsr2", "atms"),
         model_kw=dict(angle_input=True),
-        cost_kw=dict(anchor_frequency_ghz=23.8, anchor_value=0.8),
+        cost_kw=dict(anchor_frequency_ghz=23.8, anchor_value=0.93),  # a floor that binds
     ),
 }
 
@@ -100,6 +100,9 @@ def test_fused_step_equals_tensor_step_after_100_steps(case):
         assert h_fused.epoch_terms[-1][term] == pytest.approx(value, rel=rtol, abs=1e-9), term
     if kw.get("warm"):
         assert h_fused.epoch_terms[-1]["warm_ice"] > 1e-3
+    if case == "v2-amsr2-atms-angle-anchor-frequency":  # the anchor evaluation's gradient is exercised
+        assert h_fused.epoch_terms[0]["anchor"] > 1.0
+        assert h_fused.epoch_terms[0]["anchor"] == pytest.approx(h_tensor.epoch_terms[0]["anchor"], rel=2e-3)
 
 
 def test_fused_step_reproducible_bit_for_bit_and_thread_count_free():
