@@ -82,6 +82,7 @@ EQUAL_CASES = [
     ("v1", 1e-13),
     ("v2-keras-epsilon-diagnostic-warm", 1e-7),
     ("v2", 1e-7),
+    ("v2-amsr2-atms-angle", 1e-13),
 ]
 
 
@@ -171,6 +172,14 @@ def test_auto_takes_full_below_the_threshold_and_sampled_above(limit, monkeypatc
     ref.fit()
     for name, value in _params(ref).items():
         assert torch.equal(value, _params(t)[name]), name
+
+
+def test_auto_takes_full_priors_with_the_view_angle_input():
+    """The view-angle input no longer sends --map-priors auto to the sampled priors."""
+    t = _trainer("auto", nepochs=1, **CASES["v2-amsr2-atms-angle"])
+    assert t.network.emissivity.angle_input
+    assert t.config.map_priors == "full" and t.network.prior_mode == "full"
+    assert t.map_priors_note.startswith("full whole-map priors")
 
 
 def test_auto_falls_back_to_sampled_without_the_fused_step_and_full_refuses():

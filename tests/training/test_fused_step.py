@@ -41,9 +41,16 @@ CASES = {
     ),
     "v2-keras-epsilon-diagnostic-warm": dict(eps="keras", warm=True),
     "v1": V1,
-    # a cross-track sounder: quasi-polarised QV/QH channels mixed by the scan angle
-    # (without the view-angle input, which a sounder switches on by default and the fused step does not have)
+    # a cross-track sounder: quasi-polarised QV/QH channels mixed by the scan angle, without and with
+    # the network's view-angle input (cos of the local zenith angle, on by default with a sounder)
     "v2-amsr2-atms": dict(sensors=("amsr2", "atms"), model_kw=dict(angle_input=False)),
+    "v2-amsr2-atms-angle": dict(sensors=("amsr2", "atms"), model_kw=dict(angle_input=True)),
+    # the view-angle input with the anchor frequency: its extra evaluation takes the observation's angle too
+    "v2-amsr2-atms-angle-anchor-frequency": dict(
+        sensors=("amsr2", "atms"),
+        model_kw=dict(angle_input=True),
+        cost_kw=dict(anchor_frequency_ghz=23.8, anchor_value=0.93),  # a floor that binds
+    ),
 }
 
 
@@ -93,6 +100,9 @@ def test_fused_step_equals_tensor_step_after_100_steps(case):
         assert h_fused.epoch_terms[-1][term] == pytest.approx(value, rel=rtol, abs=1e-9), term
     if kw.get("warm"):
         assert h_fused.epoch_terms[-1]["warm_ice"] > 1e-3
+    if case == "v2-amsr2-atms-angle-anchor-frequency":  # the anchor evaluation's gradient is exercised
+        assert h_fused.epoch_terms[0]["anchor"] > 1.0
+        assert h_fused.epoch_terms[0]["anchor"] == pytest.approx(h_tensor.epoch_terms[0]["anchor"], rel=2e-3)
 
 
 def test_fused_step_reproducible_bit_for_bit_and_thread_count_free():
@@ -133,13 +143,11 @@ def test_fused_step_resumes_where_the_tensor_step_left(tmp_path):
         np.testing.assert_allclose(_params(second)[name].numpy(), value.numpy(), rtol=0, atol=2e-5)
 
 
-@pytest.mark.parametrize("why", ["sparse-adam optimiser", "numba missing", "view-angle input"])
+@pytest.mark.parametrize("why", ["sparse-adam optimiser", "numba missing"])
 def test_fused_step_falls_back_with_one_notice(why, monkeypatch, caplog):
     if why == "numba missing":
         monkeypatch.setattr(fused_step, "HAVE_NUMBA", False)
         t = _trainer(True, nepochs=2)
-    elif why == "view-angle input":
-        t = _trainer(True, nepochs=2, model_kw=dict(angle_input=True))
     else:
         t = _trainer(True, nepochs=2, optimizer="sparse-adam")
     with caplog.at_level(logging.WARNING, logger="empirical_seaice"):
@@ -150,7 +158,20 @@ def test_fused_step_falls_back_with_one_notice(why, monkeypatch, caplog):
     assert t._fused is False and len(h.epoch_terms) == 2 and np.isfinite(h.epoch_terms[-1]["total"])
 
 
-@pytest.mark.parametrize("case", ["v2", "v2-anchor-frequency-priors-warm", "v1", "v2-amsr2-atms"])
+def test_view_angle_input_takes_the_fused_step_without_a_notice(caplog):
+    """The v2 network's view-angle input no longer falls back to the tensor step."""
+    t = _trainer(True, nepochs=1, **CASES["v2-amsr2-atms-angle"])
+    assert t.network.emissivity.angle_input
+    with caplog.at_level(logging.WARNING, logger="empirical_seaice"):
+        t.fit()
+    assert "fused training step not used" not in caplog.text
+    assert isinstance(t._fused, FusedStep) and t._fused._steps == 25
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["v2", "v2-anchor-frequency-priors-warm", "v1", "v2-amsr2-atms", "v2-amsr2-atms-angle-anchor-frequency"],
+)
 @pytest.mark.parametrize("zero_sic", [False, True])
 def test_compiled_simulation_equals_the_network_forward(case, zero_sic):
     """products.diagnostics.simulate runs the compiled forward pass (model/fused.py) where it applies."""

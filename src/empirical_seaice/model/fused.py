@@ -13,8 +13,9 @@ prior mode.
 
 In "full" prior mode (the exact whole-map priors at every step) the program computes the
 batch's terms without the map priors; the step adds them over the whole map. :func:`build_program`
-returns None (with the reason) for what it does not cover: non-float32 or non-CPU tensors, the
-view-angle input, or numba missing.
+returns None (with the reason) for what it does not cover: non-float32 or non-CPU tensors, or numba
+missing. The v2 network's view-angle input (``angle_input``) is the observation's ``cos_view`` column,
+the network input before the frequency at every evaluation, the anchor frequency's included.
 """
 
 from __future__ import annotations
@@ -234,8 +235,6 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
     st = network.state
     nc = network.basis.nchan
     if isinstance(em, NetworkEmissivity):
-        if getattr(em, "angle_input", False):
-            return None, "no fused step yet for the network's view-angle input"
         version, nh = 2, em.nhidden
         if nh > _MAXH or em.nfreq >= _MAXF:
             return None, "network too wide for the fused step"
@@ -243,7 +242,8 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         version, nh = 1, 0
     else:
         return None, f"no fused step for {type(em).__name__}"
-    if nc > _MAXC or st.nlag >= 8 or 1 + st.nprop_grid + st.nprop_obs + 1 > _MAXH:
+    nang = int(version == 2 and getattr(em, "angle_input", False))  # the view-angle input
+    if nc > _MAXC or st.nlag >= 8 or 1 + st.nprop_grid + st.nprop_obs + nang + 1 > _MAXH:
         return None, "state or channel count too large for the fused step"
     sl = data._slices
     floor_on = cc.anchor != "mean"
@@ -254,6 +254,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
             0 if cc.false_ice_shape == "tent" else 1, int(cc.sic_background_prior), int(cc.warm_ice == "effective"),
             int(cc.false_ice_prior), sl["tb_obs_k"][0], sl["emis_water"][0], sl["tau_eff"][0], sl["down_eff_k"][0],
             sl["const_k"][0], sl["mask"][0], 0, 0, sl["cos2_scan"][0] if "cos2_scan" in sl else -1,
+            sl["cos_view"][0] if nang else -1,
         ],
         dtype=np.int64,
     )  # fmt: skip

@@ -117,7 +117,9 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
 ):  # fmt: skip
     """Forward, cost and backward of observations ``c0 .. c1 - 1`` of the batch (see :func:`_step`);
     with ``ip[18]`` (forward only) the simulation into ``out_*`` instead (``ip[19]``: SIC 0);
-    ``ip[20]``: the column of ``cos^2`` of the scan angle (quasi-polarised channels), -1 = none."""
+    ``ip[20]``: the column of ``cos^2`` of the scan angle (quasi-polarised channels), -1 = none;
+    ``ip[21]``: the column of the view angle's cosine, the v2 network's input before the frequency
+    (:attr:`NetworkEmissivity.angle_input`; the same at every frequency and at the anchor frequency), -1 = none."""
     version, nc, nlag, ngp, nop, nh = ip[0], ip[1], ip[2], ip[3], ip[4], ip[5]
     anchor_ch, floor_on, false_shape = ip[6], ip[7], ip[8]
     bg_on, warm_eff, false_on = ip[9], ip[10], ip[11]
@@ -125,7 +127,8 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     t_ref, t_scale, t_floor, anchor_f, anchor_v = fp[0], fp[1], fp[2], fp[4], fp[5]
     s_range, s_bg, s_false, warm_scale, anchor_g = fp[6], fp[7], fp[8], fp[9], fp[10]
     fi_s, fi_lo, fi_hi, fi_h = fp[11], fp[12], fp[13], fp[14]
-    nin = 1 + ngp + nop  # network inputs without the frequency
+    angle_col = ip[21]
+    nin = 1 + ngp + nop + (1 if angle_col >= 0 else 0)  # network inputs without the frequency
     z = np.empty(_MAXH)
     dz = np.empty(_MAXH)
     base = np.empty(_MAXH)
@@ -156,6 +159,8 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
             k += 1
         for j in range(nop):
             z[1 + ngp + j] = vals[inv[b, k], j]
+        if angle_col >= 0:  # cos(theta) of the view angle: an input, not a state row (no gradient kept)
+            z[nin - 1] = floats[i, angle_col]
         c = 0.0
         for lag in range(nlag + 1):
             lags[lag] = vals[inv[b, lag], 0]
