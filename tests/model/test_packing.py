@@ -104,3 +104,18 @@ def test_float64_tables_stay_on_the_tensor_path(monkeypatch):
     t64 = tensors.ObservationTensors(obs, dtype=torch.float64)
     ref = _tensor_path(obs, monkeypatch, dtype=torch.float64)
     assert torch.equal(t64.floats, ref.floats)
+
+
+@pytest.mark.skipif(packing.HAVE_NUMBA and packing.numba.config.NUMBA_NUM_THREADS < 2, reason="numba has one thread")
+def test_packing_keeps_the_runs_thread_count():
+    # numba's OpenMP layer, once its parallel loop is large enough to use its whole team, left that
+    # team's size (all cores) as the count torch's intra-op pool reads: the tensor and fused steps
+    # of a --threads 1 run then used every core (1e5 rows: the smallest size that showed it here)
+    obs, _ = make_obs(nobs=100_000)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        tensors.ObservationTensors(obs)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

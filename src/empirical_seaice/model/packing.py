@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 try:
+    import numba
     from numba import njit, prange
 
     HAVE_NUMBA = True
@@ -108,13 +109,33 @@ def pack_floats(
     slices: Mapping[str, tuple[int, int | None]],
     angles: Callable[[slice], tuple[np.ndarray, np.ndarray]],
     chunk: int = CHUNK,
+    threads: int = 1,
 ) -> bool:
     """Pack every observation of ``obs`` into the float32 table ``out`` (nobs, ncol) with the
     columns of ``slices`` (field -> (first column, end or None)); ``angles(rows)`` gives the
-    ``cos2_scan`` and ``cos_view`` of the rows. Returns False (nothing done) without numba or
-    for another dtype (the tensor path packs those)."""
+    ``cos2_scan`` and ``cos_view`` of the rows, on ``threads`` threads (at most numba's maximum;
+    the run's thread count: numba's OpenMP layer leaves the count of its last parallel loop as the
+    process's OpenMP count, which torch's intra-op pool then uses). Returns False (nothing done)
+    without numba or for another dtype (the tensor path packs those)."""
     if not HAVE_NUMBA or out.dtype != np.float32:
         return False
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    try:
+        _pack_all(obs, out, slices, angles, chunk)
+    finally:
+        numba.set_num_threads(before)
+    return True
+
+
+def _pack_all(
+    obs: Observations,
+    out: np.ndarray,
+    slices: Mapping[str, tuple[int, int | None]],
+    angles: Callable[[slice], tuple[np.ndarray, np.ndarray]],
+    chunk: int,
+) -> None:
+    """:func:`pack_floats`' chunks, compiled."""
     cols = np.array([slices[name][0] for name in _COLUMNS], dtype=np.int64)
     for start in range(0, obs.nobs, chunk):
         rows = slice(start, min(start + chunk, obs.nobs))
@@ -125,7 +146,6 @@ def pack_floats(
             obs.t_up_k[rows], obs.tau_cld[rows], obs.t_down_cld_k[rows], obs.t_up_cld_k[rows],
         )  # fmt: skip
         obs.release(rows)
-    return True
 
 
 __all__ = ["pack_floats", "CHUNK", "HAVE_NUMBA"]

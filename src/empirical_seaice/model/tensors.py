@@ -108,7 +108,9 @@ class ObservationTensors:
             self._slices[name] = (col, col + nc)
             col += nc
         angles = lambda rows: (_cos2_scan(obs, rows, np.float64).numpy(), _cos_view(obs, rows).numpy())  # noqa: E731
-        compiled = pack_floats(obs, floats.numpy(), self._slices, angles)  # model/packing.py; False without numba
+        threads = torch.get_num_threads()
+        compiled = pack_floats(obs, floats.numpy(), self._slices, angles, threads=threads)  # False without numba
+        torch.set_num_threads(threads)  # the run's count, whatever numba's OpenMP loop left behind
         for start in range(0, 0 if compiled else n, self._CHUNK):
             rows = slice(start, min(start + self._CHUNK, n))
             block = floats[rows]
