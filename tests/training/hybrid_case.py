@@ -5,10 +5,13 @@ background and other random emissivity weights."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
 from empirical_seaice.config import CostConfig, ModelConfig
+from empirical_seaice.cost.sampling import build_row_counts
 from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
@@ -75,3 +78,22 @@ def make_case(nobs: int = 400, ngrid: int = 4, nstep: int = 5, nlag: int = 1, se
     obs.tb_obs_k = np.where(mask, tb + rng.normal(0, 0.5, tb.shape) * basis.obs_error_k, 0).astype(f32)
     background = BackgroundMaps(np.clip(sic_true + rng.normal(0, 0.15, sic_true.shape), 0, 1).astype(f32), tmap, nlag)
     return obs, background, model, cost
+
+
+def step_case(model_kw=None, cost_kw=None, warm=False, sensors=("amsr2",)):
+    """:func:`make_case` with 400 observations for the step-equality tests: the preset configs
+    replaced by ``model_kw`` / ``cost_kw``; ``warm`` puts a third of the map rows above 273.2 K
+    (the warm-ice term is not zero). Returns ``(obs, background, model, cost, row_counts)``."""
+    obs, bg, model, cost = make_case(nobs=400, sensors=sensors)
+    model = replace(model, **(model_kw or {}))
+    cost = replace(cost, **(cost_kw or {}))
+    if warm:
+        t = bg.t_skin_map_k.copy()
+        t[:, ::3] = 276.0
+        bg = BackgroundMaps(bg.sic, t, bg.nlag)
+    return obs, bg, model, cost, build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep)
+
+
+def parameters(trainer) -> dict[str, torch.Tensor]:
+    """A copy of every parameter of the trainer's network, by name."""
+    return {k: v.detach().clone() for k, v in trainer.network.named_parameters()}

@@ -15,15 +15,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from hybrid_case import make_case
+from hybrid_case import parameters, step_case
 from test_fused_step import CASES
 
 from empirical_seaice.config import TrainingConfig, choose_map_priors
 from empirical_seaice.config import schema as config_module
-from empirical_seaice.cost.sampling import build_row_counts
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
-from empirical_seaice.observations import BackgroundMaps
 from empirical_seaice.training import adam as adam_module
 from empirical_seaice.training import fused_step
 from empirical_seaice.training import schemes as schemes_module
@@ -38,14 +36,7 @@ def _trainer(scheme, model_kw=None, cost_kw=None, eps="torch", warm=False, nepoc
     """Tiny hybrid case, batch 16, 100 steps in 4 epochs. ``scheme``: "tensor" (dense-adam, full
     priors, the tensor step: the reference's way), "fused" (deferred-adam, full priors, fused
     step) or "auto" (deferred-adam, --map-priors auto, fused step)."""
-    obs, bg, model, cost = make_case(nobs=400, sensors=sensors)
-    model = replace(model, **(model_kw or {}))
-    cost = replace(cost, **(cost_kw or {}))
-    if warm:  # a third of the map rows above 273.2 K: the warm-ice term is not zero
-        t = bg.t_skin_map_k.copy()
-        t[:, ::3] = 276.0
-        bg = BackgroundMaps(bg.sic, t, bg.nlag)
-    counts = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep)
+    obs, bg, model, cost, counts = step_case(model_kw, cost_kw, warm, sensors)
     dense = scheme == "tensor"
     net = HybridNetwork(
         model,
@@ -69,10 +60,6 @@ def _trainer(scheme, model_kw=None, cost_kw=None, eps="torch", warm=False, nepoc
         **cfg_kw,
     )
     return Trainer(net, ObservationTensors(obs), cfg, np.arange(obs.nobs), None, obs.nobs, progress=False)
-
-
-def _params(trainer):
-    return {k: v.detach().clone() for k, v in trainer.network.named_parameters()}
 
 
 OBS_PROPERTIES = "state.props_obs.weight"
@@ -99,11 +86,11 @@ def test_fused_full_priors_equal_dense_adam_full_priors_after_100_steps(case, ep
     eps_tails = eps > 1e-10 and CASES[case].get("eps", "torch") == "torch"
     kw = CASES[case]
     tensor, fused = _trainer("tensor", **kw), _trainer("fused", **kw)
-    start = _params(tensor)
+    start = parameters(tensor)
     h_tensor, h_fused = tensor.fit(), fused.fit()
     assert isinstance(fused._fused, FusedStep) and fused._fused.full and fused._fused._steps == 100
     assert tensor._fused is None  # the tensor step
-    a, b = _params(tensor), _params(fused)
+    a, b = parameters(tensor), parameters(fused)
     for name in a:
         moved = (a[name] - start[name]).abs().max().item()
         diff = (a[name] - b[name]).abs().max().item()
@@ -130,7 +117,7 @@ def test_fused_full_priors_differ_from_sampled():
     sampled.config = replace(sampled.config, map_priors="sampled")
     sampled._fused = None
     sampled.fit()
-    d = (_params(full)["state.sic_map.weight"] - _params(sampled)["state.sic_map.weight"]).abs().max().item()
+    d = (parameters(full)["state.sic_map.weight"] - parameters(sampled)["state.sic_map.weight"]).abs().max().item()
     assert d > 1e-3
 
 
@@ -146,7 +133,7 @@ def test_fused_full_priors_reproducible_bit_for_bit_and_thread_count_free():
         finally:
             torch.set_num_threads(before)
         assert t._fused.full
-        runs.append(_params(t))
+        runs.append(parameters(t))
     torch.set_num_threads(1)
     for other in runs[1:]:
         for name, value in runs[0].items():
@@ -170,8 +157,8 @@ def test_auto_takes_full_below_the_threshold_and_sampled_above(limit, monkeypatc
         ref.network.prior_mode = "sampled"
         ref.config = replace(ref.config, map_priors="sampled")
     ref.fit()
-    for name, value in _params(ref).items():
-        assert torch.equal(value, _params(t)[name]), name
+    for name, value in parameters(ref).items():
+        assert torch.equal(value, parameters(t)[name]), name
 
 
 def test_auto_takes_full_priors_with_the_view_angle_input():

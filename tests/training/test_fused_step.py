@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from hybrid_case import make_case
+from hybrid_case import parameters, step_case
 
 from empirical_seaice.config import TrainingConfig
-from empirical_seaice.cost.sampling import build_row_counts
 from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.model.tensors import ObservationTensors
-from empirical_seaice.observations import BackgroundMaps
 from empirical_seaice.training import fused_step
 from empirical_seaice.training.fused_step import FusedStep
 from empirical_seaice.training.runtime import make_generator
@@ -56,14 +53,7 @@ CASES = {
 
 def _trainer(fused, model_kw=None, cost_kw=None, eps="torch", warm=False, nepochs=4, sensors=("amsr2",), **cfg_kw):
     """Tiny hybrid case, batch 16: 25 steps per epoch, 100 steps in 4 epochs."""
-    obs, bg, model, cost = make_case(nobs=400, sensors=sensors)
-    model = replace(model, **(model_kw or {}))
-    cost = replace(cost, **(cost_kw or {}))
-    if warm:  # a third of the map rows above 273.2 K: the warm-ice term is not zero
-        t = bg.t_skin_map_k.copy()
-        t[:, ::3] = 276.0
-        bg = BackgroundMaps(bg.sic, t, bg.nlag)
-    counts = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep)
+    obs, bg, model, cost, counts = step_case(model_kw, cost_kw, warm, sensors)
     net = HybridNetwork(model, cost, obs.basis, bg, obs.nobs, row_counts=counts, generator=make_generator(3))
     cfg = TrainingConfig(
         nepochs=nepochs, batch_size=16, learning_rate=1e-2, fused_step=fused, adam_epsilon=eps, **cfg_kw
@@ -71,19 +61,15 @@ def _trainer(fused, model_kw=None, cost_kw=None, eps="torch", warm=False, nepoch
     return Trainer(net, ObservationTensors(obs), cfg, np.arange(obs.nobs), None, obs.nobs, progress=False)
 
 
-def _params(trainer):
-    return {k: v.detach().clone() for k, v in trainer.network.named_parameters()}
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_fused_step_equals_tensor_step_after_100_steps(case):
     kw = CASES[case]
     tensor, fused = _trainer(False, **kw), _trainer(True, **kw)
-    start = _params(tensor)
+    start = parameters(tensor)
     h_tensor, h_fused = tensor.fit(), fused.fit()
     assert isinstance(fused._fused, FusedStep) and fused._fused._steps == 100
     assert tensor._fused is None  # never built
-    a, b = _params(tensor), _params(fused)
+    a, b = parameters(tensor), parameters(fused)
     for name in a:
         moved = (a[name] - start[name]).abs().max().item()
         diff = (a[name] - b[name]).abs().max().item()
@@ -116,7 +102,7 @@ def test_fused_step_reproducible_bit_for_bit_and_thread_count_free():
             t.fit()
         finally:
             torch.set_num_threads(before)
-        runs.append(_params(t))
+        runs.append(parameters(t))
     torch.set_num_threads(1)
     for other in runs[1:]:
         for name, value in runs[0].items():
@@ -125,7 +111,7 @@ def test_fused_step_reproducible_bit_for_bit_and_thread_count_free():
     torch.set_num_threads(before)
     t.fit()
     for name, value in runs[0].items():
-        assert torch.equal(value, _params(t)[name]), name
+        assert torch.equal(value, parameters(t)[name]), name
 
 
 def test_fused_step_resumes_where_the_tensor_step_left(tmp_path):
@@ -139,8 +125,8 @@ def test_fused_step_resumes_where_the_tensor_step_left(tmp_path):
     second.checkpoint_dir = tmp_path
     second.fit(resume=True)
     assert isinstance(second._fused, FusedStep) and second._fused._steps == 50
-    for name, value in _params(ref).items():
-        np.testing.assert_allclose(_params(second)[name].numpy(), value.numpy(), rtol=0, atol=2e-5)
+    for name, value in parameters(ref).items():
+        np.testing.assert_allclose(parameters(second)[name].numpy(), value.numpy(), rtol=0, atol=2e-5)
 
 
 @pytest.mark.parametrize("why", ["sparse-adam optimiser", "numba missing"])
