@@ -19,7 +19,9 @@ of its interval, with the high-water mark reset at the start of each interval
 row is the peak of the whole run.
 
 Each stage's observations per second is the run's number of observations over the
-stage's wall time. Usage (the ``benchmark`` twin generated once under /tmp)::
+stage's wall time; its CPU seconds are the process's (every thread, user and system) over the same
+interval, which a shared machine disturbs less than the wall time. The load average at the end is
+printed with the table. Usage (the ``benchmark`` twin generated once under /tmp)::
 
     seaice-twin --output /tmp/bench_twin --preset benchmark
     python benchmarks/run_stages.py -- --data /tmp/bench_twin --output /tmp/bench_out --threads 1 --nepochs 1
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -94,20 +97,23 @@ class Timeline:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self.peak_mib: dict[str, float] = {}
         self.stack: list[str] = []
         self.display = DISPLAY["start"]
         self.t = time.perf_counter()
+        self.c = time.process_time()
         self.run_peak = 0.0
         self.resets = _reset_hwm()
 
     def _switch(self) -> None:
-        now, hwm = time.perf_counter(), _hwm_mib()
+        now, cpu, hwm = time.perf_counter(), time.process_time(), _hwm_mib()
         label = self.stack[-1] if self.stack else self.display
         self.seconds[label] = self.seconds.get(label, 0.0) + now - self.t
+        self.cpu[label] = self.cpu.get(label, 0.0) + cpu - self.c
         self.peak_mib[label] = max(self.peak_mib.get(label, 0.0), hwm)
         self.run_peak = max(self.run_peak, hwm)
-        self.t = now
+        self.t, self.c = now, cpu
         _reset_hwm()
 
     def stage(self, name: str) -> None:
@@ -163,22 +169,27 @@ def main(argv: list[str] | None = None) -> int:
         return obs, bg
 
     io.read_training_data = read_and_count
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     rc = cli.main(cli_args)
     tl._switch()
-    total = time.perf_counter() - t_start
+    total, total_cpu = time.perf_counter() - t_start, time.process_time() - c_start
+    load = os.getloadavg()
     n = nobs.get("n", 0)
     names = [k for k in ORDER if k in tl.seconds] + [k for k in tl.seconds if k not in ORDER]
-    print(f"| stage | wall s | obs/s | peak RSS of the stage (MiB) |  ({n:,} observations, exit {rc})")
-    print("|---|---:|---:|---:|")
+    print(f"| stage | wall s | obs/s | CPU s | peak RSS of the stage (MiB) |  ({n:,} observations, exit {rc})")
+    print("|---|---:|---:|---:|---:|")
     for name in names:
         s = tl.seconds[name]
-        print(f"| {name} | {s:.1f} | {n / s if s > 0 else float('inf'):,.0f} | {tl.peak_mib[name]:,.0f} |")
-    print(f"| whole run | {total:.1f} | {n / total:,.0f} | {tl.run_peak:,.0f} |")
+        obs_s = n / s if s > 0 else float("inf")
+        print(f"| {name} | {s:.1f} | {obs_s:,.0f} | {tl.cpu[name]:.1f} | {tl.peak_mib[name]:,.0f} |")
+    print(f"| whole run | {total:.1f} | {n / total:,.0f} | {total_cpu:.1f} | {tl.run_peak:,.0f} |")
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     record = {
         "nobs": n,
         "total_s": total,
-        "stages": {k: {"s": tl.seconds[k], "peak_mib": tl.peak_mib[k]} for k in names},
+        "stages": {k: {"s": tl.seconds[k], "cpu_s": tl.cpu[k], "peak_mib": tl.peak_mib[k]} for k in names},
+        "cpu_s": total_cpu,
+        "loadavg": load,
         "peak_mib": tl.run_peak,
         "hwm_reset": tl.resets,
         "argv": cli_args,

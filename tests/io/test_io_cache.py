@@ -113,23 +113,28 @@ def test_cache_disabled_by_config(dataset, tmp_path):
     assert not cdir.exists()
 
 
-def test_interrupted_write_leaves_no_half_cache(dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["array filled in place", "background array saved"])
+def test_interrupted_write_leaves_no_half_cache(dataset, tmp_path, monkeypatch, where):
+    """Interrupted while the reader fills the cache's arrays in place (the 5th array), or while the
+    background maps are saved after them: the old cache stays, nothing of the new one."""
     ds = dataset("C")
     cdir = tmp_path / "out"
     obs_ok, _ = read_training_data(ds.config, NLAG, cdir)  # a good cache exists
-    real_save = np.save
+    owner, name, nth = (cache_mod.CacheWriter, "zeros", 5) if where.startswith("array") else (np, "save", 2)
+    real = getattr(owner, name)
     calls = [0]
 
-    def failing_save(path, arr, *a, **k):
+    def failing(*a, **k):
         calls[0] += 1
-        if calls[0] == 5:
+        if calls[0] == nth:
             raise KeyboardInterrupt
-        return real_save(path, arr, *a, **k)
+        return real(*a, **k)
 
-    monkeypatch.setattr(np, "save", failing_save)
+    monkeypatch.setattr(owner, name, failing)
     with pytest.raises(KeyboardInterrupt):
         read_training_data(dataclasses.replace(ds.config, stepstart=1), NLAG, cdir)
-    monkeypatch.setattr(np, "save", real_save)
+    monkeypatch.setattr(owner, name, real)
+    assert calls[0] == nth
     assert sorted(p.name for p in cdir.iterdir() if p.name != ".lock") == ["observations"]
     # The old cache is intact and still a hit for its own configuration.
     _no_netcdf(monkeypatch)
