@@ -35,7 +35,7 @@ def write_gridded_emissivity(
     channels: Sequence[str] | None = None,
     freq_ghz: Sequence[float] | None = None,
     provenance: Provenance | None = None,
-    complevel: int = 4,
+    complevel: int = cf.COMPLEVEL,
 ) -> Path:
     """Write ``ice_emis_grid_TAG.nc`` (the module docstrings here and of :mod:`.gridded`).
 
