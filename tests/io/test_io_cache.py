@@ -169,3 +169,17 @@ def test_cache_key_depends_on_files_config_and_nlag(dataset):
     assert k != cache_mod.cache_key(files, ds.config, 2)
     assert k != cache_mod.cache_key(files[:-1], ds.config, 1)
     assert k != cache_mod.cache_key(files, dataclasses.replace(ds.config, nsteps=2), 1)
+
+
+def test_checksums_on_threads_equal_one_by_one(tmp_path):
+    rng = np.random.default_rng(0)
+    files = []
+    for k, size in enumerate([0, 1, 5000, (1 << 22) + 17, 3 * (1 << 20)]):
+        p = tmp_path / f"f{k}.bin"
+        p.write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        files.append(p)
+    one = [cache_mod.file_checksum(p) for p in files]
+    assert cache_mod.file_checksums(files, threads=2) == one == cache_mod.file_checksums(files, threads=1)
+    import zlib
+
+    assert one[3] == f"{zlib.crc32(files[3].read_bytes()):08x}"  # the chunked CRC is the whole file's

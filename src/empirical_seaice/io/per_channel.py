@@ -6,6 +6,7 @@ basis; invalid values clear the channel's mask and are zeroed in every field.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -156,6 +157,8 @@ def _scatter_block_py(values, cols, lo, hi, rows, d0, cmap, arr, mask, dirty, st
         stats[4] = max(stats[4], vmax)
 
 
+_missing: Any
+_scatter_block: Any
 try:
     from numba import njit
 

@@ -43,6 +43,7 @@ one sensor's reading state in :mod:`.sensor_read`.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from empirical_seaice.config import DataConfig
@@ -196,7 +197,7 @@ def read_training_data(
         raise SeaIceError(f"nlag: must be >= 0, got {nlag}")
     files = find_data_files(config)
     inputs = files.input_files()
-    checksums = [_cache.file_checksum(f) for f in inputs]
+    checksums = _cache.file_checksums(inputs, threads=min(2, os.cpu_count() or 1))
     digest = _cache.content_digest(inputs, checksums)
     if not (cache_dir is not None and config.cache):
         obs, background = _read_fresh(files, config, nlag)

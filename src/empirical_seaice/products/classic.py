@@ -99,6 +99,8 @@ def _means_py(total, count):  # pragma: no cover - compiled
             total[k, j] = total[k, j] / count[k, j] if count[k, j] > 0 else np.nan
 
 
+_cell_sums: Any
+_means: Any
 try:
     from numba import njit
 

@@ -387,6 +387,7 @@ def _emis_error_block_py(true_sic, igrid, istep, mask, true_emis, emis, threshol
                 count[c] += 1
 
 
+_emis_error_block: Any
 try:
     from numba import njit as _njit
 
