@@ -74,7 +74,7 @@ from empirical_seaice.run.model_file import (
 )
 from empirical_seaice.run.plan import RunPlan, validate_run
 from empirical_seaice.run.streamed import final_pass, initial_pass
-from empirical_seaice.training.runtime import RunProgress
+from empirical_seaice.training.runtime import RunProgress, own_storage
 
 log = logging.getLogger(__name__)
 
@@ -329,6 +329,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         history = _train(plan, built, split, generator, identity, display, result)
         if split[1] is not None and history.nepochs > 0:
             _fit_held_out(plan, built, obs, background, split, history, display)
+        own_storage(network)  # the state tables were views of the optimiser's slab
         gc.collect()  # the trainer's optimiser slab and buffers (reference cycles)
         display.stage("health checks")
         final, truth = _final_pass(plan, network, data, obs, background, nobs_train, held)
