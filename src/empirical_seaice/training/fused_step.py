@@ -52,6 +52,8 @@ try:
     import numba
     from numba import njit, prange
 
+    from empirical_seaice.compiled import prefetch, prefetch1
+
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None  # type: ignore[assignment]
@@ -59,15 +61,27 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     HAVE_NUMBA = False
 
 
-def _catch_up_gather(slab, refs, ref_off, mark, uniq, inv, vals, step, c, a_tab, decay, lr, eps):
+_AHEAD = 4
+"""The observation whose slab rows :func:`_catch_up_gather` prefetches: this many ahead (rows of
+:func:`_adam_rows`: ``_AHEAD`` observations' worth of rows ahead)."""
+
+
+def _catch_up_gather(slab, refs, ref_off, mark, uniq, inv, vals, g_vals, step, c, a_tab, decay, lr, eps):
     """Distinct slab rows of the batch (first-visit order) into ``uniq``, each caught up to
     ``step`` in place (``w += -lr (A(last) - q^k A(step)) m / (sqrt(v) + eps)``, ``m *= b1^k``,
-    ``v *= b2^k``, ``last = step``) and copied to ``vals``; ``inv[b, k]`` = index of the row
-    of reference ``(b, k)`` in ``uniq``. Returns the number of distinct rows."""
+    ``v *= b2^k``, ``last = step``), copied to ``vals`` and its gradient row in ``g_vals`` zeroed;
+    ``inv[b, k]`` = index of the row of reference ``(b, k)`` in ``uniq``. Returns the number of
+    distinct rows. The slab rows and marks of the observation ``_AHEAD`` ahead are prefetched."""
     n = 0
     lc = 3 * c
     a_step = a_tab[step]
-    for b in range(refs.shape[0]):
+    nb = refs.shape[0]
+    for b in range(nb):
+        if b + _AHEAD < nb:
+            for k in range(refs.shape[1]):
+                row = refs[b + _AHEAD, k] + ref_off[k]
+                prefetch1(mark, row)
+                prefetch(slab, row, 0)
         for k in range(refs.shape[1]):
             row = refs[b, k] + ref_off[k]
             j = mark[row]
@@ -91,6 +105,7 @@ def _catch_up_gather(slab, refs, ref_off, mark, uniq, inv, vals, step, c, a_tab,
                     slab[row, lc] = step
                 for col in range(c):
                     vals[j, col] = slab[row, col]
+                    g_vals[j, col] = 0.0
             inv[b, k] = j
     return n
 
@@ -98,11 +113,15 @@ def _catch_up_gather(slab, refs, ref_off, mark, uniq, inv, vals, step, c, a_tab,
 def _adam_rows(slab, uniq, n, grad, mark, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi):
     """Adam step ``step`` of the caught-up rows ``uniq[:n]`` with gradient ``grad`` (n, c);
     clears their marks. Rows in ``[skip_lo, skip_hi)`` (the SIC map that :func:`_full_map_adam`
-    stepped already) are left alone."""
+    stepped already) are left alone. The rows ``4 _AHEAD`` ahead are prefetched."""
     bc1 = 1.0 - b1**step
     bc2s = math.sqrt(1.0 - b2**step)
     lc = 3 * c
+    ahead = 4 * _AHEAD
     for j in range(n):
+        if j + ahead < n:
+            prefetch(slab, uniq[j + ahead], 0)
+            prefetch1(mark, uniq[j + ahead])
         row = uniq[j]
         mark[row] = -1
         if skip_lo <= row < skip_hi:
@@ -163,10 +182,25 @@ def _adam_dense(p, g, m, v, step, b1, b2, lr, eps):
         p[i] -= (lr / bc1) * (mi / (math.sqrt(vi) / bc2s + eps))
 
 
+def _adam_dense_all(ps, gs, ms, vs, steps, hyper):
+    """:func:`_adam_dense` of every dense weight in one call: weight ``k`` (flat float32 ``ps[k]``,
+    gradient ``gs[k]``, moments ``ms[k]``, ``vs[k]``) advances its step counter ``steps[k][0]`` (the
+    optimiser's own float32 ``step``) by one and takes that step with ``hyper[k]`` = (beta1, beta2,
+    lr, eps, Keras' eps or -1: then ``eps = keras_eps / sqrt(1 - beta2^t)``)."""
+    for k in range(len(ps)):
+        steps[k][0] += 1
+        t = float(steps[k][0])
+        b1, b2, lr, eps, keras_eps = hyper[k, 0], hyper[k, 1], hyper[k, 2], hyper[k, 3], hyper[k, 4]
+        if keras_eps >= 0.0:
+            eps = keras_eps / math.sqrt(1.0 - b2**t)
+        _adam_dense(ps[k], gs[k], ms[k], vs[k], t, b1, b2, lr, eps)
+
+
 if HAVE_NUMBA:
     _catch_up_gather = njit(cache=True)(_catch_up_gather)
     _adam_rows = njit(cache=True)(_adam_rows)
     _adam_dense = njit(cache=True)(_adam_dense)
+    _adam_dense_all = njit(cache=True)(_adam_dense_all)
     _full_map_adam = njit(cache=True, parallel=True)(_full_map_adam)
 
 
@@ -191,6 +225,7 @@ class FusedStep:
         self.c = deferred._ncol(group)
         self.ref_table = program.ref_table
         self._steps = 0
+        self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
         self.full = bool(getattr(program, "full", False))
         """The exact whole-map priors at every step (the reference's scheme): the program's first
         table (the SIC map) is stepped whole at every step (:func:`_full_map_adam`)."""
@@ -225,6 +260,41 @@ class FusedStep:
                     (group, st, p.detach().numpy().reshape(-1), st["exp_avg"].numpy().reshape(-1),
                      st["exp_avg_sq"].numpy().reshape(-1))
                 )  # fmt: skip
+        # the dense weights as one compiled call's tuples: weights, moments, step counters (float32 views)
+        self._dense_p = tuple(x[2] for x in self.dense)
+        self._dense_m = tuple(x[3] for x in self.dense)
+        self._dense_v = tuple(x[4] for x in self.dense)
+        self._dense_step = tuple(x[1]["step"].numpy().reshape(1) for x in self.dense)
+        self._tail_np: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _buffers(self, nb: int) -> tuple[np.ndarray, ...]:
+        """``refs, uniq, inv, vals, g_vals`` for a batch of ``nb`` observations, allocated once per size."""
+        bufs = self._bufs.get(nb)
+        if bufs is None:
+            nref = nb * self.ref_table.shape[0]
+            bufs = (
+                np.empty((nb, self.ref_table.shape[0]), dtype=np.int64),
+                np.empty(nref, dtype=np.int64),
+                np.empty((nb, self.ref_table.shape[0]), dtype=np.int64),
+                np.empty((nref, self.c), dtype=np.float32),
+                np.empty((nref, self.c), dtype=np.float64),
+            )
+            self._bufs[nb] = bufs
+        return bufs
+
+    def _tails(self, upto: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`DeferredAdam._tail`'s ``A(t)`` and decay tables (numpy), covering step ``upto``."""
+        tails = self._tail_np
+        if tails is None or tails[0].shape[0] <= upto:
+            _, a_np, decays = self.deferred._tail(self.group["betas"], upto, self.slab_t.device, torch.float64)
+            tails = self._tail_np = (a_np, decays.numpy())
+        return tails
+
+    def _dense_hyper(self) -> np.ndarray:
+        """(nweights, 5) float64: each dense weight's beta1, beta2, lr, eps, Keras' eps (-1 without)."""
+        return np.array(
+            [(*g["betas"], g["lr"], g["eps"], g.get("keras_eps", -1.0)) for g, *_ in self.dense], dtype=np.float64
+        )
 
     def __call__(self, index: np.ndarray) -> np.ndarray:
         d, group, c = self.deferred, self.group, self.c
@@ -235,18 +305,15 @@ class FusedStep:
             from empirical_seaice.errors import SeaIceError
 
             raise SeaIceError(f"DeferredAdam: more than {d.MAX_STEPS} steps (float32 step counters)")
-        refs = prog.rows(index)
-        nref = refs.size
-        uniq = np.empty(nref, dtype=np.int64)
-        inv = np.empty(refs.shape, dtype=np.int64)
-        vals = np.empty((nref, c), dtype=np.float32)
-        _, a_np, decays = d._tail(group["betas"], step + 1, self.slab_t.device, torch.float64)
+        refs, uniq, inv, vals, g_vals = self._buffers(index.shape[0])
+        prog.rows(index, refs)
+        a_np, decays = self._tails(step + 1)
         b1, b2 = group["betas"]
         n = _catch_up_gather(
-            self.slab, refs, self.ref_off, self.mark, uniq, inv, vals, step, c, a_np, decays.numpy(),
+            self.slab, refs, self.ref_off, self.mark, uniq, inv, vals, g_vals, step, c, a_np, decays,
             group["lr"], group["eps"],
         )  # fmt: skip
-        g_vals = np.zeros((n, c), dtype=np.float64)
+        g_vals = g_vals[:n]
         terms = prog.run(index, refs, vals[:n], inv, g_vals)
         for p in params:
             d.state[p]["step"] += 1
@@ -260,15 +327,11 @@ class FusedStep:
                 group["eps"], keras, NCHUNK_MAP,
             )  # fmt: skip
         _adam_rows(self.slab, uniq, n, g_vals, self.mark, step + 1, c, b1, b2, group["lr"], group["eps"], keras, lo, hi)
-        for (dgroup, st, p, m, v), g in zip(self.dense, prog.dense_grads, strict=True):
-            st["step"] += 1
-            t = float(st["step"])
-            b1d, b2d = dgroup["betas"]
-            eps = dgroup["eps"]
-            if "keras_eps" in dgroup:  # KerasEpsilonAdam: Keras' epsilon placement
-                eps = dgroup["keras_eps"] / math.sqrt(1.0 - b2d**t)
-                dgroup["eps"] = eps
-            _adam_dense(p, np.ascontiguousarray(g, dtype=np.float64).reshape(-1), m, v, t, b1d, b2d, dgroup["lr"], eps)
+        grads = tuple(np.ascontiguousarray(g, dtype=np.float64).reshape(-1) for g in prog.dense_grads)
+        _adam_dense_all(self._dense_p, grads, self._dense_m, self._dense_v, self._dense_step, self._dense_hyper())
+        for dgroup, st, *_ in self.dense:
+            if "keras_eps" in dgroup:  # KerasEpsilonAdam: Keras' epsilon placement, the eps of this step
+                dgroup["eps"] = dgroup["keras_eps"] / math.sqrt(1.0 - dgroup["betas"][1] ** float(st["step"]))
         self._steps += 1
         return np.append(terms, terms.sum())
 
