@@ -1,5 +1,6 @@
-"""Two LLVM operations for the compiled (numba) kernels that numba does not spell: a cache prefetch
-and a float32 from its bits. Neither knows anything about sea ice; both change no result.
+"""The compiled (numba) kernels' memory access: two LLVM operations that numba does not spell (a cache
+prefetch, a float32 from its bits) and huge pages for the large tables they read at random. None of
+them knows anything about sea ice; none changes a result.
 
 - :func:`prefetch` / :func:`prefetch1` (``llvm.prefetch``): ask the CPU to bring the cache line of
   ``arr[i, j]`` / ``arr[i]`` into its caches while other work runs. The fused step reads its
@@ -10,10 +11,51 @@ and a float32 from its bits. Neither knows anything about sea ice; both change n
   ``bitcast``), so that a loop which builds ``2^k`` in the exponent bits stays vectorisable
   (through an array view it does not).
 
-Without numba both are absent (``HAVE_NUMBA`` False); callers only use them in compiled code.
+- :func:`huge_pages` / :func:`empty_huge`: ask Linux for 2 MiB pages (transparent huge pages,
+  ``madvise(MADV_HUGEPAGE)``) for a table before it is first written. A random row of a table of
+  hundreds of MB otherwise costs a TLB miss (a page-table walk) on top of the cache miss; with 2 MiB
+  pages the TLB covers ~1000x more memory. Elsewhere (another OS, THP off) they do nothing.
+
+Without numba the intrinsics are absent (``HAVE_NUMBA`` False); callers only use them in compiled code.
 """
 
 from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+import numpy as np
+
+_HUGE = 1 << 21  # 2 MiB
+_MADV_HUGEPAGE = 14
+_libc = None
+
+
+def huge_pages(a: np.ndarray) -> bool:
+    """Ask for transparent huge pages over the 2 MiB-aligned interior of ``a``'s memory (Linux; call
+    before the memory is first written, so that its page faults take 2 MiB pages). True where the
+    kernel accepted the advice; False elsewhere or for arrays under 4 MiB (nothing to gain)."""
+    global _libc
+    if sys.platform != "linux" or a.nbytes < 2 * _HUGE:
+        return False
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        start = (a.ctypes.data + _HUGE - 1) & ~(_HUGE - 1)
+        end = (a.ctypes.data + a.nbytes) & ~(_HUGE - 1)
+        return end > start and _libc.madvise(start, end - start, _MADV_HUGEPAGE) == 0
+    except (OSError, AttributeError):  # pragma: no cover - no libc madvise here
+        return False
+
+
+def empty_huge(shape, dtype) -> np.ndarray:
+    """``np.empty(shape, dtype)`` whose memory asked for huge pages (:func:`huge_pages`) before any write."""
+    a = np.empty(shape, dtype=dtype)
+    huge_pages(a)
+    return a
+
 
 try:  # optional: without numba the fused step is not used
     from llvmlite import ir

@@ -44,6 +44,7 @@ import math
 import numpy as np
 import torch
 
+from empirical_seaice.compiled import empty_huge
 from empirical_seaice.training.deferred_adam import DeferredAdam
 
 logger = logging.getLogger(__name__)
@@ -246,7 +247,8 @@ class FusedStep:
         self.g_map = np.empty(sic.shape[0] if self.full else 0)
         mark: np.ndarray | None = getattr(self, "mark", None)
         if mark is None or mark.shape[0] != slab.shape[0]:
-            self.mark = np.full(slab.shape[0], -1, dtype=np.int32)
+            self.mark = empty_huge(slab.shape[0], np.int32)  # read at random: 2 MiB pages
+            self.mark.fill(-1)
         d._pending.clear()
         self.dense = []
         for group in self.dense_opt.param_groups:
