@@ -37,6 +37,7 @@ from empirical_seaice.model.fused_kernels import (
     _T_WARM,
     HAVE_NUMBA,
     NCHUNK,
+    _bias_prior,
     _refs,
     _step,
 )
@@ -108,11 +109,17 @@ class FusedProgram:
             w1, b1 = emis_w[0], emis_w[1]
             w2, b2 = (emis_w[2], emis_w[3]) if len(emis_w) == 4 else (a["dummy2"], a["dummy1"])
             wc, bi, bo = w[-3:]
+            grads = [np.zeros((NCHUNK,) + x.shape) for x in (w1, b1, w2, b2, wc, bi, bo)]
+            sums = [g[0] for g in grads[:5]] + [np.empty(bi.shape), np.empty(bo.shape)]  # bias: + the prior's
+            if len(emis_w) == 2:
+                sums = sums[:2] + sums[4:]
             buf = dict(
                 p=(2.0 / (a["obs_err2"] * nb)).astype(np.float64),
                 terms=np.zeros((NCHUNK, 6)),
-                grads=[np.zeros((NCHUNK,) + x.shape) for x in (w1, b1, w2, b2, wc, bi, bo)],
+                grads=grads,
                 g_state=np.empty((nb, ncol_state)),
+                dense_grads=sums,
+                flat=tuple(x.reshape(-1) for x in sums),
             )
             self._cache[("batch", nb)] = buf
         return buf
@@ -120,7 +127,7 @@ class FusedProgram:
     def run(self, index: np.ndarray, refs: np.ndarray, vals: np.ndarray, inv: np.ndarray, g_vals: np.ndarray):
         """Cost terms (numpy float64, order :attr:`names`, without the total) of the batch ``index``;
         adds the state-row gradients into ``g_vals`` (aligned with the caught-up rows ``vals``)
-        and sets :attr:`dense_grads` (float64, valid until the next call)."""
+        and sets :attr:`dense_grads` (float64, valid until the next call; :attr:`dense_flat`: the same, flat)."""
         a = self.arrays
         nb = index.shape[0]
         net = self.network
@@ -150,29 +157,30 @@ class FusedProgram:
         )  # fmt: skip
         t = terms[0]  # the kernel summed the chunks into chunk 0, in order
         # the bias prior (dense, tiny): sum (b - b_bg)^2 / sigma^2 / nobs, gradient 2 (b - b_bg) / sigma^2 / nobs
-        ri = bi - a["bias_ice_bg"]
-        ro = bo - a["bias_ocean_bg"]
-        inv_var = a["bias_inv_var"]
-        bias = (float((ri * ri * inv_var).sum()) + float((ro * ro * inv_var).sum())) / self.nobs_total
-        gbi_sum = gbi[0] + ri * inv_var * (2.0 / self.nobs_total)
-        gbo_sum = gbo[0] + ro * inv_var * (2.0 / self.nobs_total)
-        g_emis = [gw1[0], gb1[0]] + ([gw2[0], gb2[0]] if len(emis_w) == 4 else [])
+        dense_grads = buf["dense_grads"]
+        bias = _bias_prior(
+            bi, bo, a["bias_ice_bg"], a["bias_ocean_bg"], a["bias_inv_var"], float(self.nobs_total),
+            gbi[0], gbo[0], dense_grads[-2], dense_grads[-1],
+        )  # fmt: skip
         values = {"obs": t[_T_OBS], "sic_range": t[_T_RANGE]}
         if self.ip[9]:
             values["sic_background"] = t[_T_BG]
         if self.ip[11]:
             values["false_ice"] = t[_T_FALSE]
         values["warm_ice"] = t[_T_WARM]
+        self.dense_grads = dense_grads
+        self.dense_flat = buf["flat"]
         if self.ip[7]:
             values["anchor"] = t[_T_ANCHOR]
         else:  # v1: ((e0[a] - value) / sigma)^2 / nobs on the linear model's bias
             cc = net.cost_config
             e0 = float(b1[net.anchor_channel])
             values["anchor"] = ((e0 - cc.anchor_value) / cc.anchor_error) ** 2 / self.nobs_total
-            g_emis[1] = g_emis[1].copy()
-            g_emis[1][net.anchor_channel] += 2.0 * (e0 - cc.anchor_value) / cc.anchor_error**2 / self.nobs_total
+            g_e0 = dense_grads[1].copy()
+            g_e0[net.anchor_channel] += 2.0 * (e0 - cc.anchor_value) / cc.anchor_error**2 / self.nobs_total
+            self.dense_grads = [dense_grads[0], g_e0, *dense_grads[2:]]
+            self.dense_flat = tuple(x.reshape(-1) for x in self.dense_grads)
         values["bias"] = bias
-        self.dense_grads = [*g_emis, gwc[0], gbi_sum, gbo_sum]
         return np.array([values[n] for n in self.names])
 
 

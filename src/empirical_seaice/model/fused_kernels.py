@@ -103,8 +103,12 @@ def _false_ice(c, shape, s, lo, hi, h):
 
 def _refs(ints, index, ncolmap, nstep, nlag, has_grid, has_obs, refs):
     """Table-local state rows each observation reads: SIC lags ``g ncol + t + nlag - l``
-    (l = 0..nlag), grid row ``g nstep + t``, observation row ``iobs``."""
-    for b in range(index.shape[0]):
+    (l = 0..nlag), grid row ``g nstep + t``, observation row ``iobs`` (the integers of the observation
+    ``4 _AHEAD`` ahead prefetched)."""
+    nb = index.shape[0]
+    for b in range(nb):
+        if b + 4 * _AHEAD < nb:
+            prefetch(ints, index[b + 4 * _AHEAD], 0)
         i = index[b]
         g = ints[i, 1]
         t = ints[i, 2]
@@ -401,6 +405,51 @@ def _step(
             g_vals[inv[b, k], j] += g_state[b, nlag + 1 + ngp + j]
 
 
+def _bias_prior(bi, bo, bg_i, bg_o, inv_var, nobs, g_bi, g_bo, out_i, out_o):
+    """The bias prior ``sum (b - b_bg)^2 / sigma^2 / nobs`` over both bias tables (returned) and its
+    gradient ``2 (b - b_bg) / sigma^2 / nobs`` added to the batch's (``g_bi``, ``g_bo``) into ``out_i``,
+    ``out_o``; the same float32/float64 steps and summation order as numpy's
+    ``((b - b_bg) ** 2 * inv_var).sum()`` (pairwise: eight running sums below 128 values)."""
+    total = 0.0
+    for b, bg, g, out in ((bi, bg_i, g_bi, out_i), (bo, bg_o, g_bo, out_o)):
+        ns, nc = b.shape
+        n = ns * nc
+        sq = np.empty(n)
+        for s in range(ns):
+            for c in range(nc):
+                r = b[s, c] - bg[s, c]  # float32, as numpy's float32 arrays
+                sq[s * nc + c] = (r * r) * inv_var[s, 0]
+                out[s, c] = g[s, c] + r * inv_var[s, 0] * (2.0 / nobs)
+        total += _numpy_sum(sq)
+    return total / nobs
+
+
+def _numpy_sum(x):
+    """``x.sum()`` of a contiguous float64 array as numpy adds it (pairwise summation, blocks of 128)."""
+    n = x.shape[0]
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += x[i]
+        return res
+    if n <= 128:
+        r = np.empty(8)
+        for k in range(8):
+            r[k] = x[k]
+        i = 8
+        while i < n - (n % 8):
+            for k in range(8):
+                r[k] += x[i + k]
+            i += 8
+        res = (r[0] + r[1]) + (r[2] + r[3]) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            res += x[i]
+            i += 1
+        return res
+    n2 = (n // 2) - ((n // 2) % 8)
+    return _numpy_sum(x[:n2]) + _numpy_sum(x[n2:])
+
+
 def _sum_chunks(a):
     """``a[0] = a[0] + a[1] + ... + a[n - 1]`` (rows added in order, as numpy's ``a.sum(axis=0)``)."""
     for k in range(1, a.shape[0]):
@@ -410,6 +459,8 @@ def _sum_chunks(a):
 
 if HAVE_NUMBA:
     _sum_chunks = njit(cache=True)(_sum_chunks)
+    _numpy_sum = njit(cache=True)(_numpy_sum)
+    _bias_prior = njit(cache=True)(_bias_prior)
     _sigmoid_block = njit(cache=True, fastmath=_SIGMOID_MATH, error_model="numpy")(_sigmoid_block)
     _false_ice = njit(cache=True)(_false_ice)
     _refs = njit(cache=True)(_refs)

@@ -268,6 +268,8 @@ class FusedStep:
         self._dense_v = tuple(x[4] for x in self.dense)
         self._dense_step = tuple(x[1]["step"].numpy().reshape(1) for x in self.dense)
         self._tail_np: tuple[np.ndarray, np.ndarray] | None = None
+        self._hyper_key: tuple | None = None
+        self._hyper = np.zeros((0, 5))
 
     def _buffers(self, nb: int) -> tuple[np.ndarray, ...]:
         """``refs, uniq, inv, vals, g_vals`` for a batch of ``nb`` observations, allocated once per size."""
@@ -293,10 +295,18 @@ class FusedStep:
         return tails
 
     def _dense_hyper(self) -> np.ndarray:
-        """(nweights, 5) float64: each dense weight's beta1, beta2, lr, eps, Keras' eps (-1 without)."""
-        return np.array(
-            [(*g["betas"], g["lr"], g["eps"], g.get("keras_eps", -1.0)) for g, *_ in self.dense], dtype=np.float64
+        """(nweights, 5) float64: each dense weight's beta1, beta2, lr, eps, Keras' eps (-1 without; then
+        eps is not read), re-made when a group's settings change (a learning-rate schedule)."""
+        key = tuple(
+            (g["betas"], g["lr"], g["keras_eps"] if "keras_eps" in g else g["eps"], "keras_eps" in g)
+            for g in self.dense_opt.param_groups
         )
+        if key != self._hyper_key:
+            self._hyper = np.array(
+                [(*g["betas"], g["lr"], g["eps"], g.get("keras_eps", -1.0)) for g, *_ in self.dense], dtype=np.float64
+            )
+            self._hyper_key = key
+        return self._hyper
 
     def __call__(self, index: np.ndarray) -> np.ndarray:
         d, group, c = self.deferred, self.group, self.c
@@ -329,8 +339,9 @@ class FusedStep:
                 group["eps"], keras, NCHUNK_MAP,
             )  # fmt: skip
         _adam_rows(self.slab, uniq, n, g_vals, self.mark, step + 1, c, b1, b2, group["lr"], group["eps"], keras, lo, hi)
-        grads = tuple(np.ascontiguousarray(g, dtype=np.float64).reshape(-1) for g in prog.dense_grads)
-        _adam_dense_all(self._dense_p, grads, self._dense_m, self._dense_v, self._dense_step, self._dense_hyper())
+        _adam_dense_all(
+            self._dense_p, prog.dense_flat, self._dense_m, self._dense_v, self._dense_step, self._dense_hyper()
+        )
         for dgroup, st, *_ in self.dense:
             if "keras_eps" in dgroup:  # KerasEpsilonAdam: Keras' epsilon placement, the eps of this step
                 dgroup["eps"] = dgroup["keras_eps"] / math.sqrt(1.0 - dgroup["betas"][1] ** float(st["step"]))
