@@ -10,7 +10,8 @@ side):
 1. the rows each observation reads (``program.rows``);
 2. the distinct rows are found with a mark array (one int32 per slab row), caught up
    (the deferred zero-gradient Adam steps, :class:`DeferredAdam`'s closed form) and
-   copied out (:func:`_catch_up_gather`);
+   copied out (:func:`_distinct_rows`, then :func:`_catch_up_rows` over fixed chunks of the
+   distinct rows, in parallel);
 3. forward, cost terms and gradients of every parameter (``program.run``);
 4. the Adam step of the caught-up rows (:func:`_adam_rows`), as
    :meth:`DeferredAdam.step` after :meth:`DeferredAdam.gather`;
@@ -63,26 +64,21 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 
 
 _AHEAD = 4
-"""The observation whose slab rows :func:`_catch_up_gather` prefetches: this many ahead (rows of
-:func:`_adam_rows`: ``_AHEAD`` observations' worth of rows ahead)."""
+"""Prefetch distance: :func:`_distinct_rows` fetches the marks of the observation this many ahead,
+:func:`_catch_up_rows` and :func:`_adam_rows` the slab rows ``4 _AHEAD`` ahead."""
 
 
-def _catch_up_gather(slab, refs, ref_off, mark, uniq, inv, vals, g_vals, step, c, a_tab, decay, lr, eps):
-    """Distinct slab rows of the batch (first-visit order) into ``uniq``, each caught up to
-    ``step`` in place (``w += -lr (A(last) - q^k A(step)) m / (sqrt(v) + eps)``, ``m *= b1^k``,
-    ``v *= b2^k``, ``last = step``), copied to ``vals`` and its gradient row in ``g_vals`` zeroed;
-    ``inv[b, k]`` = index of the row of reference ``(b, k)`` in ``uniq``. Returns the number of
-    distinct rows. The slab rows and marks of the observation ``_AHEAD`` ahead are prefetched."""
+def _distinct_rows(slab, refs, ref_off, mark, uniq, inv):
+    """Distinct slab rows of the batch, in first-visit order, into ``uniq``; ``inv[b, k]`` = index in
+    ``uniq`` of the row of reference ``(b, k)``; ``mark[row]`` = that index (reset by :func:`_adam_rows`).
+    Returns their number. The marks of the observation ``_AHEAD`` ahead and each new row's slab line
+    are prefetched (for :func:`_catch_up_rows`)."""
     n = 0
-    lc = 3 * c
-    a_step = a_tab[step]
     nb = refs.shape[0]
     for b in range(nb):
         if b + _AHEAD < nb:
             for k in range(refs.shape[1]):
-                row = refs[b + _AHEAD, k] + ref_off[k]
-                prefetch1(mark, row)
-                prefetch(slab, row, 0)
+                prefetch1(mark, refs[b + _AHEAD, k] + ref_off[k])
         for k in range(refs.shape[1]):
             row = refs[b, k] + ref_off[k]
             j = mark[row]
@@ -91,54 +87,74 @@ def _catch_up_gather(slab, refs, ref_off, mark, uniq, inv, vals, g_vals, step, c
                 mark[row] = j
                 uniq[n] = row
                 n += 1
-                last = int(slab[row, lc])
-                kk = step - last
-                if kk > 0:
-                    coef = -lr * (a_tab[last] - decay[2, kk] * a_step)
-                    d1 = decay[0, kk]
-                    d2 = decay[1, kk]
-                    for col in range(c):
-                        m = slab[row, c + col]
-                        v = slab[row, 2 * c + col]
-                        slab[row, col] += coef * (m / (math.sqrt(v) + eps))
-                        slab[row, c + col] = m * d1
-                        slab[row, 2 * c + col] = v * d2
-                    slab[row, lc] = step
-                for col in range(c):
-                    vals[j, col] = slab[row, col]
-                    g_vals[j, col] = 0.0
+                prefetch(slab, row, 0)
             inv[b, k] = j
     return n
 
 
-def _adam_rows(slab, uniq, n, grad, mark, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi):
+def _catch_up_rows(slab, uniq, n, vals, g_vals, step, c, a_tab, decay, lr, eps, nchunk):
+    """Each distinct row ``uniq[:n]`` caught up to ``step`` in place (``w += -lr (A(last) - q^k A(step))
+    m / (sqrt(v) + eps)``, ``m *= b1^k``, ``v *= b2^k``, ``last = step``), copied to ``vals`` and its
+    gradient row in ``g_vals`` zeroed. The rows are distinct, so the fixed chunks run in parallel
+    with the same result for any thread count; each prefetches the slab rows ``4 _AHEAD`` ahead."""
+    lc = 3 * c
+    a_step = a_tab[step]
+    ahead = 4 * _AHEAD
+    for k in prange(nchunk):
+        j1 = (n * (k + 1)) // nchunk
+        for j in range((n * k) // nchunk, j1):
+            if j + ahead < j1:
+                prefetch(slab, uniq[j + ahead], 0)
+            row = uniq[j]
+            last = int(slab[row, lc])
+            kk = step - last
+            if kk > 0:
+                coef = -lr * (a_tab[last] - decay[2, kk] * a_step)
+                d1 = decay[0, kk]
+                d2 = decay[1, kk]
+                for col in range(c):
+                    m = slab[row, c + col]
+                    v = slab[row, 2 * c + col]
+                    slab[row, col] += coef * (m / (math.sqrt(v) + eps))
+                    slab[row, c + col] = m * d1
+                    slab[row, 2 * c + col] = v * d2
+                slab[row, lc] = step
+            for col in range(c):
+                vals[j, col] = slab[row, col]
+                g_vals[j, col] = 0.0
+
+
+def _adam_rows(slab, uniq, n, grad, mark, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi, nchunk):
     """Adam step ``step`` of the caught-up rows ``uniq[:n]`` with gradient ``grad`` (n, c);
     clears their marks. Rows in ``[skip_lo, skip_hi)`` (the SIC map that :func:`_full_map_adam`
-    stepped already) are left alone. The rows ``4 _AHEAD`` ahead are prefetched."""
+    stepped already) are left alone. Distinct rows: fixed chunks in parallel (the same result for
+    any thread count), each prefetching the rows ``4 _AHEAD`` ahead."""
     bc1 = 1.0 - b1**step
     bc2s = math.sqrt(1.0 - b2**step)
     lc = 3 * c
     ahead = 4 * _AHEAD
-    for j in range(n):
-        if j + ahead < n:
-            prefetch(slab, uniq[j + ahead], 0)
-            prefetch1(mark, uniq[j + ahead])
-        row = uniq[j]
-        mark[row] = -1
-        if skip_lo <= row < skip_hi:
-            continue
-        for col in range(c):
-            g = grad[j, col]
-            m = b1 * slab[row, c + col] + (1.0 - b1) * g
-            v = b2 * slab[row, 2 * c + col] + (1.0 - b2) * g * g
-            slab[row, c + col] = m
-            slab[row, 2 * c + col] = v
-            if keras:
-                denom = (math.sqrt(v) + eps) / bc2s
-            else:
-                denom = math.sqrt(v) / bc2s + eps
-            slab[row, col] -= (lr / bc1) * (m / denom)
-        slab[row, lc] = step
+    for k in prange(nchunk):
+        j1 = (n * (k + 1)) // nchunk
+        for j in range((n * k) // nchunk, j1):
+            if j + ahead < j1:
+                prefetch(slab, uniq[j + ahead], 0)
+                prefetch1(mark, uniq[j + ahead])
+            row = uniq[j]
+            mark[row] = -1
+            if skip_lo <= row < skip_hi:
+                continue
+            for col in range(c):
+                g = grad[j, col]
+                m = b1 * slab[row, c + col] + (1.0 - b1) * g
+                v = b2 * slab[row, 2 * c + col] + (1.0 - b2) * g * g
+                slab[row, c + col] = m
+                slab[row, 2 * c + col] = v
+                if keras:
+                    denom = (math.sqrt(v) + eps) / bc2s
+                else:
+                    denom = math.sqrt(v) / bc2s + eps
+                slab[row, col] -= (lr / bc1) * (m / denom)
+            slab[row, lc] = step
 
 
 def _full_map_adam(slab, lo, nrow, mark, grad, g_map, step, c, b1, b2, lr, eps, keras, nchunk):
@@ -198,8 +214,9 @@ def _adam_dense_all(ps, gs, ms, vs, steps, hyper):
 
 
 if HAVE_NUMBA:
-    _catch_up_gather = njit(cache=True)(_catch_up_gather)
-    _adam_rows = njit(cache=True)(_adam_rows)
+    _distinct_rows = njit(cache=True)(_distinct_rows)
+    _catch_up_rows = njit(cache=True, parallel=True)(_catch_up_rows)
+    _adam_rows = njit(cache=True, parallel=True)(_adam_rows)
     _adam_dense = njit(cache=True)(_adam_dense)
     _adam_dense_all = njit(cache=True)(_adam_dense_all)
     _full_map_adam = njit(cache=True, parallel=True)(_full_map_adam)
@@ -321,10 +338,8 @@ class FusedStep:
         prog.rows(index, refs)
         a_np, decays = self._tails(step + 1)
         b1, b2 = group["betas"]
-        n = _catch_up_gather(
-            self.slab, refs, self.ref_off, self.mark, uniq, inv, vals, g_vals, step, c, a_np, decays,
-            group["lr"], group["eps"],
-        )  # fmt: skip
+        n = _distinct_rows(self.slab, refs, self.ref_off, self.mark, uniq, inv)
+        _catch_up_rows(self.slab, uniq, n, vals, g_vals, step, c, a_np, decays, group["lr"], group["eps"], NCHUNK_MAP)
         g_vals = g_vals[:n]
         terms = prog.run(index, refs, vals[:n], inv, g_vals)
         for p in params:
@@ -338,7 +353,10 @@ class FusedStep:
                 self.slab, lo, hi - lo, self.mark, g_vals, self.g_map, step + 1, c, b1, b2, group["lr"],
                 group["eps"], keras, NCHUNK_MAP,
             )  # fmt: skip
-        _adam_rows(self.slab, uniq, n, g_vals, self.mark, step + 1, c, b1, b2, group["lr"], group["eps"], keras, lo, hi)
+        _adam_rows(
+            self.slab, uniq, n, g_vals, self.mark, step + 1, c, b1, b2, group["lr"], group["eps"], keras, lo, hi,
+            NCHUNK_MAP,
+        )  # fmt: skip
         _adam_dense_all(
             self._dense_p, prog.dense_flat, self._dense_m, self._dense_v, self._dense_step, self._dense_hyper()
         )
