@@ -1,4 +1,4 @@
-"""The fused training step: one step in five compiled calls instead of ~900 tensor operations.
+"""The fused training step: one step in six compiled calls instead of ~900 tensor operations.
 
 :class:`FusedStep` does what one iteration of :meth:`Trainer._train_epoch` does on the
 default scheme (``optimizer="deferred-adam"``: :class:`DeferredAdam` on the state tables,
@@ -15,8 +15,11 @@ side):
 3. forward, cost terms and gradients of every parameter (``program.run``);
 4. the Adam step of the caught-up rows (:func:`_adam_rows`), as
    :meth:`DeferredAdam.step` after :meth:`DeferredAdam.gather`;
-5. the Adam step of each dense weight (:func:`_adam_dense`), torch's fused Adam
-   formula on the optimiser's own ``exp_avg``/``exp_avg_sq``/``step``.
+5. the Adam step of every dense weight in one call (:func:`_adam_dense_all`), torch's fused
+   Adam formula on the optimiser's own ``exp_avg``/``exp_avg_sq``/``step``.
+
+Buffers are allocated once per batch size; the large tables read at random (slab, marks)
+are in 2 MiB pages and their rows are prefetched ahead (:mod:`empirical_seaice.compiled`).
 
 With the exact whole-map priors at every step (the program's ``full``: the reference's
 scheme, ``map_priors="full"``), between 3 and 4 the priors and their derivative are
