@@ -183,3 +183,31 @@ def test_checksums_on_threads_equal_one_by_one(tmp_path):
     import zlib
 
     assert one[3] == f"{zlib.crc32(files[3].read_bytes()):08x}"  # the chunked CRC is the whole file's
+
+
+def test_full_disk_while_building_is_one_line_and_leaves_no_temporary(dataset, tmp_path, monkeypatch):
+    """The arrays filled in place are allocated on disk first: a full disk is an error there (not a
+    SIGBUS on a page of the map), named in one line, and the temporary directory goes."""
+    import errno
+
+    from empirical_seaice.errors import SeaIceError
+
+    ds = dataset("C")
+    cdir = tmp_path / "out"
+    calls = [0]
+    real = os.posix_fallocate
+
+    def full(fd, offset, length):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(SeaIceError, match=r"out: cannot write the data cache \(No space left on device\)"):
+        read_training_data(ds.config, NLAG, cdir)
+    assert calls[0] == 3
+    assert sorted(p.name for p in cdir.iterdir()) == [".lock"]
+    monkeypatch.undo()
+    obs, _ = read_training_data(ds.config, NLAG, cdir)  # space again: the cache is built
+    assert isinstance(obs.tb_obs_k, np.memmap) and (cdir / "observations" / "manifest.json").is_file()

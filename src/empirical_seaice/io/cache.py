@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import hashlib
 import json
@@ -169,8 +170,9 @@ def load(cache_dir: Path, key: str, sensor_catalogue: Path | None = None) -> tup
 class CacheWriter:
     """A cache being built: its temporary directory (``.observations.tmp-PID-XXXX`` beside the final
     one) and the arrays the reader fills in place there (:meth:`zeros`: a writable ``.npy`` memory
-    map), so the assembled data is written once, with no copy in the process's memory and no
-    second write by :func:`save`. :meth:`abort` removes the directory (a failed read)."""
+    map, its disk blocks allocated at once so that a full disk is an error there), so the assembled
+    data is written once, with no copy in the process's memory and no second write by :func:`save`.
+    :meth:`abort` removes the directory (a failed read)."""
 
     def __init__(self, cache_dir: Path):
         self.cache_dir = Path(cache_dir)
@@ -183,8 +185,10 @@ class CacheWriter:
 
     def zeros(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         """A zero-filled array ``name`` of the cache, written in place (memory-mapped ``<name>.npy``)."""
+        path = self.tmp / f"{name}.npy"
         try:
-            arr = np.lib.format.open_memmap(self.tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+            arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+            _reserve(path)
         except OSError as exc:
             raise _write_error(self.cache_dir, exc) from None
         self.mapped[name] = arr
@@ -197,6 +201,23 @@ class CacheWriter:
     def abort(self) -> None:
         self.mapped.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the disk blocks of a memory-mapped file now (``posix_fallocate``): a full disk is then
+    an ``OSError`` here, not a ``SIGBUS`` when a page of the map is first written."""
+    fallocate = getattr(os, "posix_fallocate", None)
+    if fallocate is None:  # pragma: no cover - not Linux
+        return
+    with open(path, "r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size:
+            try:
+                fallocate(f.fileno(), 0, size)
+            except OSError as exc:
+                if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # pragma: no cover - no support
+                    return
+                raise
 
 
 def _write_error(cache_dir: Path, exc: OSError) -> SeaIceError:
