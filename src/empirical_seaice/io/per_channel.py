@@ -100,9 +100,13 @@ def read_per_channel(
     return mask
 
 
-def _missing_py(v):  # pragma: no cover - compiled below
+def _missing_py(v):
     """1 if ``v`` is missing (NaN/inf, ``|x| > 1e10`` or a conventional fill value), else 0: as
-    :func:`empirical_seaice.io._netcdf.invalid_float`."""
+    :func:`empirical_seaice.io._netcdf.invalid_float`. An out-of-range value is not missing:
+
+    >>> [_missing_py(v) for v in (250.0, -1.0, float("nan"), float("inf"), 2e10, -999.0, -32768.0)]
+    [0, 0, 1, 1, 1, 1, 1]
+    """
     if not abs(v) <= FILL_ABS:
         return 1
     for f in FILL_VALUES:
