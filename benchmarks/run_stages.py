@@ -16,10 +16,13 @@ summary). Every second of the run is in exactly one row.
 The peak resident memory of each stage is the process's ``VmHWM`` at the end
 of its interval, with the high-water mark reset at the start of each interval
 (``/proc/self/clear_refs``), so each row shows that stage's own peak; the last
-row is the peak of the whole run.
+row is the peak of the whole run. A thread samples the anonymous and the file-backed resident
+memory (``RssAnon``, ``RssFile`` + ``RssShmem``) every 50 ms and keeps each stage's largest.
 
 Each stage's observations per second is the run's number of observations over the
-stage's wall time. Usage (the ``benchmark`` twin generated once under /tmp)::
+stage's wall time; its CPU seconds are the process's (every thread, user and system) over the same
+interval, which a shared machine disturbs less than the wall time. The load average at the end is
+printed with the table. Usage (the ``benchmark`` twin generated once under /tmp)::
 
     seaice-twin --output /tmp/bench_twin --preset benchmark
     python benchmarks/run_stages.py -- --data /tmp/bench_twin --output /tmp/bench_out --threads 1 --nepochs 1
@@ -32,7 +35,9 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +85,18 @@ def _hwm_mib() -> float:
     return float("nan")
 
 
+def _rss_split_mib() -> tuple[float, float]:
+    """(anonymous, file-backed) resident memory now (MiB): file-backed pages are the memory-mapped
+    cache and libraries, which the kernel can drop without writing them anywhere."""
+    anon = file = 0.0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            anon = int(line.split()[1]) / 1024
+        elif line.startswith("RssFile:") or line.startswith("RssShmem:"):
+            file += int(line.split()[1]) / 1024
+    return anon, file
+
+
 def _reset_hwm() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -94,20 +111,38 @@ class Timeline:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self.peak_mib: dict[str, float] = {}
         self.stack: list[str] = []
         self.display = DISPLAY["start"]
         self.t = time.perf_counter()
+        self.c = time.process_time()
         self.run_peak = 0.0
         self.resets = _reset_hwm()
+        self.anon_peak: dict[str, float] = {}
+        self.file_peak: dict[str, float] = {}
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def label(self) -> str:
+        return self.stack[-1] if self.stack else self.display
+
+    def _sample(self) -> None:
+        """Every 50 ms: the largest anonymous and file-backed resident memory of the current stage."""
+        while True:
+            anon, file = _rss_split_mib()
+            label = self.label()
+            self.anon_peak[label] = max(self.anon_peak.get(label, 0.0), anon)
+            self.file_peak[label] = max(self.file_peak.get(label, 0.0), file)
+            time.sleep(0.05)
 
     def _switch(self) -> None:
-        now, hwm = time.perf_counter(), _hwm_mib()
-        label = self.stack[-1] if self.stack else self.display
+        now, cpu, hwm = time.perf_counter(), time.process_time(), _hwm_mib()
+        label = self.label()
         self.seconds[label] = self.seconds.get(label, 0.0) + now - self.t
+        self.cpu[label] = self.cpu.get(label, 0.0) + cpu - self.c
         self.peak_mib[label] = max(self.peak_mib.get(label, 0.0), hwm)
         self.run_peak = max(self.run_peak, hwm)
-        self.t = now
+        self.t, self.c = now, cpu
         _reset_hwm()
 
     def stage(self, name: str) -> None:
@@ -163,22 +198,42 @@ def main(argv: list[str] | None = None) -> int:
         return obs, bg
 
     io.read_training_data = read_and_count
-    t_start = time.perf_counter()
+    t_start, c_start = time.perf_counter(), time.process_time()
     rc = cli.main(cli_args)
     tl._switch()
-    total = time.perf_counter() - t_start
+    total, total_cpu = time.perf_counter() - t_start, time.process_time() - c_start
+    load = os.getloadavg()
     n = nobs.get("n", 0)
     names = [k for k in ORDER if k in tl.seconds] + [k for k in tl.seconds if k not in ORDER]
-    print(f"| stage | wall s | obs/s | peak RSS of the stage (MiB) |  ({n:,} observations, exit {rc})")
-    print("|---|---:|---:|---:|")
+    print(
+        f"| stage | wall s | obs/s | CPU s | peak RSS of the stage (MiB) | of it anonymous, file-backed (MiB, "
+        f"sampled) |  ({n:,} observations, exit {rc})"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
     for name in names:
         s = tl.seconds[name]
-        print(f"| {name} | {s:.1f} | {n / s if s > 0 else float('inf'):,.0f} | {tl.peak_mib[name]:,.0f} |")
-    print(f"| whole run | {total:.1f} | {n / total:,.0f} | {tl.run_peak:,.0f} |")
+        obs_s = n / s if s > 0 else float("inf")
+        split = f"{tl.anon_peak.get(name, 0):,.0f}, {tl.file_peak.get(name, 0):,.0f}"
+        print(f"| {name} | {s:.1f} | {obs_s:,.0f} | {tl.cpu[name]:.1f} | {tl.peak_mib[name]:,.0f} | {split} |")
+    anon, file = max(tl.anon_peak.values(), default=0), max(tl.file_peak.values(), default=0)
+    whole = f"| whole run | {total:.1f} | {n / total:,.0f} | {total_cpu:.1f} | {tl.run_peak:,.0f}"
+    print(f"{whole} | {anon:,.0f}, {file:,.0f} |")
+    print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     record = {
         "nobs": n,
         "total_s": total,
-        "stages": {k: {"s": tl.seconds[k], "peak_mib": tl.peak_mib[k]} for k in names},
+        "stages": {
+            k: {
+                "s": tl.seconds[k],
+                "cpu_s": tl.cpu[k],
+                "peak_mib": tl.peak_mib[k],
+                "anon_peak_mib": tl.anon_peak.get(k, 0.0),
+                "file_peak_mib": tl.file_peak.get(k, 0.0),
+            }
+            for k in names
+        },
+        "cpu_s": total_cpu,
+        "loadavg": load,
         "peak_mib": tl.run_peak,
         "hwm_reset": tl.resets,
         "argv": cli_args,

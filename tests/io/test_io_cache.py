@@ -113,23 +113,28 @@ def test_cache_disabled_by_config(dataset, tmp_path):
     assert not cdir.exists()
 
 
-def test_interrupted_write_leaves_no_half_cache(dataset, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["array filled in place", "background array saved"])
+def test_interrupted_write_leaves_no_half_cache(dataset, tmp_path, monkeypatch, where):
+    """Interrupted while the reader fills the cache's arrays in place (the 5th array), or while the
+    background maps are saved after them: the old cache stays, nothing of the new one."""
     ds = dataset("C")
     cdir = tmp_path / "out"
     obs_ok, _ = read_training_data(ds.config, NLAG, cdir)  # a good cache exists
-    real_save = np.save
+    owner, name, nth = (cache_mod.CacheWriter, "zeros", 5) if where.startswith("array") else (np, "save", 2)
+    real = getattr(owner, name)
     calls = [0]
 
-    def failing_save(path, arr, *a, **k):
+    def failing(*a, **k):
         calls[0] += 1
-        if calls[0] == 5:
+        if calls[0] == nth:
             raise KeyboardInterrupt
-        return real_save(path, arr, *a, **k)
+        return real(*a, **k)
 
-    monkeypatch.setattr(np, "save", failing_save)
+    monkeypatch.setattr(owner, name, failing)
     with pytest.raises(KeyboardInterrupt):
         read_training_data(dataclasses.replace(ds.config, stepstart=1), NLAG, cdir)
-    monkeypatch.setattr(np, "save", real_save)
+    monkeypatch.setattr(owner, name, real)
+    assert calls[0] == nth
     assert sorted(p.name for p in cdir.iterdir() if p.name != ".lock") == ["observations"]
     # The old cache is intact and still a hit for its own configuration.
     _no_netcdf(monkeypatch)
@@ -164,3 +169,45 @@ def test_cache_key_depends_on_files_config_and_nlag(dataset):
     assert k != cache_mod.cache_key(files, ds.config, 2)
     assert k != cache_mod.cache_key(files[:-1], ds.config, 1)
     assert k != cache_mod.cache_key(files, dataclasses.replace(ds.config, nsteps=2), 1)
+
+
+def test_checksums_on_threads_equal_one_by_one(tmp_path):
+    rng = np.random.default_rng(0)
+    files = []
+    for k, size in enumerate([0, 1, 5000, (1 << 22) + 17, 3 * (1 << 20)]):
+        p = tmp_path / f"f{k}.bin"
+        p.write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        files.append(p)
+    one = [cache_mod.file_checksum(p) for p in files]
+    assert cache_mod.file_checksums(files, threads=2) == one == cache_mod.file_checksums(files, threads=1)
+    import zlib
+
+    assert one[3] == f"{zlib.crc32(files[3].read_bytes()):08x}"  # the chunked CRC is the whole file's
+
+
+def test_full_disk_while_building_is_one_line_and_leaves_no_temporary(dataset, tmp_path, monkeypatch):
+    """The arrays filled in place are allocated on disk first: a full disk is an error there (not a
+    SIGBUS on a page of the map), named in one line, and the temporary directory goes."""
+    import errno
+
+    from empirical_seaice.errors import SeaIceError
+
+    ds = dataset("C")
+    cdir = tmp_path / "out"
+    calls = [0]
+    real = os.posix_fallocate
+
+    def full(fd, offset, length):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, offset, length)
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(SeaIceError, match=r"out: cannot write the data cache \(No space left on device\)"):
+        read_training_data(ds.config, NLAG, cdir)
+    assert calls[0] == 3
+    assert sorted(p.name for p in cdir.iterdir()) == [".lock"]
+    monkeypatch.undo()
+    obs, _ = read_training_data(ds.config, NLAG, cdir)  # space again: the cache is built
+    assert isinstance(obs.tb_obs_k, np.memmap) and (cdir / "observations" / "manifest.json").is_file()

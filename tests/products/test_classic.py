@@ -149,6 +149,29 @@ def test_grid_daily_mean_tb_hand_values(make_obs):
     assert np.isnan(out[2]).all() and np.isnan(out[0, 1, 0])
 
 
+def test_grid_daily_mean_tb_equals_bincount_means_over_blocks(make_obs, monkeypatch):
+    """The compiled cell sums (blocks of 64 observations here) equal numpy's bincount means bit for bit."""
+    rng = np.random.default_rng(5)
+    n, ngrid, nstep = 1000, 7, 5
+    tb = rng.uniform(150.0, 280.0, size=(n, 14)).astype(np.float32)
+    tb[rng.random(tb.shape) < 0.1] = np.nan
+    isensor = np.sort(rng.integers(0, 2, n))
+    obs = make_obs(tb, rng.integers(0, ngrid, n), rng.integers(0, nstep, n), isensor, ("amsr2", "gmi"), ngrid, nstep)
+    monkeypatch.setattr(classic, "_BLOCK", 64)
+    channels = ["19v", "19h", "37v", "37h"]
+    for s in (0, 1):
+        got = grid_daily_mean_tb(obs, channels, s)
+        cell = obs.igrid.astype(np.int64) * nstep + obs.istep
+        for j, name in enumerate(channels):
+            c = obs.basis.channel_index[name]
+            m = obs.mask[:, c] & (obs.isensor == s)
+            total = np.bincount(cell[m], weights=obs.tb_obs_k[m, c].astype(np.float64), minlength=ngrid * nstep)
+            count = np.bincount(cell[m], minlength=ngrid * nstep)
+            want = np.where(count > 0, total / np.maximum(count, 1), np.nan).reshape(ngrid, nstep)
+            assert (count > 0).sum() > 20
+            np.testing.assert_array_equal(got[:, :, j], want)
+
+
 def test_grid_daily_mean_tb_unknown_channel(make_obs):
     obs = make_obs(np.full((2, 10), 200.0), igrid=[0, 1], istep=[0, 0], isensor=[0, 0])
     with pytest.raises(SeaIceError, match="166v"):

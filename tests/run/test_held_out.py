@@ -69,3 +69,18 @@ def test_only_the_held_out_rows_move_and_their_cost_falls(trained):
     j_after = evaluate_obs_cost(net, built.data, torch.as_tensor(valid), built.nobs_train, 4096, "cpu")
     assert j_after < 0.9 * j_before, (j_before, j_after)  # measured 72.0 -> 59.5
     assert np.isfinite(j_after)
+
+
+def test_the_training_tensors_shared_give_the_same_fit(trained):
+    """The run hands the training's packed observations to the fit (no second copy): the fitted
+    state is the one a freshly packed copy gives, to the bit."""
+    obs, background, model, cost, cfg, built, train, valid, gen = trained
+    start = {k: v.detach().clone() for k, v in built.network.state_dict().items()}
+    states = []
+    for data in (None, built.data):
+        built.network.load_state_dict(start)
+        fit_held_out_state(built.network, obs, background, model, cost, cfg, train, valid, 2, data=data)
+        states.append({k: v.detach().clone() for k, v in built.network.state_dict().items()})
+    for name in start:
+        assert torch.equal(states[0][name], states[1][name]), name
+    assert not torch.equal(start["state.props_obs.weight"], states[1]["state.props_obs.weight"])

@@ -88,3 +88,28 @@ def test_trainer_sparse_equals_dense_adam_on_toy():
     assert b.abs().max() > 0.2  # the table really moved
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-5)
     np.testing.assert_allclose(nets["sparse"].w.detach().numpy(), nets["dense"].w.detach().numpy(), atol=1e-5)
+
+
+def test_own_storage_frees_the_slab_and_keeps_values():
+    """After training the run gives each state table its own storage (training.runtime.own_storage):
+    the values stay, the slab (parameter and moments side by side) is no longer held by the table."""
+    import gc
+    import weakref
+
+    from empirical_seaice.training.runtime import own_storage
+
+    ws, _, _, opt, _ = _run_tables(50, nrow=40, ncol=3)
+    opt.flush()
+    before = ws.detach().clone()
+    slab_bytes = ws.untyped_storage().nbytes()
+    assert slab_bytes > ws.numel() * ws.element_size()  # a view into the slab
+    module = torch.nn.Module()
+    module.w = ws
+    slab_ref = weakref.ref(opt.state[ws]["slab"])
+    assert own_storage(module) == 1
+    assert ws.untyped_storage().nbytes() == ws.numel() * ws.element_size()
+    assert torch.equal(ws.detach(), before)
+    assert own_storage(module) == 0
+    del opt
+    gc.collect()
+    assert slab_ref() is None  # nothing holds the slab any more

@@ -44,8 +44,10 @@ TIME_UNITS = "days since 1970-01-01 00:00:00"
 COMPRESS_MIN_BYTES = 4096
 """Variables of at least this many bytes are zlib-compressed and chunked."""
 
-COMPLEVEL = 2
-"""zlib level: most of the gain of level 9 at a fraction of the CPU time."""
+COMPLEVEL = 1
+"""zlib level (with the shuffle filter): on a year's per-observation TBs level 1 makes files 1 %
+larger than level 2 for 14 % less compression time (benchmarks/results.md); compressing the
+outputs is the largest part of a run's CPU time after training."""
 
 CHUNK_TARGET_BYTES = 1 << 20
 """Approximate size of a chunk (1 MiB): whole trailing dimensions, rows of the first."""

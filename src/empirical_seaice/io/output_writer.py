@@ -102,20 +102,21 @@ class _WriteBehind:
         self._queue: queue.Queue | None = None
         self._error: BaseException | None = None
 
-    def put(self, var, start: int, values: np.ndarray) -> None:
+    def put(self, var, key, values: np.ndarray) -> None:
+        """Queue ``var[key] = values``."""
         self._raise()
         if self._queue is None:
             self._queue = queue.Queue(maxsize=self.depth)
             threading.Thread(target=self._run, args=(self._queue,), name="netcdf-writes", daemon=True).start()
-        self._queue.put((var, start, values))
+        self._queue.put((var, key, values))
 
     def _run(self, q: queue.Queue) -> None:
         while True:
             item = q.get()
             try:
                 if item is not None and self._error is None:
-                    var, start, values = item
-                    var[start : start + len(values)] = values
+                    var, key, values = item
+                    var[key] = values
             except BaseException as exc:  # raised in the caller's thread at the next put or drain
                 self._error = exc
             finally:
@@ -138,6 +139,18 @@ class _WriteBehind:
 _WRITES = _WriteBehind()
 
 
+def write_behind(var, key, values: np.ndarray) -> None:
+    """``var[key] = values`` on the write thread (a netCDF4 variable of a file open in this process):
+    the caller computes on while the library compresses. ``values`` must not change afterwards;
+    :func:`drain_writes` before any other netCDF call (opening, closing, defining)."""
+    _WRITES.put(var, key, values)
+
+
+def drain_writes() -> None:
+    """Wait for every queued write (raises a failed write's error here)."""
+    _WRITES.drain()
+
+
 class StreamedFile:
     """An open output file whose streamed variables are written by row blocks (:meth:`write`)."""
 
@@ -148,7 +161,7 @@ class StreamedFile:
     def write(self, name: str, start: int, values: np.ndarray) -> None:
         """Rows ``start .. start + len(values) - 1`` of the streamed variable ``name`` (written by a
         background thread; ``values`` must not change afterwards)."""
-        _WRITES.put(self._nc[name], start, np.ascontiguousarray(values))
+        _WRITES.put(self._nc[name], slice(start, start + len(values)), np.ascontiguousarray(values))
 
 
 @contextlib.contextmanager
@@ -317,6 +330,8 @@ __all__ = [
     "streamed_dataset",
     "StreamedFile",
     "HeldOutputs",
+    "write_behind",
+    "drain_writes",
     "placeholder",
     "block_rows",
     "step_julian_day",

@@ -9,6 +9,7 @@ at once (:func:`grid_variables`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,15 @@ def grid_variables(sensors: tuple[SensorFiles, ...]) -> list[str]:
         f"while {', '.join(with_c)} have it; give COMMON_IGRID for every sensor, or only IGRID for every "
         "sensor (all indexing the grid of the background files)"
     )
+
+
+Zeros = Callable[[str, tuple[int, ...], Any], np.ndarray]
+"""Makes a zero-filled array of the assembled data: ``zeros(field name, shape, dtype)``."""
+
+
+def numpy_zeros(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """:data:`Zeros` in memory (``numpy.zeros``)."""
+    return np.zeros(shape, dtype=dtype)
 
 
 def check_sensor_kept(r: SensorRead, config: DataConfig, nsteps: int) -> None:
@@ -205,20 +215,24 @@ def _read_grid_index(sf: SensorFiles, gname: str, n: int, ngrid: int, background
     return np.where(gmiss, -1, grid).astype(np.int32), gmiss
 
 
-def assemble_per_obs(reads: list[SensorRead], nobs: int, stepstart: int) -> tuple[dict[str, Any], list[int]]:
+def assemble_per_obs(
+    reads: list[SensorRead], nobs: int, stepstart: int, zeros: Zeros = numpy_zeros
+) -> tuple[dict[str, Any], list[int]]:
     """The per-observation arrays of all sensors, concatenated (final content only: no temporaries
-    beyond nobs; the array fields of :class:`Observations`), and each sensor's first row."""
-    out: dict[str, np.ndarray] = {
-        "igrid": np.empty(nobs, np.int32),
-        "istep": np.empty(nobs, np.int32),
-        "isensor": np.empty(nobs, np.int16),
-        "t_skin_k": np.empty(nobs, np.float32),
-        "wind_ms": np.empty(nobs, np.float32),
-        "cloud_fraction": np.empty(nobs, np.float32),
-        "zenith_deg": np.empty(nobs, np.float32),
-        "julian_day": np.empty(nobs, np.float64),
-        "obs_index": np.empty(nobs, np.int64),
+    beyond nobs; the array fields of :class:`Observations`), and each sensor's first row.
+    ``zeros(name, shape, dtype)`` makes each array (the data cache's memory maps in a cached run)."""
+    dtypes = {
+        "igrid": np.int32,
+        "istep": np.int32,
+        "isensor": np.int16,
+        "t_skin_k": np.float32,
+        "wind_ms": np.float32,
+        "cloud_fraction": np.float32,
+        "zenith_deg": np.float32,
+        "julian_day": np.float64,
+        "obs_index": np.int64,
     }
+    out: dict[str, np.ndarray] = {name: zeros(name, (nobs,), dt) for name, dt in dtypes.items()}
     offsets = []
     off = 0
     for s, r in enumerate(reads):
@@ -245,4 +259,6 @@ __all__ = [
     "select_observations",
     "check_sensor_kept",
     "assemble_per_obs",
+    "Zeros",
+    "numpy_zeros",
 ]

@@ -43,6 +43,7 @@ one sensor's reading state in :mod:`.sensor_read`.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from empirical_seaice.config import DataConfig
@@ -56,6 +57,7 @@ from empirical_seaice.io.per_observation import (
     assemble_per_obs,
     check_sensor_kept,
     grid_variables,
+    numpy_zeros,
     read_julian_day,
     select_observations,
 )
@@ -93,7 +95,11 @@ def _apply_grid_file(background: BackgroundMaps, path: Path | None) -> None:
         background.lat = values["lat"]
 
 
-def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observations, BackgroundMaps]:
+def _read_fresh(
+    files: DataFiles, config: DataConfig, nlag: int, writer: _cache.CacheWriter | None = None
+) -> tuple[Observations, BackgroundMaps]:
+    """Read the NetCDF files; with ``writer``, the arrays are written in place into the cache being built."""
+    zeros = writer.zeros if writer is not None else numpy_zeros
     basis = build_channel_basis(config.sensors, load_catalogue(config.sensor_catalogue))
     reads = [SensorRead(sf) for sf in files.sensors]
 
@@ -128,10 +134,10 @@ def _read_fresh(files: DataFiles, config: DataConfig, nlag: int) -> tuple[Observ
         )
     for r in reads:
         check_sensor_kept(r, config, nsteps)
-    out, offsets = assemble_per_obs(reads, nobs, config.stepstart)
+    out, offsets = assemble_per_obs(reads, nobs, config.stepstart, zeros)
 
     # Pass 2: per-channel fields, block by block, into the unified basis.
-    mask = read_per_channel(reads, offsets, basis, nobs, out)
+    mask = read_per_channel(reads, offsets, basis, nobs, out, zeros)
     obs = Observations(
         **out,
         mask=mask,
@@ -191,7 +197,7 @@ def read_training_data(
         raise SeaIceError(f"nlag: must be >= 0, got {nlag}")
     files = find_data_files(config)
     inputs = files.input_files()
-    checksums = [_cache.file_checksum(f) for f in inputs]
+    checksums = _cache.file_checksums(inputs, threads=min(2, os.cpu_count() or 1))
     digest = _cache.content_digest(inputs, checksums)
     if not (cache_dir is not None and config.cache):
         obs, background = _read_fresh(files, config, nlag)
@@ -204,10 +210,15 @@ def read_training_data(
             log.info("training data loaded from cache %s", cache_dir)
             hit[0].source_digest = digest
             return hit
-        obs, background = _read_fresh(files, config, nlag)
-        _cache.save(Path(cache_dir), key, obs, background)
+        writer = _cache.CacheWriter(Path(cache_dir))
+        try:
+            obs, background = _read_fresh(files, config, nlag, writer)
+        except BaseException:
+            writer.abort()
+            raise
+        _cache.save(Path(cache_dir), key, obs, background, writer)
         mapped = _cache.load(Path(cache_dir), key, config.sensor_catalogue)  # the memory maps, not a second copy
-        if mapped is not None:
+        if mapped is not None:  # read-only maps replace the writable ones the reader filled
             obs, background = mapped
     obs.source_digest = digest
     return obs, background

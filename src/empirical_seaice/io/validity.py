@@ -37,7 +37,8 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "CLOUD_FRACTION": (0.0, 1.0, ""),
     "ZENITH": (0.0, 90.0, "degrees"),
 }
-_TOL = 1e-4
+RANGE_TOL = 1e-4
+"""Tolerance of the range test (absorbs rounding)."""
 
 
 @dataclass
@@ -80,7 +81,7 @@ def classify(values: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     """
     lo, hi, _ = RANGES[name]
     with np.errstate(invalid="ignore"):
-        bad = ~((values >= lo - _TOL) & (values <= hi + _TOL))
+        bad = ~((values >= lo - RANGE_TOL) & (values <= hi + RANGE_TOL))
     missing = np.zeros(values.shape, dtype=bool)
     if bad.any():
         idx = np.flatnonzero(bad)
@@ -89,4 +90,4 @@ def classify(values: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     return missing, bad
 
 
-__all__ = ["MOSTLY", "RANGES", "FieldStats", "classify"]
+__all__ = ["MOSTLY", "RANGES", "RANGE_TOL", "FieldStats", "classify"]

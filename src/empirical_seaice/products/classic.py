@@ -64,24 +64,50 @@ def grid_daily_mean_tb(obs: Observations, channels: Sequence[str], isensor: int)
             f"({', '.join(obs.basis.channel_names)})"
         )
     ncell = obs.ngrid * obs.nstep
-    cols = [obs.basis.channel_index[name] for name in channels]
-    cells, values, valid = [], [], []
-    for start in range(0, obs.nobs, _BLOCK):  # the sensor's rows and the channels' columns, block by block
+    cols = np.array([obs.basis.channel_index[name] for name in channels], dtype=np.int64)
+    total = np.zeros((ncell, len(channels)))
+    count = np.zeros((ncell, len(channels)), dtype=np.int64)
+    for start in range(0, obs.nobs, _BLOCK):  # the sensor's rows, block by block, in observation order
         rows = slice(start, start + _BLOCK)
-        sel = np.asarray(obs.isensor[rows]) == isensor
-        cells.append(np.asarray(obs.igrid[rows], dtype=np.int64)[sel] * obs.nstep + np.asarray(obs.istep[rows])[sel])
-        values.append(np.asarray(obs.tb_obs_k[rows])[sel][:, cols])
-        valid.append(np.asarray(obs.mask[rows])[sel][:, cols])
+        _cell_sums(
+            np.asarray(obs.isensor[rows]), np.asarray(obs.igrid[rows]), np.asarray(obs.istep[rows]),
+            np.asarray(obs.tb_obs_k[rows]), np.asarray(obs.mask[rows]), cols, isensor, obs.nstep, total, count,
+        )  # fmt: skip
         obs.release(rows)
-    cell, tb, mask = np.concatenate(cells), np.concatenate(values), np.concatenate(valid)
-    out = np.full((ncell, len(channels)), np.nan)
-    for j in range(len(channels)):
-        m = mask[:, j]
-        total = np.bincount(cell[m], weights=tb[m, j].astype(np.float64), minlength=ncell)
-        count = np.bincount(cell[m], minlength=ncell)
-        has = count > 0
-        out[has, j] = total[has] / count[has]
-    return out.reshape(obs.ngrid, obs.nstep, len(channels))
+    _means(total, count)
+    return total.reshape(obs.ngrid, obs.nstep, len(channels))
+
+
+def _cell_sums_py(isensor, igrid, istep, tb, mask, cols, s, nstep, total, count):  # pragma: no cover - compiled
+    """Add the valid TBs of sensor ``s`` (columns ``cols``) of a block to their cell's ``total``
+    (float64, in observation order, as ``numpy.bincount`` sums) and ``count``."""
+    for i in range(isensor.shape[0]):
+        if isensor[i] != s:
+            continue
+        cell = np.int64(igrid[i]) * nstep + np.int64(istep[i])
+        for j in range(cols.shape[0]):
+            c = cols[j]
+            if mask[i, c]:
+                total[cell, j] += np.float64(tb[i, c])
+                count[cell, j] += 1
+
+
+def _means_py(total, count):  # pragma: no cover - compiled
+    """``total`` becomes the mean (``total / count``), NaN where ``count`` is 0."""
+    for k in range(total.shape[0]):
+        for j in range(total.shape[1]):
+            total[k, j] = total[k, j] / count[k, j] if count[k, j] > 0 else np.nan
+
+
+_cell_sums: Any
+_means: Any
+try:
+    from numba import njit
+
+    _cell_sums = njit(cache=True, nogil=True)(_cell_sums_py)
+    _means = njit(cache=True, nogil=True)(_means_py)
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    _cell_sums, _means = _cell_sums_py, _means_py
 
 
 _BLOCK = 1 << 18

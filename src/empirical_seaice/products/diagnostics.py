@@ -354,20 +354,46 @@ class EmisErrorSums:
     def add(
         self, obs: Observations, rows: slice, emis_ice: np.ndarray, truth: Any, threshold: float = ICE_SIC_THRESHOLD
     ) -> None:
-        """Add observations ``rows`` (``emis_ice``: their trained ice emissivity, (n, nchan))."""
+        """Add observations ``rows`` (``emis_ice``: their trained ice emissivity, (n, nchan)): one
+        compiled pass (the squared errors summed in observation order, as numpy's column sums of
+        the reference's expressions add them)."""
         true_sic = np.asarray(truth.sic)
-        ice = true_sic[np.asarray(obs.igrid[rows]), np.asarray(obs.istep[rows])] > threshold
+        igrid, istep, mask = np.asarray(obs.igrid[rows]), np.asarray(obs.istep[rows]), np.asarray(obs.mask[rows])
         true_emis = np.asarray(truth.emis_ice[rows])
-        sel = ice[:, None] & np.asarray(obs.mask[rows], dtype=bool) & np.isfinite(true_emis)
-        d = np.where(sel, np.asarray(emis_ice, dtype=np.float64) - true_emis.astype(np.float64), 0.0)
-        self.sq += (d * d).sum(axis=0)
-        self.count += sel.sum(axis=0)
+        thr = true_sic.dtype.type(threshold) if true_sic.dtype.kind == "f" else threshold  # compared as numpy does
+        sq = np.zeros_like(self.sq)
+        _emis_error_block(true_sic, igrid, istep, mask, true_emis, np.asarray(emis_ice), thr, sq, self.count)
+        self.sq += sq
 
     def rmse(self) -> tuple[np.ndarray, np.ndarray]:
         """(RMSE per channel, NaN where no value; count per channel)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             rmse = np.where(self.count > 0, np.sqrt(self.sq / np.maximum(self.count, 1)), np.nan)
         return rmse, self.count.copy()
+
+
+def _emis_error_block_py(true_sic, igrid, istep, mask, true_emis, emis, threshold, sq, count):  # pragma: no cover
+    """One block of :meth:`EmisErrorSums.add` (compiled below): ``sq[c]`` += the squared errors in
+    float64, observation by observation (numpy's column sums add the rows in this order)."""
+    n, nc = emis.shape
+    for i in range(n):
+        if not true_sic[igrid[i], istep[i]] > threshold:
+            continue
+        for c in range(nc):
+            t = true_emis[i, c]
+            if mask[i, c] and np.isfinite(t):
+                d = np.float64(emis[i, c]) - np.float64(t)
+                sq[c] += d * d
+                count[c] += 1
+
+
+_emis_error_block: Any
+try:
+    from numba import njit as _njit
+
+    _emis_error_block = _njit(cache=True, nogil=True)(_emis_error_block_py)
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    _emis_error_block = _emis_error_block_py
 
 
 def _rmse_bias(est: np.ndarray, truth: np.ndarray) -> tuple[float, float]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cf
+from empirical_seaice.io.output_writer import drain_writes, write_behind
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.products.gridded import GridInputs, channel_frequencies, evaluate_grid_emissivity
 
@@ -34,7 +35,7 @@ def write_gridded_emissivity(
     channels: Sequence[str] | None = None,
     freq_ghz: Sequence[float] | None = None,
     provenance: Provenance | None = None,
-    complevel: int = 4,
+    complevel: int = cf.COMPLEVEL,
 ) -> Path:
     """Write ``ice_emis_grid_TAG.nc`` (the module docstrings here and of :mod:`.gridded`).
 
@@ -68,18 +69,21 @@ def write_gridded_emissivity(
             else:
                 out_vars = w.channel_outputs(basis, chan_list, model)
             state = w.state_variables()
-            for t in range(inputs.nstep):
-                props = np.concatenate([inputs.props_grid[:, t], inputs.props_obs_mean[:, t]], axis=-1)
-                e = evaluate_grid_emissivity(
-                    emissivity,
-                    model,
-                    basis,
-                    inputs.t_skin_map_k[:, t],
-                    props,
-                    channels=None if freq_ghz is not None else chan_list,
-                    freq_ghz=freq_ghz,
-                )
-                w.write_step(t, out_vars, e, state, by_freq=freq_ghz is not None)
+            try:
+                for t in range(inputs.nstep):
+                    props = np.concatenate([inputs.props_grid[:, t], inputs.props_obs_mean[:, t]], axis=-1)
+                    e = evaluate_grid_emissivity(
+                        emissivity,
+                        model,
+                        basis,
+                        inputs.t_skin_map_k[:, t],
+                        props,
+                        channels=None if freq_ghz is not None else chan_list,
+                        freq_ghz=freq_ghz,
+                    )
+                    w.write_step(t, out_vars, e, state, by_freq=freq_ghz is not None)
+            finally:
+                drain_writes()  # every step is in the file before it closes
     return path
 
 
@@ -291,20 +295,22 @@ class _GridWriter:
         return out
 
     def write_step(self, t: int, out_vars: list[Any], e: np.ndarray, state: dict[str, Any], by_freq: bool) -> None:
-        """Step ``t``: the emissivity ``e`` (grid, channel), or (grid, frequency, 2) ``by_freq``, and the state."""
+        """Step ``t``: the emissivity ``e`` (grid, channel), or (grid, frequency, 2) ``by_freq``, and the
+        state; written (and compressed) by the write thread while the next step is evaluated."""
         inputs = self.inputs
+        step, rows = (slice(None), t, slice(None)), (slice(None), t)
         if by_freq:  # V and H
-            out_vars[0][:, t, :] = e[..., 0]
-            out_vars[1][:, t, :] = e[..., 1]
+            write_behind(out_vars[0], step, np.ascontiguousarray(e[..., 0]))
+            write_behind(out_vars[1], step, np.ascontiguousarray(e[..., 1]))
         else:
-            out_vars[0][:, t, :] = e
-        state["seaice"][:, t] = inputs.sic[:, t]
-        state["t_skin"][:, t] = inputs.t_skin_map_k[:, t]
+            write_behind(out_vars[0], step, np.ascontiguousarray(e))
+        write_behind(state["seaice"], rows, np.ascontiguousarray(inputs.sic[:, t]))
+        write_behind(state["t_skin"], rows, np.ascontiguousarray(inputs.t_skin_map_k[:, t]))
         if self.npg:
-            state["properties"][:, t, :] = inputs.props_grid[:, t]
+            write_behind(state["properties"], step, np.ascontiguousarray(inputs.props_grid[:, t]))
         if self.npo:
-            state["properties_obs_mean"][:, t, :] = inputs.props_obs_mean[:, t]
-        state["nobs_cell"][:, t] = inputs.nobs_cell[:, t]
+            write_behind(state["properties_obs_mean"], step, np.ascontiguousarray(inputs.props_obs_mean[:, t]))
+        write_behind(state["nobs_cell"], rows, np.ascontiguousarray(inputs.nobs_cell[:, t]))
 
 
 def _char_variable(ds, name: str, dim: str, values: Sequence[str], long_name: str, **attrs) -> None:

@@ -74,6 +74,7 @@ def build_network(
     device: torch.device | str = "cpu",
     counted: np.ndarray | None = None,
     prior_mode: str | None = None,
+    data: ObservationTensors | None = None,
 ) -> Built:
     """The hybrid network for ``obs``, its observation tensors and the cost normalisation.
 
@@ -91,6 +92,8 @@ def build_network(
     device : where the network and the tensors live.
     counted : the observations whose rows the sampled priors count (the training
         observations); None = all.
+    data : the observation tensors of ``obs`` already packed on ``device`` (another network's over
+        the same observations: they are read only); None = pack them.
     """
     counts = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep, index=counted)
     dense = optimizer in ("dense-adam", "dense")
@@ -106,7 +109,9 @@ def build_network(
         generator=generator,
     )
     network.to(device)
-    return Built(network=network, data=ObservationTensors(obs, device), nobs_train=counts.nobs, counts=counts)
+    if data is None:
+        data = ObservationTensors(obs, device)
+    return Built(network=network, data=data, nobs_train=counts.nobs, counts=counts)
 
 
 def build_trainer(

@@ -57,6 +57,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,7 +117,28 @@ class ObservationChecks:
         self.emis_min = np.inf
 
     def add(self, tb_sim: np.ndarray, emis_ice: np.ndarray, mask: np.ndarray, sic_obs: np.ndarray) -> None:
-        """Add one block: simulated TB and ice emissivity (n, nchan), valid channels, trained SIC (n,)."""
+        """Add one block: simulated TB and ice emissivity (n, nchan), valid channels, trained SIC (n,)
+        (one compiled pass; the numpy expressions of :meth:`add_numpy` without numba)."""
+        if _check_block is None:  # pragma: no cover - without numba
+            self.add_numpy(tb_sim, emis_ice, mask, sic_obs)
+            return
+        counts = np.zeros(3, dtype=np.int64)  # non-finite TB, non-finite emissivity, ice observations
+        ext = np.zeros(3)  # the block's largest and smallest valid ice emissivity, 1 if a NaN among them
+        anyvalid = _check_block(
+            np.asarray(tb_sim), np.asarray(emis_ice), np.asarray(mask, dtype=bool), np.asarray(sic_obs),
+            np.float32(EMIS_SIC_MIN), np.float32(EMIS_RANGE[0]), np.float32(EMIS_RANGE[1]),
+            counts, self.bad, self.valid, ext,
+        )  # fmt: skip
+        self.nonfinite_tb += int(counts[0])
+        self.nonfinite_emis += int(counts[1])
+        self.nice += int(counts[2])
+        if anyvalid:  # numpy's max/min of the block (NaN if one is NaN), then Python's max/min as before
+            hi, lo = (np.nan, np.nan) if ext[2] else (float(ext[0]), float(ext[1]))
+            self.emis_max = max(self.emis_max, hi)
+            self.emis_min = min(self.emis_min, lo)
+
+    def add_numpy(self, tb_sim: np.ndarray, emis_ice: np.ndarray, mask: np.ndarray, sic_obs: np.ndarray) -> None:
+        """:meth:`add` in numpy expressions (the definition the compiled pass is tested against)."""
         mask = np.asarray(mask, dtype=bool)
         self.nonfinite_tb += int((mask & ~np.isfinite(tb_sim)).sum())
         self.nonfinite_emis += int((mask & ~np.isfinite(emis_ice)).sum())
@@ -130,6 +152,43 @@ class ObservationChecks:
         if m.any():
             self.emis_max = max(self.emis_max, float(e[m].max()))
             self.emis_min = min(self.emis_min, float(e[m].min()))
+
+
+def _check_block_py(tb, emis, mask, sic, sic_min, lo, hi, counts, bad, valid, ext):  # pragma: no cover - compiled
+    """One pass of :meth:`ObservationChecks.add` over a block; returns True if an ice observation has
+    a valid channel (``ext``: their largest and smallest emissivity, and 1 if one is NaN)."""
+    n, nc = emis.shape
+    anyvalid = False
+    emax, emin, nan = -np.inf, np.inf, False
+    for i in range(n):
+        ice = sic[i] > sic_min
+        counts[2] += ice
+        for c in range(nc):
+            if not mask[i, c]:
+                continue
+            counts[0] += not np.isfinite(tb[i, c])
+            e = emis[i, c]
+            counts[1] += not np.isfinite(e)
+            if ice:
+                valid[c] += 1
+                bad[c] += e <= lo or e > hi
+                anyvalid = True
+                if e != e:
+                    nan = True
+                else:
+                    emax = max(emax, np.float64(e))
+                    emin = min(emin, np.float64(e))
+    ext[0], ext[1], ext[2] = emax, emin, 1.0 if nan else 0.0
+    return anyvalid
+
+
+_check_block: Any
+try:
+    from numba import njit
+
+    _check_block = njit(cache=True, nogil=True)(_check_block_py)
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    _check_block = None
 
 
 def anchor_shortfall(anchor: str, anchor_error: float, term: float, nobs: int) -> float:

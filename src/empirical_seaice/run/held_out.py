@@ -29,6 +29,7 @@ import torch
 from empirical_seaice.config import CostConfig, ModelConfig, TrainingConfig
 from empirical_seaice.cost.sampling import build_row_counts
 from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.run.factory import build_network, build_trainer
 from empirical_seaice.run.retrieve import FrozenModel
@@ -57,6 +58,7 @@ def fit_held_out_state(
     train_index: np.ndarray,
     valid_index: np.ndarray,
     nepochs: int,
+    data: ObservationTensors | None = None,
 ) -> dict[str, np.ndarray]:
     """Fit the state rows read only by the held-out observations of ``network`` (over every observation
     of ``obs``); returns the rows it set, per table (``"sic"``, ``"grid"``, ``"obs"``).
@@ -65,7 +67,8 @@ def fit_held_out_state(
     (``training`` resolved), the ``deferred-adam`` scheme, the sampled whole-map priors counted
     over the held-out observations and a generator of its own (seeded with the training seed, so
     a sharded run fits the same). The network's dense parameters and every row a training
-    observation reads are unchanged on return.
+    observation reads are unchanged on return. ``data``: the training's observation tensors of
+    ``obs``, shared (read only) instead of packed a second time; None = pack them.
     """
     device = next(network.parameters()).device
     refit = build_network(
@@ -78,6 +81,7 @@ def fit_held_out_state(
         device=device,
         counted=valid_index,
         prior_mode="sampled",
+        data=data,
     )
     refit.network.load_state_dict(network.state_dict())
     cfg = replace(

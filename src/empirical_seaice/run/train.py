@@ -74,7 +74,7 @@ from empirical_seaice.run.model_file import (
 )
 from empirical_seaice.run.plan import RunPlan, validate_run
 from empirical_seaice.run.streamed import final_pass, initial_pass
-from empirical_seaice.training.runtime import RunProgress
+from empirical_seaice.training.runtime import RunProgress, own_storage
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,8 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     if plan.model_file is None:
         history = _train(plan, built, split, generator, identity, display, result)
         if split[1] is not None and history.nepochs > 0:
-            _fit_held_out(plan, built.network, obs, background, split, history, display)
+            _fit_held_out(plan, built, obs, background, split, history, display)
+        own_storage(network)  # the state tables were views of the optimiser's slab
         gc.collect()  # the trainer's optimiser slab and buffers (reference cycles)
         display.stage("health checks")
         final, truth = _final_pass(plan, network, data, obs, background, nobs_train, held)
@@ -403,14 +404,14 @@ def _train(plan: RunPlan, built, split, generator, identity, display: RunProgres
     return history
 
 
-def _fit_held_out(plan: RunPlan, network, obs, background, split, history, display: RunProgress) -> None:
+def _fit_held_out(plan: RunPlan, built, obs, background, split, history, display: RunProgress) -> None:
     """Step 4a: the state rows only the held-out observations read, fitted with the model fixed
     (:mod:`empirical_seaice.run.held_out`), as many passes as the kept model trained."""
     from empirical_seaice.run.held_out import fit_held_out_state, held_out_epochs
 
     display.stage("fitting the held-out state")
     fit_held_out_state(
-        network,
+        built.network,
         obs,
         background,
         plan.model_cfg,
@@ -419,6 +420,7 @@ def _fit_held_out(plan: RunPlan, network, obs, background, split, history, displ
         split[0],
         split[1],
         held_out_epochs(history, plan.train_cfg.early_stopping),
+        data=built.data,  # the packed observations, not a second copy
     )
 
 

@@ -99,6 +99,20 @@ def reproducible_mode(enabled: bool, seed: int) -> Iterator[None]:
         torch.set_num_threads(prev_threads)
 
 
+def own_storage(network: torch.nn.Module) -> int:
+    """Give every parameter that is a view into a larger storage (the deferred-Adam slab keeps each
+    state table beside its moments) a storage of its own, so that the slab is freed with the
+    optimiser once training is over (the ``benchmark`` twin's SIC map: 16 MB of a 349 MB slab).
+    Values unchanged; returns how many parameters were copied."""
+    n = 0
+    with torch.no_grad():
+        for p in network.parameters():
+            if p.untyped_storage().nbytes() > p.numel() * p.element_size():
+                p.data = p.data.clone()
+                n += 1
+    return n
+
+
 class RunProgress:
     """One progress display for a whole run, on stderr: the stage (reading, packing, initial
     diagnostics, training epoch k/N, diagnostics, products) and, while training, the batches of

@@ -1,0 +1,73 @@
+"""io/per_channel.py: the compiled per-block pass classifies, counts and scatters exactly as the numpy
+classification (``validity.classify``) and the slice writes it replaced."""
+
+import numpy as np
+import pytest
+
+from empirical_seaice.io.per_channel import _scatter_block
+from empirical_seaice.io.validity import RANGE_TOL, RANGES, classify
+
+
+def _block(rng, nb, ncol, hi):
+    values = rng.uniform(0.0, hi, size=(nb, ncol)).astype(np.float32)
+    specials = np.array(
+        [np.nan, np.inf, -np.inf, 9.96921e36, -999.0, -9999.0, -99999.0, -32767.0, -32768.0, -1.0, hi + 5.0,
+         -RANGE_TOL / 2, hi + RANGE_TOL / 2, -2 * RANGE_TOL, -998.0, 2e10],
+        dtype=np.float32,
+    )  # fmt: skip
+    flat = values.ravel()
+    where = rng.choice(flat.size, size=flat.size // 7, replace=False)
+    flat[where] = rng.choice(specials, size=where.size)
+    return values
+
+
+@pytest.mark.parametrize("name", ["OBSVALUE", "EMIS_WATER"])
+def test_block_pass_equals_the_numpy_classification(name):
+    rng = np.random.default_rng(3)
+    lo, hi, _ = RANGES[name]
+    nb, ncol = 500, 9
+    values = _block(rng, nb, ncol, hi)
+    cols = np.array([0, 2, 3, 4, 5, 7, 8], dtype=np.int64)  # file column 1 and 6 skipped (surface-blind)
+    cmap = np.array([1, 0, 2, 5, 6, 4, 3], dtype=np.int64)  # file column -> basis slot
+    rows = np.sort(rng.choice(nb, size=300, replace=False)).astype(np.int64)
+    d0, nout, nchan = 11, 320, 8
+
+    arr = np.zeros((nout, nchan), dtype=np.float32)
+    mask = np.zeros((nout, nchan), dtype=bool)
+    mask[:, cmap] = True
+    dirty = np.zeros(nout, dtype=bool)
+    counts = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
+    lo32, hi32 = np.float32(lo - RANGE_TOL), np.float32(hi + RANGE_TOL)
+    _scatter_block(values, cols, lo32, hi32, rows, d0, cmap, arr, mask, dirty, counts)
+
+    sel = values[:, cols]
+    missing, out = classify(np.ascontiguousarray(sel), name)
+    bad = missing | out
+    assert counts[:3].tolist() == [sel.size, missing.sum(), out.sum()]
+    assert out.sum() > 0 and missing.sum() > 0
+    assert (counts[3], counts[4]) == (np.nanmin(sel), np.nanmax(sel))
+
+    want = np.zeros((nout, nchan), dtype=np.float32)
+    want_mask = np.zeros((nout, nchan), dtype=bool)
+    want_mask[:, cmap] = True
+    kept = np.where(bad[rows], np.float32(0.0), sel[rows])
+    want[d0 : d0 + rows.size][:, cmap] = kept
+    want_mask[d0 : d0 + rows.size][:, cmap] = ~bad[rows]
+    want_dirty = np.zeros(nout, dtype=bool)
+    want_dirty[d0 : d0 + rows.size] = bad[rows].any(axis=1)
+    np.testing.assert_array_equal(arr, want)
+    np.testing.assert_array_equal(mask, want_mask)
+    np.testing.assert_array_equal(dirty, want_dirty)
+
+
+def test_block_pass_without_bad_values_keeps_the_range_unset():
+    values = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    arr = np.zeros((2, 2), dtype=np.float32)
+    mask = np.ones((2, 2), dtype=bool)
+    dirty = np.zeros(2, dtype=bool)
+    counts = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
+    idx = np.array([0, 1], dtype=np.int64)
+    _scatter_block(values, idx, np.float32(0), np.float32(400), idx, 0, idx[::-1].copy(), arr, mask, dirty, counts)
+    assert counts.tolist() == [4.0, 0.0, 0.0, np.inf, -np.inf]
+    np.testing.assert_array_equal(arr, [[2.0, 1.0], [4.0, 3.0]])
+    assert mask.all() and not dirty.any()
