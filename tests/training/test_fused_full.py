@@ -63,6 +63,11 @@ def _trainer(scheme, model_kw=None, cost_kw=None, eps="torch", warm=False, nepoc
 
 
 OBS_PROPERTIES = "state.props_obs.weight"
+CASES = {
+    **CASES,
+    # the SIC smoothness prior over the 2 x 2 grid and consecutive days (the whole-map pass's neighbours)
+    "v2-smoothness": dict(cost_kw=dict(sic_smoothness_error=0.1, sic_smoothness_time_error=0.2)),
+}
 EQUAL_CASES = [
     ("v2", 1e-13),
     ("v2-anchor-frequency-priors-warm", 1e-13),
@@ -70,6 +75,7 @@ EQUAL_CASES = [
     ("v2-keras-epsilon-diagnostic-warm", 1e-7),
     ("v2", 1e-7),
     ("v2-amsr2-atms-angle", 1e-13),
+    ("v2-smoothness", 1e-13),
 ]
 
 
@@ -106,6 +112,31 @@ def test_fused_full_priors_equal_dense_adam_full_priors_after_100_steps(case, ep
         assert h_fused.epoch_terms[-1][term] == pytest.approx(value, rel=rtol, abs=1e-9), term
     if kw.get("warm"):
         assert h_fused.epoch_terms[-1]["warm_ice"] > 1e-3
+
+
+def test_smoothness_prior_moves_the_map_and_needs_the_full_priors():
+    """The smoothness term is in the step's cost and changes where SIC ends; the sampled priors refuse it."""
+    smooth = _trainer("fused", nepochs=1, **CASES["v2-smoothness"])
+    plain = _trainer("fused", nepochs=1)
+    h = smooth.fit()
+    plain.fit()
+    assert h.epoch_terms[-1]["sic_smoothness"] > 0.0
+    sic = parameters(smooth)["state.sic_map.weight"].view(4, 6)
+    sic_plain = parameters(plain)["state.sic_map.weight"].view(4, 6)
+    assert (sic - sic_plain).abs().max().item() > 1e-3
+    # smoother: the neighbour differences of the map (2 x 2 grid, consecutive days) are smaller
+    def roughness(c):
+        return ((c[0] - c[1]) ** 2 + (c[2] - c[3]) ** 2 + (c[0] - c[2]) ** 2 + (c[1] - c[3]) ** 2).sum() + (
+            (c[:, 1:] - c[:, :-1]) ** 2
+        ).sum()
+
+    assert roughness(sic).item() < roughness(sic_plain).item()
+    sampled = _trainer("auto", nepochs=1, **CASES["v2-smoothness"])
+    sampled.network.prior_mode = "sampled"
+    sampled.config = replace(sampled.config, map_priors="sampled")
+    sampled._fused = None
+    with pytest.raises(SeaIceError, match="--sic-smoothness: the smoothness prior needs the whole-map priors"):
+        sampled.fit()
 
 
 def test_fused_full_priors_differ_from_sampled():

@@ -23,6 +23,18 @@ from empirical_seaice.config import (
 from empirical_seaice.errors import SeaIceError
 
 
+def _cost_from_args(args: argparse.Namespace, cost: CostConfig) -> CostConfig:
+    """The preset's cost with the cost flags: warm-ice mode, SIC background and smoothness priors."""
+    cost = replace(cost, warm_ice=args.warm_ice)
+    if args.sic_background_error is not None:
+        cost = replace(cost, sic_background_prior=True, sic_background_error=args.sic_background_error)
+    if args.sic_smoothness is not None or args.sic_smoothness_time is not None:
+        cost = replace(
+            cost, sic_smoothness_error=args.sic_smoothness, sic_smoothness_time_error=args.sic_smoothness_time
+        )
+    return cost
+
+
 def configs_from_args(args: argparse.Namespace):
     """Turn parsed arguments into ``(data, preset, cost, training)`` configuration.
 
@@ -58,9 +70,7 @@ def configs_from_args(args: argparse.Namespace):
         sensor_catalogue=args.sensor_catalogue,
         start_date=args.start_date,
     )
-    cost: CostConfig = replace(preset.cost, warm_ice=args.warm_ice)
-    if args.sic_background_error is not None:
-        cost = replace(cost, sic_background_prior=True, sic_background_error=args.sic_background_error)
+    cost = _cost_from_args(args, preset.cost)
     if args.optimizer in DEPRECATED_OPTIMIZERS:
         print(
             f"{PROG}: note: --optimizer {args.optimizer} is now called {DEPRECATED_OPTIMIZERS[args.optimizer]}",

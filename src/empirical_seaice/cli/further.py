@@ -118,6 +118,21 @@ def add_further_options(ours) -> None:
         help="Add the prior sum (C - C_b)^2 / SIGMA^2 of SIC on the background map (default: off, as the reference).",
     )
     ours.add_argument(
+        "--sic-smoothness",
+        type=float,
+        metavar="SIGMA",
+        help="Add the smoothness prior sum (C_g - C_h)^2 / SIGMA^2 of SIC over neighbouring grid points on the "
+        "same day (default: off, as the reference; needs the grid's lon/lat and the whole-map priors at every "
+        "step, --map-priors full or auto).",
+    )
+    ours.add_argument(
+        "--sic-smoothness-time",
+        type=float,
+        metavar="SIGMA",
+        help="Add the smoothness prior sum (C_t - C_t+1)^2 / SIGMA^2 of SIC over consecutive days of each grid "
+        "point (default: off; the whole-map priors at every step, as --sic-smoothness).",
+    )
+    ours.add_argument(
         "--learning-rate",
         type=float,
         default=None,
