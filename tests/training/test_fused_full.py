@@ -114,8 +114,8 @@ def test_fused_full_priors_equal_dense_adam_full_priors_after_100_steps(case, ep
         assert h_fused.epoch_terms[-1]["warm_ice"] > 1e-3
 
 
-def test_smoothness_prior_moves_the_map_and_needs_the_full_priors():
-    """The smoothness term is in the step's cost and changes where SIC ends; the sampled priors refuse it."""
+def test_smoothness_prior_moves_the_map():
+    """The smoothness term is in the step's cost and makes the map smoother than without it."""
     smooth = _trainer("fused", nepochs=1, **CASES["v2-smoothness"])
     plain = _trainer("fused", nepochs=1)
     h = smooth.fit()
@@ -124,6 +124,7 @@ def test_smoothness_prior_moves_the_map_and_needs_the_full_priors():
     sic = parameters(smooth)["state.sic_map.weight"].view(4, 6)
     sic_plain = parameters(plain)["state.sic_map.weight"].view(4, 6)
     assert (sic - sic_plain).abs().max().item() > 1e-3
+
     # smoother: the neighbour differences of the map (2 x 2 grid, consecutive days) are smaller
     def roughness(c):
         return ((c[0] - c[1]) ** 2 + (c[2] - c[3]) ** 2 + (c[0] - c[2]) ** 2 + (c[1] - c[3]) ** 2).sum() + (
@@ -131,12 +132,21 @@ def test_smoothness_prior_moves_the_map_and_needs_the_full_priors():
         ).sum()
 
     assert roughness(sic).item() < roughness(sic_plain).item()
-    sampled = _trainer("auto", nepochs=1, **CASES["v2-smoothness"])
-    sampled.network.prior_mode = "sampled"
-    sampled.config = replace(sampled.config, map_priors="sampled")
-    sampled._fused = None
-    with pytest.raises(SeaIceError, match="--sic-smoothness: the smoothness prior needs the whole-map priors"):
-        sampled.fit()
+
+
+def test_sampled_priors_run_without_the_smoothness_prior_and_say_so(monkeypatch, caplog):
+    """Above the threshold --map-priors auto samples the priors, which have no neighbours: the run goes on
+    without the smoothness prior (as without the flag, bit for bit) and logs one note."""
+    monkeypatch.setattr(config_module, "FULL_PRIORS_MAX_SIC_ROWS", 10)
+    with caplog.at_level(logging.WARNING, logger="empirical_seaice"):
+        smooth = _trainer("auto", nepochs=1, **CASES["v2-smoothness"])
+        h = smooth.fit()
+    plain = _trainer("auto", nepochs=1)
+    plain.fit()
+    assert smooth.network.prior_mode == "sampled" and "sic_smoothness" not in h.epoch_terms[-1]
+    assert caplog.text.count("SIC smoothness prior off in this run") == 1
+    for name, value in parameters(plain).items():
+        assert torch.equal(value, parameters(smooth)[name]), name
 
 
 def test_fused_full_priors_differ_from_sampled():

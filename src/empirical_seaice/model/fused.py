@@ -276,10 +276,10 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         names.append("sic_background")
     if cc.false_ice_prior:
         names.append("false_ice")
-    if cc.sic_smoothness:
-        if training and not full:
-            return None, "the SIC smoothness prior runs with the whole-map priors at every step only"
+    if cc.sic_smoothness and full:  # a whole-map prior only (the sampled priors run without it)
         names.append("sic_smoothness")
+    elif training:
+        network.note_sampled_without_smoothness()
     names += ["warm_ice", "anchor", "bias"]
     tables = [st.sic_map.weight]
     ref_table = [0] * (st.nlag + 1)

@@ -24,13 +24,14 @@ map priors over the entire map each step (the reference's way); use it with
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from empirical_seaice.config import CostConfig, ModelConfig
+from empirical_seaice.config import FULL_PRIORS_MAX_SIC_ROWS, CostConfig, ModelConfig
 from empirical_seaice.cost import objective
 from empirical_seaice.cost import terms as costs
 from empirical_seaice.cost.fused import fused_batch_terms
@@ -44,11 +45,14 @@ from empirical_seaice.model.tensors import Batch, ObservationTensors
 from empirical_seaice.observations import BackgroundMaps
 from empirical_seaice.sensors import POL_V, ChannelBasis
 
+logger = logging.getLogger(__name__)
+
 SMOOTHNESS_NEEDS_FULL = (
-    "--sic-smoothness: the smoothness prior needs the whole-map priors at every step (--map-priors full, "
-    "or auto on a map it takes them for, in a single process); drop --sic-smoothness/--sic-smoothness-time "
-    "or use --map-priors full"
+    "SIC smoothness prior off in this run: it needs the whole-map priors at every step (--map-priors full, "
+    f"or auto on a map of at most {FULL_PRIORS_MAX_SIC_ROWS:,} rows, in a single process on CPU), and this "
+    "run samples them"
 )
+"""The one-time note of a run whose sampled priors leave the smoothness prior out."""
 
 
 def _bias_backgrounds(basis: ChannelBasis, cost: CostConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -194,6 +198,7 @@ class HybridNetwork(nn.Module):
             self.register_buffer("smooth_first", torch.from_numpy(first), persistent=False)
             self.register_buffer("smooth_second", torch.from_numpy(second), persistent=False)
             self.register_buffer("smooth_inv_var", torch.from_numpy(inv_var.astype(np.float32)), persistent=False)
+        self._smoothness_note = False  # the note that the sampled priors leave the smoothness prior out, given
         self._cache: dict[tuple, Tensor] = {}  # derived constants, by (name, ..., dtype, device)
         self.shared_prior_share = 1.0
         """Weight of the priors that act on the shared parameters only (bias prior, v1 anchor) in
@@ -334,8 +339,7 @@ class HybridNetwork(nn.Module):
         """
         x = self.batch_cost(batch, out, nobs_total, batch_total)
         if self.prior_mode == "sampled":
-            if self.cost_config.sic_smoothness:
-                raise SeaIceError(SMOOTHNESS_NEEDS_FULL)
+            self.note_sampled_without_smoothness()
             return fused_batch_terms(self.cost_config, x, self._cache)
         return objective.batch_terms(self.cost_config, x, map_terms=self.full_prior_terms(nobs_total))
 
@@ -362,6 +366,12 @@ class HybridNetwork(nn.Module):
             self.counts_nobs if nobs_total is None else nobs_total,
             self.smoothness_pairs(),
         )
+
+    def note_sampled_without_smoothness(self) -> None:
+        """Log once that the sampled priors leave the smoothness prior out (when it is on)."""
+        if self.cost_config.sic_smoothness and not self._smoothness_note:
+            logger.warning("%s", SMOOTHNESS_NEEDS_FULL)
+            self._smoothness_note = True
 
     def smoothness_pairs(self) -> tuple[Tensor, Tensor, Tensor] | None:
         """``(first, second, inv_var)`` of the SIC smoothness prior (rows of the flattened map), or None
