@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from empirical_seaice.cli.further import REFERENCE_INIT
+from empirical_seaice.cli.further import OFF, REFERENCE_INIT
 from empirical_seaice.cli.parser import PROG
 from empirical_seaice.config import (
     DEPRECATED_OPTIMIZERS,
@@ -28,10 +28,11 @@ def _cost_from_args(args: argparse.Namespace, cost: CostConfig) -> CostConfig:
     cost = replace(cost, warm_ice=args.warm_ice)
     if args.sic_background_error is not None:
         cost = replace(cost, sic_background_prior=True, sic_background_error=args.sic_background_error)
-    if args.sic_smoothness is not None or args.sic_smoothness_time is not None:
-        cost = replace(
-            cost, sic_smoothness_error=args.sic_smoothness, sic_smoothness_time_error=args.sic_smoothness_time
-        )
+    smoothness = (("sic_smoothness", "sic_smoothness_error"), ("sic_smoothness_time", "sic_smoothness_time_error"))
+    for flag, field in smoothness:
+        value = getattr(args, flag)
+        if value is not None:  # given: a sigma, or off
+            cost = replace(cost, **{field: None if value == OFF else value})
     return cost
 
 
