@@ -28,11 +28,11 @@ def _cost_from_args(args: argparse.Namespace, cost: CostConfig) -> CostConfig:
     cost = replace(cost, warm_ice=args.warm_ice)
     if args.sic_background_error is not None:
         cost = replace(cost, sic_background_prior=True, sic_background_error=args.sic_background_error)
-    smoothness = (("sic_smoothness", "sic_smoothness_error"), ("sic_smoothness_time", "sic_smoothness_time_error"))
-    for flag, field in smoothness:
-        value = getattr(args, flag)
-        if value is not None:  # given: a sigma, or off
-            cost = replace(cost, **{field: None if value == OFF else value})
+    if args.sic_smoothness is not None:  # given: a sigma, or off
+        cost = replace(cost, sic_smoothness_error=None if args.sic_smoothness == OFF else args.sic_smoothness)
+    if args.sic_smoothness_time is not None:
+        time_error = None if args.sic_smoothness_time == OFF else args.sic_smoothness_time
+        cost = replace(cost, sic_smoothness_time_error=time_error)
     return cost
 
 
