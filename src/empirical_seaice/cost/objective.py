@@ -212,11 +212,12 @@ def map_prior_terms(
     """The whole-map SIC priors exactly: each ``sum_r p(C_r) / nobs`` over every row of the map
     (``sic``, ``sic_background``: the flattened map and its background), the smoothness prior
     ``J_s / nobs`` over the map's neighbour pairs (``smoothness``: ``(first, second, inv_var)`` of
-    :func:`empirical_seaice.cost.neighbours.smoothness_pairs`; None: a run whose sampled priors go
-    without it), and the
+    :func:`empirical_seaice.cost.neighbours.smoothness_pairs`; needed when the prior is on), and the
     warm-ice mean over the (ngrid, nstep) map without its lag columns (``sic_2d``, ``t_map_2d_k``), / nobs."""
     out = {name: prior.penalty(sic, sic_background).sum() / nobs for name, prior in map_priors(cost).items()}
-    if cost.sic_smoothness and smoothness is not None:
+    if cost.sic_smoothness:
+        if smoothness is None:
+            raise ValueError("map_prior_terms: the SIC smoothness prior is on but no neighbour pairs were given")
         out[SMOOTHNESS] = terms.smoothness_penalty(sic, *smoothness) / nobs
     out["warm_ice"] = terms.warm_ice_term(
         sic_2d, t_map_2d_k, cost.warm_ice_threshold_k, cost.warm_ice_factor, cost.warm_ice == "effective", nobs=nobs

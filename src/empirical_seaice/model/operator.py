@@ -375,9 +375,8 @@ class HybridNetwork(nn.Module):
 
     def smoothness_pairs(self) -> tuple[Tensor, Tensor, Tensor] | None:
         """``(first, second, inv_var)`` of the SIC smoothness prior (rows of the flattened map), or None
-        when the prior is off or the priors are sampled, which go without it
-        (:func:`empirical_seaice.cost.neighbours.smoothness_pairs`)."""
-        if not self.cost_config.sic_smoothness or self.prior_mode != "full":
+        when the prior is off (:func:`empirical_seaice.cost.neighbours.smoothness_pairs`)."""
+        if not self.cost_config.sic_smoothness:
             return None
         return self.smooth_first, self.smooth_second, self.smooth_inv_var
 
