@@ -23,7 +23,9 @@ def test_defaults_are_the_v2_preset_with_our_improvements():
     # the improvements: every one differs from the reference's value
     assert preset.model == replace(PRESETS["v2"].model, ice_emis_init=0.9, angle_input=None)
     assert PRESETS["v2"].model.ice_emis_init is None and PRESETS["v2"].model.angle_input is False
-    assert cost == PRESETS["v2"].cost and cost.warm_ice == "diagnostic"
+    # the SIC smoothness prior between consecutive days (the reference treats every day as independent)
+    assert cost == replace(PRESETS["v2"].cost, sic_smoothness_time_error=0.03) and cost.warm_ice == "diagnostic"
+    assert PRESETS["v2"].cost.sic_smoothness is False and cost.sic_smoothness_error is None
     ref = REFERENCE_TRAINING["v2"]
     assert training.nepochs == 25
     assert (training.batch_size, training.learning_rate) == (None, None)  # automatic, from the data size
@@ -174,3 +176,21 @@ def test_exact_reference_writes_no_open_water_filtered_product():
     assert product_options(parser.parse_args(base)).open_water_filter
     assert not product_options(parser.parse_args([*base, "--no-open-water-filter"])).open_water_filter
     assert not product_options(parser.parse_args([*base, "--exact-reference"])).open_water_filter
+
+
+def test_smoothness_flags_set_switch_off_and_check_the_sigma():
+    from empirical_seaice.errors import SeaIceError
+
+    _, _, cost, _ = _configs(["--sic-smoothness", "0.1", "--sic-smoothness-time", "0.02"])
+    assert (cost.sic_smoothness_error, cost.sic_smoothness_time_error) == (0.1, 0.02)
+    _, _, off, _ = _configs(["--sic-smoothness-time", "off"])
+    assert off.sic_smoothness is False
+    _, _, exact, _ = _configs(["--exact-reference"])
+    assert exact.sic_smoothness is False  # the reference's independent grid points and days
+    _, _, asked, _ = _configs(["--exact-reference", "--sic-smoothness-time", "0.05"])
+    assert asked.sic_smoothness_time_error == 0.05  # an explicit flag still applies
+    _, _, v1, _ = _configs(["--model", "v1"])
+    assert v1.sic_smoothness_time_error == 0.03
+    for bad in ("0", "-0.1", "nan", "smooth"):
+        with pytest.raises(SeaIceError, match="^--sic-smoothness-time: expected"):
+            _configs(["--sic-smoothness-time", bad])

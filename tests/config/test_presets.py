@@ -21,6 +21,9 @@ def test_our_start_adds_the_initial_emissivity_and_the_angle_input_to_the_exact_
     assert PRESETS["v2"].model.ice_emis_init is None and PRESETS["v2"].model.angle_input is False
     v1, _ = starting_configuration("v1")
     assert v1.model.ice_emis_init == 0.93 and v1.model == PRESETS["v1"].model
+    # the SIC smoothness prior between consecutive days, in both presets
+    assert preset.cost.sic_smoothness_time_error == 0.03 == v1.cost.sic_smoothness_time_error
+    assert preset.cost.sic_smoothness_error is None and not PRESETS["v2"].cost.sic_smoothness
 
 
 @pytest.mark.parametrize("name, nepochs, order", [("v1", 8, "shuffled"), ("v2", 25, "reference-blocks")])

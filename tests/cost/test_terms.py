@@ -196,3 +196,29 @@ def test_penalty_derivatives_from_residuals_and_slopes_equal_autograd():
     assert float(q(b - b_bg, 1.0, sig)[0, 0]) == pytest.approx(2 * 0.5 / 0.25)
     # the reference warm-ice term has no derivative
     assert float(costs.warm_ice_penalty_weighted_grad(c, costs.warm_ice_weight(t)).abs().max()) == 0.0
+
+
+def test_smoothness_penalty_hand_value_and_gradient():
+    """Three values in a row, pairs (0, 1) with sigma 0.1 and (1, 2) with sigma 0.2:
+    J = (0.2 - 0.5)^2 / 0.01 + (0.5 - 0.4)^2 / 0.04 = 9 + 0.25 = 9.25;
+    dJ/dx = (2 (-0.3) / 0.01, -2 (-0.3) / 0.01 + 2 (0.1) / 0.04, -2 (0.1) / 0.04) = (-60, 65, -5)."""
+    x = t(0.2, 0.5, 0.4)
+    first, second = torch.tensor([0, 1]), torch.tensor([1, 2])
+    inv_var = t(1 / 0.1**2, 1 / 0.2**2)
+    assert costs.smoothness_penalty(x, first, second, inv_var).item() == pytest.approx(9.25, rel=1e-12)
+    np.testing.assert_allclose(costs.smoothness_grad(x, first, second, inv_var).numpy(), [-60.0, 65.0, -5.0])
+    # a constant map costs nothing, whatever its level
+    assert costs.smoothness_penalty(t(0.7, 0.7, 0.7), first, second, inv_var).item() == 0.0
+
+
+def test_smoothness_gradient_equals_autograd_and_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(12, dtype=D, generator=g)
+    first = torch.tensor([0, 0, 3, 5, 7, 2, 11, 4])
+    second = torch.tensor([1, 4, 4, 6, 8, 9, 10, 11])
+    inv_var = torch.rand(8, dtype=D, generator=g) * 100.0
+    auto = _autograd_derivative(lambda v: costs.smoothness_penalty(v, first, second, inv_var), x)
+    np.testing.assert_allclose(costs.smoothness_grad(x, first, second, inv_var).numpy(), auto.numpy(), rtol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda v: costs.smoothness_penalty(v, first, second, inv_var), (x.clone().requires_grad_(True),)
+    )

@@ -91,7 +91,12 @@ def step_case(model_kw=None, cost_kw=None, warm=False, sensors=("amsr2",)):
         t = bg.t_skin_map_k.copy()
         t[:, ::3] = 276.0
         bg = BackgroundMaps(bg.sic, t, bg.nlag)
+    # the 4 grid points on a 2 x 2 square of 1 degree at the equator (the smoothness prior's neighbours)
+    bg = BackgroundMaps(bg.sic, bg.t_skin_map_k, bg.nlag, lon=np.array([0, 1, 0, 1], np.float32), lat=LAT_2X2)
     return obs, bg, model, cost, build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep)
+
+
+LAT_2X2 = np.array([0, 0, 1, 1], np.float32)
 
 
 def parameters(trainer) -> dict[str, torch.Tensor]:

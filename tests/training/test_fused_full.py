@@ -63,6 +63,11 @@ def _trainer(scheme, model_kw=None, cost_kw=None, eps="torch", warm=False, nepoc
 
 
 OBS_PROPERTIES = "state.props_obs.weight"
+CASES = {
+    **CASES,
+    # the SIC smoothness prior over the 2 x 2 grid and consecutive days (the whole-map pass's neighbours)
+    "v2-smoothness": dict(cost_kw=dict(sic_smoothness_error=0.1, sic_smoothness_time_error=0.2)),
+}
 EQUAL_CASES = [
     ("v2", 1e-13),
     ("v2-anchor-frequency-priors-warm", 1e-13),
@@ -70,6 +75,7 @@ EQUAL_CASES = [
     ("v2-keras-epsilon-diagnostic-warm", 1e-7),
     ("v2", 1e-7),
     ("v2-amsr2-atms-angle", 1e-13),
+    ("v2-smoothness", 1e-13),
 ]
 
 
@@ -106,6 +112,41 @@ def test_fused_full_priors_equal_dense_adam_full_priors_after_100_steps(case, ep
         assert h_fused.epoch_terms[-1][term] == pytest.approx(value, rel=rtol, abs=1e-9), term
     if kw.get("warm"):
         assert h_fused.epoch_terms[-1]["warm_ice"] > 1e-3
+
+
+def test_smoothness_prior_moves_the_map():
+    """The smoothness term is in the step's cost and makes the map smoother than without it."""
+    smooth = _trainer("fused", nepochs=1, **CASES["v2-smoothness"])
+    plain = _trainer("fused", nepochs=1)
+    h = smooth.fit()
+    plain.fit()
+    assert h.epoch_terms[-1]["sic_smoothness"] > 0.0
+    sic = parameters(smooth)["state.sic_map.weight"].view(4, 6)
+    sic_plain = parameters(plain)["state.sic_map.weight"].view(4, 6)
+    assert (sic - sic_plain).abs().max().item() > 1e-3
+
+    # smoother: the neighbour differences of the map (2 x 2 grid, consecutive days) are smaller
+    def roughness(c):
+        return ((c[0] - c[1]) ** 2 + (c[2] - c[3]) ** 2 + (c[0] - c[2]) ** 2 + (c[1] - c[3]) ** 2).sum() + (
+            (c[:, 1:] - c[:, :-1]) ** 2
+        ).sum()
+
+    assert roughness(sic).item() < roughness(sic_plain).item()
+
+
+def test_sampled_priors_run_without_the_smoothness_prior_and_say_so(monkeypatch, caplog):
+    """Above the threshold --map-priors auto samples the priors, which have no neighbours: the run goes on
+    without the smoothness prior (as without the flag, bit for bit) and logs one note."""
+    monkeypatch.setattr(config_module, "FULL_PRIORS_MAX_SIC_ROWS", 10)
+    with caplog.at_level(logging.WARNING, logger="empirical_seaice"):
+        smooth = _trainer("auto", nepochs=1, **CASES["v2-smoothness"])
+        h = smooth.fit()
+    plain = _trainer("auto", nepochs=1)
+    plain.fit()
+    assert smooth.network.prior_mode == "sampled" and "sic_smoothness" not in h.epoch_terms[-1]
+    assert caplog.text.count("SIC smoothness prior off in this run") == 1
+    for name, value in parameters(plain).items():
+        assert torch.equal(value, parameters(smooth)[name]), name
 
 
 def test_fused_full_priors_differ_from_sampled():

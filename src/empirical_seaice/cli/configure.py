@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from empirical_seaice.cli.further import REFERENCE_INIT
+from empirical_seaice.cli.further import OFF, REFERENCE_INIT
 from empirical_seaice.cli.parser import PROG
 from empirical_seaice.config import (
     DEPRECATED_OPTIMIZERS,
@@ -21,6 +21,19 @@ from empirical_seaice.config import (
     starting_configuration,
 )
 from empirical_seaice.errors import SeaIceError
+
+
+def _cost_from_args(args: argparse.Namespace, cost: CostConfig) -> CostConfig:
+    """The preset's cost with the cost flags: warm-ice mode, SIC background and smoothness priors."""
+    cost = replace(cost, warm_ice=args.warm_ice)
+    if args.sic_background_error is not None:
+        cost = replace(cost, sic_background_prior=True, sic_background_error=args.sic_background_error)
+    if args.sic_smoothness is not None:  # given: a sigma, or off
+        cost = replace(cost, sic_smoothness_error=None if args.sic_smoothness == OFF else args.sic_smoothness)
+    if args.sic_smoothness_time is not None:
+        time_error = None if args.sic_smoothness_time == OFF else args.sic_smoothness_time
+        cost = replace(cost, sic_smoothness_time_error=time_error)
+    return cost
 
 
 def configs_from_args(args: argparse.Namespace):
@@ -58,9 +71,7 @@ def configs_from_args(args: argparse.Namespace):
         sensor_catalogue=args.sensor_catalogue,
         start_date=args.start_date,
     )
-    cost: CostConfig = replace(preset.cost, warm_ice=args.warm_ice)
-    if args.sic_background_error is not None:
-        cost = replace(cost, sic_background_prior=True, sic_background_error=args.sic_background_error)
+    cost = _cost_from_args(args, preset.cost)
     if args.optimizer in DEPRECATED_OPTIMIZERS:
         print(
             f"{PROG}: note: --optimizer {args.optimizer} is now called {DEPRECATED_OPTIMIZERS[args.optimizer]}",

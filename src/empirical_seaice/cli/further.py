@@ -118,6 +118,22 @@ def add_further_options(ours) -> None:
         help="Add the prior sum (C - C_b)^2 / SIGMA^2 of SIC on the background map (default: off, as the reference).",
     )
     ours.add_argument(
+        "--sic-smoothness",
+        type=_sigma_or_off("--sic-smoothness"),
+        metavar="SIGMA|off",
+        help="Add the smoothness prior sum (C_g - C_h)^2 / SIGMA^2 of SIC over neighbouring grid points on the "
+        "same day (default: off, as the reference; needs the grid's lon/lat and the whole-map priors at every "
+        "step, --map-priors full or auto).",
+    )
+    ours.add_argument(
+        "--sic-smoothness-time",
+        type=_sigma_or_off("--sic-smoothness-time"),
+        metavar="SIGMA|off",
+        help="The smoothness prior sum (C_t - C_t+1)^2 / SIGMA^2 of SIC over consecutive days of each grid point "
+        "(default: 0.03; off with --exact-reference or 'off'). It acts with the whole-map priors at every step "
+        "(--map-priors auto on maps of up to 200,000 rows, or full); a run with sampled priors goes without it.",
+    )
+    ours.add_argument(
         "--learning-rate",
         type=float,
         default=None,
@@ -234,6 +250,27 @@ def add_further_options(ours) -> None:
     ours.add_argument("-v", "--verbose", action="count", default=0, help="More logging on stderr (-v info, -vv debug).")
 
 
+OFF = "off"
+"""The value of ``--sic-smoothness``/``--sic-smoothness-time`` that switches the prior off."""
+
+
+def _sigma_or_off(flag: str):
+    """An argparse type: a number > 0 or ``off``."""
+
+    def parse(text: str) -> float | str:
+        if text == OFF:
+            return text
+        try:
+            value = float(text)
+        except ValueError:
+            raise SeaIceError(f"{flag}: expected a number SIGMA > 0 or 'off', got {text!r}") from None
+        if not 0.0 < value < float("inf"):
+            raise SeaIceError(f"{flag}: expected a finite SIGMA > 0, got {value}")
+        return value
+
+    return parse
+
+
 def _ice_emis_init(text: str) -> float | str:
     """``--ice-emis-init``: a number in (0, 1) or ``reference``."""
     if text == REFERENCE_INIT:
@@ -247,4 +284,4 @@ def _ice_emis_init(text: str) -> float | str:
     return value
 
 
-__all__ = ["REFERENCE_INIT", "add_further_options"]
+__all__ = ["REFERENCE_INIT", "OFF", "add_further_options"]

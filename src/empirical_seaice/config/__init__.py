@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from empirical_seaice.config.presets import (
     DEFAULT_ICE_EMIS_INIT,
+    DEFAULT_SIC_SMOOTHNESS_TIME,
     DEFAULT_TRAINING,
     PRESETS,
     REFERENCE_TRAINING,
@@ -56,6 +57,7 @@ __all__ = [
     "auto_learning_rate",
     "REFERENCE_TRAINING",
     "DEFAULT_ICE_EMIS_INIT",
+    "DEFAULT_SIC_SMOOTHNESS_TIME",
     "DEFAULT_TRAINING",
     "VALIDATION_MIN_OBS",
     "starting_configuration",

@@ -159,6 +159,10 @@ class CostConfig:
     anchor_value: v1 anchor value / v2 floor of the anchor ice emissivity.
     anchor_error: error of the anchor term.
     bias_bg: per-sensor override {sensor: (ice K, ocean K, error K)}; sensors not listed use the catalogue.
+    sic_smoothness_error: sigma_s of the SIC smoothness prior between neighbouring grid points on the same
+        day, sum (C_g - C_h)^2 / sigma_s^2 (docs/method.md); None = off (the reference: every grid point
+        independent).
+    sic_smoothness_time_error: sigma_t of the same prior between consecutive days of one grid point; None = off.
     """
 
     sic_error: float = 0.02
@@ -177,6 +181,13 @@ class CostConfig:
     anchor_value: float = 0.7
     anchor_error: float = 1e-5
     bias_bg: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
+    sic_smoothness_error: float | None = None
+    sic_smoothness_time_error: float | None = None
+
+    @property
+    def sic_smoothness(self) -> bool:
+        """Whether the SIC smoothness prior is on (in space, time or both)."""
+        return self.sic_smoothness_error is not None or self.sic_smoothness_time_error is not None
 
     def __post_init__(self) -> None:
         if self.warm_ice not in ("diagnostic", "effective"):
@@ -194,6 +205,15 @@ class CostConfig:
         for name in ("sic_error", "sic_background_error", "false_ice_error", "anchor_error"):
             if getattr(self, name) <= 0:
                 raise SeaIceError(f"{name}: must be > 0, got {getattr(self, name)}")
+        self._check_smoothness()
+
+    def _check_smoothness(self) -> None:
+        for flag, value in (
+            ("--sic-smoothness", self.sic_smoothness_error),
+            ("--sic-smoothness-time", self.sic_smoothness_time_error),
+        ):
+            if value is not None and not 0.0 < value < float("inf"):
+                raise SeaIceError(f"{flag}: the error must be a finite number > 0, got {value}")
 
 
 OPTIMIZERS = ("deferred-adam", "sparse-adam", "dense-adam")

@@ -18,7 +18,8 @@ they are put together, in three forms:
 warm-ice term entering without gradient.
 
 Term names, in this order: ``obs``, ``sic_range``, ``sic_background`` (when on),
-``false_ice`` (when on), ``warm_ice``, ``anchor``, ``bias``.
+``false_ice`` (when on), ``sic_smoothness`` (when on: whole-map priors at every step only),
+``warm_ice``, ``anchor``, ``bias``.
 """
 
 from __future__ import annotations
@@ -195,13 +196,29 @@ def batch_terms(cost: CostConfig, x: BatchCost, map_terms: dict[str, Tensor] | N
     return out
 
 
+SMOOTHNESS = "sic_smoothness"
+"""Name of the SIC smoothness prior's term (:func:`terms.smoothness_penalty` over the map's neighbour pairs)."""
+
+
 def map_prior_terms(
-    cost: CostConfig, sic: Tensor, sic_background: Tensor, sic_2d: Tensor, t_map_2d_k: Tensor, nobs: int
+    cost: CostConfig,
+    sic: Tensor,
+    sic_background: Tensor,
+    sic_2d: Tensor,
+    t_map_2d_k: Tensor,
+    nobs: int,
+    smoothness: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """The whole-map SIC priors exactly: each ``sum_r p(C_r) / nobs`` over every row of the map
-    (``sic``, ``sic_background``: the flattened map and its background), and the warm-ice mean over
-    the (ngrid, nstep) map without its lag columns (``sic_2d``, ``t_map_2d_k``), / nobs."""
+    (``sic``, ``sic_background``: the flattened map and its background), the smoothness prior
+    ``J_s / nobs`` over the map's neighbour pairs (``smoothness``: ``(first, second, inv_var)`` of
+    :func:`empirical_seaice.cost.neighbours.smoothness_pairs`; needed when the prior is on), and the
+    warm-ice mean over the (ngrid, nstep) map without its lag columns (``sic_2d``, ``t_map_2d_k``), / nobs."""
     out = {name: prior.penalty(sic, sic_background).sum() / nobs for name, prior in map_priors(cost).items()}
+    if cost.sic_smoothness:
+        if smoothness is None:
+            raise ValueError("map_prior_terms: the SIC smoothness prior is on but no neighbour pairs were given")
+        out[SMOOTHNESS] = terms.smoothness_penalty(sic, *smoothness) / nobs
     out["warm_ice"] = terms.warm_ice_term(
         sic_2d, t_map_2d_k, cost.warm_ice_threshold_k, cost.warm_ice_factor, cost.warm_ice == "effective", nobs=nobs
     )
@@ -275,6 +292,7 @@ def whole_data_cost(
 
 __all__ = [
     "OBS",
+    "SMOOTHNESS",
     "MapPrior",
     "map_priors",
     "BatchCost",

@@ -250,6 +250,29 @@ def bias_penalty(bias_k: Tensor, bias_bg_k: Tensor, sigma_k: Tensor | float) -> 
     return quadratic_penalty(bias_k - bias_bg_k, sigma_k).sum()
 
 
+def smoothness_penalty(x: Tensor, first: Tensor, second: Tensor, inv_var: Tensor) -> Tensor:
+    """Smoothness prior: the squared differences of neighbouring values, summed (dimensionless).
+
+    ``J_s = sum_k (x_{i_k} - x_{j_k})^2 / sigma_k^2``
+
+    over the pairs ``k`` of neighbours ``(i_k, j_k)`` (``first``, ``second``: int64 indices into the
+    flattened ``x``, each pair once) with the pair's error ``sigma_k`` (``inv_var`` = ``1 / sigma_k^2``).
+    For the SIC map ``x`` is C (dimensionless) and a pair is two neighbouring grid points on the same
+    day (``sigma_s``) or one grid point on consecutive days (``sigma_t``): a Gaussian prior whose
+    precision is a graph Laplacian, the simplest spatially and temporally correlated background
+    error. Its gradient: :func:`smoothness_grad`.
+    """
+    d = x.index_select(0, first) - x.index_select(0, second)
+    return (d * d * inv_var).sum()
+
+
+def smoothness_grad(x: Tensor, first: Tensor, second: Tensor, inv_var: Tensor) -> Tensor:
+    """``dJ_s/dx_r = sum_{k: i_k = r} 2 d_k / sigma_k^2 - sum_{k: j_k = r} 2 d_k / sigma_k^2`` of
+    :func:`smoothness_penalty` (``d_k = x_{i_k} - x_{j_k}``), the shape of ``x``."""
+    g = (x.index_select(0, first) - x.index_select(0, second)) * inv_var * 2.0
+    return torch.zeros_like(x).index_add_(0, first, g).index_add_(0, second, -g)
+
+
 __all__ = [
     "observation_cost",
     "sic_range_penalty",
@@ -260,6 +283,8 @@ __all__ = [
     "anchor_mean_penalty",
     "anchor_floor_penalty",
     "bias_penalty",
+    "smoothness_penalty",
+    "smoothness_grad",
     "quadratic_penalty",
     "quadratic_penalty_grad",
     "sic_range_residual",

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from empirical_seaice.cost.neighbours import pairs_csr
 from empirical_seaice.model.fused_kernels import (
     _MAXC,
     _MAXF,
@@ -167,6 +168,8 @@ class FusedProgram:
             values["sic_background"] = t[_T_BG]
         if self.ip[11]:
             values["false_ice"] = t[_T_FALSE]
+        if "sic_smoothness" in self.names:  # whole-map only: the step adds it over the map
+            values["sic_smoothness"] = 0.0
         values["warm_ice"] = t[_T_WARM]
         self.dense_grads = dense_grads
         self.dense_flat = buf["flat"]
@@ -305,6 +308,10 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         names.append("sic_background")
     if cc.false_ice_prior:
         names.append("false_ice")
+    if cc.sic_smoothness and full:  # a whole-map prior only (the sampled priors run without it)
+        names.append("sic_smoothness")
+    elif training:
+        network.note_sampled_without_smoothness()
     names += ["warm_ice", "anchor", "bias"]
     tables = [st.sic_map.weight]
     ref_table = [0] * (st.nlag + 1)
@@ -360,6 +367,10 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         dummy2=np.zeros((2, 1), dtype=np.float32),
         dummy1=np.zeros(2, dtype=np.float32),
     )
+    if full and cc.sic_smoothness:  # each row's neighbours, for the whole-map pass
+        first, second, inv_var = (t.numpy() for t in network.smoothness_pairs())
+        indptr, indices, weights = pairs_csr(st.ngrid * st.ncol, first, second, inv_var.astype(np.float64))
+        arrays.update(smooth_indptr=indptr, smooth_indices=indices, smooth_weights=weights)
     program = FusedProgram(
         network=network,
         names=tuple(names),

@@ -14,6 +14,12 @@ its derivative with respect to the row's SIC ``C``,
   ``max(C, 0) w / (ngrid nstep nobs)`` (``d/dC = w / (ngrid nstep nobs)`` for ``C >= 0``), with the
   row's warm weight ``w = max(T_map - threshold, 0) factor`` (0 on the lag columns).
 
+With the SIC smoothness prior on, :func:`_smooth_pass` adds, per row ``r`` with neighbours ``N(r)``
+(:func:`empirical_seaice.cost.neighbours.pairs_csr`), ``d/dC_r = sum_{j in N(r)} 2 (C_r - C_j) /
+(sigma_rj^2 nobs)`` and half of ``sum_{j in N(r)} (C_r - C_j)^2 / (sigma_rj^2 nobs)`` (every pair is
+listed from both ends): the ``sic_smoothness`` term :func:`~empirical_seaice.cost.terms.smoothness_penalty`
+``/ nobs``.
+
 Summed over the rows these are the terms of :func:`~empirical_seaice.cost.objective.map_prior_terms`
 (tested equal, with their gradients, in ``tests/training/test_fused_full.py``).
 :func:`map_priors` evaluates them over the whole map (parallel over fixed chunks, summed in
@@ -32,8 +38,9 @@ if HAVE_NUMBA:
 else:  # pragma: no cover - exercised only where numba is absent
     prange = range  # type: ignore[misc]
 
-MAP_TERMS = ("sic_range", "sic_background", "false_ice", "warm_ice")
-"""The terms :func:`prior_row` returns, in order (a switched-off prior returns 0)."""
+MAP_TERMS = ("sic_range", "sic_background", "false_ice", "warm_ice", "sic_smoothness")
+"""The terms :func:`map_priors` returns, in order (a switched-off prior returns 0): those of
+:func:`prior_row`, then the smoothness prior of :func:`_smooth_pass`."""
 
 
 def prior_row(c, bgv, ww, flags, scales):
@@ -92,10 +99,29 @@ def _map_pass(values, bg, warm, flags, scales, grad, sums):
         sums[k, 3] = s3
 
 
+def _smooth_pass(values, indptr, indices, weights, scale, grad, sums):
+    """The smoothness prior over every row: ``sum_j 2 w_rj (C_r - C_j) scale`` added to ``grad[r]``,
+    ``sum_j w_rj (C_r - C_j)^2 scale / 2`` summed per fixed chunk into ``sums`` (nchunk,)."""
+    n = values.shape[0]
+    nchunk = sums.shape[0]
+    for k in prange(nchunk):
+        s = 0.0
+        for r in range((n * k) // nchunk, (n * (k + 1)) // nchunk):
+            c = float(values[r])
+            g = 0.0
+            for e in range(indptr[r], indptr[r + 1]):
+                d = c - float(values[indices[e]])
+                g += weights[e] * d
+                s += weights[e] * d * d
+            grad[r] += 2.0 * g * scale
+        sums[k] = 0.5 * s * scale
+
+
 if HAVE_NUMBA:
     _false_ice = njit(inline="always")(_false_ice.py_func)  # type: ignore[attr-defined]  # inlined in the loop
     prior_row = njit(cache=True, inline="always")(prior_row)
     _map_pass = njit(cache=True, parallel=True)(_map_pass)
+    _smooth_pass = njit(cache=True, parallel=True)(_smooth_pass)
 
 
 def map_constants(program) -> tuple[np.ndarray, np.ndarray]:
@@ -121,12 +147,16 @@ def map_constants(program) -> tuple[np.ndarray, np.ndarray]:
 def map_priors(program, values: np.ndarray, grad: np.ndarray) -> np.ndarray:
     """The exact whole-map priors of the SIC map ``values`` (float32, one per row, any stride):
     their derivatives into ``grad`` (float64, same length), their values (order :data:`MAP_TERMS`,
-    each ``sum_r p(C_r) / nobs``; the warm-ice mean) returned."""
+    each ``sum_r p(C_r) / nobs``; the warm-ice mean; then the smoothness prior, 0 when off) returned."""
     flags, scales = map_constants(program)
     sums = np.zeros((NCHUNK, 4))
     a = program.arrays
     _map_pass(values, a["bg"], a["warm_w"], flags, scales, grad, sums)
-    return sums.sum(axis=0)
+    smooth = np.zeros(NCHUNK)
+    if "smooth_indptr" in a:
+        scale = 1.0 / float(program.nobs_total)
+        _smooth_pass(values, a["smooth_indptr"], a["smooth_indices"], a["smooth_weights"], scale, grad, smooth)
+    return np.append(sums.sum(axis=0), smooth.sum())
 
 
 __all__ = ["MAP_TERMS", "prior_row", "map_constants", "map_priors"]

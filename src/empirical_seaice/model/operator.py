@@ -24,16 +24,18 @@ map priors over the entire map each step (the reference's way); use it with
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from empirical_seaice.config import CostConfig, ModelConfig
+from empirical_seaice.config import FULL_PRIORS_MAX_SIC_ROWS, CostConfig, ModelConfig
 from empirical_seaice.cost import objective
 from empirical_seaice.cost import terms as costs
 from empirical_seaice.cost.fused import fused_batch_terms
+from empirical_seaice.cost.neighbours import smoothness_pairs
 from empirical_seaice.cost.sampling import RowCounts
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import physics
@@ -42,6 +44,15 @@ from empirical_seaice.model.state import EmpiricalState
 from empirical_seaice.model.tensors import Batch, ObservationTensors
 from empirical_seaice.observations import BackgroundMaps
 from empirical_seaice.sensors import POL_V, ChannelBasis
+
+logger = logging.getLogger(__name__)
+
+SMOOTHNESS_NEEDS_FULL = (
+    "SIC smoothness prior off in this run: it needs the whole-map priors at every step (--map-priors full, "
+    f"or auto on a map of at most {FULL_PRIORS_MAX_SIC_ROWS:,} rows, in a single process on CPU), and this "
+    "run samples them"
+)
+"""The one-time note of a run whose sampled priors leave the smoothness prior out."""
 
 
 def _bias_backgrounds(basis: ChannelBasis, cost: CostConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -108,6 +119,9 @@ class HybridNetwork(nn.Module):
     obs_error_k: Tensor
     t_map_flat: Tensor
     sic_count: Tensor | None
+    smooth_first: Tensor
+    smooth_second: Tensor
+    smooth_inv_var: Tensor
 
     def __init__(
         self,
@@ -176,6 +190,15 @@ class HybridNetwork(nn.Module):
             self.register_buffer("sic_count", None, persistent=False)
             self.counts_nobs = self.nobs
             self.n_warm_rows = st.ngrid * st.nstep
+        if cost.sic_smoothness:  # the smoothness prior's neighbour pairs of the SIC map, built once
+            first, second, inv_var = smoothness_pairs(
+                st.ngrid, st.ncol, cost.sic_smoothness_error, cost.sic_smoothness_time_error, background.lat,
+                background.lon,
+            )  # fmt: skip
+            self.register_buffer("smooth_first", torch.from_numpy(first), persistent=False)
+            self.register_buffer("smooth_second", torch.from_numpy(second), persistent=False)
+            self.register_buffer("smooth_inv_var", torch.from_numpy(inv_var.astype(np.float32)), persistent=False)
+        self._smoothness_note = False  # the note that the sampled priors leave the smoothness prior out, given
         self._cache: dict[tuple, Tensor] = {}  # derived constants, by (name, ..., dtype, device)
         self.shared_prior_share = 1.0
         """Weight of the priors that act on the shared parameters only (bias prior, v1 anchor) in
@@ -316,6 +339,7 @@ class HybridNetwork(nn.Module):
         """
         x = self.batch_cost(batch, out, nobs_total, batch_total)
         if self.prior_mode == "sampled":
+            self.note_sampled_without_smoothness()
             return fused_batch_terms(self.cost_config, x, self._cache)
         return objective.batch_terms(self.cost_config, x, map_terms=self.full_prior_terms(nobs_total))
 
@@ -340,7 +364,21 @@ class HybridNetwork(nn.Module):
             st.sic_map_2d()[:, st.nlag :],
             self.t_map_flat.view(st.ngrid, st.ncol)[:, st.nlag :],
             self.counts_nobs if nobs_total is None else nobs_total,
+            self.smoothness_pairs(),
         )
+
+    def note_sampled_without_smoothness(self) -> None:
+        """Log once that the sampled priors leave the smoothness prior out (when it is on)."""
+        if self.cost_config.sic_smoothness and not self._smoothness_note:
+            logger.warning("%s", SMOOTHNESS_NEEDS_FULL)
+            self._smoothness_note = True
+
+    def smoothness_pairs(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(first, second, inv_var)`` of the SIC smoothness prior (rows of the flattened map), or None
+        when the prior is off (:func:`empirical_seaice.cost.neighbours.smoothness_pairs`)."""
+        if not self.cost_config.sic_smoothness:
+            return None
+        return self.smooth_first, self.smooth_second, self.smooth_inv_var
 
     def total_cost(self, terms: dict[str, Tensor]) -> Tensor:
         """What a step minimises (:func:`~empirical_seaice.cost.objective.total_cost`): the sum of the
@@ -379,4 +417,4 @@ class HybridNetwork(nn.Module):
         return [*self.emissivity.parameters(), self.wind_coef, self.bias_ice_k, self.bias_ocean_k]
 
 
-__all__ = ["HybridNetwork"]
+__all__ = ["HybridNetwork", "SMOOTHNESS_NEEDS_FULL"]

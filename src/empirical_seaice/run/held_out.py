@@ -75,7 +75,7 @@ def fit_held_out_state(
         obs,
         background,
         model,
-        cost,
+        replace(cost, sic_smoothness_error=None, sic_smoothness_time_error=None),  # a whole-map prior
         optimizer="deferred-adam",
         generator=make_generator(training.seed),
         device=device,

@@ -308,7 +308,8 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
         obs,
         background,
         plan.model_cfg,
-        plan.cost_cfg,
+        # the sampled priors of the state-only fit have no neighbours: the smoothness prior is off here
+        replace(plan.cost_cfg, sic_smoothness_error=None, sic_smoothness_time_error=None),
         optimizer=train_cfg.optimizer,
         generator=generator,
         device=plan.device,
