@@ -342,7 +342,7 @@ def _targets(rows: list[dict], args) -> list[str]:
     cases = list(dict.fromkeys(r["case"] for r in rows))
     out = [
         "",
-        f"## Targets (ours = one run's filtered product, the reference's budget; spread: {args.members}-member ensemble)",
+        f"## Targets (ours = one run's filtered product, the reference's budget; spread: {args.members} members)",
         "",
         "| case | ours vs reference | ours < every fair classic | spread/error | best state r |",
     ]
