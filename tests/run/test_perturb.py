@@ -91,3 +91,48 @@ def test_bad_ensemble_settings_are_one_line_errors(kwargs, flag):
     with pytest.raises(SeaIceError) as err:
         EnsembleConfig(**kwargs)
     assert str(err.value).startswith(flag) and "\n" not in str(err.value)
+
+
+def _consistent_case(tau: float, s0: float, n: int = 60_000, members: int = 5, seed: int = 11):
+    """Members' simulations with spread ``s0`` about their mean, the mean in error by ``tau`` and the
+    observations with noise sigma: E[d^2] = tau^2 + sigma^2, E[s^2] = s0^2 (K)."""
+    rng = np.random.default_rng(seed)
+    sigma = np.array([2.0, 5.0])
+    truth = rng.uniform(180.0, 260.0, (n, 2))
+    centre = truth + tau * rng.standard_normal((n, 2))
+    sims = centre + s0 * rng.standard_normal((members, n, 2))
+    y = truth + sigma * rng.standard_normal((n, 2))
+    return y, sims, np.ones((n, 2), dtype=bool), sigma
+
+
+def test_observation_space_inflation_recovers_the_missing_spread():
+    from empirical_seaice.run.ensemble_calibration import consistency_sums, inflation_factor
+
+    # the mean of 5 members has its own sampling error s0^2 / 5: E[d^2] = tau^2 + s0^2/5 + sigma^2
+    tau, s0 = 6.0, 3.0
+    y, sims, mask, sigma = _consistent_case(tau, s0)
+    excess, spread, n = consistency_sums(y, sims, mask, sigma)
+    assert n == mask.size
+    lam = inflation_factor(excess, spread)
+    assert abs(lam - np.sqrt((tau**2 + s0**2 / 5) / s0**2)) < 0.03
+    # a consistent ensemble (the truth drawn like a member: tau = s0) gets the finite-ensemble factor
+    # sqrt(1 + 1/N) of its mean's error; a larger spread is not deflated
+    y, sims, mask, sigma = _consistent_case(s0, s0)
+    assert abs(inflation_factor(*consistency_sums(y, sims, mask, sigma)[:2]) - np.sqrt(1.2)) < 0.03
+    y, sims, mask, sigma = _consistent_case(1.0, s0)
+    assert inflation_factor(*consistency_sums(y, sims, mask, sigma)[:2]) == 1.0
+    assert inflation_factor(5.0, 0.0) == 1.0
+
+
+def test_observation_space_sums_skip_masked_and_missing_values():
+    from empirical_seaice.run.ensemble_calibration import consistency_sums
+
+    y = np.array([[200.0, 0.0], [210.0, 220.0]])
+    sims = np.array([[[201.0, np.nan], [208.0, 221.0]], [[203.0, np.nan], [212.0, 219.0]]])
+    mask = np.array([[True, False], [True, True]])
+    sigma = np.array([1.0, 2.0])
+    excess, spread, n = consistency_sums(y, sims, mask, sigma)
+    # valid: (0,0) d = -2, var 2; (1,0) d = 0, var 8; (1,1) d = 0, var 2
+    assert n == 3
+    assert excess == pytest.approx((4.0 - 1.0) / 1.0 + (0.0 - 1.0) / 1.0 + (0.0 - 4.0) / 4.0)
+    assert spread == pytest.approx(2.0 / 1.0 + 8.0 / 1.0 + 2.0 / 4.0)

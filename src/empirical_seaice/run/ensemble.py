@@ -4,8 +4,9 @@
 
 1. **member 0**: the ordinary run (:func:`empirical_seaice.run.train.run`), unperturbed, its outputs
    in ``--output`` as without ``--ensemble`` (same seed, same files, same products);
-2. **members 1 .. N-1**: each an ordinary training run (``--trainonly``: the model and the state
-   files, no diagnostics, no products) into ``<output>/members/KK/`` with the same tag, on perturbed
+2. **members 1 .. N-1**: each an ordinary training run without products (and with
+   ``--trainonly``, the model and the state files only, unless the inflation needs their
+   simulated TBs) into ``<output>/members/KK/`` with the same tag, on perturbed
    observations and a perturbed first-guess SIC (:mod:`empirical_seaice.run.perturb`) and with its
    own training seed (:func:`~empirical_seaice.config.ensemble.member_seed`); each member's
    directory is its own output set, and its data cache is member 0's (a link);
@@ -100,6 +101,11 @@ def run_ensemble(
     output = Path(output)
     argv = list(argv or [])
     n = ensemble.members
+    if trainonly and ensemble.inflation != "none":
+        raise SeaIceError(
+            f"--ensemble-inflation {ensemble.inflation}: needs the simulated TBs that --trainonly does not write; "
+            "drop --trainonly or use --ensemble-inflation none"
+        )
     log.info("ensemble member 0 of %d (unperturbed)", n)
     result0 = train.run(
         data_cfg, preset, cost_cfg, train_cfg, output, tag, trainonly=trainonly, progress=progress,
@@ -113,7 +119,7 @@ def run_ensemble(
         try:
             train.run(
                 data_cfg, preset, cost_cfg, replace(train_cfg, seed=member_seed(train_cfg.seed, k)), dirs[-1], tag,
-                trainonly=True, progress=progress, products=None, force_outputs=force_outputs,
+                trainonly=ensemble.inflation == "none", progress=progress, products=None, force_outputs=force_outputs,
                 checkpoint_minutes=checkpoint_minutes, argv=[*argv, f"(ensemble member {k})"],
                 perturbation=Perturbation(k, train_cfg.seed, ensemble.sic_error, ensemble.obs_error_scale),
             )  # fmt: skip
@@ -177,7 +183,8 @@ def publish_ensemble(
         if ensemble.inflation == "observations":
             from empirical_seaice.run.ensemble_calibration import observation_inflation
 
-            inflation, why = observation_inflation(data_cfg, preset, [output, *dirs], tag, obs, background)
+            inflation, why = observation_inflation(obs, train_cfg, [output, *dirs], tag)
+            log.info("ensemble spread inflation: %s", why)
         jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, nlag, data_cfg.steps_per_day)
         path = write_ensemble(
             out.output_path(stage, STEM, tag), mean, spread, jd, background.lon, background.lat,
