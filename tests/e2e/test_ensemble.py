@@ -64,7 +64,8 @@ def test_member_0_is_the_plain_run_and_the_members_differ(ensemble_run, trained)
     members = [ensemble_run.output / "members" / k for k in ("01", "02")]
     for m in members:
         assert (m / f"model_{TAG}.pt").is_file() and not txn.verify_set(m, TAG)
-        assert not (m / f"tbsim_{TAG}.nc").exists()  # members train only
+        assert (m / f"tbsim_{TAG}.nc").is_file()  # the inflation's simulated TBs
+        assert not (m / f"seaice_filtered_{TAG}.nc").exists()  # no products
     s0, s1, s2 = (_sic(p / f"seaice_{TAG}.nc") for p in [ensemble_run.output, *members])
     assert np.abs(s1 - s0).max() > 0.01 and np.abs(s2 - s1).max() > 0.01
 
@@ -80,14 +81,18 @@ def test_the_ensemble_file_holds_the_members_mean_and_spread(ensemble_run, twin_
     path = out / f"seaice_ensemble_{TAG}.nc"
     np.testing.assert_allclose(_sic(path, "seaice_mean"), stack.mean(axis=0), atol=1e-6)
     by_hand = np.sqrt(((stack - stack.mean(axis=0)) ** 2).sum(axis=0) / 2.0)
-    np.testing.assert_allclose(_sic(path, "seaice_spread"), by_hand, atol=1e-6)
-    assert _sic(path, "seaice_spread").max() > 0.01
+    np.testing.assert_allclose(_sic(path, "seaice_spread_raw"), by_hand, atol=1e-6)
+    assert by_hand.max() > 0.01
     with netCDF4.Dataset(path) as ds:
         mean, spread = ds["seaice_mean"], ds["seaice_spread"]
         assert mean.standard_name == "sea_ice_area_fraction" and mean.ancillary_variables == "seaice_spread"
         assert spread.standard_name == "sea_ice_area_fraction standard_error" and spread.units == "1"
-        assert ds.ensemble_size == 3 and ds.sic_product == "seaice_filtered" and ds.spread_inflation == 1.0
+        assert ds.ensemble_size == 3 and ds.sic_product == "seaice_filtered"
         assert ds.Conventions == "CF-1.10" and "time_bnds" in ds.variables
+        # the default inflation: the tiny twin holds none out, so every observation's fitted departure
+        lam = float(ds.spread_inflation)
+        assert lam > 1.0 and f"lambda = {lam:.3f}" in ds.inflation_method and "every observation" in ds.inflation_method
+    np.testing.assert_allclose(_sic(path, "seaice_spread"), lam * by_hand, atol=1e-6)
     assert f"seaice_ensemble_{TAG}.nc" in txn.read_manifest(out, TAG)["files"]
     assert not txn.verify_set(out, TAG)  # one published set: member 0's files and the ensemble file
     assert "ensemble of 3: RMS spread" in ensemble_run.stdout and "spread/error" in ensemble_run.stdout
@@ -125,6 +130,21 @@ def test_a_failed_member_leaves_no_ensemble_file(ensemble_run, twin_dir, tmp_pat
     assert (out / f"seaice_{TAG}.nc").is_file() and not txn.verify_set(out, TAG)
 
 
+def test_without_inflation_the_stated_spread_is_the_members_std(twin_dir, tmp_path):
+    out = tmp_path / "out"
+    flags = [f if f != "10" else "2" for f in TRAIN_FLAGS]  # two epochs
+    r = run_cli(["--data", twin_dir, "--output", out, "--tag", TAG, *flags, "--ensemble", "2"]
+                + ["--ensemble-inflation", "none", "--no-open-water-filter"])  # fmt: skip
+    assert r.code == 0, r.stderr
+    assert not (out / "members/01" / f"tbsim_{TAG}.nc").exists()  # members train only
+    s0, s1 = _sic(out / f"seaice_{TAG}.nc"), _sic(out / "members/01" / f"seaice_{TAG}.nc")
+    path = out / f"seaice_ensemble_{TAG}.nc"
+    np.testing.assert_allclose(_sic(path, "seaice_mean"), (s0 + s1) / 2.0, atol=1e-6)
+    np.testing.assert_allclose(_sic(path, "seaice_spread"), np.abs(s0 - s1) / np.sqrt(2.0), atol=1e-6)
+    with netCDF4.Dataset(path) as ds:
+        assert ds.spread_inflation == 1.0 and ds.sic_product == "seaice" and "seaice_spread_raw" not in ds.variables
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -135,6 +155,7 @@ def test_a_failed_member_leaves_no_ensemble_file(ensemble_run, twin_dir, tmp_pat
         (["--ensemble", "3", "--ensemble-sic-error", "-1"], "--ensemble-sic-error: expected a standard deviation"),
         (["--ensemble-sic-error", "0.1"], "--ensemble-sic-error: applies only with --ensemble"),
         (["--ensemble", "2", "--ensemble-inflation", "lots"], "--ensemble-inflation: invalid choice"),
+        (["--ensemble", "2", "--trainonly"], "--ensemble-inflation observations: needs the simulated TBs"),
     ],
 )
 def test_bad_ensemble_flags_are_one_line_errors(flags, message, twin_dir, tmp_path):

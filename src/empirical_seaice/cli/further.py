@@ -175,7 +175,7 @@ def add_further_options(ours) -> None:
         choices=INFLATIONS,
         default=None,
         help="--ensemble: the stated spread: none (the members' standard deviation) or observations (scaled so "
-        "that it matches the observation departures; docs/method.md) (default none).",
+        "that it matches the observation departures; docs/method.md) (default observations).",
     )
     ours.add_argument(
         "--device",

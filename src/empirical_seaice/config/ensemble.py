@@ -40,7 +40,7 @@ class EnsembleConfig:
     members: int
     sic_error: float = DEFAULT_SIC_ERROR
     obs_error_scale: float = 1.0
-    inflation: str = "none"
+    inflation: str = "observations"
 
     def __post_init__(self) -> None:
         if isinstance(self.members, bool) or not isinstance(self.members, int) or self.members < 2:
