@@ -429,7 +429,7 @@ def main(argv=None) -> int:
             )
             rows.append(row)
             print(json.dumps(row), f"({time.perf_counter() - t0:.0f} s)", flush=True)
-            (args.workdir / "rows.json").write_text(json.dumps(rows, indent=1))
+            (args.workdir / f"rows{args.variant}.json").write_text(json.dumps(rows, indent=1))
     ours_desc = "our defaults" if exact else "the demo flags with --validation-fraction 0.1 --early-stopping"
     size = "14 days poleward of 60 deg" if args.quick else "20 days poleward of 55 deg"
     settings = (
