@@ -238,6 +238,7 @@ def score_case(
     exact: bool,
     extra: tuple[str, ...] = (),
     variant: str = "",
+    prune: bool = False,
 ) -> dict:
     model = CASES[case]["model"]
     twin = make_twin(workdir, case, seed, quick)
@@ -267,6 +268,10 @@ def score_case(
         row["spread"] = float(np.sqrt(np.mean(spread[mask] ** 2)))
         row["spread_ratio"] = row["spread"] / row["ensemble"]
         row["spread_ratio_raw"] = float(np.sqrt(np.mean(raw[mask] ** 2))) / row["ensemble"]
+        if prune and (out / "members").is_dir():  # the members' files, once the ensemble file is written
+            import shutil
+
+            shutil.rmtree(out / "members")
     classic = classic_sic_maps(obs).maps
     classic.update(fair_classic_maps(obs))
     for name, arr in classic.items():
@@ -408,6 +413,7 @@ def main(argv=None) -> int:
     p.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "science.md")
     p.add_argument("--ours-flags", default="", help="extra training flags of our runs (one string)")
     p.add_argument("--variant", default="", help="suffix of our runs' folders (with --ours-flags)")
+    p.add_argument("--prune-members", action="store_true", help="remove the ensemble members' folders once scored")
     args = p.parse_args(argv)
     seeds = args.seeds or ([101] if args.quick else [101, 102, 103])
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -426,6 +432,7 @@ def main(argv=None) -> int:
                 exact,
                 tuple(shlex.split(args.ours_flags)),
                 args.variant,
+                args.prune_members,
             )
             rows.append(row)
             print(json.dumps(row), f"({time.perf_counter() - t0:.0f} s)", flush=True)
