@@ -191,7 +191,7 @@ def publish_ensemble(
             nlag=nlag, step_days=1.0 / data_cfg.steps_per_day, inflation=inflation,
             attrs=_file_attrs(ensemble, train_cfg, obs, filtered, why),
         )  # fmt: skip
-        lines = ensemble_lines(ensemble.members, sics[0], mean, spread * inflation, obs, data_cfg, nlag)
+        lines = ensemble_lines(ensemble.members, sics[0], mean, spread * inflation, obs, data_cfg, nlag, inflation)
         configs = {"member0_config_hash": manifest0.get("config_hash", ""), "ensemble": vars(ensemble)}
         run_set.publish(configs, status=manifest0.get("status", "complete"), message=manifest0.get("message", ""))
     except BaseException:
@@ -221,7 +221,14 @@ def _file_attrs(ensemble: EnsembleConfig, train_cfg: TrainingConfig, obs, filter
 
 
 def ensemble_lines(
-    members: int, sic0: np.ndarray, mean: np.ndarray, spread: np.ndarray, obs, data_cfg: DataConfig, nlag: int
+    members: int,
+    sic0: np.ndarray,
+    mean: np.ndarray,
+    spread: np.ndarray,
+    obs,
+    data_cfg: DataConfig,
+    nlag: int,
+    inflation: float = 1.0,
 ) -> list[str]:
     """The summary lines of the ensemble: its mean spread over the observed grid points and days and,
     on a twin with a truth, the SIC RMSE of member 0 and of the mean and the spread/error ratio."""
@@ -231,6 +238,8 @@ def ensemble_lines(
     g, t = observed_points(obs)
     rms_spread = float(np.sqrt(np.mean(spread[g, t + nlag] ** 2)))
     lines = [f"ensemble of {members}: RMS spread {rms_spread:.4f} over {len(g)} observed grid-steps"]
+    if inflation != 1.0:
+        lines[0] += f" (the members' standard deviation x {inflation:.2f}, from the observation departures)"
     try:
         truth = read_truth(Path(data_cfg.data), obs, per_obs=())
     except SeaIceError as exc:
