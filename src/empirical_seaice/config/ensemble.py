@@ -17,11 +17,10 @@ import numpy as np
 
 from empirical_seaice.errors import SeaIceError
 
-DEFAULT_SIC_ERROR = 0.05
-"""Standard deviation of the first-guess SIC perturbation (``--ensemble-sic-error``). On the
-realistic twin (twin seed 101, five cases) 0.1 left a first-guess noise in the members that made
-the ensemble mean worse than member 0 in the north; 0.05 gave a mean 0-4 % better than member 0
-(benchmarks/science_notes.md)."""
+DEFAULT_SIC_ERROR = 0.1
+"""Standard deviation of the first-guess SIC perturbation (``--ensemble-sic-error``): the default
+error of the SIC background prior (``--sic-background-error``), a stated error, not tuned on the
+twin (0.05 gave a better ensemble mean but too little spread in summer: benchmarks/science_notes.md)."""
 
 INFLATIONS = ("none", "observations")
 """``--ensemble-inflation``: none (the raw member spread) or observations (the spread scaled so that
