@@ -20,7 +20,7 @@ the network input before the frequency at every evaluation, the anchor frequency
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from empirical_seaice.model.fused_kernels import (
     _T_WARM,
     HAVE_NUMBA,
     NCHUNK,
+    _bias_prior,
     _refs,
     _step,
 )
@@ -66,18 +67,12 @@ class FusedProgram:
     fp: np.ndarray
     arrays: dict
     nobs_total: int
+    _cache: dict = field(default_factory=dict, repr=False)
+    """Buffers reused from step to step (:meth:`run`): per batch size, and the weights' numpy views."""
     full: bool = False
     """The exact whole-map priors ("full" mode): :meth:`run` leaves the map priors out (their
     batch estimate is off) and the step adds them over every map row
     (:mod:`empirical_seaice.model.fused_map`)."""
-
-    def rows(self, index: np.ndarray) -> np.ndarray:
-        """(B, nref) table-local rows each observation reads (columns: ``ref_table``)."""
-        ip = self.ip
-        refs = np.empty((index.shape[0], self.ref_table.shape[0]), dtype=np.int64)
-        a = self.arrays
-        _refs(self.ints, index, a["ncolmap"], a["nstep"], int(ip[2]), bool(ip[3] > 0), bool(ip[4] > 0), refs)
-        return refs
 
     def map_priors(self, values: np.ndarray, grad: np.ndarray) -> dict[str, float]:
         """In "full" mode: the exact whole-map SIC priors at the map ``values`` (the SIC table's
@@ -88,14 +83,55 @@ class FusedProgram:
         sums = map_priors(self, values, grad)
         return {name: float(v) for name, v in zip(MAP_TERMS, sums, strict=True) if name in self.names}
 
+    def rows(self, index: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """(B, nref) table-local rows each observation reads (columns: ``ref_table``), into ``out`` if given."""
+        ip = self.ip
+        refs = np.empty((index.shape[0], self.ref_table.shape[0]), dtype=np.int64) if out is None else out
+        a = self.arrays
+        _refs(self.ints, index, a["ncolmap"], a["nstep"], int(ip[2]), bool(ip[3] > 0), bool(ip[4] > 0), refs)
+        return refs
+
+    def _weights(self) -> list[np.ndarray]:
+        """The dense parameters as numpy views, re-made only when a parameter's storage moved."""
+        key = tuple(p.data_ptr() for p in self.dense)
+        if self._cache.get("weights_key") != key:
+            self._cache["weights"] = [p.detach().numpy() for p in self.dense]
+            self._cache["weights_key"] = key
+        return self._cache["weights"]
+
+    def _batch_buffers(self, nb: int, w: list[np.ndarray], ncol_state: int) -> dict:
+        """Per batch size: the per-chunk gradient buffers (zeroed by the kernel), ``p`` and the
+        per-observation state gradients, allocated once."""
+        buf = self._cache.get(("batch", nb))
+        if buf is None:
+            a = self.arrays
+            emis_w = w[: len(w) - 3]
+            w1, b1 = emis_w[0], emis_w[1]
+            w2, b2 = (emis_w[2], emis_w[3]) if len(emis_w) == 4 else (a["dummy2"], a["dummy1"])
+            wc, bi, bo = w[-3:]
+            grads = [np.zeros((NCHUNK,) + x.shape) for x in (w1, b1, w2, b2, wc, bi, bo)]
+            sums = [g[0] for g in grads[:5]] + [np.empty(bi.shape), np.empty(bo.shape)]  # bias: + the prior's
+            if len(emis_w) == 2:
+                sums = sums[:2] + sums[4:]
+            buf = dict(
+                p=(2.0 / (a["obs_err2"] * nb)).astype(np.float64),
+                terms=np.zeros((NCHUNK, 6)),
+                grads=grads,
+                g_state=np.empty((nb, ncol_state)),
+                dense_grads=sums,
+                flat=tuple(x.reshape(-1) for x in sums),
+            )
+            self._cache[("batch", nb)] = buf
+        return buf
+
     def run(self, index: np.ndarray, refs: np.ndarray, vals: np.ndarray, inv: np.ndarray, g_vals: np.ndarray):
         """Cost terms (numpy float64, order :attr:`names`, without the total) of the batch ``index``;
         adds the state-row gradients into ``g_vals`` (aligned with the caught-up rows ``vals``)
-        and sets :attr:`dense_grads`."""
+        and sets :attr:`dense_grads` (float64, valid until the next call; :attr:`dense_flat`: the same, flat)."""
         a = self.arrays
         nb = index.shape[0]
         net = self.network
-        w = [p.detach().numpy() for p in self.dense]
+        w = self._weights()
         emis_w = w[: len(w) - 3]
         if len(emis_w) == 4:
             w1, b1, w2, b2 = emis_w
@@ -109,46 +145,42 @@ class FusedProgram:
         fp[7] = 1.0 / (a["sig_bg"] ** 2 * nb)
         fp[8] = 1.0 / (a["sig_false"] ** 2 * nb)
         fp[9] = a["warm_base"] / (nb * self.nobs_total)
-        p = (2.0 / (a["obs_err2"] * nb)).astype(np.float64)
-        terms = np.zeros((NCHUNK, 6))
-        gw1 = np.zeros((NCHUNK,) + w1.shape)
-        gb1 = np.zeros((NCHUNK,) + b1.shape)
-        gw2 = np.zeros((NCHUNK,) + w2.shape)
-        gb2 = np.zeros((NCHUNK,) + b2.shape)
-        gwc = np.zeros((NCHUNK,) + wc.shape)
-        gbi = np.zeros((NCHUNK,) + bi.shape)
-        gbo = np.zeros((NCHUNK,) + bo.shape)
-        g_state = np.empty((nb, refs.shape[1] - (1 if a["has_obs"] and a["has_grid"] else 0) + a["nprop"]))
+        ncol_state = refs.shape[1] - (1 if a["has_obs"] and a["has_grid"] else 0) + a["nprop"]
+        buf = self._batch_buffers(nb, w, ncol_state)
+        terms = buf["terms"]
+        gw1, gb1, gw2, gb2, gwc, gbi, gbo = buf["grads"]
         _step(
-            self.floats, self.ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
+            self.floats, self.ints, index, vals, inv, refs, buf["p"], w1, b1, w2, b2, wc, bi, bo,
             self.ip, fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_in"], a["nfreq"], a["chan_freq"],
-            a["pol"], a["lag_w"], terms, gw1, gb1, gw2, gb2, gwc, gbi, gbo, g_state, g_vals,
+            a["pol"], a["lag_w"], terms, gw1, gb1, gw2, gb2, gwc, gbi, gbo, buf["g_state"], g_vals,
             a["no_tb"], a["no_tb"], a["no_sic"], a["no_sic"],
         )  # fmt: skip
-        t = terms.sum(axis=0)
+        t = terms[0]  # the kernel summed the chunks into chunk 0, in order
         # the bias prior (dense, tiny): sum (b - b_bg)^2 / sigma^2 / nobs, gradient 2 (b - b_bg) / sigma^2 / nobs
-        ri = bi - a["bias_ice_bg"]
-        ro = bo - a["bias_ocean_bg"]
-        inv_var = a["bias_inv_var"]
-        bias = (float((ri * ri * inv_var).sum()) + float((ro * ro * inv_var).sum())) / self.nobs_total
-        gbi_sum = gbi.sum(axis=0) + ri * inv_var * (2.0 / self.nobs_total)
-        gbo_sum = gbo.sum(axis=0) + ro * inv_var * (2.0 / self.nobs_total)
-        g_emis = [gw1.sum(axis=0), gb1.sum(axis=0)] + ([gw2.sum(axis=0), gb2.sum(axis=0)] if len(emis_w) == 4 else [])
+        dense_grads = buf["dense_grads"]
+        bias = _bias_prior(
+            bi, bo, a["bias_ice_bg"], a["bias_ocean_bg"], a["bias_inv_var"], float(self.nobs_total),
+            gbi[0], gbo[0], dense_grads[-2], dense_grads[-1],
+        )  # fmt: skip
         values = {"obs": t[_T_OBS], "sic_range": t[_T_RANGE]}
         if self.ip[9]:
             values["sic_background"] = t[_T_BG]
         if self.ip[11]:
             values["false_ice"] = t[_T_FALSE]
         values["warm_ice"] = t[_T_WARM]
+        self.dense_grads = dense_grads
+        self.dense_flat = buf["flat"]
         if self.ip[7]:
             values["anchor"] = t[_T_ANCHOR]
         else:  # v1: ((e0[a] - value) / sigma)^2 / nobs on the linear model's bias
             cc = net.cost_config
             e0 = float(b1[net.anchor_channel])
             values["anchor"] = ((e0 - cc.anchor_value) / cc.anchor_error) ** 2 / self.nobs_total
-            g_emis[1][net.anchor_channel] += 2.0 * (e0 - cc.anchor_value) / cc.anchor_error**2 / self.nobs_total
+            g_e0 = dense_grads[1].copy()
+            g_e0[net.anchor_channel] += 2.0 * (e0 - cc.anchor_value) / cc.anchor_error**2 / self.nobs_total
+            self.dense_grads = [dense_grads[0], g_e0, *dense_grads[2:]]
+            self.dense_flat = tuple(x.reshape(-1) for x in self.dense_grads)
         values["bias"] = bias
-        self.dense_grads = [*g_emis, gwc.sum(axis=0), gbi_sum, gbo_sum]
         return np.array([values[n] for n in self.names])
 
 

@@ -30,6 +30,8 @@ try:  # optional at import time: without numba the trainer keeps the unfused ste
     import numba
     from numba import njit, prange
 
+    from empirical_seaice.compiled import f32_from_bits, prefetch, prefetch1
+
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None  # type: ignore[assignment]
@@ -44,6 +46,10 @@ _T_OBS, _T_RANGE, _T_BG, _T_FALSE, _T_WARM, _T_ANCHOR = range(6)
 _MAXH = 64  # largest hidden layer / number of inputs the kernel's stack buffers hold
 _MAXF = 64  # largest number of distinct frequencies per sensor
 _MAXC = 128  # largest number of channels
+_AHEAD = 3  # the observation whose rows :func:`_chunk` prefetches: this many ahead
+_SIGMOID_MATH = {"nnan", "ninf", "nsz", "contract", "afn", "reassoc"}
+"""The sigmoid block's fast-math flags: ``fastmath=True`` less ``arcp``, so that the vectorised
+division stays IEEE (with ``arcp`` LLVM uses a reciprocal estimate, 1 ulp off the scalar loop)."""
 
 
 def _sigmoid_block(pre, n, bits, out):
@@ -52,9 +58,11 @@ def _sigmoid_block(pre, n, bits, out):
     ``exp`` is Cephes' ``expf`` (range reduction ``x = k ln 2 + r``, |r| <= ln 2 / 2, a degree-7
     polynomial for ``exp(r)``, ``2^k`` built in the exponent bits of ``bits``, an int32 array viewed as
     float32): within 2 float32 ulps of ``exp`` on [-87, 88], and SIMD-able where a library ``exp`` is not
-    (a scalar ``exp`` per hidden unit was most of the step's time).
+    (a scalar ``exp`` per hidden unit was most of the step's time). ``2^k`` is a register bitcast
+    (:func:`~empirical_seaice.compiled.f32_from_bits`) and the division has no zero check (numpy's
+    error model; the divisor is >= 1), so the loop is vectorised; ``bits`` is unused (kept for
+    the signature).
     """
-    scale = bits.view(np.float32)
     for k in range(n):
         x = -pre[k]
         x = min(max(x, np.float32(-87.0)), np.float32(88.0))
@@ -67,8 +75,8 @@ def _sigmoid_block(pre, n, bits, out):
         y = y * r + np.float32(1.6666665459e-1)
         y = y * r + np.float32(5.0000001201e-1)
         y = y * r * r + r + np.float32(1.0)
-        bits[k] = (np.int32(fx) + np.int32(127)) << np.int32(23)
-        out[k] = np.float32(1.0) / (np.float32(1.0) + y * scale[k])
+        scale = f32_from_bits((np.int32(fx) + np.int32(127)) << np.int32(23))
+        out[k] = np.float32(1.0) / (np.float32(1.0) + y * scale)
 
 
 def _false_ice(c, shape, s, lo, hi, h):
@@ -95,8 +103,12 @@ def _false_ice(c, shape, s, lo, hi, h):
 
 def _refs(ints, index, ncolmap, nstep, nlag, has_grid, has_obs, refs):
     """Table-local state rows each observation reads: SIC lags ``g ncol + t + nlag - l``
-    (l = 0..nlag), grid row ``g nstep + t``, observation row ``iobs``."""
-    for b in range(index.shape[0]):
+    (l = 0..nlag), grid row ``g nstep + t``, observation row ``iobs`` (the integers of the observation
+    ``4 _AHEAD`` ahead prefetched)."""
+    nb = index.shape[0]
+    for b in range(nb):
+        if b + 4 * _AHEAD < nb:
+            prefetch(ints, index[b + 4 * _AHEAD], 0)
         i = index[b]
         g = ints[i, 1]
         t = ints[i, 2]
@@ -144,7 +156,19 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     hflat = np.empty((_MAXF + 1) * _MAXH, dtype=np.float32)
     oflat = np.empty((_MAXF + 1) * 2, dtype=np.float32)
     bits = np.empty((_MAXF + 1) * _MAXH, dtype=np.int32)
+    nbat = index.shape[0]
+    ncolf = floats.shape[1]
     for b in range(c0, c1):
+        if b + _AHEAD < nbat:  # the packed row, integers and SIC row constants of an observation ahead
+            ia = index[b + _AHEAD]
+            for col in range(0, ncolf, 16):
+                prefetch(floats, ia, col)
+            prefetch(floats, ia, ncolf - 1)
+            prefetch(ints, ia, 0)
+            ra = refs[b + _AHEAD, 0]
+            prefetch1(inv_count, ra)
+            prefetch1(bg, ra)
+            prefetch1(warm_w, ra)
         i = index[b]
         s = ints[i, 3]
         ts = floats[i, 0]
@@ -333,12 +357,22 @@ def _step(
     ip, fp, inv_count, bg, warm_w, freq_in, nfreq, chan_freq, pol, lag_w,
     terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, g_vals, out_tb, out_emis, out_sic, out_anchor,
 ):  # fmt: skip
-    """One batch: terms (per chunk, summed in order), dense gradients, state-row gradients ``g_vals``."""
+    """One batch: terms and dense gradients per chunk (zeroed here), summed in chunk order into chunk 0
+    (as numpy's ``sum(axis=0)``), state-row gradients added into ``g_vals``."""
     nb = index.shape[0]
     nchunk = terms.shape[0]
     for k in prange(nchunk):
         c0 = (nb * k) // nchunk
         c1 = (nb * (k + 1)) // nchunk
+        if not ip[18]:
+            terms[k][:] = 0.0
+            g_w1[k][:] = 0.0
+            g_b1[k][:] = 0.0
+            g_w2[k][:] = 0.0
+            g_b2[k][:] = 0.0
+            g_wc[k][:] = 0.0
+            g_bi[k][:] = 0.0
+            g_bo[k][:] = 0.0
         _chunk(
             c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
             ip, fp, inv_count, bg, warm_w, freq_in, nfreq, chan_freq, pol, lag_w,
@@ -347,6 +381,14 @@ def _step(
         )  # fmt: skip
     if ip[18]:
         return
+    _sum_chunks(terms)  # the chunks' sums, in chunk order
+    _sum_chunks(g_w1.reshape(nchunk, -1))
+    _sum_chunks(g_b1)
+    _sum_chunks(g_w2.reshape(nchunk, -1))
+    _sum_chunks(g_b2)
+    _sum_chunks(g_wc)
+    _sum_chunks(g_bi.reshape(nchunk, -1))
+    _sum_chunks(g_bo.reshape(nchunk, -1))
     # state-row gradients into the caught-up rows, in observation order (deterministic)
     nlag = ip[2]
     ngp = ip[3]
@@ -363,8 +405,63 @@ def _step(
             g_vals[inv[b, k], j] += g_state[b, nlag + 1 + ngp + j]
 
 
+def _bias_prior(bi, bo, bg_i, bg_o, inv_var, nobs, g_bi, g_bo, out_i, out_o):
+    """The bias prior ``sum (b - b_bg)^2 / sigma^2 / nobs`` over both bias tables (returned) and its
+    gradient ``2 (b - b_bg) / sigma^2 / nobs`` added to the batch's (``g_bi``, ``g_bo``) into ``out_i``,
+    ``out_o``; the same float32/float64 steps and summation order as numpy's
+    ``((b - b_bg) ** 2 * inv_var).sum()`` (pairwise: eight running sums below 128 values)."""
+    total = 0.0
+    for b, bg, g, out in ((bi, bg_i, g_bi, out_i), (bo, bg_o, g_bo, out_o)):
+        ns, nc = b.shape
+        n = ns * nc
+        sq = np.empty(n)
+        for s in range(ns):
+            for c in range(nc):
+                r = b[s, c] - bg[s, c]  # float32, as numpy's float32 arrays
+                sq[s * nc + c] = (r * r) * inv_var[s, 0]
+                out[s, c] = g[s, c] + r * inv_var[s, 0] * (2.0 / nobs)
+        total += _numpy_sum(sq)
+    return total / nobs
+
+
+def _numpy_sum(x):
+    """``x.sum()`` of a contiguous float64 array as numpy adds it (pairwise summation, blocks of 128)."""
+    n = x.shape[0]
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += x[i]
+        return res
+    if n <= 128:
+        r = np.empty(8)
+        for k in range(8):
+            r[k] = x[k]
+        i = 8
+        while i < n - (n % 8):
+            for k in range(8):
+                r[k] += x[i + k]
+            i += 8
+        res = (r[0] + r[1]) + (r[2] + r[3]) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            res += x[i]
+            i += 1
+        return res
+    n2 = (n // 2) - ((n // 2) % 8)
+    return _numpy_sum(x[:n2]) + _numpy_sum(x[n2:])
+
+
+def _sum_chunks(a):
+    """``a[0] = a[0] + a[1] + ... + a[n - 1]`` (rows added in order, as numpy's ``a.sum(axis=0)``)."""
+    for k in range(1, a.shape[0]):
+        for j in range(a.shape[1]):
+            a[0, j] += a[k, j]
+
+
 if HAVE_NUMBA:
-    _sigmoid_block = njit(cache=True, fastmath=True)(_sigmoid_block)
+    _sum_chunks = njit(cache=True)(_sum_chunks)
+    _numpy_sum = njit(cache=True)(_numpy_sum)
+    _bias_prior = njit(cache=True)(_bias_prior)
+    _sigmoid_block = njit(cache=True, fastmath=_SIGMOID_MATH, error_model="numpy")(_sigmoid_block)
     _false_ice = njit(cache=True)(_false_ice)
     _refs = njit(cache=True)(_refs)
     _chunk = njit(cache=True, fastmath=True)(_chunk)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from empirical_seaice.compiled import empty_huge
 from empirical_seaice.model import physics
 from empirical_seaice.model.packing import pack_floats
 from empirical_seaice.observations import Observations
@@ -92,9 +93,10 @@ class ObservationTensors:
         self.nchan = nc
         self.device = torch.device(device)
         ncol = len(PER_OBS_FLOAT_FIELDS) + len(PACKED_CHANNEL_FIELDS) * nc
-        floats = torch.empty((n, ncol), dtype=dtype)
-        self._slices: dict[str, tuple[int, int | None]] = {}
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        # read at random by the training step: 2 MiB pages (one TLB entry per 2 MiB, not per 4 KiB)
+        floats = torch.from_numpy(empty_huge((n, ncol), np_dtype)).to(dtype)
+        self._slices: dict[str, tuple[int, int | None]] = {}
 
         def finite(name: str, rows: slice) -> torch.Tensor:
             arr = np.asarray(getattr(obs, name)[rows], dtype=np_dtype)
@@ -128,7 +130,7 @@ class ObservationTensors:
             for name, value in zip(("tau_eff", "down_eff_k", "const_k"), atmosphere, strict=True):
                 a, b = self._slices[name]
                 block[:, a:b] = value
-        ints = torch.empty((n, len(INT_FIELDS)), dtype=torch.int64)
+        ints = torch.from_numpy(empty_huge((n, len(INT_FIELDS)), np.int64))
         ints[:, 0] = torch.arange(n)
         ints[:, 1] = torch.from_numpy(np.asarray(obs.igrid, dtype=np.int64))
         ints[:, 2] = torch.from_numpy(np.asarray(obs.istep, dtype=np.int64))

@@ -1,4 +1,4 @@
-"""The fused training step: one step in five compiled calls instead of ~900 tensor operations.
+"""The fused training step: one step in six compiled calls instead of ~900 tensor operations.
 
 :class:`FusedStep` does what one iteration of :meth:`Trainer._train_epoch` does on the
 default scheme (``optimizer="deferred-adam"``: :class:`DeferredAdam` on the state tables,
@@ -10,12 +10,16 @@ side):
 1. the rows each observation reads (``program.rows``);
 2. the distinct rows are found with a mark array (one int32 per slab row), caught up
    (the deferred zero-gradient Adam steps, :class:`DeferredAdam`'s closed form) and
-   copied out (:func:`_catch_up_gather`);
+   copied out (:func:`_distinct_rows`, then :func:`_catch_up_rows` over fixed chunks of the
+   distinct rows, in parallel);
 3. forward, cost terms and gradients of every parameter (``program.run``);
 4. the Adam step of the caught-up rows (:func:`_adam_rows`), as
    :meth:`DeferredAdam.step` after :meth:`DeferredAdam.gather`;
-5. the Adam step of each dense weight (:func:`_adam_dense`), torch's fused Adam
-   formula on the optimiser's own ``exp_avg``/``exp_avg_sq``/``step``.
+5. the Adam step of every dense weight in one call (:func:`_adam_dense_all`), torch's fused
+   Adam formula on the optimiser's own ``exp_avg``/``exp_avg_sq``/``step``.
+
+Buffers are allocated once per batch size; the large tables read at random (slab, marks)
+are in 2 MiB pages and their rows are prefetched ahead (:mod:`empirical_seaice.compiled`).
 
 With the exact whole-map priors at every step (the program's ``full``: the reference's
 scheme, ``map_priors="full"``), between 3 and 4 the priors and their derivative are
@@ -44,6 +48,7 @@ import math
 import numpy as np
 import torch
 
+from empirical_seaice.compiled import empty_huge
 from empirical_seaice.training.deferred_adam import DeferredAdam
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,8 @@ try:
     import numba
     from numba import njit, prange
 
+    from empirical_seaice.compiled import prefetch, prefetch1
+
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     numba = None  # type: ignore[assignment]
@@ -59,15 +66,22 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     HAVE_NUMBA = False
 
 
-def _catch_up_gather(slab, refs, ref_off, mark, uniq, inv, vals, step, c, a_tab, decay, lr, eps):
-    """Distinct slab rows of the batch (first-visit order) into ``uniq``, each caught up to
-    ``step`` in place (``w += -lr (A(last) - q^k A(step)) m / (sqrt(v) + eps)``, ``m *= b1^k``,
-    ``v *= b2^k``, ``last = step``) and copied to ``vals``; ``inv[b, k]`` = index of the row
-    of reference ``(b, k)`` in ``uniq``. Returns the number of distinct rows."""
+_AHEAD = 4
+"""Prefetch distance: :func:`_distinct_rows` fetches the marks of the observation this many ahead,
+:func:`_catch_up_rows` and :func:`_adam_rows` the slab rows ``4 _AHEAD`` ahead."""
+
+
+def _distinct_rows(slab, refs, ref_off, mark, uniq, inv):
+    """Distinct slab rows of the batch, in first-visit order, into ``uniq``; ``inv[b, k]`` = index in
+    ``uniq`` of the row of reference ``(b, k)``; ``mark[row]`` = that index (reset by :func:`_adam_rows`).
+    Returns their number. The marks of the observation ``_AHEAD`` ahead and each new row's slab line
+    are prefetched (for :func:`_catch_up_rows`)."""
     n = 0
-    lc = 3 * c
-    a_step = a_tab[step]
-    for b in range(refs.shape[0]):
+    nb = refs.shape[0]
+    for b in range(nb):
+        if b + _AHEAD < nb:
+            for k in range(refs.shape[1]):
+                prefetch1(mark, refs[b + _AHEAD, k] + ref_off[k])
         for k in range(refs.shape[1]):
             row = refs[b, k] + ref_off[k]
             j = mark[row]
@@ -76,49 +90,74 @@ def _catch_up_gather(slab, refs, ref_off, mark, uniq, inv, vals, step, c, a_tab,
                 mark[row] = j
                 uniq[n] = row
                 n += 1
-                last = int(slab[row, lc])
-                kk = step - last
-                if kk > 0:
-                    coef = -lr * (a_tab[last] - decay[2, kk] * a_step)
-                    d1 = decay[0, kk]
-                    d2 = decay[1, kk]
-                    for col in range(c):
-                        m = slab[row, c + col]
-                        v = slab[row, 2 * c + col]
-                        slab[row, col] += coef * (m / (math.sqrt(v) + eps))
-                        slab[row, c + col] = m * d1
-                        slab[row, 2 * c + col] = v * d2
-                    slab[row, lc] = step
-                for col in range(c):
-                    vals[j, col] = slab[row, col]
+                prefetch(slab, row, 0)
             inv[b, k] = j
     return n
 
 
-def _adam_rows(slab, uniq, n, grad, mark, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi):
+def _catch_up_rows(slab, uniq, n, vals, g_vals, step, c, a_tab, decay, lr, eps, nchunk):
+    """Each distinct row ``uniq[:n]`` caught up to ``step`` in place (``w += -lr (A(last) - q^k A(step))
+    m / (sqrt(v) + eps)``, ``m *= b1^k``, ``v *= b2^k``, ``last = step``), copied to ``vals`` and its
+    gradient row in ``g_vals`` zeroed. The rows are distinct, so the fixed chunks run in parallel
+    with the same result for any thread count; each prefetches the slab rows ``4 _AHEAD`` ahead."""
+    lc = 3 * c
+    a_step = a_tab[step]
+    ahead = 4 * _AHEAD
+    for k in prange(nchunk):
+        j1 = (n * (k + 1)) // nchunk
+        for j in range((n * k) // nchunk, j1):
+            if j + ahead < j1:
+                prefetch(slab, uniq[j + ahead], 0)
+            row = uniq[j]
+            last = int(slab[row, lc])
+            kk = step - last
+            if kk > 0:
+                coef = -lr * (a_tab[last] - decay[2, kk] * a_step)
+                d1 = decay[0, kk]
+                d2 = decay[1, kk]
+                for col in range(c):
+                    m = slab[row, c + col]
+                    v = slab[row, 2 * c + col]
+                    slab[row, col] += coef * (m / (math.sqrt(v) + eps))
+                    slab[row, c + col] = m * d1
+                    slab[row, 2 * c + col] = v * d2
+                slab[row, lc] = step
+            for col in range(c):
+                vals[j, col] = slab[row, col]
+                g_vals[j, col] = 0.0
+
+
+def _adam_rows(slab, uniq, n, grad, mark, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi, nchunk):
     """Adam step ``step`` of the caught-up rows ``uniq[:n]`` with gradient ``grad`` (n, c);
     clears their marks. Rows in ``[skip_lo, skip_hi)`` (the SIC map that :func:`_full_map_adam`
-    stepped already) are left alone."""
+    stepped already) are left alone. Distinct rows: fixed chunks in parallel (the same result for
+    any thread count), each prefetching the rows ``4 _AHEAD`` ahead."""
     bc1 = 1.0 - b1**step
     bc2s = math.sqrt(1.0 - b2**step)
     lc = 3 * c
-    for j in range(n):
-        row = uniq[j]
-        mark[row] = -1
-        if skip_lo <= row < skip_hi:
-            continue
-        for col in range(c):
-            g = grad[j, col]
-            m = b1 * slab[row, c + col] + (1.0 - b1) * g
-            v = b2 * slab[row, 2 * c + col] + (1.0 - b2) * g * g
-            slab[row, c + col] = m
-            slab[row, 2 * c + col] = v
-            if keras:
-                denom = (math.sqrt(v) + eps) / bc2s
-            else:
-                denom = math.sqrt(v) / bc2s + eps
-            slab[row, col] -= (lr / bc1) * (m / denom)
-        slab[row, lc] = step
+    ahead = 4 * _AHEAD
+    for k in prange(nchunk):
+        j1 = (n * (k + 1)) // nchunk
+        for j in range((n * k) // nchunk, j1):
+            if j + ahead < j1:
+                prefetch(slab, uniq[j + ahead], 0)
+                prefetch1(mark, uniq[j + ahead])
+            row = uniq[j]
+            mark[row] = -1
+            if skip_lo <= row < skip_hi:
+                continue
+            for col in range(c):
+                g = grad[j, col]
+                m = b1 * slab[row, c + col] + (1.0 - b1) * g
+                v = b2 * slab[row, 2 * c + col] + (1.0 - b2) * g * g
+                slab[row, c + col] = m
+                slab[row, 2 * c + col] = v
+                if keras:
+                    denom = (math.sqrt(v) + eps) / bc2s
+                else:
+                    denom = math.sqrt(v) / bc2s + eps
+                slab[row, col] -= (lr / bc1) * (m / denom)
+            slab[row, lc] = step
 
 
 def _full_map_adam(slab, lo, nrow, mark, grad, g_map, step, c, b1, b2, lr, eps, keras, nchunk):
@@ -163,10 +202,26 @@ def _adam_dense(p, g, m, v, step, b1, b2, lr, eps):
         p[i] -= (lr / bc1) * (mi / (math.sqrt(vi) / bc2s + eps))
 
 
+def _adam_dense_all(ps, gs, ms, vs, steps, hyper):
+    """:func:`_adam_dense` of every dense weight in one call: weight ``k`` (flat float32 ``ps[k]``,
+    gradient ``gs[k]``, moments ``ms[k]``, ``vs[k]``) advances its step counter ``steps[k][0]`` (the
+    optimiser's own float32 ``step``) by one and takes that step with ``hyper[k]`` = (beta1, beta2,
+    lr, eps, Keras' eps or -1: then ``eps = keras_eps / sqrt(1 - beta2^t)``)."""
+    for k in range(len(ps)):
+        steps[k][0] += 1
+        t = float(steps[k][0])
+        b1, b2, lr, eps, keras_eps = hyper[k, 0], hyper[k, 1], hyper[k, 2], hyper[k, 3], hyper[k, 4]
+        if keras_eps >= 0.0:
+            eps = keras_eps / math.sqrt(1.0 - b2**t)
+        _adam_dense(ps[k], gs[k], ms[k], vs[k], t, b1, b2, lr, eps)
+
+
 if HAVE_NUMBA:
-    _catch_up_gather = njit(cache=True)(_catch_up_gather)
-    _adam_rows = njit(cache=True)(_adam_rows)
+    _distinct_rows = njit(cache=True)(_distinct_rows)
+    _catch_up_rows = njit(cache=True, parallel=True)(_catch_up_rows)
+    _adam_rows = njit(cache=True, parallel=True)(_adam_rows)
     _adam_dense = njit(cache=True)(_adam_dense)
+    _adam_dense_all = njit(cache=True)(_adam_dense_all)
     _full_map_adam = njit(cache=True, parallel=True)(_full_map_adam)
 
 
@@ -191,6 +246,7 @@ class FusedStep:
         self.c = deferred._ncol(group)
         self.ref_table = program.ref_table
         self._steps = 0
+        self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
         self.full = bool(getattr(program, "full", False))
         """The exact whole-map priors at every step (the reference's scheme): the program's first
         table (the SIC map) is stepped whole at every step (:func:`_full_map_adam`)."""
@@ -211,7 +267,8 @@ class FusedStep:
         self.g_map = np.empty(sic.shape[0] if self.full else 0)
         mark: np.ndarray | None = getattr(self, "mark", None)
         if mark is None or mark.shape[0] != slab.shape[0]:
-            self.mark = np.full(slab.shape[0], -1, dtype=np.int32)
+            self.mark = empty_huge(slab.shape[0], np.int32)  # read at random: 2 MiB pages
+            self.mark.fill(-1)
         d._pending.clear()
         self.dense = []
         for group in self.dense_opt.param_groups:
@@ -225,6 +282,51 @@ class FusedStep:
                     (group, st, p.detach().numpy().reshape(-1), st["exp_avg"].numpy().reshape(-1),
                      st["exp_avg_sq"].numpy().reshape(-1))
                 )  # fmt: skip
+        # the dense weights as one compiled call's tuples: weights, moments, step counters (float32 views)
+        self._dense_p = tuple(x[2] for x in self.dense)
+        self._dense_m = tuple(x[3] for x in self.dense)
+        self._dense_v = tuple(x[4] for x in self.dense)
+        self._dense_step = tuple(x[1]["step"].numpy().reshape(1) for x in self.dense)
+        self._tail_np: tuple[np.ndarray, np.ndarray] | None = None
+        self._hyper_key: tuple | None = None
+        self._hyper = np.zeros((0, 5))
+
+    def _buffers(self, nb: int) -> tuple[np.ndarray, ...]:
+        """``refs, uniq, inv, vals, g_vals`` for a batch of ``nb`` observations, allocated once per size."""
+        bufs = self._bufs.get(nb)
+        if bufs is None:
+            nref = nb * self.ref_table.shape[0]
+            bufs = (
+                np.empty((nb, self.ref_table.shape[0]), dtype=np.int64),
+                np.empty(nref, dtype=np.int64),
+                np.empty((nb, self.ref_table.shape[0]), dtype=np.int64),
+                np.empty((nref, self.c), dtype=np.float32),
+                np.empty((nref, self.c), dtype=np.float64),
+            )
+            self._bufs[nb] = bufs
+        return bufs
+
+    def _tails(self, upto: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`DeferredAdam._tail`'s ``A(t)`` and decay tables (numpy), covering step ``upto``."""
+        tails = self._tail_np
+        if tails is None or tails[0].shape[0] <= upto:
+            _, a_np, decays = self.deferred._tail(self.group["betas"], upto, self.slab_t.device, torch.float64)
+            tails = self._tail_np = (a_np, decays.numpy())
+        return tails
+
+    def _dense_hyper(self) -> np.ndarray:
+        """(nweights, 5) float64: each dense weight's beta1, beta2, lr, eps, Keras' eps (-1 without; then
+        eps is not read), re-made when a group's settings change (a learning-rate schedule)."""
+        key = tuple(
+            (g["betas"], g["lr"], g["keras_eps"] if "keras_eps" in g else g["eps"], "keras_eps" in g)
+            for g in self.dense_opt.param_groups
+        )
+        if key != self._hyper_key:
+            self._hyper = np.array(
+                [(*g["betas"], g["lr"], g["eps"], g.get("keras_eps", -1.0)) for g, *_ in self.dense], dtype=np.float64
+            )
+            self._hyper_key = key
+        return self._hyper
 
     def __call__(self, index: np.ndarray) -> np.ndarray:
         d, group, c = self.deferred, self.group, self.c
@@ -235,18 +337,13 @@ class FusedStep:
             from empirical_seaice.errors import SeaIceError
 
             raise SeaIceError(f"DeferredAdam: more than {d.MAX_STEPS} steps (float32 step counters)")
-        refs = prog.rows(index)
-        nref = refs.size
-        uniq = np.empty(nref, dtype=np.int64)
-        inv = np.empty(refs.shape, dtype=np.int64)
-        vals = np.empty((nref, c), dtype=np.float32)
-        _, a_np, decays = d._tail(group["betas"], step + 1, self.slab_t.device, torch.float64)
+        refs, uniq, inv, vals, g_vals = self._buffers(index.shape[0])
+        prog.rows(index, refs)
+        a_np, decays = self._tails(step + 1)
         b1, b2 = group["betas"]
-        n = _catch_up_gather(
-            self.slab, refs, self.ref_off, self.mark, uniq, inv, vals, step, c, a_np, decays.numpy(),
-            group["lr"], group["eps"],
-        )  # fmt: skip
-        g_vals = np.zeros((n, c), dtype=np.float64)
+        n = _distinct_rows(self.slab, refs, self.ref_off, self.mark, uniq, inv)
+        _catch_up_rows(self.slab, uniq, n, vals, g_vals, step, c, a_np, decays, group["lr"], group["eps"], NCHUNK_MAP)
+        g_vals = g_vals[:n]
         terms = prog.run(index, refs, vals[:n], inv, g_vals)
         for p in params:
             d.state[p]["step"] += 1
@@ -259,16 +356,16 @@ class FusedStep:
                 self.slab, lo, hi - lo, self.mark, g_vals, self.g_map, step + 1, c, b1, b2, group["lr"],
                 group["eps"], keras, NCHUNK_MAP,
             )  # fmt: skip
-        _adam_rows(self.slab, uniq, n, g_vals, self.mark, step + 1, c, b1, b2, group["lr"], group["eps"], keras, lo, hi)
-        for (dgroup, st, p, m, v), g in zip(self.dense, prog.dense_grads, strict=True):
-            st["step"] += 1
-            t = float(st["step"])
-            b1d, b2d = dgroup["betas"]
-            eps = dgroup["eps"]
-            if "keras_eps" in dgroup:  # KerasEpsilonAdam: Keras' epsilon placement
-                eps = dgroup["keras_eps"] / math.sqrt(1.0 - b2d**t)
-                dgroup["eps"] = eps
-            _adam_dense(p, np.ascontiguousarray(g, dtype=np.float64).reshape(-1), m, v, t, b1d, b2d, dgroup["lr"], eps)
+        _adam_rows(
+            self.slab, uniq, n, g_vals, self.mark, step + 1, c, b1, b2, group["lr"], group["eps"], keras, lo, hi,
+            NCHUNK_MAP,
+        )  # fmt: skip
+        _adam_dense_all(
+            self._dense_p, prog.dense_flat, self._dense_m, self._dense_v, self._dense_step, self._dense_hyper()
+        )
+        for dgroup, st, *_ in self.dense:
+            if "keras_eps" in dgroup:  # KerasEpsilonAdam: Keras' epsilon placement, the eps of this step
+                dgroup["eps"] = dgroup["keras_eps"] / math.sqrt(1.0 - dgroup["betas"][1] ** float(st["step"]))
         self._steps += 1
         return np.append(terms, terms.sum())
 
