@@ -62,6 +62,27 @@ def test_output_set_publishes_in_one_step_with_a_manifest(tmp_path):
     assert txn.verify_set(out, "t") == ["seaice_t.nc: checksum differs"]
 
 
+@pytest.mark.parametrize("inherit_dirs", [False, True])
+def test_an_inheriting_set_adds_to_the_published_one(tmp_path, inherit_dirs):
+    """``inherit`` starts from the published files (``--diagsonly``); ``inherit_dirs`` also from its
+    directories (``--ensemble`` adds its file to the whole set, plots included)."""
+    out = tmp_path / "out"
+    s1 = txn.OutputSet(out, "t")
+    stage = s1.begin()
+    (stage / "seaice_t.nc").write_text("v1")
+    (stage / "plots_t").mkdir()
+    (stage / "plots_t" / "index.html").write_text("report")
+    s1.publish()
+    s1.release()
+    s2 = txn.OutputSet(out, "t", inherit=True, inherit_dirs=inherit_dirs)
+    (s2.begin() / "seaice_ensemble_t.nc").write_text("ens")
+    files = set(s2.publish()["files"])
+    s2.release()
+    assert {"seaice_t.nc", "seaice_ensemble_t.nc"} <= files and txn.verify_set(out, "t") == []
+    assert (out / "seaice_t.nc").read_text() == "v1" and (out / "seaice_ensemble_t.nc").read_text() == "ens"
+    assert ("plots_t/index.html" in files) == inherit_dirs == (out / "plots_t" / "index.html").is_file()
+
+
 def test_aborted_set_leaves_nothing_and_an_empty_new_directory_goes(tmp_path):
     out = tmp_path / "out"
     s = txn.OutputSet(out, "t")

@@ -109,8 +109,12 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
             data.sensors,
             load_catalogue(data.sensor_catalogue),
         )
+    ensemble = _ensemble(args)
     threads_before = _set_threads(args.threads)
     try:
+        if ensemble is not None:
+            with interrupt.handle_signals():
+                return _run_ensemble(args, ensemble, (data, preset, cost, training), products, argv)
         if args.retrieve:
             with interrupt.handle_signals():
                 return _retrieve(args, data, training, products, argv)
@@ -138,6 +142,42 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
         _set_threads(threads_before)
     if result.summary and not args.quiet:
         print(result.summary)
+    return 0
+
+
+def _ensemble(args: argparse.Namespace):
+    """The :class:`~empirical_seaice.config.ensemble.EnsembleConfig` of ``--ensemble N`` (None without it);
+    one-line errors for a bad value or a mode it does not combine with."""
+    from empirical_seaice.config.ensemble import EnsembleConfig
+
+    if args.ensemble is None:
+        for flag in ("ensemble_sic_error", "ensemble_inflation"):
+            if getattr(args, flag) is not None:
+                raise SeaIceError(f"--{flag.replace('_', '-')}: applies only with --ensemble N")
+        return None
+    from empirical_seaice.run.ensemble import check_ensemble_flags
+
+    check_ensemble_flags(
+        diagsonly=args.diagsonly, resume=args.resume, distributed=args.distributed, retrieve=args.retrieve
+    )
+    given = {"sic_error": args.ensemble_sic_error, "inflation": args.ensemble_inflation}
+    return EnsembleConfig(members=args.ensemble, **{k: v for k, v in given.items() if v is not None})
+
+
+def _run_ensemble(args: argparse.Namespace, ensemble, configs, products, argv) -> int:
+    """``--ensemble N``: :func:`empirical_seaice.run.ensemble.run_ensemble`; prints member 0's summary
+    and the ensemble's lines."""
+    from empirical_seaice.run.ensemble import run_ensemble
+
+    data, preset, cost, training = configs
+    result = run_ensemble(
+        ensemble, data, preset, cost, training, args.output, args.tag, trainonly=args.trainonly,
+        progress=not (args.no_progress or args.quiet), products=products, force_outputs=args.force_outputs,
+        checkpoint_minutes=args.checkpoint_minutes, argv=[PROG, *argv],
+    )  # fmt: skip
+    if not args.quiet:
+        lines = [f"  {ln}" for ln in (*result.lines, f"ensemble file: {result.path}")]
+        print("\n".join([result.member0.summary, *lines] if result.member0.summary else lines))
     return 0
 
 

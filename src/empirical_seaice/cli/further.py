@@ -18,6 +18,7 @@ from empirical_seaice.config import (
     OPTIMIZERS,
     PRESETS,
 )
+from empirical_seaice.config.ensemble import DEFAULT_SIC_ERROR, INFLATIONS
 from empirical_seaice.errors import SeaIceError
 
 REFERENCE_INIT = "reference"
@@ -168,6 +169,30 @@ def add_further_options(ours) -> None:
         "v2 reference).",
     )
     ours.add_argument("--seed", type=int, default=0, help="Seed of the run's random generator (default 0).")
+    ours.add_argument(
+        "--ensemble",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Also train N-1 perturbed members (perturbed observations, first-guess SIC and seed) into "
+        "<output>/members/KK and write seaice_ensemble_TAG.nc, the ensemble mean SIC and its spread per grid "
+        "point and day (N >= 2; costs N trainings; default: no ensemble).",
+    )
+    ours.add_argument(
+        "--ensemble-sic-error",
+        type=float,
+        default=None,
+        metavar="SIGMA",
+        help="--ensemble: standard deviation of the members' first-guess SIC perturbation "
+        f"(default {DEFAULT_SIC_ERROR}).",
+    )
+    ours.add_argument(
+        "--ensemble-inflation",
+        choices=INFLATIONS,
+        default=None,
+        help="--ensemble: the stated spread: none (the members' standard deviation) or observations (scaled so "
+        "that it matches the observation departures; docs/method.md) (default observations).",
+    )
     ours.add_argument(
         "--device",
         choices=("auto", "cpu", "cuda"),

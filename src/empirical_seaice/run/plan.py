@@ -46,6 +46,7 @@ class RunPlan:
     products: Any = None
     force_outputs: bool = False
     checkpoint_minutes: float | None = None
+    perturbation: Any = None  # an ensemble member's (run.perturb.Perturbation)
     stage: Path = Path()
 
     def path(self, stem: str) -> Path:

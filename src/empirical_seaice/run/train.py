@@ -132,6 +132,7 @@ def run(
     force_outputs: bool = False,
     checkpoint_minutes: float | None = None,
     argv: Any = None,
+    perturbation: Any = None,
 ) -> RunResult:
     """Run training and/or diagnostics and write the outputs (see the module docstring).
 
@@ -172,6 +173,9 @@ def run(
         Interval of the within-epoch checkpoints (default
         :data:`~empirical_seaice.training.trainer.CHECKPOINT_MINUTES`; 0 = epoch ends only).
     argv : the command line, recorded in the lock file and the manifest.
+    perturbation : :class:`~empirical_seaice.run.perturb.Perturbation`, optional
+        An ensemble member's perturbations of the observations and the background, applied
+        after reading (:mod:`empirical_seaice.run.ensemble`); None = the data as read.
 
     Raises
     ------
@@ -183,6 +187,7 @@ def run(
         data_cfg, preset, cost_cfg, train_cfg, Path(output), tag, modeltag, diagsonly, trainonly, resume, progress
     )
     plan.products, plan.force_outputs, plan.checkpoint_minutes = products, force_outputs, checkpoint_minutes
+    plan.perturbation = perturbation
     ctx = _rank_context(distributed, plan.device, diagsonly)
     if ctx is not None:
         return _run_sharded(ctx, argv, plan, shard_order)
@@ -276,6 +281,8 @@ def _read(plan: RunPlan, display: RunProgress) -> tuple[Observations, Background
         time.perf_counter() - t0,
     )
     log.info("training data:\n%s", describe(obs, background))
+    if plan.perturbation is not None:  # an ensemble member (run.perturb)
+        obs, background = plan.perturbation.apply(obs, background)
     return obs, background
 
 

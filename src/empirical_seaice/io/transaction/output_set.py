@@ -85,13 +85,23 @@ class OutputSet:
     argv : the command line (lock file and manifest).
     inherit : start the new set from the files of the published one (``--diagsonly`` on the
         same tag: the model files stay, the diagnostics are replaced).
+    inherit_dirs : with ``inherit``, its directories too (``plots_TAG``; the ensemble file of
+        ``--ensemble`` is added to the whole published set).
     """
 
-    def __init__(self, output: Path, tag: str, argv: Sequence[str] | None = None, inherit: bool = False):
+    def __init__(
+        self,
+        output: Path,
+        tag: str,
+        argv: Sequence[str] | None = None,
+        inherit: bool = False,
+        inherit_dirs: bool = False,
+    ):
         self.output = Path(output)
         self.tag = tag
         self.argv = list(argv or [])
         self.inherit = inherit
+        self.inherit_dirs = inherit_dirs
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         self.run_id = f"{stamp}-{host_name()}-{os.getpid()}-{os.urandom(3).hex()}"  # unique within a process too
         self.lock = OutputLock(self.output, tag)
@@ -134,10 +144,9 @@ class OutputSet:
             return
         for p in cur.iterdir():
             if p.is_file() and not p.name.startswith((".", MANIFEST_STEM)):
-                try:
-                    os.link(p, self.stage / p.name)
-                except OSError:
-                    shutil.copy2(p, self.stage / p.name)
+                _link_or_copy(p, self.stage / p.name)
+            elif self.inherit_dirs and p.is_dir() and not p.is_symlink():
+                shutil.copytree(p, self.stage / p.name, copy_function=_link_or_copy)
 
     def clean_stale(self) -> None:
         """Remove what interrupted runs of this tag left: unpublished staging sets, temporaries,
@@ -254,6 +263,14 @@ class OutputSet:
         if self.output_created:
             with contextlib.suppress(OSError):
                 self.output.rmdir()
+
+
+def _link_or_copy(src, dst) -> None:
+    """A hard link of ``src`` at ``dst`` (a copy where the file system has none)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 __all__ = [
