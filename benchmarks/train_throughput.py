@@ -21,8 +21,8 @@ by +-25 % over seconds. Configurations:
 - per-step time as the state grows from 30 to 365 days (batch 1024);
 - the dense reference mode (plain Adam over everything, full-map priors) at
   30 and 365 days, a few steps only;
-- ``--only scaling``: the default step against the number of observations (0.3, 1,
-  3 M) and the state size (grid of 2800, 11 190, 44 760 points, i.e. the benchmark
+- ``--only scaling``: the default step against the number of observations (0.3, 1, 3, 10 M)
+  and the state size (grid of 2800, 11 190, 44 760 points, i.e. the benchmark
   twin's grid at 100, 50 and 25 km; 30 to 365 days);
 - ``--only priors``: the fused step with sampled and with full whole-map priors (the whole SIC
   map stepped at every step), interleaved (``--repeat``), as the state grows from 30 to 365 days
@@ -338,7 +338,7 @@ def _configurations(parts: set[str], args) -> list[dict]:
                 dict(optimizer="dense-adam", steps=20, epochs=3),
             ]
     if "scaling" in parts:  # the default (fused) step vs observations and state size, batch 1024
-        todo += [dict(nobs=n) for n in (300_000, 1_000_000, 3_000_000)]
+        todo += [dict(nobs=n) for n in (300_000, 1_000_000, 3_000_000, 10_000_000)]
         todo += [dict(ngrid=g) for g in (2_800, 11_190, 44_760)]  # the benchmark twin's grid at 100, 50, 25 km
         todo += [dict(nstep=n) for n in (30, 90, 180)]
     if "priors" in parts:  # the fused step with sampled and with full whole-map priors, interleaved, vs state size
