@@ -14,7 +14,7 @@ them knows anything about sea ice; none changes a result.
 - :func:`huge_pages` / :func:`empty_huge`: ask Linux for 2 MiB pages (transparent huge pages,
   ``madvise(MADV_HUGEPAGE)``) for a table before it is first written. A random row of a table of
   hundreds of MB otherwise costs a TLB miss (a page-table walk) on top of the cache miss; with 2 MiB
-  pages the TLB covers ~1000x more memory. Elsewhere (another OS, THP off) they do nothing.
+  pages the TLB covers 512x more memory. Elsewhere (another OS, THP off) they do nothing.
 
 Without numba the intrinsics are absent (``HAVE_NUMBA`` False); callers only use them in compiled code.
 """

@@ -155,7 +155,10 @@ def test_without_inflation_the_stated_spread_is_the_members_std(twin_dir, tmp_pa
         (["--ensemble", "3", "--ensemble-sic-error", "-1"], "--ensemble-sic-error: expected a standard deviation"),
         (["--ensemble-sic-error", "0.1"], "--ensemble-sic-error: applies only with --ensemble"),
         (["--ensemble", "2", "--ensemble-inflation", "lots"], "--ensemble-inflation: invalid choice"),
-        (["--ensemble", "2", "--trainonly"], "--ensemble-inflation observations: needs the simulated TBs"),
+        (
+            ["--ensemble", "2", "--trainonly"],
+            "--ensemble with --trainonly: the inflation 'observations' (--ensemble-inflation",
+        ),
     ],
 )
 def test_bad_ensemble_flags_are_one_line_errors(flags, message, twin_dir, tmp_path):

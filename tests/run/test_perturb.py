@@ -136,3 +136,12 @@ def test_observation_space_sums_skip_masked_and_missing_values():
     assert n == 3
     assert excess == pytest.approx((4.0 - 1.0) / 1.0 + (0.0 - 1.0) / 1.0 + (0.0 - 4.0) / 4.0)
     assert spread == pytest.approx(2.0 / 1.0 + 8.0 / 1.0 + 2.0 / 4.0)
+
+
+def test_a_missing_member_file_is_a_one_line_error_naming_it(tmp_path):
+    from empirical_seaice.run.ensemble_calibration import _open_tbsim
+
+    path = tmp_path / "members" / "01" / "tbsim_t.nc"
+    with pytest.raises(SeaIceError, match=r"members/01/tbsim_t\.nc: cannot read a member's simulated TBs") as err:
+        _open_tbsim(path)
+    assert "\n" not in str(err.value) and "--ensemble-inflation none" in str(err.value)

@@ -268,7 +268,7 @@ def choose_map_priors(sic_rows: int, fused_reason: str = "") -> tuple[str, str]:
     if fused_reason:
         return "sampled", f"the fused step does not apply ({fused_reason})"
     if sic_rows <= limit:
-        return "full", f"{sic_rows:,} SIC-map rows <= {limit:,}: the reference's scheme costs little more per step"
+        return "full", f"{sic_rows:,} SIC-map rows <= {limit:,}: the reference's exact priors at every step"
     return "sampled", f"{sic_rows:,} SIC-map rows > {limit:,}: the whole map at every step costs more than the step"
 
 

@@ -56,8 +56,8 @@ def _sigmoid_block(pre, n, bits, out):
     """``out[k] = 1 / (1 + exp(-pre[k]))``, k < n, float32, in a loop the compiler vectorises.
 
     ``exp`` is Cephes' ``expf`` (range reduction ``x = k ln 2 + r``, |r| <= ln 2 / 2, a degree-7
-    polynomial for ``exp(r)``, ``2^k`` built in the exponent bits of ``bits``, an int32 array viewed as
-    float32): within 2 float32 ulps of ``exp`` on [-87, 88], and SIMD-able where a library ``exp`` is not
+    polynomial for ``exp(r)``, ``2^k`` built in the exponent bits of a float32): within 2 float32 ulps
+    of ``exp`` on [-87, 88], and SIMD-able where a library ``exp`` is not
     (a scalar ``exp`` per hidden unit was most of the step's time). ``2^k`` is a register bitcast
     (:func:`~empirical_seaice.compiled.f32_from_bits`) and the division has no zero check (numpy's
     error model; the divisor is >= 1), so the loop is vectorised; ``bits`` is unused (kept for

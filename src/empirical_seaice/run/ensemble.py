@@ -4,9 +4,9 @@
 
 1. **member 0**: the ordinary run (:func:`empirical_seaice.run.train.run`), unperturbed, its outputs
    in ``--output`` as without ``--ensemble`` (same seed, same files, same products);
-2. **members 1 .. N-1**: each an ordinary training run without products (and with
-   ``--trainonly``, the model and the state files only, unless the inflation needs their
-   simulated TBs) into ``<output>/members/KK/`` with the same tag, on perturbed
+2. **members 1 .. N-1**: each an ordinary training run without products (with
+   ``--ensemble-inflation none`` also without diagnostics: the model and the state files only;
+   the default inflation reads their simulated TBs) into ``<output>/members/KK/`` with the same tag, on perturbed
    observations and a perturbed first-guess SIC (:mod:`empirical_seaice.run.perturb`) and with its
    own training seed (:func:`~empirical_seaice.config.ensemble.member_seed`); each member's
    directory is its own output set, and its data cache is member 0's (a link);
@@ -103,8 +103,9 @@ def run_ensemble(
     n = ensemble.members
     if trainonly and ensemble.inflation != "none":
         raise SeaIceError(
-            f"--ensemble-inflation {ensemble.inflation}: needs the simulated TBs that --trainonly does not write; "
-            "drop --trainonly or use --ensemble-inflation none"
+            f"--ensemble with --trainonly: the inflation '{ensemble.inflation}' "
+            "(--ensemble-inflation, default observations) needs the simulated TBs that --trainonly "
+            "does not write; drop --trainonly or use --ensemble-inflation none"
         )
     log.info("ensemble member 0 of %d (unperturbed)", n)
     result0 = train.run(
@@ -250,7 +251,8 @@ def ensemble_lines(
         err0 = float(np.sqrt(np.mean((sic0[g, t + nlag] - ts) ** 2)))
         err = float(np.sqrt(np.mean((mean[g, t + nlag] - ts) ** 2)))
         lines.append(
-            f"SIC RMSE vs truth: member 0 {err0:.4f}, ensemble mean {err:.4f}; spread/error {rms_spread / err:.2f}"
+            f"SIC RMSE vs truth: member 0 {err0:.4f}, ensemble mean {err:.4f}; "
+            + (f"spread/error {rms_spread / err:.2f}" if err > 0 else "spread/error undefined (no error)")
         )
     return lines
 

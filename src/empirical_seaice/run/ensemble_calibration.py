@@ -25,12 +25,14 @@ observation (then ``d`` is a fitted departure and ``lambda`` a lower estimate). 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import netCDF4
 import numpy as np
 
 from empirical_seaice.config import TrainingConfig
+from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.observations import Observations
 from empirical_seaice.training.runtime import make_generator, split_observations
@@ -69,6 +71,17 @@ def evaluation_rows(obs: Observations, train_cfg: TrainingConfig) -> tuple[np.nd
     return valid, f"member 0's {valid.size} held-out observations"
 
 
+def _open_tbsim(path: Path) -> netCDF4.Dataset:
+    """A member's ``tbsim`` file, or a one-line error naming it."""
+    try:
+        return netCDF4.Dataset(path)
+    except OSError as err:
+        raise SeaIceError(
+            f"{path}: cannot read a member's simulated TBs for --ensemble-inflation observations ({err}); "
+            "rerun the ensemble, or use --ensemble-inflation none"
+        ) from None
+
+
 def observation_inflation(
     obs: Observations, train_cfg: TrainingConfig, dirs: list[Path], tag: str
 ) -> tuple[float, str]:
@@ -76,10 +89,10 @@ def observation_inflation(
     and the unperturbed observations ``obs``; returns it and a line saying how it was found."""
     rows, which = evaluation_rows(obs, train_cfg)
     sigma = np.asarray(obs.basis.obs_error_k, dtype=np.float64)
-    files = [netCDF4.Dataset(out.output_path(d, "tbsim", tag)) for d in dirs]
     excess = spread = 0.0
     count = 0
-    try:
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(_open_tbsim(out.output_path(d, "tbsim", tag))) for d in dirs]
         for lo in range(0, obs.nobs, BLOCK_ROWS):
             hi = min(obs.nobs, lo + BLOCK_ROWS)
             sel = rows[(rows >= lo) & (rows < hi)]
@@ -89,9 +102,6 @@ def observation_inflation(
             y = np.asarray(obs.tb_obs_k[sel], dtype=np.float64)
             e, s, n = consistency_sums(y, sims, np.asarray(obs.mask[sel]), sigma)
             excess, spread, count = excess + e, spread + s, count + n
-    finally:
-        for f in files:
-            f.close()
     lam = inflation_factor(excess, spread)
     raw = np.sqrt(max(excess, 0.0) / spread) if spread > 0 else float("nan")
     return lam, (
