@@ -121,6 +121,7 @@ class Timeline:
         self.resets = _reset_hwm()
         self.anon_peak: dict[str, float] = {}
         self.file_peak: dict[str, float] = {}
+        self.lock = threading.Lock()  # the sampler writes the peaks while the report reads them
         threading.Thread(target=self._sample, daemon=True).start()
 
     def label(self) -> str:
@@ -131,9 +132,15 @@ class Timeline:
         while True:
             anon, file = _rss_split_mib()
             label = self.label()
-            self.anon_peak[label] = max(self.anon_peak.get(label, 0.0), anon)
-            self.file_peak[label] = max(self.file_peak.get(label, 0.0), file)
+            with self.lock:
+                self.anon_peak[label] = max(self.anon_peak.get(label, 0.0), anon)
+                self.file_peak[label] = max(self.file_peak.get(label, 0.0), file)
             time.sleep(0.05)
+
+    def peaks(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Copies of the sampled anonymous and file-backed peaks per stage."""
+        with self.lock:
+            return dict(self.anon_peak), dict(self.file_peak)
 
     def _switch(self) -> None:
         now, cpu, hwm = time.perf_counter(), time.process_time(), _hwm_mib()
@@ -202,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     rc = cli.main(cli_args)
     tl._switch()
     total, total_cpu = time.perf_counter() - t_start, time.process_time() - c_start
+    anon_peak, file_peak = tl.peaks()
     load = os.getloadavg()
     n = nobs.get("n", 0)
     names = [k for k in ORDER if k in tl.seconds] + [k for k in tl.seconds if k not in ORDER]
@@ -213,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         s = tl.seconds[name]
         obs_s = n / s if s > 0 else float("inf")
-        split = f"{tl.anon_peak.get(name, 0):,.0f}, {tl.file_peak.get(name, 0):,.0f}"
+        split = f"{anon_peak.get(name, 0):,.0f}, {file_peak.get(name, 0):,.0f}"
         print(f"| {name} | {s:.1f} | {obs_s:,.0f} | {tl.cpu[name]:.1f} | {tl.peak_mib[name]:,.0f} | {split} |")
-    anon, file = max(tl.anon_peak.values(), default=0), max(tl.file_peak.values(), default=0)
+    anon, file = max(anon_peak.values(), default=0), max(file_peak.values(), default=0)
     whole = f"| whole run | {total:.1f} | {n / total:,.0f} | {total_cpu:.1f} | {tl.run_peak:,.0f}"
     print(f"{whole} | {anon:,.0f}, {file:,.0f} |")
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -227,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
                 "s": tl.seconds[k],
                 "cpu_s": tl.cpu[k],
                 "peak_mib": tl.peak_mib[k],
-                "anon_peak_mib": tl.anon_peak.get(k, 0.0),
-                "file_peak_mib": tl.file_peak.get(k, 0.0),
+                "anon_peak_mib": anon_peak.get(k, 0.0),
+                "file_peak_mib": file_peak.get(k, 0.0),
             }
             for k in names
         },

@@ -152,6 +152,7 @@ def test_without_inflation_the_stated_spread_is_the_members_std(twin_dir, tmp_pa
         (["--ensemble", "x"], "--ensemble: invalid int value"),
         (["--ensemble", "3", "--diagsonly"], "--ensemble: cannot be combined with --diagsonly"),
         (["--ensemble", "3", "--resume"], "--ensemble: cannot be combined with --resume"),
+        (["--ensemble", "3", "--modeltag", "m"], "--ensemble: cannot be combined with --modeltag"),
         (["--ensemble", "3", "--ensemble-sic-error", "-1"], "--ensemble-sic-error: expected a standard deviation"),
         (["--ensemble-sic-error", "0.1"], "--ensemble-sic-error: applies only with --ensemble"),
         (["--ensemble", "2", "--ensemble-inflation", "lots"], "--ensemble-inflation: invalid choice"),

@@ -158,7 +158,11 @@ def _ensemble(args: argparse.Namespace):
     from empirical_seaice.run.ensemble import check_ensemble_flags
 
     check_ensemble_flags(
-        diagsonly=args.diagsonly, resume=args.resume, distributed=args.distributed, retrieve=args.retrieve
+        diagsonly=args.diagsonly,
+        resume=args.resume,
+        distributed=args.distributed,
+        retrieve=args.retrieve,
+        modeltag=args.modeltag is not None,
     )
     given = {"sic_error": args.ensemble_sic_error, "inflation": args.ensemble_inflation}
     return EnsembleConfig(members=args.ensemble, **{k: v for k, v in given.items() if v is not None})

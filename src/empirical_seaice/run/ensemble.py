@@ -66,13 +66,17 @@ class EnsembleResult:
     lines: list[str] = field(default_factory=list)
 
 
-def check_ensemble_flags(*, diagsonly: bool, resume: bool, distributed: bool, retrieve: bool = False) -> None:
-    """The modes an ensemble does not combine with: one-line errors naming the flag."""
-    for flag, given in (("--diagsonly", diagsonly), ("--resume", resume), ("--distributed", distributed)):
-        if given:
-            raise SeaIceError(f"--ensemble: cannot be combined with {flag}; run the ensemble without it")
+def check_ensemble_flags(
+    *, diagsonly: bool, resume: bool, distributed: bool, retrieve: bool = False, modeltag: bool = False
+) -> None:
+    """The modes an ensemble does not combine with: one-line errors naming the flag (``--modeltag``
+    only names a trained model for ``--diagsonly`` or ``--retrieve``: an ensemble trains its own)."""
     if retrieve:
         raise SeaIceError("--ensemble: a retrieval (--retrieve) has no ensemble; train with --ensemble instead")
+    given_flags = (("--diagsonly", diagsonly), ("--resume", resume), ("--distributed", distributed))
+    for flag, given in (*given_flags, ("--modeltag", modeltag)):
+        if given:
+            raise SeaIceError(f"--ensemble: cannot be combined with {flag}; run the ensemble without it")
 
 
 def run_ensemble(
