@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from empirical_seaice.config import CostConfig, ModelConfig
@@ -102,3 +103,27 @@ LAT_2X2 = np.array([0, 0, 1, 1], np.float32)
 def parameters(trainer) -> dict[str, torch.Tensor]:
     """A copy of every parameter of the trainer's network, by name."""
     return {k: v.detach().clone() for k, v in trainer.network.named_parameters()}
+
+
+def assert_trained_alike(tensor, fused, start, h_tensor, h_fused, warm=False, tolerance=None) -> None:
+    """Two trainers of the same case ended alike: every parameter to ``tolerance(name, value)`` (default
+    float32 rounding: ``2e-5 + 2e-7 max|value|``; lr 1e-2 moves a row up to ~1e-2 per step), every
+    parameter but the output bias really trained (moved > 50x the difference and > 1e-3), the same
+    cost terms to their rounding, and with ``warm`` rows a warm-ice term."""
+    a, b = parameters(tensor), parameters(fused)
+    for name in a:
+        moved = (a[name] - start[name]).abs().max().item()
+        diff = (a[name] - b[name]).abs().max().item()
+        tol = tolerance(name, a[name]) if tolerance else 2e-5 + 2e-7 * a[name].abs().max().item()
+        assert diff <= tol, (name, diff)
+        if name not in ("emissivity.output.bias",):  # everything really trained
+            assert moved > 50 * diff and moved > 1e-3, (name, moved, diff)
+    assert tuple(h_tensor.epoch_terms[-1]) == tuple(h_fused.epoch_terms[-1])
+    for term, value in h_tensor.epoch_terms[-1].items():
+        # the priors are sums of small residuals (e.g. C - 1 ~ 1e-3 for C ~ 1 + 1e-3): the parameters'
+        # float32 differences (~1e-7) are ~1e-4 of them; the v1 anchor ((e0 - 0.93) / 1e-5)^2 amplifies
+        # e0's float32 rounding further: 1e-3 relative
+        rtol = {"obs": 2e-5, "total": 2e-5, "bias": 2e-5, "anchor": 2e-3}.get(term, 2e-4)
+        assert h_fused.epoch_terms[-1][term] == pytest.approx(value, rel=rtol, abs=1e-9), term
+    if warm:
+        assert h_fused.epoch_terms[-1]["warm_ice"] > 1e-3

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from hybrid_case import parameters, step_case
+from hybrid_case import assert_trained_alike, parameters, step_case
 
 from empirical_seaice.config import TrainingConfig
 from empirical_seaice.model.operator import HybridNetwork
@@ -69,23 +69,7 @@ def test_fused_step_equals_tensor_step_after_100_steps(case):
     h_tensor, h_fused = tensor.fit(), fused.fit()
     assert isinstance(fused._fused, FusedStep) and fused._fused._steps == 100
     assert tensor._fused is None  # never built
-    a, b = parameters(tensor), parameters(fused)
-    for name in a:
-        moved = (a[name] - start[name]).abs().max().item()
-        diff = (a[name] - b[name]).abs().max().item()
-        # float32 rounding of values up to ~5 (biases); lr 1e-2 moves a row up to ~1e-2 per step
-        assert diff <= 2e-5 + 2e-7 * a[name].abs().max().item(), (name, diff)
-        if name not in ("emissivity.output.bias",):  # everything really trained
-            assert moved > 50 * diff and moved > 1e-3, (name, moved, diff)
-    assert tuple(h_tensor.epoch_terms[-1]) == tuple(h_fused.epoch_terms[-1])
-    for term, value in h_tensor.epoch_terms[-1].items():
-        # the priors are sums of small residuals (e.g. C - 1 ~ 1e-3 for C ~ 1 + 1e-3): the parameters'
-        # float32 differences (~1e-7) are ~1e-4 of them; the v1 anchor ((e0 - 0.93) / 1e-5)^2 amplifies
-        # e0's float32 rounding further: 1e-3 relative
-        rtol = {"obs": 2e-5, "total": 2e-5, "bias": 2e-5, "anchor": 2e-3}.get(term, 2e-4)
-        assert h_fused.epoch_terms[-1][term] == pytest.approx(value, rel=rtol, abs=1e-9), term
-    if kw.get("warm"):
-        assert h_fused.epoch_terms[-1]["warm_ice"] > 1e-3
+    assert_trained_alike(tensor, fused, start, h_tensor, h_fused, warm=kw.get("warm", False))
     if case == "v2-amsr2-atms-angle-anchor-frequency":  # the anchor evaluation's gradient is exercised
         assert h_fused.epoch_terms[0]["anchor"] > 1.0
         assert h_fused.epoch_terms[0]["anchor"] == pytest.approx(h_tensor.epoch_terms[0]["anchor"], rel=2e-3)
