@@ -62,16 +62,23 @@ def write_dataset(ds: xr.Dataset, path: Path) -> Path:
     are added under the file's own (``ds.attrs`` must hold a ``title``).
     """
     path = Path(path)
+    ds = _checked_cf(ds, path)
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=cf.encoding(ds.variables))
+    return path
+
+
+def _checked_cf(ds: xr.Dataset, path: Path) -> xr.Dataset:
+    """``ds`` checked (every variable's ``units`` and ``long_name``, a ``title``) and made ready to
+    write: :func:`_prepared`, with the CF global attributes added under the file's own."""
     _check_attrs(ds)
     if "title" not in ds.attrs:
         raise ValueError(f"output {path.name} lacks a title")
     # A coordinate that belongs to no data variable (e.g. time_bnds, the (sensor, channel) tables)
     # would be listed in a global "coordinates" attribute, which CF does not define: make it a variable.
-    ds = _prepared(ds)
-    ds.attrs = cf.global_attributes(**ds.attrs)
-    with atomic_path(path) as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=cf.encoding(ds.variables))
-    return path
+    ready = _prepared(ds)
+    ready.attrs = cf.global_attributes(**ready.attrs)
+    return ready
 
 
 def _prepared(ds: xr.Dataset) -> xr.Dataset:
@@ -177,11 +184,7 @@ def streamed_dataset(ds: xr.Dataset, path: Path, streamed: Sequence[str]) -> Ite
     import netCDF4
 
     path = Path(path)
-    _check_attrs(ds)
-    if "title" not in ds.attrs:
-        raise ValueError(f"output {path.name} lacks a title")
-    full = _prepared(ds)
-    full.attrs = cf.global_attributes(**full.attrs)
+    full = _checked_cf(ds, path)
     encoding = cf.encoding(full.variables)
     coords = [str(c) for c in full.coords if c not in full.dims]
     base = _prepared(full.drop_vars(list(streamed)))
