@@ -200,29 +200,20 @@ def build_column(ice_type: str, snow_depth_m: float, corr_length_mm: float, t_su
     wet = wetness > 0
     t_snow, t_ice = column_temperatures(ice, snow_depth_m, t_surface_k, wet)
     salinity = [s * PSU for s in ice.salinity_psu]
-    if ice_type == "firstyear":
-        column = make_ice_column(
-            "firstyear",
-            list(ice.thickness_m),
-            list(t_ice),
-            ice.microstructure,
-            salinity=salinity,
-            corr_length=list(ice.size_m),
-            brine_inclusion_shape="spheres",
-            add_water_substrate=True,
-        )
-    else:
-        column = make_ice_column(
-            "multiyear",
-            list(ice.thickness_m),
-            list(t_ice),
-            ice.microstructure,
-            salinity=salinity,
-            radius=list(ice.size_m),
-            stickiness=MYI_STICKINESS,
-            porosity=list(ice.porosity),
-            add_water_substrate=True,
-        )
+    media: dict[str, Any]
+    if ice_type == "firstyear":  # brine inclusions of the first-year ice's correlation length
+        media = dict(corr_length=list(ice.size_m), brine_inclusion_shape="spheres")
+    else:  # sticky air bubbles in multi-year ice
+        media = dict(radius=list(ice.size_m), stickiness=MYI_STICKINESS, porosity=list(ice.porosity))
+    column = make_ice_column(
+        ice_type,
+        list(ice.thickness_m),
+        list(t_ice),
+        ice.microstructure,
+        salinity=salinity,
+        add_water_substrate=True,
+        **media,
+    )
     if snow_depth_m > 0:
         snow = make_snowpack(
             [snow_depth_m],
