@@ -80,6 +80,11 @@ FLAG_CASES = [
     ),
     ("ice-emis-init-big", ["--ice-emis-init", "1.5"], ["--ice-emis-init", "expected 0 < E < 1"]),
     ("ice-emis-init-nan", ["--ice-emis-init", "nan"], ["--ice-emis-init", "expected 0 < E < 1"]),
+    (
+        "ice-emis-init-word",
+        ["--ice-emis-init", "high"],
+        ["--ice-emis-init", "expected a number 0 < E < 1 or 'reference'"],
+    ),
     ("threads-0", ["--threads", "0"], ["--threads", "must be >= 1"]),
     ("checkpoint-minutes-neg", ["--checkpoint-minutes", "-1"], ["--checkpoint-minutes", "minutes >= 0"]),
     ("checkpoint-minutes-nan", ["--checkpoint-minutes", "nan"], ["--checkpoint-minutes", "minutes >= 0"]),

@@ -279,34 +279,30 @@ OFF = "off"
 """The value of ``--sic-smoothness``/``--sic-smoothness-time`` that switches the prior off."""
 
 
-def _sigma_or_off(flag: str):
-    """An argparse type: a number > 0 or ``off``."""
+def _number_or_word(flag: str, word: str, what: str, in_range, range_what: str):
+    """An argparse type: ``word``, or a number for which ``in_range`` holds (one-line errors naming ``flag``)."""
 
     def parse(text: str) -> float | str:
-        if text == OFF:
+        if text == word:
             return text
         try:
             value = float(text)
         except ValueError:
-            raise SeaIceError(f"{flag}: expected a number SIGMA > 0 or 'off', got {text!r}") from None
-        if not 0.0 < value < float("inf"):
-            raise SeaIceError(f"{flag}: expected a finite SIGMA > 0, got {value}")
+            raise SeaIceError(f"{flag}: expected a number {what} or {word!r}, got {text!r}") from None
+        if not in_range(value):
+            raise SeaIceError(f"{flag}: expected {range_what}, got {value}")
         return value
 
     return parse
 
 
-def _ice_emis_init(text: str) -> float | str:
-    """``--ice-emis-init``: a number in (0, 1) or ``reference``."""
-    if text == REFERENCE_INIT:
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise SeaIceError(f"--ice-emis-init: expected a number 0 < E < 1 or 'reference', got {text!r}") from None
-    if not 0.0 < value < 1.0:
-        raise SeaIceError(f"--ice-emis-init: expected 0 < E < 1, got {value}")
-    return value
+def _sigma_or_off(flag: str):
+    """An argparse type: a number > 0 or ``off``."""
+    return _number_or_word(flag, OFF, "SIGMA > 0", lambda v: 0.0 < v < float("inf"), "a finite SIGMA > 0")
+
+
+_ice_emis_init = _number_or_word("--ice-emis-init", REFERENCE_INIT, "0 < E < 1", lambda v: 0.0 < v < 1.0, "0 < E < 1")
+"""``--ice-emis-init``: a number in (0, 1) or ``reference``."""
 
 
 __all__ = ["REFERENCE_INIT", "OFF", "add_further_options"]
