@@ -84,6 +84,8 @@ def _fails(argv, capsys, *needles):
         (["--tag", "a/b"], ("--tag",)),
         (["--modeltag", "x"], ("--modeltag", "--diagsonly")),
         (["--resume", "--diagsonly"], ("--resume",)),
+        (["--shard-order", "local"], ("--shard-order local", "--distributed")),
+        (["--shard-order", "local", "--ensemble", "3"], ("--shard-order local", "drop it")),
     ],
 )
 def test_bad_flag_values_exit_2_with_one_line(argv, needles, capsys, tmp_path):
@@ -216,3 +218,21 @@ def test_twin_cli_presets_are_the_twin_presets():
     from empirical_seaice.twin.presets import TWIN_PRESETS
 
     assert PRESET_NAMES == tuple(sorted(TWIN_PRESETS))
+
+
+def test_shard_order_local_is_taken_under_a_torchrun_of_several_processes(monkeypatch):
+    import argparse
+
+    from empirical_seaice.cli.command import _check_shard_order
+    from empirical_seaice.errors import SeaIceError
+
+    args = argparse.Namespace(shard_order="local", distributed=False, retrieve=False, ensemble=None)
+    with pytest.raises(SeaIceError, match="--shard-order local"):
+        _check_shard_order(args)
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "h")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    _check_shard_order(args)  # sharded: accepted
+    args.ensemble = 3
+    with pytest.raises(SeaIceError, match="--shard-order local"):
+        _check_shard_order(args)

@@ -211,3 +211,17 @@ def test_full_disk_while_building_is_one_line_and_leaves_no_temporary(dataset, t
     monkeypatch.undo()
     obs, _ = read_training_data(ds.config, NLAG, cdir)  # space again: the cache is built
     assert isinstance(obs.tb_obs_k, np.memmap) and (cdir / "observations" / "manifest.json").is_file()
+
+
+def test_first_read_returns_read_only_maps_or_one_line_error(dataset, tmp_path, monkeypatch):
+    """The first read returns the cache's read-only maps, never the writable ones it filled (a write to
+    them would change the published cache); a cache that does not read back is a one-line error."""
+    from empirical_seaice.errors import SeaIceError
+
+    ds = dataset("C", sensors=("amsr2",))
+    obs, bg = read_training_data(ds.config, NLAG, tmp_path / "a")
+    assert isinstance(obs.tb_obs_k, np.memmap) and not obs.tb_obs_k.flags.writeable
+    assert not bg.sic.flags.writeable
+    monkeypatch.setattr(cache_mod, "load", lambda *a, **k: None)
+    with pytest.raises(SeaIceError, match="does not read back; delete it and rerun"):
+        read_training_data(ds.config, NLAG, tmp_path / "b")

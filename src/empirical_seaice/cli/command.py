@@ -99,6 +99,7 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
         raise SeaIceError(f"--threads: must be >= 1, got {args.threads}")
     if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
         raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")
+    _check_shard_order(args)
     products = product_options(args)
     if not args.retrieve:
         from empirical_seaice.products.write import check_product_options
@@ -143,6 +144,23 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
     if result.summary and not args.quiet:
         print(result.summary)
     return 0
+
+
+def _check_shard_order(args: argparse.Namespace) -> None:
+    """``--shard-order local`` orders the batches of a run sharded over processes only: a one-line
+    error where no sharded run will start (no --distributed and no torchrun of several processes,
+    or a retrieval or an ensemble, which run in one process)."""
+    if args.shard_order == "global":
+        return
+    from empirical_seaice.training.distributed import launch_environment
+
+    env = launch_environment()
+    sharded = args.distributed or (env is not None and env.world_size > 1)
+    if not sharded or args.retrieve or args.ensemble is not None:
+        raise SeaIceError(
+            f"--shard-order {args.shard_order}: applies only to a training run sharded over processes "
+            "(--distributed under torchrun); drop it"
+        )
 
 
 def _ensemble(args: argparse.Namespace):

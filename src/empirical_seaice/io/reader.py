@@ -218,8 +218,9 @@ def read_training_data(
             raise
         _cache.save(Path(cache_dir), key, obs, background, writer)
         mapped = _cache.load(Path(cache_dir), key, config.sensor_catalogue)  # the memory maps, not a second copy
-        if mapped is not None:  # read-only maps replace the writable ones the reader filled
-            obs, background = mapped
+        if mapped is None:  # never the writable maps the reader filled: a write to them would change the cache
+            raise SeaIceError(f"{cache_dir}: the cache just written does not read back; delete it and rerun")
+        obs, background = mapped  # read-only maps
     obs.source_digest = digest
     return obs, background
 
