@@ -12,9 +12,10 @@ import gc
 
 import numpy as np
 import torch
-from tests.e2e.conftest import run_cli
 
 from empirical_seaice.training.deferred_adam import DeferredAdam
+
+from .conftest import run_cli
 
 
 def _storages_with_rows(nobs: int) -> dict[int, tuple]:
