@@ -141,7 +141,7 @@ def _read_sensor_truth(
                 f"of sensor {name}: the truth does not belong to this data"
             )
         if values.ndim == 2:
-            target[np.ix_(rows, cols)] = values[idx][:, fcols]
+            target[np.ix_(rows, cols)] = values[np.ix_(idx, fcols)]  # one copy of the rows used, not two
         else:
             target[rows] = values[idx]
 

@@ -465,7 +465,10 @@ def _final_pass(plan: RunPlan, network, data, obs, background, nobs_train: int, 
     truth = None if plan.trainonly else run_truth(Path(plan.data_cfg.data), obs)
     paths = None if plan.trainonly else {k: plan.path(k) for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
     lonlat = (background.lon, background.lat)
-    return final_pass(network, data, obs, nobs_train, held, paths, truth, lonlat), truth
+    final = final_pass(network, data, obs, nobs_train, held, paths, truth, lonlat)
+    if truth is not None and final.emis_errors is not None:  # summed by the pass: the scores need no more
+        truth.emis_ice = None  # (nobs, nchan): not held through the products
+    return final, truth
 
 
 def _diagnostics_and_products(
