@@ -8,7 +8,7 @@ only for requests that fit. :func:`release_free_memory` collects Python's unreac
 cycles (the trainer and its optimiser slab, a network's buffers) and then asks the allocator
 to return every free page to the system (``malloc_trim(0)``). It changes no value; a run
 calls it where a stage ends, so that the next stage's peak does not stack on the previous
-one's freed memory. On the ``benchmark`` twin it gave back 150-300 MiB per stage
+one's freed memory. On the ``benchmark`` twin it gave back 160-330 MiB per stage end
 (benchmarks/results.md, "Memory of a run").
 
 Without glibc (another C library or OS) only the garbage collection is done.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 
 import numpy as np
+import pytest
 import torch
 
 from empirical_seaice.training.deferred_adam import DeferredAdam
@@ -47,6 +48,7 @@ def _live(kind) -> int:
     return sum(isinstance(o, kind) for o in gc.get_objects())
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # the census touches torch's deprecated module objects
 def test_a_run_holds_one_packed_table_and_frees_it_and_the_slabs(twin_dir, tmp_path, monkeypatch):
     from empirical_seaice.model.tensors import ObservationTensors
     from empirical_seaice.run import held_out
