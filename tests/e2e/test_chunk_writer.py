@@ -66,10 +66,16 @@ def test_streamed_chunks_equal_the_library_file(case, tmp_path, monkeypatch, blo
 
 def test_rows_out_of_order_or_missing_are_refused(case, tmp_path):
     obs, tb = case
-    with pytest.raises(ValueError, match="out of order"), o.open_tb(tmp_path / "a.nc", obs.nobs, obs.basis, "tbsim") as f:
+    with (
+        pytest.raises(ValueError, match="out of order"),
+        o.open_tb(tmp_path / "a.nc", obs.nobs, obs.basis, "tbsim") as f,
+    ):
         f.write("tb", 0, tb[:100])
         f.write("tb", 200, tb[200:300])
-    with pytest.raises(ValueError, match="100 of 40000 rows"), o.open_tb(tmp_path / "b.nc", NOBS, obs.basis, "tbsim") as f:
+    with (
+        pytest.raises(ValueError, match="100 of 40000 rows"),
+        o.open_tb(tmp_path / "b.nc", NOBS, obs.basis, "tbsim") as f,
+    ):
         f.write("tb", 0, tb[:100])
     assert list(tmp_path.iterdir()) == []  # no half file under a final name
 

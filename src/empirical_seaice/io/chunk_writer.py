@@ -32,8 +32,52 @@ try:  # optional: without them the netCDF library compresses (slower, the same f
     AVAILABLE = True
 except ImportError:  # pragma: no cover - exercised only where isal or h5py is absent
     h5py = None
-    isal_zlib = None
+    isal_zlib = None  # type: ignore[assignment]
     AVAILABLE = False
+
+
+def _shuffle_py(src, out):  # pragma: no cover - compiled below
+    """HDF5's shuffle filter: byte ``j`` of every element, then byte ``j + 1``, ... (``src``: (n, size)
+    bytes of n elements; ``out``: n * size bytes)."""
+    n, size = src.shape
+    for j in range(size):
+        for i in range(n):
+            out[j * n + i] = src[i, j]
+
+
+def _shuffle4_py(src, out):  # pragma: no cover - compiled below
+    """:func:`_shuffle_py` of 4-byte elements (``src``: uint32, little-endian), in a loop the compiler vectorises."""
+    n = src.shape[0]
+    for i in range(n):
+        x = src[i]
+        out[i] = x & 0xFF
+        out[n + i] = (x >> 8) & 0xFF
+        out[2 * n + i] = (x >> 16) & 0xFF
+        out[3 * n + i] = (x >> 24) & 0xFF
+
+
+try:
+    from numba import njit
+
+    _shuffle = njit(cache=True, nogil=True)(_shuffle_py)
+    _shuffle4 = njit(cache=True, nogil=True)(_shuffle4_py)
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    _shuffle = _shuffle4 = None  # type: ignore[assignment]
+
+
+def shuffled(values: np.ndarray) -> np.ndarray:
+    """The bytes of the C-contiguous array ``values`` as HDF5's shuffle filter orders them (uint8)."""
+    flat = values.reshape(-1)
+    src = flat.view(np.uint8).reshape(-1, values.dtype.itemsize)
+    if _shuffle is None or _shuffle4 is None:  # pragma: no cover - without numba
+        return np.ascontiguousarray(src.T).reshape(-1)
+    out = np.empty(src.size, dtype=np.uint8)
+    if values.dtype.itemsize == 4 and np.little_endian:
+        _shuffle4(flat.view(np.uint32), out)
+    else:
+        _shuffle(src, out)
+    return out
+
 
 _IN_FLIGHT = 16
 """Chunks queued or being compressed per file at most (about 1 MiB each): the memory a writer holds."""
@@ -105,7 +149,7 @@ class ChunkWriter:
                 self._file.close()
                 raise ValueError(f"{path.name}: variable {name!r} is not shuffled then deflated ({filters})")
             self._vars[name] = _Variable(ds)
-        self._pending: list[Future] = []
+        self._pending: list[tuple[Future, tuple]] = []  # (future, its arguments)
         self._slots = threading.BoundedSemaphore(_IN_FLIGHT)
 
     def write(self, name: str, start: int, values: np.ndarray) -> None:
@@ -141,27 +185,27 @@ class ChunkWriter:
             full[: len(rows)] = rows
             rows = full
         self._raise_failed()
-        self._slots.acquire()
         offset = (row,) + (0,) * (rows.ndim - 1)
+        if not self._slots.acquire(blocking=False):  # the workers are behind: this thread helps
+            self._deflate_and_write(v, offset, rows)
+            return
         try:
             fut = _executor().submit(self._deflate_and_write, v, offset, rows)
         except BaseException:
             self._slots.release()
             raise
         fut.add_done_callback(lambda _f: self._slots.release())
-        self._pending.append(fut)
+        self._pending.append((fut, (v, offset, rows)))
 
     def _deflate_and_write(self, v: _Variable, offset: tuple[int, ...], rows: np.ndarray) -> None:
         assert isal_zlib is not None
-        size = rows.dtype.itemsize
-        shuffled = np.ascontiguousarray(rows.reshape(-1).view(np.uint8).reshape(-1, size).T)  # HDF5's shuffle
-        data = isal_zlib.compress(shuffled, v.level)
+        data = isal_zlib.compress(shuffled(rows), v.level)
         with self._lock:
             v.ds.id.write_direct_chunk(offset, data)
 
     def _raise_failed(self) -> None:
-        done = [f for f in self._pending if f.done()]
-        self._pending = [f for f in self._pending if not f.done()]
+        done = [f for f, _ in self._pending if f.done()]
+        self._pending = [p for p in self._pending if not p[0].done()]
         for f in done:
             f.result()  # a failed chunk's error, raised in the caller's thread
 
@@ -173,11 +217,12 @@ class ChunkWriter:
                     if v.next != v.nrows:
                         raise ValueError(f"{name}: {v.next} of {v.nrows} rows written")
             error: BaseException | None = None
-            for f in self._pending:
-                if abort:
-                    f.cancel()
+            for f, job in self._pending:
                 try:
-                    if not f.cancelled():
+                    if f.cancel():  # not started: this thread does it (nothing when aborting)
+                        if not abort and error is None:
+                            self._deflate_and_write(*job)
+                    else:
                         f.result()
                 except BaseException as exc:  # the first failure is raised, after every chunk is done
                     error = error or exc
