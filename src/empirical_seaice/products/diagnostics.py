@@ -256,7 +256,7 @@ _block_sums: Any
 try:
     from numba import njit
 
-    _block_sums = njit(cache=True)(_block_sums_py)
+    _block_sums = njit(cache=True, nogil=True)(_block_sums_py)
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     _block_sums = None
 
