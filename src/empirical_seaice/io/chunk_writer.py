@@ -210,16 +210,18 @@ class ChunkWriter:
             f.result()  # a failed chunk's error, raised in the caller's thread
 
     def close(self, abort: bool = False) -> None:
-        """Write the waiting chunks (every row must have been written, unless ``abort``) and close."""
+        """Write the waiting chunks (every row must have been written, unless ``abort``) and close;
+        every chunk under way is finished (or, not started, dropped when aborting) before any error
+        is raised and the file closed."""
+        error: BaseException | None = None
+        if not abort:
+            for name, v in self._vars.items():
+                if v.next != v.nrows:
+                    error = error or ValueError(f"{name}: {v.next} of {v.nrows} rows written")
         try:
-            if not abort:
-                for name, v in self._vars.items():
-                    if v.next != v.nrows:
-                        raise ValueError(f"{name}: {v.next} of {v.nrows} rows written")
-            error: BaseException | None = None
             for f, job in self._pending:
                 try:
-                    if f.cancel():  # not started: this thread does it (nothing when aborting)
+                    if f.cancel():  # not started: this thread does it (nothing when aborting or failed)
                         if not abort and error is None:
                             self._deflate_and_write(*job)
                     else:
@@ -227,10 +229,10 @@ class ChunkWriter:
                 except BaseException as exc:  # the first failure is raised, after every chunk is done
                     error = error or exc
             self._pending = []
-            if error is not None and not abort:
-                raise error
         finally:
             self._file.close()
+        if error is not None and not abort:
+            raise error
 
 
-__all__ = ["AVAILABLE", "ChunkWriter", "set_threads", "usable"]
+__all__ = ["AVAILABLE", "ChunkWriter", "set_threads", "shuffled", "usable"]
