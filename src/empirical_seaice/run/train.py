@@ -464,6 +464,7 @@ def _final_pass(plan: RunPlan, network, data, obs, background, nobs_train: int, 
     """The streamed final pass (:func:`~empirical_seaice.run.streamed.final_pass`), its files held
     (none with ``--trainonly``), and the twin's truth it scores against (None without one)."""
     truth = None if plan.trainonly else run_truth(Path(plan.data_cfg.data), obs)
+    release_free_memory()  # the truth files' read buffers: not under the pass
     paths = None if plan.trainonly else {k: plan.path(k) for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
     lonlat = (background.lon, background.lat)
     final = final_pass(network, data, obs, nobs_train, held, paths, truth, lonlat)
