@@ -117,7 +117,6 @@ if HAVE_NUMBA:
 
         return types.float32(bits), codegen
 
-
     _W = 16
     _CONTRACT = ("contract",)
 
@@ -129,7 +128,9 @@ if HAVE_NUMBA:
 
     def _load(context, builder, aryty, ary_val, idx, elt):
         vecty = ir.VectorType(elt, _W)
-        return builder.load(_vec_ptr(context, builder, aryty, ary_val, idx, vecty), align=4 if elt == ir.FloatType() else 8)
+        return builder.load(
+            _vec_ptr(context, builder, aryty, ary_val, idx, vecty), align=4 if elt == ir.FloatType() else 8
+        )
 
     def _store(context, builder, aryty, ary_val, idx, value):
         ptr = _vec_ptr(context, builder, aryty, ary_val, idx, value.type)
@@ -138,7 +139,9 @@ if HAVE_NUMBA:
     def _splat(builder, x, n=_W):
         vecty = ir.VectorType(x.type, n)
         v = builder.insert_element(ir.Constant(vecty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(v, ir.Constant(vecty, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n))
+        return builder.shuffle_vector(
+            v, ir.Constant(vecty, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n)
+        )
 
     def _hsum(builder, v):
         """Sum of the lanes of ``v`` in a fixed tree order: halves added lane by lane until one is left."""
@@ -167,7 +170,9 @@ if HAVE_NUMBA:
             xv = _load(context, builder, sig.args[4], x_v, xo_v, f64)
             a_v = context.cast(builder, a_v, sig.args[2], types.float64)
             b_v = context.cast(builder, b_v, sig.args[3], types.float64)
-            r = builder.fadd(_splat(builder, a_v), builder.fmul(_splat(builder, b_v), xv, flags=_CONTRACT), flags=_CONTRACT)
+            r = builder.fadd(
+                _splat(builder, a_v), builder.fmul(_splat(builder, b_v), xv, flags=_CONTRACT), flags=_CONTRACT
+            )
             _store(context, builder, sig.args[0], out_v, o_v, builder.fptrunc(r, ir.VectorType(ir.FloatType(), _W)))
             return context.get_dummy_value()
 
@@ -221,15 +226,26 @@ if HAVE_NUMBA:
                 return ir.Constant(vf, [float(np.float32(v))] * _W)
 
             x = builder.fneg(_load(context, builder, sig.args[0], pre_v, po_v, f32))
-            x = _fcall(builder, "llvm.minnum.v16f32", vf, _fcall(builder, "llvm.maxnum.v16f32", vf, x, k(-87.0)), k(88.0))
-            fx = _fcall(builder, "llvm.floor.v16f32", vf, builder.fadd(builder.fmul(x, k(1.44269504088896341)), k(0.5), flags=_CONTRACT))
+            x = _fcall(
+                builder, "llvm.minnum.v16f32", vf, _fcall(builder, "llvm.maxnum.v16f32", vf, x, k(-87.0)), k(88.0)
+            )
+            fx = _fcall(
+                builder,
+                "llvm.floor.v16f32",
+                vf,
+                builder.fadd(builder.fmul(x, k(1.44269504088896341)), k(0.5), flags=_CONTRACT),
+            )
             r = builder.fsub(x, builder.fmul(fx, k(0.693359375)), flags=_CONTRACT)
             r = builder.fadd(r, builder.fmul(fx, k(2.12194440e-4)), flags=_CONTRACT)
             y = k(1.9875691500e-4)
             for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
                 y = builder.fadd(builder.fmul(y, r, flags=_CONTRACT), k(c), flags=_CONTRACT)
-            y = builder.fadd(builder.fadd(builder.fmul(builder.fmul(y, r), r, flags=_CONTRACT), r, flags=_CONTRACT), k(1.0))
-            e = builder.shl(builder.add(builder.fptosi(fx, vi), ir.Constant(vi, [127] * _W)), ir.Constant(vi, [23] * _W))
+            y = builder.fadd(
+                builder.fadd(builder.fmul(builder.fmul(y, r), r, flags=_CONTRACT), r, flags=_CONTRACT), k(1.0)
+            )
+            e = builder.shl(
+                builder.add(builder.fptosi(fx, vi), ir.Constant(vi, [127] * _W)), ir.Constant(vi, [23] * _W)
+            )
             den = builder.fadd(k(1.0), builder.fmul(y, builder.bitcast(e, vf), flags=_CONTRACT), flags=_CONTRACT)
             _store(context, builder, sig.args[2], out_v, oo_v, builder.fdiv(k(1.0), den))
             return context.get_dummy_value()
@@ -260,7 +276,9 @@ if HAVE_NUMBA:
             d = builder.fmul(builder.fmul(d, hv), builder.fsub(one, hv))
             sarr = context.make_array(sig.args[0])(context, builder, sums_v)
             for j, vec in enumerate((builder.fmul(uv, hv), builder.fmul(vv, hv), d, builder.fmul(d, xv))):
-                ptr = cgutils.get_item_pointer(context, builder, sig.args[0], sarr, [ir.Constant(ir.IntType(64), j)], wraparound=False)
+                ptr = cgutils.get_item_pointer(
+                    context, builder, sig.args[0], sarr, [ir.Constant(ir.IntType(64), j)], wraparound=False
+                )
                 builder.store(_hsum(builder, vec), ptr)
             return context.get_dummy_value()
 

@@ -11,7 +11,13 @@ instead of ~900 small tensor operations. The equations are those of
 v2 network with frequency input) and of :mod:`empirical_seaice.cost.terms`
 (quadratic penalties ``r^2 / sigma^2`` with derivative ``2 r dr/dx / sigma^2``).
 
-Arithmetic is float64 per observation (storage float32). :func:`_step` splits the batch into
+Arithmetic is float64 per observation (storage float32), except the v2 network's forward pass
+(float32 sigmoids and output layer, as the tensor step). The network is evaluated at every frequency
+of the observation's sensor and the anchor frequency at once: hidden units h-major, the
+evaluations the contiguous axis, padded to a multiple of 16 and computed 16 at a time as LLVM
+vectors (:func:`~empirical_seaice.compiled.axpy16`, :func:`~empirical_seaice.compiled.gemv16`,
+:func:`~empirical_seaice.compiled.sigmoid16`, :func:`~empirical_seaice.compiled.sigmoid_grad16`;
+the padding's gradients are 0). :func:`_step` splits the batch into
 :data:`NCHUNK` fixed chunks, evaluated in parallel (``numba.prange``) with one gradient
 buffer per chunk, summed in chunk order; per-observation gradients of the state rows are
 summed into the rows in observation order afterwards. The result is therefore the same bit
@@ -30,7 +36,7 @@ try:  # optional at import time: without numba the trainer keeps the unfused ste
     import numba
     from numba import njit, prange
 
-    from empirical_seaice.compiled import axpy16, f32_from_bits, gemv16, prefetch, prefetch1, sigmoid16, sigmoid_grad16
+    from empirical_seaice.compiled import axpy16, gemv16, prefetch, prefetch1, sigmoid16, sigmoid_grad16
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent
@@ -46,47 +52,9 @@ _T_OBS, _T_RANGE, _T_BG, _T_FALSE, _T_WARM, _T_ANCHOR = range(6)
 _MAXH = 64  # largest hidden layer / number of inputs the kernel's stack buffers hold
 _MAXF = 64  # largest number of distinct frequencies per sensor
 _MAXC = 128  # largest number of channels
-_V = 16  # SIMD block of the network's evaluations: one AVX-512 register of float32 (a constant trip count)
+_V = 16  # SIMD block of the network's evaluations (compiled.axpy16 ...: one AVX-512 register of float32)
 _MAXS = (_MAXF + 1 + _V - 1) // _V * _V  # the network's evaluations per observation (+ anchor), padded to _V
 _AHEAD = 3  # the observation whose rows :func:`_chunk` prefetches: this many ahead
-_SIGMOID_MATH = {"nnan", "ninf", "nsz", "contract", "afn", "reassoc"}
-"""The sigmoid block's fast-math flags: ``fastmath=True`` less ``arcp``, so that the vectorised
-division stays IEEE (with ``arcp`` LLVM uses a reciprocal estimate, 1 ulp off the scalar loop)."""
-
-
-def _sigmoid_block(pre, n, bits, out):
-    """``out[k] = 1 / (1 + exp(-pre[k]))``, k < n (a multiple of :data:`_V`), float32, in blocks of
-    :data:`_V` the compiler vectorises (a constant trip count: one AVX-512 register each).
-
-    ``exp`` is Cephes' ``expf`` (range reduction ``x = k ln 2 + r``, |r| <= ln 2 / 2, a degree-7
-    polynomial for ``exp(r)``, ``2^k`` built in the exponent bits of a float32): within 2 float32 ulps
-    of ``exp`` on [-87, 88], and SIMD-able where a library ``exp`` is not
-    (a scalar ``exp`` per hidden unit was most of the step's time). ``2^k`` is a register bitcast
-    (:func:`~empirical_seaice.compiled.f32_from_bits`) and the division has no zero check (numpy's
-    error model; the divisor is >= 1), so the loop is vectorised; ``bits`` is unused (kept for
-    the signature).
-    """
-    for k0 in range(0, n, _V):
-        _sigmoid16(pre, k0, out)
-
-
-def _sigmoid16(pre, k0, out):
-    """:func:`_sigmoid_block` of the :data:`_V` values from ``k0``."""
-    for kk in range(_V):
-        k = k0 + kk
-        x = -pre[k]
-        x = min(max(x, np.float32(-87.0)), np.float32(88.0))
-        fx = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
-        r = x - fx * np.float32(0.693359375) + fx * np.float32(2.12194440e-4)
-        y = np.float32(1.9875691500e-4)
-        y = y * r + np.float32(1.3981999507e-3)
-        y = y * r + np.float32(8.3334519073e-3)
-        y = y * r + np.float32(4.1665795894e-2)
-        y = y * r + np.float32(1.6666665459e-1)
-        y = y * r + np.float32(5.0000001201e-1)
-        y = y * r * r + r + np.float32(1.0)
-        scale = f32_from_bits((np.int32(fx) + np.int32(127)) << np.int32(23))
-        out[k] = np.float32(1.0) / (np.float32(1.0) + y * scale)
 
 
 def _false_ice(c, shape, s, lo, hi, h):
@@ -146,7 +114,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     anchor_ch, floor_on, false_shape = ip[6], ip[7], ip[8]
     bg_on, warm_eff, false_on = ip[9], ip[10], ip[11]
     forward_only, zero_sic = ip[18], ip[19]
-    t_ref, t_scale, t_floor, anchor_f, anchor_v = fp[0], fp[1], fp[2], fp[4], fp[5]
+    t_ref, t_scale, t_floor, anchor_v = fp[0], fp[1], fp[2], fp[5]
     s_range, s_bg, s_false, warm_scale, anchor_g = fp[6], fp[7], fp[8], fp[9], fp[10]
     fi_s, fi_lo, fi_hi, fi_h = fp[11], fp[12], fp[13], fp[14]
     angle_col = ip[21]
@@ -163,7 +131,6 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     sums4 = np.empty(4)
     fpad = freq_pad[0]
     oflat = np.empty(2 * _MAXS, dtype=np.float32)
-    bits = np.empty(1, dtype=np.int32)
     cos2 = 1.0
     ns = 8
     nbat = index.shape[0]
@@ -206,7 +173,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
         if version == 2:
             # hidden units h-major, the evaluations (frequencies, then the anchor's) the contiguous axis,
             # padded to ns (a multiple of _V) with the inputs of freq_pad (0 beyond): SIMD over frequencies,
-            # in blocks of _V (constant trip counts, which the compiler vectorises whole)
+            # _V at a time as one LLVM vector (compiled.axpy16 ...: fixed-length loops become scalar code)
             nfa = nf + 1 if (anchor_ch < 0 and floor_on) else nf  # + the anchor frequency
             ns = (nfa + _V - 1) // _V * _V
             fpad = freq_pad[s]
@@ -478,8 +445,6 @@ if HAVE_NUMBA:
     _sum_chunks = njit(cache=True)(_sum_chunks)
     _numpy_sum = njit(cache=True)(_numpy_sum)
     _bias_prior = njit(cache=True)(_bias_prior)
-    _sigmoid16 = njit(cache=True, fastmath=_SIGMOID_MATH, error_model="numpy")(_sigmoid16)
-    _sigmoid_block = njit(cache=True, fastmath=_SIGMOID_MATH, error_model="numpy")(_sigmoid_block)
     _false_ice = njit(cache=True)(_false_ice)
     _refs = njit(cache=True)(_refs)
     _chunk = njit(cache=True, fastmath=True)(_chunk)
