@@ -1,4 +1,4 @@
-"""The compiled kernels' memory helpers change no result: prefetch, float bits, huge pages."""
+"""The compiled kernels' helpers: prefetch and huge pages change no result; the vector operations are their loops."""
 
 from __future__ import annotations
 
@@ -8,25 +8,6 @@ import pytest
 from empirical_seaice import compiled
 
 pytestmark = pytest.mark.skipif(not compiled.HAVE_NUMBA, reason="numba is not installed")
-
-
-def test_f32_from_bits_is_the_ieee_bit_pattern():
-    from numba import njit
-
-    @njit
-    def from_bits(bits, out):
-        for k in range(bits.shape[0]):
-            out[k] = compiled.f32_from_bits(bits[k])
-
-    rng = np.random.default_rng(0)
-    exps = rng.integers(-126, 128, 1000)
-    bits = ((exps + 127) << 23).astype(np.int64)  # 2^e, as the sigmoid block builds it
-    bits[:3] = [0x3F800000, 0x40490FDB, 0x00000001]  # 1.0, pi, the smallest subnormal
-    out = np.empty(bits.shape[0], dtype=np.float32)
-    from_bits(bits, out)
-    assert np.array_equal(out.view(np.int32), bits.astype(np.int32))
-    assert out[0] == 1.0 and out[1] == np.float32(np.pi)
-    assert np.array_equal(out[3:], np.ldexp(np.float32(1.0), exps[3:]).astype(np.float32))
 
 
 def test_prefetch_reads_nothing_into_the_result():

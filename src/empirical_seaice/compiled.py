@@ -1,16 +1,12 @@
-"""The compiled (numba) kernels' memory access: two LLVM operations that numba does not spell (a cache
-prefetch, a float32 from its bits) and huge pages for the large tables they read at random. None of
-them knows anything about sea ice; none changes a result.
+"""The compiled (numba) kernels' memory access and SIMD: LLVM operations that numba does not spell (a
+cache prefetch, a few operations on 16-lane vectors) and huge pages for the large tables they read at
+random. None of them knows anything about sea ice; the prefetch and the huge pages change no result.
 
 - :func:`prefetch` / :func:`prefetch1` (``llvm.prefetch``): ask the CPU to bring the cache line of
   ``arr[i, j]`` / ``arr[i]`` into its caches while other work runs. The fused step reads its
   packed observations and state rows at random in tables of hundreds of MB; fetching the rows of
   an observation a few observations ahead hides most of the memory latency (measured in
   ``benchmarks/results.md``, "The fused step per core").
-- :func:`f32_from_bits`: the float32 whose IEEE-754 bits are the given integer (a register
-  ``bitcast``), so that a loop which builds ``2^k`` in the exponent bits stays vectorisable
-  (through an array view it does not).
-
 - :func:`huge_pages` / :func:`empty_huge`: ask Linux for 2 MiB pages (transparent huge pages,
   ``madvise(MADV_HUGEPAGE)``) for a table before it is first written. A random row of a table of
   hundreds of MB otherwise costs a TLB miss (a page-table walk) on top of the cache miss; with 2 MiB
@@ -102,20 +98,6 @@ if HAVE_NUMBA:
         if not isinstance(arr, types.Array) or arr.ndim != 1:
             return None
         return types.void(arr, i), _prefetch_codegen
-
-    @intrinsic
-    def f32_from_bits(typingctx, bits):
-        """The float32 whose IEEE-754 bits are the low 32 bits of the integer ``bits``."""
-        if not isinstance(bits, types.Integer):
-            return None
-
-        def codegen(context, builder, signature, args):
-            v = args[0]
-            if v.type.width != 32:
-                v = builder.trunc(v, ir.IntType(32))
-            return builder.bitcast(v, ir.FloatType())
-
-        return types.float32(bits), codegen
 
     _W = 16
     _CONTRACT = ("contract",)
@@ -285,4 +267,4 @@ if HAVE_NUMBA:
         return types.void(sums, h, ho, u, uo, v, vo, x, xo, alpha, beta), codegen
 
 
-__all__ = ["HAVE_NUMBA", "prefetch", "prefetch1", "f32_from_bits", "axpy16", "gemv16", "sigmoid16", "sigmoid_grad16"]
+__all__ = ["HAVE_NUMBA", "prefetch", "prefetch1", "axpy16", "gemv16", "sigmoid16", "sigmoid_grad16"]
