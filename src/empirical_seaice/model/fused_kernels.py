@@ -106,7 +106,8 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, out_tb, out_emis, out_sic, out_anchor,
 ):  # fmt: skip
     """Forward, cost and backward of observations ``c0 .. c1 - 1`` of the batch (see :func:`_step`);
-    with ``ip[18]`` (forward only) the simulation into ``out_*`` instead (``ip[19]``: SIC 0);
+    with ``ip[18]`` (forward only) the simulation into ``out_*`` instead (``ip[19]``: 1 = SIC 0; 2 = also
+    the TB with SIC 0, the ocean's ``TB_o``, into ``out_tb[:, nc:]``: ``out_tb`` is then (B, 2 nc));
     ``ip[20]``: the column of ``cos^2`` of the scan angle (quasi-polarised channels), -1 = none;
     ``ip[21]``: the column of the view angle's cosine, the v2 network's input before the frequency
     (:attr:`NetworkEmissivity.angle_input`; the same at every frequency and at the anchor frequency), -1 = none."""
@@ -166,7 +167,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
         for lag in range(nlag + 1):
             lags[lag] = vals[inv[b, lag], 0]
             c += lag_w[lag] * lags[lag]
-        if zero_sic:
+        if zero_sic == 1:
             c = 0.0
         # ---- ice emissivity per channel
         nf = nfreq[s]
@@ -225,6 +226,8 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
             if forward_only:
                 out_tb[b, ch] = tb
                 out_emis[b, ch] = emis[ch]
+                if zero_sic == 2:  # TB' at c = 0 is TB_o (what the pass with SIC 0 gives, bit for bit)
+                    out_tb[b, nc + ch] = tb_o
                 continue
             d = tb - floats[i, ip[12] + ch]
             g = d * floats[i, ip[17] + ch] * p[ch]  # 2 (TB' - y) mask / (sigma^2 B)

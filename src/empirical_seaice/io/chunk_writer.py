@@ -1,0 +1,238 @@
+"""Compressed chunks of an output variable written straight into its netCDF-4 (HDF5) file.
+
+The netCDF library compresses a variable's chunks one at a time, with zlib, on the thread that
+writes them: about 75 MB/s of the per-observation float32 files on one core (benchmarks/results.md),
+so that compressing the five ``(iobs, channel)`` files of a year's run cost more CPU than the
+forward passes that computed them. Here each chunk is byte-shuffled (HDF5's ``shuffle`` filter) and
+deflated with ISA-L (``isal``: about 450 MB/s on the same core, a standard zlib stream of the same
+size) on worker threads, and written as it is into the file (HDF5's direct chunk write, through
+``h5py``). The file is the one the netCDF library would write: the same variables, filters (shuffle,
+then deflate), chunks and values; any netCDF or HDF5 reader decodes it.
+
+:func:`usable` says whether a file's variables can be written so (``isal`` and ``h5py`` installed,
+each variable chunked over its first dimension only, with shuffle and deflate and no other filter);
+where not, the caller writes them through the netCDF library
+(:func:`empirical_seaice.io.output_writer.streamed_dataset`). :func:`set_threads` sets the number of
+worker threads (the run's ``--threads``).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:  # optional: without them the netCDF library compresses (slower, the same file)
+    import h5py
+    from isal import isal_zlib
+
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised only where isal or h5py is absent
+    h5py = None
+    isal_zlib = None  # type: ignore[assignment]
+    AVAILABLE = False
+
+
+def _shuffle_py(src, out):  # pragma: no cover - compiled below
+    """HDF5's shuffle filter: byte ``j`` of every element, then byte ``j + 1``, ... (``src``: (n, size)
+    bytes of n elements; ``out``: n * size bytes)."""
+    n, size = src.shape
+    for j in range(size):
+        for i in range(n):
+            out[j * n + i] = src[i, j]
+
+
+def _shuffle4_py(src, out):  # pragma: no cover - compiled below
+    """:func:`_shuffle_py` of 4-byte elements (``src``: uint32, little-endian), in a loop the compiler vectorises."""
+    n = src.shape[0]
+    for i in range(n):
+        x = src[i]
+        out[i] = x & 0xFF
+        out[n + i] = (x >> 8) & 0xFF
+        out[2 * n + i] = (x >> 16) & 0xFF
+        out[3 * n + i] = (x >> 24) & 0xFF
+
+
+try:
+    from numba import njit
+
+    _shuffle = njit(cache=True, nogil=True)(_shuffle_py)
+    _shuffle4 = njit(cache=True, nogil=True)(_shuffle4_py)
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    _shuffle = _shuffle4 = None  # type: ignore[assignment]
+
+
+def shuffled(values: np.ndarray) -> np.ndarray:
+    """The bytes of the C-contiguous array ``values`` as HDF5's shuffle filter orders them (uint8)."""
+    flat = values.reshape(-1)
+    src = flat.view(np.uint8).reshape(-1, values.dtype.itemsize)
+    if _shuffle is None or _shuffle4 is None:  # pragma: no cover - without numba
+        return np.ascontiguousarray(src.T).reshape(-1)
+    out = np.empty(src.size, dtype=np.uint8)
+    if values.dtype.itemsize == 4 and np.little_endian:
+        _shuffle4(flat.view(np.uint32), out)
+    else:
+        _shuffle(src, out)
+    return out
+
+
+_IN_FLIGHT = 16
+"""Chunks queued or being compressed per file at most (about 1 MiB each): the memory a writer holds."""
+
+_threads = 1
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def set_threads(n: int) -> None:
+    """Compress on ``n`` worker threads (at least one; the caller's thread computes on meanwhile)."""
+    global _threads
+    _threads = max(1, int(n))
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers != _threads:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="chunk-deflate")
+        return _pool
+
+
+def usable(encodings: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, ...]]) -> bool:
+    """Whether variables of these netCDF encodings (``zlib``, ``complevel``, ``chunksizes``; shuffle
+    on, as :func:`empirical_seaice.io.output_writer.streamed_dataset` defines them) and shapes can be
+    written by :class:`ChunkWriter`: compressed, chunked over the first dimension only."""
+    if not AVAILABLE:
+        return False
+    for name, enc in encodings.items():
+        chunks, shape = enc.get("chunksizes"), shapes[name]
+        if not enc.get("zlib") or chunks is None or len(shape) == 0 or tuple(chunks[1:]) != tuple(shape[1:]):
+            return False
+    return True
+
+
+class _Variable:
+    """One variable's chunks: rows are written in order; a partial chunk waits for its next rows."""
+
+    def __init__(self, ds):
+        self.ds = ds
+        self.rows = int(ds.chunks[0])
+        self.nrows = int(ds.shape[0])
+        self.next = 0
+        self.partial: np.ndarray | None = None  # the rows of the current chunk written so far
+        self.fill = ds.fillvalue if ds.dtype.kind == "f" else 0
+        level = int(ds.compression_opts or 1)
+        self.level = min(max(level, 0), 3)  # ISA-L's levels: 0-3 (the file keeps the netCDF level)
+
+
+class ChunkWriter:
+    """The variables ``names`` of the HDF5 file ``path`` (defined, compressed, nothing written yet),
+    written by rows in order (:meth:`write`); :meth:`close` waits for the last chunk and closes the file."""
+
+    def __init__(self, path: Path, names):
+        assert h5py is not None
+        self._file = h5py.File(path, "r+")
+        self._lock = threading.Lock()  # one HDF5 call at a time from the worker threads
+        self._vars = {}
+        for name in names:
+            # a variable named as a dimension it does not span is stored under this name (netCDF-4)
+            hidden = f"_nc4_non_coord_{name}"
+            ds = self._file[hidden if hidden in self._file else name]
+            plist = ds.id.get_create_plist()
+            filters = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
+            if filters != [h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE]:
+                self._file.close()
+                raise ValueError(f"{path.name}: variable {name!r} is not shuffled then deflated ({filters})")
+            self._vars[name] = _Variable(ds)
+        self._pending: list[tuple[Future, tuple]] = []  # (future, its arguments)
+        self._slots = threading.BoundedSemaphore(_IN_FLIGHT)
+
+    def write(self, name: str, start: int, values: np.ndarray) -> None:
+        """Rows ``start .. start + len(values) - 1`` of ``name`` (the next rows of it: every variable is
+        written in order); ``values`` must not change afterwards."""
+        v = self._vars[name]
+        if start != v.next:
+            raise ValueError(f"{name}: rows written out of order (row {start}, expected {v.next})")
+        values = np.ascontiguousarray(values, dtype=v.ds.dtype)
+        if values.shape[1:] != v.ds.shape[1:] or start + len(values) > v.nrows:
+            raise ValueError(f"{name}: rows {start}..{start + len(values)} of shape {values.shape} do not fit")
+        n, k = len(values), 0
+        if v.partial is not None:  # complete the waiting chunk first (chunks begin at multiples of v.rows)
+            k = min(n, v.rows - len(v.partial))
+            v.partial = np.concatenate([v.partial, values[:k]])
+            if len(v.partial) == v.rows or start + k == v.nrows:
+                self._submit(v, start // v.rows * v.rows, v.partial)
+                v.partial = None
+        while n - k >= v.rows:
+            self._submit(v, start + k, values[k : k + v.rows])
+            k += v.rows
+        if k < n:
+            rest = values[k:]
+            if start + n == v.nrows:  # the last, short chunk of the variable
+                self._submit(v, start + k, rest)
+            else:
+                v.partial = rest.copy()
+        v.next = start + n
+
+    def _submit(self, v: _Variable, row: int, rows: np.ndarray) -> None:
+        if len(rows) < v.rows:  # a short last chunk: stored whole, the rows past the end never read
+            full = np.full((v.rows,) + rows.shape[1:], v.fill, dtype=rows.dtype)
+            full[: len(rows)] = rows
+            rows = full
+        self._raise_failed()
+        offset = (row,) + (0,) * (rows.ndim - 1)
+        if not self._slots.acquire(blocking=False):  # the workers are behind: this thread helps
+            self._deflate_and_write(v, offset, rows)
+            return
+        try:
+            fut = _executor().submit(self._deflate_and_write, v, offset, rows)
+        except BaseException:
+            self._slots.release()
+            raise
+        fut.add_done_callback(lambda _f: self._slots.release())
+        self._pending.append((fut, (v, offset, rows)))
+
+    def _deflate_and_write(self, v: _Variable, offset: tuple[int, ...], rows: np.ndarray) -> None:
+        assert isal_zlib is not None
+        data = isal_zlib.compress(shuffled(rows), v.level)
+        with self._lock:
+            v.ds.id.write_direct_chunk(offset, data)
+
+    def _raise_failed(self) -> None:
+        done = [f for f, _ in self._pending if f.done()]
+        self._pending = [p for p in self._pending if not p[0].done()]
+        for f in done:
+            f.result()  # a failed chunk's error, raised in the caller's thread
+
+    def close(self, abort: bool = False) -> None:
+        """Write the waiting chunks (every row must have been written, unless ``abort``) and close;
+        every chunk under way is finished (or, not started, dropped when aborting) before any error
+        is raised and the file closed."""
+        error: BaseException | None = None
+        if not abort:
+            for name, v in self._vars.items():
+                if v.next != v.nrows:
+                    error = error or ValueError(f"{name}: {v.next} of {v.nrows} rows written")
+        try:
+            for f, job in self._pending:
+                try:
+                    if f.cancel():  # not started: this thread does it (nothing when aborting or failed)
+                        if not abort and error is None:
+                            self._deflate_and_write(*job)
+                    else:
+                        f.result()
+                except BaseException as exc:  # the first failure is raised, after every chunk is done
+                    error = error or exc
+            self._pending = []
+        finally:
+            self._file.close()
+        if error is not None and not abort:
+            raise error
+
+
+__all__ = ["AVAILABLE", "ChunkWriter", "set_threads", "shuffled", "usable"]
