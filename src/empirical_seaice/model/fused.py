@@ -30,6 +30,7 @@ from empirical_seaice.model.fused_kernels import (
     _MAXC,
     _MAXF,
     _MAXH,
+    _MAXS,
     _T_ANCHOR,
     _T_BG,
     _T_FALSE,
@@ -152,7 +153,7 @@ class FusedProgram:
         gw1, gb1, gw2, gb2, gwc, gbi, gbo = buf["grads"]
         _step(
             self.floats, self.ints, index, vals, inv, refs, buf["p"], w1, b1, w2, b2, wc, bi, bo,
-            self.ip, fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_in"], a["nfreq"], a["chan_freq"],
+            self.ip, fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_pad"], a["nfreq"], a["chan_freq"],
             a["pol"], a["lag_w"], terms, gw1, gb1, gw2, gb2, gwc, gbi, gbo, buf["g_state"], g_vals,
             a["no_tb"], a["no_tb"], a["no_sic"], a["no_sic"],
         )  # fmt: skip
@@ -253,7 +254,7 @@ def _simulate_into(program, start: int, stop: int, zero_sic: bool | str, tb, emi
     z3 = np.zeros((NCHUNK, 1, 1))
     _forward(
         program.floats, program.ints, index, vals.reshape(nb * nref, c), inv, refs, np.zeros(w[-3].shape[0]),
-        w1, b1, w2, b2, wc, bi, bo, ip, program.fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_in"],
+        w1, b1, w2, b2, wc, bi, bo, ip, program.fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_pad"],
         a["nfreq"], a["chan_freq"], a["pol"], a["lag_w"], np.zeros((NCHUNK, 6)), z3, z1, z3, z1, z1, z3, z3,
         np.zeros((1, 1)), np.zeros((1, 1)), tb, emis, sic, anchor,
     )  # fmt: skip
@@ -373,8 +374,15 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         chan_freq = em.chan_freq.numpy().astype(np.int64)
         pol = em.pol.numpy().astype(np.int64)
         nfreq = np.array([len(np.unique(em.freq_table.numpy()[s])) for s in range(freq_in.shape[0])], dtype=np.int64)
+        # each sensor's network evaluations: its frequencies' inputs, then the anchor frequency's, 0 to _MAXS
+        freq_pad = np.zeros((freq_in.shape[0], _MAXS))
+        for s, nf in enumerate(nfreq):
+            freq_pad[s, :nf] = freq_in[s, :nf]
+            if anchor_ch < 0 and floor_on:
+                freq_pad[s, nf] = fp[4]
     else:
         freq_in = np.zeros((1, 1))
+        freq_pad = np.zeros((1, _MAXS))
         chan_freq = np.zeros((1, 1), dtype=np.int64)
         pol = np.zeros(1, dtype=np.int64)
         nfreq = np.zeros(network.basis.nsensor, dtype=np.int64)
@@ -388,7 +396,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         inv_count=1.0 / cnt,
         bg=st.background_flat.numpy().astype(np.float64),
         warm_w=warm,
-        freq_in=freq_in,
+        freq_pad=freq_pad,
         nfreq=nfreq,
         chan_freq=chan_freq,
         pol=pol,
