@@ -25,6 +25,7 @@ from empirical_seaice.io.layouts import SensorFiles
 from empirical_seaice.io.per_observation import Zeros, numpy_zeros
 from empirical_seaice.io.sensor_read import SensorRead, var_path
 from empirical_seaice.io.validity import RANGE_TOL, RANGES, FieldStats
+from empirical_seaice.observations import release_pages
 from empirical_seaice.sensors import ChannelBasis
 
 PER_CHANNEL_MAP = {
@@ -89,6 +90,7 @@ def read_per_channel(
         for s, r in enumerate(reads):
             _read_channels(r, name, arr, mask, dirty, offsets[s], basis, s)
         out[key] = arr
+        release_pages(arr)  # a cache's memory map: its written pages go to the file, not kept resident
     rows = np.flatnonzero(dirty)
     for a, b in row_blocks(rows.size):
         idx = rows[a:b]
