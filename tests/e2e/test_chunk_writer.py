@@ -92,3 +92,37 @@ def test_a_failed_chunk_is_raised(case, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="chunk failed"), o.open_tb(tmp_path / "c.nc", NOBS, obs.basis, "tbsim") as f:
         f.write("tb", 0, tb)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_pool_follows_the_number_of_threads(monkeypatch):
+    monkeypatch.setattr(chunk_writer, "_threads", 1)
+    one = chunk_writer._executor()
+    assert chunk_writer._executor() is one and chunk_writer._pool_size == 1
+    assert chunk_writer.set_threads(2) == 1
+    two = chunk_writer._executor()
+    assert two is not one and chunk_writer._pool_size == 2
+    assert list(two.map(lambda x: x + 1, [1, 2])) == [2, 3]
+
+
+def test_a_second_interrupt_while_aborting_is_raised(case, tmp_path, monkeypatch):
+    """close(abort=True) drops the other failures of the chunks under way, but not a Ctrl-C (nor a
+    SystemExit) while it waits for them; the file is closed all the same."""
+    obs, tb = case
+    writer = None
+    real = chunk_writer.ChunkWriter.__init__
+
+    def keep(self, *a, **k):
+        nonlocal writer
+        writer = self
+        real(self, *a, **k)
+
+    monkeypatch.setattr(chunk_writer.ChunkWriter, "__init__", keep)
+    monkeypatch.setattr(chunk_writer.ChunkWriter, "_deflate_and_write", lambda *a: None)
+    with pytest.raises(KeyboardInterrupt), o.open_tb(tmp_path / "k.nc", NOBS, obs.basis, "tbsim") as f:
+        f.write("tb", 0, tb[:20_000])
+        waiting = writer._pending[0][0]
+        monkeypatch.setattr(waiting, "cancel", lambda: False)
+        monkeypatch.setattr(waiting, "result", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+        raise RuntimeError("first failure")  # the block fails: close(abort=True)
+    assert not writer._file.id.valid
+    assert list(tmp_path.iterdir()) == []

@@ -84,22 +84,26 @@ _IN_FLIGHT = 16
 
 _threads = 1
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 _pool_lock = threading.Lock()
 
 
-def set_threads(n: int) -> None:
-    """Compress on ``n`` worker threads (at least one; the caller's thread computes on meanwhile)."""
+def set_threads(n: int) -> int:
+    """Compress on ``n`` worker threads (at least one; the caller's thread computes on meanwhile);
+    returns the previous number."""
     global _threads
-    _threads = max(1, int(n))
+    before, _threads = _threads, max(1, int(n))
+    return before
 
 
 def _executor() -> ThreadPoolExecutor:
-    global _pool
+    global _pool, _pool_size
     with _pool_lock:
-        if _pool is None or _pool._max_workers != _threads:
+        if _pool is None or _pool_size != _threads:
             if _pool is not None:
                 _pool.shutdown(wait=True)
             _pool = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="chunk-deflate")
+            _pool_size = _threads
         return _pool
 
 
@@ -226,6 +230,8 @@ class ChunkWriter:
                             self._deflate_and_write(*job)
                     else:
                         f.result()
+                except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: no more waiting (file closed below)
+                    raise
                 except BaseException as exc:  # the first failure is raised, after every chunk is done
                     error = error or exc
             self._pending = []
