@@ -126,3 +126,33 @@ def test_a_second_interrupt_while_aborting_is_raised(case, tmp_path, monkeypatch
         raise RuntimeError("first failure")  # the block fails: close(abort=True)
     assert not writer._file.id.valid
     assert list(tmp_path.iterdir()) == []
+
+
+def test_without_isal_one_notice_and_the_library_file(case, tmp_path, monkeypatch, caplog):
+    """Where isal cannot be imported: one notice naming it and the fix, once; the netCDF library writes."""
+    import sys
+
+    obs, tb = case
+    monkeypatch.delitem(vars(chunk_writer), "AVAILABLE", raising=False)  # set where a test switched it off
+    monkeypatch.setattr(chunk_writer, "_imported", None)
+    monkeypatch.setitem(sys.modules, "isal", None)  # import isal raises ImportError
+    calls = []
+    monkeypatch.setattr(chunk_writer.ChunkWriter, "_deflate_and_write", lambda *a: calls.append(1))
+    with caplog.at_level("WARNING", logger=chunk_writer.__name__):
+        assert not chunk_writer.AVAILABLE
+        o.write_tb(tmp_path / "a.nc", tb[:1000], obs.basis, "tbsim")
+        o.write_tb(tmp_path / "b.nc", tb[:1000], obs.basis, "tbsim")
+    notices = [r.getMessage() for r in caplog.records if r.name == chunk_writer.__name__]
+    assert len(notices) == 1 and "isal cannot be imported" in notices[0] and "pip install isal h5py" in notices[0]
+    assert calls == []
+    _same(tmp_path / "a.nc", tmp_path / "b.nc")
+
+
+def test_the_output_writer_imports_no_h5py():
+    import subprocess
+    import sys
+
+    code = "import sys\nimport empirical_seaice.io.output_writer\nprint('h5py' in sys.modules, 'isal' in sys.modules)\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False"]

@@ -222,8 +222,8 @@ def streamed_dataset(
     The streamed variables get the encoding (fill value, compression, chunks) and the attributes
     xarray would give them, with the ``coordinates`` attribute xarray writes on a data variable (the
     sorted names of the non-dimension coordinates on its dimensions). Their blocks are compressed on
-    worker threads (:mod:`empirical_seaice.io.chunk_writer`, where ``isal`` and ``h5py`` are
-    installed), else by the netCDF library on the write-behind thread.
+    worker threads (:mod:`empirical_seaice.io.chunk_writer`, where ``isal`` and ``h5py`` can be
+    imported), else by the netCDF library on the write-behind thread.
     """
     import netCDF4
 
