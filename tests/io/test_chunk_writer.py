@@ -4,15 +4,21 @@ blocks that do not fill whole chunks; and the chunks are really written so (not 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+import xarray as xr
 
 from empirical_seaice.io import cf, chunk_writer
 from empirical_seaice.io import outputs as o
 from empirical_seaice.io.obs_outputs import masked
+from empirical_seaice.io.output_writer import write_dataset
 
-from .fakes import make_obs
-from .test_streamed_outputs import _same
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the e2e package's helpers
+from e2e.fakes import make_obs  # noqa: E402
+from e2e.test_streamed_outputs import _same  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not chunk_writer.AVAILABLE, reason="isal or h5py not installed")
 
@@ -64,6 +70,38 @@ def test_streamed_chunks_equal_the_library_file(case, tmp_path, monkeypatch, blo
     assert len(calls) == 3 + 3 + 7 + 1
     for name in ("tbsim_t.nc", "tbobs_t.nc", "properties_obs_t.nc"):
         _same(tmp_path / "lib" / name, fast / name)
+
+
+def _gridded(ny: int = 60, nx: int = 50, nt: int = 3) -> xr.Dataset:
+    """A gridded file's layout: a (time, y, x) map on 2-D lon/lat coordinates, time with bounds."""
+    lon = np.linspace(-180.0, 180.0, ny * nx, dtype=np.float32).reshape(ny, nx)
+    lat = np.linspace(50.0, 90.0, ny * nx, dtype=np.float32).reshape(ny, nx)
+    t = np.arange(nt) + 10.5
+    sic = np.random.default_rng(0).uniform(0.0, 1.0, (nt, ny, nx)).astype(np.float32)
+    sic[0, :5] = np.nan
+    return xr.Dataset(
+        {"sic": (("time", "y", "x"), sic, {"units": "1", "long_name": "sea ice concentration"})},
+        coords={
+            "lon": (("y", "x"), lon, cf.lonlat_attrs("lon", "longitude")),
+            "lat": (("y", "x"), lat, cf.lonlat_attrs("lat", "latitude")),
+            "time": ("time", t, {"units": "days since 2020-01-01", "long_name": "time", "bounds": "time_bnds"}),
+            "time_bnds": (("time", "nv"), np.stack([t - 0.5, t + 0.5], 1)),
+        },
+        attrs={"title": "a gridded test file"},
+    )
+
+
+def test_a_gridded_file_equals_the_library_file(tmp_path, monkeypatch):
+    calls = []
+    real = chunk_writer.ChunkWriter._deflate_and_write
+    monkeypatch.setattr(chunk_writer.ChunkWriter, "_deflate_and_write", lambda s, *a: calls.append(1) or real(s, *a))
+    with monkeypatch.context() as m:
+        m.setattr(chunk_writer, "AVAILABLE", False)
+        write_dataset(_gridded(), tmp_path / "lib.nc")
+    assert calls == []
+    write_dataset(_gridded(), tmp_path / "fast.nc")
+    assert len(calls) == 3  # sic, lon, lat: one chunk each
+    _same(tmp_path / "lib.nc", tmp_path / "fast.nc")
 
 
 def test_rows_out_of_order_or_missing_are_refused(case, tmp_path):
