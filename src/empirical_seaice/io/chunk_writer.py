@@ -17,6 +17,7 @@ through the netCDF library instead (:func:`empirical_seaice.io.output_writer.wri
 
 from __future__ import annotations
 
+import itertools
 import os
 import zlib
 from collections import deque
@@ -51,7 +52,7 @@ def shuffle_bytes(values: np.ndarray) -> np.ndarray:
     [1, 2, 0, 0]
     """
     flat = np.ascontiguousarray(values).reshape(-1)
-    return np.ascontiguousarray(flat.view(np.uint8).reshape(flat.size, flat.dtype.itemsize).T)
+    return np.ascontiguousarray(flat.view(np.uint8).reshape(flat.size, flat.dtype.itemsize).T).reshape(-1)
 
 
 class ChunkWriter:
@@ -71,7 +72,7 @@ class ChunkWriter:
         self._pack: dict[str, Callable[[np.ndarray], bytes]] = {}
         try:
             import h5py
-        except ImportError:  # pragma: no cover - h5py is a dependency; kept for a trimmed install
+        except ImportError:  # h5py is a dependency; kept for an install without it
             h5py = None
         if h5py is not None:
             self._h5 = h5py.File(self.path, "r+")
@@ -102,18 +103,36 @@ class ChunkWriter:
         if self._nc is not None:
             from empirical_seaice.io.output_writer import write_behind
 
-            shape = var.chunking()
-            key = tuple(slice(s, s + n) for s, n in zip(start, shape, strict=True))
-            write_behind(var, key, np.ascontiguousarray(values).reshape(shape))
+            edge = tuple(min(n, size - s) for s, n, size in zip(start, var.chunking(), var.shape, strict=True))
+            key = tuple(slice(s, s + n) for s, n in zip(start, edge, strict=True))
+            write_behind(var, key, np.ascontiguousarray(values).reshape(edge))
             return
         assert self._pool is not None
         chunk = var.chunks
-        if values.size != int(np.prod(chunk)) or any(s % n for s, n in zip(start, chunk, strict=True)):
-            raise ValueError(f"{self.path.name}: {name}: not a whole chunk at {start}")
+        if any(s % n for s, n in zip(start, chunk, strict=True)):
+            raise ValueError(f"{self.path.name}: {name}: {start} is not the start of a chunk")
         data = np.ascontiguousarray(values, dtype=var.dtype)
+        if data.size != int(np.prod(chunk)):  # a chunk at the end of a dimension: padded as HDF5 pads it
+            edge = tuple(min(n, size - s) for s, n, size in zip(start, chunk, var.shape, strict=True))
+            full = np.full(chunk, _fill(var), dtype=var.dtype)
+            full[tuple(slice(0, e) for e in edge)] = data.reshape(edge)
+            data = full
         self._pending.append((var, tuple(start), self._pool.submit(self._pack[name], data)))
         while len(self._pending) > 2 * self.threads:
             self._write_one()
+
+    def write_array(self, name: str, values: np.ndarray) -> None:
+        """The whole variable ``name`` (``values`` of its shape), chunk by chunk."""
+        var = self._vars[name]
+        if self._nc is not None:
+            from empirical_seaice.io.output_writer import write_behind
+
+            write_behind(var, (Ellipsis,), np.ascontiguousarray(values))
+            return
+        chunk = var.chunks
+        for start in itertools.product(*(range(0, size, n) for size, n in zip(var.shape, chunk, strict=True))):
+            key = tuple(slice(s, s + n) for s, n in zip(start, chunk, strict=True))
+            self.put(name, start, values[key])
 
     def _write_one(self) -> None:
         var, start, fut = self._pending.popleft()
@@ -160,6 +179,12 @@ class ChunkWriter:
             self.close()
         else:
             self.abort()
+
+
+def _fill(dset) -> Any:
+    """The fill value HDF5 pads a partial chunk with (0 when the variable has none)."""
+    value = dset.fillvalue
+    return 0 if value is None else value
 
 
 def _packer(dset) -> Callable[[np.ndarray], bytes] | None:
