@@ -151,8 +151,7 @@ def test_grid_daily_mean_tb_hand_values(make_obs):
 
 @pytest.mark.parametrize("n, ngrid, nstep", [(1000, 7, 5), (20000, 70, 131)])
 def test_grid_daily_mean_tb_equals_bincount_means_over_blocks(make_obs, monkeypatch, n, ngrid, nstep):
-    """The compiled cell sums (blocks of 64 observations here; sums by step and grid point, the means
-    transposed by tiles of 64 x 64 cells) equal numpy's bincount means bit for bit."""
+    """The compiled cell sums (blocks of 64 observations here) equal numpy's bincount means bit for bit."""
     rng = np.random.default_rng(5)
     tb = rng.uniform(150.0, 280.0, size=(n, 14)).astype(np.float32)
     tb[rng.random(tb.shape) < 0.1] = np.nan

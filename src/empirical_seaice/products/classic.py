@@ -65,28 +65,26 @@ def grid_daily_mean_tb(obs: Observations, channels: Sequence[str], isensor: int)
         )
     ncell = obs.ngrid * obs.nstep
     cols = np.array([obs.basis.channel_index[name] for name in channels], dtype=np.int64)
-    # Sums by (step, grid point): the observations of a day fall in one small part of the arrays.
     total = np.zeros((ncell, len(channels)))
     count = np.zeros((ncell, len(channels)), dtype=np.int32)
     for start in range(0, obs.nobs, _BLOCK):  # the sensor's rows, block by block, in observation order
         rows = slice(start, start + _BLOCK)
         _cell_sums(
             np.asarray(obs.isensor[rows]), np.asarray(obs.igrid[rows]), np.asarray(obs.istep[rows]),
-            np.asarray(obs.tb_obs_k[rows]), np.asarray(obs.mask[rows]), cols, isensor, obs.ngrid, total, count,
+            np.asarray(obs.tb_obs_k[rows]), np.asarray(obs.mask[rows]), cols, isensor, obs.nstep, total, count,
         )  # fmt: skip
         obs.release(rows)
-    out = np.empty((obs.ngrid, obs.nstep, len(channels)))
-    _means(total, count, out)
-    return out
+    _means(total, count)
+    return total.reshape(obs.ngrid, obs.nstep, len(channels))
 
 
-def _cell_sums_py(isensor, igrid, istep, tb, mask, cols, s, ngrid, total, count):  # pragma: no cover - compiled
+def _cell_sums_py(isensor, igrid, istep, tb, mask, cols, s, nstep, total, count):  # pragma: no cover - compiled
     """Add the valid TBs of sensor ``s`` (columns ``cols``) of a block to their cell's ``total``
-    (float64, in observation order, as ``numpy.bincount`` sums) and ``count``; cell = step * ngrid + grid point."""
+    (float64, in observation order, as ``numpy.bincount`` sums) and ``count``."""
     for i in range(isensor.shape[0]):
         if isensor[i] != s:
             continue
-        cell = np.int64(istep[i]) * ngrid + np.int64(igrid[i])
+        cell = np.int64(igrid[i]) * nstep + np.int64(istep[i])
         for j in range(cols.shape[0]):
             c = cols[j]
             if mask[i, c]:
@@ -94,18 +92,11 @@ def _cell_sums_py(isensor, igrid, istep, tb, mask, cols, s, ngrid, total, count)
                 count[cell, j] += 1
 
 
-def _means_py(total, count, out):  # pragma: no cover - compiled
-    """``out[g, t]`` = ``total / count`` of cell ``t * ngrid + g``, NaN where ``count`` is 0 (by tiles
-    of 64 x 64 cells: the transposition stays in the caches)."""
-    ngrid, nstep, k = out.shape
-    for g0 in range(0, ngrid, 64):
-        for t0 in range(0, nstep, 64):
-            for g in range(g0, min(g0 + 64, ngrid)):
-                for t in range(t0, min(t0 + 64, nstep)):
-                    cell = t * ngrid + g
-                    for j in range(k):
-                        n = count[cell, j]
-                        out[g, t, j] = total[cell, j] / n if n > 0 else np.nan
+def _means_py(total, count):  # pragma: no cover - compiled
+    """``total`` becomes the mean (``total / count``), NaN where ``count`` is 0."""
+    for k in range(total.shape[0]):
+        for j in range(total.shape[1]):
+            total[k, j] = total[k, j] / count[k, j] if count[k, j] > 0 else np.nan
 
 
 _cell_sums: Any
