@@ -61,9 +61,10 @@ def write_dataset(ds: xr.Dataset, path: Path) -> Path:
     and ``long_name``. The CF global attributes (:func:`empirical_seaice.io.cf.global_attributes`)
     are added under the file's own (``ds.attrs`` must hold a ``title``).
 
-    The compressed data variables of at least :data:`DIRECT_MIN_BYTES` are written after the rest,
-    their chunks compressed on worker threads (:class:`~empirical_seaice.io.chunk_writer.ChunkWriter`);
-    the file has the same variables, attributes, encoding and values.
+    The compressed data variables of at least :data:`DIRECT_MIN_BYTES` are written as zeros first
+    (which compress to almost nothing), then filled by whole chunks compressed on worker threads
+    (:class:`~empirical_seaice.io.chunk_writer.ChunkWriter`): the same file, variables, attributes and
+    values, in a fraction of the time.
     """
     path = Path(path)
     ds = _checked_cf(ds, path)
@@ -73,36 +74,21 @@ def write_dataset(ds: xr.Dataset, path: Path) -> Path:
         for n, v in ds.data_vars.items()
         if encoding[str(n)].get("zlib") and v.dtype.kind in "fiu" and v.nbytes >= DIRECT_MIN_BYTES
     ]
+    shell = ds.assign({n: ds[n].copy(data=placeholder(ds[n].shape, ds[n].dtype)) for n in direct})
     with atomic_path(path) as tmp:
+        shell.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
         if direct:
-            _write_direct(ds, tmp, encoding, direct)
-        else:
-            ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+            from empirical_seaice.io.chunk_writer import ChunkWriter
+
+            _WRITES.drain()  # the fallback of ChunkWriter writes through the write thread
+            with ChunkWriter(tmp, direct) as chunks:
+                for name in direct:
+                    chunks.write_array(name, np.asarray(ds[name].values))
     return path
 
 
 DIRECT_MIN_BYTES = 4 << 20
 """Data variables of :func:`write_dataset` at least this large are compressed on worker threads."""
-
-
-def _write_direct(full: xr.Dataset, tmp: Path, encoding: dict, direct: list[str]) -> None:
-    """:func:`write_dataset` into ``tmp`` with the variables ``direct`` defined after the others (as
-    :func:`streamed_dataset` defines its streamed ones) and filled by whole chunks."""
-    import netCDF4
-
-    from empirical_seaice.io.chunk_writer import ChunkWriter
-
-    coords = [str(c) for c in full.coords if c not in full.dims]
-    base = _prepared(full.drop_vars(direct))
-    _WRITES.drain()  # no netCDF call while the write thread works
-    base.to_netcdf(
-        tmp, engine="netcdf4", format="NETCDF4", encoding={k: v for k, v in encoding.items() if k in base.variables}
-    )
-    with netCDF4.Dataset(tmp, "a") as nc:
-        _define_later(nc, full, encoding, coords, direct)
-    with ChunkWriter(tmp, direct) as chunks:
-        for name in direct:
-            chunks.write_array(name, np.asarray(full[name].values))
 
 
 def _checked_cf(ds: xr.Dataset, path: Path) -> xr.Dataset:
@@ -231,33 +217,26 @@ def streamed_dataset(ds: xr.Dataset, path: Path, streamed: Sequence[str]) -> Ite
             tmp, engine="netcdf4", format="NETCDF4", encoding={k: v for k, v in encoding.items() if k in base.variables}
         )
         with netCDF4.Dataset(tmp, "a") as nc:
-            _define_later(nc, full, encoding, coords, streamed)
+            for name in streamed:
+                var, enc = full[name].variable, encoding[name]
+                dims = tuple(str(d) for d in var.dims)
+                for dim, size in zip(dims, var.shape, strict=True):
+                    if dim not in nc.dimensions:
+                        nc.createDimension(dim, size)
+                v = nc.createVariable(
+                    name, var.dtype, dims, zlib=bool(enc.get("zlib", False)), complevel=enc.get("complevel", 4),
+                    shuffle=True, chunksizes=enc.get("chunksizes"), fill_value=enc.get("_FillValue"),
+                )  # fmt: skip
+                attrs = dict(var.attrs)
+                on_dims = sorted(c for c in coords if set(full[c].dims) <= set(var.dims))
+                if on_dims:
+                    attrs["coordinates"] = " ".join(on_dims)
+                v.setncatts(attrs)
+                v.set_var_chunk_cache(size=_CHUNK_CACHE)  # blocks fill whole chunks: no need to keep them
             try:
                 yield StreamedFile(nc, path)
             finally:
                 _WRITES.drain()
-
-
-def _define_later(nc, full: xr.Dataset, encoding: dict, coords: list[str], names: Sequence[str]) -> None:
-    """Define the variables ``names`` of ``full`` in the open file ``nc`` (written without them) with
-    the encoding and attributes xarray would give them, and the ``coordinates`` attribute xarray
-    writes (the sorted names of the non-dimension coordinates ``coords`` on their dimensions)."""
-    for name in names:
-        var, enc = full[name].variable, encoding[name]
-        dims = tuple(str(d) for d in var.dims)
-        for dim, size in zip(dims, var.shape, strict=True):
-            if dim not in nc.dimensions:
-                nc.createDimension(dim, size)
-        v = nc.createVariable(
-            name, var.dtype, dims, zlib=bool(enc.get("zlib", False)), complevel=enc.get("complevel", 4),
-            shuffle=True, chunksizes=enc.get("chunksizes"), fill_value=enc.get("_FillValue"),
-        )  # fmt: skip
-        attrs = dict(var.attrs)
-        on_dims = sorted(c for c in coords if set(full[c].dims) <= set(var.dims))
-        if on_dims:
-            attrs["coordinates"] = " ".join(on_dims)
-        v.setncatts(attrs)
-        v.set_var_chunk_cache(size=_CHUNK_CACHE)  # blocks fill whole chunks: no need to keep them
 
 
 def block_rows(nrow: int, ncol: int, itemsize: int = 4, target: int = 1 << 18) -> int:
