@@ -210,13 +210,6 @@ class CacheWriter:
             self._populating.append(self._pool.submit(_populate, arr))
         return arr
 
-    def written(self, name: str) -> None:
-        """Array ``name`` is complete (until the reader's last fixes): its file is written to the disk
-        in the background (``fsync``), so that :func:`save` has little left to write before the cache
-        is published."""
-        if self._pool is not None and name in self.mapped:
-            self._populating.append(self._pool.submit(_sync, self.tmp / f"{name}.npy"))
-
     def wait(self) -> None:
         """Wait until the pages of every array are in memory (:func:`_populate`)."""
         if self._pool is not None:
@@ -263,19 +256,6 @@ def _populate(arr: np.ndarray) -> None:
     page = mmap.PAGESIZE
     start = arr.ctypes.data // page * page
     _madvise(start, arr.ctypes.data + arr.nbytes - start, _MADV_POPULATE_WRITE)
-
-
-def _sync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # the build was aborted meanwhile
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - reported by the flush in save()
-        pass
-    finally:
-        os.close(fd)
 
 
 def _reserve(path: Path) -> None:

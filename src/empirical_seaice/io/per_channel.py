@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +75,6 @@ def read_per_channel(
     out: dict[str, np.ndarray],
     zeros: Zeros = numpy_zeros,
     threads: int | None = None,
-    written: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Read every per-channel field into ``out`` ((nobs, nchan) float32, unified basis); returns the mask.
 
@@ -84,12 +82,12 @@ def read_per_channel(
     lacks were never written (0); only rows with an invalid value need that pass. ``zeros(name,
     shape, dtype)`` makes each array (the data cache's memory maps in a cached run).
 
-    The (variable, sensor) pairs are read on ``threads`` threads (default :data:`THREADS`): the netCDF calls one at a time (:data:`NETCDF_LOCK`; the library is not
-    thread-safe), the compiled classification and scatter of one block beside the next block's read.
+    The (variable, sensor) pairs are read on ``threads`` threads (default :data:`THREADS`): the
+    netCDF calls one at a time (:data:`NETCDF_LOCK`; the library is not thread-safe), the compiled
+    classification and scatter of one block beside the next block's read.
     Pairs write disjoint rows of a field; the mask and the row flags only ever get ``False`` and
     ``True`` written, so the result does not depend on the order. The error raised is the first
-    pair's in the sequential order. ``written(name)`` is called when a field has every sensor's
-    values (the cache then writes its file out in the background).
+    pair's in the sequential order.
     """
     nchan = basis.nchan
     mask = zeros("mask", (nobs, nchan), bool)
@@ -99,17 +97,10 @@ def read_per_channel(
     for key in PER_CHANNEL_MAP.values():
         out[key] = zeros(key, (nobs, nchan), np.float32)
     tasks = [(name, key, s, r) for name, key in PER_CHANNEL_MAP.items() for s, r in enumerate(reads)]
-    left = {key: len(reads) for key in PER_CHANNEL_MAP.values()}
-    lock = threading.Lock()
 
     def task(item: tuple[str, str, int, SensorRead]) -> None:
         name, key, s, r = item
         _read_channels(r, name, out[key], mask, dirty, offsets[s], basis, s)
-        with lock:
-            left[key] -= 1
-            last = left[key] == 0
-        if last and written is not None:
-            written(key)
 
     _run_in_order(task, tasks, threads)
     rows = np.flatnonzero(dirty)

@@ -140,7 +140,7 @@ def _read_fresh(
     out, offsets = assemble_per_obs(reads, nobs, config.stepstart, zeros)
 
     # Pass 2: per-channel fields, block by block, into the unified basis.
-    mask = read_per_channel(reads, offsets, basis, nobs, out, zeros, written=writer.written if writer else None)
+    mask = read_per_channel(reads, offsets, basis, nobs, out, zeros)
     obs = Observations(
         **out,
         mask=mask,
