@@ -14,15 +14,17 @@ from empirical_seaice.io.chunk_writer import ChunkWriter, shuffle_bytes
 def _dataset(rng) -> xr.Dataset:
     sic = rng.random((301, 37)).astype(np.float32)
     sic[rng.random(sic.shape) < 0.1] = np.nan
+    count = rng.integers(0, 9, sic.shape).astype(np.int32)
+    lat = np.linspace(-80, 80, 301).astype(np.float32)
     return xr.Dataset(
         {
             "sic": (("grid", "step"), sic, {"units": "1", "long_name": "sea ice concentration"}),
-            "count": (("grid", "step"), rng.integers(0, 9, sic.shape).astype(np.int32), {"units": "1", "long_name": "n"}),
+            "count": (("grid", "step"), count, {"units": "1", "long_name": "n"}),
             "small": (("step",), np.arange(37, dtype=np.float64), {"units": "1", "long_name": "small"}),
         },
-        coords={"lat": (("grid",), np.linspace(-80, 80, 301).astype(np.float32), {"units": "degrees_north", "long_name": "lat"})},
+        coords={"lat": (("grid",), lat, {"units": "degrees_north", "long_name": "lat"})},
         attrs={"title": "test"},
-    )  # fmt: skip
+    )
 
 
 def _compare(a, b) -> None:

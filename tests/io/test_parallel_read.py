@@ -62,13 +62,15 @@ def test_duplicate_check_on_shared_times_counts_as_the_full_sort():
         grid = rng.integers(0, 4, n).astype(np.int32)
         fields = [rng.integers(0, 2, n).astype(np.float32) for _ in range(3)]
 
-        def count(order):
-            same = (jd[order][1:] == jd[order][:-1]) & (grid[order][1:] == grid[order][:-1])
-            for v in fields:
-                same &= v[order][1:] == v[order][:-1]
-            return int(same.sum())
-
         shared = _shared_time_order(jd)
-        fast = count(shared[np.lexsort((grid[shared], jd[shared]))]) if shared.size else 0
-        assert fast == count(np.lexsort((grid, jd)))
+        fast = _duplicates(shared[np.lexsort((grid[shared], jd[shared]))], jd, grid, fields) if shared.size else 0
+        assert fast == _duplicates(np.lexsort((grid, jd)), jd, grid, fields)
         assert np.all(np.diff(shared) > 0)
+
+
+def _duplicates(order, jd, grid, fields) -> int:
+    """Rows equal to the row before in ``order`` (time, grid point and the fields): the reader's count."""
+    same = (jd[order][1:] == jd[order][:-1]) & (grid[order][1:] == grid[order][:-1])
+    for v in fields:
+        same &= v[order][1:] == v[order][:-1]
+    return int(same.sum())
