@@ -244,7 +244,7 @@ def _libc_madvise() -> Any:
     return fn
 
 
-_madvise = _libc_madvise() if sys.platform.startswith("linux") else None
+_madvise: Any = _libc_madvise() if sys.platform.startswith("linux") else None
 
 
 def _populate(arr: np.ndarray) -> None:

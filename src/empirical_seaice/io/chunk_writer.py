@@ -201,8 +201,8 @@ def _packer(dset) -> Callable[[np.ndarray], bytes] | None:
     level = int(filters[-1][2][0]) if len(filters[-1][2]) else 4
     deflate = _deflate(level)
     if codes == (_DEFLATE,):
-        return lambda values: deflate(memoryview(values).cast("B"))
-    return lambda values: deflate(memoryview(shuffle_bytes(values)).cast("B"))
+        return lambda values: deflate(values.data.cast("B"))
+    return lambda values: deflate(shuffle_bytes(values).data)
 
 
 __all__ = ["ChunkWriter", "shuffle_bytes", "ISAL_LEVEL"]
