@@ -1,4 +1,4 @@
-"""The compiled kernels' memory helpers change no result: prefetch, float bits, huge pages."""
+"""The compiled kernels' helpers: prefetch and huge pages change no result; the vector operations are their loops."""
 
 from __future__ import annotations
 
@@ -8,25 +8,6 @@ import pytest
 from empirical_seaice import compiled
 
 pytestmark = pytest.mark.skipif(not compiled.HAVE_NUMBA, reason="numba is not installed")
-
-
-def test_f32_from_bits_is_the_ieee_bit_pattern():
-    from numba import njit
-
-    @njit
-    def from_bits(bits, out):
-        for k in range(bits.shape[0]):
-            out[k] = compiled.f32_from_bits(bits[k])
-
-    rng = np.random.default_rng(0)
-    exps = rng.integers(-126, 128, 1000)
-    bits = ((exps + 127) << 23).astype(np.int64)  # 2^e, as the sigmoid block builds it
-    bits[:3] = [0x3F800000, 0x40490FDB, 0x00000001]  # 1.0, pi, the smallest subnormal
-    out = np.empty(bits.shape[0], dtype=np.float32)
-    from_bits(bits, out)
-    assert np.array_equal(out.view(np.int32), bits.astype(np.int32))
-    assert out[0] == 1.0 and out[1] == np.float32(np.pi)
-    assert np.array_equal(out[3:], np.ldexp(np.float32(1.0), exps[3:]).astype(np.float32))
 
 
 def test_prefetch_reads_nothing_into_the_result():
@@ -61,3 +42,46 @@ def test_empty_huge_is_an_ordinary_array():
     assert float(a.sum(dtype=np.float64)) == 1.5 * a.size
     small = compiled.empty_huge(10, np.int32)  # below 4 MiB: not advised, still an array
     assert small.shape == (10,) and not compiled.huge_pages(small)
+
+
+def test_vector_ops_are_their_loops():
+    from numba import njit
+
+    @njit
+    def ops(pre, fin, a, b, w, hid, u, v, o_axpy, o_gemv, o_sig, o_sums):
+        compiled.axpy16(o_axpy, 0, a, b, fin, 16)  # from lane 16 of the input
+        compiled.gemv16(o_gemv, 16, np.float32(0.25), w, hid, 0, 16, 3)
+        compiled.sigmoid16(pre, 16, o_sig, 0)
+        compiled.sigmoid_grad16(o_sums, hid, 16, u, 0, v, 16, fin, 0, a, b)
+
+    rng = np.random.default_rng(2)
+    pre = np.zeros(32, np.float32)
+    pre[16:] = [0.0, -87.5, 90.0, 1e-3, -1e-3, 3.0, -3.0, 12.0, -12.0, 0.5, -0.5, 40.0, -40.0, 7.25, -2.5, 1.0]
+    fin = rng.uniform(0, 2, 32)
+    w = rng.standard_normal(3).astype(np.float32)
+    hid = rng.uniform(0.01, 0.99, 48).astype(np.float32)
+    u, v = rng.standard_normal(16), rng.standard_normal(32)
+    a, b = 0.75, -1.5
+    o_axpy, o_gemv, o_sig, o_sums = (
+        np.zeros(16, np.float32),
+        np.zeros(32, np.float32),
+        np.zeros(16, np.float32),
+        np.zeros(4),
+    )
+    ops(pre, fin, a, b, w, hid, u, v, o_axpy, o_gemv, o_sig, o_sums)
+    # axpy: a + b x in float64, rounded once to float32
+    assert np.array_equal(o_axpy, (a + b * fin[16:]).astype(np.float32))
+    # gemv: 0.25 + sum_r w[r] hid[16 r + k] in float32 (within 2 float32 ulps of float64); lanes 0-15 untouched
+    expect = 0.25 + (w.astype(np.float64)[:, None] * hid.reshape(3, 16)).sum(axis=0)
+    assert np.all(o_gemv[:16] == 0.0)
+    np.testing.assert_allclose(o_gemv[16:], expect, rtol=3e-7, atol=3e-7)
+    # the sigmoid with Cephes' expf: within 2 float32 ulps of 1 / (1 + exp(-x)); x clamped to [-88, 87]
+    x = pre[16:].astype(np.float64)
+    exact = 1.0 / (1.0 + np.exp(-np.clip(x, -88.0, 87.0)))
+    np.testing.assert_allclose(o_sig, exact, rtol=2.4e-7, atol=1e-37)
+    assert o_sig[0] == 0.5 and o_sig[2] == 1.0 and o_sig[1] < 1e-37
+    # the backward pass of one sigmoid unit over 16 lanes: four sums
+    h = hid[16:32].astype(np.float64)
+    d = (a * u + b * v[16:]) * h * (1.0 - h)
+    expect4 = [np.sum(u * h), np.sum(v[16:] * h), np.sum(d), np.sum(d * fin[:16])]
+    np.testing.assert_allclose(o_sums, expect4, rtol=1e-13, atol=1e-15)

@@ -1,20 +1,22 @@
-"""The compiled (numba) kernels' memory access: two LLVM operations that numba does not spell (a cache
-prefetch, a float32 from its bits) and huge pages for the large tables they read at random. None of
-them knows anything about sea ice; none changes a result.
+"""The compiled (numba) kernels' memory access and SIMD: LLVM operations that numba does not spell (a
+cache prefetch, a few operations on 16-lane vectors) and huge pages for the large tables they read at
+random. None of them knows anything about sea ice; the prefetch and the huge pages change no result.
 
 - :func:`prefetch` / :func:`prefetch1` (``llvm.prefetch``): ask the CPU to bring the cache line of
   ``arr[i, j]`` / ``arr[i]`` into its caches while other work runs. The fused step reads its
   packed observations and state rows at random in tables of hundreds of MB; fetching the rows of
   an observation a few observations ahead hides most of the memory latency (measured in
   ``benchmarks/results.md``, "The fused step per core").
-- :func:`f32_from_bits`: the float32 whose IEEE-754 bits are the given integer (a register
-  ``bitcast``), so that a loop which builds ``2^k`` in the exponent bits stays vectorisable
-  (through an array view it does not).
-
 - :func:`huge_pages` / :func:`empty_huge`: ask Linux for 2 MiB pages (transparent huge pages,
   ``madvise(MADV_HUGEPAGE)``) for a table before it is first written. A random row of a table of
   hundreds of MB otherwise costs a TLB miss (a page-table walk) on top of the cache miss; with 2 MiB
   pages the TLB covers 512x more memory. Elsewhere (another OS, THP off) they do nothing.
+
+- :func:`axpy16`, :func:`gemv16`, :func:`sigmoid16`, :func:`sigmoid_grad16`: a few operations on 16
+  consecutive values as one LLVM vector (``<16 x float>`` / ``<16 x double>``: one or two AVX-512
+  registers), for loops of a fixed small length that LLVM otherwise unrolls into scalar code (it
+  cannot prove that the arrays do not overlap). Sums over the 16 lanes are added in a fixed tree
+  order (lanes ``k`` and ``k + 8``, then ``k + 4``, ...), so a result does not depend on the machine.
 
 Without numba the intrinsics are absent (``HAVE_NUMBA`` False); callers only use them in compiled code.
 """
@@ -97,19 +99,172 @@ if HAVE_NUMBA:
             return None
         return types.void(arr, i), _prefetch_codegen
 
+    _W = 16
+    _CONTRACT = ("contract",)
+
+    def _vec_ptr(context, builder, aryty, ary_val, idx, vecty):
+        """Pointer to ``<W x T>`` at element ``idx`` of the 1-D array ``ary_val``."""
+        ary = context.make_array(aryty)(context, builder, ary_val)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [idx], wraparound=False)
+        return builder.bitcast(ptr, vecty.as_pointer())
+
+    def _load(context, builder, aryty, ary_val, idx, elt):
+        vecty = ir.VectorType(elt, _W)
+        return builder.load(
+            _vec_ptr(context, builder, aryty, ary_val, idx, vecty), align=4 if elt == ir.FloatType() else 8
+        )
+
+    def _store(context, builder, aryty, ary_val, idx, value):
+        ptr = _vec_ptr(context, builder, aryty, ary_val, idx, value.type)
+        builder.store(value, ptr, align=4 if value.type.element == ir.FloatType() else 8)
+
+    def _splat(builder, x, n=_W):
+        vecty = ir.VectorType(x.type, n)
+        v = builder.insert_element(ir.Constant(vecty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(
+            v, ir.Constant(vecty, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), n), [0] * n)
+        )
+
+    def _hsum(builder, v):
+        """Sum of the lanes of ``v`` in a fixed tree order: halves added lane by lane until one is left."""
+        n = v.type.count
+        undef = ir.Constant(v.type, ir.Undefined)
+        while n > 1:
+            n //= 2
+            lo = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n))))
+            hi = builder.shuffle_vector(v, undef, ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(n, 2 * n))))
+            v = builder.fadd(lo, hi)
+            undef = ir.Constant(v.type, ir.Undefined)
+        return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+
+    def _is_1d(a, dtype):
+        return isinstance(a, types.Array) and a.ndim == 1 and a.dtype == dtype and a.layout == "C"
+
     @intrinsic
-    def f32_from_bits(typingctx, bits):
-        """The float32 whose IEEE-754 bits are the low 32 bits of the integer ``bits``."""
-        if not isinstance(bits, types.Integer):
+    def axpy16(typingctx, out, o, a, b, x, xo):
+        """``out[o + k] = a + b x[xo + k]``, k < 16: float64 ``a``, ``b``, ``x``, rounded to float32 ``out``."""
+        if not (_is_1d(out, types.float32) and _is_1d(x, types.float64)):
             return None
 
-        def codegen(context, builder, signature, args):
-            v = args[0]
-            if v.type.width != 32:
-                v = builder.trunc(v, ir.IntType(32))
-            return builder.bitcast(v, ir.FloatType())
+        def codegen(context, builder, sig, args):
+            out_v, o_v, a_v, b_v, x_v, xo_v = args
+            f64 = ir.DoubleType()
+            xv = _load(context, builder, sig.args[4], x_v, xo_v, f64)
+            a_v = context.cast(builder, a_v, sig.args[2], types.float64)
+            b_v = context.cast(builder, b_v, sig.args[3], types.float64)
+            r = builder.fadd(
+                _splat(builder, a_v), builder.fmul(_splat(builder, b_v), xv, flags=_CONTRACT), flags=_CONTRACT
+            )
+            _store(context, builder, sig.args[0], out_v, o_v, builder.fptrunc(r, ir.VectorType(ir.FloatType(), _W)))
+            return context.get_dummy_value()
 
-        return types.float32(bits), codegen
+        return types.void(out, o, a, b, x, xo), codegen
+
+    @intrinsic
+    def gemv16(typingctx, out, o, c, w, src, so, stride, m):
+        """``out[o + k] = c + sum_r w[r] src[so + r stride + k]`` (r = 0 .. m - 1 in order, k < 16), float32."""
+        if not (_is_1d(out, types.float32) and _is_1d(w, types.float32) and _is_1d(src, types.float32)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            out_v, o_v, c_v, w_v, src_v, so_v, stride_v, m_v = args
+            f32 = ir.FloatType()
+            c_v = context.cast(builder, c_v, sig.args[2], types.float32)
+            acc = cgutils.alloca_once_value(builder, _splat(builder, c_v))
+            so_v = context.cast(builder, so_v, sig.args[5], types.int64)
+            stride_v = context.cast(builder, stride_v, sig.args[6], types.int64)
+            m_v = context.cast(builder, m_v, sig.args[7], types.int64)
+            warr = context.make_array(sig.args[3])(context, builder, w_v)
+            with cgutils.for_range(builder, m_v) as loop:
+                r = loop.index
+                wr = builder.load(cgutils.get_item_pointer(context, builder, sig.args[3], warr, [r], wraparound=False))
+                row = _load(context, builder, sig.args[4], src_v, builder.add(so_v, builder.mul(r, stride_v)), f32)
+                prod = builder.fmul(_splat(builder, wr), row, flags=_CONTRACT)
+                builder.store(builder.fadd(builder.load(acc), prod, flags=_CONTRACT), acc)
+            _store(context, builder, sig.args[0], out_v, o_v, builder.load(acc))
+            return context.get_dummy_value()
+
+        return types.void(out, o, c, w, src, so, stride, m), codegen
+
+    def _fcall(builder, name, vecty, *xs):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vecty, [vecty] * len(xs)), name)
+        return builder.call(fn, list(xs))
+
+    @intrinsic
+    def sigmoid16(typingctx, pre, po, out, oo):
+        """``out[oo + k] = 1 / (1 + exp(-pre[po + k]))``, k < 16, float32, with Cephes' ``expf``
+        (``x = k ln 2 + r``, a degree-7 polynomial for ``exp(r)``, ``2^k`` in the exponent bits;
+        within 2 float32 ulps of ``exp`` on [-87, 88]) and an IEEE division."""
+        if not (_is_1d(pre, types.float32) and _is_1d(out, types.float32)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            pre_v, po_v, out_v, oo_v = args
+            f32 = ir.FloatType()
+            vf = ir.VectorType(f32, _W)
+            vi = ir.VectorType(ir.IntType(32), _W)
+
+            def k(v):
+                return ir.Constant(vf, [float(np.float32(v))] * _W)
+
+            x = builder.fneg(_load(context, builder, sig.args[0], pre_v, po_v, f32))
+            x = _fcall(
+                builder, "llvm.minnum.v16f32", vf, _fcall(builder, "llvm.maxnum.v16f32", vf, x, k(-87.0)), k(88.0)
+            )
+            fx = _fcall(
+                builder,
+                "llvm.floor.v16f32",
+                vf,
+                builder.fadd(builder.fmul(x, k(1.44269504088896341)), k(0.5), flags=_CONTRACT),
+            )
+            r = builder.fsub(x, builder.fmul(fx, k(0.693359375)), flags=_CONTRACT)
+            r = builder.fadd(r, builder.fmul(fx, k(2.12194440e-4)), flags=_CONTRACT)
+            y = k(1.9875691500e-4)
+            for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+                y = builder.fadd(builder.fmul(y, r, flags=_CONTRACT), k(c), flags=_CONTRACT)
+            y = builder.fadd(
+                builder.fadd(builder.fmul(builder.fmul(y, r), r, flags=_CONTRACT), r, flags=_CONTRACT), k(1.0)
+            )
+            e = builder.shl(
+                builder.add(builder.fptosi(fx, vi), ir.Constant(vi, [127] * _W)), ir.Constant(vi, [23] * _W)
+            )
+            den = builder.fadd(k(1.0), builder.fmul(y, builder.bitcast(e, vf), flags=_CONTRACT), flags=_CONTRACT)
+            _store(context, builder, sig.args[2], out_v, oo_v, builder.fdiv(k(1.0), den))
+            return context.get_dummy_value()
+
+        return types.void(pre, po, out, oo), codegen
+
+    @intrinsic
+    def sigmoid_grad16(typingctx, sums, h, ho, u, uo, v, vo, x, xo, alpha, beta):
+        """The backward pass of one sigmoid unit over 16 lanes: with ``hk = h[ho + k]`` (float32, the unit's
+        output), ``uk = u[uo + k]``, ``vk = v[vo + k]`` (the two next-layer gradients), ``xk = x[xo + k]``
+        and ``dk = (alpha uk + beta vk) hk (1 - hk)``, ``sums[0..3] = sum_k (uk hk, vk hk, dk, dk xk)``
+        (float64, tree order)."""
+        if not all(_is_1d(a, types.float64) for a in (sums, u, v, x)) or not _is_1d(h, types.float32):
+            return None
+
+        def codegen(context, builder, sig, args):
+            sums_v, h_v, ho_v, u_v, uo_v, v_v, vo_v, x_v, xo_v, al_v, be_v = args
+            f64 = ir.DoubleType()
+            vd = ir.VectorType(f64, _W)
+            hv = builder.fpext(_load(context, builder, sig.args[1], h_v, ho_v, ir.FloatType()), vd)
+            uv = _load(context, builder, sig.args[3], u_v, uo_v, f64)
+            vv = _load(context, builder, sig.args[5], v_v, vo_v, f64)
+            xv = _load(context, builder, sig.args[7], x_v, xo_v, f64)
+            al = _splat(builder, context.cast(builder, al_v, sig.args[9], types.float64))
+            be = _splat(builder, context.cast(builder, be_v, sig.args[10], types.float64))
+            one = ir.Constant(vd, [1.0] * _W)
+            d = builder.fadd(builder.fmul(al, uv, flags=_CONTRACT), builder.fmul(be, vv), flags=_CONTRACT)
+            d = builder.fmul(builder.fmul(d, hv), builder.fsub(one, hv))
+            sarr = context.make_array(sig.args[0])(context, builder, sums_v)
+            for j, vec in enumerate((builder.fmul(uv, hv), builder.fmul(vv, hv), d, builder.fmul(d, xv))):
+                ptr = cgutils.get_item_pointer(
+                    context, builder, sig.args[0], sarr, [ir.Constant(ir.IntType(64), j)], wraparound=False
+                )
+                builder.store(_hsum(builder, vec), ptr)
+            return context.get_dummy_value()
+
+        return types.void(sums, h, ho, u, uo, v, vo, x, xo, alpha, beta), codegen
 
 
-__all__ = ["HAVE_NUMBA", "prefetch", "prefetch1", "f32_from_bits"]
+__all__ = ["HAVE_NUMBA", "prefetch", "prefetch1", "axpy16", "gemv16", "sigmoid16", "sigmoid_grad16"]

@@ -46,11 +46,14 @@ def _setup_logging(verbosity: int) -> None:
 
 
 def _set_threads(n: int) -> int:
-    """Set torch's intra-op CPU threads; returns the previous number."""
+    """Set torch's intra-op CPU threads and the output files' compression threads; returns the previous number."""
     import torch
+
+    from empirical_seaice.io import chunk_writer
 
     before = torch.get_num_threads()
     torch.set_num_threads(n)
+    chunk_writer.set_threads(n)
     return before
 
 

@@ -227,8 +227,8 @@ def add_further_options(ours) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="CPU threads of torch's operators (default 1: the network's operations are "
-        "small, and more threads were 20x slower on a shared 2-core machine).",
+        help="CPU threads of torch's operators and of the output files' compression (default 1: the "
+        "network's operations are small, and more threads were 20x slower on a shared 2-core machine).",
     )
     ours.add_argument(
         "--distributed",

@@ -1,208 +1,258 @@
-"""Whole compressed chunks of a NetCDF-4 file's variables, written directly (HDF5 direct chunk writes).
+"""Compressed chunks of an output variable written straight into its netCDF-4 (HDF5) file.
 
-The netCDF library compresses a chunk on the calling thread with zlib (deflate) and its own copy of
-the shuffle filter. For the large gridded outputs (a year of the gridded emissivity: 375 MB of
-float32) that compression is most of the product's cost. :class:`ChunkWriter` writes whole
-chunks of variables already defined in a closed file (by :mod:`netCDF4`): it applies the
-variable's own filters here (shuffle: the bytes of the values grouped by position, as HDF5's
-shuffle filter does; deflate: a zlib stream, made by ISA-L's ``isal_zlib`` where installed,
-about 5x faster than zlib at level 1 for a 1 % larger file, else by :mod:`zlib` at the variable's
-level) on worker threads (both release the GIL), and hands the compressed bytes to HDF5
-(``h5py``'s ``write_direct_chunk``) in order on the caller's thread. Any zlib decoder reads the
-chunks: the file is the same NetCDF-4 file with the same values; only the compressed bytes differ.
+The netCDF library compresses a variable's chunks one at a time, with zlib, on the thread that
+writes them: about 75 MB/s of the per-observation float32 files on one core (benchmarks/results.md),
+so that compressing the five ``(iobs, channel)`` files of a year's run cost more CPU than the
+forward passes that computed them. Here each chunk is byte-shuffled (HDF5's ``shuffle`` filter) and
+deflated with ISA-L (``isal``: about 450 MB/s on the same core, a standard zlib stream of the same
+size) on worker threads, and written as it is into the file (HDF5's direct chunk write, through
+``h5py``). The file is the one the netCDF library would write: the same variables, filters (shuffle,
+then deflate), chunks and values; any netCDF or HDF5 reader decodes it.
 
-Where ``h5py`` is missing or a variable's filters are other than (shuffle,) deflate, the chunks go
-through the netCDF library instead (:func:`empirical_seaice.io.output_writer.write_behind`).
+:func:`usable` says whether a file's variables can be written so (``isal`` and ``h5py`` installed,
+each variable chunked over its first dimension only, with shuffle and deflate and no other filter);
+where not, the caller writes them through the netCDF library
+(:func:`empirical_seaice.io.output_writer.streamed_dataset`). :func:`set_threads` sets the number of
+worker threads (the run's ``--threads``).
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import zlib
-from collections import deque
-from collections.abc import Callable, Sequence
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-_SHUFFLE, _DEFLATE = 2, 1
-"""HDF5 filter identifiers."""
+try:  # optional: without them the netCDF library compresses (slower, the same file)
+    import h5py
+    from isal import isal_zlib
 
-ISAL_LEVEL = 2
-"""ISA-L's level (0-3) for every deflate chunk: as fast as its level 1 and a smaller file (on the
-gridded emissivity 29.0 % of the raw size against zlib level 1's 28.7 %)."""
-
-
-def _deflate(level: int) -> Callable[[bytes | memoryview], bytes]:
-    """A zlib-stream compressor: ISA-L's when installed, else :func:`zlib.compress` at ``level``."""
-    try:
-        from isal import isal_zlib
-    except ImportError:
-        return lambda data: zlib.compress(data, level)
-    return lambda data: isal_zlib.compress(data, ISAL_LEVEL)
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised only where isal or h5py is absent
+    h5py = None
+    isal_zlib = None  # type: ignore[assignment]
+    AVAILABLE = False
 
 
-def shuffle_bytes(values: np.ndarray) -> np.ndarray:
-    """HDF5's shuffle filter: byte ``j`` of every element, for ``j`` = 0 .. itemsize - 1 in turn (uint8).
+def _shuffle_py(src, out):  # pragma: no cover - compiled below
+    """HDF5's shuffle filter: byte ``j`` of every element, then byte ``j + 1``, ... (``src``: (n, size)
+    bytes of n elements; ``out``: n * size bytes)."""
+    n, size = src.shape
+    for j in range(size):
+        for i in range(n):
+            out[j * n + i] = src[i, j]
 
-    >>> shuffle_bytes(np.array([1, 2], dtype="<u2")).tolist()
-    [1, 2, 0, 0]
-    """
-    flat = np.ascontiguousarray(values).reshape(-1)
-    return np.ascontiguousarray(flat.view(np.uint8).reshape(flat.size, flat.dtype.itemsize).T).reshape(-1)
+
+def _shuffle4_py(src, out):  # pragma: no cover - compiled below
+    """:func:`_shuffle_py` of 4-byte elements (``src``: uint32, little-endian), in a loop the compiler vectorises."""
+    n = src.shape[0]
+    for i in range(n):
+        x = src[i]
+        out[i] = x & 0xFF
+        out[n + i] = (x >> 8) & 0xFF
+        out[2 * n + i] = (x >> 16) & 0xFF
+        out[3 * n + i] = (x >> 24) & 0xFF
+
+
+try:
+    from numba import njit
+
+    _shuffle = njit(cache=True, nogil=True)(_shuffle_py)
+    _shuffle4 = njit(cache=True, nogil=True)(_shuffle4_py)
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    _shuffle = _shuffle4 = None  # type: ignore[assignment]
+
+
+def shuffled(values: np.ndarray) -> np.ndarray:
+    """The bytes of the C-contiguous array ``values`` as HDF5's shuffle filter orders them (uint8)."""
+    flat = values.reshape(-1)
+    src = flat.view(np.uint8).reshape(-1, values.dtype.itemsize)
+    if _shuffle is None or _shuffle4 is None:  # pragma: no cover - without numba
+        return np.ascontiguousarray(src.T).reshape(-1)
+    out = np.empty(src.size, dtype=np.uint8)
+    if values.dtype.itemsize == 4 and np.little_endian:
+        _shuffle4(flat.view(np.uint32), out)
+    else:
+        _shuffle(src, out)
+    return out
+
+
+_IN_FLIGHT = 16
+"""Chunks queued or being compressed per file at most (about 1 MiB each): the memory a writer holds."""
+
+_threads = 1
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def set_threads(n: int) -> None:
+    """Compress on ``n`` worker threads (at least one; the caller's thread computes on meanwhile)."""
+    global _threads
+    _threads = max(1, int(n))
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers != _threads:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="chunk-deflate")
+        return _pool
+
+
+def usable(encodings: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, ...]]) -> bool:
+    """Whether variables of these netCDF encodings (``zlib``, ``complevel``, ``chunksizes``; shuffle
+    on, as :func:`empirical_seaice.io.output_writer.streamed_dataset` defines them) and shapes can be
+    written by :class:`ChunkWriter`: compressed, chunked over the first dimension only."""
+    if not AVAILABLE:
+        return False
+    for name, enc in encodings.items():
+        chunks, shape = enc.get("chunksizes"), shapes[name]
+        if not enc.get("zlib") or chunks is None or len(shape) == 0 or tuple(chunks[1:]) != tuple(shape[1:]):
+            return False
+    return True
+
+
+class _Variable:
+    """One variable's chunks: rows are written in order; a partial chunk waits for its next rows."""
+
+    def __init__(self, ds):
+        self.ds = ds
+        self.rows = int(ds.chunks[0])
+        self.nrows = int(ds.shape[0])
+        self.next = 0
+        self.partial: np.ndarray | None = None  # the rows of the current chunk written so far
+        self.fill = ds.fillvalue if ds.dtype.kind == "f" else 0
+        self.by_chunk = False  # written by whole chunks at any offset (:meth:`ChunkWriter.write_chunk`)
+        level = int(ds.compression_opts or 1)
+        self.level = min(max(level, 0), 3)  # ISA-L's levels: 0-3 (the file keeps the netCDF level)
 
 
 class ChunkWriter:
-    """Write whole chunks of the variables ``names`` of the closed NetCDF-4 file ``path`` (module
-    docstring). :meth:`put` queues a chunk (compressed on ``threads`` worker threads, written in
-    order); :meth:`close` writes what is queued and closes the file (raising a chunk's error);
-    :meth:`abort` closes it without writing more. Use as a context manager."""
+    """The variables ``names`` of the HDF5 file ``path`` (defined, compressed, nothing written yet),
+    written by rows in order (:meth:`write`); :meth:`close` waits for the last chunk and closes the file."""
 
-    def __init__(self, path: Path, names: Sequence[str], threads: int | None = None):
-        self.path = Path(path)
-        self.threads = max(1, threads if threads is not None else min(2, os.cpu_count() or 1))
-        self._pending: deque[tuple[Any, tuple[int, ...], Future]] = deque()
-        self._pool: ThreadPoolExecutor | None = None
-        self._h5: Any = None
-        self._nc: Any = None
-        self._vars: dict[str, Any] = {}
-        self._pack: dict[str, Callable[[np.ndarray], bytes]] = {}
-        try:
-            import h5py
-        except ImportError:  # h5py is a dependency; kept for an install without it
-            h5py = None
-        if h5py is not None:
-            self._h5 = h5py.File(self.path, "r+")
-            for name in names:
-                pack = _packer(self._h5[name])
-                if pack is None:
-                    break
-                self._vars[name], self._pack[name] = self._h5[name], pack
+    def __init__(self, path: Path, names):
+        assert h5py is not None
+        self._file = h5py.File(path, "r+")
+        self._lock = threading.Lock()  # one HDF5 call at a time from the worker threads
+        self._vars = {}
+        for name in names:
+            # a variable named as a dimension it does not span is stored under this name (netCDF-4)
+            hidden = f"_nc4_non_coord_{name}"
+            ds = self._file[hidden if hidden in self._file else name]
+            plist = ds.id.get_create_plist()
+            filters = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
+            if filters != [h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE]:
+                self._file.close()
+                raise ValueError(f"{path.name}: variable {name!r} is not shuffled then deflated ({filters})")
+            self._vars[name] = _Variable(ds)
+        self._pending: list[tuple[Future, tuple]] = []  # (future, its arguments)
+        self._slots = threading.BoundedSemaphore(_IN_FLIGHT)
+
+    def write(self, name: str, start: int, values: np.ndarray) -> None:
+        """Rows ``start .. start + len(values) - 1`` of ``name`` (the next rows of it: every variable is
+        written in order); ``values`` must not change afterwards."""
+        v = self._vars[name]
+        if start != v.next:
+            raise ValueError(f"{name}: rows written out of order (row {start}, expected {v.next})")
+        values = np.ascontiguousarray(values, dtype=v.ds.dtype)
+        if values.shape[1:] != v.ds.shape[1:] or start + len(values) > v.nrows:
+            raise ValueError(f"{name}: rows {start}..{start + len(values)} of shape {values.shape} do not fit")
+        n, k = len(values), 0
+        if v.partial is not None:  # complete the waiting chunk first (chunks begin at multiples of v.rows)
+            k = min(n, v.rows - len(v.partial))
+            v.partial = np.concatenate([v.partial, values[:k]])
+            if len(v.partial) == v.rows or start + k == v.nrows:
+                self._submit(v, start // v.rows * v.rows, v.partial)
+                v.partial = None
+        while n - k >= v.rows:
+            self._submit(v, start + k, values[k : k + v.rows])
+            k += v.rows
+        if k < n:
+            rest = values[k:]
+            if start + n == v.nrows:  # the last, short chunk of the variable
+                self._submit(v, start + k, rest)
             else:
-                self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="chunk-deflate")
-                return
-            self._h5.close()
-            self._h5, self._vars, self._pack = None, {}, {}
-        import netCDF4
+                v.partial = rest.copy()
+        v.next = start + n
 
-        self._nc = netCDF4.Dataset(self.path, "a")
-        self._vars = {name: self._nc[name] for name in names}
+    def write_chunk(self, name: str, offset: tuple[int, ...], values: np.ndarray) -> None:
+        """The whole chunk of ``name`` that starts at index ``offset`` (``values``: the chunk's values,
+        of its shape or its number of values), for a variable chunked along other dimensions than the
+        first (the gridded product: one step per chunk); not mixed with :meth:`write` on a variable,
+        every chunk written once. ``values`` must not change afterwards."""
+        v = self._vars[name]
+        chunk = tuple(int(c) for c in v.ds.chunks)
+        if (
+            v.next
+            or any(o % c for o, c in zip(offset, chunk, strict=True))
+            or any(o + c > n for o, c, n in zip(offset, chunk, v.ds.shape, strict=True))
+        ):
+            raise ValueError(f"{name}: {offset} is not the start of a whole chunk {chunk} (or rows were written)")
+        v.by_chunk = True
+        self._queue(v, tuple(offset), np.ascontiguousarray(values, dtype=v.ds.dtype).reshape(chunk))
 
-    @property
-    def direct(self) -> bool:
-        """True when the chunks are compressed here and written directly (``h5py``)."""
-        return self._h5 is not None
+    def _submit(self, v: _Variable, row: int, rows: np.ndarray) -> None:
+        if len(rows) < v.rows:  # a short last chunk: stored whole, the rows past the end never read
+            full = np.full((v.rows,) + rows.shape[1:], v.fill, dtype=rows.dtype)
+            full[: len(rows)] = rows
+            rows = full
+        self._queue(v, (row,) + (0,) * (rows.ndim - 1), rows)
 
-    def put(self, name: str, start: tuple[int, ...], values: np.ndarray) -> None:
-        """Queue the chunk of variable ``name`` that starts at index ``start`` (its values, the
-        chunk's shape or the same number of values; not changed afterwards)."""
-        var = self._vars[name]
-        if self._nc is not None:
-            from empirical_seaice.io.output_writer import write_behind
-
-            edge = tuple(min(n, size - s) for s, n, size in zip(start, var.chunking(), var.shape, strict=True))
-            key = tuple(slice(s, s + n) for s, n in zip(start, edge, strict=True))
-            write_behind(var, key, np.ascontiguousarray(values).reshape(edge))
+    def _queue(self, v: _Variable, offset: tuple[int, ...], rows: np.ndarray) -> None:
+        """Deflate and write one whole chunk on a worker thread (on this one when the workers are behind)."""
+        self._raise_failed()
+        if not self._slots.acquire(blocking=False):  # the workers are behind: this thread helps
+            self._deflate_and_write(v, offset, rows)
             return
-        assert self._pool is not None
-        chunk = var.chunks
-        if any(s % n for s, n in zip(start, chunk, strict=True)):
-            raise ValueError(f"{self.path.name}: {name}: {start} is not the start of a chunk")
-        data = np.ascontiguousarray(values, dtype=var.dtype)
-        if data.size != int(np.prod(chunk)):  # a chunk at the end of a dimension: padded as HDF5 pads it
-            edge = tuple(min(n, size - s) for s, n, size in zip(start, chunk, var.shape, strict=True))
-            full = np.full(chunk, _fill(var), dtype=var.dtype)
-            full[tuple(slice(0, e) for e in edge)] = data.reshape(edge)
-            data = full
-        self._pending.append((var, tuple(start), self._pool.submit(self._pack[name], data)))
-        while len(self._pending) > 2 * self.threads:
-            self._write_one()
-
-    def write_array(self, name: str, values: np.ndarray) -> None:
-        """The whole variable ``name`` (``values`` of its shape), chunk by chunk."""
-        var = self._vars[name]
-        if self._nc is not None:
-            from empirical_seaice.io.output_writer import write_behind
-
-            write_behind(var, (Ellipsis,), np.ascontiguousarray(values))
-            return
-        chunk = var.chunks
-        for start in itertools.product(*(range(0, size, n) for size, n in zip(var.shape, chunk, strict=True))):
-            key = tuple(slice(s, s + n) for s, n in zip(start, chunk, strict=True))
-            self.put(name, start, values[key])
-
-    def _write_one(self) -> None:
-        var, start, fut = self._pending.popleft()
-        var.id.write_direct_chunk(start, fut.result())
-
-    def close(self) -> None:
-        """Write every queued chunk, then close the file."""
         try:
-            if self._nc is not None:
-                from empirical_seaice.io.output_writer import drain_writes
+            fut = _executor().submit(self._deflate_and_write, v, offset, rows)
+        except BaseException:
+            self._slots.release()
+            raise
+        fut.add_done_callback(lambda _f: self._slots.release())
+        self._pending.append((fut, (v, offset, rows)))
 
-                drain_writes()
-            while self._pending:
-                self._write_one()
+    def _deflate_and_write(self, v: _Variable, offset: tuple[int, ...], rows: np.ndarray) -> None:
+        assert isal_zlib is not None
+        data = isal_zlib.compress(shuffled(rows), v.level)
+        with self._lock:
+            v.ds.id.write_direct_chunk(offset, data)
+
+    def _raise_failed(self) -> None:
+        done = [f for f, _ in self._pending if f.done()]
+        self._pending = [p for p in self._pending if not p[0].done()]
+        for f in done:
+            f.result()  # a failed chunk's error, raised in the caller's thread
+
+    def close(self, abort: bool = False) -> None:
+        """Write the waiting chunks (every row must have been written, unless ``abort``) and close;
+        every chunk under way is finished (or, not started, dropped when aborting) before any error
+        is raised and the file closed."""
+        error: BaseException | None = None
+        if not abort:
+            for name, v in self._vars.items():
+                if v.next != v.nrows and not v.by_chunk:
+                    error = error or ValueError(f"{name}: {v.next} of {v.nrows} rows written")
+        try:
+            for f, job in self._pending:
+                try:
+                    if f.cancel():  # not started: this thread does it (nothing when aborting or failed)
+                        if not abort and error is None:
+                            self._deflate_and_write(*job)
+                    else:
+                        f.result()
+                except BaseException as exc:  # the first failure is raised, after every chunk is done
+                    error = error or exc
+            self._pending = []
         finally:
-            self.abort()
-
-    def abort(self) -> None:
-        """Close the file; chunks still queued are dropped (an error elsewhere is being raised)."""
-        if self._pool is not None:
-            for _, _, fut in self._pending:
-                fut.cancel()
-            self._pool.shutdown(wait=True)
-            self._pool = None
-        self._pending.clear()
-        if self._h5 is not None:
-            self._h5.close()
-            self._h5 = None
-        if self._nc is not None:
-            import contextlib
-
-            from empirical_seaice.io.output_writer import drain_writes
-
-            with contextlib.suppress(Exception):
-                drain_writes()
-            self._nc.close()
-            self._nc = None
-
-    def __enter__(self) -> ChunkWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+            self._file.close()
+        if error is not None and not abort:
+            raise error
 
 
-def _fill(dset) -> Any:
-    """The fill value HDF5 pads a partial chunk with (0 when the variable has none)."""
-    value = dset.fillvalue
-    return 0 if value is None else value
-
-
-def _packer(dset) -> Callable[[np.ndarray], bytes] | None:
-    """The function that turns a chunk's values into its stored bytes for the h5py dataset ``dset``:
-    its filters, when they are deflate or shuffle + deflate on a chunked little-endian variable; else
-    None (the netCDF library writes it)."""
-    if dset.chunks is None or dset.dtype.byteorder == ">":
-        return None
-    dcpl = dset.id.get_create_plist()
-    filters = [dcpl.get_filter(i) for i in range(dcpl.get_nfilters())]
-    codes = tuple(int(f[0]) for f in filters)
-    if codes not in ((_DEFLATE,), (_SHUFFLE, _DEFLATE)):
-        return None
-    level = int(filters[-1][2][0]) if len(filters[-1][2]) else 4
-    deflate = _deflate(level)
-    if codes == (_DEFLATE,):
-        return lambda values: deflate(values.data.cast("B"))
-    return lambda values: deflate(shuffle_bytes(values).data)
-
-
-__all__ = ["ChunkWriter", "shuffle_bytes", "ISAL_LEVEL"]
+__all__ = ["AVAILABLE", "ChunkWriter", "set_threads", "shuffled", "usable"]

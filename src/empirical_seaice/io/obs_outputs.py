@@ -143,7 +143,8 @@ def write_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Path:
 def open_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Iterator[StreamedFile]:
     """:func:`write_tbobs`'s file, ``tb`` written block by block (``masked(obs.tb_obs_k, obs.mask)``)."""
     ds = _tbobs_dataset(obs, placeholder((obs.nobs, obs.nchan), np.float32), lon, lat)
-    with streamed_dataset(ds, path, ["tb"]) as f:
+    per_obs = [str(n) for n, v in ds.variables.items() if v.dims == ("iobs",)]  # compressed beside the blocks
+    with streamed_dataset(ds, path, ["tb"], written=per_obs) as f:
         yield f
 
 

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from empirical_seaice.io import cf
+from empirical_seaice.io import cf, chunk_writer
+from empirical_seaice.io.chunk_writer import ChunkWriter
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS
 from empirical_seaice.sensors import POL_NAMES, ChannelBasis
@@ -59,36 +60,20 @@ def write_dataset(ds: xr.Dataset, path: Path) -> Path:
 
     Every non-string variable except a CF bounds variable must carry ``units``
     and ``long_name``. The CF global attributes (:func:`empirical_seaice.io.cf.global_attributes`)
-    are added under the file's own (``ds.attrs`` must hold a ``title``).
-
-    The compressed data variables of at least :data:`DIRECT_MIN_BYTES` are written as zeros first
-    (which compress to almost nothing), then filled by whole chunks compressed on worker threads
-    (:class:`~empirical_seaice.io.chunk_writer.ChunkWriter`): the same file, variables, attributes and
-    values, in a fraction of the time.
+    are added under the file's own (``ds.attrs`` must hold a ``title``). Its compressed variables are
+    compressed on worker threads where :mod:`empirical_seaice.io.chunk_writer` can write them (the
+    same file).
     """
     path = Path(path)
+    direct = _direct_variables(ds)
+    if direct:
+        with streamed_dataset(ds, path, [], written=direct):
+            pass
+        return path
     ds = _checked_cf(ds, path)
-    encoding = cf.encoding(ds.variables)
-    direct = [
-        str(n)
-        for n, v in ds.data_vars.items()
-        if encoding[str(n)].get("zlib") and v.dtype.kind in "fiu" and v.nbytes >= DIRECT_MIN_BYTES
-    ]
-    shell = ds.assign({n: ds[n].copy(data=placeholder(ds[n].shape, ds[n].dtype)) for n in direct})
     with atomic_path(path) as tmp:
-        shell.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
-        if direct:
-            from empirical_seaice.io.chunk_writer import ChunkWriter
-
-            _WRITES.drain()  # the fallback of ChunkWriter writes through the write thread
-            with ChunkWriter(tmp, direct) as chunks:
-                for name in direct:
-                    chunks.write_array(name, np.asarray(ds[name].values))
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=cf.encoding(ds.variables))
     return path
-
-
-DIRECT_MIN_BYTES = 4 << 20
-"""Data variables of :func:`write_dataset` at least this large are compressed on worker threads."""
 
 
 def _checked_cf(ds: xr.Dataset, path: Path) -> xr.Dataset:
@@ -114,6 +99,23 @@ def _prepared(ds: xr.Dataset) -> xr.Dataset:
         if c not in ds.dims and not any(set(ds[c].dims) <= set(v.dims) for v in ds.data_vars.values())
     ]
     return ds.reset_coords(orphans) if orphans else ds.copy()
+
+
+def _direct_variables(ds: xr.Dataset) -> list[str]:
+    """The variables of ``ds`` that :mod:`~empirical_seaice.io.chunk_writer` can write as xarray
+    would (plain numbers, compressed, chunked over the first dimension, no CF packing or encoding of
+    their own), where it is usable; else none."""
+    if not chunk_writer.AVAILABLE:
+        return []
+    enc = cf.encoding(ds.variables)
+    packing = {"scale_factor", "add_offset", "_Unsigned", "dtype", "units_metadata"}
+    names = [
+        str(n)
+        for n, v in ds.variables.items()
+        if v.dtype.kind in "fiu" and n not in ds.dims and enc[str(n)].get("zlib") and not v.encoding
+        and not packing & set(v.attrs)
+    ]  # fmt: skip
+    return names if chunk_writer.usable({n: enc[n] for n in names}, {n: ds[n].shape for n in names}) else []
 
 
 def placeholder(shape: tuple[int, ...], dtype) -> np.ndarray:
@@ -184,25 +186,34 @@ def drain_writes() -> None:
 class StreamedFile:
     """An open output file whose streamed variables are written by row blocks (:meth:`write`)."""
 
-    def __init__(self, nc, path: Path):
+    def __init__(self, nc, path: Path, chunks: ChunkWriter | None = None):
         self._nc = nc
+        self._chunks = chunks
         self.path = path
 
     def write(self, name: str, start: int, values: np.ndarray) -> None:
-        """Rows ``start .. start + len(values) - 1`` of the streamed variable ``name`` (written by a
-        background thread; ``values`` must not change afterwards)."""
-        _WRITES.put(self._nc[name], slice(start, start + len(values)), np.ascontiguousarray(values))
+        """Rows ``start .. start + len(values) - 1`` of the streamed variable ``name`` (compressed and
+        written by background threads; ``values`` must not change afterwards)."""
+        if self._chunks is not None:
+            self._chunks.write(name, start, values)
+        else:
+            _WRITES.put(self._nc[name], slice(start, start + len(values)), np.ascontiguousarray(values))
 
 
 @contextlib.contextmanager
-def streamed_dataset(ds: xr.Dataset, path: Path, streamed: Sequence[str]) -> Iterator[StreamedFile]:
+def streamed_dataset(
+    ds: xr.Dataset, path: Path, streamed: Sequence[str], written: Sequence[str] = ()
+) -> Iterator[StreamedFile]:
     """Write ``ds`` to ``path`` as :func:`write_dataset` does, except the variables ``streamed``
     (their data a :func:`placeholder`), which the caller writes block by block into the yielded
     :class:`StreamedFile`; the file gets its final name when the block ends without error.
+    ``written``: variables of ``ds`` (real data) written whole the same way, on the worker threads.
 
     The streamed variables get the encoding (fill value, compression, chunks) and the attributes
-    xarray would give them, with the ``coordinates`` attribute xarray writes (the sorted names of
-    the non-dimension coordinates on their dimensions).
+    xarray would give them, with the ``coordinates`` attribute xarray writes on a data variable (the
+    sorted names of the non-dimension coordinates on its dimensions). Their blocks are compressed on
+    worker threads (:mod:`empirical_seaice.io.chunk_writer`, where ``isal`` and ``h5py`` are
+    installed), else by the netCDF library on the write-behind thread.
     """
     import netCDF4
 
@@ -210,14 +221,16 @@ def streamed_dataset(ds: xr.Dataset, path: Path, streamed: Sequence[str]) -> Ite
     full = _checked_cf(ds, path)
     encoding = cf.encoding(full.variables)
     coords = [str(c) for c in full.coords if c not in full.dims]
-    base = _prepared(full.drop_vars(list(streamed)))
+    defined = [*streamed, *written]
+    base = _prepared(full.drop_vars(defined))
+    fast = chunk_writer.usable({n: encoding[n] for n in defined}, {n: full[n].shape for n in defined})
     _WRITES.drain()  # no netCDF call while the write thread works
     with atomic_path(path) as tmp:
         base.to_netcdf(
             tmp, engine="netcdf4", format="NETCDF4", encoding={k: v for k, v in encoding.items() if k in base.variables}
         )
         with netCDF4.Dataset(tmp, "a") as nc:
-            for name in streamed:
+            for name in defined:
                 var, enc = full[name].variable, encoding[name]
                 dims = tuple(str(d) for d in var.dims)
                 for dim, size in zip(dims, var.shape, strict=True):
@@ -228,15 +241,30 @@ def streamed_dataset(ds: xr.Dataset, path: Path, streamed: Sequence[str]) -> Ite
                     shuffle=True, chunksizes=enc.get("chunksizes"), fill_value=enc.get("_FillValue"),
                 )  # fmt: skip
                 attrs = dict(var.attrs)
-                on_dims = sorted(c for c in coords if set(full[c].dims) <= set(var.dims))
-                if on_dims:
+                on_dims = sorted(c for c in coords if c != name and set(full[c].dims) <= set(var.dims))
+                if on_dims and name not in coords:
                     attrs["coordinates"] = " ".join(on_dims)
                 v.setncatts(attrs)
                 v.set_var_chunk_cache(size=_CHUNK_CACHE)  # blocks fill whole chunks: no need to keep them
+            if not fast:
+                try:
+                    f = StreamedFile(nc, path)
+                    for name in written:
+                        f.write(name, 0, np.asarray(full[name].values))
+                    yield f
+                finally:
+                    _WRITES.drain()
+        if fast:
+            writer = chunk_writer.ChunkWriter(tmp, defined)
+            ok = False
             try:
-                yield StreamedFile(nc, path)
+                f = StreamedFile(None, path, writer)
+                for name in written:
+                    f.write(name, 0, np.asarray(full[name].values))
+                yield f
+                ok = True
             finally:
-                _WRITES.drain()
+                writer.close(abort=not ok)
 
 
 def block_rows(nrow: int, ncol: int, itemsize: int = 4, target: int = 1 << 18) -> int:

@@ -30,6 +30,7 @@ from empirical_seaice.model.fused_kernels import (
     _MAXC,
     _MAXF,
     _MAXH,
+    _MAXS,
     _T_ANCHOR,
     _T_BG,
     _T_FALSE,
@@ -152,7 +153,7 @@ class FusedProgram:
         gw1, gb1, gw2, gb2, gwc, gbi, gbo = buf["grads"]
         _step(
             self.floats, self.ints, index, vals, inv, refs, buf["p"], w1, b1, w2, b2, wc, bi, bo,
-            self.ip, fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_in"], a["nfreq"], a["chan_freq"],
+            self.ip, fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_pad"], a["nfreq"], a["chan_freq"],
             a["pol"], a["lag_w"], terms, gw1, gb1, gw2, gb2, gwc, gbi, gbo, buf["g_state"], g_vals,
             a["no_tb"], a["no_tb"], a["no_sic"], a["no_sic"],
         )  # fmt: skip
@@ -187,9 +188,52 @@ class FusedProgram:
         return np.array([values[n] for n in self.names])
 
 
-def _simulate_into(program, start: int, stop: int, zero_sic: bool, tb, emis, sic, anchor) -> None:
+def _gather_rows_py(t0, t1, t2, ref_table, refs, vals):  # pragma: no cover - compiled below
+    """``vals[b, k, :w] = table[ref_table[k]][refs[b, k]]`` (the rows each observation reads, gathered;
+    ``w`` the table's width; the tables are float32, 2-D, at most three)."""
+    nb, nref = refs.shape
+    for b in range(nb):
+        if b + 16 < nb:  # the rows of an observation ahead (random rows of the maps: memory latency)
+            for k in range(nref):
+                tab = ref_table[k]
+                prefetch(t0 if tab == 0 else (t1 if tab == 1 else t2), refs[b + 16, k], 0)
+        for k in range(nref):
+            tab = ref_table[k]
+            src = t0 if tab == 0 else (t1 if tab == 1 else t2)
+            row = refs[b, k]
+            for j in range(src.shape[1]):
+                vals[b, k, j] = src[row, j]
+
+
+def _forward_py(
+    floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo, ip, fp, inv_count, bg, warm_w, freq_in,
+    nfreq, chan_freq, pol, lag_w, terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, g_vals,
+    out_tb, out_emis, out_sic, out_anchor,
+):  # pragma: no cover - compiled below  # fmt: skip
+    """The kernel's forward-only call (``ip[18]``), compiled to run without the GIL: the threads that
+    compress the output files' chunks meanwhile need it between chunks."""
+    _step(
+        floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo, ip, fp, inv_count, bg, warm_w, freq_in,
+        nfreq, chan_freq, pol, lag_w, terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, g_vals,
+        out_tb, out_emis, out_sic, out_anchor,
+    )  # fmt: skip
+
+
+_gather_rows: Any = _gather_rows_py
+_forward: Any = _forward_py
+if HAVE_NUMBA:
+    from numba import njit
+
+    from empirical_seaice.compiled import prefetch
+
+    _gather_rows = njit(cache=True, nogil=True)(_gather_rows_py)
+    _forward = njit(cache=True, nogil=True)(_forward_py)
+
+
+def _simulate_into(program, start: int, stop: int, zero_sic: bool | str, tb, emis, sic, anchor) -> None:
     """Forward pass of observations ``start .. stop - 1`` with the tables' current values, into
-    ``tb``, ``emis``, ``sic``, ``anchor`` (``stop - start`` rows each)."""
+    ``tb``, ``emis``, ``sic``, ``anchor`` (``stop - start`` rows each; ``zero_sic="both"``: ``tb`` has
+    ``2 nc`` columns, the TB and then the TB with SIC 0)."""
     a = program.arrays
     index = np.arange(start, stop, dtype=np.int64)
     refs = program.rows(index)
@@ -197,9 +241,7 @@ def _simulate_into(program, start: int, stop: int, zero_sic: bool, tb, emis, sic
     tables = [t.detach().numpy() for t in program.tables]
     c = max(t.shape[1] for t in tables)
     vals = np.zeros((nb, nref, c), dtype=np.float32)
-    for k in range(nref):
-        t = tables[program.ref_table[k]]
-        vals[:, k, : t.shape[1]] = t[refs[:, k]]
+    _gather_rows(*(tables + [tables[0]] * (3 - len(tables))), program.ref_table, refs, vals)
     inv = np.arange(nb * nref, dtype=np.int64).reshape(nb, nref)
     w = [p.detach().numpy() for p in program.dense]
     emis_w = w[: len(w) - 3]
@@ -207,41 +249,39 @@ def _simulate_into(program, start: int, stop: int, zero_sic: bool, tb, emis, sic
     w2, b2 = (emis_w[2], emis_w[3]) if len(emis_w) == 4 else (a["dummy2"], a["dummy1"])
     wc, bi, bo = w[-3:]
     ip = program.ip.copy()
-    ip[18], ip[19] = 1, int(zero_sic)
+    ip[18], ip[19] = 1, 2 if zero_sic == "both" else int(bool(zero_sic))
     z1 = np.zeros((NCHUNK, 1))
     z3 = np.zeros((NCHUNK, 1, 1))
-    _step(
+    _forward(
         program.floats, program.ints, index, vals.reshape(nb * nref, c), inv, refs, np.zeros(w[-3].shape[0]),
-        w1, b1, w2, b2, wc, bi, bo, ip, program.fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_in"],
+        w1, b1, w2, b2, wc, bi, bo, ip, program.fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_pad"],
         a["nfreq"], a["chan_freq"], a["pol"], a["lag_w"], np.zeros((NCHUNK, 6)), z3, z1, z3, z1, z1, z3, z3,
         np.zeros((1, 1)), np.zeros((1, 1)), tb, emis, sic, anchor,
     )  # fmt: skip
 
 
-def simulate_range(program: FusedProgram, start: int, stop: int, zero_sic: bool = False, chunk: int = 1 << 16):
+def simulate_range(program: FusedProgram, start: int, stop: int, zero_sic: bool | str = False, chunk: int = 1 << 16):
     """``(tb, emis_ice, sic, emis_anchor)`` of observations ``start .. stop - 1`` (float32 numpy), as
-    :func:`simulate` gives them: one block of a streamed pass over the observations."""
+    :func:`simulate` gives them: one block of a streamed pass over the observations.
+    ``zero_sic="both"``: ``(tb, emis_ice, sic, emis_anchor, tb_zero)``, the TB with SIC 0 (``zero_sic=True``'s,
+    bit for bit) from the same pass."""
     nc, n = int(program.ip[1]), stop - start
-    tb, emis = np.empty((n, nc), dtype=np.float32), np.empty((n, nc), dtype=np.float32)
+    both = zero_sic == "both"
+    tb = np.empty((n, 2 * nc if both else nc), dtype=np.float32)
+    emis = np.empty((n, nc), dtype=np.float32)
     sic, anchor = np.empty(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
     for a in range(start, stop, chunk):
         b = min(a + chunk, stop)
         _simulate_into(program, a, b, zero_sic, *(x[a - start : b - start] for x in (tb, emis, sic, anchor)))
+    if both:
+        return tb[:, :nc], emis, sic, anchor, tb[:, nc:]
     return tb, emis, sic, anchor
 
 
 def simulate(program: FusedProgram, nobs: int, zero_sic: bool = False, chunk: int = 1 << 16):
     """``(tb, emis_ice, sic, emis_anchor)`` of observations ``0 .. nobs - 1`` (float32 numpy), as
     :meth:`HybridNetwork.forward` gives them (``zero_sic``: SIC 0), chunk by chunk in parallel."""
-    nc = int(program.ip[1])
-    tb = np.empty((nobs, nc), dtype=np.float32)
-    emis = np.empty((nobs, nc), dtype=np.float32)
-    sic = np.empty(nobs, dtype=np.float32)
-    anchor = np.zeros(nobs, dtype=np.float32)
-    for start in range(0, nobs, chunk):
-        sl = slice(start, min(start + chunk, nobs))
-        _simulate_into(program, sl.start, sl.stop, zero_sic, tb[sl], emis[sl], sic[sl], anchor[sl])
-    return tb, emis, sic, anchor
+    return simulate_range(program, 0, nobs, zero_sic, chunk)
 
 
 def build_program(  # noqa: C901 - one check or constant per configuration option
@@ -334,8 +374,15 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         chan_freq = em.chan_freq.numpy().astype(np.int64)
         pol = em.pol.numpy().astype(np.int64)
         nfreq = np.array([len(np.unique(em.freq_table.numpy()[s])) for s in range(freq_in.shape[0])], dtype=np.int64)
+        # each sensor's network evaluations: its frequencies' inputs, then the anchor frequency's, 0 to _MAXS
+        freq_pad = np.zeros((freq_in.shape[0], _MAXS))
+        for s, nf in enumerate(nfreq):
+            freq_pad[s, :nf] = freq_in[s, :nf]
+            if anchor_ch < 0 and floor_on:
+                freq_pad[s, nf] = fp[4]
     else:
         freq_in = np.zeros((1, 1))
+        freq_pad = np.zeros((1, _MAXS))
         chan_freq = np.zeros((1, 1), dtype=np.int64)
         pol = np.zeros(1, dtype=np.int64)
         nfreq = np.zeros(network.basis.nsensor, dtype=np.int64)
@@ -349,7 +396,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         inv_count=1.0 / cnt,
         bg=st.background_flat.numpy().astype(np.float64),
         warm_w=warm,
-        freq_in=freq_in,
+        freq_pad=freq_pad,
         nfreq=nfreq,
         chan_freq=chan_freq,
         pol=pol,

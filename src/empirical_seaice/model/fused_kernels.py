@@ -11,7 +11,13 @@ instead of ~900 small tensor operations. The equations are those of
 v2 network with frequency input) and of :mod:`empirical_seaice.cost.terms`
 (quadratic penalties ``r^2 / sigma^2`` with derivative ``2 r dr/dx / sigma^2``).
 
-Arithmetic is float64 per observation (storage float32). :func:`_step` splits the batch into
+Arithmetic is float64 per observation (storage float32), except the v2 network's forward pass
+(float32 sigmoids and output layer, as the tensor step). The network is evaluated at every frequency
+of the observation's sensor and the anchor frequency at once: hidden units h-major, the
+evaluations the contiguous axis, padded to a multiple of 16 and computed 16 at a time as LLVM
+vectors (:func:`~empirical_seaice.compiled.axpy16`, :func:`~empirical_seaice.compiled.gemv16`,
+:func:`~empirical_seaice.compiled.sigmoid16`, :func:`~empirical_seaice.compiled.sigmoid_grad16`;
+the padding's gradients are 0). :func:`_step` splits the batch into
 :data:`NCHUNK` fixed chunks, evaluated in parallel (``numba.prange``) with one gradient
 buffer per chunk, summed in chunk order; per-observation gradients of the state rows are
 summed into the rows in observation order afterwards. The result is therefore the same bit
@@ -30,7 +36,7 @@ try:  # optional at import time: without numba the trainer keeps the unfused ste
     import numba
     from numba import njit, prange
 
-    from empirical_seaice.compiled import f32_from_bits, prefetch, prefetch1
+    from empirical_seaice.compiled import axpy16, gemv16, prefetch, prefetch1, sigmoid16, sigmoid_grad16
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent
@@ -46,37 +52,9 @@ _T_OBS, _T_RANGE, _T_BG, _T_FALSE, _T_WARM, _T_ANCHOR = range(6)
 _MAXH = 64  # largest hidden layer / number of inputs the kernel's stack buffers hold
 _MAXF = 64  # largest number of distinct frequencies per sensor
 _MAXC = 128  # largest number of channels
+_V = 16  # SIMD block of the network's evaluations (compiled.axpy16 ...: one AVX-512 register of float32)
+_MAXS = (_MAXF + 1 + _V - 1) // _V * _V  # the network's evaluations per observation (+ anchor), padded to _V
 _AHEAD = 3  # the observation whose rows :func:`_chunk` prefetches: this many ahead
-_SIGMOID_MATH = {"nnan", "ninf", "nsz", "contract", "afn", "reassoc"}
-"""The sigmoid block's fast-math flags: ``fastmath=True`` less ``arcp``, so that the vectorised
-division stays IEEE (with ``arcp`` LLVM uses a reciprocal estimate, 1 ulp off the scalar loop)."""
-
-
-def _sigmoid_block(pre, n, bits, out):
-    """``out[k] = 1 / (1 + exp(-pre[k]))``, k < n, float32, in a loop the compiler vectorises.
-
-    ``exp`` is Cephes' ``expf`` (range reduction ``x = k ln 2 + r``, |r| <= ln 2 / 2, a degree-7
-    polynomial for ``exp(r)``, ``2^k`` built in the exponent bits of a float32): within 2 float32 ulps
-    of ``exp`` on [-87, 88], and SIMD-able where a library ``exp`` is not
-    (a scalar ``exp`` per hidden unit was most of the step's time). ``2^k`` is a register bitcast
-    (:func:`~empirical_seaice.compiled.f32_from_bits`) and the division has no zero check (numpy's
-    error model; the divisor is >= 1), so the loop is vectorised; ``bits`` is unused (kept for
-    the signature).
-    """
-    for k in range(n):
-        x = -pre[k]
-        x = min(max(x, np.float32(-87.0)), np.float32(88.0))
-        fx = np.floor(x * np.float32(1.44269504088896341) + np.float32(0.5))
-        r = x - fx * np.float32(0.693359375) + fx * np.float32(2.12194440e-4)
-        y = np.float32(1.9875691500e-4)
-        y = y * r + np.float32(1.3981999507e-3)
-        y = y * r + np.float32(8.3334519073e-3)
-        y = y * r + np.float32(4.1665795894e-2)
-        y = y * r + np.float32(1.6666665459e-1)
-        y = y * r + np.float32(5.0000001201e-1)
-        y = y * r * r + r + np.float32(1.0)
-        scale = f32_from_bits((np.int32(fx) + np.int32(127)) << np.int32(23))
-        out[k] = np.float32(1.0) / (np.float32(1.0) + y * scale)
 
 
 def _false_ice(c, shape, s, lo, hi, h):
@@ -124,11 +102,12 @@ def _refs(ints, index, ncolmap, nstep, nlag, has_grid, has_obs, refs):
 
 def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the configuration
     c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
-    ip, fp, inv_count, bg, warm_w, freq_in, nfreq, chan_freq, pol, lag_w,
+    ip, fp, inv_count, bg, warm_w, freq_pad, nfreq, chan_freq, pol, lag_w,
     terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, out_tb, out_emis, out_sic, out_anchor,
 ):  # fmt: skip
     """Forward, cost and backward of observations ``c0 .. c1 - 1`` of the batch (see :func:`_step`);
-    with ``ip[18]`` (forward only) the simulation into ``out_*`` instead (``ip[19]``: SIC 0);
+    with ``ip[18]`` (forward only) the simulation into ``out_*`` instead (``ip[19]``: 1 = SIC 0; 2 = also
+    the TB with SIC 0, the ocean's ``TB_o``, into ``out_tb[:, nc:]``: ``out_tb`` is then (B, 2 nc));
     ``ip[20]``: the column of ``cos^2`` of the scan angle (quasi-polarised channels), -1 = none;
     ``ip[21]``: the column of the view angle's cosine, the v2 network's input before the frequency
     (:attr:`NetworkEmissivity.angle_input`; the same at every frequency and at the anchor frequency), -1 = none."""
@@ -136,26 +115,25 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     anchor_ch, floor_on, false_shape = ip[6], ip[7], ip[8]
     bg_on, warm_eff, false_on = ip[9], ip[10], ip[11]
     forward_only, zero_sic = ip[18], ip[19]
-    t_ref, t_scale, t_floor, anchor_f, anchor_v = fp[0], fp[1], fp[2], fp[4], fp[5]
+    t_ref, t_scale, t_floor, anchor_v = fp[0], fp[1], fp[2], fp[5]
     s_range, s_bg, s_false, warm_scale, anchor_g = fp[6], fp[7], fp[8], fp[9], fp[10]
     fi_s, fi_lo, fi_hi, fi_h = fp[11], fp[12], fp[13], fp[14]
     angle_col = ip[21]
     nin = 1 + ngp + nop + (1 if angle_col >= 0 else 0)  # network inputs without the frequency
     z = np.empty(_MAXH)
     dz = np.empty(_MAXH)
-    base = np.empty(_MAXH)
-    hk = np.empty((_MAXF + 1, _MAXH))
-    ok = np.empty((_MAXF + 1, 2))
-    dok = np.empty((_MAXF + 1, 2))
+    dok = np.empty(2 * _MAXS)
     emis = np.empty(_MAXC)
     de = np.empty(_MAXC)
-    dsum = np.empty(_MAXH)
-    dfin = np.empty(_MAXH)
     lags = np.empty(8)
-    pre = np.empty((_MAXF + 1) * _MAXH, dtype=np.float32)
-    hflat = np.empty((_MAXF + 1) * _MAXH, dtype=np.float32)
-    oflat = np.empty((_MAXF + 1) * 2, dtype=np.float32)
-    bits = np.empty((_MAXF + 1) * _MAXH, dtype=np.int32)
+    pre = np.empty(_MAXS * _MAXH, dtype=np.float32)
+    hflat = np.empty(_MAXS * _MAXH, dtype=np.float32)
+    opre = np.empty(2 * _MAXS, dtype=np.float32)
+    sums4 = np.empty(4)
+    fpad = freq_pad[0]
+    oflat = np.empty(2 * _MAXS, dtype=np.float32)
+    cos2 = 1.0
+    ns = 8
     nbat = index.shape[0]
     ncolf = floats.shape[1]
     for b in range(c0, c1):
@@ -189,44 +167,43 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
         for lag in range(nlag + 1):
             lags[lag] = vals[inv[b, lag], 0]
             c += lag_w[lag] * lags[lag]
-        if zero_sic:
+        if zero_sic == 1:
             c = 0.0
         # ---- ice emissivity per channel
         nf = nfreq[s]
         if version == 2:
+            # hidden units h-major, the evaluations (frequencies, then the anchor's) the contiguous axis,
+            # padded to ns (a multiple of _V) with the inputs of freq_pad (0 beyond): SIMD over frequencies,
+            # _V at a time as one LLVM vector (compiled.axpy16 ...: fixed-length loops become scalar code)
+            nfa = nf + 1 if (anchor_ch < 0 and floor_on) else nf  # + the anchor frequency
+            ns = (nfa + _V - 1) // _V * _V
+            fpad = freq_pad[s]
             for h in range(nh):
-                acc = b1[h]
+                acc = np.float64(b1[h])
                 for j in range(nin):
                     acc += w1[h, j] * z[j]
-                base[h] = acc
-            nfa = nf + 1 if (anchor_ch < 0 and floor_on) else nf  # + the anchor frequency
-            for f in range(nfa):
-                fin = anchor_f if f == nf else freq_in[s, f]
-                for h in range(nh):
-                    pre[f * nh + h] = base[h] + w1[h, nin] * fin
-            _sigmoid_block(pre, nfa * nh, bits, hflat)
-            for f in range(nfa):
-                for q in range(2):
-                    acc = b2[q]
-                    for h in range(nh):
-                        acc += w2[q, h] * hflat[f * nh + h]
-                    pre[f * 2 + q] = acc
-                    dok[f, q] = 0.0
-            _sigmoid_block(pre, nfa * 2, bits, oflat)
-            for f in range(nfa):
-                for q in range(2):
-                    ok[f, q] = oflat[f * 2 + q]
-                for h in range(nh):
-                    hk[f, h] = hflat[f * nh + h]
+                for f0 in range(0, ns, _V):
+                    axpy16(pre, h * ns + f0, acc, np.float64(w1[h, nin]), fpad, f0)
+            for k0 in range(0, nh * ns, _V):
+                sigmoid16(pre, k0, hflat, k0)
+            for q in range(2):
+                for f0 in range(0, ns, _V):
+                    gemv16(opre, q * ns + f0, b2[q], w2[q], hflat, f0, ns, nh)
+            for k0 in range(0, 2 * ns, _V):
+                sigmoid16(opre, k0, oflat, k0)
+            for f in range(2 * ns):
+                dok[f] = 0.0
             cos2 = floats[i, ip[20]] if ip[20] >= 0 else 1.0
             for ch in range(nc):
                 pc = pol[ch]
                 kf = chan_freq[s, ch]
                 if pc < 2:  # V or H
-                    emis[ch] = ok[kf, pc]
+                    emis[ch] = oflat[pc * ns + kf]
                 else:  # QV / QH of a cross-track sounder: e_H + w_V (e_V - e_H), w_V = cos^2 a or sin^2 a
                     wv = cos2 if pc == 2 else 1.0 - cos2
-                    emis[ch] = ok[kf, 1] + wv * (ok[kf, 0] - ok[kf, 1])
+                    e_v = np.float64(oflat[kf])
+                    e_h = np.float64(oflat[ns + kf])
+                    emis[ch] = e_h + wv * (e_v - e_h)
         else:
             for ch in range(nc):
                 acc = b1[ch]
@@ -249,6 +226,8 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
             if forward_only:
                 out_tb[b, ch] = tb
                 out_emis[b, ch] = emis[ch]
+                if zero_sic == 2:  # TB' at c = 0 is TB_o (what the pass with SIC 0 gives, bit for bit)
+                    out_tb[b, nc + ch] = tb_o
                 continue
             d = tb - floats[i, ip[12] + ch]
             g = d * floats[i, ip[17] + ch] * p[ch]  # 2 (TB' - y) mask / (sigma^2 B)
@@ -261,7 +240,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
         if forward_only:
             out_sic[b] = c
             if version == 2 and anchor_ch < 0 and floor_on:
-                out_anchor[b] = ok[nf, 0]
+                out_anchor[b] = oflat[nf]
             elif anchor_ch >= 0:
                 out_anchor[b] = emis[anchor_ch]
             continue
@@ -293,14 +272,14 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
             g_state[b, lag] = dcl
         # ---- anchor floor (v2), summed over the batch / nobs
         if floor_on:
-            e_a = ok[nf, 0] if anchor_ch < 0 else emis[anchor_ch]
+            e_a = np.float64(oflat[nf]) if anchor_ch < 0 else emis[anchor_ch]
             r = max(anchor_v - e_a, 0.0)
             terms[_T_ANCHOR] += r * r * anchor_g
             d_a = -2.0 * r * anchor_g
             if anchor_ch >= 0:
                 de[anchor_ch] += d_a
             else:
-                dok[nf, 0] += d_a
+                dok[nf] += d_a
         # ---- backward through the emissivity model
         for j in range(nin):
             dz[j] = 0.0
@@ -309,36 +288,44 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                 pc = pol[ch]
                 kf = chan_freq[s, ch]
                 if pc < 2:
-                    dok[kf, pc] += de[ch]
+                    dok[pc * ns + kf] += de[ch]
                 else:
                     wv = cos2 if pc == 2 else 1.0 - cos2
-                    dok[kf, 0] += wv * de[ch]
-                    dok[kf, 1] += (1.0 - wv) * de[ch]
-            nfa = nf + 1 if (anchor_ch < 0 and floor_on) else nf
-            # the inputs z are the same at every frequency: sum the hidden units' pre-activation
-            # gradients over the frequencies first (dsum), apply them to W1[:, :nin], b1 and z once
+                    dok[kf] += wv * de[ch]
+                    dok[ns + kf] += (1.0 - wv) * de[ch]
+            # the output units' pre-activation gradients (0 in the padding: dok is 0 there)
+            s0 = 0.0
+            s1 = 0.0
+            for f in range(nfa):  # (dok is 0 from nfa on: so are these)
+                o0 = np.float64(oflat[f])
+                o1 = np.float64(oflat[ns + f])
+                dl0 = dok[f] * o0 * (1.0 - o0)
+                dl1 = dok[ns + f] * o1 * (1.0 - o1)
+                dok[f] = dl0
+                dok[ns + f] = dl1
+                s0 += dl0
+                s1 += dl1
+            g_b2[0] += s0
+            g_b2[1] += s1
+            # the inputs z are the same at every frequency: the hidden units' pre-activation
+            # gradients summed over the frequencies (dp), applied to W1[:, :nin], b1 and z once
             for h in range(nh):
-                dsum[h] = 0.0
-                dfin[h] = 0.0
-            for f in range(nfa):
-                fin = anchor_f if f == nf else freq_in[s, f]
-                o0 = ok[f, 0]
-                o1 = ok[f, 1]
-                dl0 = dok[f, 0] * o0 * (1.0 - o0)
-                dl1 = dok[f, 1] * o1 * (1.0 - o1)
-                g_b2[0] += dl0
-                g_b2[1] += dl1
-                for h in range(nh):
-                    hv = hk[f, h]
-                    g_w2[0, h] += dl0 * hv
-                    g_w2[1, h] += dl1 * hv
-                    dp = (w2[0, h] * dl0 + w2[1, h] * dl1) * hv * (1.0 - hv)
-                    dsum[h] += dp
-                    dfin[h] += dp * fin
-            for h in range(nh):
-                dp = dsum[h]
+                w20 = np.float64(w2[0, h])
+                w21 = np.float64(w2[1, h])
+                a0 = 0.0
+                a1 = 0.0
+                dp = 0.0
+                dpf = 0.0
+                for f0 in range(0, ns, _V):
+                    sigmoid_grad16(sums4, hflat, h * ns + f0, dok, f0, dok, ns + f0, fpad, f0, w20, w21)
+                    a0 += sums4[0]
+                    a1 += sums4[1]
+                    dp += sums4[2]
+                    dpf += sums4[3]
+                g_w2[0, h] += a0
+                g_w2[1, h] += a1
                 g_b1[h] += dp
-                g_w1[h, nin] += dfin[h]
+                g_w1[h, nin] += dpf
                 for j in range(nin):
                     g_w1[h, j] += dp * z[j]
                     dz[j] += w1[h, j] * dp
@@ -354,7 +341,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
 
 def _step(
     floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
-    ip, fp, inv_count, bg, warm_w, freq_in, nfreq, chan_freq, pol, lag_w,
+    ip, fp, inv_count, bg, warm_w, freq_pad, nfreq, chan_freq, pol, lag_w,
     terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, g_vals, out_tb, out_emis, out_sic, out_anchor,
 ):  # fmt: skip
     """One batch: terms and dense gradients per chunk (zeroed here), summed in chunk order into chunk 0
@@ -375,7 +362,7 @@ def _step(
             g_bo[k][:] = 0.0
         _chunk(
             c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
-            ip, fp, inv_count, bg, warm_w, freq_in, nfreq, chan_freq, pol, lag_w,
+            ip, fp, inv_count, bg, warm_w, freq_pad, nfreq, chan_freq, pol, lag_w,
             terms[k], g_w1[k], g_b1[k], g_w2[k], g_b2[k], g_wc[k], g_bi[k], g_bo[k], g_state,
             out_tb, out_emis, out_sic, out_anchor,
         )  # fmt: skip
@@ -461,7 +448,6 @@ if HAVE_NUMBA:
     _sum_chunks = njit(cache=True)(_sum_chunks)
     _numpy_sum = njit(cache=True)(_numpy_sum)
     _bias_prior = njit(cache=True)(_bias_prior)
-    _sigmoid_block = njit(cache=True, fastmath=_SIGMOID_MATH, error_model="numpy")(_sigmoid_block)
     _false_ice = njit(cache=True)(_false_ice)
     _refs = njit(cache=True)(_refs)
     _chunk = njit(cache=True, fastmath=True)(_chunk)

@@ -62,12 +62,14 @@ class Simulation:
     sic : (nobs,) SIC seen by each observation (lag-weighted).
     emis_anchor : (nobs,) the anchored ice emissivity (the anchor channel's, or the v2 network's
         at the anchor frequency); None if the network does not report it.
+    tb_zero : (nobs, nchan) the TB with SIC set to zero (``tbzero``), where asked for (``with_zero``).
     """
 
     tb: np.ndarray
     emis_ice: np.ndarray
     sic: np.ndarray
     emis_anchor: np.ndarray | None = None
+    tb_zero: np.ndarray | None = None
 
 
 def simulate(
@@ -106,13 +108,22 @@ def simulate(
 
 @torch.no_grad()
 def simulate_blocks(
-    network: torch.nn.Module, data: Any, nobs: int, *, zero_sic: bool = False, block: int = BLOCK, chunk: int = CHUNK
+    network: torch.nn.Module,
+    data: Any,
+    nobs: int,
+    *,
+    zero_sic: bool = False,
+    with_zero: bool = False,
+    block: int = BLOCK,
+    chunk: int = CHUNK,
 ) -> Iterator[tuple[int, int, Simulation]]:
     """``(start, stop, simulation of observations start .. stop - 1)`` for consecutive blocks of at
-    most ``block`` observations: a streamed pass holds one block at a time.
+    most ``block`` observations: a streamed pass holds one block at a time. ``with_zero``: also the
+    TB with SIC set to zero (:attr:`Simulation.tb_zero`, equal to a ``zero_sic`` pass's TB).
 
     The compiled forward pass (:func:`empirical_seaice.model.fused.simulate_range`, CPU) where
-    the network offers a program, else the tensor forward pass in chunks of ``chunk``.
+    the network offers a program (``with_zero``: from the same pass, ``TB_o``), else the tensor
+    forward pass in chunks of ``chunk`` (``with_zero``: a second forward pass with SIC 0).
     """
     make = getattr(network, "fused_program", None)
     program = make(data, nobs, training=False)[0] if make is not None and nobs > 0 else None
@@ -121,8 +132,13 @@ def simulate_blocks(
 
         for start in range(0, nobs, block):
             stop = min(start + block, nobs)
-            tb, emis, sic, emis_anchor = simulate_range(program, start, stop, zero_sic=zero_sic)
-            yield start, stop, Simulation(tb=tb, emis_ice=emis, sic=sic, emis_anchor=emis_anchor)
+            if with_zero and not zero_sic:
+                tb, emis, sic, emis_anchor, tb0 = simulate_range(program, start, stop, zero_sic="both")
+                tb, tb0 = np.ascontiguousarray(tb), np.ascontiguousarray(tb0)
+            else:
+                tb, emis, sic, emis_anchor = simulate_range(program, start, stop, zero_sic=zero_sic)
+                tb0 = tb if with_zero else None
+            yield start, stop, Simulation(tb=tb, emis_ice=emis, sic=sic, emis_anchor=emis_anchor, tb_zero=tb0)
         return
     was_training = network.training
     network.eval()
@@ -133,8 +149,12 @@ def simulate_blocks(
             parts = []
             for a in range(start, stop, chunk):
                 idx = torch.arange(a, min(a + chunk, stop), dtype=torch.long, device=device)
-                out = network(data.batch(idx), zero_sic=zero_sic)
+                batch = data.batch(idx)
+                out = network(batch, zero_sic=zero_sic)
                 parts.append({k: v.detach().float().cpu().numpy() for k, v in out.items() if k in _SIM_KEYS})
+                if with_zero:
+                    zero = network(batch, zero_sic=True)["tb"] if not zero_sic else out["tb"]
+                    parts[-1]["tb_zero"] = zero.detach().float().cpu().numpy()
             anchor = (
                 np.concatenate([p["emis_anchor"].reshape(-1) for p in parts]) if "emis_anchor" in parts[0] else None
             )
@@ -146,6 +166,7 @@ def simulate_blocks(
                     emis_ice=np.concatenate([p["emis_ice"] for p in parts]),
                     sic=np.concatenate([p["sic"].reshape(-1) for p in parts]),
                     emis_anchor=anchor,
+                    tb_zero=np.concatenate([p["tb_zero"] for p in parts]) if with_zero else None,
                 ),
             )
     finally:
@@ -235,7 +256,7 @@ _block_sums: Any
 try:
     from numba import njit
 
-    _block_sums = njit(cache=True)(_block_sums_py)
+    _block_sums = njit(cache=True, nogil=True)(_block_sums_py)
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     _block_sums = None
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.io import cf
-from empirical_seaice.io.chunk_writer import ChunkWriter
+from empirical_seaice.io import cf, chunk_writer
+from empirical_seaice.io.output_writer import drain_writes, write_behind
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.products.gridded import GridInputs, channel_frequencies, evaluate_grid_emissivity
 
@@ -69,21 +69,27 @@ def write_gridded_emissivity(
             else:
                 out_vars = w.channel_outputs(basis, chan_list, model)
             state = w.state_variables()
-        # The steps: whole chunks (one step each), compressed on worker threads while the next step
-        # is evaluated (io.chunk_writer).
-        with ChunkWriter(tmp, out_vars + state) as chunks:
-            for t in range(inputs.nstep):
-                props = np.concatenate([inputs.props_grid[:, t], inputs.props_obs_mean[:, t]], axis=-1)
-                e = evaluate_grid_emissivity(
-                    emissivity,
-                    model,
-                    basis,
-                    inputs.t_skin_map_k[:, t],
-                    props,
-                    channels=None if freq_ghz is not None else chan_list,
-                    freq_ghz=freq_ghz,
-                )
-                _write_step(chunks, inputs, t, out_vars, e, state, by_freq=freq_ghz is not None)
+        # The steps: whole chunks (one step each), compressed on worker threads while the next step is
+        # evaluated (io.chunk_writer; else by the netCDF library on its write-behind thread).
+        if chunk_writer.AVAILABLE:
+            writer = chunk_writer.ChunkWriter(tmp, out_vars + state)
+            ok = False
+            try:
+                _write_steps(writer.write_chunk, emissivity, model, basis, inputs, chan_list, freq_ghz, out_vars, state)
+                ok = True
+            finally:
+                writer.close(abort=not ok)
+        else:
+            with netCDF4.Dataset(tmp, "a") as ds:
+
+                def put(name: str, offset: tuple[int, ...], values: np.ndarray) -> None:
+                    key = tuple(slice(o, o + 1) if k == 1 else slice(None) for k, o in enumerate(offset))
+                    write_behind(ds[name], key, np.expand_dims(np.ascontiguousarray(values), 1))
+
+                try:
+                    _write_steps(put, emissivity, model, basis, inputs, chan_list, freq_ghz, out_vars, state)
+                finally:
+                    drain_writes()  # every step is in the file before it closes
     return path
 
 
@@ -295,25 +301,35 @@ class _GridWriter:
         return [name for name in out if not empty.get(name, False)]
 
 
-def _write_step(
-    chunks: ChunkWriter, inputs: GridInputs, t: int, out_vars: list[str], e: np.ndarray, state: list[str], by_freq: bool
-) -> None:
-    """Step ``t`` (one chunk of each variable): the emissivity ``e`` (grid, channel), or (grid,
-    frequency, 2) ``by_freq``, and the state."""
-    if by_freq:  # V and H
-        chunks.put(out_vars[0], (0, t, 0), e[..., 0])
-        chunks.put(out_vars[1], (0, t, 0), e[..., 1])
-    else:
-        chunks.put(out_vars[0], (0, t, 0), e)
-    values = {
-        "seaice": inputs.sic[:, t],
-        "t_skin": inputs.t_skin_map_k[:, t],
-        "properties": inputs.props_grid[:, t],
-        "properties_obs_mean": inputs.props_obs_mean[:, t],
-        "nobs_cell": inputs.nobs_cell[:, t],
-    }
-    for name in state:
-        chunks.put(name, (0, t, 0)[: 2 if values[name].ndim == 1 else 3], values[name])
+def _write_steps(put, emissivity, model, basis, inputs: GridInputs, chan_list, freq_ghz, out_vars, state) -> None:
+    """Evaluate the model at each step and give each variable's chunk of the step (one step, every
+    grid point) to ``put(name, offset, values)``."""
+    by_freq = freq_ghz is not None
+    for t in range(inputs.nstep):
+        props = np.concatenate([inputs.props_grid[:, t], inputs.props_obs_mean[:, t]], axis=-1)
+        e = evaluate_grid_emissivity(
+            emissivity,
+            model,
+            basis,
+            inputs.t_skin_map_k[:, t],
+            props,
+            channels=None if by_freq else chan_list,
+            freq_ghz=freq_ghz,
+        )
+        if by_freq:  # V and H
+            put(out_vars[0], (0, t, 0), e[..., 0])
+            put(out_vars[1], (0, t, 0), e[..., 1])
+        else:
+            put(out_vars[0], (0, t, 0), e)
+        values = {
+            "seaice": inputs.sic[:, t],
+            "t_skin": inputs.t_skin_map_k[:, t],
+            "properties": inputs.props_grid[:, t],
+            "properties_obs_mean": inputs.props_obs_mean[:, t],
+            "nobs_cell": inputs.nobs_cell[:, t],
+        }
+        for name in state:
+            put(name, (0, t, 0)[: 2 if values[name].ndim == 1 else 3], values[name])
 
 
 def _char_variable(ds, name: str, dim: str, values: Sequence[str], long_name: str, **attrs) -> None:

@@ -14,7 +14,8 @@ blocks, whatever the number of observations.
 - :func:`initial_pass` (before training): ``tbsim_initial_TAG.nc``, the cost
   and departures before;
 - :func:`final_pass` (after training, before the health checks):
-  ``tbobs``, ``tbsim``, ``ice_emis`` and ``tbzero`` (SIC set to zero), the
+  ``tbobs``, ``tbsim``, ``ice_emis`` and ``tbzero`` (SIC set to zero; from the same forward pass,
+  :attr:`~empirical_seaice.products.diagnostics.Simulation.tb_zero`), the
   cost and departures after, the health checks' per-observation figures, the
   truth's emissivity errors.
 
@@ -131,8 +132,7 @@ def final_pass(
             files["tbzero"] = stack.enter_context(
                 out.open_tb(held.path(paths["tbzero"]), obs.nobs, obs.basis, "tbzero")
             )
-            zero = diag.simulate_blocks(network, data, obs.nobs, zero_sic=True, block=block)
-        for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, block=block):
+        for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, with_zero=write, block=block):
             rows = slice(start, stop)
             mask = np.asarray(obs.mask[rows], dtype=bool)
             tb = sums.add(rows, sim)
@@ -143,9 +143,8 @@ def final_pass(
                 files["tbobs"].write("tb", start, masked(obs.tb_obs_k[rows], mask))
                 files["tbsim"].write("tb", start, tb)
                 files["ice_emis"].write("ice_emis", start, masked(sim.emis_ice, mask))
-                z0, z1, zsim = next(zero)
-                assert (z0, z1) == (start, stop)
-                files["tbzero"].write("tb", start, masked(zsim.tb, mask))
+                assert sim.tb_zero is not None
+                files["tbzero"].write("tb", start, masked(sim.tb_zero, mask))
             obs.release(rows)
     return PassResult(
         cost=sums.cost(nobs_total),

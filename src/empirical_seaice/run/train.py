@@ -387,6 +387,7 @@ def _train(plan: RunPlan, built, split, generator, identity, display: RunProgres
     from empirical_seaice.run import interrupt
     from empirical_seaice.run.factory import build_trainer
 
+    display.stage("training: setting up the optimisers")  # not the initial diagnostics' time
     trainer = build_trainer(
         built.network,
         built,

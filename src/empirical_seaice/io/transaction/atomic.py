@@ -9,9 +9,12 @@ import contextlib
 import errno
 import hashlib
 import os
+import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
 from pathlib import Path
+from typing import BinaryIO
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io.transaction.faults import fault_point
@@ -127,6 +130,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
             _fsync_file(tmp)
             fault_point("write")
             os.replace(tmp, path)
+            _digest_behind(path)
         except SeaIceError:
             raise
         except Exception as exc:
@@ -148,13 +152,63 @@ def make_dir(path: Path, flag: str = "--output") -> Path:
     return Path(path)
 
 
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    """BLAKE2b (128-bit) of a file's bytes, read in chunks."""
+def file_digest(path: Path | BinaryIO, chunk: int = 1 << 20) -> str:
+    """BLAKE2b (128-bit) of a file's bytes, read in chunks (``path``: or a file open for reading, closed here)."""
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
+    with open(path, "rb") if isinstance(path, (str, os.PathLike)) else path as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+_digest_roots: set[Path] = set()
+_digests: dict[tuple[int, ...], Future] = {}
+_digest_lock = threading.Lock()
+_digest_pool: ThreadPoolExecutor | None = None
+
+
+def _identity(path: Path) -> tuple[int, ...]:
+    """The file as it is now: device, inode, size, modification time (a rename keeps them; a write does not)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def digest_written_files(root: Path, on: bool = True) -> None:
+    """While ``on``: every file :func:`atomic_path` completes under ``root`` gets its :func:`file_digest`
+    computed on a background thread (the run goes on meanwhile), for :func:`written_digest`."""
+    root = Path(root)
+    with _digest_lock:
+        if on:
+            _digest_roots.add(root)
+        else:
+            _digest_roots.discard(root)
+
+
+def _digest_behind(path: Path) -> None:
+    global _digest_pool
+    if not any(r == path.parent or r in path.parents for r in _digest_roots):
+        return
+    key = _identity(path)
+    with _digest_lock:
+        if key in _digests:  # the same file, renamed (a held file promoted)
+            return
+        if _digest_pool is None:
+            _digest_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="file-digest")
+        _digests[key] = _digest_pool.submit(file_digest, open(path, "rb"))  # noqa: SIM115 - open now: it may be renamed
+
+
+def written_digest(path: Path) -> str:
+    """:func:`file_digest` of ``path``: the one computed in the background after :func:`atomic_path`
+    wrote it, when the file is still the one then hashed (same device, inode, size and modification
+    time), else computed now."""
+    with _digest_lock:
+        fut = _digests.pop(_identity(path), None)
+    if fut is not None:
+        try:
+            return fut.result()
+        except OSError:  # the file moved away under its old name meanwhile: hash it where it is
+            pass
+    return file_digest(path)
 
 
 __all__ = [
@@ -166,4 +220,6 @@ __all__ = [
     "atomic_path",
     "make_dir",
     "file_digest",
+    "digest_written_files",
+    "written_digest",
 ]

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.io.transaction.atomic import atomic_path, file_digest, fsync_dir, make_dir, write_error
+from empirical_seaice.io.transaction.atomic import (
+    atomic_path,
+    digest_written_files,
+    file_digest,
+    fsync_dir,
+    make_dir,
+    write_error,
+    written_digest,
+)
 from empirical_seaice.io.transaction.faults import fault_point
 from empirical_seaice.io.transaction.lock import OutputLock, host_name, remove_stale_temporaries
 
@@ -131,6 +139,7 @@ class OutputSet:
                     make_dir(d)
                     self._created_dirs.append(d)
             self.stage.mkdir()  # new: never a published set's directory
+            digest_written_files(self.stage)  # the manifest's checksums, computed as the files are written
             if self.inherit:
                 self._inherit()
         except BaseException:
@@ -210,7 +219,7 @@ class OutputSet:
         try:
             for rel in self.files():
                 p = self.stage / rel
-                files[rel] = {"bytes": p.stat().st_size, "blake2b": file_digest(p)}
+                files[rel] = {"bytes": p.stat().st_size, "blake2b": written_digest(p)}
             mpath = self.stage / f"{MANIFEST_STEM}_{self.tag}.json"
             with atomic_path(mpath) as tmp:
                 tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -256,6 +265,7 @@ class OutputSet:
 
     def release(self) -> None:
         """Release the lock; remove the output directory if this run created it and left it empty."""
+        digest_written_files(self.stage, on=False)
         self.lock.release()
         self._remove_created_output()
 
