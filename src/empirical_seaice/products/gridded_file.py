@@ -6,6 +6,7 @@ and the model's evaluation on the grid are in :mod:`.gridded`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,8 +89,11 @@ def write_gridded_emissivity(
 
                 try:
                     _write_steps(put, emissivity, model, basis, inputs, chan_list, freq_ghz, out_vars, state)
-                finally:
-                    drain_writes()  # every step is in the file before it closes
+                except BaseException:  # the step's error is the one to report, not a queued write's
+                    with contextlib.suppress(Exception):
+                        drain_writes()
+                    raise
+                drain_writes()  # every step is in the file before it closes
     return path
 
 
