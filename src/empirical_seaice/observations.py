@@ -179,11 +179,16 @@ class Observations:
 
 def release_pages(arr: np.ndarray, rows: slice | None = None) -> None:
     """``madvise(MADV_DONTNEED)`` on the whole pages of the rows ``rows`` of ``arr`` when it is a
-    read-only ``numpy.memmap`` of a file (see :meth:`Observations.release`); else nothing."""
+    ``numpy.memmap`` of a file, read-only or shared (``mode`` "r", "r+" or "w+": a written page
+    stays in the file's page cache, dirty until written back, and is read back from there); else
+    nothing (an array in ordinary memory, or a copy-on-write map, mode "c", whose changes would be
+    lost). See :meth:`Observations.release`."""
     import mmap
 
     m = getattr(arr, "_mmap", None)
-    if m is None or not isinstance(arr, np.memmap) or arr.flags.writeable or not hasattr(m, "madvise"):
+    if m is None or not isinstance(arr, np.memmap) or not hasattr(m, "madvise"):
+        return
+    if arr.flags.writeable and getattr(arr, "mode", "c") not in ("r+", "w+"):
         return
     advice = getattr(mmap, "MADV_DONTNEED", None)
     if advice is None:  # pragma: no cover - not Linux

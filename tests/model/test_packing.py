@@ -99,6 +99,29 @@ def test_release_drops_the_resident_pages_of_a_memory_map(tmp_path):
     release_pages(np.ones(4))  # ordinary arrays: nothing to do
 
 
+def test_release_of_a_written_map_keeps_its_data_and_a_private_copy_is_left_alone(tmp_path):
+    # the data cache is written through shared writable maps: its written pages go to the file
+    path = tmp_path / "mask.npy"
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(1 << 20, 4))
+    if not hasattr(arr._mmap, "madvise"):
+        pytest.skip("no madvise on this platform")
+    arr[:] = np.arange(4 << 20, dtype=np.float32).reshape(-1, 4)
+    assert _mapped_rss_kib(path) >= 15 * 1024
+    release_pages(arr)
+    assert _mapped_rss_kib(path) <= 64
+    arr[3] = -1.0  # written after the release: kept too
+    release_pages(arr, slice(0, 16))
+    arr.flush()
+    want = np.arange(4 << 20, dtype=np.float32).reshape(-1, 4)
+    want[3] = -1.0
+    np.testing.assert_array_equal(np.load(path), want)
+    # a copy-on-write map (mode "c"): dropping its pages would lose the changes, so it is not done
+    cow = np.load(path, mmap_mode="c")
+    cow[0] = 99.0
+    release_pages(cow)
+    assert float(cow[0, 0]) == 99.0
+
+
 def test_float64_tables_stay_on_the_tensor_path(monkeypatch):
     obs, _ = make_obs(nobs=50)
     t64 = tensors.ObservationTensors(obs, dtype=torch.float64)

@@ -55,6 +55,18 @@ def test_deferred_adam_flush_is_transparent():
     np.testing.assert_allclose(a2.detach().numpy(), b.detach().numpy(), rtol=0, atol=1e-6)
 
 
+def test_whole_table_catch_up_in_row_blocks_is_bit_identical(monkeypatch):
+    """flush catches a table up block by block (bounded temporaries): the same bits as in one go."""
+    one, _, _, opt_one, _ = _run_tables(120, nrow=400, touch=30)
+    monkeypatch.setattr(DeferredAdam, "CATCH_UP_ROWS", 7)  # many blocks, the last one short
+    blocks, _, _, opt_blocks, _ = _run_tables(120, nrow=400, touch=30)
+    lagging = (opt_one.state[one]["last_step"] < 120).sum()
+    assert lagging > 7 * 3  # several blocks of rows to catch up
+    opt_one.flush()
+    opt_blocks.flush()
+    assert torch.equal(opt_one.state[one]["slab"], opt_blocks.state[blocks]["slab"])
+
+
 def test_deferred_adam_dense_gradient_and_no_gradient():
     """A dense gradient counts as touching every row: then it is exactly Adam."""
     w0 = torch.randn(6, 2, generator=torch.Generator().manual_seed(1))

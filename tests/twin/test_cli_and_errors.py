@@ -144,6 +144,11 @@ def test_read_truth_selects_the_period_and_maps_channels(tiny_twin):
     assert np.all(truth.bias_ice_k[gmi][obs.basis.present[gmi]] == 0.0)  # GMI is the unbiased anchor
     assert set(truth.properties) >= {"MYI_FRACTION", "SNOW_DEPTH", "CORR_LENGTH", "WETNESS", "T_ICE"}
     assert truth.properties["SNOW_DEPTH"].shape == (obs.ngrid, 3)
+    # a run reads only what it scores and plots: the ice emissivity and the multi-year fraction
+    lean = read_truth(tiny_twin, obs, per_obs=("EMIS_ICE",), properties=("MYI_FRACTION",))
+    assert set(lean.properties) == {"MYI_FRACTION"} and lean.tb_noisefree is None
+    np.testing.assert_array_equal(lean.properties["MYI_FRACTION"], truth.properties["MYI_FRACTION"])
+    np.testing.assert_array_equal(lean.emis_ice, truth.emis_ice)
 
 
 def test_read_truth_missing_state_file(twin_copy):

@@ -155,6 +155,7 @@ class _WriteBehind:
                 q.task_done()
             if item is None:
                 return
+            item = var = key = values = None  # the block written: not held until the next one
 
     def drain(self) -> None:
         """Wait until every queued write is done (raises a write's error here)."""

@@ -27,6 +27,7 @@ from empirical_seaice.io.layouts import SensorFiles
 from empirical_seaice.io.per_observation import Zeros, numpy_zeros
 from empirical_seaice.io.sensor_read import SensorRead, var_path
 from empirical_seaice.io.validity import RANGE_TOL, RANGES, FieldStats
+from empirical_seaice.observations import release_pages
 from empirical_seaice.sensors import ChannelBasis
 
 PER_CHANNEL_MAP = {
@@ -94,14 +95,29 @@ def read_per_channel(
     dirty = np.zeros(nobs, dtype=bool)
     for s, r in enumerate(reads):
         mask[offsets[s] : offsets[s] + r.keep.size, basis.present[s]] = True
-    for key in PER_CHANNEL_MAP.values():
-        out[key] = zeros(key, (nobs, nchan), np.float32)
-    tasks = [(name, key, s, r) for name, key in PER_CHANNEL_MAP.items() for s, r in enumerate(reads)]
+    keys = list(PER_CHANNEL_MAP.values())
+    lock = threading.Lock()
+    left = dict.fromkeys(keys, len(reads))
 
-    def task(item: tuple[str, str, int, SensorRead]) -> None:
-        name, key, s, r = item
-        _read_channels(r, name, out[key], mask, dirty, offsets[s], basis, s)
+    def field(i: int) -> np.ndarray:
+        """Field ``i``'s array, made at its first pair, with the next field's (a cache's pages come in on
+        its background thread meanwhile): only the fields being read are in memory."""
+        with lock:
+            for key in keys[i : i + 2]:
+                if key not in out:
+                    out[key] = zeros(key, (nobs, nchan), np.float32)
+            return out[keys[i]]
 
+    def task(item: tuple[int, str, str, int, SensorRead]) -> None:
+        i, name, key, s, r = item
+        _read_channels(r, name, field(i), mask, dirty, offsets[s], basis, s)
+        with lock:
+            left[key] -= 1
+            last = left[key] == 0
+        if last:  # a cache's memory map: its written pages go to the file, not kept resident
+            release_pages(out[key])
+
+    tasks = [(i, name, key, s, r) for i, (name, key) in enumerate(PER_CHANNEL_MAP.items()) for s, r in enumerate(reads)]
     _run_in_order(task, tasks, threads)
     rows = np.flatnonzero(dirty)
     for a, b in row_blocks(rows.size):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from empirical_seaice.io._netcdf import row_blocks
-from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.observations import BackgroundMaps, Observations, release_pages
 
 
 def _sensor_rows(isensor: np.ndarray, s: int):
@@ -21,7 +21,7 @@ def channel_stats(obs: Observations, rows) -> tuple[np.ndarray, np.ndarray, np.n
     """Per basis channel: count of valid TBs, min, mean, max (K) over ``rows`` (NaN where none).
 
     Accumulates in float64 over row blocks so that a memory-mapped cache is
-    not read into memory at once.
+    not read into memory at once (each block's pages are dropped after it).
     """
     nchan = obs.nchan
     count = np.zeros(nchan, np.int64)
@@ -41,6 +41,9 @@ def channel_stats(obs: Observations, rows) -> tuple[np.ndarray, np.ndarray, np.n
         if tb.size:
             lo = np.minimum(lo, np.where(m, tb, np.inf).min(axis=0))
             hi = np.maximum(hi, np.where(m, tb, -np.inf).max(axis=0))
+        if isinstance(blk, slice):  # the block's pages of a memory-mapped cache: not kept resident
+            release_pages(obs.tb_obs_k, blk)
+            release_pages(obs.mask, blk)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
     lo[count == 0] = np.nan

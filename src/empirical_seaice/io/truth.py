@@ -92,8 +92,11 @@ def _get(ds: netCDF4.Dataset, path: Path, name: str) -> np.ndarray:
     return np.asarray(var[...])
 
 
-def _read_truth_state(state_path: Path, obs: Observations) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """The true SIC (ngrid, nstep), properties and Julian days of the run's period."""
+def _read_truth_state(
+    state_path: Path, obs: Observations, properties: tuple[str, ...] = PROPERTY_VARIABLES
+) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """The true SIC (ngrid, nstep), the property maps ``properties`` (those in the file) and Julian
+    days of the run's period."""
     with _open(state_path) as ds:
         sic_all = _get(ds, state_path, "SIC")
         jd_all = _get(ds, state_path, "JULIAN_DAY").astype(np.float64)
@@ -113,9 +116,7 @@ def _read_truth_state(state_path: Path, obs: Observations) -> tuple[np.ndarray, 
             )
         sel = slice(first, first + obs.nstep)
         props = {
-            name: _get(ds, state_path, name)[:, sel].astype(np.float32)
-            for name in PROPERTY_VARIABLES
-            if name in ds.variables
+            name: _get(ds, state_path, name)[:, sel].astype(np.float32) for name in properties if name in ds.variables
         }
         return sic_all[:, sel].astype(np.float32), props, jd_all[sel]
 
@@ -141,7 +142,7 @@ def _read_sensor_truth(
                 f"of sensor {name}: the truth does not belong to this data"
             )
         if values.ndim == 2:
-            target[np.ix_(rows, cols)] = values[idx][:, fcols]
+            target[np.ix_(rows, cols)] = values[np.ix_(idx, fcols)]  # one copy of the rows used, not two
         else:
             target[rows] = values[idx]
 
@@ -150,7 +151,12 @@ PER_OBS_FIELDS = ("EMIS_ICE", "EMIS_OCEAN", "TB_NOISEFREE")
 """The per-observation and channel fields of the truth (each ``(nobs, nchan)`` float32 when read)."""
 
 
-def read_truth(data_dir: Path, obs: Observations, per_obs: tuple[str, ...] = PER_OBS_FIELDS) -> Truth | None:
+def read_truth(
+    data_dir: Path,
+    obs: Observations,
+    per_obs: tuple[str, ...] = PER_OBS_FIELDS,
+    properties: tuple[str, ...] = PROPERTY_VARIABLES,
+) -> Truth | None:
     """Read the twin's truth for the observations ``obs`` of a run.
 
     Parameters
@@ -159,6 +165,8 @@ def read_truth(data_dir: Path, obs: Observations, per_obs: tuple[str, ...] = PER
     obs : the run's observations (their period, grid and channel basis).
     per_obs : which of :data:`PER_OBS_FIELDS` to read (the others are None): a run scores only
         the ice emissivity, and each field is as large as the observations' TBs.
+    properties : which of :data:`PROPERTY_VARIABLES` to read into :attr:`Truth.properties` (each
+        a float32 map of the state's size).
 
     Returns
     -------
@@ -174,7 +182,7 @@ def read_truth(data_dir: Path, obs: Observations, per_obs: tuple[str, ...] = PER
     tdir = Path(data_dir) / TRUTH_DIR
     if not tdir.is_dir():
         return None
-    sic, props, julian_day = _read_truth_state(tdir / STATE_FILE, obs)
+    sic, props, julian_day = _read_truth_state(tdir / STATE_FILE, obs, properties)
     basis = obs.basis
     nobs, nchan = obs.nobs, obs.nchan
     per_chan = {name: np.full((nobs, nchan), np.nan, dtype=np.float32) for name in per_obs}

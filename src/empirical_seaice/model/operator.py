@@ -119,9 +119,6 @@ class HybridNetwork(nn.Module):
     obs_error_k: Tensor
     t_map_flat: Tensor
     sic_count: Tensor | None
-    smooth_first: Tensor
-    smooth_second: Tensor
-    smooth_inv_var: Tensor
 
     def __init__(
         self,
@@ -190,14 +187,14 @@ class HybridNetwork(nn.Module):
             self.register_buffer("sic_count", None, persistent=False)
             self.counts_nobs = self.nobs
             self.n_warm_rows = st.ngrid * st.nstep
-        if cost.sic_smoothness:  # the smoothness prior's neighbour pairs of the SIC map, built once
-            first, second, inv_var = smoothness_pairs(
-                st.ngrid, st.ncol, cost.sic_smoothness_error, cost.sic_smoothness_time_error, background.lat,
-                background.lon,
-            )  # fmt: skip
-            self.register_buffer("smooth_first", torch.from_numpy(first), persistent=False)
-            self.register_buffer("smooth_second", torch.from_numpy(second), persistent=False)
-            self.register_buffer("smooth_inv_var", torch.from_numpy(inv_var.astype(np.float32)), persistent=False)
+        # the smoothness prior's neighbour pairs of the SIC map (20 bytes per SIC row): built when asked for
+        # (:meth:`smoothness_pairs`), kept only where every step reads them
+        self._smooth_args = (
+            (st.ngrid, st.ncol, cost.sic_smoothness_error, cost.sic_smoothness_time_error, background.lat,
+             background.lon)
+            if cost.sic_smoothness else None
+        )  # fmt: skip
+        self._smooth_pairs: tuple[Tensor, Tensor, Tensor] | None = None
         self._smoothness_note = False  # the note that the sampled priors leave the smoothness prior out, given
         self._cache: dict[tuple, Tensor] = {}  # derived constants, by (name, ..., dtype, device)
         self.shared_prior_share = 1.0
@@ -376,9 +373,20 @@ class HybridNetwork(nn.Module):
     def smoothness_pairs(self) -> tuple[Tensor, Tensor, Tensor] | None:
         """``(first, second, inv_var)`` of the SIC smoothness prior (rows of the flattened map), or None
         when the prior is off (:func:`empirical_seaice.cost.neighbours.smoothness_pairs`)."""
-        if not self.cost_config.sic_smoothness:
+        if not self.cost_config.sic_smoothness or self._smooth_args is None:
             return None
-        return self.smooth_first, self.smooth_second, self.smooth_inv_var
+        device = self.state.sic_map.weight.device
+        pairs = self._smooth_pairs
+        if pairs is None or pairs[0].device != device:
+            first, second, inv_var = smoothness_pairs(*self._smooth_args)
+            pairs = (
+                torch.from_numpy(first).to(device),
+                torch.from_numpy(second).to(device),
+                torch.from_numpy(inv_var.astype(np.float32)).to(device),
+            )
+            if self.prior_mode == "full":  # every step reads them: built once; else (the diagnostics' full
+                self._smooth_pairs = pairs  # cost at a pass's end) not held between the calls
+        return pairs
 
     def total_cost(self, terms: dict[str, Tensor]) -> Tensor:
         """What a step minimises (:func:`~empirical_seaice.cost.objective.total_cost`): the sum of the

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from empirical_seaice.config import CostConfig, ModelConfig, TrainingConfig
-from empirical_seaice.cost.sampling import RowCounts, build_row_counts
+from empirical_seaice.cost.sampling import build_row_counts
 from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
@@ -54,13 +54,15 @@ class Built:
     network : the hybrid network on the device.
     data : every observation packed on the device.
     nobs_train : the counted observations, the ``nobs`` of ``J_b / nobs``.
-    counts : the row counts of the counted observations (the sampled priors' weights).
+    n_warm_rows : the observed SIC rows with a temperature, of the counted observations (the
+        warm-ice mean's; the row counts themselves, two float64 values per SIC row, live in the
+        network as its sampled priors' weights and are not kept here).
     """
 
     network: HybridNetwork
     data: ObservationTensors
     nobs_train: int
-    counts: RowCounts
+    n_warm_rows: int
 
 
 def build_network(
@@ -111,7 +113,7 @@ def build_network(
     network.to(device)
     if data is None:
         data = ObservationTensors(obs, device)
-    return Built(network=network, data=data, nobs_train=counts.nobs, counts=counts)
+    return Built(network=network, data=data, nobs_train=counts.nobs, n_warm_rows=counts.n_warm_rows)
 
 
 def build_trainer(

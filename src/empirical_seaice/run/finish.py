@@ -76,11 +76,12 @@ def final_diagnostics(
 
 def run_truth(data_dir: Path, obs: Observations):
     """The twin's truth of the run (:func:`empirical_seaice.io.truth.read_truth`; only the per-observation
-    ice emissivity of its per-observation fields), or None: no truth, or one that cannot be read (a warning)."""
+    ice emissivity of its per-observation fields and the multi-year fraction of its property maps, what
+    the scores and the plots read), or None: no truth, or one that cannot be read (a warning)."""
     from empirical_seaice.io.truth import read_truth
 
     try:
-        return read_truth(data_dir, obs, per_obs=("EMIS_ICE",))
+        return read_truth(data_dir, obs, per_obs=("EMIS_ICE",), properties=("MYI_FRACTION",))
     except SeaIceError as exc:  # a truth/ folder that is not our twin's: score nothing, keep the run
         log.warning("no truth scores: %s", exc)
         return None

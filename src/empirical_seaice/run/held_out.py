@@ -71,6 +71,8 @@ def fit_held_out_state(
     ``obs``, shared (read only) instead of packed a second time; None = pack them.
     """
     device = next(network.parameters()).device
+    # which rows only the held-out observations read: counted before the refit's network and slab exist
+    sic_only, grid_only = held_out_only_rows(obs, model.nlag, train_index, valid_index)
     refit = build_network(
         obs,
         background,
@@ -103,7 +105,7 @@ def fit_held_out_state(
         progress=False,
     )
     trainer.fit()
-    sic_only, grid_only = held_out_only_rows(obs, model.nlag, train_index, valid_index)
+    del trainer  # its optimiser slab, before the rows are copied back
     obs_only = np.zeros(obs.nobs, dtype=bool)
     obs_only[np.asarray(valid_index)] = True
     own, new = network.state, refit.network.state

@@ -287,7 +287,7 @@ def _rank_network(
         device=ctx.device,
         counted=local_train,
     )
-    warm = torch.tensor([built.counts.n_warm_rows], dtype=torch.int64, device=ctx.device)
+    warm = torch.tensor([built.n_warm_rows], dtype=torch.int64, device=ctx.device)
     dist.all_reduce(warm)
     return normalise_as_whole_run(built, nobs_train=nobs_train, n_warm_rows=int(warm), shared_priors=ctx.root)
 

@@ -40,7 +40,6 @@ parameters gives bit-identical ``tbsim``.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -54,6 +53,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard
+from empirical_seaice.memory import release_free_memory
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.finish import (
@@ -280,7 +280,8 @@ def _read(plan: RunPlan, display: RunProgress) -> tuple[Observations, Background
         obs.nstep,
         time.perf_counter() - t0,
     )
-    log.info("training data:\n%s", describe(obs, background))
+    if log.isEnabledFor(logging.INFO):  # the summary reads every TB: only when it is shown
+        log.info("training data:\n%s", describe(obs, background))
     if plan.perturbation is not None:  # an ensemble member (run.perturb)
         obs, background = plan.perturbation.apply(obs, background)
     return obs, background
@@ -317,6 +318,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         prior_mode=plan.train_cfg.prior_mode,
     )
     network, data = built.network, built.data  # data: dropped after the last pass that needs it
+    release_free_memory()  # the temporaries of the build (row counts, neighbour pairs)
     nobs_train = built.nobs_train
     if plan.model_file is not None:
         load_trained(network, plan.model_file)
@@ -328,19 +330,22 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         display.stage("initial diagnostics")
         before = initial_pass(network, data, obs, nobs_train, held, plan.path("tbsim_initial"))
         result.cost_before, result.departures_before = before.cost, before.departures
+        release_free_memory()  # the pass's blocks
 
     # ---- 4. train and check (with --diagsonly: the books of the trained run); the final diagnostics'
     # pass gives the checks their figures and holds its files until they pass
     history = final = truth = marks = None
     if plan.model_file is None:
         history = _train(plan, built, split, generator, identity, display, result)
+        own_storage(network)  # the state tables were views of the optimiser's slab
+        release_free_memory()  # the trainer's slab and buffers (reference cycles): before the held-out fit's own
         if split[1] is not None and history.nepochs > 0:
             _fit_held_out(plan, built, obs, background, split, history, display)
-        own_storage(network)  # the state tables were views of the optimiser's slab
-        gc.collect()  # the trainer's optimiser slab and buffers (reference cycles)
+            release_free_memory()
         display.stage("health checks")
         final, truth = _final_pass(plan, network, data, obs, background, nobs_train, held)
         built.data = data = None  # type: ignore[assignment]  # the packed observations: the products need the state only
+        release_free_memory()
         result.health, marks = health_gate(
             check_trained(network, obs, final.checks, result.cost_before, final.cost),
             plan.force_outputs,
@@ -404,6 +409,7 @@ def _train(plan: RunPlan, built, split, generator, identity, display: RunProgres
     # the whole-map priors that --map-priors auto took, and why (the summary says it)
     plan.train_cfg = replace(plan.train_cfg, map_priors=trainer.config.map_priors)
     result.map_priors_note = trainer.map_priors_note
+    release_free_memory()  # what building the trainer freed: not beside the training's peak
     t1 = time.perf_counter()
     with interrupt.training():
         history = trainer.fit(resume=plan.resume)
@@ -458,9 +464,13 @@ def _final_pass(plan: RunPlan, network, data, obs, background, nobs_train: int, 
     """The streamed final pass (:func:`~empirical_seaice.run.streamed.final_pass`), its files held
     (none with ``--trainonly``), and the twin's truth it scores against (None without one)."""
     truth = None if plan.trainonly else run_truth(Path(plan.data_cfg.data), obs)
+    release_free_memory()  # the truth files' read buffers: not under the pass
     paths = None if plan.trainonly else {k: plan.path(k) for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
     lonlat = (background.lon, background.lat)
-    return final_pass(network, data, obs, nobs_train, held, paths, truth, lonlat), truth
+    final = final_pass(network, data, obs, nobs_train, held, paths, truth, lonlat)
+    if truth is not None and final.emis_errors is not None:  # summed by the pass: the scores need no more
+        truth.emis_ice = None  # (nobs, nchan): not held through the products
+    return final, truth
 
 
 def _diagnostics_and_products(

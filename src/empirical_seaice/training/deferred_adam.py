@@ -143,6 +143,7 @@ class DeferredAdam(torch.optim.Optimizer):
 
     _TAIL_TERMS = 800  # q^800 < 1e-36: the sum A(t) is truncated there
     MAX_STEPS = 2**24  # the last-update step is stored as float32 in the slab
+    CATCH_UP_ROWS = 1 << 18  # rows caught up at a time by a whole-table catch-up (bounds its temporaries)
 
     def __init__(
         self,
@@ -462,9 +463,11 @@ class DeferredAdam(torch.optim.Optimizer):
             if todo.numel() == 0:
                 return
             todo += st["offset"]
-            r = self._gather(slab, todo)
-            self._catch_up(group, r, st["step"])
-            self._scatter(slab, todo, r)
+            for a in range(0, todo.numel(), self.CATCH_UP_ROWS):  # row by row: the temporaries of a block only
+                rows = todo[a : a + self.CATCH_UP_ROWS]
+                r = self._gather(slab, rows)
+                self._catch_up(group, r, st["step"])
+                self._scatter(slab, rows, r)
 
     def flush(self) -> None:
         """Bring every row up to the current step (O(state); once per epoch)."""

@@ -91,6 +91,15 @@ def whole_map_scheme(
         reason = "a run sharded over processes"
     elif not cfg.fused_step:
         reason = "--unfused-step"
+    elif mode == "auto" and choose_map_priors(_sic_rows(network))[0] != "full":
+        # too large a map for the full priors whatever else: the sampled step the trainer would build
+        # (not the full program's whole-map neighbour lists, hundreds of MB for a year's map, to discard)
+        network.prior_mode = "sampled"
+        fused, reason = build_fused_step(network, data, optimizers, nobs_total, device)
+        chosen, why = choose_map_priors(_sic_rows(network), reason)
+        note = f"{chosen} whole-map priors (--map-priors auto: {why})"
+        logger.info("%s", note)
+        return replace(cfg, map_priors=chosen), fused, note
     else:
         fused, reason = build_fused_step(network, data, optimizers, nobs_total, device)
         rows = int(fused.program.tables[0].shape[0]) if fused is not None else 0
@@ -109,6 +118,13 @@ def whole_map_scheme(
         network.prior_mode = "sampled"
         fused = None
     return replace(cfg, map_priors=chosen), fused, note
+
+
+def _sic_rows(network: Any) -> int:
+    """Rows of the network's SIC map (the first state table); 0 where it has none."""
+    state = getattr(network, "state", None)
+    sic = getattr(state, "sic_map", None)
+    return int(sic.weight.shape[0]) if sic is not None else 0
 
 
 __all__ = ["build_optimizers", "whole_map_scheme"]
