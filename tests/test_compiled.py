@@ -85,3 +85,43 @@ def test_vector_ops_are_their_loops():
     d = (a * u + b * v[16:]) * h * (1.0 - h)
     expect4 = [np.sum(u * h), np.sum(v[16:] * h), np.sum(d), np.sum(d * fin[:16])]
     np.testing.assert_allclose(o_sums, expect4, rtol=1e-13, atol=1e-15)
+
+
+def test_the_package_kernels_use_the_stamped_cache():
+    from empirical_seaice.model import fused_kernels
+
+    assert compiled.CACHE
+    assert type(fused_kernels._chunk._cache._impl._locator).__name__.startswith("Stamped")
+
+
+def test_a_cached_kernel_recompiles_when_a_helper_in_another_file_changes(tmp_path):
+    """numba alone checks a cached kernel against its own file only; the guard keys it by every module
+    of the package that uses numba, so editing a helper compiled into the kernel recompiles it."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pkg = tmp_path / "empirical_seaice"
+    shutil.copytree(Path(compiled.__file__).parent, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "_probe_helper.py").write_text("import numba\n\n\n@numba.njit\ndef f(x):\n    return x + 1.0\n")
+    (pkg / "_probe.py").write_text(
+        "from empirical_seaice._probe_helper import f\n"
+        "from empirical_seaice.compiled import njit\n\n\n"
+        "@njit(cache=True)\ndef g(x):\n    return f(x) * 2.0\n\n\n"
+        "print(g(1.0), g.stats.cache_hits.get(g.signatures[0], 0) if g.signatures else 0)\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin", "NUMBA_CACHE_DIR": str(tmp_path / "nc")}
+
+    def run() -> tuple[float, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", "import empirical_seaice._probe"], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr
+        value, hits = out.stdout.split()
+        return float(value), int(hits)
+
+    assert run() == (4.0, 0)  # compiled and cached
+    assert run() == (4.0, 1)  # loaded from the cache
+    (pkg / "_probe_helper.py").write_text("import numba\n\n\n@numba.njit\ndef f(x):\n    return x + 100.0\n")
+    assert run() == (202.0, 0)  # the helper's change recompiles the kernel that calls it

@@ -18,6 +18,15 @@ random. None of them knows anything about sea ice; the prefetch and the huge pag
   cannot prove that the arrays do not overlap). Sums over the 16 lanes are added in a fixed tree
   order (lanes ``k`` and ``k + 8``, then ``k + 4``, ...), so a result does not depend on the machine.
 
+- :func:`njit`: ``numba.njit`` whose on-disk cache (``cache=True``) is keyed by the package's compiled
+  code as a whole. numba checks a cached kernel only against the file that defines it (a hash of its
+  bytes), not against the functions of other files compiled into it (the intrinsics here, the
+  per-observation kernel inside the diagnostics' forward pass): after an edit or an upgrade that
+  changes only those, it would load the old kernel. Every kernel's cache stamp therefore also holds
+  a BLAKE2b of every module of the package that uses numba (:data:`SOURCE_DIGEST`), so a change to
+  any of them recompiles every kernel once. Where this numba offers no way to add it (its cache
+  locators are not public API), kernels are compiled without the disk cache, and a notice says so.
+
 Without numba the intrinsics are absent (``HAVE_NUMBA`` False); callers only use them in compiled code.
 """
 
@@ -25,9 +34,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import hashlib
+import logging
 import sys
+from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 _HUGE = 1 << 21  # 2 MiB
 _MADV_HUGEPAGE = 14
@@ -68,6 +82,70 @@ try:  # optional: without numba the fused step is not used
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     HAVE_NUMBA = False
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _source_digest() -> str:
+    """BLAKE2b (hex) of the path and bytes of every module of the package that mentions numba."""
+    h = hashlib.blake2b(digest_size=16)
+    for path in sorted(_PACKAGE.rglob("*.py")):
+        data = path.read_bytes()
+        if b"numba" in data:
+            h.update(path.relative_to(_PACKAGE).as_posix().encode() + b"\0" + data)
+    return h.hexdigest()
+
+
+SOURCE_DIGEST = _source_digest()
+
+
+def _stamped(base: type) -> type:
+    """A numba cache locator like ``base`` for the package's own files whose source stamp also holds
+    :data:`SOURCE_DIGEST`; it declines files outside the package (the next locator takes them)."""
+
+    class Stamped(base):
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if not Path(py_file).resolve().is_relative_to(_PACKAGE):
+                return None
+            return super().from_function(py_func, py_file)
+
+        def get_source_stamp(self):
+            return (super().get_source_stamp(), SOURCE_DIGEST)
+
+    Stamped.__name__ = Stamped.__qualname__ = f"Stamped{base.__name__}"
+    return Stamped
+
+
+def _install_cache_guard() -> bool:
+    """Put the stamped locators first in numba's list (idempotent); False where that list or the
+    locators are missing (another numba) or an environment variable replaces the list."""
+    try:
+        from numba.core import caching, config
+    except ImportError:  # pragma: no cover - exercised only where numba is absent
+        return False
+    locators = getattr(getattr(caching, "CacheImpl", None), "_locator_classes", None)
+    names = ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")
+    bases = [getattr(caching, n, None) for n in names]
+    if not isinstance(locators, list) or None in bases or getattr(config, "CACHE_LOCATOR_CLASSES", None):
+        log.warning("numba's cache cannot be keyed by the package's code here: kernels compile at every start")
+        return False
+    if not any(getattr(c, "__name__", "").startswith("Stamped") for c in locators):
+        locators[:0] = [_stamped(b) for b in bases if b is not None]
+    return True
+
+
+CACHE = HAVE_NUMBA and _install_cache_guard()
+
+
+def njit(*args, **kwargs):
+    """``numba.njit`` with ``cache=True`` honoured only under the package's cache guard (:data:`CACHE`;
+    module docstring). Same arguments as ``numba.njit``."""
+    import numba
+
+    if kwargs.get("cache"):
+        kwargs["cache"] = CACHE
+    return numba.njit(*args, **kwargs)
 
 
 def _prefetch_codegen(context, builder, signature, args):
@@ -267,4 +345,15 @@ if HAVE_NUMBA:
         return types.void(sums, h, ho, u, uo, v, vo, x, xo, alpha, beta), codegen
 
 
-__all__ = ["HAVE_NUMBA", "prefetch", "prefetch1", "axpy16", "gemv16", "sigmoid16", "sigmoid_grad16"]
+__all__ = [
+    "CACHE",
+    "HAVE_NUMBA",
+    "SOURCE_DIGEST",
+    "njit",
+    "prefetch",
+    "prefetch1",
+    "axpy16",
+    "gemv16",
+    "sigmoid16",
+    "sigmoid_grad16",
+]

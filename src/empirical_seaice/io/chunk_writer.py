@@ -57,12 +57,12 @@ def _shuffle4_py(src, out):  # pragma: no cover - compiled below
 
 
 try:
-    from numba import njit
+    from empirical_seaice.compiled import njit
 
     _shuffle = njit(cache=True, nogil=True)(_shuffle_py)
     _shuffle4 = njit(cache=True, nogil=True)(_shuffle4_py)
 except ImportError:  # pragma: no cover - exercised only where numba is absent
-    _shuffle = _shuffle4 = None  # type: ignore[assignment]
+    _shuffle = _shuffle4 = None
 
 
 def shuffled(values: np.ndarray) -> np.ndarray:

@@ -223,7 +223,7 @@ def _scatter_block_py(values, cols, lo, hi, rows, d0, cmap, arr, mask, dirty, st
 _missing: Any
 _scatter_block: Any
 try:
-    from numba import njit
+    from empirical_seaice.compiled import njit
 
     _missing = njit(cache=True)(_missing_py)
     _scatter_block = njit(cache=True, nogil=True)(_scatter_block_py)

@@ -222,9 +222,7 @@ def _forward_py(
 _gather_rows: Any = _gather_rows_py
 _forward: Any = _forward_py
 if HAVE_NUMBA:
-    from numba import njit
-
-    from empirical_seaice.compiled import prefetch
+    from empirical_seaice.compiled import njit, prefetch
 
     _gather_rows = njit(cache=True, nogil=True)(_gather_rows_py)
     _forward = njit(cache=True, nogil=True)(_forward_py)

@@ -34,9 +34,9 @@ import numpy as np
 
 try:  # optional at import time: without numba the trainer keeps the unfused step
     import numba
-    from numba import njit, prange
+    from numba import prange
 
-    from empirical_seaice.compiled import axpy16, gemv16, prefetch, prefetch1, sigmoid16, sigmoid_grad16
+    from empirical_seaice.compiled import axpy16, gemv16, njit, prefetch, prefetch1, sigmoid16, sigmoid_grad16
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent

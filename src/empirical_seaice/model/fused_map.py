@@ -34,7 +34,9 @@ import numpy as np
 from empirical_seaice.model.fused_kernels import HAVE_NUMBA, NCHUNK, _false_ice
 
 if HAVE_NUMBA:
-    from numba import njit, prange
+    from numba import prange
+
+    from empirical_seaice.compiled import njit
 else:  # pragma: no cover - exercised only where numba is absent
     prange = range  # type: ignore[misc]
 

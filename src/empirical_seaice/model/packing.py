@@ -31,7 +31,9 @@ import numpy as np
 
 try:
     import numba
-    from numba import njit, prange
+    from numba import prange
+
+    from empirical_seaice.compiled import njit
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent

@@ -102,7 +102,7 @@ def _means_py(total, count):  # pragma: no cover - compiled
 _cell_sums: Any
 _means: Any
 try:
-    from numba import njit
+    from empirical_seaice.compiled import njit
 
     _cell_sums = njit(cache=True, nogil=True)(_cell_sums_py)
     _means = njit(cache=True, nogil=True)(_means_py)

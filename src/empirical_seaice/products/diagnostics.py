@@ -254,7 +254,7 @@ def _block_sums_py(y, h, mask, sigma, count, s1, s2, out):  # pragma: no cover -
 
 _block_sums: Any
 try:
-    from numba import njit
+    from empirical_seaice.compiled import njit
 
     _block_sums = njit(cache=True, nogil=True)(_block_sums_py)
 except ImportError:  # pragma: no cover - exercised only where numba is absent
@@ -410,7 +410,7 @@ def _emis_error_block_py(true_sic, igrid, istep, mask, true_emis, emis, threshol
 
 _emis_error_block: Any
 try:
-    from numba import njit as _njit
+    from empirical_seaice.compiled import njit as _njit
 
     _emis_error_block = _njit(cache=True, nogil=True)(_emis_error_block_py)
 except ImportError:  # pragma: no cover - exercised only where numba is absent

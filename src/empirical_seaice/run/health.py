@@ -184,7 +184,7 @@ def _check_block_py(tb, emis, mask, sic, sic_min, lo, hi, counts, bad, valid, ex
 
 _check_block: Any
 try:
-    from numba import njit
+    from empirical_seaice.compiled import njit
 
     _check_block = njit(cache=True, nogil=True)(_check_block_py)
 except ImportError:  # pragma: no cover - exercised only where numba is absent

@@ -56,9 +56,9 @@ logger = logging.getLogger(__name__)
 
 try:
     import numba
-    from numba import njit, prange
+    from numba import prange
 
-    from empirical_seaice.compiled import prefetch, prefetch1
+    from empirical_seaice.compiled import njit, prefetch, prefetch1
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent
