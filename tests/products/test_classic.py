@@ -149,10 +149,10 @@ def test_grid_daily_mean_tb_hand_values(make_obs):
     assert np.isnan(out[2]).all() and np.isnan(out[0, 1, 0])
 
 
-def test_grid_daily_mean_tb_equals_bincount_means_over_blocks(make_obs, monkeypatch):
+@pytest.mark.parametrize("n, ngrid, nstep", [(1000, 7, 5), (20000, 70, 131)])
+def test_grid_daily_mean_tb_equals_bincount_means_over_blocks(make_obs, monkeypatch, n, ngrid, nstep):
     """The compiled cell sums (blocks of 64 observations here) equal numpy's bincount means bit for bit."""
     rng = np.random.default_rng(5)
-    n, ngrid, nstep = 1000, 7, 5
     tb = rng.uniform(150.0, 280.0, size=(n, 14)).astype(np.float32)
     tb[rng.random(tb.shape) < 0.1] = np.nan
     isensor = np.sort(rng.integers(0, 2, n))

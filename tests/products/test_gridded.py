@@ -139,3 +139,21 @@ def test_cell_mean_and_time_bounds_hand_values():
     np.testing.assert_allclose(
         step_time_bounds(2459000.0, 2, 2), [[2459002.375, 2459003.375], [2459003.375, 2459004.375]]
     )
+
+
+@pytest.mark.parametrize("freq_ghz", [None, [10.65, 89.0]])
+def test_gridded_file_by_whole_chunks_equals_the_library_write(tmp_path, monkeypatch, freq_ghz):
+    """The steps compressed on worker threads and written as whole chunks (io/chunk_writer) give the
+    file the netCDF library writes without it: every variable, attribute and value the same."""
+    from empirical_seaice.io import chunk_writer
+
+    net, obs, bg = build("v2", ("amsr2", "gmi"))
+    inputs = grid_inputs(net, obs, bg)
+    args = (net.emissivity, net.model_config, net.basis, inputs)
+    direct = write_gridded_emissivity(tmp_path / "direct.nc", *args, freq_ghz=freq_ghz)
+    monkeypatch.setattr(chunk_writer, "AVAILABLE", False)
+    library = write_gridded_emissivity(tmp_path / "library.nc", *args, freq_ghz=freq_ghz)
+    with xr.open_dataset(direct, decode_times=False) as a, xr.open_dataset(library, decode_times=False) as b:
+        xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
+        assert list(a.variables) == list(b.variables)
+        assert np.isfinite(a["ice_emis_v" if freq_ghz else "ice_emis"].values).all()

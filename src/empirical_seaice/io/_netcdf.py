@@ -36,16 +36,21 @@ def _netcdf4():
     return netCDF4
 
 
-@contextmanager
-def open_dataset(path: Path) -> Iterator[Any]:
-    """Open a NetCDF file for reading; failures become :class:`SeaIceError`."""
+def open_netcdf(path: Path) -> Any:
+    """Open a NetCDF file for reading (the caller closes it); failures become :class:`SeaIceError`."""
     path = Path(path)
     if not path.is_file():
         raise SeaIceError(f"{path}: file not found")
     try:
-        ds = _netcdf4().Dataset(str(path), "r")
+        return _netcdf4().Dataset(str(path), "r")
     except OSError as exc:
         raise SeaIceError(f"{path}: cannot read as NetCDF ({exc})") from None
+
+
+@contextmanager
+def open_dataset(path: Path) -> Iterator[Any]:
+    """Open a NetCDF file for reading (:func:`open_netcdf`), closed at the end of the block."""
+    ds = open_netcdf(path)
     try:
         yield ds
     finally:

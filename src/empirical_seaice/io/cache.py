@@ -29,12 +29,15 @@ import fcntl
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
+import sys
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -126,6 +129,11 @@ def locked(cache_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
+def exists(cache_dir: Path) -> bool:
+    """True if ``cache_dir`` holds a cache (its manifest), of this data or not."""
+    return (Path(cache_dir) / CACHE_SUBDIR / MANIFEST).is_file()
+
+
 def load(cache_dir: Path, key: str, sensor_catalogue: Path | None = None) -> tuple[Observations, BackgroundMaps] | None:
     """The cached arrays as memmaps if the cache exists and its key matches, else None.
 
@@ -182,6 +190,8 @@ class CacheWriter:
         except OSError as exc:
             raise _write_error(self.cache_dir, exc) from None
         self.mapped: dict[str, np.ndarray] = {}
+        self._populating: list = []
+        self._pool: Any = None
 
     def zeros(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         """A zero-filled array ``name`` of the cache, written in place (memory-mapped ``<name>.npy``)."""
@@ -192,15 +202,60 @@ class CacheWriter:
         except OSError as exc:
             raise _write_error(self.cache_dir, exc) from None
         self.mapped[name] = arr
+        if arr.nbytes >= _POPULATE_MIN_BYTES and _madvise is not None:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-pages")
+            self._populating.append(self._pool.submit(_populate, arr))
         return arr
+
+    def wait(self) -> None:
+        """Wait until the pages of every array are in memory (:func:`_populate`)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self._populating.clear()
 
     def holds(self, name: str, arr: np.ndarray) -> bool:
         """True if ``arr`` is this cache's array ``name`` (already in its file)."""
         return self.mapped.get(name) is arr
 
     def abort(self) -> None:
+        self.wait()
         self.mapped.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+_POPULATE_MIN_BYTES = 1 << 24
+_MADV_POPULATE_WRITE = 23  # Linux 5.14
+
+
+def _libc_madvise() -> Any:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.madvise
+    except (OSError, AttributeError):  # pragma: no cover - not a Unix libc
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_madvise: Any = _libc_madvise() if sys.platform.startswith("linux") else None
+
+
+def _populate(arr: np.ndarray) -> None:
+    """Bring the pages of a new memory-mapped array into memory in one call (``madvise`` with
+    ``MADV_POPULATE_WRITE``, on :class:`CacheWriter`'s thread while the reader fills the arrays
+    before it): about a third of the kernel time of a page fault at each first write (0.15-0.25
+    against 0.56-0.78 s for 0.74 GB here). A kernel without it (before Linux 5.14) answers
+    ``EINVAL`` and the pages come at the first writes as before."""
+    page = mmap.PAGESIZE
+    start = arr.ctypes.data // page * page
+    _madvise(start, arr.ctypes.data + arr.nbytes - start, _MADV_POPULATE_WRITE)
 
 
 def _reserve(path: Path) -> None:
@@ -239,6 +294,7 @@ def save(
         writer = CacheWriter(cache_dir)
     tmp = writer.tmp
     try:
+        writer.wait()
         for name, arr in obs.arrays().items():
             if writer.holds(name, arr):
                 arr.flush()  # type: ignore[attr-defined]
@@ -316,6 +372,7 @@ __all__ = [
     "file_checksums",
     "content_digest",
     "locked",
+    "exists",
     "load",
     "save",
     "CACHE_SUBDIR",

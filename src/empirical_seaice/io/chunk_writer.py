@@ -161,6 +161,7 @@ class _Variable:
         self.next = 0
         self.partial: np.ndarray | None = None  # the rows of the current chunk written so far
         self.fill = ds.fillvalue if ds.dtype.kind == "f" else 0
+        self.by_chunk = False  # written by whole chunks at any offset (:meth:`ChunkWriter.write_chunk`)
         level = int(ds.compression_opts or 1)
         self.level = min(max(level, 0), 3)  # ISA-L's levels: 0-3 (the file keeps the netCDF level)
 
@@ -215,13 +216,32 @@ class ChunkWriter:
                 v.partial = rest.copy()
         v.next = start + n
 
+    def write_chunk(self, name: str, offset: tuple[int, ...], values: np.ndarray) -> None:
+        """The whole chunk of ``name`` that starts at index ``offset`` (``values``: the chunk's values,
+        of its shape or its number of values), for a variable chunked along other dimensions than the
+        first (the gridded product: one step per chunk); not mixed with :meth:`write` on a variable,
+        every chunk written once. ``values`` must not change afterwards."""
+        v = self._vars[name]
+        chunk = tuple(int(c) for c in v.ds.chunks)
+        if (
+            v.next
+            or any(o % c for o, c in zip(offset, chunk, strict=True))
+            or any(o + c > n for o, c, n in zip(offset, chunk, v.ds.shape, strict=True))
+        ):
+            raise ValueError(f"{name}: {offset} is not the start of a whole chunk {chunk} (or rows were written)")
+        v.by_chunk = True
+        self._queue(v, tuple(offset), np.ascontiguousarray(values, dtype=v.ds.dtype).reshape(chunk))
+
     def _submit(self, v: _Variable, row: int, rows: np.ndarray) -> None:
         if len(rows) < v.rows:  # a short last chunk: stored whole, the rows past the end never read
             full = np.full((v.rows,) + rows.shape[1:], v.fill, dtype=rows.dtype)
             full[: len(rows)] = rows
             rows = full
+        self._queue(v, (row,) + (0,) * (rows.ndim - 1), rows)
+
+    def _queue(self, v: _Variable, offset: tuple[int, ...], rows: np.ndarray) -> None:
+        """Deflate and write one whole chunk on a worker thread (on this one when the workers are behind)."""
         self._raise_failed()
-        offset = (row,) + (0,) * (rows.ndim - 1)
         if not self._slots.acquire(blocking=False):  # the workers are behind: this thread helps
             self._deflate_and_write(v, offset, rows)
             return
@@ -251,7 +271,7 @@ class ChunkWriter:
         error: BaseException | None = None
         if not abort:
             for name, v in self._vars.items():
-                if v.next != v.nrows:
+                if v.next != v.nrows and not v.by_chunk:
                     error = error or ValueError(f"{name}: {v.next} of {v.nrows} rows written")
         try:
             for f, job in self._pending:

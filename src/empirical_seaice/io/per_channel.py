@@ -5,6 +5,8 @@ basis; invalid values clear the channel's mask and are zeroed in every field.
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from empirical_seaice.io._netcdf import (
     Layout2D,
     as_float,
     get_variable,
-    open_dataset,
+    open_netcdf,
     read_rows,
     row_blocks,
 )
@@ -73,24 +75,50 @@ def read_per_channel(
     nobs: int,
     out: dict[str, np.ndarray],
     zeros: Zeros = numpy_zeros,
+    threads: int | None = None,
 ) -> np.ndarray:
     """Read every per-channel field into ``out`` ((nobs, nchan) float32, unified basis); returns the mask.
 
     Every masked value is zeroed: a channel masked by one field is zeroed in all. Channels a sensor
     lacks were never written (0); only rows with an invalid value need that pass. ``zeros(name,
     shape, dtype)`` makes each array (the data cache's memory maps in a cached run).
+
+    The (variable, sensor) pairs are read on ``threads`` threads (default :data:`THREADS`): the
+    netCDF calls one at a time (:data:`NETCDF_LOCK`; the library is not thread-safe), the compiled
+    classification and scatter of one block beside the next block's read.
+    Pairs write disjoint rows of a field; the mask and the row flags only ever get ``False`` and
+    ``True`` written, so the result does not depend on the order. The error raised is the first
+    pair's in the sequential order.
     """
     nchan = basis.nchan
     mask = zeros("mask", (nobs, nchan), bool)
     dirty = np.zeros(nobs, dtype=bool)
     for s, r in enumerate(reads):
         mask[offsets[s] : offsets[s] + r.keep.size, basis.present[s]] = True
-    for name, key in PER_CHANNEL_MAP.items():
-        arr = zeros(key, (nobs, nchan), np.float32)
-        for s, r in enumerate(reads):
-            _read_channels(r, name, arr, mask, dirty, offsets[s], basis, s)
-        out[key] = arr
-        release_pages(arr)  # a cache's memory map: its written pages go to the file, not kept resident
+    keys = list(PER_CHANNEL_MAP.values())
+    lock = threading.Lock()
+    left = dict.fromkeys(keys, len(reads))
+
+    def field(i: int) -> np.ndarray:
+        """Field ``i``'s array, made at its first pair, with the next field's (a cache's pages come in on
+        its background thread meanwhile): only the fields being read are in memory."""
+        with lock:
+            for key in keys[i : i + 2]:
+                if key not in out:
+                    out[key] = zeros(key, (nobs, nchan), np.float32)
+            return out[keys[i]]
+
+    def task(item: tuple[int, str, str, int, SensorRead]) -> None:
+        i, name, key, s, r = item
+        _read_channels(r, name, field(i), mask, dirty, offsets[s], basis, s)
+        with lock:
+            left[key] -= 1
+            last = left[key] == 0
+        if last:  # a cache's memory map: its written pages go to the file, not kept resident
+            release_pages(out[key])
+
+    tasks = [(i, name, key, s, r) for i, (name, key) in enumerate(PER_CHANNEL_MAP.items()) for s, r in enumerate(reads)]
+    _run_in_order(task, tasks, threads)
     rows = np.flatnonzero(dirty)
     for a, b in row_blocks(rows.size):
         idx = rows[a:b]
@@ -100,6 +128,35 @@ def read_per_channel(
             sub[bad] = 0.0
             out[key][idx] = sub
     return mask
+
+
+NETCDF_LOCK = threading.Lock()
+"""Held around every netCDF call of the threaded per-channel pass."""
+
+CHANNEL_BLOCK_ROWS = 1 << 16
+"""Rows per block of a per-channel read (a few MB: the buffers come back from the allocator's heap
+instead of new pages for every block, as 2**20-row blocks of ~60 MB did)."""
+
+
+THREADS = min(2, os.cpu_count() or 1)
+"""Threads of the per-channel pass (two where the machine has two cores: the pass does not scale
+further with one netCDF call at a time)."""
+
+
+def _run_in_order(fn, items: list, threads: int | None) -> None:
+    """``fn(item)`` for every item, on ``threads`` threads (default :data:`THREADS`); the first
+    item's error in list order is raised, after every item has finished."""
+    n = max(1, threads if threads is not None else THREADS)
+    if n == 1 or len(items) <= 1:
+        for item in items:
+            fn(item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="read-channels") as pool:
+        futures = [pool.submit(fn, item) for item in items]
+    for fut in futures:
+        fut.result()
 
 
 def _missing_py(v):
@@ -198,18 +255,26 @@ def _read_channels(
     lo, hi, _ = RANGES[name]
     lo32, hi32 = np.float32(lo - RANGE_TOL), np.float32(hi + RANGE_TOL)  # compared in float32, as classify does
     counts = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
-    with open_dataset(path) as ds:
-        var, _ = get_variable(ds, path, name)
-        layout = _channel_layout(var, path, name, n, sf)
-        keep = r.keep
+    keep = r.keep
+    with NETCDF_LOCK:
+        ds = open_netcdf(path)
+    try:
+        with NETCDF_LOCK:
+            var, _ = get_variable(ds, path, name)
+            layout = _channel_layout(var, path, name, n, sf)
         # Only the blocks that hold kept observations are read (and checked).
-        blocks = row_blocks(int(keep[-1]) + 1, start=int(keep[0])) if keep.size else ()
+        blocks = row_blocks(int(keep[-1]) + 1, CHANNEL_BLOCK_ROWS, int(keep[0])) if keep.size else ()
         for a, b in blocks:
-            values = as_float(read_rows(var, a, b, layout), fills=False)
+            with NETCDF_LOCK:
+                raw = read_rows(var, a, b, layout)
+            values = as_float(raw, fills=False)
             cols = np.arange(values.shape[1], dtype=np.int64) if every else np.asarray(fcols, dtype=np.int64)
             lo_k, hi_k = np.searchsorted(keep, [a, b])
             rows = np.ascontiguousarray(keep[lo_k:hi_k] - a, dtype=np.int64)
             _scatter_block(values, cols, lo32, hi32, rows, offset + int(lo_k), cmap, arr, mask, dirty, counts)
+    finally:
+        with NETCDF_LOCK:
+            ds.close()
     stats = FieldStats(n=int(counts[0]), missing=int(counts[1]), out=int(counts[2]), lo=counts[3], hi=counts[4])
     stats.check(path, name)
 

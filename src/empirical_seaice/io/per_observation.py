@@ -79,9 +79,10 @@ def check_sensor_kept(r: SensorRead, config: DataConfig, nsteps: int) -> None:
             f"{path}: sensor {name} has no valid observation in steps {steps} "
             f"({r.nobs_file} rows in its files); remove it from --sensors, or choose a period it covers"
         )
-    jd, grid = r.julian_day, r.per_obs["igrid"]
-    order = np.lexsort((grid, jd))
-    same = (jd[order][1:] == jd[order][:-1]) & (grid[order][1:] == grid[order][:-1])
+    shared = _shared_time_order(r.julian_day)
+    order = shared[np.lexsort((r.per_obs["igrid"][shared], r.julian_day[shared]))]
+    jd, grid = r.julian_day[order], r.per_obs["igrid"][order]
+    same = (jd[1:] == jd[:-1]) & (grid[1:] == grid[:-1])
     for field_name in PER_OBS_MAP:
         if not same.any():
             break
@@ -95,6 +96,20 @@ def check_sensor_kept(r: SensorRead, config: DataConfig, nsteps: int) -> None:
         )
     if ndup:
         log.warning("sensor %s: %d duplicated observations (same time, grid point and weather)", name, ndup)
+
+
+def _shared_time_order(jd: np.ndarray) -> np.ndarray:
+    """Indices of the observations whose time another observation has too, ascending: only they can be
+    duplicated, and sorting them alone by (time, grid point) keeps every group of equal (time, grid
+    point) in the order a sort of all of them gives (a stable sort; time-ordered files sort in one pass)."""
+    by_time = np.argsort(jd, kind="stable")
+    t = jd[by_time]
+    shared = np.zeros(jd.size, dtype=bool)
+    if jd.size > 1:
+        eq = t[1:] == t[:-1]
+        shared[1:] |= eq
+        shared[:-1] |= eq
+    return np.sort(by_time[shared])
 
 
 def read_julian_day(r: SensorRead) -> None:

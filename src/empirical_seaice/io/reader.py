@@ -42,8 +42,11 @@ one sensor's reading state in :mod:`.sensor_read`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from empirical_seaice.config import DataConfig
@@ -197,32 +200,46 @@ def read_training_data(
         raise SeaIceError(f"nlag: must be >= 0, got {nlag}")
     files = find_data_files(config)
     inputs = files.input_files()
-    checksums = _cache.file_checksums(inputs, threads=min(2, os.cpu_count() or 1))
-    digest = _cache.content_digest(inputs, checksums)
+    threads = min(2, os.cpu_count() or 1)
     if not (cache_dir is not None and config.cache):
-        obs, background = _read_fresh(files, config, nlag)
-        obs.source_digest = digest
+        with _checksums_beside(inputs) as checksums:
+            obs, background = _read_fresh(files, config, nlag)
+        obs.source_digest = _cache.content_digest(inputs, checksums.result())
         return obs, background
-    key = _cache.cache_key(inputs, config, nlag, checksums)
     with _cache.locked(Path(cache_dir)):
-        hit = _cache.load(Path(cache_dir), key, config.sensor_catalogue)
-        if hit is not None:
-            log.info("training data loaded from cache %s", cache_dir)
-            hit[0].source_digest = digest
-            return hit
+        if _cache.exists(Path(cache_dir)):  # the checksums decide whether it is this data's
+            sums = _cache.file_checksums(inputs, threads=threads)
+            key = _cache.cache_key(inputs, config, nlag, sums)
+            hit = _cache.load(Path(cache_dir), key, config.sensor_catalogue)
+            if hit is not None:
+                log.info("training data loaded from cache %s", cache_dir)
+                hit[0].source_digest = _cache.content_digest(inputs, sums)
+                return hit
         writer = _cache.CacheWriter(Path(cache_dir))
         try:
-            obs, background = _read_fresh(files, config, nlag, writer)
+            with _checksums_beside(inputs) as checksums:  # no cache yet: the files are read meanwhile
+                obs, background = _read_fresh(files, config, nlag, writer)
+            sums = checksums.result()
         except BaseException:
             writer.abort()
             raise
+        key = _cache.cache_key(inputs, config, nlag, sums)
         _cache.save(Path(cache_dir), key, obs, background, writer)
         mapped = _cache.load(Path(cache_dir), key, config.sensor_catalogue)  # the memory maps, not a second copy
         if mapped is None:  # never the writable maps the reader filled: a write to them would change the cache
             raise SeaIceError(f"{cache_dir}: the cache just written does not read back; delete it and rerun")
         obs, background = mapped  # read-only maps
-    obs.source_digest = digest
+    obs.source_digest = _cache.content_digest(inputs, sums)
     return obs, background
+
+
+@contextlib.contextmanager
+def _checksums_beside(inputs: list[Path]) -> Iterator[Future]:
+    """The input files' checksums (:func:`~empirical_seaice.io.cache.file_checksums`) on one thread
+    beside the reading of the files (its one-thread passes leave a core free; the files are read
+    from the page cache once more, not from the disk); the block ends when they are done."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checksums") as pool:
+        yield pool.submit(_cache.file_checksums, inputs, 1)
 
 
 __all__ = ["read_training_data"]

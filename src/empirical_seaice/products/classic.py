@@ -66,7 +66,7 @@ def grid_daily_mean_tb(obs: Observations, channels: Sequence[str], isensor: int)
     ncell = obs.ngrid * obs.nstep
     cols = np.array([obs.basis.channel_index[name] for name in channels], dtype=np.int64)
     total = np.zeros((ncell, len(channels)))
-    count = np.zeros((ncell, len(channels)), dtype=np.int64)
+    count = np.zeros((ncell, len(channels)), dtype=np.int32)
     for start in range(0, obs.nobs, _BLOCK):  # the sensor's rows, block by block, in observation order
         rows = slice(start, start + _BLOCK)
         _cell_sums(

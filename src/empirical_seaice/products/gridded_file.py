@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.io import cf
+from empirical_seaice.io import cf, chunk_writer
 from empirical_seaice.io.output_writer import drain_writes, write_behind
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.products.gridded import GridInputs, channel_frequencies, evaluate_grid_emissivity
@@ -70,24 +70,30 @@ def write_gridded_emissivity(
             else:
                 out_vars = w.channel_outputs(basis, chan_list, model)
             state = w.state_variables()
+        # The steps: whole chunks (one step each), compressed on worker threads while the next step is
+        # evaluated (io.chunk_writer; else by the netCDF library on its write-behind thread).
+        if chunk_writer.AVAILABLE:
+            writer = chunk_writer.ChunkWriter(tmp, out_vars + state)
+            ok = False
             try:
-                for t in range(inputs.nstep):
-                    props = np.concatenate([inputs.props_grid[:, t], inputs.props_obs_mean[:, t]], axis=-1)
-                    e = evaluate_grid_emissivity(
-                        emissivity,
-                        model,
-                        basis,
-                        inputs.t_skin_map_k[:, t],
-                        props,
-                        channels=None if freq_ghz is not None else chan_list,
-                        freq_ghz=freq_ghz,
-                    )
-                    w.write_step(t, out_vars, e, state, by_freq=freq_ghz is not None)
-            except BaseException:  # the step's error is the one to report, not a queued write's
-                with contextlib.suppress(Exception):
-                    drain_writes()
-                raise
-            drain_writes()  # every step is in the file before it closes
+                _write_steps(writer.write_chunk, emissivity, model, basis, inputs, chan_list, freq_ghz, out_vars, state)
+                ok = True
+            finally:
+                writer.close(abort=not ok)
+        else:
+            with netCDF4.Dataset(tmp, "a") as ds:
+
+                def put(name: str, offset: tuple[int, ...], values: np.ndarray) -> None:
+                    key = tuple(slice(o, o + 1) if k == 1 else slice(None) for k, o in enumerate(offset))
+                    write_behind(ds[name], key, np.expand_dims(np.ascontiguousarray(values), 1))
+
+                try:
+                    _write_steps(put, emissivity, model, basis, inputs, chan_list, freq_ghz, out_vars, state)
+                except BaseException:  # the step's error is the one to report, not a queued write's
+                    with contextlib.suppress(Exception):
+                        drain_writes()
+                    raise
+                drain_writes()  # every step is in the file before it closes
     return path
 
 
@@ -191,8 +197,8 @@ class _GridWriter:
             a = cf.lonlat_attrs(name)
             self.var(name, "f4", ("grid",), a.pop("units"), a.pop("long_name"), **a)[:] = values
 
-    def frequency_outputs(self, freq_ghz: Sequence[float]) -> list[Any]:
-        """The ``frequency`` axis and ``ice_emis_v``, ``ice_emis_h`` (grid, step, frequency)."""
+    def frequency_outputs(self, freq_ghz: Sequence[float]) -> list[str]:
+        """The ``frequency`` axis and ``ice_emis_v``, ``ice_emis_h`` (grid, step, frequency); their names."""
         self.ds.createDimension("frequency", len(freq_ghz))
         self.var(
             "frequency",
@@ -202,7 +208,7 @@ class _GridWriter:
             "frequency of the emissivity",
             standard_name="radiation_frequency",
         )[:] = np.asarray(freq_ghz)
-        return [
+        for p in ("V", "H"):
             self.var(
                 f"ice_emis_{p.lower()}",
                 "f4",
@@ -213,12 +219,11 @@ class _GridWriter:
                 coordinates="time lon lat",
                 **cf.STANDARD["ice_emis"],
             )
-            for p in ("V", "H")
-        ]
+        return ["ice_emis_v", "ice_emis_h"]
 
-    def channel_outputs(self, basis: ChannelBasis, chan_list: list[str], model: ModelConfig) -> list[Any]:
+    def channel_outputs(self, basis: ChannelBasis, chan_list: list[str], model: ModelConfig) -> list[str]:
         """The ``channel`` axis (name, polarisation, the model's frequency input) and ``ice_emis``
-        (grid, step, channel)."""
+        (grid, step, channel); its name."""
         ds = self.ds
         nch = len(chan_list)
         ds.createDimension("channel", nch)
@@ -235,21 +240,21 @@ class _GridWriter:
         )
         fv[:] = freq
         fv.sensor = " ".join(sens)
-        return [
-            self.var(
-                "ice_emis",
-                "f4",
-                ("grid", "step", "channel"),
-                "1",
-                "sea ice surface emissivity",
-                chunks=(self.ng, 1, nch),
-                coordinates="time lon lat channel_name",
-                **cf.STANDARD["ice_emis"],
-            )
-        ]
+        self.var(
+            "ice_emis",
+            "f4",
+            ("grid", "step", "channel"),
+            "1",
+            "sea ice surface emissivity",
+            chunks=(self.ng, 1, nch),
+            coordinates="time lon lat channel_name",
+            **cf.STANDARD["ice_emis"],
+        )
+        return ["ice_emis"]
 
-    def state_variables(self) -> dict[str, Any]:
-        """``seaice``, ``t_skin``, ``properties``, ``properties_obs_mean``, ``nobs_cell`` (grid, step[, prop])."""
+    def state_variables(self) -> list[str]:
+        """``seaice``, ``t_skin``, ``properties``, ``properties_obs_mean``, ``nobs_cell`` (grid, step[, prop]);
+        the names of those with values (no ``properties`` without a grid state)."""
         ng, cg = self.ng, (self.ng, 1)
         out = {
             "seaice": self.var(
@@ -296,25 +301,39 @@ class _GridWriter:
         v_n.long_name = "number of observations of the cell"
         v_n.coordinates = "time lon lat"
         out["nobs_cell"] = v_n
-        return out
+        empty = {"properties": self.npg == 0, "properties_obs_mean": self.npo == 0}
+        return [name for name in out if not empty.get(name, False)]
 
-    def write_step(self, t: int, out_vars: list[Any], e: np.ndarray, state: dict[str, Any], by_freq: bool) -> None:
-        """Step ``t``: the emissivity ``e`` (grid, channel), or (grid, frequency, 2) ``by_freq``, and the
-        state; written (and compressed) by the write thread while the next step is evaluated."""
-        inputs = self.inputs
-        step, rows = (slice(None), t, slice(None)), (slice(None), t)
+
+def _write_steps(put, emissivity, model, basis, inputs: GridInputs, chan_list, freq_ghz, out_vars, state) -> None:
+    """Evaluate the model at each step and give each variable's chunk of the step (one step, every
+    grid point) to ``put(name, offset, values)``."""
+    by_freq = freq_ghz is not None
+    for t in range(inputs.nstep):
+        props = np.concatenate([inputs.props_grid[:, t], inputs.props_obs_mean[:, t]], axis=-1)
+        e = evaluate_grid_emissivity(
+            emissivity,
+            model,
+            basis,
+            inputs.t_skin_map_k[:, t],
+            props,
+            channels=None if by_freq else chan_list,
+            freq_ghz=freq_ghz,
+        )
         if by_freq:  # V and H
-            write_behind(out_vars[0], step, np.ascontiguousarray(e[..., 0]))
-            write_behind(out_vars[1], step, np.ascontiguousarray(e[..., 1]))
+            put(out_vars[0], (0, t, 0), e[..., 0])
+            put(out_vars[1], (0, t, 0), e[..., 1])
         else:
-            write_behind(out_vars[0], step, np.ascontiguousarray(e))
-        write_behind(state["seaice"], rows, np.ascontiguousarray(inputs.sic[:, t]))
-        write_behind(state["t_skin"], rows, np.ascontiguousarray(inputs.t_skin_map_k[:, t]))
-        if self.npg:
-            write_behind(state["properties"], step, np.ascontiguousarray(inputs.props_grid[:, t]))
-        if self.npo:
-            write_behind(state["properties_obs_mean"], step, np.ascontiguousarray(inputs.props_obs_mean[:, t]))
-        write_behind(state["nobs_cell"], rows, np.ascontiguousarray(inputs.nobs_cell[:, t]))
+            put(out_vars[0], (0, t, 0), e)
+        values = {
+            "seaice": inputs.sic[:, t],
+            "t_skin": inputs.t_skin_map_k[:, t],
+            "properties": inputs.props_grid[:, t],
+            "properties_obs_mean": inputs.props_obs_mean[:, t],
+            "nobs_cell": inputs.nobs_cell[:, t],
+        }
+        for name in state:
+            put(name, (0, t, 0)[: 2 if values[name].ndim == 1 else 3], values[name])
 
 
 def _char_variable(ds, name: str, dim: str, values: Sequence[str], long_name: str, **attrs) -> None:

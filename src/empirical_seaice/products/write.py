@@ -134,13 +134,19 @@ def classic_scores(
 
 
 def classic_summary(
-    classic_maps: classic.ClassicSIC, obs: Any, background: Any, sic_map: np.ndarray, truth: Any
+    classic_maps: classic.ClassicSIC,
+    obs: Any,
+    background: Any,
+    sic_map: np.ndarray,
+    truth: Any,
+    scored: tuple[int, dict[str, dict[str, float]]] | None = None,
 ) -> list[str]:
     """Summary lines: SIC RMSE versus the truth at the observed (grid, step) points for the
-    background, the trained SIC and each classic algorithm."""
+    background, the trained SIC and each classic algorithm (``scored``: :func:`classic_scores`'s
+    result when already computed)."""
     if truth is None:
         return []
-    npts, scores = classic_scores(classic_maps, obs, background, sic_map, truth)
+    npts, scores = scored if scored is not None else classic_scores(classic_maps, obs, background, sic_map, truth)
     parts = [f"background {scores['background']['rmse']:.4f}", f"trained {scores['trained']['rmse']:.4f}"]
     for name in classic_maps.maps:
         parts.append(f"{name} {scores[name]['rmse']:.4f} (n={scores[name]['n']})")
@@ -320,9 +326,10 @@ def _classic(
         return None, [], []
     path = classic.write_classic_sic(output / f"classic_sic_{tag}.nc", classic_maps, obs, steps_per_day)
     sic_map = network.state.sic_array()
-    lines = classic_summary(classic_maps, obs, background, sic_map, truth)
-    if truth is not None and report is not None:
-        _, scores = classic_scores(classic_maps, obs, background, sic_map, truth)
+    scored = classic_scores(classic_maps, obs, background, sic_map, truth) if truth is not None else None
+    lines = classic_summary(classic_maps, obs, background, sic_map, truth, scored)
+    if scored is not None and report is not None:
+        _, scores = scored
         report["classic_sic_rmse"] = {k: v for k, v in scores.items() if k in classic_maps.maps}
     return classic_maps, [path], lines
 

@@ -185,7 +185,28 @@ def read_once(ctx: RankContext, data_cfg, nlag: int, cache_dir: Path) -> tuple[O
     return read_training_data(data_cfg, nlag, cache_dir=cache_dir)
 
 
+def rank_context(distributed: bool, device: torch.device, diagsonly: bool):
+    """The :class:`~empirical_seaice.run.ranks.RankContext` of a sharded run (the process group
+    joined), or None for a single process."""
+    env = tdist.launch_environment()
+    if env is None:
+        if distributed:
+            raise SeaIceError(
+                "--distributed: not started by torchrun (RANK and WORLD_SIZE unset); launch with "
+                "torchrun --nproc-per-node N -m empirical_seaice.cli ... (README 'Training on several processes')"
+            )
+        return None
+    if not distributed and env.world_size == 1:
+        return None
+    if diagsonly:
+        raise SeaIceError("--diagsonly: runs in one process; start it without torchrun and --distributed")
+    rank_device = tdist.rank_device(device, env)
+    tdist.init_process_group(env, rank_device)
+    return RankContext(env=env, device=rank_device)
+
+
 __all__ = [
+    "rank_context",
     "RankContext",
     "code_digest",
     "data_digest",

@@ -53,6 +53,8 @@ import torch.distributed as dist
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
+from empirical_seaice.io import transaction as txn
+from empirical_seaice.io.cache import CacheGuard
 from empirical_seaice.observations import Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.factory import (
@@ -349,4 +351,31 @@ def _final_outputs(full, obs, background, data_cfg, output, tag, nobs_train, res
     return truth
 
 
-__all__ = ["run_sharded"]
+def run_sharded_set(ctx, argv, plan, shard_order: str):
+    """:func:`run_sharded` for the CLI's run plan (:class:`~empirical_seaice.run.plan.RunPlan`). Rank 0
+    holds the output set (lock, staging directory, publication) as a single-process run does; every
+    rank leaves the process group."""
+    run_set = cache = None
+    try:
+        if ctx.root:
+            run_set = txn.OutputSet(plan.output, plan.tag, argv=argv)
+            cache = CacheGuard(plan.output / "cache")
+        stage = run_set.begin() if run_set is not None else None
+        return run_sharded(
+            ctx, plan.data_cfg, plan.model_cfg, plan.cost_cfg, plan.train_cfg, plan.output, plan.tag,
+            plan.preset_name, plan.basis, plan.ckpt_dir, plan.trainonly, plan.resume, plan.progress, plan.products,
+            shard_order, run_set=run_set, stage=stage,
+        )  # fmt: skip
+    except BaseException:
+        if run_set is not None:
+            run_set.abort()
+            if not run_set.published and cache is not None:
+                cache.cleanup(plan.output)
+        raise
+    finally:
+        if run_set is not None:
+            run_set.release()
+        tdist.destroy_process_group()
+
+
+__all__ = ["run_sharded", "run_sharded_set"]

@@ -46,8 +46,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-import torch
-
 from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, Preset, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
@@ -73,6 +71,7 @@ from empirical_seaice.run.model_file import (
     write_trained,
 )
 from empirical_seaice.run.plan import RunPlan, validate_run
+from empirical_seaice.run.ranks import rank_context
 from empirical_seaice.run.streamed import final_pass, initial_pass
 from empirical_seaice.training.runtime import RunProgress, own_storage
 
@@ -188,9 +187,11 @@ def run(
     )
     plan.products, plan.force_outputs, plan.checkpoint_minutes = products, force_outputs, checkpoint_minutes
     plan.perturbation = perturbation
-    ctx = _rank_context(distributed, plan.device, diagsonly)
+    ctx = rank_context(distributed, plan.device, diagsonly)
     if ctx is not None:
-        return _run_sharded(ctx, argv, plan, shard_order)
+        from empirical_seaice.run.sharded import run_sharded_set
+
+        return run_sharded_set(ctx, argv, plan, shard_order)
     if resume and not plan.checkpoint.is_file():
         raise SeaIceError(f"--resume: no epoch checkpoint {plan.checkpoint}; train without --resume first")
     run_set = txn.OutputSet(plan.output, tag, argv=argv, inherit=diagsonly and plan.modeltag == tag)
@@ -209,59 +210,6 @@ def run(
         raise
     finally:
         run_set.release()
-
-
-def _rank_context(distributed: bool, device: torch.device, diagsonly: bool):
-    """The :class:`~empirical_seaice.run.ranks.RankContext` of a sharded run (the process group
-    joined), or None for a single process."""
-    from empirical_seaice.training import distributed as tdist
-
-    env = tdist.launch_environment()
-    if env is None:
-        if distributed:
-            raise SeaIceError(
-                "--distributed: not started by torchrun (RANK and WORLD_SIZE unset); launch with "
-                "torchrun --nproc-per-node N -m empirical_seaice.cli ... (README 'Training on several processes')"
-            )
-        return None
-    if not distributed and env.world_size == 1:
-        return None
-    if diagsonly:
-        raise SeaIceError("--diagsonly: runs in one process; start it without torchrun and --distributed")
-    from empirical_seaice.run.ranks import RankContext
-
-    rank_device = tdist.rank_device(device, env)
-    tdist.init_process_group(env, rank_device)
-    return RankContext(env=env, device=rank_device)
-
-
-def _run_sharded(ctx, argv, plan: RunPlan, shard_order: str) -> RunResult:
-    """:func:`~empirical_seaice.run.sharded.run_sharded`. Rank 0 holds the output set (lock, staging
-    directory, publication) as a single-process run does; every rank leaves the process group."""
-    from empirical_seaice.run.sharded import run_sharded
-    from empirical_seaice.training import distributed as tdist
-
-    run_set = cache = None
-    try:
-        if ctx.root:
-            run_set = txn.OutputSet(plan.output, plan.tag, argv=argv)
-            cache = CacheGuard(plan.output / "cache")
-        stage = run_set.begin() if run_set is not None else None
-        return run_sharded(
-            ctx, plan.data_cfg, plan.model_cfg, plan.cost_cfg, plan.train_cfg, plan.output, plan.tag,
-            plan.preset_name, plan.basis, plan.ckpt_dir, plan.trainonly, plan.resume, plan.progress, plan.products,
-            shard_order, run_set=run_set, stage=stage,
-        )  # fmt: skip
-    except BaseException:
-        if run_set is not None:
-            run_set.abort()
-            if not run_set.published and cache is not None:
-                cache.cleanup(plan.output)
-        raise
-    finally:
-        if run_set is not None:
-            run_set.release()
-        tdist.destroy_process_group()
 
 
 def _read(plan: RunPlan, display: RunProgress) -> tuple[Observations, BackgroundMaps]:

@@ -99,6 +99,56 @@ def check_identity(path: Path, saved: Mapping[str, Any] | None, identity: Mappin
             )
 
 
+def trainer_state(trainer: Any, position: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a :class:`~empirical_seaice.training.trainer.Trainer` checkpoint holds: identity, position
+    within the epoch (None at an epoch end), epoch, network, optimisers, history, generator, the best
+    epoch's cost and state, the learning-rate cuts and the configuration :func:`check_config` compares."""
+    cfg = trainer.config
+    return {
+        "identity": trainer.identity,
+        "position": None if position is None else dict(position),
+        "format": TRAINER_CHECKPOINT_FORMAT,
+        "epoch": trainer.epoch,
+        "network": trainer.network.state_dict(),
+        "optimizers": [opt.state_dict() for opt in trainer.optimizers],
+        "history": trainer.history.to_state(),
+        "generator": trainer.generator.get_state(),
+        "best_cost": trainer._best_cost,
+        "best_state": trainer._best_state,
+        "lr_cuts": list(trainer._lr_cuts),
+        "config": {
+            "batch_size": cfg.batch_size,
+            "optimizer": cfg.optimizer,
+            "learning_rate": cfg.learning_rate,
+            "seed": cfg.seed,
+        },
+    }
+
+
+def restore_trainer(trainer: Any, path: Path, state: Mapping[str, Any]) -> None:
+    """Put :func:`trainer_state`'s ``state`` (read from ``path``) back into ``trainer``, after checking
+    that it is this run's (identity, configuration) and fits its network: one-line errors otherwise."""
+    from empirical_seaice.training.history import TrainingHistory
+
+    check_identity(path, state.get("identity"), trainer.identity)
+    check_config(path, state["config"], trainer.config)
+    try:
+        trainer.network.load_state_dict(state["network"])
+    except RuntimeError:
+        raise SeaIceError(
+            f"--resume: checkpoint {path} does not fit this model or data; train without --resume"
+        ) from None
+    for opt, opt_state in zip(trainer.optimizers, state["optimizers"], strict=True):
+        opt.load_state_dict(opt_state)
+    trainer.history = TrainingHistory.from_state(state["history"])
+    trainer.generator.set_state(state["generator"].cpu())
+    trainer.epoch = int(state["epoch"])
+    trainer._best_cost = float(state["best_cost"])
+    trainer._best_state = state["best_state"]
+    trainer._lr_cuts = [int(e) for e in state.get("lr_cuts", [])]
+    trainer._position = state.get("position")
+
+
 __all__ = [
     "CHECKPOINT_NAME",
     "TRAINER_CHECKPOINT_FORMAT",

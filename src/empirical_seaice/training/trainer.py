@@ -53,10 +53,9 @@ from empirical_seaice.config import TrainingConfig
 from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.training.checkpoint import (
     CHECKPOINT_NAME,
-    TRAINER_CHECKPOINT_FORMAT,
-    check_config,
-    check_identity,
     read_checkpoint,
+    restore_trainer,
+    trainer_state,
     write_checkpoint,
 )
 from empirical_seaice.training.contract import BatchSource, TrainableNetwork, check_network
@@ -226,26 +225,7 @@ class Trainer:
         path = self.checkpoint_path
         if path is None:
             raise ValueError("save_checkpoint: the trainer has no checkpoint_dir")
-        state = {
-            "identity": self.identity,
-            "position": None if position is None else dict(position),
-            "format": TRAINER_CHECKPOINT_FORMAT,
-            "epoch": self.epoch,
-            "network": self.network.state_dict(),
-            "optimizers": [opt.state_dict() for opt in self.optimizers],
-            "history": self.history.to_state(),
-            "generator": self.generator.get_state(),
-            "best_cost": self._best_cost,
-            "best_state": self._best_state,
-            "lr_cuts": list(self._lr_cuts),
-            "config": {
-                "batch_size": self.config.batch_size,
-                "optimizer": self.config.optimizer,
-                "learning_rate": self.config.learning_rate,
-                "seed": self.config.seed,
-            },
-        }
-        write_checkpoint(path, state)
+        write_checkpoint(path, trainer_state(self, position))
         self._last_checkpoint = time.monotonic()
         return path
 
@@ -254,24 +234,7 @@ class Trainer:
         path = self.checkpoint_path
         if path is None or not path.is_file():
             raise SeaIceError(f"--resume: no checkpoint at {path}; run without --resume first")
-        state = read_checkpoint(path, self.device)
-        check_identity(path, state.get("identity"), self.identity)
-        check_config(path, state["config"], self.config)
-        try:
-            self.network.load_state_dict(state["network"])
-        except RuntimeError:
-            raise SeaIceError(
-                f"--resume: checkpoint {path} does not fit this model or data; train without --resume"
-            ) from None
-        for opt, opt_state in zip(self.optimizers, state["optimizers"], strict=True):
-            opt.load_state_dict(opt_state)
-        self.history = TrainingHistory.from_state(state["history"])
-        self.generator.set_state(state["generator"].cpu())
-        self.epoch = int(state["epoch"])
-        self._best_cost = float(state["best_cost"])
-        self._best_state = state["best_state"]
-        self._lr_cuts = [int(e) for e in state.get("lr_cuts", [])]
-        self._position = state.get("position")
+        restore_trainer(self, path, read_checkpoint(path, self.device))
         if self.sharding is not None:
             self.sharding.same_everywhere(self.epoch, "the epoch of the checkpoint")
         where = f", batch {self._position['batch']}" if self._position else ""
