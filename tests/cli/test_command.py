@@ -171,20 +171,25 @@ def test_cuda_requested_without_cuda(capsys, tmp_path):
 def test_threads_apply_during_the_run_and_are_restored(monkeypatch, tmp_path):
     import torch
 
+    from empirical_seaice.io import chunk_writer
     from empirical_seaice.run import train as pipeline
 
     seen = {}
 
     def fake_run(*args, **kwargs):
         seen["threads"] = torch.get_num_threads()
+        seen["compression"] = chunk_writer._threads
         seen["output"] = kwargs["output"]
         return pipeline.RunResult(output=kwargs["output"], tag=kwargs["tag"])
 
     monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(chunk_writer, "_threads", 5)  # its own number, not torch's, comes back
     before = torch.get_num_threads()
+    assert before != 5
     assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o"), "--threads", "3"]) == 0
-    assert seen == {"threads": 3, "output": tmp_path / "o"}
+    assert seen == {"threads": 3, "compression": 3, "output": tmp_path / "o"}
     assert torch.get_num_threads() == before
+    assert chunk_writer._threads == 5
     assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o")]) == 0
     assert seen["threads"] == 1  # the default
 

@@ -45,16 +45,16 @@ def _setup_logging(verbosity: int) -> None:
         root.addHandler(handler)
 
 
-def _set_threads(n: int) -> int:
-    """Set torch's intra-op CPU threads and the output files' compression threads; returns the previous number."""
+def _set_threads(n: int, compression: int | None = None) -> tuple[int, int]:
+    """Set torch's intra-op CPU threads to ``n`` and the output files' compression threads to
+    ``compression`` (default ``n``); returns the previous numbers of both, for restoring them."""
     import torch
 
     from empirical_seaice.io import chunk_writer
 
     before = torch.get_num_threads()
     torch.set_num_threads(n)
-    chunk_writer.set_threads(n)
-    return before
+    return before, chunk_writer.set_threads(n if compression is None else compression)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,7 +143,7 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
                 argv=[PROG, *argv],
             )
     finally:
-        _set_threads(threads_before)
+        _set_threads(*threads_before)
     if result.summary and not args.quiet:
         print(result.summary)
     return 0

@@ -9,7 +9,7 @@ size) on worker threads, and written as it is into the file (HDF5's direct chunk
 ``h5py``). The file is the one the netCDF library would write: the same variables, filters (shuffle,
 then deflate), chunks and values; any netCDF or HDF5 reader decodes it.
 
-:func:`usable` says whether a file's variables can be written so (``isal`` and ``h5py`` installed,
+:func:`usable` says whether a file's variables can be written so (``isal`` and ``h5py`` importable,
 each variable chunked over its first dimension only, with shuffle and deflate and no other filter);
 where not, the caller writes them through the netCDF library
 (:func:`empirical_seaice.io.output_writer.streamed_dataset`). :func:`set_threads` sets the number of
@@ -18,6 +18,7 @@ worker threads (the run's ``--threads``).
 
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,15 +26,45 @@ from typing import Any
 
 import numpy as np
 
-try:  # optional: without them the netCDF library compresses (slower, the same file)
-    import h5py
-    from isal import isal_zlib
+log = logging.getLogger(__name__)
 
-    AVAILABLE = True
-except ImportError:  # pragma: no cover - exercised only where isal or h5py is absent
-    h5py = None
-    isal_zlib = None  # type: ignore[assignment]
-    AVAILABLE = False
+# isal and h5py are dependencies of the package; the netCDF library compresses instead (slower, the
+# same file) as a fallback where they cannot be imported. Imported at the first use (h5py takes about
+# 0.1 s to import): ``AVAILABLE`` (a module attribute computed then) says whether they could be.
+h5py: Any = None
+isal_zlib: Any = None
+_imported: bool | None = None
+
+
+def _import() -> bool:
+    """Import isal and h5py once; where that fails, one notice naming the missing package."""
+    global h5py, isal_zlib, _imported
+    if _imported is None:
+        try:
+            import h5py as _h5py
+            from isal import isal_zlib as _isal_zlib
+        except ImportError as exc:
+            _imported = False
+            log.warning(
+                "the output files are compressed by the netCDF library's zlib (about 6 times the CPU): "
+                "%s cannot be imported (%s); pip install isal h5py",
+                exc.name or "isal or h5py",
+                exc,
+            )
+        else:
+            h5py, isal_zlib, _imported = _h5py, _isal_zlib, True
+    return _imported
+
+
+def _available() -> bool:
+    """``AVAILABLE``, as set on the module (tests switch it off) or else as imported."""
+    return bool(globals()["AVAILABLE"]) if "AVAILABLE" in globals() else _import()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AVAILABLE":  # not imported before it is asked for
+        return _import()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _shuffle_py(src, out):  # pragma: no cover - compiled below
@@ -84,22 +115,26 @@ _IN_FLIGHT = 16
 
 _threads = 1
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 _pool_lock = threading.Lock()
 
 
-def set_threads(n: int) -> None:
-    """Compress on ``n`` worker threads (at least one; the caller's thread computes on meanwhile)."""
+def set_threads(n: int) -> int:
+    """Compress on ``n`` worker threads (at least one; the caller's thread computes on meanwhile);
+    returns the previous number."""
     global _threads
-    _threads = max(1, int(n))
+    before, _threads = _threads, max(1, int(n))
+    return before
 
 
 def _executor() -> ThreadPoolExecutor:
-    global _pool
+    global _pool, _pool_size
     with _pool_lock:
-        if _pool is None or _pool._max_workers != _threads:
+        if _pool is None or _pool_size != _threads:
             if _pool is not None:
                 _pool.shutdown(wait=True)
             _pool = ThreadPoolExecutor(max_workers=_threads, thread_name_prefix="chunk-deflate")
+            _pool_size = _threads
         return _pool
 
 
@@ -107,7 +142,7 @@ def usable(encodings: dict[str, dict[str, Any]], shapes: dict[str, tuple[int, ..
     """Whether variables of these netCDF encodings (``zlib``, ``complevel``, ``chunksizes``; shuffle
     on, as :func:`empirical_seaice.io.output_writer.streamed_dataset` defines them) and shapes can be
     written by :class:`ChunkWriter`: compressed, chunked over the first dimension only."""
-    if not AVAILABLE:
+    if not _available():
         return False
     for name, enc in encodings.items():
         chunks, shape = enc.get("chunksizes"), shapes[name]
@@ -136,7 +171,8 @@ class ChunkWriter:
     written by rows in order (:meth:`write`); :meth:`close` waits for the last chunk and closes the file."""
 
     def __init__(self, path: Path, names):
-        assert h5py is not None
+        if not _import():
+            raise RuntimeError("isal and h5py cannot be imported: the chunk writer is not usable")
         self._file = h5py.File(path, "r+")
         self._lock = threading.Lock()  # one HDF5 call at a time from the worker threads
         self._vars = {}
@@ -218,7 +254,6 @@ class ChunkWriter:
         self._pending.append((fut, (v, offset, rows)))
 
     def _deflate_and_write(self, v: _Variable, offset: tuple[int, ...], rows: np.ndarray) -> None:
-        assert isal_zlib is not None
         data = isal_zlib.compress(shuffled(rows), v.level)
         with self._lock:
             v.ds.id.write_direct_chunk(offset, data)
@@ -246,6 +281,8 @@ class ChunkWriter:
                             self._deflate_and_write(*job)
                     else:
                         f.result()
+                except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: no more waiting (file closed below)
+                    raise
                 except BaseException as exc:  # the first failure is raised, after every chunk is done
                     error = error or exc
             self._pending = []
@@ -255,4 +292,4 @@ class ChunkWriter:
             raise error
 
 
-__all__ = ["AVAILABLE", "ChunkWriter", "set_threads", "shuffled", "usable"]
+__all__ = ["AVAILABLE", "ChunkWriter", "set_threads", "shuffled", "usable"]  # noqa: F822 - AVAILABLE: __getattr__

@@ -26,6 +26,7 @@ from empirical_seaice.io import cf
 from empirical_seaice.io.output_writer import (
     StreamedFile,
     _channel_coords,
+    _direct_variables,
     _lonlat,
     _sensor_coords,
     _var,
@@ -143,7 +144,7 @@ def write_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Path:
 def open_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Iterator[StreamedFile]:
     """:func:`write_tbobs`'s file, ``tb`` written block by block (``masked(obs.tb_obs_k, obs.mask)``)."""
     ds = _tbobs_dataset(obs, placeholder((obs.nobs, obs.nchan), np.float32), lon, lat)
-    per_obs = [str(n) for n, v in ds.variables.items() if v.dims == ("iobs",)]  # compressed beside the blocks
+    per_obs = [n for n in _direct_variables(ds) if ds[n].dims == ("iobs",)]  # compressed beside the blocks
     with streamed_dataset(ds, path, ["tb"], written=per_obs) as f:
         yield f
 

@@ -201,6 +201,15 @@ class StreamedFile:
             _WRITES.put(self._nc[name], slice(start, start + len(values)), np.ascontiguousarray(values))
 
 
+def _restore_coordinates(nc, full: xr.Dataset, base: xr.Dataset, coords: list[str], defined: list[str]) -> None:
+    """The ``coordinates`` attribute xarray gives a variable of ``full``, on those of ``base`` (written
+    by xarray) whose coordinates were among the variables ``defined`` apart (so missing from it)."""
+    for name in map(str, base.variables):
+        on_dims = sorted(c for c in coords if c != name and set(full[c].dims) <= set(full[name].dims))
+        if name not in coords and full[name].dims != (name,) and set(on_dims) & set(defined):
+            nc[name].setncattr("coordinates", " ".join(on_dims))
+
+
 @contextlib.contextmanager
 def streamed_dataset(
     ds: xr.Dataset, path: Path, streamed: Sequence[str], written: Sequence[str] = ()
@@ -213,8 +222,8 @@ def streamed_dataset(
     The streamed variables get the encoding (fill value, compression, chunks) and the attributes
     xarray would give them, with the ``coordinates`` attribute xarray writes on a data variable (the
     sorted names of the non-dimension coordinates on its dimensions). Their blocks are compressed on
-    worker threads (:mod:`empirical_seaice.io.chunk_writer`, where ``isal`` and ``h5py`` are
-    installed), else by the netCDF library on the write-behind thread.
+    worker threads (:mod:`empirical_seaice.io.chunk_writer`, where ``isal`` and ``h5py`` can be
+    imported), else by the netCDF library on the write-behind thread.
     """
     import netCDF4
 
@@ -247,6 +256,7 @@ def streamed_dataset(
                     attrs["coordinates"] = " ".join(on_dims)
                 v.setncatts(attrs)
                 v.set_var_chunk_cache(size=_CHUNK_CACHE)  # blocks fill whole chunks: no need to keep them
+            _restore_coordinates(nc, full, base, coords, defined)
             if not fast:
                 try:
                     f = StreamedFile(nc, path)

@@ -162,52 +162,90 @@ def file_digest(path: Path | BinaryIO, chunk: int = 1 << 20) -> str:
 
 
 _digest_roots: set[Path] = set()
-_digests: dict[tuple[int, ...], Future] = {}
+_digests: dict[tuple[int, ...], tuple[Path, Future]] = {}
 _digest_lock = threading.Lock()
 _digest_pool: ThreadPoolExecutor | None = None
 
 
 def _identity(path: Path) -> tuple[int, ...]:
     """The file as it is now: device, inode, size, modification time (a rename keeps them; a write does not)."""
-    st = os.stat(path)
+    return _stat_identity(os.stat(path))
+
+
+def _stat_identity(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _under(path: Path, root: Path) -> bool:
+    return root == path.parent or root in path.parents
 
 
 def digest_written_files(root: Path, on: bool = True) -> None:
     """While ``on``: every file :func:`atomic_path` completes under ``root`` gets its :func:`file_digest`
-    computed on a background thread (the run goes on meanwhile), for :func:`written_digest`."""
+    computed on a background thread (the run goes on meanwhile), for :func:`written_digest`. Turned
+    off, the digests still queued or kept for files under ``root`` are dropped."""
     root = Path(root)
     with _digest_lock:
         if on:
             _digest_roots.add(root)
-        else:
-            _digest_roots.discard(root)
+            return
+        _digest_roots.discard(root)
+        for key in [k for k, (p, _) in _digests.items() if _under(p, root)]:
+            _digests.pop(key)[1].cancel()
+
+
+def _digest_if_same(path: Path, key: tuple[int, ...]) -> str | None:
+    """:func:`file_digest` of ``path`` if it is still the file ``key`` names, else None (also when it
+    cannot be read now: :func:`written_digest` then reads it again)."""
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed by file_digest
+    except OSError:
+        return None
+    try:
+        same = _stat_identity(os.fstat(f.fileno())) == key
+    except OSError:
+        same = False
+    if not same:
+        f.close()
+        return None
+    try:
+        return file_digest(f)
+    except OSError:
+        return None
 
 
 def _digest_behind(path: Path) -> None:
+    """Queue the background digest of the file ``atomic_path`` has just put at ``path`` (best effort:
+    where the file cannot be examined now, nothing is queued and :func:`written_digest` reads it)."""
     global _digest_pool
-    if not any(r == path.parent or r in path.parents for r in _digest_roots):
-        return
-    key = _identity(path)
     with _digest_lock:
-        if key in _digests:  # the same file, renamed (a held file promoted)
+        roots = list(_digest_roots)
+    if not any(_under(path, r) for r in roots):
+        return
+    try:
+        key = _identity(path)
+    except OSError:
+        return
+    with _digest_lock:
+        known = _digests.get(key)
+        if known is not None and known[0] == path:  # the same file at the same place, already queued
             return
         if _digest_pool is None:
             _digest_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="file-digest")
-        _digests[key] = _digest_pool.submit(file_digest, open(path, "rb"))  # noqa: SIM115 - open now: it may be renamed
+        _digests[key] = (path, _digest_pool.submit(_digest_if_same, path, key))
 
 
 def written_digest(path: Path) -> str:
     """:func:`file_digest` of ``path``: the one computed in the background after :func:`atomic_path`
-    wrote it, when the file is still the one then hashed (same device, inode, size and modification
-    time), else computed now."""
+    wrote it, when the file is still the one then hashed at the same place (same path, device, inode,
+    size and modification time), else computed now."""
+    path = Path(path)
     with _digest_lock:
-        fut = _digests.pop(_identity(path), None)
-    if fut is not None:
-        try:
-            return fut.result()
-        except OSError:  # the file moved away under its old name meanwhile: hash it where it is
-            pass
+        known = _digests.pop(_identity(path), None)
+    if known is not None and known[0] == path and not known[1].cancelled():
+        digest = known[1].result()
+        if digest is not None:
+            return digest
     return file_digest(path)
 
 

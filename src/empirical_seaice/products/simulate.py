@@ -1,0 +1,146 @@
+"""The forward pass of the diagnostics: the network's simulated quantities at every observation
+(:class:`Simulation`), whole (:func:`simulate`) or block by block (:func:`simulate_blocks`, for the
+streamed output files), without gradient, in float32. Re-exported by
+:mod:`empirical_seaice.products.diagnostics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+CHUNK = 32768
+"""Observations per chunk of the tensor forward pass of the diagnostics."""
+
+BLOCK = 1 << 18
+"""Observations per block of a streamed diagnostics pass (:func:`simulate_blocks`)."""
+
+
+@dataclass
+class Simulation:
+    """Simulated quantities at every observation (float32).
+
+    tb : (nobs, nchan) simulated TB' (K).
+    emis_ice : (nobs, nchan) ice emissivity.
+    sic : (nobs,) SIC seen by each observation (lag-weighted).
+    emis_anchor : (nobs,) the anchored ice emissivity (the anchor channel's, or the v2 network's
+        at the anchor frequency); None if the network does not report it.
+    tb_zero : (nobs, nchan) the TB with SIC set to zero (``tbzero``), where asked for (``with_zero``).
+    """
+
+    tb: np.ndarray
+    emis_ice: np.ndarray
+    sic: np.ndarray
+    emis_anchor: np.ndarray | None = None
+    tb_zero: np.ndarray | None = None
+
+
+def simulate(
+    network: torch.nn.Module, data: Any, nobs: int, *, zero_sic: bool = False, chunk: int = CHUNK
+) -> Simulation:
+    """Run the network's observation operator over observations ``0..nobs-1`` (every block of
+    :func:`simulate_blocks`, gathered).
+
+    Parameters
+    ----------
+    network : HybridNetwork
+        ``network(batch, zero_sic=...)`` returns a dict with ``tb``, ``emis_ice``, ``sic``.
+    data : ObservationTensors
+        ``data.batch(index)`` gives the batch of observations ``index``.
+    nobs : int
+        Number of observations.
+    zero_sic : bool
+        Simulate with SIC set to zero (the ``tbzero`` set: no ice signal).
+    chunk : int
+        Observations per forward pass of the tensor path (memory bound, results do not depend on it
+        beyond float32 rounding of batched kernels).
+    """
+    if nobs <= 0:
+        raise ValueError("simulate: no observations")
+    parts = [sim for _, _, sim in simulate_blocks(network, data, nobs, zero_sic=zero_sic, block=nobs, chunk=chunk)]
+    if len(parts) == 1:
+        return parts[0]
+    anchors = [p.emis_anchor for p in parts]
+    return Simulation(
+        tb=np.concatenate([p.tb for p in parts]),
+        emis_ice=np.concatenate([p.emis_ice for p in parts]),
+        sic=np.concatenate([p.sic for p in parts]),
+        emis_anchor=None if any(a is None for a in anchors) else np.concatenate(anchors),  # type: ignore[arg-type]
+    )
+
+
+@torch.no_grad()
+def simulate_blocks(
+    network: torch.nn.Module,
+    data: Any,
+    nobs: int,
+    *,
+    zero_sic: bool = False,
+    with_zero: bool = False,
+    block: int = BLOCK,
+    chunk: int = CHUNK,
+) -> Iterator[tuple[int, int, Simulation]]:
+    """``(start, stop, simulation of observations start .. stop - 1)`` for consecutive blocks of at
+    most ``block`` observations: a streamed pass holds one block at a time. ``with_zero``: also the
+    TB with SIC set to zero (:attr:`Simulation.tb_zero`, equal to a ``zero_sic`` pass's TB).
+
+    The compiled forward pass (:func:`empirical_seaice.model.fused.simulate_range`, CPU) where
+    the network offers a program (``with_zero``: from the same pass, ``TB_o``), else the tensor
+    forward pass in chunks of ``chunk`` (``with_zero``: a second forward pass with SIC 0).
+    """
+    make = getattr(network, "fused_program", None)
+    program = make(data, nobs, training=False)[0] if make is not None and nobs > 0 else None
+    if program is not None:
+        from empirical_seaice.model.fused import simulate_range
+
+        for start in range(0, nobs, block):
+            stop = min(start + block, nobs)
+            if with_zero and not zero_sic:
+                tb, emis, sic, emis_anchor, tb0 = simulate_range(program, start, stop, zero_sic="both")
+                tb, tb0 = np.ascontiguousarray(tb), np.ascontiguousarray(tb0)
+            else:
+                tb, emis, sic, emis_anchor = simulate_range(program, start, stop, zero_sic=zero_sic)
+                tb0 = tb if with_zero else None
+            yield start, stop, Simulation(tb=tb, emis_ice=emis, sic=sic, emis_anchor=emis_anchor, tb_zero=tb0)
+        return
+    was_training = network.training
+    network.eval()
+    device = getattr(data, "device", None) or next(network.parameters()).device
+    try:
+        for start in range(0, nobs, block):
+            stop = min(start + block, nobs)
+            parts = []
+            for a in range(start, stop, chunk):
+                idx = torch.arange(a, min(a + chunk, stop), dtype=torch.long, device=device)
+                batch = data.batch(idx)
+                out = network(batch, zero_sic=zero_sic)
+                parts.append({k: v.detach().float().cpu().numpy() for k, v in out.items() if k in _SIM_KEYS})
+                if with_zero:
+                    zero = network(batch, zero_sic=True)["tb"] if not zero_sic else out["tb"]
+                    parts[-1]["tb_zero"] = zero.detach().float().cpu().numpy()
+            anchor = (
+                np.concatenate([p["emis_anchor"].reshape(-1) for p in parts]) if "emis_anchor" in parts[0] else None
+            )
+            yield (
+                start,
+                stop,
+                Simulation(
+                    tb=np.concatenate([p["tb"] for p in parts]),
+                    emis_ice=np.concatenate([p["emis_ice"] for p in parts]),
+                    sic=np.concatenate([p["sic"].reshape(-1) for p in parts]),
+                    emis_anchor=anchor,
+                    tb_zero=np.concatenate([p["tb_zero"] for p in parts]) if with_zero else None,
+                ),
+            )
+    finally:
+        network.train(was_training)
+
+
+_SIM_KEYS = ("tb", "emis_ice", "sic", "emis_anchor")
+
+
+__all__ = ["BLOCK", "CHUNK", "Simulation", "simulate", "simulate_blocks"]

@@ -1,0 +1,196 @@
+"""The compressed chunks written on worker threads (io/chunk_writer.py) give the file the netCDF
+library writes: dimensions, variables, attributes, filters, chunks and values, whole or streamed in
+blocks that do not fill whole chunks; and the chunks are really written so (not the library's)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from empirical_seaice.io import cf, chunk_writer
+from empirical_seaice.io import outputs as o
+from empirical_seaice.io.obs_outputs import masked
+from empirical_seaice.io.output_writer import write_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the e2e package's helpers
+from e2e.fakes import make_obs  # noqa: E402
+from e2e.test_streamed_outputs import _same  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not chunk_writer.AVAILABLE, reason="isal or h5py not installed")
+
+NOBS = 40_000  # (40000, 14) float32: two whole compression chunks of 18,724 rows and a short one
+
+
+@pytest.fixture(scope="module")
+def case():
+    obs = make_obs(nobs=NOBS, sensors=("amsr2", "gmi"), ngrid=50, nstep=7)
+    rng = np.random.default_rng(3)
+    tb = rng.normal(240.0, 20.0, (obs.nobs, obs.nchan)).astype(np.float32)
+    return obs, tb
+
+
+def _library_files(obs, tb, folder, monkeypatch):
+    """The files as the netCDF library writes them (the chunk writer switched off)."""
+    with monkeypatch.context() as m:
+        m.setattr(chunk_writer, "AVAILABLE", False)
+        folder.mkdir()
+        o.write_tb(folder / "tbsim_t.nc", tb, obs.basis, "tbsim", obs.mask)
+        o.write_tbobs(folder / "tbobs_t.nc", obs)
+        o.write_properties_obs(folder / "properties_obs_t.nc", tb[:, :2])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("block", [7_000, 18_724, NOBS])
+def test_streamed_chunks_equal_the_library_file(case, tmp_path, monkeypatch, block, threads):
+    obs, tb = case
+    _library_files(obs, tb, tmp_path / "lib", monkeypatch)
+    calls = []
+    real = chunk_writer.ChunkWriter._deflate_and_write
+    monkeypatch.setattr(chunk_writer.ChunkWriter, "_deflate_and_write", lambda s, *a: calls.append(1) or real(s, *a))
+    monkeypatch.setattr(chunk_writer, "_threads", threads)
+    fast = tmp_path / "fast"
+    fast.mkdir()
+    with (
+        o.open_tb(fast / "tbsim_t.nc", obs.nobs, obs.basis, "tbsim") as f_tb,
+        o.open_tbobs(fast / "tbobs_t.nc", obs) as f_obs,
+    ):
+        for start in range(0, obs.nobs, block):
+            sl = slice(start, start + block)
+            f_tb.write("tb", start, masked(tb[sl], obs.mask[sl]))
+            f_obs.write("tb", start, masked(obs.tb_obs_k[sl], obs.mask[sl]))
+    o.write_properties_obs(fast / "properties_obs_t.nc", tb[:, :2])  # write_dataset: whole arrays
+    # tb of both files (3 chunks each), tbobs' 7 per-observation variables the chunk writer can write
+    # and the properties (1 each); tbobs' int16 "sensor" (named like the sensor dimension, which
+    # _direct_variables leaves to the netCDF library) goes the library's way
+    assert cf.chunks_for((NOBS, obs.nchan), 4)[0] == 18_724
+    assert len(calls) == 3 + 3 + 7 + 1
+    for name in ("tbsim_t.nc", "tbobs_t.nc", "properties_obs_t.nc"):
+        _same(tmp_path / "lib" / name, fast / name)
+
+
+def _gridded(ny: int = 60, nx: int = 50, nt: int = 3) -> xr.Dataset:
+    """A gridded file's layout: a (time, y, x) map on 2-D lon/lat coordinates, time with bounds."""
+    lon = np.linspace(-180.0, 180.0, ny * nx, dtype=np.float32).reshape(ny, nx)
+    lat = np.linspace(50.0, 90.0, ny * nx, dtype=np.float32).reshape(ny, nx)
+    t = np.arange(nt) + 10.5
+    sic = np.random.default_rng(0).uniform(0.0, 1.0, (nt, ny, nx)).astype(np.float32)
+    sic[0, :5] = np.nan
+    return xr.Dataset(
+        {"sic": (("time", "y", "x"), sic, {"units": "1", "long_name": "sea ice concentration"})},
+        coords={
+            "lon": (("y", "x"), lon, cf.lonlat_attrs("lon", "longitude")),
+            "lat": (("y", "x"), lat, cf.lonlat_attrs("lat", "latitude")),
+            "time": ("time", t, {"units": "days since 2020-01-01", "long_name": "time", "bounds": "time_bnds"}),
+            "time_bnds": (("time", "nv"), np.stack([t - 0.5, t + 0.5], 1)),
+        },
+        attrs={"title": "a gridded test file"},
+    )
+
+
+def test_a_gridded_file_equals_the_library_file(tmp_path, monkeypatch):
+    calls = []
+    real = chunk_writer.ChunkWriter._deflate_and_write
+    monkeypatch.setattr(chunk_writer.ChunkWriter, "_deflate_and_write", lambda s, *a: calls.append(1) or real(s, *a))
+    with monkeypatch.context() as m:
+        m.setattr(chunk_writer, "AVAILABLE", False)
+        write_dataset(_gridded(), tmp_path / "lib.nc")
+    assert calls == []
+    write_dataset(_gridded(), tmp_path / "fast.nc")
+    assert len(calls) == 3  # sic, lon, lat: one chunk each
+    _same(tmp_path / "lib.nc", tmp_path / "fast.nc")
+
+
+def test_rows_out_of_order_or_missing_are_refused(case, tmp_path):
+    obs, tb = case
+    with (
+        pytest.raises(ValueError, match="out of order"),
+        o.open_tb(tmp_path / "a.nc", obs.nobs, obs.basis, "tbsim") as f,
+    ):
+        f.write("tb", 0, tb[:100])
+        f.write("tb", 200, tb[200:300])
+    with (
+        pytest.raises(ValueError, match="100 of 40000 rows"),
+        o.open_tb(tmp_path / "b.nc", NOBS, obs.basis, "tbsim") as f,
+    ):
+        f.write("tb", 0, tb[:100])
+    assert list(tmp_path.iterdir()) == []  # no half file under a final name
+
+
+def test_a_failed_chunk_is_raised(case, tmp_path, monkeypatch):
+    obs, tb = case
+
+    def fail(*a):
+        raise RuntimeError("chunk failed")
+
+    monkeypatch.setattr(chunk_writer.ChunkWriter, "_deflate_and_write", fail)
+    with pytest.raises(RuntimeError, match="chunk failed"), o.open_tb(tmp_path / "c.nc", NOBS, obs.basis, "tbsim") as f:
+        f.write("tb", 0, tb)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_pool_follows_the_number_of_threads(monkeypatch):
+    monkeypatch.setattr(chunk_writer, "_threads", 1)
+    one = chunk_writer._executor()
+    assert chunk_writer._executor() is one and chunk_writer._pool_size == 1
+    assert chunk_writer.set_threads(2) == 1
+    two = chunk_writer._executor()
+    assert two is not one and chunk_writer._pool_size == 2
+    assert list(two.map(lambda x: x + 1, [1, 2])) == [2, 3]
+
+
+def test_a_second_interrupt_while_aborting_is_raised(case, tmp_path, monkeypatch):
+    """close(abort=True) drops the other failures of the chunks under way, but not a Ctrl-C (nor a
+    SystemExit) while it waits for them; the file is closed all the same."""
+    obs, tb = case
+    writer = None
+    real = chunk_writer.ChunkWriter.__init__
+
+    def keep(self, *a, **k):
+        nonlocal writer
+        writer = self
+        real(self, *a, **k)
+
+    monkeypatch.setattr(chunk_writer.ChunkWriter, "__init__", keep)
+    monkeypatch.setattr(chunk_writer.ChunkWriter, "_deflate_and_write", lambda *a: None)
+    with pytest.raises(KeyboardInterrupt), o.open_tb(tmp_path / "k.nc", NOBS, obs.basis, "tbsim") as f:
+        f.write("tb", 0, tb[:20_000])
+        waiting = writer._pending[0][0]
+        monkeypatch.setattr(waiting, "cancel", lambda: False)
+        monkeypatch.setattr(waiting, "result", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
+        raise RuntimeError("first failure")  # the block fails: close(abort=True)
+    assert not writer._file.id.valid
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_isal_one_notice_and_the_library_file(case, tmp_path, monkeypatch, caplog):
+    """Where isal cannot be imported: one notice naming it and the fix, once; the netCDF library writes."""
+    import sys
+
+    obs, tb = case
+    monkeypatch.delitem(vars(chunk_writer), "AVAILABLE", raising=False)  # set where a test switched it off
+    monkeypatch.setattr(chunk_writer, "_imported", None)
+    monkeypatch.setitem(sys.modules, "isal", None)  # import isal raises ImportError
+    calls = []
+    monkeypatch.setattr(chunk_writer.ChunkWriter, "_deflate_and_write", lambda *a: calls.append(1))
+    with caplog.at_level("WARNING", logger=chunk_writer.__name__):
+        assert not chunk_writer.AVAILABLE
+        o.write_tb(tmp_path / "a.nc", tb[:1000], obs.basis, "tbsim")
+        o.write_tb(tmp_path / "b.nc", tb[:1000], obs.basis, "tbsim")
+    notices = [r.getMessage() for r in caplog.records if r.name == chunk_writer.__name__]
+    assert len(notices) == 1 and "isal cannot be imported" in notices[0] and "pip install isal h5py" in notices[0]
+    assert calls == []
+    _same(tmp_path / "a.nc", tmp_path / "b.nc")
+
+
+def test_the_output_writer_imports_no_h5py():
+    import subprocess
+    import sys
+
+    code = "import sys\nimport empirical_seaice.io.output_writer\nprint('h5py' in sys.modules, 'isal' in sys.modules)\n"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["False", "False"]
