@@ -205,27 +205,11 @@ def _gather_rows_py(t0, t1, t2, ref_table, refs, vals):  # pragma: no cover - co
                 vals[b, k, j] = src[row, j]
 
 
-def _forward_py(
-    floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo, ip, fp, inv_count, bg, warm_w, freq_in,
-    nfreq, chan_freq, pol, lag_w, terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, g_vals,
-    out_tb, out_emis, out_sic, out_anchor,
-):  # pragma: no cover - compiled below  # fmt: skip
-    """The kernel's forward-only call (``ip[18]``), compiled to run without the GIL: the threads that
-    compress the output files' chunks meanwhile need it between chunks."""
-    _step(
-        floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo, ip, fp, inv_count, bg, warm_w, freq_in,
-        nfreq, chan_freq, pol, lag_w, terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, g_vals,
-        out_tb, out_emis, out_sic, out_anchor,
-    )  # fmt: skip
-
-
 _gather_rows: Any = _gather_rows_py
-_forward: Any = _forward_py
 if HAVE_NUMBA:
     from empirical_seaice.compiled import njit, prefetch
 
     _gather_rows = njit(cache=True, nogil=True)(_gather_rows_py)
-    _forward = njit(cache=True, nogil=True)(_forward_py)
 
 
 def _simulate_into(program, start: int, stop: int, zero_sic: bool | str, tb, emis, sic, anchor) -> None:
@@ -250,7 +234,7 @@ def _simulate_into(program, start: int, stop: int, zero_sic: bool | str, tb, emi
     ip[18], ip[19] = 1, 2 if zero_sic == "both" else int(bool(zero_sic))
     z1 = np.zeros((NCHUNK, 1))
     z3 = np.zeros((NCHUNK, 1, 1))
-    _forward(
+    _step(  # forward only (ip[18]); compiled without the GIL: the compression threads run meanwhile
         program.floats, program.ints, index, vals.reshape(nb * nref, c), inv, refs, np.zeros(w[-3].shape[0]),
         w1, b1, w2, b2, wc, bi, bo, ip, program.fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_pad"],
         a["nfreq"], a["chan_freq"], a["pol"], a["lag_w"], np.zeros((NCHUNK, 6)), z3, z1, z3, z1, z1, z3, z3,

@@ -451,7 +451,7 @@ if HAVE_NUMBA:
     _false_ice = njit(cache=True)(_false_ice)
     _refs = njit(cache=True)(_refs)
     _chunk = njit(cache=True, fastmath=True)(_chunk)
-    _step = njit(cache=True, parallel=True)(_step)
+    _step = njit(cache=True, parallel=True, nogil=True)(_step)  # the GIL released: other threads compress meanwhile
 
 
 __all__ = ["HAVE_NUMBA", "NCHUNK"]
