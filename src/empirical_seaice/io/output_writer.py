@@ -201,12 +201,20 @@ class StreamedFile:
             _WRITES.put(self._nc[name], slice(start, start + len(values)), np.ascontiguousarray(values))
 
 
+def _coordinates_on(full: xr.Dataset, coords: list[str], name: str) -> list[str]:
+    """The sorted non-dimension coordinates of ``full`` on the dimensions of its variable ``name``: its
+    ``coordinates`` attribute as xarray writes it (none on a coordinate itself)."""
+    if name in coords:
+        return []
+    return sorted(c for c in coords if c != name and set(full[c].dims) <= set(full[name].dims))
+
+
 def _restore_coordinates(nc, full: xr.Dataset, base: xr.Dataset, coords: list[str], defined: list[str]) -> None:
     """The ``coordinates`` attribute xarray gives a variable of ``full``, on those of ``base`` (written
     by xarray) whose coordinates were among the variables ``defined`` apart (so missing from it)."""
     for name in map(str, base.variables):
-        on_dims = sorted(c for c in coords if c != name and set(full[c].dims) <= set(full[name].dims))
-        if name not in coords and full[name].dims != (name,) and set(on_dims) & set(defined):
+        on_dims = _coordinates_on(full, coords, name)
+        if full[name].dims != (name,) and set(on_dims) & set(defined):
             nc[name].setncattr("coordinates", " ".join(on_dims))
 
 
@@ -251,8 +259,8 @@ def streamed_dataset(
                     shuffle=True, chunksizes=enc.get("chunksizes"), fill_value=enc.get("_FillValue"),
                 )  # fmt: skip
                 attrs = dict(var.attrs)
-                on_dims = sorted(c for c in coords if c != name and set(full[c].dims) <= set(var.dims))
-                if on_dims and name not in coords:
+                on_dims = _coordinates_on(full, coords, name)
+                if on_dims:
                     attrs["coordinates"] = " ".join(on_dims)
                 v.setncatts(attrs)
                 v.set_var_chunk_cache(size=_CHUNK_CACHE)  # blocks fill whole chunks: no need to keep them
