@@ -12,7 +12,7 @@ random. None of them knows anything about sea ice; the prefetch and the huge pag
   hundreds of MB otherwise costs a TLB miss (a page-table walk) on top of the cache miss; with 2 MiB
   pages the TLB covers 512x more memory. Elsewhere (another OS, THP off) they do nothing.
 
-- :func:`axpy16`, :func:`gemv16`, :func:`sigmoid16`, :func:`sigmoid_grad16`: a few operations on 16
+- :func:`axpy16`, :func:`gemv16`, :func:`sigmoid16`, :func:`sigmoid_grad16`, :func:`sum16`: a few operations on 16
   consecutive values as one LLVM vector (``<16 x float>`` / ``<16 x double>``: one or two AVX-512
   registers), for loops of a fixed small length that LLVM otherwise unrolls into scalar code (it
   cannot prove that the arrays do not overlap). Sums over the 16 lanes are added in a fixed tree
@@ -313,36 +313,148 @@ if HAVE_NUMBA:
         return types.void(pre, po, out, oo), codegen
 
     @intrinsic
-    def sigmoid_grad16(typingctx, sums, h, ho, u, uo, v, vo, x, xo, alpha, beta):
+    def sigmoid_grad16(typingctx, acc, ao, h, ho, u, uo, v, vo, x, xo, alpha, beta):
         """The backward pass of one sigmoid unit over 16 lanes: with ``hk = h[ho + k]`` (float32, the unit's
         output), ``uk = u[uo + k]``, ``vk = v[vo + k]`` (the two next-layer gradients), ``xk = x[xo + k]``
-        and ``dk = (alpha uk + beta vk) hk (1 - hk)``, ``sums[0..3] = sum_k (uk hk, vk hk, dk, dk xk)``
-        (float64, tree order)."""
-        if not all(_is_1d(a, types.float64) for a in (sums, u, v, x)) or not _is_1d(h, types.float32):
+        and ``dk = (alpha uk + beta vk) hk (1 - hk)``, returns ``sum_k dk`` (float64, tree order) and adds
+        ``uk hk``, ``vk hk``, ``dk xk`` lane by lane into ``acc[ao + k]``, ``acc[ao + 16 + k]``,
+        ``acc[ao + 32 + k]`` (float64): sums needed only over many calls, added across lanes once at the end
+        (:func:`sum16`) instead of at every call."""
+        if not all(_is_1d(a, types.float64) for a in (acc, u, v, x)) or not _is_1d(h, types.float32):
             return None
 
         def codegen(context, builder, sig, args):
-            sums_v, h_v, ho_v, u_v, uo_v, v_v, vo_v, x_v, xo_v, al_v, be_v = args
+            acc_v, ao_v, h_v, ho_v, u_v, uo_v, v_v, vo_v, x_v, xo_v, al_v, be_v = args
             f64 = ir.DoubleType()
             vd = ir.VectorType(f64, _W)
-            hv = builder.fpext(_load(context, builder, sig.args[1], h_v, ho_v, ir.FloatType()), vd)
-            uv = _load(context, builder, sig.args[3], u_v, uo_v, f64)
-            vv = _load(context, builder, sig.args[5], v_v, vo_v, f64)
-            xv = _load(context, builder, sig.args[7], x_v, xo_v, f64)
-            al = _splat(builder, context.cast(builder, al_v, sig.args[9], types.float64))
-            be = _splat(builder, context.cast(builder, be_v, sig.args[10], types.float64))
+            hv = builder.fpext(_load(context, builder, sig.args[2], h_v, ho_v, ir.FloatType()), vd)
+            uv = _load(context, builder, sig.args[4], u_v, uo_v, f64)
+            vv = _load(context, builder, sig.args[6], v_v, vo_v, f64)
+            xv = _load(context, builder, sig.args[8], x_v, xo_v, f64)
+            al = _splat(builder, context.cast(builder, al_v, sig.args[10], types.float64))
+            be = _splat(builder, context.cast(builder, be_v, sig.args[11], types.float64))
             one = ir.Constant(vd, [1.0] * _W)
             d = builder.fadd(builder.fmul(al, uv, flags=_CONTRACT), builder.fmul(be, vv), flags=_CONTRACT)
             d = builder.fmul(builder.fmul(d, hv), builder.fsub(one, hv))
-            sarr = context.make_array(sig.args[0])(context, builder, sums_v)
-            for j, vec in enumerate((builder.fmul(uv, hv), builder.fmul(vv, hv), d, builder.fmul(d, xv))):
-                ptr = cgutils.get_item_pointer(
-                    context, builder, sig.args[0], sarr, [ir.Constant(ir.IntType(64), j)], wraparound=False
-                )
-                builder.store(_hsum(builder, vec), ptr)
+            ao_v = context.cast(builder, ao_v, sig.args[1], types.int64)
+            for j, vec in enumerate((builder.fmul(uv, hv), builder.fmul(vv, hv), builder.fmul(d, xv))):
+                o = builder.add(ao_v, ir.Constant(ir.IntType(64), j * _W))
+                old = _load(context, builder, sig.args[0], acc_v, o, f64)
+                _store(context, builder, sig.args[0], acc_v, o, builder.fadd(old, vec))
+            return _hsum(builder, d)
+
+        return types.float64(acc, ao, h, ho, u, uo, v, vo, x, xo, alpha, beta), codegen
+
+    _W8 = 8
+
+    def _load_n(context, builder, aryty, ary_val, idx, elt, n):
+        """``<n x T>`` at element ``idx`` of the 1-D array ``ary_val`` (unaligned)."""
+        ptr = _vec_ptr(context, builder, aryty, ary_val, idx, ir.VectorType(elt, n))
+        return builder.load(ptr, align=4 if elt == ir.FloatType() else 8)
+
+    def _store_n(context, builder, aryty, ary_val, idx, value):
+        ptr = _vec_ptr(context, builder, aryty, ary_val, idx, value.type)
+        builder.store(value, ptr, align=4 if value.type.element == ir.FloatType() else 8)
+
+    @intrinsic
+    def channels8(typingctx, row, cols, off, bi, bo, wc, emis, p, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c):
+        """Eight consecutive channels ``ch = off .. off + 7`` of an observation's factored radiative transfer,
+        observation term and gradient as one vector (the caller keeps ``off + 8 <= nc`` and does the rest
+        one by one), with ``x[ch]`` the column ``row[cols[j] + ch]`` of the packed row (float32; ``cols``:
+        the columns of the observed TB, the water emissivity, ``tau*``, ``D*``, ``K`` and the mask, in this
+        order)::
+
+            a_i = ts tau - D                      (float32, as the scalar kernel)
+            a_o = to_k tau - D                    (float64)
+            e_o = e_w + wc u                      (float32)
+            TB_i = (K + bi) + e a_i, TB_o = (K + bo) + e_o a_o, TB = TB_o + c (TB_i - TB_o)
+            g = (TB - y) mask p,  de = g c a_i,  g_wc += g (1 - c) a_o u,  g_bi += g c,  g_bo += g (1 - c)
+
+        and the sums ``(TB - y) g``, ``g (TB_i - TB_o)`` added lane by lane into ``acc[0:8]``, ``acc[8:16]``
+        (float64; :func:`sum8` adds the lanes). ``bi``, ``bo``, ``wc``: float32, ``emis``, ``p``, ``de``,
+        ``g_wc``, ``g_bi``, ``g_bo``: float64, all indexed by the channel."""
+        f4, f8 = types.float32, types.float64
+        if not (_is_1d(row, f4) and _is_1d(cols, types.int64) and all(_is_1d(a, f4) for a in (bi, bo, wc))):
+            return None
+        if not all(_is_1d(a, f8) for a in (emis, p, de, g_wc, g_bi, g_bo, acc)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            (row_v, cols_v, off_v, bi_v, bo_v, wc_v, em_v, p_v, de_v, gwc_v, gbi_v, gbo_v, acc_v) = args[:13]
+            at = sig.args
+            i64 = ir.IntType(64)
+            f32, f64 = ir.FloatType(), ir.DoubleType()
+            v8 = ir.VectorType(f64, _W8)
+            off_v = context.cast(builder, off_v, at[2], types.int64)
+            ts_v, tok_v, u_v, c_v = (
+                context.cast(builder, args[13], at[13], f4),
+                context.cast(builder, args[14], at[14], f8),
+                context.cast(builder, args[15], at[15], f4),
+                context.cast(builder, args[16], at[16], f8),
+            )
+            carr = context.make_array(at[1])(context, builder, cols_v)
+
+            def col(j):
+                ptr = cgutils.get_item_pointer(context, builder, at[1], carr, [i64(j)], wraparound=False)
+                start = builder.add(builder.load(ptr), off_v)
+                return _load_n(context, builder, at[0], row_v, start, f32, _W8)
+
+            y, ew, tau, down, kk, mask = (col(j) for j in range(6))
+
+            def ld(k, elt):
+                return _load_n(context, builder, at[k], args[k], off_v, elt, _W8)
+
+            def ext(x):
+                return builder.fpext(x, v8)
+
+            fl = _CONTRACT
+            a_i = ext(builder.fsub(builder.fmul(_splat(builder, ts_v, _W8), tau, flags=fl), down, flags=fl))
+            a_o = builder.fsub(builder.fmul(_splat(builder, tok_v, _W8), ext(tau), flags=fl), ext(down), flags=fl)
+            e_o = ext(builder.fadd(ew, builder.fmul(ld(5, f32), _splat(builder, u_v, _W8), flags=fl), flags=fl))
+            tb_i = builder.fadd(ext(builder.fadd(kk, ld(3, f32))), builder.fmul(ld(6, f64), a_i, flags=fl), flags=fl)
+            tb_o = builder.fadd(ext(builder.fadd(kk, ld(4, f32))), builder.fmul(e_o, a_o, flags=fl), flags=fl)
+            cv = _splat(builder, c_v, _W8)
+            one_c = builder.fsub(ir.Constant(v8, [1.0] * _W8), cv)
+            dtb = builder.fsub(tb_i, tb_o)
+            d = builder.fsub(builder.fadd(tb_o, builder.fmul(cv, dtb, flags=fl), flags=fl), ext(y), flags=fl)
+            g = builder.fmul(builder.fmul(d, ext(mask)), ld(7, f64))
+            _store_n(context, builder, at[8], de_v, off_v, builder.fmul(builder.fmul(g, cv), a_i))
+            uv = _splat(builder, builder.fpext(u_v, f64), _W8)
+            for k, add in (
+                (9, builder.fmul(builder.fmul(builder.fmul(g, one_c), a_o), uv)),
+                (10, builder.fmul(g, cv)),
+                (11, builder.fmul(g, one_c)),
+            ):
+                _store_n(context, builder, at[k], args[k], off_v, builder.fadd(ld(k, f64), add))
+            for j, add in ((0, builder.fmul(d, g)), (1, builder.fmul(g, dtb))):
+                o = i64(j * _W8)
+                old = _load_n(context, builder, at[12], acc_v, o, f64, _W8)
+                _store_n(context, builder, at[12], acc_v, o, builder.fadd(old, add, flags=fl))
             return context.get_dummy_value()
 
-        return types.void(sums, h, ho, u, uo, v, vo, x, xo, alpha, beta), codegen
+        return types.void(row, cols, off, bi, bo, wc, emis, p, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c), codegen
+
+    @intrinsic
+    def sum8(typingctx, x, xo):
+        """``sum_k x[xo + k]``, k < 8 (float64), in the tree order of the other sums here."""
+        if not _is_1d(x, types.float64):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return _hsum(builder, _load_n(context, builder, sig.args[0], args[0], args[1], ir.DoubleType(), _W8))
+
+        return types.float64(x, xo), codegen
+
+    @intrinsic
+    def sum16(typingctx, x, xo):
+        """``sum_k x[xo + k]``, k < 16 (float64), in the tree order of the other sums here."""
+        if not _is_1d(x, types.float64):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return _hsum(builder, _load(context, builder, sig.args[0], args[0], args[1], ir.DoubleType()))
+
+        return types.float64(x, xo), codegen
 
 
 __all__ = [
@@ -356,4 +468,7 @@ __all__ = [
     "gemv16",
     "sigmoid16",
     "sigmoid_grad16",
+    "sum16",
+    "channels8",
+    "sum8",
 ]
