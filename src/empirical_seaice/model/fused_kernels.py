@@ -14,10 +14,13 @@ v2 network with frequency input) and of :mod:`empirical_seaice.cost.terms`
 Arithmetic is float64 per observation (storage float32), except the v2 network's forward pass
 (float32 sigmoids and output layer, as the tensor step). The network is evaluated at every frequency
 of the observation's sensor and the anchor frequency at once: hidden units h-major, the
-evaluations the contiguous axis, padded to a multiple of 16 and computed 16 at a time as LLVM
-vectors (:func:`~empirical_seaice.compiled.axpy16`, :func:`~empirical_seaice.compiled.gemv16`,
-:func:`~empirical_seaice.compiled.sigmoid16`, :func:`~empirical_seaice.compiled.sigmoid_grad16`;
-the padding's gradients are 0). :func:`_step` splits the batch into
+evaluations the contiguous axis, padded to a multiple of 8 and computed 8 at a time as LLVM
+vectors (:func:`~empirical_seaice.compiled.axpy8`, :func:`~empirical_seaice.compiled.gemv8`,
+:func:`~empirical_seaice.compiled.sigmoid8`, :func:`~empirical_seaice.compiled.sigmoid_grad8`;
+the padding's gradients are 0; the sums over the batch kept lane by lane and added across the lanes
+once per chunk). The radiative transfer, the observation term and its gradient run over 8 channels
+at a time as one vector (:func:`~empirical_seaice.compiled.channels8`), the remaining channels
+one by one. :func:`_step` splits the batch into
 :data:`NCHUNK` fixed chunks, evaluated in parallel (``numba.prange``) with one gradient
 buffer per chunk, summed in chunk order; per-observation gradients of the state rows are
 summed into the rows in observation order afterwards. The result is therefore the same bit
@@ -37,16 +40,15 @@ try:  # optional at import time: without numba the trainer keeps the unfused ste
     from numba import prange
 
     from empirical_seaice.compiled import (
-        axpy16,
+        axpy8,
         channels8,
-        gemv16,
+        gemv8,
         njit,
         prefetch,
         prefetch1,
-        sigmoid16,
-        sigmoid_grad16,
+        sigmoid8,
+        sigmoid_grad8,
         sum8,
-        sum16,
     )
 
     HAVE_NUMBA = True
@@ -63,7 +65,7 @@ _T_OBS, _T_RANGE, _T_BG, _T_FALSE, _T_WARM, _T_ANCHOR = range(6)
 _MAXH = 64  # largest hidden layer / number of inputs the kernel's stack buffers hold
 _MAXF = 64  # largest number of distinct frequencies per sensor
 _MAXC = 128  # largest number of channels
-_V = 16  # SIMD block of the network's evaluations (compiled.axpy16 ...: one AVX-512 register of float32)
+_V = 8  # SIMD block of the network's evaluations (compiled.axpy8 ...: one AVX2 register of float32)
 _MAXS = (_MAXF + 1 + _V - 1) // _V * _V  # the network's evaluations per observation (+ anchor), padded to _V
 _AHEAD = 3  # the observation whose rows :func:`_chunk` prefetches: this many ahead
 
@@ -190,7 +192,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
         if version == 2:
             # hidden units h-major, the evaluations (frequencies, then the anchor's) the contiguous axis,
             # padded to ns (a multiple of _V) with the inputs of freq_pad (0 beyond): SIMD over frequencies,
-            # _V at a time as one LLVM vector (compiled.axpy16 ...: fixed-length loops become scalar code)
+            # _V at a time as one LLVM vector (compiled.axpy8 ...: fixed-length loops become scalar code)
             nfa = nf + 1 if (anchor_ch < 0 and floor_on) else nf  # + the anchor frequency
             ns = (nfa + _V - 1) // _V * _V
             fpad = freq_pad[s]
@@ -199,14 +201,14 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                 for j in range(nin):
                     acc += w1[h, j] * z[j]
                 for f0 in range(0, ns, _V):
-                    axpy16(pre, h * ns + f0, acc, np.float64(w1[h, nin]), fpad, f0)
+                    axpy8(pre, h * ns + f0, acc, np.float64(w1[h, nin]), fpad, f0)
             for k0 in range(0, nh * ns, _V):
-                sigmoid16(pre, k0, hflat, k0)
+                sigmoid8(pre, k0, hflat, k0)
             for q in range(2):
                 for f0 in range(0, ns, _V):
-                    gemv16(opre, q * ns + f0, b2[q], w2[q], hflat, f0, ns, nh)
+                    gemv8(opre, q * ns + f0, b2[q], w2[q], hflat, f0, ns, nh)
             for k0 in range(0, 2 * ns, _V):
-                sigmoid16(opre, k0, oflat, k0)
+                sigmoid8(opre, k0, oflat, k0)
             for f in range(2 * ns):
                 dok[f] = 0.0
             cos2 = floats[i, ip[20]] if ip[20] >= 0 else 1.0
@@ -356,7 +358,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                 w21 = np.float64(w2[1, h])
                 dp = 0.0
                 for f0 in range(0, ns, _V):
-                    dp += sigmoid_grad16(
+                    dp += sigmoid_grad8(
                         lanes, 3 * _V * h, hflat, h * ns + f0, dok, f0, dok, ns + f0, fpad, f0, w20, w21
                     )
                 g_b1[h] += dp
@@ -373,9 +375,9 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
             g_state[b, nlag + 1 + j] = dz[1 + j]
     if version == 2 and not forward_only:
         for h in range(nh):
-            g_w2[0, h] += sum16(lanes, 3 * _V * h)
-            g_w2[1, h] += sum16(lanes, 3 * _V * h + _V)
-            g_w1[h, nin] += sum16(lanes, 3 * _V * h + 2 * _V)
+            g_w2[0, h] += sum8(lanes, 3 * _V * h)
+            g_w2[1, h] += sum8(lanes, 3 * _V * h + _V)
+            g_w1[h, nin] += sum8(lanes, 3 * _V * h + 2 * _V)
 
 
 def _step(
