@@ -147,7 +147,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     opre = np.empty(2 * _MAXS, dtype=np.float32)
     # the backward pass's sums over the batch kept lane by lane (per hidden unit: W2[0, h], W2[1, h], the
     # frequency column of W1), added across the lanes at the end of the chunk
-    lanes = np.zeros(_MAXH * 3 * _V)
+    lanes = np.zeros(nh * 3 * _V)
     fpad = freq_pad[0]
     oflat = np.empty(2 * _MAXS, dtype=np.float32)
     cos2 = 1.0
