@@ -103,8 +103,8 @@ def test_channels8_is_the_channel_loop():
     from numba import njit
 
     @njit
-    def run(row, cols, off, bi, bo, wc, emis, p, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c, out):
-        compiled.channels8(row, cols, off, bi, bo, wc, emis, p, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c)
+    def run(row, cols, off, bi, bo, wc, emis, pm, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c, out):
+        compiled.channels8(row, cols, off, bi, bo, wc, emis, pm, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c)
         out[0] = compiled.sum8(acc, 0)
         out[1] = compiled.sum8(acc, 8)
 
@@ -114,8 +114,8 @@ def test_channels8_is_the_channel_loop():
     y, ew, tau, down, kk = (rng.uniform(lo, hi, nc).astype(f32) for lo, hi in
                             ((150, 260), (0.4, 0.7), (0.5, 1.0), (10, 80), (5, 40)))  # fmt: skip
     mask = (rng.uniform(0, 1, nc) > 0.2).astype(f32)
-    row = np.concatenate([[f32(1.0)], y, ew, tau, down, kk, mask]).astype(f32)
-    cols = np.array([1 + k * nc for k in range(6)], dtype=np.int64)
+    row = np.concatenate([[f32(1.0)], y, ew, tau, down, kk]).astype(f32)
+    cols = np.array([1 + k * nc for k in range(5)], dtype=np.int64)
     bi, bo, wc = (rng.normal(0, s, nc).astype(f32) for s in (2.0, 2.0, 0.01))
     emis, p = rng.uniform(0.6, 1.0, nc), rng.uniform(1e-3, 1e-2, nc)
     de, g_wc, g_bi, g_bo = np.full(nc, 7.0), np.full(nc, 0.5), np.full(nc, 0.25), np.full(nc, -0.5)
@@ -123,7 +123,7 @@ def test_channels8_is_the_channel_loop():
     acc[:] = 1.0
     ts, to_k, u, c = f32(255.5), 271.35, f32(7.25), 0.625
     out = np.zeros(2)
-    run(row, cols, off, bi, bo, wc, emis, p, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c, out)
+    run(row, cols, off, bi, bo, wc, emis, mask * p, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c, out)
     k = slice(off, off + 8)
     a_i = (ts * tau[k] - down[k]).astype(np.float64)  # float32 arithmetic
     a_o = to_k * tau[k].astype(np.float64) - down[k]

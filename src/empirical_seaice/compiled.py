@@ -349,26 +349,27 @@ if HAVE_NUMBA:
         return types.float64(acc, ao, h, ho, u, uo, v, vo, x, xo, alpha, beta), codegen
 
     @intrinsic
-    def channels8(typingctx, row, cols, off, bi, bo, wc, emis, p, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c):
+    def channels8(typingctx, row, cols, off, bi, bo, wc, emis, pm, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c):
         """Eight consecutive channels ``ch = off .. off + 7`` of an observation's factored radiative transfer,
         observation term and gradient as one vector (the caller keeps ``off + 8 <= nc`` and does the rest
         one by one), with ``x[ch]`` the column ``row[cols[j] + ch]`` of the packed row (float32; ``cols``:
-        the columns of the observed TB, the water emissivity, ``tau*``, ``D*``, ``K`` and the mask, in this
+        the columns of the observed TB ``y``, the water emissivity, ``tau*``, ``D*`` and ``K``, in this
         order)::
 
             a_i = ts tau - D                      (float32, as the scalar kernel)
             a_o = to_k tau - D                    (float64)
             e_o = e_w + wc u                      (float32)
             TB_i = (K + bi) + e a_i, TB_o = (K + bo) + e_o a_o, TB = TB_o + c (TB_i - TB_o)
-            g = (TB - y) mask p,  de = g c a_i,  g_wc += g (1 - c) a_o u,  g_bi += g c,  g_bo += g (1 - c)
+            g = (TB - y) pm,  de = g c a_i,  g_wc += g (1 - c) a_o u,  g_bi += g c,  g_bo += g (1 - c)
 
         and the sums ``(TB - y) g``, ``g (TB_i - TB_o)`` added lane by lane into ``acc[0:8]``, ``acc[8:16]``
-        (float64; :func:`sum8` adds the lanes). ``bi``, ``bo``, ``wc``: float32, ``emis``, ``p``, ``de``,
-        ``g_wc``, ``g_bi``, ``g_bo``: float64, all indexed by the channel."""
+        (float64; :func:`sum8` adds the lanes). ``pm``: the observation's weight of each channel (its mask
+        times ``2 / (sigma^2 B)``). ``bi``, ``bo``, ``wc``: float32, ``emis``, ``pm``, ``de``, ``g_wc``,
+        ``g_bi``, ``g_bo``: float64, all indexed by the channel."""
         f4, f8 = types.float32, types.float64
         if not (_is_1d(row, f4) and _is_1d(cols, types.int64) and all(_is_1d(a, f4) for a in (bi, bo, wc))):
             return None
-        if not all(_is_1d(a, f8) for a in (emis, p, de, g_wc, g_bi, g_bo, acc)):
+        if not all(_is_1d(a, f8) for a in (emis, pm, de, g_wc, g_bi, g_bo, acc)):
             return None
 
         def codegen(context, builder, sig, args):
@@ -391,7 +392,7 @@ if HAVE_NUMBA:
                 start = builder.add(builder.load(ptr), off_v)
                 return _load(context, builder, at[0], row_v, start, f32)
 
-            y, ew, tau, down, kk, mask = (col(j) for j in range(6))
+            y, ew, tau, down, kk = (col(j) for j in range(5))
 
             def ld(k, elt):
                 return _load(context, builder, at[k], args[k], off_v, elt)
@@ -409,7 +410,7 @@ if HAVE_NUMBA:
             one_c = builder.fsub(ir.Constant(v8, [1.0] * _W), cv)
             dtb = builder.fsub(tb_i, tb_o)
             d = builder.fsub(builder.fadd(tb_o, builder.fmul(cv, dtb, flags=fl), flags=fl), ext(y), flags=fl)
-            g = builder.fmul(builder.fmul(d, ext(mask)), ld(7, f64))
+            g = builder.fmul(d, ld(7, f64))
             _store(context, builder, at[8], de_v, off_v, builder.fmul(builder.fmul(g, cv), a_i))
             uv = _splat(builder, builder.fpext(u_v, f64), _W)
             for k, add in (
@@ -424,7 +425,7 @@ if HAVE_NUMBA:
                 _store(context, builder, at[12], acc_v, o, builder.fadd(old, add, flags=fl))
             return context.get_dummy_value()
 
-        return types.void(row, cols, off, bi, bo, wc, emis, p, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c), codegen
+        return types.void(row, cols, off, bi, bo, wc, emis, pm, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c), codegen
 
     @intrinsic
     def sum8(typingctx, x, xo):

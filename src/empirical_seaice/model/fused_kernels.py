@@ -133,8 +133,9 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     fi_s, fi_lo, fi_hi, fi_h = fp[11], fp[12], fp[13], fp[14]
     angle_col = ip[21]
     c_tb, c_ew, c_tau, c_down, c_k, c_mask = ip[12], ip[13], ip[14], ip[15], ip[16], ip[17]
-    cols = ip[12:18].copy()  # the same columns, for compiled.channels8
+    cols = ip[12:17].copy()  # the same columns (but the mask's), for compiled.channels8
     acc8 = np.empty(16)
+    pm = np.empty(_MAXC)
     nin = 1 + ngp + nop + (1 if angle_col >= 0 else 0)  # network inputs without the frequency
     z = np.empty(_MAXH)
     dz = np.empty(_MAXH)
@@ -253,13 +254,14 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                     out_tb[b, nc + ch] = tb_o
         else:
             r_tb = row[c_tb : c_tb + nc]
-            r_mask = row[c_mask : c_mask + nc]
+            for ch in range(nc):
+                pm[ch] = floats[i, c_mask + ch] * p[ch]  # mask 2 / (sigma^2 B)
             g_bi_s, g_bo_s = g_bi[s], g_bo[s]
             # eight channels at a time as one vector (compiled.channels8), the rest one by one
             acc8[:] = 0.0
             ch0 = 0
             while ch0 + 8 <= nc:
-                channels8(row, cols, ch0, bi_s, bo_s, wc, emis, p, de, g_wc, g_bi_s, g_bo_s, acc8, ts, to_k, u, c)
+                channels8(row, cols, ch0, bi_s, bo_s, wc, emis, pm, de, g_wc, g_bi_s, g_bo_s, acc8, ts, to_k, u, c)
                 ch0 += 8
             for ch in range(ch0, nc):
                 tau = r_tau[ch]
@@ -272,7 +274,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                 tb_o = kk + bo_s[ch] + e_o * a_o
                 tb = tb_o + c * (tb_i - tb_o)
                 d = tb - r_tb[ch]
-                g = d * r_mask[ch] * p[ch]  # 2 (TB' - y) mask / (sigma^2 B)
+                g = d * pm[ch]  # 2 (TB' - y) mask / (sigma^2 B)
                 obs += d * g
                 dc += g * (tb_i - tb_o)
                 de[ch] = g * c * a_i
