@@ -48,43 +48,98 @@ def test_vector_ops_are_their_loops():
     from numba import njit
 
     @njit
-    def ops(pre, fin, a, b, w, hid, u, v, o_axpy, o_gemv, o_sig, o_sums):
-        compiled.axpy16(o_axpy, 0, a, b, fin, 16)  # from lane 16 of the input
-        compiled.gemv16(o_gemv, 16, np.float32(0.25), w, hid, 0, 16, 3)
-        compiled.sigmoid16(pre, 16, o_sig, 0)
-        compiled.sigmoid_grad16(o_sums, hid, 16, u, 0, v, 16, fin, 0, a, b)
+    def ops(pre, fin, a, b, w, hid, u, v, o_axpy, o_gemv, o_sig, o_sums, acc):
+        compiled.axpy8(o_axpy, 0, a, b, fin, 8)  # from lane 8 of the input
+        compiled.gemv8(o_gemv, 8, np.float32(0.25), w, hid, 0, 8, 3)
+        compiled.sigmoid8(pre, 8, o_sig, 0)
+        compiled.sigmoid8(pre, 16, o_sig, 8)
+        o_sums[0] = compiled.sigmoid_grad8(acc, 4, hid, 8, u, 0, v, 8, fin, 0, a, b)
+        o_sums[1] = compiled.sum8(acc, 4)
+        o_sums[2] = compiled.sum8(acc, 12)
+        o_sums[3] = compiled.sum8(acc, 20)
 
     rng = np.random.default_rng(2)
-    pre = np.zeros(32, np.float32)
-    pre[16:] = [0.0, -87.5, 90.0, 1e-3, -1e-3, 3.0, -3.0, 12.0, -12.0, 0.5, -0.5, 40.0, -40.0, 7.25, -2.5, 1.0]
-    fin = rng.uniform(0, 2, 32)
+    pre = np.zeros(24, np.float32)
+    pre[8:] = [0.0, -87.5, 90.0, 1e-3, -1e-3, 3.0, -3.0, 12.0, -12.0, 0.5, -0.5, 40.0, -40.0, 7.25, -2.5, 1.0]
+    fin = rng.uniform(0, 2, 16)
     w = rng.standard_normal(3).astype(np.float32)
-    hid = rng.uniform(0.01, 0.99, 48).astype(np.float32)
-    u, v = rng.standard_normal(16), rng.standard_normal(32)
+    hid = rng.uniform(0.01, 0.99, 24).astype(np.float32)
+    u, v = rng.standard_normal(8), rng.standard_normal(16)
     a, b = 0.75, -1.5
     o_axpy, o_gemv, o_sig, o_sums = (
+        np.zeros(8, np.float32),
         np.zeros(16, np.float32),
-        np.zeros(32, np.float32),
         np.zeros(16, np.float32),
         np.zeros(4),
     )
-    ops(pre, fin, a, b, w, hid, u, v, o_axpy, o_gemv, o_sig, o_sums)
+    acc = np.zeros(32)
+    acc[4:28] = 0.5  # the lane sums are added to what is there
+    ops(pre, fin, a, b, w, hid, u, v, o_axpy, o_gemv, o_sig, o_sums, acc)
     # axpy: a + b x in float64, rounded once to float32
-    assert np.array_equal(o_axpy, (a + b * fin[16:]).astype(np.float32))
-    # gemv: 0.25 + sum_r w[r] hid[16 r + k] in float32 (within 2 float32 ulps of float64); lanes 0-15 untouched
-    expect = 0.25 + (w.astype(np.float64)[:, None] * hid.reshape(3, 16)).sum(axis=0)
-    assert np.all(o_gemv[:16] == 0.0)
-    np.testing.assert_allclose(o_gemv[16:], expect, rtol=3e-7, atol=3e-7)
+    assert np.array_equal(o_axpy, (a + b * fin[8:]).astype(np.float32))
+    # gemv: 0.25 + sum_r w[r] hid[8 r + k] in float32 (within 2 float32 ulps of float64); lanes 0-7 untouched
+    expect = 0.25 + (w.astype(np.float64)[:, None] * hid.reshape(3, 8)).sum(axis=0)
+    assert np.all(o_gemv[:8] == 0.0)
+    np.testing.assert_allclose(o_gemv[8:], expect, rtol=3e-7, atol=3e-7)
     # the sigmoid with Cephes' expf: within 2 float32 ulps of 1 / (1 + exp(-x)); x clamped to [-88, 87]
-    x = pre[16:].astype(np.float64)
+    x = pre[8:].astype(np.float64)
     exact = 1.0 / (1.0 + np.exp(-np.clip(x, -88.0, 87.0)))
     np.testing.assert_allclose(o_sig, exact, rtol=2.4e-7, atol=1e-37)
     assert o_sig[0] == 0.5 and o_sig[2] == 1.0 and o_sig[1] < 1e-37
-    # the backward pass of one sigmoid unit over 16 lanes: four sums
-    h = hid[16:32].astype(np.float64)
-    d = (a * u + b * v[16:]) * h * (1.0 - h)
-    expect4 = [np.sum(u * h), np.sum(v[16:] * h), np.sum(d), np.sum(d * fin[:16])]
+    # the backward pass of one sigmoid unit over 8 lanes: the sum of d, the other three lane by lane
+    h = hid[8:16].astype(np.float64)
+    d = (a * u + b * v[8:]) * h * (1.0 - h)
+    np.testing.assert_allclose(acc[4:12], 0.5 + u * h, rtol=1e-15)
+    np.testing.assert_allclose(acc[12:20], 0.5 + v[8:] * h, rtol=1e-15)
+    np.testing.assert_allclose(acc[20:28], 0.5 + d * fin[:8], rtol=1e-15)
+    assert acc[0] == acc[3] == acc[28] == acc[31] == 0.0  # nothing outside the three blocks
+    expect4 = [np.sum(d), 4.0 + np.sum(u * h), 4.0 + np.sum(v[8:] * h), 4.0 + np.sum(d * fin[:8])]
     np.testing.assert_allclose(o_sums, expect4, rtol=1e-13, atol=1e-15)
+
+
+def test_channels8_is_the_channel_loop():
+    """Eight channels of the factored radiative transfer and its gradient as one vector equal the
+    scalar loop (float64 except a_i and e_o in float32, as the kernel); the lane sums equal the sums."""
+    from numba import njit
+
+    @njit
+    def run(row, cols, off, bi, bo, wc, emis, pm, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c, out):
+        compiled.channels8(row, cols, off, bi, bo, wc, emis, pm, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c)
+        out[0] = compiled.sum8(acc, 0)
+        out[1] = compiled.sum8(acc, 8)
+
+    rng = np.random.default_rng(3)
+    nc, off = 19, 8  # channels 8 .. 15 of 19
+    f32 = np.float32
+    y, ew, tau, down, kk = (rng.uniform(lo, hi, nc).astype(f32) for lo, hi in
+                            ((150, 260), (0.4, 0.7), (0.5, 1.0), (10, 80), (5, 40)))  # fmt: skip
+    mask = (rng.uniform(0, 1, nc) > 0.2).astype(f32)
+    row = np.concatenate([[f32(1.0)], y, ew, tau, down, kk]).astype(f32)
+    cols = np.array([1 + k * nc for k in range(5)], dtype=np.int64)
+    bi, bo, wc = (rng.normal(0, s, nc).astype(f32) for s in (2.0, 2.0, 0.01))
+    emis, p = rng.uniform(0.6, 1.0, nc), rng.uniform(1e-3, 1e-2, nc)
+    de, g_wc, g_bi, g_bo = np.full(nc, 7.0), np.full(nc, 0.5), np.full(nc, 0.25), np.full(nc, -0.5)
+    acc = np.zeros(16)
+    acc[:] = 1.0
+    ts, to_k, u, c = f32(255.5), 271.35, f32(7.25), 0.625
+    out = np.zeros(2)
+    run(row, cols, off, bi, bo, wc, emis, mask * p, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c, out)
+    k = slice(off, off + 8)
+    a_i = (ts * tau[k] - down[k]).astype(np.float64)  # float32 arithmetic
+    a_o = to_k * tau[k].astype(np.float64) - down[k]
+    e_o = (ew[k] + wc[k] * u).astype(np.float64)
+    tb_i = (kk[k] + bi[k]).astype(np.float64) + emis[k] * a_i
+    tb_o = (kk[k] + bo[k]).astype(np.float64) + e_o * a_o
+    d = tb_o + c * (tb_i - tb_o) - y[k]
+    g = d * mask[k] * p[k]
+    # a_i and e_o are float32 (with or without a fused multiply-add): TB to ~1e-5 K, d = TB - y to ~1e-6
+    np.testing.assert_allclose(de[k], g * c * a_i, rtol=1e-5)
+    np.testing.assert_allclose(g_wc[k], 0.5 + g * (1 - c) * a_o * u, rtol=1e-5)
+    np.testing.assert_allclose(g_bi[k], 0.25 + g * c, rtol=1e-5)
+    np.testing.assert_allclose(g_bo[k], -0.5 + g * (1 - c), rtol=1e-5)
+    np.testing.assert_allclose(out, [8.0 + np.sum(d * g), 8.0 + np.sum(g * (tb_i - tb_o))], rtol=1e-5)
+    # channels outside the eight untouched
+    assert np.all(de[:off] == 7.0) and np.all(de[off + 8 :] == 7.0) and np.all(g_bi[off + 8 :] == 0.25)
 
 
 def test_the_package_kernels_use_the_stamped_cache():

@@ -1,5 +1,5 @@
 """The compiled (numba) kernels' memory access and SIMD: LLVM operations that numba does not spell (a
-cache prefetch, a few operations on 16-lane vectors) and huge pages for the large tables they read at
+cache prefetch, a few operations on 8-lane vectors) and huge pages for the large tables they read at
 random. None of them knows anything about sea ice; the prefetch and the huge pages change no result.
 
 - :func:`prefetch` / :func:`prefetch1` (``llvm.prefetch``): ask the CPU to bring the cache line of
@@ -12,11 +12,14 @@ random. None of them knows anything about sea ice; the prefetch and the huge pag
   hundreds of MB otherwise costs a TLB miss (a page-table walk) on top of the cache miss; with 2 MiB
   pages the TLB covers 512x more memory. Elsewhere (another OS, THP off) they do nothing.
 
-- :func:`axpy16`, :func:`gemv16`, :func:`sigmoid16`, :func:`sigmoid_grad16`: a few operations on 16
-  consecutive values as one LLVM vector (``<16 x float>`` / ``<16 x double>``: one or two AVX-512
-  registers), for loops of a fixed small length that LLVM otherwise unrolls into scalar code (it
-  cannot prove that the arrays do not overlap). Sums over the 16 lanes are added in a fixed tree
-  order (lanes ``k`` and ``k + 8``, then ``k + 4``, ...), so a result does not depend on the machine.
+- :func:`axpy8`, :func:`gemv8`, :func:`sigmoid8`, :func:`sigmoid_grad8`, :func:`channels8`, :func:`sum8`: a few
+  operations on 8 consecutive values as one LLVM vector (``<8 x float>`` / ``<8 x double>``: one AVX2 or
+  AVX-512 register), for loops of a fixed small length that LLVM otherwise unrolls into scalar code (it
+  cannot prove that the arrays do not overlap). Sums over the 8 lanes are added in a fixed tree order
+  (lanes ``k`` and ``k + 4``, then ``k + 2``, ...), so a result does not depend on the machine. Eight
+  lanes, not sixteen: the v2 network is evaluated at 8 frequencies (7 and the anchor's) for AMSR2 and
+  GMI, and on a CPU whose 512-bit operations run as two 256-bit halves (AMD Zen 4) a 16-lane vector
+  costs twice an 8-lane one.
 
 - :func:`njit`: ``numba.njit`` whose on-disk cache (``cache=True``) is keyed by the package's compiled
   code as a whole. numba checks a cached kernel only against the file that defines it (a hash of its
@@ -177,7 +180,7 @@ if HAVE_NUMBA:
             return None
         return types.void(arr, i), _prefetch_codegen
 
-    _W = 16
+    _W = 8
     _CONTRACT = ("contract",)
 
     def _vec_ptr(context, builder, aryty, ary_val, idx, vecty):
@@ -219,8 +222,8 @@ if HAVE_NUMBA:
         return isinstance(a, types.Array) and a.ndim == 1 and a.dtype == dtype and a.layout == "C"
 
     @intrinsic
-    def axpy16(typingctx, out, o, a, b, x, xo):
-        """``out[o + k] = a + b x[xo + k]``, k < 16: float64 ``a``, ``b``, ``x``, rounded to float32 ``out``."""
+    def axpy8(typingctx, out, o, a, b, x, xo):
+        """``out[o + k] = a + b x[xo + k]``, k < 8: float64 ``a``, ``b``, ``x``, rounded to float32 ``out``."""
         if not (_is_1d(out, types.float32) and _is_1d(x, types.float64)):
             return None
 
@@ -239,8 +242,8 @@ if HAVE_NUMBA:
         return types.void(out, o, a, b, x, xo), codegen
 
     @intrinsic
-    def gemv16(typingctx, out, o, c, w, src, so, stride, m):
-        """``out[o + k] = c + sum_r w[r] src[so + r stride + k]`` (r = 0 .. m - 1 in order, k < 16), float32."""
+    def gemv8(typingctx, out, o, c, w, src, so, stride, m):
+        """``out[o + k] = c + sum_r w[r] src[so + r stride + k]`` (r = 0 .. m - 1 in order, k < 8), float32."""
         if not (_is_1d(out, types.float32) and _is_1d(w, types.float32) and _is_1d(src, types.float32)):
             return None
 
@@ -269,8 +272,8 @@ if HAVE_NUMBA:
         return builder.call(fn, list(xs))
 
     @intrinsic
-    def sigmoid16(typingctx, pre, po, out, oo):
-        """``out[oo + k] = 1 / (1 + exp(-pre[po + k]))``, k < 16, float32, with Cephes' ``expf``
+    def sigmoid8(typingctx, pre, po, out, oo):
+        """``out[oo + k] = 1 / (1 + exp(-pre[po + k]))``, k < 8, float32, with Cephes' ``expf``
         (``x = k ln 2 + r``, a degree-7 polynomial for ``exp(r)``, ``2^k`` in the exponent bits;
         within 2 float32 ulps of ``exp`` on [-87, 88]) and an IEEE division."""
         if not (_is_1d(pre, types.float32) and _is_1d(out, types.float32)):
@@ -287,11 +290,11 @@ if HAVE_NUMBA:
 
             x = builder.fneg(_load(context, builder, sig.args[0], pre_v, po_v, f32))
             x = _fcall(
-                builder, "llvm.minnum.v16f32", vf, _fcall(builder, "llvm.maxnum.v16f32", vf, x, k(-87.0)), k(88.0)
+                builder, f"llvm.minnum.v{_W}f32", vf, _fcall(builder, f"llvm.maxnum.v{_W}f32", vf, x, k(-87.0)), k(88.0)
             )
             fx = _fcall(
                 builder,
-                "llvm.floor.v16f32",
+                f"llvm.floor.v{_W}f32",
                 vf,
                 builder.fadd(builder.fmul(x, k(1.44269504088896341)), k(0.5), flags=_CONTRACT),
             )
@@ -313,36 +316,127 @@ if HAVE_NUMBA:
         return types.void(pre, po, out, oo), codegen
 
     @intrinsic
-    def sigmoid_grad16(typingctx, sums, h, ho, u, uo, v, vo, x, xo, alpha, beta):
-        """The backward pass of one sigmoid unit over 16 lanes: with ``hk = h[ho + k]`` (float32, the unit's
+    def sigmoid_grad8(typingctx, acc, ao, h, ho, u, uo, v, vo, x, xo, alpha, beta):
+        """The backward pass of one sigmoid unit over 8 lanes: with ``hk = h[ho + k]`` (float32, the unit's
         output), ``uk = u[uo + k]``, ``vk = v[vo + k]`` (the two next-layer gradients), ``xk = x[xo + k]``
-        and ``dk = (alpha uk + beta vk) hk (1 - hk)``, ``sums[0..3] = sum_k (uk hk, vk hk, dk, dk xk)``
-        (float64, tree order)."""
-        if not all(_is_1d(a, types.float64) for a in (sums, u, v, x)) or not _is_1d(h, types.float32):
+        and ``dk = (alpha uk + beta vk) hk (1 - hk)``, returns ``sum_k dk`` (float64, tree order) and adds
+        ``uk hk``, ``vk hk``, ``dk xk`` lane by lane into ``acc[ao + k]``, ``acc[ao + 8 + k]``,
+        ``acc[ao + 16 + k]`` (float64): sums needed only over many calls, added across lanes once at the end
+        (:func:`sum8`) instead of at every call."""
+        if not all(_is_1d(a, types.float64) for a in (acc, u, v, x)) or not _is_1d(h, types.float32):
             return None
 
         def codegen(context, builder, sig, args):
-            sums_v, h_v, ho_v, u_v, uo_v, v_v, vo_v, x_v, xo_v, al_v, be_v = args
+            acc_v, ao_v, h_v, ho_v, u_v, uo_v, v_v, vo_v, x_v, xo_v, al_v, be_v = args
             f64 = ir.DoubleType()
             vd = ir.VectorType(f64, _W)
-            hv = builder.fpext(_load(context, builder, sig.args[1], h_v, ho_v, ir.FloatType()), vd)
-            uv = _load(context, builder, sig.args[3], u_v, uo_v, f64)
-            vv = _load(context, builder, sig.args[5], v_v, vo_v, f64)
-            xv = _load(context, builder, sig.args[7], x_v, xo_v, f64)
-            al = _splat(builder, context.cast(builder, al_v, sig.args[9], types.float64))
-            be = _splat(builder, context.cast(builder, be_v, sig.args[10], types.float64))
+            hv = builder.fpext(_load(context, builder, sig.args[2], h_v, ho_v, ir.FloatType()), vd)
+            uv = _load(context, builder, sig.args[4], u_v, uo_v, f64)
+            vv = _load(context, builder, sig.args[6], v_v, vo_v, f64)
+            xv = _load(context, builder, sig.args[8], x_v, xo_v, f64)
+            al = _splat(builder, context.cast(builder, al_v, sig.args[10], types.float64))
+            be = _splat(builder, context.cast(builder, be_v, sig.args[11], types.float64))
             one = ir.Constant(vd, [1.0] * _W)
             d = builder.fadd(builder.fmul(al, uv, flags=_CONTRACT), builder.fmul(be, vv), flags=_CONTRACT)
             d = builder.fmul(builder.fmul(d, hv), builder.fsub(one, hv))
-            sarr = context.make_array(sig.args[0])(context, builder, sums_v)
-            for j, vec in enumerate((builder.fmul(uv, hv), builder.fmul(vv, hv), d, builder.fmul(d, xv))):
-                ptr = cgutils.get_item_pointer(
-                    context, builder, sig.args[0], sarr, [ir.Constant(ir.IntType(64), j)], wraparound=False
-                )
-                builder.store(_hsum(builder, vec), ptr)
+            ao_v = context.cast(builder, ao_v, sig.args[1], types.int64)
+            for j, vec in enumerate((builder.fmul(uv, hv), builder.fmul(vv, hv), builder.fmul(d, xv))):
+                o = builder.add(ao_v, ir.Constant(ir.IntType(64), j * _W))
+                old = _load(context, builder, sig.args[0], acc_v, o, f64)
+                _store(context, builder, sig.args[0], acc_v, o, builder.fadd(old, vec))
+            return _hsum(builder, d)
+
+        return types.float64(acc, ao, h, ho, u, uo, v, vo, x, xo, alpha, beta), codegen
+
+    @intrinsic
+    def channels8(typingctx, row, cols, off, bi, bo, wc, emis, pm, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c):
+        """Eight consecutive channels ``ch = off .. off + 7`` of an observation's factored radiative transfer,
+        observation term and gradient as one vector (the caller keeps ``off + 8 <= nc`` and does the rest
+        one by one), with ``x[ch]`` the column ``row[cols[j] + ch]`` of the packed row (float32; ``cols``:
+        the columns of the observed TB ``y``, the water emissivity, ``tau*``, ``D*`` and ``K``, in this
+        order)::
+
+            a_i = ts tau - D                      (float32, as the scalar kernel)
+            a_o = to_k tau - D                    (float64)
+            e_o = e_w + wc u                      (float32)
+            TB_i = (K + bi) + e a_i, TB_o = (K + bo) + e_o a_o, TB = TB_o + c (TB_i - TB_o)
+            g = (TB - y) pm,  de = g c a_i,  g_wc += g (1 - c) a_o u,  g_bi += g c,  g_bo += g (1 - c)
+
+        and the sums ``(TB - y) g``, ``g (TB_i - TB_o)`` added lane by lane into ``acc[0:8]``, ``acc[8:16]``
+        (float64; :func:`sum8` adds the lanes). ``pm``: the observation's weight of each channel (its mask
+        times ``2 / (sigma^2 B)``). ``bi``, ``bo``, ``wc``: float32, ``emis``, ``pm``, ``de``, ``g_wc``,
+        ``g_bi``, ``g_bo``: float64, all indexed by the channel."""
+        f4, f8 = types.float32, types.float64
+        if not (_is_1d(row, f4) and _is_1d(cols, types.int64) and all(_is_1d(a, f4) for a in (bi, bo, wc))):
+            return None
+        if not all(_is_1d(a, f8) for a in (emis, pm, de, g_wc, g_bi, g_bo, acc)):
+            return None
+
+        def codegen(context, builder, sig, args):
+            (row_v, cols_v, off_v, bi_v, bo_v, wc_v, em_v, p_v, de_v, gwc_v, gbi_v, gbo_v, acc_v) = args[:13]
+            at = sig.args
+            i64 = ir.IntType(64)
+            f32, f64 = ir.FloatType(), ir.DoubleType()
+            v8 = ir.VectorType(f64, _W)
+            off_v = context.cast(builder, off_v, at[2], types.int64)
+            ts_v, tok_v, u_v, c_v = (
+                context.cast(builder, args[13], at[13], f4),
+                context.cast(builder, args[14], at[14], f8),
+                context.cast(builder, args[15], at[15], f4),
+                context.cast(builder, args[16], at[16], f8),
+            )
+            carr = context.make_array(at[1])(context, builder, cols_v)
+
+            def col(j):
+                ptr = cgutils.get_item_pointer(context, builder, at[1], carr, [i64(j)], wraparound=False)
+                start = builder.add(builder.load(ptr), off_v)
+                return _load(context, builder, at[0], row_v, start, f32)
+
+            y, ew, tau, down, kk = (col(j) for j in range(5))
+
+            def ld(k, elt):
+                return _load(context, builder, at[k], args[k], off_v, elt)
+
+            def ext(x):
+                return builder.fpext(x, v8)
+
+            fl = _CONTRACT
+            a_i = ext(builder.fsub(builder.fmul(_splat(builder, ts_v, _W), tau, flags=fl), down, flags=fl))
+            a_o = builder.fsub(builder.fmul(_splat(builder, tok_v, _W), ext(tau), flags=fl), ext(down), flags=fl)
+            e_o = ext(builder.fadd(ew, builder.fmul(ld(5, f32), _splat(builder, u_v, _W), flags=fl), flags=fl))
+            tb_i = builder.fadd(ext(builder.fadd(kk, ld(3, f32))), builder.fmul(ld(6, f64), a_i, flags=fl), flags=fl)
+            tb_o = builder.fadd(ext(builder.fadd(kk, ld(4, f32))), builder.fmul(e_o, a_o, flags=fl), flags=fl)
+            cv = _splat(builder, c_v, _W)
+            one_c = builder.fsub(ir.Constant(v8, [1.0] * _W), cv)
+            dtb = builder.fsub(tb_i, tb_o)
+            d = builder.fsub(builder.fadd(tb_o, builder.fmul(cv, dtb, flags=fl), flags=fl), ext(y), flags=fl)
+            g = builder.fmul(d, ld(7, f64))
+            _store(context, builder, at[8], de_v, off_v, builder.fmul(builder.fmul(g, cv), a_i))
+            uv = _splat(builder, builder.fpext(u_v, f64), _W)
+            for k, add in (
+                (9, builder.fmul(builder.fmul(builder.fmul(g, one_c), a_o), uv)),
+                (10, builder.fmul(g, cv)),
+                (11, builder.fmul(g, one_c)),
+            ):
+                _store(context, builder, at[k], args[k], off_v, builder.fadd(ld(k, f64), add))
+            for j, add in ((0, builder.fmul(d, g)), (1, builder.fmul(g, dtb))):
+                o = i64(j * _W)
+                old = _load(context, builder, at[12], acc_v, o, f64)
+                _store(context, builder, at[12], acc_v, o, builder.fadd(old, add, flags=fl))
             return context.get_dummy_value()
 
-        return types.void(sums, h, ho, u, uo, v, vo, x, xo, alpha, beta), codegen
+        return types.void(row, cols, off, bi, bo, wc, emis, pm, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c), codegen
+
+    @intrinsic
+    def sum8(typingctx, x, xo):
+        """``sum_k x[xo + k]``, k < 8 (float64), in the tree order of the other sums here."""
+        if not _is_1d(x, types.float64):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return _hsum(builder, _load(context, builder, sig.args[0], args[0], args[1], ir.DoubleType()))
+
+        return types.float64(x, xo), codegen
 
 
 __all__ = [
@@ -352,8 +446,10 @@ __all__ = [
     "njit",
     "prefetch",
     "prefetch1",
-    "axpy16",
-    "gemv16",
-    "sigmoid16",
-    "sigmoid_grad16",
+    "axpy8",
+    "gemv8",
+    "sigmoid8",
+    "sigmoid_grad8",
+    "channels8",
+    "sum8",
 ]

@@ -14,10 +14,13 @@ v2 network with frequency input) and of :mod:`empirical_seaice.cost.terms`
 Arithmetic is float64 per observation (storage float32), except the v2 network's forward pass
 (float32 sigmoids and output layer, as the tensor step). The network is evaluated at every frequency
 of the observation's sensor and the anchor frequency at once: hidden units h-major, the
-evaluations the contiguous axis, padded to a multiple of 16 and computed 16 at a time as LLVM
-vectors (:func:`~empirical_seaice.compiled.axpy16`, :func:`~empirical_seaice.compiled.gemv16`,
-:func:`~empirical_seaice.compiled.sigmoid16`, :func:`~empirical_seaice.compiled.sigmoid_grad16`;
-the padding's gradients are 0). :func:`_step` splits the batch into
+evaluations the contiguous axis, padded to a multiple of 8 and computed 8 at a time as LLVM
+vectors (:func:`~empirical_seaice.compiled.axpy8`, :func:`~empirical_seaice.compiled.gemv8`,
+:func:`~empirical_seaice.compiled.sigmoid8`, :func:`~empirical_seaice.compiled.sigmoid_grad8`;
+the padding's gradients are 0; the sums over the batch kept lane by lane and added across the lanes
+once per chunk). The radiative transfer, the observation term and its gradient run over 8 channels
+at a time as one vector (:func:`~empirical_seaice.compiled.channels8`), the remaining channels
+one by one. :func:`_step` splits the batch into
 :data:`NCHUNK` fixed chunks, evaluated in parallel (``numba.prange``) with one gradient
 buffer per chunk, summed in chunk order; per-observation gradients of the state rows are
 summed into the rows in observation order afterwards. The result is therefore the same bit
@@ -36,7 +39,17 @@ try:  # optional at import time: without numba the trainer keeps the unfused ste
     import numba
     from numba import prange
 
-    from empirical_seaice.compiled import axpy16, gemv16, njit, prefetch, prefetch1, sigmoid16, sigmoid_grad16
+    from empirical_seaice.compiled import (
+        axpy8,
+        channels8,
+        gemv8,
+        njit,
+        prefetch,
+        prefetch1,
+        sigmoid8,
+        sigmoid_grad8,
+        sum8,
+    )
 
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised only where numba is absent
@@ -52,7 +65,7 @@ _T_OBS, _T_RANGE, _T_BG, _T_FALSE, _T_WARM, _T_ANCHOR = range(6)
 _MAXH = 64  # largest hidden layer / number of inputs the kernel's stack buffers hold
 _MAXF = 64  # largest number of distinct frequencies per sensor
 _MAXC = 128  # largest number of channels
-_V = 16  # SIMD block of the network's evaluations (compiled.axpy16 ...: one AVX-512 register of float32)
+_V = 8  # SIMD block of the network's evaluations (compiled.axpy8 ...: one AVX2 register of float32)
 _MAXS = (_MAXF + 1 + _V - 1) // _V * _V  # the network's evaluations per observation (+ anchor), padded to _V
 _AHEAD = 3  # the observation whose rows :func:`_chunk` prefetches: this many ahead
 
@@ -119,6 +132,10 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     s_range, s_bg, s_false, warm_scale, anchor_g = fp[6], fp[7], fp[8], fp[9], fp[10]
     fi_s, fi_lo, fi_hi, fi_h = fp[11], fp[12], fp[13], fp[14]
     angle_col = ip[21]
+    c_tb, c_ew, c_tau, c_down, c_k, c_mask = ip[12], ip[13], ip[14], ip[15], ip[16], ip[17]
+    cols = ip[12:17].copy()  # the same columns (but the mask's), for compiled.channels8
+    acc8 = np.empty(16)
+    pm = np.empty(_MAXC)
     nin = 1 + ngp + nop + (1 if angle_col >= 0 else 0)  # network inputs without the frequency
     z = np.empty(_MAXH)
     dz = np.empty(_MAXH)
@@ -129,7 +146,9 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     pre = np.empty(_MAXS * _MAXH, dtype=np.float32)
     hflat = np.empty(_MAXS * _MAXH, dtype=np.float32)
     opre = np.empty(2 * _MAXS, dtype=np.float32)
-    sums4 = np.empty(4)
+    # the backward pass's sums over the batch kept lane by lane (per hidden unit: W2[0, h], W2[1, h], the
+    # frequency column of W1), added across the lanes at the end of the chunk
+    lanes = np.zeros(nh * 3 * _V)
     fpad = freq_pad[0]
     oflat = np.empty(2 * _MAXS, dtype=np.float32)
     cos2 = 1.0
@@ -174,7 +193,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
         if version == 2:
             # hidden units h-major, the evaluations (frequencies, then the anchor's) the contiguous axis,
             # padded to ns (a multiple of _V) with the inputs of freq_pad (0 beyond): SIMD over frequencies,
-            # _V at a time as one LLVM vector (compiled.axpy16 ...: fixed-length loops become scalar code)
+            # _V at a time as one LLVM vector (compiled.axpy8 ...: fixed-length loops become scalar code)
             nfa = nf + 1 if (anchor_ch < 0 and floor_on) else nf  # + the anchor frequency
             ns = (nfa + _V - 1) // _V * _V
             fpad = freq_pad[s]
@@ -183,14 +202,14 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                 for j in range(nin):
                     acc += w1[h, j] * z[j]
                 for f0 in range(0, ns, _V):
-                    axpy16(pre, h * ns + f0, acc, np.float64(w1[h, nin]), fpad, f0)
+                    axpy8(pre, h * ns + f0, acc, np.float64(w1[h, nin]), fpad, f0)
             for k0 in range(0, nh * ns, _V):
-                sigmoid16(pre, k0, hflat, k0)
+                sigmoid8(pre, k0, hflat, k0)
             for q in range(2):
                 for f0 in range(0, ns, _V):
-                    gemv16(opre, q * ns + f0, b2[q], w2[q], hflat, f0, ns, nh)
+                    gemv8(opre, q * ns + f0, b2[q], w2[q], hflat, f0, ns, nh)
             for k0 in range(0, 2 * ns, _V):
-                sigmoid16(opre, k0, oflat, k0)
+                sigmoid8(opre, k0, oflat, k0)
             for f in range(2 * ns):
                 dok[f] = 0.0
             cos2 = floats[i, ip[20]] if ip[20] >= 0 else 1.0
@@ -211,32 +230,59 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                     acc += w1[ch, j] * z[j]
                 emis[ch] = acc
         # ---- TB, observation term and its gradient
+        # (the observation's columns and its sensor's biases as 1-D views indexed by the channel alone:
+        # no per-channel offset or negative-index arithmetic)
+        row = floats[i]
+        r_tau, r_down, r_k = row[c_tau : c_tau + nc], row[c_down : c_down + nc], row[c_k : c_k + nc]
+        r_ew = row[c_ew : c_ew + nc]
+        bi_s, bo_s = bi[s], bo[s]
         dc = 0.0
         obs = 0.0
-        for ch in range(nc):
-            tau = floats[i, ip[14] + ch]
-            down = floats[i, ip[15] + ch]
-            kk = floats[i, ip[16] + ch]
-            a_i = ts * tau - down
-            a_o = to_k * tau - down
-            e_o = floats[i, ip[13] + ch] + wc[ch] * u
-            tb_i = kk + bi[s, ch] + emis[ch] * a_i
-            tb_o = kk + bo[s, ch] + e_o * a_o
-            tb = tb_o + c * (tb_i - tb_o)
-            if forward_only:
-                out_tb[b, ch] = tb
+        if forward_only:
+            for ch in range(nc):
+                tau = r_tau[ch]
+                down = r_down[ch]
+                kk = r_k[ch]
+                a_i = ts * tau - down
+                a_o = to_k * tau - down
+                e_o = r_ew[ch] + wc[ch] * u
+                tb_i = kk + bi_s[ch] + emis[ch] * a_i
+                tb_o = kk + bo_s[ch] + e_o * a_o
+                out_tb[b, ch] = tb_o + c * (tb_i - tb_o)
                 out_emis[b, ch] = emis[ch]
                 if zero_sic == 2:  # TB' at c = 0 is TB_o (what the pass with SIC 0 gives, bit for bit)
                     out_tb[b, nc + ch] = tb_o
-                continue
-            d = tb - floats[i, ip[12] + ch]
-            g = d * floats[i, ip[17] + ch] * p[ch]  # 2 (TB' - y) mask / (sigma^2 B)
-            obs += d * g
-            dc += g * (tb_i - tb_o)
-            de[ch] = g * c * a_i
-            g_wc[ch] += g * (1.0 - c) * a_o * u
-            g_bi[s, ch] += g * c
-            g_bo[s, ch] += g * (1.0 - c)
+        else:
+            r_tb = row[c_tb : c_tb + nc]
+            for ch in range(nc):
+                pm[ch] = floats[i, c_mask + ch] * p[ch]  # mask 2 / (sigma^2 B)
+            g_bi_s, g_bo_s = g_bi[s], g_bo[s]
+            # eight channels at a time as one vector (compiled.channels8), the rest one by one
+            acc8[:] = 0.0
+            ch0 = 0
+            while ch0 + 8 <= nc:
+                channels8(row, cols, ch0, bi_s, bo_s, wc, emis, pm, de, g_wc, g_bi_s, g_bo_s, acc8, ts, to_k, u, c)
+                ch0 += 8
+            for ch in range(ch0, nc):
+                tau = r_tau[ch]
+                down = r_down[ch]
+                kk = r_k[ch]
+                a_i = ts * tau - down
+                a_o = to_k * tau - down
+                e_o = r_ew[ch] + wc[ch] * u
+                tb_i = kk + bi_s[ch] + emis[ch] * a_i
+                tb_o = kk + bo_s[ch] + e_o * a_o
+                tb = tb_o + c * (tb_i - tb_o)
+                d = tb - r_tb[ch]
+                g = d * pm[ch]  # 2 (TB' - y) mask / (sigma^2 B)
+                obs += d * g
+                dc += g * (tb_i - tb_o)
+                de[ch] = g * c * a_i
+                g_wc[ch] += g * (1.0 - c) * a_o * u
+                g_bi_s[ch] += g * c
+                g_bo_s[ch] += g * (1.0 - c)
+            obs += sum8(acc8, 0)
+            dc += sum8(acc8, 8)
         if forward_only:
             out_sic[b] = c
             if version == 2 and anchor_ch < 0 and floor_on:
@@ -312,20 +358,12 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
             for h in range(nh):
                 w20 = np.float64(w2[0, h])
                 w21 = np.float64(w2[1, h])
-                a0 = 0.0
-                a1 = 0.0
                 dp = 0.0
-                dpf = 0.0
                 for f0 in range(0, ns, _V):
-                    sigmoid_grad16(sums4, hflat, h * ns + f0, dok, f0, dok, ns + f0, fpad, f0, w20, w21)
-                    a0 += sums4[0]
-                    a1 += sums4[1]
-                    dp += sums4[2]
-                    dpf += sums4[3]
-                g_w2[0, h] += a0
-                g_w2[1, h] += a1
+                    dp += sigmoid_grad8(
+                        lanes, 3 * _V * h, hflat, h * ns + f0, dok, f0, dok, ns + f0, fpad, f0, w20, w21
+                    )
                 g_b1[h] += dp
-                g_w1[h, nin] += dpf
                 for j in range(nin):
                     g_w1[h, j] += dp * z[j]
                     dz[j] += w1[h, j] * dp
@@ -337,6 +375,11 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                     dz[j] += w1[ch, j] * de[ch]
         for j in range(ngp + nop):
             g_state[b, nlag + 1 + j] = dz[1 + j]
+    if version == 2 and not forward_only:
+        for h in range(nh):
+            g_w2[0, h] += sum8(lanes, 3 * _V * h)
+            g_w2[1, h] += sum8(lanes, 3 * _V * h + _V)
+            g_w1[h, nin] += sum8(lanes, 3 * _V * h + 2 * _V)
 
 
 def _step(
