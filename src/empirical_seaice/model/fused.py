@@ -43,6 +43,7 @@ from empirical_seaice.model.fused_kernels import (
     _refs,
     _step,
 )
+from empirical_seaice.model.tensors import MASK_COLUMN
 
 
 @dataclass
@@ -310,7 +311,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
             version, nc, st.nlag, st.nprop_grid, st.nprop_obs, nh, anchor_ch, int(floor_on),
             0 if cc.false_ice_shape == "tent" else 1, int(cc.sic_background_prior), int(cc.warm_ice == "effective"),
             int(cc.false_ice_prior), sl["tb_obs_k"][0], sl["emis_water"][0], sl["tau_eff"][0], sl["down_eff_k"][0],
-            sl["const_k"][0], sl["mask"][0], 0, 0, sl["cos2_scan"][0] if "cos2_scan" in sl else -1,
+            sl["const_k"][0], MASK_COLUMN, 0, 0, sl["cos2_scan"][0] if "cos2_scan" in sl else -1,
             sl["cos_view"][0] if nang else -1,
         ],
         dtype=np.int64,

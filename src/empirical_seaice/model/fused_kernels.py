@@ -81,15 +81,15 @@ def _false_ice(c, shape, s, lo, hi, h):
 
 def _refs(ints, index, ncolmap, nstep, nlag, has_grid, has_obs, refs):
     """Table-local state rows each observation reads: SIC lags ``g ncol + t + nlag - l``
-    (l = 0..nlag), grid row ``g nstep + t``, observation row ``iobs`` (the integers of the observation
-    ``4 _AHEAD`` ahead prefetched)."""
+    (l = 0..nlag), grid row ``g nstep + t``, observation row ``i`` (the packed row is ``iobs``; the
+    integers of the observation ``4 _AHEAD`` ahead prefetched)."""
     nb = index.shape[0]
     for b in range(nb):
         if b + 4 * _AHEAD < nb:
             prefetch(ints, index[b + 4 * _AHEAD], 0)
         i = index[b]
-        g = ints[i, 1]
-        t = ints[i, 2]
+        g = np.int64(ints[i, 0])
+        t = np.int64(ints[i, 1])
         for lag in range(nlag + 1):
             refs[b, lag] = g * ncolmap + t + nlag - lag
         k = nlag + 1
@@ -97,7 +97,7 @@ def _refs(ints, index, ncolmap, nstep, nlag, has_grid, has_obs, refs):
             refs[b, k] = g * nstep + t
             k += 1
         if has_obs:
-            refs[b, k] = ints[i, 0]
+            refs[b, k] = i
 
 
 def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the configuration
@@ -148,7 +148,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
             prefetch1(bg, ra)
             prefetch1(warm_w, ra)
         i = index[b]
-        s = ints[i, 3]
+        s = ints[i, 2]
         ts = floats[i, 0]
         u = floats[i, 1]
         xt = max(t_ref - ts, 0.0) / t_scale
@@ -230,7 +230,8 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                     out_tb[b, nc + ch] = tb_o
                 continue
             d = tb - floats[i, ip[12] + ch]
-            g = d * floats[i, ip[17] + ch] * p[ch]  # 2 (TB' - y) mask / (sigma^2 B)
+            m = 1.0 if (ints[i, ip[17] + (ch >> 5)] >> (ch & 31)) & 1 else 0.0  # the mask's bit
+            g = d * m * p[ch]  # 2 (TB' - y) mask / (sigma^2 B)
             obs += d * g
             dc += g * (tb_i - tb_o)
             de[ch] = g * c * a_i
