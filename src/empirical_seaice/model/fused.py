@@ -76,6 +76,14 @@ class FusedProgram:
     """The exact whole-map priors ("full" mode): :meth:`run` leaves the map priors out (their
     batch estimate is off) and the step adds them over every map row
     (:mod:`empirical_seaice.model.fused_map`)."""
+    row0: int = 0
+    """The observation of the packed tables' first row (a block of
+    :class:`~empirical_seaice.model.tensors.ObservationBlocks`: :meth:`use`)."""
+
+    def use(self, data) -> None:
+        """Read the packed tables of ``data`` from now on (another block of the same observations,
+        packed alike: :meth:`ObservationBlocks.block`); the forward pass only."""
+        self.floats, self.ints, self.row0 = data.floats.numpy(), data.ints.numpy(), int(getattr(data, "row0", 0))
 
     def map_priors(self, values: np.ndarray, grad: np.ndarray) -> dict[str, float]:
         """In "full" mode: the exact whole-map SIC priors at the map ``values`` (the SIC table's
@@ -218,8 +226,10 @@ def _simulate_into(program, start: int, stop: int, zero_sic: bool | str, tb, emi
     ``tb``, ``emis``, ``sic``, ``anchor`` (``stop - start`` rows each; ``zero_sic="both"``: ``tb`` has
     ``2 nc`` columns, the TB and then the TB with SIC 0)."""
     a = program.arrays
-    index = np.arange(start, stop, dtype=np.int64)
+    index = np.arange(start - program.row0, stop - program.row0, dtype=np.int64)  # rows of the packed tables
     refs = program.rows(index)
+    if program.row0 and a["has_obs"]:  # the observation-property row is the observation's: the last column
+        refs[:, -1] += program.row0
     nb, nref = refs.shape
     tables = [t.detach().numpy() for t in program.tables]
     c = max(t.shape[1] for t in tables)
@@ -409,6 +419,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         dense=list(network.dense_parameters()),
         floats=data.floats.numpy(),
         ints=data.ints.numpy(),
+        row0=int(getattr(data, "row0", 0)),
         ip=ip,
         fp=fp,
         arrays=arrays,

@@ -9,7 +9,7 @@ cut from it by index.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -91,8 +91,16 @@ class ObservationTensors:
     """
 
     _CHUNK = 1 << 20  # observations converted at a time (bounds the temporaries)
+    row0 = 0
+    """The row of the Observations that is this table's first row (a block of :class:`ObservationBlocks`)."""
 
-    def __init__(self, obs: Observations, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        obs: Observations,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        into: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         n, nc = obs.nobs, obs.nchan
         self.nobs = n
         self.nchan = nc
@@ -100,8 +108,12 @@ class ObservationTensors:
         ncol = len(PER_OBS_FLOAT_FIELDS) + len(PACKED_CHANNEL_FIELDS) * nc
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
         # read at random by the training step: 2 MiB pages (one TLB entry per 2 MiB, not per 4 KiB)
-        floats = torch.from_numpy(empty_huge((n, ncol), np_dtype)).to(dtype)
-        ints_np = empty_huge((n, MASK_COLUMN + max(1, -(-nc // 32))), np.int32)
+        nint = MASK_COLUMN + max(1, -(-nc // 32))
+        if into is not None:  # the first n rows of tables of at least n rows (ObservationBlocks' buffers)
+            floats, ints_np = torch.from_numpy(into[0][:n]), into[1][:n]
+        else:
+            floats = torch.from_numpy(empty_huge((n, ncol), np_dtype)).to(dtype)
+            ints_np = empty_huge((n, nint), np.int32)
         self._slices: dict[str, tuple[int, int | None]] = {}
 
         def finite(name: str, rows: slice) -> torch.Tensor:
@@ -152,7 +164,7 @@ class ObservationTensors:
         f = self.floats.index_select(0, index)
         i = self.ints.index_select(0, index)
         fields: dict[str, Tensor] = {name: i[:, k].long() for k, name in enumerate(INT_FIELDS)}
-        fields["iobs"] = index
+        fields["iobs"] = index + self.row0 if self.row0 else index
         words = i[:, MASK_COLUMN + torch.div(self._bit, 32, rounding_mode="floor")]  # (B, nchan)
         fields["mask"] = words.bitwise_right_shift(self._bit % 32).bitwise_and_(1).to(f.dtype)
         for name, (a, b) in self._slices.items():
@@ -162,6 +174,35 @@ class ObservationTensors:
     def all(self) -> Batch:
         """Every observation as one batch."""
         return self.batch(torch.arange(self.nobs, device=self.device))
+
+
+class ObservationBlocks:
+    """The observations packed one block at a time, for a forward pass that visits them in order
+    (the final diagnostics): :meth:`block` packs rows ``start .. stop - 1`` into an
+    :class:`ObservationTensors` of their own (``row0 = start``), so a pass holds one block's table
+    instead of the whole one (376 bytes per observation at 17 channels). The packed values are the
+    whole table's (the same packing, row by row)."""
+
+    def __init__(self, obs: Observations, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.obs, self.device, self.dtype = obs, torch.device(device), dtype
+        self.nobs = obs.nobs
+        self._buffers: tuple[np.ndarray, np.ndarray] | None = None  # the largest block's tables, reused
+
+    def __len__(self) -> int:
+        return self.nobs
+
+    def block(self, start: int, stop: int) -> ObservationTensors:
+        """Observations ``start .. stop - 1`` packed (row ``r`` is observation ``start + r``)."""
+        rows = slice(start, stop)
+        view = replace(self.obs, **{name: arr[rows] for name, arr in self.obs.arrays().items()})  # views, no copy
+        buf = self._buffers
+        if self.device.type != "cpu" or (buf is not None and buf[0].shape[0] < stop - start):
+            buf = None
+        part = ObservationTensors(view, self.device, self.dtype, into=buf)
+        if self.device.type == "cpu" and buf is None:
+            self._buffers = (part.floats.numpy(), part.ints.numpy())
+        part.row0 = start
+        return part
 
 
 def _cos2_scan(obs: Observations, rows: slice, np_dtype) -> torch.Tensor:
@@ -196,6 +237,7 @@ def _cos_view(obs: Observations, rows: slice) -> torch.Tensor:
 __all__ = [
     "Batch",
     "ObservationTensors",
+    "ObservationBlocks",
     "PER_OBS_FLOAT_FIELDS",
     "PACKED_CHANNEL_FIELDS",
     "ATMOSPHERE_FIELDS",

@@ -236,6 +236,7 @@ def _read(plan: RunPlan, display: RunProgress) -> tuple[Observations, Background
 
 
 def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResult:
+    from empirical_seaice.model.tensors import ObservationBlocks
     from empirical_seaice.run import interrupt
     from empirical_seaice.run.factory import build_network
     from empirical_seaice.run.health import check_trained, health_gate
@@ -291,8 +292,12 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
             _fit_held_out(plan, built, obs, background, split, history, display)
             release_free_memory()
         display.stage("health checks")
-        final, truth = _final_pass(plan, network, data, obs, background, nobs_train, held)
-        built.data = data = None  # type: ignore[assignment]  # the packed observations: the products need the state only
+        # the packed table goes: the final pass packs one block at a time, the products need the state only
+        built.data = data = None  # type: ignore[assignment]
+        release_free_memory()
+        blocks = ObservationBlocks(obs, plan.device)
+        final, truth = _final_pass(plan, network, blocks, obs, background, nobs_train, held)
+        del blocks
         release_free_memory()
         result.health, marks = health_gate(
             check_trained(network, obs, final.checks, result.cost_before, final.cost),
