@@ -162,7 +162,7 @@ class FusedProgram:
         gw1, gb1, gw2, gb2, gwc, gbi, gbo = buf["grads"]
         _step(
             self.floats, self.ints, index, vals, inv, refs, buf["p"], w1, b1, w2, b2, wc, bi, bo,
-            self.ip, fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_pad"], a["nfreq"], a["chan_freq"],
+            self.ip, fp, a["count"], a["bg"], a["t_map"], a["freq_pad"], a["nfreq"], a["chan_freq"],
             a["pol"], a["lag_w"], terms, gw1, gb1, gw2, gb2, gwc, gbi, gbo, buf["g_state"], g_vals,
             a["no_tb"], a["no_tb"], a["no_sic"], a["no_sic"],
         )  # fmt: skip
@@ -247,7 +247,7 @@ def _simulate_into(program, start: int, stop: int, zero_sic: bool | str, tb, emi
     z3 = np.zeros((NCHUNK, 1, 1))
     _step(  # forward only (ip[18]); compiled without the GIL: the compression threads run meanwhile
         program.floats, program.ints, index, vals.reshape(nb * nref, c), inv, refs, np.zeros(w[-3].shape[0]),
-        w1, b1, w2, b2, wc, bi, bo, ip, program.fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_pad"],
+        w1, b1, w2, b2, wc, bi, bo, ip, program.fp, a["count"], a["bg"], a["t_map"], a["freq_pad"],
         a["nfreq"], a["chan_freq"], a["pol"], a["lag_w"], np.zeros((NCHUNK, 6)), z3, z1, z3, z1, z1, z3, z3,
         np.zeros((1, 1)), np.zeros((1, 1)), tb, emis, sic, anchor,
     )  # fmt: skip
@@ -327,7 +327,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         dtype=np.int64,
     )  # fmt: skip
     lo, hi, h = _smooth_pieces(cc.false_ice_peak_scaling)
-    fp = np.zeros(15)
+    fp = np.zeros(17)
     fp[0], fp[1] = mc.t_ref_k, mc.t_scale_k
     fp[2] = -1.0 if mc.ocean_t_floor_k is None else mc.ocean_t_floor_k
     if version == 2 and anchor_ch < 0:
@@ -354,14 +354,14 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
     if st.props_obs is not None:
         tables.append(st.props_obs.weight)
         ref_table.append(len(tables) - 1)
+    # the per-row arrays are the network's own (float32): the kernels compute 1 / count, the background
+    # and the warm-ice weight in float64 from them (no float64 copies of the map's size)
     cnt = (
-        np.full(st.ngrid * st.ncol, np.inf)
+        np.full(st.ngrid * st.ncol, np.inf, dtype=np.float32)
         if network.sic_count is None or full  # "full": no batch estimate (1 / count = 0), the exact priors instead
-        else network.sic_count.numpy().astype(np.float64)
+        else network.sic_count.numpy()
     )
-    warm = (np.maximum(network.t_map_flat.numpy().astype(np.float64) - cc.warm_ice_threshold_k, 0.0)) * (
-        cc.warm_ice_factor
-    )
+    fp[15], fp[16] = cc.warm_ice_threshold_k, cc.warm_ice_factor
     if version == 2:
         freq_in = np.ascontiguousarray(em.freq_input_t.numpy().T.astype(np.float64))  # (nsensor, nf)
         chan_freq = em.chan_freq.numpy().astype(np.int64)
@@ -386,9 +386,9 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         nprop=st.nprop_grid + st.nprop_obs,
         has_grid=st.props_grid is not None,
         has_obs=st.props_obs is not None,
-        inv_count=1.0 / cnt,
-        bg=st.background_flat.numpy().astype(np.float64),
-        warm_w=warm,
+        count=cnt,
+        bg=st.background_flat.numpy(),
+        t_map=network.t_map_flat.numpy(),
         freq_pad=freq_pad,
         nfreq=nfreq,
         chan_freq=chan_freq,

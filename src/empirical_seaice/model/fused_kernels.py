@@ -57,6 +57,18 @@ _MAXS = (_MAXF + 1 + _V - 1) // _V * _V  # the network's evaluations per observa
 _AHEAD = 3  # the observation whose rows :func:`_chunk` prefetches: this many ahead
 
 
+def _inverse(x):
+    """``1 / x`` in float64 (compiled without fastmath, so the fused kernel gets the rounded quotient)."""
+    return 1.0 / np.float64(x)
+
+
+def warm_weight(t, threshold, factor):
+    """The warm-ice prior's weight of a SIC row whose skin temperature is ``t`` (K):
+    ``max(t - threshold, 0) factor`` in float64 (compiled without fastmath: the same rounding wherever
+    it is computed)."""
+    return max(np.float64(t) - threshold, 0.0) * factor
+
+
 def _false_ice(c, shape, s, lo, hi, h):
     """(residual r, slope dr/dC) of the false-ice prior at C (tent: shape 0, smooth: shape 1)."""
     if c <= 0.0 or c >= 0.3:
@@ -102,7 +114,7 @@ def _refs(ints, index, ncolmap, nstep, nlag, has_grid, has_obs, refs):
 
 def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the configuration
     c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
-    ip, fp, inv_count, bg, warm_w, freq_pad, nfreq, chan_freq, pol, lag_w,
+    ip, fp, count, bg, t_map, freq_pad, nfreq, chan_freq, pol, lag_w,
     terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, out_tb, out_emis, out_sic, out_anchor,
 ):  # fmt: skip
     """Forward, cost and backward of observations ``c0 .. c1 - 1`` of the batch (see :func:`_step`);
@@ -144,9 +156,9 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
             prefetch(floats, ia, ncolf - 1)
             prefetch(ints, ia, 0)
             ra = refs[b + _AHEAD, 0]
-            prefetch1(inv_count, ra)
+            prefetch1(count, ra)
             prefetch1(bg, ra)
-            prefetch1(warm_w, ra)
+            prefetch1(t_map, ra)
         i = index[b]
         s = ints[i, 2]
         ts = floats[i, 0]
@@ -250,20 +262,20 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
         for lag in range(nlag + 1):
             cl = lags[lag]
             row = refs[b, lag]
-            w = inv_count[row]
+            w = _inverse(count[row])  # 1 / count(r), 0 where the count is inf ("full": no batch estimate)
             dcl = dc * lag_w[lag]
             r = cl - min(max(cl, 0.0), 1.0)
             terms[_T_RANGE] += w * r * r * s_range
             dcl += 2.0 * w * r * s_range
             if bg_on:
-                r = cl - bg[row]
+                r = cl - np.float64(bg[row])
                 terms[_T_BG] += w * r * r * s_bg
                 dcl += 2.0 * w * r * s_bg
             if false_on:
                 r, sl = _false_ice(cl, false_shape, fi_s, fi_lo, fi_hi, fi_h)
                 terms[_T_FALSE] += w * r * r * s_false
                 dcl += 2.0 * w * r * sl * s_false
-            ww = warm_w[row]
+            ww = warm_weight(t_map[row], fp[15], fp[16])
             if warm_eff:
                 terms[_T_WARM] += w * max(cl, 0.0) * ww * warm_scale
                 if cl >= 0.0:
@@ -342,7 +354,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
 
 def _step(
     floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
-    ip, fp, inv_count, bg, warm_w, freq_pad, nfreq, chan_freq, pol, lag_w,
+    ip, fp, count, bg, t_map, freq_pad, nfreq, chan_freq, pol, lag_w,
     terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, g_vals, out_tb, out_emis, out_sic, out_anchor,
 ):  # fmt: skip
     """One batch: terms and dense gradients per chunk (zeroed here), summed in chunk order into chunk 0
@@ -363,7 +375,7 @@ def _step(
             g_bo[k][:] = 0.0
         _chunk(
             c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
-            ip, fp, inv_count, bg, warm_w, freq_pad, nfreq, chan_freq, pol, lag_w,
+            ip, fp, count, bg, t_map, freq_pad, nfreq, chan_freq, pol, lag_w,
             terms[k], g_w1[k], g_b1[k], g_w2[k], g_b2[k], g_wc[k], g_bi[k], g_bo[k], g_state,
             out_tb, out_emis, out_sic, out_anchor,
         )  # fmt: skip
@@ -450,6 +462,8 @@ if HAVE_NUMBA:
     _numpy_sum = njit(cache=True)(_numpy_sum)
     _bias_prior = njit(cache=True)(_bias_prior)
     _false_ice = njit(cache=True)(_false_ice)
+    _inverse = njit(cache=True)(_inverse)
+    warm_weight = njit(cache=True)(warm_weight)
     _refs = njit(cache=True)(_refs)
     _chunk = njit(cache=True, fastmath=True)(_chunk)
     _step = njit(cache=True, parallel=True, nogil=True)(_step)  # the GIL released: other threads compress meanwhile

@@ -52,7 +52,7 @@ from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard
 from empirical_seaice.memory import release_free_memory
-from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.observations import BackgroundMaps, Observations, release_pages
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.finish import (
     publish_final_pass,
@@ -268,6 +268,8 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     )
     network, data = built.network, built.data  # data: dropped after the last pass that needs it
     release_free_memory()  # the temporaries of the build (row counts, neighbour pairs)
+    for arr in (background.sic, background.t_skin_map_k):  # the network holds its own copies
+        release_pages(arr)
     nobs_train = built.nobs_train
     if plan.model_file is not None:
         load_trained(network, plan.model_file)
