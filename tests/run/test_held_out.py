@@ -71,9 +71,9 @@ def test_only_the_held_out_rows_move_and_their_cost_falls(trained):
     assert np.isfinite(j_after)
 
 
-def test_the_training_tensors_shared_give_the_same_fit(trained):
-    """The run hands the training's packed observations to the fit (no second copy): the fitted
-    state is the one a freshly packed copy gives, to the bit."""
+def test_the_held_out_observations_packed_alone_give_the_same_fit(trained):
+    """The run frees the training's packed table and the fit packs the held-out observations alone
+    (data=None): the fitted state is the one the whole table (the training's) gives, to the bit."""
     obs, background, model, cost, cfg, built, train, valid, gen = trained
     start = {k: v.detach().clone() for k, v in built.network.state_dict().items()}
     states = []

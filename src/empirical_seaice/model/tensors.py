@@ -93,6 +93,9 @@ class ObservationTensors:
     _CHUNK = 1 << 20  # observations converted at a time (bounds the temporaries)
     row0 = 0
     """The row of the Observations that is this table's first row (a block of :class:`ObservationBlocks`)."""
+    obs_rows: Tensor | None = None
+    """Where the table holds chosen observations (the held-out fit's): the row of the Observations of
+    each table row (int64), the batches' ``iobs``; None = row ``row0 + r``."""
 
     def __init__(
         self,
@@ -164,7 +167,10 @@ class ObservationTensors:
         f = self.floats.index_select(0, index)
         i = self.ints.index_select(0, index)
         fields: dict[str, Tensor] = {name: i[:, k].long() for k, name in enumerate(INT_FIELDS)}
-        fields["iobs"] = index + self.row0 if self.row0 else index
+        if self.obs_rows is not None:
+            fields["iobs"] = self.obs_rows.index_select(0, index)
+        else:
+            fields["iobs"] = index + self.row0 if self.row0 else index
         words = i[:, MASK_COLUMN + torch.div(self._bit, 32, rounding_mode="floor")]  # (B, nchan)
         fields["mask"] = words.bitwise_right_shift(self._bit % 32).bitwise_and_(1).to(f.dtype)
         for name, (a, b) in self._slices.items():

@@ -289,14 +289,14 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     if plan.model_file is None:
         history = _train(plan, built, split, generator, identity, display, result)
         own_storage(network)  # the state tables were views of the optimiser's slab
-        release_free_memory()  # the trainer's slab and buffers (reference cycles): before the held-out fit's own
+        # the packed table goes with the trainer's slab and buffers (reference cycles): the held-out fit
+        # packs its own observations, the final pass one block at a time, the products need the state only
+        built.data = data = None  # type: ignore[assignment]
+        release_free_memory()
         if split[1] is not None and history.nepochs > 0:
             _fit_held_out(plan, built, obs, background, split, history, display)
             release_free_memory()
         display.stage("health checks")
-        # the packed table goes: the final pass packs one block at a time, the products need the state only
-        built.data = data = None  # type: ignore[assignment]
-        release_free_memory()
         blocks = ObservationBlocks(obs, plan.device)
         final, truth = _final_pass(plan, network, blocks, obs, background, nobs_train, held)
         del blocks
@@ -389,7 +389,7 @@ def _fit_held_out(plan: RunPlan, built, obs, background, split, history, display
         split[0],
         split[1],
         held_out_epochs(history, plan.train_cfg.early_stopping),
-        data=built.data,  # the packed observations, not a second copy
+        # the training's table is freed: the fit packs the held-out observations alone
     )
 
 
