@@ -76,11 +76,12 @@ def test_the_held_out_observations_packed_alone_give_the_same_fit(trained):
     (data=None): the fitted state is the one the whole table (the training's) gives, to the bit."""
     obs, background, model, cost, cfg, built, train, valid, gen = trained
     start = {k: v.detach().clone() for k, v in built.network.state_dict().items()}
-    states = []
-    for data in (None, built.data):
-        built.network.load_state_dict(start)
-        fit_held_out_state(built.network, obs, background, model, cost, cfg, train, valid, 2, data=data)
-        states.append({k: v.detach().clone() for k, v in built.network.state_dict().items()})
-    for name in start:
-        assert torch.equal(states[0][name], states[1][name]), name
-    assert not torch.equal(start["state.props_obs.weight"], states[1]["state.props_obs.weight"])
+    for order in (valid, valid[::-1].copy()):  # the run's (sorted), and another order of the same observations
+        states = []
+        for data in (None, built.data):
+            built.network.load_state_dict(start)
+            fit_held_out_state(built.network, obs, background, model, cost, cfg, train, order, 2, data=data)
+            states.append({k: v.detach().clone() for k, v in built.network.state_dict().items()})
+        for name in start:
+            assert torch.equal(states[0][name], states[1][name]), name
+        assert not torch.equal(start["state.props_obs.weight"], states[1]["state.props_obs.weight"])

@@ -37,6 +37,9 @@ from empirical_seaice.training.runtime import make_generator
 
 log = logging.getLogger(__name__)
 
+_COPY_ROWS = 1 << 18
+"""Observations per range when the held-out observations are copied out of the cache."""
+
 
 def held_out_only_rows(
     obs: Observations, nlag: int, train_index: np.ndarray, valid_index: np.ndarray
@@ -85,7 +88,7 @@ def fit_held_out_state(
         device=device,
         counted=valid_index,
         prior_mode="sampled",
-        data=data if data is not None else _held_out_tensors(obs, valid_index, device),
+        data=data if data is not None else _held_out_tensors(obs, np.sort(valid_index), device),
     )
     refit.network.load_state_dict(network.state_dict())
     cfg = replace(
@@ -103,7 +106,8 @@ def fit_held_out_state(
         FrozenModel(refit.network),
         refit,
         cfg,
-        train_index=np.arange(len(valid_index)) if own_table else valid_index,
+        # own table (valid_index sorted): the rows of valid_index, in its order (the same batches)
+        train_index=np.argsort(np.argsort(valid_index, kind="stable"), kind="stable") if own_table else valid_index,
         generator=make_generator(training.seed),
         progress=False,
     )
@@ -132,10 +136,19 @@ def fit_held_out_state(
     return changed
 
 
-def _held_out_tensors(obs: Observations, valid_index: np.ndarray, device) -> ObservationTensors:
-    """The held-out observations packed alone: row ``k`` is observation ``valid_index[k]`` (its ``iobs``)."""
-    data = ObservationTensors(obs.take(np.asarray(valid_index)), device)
-    data.obs_rows = torch.as_tensor(np.asarray(valid_index), dtype=torch.long, device=data.device)
+def _held_out_tensors(obs: Observations, rows: np.ndarray, device) -> ObservationTensors:
+    """The observations ``rows`` (increasing) packed alone: table row ``k`` is observation ``rows[k]``
+    (its ``iobs``). Copied range by range of the (memory-mapped) observations, whose pages are
+    dropped after each range: a copy in the order of a random ``valid_index`` would touch every page
+    of the cache at once."""
+    fields = {name: np.empty((rows.size, *arr.shape[1:]), arr.dtype) for name, arr in obs.arrays().items()}
+    for r0 in range(0, obs.nobs, _COPY_ROWS):
+        lo, hi = np.searchsorted(rows, [r0, r0 + _COPY_ROWS])
+        for name, arr in obs.arrays().items():
+            fields[name][lo:hi] = arr[rows[lo:hi]]
+        obs.release(slice(r0, r0 + _COPY_ROWS))
+    data = ObservationTensors(replace(obs, **fields), device)
+    data.obs_rows = torch.as_tensor(rows, dtype=torch.long, device=data.device)
     return data
 
 
