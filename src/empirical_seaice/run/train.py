@@ -288,10 +288,12 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     history = final = truth = marks = None
     if plan.model_file is None:
         history = _train(plan, built, split, generator, identity, display, result)
-        own_storage(network)  # the state tables were views of the optimiser's slab
-        # the packed table goes with the trainer's slab and buffers (reference cycles): the held-out fit
-        # packs its own observations, the final pass one block at a time, the products need the state only
+        # the packed table goes with the trainer's buffers (reference cycles), before the state tables are
+        # copied out of the slab: the held-out fit packs its own observations, the final pass one block at
+        # a time, the products need the state only
         built.data = data = None  # type: ignore[assignment]
+        release_free_memory()
+        own_storage(network)  # the state tables were views of the optimiser's slab, which goes now
         release_free_memory()
         if split[1] is not None and history.nepochs > 0:
             _fit_held_out(plan, built, obs, background, split, history, display)
