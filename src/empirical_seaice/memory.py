@@ -11,6 +11,11 @@ calls it where a stage ends, so that the next stage's peak does not stack on the
 one's freed memory. On the ``benchmark`` twin it gave back 160-330 MiB per stage end
 (benchmarks/results.md, "Memory of a run").
 
+:func:`map_large_arrays` (called once at the start of a run) fixes glibc's mapping threshold at
+:data:`MMAP_THRESHOLD` instead of letting it rise: an array of a MiB or more is then always its own
+mapping, returned to the system when it is freed, and never a hole in the heap between two live
+blocks. On the ``benchmark`` twin it took 64 MiB off the training stage (docs/scaling.md).
+
 Without glibc (another C library or OS) only the garbage collection is done.
 """
 
@@ -22,6 +27,9 @@ import gc
 import sys
 
 _trim = None
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 1 << 20
+"""Bytes from which a ``malloc`` request is always a mapping of its own (:func:`map_large_arrays`)."""
 
 
 def _malloc_trim():
@@ -52,4 +60,20 @@ def release_free_memory() -> bool:
     return True
 
 
-__all__ = ["release_free_memory"]
+def map_large_arrays() -> bool:
+    """Fix glibc's mapping threshold at :data:`MMAP_THRESHOLD` (``mallopt(M_MMAP_THRESHOLD)``; glibc
+    otherwise raises it up to 32 MB as large blocks are freed, after which they come from the heap).
+    Changes no value. True where glibc took it, False elsewhere."""
+    if sys.platform != "linux":  # pragma: no cover - not Linux
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.mallopt
+        fn.argtypes = [ctypes.c_int, ctypes.c_int]
+        fn.restype = ctypes.c_int
+        return fn(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return False
+
+
+__all__ = ["release_free_memory", "map_large_arrays"]

@@ -51,7 +51,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard
-from empirical_seaice.memory import release_free_memory
+from empirical_seaice.memory import map_large_arrays, release_free_memory
 from empirical_seaice.observations import BackgroundMaps, Observations, release_pages
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.finish import (
@@ -185,6 +185,7 @@ def run(
     plan = validate_run(
         data_cfg, preset, cost_cfg, train_cfg, Path(output), tag, modeltag, diagsonly, trainonly, resume, progress
     )
+    map_large_arrays()  # large arrays as mappings of their own: no holes in the heap (empirical_seaice.memory)
     plan.products, plan.force_outputs, plan.checkpoint_minutes = products, force_outputs, checkpoint_minutes
     plan.perturbation = perturbation
     ctx = rank_context(distributed, plan.device, diagsonly)
