@@ -10,6 +10,7 @@ cut from it by index.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -200,7 +201,8 @@ class ObservationBlocks:
     def block(self, start: int, stop: int) -> ObservationTensors:
         """Observations ``start .. stop - 1`` packed (row ``r`` is observation ``start + r``)."""
         rows = slice(start, stop)
-        view = replace(self.obs, **{name: arr[rows] for name, arr in self.obs.arrays().items()})  # views, no copy
+        views: dict[str, Any] = {name: arr[rows] for name, arr in self.obs.arrays().items()}  # no copy
+        view = replace(self.obs, **views)
         buf = self._buffers
         if self.device.type != "cpu" or (buf is not None and buf[0].shape[0] < stop - start):
             buf = None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -141,7 +142,9 @@ def _held_out_tensors(obs: Observations, rows: np.ndarray, device) -> Observatio
     (its ``iobs``). Copied range by range of the (memory-mapped) observations, whose pages are
     dropped after each range: a copy in the order of a random ``valid_index`` would touch every page
     of the cache at once."""
-    fields = {name: np.empty((rows.size, *arr.shape[1:]), arr.dtype) for name, arr in obs.arrays().items()}
+    fields: dict[str, Any] = {
+        name: np.empty((rows.size, *arr.shape[1:]), arr.dtype) for name, arr in obs.arrays().items()
+    }
     for r0 in range(0, obs.nobs, _COPY_ROWS):
         lo, hi = np.searchsorted(rows, [r0, r0 + _COPY_ROWS])
         for name, arr in obs.arrays().items():
