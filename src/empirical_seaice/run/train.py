@@ -51,7 +51,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard
-from empirical_seaice.memory import map_large_arrays, release_free_memory
+from empirical_seaice.memory import HEAP_THRESHOLD, map_large_arrays, release_free_memory
 from empirical_seaice.observations import BackgroundMaps, Observations, release_pages
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.finish import (
@@ -185,7 +185,7 @@ def run(
     plan = validate_run(
         data_cfg, preset, cost_cfg, train_cfg, Path(output), tag, modeltag, diagsonly, trainonly, resume, progress
     )
-    map_large_arrays()  # large arrays as mappings of their own: no holes in the heap (empirical_seaice.memory)
+    map_large_arrays()  # up to the end of training (the run's peak): large arrays as mappings of their own
     plan.products, plan.force_outputs, plan.checkpoint_minutes = products, force_outputs, checkpoint_minutes
     plan.perturbation = perturbation
     ctx = rank_context(distributed, plan.device, diagsonly)
@@ -293,6 +293,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         # copied out of the slab: the held-out fit packs its own observations, the final pass one block at
         # a time, the products need the state only
         built.data = data = None  # type: ignore[assignment]
+        map_large_arrays(HEAP_THRESHOLD)  # the passes' blocks reused from the heap again (empirical_seaice.memory)
         release_free_memory()
         own_storage(network)  # the state tables were views of the optimiser's slab, which goes now
         release_free_memory()
