@@ -11,6 +11,14 @@ calls it where a stage ends, so that the next stage's peak does not stack on the
 one's freed memory. On the ``benchmark`` twin it gave back 160-330 MiB per stage end
 (benchmarks/results.md, "Memory of a run").
 
+:func:`map_large_arrays` fixes glibc's mapping threshold: from a run's start to the end of training (its peak) at
+:data:`MMAP_THRESHOLD`, instead of letting glibc raise it as large blocks are freed, so that an
+array of a MiB or more is always its own mapping, returned to the system when it is freed, and
+never a hole in the heap between two live blocks (on the ``benchmark`` twin 64 MiB off the
+training stage, docs/scaling.md); afterwards at glibc's ceiling (:data:`HEAP_THRESHOLD`), so
+that the passes' blocks of tens of MB are reused from the heap instead of mapped (and their
+pages faulted in) anew each time, as glibc would do once its threshold has grown.
+
 Without glibc (another C library or OS) only the garbage collection is done.
 """
 
@@ -22,6 +30,11 @@ import gc
 import sys
 
 _trim = None
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+MMAP_THRESHOLD = 1 << 20
+"""Bytes from which a ``malloc`` request is a mapping of its own while a run trains (:func:`map_large_arrays`)."""
+HEAP_THRESHOLD = 32 << 20
+"""glibc's largest automatic threshold (64-bit): below it a request comes from the heap (the other stages)."""
 
 
 def _malloc_trim():
@@ -52,4 +65,20 @@ def release_free_memory() -> bool:
     return True
 
 
-__all__ = ["release_free_memory"]
+def map_large_arrays(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Fix glibc's mapping threshold at ``threshold`` bytes (``mallopt(M_MMAP_THRESHOLD)``; glibc
+    otherwise raises it up to 32 MB as large blocks are freed, after which they come from the heap).
+    Changes no value. True where glibc took it, False elsewhere."""
+    if sys.platform != "linux":  # pragma: no cover - not Linux
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.mallopt
+        fn.argtypes = [ctypes.c_int, ctypes.c_int]
+        fn.restype = ctypes.c_int
+        return fn(_M_MMAP_THRESHOLD, int(threshold)) == 1
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return False
+
+
+__all__ = ["release_free_memory", "map_large_arrays", "MMAP_THRESHOLD", "HEAP_THRESHOLD"]

@@ -4,6 +4,11 @@ A run's memory should be its packed observation table, the optimiser's slab and 
 copies of them: no second observation-sized table beside the packed one while the fused step
 trains, the trainer's slab freed before the held-out fit builds its own, and neither the packed
 table nor a slab left once the final pass is done (the products need the state only).
+
+And the table itself is lean (issue 16, the 2 GiB benchmark run): the mask as bits in int32
+integers (4 (5 + 5 C) + 16 bytes per observation), no float64 copy of the map's rows in the fused
+program, the row marks inside the slab; the whole table freed when training ends: the held-out fit
+packs the held-out observations alone, the final pass one block at a time.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ def _live(kind) -> int:
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # the census touches torch's deprecated module objects
 def test_a_run_holds_one_packed_table_and_frees_it_and_the_slabs(twin_dir, tmp_path, monkeypatch):
     from empirical_seaice.model.tensors import ObservationTensors
-    from empirical_seaice.run import held_out
+    from empirical_seaice.run import held_out, streamed
     from empirical_seaice.training import fused_step, runtime
 
     seen: dict[str, object] = {}
@@ -62,7 +67,23 @@ def test_a_run_holds_one_packed_table_and_frees_it_and_the_slabs(twin_dir, tmp_p
             floats = self.program.floats
             table = {floats.__array_interface__["data"][0], self.program.ints.__array_interface__["data"][0]}
             seen["training"] = (table, _storages_with_rows(floats.shape[0]))
+            big = [k for k, a in self.program.arrays.items() if isinstance(a, np.ndarray) and a.nbytes > 1 << 16]
+            seen["lean"] = (
+                int(self.program.ip[1]),  # channels
+                floats.dtype.itemsize * floats.shape[1] + self.program.ints.dtype.itemsize * self.program.ints.shape[1],
+                self.program.arrays["count"].shape[0],
+                {k: self.program.arrays[k].dtype.itemsize for k in big},
+                np.shares_memory(self.mark, self.slab),
+            )
         return step(self, index)
+
+    packed: list[tuple[str, int]] = []  # (stage, rows) of every observation table packed
+    current = {"stage": ""}
+    init = ObservationTensors.__init__
+
+    def census_pack(self, obs, *a, **k):
+        packed.append((current["stage"], obs.nobs))
+        return init(self, obs, *a, **k)
 
     fit = held_out.fit_held_out_state
 
@@ -71,11 +92,13 @@ def test_a_run_holds_one_packed_table_and_frees_it_and_the_slabs(twin_dir, tmp_p
             _live(DeferredAdam),
             [p.untyped_storage().nbytes() == p.numel() * p.element_size() for p in network.parameters()],
         )
+        seen["tables_at_held_out"] = _live(ObservationTensors)
         return fit(network, *a, **k)
 
     stage = runtime.RunProgress.stage
 
     def census_stage(self, name):
+        current["stage"] = name
         if name == "saving the model":
             seen["saving"] = (_live(ObservationTensors), _live(DeferredAdam))
         return stage(self, name)
@@ -83,6 +106,9 @@ def test_a_run_holds_one_packed_table_and_frees_it_and_the_slabs(twin_dir, tmp_p
     monkeypatch.setattr(fused_step.FusedStep, "__call__", census_step)
     monkeypatch.setattr(held_out, "fit_held_out_state", census_held_out)
     monkeypatch.setattr(runtime.RunProgress, "stage", census_stage)
+    monkeypatch.setattr(ObservationTensors, "__init__", census_pack)
+    # blocks of 2048 observations, so that the small twin's final pass has several
+    monkeypatch.setattr(streamed.out, "block_rows", lambda n, c, **k: 2048)
     r = run_cli(
         ["--data", twin_dir, "--output", tmp_path / "out", "--tag", "mem", "--nepochs", "1", "--batchsize", "256",
          "--validation-fraction", "0.2", "--no-progress", "--device", "cpu"]
@@ -95,3 +121,16 @@ def test_a_run_holds_one_packed_table_and_frees_it_and_the_slabs(twin_dir, tmp_p
     assert slabs == 0  # the trainer's slab is gone before the held-out fit makes its own
     assert own and all(own)  # the state tables own their storage (no view keeps a slab alive)
     assert seen["saving"] == (0, 0)  # neither the packed table nor a slab outlives the final pass
+    nchan, row_bytes, map_rows, big_arrays, marks_in_slab = seen["lean"]
+    assert nchan >= 10 and row_bytes == 4 * (5 + 5 * nchan) + 16  # 376 B at 17: no float mask, int32 integers
+    assert map_rows > 1000 and all(size <= 4 for size in big_arrays.values()), big_arrays  # no float64 map copies
+    assert marks_in_slab
+    assert seen["tables_at_held_out"] == 0  # the training's table is gone before the held-out fit
+    nobs = packed[0][1]
+    stages = [stage for stage, _ in packed]
+    assert packed[0][0] == "packing observations" and stages.count("packing observations") == 1
+    held = [n for stage, n in packed if stage == "fitting the held-out state"]
+    assert held == [round(0.2 * nobs)]  # the held-out observations alone
+    blocks = [n for stage, n in packed if stage == "health checks"]
+    assert len(blocks) >= 1 and sum(blocks) == nobs and max(blocks) < nobs  # the final pass: block by block
+    assert len(packed) == 2 + len(blocks)

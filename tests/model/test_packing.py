@@ -61,13 +61,34 @@ def test_packing_in_chunks_from_memory_maps_drops_the_pages(tmp_path, monkeypatc
 
     monkeypatch.setattr(type(mapped), "release", spy)
     out = np.empty(tuple(ref.floats.shape), np.float32)
+    bits = np.empty((obs.nobs, 1), np.int32)
     angles = lambda rows: (np.ones(rows.stop - rows.start), np.ones(rows.stop - rows.start))  # noqa: E731
-    assert packing.pack_floats(mapped, out, slices, angles, chunk=1024)
+    assert packing.pack_floats(mapped, out, bits, slices, angles, chunk=1024)
     assert released == [slice(s, min(s + 1024, obs.nobs)) for s in range(0, obs.nobs, 1024)]
     cols = [
         c for name, (c0, c1) in slices.items() if name not in ("cos2_scan", "cos_view") for c in range(c0, c1 or c0 + 1)
     ]
     np.testing.assert_array_equal(out[:, cols], ref.floats.numpy()[:, cols])
+    np.testing.assert_array_equal(bits, ref.ints.numpy()[:, tensors.MASK_COLUMN :])
+
+
+def test_the_mask_is_packed_as_bits_and_unpacked_exactly():
+    # 4 bytes per observation instead of a float per channel; 40 channels: two words, bit 31 the sign bit
+    rng = np.random.default_rng(7)
+    mask = rng.random((500, 40)) < 0.5
+    mask[0] = True
+    words = packing.mask_words(mask)
+    assert words.dtype == np.int32 and words.shape == (500, 2) and words[0, 0] == -1
+    ch = np.arange(40)
+    back = (words[:, ch >> 5] >> (ch & 31)) & 1  # as the fused kernel reads channel ch
+    np.testing.assert_array_equal(back.astype(bool), mask)
+    obs, _ = make_obs(sensors=("amsr2", "gmi", "atms"), nobs=400, seed=8)
+    t = tensors.ObservationTensors(obs)
+    assert t.ints.dtype == torch.int32 and t.ints.shape == (400, tensors.MASK_COLUMN + 1)
+    assert t.floats.shape == (400, 5 + 5 * obs.nchan)  # no float column for the mask
+    b = t.batch(torch.tensor([5, 399, 0]))
+    np.testing.assert_array_equal(b.mask.numpy(), obs.mask[[5, 399, 0]].astype(np.float32))
+    assert b.igrid.dtype == b.iobs.dtype == torch.int64 and b.iobs.tolist() == [5, 399, 0]
 
 
 def _mapped_rss_kib(path) -> int:

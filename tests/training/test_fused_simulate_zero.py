@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_fused_step import CASES, _trainer
+import torch
+from test_fused_step import CASES, _trainer, step_case
 
 from empirical_seaice.model.fused import simulate, simulate_range
+from empirical_seaice.model.tensors import ObservationBlocks
 from empirical_seaice.products import diagnostics as d
 
 
@@ -30,7 +32,20 @@ def test_one_pass_gives_the_zero_sic_tb_of_a_second_pass(case):
     blocks = list(d.simulate_blocks(net, data, n, with_zero=True, block=128))
     assert np.array_equal(np.concatenate([s.tb_zero for _, _, s in blocks]), tb_zero)
     assert np.array_equal(np.concatenate([s.tb for _, _, s in blocks]), tb)
+    # the final pass packs one block at a time (ObservationBlocks): the same tables and simulation
+    obs = step_case(kw.get("model_kw"), kw.get("cost_kw"), kw.get("warm", False), kw.get("sensors", ("amsr2",)))[0]
+    packed = ObservationBlocks(obs)
+    part = packed.block(128, 256)
+    assert part.row0 == 128 and part.batch(torch.tensor([0, 5])).iobs.tolist() == [128, 133]
+    assert torch.equal(part.floats, data.floats[128:256]) and torch.equal(part.ints, data.ints[128:256])
+    by_block = list(d.simulate_blocks(net, packed, n, with_zero=True, block=128))  # 128, 128, 128, 16
+    for name, want in (("tb", tb), ("emis_ice", emis), ("sic", sic), ("emis_anchor", anchor), ("tb_zero", tb_zero)):
+        assert np.array_equal(np.concatenate([getattr(s, name) for _, _, s in by_block]), want), name
     net.fused_program = None  # type: ignore[method-assign,assignment]  # the tensor path
     tensor = list(d.simulate_blocks(net, data, n, with_zero=True, block=128))
     ref = d.simulate(net, data, n, zero_sic=True)
     assert np.array_equal(np.concatenate([s.tb_zero for _, _, s in tensor]), ref.tb)
+    tensor_blocks = list(d.simulate_blocks(net, packed, n, with_zero=True, block=128))
+    for name in ("tb", "emis_ice", "sic", "tb_zero"):
+        got = np.concatenate([getattr(s, name) for _, _, s in tensor_blocks])
+        assert np.array_equal(got, np.concatenate([getattr(s, name) for _, _, s in tensor])), name

@@ -43,6 +43,7 @@ from empirical_seaice.model.fused_kernels import (
     _refs,
     _step,
 )
+from empirical_seaice.model.tensors import MASK_COLUMN
 
 
 @dataclass
@@ -75,6 +76,14 @@ class FusedProgram:
     """The exact whole-map priors ("full" mode): :meth:`run` leaves the map priors out (their
     batch estimate is off) and the step adds them over every map row
     (:mod:`empirical_seaice.model.fused_map`)."""
+    row0: int = 0
+    """The observation of the packed tables' first row (a block of
+    :class:`~empirical_seaice.model.tensors.ObservationBlocks`: :meth:`use`)."""
+
+    def use(self, data) -> None:
+        """Read the packed tables of ``data`` from now on (another block of the same observations,
+        packed alike: :meth:`ObservationBlocks.block`); the forward pass only."""
+        self.floats, self.ints, self.row0 = data.floats.numpy(), data.ints.numpy(), int(getattr(data, "row0", 0))
 
     def map_priors(self, values: np.ndarray, grad: np.ndarray) -> dict[str, float]:
         """In "full" mode: the exact whole-map SIC priors at the map ``values`` (the SIC table's
@@ -153,7 +162,7 @@ class FusedProgram:
         gw1, gb1, gw2, gb2, gwc, gbi, gbo = buf["grads"]
         _step(
             self.floats, self.ints, index, vals, inv, refs, buf["p"], w1, b1, w2, b2, wc, bi, bo,
-            self.ip, fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_pad"], a["nfreq"], a["chan_freq"],
+            self.ip, fp, a["count"], a["bg"], a["t_map"], a["freq_pad"], a["nfreq"], a["chan_freq"],
             a["pol"], a["lag_w"], terms, gw1, gb1, gw2, gb2, gwc, gbi, gbo, buf["g_state"], g_vals,
             a["no_tb"], a["no_tb"], a["no_sic"], a["no_sic"],
         )  # fmt: skip
@@ -217,8 +226,10 @@ def _simulate_into(program, start: int, stop: int, zero_sic: bool | str, tb, emi
     ``tb``, ``emis``, ``sic``, ``anchor`` (``stop - start`` rows each; ``zero_sic="both"``: ``tb`` has
     ``2 nc`` columns, the TB and then the TB with SIC 0)."""
     a = program.arrays
-    index = np.arange(start, stop, dtype=np.int64)
+    index = np.arange(start - program.row0, stop - program.row0, dtype=np.int64)  # rows of the packed tables
     refs = program.rows(index)
+    if program.row0 and a["has_obs"]:  # the observation-property row is the observation's: the last column
+        refs[:, -1] += program.row0
     nb, nref = refs.shape
     tables = [t.detach().numpy() for t in program.tables]
     c = max(t.shape[1] for t in tables)
@@ -236,7 +247,7 @@ def _simulate_into(program, start: int, stop: int, zero_sic: bool | str, tb, emi
     z3 = np.zeros((NCHUNK, 1, 1))
     _step(  # forward only (ip[18]); compiled without the GIL: the compression threads run meanwhile
         program.floats, program.ints, index, vals.reshape(nb * nref, c), inv, refs, np.zeros(w[-3].shape[0]),
-        w1, b1, w2, b2, wc, bi, bo, ip, program.fp, a["inv_count"], a["bg"], a["warm_w"], a["freq_pad"],
+        w1, b1, w2, b2, wc, bi, bo, ip, program.fp, a["count"], a["bg"], a["t_map"], a["freq_pad"],
         a["nfreq"], a["chan_freq"], a["pol"], a["lag_w"], np.zeros((NCHUNK, 6)), z3, z1, z3, z1, z1, z3, z3,
         np.zeros((1, 1)), np.zeros((1, 1)), tb, emis, sic, anchor,
     )  # fmt: skip
@@ -310,13 +321,13 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
             version, nc, st.nlag, st.nprop_grid, st.nprop_obs, nh, anchor_ch, int(floor_on),
             0 if cc.false_ice_shape == "tent" else 1, int(cc.sic_background_prior), int(cc.warm_ice == "effective"),
             int(cc.false_ice_prior), sl["tb_obs_k"][0], sl["emis_water"][0], sl["tau_eff"][0], sl["down_eff_k"][0],
-            sl["const_k"][0], sl["mask"][0], 0, 0, sl["cos2_scan"][0] if "cos2_scan" in sl else -1,
+            sl["const_k"][0], MASK_COLUMN, 0, 0, sl["cos2_scan"][0] if "cos2_scan" in sl else -1,
             sl["cos_view"][0] if nang else -1,
         ],
         dtype=np.int64,
     )  # fmt: skip
     lo, hi, h = _smooth_pieces(cc.false_ice_peak_scaling)
-    fp = np.zeros(15)
+    fp = np.zeros(17)
     fp[0], fp[1] = mc.t_ref_k, mc.t_scale_k
     fp[2] = -1.0 if mc.ocean_t_floor_k is None else mc.ocean_t_floor_k
     if version == 2 and anchor_ch < 0:
@@ -343,14 +354,14 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
     if st.props_obs is not None:
         tables.append(st.props_obs.weight)
         ref_table.append(len(tables) - 1)
+    # the per-row arrays are the network's own (float32): the kernels compute 1 / count, the background
+    # and the warm-ice weight in float64 from them (no float64 copies of the map's size)
     cnt = (
-        np.full(st.ngrid * st.ncol, np.inf)
+        np.full(st.ngrid * st.ncol, np.inf, dtype=np.float32)
         if network.sic_count is None or full  # "full": no batch estimate (1 / count = 0), the exact priors instead
-        else network.sic_count.numpy().astype(np.float64)
+        else network.sic_count.numpy()
     )
-    warm = (np.maximum(network.t_map_flat.numpy().astype(np.float64) - cc.warm_ice_threshold_k, 0.0)) * (
-        cc.warm_ice_factor
-    )
+    fp[15], fp[16] = cc.warm_ice_threshold_k, cc.warm_ice_factor
     if version == 2:
         freq_in = np.ascontiguousarray(em.freq_input_t.numpy().T.astype(np.float64))  # (nsensor, nf)
         chan_freq = em.chan_freq.numpy().astype(np.int64)
@@ -375,9 +386,9 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         nprop=st.nprop_grid + st.nprop_obs,
         has_grid=st.props_grid is not None,
         has_obs=st.props_obs is not None,
-        inv_count=1.0 / cnt,
-        bg=st.background_flat.numpy().astype(np.float64),
-        warm_w=warm,
+        count=cnt,
+        bg=st.background_flat.numpy(),
+        t_map=network.t_map_flat.numpy(),
         freq_pad=freq_pad,
         nfreq=nfreq,
         chan_freq=chan_freq,
@@ -408,6 +419,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         dense=list(network.dense_parameters()),
         floats=data.floats.numpy(),
         ints=data.ints.numpy(),
+        row0=int(getattr(data, "row0", 0)),
         ip=ip,
         fp=fp,
         arrays=arrays,

@@ -70,6 +70,18 @@ _MAXS = (_MAXF + 1 + _V - 1) // _V * _V  # the network's evaluations per observa
 _AHEAD = 3  # the observation whose rows :func:`_chunk` prefetches: this many ahead
 
 
+def _inverse(x):
+    """``1 / x`` in float64 (compiled without fastmath, so the fused kernel gets the rounded quotient)."""
+    return 1.0 / np.float64(x)
+
+
+def warm_weight(t, threshold, factor):
+    """The warm-ice prior's weight of a SIC row whose skin temperature is ``t`` (K):
+    ``max(t - threshold, 0) factor`` in float64 (compiled without fastmath: the same rounding wherever
+    it is computed)."""
+    return max(np.float64(t) - threshold, 0.0) * factor
+
+
 def _false_ice(c, shape, s, lo, hi, h):
     """(residual r, slope dr/dC) of the false-ice prior at C (tent: shape 0, smooth: shape 1)."""
     if c <= 0.0 or c >= 0.3:
@@ -94,15 +106,15 @@ def _false_ice(c, shape, s, lo, hi, h):
 
 def _refs(ints, index, ncolmap, nstep, nlag, has_grid, has_obs, refs):
     """Table-local state rows each observation reads: SIC lags ``g ncol + t + nlag - l``
-    (l = 0..nlag), grid row ``g nstep + t``, observation row ``iobs`` (the integers of the observation
-    ``4 _AHEAD`` ahead prefetched)."""
+    (l = 0..nlag), grid row ``g nstep + t``, observation row ``i`` (the packed row is ``iobs``; the
+    integers of the observation ``4 _AHEAD`` ahead prefetched)."""
     nb = index.shape[0]
     for b in range(nb):
         if b + 4 * _AHEAD < nb:
             prefetch(ints, index[b + 4 * _AHEAD], 0)
         i = index[b]
-        g = ints[i, 1]
-        t = ints[i, 2]
+        g = np.int64(ints[i, 0])
+        t = np.int64(ints[i, 1])
         for lag in range(nlag + 1):
             refs[b, lag] = g * ncolmap + t + nlag - lag
         k = nlag + 1
@@ -110,12 +122,12 @@ def _refs(ints, index, ncolmap, nstep, nlag, has_grid, has_obs, refs):
             refs[b, k] = g * nstep + t
             k += 1
         if has_obs:
-            refs[b, k] = ints[i, 0]
+            refs[b, k] = i
 
 
 def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the configuration
     c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
-    ip, fp, inv_count, bg, warm_w, freq_pad, nfreq, chan_freq, pol, lag_w,
+    ip, fp, count, bg, t_map, freq_pad, nfreq, chan_freq, pol, lag_w,
     terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, out_tb, out_emis, out_sic, out_anchor,
 ):  # fmt: skip
     """Forward, cost and backward of observations ``c0 .. c1 - 1`` of the batch (see :func:`_step`);
@@ -132,7 +144,8 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     s_range, s_bg, s_false, warm_scale, anchor_g = fp[6], fp[7], fp[8], fp[9], fp[10]
     fi_s, fi_lo, fi_hi, fi_h = fp[11], fp[12], fp[13], fp[14]
     angle_col = ip[21]
-    c_tb, c_ew, c_tau, c_down, c_k, c_mask = ip[12], ip[13], ip[14], ip[15], ip[16], ip[17]
+    c_tb, c_ew, c_tau, c_down, c_k = ip[12], ip[13], ip[14], ip[15], ip[16]  # float columns
+    c_mask = ip[17]  # the mask: bit ch & 31 of integer column c_mask + ch >> 5
     cols = ip[12:17].copy()  # the same columns (but the mask's), for compiled.channels8
     acc8 = np.empty(16)
     pm = np.empty(_MAXC)
@@ -163,11 +176,11 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
             prefetch(floats, ia, ncolf - 1)
             prefetch(ints, ia, 0)
             ra = refs[b + _AHEAD, 0]
-            prefetch1(inv_count, ra)
+            prefetch1(count, ra)
             prefetch1(bg, ra)
-            prefetch1(warm_w, ra)
+            prefetch1(t_map, ra)
         i = index[b]
-        s = ints[i, 3]
+        s = ints[i, 2]
         ts = floats[i, 0]
         u = floats[i, 1]
         xt = max(t_ref - ts, 0.0) / t_scale
@@ -255,7 +268,8 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
         else:
             r_tb = row[c_tb : c_tb + nc]
             for ch in range(nc):
-                pm[ch] = floats[i, c_mask + ch] * p[ch]  # mask 2 / (sigma^2 B)
+                m = 1.0 if (ints[i, c_mask + (ch >> 5)] >> (ch & 31)) & 1 else 0.0  # the mask's bit
+                pm[ch] = m * p[ch]  # mask 2 / (sigma^2 B)
             g_bi_s, g_bo_s = g_bi[s], g_bo[s]
             # eight channels at a time as one vector (compiled.channels8), the rest one by one
             acc8[:] = 0.0
@@ -295,20 +309,20 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
         for lag in range(nlag + 1):
             cl = lags[lag]
             row = refs[b, lag]
-            w = inv_count[row]
+            w = _inverse(count[row])  # 1 / count(r), 0 where the count is inf ("full": no batch estimate)
             dcl = dc * lag_w[lag]
             r = cl - min(max(cl, 0.0), 1.0)
             terms[_T_RANGE] += w * r * r * s_range
             dcl += 2.0 * w * r * s_range
             if bg_on:
-                r = cl - bg[row]
+                r = cl - np.float64(bg[row])
                 terms[_T_BG] += w * r * r * s_bg
                 dcl += 2.0 * w * r * s_bg
             if false_on:
                 r, sl = _false_ice(cl, false_shape, fi_s, fi_lo, fi_hi, fi_h)
                 terms[_T_FALSE] += w * r * r * s_false
                 dcl += 2.0 * w * r * sl * s_false
-            ww = warm_w[row]
+            ww = warm_weight(t_map[row], fp[15], fp[16])
             if warm_eff:
                 terms[_T_WARM] += w * max(cl, 0.0) * ww * warm_scale
                 if cl >= 0.0:
@@ -384,7 +398,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
 
 def _step(
     floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
-    ip, fp, inv_count, bg, warm_w, freq_pad, nfreq, chan_freq, pol, lag_w,
+    ip, fp, count, bg, t_map, freq_pad, nfreq, chan_freq, pol, lag_w,
     terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, g_vals, out_tb, out_emis, out_sic, out_anchor,
 ):  # fmt: skip
     """One batch: terms and dense gradients per chunk (zeroed here), summed in chunk order into chunk 0
@@ -405,7 +419,7 @@ def _step(
             g_bo[k][:] = 0.0
         _chunk(
             c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
-            ip, fp, inv_count, bg, warm_w, freq_pad, nfreq, chan_freq, pol, lag_w,
+            ip, fp, count, bg, t_map, freq_pad, nfreq, chan_freq, pol, lag_w,
             terms[k], g_w1[k], g_b1[k], g_w2[k], g_b2[k], g_wc[k], g_bi[k], g_bo[k], g_state,
             out_tb, out_emis, out_sic, out_anchor,
         )  # fmt: skip
@@ -492,6 +506,8 @@ if HAVE_NUMBA:
     _numpy_sum = njit(cache=True)(_numpy_sum)
     _bias_prior = njit(cache=True)(_bias_prior)
     _false_ice = njit(cache=True)(_false_ice)
+    _inverse = njit(cache=True)(_inverse)
+    warm_weight = njit(cache=True)(warm_weight)
     _refs = njit(cache=True)(_refs)
     _chunk = njit(cache=True, fastmath=True)(_chunk)
     _step = njit(cache=True, parallel=True, nogil=True)(_step)  # the GIL released: other threads compress meanwhile

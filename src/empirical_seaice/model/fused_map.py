@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from empirical_seaice.model.fused_kernels import HAVE_NUMBA, NCHUNK, _false_ice
+from empirical_seaice.model.fused_kernels import HAVE_NUMBA, NCHUNK, _false_ice, warm_weight
 
 if HAVE_NUMBA:
     from numba import prange
@@ -78,7 +78,7 @@ def prior_row(c, bgv, ww, flags, scales):
     return t_range, t_bg, t_false, t_warm, g
 
 
-def _map_pass(values, bg, warm, flags, scales, grad, sums):
+def _map_pass(values, bg, t_map, wt, wf, flags, scales, grad, sums):
     """:func:`prior_row` over every row: derivatives into ``grad`` (float64, one per row), the
     terms summed per fixed chunk into ``sums`` (nchunk, 4): the same result for any thread count."""
     n = values.shape[0]
@@ -89,7 +89,9 @@ def _map_pass(values, bg, warm, flags, scales, grad, sums):
         s2 = 0.0
         s3 = 0.0
         for r in range((n * k) // nchunk, (n * (k + 1)) // nchunk):
-            t0, t1, t2, t3, g = prior_row(float(values[r]), bg[r], warm[r], flags, scales)
+            t0, t1, t2, t3, g = prior_row(
+                float(values[r]), np.float64(bg[r]), warm_weight(t_map[r], wt, wf), flags, scales
+            )
             s0 += t0
             s1 += t1
             s2 += t2
@@ -153,7 +155,7 @@ def map_priors(program, values: np.ndarray, grad: np.ndarray) -> np.ndarray:
     flags, scales = map_constants(program)
     sums = np.zeros((NCHUNK, 4))
     a = program.arrays
-    _map_pass(values, a["bg"], a["warm_w"], flags, scales, grad, sums)
+    _map_pass(values, a["bg"], a["t_map"], program.fp[15], program.fp[16], flags, scales, grad, sums)
     smooth = np.zeros(NCHUNK)
     if "smooth_indptr" in a:
         scale = 1.0 / float(program.nobs_total)

@@ -6,13 +6,15 @@ normal run), and each packed value written once, with no temporary array of
 the observations' size. Per row (columns as in ``ObservationTensors``):
 
 - ``t_skin_k``, ``wind_ms``, ``cloud_fraction``, ``cos2_scan``, ``cos_view``;
-- per channel ``tb_obs_k``, ``mask`` (0/1), ``emis_water``;
+- per channel ``tb_obs_k``, ``emis_water``;
 - the effective all-sky atmosphere of
   :func:`empirical_seaice.model.physics.effective_atmosphere`, with ``f`` the
   cloud fraction: ``tau* = (1 - f) tau + f tau_cld``,
   ``D* = (1 - f) tau T_down + f tau_cld T_down_cld`` (K),
   ``K = D* + (1 - f) T_up + f T_up_cld`` (K).
 
+The channel mask goes into the integer table as bits (:func:`mask_words`; bit ``c mod 32`` of
+word ``c // 32`` for channel ``c``), 4 bytes per observation instead of a float per channel.
 Non-finite inputs (NaN, inf) count as 0, as in the tensor path. The
 float32 table is the tensor path's bit for bit (tested): the products
 ``tau T_down`` are rounded to float32 and each ``lerp`` is rounded as torch's
@@ -56,14 +58,20 @@ def _lerp(a, b, w):
 
 
 def _pack_rows(  # noqa: PLR0913 - one array per packed field
-    out, cols, t_skin, wind, cloud, cos2, cosv, tb, mask, ew, tau, tdown, tup, taucld, tdowncld, tupcld
+    out, bits, cols, t_skin, wind, cloud, cos2, cosv, tb, mask, ew, tau, tdown, tup, taucld, tdowncld, tupcld
 ):
-    """Fill ``out[i, :]`` for every row ``i`` of the inputs (see the module docstring).
-    ``cols``: the first column of t_skin, wind, cloud, cos2_scan, cos_view, tb_obs_k, mask,
-    emis_water, tau_eff, down_eff_k, const_k."""
+    """Fill ``out[i, :]`` and the mask words ``bits[i, :]`` for every row ``i`` of the inputs (see the
+    module docstring). ``cols``: the first column of t_skin, wind, cloud, cos2_scan, cos_view,
+    tb_obs_k, emis_water, tau_eff, down_eff_k, const_k."""
     n, nc = tb.shape
     zero = np.float32(0.0)
     for i in prange(n):
+        for w in range(bits.shape[1]):
+            word = 0
+            for c in range(32 * w, min(32 * w + 32, nc)):
+                if mask[i, c]:
+                    word |= 1 << (c - 32 * w)
+            bits[i, w] = word  # truncated to int32: bit 31 is the sign bit
         f = np.float32(cloud[i]) if np.isfinite(cloud[i]) else zero
         out[i, cols[0]] = t_skin[i] if np.isfinite(t_skin[i]) else zero
         out[i, cols[1]] = wind[i] if np.isfinite(wind[i]) else zero
@@ -72,8 +80,7 @@ def _pack_rows(  # noqa: PLR0913 - one array per packed field
         out[i, cols[4]] = cosv[i]
         for c in range(nc):
             out[i, cols[5] + c] = tb[i, c] if np.isfinite(tb[i, c]) else zero
-            out[i, cols[6] + c] = 1.0 if mask[i, c] else 0.0
-            out[i, cols[7] + c] = ew[i, c] if np.isfinite(ew[i, c]) else zero
+            out[i, cols[6] + c] = ew[i, c] if np.isfinite(ew[i, c]) else zero
             t0 = np.float32(tau[i, c]) if np.isfinite(tau[i, c]) else zero
             t1 = np.float32(taucld[i, c]) if np.isfinite(taucld[i, c]) else zero
             d0 = np.float32(tdown[i, c]) if np.isfinite(tdown[i, c]) else zero
@@ -81,9 +88,9 @@ def _pack_rows(  # noqa: PLR0913 - one array per packed field
             u0 = np.float32(tup[i, c]) if np.isfinite(tup[i, c]) else zero
             u1 = np.float32(tupcld[i, c]) if np.isfinite(tupcld[i, c]) else zero
             down = _lerp(np.float32(t0 * d0), np.float32(t1 * d1), f)
-            out[i, cols[8] + c] = _lerp(t0, t1, f)
-            out[i, cols[9] + c] = down
-            out[i, cols[10] + c] = np.float32(down + _lerp(u0, u1, f))
+            out[i, cols[7] + c] = _lerp(t0, t1, f)
+            out[i, cols[8] + c] = down
+            out[i, cols[9] + c] = np.float32(down + _lerp(u0, u1, f))
 
 
 if HAVE_NUMBA:
@@ -97,7 +104,6 @@ _COLUMNS = (
     "cos2_scan",
     "cos_view",
     "tb_obs_k",
-    "mask",
     "emis_water",
     "tau_eff",
     "down_eff_k",
@@ -105,16 +111,29 @@ _COLUMNS = (
 )
 
 
+def mask_words(mask: np.ndarray) -> np.ndarray:
+    """The channel mask (n, nchan) bool as (n, ceil(nchan / 32)) int32 words: channel ``c`` is bit
+    ``c mod 32`` of word ``c // 32`` (the packed integer table's mask columns; the tensor path's packing)."""
+    m = np.asarray(mask, dtype=bool)
+    n, nc = m.shape
+    words = np.zeros((n, max(1, -(-nc // 32))), dtype=np.uint32)
+    for c in range(nc):
+        words[:, c // 32] |= m[:, c].astype(np.uint32) << np.uint32(c % 32)
+    return words.view(np.int32)
+
+
 def pack_floats(
     obs: Observations,
     out: np.ndarray,
+    bits: np.ndarray,
     slices: Mapping[str, tuple[int, int | None]],
     angles: Callable[[slice], tuple[np.ndarray, np.ndarray]],
     chunk: int = CHUNK,
     threads: int = 1,
 ) -> bool:
     """Pack every observation of ``obs`` into the float32 table ``out`` (nobs, ncol) with the
-    columns of ``slices`` (field -> (first column, end or None)); ``angles(rows)`` gives the
+    columns of ``slices`` (field -> (first column, end or None)) and its channel mask into the int32
+    words ``bits`` (nobs, ceil(nchan / 32)) (:func:`mask_words`); ``angles(rows)`` gives the
     ``cos2_scan`` and ``cos_view`` of the rows, on ``threads`` threads (at most numba's maximum;
     the run's thread count: numba's OpenMP layer leaves the count of its last parallel loop as the
     process's OpenMP count, which torch's intra-op pool then uses). Returns False (nothing done)
@@ -124,7 +143,7 @@ def pack_floats(
     before = numba.get_num_threads()
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     try:
-        _pack_all(obs, out, slices, angles, chunk)
+        _pack_all(obs, out, bits, slices, angles, chunk)
     finally:
         numba.set_num_threads(before)
     return True
@@ -133,6 +152,7 @@ def pack_floats(
 def _pack_all(
     obs: Observations,
     out: np.ndarray,
+    bits: np.ndarray,
     slices: Mapping[str, tuple[int, int | None]],
     angles: Callable[[slice], tuple[np.ndarray, np.ndarray]],
     chunk: int,
@@ -143,11 +163,11 @@ def _pack_all(
         rows = slice(start, min(start + chunk, obs.nobs))
         cos2, cosv = (np.ascontiguousarray(a, dtype=np.float64) for a in angles(rows))
         _pack_rows(
-            out[rows], cols, obs.t_skin_k[rows], obs.wind_ms[rows], obs.cloud_fraction[rows], cos2, cosv,
+            out[rows], bits[rows], cols, obs.t_skin_k[rows], obs.wind_ms[rows], obs.cloud_fraction[rows], cos2, cosv,
             obs.tb_obs_k[rows], obs.mask[rows], obs.emis_water[rows], obs.tau[rows], obs.t_down_k[rows],
             obs.t_up_k[rows], obs.tau_cld[rows], obs.t_down_cld_k[rows], obs.t_up_cld_k[rows],
         )  # fmt: skip
         obs.release(rows)
 
 
-__all__ = ["pack_floats", "CHUNK", "HAVE_NUMBA"]
+__all__ = ["pack_floats", "mask_words", "CHUNK", "HAVE_NUMBA"]

@@ -9,7 +9,8 @@ cut from it by index.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,17 +18,20 @@ from torch import Tensor
 
 from empirical_seaice.compiled import empty_huge
 from empirical_seaice.model import physics
-from empirical_seaice.model.packing import pack_floats
+from empirical_seaice.model.packing import mask_words, pack_floats
 from empirical_seaice.observations import Observations
 
 PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction", "cos2_scan", "cos_view")
 """Per-observation float fields carried by a :class:`Batch`, in packing order."""
-PACKED_CHANNEL_FIELDS = ("tb_obs_k", "mask", "emis_water", "tau_eff", "down_eff_k", "const_k")
-"""Per-channel float fields carried by a :class:`Batch`, in packing order."""
+PACKED_CHANNEL_FIELDS = ("tb_obs_k", "emis_water", "tau_eff", "down_eff_k", "const_k")
+"""Per-channel float fields of the packed float table, in packing order (the mask is in the integers)."""
 ATMOSPHERE_FIELDS = ("tau", "t_down_k", "t_up_k", "tau_cld", "t_down_cld_k", "t_up_cld_k")
 """The Observations' clear and cloudy atmosphere, packed as (``tau_eff``, ``down_eff_k``, ``const_k``)."""
-INT_FIELDS = ("iobs", "igrid", "istep", "isensor")
-"""Integer fields carried by a :class:`Batch`, in packing order."""
+INT_FIELDS = ("igrid", "istep", "isensor")
+"""Integer fields of the packed integer table, in packing order; the channel mask's words follow."""
+MASK_COLUMN = len(INT_FIELDS)
+"""The first column of the channel mask's int32 words in the packed integer table (channel ``c``:
+bit ``c mod 32`` of column ``MASK_COLUMN + c // 32``; :func:`~empirical_seaice.model.packing.mask_words`)."""
 
 
 @dataclass
@@ -35,7 +39,7 @@ class Batch:
     """One minibatch of observations as tensors on one device.
 
     Integer (B,) int64: ``iobs`` (row in the Observations the tensors were
-    built from), ``igrid``, ``istep``, ``isensor``. Float (B,): ``t_skin_k``,
+    built from: the index), ``igrid``, ``istep``, ``isensor``. Float (B,): ``t_skin_k``,
     ``wind_ms``, ``cloud_fraction``, ``cos2_scan`` (the cross-track
     polarisation weight), ``cos_view`` (cosine of the local zenith angle).
     Float (B, nchan): ``tb_obs_k``, ``mask``
@@ -68,15 +72,17 @@ class Batch:
 class ObservationTensors:
     """All observations packed once on a device, for fast batching.
 
-    Floats are packed into one (nobs, 4 + 6 nchan) tensor: the per-observation
-    fields, then ``tb_obs_k``, ``mask`` (0/1), ``emis_water`` and the
+    Floats are packed into one (nobs, 5 + 5 nchan) tensor: the per-observation
+    fields, then ``tb_obs_k``, ``emis_water`` and the
     effective all-sky atmosphere ``tau_eff``, ``down_eff_k``, ``const_k``
     computed here once from the six clear and cloudy terms
     (:func:`physics.effective_atmosphere`; data only, so a step does not
     redo it, and a row is a third shorter). Non-finite values (NaN, inf) are
     replaced by 0 first so masked channels cannot turn the cost into NaN.
-    Integers go into one (nobs, 4) int64 tensor (``INT_FIELDS``).
-    :meth:`batch` is two ``index_select`` calls.
+    Integers go into one (nobs, 3 + ceil(nchan / 32)) int32 tensor: ``INT_FIELDS``, then the
+    channel mask as bits (:data:`MASK_COLUMN`); a row's ``iobs`` is its index. 4 (5 + 5 nchan)
+    + 16 bytes per observation up to 32 channels (376 at 17 channels; 460 with the mask as
+    floats and int64 integers). :meth:`batch` is two ``index_select`` calls and the mask's unpacking.
 
     Parameters
     ----------
@@ -86,8 +92,19 @@ class ObservationTensors:
     """
 
     _CHUNK = 1 << 20  # observations converted at a time (bounds the temporaries)
+    row0 = 0
+    """The row of the Observations that is this table's first row (a block of :class:`ObservationBlocks`)."""
+    obs_rows: Tensor | None = None
+    """Where the table holds chosen observations (the held-out fit's): the row of the Observations of
+    each table row (int64), the batches' ``iobs``; None = row ``row0 + r``."""
 
-    def __init__(self, obs: Observations, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        obs: Observations,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        into: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         n, nc = obs.nobs, obs.nchan
         self.nobs = n
         self.nchan = nc
@@ -95,7 +112,12 @@ class ObservationTensors:
         ncol = len(PER_OBS_FLOAT_FIELDS) + len(PACKED_CHANNEL_FIELDS) * nc
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
         # read at random by the training step: 2 MiB pages (one TLB entry per 2 MiB, not per 4 KiB)
-        floats = torch.from_numpy(empty_huge((n, ncol), np_dtype)).to(dtype)
+        nint = MASK_COLUMN + max(1, -(-nc // 32))
+        if into is not None:  # the first n rows of tables of at least n rows (ObservationBlocks' buffers)
+            floats, ints_np = torch.from_numpy(into[0][:n]), into[1][:n]
+        else:
+            floats = torch.from_numpy(empty_huge((n, ncol), np_dtype)).to(dtype)
+            ints_np = empty_huge((n, nint), np.int32)
         self._slices: dict[str, tuple[int, int | None]] = {}
 
         def finite(name: str, rows: slice) -> torch.Tensor:
@@ -111,7 +133,7 @@ class ObservationTensors:
             col += nc
         angles = lambda rows: (_cos2_scan(obs, rows, np.float64).numpy(), _cos_view(obs, rows).numpy())  # noqa: E731
         threads = torch.get_num_threads()
-        compiled = pack_floats(obs, floats.numpy(), self._slices, angles, threads=threads)  # False without numba
+        compiled = pack_floats(obs, floats.numpy(), ints_np[:, MASK_COLUMN:], self._slices, angles, threads=threads)
         torch.set_num_threads(threads)  # the run's count, whatever numba's OpenMP loop left behind
         for start in range(0, 0 if compiled else n, self._CHUNK):
             rows = slice(start, min(start + self._CHUNK, n))
@@ -120,9 +142,10 @@ class ObservationTensors:
                 block[:, self._slices[name][0]] = finite(name, rows)
             block[:, self._slices["cos2_scan"][0]] = _cos2_scan(obs, rows, np_dtype)
             block[:, self._slices["cos_view"][0]] = _cos_view(obs, rows)
-            for name in ("tb_obs_k", "mask", "emis_water"):
+            for name in ("tb_obs_k", "emis_water"):
                 a, b = self._slices[name]
                 block[:, a:b] = finite(name, rows)
+            ints_np[rows, MASK_COLUMN:] = mask_words(obs.mask[rows])
             atmosphere = physics.effective_atmosphere(
                 **{name: finite(name, rows) for name in ATMOSPHERE_FIELDS},
                 cloud_fraction=finite("cloud_fraction", rows),
@@ -130,11 +153,10 @@ class ObservationTensors:
             for name, value in zip(("tau_eff", "down_eff_k", "const_k"), atmosphere, strict=True):
                 a, b = self._slices[name]
                 block[:, a:b] = value
-        ints = torch.from_numpy(empty_huge((n, len(INT_FIELDS)), np.int64))
-        ints[:, 0] = torch.arange(n)
-        ints[:, 1] = torch.from_numpy(np.asarray(obs.igrid, dtype=np.int64))
-        ints[:, 2] = torch.from_numpy(np.asarray(obs.istep, dtype=np.int64))
-        ints[:, 3] = torch.from_numpy(np.asarray(obs.isensor, dtype=np.int64))
+        for k, name in enumerate(INT_FIELDS):  # int32: grid points, steps and sensors < 2**31
+            ints_np[:, k] = getattr(obs, name)
+        ints = torch.from_numpy(ints_np)
+        self._bit = torch.arange(nc, dtype=torch.int32, device=self.device)
         self.floats = floats.to(self.device)
         self.ints = ints.to(self.device)
 
@@ -145,7 +167,13 @@ class ObservationTensors:
         """The observations ``index`` (int64 tensor on :attr:`device`) as a :class:`Batch`."""
         f = self.floats.index_select(0, index)
         i = self.ints.index_select(0, index)
-        fields: dict[str, Tensor] = {name: i[:, k] for k, name in enumerate(INT_FIELDS)}
+        fields: dict[str, Tensor] = {name: i[:, k].long() for k, name in enumerate(INT_FIELDS)}
+        if self.obs_rows is not None:
+            fields["iobs"] = self.obs_rows.index_select(0, index)
+        else:
+            fields["iobs"] = index + self.row0 if self.row0 else index
+        words = i[:, MASK_COLUMN + torch.div(self._bit, 32, rounding_mode="floor")]  # (B, nchan)
+        fields["mask"] = words.bitwise_right_shift(self._bit % 32).bitwise_and_(1).to(f.dtype)
         for name, (a, b) in self._slices.items():
             fields[name] = f[:, a] if b is None else f[:, a:b]
         return Batch(**fields)
@@ -153,6 +181,36 @@ class ObservationTensors:
     def all(self) -> Batch:
         """Every observation as one batch."""
         return self.batch(torch.arange(self.nobs, device=self.device))
+
+
+class ObservationBlocks:
+    """The observations packed one block at a time, for a forward pass that visits them in order
+    (the final diagnostics): :meth:`block` packs rows ``start .. stop - 1`` into an
+    :class:`ObservationTensors` of their own (``row0 = start``), so a pass holds one block's table
+    instead of the whole one (376 bytes per observation at 17 channels). The packed values are the
+    whole table's (the same packing, row by row)."""
+
+    def __init__(self, obs: Observations, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.obs, self.device, self.dtype = obs, torch.device(device), dtype
+        self.nobs = obs.nobs
+        self._buffers: tuple[np.ndarray, np.ndarray] | None = None  # the largest block's tables, reused
+
+    def __len__(self) -> int:
+        return self.nobs
+
+    def block(self, start: int, stop: int) -> ObservationTensors:
+        """Observations ``start .. stop - 1`` packed (row ``r`` is observation ``start + r``)."""
+        rows = slice(start, stop)
+        views: dict[str, Any] = {name: arr[rows] for name, arr in self.obs.arrays().items()}  # no copy
+        view = replace(self.obs, **views)
+        buf = self._buffers
+        if self.device.type != "cpu" or (buf is not None and buf[0].shape[0] < stop - start):
+            buf = None
+        part = ObservationTensors(view, self.device, self.dtype, into=buf)
+        if self.device.type == "cpu" and buf is None:
+            self._buffers = (part.floats.numpy(), part.ints.numpy())
+        part.row0 = start
+        return part
 
 
 def _cos2_scan(obs: Observations, rows: slice, np_dtype) -> torch.Tensor:
@@ -187,8 +245,10 @@ def _cos_view(obs: Observations, rows: slice) -> torch.Tensor:
 __all__ = [
     "Batch",
     "ObservationTensors",
+    "ObservationBlocks",
     "PER_OBS_FLOAT_FIELDS",
     "PACKED_CHANNEL_FIELDS",
     "ATMOSPHERE_FIELDS",
     "INT_FIELDS",
+    "MASK_COLUMN",
 ]

@@ -87,11 +87,16 @@ def simulate_blocks(
     """``(start, stop, simulation of observations start .. stop - 1)`` for consecutive blocks of at
     most ``block`` observations: a streamed pass holds one block at a time. ``with_zero``: also the
     TB with SIC set to zero (:attr:`Simulation.tb_zero`, equal to a ``zero_sic`` pass's TB).
+    ``data``: the packed observations (``ObservationTensors``), or an ``ObservationBlocks`` that
+    packs each block when it comes (the pass then holds one block's table, not the whole one).
 
     The compiled forward pass (:func:`empirical_seaice.model.fused.simulate_range`, CPU) where
     the network offers a program (``with_zero``: from the same pass, ``TB_o``), else the tensor
     forward pass in chunks of ``chunk`` (``with_zero``: a second forward pass with SIC 0).
     """
+    blocks = getattr(data, "block", None)  # ObservationBlocks: one block's packed table at a time
+    if blocks is not None and nobs > 0:
+        data = blocks(0, min(block, nobs))
     make = getattr(network, "fused_program", None)
     program = make(data, nobs, training=False)[0] if make is not None and nobs > 0 else None
     if program is not None:
@@ -99,6 +104,8 @@ def simulate_blocks(
 
         for start in range(0, nobs, block):
             stop = min(start + block, nobs)
+            if blocks is not None and start > 0:
+                program.use(blocks(start, stop))
             if with_zero and not zero_sic:
                 tb, emis, sic, emis_anchor, tb0 = simulate_range(program, start, stop, zero_sic="both")
                 tb, tb0 = np.ascontiguousarray(tb), np.ascontiguousarray(tb0)
@@ -113,10 +120,12 @@ def simulate_blocks(
     try:
         for start in range(0, nobs, block):
             stop = min(start + block, nobs)
+            if blocks is not None and start > 0:
+                data = blocks(start, stop)
             parts = []
             for a in range(start, stop, chunk):
                 idx = torch.arange(a, min(a + chunk, stop), dtype=torch.long, device=device)
-                batch = data.batch(idx)
+                batch = data.batch(idx - getattr(data, "row0", 0))
                 out = network(batch, zero_sic=zero_sic)
                 parts.append({k: v.detach().float().cpu().numpy() for k, v in out.items() if k in _SIM_KEYS})
                 if with_zero:

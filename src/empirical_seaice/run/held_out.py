@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +37,9 @@ from empirical_seaice.run.retrieve import FrozenModel
 from empirical_seaice.training.runtime import make_generator
 
 log = logging.getLogger(__name__)
+
+_COPY_ROWS = 1 << 18
+"""Observations per range when the held-out observations are copied out of the cache."""
 
 
 def held_out_only_rows(
@@ -67,8 +71,10 @@ def fit_held_out_state(
     (``training`` resolved), the ``deferred-adam`` scheme, the sampled whole-map priors counted
     over the held-out observations and a generator of its own (seeded with the training seed, so
     a sharded run fits the same). The network's dense parameters and every row a training
-    observation reads are unchanged on return. ``data``: the training's observation tensors of
-    ``obs``, shared (read only) instead of packed a second time; None = pack them.
+    observation reads are unchanged on return. ``data``: the observation tensors of the whole
+    ``obs`` to read (shared, read only); None = pack the held-out observations alone (a tenth of the
+    table at the default fraction: the run frees the training's table before the fit). Both give
+    the same fit to the bit: the batches are the same observations in the same order.
     """
     device = next(network.parameters()).device
     # which rows only the held-out observations read: counted before the refit's network and slab exist
@@ -83,7 +89,7 @@ def fit_held_out_state(
         device=device,
         counted=valid_index,
         prior_mode="sampled",
-        data=data,
+        data=data if data is not None else _held_out_tensors(obs, np.sort(valid_index), device),
     )
     refit.network.load_state_dict(network.state_dict())
     cfg = replace(
@@ -96,11 +102,13 @@ def fit_held_out_state(
         batch_order="shuffled",
         fused_step=False,  # the compiled step has no frozen-model program
     )
+    own_table = data is None  # the table's rows are the held-out observations, in order
     trainer = build_trainer(
         FrozenModel(refit.network),
         refit,
         cfg,
-        train_index=valid_index,
+        # own table (valid_index sorted): the rows of valid_index, in its order (the same batches)
+        train_index=np.argsort(np.argsort(valid_index, kind="stable"), kind="stable") if own_table else valid_index,
         generator=make_generator(training.seed),
         progress=False,
     )
@@ -127,6 +135,24 @@ def fit_held_out_state(
         ", ".join(f"{k} {v.size}" for k, v in changed.items()),
     )
     return changed
+
+
+def _held_out_tensors(obs: Observations, rows: np.ndarray, device) -> ObservationTensors:
+    """The observations ``rows`` (increasing) packed alone: table row ``k`` is observation ``rows[k]``
+    (its ``iobs``). Copied range by range of the (memory-mapped) observations, whose pages are
+    dropped after each range: a copy in the order of a random ``valid_index`` would touch every page
+    of the cache at once."""
+    fields: dict[str, Any] = {
+        name: np.empty((rows.size, *arr.shape[1:]), arr.dtype) for name, arr in obs.arrays().items()
+    }
+    for r0 in range(0, obs.nobs, _COPY_ROWS):
+        lo, hi = np.searchsorted(rows, [r0, r0 + _COPY_ROWS])
+        for name, arr in obs.arrays().items():
+            fields[name][lo:hi] = arr[rows[lo:hi]]
+        obs.release(slice(r0, r0 + _COPY_ROWS))
+    data = ObservationTensors(replace(obs, **fields), device)
+    data.obs_rows = torch.as_tensor(rows, dtype=torch.long, device=data.device)
+    return data
 
 
 def held_out_epochs(history, early_stopping: bool) -> int:

@@ -51,8 +51,8 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard
-from empirical_seaice.memory import release_free_memory
-from empirical_seaice.observations import BackgroundMaps, Observations
+from empirical_seaice.memory import HEAP_THRESHOLD, map_large_arrays, release_free_memory
+from empirical_seaice.observations import BackgroundMaps, Observations, release_pages
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.finish import (
     publish_final_pass,
@@ -185,6 +185,7 @@ def run(
     plan = validate_run(
         data_cfg, preset, cost_cfg, train_cfg, Path(output), tag, modeltag, diagsonly, trainonly, resume, progress
     )
+    map_large_arrays()  # up to the end of training (the run's peak): large arrays as mappings of their own
     plan.products, plan.force_outputs, plan.checkpoint_minutes = products, force_outputs, checkpoint_minutes
     plan.perturbation = perturbation
     ctx = rank_context(distributed, plan.device, diagsonly)
@@ -236,6 +237,7 @@ def _read(plan: RunPlan, display: RunProgress) -> tuple[Observations, Background
 
 
 def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResult:
+    from empirical_seaice.model.tensors import ObservationBlocks
     from empirical_seaice.run import interrupt
     from empirical_seaice.run.factory import build_network
     from empirical_seaice.run.health import check_trained, health_gate
@@ -267,6 +269,8 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     )
     network, data = built.network, built.data  # data: dropped after the last pass that needs it
     release_free_memory()  # the temporaries of the build (row counts, neighbour pairs)
+    for arr in (background.sic, background.t_skin_map_k):  # the network holds its own copies
+        release_pages(arr)
     nobs_train = built.nobs_train
     if plan.model_file is not None:
         load_trained(network, plan.model_file)
@@ -285,14 +289,21 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     history = final = truth = marks = None
     if plan.model_file is None:
         history = _train(plan, built, split, generator, identity, display, result)
-        own_storage(network)  # the state tables were views of the optimiser's slab
-        release_free_memory()  # the trainer's slab and buffers (reference cycles): before the held-out fit's own
+        # the packed table goes with the trainer's buffers (reference cycles), before the state tables are
+        # copied out of the slab: the held-out fit packs its own observations, the final pass one block at
+        # a time, the products need the state only
+        built.data = data = None  # type: ignore[assignment]
+        map_large_arrays(HEAP_THRESHOLD)  # the passes' blocks reused from the heap again (empirical_seaice.memory)
+        release_free_memory()
+        own_storage(network)  # the state tables were views of the optimiser's slab, which goes now
+        release_free_memory()
         if split[1] is not None and history.nepochs > 0:
             _fit_held_out(plan, built, obs, background, split, history, display)
             release_free_memory()
         display.stage("health checks")
-        final, truth = _final_pass(plan, network, data, obs, background, nobs_train, held)
-        built.data = data = None  # type: ignore[assignment]  # the packed observations: the products need the state only
+        blocks = ObservationBlocks(obs, plan.device)
+        final, truth = _final_pass(plan, network, blocks, obs, background, nobs_train, held)
+        del blocks
         release_free_memory()
         result.health, marks = health_gate(
             check_trained(network, obs, final.checks, result.cost_before, final.cost),
@@ -382,7 +393,7 @@ def _fit_held_out(plan: RunPlan, built, obs, background, split, history, display
         split[0],
         split[1],
         held_out_epochs(history, plan.train_cfg.early_stopping),
-        data=built.data,  # the packed observations, not a second copy
+        # the training's table is freed: the fit packs the held-out observations alone
     )
 
 

@@ -9,7 +9,8 @@ nobs_total) -> (program | None, reason)``; the sea-ice physics stays on the netw
 side):
 
 1. the rows each observation reads (``program.rows``);
-2. the distinct rows are found with a mark array (one int32 per slab row), caught up
+2. the distinct rows are found with a mark array (one int32 per slab row: the rows' last padding
+   column where they have one), caught up
    (the deferred zero-gradient Adam steps, :class:`DeferredAdam`'s closed form) and
    copied out (:func:`_distinct_rows`, then :func:`_catch_up_rows` over fixed chunks of the
    distinct rows, in parallel);
@@ -267,7 +268,13 @@ class FusedStep:
         self.map_rows = (offs[id(sic)], offs[id(sic)] + sic.shape[0]) if self.full else (0, 0)
         self.g_map = np.empty(sic.shape[0] if self.full else 0)
         mark: np.ndarray | None = getattr(self, "mark", None)
-        if mark is None or mark.shape[0] != slab.shape[0]:
+        if slab.shape[1] > 3 * self.c + 1 and self.slab.dtype == np.float32:
+            # the marks in the rows' last padding column, as int32 (its bits: never read as a float),
+            # instead of an array of the slab's rows beside it (42 MiB at the benchmark twin's size)
+            if mark is None or not np.shares_memory(mark, self.slab):
+                self.mark = self.slab.view(np.int32)[:, -1]
+                self.mark.fill(-1)
+        elif mark is None or mark.shape[0] != slab.shape[0] or np.shares_memory(mark, self.slab):
             self.mark = empty_huge(slab.shape[0], np.int32)  # read at random: 2 MiB pages
             self.mark.fill(-1)
         d._pending.clear()

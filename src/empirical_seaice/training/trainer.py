@@ -39,7 +39,6 @@ held-out validation reports.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -476,7 +475,8 @@ class Trainer:
             self._best_cost = result
             h.best_epoch = self.epoch
             if self.config.early_stopping:
-                self._best_state = copy.deepcopy({k: v.detach().clone() for k, v in self.network.state_dict().items()})
+                self._best_state = None  # the older copy goes first: not beside the new one
+                self._best_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
         elif (
             self.config.early_stopping
             and h.best_epoch is not None
