@@ -16,10 +16,12 @@ Without glibc (another C library or OS) only the garbage collection is done.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
 import sys
+from collections.abc import Iterator
 
 _trim = None
 
@@ -41,10 +43,13 @@ def _malloc_trim():
     return _trim or None
 
 
-def release_free_memory() -> bool:
+def release_free_memory(collect: bool = True) -> bool:
     """Collect unreachable Python objects, then return the allocator's free pages to the system.
-    True where the allocator was asked (glibc), False where only the collection ran."""
-    gc.collect()
+    True where the allocator was asked (glibc), False where only the collection ran.
+    ``collect=False``: only return the free pages (where what was freed was arrays, not reference
+    cycles: a full collection traverses every object of the process, 0.2-0.3 s in a run)."""
+    if collect:
+        gc.collect()
     trim = _malloc_trim()
     if trim is None:  # pragma: no cover - not glibc
         return False
@@ -52,4 +57,19 @@ def release_free_memory() -> bool:
     return True
 
 
-__all__ = ["release_free_memory"]
+@contextlib.contextmanager
+def startup_objects_frozen() -> Iterator[None]:
+    """Leave the objects that exist now (modules, classes, functions: about 230,000 once torch,
+    xarray and netCDF4 are imported) out of the garbage collector's passes while the block runs
+    (``gc.freeze``), and give them back to it afterwards (``gc.unfreeze``). A full collection then
+    traverses only the run's own objects: 0.10 instead of 0.26 CPU-s on the ``benchmark`` twin, at
+    each of a run's :func:`release_free_memory` calls. Changes no value; nothing alive now is freed
+    before the block ends (it is alive now, and the collector sees it again afterwards)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+__all__ = ["release_free_memory", "startup_objects_frozen"]

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 from empirical_seaice.io import outputs as out
-from empirical_seaice.io.obs_outputs import masked
 from empirical_seaice.observations import Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.health import ObservationChecks
@@ -66,6 +65,7 @@ class _Sums:
         self.network, self.obs = network, obs
         self.anchor: float | None = None
         self.departures = diag.DepartureSums(obs.nchan)
+        self.priors = diag.PriorTerms(network)  # the state's terms, on a thread of their own meanwhile
 
     def add(self, rows: slice, sim: diag.Simulation) -> np.ndarray:
         """Add a block; returns its simulated TB with NaN where masked (the output files' values)."""
@@ -76,7 +76,9 @@ class _Sums:
         return self.departures.add_block(y, sim.tb, m, self.obs.basis.obs_error_k)
 
     def cost(self, nobs_total: int) -> dict[str, float]:
-        return diag.cost_from_sums(self.network, self.departures.obs_sum, self.anchor, nobs_total)
+        return diag.cost_from_sums(
+            self.network, self.departures.obs_sum, self.anchor, nobs_total, map_terms=self.priors.result()
+        )
 
 
 def initial_pass(
@@ -139,12 +141,12 @@ def final_pass(
             checks.add(sim.tb, sim.emis_ice, mask, sim.sic)
             if errors is not None:
                 errors.add(obs, rows, sim.emis_ice, truth)
-            if write:
-                files["tbobs"].write("tb", start, masked(obs.tb_obs_k[rows], mask))
+            if write:  # masked (NaN where the sensor lacks the channel) by the compressing threads
+                files["tbobs"].write("tb", start, obs.tb_obs_k[rows], mask)
                 files["tbsim"].write("tb", start, tb)
-                files["ice_emis"].write("ice_emis", start, masked(sim.emis_ice, mask))
+                files["ice_emis"].write("ice_emis", start, sim.emis_ice, mask)
                 assert sim.tb_zero is not None
-                files["tbzero"].write("tb", start, masked(sim.tb_zero, mask))
+                files["tbzero"].write("tb", start, sim.tb_zero, mask)
             obs.release(rows)
     return PassResult(
         cost=sums.cost(nobs_total),
