@@ -192,11 +192,16 @@ class _Variable:
 
     def __init__(self, ds):
         self.ds = ds
-        self.rows = int(ds.chunks[0])
-        self.nrows = int(ds.shape[0])
+        # h5py asks the HDF5 library at every access of these: read once (a gridded year writes
+        # thousands of chunks)
+        self.shape = tuple(int(n) for n in ds.shape)
+        self.chunk = tuple(int(c) for c in ds.chunks)
+        self.dtype = ds.dtype
+        self.rows = self.chunk[0]
+        self.nrows = self.shape[0]
         self.next = 0
         self.partial: np.ndarray | None = None  # the rows of the current chunk written so far
-        self.fill = ds.fillvalue if ds.dtype.kind == "f" else 0
+        self.fill = ds.fillvalue if self.dtype.kind == "f" else 0
         self.by_chunk = False  # written by whole chunks at any offset (:meth:`ChunkWriter.write_chunk`)
         level = int(ds.compression_opts or 1)
         self.level = min(max(level, 0), 3)  # ISA-L's levels: 0-3 (the file keeps the netCDF level)
@@ -235,8 +240,8 @@ class ChunkWriter:
             raise ValueError(f"{name}: rows written out of order (row {start}, expected {v.next})")
         if keep is not None and not self._by_whole_chunks(v, start, len(values)):
             values, keep = masked_values(values, keep), None  # not whole chunks: masked here
-        values = np.ascontiguousarray(values, dtype=v.ds.dtype)
-        if values.shape[1:] != v.ds.shape[1:] or start + len(values) > v.nrows:
+        values = np.ascontiguousarray(values, dtype=v.dtype)
+        if values.shape[1:] != v.shape[1:] or start + len(values) > v.nrows:
             raise ValueError(f"{name}: rows {start}..{start + len(values)} of shape {values.shape} do not fit")
         if keep is not None:
             self._whole_chunks(v, start, values, np.asarray(keep, dtype=bool))
@@ -265,22 +270,22 @@ class ChunkWriter:
         first (the gridded product: one step per chunk); not mixed with :meth:`write` on a variable,
         every chunk written once. ``values`` must not change afterwards."""
         v = self._vars[name]
-        chunk = tuple(int(c) for c in v.ds.chunks)
+        chunk = v.chunk
         if (
             v.next
             or any(o % c for o, c in zip(offset, chunk, strict=True))
-            or any(o + c > n for o, c, n in zip(offset, chunk, v.ds.shape, strict=True))
+            or any(o + c > n for o, c, n in zip(offset, chunk, v.shape, strict=True))
         ):
             raise ValueError(f"{name}: {offset} is not the start of a whole chunk {chunk} (or rows were written)")
         v.by_chunk = True
-        self._queue(v, tuple(offset), np.ascontiguousarray(values, dtype=v.ds.dtype).reshape(chunk))
+        self._queue(v, tuple(offset), np.ascontiguousarray(values, dtype=v.dtype).reshape(chunk))
 
     @staticmethod
     def _by_whole_chunks(v: _Variable, start: int, n: int) -> bool:
         """Whether rows ``start .. start + n - 1`` of a float32 ``v`` fill whole chunks (the last may
         end the variable), no chunk waiting for rows."""
         return (
-            v.ds.dtype == np.float32
+            v.dtype == np.float32
             and v.partial is None
             and start % v.rows == 0
             and (n % v.rows == 0 or start + n == v.nrows)

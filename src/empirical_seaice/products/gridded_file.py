@@ -17,7 +17,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cf, chunk_writer
 from empirical_seaice.io.output_writer import drain_writes, write_behind
 from empirical_seaice.io.transaction import atomic_path
-from empirical_seaice.products.gridded import GridInputs, channel_frequencies, evaluate_grid_emissivity
+from empirical_seaice.products.gridded import GridEvaluator, GridInputs, channel_frequencies
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
@@ -305,35 +305,44 @@ class _GridWriter:
         return [name for name in out if not empty.get(name, False)]
 
 
+_STEP_BLOCK = 16
+"""Steps whose inputs are made step-major at a time (:func:`_step_major`)."""
+
+
+def _step_major(arr: np.ndarray, t0: int, t1: int) -> np.ndarray:
+    """Steps ``t0 .. t1 - 1`` of a (grid, step, ...) array as a contiguous (step, grid, ...) copy: one
+    pass that reads each grid point's steps together, instead of a strided gather of every grid
+    point for each step (the same values)."""
+    return np.ascontiguousarray(np.swapaxes(np.asarray(arr)[:, t0:t1], 0, 1))
+
+
 def _write_steps(put, emissivity, model, basis, inputs: GridInputs, chan_list, freq_ghz, out_vars, state) -> None:
     """Evaluate the model at each step and give each variable's chunk of the step (one step, every
     grid point) to ``put(name, offset, values)``."""
     by_freq = freq_ghz is not None
-    for t in range(inputs.nstep):
-        props = np.concatenate([inputs.props_grid[:, t], inputs.props_obs_mean[:, t]], axis=-1)
-        e = evaluate_grid_emissivity(
-            emissivity,
-            model,
-            basis,
-            inputs.t_skin_map_k[:, t],
-            props,
-            channels=None if by_freq else chan_list,
-            freq_ghz=freq_ghz,
-        )
-        if by_freq:  # V and H
-            put(out_vars[0], (0, t, 0), e[..., 0])
-            put(out_vars[1], (0, t, 0), e[..., 1])
-        else:
-            put(out_vars[0], (0, t, 0), e)
-        values = {
-            "seaice": inputs.sic[:, t],
-            "t_skin": inputs.t_skin_map_k[:, t],
-            "properties": inputs.props_grid[:, t],
-            "properties_obs_mean": inputs.props_obs_mean[:, t],
-            "nobs_cell": inputs.nobs_cell[:, t],
-        }
-        for name in state:
-            put(name, (0, t, 0)[: 2 if values[name].ndim == 1 else 3], values[name])
+    evaluate = GridEvaluator(emissivity, model, basis, channels=None if by_freq else chan_list, freq_ghz=freq_ghz)
+    arrays = {
+        "seaice": inputs.sic,
+        "t_skin": inputs.t_skin_map_k,
+        "properties": inputs.props_grid,
+        "properties_obs_mean": inputs.props_obs_mean,
+        "nobs_cell": inputs.nobs_cell,
+    }
+    for t0 in range(0, inputs.nstep, _STEP_BLOCK):
+        t1 = min(t0 + _STEP_BLOCK, inputs.nstep)
+        block = {name: _step_major(a, t0, t1) for name, a in arrays.items()}
+        for k in range(t1 - t0):
+            t = t0 + k
+            props = np.concatenate([block["properties"][k], block["properties_obs_mean"][k]], axis=-1)
+            e = evaluate(block["t_skin"][k], props)
+            if by_freq:  # V and H
+                put(out_vars[0], (0, t, 0), e[..., 0])
+                put(out_vars[1], (0, t, 0), e[..., 1])
+            else:
+                put(out_vars[0], (0, t, 0), e)
+            for name in state:
+                values = block[name][k]
+                put(name, (0, t, 0)[: 2 if values.ndim == 1 else 3], values)
 
 
 def _char_variable(ds, name: str, dim: str, values: Sequence[str], long_name: str, **attrs) -> None:
