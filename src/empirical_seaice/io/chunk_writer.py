@@ -163,6 +163,11 @@ def set_threads(n: int) -> int:
     return before
 
 
+def threads() -> int:
+    """The number of worker threads (:func:`set_threads`)."""
+    return _threads
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool, _pool_size
     with _pool_lock:
@@ -366,4 +371,4 @@ class ChunkWriter:
             raise error
 
 
-__all__ = ["AVAILABLE", "ChunkWriter", "masked_values", "set_threads", "shuffled", "usable"]  # noqa: F822 - AVAILABLE: __getattr__
+__all__ = ["AVAILABLE", "ChunkWriter", "masked_values", "set_threads", "shuffled", "threads", "usable"]  # noqa: F822 - AVAILABLE: __getattr__
