@@ -29,7 +29,6 @@ as the whole-array writers would have written them then.
 from __future__ import annotations
 
 import contextlib
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,13 +113,12 @@ def final_pass(
     lonlat: tuple[Any, Any] = (None, None),
 ) -> PassResult:
     """After training: the cost and departures after, the health checks' figures, the truth's
-    emissivity errors (``truth`` with ``emis_ice``, or a :class:`~concurrent.futures.Future` of it: read
-    meanwhile, waited for at the first block) and, with ``held`` and ``paths`` (kind -> final
+    emissivity errors (``truth`` with ``emis_ice``) and, with ``held`` and ``paths`` (kind -> final
     path of ``tbobs``, ``tbsim``, ``ice_emis``, ``tbzero``), those files held. ``lonlat``: the grid's
     lon and lat for ``tbobs``."""
     sums = _Sums(network, obs)
     checks = ObservationChecks(obs.nchan)
-    errors: diag.EmisErrorSums | None = None
+    errors = diag.EmisErrorSums(obs.nchan) if getattr(truth, "emis_ice", None) is not None else None
     block = out.block_rows(obs.nobs, obs.nchan)
     write = held is not None and paths is not None
     with contextlib.ExitStack() as stack:
@@ -138,9 +136,6 @@ def final_pass(
             )
         for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, with_zero=write, block=block):
             rows = slice(start, stop)
-            if start == 0:  # the truth read meanwhile (the files opened, the first block simulated)
-                truth = truth.result() if isinstance(truth, Future) else truth
-                errors = diag.EmisErrorSums(obs.nchan) if getattr(truth, "emis_ice", None) is not None else None
             mask = np.asarray(obs.mask[rows], dtype=bool)
             tb = sums.add(rows, sim)
             checks.add(sim.tb, sim.emis_ice, mask, sim.sic)

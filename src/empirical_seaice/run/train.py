@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
@@ -413,14 +412,11 @@ def _failed_after_training(plan: RunPlan, run_set: txn.OutputSet, configs: dict[
 def _final_pass(plan: RunPlan, network, data, obs, background, nobs_train: int, held: out.HeldOutputs):
     """The streamed final pass (:func:`~empirical_seaice.run.streamed.final_pass`), its files held
     (none with ``--trainonly``), and the twin's truth it scores against (None without one)."""
+    truth = None if plan.trainonly else run_truth(Path(plan.data_cfg.data), obs)
+    release_free_memory(collect=False)  # the truth files' read buffers (arrays, no cycles): not under the pass
     paths = None if plan.trainonly else {k: plan.path(k) for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
     lonlat = (background.lon, background.lat)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="truth") as pool:
-        # the truth read (netCDF decoding and a compiled scatter: the GIL released) while the pass opens
-        # its files and simulates its first block
-        pending = pool.submit(run_truth, Path(plan.data_cfg.data), obs) if not plan.trainonly else None
-        final = final_pass(network, data, obs, nobs_train, held, paths, pending, lonlat)
-        truth = pending.result() if pending is not None else None
+    final = final_pass(network, data, obs, nobs_train, held, paths, truth, lonlat)
     if truth is not None and final.emis_errors is not None:  # summed by the pass: the scores need no more
         truth.emis_ice = None  # (nobs, nchan): not held through the products
     return final, truth
