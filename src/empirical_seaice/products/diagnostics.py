@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -178,15 +177,10 @@ def anchor_floor_sum(network: HybridNetwork, emis_anchor: np.ndarray | None) -> 
 
 @torch.no_grad()
 def cost_from_sums(
-    network: HybridNetwork,
-    obs_sum: float,
-    anchor_sum: float | None,
-    nobs_total: int,
-    map_terms: dict[str, torch.Tensor] | None = None,
+    network: HybridNetwork, obs_sum: float, anchor_sum: float | None, nobs_total: int
 ) -> dict[str, float]:
     """:func:`full_cost` from the sums over the observations (``J_o`` and the anchor floor penalty,
-    each the sum of its blocks), as a streamed pass gathers them. ``map_terms``: the network's
-    ``full_prior_terms()`` if already computed (:class:`PriorTerms`), else computed here."""
+    each the sum of its blocks), as a streamed pass gathers them."""
     cc = network.cost_config
     e0 = None
     if cc.anchor == "mean":
@@ -198,42 +192,13 @@ def cost_from_sums(
     return objective.whole_data_cost(
         cc,
         obs_sum=obs_sum,
-        map_terms=network.full_prior_terms() if map_terms is None else map_terms,
+        map_terms=network.full_prior_terms(),
         emis_anchor=None,
         anchor_sum=anchor_sum if cc.anchor != "mean" else None,
         e0_anchor=e0,
         bias=bias,
         nobs=nobs_total,
     )
-
-
-class PriorTerms:
-    """The network's whole-map prior terms (``full_prior_terms()``, a function of the state only:
-    0.2-0.4 s on a year's 50 km map, half of it building the smoothness prior's neighbour pairs)
-    computed on a thread of their own while a streamed pass simulates the observations (torch and
-    the compiled forward pass both release the GIL); :meth:`result` waits for them (and raises their
-    error). The state must not change before :meth:`result`: a diagnostics pass only reads it."""
-
-    def __init__(self, network: HybridNetwork):
-        self._network = network
-        self._value: dict[str, torch.Tensor] | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="prior-terms", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            with torch.no_grad():  # grad mode is per thread
-                self._value = self._network.full_prior_terms()
-        except BaseException as exc:  # raised in the caller's thread by result()
-            self._error = exc
-
-    def result(self) -> dict[str, torch.Tensor]:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._value is not None
-        return self._value
 
 
 # ------------------------------------------------------------------ truth
@@ -403,7 +368,6 @@ __all__ = [
     "EmisErrorSums",
     "simulate_blocks",
     "cost_from_sums",
-    "PriorTerms",
     "anchor_floor_sum",
     "BLOCK",
     "observation_cost_sum",

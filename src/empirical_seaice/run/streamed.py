@@ -65,7 +65,6 @@ class _Sums:
         self.network, self.obs = network, obs
         self.anchor: float | None = None
         self.departures = diag.DepartureSums(obs.nchan)
-        self.priors = diag.PriorTerms(network)  # the state's terms, on a thread of their own meanwhile
 
     def add(self, rows: slice, sim: diag.Simulation) -> np.ndarray:
         """Add a block; returns its simulated TB with NaN where masked (the output files' values)."""
@@ -76,9 +75,7 @@ class _Sums:
         return self.departures.add_block(y, sim.tb, m, self.obs.basis.obs_error_k)
 
     def cost(self, nobs_total: int) -> dict[str, float]:
-        return diag.cost_from_sums(
-            self.network, self.departures.obs_sum, self.anchor, nobs_total, map_terms=self.priors.result()
-        )
+        return diag.cost_from_sums(self.network, self.departures.obs_sum, self.anchor, nobs_total)
 
 
 def initial_pass(
@@ -136,13 +133,15 @@ def final_pass(
             )
         for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, with_zero=write, block=block):
             rows = slice(start, stop)
-            mask = np.asarray(obs.mask[rows], dtype=bool)
+            # copies (not views of the memory-mapped cache, whose pages obs.release drops below): the
+            # compressing threads read the mask and the observed TB after that
+            mask = np.array(obs.mask[rows], dtype=bool)
             tb = sums.add(rows, sim)
             checks.add(sim.tb, sim.emis_ice, mask, sim.sic)
             if errors is not None:
                 errors.add(obs, rows, sim.emis_ice, truth)
             if write:  # masked (NaN where the sensor lacks the channel) by the compressing threads
-                files["tbobs"].write("tb", start, obs.tb_obs_k[rows], mask)
+                files["tbobs"].write("tb", start, np.array(obs.tb_obs_k[rows], dtype=np.float32), mask)
                 files["tbsim"].write("tb", start, tb)
                 files["ice_emis"].write("ice_emis", start, sim.emis_ice, mask)
                 assert sim.tb_zero is not None
