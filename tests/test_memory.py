@@ -33,3 +33,33 @@ def test_release_collects_cycles_and_asks_the_allocator():
         gc.enable()
     assert ref() is None
     assert asked is _glibc()
+
+
+def test_startup_objects_frozen_only_while_the_block_runs():
+    from empirical_seaice.memory import startup_objects_frozen
+
+    assert gc.get_freeze_count() == 0
+    with startup_objects_frozen():
+        assert gc.get_freeze_count() > 0  # the objects that existed: out of the collections
+        a, b = _Node(), _Node()
+        a.other, b.other = b, a  # a cycle of the run's own: still collected
+        ref = weakref.ref(a)
+        del a, b
+        release_free_memory()
+        assert ref() is None
+    assert gc.get_freeze_count() == 0
+
+
+def test_release_without_collection_leaves_cycles():
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    ref = weakref.ref(a)
+    del a, b
+    gc.disable()
+    try:
+        release_free_memory(collect=False)
+        assert ref() is not None  # only the allocator was asked
+        release_free_memory()
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -24,10 +24,12 @@ Without glibc (another C library or OS) only the garbage collection is done.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import gc
 import sys
+from collections.abc import Iterator
 
 _trim = None
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
@@ -54,10 +56,13 @@ def _malloc_trim():
     return _trim or None
 
 
-def release_free_memory() -> bool:
+def release_free_memory(collect: bool = True) -> bool:
     """Collect unreachable Python objects, then return the allocator's free pages to the system.
-    True where the allocator was asked (glibc), False where only the collection ran."""
-    gc.collect()
+    True where the allocator was asked (glibc), False where only the collection ran.
+    ``collect=False``: only return the free pages (where what was freed was arrays, not reference
+    cycles: a full collection traverses every object of the process, 0.2-0.3 s in a run)."""
+    if collect:
+        gc.collect()
     trim = _malloc_trim()
     if trim is None:  # pragma: no cover - not glibc
         return False
@@ -81,4 +86,25 @@ def map_large_arrays(threshold: int = MMAP_THRESHOLD) -> bool:
         return False
 
 
-__all__ = ["release_free_memory", "map_large_arrays", "MMAP_THRESHOLD", "HEAP_THRESHOLD"]
+@contextlib.contextmanager
+def startup_objects_frozen() -> Iterator[None]:
+    """Leave the objects that exist now (modules, classes, functions: about 230,000 once torch,
+    xarray and netCDF4 are imported) out of the garbage collector's passes while the block runs
+    (``gc.freeze``), and give them back to it afterwards (``gc.unfreeze``). A full collection then
+    traverses only the run's own objects: 0.10 instead of 0.26 CPU-s on the ``benchmark`` twin, at
+    each of a run's :func:`release_free_memory` calls. Changes no value; nothing alive now is freed
+    before the block ends (it is alive now, and the collector sees it again afterwards)."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+__all__ = [
+    "release_free_memory",
+    "startup_objects_frozen",
+    "map_large_arrays",
+    "MMAP_THRESHOLD",
+    "HEAP_THRESHOLD",
+]

@@ -57,3 +57,40 @@ def test_write_chunk_refuses_an_offset_inside_a_chunk(tmp_path):
     with pytest.raises(ValueError, match="not the start of a whole chunk"):
         writer.write_chunk("e", (1, 0, 0), np.zeros((301, 5), np.float32))
     writer.close(abort=True)
+
+
+def test_masked_shuffle_equals_the_shuffle_of_the_masked_copy():
+    rng = np.random.default_rng(1)
+    values = rng.normal(240.0, 20.0, (1000, 7)).astype(np.float32)
+    keep = rng.random(values.shape) < 0.7
+    got = chunk_writer.shuffled(values, keep)
+    want = chunk_writer.shuffled(np.where(keep, values, np.float32(np.nan)))
+    np.testing.assert_array_equal(got, want)
+    assert not keep.all() and np.isnan(chunk_writer.masked_values(values, keep)[~keep]).all()
+    with pytest.raises(ValueError, match="mask of 6 values"):
+        chunk_writer.shuffled(values, keep[:1, :6])
+
+
+@pytest.mark.parametrize("blocks", [[1000, 1000, 500], [2500], [700, 1300, 500], [1000, 1499, 1]])
+def test_rows_masked_by_the_workers_equal_the_masked_rows(tmp_path, blocks):
+    """``write(name, start, values, keep)``: NaN where ``keep`` is False, whether the block fills whole
+    chunks (masked by the worker threads with the shuffle), leaves a partial chunk (masked at once), or
+    ends with the variable's short last chunk."""
+    rng = np.random.default_rng(2)
+    tb = rng.normal(240.0, 20.0, (2500, 6)).astype(np.float32)
+    keep = rng.random(tb.shape) < 0.8
+    path = tmp_path / "f.nc"
+    with netCDF4.Dataset(path, "w") as f:
+        f.createDimension("iobs", 2500)
+        f.createDimension("channel", 6)
+        f.createVariable("tb", "f4", ("iobs", "channel"), zlib=True, complevel=1, chunksizes=(500, 6),
+                         fill_value=np.nan)  # fmt: skip
+    writer = ChunkWriter(path, ["tb"])
+    start = 0
+    for n in blocks:
+        writer.write("tb", start, tb[start : start + n], keep[start : start + n])
+        start += n
+    writer.close()
+    with netCDF4.Dataset(path) as f:
+        got = f["tb"][:].filled(np.nan)
+    np.testing.assert_array_equal(got, np.where(keep, tb, np.nan))

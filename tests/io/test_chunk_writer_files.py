@@ -194,3 +194,26 @@ def test_the_output_writer_imports_no_h5py():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("direct", [True, False])
+@pytest.mark.parametrize("block", [7_000, 18_724])
+def test_rows_given_with_their_mask_equal_the_library_file(case, tmp_path, monkeypatch, block, direct):
+    """``StreamedFile.write(name, start, values, mask)``: the masked rows (NaN where the sensor lacks
+    the channel), whether the compressing threads mask them (whole chunks), the writer masks a block
+    that does not fill whole chunks, or the netCDF library writes the file (``direct`` False)."""
+    obs, tb = case
+    _library_files(obs, tb, tmp_path / "lib", monkeypatch)
+    monkeypatch.setattr(chunk_writer, "AVAILABLE", direct)
+    out = tmp_path / "out"
+    out.mkdir()
+    with (
+        o.open_tb(out / "tbsim_t.nc", obs.nobs, obs.basis, "tbsim") as f_tb,
+        o.open_tbobs(out / "tbobs_t.nc", obs) as f_obs,
+    ):
+        for start in range(0, obs.nobs, block):
+            sl = slice(start, start + block)
+            f_tb.write("tb", start, tb[sl], obs.mask[sl])
+            f_obs.write("tb", start, obs.tb_obs_k[sl], obs.mask[sl])
+    for name in ("tbsim_t.nc", "tbobs_t.nc"):
+        _same(tmp_path / "lib" / name, out / name)

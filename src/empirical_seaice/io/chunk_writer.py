@@ -87,17 +87,53 @@ def _shuffle4_py(src, out):  # pragma: no cover - compiled below
         out[3 * n + i] = (x >> 24) & 0xFF
 
 
+def _shuffle4_masked_py(src, keep, nan, out):  # pragma: no cover - compiled below
+    """:func:`_shuffle4_py` of ``src[i]`` where ``keep[i]``, else of ``nan`` (the bits of a float32
+    NaN): ``numpy.where(keep, values, NaN)`` shuffled, in one pass without the masked copy."""
+    n = src.shape[0]
+    for i in range(n):
+        x = src[i] if keep[i] else nan
+        out[i] = x & 0xFF
+        out[n + i] = (x >> 8) & 0xFF
+        out[2 * n + i] = (x >> 16) & 0xFF
+        out[3 * n + i] = (x >> 24) & 0xFF
+
+
 try:
     from empirical_seaice.compiled import njit
 
     _shuffle = njit(cache=True, nogil=True)(_shuffle_py)
     _shuffle4 = njit(cache=True, nogil=True)(_shuffle4_py)
+    _shuffle4_masked = njit(cache=True, nogil=True)(_shuffle4_masked_py)
 except ImportError:  # pragma: no cover - exercised only where numba is absent
-    _shuffle = _shuffle4 = None
+    _shuffle = _shuffle4 = _shuffle4_masked = None
+
+_NAN32 = np.float32(np.nan).view(np.uint32)
 
 
-def shuffled(values: np.ndarray) -> np.ndarray:
-    """The bytes of the C-contiguous array ``values`` as HDF5's shuffle filter orders them (uint8)."""
+def masked_values(values: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """``values`` as float32 with NaN where ``keep`` is False (the per-observation files' channels
+    that a sensor lacks): a new array (``values`` itself when ``keep`` is None)."""
+    out = np.asarray(values, dtype=np.float32)
+    if keep is not None:
+        out = np.where(np.asarray(keep, dtype=bool), out, np.float32(np.nan))
+    return out
+
+
+def shuffled(values: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+    """The bytes of the C-contiguous array ``values`` as HDF5's shuffle filter orders them (uint8);
+    with ``keep`` (bool, the shape of ``values``, float32 values): those of
+    :func:`masked_values` ``(values, keep)``, in the same pass."""
+    if keep is not None:
+        flat = np.ascontiguousarray(values, dtype=np.float32).reshape(-1)
+        k = np.ascontiguousarray(keep, dtype=bool).reshape(-1)
+        if k.size != flat.size:
+            raise ValueError(f"mask of {k.size} values for {flat.size} values")
+        if _shuffle4_masked is None or not np.little_endian:  # pragma: no cover - without numba
+            return shuffled(masked_values(values, keep))
+        out = np.empty(flat.size * 4, dtype=np.uint8)
+        _shuffle4_masked(flat.view(np.uint32), k.view(np.uint8), _NAN32, out)
+        return out
     flat = values.reshape(-1)
     src = flat.view(np.uint8).reshape(-1, values.dtype.itemsize)
     if _shuffle is None or _shuffle4 is None:  # pragma: no cover - without numba
@@ -125,6 +161,11 @@ def set_threads(n: int) -> int:
     global _threads
     before, _threads = _threads, max(1, int(n))
     return before
+
+
+def threads() -> int:
+    """The number of worker threads (:func:`set_threads`)."""
+    return _threads
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -156,11 +197,16 @@ class _Variable:
 
     def __init__(self, ds):
         self.ds = ds
-        self.rows = int(ds.chunks[0])
-        self.nrows = int(ds.shape[0])
+        # h5py asks the HDF5 library at every access of these: read once (a gridded year writes
+        # thousands of chunks)
+        self.shape = tuple(int(n) for n in ds.shape)
+        self.chunk = tuple(int(c) for c in ds.chunks)
+        self.dtype = ds.dtype
+        self.rows = self.chunk[0]
+        self.nrows = self.shape[0]
         self.next = 0
         self.partial: np.ndarray | None = None  # the rows of the current chunk written so far
-        self.fill = ds.fillvalue if ds.dtype.kind == "f" else 0
+        self.fill = ds.fillvalue if self.dtype.kind == "f" else 0
         self.by_chunk = False  # written by whole chunks at any offset (:meth:`ChunkWriter.write_chunk`)
         level = int(ds.compression_opts or 1)
         self.level = min(max(level, 0), 3)  # ISA-L's levels: 0-3 (the file keeps the netCDF level)
@@ -189,15 +235,22 @@ class ChunkWriter:
         self._pending: list[tuple[Future, tuple]] = []  # (future, its arguments)
         self._slots = threading.BoundedSemaphore(_IN_FLIGHT)
 
-    def write(self, name: str, start: int, values: np.ndarray) -> None:
+    def write(self, name: str, start: int, values: np.ndarray, keep: np.ndarray | None = None) -> None:
         """Rows ``start .. start + len(values) - 1`` of ``name`` (the next rows of it: every variable is
-        written in order); ``values`` must not change afterwards."""
+        written in order); ``values`` (and ``keep``) must not change afterwards. ``keep`` (bool, the
+        shape of ``values``; a float32 variable): write :func:`masked_values` ``(values, keep)``, the
+        masking done by the worker threads with the shuffle (whole chunks) instead of here."""
         v = self._vars[name]
         if start != v.next:
             raise ValueError(f"{name}: rows written out of order (row {start}, expected {v.next})")
-        values = np.ascontiguousarray(values, dtype=v.ds.dtype)
-        if values.shape[1:] != v.ds.shape[1:] or start + len(values) > v.nrows:
+        if keep is not None and not self._by_whole_chunks(v, start, len(values)):
+            values, keep = masked_values(values, keep), None  # not whole chunks: masked here
+        values = np.ascontiguousarray(values, dtype=v.dtype)
+        if values.shape[1:] != v.shape[1:] or start + len(values) > v.nrows:
             raise ValueError(f"{name}: rows {start}..{start + len(values)} of shape {values.shape} do not fit")
+        if keep is not None:
+            self._whole_chunks(v, start, values, np.asarray(keep, dtype=bool))
+            return
         n, k = len(values), 0
         if v.partial is not None:  # complete the waiting chunk first (chunks begin at multiples of v.rows)
             k = min(n, v.rows - len(v.partial))
@@ -222,15 +275,39 @@ class ChunkWriter:
         first (the gridded product: one step per chunk); not mixed with :meth:`write` on a variable,
         every chunk written once. ``values`` must not change afterwards."""
         v = self._vars[name]
-        chunk = tuple(int(c) for c in v.ds.chunks)
+        chunk = v.chunk
         if (
             v.next
             or any(o % c for o, c in zip(offset, chunk, strict=True))
-            or any(o + c > n for o, c, n in zip(offset, chunk, v.ds.shape, strict=True))
+            or any(o + c > n for o, c, n in zip(offset, chunk, v.shape, strict=True))
         ):
             raise ValueError(f"{name}: {offset} is not the start of a whole chunk {chunk} (or rows were written)")
         v.by_chunk = True
-        self._queue(v, tuple(offset), np.ascontiguousarray(values, dtype=v.ds.dtype).reshape(chunk))
+        self._queue(v, tuple(offset), np.ascontiguousarray(values, dtype=v.dtype).reshape(chunk))
+
+    @staticmethod
+    def _by_whole_chunks(v: _Variable, start: int, n: int) -> bool:
+        """Whether rows ``start .. start + n - 1`` of a float32 ``v`` fill whole chunks (the last may
+        end the variable), no chunk waiting for rows."""
+        return (
+            v.dtype == np.float32
+            and v.partial is None
+            and start % v.rows == 0
+            and (n % v.rows == 0 or start + n == v.nrows)
+        )
+
+    def _whole_chunks(self, v: _Variable, start: int, values: np.ndarray, keep: np.ndarray) -> None:
+        """:meth:`write` of rows that begin a chunk and fill whole chunks (or end the variable), masked
+        by ``keep`` on the worker threads."""
+        if keep.shape != values.shape:
+            raise ValueError(f"mask of shape {keep.shape} for rows of shape {values.shape}")
+        for k in range(0, len(values), v.rows):
+            rows, kept = values[k : k + v.rows], keep[k : k + v.rows]
+            if len(rows) < v.rows:  # the short last chunk: masked here, padded as :meth:`_submit` does
+                self._submit(v, start + k, masked_values(rows, kept))
+            else:
+                self._queue(v, (start + k,) + (0,) * (rows.ndim - 1), rows, kept)
+        v.next = start + len(values)
 
     def _submit(self, v: _Variable, row: int, rows: np.ndarray) -> None:
         if len(rows) < v.rows:  # a short last chunk: stored whole, the rows past the end never read
@@ -239,22 +316,24 @@ class ChunkWriter:
             rows = full
         self._queue(v, (row,) + (0,) * (rows.ndim - 1), rows)
 
-    def _queue(self, v: _Variable, offset: tuple[int, ...], rows: np.ndarray) -> None:
+    def _queue(self, v: _Variable, offset: tuple[int, ...], rows: np.ndarray, keep: np.ndarray | None = None) -> None:
         """Deflate and write one whole chunk on a worker thread (on this one when the workers are behind)."""
         self._raise_failed()
         if not self._slots.acquire(blocking=False):  # the workers are behind: this thread helps
-            self._deflate_and_write(v, offset, rows)
+            self._deflate_and_write(v, offset, rows, keep)
             return
         try:
-            fut = _executor().submit(self._deflate_and_write, v, offset, rows)
+            fut = _executor().submit(self._deflate_and_write, v, offset, rows, keep)
         except BaseException:
             self._slots.release()
             raise
         fut.add_done_callback(lambda _f: self._slots.release())
-        self._pending.append((fut, (v, offset, rows)))
+        self._pending.append((fut, (v, offset, rows, keep)))
 
-    def _deflate_and_write(self, v: _Variable, offset: tuple[int, ...], rows: np.ndarray) -> None:
-        data = isal_zlib.compress(shuffled(rows), v.level)
+    def _deflate_and_write(
+        self, v: _Variable, offset: tuple[int, ...], rows: np.ndarray, keep: np.ndarray | None = None
+    ) -> None:
+        data = isal_zlib.compress(shuffled(rows, keep), v.level)
         with self._lock:
             v.ds.id.write_direct_chunk(offset, data)
 
@@ -292,4 +371,4 @@ class ChunkWriter:
             raise error
 
 
-__all__ = ["AVAILABLE", "ChunkWriter", "set_threads", "shuffled", "usable"]  # noqa: F822 - AVAILABLE: __getattr__
+__all__ = ["AVAILABLE", "ChunkWriter", "masked_values", "set_threads", "shuffled", "threads", "usable"]  # noqa: F822 - AVAILABLE: __getattr__

@@ -23,6 +23,7 @@ import numpy as np
 import xarray as xr
 
 from empirical_seaice.io import cf
+from empirical_seaice.io.chunk_writer import masked_values
 from empirical_seaice.io.output_writer import (
     StreamedFile,
     _channel_coords,
@@ -48,11 +49,10 @@ _ORDER_COMMENT = "observations in the order of tbobs_TAG.nc (its lon, lat, time 
 
 
 def masked(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """``values`` as float32 with NaN where ``mask`` is False (channels the sensor lacks)."""
-    out = np.asarray(values, dtype=np.float32)
-    if mask is not None:
-        out = np.where(np.asarray(mask, dtype=bool), out, np.float32(np.nan))
-    return out
+    """``values`` as float32 with NaN where ``mask`` is False (channels the sensor lacks). A streamed
+    writer takes the mask instead (``StreamedFile.write(name, start, values, mask)``): the
+    compressing threads apply it with the shuffle, without this copy."""
+    return masked_values(values, mask)
 
 
 def write_properties_obs(path: Path, props: np.ndarray) -> Path:
@@ -142,7 +142,8 @@ def write_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Path:
 
 @contextlib.contextmanager
 def open_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Iterator[StreamedFile]:
-    """:func:`write_tbobs`'s file, ``tb`` written block by block (``masked(obs.tb_obs_k, obs.mask)``)."""
+    """:func:`write_tbobs`'s file, ``tb`` written block by block (``obs.tb_obs_k`` with its mask:
+    ``write("tb", start, obs.tb_obs_k[rows], obs.mask[rows])``)."""
     ds = _tbobs_dataset(obs, placeholder((obs.nobs, obs.nchan), np.float32), lon, lat)
     per_obs = [n for n in _direct_variables(ds) if ds[n].dims == ("iobs",)]  # compressed beside the blocks
     with streamed_dataset(ds, path, ["tb"], written=per_obs) as f:

@@ -192,12 +192,15 @@ class StreamedFile:
         self._chunks = chunks
         self.path = path
 
-    def write(self, name: str, start: int, values: np.ndarray) -> None:
+    def write(self, name: str, start: int, values: np.ndarray, keep: np.ndarray | None = None) -> None:
         """Rows ``start .. start + len(values) - 1`` of the streamed variable ``name`` (compressed and
-        written by background threads; ``values`` must not change afterwards)."""
+        written by background threads; ``values`` and ``keep`` must not change afterwards). ``keep``
+        (bool, the shape of ``values``): NaN where False (:func:`~empirical_seaice.io.chunk_writer.masked_values`),
+        applied by the compressing threads with the shuffle where the chunk writer writes the file."""
         if self._chunks is not None:
-            self._chunks.write(name, start, values)
+            self._chunks.write(name, start, values, keep)
         else:
+            values = chunk_writer.masked_values(values, keep) if keep is not None else values
             _WRITES.put(self._nc[name], slice(start, start + len(values)), np.ascontiguousarray(values))
 
 

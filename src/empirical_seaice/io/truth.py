@@ -142,9 +142,44 @@ def _read_sensor_truth(
                 f"of sensor {name}: the truth does not belong to this data"
             )
         if values.ndim == 2:
-            target[np.ix_(rows, cols)] = values[np.ix_(idx, fcols)]  # one copy of the rows used, not two
+            _scatter_rows(values, idx, rows, cols, fcols, target)
         else:
             target[rows] = values[idx]
+
+
+def _scatter_rows_py(values, idx, rows, cols, fcols, target):  # pragma: no cover - compiled below
+    """``target[rows[k]] = NaN`` except ``target[rows[k], cols] = values[idx[k], fcols]``: the sensor's
+    observations in the unified channel basis, each row written whole in one pass."""
+    nan = np.float32(np.nan)
+    for k in range(rows.shape[0]):
+        r, i = rows[k], idx[k]
+        for c in range(target.shape[1]):
+            target[r, c] = nan
+        for j in range(cols.shape[0]):
+            target[r, cols[j]] = values[i, fcols[j]]
+
+
+def _scatter_rows_numpy(values, idx, rows, cols, fcols, target) -> None:
+    """:func:`_scatter_rows_py` in numpy (without numba, or values of another dtype than float32)."""
+    target[rows] = np.nan
+    target[np.ix_(rows, cols)] = values[np.ix_(idx, fcols)]
+
+
+try:
+    from empirical_seaice.compiled import njit
+
+    _scatter_rows_jit = njit(cache=True, nogil=True)(_scatter_rows_py)
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    _scatter_rows_jit = None
+
+
+def _scatter_rows(values, idx, rows, cols, fcols, target) -> None:
+    """Per-channel truth rows of one sensor into the unified basis (see :func:`_scatter_rows_py`)."""
+    if _scatter_rows_jit is None or values.dtype != np.float32:  # pragma: no cover - without numba
+        _scatter_rows_numpy(values, idx, rows, cols, fcols, target)
+        return
+    as64 = [np.ascontiguousarray(a, dtype=np.int64) for a in (idx, rows, cols, fcols)]
+    _scatter_rows_jit(values, as64[0], as64[1], as64[2], as64[3], target)
 
 
 PER_OBS_FIELDS = ("EMIS_ICE", "EMIS_OCEAN", "TB_NOISEFREE")
@@ -185,13 +220,15 @@ def read_truth(
     sic, props, julian_day = _read_truth_state(tdir / STATE_FILE, obs, properties)
     basis = obs.basis
     nobs, nchan = obs.nobs, obs.nchan
-    per_chan = {name: np.full((nobs, nchan), np.nan, dtype=np.float32) for name in per_obs}
+    # every row is written whole by its sensor's pass (NaN where the sensor lacks the channel)
+    per_chan = {name: np.empty((nobs, nchan), dtype=np.float32) for name in per_obs}
     sic_obs = np.full(nobs, np.nan, dtype=np.float32)
     bias_ice = np.full((basis.nsensor, nchan), np.nan, dtype=np.float32)
     bias_ocean = np.full((basis.nsensor, nchan), np.nan, dtype=np.float32)
     bias_path = tdir / BIAS_FILE
     isensor = np.asarray(obs.isensor)
     obs_index = np.asarray(obs.obs_index)
+    covered = 0
     with _open(bias_path) as bds:
         for s, name in enumerate(basis.sensor_names):
             cols = basis.sensor_channel_map[s]
@@ -199,9 +236,14 @@ def read_truth(
             bias_ice[s, cols] = _get(bds, bias_path, f"BIAS_ICE_{name}")[fcols]
             bias_ocean[s, cols] = _get(bds, bias_path, f"BIAS_OCEAN_{name}")[fcols]
             rows = np.flatnonzero(isensor == s)
+            covered += rows.size
             if rows.size:
                 targets = [*per_chan.items(), ("SIC", sic_obs)]
                 _read_sensor_truth(tdir / name, name, rows, cols, fcols, obs_index[rows], targets)
+    if covered != nobs:  # rows of no run sensor (not written above): NaN
+        stray = (isensor < 0) | (isensor >= basis.nsensor)
+        for arr in per_chan.values():
+            arr[stray] = np.nan
     return Truth(
         sic=sic,
         emis_ice=per_chan.get("EMIS_ICE"),

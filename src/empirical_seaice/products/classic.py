@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import chunk_writer
 from empirical_seaice.observations import Observations
 from empirical_seaice.products.sic_algorithms import (
     ALGORITHMS,
@@ -210,7 +212,8 @@ def _classic_sic(alg, sname, tp_name, means, wanted, need, present, names, north
     else:
         tpn, tps = BOOTSTRAP_TIE_POINTS[(tp_name, "north")], BOOTSTRAP_TIE_POINTS[(tp_name, "south")]
         result.sources[f"bootstrap/{sname}"] = f"{tpn.source}; {tps.source}"
-    for g0 in range(0, means.shape[0], _GRID_BLOCK):
+
+    def block(g0: int) -> None:
         g = slice(g0, g0 + _GRID_BLOCK)
         tb = means[g][..., cols]
         if alg == "nasa_team":
@@ -222,6 +225,10 @@ def _classic_sic(alg, sname, tp_name, means, wanted, need, present, names, north
                 bootstrap(tb[..., 0], tb[..., 1], tb[..., 2], tpn),
                 bootstrap(tb[..., 0], tb[..., 1], tb[..., 2], tps),
             )
+
+    # the blocks on the run's threads (numpy releases the GIL in its loops); each block's values as alone
+    with ThreadPoolExecutor(max_workers=chunk_writer.threads(), thread_name_prefix="classic-blocks") as pool:
+        list(pool.map(block, range(0, means.shape[0], _GRID_BLOCK)))
     return out
 
 

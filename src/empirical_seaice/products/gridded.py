@@ -159,31 +159,55 @@ def evaluate_grid_emissivity(
     where it equals V / H; a network with the view-angle input is evaluated at
     the imagers' 55 deg.
     """
-    import torch
+    return GridEvaluator(emissivity, model, basis, channels=channels, freq_ghz=freq_ghz)(t_skin_k, props)
 
-    from empirical_seaice.model import physics
 
-    with torch.no_grad():
-        param = next(emissivity.parameters())
-        t = torch.as_tensor(np.array(t_skin_k, dtype=np.float32), device=param.device)
-        p = torch.as_tensor(np.array(props, dtype=np.float32), device=param.device)
-        x_t = physics.normalised_temperature(t, model.t_ref_k, model.t_scale_k)
-        if freq_ghz is not None:
-            f = torch.as_tensor(np.asarray(freq_ghz, dtype=np.float32), device=param.device)
-            vh = emissivity.emissivity_vh(x_t[:, None], p[:, None, :], f[None, :])  # (n, nf, 2)
-            return vh.cpu().numpy()
-        channels = list(basis.channel_names if channels is None else channels)
-        if model.version == "v1":
-            idx = [basis.channel_index[c] for c in channels]
-            return emissivity(x_t, p)[:, idx].cpu().numpy()
-        freq, pol, _ = channel_frequencies(basis, channels, model)
-        pol = np.where(pol == POL_QV, POL_V, np.where(pol == POL_QH, POL_H, pol))
-        distinct, which = np.unique(freq.astype(np.float32), return_inverse=True)
-        per_freq = _network_vh(emissivity, x_t, p, distinct)  # (nfreq, 2, n): each frequency once for V and H
-        out = np.empty((x_t.shape[0], len(channels)), dtype=np.float32)
-        for j in range(len(channels)):
-            out[:, j] = per_freq[which[j], pol[j]]
-        return out
+class GridEvaluator:
+    """:func:`evaluate_grid_emissivity` of one request (channels or frequencies) for many sets of cells
+    (the steps of a gridded product): what does not depend on the cells (the channels' frequencies
+    and polarisations, the distinct frequencies) is worked out once. The same values, call by call."""
+
+    def __init__(
+        self,
+        emissivity: EmissivityModel,
+        model: ModelConfig,
+        basis: ChannelBasis,
+        *,
+        channels: Sequence[str] | None = None,
+        freq_ghz: Sequence[float] | None = None,
+    ):
+        self.emissivity, self.model = emissivity, model
+        self.freq_ghz = None if freq_ghz is None else np.asarray(freq_ghz, dtype=np.float32)
+        self.channels = list(basis.channel_names if channels is None else channels)
+        self.idx = [basis.channel_index[c] for c in self.channels]
+        if self.freq_ghz is None and model.version != "v1":
+            freq, pol, _ = channel_frequencies(basis, self.channels, model)
+            self.pol = np.where(pol == POL_QV, POL_V, np.where(pol == POL_QH, POL_H, pol))
+            self.distinct, self.which = np.unique(freq.astype(np.float32), return_inverse=True)
+
+    def __call__(self, t_skin_k: np.ndarray, props: np.ndarray) -> np.ndarray:
+        """Ice emissivity of cells (n,) with inputs T (n,) K and props (n, nprop) (see
+        :func:`evaluate_grid_emissivity`)."""
+        import torch
+
+        from empirical_seaice.model import physics
+
+        with torch.no_grad():
+            param = next(self.emissivity.parameters())
+            t = torch.as_tensor(np.array(t_skin_k, dtype=np.float32), device=param.device)
+            p = torch.as_tensor(np.array(props, dtype=np.float32), device=param.device)
+            x_t = physics.normalised_temperature(t, self.model.t_ref_k, self.model.t_scale_k)
+            if self.freq_ghz is not None:
+                f = torch.as_tensor(self.freq_ghz, device=param.device)
+                vh = self.emissivity.emissivity_vh(x_t[:, None], p[:, None, :], f[None, :])  # (n, nf, 2)
+                return vh.cpu().numpy()
+            if self.model.version == "v1":
+                return self.emissivity(x_t, p)[:, self.idx].cpu().numpy()
+            per_freq = _network_vh(self.emissivity, x_t, p, self.distinct)  # (nfreq, 2, n): each frequency once
+            out = np.empty((x_t.shape[0], len(self.channels)), dtype=np.float32)
+            for j in range(len(self.channels)):
+                out[:, j] = per_freq[self.which[j], self.pol[j]]
+            return out
 
 
 def _network_vh(emissivity, x_t, props, freqs: np.ndarray) -> np.ndarray:
@@ -218,5 +242,6 @@ __all__ = [
     "grid_inputs",
     "channel_frequencies",
     "evaluate_grid_emissivity",
+    "GridEvaluator",
     "UNIX_EPOCH_JD",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cf, chunk_writer
 from empirical_seaice.io.output_writer import drain_writes, write_behind
 from empirical_seaice.io.transaction import atomic_path
-from empirical_seaice.products.gridded import GridInputs, channel_frequencies, evaluate_grid_emissivity
+from empirical_seaice.products.gridded import GridEvaluator, GridInputs, channel_frequencies
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
@@ -305,35 +306,51 @@ class _GridWriter:
         return [name for name in out if not empty.get(name, False)]
 
 
+_STEP_BLOCK = 16
+"""Steps whose inputs are made step-major at a time (:func:`_step_major`)."""
+
+
+def _step_major(arr: np.ndarray, t0: int, t1: int) -> np.ndarray:
+    """Steps ``t0 .. t1 - 1`` of a (grid, step, ...) array as a contiguous (step, grid, ...) copy: one
+    pass that reads each grid point's steps together, instead of a strided gather of every grid
+    point for each step (the same values)."""
+    return np.ascontiguousarray(np.swapaxes(np.asarray(arr)[:, t0:t1], 0, 1))
+
+
 def _write_steps(put, emissivity, model, basis, inputs: GridInputs, chan_list, freq_ghz, out_vars, state) -> None:
     """Evaluate the model at each step and give each variable's chunk of the step (one step, every
-    grid point) to ``put(name, offset, values)``."""
+    grid point) to ``put(name, offset, values)``. The steps are evaluated on worker threads (as many
+    as the chunk writer's, :func:`empirical_seaice.io.chunk_writer.threads`: torch releases the GIL in
+    its operations), each step exactly as alone, while this thread hands the finished ones on in order."""
     by_freq = freq_ghz is not None
-    for t in range(inputs.nstep):
-        props = np.concatenate([inputs.props_grid[:, t], inputs.props_obs_mean[:, t]], axis=-1)
-        e = evaluate_grid_emissivity(
-            emissivity,
-            model,
-            basis,
-            inputs.t_skin_map_k[:, t],
-            props,
-            channels=None if by_freq else chan_list,
-            freq_ghz=freq_ghz,
-        )
-        if by_freq:  # V and H
-            put(out_vars[0], (0, t, 0), e[..., 0])
-            put(out_vars[1], (0, t, 0), e[..., 1])
-        else:
-            put(out_vars[0], (0, t, 0), e)
-        values = {
-            "seaice": inputs.sic[:, t],
-            "t_skin": inputs.t_skin_map_k[:, t],
-            "properties": inputs.props_grid[:, t],
-            "properties_obs_mean": inputs.props_obs_mean[:, t],
-            "nobs_cell": inputs.nobs_cell[:, t],
-        }
-        for name in state:
-            put(name, (0, t, 0)[: 2 if values[name].ndim == 1 else 3], values[name])
+    evaluate = GridEvaluator(emissivity, model, basis, channels=None if by_freq else chan_list, freq_ghz=freq_ghz)
+    arrays = {
+        "seaice": inputs.sic,
+        "t_skin": inputs.t_skin_map_k,
+        "properties": inputs.props_grid,
+        "properties_obs_mean": inputs.props_obs_mean,
+        "nobs_cell": inputs.nobs_cell,
+    }
+
+    def step(block: dict[str, np.ndarray], k: int) -> np.ndarray:
+        props = np.concatenate([block["properties"][k], block["properties_obs_mean"][k]], axis=-1)
+        return evaluate(block["t_skin"][k], props)
+
+    with ThreadPoolExecutor(max_workers=chunk_writer.threads(), thread_name_prefix="grid-steps") as pool:
+        for t0 in range(0, inputs.nstep, _STEP_BLOCK):
+            t1 = min(t0 + _STEP_BLOCK, inputs.nstep)
+            block = {name: _step_major(a, t0, t1) for name, a in arrays.items()}
+            futures = [pool.submit(step, block, k) for k in range(t1 - t0)]
+            for k, fut in enumerate(futures):
+                t, e = t0 + k, fut.result()
+                if by_freq:  # V and H
+                    put(out_vars[0], (0, t, 0), e[..., 0])
+                    put(out_vars[1], (0, t, 0), e[..., 1])
+                else:
+                    put(out_vars[0], (0, t, 0), e)
+                for name in state:
+                    values = block[name][k]
+                    put(name, (0, t, 0)[: 2 if values.ndim == 1 else 3], values)
 
 
 def _char_variable(ds, name: str, dim: str, values: Sequence[str], long_name: str, **attrs) -> None:

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 
 from empirical_seaice.io import outputs as out
-from empirical_seaice.io.obs_outputs import masked
 from empirical_seaice.observations import Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.health import ObservationChecks
@@ -134,17 +133,19 @@ def final_pass(
             )
         for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, with_zero=write, block=block):
             rows = slice(start, stop)
-            mask = np.asarray(obs.mask[rows], dtype=bool)
+            # copies (not views of the memory-mapped cache, whose pages obs.release drops below): the
+            # compressing threads read the mask and the observed TB after that
+            mask = np.array(obs.mask[rows], dtype=bool)
             tb = sums.add(rows, sim)
             checks.add(sim.tb, sim.emis_ice, mask, sim.sic)
             if errors is not None:
                 errors.add(obs, rows, sim.emis_ice, truth)
-            if write:
-                files["tbobs"].write("tb", start, masked(obs.tb_obs_k[rows], mask))
+            if write:  # masked (NaN where the sensor lacks the channel) by the compressing threads
+                files["tbobs"].write("tb", start, np.array(obs.tb_obs_k[rows], dtype=np.float32), mask)
                 files["tbsim"].write("tb", start, tb)
-                files["ice_emis"].write("ice_emis", start, masked(sim.emis_ice, mask))
+                files["ice_emis"].write("ice_emis", start, sim.emis_ice, mask)
                 assert sim.tb_zero is not None
-                files["tbzero"].write("tb", start, masked(sim.tb_zero, mask))
+                files["tbzero"].write("tb", start, sim.tb_zero, mask)
             obs.release(rows)
     return PassResult(
         cost=sums.cost(nobs_total),

@@ -51,7 +51,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard
-from empirical_seaice.memory import HEAP_THRESHOLD, map_large_arrays, release_free_memory
+from empirical_seaice.memory import HEAP_THRESHOLD, map_large_arrays, release_free_memory, startup_objects_frozen
 from empirical_seaice.observations import BackgroundMaps, Observations, release_pages
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.finish import (
@@ -201,7 +201,8 @@ def run(
     try:
         display = RunProgress(progress)
         try:
-            return _run(plan, run_set, display)
+            with startup_objects_frozen():  # the collections of release_free_memory: the run's objects only
+                return _run(plan, run_set, display)
         finally:
             display.close()
     except BaseException:  # remove only what this run created
@@ -282,7 +283,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         display.stage("initial diagnostics")
         before = initial_pass(network, data, obs, nobs_train, held, plan.path("tbsim_initial"))
         result.cost_before, result.departures_before = before.cost, before.departures
-        release_free_memory()  # the pass's blocks
+        release_free_memory(collect=False)  # the pass's blocks (arrays, no cycles)
 
     # ---- 4. train and check (with --diagsonly: the books of the trained run); the final diagnostics'
     # pass gives the checks their figures and holds its files until they pass
@@ -423,7 +424,7 @@ def _final_pass(plan: RunPlan, network, data, obs, background, nobs_train: int, 
     """The streamed final pass (:func:`~empirical_seaice.run.streamed.final_pass`), its files held
     (none with ``--trainonly``), and the twin's truth it scores against (None without one)."""
     truth = None if plan.trainonly else run_truth(Path(plan.data_cfg.data), obs)
-    release_free_memory()  # the truth files' read buffers: not under the pass
+    release_free_memory(collect=False)  # the truth files' read buffers (arrays, no cycles): not under the pass
     paths = None if plan.trainonly else {k: plan.path(k) for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
     lonlat = (background.lon, background.lat)
     final = final_pass(network, data, obs, nobs_train, held, paths, truth, lonlat)

@@ -228,7 +228,9 @@ def _digest_behind(path: Path) -> None:
         return
     with _digest_lock:
         known = _digests.get(key)
-        if known is not None and known[0] == path:  # the same file at the same place, already queued
+        if known is not None:  # the same file (device, inode, size, mtime), already queued
+            if known[0] != path:  # renamed since (a held output promoted): its digest moves with it
+                _digests[key] = (path, known[1])
             return
         if _digest_pool is None:
             _digest_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="file-digest")
