@@ -140,7 +140,8 @@ def _read_fresh(
     out, offsets = assemble_per_obs(reads, nobs, config.stepstart, zeros)
 
     # Pass 2: per-channel fields, block by block, into the unified basis.
-    mask = read_per_channel(reads, offsets, basis, nobs, out, zeros)
+    finished = writer.finished if writer is not None else None
+    mask = read_per_channel(reads, offsets, basis, nobs, out, zeros, finished=finished)
     obs = Observations(
         **out,
         mask=mask,
