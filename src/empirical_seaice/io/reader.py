@@ -13,7 +13,8 @@ The flow of :func:`read_training_data`:
 4. read the per-observation fields; keep an observation when every one of
    them is valid and its step is in the period;
 5. read the per-channel fields block by block straight into preallocated
-   float32 ``(nobs, nchan)`` arrays in the unified basis;
+   float32 ``(nobs, nchan)`` arrays in the unified basis (netCDF-4 variables
+   from their HDF5 chunks, :mod:`.direct_read`, else through the netCDF library);
 6. zero every masked value; write the cache.
 
 Validity (:mod:`.validity`). A value is *missing* if NaN/inf, masked by the file's
