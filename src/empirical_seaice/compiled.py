@@ -82,7 +82,7 @@ class Prefault:
         self._thread: threading.Thread | None = None
         if sys.platform != "linux" or a.nbytes < 2 * _PREFAULT_PIECE or not _load_libc():
             return
-        self._keep = a  # the memory stays alive while the thread runs
+        self._keep: np.ndarray | None = a  # the memory stays alive while the thread runs
         self._thread = threading.Thread(target=self._run, args=(a.ctypes.data, a.nbytes), name="prefault", daemon=True)
         self._thread.start()
 

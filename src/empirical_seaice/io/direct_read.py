@@ -91,7 +91,8 @@ class StoredVariable:
         """``(a, b, values)`` covering rows ``[start, stop)`` piece by piece in order: ``values`` the
         rows ``a .. b - 1`` as stored ((b - a, ncol), or (b - a,) for a 1-D variable), valid
         until the next block (a reused buffer). Errors name the file and the variable."""
-        isal_zlib = _modules()[1] if self.deflate else None  # type: ignore[index]
+        mods = _modules()
+        isal_zlib = mods[1] if self.deflate and not isinstance(mods, str) else None
         itemsize = self.dtype.itemsize
         want = self.rows * self.ncol * itemsize
         raw = np.empty(want, dtype=np.uint8)
@@ -129,7 +130,7 @@ class StoredVariable:
             except Exception as exc:  # isal's error type
                 raise SeaIceError(f"{where} does not inflate ({exc}); the file is damaged") from None
         else:
-            n = os.preadv(fd, [memoryview(raw)[:size]], offset)
+            n = os.preadv(fd, [raw[:size].data], offset)
             data = raw[:n]
         if data.size != want:
             raise SeaIceError(f"{where} holds {data.size} bytes, expected {want}; the file is damaged")

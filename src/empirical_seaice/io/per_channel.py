@@ -299,7 +299,7 @@ def _read_channels(
             layout = _channel_layout(var, path, name, n, sf)
             stored = _stored(path, name, layout)
 
-        def scatter(a: int, b: int, values: np.ndarray, first: int, fill: np.float32) -> None:
+        def scatter(a: int, b: int, values: np.ndarray, first: int, fill: np.generic) -> None:
             cols = np.arange(values.shape[1] - first, dtype=np.int64) if every else np.asarray(fcols, dtype=np.int64)
             lo_k, hi_k = np.searchsorted(keep, [a, b])
             rows = np.ascontiguousarray(keep[lo_k:hi_k] - a, dtype=np.int64)
