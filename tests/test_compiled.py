@@ -125,22 +125,3 @@ def test_a_cached_kernel_recompiles_when_a_helper_in_another_file_changes(tmp_pa
     assert run() == (4.0, 1)  # loaded from the cache
     (pkg / "_probe_helper.py").write_text("import numba\n\n\n@numba.njit\ndef f(x):\n    return x + 100.0\n")
     assert run() == (202.0, 0)  # the helper's change recompiles the kernel that calls it
-
-
-def test_prefault_leaves_the_callers_writes_and_faults_the_rest(monkeypatch):
-    """The thread faults pages in while the caller's values are in the array and changes none of
-    them; :meth:`stop` ends it; a small array gets no thread."""
-    import sys
-
-    monkeypatch.setattr(compiled, "_PREFAULT_PIECE", 1 << 16)
-    a = np.empty((1 << 20) // 8, dtype=np.float64)  # 1 MiB, 16 pieces
-    a[: a.size // 2] = np.arange(a.size // 2)
-    fault = compiled.Prefault(a)
-    if sys.platform == "linux":
-        assert fault._thread is not None
-    fault.stop()
-    assert fault._thread is None
-    np.testing.assert_array_equal(a[: a.size // 2], np.arange(a.size // 2))
-    small = compiled.Prefault(np.empty(10))  # under two pieces: no thread
-    assert small._thread is None
-    small.stop()

@@ -7,7 +7,6 @@ random. None of them knows anything about sea ice; the prefetch and the huge pag
   packed observations and state rows at random in tables of hundreds of MB; fetching the rows of
   an observation a few observations ahead hides most of the memory latency (measured in
   ``benchmarks/results.md``, "The fused step per core").
-- :class:`Prefault`: fault a new table's pages in on a second thread while the caller fills it.
 - :func:`huge_pages` / :func:`empty_huge`: ask Linux for 2 MiB pages (transparent huge pages,
   ``madvise(MADV_HUGEPAGE)``) for a table before it is first written. A random row of a table of
   hundreds of MB otherwise costs a TLB miss (a page-table walk) on top of the cache miss; with 2 MiB
@@ -53,65 +52,16 @@ def huge_pages(a: np.ndarray) -> bool:
     """Ask for transparent huge pages over the 2 MiB-aligned interior of ``a``'s memory (Linux; call
     before the memory is first written, so that its page faults take 2 MiB pages). True where the
     kernel accepted the advice; False elsewhere or for arrays under 4 MiB (nothing to gain)."""
-    if sys.platform != "linux" or a.nbytes < 2 * _HUGE or not _load_libc():
-        return False
-    start = (a.ctypes.data + _HUGE - 1) & ~(_HUGE - 1)
-    end = (a.ctypes.data + a.nbytes) & ~(_HUGE - 1)
-    return end > start and _libc.madvise(start, end - start, _MADV_HUGEPAGE) == 0  # type: ignore[union-attr]
-
-
-_MADV_POPULATE_WRITE = 23  # Linux 5.14
-_PREFAULT_PIECE = 1 << 26  # 64 MiB per call: the thread stops within one piece of being asked to
-
-
-class Prefault:
-    """Bring the pages of a new array ``a`` into memory on a background thread, from its end towards
-    its start (``madvise(MADV_POPULATE_WRITE)``, 64 MiB per call), while the caller writes it from
-    its start: the first touch of a page (the kernel zeroing it, on this project's VMs also the host
-    mapping it: 0.3-1.7 CPU-s per GiB measured) is then shared between two cores instead of being
-    paid by the writer alone. The two meet in the middle; a page is faulted by whoever comes first,
-    and its content is the caller's either way (the kernel's zeros before the caller's write).
-    :meth:`stop` after the writes: the thread ends at its next piece. Nothing happens on another OS,
-    on a kernel without ``MADV_POPULATE_WRITE`` (before Linux 5.14: the first call fails and the
-    thread ends) or for arrays under two pieces."""
-
-    def __init__(self, a: np.ndarray):
-        import threading
-
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if sys.platform != "linux" or a.nbytes < 2 * _PREFAULT_PIECE or not _load_libc():
-            return
-        self._keep: np.ndarray | None = a  # the memory stays alive while the thread runs
-        self._thread = threading.Thread(target=self._run, args=(a.ctypes.data, a.nbytes), name="prefault", daemon=True)
-        self._thread.start()
-
-    def _run(self, base: int, nbytes: int) -> None:
-        page = 4096
-        end = base + nbytes
-        while end > base and not self._stop.is_set():
-            lo = max(base, end - _PREFAULT_PIECE) // page * page
-            if _libc.madvise(lo, end - lo, _MADV_POPULATE_WRITE) != 0:  # type: ignore[union-attr]
-                return
-            end = lo
-
-    def stop(self) -> None:
-        """Stop the thread (after at most one more piece) and wait for it."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-            self._keep = None
-
-
-def _load_libc() -> bool:
-    """Load the C library's ``madvise`` into ``_libc`` once; False where there is none."""
     global _libc
+    if sys.platform != "linux" or a.nbytes < 2 * _HUGE:
+        return False
     try:
         if _libc is None:
             _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
             _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        return True
+        start = (a.ctypes.data + _HUGE - 1) & ~(_HUGE - 1)
+        end = (a.ctypes.data + a.nbytes) & ~(_HUGE - 1)
+        return end > start and _libc.madvise(start, end - start, _MADV_HUGEPAGE) == 0
     except (OSError, AttributeError):  # pragma: no cover - no libc madvise here
         return False
 

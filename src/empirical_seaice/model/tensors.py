@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from empirical_seaice.compiled import Prefault, empty_huge
+from empirical_seaice.compiled import empty_huge
 from empirical_seaice.model import physics
 from empirical_seaice.model.packing import pack_floats
 from empirical_seaice.observations import Observations
@@ -96,7 +96,6 @@ class ObservationTensors:
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
         # read at random by the training step: 2 MiB pages (one TLB entry per 2 MiB, not per 4 KiB)
         floats = torch.from_numpy(empty_huge((n, ncol), np_dtype)).to(dtype)
-        faulting = Prefault(floats.numpy())  # its first touch on a second thread, from the end
         self._slices: dict[str, tuple[int, int | None]] = {}
 
         def finite(name: str, rows: slice) -> torch.Tensor:
@@ -113,7 +112,6 @@ class ObservationTensors:
         angles = lambda rows: (_cos2_scan(obs, rows, np.float64).numpy(), _cos_view(obs, rows).numpy())  # noqa: E731
         threads = torch.get_num_threads()
         compiled = pack_floats(obs, floats.numpy(), self._slices, angles, threads=threads)  # False without numba
-        faulting.stop()
         torch.set_num_threads(threads)  # the run's count, whatever numba's OpenMP loop left behind
         for start in range(0, 0 if compiled else n, self._CHUNK):
             rows = slice(start, min(start + self._CHUNK, n))
