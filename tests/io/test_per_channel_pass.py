@@ -38,7 +38,7 @@ def test_block_pass_equals_the_numpy_classification(name):
     dirty = np.zeros(nout, dtype=bool)
     counts = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
     lo32, hi32 = np.float32(lo - RANGE_TOL), np.float32(hi + RANGE_TOL)
-    _scatter_block(values, cols, lo32, hi32, rows, d0, cmap, arr, mask, dirty, counts)
+    _scatter_block(values, cols, lo32, hi32, rows, d0, cmap, arr, mask, dirty, counts, np.float32(np.nan))
 
     sel = values[:, cols]
     missing, out = classify(np.ascontiguousarray(sel), name)
@@ -67,7 +67,20 @@ def test_block_pass_without_bad_values_keeps_the_range_unset():
     dirty = np.zeros(2, dtype=bool)
     counts = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
     idx = np.array([0, 1], dtype=np.int64)
-    _scatter_block(values, idx, np.float32(0), np.float32(400), idx, 0, idx[::-1].copy(), arr, mask, dirty, counts)
+    _scatter_block(
+        values,
+        idx,
+        np.float32(0),
+        np.float32(400),
+        idx,
+        0,
+        idx[::-1].copy(),
+        arr,
+        mask,
+        dirty,
+        counts,
+        np.float32(np.nan),
+    )
     assert counts.tolist() == [4.0, 0.0, 0.0, np.inf, -np.inf]
     np.testing.assert_array_equal(arr, [[2.0, 1.0], [4.0, 3.0]])
     assert mask.all() and not dirty.any()

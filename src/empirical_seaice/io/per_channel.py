@@ -5,14 +5,17 @@ basis; invalid values clear the channel's mask and are zeroed in every field.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import direct_read
 from empirical_seaice.io._netcdf import (
     FILL_ABS,
     FILL_VALUES,
@@ -23,12 +26,15 @@ from empirical_seaice.io._netcdf import (
     read_rows,
     row_blocks,
 )
+from empirical_seaice.io.direct_read import StoredVariable
 from empirical_seaice.io.layouts import SensorFiles
 from empirical_seaice.io.per_observation import Zeros, numpy_zeros
 from empirical_seaice.io.sensor_read import SensorRead, var_path
 from empirical_seaice.io.validity import RANGE_TOL, RANGES, FieldStats
 from empirical_seaice.observations import release_pages
 from empirical_seaice.sensors import ChannelBasis
+
+log = logging.getLogger(__name__)
 
 PER_CHANNEL_MAP = {
     "OBSVALUE": "tb_obs_k",
@@ -76,12 +82,14 @@ def read_per_channel(
     out: dict[str, np.ndarray],
     zeros: Zeros = numpy_zeros,
     threads: int | None = None,
+    finished: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """Read every per-channel field into ``out`` ((nobs, nchan) float32, unified basis); returns the mask.
 
     Every masked value is zeroed: a channel masked by one field is zeroed in all. Channels a sensor
     lacks were never written (0); only rows with an invalid value need that pass. ``zeros(name,
-    shape, dtype)`` makes each array (the data cache's memory maps in a cached run).
+    shape, dtype)`` makes each array (the data cache's memory maps in a cached run); ``finished(name)``
+    is called when field ``name`` is complete (the cache starts writing it to the disk).
 
     The (variable, sensor) pairs are read on ``threads`` threads (default :data:`THREADS`): the
     netCDF calls one at a time (:data:`NETCDF_LOCK`; the library is not thread-safe), the compiled
@@ -116,6 +124,9 @@ def read_per_channel(
             last = left[key] == 0
         if last:  # a cache's memory map: its written pages go to the file, not kept resident
             release_pages(out[key])
+            if finished is not None:
+                with lock:  # the cache writer's queue, as ``zeros`` under the same lock
+                    finished(key)
 
     tasks = [(i, name, key, s, r) for i, (name, key) in enumerate(PER_CHANNEL_MAP.items()) for s, r in enumerate(reads)]
     _run_in_order(task, tasks, threads)
@@ -174,9 +185,15 @@ def _missing_py(v):
     return 0
 
 
-def _scatter_block_py(values, cols, lo, hi, rows, d0, cmap, arr, mask, dirty, stats):  # pragma: no cover
+def _unfilled_py(v, fill):
+    """NaN where ``v`` equals ``fill`` (as the netCDF library masks a variable's fill value), else ``v``."""
+    return np.float32(np.nan) if v == fill else v
+
+
+def _scatter_block_py(values, cols, lo, hi, rows, d0, cmap, arr, mask, dirty, stats, fill):  # pragma: no cover
     """One block of a per-channel field in one pass (compiled below): classify every value of
-    ``values[:, cols]`` (missing: NaN/inf, ``|x| > 1e10`` or a conventional fill; out of range:
+    ``values[:, cols]`` (missing: NaN/inf, equal to ``fill`` (the file's fill value where the block
+    was read without the netCDF library's masking, else NaN), ``|x| > 1e10`` or a conventional fill; out of range:
     outside ``[lo, hi]``, float32 bounds), add the counts to ``stats`` (n, missing, out, and the
     block's smallest and largest non-NaN value), and write the kept rows ``rows`` (ascending indices
     into the block) to ``arr`` rows ``d0 ..``, file column ``cols[j]`` to basis slot ``cmap[j]``:
@@ -191,7 +208,7 @@ def _scatter_block_py(values, cols, lo, hi, rows, d0, cmap, arr, mask, dirty, st
         o = d0 + k
         rowbad = False
         for j in range(nc):
-            v = values[r, cols[j]]
+            v = _unfilled(values[r, cols[j]], fill)
             if v == v:
                 vmin = min(vmin, np.float64(v))
                 vmax = max(vmax, np.float64(v))
@@ -221,14 +238,32 @@ def _scatter_block_py(values, cols, lo, hi, rows, d0, cmap, arr, mask, dirty, st
 
 
 _missing: Any
+_unfilled: Any
 _scatter_block: Any
 try:
     from empirical_seaice.compiled import njit
 
     _missing = njit(cache=True)(_missing_py)
+    _unfilled = njit(cache=True, inline="always")(_unfilled_py)
     _scatter_block = njit(cache=True, nogil=True)(_scatter_block_py)
 except ImportError:  # pragma: no cover - exercised only where numba is absent
-    _missing, _scatter_block = _missing_py, _scatter_block_py
+    _missing, _unfilled, _scatter_block = _missing_py, _unfilled_py, _scatter_block_py
+
+
+_NO_FILL = np.float32(np.nan)
+"""``fill`` of :func:`_scatter_block` for blocks the netCDF library masked already (NaN equals nothing)."""
+
+
+def _stored(path: Path, name: str, layout: Layout2D) -> StoredVariable | None:
+    """The variable's storage for reading it without the netCDF library (:mod:`.direct_read`), or None
+    (then the netCDF library reads it, to the same values): also for a (channel, observation) layout."""
+    if not direct_read.ENABLED or layout.transposed:
+        return None
+    stored = direct_read.locate(path, name)
+    if isinstance(stored, str):
+        log.debug("%s: variable %s read through the netCDF library: %s", path, name, stored)
+        return None
+    return stored
 
 
 def _read_channels(
@@ -262,16 +297,25 @@ def _read_channels(
         with NETCDF_LOCK:
             var, _ = get_variable(ds, path, name)
             layout = _channel_layout(var, path, name, n, sf)
-        # Only the blocks that hold kept observations are read (and checked).
-        blocks = row_blocks(int(keep[-1]) + 1, CHANNEL_BLOCK_ROWS, int(keep[0])) if keep.size else ()
-        for a, b in blocks:
-            with NETCDF_LOCK:
-                raw = read_rows(var, a, b, layout)
-            values = as_float(raw, fills=False)
-            cols = np.arange(values.shape[1], dtype=np.int64) if every else np.asarray(fcols, dtype=np.int64)
+            stored = _stored(path, name, layout)
+
+        def scatter(a: int, b: int, values: np.ndarray, first: int, fill: np.generic) -> None:
+            cols = np.arange(values.shape[1] - first, dtype=np.int64) if every else np.asarray(fcols, dtype=np.int64)
             lo_k, hi_k = np.searchsorted(keep, [a, b])
             rows = np.ascontiguousarray(keep[lo_k:hi_k] - a, dtype=np.int64)
-            _scatter_block(values, cols, lo32, hi32, rows, offset + int(lo_k), cmap, arr, mask, dirty, counts)
+            d0 = offset + int(lo_k)
+            _scatter_block(values, cols + first, lo32, hi32, rows, d0, cmap, arr, mask, dirty, counts, fill)
+
+        # Only the blocks that hold kept observations are read (and checked).
+        start, stop = (int(keep[0]), int(keep[-1]) + 1) if keep.size else (0, 0)
+        if stored is not None:  # straight from the file's chunks, no netCDF call
+            for a, b, values in stored.blocks(start, stop):
+                scatter(a, b, values, layout.offset, stored.fill)
+        else:
+            for a, b in row_blocks(stop, CHANNEL_BLOCK_ROWS, start) if keep.size else ():
+                with NETCDF_LOCK:
+                    raw = read_rows(var, a, b, layout)
+                scatter(a, b, as_float(raw, fills=False), 0, _NO_FILL)
     finally:
         with NETCDF_LOCK:
             ds.close()

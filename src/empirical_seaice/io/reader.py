@@ -13,7 +13,8 @@ The flow of :func:`read_training_data`:
 4. read the per-observation fields; keep an observation when every one of
    them is valid and its step is in the period;
 5. read the per-channel fields block by block straight into preallocated
-   float32 ``(nobs, nchan)`` arrays in the unified basis;
+   float32 ``(nobs, nchan)`` arrays in the unified basis (netCDF-4 variables
+   from their HDF5 chunks, :mod:`.direct_read`, else through the netCDF library);
 6. zero every masked value; write the cache.
 
 Validity (:mod:`.validity`). A value is *missing* if NaN/inf, masked by the file's
@@ -140,7 +141,8 @@ def _read_fresh(
     out, offsets = assemble_per_obs(reads, nobs, config.stepstart, zeros)
 
     # Pass 2: per-channel fields, block by block, into the unified basis.
-    mask = read_per_channel(reads, offsets, basis, nobs, out, zeros)
+    finished = writer.finished if writer is not None else None
+    mask = read_per_channel(reads, offsets, basis, nobs, out, zeros, finished=finished)
     obs = Observations(
         **out,
         mask=mask,
