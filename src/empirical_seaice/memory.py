@@ -11,13 +11,15 @@ calls it where a stage ends, so that the next stage's peak does not stack on the
 one's freed memory. On the ``benchmark`` twin it gave back 160-330 MiB per stage end
 (benchmarks/results.md, "Memory of a run").
 
-:func:`map_large_arrays` fixes glibc's mapping threshold: from a run's start to the end of training (its peak) at
-:data:`MMAP_THRESHOLD`, instead of letting glibc raise it as large blocks are freed, so that an
-array of a MiB or more is always its own mapping, returned to the system when it is freed, and
-never a hole in the heap between two live blocks (on the ``benchmark`` twin 64 MiB off the
-training stage, docs/scaling.md); afterwards at glibc's ceiling (:data:`HEAP_THRESHOLD`), so
-that the passes' blocks of tens of MB are reused from the heap instead of mapped (and their
-pages faulted in) anew each time, as glibc would do once its threshold has grown.
+:func:`map_large_arrays` fixes glibc's mapping threshold (and its trim threshold at twice that,
+glibc's own rule): from a run's start to the end of training (its peak) at :data:`MMAP_THRESHOLD`,
+instead of letting glibc raise it as large blocks are freed, so that an array of a MiB or more
+built with the packed table is always its own mapping, returned to the system when it is freed,
+and never a hole in the heap between two live blocks (on the ``benchmark`` twin 64 MiB off the
+training stage, docs/scaling.md); during the initial diagnostics and after training at glibc's
+ceiling (:data:`HEAP_THRESHOLD`), so that the passes' blocks of tens of MB are reused from the
+heap instead of mapped (and their pages faulted in) anew each time, as glibc would do once its
+threshold has grown.
 
 Without glibc (another C library or OS) only the garbage collection is done.
 """
@@ -32,7 +34,8 @@ import sys
 from collections.abc import Iterator
 
 _trim = None
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters
+_M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 1 << 20
 """Bytes from which a ``malloc`` request is a mapping of its own while a run trains (:func:`map_large_arrays`)."""
 HEAP_THRESHOLD = 32 << 20
@@ -72,7 +75,10 @@ def release_free_memory(collect: bool = True) -> bool:
 
 def map_large_arrays(threshold: int = MMAP_THRESHOLD) -> bool:
     """Fix glibc's mapping threshold at ``threshold`` bytes (``mallopt(M_MMAP_THRESHOLD)``; glibc
-    otherwise raises it up to 32 MB as large blocks are freed, after which they come from the heap).
+    otherwise raises it up to 32 MB as large blocks are freed, after which they come from the heap),
+    and its trim threshold at twice that (``M_TRIM_THRESHOLD``: what glibc's own rule sets when it
+    raises the first; left at its 128 KiB default, every free of a few hundred KiB at the heap's top
+    would hand the pages back and the next request fault them in again).
     Changes no value. True where glibc took it, False elsewhere."""
     if sys.platform != "linux":  # pragma: no cover - not Linux
         return False
@@ -81,7 +87,7 @@ def map_large_arrays(threshold: int = MMAP_THRESHOLD) -> bool:
         fn = libc.mallopt
         fn.argtypes = [ctypes.c_int, ctypes.c_int]
         fn.restype = ctypes.c_int
-        return fn(_M_MMAP_THRESHOLD, int(threshold)) == 1
+        return fn(_M_MMAP_THRESHOLD, int(threshold)) == 1 and fn(_M_TRIM_THRESHOLD, 2 * int(threshold)) == 1
     except (OSError, AttributeError):  # pragma: no cover - not glibc
         return False
 
