@@ -55,6 +55,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard
+from empirical_seaice.memory import HEAP_THRESHOLD, map_large_arrays
 from empirical_seaice.observations import Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.factory import (
@@ -229,6 +230,7 @@ def run_sharded(
     t1 = time.perf_counter()
     result.history = history = trainer.fit(resume=resume)
     result.train_seconds = time.perf_counter() - t1
+    map_large_arrays(HEAP_THRESHOLD)  # the passes' blocks reused from the heap again (empirical_seaice.memory)
     display.stage("saving the model")
     assemble_state(ctx, network, shard, full)
     fit_held_out_sharded(ctx, full, network, shard, obs, background, local_valid, train_cfg, history)

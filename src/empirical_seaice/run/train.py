@@ -51,7 +51,13 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard
-from empirical_seaice.memory import HEAP_THRESHOLD, map_large_arrays, release_free_memory, startup_objects_frozen
+from empirical_seaice.memory import (
+    HEAP_THRESHOLD,
+    MMAP_THRESHOLD,
+    map_large_arrays,
+    release_free_memory,
+    startup_objects_frozen,
+)
 from empirical_seaice.observations import BackgroundMaps, Observations, release_pages
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.finish import (
@@ -185,33 +191,38 @@ def run(
     plan = validate_run(
         data_cfg, preset, cost_cfg, train_cfg, Path(output), tag, modeltag, diagsonly, trainonly, resume, progress
     )
-    map_large_arrays()  # up to the end of training (the run's peak): large arrays as mappings of their own
-    plan.products, plan.force_outputs, plan.checkpoint_minutes = products, force_outputs, checkpoint_minutes
-    plan.perturbation = perturbation
-    ctx = rank_context(distributed, plan.device, diagsonly)
-    if ctx is not None:
-        from empirical_seaice.run.sharded import run_sharded_set
-
-        return run_sharded_set(ctx, argv, plan, shard_order)
-    if resume and not plan.checkpoint.is_file():
-        raise SeaIceError(f"--resume: no epoch checkpoint {plan.checkpoint}; train without --resume first")
-    run_set = txn.OutputSet(plan.output, tag, argv=argv, inherit=diagsonly and plan.modeltag == tag)
-    cache = CacheGuard(plan.output / "cache")
-    plan.stage = run_set.begin()
+    # a run that trains: large arrays as mappings of their own up to the end of training (its peak);
+    # one that does not, and the process after any run: glibc's ceiling (empirical_seaice.memory)
+    map_large_arrays(MMAP_THRESHOLD if plan.model_file is None else HEAP_THRESHOLD)
     try:
-        display = RunProgress(progress)
+        plan.products, plan.force_outputs, plan.checkpoint_minutes = products, force_outputs, checkpoint_minutes
+        plan.perturbation = perturbation
+        ctx = rank_context(distributed, plan.device, diagsonly)
+        if ctx is not None:
+            from empirical_seaice.run.sharded import run_sharded_set
+
+            return run_sharded_set(ctx, argv, plan, shard_order)
+        if resume and not plan.checkpoint.is_file():
+            raise SeaIceError(f"--resume: no epoch checkpoint {plan.checkpoint}; train without --resume first")
+        run_set = txn.OutputSet(plan.output, tag, argv=argv, inherit=diagsonly and plan.modeltag == tag)
+        cache = CacheGuard(plan.output / "cache")
+        plan.stage = run_set.begin()
         try:
-            with startup_objects_frozen():  # the collections of release_free_memory: the run's objects only
-                return _run(plan, run_set, display)
+            display = RunProgress(progress)
+            try:
+                with startup_objects_frozen():  # the collections of release_free_memory: the run's objects only
+                    return _run(plan, run_set, display)
+            finally:
+                display.close()
+        except BaseException:  # remove only what this run created
+            run_set.abort()
+            if not run_set.published:
+                cache.cleanup(plan.output)
+            raise
         finally:
-            display.close()
-    except BaseException:  # remove only what this run created
-        run_set.abort()
-        if not run_set.published:
-            cache.cleanup(plan.output)
-        raise
+            run_set.release()
     finally:
-        run_set.release()
+        map_large_arrays(HEAP_THRESHOLD)
 
 
 def _read(plan: RunPlan, display: RunProgress) -> tuple[Observations, BackgroundMaps]:
