@@ -27,6 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from empirical_seaice import OPENMP_ENVIRONMENT  # noqa: E402 - the command line's OpenMP settings, before torch
+
+for _name, _value in OPENMP_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
+
 PARTS = [  # (module, compiled function, part)
     ("model.fused", "_refs", "rows of each observation"),
     ("training.fused_step", "_catch_up_gather", "catch-up and gather of the distinct rows"),
@@ -40,7 +45,7 @@ PARTS = [  # (module, compiled function, part)
 ]
 
 
-def build(nobs: int, batch: int, steps: int):
+def build(nobs: int, batch: int, steps: int, threads: int = 1):
     """The benchmark's trainer after one epoch, and its fused step and training indices."""
     import torch
 
@@ -50,7 +55,7 @@ def build(nobs: int, batch: int, steps: int):
     from empirical_seaice.training import fused_step
     from empirical_seaice.training.runtime import make_generator
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     obs, bg = tt.load_synthetic(tt.synthetic_arrays(nobs, 5000, 365), nobs, 5000, 365)
     preset = get_preset("v2")
     gen = make_generator(0)
@@ -62,7 +67,7 @@ def build(nobs: int, batch: int, steps: int):
     trainer = build_trainer(built.network, built, cfg, train_index=train_index, generator=gen, progress=False)
     trainer.fit()
     step = trainer._fused_step()
-    fused_step.set_threads(1)
+    fused_step.set_threads(threads)
     return step, train_index
 
 
@@ -72,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=150, help="batches per epoch")
     ap.add_argument("--repeats", type=int, default=3, help="timed epochs")
+    ap.add_argument("--threads", type=int, default=1, help="the step's threads (torch and numba)")
     args = ap.parse_args(argv)
     import importlib
 
-    step, train_index = build(args.nobs, args.batch, args.steps)
+    step, train_index = build(args.nobs, args.batch, args.steps, args.threads)
     wall: dict[str, int] = {}
     cpu: dict[str, int] = {}
 

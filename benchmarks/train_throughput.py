@@ -27,6 +27,8 @@ by +-25 % over seconds. Configurations:
 - ``--only priors``: the fused step with sampled and with full whole-map priors (the whole SIC
   map stepped at every step), interleaved (``--repeat``), as the state grows from 30 to 365 days
   (batch 1024): what the full priors' pass costs per SIC-map row;
+- ``--only fused``: the fused step alone at batch 1024 and 16384 on one and two threads
+  (``--repeat`` sets, ``--epochs 6 --steps 150`` for the figures of benchmarks/results.md).
 - ``--only pairs``: interleaved sets (``--repeat``) of the tensor step, the fused
   step on 1 and 2 threads at batch 1024 and 16384, and the reference-exact dense
   scheme, so that their ratios per step come from the same minutes.
@@ -39,9 +41,9 @@ Usage::
     python benchmarks/train_throughput.py --quick          # small dataset, smoke run
     python benchmarks/train_throughput.py --profile        # torch.profiler table of one config
 
-Each subprocess runs with ``OMP_WAIT_POLICY=PASSIVE`` unless set otherwise:
-with OpenMP's default (spinning) wait policy, 2 torch threads on a 2-core
-machine that also runs other work were measured 5-10x *slower* than 1 thread.
+Each subprocess runs with the command line's OpenMP settings
+(``empirical_seaice.OPENMP_ENVIRONMENT``: ``OMP_WAIT_POLICY=PASSIVE``,
+``GOMP_SPINCOUNT=20000``) where the environment does not set them.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from empirical_seaice import OPENMP_ENVIRONMENT
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("SEAICE_BENCH_CACHE", "/tmp/seaice_bench_cache"))
@@ -253,10 +257,8 @@ def run_one(cfg: dict) -> dict:
 
 def spawn(cfg: dict) -> dict:
     """Run one configuration in a fresh interpreter (its own peak memory)."""
-    # Idle OpenMP threads sleep instead of spinning: on a machine with more
-    # runnable threads than cores (a shared machine) spinning threads make
-    # 2-thread torch 5-10x slower than 1 thread. Read when OpenMP starts.
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    # the command line's OpenMP settings where the caller has not set them (read when OpenMP starts)
+    env = {**OPENMP_ENVIRONMENT, **os.environ}
     proc = subprocess.run(
         ["nice", "-n", "5", sys.executable, __file__, "--one", json.dumps(cfg)],
         capture_output=True,
@@ -294,7 +296,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="200k observations, 60 steps (smoke run)")
     ap.add_argument("--profile", action="store_true", help="profile the sparse scheme at batch 1024 and exit")
-    ap.add_argument("--only", default="", help="comma list of parts: batch,lazy,growth,dense,pairs,scaling,priors")
+    ap.add_argument(
+        "--only", default="", help="comma list of parts: batch,lazy,growth,dense,pairs,fused,scaling,priors"
+    )
     ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/results.md")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved sets of the 'pairs' part")
     return ap
@@ -324,8 +328,8 @@ def _priors_configurations(args) -> list[dict]:
     return todo
 
 
-def _configurations(parts: set[str], args) -> list[dict]:
-    """The configurations of the selected parts, as overrides of the base configuration."""
+def _step_sets(parts: set[str], args) -> list[dict]:
+    """The interleaved per-step sets (``pairs``, ``fused``), ``--repeat`` times each."""
     todo: list[dict] = []
     if "pairs" in parts:  # interleaved tensor / fused / reference-exact sets, the same minutes
         for _ in range(args.repeat):
@@ -337,6 +341,20 @@ def _configurations(parts: set[str], args) -> list[dict]:
                 dict(fused=True, batch=16384, steps=max(args.steps // 16, 20), threads=2),
                 dict(optimizer="dense-adam", steps=20, epochs=3),
             ]
+    if "fused" in parts:  # the fused step alone: batch 1024 and 16384, one and two threads
+        for _ in range(args.repeat):
+            todo += [
+                dict(fused=True),
+                dict(fused=True, threads=2),
+                dict(fused=True, batch=16384, steps=max(args.steps // 5, 20)),
+                dict(fused=True, batch=16384, steps=max(args.steps // 5, 20), threads=2),
+            ]
+    return todo
+
+
+def _configurations(parts: set[str], args) -> list[dict]:
+    """The configurations of the selected parts, as overrides of the base configuration."""
+    todo: list[dict] = _step_sets(parts, args)
     if "scaling" in parts:  # the default (fused) step vs observations and state size, batch 1024
         todo += [dict(nobs=n) for n in (300_000, 1_000_000, 3_000_000, 10_000_000)]
         todo += [dict(ngrid=g) for g in (2_800, 11_190, 44_760)]  # the benchmark twin's grid at 100, 50, 25 km
@@ -393,6 +411,12 @@ def _scheme(r: dict) -> str:
     return r["optimizer"] + (f", {r['map_priors']} priors" if r.get("map_priors") else "")
 
 
+def _openmp_settings() -> str:
+    """The OpenMP settings the subprocesses ran with."""
+    env = {**OPENMP_ENVIRONMENT, **os.environ}
+    return " ".join(f"{k}={env[k]}" for k in OPENMP_ENVIRONMENT)
+
+
 def write_results(results: list[dict], args) -> None:
     load = os.getloadavg()
     import torch
@@ -403,7 +427,8 @@ def write_results(results: list[dict], args) -> None:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs visible, torch {torch.__version__}, "
         f"load average {load[0]:.1f} (shared machine), `--threads {args.threads}`, "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')}, device {args.device}. "
+        f"OpenMP {_openmp_settings()}, "
+        f"device {args.device}. "
         f"Data: {'twin ' + args.data if args.data else 'synthetic'} "
         f"{max(r['nobs_data'] for r in results):,} observations "
         f"(fewer in the shorter states: those of their days), "

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import os
 
-# With OpenMP's default (active) wait policy, a second torch thread spins while
-# the small ops of a training step run, which made a step 10x slower on a
-# loaded 2-core machine (benchmarks/results.md). Set before torch is imported.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from empirical_seaice import OPENMP_ENVIRONMENT
 
-from empirical_seaice.cli.command import main
+# How long an idle OpenMP thread spins (empirical_seaice.OPENMP_ENVIRONMENT); set before torch is imported
+for _name, _value in OPENMP_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
+
+from empirical_seaice.cli.command import main  # noqa: E402 - after the OpenMP settings
 
 __all__ = ["main"]
