@@ -13,10 +13,11 @@ random. None of them knows anything about sea ice; the prefetch and the huge pag
   pages the TLB covers 512x more memory. Elsewhere (another OS, THP off) they do nothing.
 
 - :func:`axpy8`, :func:`gemv8`, :func:`sigmoid8`, :func:`sigmoid_grad8`, :func:`channels8`, :func:`sum8`: a few
-  operations on 8 consecutive values as one LLVM vector (``<8 x float>`` / ``<8 x double>``: one AVX2 or
-  AVX-512 register), for loops of a fixed small length that LLVM otherwise unrolls into scalar code (it
+  operations on 8 consecutive values as one LLVM vector (``<8 x float>`` / ``<8 x double>``: one or two AVX2
+  registers, one AVX-512 register), for loops of a fixed small length that LLVM otherwise unrolls into scalar code (it
   cannot prove that the arrays do not overlap). Sums over the 8 lanes are added in a fixed tree order
-  (lanes ``k`` and ``k + 4``, then ``k + 2``, ...), so a result does not depend on the machine. Eight
+  (lanes ``k`` and ``k + 4``, then ``k + 2``, ...), so a sum does not depend on the vector width (the
+  rounding can still differ between CPUs with and without fused multiply-add). Eight
   lanes, not sixteen: the v2 network is evaluated at 8 frequencies (7 and the anchor's) for AMSR2 and
   GMI, and on a CPU whose 512-bit operations run as two 256-bit halves (AMD Zen 4) a 16-lane vector
   costs twice an 8-lane one.

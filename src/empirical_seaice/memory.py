@@ -98,8 +98,9 @@ def startup_objects_frozen() -> Iterator[None]:
     xarray and netCDF4 are imported) out of the garbage collector's passes while the block runs
     (``gc.freeze``), and give them back to it afterwards (``gc.unfreeze``). A full collection then
     traverses only the run's own objects: 0.10 instead of 0.26 CPU-s on the ``benchmark`` twin, at
-    each of a run's :func:`release_free_memory` calls. Changes no value; nothing alive now is freed
-    before the block ends (it is alive now, and the collector sees it again afterwards)."""
+    each of a run's :func:`release_free_memory` calls. Changes no value. Nothing is collected before
+    freezing: unreachable cycles that exist now (a previous run's in the same process, say) are
+    frozen with the rest and freed only by a collection after the block ends."""
     gc.freeze()
     try:
         yield

@@ -94,3 +94,21 @@ def test_rows_masked_by_the_workers_equal_the_masked_rows(tmp_path, blocks):
     with netCDF4.Dataset(path) as f:
         got = f["tb"][:].filled(np.nan)
     np.testing.assert_array_equal(got, np.where(keep, tb, np.nan))
+
+
+def test_a_mask_of_another_shape_is_refused(tmp_path):
+    """A mask that is not the values' shape is a one-line error, not a broadcast (the partial-chunk path
+    masks with ``np.where``, which would broadcast a row of the mask over the block)."""
+    path = tmp_path / "f.nc"
+    with netCDF4.Dataset(path, "w") as f:
+        f.createDimension("iobs", 1000)
+        f.createDimension("channel", 6)
+        f.createVariable("tb", "f4", ("iobs", "channel"), zlib=True, complevel=1, chunksizes=(500, 6),
+                         fill_value=np.nan)  # fmt: skip
+    writer = ChunkWriter(path, ["tb"])
+    try:
+        tb = np.ones((300, 6), np.float32)
+        with pytest.raises(ValueError, match=r"tb: a mask of shape \(6,\) for values of shape \(300, 6\)"):
+            writer.write("tb", 0, tb, np.ones(6, bool))
+    finally:
+        writer.close(abort=True)

@@ -243,6 +243,8 @@ class ChunkWriter:
         v = self._vars[name]
         if start != v.next:
             raise ValueError(f"{name}: rows written out of order (row {start}, expected {v.next})")
+        if keep is not None and np.shape(keep) != np.shape(values):
+            raise ValueError(f"{name}: a mask of shape {np.shape(keep)} for values of shape {np.shape(values)}")
         if keep is not None and not self._by_whole_chunks(v, start, len(values)):
             values, keep = masked_values(values, keep), None  # not whole chunks: masked here
         values = np.ascontiguousarray(values, dtype=v.dtype)

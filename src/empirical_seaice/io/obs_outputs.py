@@ -143,7 +143,8 @@ def write_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Path:
 @contextlib.contextmanager
 def open_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Iterator[StreamedFile]:
     """:func:`write_tbobs`'s file, ``tb`` written block by block (``obs.tb_obs_k`` with its mask:
-    ``write("tb", start, obs.tb_obs_k[rows], obs.mask[rows])``)."""
+    ``write("tb", start, tb, mask)`` with in-memory copies of the block's rows, not views of the
+    memory-mapped cache, whose pages would then stay resident while the compressing threads hold them)."""
     ds = _tbobs_dataset(obs, placeholder((obs.nobs, obs.nchan), np.float32), lon, lat)
     per_obs = [n for n in _direct_variables(ds) if ds[n].dims == ("iobs",)]  # compressed beside the blocks
     with streamed_dataset(ds, path, ["tb"], written=per_obs) as f:

@@ -186,9 +186,10 @@ class ObservationTensors:
 class ObservationBlocks:
     """The observations packed one block at a time, for a forward pass that visits them in order
     (the final diagnostics): :meth:`block` packs rows ``start .. stop - 1`` into an
-    :class:`ObservationTensors` of their own (``row0 = start``), so a pass holds one block's table
-    instead of the whole one (376 bytes per observation at 17 channels). The packed values are the
-    whole table's (the same packing, row by row)."""
+    :class:`ObservationTensors` (``row0 = start``), so a pass holds one block's table instead of the
+    whole one (376 bytes per observation at 17 channels). The packed values are the whole table's
+    (the same packing, row by row). Every block is packed into the same buffers: a block is valid
+    until the next :meth:`block` call, which overwrites its tables."""
 
     def __init__(self, obs: Observations, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         self.obs, self.device, self.dtype = obs, torch.device(device), dtype
