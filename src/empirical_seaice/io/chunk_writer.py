@@ -212,6 +212,17 @@ class _Variable:
         self.level = min(max(level, 0), 3)  # ISA-L's levels: 0-3 (the file keeps the netCDF level)
 
 
+def _check_rows(name: str, v, start: int, values: np.ndarray, keep: np.ndarray | None) -> None:
+    """One-line refusals of rows that are not the next of ``name``, do not fit it, or come with a mask of
+    another shape."""
+    if start != v.next:
+        raise ValueError(f"{name}: rows written out of order (row {start}, expected {v.next})")
+    if keep is not None and np.shape(keep) != np.shape(values):
+        raise ValueError(f"{name}: a mask of shape {np.shape(keep)} for values of shape {np.shape(values)}")
+    if np.shape(values)[1:] != v.shape[1:] or start + len(values) > v.nrows:
+        raise ValueError(f"{name}: rows {start}..{start + len(values)} of shape {np.shape(values)} do not fit")
+
+
 class ChunkWriter:
     """The variables ``names`` of the HDF5 file ``path`` (defined, compressed, nothing written yet),
     written by rows in order (:meth:`write`); :meth:`close` waits for the last chunk and closes the file."""
@@ -241,15 +252,10 @@ class ChunkWriter:
         shape of ``values``; a float32 variable): write :func:`masked_values` ``(values, keep)``, the
         masking done by the worker threads with the shuffle (whole chunks) instead of here."""
         v = self._vars[name]
-        if start != v.next:
-            raise ValueError(f"{name}: rows written out of order (row {start}, expected {v.next})")
-        if keep is not None and np.shape(keep) != np.shape(values):
-            raise ValueError(f"{name}: a mask of shape {np.shape(keep)} for values of shape {np.shape(values)}")
+        _check_rows(name, v, start, values, keep)
         if keep is not None and not self._by_whole_chunks(v, start, len(values)):
             values, keep = masked_values(values, keep), None  # not whole chunks: masked here
         values = np.ascontiguousarray(values, dtype=v.dtype)
-        if values.shape[1:] != v.shape[1:] or start + len(values) > v.nrows:
-            raise ValueError(f"{name}: rows {start}..{start + len(values)} of shape {values.shape} do not fit")
         if keep is not None:
             self._whole_chunks(v, start, values, np.asarray(keep, dtype=bool))
             return
