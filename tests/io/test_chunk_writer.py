@@ -71,6 +71,16 @@ def test_masked_shuffle_equals_the_shuffle_of_the_masked_copy():
         chunk_writer.shuffled(values, keep[:1, :6])
 
 
+def _define_tb(path, nobs):
+    """A file with ``tb`` (``nobs`` x 6 channels, float32, chunks of 500 rows, NaN fill); returns its path."""
+    with netCDF4.Dataset(path, "w") as f:
+        f.createDimension("iobs", nobs)
+        f.createDimension("channel", 6)
+        f.createVariable("tb", "f4", ("iobs", "channel"), zlib=True, complevel=1, chunksizes=(500, 6),
+                         fill_value=np.nan)  # fmt: skip
+    return path
+
+
 @pytest.mark.parametrize("blocks", [[1000, 1000, 500], [2500], [700, 1300, 500], [1000, 1499, 1]])
 def test_rows_masked_by_the_workers_equal_the_masked_rows(tmp_path, blocks):
     """``write(name, start, values, keep)``: NaN where ``keep`` is False, whether the block fills whole
@@ -79,12 +89,7 @@ def test_rows_masked_by_the_workers_equal_the_masked_rows(tmp_path, blocks):
     rng = np.random.default_rng(2)
     tb = rng.normal(240.0, 20.0, (2500, 6)).astype(np.float32)
     keep = rng.random(tb.shape) < 0.8
-    path = tmp_path / "f.nc"
-    with netCDF4.Dataset(path, "w") as f:
-        f.createDimension("iobs", 2500)
-        f.createDimension("channel", 6)
-        f.createVariable("tb", "f4", ("iobs", "channel"), zlib=True, complevel=1, chunksizes=(500, 6),
-                         fill_value=np.nan)  # fmt: skip
+    path = _define_tb(tmp_path / "f.nc", 2500)
     writer = ChunkWriter(path, ["tb"])
     start = 0
     for n in blocks:
@@ -99,13 +104,7 @@ def test_rows_masked_by_the_workers_equal_the_masked_rows(tmp_path, blocks):
 def test_a_mask_of_another_shape_is_refused(tmp_path):
     """A mask that is not the values' shape is a one-line error, not a broadcast (the partial-chunk path
     masks with ``np.where``, which would broadcast a row of the mask over the block)."""
-    path = tmp_path / "f.nc"
-    with netCDF4.Dataset(path, "w") as f:
-        f.createDimension("iobs", 1000)
-        f.createDimension("channel", 6)
-        f.createVariable("tb", "f4", ("iobs", "channel"), zlib=True, complevel=1, chunksizes=(500, 6),
-                         fill_value=np.nan)  # fmt: skip
-    writer = ChunkWriter(path, ["tb"])
+    writer = ChunkWriter(_define_tb(tmp_path / "f.nc", 1000), ["tb"])
     try:
         tb = np.ones((300, 6), np.float32)
         with pytest.raises(ValueError, match=r"tb: a mask of shape \(6,\) for values of shape \(300, 6\)"):
