@@ -25,6 +25,7 @@ never written, or ``h5py``/``isal`` not importable.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
+
+log = logging.getLogger(__name__)
 
 ENABLED = True
 """Read through :func:`locate` where the storage allows it (tests switch it off to compare)."""
@@ -158,6 +161,24 @@ def locate(path: Path, name: str, types: tuple = (np.float32,)) -> StoredVariabl
         return f"h5py cannot read its storage ({exc})"
 
 
+def stored(path: Path, name: str, types: tuple = (np.float32,)) -> StoredVariable | None:
+    """:func:`locate` where direct reads are on (:data:`ENABLED`), or None: then the netCDF library
+    reads the variable, to the same values (why, logged at debug level)."""
+    if not ENABLED:
+        return None
+    found = locate(path, name, types)
+    if isinstance(found, str):
+        log.debug("%s: variable %s read through the netCDF library: %s", path, name, found)
+        return None
+    return found
+
+
+def _filters(ds) -> list[int]:
+    """The HDF5 filter ids of dataset ``ds``, in pipeline order."""
+    plist = ds.id.get_create_plist()
+    return [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
+
+
 def _unsupported(ds, types: tuple[np.dtype, ...]) -> str | None:
     """Why the dataset ``ds`` is not read directly (its type, attributes, shape, filters), or None."""
     if ds.dtype not in types or ds.dtype not in NETCDF_DEFAULT_FILLS:  # also the other byte order
@@ -167,8 +188,7 @@ def _unsupported(ds, types: tuple[np.dtype, ...]) -> str | None:
         return f"attributes {', '.join(changing)} change its values"
     if len(ds.shape) not in (1, 2) or ds.shape[0] == 0:
         return f"shape {tuple(ds.shape)}"
-    plist = ds.id.get_create_plist()
-    filters = [plist.get_filter(k)[0] for k in range(plist.get_nfilters())]
+    filters = _filters(ds)
     if filters not in ([], [_DEFLATE], [_SHUFFLE], [_SHUFFLE, _DEFLATE]):
         return f"HDF5 filters {filters}, not shuffle and deflate"
     if ds.chunks is not None and tuple(ds.chunks[1:]) != tuple(ds.shape[1:]):
@@ -206,7 +226,7 @@ def _storage(path: Path, name: str, ds, types: tuple[np.dtype, ...]) -> StoredVa
     if [int(info.chunk_offset[0]) for info in infos] != list(range(0, shape[0], rows)):
         return "chunks not in row order"
     pieces = tuple((int(i.chunk_offset[0]), int(i.byte_offset), int(i.size)) for i in infos)
-    filters = [ds.id.get_create_plist().get_filter(k)[0] for k in range(ds.id.get_create_plist().get_nfilters())]
+    filters = _filters(ds)
     return StoredVariable(path, name, shape, dtype, rows, pieces, True, _SHUFFLE in filters, _DEFLATE in filters, fill)
 
 
@@ -235,4 +255,4 @@ def unshuffle(src: np.ndarray, out: np.ndarray, size: int) -> None:
     _unshuffle(src, out, size)
 
 
-__all__ = ["ENABLED", "StoredVariable", "locate", "unshuffle"]
+__all__ = ["ENABLED", "StoredVariable", "locate", "stored", "unshuffle"]

@@ -5,7 +5,6 @@ basis; invalid values clear the channel's mask and are zeroed in every field.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections.abc import Callable
@@ -26,15 +25,12 @@ from empirical_seaice.io._netcdf import (
     read_rows,
     row_blocks,
 )
-from empirical_seaice.io.direct_read import StoredVariable
 from empirical_seaice.io.layouts import SensorFiles
 from empirical_seaice.io.per_observation import Zeros, numpy_zeros
 from empirical_seaice.io.sensor_read import SensorRead, var_path
 from empirical_seaice.io.validity import RANGE_TOL, RANGES, FieldStats
 from empirical_seaice.observations import release_pages
 from empirical_seaice.sensors import ChannelBasis
-
-log = logging.getLogger(__name__)
 
 PER_CHANNEL_MAP = {
     "OBSVALUE": "tb_obs_k",
@@ -254,18 +250,6 @@ _NO_FILL = np.float32(np.nan)
 """``fill`` of :func:`_scatter_block` for blocks the netCDF library masked already (NaN equals nothing)."""
 
 
-def _stored(path: Path, name: str, layout: Layout2D) -> StoredVariable | None:
-    """The variable's storage for reading it without the netCDF library (:mod:`.direct_read`), or None
-    (then the netCDF library reads it, to the same values): also for a (channel, observation) layout."""
-    if not direct_read.ENABLED or layout.transposed:
-        return None
-    stored = direct_read.locate(path, name)
-    if isinstance(stored, str):
-        log.debug("%s: variable %s read through the netCDF library: %s", path, name, stored)
-        return None
-    return stored
-
-
 def _read_channels(
     r: SensorRead,
     name: str,
@@ -297,7 +281,8 @@ def _read_channels(
         with NETCDF_LOCK:
             var, _ = get_variable(ds, path, name)
             layout = _channel_layout(var, path, name, n, sf)
-            stored = _stored(path, name, layout)
+            # its storage for reading it without the netCDF library, not for a (channel, observation) layout
+            stored = None if layout.transposed else direct_read.stored(path, name)
 
         def scatter(a: int, b: int, values: np.ndarray, first: int, fill: np.generic) -> None:
             cols = np.arange(values.shape[1] - first, dtype=np.int64) if every else np.asarray(fcols, dtype=np.int64)

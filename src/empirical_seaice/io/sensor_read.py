@@ -4,19 +4,14 @@ passes (:class:`SensorRead`), where each variable lives, and reading a per-obser
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import direct_read
 from empirical_seaice.io._netcdf import as_float, get_variable, invalid_float, open_dataset, row_blocks
-from empirical_seaice.io.direct_read import StoredVariable
 from empirical_seaice.io.layouts import SensorFiles
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,7 +56,7 @@ def read_1d(sf: SensorFiles, name: str, nobs: int | None, dtype=np.float32, opti
             want = f"({nobs},)" if nobs is not None else "(nobs,)"
             raise SeaIceError(f"{path}: variable {name} expected shape {want} (one value per observation), got {shape}")
         out = np.empty(shape[0], dtype=dtype)
-        stored = _stored_1d(path, name)
+        stored = direct_read.stored(path, name, (np.float32, np.float64, np.int32))
         if stored is None:
             for a, b in row_blocks(shape[0]):
                 out[a:b] = as_float(var[a:b], dtype)
@@ -72,18 +67,6 @@ def read_1d(sf: SensorFiles, name: str, nobs: int | None, dtype=np.float32, opti
             block[values == stored.fill] = np.nan  # as masked by the netCDF library
             block[invalid_float(block)] = np.nan
     return out, path
-
-
-def _stored_1d(path: Path, name: str) -> StoredVariable | None:
-    """The storage of a per-observation variable for :mod:`.direct_read`, or None (the netCDF library
-    reads it then, to the same values)."""
-    if not direct_read.ENABLED:
-        return None
-    stored = direct_read.locate(path, name, (np.float32, np.float64, np.int32))
-    if isinstance(stored, str):
-        log.debug("%s: variable %s read through the netCDF library: %s", path, name, stored)
-        return None
-    return stored
 
 
 __all__ = ["SensorRead", "var_path", "read_1d"]
