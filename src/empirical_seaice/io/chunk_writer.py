@@ -306,9 +306,7 @@ class ChunkWriter:
 
     def _whole_chunks(self, v: _Variable, start: int, values: np.ndarray, keep: np.ndarray) -> None:
         """:meth:`write` of rows that begin a chunk and fill whole chunks (or end the variable), masked
-        by ``keep`` on the worker threads."""
-        if keep.shape != values.shape:
-            raise ValueError(f"mask of shape {keep.shape} for rows of shape {values.shape}")
+        by ``keep`` (its shape checked by :func:`_check_rows`) on the worker threads."""
         for k in range(0, len(values), v.rows):
             rows, kept = values[k : k + v.rows], keep[k : k + v.rows]
             if len(rows) < v.rows:  # the short last chunk: masked here, padded as :meth:`_submit` does

@@ -48,11 +48,11 @@ TB_LONG_NAMES = {
 _ORDER_COMMENT = "observations in the order of tbobs_TAG.nc (its lon, lat, time locate them)"
 
 
-def masked(values: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    """``values`` as float32 with NaN where ``mask`` is False (channels the sensor lacks). A streamed
-    writer takes the mask instead (``StreamedFile.write(name, start, values, mask)``): the
-    compressing threads apply it with the shuffle, without this copy."""
-    return masked_values(values, mask)
+masked = masked_values
+"""``values`` as float32 with NaN where ``mask`` is False (channels the sensor lacks): the chunk
+writer's :func:`~empirical_seaice.io.chunk_writer.masked_values` under its older name. A streamed
+writer takes the mask instead (``StreamedFile.write(name, start, values, mask)``): the compressing
+threads apply it with the shuffle, without this copy."""
 
 
 def write_properties_obs(path: Path, props: np.ndarray) -> Path:
@@ -79,7 +79,7 @@ def write_tb(path: Path, tb: np.ndarray, basis: ChannelBasis, kind: str, mask: n
     ``kind`` is the file stem (``tbsim_initial``, ``tbsim``, ``tbzero``);
     channels absent for an observation's sensor (``mask`` False) are NaN.
     """
-    return write_dataset(_tb_dataset(masked(tb, mask), basis, kind), path)
+    return write_dataset(_tb_dataset(masked_values(tb, mask), basis, kind), path)
 
 
 @contextlib.contextmanager
@@ -137,7 +137,7 @@ def _tbobs_dataset(obs: Observations, tb: np.ndarray, lon=None, lat=None) -> xr.
 def write_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Path:
     """``tbobs_TAG.nc``: observed ``tb`` (iobs, channel) in the unified basis, with per-observation
     lon, lat, time, julian_day, sensor, grid, step and the channel names/frequencies."""
-    return write_dataset(_tbobs_dataset(obs, masked(obs.tb_obs_k, obs.mask), lon, lat), path)
+    return write_dataset(_tbobs_dataset(obs, masked_values(obs.tb_obs_k, obs.mask), lon, lat), path)
 
 
 @contextlib.contextmanager
@@ -164,7 +164,7 @@ def _ice_emis_dataset(emis: np.ndarray, basis: ChannelBasis) -> xr.Dataset:
 
 def write_ice_emis(path: Path, emis: np.ndarray, basis: ChannelBasis, mask: np.ndarray | None = None) -> Path:
     """``ice_emis_TAG.nc``: ``ice_emis`` (iobs, channel), NaN where the channel is absent."""
-    return write_dataset(_ice_emis_dataset(masked(emis, mask), basis), path)
+    return write_dataset(_ice_emis_dataset(masked_values(emis, mask), basis), path)
 
 
 @contextlib.contextmanager
