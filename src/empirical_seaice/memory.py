@@ -29,11 +29,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import sys
 from collections.abc import Iterator
+from typing import Any
 
-_trim = None
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameters
 _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 1 << 20
@@ -42,21 +43,19 @@ HEAP_THRESHOLD = 32 << 20
 """glibc's largest automatic threshold (64-bit): below it a request comes from the heap (the other stages)."""
 
 
-def _malloc_trim():
-    """glibc's ``malloc_trim`` or None."""
-    global _trim
-    if _trim is None:
-        _trim = False
-        if sys.platform == "linux":
-            try:
-                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-                fn = libc.malloc_trim
-                fn.argtypes = [ctypes.c_size_t]
-                fn.restype = ctypes.c_int
-                _trim = fn
-            except (OSError, AttributeError):  # pragma: no cover - not glibc
-                _trim = False
-    return _trim or None
+@functools.cache
+def _glibc(name: str, *argtypes: Any) -> Any:
+    """glibc's function ``name`` (returning int, taking ``argtypes``), or None (not Linux, not glibc);
+    looked up once."""
+    if sys.platform != "linux":  # pragma: no cover - not Linux
+        return None
+    try:
+        fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return None
+    fn.argtypes = list(argtypes)
+    fn.restype = ctypes.c_int
+    return fn
 
 
 def release_free_memory(collect: bool = True) -> bool:
@@ -66,7 +65,7 @@ def release_free_memory(collect: bool = True) -> bool:
     cycles: a full collection traverses every object of the process, 0.2-0.3 s in a run)."""
     if collect:
         gc.collect()
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim", ctypes.c_size_t)
     if trim is None:  # pragma: no cover - not glibc
         return False
     trim(0)
@@ -80,16 +79,10 @@ def map_large_arrays(threshold: int = MMAP_THRESHOLD) -> bool:
     raises the first; left at its 128 KiB default, every free of a few hundred KiB at the heap's top
     would hand the pages back and the next request fault them in again).
     Changes no value. True where glibc took it, False elsewhere."""
-    if sys.platform != "linux":  # pragma: no cover - not Linux
+    mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
+    if mallopt is None:  # pragma: no cover - not glibc
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.mallopt
-        fn.argtypes = [ctypes.c_int, ctypes.c_int]
-        fn.restype = ctypes.c_int
-        return fn(_M_MMAP_THRESHOLD, int(threshold)) == 1 and fn(_M_TRIM_THRESHOLD, 2 * int(threshold)) == 1
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        return False
+    return mallopt(_M_MMAP_THRESHOLD, int(threshold)) == 1 and mallopt(_M_TRIM_THRESHOLD, 2 * int(threshold)) == 1
 
 
 @contextlib.contextmanager
