@@ -332,6 +332,8 @@ def _write_steps(put, emissivity, model, basis, inputs: GridInputs, chan_list, f
         "nobs_cell": inputs.nobs_cell,
     }
 
+    needed = {"t_skin", "properties", "properties_obs_mean", *state}  # the model's inputs and the written state
+
     def step(block: dict[str, np.ndarray], k: int) -> np.ndarray:
         props = np.concatenate([block["properties"][k], block["properties_obs_mean"][k]], axis=-1)
         return evaluate(block["t_skin"][k], props)
@@ -339,7 +341,7 @@ def _write_steps(put, emissivity, model, basis, inputs: GridInputs, chan_list, f
     with ThreadPoolExecutor(max_workers=chunk_writer.threads(), thread_name_prefix="grid-steps") as pool:
         for t0 in range(0, inputs.nstep, _STEP_BLOCK):
             t1 = min(t0 + _STEP_BLOCK, inputs.nstep)
-            block = {name: _step_major(a, t0, t1) for name, a in arrays.items()}
+            block = {name: _step_major(a, t0, t1) for name, a in arrays.items() if name in needed}
             futures = [pool.submit(step, block, k) for k in range(t1 - t0)]
             for k, fut in enumerate(futures):
                 t, e = t0 + k, fut.result()
