@@ -29,6 +29,7 @@ as the whole-array writers would have written them then.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,24 @@ class _Sums:
         return diag.cost_from_sums(self.network, self.departures.obs_sum, self.anchor, nobs_total)
 
 
+@contextlib.contextmanager
+def _compute_on_one_thread() -> Iterator[None]:
+    """The compiled forward pass on this thread alone while the pass writes its files: its OpenMP
+    threads would only compete with the compressing threads for the cores (the per-observation
+    results do not depend on the number of threads)."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - without numba the tensor path computes
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def initial_pass(
     network, data, obs: Observations, nobs_total: int, held: out.HeldOutputs | None, path: Path | None
 ) -> PassResult:
@@ -122,6 +141,7 @@ def final_pass(
         files: dict[str, Any] = {}
         if write:
             assert held is not None and paths is not None
+            stack.enter_context(_compute_on_one_thread())
             lon, lat = lonlat
             files["tbobs"] = stack.enter_context(out.open_tbobs(held.path(paths["tbobs"]), obs, lon, lat))
             files["tbsim"] = stack.enter_context(out.open_tb(held.path(paths["tbsim"]), obs.nobs, obs.basis, "tbsim"))
