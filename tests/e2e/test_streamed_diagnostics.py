@@ -87,3 +87,51 @@ def test_the_final_pass_without_files_only_sums(case, tmp_path):
     final = streamed.final_pass(net, data, obs, obs.nobs, None, None)
     assert final.files == {} and final.emis_errors is None and final.checks.nice >= 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_final_pass_computes_on_one_thread_while_it_writes(case, tmp_path, monkeypatch):
+    """With files to write, the blocks are packed and the compiled forward pass runs on the pass's
+    thread alone (other OpenMP threads would take the compressing threads' cores), while the cost's
+    torch sums keep the run's thread count (their rounding depends on it); the run's counts are
+    back afterwards and the files hold the same values. Without files the run's counts stay."""
+    numba = pytest.importorskip("numba")
+    from empirical_seaice.model import fused, tensors
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba offers one thread here")
+    obs, bg, net, data = case
+    monkeypatch.setattr(out, "block_rows", lambda *a, **k: 100)  # three blocks
+    seen: dict[str, list[int]] = {"simulate": [], "pack": [], "cost": []}
+
+    def counted(name, f, threads):
+        def g(*args, **kwargs):
+            seen[name].append(threads())
+            return f(*args, **kwargs)
+
+        return g
+
+    monkeypatch.setattr(fused, "simulate_range", counted("simulate", fused.simulate_range, numba.get_num_threads))
+    monkeypatch.setattr(tensors, "pack_floats", counted("pack", tensors.pack_floats, torch.get_num_threads))
+    monkeypatch.setattr(d, "cost_from_sums", counted("cost", d.cost_from_sums, torch.get_num_threads))
+    sim = d.simulate(net, data, obs.nobs)
+    blocks = tensors.ObservationBlocks(obs, "cpu")
+    before = numba.get_num_threads(), torch.get_num_threads()
+    numba.set_num_threads(2)
+    torch.set_num_threads(2)
+    try:
+        held = out.HeldOutputs(tmp_path)
+        paths = {k: tmp_path / f"{k}_t.nc" for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
+        for v in seen.values():
+            v.clear()
+        streamed.final_pass(net, blocks, obs, obs.nobs, held, paths, None, (bg.lon, bg.lat))
+        assert seen == {"simulate": [1, 1, 1], "pack": [1, 1, 1], "cost": [2]}
+        assert (numba.get_num_threads(), torch.get_num_threads()) == (2, 2)
+        for v in seen.values():
+            v.clear()
+        streamed.final_pass(net, blocks, obs, obs.nobs, None, None)
+        assert seen == {"simulate": [2, 2, 2], "pack": [2, 2, 2], "cost": [2]}
+    finally:
+        numba.set_num_threads(before[0])
+        torch.set_num_threads(before[1])
+    held.promote(paths["tbsim"])
+    np.testing.assert_array_equal(_read(paths["tbsim"], "tb"), np.where(obs.mask, sim.tb, np.float32(np.nan)))

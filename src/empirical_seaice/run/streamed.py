@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from empirical_seaice.io import outputs as out
 from empirical_seaice.observations import Observations
@@ -81,9 +82,9 @@ class _Sums:
 
 @contextlib.contextmanager
 def _compute_on_one_thread() -> Iterator[None]:
-    """The compiled forward pass on this thread alone while the pass writes its files: its OpenMP
-    threads would only compete with the compressing threads for the cores (the per-observation
-    results do not depend on the number of threads)."""
+    """The compiled forward pass on this thread alone while the pass writes its files: on a machine
+    of few cores its other OpenMP threads only compete with the compressing threads (the
+    per-observation results do not depend on the number of threads)."""
     try:
         import numba
     except ImportError:  # pragma: no cover - without numba the tensor path computes
@@ -95,6 +96,24 @@ def _compute_on_one_thread() -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(before)
+
+
+class _PackedOnOneThread:
+    """The blocks of an :class:`~empirical_seaice.model.tensors.ObservationBlocks` packed on the
+    calling thread alone (the packing takes the torch thread count; the same values on any number),
+    the run's torch thread count back for everything else: the pass's torch sums (the cost's terms,
+    whose float32 rounding depends on the number of threads) are computed as before."""
+
+    def __init__(self, blocks: Any):
+        self._blocks = blocks
+
+    def block(self, start: int, stop: int) -> Any:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self._blocks.block(start, stop)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def initial_pass(
@@ -151,6 +170,8 @@ def final_pass(
             files["tbzero"] = stack.enter_context(
                 out.open_tb(held.path(paths["tbzero"]), obs.nobs, obs.basis, "tbzero")
             )
+        if write and getattr(data, "block", None) is not None:
+            data = _PackedOnOneThread(data)
         for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, with_zero=write, block=block):
             rows = slice(start, stop)
             # copies (not views of the memory-mapped cache, whose pages obs.release drops below): the
