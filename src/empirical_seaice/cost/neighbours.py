@@ -82,7 +82,7 @@ def smoothness_pairs(
     n_time = ngrid * (ncol - 1) if time_error is not None and ncol > 1 else 0
     first = np.empty(n_space + n_time, np.int64)
     second = np.empty(n_space + n_time, np.int64)
-    inv_var = np.empty(n_space + n_time, dtype)
+    inv_var: np.ndarray = np.empty(n_space + n_time, dtype)
     cols = np.arange(ncol, dtype=np.int64)
     if a is not None and b is not None:
         np.add((a * ncol)[:, None], cols, out=first[:n_space].reshape(a.size, ncol))
