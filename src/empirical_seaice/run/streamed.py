@@ -150,7 +150,8 @@ def final_pass(
     """After training: the cost and departures after, the health checks' figures, the truth's
     emissivity errors (``truth`` with ``emis_ice``) and, with ``held`` and ``paths`` (kind -> final
     path of ``tbobs``, ``tbsim``, ``ice_emis``, ``tbzero``), those files held. ``lonlat``: the grid's
-    lon and lat for ``tbobs``."""
+    lon and lat for ``tbobs``. While it writes, it packs (``data`` an ``ObservationBlocks``) and
+    simulates on this thread alone: the other cores compress (:mod:`empirical_seaice.io.chunk_writer`)."""
     sums = _Sums(network, obs)
     checks = ObservationChecks(obs.nchan)
     errors = diag.EmisErrorSums(obs.nchan) if getattr(truth, "emis_ice", None) is not None else None
