@@ -114,10 +114,9 @@ def _means_grid_major_py(total, count, ngrid, nstep, out):  # pragma: no cover -
                     out[g, t, j] = total[cell, j] / n if n > 0 else np.nan
 
 
-def _mean_py(total, count, cell, j):  # pragma: no cover - compiled
-    """The mean of column ``j`` of row ``cell`` of the sums table (NaN without a count)."""
-    n = count[cell, j]
-    return total[cell, j] / n if n > 0 else np.nan
+def _mean_py(total, n):  # pragma: no cover - compiled
+    """A cell's mean ``total / n`` (NaN when ``n`` is 0)."""
+    return total / n if n > 0 else np.nan
 
 
 def _clip01_py(x):  # pragma: no cover - compiled
@@ -128,14 +127,15 @@ def _clip01_py(x):  # pragma: no cover - compiled
     return y if y < 1.0 else 1.0
 
 
-def _nasa_team_cell_py(v19, h19, v37, v22, nt, has22):  # pragma: no cover - compiled
-    """:func:`.nasa_team`'s filtered total of one cell (``nt``: :func:`nasa_team_table`), in its order of operations."""
+def _nasa_team_cell_py(v19, h19, v37, v22, has22, a, b, d):  # pragma: no cover - compiled
+    """:func:`.nasa_team`'s filtered total of one cell, in its order of operations (``a``, ``b``, ``d``:
+    the rows of :func:`nasa_team_table` as tuples)."""
     pr = (v19 - h19) / (v19 + h19)
     gr = (v37 - v19) / (v37 + v19)
     prgr = pr * gr
-    den = ((nt[2, 0] * 1.0 + nt[2, 1] * pr) + nt[2, 2] * gr) + nt[2, 3] * prgr
-    c_fy = (((nt[0, 0] * 1.0 + nt[0, 1] * pr) + nt[0, 2] * gr) + nt[0, 3] * prgr) / den
-    c_my = (((nt[1, 0] * 1.0 + nt[1, 1] * pr) + nt[1, 2] * gr) + nt[1, 3] * prgr) / den
+    den = ((d[0] * 1.0 + d[1] * pr) + d[2] * gr) + d[3] * prgr
+    c_fy = (((a[0] * 1.0 + a[1] * pr) + a[2] * gr) + a[3] * prgr) / den
+    c_my = (((b[0] * 1.0 + b[1] * pr) + b[2] * gr) + b[3] * prgr) / den
     c = _clip01(c_fy + c_my)
     wet = gr > NT_GR3719_MAX
     if has22:
@@ -145,10 +145,10 @@ def _nasa_team_cell_py(v19, h19, v37, v22, nt, has22):  # pragma: no cover - com
     return c
 
 
-def _bootstrap_cell_py(v37, h37, v19, bt, h):  # pragma: no cover - compiled
-    """:func:`.bootstrap` of one cell, tie points of hemisphere row ``h`` of ``bt`` (:func:`bootstrap_table`)."""
-    c_a = ((h37 - bt[h, 1]) - bt[h, 3] * (v37 - bt[h, 0])) / bt[h, 4]
-    c_b = ((v19 - bt[h, 2]) - bt[h, 5] * (v37 - bt[h, 0])) / bt[h, 6]
+def _bootstrap_cell_py(v37, h37, v19, w):  # pragma: no cover - compiled
+    """:func:`.bootstrap` of one cell (``w``: a hemisphere's row of :func:`bootstrap_table` as a tuple)."""
+    c_a = ((h37 - w[1]) - w[3] * (v37 - w[0])) / w[4]
+    c_b = ((v19 - w[2]) - w[5] * (v37 - w[0])) / w[6]
     return _clip01(c_a if c_a > BOOTSTRAP_AD_FRACTION else c_b)
 
 
@@ -161,13 +161,18 @@ def _classic_tiles_py(
     ``where(ok, sic, 0.0)``) and counted in ``counts[k]`` (k = 0 NASA Team, 1 Bootstrap)."""
     do_nt = out_nt.shape[0] > 0
     do_bt = out_bt.shape[0] > 0
-    # the columns as scalars: numba then keeps them out of the loop (reading them from ``col`` in
-    # the loop made it five times slower); a column an algorithm does not run with may be -1
+    # columns and tie points as scalars and tuples, out of the loop: the cell functions take no array
+    # (an array argument costs a reference count per call where numba does not inline the call)
     j19v, j19h, j37v, j37h, j22v = col[COL_19V], col[COL_19H], col[COL_37V], col[COL_37H], col[COL_22V]
-    for b in range(t_lo, t_hi, TILE_STEPS):
+    a = (nt[0, 0], nt[0, 1], nt[0, 2], nt[0, 3])
+    b = (nt[1, 0], nt[1, 1], nt[1, 2], nt[1, 3])
+    d = (nt[2, 0], nt[2, 1], nt[2, 2], nt[2, 3])
+    w_north = (bt[0, 0], bt[0, 1], bt[0, 2], bt[0, 3], bt[0, 4], bt[0, 5], bt[0, 6])
+    w_south = (bt[1, 0], bt[1, 1], bt[1, 2], bt[1, 3], bt[1, 4], bt[1, 5], bt[1, 6])
+    for t0 in range(t_lo, t_hi, TILE_STEPS):
         for g in range(ngrid):
-            h = 0 if north[g] else 1
-            for t in range(b, min(b + TILE_STEPS, t_hi)):
+            w = w_north if north[g] else w_south
+            for t in range(t0, min(t0 + TILE_STEPS, t_hi)):
                 cell = _cell_index(g, t, ngrid)
                 if count[cell, j37v] == 0:  # both NaN (37V is in every ratio); no sensor-mean term
                     if do_nt:
@@ -175,19 +180,19 @@ def _classic_tiles_py(
                     if do_bt:
                         out_bt[g, t] = np.float32(np.nan)
                     continue
-                v19 = _mean(total, count, cell, j19v)
-                v37 = _mean(total, count, cell, j37v)
+                v19 = _mean(total[cell, j19v], count[cell, j19v])
+                v37 = _mean(total[cell, j37v], count[cell, j37v])
                 if do_nt:
-                    h19 = _mean(total, count, cell, j19h)
-                    v22 = _mean(total, count, cell, j22v) if has22 else np.nan
-                    c = _nasa_team_cell(v19, h19, v37, v22, nt, has22)
+                    h19 = _mean(total[cell, j19h], count[cell, j19h])
+                    v22 = _mean(total[cell, j22v], count[cell, j22v]) if has22 else np.nan
+                    c = _nasa_team_cell(v19, h19, v37, v22, has22, a, b, d)
                     out_nt[g, t] = np.float32(c)
                     ok = np.isfinite(c)
                     sums[0, g, t] += c if ok else 0.0
                     counts[0, g, t] += ok
                 if do_bt:
-                    h37 = _mean(total, count, cell, j37h)
-                    c = _bootstrap_cell(v37, h37, v19, bt, h)
+                    h37 = _mean(total[cell, j37h], count[cell, j37h])
+                    c = _bootstrap_cell(v37, h37, v19, w)
                     out_bt[g, t] = np.float32(c)
                     ok = np.isfinite(c)
                     sums[1, g, t] += c if ok else 0.0
