@@ -40,8 +40,9 @@ def grid_daily_mean_tb(obs: Observations, channels: Sequence[str], isensor: int)
 
     ``TB[g, t, c] = mean over {i : g(i) = g, t(i) = t, s(i) = isensor, mask_ic} of y_ic``
 
-    summed in float64 in observation order (the values of ``numpy.bincount``'s sums), reading only the
-    rows between the sensor's first and last (:mod:`.classic_kernels`).
+    summed in float64 in observation order (the values of ``numpy.bincount``'s sums) into a grid-major
+    table that becomes the means in place, reading only the rows between the sensor's first and last
+    (:mod:`.classic_kernels`; :func:`classic_sic_maps` grids its channels in step blocks instead).
 
     Parameters
     ----------
@@ -62,12 +63,13 @@ def grid_daily_mean_tb(obs: Observations, channels: Sequence[str], isensor: int)
         A channel the run's channel basis does not have.
     """
     cols = _channel_columns(obs, channels)
-    total, count = _sums_table(obs, len(cols))
+    ncell = obs.ngrid * obs.nstep
+    total = np.zeros((ncell, len(cols)))
+    count = np.zeros((ncell, len(cols)), dtype=np.int32)
     lo, hi = kernels.sensor_rows(np.asarray(obs.isensor), len(obs.basis.sensor_names))
-    _daily_sums(obs, cols, isensor, int(lo[isensor]), int(hi[isensor]), total, count)
-    out = np.empty((obs.ngrid, obs.nstep, len(cols)))
-    kernels.means_grid_major(total, count, obs.ngrid, obs.nstep, out)
-    return out
+    _daily_sums(obs, cols, isensor, int(lo[isensor]), int(hi[isensor]), total, count, kernels.cell_sums_grid_major)
+    kernels.means_in_place(total, count)
+    return total.reshape(obs.ngrid, obs.nstep, len(cols))
 
 
 def _channel_columns(obs: Observations, channels: Sequence[str]) -> np.ndarray:
@@ -88,13 +90,22 @@ def _sums_table(obs: Observations, ncol: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _daily_sums(
-    obs: Observations, cols: np.ndarray, isensor: int, lo: int, hi: int, total: np.ndarray, count: np.ndarray
+    obs: Observations,
+    cols: np.ndarray,
+    isensor: int,
+    lo: int,
+    hi: int,
+    total: np.ndarray,
+    count: np.ndarray,
+    kernel: Any = None,
 ) -> None:
-    """Add sensor ``isensor``'s valid TBs of columns ``cols`` in rows ``lo:hi`` to the sums table's
-    ``total`` and ``count`` (:mod:`.classic_kernels`), block by block in observation order."""
+    """Add sensor ``isensor``'s valid TBs of columns ``cols`` in rows ``lo:hi`` to ``total`` and ``count``,
+    block by block in observation order, with ``kernel`` (:func:`.classic_kernels.cell_sums`, the
+    step-block table, when None)."""
+    kernel = kernels.cell_sums if kernel is None else kernel
     for start in range(lo, hi, _BLOCK):
         rows = slice(start, min(start + _BLOCK, hi))
-        kernels.cell_sums(
+        kernel(
             np.asarray(obs.isensor[rows]), np.asarray(obs.igrid[rows]), np.asarray(obs.istep[rows]),
             np.asarray(obs.tb_obs_k[rows]), np.asarray(obs.mask[rows]), cols, isensor, obs.ngrid, total, count,
         )  # fmt: skip

@@ -14,6 +14,10 @@ sums. Two things make the pass fast without changing a value:
   so a day's additions fall into one block (a few MB that stay in the CPU's cache) instead of being
   spread over the whole table as in the grid-major order (a cache and TLB miss per observation).
 
+:func:`.classic.grid_daily_mean_tb` (the open-water filter, the fair algorithms), whose callers want the
+grid-major means of a few channels, sums into a grid-major table instead (:func:`cell_sums_grid_major`,
+the means in place: no second table), still over the sensor's rows only.
+
 :func:`classic_tiles` then applies NASA Team and Bootstrap to each cell's means in the table's
 order and writes the maps in the grid-major (grid, step) order of the products: both the reads and
 the writes are sequential (a grid point's block of steps is one run of the maps). Its arithmetic is
@@ -103,15 +107,26 @@ def _cell_sums_py(isensor, igrid, istep, tb, mask, cols, s, ngrid, total, count)
                 count[cell, j] += 1
 
 
-def _means_grid_major_py(total, count, ngrid, nstep, out):  # pragma: no cover - compiled
-    """``out[g, t, j]`` = ``total / count`` of cell (g, t) of the sums table, NaN where the count is 0."""
-    for b in range(0, nstep, TILE_STEPS):
-        for g in range(ngrid):
-            for t in range(b, min(b + TILE_STEPS, nstep)):
-                cell = _cell_index(g, t, ngrid)
-                for j in range(total.shape[1]):
-                    n = count[cell, j]
-                    out[g, t, j] = total[cell, j] / n if n > 0 else np.nan
+def _cell_sums_grid_major_py(isensor, igrid, istep, tb, mask, cols, s, ngrid, total, count):  # pragma: no cover
+    """:func:`cell_sums` into a grid-major table (row ``g * nstep + t``, ``nstep = total.shape[0] // ngrid``),
+    the layout :func:`.classic.grid_daily_mean_tb` returns."""
+    nstep = total.shape[0] // ngrid
+    for i in range(isensor.shape[0]):
+        if isensor[i] != s:
+            continue
+        cell = np.int64(igrid[i]) * nstep + np.int64(istep[i])
+        for j in range(cols.shape[0]):
+            c = cols[j]
+            if mask[i, c]:
+                total[cell, j] += np.float64(tb[i, c])
+                count[cell, j] += 1
+
+
+def _means_in_place_py(total, count):  # pragma: no cover - compiled
+    """``total`` becomes the mean (``total / count``), NaN where ``count`` is 0."""
+    for k in range(total.shape[0]):
+        for j in range(total.shape[1]):
+            total[k, j] = total[k, j] / count[k, j] if count[k, j] > 0 else np.nan
 
 
 def _mean_py(total, n):  # pragma: no cover - compiled
@@ -210,7 +225,8 @@ def _sensor_mean_py(sums, counts, out):  # pragma: no cover - compiled
 
 sensor_rows: Any
 cell_sums: Any
-means_grid_major: Any
+cell_sums_grid_major: Any
+means_in_place: Any
 classic_tiles: Any
 sensor_mean: Any
 try:
@@ -224,13 +240,15 @@ try:
     _bootstrap_cell = njit(**_opts)(_bootstrap_cell_py)
     sensor_rows = njit(**_opts)(_sensor_rows_py)
     cell_sums = njit(**_opts)(_cell_sums_py)
-    means_grid_major = njit(**_opts)(_means_grid_major_py)
+    cell_sums_grid_major = njit(**_opts)(_cell_sums_grid_major_py)
+    means_in_place = njit(**_opts)(_means_in_place_py)
     classic_tiles = njit(**_opts)(_classic_tiles_py)
     sensor_mean = njit(**_opts)(_sensor_mean_py)
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     _cell_index = _cell_index_py
     _mean, _clip01, _nasa_team_cell, _bootstrap_cell = _mean_py, _clip01_py, _nasa_team_cell_py, _bootstrap_cell_py
-    sensor_rows, cell_sums, means_grid_major = _sensor_rows_py, _cell_sums_py, _means_grid_major_py
+    sensor_rows, cell_sums, cell_sums_grid_major = _sensor_rows_py, _cell_sums_py, _cell_sums_grid_major_py
+    means_in_place = _means_in_place_py
     classic_tiles, sensor_mean = _classic_tiles_py, _sensor_mean_py
 
 
@@ -241,7 +259,8 @@ __all__ = [
     "bootstrap_table",
     "sensor_rows",
     "cell_sums",
-    "means_grid_major",
+    "cell_sums_grid_major",
+    "means_in_place",
     "classic_tiles",
     "sensor_mean",
 ]
