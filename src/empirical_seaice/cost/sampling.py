@@ -83,6 +83,7 @@ def _count_rows_py(g, t, nlag, ncol, nstep, sic, grid):
 
 def _count_rows_numpy(g, t, nlag, ncol, nstep, sic, grid):  # pragma: no cover - where numba is absent
     """:func:`_count_rows_py` with ``np.bincount``, one pass per lag."""
+    g, t = g.astype(np.int64), t.astype(np.int64)
     base = g * ncol + t + nlag
     for lag in range(nlag + 1):
         sic += np.bincount(base - lag, minlength=sic.size)
@@ -115,9 +116,8 @@ def build_row_counts(
     SeaIceError
         ``igrid`` or ``istep`` outside the state (0..ngrid-1, 0..nstep-1).
     """
-    g = np.asarray(obs.igrid, dtype=np.int64)
-    t = np.asarray(obs.istep, dtype=np.int64)
-    if index is not None:
+    g, t = (a if a.dtype.kind == "i" else a.astype(np.int64) for a in (np.asarray(obs.igrid), np.asarray(obs.istep)))
+    if index is not None:  # the reader's int32 gathered as they are (the pass counts in int64)
         g, t = g[index], t[index]
     if g.size and (g.min() < 0 or g.max() >= ngrid):
         raise SeaIceError(f"Observations.igrid: expected 0 <= igrid < ngrid={ngrid}, got range {g.min()}..{g.max()}")
