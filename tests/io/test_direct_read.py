@@ -207,3 +207,19 @@ def test_directly_read_fields_open_no_netcdf_file(dataset, monkeypatch):
     assert opened and {p.parent.name for p in opened} == {"ssmisf17"}
     for name, arr in want.arrays().items():
         np.testing.assert_array_equal(np.asarray(getattr(got, name)), arr, err_msg=name)
+
+
+def test_chunk_infos_in_one_call_equal_one_call_per_chunk(tmp_path):
+    import h5py
+
+    path = tmp_path / "c.nc"
+    with netCDF4.Dataset(str(path), "w") as ds:
+        ds.createDimension("n", 100)
+        ds.createDimension("c", 3)
+        var = ds.createVariable("V", "f4", ("n", "c"), chunksizes=(7, 3), zlib=True, shuffle=True)
+        var[...] = np.arange(300, dtype=np.float32).reshape(100, 3)
+    with h5py.File(str(path), "r") as f:
+        ds = f["V"]
+        n = ds.id.get_num_chunks()
+        got = direct_read._chunk_infos(ds, n)
+        assert n == 15 and sorted(got) == sorted(ds.id.get_chunk_info(k) for k in range(n))
