@@ -45,6 +45,20 @@ def test_smoothness_pairs_rows_and_errors():
         smoothness_pairs(2, 3, 0.1, None)
 
 
+def test_smoothness_pairs_from_given_neighbours_and_in_float32():
+    """The grid's neighbour pairs found once and given again, and ``inv_var`` written as float32,
+    give the same pairs as the k-d tree each time, and ``1 / sigma^2`` rounded once to float32."""
+    lat, lon = np.meshgrid(np.arange(3.0), np.arange(4.0), indexing="ij")
+    lat, lon = lat.ravel(), lon.ravel()
+    once = smoothness_pairs(12, 5, 0.3, 0.7, lat, lon)
+    a, b, _ = grid_neighbours(lat, lon)
+    again = smoothness_pairs(12, 5, 0.3, 0.7, neighbours=(a, b), dtype=np.float32)
+    assert np.array_equal(once[0], again[0]) and np.array_equal(once[1], again[1])
+    assert again[2].dtype == np.float32 and np.array_equal(once[2].astype(np.float32), again[2])
+    assert once[0].size == 17 * 5 + 12 * 4  # 17 side-neighbour pairs on each of 5 columns, 4 time steps a point
+    assert set(np.unique(again[2]).tolist()) == {np.float32(1 / 0.3**2).item(), np.float32(1 / 0.7**2).item()}
+
+
 def test_pairs_csr_lists_each_pair_from_both_ends():
     indptr, indices, weights = pairs_csr(4, np.array([0, 1, 0]), np.array([1, 2, 3]), np.array([1.0, 2.0, 3.0]))
     rows = {}

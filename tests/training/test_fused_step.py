@@ -98,6 +98,30 @@ def test_fused_step_reproducible_bit_for_bit_and_thread_count_free():
         assert torch.equal(value, parameters(t)[name]), name
 
 
+def test_distinct_batches_skip_the_observation_rows_with_the_same_result(monkeypatch):
+    """The trainer's batches are distinct observations: the search for distinct rows takes each
+    observation's own row as new without its mark, and the run ends on the same bits as the
+    general search; the marks are all clear after every step either way."""
+    runs, cols, call = [], [], FusedStep.__call__
+    for skip in (True, False):
+        t = _trainer(True, nepochs=2)
+
+        def step(self, index, distinct=False, skip=skip):
+            cols.append(
+                (self.obs_col, len(self.ref_table), self.program.tables[-1] is self.program.tables[self.ref_table[-1]])
+            )
+            terms = call(self, index, distinct and skip)
+            assert (self.mark == -1).all()
+            return terms
+
+        monkeypatch.setattr(FusedStep, "__call__", step)
+        t.fit()
+        runs.append(parameters(t))
+    assert set(cols) == {(3, 4, True)}  # two SIC lags, the grid row, then the observation's own row
+    for name, value in runs[0].items():
+        assert torch.equal(value, runs[1][name]), name
+
+
 def test_fused_step_resumes_where_the_tensor_step_left(tmp_path):
     """Checkpoints are shared: two tensor epochs then two fused ones end where four tensor epochs end."""
     ref = _trainer(False)

@@ -54,34 +54,46 @@ def smoothness_pairs(
     time_error: float | None,
     lat_deg: np.ndarray | None = None,
     lon_deg: np.ndarray | None = None,
+    *,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    dtype: type = np.float64,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(first, second, inv_var)`` of the SIC map's neighbour pairs, rows ``g * ncol + col``.
 
     Space (``space_error`` = ``sigma_s``, None = none): each pair of neighbouring grid points
-    (:func:`grid_neighbours`) on every column; time (``time_error`` = ``sigma_t``): each grid point on
-    consecutive columns (the lag columns, the days before the period, included). ``inv_var`` is
-    ``1 / sigma^2`` of the pair (float64). The space pairs need the grid's ``lat_deg``, ``lon_deg``.
+    (:func:`grid_neighbours`, or the pairs ``neighbours`` it gave before) on every column; time
+    (``time_error`` = ``sigma_t``): each grid point on consecutive columns (the lag columns, the days
+    before the period, included). ``inv_var`` is ``1 / sigma^2`` of the pair (``dtype``). The space
+    pairs need the grid's ``lat_deg``, ``lon_deg`` unless ``neighbours`` is given. Each array is
+    written once, in place (tens of millions of pairs on a year's map).
     """
-    first, second, inv_var = [], [], []
-    cols = np.arange(ncol, dtype=np.int64)
+    a = b = None
     if space_error is not None:
-        if lat_deg is None or lon_deg is None:
+        if neighbours is not None:
+            a, b = neighbours
+        elif lat_deg is None or lon_deg is None:
             raise SeaIceError(
                 "--sic-smoothness: the spatial smoothness needs the grid's lon/lat (LON/LAT in the background "
                 "SIC file, or --grid-file); give them, or use --sic-smoothness-time alone"
             )
-        a, b, _ = grid_neighbours(lat_deg, lon_deg)
-        first.append((a[:, None] * ncol + cols).reshape(-1))
-        second.append((b[:, None] * ncol + cols).reshape(-1))
-        inv_var.append(np.full(first[-1].size, 1.0 / space_error**2))
-    if time_error is not None and ncol > 1:
+        else:
+            a, b, _ = grid_neighbours(lat_deg, lon_deg)
+    n_space = 0 if a is None else a.size * ncol
+    n_time = ngrid * (ncol - 1) if time_error is not None and ncol > 1 else 0
+    first = np.empty(n_space + n_time, np.int64)
+    second = np.empty(n_space + n_time, np.int64)
+    inv_var: np.ndarray = np.empty(n_space + n_time, dtype)
+    cols = np.arange(ncol, dtype=np.int64)
+    if a is not None and b is not None:
+        np.add((a * ncol)[:, None], cols, out=first[:n_space].reshape(a.size, ncol))
+        np.add((b * ncol)[:, None], cols, out=second[:n_space].reshape(a.size, ncol))
+        inv_var[:n_space] = 1.0 / space_error**2  # type: ignore[operator]
+    if n_time:
         g = np.arange(ngrid, dtype=np.int64)[:, None] * ncol
-        first.append((g + cols[:-1]).reshape(-1))
-        second.append((g + cols[1:]).reshape(-1))
-        inv_var.append(np.full(first[-1].size, 1.0 / time_error**2))
-    if not first:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    return np.concatenate(first), np.concatenate(second), np.concatenate(inv_var)
+        np.add(g, cols[:-1], out=first[n_space:].reshape(ngrid, ncol - 1))
+        np.add(g, cols[1:], out=second[n_space:].reshape(ngrid, ncol - 1))
+        inv_var[n_space:] = 1.0 / time_error**2  # type: ignore[operator]
+    return first, second, inv_var
 
 
 def pairs_csr(

@@ -107,22 +107,25 @@ def _false_ice(c, shape, s, lo, hi, h):
 def _refs(ints, index, ncolmap, nstep, nlag, has_grid, has_obs, refs):
     """Table-local state rows each observation reads: SIC lags ``g ncol + t + nlag - l``
     (l = 0..nlag), grid row ``g nstep + t``, observation row ``i`` (the packed row is ``iobs``; the
-    integers of the observation ``4 _AHEAD`` ahead prefetched)."""
+    integers of the observation ``4 _AHEAD`` ahead prefetched). :data:`NCHUNK` fixed chunks of the
+    batch in parallel (each observation's rows are its own: the same result for any thread count)."""
     nb = index.shape[0]
-    for b in range(nb):
-        if b + 4 * _AHEAD < nb:
-            prefetch(ints, index[b + 4 * _AHEAD], 0)
-        i = index[b]
-        g = np.int64(ints[i, 0])
-        t = np.int64(ints[i, 1])
-        for lag in range(nlag + 1):
-            refs[b, lag] = g * ncolmap + t + nlag - lag
-        k = nlag + 1
-        if has_grid:
-            refs[b, k] = g * nstep + t
-            k += 1
-        if has_obs:
-            refs[b, k] = i
+    for c in prange(NCHUNK):
+        b1 = (nb * (c + 1)) // NCHUNK
+        for b in range((nb * c) // NCHUNK, b1):
+            if b + 4 * _AHEAD < b1:
+                prefetch(ints, index[b + 4 * _AHEAD], 0)
+            i = index[b]
+            g = np.int64(ints[i, 0])
+            t = np.int64(ints[i, 1])
+            for lag in range(nlag + 1):
+                refs[b, lag] = g * ncolmap + t + nlag - lag
+            k = nlag + 1
+            if has_grid:
+                refs[b, k] = g * nstep + t
+                k += 1
+            if has_obs:
+                refs[b, k] = i
 
 
 def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the configuration
@@ -508,7 +511,7 @@ if HAVE_NUMBA:
     _false_ice = njit(cache=True)(_false_ice)
     _inverse = njit(cache=True)(_inverse)
     warm_weight = njit(cache=True)(warm_weight)
-    _refs = njit(cache=True)(_refs)
+    _refs = njit(cache=True, parallel=True)(_refs)
     _chunk = njit(cache=True, fastmath=True)(_chunk)
     _step = njit(cache=True, parallel=True, nogil=True)(_step)  # the GIL released: other threads compress meanwhile
 

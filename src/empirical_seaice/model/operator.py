@@ -35,7 +35,7 @@ from empirical_seaice.config import FULL_PRIORS_MAX_SIC_ROWS, CostConfig, ModelC
 from empirical_seaice.cost import objective
 from empirical_seaice.cost import terms as costs
 from empirical_seaice.cost.fused import fused_batch_terms
-from empirical_seaice.cost.neighbours import smoothness_pairs
+from empirical_seaice.cost.neighbours import grid_neighbours, smoothness_pairs
 from empirical_seaice.cost.sampling import RowCounts
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import physics
@@ -195,6 +195,7 @@ class HybridNetwork(nn.Module):
             if cost.sic_smoothness else None
         )  # fmt: skip
         self._smooth_pairs: tuple[Tensor, Tensor, Tensor] | None = None
+        self._neighbours: tuple[np.ndarray, np.ndarray] | None = None  # the grid's neighbour pairs (k-d tree), once
         self._smoothness_note = False  # the note that the sampled priors leave the smoothness prior out, given
         self._cache: dict[tuple, Tensor] = {}  # derived constants, by (name, ..., dtype, device)
         self.shared_prior_share = 1.0
@@ -378,11 +379,16 @@ class HybridNetwork(nn.Module):
         device = self.state.sic_map.weight.device
         pairs = self._smooth_pairs
         if pairs is None or pairs[0].device != device:
-            first, second, inv_var = smoothness_pairs(*self._smooth_args)
+            ngrid, ncol, space_error, time_error, lat, lon = self._smooth_args
+            if space_error is not None and self._neighbours is None and lat is not None and lon is not None:
+                self._neighbours = grid_neighbours(lat, lon)[:2]
+            first, second, inv_var = smoothness_pairs(
+                ngrid, ncol, space_error, time_error, lat, lon, neighbours=self._neighbours, dtype=np.float32
+            )
             pairs = (
                 torch.from_numpy(first).to(device),
                 torch.from_numpy(second).to(device),
-                torch.from_numpy(inv_var.astype(np.float32)).to(device),
+                torch.from_numpy(inv_var).to(device),
             )
             if self.prior_mode == "full":  # every step reads them: built once; else (the diagnostics' full
                 self._smooth_pairs = pairs  # cost at a pass's end) not held between the calls

@@ -73,19 +73,28 @@ _AHEAD = 4
 :func:`_catch_up_rows` and :func:`_adam_rows` the slab rows ``4 _AHEAD`` ahead."""
 
 
-def _distinct_rows(slab, refs, ref_off, mark, uniq, inv):
+def _distinct_rows(slab, refs, ref_off, mark, uniq, inv, kobs):
     """Distinct slab rows of the batch, in first-visit order, into ``uniq``; ``inv[b, k]`` = index in
     ``uniq`` of the row of reference ``(b, k)``; ``mark[row]`` = that index (reset by :func:`_adam_rows`).
-    Returns their number. The marks of the observation ``_AHEAD`` ahead and each new row's slab line
-    are prefetched (for :func:`_catch_up_rows`)."""
+    Returns their number. Column ``kobs`` (-1: none) holds rows that no other reference of the batch
+    reads (each observation's own row, in a batch of distinct observations): taken as new without
+    their marks, which stay -1, so this serial pass leaves their slab lines to the parallel
+    :func:`_catch_up_rows`. The marks of the observation ``_AHEAD`` ahead and each new row's slab
+    line are prefetched (for :func:`_catch_up_rows`)."""
     n = 0
     nb = refs.shape[0]
     for b in range(nb):
         if b + _AHEAD < nb:
             for k in range(refs.shape[1]):
-                prefetch1(mark, refs[b + _AHEAD, k] + ref_off[k])
+                if k != kobs:
+                    prefetch1(mark, refs[b + _AHEAD, k] + ref_off[k])
         for k in range(refs.shape[1]):
             row = refs[b, k] + ref_off[k]
+            if k == kobs:
+                uniq[n] = row
+                inv[b, k] = n
+                n += 1
+                continue
             j = mark[row]
             if j < 0:
                 j = n
@@ -235,7 +244,10 @@ class FusedStep:
     """One training step of the default scheme, compiled; see the module docstring.
 
     Call with the batch's observation indices (int64 numpy); returns the cost terms of
-    the step and their total (float64, order :attr:`names`).
+    the step and their total (float64, order :attr:`names`). ``distinct=True`` says the indices
+    are distinct (the trainer's batches: slices of a permutation), so each observation's own
+    state row is read by no other reference of the batch and the serial search for distinct
+    rows skips it (:func:`_distinct_rows`; the same result).
     """
 
     def __init__(self, program, deferred: DeferredAdam, dense_opt: torch.optim.Optimizer):
@@ -247,6 +259,8 @@ class FusedStep:
         self.group = group
         self.c = deferred._ncol(group)
         self.ref_table = program.ref_table
+        self.obs_col = len(program.ref_table) - 1 if program.arrays["has_obs"] else -1
+        """The column of the refs that is each observation's own row (-1: no per-observation state)."""
         self._steps = 0
         self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
         self.full = bool(getattr(program, "full", False))
@@ -337,7 +351,7 @@ class FusedStep:
             self._hyper_key = key
         return self._hyper
 
-    def __call__(self, index: np.ndarray) -> np.ndarray:
+    def __call__(self, index: np.ndarray, distinct: bool = False) -> np.ndarray:
         d, group, c = self.deferred, self.group, self.c
         prog = self.program
         params = group["params"]
@@ -350,7 +364,7 @@ class FusedStep:
         prog.rows(index, refs)
         a_np, decays = self._tails(step + 1)
         b1, b2 = group["betas"]
-        n = _distinct_rows(self.slab, refs, self.ref_off, self.mark, uniq, inv)
+        n = _distinct_rows(self.slab, refs, self.ref_off, self.mark, uniq, inv, self.obs_col if distinct else -1)
         _catch_up_rows(self.slab, uniq, n, vals, g_vals, step, c, a_np, decays, group["lr"], group["eps"], NCHUNK_MAP)
         g_vals = g_vals[:n]
         terms = prog.run(index, refs, vals[:n], inv, g_vals)

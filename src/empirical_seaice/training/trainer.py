@@ -358,7 +358,7 @@ class Trainer:
 
         for b in range(first, nbatch):
             if fused is not None and values_np is not None:
-                values_np[b] = fused(batches_np[b])
+                values_np[b] = fused(batches_np[b], distinct=True)  # slices of a permutation
             else:
                 terms, loss = self._tensor_step(ep.batches[b], int(ep.sizes[b]), deferred, dense_params)
                 with torch.no_grad():
