@@ -180,3 +180,15 @@ def test_a_cached_kernel_recompiles_when_a_helper_in_another_file_changes(tmp_pa
     assert run() == (4.0, 1)  # loaded from the cache
     (pkg / "_probe_helper.py").write_text("import numba\n\n\n@numba.njit\ndef f(x):\n    return x + 100.0\n")
     assert run() == (202.0, 0)  # the helper's change recompiles the kernel that calls it
+
+
+def test_populate_behind_keeps_the_values():
+    a = compiled.empty_huge((3 << 20, 2), np.float32, populate=True)  # 24 MiB, its pages faulted in behind
+    a[:] = 2.5
+    b = np.arange(3 << 20, dtype=np.float64)
+    thread = compiled.populate_behind(b)  # pages already written: their values stay
+    if thread is not None:
+        thread.join()
+    assert float(a.sum(dtype=np.float64)) == 2.5 * a.size
+    np.testing.assert_array_equal(b, np.arange(3 << 20, dtype=np.float64))
+    assert compiled.populate_behind(np.zeros(10)) is None  # under 4 MiB: nothing to do

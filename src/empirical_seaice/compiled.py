@@ -40,7 +40,9 @@ import ctypes
 import ctypes.util
 import hashlib
 import logging
+import mmap
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -70,11 +72,51 @@ def huge_pages(a: np.ndarray) -> bool:
         return False
 
 
-def empty_huge(shape, dtype) -> np.ndarray:
-    """``np.empty(shape, dtype)`` whose memory asked for huge pages (:func:`huge_pages`) before any write."""
+def empty_huge(shape, dtype, populate: bool = False) -> np.ndarray:
+    """``np.empty(shape, dtype)`` whose memory asked for huge pages (:func:`huge_pages`) before any write;
+    with ``populate``, its pages are brought in on a background thread (:func:`populate_behind`)."""
     a = np.empty(shape, dtype=dtype)
     huge_pages(a)
+    if populate:
+        populate_behind(a)
     return a
+
+
+_MADV_POPULATE_WRITE = 23  # Linux 5.14
+POPULATE_PIECE = 1 << 22
+"""Bytes faulted in per ``madvise`` call of :func:`populate_behind` (4 MiB: the pages come in the order a
+writer going through the array from its start needs them)."""
+
+
+def populate_behind(a: np.ndarray) -> threading.Thread | None:
+    """Fault in the pages of a new array (``a``'s memory, at least 4 MiB) as if written, on a daemon thread,
+    piece by piece from its start (``madvise(MADV_POPULATE_WRITE)``, Linux 5.14; no value changes): the
+    first touch of its pages (with huge pages, finding and zeroing 2 MiB of memory each, which can mean
+    compacting memory) is then paid on another core while the caller fills the array from its start; a
+    page the caller writes first is faulted in by that write, as without this. The thread holds ``a``
+    until it is done. Returns the thread, or None (not Linux, a small array, no ``madvise``): the pages
+    then come at the first writes."""
+    global _libc
+    if sys.platform != "linux" or a.nbytes < 2 * _HUGE:
+        return None
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        madvise = _libc.madvise
+    except (OSError, AttributeError):  # pragma: no cover - no libc madvise here
+        return None
+    page = mmap.PAGESIZE
+    begin, end = a.ctypes.data // page * page, a.ctypes.data + a.nbytes
+
+    def run(arr: np.ndarray) -> None:
+        for lo in range(begin, end, POPULATE_PIECE):
+            if madvise(lo, min(end, lo + POPULATE_PIECE) - lo, _MADV_POPULATE_WRITE) != 0:
+                return  # a kernel without it (EINVAL): the writes fault the pages in
+
+    thread = threading.Thread(target=run, args=(a,), name="populate-pages", daemon=True)
+    thread.start()
+    return thread
 
 
 try:  # optional: without numba the fused step is not used

@@ -187,3 +187,39 @@ def test_damaged_chunk_is_a_one_line_error_naming_file_and_variable(dataset, mon
         read_training_data(ds.config, 1)
     msg = str(info.value)
     assert "\n" not in msg and str(path) in msg and "variable TDOWN" in msg and "row 7" in msg
+
+
+def test_directly_read_fields_open_no_netcdf_file(dataset, monkeypatch):
+    """The per-channel pass opens a file with the netCDF library only for the variables it cannot read
+    from their storage (here ssmisf17's, Fletcher-32), and reads the same values."""
+    from empirical_seaice.io import per_channel
+
+    ds = dataset("C", sensors=("amsr2", "gmi", "ssmisf17"), nobs=40)
+    _recompress(ds.root, "gmi", zlib=True, shuffle=True)
+    _recompress(ds.root, "ssmisf17", zlib=True, fletcher32=True)
+    monkeypatch.setattr(direct_read, "ENABLED", False)
+    want, _ = read_training_data(ds.config, 1)
+    monkeypatch.setattr(direct_read, "ENABLED", True)
+    opened = []
+    real = per_channel.open_netcdf
+    monkeypatch.setattr(per_channel, "open_netcdf", lambda path: opened.append(path) or real(path))
+    got, _ = read_training_data(ds.config, 1)
+    assert opened and {p.parent.name for p in opened} == {"ssmisf17"}
+    for name, arr in want.arrays().items():
+        np.testing.assert_array_equal(np.asarray(getattr(got, name)), arr, err_msg=name)
+
+
+def test_chunk_infos_in_one_call_equal_one_call_per_chunk(tmp_path):
+    import h5py
+
+    path = tmp_path / "c.nc"
+    with netCDF4.Dataset(str(path), "w") as ds:
+        ds.createDimension("n", 100)
+        ds.createDimension("c", 3)
+        var = ds.createVariable("V", "f4", ("n", "c"), chunksizes=(7, 3), zlib=True, shuffle=True)
+        var[...] = np.arange(300, dtype=np.float32).reshape(100, 3)
+    with h5py.File(str(path), "r") as f:
+        ds = f["V"]
+        n = ds.id.get_num_chunks()
+        got = direct_read._chunk_infos(ds, n)
+        assert n == 15 and sorted(got) == sorted(ds.id.get_chunk_info(k) for k in range(n))

@@ -152,3 +152,17 @@ def test_background_isolated_bad_values_repaired(dataset):
     good = np.delete(tmap.ravel(), 2 * tmap.shape[1] + 2)
     assert bg.t_skin_map_k[2, 2] == pytest.approx(float(good.mean()), rel=1e-6)
     assert bg.sic[3, 3] == sic[3, 3]
+
+
+def test_window_counts_equal_numpy_unique():
+    from empirical_seaice.io.period import _window_counts
+
+    rng = np.random.default_rng(5)
+    near = rng.integers(7300, 7665, size=5000)
+    cases = [near, np.append(near, [10, 10**9]), np.array([-3, -3, 4]), np.array([42]), np.zeros(0, dtype=np.int64)]
+    for win in cases:
+        win = win.astype(np.int64)
+        got, want = _window_counts(win), np.unique(win, return_counts=True)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == w.dtype
+            np.testing.assert_array_equal(g, w)

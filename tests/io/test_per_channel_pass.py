@@ -84,3 +84,12 @@ def test_block_pass_without_bad_values_keeps_the_range_unset():
     assert counts.tolist() == [4.0, 0.0, 0.0, np.inf, -np.inf]
     np.testing.assert_array_equal(arr, [[2.0, 1.0], [4.0, 3.0]])
     assert mask.all() and not dirty.any()
+
+
+def test_warm_up_loads_the_kernels_it_calls():
+    from empirical_seaice.io import direct_read, per_channel
+
+    if not hasattr(_scatter_block, "signatures"):  # pragma: no cover - without numba
+        pytest.skip("numba absent")
+    per_channel.warm_up()
+    assert len(_scatter_block.signatures) >= 1 and len(direct_read._unshuffle.signatures) >= 1

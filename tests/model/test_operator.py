@@ -462,3 +462,19 @@ def test_state_rows_are_exactly_the_rows_with_gradient():
     g, t = b.igrid.tolist(), b.istep.tolist()
     assert sic_rows == [x for gi, ti in zip(g, t, strict=True) for x in (gi * 5 + ti + 1, gi * 5 + ti)]
     assert rows[2][1].tolist() == [4, 9, 17]
+
+
+@pytest.mark.parametrize(("nlag", "dtype"), [(0, np.int64), (1, np.int32), (2, np.int64)])
+def test_row_count_pass_equals_bincount(nlag, dtype):
+    from empirical_seaice.cost.sampling import _count_rows, _count_rows_numpy
+
+    rng = np.random.default_rng(nlag)
+    ngrid, nstep = 37, 23
+    g, t = rng.integers(0, ngrid, 5000).astype(dtype), rng.integers(0, nstep, 5000).astype(dtype)
+    got = (np.zeros(ngrid * (nstep + nlag)), np.zeros(ngrid * nstep))
+    want = (np.zeros(ngrid * (nstep + nlag)), np.zeros(ngrid * nstep))
+    _count_rows(g, t, nlag, nstep + nlag, nstep, *got)
+    _count_rows_numpy(g, t, nlag, nstep + nlag, nstep, *want)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert got[0].sum() == 5000 * (nlag + 1) and got[1].sum() == 5000

@@ -287,3 +287,123 @@ def test_write_classic_sic_round_trip(make_obs, tmp_path):
         assert ds["nasa_team"].attrs["units"] == "1"
         assert "NSIDC" in ds["nasa_team_amsr2"].attrs["tie_points"]
         assert "bootstrap" in ds
+
+
+def _bincount_means(obs, channel, s):
+    """numpy's daily mean of ``channel`` for sensor ``s`` (ngrid, nstep), NaN without an observation."""
+    c = obs.basis.channel_index[channel]
+    m = obs.mask[:, c] & (obs.isensor == s)
+    cell = obs.igrid.astype(np.int64)[m] * obs.nstep + obs.istep[m]
+    total = np.bincount(cell, weights=obs.tb_obs_k[m, c].astype(np.float64), minlength=obs.ngrid * obs.nstep)
+    count = np.bincount(cell, minlength=obs.ngrid * obs.nstep)
+    with np.errstate(invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan).reshape(obs.ngrid, obs.nstep)
+
+
+def _numpy_classic(obs):
+    """The classic maps from numpy's means and the numpy functions of sic_algorithms, composed as the
+    maps are defined (per sensor float32; the sensor mean of the float64 values, summed in sensor order)."""
+    from empirical_seaice.products.sic_algorithms import TIE_POINT_SENSOR
+
+    north = (obs.lat >= 0)[:, None]
+    maps, total, count = {}, {}, {}
+    for s, sname in enumerate(obs.basis.sensor_names):
+        m = {c: _bincount_means(obs, c, s) for c in ("19v", "19h", "24v", "37v", "37h")}
+        tp = TIE_POINT_SENSOR[sname]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            nt = nasa_team(m["19v"], m["19h"], m["37v"], NASA_TEAM_TIE_POINTS[tp], tb22v_k=m["24v"]).total
+            bt = np.where(
+                north,
+                bootstrap(m["37v"], m["37h"], m["19v"], BOOTSTRAP_TIE_POINTS[(tp, "north")]),
+                bootstrap(m["37v"], m["37h"], m["19v"], BOOTSTRAP_TIE_POINTS[(tp, "south")]),
+            )
+        for alg, sic in (("nasa_team", nt), ("bootstrap", bt)):
+            maps[f"{alg}_{sname}"] = sic.astype(np.float32)
+            ok = np.isfinite(sic)
+            total[alg] = total.get(alg, 0.0) + np.where(ok, sic, 0.0)
+            count[alg] = count.get(alg, 0) + ok
+    for alg in ("nasa_team", "bootstrap"):
+        with np.errstate(invalid="ignore"):
+            maps[alg] = np.where(count[alg] > 0, total[alg] / np.maximum(count[alg], 1), np.nan).astype(np.float32)
+    return maps
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_classic_sic_maps_equal_the_numpy_functions_bit_for_bit(make_obs, monkeypatch, threads):
+    """The compiled pass (sums in step blocks, NASA Team and Bootstrap per cell, the sensor means) gives
+    numpy's values bit for bit, NaN included: three sensors with interleaved rows, both hemispheres,
+    channels missing at random (cells with 37V but no 19V, ...), clipped and weather-filtered values,
+    a number of steps that is not a whole number of blocks, on 1 and 3 threads."""
+    from empirical_seaice.io import chunk_writer
+    from empirical_seaice.products import classic_kernels
+
+    monkeypatch.setattr(chunk_writer, "threads", lambda: threads)
+    monkeypatch.setattr(classic, "_BLOCK", 500)
+    rng = np.random.default_rng(11)
+    sensors = ("amsr2", "gmi", "ssmisf17")
+    ngrid, nstep, n = 23, 2 * classic_kernels.TILE_STEPS + 5, 6000
+    basis = make_obs(np.zeros((1, 1)), [0], [0], [0], sensors=sensors).basis
+    ix = basis.channel_index
+    tp = NASA_TEAM_TIE_POINTS["amsr2"]
+    c_fy, c_my = rng.uniform(-0.2, 1.1, n), rng.uniform(0, 0.6, n)
+    tb = np.full((n, basis.nchan), np.nan)
+    tb[:, [ix["19v"], ix["19h"], ix["37v"]]] = np.stack(nt_mixture(tp, c_fy, c_my), axis=1) + rng.normal(0, 6, (n, 3))
+    tb[:, ix["37h"]] = tb[:, ix["37v"]] - rng.uniform(5, 60, n)
+    tb[:, ix["24v"]] = tb[:, ix["19v"]] + rng.uniform(-5, 30, n)  # some above the 22/19 weather filter
+    tb[rng.random(tb.shape) < 0.15] = np.nan
+    lat = np.where(np.arange(ngrid) % 3 == 0, -70.0, 72.0)
+    obs = make_obs(
+        tb, rng.integers(0, ngrid, n), rng.integers(0, nstep, n), rng.integers(0, 3, n), sensors, ngrid, nstep, lat
+    )
+    got = classic_sic_maps(obs)
+    want = _numpy_classic(obs)
+    maps = {**got.maps, **{f"{a}_{s}": v for (a, s), v in got.per_sensor.items()}}
+    assert sorted(maps) == sorted(want)
+    for name, arr in want.items():
+        assert maps[name].dtype == np.float32
+        np.testing.assert_array_equal(maps[name].view(np.uint32), arr.view(np.uint32), err_msg=name)
+    nt = maps["nasa_team_amsr2"]
+    assert np.isnan(nt).sum() > 50 and (nt == 0).sum() > 20 and (nt == 1).sum() > 20
+    assert ((nt > 0.05) & (nt < 0.95)).sum() > 100
+    # a cell where only 37V/37H (no 19V) reached the mean: Bootstrap's 37V/37H plane alone
+    assert (np.isnan(want["nasa_team_gmi"]) & np.isfinite(want["bootstrap_gmi"])).any()
+
+
+def test_sensor_rows_hand_case():
+    from empirical_seaice.products.classic_kernels import sensor_rows
+
+    lo, hi = sensor_rows(np.array([1, 1, 0, 2, 0], dtype=np.int16), 4)
+    np.testing.assert_array_equal(lo, [2, 0, 3, 0])
+    np.testing.assert_array_equal(hi, [5, 2, 4, 0])
+
+
+def test_classic_scores_hand_case_with_and_without_counts(make_obs):
+    """classic_scores at the observed cells (2 of 6 here, one with a NaN truth): RMSE, bias and n by
+    hand, the same with the gridded product's counts in place of a pass over the observations."""
+    from types import SimpleNamespace
+
+    from empirical_seaice.products.classic import ClassicSIC
+    from empirical_seaice.products.write import classic_scores
+
+    obs = make_obs(np.full((4, 10), 200.0), igrid=[2, 0, 2, 1], istep=[1, 0, 1, 0], isensor=[0] * 4, ngrid=3, nstep=2)
+    # observed cells (g, t): (0, 0), (1, 0), (2, 1)
+    truth = SimpleNamespace(sic=np.array([[0.5, 9.0], [np.nan, 9.0], [9.0, 0.2]], dtype=np.float32))
+    background = SimpleNamespace(nlag=1, sic=np.array([[9, 0.7, 9], [9, 0.1, 9], [9, 9, 0.0]], dtype=np.float32))
+    trained = np.array([[9, 0.5, 9], [9, 0.3, 9], [9, 9, 0.6]], dtype=np.float32)
+    nt = np.array([[np.nan, 9], [0.4, 9], [9, 0.5]], dtype=np.float32)
+    maps = ClassicSIC(maps={"nasa_team": nt})
+    npts, scores = classic_scores(maps, obs, background, trained, truth)
+    assert npts == 3
+    f32 = lambda x: float(np.float32(x))  # noqa: E731
+    d_bg = [f32(0.7) - f32(0.5), f32(0.0) - f32(0.2)]
+    assert scores["background"]["rmse"] == np.sqrt(np.mean(np.square(d_bg)))
+    assert scores["background"]["bias"] == np.mean(d_bg)
+    assert scores["background"]["n"] == 2
+    assert scores["trained"]["rmse"] == np.sqrt(np.mean(np.square([0.0, f32(0.6) - f32(0.2)])))
+    assert scores["nasa_team"]["n"] == 1
+    assert scores["nasa_team"]["rmse"] == abs(f32(0.5) - f32(0.2))
+    counts = np.zeros((3, 2), dtype=np.int64)
+    np.add.at(counts, (obs.igrid, obs.istep), 1)
+    assert classic_scores(maps, obs, background, trained, truth, counts) == (npts, scores)
+    with pytest.raises(ValueError, match="counts"):
+        classic_scores(maps, obs, background, trained, truth, counts[:, :1])

@@ -110,6 +110,9 @@ def test_split_observations():
     assert np.array_equal(va, va2)
     _, va3 = split_observations(1000, 0.2, make_generator(6))
     assert not np.array_equal(va, va3)
+    perm = torch.randperm(1000, generator=make_generator(5)).numpy()  # the halves of the generator's permutation
+    assert va.tolist() == sorted(perm[:200].tolist()) and tr.tolist() == sorted(perm[200:].tolist())
+    assert tr.dtype == va.dtype == np.int64
     tr0, va0 = split_observations(7, 0.0, make_generator(5))
     assert va0 is None and tr0.tolist() == list(range(7))
     with pytest.raises(SeaIceError, match="leaving none to train on"):

@@ -38,6 +38,7 @@ The estimate itself is :func:`empirical_seaice.cost.objective.sampled_map_terms`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -69,6 +70,35 @@ class RowCounts:
         return int(np.count_nonzero(c))
 
 
+def _count_rows_py(g, t, nlag, ncol, nstep, sic, grid):
+    """Add 1 to ``sic[g ncol + t + nlag - lag]`` for ``lag = 0 .. nlag`` and to ``grid[g nstep + t]`` for
+    every observation (``g``, ``t``): one pass (compiled below), the counts ``np.bincount`` gives (whole
+    numbers, exact in float64 in any order)."""
+    for i in range(g.size):
+        b = g[i] * ncol + t[i] + nlag
+        for lag in range(nlag + 1):
+            sic[b - lag] += 1.0
+        grid[g[i] * nstep + t[i]] += 1.0
+
+
+def _count_rows_numpy(g, t, nlag, ncol, nstep, sic, grid):  # pragma: no cover - where numba is absent
+    """:func:`_count_rows_py` with ``np.bincount``, one pass per lag."""
+    g, t = g.astype(np.int64), t.astype(np.int64)
+    base = g * ncol + t + nlag
+    for lag in range(nlag + 1):
+        sic += np.bincount(base - lag, minlength=sic.size)
+    grid += np.bincount(g * nstep + t, minlength=grid.size)
+
+
+_count_rows: Any
+try:
+    from empirical_seaice.compiled import njit
+
+    _count_rows = njit(cache=True, nogil=True)(_count_rows_py)
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    _count_rows = _count_rows_numpy
+
+
 def build_row_counts(
     obs: Observations, nlag: int, ngrid: int, nstep: int, index: np.ndarray | None = None
 ) -> RowCounts:
@@ -86,20 +116,17 @@ def build_row_counts(
     SeaIceError
         ``igrid`` or ``istep`` outside the state (0..ngrid-1, 0..nstep-1).
     """
-    g = np.asarray(obs.igrid, dtype=np.int64)
-    t = np.asarray(obs.istep, dtype=np.int64)
-    if index is not None:
+    g, t = (a if a.dtype.kind == "i" else a.astype(np.int64) for a in (np.asarray(obs.igrid), np.asarray(obs.istep)))
+    if index is not None:  # the reader's int32 gathered as they are (the pass counts in int64)
         g, t = g[index], t[index]
     if g.size and (g.min() < 0 or g.max() >= ngrid):
         raise SeaIceError(f"Observations.igrid: expected 0 <= igrid < ngrid={ngrid}, got range {g.min()}..{g.max()}")
     if t.size and (t.min() < 0 or t.max() >= nstep):
         raise SeaIceError(f"Observations.istep: expected 0 <= istep < nstep={nstep}, got range {t.min()}..{t.max()}")
     ncol = nstep + nlag
-    base = g * ncol + t + nlag
     sic = np.zeros(ngrid * ncol, dtype=np.float64)
-    for lag in range(nlag + 1):
-        sic += np.bincount(base - lag, minlength=ngrid * ncol)
-    grid = np.bincount(g * nstep + t, minlength=ngrid * nstep).astype(np.float64)
+    grid = np.zeros(ngrid * nstep, dtype=np.float64)
+    _count_rows(g, t, nlag, ncol, nstep, sic, grid)
     return RowCounts(sic=sic, grid=grid, nobs=int(g.size), nlag=nlag, ngrid=ngrid, nstep=nstep)
 
 

@@ -246,8 +246,41 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     _missing, _unfilled, _scatter_block = _missing_py, _unfilled_py, _scatter_block_py
 
 
+def warm_up() -> None:
+    """Load the compiled kernels of the pass (:func:`_scatter_block`, the direct reads' un-shuffling) by
+    calling them once on a few values: numba's first call in a process loads its cached code and its
+    registries (0.3-0.4 s here, importing BLAS for numba's linear algebra), which the reader does on a
+    background thread while it reads the per-observation fields (:func:`~empirical_seaice.io.reader`).
+    Changes nothing; any failure is left to the real calls."""
+    try:
+        z = np.zeros(16, dtype=np.uint8)
+        direct_read.unshuffle(z, z.copy(), 4)
+        arr, mask = np.zeros((2, 2), dtype=np.float32), np.ones((2, 2), dtype=bool)
+        i = np.arange(2, dtype=np.int64)
+        counts = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
+        lo, hi = np.float32(0.0), np.float32(1.0)
+        _scatter_block(arr.copy(), i, lo, hi, i, 0, i, arr, mask, np.zeros(2, dtype=bool), counts, _NO_FILL)
+    except Exception:  # pragma: no cover - the real calls report it
+        return
+
+
 _NO_FILL = np.float32(np.nan)
 """``fill`` of :func:`_scatter_block` for blocks the netCDF library masked already (NaN equals nothing)."""
+
+
+def _stored_layout(
+    stored: direct_read.StoredVariable | None, path: Path, name: str, nobs: int, sf: SensorFiles
+) -> Layout2D | None:
+    """The (observation, channel) layout of a variable read straight from its storage, from the shape
+    HDF5 stores (the netCDF variable's); None where there is none or it is not that layout (a
+    (channel, observation) one, or a shape the netCDF path reports as an error)."""
+    if stored is None:
+        return None
+    try:
+        layout = _channel_layout(stored, path, name, nobs, sf)
+    except SeaIceError:
+        return None
+    return None if layout.transposed else layout
 
 
 def _read_channels(
@@ -275,37 +308,38 @@ def _read_channels(
     lo32, hi32 = np.float32(lo - RANGE_TOL), np.float32(hi + RANGE_TOL)  # compared in float32, as classify does
     counts = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
     keep = r.keep
-    with NETCDF_LOCK:
-        ds = open_netcdf(path)
-    try:
+
+    def scatter(a: int, b: int, values: np.ndarray, first: int, fill: np.generic) -> None:
+        cols = np.arange(values.shape[1] - first, dtype=np.int64) if every else np.asarray(fcols, dtype=np.int64)
+        lo_k, hi_k = np.searchsorted(keep, [a, b])
+        rows = np.ascontiguousarray(keep[lo_k:hi_k] - a, dtype=np.int64)
+        d0 = offset + int(lo_k)
+        _scatter_block(values, cols + first, lo32, hi32, rows, d0, cmap, arr, mask, dirty, counts, fill)
+
+    # Only the blocks that hold kept observations are read (and checked).
+    start, stop = (int(keep[0]), int(keep[-1]) + 1) if keep.size else (0, 0)
+    with NETCDF_LOCK:  # h5py's calls too: an installation may share one HDF5 library between the two
+        stored = direct_read.stored(path, name)
+    layout = _stored_layout(stored, path, name, n, sf)
+    if stored is not None and layout is not None:  # straight from the file's chunks, no netCDF call
+        for a, b, values in stored.blocks(start, stop):
+            scatter(a, b, values, layout.offset, stored.fill)
+    else:  # through the netCDF library: a (channel, observation) layout, any storage or error of the file
         with NETCDF_LOCK:
-            var, _ = get_variable(ds, path, name)
-            layout = _channel_layout(var, path, name, n, sf)
-            # its storage for reading it without the netCDF library, not for a (channel, observation) layout
-            stored = None if layout.transposed else direct_read.stored(path, name)
-
-        def scatter(a: int, b: int, values: np.ndarray, first: int, fill: np.generic) -> None:
-            cols = np.arange(values.shape[1] - first, dtype=np.int64) if every else np.asarray(fcols, dtype=np.int64)
-            lo_k, hi_k = np.searchsorted(keep, [a, b])
-            rows = np.ascontiguousarray(keep[lo_k:hi_k] - a, dtype=np.int64)
-            d0 = offset + int(lo_k)
-            _scatter_block(values, cols + first, lo32, hi32, rows, d0, cmap, arr, mask, dirty, counts, fill)
-
-        # Only the blocks that hold kept observations are read (and checked).
-        start, stop = (int(keep[0]), int(keep[-1]) + 1) if keep.size else (0, 0)
-        if stored is not None:  # straight from the file's chunks, no netCDF call
-            for a, b, values in stored.blocks(start, stop):
-                scatter(a, b, values, layout.offset, stored.fill)
-        else:
+            ds = open_netcdf(path)
+        try:
+            with NETCDF_LOCK:
+                var, _ = get_variable(ds, path, name)
+                layout = _channel_layout(var, path, name, n, sf)
             for a, b in row_blocks(stop, CHANNEL_BLOCK_ROWS, start) if keep.size else ():
                 with NETCDF_LOCK:
                     raw = read_rows(var, a, b, layout)
                 scatter(a, b, as_float(raw, fills=False), 0, _NO_FILL)
-    finally:
-        with NETCDF_LOCK:
-            ds.close()
+        finally:
+            with NETCDF_LOCK:
+                ds.close()
     stats = FieldStats(n=int(counts[0]), missing=int(counts[1]), out=int(counts[2]), lo=counts[3], hi=counts[4])
     stats.check(path, name)
 
 
-__all__ = ["PER_CHANNEL_MAP", "read_per_channel"]
+__all__ = ["PER_CHANNEL_MAP", "read_per_channel", "warm_up"]

@@ -87,13 +87,26 @@ def start_origin(start_date: str) -> float:
     return float(d.toordinal() - datetime.date(2000, 1, 1).toordinal() + 2451544)  # JD of D 00 UTC minus 0.5
 
 
+def _window_counts(win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(win, return_counts=True)`` of integer window indices: a count per window
+    (``np.bincount``) where they span at most a few times as many windows as there are values, not a sort."""
+    if win.size == 0:
+        return np.unique(win, return_counts=True)
+    lo, hi = int(win.min()), int(win.max())
+    if hi - lo >= 4 * win.size + 1024:  # far outliers: sorting costs less than so many counters
+        return np.unique(win, return_counts=True)
+    counts = np.bincount(win - lo, minlength=hi - lo + 1)
+    uniq = np.flatnonzero(counts)
+    return uniq + lo, counts[uniq]
+
+
 def bulk_period(days: Sequence[np.ndarray], config: DataConfig) -> tuple[float, int, int, int]:
     """(jd_origin, last step, first and last absolute window) of the data's bulk: runs of days separated by a
     day without observations whose density is below :data:`OUTLIER_DENSITY` of the largest run's are outside."""
     n = config.steps_per_day
     jd = np.concatenate([d[np.isfinite(d)] for d in days])
     win = np.floor(n * (jd - 0.375)).astype(np.int64)  # absolute window index
-    uniq, counts = np.unique(win, return_counts=True)
+    uniq, counts = _window_counts(win)
     starts = np.flatnonzero(np.diff(uniq, prepend=uniq[0] - 2) > 1)
     totals = np.add.reduceat(counts, starts)
     ends = np.append(starts[1:], uniq.size) - 1

@@ -47,25 +47,30 @@ def read_1d(sf: SensorFiles, name: str, nobs: int | None, dtype=np.float32, opti
     path = var_path(sf, name, optional)
     if path is None:
         return None, sf.path(name)
-    with open_dataset(path) as ds:
-        if optional and name not in ds.variables:
-            return None, path
-        var, _ = get_variable(ds, path, name)
-        shape = tuple(var.shape)
-        if len(shape) != 1 or (nobs is not None and shape[0] != nobs):
-            want = f"({nobs},)" if nobs is not None else "(nobs,)"
-            raise SeaIceError(f"{path}: variable {name} expected shape {want} (one value per observation), got {shape}")
-        out = np.empty(shape[0], dtype=dtype)
-        stored = direct_read.stored(path, name, (np.float32, np.float64, np.int32))
-        if stored is None:
+    stored = direct_read.stored(path, name, (np.float32, np.float64, np.int32))
+    if stored is None or len(stored.shape) != 1 or (nobs is not None and stored.shape[0] != nobs):
+        # through the netCDF library: any other storage, and every error of the file
+        with open_dataset(path) as ds:
+            if optional and name not in ds.variables:
+                return None, path
+            var, _ = get_variable(ds, path, name)
+            shape = tuple(var.shape)
+            if len(shape) != 1 or (nobs is not None and shape[0] != nobs):
+                want = f"({nobs},)" if nobs is not None else "(nobs,)"
+                raise SeaIceError(
+                    f"{path}: variable {name} expected shape {want} (one value per observation), got {shape}"
+                )
+            out = np.empty(shape[0], dtype=dtype)
             for a, b in row_blocks(shape[0]):
                 out[a:b] = as_float(var[a:b], dtype)
-    if stored is not None:  # straight from the file's chunks, to the values of the netCDF path
-        for a, b, values in stored.blocks(0, shape[0]):
-            block = out[a:b]
-            block[:] = values
-            block[values == stored.fill] = np.nan  # as masked by the netCDF library
-            block[invalid_float(block)] = np.nan
+        return out, path
+    # straight from the file's chunks (no netCDF call), to the values of the netCDF path
+    out = np.empty(stored.shape[0], dtype=dtype)
+    for a, b, values in stored.blocks(0, stored.shape[0]):
+        block = out[a:b]
+        block[:] = values
+        block[values == stored.fill] = np.nan  # as masked by the netCDF library
+        block[invalid_float(block)] = np.nan
     return out, path
 
 

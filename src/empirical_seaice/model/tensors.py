@@ -109,15 +109,11 @@ class ObservationTensors:
         self.nobs = n
         self.nchan = nc
         self.device = torch.device(device)
-        ncol = len(PER_OBS_FLOAT_FIELDS) + len(PACKED_CHANNEL_FIELDS) * nc
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
-        # read at random by the training step: 2 MiB pages (one TLB entry per 2 MiB, not per 4 KiB)
-        nint = MASK_COLUMN + max(1, -(-nc // 32))
-        if into is not None:  # the first n rows of tables of at least n rows (ObservationBlocks' buffers)
-            floats, ints_np = torch.from_numpy(into[0][:n]), into[1][:n]
-        else:
-            floats = torch.from_numpy(empty_huge((n, ncol), np_dtype)).to(dtype)
-            ints_np = empty_huge((n, nint), np.int32)
+        if into is None:
+            into = self.tables(n, nc, dtype)
+        # the first n rows of tables of at least n rows (new ones, ObservationBlocks' buffers, build_network's)
+        floats, ints_np = torch.from_numpy(into[0][:n]).to(dtype), into[1][:n]
         self._slices: dict[str, tuple[int, int | None]] = {}
 
         def finite(name: str, rows: slice) -> torch.Tensor:
@@ -159,6 +155,18 @@ class ObservationTensors:
         self._bit = torch.arange(nc, dtype=torch.int32, device=self.device)
         self.floats = floats.to(self.device)
         self.ints = ints.to(self.device)
+
+    @staticmethod
+    def tables(n: int, nchan: int, dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
+        """New, unfilled float and integer tables for ``n`` observations of ``nchan`` channels (the ``into``
+        of the constructor). Read at random by the training step: in 2 MiB pages (one TLB entry per
+        2 MiB, not per 4 KiB), their pages brought in on a background thread from now on
+        (:func:`~empirical_seaice.compiled.populate_behind`: the first touch of the float table's
+        pages is paid beside the packing, or beside whatever the caller does before it)."""
+        ncol = len(PER_OBS_FLOAT_FIELDS) + len(PACKED_CHANNEL_FIELDS) * nchan
+        nint = MASK_COLUMN + max(1, -(-nchan // 32))
+        np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        return empty_huge((n, ncol), np_dtype, populate=True), empty_huge((n, nint), np.int32, populate=True)
 
     def __len__(self) -> int:
         return self.nobs

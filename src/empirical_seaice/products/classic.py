@@ -21,13 +21,12 @@ import numpy as np
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import chunk_writer
 from empirical_seaice.observations import Observations
+from empirical_seaice.products import classic_kernels as kernels
 from empirical_seaice.products.sic_algorithms import (
     ALGORITHMS,
     BOOTSTRAP_TIE_POINTS,
     NASA_TEAM_TIE_POINTS,
     TIE_POINT_SENSOR,
-    bootstrap,
-    nasa_team,
 )
 
 log = logging.getLogger(__name__)
@@ -40,6 +39,10 @@ def grid_daily_mean_tb(obs: Observations, channels: Sequence[str], isensor: int)
     """Daily mean observed TB per grid point and step, for one sensor.
 
     ``TB[g, t, c] = mean over {i : g(i) = g, t(i) = t, s(i) = isensor, mask_ic} of y_ic``
+
+    summed in float64 in observation order (the values of ``numpy.bincount``'s sums) into a grid-major
+    table that becomes the means in place, reading only the rows between the sensor's first and last
+    (:mod:`.classic_kernels`; :func:`classic_sic_maps` grids its channels in step blocks instead).
 
     Parameters
     ----------
@@ -59,57 +62,54 @@ def grid_daily_mean_tb(obs: Observations, channels: Sequence[str], isensor: int)
     SeaIceError
         A channel the run's channel basis does not have.
     """
+    cols = _channel_columns(obs, channels)
+    ncell = obs.ngrid * obs.nstep
+    total = np.zeros((ncell, len(cols)))
+    count = np.zeros((ncell, len(cols)), dtype=np.int32)
+    lo, hi = kernels.sensor_rows(np.asarray(obs.isensor), len(obs.basis.sensor_names))
+    _daily_sums(obs, cols, isensor, int(lo[isensor]), int(hi[isensor]), total, count, kernels.cell_sums_grid_major)
+    kernels.means_in_place(total, count)
+    return total.reshape(obs.ngrid, obs.nstep, len(cols))
+
+
+def _channel_columns(obs: Observations, channels: Sequence[str]) -> np.ndarray:
+    """The basis columns of ``channels`` (int64); SeaIceError naming a channel the basis lacks."""
     missing = [c for c in channels if c not in obs.basis.channel_index]
     if missing:
         raise SeaIceError(
             f"classic SIC: channel(s) {', '.join(missing)} not in the run's channels "
             f"({', '.join(obs.basis.channel_names)})"
         )
-    ncell = obs.ngrid * obs.nstep
-    cols = np.array([obs.basis.channel_index[name] for name in channels], dtype=np.int64)
-    total = np.zeros((ncell, len(channels)))
-    count = np.zeros((ncell, len(channels)), dtype=np.int32)
-    for start in range(0, obs.nobs, _BLOCK):  # the sensor's rows, block by block, in observation order
-        rows = slice(start, start + _BLOCK)
-        _cell_sums(
+    return np.array([obs.basis.channel_index[name] for name in channels], dtype=np.int64)
+
+
+def _sums_table(obs: Observations, ncol: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed sums (float64) and counts (int32) of :mod:`.classic_kernels`' table, (cells, ncol)."""
+    ncell = kernels.table_cells(obs.ngrid, obs.nstep)
+    return np.zeros((ncell, ncol)), np.zeros((ncell, ncol), dtype=np.int32)
+
+
+def _daily_sums(
+    obs: Observations,
+    cols: np.ndarray,
+    isensor: int,
+    lo: int,
+    hi: int,
+    total: np.ndarray,
+    count: np.ndarray,
+    kernel: Any = None,
+) -> None:
+    """Add sensor ``isensor``'s valid TBs of columns ``cols`` in rows ``lo:hi`` to ``total`` and ``count``,
+    block by block in observation order, with ``kernel`` (:func:`.classic_kernels.cell_sums`, the
+    step-block table, when None)."""
+    kernel = kernels.cell_sums if kernel is None else kernel
+    for start in range(lo, hi, _BLOCK):
+        rows = slice(start, min(start + _BLOCK, hi))
+        kernel(
             np.asarray(obs.isensor[rows]), np.asarray(obs.igrid[rows]), np.asarray(obs.istep[rows]),
-            np.asarray(obs.tb_obs_k[rows]), np.asarray(obs.mask[rows]), cols, isensor, obs.nstep, total, count,
+            np.asarray(obs.tb_obs_k[rows]), np.asarray(obs.mask[rows]), cols, isensor, obs.ngrid, total, count,
         )  # fmt: skip
         obs.release(rows)
-    _means(total, count)
-    return total.reshape(obs.ngrid, obs.nstep, len(channels))
-
-
-def _cell_sums_py(isensor, igrid, istep, tb, mask, cols, s, nstep, total, count):  # pragma: no cover - compiled
-    """Add the valid TBs of sensor ``s`` (columns ``cols``) of a block to their cell's ``total``
-    (float64, in observation order, as ``numpy.bincount`` sums) and ``count``."""
-    for i in range(isensor.shape[0]):
-        if isensor[i] != s:
-            continue
-        cell = np.int64(igrid[i]) * nstep + np.int64(istep[i])
-        for j in range(cols.shape[0]):
-            c = cols[j]
-            if mask[i, c]:
-                total[cell, j] += np.float64(tb[i, c])
-                count[cell, j] += 1
-
-
-def _means_py(total, count):  # pragma: no cover - compiled
-    """``total`` becomes the mean (``total / count``), NaN where ``count`` is 0."""
-    for k in range(total.shape[0]):
-        for j in range(total.shape[1]):
-            total[k, j] = total[k, j] / count[k, j] if count[k, j] > 0 else np.nan
-
-
-_cell_sums: Any
-_means: Any
-try:
-    from empirical_seaice.compiled import njit
-
-    _cell_sums = njit(cache=True, nogil=True)(_cell_sums_py)
-    _means = njit(cache=True, nogil=True)(_means_py)
-except ImportError:  # pragma: no cover - exercised only where numba is absent
-    _cell_sums, _means = _cell_sums_py, _means_py
 
 
 _BLOCK = 1 << 18
@@ -148,7 +148,9 @@ def classic_sic_maps(obs: Observations, algorithms: Sequence[str] = ALGORITHMS) 
     For each sensor with (own or substitute, :data:`TIE_POINT_SENSOR`) tie
     points and the channels 19V, 19H, 37V (NASA Team) or 19V, 37V, 37H
     (Bootstrap), the observed TBs are averaged per grid point and step
-    (:func:`grid_daily_mean_tb`) and the algorithm applied to the means;
+    (the means of :func:`grid_daily_mean_tb`, one pass over the sensor's rows for all five channels
+    19V, 19H, 37V, 37H, 24V) and the algorithm applied to the means
+    (:func:`.classic_kernels.classic_tiles`: the numpy functions' values);
     the sensors' maps are then averaged where they have values.
 
     Raises
@@ -160,80 +162,111 @@ def classic_sic_maps(obs: Observations, algorithms: Sequence[str] = ALGORITHMS) 
     unknown = [a for a in algorithms if a not in ALGORITHMS]
     if unknown:
         raise SeaIceError(f"classic SIC: unknown algorithm {unknown[0]!r}; known: {', '.join(ALGORITHMS)}")
-    names = obs.basis.channel_index
-    north = grid_hemisphere(obs.lat, obs.ngrid)[:, None]
     result = ClassicSIC(maps={})
-    wanted = [c for c in ("19v", "19h", "37v", "37h", "24v") if c in names]
-    need = {alg: ("19v", "19h", "37v") if alg == "nasa_team" else ("37v", "37h", "19v") for alg in algorithms}
+    grid = _SensorGrid(obs)
     maps: dict[str, list[tuple[str, np.ndarray]]] = {alg: [] for alg in algorithms}
-    total = {alg: np.zeros((obs.ngrid, obs.nstep)) for alg in algorithms}
-    count = {alg: np.zeros((obs.ngrid, obs.nstep), dtype=np.int64) for alg in algorithms}
-    for s, sname in enumerate(obs.basis.sensor_names):  # one pass over the observations per sensor
-        means = None
-        for alg in algorithms:
-            tp_name = TIE_POINT_SENSOR.get(sname)
-            present = obs.basis.present[s]
-            if tp_name is None or not all(c in names and present[names[c]] for c in need[alg]):
-                log.info("classic SIC %s: sensor %s skipped (no tie points or channels)", alg, sname)
-                continue
-            if tp_name != sname:
-                log.info("classic SIC %s: sensor %s uses %s tie points", alg, sname, tp_name)
-            if means is None:
-                means = grid_daily_mean_tb(obs, wanted, s)
-            sic = _classic_sic(alg, sname, tp_name, means, wanted, need[alg], present, names, north, result)
-            maps[alg].append((sname, sic.astype(np.float32)))
-            ok = np.isfinite(sic)  # the mean over the sensors, summed in sensor order (np.nansum's order)
-            total[alg] += np.where(ok, sic, 0.0)
-            count[alg] += ok
+    for s, sname in enumerate(obs.basis.sensor_names):  # one pass over the sensor's rows
+        doing = [alg for alg in algorithms if _usable(obs, s, alg)]
+        if doing:
+            for alg, sic in grid.maps(s, doing, result.sources).items():
+                maps[alg].append((sname, sic))
+    grid.table = None
     for alg in algorithms:
         if not maps[alg]:
             raise SeaIceError(
                 f"classic SIC {alg}: no sensor of the run ({', '.join(obs.basis.sensor_names)}) "
-                f"has the channels {', '.join(need[alg])} and tie points"
+                f"has the channels {', '.join(_NEED[alg])} and tie points"
             )
         result.per_sensor.update({(alg, sname): sic for sname, sic in maps[alg]})
-        with np.errstate(invalid="ignore"):
-            mean = np.where(count[alg] > 0, total[alg] / np.maximum(count[alg], 1), np.nan)
-        result.maps[alg] = mean.astype(np.float32)
+        result.maps[alg] = grid.sensor_mean(alg)
     result.sources = {k: result.sources[k] for alg in algorithms for k in result.sources if k.startswith(alg + "/")}
     return result
 
 
-def _classic_sic(alg, sname, tp_name, means, wanted, need, present, names, north, result) -> np.ndarray:
-    """One algorithm's SIC (ngrid, nstep) float64 from one sensor's daily mean TBs ``means`` (of the
-    channels ``wanted``), a block of grid points at a time (the algorithms' temporaries stay small);
-    records the tie points' source in ``result.sources``."""
-    cols = [wanted.index(c) for c in need]
-    tb22 = wanted.index("24v") if alg == "nasa_team" and "24v" in names and present[names["24v"]] else None
-    out = np.empty(means.shape[:2])
-    if alg == "nasa_team":
-        tp = NASA_TEAM_TIE_POINTS[tp_name]
-        result.sources[f"nasa_team/{sname}"] = tp.source
-    else:
-        tpn, tps = BOOTSTRAP_TIE_POINTS[(tp_name, "north")], BOOTSTRAP_TIE_POINTS[(tp_name, "south")]
-        result.sources[f"bootstrap/{sname}"] = f"{tpn.source}; {tps.source}"
+_NEED = {"nasa_team": ("19v", "19h", "37v"), "bootstrap": ("37v", "37h", "19v")}
+"""The channels each algorithm reads."""
+_ROLES = ("19v", "19h", "37v", "37h", "24v")
+"""The channels gridded for the classic algorithms, in the order of :mod:`.classic_kernels`' ``COL_*``."""
 
-    def block(g0: int) -> None:
-        g = slice(g0, g0 + _GRID_BLOCK)
-        tb = means[g][..., cols]
-        if alg == "nasa_team":
-            extra = means[g][..., tb22] if tb22 is not None else None
-            out[g] = nasa_team(tb[..., 0], tb[..., 1], tb[..., 2], tp, tb22v_k=extra).total
+
+def _usable(obs: Observations, s: int, alg: str) -> bool:
+    """Whether sensor ``s`` has tie points and the channels of ``alg`` (logged either way)."""
+    sname = obs.basis.sensor_names[s]
+    tp_name = TIE_POINT_SENSOR.get(sname)
+    names, present = obs.basis.channel_index, obs.basis.present[s]
+    if tp_name is None or not all(c in names and present[names[c]] for c in _NEED[alg]):
+        log.info("classic SIC %s: sensor %s skipped (no tie points or channels)", alg, sname)
+        return False
+    if tp_name != sname:
+        log.info("classic SIC %s: sensor %s uses %s tie points", alg, sname, tp_name)
+    return True
+
+
+class _SensorGrid:
+    """The classic maps of a run's sensors, one sensor at a time: the sums table of the five
+    channels (one table, reused), the per-sensor maps and the float64 sums and counts of the
+    sensor means (``[0]`` NASA Team, ``[1]`` Bootstrap; summed in sensor order)."""
+
+    def __init__(self, obs: Observations):
+        self.obs = obs
+        names = obs.basis.channel_index
+        self.wanted = [c for c in _ROLES if c in names]
+        self.cols = _channel_columns(obs, self.wanted)
+        self.col = np.array([self.wanted.index(c) if c in names else -1 for c in _ROLES], dtype=np.int64)
+        self.north = grid_hemisphere(obs.lat, obs.ngrid)
+        self.sums = np.zeros((2, obs.ngrid, obs.nstep))
+        self.counts = np.zeros((2, obs.ngrid, obs.nstep), dtype=np.int16)
+        self.lo, self.hi = kernels.sensor_rows(np.asarray(obs.isensor), len(obs.basis.sensor_names))
+        self.table: tuple[np.ndarray, np.ndarray] | None = None
+
+    def maps(self, s: int, algorithms: Sequence[str], sources: dict[str, str]) -> dict[str, np.ndarray]:
+        """Sensor ``s``'s float32 maps of ``algorithms`` (added to the sensor means); the tie points'
+        sources into ``sources``."""
+        obs = self.obs
+        if self.table is None:
+            self.table = _sums_table(obs, len(self.cols))
         else:
-            out[g] = np.where(
-                north[g],
-                bootstrap(tb[..., 0], tb[..., 1], tb[..., 2], tpn),
-                bootstrap(tb[..., 0], tb[..., 1], tb[..., 2], tps),
-            )
+            self.table[0].fill(0.0)
+            self.table[1].fill(0)
+        _daily_sums(obs, self.cols, s, int(self.lo[s]), int(self.hi[s]), *self.table)
+        sname = obs.basis.sensor_names[s]
+        tp_name = TIE_POINT_SENSOR[sname]
+        tpn, tps = BOOTSTRAP_TIE_POINTS[(tp_name, "north")], BOOTSTRAP_TIE_POINTS[(tp_name, "south")]
+        if "nasa_team" in algorithms:
+            sources[f"nasa_team/{sname}"] = NASA_TEAM_TIE_POINTS[tp_name].source
+        if "bootstrap" in algorithms:
+            sources[f"bootstrap/{sname}"] = f"{tpn.source}; {tps.source}"
+        names = obs.basis.channel_index
+        has22 = "24v" in names and bool(obs.basis.present[s][names["24v"]])
+        out = {alg: np.empty((obs.ngrid, obs.nstep), dtype=np.float32) for alg in algorithms}
+        none = np.empty((0, 0), dtype=np.float32)
+        args = (
+            *self.table, obs.ngrid, self.col, kernels.nasa_team_table(NASA_TEAM_TIE_POINTS[tp_name]), has22,
+            kernels.bootstrap_table(tpn, tps), self.north, out.get("nasa_team", none), out.get("bootstrap", none),
+            self.sums, self.counts,
+        )  # fmt: skip
+        _on_threads(lambda t0, t1: kernels.classic_tiles(*args[:3], t0, t1, *args[3:]), obs.nstep)
+        return out
 
-    # the blocks on the run's threads (numpy releases the GIL in its loops); each block's values as alone
-    with ThreadPoolExecutor(max_workers=chunk_writer.threads(), thread_name_prefix="classic-blocks") as pool:
-        list(pool.map(block, range(0, means.shape[0], _GRID_BLOCK)))
-    return out
+    def sensor_mean(self, alg: str) -> np.ndarray:
+        """The float32 sensor mean of ``alg`` (NaN where no sensor has a value)."""
+        k = 0 if alg == "nasa_team" else 1
+        mean = np.empty((self.obs.ngrid, self.obs.nstep), dtype=np.float32)
+        kernels.sensor_mean(self.sums[k], self.counts[k], mean)
+        return mean
 
 
-_GRID_BLOCK = 512
-"""Grid points per block of the classic algorithms."""
+def _on_threads(fn, nstep: int) -> None:
+    """``fn(t0, t1)`` over the steps ``0:nstep`` split into one run of whole tiles per thread of the run
+    (:func:`.chunk_writer.threads`; the compiled kernel releases the GIL, and each step's values are
+    those of a run on one thread)."""
+    nthread = min(chunk_writer.threads(), -(-nstep // kernels.TILE_STEPS))
+    if nthread <= 1:
+        fn(0, nstep)
+        return
+    per = -(-nstep // (nthread * kernels.TILE_STEPS)) * kernels.TILE_STEPS
+    with ThreadPoolExecutor(max_workers=nthread, thread_name_prefix="classic-tiles") as pool:
+        list(pool.map(lambda t0: fn(t0, min(t0 + per, nstep)), range(0, nstep, per)))
 
 
 def sic_rmse(sic: np.ndarray, truth: np.ndarray) -> float:

@@ -226,12 +226,24 @@ class TruthScores:
     bias_ocean_error: np.ndarray | None = None
 
 
-def observed_points(obs: Observations) -> tuple[np.ndarray, np.ndarray]:
+def observed_points(obs: Observations, counts: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Unique (grid, step) pairs that have at least one observation, in (grid, step) order (a count
-    per cell: linear in the observations and the cells, where sorting the observations is not)."""
-    key = np.asarray(obs.igrid, dtype=np.int64) * obs.nstep + np.asarray(obs.istep, dtype=np.int64)
-    cells = np.flatnonzero(np.bincount(key, minlength=obs.ngrid * obs.nstep))
+    per cell: linear in the observations and the cells, where sorting the observations is not).
+
+    ``counts``: the observations' count per cell (ngrid, nstep) when already counted (the gridded
+    product's ``nobs_cell``), so that the observations are not read again."""
+    cells = observed_cells(obs, counts)
     return cells // obs.nstep, cells % obs.nstep
+
+
+def observed_cells(obs: Observations, counts: np.ndarray | None = None) -> np.ndarray:
+    """:func:`observed_points` as flat (grid-major) cell indices ``g * nstep + t`` (int64, ascending)."""
+    if counts is None:
+        key = np.asarray(obs.igrid, dtype=np.int64) * obs.nstep + np.asarray(obs.istep, dtype=np.int64)
+        counts = np.bincount(key, minlength=obs.ngrid * obs.nstep)
+    elif np.shape(counts) != (obs.ngrid, obs.nstep):
+        raise ValueError(f"counts: expected shape {(obs.ngrid, obs.nstep)}, got {np.shape(counts)}")
+    return np.flatnonzero(np.asarray(counts).reshape(-1)).astype(np.int64, copy=False)
 
 
 class EmisErrorSums:
@@ -375,6 +387,7 @@ __all__ = [
     "TruthScores",
     "truth_scores",
     "observed_points",
+    "observed_cells",
     "RunDiagnostics",
     "format_summary",
     "plain_warnings",

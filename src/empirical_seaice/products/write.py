@@ -107,30 +107,52 @@ def provenance_of(tag: str, preset_name: str, data_cfg: Any, obs: Any) -> Proven
 
 
 def classic_scores(
-    classic_maps: classic.ClassicSIC, obs: Any, background: Any, sic_map: np.ndarray, truth: Any
+    classic_maps: classic.ClassicSIC,
+    obs: Any,
+    background: Any,
+    sic_map: np.ndarray,
+    truth: Any,
+    counts: np.ndarray | None = None,
 ) -> tuple[int, dict[str, dict[str, float]]]:
     """SIC RMSE and bias versus the truth at the observed (grid, step) points of the background,
-    the trained SIC and each classic algorithm: (number of points, name -> {rmse, bias, n})."""
-    from empirical_seaice.products.diagnostics import observed_points
+    the trained SIC and each classic algorithm: (number of points, name -> {rmse, bias, n}).
 
-    g, t = observed_points(obs)
-    ts = np.asarray(truth.sic)[g, t]
+    ``counts``: the observations per cell (the gridded product's ``nobs_cell``), which gives the
+    observed points without reading the observations again. The RMSE is :func:`.classic.sic_rmse`'s
+    (the same arrays summed), from the one difference array that also gives the bias."""
+    from empirical_seaice.products.diagnostics import observed_cells
+
+    cells = observed_cells(obs, counts)
+    ts = _at(truth.sic, cells, obs.nstep)
+    ts_ok = np.isfinite(np.asarray(ts, dtype=np.float64))
     nlag = background.nlag
     ests = {
-        "background": np.asarray(background.sic)[g, t + nlag],
-        "trained": np.asarray(sic_map)[g, t + nlag],
-        **{name: arr[g, t] for name, arr in classic_maps.maps.items()},
+        "background": _at(background.sic, cells, obs.nstep, nlag),
+        "trained": _at(sic_map, cells, obs.nstep, nlag),
+        **{name: _at(arr, cells, obs.nstep) for name, arr in classic_maps.maps.items()},
     }
     out = {}
     for name, est in ests.items():
-        d = np.asarray(est, dtype=np.float64) - ts
+        est = np.asarray(est, dtype=np.float64)
+        d = est - ts
+        both = np.isfinite(est) & ts_ok  # sic_rmse's points
         ok = np.isfinite(d)
         out[name] = {
-            "rmse": classic.sic_rmse(est, ts),
+            "rmse": float(np.sqrt(np.mean(d[both] ** 2))) if both.any() else float("nan"),
             "bias": float(d[ok].mean()) if ok.any() else float("nan"),
             "n": int(ok.sum()),
         }
-    return len(g), out
+    return len(cells), out
+
+
+def _at(arr: Any, cells: np.ndarray, nstep: int, lag: int = 0) -> np.ndarray:
+    """``arr[g, t + lag]`` at the flat cells ``g * nstep + t`` of an (ngrid, lag + nstep + ...) map."""
+    arr = np.asarray(arr)
+    ncol = arr.shape[1]
+    if ncol == nstep and lag == 0:
+        return arr.reshape(-1)[cells] if arr.flags.c_contiguous else arr[cells // nstep, cells % nstep]
+    g = cells // nstep
+    return arr[g, cells - g * nstep + lag]
 
 
 def classic_summary(
@@ -259,7 +281,9 @@ def write_products(
     classic_maps = None
     if options.classic:
         stage("classic SIC")
-        classic_maps, files_c, lines_c = _classic(network, obs, background, output, tag, spd, truth, report)
+        classic_maps, files_c, lines_c = _classic(
+            network, obs, background, output, tag, spd, truth, report, inputs.nobs_cell
+        )
         files += files_c
         lines += lines_c
     if options.open_water_filter:
@@ -316,9 +340,11 @@ def _classic(
     steps_per_day: int,
     truth: Any,
     report: dict[str, Any] | None,
+    counts: np.ndarray | None = None,
 ) -> tuple[Any, list[Path], list[str]]:
     """NASA Team and Bootstrap SIC: ``classic_sic_TAG.nc``, their summary lines and (with a truth) their
-    scores in ``report``; (None, [], []) when the run's channels do not allow them."""
+    scores in ``report`` (``counts``: the observations per cell, for :func:`classic_scores`); (None, [],
+    []) when the run's channels do not allow them."""
     try:
         classic_maps = classic.classic_sic_maps(obs)
     except SeaIceError as exc:  # e.g. a run without 19/37 GHz channels
@@ -326,7 +352,7 @@ def _classic(
         return None, [], []
     path = classic.write_classic_sic(output / f"classic_sic_{tag}.nc", classic_maps, obs, steps_per_day)
     sic_map = network.state.sic_array()
-    scored = classic_scores(classic_maps, obs, background, sic_map, truth) if truth is not None else None
+    scored = classic_scores(classic_maps, obs, background, sic_map, truth, counts) if truth is not None else None
     lines = classic_summary(classic_maps, obs, background, sic_map, truth, scored)
     if scored is not None and report is not None:
         _, scores = scored

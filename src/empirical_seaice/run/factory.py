@@ -97,6 +97,9 @@ def build_network(
     data : the observation tensors of ``obs`` already packed on ``device`` (another network's over
         the same observations: they are read only); None = pack them.
     """
+    # the packed tables first: their pages come in on a background thread while the row counts and the
+    # network are built (ObservationTensors.tables)
+    tables = ObservationTensors.tables(obs.nobs, obs.nchan) if data is None else None
     counts = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep, index=counted)
     dense = optimizer in ("dense-adam", "dense")
     network = HybridNetwork(
@@ -112,7 +115,7 @@ def build_network(
     )
     network.to(device)
     if data is None:
-        data = ObservationTensors(obs, device)
+        data = ObservationTensors(obs, device, into=tables)
     return Built(network=network, data=data, nobs_train=counts.nobs, n_warm_rows=counts.n_warm_rows)
 
 
