@@ -99,25 +99,32 @@ def test_fused_step_reproducible_bit_for_bit_and_thread_count_free():
 
 
 def test_distinct_batches_skip_the_observation_rows_with_the_same_result(monkeypatch):
-    """The trainer's batches are distinct observations: the search for distinct rows takes each
-    observation's own row as new without its mark, and the run ends on the same bits as the
-    general search; the marks are all clear after every step either way."""
-    runs, cols, call = [], [], FusedStep.__call__
+    """The trainer's batches are distinct observations: on two threads the search for distinct rows
+    takes each observation's own row as new without its mark, and the run ends on the same bits as
+    the general search; the marks are all clear after every step either way."""
+    import numba
+
+    runs, seen, call, before = [], set(), FusedStep.__call__, torch.get_num_threads()
+
+    def step(self, index, distinct=False, skip=True):
+        seen.add((self.obs_col, len(self.ref_table), numba.get_num_threads(), distinct and skip))
+        terms = call(self, index, distinct and skip)
+        assert (self.mark == -1).all()
+        return terms
+
     for skip in (True, False):
-        t = _trainer(True, nepochs=2)
-
-        def step(self, index, distinct=False, skip=skip):
-            cols.append(
-                (self.obs_col, len(self.ref_table), self.program.tables[-1] is self.program.tables[self.ref_table[-1]])
-            )
-            terms = call(self, index, distinct and skip)
-            assert (self.mark == -1).all()
-            return terms
-
-        monkeypatch.setattr(FusedStep, "__call__", step)
-        t.fit()
+        monkeypatch.setattr(
+            FusedStep, "__call__", lambda self, index, distinct=False, skip=skip: step(self, index, distinct, skip)
+        )
+        torch.set_num_threads(2)  # the trainer's compiled step takes torch's count; the skip needs two threads
+        try:
+            t = _trainer(True, nepochs=2)
+            t.fit()
+        finally:
+            torch.set_num_threads(before)
         runs.append(parameters(t))
-    assert set(cols) == {(3, 4, True)}  # two SIC lags, the grid row, then the observation's own row
+    # two SIC lags, the grid row, then the observation's own row; two threads; with and without the skip
+    assert seen == {(3, 4, 2, True), (3, 4, 2, False)}
     for name, value in runs[0].items():
         assert torch.equal(value, runs[1][name]), name
 

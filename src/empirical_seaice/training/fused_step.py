@@ -246,8 +246,8 @@ class FusedStep:
     Call with the batch's observation indices (int64 numpy); returns the cost terms of
     the step and their total (float64, order :attr:`names`). ``distinct=True`` says the indices
     are distinct (the trainer's batches: slices of a permutation), so each observation's own
-    state row is read by no other reference of the batch and the serial search for distinct
-    rows skips it (:func:`_distinct_rows`; the same result).
+    state row is read by no other reference of the batch and, on more than one thread, the serial
+    search for distinct rows skips it (:func:`_distinct_rows`; the same result).
     """
 
     def __init__(self, program, deferred: DeferredAdam, dense_opt: torch.optim.Optimizer):
@@ -364,7 +364,10 @@ class FusedStep:
         prog.rows(index, refs)
         a_np, decays = self._tails(step + 1)
         b1, b2 = group["betas"]
-        n = _distinct_rows(self.slab, refs, self.ref_off, self.mark, uniq, inv, self.obs_col if distinct else -1)
+        # with one thread the skip only moves the observation rows' first reads into the catch-up, where
+        # they are prefetched less far ahead (1-3 % slower, benchmarks/results.md): it pays with more
+        skip = self.obs_col if distinct and numba.get_num_threads() > 1 else -1
+        n = _distinct_rows(self.slab, refs, self.ref_off, self.mark, uniq, inv, skip)
         _catch_up_rows(self.slab, uniq, n, vals, g_vals, step, c, a_np, decays, group["lr"], group["eps"], NCHUNK_MAP)
         g_vals = g_vals[:n]
         terms = prog.run(index, refs, vals[:n], inv, g_vals)
