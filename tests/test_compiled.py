@@ -192,3 +192,27 @@ def test_populate_behind_keeps_the_values():
     assert float(a.sum(dtype=np.float64)) == 2.5 * a.size
     np.testing.assert_array_equal(b, np.arange(3 << 20, dtype=np.float64))
     assert compiled.populate_behind(np.zeros(10)) is None  # under 4 MiB: nothing to do
+
+
+def test_a_kernel_whose_cache_cannot_be_written_runs_with_a_warning(monkeypatch, caplog):
+    """numba failing to serialise a kernel it just compiled (its own RuntimeError) or to write the
+    cache file (OSError) costs the cache only: each call returns its result, with one warning per
+    compilation naming the kernel and the error."""
+    import logging
+
+    def twice(x):
+        return 2 * x
+
+    kernel = compiled.njit(cache=True)(twice)
+    failures = iter([RuntimeError("no compiled object yet for <Library 'twice'>"), OSError("disk full")])
+
+    def fail(sig, data):
+        raise next(failures)
+
+    monkeypatch.setattr(kernel._cache, "_save_overload", fail)
+    with caplog.at_level(logging.WARNING, logger="empirical_seaice"):
+        assert kernel(21) == 42
+        assert kernel(1.5) == 3.0  # a new signature: compiled again, its cache write fails again
+    warnings = [r.getMessage() for r in caplog.records if "could not cache" in r.getMessage()]
+    assert len(warnings) == 2 and all("twice" in w for w in warnings)
+    assert "no compiled object yet" in warnings[0] and "disk full" in warnings[1]

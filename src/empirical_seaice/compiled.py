@@ -186,12 +186,41 @@ CACHE = HAVE_NUMBA and _install_cache_guard()
 
 def njit(*args, **kwargs):
     """``numba.njit`` with ``cache=True`` honoured only under the package's cache guard (:data:`CACHE`;
-    module docstring). Same arguments as ``numba.njit``."""
+    module docstring), and a failure to write the cache a warning, not an error
+    (:func:`guard_cache_save`). Same arguments as ``numba.njit``."""
     import numba
 
     if kwargs.get("cache"):
         kwargs["cache"] = CACHE
-    return numba.njit(*args, **kwargs)
+    made = numba.njit(*args, **kwargs)
+    if not kwargs.get("cache"):
+        return made
+    if hasattr(made, "_cache"):  # njit(func, cache=True): the dispatcher
+        return guard_cache_save(made)
+    return lambda func: guard_cache_save(made(func))  # njit(cache=True)(func)
+
+
+def guard_cache_save(dispatcher):
+    """``dispatcher`` (a numba dispatcher) whose cache writes log a warning instead of raising where numba
+    fails to serialise what it just compiled (seen once at a run's first compilation: ``RuntimeError: no
+    compiled object yet``) or the cache file cannot be written (``OSError``: a full disk): the kernel is
+    compiled and runs; only the next start compiles it again."""
+    cache = getattr(dispatcher, "_cache", None)
+    save = getattr(cache, "save_overload", None)
+    if save is None:
+        return dispatcher
+    name = getattr(dispatcher, "__name__", "kernel")
+
+    def guarded(sig, data):
+        try:
+            save(sig, data)
+        except (RuntimeError, OSError) as exc:
+            log.warning(
+                "numba could not cache the compiled %s (%s): it runs, and compiles again at the next start", name, exc
+            )
+
+    cache.save_overload = guarded
+    return dispatcher
 
 
 def _prefetch_codegen(context, builder, signature, args):
