@@ -223,3 +223,19 @@ def test_chunk_infos_in_one_call_equal_one_call_per_chunk(tmp_path):
         n = ds.id.get_num_chunks()
         got = direct_read._chunk_infos(ds, n)
         assert n == 15 and sorted(got) == sorted(ds.id.get_chunk_info(k) for k in range(n))
+
+
+def test_a_variable_shorter_than_its_unlimited_dimension_is_read_by_the_netcdf_library(tmp_path):
+    """On an unlimited dimension HDF5 stores each variable's own extent, shorter than the netCDF
+    dimension when fewer records were written to it: that variable goes through the netCDF library
+    (its missing rows are fill values), the full-length one is still read directly."""
+    path = tmp_path / "short.nc"
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("nobs", None)
+        ds.createVariable("FULL", "f4", ("nobs",), zlib=True)[:8] = np.arange(8.0)
+        ds.createVariable("SHORT", "f4", ("nobs",), zlib=True)[:5] = np.arange(5.0)
+    with netCDF4.Dataset(path) as ds:
+        assert ds["SHORT"].shape == (8,)  # the netCDF view: the dimension's length
+    full, short = direct_read.locate(path, "FULL"), direct_read.locate(path, "SHORT")
+    assert isinstance(full, direct_read.StoredVariable) and full.shape == (8,)
+    assert short == "5 rows stored of an unlimited dimension of 8 (the netCDF library fills the rest)"

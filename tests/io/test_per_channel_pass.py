@@ -1,6 +1,7 @@
 """io/per_channel.py: the compiled per-block pass classifies, counts and scatters exactly as the numpy
 classification (``validity.classify``) and the slice writes it replaced."""
 
+import netCDF4
 import numpy as np
 import pytest
 
@@ -86,10 +87,21 @@ def test_block_pass_without_bad_values_keeps_the_range_unset():
     assert mask.all() and not dirty.any()
 
 
-def test_warm_up_loads_the_kernels_it_calls():
+def test_warm_up_loads_the_kernels_it_calls(tmp_path):
     from empirical_seaice.io import direct_read, per_channel
 
     if not hasattr(_scatter_block, "signatures"):  # pragma: no cover - without numba
         pytest.skip("numba absent")
     per_channel.warm_up()
-    assert len(_scatter_block.signatures) >= 1 and len(direct_read._unshuffle.signatures) >= 1
+    kernels = (_scatter_block, direct_read._unshuffle)
+    loaded = [set(k.signatures) for k in kernels]
+    assert all(loaded)
+    path = tmp_path / "v.nc"  # a real direct read (deflated and shuffled chunks) then compiles nothing more
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("nobs", 64)
+        ds.createVariable("V", "f4", ("nobs",), zlib=True, shuffle=True, chunksizes=(16,))[:] = np.arange(64.0)
+    stored = direct_read.locate(path, "V")
+    assert isinstance(stored, direct_read.StoredVariable) and stored.shuffle and stored.deflate
+    got = np.concatenate([values.copy() for _, _, values in stored.blocks(0, 64)])
+    np.testing.assert_array_equal(got, np.arange(64.0, dtype=np.float32))
+    assert [set(k.signatures) for k in kernels] == loaded

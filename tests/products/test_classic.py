@@ -407,3 +407,12 @@ def test_classic_scores_hand_case_with_and_without_counts(make_obs):
     assert classic_scores(maps, obs, background, trained, truth, counts) == (npts, scores)
     with pytest.raises(ValueError, match="counts"):
         classic_scores(maps, obs, background, trained, truth, counts[:, :1])
+
+
+def test_clip_of_one_cell_keeps_numpy_signs():
+    """The compiled per-cell clip is numpy's ``clip(x, 0, 1)`` to the bit: NaN stays NaN, -0.0 stays -0.0."""
+    from empirical_seaice.products import classic_kernels
+
+    x = np.array([-0.0, -1.0, 0.5, 2.0, np.nan, 0.0, 1.0, -np.inf])
+    got = np.array([classic_kernels._clip01(v) for v in x])
+    assert np.array_equal(got.view(np.int64), np.clip(x, 0.0, 1.0).view(np.int64))

@@ -98,6 +98,23 @@ def test_fused_step_reproducible_bit_for_bit_and_thread_count_free():
         assert torch.equal(value, parameters(t)[name]), name
 
 
+def test_batches_are_taken_as_distinct_only_when_the_training_observations_are():
+    """A training set that repeats an observation (no split makes one) keeps the full search."""
+    plain = _trainer(True, nepochs=1)
+    assert plain._distinct_batches is None
+    plain.fit()
+    assert plain._distinct_batches is True
+    case = _trainer(True, nepochs=1)
+    n = case.train_index.numel()
+    repeated = Trainer(case.network, case.data, case.config, np.r_[np.arange(n), [3, 7]], None, n, progress=False)
+    repeated.fit()
+    assert repeated._distinct_batches is False and isinstance(repeated._fused, FusedStep)
+
+
+@pytest.mark.skipif(
+    getattr(fused_step.numba, "config", None) is None or fused_step.numba.config.NUMBA_NUM_THREADS < 2,
+    reason="needs two threads",
+)
 def test_distinct_batches_skip_the_observation_rows_with_the_same_result(monkeypatch):
     """The trainer's batches are distinct observations: on two threads the search for distinct rows
     takes each observation's own row as new without its mark, and the run ends on the same bits as

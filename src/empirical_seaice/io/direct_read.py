@@ -193,6 +193,15 @@ def _unsupported(ds, types: tuple[np.dtype, ...]) -> str | None:
         return f"HDF5 filters {filters}, not shuffle and deflate"
     if ds.chunks is not None and tuple(ds.chunks[1:]) != tuple(ds.shape[1:]):
         return f"chunks {tuple(ds.chunks)} across the second dimension of {tuple(ds.shape)}"
+    if ds.maxshape[0] is None:  # an unlimited dimension: the netCDF length is the longest variable's
+        longest = max(
+            (d.shape[0] for d in ds.file.values() if getattr(d, "maxshape", (0,))[:1] == (None,) and d.shape),
+            default=0,
+        )
+        if ds.shape[0] < longest:
+            return (
+                f"{ds.shape[0]} rows stored of an unlimited dimension of {longest} (the netCDF library fills the rest)"
+            )
     return None
 
 

@@ -254,7 +254,9 @@ def warm_up() -> None:
     Changes nothing; any failure is left to the real calls."""
     try:
         z = np.zeros(16, dtype=np.uint8)
-        direct_read.unshuffle(z, z.copy(), 4)
+        direct_read.unshuffle(z, z.copy(), 4)  # a stored chunk (writable)
+        inflated = np.frombuffer(bytes(16), dtype=np.uint8)
+        direct_read.unshuffle(inflated, z, 4)  # a deflated one: its inflated bytes are read-only
         arr, mask = np.zeros((2, 2), dtype=np.float32), np.ones((2, 2), dtype=bool)
         i = np.arange(2, dtype=np.int64)
         counts = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])

@@ -135,10 +135,11 @@ def _mean_py(total, n):  # pragma: no cover - compiled
 
 
 def _clip01_py(x):  # pragma: no cover - compiled
-    """``numpy.clip(x, 0, 1)``: NaN stays NaN, -0.0 becomes 0.0 (numpy's maximum then minimum)."""
+    """``numpy.clip(x, 0, 1)``: NaN stays NaN, and -0.0 stays -0.0 as numpy keeps it (it compares
+    equal to 0)."""
     if x != x:
         return x
-    y = x if x > 0.0 else 0.0
+    y = x if x >= 0.0 else 0.0
     return y if y < 1.0 else 1.0
 
 

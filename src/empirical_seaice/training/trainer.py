@@ -97,7 +97,8 @@ class Trainer:
         stopping, optimiser scheme, batch order. An automatic batch size or
         learning rate (None) is resolved for ``len(train_index)``.
     train_index : int array
-        Observations to train on (indices into ``data``).
+        Observations to train on (indices into ``data``); when they are distinct (a split's), so are a
+        batch's, which the fused step uses (:class:`~empirical_seaice.training.fused_step.FusedStep`).
     valid_index : int array or None
         Held-out observations, whose observation cost is reported per epoch.
     nobs_total : int
@@ -190,6 +191,7 @@ class Trainer:
         self._best_state: dict[str, torch.Tensor] | None = None
         self._lr_cuts: list[int] = []  # epochs (0-based) after which the step was cut (plateau_cuts)
         self._fused: FusedStep | None | bool = None  # None: not tried yet; False: not available
+        self._distinct_batches: bool | None = None  # whether train_index is distinct (the fused step's skip)
         self.map_priors_note = ""
         """Which whole-map prior mode ``map_priors="auto"`` took and why (one line; '' otherwise)."""
         if config.optimizer == "deferred-adam" and config.prior_mode in ("auto", "full"):  # the fused step's
@@ -320,6 +322,11 @@ class Trainer:
         assert isinstance(step, FusedStep)
         step.refresh()
         set_threads(torch.get_num_threads())
+        if self._distinct_batches is None:  # distinct training observations: every batch's are distinct
+            idx = self.train_index.cpu().numpy()
+            seen = np.zeros(int(idx.max()) + 1, dtype=bool)
+            seen[idx] = True
+            self._distinct_batches = int(seen.sum()) == idx.size
         return step
 
     def _train_epoch(self, position: Mapping[str, Any] | None = None) -> None:
@@ -358,7 +365,7 @@ class Trainer:
 
         for b in range(first, nbatch):
             if fused is not None and values_np is not None:
-                values_np[b] = fused(batches_np[b], distinct=True)  # slices of a permutation
+                values_np[b] = fused(batches_np[b], distinct=bool(self._distinct_batches))
             else:
                 terms, loss = self._tensor_step(ep.batches[b], int(ep.sizes[b]), deferred, dense_params)
                 with torch.no_grad():
