@@ -41,35 +41,34 @@ import ctypes.util
 import hashlib
 import logging
 import mmap
-import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 
+from empirical_seaice.memory import glibc
+
 log = logging.getLogger(__name__)
 
 _HUGE = 1 << 21  # 2 MiB
 _MADV_HUGEPAGE = 14
-_libc = None
+
+
+def _madvise():
+    """glibc's ``madvise(addr, length, advice)`` (:func:`empirical_seaice.memory.glibc`), or None."""
+    return glibc("madvise", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
 def huge_pages(a: np.ndarray) -> bool:
     """Ask for transparent huge pages over the 2 MiB-aligned interior of ``a``'s memory (Linux; call
     before the memory is first written, so that its page faults take 2 MiB pages). True where the
     kernel accepted the advice; False elsewhere or for arrays under 4 MiB (nothing to gain)."""
-    global _libc
-    if sys.platform != "linux" or a.nbytes < 2 * _HUGE:
+    madvise = _madvise()
+    if madvise is None or a.nbytes < 2 * _HUGE:
         return False
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        start = (a.ctypes.data + _HUGE - 1) & ~(_HUGE - 1)
-        end = (a.ctypes.data + a.nbytes) & ~(_HUGE - 1)
-        return end > start and _libc.madvise(start, end - start, _MADV_HUGEPAGE) == 0
-    except (OSError, AttributeError):  # pragma: no cover - no libc madvise here
-        return False
+    start = (a.ctypes.data + _HUGE - 1) & ~(_HUGE - 1)
+    end = (a.ctypes.data + a.nbytes) & ~(_HUGE - 1)
+    return end > start and madvise(start, end - start, _MADV_HUGEPAGE) == 0
 
 
 def empty_huge(shape, dtype, populate: bool = False) -> np.ndarray:
@@ -96,15 +95,8 @@ def populate_behind(a: np.ndarray) -> threading.Thread | None:
     page the caller writes first is faulted in by that write, as without this. The thread holds ``a``
     until it is done. Returns the thread, or None (not Linux, a small array, no ``madvise``): the pages
     then come at the first writes."""
-    global _libc
-    if sys.platform != "linux" or a.nbytes < 2 * _HUGE:
-        return None
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        madvise = _libc.madvise
-    except (OSError, AttributeError):  # pragma: no cover - no libc madvise here
+    madvise = _madvise()
+    if madvise is None or a.nbytes < 2 * _HUGE:
         return None
     page = mmap.PAGESIZE
     begin, end = a.ctypes.data // page * page, a.ctypes.data + a.nbytes

@@ -44,9 +44,10 @@ HEAP_THRESHOLD = 32 << 20
 
 
 @functools.cache
-def _glibc(name: str, *argtypes: Any) -> Any:
+def glibc(name: str, *argtypes: Any) -> Any:
     """glibc's function ``name`` (returning int, taking ``argtypes``), or None (not Linux, not glibc);
-    looked up once."""
+    looked up once: the package's one place that loads the C library (``malloc_trim``, ``mallopt``,
+    ``madvise``, ``sync_file_range``)."""
     if sys.platform != "linux":  # pragma: no cover - not Linux
         return None
     try:
@@ -65,7 +66,7 @@ def release_free_memory(collect: bool = True) -> bool:
     cycles: a full collection traverses every object of the process, 0.2-0.3 s in a run)."""
     if collect:
         gc.collect()
-    trim = _glibc("malloc_trim", ctypes.c_size_t)
+    trim = glibc("malloc_trim", ctypes.c_size_t)
     if trim is None:  # pragma: no cover - not glibc
         return False
     trim(0)
@@ -79,7 +80,7 @@ def map_large_arrays(threshold: int = MMAP_THRESHOLD) -> bool:
     raises the first; left at its 128 KiB default, every free of a few hundred KiB at the heap's top
     would hand the pages back and the next request fault them in again).
     Changes no value. True where glibc took it, False elsewhere."""
-    mallopt = _glibc("mallopt", ctypes.c_int, ctypes.c_int)
+    mallopt = glibc("mallopt", ctypes.c_int, ctypes.c_int)
     if mallopt is None:  # pragma: no cover - not glibc
         return False
     return mallopt(_M_MMAP_THRESHOLD, int(threshold)) == 1 and mallopt(_M_TRIM_THRESHOLD, 2 * int(threshold)) == 1

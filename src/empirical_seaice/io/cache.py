@@ -23,6 +23,7 @@ come back as read-only ``numpy.memmap`` views (``np.load(mmap_mode="r")``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import errno
 import fcntl
@@ -32,7 +33,6 @@ import logging
 import mmap
 import os
 import shutil
-import sys
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -44,6 +44,7 @@ import numpy as np
 from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io.transaction import LOCK_PREFIX, fault_point, pid_alive
+from empirical_seaice.memory import glibc
 from empirical_seaice.observations import PER_CHANNEL_FIELDS, PER_OBS_FIELDS, BackgroundMaps, Observations
 from empirical_seaice.sensors import build_channel_basis, load_catalogue
 
@@ -255,20 +256,7 @@ _POPULATE_MIN_BYTES = 1 << 24
 _MADV_POPULATE_WRITE = 23  # Linux 5.14
 
 
-def _libc_madvise() -> Any:
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.madvise
-    except (OSError, AttributeError):  # pragma: no cover - not a Unix libc
-        return None
-    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_madvise: Any = _libc_madvise() if sys.platform.startswith("linux") else None
+_madvise: Any = glibc("madvise", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
 def _populate(arr: np.ndarray) -> None:
@@ -282,19 +270,7 @@ def _populate(arr: np.ndarray) -> None:
     _madvise(start, arr.ctypes.data + arr.nbytes - start, _MADV_POPULATE_WRITE)
 
 
-def _libc_sync_file_range() -> Any:
-    try:
-        import ctypes
-
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):  # pragma: no cover - not Linux's libc
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_sync_file_range: Any = _libc_sync_file_range() if sys.platform.startswith("linux") else None
+_sync_file_range: Any = glibc("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 _SYNC_FILE_RANGE_WRITE = 2
 
 
