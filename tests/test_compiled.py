@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import platform
+import re
+import sys
+
 import numpy as np
 import pytest
 
@@ -192,6 +196,28 @@ def test_populate_behind_keeps_the_values():
     assert float(a.sum(dtype=np.float64)) == 2.5 * a.size
     np.testing.assert_array_equal(b, np.arange(3 << 20, dtype=np.float64))
     assert compiled.populate_behind(np.zeros(10)) is None  # under 4 MiB: nothing to do
+
+
+def _resident_mib() -> float:
+    import os
+
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _linux_at_least(major: int, minor: int) -> bool:
+    found = re.match(r"(\d+)\.(\d+)", platform.release())
+    return sys.platform.startswith("linux") and found is not None and tuple(map(int, found.groups())) >= (major, minor)
+
+
+@pytest.mark.skipif(not _linux_at_least(5, 14), reason="MADV_POPULATE_WRITE needs Linux 5.14")
+def test_populate_behind_brings_the_pages_in_before_any_write():
+    fresh = np.empty((64 << 20) // 8)  # 64 MiB never written: no page of it resident yet
+    before = _resident_mib()
+    thread = compiled.populate_behind(fresh)
+    assert thread is not None
+    thread.join()
+    assert _resident_mib() - before > 60  # faulted in by the thread alone
 
 
 def test_a_kernel_whose_cache_cannot_be_written_runs_with_a_warning(monkeypatch, caplog):
