@@ -3,6 +3,7 @@ straight from memory-mapped arrays, and drops the pages it read."""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import replace
 
 import numpy as np
@@ -150,7 +151,9 @@ def test_float64_tables_stay_on_the_tensor_path(monkeypatch):
     assert torch.equal(t64.floats, ref.floats)
 
 
-@pytest.mark.skipif(packing.HAVE_NUMBA and packing.numba.config.NUMBA_NUM_THREADS < 2, reason="numba has one thread")
+@pytest.mark.skipif(
+    packing.HAVE_NUMBA and importlib.import_module("numba").config.NUMBA_NUM_THREADS < 2, reason="numba has one thread"
+)
 def test_packing_keeps_the_runs_thread_count():
     # numba's OpenMP layer, once its parallel loop is large enough to use its whole team, left that
     # team's size (all cores) as the count torch's intra-op pool reads: the tensor and fused steps

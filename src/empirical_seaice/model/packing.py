@@ -32,7 +32,6 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 try:
-    import numba
     from numba import prange
 
     from empirical_seaice.compiled import njit
@@ -42,6 +41,7 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     HAVE_NUMBA = False
 
 from empirical_seaice.observations import Observations
+from empirical_seaice.threads import numba_threads
 
 CHUNK = 1 << 18
 """Observations packed per call (bounds the per-observation angle temporaries and the resident cache pages)."""
@@ -140,12 +140,8 @@ def pack_floats(
     without numba or for another dtype (the tensor path packs those)."""
     if not HAVE_NUMBA or out.dtype != np.float32:
         return False
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
-    try:
+    with numba_threads(threads):
         _pack_all(obs, out, bits, slices, angles, chunk)
-    finally:
-        numba.set_num_threads(before)
     return True
 
 

@@ -29,18 +29,17 @@ as the whole-array writers would have written them then.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from empirical_seaice.io import outputs as out
 from empirical_seaice.observations import Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.health import ObservationChecks
+from empirical_seaice.threads import numba_threads, torch_threads
 
 
 @dataclass
@@ -80,24 +79,6 @@ class _Sums:
         return diag.cost_from_sums(self.network, self.departures.obs_sum, self.anchor, nobs_total)
 
 
-@contextlib.contextmanager
-def _compute_on_one_thread() -> Iterator[None]:
-    """The compiled forward pass on this thread alone while the pass writes its files: on a machine
-    of few cores its other OpenMP threads only compete with the compressing threads (the
-    per-observation results do not depend on the number of threads)."""
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - without numba the tensor path computes
-        yield
-        return
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(before)
-
-
 class _PackedOnOneThread:
     """The blocks of an :class:`~empirical_seaice.model.tensors.ObservationBlocks` packed on the
     calling thread alone (the packing takes the torch thread count; the same values on any number),
@@ -108,12 +89,8 @@ class _PackedOnOneThread:
         self._blocks = blocks
 
     def block(self, start: int, stop: int) -> Any:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with torch_threads(1):
             return self._blocks.block(start, stop)
-        finally:
-            torch.set_num_threads(threads)
 
 
 def initial_pass(
@@ -161,7 +138,7 @@ def final_pass(
         files: dict[str, Any] = {}
         if write:
             assert held is not None and paths is not None
-            stack.enter_context(_compute_on_one_thread())
+            stack.enter_context(numba_threads(1))  # the forward pass: the other cores compress
             lon, lat = lonlat
             files["tbobs"] = stack.enter_context(out.open_tbobs(held.path(paths["tbobs"]), obs, lon, lat))
             files["tbsim"] = stack.enter_context(out.open_tb(held.path(paths["tbsim"]), obs.nobs, obs.basis, "tbsim"))

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.threads import torch_threads
 
 
 def resolve_device(name: str) -> torch.device:
@@ -90,15 +91,13 @@ def reproducible_mode(enabled: bool, seed: int) -> Iterator[None]:
         return
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_threads = torch.get_num_threads()
     torch.manual_seed(int(seed))
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(prev_det)
-        torch.set_num_threads(prev_threads)
+    with torch_threads(1):
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(prev_det)
 
 
 def own_storage(network: torch.nn.Module) -> int:

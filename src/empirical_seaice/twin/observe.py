@@ -22,30 +22,26 @@ def _simulate(sic, emis_ice, t_skin, emis_ocean, tau, td, tu, tau_c, td_c, tu_c,
     import torch
 
     from empirical_seaice.model.physics import simulate_tb
+    from empirical_seaice.threads import torch_threads
 
     t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small element-wise work: thread start-up costs more than it saves
-    try:
-        with torch.no_grad():
-            tb = simulate_tb(
-                sic=t(sic),
-                emis_ice=t(emis_ice),
-                t_skin_k=t(t_skin),
-                emis_ocean=t(emis_ocean),
-                ocean_t_floor_k=T_FREEZE_SEAWATER_K,
-                tau=t(tau),
-                t_down_k=t(td),
-                t_up_k=t(tu),
-                tau_cld=t(tau_c),
-                t_down_cld_k=t(td_c),
-                t_up_cld_k=t(tu_c),
-                cloud_fraction=t(cloud),
-                bias_ice_k=t(b_ice),
-                bias_ocean_k=t(b_ocean),
-            )
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(1), torch.no_grad():  # small element-wise work: thread start-up costs more than it saves
+        tb = simulate_tb(
+            sic=t(sic),
+            emis_ice=t(emis_ice),
+            t_skin_k=t(t_skin),
+            emis_ocean=t(emis_ocean),
+            ocean_t_floor_k=T_FREEZE_SEAWATER_K,
+            tau=t(tau),
+            t_down_k=t(td),
+            t_up_k=t(tu),
+            tau_cld=t(tau_c),
+            t_down_cld_k=t(td_c),
+            t_up_cld_k=t(tu_c),
+            cloud_fraction=t(cloud),
+            bias_ice_k=t(b_ice),
+            bias_ocean_k=t(b_ocean),
+        )
     return tb.numpy()
 
 
