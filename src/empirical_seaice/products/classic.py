@@ -67,7 +67,7 @@ def grid_daily_mean_tb(obs: Observations, channels: Sequence[str], isensor: int)
     total = np.zeros((ncell, len(cols)))
     count = np.zeros((ncell, len(cols)), dtype=np.int32)
     lo, hi = kernels.sensor_rows(np.asarray(obs.isensor), len(obs.basis.sensor_names))
-    _daily_sums(obs, cols, isensor, int(lo[isensor]), int(hi[isensor]), total, count, kernels.cell_sums_grid_major)
+    _daily_sums(obs, cols, isensor, int(lo[isensor]), int(hi[isensor]), total, count, grid_major=True)
     kernels.means_in_place(total, count)
     return total.reshape(obs.ngrid, obs.nstep, len(cols))
 
@@ -97,17 +97,17 @@ def _daily_sums(
     hi: int,
     total: np.ndarray,
     count: np.ndarray,
-    kernel: Any = None,
+    grid_major: bool = False,
 ) -> None:
     """Add sensor ``isensor``'s valid TBs of columns ``cols`` in rows ``lo:hi`` to ``total`` and ``count``,
-    block by block in observation order, with ``kernel`` (:func:`.classic_kernels.cell_sums`, the
-    step-block table, when None)."""
-    kernel = kernels.cell_sums if kernel is None else kernel
+    block by block in observation order (:func:`.classic_kernels.cell_sums`: the step-block table, or
+    with ``grid_major`` the grid-major one)."""
     for start in range(lo, hi, _BLOCK):
         rows = slice(start, min(start + _BLOCK, hi))
-        kernel(
+        kernels.cell_sums(
             np.asarray(obs.isensor[rows]), np.asarray(obs.igrid[rows]), np.asarray(obs.istep[rows]),
             np.asarray(obs.tb_obs_k[rows]), np.asarray(obs.mask[rows]), cols, isensor, obs.ngrid, total, count,
+            grid_major,
         )  # fmt: skip
         obs.release(rows)
 

@@ -15,7 +15,7 @@ sums. Two things make the pass fast without changing a value:
   spread over the whole table as in the grid-major order (a cache and TLB miss per observation).
 
 :func:`.classic.grid_daily_mean_tb` (the open-water filter, the fair algorithms), whose callers want the
-grid-major means of a few channels, sums into a grid-major table instead (:func:`cell_sums_grid_major`,
+grid-major means of a few channels, sums into a grid-major table instead (:func:`cell_sums` ``grid_major``,
 the means in place: no second table), still over the sensor's rows only.
 
 :func:`classic_tiles` then applies NASA Team and Bootstrap to each cell's means in the table's
@@ -93,28 +93,17 @@ def _sensor_rows_py(isensor, nsensor):  # pragma: no cover - compiled
     return lo, hi
 
 
-def _cell_sums_py(isensor, igrid, istep, tb, mask, cols, s, ngrid, total, count):  # pragma: no cover - compiled
+def _cell_sums_py(isensor, igrid, istep, tb, mask, cols, s, ngrid, total, count, grid_major):  # pragma: no cover
     """Add the valid TBs of sensor ``s`` (columns ``cols``) of a block to their cell's ``total`` (float64,
-    in observation order, as ``numpy.bincount`` sums) and ``count``; rows of :func:`cell_index`."""
-    for i in range(isensor.shape[0]):
-        if isensor[i] != s:
-            continue
-        cell = _cell_index(np.int64(igrid[i]), np.int64(istep[i]), ngrid)
-        for j in range(cols.shape[0]):
-            c = cols[j]
-            if mask[i, c]:
-                total[cell, j] += np.float64(tb[i, c])
-                count[cell, j] += 1
-
-
-def _cell_sums_grid_major_py(isensor, igrid, istep, tb, mask, cols, s, ngrid, total, count):  # pragma: no cover
-    """:func:`cell_sums` into a grid-major table (row ``g * nstep + t``, ``nstep = total.shape[0] // ngrid``),
-    the layout :func:`.classic.grid_daily_mean_tb` returns."""
+    in observation order, as ``numpy.bincount`` sums) and ``count``: rows of :func:`cell_index`, or with
+    ``grid_major`` rows ``g * nstep + t`` (``nstep = total.shape[0] // ngrid``), the layout
+    :func:`.classic.grid_daily_mean_tb` returns."""
     nstep = total.shape[0] // ngrid
     for i in range(isensor.shape[0]):
         if isensor[i] != s:
             continue
-        cell = np.int64(igrid[i]) * nstep + np.int64(istep[i])
+        g, t = np.int64(igrid[i]), np.int64(istep[i])
+        cell = g * nstep + t if grid_major else _cell_index(g, t, ngrid)
         for j in range(cols.shape[0]):
             c = cols[j]
             if mask[i, c]:
@@ -226,7 +215,6 @@ def _sensor_mean_py(sums, counts, out):  # pragma: no cover - compiled
 
 sensor_rows: Any
 cell_sums: Any
-cell_sums_grid_major: Any
 means_in_place: Any
 classic_tiles: Any
 sensor_mean: Any
@@ -241,14 +229,13 @@ try:
     _bootstrap_cell = njit(**_opts)(_bootstrap_cell_py)
     sensor_rows = njit(**_opts)(_sensor_rows_py)
     cell_sums = njit(**_opts)(_cell_sums_py)
-    cell_sums_grid_major = njit(**_opts)(_cell_sums_grid_major_py)
     means_in_place = njit(**_opts)(_means_in_place_py)
     classic_tiles = njit(**_opts)(_classic_tiles_py)
     sensor_mean = njit(**_opts)(_sensor_mean_py)
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     _cell_index = _cell_index_py
     _mean, _clip01, _nasa_team_cell, _bootstrap_cell = _mean_py, _clip01_py, _nasa_team_cell_py, _bootstrap_cell_py
-    sensor_rows, cell_sums, cell_sums_grid_major = _sensor_rows_py, _cell_sums_py, _cell_sums_grid_major_py
+    sensor_rows, cell_sums = _sensor_rows_py, _cell_sums_py
     means_in_place = _means_in_place_py
     classic_tiles, sensor_mean = _classic_tiles_py, _sensor_mean_py
 
@@ -260,7 +247,6 @@ __all__ = [
     "bootstrap_table",
     "sensor_rows",
     "cell_sums",
-    "cell_sums_grid_major",
     "means_in_place",
     "classic_tiles",
     "sensor_mean",
