@@ -118,13 +118,11 @@ def classic_scores(
     the trained SIC and each classic algorithm: (number of points, name -> {rmse, bias, n}).
 
     ``counts``: the observations per cell (the gridded product's ``nobs_cell``), which gives the
-    observed points without reading the observations again. The RMSE is :func:`.classic.sic_rmse`'s
-    (the same arrays summed), from the one difference array that also gives the bias."""
+    observed points without reading the observations again. The RMSE is :func:`.classic.sic_rmse`."""
     from empirical_seaice.products.diagnostics import observed_cells
 
     cells = observed_cells(obs, counts)
     ts = _at(truth.sic, cells, obs.nstep)
-    ts_ok = np.isfinite(np.asarray(ts, dtype=np.float64))
     nlag = background.nlag
     ests = {
         "background": _at(background.sic, cells, obs.nstep, nlag),
@@ -135,10 +133,9 @@ def classic_scores(
     for name, est in ests.items():
         est = np.asarray(est, dtype=np.float64)
         d = est - ts
-        both = np.isfinite(est) & ts_ok  # sic_rmse's points
         ok = np.isfinite(d)
         out[name] = {
-            "rmse": float(np.sqrt(np.mean(d[both] ** 2))) if both.any() else float("nan"),
+            "rmse": classic.sic_rmse(est, ts),
             "bias": float(d[ok].mean()) if ok.any() else float("nan"),
             "n": int(ok.sum()),
         }
@@ -175,8 +172,11 @@ def classic_summary(
     return [f"SIC RMSE vs truth ({npts} grid-steps): " + ", ".join(parts)]
 
 
-def _open_water_filtered(network, obs, background, output, tag, data_cfg, truth) -> tuple[list[Path], list[str]]:
-    """``seaice_filtered_TAG.nc`` and its summary line (the SIC RMSE vs truth with the filter)."""
+def _open_water_filtered(
+    network, obs, background, output, tag, data_cfg, truth, counts: np.ndarray | None = None
+) -> tuple[list[Path], list[str]]:
+    """``seaice_filtered_TAG.nc`` and its summary line (the SIC RMSE vs truth with the filter; ``counts``:
+    the gridded product's observations per cell, which give the observed points without another pass)."""
     from empirical_seaice.io import outputs as out
     from empirical_seaice.products.diagnostics import observed_points
     from empirical_seaice.products.open_water_filter import filter_sic, open_water_mask
@@ -199,7 +199,7 @@ def _open_water_filtered(network, obs, background, output, tag, data_cfg, truth)
     )
     lines = []
     if truth is not None:
-        g, t = observed_points(obs)
+        g, t = observed_points(obs, counts)
         ts = np.asarray(truth.sic)[g, t]
         before = classic.sic_rmse(sic[g, t + st.nlag], ts)
         after = classic.sic_rmse(filtered[g, t + st.nlag], ts)
@@ -288,7 +288,9 @@ def write_products(
         lines += lines_c
     if options.open_water_filter:
         stage("open-water filter")
-        files_owf, lines_owf = _open_water_filtered(network, obs, background, output, tag, data_cfg, truth)
+        files_owf, lines_owf = _open_water_filtered(
+            network, obs, background, output, tag, data_cfg, truth, inputs.nobs_cell
+        )
         files += files_owf
         lines += lines_owf
     if options.plots:
