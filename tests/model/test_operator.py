@@ -471,10 +471,14 @@ def test_row_count_pass_equals_bincount(nlag, dtype):
     rng = np.random.default_rng(nlag)
     ngrid, nstep = 37, 23
     g, t = rng.integers(0, ngrid, 5000).astype(dtype), rng.integers(0, nstep, 5000).astype(dtype)
-    got = (np.zeros(ngrid * (nstep + nlag)), np.zeros(ngrid * nstep))
-    want = (np.zeros(ngrid * (nstep + nlag)), np.zeros(ngrid * nstep))
-    _count_rows(g, t, nlag, nstep + nlag, nstep, *got)
-    _count_rows_numpy(g, t, nlag, nstep + nlag, nstep, *want)
-    np.testing.assert_array_equal(got[0], want[0])
-    np.testing.assert_array_equal(got[1], want[1])
-    assert got[0].sum() == 5000 * (nlag + 1) and got[1].sum() == 5000
+    index = np.flatnonzero(rng.random(5000) < 0.7)
+    for rows, every, n in ((np.zeros(0, np.int64), True, 5000), (index, False, index.size)):
+        got = (np.zeros(ngrid * (nstep + nlag)), np.zeros(ngrid * nstep))
+        want = (np.zeros(ngrid * (nstep + nlag)), np.zeros(ngrid * nstep))
+        assert _count_rows(g, t, rows, every, ngrid, nstep, nlag, *got)
+        assert _count_rows_numpy(g, t, rows, every, ngrid, nstep, nlag, *want)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        assert got[0].sum() == n * (nlag + 1) and got[1].sum() == n
+    g[index[3]] = ngrid  # outside the state: nothing counted, the caller raises
+    assert not _count_rows(g, t, index, False, ngrid, nstep, nlag, *got)

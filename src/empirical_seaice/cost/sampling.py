@@ -70,24 +70,41 @@ class RowCounts:
         return int(np.count_nonzero(c))
 
 
-def _count_rows_py(g, t, nlag, ncol, nstep, sic, grid):
-    """Add 1 to ``sic[g ncol + t + nlag - lag]`` for ``lag = 0 .. nlag`` and to ``grid[g nstep + t]`` for
-    every observation (``g``, ``t``): one pass (compiled below), the counts ``np.bincount`` gives (whole
-    numbers, exact in float64 in any order)."""
-    for i in range(g.size):
-        b = g[i] * ncol + t[i] + nlag
-        for lag in range(nlag + 1):
-            sic[b - lag] += 1.0
-        grid[g[i] * nstep + t[i]] += 1.0
+def _count_rows_py(g, t, index, every, ngrid, nstep, nlag, sic, grid):
+    """Count the observations ``index`` (all of them where ``every``) into ``grid[g nstep + t]`` and, through
+    the lag window, ``sic[g ncol + t + nlag - lag]`` for ``lag = 0 .. nlag`` (``ncol = nstep + nlag``): whole
+    numbers, the counts ``np.bincount`` gives (exact in float64 in any order). One pass over the observations
+    (compiled below) into time-major counts, so that a day's observations (the data's order) land in one
+    step's ngrid counts instead of one SIC row each across the grid-major map; then both maps from them.
+    Returns False (nothing counted) where a ``g`` or ``t`` is outside ``0 .. ngrid - 1``, ``0 .. nstep - 1``."""
+    ncol = nstep + nlag
+    per_step = np.zeros(nstep * ngrid, dtype=np.int32)  # counts < 2**31
+    n = g.size if every else index.size
+    for k in range(n):
+        i = k if every else index[k]
+        gi, ti = g[i], t[i]
+        if gi < 0 or gi >= ngrid or ti < 0 or ti >= nstep:
+            return False
+        per_step[ti * ngrid + gi] += 1
+    for gi in range(ngrid):
+        for ti in range(nstep):
+            c = np.float64(per_step[ti * ngrid + gi])
+            grid[gi * nstep + ti] = c
+            for lag in range(nlag + 1):
+                sic[gi * ncol + ti + nlag - lag] += c
+    return True
 
 
-def _count_rows_numpy(g, t, nlag, ncol, nstep, sic, grid):  # pragma: no cover - where numba is absent
+def _count_rows_numpy(g, t, index, every, ngrid, nstep, nlag, sic, grid):  # pragma: no cover - without numba
     """:func:`_count_rows_py` with ``np.bincount``, one pass per lag."""
-    g, t = g.astype(np.int64), t.astype(np.int64)
-    base = g * ncol + t + nlag
+    g, t = (a.astype(np.int64) if every else a[index].astype(np.int64) for a in (g, t))
+    if g.size and (g.min() < 0 or g.max() >= ngrid or t.min() < 0 or t.max() >= nstep):
+        return False
+    base = g * (nstep + nlag) + t + nlag
     for lag in range(nlag + 1):
         sic += np.bincount(base - lag, minlength=sic.size)
     grid += np.bincount(g * nstep + t, minlength=grid.size)
+    return True
 
 
 _count_rows: Any
@@ -117,17 +134,20 @@ def build_row_counts(
         ``igrid`` or ``istep`` outside the state (0..ngrid-1, 0..nstep-1).
     """
     g, t = (a if a.dtype.kind == "i" else a.astype(np.int64) for a in (np.asarray(obs.igrid), np.asarray(obs.istep)))
-    if index is not None:  # the reader's int32 gathered as they are (the pass counts in int64)
-        g, t = g[index], t[index]
-    if g.size and (g.min() < 0 or g.max() >= ngrid):
-        raise SeaIceError(f"Observations.igrid: expected 0 <= igrid < ngrid={ngrid}, got range {g.min()}..{g.max()}")
-    if t.size and (t.min() < 0 or t.max() >= nstep):
-        raise SeaIceError(f"Observations.istep: expected 0 <= istep < nstep={nstep}, got range {t.min()}..{t.max()}")
+    every = index is None
+    rows = np.zeros(0, dtype=np.int64) if index is None else np.asarray(index, dtype=np.int64)
     ncol = nstep + nlag
     sic = np.zeros(ngrid * ncol, dtype=np.float64)
     grid = np.zeros(ngrid * nstep, dtype=np.float64)
-    _count_rows(g, t, nlag, ncol, nstep, sic, grid)
-    return RowCounts(sic=sic, grid=grid, nobs=int(g.size), nlag=nlag, ngrid=ngrid, nstep=nstep)
+    if not _count_rows(g, t, rows, every, ngrid, nstep, nlag, sic, grid):
+        if not every:  # the counted observations' range (the message's)
+            g, t = g[rows], t[rows]
+        if g.min() < 0 or g.max() >= ngrid:
+            raise SeaIceError(
+                f"Observations.igrid: expected 0 <= igrid < ngrid={ngrid}, got range {g.min()}..{g.max()}"
+            )
+        raise SeaIceError(f"Observations.istep: expected 0 <= istep < nstep={nstep}, got range {t.min()}..{t.max()}")
+    return RowCounts(sic=sic, grid=grid, nobs=int(g.size if every else rows.size), nlag=nlag, ngrid=ngrid, nstep=nstep)
 
 
 __all__ = ["RowCounts", "build_row_counts"]

@@ -5,7 +5,8 @@ once, straight from the run's arrays (the memory-mapped ``.npy`` cache in a
 normal run), and each packed value written once, with no temporary array of
 the observations' size. Per row (columns as in ``ObservationTensors``):
 
-- ``t_skin_k``, ``wind_ms``, ``cloud_fraction``, ``cos2_scan``, ``cos_view``;
+- ``t_skin_k``, ``wind_ms``, ``cloud_fraction``, ``cos2_scan``, ``cos_view`` (:class:`SensorAngles`: the
+  sensor's value, looked up by ``isensor`` in the pass, or a cross-track sensor's per row, computed per chunk);
 - per channel ``tb_obs_k``, ``emis_water``;
 - the effective all-sky atmosphere of
   :func:`empirical_seaice.model.physics.effective_atmosphere`, with ``f`` the
@@ -13,8 +14,8 @@ the observations' size. Per row (columns as in ``ObservationTensors``):
   ``D* = (1 - f) tau T_down + f tau_cld T_down_cld`` (K),
   ``K = D* + (1 - f) T_up + f T_up_cld`` (K).
 
-The channel mask goes into the integer table as bits (:func:`mask_words`; bit ``c mod 32`` of
-word ``c // 32`` for channel ``c``), 4 bytes per observation instead of a float per channel.
+The integer table gets ``igrid``, ``istep``, ``isensor`` and the channel mask as bits (:func:`mask_words`;
+bit ``c mod 32`` of word ``c // 32`` for channel ``c``), 4 bytes per observation instead of a float per channel.
 Non-finite inputs (NaN, inf) count as 0, as in the tensor path. The
 float32 table is the tensor path's bit for bit (tested): the products
 ``tau T_down`` are rounded to float32 and each ``lerp`` is rounded as torch's
@@ -28,6 +29,7 @@ does not hold the cache in memory beside the table.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,26 +60,54 @@ def _lerp(a, b, w):
 
 
 def _pack_rows(  # noqa: PLR0913 - one array per packed field
-    out, bits, cols, t_skin, wind, cloud, cos2, cosv, tb, mask, ew, tau, tdown, tup, taucld, tdowncld, tupcld
+    out,
+    ints,
+    cols,
+    isensor,
+    igrid,
+    istep,
+    t_skin,
+    wind,
+    cloud,
+    angle_s,
+    cos2,
+    cosv,
+    tb,
+    mask,
+    ew,
+    tau,
+    tdown,
+    tup,
+    taucld,
+    tdowncld,
+    tupcld,
 ):
-    """Fill ``out[i, :]`` and the mask words ``bits[i, :]`` for every row ``i`` of the inputs (see the
-    module docstring). ``cols``: the first column of t_skin, wind, cloud, cos2_scan, cos_view,
-    tb_obs_k, emis_water, tau_eff, down_eff_k, const_k."""
+    """Fill ``out[i, :]`` and ``ints[i, :]`` (``igrid``, ``istep``, ``isensor``, then the mask words) for every
+    row ``i`` of the inputs (see the module docstring). ``cols``: the first column of t_skin, wind, cloud,
+    cos2_scan, cos_view, tb_obs_k, emis_water, tau_eff, down_eff_k, const_k. ``angle_s`` (3, nsensor)
+    float64: per sensor its rows' ``cos2_scan`` and ``cos_view``, and whether its rows take theirs from
+    ``cos2``, ``cosv`` (per row: a cross-track sensor's) instead (1.0) or not (0.0)."""
     n, nc = tb.shape
     zero = np.float32(0.0)
+    nw = ints.shape[1] - 3  # the columns before the mask words: igrid, istep, isensor (tensors.INT_FIELDS)
     for i in prange(n):
-        for w in range(bits.shape[1]):
+        ints[i, 0] = igrid[i]
+        ints[i, 1] = istep[i]
+        ints[i, 2] = isensor[i]
+        for w in range(nw):
             word = 0
             for c in range(32 * w, min(32 * w + 32, nc)):
                 if mask[i, c]:
                     word |= 1 << (c - 32 * w)
-            bits[i, w] = word  # truncated to int32: bit 31 is the sign bit
+            ints[i, 3 + w] = word  # truncated to int32: bit 31 is the sign bit
+        s = isensor[i]
+        rowwise = angle_s[2, s] != 0.0
         f = np.float32(cloud[i]) if np.isfinite(cloud[i]) else zero
         out[i, cols[0]] = t_skin[i] if np.isfinite(t_skin[i]) else zero
         out[i, cols[1]] = wind[i] if np.isfinite(wind[i]) else zero
         out[i, cols[2]] = f
-        out[i, cols[3]] = cos2[i]
-        out[i, cols[4]] = cosv[i]
+        out[i, cols[3]] = cos2[i] if rowwise else angle_s[0, s]
+        out[i, cols[4]] = cosv[i] if rowwise else angle_s[1, s]
         for c in range(nc):
             out[i, cols[5] + c] = tb[i, c] if np.isfinite(tb[i, c]) else zero
             out[i, cols[6] + c] = ew[i, c] if np.isfinite(ew[i, c]) else zero
@@ -122,48 +152,68 @@ def mask_words(mask: np.ndarray) -> np.ndarray:
     return words.view(np.int32)
 
 
+@dataclass(frozen=True)
+class SensorAngles:
+    """The ``cos2_scan`` and ``cos_view`` columns of the packed table, by sensor.
+
+    ``table`` (3, nsensor) float64: per sensor the value of its rows' ``cos2_scan``, of their ``cos_view``,
+    and 1.0 where its rows have their own (a cross-track sensor: from each row's zenith angle), else 0.0.
+    ``rows(rows)``: the ``cos2_scan`` and ``cos_view`` (float64) of the observations ``rows`` (a slice),
+    read for the rows of the sensors marked 1.0; None when no sensor is marked.
+    """
+
+    table: np.ndarray
+    rows: Callable[[slice], tuple[np.ndarray, np.ndarray]] | None = None
+
+
 def pack_floats(
     obs: Observations,
     out: np.ndarray,
-    bits: np.ndarray,
+    ints: np.ndarray,
     slices: Mapping[str, tuple[int, int | None]],
-    angles: Callable[[slice], tuple[np.ndarray, np.ndarray]],
+    angles: SensorAngles,
     chunk: int = CHUNK,
     threads: int = 1,
 ) -> bool:
     """Pack every observation of ``obs`` into the float32 table ``out`` (nobs, ncol) with the
-    columns of ``slices`` (field -> (first column, end or None)) and its channel mask into the int32
-    words ``bits`` (nobs, ceil(nchan / 32)) (:func:`mask_words`); ``angles(rows)`` gives the
-    ``cos2_scan`` and ``cos_view`` of the rows, on ``threads`` threads (at most numba's maximum;
-    the run's thread count: numba's OpenMP layer leaves the count of its last parallel loop as the
+    columns of ``slices`` (field -> (first column, end or None)) and into the int32 table ``ints``
+    (nobs, 3 + ceil(nchan / 32)): ``igrid``, ``istep``, ``isensor`` (the tensors' ``INT_FIELDS``), then
+    the channel mask's words (:func:`mask_words`). ``angles``: the ``cos2_scan`` and ``cos_view`` of each
+    sensor's rows (:class:`SensorAngles`). On ``threads`` threads (at most numba's maximum; the run's
+    thread count: numba's OpenMP layer leaves the count of its last parallel loop as the
     process's OpenMP count, which torch's intra-op pool then uses). Returns False (nothing done)
     without numba or for another dtype (the tensor path packs those)."""
     if not HAVE_NUMBA or out.dtype != np.float32:
         return False
     with numba_threads(threads):
-        _pack_all(obs, out, bits, slices, angles, chunk)
+        _pack_all(obs, out, ints, slices, angles, chunk)
     return True
 
 
 def _pack_all(
     obs: Observations,
     out: np.ndarray,
-    bits: np.ndarray,
+    ints: np.ndarray,
     slices: Mapping[str, tuple[int, int | None]],
-    angles: Callable[[slice], tuple[np.ndarray, np.ndarray]],
+    angles: SensorAngles,
     chunk: int,
 ) -> None:
     """:func:`pack_floats`' chunks, compiled."""
     cols = np.array([slices[name][0] for name in _COLUMNS], dtype=np.int64)
+    table = np.ascontiguousarray(angles.table, dtype=np.float64)
+    none = np.zeros(0, dtype=np.float64)
     for start in range(0, obs.nobs, chunk):
         rows = slice(start, min(start + chunk, obs.nobs))
-        cos2, cosv = (np.ascontiguousarray(a, dtype=np.float64) for a in angles(rows))
+        cos2, cosv = none, none
+        if angles.rows is not None:
+            cos2, cosv = (np.ascontiguousarray(a, dtype=np.float64) for a in angles.rows(rows))
         _pack_rows(
-            out[rows], bits[rows], cols, obs.t_skin_k[rows], obs.wind_ms[rows], obs.cloud_fraction[rows], cos2, cosv,
-            obs.tb_obs_k[rows], obs.mask[rows], obs.emis_water[rows], obs.tau[rows], obs.t_down_k[rows],
-            obs.t_up_k[rows], obs.tau_cld[rows], obs.t_down_cld_k[rows], obs.t_up_cld_k[rows],
+            out[rows], ints[rows], cols, obs.isensor[rows], obs.igrid[rows], obs.istep[rows], obs.t_skin_k[rows],
+            obs.wind_ms[rows], obs.cloud_fraction[rows], table, cos2, cosv, obs.tb_obs_k[rows], obs.mask[rows],
+            obs.emis_water[rows], obs.tau[rows], obs.t_down_k[rows], obs.t_up_k[rows], obs.tau_cld[rows],
+            obs.t_down_cld_k[rows], obs.t_up_cld_k[rows],
         )  # fmt: skip
         obs.release(rows)
 
 
-__all__ = ["pack_floats", "mask_words", "CHUNK", "HAVE_NUMBA"]
+__all__ = ["pack_floats", "mask_words", "SensorAngles", "CHUNK", "HAVE_NUMBA"]

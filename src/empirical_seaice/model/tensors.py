@@ -18,7 +18,7 @@ from torch import Tensor
 
 from empirical_seaice.compiled import empty_huge
 from empirical_seaice.model import physics
-from empirical_seaice.model.packing import mask_words, pack_floats
+from empirical_seaice.model.packing import SensorAngles, mask_words, pack_floats
 from empirical_seaice.observations import Observations
 
 PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction", "cos2_scan", "cos_view")
@@ -127,9 +127,8 @@ class ObservationTensors:
         for name in PACKED_CHANNEL_FIELDS:
             self._slices[name] = (col, col + nc)
             col += nc
-        angles = lambda rows: (_cos2_scan(obs, rows, np.float64).numpy(), _cos_view(obs, rows).numpy())  # noqa: E731
         threads = torch.get_num_threads()
-        compiled = pack_floats(obs, floats.numpy(), ints_np[:, MASK_COLUMN:], self._slices, angles, threads=threads)
+        compiled = pack_floats(obs, floats.numpy(), ints_np, self._slices, _sensor_angles(obs), threads=threads)
         torch.set_num_threads(threads)  # the run's count, whatever numba's OpenMP loop left behind
         for start in range(0, 0 if compiled else n, self._CHUNK):
             rows = slice(start, min(start + self._CHUNK, n))
@@ -149,7 +148,7 @@ class ObservationTensors:
             for name, value in zip(("tau_eff", "down_eff_k", "const_k"), atmosphere, strict=True):
                 a, b = self._slices[name]
                 block[:, a:b] = value
-        for k, name in enumerate(INT_FIELDS):  # int32: grid points, steps and sensors < 2**31
+        for k, name in enumerate(() if compiled else INT_FIELDS):  # int32: grid points, steps and sensors < 2**31
             ints_np[:, k] = getattr(obs, name)
         ints = torch.from_numpy(ints_np)
         self._bit = torch.arange(nc, dtype=torch.int32, device=self.device)
@@ -220,6 +219,20 @@ class ObservationBlocks:
             self._buffers = (part.floats.numpy(), part.ints.numpy())
         part.row0 = start
         return part
+
+
+def _sensor_angles(obs: Observations) -> SensorAngles:
+    """The ``cos2_scan`` and ``cos_view`` of each sensor's rows for the compiled packing: a conical sensor's
+    are one value each (1 and the cosine of its incidence angle, as :func:`_cos2_scan` and :func:`_cos_view`
+    compute them; elementwise, so the same bits), a cross-track sensor's are computed per row, from ``ZENITH``."""
+    basis = obs.basis
+    inc = np.array([basis.sensor(s).incidence_deg for s in range(basis.nsensor)], dtype=np.float64)
+    cos_view = np.cos(np.radians(inc))
+    cross = np.zeros(basis.nsensor, dtype=bool) if basis.cross_track is None else np.asarray(basis.cross_track, bool)
+    table = np.stack([np.ones(basis.nsensor), np.where(np.isfinite(cos_view), cos_view, 1.0), cross.astype(np.float64)])
+    if not cross.any():
+        return SensorAngles(table)
+    return SensorAngles(table, lambda rows: (_cos2_scan(obs, rows, np.float64).numpy(), _cos_view(obs, rows).numpy()))
 
 
 def _cos2_scan(obs: Observations, rows: slice, np_dtype) -> torch.Tensor:
