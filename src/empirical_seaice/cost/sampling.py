@@ -38,6 +38,7 @@ The estimate itself is :func:`empirical_seaice.cost.objective.sampled_map_terms`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -63,9 +64,9 @@ class RowCounts:
     ngrid: int
     nstep: int
 
-    @property
+    @cached_property
     def n_warm_rows(self) -> int:
-        """Observed SIC rows that have a temperature (columns >= nlag)."""
+        """Observed SIC rows that have a temperature (columns >= nlag); counted once."""
         c = self.sic.reshape(self.ngrid, self.nstep + self.nlag)[:, self.nlag :]
         return int(np.count_nonzero(c))
 
@@ -74,22 +75,27 @@ def _count_rows_py(g, t, index, every, ngrid, nstep, nlag, sic, grid):
     """Count the observations ``index`` (all of them where ``every``) into ``grid[g nstep + t]`` and, through
     the lag window, ``sic[g ncol + t + nlag - lag]`` for ``lag = 0 .. nlag`` (``ncol = nstep + nlag``): whole
     numbers, the counts ``np.bincount`` gives (exact in float64 in any order). One pass over the observations
-    (compiled below) into time-major counts, so that a day's observations (the data's order) land in one
-    step's ngrid counts instead of one SIC row each across the grid-major map; then both maps from them.
-    Returns False (nothing counted) where a ``g`` or ``t`` is outside ``0 .. ngrid - 1``, ``0 .. nstep - 1``."""
+    (compiled below) into time-major counts (in ``sic``'s memory), so that a day's observations (the data's
+    order) land in one step's ngrid counts instead of one SIC row each across the grid-major map; then both
+    maps from them. ``sic`` and ``grid`` come in zero. Returns False (nothing counted) where a ``g`` or
+    ``t`` is outside ``0 .. ngrid - 1``, ``0 .. nstep - 1``."""
     ncol = nstep + nlag
-    per_step = np.zeros(nstep * ngrid, dtype=np.int32)  # counts < 2**31
+    per_step = sic[: nstep * ngrid]  # the time-major counts first, in the SIC map's memory (no temporary)
     n = g.size if every else index.size
     for k in range(n):
         i = k if every else index[k]
         gi, ti = g[i], t[i]
         if gi < 0 or gi >= ngrid or ti < 0 or ti >= nstep:
+            sic[:] = 0.0
             return False
-        per_step[ti * ngrid + gi] += 1
+        per_step[ti * ngrid + gi] += 1.0
+    for ti in range(nstep):
+        for gi in range(ngrid):
+            grid[gi * nstep + ti] = per_step[ti * ngrid + gi]
+    sic[:] = 0.0
     for gi in range(ngrid):
         for ti in range(nstep):
-            c = np.float64(per_step[ti * ngrid + gi])
-            grid[gi * nstep + ti] = c
+            c = grid[gi * nstep + ti]
             for lag in range(nlag + 1):
                 sic[gi * ncol + ti + nlag - lag] += c
     return True

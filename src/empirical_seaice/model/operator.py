@@ -179,8 +179,9 @@ class HybridNetwork(nn.Module):
             if row_counts.sic.shape != (st.ngrid * st.ncol,):
                 raise SeaIceError(f"row_counts: expected {st.ngrid * st.ncol} SIC rows, got {row_counts.sic.shape[0]}")
             # count(r), +inf for unobserved rows so that 1 / count = 0 there (integers: exact in float32)
-            cnt = np.where(row_counts.sic > 0, row_counts.sic, np.inf)
-            self.register_buffer("sic_count", torch.from_numpy(cnt.astype(np.float32)), persistent=False)
+            cnt = row_counts.sic.astype(np.float32)
+            cnt[cnt == 0.0] = np.inf
+            self.register_buffer("sic_count", torch.from_numpy(cnt), persistent=False)
             self.counts_nobs = row_counts.nobs
             self.n_warm_rows = max(row_counts.n_warm_rows, 1)
         else:
