@@ -44,3 +44,29 @@ def test_whole_map_scheme_without_a_fused_program():
     assert net.prior_mode == "sampled"  # left as it was
     sharded = whole_map_scheme(net, data, opts, cfg, data.nobs, torch.device("cpu"), "auto", True)
     assert sharded[0].map_priors == "sampled" and "a run sharded over processes" in sharded[2]
+
+
+_DYNAMO_CHECK = """
+import sys
+import torch
+from empirical_seaice.training.adam import dense_adam, skip_dynamo_import
+from empirical_seaice.training.deferred_adam import DeferredAdam
+applied = skip_dynamo_import() if sys.argv[1] == "skip" else None
+w, t = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(4, 2))
+opts = [DeferredAdam([t], 0.1, (0.9, 0.999), 1e-7), dense_adam([w], 0.1)]
+for o in opts:
+    o.zero_grad()
+    o.load_state_dict(o.state_dict())
+print(applied, "torch._dynamo" in sys.modules, len(opts[1].state_dict()["param_groups"][0]["params"]))
+"""
+
+
+@pytest.mark.parametrize("mode, expected", [("skip", "True False 1"), ("torch", "None True 1")])
+def test_optimisers_built_without_importing_dynamo(mode, expected):
+    """Building, zeroing and checkpointing the optimisers imports ``torch._dynamo`` (over a second)
+    unless :func:`skip_dynamo_import` ran first; with it the optimisers work the same."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _DYNAMO_CHECK, mode], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[-2] == expected

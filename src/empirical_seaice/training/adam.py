@@ -8,6 +8,8 @@ Keras (``"keras"``, :class:`KerasEpsilonAdam`). The state tables use
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
@@ -47,6 +49,32 @@ class KerasEpsilonAdam(torch.optim.Adam):
         return super().step(closure)
 
 
+def skip_dynamo_import() -> bool:
+    """Keep building and checkpointing torch's optimisers from importing ``torch._dynamo`` (1.0-1.4 s
+    and as many CPU-s at a run's first optimiser, as long as importing torch itself); returns
+    whether it applied.
+
+    torch wraps four :class:`torch.optim.Optimizer` methods (``add_param_group``, ``state_dict``,
+    ``load_state_dict``, ``zero_grad``) in ``torch._disable_dynamo``, which imports
+    ``torch._dynamo`` at the first call only to mark the method as not to be traced by
+    ``torch.compile``, and caches the marked method on the function as ``__dynamo_disable``.
+    Nothing here is traced by ``torch.compile``, so the unmarked method goes in that cache instead:
+    the same calls, no import. torch's own ``step`` still imports it (the unfused steps); the
+    fused step (:mod:`empirical_seaice.training.fused_step`) never calls it. Does nothing once
+    ``torch._dynamo`` is imported, or for a method another torch does not wrap that way.
+    """
+    if "torch._dynamo" in sys.modules:
+        return False
+    opt = torch.optim.Optimizer
+    applied = False
+    for method in (opt.add_param_group, opt.state_dict, opt.load_state_dict, opt.zero_grad):
+        fn = getattr(method, "__wrapped__", None)
+        if fn is not None and getattr(fn, "__dynamo_disable", None) is None:
+            fn.__dynamo_disable = fn
+            applied = True
+    return applied
+
+
 def dense_adam(params: list[torch.nn.Parameter], lr: float, eps_mode: str = "torch") -> torch.optim.Adam:
     """torch Adam with Keras betas/eps, fused (one kernel for all tensors; CPU and CUDA);
     ``eps_mode="keras"``: :class:`KerasEpsilonAdam` (Keras' epsilon placement)."""
@@ -57,4 +85,4 @@ def dense_adam(params: list[torch.nn.Parameter], lr: float, eps_mode: str = "tor
     return torch.optim.Adam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
 
 
-__all__ = ["ADAM_BETAS", "ADAM_EPS", "keras_epsilon", "KerasEpsilonAdam", "dense_adam"]
+__all__ = ["ADAM_BETAS", "ADAM_EPS", "keras_epsilon", "KerasEpsilonAdam", "dense_adam", "skip_dynamo_import"]

@@ -26,7 +26,7 @@ import torch
 
 from empirical_seaice.config import TrainingConfig, choose_map_priors
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.training.adam import ADAM_BETAS, ADAM_EPS, dense_adam
+from empirical_seaice.training.adam import ADAM_BETAS, ADAM_EPS, dense_adam, skip_dynamo_import
 from empirical_seaice.training.deferred_adam import DeferredAdam
 from empirical_seaice.training.fused_step import FusedStep, build_fused_step
 
@@ -37,6 +37,7 @@ def build_optimizers(network: Any, cfg: TrainingConfig, lr: float) -> list[torch
     """The optimisers of ``cfg.optimizer`` over ``network``'s parameters at learning rate ``lr``
     (the deferred or sparse optimiser first, then the dense weights' Adam; one Adam for
     ``dense-adam``). A network built with the other kind of state gradients is a one-line error."""
+    skip_dynamo_import()
     sparse_params = list(network.sparse_parameters())
     dense_params = list(network.dense_parameters())
     net_sparse = network.sparse
