@@ -198,11 +198,21 @@ def test_populate_behind_keeps_the_values():
     assert compiled.populate_behind(np.zeros(10)) is None  # under 4 MiB: nothing to do
 
 
-def _resident_mib() -> float:
-    import os
+def _resident_mib(a: np.ndarray) -> float:
+    """MiB of ``a``'s whole pages resident in memory (``mincore``): the array's own pages, which other
+    threads freeing memory at the same time do not change, as they change the process's count."""
+    import ctypes
+    import mmap
 
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    from empirical_seaice.memory import glibc
+
+    mincore = glibc("mincore", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+    page = mmap.PAGESIZE
+    begin = -(-a.ctypes.data // page) * page
+    npages = (a.ctypes.data + a.nbytes - begin) // page
+    vec = np.zeros(npages, dtype=np.uint8)
+    assert mincore(begin, npages * page, vec.ctypes.data) == 0
+    return int(np.count_nonzero(vec & 1)) * page / 2**20
 
 
 def _linux_at_least(major: int, minor: int) -> bool:
@@ -213,11 +223,11 @@ def _linux_at_least(major: int, minor: int) -> bool:
 @pytest.mark.skipif(not _linux_at_least(5, 14), reason="MADV_POPULATE_WRITE needs Linux 5.14")
 def test_populate_behind_brings_the_pages_in_before_any_write():
     fresh = np.empty((64 << 20) // 8)  # 64 MiB never written: no page of it resident yet
-    before = _resident_mib()
+    assert _resident_mib(fresh) < 4
     thread = compiled.populate_behind(fresh)
     assert thread is not None
     thread.join()
-    assert _resident_mib() - before > 60  # faulted in by the thread alone
+    assert _resident_mib(fresh) > 63  # faulted in by the thread alone
 
 
 def test_a_kernel_whose_cache_cannot_be_written_runs_with_a_warning(monkeypatch, caplog):
