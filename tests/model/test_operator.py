@@ -46,6 +46,8 @@ def test_build_row_counts_hand_values():
     assert rc.grid.tolist() == [1.0] * 12 and rc.nobs == 12 and rc.n_warm_rows == 12
     sub = build_row_counts(obs, 1, 3, 4, index=np.array([0, 1]))  # g=0, t=0 and t=1
     assert sub.sic.reshape(3, 5)[0].tolist() == [1, 2, 1, 0, 0] and sub.nobs == 2
+    with pytest.raises(SeaIceError, match=r"observation indices 0\.\.11, got 0\.\.12"):  # read unchecked: refused
+        build_row_counts(obs, 1, 3, 4, index=np.array([0, 12]))
 
 
 def test_build_row_counts_out_of_range_raises():

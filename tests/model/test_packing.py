@@ -162,3 +162,14 @@ def test_packing_keeps_the_runs_thread_count():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_sensor_index_outside_the_basis_is_a_one_line_error():
+    """The compiled packing looks each row's sensor up unchecked: an ``isensor`` outside the basis is refused first."""
+    from empirical_seaice.errors import SeaIceError
+
+    obs, _ = make_obs(nobs=50, ngrid=5, nstep=6, seed=3)
+    bad = obs.isensor.copy()
+    bad[7] = obs.basis.nsensor
+    with pytest.raises(SeaIceError, match=r"Observations.isensor: expected 0\.\.\d+, got 0\.\.\d+"):
+        tensors.ObservationTensors(replace(obs, isensor=bad))

@@ -142,6 +142,8 @@ def build_row_counts(
     g, t = (a if a.dtype.kind == "i" else a.astype(np.int64) for a in (np.asarray(obs.igrid), np.asarray(obs.istep)))
     every = index is None
     rows = np.zeros(0, dtype=np.int64) if index is None else np.asarray(index, dtype=np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= g.size):  # the compiled pass reads them unchecked
+        raise SeaIceError(f"row counts: expected observation indices 0..{g.size - 1}, got {rows.min()}..{rows.max()}")
     ncol = nstep + nlag
     sic = np.zeros(ngrid * ncol, dtype=np.float64)
     grid = np.zeros(ngrid * nstep, dtype=np.float64)

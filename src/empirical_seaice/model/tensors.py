@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from empirical_seaice.compiled import empty_huge
+from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import physics
 from empirical_seaice.model.packing import SensorAngles, mask_words, pack_floats
 from empirical_seaice.observations import Observations
@@ -226,6 +227,9 @@ def _sensor_angles(obs: Observations) -> SensorAngles:
     are one value each (1 and the cosine of its incidence angle, as :func:`_cos2_scan` and :func:`_cos_view`
     compute them; elementwise, so the same bits), a cross-track sensor's are computed per row, from ``ZENITH``."""
     basis = obs.basis
+    s = np.asarray(obs.isensor)
+    if s.size and (s.min() < 0 or s.max() >= basis.nsensor):  # the compiled pass looks them up unchecked
+        raise SeaIceError(f"Observations.isensor: expected 0..{basis.nsensor - 1}, got {s.min()}..{s.max()}")
     inc = np.array([basis.sensor(s).incidence_deg for s in range(basis.nsensor)], dtype=np.float64)
     cos_view = np.cos(np.radians(inc))
     cross = np.zeros(basis.nsensor, dtype=bool) if basis.cross_track is None else np.asarray(basis.cross_track, bool)

@@ -69,7 +69,8 @@ def skip_dynamo_import() -> bool:
     applied = False
     for method in (opt.add_param_group, opt.state_dict, opt.load_state_dict, opt.zero_grad):
         fn = getattr(method, "__wrapped__", None)
-        if fn is not None and getattr(fn, "__dynamo_disable", None) is None:
+        torchs = method.__code__.co_filename.endswith("_compile.py")  # torch._disable_dynamo's wrapper
+        if torchs and fn is not None and getattr(fn, "__dynamo_disable", None) is None:
             fn.__dynamo_disable = fn
             applied = True
     return applied
