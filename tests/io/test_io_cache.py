@@ -225,3 +225,93 @@ def test_first_read_returns_read_only_maps_or_one_line_error(dataset, tmp_path, 
     monkeypatch.setattr(cache_mod, "load", lambda *a, **k: None)
     with pytest.raises(SeaIceError, match="does not read back; delete it and rerun"):
         read_training_data(ds.config, NLAG, tmp_path / "b")
+
+
+def test_commit_behind_returns_the_maps_and_commits_the_same_cache(dataset, tmp_path, monkeypatch):
+    """The cache committed behind the read: the arrays come back at once as read-only maps equal to a
+    read without a cache; once joined, the cache is complete (manifest, every array) and the next
+    read is a hit that opens no NetCDF file, with the same arrays; the maps returned first still
+    read the same values after the rename."""
+    ds = dataset("C", sensors=("amsr2", "gmi"))
+    plain, plain_bg = read_training_data(dataclasses.replace(ds.config, cache=False), NLAG, tmp_path / "none")
+    cdir = tmp_path / "out"
+    obs, bg = read_training_data(ds.config, NLAG, cdir, commit_behind=True)
+    assert isinstance(obs.tb_obs_k, np.memmap) and not obs.tb_obs_k.flags.writeable
+    assert not bg.sic.flags.writeable
+    cache_mod.join_commits(cdir)
+    root = cdir / "observations"
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["meta"]["nobs"] == plain.nobs == 80
+    assert not list(cdir.glob(".observations.*"))
+    _assert_same(plain, obs)  # the first maps, read after the rename
+    np.testing.assert_array_equal(bg.sic, plain_bg.sic)
+    _no_netcdf(monkeypatch)
+    again, again_bg = read_training_data(ds.config, NLAG, cdir)
+    _assert_same(plain, again)
+    np.testing.assert_array_equal(again_bg.t_skin_map_k, plain_bg.t_skin_map_k)
+    assert obs.source_digest == again.source_digest == plain.source_digest
+
+
+def test_a_read_waits_for_the_commit_behind_it(dataset, tmp_path, monkeypatch):
+    """A second read of the same cache in the process waits for the commit still running behind the
+    first (it holds the cache's lock) and then finds it: a hit, not a second build."""
+    import threading
+
+    ds = dataset("C")
+    fresh = _fresh_reads(monkeypatch)
+    started, go = threading.Event(), threading.Event()
+    real = os.fdatasync
+
+    def slow(fd):
+        started.set()
+        go.wait(10)
+        return real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", slow)
+    cdir = tmp_path / "out"
+    first, _ = read_training_data(ds.config, NLAG, cdir, commit_behind=True)
+    assert started.wait(10) and not (cdir / "observations").exists()  # the commit is under way
+    threading.Timer(0.2, go.set).start()
+    second, _ = read_training_data(ds.config, NLAG, cdir)
+    assert len(fresh) == 1 and (cdir / "observations" / "manifest.json").is_file()
+    _assert_same(first, second)
+
+
+@pytest.mark.parametrize("old", [False, True])
+def test_a_failed_commit_behind_is_a_warning_and_leaves_no_half_cache(dataset, tmp_path, monkeypatch, caplog, old):
+    """The disk fails while the cache is committed behind the read: one warning line naming the cache
+    directory, no temporary left, the old cache (if any) intact and still a hit; the arrays returned
+    stay readable and the next read of the new data builds the cache again."""
+    import errno
+    import logging
+
+    ds = dataset("C")
+    cdir = tmp_path / "out"
+    if old:
+        obs_old, _ = read_training_data(ds.config, NLAG, cdir)
+    config = dataclasses.replace(ds.config, stepstart=1)
+    plain, _ = read_training_data(dataclasses.replace(config, cache=False), NLAG, tmp_path / "none")
+
+    def eio(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", eio)
+    with caplog.at_level(logging.WARNING, logger="empirical_seaice.io.cache"):
+        obs, _ = read_training_data(config, NLAG, cdir, commit_behind=True)
+        cache_mod.join_commits(cdir)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == [
+        f"{cdir}: the data cache was not saved (Input/output error); the next run reads the files again"
+    ]
+    assert sorted(p.name for p in cdir.iterdir() if p.name != ".lock") == (["observations"] if old else [])
+    _assert_same(plain, obs)
+    monkeypatch.undo()
+    if old:
+        _no_netcdf(monkeypatch)
+        _assert_same(obs_old, read_training_data(ds.config, NLAG, cdir)[0])
+        monkeypatch.undo()
+    fresh = _fresh_reads(monkeypatch)
+    _assert_same(plain, read_training_data(config, NLAG, cdir)[0])
+    assert (
+        len(fresh) == 1 and json.loads((cdir / "observations" / "manifest.json").read_text())["meta"]["stepstart"] == 1
+    )

@@ -17,7 +17,9 @@ directory never build it at once; whoever holds the lock first removes the
 temporaries interrupted builds left. A fresh read writes its arrays straight into the
 temporary directory's memory-mapped ``.npy`` files (:class:`CacheWriter`): the data is written
 once and never held in the process's memory. Loading opens no NetCDF file: the arrays
-come back as read-only ``numpy.memmap`` views (``np.load(mmap_mode="r")``).
+come back as read-only ``numpy.memmap`` views (``np.load(mmap_mode="r")``). A run commits a new
+cache behind itself (:func:`commit_behind`: the flush waits for the disk), holding the lock until
+the rename, and joins it before it ends (:func:`join_commits`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import mmap
 import os
 import shutil
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -119,11 +122,34 @@ def cache_key(files: Sequence[Path], config: DataConfig, nlag: int, checksums: S
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+class CacheLock:
+    """The cache's exclusive lock (``flock`` on ``<cache_dir>/.lock``), held until :meth:`release`;
+    a commit behind the run (:func:`commit_behind`) takes it over and releases it when done."""
+
+    def __init__(self, fd: int):
+        self._fd: int | None = fd
+        self.handed_over = False
+
+    def release(self) -> None:
+        """Release the lock (closing its descriptor); nothing once released or handed over."""
+        if self._fd is not None and not self.handed_over:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    def take_over(self) -> CacheLock:
+        """A lock of the same descriptor for a commit behind the run; this one no longer releases it."""
+        assert self._fd is not None and not self.handed_over
+        self.handed_over = True
+        return CacheLock(self._fd)
+
+
 @contextlib.contextmanager
-def locked(cache_dir: Path) -> Iterator[None]:
-    """Hold the cache's exclusive lock (``flock``; waits for another run's build); then remove the
-    temporaries of interrupted builds."""
+def locked(cache_dir: Path) -> Iterator[CacheLock]:
+    """Hold the cache's exclusive lock (``flock``; waits for another run's build and for this
+    process's commit behind a run, :func:`join_commits`); then remove the temporaries of
+    interrupted builds."""
     cache_dir = Path(cache_dir)
+    join_commits(cache_dir)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(cache_dir / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
@@ -131,14 +157,15 @@ def locked(cache_dir: Path) -> Iterator[None]:
         raise SeaIceError(
             f"{cache_dir}: cannot create the data cache ({exc.strerror}); choose a writable --output"
         ) from None
+    lock = CacheLock(fd)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         for stale in cache_dir.glob(f".{CACHE_SUBDIR}.*"):
             log.warning("removing %s, left by an interrupted cache build", stale)
             shutil.rmtree(stale, ignore_errors=True)
-        yield
+        yield lock
     finally:
-        os.close(fd)
+        lock.release()
 
 
 def exists(cache_dir: Path) -> bool:
@@ -158,7 +185,12 @@ def load(cache_dir: Path, key: str, sensor_catalogue: Path | None = None) -> tup
     if manifest.get("key") != key or manifest.get("version") != CACHE_VERSION:
         log.info("cache %s is stale; rebuilding", root)
         return None
-    meta = manifest["meta"]
+    return _open_maps(root, manifest["meta"], sensor_catalogue)
+
+
+def _open_maps(root: Path, meta: dict, sensor_catalogue: Path | None) -> tuple[Observations, BackgroundMaps] | None:
+    """The arrays of the cache directory ``root`` (its manifest's ``meta``) as read-only memmaps, or
+    None where one is missing or damaged."""
     try:
         arrays = {name: np.load(root / f"{name}.npy", mmap_mode="r") for name in PER_OBS_FIELDS + PER_CHANNEL_FIELDS}
         bg = {
@@ -202,6 +234,7 @@ class CacheWriter:
         except OSError as exc:
             raise _write_error(self.cache_dir, exc) from None
         self.mapped: dict[str, np.ndarray] = {}
+        self.in_place: list[str] = []  # the arrays filled in place, flushed before the commit
         self._populating: list = []
         self._pool: Any = None
 
@@ -214,6 +247,7 @@ class CacheWriter:
         except OSError as exc:
             raise _write_error(self.cache_dir, exc) from None
         self.mapped[name] = arr
+        self.in_place.append(name)
         if arr.nbytes >= _POPULATE_MIN_BYTES and _madvise is not None:
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
@@ -319,51 +353,142 @@ def save(
 
     ``writer``: the cache whose arrays the reader filled in place (:class:`CacheWriter`); its
     arrays are flushed, the others written."""
-    cache_dir = Path(cache_dir)
-    final = cache_dir / CACHE_SUBDIR
     if writer is None:
         writer = CacheWriter(cache_dir)
-    tmp = writer.tmp
     try:
-        writer.wait()
-        for name, arr in obs.arrays().items():
-            if writer.holds(name, arr):
-                arr.flush()  # type: ignore[attr-defined]
-            else:
-                np.save(tmp / f"{name}.npy", np.asarray(arr))
-        bg_fields = []
-        for name in _BG_FIELDS:
-            arr = getattr(background, name)
-            if arr is not None:
-                np.save(tmp / f"bg_{name}.npy", np.asarray(arr))
-                bg_fields.append(name)
-        meta = {
-            "sensors": list(obs.basis.sensor_names),
-            "ngrid": obs.ngrid,
-            "nstep": obs.nstep,
-            "jd_origin": obs.jd_origin,
-            "stepstart": obs.stepstart,
-            "nlag": background.nlag,
-            "nobs": obs.nobs,
-            "bg_fields": bg_fields,
-        }
-        (tmp / MANIFEST).write_text(json.dumps({"version": CACHE_VERSION, "key": key, "meta": meta}, indent=1))
-        fault_point("cache")
-        old = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{CACHE_SUBDIR}.old-{os.getpid()}-", dir=cache_dir))
-            os.rename(final, old / CACHE_SUBDIR)
-        os.rename(tmp, final)
-        writer.mapped.clear()
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        meta = _write_rest(writer, obs, background)
+        _commit(writer, key, meta)
     except BaseException as exc:
         writer.abort()
         if isinstance(exc, OSError):
-            raise _write_error(cache_dir, exc) from None
+            raise _write_error(Path(cache_dir), exc) from None
         raise
+    return Path(cache_dir) / CACHE_SUBDIR
+
+
+def _write_rest(writer: CacheWriter, obs: Observations, background: BackgroundMaps) -> dict:
+    """Write the arrays the reader did not fill in place (the background maps) into the cache being
+    built; returns the manifest's ``meta``."""
+    tmp = writer.tmp
+    for name, arr in obs.arrays().items():
+        if not writer.holds(name, arr):
+            np.save(tmp / f"{name}.npy", np.asarray(arr))
+    bg_fields = []
+    for name in _BG_FIELDS:
+        arr = getattr(background, name)
+        if arr is not None:
+            np.save(tmp / f"bg_{name}.npy", np.asarray(arr))
+            bg_fields.append(name)
+    return {
+        "sensors": list(obs.basis.sensor_names),
+        "ngrid": obs.ngrid,
+        "nstep": obs.nstep,
+        "jd_origin": obs.jd_origin,
+        "stepstart": obs.stepstart,
+        "nlag": background.nlag,
+        "nobs": obs.nobs,
+        "bg_fields": bg_fields,
+    }
+
+
+def _commit(writer: CacheWriter, key: str, meta: dict) -> None:
+    """Commit the cache being built: its in-place arrays' pages to the disk (``fdatasync``, as
+    ``msync`` of their maps: :meth:`CacheWriter.wait` first, then every dirty page of the file,
+    whichever map wrote it), the manifest, then the rename into place (an old cache moved aside
+    first, then removed). A kill anywhere leaves the old cache, the complete new one or none."""
+    cache_dir, tmp = writer.cache_dir, writer.tmp
+    final = cache_dir / CACHE_SUBDIR
+    writer.wait()
+    for name in writer.in_place:
+        fd = os.open(tmp / f"{name}.npy", os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+    (tmp / MANIFEST).write_text(json.dumps({"version": CACHE_VERSION, "key": key, "meta": meta}, indent=1))
+    fault_point("cache")
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{CACHE_SUBDIR}.old-{os.getpid()}-", dir=cache_dir))
+        os.rename(final, old / CACHE_SUBDIR)
+    os.rename(tmp, final)
+    writer.mapped.clear()
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     log.info("training data cached in %s", final)
-    return final
+
+
+def commit_behind(
+    lock: CacheLock,
+    key: str,
+    obs: Observations,
+    background: BackgroundMaps,
+    writer: CacheWriter,
+    sensor_catalogue: Path | None = None,
+) -> tuple[Observations, BackgroundMaps]:
+    """:func:`save` with its wait for the disk on a thread of its own: the arrays the reader did not
+    fill in place are written here, and the cache's arrays come back at once as read-only memory
+    maps of the temporary directory's files (the same files, renamed into place later; never the
+    writable maps the reader filled); the thread (``cache-commit``) then commits it (:func:`_commit`:
+    the flush of ~1.5 GB on the benchmark twin waits 0.2-0.4 s for the disk) while the run goes on,
+    holding the cache's lock (taken over from ``lock``) until it is done. A failure there is a
+    one-line warning (the run has its data; the next run reads the files again), and the temporary
+    directory goes. :func:`join_commits` waits for it: every read of the cache does, and the run
+    before it ends.
+
+    Raises
+    ------
+    SeaIceError
+        The arrays cannot be written or mapped back (the temporary directory goes).
+    """
+    try:
+        meta = _write_rest(writer, obs, background)
+        mapped = _open_maps(writer.tmp, meta, sensor_catalogue)
+    except BaseException as exc:
+        writer.abort()
+        if isinstance(exc, OSError):
+            raise _write_error(writer.cache_dir, exc) from None
+        raise
+    if mapped is None:  # never the writable maps the reader filled: a write to them would change the cache
+        writer.abort()
+        raise SeaIceError(f"{writer.cache_dir}: the cache just written does not read back; delete it and rerun")
+    writer.mapped.clear()  # the pages written are in the files' page cache
+    held = lock.take_over()
+
+    def commit() -> None:
+        try:
+            _commit(writer, key, meta)
+        except Exception as exc:  # the run goes on without a cache
+            writer.abort()
+            why = exc.strerror if isinstance(exc, OSError) else exc
+            log.warning(
+                "%s: the data cache was not saved (%s); the next run reads the files again", writer.cache_dir, why
+            )
+        finally:
+            held.release()
+
+    thread = threading.Thread(target=commit, name="cache-commit")
+    with _PENDING_LOCK:
+        _PENDING.append((writer.cache_dir, thread))
+    thread.start()
+    return mapped
+
+
+_PENDING: list[tuple[Path, threading.Thread]] = []
+"""Commits running behind the run (:func:`commit_behind`): (cache directory, thread)."""
+_PENDING_LOCK = threading.Lock()
+
+
+def join_commits(cache_dir: Path | None = None) -> None:
+    """Wait for the commits behind the run (:func:`commit_behind`) of ``cache_dir`` (default: all):
+    afterwards the cache is committed, or its temporary directory removed and a warning logged."""
+    with _PENDING_LOCK:
+        waiting = [(d, t) for d, t in _PENDING if cache_dir is None or d == Path(cache_dir)]
+    for d, t in waiting:
+        t.join()
+        with _PENDING_LOCK:
+            if (d, t) in _PENDING:
+                _PENDING.remove((d, t))
 
 
 class CacheGuard:
@@ -376,7 +501,9 @@ class CacheGuard:
         self.obs_existed = (self.cache_dir / CACHE_SUBDIR).exists()
 
     def cleanup(self, output: Path) -> None:
-        """Remove the cache this run created, unless another live run holds a lock in ``output``."""
+        """Remove the cache this run created, unless another live run holds a lock in ``output`` (after
+        this process's commit behind the run, :func:`join_commits`)."""
+        join_commits(self.cache_dir)
         if self.obs_existed:
             return
         for lock in Path(output).glob(f"{LOCK_PREFIX}*"):
@@ -397,7 +524,10 @@ def _lock_pid(path: Path) -> int | None:
 
 __all__ = [
     "CacheGuard",
+    "CacheLock",
     "CacheWriter",
+    "commit_behind",
+    "join_commits",
     "cache_key",
     "file_checksum",
     "file_checksums",

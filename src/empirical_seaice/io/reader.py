@@ -180,7 +180,7 @@ def _read_passes(
 
 
 def read_training_data(
-    config: DataConfig, nlag: int, cache_dir: Path | None = None
+    config: DataConfig, nlag: int, cache_dir: Path | None = None, commit_behind: bool = False
 ) -> tuple[Observations, BackgroundMaps]:
     """Read, validate and assemble the training data of a run.
 
@@ -197,6 +197,12 @@ def read_training_data(
         a ``manifest.json``; a later call with the same input files (paths,
         sizes, mtimes), DataConfig and nlag loads them with ``mmap_mode="r"``
         without opening NetCDF.
+    commit_behind : bool
+        A cache built here is committed on a thread behind the caller
+        (:func:`~empirical_seaice.io.cache.commit_behind`: its flush waits for the
+        disk) instead of before returning; the caller joins it
+        (:func:`~empirical_seaice.io.cache.join_commits`) before it ends. The arrays
+        returned are the same read-only maps.
 
     Returns
     -------
@@ -222,7 +228,7 @@ def read_training_data(
             obs, background = _read_fresh(files, config, nlag)
         obs.source_digest = _cache.content_digest(inputs, checksums.result())
         return obs, background
-    with _cache.locked(Path(cache_dir)):
+    with _cache.locked(Path(cache_dir)) as lock:
         if _cache.exists(Path(cache_dir)):  # the checksums decide whether it is this data's
             sums = _cache.file_checksums(inputs, threads=threads)
             key = _cache.cache_key(inputs, config, nlag, sums)
@@ -240,11 +246,14 @@ def read_training_data(
             writer.abort()
             raise
         key = _cache.cache_key(inputs, config, nlag, sums)
-        _cache.save(Path(cache_dir), key, obs, background, writer)
-        mapped = _cache.load(Path(cache_dir), key, config.sensor_catalogue)  # the memory maps, not a second copy
-        if mapped is None:  # never the writable maps the reader filled: a write to them would change the cache
-            raise SeaIceError(f"{cache_dir}: the cache just written does not read back; delete it and rerun")
-        obs, background = mapped  # read-only maps
+        if commit_behind:  # read-only maps of the files being committed
+            obs, background = _cache.commit_behind(lock, key, obs, background, writer, config.sensor_catalogue)
+        else:
+            _cache.save(Path(cache_dir), key, obs, background, writer)
+            mapped = _cache.load(Path(cache_dir), key, config.sensor_catalogue)  # the memory maps, not a second copy
+            if mapped is None:  # never the writable maps the reader filled: a write to them would change the cache
+                raise SeaIceError(f"{cache_dir}: the cache just written does not read back; delete it and rerun")
+            obs, background = mapped  # read-only maps
     obs.source_digest = _cache.content_digest(inputs, sums)
     return obs, background
 

@@ -50,7 +50,7 @@ from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, Preset,
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
-from empirical_seaice.io.cache import CacheGuard
+from empirical_seaice.io.cache import CacheGuard, join_commits
 from empirical_seaice.memory import (
     HEAP_THRESHOLD,
     MMAP_THRESHOLD,
@@ -220,6 +220,7 @@ def run(
                 cache.cleanup(plan.output)
             raise
         finally:
+            join_commits(plan.output / "cache")  # the data cache committed behind the run (_read)
             run_set.release()
     finally:
         map_large_arrays(HEAP_THRESHOLD)
@@ -231,7 +232,10 @@ def _read(plan: RunPlan, display: RunProgress) -> tuple[Observations, Background
 
     display.stage("reading data")
     t0 = time.perf_counter()
-    obs, background = read_training_data(plan.data_cfg, plan.model_cfg.nlag, cache_dir=plan.output / "cache")
+    # a new cache is committed behind the run (its flush waits for the disk), joined before the run ends
+    obs, background = read_training_data(
+        plan.data_cfg, plan.model_cfg.nlag, cache_dir=plan.output / "cache", commit_behind=True
+    )
     if tuple(obs.basis.channel_names) != tuple(plan.basis.channel_names):  # pragma: no cover - reader contract
         raise ValueError("reader returned a different channel basis")
     log.info(
