@@ -5,7 +5,7 @@ import netCDF4
 import numpy as np
 import pytest
 
-from empirical_seaice.io.per_channel import _scatter_block
+from empirical_seaice.io.per_channel import _classify_block, _scatter_block
 from empirical_seaice.io.validity import RANGE_TOL, RANGES, classify
 
 
@@ -85,6 +85,48 @@ def test_block_pass_without_bad_values_keeps_the_range_unset():
     assert counts.tolist() == [4.0, 0.0, 0.0, np.inf, -np.inf]
     np.testing.assert_array_equal(arr, [[2.0, 1.0], [4.0, 3.0]])
     assert mask.all() and not dirty.any()
+
+
+def _both_passes(values, cols, rows, cmap, lo, hi, fill, nout=300, nchan=10, d0=5):
+    """:func:`_scatter_block` and the value-by-value :func:`_classify_block` on the same block: their
+    (arr, mask, dirty, counts)."""
+    got = []
+    for kernel in (_scatter_block, _classify_block):
+        arr = np.full((nout, nchan), -7.0, dtype=np.float32)  # written rows only
+        mask = np.zeros((nout, nchan), dtype=bool)
+        mask[:, cmap] = True
+        dirty = np.zeros(nout, dtype=bool)
+        counts = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
+        kernel(values, cols, lo, hi, rows, d0, cmap, arr, mask, dirty, counts, fill)
+        got.append((arr, mask, dirty, counts))
+    return got
+
+
+@pytest.mark.parametrize("columns", ["all", "some"])
+def test_block_of_valid_values_is_copied_as_the_classification_writes_it(columns):
+    """A block with no invalid value takes the copy (one comparison pass, then the copy): the same
+    array, mask, row flags and counts as the value-by-value pass, bit for bit (-0.0 kept); one
+    value equal to the file's fill value, in range, sends the block through the classification."""
+    rng = np.random.default_rng(5)
+    nb, ncol = 257, 9
+    values = rng.uniform(0.0, 1.0, size=(nb, ncol)).astype(np.float32)
+    values[4, 2] = -0.0
+    cols = np.arange(ncol, dtype=np.int64) if columns == "all" else np.array([0, 2, 3, 5, 8], dtype=np.int64)
+    cmap = rng.permutation(10)[: cols.size].astype(np.int64)
+    rows = np.sort(rng.choice(nb, size=200, replace=False)).astype(np.int64)
+    lo, hi = np.float32(0.0), np.float32(1.0)
+    fast, slow = _both_passes(values, cols, rows, cmap, lo, hi, np.float32(np.nan))
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert fast[3].tolist() == [nb * cols.size, 0.0, 0.0, np.inf, -np.inf] and not fast[2].any()
+    np.testing.assert_array_equal(
+        fast[0][5 : 5 + rows.size][:, cmap].view(np.uint32), values[rows][:, cols].view(np.uint32)
+    )
+    fill = values[rows[3], cols[1]]  # a fill value inside the range: missing, as the netCDF library masks it
+    fast, slow = _both_passes(values, cols, rows, cmap, lo, hi, fill)
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert fast[3][:3].tolist() == [nb * cols.size, 1.0, 0.0] and fast[2][5 + 3] and not fast[1][5 + 3, cmap[1]]
 
 
 def test_warm_up_loads_the_kernels_it_calls(tmp_path):

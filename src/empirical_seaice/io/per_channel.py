@@ -187,13 +187,44 @@ def _unfilled_py(v, fill):
 
 
 def _scatter_block_py(values, cols, lo, hi, rows, d0, cmap, arr, mask, dirty, stats, fill):  # pragma: no cover
-    """One block of a per-channel field in one pass (compiled below): classify every value of
-    ``values[:, cols]`` (missing: NaN/inf, equal to ``fill`` (the file's fill value where the block
-    was read without the netCDF library's masking, else NaN), ``|x| > 1e10`` or a conventional fill; out of range:
-    outside ``[lo, hi]``, float32 bounds), add the counts to ``stats`` (n, missing, out, and the
-    block's smallest and largest non-NaN value), and write the kept rows ``rows`` (ascending indices
-    into the block) to ``arr`` rows ``d0 ..``, file column ``cols[j]`` to basis slot ``cmap[j]``:
-    an invalid value is written as 0, clears ``mask`` and flags the row in ``dirty``."""
+    """One block of a per-channel field (compiled below): classify every value of ``values[:, cols]``
+    (missing: NaN/inf, equal to ``fill`` (the file's fill value where the block was read without the
+    netCDF library's masking, else NaN), ``|x| > 1e10`` or a conventional fill; out of range: outside
+    ``[lo, hi]``, float32 bounds), add the counts to ``stats`` (n, missing, out, and the block's
+    smallest and largest non-NaN value where a value is out of range), and write the kept rows
+    ``rows`` (ascending indices into the block) to ``arr`` rows ``d0 ..``, file column ``cols[j]``
+    to basis slot ``cmap[j]``: an invalid value is written as 0, clears ``mask`` and flags the row
+    in ``dirty``.
+
+    A block whose values are all valid (in ``[lo, hi]``, none equal to ``fill``: nearly every block)
+    is only counted and copied, without the classification of each value (one comparison pass,
+    vectorised where the block's columns are all used, then the copy); any other goes through
+    :func:`_classify_block`. The same results either way."""
+    nb, nc, nk = values.shape[0], cols.size, rows.size
+    nbad = 0
+    if nc and nc == values.shape[1] and cols[0] == 0 and cols[nc - 1] == nc - 1:  # every column, in order
+        flat = values.reshape(nb * nc)
+        for i in range(nb * nc):
+            v = flat[i]
+            nbad += (not v >= lo) | (not v <= hi) | (v == fill)
+    else:
+        for r in range(nb):
+            for j in range(nc):
+                v = values[r, cols[j]]
+                nbad += (not v >= lo) | (not v <= hi) | (v == fill)
+    if nbad:
+        _classify_block(values, cols, lo, hi, rows, d0, cmap, arr, mask, dirty, stats, fill)
+        return
+    for k in range(nk):
+        r = rows[k]
+        o = d0 + k
+        for j in range(nc):
+            arr[o, cmap[j]] = values[r, cols[j]]
+    stats[0] += nb * nc
+
+
+def _classify_block_py(values, cols, lo, hi, rows, d0, cmap, arr, mask, dirty, stats, fill):  # pragma: no cover
+    """:func:`_scatter_block` value by value (compiled below), for a block with an invalid value."""
     nb, nc, nk = values.shape[0], cols.size, rows.size
     nmiss = 0
     nout = 0
@@ -235,15 +266,18 @@ def _scatter_block_py(values, cols, lo, hi, rows, d0, cmap, arr, mask, dirty, st
 
 _missing: Any
 _unfilled: Any
+_classify_block: Any
 _scatter_block: Any
 try:
     from empirical_seaice.compiled import njit
 
     _missing = njit(cache=True)(_missing_py)
     _unfilled = njit(cache=True, inline="always")(_unfilled_py)
+    _classify_block = njit(cache=True, nogil=True)(_classify_block_py)
     _scatter_block = njit(cache=True, nogil=True)(_scatter_block_py)
 except ImportError:  # pragma: no cover - exercised only where numba is absent
-    _missing, _unfilled, _scatter_block = _missing_py, _unfilled_py, _scatter_block_py
+    _missing, _unfilled, _classify_block = _missing_py, _unfilled_py, _classify_block_py
+    _scatter_block = _scatter_block_py
 
 
 def warm_up() -> None:
