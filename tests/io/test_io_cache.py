@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 
 import netCDF4
 import numpy as np
@@ -315,3 +316,48 @@ def test_a_failed_commit_behind_is_a_warning_and_leaves_no_half_cache(dataset, t
     assert (
         len(fresh) == 1 and json.loads((cdir / "observations" / "manifest.json").read_text())["meta"]["stepstart"] == 1
     )
+
+
+def test_cache_of_fewer_observations_than_reserved_is_cut_to_them(dataset, tmp_path, monkeypatch):
+    """The per-channel arrays are made before the per-observation fields decide which observations
+    are kept (as long as the observations in the period); with observations dropped for invalid
+    fields, the cache's files are cut to the kept ones: the same arrays as without a cache, files of
+    exactly their header and data, read back as a hit."""
+
+    def edit(sensor, fields):
+        fields["TSFC"][[3, 17, 30]] = np.nan  # three observations dropped
+        fields["WINDSPEED10M"][5] = -999.0
+
+    ds = dataset("C", sensors=("amsr2", "gmi"), edit=edit)
+    plain, _ = read_training_data(dataclasses.replace(ds.config, cache=False), NLAG, tmp_path / "none")
+    assert plain.nobs == 2 * (40 - 4)
+    cdir = tmp_path / "out"
+    for commit_behind in (False, True):
+        shutil.rmtree(cdir, ignore_errors=True)
+        obs, _ = read_training_data(ds.config, NLAG, cdir, commit_behind=commit_behind)
+        cache_mod.join_commits(cdir)
+        _assert_same(plain, obs)
+        root = cdir / "observations"
+        for name in ("mask", "tb_obs_k", "tau_cld"):
+            path = root / f"{name}.npy"
+            arr = np.load(path, mmap_mode="r")
+            assert arr.shape == (plain.nobs, plain.nchan)
+            assert path.stat().st_size == arr.offset + arr.nbytes
+        _no_netcdf(monkeypatch)
+        _assert_same(plain, read_training_data(ds.config, NLAG, cdir)[0])
+        monkeypatch.undo()
+
+
+def test_cut_rows_rewrites_the_header_in_place(tmp_path):
+    """``_cut_rows``: the header keeps its length (fewer digits padded), the data of the first rows stays."""
+    path = tmp_path / "a.npy"
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(1000, 3))
+    arr[:] = np.arange(3000, dtype=np.float32).reshape(1000, 3)
+    arr.flush()
+    offset = arr.offset
+    del arr
+    cache_mod._cut_rows(path, (7, 3), np.dtype(np.float32))
+    back = np.load(path)
+    assert back.shape == (7, 3) and back.dtype == np.float32
+    np.testing.assert_array_equal(back, np.arange(21, dtype=np.float32).reshape(7, 3))
+    assert path.stat().st_size == offset + 7 * 3 * 4

@@ -36,6 +36,24 @@ def test_step_index_at_21utc_boundaries(dataset):
     np.testing.assert_array_equal(obs.julian_day, days)
 
 
+def test_the_sensor_line_counts_the_period_and_the_invalid_apart(dataset, caplog):
+    """The sensor's line counts the observations in the period and those of them dropped for an invalid
+    per-observation field separately (it counted the kept ones as "in the period", and 0 dropped)."""
+    days = [D0 + 0.2, D0 + 0.5, D0 + 1.5, D0 + 2.5, D0 + 3.5, D0 + 3.6]
+
+    def edit(sensor, f):
+        _with_days(days)(sensor, f)
+        f["TSFC"][[2, 4]] = np.nan
+
+    ds = dataset("B", nobs=6, edit=edit)
+    with caplog.at_level("INFO"):
+        obs, _ = read_training_data(ds.config, 1)
+    assert "sensor amsr2: 6 observations in file, 5 in the period, 2 dropped for invalid per-observation fields" in (
+        caplog.text
+    )
+    np.testing.assert_array_equal(obs.obs_index, [1, 3, 5])
+
+
 def test_observation_before_first_window_is_dropped(dataset, caplog):
     # JD .2 (16:48 UTC) lies before the 21 UTC that opens step 0: step -1.
     days = [D0 + 0.2, D0 + 0.375 + MINUTE, D0 + 1.5, D0 + 2.5, D0 + 3.5]

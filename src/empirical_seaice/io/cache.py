@@ -235,11 +235,30 @@ class CacheWriter:
             raise _write_error(self.cache_dir, exc) from None
         self.mapped: dict[str, np.ndarray] = {}
         self.in_place: list[str] = []  # the arrays filled in place, flushed before the commit
+        self._reserved: dict[str, np.ndarray] = {}  # name -> the whole array made by reserve
         self._populating: list = []
         self._pool: Any = None
 
+    def reserve(self, arrays: Sequence[tuple[str, tuple[int, ...], Any]]) -> None:
+        """Make the arrays ``(name, shape, dtype)`` now, at most ``shape[0]`` rows long, before the reader
+        knows their length: their pages come into memory on the writer's thread (:func:`_populate`)
+        while it reads on. :meth:`zeros` of such a name returns its first rows; the file is cut to
+        them before the cache is committed (:meth:`trim`)."""
+        for name, shape, dtype in arrays:
+            self._reserved[name] = self.zeros(name, shape, dtype)
+
     def zeros(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
-        """A zero-filled array ``name`` of the cache, written in place (memory-mapped ``<name>.npy``)."""
+        """A zero-filled array ``name`` of the cache, written in place (memory-mapped ``<name>.npy``);
+        the first rows of one made by :meth:`reserve`."""
+        full = self._reserved.get(name)
+        if full is not None:
+            if full.dtype != np.dtype(dtype) or full.shape[1:] != tuple(shape[1:]) or full.shape[0] < shape[0]:
+                raise ValueError(
+                    f"{name}: {shape} {np.dtype(dtype)} is not within the reserved {full.shape} {full.dtype}"
+                )
+            arr = full[: shape[0]]
+            self.mapped[name] = arr
+            return arr
         path = self.tmp / f"{name}.npy"
         try:
             arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
@@ -276,6 +295,17 @@ class CacheWriter:
             self._pool = None
         self._populating.clear()
 
+    def trim(self) -> None:
+        """Cut the file of each array made by :meth:`reserve` to the rows :meth:`zeros` gave out (its header's shape
+        rewritten in the same number of bytes, then the file truncated), after the writer's thread is
+        done with its pages; nothing where they were all given out."""
+        cut = {n: a for n, a in self._reserved.items() if n in self.mapped and self.mapped[n].shape != a.shape}
+        if cut:
+            self.wait()
+        for name, full in cut.items():
+            _cut_rows(self.tmp / f"{name}.npy", self.mapped[name].shape, full.dtype)
+        self._reserved.clear()
+
     def holds(self, name: str, arr: np.ndarray) -> bool:
         """True if ``arr`` is this cache's array ``name`` (already in its file)."""
         return self.mapped.get(name) is arr
@@ -283,6 +313,7 @@ class CacheWriter:
     def abort(self) -> None:
         self.wait()
         self.mapped.clear()
+        self._reserved.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -321,6 +352,27 @@ def _write_out(path: Path) -> None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
     finally:
         os.close(fd)
+
+
+def _cut_rows(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    """Make the ``.npy`` file ``path`` (C order, made with more rows) hold ``shape``: its header written
+    again in the same number of bytes (the shape's digits are no more than before; padded with spaces),
+    then the file truncated after the data of those rows."""
+    fmt = np.lib.format
+    with open(path, "r+b") as f:
+        version = fmt.read_magic(f)
+        (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+        data_start = f.tell()
+        field = 2 if version == (1, 0) else 4  # the header length's bytes
+        room = data_start - fmt.MAGIC_LEN - field
+        d = {"descr": fmt.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": tuple(shape)}
+        text = "{" + "".join(f"{k!r}: {v!r}, " for k, v in sorted(d.items())) + "}"
+        header = (text + " " * (room - len(text) - 1) + "\n").encode("latin1")
+        if len(text) + 1 > room:  # pragma: no cover - a shape never gains digits here
+            raise ValueError(f"{path}: the header of {shape} does not fit")
+        f.seek(fmt.MAGIC_LEN + field)
+        f.write(header)
+        f.truncate(data_start + int(np.prod(shape)) * np.dtype(dtype).itemsize)
 
 
 def _reserve(path: Path) -> None:
@@ -370,6 +422,7 @@ def _write_rest(writer: CacheWriter, obs: Observations, background: BackgroundMa
     """Write the arrays the reader did not fill in place (the background maps) into the cache being
     built; returns the manifest's ``meta``."""
     tmp = writer.tmp
+    writer.trim()
     for name, arr in obs.arrays().items():
         if not writer.holds(name, arr):
             np.save(tmp / f"{name}.npy", np.asarray(arr))

@@ -70,6 +70,14 @@ def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> L
     raise SeaIceError(f"{path}: variable {name} expected shape {want} (observation, channel), got {shape}")
 
 
+def channel_arrays(nobs: int, nchan: int) -> list[tuple[str, tuple[int, int], Any]]:
+    """The arrays the pass makes, in the order it fills them: ``(name, shape, dtype)`` of the mask
+    (bool) and of each per-channel field (float32), ``(nobs, nchan)`` each."""
+    return [("mask", (nobs, nchan), np.dtype(bool))] + [
+        (key, (nobs, nchan), np.dtype(np.float32)) for key in PER_CHANNEL_MAP.values()
+    ]
+
+
 def read_per_channel(
     reads: list[SensorRead],
     offsets: list[int],
@@ -95,7 +103,8 @@ def read_per_channel(
     pair's in the sequential order.
     """
     nchan = basis.nchan
-    mask = zeros("mask", (nobs, nchan), bool)
+    shapes = {name: (shape, dtype) for name, shape, dtype in channel_arrays(nobs, nchan)}
+    mask = zeros("mask", *shapes["mask"])
     dirty = np.zeros(nobs, dtype=bool)
     for s, r in enumerate(reads):
         mask[offsets[s] : offsets[s] + r.keep.size, basis.present[s]] = True
@@ -109,7 +118,7 @@ def read_per_channel(
         with lock:
             for key in keys[i : i + 2]:
                 if key not in out:
-                    out[key] = zeros(key, (nobs, nchan), np.float32)
+                    out[key] = zeros(key, *shapes[key])
             return out[keys[i]]
 
     def task(item: tuple[int, str, str, int, SensorRead]) -> None:
@@ -378,4 +387,4 @@ def _read_channels(
     stats.check(path, name)
 
 
-__all__ = ["PER_CHANNEL_MAP", "read_per_channel", "warm_up"]
+__all__ = ["PER_CHANNEL_MAP", "channel_arrays", "read_per_channel", "warm_up"]

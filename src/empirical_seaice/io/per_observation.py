@@ -132,18 +132,11 @@ def read_julian_day(r: SensorRead) -> None:
         )
 
 
-def select_observations(
-    r: SensorRead,
-    config: DataConfig,
-    jd_origin: float,
-    nsteps: int,
-    nstep_total_bg: int,
-    gname: str,
-    ngrid: int,
-    files: DataFiles,
-) -> None:
-    """Pass 1b for one sensor: read the per-observation fields and keep the observations in the
-    period whose fields are all valid (``r.keep``); ``r.per_obs`` then holds only those."""
+def place_in_period(r: SensorRead, config: DataConfig, jd_origin: float, nsteps: int, nstep_total_bg: int) -> None:
+    """Pass 1b's first step for one sensor: the step index of every observation (``r.per_obs["istep"]``,
+    -1 where its time is missing or outside the data's period) and which fall in the selected steps
+    (``r.in_period``); logs those before the first window and after the background period. Their
+    count bounds the sensor's kept observations before its per-observation fields are read."""
     sf, n = r.files, r.nobs_file
     ok = np.isfinite(r.julian_day) & ~r.outside
     istep_int = np.full(n, -1, dtype=np.int64)
@@ -156,12 +149,26 @@ def select_observations(
             early,
             f" of --start-date {config.start_date}" if config.start_date else "",
         )
-    in_period = ok & (istep_int >= config.stepstart) & (istep_int < config.stepstart + nsteps)
+    r.in_period = ok & (istep_int >= config.stepstart) & (istep_int < config.stepstart + nsteps)
     late = int((ok & (istep_int >= nstep_total_bg)).sum())
     if late and config.nsteps is None:
         log.warning("sensor %s: %d observations after the background period dropped", sf.sensor.name, late)
-    keep = in_period
     r.per_obs["istep"] = istep_int
+
+
+def select_observations(
+    r: SensorRead,
+    config: DataConfig,
+    gname: str,
+    ngrid: int,
+    files: DataFiles,
+) -> None:
+    """Pass 1b for one sensor, after :func:`place_in_period`: read the per-observation fields and keep
+    the observations in the period whose fields are all valid (``r.keep``); ``r.per_obs`` then holds
+    only those."""
+    sf, n = r.files, r.nobs_file
+    in_period = r.in_period
+    keep = in_period.copy()
     grid, gmiss = _read_grid_index(sf, gname, n, ngrid, files.seaice_background.name)
     keep &= ~gmiss
     r.per_obs["igrid"] = grid
@@ -197,6 +204,7 @@ def select_observations(
     if r.zenith_deg is not None:
         r.zenith_deg = r.zenith_deg[r.keep]
     r.julian_day = r.julian_day[r.keep]
+    r.in_period = np.zeros(0, dtype=bool)
     dropped = n - r.keep.size - int((~in_period).sum())
     log.info(
         "sensor %s: %d observations in file, %d in the period, %d dropped for invalid per-observation fields",
@@ -271,6 +279,7 @@ __all__ = [
     "PER_OBS_MAP",
     "grid_variables",
     "read_julian_day",
+    "place_in_period",
     "select_observations",
     "check_sensor_kept",
     "assemble_per_obs",

@@ -57,12 +57,13 @@ from empirical_seaice.io import cache as _cache
 from empirical_seaice.io._netcdf import as_float, get_variable, open_dataset
 from empirical_seaice.io.background import background_shape, read_background
 from empirical_seaice.io.layouts import DataFiles, find_data_files
-from empirical_seaice.io.per_channel import read_per_channel, warm_up
+from empirical_seaice.io.per_channel import channel_arrays, read_per_channel, warm_up
 from empirical_seaice.io.per_observation import (
     assemble_per_obs,
     check_sensor_kept,
     grid_variables,
     numpy_zeros,
+    place_in_period,
     read_julian_day,
     select_observations,
 )
@@ -134,6 +135,9 @@ def _read_passes(
     )
     for r, out_r in zip(reads, outside, strict=True):
         r.outside = out_r
+        place_in_period(r, config, jd_origin, nsteps, bg_shape.nstep_total)
+    if writer is not None:  # the cache's per-channel arrays, at most this long, come into memory meanwhile
+        writer.reserve(channel_arrays(sum(int(r.in_period.sum()) for r in reads), basis.nchan))
     background = read_background(
         files.seaice_background, files.tsfc_background, bg_shape, config.stepstart, nsteps, nlag
     )
@@ -143,7 +147,7 @@ def _read_passes(
 
     # Pass 1b: per-observation fields decide which observations are kept.
     for r, gname in zip(reads, grid_names, strict=True):
-        select_observations(r, config, jd_origin, nsteps, bg_shape.nstep_total, gname, ngrid, files)
+        select_observations(r, config, gname, ngrid, files)
     nobs = sum(r.keep.size for r in reads)
     if nobs == 0:
         raise SeaIceError(

@@ -23,6 +23,7 @@ class SensorRead:
     julian_day: np.ndarray = field(default_factory=lambda: np.zeros(0))
     keep: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # indices into the file's rows
     outside: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # timestamps outside the period
+    in_period: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))  # in the selected steps
     per_obs: dict[str, np.ndarray] = field(default_factory=dict)
     zenith_deg: np.ndarray | None = None  # optional: None when the file has no ZENITH
 
