@@ -361,3 +361,21 @@ def test_cut_rows_rewrites_the_header_in_place(tmp_path):
     assert back.shape == (7, 3) and back.dtype == np.float32
     np.testing.assert_array_equal(back, np.arange(21, dtype=np.float32).reshape(7, 3))
     assert path.stat().st_size == offset + 7 * 3 * 4
+
+
+def test_checksum_without_memory_maps_is_the_same(tmp_path, monkeypatch):
+    """A file that cannot be mapped (a file system without memory maps) is read in chunks: the same CRC."""
+    import mmap
+    import zlib
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(np.random.default_rng(1).integers(0, 256, (1 << 22) + 5, dtype=np.uint8).tobytes())
+    want = f"{zlib.crc32(path.read_bytes()):08x}"
+    assert cache_mod.file_checksum(path) == want
+
+    class NoMap:
+        def __init__(self, *a, **k):
+            raise OSError(19, "No such device")
+
+    monkeypatch.setattr(mmap, "mmap", NoMap)
+    assert cache_mod.file_checksum(path) == want
