@@ -258,29 +258,35 @@ class CacheWriter:
         self.mapped: dict[str, np.ndarray] = {}
         self.in_place: list[str] = []  # the arrays filled in place, flushed before the commit
         self._reserved: dict[str, np.ndarray] = {}  # name -> the whole array made by reserve
+        self._populated: set[str] = set()  # the arrays whose pages were asked for
         self._populating: list = []
         self._pool: Any = None
 
-    def reserve(self, arrays: Sequence[tuple[str, tuple[int, ...], Any]]) -> None:
+    def reserve(self, arrays: Sequence[tuple[str, tuple[int, ...], Any]], ahead: int) -> None:
         """Make the arrays ``(name, shape, dtype)`` now, at most ``shape[0]`` rows long, before the reader
-        knows their length: their pages come into memory on the writer's thread (:func:`_populate`)
-        while it reads on. :meth:`zeros` of such a name returns its first rows; the file is cut to
-        them before the cache is committed (:meth:`trim`)."""
-        for name, shape, dtype in arrays:
-            self._reserved[name] = self.zeros(name, shape, dtype)
+        knows their length; the pages of the first ``ahead`` of them come into memory on the writer's
+        thread (:func:`_populate`) while it reads on, each other's when :meth:`zeros` first gives it out
+        (as long as they are mapped, they count in the process's resident memory: the reader releases
+        each when it is complete). :meth:`zeros` of such a name returns its first rows; the file is cut
+        to them before the cache is committed (:meth:`trim`)."""
+        for k, (name, shape, dtype) in enumerate(arrays):
+            self._reserved[name] = self._make(name, shape, dtype, populate=k < ahead)
 
     def zeros(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         """A zero-filled array ``name`` of the cache, written in place (memory-mapped ``<name>.npy``);
         the first rows of one made by :meth:`reserve`."""
         full = self._reserved.get(name)
-        if full is not None:
-            if full.dtype != np.dtype(dtype) or full.shape[1:] != tuple(shape[1:]) or full.shape[0] < shape[0]:
-                raise ValueError(
-                    f"{name}: {shape} {np.dtype(dtype)} is not within the reserved {full.shape} {full.dtype}"
-                )
-            arr = full[: shape[0]]
-            self.mapped[name] = arr
-            return arr
+        if full is None:
+            return self._make(name, shape, dtype, populate=True)
+        if full.dtype != np.dtype(dtype) or full.shape[1:] != tuple(shape[1:]) or full.shape[0] < shape[0]:
+            raise ValueError(f"{name}: {shape} {np.dtype(dtype)} is not within the reserved {full.shape} {full.dtype}")
+        if name not in self._populated:
+            self._populate_behind(name, full)
+        arr = full[: shape[0]]
+        self.mapped[name] = arr
+        return arr
+
+    def _make(self, name: str, shape: tuple[int, ...], dtype, populate: bool) -> np.ndarray:
         path = self.tmp / f"{name}.npy"
         try:
             arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
@@ -289,13 +295,19 @@ class CacheWriter:
             raise _write_error(self.cache_dir, exc) from None
         self.mapped[name] = arr
         self.in_place.append(name)
+        if populate:
+            self._populate_behind(name, arr)
+        return arr
+
+    def _populate_behind(self, name: str, arr: np.ndarray) -> None:
+        """The pages of ``arr`` into memory on the writer's thread (:func:`_populate`), once."""
+        self._populated.add(name)
         if arr.nbytes >= _POPULATE_MIN_BYTES and _madvise is not None:
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-pages")
             self._populating.append(self._pool.submit(_populate, arr))
-        return arr
 
     def finished(self, name: str) -> None:
         """Array ``name`` is complete: its pages start going to the disk now, on the writer's thread
