@@ -379,3 +379,41 @@ def test_checksum_without_memory_maps_is_the_same(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mmap, "mmap", NoMap)
     assert cache_mod.file_checksum(path) == want
+
+
+def _mapped_rss_mib(path) -> float:
+    """Resident MiB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if "-" in line.split(" ", 1)[0]:
+                inside = line.rstrip().endswith(str(path))
+            elif inside and line.startswith("Rss:"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
+def test_reserved_arrays_beyond_the_first_are_brought_in_and_let_go(tmp_path):
+    """``CacheWriter.reserve``: the first ``ahead`` arrays' pages come into memory and stay mapped; the
+    others' come in and are let go again (not resident in the process, still in the file), mapped
+    once more when ``zeros`` gives them out; the values written stay."""
+    if cache_mod._madvise is None or not os.path.exists("/proc/self/smaps"):
+        pytest.skip("no madvise or smaps here")
+    writer = cache_mod.CacheWriter(tmp_path / "out")
+    try:
+        arrays = [(f"a{k}", (1 << 20, 8), np.dtype(np.float32)) for k in range(3)]  # 32 MiB each
+        writer.reserve(arrays, ahead=1)
+        writer.wait()
+        rss = [_mapped_rss_mib(writer.tmp / f"a{k}.npy") for k in range(3)]
+        if rss[0] < 30:
+            pytest.skip("the kernel does not populate (MADV_POPULATE_WRITE, Linux 5.14)")
+        assert rss[1] < 2 and rss[2] < 2
+        b = writer.zeros("a1", (1000, 8), np.float32)
+        b[:] = 7.0
+        writer.wait()
+        assert _mapped_rss_mib(writer.tmp / "a1.npy") > 30  # mapped again as a whole
+        writer.trim()
+        back = np.load(writer.tmp / "a1.npy")
+        assert back.shape == (1000, 8) and (back == 7.0).all()
+    finally:
+        writer.abort()

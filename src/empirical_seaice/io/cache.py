@@ -48,7 +48,13 @@ from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io.transaction import LOCK_PREFIX, fault_point, pid_alive
 from empirical_seaice.memory import glibc
-from empirical_seaice.observations import PER_CHANNEL_FIELDS, PER_OBS_FIELDS, BackgroundMaps, Observations
+from empirical_seaice.observations import (
+    PER_CHANNEL_FIELDS,
+    PER_OBS_FIELDS,
+    BackgroundMaps,
+    Observations,
+    release_pages,
+)
 from empirical_seaice.sensors import build_channel_basis, load_catalogue
 
 log = logging.getLogger(__name__)
@@ -264,13 +270,16 @@ class CacheWriter:
 
     def reserve(self, arrays: Sequence[tuple[str, tuple[int, ...], Any]], ahead: int) -> None:
         """Make the arrays ``(name, shape, dtype)`` now, at most ``shape[0]`` rows long, before the reader
-        knows their length; the pages of the first ``ahead`` of them come into memory on the writer's
-        thread (:func:`_populate`) while it reads on, each other's when :meth:`zeros` first gives it out
-        (as long as they are mapped, they count in the process's resident memory: the reader releases
-        each when it is complete). :meth:`zeros` of such a name returns its first rows; the file is cut
-        to them before the cache is committed (:meth:`trim`)."""
+        knows their length; their pages come into memory on the writer's thread (:func:`_populate`)
+        while it reads on. Mapped pages count in the process's resident memory: those of all but the
+        first ``ahead`` arrays are let go again at once (:func:`_prefault`: they stay in the page cache)
+        and mapped again, a few ms each, when :meth:`zeros` first gives the array out (the reader
+        releases each when it is complete). :meth:`zeros` of such a name returns its first rows; the
+        file is cut to them before the cache is committed (:meth:`trim`)."""
         for k, (name, shape, dtype) in enumerate(arrays):
             self._reserved[name] = self._make(name, shape, dtype, populate=k < ahead)
+            if k >= ahead:
+                self._behind(_prefault, self._reserved[name])
 
     def zeros(self, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         """A zero-filled array ``name`` of the cache, written in place (memory-mapped ``<name>.npy``);
@@ -281,7 +290,8 @@ class CacheWriter:
         if full.dtype != np.dtype(dtype) or full.shape[1:] != tuple(shape[1:]) or full.shape[0] < shape[0]:
             raise ValueError(f"{name}: {shape} {np.dtype(dtype)} is not within the reserved {full.shape} {full.dtype}")
         if name not in self._populated:
-            self._populate_behind(name, full)
+            self._populated.add(name)
+            self._behind(_populate, full)
         arr = full[: shape[0]]
         self.mapped[name] = arr
         return arr
@@ -296,18 +306,18 @@ class CacheWriter:
         self.mapped[name] = arr
         self.in_place.append(name)
         if populate:
-            self._populate_behind(name, arr)
+            self._populated.add(name)
+            self._behind(_populate, arr)
         return arr
 
-    def _populate_behind(self, name: str, arr: np.ndarray) -> None:
-        """The pages of ``arr`` into memory on the writer's thread (:func:`_populate`), once."""
-        self._populated.add(name)
+    def _behind(self, fn, arr: np.ndarray) -> None:
+        """``fn(arr)`` (:func:`_populate`, :func:`_prefault`) on the writer's thread, in order."""
         if arr.nbytes >= _POPULATE_MIN_BYTES and _madvise is not None:
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-pages")
-            self._populating.append(self._pool.submit(_populate, arr))
+            self._populating.append(self._pool.submit(fn, arr))
 
     def finished(self, name: str) -> None:
         """Array ``name`` is complete: its pages start going to the disk now, on the writer's thread
@@ -363,10 +373,31 @@ def _populate(arr: np.ndarray) -> None:
     ``MADV_POPULATE_WRITE``, on :class:`CacheWriter`'s thread while the reader fills the arrays
     before it): about a third of the kernel time of a page fault at each first write (0.15-0.25
     against 0.56-0.78 s for 0.74 GB here). A kernel without it (before Linux 5.14) answers
-    ``EINVAL`` and the pages come at the first writes as before."""
+    ``EINVAL`` and the pages come at the first writes as before.
+
+    One call per :data:`_POPULATE_STEP` bytes: the kernel holds the process's memory-map lock (for
+    reading) over a call's range, and every ``mmap`` and ``munmap`` of the reader's main thread (each
+    large numpy temporary of the per-observation pass, :func:`empirical_seaice.memory.map_large_arrays`)
+    waits for it: for a whole array, 0.2-0.3 s where the new pages are slow to come (a host's fault
+    each on this virtual machine, memory reclaimed from the page cache)."""
     page = mmap.PAGESIZE
     start = arr.ctypes.data // page * page
-    _madvise(start, arr.ctypes.data + arr.nbytes - start, _MADV_POPULATE_WRITE)
+    end = arr.ctypes.data + arr.nbytes
+    for a in range(start, end, _POPULATE_STEP):
+        if _madvise(a, min(_POPULATE_STEP, end - a), _MADV_POPULATE_WRITE) != 0:
+            return  # EINVAL: a kernel without it; the pages come at the first writes
+
+
+_POPULATE_STEP = 1 << 22
+
+
+def _prefault(arr: np.ndarray) -> None:
+    """:func:`_populate`, then the array's pages let go of again (``MADV_DONTNEED``: they stay in the
+    file's page cache, written or not, and are not counted in the process's resident memory): what a
+    new page costs (its allocation and zeroing, and on this virtual machine the host's fault: 0.03-0.3 s
+    for 186 MB) is paid now; mapping them again later takes 4-5 ms."""
+    _populate(arr)
+    release_pages(arr)
 
 
 _sync_file_range: Any = glibc("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
