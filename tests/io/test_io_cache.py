@@ -117,7 +117,8 @@ def test_cache_disabled_by_config(dataset, tmp_path):
 @pytest.mark.parametrize("where", ["array filled in place", "background array saved"])
 def test_interrupted_write_leaves_no_half_cache(dataset, tmp_path, monkeypatch, where):
     """Interrupted while the reader fills the cache's arrays in place (the 5th array), or while the
-    background maps are saved after them: the old cache stays, nothing of the new one."""
+    background maps are saved (on a thread beside the read; the interruption raised from there): the
+    old cache stays, nothing of the new one."""
     ds = dataset("C")
     cdir = tmp_path / "out"
     obs_ok, _ = read_training_data(ds.config, NLAG, cdir)  # a good cache exists
@@ -135,7 +136,7 @@ def test_interrupted_write_leaves_no_half_cache(dataset, tmp_path, monkeypatch, 
     with pytest.raises(KeyboardInterrupt):
         read_training_data(dataclasses.replace(ds.config, stepstart=1), NLAG, cdir)
     monkeypatch.setattr(owner, name, real)
-    assert calls[0] == nth
+    assert calls[0] == nth if owner is not np else calls[0] >= nth  # the maps are saved beside the read
     assert sorted(p.name for p in cdir.iterdir() if p.name != ".lock") == ["observations"]
     # The old cache is intact and still a hit for its own configuration.
     _no_netcdf(monkeypatch)

@@ -63,7 +63,8 @@ CACHE_SUBDIR = "observations"
 MANIFEST = "manifest.json"
 CACHE_VERSION = 2
 LOCK = ".lock"
-_BG_FIELDS = ("sic", "t_skin_map_k", "lon", "lat")
+BG_FIELDS = ("sic", "t_skin_map_k", "lon", "lat")
+"""The arrays of :class:`BackgroundMaps` in the cache (``bg_<name>.npy``; lon and lat where known)."""
 _CHUNK = 1 << 22
 
 
@@ -223,7 +224,7 @@ def _open_maps(root: Path, meta: dict, sensor_catalogue: Path | None) -> tuple[O
         arrays = {name: np.load(root / f"{name}.npy", mmap_mode="r") for name in PER_OBS_FIELDS + PER_CHANNEL_FIELDS}
         bg = {
             name: (np.load(root / f"bg_{name}.npy", mmap_mode="r") if name in meta["bg_fields"] else None)
-            for name in _BG_FIELDS
+            for name in BG_FIELDS
         }
     except (OSError, ValueError):
         log.info("cache %s is incomplete; rebuilding", root)
@@ -265,6 +266,8 @@ class CacheWriter:
         self.in_place: list[str] = []  # the arrays filled in place, flushed before the commit
         self._reserved: dict[str, np.ndarray] = {}  # name -> the whole array made by reserve
         self._populated: set[str] = set()  # the arrays whose pages were asked for
+        self._saver: Any = None
+        self._saving: dict[str, tuple[np.ndarray, Any]] = {}  # name -> (array, its save_behind's future)
         self._populating: list = []
         self._pool: Any = None
 
@@ -354,8 +357,30 @@ class CacheWriter:
         """True if ``arr`` is this cache's array ``name`` (already in its file)."""
         return self.mapped.get(name) is arr
 
+    def save_behind(self, name: str, arr: np.ndarray) -> None:
+        """Write ``arr`` (an array the reader holds in memory and changes no more) as ``<name>.npy`` of the
+        cache on a thread of its own while the reader goes on; :func:`save` and :func:`commit_behind`
+        wait for it (:meth:`saved`) instead of writing it then."""
+        if self._saver is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._saver = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-save")
+        self._saving[name] = (arr, self._saver.submit(np.save, self.tmp / f"{name}.npy", arr))
+
+    def saved(self, name: str, arr: np.ndarray) -> bool:
+        """True if ``arr`` went to ``<name>.npy`` by :meth:`save_behind` (waited for here; its error raised)."""
+        held = self._saving.get(name)
+        if held is None or held[0] is not arr:
+            return False
+        held[1].result()
+        return True
+
     def abort(self) -> None:
         self.wait()
+        if self._saver is not None:
+            self._saver.shutdown(wait=True)
+            self._saver = None
+        self._saving.clear()
         self.mapped.clear()
         self._reserved.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -492,10 +517,11 @@ def _write_rest(writer: CacheWriter, obs: Observations, background: BackgroundMa
         if not writer.holds(name, arr):
             np.save(tmp / f"{name}.npy", np.asarray(arr))
     bg_fields = []
-    for name in _BG_FIELDS:
+    for name in BG_FIELDS:
         arr = getattr(background, name)
         if arr is not None:
-            np.save(tmp / f"bg_{name}.npy", np.asarray(arr))
+            if not writer.saved(f"bg_{name}", arr):
+                np.save(tmp / f"bg_{name}.npy", np.asarray(arr))
             bg_fields.append(name)
     return {
         "sensors": list(obs.basis.sensor_names),

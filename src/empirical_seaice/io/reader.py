@@ -151,6 +151,11 @@ def _read_passes(
     )
     ngrid = bg_shape.ngrid
     _apply_grid_file(background, files.grid)
+    if writer is not None:  # the background maps go to the cache while the observations are read
+        for name in _cache.BG_FIELDS:
+            arr = getattr(background, name)
+            if arr is not None:
+                writer.save_behind(f"bg_{name}", arr)
     grid_names = grid_variables(files.sensors)
 
     # Pass 1b: per-observation fields decide which observations are kept.
