@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import shutil
+from pathlib import Path
 
 import netCDF4
 import numpy as np
@@ -418,3 +419,17 @@ def test_reserved_arrays_beyond_the_first_are_brought_in_and_let_go(tmp_path):
         assert back.shape == (1000, 8) and (back == 7.0).all()
     finally:
         writer.abort()
+
+
+def test_join_commits_finds_the_commit_by_either_spelling_of_its_directory(dataset, tmp_path, monkeypatch):
+    """A commit started with a relative cache directory is joined by the absolute one (and by all)."""
+    import time
+
+    ds = dataset("C")
+    real = os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (time.sleep(0.05), real(fd))[1])
+    monkeypatch.chdir(tmp_path)
+    read_training_data(ds.config, NLAG, Path("rel"), commit_behind=True)
+    cache_mod.join_commits(tmp_path / "rel")
+    assert (tmp_path / "rel" / "observations" / "manifest.json").is_file()
+    assert not cache_mod._PENDING

@@ -612,9 +612,15 @@ def commit_behind(
             held.release()
 
     thread = threading.Thread(target=commit, name="cache-commit")
+    key_dir = Path(os.path.abspath(writer.cache_dir))
     with _PENDING_LOCK:
-        _PENDING.append((writer.cache_dir, thread))
-    thread.start()
+        _PENDING.append((key_dir, thread))
+    try:
+        thread.start()
+    except RuntimeError:  # no thread to be had: committed here
+        with _PENDING_LOCK:
+            _PENDING.remove((key_dir, thread))
+        commit()
     return mapped
 
 
@@ -627,7 +633,7 @@ def join_commits(cache_dir: Path | None = None) -> None:
     """Wait for the commits behind the run (:func:`commit_behind`) of ``cache_dir`` (default: all):
     afterwards the cache is committed, or its temporary directory removed and a warning logged."""
     with _PENDING_LOCK:
-        waiting = [(d, t) for d, t in _PENDING if cache_dir is None or d == Path(cache_dir)]
+        waiting = [(d, t) for d, t in _PENDING if cache_dir is None or d == Path(os.path.abspath(cache_dir))]
     for d, t in waiting:
         t.join()
         with _PENDING_LOCK:
