@@ -420,9 +420,12 @@ def _prefault(arr: np.ndarray) -> None:
     """:func:`_populate`, then the array's pages let go of again (``MADV_DONTNEED``: they stay in the
     file's page cache, written or not, and are not counted in the process's resident memory): what a
     new page costs (its allocation and zeroing, and on this virtual machine the host's fault: 0.03-0.3 s
-    for 186 MB) is paid now; mapping them again later takes 4-5 ms."""
-    _populate(arr)
-    release_pages(arr)
+    for 186 MB) is paid now; mapping them again later takes 4-5 ms. :data:`_POPULATE_STEP` bytes at a
+    time, each let go of before the next, so that no more than that is resident at once."""
+    rows = max(1, _POPULATE_STEP // max(1, arr.strides[0])) if arr.ndim else 1
+    for a in range(0, arr.shape[0] if arr.ndim else 1, rows):
+        _populate(arr[a : a + rows])
+        release_pages(arr, slice(a, a + rows))
 
 
 _sync_file_range: Any = glibc("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)

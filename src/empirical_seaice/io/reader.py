@@ -101,12 +101,13 @@ def _apply_grid_file(background: BackgroundMaps, path: Path | None) -> None:
         background.lat = values["lat"]
 
 
-RESERVE_AHEAD = 4
+RESERVE_AHEAD = 3
 """The cache's per-channel arrays (:func:`~empirical_seaice.io.per_channel.channel_arrays`: the mask, then
 the fields) that stay mapped once their pages are in (:meth:`~empirical_seaice.io.cache.CacheWriter.reserve`):
-the mask and 3 fields (0.6 GB on the benchmark twin); the others' pages come in too while the
-per-observation fields are read, and are let go again until the pass reaches them. Mapped pages count in
-the process's resident memory: all of them mapped at once took the read's peak to 2.1 GiB."""
+the mask and the 2 fields the pass starts with (0.4 GB on the benchmark twin, as before the early
+reservation); the others' pages come in too while the per-observation fields are read, and are let go
+again until the pass reaches them. Mapped pages count in the process's resident memory: all of them
+mapped at once took the read's peak to 2.1 GiB."""
 
 
 def _read_fresh(
