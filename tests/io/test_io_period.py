@@ -46,7 +46,7 @@ def test_the_sensor_line_counts_the_period_and_the_invalid_apart(dataset, caplog
         f["TSFC"][[2, 4]] = np.nan
 
     ds = dataset("B", nobs=6, edit=edit)
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO", logger="empirical_seaice.io.per_observation"):
         obs, _ = read_training_data(ds.config, 1)
     assert "sensor amsr2: 6 observations in file, 5 in the period, 2 dropped for invalid per-observation fields" in (
         caplog.text

@@ -233,16 +233,20 @@ def _read(plan: RunPlan, display: RunProgress) -> tuple[Observations, Background
     display.stage("reading data")
     t0 = time.perf_counter()
     # a new cache is committed behind the run (its flush waits for the disk), joined before the run ends;
-    # the read's temporaries (the per-observation pass's arrays of a few MB) reused from the heap instead
-    # of mapped and faulted in anew each, then handed back (empirical_seaice.memory)
-    map_large_arrays(HEAP_THRESHOLD)
+    # in a run that trains (large arrays mapped on their own, run()), the read's temporaries (the
+    # per-observation pass's arrays of a few MB) reused from the heap instead of mapped and faulted in
+    # anew each, then handed back (empirical_seaice.memory)
+    trains = plan.model_file is None
+    if trains:
+        map_large_arrays(HEAP_THRESHOLD)
     try:
         obs, background = read_training_data(
             plan.data_cfg, plan.model_cfg.nlag, cache_dir=plan.output / "cache", commit_behind=True
         )
     finally:
-        map_large_arrays(MMAP_THRESHOLD if plan.model_file is None else HEAP_THRESHOLD)
-        release_free_memory(collect=False)
+        if trains:
+            map_large_arrays(MMAP_THRESHOLD)
+            release_free_memory(collect=False)
     if tuple(obs.basis.channel_names) != tuple(plan.basis.channel_names):  # pragma: no cover - reader contract
         raise ValueError("reader returned a different channel basis")
     log.info(
