@@ -83,9 +83,10 @@ def _channel_columns(obs: Observations, channels: Sequence[str]) -> np.ndarray:
     return np.array([obs.basis.channel_index[name] for name in channels], dtype=np.int64)
 
 
-def _sums_table(obs: Observations, ncol: int) -> tuple[np.ndarray, np.ndarray]:
-    """Zeroed sums (float64) and counts (int32) of :mod:`.classic_kernels`' table, (cells, ncol)."""
-    ncell = kernels.table_cells(obs.ngrid, obs.nstep)
+def _sums_table(obs: Observations, ncol: int, nstep: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed sums (float64) and counts (int32) of :mod:`.classic_kernels`' table, (cells, ncol), for
+    ``nstep`` steps (None: the whole period)."""
+    ncell = kernels.table_cells(obs.ngrid, obs.nstep if nstep is None else nstep)
     return np.zeros((ncell, ncol)), np.zeros((ncell, ncol), dtype=np.int32)
 
 
@@ -98,22 +99,28 @@ def _daily_sums(
     total: np.ndarray,
     count: np.ndarray,
     grid_major: bool = False,
+    t_base: int = 0,
 ) -> None:
     """Add sensor ``isensor``'s valid TBs of columns ``cols`` in rows ``lo:hi`` to ``total`` and ``count``,
-    block by block in observation order (:func:`.classic_kernels.cell_sums`: the step-block table, or
-    with ``grid_major`` the grid-major one)."""
+    block by block in observation order (:func:`.classic_kernels.cell_sums`: the step-block table whose
+    first step is ``t_base``, or with ``grid_major`` the grid-major one)."""
     for start in range(lo, hi, _BLOCK):
         rows = slice(start, min(start + _BLOCK, hi))
         kernels.cell_sums(
             np.asarray(obs.isensor[rows]), np.asarray(obs.igrid[rows]), np.asarray(obs.istep[rows]),
             np.asarray(obs.tb_obs_k[rows]), np.asarray(obs.mask[rows]), cols, isensor, obs.ngrid, total, count,
-            grid_major,
+            grid_major, t_base,
         )  # fmt: skip
         obs.release(rows)
 
 
 _BLOCK = 1 << 18
 """Observations read at a time by :func:`grid_daily_mean_tb`."""
+CHUNK_STEPS = 4 * kernels.TILE_STEPS
+"""Steps of a chunk of :func:`classic_sic_maps`' sums table where a sensor's rows are in step order: its
+sums and counts (``ngrid x CHUNK_STEPS`` cells, 43 MB on the ``benchmark`` twin's grid) stay in the CPU's
+cache between the gridding and the algorithms, instead of a whole-period table (0.25 GB there) that is
+first written, then read back, then zeroed again for the next sensor."""
 
 
 def grid_hemisphere(lat: np.ndarray | None, ngrid: int) -> np.ndarray:
@@ -151,7 +158,9 @@ def classic_sic_maps(obs: Observations, algorithms: Sequence[str] = ALGORITHMS) 
     (the means of :func:`grid_daily_mean_tb`, one pass over the sensor's rows for all five channels
     19V, 19H, 37V, 37H, 24V) and the algorithm applied to the means
     (:func:`.classic_kernels.classic_tiles`: the numpy functions' values);
-    the sensors' maps are then averaged where they have values.
+    the sensors' maps are then averaged where they have values. Where a sensor's rows are in step
+    order (the run's reader keeps them so), its steps are gridded and mapped chunk by chunk of
+    :data:`CHUNK_STEPS` in one small table; otherwise in a table of the whole period (the same values).
 
     Raises
     ------
@@ -170,7 +179,7 @@ def classic_sic_maps(obs: Observations, algorithms: Sequence[str] = ALGORITHMS) 
         if doing:
             for alg, sic in grid.maps(s, doing, result.sources).items():
                 maps[alg].append((sname, sic))
-    grid.table = None
+    grid.table = grid.chunks = None
     for alg in algorithms:
         if not maps[alg]:
             raise SeaIceError(
@@ -209,6 +218,7 @@ class _SensorGrid:
 
     def __init__(self, obs: Observations):
         self.obs = obs
+        self.chunks: tuple[np.ndarray, np.ndarray] | None = None  # the chunk table (steps in order)
         names = obs.basis.channel_index
         self.wanted = [c for c in _ROLES if c in names]
         self.cols = _channel_columns(obs, self.wanted)
@@ -223,12 +233,11 @@ class _SensorGrid:
         """Sensor ``s``'s float32 maps of ``algorithms`` (added to the sensor means); the tie points'
         sources into ``sources``."""
         obs = self.obs
-        if self.table is None:
-            self.table = _sums_table(obs, len(self.cols))
-        else:
-            self.table[0].fill(0.0)
-            self.table[1].fill(0)
-        _daily_sums(obs, self.cols, s, int(self.lo[s]), int(self.hi[s]), *self.table)
+        lo, hi = int(self.lo[s]), int(self.hi[s])
+        nchunk = -(-obs.nstep // CHUNK_STEPS)
+        starts, in_order = kernels.step_chunk_rows(
+            np.asarray(obs.isensor), np.asarray(obs.istep), s, lo, hi, CHUNK_STEPS, nchunk
+        )
         sname = obs.basis.sensor_names[s]
         tp_name = TIE_POINT_SENSOR[sname]
         tpn, tps = BOOTSTRAP_TIE_POINTS[(tp_name, "north")], BOOTSTRAP_TIE_POINTS[(tp_name, "south")]
@@ -241,11 +250,29 @@ class _SensorGrid:
         out = {alg: np.empty((obs.ngrid, obs.nstep), dtype=np.float32) for alg in algorithms}
         none = np.empty((0, 0), dtype=np.float32)
         args = (
-            *self.table, obs.ngrid, self.col, kernels.nasa_team_table(NASA_TEAM_TIE_POINTS[tp_name]), has22,
+            self.col, kernels.nasa_team_table(NASA_TEAM_TIE_POINTS[tp_name]), has22,
             kernels.bootstrap_table(tpn, tps), self.north, out.get("nasa_team", none), out.get("bootstrap", none),
             self.sums, self.counts,
         )  # fmt: skip
-        _on_threads(lambda t0, t1: kernels.classic_tiles(*args[:3], t0, t1, *args[3:]), obs.nstep)
+        # the algorithms leave every cell they read zero: the table is ready for the next chunk or sensor
+        if in_order:  # chunk by chunk of steps in one small table
+            if self.chunks is None:
+                self.chunks = _sums_table(obs, len(self.cols), CHUNK_STEPS)
+            table = self.chunks
+            for k in range(nchunk):
+                t_base = k * CHUNK_STEPS
+                _daily_sums(obs, self.cols, s, int(starts[k]), int(starts[k + 1]), *table, t_base=t_base)
+                _on_threads(
+                    lambda t0, t1, b=t_base: kernels.classic_tiles(*table, obs.ngrid, t0, t1, b, *args),
+                    t_base,
+                    min(t_base + CHUNK_STEPS, obs.nstep),
+                )
+            return out
+        if self.table is None:
+            self.table = _sums_table(obs, len(self.cols))
+        table = self.table
+        _daily_sums(obs, self.cols, s, lo, hi, *table)
+        _on_threads(lambda t0, t1: kernels.classic_tiles(*table, obs.ngrid, t0, t1, 0, *args), 0, obs.nstep)
         return out
 
     def sensor_mean(self, alg: str) -> np.ndarray:
@@ -256,17 +283,17 @@ class _SensorGrid:
         return mean
 
 
-def _on_threads(fn, nstep: int) -> None:
-    """``fn(t0, t1)`` over the steps ``0:nstep`` split into one run of whole tiles per thread of the run
-    (:func:`.chunk_writer.threads`; the compiled kernel releases the GIL, and each step's values are
-    those of a run on one thread)."""
-    nthread = min(chunk_writer.threads(), -(-nstep // kernels.TILE_STEPS))
+def _on_threads(fn, t_lo: int, t_hi: int) -> None:
+    """``fn(t0, t1)`` over the steps ``t_lo:t_hi`` (``t_lo`` a multiple of the tile) split into one run of
+    whole tiles per thread of the run (:func:`.chunk_writer.threads`; the compiled kernel releases the
+    GIL, and each step's values are those of a run on one thread)."""
+    nthread = min(chunk_writer.threads(), -(-(t_hi - t_lo) // kernels.TILE_STEPS))
     if nthread <= 1:
-        fn(0, nstep)
+        fn(t_lo, t_hi)
         return
-    per = -(-nstep // (nthread * kernels.TILE_STEPS)) * kernels.TILE_STEPS
+    per = -(-(t_hi - t_lo) // (nthread * kernels.TILE_STEPS)) * kernels.TILE_STEPS
     with ThreadPoolExecutor(max_workers=nthread, thread_name_prefix="classic-tiles") as pool:
-        list(pool.map(lambda t0: fn(t0, min(t0 + per, nstep)), range(0, nstep, per)))
+        list(pool.map(lambda t0: fn(t0, min(t0 + per, t_hi)), range(t_lo, t_hi, per)))
 
 
 def sic_rmse(sic: np.ndarray, truth: np.ndarray) -> float:
