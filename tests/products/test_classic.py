@@ -10,7 +10,7 @@ import xarray as xr
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.products import classic
-from empirical_seaice.products.classic import classic_sic_maps, grid_daily_mean_tb, write_classic_sic
+from empirical_seaice.products.classic import classic_sic_maps, grid_daily_mean_tb, sic_rmse, write_classic_sic
 from empirical_seaice.products.sic_algorithms import (
     BOOTSTRAP_TIE_POINTS,
     NASA_TEAM_TIE_POINTS,
@@ -449,6 +449,42 @@ def test_classic_scores_hand_case_with_and_without_counts(make_obs):
     assert classic_scores(maps, obs, background, trained, truth, counts) == (npts, scores)
     with pytest.raises(ValueError, match="counts"):
         classic_scores(maps, obs, background, trained, truth, counts[:, :1])
+
+
+def test_classic_scores_rmse_is_sic_rmse_bit_for_bit(make_obs):
+    """The scores' RMSE, from the differences the bias uses, is :func:`sic_rmse`'s value bit for bit
+    (NaN in the maps and in the truth, every cell observed)."""
+    from types import SimpleNamespace
+
+    from empirical_seaice.products.classic import ClassicSIC
+    from empirical_seaice.products.write import _at, classic_scores
+
+    rng = np.random.default_rng(5)
+    ngrid, nstep = 40, 6
+    g, t = np.divmod(np.arange(ngrid * nstep), nstep)
+    obs = make_obs(np.full((g.size, 10), 200.0), igrid=g, istep=t, isensor=[0] * g.size, ngrid=ngrid, nstep=nstep)
+
+    def field(ncol):
+        x = rng.random((ngrid, ncol)).astype(np.float32)
+        x[rng.random(x.shape) < 0.2] = np.nan
+        return x
+
+    truth, background, trained = (
+        SimpleNamespace(sic=field(nstep)),
+        SimpleNamespace(nlag=1, sic=field(nstep + 1)),
+        field(7),
+    )
+    maps = ClassicSIC(maps={"nasa_team": field(nstep), "bootstrap": field(nstep)})
+    _, scores = classic_scores(maps, obs, background, trained, truth)
+    cells = np.arange(ngrid * nstep)
+    ts = _at(truth.sic, cells, nstep)
+    for name, arr, lag in (
+        ("background", background.sic, 1),
+        ("trained", trained, 1),
+        ("bootstrap", maps.maps["bootstrap"], 0),
+    ):
+        want = sic_rmse(_at(arr, cells, nstep, lag), ts)
+        assert np.isfinite(want) and scores[name]["rmse"] == want, name
 
 
 def test_clip_of_one_cell_keeps_numpy_signs():
