@@ -118,9 +118,9 @@ _BLOCK = 1 << 18
 """Observations read at a time by :func:`grid_daily_mean_tb`."""
 CHUNK_STEPS = 4 * kernels.TILE_STEPS
 """Steps of a chunk of :func:`classic_sic_maps`' sums table where a sensor's rows are in step order: its
-sums and counts (``ngrid x CHUNK_STEPS`` cells, 43 MB on the ``benchmark`` twin's grid) stay in the CPU's
-cache between the gridding and the algorithms, instead of a whole-period table (0.25 GB there) that is
-first written, then read back, then zeroed again for the next sensor."""
+sums and counts (``ngrid x CHUNK_STEPS`` cells, 43 MB on the ``benchmark`` twin's grid), and the sensor
+means' float64 sums, hold one chunk of steps (every sensor's in turn) instead of the whole period (0.25 and
+0.08 GB there): less memory to fault in and to read back, and no pass to zero it between the sensors."""
 
 
 def grid_hemisphere(lat: np.ndarray | None, ngrid: int) -> np.ndarray:
@@ -173,21 +173,24 @@ def classic_sic_maps(obs: Observations, algorithms: Sequence[str] = ALGORITHMS) 
         raise SeaIceError(f"classic SIC: unknown algorithm {unknown[0]!r}; known: {', '.join(ALGORITHMS)}")
     result = ClassicSIC(maps={})
     grid = _SensorGrid(obs)
-    maps: dict[str, list[tuple[str, np.ndarray]]] = {alg: [] for alg in algorithms}
-    for s, sname in enumerate(obs.basis.sensor_names):  # one pass over the sensor's rows
-        doing = [alg for alg in algorithms if _usable(obs, s, alg)]
-        if doing:
-            for alg, sic in grid.maps(s, doing, result.sources).items():
-                maps[alg].append((sname, sic))
-    grid.table = grid.chunks = None
+    names = obs.basis.sensor_names
+    doing = {s: [alg for alg in algorithms if _usable(obs, s, alg)] for s in range(len(names))}
     for alg in algorithms:
-        if not maps[alg]:
+        if not any(alg in algs for algs in doing.values()):
             raise SeaIceError(
-                f"classic SIC {alg}: no sensor of the run ({', '.join(obs.basis.sensor_names)}) "
+                f"classic SIC {alg}: no sensor of the run ({', '.join(names)}) "
                 f"has the channels {', '.join(_NEED[alg])} and tie points"
             )
-        result.per_sensor.update({(alg, sname): sic for sname, sic in maps[alg]})
-        result.maps[alg] = grid.sensor_mean(alg)
+    plans = {s: grid.plan(s, algs, result.sources) for s, algs in doing.items() if algs}
+    chunks = {s: grid.chunk_rows(s) for s in plans}
+    if all(in_order for _, in_order in chunks.values()):  # chunk by chunk of steps, every sensor in each
+        result.maps = grid.by_chunks(plans, {s: starts for s, (starts, _) in chunks.items()}, algorithms)
+    else:  # sensor by sensor over the whole period
+        for s, plan in plans.items():
+            grid.whole_period(s, plan)
+        result.maps = {alg: grid.sensor_mean(alg) for alg in algorithms}
+    for alg in algorithms:
+        result.per_sensor.update({(alg, names[s]): plan[0][alg] for s, plan in plans.items() if alg in plan[0]})
     result.sources = {k: result.sources[k] for alg in algorithms for k in result.sources if k.startswith(alg + "/")}
     return result
 
@@ -212,32 +215,30 @@ def _usable(obs: Observations, s: int, alg: str) -> bool:
 
 
 class _SensorGrid:
-    """The classic maps of a run's sensors, one sensor at a time: the sums table of the five
-    channels (one table, reused), the per-sensor maps and the float64 sums and counts of the
-    sensor means (``[0]`` NASA Team, ``[1]`` Bootstrap; summed in sensor order)."""
+    """The classic maps of a run's sensors: the sums table of the five channels (one table, reused),
+    the per-sensor maps and the float64 sums and counts of the sensor means (``[0]`` NASA Team,
+    ``[1]`` Bootstrap; summed in sensor order). Where every sensor's rows are in step order
+    (:meth:`by_chunks`) the table, the sums and the counts hold a chunk of :data:`CHUNK_STEPS` steps,
+    each sensor's in turn; otherwise (:meth:`whole_period`) the whole period, one sensor at a time."""
 
     def __init__(self, obs: Observations):
         self.obs = obs
-        self.chunks: tuple[np.ndarray, np.ndarray] | None = None  # the chunk table (steps in order)
         names = obs.basis.channel_index
         self.wanted = [c for c in _ROLES if c in names]
         self.cols = _channel_columns(obs, self.wanted)
         self.col = np.array([self.wanted.index(c) if c in names else -1 for c in _ROLES], dtype=np.int64)
         self.north = grid_hemisphere(obs.lat, obs.ngrid)
-        self.sums = np.zeros((2, obs.ngrid, obs.nstep))
-        self.counts = np.zeros((2, obs.ngrid, obs.nstep), dtype=np.int16)
         self.lo, self.hi = kernels.sensor_rows(np.asarray(obs.isensor), len(obs.basis.sensor_names))
+        self.nchunk = -(-obs.nstep // CHUNK_STEPS)
         self.table: tuple[np.ndarray, np.ndarray] | None = None
+        self.sums: np.ndarray | None = None
+        self.counts: np.ndarray | None = None
 
-    def maps(self, s: int, algorithms: Sequence[str], sources: dict[str, str]) -> dict[str, np.ndarray]:
-        """Sensor ``s``'s float32 maps of ``algorithms`` (added to the sensor means); the tie points'
-        sources into ``sources``."""
+    def plan(self, s: int, algorithms: Sequence[str], sources: dict[str, str]) -> tuple[dict[str, np.ndarray], tuple]:
+        """Sensor ``s``'s float32 maps of ``algorithms`` (unfilled) and the arguments of
+        :func:`.classic_kernels.classic_tiles` that are its own (columns, tie points, hemispheres,
+        maps); the tie points' sources into ``sources``."""
         obs = self.obs
-        lo, hi = int(self.lo[s]), int(self.hi[s])
-        nchunk = -(-obs.nstep // CHUNK_STEPS)
-        starts, in_order = kernels.step_chunk_rows(
-            np.asarray(obs.isensor), np.asarray(obs.istep), s, lo, hi, CHUNK_STEPS, nchunk
-        )
         sname = obs.basis.sensor_names[s]
         tp_name = TIE_POINT_SENSOR[sname]
         tpn, tps = BOOTSTRAP_TIE_POINTS[(tp_name, "north")], BOOTSTRAP_TIE_POINTS[(tp_name, "south")]
@@ -252,31 +253,59 @@ class _SensorGrid:
         args = (
             self.col, kernels.nasa_team_table(NASA_TEAM_TIE_POINTS[tp_name]), has22,
             kernels.bootstrap_table(tpn, tps), self.north, out.get("nasa_team", none), out.get("bootstrap", none),
-            self.sums, self.counts,
         )  # fmt: skip
-        # the algorithms leave every cell they read zero: the table is ready for the next chunk or sensor
-        if in_order:  # chunk by chunk of steps in one small table
-            if self.chunks is None:
-                self.chunks = _sums_table(obs, len(self.cols), CHUNK_STEPS)
-            table = self.chunks
-            for k in range(nchunk):
-                t_base = k * CHUNK_STEPS
-                _daily_sums(obs, self.cols, s, int(starts[k]), int(starts[k + 1]), *table, t_base=t_base)
+        return out, args
+
+    def chunk_rows(self, s: int) -> tuple[np.ndarray, bool]:
+        """Whether sensor ``s``'s rows are in step order, and where each chunk of steps starts among them
+        (:func:`.classic_kernels.step_chunk_rows`)."""
+        obs = self.obs
+        return kernels.step_chunk_rows(
+            np.asarray(obs.isensor), np.asarray(obs.istep), s, int(self.lo[s]), int(self.hi[s]), CHUNK_STEPS,
+            self.nchunk,
+        )  # fmt: skip
+
+    def by_chunks(self, plans: dict, starts: dict[int, np.ndarray], algorithms: Sequence[str]) -> dict[str, np.ndarray]:
+        """Every sensor's maps (``plans``) chunk by chunk of steps (``starts``: each sensor's chunk rows):
+        in each chunk the sensors in turn (sums, then the algorithms on the run's threads, which leave the
+        table zero), then the chunk's sensor means; returns the float32 sensor means of ``algorithms``."""
+        obs = self.obs
+        table = _sums_table(obs, len(self.cols), CHUNK_STEPS)
+        sums = np.zeros((2, obs.ngrid, CHUNK_STEPS))
+        counts = np.zeros((2, obs.ngrid, CHUNK_STEPS), dtype=np.int16)
+        means = {alg: np.empty((obs.ngrid, obs.nstep), dtype=np.float32) for alg in algorithms}
+        for k in range(self.nchunk):
+            t0, t1 = k * CHUNK_STEPS, min((k + 1) * CHUNK_STEPS, obs.nstep)
+            for s, (_, args) in plans.items():
+                _daily_sums(obs, self.cols, s, int(starts[s][k]), int(starts[s][k + 1]), *table, t_base=t0)
                 _on_threads(
-                    lambda t0, t1, b=t_base: kernels.classic_tiles(*table, obs.ngrid, t0, t1, b, *args),
-                    t_base,
-                    min(t_base + CHUNK_STEPS, obs.nstep),
+                    lambda a, b, x=args, c=t0: kernels.classic_tiles(*table, obs.ngrid, a, b, c, *x, sums, counts, c),
+                    t0,
+                    t1,
                 )
-            return out
+            for alg, mean in means.items():  # the sums and counts read are left zero for the next chunk
+                i = 0 if alg == "nasa_team" else 1
+                kernels.sensor_mean(sums[i], counts[i], mean[:, t0:t1])
+        return means
+
+    def whole_period(self, s: int, plan: tuple) -> None:
+        """Sensor ``s``'s maps (``plan``) over the whole period in one table, added to the sensor means."""
+        obs = self.obs
         if self.table is None:
             self.table = _sums_table(obs, len(self.cols))
-        table = self.table
-        _daily_sums(obs, self.cols, s, lo, hi, *table)
-        _on_threads(lambda t0, t1: kernels.classic_tiles(*table, obs.ngrid, t0, t1, 0, *args), 0, obs.nstep)
-        return out
+            self.sums = np.zeros((2, obs.ngrid, obs.nstep))
+            self.counts = np.zeros((2, obs.ngrid, obs.nstep), dtype=np.int16)
+        table, args, sums, counts = self.table, plan[1], self.sums, self.counts
+        _daily_sums(obs, self.cols, s, int(self.lo[s]), int(self.hi[s]), *table)
+        _on_threads(
+            lambda a, b: kernels.classic_tiles(*table, obs.ngrid, a, b, 0, *args, sums, counts, 0),
+            0,
+            obs.nstep,
+        )
 
     def sensor_mean(self, alg: str) -> np.ndarray:
-        """The float32 sensor mean of ``alg`` (NaN where no sensor has a value)."""
+        """The float32 sensor mean of ``alg`` over the whole period (NaN where no sensor has a value)."""
+        assert self.sums is not None and self.counts is not None
         k = 0 if alg == "nasa_team" else 1
         mean = np.empty((self.obs.ngrid, self.obs.nstep), dtype=np.float32)
         kernels.sensor_mean(self.sums[k], self.counts[k], mean)

@@ -182,14 +182,15 @@ def _bootstrap_cell_py(v37, h37, v19, w):  # pragma: no cover - compiled
 
 
 def _classic_tiles_py(
-    total, count, ngrid, t_lo, t_hi, t_base, col, nt, has22, bt, north, out_nt, out_bt, sums, counts
+    total, count, ngrid, t_lo, t_hi, t_base, col, nt, has22, bt, north, out_nt, out_bt, sums, counts, s_base
 ):  # pragma: no cover - compiled
     """NASA Team (``out_nt``, skipped when it has no rows) and Bootstrap (``out_bt``) of one sensor's
     sums table for steps ``t_lo:t_hi`` (whole blocks but the last; the table's first step ``t_base``, as
     in :func:`cell_sums`), written grid-major as float32; each finite value (float64) is added to the
-    sensor mean's ``sums[k]`` (0.0 otherwise, as numpy's ``where(ok, sic, 0.0)``) and counted in
-    ``counts[k]`` (k = 0 NASA Team, 1 Bootstrap). Every cell read is left zero (sums and counts): the
-    table is ready for the next chunk or sensor without a pass of its own."""
+    sensor mean's ``sums[k, g, t - s_base]`` (0.0 otherwise, as numpy's ``where(ok, sic, 0.0)``) and
+    counted in ``counts[k, g, t - s_base]`` (k = 0 NASA Team, 1 Bootstrap; ``s_base`` the first step of
+    those arrays). Every cell read is left zero (sums and counts): the table is ready for the next chunk
+    or sensor without a pass of its own."""
     do_nt = out_nt.shape[0] > 0
     do_bt = out_bt.shape[0] > 0
     # columns and tie points as scalars and tuples, out of the loop: the cell functions take no array
@@ -224,23 +225,26 @@ def _classic_tiles_py(
                     c = _nasa_team_cell(v19, h19, v37, v22, has22, a, b, d)
                     out_nt[g, t] = np.float32(c)
                     ok = np.isfinite(c)
-                    sums[0, g, t] += c if ok else 0.0
-                    counts[0, g, t] += ok
+                    sums[0, g, t - s_base] += c if ok else 0.0
+                    counts[0, g, t - s_base] += ok
                 if do_bt:
                     c = _bootstrap_cell(v37, h37, v19, w)
                     out_bt[g, t] = np.float32(c)
                     ok = np.isfinite(c)
-                    sums[1, g, t] += c if ok else 0.0
-                    counts[1, g, t] += ok
+                    sums[1, g, t - s_base] += c if ok else 0.0
+                    counts[1, g, t - s_base] += ok
 
 
 def _sensor_mean_py(sums, counts, out):  # pragma: no cover - compiled
     """``out`` (float32) = ``sums / counts``, NaN where the count is 0 (numpy's
-    ``where(count > 0, total / maximum(count, 1), nan)``)."""
-    for g in range(sums.shape[0]):
-        for t in range(sums.shape[1]):
+    ``where(count > 0, total / maximum(count, 1), nan)``), over ``out``'s shape; the sums and counts
+    read are left zero (ready for the next chunk of steps)."""
+    for g in range(out.shape[0]):
+        for t in range(out.shape[1]):
             n = counts[g, t]
             out[g, t] = np.float32(sums[g, t] / n) if n > 0 else np.float32(np.nan)
+            sums[g, t] = 0.0
+            counts[g, t] = 0
 
 
 sensor_rows: Any
