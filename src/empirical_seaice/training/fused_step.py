@@ -10,10 +10,9 @@ side):
 
 1. the rows each observation reads (``program.rows``);
 2. the distinct rows are found with a mark array (one int32 per slab row: the rows' last padding
-   column where they have one), caught up
-   (the deferred zero-gradient Adam steps, :class:`DeferredAdam`'s closed form) and
-   copied out (:func:`_distinct_rows`, then :func:`_catch_up_rows` over fixed chunks of the
-   distinct rows, in parallel);
+   column where they have one), each caught up (the deferred zero-gradient Adam steps,
+   :class:`DeferredAdam`'s closed form) and copied out as it is found (:func:`_gather_rows`: one
+   pass per partition of the slab rows, a partition per thread, in parallel);
 3. forward, cost terms and gradients of every parameter (``program.run``);
 4. the Adam step of the caught-up rows (:func:`_adam_rows`), as
    :meth:`DeferredAdam.step` after :meth:`DeferredAdam.gather`;
@@ -69,87 +68,105 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 
 
 _AHEAD = 4
-"""Prefetch distance: :func:`_distinct_rows` fetches the marks of the observation this many ahead,
-:func:`_catch_up_rows` and :func:`_adam_rows` the slab rows ``4 _AHEAD`` ahead."""
+"""Prefetch distance: :func:`_gather_rows` fetches the rows (and marks) of the observation this many ahead,
+:func:`_adam_rows` the slab rows ``4 _AHEAD`` ahead."""
 
 
-def _distinct_rows(slab, refs, ref_off, mark, uniq, inv, kobs):
-    """Distinct slab rows of the batch, in first-visit order, into ``uniq``; ``inv[b, k]`` = index in
-    ``uniq`` of the row of reference ``(b, k)``; ``mark[row]`` = that index (reset by :func:`_adam_rows`).
-    Returns their number. Column ``kobs`` (-1: none) holds rows that no other reference of the batch
-    reads (each observation's own row, in a batch of distinct observations): taken as new without
-    their marks, which stay -1, so this serial pass leaves their slab lines to the parallel
-    :func:`_catch_up_rows`. The marks of the observation ``_AHEAD`` ahead and each new row's slab
-    line are prefetched (for :func:`_catch_up_rows`)."""
-    n = 0
-    nb = refs.shape[0]
-    for b in range(nb):
-        if b + _AHEAD < nb:
-            for k in range(refs.shape[1]):
+def _gather_rows(
+    slab, refs, ref_off, ref_width, mark, uniq, inv, counts, kobs, step, c, a_tab, decay, lr, eps, vals, g_vals
+):
+    """The batch's distinct slab rows found, caught up to ``step`` and copied out, in one pass per
+    partition of the slab rows, the partitions in parallel.
+
+    Slab row ``r`` belongs to partition ``(r >> 1) & (P - 1)`` (``P = counts.shape[0]``, a power of
+    two; pairs of adjacent rows together: one 64-byte line at the usual slab width of 8 float32). Each
+    partition scans every reference of the batch in order and takes only its own rows, so no two
+    threads touch the same row or mark. A partition's distinct rows go in first-visit order into its
+    own segment ``p S .. p S + counts[p] - 1`` of ``uniq``, ``vals`` and ``g_vals`` (``S =
+    uniq.shape[0] // P``): ``inv[b, k]`` is the index of the row of reference ``(b, k)`` there and
+    ``mark[row]`` that index (reset by :func:`_adam_rows`). Column ``kobs`` (-1: none) holds rows that
+    no other reference of the batch reads (each observation's own row, in a batch of distinct
+    observations): taken as new without a mark.
+
+    A new row is caught up the moment it is found, while its line (the mark's) is in the cache
+    (:func:`_catch_up_row`), then copied to ``vals`` and its gradient row in ``g_vals`` zeroed (the
+    first ``ref_width[k]`` columns: the rest of the row is padding). Every row's values depend on that
+    row alone, so the result is the same for any ``P`` and thread count (only the rows' places in the
+    segments differ). The rows of the observation ``_AHEAD`` ahead are prefetched."""
+    npart = counts.shape[0]
+    seg = uniq.shape[0] // npart
+    nb, nk = refs.shape
+    for p in prange(npart):
+        n = p * seg
+        for b in range(nb):
+            if b + _AHEAD < nb:
+                _prefetch_rows(slab, mark, refs, ref_off, b + _AHEAD, npart, p)
+            for k in range(nk):
+                row = refs[b, k] + ref_off[k]
+                if (row >> 1) & (npart - 1) != p:
+                    continue
                 if k != kobs:
-                    prefetch1(mark, refs[b + _AHEAD, k] + ref_off[k])
-        for k in range(refs.shape[1]):
-            row = refs[b, k] + ref_off[k]
-            if k == kobs:
-                uniq[n] = row
-                inv[b, k] = n
-                n += 1
-                continue
-            j = mark[row]
-            if j < 0:
+                    j = mark[row]
+                    if j >= 0:
+                        inv[b, k] = j
+                        continue
+                    mark[row] = n
                 j = n
-                mark[row] = j
-                uniq[n] = row
                 n += 1
-                prefetch(slab, row, 0)
-            inv[b, k] = j
-    return n
+                uniq[j] = row
+                inv[b, k] = j
+                w = ref_width[k]
+                _catch_up_row(slab, row, w, c, step, a_tab, decay, lr, eps)
+                for col in range(w):
+                    vals[j, col] = slab[row, col]
+                    g_vals[j, col] = 0.0
+        counts[p] = n - p * seg
 
 
-def _catch_up_rows(slab, uniq, n, vals, g_vals, step, c, a_tab, decay, lr, eps, nchunk):
-    """Each distinct row ``uniq[:n]`` caught up to ``step`` in place (``w += -lr (A(last) - q^k A(step))
-    m / (sqrt(v) + eps)``, ``m *= b1^k``, ``v *= b2^k``, ``last = step``), copied to ``vals`` and its
-    gradient row in ``g_vals`` zeroed. The rows are distinct, so the fixed chunks run in parallel
-    with the same result for any thread count; each prefetches the slab rows ``4 _AHEAD`` ahead."""
+def _prefetch_rows(slab, mark, refs, ref_off, b, npart, p):
+    """Prefetch the slab lines (and marks) of the rows of observation ``b`` that partition ``p`` owns."""
+    for k in range(refs.shape[1]):
+        row = refs[b, k] + ref_off[k]
+        if (row >> 1) & (npart - 1) == p:
+            prefetch(slab, row, 0)
+            prefetch1(mark, row)
+
+
+def _catch_up_row(slab, row, w, c, step, a_tab, decay, lr, eps):
+    """Slab row ``row`` (its first ``w`` of ``c`` columns) caught up to ``step`` in place: ``k = step - last``
+    deferred zero-gradient steps, ``w += -lr (A(last) - q^k A(step)) m / (sqrt(v) + eps)``, ``m *= b1^k``,
+    ``v *= b2^k``, ``last = step`` (:class:`DeferredAdam`'s closed form; nothing when ``k = 0``)."""
     lc = 3 * c
-    a_step = a_tab[step]
-    ahead = 4 * _AHEAD
-    for k in prange(nchunk):
-        j1 = (n * (k + 1)) // nchunk
-        for j in range((n * k) // nchunk, j1):
-            if j + ahead < j1:
-                prefetch(slab, uniq[j + ahead], 0)
-            row = uniq[j]
-            last = int(slab[row, lc])
-            kk = step - last
-            if kk > 0:
-                coef = -lr * (a_tab[last] - decay[2, kk] * a_step)
-                d1 = decay[0, kk]
-                d2 = decay[1, kk]
-                for col in range(c):
-                    m = slab[row, c + col]
-                    v = slab[row, 2 * c + col]
-                    slab[row, col] += coef * (m / (math.sqrt(v) + eps))
-                    slab[row, c + col] = m * d1
-                    slab[row, 2 * c + col] = v * d2
-                slab[row, lc] = step
-            for col in range(c):
-                vals[j, col] = slab[row, col]
-                g_vals[j, col] = 0.0
+    last = int(slab[row, lc])
+    kk = step - last
+    if kk > 0:
+        coef = -lr * (a_tab[last] - decay[2, kk] * a_tab[step])
+        d1 = decay[0, kk]
+        d2 = decay[1, kk]
+        for col in range(w):
+            m = slab[row, c + col]
+            v = slab[row, 2 * c + col]
+            slab[row, col] += coef * (m / (math.sqrt(v) + eps))
+            slab[row, c + col] = m * d1
+            slab[row, 2 * c + col] = v * d2
+        slab[row, lc] = step
 
 
-def _adam_rows(slab, uniq, n, grad, mark, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi, nchunk):
-    """Adam step ``step`` of the caught-up rows ``uniq[:n]`` with gradient ``grad`` (n, c);
-    clears their marks. Rows in ``[skip_lo, skip_hi)`` (the SIC map that :func:`_full_map_adam`
-    stepped already) are left alone. Distinct rows: fixed chunks in parallel (the same result for
-    any thread count), each prefetching the rows ``4 _AHEAD`` ahead."""
+def _adam_rows(slab, uniq, counts, grad, mark, row_width, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi):
+    """Adam step ``step`` of the caught-up rows of each partition's segment of ``uniq`` (:func:`_gather_rows`:
+    rows ``p S .. p S + counts[p] - 1``) with gradient ``grad`` (rows aligned with ``uniq``); clears their
+    marks. Rows in ``[skip_lo, skip_hi)`` (the SIC map that :func:`_full_map_adam` stepped already) are
+    left alone. Distinct rows: the partitions in parallel (the same result for any thread count), each
+    prefetching the rows ``4 _AHEAD`` ahead."""
     bc1 = 1.0 - b1**step
     bc2s = math.sqrt(1.0 - b2**step)
     lc = 3 * c
     ahead = 4 * _AHEAD
-    for k in prange(nchunk):
-        j1 = (n * (k + 1)) // nchunk
-        for j in range((n * k) // nchunk, j1):
+    npart = counts.shape[0]
+    seg = uniq.shape[0] // npart
+    for p in prange(npart):
+        j1 = p * seg + counts[p]
+        for j in range(p * seg, j1):
             if j + ahead < j1:
                 prefetch(slab, uniq[j + ahead], 0)
                 prefetch1(mark, uniq[j + ahead])
@@ -157,7 +174,11 @@ def _adam_rows(slab, uniq, n, grad, mark, step, c, b1, b2, lr, eps, keras, skip_
             mark[row] = -1
             if skip_lo <= row < skip_hi:
                 continue
-            for col in range(c):
+            w = c
+            for t in range(row_width.shape[0]):
+                if row_width[t, 0] <= row < row_width[t, 1]:
+                    w = row_width[t, 2]
+            for col in range(w):
                 g = grad[j, col]
                 m = b1 * slab[row, c + col] + (1.0 - b1) * g
                 v = b2 * slab[row, 2 * c + col] + (1.0 - b2) * g * g
@@ -228,8 +249,9 @@ def _adam_dense_all(ps, gs, ms, vs, steps, hyper):
 
 
 if HAVE_NUMBA:
-    _distinct_rows = njit(cache=True)(_distinct_rows)
-    _catch_up_rows = njit(cache=True, parallel=True)(_catch_up_rows)
+    _catch_up_row = njit(cache=True)(_catch_up_row)
+    _prefetch_rows = njit(cache=True)(_prefetch_rows)
+    _gather_rows = njit(cache=True, parallel=True)(_gather_rows)
     _adam_rows = njit(cache=True, parallel=True)(_adam_rows)
     _adam_dense = njit(cache=True)(_adam_dense)
     _adam_dense_all = njit(cache=True)(_adam_dense_all)
@@ -239,6 +261,18 @@ if HAVE_NUMBA:
 NCHUNK_MAP = 16
 """Fixed chunks of the whole-map pass (independent of the thread count)."""
 
+MAX_PARTITIONS = 16
+"""Most partitions of the slab rows in :func:`_gather_rows` (each scans every reference of the batch)."""
+
+
+def _partitions(threads: int) -> int:
+    """Partitions of the slab rows for ``threads`` threads: the largest power of two not above it (at most
+    :data:`MAX_PARTITIONS`). Any count gives the same result; one per thread keeps each thread's rows its own."""
+    n = 1
+    while n * 2 <= min(threads, MAX_PARTITIONS):
+        n *= 2
+    return n
+
 
 class FusedStep:
     """One training step of the default scheme, compiled; see the module docstring.
@@ -246,8 +280,8 @@ class FusedStep:
     Call with the batch's observation indices (int64 numpy); returns the cost terms of
     the step and their total (float64, order :attr:`names`). ``distinct=True`` says the indices
     are distinct (the trainer's batches: slices of a permutation), so each observation's own
-    state row is read by no other reference of the batch and, on more than one thread, the serial
-    search for distinct rows skips it (:func:`_distinct_rows`; the same result).
+    state row is read by no other reference of the batch: :func:`_gather_rows` takes it as new without
+    reading or setting its mark (the same result).
     """
 
     def __init__(self, program, deferred: DeferredAdam, dense_opt: torch.optim.Optimizer):
@@ -262,7 +296,7 @@ class FusedStep:
         self.obs_col = len(program.ref_table) - 1 if program.arrays["has_obs"] else -1
         """The column of the refs that is each observation's own row (-1: no per-observation state)."""
         self._steps = 0
-        self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
+        self._bufs: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
         self.full = bool(getattr(program, "full", False))
         """The exact whole-map priors at every step (the reference's scheme): the program's first
         table (the SIC map) is stepped whole at every step (:func:`_full_map_adam`)."""
@@ -278,6 +312,11 @@ class FusedStep:
         self.slab = slab.numpy()
         offs = {id(p): d.state[p]["offset"] for p in self.group["params"]}
         self.ref_off = np.array([offs[id(self.program.tables[t])] for t in self.ref_table], dtype=np.int64)
+        self.ref_width = np.array([self.program.tables[t].shape[1] for t in self.ref_table], dtype=np.int64)
+        """The columns of each reference's table: the rest of a slab row's ``c`` columns is padding (always 0),
+        which the compiled passes leave alone."""
+        self.row_width = np.array([(offs[id(p)], offs[id(p)] + p.shape[0], p.shape[1]) for p in self.group["params"]])
+        """(slab row from, to, columns) of each table."""
         sic = self.program.tables[0]
         self.map_rows = (offs[id(sic)], offs[id(sic)] + sic.shape[0]) if self.full else (0, 0)
         self.g_map = np.empty(sic.shape[0] if self.full else 0)
@@ -313,19 +352,22 @@ class FusedStep:
         self._hyper_key: tuple | None = None
         self._hyper = np.zeros((0, 5))
 
-    def _buffers(self, nb: int) -> tuple[np.ndarray, ...]:
-        """``refs, uniq, inv, vals, g_vals`` for a batch of ``nb`` observations, allocated once per size."""
-        bufs = self._bufs.get(nb)
+    def _buffers(self, nb: int, npart: int) -> tuple[np.ndarray, ...]:
+        """``refs, uniq, inv, vals, g_vals, counts`` for a batch of ``nb`` observations and ``npart``
+        partitions of the slab rows (:func:`_gather_rows`: a segment of ``nb nref`` rows each), allocated
+        once per size."""
+        bufs = self._bufs.get((nb, npart))
         if bufs is None:
             nref = nb * self.ref_table.shape[0]
             bufs = (
                 np.empty((nb, self.ref_table.shape[0]), dtype=np.int64),
-                np.empty(nref, dtype=np.int64),
+                np.empty(npart * nref, dtype=np.int64),
                 np.empty((nb, self.ref_table.shape[0]), dtype=np.int64),
-                np.empty((nref, self.c), dtype=np.float32),
-                np.empty((nref, self.c), dtype=np.float64),
+                np.empty((npart * nref, self.c), dtype=np.float32),
+                np.empty((npart * nref, self.c), dtype=np.float64),
+                np.zeros(npart, dtype=np.int64),
             )
-            self._bufs[nb] = bufs
+            self._bufs[(nb, npart)] = bufs
         return bufs
 
     def _tails(self, upto: int) -> tuple[np.ndarray, np.ndarray]:
@@ -360,17 +402,17 @@ class FusedStep:
             from empirical_seaice.errors import SeaIceError
 
             raise SeaIceError(f"DeferredAdam: more than {d.MAX_STEPS} steps (float32 step counters)")
-        refs, uniq, inv, vals, g_vals = self._buffers(index.shape[0])
+        npart = _partitions(numba.get_num_threads())
+        refs, uniq, inv, vals, g_vals, counts = self._buffers(index.shape[0], npart)
         prog.rows(index, refs)
         a_np, decays = self._tails(step + 1)
         b1, b2 = group["betas"]
-        # with one thread the skip only moves the observation rows' first reads into the catch-up, where
-        # they are prefetched less far ahead (1-3 % slower, benchmarks/results.md): it pays with more
-        skip = self.obs_col if distinct and numba.get_num_threads() > 1 else -1
-        n = _distinct_rows(self.slab, refs, self.ref_off, self.mark, uniq, inv, skip)
-        _catch_up_rows(self.slab, uniq, n, vals, g_vals, step, c, a_np, decays, group["lr"], group["eps"], NCHUNK_MAP)
-        g_vals = g_vals[:n]
-        terms = prog.run(index, refs, vals[:n], inv, g_vals)
+        skip = self.obs_col if distinct else -1
+        _gather_rows(
+            self.slab, refs, self.ref_off, self.ref_width, self.mark, uniq, inv, counts, skip, step, c, a_np, decays,
+            group["lr"], group["eps"], vals, g_vals,
+        )  # fmt: skip
+        terms = prog.run(index, refs, vals, inv, g_vals)
         for p in params:
             d.state[p]["step"] += 1
         keras = group.get("eps_mode", "torch") == "keras"
@@ -383,8 +425,8 @@ class FusedStep:
                 group["eps"], keras, NCHUNK_MAP,
             )  # fmt: skip
         _adam_rows(
-            self.slab, uniq, n, g_vals, self.mark, step + 1, c, b1, b2, group["lr"], group["eps"], keras, lo, hi,
-            NCHUNK_MAP,
+            self.slab, uniq, counts, g_vals, self.mark, self.row_width, step + 1, c, b1, b2, group["lr"], group["eps"],
+            keras, lo, hi,
         )  # fmt: skip
         _adam_dense_all(
             self._dense_p, prog.dense_flat, self._dense_m, self._dense_v, self._dense_step, self._dense_hyper()
