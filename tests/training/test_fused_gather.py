@@ -1,6 +1,6 @@
 """The fused step's one pass over the batch's state rows (``_gather_rows``): distinct rows found per
-partition of the slab, each caught up as DeferredAdam does and copied out; the same slab whatever the
-number of partitions; the Adam pass (``_adam_rows``) over the partitions' segments."""
+group of tables, each caught up as DeferredAdam does and copied out; the same slab whatever the
+grouping; the Adam pass (``_adam_rows``) over the groups' segments; the grouping (``column_groups``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from empirical_seaice.training.deferred_adam import DeferredAdam
 pytestmark = pytest.mark.skipif(not fused_step.HAVE_NUMBA, reason="numba is not installed")
 
 STEP = 40
+GROUPINGS = (np.array([[0, 3]]), np.array([[0, 2], [2, 3]]))  # one group; the first table, then the second
 
 
 def _case(seed: int = 5):
@@ -41,23 +42,24 @@ def _case(seed: int = 5):
         [rng.integers(0, 40, nb), rng.integers(0, 300, nb), rng.permutation(200)[:nb]], axis=1
     )  # first column: a few rows read many times
     ref_off = np.array([0, 0, 300])
-    ref_width = np.array([1, 1, 2])
+    ref_width = np.array([1, 1, 2])  # column 0 and 1: the first table, 2: the second
     row_width = np.array([[0, 300, 1], [300, 500, 2]])
     return opt, group, refs, ref_off, ref_width, row_width
 
 
-def _gather(slab, refs, ref_off, ref_width, npart, kobs, group, opt):
+def _gather(slab, refs, ref_off, ref_width, groups, kobs, group, opt):
     nb, nk = refs.shape
+    ng = groups.shape[0]
     mark = slab.view(np.int32)[:, -1]
     mark.fill(-1)
-    uniq = np.full(npart * nb * nk, -7, dtype=np.int64)
+    uniq = np.full(ng * nb * nk, -7, dtype=np.int64)
     inv = np.empty((nb, nk), dtype=np.int64)
-    vals = np.full((npart * nb * nk, 2), np.nan, dtype=np.float32)
-    g_vals = np.full((npart * nb * nk, 2), np.nan)
-    counts = np.zeros(npart, dtype=np.int64)
+    vals = np.full((ng * nb * nk, 2), np.nan, dtype=np.float32)
+    g_vals = np.full((ng * nb * nk, 2), np.nan)
+    counts = np.zeros(ng, dtype=np.int64)
     _, a_np, decay = opt._tail(group["betas"], STEP, torch.device("cpu"), torch.float64)
     fused_step._gather_rows(
-        slab, refs, ref_off, ref_width, mark, uniq, inv, counts, kobs, STEP, 2, a_np, decay.numpy(),
+        slab, refs, ref_off, ref_width, groups, mark, uniq, inv, counts, kobs, STEP, 2, a_np, decay.numpy(),
         group["lr"], group["eps"], vals, g_vals,
     )  # fmt: skip
     return mark, uniq, inv, vals, g_vals, counts
@@ -75,15 +77,15 @@ def test_gather_finds_each_row_once_and_catches_it_up_as_deferred_adam(kobs):
     expected = opt._slab(group).numpy()[:, :7].copy()
     assert not np.array_equal(expected[distinct], slab0[distinct, :7])  # the rows did move
     slabs = []
-    for npart in (1, 2, 4):
+    for groups in GROUPINGS:
         slab = slab0.copy()
-        mark, uniq, inv, vals, g_vals, counts = _gather(slab, refs, ref_off, ref_width, npart, kobs, group, opt)
-        seg = uniq.shape[0] // npart
+        mark, uniq, inv, vals, g_vals, counts = _gather(slab, refs, ref_off, ref_width, groups, kobs, group, opt)
+        seg = uniq.shape[0] // groups.shape[0]
         assert counts.sum() == distinct.size  # each distinct row once
-        for p in range(npart):
-            mine = uniq[p * seg : p * seg + counts[p]]
-            assert np.all((mine >> 1) & (npart - 1) == p)  # a partition holds its own rows only
-            assert np.all(uniq[p * seg + counts[p] : (p + 1) * seg] == -7)
+        for t, (lo, hi) in enumerate(groups):
+            mine = uniq[t * seg : t * seg + counts[t]]
+            assert np.array_equal(np.sort(mine), np.unique(rows[:, lo:hi]))  # a group holds its tables' rows
+            assert np.all(uniq[t * seg + counts[t] : (t + 1) * seg] == -7)
         assert np.array_equal(uniq[inv], rows)  # every reference points at its row
         assert np.array_equal(mark[rows[:, :2]], inv[:, :2])  # the marked rows hold their index
         assert np.all(mark[rows[:, 2]] == (-1 if kobs == 2 else inv[:, 2]))  # the own rows: no mark with kobs
@@ -106,22 +108,22 @@ def test_adam_pass_steps_each_row_of_every_segment_and_clears_its_mark():
     slab0 = opt._slab(group).numpy().copy()
     b1, b2 = group["betas"]
     results = []
-    for npart in (1, 2):
+    for groups in GROUPINGS:
         slab = slab0.copy()
-        mark, uniq, inv, vals, g_vals, counts = _gather(slab, refs, ref_off, ref_width, npart, -1, group, opt)
+        mark, uniq, inv, vals, g_vals, counts = _gather(slab, refs, ref_off, ref_width, groups, -1, group, opt)
         caught = slab.copy()
         grad = np.full_like(g_vals, np.nan)  # NaN in the padding and between the segments: never read
-        seg = uniq.shape[0] // npart
-        for p in range(npart):
+        seg = uniq.shape[0] // groups.shape[0]
+        for p in range(groups.shape[0]):
             js = np.arange(p * seg, p * seg + counts[p])
             grad[js, 0] = np.sin(uniq[js])  # each row's gradient, wherever the row is placed
             grad[js[uniq[js] >= 300], 1] = np.cos(uniq[js][uniq[js] >= 300])
         fused_step._adam_rows(
-            slab, uniq, counts, grad, mark, row_width, STEP + 1, 2, b1, b2, group["lr"], group["eps"], False, 0, 0
+            slab, uniq, counts, grad, mark, row_width, STEP + 1, 2, b1, b2, group["lr"], group["eps"], False, 0, 0, 5
         )
         assert np.all(mark == -1)
         # by hand, torch's Adam formula, for the first row of each segment
-        for p in range(npart):
+        for p in range(groups.shape[0]):
             j = p * seg
             row = uniq[j]
             for col in range(1 if row < 300 else 2):
@@ -137,4 +139,20 @@ def test_adam_pass_steps_each_row_of_every_segment_and_clears_its_mark():
             assert slab[row, 6] == STEP + 1
         assert not np.isnan(slab[:, :7]).any()
         results.append(slab[:, :7])
-    assert np.array_equal(results[0], results[1])  # the same bits for one partition or two
+    assert np.array_equal(results[0], results[1])  # the same bits for one group or two
+
+
+@pytest.mark.parametrize(
+    "ref_table, threads, expected",
+    [
+        ([0, 0, 1, 2], 1, [[0, 4]]),
+        ([0, 0, 1, 2], 2, [[0, 2], [2, 4]]),  # the SIC lags together; the grid and the observation rows
+        ([0, 0, 1, 2], 3, [[0, 2], [2, 4]]),  # a third group would not shorten the largest
+        ([0, 0, 1, 1, 2, 3], 16, [[0, 2], [2, 4], [4, 6]]),  # tables whole: no group smaller than the largest table
+        ([0, 0, 0, 0, 1, 2], 2, [[0, 4], [4, 6]]),
+        ([0, 1], 2, [[0, 1], [1, 2]]),  # v1: the SIC lag and the grid row
+        ([0], 4, [[0, 1]]),
+    ],
+)
+def test_column_groups_keep_tables_whole_and_balance_the_columns(ref_table, threads, expected):
+    assert fused_step.column_groups(np.array(ref_table), threads).tolist() == expected
