@@ -100,7 +100,7 @@ def test_gather_finds_each_row_once_and_catches_it_up_as_deferred_adam(kobs):
         assert np.all(np.isnan(vals[inv[w == 1], 1]))  # the 1-column table's padding is left alone
         slabs.append(slab[:, :7].copy())
     for other in slabs[1:]:
-        assert np.array_equal(slabs[0], other)  # the same bits for any number of partitions
+        assert np.array_equal(slabs[0], other)  # the same bits for any grouping
 
 
 def test_adam_pass_steps_each_row_of_every_segment_and_clears_its_mark():

@@ -12,7 +12,7 @@ side):
 2. the distinct rows are found with a mark array (one int32 per slab row: the rows' last padding
    column where they have one), each caught up (the deferred zero-gradient Adam steps,
    :class:`DeferredAdam`'s closed form) and copied out as it is found (:func:`_gather_rows`: one
-   pass per partition of the slab rows, a partition per thread, in parallel);
+   pass per group of tables, :func:`column_groups`, the groups in parallel);
 3. forward, cost terms and gradients of every parameter (``program.run``);
 4. the Adam step of the caught-up rows (:func:`_adam_rows`), as
    :meth:`DeferredAdam.step` after :meth:`DeferredAdam.gather`;
