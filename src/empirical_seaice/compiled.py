@@ -418,9 +418,11 @@ if HAVE_NUMBA:
     sigmoid8 = _sigmoid(8)
     sigmoid8.__doc__ = """``out[oo + k] = 1 / (1 + exp(-pre[po + k]))``, k < 8, float32, with Cephes' ``expf``
         (``x = k ln 2 + r``, a degree-7 polynomial for ``exp(r)``, ``2^k`` in the exponent bits;
-        within 2 float32 ulps of ``exp`` on [-87, 88]) and a division (IEEE, but a refined reciprocal estimate in a ``fastmath`` kernel: module docstring)."""
+        within 2 float32 ulps of ``exp`` on [-87, 88]) and a division (IEEE; a refined reciprocal estimate in
+        a ``fastmath`` kernel: the module docstring)."""
     sigmoid16 = _sigmoid(16)
-    sigmoid16.__doc__ = """:func:`sigmoid8` over 16 lanes ``k < 16`` (one AVX-512 register: the same bits)."""
+    sigmoid16.__doc__ = """:func:`sigmoid8` over 16 lanes ``k < 16`` (one AVX-512 register; the same bits but in a
+        ``fastmath`` kernel: the module docstring)."""
 
     def _sigmoid_grad(width):
         """:func:`sigmoid_grad8` over ``width`` lanes (a multiple of 8): the lanes' sums into the same 8 lane
