@@ -35,8 +35,9 @@ for _name, _value in OPENMP_ENVIRONMENT.items():
 PARTS = [  # (module, compiled function, part)
     ("model.fused", "_refs", "rows of each observation"),
     ("training.fused_step", "_catch_up_gather", "catch-up and gather of the distinct rows"),
-    ("training.fused_step", "_distinct_rows", "catch-up and gather of the distinct rows"),
+    ("training.fused_step", "_distinct_rows", "search for the distinct rows (serial)"),
     ("training.fused_step", "_catch_up_rows", "catch-up and gather of the distinct rows"),
+    ("training.fused_step", "_gather_rows", "search, catch-up and gather of the distinct rows (one pass)"),
     ("model.fused", "_step", "kernel: forward, cost, backward per observation"),
     ("model.fused", "_bias_prior", "bias prior"),
     ("training.fused_step", "_adam_rows", "Adam on the rows"),
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         nb = len(perm) // b
         t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
         for k in range(nb):
-            step(np.ascontiguousarray(perm[k * b : (k + 1) * b]))
+            step(np.ascontiguousarray(perm[k * b : (k + 1) * b]), distinct=True)
         tw, cw = time.perf_counter_ns() - t0, time.thread_time_ns() - c0
         print(
             f"epoch {rep + 1}: batch {b}, {nb} steps: {tw / nb / 1e3:.1f} us wall, {cw / nb / 1e3:.1f} us CPU per step"

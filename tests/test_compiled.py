@@ -101,6 +101,48 @@ def test_vector_ops_are_their_loops():
     np.testing.assert_allclose(o_sums, expect4, rtol=1e-13, atol=1e-15)
 
 
+def test_16_lane_vector_ops_are_two_8_lane_ones():
+    """axpy16, gemv16, sigmoid16 and sigmoid_grad16 give what two calls of the 8-lane op on the two halves
+    give, bit for bit (the fused kernel takes 16 evaluations at a time where it has them)."""
+    from numba import njit
+
+    @njit
+    def ops16(pre, fin, a, b, w, hid, u, v, o, acc):
+        compiled.axpy16(o[0], 0, a, b, fin, 0)
+        compiled.gemv16(o[1], 0, np.float32(0.25), w, hid, 0, 16, 3)
+        compiled.sigmoid16(pre, 0, o[2], 0)
+        return compiled.sigmoid_grad16(acc, 0, hid, 0, u, 0, v, 0, fin, 0, a, b)
+
+    @njit
+    def ops8(pre, fin, a, b, w, hid, u, v, o, acc):
+        total = 0.0
+        for h in (0, 8):
+            compiled.axpy8(o[0], h, a, b, fin, h)
+            compiled.gemv8(o[1], h, np.float32(0.25), w, hid, h, 16, 3)
+            compiled.sigmoid8(pre, h, o[2], h)
+            total += compiled.sigmoid_grad8(acc, 0, hid, h, u, h, v, h, fin, h, a, b)
+        return total
+
+    rng = np.random.default_rng(4)
+    pre = rng.normal(scale=6.0, size=16).astype(np.float32)
+    pre[:3] = [0.0, -90.0, 95.0]
+    fin, u, v = rng.uniform(0, 2, 16), rng.standard_normal(16), rng.standard_normal(16)
+    w = rng.standard_normal(3).astype(np.float32)
+    hid = rng.uniform(0.01, 0.99, 48).astype(np.float32)
+    results = []
+    for ops in (ops16, ops8):
+        o = np.zeros((3, 16), np.float32)
+        acc = np.full(24, 0.5)
+        total = ops(pre, fin, 0.75, -1.5, w, hid, u, v, o, acc)
+        results.append((o, acc, total))
+    (o16, acc16, t16), (o8, acc8, t8) = results
+    assert np.array_equal(o16, o8) and np.array_equal(acc16, acc8) and t16 == t8
+    exact = 1.0 / (1.0 + np.exp(-np.clip(pre.astype(np.float64), -88.0, 87.0)))
+    np.testing.assert_allclose(o16[2], exact, rtol=2.4e-7, atol=1e-37)
+    h = hid[:16].astype(np.float64)
+    assert t16 == pytest.approx(np.sum((0.75 * u - 1.5 * v) * h * (1.0 - h)), rel=1e-13)
+
+
 def test_channels8_is_the_channel_loop():
     """Eight channels of the factored radiative transfer and its gradient as one vector equal the
     scalar loop (float64 except a_i and e_o in float32, as the kernel); the lane sums equal the sums."""

@@ -17,10 +17,15 @@ random. None of them knows anything about sea ice; the prefetch and the huge pag
   registers, one AVX-512 register), for loops of a fixed small length that LLVM otherwise unrolls into scalar code (it
   cannot prove that the arrays do not overlap). Sums over the 8 lanes are added in a fixed tree order
   (lanes ``k`` and ``k + 4``, then ``k + 2``, ...), so a sum does not depend on the vector width (the
-  rounding can still differ between CPUs with and without fused multiply-add). Eight
-  lanes, not sixteen: the v2 network is evaluated at 8 frequencies (7 and the anchor's) for AMSR2 and
-  GMI, and on a CPU whose 512-bit operations run as two 256-bit halves (AMD Zen 4) a 16-lane vector
-  costs twice an 8-lane one.
+  rounding can still differ between CPUs with and without fused multiply-add). :func:`axpy16`,
+  :func:`gemv16`, :func:`sigmoid16`, :func:`sigmoid_grad16`: the same over 16 lanes (one AVX-512 register;
+  two AVX2 ones), what two 8-lane calls give, for a kernel that has 16 values at hand (a sensor with 9-15
+  network evaluations, the 56 hidden values of 8 evaluations): never more work than the 8-lane calls, even
+  where 512-bit operations run as two 256-bit halves (AMD Zen 4). In a kernel compiled with
+  ``fastmath`` (the fused one), LLVM divides by a reciprocal estimate refined by one Newton step, 8 lanes
+  (``vrcpps``) and 16 lanes (AVX-512's ``vrcp14ps``) alike but not to the same bits: the sigmoid's
+  results there differ between the two widths by at most one float32 ulp (both within 3 ulps of the
+  exact sigmoid); elsewhere, with an IEEE division, they are the same.
 
 - :func:`njit`: ``numba.njit`` whose on-disk cache (``cache=True``) is keyed by the package's compiled
   code as a whole. numba checks a cached kernel only against the file that defines it (a hash of its
@@ -253,8 +258,8 @@ if HAVE_NUMBA:
         ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [idx], wraparound=False)
         return builder.bitcast(ptr, vecty.as_pointer())
 
-    def _load(context, builder, aryty, ary_val, idx, elt):
-        vecty = ir.VectorType(elt, _W)
+    def _load(context, builder, aryty, ary_val, idx, elt, n=_W):
+        vecty = ir.VectorType(elt, n)
         return builder.load(
             _vec_ptr(context, builder, aryty, ary_val, idx, vecty), align=4 if elt == ir.FloatType() else 8
         )
@@ -285,132 +290,194 @@ if HAVE_NUMBA:
     def _is_1d(a, dtype):
         return isinstance(a, types.Array) and a.ndim == 1 and a.dtype == dtype and a.layout == "C"
 
-    @intrinsic
-    def axpy8(typingctx, out, o, a, b, x, xo):
-        """``out[o + k] = a + b x[xo + k]``, k < 8: float64 ``a``, ``b``, ``x``, rounded to float32 ``out``."""
-        if not (_is_1d(out, types.float32) and _is_1d(x, types.float64)):
-            return None
+    def _axpy(width):
+        """:func:`axpy8` over ``width`` lanes."""
 
-        def codegen(context, builder, sig, args):
-            out_v, o_v, a_v, b_v, x_v, xo_v = args
-            f64 = ir.DoubleType()
-            xv = _load(context, builder, sig.args[4], x_v, xo_v, f64)
-            a_v = context.cast(builder, a_v, sig.args[2], types.float64)
-            b_v = context.cast(builder, b_v, sig.args[3], types.float64)
-            r = builder.fadd(
-                _splat(builder, a_v), builder.fmul(_splat(builder, b_v), xv, flags=_CONTRACT), flags=_CONTRACT
-            )
-            _store(context, builder, sig.args[0], out_v, o_v, builder.fptrunc(r, ir.VectorType(ir.FloatType(), _W)))
-            return context.get_dummy_value()
+        def axpy(typingctx, out, o, a, b, x, xo):
+            if not (_is_1d(out, types.float32) and _is_1d(x, types.float64)):
+                return None
 
-        return types.void(out, o, a, b, x, xo), codegen
+            def codegen(context, builder, sig, args):
+                out_v, o_v, a_v, b_v, x_v, xo_v = args
+                f64 = ir.DoubleType()
+                xv = _load(context, builder, sig.args[4], x_v, xo_v, f64, width)
+                a_v = context.cast(builder, a_v, sig.args[2], types.float64)
+                b_v = context.cast(builder, b_v, sig.args[3], types.float64)
+                r = builder.fadd(
+                    _splat(builder, a_v, width),
+                    builder.fmul(_splat(builder, b_v, width), xv, flags=_CONTRACT),
+                    flags=_CONTRACT,
+                )
+                out_t = ir.VectorType(ir.FloatType(), width)
+                _store(context, builder, sig.args[0], out_v, o_v, builder.fptrunc(r, out_t))
+                return context.get_dummy_value()
 
-    @intrinsic
-    def gemv8(typingctx, out, o, c, w, src, so, stride, m):
-        """``out[o + k] = c + sum_r w[r] src[so + r stride + k]`` (r = 0 .. m - 1 in order, k < 8), float32."""
-        if not (_is_1d(out, types.float32) and _is_1d(w, types.float32) and _is_1d(src, types.float32)):
-            return None
+            return types.void(out, o, a, b, x, xo), codegen
 
-        def codegen(context, builder, sig, args):
-            out_v, o_v, c_v, w_v, src_v, so_v, stride_v, m_v = args
-            f32 = ir.FloatType()
-            c_v = context.cast(builder, c_v, sig.args[2], types.float32)
-            acc = cgutils.alloca_once_value(builder, _splat(builder, c_v))
-            so_v = context.cast(builder, so_v, sig.args[5], types.int64)
-            stride_v = context.cast(builder, stride_v, sig.args[6], types.int64)
-            m_v = context.cast(builder, m_v, sig.args[7], types.int64)
-            warr = context.make_array(sig.args[3])(context, builder, w_v)
-            with cgutils.for_range(builder, m_v) as loop:
-                r = loop.index
-                wr = builder.load(cgutils.get_item_pointer(context, builder, sig.args[3], warr, [r], wraparound=False))
-                row = _load(context, builder, sig.args[4], src_v, builder.add(so_v, builder.mul(r, stride_v)), f32)
-                prod = builder.fmul(_splat(builder, wr), row, flags=_CONTRACT)
-                builder.store(builder.fadd(builder.load(acc), prod, flags=_CONTRACT), acc)
-            _store(context, builder, sig.args[0], out_v, o_v, builder.load(acc))
-            return context.get_dummy_value()
+        axpy.__name__ = f"axpy{width}"
+        return intrinsic(axpy)
 
-        return types.void(out, o, c, w, src, so, stride, m), codegen
+    axpy8 = _axpy(8)
+    axpy8.__doc__ = """``out[o + k] = a + b x[xo + k]``, k < 8: float64 ``a``, ``b``, ``x``, rounded to float32
+        ``out``."""
+    axpy16 = _axpy(16)
+    axpy16.__doc__ = """:func:`axpy8` over 16 lanes ``k < 16``."""
+
+    def _gemv(width):
+        """:func:`gemv8` over ``width`` lanes."""
+
+        def gemv(typingctx, out, o, c, w, src, so, stride, m):
+            if not (_is_1d(out, types.float32) and _is_1d(w, types.float32) and _is_1d(src, types.float32)):
+                return None
+
+            def codegen(context, builder, sig, args):
+                out_v, o_v, c_v, w_v, src_v, so_v, stride_v, m_v = args
+                f32 = ir.FloatType()
+                c_v = context.cast(builder, c_v, sig.args[2], types.float32)
+                acc = cgutils.alloca_once_value(builder, _splat(builder, c_v, width))
+                so_v = context.cast(builder, so_v, sig.args[5], types.int64)
+                stride_v = context.cast(builder, stride_v, sig.args[6], types.int64)
+                m_v = context.cast(builder, m_v, sig.args[7], types.int64)
+                warr = context.make_array(sig.args[3])(context, builder, w_v)
+                with cgutils.for_range(builder, m_v) as loop:
+                    r = loop.index
+                    ptr = cgutils.get_item_pointer(context, builder, sig.args[3], warr, [r], wraparound=False)
+                    wr = builder.load(ptr)
+                    at = builder.add(so_v, builder.mul(r, stride_v))
+                    row = _load(context, builder, sig.args[4], src_v, at, f32, width)
+                    prod = builder.fmul(_splat(builder, wr, width), row, flags=_CONTRACT)
+                    builder.store(builder.fadd(builder.load(acc), prod, flags=_CONTRACT), acc)
+                _store(context, builder, sig.args[0], out_v, o_v, builder.load(acc))
+                return context.get_dummy_value()
+
+            return types.void(out, o, c, w, src, so, stride, m), codegen
+
+        gemv.__name__ = f"gemv{width}"
+        return intrinsic(gemv)
+
+    gemv8 = _gemv(8)
+    gemv8.__doc__ = """``out[o + k] = c + sum_r w[r] src[so + r stride + k]`` (r = 0 .. m - 1 in order, k < 8),
+        float32."""
+    gemv16 = _gemv(16)
+    gemv16.__doc__ = """:func:`gemv8` over 16 lanes ``k < 16``."""
 
     def _fcall(builder, name, vecty, *xs):
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vecty, [vecty] * len(xs)), name)
         return builder.call(fn, list(xs))
 
-    @intrinsic
-    def sigmoid8(typingctx, pre, po, out, oo):
-        """``out[oo + k] = 1 / (1 + exp(-pre[po + k]))``, k < 8, float32, with Cephes' ``expf``
+    def _sigmoid(width):
+        """:func:`sigmoid8` over ``width`` lanes (the same operations lane by lane: the same bits)."""
+
+        def sigmoid(typingctx, pre, po, out, oo):
+            if not (_is_1d(pre, types.float32) and _is_1d(out, types.float32)):
+                return None
+
+            def codegen(context, builder, sig, args):
+                pre_v, po_v, out_v, oo_v = args
+                f32 = ir.FloatType()
+                vf = ir.VectorType(f32, width)
+                vi = ir.VectorType(ir.IntType(32), width)
+
+                def k(v):
+                    return ir.Constant(vf, [float(np.float32(v))] * width)
+
+                x = builder.fneg(_load(context, builder, sig.args[0], pre_v, po_v, f32, width))
+                x = _fcall(
+                    builder,
+                    f"llvm.minnum.v{width}f32",
+                    vf,
+                    _fcall(builder, f"llvm.maxnum.v{width}f32", vf, x, k(-87.0)),
+                    k(88.0),
+                )
+                fx = _fcall(
+                    builder,
+                    f"llvm.floor.v{width}f32",
+                    vf,
+                    builder.fadd(builder.fmul(x, k(1.44269504088896341)), k(0.5), flags=_CONTRACT),
+                )
+                r = builder.fsub(x, builder.fmul(fx, k(0.693359375)), flags=_CONTRACT)
+                r = builder.fadd(r, builder.fmul(fx, k(2.12194440e-4)), flags=_CONTRACT)
+                y = k(1.9875691500e-4)
+                for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+                    y = builder.fadd(builder.fmul(y, r, flags=_CONTRACT), k(c), flags=_CONTRACT)
+                y = builder.fadd(
+                    builder.fadd(builder.fmul(builder.fmul(y, r), r, flags=_CONTRACT), r, flags=_CONTRACT), k(1.0)
+                )
+                e = builder.shl(
+                    builder.add(builder.fptosi(fx, vi), ir.Constant(vi, [127] * width)), ir.Constant(vi, [23] * width)
+                )
+                den = builder.fadd(k(1.0), builder.fmul(y, builder.bitcast(e, vf), flags=_CONTRACT), flags=_CONTRACT)
+                _store(context, builder, sig.args[2], out_v, oo_v, builder.fdiv(k(1.0), den))
+                return context.get_dummy_value()
+
+            return types.void(pre, po, out, oo), codegen
+
+        sigmoid.__name__ = f"sigmoid{width}"
+        return intrinsic(sigmoid)
+
+    sigmoid8 = _sigmoid(8)
+    sigmoid8.__doc__ = """``out[oo + k] = 1 / (1 + exp(-pre[po + k]))``, k < 8, float32, with Cephes' ``expf``
         (``x = k ln 2 + r``, a degree-7 polynomial for ``exp(r)``, ``2^k`` in the exponent bits;
-        within 2 float32 ulps of ``exp`` on [-87, 88]) and an IEEE division."""
-        if not (_is_1d(pre, types.float32) and _is_1d(out, types.float32)):
-            return None
+        within 2 float32 ulps of ``exp`` on [-87, 88]) and a division (IEEE; a refined reciprocal estimate in
+        a ``fastmath`` kernel: the module docstring)."""
+    sigmoid16 = _sigmoid(16)
+    sigmoid16.__doc__ = """:func:`sigmoid8` over 16 lanes ``k < 16`` (one AVX-512 register; the same bits but in a
+        ``fastmath`` kernel: the module docstring)."""
 
-        def codegen(context, builder, sig, args):
-            pre_v, po_v, out_v, oo_v = args
-            f32 = ir.FloatType()
-            vf = ir.VectorType(f32, _W)
-            vi = ir.VectorType(ir.IntType(32), _W)
+    def _sigmoid_grad(width):
+        """:func:`sigmoid_grad8` over ``width`` lanes (a multiple of 8): the lanes' sums into the same 8 lane
+        accumulators, 8 lanes at a time in order; the returned sum: each 8 lanes' tree sum, added in order."""
 
-            def k(v):
-                return ir.Constant(vf, [float(np.float32(v))] * _W)
+        def sigmoid_grad(typingctx, acc, ao, h, ho, u, uo, v, vo, x, xo, alpha, beta):
+            if not all(_is_1d(a, types.float64) for a in (acc, u, v, x)) or not _is_1d(h, types.float32):
+                return None
 
-            x = builder.fneg(_load(context, builder, sig.args[0], pre_v, po_v, f32))
-            x = _fcall(
-                builder, f"llvm.minnum.v{_W}f32", vf, _fcall(builder, f"llvm.maxnum.v{_W}f32", vf, x, k(-87.0)), k(88.0)
-            )
-            fx = _fcall(
-                builder,
-                f"llvm.floor.v{_W}f32",
-                vf,
-                builder.fadd(builder.fmul(x, k(1.44269504088896341)), k(0.5), flags=_CONTRACT),
-            )
-            r = builder.fsub(x, builder.fmul(fx, k(0.693359375)), flags=_CONTRACT)
-            r = builder.fadd(r, builder.fmul(fx, k(2.12194440e-4)), flags=_CONTRACT)
-            y = k(1.9875691500e-4)
-            for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
-                y = builder.fadd(builder.fmul(y, r, flags=_CONTRACT), k(c), flags=_CONTRACT)
-            y = builder.fadd(
-                builder.fadd(builder.fmul(builder.fmul(y, r), r, flags=_CONTRACT), r, flags=_CONTRACT), k(1.0)
-            )
-            e = builder.shl(
-                builder.add(builder.fptosi(fx, vi), ir.Constant(vi, [127] * _W)), ir.Constant(vi, [23] * _W)
-            )
-            den = builder.fadd(k(1.0), builder.fmul(y, builder.bitcast(e, vf), flags=_CONTRACT), flags=_CONTRACT)
-            _store(context, builder, sig.args[2], out_v, oo_v, builder.fdiv(k(1.0), den))
-            return context.get_dummy_value()
+            def codegen(context, builder, sig, args):
+                acc_v, ao_v, h_v, ho_v, u_v, uo_v, v_v, vo_v, x_v, xo_v, al_v, be_v = args
+                f64 = ir.DoubleType()
+                vd = ir.VectorType(f64, width)
+                hv = builder.fpext(_load(context, builder, sig.args[2], h_v, ho_v, ir.FloatType(), width), vd)
+                uv = _load(context, builder, sig.args[4], u_v, uo_v, f64, width)
+                vv = _load(context, builder, sig.args[6], v_v, vo_v, f64, width)
+                xv = _load(context, builder, sig.args[8], x_v, xo_v, f64, width)
+                al = _splat(builder, context.cast(builder, al_v, sig.args[10], types.float64), width)
+                be = _splat(builder, context.cast(builder, be_v, sig.args[11], types.float64), width)
+                one = ir.Constant(vd, [1.0] * width)
+                d = builder.fadd(builder.fmul(al, uv, flags=_CONTRACT), builder.fmul(be, vv), flags=_CONTRACT)
+                d = builder.fmul(builder.fmul(d, hv), builder.fsub(one, hv))
+                ao_v = context.cast(builder, ao_v, sig.args[1], types.int64)
+                undef = ir.Constant(vd, ir.Undefined)
+                i32 = ir.IntType(32)
 
-        return types.void(pre, po, out, oo), codegen
+                def part(vec, q):  # lanes 8 q .. 8 q + 7
+                    idx = ir.Constant(ir.VectorType(i32, _W), list(range(q * _W, (q + 1) * _W)))
+                    return vec if width == _W else builder.shuffle_vector(vec, undef, idx)
 
-    @intrinsic
-    def sigmoid_grad8(typingctx, acc, ao, h, ho, u, uo, v, vo, x, xo, alpha, beta):
-        """The backward pass of one sigmoid unit over 8 lanes: with ``hk = h[ho + k]`` (float32, the unit's
-        output), ``uk = u[uo + k]``, ``vk = v[vo + k]`` (the two next-layer gradients), ``xk = x[xo + k]``
+                total = None
+                for q in range(width // _W):
+                    for j, vec in enumerate((builder.fmul(uv, hv), builder.fmul(vv, hv), builder.fmul(d, xv))):
+                        o = builder.add(ao_v, ir.Constant(ir.IntType(64), j * _W))
+                        old = _load(context, builder, sig.args[0], acc_v, o, f64)
+                        _store(context, builder, sig.args[0], acc_v, o, builder.fadd(old, part(vec, q)))
+                    t = _hsum(builder, part(d, q))
+                    total = t if total is None else builder.fadd(total, t)
+                return total
+
+            return types.float64(acc, ao, h, ho, u, uo, v, vo, x, xo, alpha, beta), codegen
+
+        sigmoid_grad.__name__ = f"sigmoid_grad{width}"
+        return intrinsic(sigmoid_grad)
+
+    sigmoid_grad8 = _sigmoid_grad(8)
+    sigmoid_grad8.__doc__ = """The backward pass of one sigmoid unit over 8 lanes: with ``hk = h[ho + k]`` (float32, the
+        unit's output), ``uk = u[uo + k]``, ``vk = v[vo + k]`` (the two next-layer gradients), ``xk = x[xo + k]``
         and ``dk = (alpha uk + beta vk) hk (1 - hk)``, returns ``sum_k dk`` (float64, tree order) and adds
         ``uk hk``, ``vk hk``, ``dk xk`` lane by lane into ``acc[ao + k]``, ``acc[ao + 8 + k]``,
         ``acc[ao + 16 + k]`` (float64): sums needed only over many calls, added across lanes once at the end
         (:func:`sum8`) instead of at every call."""
-        if not all(_is_1d(a, types.float64) for a in (acc, u, v, x)) or not _is_1d(h, types.float32):
-            return None
-
-        def codegen(context, builder, sig, args):
-            acc_v, ao_v, h_v, ho_v, u_v, uo_v, v_v, vo_v, x_v, xo_v, al_v, be_v = args
-            f64 = ir.DoubleType()
-            vd = ir.VectorType(f64, _W)
-            hv = builder.fpext(_load(context, builder, sig.args[2], h_v, ho_v, ir.FloatType()), vd)
-            uv = _load(context, builder, sig.args[4], u_v, uo_v, f64)
-            vv = _load(context, builder, sig.args[6], v_v, vo_v, f64)
-            xv = _load(context, builder, sig.args[8], x_v, xo_v, f64)
-            al = _splat(builder, context.cast(builder, al_v, sig.args[10], types.float64))
-            be = _splat(builder, context.cast(builder, be_v, sig.args[11], types.float64))
-            one = ir.Constant(vd, [1.0] * _W)
-            d = builder.fadd(builder.fmul(al, uv, flags=_CONTRACT), builder.fmul(be, vv), flags=_CONTRACT)
-            d = builder.fmul(builder.fmul(d, hv), builder.fsub(one, hv))
-            ao_v = context.cast(builder, ao_v, sig.args[1], types.int64)
-            for j, vec in enumerate((builder.fmul(uv, hv), builder.fmul(vv, hv), builder.fmul(d, xv))):
-                o = builder.add(ao_v, ir.Constant(ir.IntType(64), j * _W))
-                old = _load(context, builder, sig.args[0], acc_v, o, f64)
-                _store(context, builder, sig.args[0], acc_v, o, builder.fadd(old, vec))
-            return _hsum(builder, d)
-
-        return types.float64(acc, ao, h, ho, u, uo, v, vo, x, xo, alpha, beta), codegen
+    sigmoid_grad16 = _sigmoid_grad(16)
+    sigmoid_grad16.__doc__ = """:func:`sigmoid_grad8` over 16 lanes: lanes 0-7 then 8-15 added into the 8 accumulators,
+        the return value the sum of the two halves' tree sums (what two calls of :func:`sigmoid_grad8` give)."""
 
     @intrinsic
     def channels8(typingctx, row, cols, off, bi, bo, wc, emis, pm, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c):
@@ -511,9 +578,13 @@ __all__ = [
     "prefetch",
     "prefetch1",
     "axpy8",
+    "axpy16",
     "gemv8",
+    "gemv16",
     "sigmoid8",
+    "sigmoid16",
     "sigmoid_grad8",
+    "sigmoid_grad16",
     "channels8",
     "sum8",
 ]

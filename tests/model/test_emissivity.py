@@ -138,3 +138,27 @@ def test_emissivity_vh_broadcasts_properties_against_scalar_inputs():
     assert e.shape == (4, 2)
     for k in range(4):
         assert torch.allclose(e[k], model.emissivity_vh(torch.tensor(0.2), props[k], torch.tensor(89.0)))
+
+
+_IMPORT_CHECK = """
+import sys
+import torch
+from empirical_seaice.model.emissivity import NetworkEmissivity
+from empirical_seaice.sensors import build_channel_basis
+model = NetworkEmissivity(3, build_channel_basis(["amsr2"]), 7, 100.0, torch.Generator().manual_seed(0))
+with torch.no_grad():
+    e = model.emissivity_vh(torch.rand(5, 1), torch.zeros(4, 3), torch.tensor(89.0), torch.rand(1, 4))
+print(tuple(e.shape), "sympy" in sys.modules, "mpmath" in sys.modules)
+"""
+
+
+def test_emissivity_vh_imports_no_sympy():
+    """The anchor emissivity (the tensor path: a run's held-out validation) broadcasts its inputs
+    without ``torch.broadcast_shapes``, whose first call imports sympy and mpmath (about 500 modules,
+    34 MiB resident); the shape is the same broadcast."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _IMPORT_CHECK], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[-2] == "(5, 4, 2) False False"
+    assert torch.broadcast_shapes((5, 1), (), (1, 4), (4,)) == (5, 4)  # the rule it follows

@@ -484,3 +484,27 @@ def test_row_count_pass_equals_bincount(nlag, dtype):
         assert got[0].sum() == n * (nlag + 1) and got[1].sum() == n
     g[index[3]] = ngrid  # outside the state: nothing counted, the caller raises
     assert not _count_rows(g, t, index, False, ngrid, nstep, nlag, *got)
+
+
+def test_batch_cost_row_weights_taken_per_batch_equal_the_whole_maps():
+    """The sampled priors' row weights (1 / count, the warm-ice weight) are taken from the batch's rows
+    of the map-sized buffers: the same bits as the whole map's weights' rows, and nothing map-sized is
+    kept between the calls (the held-out validation runs this path beside the training's memory)."""
+    net, ot, obs, bg = _net("v2", nobs=60)
+    b = ot.batch(torch.arange(20))
+    out = net(b)
+    x = net.batch_cost(b, out, 60)
+    rows = out["sic_rows"]
+    cc = net.cost_config
+    assert torch.equal(x.row_weight, net.sic_count.reciprocal().take(rows))
+    whole = costs.warm_ice_weight(net.t_map_flat, cc.warm_ice_threshold_k, cc.warm_ice_factor)
+    assert torch.equal(x.warm, whole.take(rows))
+    assert len(torch.unique(x.row_weight)) > 2 and (x.row_weight > 0).all()  # real counts, not a constant
+    # warm rows: the same elementwise function over the rows (a warm map, so that it is not all zeros)
+    with torch.no_grad():
+        net.t_map_flat.add_(torch.linspace(-5.0, 30.0, net.t_map_flat.numel()))
+    warm = net.batch_cost(b, out, 60).warm
+    whole = costs.warm_ice_weight(net.t_map_flat, cc.warm_ice_threshold_k, cc.warm_ice_factor)
+    assert torch.equal(warm, whole.take(rows)) and (warm > 0).any() and (warm == 0).any()
+    net.cost_terms(b, out, 60)
+    assert all(v.shape != net.sic_count.shape for v in net._cache.values() if isinstance(v, torch.Tensor))

@@ -10,7 +10,7 @@ import xarray as xr
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.products import classic
-from empirical_seaice.products.classic import classic_sic_maps, grid_daily_mean_tb, write_classic_sic
+from empirical_seaice.products.classic import classic_sic_maps, grid_daily_mean_tb, sic_rmse, write_classic_sic
 from empirical_seaice.products.sic_algorithms import (
     BOOTSTRAP_TIE_POINTS,
     NASA_TEAM_TIE_POINTS,
@@ -328,17 +328,28 @@ def _numpy_classic(obs):
     return maps
 
 
-@pytest.mark.parametrize("threads", [1, 3])
-def test_classic_sic_maps_equal_the_numpy_functions_bit_for_bit(make_obs, monkeypatch, threads):
+@pytest.mark.parametrize("threads, order", [(1, "random"), (3, "random"), (1, "steps"), (3, "steps")])
+def test_classic_sic_maps_equal_the_numpy_functions_bit_for_bit(make_obs, monkeypatch, threads, order):
     """The compiled pass (sums in step blocks, NASA Team and Bootstrap per cell, the sensor means) gives
-    numpy's values bit for bit, NaN included: three sensors with interleaved rows, both hemispheres,
-    channels missing at random (cells with 37V but no 19V, ...), clipped and weather-filtered values,
-    a number of steps that is not a whole number of blocks, on 1 and 3 threads."""
+    numpy's values bit for bit, NaN included: three sensors with interleaved rows (``random``: the
+    whole-period table) or each sensor's rows together in step order (``steps``, as the run's reader
+    keeps them: chunk by chunk of steps in one table), both hemispheres, channels missing at random
+    (cells with 37V but no 19V, ...), clipped and weather-filtered values, a number of steps that is not
+    a whole number of blocks nor of chunks, on 1 and 3 threads."""
     from empirical_seaice.io import chunk_writer
     from empirical_seaice.products import classic_kernels
 
     monkeypatch.setattr(chunk_writer, "threads", lambda: threads)
     monkeypatch.setattr(classic, "_BLOCK", 500)
+    monkeypatch.setattr(classic, "CHUNK_STEPS", classic_kernels.TILE_STEPS)  # three chunks, the last short
+    bases = []
+    tiles = classic_kernels.classic_tiles
+
+    def spy(*args):
+        bases.append(args[5])  # t_base: the first step of the table
+        return tiles(*args)
+
+    monkeypatch.setattr(classic_kernels, "classic_tiles", spy)
     rng = np.random.default_rng(11)
     sensors = ("amsr2", "gmi", "ssmisf17")
     ngrid, nstep, n = 23, 2 * classic_kernels.TILE_STEPS + 5, 6000
@@ -352,10 +363,13 @@ def test_classic_sic_maps_equal_the_numpy_functions_bit_for_bit(make_obs, monkey
     tb[:, ix["24v"]] = tb[:, ix["19v"]] + rng.uniform(-5, 30, n)  # some above the 22/19 weather filter
     tb[rng.random(tb.shape) < 0.15] = np.nan
     lat = np.where(np.arange(ngrid) % 3 == 0, -70.0, 72.0)
-    obs = make_obs(
-        tb, rng.integers(0, ngrid, n), rng.integers(0, nstep, n), rng.integers(0, 3, n), sensors, ngrid, nstep, lat
-    )
+    igrid, istep, isensor = rng.integers(0, ngrid, n), rng.integers(0, nstep, n), rng.integers(0, 3, n)
+    if order == "steps":
+        rows = np.lexsort((istep, isensor))
+        tb, igrid, istep, isensor = tb[rows], igrid[rows], istep[rows], isensor[rows]
+    obs = make_obs(tb, igrid, istep, isensor, sensors, ngrid, nstep, lat)
     got = classic_sic_maps(obs)
+    assert sorted(set(bases)) == ([0, 16, 32] if order == "steps" else [0])
     want = _numpy_classic(obs)
     maps = {**got.maps, **{f"{a}_{s}": v for (a, s), v in got.per_sensor.items()}}
     assert sorted(maps) == sorted(want)
@@ -367,6 +381,34 @@ def test_classic_sic_maps_equal_the_numpy_functions_bit_for_bit(make_obs, monkey
     assert ((nt > 0.05) & (nt < 0.95)).sum() > 100
     # a cell where only 37V/37H (no 19V) reached the mean: Bootstrap's 37V/37H plane alone
     assert (np.isnan(want["nasa_team_gmi"]) & np.isfinite(want["bootstrap_gmi"])).any()
+
+
+def test_step_chunk_rows_hand_case():
+    """Where each chunk of steps starts among a sensor's rows (other sensors' rows between are kept in
+    the ranges), and False where the sensor's steps go back."""
+    from empirical_seaice.products.classic_kernels import step_chunk_rows
+
+    isensor = np.array([1, 0, 0, 1, 0, 0, 0, 1], dtype=np.int16)
+    istep = np.array([9, 0, 3, 0, 4, 9, 9, 2], dtype=np.int32)
+    starts, ok = step_chunk_rows(isensor, istep, 0, 1, 7, 4, 3)  # chunks of 4 steps: 0-3, 4-7, 8-11
+    assert ok and starts.tolist() == [1, 4, 5, 7]
+    starts, ok = step_chunk_rows(isensor, istep, 0, 1, 7, 4, 4)  # a fourth chunk without rows: empty
+    assert ok and starts.tolist() == [1, 4, 5, 7, 7]
+    assert not step_chunk_rows(isensor, istep, 1, 0, 8, 4, 3)[1]  # sensor 1: steps 9, 0, 2
+
+
+def test_at_gathers_the_cells_of_a_map():
+    """The flat cells ``g * nstep + t`` of a map with lag columns, contiguous or not, as 2-d indexing."""
+    from empirical_seaice.products.write import _at
+
+    rng = np.random.default_rng(2)
+    ngrid, nstep = 7, 5
+    cells = np.flatnonzero(rng.random(ngrid * nstep) < 0.5)
+    for ncol, lag in ((5, 0), (6, 1), (7, 1)):
+        arr = rng.random((ngrid, ncol)).astype(np.float32)
+        want = arr[cells // nstep, cells % nstep + lag]
+        assert np.array_equal(_at(arr, cells, nstep, lag), want)
+        assert np.array_equal(_at(np.asfortranarray(arr), cells, nstep, lag), want)
 
 
 def test_sensor_rows_hand_case():
@@ -407,6 +449,42 @@ def test_classic_scores_hand_case_with_and_without_counts(make_obs):
     assert classic_scores(maps, obs, background, trained, truth, counts) == (npts, scores)
     with pytest.raises(ValueError, match="counts"):
         classic_scores(maps, obs, background, trained, truth, counts[:, :1])
+
+
+def test_classic_scores_rmse_is_sic_rmse_bit_for_bit(make_obs):
+    """The scores' RMSE, from the differences the bias uses, is :func:`sic_rmse`'s value bit for bit
+    (NaN in the maps and in the truth, every cell observed)."""
+    from types import SimpleNamespace
+
+    from empirical_seaice.products.classic import ClassicSIC
+    from empirical_seaice.products.write import _at, classic_scores
+
+    rng = np.random.default_rng(5)
+    ngrid, nstep = 40, 6
+    g, t = np.divmod(np.arange(ngrid * nstep), nstep)
+    obs = make_obs(np.full((g.size, 10), 200.0), igrid=g, istep=t, isensor=[0] * g.size, ngrid=ngrid, nstep=nstep)
+
+    def field(ncol):
+        x = rng.random((ngrid, ncol)).astype(np.float32)
+        x[rng.random(x.shape) < 0.2] = np.nan
+        return x
+
+    truth, background, trained = (
+        SimpleNamespace(sic=field(nstep)),
+        SimpleNamespace(nlag=1, sic=field(nstep + 1)),
+        field(7),
+    )
+    maps = ClassicSIC(maps={"nasa_team": field(nstep), "bootstrap": field(nstep)})
+    _, scores = classic_scores(maps, obs, background, trained, truth)
+    cells = np.arange(ngrid * nstep)
+    ts = _at(truth.sic, cells, nstep)
+    for name, arr, lag in (
+        ("background", background.sic, 1),
+        ("trained", trained, 1),
+        ("bootstrap", maps.maps["bootstrap"], 0),
+    ):
+        want = sic_rmse(_at(arr, cells, nstep, lag), ts)
+        assert np.isfinite(want) and scores[name]["rmse"] == want, name
 
 
 def test_clip_of_one_cell_keeps_numpy_signs():

@@ -23,7 +23,9 @@ What must match and why:
   3.2e-5 (SIC), 1.4e-4 (grid properties), 6.3e-4 (observation property),
   1.3e-6 (network weights) away, the 2-process run 3.2e-5, 1.4e-4, 6.3e-4,
   1.6e-6: the same. Both are a thousand times below what training moves
-  (SIC by ~0.3, the properties by ~0.5).
+  (SIC by ~0.3, the properties by ~0.5). On a CPU with AVX-512 the noise is
+  larger, and so is the distance of the 2-process run: 3.2e-4 and 1.6e-4 in
+  SIC; the SIC product is held to its map's tolerance, not to a fixed one.
 """
 
 from __future__ import annotations
@@ -155,9 +157,13 @@ def test_trained_state_and_network_match_the_single_process_run(runs):
         assert noise < 5e-3, f"{name}: the rounding noise itself is {noise:.3g}"  # far below what training moves
     for name in set(a) - set(TRAINED):  # constants: identical
         assert torch.equal(a[name], b[name]), name
-    # what training moved is three orders of magnitude above the tolerance
+    # the SIC product: the same tolerance as the SIC map it is written from (what training moved is
+    # three orders of magnitude above it)
+    sic = "state.sic_map.weight"
+    tol = 5 * float((a[sic].double() - r.noise[sic].double()).abs().max()) + 1e-6
     moved = xr.open_dataset(single / f"seaice_{TAG}.nc")["seaice"].values
-    assert np.nanmax(np.abs(moved - xr.open_dataset(sharded / f"seaice_{TAG}.nc")["seaice"].values)) <= 1e-4
+    diff = np.nanmax(np.abs(moved - xr.open_dataset(sharded / f"seaice_{TAG}.nc")["seaice"].values))
+    assert diff <= tol and tol < 5e-3, f"seaice: max |distributed - single| = {diff:.3g}, tolerance {tol:.3g}"
     ha, hb = _model(single)["history"], _model(sharded)["history"]
     np.testing.assert_allclose(hb["batch_terms"]["total"].numpy(), ha["batch_terms"]["total"].numpy(), rtol=2e-3)
     np.testing.assert_array_equal(hb["batch_size"].numpy(), ha["batch_size"].numpy())

@@ -125,3 +125,37 @@ def test_own_storage_frees_the_slab_and_keeps_values():
     del opt
     gc.collect()
     assert slab_ref() is None  # nothing holds the slab any more
+
+
+def test_slab_takes_the_tables_one_by_one(monkeypatch):
+    """The first step builds the slab table by table: each table's values in its rows, the moments and
+    steps zero, the table a view of the slab, and its own storage gone before the next table moves in
+    (the slab and every table's old storage are never all held at once)."""
+    import gc
+    import weakref
+
+    gen = torch.Generator().manual_seed(3)
+    tables = [torch.nn.Parameter(torch.randn(n, c, generator=gen)) for n, c in ((30, 1), (20, 2), (25, 1))]
+    values = [t.detach().clone() for t in tables]
+    old = [weakref.ref(t.untyped_storage()) for t in tables]
+    alive = []
+    opt = DeferredAdam(tables, lr=1e-2)
+    attach = DeferredAdam._attach_table
+
+    def spy(self, group, slab, p):
+        gc.collect()
+        alive.append([ref() is not None for ref in old])
+        attach(self, group, slab, p)
+
+    monkeypatch.setattr(DeferredAdam, "_attach_table", spy)
+    slab = opt._slab(opt.param_groups[0])
+    assert alive == [[True, True, True], [False, True, True], [False, False, True]]
+    gc.collect()
+    assert [ref() for ref in old] == [None, None, None]
+    assert slab.shape == (75, 8)
+    offset = 0
+    for t, v in zip(tables, values, strict=True):
+        n, c = v.shape
+        assert torch.equal(slab[offset : offset + n, :c], v) and not slab[offset : offset + n, c:].any()
+        assert t.untyped_storage().data_ptr() == slab.untyped_storage().data_ptr() and torch.equal(t.detach(), v)
+        offset += n

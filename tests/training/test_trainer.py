@@ -160,6 +160,30 @@ def test_validation_and_early_stopping_restores_best():
         assert torch.equal(v, v1), k
 
 
+def test_early_stopping_copies_the_best_state_only_when_another_epoch_trains(tmp_path):
+    """The best epoch's parameters are copied only when an epoch is about to change them: after the
+    last epoch (here the best) the trainer holds no copy, and its checkpoint says the network is the
+    best state; resumed for more epochs, the run equals one that was never interrupted."""
+    net, data, cfg, train, valid = _conflict_case(patience=2, nepochs=1)
+    trainer = Trainer(net, data, cfg, train, valid, 200, checkpoint_dir=tmp_path, progress=False)
+    hist = trainer.fit()
+    assert hist.best_epoch == 0 and trainer._best_state is None and trainer._best_is_current
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert state["best_state"] is None and state["best_is_current"] is True
+    # more epochs from that checkpoint: epochs 2 and 3 are worse, the best (epoch 1) is restored
+    again, adata, cfg6, _, _ = _conflict_case(patience=2, nepochs=6)
+    resumed = Trainer(again, adata, cfg6, train, valid, 200, checkpoint_dir=tmp_path, progress=False)
+    hres = resumed.fit(resume=True)
+    whole, wdata, _, _, _ = _conflict_case(patience=2, nepochs=6)
+    hwhole = Trainer(whole, wdata, cfg6, train, valid, 200, progress=False).fit()
+    assert hres.stopped_early and hres.nepochs == hwhole.nepochs == 3 and hres.valid_cost == hwhole.valid_cost
+    for (k, v), (_, w) in zip(again.state_dict().items(), whole.state_dict().items(), strict=True):
+        assert torch.equal(v, w), k
+    for (k, v), (_, w) in zip(again.state_dict().items(), net.state_dict().items(), strict=True):
+        assert torch.equal(v, w), k  # the restored state is epoch 1's
+    assert resumed._best_state is not None and not resumed._best_is_current  # copied as epoch 2 started
+
+
 def _run(nepochs, tmp_path=None, resume=False, seed=0, net_data=None):
     row, x, y = make_toy(nobs=500)
     net, data = net_data if net_data is not None else build(row, x, y)

@@ -253,7 +253,9 @@ class NetworkEmissivity(EmissivityModel):
         if self.angle_input:
             view = math.cos(math.radians(ANGLE_INIT_DEG)) if cos_view is None else cos_view
             parts.append(torch.as_tensor(view, dtype=x_t.dtype, device=x_t.device))
-        shape = torch.broadcast_shapes(*(p.shape for p in parts), props.shape[:-1])
+        # numpy's rule, the same as torch.broadcast_shapes, whose first call imports sympy and mpmath
+        # (about 500 modules, 34 MiB resident, at a run's first held-out validation)
+        shape = np.broadcast_shapes(*(tuple(p.shape) for p in parts), tuple(props.shape[:-1]))
         x_t, freq_ghz = x_t.expand(shape), freq_ghz.expand(shape)
         props = props.expand(*shape, self.nprop)
         cols = [x_t.unsqueeze(-1), props]

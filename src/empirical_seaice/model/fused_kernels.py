@@ -14,10 +14,10 @@ v2 network with frequency input) and of :mod:`empirical_seaice.cost.terms`
 Arithmetic is float64 per observation (storage float32), except the v2 network's forward pass
 (float32 sigmoids and output layer, as the tensor step). The network is evaluated at every frequency
 of the observation's sensor and the anchor frequency at once: hidden units h-major, the
-evaluations the contiguous axis, padded to a multiple of 8 and computed 8 at a time as LLVM
-vectors (:func:`~empirical_seaice.compiled.axpy8`, :func:`~empirical_seaice.compiled.gemv8`,
-:func:`~empirical_seaice.compiled.sigmoid8`, :func:`~empirical_seaice.compiled.sigmoid_grad8`;
-the padding's gradients are 0; the sums over the batch kept lane by lane and added across the lanes
+evaluations the contiguous axis, padded to a multiple of 8 and computed 16 at a time (the rest 8)
+as LLVM vectors (:func:`~empirical_seaice.compiled.axpy16`, :func:`~empirical_seaice.compiled.gemv16`,
+:func:`~empirical_seaice.compiled.sigmoid16`, :func:`~empirical_seaice.compiled.sigmoid_grad16` and
+their 8-lane forms; the padding's gradients are 0; the sums over the batch kept lane by lane and added across the lanes
 once per chunk). The radiative transfer, the observation term and its gradient run over 8 channels
 at a time as one vector (:func:`~empirical_seaice.compiled.channels8`), the remaining channels
 one by one. :func:`_step` splits the batch into
@@ -41,13 +41,17 @@ try:  # optional at import time: without numba the trainer keeps the unfused ste
 
     from empirical_seaice.compiled import (
         axpy8,
+        axpy16,
         channels8,
         gemv8,
+        gemv16,
         njit,
         prefetch,
         prefetch1,
         sigmoid8,
+        sigmoid16,
         sigmoid_grad8,
+        sigmoid_grad16,
         sum8,
     )
 
@@ -65,7 +69,7 @@ _T_OBS, _T_RANGE, _T_BG, _T_FALSE, _T_WARM, _T_ANCHOR = range(6)
 _MAXH = 64  # largest hidden layer / number of inputs the kernel's stack buffers hold
 _MAXF = 64  # largest number of distinct frequencies per sensor
 _MAXC = 128  # largest number of channels
-_V = 8  # SIMD block of the network's evaluations (compiled.axpy8 ...: one AVX2 register of float32)
+_V = 8  # the network's evaluations are padded to a multiple of this (compiled.axpy8 ...: one AVX2 register)
 _MAXS = (_MAXF + 1 + _V - 1) // _V * _V  # the network's evaluations per observation (+ anchor), padded to _V
 _AHEAD = 3  # the observation whose rows :func:`_chunk` prefetches: this many ahead
 
@@ -209,7 +213,8 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
         if version == 2:
             # hidden units h-major, the evaluations (frequencies, then the anchor's) the contiguous axis,
             # padded to ns (a multiple of _V) with the inputs of freq_pad (0 beyond): SIMD over frequencies,
-            # _V at a time as one LLVM vector (compiled.axpy8 ...: fixed-length loops become scalar code)
+            # 16 (the rest 8) at a time as one LLVM vector (compiled.axpy16 ...: fixed-length loops become
+            # scalar code)
             nfa = nf + 1 if (anchor_ch < 0 and floor_on) else nf  # + the anchor frequency
             ns = (nfa + _V - 1) // _V * _V
             fpad = freq_pad[s]
@@ -217,15 +222,22 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                 acc = np.float64(b1[h])
                 for j in range(nin):
                     acc += w1[h, j] * z[j]
-                for f0 in range(0, ns, _V):
-                    axpy8(pre, h * ns + f0, acc, np.float64(w1[h, nin]), fpad, f0)
-            for k0 in range(0, nh * ns, _V):
-                sigmoid8(pre, k0, hflat, k0)
+                for f0 in range(0, ns - 15, 16):  # 16 evaluations at a time, the rest 8
+                    axpy16(pre, h * ns + f0, acc, np.float64(w1[h, nin]), fpad, f0)
+                if ns % 16:
+                    axpy8(pre, h * ns + ns - 8, acc, np.float64(w1[h, nin]), fpad, ns - 8)
+            nsig = nh * ns
+            for k0 in range(0, nsig - 15, 16):
+                sigmoid16(pre, k0, hflat, k0)
+            if nsig % 16:
+                sigmoid8(pre, nsig - 8, hflat, nsig - 8)
             for q in range(2):
-                for f0 in range(0, ns, _V):
-                    gemv8(opre, q * ns + f0, b2[q], w2[q], hflat, f0, ns, nh)
-            for k0 in range(0, 2 * ns, _V):
-                sigmoid8(opre, k0, oflat, k0)
+                for f0 in range(0, ns - 15, 16):
+                    gemv16(opre, q * ns + f0, b2[q], w2[q], hflat, f0, ns, nh)
+                if ns % 16:
+                    gemv8(opre, q * ns + ns - 8, b2[q], w2[q], hflat, ns - 8, ns, nh)
+            for k0 in range(0, 2 * ns, 16):  # 2 ns: a multiple of 16
+                sigmoid16(opre, k0, oflat, k0)
             for f in range(2 * ns):
                 dok[f] = 0.0
             cos2 = floats[i, ip[20]] if ip[20] >= 0 else 1.0
@@ -376,7 +388,12 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                 w20 = np.float64(w2[0, h])
                 w21 = np.float64(w2[1, h])
                 dp = 0.0
-                for f0 in range(0, ns, _V):
+                for f0 in range(0, ns - 15, 16):
+                    dp += sigmoid_grad16(
+                        lanes, 3 * _V * h, hflat, h * ns + f0, dok, f0, dok, ns + f0, fpad, f0, w20, w21
+                    )
+                if ns % 16:
+                    f0 = ns - 8
                     dp += sigmoid_grad8(
                         lanes, 3 * _V * h, hflat, h * ns + f0, dok, f0, dok, ns + f0, fpad, f0, w20, w21
                     )

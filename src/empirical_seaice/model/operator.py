@@ -284,15 +284,13 @@ class HybridNetwork(nn.Module):
         (``batch_total``: see :meth:`cost_terms`)."""
         cc = self.cost_config
         rows = out["sic_rows"]
+        # elementwise functions of the batch's rows of the map-sized buffers, taken per batch (the same bits
+        # as taking the rows of the whole map's; no map-sized array held beside the training's)
         if self.sic_count is not None:
-            count = self.sic_count
-            w = self._derived(("inv_count",), count.reciprocal).take(rows)  # 1 / count(r), 0 where unobserved
+            w = self.sic_count.take(rows).reciprocal()  # 1 / count(r), 0 where unobserved
         else:  # no row counts ("full" mode): no batch estimate of the map priors
             w = torch.zeros_like(out["sic_lags"])
-        warm = self._derived(
-            ("warm_rows",),
-            lambda: costs.warm_ice_weight(self.t_map_flat, cc.warm_ice_threshold_k, cc.warm_ice_factor),
-        ).take(rows)
+        warm = costs.warm_ice_weight(self.t_map_flat.take(rows), cc.warm_ice_threshold_k, cc.warm_ice_factor)
         e0 = None
         if cc.anchor == "mean":
             assert isinstance(self.emissivity, LinearEmissivity) and self.anchor_channel is not None  # checked
@@ -341,15 +339,6 @@ class HybridNetwork(nn.Module):
             self.note_sampled_without_smoothness()
             return fused_batch_terms(self.cost_config, x, self._cache)
         return objective.batch_terms(self.cost_config, x, map_terms=self.full_prior_terms(nobs_total))
-
-    def _derived(self, key: tuple, make) -> Tensor:
-        """A constant derived from the buffers, cached per dtype and device (the buffers follow the module)."""
-        ref = self.obs_error_k
-        key = key + (ref.dtype, ref.device)
-        value = self._cache.get(key)
-        if value is None:
-            value = self._cache[key] = make()
-        return value
 
     def full_prior_terms(self, nobs_total: int | None = None) -> dict[str, Tensor]:
         """Whole-map SIC priors over the entire map (:func:`~empirical_seaice.cost.objective.map_prior_terms`):

@@ -83,9 +83,10 @@ def _channel_columns(obs: Observations, channels: Sequence[str]) -> np.ndarray:
     return np.array([obs.basis.channel_index[name] for name in channels], dtype=np.int64)
 
 
-def _sums_table(obs: Observations, ncol: int) -> tuple[np.ndarray, np.ndarray]:
-    """Zeroed sums (float64) and counts (int32) of :mod:`.classic_kernels`' table, (cells, ncol)."""
-    ncell = kernels.table_cells(obs.ngrid, obs.nstep)
+def _sums_table(obs: Observations, ncol: int, nstep: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed sums (float64) and counts (int32) of :mod:`.classic_kernels`' table, (cells, ncol), for
+    ``nstep`` steps (None: the whole period)."""
+    ncell = kernels.table_cells(obs.ngrid, obs.nstep if nstep is None else nstep)
     return np.zeros((ncell, ncol)), np.zeros((ncell, ncol), dtype=np.int32)
 
 
@@ -98,22 +99,28 @@ def _daily_sums(
     total: np.ndarray,
     count: np.ndarray,
     grid_major: bool = False,
+    t_base: int = 0,
 ) -> None:
     """Add sensor ``isensor``'s valid TBs of columns ``cols`` in rows ``lo:hi`` to ``total`` and ``count``,
-    block by block in observation order (:func:`.classic_kernels.cell_sums`: the step-block table, or
-    with ``grid_major`` the grid-major one)."""
+    block by block in observation order (:func:`.classic_kernels.cell_sums`: the step-block table whose
+    first step is ``t_base``, or with ``grid_major`` the grid-major one)."""
     for start in range(lo, hi, _BLOCK):
         rows = slice(start, min(start + _BLOCK, hi))
         kernels.cell_sums(
             np.asarray(obs.isensor[rows]), np.asarray(obs.igrid[rows]), np.asarray(obs.istep[rows]),
             np.asarray(obs.tb_obs_k[rows]), np.asarray(obs.mask[rows]), cols, isensor, obs.ngrid, total, count,
-            grid_major,
+            grid_major, t_base,
         )  # fmt: skip
         obs.release(rows)
 
 
 _BLOCK = 1 << 18
 """Observations read at a time by :func:`grid_daily_mean_tb`."""
+CHUNK_STEPS = 4 * kernels.TILE_STEPS
+"""Steps of a chunk of :func:`classic_sic_maps`' sums table where a sensor's rows are in step order: its
+sums and counts (``ngrid x CHUNK_STEPS`` cells, 43 MB on the ``benchmark`` twin's grid), and the sensor
+means' float64 sums, hold one chunk of steps (every sensor's in turn) instead of the whole period (0.25 and
+0.08 GB there): less memory to fault in and to read back, and no pass to zero it between the sensors."""
 
 
 def grid_hemisphere(lat: np.ndarray | None, ngrid: int) -> np.ndarray:
@@ -151,7 +158,9 @@ def classic_sic_maps(obs: Observations, algorithms: Sequence[str] = ALGORITHMS) 
     (the means of :func:`grid_daily_mean_tb`, one pass over the sensor's rows for all five channels
     19V, 19H, 37V, 37H, 24V) and the algorithm applied to the means
     (:func:`.classic_kernels.classic_tiles`: the numpy functions' values);
-    the sensors' maps are then averaged where they have values.
+    the sensors' maps are then averaged where they have values. Where a sensor's rows are in step
+    order (the run's reader keeps them so), its steps are gridded and mapped chunk by chunk of
+    :data:`CHUNK_STEPS` in one small table; otherwise in a table of the whole period (the same values).
 
     Raises
     ------
@@ -164,21 +173,24 @@ def classic_sic_maps(obs: Observations, algorithms: Sequence[str] = ALGORITHMS) 
         raise SeaIceError(f"classic SIC: unknown algorithm {unknown[0]!r}; known: {', '.join(ALGORITHMS)}")
     result = ClassicSIC(maps={})
     grid = _SensorGrid(obs)
-    maps: dict[str, list[tuple[str, np.ndarray]]] = {alg: [] for alg in algorithms}
-    for s, sname in enumerate(obs.basis.sensor_names):  # one pass over the sensor's rows
-        doing = [alg for alg in algorithms if _usable(obs, s, alg)]
-        if doing:
-            for alg, sic in grid.maps(s, doing, result.sources).items():
-                maps[alg].append((sname, sic))
-    grid.table = None
+    names = obs.basis.sensor_names
+    doing = {s: [alg for alg in algorithms if _usable(obs, s, alg)] for s in range(len(names))}
     for alg in algorithms:
-        if not maps[alg]:
+        if not any(alg in algs for algs in doing.values()):
             raise SeaIceError(
-                f"classic SIC {alg}: no sensor of the run ({', '.join(obs.basis.sensor_names)}) "
+                f"classic SIC {alg}: no sensor of the run ({', '.join(names)}) "
                 f"has the channels {', '.join(_NEED[alg])} and tie points"
             )
-        result.per_sensor.update({(alg, sname): sic for sname, sic in maps[alg]})
-        result.maps[alg] = grid.sensor_mean(alg)
+    plans = {s: grid.plan(s, algs, result.sources) for s, algs in doing.items() if algs}
+    chunks = {s: grid.chunk_rows(s) for s in plans}
+    if all(in_order for _, in_order in chunks.values()):  # chunk by chunk of steps, every sensor in each
+        result.maps = grid.by_chunks(plans, {s: starts for s, (starts, _) in chunks.items()}, algorithms)
+    else:  # sensor by sensor over the whole period
+        for s, plan in plans.items():
+            grid.whole_period(s, plan)
+        result.maps = {alg: grid.sensor_mean(alg) for alg in algorithms}
+    for alg in algorithms:
+        result.per_sensor.update({(alg, names[s]): plan[0][alg] for s, plan in plans.items() if alg in plan[0]})
     result.sources = {k: result.sources[k] for alg in algorithms for k in result.sources if k.startswith(alg + "/")}
     return result
 
@@ -203,9 +215,11 @@ def _usable(obs: Observations, s: int, alg: str) -> bool:
 
 
 class _SensorGrid:
-    """The classic maps of a run's sensors, one sensor at a time: the sums table of the five
-    channels (one table, reused), the per-sensor maps and the float64 sums and counts of the
-    sensor means (``[0]`` NASA Team, ``[1]`` Bootstrap; summed in sensor order)."""
+    """The classic maps of a run's sensors: the sums table of the five channels (one table, reused),
+    the per-sensor maps and the float64 sums and counts of the sensor means (``[0]`` NASA Team,
+    ``[1]`` Bootstrap; summed in sensor order). Where every sensor's rows are in step order
+    (:meth:`by_chunks`) the table, the sums and the counts hold a chunk of :data:`CHUNK_STEPS` steps,
+    each sensor's in turn; otherwise (:meth:`whole_period`) the whole period, one sensor at a time."""
 
     def __init__(self, obs: Observations):
         self.obs = obs
@@ -214,21 +228,17 @@ class _SensorGrid:
         self.cols = _channel_columns(obs, self.wanted)
         self.col = np.array([self.wanted.index(c) if c in names else -1 for c in _ROLES], dtype=np.int64)
         self.north = grid_hemisphere(obs.lat, obs.ngrid)
-        self.sums = np.zeros((2, obs.ngrid, obs.nstep))
-        self.counts = np.zeros((2, obs.ngrid, obs.nstep), dtype=np.int16)
         self.lo, self.hi = kernels.sensor_rows(np.asarray(obs.isensor), len(obs.basis.sensor_names))
+        self.nchunk = -(-obs.nstep // CHUNK_STEPS)
         self.table: tuple[np.ndarray, np.ndarray] | None = None
+        self.sums: np.ndarray | None = None
+        self.counts: np.ndarray | None = None
 
-    def maps(self, s: int, algorithms: Sequence[str], sources: dict[str, str]) -> dict[str, np.ndarray]:
-        """Sensor ``s``'s float32 maps of ``algorithms`` (added to the sensor means); the tie points'
-        sources into ``sources``."""
+    def plan(self, s: int, algorithms: Sequence[str], sources: dict[str, str]) -> tuple[dict[str, np.ndarray], tuple]:
+        """Sensor ``s``'s float32 maps of ``algorithms`` (unfilled) and the arguments of
+        :func:`.classic_kernels.classic_tiles` that are its own (columns, tie points, hemispheres,
+        maps); the tie points' sources into ``sources``."""
         obs = self.obs
-        if self.table is None:
-            self.table = _sums_table(obs, len(self.cols))
-        else:
-            self.table[0].fill(0.0)
-            self.table[1].fill(0)
-        _daily_sums(obs, self.cols, s, int(self.lo[s]), int(self.hi[s]), *self.table)
         sname = obs.basis.sensor_names[s]
         tp_name = TIE_POINT_SENSOR[sname]
         tpn, tps = BOOTSTRAP_TIE_POINTS[(tp_name, "north")], BOOTSTRAP_TIE_POINTS[(tp_name, "south")]
@@ -241,32 +251,78 @@ class _SensorGrid:
         out = {alg: np.empty((obs.ngrid, obs.nstep), dtype=np.float32) for alg in algorithms}
         none = np.empty((0, 0), dtype=np.float32)
         args = (
-            *self.table, obs.ngrid, self.col, kernels.nasa_team_table(NASA_TEAM_TIE_POINTS[tp_name]), has22,
+            self.col, kernels.nasa_team_table(NASA_TEAM_TIE_POINTS[tp_name]), has22,
             kernels.bootstrap_table(tpn, tps), self.north, out.get("nasa_team", none), out.get("bootstrap", none),
-            self.sums, self.counts,
         )  # fmt: skip
-        _on_threads(lambda t0, t1: kernels.classic_tiles(*args[:3], t0, t1, *args[3:]), obs.nstep)
-        return out
+        return out, args
+
+    def chunk_rows(self, s: int) -> tuple[np.ndarray, bool]:
+        """Whether sensor ``s``'s rows are in step order, and where each chunk of steps starts among them
+        (:func:`.classic_kernels.step_chunk_rows`)."""
+        obs = self.obs
+        return kernels.step_chunk_rows(
+            np.asarray(obs.isensor), np.asarray(obs.istep), s, int(self.lo[s]), int(self.hi[s]), CHUNK_STEPS,
+            self.nchunk,
+        )  # fmt: skip
+
+    def by_chunks(self, plans: dict, starts: dict[int, np.ndarray], algorithms: Sequence[str]) -> dict[str, np.ndarray]:
+        """Every sensor's maps (``plans``) chunk by chunk of steps (``starts``: each sensor's chunk rows):
+        in each chunk the sensors in turn (sums, then the algorithms on the run's threads, which leave the
+        table zero), then the chunk's sensor means; returns the float32 sensor means of ``algorithms``."""
+        obs = self.obs
+        table = _sums_table(obs, len(self.cols), CHUNK_STEPS)
+        sums = np.zeros((2, obs.ngrid, CHUNK_STEPS))
+        counts = np.zeros((2, obs.ngrid, CHUNK_STEPS), dtype=np.int16)
+        means = {alg: np.empty((obs.ngrid, obs.nstep), dtype=np.float32) for alg in algorithms}
+        for k in range(self.nchunk):
+            t0, t1 = k * CHUNK_STEPS, min((k + 1) * CHUNK_STEPS, obs.nstep)
+            for s, (_, args) in plans.items():
+                _daily_sums(obs, self.cols, s, int(starts[s][k]), int(starts[s][k + 1]), *table, t_base=t0)
+                _on_threads(
+                    lambda a, b, x=args, c=t0: kernels.classic_tiles(*table, obs.ngrid, a, b, c, *x, sums, counts, c),
+                    t0,
+                    t1,
+                )
+            for alg, mean in means.items():  # the sums and counts read are left zero for the next chunk
+                i = 0 if alg == "nasa_team" else 1
+                kernels.sensor_mean(sums[i], counts[i], mean[:, t0:t1])
+        return means
+
+    def whole_period(self, s: int, plan: tuple) -> None:
+        """Sensor ``s``'s maps (``plan``) over the whole period in one table, added to the sensor means."""
+        obs = self.obs
+        if self.table is None:
+            self.table = _sums_table(obs, len(self.cols))
+            self.sums = np.zeros((2, obs.ngrid, obs.nstep))
+            self.counts = np.zeros((2, obs.ngrid, obs.nstep), dtype=np.int16)
+        table, args, sums, counts = self.table, plan[1], self.sums, self.counts
+        _daily_sums(obs, self.cols, s, int(self.lo[s]), int(self.hi[s]), *table)
+        _on_threads(
+            lambda a, b: kernels.classic_tiles(*table, obs.ngrid, a, b, 0, *args, sums, counts, 0),
+            0,
+            obs.nstep,
+        )
 
     def sensor_mean(self, alg: str) -> np.ndarray:
-        """The float32 sensor mean of ``alg`` (NaN where no sensor has a value)."""
+        """The float32 sensor mean of ``alg`` over the whole period (NaN where no sensor has a value)."""
+        assert self.sums is not None and self.counts is not None
         k = 0 if alg == "nasa_team" else 1
         mean = np.empty((self.obs.ngrid, self.obs.nstep), dtype=np.float32)
         kernels.sensor_mean(self.sums[k], self.counts[k], mean)
         return mean
 
 
-def _on_threads(fn, nstep: int) -> None:
-    """``fn(t0, t1)`` over the steps ``0:nstep`` split into one run of whole tiles per thread of the run
-    (:func:`.chunk_writer.threads`; the compiled kernel releases the GIL, and each step's values are
-    those of a run on one thread)."""
-    nthread = min(chunk_writer.threads(), -(-nstep // kernels.TILE_STEPS))
+def _on_threads(fn, t_lo: int, t_hi: int) -> None:
+    """``fn(t0, t1)`` over the steps ``t_lo:t_hi`` (``t_lo`` a multiple of the tile) split into one run of
+    whole tiles per thread of the run (:func:`.chunk_writer.threads`; the compiled kernel releases the
+    GIL, and each step's values are those of a run on one thread)."""
+    nthread = min(chunk_writer.threads(), -(-(t_hi - t_lo) // kernels.TILE_STEPS))
     if nthread <= 1:
-        fn(0, nstep)
+        fn(t_lo, t_hi)
         return
-    per = -(-nstep // (nthread * kernels.TILE_STEPS)) * kernels.TILE_STEPS
+    per = -(-(t_hi - t_lo) // (nthread * kernels.TILE_STEPS)) * kernels.TILE_STEPS
     with ThreadPoolExecutor(max_workers=nthread, thread_name_prefix="classic-tiles") as pool:
-        list(pool.map(lambda t0: fn(t0, min(t0 + per, nstep)), range(0, nstep, per)))
+        list(pool.map(lambda t0: fn(t0, min(t0 + per, t_hi)), range(t_lo, t_hi, per)))
 
 
 def sic_rmse(sic: np.ndarray, truth: np.ndarray) -> float:

@@ -93,17 +93,41 @@ def _sensor_rows_py(isensor, nsensor):  # pragma: no cover - compiled
     return lo, hi
 
 
-def _cell_sums_py(isensor, igrid, istep, tb, mask, cols, s, ngrid, total, count, grid_major):  # pragma: no cover
+def _step_chunk_rows_py(isensor, istep, s, lo, hi, span, nchunk):  # pragma: no cover - compiled
+    """Whether sensor ``s``'s rows in ``lo:hi`` are in step order (``istep`` never decreasing), and if so
+    where each chunk of ``span`` steps starts: ``starts[k]:starts[k + 1]`` holds every row of the sensor
+    with a step in ``k * span .. (k + 1) * span - 1`` (int64 (nchunk + 1,); rows of other sensors may lie
+    between, :func:`cell_sums` skips them). ``(starts, False)`` at the first step that goes back."""
+    starts = np.full(nchunk + 1, hi, np.int64)
+    starts[0] = lo
+    prev = -1
+    k = 0
+    for i in range(lo, hi):
+        if isensor[i] != s:
+            continue
+        t = np.int64(istep[i])
+        if t < prev:
+            return starts, False
+        prev = t
+        c = min(t // span, nchunk)
+        while k < c:
+            k += 1
+            starts[k] = i
+    return starts, True
+
+
+def _cell_sums_py(isensor, igrid, istep, tb, mask, cols, s, ngrid, total, count, grid_major, t_base):  # pragma: no cov
     """Add the valid TBs of sensor ``s`` (columns ``cols``) of a block to their cell's ``total`` (float64,
-    in observation order, as ``numpy.bincount`` sums) and ``count``: rows of :func:`cell_index`, or with
-    ``grid_major`` rows ``g * nstep + t`` (``nstep = total.shape[0] // ngrid``), the layout
-    :func:`.classic.grid_daily_mean_tb` returns."""
+    in observation order, as ``numpy.bincount`` sums) and ``count``: rows of :func:`cell_index` of the
+    step ``t - t_base`` (``t_base`` the first step of a table that holds a chunk of the steps, a multiple
+    of :data:`TILE_STEPS`; 0 for the whole period), or with ``grid_major`` rows ``g * nstep + t``
+    (``nstep = total.shape[0] // ngrid``), the layout :func:`.classic.grid_daily_mean_tb` returns."""
     nstep = total.shape[0] // ngrid
     for i in range(isensor.shape[0]):
         if isensor[i] != s:
             continue
         g, t = np.int64(igrid[i]), np.int64(istep[i])
-        cell = g * nstep + t if grid_major else _cell_index(g, t, ngrid)
+        cell = g * nstep + t if grid_major else _cell_index(g, t - t_base, ngrid)
         for j in range(cols.shape[0]):
             c = cols[j]
             if mask[i, c]:
@@ -158,12 +182,15 @@ def _bootstrap_cell_py(v37, h37, v19, w):  # pragma: no cover - compiled
 
 
 def _classic_tiles_py(
-    total, count, ngrid, t_lo, t_hi, col, nt, has22, bt, north, out_nt, out_bt, sums, counts
+    total, count, ngrid, t_lo, t_hi, t_base, col, nt, has22, bt, north, out_nt, out_bt, sums, counts, s_base
 ):  # pragma: no cover - compiled
     """NASA Team (``out_nt``, skipped when it has no rows) and Bootstrap (``out_bt``) of one sensor's
-    sums table for steps ``t_lo:t_hi`` (whole blocks but the last), written grid-major as float32;
-    each finite value (float64) is added to the sensor mean's ``sums[k]`` (0.0 otherwise, as numpy's
-    ``where(ok, sic, 0.0)``) and counted in ``counts[k]`` (k = 0 NASA Team, 1 Bootstrap)."""
+    sums table for steps ``t_lo:t_hi`` (whole blocks but the last; the table's first step ``t_base``, as
+    in :func:`cell_sums`), written grid-major as float32; each finite value (float64) is added to the
+    sensor mean's ``sums[k, g, t - s_base]`` (0.0 otherwise, as numpy's ``where(ok, sic, 0.0)``) and
+    counted in ``counts[k, g, t - s_base]`` (k = 0 NASA Team, 1 Bootstrap; ``s_base`` the first step of
+    those arrays). Every cell read is left zero (sums and counts): the table is ready for the next chunk
+    or sensor without a pass of its own."""
     do_nt = out_nt.shape[0] > 0
     do_bt = out_bt.shape[0] > 0
     # columns and tie points as scalars and tuples, out of the loop: the cell functions take no array
@@ -178,42 +205,50 @@ def _classic_tiles_py(
         for g in range(ngrid):
             w = w_north if north[g] else w_south
             for t in range(t0, min(t0 + TILE_STEPS, t_hi)):
-                cell = _cell_index(g, t, ngrid)
-                if count[cell, j37v] == 0:  # both NaN (37V is in every ratio); no sensor-mean term
+                cell = _cell_index(g, t - t_base, ngrid)
+                seen = count[cell, j37v] > 0  # else both NaN (37V is in every ratio); no sensor-mean term
+                v19 = _mean(total[cell, j19v], count[cell, j19v])
+                v37 = _mean(total[cell, j37v], count[cell, j37v])
+                h19 = _mean(total[cell, j19h], count[cell, j19h]) if do_nt else np.nan
+                v22 = _mean(total[cell, j22v], count[cell, j22v]) if do_nt and has22 else np.nan
+                h37 = _mean(total[cell, j37h], count[cell, j37h]) if do_bt else np.nan
+                for j in range(total.shape[1]):  # every channel of the cell, 37V or not
+                    total[cell, j] = 0.0
+                    count[cell, j] = 0
+                if not seen:
                     if do_nt:
                         out_nt[g, t] = np.float32(np.nan)
                     if do_bt:
                         out_bt[g, t] = np.float32(np.nan)
                     continue
-                v19 = _mean(total[cell, j19v], count[cell, j19v])
-                v37 = _mean(total[cell, j37v], count[cell, j37v])
                 if do_nt:
-                    h19 = _mean(total[cell, j19h], count[cell, j19h])
-                    v22 = _mean(total[cell, j22v], count[cell, j22v]) if has22 else np.nan
                     c = _nasa_team_cell(v19, h19, v37, v22, has22, a, b, d)
                     out_nt[g, t] = np.float32(c)
                     ok = np.isfinite(c)
-                    sums[0, g, t] += c if ok else 0.0
-                    counts[0, g, t] += ok
+                    sums[0, g, t - s_base] += c if ok else 0.0
+                    counts[0, g, t - s_base] += ok
                 if do_bt:
-                    h37 = _mean(total[cell, j37h], count[cell, j37h])
                     c = _bootstrap_cell(v37, h37, v19, w)
                     out_bt[g, t] = np.float32(c)
                     ok = np.isfinite(c)
-                    sums[1, g, t] += c if ok else 0.0
-                    counts[1, g, t] += ok
+                    sums[1, g, t - s_base] += c if ok else 0.0
+                    counts[1, g, t - s_base] += ok
 
 
 def _sensor_mean_py(sums, counts, out):  # pragma: no cover - compiled
     """``out`` (float32) = ``sums / counts``, NaN where the count is 0 (numpy's
-    ``where(count > 0, total / maximum(count, 1), nan)``)."""
-    for g in range(sums.shape[0]):
-        for t in range(sums.shape[1]):
+    ``where(count > 0, total / maximum(count, 1), nan)``), over ``out``'s shape; the sums and counts
+    read are left zero (ready for the next chunk of steps)."""
+    for g in range(out.shape[0]):
+        for t in range(out.shape[1]):
             n = counts[g, t]
             out[g, t] = np.float32(sums[g, t] / n) if n > 0 else np.float32(np.nan)
+            sums[g, t] = 0.0
+            counts[g, t] = 0
 
 
 sensor_rows: Any
+step_chunk_rows: Any
 cell_sums: Any
 means_in_place: Any
 classic_tiles: Any
@@ -228,6 +263,7 @@ try:
     _nasa_team_cell = njit(**_opts)(_nasa_team_cell_py)
     _bootstrap_cell = njit(**_opts)(_bootstrap_cell_py)
     sensor_rows = njit(**_opts)(_sensor_rows_py)
+    step_chunk_rows = njit(**_opts)(_step_chunk_rows_py)
     cell_sums = njit(**_opts)(_cell_sums_py)
     means_in_place = njit(**_opts)(_means_in_place_py)
     classic_tiles = njit(**_opts)(_classic_tiles_py)
@@ -235,7 +271,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     _cell_index = _cell_index_py
     _mean, _clip01, _nasa_team_cell, _bootstrap_cell = _mean_py, _clip01_py, _nasa_team_cell_py, _bootstrap_cell_py
-    sensor_rows, cell_sums = _sensor_rows_py, _cell_sums_py
+    sensor_rows, step_chunk_rows, cell_sums = _sensor_rows_py, _step_chunk_rows_py, _cell_sums_py
     means_in_place = _means_in_place_py
     classic_tiles, sensor_mean = _classic_tiles_py, _sensor_mean_py
 
@@ -246,6 +282,7 @@ __all__ = [
     "nasa_team_table",
     "bootstrap_table",
     "sensor_rows",
+    "step_chunk_rows",
     "cell_sums",
     "means_in_place",
     "classic_tiles",

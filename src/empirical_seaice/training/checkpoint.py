@@ -2,7 +2,7 @@
 
 :class:`~empirical_seaice.training.trainer.Trainer` writes it at each epoch end and within an epoch
 (a dict: ``format``, ``identity``, ``position``, ``epoch``, ``network``, ``optimizers``,
-``history``, ``generator``, ``best_cost``, ``best_state``, ``config``); ``--resume`` reads it
+``history``, ``generator``, ``best_cost``, ``best_state``, ``best_is_current``, ``config``); ``--resume`` reads it
 (:func:`read_checkpoint`) and refuses one written for other data, model, period or training
 options (:func:`check_identity`, with the run identity of
 :func:`empirical_seaice.run.model_file.run_identity`).
@@ -115,6 +115,7 @@ def trainer_state(trainer: Any, position: Mapping[str, Any] | None) -> dict[str,
         "generator": trainer.generator.get_state(),
         "best_cost": trainer._best_cost,
         "best_state": trainer._best_state,
+        "best_is_current": trainer._best_is_current,  # then best_state is None: "network" holds the best epoch's
         "lr_cuts": list(trainer._lr_cuts),
         "config": {
             "batch_size": cfg.batch_size,
@@ -145,6 +146,7 @@ def restore_trainer(trainer: Any, path: Path, state: Mapping[str, Any]) -> None:
     trainer.epoch = int(state["epoch"])
     trainer._best_cost = float(state["best_cost"])
     trainer._best_state = state["best_state"]
+    trainer._best_is_current = bool(state.get("best_is_current", False))  # absent before: a copy in best_state
     trainer._lr_cuts = [int(e) for e in state.get("lr_cuts", [])]
     trainer._position = state.get("position")
 

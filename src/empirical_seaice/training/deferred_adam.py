@@ -77,13 +77,15 @@ from empirical_seaice.training.adam import ADAM_BETAS, ADAM_EPS
 from empirical_seaice.training.slab import _CaughtUp, _slab_width
 
 
-def _new_slab(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A zeroed slab; on the CPU in 2 MiB pages (:func:`~empirical_seaice.compiled.empty_huge`: its rows
-    are read at random, one TLB entry per 2 MiB instead of per 4 KiB)."""
+def _new_slab(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, zeroed: bool = True) -> torch.Tensor:
+    """A zeroed slab (``zeroed=False``: unfilled, for a caller that fills every row); on the CPU in 2 MiB
+    pages (:func:`~empirical_seaice.compiled.empty_huge`: its rows are read at random, one TLB entry per
+    2 MiB instead of per 4 KiB)."""
     if torch.device(device).type == "cpu" and dtype in (torch.float32, torch.float64):
         np_dtype = np.float32 if dtype == torch.float32 else np.float64
-        return torch.from_numpy(empty_huge(shape, np_dtype)).zero_()
-    return torch.zeros(shape, dtype=dtype, device=device)
+        slab = torch.from_numpy(empty_huge(shape, np_dtype))
+        return slab.zero_() if zeroed else slab
+    return torch.zeros(shape, dtype=dtype, device=device) if zeroed else torch.empty(shape, dtype=dtype, device=device)
 
 
 class DeferredAdam(torch.optim.Optimizer):
@@ -143,7 +145,7 @@ class DeferredAdam(torch.optim.Optimizer):
 
     _TAIL_TERMS = 800  # q^800 < 1e-36: the sum A(t) is truncated there
     MAX_STEPS = 2**24  # the last-update step is stored as float32 in the slab
-    CATCH_UP_ROWS = 1 << 18  # rows caught up at a time by a whole-table catch-up (bounds its temporaries)
+    CATCH_UP_ROWS = 1 << 16  # rows caught up at a time by a whole-table catch-up (bounds its temporaries)
 
     def __init__(
         self,
@@ -206,13 +208,15 @@ class DeferredAdam(torch.optim.Optimizer):
         st0 = self.state[params[0]]
         if not st0:
             nrow = sum(p.shape[0] for p in params)
-            slab = _new_slab((nrow, _slab_width(ncol)), params[0].dtype, params[0].device)
+            slab = _new_slab((nrow, _slab_width(ncol)), params[0].dtype, params[0].device, zeroed=False)
             offset = 0
-            for p in params:
-                slab[offset : offset + p.shape[0], : p.shape[1]] = p.detach()
+            for p in params:  # table by table: each one's own storage goes as soon as its rows are in the slab,
+                rows = slab[offset : offset + p.shape[0]]  # and the slab's pages come in as the tables move in
+                rows.zero_()
+                rows[:, : p.shape[1]] = p.detach()
                 self.state[p].update(step=0, offset=offset)
+                self._attach_table(group, slab, p)
                 offset += p.shape[0]
-            self._attach(group, slab)
             return slab
         slab = st0["slab"]
         for p in params:
@@ -225,16 +229,20 @@ class DeferredAdam(torch.optim.Optimizer):
 
     def _attach(self, group, slab: torch.Tensor) -> None:
         """Make ``slab`` the storage of the group's parameters and moments (views)."""
-        c = self._ncol(group)
         for p in group["params"]:
-            st = self.state[p]
-            rows = slice(st["offset"], st["offset"] + p.shape[0])
-            n = p.shape[1]
-            st["slab"] = slab
-            st["exp_avg"] = slab[rows, c : c + n]
-            st["exp_avg_sq"] = slab[rows, 2 * c : 2 * c + n]
-            st["last_step"] = slab[rows, 3 * c]
-            p.data = slab[rows, :n]
+            self._attach_table(group, slab, p)
+
+    def _attach_table(self, group, slab: torch.Tensor, p: torch.Tensor) -> None:
+        """Make ``slab`` the storage of the group's parameter ``p`` and its moments (views)."""
+        c = self._ncol(group)
+        st = self.state[p]
+        rows = slice(st["offset"], st["offset"] + p.shape[0])
+        n = p.shape[1]
+        st["slab"] = slab
+        st["exp_avg"] = slab[rows, c : c + n]
+        st["exp_avg_sq"] = slab[rows, 2 * c : 2 * c + n]
+        st["last_step"] = slab[rows, 3 * c]
+        p.data = slab[rows, :n]
 
     def _gather(self, slab: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Slab rows ``rows`` as a *column-major* block ``(slab width, len(rows))``: each of
@@ -458,15 +466,17 @@ class DeferredAdam(torch.optim.Optimizer):
             self._pending.pop(gi, None)
             slab = self._slab(group)
             st = self.state[p]
-            last = st["last_step"]
-            todo = torch.nonzero((last > 0) & (last < st["step"])).flatten()
-            if todo.numel() == 0:
-                return
-            todo += st["offset"]
-            for a in range(0, todo.numel(), self.CATCH_UP_ROWS):  # row by row: the temporaries of a block only
-                rows = todo[a : a + self.CATCH_UP_ROWS]
+            last, step = st["last_step"], st["step"]
+            # window by window of the table's rows: the temporaries (the lagging rows' index, the gathered
+            # block) are those of one window, whatever the table's size; each row's update is its own
+            for a in range(0, last.shape[0], self.CATCH_UP_ROWS):
+                part = last[a : a + self.CATCH_UP_ROWS]
+                rows = torch.nonzero((part > 0) & (part < step)).flatten()
+                if rows.numel() == 0:
+                    continue
+                rows += st["offset"] + a
                 r = self._gather(slab, rows)
-                self._catch_up(group, r, st["step"])
+                self._catch_up(group, r, step)
                 self._scatter(slab, rows, r)
 
     def flush(self) -> None:

@@ -10,10 +10,9 @@ side):
 
 1. the rows each observation reads (``program.rows``);
 2. the distinct rows are found with a mark array (one int32 per slab row: the rows' last padding
-   column where they have one), caught up
-   (the deferred zero-gradient Adam steps, :class:`DeferredAdam`'s closed form) and
-   copied out (:func:`_distinct_rows`, then :func:`_catch_up_rows` over fixed chunks of the
-   distinct rows, in parallel);
+   column where they have one), each caught up (the deferred zero-gradient Adam steps,
+   :class:`DeferredAdam`'s closed form) and copied out as it is found (:func:`_gather_rows`: one
+   pass per group of tables, :func:`column_groups`, the groups in parallel);
 3. forward, cost terms and gradients of every parameter (``program.run``);
 4. the Adam step of the caught-up rows (:func:`_adam_rows`), as
    :meth:`DeferredAdam.step` after :meth:`DeferredAdam.gather`;
@@ -44,6 +43,7 @@ non-CPU tensors); the trainer then logs the reason once and uses the unfused ste
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 
@@ -69,106 +69,123 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 
 
 _AHEAD = 4
-"""Prefetch distance: :func:`_distinct_rows` fetches the marks of the observation this many ahead,
-:func:`_catch_up_rows` and :func:`_adam_rows` the slab rows ``4 _AHEAD`` ahead."""
+"""Prefetch distance: :func:`_gather_rows` fetches the rows (and marks) of the observation this many ahead,
+:func:`_adam_rows` the slab rows ``4 _AHEAD`` ahead."""
 
 
-def _distinct_rows(slab, refs, ref_off, mark, uniq, inv, kobs):
-    """Distinct slab rows of the batch, in first-visit order, into ``uniq``; ``inv[b, k]`` = index in
-    ``uniq`` of the row of reference ``(b, k)``; ``mark[row]`` = that index (reset by :func:`_adam_rows`).
-    Returns their number. Column ``kobs`` (-1: none) holds rows that no other reference of the batch
-    reads (each observation's own row, in a batch of distinct observations): taken as new without
-    their marks, which stay -1, so this serial pass leaves their slab lines to the parallel
-    :func:`_catch_up_rows`. The marks of the observation ``_AHEAD`` ahead and each new row's slab
-    line are prefetched (for :func:`_catch_up_rows`)."""
-    n = 0
+def _gather_rows(  # noqa: C901 - one compiled pass: the search, the catch-up and the copy of each row
+    slab, refs, ref_off, ref_width, groups, mark, uniq, inv, counts, kobs, step, c, a_tab, decay, lr, eps, vals, g_vals
+):
+    """The batch's distinct slab rows found, caught up to ``step`` and copied out, in one pass per group
+    of tables, the groups in parallel.
+
+    Group ``t`` holds the reference columns ``groups[t, 0] .. groups[t, 1] - 1``, every column of each of
+    its tables (:func:`column_groups`), so no two groups meet the same row or mark. A group's distinct
+    rows go in first-visit order into its own segment ``t S .. t S + counts[t] - 1`` of ``uniq``,
+    ``vals`` and ``g_vals`` (``S = uniq.shape[0] // G``): ``inv[b, k]`` is the index of the row of
+    reference ``(b, k)`` there and ``mark[row]`` that index (reset by :func:`_adam_rows`). Column
+    ``kobs`` (-1: none) holds rows that no other reference of the batch reads (each observation's own
+    row, in a batch of distinct observations): taken as new without a mark.
+
+    A new row is caught up the moment it is found, while its line (the mark's) is in the cache:
+    ``k = step - last`` deferred zero-gradient steps, ``w += -lr (A(last) - q^k A(step)) m / (sqrt(v) +
+    eps)``, ``m *= b1^k``, ``v *= b2^k``, ``last = step`` (:class:`DeferredAdam`'s closed form), on the
+    first ``ref_width[k]`` columns (the rest of the row is padding); then copied to ``vals`` and its
+    gradient row in ``g_vals`` zeroed. Every row's values depend on that row alone, so the result is
+    the same for any grouping and thread count (only the rows' places in the segments differ). The
+    group's rows of the observation ``_AHEAD`` ahead are prefetched."""
+    seg = uniq.shape[0] // groups.shape[0]
     nb = refs.shape[0]
-    for b in range(nb):
-        if b + _AHEAD < nb:
-            for k in range(refs.shape[1]):
-                if k != kobs:
-                    prefetch1(mark, refs[b + _AHEAD, k] + ref_off[k])
-        for k in range(refs.shape[1]):
-            row = refs[b, k] + ref_off[k]
-            if k == kobs:
-                uniq[n] = row
-                inv[b, k] = n
-                n += 1
-                continue
-            j = mark[row]
-            if j < 0:
-                j = n
-                mark[row] = j
-                uniq[n] = row
-                n += 1
-                prefetch(slab, row, 0)
-            inv[b, k] = j
-    return n
-
-
-def _catch_up_rows(slab, uniq, n, vals, g_vals, step, c, a_tab, decay, lr, eps, nchunk):
-    """Each distinct row ``uniq[:n]`` caught up to ``step`` in place (``w += -lr (A(last) - q^k A(step))
-    m / (sqrt(v) + eps)``, ``m *= b1^k``, ``v *= b2^k``, ``last = step``), copied to ``vals`` and its
-    gradient row in ``g_vals`` zeroed. The rows are distinct, so the fixed chunks run in parallel
-    with the same result for any thread count; each prefetches the slab rows ``4 _AHEAD`` ahead."""
     lc = 3 * c
     a_step = a_tab[step]
-    ahead = 4 * _AHEAD
-    for k in prange(nchunk):
-        j1 = (n * (k + 1)) // nchunk
-        for j in range((n * k) // nchunk, j1):
-            if j + ahead < j1:
-                prefetch(slab, uniq[j + ahead], 0)
-            row = uniq[j]
-            last = int(slab[row, lc])
-            kk = step - last
-            if kk > 0:
-                coef = -lr * (a_tab[last] - decay[2, kk] * a_step)
-                d1 = decay[0, kk]
-                d2 = decay[1, kk]
-                for col in range(c):
-                    m = slab[row, c + col]
-                    v = slab[row, 2 * c + col]
-                    slab[row, col] += coef * (m / (math.sqrt(v) + eps))
-                    slab[row, c + col] = m * d1
-                    slab[row, 2 * c + col] = v * d2
-                slab[row, lc] = step
-            for col in range(c):
-                vals[j, col] = slab[row, col]
-                g_vals[j, col] = 0.0
+    for t in prange(groups.shape[0]):
+        lo, hi = groups[t, 0], groups[t, 1]
+        n = t * seg
+        for b in range(nb):
+            if b + _AHEAD < nb:
+                for k in range(lo, hi):
+                    prefetch(slab, refs[b + _AHEAD, k] + ref_off[k], 0)
+            for k in range(lo, hi):
+                row = refs[b, k] + ref_off[k]
+                if k != kobs:
+                    j = mark[row]
+                    if j >= 0:
+                        inv[b, k] = j
+                        continue
+                    mark[row] = n
+                j = n
+                n += 1
+                uniq[j] = row
+                inv[b, k] = j
+                w = ref_width[k]
+                last = int(slab[row, lc])
+                kk = step - last
+                if kk > 0:
+                    coef = -lr * (a_tab[last] - decay[2, kk] * a_step)
+                    d1 = decay[0, kk]
+                    d2 = decay[1, kk]
+                    for col in range(w):
+                        m = slab[row, c + col]
+                        v = slab[row, 2 * c + col]
+                        slab[row, col] += coef * (m / (math.sqrt(v) + eps))
+                        slab[row, c + col] = m * d1
+                        slab[row, 2 * c + col] = v * d2
+                    slab[row, lc] = step
+                for col in range(w):
+                    vals[j, col] = slab[row, col]
+                    g_vals[j, col] = 0.0
+        counts[t] = n - t * seg
 
 
-def _adam_rows(slab, uniq, n, grad, mark, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi, nchunk):
-    """Adam step ``step`` of the caught-up rows ``uniq[:n]`` with gradient ``grad`` (n, c);
-    clears their marks. Rows in ``[skip_lo, skip_hi)`` (the SIC map that :func:`_full_map_adam`
-    stepped already) are left alone. Distinct rows: fixed chunks in parallel (the same result for
-    any thread count), each prefetching the rows ``4 _AHEAD`` ahead."""
+def _adam_rows(slab, uniq, counts, grad, mark, row_width, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi, nchunk):
+    """Adam step ``step`` of the caught-up rows of every group's segment of ``uniq`` (:func:`_gather_rows`:
+    rows ``t S .. t S + counts[t] - 1``) with gradient ``grad`` (rows aligned with ``uniq``; the first
+    columns of each table, ``row_width``: from, to, columns); clears their marks. Rows in ``[skip_lo,
+    skip_hi)`` (the SIC map that :func:`_full_map_adam` stepped already) are left alone. The segments
+    one after the other are cut into ``nchunk`` fixed chunks, in parallel (distinct rows: the same
+    result for any thread count), each prefetching the rows ``4 _AHEAD`` ahead."""
     bc1 = 1.0 - b1**step
     bc2s = math.sqrt(1.0 - b2**step)
-    lc = 3 * c
     ahead = 4 * _AHEAD
+    ngroup = counts.shape[0]
+    seg = uniq.shape[0] // ngroup
+    total = counts.sum()
     for k in prange(nchunk):
-        j1 = (n * (k + 1)) // nchunk
-        for j in range((n * k) // nchunk, j1):
-            if j + ahead < j1:
-                prefetch(slab, uniq[j + ahead], 0)
-                prefetch1(mark, uniq[j + ahead])
-            row = uniq[j]
-            mark[row] = -1
-            if skip_lo <= row < skip_hi:
-                continue
-            for col in range(c):
-                g = grad[j, col]
-                m = b1 * slab[row, c + col] + (1.0 - b1) * g
-                v = b2 * slab[row, 2 * c + col] + (1.0 - b2) * g * g
-                slab[row, c + col] = m
-                slab[row, 2 * c + col] = v
-                if keras:
-                    denom = (math.sqrt(v) + eps) / bc2s
-                else:
-                    denom = math.sqrt(v) / bc2s + eps
-                slab[row, col] -= (lr / bc1) * (m / denom)
-            slab[row, lc] = step
+        v0, v1 = (total * k) // nchunk, (total * (k + 1)) // nchunk
+        start = 0  # the segments' rows numbered one after the other: group t's from `start`
+        for t in range(ngroup):
+            a, z = max(v0, start), min(v1, start + counts[t])
+            j1 = t * seg + z - start
+            for j in range(t * seg + a - start, j1):
+                if j + ahead < j1:
+                    prefetch(slab, uniq[j + ahead], 0)
+                    prefetch1(mark, uniq[j + ahead])
+                row = uniq[j]
+                mark[row] = -1
+                if not skip_lo <= row < skip_hi:
+                    _adam_row(slab, row, grad, j, row_width, step, c, b1, b2, bc1, bc2s, lr, eps, keras)
+            start += counts[t]
+
+
+def _adam_row(slab, row, grad, j, row_width, step, c, b1, b2, bc1, bc2s, lr, eps, keras):
+    """Slab row ``row``'s Adam step ``step`` with gradient ``grad[j]`` (its table's columns, ``row_width``)."""
+    lc = 3 * c
+    w = c
+    for t in range(row_width.shape[0]):
+        if row_width[t, 0] <= row < row_width[t, 1]:
+            w = row_width[t, 2]
+    for col in range(w):
+        g = grad[j, col]
+        m = b1 * slab[row, c + col] + (1.0 - b1) * g
+        v = b2 * slab[row, 2 * c + col] + (1.0 - b2) * g * g
+        slab[row, c + col] = m
+        slab[row, 2 * c + col] = v
+        if keras:
+            denom = (math.sqrt(v) + eps) / bc2s
+        else:
+            denom = math.sqrt(v) / bc2s + eps
+        slab[row, col] -= (lr / bc1) * (m / denom)
+    slab[row, lc] = step
 
 
 def _full_map_adam(slab, lo, nrow, mark, grad, g_map, step, c, b1, b2, lr, eps, keras, nchunk):
@@ -228,8 +245,8 @@ def _adam_dense_all(ps, gs, ms, vs, steps, hyper):
 
 
 if HAVE_NUMBA:
-    _distinct_rows = njit(cache=True)(_distinct_rows)
-    _catch_up_rows = njit(cache=True, parallel=True)(_catch_up_rows)
+    _gather_rows = njit(cache=True, parallel=True)(_gather_rows)
+    _adam_row = njit(cache=True, inline="always")(_adam_row)  # inlined in the pass
     _adam_rows = njit(cache=True, parallel=True)(_adam_rows)
     _adam_dense = njit(cache=True)(_adam_dense)
     _adam_dense_all = njit(cache=True)(_adam_dense_all)
@@ -240,14 +257,33 @@ NCHUNK_MAP = 16
 """Fixed chunks of the whole-map pass (independent of the thread count)."""
 
 
+def column_groups(ref_table: np.ndarray, threads: int) -> np.ndarray:
+    """The reference columns cut into at most ``threads`` groups for :func:`_gather_rows`: (G, 2) int64
+    ``[from, to)``, each group a run of whole tables (the columns of one table, e.g. the SIC map's lags,
+    read the same rows and stay together), the cut that makes the largest group smallest, with the
+    fewest groups.
+    ``ref_table`` is each column's table (a table's columns adjacent). Any grouping gives the same result."""
+    edges = [0] + [k for k in range(1, len(ref_table)) if ref_table[k] != ref_table[k - 1]] + [len(ref_table)]
+    runs = len(edges) - 1
+    best: tuple[int, ...] = ()
+    best_size = len(ref_table) + 1
+    for g in range(1, min(max(threads, 1), runs) + 1):
+        for cut in itertools.combinations(range(1, runs), g - 1):
+            bounds = [edges[0], *(edges[i] for i in cut), edges[-1]]
+            size = max(b - a for a, b in itertools.pairwise(bounds))
+            if size < best_size:
+                best, best_size = tuple(bounds), size
+    return np.array(list(itertools.pairwise(best)), dtype=np.int64)
+
+
 class FusedStep:
     """One training step of the default scheme, compiled; see the module docstring.
 
     Call with the batch's observation indices (int64 numpy); returns the cost terms of
     the step and their total (float64, order :attr:`names`). ``distinct=True`` says the indices
     are distinct (the trainer's batches: slices of a permutation), so each observation's own
-    state row is read by no other reference of the batch and, on more than one thread, the serial
-    search for distinct rows skips it (:func:`_distinct_rows`; the same result).
+    state row is read by no other reference of the batch: :func:`_gather_rows` takes it as new without
+    reading or setting its mark (the same result).
     """
 
     def __init__(self, program, deferred: DeferredAdam, dense_opt: torch.optim.Optimizer):
@@ -262,7 +298,8 @@ class FusedStep:
         self.obs_col = len(program.ref_table) - 1 if program.arrays["has_obs"] else -1
         """The column of the refs that is each observation's own row (-1: no per-observation state)."""
         self._steps = 0
-        self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
+        self._bufs: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+        self._groups: dict[int, np.ndarray] = {}
         self.full = bool(getattr(program, "full", False))
         """The exact whole-map priors at every step (the reference's scheme): the program's first
         table (the SIC map) is stepped whole at every step (:func:`_full_map_adam`)."""
@@ -278,6 +315,11 @@ class FusedStep:
         self.slab = slab.numpy()
         offs = {id(p): d.state[p]["offset"] for p in self.group["params"]}
         self.ref_off = np.array([offs[id(self.program.tables[t])] for t in self.ref_table], dtype=np.int64)
+        self.ref_width = np.array([self.program.tables[t].shape[1] for t in self.ref_table], dtype=np.int64)
+        """The columns of each reference's table: the rest of a slab row's ``c`` columns is padding (always 0),
+        which the compiled passes leave alone."""
+        self.row_width = np.array([(offs[id(p)], offs[id(p)] + p.shape[0], p.shape[1]) for p in self.group["params"]])
+        """(slab row from, to, columns) of each table."""
         sic = self.program.tables[0]
         self.map_rows = (offs[id(sic)], offs[id(sic)] + sic.shape[0]) if self.full else (0, 0)
         self.g_map = np.empty(sic.shape[0] if self.full else 0)
@@ -313,19 +355,21 @@ class FusedStep:
         self._hyper_key: tuple | None = None
         self._hyper = np.zeros((0, 5))
 
-    def _buffers(self, nb: int) -> tuple[np.ndarray, ...]:
-        """``refs, uniq, inv, vals, g_vals`` for a batch of ``nb`` observations, allocated once per size."""
-        bufs = self._bufs.get(nb)
+    def _buffers(self, nb: int, ngroup: int) -> tuple[np.ndarray, ...]:
+        """``refs, uniq, inv, vals, g_vals, counts`` for a batch of ``nb`` observations and ``ngroup`` groups
+        of tables (:func:`_gather_rows`: a segment of ``nb nref`` rows each), allocated once per size."""
+        bufs = self._bufs.get((nb, ngroup))
         if bufs is None:
             nref = nb * self.ref_table.shape[0]
             bufs = (
                 np.empty((nb, self.ref_table.shape[0]), dtype=np.int64),
-                np.empty(nref, dtype=np.int64),
+                np.empty(ngroup * nref, dtype=np.int64),
                 np.empty((nb, self.ref_table.shape[0]), dtype=np.int64),
-                np.empty((nref, self.c), dtype=np.float32),
-                np.empty((nref, self.c), dtype=np.float64),
+                np.empty((ngroup * nref, self.c), dtype=np.float32),
+                np.empty((ngroup * nref, self.c), dtype=np.float64),
+                np.zeros(ngroup, dtype=np.int64),
             )
-            self._bufs[nb] = bufs
+            self._bufs[(nb, ngroup)] = bufs
         return bufs
 
     def _tails(self, upto: int) -> tuple[np.ndarray, np.ndarray]:
@@ -360,17 +404,20 @@ class FusedStep:
             from empirical_seaice.errors import SeaIceError
 
             raise SeaIceError(f"DeferredAdam: more than {d.MAX_STEPS} steps (float32 step counters)")
-        refs, uniq, inv, vals, g_vals = self._buffers(index.shape[0])
+        threads = numba.get_num_threads()
+        groups = self._groups.get(threads)
+        if groups is None:
+            groups = self._groups[threads] = column_groups(self.ref_table, threads)
+        refs, uniq, inv, vals, g_vals, counts = self._buffers(index.shape[0], groups.shape[0])
         prog.rows(index, refs)
         a_np, decays = self._tails(step + 1)
         b1, b2 = group["betas"]
-        # with one thread the skip only moves the observation rows' first reads into the catch-up, where
-        # they are prefetched less far ahead (1-3 % slower, benchmarks/results.md): it pays with more
-        skip = self.obs_col if distinct and numba.get_num_threads() > 1 else -1
-        n = _distinct_rows(self.slab, refs, self.ref_off, self.mark, uniq, inv, skip)
-        _catch_up_rows(self.slab, uniq, n, vals, g_vals, step, c, a_np, decays, group["lr"], group["eps"], NCHUNK_MAP)
-        g_vals = g_vals[:n]
-        terms = prog.run(index, refs, vals[:n], inv, g_vals)
+        skip = self.obs_col if distinct else -1
+        _gather_rows(
+            self.slab, refs, self.ref_off, self.ref_width, groups, self.mark, uniq, inv, counts, skip, step, c, a_np,
+            decays, group["lr"], group["eps"], vals, g_vals,
+        )  # fmt: skip
+        terms = prog.run(index, refs, vals, inv, g_vals)
         for p in params:
             d.state[p]["step"] += 1
         keras = group.get("eps_mode", "torch") == "keras"
@@ -383,8 +430,8 @@ class FusedStep:
                 group["eps"], keras, NCHUNK_MAP,
             )  # fmt: skip
         _adam_rows(
-            self.slab, uniq, n, g_vals, self.mark, step + 1, c, b1, b2, group["lr"], group["eps"], keras, lo, hi,
-            NCHUNK_MAP,
+            self.slab, uniq, counts, g_vals, self.mark, self.row_width, step + 1, c, b1, b2, group["lr"], group["eps"],
+            keras, lo, hi, NCHUNK_MAP,
         )  # fmt: skip
         _adam_dense_all(
             self._dense_p, prog.dense_flat, self._dense_m, self._dense_v, self._dense_step, self._dense_hyper()

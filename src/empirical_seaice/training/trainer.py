@@ -50,6 +50,7 @@ import torch
 
 from empirical_seaice.config import TrainingConfig
 from empirical_seaice.errors import RunInterrupted, SeaIceError
+from empirical_seaice.memory import release_free_memory
 from empirical_seaice.training.checkpoint import (
     CHECKPOINT_NAME,
     read_checkpoint,
@@ -189,6 +190,10 @@ class Trainer:
         self.epoch = 0
         self._best_cost = float("inf")
         self._best_state: dict[str, torch.Tensor] | None = None
+        self._best_is_current = False
+        """The network's parameters now are the best epoch's (early stopping): copied into
+        :attr:`_best_state` only when an epoch is about to change them (:meth:`_keep_best`), so that
+        the last epoch (and a run of one epoch) holds no copy of the state tables beside them."""
         self._lr_cuts: list[int] = []  # epochs (0-based) after which the step was cut (plateau_cuts)
         self._fused: FusedStep | None | bool = None  # None: not tried yet; False: not available
         self._distinct_batches: bool | None = None  # whether train_index is distinct (the fused step's skip)
@@ -270,10 +275,13 @@ class Trainer:
                 position, self._position = self._position, None
                 self.progress.epoch(self.epoch + 1)
                 self._set_learning_rate()
+                self._keep_best()
                 self._train_epoch(position)
                 self.flush()
+                release_free_memory(collect=False)  # the catch-up's blocks: not under the validation's
                 if self.valid_index is not None:
                     self._validate_epoch()
+                    release_free_memory(collect=False)  # the validation's batches: not under the checkpoint
                 self.epoch += 1
                 self.history.wall_time_s = wall_before + time.perf_counter() - t_start
                 steps_s = sum(self.history.epoch_wall_s)
@@ -291,10 +299,18 @@ class Trainer:
                             exit_code=143 if reason == "SIGTERM" else 130,
                         )
             self._close_own_progress()
-            if cfg.early_stopping and self._best_state is not None:
+            if cfg.early_stopping and self._best_state is not None and not self._best_is_current:
                 self.network.load_state_dict(self._best_state)
                 logger.info("restored the parameters of the best epoch %d", (self.history.best_epoch or 0) + 1)
         return self.history
+
+    def _keep_best(self) -> None:
+        """Before an epoch changes the parameters: copy them into :attr:`_best_state` if they are the best
+        epoch's (:attr:`_best_is_current`). The copy is the one early stopping would have taken at the
+        best epoch's end (nothing changes the parameters between a validation and the next epoch)."""
+        if self._best_is_current:
+            self._best_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+            self._best_is_current = False
 
     def _set_learning_rate(self) -> None:
         """This epoch's step: ``learning_rate * lr_decay ** epoch`` (constant with the default decay 1)."""
@@ -349,6 +365,7 @@ class Trainer:
                 values = torch.zeros((nbatch, len(names)), dtype=torch.float64)
             values_np = values.numpy()
             batches_np = [x.cpu().numpy() for x in ep.batches]
+        release_free_memory(collect=False)  # what drawing the order freed (a permutation): not under the steps
         t0 = time.perf_counter()
         c0 = time.process_time()
 
@@ -482,8 +499,8 @@ class Trainer:
             self._best_cost = result
             h.best_epoch = self.epoch
             if self.config.early_stopping:
-                self._best_state = None  # the older copy goes first: not beside the new one
-                self._best_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+                self._best_state = None  # the older copy goes: the parameters now are the best ones
+                self._best_is_current = True  # copied only if another epoch starts (_keep_best)
         elif (
             self.config.early_stopping
             and h.best_epoch is not None
