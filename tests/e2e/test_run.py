@@ -10,6 +10,7 @@ versus truth over the observed grid points and days 0.122 (background) ->
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 
 import numpy as np
@@ -493,3 +494,21 @@ def test_open_water_filter_product(trained):
     line = next(ln for ln in trained.stdout.splitlines() if "open-water filter" in ln)
     before, after = (float(x) for x in line.split(":")[1].split("(")[0].split("->"))
     assert after <= before + 1e-4
+
+
+def test_the_run_leaves_its_data_cache_committed_and_loadable(trained):
+    """The data cache is committed behind the run (``io.cache.commit_behind``) and joined before the run
+    ends: afterwards it is complete (a manifest, no temporary directory, nothing pending) and its arrays
+    load as memory maps of the run's observations."""
+    from empirical_seaice.io import cache as cache_mod
+
+    cdir = trained.output / "cache"
+    manifest = json.loads((cdir / "observations" / "manifest.json").read_text())
+    assert not list(cdir.glob(".observations.*")) and not cache_mod._PENDING
+    hit = cache_mod.load(cdir, manifest["key"])
+    assert hit is not None
+    obs, background = hit
+    assert obs.nobs == manifest["meta"]["nobs"] > 4000 and isinstance(obs.tb_obs_k, np.memmap)
+    assert obs.tb_obs_k.shape == obs.mask.shape == (obs.nobs, obs.nchan)
+    assert np.isfinite(obs.tb_obs_k[obs.mask]).all() and (obs.tb_obs_k[~obs.mask] == 0).all()
+    assert background.sic.shape[1] == obs.nstep + background.nlag
