@@ -34,10 +34,11 @@ for _name, _value in OPENMP_ENVIRONMENT.items():
 
 PARTS = [  # (module, compiled function, part)
     ("model.fused", "_refs", "rows of each observation"),
+    ("training.fused_step", "_catch_up_batch_rows", "search, catch-up and gather of the distinct rows (one pass)"),
+    # the same parts in the code before 2026-12-01's one pass (run against an older checkout)
     ("training.fused_step", "_catch_up_gather", "catch-up and gather of the distinct rows"),
     ("training.fused_step", "_distinct_rows", "search for the distinct rows (serial)"),
     ("training.fused_step", "_catch_up_rows", "catch-up and gather of the distinct rows"),
-    ("training.fused_step", "_gather_rows", "search, catch-up and gather of the distinct rows (one pass)"),
     ("model.fused", "_step", "kernel: forward, cost, backward per observation"),
     ("model.fused", "_bias_prior", "bias prior"),
     ("training.fused_step", "_adam_rows", "Adam on the rows"),

@@ -477,7 +477,9 @@ if HAVE_NUMBA:
         (:func:`sum8`) instead of at every call."""
     sigmoid_grad16 = _sigmoid_grad(16)
     sigmoid_grad16.__doc__ = """:func:`sigmoid_grad8` over 16 lanes: lanes 0-7 then 8-15 added into the 8 accumulators,
-        the return value the sum of the two halves' tree sums (what two calls of :func:`sigmoid_grad8` give)."""
+        the return value the sum of the two halves' tree sums ``t0 + t1`` (two calls of :func:`sigmoid_grad8`
+        added to a running sum ``s`` give ``(s + t0) + t1``: the same bits where ``s`` is 0, as in the fused
+        kernel up to 31 evaluations)."""
 
     @intrinsic
     def channels8(typingctx, row, cols, off, bi, bo, wc, emis, pm, de, g_wc, g_bi, g_bo, acc, ts, to_k, u, c):

@@ -147,3 +147,15 @@ def test_warm_up_loads_the_kernels_it_calls(tmp_path):
     got = np.concatenate([values.copy() for _, _, values in stored.blocks(0, 64)])
     np.testing.assert_array_equal(got, np.arange(64.0, dtype=np.float32))
     assert [set(k.signatures) for k in kernels] == loaded
+
+
+def test_no_value_in_a_range_counts_as_missing():
+    """The per-channel pass copies a block whose values all lie in their variable's range without asking
+    whether each is missing: that holds only while no range reaches ``|x| > FILL_ABS`` or holds a
+    conventional fill value."""
+    from empirical_seaice.io import per_channel
+    from empirical_seaice.io.validity import RANGES
+
+    for name, (lo, hi, _) in RANGES.items():
+        assert -per_channel.FILL_ABS <= lo <= hi <= per_channel.FILL_ABS, name
+        assert not any(lo <= f <= hi for f in per_channel.FILL_VALUES), name

@@ -1,4 +1,4 @@
-"""The fused step's one pass over the batch's state rows (``_gather_rows``): distinct rows found per
+"""The fused step's one pass over the batch's state rows (``_catch_up_batch_rows``): distinct rows found per
 group of tables, each caught up as DeferredAdam does and copied out; the same slab whatever the
 grouping; the Adam pass (``_adam_rows``) over the groups' segments; the grouping (``column_groups``)."""
 
@@ -58,7 +58,7 @@ def _gather(slab, refs, ref_off, ref_width, groups, kobs, group, opt):
     g_vals = np.full((ng * nb * nk, 2), np.nan)
     counts = np.zeros(ng, dtype=np.int64)
     _, a_np, decay = opt._tail(group["betas"], STEP, torch.device("cpu"), torch.float64)
-    fused_step._gather_rows(
+    fused_step._catch_up_batch_rows(
         slab, refs, ref_off, ref_width, groups, mark, uniq, inv, counts, kobs, STEP, 2, a_np, decay.numpy(),
         group["lr"], group["eps"], vals, g_vals,
     )  # fmt: skip

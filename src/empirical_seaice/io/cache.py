@@ -82,7 +82,10 @@ def file_checksum(path: Path) -> str:
     """CRC-32 of a file's bytes (hex), over a read-only memory map of the file in 4 MiB pieces (its pages
     mapped in one call, ``MADV_POPULATE_READ``, where the kernel has it): no copy of the bytes, as
     ``read`` into a buffer made (0.19-0.23 against 0.31 CPU-s for the benchmark twin's 1.7 GB in the
-    page cache); read in 4 MiB chunks where the file cannot be mapped.
+    page cache); read in 4 MiB chunks where the file cannot be mapped. The map's pages are brought in
+    and let go again :data:`_WINDOW` bytes at a time, so the process holds at most that much of a file.
+    A file cut short by another program while it is mapped here ends the process (``SIGBUS``): the
+    inputs must not change during a run.
 
     CRC-32 rather than a cryptographic hash: the cache needs to notice any
     change of content, not to resist forgery, and CRC-32 runs at
@@ -106,15 +109,23 @@ def file_checksum(path: Path) -> str:
     if m is None:  # an empty file
         return f"{crc:08x}"
     with m:
-        with contextlib.suppress(OSError, ValueError):  # a kernel before 5.14: the pages come at first use
-            m.madvise(_MADV_POPULATE_READ)
         view = memoryview(m)
         try:
-            for a in range(0, len(m), _CHUNK):
-                crc = crc32(view[a : a + _CHUNK], crc)
+            for w in range(0, len(m), _WINDOW):  # a window's pages in, its CRC, its pages out of the process
+                n = min(_WINDOW, len(m) - w)
+                with contextlib.suppress(OSError, ValueError):  # a kernel before 5.14: the pages come at first use
+                    m.madvise(_MADV_POPULATE_READ, w, n)
+                for a in range(w, w + n, _CHUNK):
+                    crc = crc32(view[a : min(a + _CHUNK, w + n)], crc)
+                with contextlib.suppress(OSError, ValueError):  # they stay in the page cache
+                    m.madvise(mmap.MADV_DONTNEED, w, n)
         finally:
             view.release()
     return f"{crc:08x}"
+
+
+_WINDOW = 64 << 20
+"""Bytes of a file mapped into the process at a time by :func:`file_checksum` (a multiple of the page size)."""
 
 
 _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14
@@ -292,10 +303,10 @@ class CacheWriter:
             return self._make(name, shape, dtype, populate=True)
         if full.dtype != np.dtype(dtype) or full.shape[1:] != tuple(shape[1:]) or full.shape[0] < shape[0]:
             raise ValueError(f"{name}: {shape} {np.dtype(dtype)} is not within the reserved {full.shape} {full.dtype}")
+        arr = full[: shape[0]]
         if name not in self._populated:
             self._populated.add(name)
-            self._behind(_populate, full)
-        arr = full[: shape[0]]
+            self._behind(_populate, arr)  # the rows handed out: those beyond are cut off before the commit
         self.mapped[name] = arr
         return arr
 
@@ -368,19 +379,24 @@ class CacheWriter:
         self._saving[name] = (arr, self._saver.submit(np.save, self.tmp / f"{name}.npy", arr))
 
     def saved(self, name: str, arr: np.ndarray) -> bool:
-        """True if ``arr`` went to ``<name>.npy`` by :meth:`save_behind` (waited for here; its error raised)."""
+        """True if ``arr`` went to ``<name>.npy`` by :meth:`save_behind` (its write waited for here, whatever
+        array it wrote, so that no other write of the file can overlap it; its error raised)."""
         held = self._saving.get(name)
-        if held is None or held[0] is not arr:
+        if held is None:
             return False
         held[1].result()
-        return True
+        return held[0] is arr
 
-    def abort(self) -> None:
-        self.wait()
+    def saved_all(self) -> None:
+        """Every :meth:`save_behind` is done: its thread ends and the arrays it held go."""
         if self._saver is not None:
             self._saver.shutdown(wait=True)
             self._saver = None
         self._saving.clear()
+
+    def abort(self) -> None:
+        self.wait()
+        self.saved_all()
         self.mapped.clear()
         self._reserved.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -526,6 +542,7 @@ def _write_rest(writer: CacheWriter, obs: Observations, background: BackgroundMa
             if not writer.saved(f"bg_{name}", arr):
                 np.save(tmp / f"bg_{name}.npy", np.asarray(arr))
             bg_fields.append(name)
+    writer.saved_all()
     return {
         "sensors": list(obs.basis.sensor_names),
         "ngrid": obs.ngrid,
@@ -616,14 +633,13 @@ def commit_behind(
 
     thread = threading.Thread(target=commit, name="cache-commit")
     key_dir = Path(os.path.abspath(writer.cache_dir))
-    with _PENDING_LOCK:
-        _PENDING.append((key_dir, thread))
     try:
         thread.start()
     except RuntimeError:  # no thread to be had: committed here
-        with _PENDING_LOCK:
-            _PENDING.remove((key_dir, thread))
         commit()
+        return mapped
+    with _PENDING_LOCK:  # after its start: a join finds only started threads
+        _PENDING.append((key_dir, thread))
     return mapped
 
 

@@ -11,7 +11,7 @@ side):
 1. the rows each observation reads (``program.rows``);
 2. the distinct rows are found with a mark array (one int32 per slab row: the rows' last padding
    column where they have one), each caught up (the deferred zero-gradient Adam steps,
-   :class:`DeferredAdam`'s closed form) and copied out as it is found (:func:`_gather_rows`: one
+   :class:`DeferredAdam`'s closed form) and copied out as it is found (:func:`_catch_up_batch_rows`: one
    pass per group of tables, :func:`column_groups`, the groups in parallel);
 3. forward, cost terms and gradients of every parameter (``program.run``);
 4. the Adam step of the caught-up rows (:func:`_adam_rows`), as
@@ -19,7 +19,7 @@ side):
 5. the Adam step of every dense weight in one call (:func:`_adam_dense_all`), torch's fused
    Adam formula on the optimiser's own ``exp_avg``/``exp_avg_sq``/``step``.
 
-Buffers are allocated once per batch size; the large tables read at random (slab, marks)
+Buffers are allocated once per batch size and number of groups; the large tables read at random (slab, marks)
 are in 2 MiB pages and their rows are prefetched ahead (:mod:`empirical_seaice.compiled`).
 
 With the exact whole-map priors at every step (the program's ``full``: the reference's
@@ -69,11 +69,11 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 
 
 _AHEAD = 4
-"""Prefetch distance: :func:`_gather_rows` fetches the rows (and marks) of the observation this many ahead,
-:func:`_adam_rows` the slab rows ``4 _AHEAD`` ahead."""
+"""Prefetch distance: :func:`_catch_up_batch_rows` fetches the slab rows of the observation this many ahead (their
+marks too where the marks are kept in the rows), :func:`_adam_rows` the slab rows ``4 _AHEAD`` ahead."""
 
 
-def _gather_rows(  # noqa: C901 - one compiled pass: the search, the catch-up and the copy of each row
+def _catch_up_batch_rows(  # noqa: C901 - one compiled pass: the search, the catch-up and the copy of each row
     slab, refs, ref_off, ref_width, groups, mark, uniq, inv, counts, kobs, step, c, a_tab, decay, lr, eps, vals, g_vals
 ):
     """The batch's distinct slab rows found, caught up to ``step`` and copied out, in one pass per group
@@ -138,7 +138,7 @@ def _gather_rows(  # noqa: C901 - one compiled pass: the search, the catch-up an
 
 
 def _adam_rows(slab, uniq, counts, grad, mark, row_width, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi, nchunk):
-    """Adam step ``step`` of the caught-up rows of every group's segment of ``uniq`` (:func:`_gather_rows`:
+    """Adam step ``step`` of the caught-up rows of every group's segment of ``uniq`` (:func:`_catch_up_batch_rows`:
     rows ``t S .. t S + counts[t] - 1``) with gradient ``grad`` (rows aligned with ``uniq``; the first
     columns of each table, ``row_width``: from, to, columns); clears their marks. Rows in ``[skip_lo,
     skip_hi)`` (the SIC map that :func:`_full_map_adam` stepped already) are left alone. The segments
@@ -245,7 +245,7 @@ def _adam_dense_all(ps, gs, ms, vs, steps, hyper):
 
 
 if HAVE_NUMBA:
-    _gather_rows = njit(cache=True, parallel=True)(_gather_rows)
+    _catch_up_batch_rows = njit(cache=True, parallel=True)(_catch_up_batch_rows)
     _adam_row = njit(cache=True, inline="always")(_adam_row)  # inlined in the pass
     _adam_rows = njit(cache=True, parallel=True)(_adam_rows)
     _adam_dense = njit(cache=True)(_adam_dense)
@@ -258,7 +258,7 @@ NCHUNK_MAP = 16
 
 
 def column_groups(ref_table: np.ndarray, threads: int) -> np.ndarray:
-    """The reference columns cut into at most ``threads`` groups for :func:`_gather_rows`: (G, 2) int64
+    """The reference columns cut into at most ``threads`` groups for :func:`_catch_up_batch_rows`: (G, 2) int64
     ``[from, to)``, each group a run of whole tables (the columns of one table, e.g. the SIC map's lags,
     read the same rows and stay together), the cut that makes the largest group smallest, with the
     fewest groups.
@@ -282,7 +282,7 @@ class FusedStep:
     Call with the batch's observation indices (int64 numpy); returns the cost terms of
     the step and their total (float64, order :attr:`names`). ``distinct=True`` says the indices
     are distinct (the trainer's batches: slices of a permutation), so each observation's own
-    state row is read by no other reference of the batch: :func:`_gather_rows` takes it as new without
+    state row is read by no other reference of the batch: :func:`_catch_up_batch_rows` takes it as new without
     reading or setting its mark (the same result).
     """
 
@@ -357,7 +357,7 @@ class FusedStep:
 
     def _buffers(self, nb: int, ngroup: int) -> tuple[np.ndarray, ...]:
         """``refs, uniq, inv, vals, g_vals, counts`` for a batch of ``nb`` observations and ``ngroup`` groups
-        of tables (:func:`_gather_rows`: a segment of ``nb nref`` rows each), allocated once per size."""
+        of tables (:func:`_catch_up_batch_rows`: a segment of ``nb nref`` rows each), allocated once per size."""
         bufs = self._bufs.get((nb, ngroup))
         if bufs is None:
             nref = nb * self.ref_table.shape[0]
@@ -413,7 +413,7 @@ class FusedStep:
         a_np, decays = self._tails(step + 1)
         b1, b2 = group["betas"]
         skip = self.obs_col if distinct else -1
-        _gather_rows(
+        _catch_up_batch_rows(
             self.slab, refs, self.ref_off, self.ref_width, groups, self.mark, uniq, inv, counts, skip, step, c, a_np,
             decays, group["lr"], group["eps"], vals, g_vals,
         )  # fmt: skip
