@@ -327,11 +327,15 @@ class CacheWriter:
     def _behind(self, fn, arr: np.ndarray) -> None:
         """``fn(arr)`` (:func:`_populate`, :func:`_prefault`) on the writer's thread, in order."""
         if arr.nbytes >= _POPULATE_MIN_BYTES and _madvise is not None:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
+            self._submit(fn, arr)
 
-                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-pages")
-            self._populating.append(self._pool.submit(fn, arr))
+    def _submit(self, fn, *args) -> None:
+        """``fn(*args)`` on the writer's thread (one, started at the first call), after what went before."""
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-pages")
+        self._populating.append(self._pool.submit(fn, *args))
 
     def finished(self, name: str) -> None:
         """Array ``name`` is complete: its pages start going to the disk now, on the writer's thread
@@ -340,11 +344,7 @@ class CacheWriter:
         arr = self.mapped.get(name)
         if arr is None or _sync_file_range is None:
             return
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-pages")
-        self._populating.append(self._pool.submit(_write_out, self.tmp / f"{name}.npy"))
+        self._submit(_write_out, self.tmp / f"{name}.npy")
 
     def wait(self) -> None:
         """Wait until the pages of every array are in memory (:func:`_populate`)."""
