@@ -230,6 +230,32 @@ def test_first_read_returns_read_only_maps_or_one_line_error(dataset, tmp_path, 
         read_training_data(ds.config, NLAG, tmp_path / "b")
 
 
+def test_commit_behind_of_a_cache_that_does_not_read_back_is_a_one_line_error(dataset, tmp_path, monkeypatch):
+    """The read behind which the cache is committed refuses a cache whose files do not map back, and leaves
+    no temporary directory (nothing is committed)."""
+    from empirical_seaice.errors import SeaIceError
+
+    ds = dataset("C", sensors=("amsr2",))
+    monkeypatch.setattr(cache_mod, "_open_maps", lambda *a, **k: None)
+    with pytest.raises(SeaIceError, match="does not read back; delete it and rerun"):
+        read_training_data(ds.config, NLAG, tmp_path / "c", commit_behind=True)
+    cache_mod.join_commits()
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == [".lock"]
+
+
+def test_an_array_outside_its_reservation_is_refused(tmp_path):
+    writer = cache_mod.CacheWriter(tmp_path / "out")
+    try:
+        writer.reserve([("a", (100, 4), np.dtype(np.float32))], ahead=1)
+        with pytest.raises(ValueError, match="not within the reserved"):
+            writer.zeros("a", (101, 4), np.float32)
+        with pytest.raises(ValueError, match="not within the reserved"):
+            writer.zeros("a", (10, 4), np.float64)
+        assert writer.zeros("a", (10, 4), np.float32).shape == (10, 4)
+    finally:
+        writer.abort()
+
+
 def test_commit_behind_returns_the_maps_and_commits_the_same_cache(dataset, tmp_path, monkeypatch):
     """The cache committed behind the read: the arrays come back at once as read-only maps equal to a
     read without a cache; once joined, the cache is complete (manifest, every array) and the next
