@@ -354,6 +354,30 @@ def test_bad_data_leaves_no_output_directory(twin_dir, tmp_path):
     assert not output.exists()
 
 
+def test_a_failure_of_the_background_tbobs_writer_is_one_line_and_leaves_no_output(twin_dir, tmp_path, monkeypatch):
+    """``tbobs`` is written on a background thread beside the held-out fit (run.streamed.AheadOfFinalPass):
+    its failure is the run's one-line error, and the run leaves no output behind (no half-written or
+    held file, no staging set, nothing published), as a failure of the final pass itself: only the
+    training's checkpoint, kept for ``--resume``."""
+    from empirical_seaice.run import streamed
+
+    def broken(obs, rows):
+        raise RuntimeError("broken block")
+
+    monkeypatch.setattr(streamed, "_observed_rows", broken)
+    output = tmp_path / "out"
+    r = run_cli(
+        ["--data", twin_dir, "--output", output, "--tag", "f", "--nepochs", "1", "--validation-fraction", "0.2"]
+        + ["--no-progress", "--device", "cpu"]
+    )
+    assert r.code == 2, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith("seaice-training: error: tbobs_f.nc: writing it beside the held-out fit failed")
+    assert "RuntimeError: broken block" in line
+    left = sorted(str(p.relative_to(output)) for p in output.rglob("*"))
+    assert left == ["checkpoints_f", "checkpoints_f/checkpoint.pt"]
+
+
 def test_diagsonly_on_other_data_is_a_one_line_error(trained, tmp_path):
     from empirical_seaice.io import layout_writers as lw
 

@@ -3,6 +3,8 @@ health figures, truth emissivity errors, and the per-observation files."""
 
 from __future__ import annotations
 
+import threading
+import time
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,6 +14,7 @@ import xarray as xr
 
 from empirical_seaice.config import PRESETS
 from empirical_seaice.cost.sampling import build_row_counts
+from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.model.operator import HybridNetwork, ObservationTensors
 from empirical_seaice.observations import BackgroundMaps
@@ -135,3 +138,95 @@ def test_the_final_pass_computes_on_one_thread_while_it_writes(case, tmp_path, m
         torch.set_num_threads(before[1])
     held.promote(paths["tbsim"])
     np.testing.assert_array_equal(_read(paths["tbsim"], "tb"), np.where(obs.mask, sim.tb, np.float32(np.nan)))
+
+
+def _variables(path):
+    with xr.open_dataset(path, decode_times=False) as ds:
+        return {str(k): (v.dims, v.values.copy(), dict(v.attrs)) for k, v in ds.variables.items()}, dict(ds.attrs)
+
+
+def test_tbobs_written_ahead_equals_the_final_pass_file(case, tmp_path, monkeypatch):
+    """``tbobs`` written by the background writer (beside the held-out fit, compressing on its own thread
+    alone) is the final pass's file: every variable, value and attribute; the truth comes with it; the
+    final pass without ``tbobs`` writes the other three files as before."""
+    from empirical_seaice.io import chunk_writer
+
+    obs, bg, net, data = case
+    monkeypatch.setattr(out, "block_rows", lambda *a, **k: 128)  # 128, 128, 44: several blocks
+    inline, early = out.HeldOutputs(tmp_path / "inline"), out.HeldOutputs(tmp_path / "early")
+    paths = {k: tmp_path / f"{k}_t.nc" for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
+    streamed.final_pass(net, data, obs, obs.nobs, inline, paths, None, (bg.lon, bg.lat))
+
+    def no_pool():
+        raise AssertionError("the background writer compresses on its own thread, not on the pool")
+
+    with monkeypatch.context() as m:
+        m.setattr(chunk_writer, "_executor", no_pool)
+        ahead = streamed.AheadOfFinalPass(early, paths["tbobs"], obs, (bg.lon, bg.lat), lambda: "the truth")
+        assert ahead.start().result() == "the truth"
+    rest = {k: p for k, p in paths.items() if k != "tbobs"}
+    final = streamed.final_pass(net, data, obs, obs.nobs, early, rest, None, (bg.lon, bg.lat))
+    assert final.files == rest
+    for kind in paths:
+        (got, got_attrs), (want, want_attrs) = _variables(early.path(paths[kind])), _variables(inline.path(paths[kind]))
+        assert got.keys() == want.keys() and got_attrs.keys() == want_attrs.keys(), kind
+        for name, (dims, values, attrs) in want.items():
+            assert got[name][0] == dims and got[name][2].keys() == attrs.keys(), (kind, name)
+            np.testing.assert_array_equal(got[name][1], values, err_msg=f"{kind}: {name}")
+    tb = _variables(early.path(paths["tbobs"]))[0]["tb"][1]
+    np.testing.assert_array_equal(tb, np.where(obs.mask, obs.tb_obs_k, np.float32(np.nan)))
+
+
+def test_a_failure_of_the_background_writer_is_one_line_and_leaves_no_file(case, tmp_path, monkeypatch):
+    obs, bg, _, _ = case
+    monkeypatch.setattr(out, "block_rows", lambda *a, **k: 128)
+    calls = []
+
+    def failing(obs, rows):
+        calls.append(rows.start)
+        if rows.start > 0:
+            raise ValueError("a bug\nwith a second line")
+        return np.array(obs.tb_obs_k[rows], np.float32), np.array(obs.mask[rows], bool)
+
+    monkeypatch.setattr(streamed, "_observed_rows", failing)
+    held = out.HeldOutputs(tmp_path)
+    ahead = streamed.AheadOfFinalPass(held, tmp_path / "tbobs_t.nc", obs, (bg.lon, bg.lat), lambda: "truth")
+    with pytest.raises(SeaIceError) as err:
+        ahead.start().result()
+    message = str(err.value)
+    assert calls == [0, 128] and "\n" not in message
+    assert message.startswith("tbobs_t.nc: writing it beside the held-out fit failed (ValueError: a bug)")
+    assert list(held.dir.iterdir()) == []  # neither the file nor its temporary
+
+
+def test_a_cancelled_background_writer_stops_and_leaves_no_file(case, tmp_path, monkeypatch):
+    """The run failed or was interrupted during the held-out fit: :meth:`cancel` stops the writer at its
+    next block and waits; its file is removed, the truth never read, its own error (none here) dropped."""
+    obs, bg, _, _ = case
+    monkeypatch.setattr(out, "block_rows", lambda *a, **k: 64)
+    first, go_on = threading.Event(), threading.Event()
+    rows_written = []
+
+    def slow(obs, rows):
+        rows_written.append(rows.start)
+        first.set()
+        go_on.wait(10)
+        return np.array(obs.tb_obs_k[rows], np.float32), np.array(obs.mask[rows], bool)
+
+    monkeypatch.setattr(streamed, "_observed_rows", slow)
+    truth_read = []
+    held = out.HeldOutputs(tmp_path)
+    ahead = streamed.AheadOfFinalPass(
+        held, tmp_path / "tbobs_t.nc", obs, (bg.lon, bg.lat), lambda: truth_read.append(1)
+    ).start()
+    assert first.wait(10)
+    stopper = threading.Thread(target=ahead.cancel)
+    stopper.start()
+    deadline = time.monotonic() + 10
+    while not ahead._stop.is_set() and time.monotonic() < deadline:  # asked to stop, while in its first block
+        time.sleep(0.001)
+    go_on.set()
+    stopper.join(10)
+    assert not stopper.is_alive() and rows_written == [0] and truth_read == []
+    assert list(held.dir.iterdir()) == []
+    assert ahead.result() is None  # cancelled: nothing to raise

@@ -13,13 +13,16 @@ then deflate), chunks and values; any netCDF or HDF5 reader decodes it.
 each variable chunked over its first dimension only, with shuffle and deflate and no other filter);
 where not, the caller writes them through the netCDF library
 (:func:`empirical_seaice.io.output_writer.streamed_dataset`). :func:`set_threads` sets the number of
-worker threads (the run's ``--threads``).
+worker threads (the run's ``--threads``); :func:`on_this_thread` makes a thread's writers compress on
+that thread alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -156,6 +159,21 @@ _threads = 1
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
+
+
+_here = threading.local()
+
+
+@contextlib.contextmanager
+def on_this_thread() -> Iterator[None]:
+    """Within: the chunk writers this thread writes compress on this thread alone, not on the worker
+    threads (a background job that should take one core, beside the run's work on the other)."""
+    before = getattr(_here, "only", False)
+    _here.only = True
+    try:
+        yield
+    finally:
+        _here.only = before
 
 
 def set_threads(n: int) -> int:
@@ -328,6 +346,9 @@ class ChunkWriter:
     def _queue(self, v: _Variable, offset: tuple[int, ...], rows: np.ndarray, keep: np.ndarray | None = None) -> None:
         """Deflate and write one whole chunk on a worker thread (on this one when the workers are behind)."""
         self._raise_failed()
+        if getattr(_here, "only", False):  # on_this_thread
+            self._deflate_and_write(v, offset, rows, keep)
+            return
         if not self._slots.acquire(blocking=False):  # the workers are behind: this thread helps
             self._deflate_and_write(v, offset, rows, keep)
             return
@@ -380,4 +401,13 @@ class ChunkWriter:
             raise error
 
 
-__all__ = ["AVAILABLE", "ChunkWriter", "masked_values", "set_threads", "shuffled", "threads", "usable"]  # noqa: F822 - AVAILABLE: __getattr__
+__all__ = [  # noqa: F822 - AVAILABLE: __getattr__
+    "AVAILABLE",
+    "ChunkWriter",
+    "masked_values",
+    "on_this_thread",
+    "set_threads",
+    "shuffled",
+    "threads",
+    "usable",
+]

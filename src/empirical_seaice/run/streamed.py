@@ -19,6 +19,10 @@ blocks, whatever the number of observations.
   cost and departures after, the health checks' per-observation figures, the
   truth's emissivity errors.
 
+``tbobs`` and the twin's truth do not depend on the trained model: in a run with a held-out fit
+(which computes on one core) :class:`AheadOfFinalPass` writes ``tbobs`` and reads the truth on a
+background thread beside that fit, on one core, and the final pass writes the three other files.
+
 The files are written into the staging set's held folder
 (:class:`~empirical_seaice.io.output_writer.HeldOutputs`): the health checks
 decide afterwards whether they become outputs (:meth:`HeldOutputs.promote`,
@@ -29,14 +33,18 @@ as the whole-array writers would have written them then.
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io import chunk_writer
 from empirical_seaice.io import outputs as out
-from empirical_seaice.observations import Observations
+from empirical_seaice.observations import Observations, release_pages
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.health import ObservationChecks
 from empirical_seaice.threads import numba_threads, torch_threads
@@ -114,6 +122,90 @@ def initial_pass(
     return PassResult(cost=sums.cost(nobs_total), departures=sums.departures.stats(), files=files)
 
 
+def _observed_rows(obs: Observations, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+    """``tbobs``'s rows ``rows``: the observed TB (float32) and the mask, as in-memory copies (not views
+    of the memory-mapped cache, whose pages are dropped after the block: the compressing threads read
+    them later)."""
+    return np.array(obs.tb_obs_k[rows], dtype=np.float32), np.array(obs.mask[rows], dtype=bool)
+
+
+class _Stopped(Exception):
+    """:meth:`AheadOfFinalPass.cancel` asked the background writer to stop (its file is then removed)."""
+
+
+class AheadOfFinalPass:
+    """The final pass's work that does not depend on the trained model, on a background thread: the
+    held ``tbobs`` file (observed TB, each observation's place, time, sensor: the cache's values and
+    the grid's lon/lat) and the twin's truth (``read_truth()``, None without one).
+
+    Started (:meth:`start`) after training, beside the held-out fit (one core; the run's peak, training's,
+    is over), it compresses on its own thread alone (:func:`~empirical_seaice.io.chunk_writer.on_this_thread`):
+    its time and CPU are the held-out fit's stage's. :meth:`result` waits for it (the final pass's stage
+    then) and gives the truth, or raises its failure as one line; :meth:`cancel` (the run failed or was
+    interrupted meanwhile) stops it at the next block and waits: the file is removed, never half written.
+    The final pass's netCDF calls come after :meth:`result` (the library is not thread-safe)."""
+
+    def __init__(
+        self,
+        held: out.HeldOutputs,
+        path: Path,
+        obs: Observations,
+        lonlat: tuple[Any, Any],
+        read_truth: Callable[[], Any] | None = None,
+    ):
+        self.held, self.path, self.obs, self.lonlat, self._read_truth = held, Path(path), obs, lonlat, read_truth
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="final-pass-ahead", daemon=True)
+        self._error: BaseException | None = None
+        self._truth: Any = None
+
+    def start(self) -> AheadOfFinalPass:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        obs = self.obs
+        try:
+            block = out.block_rows(obs.nobs, obs.nchan)
+            with chunk_writer.on_this_thread():
+                with out.open_tbobs(self.held.path(self.path), obs, *self.lonlat) as f:
+                    for start in range(0, obs.nobs, block):
+                        if self._stop.is_set():
+                            raise _Stopped
+                        rows = slice(start, min(start + block, obs.nobs))
+                        f.write("tb", start, *_observed_rows(obs, rows))
+                        for arr in (obs.tb_obs_k, obs.mask):  # the cache's pages (the fit reads others)
+                            release_pages(arr, rows)
+            for arr in (obs.igrid, obs.istep, obs.isensor, obs.julian_day, obs.obs_index):
+                release_pages(arr)  # read whole for the per-observation variables
+            if self._read_truth is not None and not self._stop.is_set():
+                self._truth = self._read_truth()
+        except BaseException as exc:  # raised by result() in the run's thread
+            self._error = exc
+
+    def result(self) -> Any:
+        """Wait for the background work; the truth (None without one). Its failure as one line
+        (:class:`~empirical_seaice.errors.SeaIceError`)."""
+        self._thread.join()
+        exc, self._error = self._error, None
+        if exc is None:
+            return self._truth
+        if isinstance(exc, SeaIceError):  # already one line (a full disk: io.transaction.write_error)
+            raise exc
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise SeaIceError(
+            f"{self.path.name}: writing it beside the held-out fit failed ({type(exc).__name__}: {first}); "
+            "nothing was published: run again"
+        ) from exc
+
+    def cancel(self) -> None:
+        """Stop the background work at its next block and wait for it (its file removed); its own
+        failure, if any, is dropped (the run's is raised)."""
+        self._stop.set()
+        self._thread.join()
+        self._error = None
+
+
 def final_pass(
     network,
     data,
@@ -126,9 +218,10 @@ def final_pass(
 ) -> PassResult:
     """After training: the cost and departures after, the health checks' figures, the truth's
     emissivity errors (``truth`` with ``emis_ice``) and, with ``held`` and ``paths`` (kind -> final
-    path of ``tbobs``, ``tbsim``, ``ice_emis``, ``tbzero``), those files held. ``lonlat``: the grid's
-    lon and lat for ``tbobs``. While it writes, it packs (``data`` an ``ObservationBlocks``) and
-    simulates on this thread alone: the other cores compress (:mod:`empirical_seaice.io.chunk_writer`)."""
+    path of ``tbsim``, ``ice_emis``, ``tbzero`` and, unless :class:`AheadOfFinalPass` wrote it,
+    ``tbobs``), those files held. ``lonlat``: the grid's lon and lat for ``tbobs``. While it writes,
+    it packs (``data`` an ``ObservationBlocks``) and simulates on this thread alone: the other cores
+    compress (:mod:`empirical_seaice.io.chunk_writer`)."""
     sums = _Sums(network, obs)
     checks = ObservationChecks(obs.nchan)
     errors = diag.EmisErrorSums(obs.nchan) if getattr(truth, "emis_ice", None) is not None else None
@@ -140,7 +233,8 @@ def final_pass(
             assert held is not None and paths is not None
             stack.enter_context(numba_threads(1))  # the forward pass: the other cores compress
             lon, lat = lonlat
-            files["tbobs"] = stack.enter_context(out.open_tbobs(held.path(paths["tbobs"]), obs, lon, lat))
+            if "tbobs" in paths:
+                files["tbobs"] = stack.enter_context(out.open_tbobs(held.path(paths["tbobs"]), obs, lon, lat))
             files["tbsim"] = stack.enter_context(out.open_tb(held.path(paths["tbsim"]), obs.nobs, obs.basis, "tbsim"))
             files["ice_emis"] = stack.enter_context(
                 out.open_ice_emis(held.path(paths["ice_emis"]), obs.nobs, obs.basis)
@@ -153,14 +247,15 @@ def final_pass(
         for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, with_zero=write, block=block):
             rows = slice(start, stop)
             # copies (not views of the memory-mapped cache, whose pages obs.release drops below): the
-            # compressing threads read the mask and the observed TB after that
+            # compressing threads read the mask after that
             mask = np.array(obs.mask[rows], dtype=bool)
             tb = sums.add(rows, sim)
             checks.add(sim.tb, sim.emis_ice, mask, sim.sic)
             if errors is not None:
                 errors.add(obs, rows, sim.emis_ice, truth)
             if write:  # masked (NaN where the sensor lacks the channel) by the compressing threads
-                files["tbobs"].write("tb", start, np.array(obs.tb_obs_k[rows], dtype=np.float32), mask)
+                if "tbobs" in files:
+                    files["tbobs"].write("tb", start, *_observed_rows(obs, rows))
                 files["tbsim"].write("tb", start, tb)
                 files["ice_emis"].write("ice_emis", start, sim.emis_ice, mask)
                 assert sim.tb_zero is not None
@@ -175,4 +270,4 @@ def final_pass(
     )
 
 
-__all__ = ["PassResult", "initial_pass", "final_pass"]
+__all__ = ["AheadOfFinalPass", "PassResult", "initial_pass", "final_pass"]

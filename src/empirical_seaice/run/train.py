@@ -78,7 +78,7 @@ from empirical_seaice.run.model_file import (
 )
 from empirical_seaice.run.plan import RunPlan, validate_run
 from empirical_seaice.run.ranks import rank_context
-from empirical_seaice.run.streamed import final_pass, initial_pass
+from empirical_seaice.run.streamed import AheadOfFinalPass, final_pass, initial_pass
 from empirical_seaice.training.runtime import RunProgress, own_storage
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,6 @@ def _read(plan: RunPlan, display: RunProgress) -> tuple[Observations, Background
 
 
 def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResult:
-    from empirical_seaice.model.tensors import ObservationBlocks
     from empirical_seaice.run import interrupt
     from empirical_seaice.run.factory import build_network
     from empirical_seaice.run.health import check_trained, health_gate
@@ -328,13 +327,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         release_free_memory()
         own_storage(network)  # the state tables were views of the optimiser's slab, which goes now
         release_free_memory()
-        if split[1] is not None and history.nepochs > 0:
-            _fit_held_out(plan, built, obs, background, split, history, display)
-            release_free_memory()
-        display.stage("health checks")
-        blocks = ObservationBlocks(obs, plan.device)
-        final, truth = _final_pass(plan, network, blocks, obs, background, nobs_train, held)
-        del blocks
+        final, truth = _held_out_and_final_pass(plan, built, obs, background, split, history, held, display)
         release_free_memory()
         result.health, marks = health_gate(
             check_trained(network, obs, final.checks, result.cost_before, final.cost),
@@ -408,6 +401,28 @@ def _train(plan: RunPlan, built, split, generator, identity, display: RunProgres
     return history
 
 
+def _held_out_and_final_pass(plan: RunPlan, built, obs, background, split, history, held, display: RunProgress):
+    """Step 4a and the checks' pass: the held-out fit (where the run holds observations out) and the
+    final pass (:func:`_final_pass`); returns its result and the truth."""
+    from empirical_seaice.model.tensors import ObservationBlocks
+
+    ahead = None
+    try:
+        if split[1] is not None and history.nepochs > 0:
+            # the held-out fit computes on one core: tbobs and the truth, which do not depend on the
+            # trained model, are written and read meanwhile on a thread of their own (run.streamed)
+            ahead = _ahead_of_final_pass(plan, obs, background, held)
+            _fit_held_out(plan, built, obs, background, split, history, display)
+            release_free_memory()
+        display.stage("health checks")
+        blocks = ObservationBlocks(obs, plan.device)
+        return _final_pass(plan, built.network, blocks, obs, background, built.nobs_train, held, ahead)
+    except BaseException:  # a failure or an interrupt: the background writer stopped, its file removed
+        if ahead is not None:
+            ahead.cancel()
+        raise
+
+
 def _fit_held_out(plan: RunPlan, built, obs, background, split, history, display: RunProgress) -> None:
     """Step 4a: the state rows only the held-out observations read, fitted with the model fixed
     (:mod:`empirical_seaice.run.held_out`), as many passes as the kept model trained."""
@@ -450,14 +465,42 @@ def _failed_after_training(plan: RunPlan, run_set: txn.OutputSet, configs: dict[
     ) from (None if isinstance(exc, SeaIceError) else exc)
 
 
-def _final_pass(plan: RunPlan, network, data, obs, background, nobs_train: int, held: out.HeldOutputs):
+def _ahead_of_final_pass(plan: RunPlan, obs, background, held: out.HeldOutputs) -> AheadOfFinalPass | None:
+    """The final pass's ``tbobs`` and truth on a background thread from now on
+    (:class:`~empirical_seaice.run.streamed.AheadOfFinalPass`); None with ``--trainonly`` (no files)."""
+    if plan.trainonly:
+        return None
+    data_dir = Path(plan.data_cfg.data)
+    return AheadOfFinalPass(
+        held, plan.path("tbobs"), obs, (background.lon, background.lat), lambda: run_truth(data_dir, obs)
+    ).start()
+
+
+def _final_pass(
+    plan: RunPlan,
+    network,
+    data,
+    obs,
+    background,
+    nobs_train: int,
+    held: out.HeldOutputs,
+    ahead: AheadOfFinalPass | None = None,
+):
     """The streamed final pass (:func:`~empirical_seaice.run.streamed.final_pass`), its files held
-    (none with ``--trainonly``), and the twin's truth it scores against (None without one)."""
-    truth = None if plan.trainonly else run_truth(Path(plan.data_cfg.data), obs)
+    (none with ``--trainonly``), and the twin's truth it scores against (None without one). ``ahead``:
+    ``tbobs`` and the truth under way on a background thread (waited for here, before the pass)."""
+    kinds: tuple[str, ...] = ("tbobs", "tbsim", "ice_emis", "tbzero")
+    if ahead is not None:
+        truth = ahead.result()
+        kinds = kinds[1:]
+    else:
+        truth = None if plan.trainonly else run_truth(Path(plan.data_cfg.data), obs)
     release_free_memory(collect=False)  # the truth files' read buffers (arrays, no cycles): not under the pass
-    paths = None if plan.trainonly else {k: plan.path(k) for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
+    paths = None if plan.trainonly else {k: plan.path(k) for k in kinds}
     lonlat = (background.lon, background.lat)
     final = final_pass(network, data, obs, nobs_train, held, paths, truth, lonlat)
+    if ahead is not None:
+        final.files = {"tbobs": plan.path("tbobs"), **final.files}
     if truth is not None and final.emis_errors is not None:  # summed by the pass: the scores need no more
         truth.emis_ice = None  # (nobs, nchan): not held through the products
     return final, truth
