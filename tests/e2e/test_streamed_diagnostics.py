@@ -230,3 +230,28 @@ def test_a_cancelled_background_writer_stops_and_leaves_no_file(case, tmp_path, 
     assert not stopper.is_alive() and rows_written == [0] and truth_read == []
     assert list(held.dir.iterdir()) == []
     assert ahead.result() is None  # cancelled: nothing to raise
+
+
+def test_a_failure_in_the_final_pass_sums_thread_is_raised_and_leaves_no_file(case, tmp_path, monkeypatch):
+    """The final pass sums and writes each block on a thread of its own: a failure there is raised in the
+    pass's thread, the blocks after it never summed, and no held file is left (nor a temporary)."""
+    from empirical_seaice.run import health
+
+    obs, bg, net, data = case
+    monkeypatch.setattr(out, "block_rows", lambda *a, **k: 64)  # five blocks
+    seen = []
+    add = health.ObservationChecks.add
+
+    def failing(self, tb, *args):
+        seen.append(len(tb))
+        if len(seen) == 2:
+            raise ValueError("checks failed")
+        return add(self, tb, *args)
+
+    monkeypatch.setattr(health.ObservationChecks, "add", failing)
+    held = out.HeldOutputs(tmp_path)
+    paths = {k: tmp_path / f"{k}_t.nc" for k in ("tbsim", "ice_emis", "tbzero")}
+    with pytest.raises(ValueError, match="checks failed"):
+        streamed.final_pass(net, data, obs, obs.nobs, held, paths, None, (bg.lon, bg.lat))
+    assert seen == [64, 64]
+    assert list(held.dir.iterdir()) == []

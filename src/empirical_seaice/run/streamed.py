@@ -33,8 +33,11 @@ as the whole-array writers would have written them then.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,14 +80,70 @@ class _Sums:
 
     def add(self, rows: slice, sim: diag.Simulation) -> np.ndarray:
         """Add a block; returns its simulated TB with NaN where masked (the output files' values)."""
+        self.add_anchor(sim)
+        return self.add_departures(rows, sim)
+
+    def add_anchor(self, sim: diag.Simulation) -> None:
+        """The block's anchor floor penalty (a torch sum, whose rounding follows torch's thread count)."""
         a = diag.anchor_floor_sum(self.network, sim.emis_anchor)
         if a is not None:
             self.anchor = (self.anchor or 0.0) + a
+
+    def add_departures(self, rows: slice, sim: diag.Simulation) -> np.ndarray:
+        """The block's ``J_o`` and departures (one compiled pass, on any thread); returns its simulated
+        TB with NaN where masked (the output files' values)."""
         y, m = self.obs.tb_obs_k[rows], self.obs.mask[rows]
         return self.departures.add_block(y, sim.tb, m, self.obs.basis.obs_error_k)
 
     def cost(self, nobs_total: int) -> dict[str, float]:
         return diag.cost_from_sums(self.network, self.departures.obs_sum, self.anchor, nobs_total)
+
+
+class _InOrder:
+    """Callables run one after another on one background thread, in the order they are given (the
+    final pass's compiled sums and its writes: the same additions in the same order as on the pass's
+    thread, so the same sums bit for bit), while the pass's thread packs and simulates the next block.
+    At most ``depth`` wait (each holds a block's simulation). A failure is raised in the pass's thread
+    (at the next :meth:`submit` or :meth:`wait`); leaving on an error waits for the one under way and
+    drops those not started."""
+
+    def __init__(self, depth: int = 2):
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="final-pass-sums")
+        self._pending: deque[Future] = deque()
+        self._failed = False
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        while self._pending and (len(self._pending) >= self.depth or self._pending[0].done()):
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._run, fn))
+
+    def _run(self, fn: Callable[[], None]) -> None:
+        if self._failed:  # after a failure nothing more runs (the pass's thread raises it)
+            return
+        try:
+            fn()
+        except BaseException:
+            self._failed = True
+            raise
+
+    def wait(self) -> None:
+        """Wait for every callable given (the first failure raised here)."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def __enter__(self) -> _InOrder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+        finally:
+            for f in self._pending:  # leaving on an error: the one under way finishes, the others never start
+                f.cancel()
+            self._pool.shutdown(wait=True)
+            self._pending.clear()
 
 
 class _PackedOnOneThread:
@@ -206,6 +265,19 @@ class AheadOfFinalPass:
         self._error = None
 
 
+def _open_final_files(
+    stack: contextlib.ExitStack, held: out.HeldOutputs, paths: dict[str, Path], obs: Observations, lonlat
+) -> dict[str, Any]:
+    """The final pass's held files ``paths`` (kind -> final path), opened on ``stack`` for writing by rows."""
+    files: dict[str, Any] = {}
+    if "tbobs" in paths:
+        files["tbobs"] = stack.enter_context(out.open_tbobs(held.path(paths["tbobs"]), obs, *lonlat))
+    files["tbsim"] = stack.enter_context(out.open_tb(held.path(paths["tbsim"]), obs.nobs, obs.basis, "tbsim"))
+    files["ice_emis"] = stack.enter_context(out.open_ice_emis(held.path(paths["ice_emis"]), obs.nobs, obs.basis))
+    files["tbzero"] = stack.enter_context(out.open_tb(held.path(paths["tbzero"]), obs.nobs, obs.basis, "tbzero"))
+    return files
+
+
 def final_pass(
     network,
     data,
@@ -232,28 +304,24 @@ def final_pass(
         if write:
             assert held is not None and paths is not None
             stack.enter_context(numba_threads(1))  # the forward pass: the other cores compress
-            lon, lat = lonlat
-            if "tbobs" in paths:
-                files["tbobs"] = stack.enter_context(out.open_tbobs(held.path(paths["tbobs"]), obs, lon, lat))
-            files["tbsim"] = stack.enter_context(out.open_tb(held.path(paths["tbsim"]), obs.nobs, obs.basis, "tbsim"))
-            files["ice_emis"] = stack.enter_context(
-                out.open_ice_emis(held.path(paths["ice_emis"]), obs.nobs, obs.basis)
-            )
-            files["tbzero"] = stack.enter_context(
-                out.open_tb(held.path(paths["tbzero"]), obs.nobs, obs.basis, "tbzero")
-            )
+            files = _open_final_files(stack, held, paths, obs, lonlat)
         if write and getattr(data, "block", None) is not None:
             data = _PackedOnOneThread(data)
-        for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, with_zero=write, block=block):
-            rows = slice(start, stop)
+        # with files: the compiled sums and the writes of a block on a thread of their own, in order, while
+        # this one packs and simulates the next (entered after the files: done before they close)
+        side = stack.enter_context(_InOrder()) if write else None
+
+        def after(rows: slice, sim: diag.Simulation) -> None:
+            """A block's compiled sums and checks, its rows of the files, its cache pages dropped."""
             # copies (not views of the memory-mapped cache, whose pages obs.release drops below): the
             # compressing threads read the mask after that
             mask = np.array(obs.mask[rows], dtype=bool)
-            tb = sums.add(rows, sim)
+            tb = sums.add_departures(rows, sim)
             checks.add(sim.tb, sim.emis_ice, mask, sim.sic)
             if errors is not None:
                 errors.add(obs, rows, sim.emis_ice, truth)
             if write:  # masked (NaN where the sensor lacks the channel) by the compressing threads
+                start = rows.start
                 if "tbobs" in files:
                     files["tbobs"].write("tb", start, *_observed_rows(obs, rows))
                 files["tbsim"].write("tb", start, tb)
@@ -261,6 +329,15 @@ def final_pass(
                 assert sim.tb_zero is not None
                 files["tbzero"].write("tb", start, sim.tb_zero, mask)
             obs.release(rows)
+
+        for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, with_zero=write, block=block):
+            sums.add_anchor(sim)  # a torch sum: on this thread, with the run's torch thread count
+            if side is not None:
+                side.submit(functools.partial(after, slice(start, stop), sim))
+            else:
+                after(slice(start, stop), sim)
+        if side is not None:
+            side.wait()  # every block summed before the cost
     return PassResult(
         cost=sums.cost(nobs_total),
         departures=sums.departures.stats(),
