@@ -98,13 +98,14 @@ def test_the_final_pass_computes_on_one_thread_while_it_writes(case, tmp_path, m
     torch sums keep the run's thread count (their rounding depends on it); the run's counts are
     back afterwards and the files hold the same values. Without files the run's counts stay."""
     numba = pytest.importorskip("numba")
+    from empirical_seaice.io import chunk_writer
     from empirical_seaice.model import fused, tensors
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("numba offers one thread here")
     obs, bg, net, data = case
     monkeypatch.setattr(out, "block_rows", lambda *a, **k: 100)  # three blocks
-    seen: dict[str, list[int]] = {"simulate": [], "pack": [], "cost": []}
+    seen: dict[str, list[int]] = {"simulate": [], "pack": [], "cost": [], "compress": []}
 
     def counted(name, f, threads):
         def g(*args, **kwargs):
@@ -114,6 +115,7 @@ def test_the_final_pass_computes_on_one_thread_while_it_writes(case, tmp_path, m
         return g
 
     monkeypatch.setattr(fused, "simulate_range", counted("simulate", fused.simulate_range, numba.get_num_threads))
+    monkeypatch.setattr(fused, "simulate_range", counted("compress", fused.simulate_range, chunk_writer.threads))
     monkeypatch.setattr(tensors, "pack_floats", counted("pack", tensors.pack_floats, torch.get_num_threads))
     monkeypatch.setattr(d, "cost_from_sums", counted("cost", d.cost_from_sums, torch.get_num_threads))
     sim = d.simulate(net, data, obs.nobs)
@@ -121,21 +123,24 @@ def test_the_final_pass_computes_on_one_thread_while_it_writes(case, tmp_path, m
     before = numba.get_num_threads(), torch.get_num_threads()
     numba.set_num_threads(2)
     torch.set_num_threads(2)
+    compressing = chunk_writer.set_threads(2)
     try:
         held = out.HeldOutputs(tmp_path)
         paths = {k: tmp_path / f"{k}_t.nc" for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
         for v in seen.values():
             v.clear()
         streamed.final_pass(net, blocks, obs, obs.nobs, held, paths, None, (bg.lon, bg.lat))
-        assert seen == {"simulate": [1, 1, 1], "pack": [1, 1, 1], "cost": [2]}
-        assert (numba.get_num_threads(), torch.get_num_threads()) == (2, 2)
+        # the compressing threads one fewer: the sums and writes of each block take a core (run.streamed._InOrder)
+        assert seen == {"simulate": [1, 1, 1], "pack": [1, 1, 1], "cost": [2], "compress": [1, 1, 1]}
+        assert (numba.get_num_threads(), torch.get_num_threads(), chunk_writer.threads()) == (2, 2, 2)
         for v in seen.values():
             v.clear()
         streamed.final_pass(net, blocks, obs, obs.nobs, None, None)
-        assert seen == {"simulate": [2, 2, 2], "pack": [2, 2, 2], "cost": [2]}
+        assert seen == {"simulate": [2, 2, 2], "pack": [2, 2, 2], "cost": [2], "compress": [2, 2, 2]}
     finally:
         numba.set_num_threads(before[0])
         torch.set_num_threads(before[1])
+        chunk_writer.set_threads(compressing)
     held.promote(paths["tbsim"])
     np.testing.assert_array_equal(_read(paths["tbsim"], "tb"), np.where(obs.mask, sim.tb, np.float32(np.nan)))
 

@@ -142,6 +142,17 @@ def test_the_pool_follows_the_number_of_threads(monkeypatch):
     assert list(two.map(lambda x: x + 1, [1, 2])) == [2, 3]
 
 
+def test_at_most_lowers_the_workers_for_a_while_and_never_below_one(monkeypatch):
+    monkeypatch.setattr(chunk_writer, "_threads", 3)
+    with chunk_writer.at_most(2):
+        assert chunk_writer.threads() == 2 and chunk_writer._executor()._max_workers == 2
+        with chunk_writer.at_most(0):
+            assert chunk_writer.threads() == 1
+        with chunk_writer.at_most(5):  # never more than before
+            assert chunk_writer.threads() == 2
+    assert chunk_writer.threads() == 3 and chunk_writer._executor()._max_workers == 3
+
+
 def test_a_second_interrupt_while_aborting_is_raised(case, tmp_path, monkeypatch):
     """close(abort=True) drops the other failures of the chunks under way, but not a Ctrl-C (nor a
     SystemExit) while it waits for them; the file is closed all the same."""

@@ -184,6 +184,17 @@ def set_threads(n: int) -> int:
     return before
 
 
+@contextlib.contextmanager
+def at_most(n: int) -> Iterator[None]:
+    """Within: at most ``n`` worker threads (at least one; fewer than :func:`set_threads` gave where the
+    caller keeps other threads of its own busy meanwhile)."""
+    before = set_threads(min(_threads, max(1, int(n))))
+    try:
+        yield
+    finally:
+        set_threads(before)
+
+
 def threads() -> int:
     """The number of worker threads (:func:`set_threads`)."""
     return _threads
@@ -404,6 +415,7 @@ class ChunkWriter:
 __all__ = [  # noqa: F822 - AVAILABLE: __getattr__
     "AVAILABLE",
     "ChunkWriter",
+    "at_most",
     "masked_values",
     "on_this_thread",
     "set_threads",

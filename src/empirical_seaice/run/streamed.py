@@ -304,6 +304,8 @@ def final_pass(
         if write:
             assert held is not None and paths is not None
             stack.enter_context(numba_threads(1))  # the forward pass: the other cores compress
+            # ... but for the one the sums take (below): a core for each of the pass's two threads
+            stack.enter_context(chunk_writer.at_most(chunk_writer.threads() - 1))
             files = _open_final_files(stack, held, paths, obs, lonlat)
         if write and getattr(data, "block", None) is not None:
             data = _PackedOnOneThread(data)
