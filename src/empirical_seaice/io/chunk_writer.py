@@ -82,7 +82,7 @@ def _shuffle_py(src, out):  # pragma: no cover - compiled below
 def _shuffle4_py(src, out):  # pragma: no cover - compiled below
     """:func:`_shuffle_py` of 4-byte elements (``src``: uint32, little-endian), in a loop the compiler
     vectorises: the four byte planes as four arrays (indexed ``out[j * n + i]`` the loop stays scalar,
-    about 5 times slower: benchmarks/results.md)."""
+    about 5 times slower: docs/scaling.md)."""
     n = src.shape[0]
     o0, o1, o2, o3 = out[:n], out[n : 2 * n], out[2 * n : 3 * n], out[3 * n : 4 * n]
     for i in range(n):
