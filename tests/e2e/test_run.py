@@ -12,11 +12,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import threading
 
 import numpy as np
 import pytest
 import torch
 import xarray as xr
+
+from empirical_seaice.errors import SeaIceError
 
 from .conftest import TAG, TRAIN_FLAGS, run_cli
 
@@ -364,18 +367,51 @@ def test_a_failure_of_the_background_tbobs_writer_is_one_line_and_leaves_no_outp
     def broken(obs, rows):
         raise RuntimeError("broken block")
 
-    monkeypatch.setattr(streamed, "_observed_rows", broken)
+    output = tmp_path / "out"
+    argv = ["--data", twin_dir, "--output", output, "--tag", "f", "--nepochs", "1", "--validation-fraction", "0.2"]
+    argv += ["--no-progress", "--device", "cpu"]
+    with monkeypatch.context() as m:
+        m.setattr(streamed, "_observed_rows", broken)
+        r = run_cli(argv)
+    assert r.code == 2, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert line.startswith(
+        "seaice-training: error: writing tbobs_f.nc beside the held-out fit failed (RuntimeError: broken block); "
+        "nothing was published: the trained state is kept in "
+    )
+    assert line.endswith(
+        "checkpoint.pt; rerun the same command with --resume to write the outputs without training again"
+    )
+    left = sorted(str(p.relative_to(output)) for p in output.rglob("*"))
+    assert left == ["checkpoints_f", "checkpoints_f/checkpoint.pt"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("final-pass")]
+    # what the message says: the same command with --resume writes the outputs, tbobs among them
+    r = run_cli([*argv, "--resume"])
+    assert r.code == 0, r.stderr
+    with xr.open_dataset(output / "tbobs_f.nc") as ds:
+        assert ds["tb"].shape[0] > 0 and np.isfinite(ds["tb"].values).any()
+
+
+def test_a_failure_of_the_held_out_fit_stops_the_background_tbobs_writer(twin_dir, tmp_path, monkeypatch):
+    """The held-out fit fails while ``tbobs`` is written beside it: the writer is stopped and waited for
+    (no thread left, no held file), the run's own error is the one reported."""
+    from empirical_seaice.run import held_out
+
+    def failing(*args, **kwargs):
+        raise SeaIceError("the held-out fit failed here")
+
+    monkeypatch.setattr(held_out, "fit_held_out_state", failing)
     output = tmp_path / "out"
     r = run_cli(
-        ["--data", twin_dir, "--output", output, "--tag", "f", "--nepochs", "1", "--validation-fraction", "0.2"]
+        ["--data", twin_dir, "--output", output, "--tag", "h", "--nepochs", "1", "--validation-fraction", "0.2"]
         + ["--no-progress", "--device", "cpu"]
     )
     assert r.code == 2, r.stderr
     (line,) = r.stderr.strip().splitlines()
-    assert line.startswith("seaice-training: error: tbobs_f.nc: writing it beside the held-out fit failed")
-    assert "RuntimeError: broken block" in line
+    assert line == "seaice-training: error: the held-out fit failed here"
+    assert not [t for t in threading.enumerate() if t.name.startswith("final-pass")]
     left = sorted(str(p.relative_to(output)) for p in output.rglob("*"))
-    assert left == ["checkpoints_f", "checkpoints_f/checkpoint.pt"]
+    assert left == ["checkpoints_h", "checkpoints_h/checkpoint.pt"]
 
 
 def test_diagsonly_on_other_data_is_a_one_line_error(trained, tmp_path):

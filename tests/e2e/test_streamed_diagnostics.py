@@ -200,8 +200,73 @@ def test_a_failure_of_the_background_writer_is_one_line_and_leaves_no_file(case,
         ahead.start().result()
     message = str(err.value)
     assert calls == [0, 128] and "\n" not in message
-    assert message.startswith("tbobs_t.nc: writing it beside the held-out fit failed (ValueError: a bug)")
+    assert message == "writing tbobs_t.nc beside the held-out fit failed (ValueError: a bug); nothing was published"
     assert list(held.dir.iterdir()) == []  # neither the file nor its temporary
+
+
+def test_a_failure_to_read_the_truth_beside_the_held_out_fit_names_the_truth(case, tmp_path):
+    obs, bg, _, _ = case
+
+    def no_truth():
+        raise OSError("truth_sic.nc: unreadable")
+
+    held = out.HeldOutputs(tmp_path)
+    ahead = streamed.AheadOfFinalPass(held, tmp_path / "tbobs_t.nc", obs, (bg.lon, bg.lat), no_truth)
+    with pytest.raises(SeaIceError) as err:
+        ahead.start().result()
+    assert str(err.value) == (
+        "reading the twin's truth beside the held-out fit failed (OSError: truth_sic.nc: unreadable); "
+        "nothing was published"
+    )
+
+
+def test_the_final_pass_sums_the_same_bits_with_and_without_its_files(case, tmp_path, monkeypatch):
+    """With files the final pass sums each block on a thread of its own (:class:`streamed._InOrder`);
+    without, on its own thread: the same additions in the same order, so the same bits."""
+    obs, bg, net, data = case
+    monkeypatch.setattr(out, "block_rows", lambda *a, **k: 64)  # five blocks
+    truth = SimpleNamespace(
+        sic=np.random.default_rng(1).uniform(0, 1, (5, 4)),
+        emis_ice=np.where(obs.mask, np.random.default_rng(2).uniform(0.8, 1.0, obs.tb_obs_k.shape), np.nan),
+    )
+    paths = {k: tmp_path / f"{k}_t.nc" for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
+    side = streamed.final_pass(net, data, obs, obs.nobs, out.HeldOutputs(tmp_path), paths, truth, (bg.lon, bg.lat))
+    alone = streamed.final_pass(net, data, obs, obs.nobs, None, None, truth)
+    assert side.cost == alone.cost  # exactly
+    for name in ("count", "mean", "std"):
+        np.testing.assert_array_equal(getattr(side.departures, name), getattr(alone.departures, name))
+    assert side.checks is not None and alone.checks is not None
+    assert vars(side.checks).keys() == vars(alone.checks).keys()
+    for name, value in vars(alone.checks).items():
+        np.testing.assert_array_equal(vars(side.checks)[name], value, err_msg=name)
+    assert side.emis_errors is not None and alone.emis_errors is not None
+    for name, value in vars(alone.emis_errors).items():
+        np.testing.assert_array_equal(vars(side.emis_errors)[name], value, err_msg=name)
+
+
+def test_a_failure_of_the_forward_pass_with_blocks_on_the_side_thread_leaves_no_file(case, tmp_path, monkeypatch):
+    """The pass's own thread fails (block 3 of 5) while earlier blocks are summed and written on the side
+    thread: the failure is raised, the side thread is waited for and gone, no held file is left."""
+    from empirical_seaice.model import fused
+
+    obs, bg, net, data = case
+    monkeypatch.setattr(out, "block_rows", lambda *a, **k: 64)
+    simulate, calls = fused.simulate_range, []
+
+    def failing(program, start, stop, *args, **kwargs):
+        calls.append(start)
+        if len(calls) == 3:
+            raise RuntimeError("simulation failed")
+        return simulate(program, start, stop, *args, **kwargs)
+
+    monkeypatch.setattr(fused, "simulate_range", failing)
+    held = out.HeldOutputs(tmp_path)
+    paths = {k: tmp_path / f"{k}_t.nc" for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
+    with pytest.raises(RuntimeError, match="simulation failed"):
+        streamed.final_pass(net, data, obs, obs.nobs, held, paths, None, (bg.lon, bg.lat))
+    assert calls == [0, 64, 128]
+    assert not [t for t in threading.enumerate() if t.name.startswith("final-pass-sums")]
+    assert list(held.dir.iterdir()) == []
 
 
 def test_a_cancelled_background_writer_stops_and_leaves_no_file(case, tmp_path, monkeypatch):

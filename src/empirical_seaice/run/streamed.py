@@ -49,6 +49,7 @@ from empirical_seaice.io import chunk_writer
 from empirical_seaice.io import outputs as out
 from empirical_seaice.observations import Observations, release_pages
 from empirical_seaice.products import diagnostics as diag
+from empirical_seaice.run import interrupt
 from empirical_seaice.run.health import ObservationChecks
 from empirical_seaice.threads import numba_threads, torch_threads
 
@@ -142,7 +143,8 @@ class _InOrder:
         finally:
             for f in self._pending:  # leaving on an error: the one under way finishes, the others never start
                 f.cancel()
-            self._pool.shutdown(wait=True)
+            with interrupt.deferred():  # a second Ctrl-C waits too: the files close after the side thread
+                self._pool.shutdown(wait=True)
             self._pending.clear()
 
 
@@ -201,7 +203,8 @@ class AheadOfFinalPass:
     is over), it compresses on its own thread alone (:func:`~empirical_seaice.io.chunk_writer.on_this_thread`):
     its time and CPU are the held-out fit's stage's. :meth:`result` waits for it (the final pass's stage
     then) and gives the truth, or raises its failure as one line; :meth:`cancel` (the run failed or was
-    interrupted meanwhile) stops it at the next block and waits: the file is removed, never half written.
+    interrupted meanwhile) stops it at the next block and waits: an unfinished file is removed, a finished
+    one stays held until the staging set goes; neither is ever an output.
     The final pass's netCDF calls come after :meth:`result` (the library is not thread-safe)."""
 
     def __init__(
@@ -217,6 +220,8 @@ class AheadOfFinalPass:
         self._thread = threading.Thread(target=self._run, name="final-pass-ahead", daemon=True)
         self._error: BaseException | None = None
         self._truth: Any = None
+        self._doing = f"writing {self.path.name}"
+        """What the thread does (its failure's message names it)."""
 
     def start(self) -> AheadOfFinalPass:
         self._thread.start()
@@ -225,6 +230,7 @@ class AheadOfFinalPass:
     def _run(self) -> None:
         obs = self.obs
         try:
+            self._doing = f"writing {self.path.name}"
             block = out.block_rows(obs.nobs, obs.nchan)
             with chunk_writer.on_this_thread():
                 with out.open_tbobs(self.held.path(self.path), obs, *self.lonlat) as f:
@@ -235,10 +241,11 @@ class AheadOfFinalPass:
                         f.write("tb", start, *_observed_rows(obs, rows))
                         for arr in (obs.tb_obs_k, obs.mask):  # the cache's pages (the fit reads others)
                             release_pages(arr, rows)
-            for arr in (obs.igrid, obs.istep, obs.isensor, obs.julian_day, obs.obs_index):
-                release_pages(arr)  # read whole for the per-observation variables
             if self._read_truth is not None and not self._stop.is_set():
+                self._doing = "reading the twin's truth"
                 self._truth = self._read_truth()
+            for arr in (obs.igrid, obs.istep, obs.isensor, obs.julian_day, obs.obs_index):
+                release_pages(arr)  # read whole for tbobs' per-observation variables and the truth
         except BaseException as exc:  # raised by result() in the run's thread
             self._error = exc
 
@@ -253,15 +260,17 @@ class AheadOfFinalPass:
             raise exc
         first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise SeaIceError(
-            f"{self.path.name}: writing it beside the held-out fit failed ({type(exc).__name__}: {first}); "
-            "nothing was published: run again"
+            f"{self._doing} beside the held-out fit failed ({type(exc).__name__}: {first}); nothing was published"
         ) from exc
 
     def cancel(self) -> None:
-        """Stop the background work at its next block and wait for it (its file removed); its own
-        failure, if any, is dropped (the run's is raised)."""
+        """Stop the background work at its next block and wait for it, a second interrupt included (the
+        run's staging set, which holds its file, is removed after this): a file not finished is removed,
+        a finished one stays held (never an output) until the staging set goes. Its own failure, if any, is
+        dropped (the run's is raised)."""
         self._stop.set()
-        self._thread.join()
+        with interrupt.deferred():
+            self._thread.join()
         self._error = None
 
 
@@ -292,8 +301,9 @@ def final_pass(
     emissivity errors (``truth`` with ``emis_ice``) and, with ``held`` and ``paths`` (kind -> final
     path of ``tbsim``, ``ice_emis``, ``tbzero`` and, unless :class:`AheadOfFinalPass` wrote it,
     ``tbobs``), those files held. ``lonlat``: the grid's lon and lat for ``tbobs``. While it writes,
-    it packs (``data`` an ``ObservationBlocks``) and simulates on this thread alone: the other cores
-    compress (:mod:`empirical_seaice.io.chunk_writer`)."""
+    it packs (``data`` an ``ObservationBlocks``) and simulates on this thread alone, a second thread sums,
+    checks and writes each block in order (:class:`_InOrder`), and one thread fewer than the run's
+    compresses (at least one; :mod:`empirical_seaice.io.chunk_writer`)."""
     sums = _Sums(network, obs)
     checks = ObservationChecks(obs.nchan)
     errors = diag.EmisErrorSums(obs.nchan) if getattr(truth, "emis_ice", None) is not None else None

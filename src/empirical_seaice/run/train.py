@@ -491,7 +491,13 @@ def _final_pass(
     ``tbobs`` and the truth under way on a background thread (waited for here, before the pass)."""
     kinds: tuple[str, ...] = ("tbobs", "tbsim", "ice_emis", "tbzero")
     if ahead is not None:
-        truth = ahead.result()
+        try:
+            truth = ahead.result()
+        except SeaIceError as exc:
+            raise SeaIceError(
+                f"{exc}: the trained state is kept in {plan.checkpoint}; rerun the same command with --resume "
+                "to write the outputs without training again"
+            ) from exc.__cause__
         kinds = kinds[1:]
     else:
         truth = None if plan.trainonly else run_truth(Path(plan.data_cfg.data), obs)
