@@ -52,7 +52,7 @@ class Built:
     """What :func:`build_network` returns.
 
     network : the hybrid network on the device.
-    data : every observation packed on the device.
+    data : every observation packed on the device (None when built with ``pack=False``).
     nobs_train : the counted observations, the ``nobs`` of ``J_b / nobs``.
     n_warm_rows : the observed SIC rows with a temperature, of the counted observations (the
         warm-ice mean's; the row counts themselves, two float64 values per SIC row, live in the
@@ -60,7 +60,7 @@ class Built:
     """
 
     network: HybridNetwork
-    data: ObservationTensors
+    data: ObservationTensors | None
     nobs_train: int
     n_warm_rows: int
 
@@ -77,6 +77,7 @@ def build_network(
     counted: np.ndarray | None = None,
     prior_mode: str | None = None,
     data: ObservationTensors | None = None,
+    pack: bool = True,
 ) -> Built:
     """The hybrid network for ``obs``, its observation tensors and the cost normalisation.
 
@@ -96,10 +97,12 @@ def build_network(
         observations); None = all.
     data : the observation tensors of ``obs`` already packed on ``device`` (another network's over
         the same observations: they are read only); None = pack them.
+    pack : False: leave ``obs`` unpacked (``Built.data`` None), for a run that only simulates them,
+        packing a block at a time (``--diagsonly``: the whole table is most of such a run's memory).
     """
     # the packed tables first: their pages come in on a background thread while the row counts and the
     # network are built (ObservationTensors.tables)
-    tables = ObservationTensors.tables(obs.nobs, obs.nchan) if data is None else None
+    tables = ObservationTensors.tables(obs.nobs, obs.nchan) if data is None and pack else None
     counts = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep, index=counted)
     dense = optimizer in ("dense-adam", "dense")
     network = HybridNetwork(
@@ -114,7 +117,7 @@ def build_network(
         generator=generator,
     )
     network.to(device)
-    if data is None:
+    if data is None and pack:
         data = ObservationTensors(obs, device, into=tables)
     return Built(network=network, data=data, nobs_train=counts.nobs, n_warm_rows=counts.n_warm_rows)
 
@@ -140,6 +143,8 @@ def build_trainer(
     ``identity``, ``stop`` and ``sharding`` (a rank's share of a sharded run) as for
     :class:`~empirical_seaice.training.trainer.Trainer`.
     """
+    if built.data is None:
+        raise ValueError("build_trainer: the network was built without its packed observations (pack=False)")
     return Trainer(
         network,
         built.data,

@@ -323,6 +323,7 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
         copied["sensor_channels"],
     )
     data = built.data
+    assert data is not None  # built packed (the default)
     sim0 = initial_diagnostics(network, data, obs, obs.nobs, result)
     result.files.append(write_initial(out.output_path(plan.stage, "tbsim_initial", tag), sim0, obs))
     del sim0

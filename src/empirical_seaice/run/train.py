@@ -264,6 +264,7 @@ def _read(plan: RunPlan, display: RunProgress) -> tuple[Observations, Background
 
 
 def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResult:
+    from empirical_seaice.model.tensors import ObservationBlocks
     from empirical_seaice.run import interrupt
     from empirical_seaice.run.factory import build_network
     from empirical_seaice.run.health import check_trained, health_gate
@@ -292,8 +293,11 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         device=plan.device,
         counted=split[0],
         prior_mode=plan.train_cfg.prior_mode,
+        pack=not plan.diagsonly,  # --diagsonly: only the final pass simulates them, a block at a time
     )
-    network, data = built.network, built.data  # data: dropped after the last pass that needs it
+    network = built.network
+    # the observations the passes simulate: dropped after the last pass that needs them
+    data: Any = built.data if built.data is not None else ObservationBlocks(obs, plan.device)
     release_free_memory()  # the temporaries of the build (row counts, neighbour pairs)
     for arr in (background.sic, background.t_skin_map_k):  # the network holds its own copies
         release_pages(arr)
@@ -322,7 +326,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         # the packed table goes with the trainer's buffers (reference cycles), before the state tables are
         # copied out of the slab: the held-out fit packs its own observations, the final pass one block at
         # a time, the products need the state only
-        built.data = data = None  # type: ignore[assignment]
+        built.data = data = None
         map_large_arrays(HEAP_THRESHOLD)  # the passes' blocks reused from the heap again (empirical_seaice.memory)
         release_free_memory()
         own_storage(network)  # the state tables were views of the optimiser's slab, which goes now
