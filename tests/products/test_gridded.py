@@ -157,3 +157,43 @@ def test_gridded_file_by_whole_chunks_equals_the_library_write(tmp_path, monkeyp
         xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
         assert list(a.variables) == list(b.variables)
         assert np.isfinite(a["ice_emis_v" if freq_ghz else "ice_emis"].values).all()
+
+
+def test_gridded_steps_on_one_torch_thread_each_whatever_the_threads(tmp_path, monkeypatch):
+    """The steps are evaluated on one thread fewer than the compressing ones (at least one), each step
+    on one torch thread: the file's values are the same for any ``--threads``."""
+    from empirical_seaice.io import chunk_writer
+    from empirical_seaice.products import gridded_file
+
+    net, obs, bg = build("v2", ("amsr2", "gmi"))
+    inputs = grid_inputs(net, obs, bg)
+    args = (net.emissivity, net.model_config, net.basis, inputs)
+    seen: dict[str, list[int]] = {"workers": [], "torch": []}
+    pool, evaluate = gridded_file.ThreadPoolExecutor, gridded_file.GridEvaluator.__call__
+
+    def counted_pool(max_workers, **kwargs):
+        seen["workers"].append(max_workers)
+        return pool(max_workers=max_workers, **kwargs)
+
+    def counted_evaluate(self, *a):
+        seen["torch"].append(torch.get_num_threads())
+        return evaluate(self, *a)
+
+    monkeypatch.setattr(gridded_file, "ThreadPoolExecutor", counted_pool)
+    monkeypatch.setattr(gridded_file.GridEvaluator, "__call__", counted_evaluate)
+    before, torch_before = chunk_writer.threads(), torch.get_num_threads()
+    files = []
+    try:
+        torch.set_num_threads(2)
+        for n in (1, 2, 3):
+            chunk_writer.set_threads(n)
+            files.append(write_gridded_emissivity(tmp_path / f"t{n}.nc", *args))
+    finally:
+        chunk_writer.set_threads(before)
+        torch.set_num_threads(torch_before)
+    assert seen["workers"] == [1, 1, 2]
+    assert set(seen["torch"]) == {1} and len(seen["torch"]) == 3 * inputs.nstep
+    with xr.open_dataset(files[0]) as a:
+        for f in files[1:]:
+            with xr.open_dataset(f) as b:
+                np.testing.assert_array_equal(a["ice_emis"].values, b["ice_emis"].values)

@@ -19,6 +19,7 @@ from empirical_seaice.io import cf, chunk_writer
 from empirical_seaice.io.output_writer import drain_writes, write_behind
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.products.gridded import GridEvaluator, GridInputs, channel_frequencies
+from empirical_seaice.threads import torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.config import ModelConfig
@@ -319,9 +320,12 @@ def _step_major(arr: np.ndarray, t0: int, t1: int) -> np.ndarray:
 
 def _write_steps(put, emissivity, model, basis, inputs: GridInputs, chan_list, freq_ghz, out_vars, state) -> None:
     """Evaluate the model at each step and give each variable's chunk of the step (one step, every
-    grid point) to ``put(name, offset, values)``. The steps are evaluated on worker threads (as many
-    as the chunk writer's, :func:`empirical_seaice.io.chunk_writer.threads`: torch releases the GIL in
-    its operations), each step exactly as alone, while this thread hands the finished ones on in order."""
+    grid point) to ``put(name, offset, values)``. The steps are evaluated on worker threads (one fewer
+    than the chunk writer's compressing threads, at least one, :func:`empirical_seaice.io.chunk_writer.threads`:
+    torch releases the GIL in its operations), each step on one torch thread, exactly as alone, while
+    this thread hands the finished ones on in order. (On two cores, two steps at once on two torch threads
+    each, beside two compressing threads, took 1.20-1.26 s on the benchmark twin against 0.98-1.04 s so:
+    benchmarks/results.md.) The values do not depend on ``--threads``."""
     by_freq = freq_ghz is not None
     evaluate = GridEvaluator(emissivity, model, basis, channels=None if by_freq else chan_list, freq_ghz=freq_ghz)
     arrays = {
@@ -336,9 +340,11 @@ def _write_steps(put, emissivity, model, basis, inputs: GridInputs, chan_list, f
 
     def step(block: dict[str, np.ndarray], k: int) -> np.ndarray:
         props = np.concatenate([block["properties"][k], block["properties_obs_mean"][k]], axis=-1)
-        return evaluate(block["t_skin"][k], props)
+        with torch_threads(1):
+            return evaluate(block["t_skin"][k], props)
 
-    with ThreadPoolExecutor(max_workers=chunk_writer.threads(), thread_name_prefix="grid-steps") as pool:
+    workers = max(1, chunk_writer.threads() - 1)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grid-steps") as pool:
         for t0 in range(0, inputs.nstep, _STEP_BLOCK):
             t1 = min(t0 + _STEP_BLOCK, inputs.nstep)
             block = {name: _step_major(a, t0, t1) for name, a in arrays.items() if name in needed}
