@@ -58,6 +58,9 @@ ORDER = [
     "other (start-up, the end)",
 ]
 
+HELD_OUT = "fitting the held-out state"
+"""The held-out fit's stage (its name as the run shows it), its epochs included."""
+
 DISPLAY = {
     "reading data": "read and cache",
     "packing observations": "build (row counts, network, packing)",
@@ -154,7 +157,10 @@ class Timeline:
 
     def stage(self, name: str) -> None:
         self._switch()
-        self.display = "training" if name.startswith("training") else DISPLAY.get(name, name)
+        if name.startswith("training"):  # the held-out fit's own trainer shows its epochs too: they are its stage's
+            self.display = HELD_OUT if self.display == HELD_OUT else "training"
+        else:
+            self.display = DISPLAY.get(name, name)
 
     def wrap(self, owner, name: str, label: str) -> None:
         fn = getattr(owner, name)
