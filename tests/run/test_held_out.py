@@ -85,3 +85,31 @@ def test_the_held_out_observations_packed_alone_give_the_same_fit(trained):
         for name in start:
             assert torch.equal(states[0][name], states[1][name]), name
         assert not torch.equal(start["state.props_obs.weight"], states[1]["state.props_obs.weight"])
+
+
+def test_the_held_out_fit_takes_the_fused_step_and_equals_the_tensor_step(trained, monkeypatch):
+    """The held-out fit trains a frozen model (run.retrieve.FrozenModel): the fused step steps its state
+    tables alone (no optimiser holds the fixed weights), on the held-out observations' own table (its
+    observation rows mapped to the observations' property rows), and fits the state the tensor step fits,
+    to float32 rounding; the weights stay the trained ones to the bit."""
+    from empirical_seaice.training import fused_step
+
+    obs, background, model, cost, cfg, built, train, valid, gen = trained
+    start = {k: v.detach().clone() for k, v in built.network.state_dict().items()}
+    calls = []
+    step = fused_step.FusedStep.__call__
+    monkeypatch.setattr(fused_step.FusedStep, "__call__", lambda self, *a, **k: calls.append(1) or step(self, *a, **k))
+    states = []
+    for fused in (True, False):
+        built.network.load_state_dict(start)
+        calls.clear()
+        fit_held_out_state(built.network, obs, background, model, cost, replace(cfg, fused_step=fused), train, valid, 2)
+        assert bool(calls) == fused  # every batch of the fused fit in the fused step, none of the other
+        states.append({k: v.detach().clone() for k, v in built.network.state_dict().items()})
+    for name, value in start.items():
+        if not name.startswith("state."):
+            assert torch.equal(states[0][name], value) and torch.equal(states[1][name], value), name
+    for name in ("state.sic_map.weight", "state.props_grid.weight", "state.props_obs.weight"):
+        moved = (states[1][name] - start[name]).abs().max()
+        assert moved > 1e-3, name
+        torch.testing.assert_close(states[0][name], states[1][name], rtol=1e-4, atol=2e-5 * float(moved))

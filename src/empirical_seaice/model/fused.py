@@ -79,11 +79,16 @@ class FusedProgram:
     row0: int = 0
     """The observation of the packed tables' first row (a block of
     :class:`~empirical_seaice.model.tensors.ObservationBlocks`: :meth:`use`)."""
+    obs_rows: np.ndarray | None = None
+    """The observation of each packed row where the tables hold some observations only, in any order
+    (``ObservationTensors.obs_rows``: the held-out fit's own table): the row of a packed row's
+    observation property. None: packed row ``i`` is observation ``row0 + i``."""
 
     def use(self, data) -> None:
         """Read the packed tables of ``data`` from now on (another block of the same observations,
         packed alike: :meth:`ObservationBlocks.block`); the forward pass only."""
         self.floats, self.ints, self.row0 = data.floats.numpy(), data.ints.numpy(), int(getattr(data, "row0", 0))
+        self.obs_rows = _obs_rows(data)
 
     def map_priors(self, values: np.ndarray, grad: np.ndarray) -> dict[str, float]:
         """In "full" mode: the exact whole-map SIC priors at the map ``values`` (the SIC table's
@@ -100,6 +105,8 @@ class FusedProgram:
         refs = np.empty((index.shape[0], self.ref_table.shape[0]), dtype=np.int64) if out is None else out
         a = self.arrays
         _refs(self.ints, index, a["ncolmap"], a["nstep"], int(ip[2]), bool(ip[3] > 0), bool(ip[4] > 0), refs)
+        if self.obs_rows is not None and a["has_obs"]:  # the observation-property row: the observation's
+            refs[:, -1] = self.obs_rows[index]
         return refs
 
     def _weights(self) -> list[np.ndarray]:
@@ -195,6 +202,12 @@ class FusedProgram:
             self.dense_flat = tuple(x.reshape(-1) for x in self.dense_grads)
         values["bias"] = bias
         return np.array([values[n] for n in self.names])
+
+
+def _obs_rows(data) -> np.ndarray | None:
+    """``data.obs_rows`` as int64 numpy (:attr:`FusedProgram.obs_rows`), None where it has none."""
+    rows = getattr(data, "obs_rows", None)
+    return None if rows is None else np.ascontiguousarray(rows.cpu().numpy(), dtype=np.int64)
 
 
 def _gather_rows_py(t0, t1, t2, ref_table, refs, vals):  # pragma: no cover - compiled below
@@ -420,6 +433,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         floats=data.floats.numpy(),
         ints=data.ints.numpy(),
         row0=int(getattr(data, "row0", 0)),
+        obs_rows=_obs_rows(data),
         ip=ip,
         fp=fp,
         arrays=arrays,

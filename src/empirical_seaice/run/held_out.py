@@ -100,7 +100,6 @@ def fit_held_out_state(
         validation_fraction=0.0,
         early_stopping=False,
         batch_order="shuffled",
-        fused_step=False,  # the compiled step has no frozen-model program
     )
     own_table = data is None  # the table's rows are the held-out observations, in order
     trainer = build_trainer(

@@ -76,6 +76,11 @@ class FrozenModel(nn.Module):
     ) -> dict[str, Tensor]:
         return self.network(batch, zero_sic=zero_sic, state_values=state_values)
 
+    def fused_program(self, data: Any, nobs_total: int, training: bool = True):
+        """The network's compiled program (:meth:`HybridNetwork.fused_program`): the fused step then
+        steps the state tables alone (no optimiser holds the fixed weights; their gradients go unused)."""
+        return self.network.fused_program(data, nobs_total, training)
+
     def cost_terms(
         self, batch: Any, out_: dict[str, Tensor], nobs_total: int, batch_total: int | None = None
     ) -> dict[str, Tensor]:

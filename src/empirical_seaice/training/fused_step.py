@@ -283,10 +283,11 @@ class FusedStep:
     the step and their total (float64, order :attr:`names`). ``distinct=True`` says the indices
     are distinct (the trainer's batches: slices of a permutation), so each observation's own
     state row is read by no other reference of the batch: :func:`_catch_up_batch_rows` takes it as new without
-    reading or setting its mark (the same result).
+    reading or setting its mark (the same result). ``dense_opt`` None: the dense weights are fixed (a
+    frozen model, e.g. the held-out fit's), only the state tables step.
     """
 
-    def __init__(self, program, deferred: DeferredAdam, dense_opt: torch.optim.Optimizer):
+    def __init__(self, program, deferred: DeferredAdam, dense_opt: torch.optim.Optimizer | None):
         self.program = program
         self.deferred = deferred
         self.dense_opt = dense_opt
@@ -335,9 +336,10 @@ class FusedStep:
             self.mark.fill(-1)
         d._pending.clear()
         self.dense = []
-        for group in self.dense_opt.param_groups:
+        states = self.dense_opt.state if self.dense_opt is not None else {}
+        for group in self.dense_opt.param_groups if self.dense_opt is not None else ():  # None: fixed weights
             for p in group["params"]:
-                st = self.dense_opt.state[p]
+                st = states[p]
                 if not st:
                     st["step"] = torch.zeros((), dtype=torch.float32)
                     st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
@@ -384,6 +386,7 @@ class FusedStep:
     def _dense_hyper(self) -> np.ndarray:
         """(nweights, 5) float64: each dense weight's beta1, beta2, lr, eps, Keras' eps (-1 without; then
         eps is not read), re-made when a group's settings change (a learning-rate schedule)."""
+        assert self.dense_opt is not None  # called only with dense weights to step
         key = tuple(
             (g["betas"], g["lr"], g["keras_eps"] if "keras_eps" in g else g["eps"], "keras_eps" in g)
             for g in self.dense_opt.param_groups
@@ -433,9 +436,10 @@ class FusedStep:
             self.slab, uniq, counts, g_vals, self.mark, self.row_width, step + 1, c, b1, b2, group["lr"], group["eps"],
             keras, lo, hi, NCHUNK_MAP,
         )  # fmt: skip
-        _adam_dense_all(
-            self._dense_p, prog.dense_flat, self._dense_m, self._dense_v, self._dense_step, self._dense_hyper()
-        )
+        if self.dense:  # (none: a frozen model's fixed weights; their gradients are left unused)
+            _adam_dense_all(
+                self._dense_p, prog.dense_flat, self._dense_m, self._dense_v, self._dense_step, self._dense_hyper()
+            )
         for dgroup, st, *_ in self.dense:
             if "keras_eps" in dgroup:  # KerasEpsilonAdam: Keras' epsilon placement, the eps of this step
                 dgroup["eps"] = dgroup["keras_eps"] / math.sqrt(1.0 - dgroup["betas"][1] ** float(st["step"]))
@@ -454,11 +458,12 @@ def build_fused_step(network, data, optimizers, nobs_total: int, device: torch.d
         return None, f"{type(network).__name__} has no fused program"
     deferred = [o for o in optimizers if isinstance(o, DeferredAdam)]
     dense = [o for o in optimizers if not isinstance(o, DeferredAdam)]
-    if len(deferred) != 1 or len(dense) != 1 or len(deferred[0].param_groups) != 1:
+    if len(deferred) != 1 or len(dense) > 1 or len(deferred[0].param_groups) != 1:
         return None, "the fused step needs the deferred-adam optimiser scheme (DeferredAdam + Adam)"
-    dopt = dense[0]
-    if not isinstance(dopt, torch.optim.Adam) or any(
-        g.get("weight_decay", 0) or g.get("amsgrad") or g.get("maximize") for g in dopt.param_groups
+    dopt = dense[0] if dense else None  # None: the dense weights are fixed (a frozen model: no optimiser)
+    if dopt is not None and (
+        not isinstance(dopt, torch.optim.Adam)
+        or any(g.get("weight_decay", 0) or g.get("amsgrad") or g.get("maximize") for g in dopt.param_groups)
     ):
         return None, "the fused step needs plain Adam on the dense weights"
     program, reason = make(data, nobs_total)
@@ -467,8 +472,10 @@ def build_fused_step(network, data, optimizers, nobs_total: int, device: torch.d
     ids = {id(p) for p in deferred[0].param_groups[0]["params"]}
     if {id(t) for t in program.tables} != ids:
         return None, "the optimiser's state tables are not the network's"
-    dense_ids = [id(p) for g in dopt.param_groups for p in g["params"]]
-    if dense_ids != [id(p) for p in program.dense]:
+    if dopt is None and any(p.requires_grad for p in program.dense):
+        return None, "the network's dense weights are trained but have no optimiser"
+    dense_ids = [id(p) for g in dopt.param_groups for p in g["params"]] if dopt is not None else []
+    if dopt is not None and dense_ids != [id(p) for p in program.dense]:
         return None, "the dense optimiser's parameters are not the network's dense weights, in order"
     return FusedStep(program, deferred[0], dopt), ""
 
