@@ -46,6 +46,7 @@ ORDER = [
     "build (row counts, network, packing)",
     "initial diagnostics",
     "training",
+    "fitting the held-out state",
     "health checks",
     "save model",
     "final diagnostics",

@@ -3,6 +3,8 @@ ice emissivity of the network when the inputs coincide; file layout."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -188,6 +190,12 @@ def test_gridded_steps_on_one_torch_thread_each_whatever_the_threads(tmp_path, m
         for n in (1, 2, 3):
             chunk_writer.set_threads(n)
             files.append(write_gridded_emissivity(tmp_path / f"t{n}.nc", *args))
+            # the run's torch count is the process's again: a thread started now has it too
+            fresh: list[int] = []
+            probe = threading.Thread(target=lambda out=fresh: out.append(torch.get_num_threads()))
+            probe.start()
+            probe.join()
+            assert (torch.get_num_threads(), fresh) == (2, [2]), n
     finally:
         chunk_writer.set_threads(before)
         torch.set_num_threads(torch_before)

@@ -241,7 +241,8 @@ def _simulate_into(program, start: int, stop: int, zero_sic: bool | str, tb, emi
     a = program.arrays
     index = np.arange(start - program.row0, stop - program.row0, dtype=np.int64)  # rows of the packed tables
     refs = program.rows(index)
-    if program.row0 and a["has_obs"]:  # the observation-property row is the observation's: the last column
+    # the observation-property row is the observation's: the last column (rows() mapped it with obs_rows)
+    if program.row0 and a["has_obs"] and program.obs_rows is None:
         refs[:, -1] += program.row0
     nb, nref = refs.shape
     tables = [t.detach().numpy() for t in program.tables]

@@ -340,11 +340,20 @@ def _write_steps(put, emissivity, model, basis, inputs: GridInputs, chan_list, f
 
     def step(block: dict[str, np.ndarray], k: int) -> np.ndarray:
         props = np.concatenate([block["properties"][k], block["properties_obs_mean"][k]], axis=-1)
-        with torch_threads(1):
-            return evaluate(block["t_skin"][k], props)
+        return evaluate(block["t_skin"][k], props)
+
+    import torch
 
     workers = max(1, chunk_writer.threads() - 1)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grid-steps") as pool:
+    # each worker on one torch thread, set once (torch's count is also process-wide: a save and restore
+    # per step in two workers at once could leave the wrong one), the run's count put back afterwards
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch_threads(torch.get_num_threads()))
+        pool = stack.enter_context(
+            ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="grid-steps", initializer=torch.set_num_threads, initargs=(1,)
+            )
+        )
         for t0 in range(0, inputs.nstep, _STEP_BLOCK):
             t1 = min(t0 + _STEP_BLOCK, inputs.nstep)
             block = {name: _step_major(a, t0, t1) for name, a in arrays.items() if name in needed}

@@ -141,6 +141,8 @@ def _held_out_tensors(obs: Observations, rows: np.ndarray, device) -> Observatio
     (its ``iobs``). Copied range by range of the (memory-mapped) observations, whose pages are
     dropped after each range: a copy in the order of a random ``valid_index`` would touch every page
     of the cache at once."""
+    if rows.size > 1 and not bool(np.all(np.diff(rows) > 0)):  # distinct: each its own property row
+        raise ValueError("_held_out_tensors: the rows must be increasing")
     fields: dict[str, Any] = {
         name: np.empty((rows.size, *arr.shape[1:]), arr.dtype) for name, arr in obs.arrays().items()
     }
