@@ -122,3 +122,15 @@ def test_the_held_out_fit_takes_the_fused_step_and_equals_the_tensor_step(traine
         assert close.float().mean() > 0.999, (name, int((~close).sum()))  # the odd row at a kink
         assert float(diff.max()) < 0.02 * float(moved), (name, float(diff.max()))
     built.network.load_state_dict(start)
+
+
+def test_the_held_out_table_takes_increasing_rows_only(trained):
+    """Each packed row is its observation's own property row (the fused step's distinct batches): the
+    held-out table refuses rows out of order or repeated."""
+    from empirical_seaice.run.held_out import _held_out_tensors
+
+    obs = trained[0]
+    for rows in ([3, 1], [2, 2]):
+        with pytest.raises(ValueError, match="the rows must be increasing"):
+            _held_out_tensors(obs, np.array(rows), "cpu")
+    assert _held_out_tensors(obs, np.array([1, 3]), "cpu").obs_rows.tolist() == [1, 3]

@@ -183,11 +183,13 @@ def initial_pass(
     return PassResult(cost=sums.cost(nobs_total), departures=sums.departures.stats(), files=files)
 
 
-def _observed_rows(obs: Observations, rows: slice) -> tuple[np.ndarray, np.ndarray]:
-    """``tbobs``'s rows ``rows``: the observed TB (float32) and the mask, as in-memory copies (not views
-    of the memory-mapped cache, whose pages are dropped after the block: the compressing threads read
-    them later)."""
-    return np.array(obs.tb_obs_k[rows], dtype=np.float32), np.array(obs.mask[rows], dtype=bool)
+def _observed_rows(obs: Observations, rows: slice, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``tbobs``'s rows ``rows``: the observed TB (float32) and the mask (``mask``: its copy made already),
+    as in-memory copies (not views of the memory-mapped cache, whose pages are dropped after the block:
+    the compressing threads read them later)."""
+    if mask is None:
+        mask = np.array(obs.mask[rows], dtype=bool)
+    return np.array(obs.tb_obs_k[rows], dtype=np.float32), mask
 
 
 class _Stopped(Exception):
@@ -230,7 +232,6 @@ class AheadOfFinalPass:
     def _run(self) -> None:
         obs = self.obs
         try:
-            self._doing = f"writing {self.path.name}"
             block = out.block_rows(obs.nobs, obs.nchan)
             with chunk_writer.on_this_thread():
                 with out.open_tbobs(self.held.path(self.path), obs, *self.lonlat) as f:
@@ -335,7 +336,7 @@ def final_pass(
             if write:  # masked (NaN where the sensor lacks the channel) by the compressing threads
                 start = rows.start
                 if "tbobs" in files:
-                    files["tbobs"].write("tb", start, *_observed_rows(obs, rows))
+                    files["tbobs"].write("tb", start, *_observed_rows(obs, rows, mask))
                 files["tbsim"].write("tb", start, tb)
                 files["ice_emis"].write("ice_emis", start, sim.emis_ice, mask)
                 assert sim.tb_zero is not None

@@ -474,8 +474,7 @@ def build_fused_step(network, data, optimizers, nobs_total: int, device: torch.d
         return None, "the optimiser's state tables are not the network's"
     if dopt is None and any(p.requires_grad for p in program.dense):
         return None, "the network's dense weights are trained but have no optimiser"
-    dense_ids = [id(p) for g in dopt.param_groups for p in g["params"]] if dopt is not None else []
-    if dopt is not None and dense_ids != [id(p) for p in program.dense]:
+    if dopt is not None and [id(p) for g in dopt.param_groups for p in g["params"]] != [id(p) for p in program.dense]:
         return None, "the dense optimiser's parameters are not the network's dense weights, in order"
     return FusedStep(program, deferred[0], dopt), ""
 
