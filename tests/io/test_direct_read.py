@@ -239,3 +239,36 @@ def test_a_variable_shorter_than_its_unlimited_dimension_is_read_by_the_netcdf_l
     full, short = direct_read.locate(path, "FULL"), direct_read.locate(path, "SHORT")
     assert isinstance(full, direct_read.StoredVariable) and full.shape == (8,)
     assert short == "5 rows stored of an unlimited dimension of 8 (the netCDF library fills the rest)"
+
+
+def test_chunks_stored_as_is_next_to_each_other_are_read_as_one_block(tmp_path, monkeypatch):
+    """Unfiltered chunks lying next to each other in the file come as one block (one read), at most
+    JOINED_BLOCK_BYTES long; the values are the netCDF library's, for any rows."""
+    path = tmp_path / "v.nc"
+    _write(path, chunksizes=(64, NCHAN))  # 16 chunks of 64 rows (1,280 bytes each)
+    stored = direct_read.locate(path, "V")
+    assert isinstance(stored, direct_read.StoredVariable) and not (stored.shuffle or stored.deflate)
+    assert len(stored.pieces) == 16
+    adjacent = all(b[1] == a[1] + a[2] for a, b in zip(stored.pieces, stored.pieces[1:], strict=False))
+    assert adjacent  # how the netCDF library writes a small variable
+    assert [(a, b) for a, b, _ in stored.blocks(0, NOBS)] == [(0, NOBS)]
+    monkeypatch.setattr(direct_read, "JOINED_BLOCK_BYTES", 3 * 64 * NCHAN * 4)  # three chunks a block
+    bounds = [(a, b) for a, b, _ in stored.blocks(100, 900)]  # from the chunk holding row 100 (64..127)
+    assert bounds == [(100, 256), (256, 448), (448, 640), (640, 832), (832, 900)]
+    for a, b in [(0, NOBS), (100, 900), (999, 1000), (64, 65)]:
+        np.testing.assert_array_equal(_direct_rows(stored, a, b), _netcdf_rows(path, a, b), err_msg=f"rows {a}:{b}")
+
+
+def test_a_file_cut_short_in_a_joined_read_is_a_one_line_error(tmp_path):
+    path = tmp_path / "v.nc"
+    _write(path, chunksizes=(64, NCHAN))
+    stored = direct_read.locate(path, "V")
+    assert isinstance(stored, direct_read.StoredVariable)
+    row0, offset, size = stored.pieces[-1]
+    with open(path, "r+b") as f:  # the last chunk's second half gone
+        f.truncate(offset + size // 2)
+    with pytest.raises(SeaIceError) as info:
+        list(stored.blocks(0, NOBS))
+    msg = str(info.value)
+    assert "\n" not in msg and str(path) in msg and "variable V" in msg and f"row {row0}" in msg
+    assert "truncated" in msg and f"({size // 2} of {size} bytes)" in msg

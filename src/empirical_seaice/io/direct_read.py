@@ -5,9 +5,10 @@ then netCDF4-python builds a masked array of it (a comparison with the fill valu
 value); with one netCDF call at a time (the library is not thread-safe) that was most of the
 reader's user time. Here a netCDF-4 (HDF5) file's variable is located once (:func:`locate`:
 ``h5py``, the byte offset of each chunk, or of the contiguous data) and its rows are then read
-with ``pread`` from the file, each chunk inflated with ISA-L (``isal``, a standard zlib stream)
-and un-shuffled where HDF5's filters say so, on any thread, with no library lock
-(:meth:`StoredVariable.blocks`).
+on any thread, with no library lock (:meth:`StoredVariable.blocks`): a filtered chunk with ``pread``
+from the file, inflated with ISA-L (``isal``, a standard zlib stream) and un-shuffled where HDF5's
+filters say so; data stored as is (no filter) with one ``pread`` for the chunks that lie next to
+each other in the file (a few Python calls per megabyte instead of a few per chunk).
 
 The values are those of the netCDF path bit for bit, with one difference the caller handles:
 a value equal to the variable's fill value (its ``_FillValue``, else the netCDF default fill) is
@@ -55,6 +56,10 @@ _CHANGING_ATTRS = ("scale_factor", "add_offset", "missing_value", "valid_min", "
 CONTIGUOUS_ROWS = 1 << 14
 """Rows per read of a variable stored contiguously (not chunked)."""
 
+JOINED_BLOCK_BYTES = 1 << 20
+"""Most bytes of one read of pieces stored as is (:meth:`StoredVariable.blocks`: pieces next to each
+other in the file read together; a piece longer than this alone)."""
+
 _SHUFFLE, _DEFLATE = 2, 1  # HDF5 filter ids (H5Z_FILTER_SHUFFLE, H5Z_FILTER_DEFLATE)
 
 
@@ -91,9 +96,14 @@ class StoredVariable:
         return int(self.shape[1]) if len(self.shape) == 2 else 1
 
     def blocks(self, start: int, stop: int) -> Iterator[tuple[int, int, np.ndarray]]:
-        """``(a, b, values)`` covering rows ``[start, stop)`` piece by piece in order: ``values`` the
-        rows ``a .. b - 1`` as stored ((b - a, ncol), or (b - a,) for a 1-D variable), valid
-        until the next block (a reused buffer). Errors name the file and the variable."""
+        """``(a, b, values)`` covering rows ``[start, stop)`` in order: ``values`` the rows ``a .. b - 1``
+        as stored ((b - a, ncol), or (b - a,) for a 1-D variable), valid until the next block (a reused
+        buffer). Pieces stored as is (neither shuffled nor deflated) that lie next to each other in the
+        file are read as one block (:meth:`_joined_blocks`); any other piece by piece. Errors name the
+        file and the variable."""
+        if not (self.shuffle or self.deflate):
+            yield from self._joined_blocks(start, stop)
+            return
         mods = _modules()
         isal_zlib = mods[1] if self.deflate and not isinstance(mods, str) else None
         itemsize = self.dtype.itemsize
@@ -101,10 +111,7 @@ class StoredVariable:
         raw = np.empty(want, dtype=np.uint8)
         plain = np.empty(want, dtype=np.uint8) if self.shuffle else raw
         first = max(0, start // self.rows)
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError as exc:
-            raise SeaIceError(f"{self.path}: cannot read the file ({exc.strerror})") from None
+        fd = self._open()
         try:
             for row0, offset, size in self.pieces[first:]:
                 if row0 >= stop:
@@ -114,10 +121,59 @@ class StoredVariable:
                 if self.shuffle:
                     unshuffle(data, plain, itemsize)
                     data = plain
-                values = data.view(self.dtype)
-                values = values.reshape(-1, self.ncol) if len(self.shape) == 2 else values
-                a, b = max(start, row0), min(stop, row0 + self.rows, self.shape[0])
-                yield a, b, values[a - row0 : b - row0]
+                yield self._rows(data, row0, start, stop)
+        finally:
+            os.close(fd)
+
+    def _open(self) -> int:
+        try:
+            return os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise SeaIceError(f"{self.path}: cannot read the file ({exc.strerror})") from None
+
+    def _rows(self, data: np.ndarray, row0: int, start: int, stop: int) -> tuple[int, int, np.ndarray]:
+        """``(a, b, values)`` of the bytes ``data`` of the rows from ``row0`` on, cut to ``[start, stop)``."""
+        values = data.view(self.dtype)
+        values = values.reshape(-1, self.ncol) if len(self.shape) == 2 else values
+        a, b = max(start, row0), min(stop, row0 + values.shape[0], self.shape[0])
+        return a, b, values[a - row0 : b - row0]
+
+    def _joined_blocks(self, start: int, stop: int) -> Iterator[tuple[int, int, np.ndarray]]:
+        """:meth:`blocks` of pieces stored as is: the pieces next to each other in the file (HDF5 writes
+        most chunks so) read together, one ``pread`` of up to :data:`JOINED_BLOCK_BYTES` into a reused
+        buffer (a piece longer than that alone)."""
+        width = self.ncol * self.dtype.itemsize
+        first = max(0, start // self.rows)
+        pieces = [p for p in self.pieces[first:] if p[0] < stop]
+        if not pieces:
+            return
+        size_of = [self.rows * width if self.chunked else size for _, _, size in pieces]
+        buf = np.empty(max(JOINED_BLOCK_BYTES, max(size_of)), dtype=np.uint8)
+        fd = self._open()
+        try:
+            k = 0
+            while k < len(pieces):
+                row0, offset, size = pieces[k]
+                if size != size_of[k]:  # a chunk stored as is holds all its rows, also the last one
+                    raise SeaIceError(
+                        f"{self.path}: variable {self.name}: the chunk at row {row0} holds {size} bytes, "
+                        f"expected {size_of[k]}; the file is damaged"
+                    )
+                nbytes, j = size, k + 1  # the pieces that follow in the file, up to the buffer's size
+                while j < len(pieces) and pieces[j][1] == offset + nbytes and nbytes + size_of[j] <= buf.size:
+                    if pieces[j][2] != size_of[j]:
+                        break  # reported as the first piece of the next read
+                    nbytes += size_of[j]
+                    j += 1
+                n = os.preadv(fd, [buf[:nbytes].data], offset)
+                if n != nbytes:  # the file ends in the first piece not read whole
+                    cut = next(i for i in range(k, j) if pieces[i][1] + size_of[i] > offset + n)
+                    raise SeaIceError(
+                        f"{self.path}: variable {self.name}: the chunk at row {pieces[cut][0]} is cut short "
+                        f"({offset + n - pieces[cut][1]} of {size_of[cut]} bytes); the file is truncated"
+                    )
+                yield self._rows(buf[:nbytes], row0, start, stop)
+                k = j
         finally:
             os.close(fd)
 
