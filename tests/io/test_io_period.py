@@ -184,3 +184,23 @@ def test_window_counts_equal_numpy_unique():
         for g, w in zip(got, want, strict=True):
             assert g.dtype == w.dtype
             np.testing.assert_array_equal(g, w)
+
+
+def test_convention_is_decided_by_the_median_also_past_the_range_check():
+    """check_convention: values all within 1970-2100 pass without a median; a few outliers, NaN or
+    not, leave the decision to the median (plausible here); mostly other values are an error."""
+    from pathlib import Path
+
+    from empirical_seaice.errors import SeaIceError
+    from empirical_seaice.io.period import check_convention
+
+    days = D0 + np.linspace(0.0, 3.0, 101)
+    check_convention(days, Path("jd.nc"), "amsr2")  # all plausible
+    spoilt = days.copy()
+    spoilt[[3, 50]] = [59000.0, np.nan]  # one MJD and one missing value: the median stays plausible
+    check_convention(spoilt, Path("jd.nc"), "amsr2")
+    mjd = days - 2400000.5
+    mjd[:10] = days[:10]  # a few plausible values among MJDs
+    with pytest.raises(SeaIceError, match=r"jd.nc: variable JULIAN_DAY of sensor gmi looks like Modified Julian"):
+        check_convention(mjd, Path("jd.nc"), "gmi")
+    check_convention(np.full(4, np.nan), Path("jd.nc"), "gmi")  # nothing finite: left to the caller

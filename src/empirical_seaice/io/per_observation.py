@@ -198,12 +198,14 @@ def select_observations(
         zen[missing | out] = np.nan
     r.zenith_deg = zen
     r.keep = np.flatnonzero(keep)
-    # Hold only the kept observations from here on (a short period of a long file keeps little).
-    for name, arr in r.per_obs.items():
-        r.per_obs[name] = arr[r.keep]
-    if r.zenith_deg is not None:
-        r.zenith_deg = r.zenith_deg[r.keep]
-    r.julian_day = r.julian_day[r.keep]
+    # Hold only the kept observations from here on (a short period of a long file keeps little); with
+    # every row kept, the arrays are those already held (no copy)
+    if r.keep.size < n:
+        for name, arr in r.per_obs.items():
+            r.per_obs[name] = arr[r.keep]
+        if r.zenith_deg is not None:
+            r.zenith_deg = r.zenith_deg[r.keep]
+        r.julian_day = r.julian_day[r.keep]
     r.in_period = np.zeros(0, dtype=bool)
     dropped = n - r.keep.size - int((~in_period).sum())
     log.info(
@@ -228,11 +230,12 @@ def _read_grid_index(sf: SensorFiles, gname: str, n: int, ngrid: int, background
     gmiss = np.isnan(grid) | (grid < 0)
     if n and gmiss.sum() > MOSTLY * n:
         raise SeaIceError(f"{gpath}: variable {gname} mostly missing (NaN/fill/negative): {100 * gmiss.sum() / n:.0f}%")
-    if (grid[~gmiss] != np.round(grid[~gmiss])).any():
+    valid = grid[~gmiss] if gmiss.any() else grid  # the indices given
+    if (valid != np.round(valid)).any():
         raise SeaIceError(f"{gpath}: variable {gname} holds non-integer grid indices")
-    if (~gmiss).any() and grid[~gmiss].max() >= ngrid:
+    if valid.size and valid.max() >= ngrid:
         raise SeaIceError(
-            f"{gpath}: variable {gname} has grid index up to {int(grid[~gmiss].max())}, but the background "
+            f"{gpath}: variable {gname} has grid index up to {int(valid.max())}, but the background "
             f"{background_name} has ngrid={ngrid} grid points (indices 0..{ngrid - 1})"
         )
     return np.where(gmiss, -1, grid).astype(np.int32), gmiss

@@ -68,7 +68,11 @@ def date_convention(values: np.ndarray) -> str:
 
 
 def check_convention(julian_day: np.ndarray, path: Path, sensor: str) -> None:
-    """A sensor's ``JULIAN_DAY`` must be Julian days of 1970-2100 (by its median); else a one-line error."""
+    """A sensor's ``JULIAN_DAY`` must be Julian days of 1970-2100 (by its median); else a one-line error.
+    Values all finite and within those days have their median there too: the median is computed only
+    where they are not."""
+    if julian_day.size and PLAUSIBLE_JD[0] <= julian_day.min() and julian_day.max() <= PLAUSIBLE_JD[1]:
+        return  # NaN fails the comparisons
     finite = julian_day[np.isfinite(julian_day)]
     if finite.size == 0:
         return
