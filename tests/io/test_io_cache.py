@@ -281,6 +281,28 @@ def test_commit_behind_returns_the_maps_and_commits_the_same_cache(dataset, tmp_
     assert obs.source_digest == again.source_digest == plain.source_digest
 
 
+def test_pages_go_to_the_disk_during_the_read_only_for_a_commit_the_caller_waits_for(dataset, tmp_path, monkeypatch):
+    """A cache committed in the foreground starts writing each per-channel array out once it is complete
+    (CacheWriter.finished); one committed behind the run leaves that to the commit's flush, and both
+    commit the same arrays."""
+    from empirical_seaice.io.per_channel import PER_CHANNEL_MAP
+
+    ds = dataset("C", sensors=("amsr2", "gmi"))
+    started: list[str] = []
+    real = cache_mod.CacheWriter.finished
+    monkeypatch.setattr(cache_mod.CacheWriter, "finished", lambda self, name: started.append(name) or real(self, name))
+    fg, _ = read_training_data(ds.config, NLAG, tmp_path / "fg")
+    assert sorted(started) == sorted(PER_CHANNEL_MAP.values())
+    started.clear()
+    behind, _ = read_training_data(ds.config, NLAG, tmp_path / "behind", commit_behind=True)
+    cache_mod.join_commits(tmp_path / "behind")
+    assert started == []
+    assert json.loads((tmp_path / "behind" / "observations" / "manifest.json").read_text())["meta"]["nobs"] == 80
+    _assert_same(fg, behind)
+    _no_netcdf(monkeypatch)
+    _assert_same(fg, read_training_data(ds.config, NLAG, tmp_path / "behind")[0])  # a hit, the same arrays
+
+
 def test_a_read_waits_for_the_commit_behind_it(dataset, tmp_path, monkeypatch):
     """A second read of the same cache in the process waits for the commit still running behind the
     first (it holds the cache's lock) and then finds it: a hit, not a second build."""

@@ -111,20 +111,26 @@ mapped at once took the read's peak to 2.1 GiB."""
 
 
 def _read_fresh(
-    files: DataFiles, config: DataConfig, nlag: int, writer: _cache.CacheWriter | None = None
+    files: DataFiles,
+    config: DataConfig,
+    nlag: int,
+    writer: _cache.CacheWriter | None = None,
+    write_early: bool = True,
 ) -> tuple[Observations, BackgroundMaps]:
-    """Read the NetCDF files; with ``writer``, the arrays are written in place into the cache being built."""
+    """Read the NetCDF files; with ``writer``, the arrays are written in place into the cache being built,
+    and with ``write_early`` each per-channel array starts going to the disk once it is complete
+    (:meth:`~empirical_seaice.io.cache.CacheWriter.finished`): for a commit the caller waits for."""
     # the per-channel pass's compiled kernels loaded on a thread beside the per-observation passes
     warm = threading.Thread(target=warm_up, name="warm-up", daemon=True)
     warm.start()
     try:
-        return _read_passes(files, config, nlag, writer)
+        return _read_passes(files, config, nlag, writer, write_early)
     finally:
         warm.join()
 
 
 def _read_passes(
-    files: DataFiles, config: DataConfig, nlag: int, writer: _cache.CacheWriter | None
+    files: DataFiles, config: DataConfig, nlag: int, writer: _cache.CacheWriter | None, write_early: bool
 ) -> tuple[Observations, BackgroundMaps]:
     """:func:`_read_fresh`'s passes."""
     zeros = writer.zeros if writer is not None else numpy_zeros
@@ -173,7 +179,7 @@ def _read_passes(
     out, offsets = assemble_per_obs(reads, nobs, config.stepstart, zeros)
 
     # Pass 2: per-channel fields, block by block, into the unified basis.
-    finished = writer.finished if writer is not None else None
+    finished = writer.finished if writer is not None and write_early else None
     mask = read_per_channel(reads, offsets, basis, nobs, out, zeros, finished=finished)
     obs = Observations(
         **out,
@@ -218,7 +224,8 @@ def read_training_data(
     commit_behind : bool
         A cache built here is committed on a thread behind the caller
         (:func:`~empirical_seaice.io.cache.commit_behind`: its flush waits for the
-        disk) instead of before returning; the caller joins it
+        disk, and writes every page: none is written out during the read) instead of before
+        returning; the caller joins it
         (:func:`~empirical_seaice.io.cache.join_commits`) before it ends. The arrays
         returned are the same read-only maps.
 
@@ -258,7 +265,8 @@ def read_training_data(
         writer = _cache.CacheWriter(Path(cache_dir))
         try:
             with _checksums_beside(inputs) as checksums:  # no cache yet: the files are read meanwhile
-                obs, background = _read_fresh(files, config, nlag, writer)
+                # a commit behind the run writes the pages out there, not while the read needs both cores
+                obs, background = _read_fresh(files, config, nlag, writer, write_early=not commit_behind)
             sums = checksums.result()
         except BaseException:
             writer.abort()
