@@ -484,3 +484,34 @@ def test_join_commits_finds_the_commit_by_either_spelling_of_its_directory(datas
     cache_mod.join_commits(tmp_path / "rel")
     assert (tmp_path / "rel" / "observations" / "manifest.json").is_file()
     assert not cache_mod._PENDING
+
+
+def test_per_observation_arrays_are_reserved_first_and_cut_to_the_rows_kept(dataset, tmp_path, monkeypatch):
+    """The per-observation arrays are reserved with the per-channel ones, before them and mapped at once
+    (their pages in before the reader writes them); an observation dropped for an invalid field leaves
+    them, like the per-channel ones, cut to the rows kept, equal to a read without a cache."""
+    from empirical_seaice.io.per_observation import PER_OBS_DTYPES
+    from empirical_seaice.io.reader import RESERVE_AHEAD
+
+    def spoil(sensor, f):
+        f["TSFC"][5] = np.nan  # dropped: every array has a row fewer than the period
+
+    ds = dataset("C", sensors=("amsr2", "gmi"), edit=spoil)
+    reserved: list[tuple[list, int]] = []
+    real = cache_mod.CacheWriter.reserve
+    monkeypatch.setattr(
+        cache_mod.CacheWriter,
+        "reserve",
+        lambda self, arrays, ahead: reserved.append((list(arrays), ahead)) or real(self, arrays, ahead),
+    )
+    plain, _ = read_training_data(dataclasses.replace(ds.config, cache=False), NLAG, tmp_path / "none")
+    cached, _ = read_training_data(ds.config, NLAG, tmp_path / "c", commit_behind=True)
+    cache_mod.join_commits(tmp_path / "c")
+    ((arrays, ahead),) = reserved
+    assert [(n, dt) for n, _, dt in arrays[: len(PER_OBS_DTYPES)]] == list(PER_OBS_DTYPES.items())
+    assert {shape for _, shape, _ in arrays[: len(PER_OBS_DTYPES)]} == {(80,)}  # the period's rows
+    assert ahead == len(PER_OBS_DTYPES) + RESERVE_AHEAD
+    assert plain.nobs == 78  # a row of each sensor dropped
+    _assert_same(plain, cached)
+    for name in PER_OBS_DTYPES:
+        assert np.load(tmp_path / "c" / "observations" / f"{name}.npy", mmap_mode="r").shape == (78,), name

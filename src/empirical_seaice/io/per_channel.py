@@ -70,7 +70,7 @@ def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> L
     raise SeaIceError(f"{path}: variable {name} expected shape {want} (observation, channel), got {shape}")
 
 
-def channel_arrays(nobs: int, nchan: int) -> list[tuple[str, tuple[int, int], Any]]:
+def channel_arrays(nobs: int, nchan: int) -> list[tuple[str, tuple[int, ...], Any]]:
     """The arrays the pass makes, in the order it fills them: ``(name, shape, dtype)`` of the mask
     (bool) and of each per-channel field (float32), ``(nobs, nchan)`` each."""
     return [("mask", (nobs, nchan), np.dtype(bool))] + [

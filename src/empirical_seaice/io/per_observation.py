@@ -241,24 +241,32 @@ def _read_grid_index(sf: SensorFiles, gname: str, n: int, ngrid: int, background
     return np.where(gmiss, -1, grid).astype(np.int32), gmiss
 
 
+PER_OBS_DTYPES: dict[str, Any] = {
+    "igrid": np.dtype(np.int32),
+    "istep": np.dtype(np.int32),
+    "isensor": np.dtype(np.int16),
+    "t_skin_k": np.dtype(np.float32),
+    "wind_ms": np.dtype(np.float32),
+    "cloud_fraction": np.dtype(np.float32),
+    "zenith_deg": np.dtype(np.float32),
+    "julian_day": np.dtype(np.float64),
+    "obs_index": np.dtype(np.int64),
+}
+"""The per-observation array fields of :class:`~empirical_seaice.observations.Observations` and their types."""
+
+
+def per_obs_arrays(nobs: int) -> list[tuple[str, tuple[int, ...], Any]]:
+    """The arrays :func:`assemble_per_obs` makes, ``(name, shape, dtype)``, ``(nobs,)`` each."""
+    return [(name, (nobs,), dtype) for name, dtype in PER_OBS_DTYPES.items()]
+
+
 def assemble_per_obs(
     reads: list[SensorRead], nobs: int, stepstart: int, zeros: Zeros = numpy_zeros
 ) -> tuple[dict[str, Any], list[int]]:
     """The per-observation arrays of all sensors, concatenated (final content only: no temporaries
     beyond nobs; the array fields of :class:`Observations`), and each sensor's first row.
     ``zeros(name, shape, dtype)`` makes each array (the data cache's memory maps in a cached run)."""
-    dtypes = {
-        "igrid": np.int32,
-        "istep": np.int32,
-        "isensor": np.int16,
-        "t_skin_k": np.float32,
-        "wind_ms": np.float32,
-        "cloud_fraction": np.float32,
-        "zenith_deg": np.float32,
-        "julian_day": np.float64,
-        "obs_index": np.int64,
-    }
-    out: dict[str, np.ndarray] = {name: zeros(name, (nobs,), dt) for name, dt in dtypes.items()}
+    out: dict[str, np.ndarray] = {name: zeros(name, shape, dt) for name, shape, dt in per_obs_arrays(nobs)}
     offsets = []
     off = 0
     for s, r in enumerate(reads):
@@ -286,6 +294,8 @@ __all__ = [
     "select_observations",
     "check_sensor_kept",
     "assemble_per_obs",
+    "per_obs_arrays",
+    "PER_OBS_DTYPES",
     "Zeros",
     "numpy_zeros",
 ]

@@ -63,6 +63,7 @@ from empirical_seaice.io.per_observation import (
     check_sensor_kept,
     grid_variables,
     numpy_zeros,
+    per_obs_arrays,
     place_in_period,
     read_julian_day,
     select_observations,
@@ -107,7 +108,10 @@ the fields) that stay mapped once their pages are in (:meth:`~empirical_seaice.i
 the mask and the 2 fields the pass starts with (0.4 GB on the benchmark twin, as before the early
 reservation); the others' pages come in too while the per-observation fields are read, and are let go
 again until the pass reaches them. Mapped pages count in the process's resident memory: all of them
-mapped at once took the read's peak to 2.1 GiB."""
+mapped at once took the read's peak to 2.1 GiB. The per-observation arrays
+(:func:`~empirical_seaice.io.per_observation.per_obs_arrays`, 0.1 GB) are reserved before them and stay
+mapped: their pages come in first, before the reader writes them (:func:`assemble_per_obs`), instead of a
+page fault at each first write on the reader's thread."""
 
 
 def _read_fresh(
@@ -151,8 +155,10 @@ def _read_passes(
     for r, out_r in zip(reads, outside, strict=True):
         r.outside = out_r
         place_in_period(r, config, jd_origin, nsteps, bg_shape.nstep_total)
-    if writer is not None:  # the cache's per-channel arrays, at most this long; the first come into memory meanwhile
-        writer.reserve(channel_arrays(sum(int(r.in_period.sum()) for r in reads), basis.nchan), RESERVE_AHEAD)
+    if writer is not None:  # the cache's arrays, at most this long; the first come into memory meanwhile
+        bound = sum(int(r.in_period.sum()) for r in reads)
+        per_obs = per_obs_arrays(bound)
+        writer.reserve(per_obs + channel_arrays(bound, basis.nchan), len(per_obs) + RESERVE_AHEAD)
     background = read_background(
         files.seaice_background, files.tsfc_background, bg_shape, config.stepstart, nsteps, nlag
     )
