@@ -204,3 +204,21 @@ def test_convention_is_decided_by_the_median_also_past_the_range_check():
     with pytest.raises(SeaIceError, match=r"jd.nc: variable JULIAN_DAY of sensor gmi looks like Modified Julian"):
         check_convention(mjd, Path("jd.nc"), "gmi")
     check_convention(np.full(4, np.nan), Path("jd.nc"), "gmi")  # nothing finite: left to the caller
+
+
+def test_a_missing_and_a_stray_time_are_dropped_and_the_other_steps_kept(dataset, caplog):
+    """Windows and steps with some times missing or outside the data's period (the path beside the one of
+    all times valid): those two rows dropped, every other row's step as the 21 UTC rule gives it."""
+    rng = np.random.default_rng(3)
+    days = np.sort(D0 + 0.4 + 3.5 * rng.random(200))
+    days[17] = np.nan
+    days[120] = D0 + 40.5  # a stray timestamp, weeks after the others (0.5% of the sensor's rows)
+    ds = dataset("B", nobs=200, edit=_with_days(days))
+    with caplog.at_level("WARNING"):
+        obs, _ = read_training_data(ds.config, 1)
+    assert "sensor amsr2: 1 of 199 observations have a JULIAN_DAY outside the data's period" in caplog.text
+    kept = np.setdiff1d(np.arange(200), [17, 120])
+    np.testing.assert_array_equal(obs.obs_index, kept)
+    assert obs.jd_origin == D0
+    np.testing.assert_array_equal(obs.istep, np.floor(days[kept] - D0 - 0.375).astype(np.int64))
+    assert set(np.unique(obs.istep)) == {0, 1, 2, 3}

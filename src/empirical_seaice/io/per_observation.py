@@ -139,8 +139,11 @@ def place_in_period(r: SensorRead, config: DataConfig, jd_origin: float, nsteps:
     count bounds the sensor's kept observations before its per-observation fields are read."""
     sf, n = r.files, r.nobs_file
     ok = np.isfinite(r.julian_day) & ~r.outside
-    istep_int = np.full(n, -1, dtype=np.int64)
-    istep_int[ok] = step_index(r.julian_day[ok], jd_origin, config.steps_per_day)
+    if ok.all():  # no time missing or outside: every step index computed, with no copy of the days
+        istep_int = step_index(r.julian_day, jd_origin, config.steps_per_day)
+    else:
+        istep_int = np.full(n, -1, dtype=np.int64)
+        istep_int[ok] = step_index(r.julian_day[ok], jd_origin, config.steps_per_day)
     early = int((ok & (istep_int < 0)).sum())
     if early:
         log.warning(

@@ -104,12 +104,27 @@ def _window_counts(win: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return uniq + lo, counts[uniq]
 
 
+def _windows(jd: np.ndarray, n: int) -> np.ndarray:
+    """The absolute window index ``floor(n * (jd - 0.375))`` (int64) of finite Julian days ``jd``, ``n``
+    windows a day (the same operations on one temporary)."""
+    t = jd - 0.375
+    t *= n
+    np.floor(t, out=t)
+    return t.astype(np.int64)
+
+
+def _finite(jd: np.ndarray) -> np.ndarray:
+    """The finite values of ``jd``: ``jd`` itself where they all are."""
+    ok = np.isfinite(jd)
+    return jd if ok.all() else jd[ok]
+
+
 def bulk_period(days: Sequence[np.ndarray], config: DataConfig) -> tuple[float, int, int, int]:
     """(jd_origin, last step, first and last absolute window) of the data's bulk: runs of days separated by a
     day without observations whose density is below :data:`OUTLIER_DENSITY` of the largest run's are outside."""
     n = config.steps_per_day
-    jd = np.concatenate([d[np.isfinite(d)] for d in days])
-    win = np.floor(n * (jd - 0.375)).astype(np.int64)  # absolute window index
+    jd = np.concatenate([_finite(d) for d in days])
+    win = _windows(jd, n)  # absolute window index
     uniq, counts = _window_counts(win)
     starts = np.flatnonzero(np.diff(uniq, prepend=uniq[0] - 2) > 1)
     totals = np.add.reduceat(counts, starts)
@@ -138,8 +153,11 @@ def _outside(
     outside = []
     for jd, path, sensor in zip(days, paths, sensors, strict=True):
         ok = np.isfinite(jd)
-        win = np.full(jd.shape[0], w0, dtype=np.int64)
-        win[ok] = np.floor(config.steps_per_day * (jd[ok] - 0.375)).astype(np.int64)
+        if ok.all():
+            win = _windows(jd, config.steps_per_day)
+        else:
+            win = np.full(jd.shape[0], w0, dtype=np.int64)
+            win[ok] = _windows(jd[ok], config.steps_per_day)
         out = ok & ((win < w0) | (win > w1))
         outside.append(out)
         nout = int(out.sum())
