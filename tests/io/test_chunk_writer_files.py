@@ -87,6 +87,13 @@ def test_tb_is_chunked_by_channel_and_ice_emis_by_rows(case, tmp_path):
         assert b["ice_emis"].encoding["chunksizes"] == (18_724, obs.nchan)
         np.testing.assert_array_equal(a["tb"].values, masked(tb, obs.mask))
         np.testing.assert_array_equal(b["ice_emis"].values, masked(tb / 300.0, obs.mask))
+    wide = np.concatenate([tb, tb + 1.0], axis=1)  # the final pass's TB and TB with SIC 0: halves of one array
+    with o.open_tb(tmp_path / "tbsim_t.nc", obs.nobs, obs.basis, "tbsim") as f:
+        for start in range(0, obs.nobs, 18_724):  # whole chunks: masked by the compressing threads
+            rows = slice(start, start + 18_724)
+            f.write("tb", start, wide[rows, obs.nchan :], obs.mask[rows])
+    with xr.open_dataset(tmp_path / "tbsim_t.nc") as a:
+        np.testing.assert_array_equal(a["tb"].values, masked(tb + 1.0, obs.mask))
     assert cf.chunks_for((NOBS, 14), 4, by_column=True) == (18_724, 1)
     assert cf.chunks_for((NOBS,), 4, by_column=True) == (NOBS,)  # 1-D: as ever
 
@@ -100,6 +107,8 @@ def test_shuffled_columns_by_hand():
     keep = np.array([[True, True], [False, True]])
     out = chunk_writer.shuffled_columns(values, keep)  # NaN: 0x7FC00000, little-endian 00 00 C0 7F
     assert out.tolist() == [[1, 0, 2, 0, 3, 0xC0, 4, 0x7F], [5, 13, 6, 14, 7, 15, 8, 16]]
+    wide = np.concatenate([values, values], axis=1)  # strided columns: the same bytes
+    np.testing.assert_array_equal(chunk_writer.shuffled_columns(wide[:, 2:], keep), out)
     for j in range(2):  # the row shuffle of each column alone
         np.testing.assert_array_equal(out[j], chunk_writer.shuffled(np.ascontiguousarray(values[:, j]), keep[:, j]))
     with pytest.raises(ValueError, match="mask of shape"):

@@ -184,7 +184,7 @@ def shuffled_columns(values: np.ndarray, keep: np.ndarray | None = None) -> np.n
         raise ValueError(f"mask of shape {np.shape(keep)} for values of shape {values.shape}")
     if values.dtype == np.float32 and np.little_endian and _shuffle4_columns is not None:
         out = np.empty((ncol, n * 4), dtype=np.uint8)
-        src = np.ascontiguousarray(values).view(np.uint32)
+        src = values.view(np.uint32)  # any strides (a block's columns are read in the CPU's cache)
         k = np.ascontiguousarray(keep, dtype=bool).view(np.uint8) if keep is not None else np.ones((1, 1), np.uint8)
         _shuffle4_columns(src, k, keep is not None, _NAN32, out)
         return out
@@ -335,7 +335,8 @@ class ChunkWriter:
         _check_rows(name, v, start, values, keep)
         if keep is not None and not self._by_whole_chunks(v, start, len(values)):
             values, keep = masked_values(values, keep), None  # not whole chunks: masked here
-        values = np.ascontiguousarray(values, dtype=v.dtype)
+        # cut into columns by the workers (shuffled_columns): any strides, no copy here
+        values = np.asarray(values, dtype=v.dtype) if v.by_column else np.ascontiguousarray(values, dtype=v.dtype)
         if keep is not None:
             self._whole_chunks(v, start, values, np.asarray(keep, dtype=bool))
             return
