@@ -115,7 +115,8 @@ def _shuffle4_columns_py(src, keep, masked, nan, out):  # pragma: no cover - com
     each value's four bytes written to its column's four planes (a block of rows, about 1 MiB, is in
     the CPU's cache; column by column, a read with a stride of one row, was slower): about 3 times the
     time of :func:`_shuffle4_masked` of the same rows (32 against 9 ms for 71 MB of the benchmark twin's
-    ``tbzero``), which the faster deflate of the columns more than makes up (:func:`empirical_seaice.io.cf.by_channel`)."""
+    ``tbzero``), which the faster deflate of the columns more than makes up
+    (:func:`empirical_seaice.io.cf.by_channel`)."""
     n, ncol = src.shape
     for i in range(n):
         for j in range(ncol):

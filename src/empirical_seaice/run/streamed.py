@@ -53,7 +53,6 @@ from empirical_seaice.run import interrupt
 from empirical_seaice.run.health import ObservationChecks
 from empirical_seaice.threads import numba_threads, torch_threads
 
-
 PASS_ROWS = 1 << 16
 """Observations per block of the streamed passes, about (whole compression chunks: 61,680 rows of 17
 channels). A block is packed (the final pass), simulated, summed and written before the next; at 65,536
