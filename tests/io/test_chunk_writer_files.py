@@ -21,6 +21,7 @@ from e2e.fakes import make_obs  # noqa: E402
 from e2e.test_streamed_outputs import _same  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not chunk_writer.AVAILABLE, reason="isal or h5py not installed")
+h5py = pytest.importorskip("h5py")
 
 NOBS = 40_000  # (40000, 14) float32: two whole compression chunks of 18,724 rows and a short one
 
@@ -70,6 +71,48 @@ def test_streamed_chunks_equal_the_library_file(case, tmp_path, monkeypatch, blo
     assert len(calls) == 3 + 3 + 7 + 1
     for name in ("tbsim_t.nc", "tbobs_t.nc", "properties_obs_t.nc"):
         _same(tmp_path / "lib" / name, fast / name)
+    # the TBs one channel a chunk (cf.by_channel): 3 rows of chunks of 14 channels, every one written
+    with h5py.File(fast / "tbsim_t.nc", "r") as h:
+        assert h["tb"].chunks == (18_724, 1) and h["tb"].id.get_num_chunks() == 3 * obs.nchan
+        assert all(h["tb"].id.get_chunk_info(k).filter_mask == 0 for k in range(3 * obs.nchan))
+
+
+def test_tb_is_chunked_by_channel_and_ice_emis_by_rows(case, tmp_path):
+    """cf.by_channel: a TB per observation one channel a chunk, the same rows; the emissivities whole rows."""
+    obs, tb = case
+    o.write_tb(tmp_path / "tbzero_t.nc", tb, obs.basis, "tbzero", obs.mask)
+    o.write_ice_emis(tmp_path / "ice_emis_t.nc", tb / 300.0, obs.basis, obs.mask)
+    with xr.open_dataset(tmp_path / "tbzero_t.nc") as a, xr.open_dataset(tmp_path / "ice_emis_t.nc") as b:
+        assert a["tb"].encoding["chunksizes"] == (18_724, 1)
+        assert b["ice_emis"].encoding["chunksizes"] == (18_724, obs.nchan)
+        np.testing.assert_array_equal(a["tb"].values, masked(tb, obs.mask))
+        np.testing.assert_array_equal(b["ice_emis"].values, masked(tb / 300.0, obs.mask))
+    wide = np.concatenate([tb, tb + 1.0], axis=1)  # the final pass's TB and TB with SIC 0: halves of one array
+    with o.open_tb(tmp_path / "tbsim_t.nc", obs.nobs, obs.basis, "tbsim") as f:
+        for start in range(0, obs.nobs, 18_724):  # whole chunks: masked by the compressing threads
+            rows = slice(start, start + 18_724)
+            f.write("tb", start, wide[rows, obs.nchan :], obs.mask[rows])
+    with xr.open_dataset(tmp_path / "tbsim_t.nc") as a:
+        np.testing.assert_array_equal(a["tb"].values, masked(tb + 1.0, obs.mask))
+    assert cf.chunks_for((NOBS, 14), 4, by_column=True) == (18_724, 1)
+    assert cf.chunks_for((NOBS,), 4, by_column=True) == (NOBS,)  # 1-D: as ever
+
+
+def test_shuffled_columns_by_hand():
+    """Each column's chunk in HDF5's shuffle order (byte 0 of every value, then byte 1, ...); masked values NaN."""
+    words = np.array([[0x04030201, 0x08070605], [0x0C0B0A09, 0x100F0E0D]], dtype=np.uint32)
+    values = words.view(np.float32)
+    out = chunk_writer.shuffled_columns(values)
+    assert out.tolist() == [[1, 9, 2, 10, 3, 11, 4, 12], [5, 13, 6, 14, 7, 15, 8, 16]]
+    keep = np.array([[True, True], [False, True]])
+    out = chunk_writer.shuffled_columns(values, keep)  # NaN: 0x7FC00000, little-endian 00 00 C0 7F
+    assert out.tolist() == [[1, 0, 2, 0, 3, 0xC0, 4, 0x7F], [5, 13, 6, 14, 7, 15, 8, 16]]
+    wide = np.concatenate([values, values], axis=1)  # strided columns: the same bytes
+    np.testing.assert_array_equal(chunk_writer.shuffled_columns(wide[:, 2:], keep), out)
+    for j in range(2):  # the row shuffle of each column alone
+        np.testing.assert_array_equal(out[j], chunk_writer.shuffled(np.ascontiguousarray(values[:, j]), keep[:, j]))
+    with pytest.raises(ValueError, match="mask of shape"):
+        chunk_writer.shuffled_columns(values, keep[:1])
 
 
 def _gridded(ny: int = 60, nx: int = 50, nt: int = 3) -> xr.Dataset:

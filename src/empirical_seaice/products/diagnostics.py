@@ -84,12 +84,12 @@ class DepartureSums:
     def add_block(self, tb_obs: np.ndarray, tb_sim: np.ndarray, mask: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         """:meth:`add`, plus ``J_o += sum_i sum_c mask ((y - TB') / sigma_c)^2`` (:attr:`obs_sum`, as
         :func:`observation_cost_sum`); returns ``TB'`` as float32 with NaN where masked (the output files')."""
-        tb_sim = np.ascontiguousarray(tb_sim, dtype=np.float32)
+        tb_sim = np.asarray(tb_sim, dtype=np.float32)  # any strides (the final pass's TB: half of a wider array)
         if _block_sums is None:  # pragma: no cover - without numba
             self.add(tb_obs, tb_sim, mask)
             self.obs_sum += objective.observation_sum(tb_obs, tb_sim, mask, sigma)
             return np.where(np.asarray(mask, dtype=bool), tb_sim, np.float32(np.nan))
-        out = np.empty_like(tb_sim)
+        out = np.empty(tb_sim.shape, dtype=np.float32)
         self.obs_sum += _block_sums(
             np.asarray(tb_obs), tb_sim, np.asarray(mask), np.asarray(sigma, dtype=np.float64),
             self.count, self.s1, self.s2, out,

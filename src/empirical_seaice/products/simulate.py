@@ -107,8 +107,8 @@ def simulate_blocks(
             if blocks is not None and start > 0:
                 program.use(blocks(start, stop))
             if with_zero and not zero_sic:
+                # tb and tb0: the two halves of one (n, 2 nchan) array, used as they are (no copies)
                 tb, emis, sic, emis_anchor, tb0 = simulate_range(program, start, stop, zero_sic="both")
-                tb, tb0 = np.ascontiguousarray(tb), np.ascontiguousarray(tb0)
             else:
                 tb, emis, sic, emis_anchor = simulate_range(program, start, stop, zero_sic=zero_sic)
                 tb0 = tb if with_zero else None

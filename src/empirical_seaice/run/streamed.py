@@ -53,6 +53,13 @@ from empirical_seaice.run import interrupt
 from empirical_seaice.run.health import ObservationChecks
 from empirical_seaice.threads import numba_threads, torch_threads
 
+PASS_ROWS = 1 << 16
+"""Observations per block of the streamed passes, about (whole compression chunks: 61,680 rows of 17
+channels). A block is packed (the final pass), simulated, summed and written before the next; at 65,536
+rows its packed table (24 MB) and outputs are still in the CPU's cache when they are read again: on the
+``benchmark`` twin the final pass took 0.3-0.5 CPU-s less than in blocks of 262,144 rows, its peak
+about 230 MiB lower (benchmarks/results.md)."""
+
 
 @dataclass
 class PassResult:
@@ -168,7 +175,7 @@ def initial_pass(
     """Before training: the cost and departures before, and (``held`` and ``path`` given)
     ``tbsim_initial`` held for ``path``."""
     sums = _Sums(network, obs)
-    block = out.block_rows(obs.nobs, obs.nchan)
+    block = out.block_rows(obs.nobs, obs.nchan, target=PASS_ROWS)
     with contextlib.ExitStack() as stack:
         f = None
         if held is not None and path is not None:
@@ -232,7 +239,7 @@ class AheadOfFinalPass:
     def _run(self) -> None:
         obs = self.obs
         try:
-            block = out.block_rows(obs.nobs, obs.nchan)
+            block = out.block_rows(obs.nobs, obs.nchan, target=PASS_ROWS)
             with chunk_writer.on_this_thread():
                 with out.open_tbobs(self.held.path(self.path), obs, *self.lonlat) as f:
                     for start in range(0, obs.nobs, block):
@@ -308,7 +315,7 @@ def final_pass(
     sums = _Sums(network, obs)
     checks = ObservationChecks(obs.nchan)
     errors = diag.EmisErrorSums(obs.nchan) if getattr(truth, "emis_ice", None) is not None else None
-    block = out.block_rows(obs.nobs, obs.nchan)
+    block = out.block_rows(obs.nobs, obs.nchan, target=PASS_ROWS)
     write = held is not None and paths is not None
     with contextlib.ExitStack() as stack:
         files: dict[str, Any] = {}
