@@ -57,8 +57,8 @@ PASS_ROWS = 1 << 16
 """Observations per block of the streamed passes, about (whole compression chunks: 61,680 rows of 17
 channels). A block is packed (the final pass), simulated, summed and written before the next; at 65,536
 rows its packed table (24 MB) and outputs are still in the CPU's cache when they are read again: on the
-``benchmark`` twin the final pass took 0.3-0.5 CPU-s less than in blocks of 262,144 rows, its peak
-about 230 MiB lower (benchmarks/results.md)."""
+``benchmark`` twin a ``--diagsonly`` run's final pass took 3.9-4.3 CPU-s against 4.4-4.7 in blocks of
+262,144 rows, its peak about 200 MiB lower (benchmarks/results.md)."""
 
 
 @dataclass
