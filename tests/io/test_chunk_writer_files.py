@@ -98,6 +98,20 @@ def test_tb_is_chunked_by_channel_and_ice_emis_by_rows(case, tmp_path):
     assert cf.chunks_for((NOBS,), 4, by_column=True) == (NOBS,)  # 1-D: as ever
 
 
+@pytest.mark.parametrize(
+    "shape, chunks, ok",
+    [
+        ((100, 17), (10, 17), True),  # whole rows
+        ((100, 17), (10, 1), True),  # one column a chunk (cf.by_channel)
+        ((100, 17), (10, 2), False),  # columns cut otherwise
+        ((100, 3, 17), (10, 1, 17), False),  # 3-D cut along a trailing dimension
+        ((100,), (10,), True),
+    ],
+)
+def test_usable_takes_whole_rows_or_one_column_a_chunk(shape, chunks, ok):
+    assert chunk_writer.usable({"v": {"zlib": True, "chunksizes": chunks}}, {"v": shape}) is ok
+
+
 def test_shuffled_columns_by_hand():
     """Each column's chunk in HDF5's shuffle order (byte 0 of every value, then byte 1, ...); masked values NaN."""
     words = np.array([[0x04030201, 0x08070605], [0x0C0B0A09, 0x100F0E0D]], dtype=np.uint32)

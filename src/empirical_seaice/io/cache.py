@@ -345,7 +345,7 @@ class CacheWriter:
         only for a cache committed in the foreground: behind the run (:func:`commit_behind`) the commit's
         flush writes them all, and the write-out does not take CPU from the read (the benchmark twin on
         2 cores, a busy machine: the read 1.24-1.33 s, 2.0-2.2 CPU-s, against 1.49-2.30 s, 2.3-2.7
-        CPU-s with the write-out during it)."""
+        CPU-s with the write-out during it; benchmarks/results.md, seventh round)."""
         arr = self.mapped.get(name)
         if arr is None or _sync_file_range is None:
             return

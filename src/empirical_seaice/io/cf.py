@@ -50,7 +50,8 @@ larger than level 2 for 14 % less compression time (benchmarks/results.md); comp
 outputs is the largest part of a run's CPU time after training."""
 
 CHUNK_TARGET_BYTES = 1 << 20
-"""Approximate size of a chunk (1 MiB): whole trailing dimensions, rows of the first."""
+"""Approximate size of a chunk (1 MiB): whole trailing dimensions, rows of the first (the TBs per
+observation: the same rows, one channel a chunk, :func:`by_channel`)."""
 
 STANDARD = {
     "sic": {"standard_name": "sea_ice_area_fraction", "cell_methods": "area: mean where sea"},
@@ -193,9 +194,10 @@ def by_channel(var: Any) -> bool:
 def encoding(variables: Mapping[Any, Any]) -> dict[Any, dict[str, Any]]:
     """xarray ``to_netcdf`` encoding of the variables of an output dataset.
 
-    Floats: ``_FillValue = NaN`` (none on times and bounds); integers: no fill value; strings: fixed-length
-    ``char`` arrays (dimension ``<name>_strlen``); every numeric variable of at
-    least :data:`COMPRESS_MIN_BYTES` bytes zlib-compressed in chunks of ~1 MiB.
+        Floats: ``_FillValue = NaN`` (none on times and bounds); integers: no fill value; strings: fixed-length
+        ``char`` arrays (dimension ``<name>_strlen``); every numeric variable of at
+        least :data:`COMPRESS_MIN_BYTES` bytes zlib-compressed in chunks of ~1 MiB (the TBs per observation:
+    the rows of such a chunk, one channel a chunk; :func:`by_channel`).
     """
     enc: dict[Any, dict[str, Any]] = {}
     no_fill = {str(v.attrs["bounds"]) for v in variables.values() if "bounds" in v.attrs}

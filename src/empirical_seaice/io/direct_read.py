@@ -168,9 +168,11 @@ class StoredVariable:
                 n = os.preadv(fd, [buf[:nbytes].data], offset)
                 if n != nbytes:  # the file ends in the first piece not read whole
                     cut = next(i for i in range(k, j) if pieces[i][1] + size_of[i] > offset + n)
+                    what = "chunk" if self.chunked else "data"
                     raise SeaIceError(
-                        f"{self.path}: variable {self.name}: the chunk at row {pieces[cut][0]} is cut short "
-                        f"({offset + n - pieces[cut][1]} of {size_of[cut]} bytes); the file is truncated"
+                        f"{self.path}: variable {self.name}: the {what} at row {pieces[cut][0]} is cut short "
+                        f"({offset + n - pieces[cut][1]} of {size_of[cut]} bytes); the file is truncated: "
+                        "replace it with a complete copy"
                     )
                 yield self._rows(buf[:nbytes], row0, start, stop)
                 k = j

@@ -17,7 +17,8 @@ CHUNK = 32768
 """Observations per chunk of the tensor forward pass of the diagnostics."""
 
 BLOCK = 1 << 18
-"""Observations per block of a streamed diagnostics pass (:func:`simulate_blocks`)."""
+"""Observations per block of :func:`simulate_blocks` by default (the run's streamed passes give theirs:
+:data:`empirical_seaice.run.streamed.PASS_ROWS`)."""
 
 
 @dataclass
@@ -30,6 +31,8 @@ class Simulation:
     emis_anchor : (nobs,) the anchored ice emissivity (the anchor channel's, or the v2 network's
         at the anchor frequency); None if the network does not report it.
     tb_zero : (nobs, nchan) the TB with SIC set to zero (``tbzero``), where asked for (``with_zero``).
+        From the compiled pass, ``tb`` and ``tb_zero`` are the two halves of one (n, 2 nchan) array:
+        not C-contiguous (index them; do not ``reshape(-1)``, ``view`` to another item size or ``tobytes``).
     """
 
     tb: np.ndarray

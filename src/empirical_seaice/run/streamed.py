@@ -1,7 +1,7 @@
 """The per-observation diagnostics of a training run in streamed passes: one block of observations at a time.
 
 A block (:func:`empirical_seaice.io.output_writer.block_rows` observations,
-about 2.6e5) is simulated with the compiled forward pass
+about :data:`PASS_ROWS`) is simulated with the compiled forward pass
 (:func:`empirical_seaice.products.diagnostics.simulate_blocks`), its
 contributions to the sums are added (the observation term ``J_o``, the v2
 anchor floor penalty, the departures ``y - H(x)``, the health checks'
