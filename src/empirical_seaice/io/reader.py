@@ -110,8 +110,8 @@ reservation); the others' pages come in too while the per-observation fields are
 again until the pass reaches them. Mapped pages count in the process's resident memory: all of them
 mapped at once took the read's peak to 2.1 GiB. The per-observation arrays
 (:func:`~empirical_seaice.io.per_observation.per_obs_arrays`, 0.1 GB) are reserved before them and stay
-mapped: the pages of those of 16 MiB or more (the cache writer's threshold for bringing pages in,
-threshold; ``julian_day`` and ``obs_index`` on the benchmark twin) come in first, on the writer's thread,
+mapped: the pages of those of 16 MiB or more (the cache writer's threshold for bringing pages in;
+``julian_day`` and ``obs_index`` on the benchmark twin) come in first, on the writer's thread,
 before the reader writes them (:func:`assemble_per_obs`), instead of a page fault at each first write on
 the reader's thread; the smaller ones fault in as before."""
 
