@@ -68,9 +68,11 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     HAVE_NUMBA = False
 
 
-_AHEAD = 4
+_AHEAD = 8
 """Prefetch distance: :func:`_catch_up_batch_rows` fetches the slab rows of the observation this many ahead (their
-marks too where the marks are kept in the rows), :func:`_adam_rows` the slab rows ``4 _AHEAD`` ahead."""
+marks too where the marks are kept in the rows), :func:`_adam_rows` the slab rows ``4 _AHEAD`` ahead. 8
+rather than 4: at batch 16384 on two threads 2.72-2.83 M observations/s against 2.68-2.75 M, at batch 1024
+and on one thread the same (benchmarks/results.md, seventh round); 16 was no better than 8."""
 
 
 def _catch_up_batch_rows(  # noqa: C901 - one compiled pass: the search, the catch-up and the copy of each row
