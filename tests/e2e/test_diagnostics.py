@@ -47,6 +47,19 @@ def test_observation_cost_sum_hand_value():
     assert d.observation_cost_sum(obs, sim) == pytest.approx(12.0)
 
 
+def test_anchor_floor_sum_hand_value_and_the_cost_term():
+    """The compiled anchor floor sum of a block: by hand, and equal to the cost's torch term on many values."""
+    net = SimpleNamespace(cost_config=SimpleNamespace(anchor="floor", anchor_value=0.7, anchor_error=0.01))
+    e = np.array([0.69, 0.75, 0.7, 0.68], dtype=np.float32)  # below the floor by 0.01 and 0.02 (float32 values)
+    r = 0.7 - e.astype(np.float64)
+    assert d.anchor_floor_sum(net, e) == pytest.approx((r[0] ** 2 + r[3] ** 2) / 1e-4, rel=1e-12)
+    assert d.anchor_floor_sum(net, e) == pytest.approx(5.0, rel=1e-5)  # (1 + 4) x 1e-4 / 1e-4
+    many = np.random.default_rng(4).uniform(0.6, 0.8, 100_000).astype(np.float32)
+    torch_sum = float(d.costs.anchor_floor_penalty(torch.from_numpy(many.astype(np.float64)), 0.7, 0.01))
+    assert d.anchor_floor_sum(net, many) == pytest.approx(torch_sum, rel=1e-13)
+    assert d.anchor_floor_sum(SimpleNamespace(cost_config=SimpleNamespace(anchor="mean")), e) is None
+
+
 def test_observed_points_and_truth_scores_hand_case():
     obs = make_obs(nobs=4, sensors=("amsr2",), ngrid=3, nstep=2)
     # obs (g, t): (0,0) (1,0) (2,0) (0,1); grid point 1 and 2 at step 1 unobserved

@@ -123,13 +123,26 @@ def _block_sums_py(y, h, mask, sigma, count, s1, s2, out):  # pragma: no cover -
     return jo
 
 
+def _anchor_floor_sum_py(e, floor, sigma2):  # pragma: no cover - compiled below
+    """``sum_i max(floor - e_i, 0)^2 / sigma^2`` of float32 or float64 ``e``, in float64, in order (each term
+    as :func:`empirical_seaice.cost.terms.anchor_floor_penalty` computes it in float64)."""
+    total = 0.0
+    for i in range(e.shape[0]):
+        r = floor - np.float64(e[i])
+        if r > 0.0:
+            total += r * r / sigma2
+    return total
+
+
 _block_sums: Any
+_anchor_floor_sum: Any
 try:
     from empirical_seaice.compiled import njit
 
     _block_sums = njit(cache=True, nogil=True)(_block_sums_py)
+    _anchor_floor_sum = njit(cache=True, nogil=True)(_anchor_floor_sum_py)
 except ImportError:  # pragma: no cover - exercised only where numba is absent
-    _block_sums = None
+    _block_sums = _anchor_floor_sum = None
 
 
 def departure_stats(obs: Observations, tb_sim: np.ndarray, chunk: int = 262144) -> DepartureStats:
@@ -167,12 +180,21 @@ def full_cost(network: HybridNetwork, obs: Observations, sim: Simulation, nobs_t
 
 def anchor_floor_sum(network: HybridNetwork, emis_anchor: np.ndarray | None) -> float | None:
     """The v2 anchor floor penalty ``sum_i max(floor - e_i, 0)^2 / sigma^2`` of a block of
-    observations (float64); None for the v1 mean anchor (a term of ``e0``, not of the observations)."""
+    observations (float64); None for the v1 mean anchor (a term of ``e0``, not of the observations).
+
+    One compiled pass in order (the same on any number of threads; the terms those of
+    :func:`empirical_seaice.cost.terms.anchor_floor_penalty` in float64, their sum in another order: tested
+    equal to 1e-13). The torch expression it replaces woke torch's threads at every block of a streamed pass,
+    where they took the cores of the compressing threads: a ``--diagsonly`` run's final pass on the
+    benchmark twin took 3.1 s against 2.6 s (benchmarks/results.md, seventh round)."""
     cc = network.cost_config
     if cc.anchor == "mean" or emis_anchor is None:
         return None
-    e = torch.from_numpy(np.asarray(emis_anchor, dtype=np.float64))
-    return float(costs.anchor_floor_penalty(e, cc.anchor_value, cc.anchor_error))
+    if _anchor_floor_sum is None:  # pragma: no cover - without numba
+        e = torch.from_numpy(np.asarray(emis_anchor, dtype=np.float64))
+        return float(costs.anchor_floor_penalty(e, cc.anchor_value, cc.anchor_error))
+    sigma = float(cc.anchor_error)
+    return float(_anchor_floor_sum(np.asarray(emis_anchor).reshape(-1), float(cc.anchor_value), sigma * sigma))
 
 
 @torch.no_grad()

@@ -92,7 +92,8 @@ class _Sums:
         return self.add_departures(rows, sim)
 
     def add_anchor(self, sim: diag.Simulation) -> None:
-        """The block's anchor floor penalty (a torch sum, whose rounding follows torch's thread count)."""
+        """The block's anchor floor penalty (one compiled pass,
+        :func:`~empirical_seaice.products.diagnostics.anchor_floor_sum`)."""
         a = diag.anchor_floor_sum(self.network, sim.emis_anchor)
         if a is not None:
             self.anchor = (self.anchor or 0.0) + a
@@ -351,7 +352,7 @@ def final_pass(
             obs.release(rows)
 
         for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, with_zero=write, block=block):
-            sums.add_anchor(sim)  # a torch sum: on this thread, with the run's torch thread count
+            sums.add_anchor(sim)  # the blocks' anchor sums in order, on this thread
             if side is not None:
                 side.submit(functools.partial(after, slice(start, stop), sim))
             else:
