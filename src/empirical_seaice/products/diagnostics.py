@@ -184,9 +184,10 @@ def anchor_floor_sum(network: HybridNetwork, emis_anchor: np.ndarray | None) -> 
 
     One compiled pass in order (the same on any number of threads; the terms those of
     :func:`empirical_seaice.cost.terms.anchor_floor_penalty` in float64, their sum in another order: tested
-    equal to 1e-13). The torch expression it replaces woke torch's threads at every block of a streamed pass,
-    where they took the cores of the compressing threads: a ``--diagsonly`` run's final pass on the
-    benchmark twin took 3.1 s against 2.6 s (benchmarks/results.md, seventh round)."""
+    equal to 1e-13). The torch expression it replaces ran five operations, on torch's threads, at every block
+    of a streamed pass, beside the compressing threads: on the benchmark twin a ``--diagsonly`` run's final
+    pass took 2.33-2.46 s against 2.38-2.53 s, a training run's 1.60-1.72 s against 1.66-1.80 s
+    (interleaved; benchmarks/results.md, seventh round)."""
     cc = network.cost_config
     if cc.anchor == "mean" or emis_anchor is None:
         return None
