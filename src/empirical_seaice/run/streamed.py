@@ -159,8 +159,8 @@ class _InOrder:
 class _PackedOnOneThread:
     """The blocks of an :class:`~empirical_seaice.model.tensors.ObservationBlocks` packed on the
     calling thread alone (the packing takes the torch thread count; the same values on any number),
-    the run's torch thread count back for everything else: the pass's torch sums (the cost's terms,
-    whose float32 rounding depends on the number of threads) are computed as before."""
+    the run's torch thread count back for everything else: the cost's torch terms after the pass (the
+    whole-map priors, whose float32 rounding depends on the number of threads) are computed as before."""
 
     def __init__(self, blocks: Any):
         self._blocks = blocks
