@@ -190,11 +190,12 @@ def shuffled_columns(values: np.ndarray, keep: np.ndarray | None = None) -> np.n
         k = np.ascontiguousarray(keep, dtype=bool).view(np.uint8) if keep is not None else np.ones((1, 1), np.uint8)
         _shuffle4_columns(src, k, keep is not None, _NAN32, out)
         return out
-    cols = [  # pragma: no cover - other types, or without numba
-        shuffled(np.ascontiguousarray(values[:, j]), None if keep is None else np.ascontiguousarray(keep[:, j]))
-        for j in range(ncol)
-    ]
-    return np.stack(cols) if cols else np.empty((0, n * values.dtype.itemsize), dtype=np.uint8)
+    return np.stack(  # pragma: no cover - other types, or without numba
+        [
+            shuffled(np.ascontiguousarray(values[:, j]), None if keep is None else np.ascontiguousarray(keep[:, j]))
+            for j in range(ncol)
+        ]
+    )
 
 
 _IN_FLIGHT = 16

@@ -61,6 +61,11 @@ rows its packed table (24 MB) and outputs are still in the CPU's cache when they
 262,144 rows, its peak about 200 MiB lower (benchmarks/results.md)."""
 
 
+def _pass_block(obs: Observations) -> int:
+    """Observations per block of a streamed pass over ``obs``: about :data:`PASS_ROWS`, whole chunks."""
+    return out.block_rows(obs.nobs, obs.nchan, target=PASS_ROWS)
+
+
 @dataclass
 class PassResult:
     """What a pass gathered.
@@ -176,7 +181,7 @@ def initial_pass(
     """Before training: the cost and departures before, and (``held`` and ``path`` given)
     ``tbsim_initial`` held for ``path``."""
     sums = _Sums(network, obs)
-    block = out.block_rows(obs.nobs, obs.nchan, target=PASS_ROWS)
+    block = _pass_block(obs)
     with contextlib.ExitStack() as stack:
         f = None
         if held is not None and path is not None:
@@ -240,7 +245,7 @@ class AheadOfFinalPass:
     def _run(self) -> None:
         obs = self.obs
         try:
-            block = out.block_rows(obs.nobs, obs.nchan, target=PASS_ROWS)
+            block = _pass_block(obs)
             with chunk_writer.on_this_thread():
                 with out.open_tbobs(self.held.path(self.path), obs, *self.lonlat) as f:
                     for start in range(0, obs.nobs, block):
@@ -316,7 +321,7 @@ def final_pass(
     sums = _Sums(network, obs)
     checks = ObservationChecks(obs.nchan)
     errors = diag.EmisErrorSums(obs.nchan) if getattr(truth, "emis_ice", None) is not None else None
-    block = out.block_rows(obs.nobs, obs.nchan, target=PASS_ROWS)
+    block = _pass_block(obs)
     write = held is not None and paths is not None
     with contextlib.ExitStack() as stack:
         files: dict[str, Any] = {}
