@@ -508,3 +508,51 @@ def test_batch_cost_row_weights_taken_per_batch_equal_the_whole_maps():
     assert torch.equal(warm, whole.take(rows)) and (warm > 0).any() and (warm == 0).any()
     net.cost_terms(b, out, 60)
     assert all(v.shape != net.sic_count.shape for v in net._cache.values() if isinstance(v, torch.Tensor))
+
+
+@pytest.mark.parametrize(
+    "preset,changes",
+    [
+        ("v2", {}),
+        ("v2", {"sic_background_prior": True, "warm_ice": "effective", "false_ice_shape": "tent"}),
+        ("v2", {"sic_smoothness_time_error": 0.1}),
+        ("v1", {}),
+        ("v1", {"false_ice_prior": False, "sic_smoothness_time_error": 0.2}),
+    ],
+)
+def test_full_prior_values_equal_the_torch_terms(preset, changes):
+    """The diagnostics' whole-map priors (one compiled float64 pass over the map) equal the torch terms of
+    the same map in float64, term by term and in the same order; the same bits on one thread and on two."""
+    numba = pytest.importorskip("numba")
+    cost = replace(PRESETS[preset].cost, **changes)
+    obs_bg = make_obs(PRESETS[preset].sensors, nobs=40, ngrid=5, nstep=6, seed=11)
+    # out-of-range SIC, trace ice, both flanks and the cap of the false-ice bump
+    obs_bg[1].sic[:, 1:4] = [[0.1, 1.05, 0.02], [0.2, -0.05, 0.28], [0.25, 0.12, 0.6], [0, 0.15, 1], [0.3, 0.5, 0.9]]
+    net, _, obs, _ = _net(preset, obs_bg=obs_bg, cost=cost, sparse=False)
+    values = net.full_prior_values(obs.nobs)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert net.full_prior_values(obs.nobs) == values
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        assert net.full_prior_values(obs.nobs) == values
+    finally:
+        numba.set_num_threads(before)
+    ref = net.double().full_prior_terms(obs.nobs)  # the same map values, in float64
+    assert list(values) == list(ref)
+    for name, v in values.items():
+        assert v == pytest.approx(ref[name].item(), rel=1e-12, abs=1e-300), name
+    assert values["sic_range"] > 0 and values["warm_ice"] > 0
+    if cost.false_ice_prior:
+        assert values["false_ice"] > 0
+    if cost.sic_smoothness:
+        assert values[objective.SMOOTHNESS] > 0
+
+
+def test_full_prior_values_without_numba_are_the_torch_terms(monkeypatch):
+    from empirical_seaice.model import fused_kernels
+
+    net, _, obs, _ = _net("v2", nobs=30, ngrid=3, nstep=4, seed=5)
+    monkeypatch.setattr(fused_kernels, "HAVE_NUMBA", False)
+    values = net.full_prior_values(obs.nobs)
+    assert values == {k: float(v.double()) for k, v in net.full_prior_terms(obs.nobs).items()}

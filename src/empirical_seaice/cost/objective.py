@@ -24,7 +24,7 @@ Term names, in this order: ``obs``, ``sic_range``, ``sic_background`` (when on),
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -259,7 +259,7 @@ def whole_data_cost(
     cost: CostConfig,
     *,
     obs_sum: float,
-    map_terms: dict[str, Tensor],
+    map_terms: Mapping[str, Tensor | float],
     emis_anchor: np.ndarray | None,
     e0_anchor: float | None,
     bias: Tensor,
@@ -268,13 +268,13 @@ def whole_data_cost(
 ) -> dict[str, float]:
     """``J = J_o + J_b`` by term over all the data (float64), and ``total``.
 
-    ``obs_sum``: ``sum_i J_o,i`` over every observation; ``map_terms``: :func:`map_prior_terms`
-    (``/ nobs``, multiplied back here); the anchor over every observation (``emis_anchor``, v2;
+    ``obs_sum``: ``sum_i J_o,i`` over every observation; ``map_terms``: :func:`map_prior_terms`, or
+    their values as floats (``/ nobs``, multiplied back here); the anchor over every observation (``emis_anchor``, v2;
     or its penalty already summed, ``anchor_sum``) or of ``e0_anchor`` (v1); ``bias``: :func:`bias_prior`.
     """
     out = {OBS: float(obs_sum)}
     for name, value in map_terms.items():
-        out[name] = float(value.detach().double().cpu()) * nobs
+        out[name] = (float(value.detach().double().cpu()) if isinstance(value, Tensor) else float(value)) * nobs
     if cost.anchor == "mean":
         assert e0_anchor is not None
         e0 = torch.tensor(float(e0_anchor), dtype=torch.float64)

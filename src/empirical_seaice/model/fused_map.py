@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from empirical_seaice.cost.terms import false_ice_smooth_pieces
 from empirical_seaice.model.fused_kernels import HAVE_NUMBA, NCHUNK, _false_ice, warm_weight
 
 if HAVE_NUMBA:
@@ -79,10 +80,12 @@ def prior_row(c, bgv, ww, flags, scales):
 
 
 def _map_pass(values, bg, t_map, wt, wf, flags, scales, grad, sums):
-    """:func:`prior_row` over every row: derivatives into ``grad`` (float64, one per row), the
-    terms summed per fixed chunk into ``sums`` (nchunk, 4): the same result for any thread count."""
+    """:func:`prior_row` over every row: derivatives into ``grad`` (float64, one per row; none where
+    ``grad`` is empty: the values only), the terms summed per fixed chunk into ``sums`` (nchunk, 4): the
+    same result for any thread count."""
     n = values.shape[0]
     nchunk = sums.shape[0]
+    with_grad = grad.shape[0] > 0
     for k in prange(nchunk):
         s0 = 0.0
         s1 = 0.0
@@ -96,7 +99,8 @@ def _map_pass(values, bg, t_map, wt, wf, flags, scales, grad, sums):
             s1 += t1
             s2 += t2
             s3 += t3
-            grad[r] = g
+            if with_grad:
+                grad[r] = g
         sums[k, 0] = s0
         sums[k, 1] = s1
         sums[k, 2] = s2
@@ -121,31 +125,84 @@ def _smooth_pass(values, indptr, indices, weights, scale, grad, sums):
         sums[k] = 0.5 * s * scale
 
 
+def _pairs_pass(values, first, second, inv_var, sums):
+    """``sum_k (C_{first_k} - C_{second_k})^2 inv_var_k`` over the pairs ``k`` (each once), float64,
+    summed per fixed chunk of pairs into ``sums`` (nchunk,)."""
+    n = first.shape[0]
+    nchunk = sums.shape[0]
+    for k in prange(nchunk):
+        s = 0.0
+        for e in range((n * k) // nchunk, (n * (k + 1)) // nchunk):
+            d = np.float64(values[first[e]]) - np.float64(values[second[e]])
+            s += d * d * np.float64(inv_var[e])
+        sums[k] = s
+
+
 if HAVE_NUMBA:
+    _pairs_pass = njit(cache=True, parallel=True)(_pairs_pass)
     _false_ice = njit(inline="always")(_false_ice.py_func)  # type: ignore[attr-defined]  # inlined in the loop
     prior_row = njit(cache=True, inline="always")(prior_row)
     _map_pass = njit(cache=True, parallel=True)(_map_pass)
     _smooth_pass = njit(cache=True, parallel=True)(_smooth_pass)
 
 
-def map_constants(program) -> tuple[np.ndarray, np.ndarray]:
-    """``(flags, scales)`` of :func:`prior_row` for a :class:`~empirical_seaice.model.fused.FusedProgram`."""
-    a, ip, fp = program.arrays, program.ip, program.fp
-    nobs = float(program.nobs_total)
-    flags = np.array([ip[9], ip[11], ip[10], ip[8]], dtype=np.int64)
+def row_constants(cost, ngrid: int, nstep: int, nobs: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(flags, scales)`` of :func:`prior_row` for the priors of ``cost`` (a
+    :class:`~empirical_seaice.config.CostConfig`) over a map of ``ngrid`` points and ``nstep`` steps, per
+    ``nobs`` observations."""
+    lo, hi, h = false_ice_smooth_pieces(cost.false_ice_peak_scaling)
+    flags = np.array(
+        [
+            int(cost.sic_background_prior),
+            int(cost.false_ice_prior),
+            int(cost.warm_ice == "effective"),
+            0 if cost.false_ice_shape == "tent" else 1,
+        ],
+        dtype=np.int64,
+    )
     scales = np.array(
         [
-            1.0 / (a["sig_range"] ** 2 * nobs),
-            1.0 / (a["sig_bg"] ** 2 * nobs),
-            1.0 / (a["sig_false"] ** 2 * nobs),
-            1.0 / (a["ngrid"] * a["nstep"] * nobs),
-            fp[11],
-            fp[12],
-            fp[13],
-            fp[14],
+            1.0 / (cost.sic_error**2 * nobs),
+            1.0 / (cost.sic_background_error**2 * nobs),
+            1.0 / (cost.false_ice_error**2 * nobs),
+            1.0 / (ngrid * nstep * nobs),
+            cost.false_ice_peak_scaling,
+            lo,
+            hi,
+            h,
         ]
     )
     return flags, scales
+
+
+def map_constants(program) -> tuple[np.ndarray, np.ndarray]:
+    """``(flags, scales)`` of :func:`prior_row` for a :class:`~empirical_seaice.model.fused.FusedProgram`."""
+    a = program.arrays
+    return row_constants(program.network.cost_config, a["ngrid"], a["nstep"], float(program.nobs_total))
+
+
+def map_prior_sums(values: np.ndarray, bg: np.ndarray, t_map: np.ndarray, cost, ngrid: int, nstep: int, nobs: float):
+    """The values of the row priors of :func:`prior_row` over the whole map (no derivatives), order
+    :data:`MAP_TERMS` but the smoothness prior: ``values`` the SIC map (float32, one per row, any
+    stride), ``bg`` its background, ``t_map`` each row's skin temperature (K; 0 on the lag columns:
+    warm weight 0); the warm-ice term the mean over ``ngrid`` x ``nstep`` rows. Parallel over fixed
+    chunks, summed in order: the same float64 values on any number of threads."""
+    flags, scales = row_constants(cost, ngrid, nstep, nobs)
+    sums = np.zeros((NCHUNK, 4))
+    _map_pass(values, bg, t_map, cost.warm_ice_threshold_k, cost.warm_ice_factor, flags, scales, _NO_GRAD, sums)
+    return sums.sum(axis=0)
+
+
+_NO_GRAD = np.zeros(0)
+
+
+def smoothness_sum(values: np.ndarray, first: np.ndarray, second: np.ndarray, inv_var: np.ndarray) -> float:
+    """The smoothness prior's ``J_s`` (:func:`~empirical_seaice.cost.terms.smoothness_penalty`) of the
+    map ``values`` over the neighbour pairs ``(first, second, inv_var)`` (each pair once), in float64:
+    parallel over fixed chunks of pairs, summed in order (the same value on any number of threads)."""
+    sums = np.zeros(NCHUNK)
+    _pairs_pass(values, first, second, inv_var, sums)
+    return float(sums.sum())
 
 
 def map_priors(program, values: np.ndarray, grad: np.ndarray) -> np.ndarray:
@@ -163,4 +220,4 @@ def map_priors(program, values: np.ndarray, grad: np.ndarray) -> np.ndarray:
     return np.append(sums.sum(axis=0), smooth.sum())
 
 
-__all__ = ["MAP_TERMS", "prior_row", "map_constants", "map_priors"]
+__all__ = ["MAP_TERMS", "prior_row", "row_constants", "map_constants", "map_priors", "map_prior_sums", "smoothness_sum"]

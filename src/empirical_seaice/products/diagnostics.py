@@ -215,7 +215,7 @@ def cost_from_sums(
     return objective.whole_data_cost(
         cc,
         obs_sum=obs_sum,
-        map_terms=network.full_prior_terms(),
+        map_terms=network.full_prior_values(),
         emis_anchor=None,
         anchor_sum=anchor_sum if cc.anchor != "mean" else None,
         e0_anchor=e0,
