@@ -247,7 +247,9 @@ def _simulate_into(program, start: int, stop: int, zero_sic: bool | str, tb, emi
     nb, nref = refs.shape
     tables = [t.detach().numpy() for t in program.tables]
     c = max(t.shape[1] for t in tables)
-    vals = np.zeros((nb, nref, c), dtype=np.float32)
+    # not zeroed: a narrower table's row leaves columns unset, which the kernel never reads (it reads a
+    # table's own width)
+    vals = np.empty((nb, nref, c), dtype=np.float32)
     _gather_rows(*(tables + [tables[0]] * (3 - len(tables))), program.ref_table, refs, vals)
     inv = np.arange(nb * nref, dtype=np.int64).reshape(nb, nref)
     w = [p.detach().numpy() for p in program.dense]
