@@ -86,6 +86,25 @@ def test_held_files_are_promoted_or_discarded(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tbsim_t.nc"]
 
 
+def test_a_held_file_is_synced_when_promoted_not_when_written(tmp_path, monkeypatch):
+    from empirical_seaice.io.transaction import atomic
+
+    synced, started = [], []
+    real_fsync = atomic._fsync_file
+    monkeypatch.setattr(atomic, "_fsync_file", lambda p: (synced.append(p.parent.name), real_fsync(p)))
+    monkeypatch.setattr(atomic, "start_write_out", lambda p: started.append(p.parent.name))
+    obs = make_obs(nobs=8)
+    held = HeldOutputs(tmp_path)
+    final = tmp_path / "tbsim_t.nc"
+    with o.open_tb(held.path(final), obs.nobs, obs.basis, "tbsim", sync=False) as f:
+        f.write("tb", 0, np.ones((obs.nobs, obs.nchan), np.float32))
+    assert (synced, started) == ([], [".held"])
+    held.promote(final)
+    assert (synced, started) == ([tmp_path.name], [".held"])
+    with netCDF4.Dataset(final) as nc:
+        assert float(nc["tb"][...].sum()) == obs.nobs * obs.nchan
+
+
 def test_blocks_fill_whole_compression_chunks():
     rows = block_rows(10_000_000, 17)
     chunk = 1048576 // (17 * 4)

@@ -37,6 +37,34 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
     assert path.read_text() == "one" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
 
 
+def test_atomic_path_without_sync_starts_the_write_out_and_does_not_wait(tmp_path, monkeypatch):
+    from empirical_seaice.io.transaction import atomic
+
+    calls = []
+    monkeypatch.setattr(atomic, "_fsync_file", lambda p: calls.append(("fsync", p.name)))
+    real_start = atomic.start_write_out
+    monkeypatch.setattr(atomic, "start_write_out", lambda p: (calls.append(("start", p.name)), real_start(p)))
+    tmp_name = f".a.bin.tmp{os.getpid()}"
+    for sync, expected in ((True, "fsync"), (False, "start")):
+        calls.clear()
+        with txn.atomic_path(tmp_path / "a.bin", sync=sync) as tmp:
+            tmp.write_bytes(b"x" * 100_000)
+        assert calls == [(expected, tmp_name)]  # the temporary file, before its rename
+        assert (tmp_path / "a.bin").read_bytes() == b"x" * 100_000
+    real_start(tmp_path / "missing.bin")  # nothing to write out: no error (the later fsync reports one)
+    if atomic._sync_file_range is not None and os.path.isdir("/proc/self/fd"):  # Linux
+        fd = os.open(tmp_path / "a.bin", os.O_RDONLY)
+        try:
+            assert atomic._sync_file_range(fd, 0, 0, atomic._SYNC_FILE_RANGE_WRITE) == 0  # the call succeeds
+        finally:
+            os.close(fd)
+        open_fds = len(os.listdir("/proc/self/fd"))
+        for _ in range(5):  # queued on the background thread, which closes the file
+            real_start(tmp_path / "a.bin")
+        atomic._write_out_pool.submit(lambda: None).result()  # the thread has done the five
+        assert len(os.listdir("/proc/self/fd")) == open_fds
+
+
 def test_output_set_publishes_in_one_step_with_a_manifest(tmp_path):
     out = tmp_path / "out"
     s1 = txn.OutputSet(out, "t", argv=["x"])

@@ -48,6 +48,7 @@ import numpy as np
 from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io.transaction import LOCK_PREFIX, fault_point, pid_alive
+from empirical_seaice.io.transaction.atomic import start_write_out
 from empirical_seaice.memory import glibc
 from empirical_seaice.observations import (
     PER_CHANNEL_FIELDS,
@@ -340,16 +341,16 @@ class CacheWriter:
 
     def finished(self, name: str) -> None:
         """Array ``name`` is complete: its pages start going to the disk now, on the writer's thread
-        (``sync_file_range``, :func:`_write_out`), so that :func:`save`'s flush, which must wait
-        for every page before the cache is committed, finds little left to write. The reader calls it
+        (:func:`~empirical_seaice.io.transaction.atomic.start_write_out`), so that :func:`save`'s flush,
+        which must wait for every page before the cache is committed, finds little left to write. The reader calls it
         only for a cache committed in the foreground: behind the run (:func:`commit_behind`) the commit's
         flush writes them all, and the write-out does not take CPU from the read (the benchmark twin on
         2 cores, a busy machine: the read 1.24-1.33 s, 2.0-2.2 CPU-s, against 1.49-2.30 s, 2.3-2.7
         CPU-s with the write-out during it; benchmarks/results.md, seventh round)."""
         arr = self.mapped.get(name)
-        if arr is None or _sync_file_range is None:
+        if arr is None:
             return
-        self._submit(_write_out, self.tmp / f"{name}.npy")
+        self._submit(start_write_out, self.tmp / f"{name}.npy")
 
     def wait(self) -> None:
         """Wait until the pages of every array are in memory (:func:`_populate`)."""
@@ -447,25 +448,6 @@ def _prefault(arr: np.ndarray) -> None:
     for a in range(0, arr.shape[0] if arr.ndim else 1, rows):
         _populate(arr[a : a + rows])
         release_pages(arr, slice(a, a + rows))
-
-
-_sync_file_range: Any = glibc("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
-_SYNC_FILE_RANGE_WRITE = 2
-
-
-def _write_out(path: Path) -> None:
-    """Start writing the dirty pages of ``path`` to the disk (``sync_file_range`` with
-    ``SYNC_FILE_RANGE_WRITE``: the writes are queued, not waited for, and nothing is made durable
-    here; :func:`save`'s flush does that). Measured on the benchmark twin: the flush of the cache's
-    1.5 GB took 0.9-1.1 s of the read's wall time when it started all the writes itself."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # the flush reports it
-        return
-    try:
-        _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
-    finally:
-        os.close(fd)
 
 
 def _cut_rows(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:

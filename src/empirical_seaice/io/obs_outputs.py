@@ -83,10 +83,11 @@ def write_tb(path: Path, tb: np.ndarray, basis: ChannelBasis, kind: str, mask: n
 
 
 @contextlib.contextmanager
-def open_tb(path: Path, nobs: int, basis: ChannelBasis, kind: str) -> Iterator[StreamedFile]:
-    """:func:`write_tb`'s file, ``tb`` written block by block (already :func:`masked`)."""
+def open_tb(path: Path, nobs: int, basis: ChannelBasis, kind: str, sync: bool = True) -> Iterator[StreamedFile]:
+    """:func:`write_tb`'s file, ``tb`` written block by block (already :func:`masked`); ``sync``: as
+    :func:`~empirical_seaice.io.output_writer.streamed_dataset`'s (False for a held file)."""
     ds = _tb_dataset(placeholder((nobs, basis.nchan), np.float32), basis, kind)
-    with streamed_dataset(ds, path, ["tb"]) as f:
+    with streamed_dataset(ds, path, ["tb"], sync=sync) as f:
         yield f
 
 
@@ -141,13 +142,14 @@ def write_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Path:
 
 
 @contextlib.contextmanager
-def open_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Iterator[StreamedFile]:
+def open_tbobs(path: Path, obs: Observations, lon=None, lat=None, sync: bool = True) -> Iterator[StreamedFile]:
     """:func:`write_tbobs`'s file, ``tb`` written block by block (``obs.tb_obs_k`` with its mask:
     ``write("tb", start, tb, mask)`` with in-memory copies of the block's rows, not views of the
-    memory-mapped cache, whose pages would then stay resident while the compressing threads hold them)."""
+    memory-mapped cache, whose pages would then stay resident while the compressing threads hold them);
+    ``sync`` as :func:`open_tb`'s."""
     ds = _tbobs_dataset(obs, placeholder((obs.nobs, obs.nchan), np.float32), lon, lat)
     per_obs = [n for n in _direct_variables(ds) if ds[n].dims == ("iobs",)]  # compressed beside the blocks
-    with streamed_dataset(ds, path, ["tb"], written=per_obs) as f:
+    with streamed_dataset(ds, path, ["tb"], written=per_obs, sync=sync) as f:
         yield f
 
 
@@ -168,10 +170,11 @@ def write_ice_emis(path: Path, emis: np.ndarray, basis: ChannelBasis, mask: np.n
 
 
 @contextlib.contextmanager
-def open_ice_emis(path: Path, nobs: int, basis: ChannelBasis) -> Iterator[StreamedFile]:
-    """:func:`write_ice_emis`'s file, ``ice_emis`` written block by block (already :func:`masked`)."""
+def open_ice_emis(path: Path, nobs: int, basis: ChannelBasis, sync: bool = True) -> Iterator[StreamedFile]:
+    """:func:`write_ice_emis`'s file, ``ice_emis`` written block by block (already :func:`masked`);
+    ``sync`` as :func:`open_tb`'s."""
     ds = _ice_emis_dataset(placeholder((nobs, basis.nchan), np.float32), basis)
-    with streamed_dataset(ds, path, ["ice_emis"]) as f:
+    with streamed_dataset(ds, path, ["ice_emis"], sync=sync) as f:
         yield f
 
 

@@ -223,12 +223,14 @@ def _restore_coordinates(nc, full: xr.Dataset, base: xr.Dataset, coords: list[st
 
 @contextlib.contextmanager
 def streamed_dataset(
-    ds: xr.Dataset, path: Path, streamed: Sequence[str], written: Sequence[str] = ()
+    ds: xr.Dataset, path: Path, streamed: Sequence[str], written: Sequence[str] = (), sync: bool = True
 ) -> Iterator[StreamedFile]:
     """Write ``ds`` to ``path`` as :func:`write_dataset` does, except the variables ``streamed``
     (their data a :func:`placeholder`), which the caller writes block by block into the yielded
     :class:`StreamedFile`; the file gets its final name when the block ends without error.
     ``written``: variables of ``ds`` (real data) written whole the same way, on the worker threads.
+    ``sync=False``: a held file (:class:`HeldOutputs`, whose :meth:`~HeldOutputs.promote` syncs it),
+    its write-out started and not waited for (:func:`~empirical_seaice.io.transaction.atomic_path`).
 
     The streamed variables get the encoding (fill value, compression, chunks) and the attributes
     xarray would give them, with the ``coordinates`` attribute xarray writes on a data variable (the
@@ -246,7 +248,7 @@ def streamed_dataset(
     base = _prepared(full.drop_vars(defined))
     fast = chunk_writer.usable({n: encoding[n] for n in defined}, {n: full[n].shape for n in defined})
     _WRITES.drain()  # no netCDF call while the write thread works
-    with atomic_path(path) as tmp:
+    with atomic_path(path, sync=sync) as tmp:
         base.to_netcdf(
             tmp, engine="netcdf4", format="NETCDF4", encoding={k: v for k, v in encoding.items() if k in base.variables}
         )
@@ -315,7 +317,8 @@ class HeldOutputs:
 
     def promote(self, final: Path) -> Path:
         """Move the held file to ``final`` through ``atomic_path`` (which marks it when the health
-        checks failed and ``--force-outputs`` writes it anyway, syncs and renames it)."""
+        checks failed and ``--force-outputs`` writes it anyway, syncs and renames it): a held file is
+        written without waiting for its sync (``streamed_dataset(..., sync=False)``), this one waits."""
         final = Path(final)
         with atomic_path(final) as tmp:
             os.replace(self.dir / final.name, tmp)

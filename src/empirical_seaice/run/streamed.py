@@ -185,7 +185,7 @@ def initial_pass(
     with contextlib.ExitStack() as stack:
         f = None
         if held is not None and path is not None:
-            f = stack.enter_context(out.open_tb(held.path(path), obs.nobs, obs.basis, "tbsim_initial"))
+            f = stack.enter_context(out.open_tb(held.path(path), obs.nobs, obs.basis, "tbsim_initial", sync=False))
         for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, block=block):
             rows = slice(start, stop)
             tb = sums.add(rows, sim)
@@ -247,7 +247,7 @@ class AheadOfFinalPass:
         try:
             block = _pass_block(obs)
             with chunk_writer.on_this_thread():
-                with out.open_tbobs(self.held.path(self.path), obs, *self.lonlat) as f:
+                with out.open_tbobs(self.held.path(self.path), obs, self.lonlat[0], self.lonlat[1], sync=False) as f:
                     for start in range(0, obs.nobs, block):
                         if self._stop.is_set():
                             raise _Stopped
@@ -291,13 +291,20 @@ class AheadOfFinalPass:
 def _open_final_files(
     stack: contextlib.ExitStack, held: out.HeldOutputs, paths: dict[str, Path], obs: Observations, lonlat
 ) -> dict[str, Any]:
-    """The final pass's held files ``paths`` (kind -> final path), opened on ``stack`` for writing by rows."""
+    """The final pass's held files ``paths`` (kind -> final path), opened on ``stack`` for writing by rows
+    (their sync left to :meth:`~empirical_seaice.io.output_writer.HeldOutputs.promote`)."""
     files: dict[str, Any] = {}
     if "tbobs" in paths:
-        files["tbobs"] = stack.enter_context(out.open_tbobs(held.path(paths["tbobs"]), obs, *lonlat))
-    files["tbsim"] = stack.enter_context(out.open_tb(held.path(paths["tbsim"]), obs.nobs, obs.basis, "tbsim"))
-    files["ice_emis"] = stack.enter_context(out.open_ice_emis(held.path(paths["ice_emis"]), obs.nobs, obs.basis))
-    files["tbzero"] = stack.enter_context(out.open_tb(held.path(paths["tbzero"]), obs.nobs, obs.basis, "tbzero"))
+        tbobs = out.open_tbobs(held.path(paths["tbobs"]), obs, lonlat[0], lonlat[1], sync=False)
+        files["tbobs"] = stack.enter_context(tbobs)
+    for kind in ("tbsim", "ice_emis", "tbzero"):
+        path = held.path(paths[kind])
+        opened = (
+            out.open_ice_emis(path, obs.nobs, obs.basis, sync=False)
+            if kind == "ice_emis"
+            else out.open_tb(path, obs.nobs, obs.basis, kind, sync=False)
+        )
+        files[kind] = stack.enter_context(opened)
     return files
 
 
