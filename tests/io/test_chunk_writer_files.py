@@ -129,6 +129,34 @@ def test_shuffled_columns_by_hand():
         chunk_writer.shuffled_columns(values, keep[:1])
 
 
+def test_shuffled_columns_four_rows_a_word_by_hand():
+    """Four rows (a multiple of 4: each byte plane written as 32-bit words of four rows' bytes): byte 0 of
+    rows 0-3, then byte 1, ...; a masked value NaN."""
+    words = np.arange(1, 17, dtype=np.uint32).reshape(4, 4)  # bytes 4k+1 .. 4k+4 of value k
+    words = (words * 4 - 3) | ((words * 4 - 2) << 8) | ((words * 4 - 1) << 16) | ((words * 4) << 24)
+    values = words.view(np.float32)[:, ::2]  # columns 0 and 2: strided rows
+    out = chunk_writer.shuffled_columns(values)
+    assert out[0].tolist() == [1, 17, 33, 49, 2, 18, 34, 50, 3, 19, 35, 51, 4, 20, 36, 52]
+    assert out[1].tolist() == [9, 25, 41, 57, 10, 26, 42, 58, 11, 27, 43, 59, 12, 28, 44, 60]
+    keep = np.array([[True, True], [True, True], [False, True], [True, True]])
+    out = chunk_writer.shuffled_columns(values, keep)
+    assert out[0].tolist() == [1, 17, 0, 49, 2, 18, 0, 50, 3, 19, 0xC0, 51, 4, 20, 0x7F, 52]
+
+
+@pytest.mark.parametrize("nrow", [4, 12, 15420, 7, 6])
+def test_shuffled_columns_equal_each_columns_row_shuffle(nrow):
+    """Word by word (rows a multiple of 4) or byte by byte (else): each column's bytes as the row shuffle
+    of that column alone gives them, masked or not, from a strided half of a wider block."""
+    rng = np.random.default_rng(nrow)
+    wide = (rng.random((nrow, 34)) * 300).astype(np.float32)
+    values, keep = wide[:, 17:], rng.random((nrow, 17)) > 0.3
+    for k in (None, keep):
+        out = chunk_writer.shuffled_columns(values, k)
+        for j in range(17):
+            col = None if k is None else np.ascontiguousarray(k[:, j])
+            np.testing.assert_array_equal(out[j], chunk_writer.shuffled(np.ascontiguousarray(values[:, j]), col))
+
+
 def _gridded(ny: int = 60, nx: int = 50, nt: int = 3) -> xr.Dataset:
     """A gridded file's layout: a (time, y, x) map on 2-D lon/lat coordinates, time with bounds."""
     lon = np.linspace(-180.0, 180.0, ny * nx, dtype=np.float32).reshape(ny, nx)

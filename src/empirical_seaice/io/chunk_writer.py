@@ -111,13 +111,34 @@ def _shuffle4_masked_py(src, keep, nan, out):  # pragma: no cover - compiled bel
 def _shuffle4_columns_py(src, keep, masked, nan, out):  # pragma: no cover - compiled below
     """:func:`_shuffle4_masked_py` (``masked``; else :func:`_shuffle4_py`) of each column ``j`` of
     ``src`` ((n, ncol) uint32) into ``out[j]`` (ncol, 4 n) uint8: the chunks ``(n, 1)`` of a block of
-    rows, one a column, each in the order of HDF5's shuffle filter. The rows are read in order and
-    each value's four bytes written to its column's four planes (a block of rows, about 1 MiB, is in
-    the CPU's cache; column by column, a read with a stride of one row, was slower): about 3 times the
-    time of :func:`_shuffle4_masked` of the same rows (32 against 9 ms for 71 MB of the benchmark twin's
-    ``tbzero``), which the faster deflate of the columns more than makes up
-    (:func:`empirical_seaice.io.cf.by_channel`)."""
+    rows, one a column, each in the order of HDF5's shuffle filter. The rows are read in order, four
+    at a time (a block of rows, about 1 MiB, is in the CPU's cache; column by column, a read with a
+    stride of one row, was slower), and each byte plane of a column gets the four rows' bytes as one
+    32-bit word (n a multiple of 4; else a byte at a time): 0.35-0.43 ms against 0.71-0.72 ms a byte at
+    a time for a chunk of 15,420 rows of 17 channels, i.e. about 0.06 s against 0.13 s for each TB file
+    of the ``benchmark`` twin; still more than :func:`_shuffle4_masked` of the same rows, which the
+    faster deflate of the columns more than makes up (:func:`empirical_seaice.io.cf.by_channel`)."""
     n, ncol = src.shape
+    if n % 4 == 0:
+        words = out.view(np.uint32)  # (ncol, n): byte plane p of column j is words [p n / 4, (p + 1) n / 4)
+        q = n // 4
+        for i4 in range(q):
+            i = 4 * i4
+            for j in range(ncol):
+                x0, x1, x2, x3 = src[i, j], src[i + 1, j], src[i + 2, j], src[i + 3, j]
+                if masked:
+                    x0 = x0 if keep[i, j] else nan
+                    x1 = x1 if keep[i + 1, j] else nan
+                    x2 = x2 if keep[i + 2, j] else nan
+                    x3 = x3 if keep[i + 3, j] else nan
+                # little-endian words: row i's byte first
+                words[j, i4] = (x0 & 0xFF) | ((x1 & 0xFF) << 8) | ((x2 & 0xFF) << 16) | ((x3 & 0xFF) << 24)
+                words[j, q + i4] = ((x0 >> 8) & 0xFF) | (x1 & 0xFF00) | ((x2 & 0xFF00) << 8) | ((x3 & 0xFF00) << 16)
+                words[j, 2 * q + i4] = (
+                    ((x0 >> 16) & 0xFF) | ((x1 >> 8) & 0xFF00) | (x2 & 0xFF0000) | ((x3 & 0xFF0000) << 8)
+                )
+                words[j, 3 * q + i4] = (x0 >> 24) | ((x1 >> 16) & 0xFF00) | ((x2 >> 8) & 0xFF0000) | (x3 & 0xFF000000)
+        return
     for i in range(n):
         for j in range(ncol):
             x = src[i, j]
