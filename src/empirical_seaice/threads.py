@@ -42,4 +42,16 @@ def numba_threads(n: int) -> Iterator[None]:
         numba.set_num_threads(before)
 
 
-__all__ = ["numba_threads", "torch_threads"]
+def parallel_layer_shared() -> bool:
+    """Whether numba's parallel loops may run on two threads at once: its threading layer is OpenMP or
+    TBB (its own "workqueue" layer is not thread-safe); False before any parallel loop has run (the
+    layer is chosen then) or without numba."""
+    try:
+        import numba
+
+        return numba.threading_layer() in ("omp", "tbb")
+    except (ImportError, ValueError):  # ValueError: no layer chosen yet
+        return False
+
+
+__all__ = ["numba_threads", "parallel_layer_shared", "torch_threads"]

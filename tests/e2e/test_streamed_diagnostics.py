@@ -21,6 +21,7 @@ from empirical_seaice.observations import BackgroundMaps
 from empirical_seaice.products import diagnostics as d
 from empirical_seaice.run import streamed
 from empirical_seaice.run.health import check_trained
+from empirical_seaice.threads import parallel_layer_shared
 
 from .fakes import make_obs
 
@@ -118,6 +119,14 @@ def test_the_final_pass_computes_on_one_thread_while_it_writes(case, tmp_path, m
     monkeypatch.setattr(fused, "simulate_range", counted("compress", fused.simulate_range, chunk_writer.threads))
     monkeypatch.setattr(tensors, "pack_floats", counted("pack", tensors.pack_floats, torch.get_num_threads))
     monkeypatch.setattr(d, "cost_from_sums", counted("cost", d.cost_from_sums, torch.get_num_threads))
+    priors_on: list[tuple[str, int]] = []  # the whole-map priors: the thread that computes them, its numba count
+    real_priors = type(net).full_prior_values
+
+    def priors(self, *args):
+        priors_on.append((threading.current_thread().name.split("_")[0], numba.get_num_threads()))
+        return real_priors(self, *args)
+
+    monkeypatch.setattr(type(net), "full_prior_values", priors)
     sim = d.simulate(net, data, obs.nobs)
     blocks = tensors.ObservationBlocks(obs, "cpu")
     before = numba.get_num_threads(), torch.get_num_threads()
@@ -133,10 +142,14 @@ def test_the_final_pass_computes_on_one_thread_while_it_writes(case, tmp_path, m
         # the compressing threads one fewer: the sums and writes of each block take a core (run.streamed._InOrder)
         assert seen == {"simulate": [1, 1, 1], "pack": [1, 1, 1], "cost": [2], "compress": [1, 1, 1]}
         assert (numba.get_num_threads(), torch.get_num_threads(), chunk_writer.threads()) == (2, 2, 2)
+        # the cost's whole-map priors on the sums' thread, one thread, beside the blocks (OpenMP or TBB)
+        assert priors_on == ([("final-pass-sums", 1)] if parallel_layer_shared() else [("MainThread", 2)])
         for v in seen.values():
             v.clear()
+        priors_on.clear()
         streamed.final_pass(net, blocks, obs, obs.nobs, None, None)
         assert seen == {"simulate": [2, 2, 2], "pack": [2, 2, 2], "cost": [2], "compress": [2, 2, 2]}
+        assert priors_on == [("MainThread", 2)]  # without files: after the blocks, on the run's threads
     finally:
         numba.set_num_threads(before[0])
         torch.set_num_threads(before[1])

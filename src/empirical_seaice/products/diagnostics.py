@@ -200,10 +200,16 @@ def anchor_floor_sum(network: HybridNetwork, emis_anchor: np.ndarray | None) -> 
 
 @torch.no_grad()
 def cost_from_sums(
-    network: HybridNetwork, obs_sum: float, anchor_sum: float | None, nobs_total: int
+    network: HybridNetwork,
+    obs_sum: float,
+    anchor_sum: float | None,
+    nobs_total: int,
+    map_values: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """:func:`full_cost` from the sums over the observations (``J_o`` and the anchor floor penalty,
-    each the sum of its blocks), as a streamed pass gathers them."""
+    each the sum of its blocks), as a streamed pass gathers them; the whole-map priors
+    ``map_values`` (:meth:`~empirical_seaice.model.operator.HybridNetwork.full_prior_values`, computed
+    here when None)."""
     cc = network.cost_config
     e0 = None
     if cc.anchor == "mean":
@@ -215,7 +221,7 @@ def cost_from_sums(
     return objective.whole_data_cost(
         cc,
         obs_sum=obs_sum,
-        map_terms=network.full_prior_values(),
+        map_terms=network.full_prior_values() if map_values is None else map_values,
         emis_anchor=None,
         anchor_sum=anchor_sum if cc.anchor != "mean" else None,
         e0_anchor=e0,
