@@ -555,4 +555,4 @@ def test_full_prior_values_without_numba_are_the_torch_terms(monkeypatch):
     net, _, obs, _ = _net("v2", nobs=30, ngrid=3, nstep=4, seed=5)
     monkeypatch.setattr(fused_kernels, "HAVE_NUMBA", False)
     values = net.full_prior_values(obs.nobs)
-    assert values == {k: float(v.double()) for k, v in net.full_prior_terms(obs.nobs).items()}
+    assert values == {k: float(v.detach().double()) for k, v in net.full_prior_terms(obs.nobs).items()}
