@@ -102,3 +102,22 @@ def test_failure_attributes():
         "health_check": "failed",
         "health_check_failures": "empirical state Q reaches |Q| = 11 (limit 10)",
     }
+
+
+def test_array_figures_by_hand_and_as_numpy_gives_them():
+    """One compiled pass: the non-finite count, then min, max, max |x| and the fraction outside the range over
+    the finite values (the fraction of all values), as the numpy expressions give them, float32 or float64."""
+    from empirical_seaice.run import health
+
+    a = np.array([[0.5, -0.2, np.nan], [1.3, np.inf, 0.0]], dtype=np.float32)
+    fig = health.array_figures(a, -0.1, 1.1)
+    assert fig == health.ArrayFigures(2, float(np.float32(-0.2)), float(np.float32(1.3)), float(np.float32(1.3)), 2 / 6)
+    assert health.array_figures(np.array([-3.0, 2.0])).max_abs == 3.0  # no range: nothing outside
+    assert health.array_figures(np.array([-3.0, 2.0])).fraction == 0.0
+    assert health.array_figures(np.zeros((0, 3), np.float32)).nonfinite == 0
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        x = (rng.normal(0.5, 0.4, (300, 7))).astype(dtype)
+        x[rng.random(x.shape) < 0.02] = np.nan
+        for arr in (x, x[:, ::2]):  # contiguous, and strided columns
+            assert health.array_figures(arr, -0.1, 1.1) == health._array_figures_numpy(arr.reshape(-1), -0.1, 1.1)
