@@ -25,6 +25,10 @@ Summed over the rows these are the terms of :func:`~empirical_seaice.cost.object
 :func:`map_priors` evaluates them over the whole map (parallel over fixed chunks, summed in
 order: the same result for any thread count), for :meth:`FusedProgram.map_priors
 <empirical_seaice.model.fused.FusedProgram.map_priors>`.
+:func:`map_prior_sums` (the row priors' values only) and :func:`smoothness_sum` (the smoothness
+prior's, over the neighbour pairs as :func:`~empirical_seaice.cost.neighbours.smoothness_pairs` lists
+them) give the diagnostics' cost the same terms in float64
+(:meth:`~empirical_seaice.model.operator.HybridNetwork.full_prior_values`).
 """
 
 from __future__ import annotations

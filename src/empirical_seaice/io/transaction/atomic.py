@@ -66,6 +66,7 @@ def start_write_out(path: Path) -> None:
 
 
 def _write_out_fd(fd: int) -> None:
+    """:func:`start_write_out`'s call on the open file ``fd``, which it closes."""
     try:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
     finally:
@@ -158,7 +159,7 @@ def atomic_path(path: Path, sync: bool = True) -> Iterator[Path]:
     ``sync=False``: for a file that is moved again through a synced ``atomic_path`` before it can
     be an output (a held output: :meth:`~empirical_seaice.io.output_writer.HeldOutputs.promote`):
     its write-out is started (:func:`start_write_out`), not waited for, and the later ``fsync``
-    finds it written (on the ``benchmark`` twin's final pass, 0.003 s a file instead of 0.03-0.045 s).
+    finds it written (on the ``benchmark`` twin's final pass no wait, instead of 0.03-0.045 s a file).
     """
     path = Path(path)
     tmp = tmp_name(path)
