@@ -111,6 +111,8 @@ class ObservationChecks:
         self.valid = np.zeros(nchan, dtype=np.int64)
         self.emis_max = -np.inf
         self.emis_min = np.inf
+        self.state: tuple[ArrayFigures, ArrayFigures, ArrayFigures] | None = None
+        """The trained state's figures (:func:`state_figures`), where the pass gathered them too."""
 
     def add(self, tb_sim: np.ndarray, emis_ice: np.ndarray, mask: np.ndarray, sic_obs: np.ndarray) -> None:
         """Add one block: simulated TB and ice emissivity (n, nchan), valid channels, trained SIC (n,)
@@ -210,9 +212,11 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 
 @dataclass(frozen=True)
 class ArrayFigures:
-    """What the checks read of a state array: ``nonfinite`` values (NaN, inf); over the finite ones
-    ``min``, ``max``, ``max_abs`` and the ``fraction`` of all values outside the range asked for."""
+    """What the checks read of a state array of ``size`` values: ``nonfinite`` values (NaN, inf); over
+    the finite ones ``min``, ``max``, ``max_abs`` and the ``fraction`` of all values outside the range
+    asked for."""
 
+    size: int
     nonfinite: int
     min: float
     max: float
@@ -226,11 +230,11 @@ def array_figures(arr: np.ndarray, lo: float = -np.inf, hi: float = np.inf) -> A
     with numpy (copies, a float64 map, a pass per figure)."""
     a = np.asarray(arr).reshape(-1)
     if not a.size:
-        return ArrayFigures(0, np.nan, np.nan, np.nan, 0.0)
+        return ArrayFigures(0, 0, np.nan, np.nan, np.nan, 0.0)
     if _figures is not None and a.dtype in (np.float32, np.float64):
         out = np.zeros(5)
         _figures(a, float(lo), float(hi), out)
-        return ArrayFigures(int(out[0]), float(out[1]), float(out[2]), float(out[3]), float(out[4]) / a.size)
+        return ArrayFigures(a.size, int(out[0]), float(out[1]), float(out[2]), float(out[3]), float(out[4]) / a.size)
     return _array_figures_numpy(a, lo, hi)
 
 
@@ -238,10 +242,26 @@ def _array_figures_numpy(a: np.ndarray, lo: float, hi: float) -> ArrayFigures:
     """:func:`array_figures` in numpy expressions (without numba; the definition the pass is tested against)."""
     finite = np.isfinite(a)
     v = np.asarray(a[finite], dtype=np.float64)
+    bad = int((~finite).sum())
     if not v.size:
-        return ArrayFigures(int((~finite).sum()), np.nan, np.nan, np.nan, 0.0)
+        return ArrayFigures(a.size, bad, np.nan, np.nan, np.nan, 0.0)
     nout = int(((v < lo) | (v > hi)).sum())
-    return ArrayFigures(int((~finite).sum()), float(v.min()), float(v.max()), float(np.abs(v).max()), nout / a.size)
+    return ArrayFigures(a.size, bad, float(v.min()), float(v.max()), float(np.abs(v).max()), nout / a.size)
+
+
+def _figures_of(a: np.ndarray | ArrayFigures, lo: float = -np.inf, hi: float = np.inf) -> ArrayFigures:
+    return a if isinstance(a, ArrayFigures) else array_figures(a, lo, hi)
+
+
+def state_figures(state) -> tuple[ArrayFigures, ArrayFigures, ArrayFigures]:
+    """The checks' figures of a trained :class:`~empirical_seaice.model.state.EmpiricalState`: its SIC
+    map (with :data:`SIC_RANGE`), grid properties P and observation properties Q, read from its tables as
+    they are (views on the CPU, no copies)."""
+    return (
+        array_figures(_values(state.sic_map), *SIC_RANGE),
+        array_figures(_values(state.props_grid)),
+        array_figures(_values(state.props_obs)),
+    )
 
 
 def anchor_shortfall(anchor: str, anchor_error: float, term: float, nobs: int) -> float:
@@ -293,19 +313,20 @@ def check_health(
 
 
 def check_health_of(
-    sic_map: np.ndarray,
-    props_grid: np.ndarray,
-    props_obs: np.ndarray,
+    sic_map: np.ndarray | ArrayFigures,
+    props_grid: np.ndarray | ArrayFigures,
+    props_obs: np.ndarray | ArrayFigures,
     checks: ObservationChecks,
     channel_names: list[str] | tuple[str, ...],
     cost_before: dict[str, float] | None,
     cost_after: dict[str, float],
     anchor_shortfall: float | None = None,
 ) -> HealthReport:
-    """:func:`check_health` with the per-observation figures already gathered (``checks``)."""
+    """:func:`check_health` with the per-observation figures already gathered (``checks``); the state's
+    arrays, or their :func:`array_figures` (the SIC map's with :data:`SIC_RANGE`: :func:`state_figures`)."""
     rep = HealthReport()
-    sic = array_figures(sic_map, *SIC_RANGE)
-    state = {"P": array_figures(props_grid), "Q": array_figures(props_obs)}
+    sic = _figures_of(sic_map, *SIC_RANGE)
+    state = {"P": _figures_of(props_grid), "Q": _figures_of(props_obs)}
     for name, fig in (("SIC", sic), ("state P", state["P"]), ("state Q", state["Q"])):
         if fig.nonfinite:
             rep.failures.append(f"{name} has {fig.nonfinite} non-finite values")
@@ -314,17 +335,17 @@ def check_health_of(
             rep.failures.append(f"{name} has {count} non-finite values")
     if rep.failures:
         return rep
-    _check_sic(rep, sic, np.size(sic_map))
+    _check_sic(rep, sic)
     for name, fig in state.items():
-        _check_state(rep, name, fig, np.size(props_grid if name == "P" else props_obs))
+        _check_state(rep, name, fig)
     _check_emissivity(rep, checks, channel_names)
     if cost_before:
         _check_costs(rep, cost_before, cost_after, anchor_shortfall)
     return rep
 
 
-def _check_sic(rep: HealthReport, sic: ArrayFigures, size: int) -> None:
-    if not size:
+def _check_sic(rep: HealthReport, sic: ArrayFigures) -> None:
+    if not sic.size:
         return
     rep.figures.update(sic_min=sic.min, sic_max=sic.max, sic_out_fraction=sic.fraction)
     if sic.fraction > SIC_OUT_FRACTION or sic.min < SIC_LIMIT[0] or sic.max > SIC_LIMIT[1]:
@@ -334,8 +355,8 @@ def _check_sic(rep: HealthReport, sic: ArrayFigures, size: int) -> None:
         )
 
 
-def _check_state(rep: HealthReport, name: str, fig: ArrayFigures, size: int) -> None:
-    if not size:
+def _check_state(rep: HealthReport, name: str, fig: ArrayFigures) -> None:
+    if not fig.size:
         return
     m = fig.max_abs
     rep.figures[f"state_{name}_max_abs"] = m
@@ -397,10 +418,11 @@ def check_trained(
         checks.add(sim.tb, sim.emis_ice, obs.mask, sim.sic)
     cost = network.cost_config
     shortfall = anchor_shortfall(cost.anchor, cost.anchor_error, cost_after.get("anchor", 0.0), obs.nobs)
+    sic, p, q = checks.state if checks.state is not None else state_figures(st)
     return check_health_of(
-        _values(st.sic_map),
-        _values(st.props_grid),
-        _values(st.props_obs),
+        sic,
+        p,
+        q,
         checks,
         list(obs.basis.channel_names),
         cost_before,

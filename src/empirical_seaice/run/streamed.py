@@ -50,7 +50,7 @@ from empirical_seaice.io import outputs as out
 from empirical_seaice.observations import Observations, release_pages
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run import interrupt
-from empirical_seaice.run.health import ObservationChecks
+from empirical_seaice.run.health import ObservationChecks, state_figures
 from empirical_seaice.threads import numba_threads, parallel_layer_shared, torch_threads
 
 PASS_ROWS = 1 << 16
@@ -288,21 +288,27 @@ class AheadOfFinalPass:
         self._error = None
 
 
-def _map_values_beside(side: _InOrder | None, network) -> dict[str, float]:
-    """The cost's whole-map priors (:meth:`~empirical_seaice.model.operator.HybridNetwork.full_prior_values`:
-    of the trained map, which no block changes), filled in by the side thread's first job, on one thread
-    (the same values on any number), beside the first blocks instead of after the last (0.05-0.09 s of
-    the benchmark twin's final pass); empty (the cost computes them) without a side thread, or where
-    numba's parallel loops may not run on two threads at once
-    (:func:`~empirical_seaice.threads.parallel_layer_shared`)."""
+def _figures_beside(side: _InOrder | None, network, checks: ObservationChecks) -> dict[str, float]:
+    """With a side thread, its first jobs, beside the first blocks instead of after the last (they read the
+    trained model, which no block changes): the trained state's health figures into ``checks``
+    (:func:`~empirical_seaice.run.health.state_figures`; 0.04-0.05 s on the benchmark twin), and the
+    cost's whole-map priors (:meth:`~empirical_seaice.model.operator.HybridNetwork.full_prior_values`,
+    on one thread: the same values on any number; 0.05-0.09 s), returned filled in once the side thread
+    is done; empty (the cost computes them) without a side thread, or where numba's parallel loops may not
+    run on two threads at once (:func:`~empirical_seaice.threads.parallel_layer_shared`)."""
     values: dict[str, float] = {}
 
     def fill() -> None:
         with numba_threads(1):
             values.update(network.full_prior_values())
 
-    if side is not None and parallel_layer_shared():
-        side.submit(fill)
+    def state() -> None:
+        checks.state = state_figures(network.state)
+
+    if side is not None:
+        side.submit(state)
+        if parallel_layer_shared():
+            side.submit(fill)
     return values
 
 
@@ -361,7 +367,7 @@ def final_pass(
         # with files: the compiled sums and the writes of a block on a thread of their own, in order, while
         # this one packs and simulates the next (entered after the files: done before they close)
         side = stack.enter_context(_InOrder()) if write else None
-        map_values = _map_values_beside(side, network)
+        map_values = _figures_beside(side, network, checks)
 
         def after(rows: slice, sim: diag.Simulation) -> None:
             """A block's compiled sums and checks, its rows of the files, its cache pages dropped."""
