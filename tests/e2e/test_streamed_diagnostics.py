@@ -3,6 +3,7 @@ health figures, truth emissivity errors, and the per-observation files."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from types import SimpleNamespace
@@ -243,8 +244,9 @@ def test_the_final_pass_sums_the_same_bits_with_and_without_its_files(case, tmp_
         emis_ice=np.where(obs.mask, np.random.default_rng(2).uniform(0.8, 1.0, obs.tb_obs_k.shape), np.nan),
     )
     paths = {k: tmp_path / f"{k}_t.nc" for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
-    side = streamed.final_pass(net, data, obs, obs.nobs, out.HeldOutputs(tmp_path), paths, truth, (bg.lon, bg.lat))
-    alone = streamed.final_pass(net, data, obs, obs.nobs, None, None, truth)
+    held = out.HeldOutputs(tmp_path)
+    side = streamed.final_pass(net, data, obs, obs.nobs, held, paths, truth, (bg.lon, bg.lat), state_figures=True)
+    alone = streamed.final_pass(net, data, obs, obs.nobs, None, None, truth, state_figures=True)
     assert side.cost == alone.cost  # exactly
     for name in ("count", "mean", "std"):
         np.testing.assert_array_equal(getattr(side.departures, name), getattr(alone.departures, name))
@@ -253,9 +255,11 @@ def test_the_final_pass_sums_the_same_bits_with_and_without_its_files(case, tmp_
     for name, value in vars(alone.checks).items():
         if name != "state":
             np.testing.assert_array_equal(vars(side.checks)[name], value, err_msg=name)
-    # the state's figures: gathered on the side thread beside the blocks (None without it: the checks
-    # compute them), the same figures and the same report either way
-    assert alone.checks.state is None and side.checks.state == state_figures(net.state)
+    # the state's figures (state_figures=True): gathered on the side thread beside the blocks (None without
+    # it: the checks compute them), the same figures and the same report either way
+    assert alone.checks.state is None and side.checks.state is not None
+    for got, want in zip(side.checks.state, state_figures(net.state), strict=True):
+        np.testing.assert_equal(dataclasses.astuple(got), dataclasses.astuple(want))  # (NaN where a table is empty)
     whole = check_trained(net, obs, alone.checks, side.cost, side.cost)
     assert check_trained(net, obs, side.checks, side.cost, side.cost) == whole and whole.figures["sic_max"] > 0
     assert side.emis_errors is not None and alone.emis_errors is not None

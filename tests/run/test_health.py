@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 
 from empirical_seaice.run.health import anchor_shortfall, check_health, failure_attributes
 
@@ -112,10 +115,18 @@ def test_array_figures_by_hand_and_as_numpy_gives_them():
     a = np.array([[0.5, -0.2, np.nan], [1.3, np.inf, 0.0]], dtype=np.float32)
     fig = health.array_figures(a, -0.1, 1.1)
     f32 = float(np.float32(-0.2)), float(np.float32(1.3))
-    assert fig == health.ArrayFigures(6, 2, f32[0], f32[1], f32[1], 2 / 6)
+    assert fig == health.ArrayFigures(6, 2, f32[0], f32[1], f32[1], 2 / 6, (-0.1, 1.1))
     assert health.array_figures(np.array([-3.0, 2.0])).max_abs == 3.0  # no range: nothing outside
     assert health.array_figures(np.array([-3.0, 2.0])).fraction == 0.0
     assert health.array_figures(np.zeros((0, 3), np.float32)).size == 0
+    none = health.array_figures(np.array([np.nan, np.inf], np.float32), -0.1, 1.1)  # no finite value: NaN figures
+    np.testing.assert_equal(dataclasses.astuple(none), (2, 2, np.nan, np.nan, np.nan, 0.0, (-0.1, 1.1)))
+    by_numpy = health._array_figures_numpy(np.array([np.nan, np.inf]), -0.1, 1.1)
+    np.testing.assert_equal(dataclasses.astuple(none), dataclasses.astuple(by_numpy))
+    # figures of another range than the checks read: refused (they would read another fraction)
+    with pytest.raises(ValueError, match=r"array figures of the range \(-inf, inf\)"):
+        none_p = np.zeros(0)
+        health.check_health_of(health.array_figures(a), none_p, none_p, health.ObservationChecks(2), [], None, {})
     rng = np.random.default_rng(3)
     for dtype in (np.float32, np.float64):
         x = (rng.normal(0.5, 0.4, (300, 7))).astype(dtype)

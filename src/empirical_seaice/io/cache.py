@@ -340,9 +340,10 @@ class CacheWriter:
         self._populating.append(self._pool.submit(fn, *args))
 
     def finished(self, name: str) -> None:
-        """Array ``name`` is complete: its pages start going to the disk now, on the writer's thread
-        (:func:`~empirical_seaice.io.transaction.atomic.start_write_out`), so that :func:`save`'s flush,
-        which must wait for every page before the cache is committed, finds little left to write. The reader calls it
+        """Array ``name`` is complete: its pages start going to the disk now (the writer's thread opens the
+        file, :func:`~empirical_seaice.io.transaction.atomic.start_write_out` queues its write-out on a
+        thread of its own), so that :func:`save`'s flush, which must wait for every page before the cache
+        is committed, finds little left to write. The reader calls it
         only for a cache committed in the foreground: behind the run (:func:`commit_behind`) the commit's
         flush writes them all, and the write-out does not take CPU from the read (the benchmark twin on
         2 cores, a busy machine: the read 1.24-1.33 s, 2.0-2.2 CPU-s, against 1.49-2.30 s, 2.3-2.7

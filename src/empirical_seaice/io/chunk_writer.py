@@ -115,9 +115,10 @@ def _shuffle4_columns_py(src, keep, masked, nan, out):  # pragma: no cover - com
     at a time (a block of rows, about 1 MiB, is in the CPU's cache; column by column, a read with a
     stride of one row, was slower), and each byte plane of a column gets the four rows' bytes as one
     32-bit word (n a multiple of 4; else a byte at a time): 0.35-0.43 ms against 0.71-0.72 ms a byte at
-    a time for a chunk of 15,420 rows of 17 channels, i.e. about 0.06 s against 0.13 s for each TB file
-    of the ``benchmark`` twin; still more than :func:`_shuffle4_masked` of the same rows, which the
-    faster deflate of the columns more than makes up (:func:`empirical_seaice.io.cf.by_channel`)."""
+    a time for a chunk of 15,420 rows of 17 channels alone; in the ``benchmark`` twin's final pass 0.15
+    against 0.20-0.22 CPU-s for ``tbsim`` and ``tbzero`` together; still more than
+    :func:`_shuffle4_masked` of the same rows, which the faster deflate of the columns more than makes
+    up (:func:`empirical_seaice.io.cf.by_channel`)."""
     n, ncol = src.shape
     if n % 4 == 0:
         words = out.view(np.uint32)  # (ncol, n): byte plane p of column j is words [p n / 4, (p + 1) n / 4)

@@ -302,6 +302,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
     import torch
 
     from empirical_seaice.model.emissivity import LinearEmissivity, NetworkEmissivity
+    from empirical_seaice.model.fused_map import row_constants
 
     if not HAVE_NUMBA:
         return None, "numba is not installed"
@@ -342,7 +343,6 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         ],
         dtype=np.int64,
     )  # fmt: skip
-    lo, hi, h = _smooth_pieces(cc.false_ice_peak_scaling)
     fp = np.zeros(17)
     fp[0], fp[1] = mc.t_ref_k, mc.t_scale_k
     fp[2] = -1.0 if mc.ocean_t_floor_k is None else mc.ocean_t_floor_k
@@ -351,7 +351,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         fp[4] = float(np.float32(cc.anchor_frequency_ghz) / np.float32(em.freq_scale_ghz))
     fp[5] = cc.anchor_value
     fp[10] = 1.0 / (cc.anchor_error**2 * nobs_total)
-    fp[11], fp[12], fp[13], fp[14] = cc.false_ice_peak_scaling, lo, hi, h
+    fp[11:15] = row_constants(cc, st.ngrid, st.nstep, float(nobs_total))[1][4:8]  # the false-ice bump's shape
     names = ["obs", "sic_range"]
     if cc.sic_background_prior:
         names.append("sic_background")
@@ -444,12 +444,6 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         full=full,
     )
     return program, ""
-
-
-def _smooth_pieces(peak_scaling: float) -> tuple[float, float, float]:
-    from empirical_seaice.cost.terms import false_ice_smooth_pieces
-
-    return false_ice_smooth_pieces(peak_scaling)
 
 
 __all__ = ["FusedProgram", "build_program", "simulate", "HAVE_NUMBA", "NCHUNK"]

@@ -366,13 +366,12 @@ class HybridNetwork(nn.Module):
         sums over fixed chunks (the same on any number of threads; the torch terms are float32 sums).
         On the ``benchmark`` twin's 4.1 M map rows about 0.06 s against 0.18-0.24 s for the torch
         terms, at the end of the initial and of the final pass. Else the torch terms' values."""
-        from empirical_seaice.model.fused_kernels import HAVE_NUMBA
+        if not self.prior_values_compiled():
+            return {k: float(v.double()) for k, v in self.full_prior_terms(nobs_total).items()}
+        from empirical_seaice.model.fused_map import map_prior_sums, smoothness_sum
 
         st, cc = self.state, self.cost_config
         sic = st.sic_map.weight[:, 0]
-        if not HAVE_NUMBA or sic.device.type != "cpu" or sic.dtype != torch.float32:
-            return {k: float(v.double()) for k, v in self.full_prior_terms(nobs_total).items()}
-        from empirical_seaice.model.fused_map import map_prior_sums, smoothness_sum
 
         nobs = self.counts_nobs if nobs_total is None else nobs_total
         bg = st.background_flat.numpy()
@@ -386,6 +385,14 @@ class HybridNetwork(nn.Module):
             out[objective.SMOOTHNESS] = smoothness_sum(sic.numpy(), *(t.numpy() for t in pairs)) / nobs
         out["warm_ice"] = float(rows[3])
         return out
+
+    def prior_values_compiled(self) -> bool:
+        """Whether :meth:`full_prior_values` sums compiled (numba present, the map a CPU float32 one):
+        float64 sums over fixed chunks, the same on any number of threads."""
+        from empirical_seaice.model.fused_kernels import HAVE_NUMBA
+
+        w = self.state.sic_map.weight
+        return bool(HAVE_NUMBA) and w.device.type == "cpu" and w.dtype == torch.float32
 
     def note_sampled_without_smoothness(self) -> None:
         """Log once that the sampled priors leave the smoothness prior out (when it is on)."""

@@ -196,6 +196,8 @@ def _figures_py(a, lo, hi, out):  # pragma: no cover - compiled below
         amax = max(amax, v)
         if v < lo or v > hi:
             nout += 1
+    if bad == a.shape[0]:  # no finite value: no figures (as numpy's expressions give them)
+        amin = amax = np.nan
     out[0], out[1], out[2], out[3], out[4] = bad, amin, amax, max(abs(amin), abs(amax)), nout
 
 
@@ -213,8 +215,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 @dataclass(frozen=True)
 class ArrayFigures:
     """What the checks read of a state array of ``size`` values: ``nonfinite`` values (NaN, inf); over
-    the finite ones ``min``, ``max``, ``max_abs`` and the ``fraction`` of all values outside the range
-    asked for."""
+    the finite ones ``min``, ``max``, ``max_abs`` (NaN without any) and the ``fraction`` of all values
+    outside ``range``."""
 
     size: int
     nonfinite: int
@@ -222,6 +224,7 @@ class ArrayFigures:
     max: float
     max_abs: float
     fraction: float
+    range: tuple[float, float] = (-np.inf, np.inf)
 
 
 def array_figures(arr: np.ndarray, lo: float = -np.inf, hi: float = np.inf) -> ArrayFigures:
@@ -230,11 +233,12 @@ def array_figures(arr: np.ndarray, lo: float = -np.inf, hi: float = np.inf) -> A
     with numpy (copies, a float64 map, a pass per figure)."""
     a = np.asarray(arr).reshape(-1)
     if not a.size:
-        return ArrayFigures(0, 0, np.nan, np.nan, np.nan, 0.0)
+        return ArrayFigures(0, 0, np.nan, np.nan, np.nan, 0.0, (lo, hi))
     if _figures is not None and a.dtype in (np.float32, np.float64):
         out = np.zeros(5)
         _figures(a, float(lo), float(hi), out)
-        return ArrayFigures(a.size, int(out[0]), float(out[1]), float(out[2]), float(out[3]), float(out[4]) / a.size)
+        bad, amin, amax, max_abs, nout = out
+        return ArrayFigures(a.size, int(bad), float(amin), float(amax), float(max_abs), nout / a.size, (lo, hi))
     return _array_figures_numpy(a, lo, hi)
 
 
@@ -244,13 +248,19 @@ def _array_figures_numpy(a: np.ndarray, lo: float, hi: float) -> ArrayFigures:
     v = np.asarray(a[finite], dtype=np.float64)
     bad = int((~finite).sum())
     if not v.size:
-        return ArrayFigures(a.size, bad, np.nan, np.nan, np.nan, 0.0)
+        return ArrayFigures(a.size, bad, np.nan, np.nan, np.nan, 0.0, (lo, hi))
     nout = int(((v < lo) | (v > hi)).sum())
-    return ArrayFigures(a.size, bad, float(v.min()), float(v.max()), float(np.abs(v).max()), nout / a.size)
+    return ArrayFigures(a.size, bad, float(v.min()), float(v.max()), float(np.abs(v).max()), nout / a.size, (lo, hi))
 
 
 def _figures_of(a: np.ndarray | ArrayFigures, lo: float = -np.inf, hi: float = np.inf) -> ArrayFigures:
-    return a if isinstance(a, ArrayFigures) else array_figures(a, lo, hi)
+    """``a``'s :func:`array_figures` with the range ``[lo, hi]``, or ``a`` when it is figures already of that
+    range (else a ValueError: the checks would read another fraction)."""
+    if not isinstance(a, ArrayFigures):
+        return array_figures(a, lo, hi)
+    if a.size and a.range != (lo, hi):
+        raise ValueError(f"array figures of the range {a.range}, the checks read [{lo}, {hi}]")
+    return a
 
 
 def state_figures(state) -> tuple[ArrayFigures, ArrayFigures, ArrayFigures]:
@@ -410,7 +420,9 @@ def check_trained(
 ) -> HealthReport:
     """:func:`check_health` of a trained network (its state tables) and ``sim``: its simulation of every
     observation of ``obs`` (:func:`empirical_seaice.products.diagnostics.simulate`), or the
-    :class:`ObservationChecks` a streamed pass gathered from it."""
+    :class:`ObservationChecks` a streamed pass gathered from it. The state's figures are the ones the
+    pass gathered (``checks.state``: the state as the pass read it, which it does not change), else
+    computed here (:func:`state_figures`)."""
     st = network.state
     checks = sim
     if not isinstance(sim, ObservationChecks):

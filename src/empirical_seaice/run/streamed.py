@@ -50,7 +50,8 @@ from empirical_seaice.io import outputs as out
 from empirical_seaice.observations import Observations, release_pages
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run import interrupt
-from empirical_seaice.run.health import ObservationChecks, state_figures
+from empirical_seaice.run.health import ObservationChecks
+from empirical_seaice.run.health import state_figures as trained_state_figures
 from empirical_seaice.threads import numba_threads, parallel_layer_shared, torch_threads
 
 PASS_ROWS = 1 << 16
@@ -164,8 +165,7 @@ class _InOrder:
 class _PackedOnOneThread:
     """The blocks of an :class:`~empirical_seaice.model.tensors.ObservationBlocks` packed on the
     calling thread alone (the packing takes the torch thread count; the same values on any number),
-    the run's torch thread count back for everything else: the cost's torch terms after the pass (the
-    whole-map priors, whose float32 rounding depends on the number of threads) are computed as before."""
+    the run's torch thread count back for everything else (the cost's torch terms after the pass)."""
 
     def __init__(self, blocks: Any):
         self._blocks = blocks
@@ -288,14 +288,16 @@ class AheadOfFinalPass:
         self._error = None
 
 
-def _figures_beside(side: _InOrder | None, network, checks: ObservationChecks) -> dict[str, float]:
+def _figures_beside(side: _InOrder | None, network, checks: ObservationChecks, with_state: bool) -> dict[str, float]:
     """With a side thread, its first jobs, beside the first blocks instead of after the last (they read the
-    trained model, which no block changes): the trained state's health figures into ``checks``
-    (:func:`~empirical_seaice.run.health.state_figures`; 0.04-0.05 s on the benchmark twin), and the
-    cost's whole-map priors (:meth:`~empirical_seaice.model.operator.HybridNetwork.full_prior_values`,
+    trained model, which no block changes): with ``with_state``, the trained state's health figures into
+    ``checks`` (:func:`~empirical_seaice.run.health.state_figures`; 0.04-0.05 s on the benchmark twin),
+    and the cost's whole-map priors (:meth:`~empirical_seaice.model.operator.HybridNetwork.full_prior_values`,
     on one thread: the same values on any number; 0.05-0.09 s), returned filled in once the side thread
-    is done; empty (the cost computes them) without a side thread, or where numba's parallel loops may not
-    run on two threads at once (:func:`~empirical_seaice.threads.parallel_layer_shared`)."""
+    is done; empty (the cost computes them) without a side thread, where they are not the compiled sums
+    (:meth:`~empirical_seaice.model.operator.HybridNetwork.prior_values_compiled`: torch's would follow
+    the thread count the pass's thread sets meanwhile), or where numba's parallel loops may not run on
+    two threads at once (:func:`~empirical_seaice.threads.parallel_layer_shared`)."""
     values: dict[str, float] = {}
 
     def fill() -> None:
@@ -303,11 +305,12 @@ def _figures_beside(side: _InOrder | None, network, checks: ObservationChecks) -
             values.update(network.full_prior_values())
 
     def state() -> None:
-        checks.state = state_figures(network.state)
+        checks.state = trained_state_figures(network.state)
 
     if side is not None:
-        side.submit(state)
-        if parallel_layer_shared():
+        if with_state:
+            side.submit(state)
+        if network.prior_values_compiled() and parallel_layer_shared():
             side.submit(fill)
     return values
 
@@ -341,8 +344,11 @@ def final_pass(
     paths: dict[str, Path] | None,
     truth: Any = None,
     lonlat: tuple[Any, Any] = (None, None),
+    state_figures: bool = False,
 ) -> PassResult:
-    """After training: the cost and departures after, the health checks' figures, the truth's
+    """After training: the cost and departures after, the health checks' figures (``state_figures``:
+    the trained state's too, :attr:`ObservationChecks.state <empirical_seaice.run.health.ObservationChecks>`,
+    computed beside the blocks where the pass writes files), the truth's
     emissivity errors (``truth`` with ``emis_ice``) and, with ``held`` and ``paths`` (kind -> final
     path of ``tbsim``, ``ice_emis``, ``tbzero`` and, unless :class:`AheadOfFinalPass` wrote it,
     ``tbobs``), those files held. ``lonlat``: the grid's lon and lat for ``tbobs``. While it writes,
@@ -367,7 +373,7 @@ def final_pass(
         # with files: the compiled sums and the writes of a block on a thread of their own, in order, while
         # this one packs and simulates the next (entered after the files: done before they close)
         side = stack.enter_context(_InOrder()) if write else None
-        map_values = _figures_beside(side, network, checks)
+        map_values = _figures_beside(side, network, checks, state_figures)
 
         def after(rows: slice, sim: diag.Simulation) -> None:
             """A block's compiled sums and checks, its rows of the files, its cache pages dropped."""

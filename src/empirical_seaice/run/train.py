@@ -508,7 +508,8 @@ def _final_pass(
     release_free_memory(collect=False)  # the truth files' read buffers (arrays, no cycles): not under the pass
     paths = None if plan.trainonly else {k: plan.path(k) for k in kinds}
     lonlat = (background.lon, background.lat)
-    final = final_pass(network, data, obs, nobs_train, held, paths, truth, lonlat)
+    checked = plan.model_file is None  # the health checks follow (not --diagsonly's pass): their state figures
+    final = final_pass(network, data, obs, nobs_train, held, paths, truth, lonlat, state_figures=checked)
     if ahead is not None:
         final.files = {"tbobs": plan.path("tbobs"), **final.files}
     if truth is not None and final.emis_errors is not None:  # summed by the pass: the scores need no more

@@ -62,7 +62,10 @@ def start_write_out(path: Path) -> None:
         if _write_out_pool is None:
             _write_out_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="write-out")
         pool = _write_out_pool
-    pool.submit(_write_out_fd, fd)
+    try:
+        pool.submit(_write_out_fd, fd)
+    except RuntimeError:  # the interpreter is shutting down: no write-out (the later fsync does it)
+        os.close(fd)
 
 
 def _write_out_fd(fd: int) -> None:
