@@ -63,6 +63,13 @@ def _finite(x):
     return x if x - x == 0 else np.float32(0.0)
 
 
+def _finite_row(dst, src, i):
+    """``dst[c] = src[i, c]`` of every channel, 0 where not finite (:func:`_finite`): one loop over one
+    input and one array of the pass's own (inlined: the compiler vectorises it)."""
+    for c in range(dst.shape[0]):
+        dst[c] = _finite(src[i, c])
+
+
 def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field, one loop per array
     out,
     ints,
@@ -123,18 +130,12 @@ def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field, one loop pe
             out[i, cols[2]] = f
             out[i, cols[3]] = cos2[i] if rowwise else angle_s[0, s]
             out[i, cols[4]] = cosv[i] if rowwise else angle_s[1, s]
-            for c in range(nc):
-                t0[c] = _finite(tau[i, c])
-            for c in range(nc):
-                t1[c] = _finite(taucld[i, c])
-            for c in range(nc):
-                d0[c] = _finite(tdown[i, c])
-            for c in range(nc):
-                d1[c] = _finite(tdowncld[i, c])
-            for c in range(nc):
-                u0[c] = _finite(tup[i, c])
-            for c in range(nc):
-                u1[c] = _finite(tupcld[i, c])
+            _finite_row(t0, tau, i)
+            _finite_row(t1, taucld, i)
+            _finite_row(d0, tdown, i)
+            _finite_row(d1, tdowncld, i)
+            _finite_row(u0, tup, i)
+            _finite_row(u1, tupcld, i)
             low = abs(f) < 0.5
             w_from = np.float64(f) if low else np.float64(f) - 1.0
             for c in range(nc):
@@ -161,6 +162,7 @@ _NCHUNK = 64
 if HAVE_NUMBA:
     _lerp = njit(inline="always")(_lerp)
     _finite = njit(inline="always")(_finite)
+    _finite_row = njit(inline="always")(_finite_row)
     _pack_rows = njit(cache=True, parallel=True)(_pack_rows)
 
 _COLUMNS = (
