@@ -194,9 +194,9 @@ def by_channel(var: Any) -> bool:
 def encoding(variables: Mapping[Any, Any]) -> dict[Any, dict[str, Any]]:
     """xarray ``to_netcdf`` encoding of the variables of an output dataset.
 
-        Floats: ``_FillValue = NaN`` (none on times and bounds); integers: no fill value; strings: fixed-length
-        ``char`` arrays (dimension ``<name>_strlen``); every numeric variable of at
-        least :data:`COMPRESS_MIN_BYTES` bytes zlib-compressed in chunks of ~1 MiB (the TBs per observation:
+    Floats: ``_FillValue = NaN`` (none on times and bounds); integers: no fill value; strings: fixed-length
+    ``char`` arrays (dimension ``<name>_strlen``); every numeric variable of at
+    least :data:`COMPRESS_MIN_BYTES` bytes zlib-compressed in chunks of ~1 MiB (the TBs per observation:
     the rows of such a chunk, one channel a chunk; :func:`by_channel`).
     """
     enc: dict[Any, dict[str, Any]] = {}
