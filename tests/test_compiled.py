@@ -46,6 +46,18 @@ def test_empty_huge_is_an_ordinary_array():
     assert float(a.sum(dtype=np.float64)) == 1.5 * a.size
     small = compiled.empty_huge(10, np.int32)  # below 4 MiB: not advised, still an array
     assert small.shape == (10,) and not compiled.huge_pages(small)
+    # on a 2 MiB boundary (every page can be huge), the small one on a cache line: a slab's 32-byte rows
+    # then never straddle two lines (numpy's own large arrays start 16 bytes past a page)
+    assert a.ctypes.data % (1 << 21) == 0 and small.ctypes.data % 64 == 0
+
+
+def test_empty_aligned_starts_on_the_boundary():
+    for align in (64, 4096, 1 << 21):
+        for shape in ((7, 3), (1000, 8), (1, 1)):
+            a = compiled.empty_aligned(shape, np.float32, align)
+            assert a.ctypes.data % align == 0 and a.shape == shape and a.flags.c_contiguous and a.flags.writeable
+            a[...] = 3.0  # its own memory, the whole of it
+            assert float(a.sum()) == 3.0 * a.size
 
 
 def test_vector_ops_are_their_loops():

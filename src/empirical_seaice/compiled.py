@@ -76,10 +76,25 @@ def huge_pages(a: np.ndarray) -> bool:
     return end > start and madvise(start, end - start, _MADV_HUGEPAGE) == 0
 
 
+def empty_aligned(shape, dtype, align: int = 64) -> np.ndarray:
+    """``np.empty(shape, dtype)`` starting at a multiple of ``align`` bytes (a power of two): a view of a
+    byte buffer ``align`` bytes longer. numpy's own large arrays start 16 bytes past a page (glibc's
+    header), so rows of a power-of-two size, e.g. a slab's 32 or 64 bytes, would straddle two cache
+    lines (every other one or every one) and cost two misses where one was meant."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    buf = np.empty(nbytes + align, dtype=np.uint8)
+    start = -buf.ctypes.data % align
+    return buf[start : start + nbytes].view(dtype).reshape(shape)
+
+
 def empty_huge(shape, dtype, populate: bool = False) -> np.ndarray:
-    """``np.empty(shape, dtype)`` whose memory asked for huge pages (:func:`huge_pages`) before any write;
-    with ``populate``, its pages are brought in on a background thread (:func:`populate_behind`)."""
-    a = np.empty(shape, dtype=dtype)
+    """``np.empty(shape, dtype)`` whose memory asked for huge pages (:func:`huge_pages`) before any write,
+    starting on a 2 MiB boundary (:func:`empty_aligned`; its untouched lead is never paged in; 64 bytes
+    under 4 MiB), so that every page of it can be a huge one and no row straddles more cache lines than
+    its size needs; with ``populate``, its pages are brought in on a background thread
+    (:func:`populate_behind`)."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    a = empty_aligned(shape, dtype, _HUGE if nbytes >= 2 * _HUGE else 64)
     huge_pages(a)
     if populate:
         populate_behind(a)
