@@ -153,9 +153,23 @@ def test_slab_takes_the_tables_one_by_one(monkeypatch):
     gc.collect()
     assert [ref() for ref in old] == [None, None, None]
     assert slab.shape == (75, 8)
+    # on a cache line (compiled.empty_huge): its 32-byte rows never straddle two (each would cost two misses)
+    assert slab.data_ptr() % 64 == 0
     offset = 0
     for t, v in zip(tables, values, strict=True):
         n, c = v.shape
         assert torch.equal(slab[offset : offset + n, :c], v) and not slab[offset : offset + n, c:].any()
         assert t.untyped_storage().data_ptr() == slab.untyped_storage().data_ptr() and torch.equal(t.detach(), v)
         offset += n
+
+
+def test_a_loaded_slab_starts_on_a_cache_line():
+    """A checkpoint's slab (torch.load's own storage, at any address) is copied into a new aligned slab,
+    with its values, so a resumed run's rows do not straddle cache lines either."""
+    ws, _, _, opt, _ = _run_tables(20)
+    saved = opt.state_dict()
+    p = torch.nn.Parameter(ws.detach().clone())
+    again = DeferredAdam([p], lr=1e-2)
+    again.load_state_dict(saved)
+    slab = again.state[p]["slab"]
+    assert slab.data_ptr() % 64 == 0 and torch.equal(slab, opt.state[ws]["slab"])
