@@ -11,6 +11,8 @@ random. None of them knows anything about sea ice; the prefetch and the huge pag
   ``madvise(MADV_HUGEPAGE)``) for a table before it is first written. A random row of a table of
   hundreds of MB otherwise costs a TLB miss (a page-table walk) on top of the cache miss; with 2 MiB
   pages the TLB covers 512x more memory. Elsewhere (another OS, THP off) they do nothing.
+  :func:`empty_huge` also starts the table on a 2 MiB boundary (:func:`empty_aligned`), so that rows of a
+  power-of-two size (the optimiser's slab rows) each sit in one cache line.
 
 - :func:`axpy8`, :func:`gemv8`, :func:`sigmoid8`, :func:`sigmoid_grad8`, :func:`channels8`, :func:`sum8`: a few
   operations on 8 consecutive values as one LLVM vector (``<8 x float>`` / ``<8 x double>``: one or two AVX2
