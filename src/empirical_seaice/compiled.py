@@ -92,9 +92,9 @@ def empty_aligned(shape, dtype, align: int = 64) -> np.ndarray:
 def empty_huge(shape, dtype, populate: bool = False) -> np.ndarray:
     """``np.empty(shape, dtype)`` whose memory asked for huge pages (:func:`huge_pages`) before any write,
     starting on a 2 MiB boundary (:func:`empty_aligned`; the lead before it is never written, so never
-    paged in but for malloc's header; 64 bytes under 4 MiB), so that every page of it can be a huge one and no row straddles more cache lines than
-    its size needs; with ``populate``, its pages are brought in on a background thread
-    (:func:`populate_behind`)."""
+    paged in but for malloc's header; 64 bytes under 4 MiB), so that every page of it can be a huge one
+    and no row straddles more cache lines than its size needs; with ``populate``, its pages are brought
+    in on a background thread (:func:`populate_behind`)."""
     nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     a = empty_aligned(shape, dtype, _HUGE if nbytes >= 2 * _HUGE else 64)
     huge_pages(a)
