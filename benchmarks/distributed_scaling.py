@@ -8,6 +8,8 @@ days, generated once into the benchmark cache) as
 - ``torchrun --nproc-per-node 1 --distributed`` (the sharded code path, one rank),
 - ``torchrun --nproc-per-node 2`` with the global batch order (the default) and
   with ``--shard-order local``,
+- one plain process and 2 ranks with the tensor step (``--unfused-step``; what a sharded run
+  on CUDA takes) beside them,
 
 each with ``--threads 1``, batch 1024, ``--epochs`` epochs (default 6). Reported
 per run: the median over epochs 2..N of the epoch's step time (rank 0's books),
@@ -48,10 +50,12 @@ WRAPPER = r"""
 import json, os, resource, sys, time
 from empirical_seaice.training import distributed as tdist
 comm = [0.0, 0]
-_reduce = tdist.ShardPlan.reduce_gradients
-def timed(self, params):
-    t = time.perf_counter(); _reduce(self, params); comm[0] += time.perf_counter() - t; comm[1] += 1
-tdist.ShardPlan.reduce_gradients = timed
+def timed(reduce):
+    def call(self, arg):
+        t = time.perf_counter(); reduce(self, arg); comm[0] += time.perf_counter() - t; comm[1] += 1
+    return call
+tdist.ShardPlan.reduce_gradients = timed(tdist.ShardPlan.reduce_gradients)  # the tensor step's
+tdist.ShardPlan.reduce_arrays = timed(tdist.ShardPlan.reduce_arrays)  # the fused step's
 from empirical_seaice import cli
 code = cli.main(sys.argv[2:])
 rank = os.environ.get("RANK", "0")
@@ -228,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                 ("1 rank (torchrun, --distributed)", 1, ["--distributed"]),
                 ("2 ranks, global order", 2, []),
                 ("2 ranks, --shard-order local", 2, ["--shard-order", "local"]),
+                ("1 process, tensor step", None, ["--unfused-step"]),
+                ("2 ranks, global order, tensor step", 2, ["--unfused-step"]),
             ):
                 results.append(run_training(name, data, work, nproc, extra, args.epochs, batch))
                 print(json.dumps(results[-1]), flush=True)

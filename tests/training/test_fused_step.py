@@ -98,6 +98,38 @@ def test_fused_step_reproducible_bit_for_bit_and_thread_count_free():
         assert torch.equal(value, parameters(t)[name]), name
 
 
+@pytest.mark.parametrize("case", ["v2", "v1"])
+def test_shares_of_a_batch_add_up_to_the_batch(case):
+    """A run sharded over ranks: each rank's step over its share of a global batch of B observations
+    (``batch_total=B``), the shared parameters' priors (the bias prior; v1's mean anchor) on the first rank
+    alone (``shared_prior_share`` 1 and 0), gives cost terms and dense gradients (what ``reduce`` sums over
+    the ranks) that add up to the whole batch's in one process, from the same starting point."""
+    index = np.arange(32)
+    parts = {"whole": (index, None, 1.0), "first": (index[:20], 32, 1.0), "second": (index[20:], 32, 0.0)}
+    terms, grads = {}, {}
+    for name, (rows, total, share) in parts.items():
+        trainer = _trainer(True, **CASES[case])  # the same starting point each time (seeded) ...
+        with torch.no_grad():  # ... moved off the priors' minima (biases at their background, e0 at the anchor)
+            for p in trainer.network.dense_parameters():
+                p.add_(0.05 * torch.sin(torch.arange(p.numel(), dtype=p.dtype)).view_as(p))
+        trainer.network.shared_prior_share = share
+        step = trainer._fused_step()
+        assert isinstance(step, FusedStep)
+
+        def keep(flat, name=name):
+            grads[name] = np.concatenate(flat).copy()
+
+        terms[name] = step(rows, distinct=True, batch_total=total, reduce=keep)
+    names = step.names
+    np.testing.assert_allclose(terms["first"] + terms["second"], terms["whole"], rtol=1e-12, atol=1e-15)
+    shared = ["bias", "anchor"] if case == "v1" else ["bias"]  # v2's anchor floor is per observation
+    for term in shared:
+        assert terms["second"][names.index(term)] == 0.0 < terms["first"][names.index(term)], term
+    assert terms["first"][names.index("obs")] < terms["whole"][names.index("obs")]  # a share: 20 of 32
+    np.testing.assert_allclose(grads["first"] + grads["second"], grads["whole"], rtol=1e-10, atol=1e-14)
+    assert np.abs(grads["second"]).max() > 1e-3 * np.abs(grads["whole"]).max()  # the second share counts
+
+
 def test_batches_are_taken_as_distinct_only_when_the_training_observations_are():
     """A training set that repeats an observation (no split makes one) keeps the full search."""
     plain = _trainer(True, nepochs=1)
@@ -123,15 +155,17 @@ def test_distinct_batches_skip_the_observation_rows_with_the_same_result(monkeyp
 
     runs, seen, call, before = [], set(), FusedStep.__call__, torch.get_num_threads()
 
-    def step(self, index, distinct=False, skip=True):
+    def step(self, index, distinct=False, skip=True, **kwargs):
         seen.add((self.obs_col, len(self.ref_table), numba.get_num_threads(), distinct and skip))
-        terms = call(self, index, distinct and skip)
+        terms = call(self, index, distinct and skip, **kwargs)
         assert (self.mark == -1).all()
         return terms
 
     for skip in (True, False):
         monkeypatch.setattr(
-            FusedStep, "__call__", lambda self, index, distinct=False, skip=skip: step(self, index, distinct, skip)
+            FusedStep,
+            "__call__",
+            lambda self, index, distinct=False, skip=skip, **kw: step(self, index, distinct, skip, **kw),
         )
         torch.set_num_threads(2)  # the trainer's compiled step takes torch's count; the skip needs two threads
         try:

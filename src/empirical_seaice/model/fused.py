@@ -117,10 +117,10 @@ class FusedProgram:
             self._cache["weights_key"] = key
         return self._cache["weights"]
 
-    def _batch_buffers(self, nb: int, w: list[np.ndarray], ncol_state: int) -> dict:
-        """Per batch size: the per-chunk gradient buffers (zeroed by the kernel), ``p`` and the
-        per-observation state gradients, allocated once."""
-        buf = self._cache.get(("batch", nb))
+    def _batch_buffers(self, nb: int, w: list[np.ndarray], ncol_state: int, nb_norm: int) -> dict:
+        """Per batch size (and ``B`` of the batch means, ``nb_norm``): the per-chunk gradient buffers (zeroed
+        by the kernel), ``p`` and the per-observation state gradients, allocated once."""
+        buf = self._cache.get(("batch", nb, nb_norm))
         if buf is None:
             a = self.arrays
             emis_w = w[: len(w) - 3]
@@ -132,23 +132,39 @@ class FusedProgram:
             if len(emis_w) == 2:
                 sums = sums[:2] + sums[4:]
             buf = dict(
-                p=(2.0 / (a["obs_err2"] * nb)).astype(np.float64),
+                p=(2.0 / (a["obs_err2"] * nb_norm)).astype(np.float64),
                 terms=np.zeros((NCHUNK, 6)),
                 grads=grads,
                 g_state=np.empty((nb, ncol_state)),
                 dense_grads=sums,
                 flat=tuple(x.reshape(-1) for x in sums),
             )
-            self._cache[("batch", nb)] = buf
+            self._cache[("batch", nb, nb_norm)] = buf
         return buf
 
-    def run(self, index: np.ndarray, refs: np.ndarray, vals: np.ndarray, inv: np.ndarray, g_vals: np.ndarray):
+    def run(
+        self,
+        index: np.ndarray,
+        refs: np.ndarray,
+        vals: np.ndarray,
+        inv: np.ndarray,
+        g_vals: np.ndarray,
+        batch_total: int | None = None,
+    ):
         """Cost terms (numpy float64, order :attr:`names`, without the total) of the batch ``index``;
         adds the state-row gradients into ``g_vals`` (aligned with the caught-up rows ``vals``)
-        and sets :attr:`dense_grads` (float64, valid until the next call; :attr:`dense_flat`: the same, flat)."""
+        and sets :attr:`dense_grads` (float64, valid until the next call; :attr:`dense_flat`: the same, flat).
+
+        ``batch_total``: the ``B`` of the batch means (None: ``len(index)``), as in the network's
+        ``cost_terms``: in a run sharded over ranks a rank holds its share of a global batch of ``B``
+        observations, and the ranks' terms and gradients add up to the global batch's. The priors on the
+        shared parameters alone (the bias prior, v1's mean anchor) carry the network's
+        ``shared_prior_share`` (1, or 0 on a rank other than the first), so that they count once."""
         a = self.arrays
         nb = index.shape[0]
+        nb_norm = nb if batch_total is None else int(batch_total)
         net = self.network
+        share = float(getattr(net, "shared_prior_share", 1.0))
         w = self._weights()
         emis_w = w[: len(w) - 3]
         if len(emis_w) == 4:
@@ -158,13 +174,13 @@ class FusedProgram:
             w2, b2 = a["dummy2"], a["dummy1"]
         wc, bi, bo = w[-3:]
         fp = self.fp
-        fp[3] = 1.0 / nb
-        fp[6] = 1.0 / (a["sig_range"] ** 2 * nb)
-        fp[7] = 1.0 / (a["sig_bg"] ** 2 * nb)
-        fp[8] = 1.0 / (a["sig_false"] ** 2 * nb)
-        fp[9] = a["warm_base"] / (nb * self.nobs_total)
+        fp[3] = 1.0 / nb_norm
+        fp[6] = 1.0 / (a["sig_range"] ** 2 * nb_norm)
+        fp[7] = 1.0 / (a["sig_bg"] ** 2 * nb_norm)
+        fp[8] = 1.0 / (a["sig_false"] ** 2 * nb_norm)
+        fp[9] = a["warm_base"] / (nb_norm * self.nobs_total)
         ncol_state = refs.shape[1] - (1 if a["has_obs"] and a["has_grid"] else 0) + a["nprop"]
-        buf = self._batch_buffers(nb, w, ncol_state)
+        buf = self._batch_buffers(nb, w, ncol_state, nb_norm)
         terms = buf["terms"]
         gw1, gb1, gw2, gb2, gwc, gbi, gbo = buf["grads"]
         _step(
@@ -176,10 +192,16 @@ class FusedProgram:
         t = terms[0]  # the kernel summed the chunks into chunk 0, in order
         # the bias prior (dense, tiny): sum (b - b_bg)^2 / sigma^2 / nobs, gradient 2 (b - b_bg) / sigma^2 / nobs
         dense_grads = buf["dense_grads"]
-        bias = _bias_prior(
-            bi, bo, a["bias_ice_bg"], a["bias_ocean_bg"], a["bias_inv_var"], float(self.nobs_total),
-            gbi[0], gbo[0], dense_grads[-2], dense_grads[-1],
-        )  # fmt: skip
+        if share:  # (the prior and its gradient times the share through 1 / sigma^2)
+            inv_var = a["bias_inv_var"] if share == 1.0 else a["bias_inv_var"] * share
+            bias = _bias_prior(
+                bi, bo, a["bias_ice_bg"], a["bias_ocean_bg"], inv_var, float(self.nobs_total),
+                gbi[0], gbo[0], dense_grads[-2], dense_grads[-1],
+            )  # fmt: skip
+        else:  # carried by another rank: the batch's gradients alone
+            bias = 0.0
+            np.copyto(dense_grads[-2], gbi[0])
+            np.copyto(dense_grads[-1], gbo[0])
         values = {"obs": t[_T_OBS], "sic_range": t[_T_RANGE]}
         if self.ip[9]:
             values["sic_background"] = t[_T_BG]
@@ -195,9 +217,9 @@ class FusedProgram:
         else:  # v1: ((e0[a] - value) / sigma)^2 / nobs on the linear model's bias
             cc = net.cost_config
             e0 = float(b1[net.anchor_channel])
-            values["anchor"] = ((e0 - cc.anchor_value) / cc.anchor_error) ** 2 / self.nobs_total
+            values["anchor"] = share * ((e0 - cc.anchor_value) / cc.anchor_error) ** 2 / self.nobs_total
             g_e0 = dense_grads[1].copy()
-            g_e0[net.anchor_channel] += 2.0 * (e0 - cc.anchor_value) / cc.anchor_error**2 / self.nobs_total
+            g_e0[net.anchor_channel] += share * 2.0 * (e0 - cc.anchor_value) / cc.anchor_error**2 / self.nobs_total
             self.dense_grads = [dense_grads[0], g_e0, *dense_grads[2:]]
             self.dense_flat = tuple(x.reshape(-1) for x in self.dense_grads)
         values["bias"] = bias

@@ -295,7 +295,29 @@ class ShardPlan:
                     p.grad = torch.zeros_like(p)
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        flat = self._sum_flat(torch.cat([g.reshape(-1) for g in grads]))
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
+            offset += n
+
+    def reduce_arrays(self, arrays: tuple[np.ndarray, ...]) -> None:
+        """Sum flat numpy arrays over the ranks, in place (the fused step's dense gradients,
+        :class:`~empirical_seaice.training.fused_step.FusedStep`): one collective on one flat buffer, as
+        :meth:`reduce_gradients`."""
+        if self.world_size == 1:
+            return
+        flat = self._sum_flat(torch.from_numpy(np.concatenate(arrays)).to(self.device))
+        summed = flat.cpu().numpy()
+        offset = 0
+        for a in arrays:
+            a[:] = summed[offset : offset + a.size]
+            offset += a.size
+
+    def _sum_flat(self, flat: torch.Tensor) -> torch.Tensor:
+        """``flat`` summed over the ranks: an all-reduce, or with ``reproducible`` an all-gather summed in
+        rank order (the same bits on every rank and every rerun, whatever the backend's order)."""
         if self.reproducible:
             every = [torch.empty_like(flat) for _ in range(self.world_size)]
             dist.all_gather(every, flat)
@@ -304,11 +326,7 @@ class ShardPlan:
                 flat.add_(other)
         else:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        offset = 0
-        for p in params:
-            n = p.numel()
-            p.grad = flat[offset : offset + n].view_as(p).clone()
-            offset += n
+        return flat
 
     def same_everywhere(self, value: int, what: str) -> None:
         """Check that an integer (e.g. the resumed epoch) is the same on every rank.

@@ -46,6 +46,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -400,7 +401,18 @@ class FusedStep:
             self._hyper_key = key
         return self._hyper
 
-    def __call__(self, index: np.ndarray, distinct: bool = False) -> np.ndarray:
+    def __call__(
+        self,
+        index: np.ndarray,
+        distinct: bool = False,
+        batch_total: int | None = None,
+        reduce: Callable[[tuple[np.ndarray, ...]], None] | None = None,
+    ) -> np.ndarray:
+        """One step on the observations ``index``; see the class docstring. Sharded over ranks: ``batch_total``
+        is the global batch's ``B`` (this rank's share of it in ``index``, possibly none; the program's
+        ``run``), and ``reduce`` sums the dense weights' gradients (flat float64 arrays, in place) over the
+        ranks before their Adam step (:meth:`ShardPlan.reduce_arrays
+        <empirical_seaice.training.distributed.ShardPlan.reduce_arrays>`); the state rows are the rank's own."""
         d, group, c = self.deferred, self.group, self.c
         prog = self.program
         params = group["params"]
@@ -422,7 +434,9 @@ class FusedStep:
             self.slab, refs, self.ref_off, self.ref_width, groups, self.mark, uniq, inv, counts, skip, step, c, a_np,
             decays, group["lr"], group["eps"], vals, g_vals,
         )  # fmt: skip
-        terms = prog.run(index, refs, vals, inv, g_vals)
+        terms = prog.run(index, refs, vals, inv, g_vals, batch_total)
+        if reduce is not None:
+            reduce(prog.dense_flat)
         for p in params:
             d.state[p]["step"] += 1
         keras = group.get("eps_mode", "torch") == "keras"

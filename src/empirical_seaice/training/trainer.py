@@ -15,7 +15,7 @@ reads (``network.state_rows``) are caught up by
 pass and handed to the network (``state_values``; a network with
 ``reads_state_values = False`` reads the caught-up tables itself).
 
-By default (``TrainingConfig.fused_step``) a single-process step on the CPU runs the
+By default (``TrainingConfig.fused_step``) a step on the CPU runs the
 compiled step of :mod:`empirical_seaice.training.fused_step` instead (the forward model,
 cost, gradient and Adam updates in a few numba calls; tested equal to the tensor step),
 when the network offers one (``network.fused_program(data, nobs_total)``, optional) and
@@ -28,9 +28,10 @@ The optimisers and the whole-map prior scheme (``map_priors`` "full" and "auto" 
 Sharded over processes (``sharding``, a
 :class:`~empirical_seaice.training.distributed.ShardPlan`), the trainer runs
 this rank's share of each global batch (``network.cost_terms(..., batch_total=B)``
-with the global batch's ``B``), sums the shared (dense) parameters' gradients
-over the ranks before each step, and sums its books over the ranks; see
-:mod:`empirical_seaice.training.distributed`.
+with the global batch's ``B``; the fused step the same, ``FusedStep(..., batch_total=B)``),
+sums the shared (dense) parameters' gradients over the ranks before each step
+(``ShardPlan.reduce_gradients``; the fused step's ``ShardPlan.reduce_arrays``), and sums its
+books over the ranks; see :mod:`empirical_seaice.training.distributed`.
 
 The term named ``"obs"`` (:data:`~empirical_seaice.training.contract.OBS_TERM`) is
 the observation term: the mean of ``J_o,i`` over the batch; it is what the
@@ -356,7 +357,8 @@ class Trainer:
         if bar is not None and first:
             bar.update(first)
         deferred = next((opt for opt in self.optimizers if isinstance(opt, DeferredAdam)), None)
-        fused = self._fused_step() if shard is None else None
+        fused = self._fused_step()
+        reduce = shard.reduce_arrays if shard is not None else None
         values_np: np.ndarray | None = None
         batches_np: list[np.ndarray] = []
         if fused is not None:
@@ -382,7 +384,9 @@ class Trainer:
 
         for b in range(first, nbatch):
             if fused is not None and values_np is not None:
-                values_np[b] = fused(batches_np[b], distinct=bool(self._distinct_batches))
+                values_np[b] = fused(
+                    batches_np[b], distinct=bool(self._distinct_batches), batch_total=int(ep.sizes[b]), reduce=reduce
+                )
             else:
                 terms, loss = self._tensor_step(ep.batches[b], int(ep.sizes[b]), deferred, dense_params)
                 with torch.no_grad():
