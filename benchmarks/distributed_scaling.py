@@ -116,7 +116,9 @@ def run_training(
     wrapper.write_text(WRAPPER)
     flags = ["--data", str(data), "--output", str(out / "run"), "--tag", "b", "--trainonly", "--no-progress"]
     flags += ["--threads", "1", "--device", "cpu", "--batchsize", str(batch), "--nepochs", str(epochs)]
-    flags += ["--learning-rate", "2e-3", "--ice-emis-init", "0.9", *extra]
+    # the sampled whole-map priors in every run: one process would take the exact ones on this small map
+    # (--map-priors auto), which a sharded run does not have
+    flags += ["--learning-rate", "2e-3", "--ice-emis-init", "0.9", "--map-priors", "sampled", *extra]
     launch = [sys.executable]
     if nproc is not None:
         launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
