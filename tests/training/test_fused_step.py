@@ -105,7 +105,12 @@ def test_shares_of_a_batch_add_up_to_the_batch(case):
     alone (``shared_prior_share`` 1 and 0), gives cost terms and dense gradients (what ``reduce`` sums over
     the ranks) that add up to the whole batch's in one process, from the same starting point."""
     index = np.arange(32)
-    parts = {"whole": (index, None, 1.0), "first": (index[:20], 32, 1.0), "second": (index[20:], 32, 0.0)}
+    parts = {
+        "whole": (index, None, 1.0),
+        "first": (index[:20], 32, 1.0),
+        "second": (index[20:], 32, 0.0),
+        "none": (index[:0], 32, 0.0),  # a rank without observations in this step still steps
+    }
     terms, grads = {}, {}
     for name, (rows, total, share) in parts.items():
         trainer = _trainer(True, **CASES[case])  # the same starting point each time (seeded) ...
@@ -128,6 +133,7 @@ def test_shares_of_a_batch_add_up_to_the_batch(case):
     assert terms["first"][names.index("obs")] < terms["whole"][names.index("obs")]  # a share: 20 of 32
     np.testing.assert_allclose(grads["first"] + grads["second"], grads["whole"], rtol=1e-10, atol=1e-14)
     assert np.abs(grads["second"]).max() > 1e-3 * np.abs(grads["whole"]).max()  # the second share counts
+    assert not terms["none"].any() and not grads["none"].any()
 
 
 def test_batches_are_taken_as_distinct_only_when_the_training_observations_are():
