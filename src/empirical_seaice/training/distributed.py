@@ -21,7 +21,9 @@ global batch:
    the global batch's cost; the priors on the shared parameters only (bias
    prior, v1 anchor) are carried by rank 0 alone;
 3. backward; the gradients of the shared parameters are summed over the ranks
-   in one all-reduce of a flat buffer (:meth:`ShardPlan.reduce_gradients`);
+   in one all-reduce of a flat buffer (:meth:`ShardPlan.reduce_gradients`; on the
+   CPU steps 2-4 are the fused step's, which sums its float64 gradients with
+   :meth:`ShardPlan.reduce_arrays`);
    the state rows' gradients need no communication (a row belongs to one
    rank);
 4. every rank steps: Adam on the shared parameters (the same summed gradient
