@@ -62,7 +62,7 @@ def test_a_run_holds_one_packed_table_and_frees_it_and_the_slabs(twin_dir, tmp_p
     seen: dict[str, object] = {}
     step = fused_step.FusedStep.__call__
 
-    def census_step(self, index, distinct=False):
+    def census_step(self, index, distinct=False, **kwargs):
         if "training" not in seen:  # one census in the middle of the fused training
             floats = self.program.floats
             table = {floats.__array_interface__["data"][0], self.program.ints.__array_interface__["data"][0]}
@@ -75,7 +75,7 @@ def test_a_run_holds_one_packed_table_and_frees_it_and_the_slabs(twin_dir, tmp_p
                 {k: self.program.arrays[k].dtype.itemsize for k in big},
                 np.shares_memory(self.mark, self.slab),
             )
-        return step(self, index, distinct)
+        return step(self, index, distinct, **kwargs)
 
     packed: list[tuple[str, int]] = []  # (stage, rows) of every observation table packed
     current = {"stage": ""}
