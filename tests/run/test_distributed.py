@@ -115,6 +115,7 @@ def runs(twin, tmp_path_factory, request):
     r = torchrun(["--data", twin, "--output", sharded, "--tag", TAG, "--distributed", *flags])
     assert r.returncode == 0, r.stderr[-3000:]
     r.noise = _model(ulp)["state_dict"]
+    r.flags = flags
     return single, sharded, r
 
 
@@ -174,6 +175,20 @@ def test_trained_state_and_network_match_the_single_process_run(runs):
     # validation and early stopping: the held-out cost summed over the ranks, the same epochs
     assert len(ha["valid_cost"]) == len(hb["valid_cost"]) == 3 and ha["best_epoch"] == hb["best_epoch"]
     np.testing.assert_allclose(hb["valid_cost"], ha["valid_cost"], rtol=1e-4)
+
+
+def test_a_sharded_rerun_is_the_same_bit_for_bit(runs, twin, tmp_path):
+    """``--reproducible`` on two ranks: a rerun ends on the same bits (the fused step's shared gradients
+    summed in rank order after an all-gather, its kernel's chunks in a fixed order)."""
+    _, sharded, r = runs
+    if "--unfused-step" in r.flags:
+        pytest.skip("the fused step's rerun (the tensor step's sum in rank order is the same code)")
+    again = tmp_path / "again"
+    rerun = torchrun(["--data", twin, "--output", again, "--tag", TAG, "--distributed", *r.flags, "--trainonly"])
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    a, b = _model(sharded)["state_dict"], _model(again)["state_dict"]
+    for name in TRAINED:
+        assert torch.equal(a[name], b[name]), name
 
 
 def test_outputs_have_the_same_form(runs):
