@@ -136,6 +136,21 @@ def test_shares_of_a_batch_add_up_to_the_batch(case):
     assert not terms["none"].any() and not grads["none"].any()
 
 
+def test_batches_of_many_sizes_share_one_set_of_buffers():
+    """A sharded run's shares change size from step to step: the step's buffers grow to the largest batch
+    and are reused (their leading parts), not kept one set per size."""
+    step = _trainer(True)._fused_step()
+    assert isinstance(step, FusedStep)
+    start = 0
+    for nb in (20, 12, 32, 5, 31):
+        step(np.arange(start, start + nb), distinct=True)
+        start += nb
+    assert len(step._bufs) == 1
+    ((refs, *_),) = step._bufs.values()
+    assert refs.shape[0] == 32 and step.program._cache["batch"]["g_state"].shape[0] == 32
+    assert [k for k in step.program._cache if isinstance(k, tuple) and k[0] == "batch"] == []
+
+
 def test_batches_are_taken_as_distinct_only_when_the_training_observations_are():
     """A training set that repeats an observation (no split makes one) keeps the full search."""
     plain = _trainer(True, nepochs=1)

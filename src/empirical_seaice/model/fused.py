@@ -71,7 +71,7 @@ class FusedProgram:
     arrays: dict
     nobs_total: int
     _cache: dict = field(default_factory=dict, repr=False)
-    """Buffers reused from step to step (:meth:`run`): per batch size, and the weights' numpy views."""
+    """Buffers reused from step to step (:meth:`run`: grown to the largest batch), and the weights' numpy views."""
     full: bool = False
     """The exact whole-map priors ("full" mode): :meth:`run` leaves the map priors out (their
     batch estimate is off) and the step adds them over every map row
@@ -118,9 +118,12 @@ class FusedProgram:
         return self._cache["weights"]
 
     def _batch_buffers(self, nb: int, w: list[np.ndarray], ncol_state: int, nb_norm: int) -> dict:
-        """Per batch size (and ``B`` of the batch means, ``nb_norm``): the per-chunk gradient buffers (zeroed
-        by the kernel), ``p`` and the per-observation state gradients, allocated once."""
-        buf = self._cache.get(("batch", nb, nb_norm))
+        """The per-chunk gradient buffers (zeroed by the kernel), allocated once; ``p`` for ``B = nb_norm``
+        (re-made when ``B`` changes: the last batch of an epoch); the per-observation state gradients
+        ``g_state`` for at least ``nb`` observations (the kernel reads its first ``nb`` rows), grown when a
+        batch is larger: a sharded run's shares vary from step to step, and one set of buffers per size
+        would pile up."""
+        buf = self._cache.get("batch")
         if buf is None:
             a = self.arrays
             emis_w = w[: len(w) - 3]
@@ -132,14 +135,18 @@ class FusedProgram:
             if len(emis_w) == 2:
                 sums = sums[:2] + sums[4:]
             buf = dict(
-                p=(2.0 / (a["obs_err2"] * nb_norm)).astype(np.float64),
                 terms=np.zeros((NCHUNK, 6)),
                 grads=grads,
                 g_state=np.empty((nb, ncol_state)),
                 dense_grads=sums,
                 flat=tuple(x.reshape(-1) for x in sums),
             )
-            self._cache[("batch", nb, nb_norm)] = buf
+            self._cache["batch"] = buf
+        if buf["g_state"].shape[0] < nb:
+            buf["g_state"] = np.empty((nb, ncol_state))
+        if buf.get("p_for") != nb_norm:
+            buf["p"] = (2.0 / (self.arrays["obs_err2"] * nb_norm)).astype(np.float64)
+            buf["p_for"] = nb_norm
         return buf
 
     def run(
@@ -186,7 +193,7 @@ class FusedProgram:
         _step(
             self.floats, self.ints, index, vals, inv, refs, buf["p"], w1, b1, w2, b2, wc, bi, bo,
             self.ip, fp, a["count"], a["bg"], a["t_map"], a["freq_pad"], a["nfreq"], a["chan_freq"],
-            a["pol"], a["lag_w"], terms, gw1, gb1, gw2, gb2, gwc, gbi, gbo, buf["g_state"], g_vals,
+            a["pol"], a["lag_w"], terms, gw1, gb1, gw2, gb2, gwc, gbi, gbo, buf["g_state"][:nb], g_vals,
             a["no_tb"], a["no_tb"], a["no_sic"], a["no_sic"],
         )  # fmt: skip
         t = terms[0]  # the kernel summed the chunks into chunk 0, in order

@@ -19,8 +19,9 @@ side):
 5. the Adam step of every dense weight in one call (:func:`_adam_dense_all`), torch's fused
    Adam formula on the optimiser's own ``exp_avg``/``exp_avg_sq``/``step``.
 
-Buffers are allocated once per batch size and number of groups; the large tables read at random (slab, marks)
-are in 2 MiB pages and their rows are prefetched ahead (:mod:`empirical_seaice.compiled`).
+Buffers are allocated once per number of groups and grown to the largest batch (a batch takes their leading
+parts); the large tables read at random (slab, marks) are in 2 MiB pages and their rows are prefetched ahead
+(:mod:`empirical_seaice.compiled`).
 
 With the exact whole-map priors at every step (the program's ``full``: the reference's
 scheme, ``map_priors="full"``), between 3 and 4 the priors and their derivative are
@@ -302,7 +303,7 @@ class FusedStep:
         self.obs_col = len(program.ref_table) - 1 if program.arrays["has_obs"] else -1
         """The column of the refs that is each observation's own row (-1: no per-observation state)."""
         self._steps = 0
-        self._bufs: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
+        self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
         self._groups: dict[int, np.ndarray] = {}
         self.full = bool(getattr(program, "full", False))
         """The exact whole-map priors at every step (the reference's scheme): the program's first
@@ -362,20 +363,25 @@ class FusedStep:
 
     def _buffers(self, nb: int, ngroup: int) -> tuple[np.ndarray, ...]:
         """``refs, uniq, inv, vals, g_vals, counts`` for a batch of ``nb`` observations and ``ngroup`` groups
-        of tables (:func:`_catch_up_batch_rows`: a segment of ``nb nref`` rows each), allocated once per size."""
-        bufs = self._bufs.get((nb, ngroup))
-        if bufs is None:
-            nref = nb * self.ref_table.shape[0]
+        of tables (:func:`_catch_up_batch_rows`: a segment of ``nb nref`` rows each): the leading parts of
+        buffers allocated once per number of groups and grown when a batch is larger (a sharded run's
+        shares vary from step to step; one set per size would pile up)."""
+        nref = self.ref_table.shape[0]
+        bufs = self._bufs.get(ngroup)
+        if bufs is None or bufs[0].shape[0] < nb:
+            n = ngroup * nb * nref
             bufs = (
-                np.empty((nb, self.ref_table.shape[0]), dtype=np.int64),
-                np.empty(ngroup * nref, dtype=np.int64),
-                np.empty((nb, self.ref_table.shape[0]), dtype=np.int64),
-                np.empty((ngroup * nref, self.c), dtype=np.float32),
-                np.empty((ngroup * nref, self.c), dtype=np.float64),
+                np.empty((nb, nref), dtype=np.int64),
+                np.empty(n, dtype=np.int64),
+                np.empty((nb, nref), dtype=np.int64),
+                np.empty((n, self.c), dtype=np.float32),
+                np.empty((n, self.c), dtype=np.float64),
                 np.zeros(ngroup, dtype=np.int64),
             )
-            self._bufs[(nb, ngroup)] = bufs
-        return bufs
+            self._bufs[ngroup] = bufs
+        refs, uniq, inv, vals, g_vals, counts = bufs
+        n = ngroup * nb * nref  # the segments' layout follows the batch: S = nb nref rows a group
+        return refs[:nb], uniq[:n], inv[:nb], vals[:n], g_vals[:n], counts
 
     def _tails(self, upto: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`DeferredAdam._tail`'s ``A(t)`` and decay tables (numpy), covering step ``upto``."""
