@@ -9,9 +9,30 @@ on one thread. Each restores the count it found, also when the block raises.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
+
+AUTO_THREADS_MAX = 16
+"""The most threads an automatic ``--threads`` takes: the fused step splits a batch into this many fixed
+chunks (:data:`empirical_seaice.model.fused_kernels.NCHUNK`), so more threads would have nothing to do."""
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: what a batch scheduler or ``taskset`` gave
+    it), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity (macOS)
+        return max(1, os.cpu_count() or 1)
+
+
+def auto_threads(processes: int = 1) -> int:
+    """The run's thread count when ``--threads`` is not given: :func:`available_cpus` shared by the
+    ``processes`` of this machine (a torchrun launch's ``LOCAL_WORLD_SIZE``), at least 1 and at most
+    :data:`AUTO_THREADS_MAX`."""
+    return max(1, min(available_cpus() // max(1, processes), AUTO_THREADS_MAX))
 
 
 @contextlib.contextmanager
@@ -54,4 +75,11 @@ def parallel_layer_shared() -> bool:
         return False
 
 
-__all__ = ["numba_threads", "parallel_layer_shared", "torch_threads"]
+__all__ = [
+    "AUTO_THREADS_MAX",
+    "auto_threads",
+    "available_cpus",
+    "numba_threads",
+    "parallel_layer_shared",
+    "torch_threads",
+]

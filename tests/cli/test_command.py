@@ -77,6 +77,7 @@ def _fails(argv, capsys, *needles):
         (["--optimizer", "adagrad"], ("--optimizer", "adagrad")),
         (["--batch-order", "sorted"], ("--batch-order", "sorted")),
         (["--threads", "0"], ("--threads", "0")),
+        (["--threads", "two"], ("--threads", "two", "auto")),
         (["--stepstart", "-2"], ("--stepstart",)),
         (["--nsteps", "0"], ("--nsteps",)),
         (["--diagsonly", "--trainonly"], ("--trainonly", "--diagsonly")),
@@ -190,8 +191,42 @@ def test_threads_apply_during_the_run_and_are_restored(monkeypatch, tmp_path):
     assert seen == {"threads": 3, "compression": 3, "output": tmp_path / "o"}
     assert torch.get_num_threads() == before
     assert chunk_writer._threads == 5
-    assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o")]) == 0
-    assert seen["threads"] == 1  # the default
+
+
+@pytest.mark.parametrize(
+    ("cpus", "local_world", "expected"),
+    [(1, None, 1), (6, None, 6), (64, None, 16), (6, "2", 3), (2, "4", 1)],
+)
+def test_threads_default_to_the_cpus_the_process_may_use(monkeypatch, tmp_path, cpus, local_world, expected):
+    """No --threads (or --threads auto): the process's CPUs, shared by torchrun's processes on the machine,
+    at most 16; the tensor step then trains on one thread, and on the run's count when --threads is given."""
+    import torch
+
+    from empirical_seaice import threads
+    from empirical_seaice.run import train as pipeline
+
+    seen = {}
+
+    def fake_run(data, preset, cost, training, **kwargs):
+        seen["threads"] = torch.get_num_threads()
+        seen["tensor_step_threads"] = training.tensor_step_threads
+        return pipeline.RunResult(output=kwargs["output"], tag=kwargs["tag"])
+
+    monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(threads, "available_cpus", lambda: cpus)
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    if local_world is not None:  # a torchrun launch of a single-rank world (no --distributed needed)
+        launch = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": local_world}
+        for name, value in {**launch, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+            monkeypatch.setenv(name, value)
+    before = torch.get_num_threads()
+    for extra in ([], ["--threads", "auto"]):
+        assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o"), *extra]) == 0
+        assert seen == {"threads": expected, "tensor_step_threads": 1}
+        assert torch.get_num_threads() == before
+    assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o"), "--threads", "5"]) == 0
+    assert seen == {"threads": 5, "tensor_step_threads": None}  # asked for: the tensor step too
 
 
 def test_help_imports_nothing_heavy():

@@ -267,3 +267,32 @@ def test_compiled_simulation_equals_the_network_forward(case, zero_sic):
     assert (sic == 0).all() == zero_sic and tb.std() > 1.0
     sim = simulate(net, data, data.nobs, zero_sic=zero_sic)  # the diagnostics' entry point uses it
     assert np.array_equal(sim.tb, tb) and np.array_equal(sim.emis_ice, emis)
+
+
+def test_the_tensor_step_trains_on_its_own_thread_count_the_fused_step_on_the_runs(monkeypatch):
+    """``tensor_step_threads`` (1 with an automatic --threads): the tensor step's torch operations on that
+    many threads, the run's count put back after the epoch; the fused step keeps the run's count."""
+    import numba
+
+    from empirical_seaice.threads import torch_threads
+
+    seen: dict[str, list[int]] = {"tensor": [], "fused": []}
+    tensor = _trainer(False, nepochs=1, tensor_step_threads=1)
+    step = tensor._tensor_step
+    monkeypatch.setattr(
+        tensor, "_tensor_step", lambda *a: (seen["tensor"].append(torch.get_num_threads()), step(*a))[1]
+    )
+    fused = _trainer(True, nepochs=1, tensor_step_threads=1)
+    call = FusedStep.__call__
+
+    def counted(self, *a, **k):
+        seen["fused"].append(numba.get_num_threads())
+        return call(self, *a, **k)
+
+    monkeypatch.setattr(FusedStep, "__call__", counted)
+    with torch_threads(2):
+        tensor.fit()
+        assert torch.get_num_threads() == 2
+        fused.fit()
+    assert seen["tensor"] == [1] * 25
+    assert seen["fused"] == [min(2, numba.config.NUMBA_NUM_THREADS)] * 25

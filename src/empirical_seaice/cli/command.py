@@ -98,8 +98,6 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
 
     _setup_logging(-1 if args.quiet else args.verbose)
     data, preset, cost, training = configs_from_args(args)
-    if args.threads < 1:
-        raise SeaIceError(f"--threads: must be >= 1, got {args.threads}")
     if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
         raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")
     _check_shard_order(args)
@@ -114,7 +112,7 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
             load_catalogue(data.sensor_catalogue),
         )
     ensemble = _ensemble(args)
-    threads_before = _set_threads(args.threads)
+    threads_before = _set_threads(_thread_count(args))
     try:
         if ensemble is not None:
             with interrupt.handle_signals():
@@ -147,6 +145,18 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
     if result.summary and not args.quiet:
         print(result.summary)
     return 0
+
+
+def _thread_count(args: argparse.Namespace) -> int:
+    """``--threads``, or where it was not given the CPUs this process may use shared by the processes
+    a torchrun launch started on this machine (:func:`empirical_seaice.threads.auto_threads`)."""
+    from empirical_seaice.threads import auto_threads
+    from empirical_seaice.training.distributed import launch_environment
+
+    if args.threads is not None:
+        return int(args.threads)
+    env = launch_environment()
+    return auto_threads(env.local_world_size if env is not None else 1)
 
 
 def _check_shard_order(args: argparse.Namespace) -> None:

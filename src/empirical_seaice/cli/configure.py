@@ -104,6 +104,7 @@ def configs_from_args(args: argparse.Namespace):
         reproducible=args.reproducible,
         device=args.device,
         fused_step=not args.unfused_step,
+        tensor_step_threads=1 if getattr(args, "threads", 1) is None else None,  # an automatic --threads
     )
     return data, preset, cost, training
 

@@ -224,11 +224,12 @@ def add_further_options(ours) -> None:
     )
     ours.add_argument(
         "--threads",
-        type=int,
-        default=1,
+        type=_threads,
+        default=None,
         metavar="N",
-        help="CPU threads of torch's operators and of the output files' compression (default 1: the "
-        "network's operations are small, and more threads were 20x slower on a shared 2-core machine).",
+        help="CPU threads of the training step, the passes and the output files' compression, or auto (default: the "
+        "CPUs this process may use, at most 16; the tensor step, --unfused-step or where the fused step "
+        "does not apply, then trains on one: its operations are small).",
     )
     ours.add_argument(
         "--distributed",
@@ -299,6 +300,19 @@ def _number_or_word(flag: str, word: str, what: str, in_range, range_what: str):
 def _sigma_or_off(flag: str):
     """An argparse type: a number > 0 or ``off``."""
     return _number_or_word(flag, OFF, "SIGMA > 0", lambda v: 0.0 < v < float("inf"), "a finite SIGMA > 0")
+
+
+def _threads(text: str) -> int | None:
+    """``--threads``: a whole number >= 1, or ``auto`` (None: :func:`empirical_seaice.threads.auto_threads`)."""
+    if text == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise SeaIceError(f"--threads: expected a whole number >= 1 or 'auto', got {text!r}") from None
+    if value < 1:
+        raise SeaIceError(f"--threads: must be >= 1, got {value}")
+    return value
 
 
 _ice_emis_init = _number_or_word("--ice-emis-init", REFERENCE_INIT, "0 < E < 1", lambda v: 0.0 < v < 1.0, "0 < E < 1")

@@ -328,6 +328,10 @@ class TrainingConfig:
     fused_step: run each training step as one compiled step (forward, cost, gradient and Adam;
         ``empirical_seaice.training.fused_step``) where it applies (CPU, "deferred-adam" scheme, numba installed);
         False = the tensor step. Equal results to float32 rounding.
+    tensor_step_threads: torch's CPU threads while the tensor step trains (where the fused step is
+        off or does not apply); None = the run's count (``--threads``). An automatic ``--threads`` sets 1:
+        the tensor step's operations are small (on two cores, two threads trained 10% slower than one,
+        for 60% more CPU time; docs/usage.md "Threads").
     """
 
     nepochs: int = 8
@@ -348,15 +352,13 @@ class TrainingConfig:
     batch_order: str = "shuffled"
     adam_epsilon: Literal["torch", "keras"] = "torch"
     fused_step: bool = True
+    tensor_step_threads: int | None = None
 
     def __post_init__(self) -> None:
         self._check_schemes()
         if self.adam_epsilon not in ("torch", "keras"):
             raise SeaIceError(f"adam_epsilon: expected torch or keras, got {self.adam_epsilon!r}")
-        if self.nepochs < 0:
-            raise SeaIceError(f"--nepochs: must be >= 0, got {self.nepochs}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise SeaIceError(f"--batchsize: must be >= 1, got {self.batch_size}")
+        self._check_counts()
         if not 0.0 <= self.validation_fraction < 1.0:
             raise SeaIceError(f"--validation-fraction: must be in [0, 1), got {self.validation_fraction}")
         if self.early_stopping and self.validation_fraction == 0.0:
@@ -372,6 +374,15 @@ class TrainingConfig:
             raise SeaIceError(f"--lr-decay: must be in (0, 1], got {self.lr_decay}")
         if self.patience < 1:
             raise SeaIceError(f"--patience: must be >= 1, got {self.patience}")
+
+    def _check_counts(self) -> None:
+        """Check the epochs, the batch size and the tensor step's threads."""
+        if self.nepochs < 0:
+            raise SeaIceError(f"--nepochs: must be >= 0, got {self.nepochs}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise SeaIceError(f"--batchsize: must be >= 1, got {self.batch_size}")
+        if self.tensor_step_threads is not None and self.tensor_step_threads < 1:
+            raise SeaIceError(f"tensor_step_threads: must be >= 1 or None, got {self.tensor_step_threads}")
 
     def _check_schemes(self) -> None:
         """Normalise a deprecated optimiser name; check the optimiser, prior and batch schemes."""

@@ -40,6 +40,7 @@ held-out validation reports.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -52,6 +53,7 @@ import torch
 from empirical_seaice.config import TrainingConfig
 from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.memory import release_free_memory
+from empirical_seaice.threads import torch_threads
 from empirical_seaice.training.checkpoint import (
     CHECKPOINT_NAME,
     read_checkpoint,
@@ -382,21 +384,27 @@ class Trainer:
                 "cpu": ep.cpu + time.process_time() - c0,
             }
 
-        for b in range(first, nbatch):
-            if fused is not None and values_np is not None:
-                values_np[b] = fused(
-                    batches_np[b], distinct=bool(self._distinct_batches), batch_total=int(ep.sizes[b]), reduce=reduce
-                )
-            else:
-                terms, loss = self._tensor_step(ep.batches[b], int(ep.sizes[b]), deferred, dense_params)
-                with torch.no_grad():
-                    if b == 0:
-                        names = (*terms, "total")
-                        values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
-                    values[b] = torch.stack([*terms.values(), loss])  # 0-d terms; no graph under no_grad
-            self._show_step(bar, b, nbatch, values)
-            if b + 1 < nbatch:
-                self._step_boundary(b + 1, nbatch, where)
+        # the tensor step on CPU on its own thread count (an automatic --threads: one)
+        tensor_threads = self.config.tensor_step_threads if fused is None and self.device.type == "cpu" else None
+        with torch_threads(tensor_threads) if tensor_threads is not None else contextlib.nullcontext():
+            for b in range(first, nbatch):
+                if fused is not None and values_np is not None:
+                    values_np[b] = fused(
+                        batches_np[b],
+                        distinct=bool(self._distinct_batches),
+                        batch_total=int(ep.sizes[b]),
+                        reduce=reduce,
+                    )
+                else:
+                    terms, loss = self._tensor_step(ep.batches[b], int(ep.sizes[b]), deferred, dense_params)
+                    with torch.no_grad():
+                        if b == 0:
+                            names = (*terms, "total")
+                            values = torch.zeros((nbatch, len(names)), dtype=torch.float64, device=loss.device)
+                        values[b] = torch.stack([*terms.values(), loss])  # 0-d terms; no graph under no_grad
+                self._show_step(bar, b, nbatch, values)
+                if b + 1 < nbatch:
+                    self._step_boundary(b + 1, nbatch, where)
         wall = ep.wall + time.perf_counter() - t0
         cpu = ep.cpu + time.process_time() - c0
         if shard is not None:  # the ranks' terms add up to the global batch's
