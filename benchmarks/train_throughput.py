@@ -285,7 +285,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--ngrid", type=int, default=5000)
     ap.add_argument("--nstep", type=int, default=365)
     ap.add_argument("--steps", type=int, default=300, help="batches per configuration")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the CLI default is 1)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op and numba threads (the CLI's default: the CPUs the process may use)",
+    )
     ap.add_argument(
         "--epochs",
         type=int,

@@ -331,7 +331,7 @@ class TrainingConfig:
     tensor_step_threads: torch's CPU threads while the tensor step trains (where the fused step is
         off or does not apply); None = the run's count (``--threads``). An automatic ``--threads`` sets 1:
         the tensor step's operations are small (on two cores, two threads trained 10% slower than one,
-        for 60% more CPU time; docs/usage.md "Threads").
+        for 60% more CPU time; docs/usage.md, "Presets").
     """
 
     nepochs: int = 8
