@@ -9,8 +9,10 @@ on one thread. Each restores the count it found, also when the block raises.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -20,12 +22,68 @@ chunks (:data:`empirical_seaice.model.fused_kernels.NCHUNK`), so more threads wo
 
 
 def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask: what a batch scheduler or ``taskset`` gave
-    it), at least 1."""
+    """The CPUs this process may use: its affinity mask (what a batch scheduler or ``taskset`` gave it),
+    at most its cgroup's CPU quota rounded down (a container's ``--cpus``: :func:`cgroup_cpu_quota`),
+    at least 1."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - platforms without sched_getaffinity (macOS)
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, math.floor(quota))
+    return max(1, cpus)
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup"), membership: str | None = None) -> float | None:
+    """The CPU quota of this process's cgroup in CPUs (``quota / period``), None where there is none
+    (or no cgroup file system: not Linux).
+
+    cgroup v2: ``cpu.max`` (``"200000 100000"``; ``"max 100000"`` = no quota); v1: ``cpu.cfs_quota_us``
+    (-1 = none) over ``cpu.cfs_period_us``, in the ``cpu`` controller's directory. Each is looked for in
+    the process's own cgroup (``membership``: the text of ``/proc/self/cgroup``, read when None) and then
+    at the root of ``root`` (inside a container the cgroup namespace puts the container's own there); the
+    first file found counts."""
+    if membership is None:
+        try:
+            membership = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            return None
+    for file, period_name in _quota_files(root, membership):
+        try:
+            text = file.read_text().split()
+            period = text[1] if period_name is None else (file.parent / period_name).read_text().split()[0]
+            quota = text[0]
+        except (OSError, IndexError):
+            continue
+        return _cpus(quota, period)
+    return None
+
+
+def _quota_files(root: Path, membership: str) -> list[tuple[Path, str | None]]:
+    """Where :func:`cgroup_cpu_quota` looks, in order: (quota file, its period's file name in the same
+    directory, None for v2's ``cpu.max``, which holds both)."""
+    files: list[tuple[Path, str | None]] = []
+    for line in membership.splitlines():
+        hier, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        rel = path.lstrip("/")
+        if hier == "0" and controllers == "":  # v2
+            files += [(root / rel / "cpu.max", None), (root / "cpu.max", None)]
+        elif "cpu" in controllers.split(","):  # v1
+            for name in (controllers, "cpu", "cpu,cpuacct"):
+                files += [(root / name / rel / "cpu.cfs_quota_us", "cpu.cfs_period_us")]
+                files += [(root / name / "cpu.cfs_quota_us", "cpu.cfs_period_us")]
+    return files
+
+
+def _cpus(quota: str, period: str) -> float | None:
+    """``quota / period`` (CPUs), None for no quota (``max``, -1) or what is not a positive number."""
+    try:
+        value = float(quota) / float(period)
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if value > 0 else None
 
 
 def auto_threads(processes: int = 1) -> int:
@@ -79,6 +137,7 @@ __all__ = [
     "AUTO_THREADS_MAX",
     "auto_threads",
     "available_cpus",
+    "cgroup_cpu_quota",
     "numba_threads",
     "parallel_layer_shared",
     "torch_threads",

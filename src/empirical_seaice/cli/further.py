@@ -227,9 +227,9 @@ def add_further_options(ours) -> None:
         type=_threads,
         default=None,
         metavar="N",
-        help="CPU threads of the training step, the passes and the output files' compression, or auto (default: the "
-        "CPUs this process may use, at most 16; the tensor step, --unfused-step or where the fused step "
-        "does not apply, then trains on one: its operations are small).",
+        help="CPU threads of the training step, the passes and the output files' compression, or auto "
+        "(default: the CPUs this process may use (affinity, cgroup quota), at most 16; the tensor step, "
+        "--unfused-step or where the fused step does not apply, then trains on one: its operations are small).",
     )
     ours.add_argument(
         "--distributed",
