@@ -471,3 +471,29 @@ def test_learning_rate_decay_and_plateau_cuts():
     # epoch 1 best; after 2 and 3 (no better) the step is halved twice, after 4 it stops
     assert seen == pytest.approx([0.05, 0.05, 0.025, 0.0125])
     assert hist.stopped_early and hist.nepochs == 4 and hist.best_epoch == 0
+
+
+def test_the_checkpoint_is_written_without_crcs_and_the_setting_is_put_back(tmp_path):
+    """torch.load does not check a record's CRC-32 (a flipped byte loads silently with or without them): the
+    checkpoint skips computing them; the setting is put back, also after an error, for other files."""
+    import zipfile
+
+    from torch.utils.serialization import config
+
+    from empirical_seaice.training.checkpoint import without_crc32, write_checkpoint
+
+    state = {"format": 3, "w": torch.arange(1000, dtype=torch.float32)}
+    write_checkpoint(tmp_path / "c.pt", state)
+    assert config.save.compute_crc32 is True
+    with zipfile.ZipFile(tmp_path / "c.pt") as z:
+        data = [i for i in z.infolist() if "/data/" in i.filename]
+        assert data and all(i.CRC == 0 for i in data)
+    assert torch.equal(torch.load(tmp_path / "c.pt", weights_only=True)["w"], state["w"])
+    torch.save(state, tmp_path / "other.pt")  # outside: with CRCs, which zipfile checks
+    with zipfile.ZipFile(tmp_path / "other.pt") as z:
+        assert z.testzip() is None
+        assert all(i.CRC != 0 for i in z.infolist() if "/data/" in i.filename)
+    with pytest.raises(ValueError, match="inside"), without_crc32():
+        assert config.save.compute_crc32 is False
+        raise ValueError("inside")
+    assert config.save.compute_crc32 is True
