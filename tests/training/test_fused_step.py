@@ -296,3 +296,69 @@ def test_the_tensor_step_trains_on_its_own_thread_count_the_fused_step_on_the_ru
         fused.fit()
     assert seen["tensor"] == [1] * 25
     assert seen["fused"] == [min(2, numba.config.NUMBA_NUM_THREADS)] * 25
+
+
+@pytest.mark.parametrize("case", ["v2", "v1"])
+def test_the_compiled_flush_equals_deferred_adams(monkeypatch, case):
+    """FusedStep.flush (the epoch end's catch-up of every row, compiled) brings the same rows to the same step
+    as DeferredAdam.flush, with values equal to float32 rounding (float64 coefficients against float32);
+    rows never stepped and the marks in the padding column stay as they were."""
+    monkeypatch.setattr(Trainer, "flush", lambda self: None)  # the rows left lagging at the epoch's end
+    trainer = _trainer(True, nepochs=1, **CASES[case])
+    trainer.fit()
+    step = trainer._fused
+    assert isinstance(step, FusedStep)
+    d = step.deferred
+    c = step.c
+    slab = step.slab_t
+    before = slab.clone()
+    last = before[:, 3 * c]
+    nstep = int(d.state[step.group["params"][0]]["step"])
+    lagging = (last > 0) & (last < nstep)
+    assert nstep == 25 and int(lagging.sum()) >= 10  # the test has rows to catch up
+    step.flush()
+    compiled = slab.clone()
+    slab.copy_(before)
+    d.flush()
+    assert torch.equal(compiled[:, 3 * c], slab[:, 3 * c])  # the same rows brought to the same step
+    assert torch.equal(compiled[:, 3 * c][lagging], torch.full((int(lagging.sum()),), float(nstep)))
+    bits, bits_before = compiled.view(torch.int32), before.view(torch.int32)  # the marks' bits: NaN as floats
+    assert torch.equal(bits[~lagging], bits_before[~lagging])  # never stepped or current: untouched
+    assert torch.equal(bits[:, 3 * c + 1 :], bits_before[:, 3 * c + 1 :])  # padding and marks
+    moved = (compiled[:, : 3 * c] - before[:, : 3 * c]).abs().max()
+    assert moved > 1e-6  # the catch-up changed the values ...
+    torch.testing.assert_close(compiled[:, : 3 * c], slab[:, : 3 * c], rtol=2e-6, atol=1e-7)  # ... as torch's
+
+
+@pytest.mark.parametrize("case", ["v2", "v2-amsr2-atms-angle", "v1"])
+def test_the_held_out_cost_of_the_compiled_forward_pass_equals_the_tensor_steps(monkeypatch, case):
+    """The validation's held-out cost with the fused step: the compiled forward pass and the observation
+    term in float64 (FusedProgram.obs_cost_sum), equal to the tensor path's evaluate_obs_cost to float32
+    rounding, and what the trainer books at each epoch's end."""
+    from empirical_seaice.model.fused import FusedProgram
+    from empirical_seaice.training.history import evaluate_obs_cost
+
+    kw = dict(CASES[case])
+    obs, bg, model, cost, counts = step_case(
+        kw.get("model_kw"), kw.get("cost_kw"), False, kw.get("sensors", ("amsr2",))
+    )
+    net = HybridNetwork(model, cost, obs.basis, bg, obs.nobs, row_counts=counts, generator=make_generator(3))
+    cfg = TrainingConfig(nepochs=2, batch_size=16, learning_rate=1e-2, fused_step=True, validation_fraction=0.25)
+    held = np.arange(0, obs.nobs, 4)
+    train = np.setdiff1d(np.arange(obs.nobs), held)
+    calls = []
+    summed = FusedProgram.obs_cost_sum
+
+    def spied(self, index):
+        calls.append(index.copy())
+        return summed(self, index)
+
+    monkeypatch.setattr(FusedProgram, "obs_cost_sum", spied)
+    trainer = Trainer(net, ObservationTensors(obs), cfg, train, held, obs.nobs, progress=False)
+    trainer.fit()
+    assert len(calls) == 2 and all(np.array_equal(c, held) for c in calls)  # each epoch's end, the held-out rows
+    tensor = evaluate_obs_cost(trainer.network, trainer.data, torch.from_numpy(held), obs.nobs, 64)
+    assert tensor > 1.0
+    assert trainer.history.valid_cost[-1] == pytest.approx(tensor, rel=1e-5)
+    other = trainer._fused.program.obs_cost_sum(train) / train.size  # another set of rows: another cost
+    assert abs(other - tensor) > 1e-3 * tensor

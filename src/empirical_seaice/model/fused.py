@@ -90,6 +90,10 @@ class FusedProgram:
         self.floats, self.ints, self.row0 = data.floats.numpy(), data.ints.numpy(), int(getattr(data, "row0", 0))
         self.obs_rows = _obs_rows(data)
 
+    def obs_cost_sum(self, index: np.ndarray) -> float:
+        """:func:`obs_cost_sum` of this program: the observation cost summed over the packed rows ``index``."""
+        return obs_cost_sum(self, index)
+
     def map_priors(self, values: np.ndarray, grad: np.ndarray) -> dict[str, float]:
         """In "full" mode: the exact whole-map SIC priors at the map ``values`` (the SIC table's
         column, float32, every row current), by term name (those of :attr:`names`); their
@@ -267,8 +271,13 @@ def _simulate_into(program, start: int, stop: int, zero_sic: bool | str, tb, emi
     """Forward pass of observations ``start .. stop - 1`` with the tables' current values, into
     ``tb``, ``emis``, ``sic``, ``anchor`` (``stop - start`` rows each; ``zero_sic="both"``: ``tb`` has
     ``2 nc`` columns, the TB and then the TB with SIC 0)."""
-    a = program.arrays
     index = np.arange(start - program.row0, stop - program.row0, dtype=np.int64)  # rows of the packed tables
+    _simulate_rows(program, index, zero_sic, tb, emis, sic, anchor)
+
+
+def _simulate_rows(program, index: np.ndarray, zero_sic: bool | str, tb, emis, sic, anchor) -> None:
+    """:func:`_simulate_into` of the packed tables' rows ``index`` (int64)."""
+    a = program.arrays
     refs = program.rows(index)
     # the observation-property row is the observation's: the last column (rows() mapped it with obs_rows)
     if program.row0 and a["has_obs"] and program.obs_rows is None:
@@ -314,6 +323,31 @@ def simulate_range(program: FusedProgram, start: int, stop: int, zero_sic: bool 
     if both:
         return tb[:, :nc], emis, sic, anchor, tb[:, nc:]
     return tb, emis, sic, anchor
+
+
+def obs_cost_sum(program: FusedProgram, index: np.ndarray, chunk: int = 1 << 16) -> float:
+    """``sum_i J_o,i = sum_i sum_c mask_ic (H(x)_ic - y_ic)^2 / sigma_c^2`` (float64) over the packed
+    tables' rows ``index``, from the forward pass alone (the tables' current values): the held-out
+    observation cost that :func:`empirical_seaice.training.history.evaluate_obs_cost` sums with the
+    tensor step (its batches' mean ``obs`` term times their size), here without a backward pass or a
+    graph. ``H(x)`` is the simulation's float32 TB, as the tensor step's."""
+    nc = int(program.ip[1])
+    c_tb, c_mask = int(program.ip[12]), int(program.ip[17])
+    inv_var = 1.0 / program.arrays["obs_err2"]
+    bits = np.arange(nc)
+    total = 0.0
+    for a in range(0, index.shape[0], chunk):
+        rows = np.ascontiguousarray(index[a : a + chunk], dtype=np.int64)
+        n = rows.shape[0]
+        tb = np.empty((n, nc), dtype=np.float32)
+        emis = np.empty((n, nc), dtype=np.float32)
+        sic, anchor = np.empty(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
+        _simulate_rows(program, rows, False, tb, emis, sic, anchor)
+        y = program.floats[rows, c_tb : c_tb + nc]
+        mask = (program.ints[rows[:, None], c_mask + bits // 32] >> (bits % 32)) & 1
+        d = tb.astype(np.float64) - y
+        total += float(np.sum(np.where(mask == 1, d * d, 0.0) * inv_var))
+    return total
 
 
 def simulate(program: FusedProgram, nobs: int, zero_sic: bool = False, chunk: int = 1 << 16):

@@ -248,7 +248,38 @@ def _adam_dense_all(ps, gs, ms, vs, steps, hyper):
         _adam_dense(ps[k], gs[k], ms[k], vs[k], t, b1, b2, lr, eps)
 
 
+def _flush_rows(slab, row_width, steps, c, a_tab, decay, lr, eps, nchunk):
+    """Every row of the tables ``row_width`` ((slab row from, to, columns) each, at ``steps[t]`` steps) with
+    ``0 < last < step`` caught up to ``step``: :func:`_catch_up_batch_rows`' closed form, row by row. Rows
+    never stepped (``last = 0``: zero moments) keep their ``last``, as in :meth:`DeferredAdam.catch_up`;
+    padding columns (the marks) are left alone. Each table's rows in ``nchunk`` fixed chunks in parallel:
+    every row its own, the same result for any thread count."""
+    lc = 3 * c
+    for t in range(row_width.shape[0]):
+        lo, hi, w = row_width[t, 0], row_width[t, 1], row_width[t, 2]
+        step = steps[t]
+        a_step = a_tab[step]
+        n = hi - lo
+        for k in prange(nchunk):
+            for row in range(lo + (n * k) // nchunk, lo + (n * (k + 1)) // nchunk):
+                last = int(slab[row, lc])
+                if last <= 0 or last >= step:
+                    continue
+                kk = step - last
+                coef = -lr * (a_tab[last] - decay[2, kk] * a_step)
+                d1 = decay[0, kk]
+                d2 = decay[1, kk]
+                for col in range(w):
+                    m = slab[row, c + col]
+                    v = slab[row, 2 * c + col]
+                    slab[row, col] += coef * (m / (math.sqrt(v) + eps))
+                    slab[row, c + col] = m * d1
+                    slab[row, 2 * c + col] = v * d2
+                slab[row, lc] = step
+
+
 if HAVE_NUMBA:
+    _flush_rows = njit(cache=True, parallel=True)(_flush_rows)
     _catch_up_batch_rows = njit(cache=True, parallel=True)(_catch_up_batch_rows)
     _adam_row = njit(cache=True, inline="always")(_adam_row)  # inlined in the pass
     _adam_rows = njit(cache=True, parallel=True)(_adam_rows)
@@ -360,6 +391,20 @@ class FusedStep:
         self._tail_np: tuple[tuple[float, ...], np.ndarray, np.ndarray] | None = None
         self._hyper_key: tuple | None = None
         self._hyper = np.zeros((0, 5))
+
+    def flush(self) -> None:
+        """:meth:`DeferredAdam.flush` compiled: every row of the step's state tables brought up to the current
+        step (:func:`_flush_rows`, the closed form the step's own catch-up applies, in float64 like it),
+        the optimiser's other groups by :meth:`DeferredAdam.catch_up`. Once per epoch; O(state)."""
+        d, group = self.deferred, self.group
+        steps = np.array([int(d.state[p]["step"]) if d.state.get(p) else 0 for p in group["params"]], dtype=np.int64)
+        if steps.size and steps.max() > 0:
+            a_np, decays = self._tails(int(steps.max()))
+            _flush_rows(self.slab, self.row_width, steps, self.c, a_np, decays, group["lr"], group["eps"], NCHUNK_MAP)
+        d._pending.pop(0, None)
+        for other in d.param_groups[1:]:
+            for p in other["params"]:
+                d.catch_up(p)
 
     def _buffers(self, nb: int, ngroup: int) -> tuple[np.ndarray, ...]:
         """``refs, uniq, inv, vals, g_vals, counts`` for a batch of ``nb`` observations and ``ngroup`` groups

@@ -211,9 +211,13 @@ class Trainer:
     # ----------------------------------------------------------------- optimisers
 
     def flush(self) -> None:
-        """Apply the deferred updates of :class:`DeferredAdam` to every row (done at each epoch end)."""
+        """Apply the deferred updates of :class:`DeferredAdam` to every row (done at each epoch end); compiled
+        (:meth:`FusedStep.flush`) where the fused step trains."""
+        fused = self._fused if isinstance(self._fused, FusedStep) else None
         for opt in self.optimizers:
-            if isinstance(opt, DeferredAdam):
+            if fused is not None and opt is fused.deferred:
+                fused.flush()
+            elif isinstance(opt, DeferredAdam):
                 opt.flush()
 
     # ----------------------------------------------------------------- checkpoints
@@ -498,9 +502,12 @@ class Trainer:
     def _validate_epoch(self) -> None:
         assert self.valid_index is not None
         nlocal = self.valid_index.numel()
-        result = evaluate_obs_cost(
-            self.network, self.data, self.valid_index, self.nobs_total, max(self.batch_size, 16384), self.device
-        )
+        if isinstance(self._fused, FusedStep):  # the compiled forward pass (no graph, no backward)
+            result = self._fused.program.obs_cost_sum(self.valid_index.cpu().numpy()) / max(nlocal, 1)
+        else:
+            result = evaluate_obs_cost(
+                self.network, self.data, self.valid_index, self.nobs_total, max(self.batch_size, 16384), self.device
+            )
         if self.sharding is not None:  # mean over every rank's held-out observations
             local_sum = torch.tensor([result * nlocal], dtype=torch.float64, device=self.sharding.device)
             result = float(self.sharding.all_sum(local_sum).item()) / self.nvalid_total
