@@ -325,7 +325,7 @@ def simulate_range(program: FusedProgram, start: int, stop: int, zero_sic: bool 
     return tb, emis, sic, anchor
 
 
-def obs_cost_sum(program: FusedProgram, index: np.ndarray, chunk: int = 1 << 16) -> float:
+def obs_cost_sum(program: FusedProgram, index: np.ndarray, chunk: int = 1 << 14) -> float:
     """``sum_i J_o,i = sum_i sum_c mask_ic (H(x)_ic - y_ic)^2 / sigma_c^2`` (float64) over the packed
     tables' rows ``index``, from the forward pass alone (the tables' current values): the held-out
     observation cost that :func:`empirical_seaice.training.history.evaluate_obs_cost` sums with the
