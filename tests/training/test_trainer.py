@@ -11,7 +11,7 @@ import torch
 from training_toy import ToyData, ToyNetwork, build, make_toy
 
 from empirical_seaice.config import TrainingConfig, replace
-from empirical_seaice.errors import SeaIceError
+from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.training.deferred_adam import ADAM_EPS
 from empirical_seaice.training.history import TrainingHistory
 from empirical_seaice.training.runtime import make_generator, resolve_device, split_observations
@@ -497,3 +497,39 @@ def test_the_checkpoint_is_written_without_crcs_and_the_setting_is_put_back(tmp_
         assert config.save.compute_crc32 is False
         raise ValueError("inside")
     assert config.save.compute_crc32 is True
+
+
+def test_short_epochs_skip_the_epoch_end_checkpoint_but_not_the_last_nor_a_stop(tmp_path, monkeypatch):
+    """EPOCH_CHECKPOINT_S: epochs ending within a minute of the last checkpoint do not write one; the last
+    epoch does, and so does an epoch after which a stop is asked for; resuming from an older checkpoint
+    redoes the epochs since to the same parameters."""
+    from empirical_seaice.training import trainer as trainer_mod
+
+    written: list[int] = []
+    save = Trainer.save_checkpoint
+
+    def spied(self, position=None):
+        written.append(self.epoch)
+        return save(self, position)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", spied)
+    full, hfull, _ = _run(4, tmp_path / "a")
+    assert written == [4]  # fast epochs: the last one's alone
+    written.clear()
+    monkeypatch.setattr(trainer_mod, "EPOCH_CHECKPOINT_S", 0.0)
+    _run(4, tmp_path / "b")
+    assert written == [1, 2, 3, 4]
+    written.clear()
+    monkeypatch.setattr(trainer_mod, "EPOCH_CHECKPOINT_S", 3600.0)
+    row, x, y = make_toy(nobs=500)
+    net, data = build(row, x, y)
+    cfg = TrainingConfig(nepochs=4, batch_size=64, seed=0, reproducible=True, learning_rate=0.01)
+    asked = iter([None] * 15 + ["SIGTERM"] + [None] * 100)  # 7 step boundaries and an end an epoch: epoch 2 end
+    trainer = Trainer(net, data, cfg, np.arange(500), None, 500, checkpoint_dir=tmp_path / "c", progress=False)
+    trainer.stop = lambda: next(asked)
+    with pytest.raises(RunInterrupted, match="after epoch 2"):
+        trainer.fit()
+    assert written == [2]
+    resumed, hres, _ = _run(4, tmp_path / "c", resume=True)
+    for k in full.state_dict():
+        assert torch.equal(full.state_dict()[k], resumed.state_dict()[k]), k
