@@ -334,7 +334,6 @@ def obs_cost_sum(program: FusedProgram, index: np.ndarray, chunk: int = 1 << 14)
     nc = int(program.ip[1])
     c_tb, c_mask = int(program.ip[12]), int(program.ip[17])
     inv_var = 1.0 / program.arrays["obs_err2"]
-    bits = np.arange(nc)
     total = 0.0
     for a in range(0, index.shape[0], chunk):
         rows = np.ascontiguousarray(index[a : a + chunk], dtype=np.int64)
@@ -343,11 +342,26 @@ def obs_cost_sum(program: FusedProgram, index: np.ndarray, chunk: int = 1 << 14)
         emis = np.empty((n, nc), dtype=np.float32)
         sic, anchor = np.empty(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
         _simulate_rows(program, rows, False, tb, emis, sic, anchor)
-        y = program.floats[rows, c_tb : c_tb + nc]
-        mask = (program.ints[rows[:, None], c_mask + bits // 32] >> (bits % 32)) & 1
-        d = tb.astype(np.float64) - y
-        total += float(np.sum(np.where(mask == 1, d * d, 0.0) * inv_var))
+        total += _obs_sum(tb, program.floats, program.ints, rows, c_tb, c_mask, inv_var)
     return total
+
+
+def _obs_sum_py(tb, floats, ints, rows, c_tb, c_mask, inv_var):  # pragma: no cover - compiled below
+    """``sum_b sum_c mask (tb[b, c] - y[rows[b], c])^2 inv_var[c]`` in float64 (y and the mask's bits from the
+    packed tables' row ``rows[b]``)."""
+    total = 0.0
+    for b in range(rows.shape[0]):
+        i = rows[b]
+        for ch in range(tb.shape[1]):
+            if (ints[i, c_mask + (ch >> 5)] >> (ch & 31)) & 1:
+                d = np.float64(tb[b, ch]) - np.float64(floats[i, c_tb + ch])
+                total += d * d * inv_var[ch]
+    return total
+
+
+_obs_sum: Any = _obs_sum_py
+if HAVE_NUMBA:
+    _obs_sum = njit(cache=True, nogil=True)(_obs_sum_py)
 
 
 def simulate(program: FusedProgram, nobs: int, zero_sic: bool = False, chunk: int = 1 << 16):
