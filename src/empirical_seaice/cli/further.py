@@ -265,7 +265,8 @@ def add_further_options(ours) -> None:
         type=float,
         default=10.0,
         metavar="MIN",
-        help="Also write the training checkpoint within an epoch every MIN minutes (default 10; 0 = epoch ends only).",
+        help="Also write the training checkpoint within an epoch every MIN minutes (default 10; 0 = epoch ends "
+        "only: an epoch's end writes it when the last one is a minute old or more, and after the last epoch).",
     )
     ours.add_argument(
         "--force-outputs",

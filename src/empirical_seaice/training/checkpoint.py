@@ -1,7 +1,7 @@
 """The trainer's checkpoint ``checkpoints_TAG/checkpoint.pt``: its name, format, reading and identity.
 
-:class:`~empirical_seaice.training.trainer.Trainer` writes it at each epoch end and within an epoch
-(a dict: ``format``, ``identity``, ``position``, ``epoch``, ``network``, ``optimizers``,
+:class:`~empirical_seaice.training.trainer.Trainer` writes it at epoch ends (``trainer.EPOCH_CHECKPOINT_S``)
+and within an epoch (a dict: ``format``, ``identity``, ``position``, ``epoch``, ``network``, ``optimizers``,
 ``history``, ``generator``, ``best_cost``, ``best_state``, ``best_is_current``, ``config``); ``--resume`` reads it
 (:func:`read_checkpoint`) and refuses one written for other data, model, period or training
 options (:func:`check_identity`, with the run identity of

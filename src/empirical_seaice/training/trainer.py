@@ -117,7 +117,7 @@ class Trainer:
         ``nobs`` of the cost normalisation ``J_b / nobs`` (the number of
         training observations in the reference).
     checkpoint_dir : Path or None
-        Where ``checkpoint.pt`` is written at each epoch end; None = no
+        Where ``checkpoint.pt`` is written (epoch ends: :data:`EPOCH_CHECKPOINT_S`); None = no
         checkpoints.
     progress : bool or RunProgress
         Show the progress on stderr: True = a display of its own, or the run's
