@@ -58,7 +58,8 @@ def test_atomic_path_without_sync_starts_the_write_out_and_does_not_wait(tmp_pat
             assert atomic._sync_file_range(fd, 0, 0, atomic._SYNC_FILE_RANGE_WRITE) == 0  # the call succeeds
         finally:
             os.close(fd)
-        open_fds = len(os.listdir("/proc/self/fd"))
+        atomic._write_out_pool.submit(lambda: None).result()  # the write-outs queued above done (their files
+        open_fds = len(os.listdir("/proc/self/fd"))  # closed): a file still open there would be counted here
         for _ in range(5):  # queued on the background thread, which closes the file
             real_start(tmp_path / "a.bin")
         atomic._write_out_pool.submit(lambda: None).result()  # the thread has done the five
