@@ -123,22 +123,30 @@ def _catch_up_batch_rows(  # noqa: C901 - one compiled pass: the search, the cat
                 inv[b, k] = j
                 w = ref_width[k]
                 last = int(slab[row, lc])
-                kk = step - last
-                if kk > 0:
-                    coef = -lr * (a_tab[last] - decay[2, kk] * a_step)
-                    d1 = decay[0, kk]
-                    d2 = decay[1, kk]
-                    for col in range(w):
-                        m = slab[row, c + col]
-                        v = slab[row, 2 * c + col]
-                        slab[row, col] += coef * (m / (math.sqrt(v) + eps))
-                        slab[row, c + col] = m * d1
-                        slab[row, 2 * c + col] = v * d2
-                    slab[row, lc] = step
+                if step > last:
+                    _catch_up_row(slab, row, w, last, step, c, a_tab, a_step, decay, lr, eps)
                 for col in range(w):
                     vals[j, col] = slab[row, col]
                     g_vals[j, col] = 0.0
         counts[t] = n - t * seg
+
+
+def _catch_up_row(slab, row, w, last, step, c, a_tab, a_step, decay, lr, eps):
+    """Slab row ``row`` (its first ``w`` columns of each of ``w, m, v``) caught up from step ``last`` to
+    ``step > last``: ``k = step - last`` deferred zero-gradient steps, ``w += -lr (A(last) - q^k A(step)) m
+    / (sqrt(v) + eps)``, ``m *= b1^k``, ``v *= b2^k``, ``last = step`` (:class:`DeferredAdam`'s closed form;
+    ``a_step = A(step)``)."""
+    kk = step - last
+    coef = -lr * (a_tab[last] - decay[2, kk] * a_step)
+    d1 = decay[0, kk]
+    d2 = decay[1, kk]
+    for col in range(w):
+        m = slab[row, c + col]
+        v = slab[row, 2 * c + col]
+        slab[row, col] += coef * (m / (math.sqrt(v) + eps))
+        slab[row, c + col] = m * d1
+        slab[row, 2 * c + col] = v * d2
+    slab[row, 3 * c] = step
 
 
 def _adam_rows(slab, uniq, counts, grad, mark, row_width, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi, nchunk):
@@ -263,24 +271,14 @@ def _flush_rows(slab, row_width, steps, c, a_tab, decay, lr, eps, nchunk):
         for k in prange(nchunk):
             for row in range(lo + (n * k) // nchunk, lo + (n * (k + 1)) // nchunk):
                 last = int(slab[row, lc])
-                if last <= 0 or last >= step:
-                    continue
-                kk = step - last
-                coef = -lr * (a_tab[last] - decay[2, kk] * a_step)
-                d1 = decay[0, kk]
-                d2 = decay[1, kk]
-                for col in range(w):
-                    m = slab[row, c + col]
-                    v = slab[row, 2 * c + col]
-                    slab[row, col] += coef * (m / (math.sqrt(v) + eps))
-                    slab[row, c + col] = m * d1
-                    slab[row, 2 * c + col] = v * d2
-                slab[row, lc] = step
+                if 0 < last < step:
+                    _catch_up_row(slab, row, w, last, step, c, a_tab, a_step, decay, lr, eps)
 
 
 if HAVE_NUMBA:
     _flush_rows = njit(cache=True, parallel=True)(_flush_rows)
     _catch_up_batch_rows = njit(cache=True, parallel=True)(_catch_up_batch_rows)
+    _catch_up_row = njit(cache=True, inline="always")(_catch_up_row)  # inlined in both passes
     _adam_row = njit(cache=True, inline="always")(_adam_row)  # inlined in the pass
     _adam_rows = njit(cache=True, parallel=True)(_adam_rows)
     _adam_dense = njit(cache=True)(_adam_dense)
