@@ -21,7 +21,9 @@ memory (``RssAnon``, ``RssFile`` + ``RssShmem``) every 50 ms and keeps each stag
 
 Each stage's observations per second is the run's number of observations over the
 stage's wall time; its CPU seconds are the process's (every thread, user and system) over the same
-interval, which a shared machine disturbs less than the wall time. The load average at the end is
+interval, which a shared machine disturbs less than the wall time, and of them the system's
+(``getrusage``: mostly the kernel bringing in memory the process touches for the first time, which
+costs far more on some virtual machines than on others). The load average at the end is
 printed with the table. Usage (the ``benchmark`` twin generated once under /tmp)::
 
     seaice-twin --output /tmp/bench_twin --preset benchmark
@@ -36,6 +38,7 @@ import argparse
 import functools
 import json
 import os
+import resource
 import sys
 import threading
 import time
@@ -101,6 +104,11 @@ def _rss_split_mib() -> tuple[float, float]:
     return anon, file
 
 
+def _system_s() -> float:
+    """System CPU seconds of the process so far (every thread)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_stime
+
+
 def _reset_hwm() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -116,11 +124,13 @@ class Timeline:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
+        self.sys: dict[str, float] = {}
         self.peak_mib: dict[str, float] = {}
         self.stack: list[str] = []
         self.display = DISPLAY["start"]
         self.t = time.perf_counter()
         self.c = time.process_time()
+        self.k = _system_s()
         self.run_peak = 0.0
         self.resets = _reset_hwm()
         self.anon_peak: dict[str, float] = {}
@@ -147,13 +157,14 @@ class Timeline:
             return dict(self.anon_peak), dict(self.file_peak)
 
     def _switch(self) -> None:
-        now, cpu, hwm = time.perf_counter(), time.process_time(), _hwm_mib()
+        now, cpu, system, hwm = time.perf_counter(), time.process_time(), _system_s(), _hwm_mib()
         label = self.label()
         self.seconds[label] = self.seconds.get(label, 0.0) + now - self.t
         self.cpu[label] = self.cpu.get(label, 0.0) + cpu - self.c
+        self.sys[label] = self.sys.get(label, 0.0) + system - self.k
         self.peak_mib[label] = max(self.peak_mib.get(label, 0.0), hwm)
         self.run_peak = max(self.run_peak, hwm)
-        self.t, self.c = now, cpu
+        self.t, self.c, self.k = now, cpu, system
         _reset_hwm()
 
     def stage(self, name: str) -> None:
@@ -212,26 +223,28 @@ def main(argv: list[str] | None = None) -> int:
         return obs, bg
 
     io.read_training_data = read_and_count
-    t_start, c_start = time.perf_counter(), time.process_time()
+    t_start, c_start, k_start = time.perf_counter(), time.process_time(), _system_s()
     rc = cli.main(cli_args)
     tl._switch()
     total, total_cpu = time.perf_counter() - t_start, time.process_time() - c_start
+    total_sys = _system_s() - k_start
     anon_peak, file_peak = tl.peaks()
     load = os.getloadavg()
     n = nobs.get("n", 0)
     names = [k for k in ORDER if k in tl.seconds] + [k for k in tl.seconds if k not in ORDER]
     print(
-        f"| stage | wall s | obs/s | CPU s | peak RSS of the stage (MiB) | of it anonymous, file-backed (MiB, "
-        f"sampled) |  ({n:,} observations, exit {rc})"
+        f"| stage | wall s | obs/s | CPU s | of it system | peak RSS of the stage (MiB) | of it anonymous, "
+        f"file-backed (MiB, sampled) |  ({n:,} observations, exit {rc})"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name in names:
         s = tl.seconds[name]
         obs_s = n / s if s > 0 else float("inf")
         split = f"{anon_peak.get(name, 0):,.0f}, {file_peak.get(name, 0):,.0f}"
-        print(f"| {name} | {s:.1f} | {obs_s:,.0f} | {tl.cpu[name]:.1f} | {tl.peak_mib[name]:,.0f} | {split} |")
+        cpu = f"{tl.cpu[name]:.1f} | {tl.sys[name]:.1f}"
+        print(f"| {name} | {s:.1f} | {obs_s:,.0f} | {cpu} | {tl.peak_mib[name]:,.0f} | {split} |")
     anon, file = max(anon_peak.values(), default=0), max(file_peak.values(), default=0)
-    whole = f"| whole run | {total:.1f} | {n / total:,.0f} | {total_cpu:.1f} | {tl.run_peak:,.0f}"
+    whole = f"| whole run | {total:.1f} | {n / total:,.0f} | {total_cpu:.1f} | {total_sys:.1f} | {tl.run_peak:,.0f}"
     print(f"{whole} | {anon:,.0f}, {file:,.0f} |")
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     record = {
@@ -241,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             k: {
                 "s": tl.seconds[k],
                 "cpu_s": tl.cpu[k],
+                "sys_s": tl.sys[k],
                 "peak_mib": tl.peak_mib[k],
                 "anon_peak_mib": anon_peak.get(k, 0.0),
                 "file_peak_mib": file_peak.get(k, 0.0),
@@ -248,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             for k in names
         },
         "cpu_s": total_cpu,
+        "sys_s": total_sys,
         "loadavg": load,
         "peak_mib": tl.run_peak,
         "hwm_reset": tl.resets,
