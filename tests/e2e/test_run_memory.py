@@ -69,7 +69,7 @@ def test_a_run_holds_one_packed_table_and_frees_it_and_the_slabs(twin_dir, tmp_p
             seen["training"] = (table, _storages_with_rows(floats.shape[0]))
             big = [k for k, a in self.program.arrays.items() if isinstance(a, np.ndarray) and a.nbytes > 1 << 16]
             seen["lean"] = (
-                int(self.program.ip[1]),  # channels
+                int(self.program.arrays["cmap"].shape[1]),  # channel columns of a row: the most one sensor has
                 floats.dtype.itemsize * floats.shape[1] + self.program.ints.dtype.itemsize * self.program.ints.shape[1],
                 self.program.arrays["count"].shape[0],
                 {k: self.program.arrays[k].dtype.itemsize for k in big},
@@ -121,8 +121,9 @@ def test_a_run_holds_one_packed_table_and_frees_it_and_the_slabs(twin_dir, tmp_p
     assert slabs == 0  # the trainer's slab is gone before the held-out fit makes its own
     assert own and all(own)  # the state tables own their storage (no view keeps a slab alive)
     assert seen["saving"] == (0, 0)  # neither the packed table nor a slab outlives the final pass
-    nchan, row_bytes, map_rows, big_arrays, marks_in_slab = seen["lean"]
-    assert nchan >= 10 and row_bytes == 4 * (5 + 5 * nchan) + 16  # 376 B at 17: no float mask, int32 integers
+    width, row_bytes, map_rows, big_arrays, marks_in_slab = seen["lean"]
+    # 13 channel columns (GMI's) of the twin's 17: 296 B a row, no float mask, int32 integers
+    assert width == 13 and row_bytes == 4 * (5 + 5 * width) + 16 == 296
     assert map_rows > 1000 and all(size <= 4 for size in big_arrays.values()), big_arrays  # no float64 map copies
     assert marks_in_slab
     assert seen["tables_at_held_out"] == 0  # the training's table is gone before the held-out fit

@@ -11,6 +11,7 @@ import pytest
 import torch
 from model_fixtures import make_obs
 
+from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import packing, tensors
 from empirical_seaice.observations import PER_CHANNEL_FIELDS, PER_OBS_FIELDS, release_pages
 
@@ -63,7 +64,7 @@ def test_packing_in_chunks_from_memory_maps_drops_the_pages(tmp_path, monkeypatc
     monkeypatch.setattr(type(mapped), "release", spy)
     out = np.empty(tuple(ref.floats.shape), np.float32)
     ints = np.empty(tuple(ref.ints.shape), np.int32)
-    assert packing.pack_floats(mapped, out, ints, slices, tensors._sensor_angles(mapped), chunk=1024)
+    assert packing.pack_floats(mapped, out, ints, slices, tensors._sensor_angles(mapped), ref.channel_map, chunk=1024)
     assert released == [slice(s, min(s + 1024, obs.nobs)) for s in range(0, obs.nobs, 1024)]
     np.testing.assert_array_equal(out.view(np.int32), ref.floats.numpy().view(np.int32))
     np.testing.assert_array_equal(ints, ref.ints.numpy())
@@ -82,10 +83,44 @@ def test_the_mask_is_packed_as_bits_and_unpacked_exactly():
     obs, _ = make_obs(sensors=("amsr2", "gmi", "atms"), nobs=400, seed=8)
     t = tensors.ObservationTensors(obs)
     assert t.ints.dtype == torch.int32 and t.ints.shape == (400, tensors.MASK_COLUMN + 1)
-    assert t.floats.shape == (400, 5 + 5 * obs.nchan)  # no float column for the mask
+    assert t.floats.shape == (400, 5 + 5 * t.width)  # no float column for the mask
     b = t.batch(torch.tensor([5, 399, 0]))
     np.testing.assert_array_equal(b.mask.numpy(), obs.mask[[5, 399, 0]].astype(np.float32))
     assert b.igrid.dtype == b.iobs.dtype == torch.int64 and b.iobs.tolist() == [5, 399, 0]
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_rows_hold_their_sensors_channels_and_batches_every_basis_channel(monkeypatch, compiled):
+    # AMSR2 10, GMI 13, ATMS 13 of the basis' 27 channels: rows 5 + 5 x 13 floats wide, not 5 + 5 x 27
+    obs, _ = make_obs(sensors=("amsr2", "gmi", "atms"), nobs=600, ngrid=5, nstep=6, seed=11)
+    t = tensors.ObservationTensors(obs) if compiled else _tensor_path(obs, monkeypatch)
+    present = np.asarray(obs.basis.present, dtype=bool)
+    assert obs.nchan == 27 and t.width == present.sum(axis=1).max() == 13
+    assert t.floats.shape == (600, 5 + 5 * 13)
+    np.testing.assert_array_equal(t.channel_map[0, :10], np.flatnonzero(present[0]))
+    assert (t.channel_map[0, 10:] == obs.nchan).all()  # past AMSR2's last channel: no channel
+    b = t.batch(torch.arange(600))
+    own = present[obs.isensor]  # (nobs, nchan): the row's sensor has the channel
+    for name in ("tb_obs_k", "emis_water"):
+        want = np.where(own, np.nan_to_num(getattr(obs, name), nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+        np.testing.assert_array_equal(getattr(b, name).numpy(), want.astype(np.float32))
+    np.testing.assert_array_equal(b.mask.numpy(), obs.mask.astype(np.float32))
+    for name in ("tau_eff", "down_eff_k", "const_k"):
+        assert (getattr(b, name).numpy()[~own] == 0).all()
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_mask_channel_that_the_sensor_lacks_is_refused(monkeypatch, compiled):
+    obs, _ = make_obs(sensors=("amsr2", "gmi"), nobs=300, ngrid=5, nstep=6, seed=12)
+    present = np.asarray(obs.basis.present, dtype=bool)
+    i = int(np.flatnonzero(obs.isensor == 0)[7])
+    c = int(np.flatnonzero(~present[0])[0])  # a GMI channel that AMSR2 lacks
+    mask = obs.mask.copy()
+    mask[i, c] = True
+    obs = replace(obs, mask=mask)
+    name = obs.basis.channel_names[c]
+    with pytest.raises(SeaIceError, match=f"observation {i} \\(sensor amsr2\\) has channel {name}, which the basis"):
+        tensors.ObservationTensors(obs) if compiled else _tensor_path(obs, monkeypatch)
 
 
 def _mapped_rss_kib(path) -> int:

@@ -23,8 +23,10 @@ def test_observation_tensors_batch_returns_exact_rows():
         assert getattr(b, name).tolist() == np.asarray(getattr(obs, name))[idx.numpy()].tolist()
     for name in ("t_skin_k", "wind_ms", "cloud_fraction"):
         assert np.array_equal(getattr(b, name).numpy(), getattr(obs, name)[idx.numpy()])
+    own = np.asarray(obs.basis.present)[obs.isensor[idx.numpy()]]  # a row holds its sensor's channels only
+    assert not own.all()  # (GMI lacks 24h, AMSR2 the GMI channels above 89 GHz: 0 there)
     for name in ("tb_obs_k", "mask", "emis_water"):
-        expected = np.nan_to_num(getattr(obs, name)[idx.numpy()].astype(np.float32), posinf=0.0)
+        expected = np.nan_to_num(getattr(obs, name)[idx.numpy()].astype(np.float32), posinf=0.0) * own
         assert np.array_equal(getattr(b, name).numpy(), expected), name
     # the effective all-sky atmosphere, by hand for one element: (1 - f) x_clear + f x_cloudy
     f = float(obs.cloud_fraction[7])

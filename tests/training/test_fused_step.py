@@ -48,6 +48,11 @@ CASES = {
         model_kw=dict(angle_input=True),
         cost_kw=dict(anchor_frequency_ghz=23.8, anchor_value=0.93),  # a floor that binds
     ),
+    # SSMIS lacks the anchor channel (10v): its rows hold no column for it, the kernel computes the
+    # anchor's emissivity on its own (v2: the network at 10.65 GHz V, under a floor that binds; v1: the
+    # linear model's 10v row, in the simulation's anchor)
+    "v2-amsr2-ssmis-anchor-lacking": dict(sensors=("amsr2", "ssmisf17"), cost_kw=dict(anchor_value=0.93)),
+    "v1-amsr2-ssmis-anchor-lacking": dict(V1, sensors=("amsr2", "ssmisf17")),
 }
 
 
@@ -70,7 +75,7 @@ def test_fused_step_equals_tensor_step_after_100_steps(case):
     assert isinstance(fused._fused, FusedStep) and fused._fused._steps == 100
     assert tensor._fused is None  # never built
     assert_trained_alike(tensor, fused, start, h_tensor, h_fused, warm=kw.get("warm", False))
-    if case == "v2-amsr2-atms-angle-anchor-frequency":  # the anchor evaluation's gradient is exercised
+    if case in ("v2-amsr2-atms-angle-anchor-frequency", "v2-amsr2-ssmis-anchor-lacking"):  # its gradient runs
         assert h_fused.epoch_terms[0]["anchor"] > 1.0
         assert h_fused.epoch_terms[0]["anchor"] == pytest.approx(h_tensor.epoch_terms[0]["anchor"], rel=2e-3)
 
@@ -243,7 +248,15 @@ def test_view_angle_input_takes_the_fused_step_without_a_notice(caplog):
 
 @pytest.mark.parametrize(
     "case",
-    ["v2", "v2-anchor-frequency-priors-warm", "v1", "v2-amsr2-atms", "v2-amsr2-atms-angle-anchor-frequency"],
+    [
+        "v2",
+        "v2-anchor-frequency-priors-warm",
+        "v1",
+        "v2-amsr2-atms",
+        "v2-amsr2-atms-angle-anchor-frequency",
+        "v2-amsr2-ssmis-anchor-lacking",
+        "v1-amsr2-ssmis-anchor-lacking",
+    ],
 )
 @pytest.mark.parametrize("zero_sic", [False, True])
 def test_compiled_simulation_equals_the_network_forward(case, zero_sic):
@@ -260,13 +273,15 @@ def test_compiled_simulation_equals_the_network_forward(case, zero_sic):
     program, reason = net.fused_program(data, data.nobs, training=False)
     assert program is not None, reason
     tb, emis, sic, anchor = fused_simulate(program, data.nobs, zero_sic=zero_sic, chunk=150)  # 3 chunks
-    np.testing.assert_allclose(tb, ref["tb"].numpy(), rtol=0, atol=2e-4)  # K
-    np.testing.assert_allclose(emis, ref["emis_ice"].numpy(), rtol=0, atol=2e-6)
+    own = np.asarray(net.basis.present)[data.ints[:, 2].numpy()]  # the sensor's channels; NaN in the others
+    assert np.isnan(tb[~own]).all() and np.isnan(emis[~own]).all() and own.all() == (len(net.basis.sensor_names) == 1)
+    np.testing.assert_allclose(tb[own], ref["tb"].numpy()[own], rtol=0, atol=2e-4)  # K
+    np.testing.assert_allclose(emis[own], ref["emis_ice"].numpy()[own], rtol=0, atol=2e-6)
     np.testing.assert_allclose(sic, ref["sic"].numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(anchor, ref["emis_anchor"].numpy().reshape(-1), rtol=0, atol=2e-6)
-    assert (sic == 0).all() == zero_sic and tb.std() > 1.0
+    assert (sic == 0).all() == zero_sic and np.nanstd(tb) > 1.0
     sim = simulate(net, data, data.nobs, zero_sic=zero_sic)  # the diagnostics' entry point uses it
-    assert np.array_equal(sim.tb, tb) and np.array_equal(sim.emis_ice, emis)
+    assert np.array_equal(sim.tb, tb, equal_nan=True) and np.array_equal(sim.emis_ice, emis, equal_nan=True)
 
 
 def test_the_tensor_step_trains_on_its_own_thread_count_the_fused_step_on_the_runs(monkeypatch):

@@ -242,14 +242,16 @@ def total_cost(cost: CostConfig, by_term: dict[str, Tensor]) -> Tensor:
 def observation_sum(
     tb_obs_k: np.ndarray, tb_sim_k: np.ndarray, mask: np.ndarray, obs_error_k: np.ndarray, chunk: int = 262144
 ) -> float:
-    """``J_o = sum_i J_o,i`` over every observation (:func:`terms.observation_cost`), float64, in chunks."""
+    """``J_o = sum_i J_o,i`` over every observation (:func:`terms.observation_cost`), float64, in chunks;
+    the values of masked channels are not read (NaN there, as in a simulation's channels that the
+    observation's sensor lacks, counts 0)."""
     sigma = torch.as_tensor(np.asarray(obs_error_k, dtype=np.float64))
     total = 0.0
     for start in range(0, tb_sim_k.shape[0], chunk):
         sl = slice(start, start + chunk)
-        y = torch.from_numpy(np.asarray(tb_obs_k[sl], dtype=np.float64))
-        h = torch.from_numpy(np.asarray(tb_sim_k[sl], dtype=np.float64))
         m = torch.from_numpy(np.array(mask[sl], dtype=bool))  # a copy: the cache arrays are read-only
+        y = torch.from_numpy(np.asarray(tb_obs_k[sl], dtype=np.float64)).where(m, 0.0)
+        h = torch.from_numpy(np.asarray(tb_sim_k[sl], dtype=np.float64)).where(m, 0.0)
         total += float(terms.observation_cost(y, h, m, sigma).sum())
     return total
 

@@ -141,6 +141,7 @@ class FusedProgram:
             buf = dict(
                 terms=np.zeros((NCHUNK, 6)),
                 grads=grads,
+                g_own=np.zeros((NCHUNK, 3) + a["cmap"].shape),  # wc, bi, bo per sensor channel (_step)
                 g_state=np.empty((nb, ncol_state)),
                 dense_grads=sums,
                 flat=tuple(x.reshape(-1) for x in sums),
@@ -198,7 +199,8 @@ class FusedProgram:
             self.floats, self.ints, index, vals, inv, refs, buf["p"], w1, b1, w2, b2, wc, bi, bo,
             self.ip, fp, a["count"], a["bg"], a["t_map"], a["freq_pad"], a["nfreq"], a["chan_freq"],
             a["pol"], a["lag_w"], terms, gw1, gb1, gw2, gb2, gwc, gbi, gbo, buf["g_state"][:nb], g_vals,
-            a["no_tb"], a["no_tb"], a["no_sic"], a["no_sic"],
+            a["no_tb"], a["no_tb"], a["no_sic"], a["no_sic"], a["cmap"], a["nch"], a["anchor_k"], a["absent"],
+            buf["g_own"],
         )  # fmt: skip
         t = terms[0]  # the kernel summed the chunks into chunk 0, in order
         # the bias prior (dense, tiny): sum (b - b_bg)^2 / sigma^2 / nobs, gradient 2 (b - b_bg) / sigma^2 / nobs
@@ -235,6 +237,39 @@ class FusedProgram:
             self.dense_flat = tuple(x.reshape(-1) for x in self.dense_grads)
         values["bias"] = bias
         return np.array([values[n] for n in self.names])
+
+
+def _own_channels(cmap: np.ndarray, nc: int, anchor_ch: int, chan_freq: np.ndarray, pol: np.ndarray):
+    """The kernels' per-sensor channel tables (``cmap``: :func:`~empirical_seaice.model.tensors.channel_map`):
+    ``cmap``, ``nch`` (channels per sensor), ``chan_freq`` and ``pol`` of each sensor's channels
+    (nsensor, width), ``anchor_k`` (the anchor channel's column, or -1 with its network output's
+    polarisation and frequency index) and ``absent`` (the basis channels each sensor lacks, -1 after);
+    or None and why."""
+    ns, width = cmap.shape
+    nch = (cmap < nc).sum(axis=1).astype(np.int64)
+    safe = np.where(cmap < nc, cmap, 0)
+    anchor_k = np.full((ns, 3), -1, dtype=np.int64)
+    absent = np.full((ns, nc), -1, dtype=np.int64)
+    for s in range(ns):
+        lacks = np.setdiff1d(np.arange(nc), cmap[s, : nch[s]])
+        absent[s, : lacks.size] = lacks
+        if anchor_ch >= 0:
+            where = np.flatnonzero(cmap[s, : nch[s]] == anchor_ch)
+            if where.size:
+                anchor_k[s, 0] = where[0]
+            elif pol[anchor_ch] >= 2:
+                return None, "no fused step for a quasi-polarised anchor channel that a sensor lacks"
+            else:
+                anchor_k[s, 1:] = pol[anchor_ch], chan_freq[s, anchor_ch]
+    tables = dict(
+        cmap=cmap,
+        nch=nch,
+        chan_freq=np.ascontiguousarray(np.take_along_axis(chan_freq, safe, axis=1)),
+        pol=np.ascontiguousarray(pol[safe]),
+        anchor_k=anchor_k,
+        absent=absent,
+    )
+    return tables, ""
 
 
 def _obs_rows(data) -> np.ndarray | None:
@@ -303,7 +338,8 @@ def _simulate_rows(program, index: np.ndarray, zero_sic: bool | str, tb, emis, s
         program.floats, program.ints, index, vals.reshape(nb * nref, c), inv, refs, np.zeros(w[-3].shape[0]),
         w1, b1, w2, b2, wc, bi, bo, ip, program.fp, a["count"], a["bg"], a["t_map"], a["freq_pad"],
         a["nfreq"], a["chan_freq"], a["pol"], a["lag_w"], np.zeros((NCHUNK, 6)), z3, z1, z3, z1, z1, z3, z3,
-        np.zeros((1, 1)), np.zeros((1, 1)), tb, emis, sic, anchor,
+        np.zeros((1, 1)), np.zeros((1, 1)), tb, emis, sic, anchor, a["cmap"], a["nch"], a["anchor_k"], a["absent"],
+        np.zeros((NCHUNK, 3, 1, 1)),
     )  # fmt: skip
 
 
@@ -342,19 +378,23 @@ def obs_cost_sum(program: FusedProgram, index: np.ndarray, chunk: int = 1 << 14)
         emis = np.empty((n, nc), dtype=np.float32)
         sic, anchor = np.empty(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
         _simulate_rows(program, rows, False, tb, emis, sic, anchor)
-        total += _obs_sum(tb, program.floats, program.ints, rows, c_tb, c_mask, inv_var)
+        own = program.arrays
+        total += _obs_sum(tb, program.floats, program.ints, rows, c_tb, c_mask, inv_var, own["cmap"], own["nch"])
     return total
 
 
-def _obs_sum_py(tb, floats, ints, rows, c_tb, c_mask, inv_var):  # pragma: no cover - compiled below
+def _obs_sum_py(tb, floats, ints, rows, c_tb, c_mask, inv_var, cmap, nch):  # pragma: no cover - compiled below
     """``sum_b sum_c mask (tb[b, c] - y[rows[b], c])^2 inv_var[c]`` in float64 (y and the mask's bits from the
-    packed tables' row ``rows[b]``)."""
+    packed tables' row ``rows[b]``, whose channel column ``k`` is basis channel ``cmap[s, k]``, ``k < nch[s]``
+    for its sensor ``s``)."""
     total = 0.0
     for b in range(rows.shape[0]):
         i = rows[b]
-        for ch in range(tb.shape[1]):
-            if (ints[i, c_mask + (ch >> 5)] >> (ch & 31)) & 1:
-                d = np.float64(tb[b, ch]) - np.float64(floats[i, c_tb + ch])
+        s = ints[i, 2]
+        for k in range(nch[s]):
+            if (ints[i, c_mask + (k >> 5)] >> (k & 31)) & 1:
+                ch = cmap[s, k]
+                d = np.float64(tb[b, ch]) - np.float64(floats[i, c_tb + k])
                 total += d * d * inv_var[ch]
     return total
 
@@ -396,6 +436,9 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
     mc, cc = network.model_config, network.cost_config
     st = network.state
     nc = network.basis.nchan
+    cmap = np.ascontiguousarray(getattr(data, "channel_map", None), dtype=np.int64)
+    if cmap.ndim != 2 or cmap.shape[0] != network.basis.nsensor:
+        return None, "the observation tensors hold no channel map"
     if isinstance(em, NetworkEmissivity):
         version, nh = 2, em.nhidden
         if nh > _MAXH or em.nfreq >= _MAXF:
@@ -469,9 +512,12 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
     else:
         freq_in = np.zeros((1, 1))
         freq_pad = np.zeros((1, _MAXS))
-        chan_freq = np.zeros((1, 1), dtype=np.int64)
-        pol = np.zeros(1, dtype=np.int64)
+        chan_freq = np.zeros((network.basis.nsensor, nc), dtype=np.int64)
+        pol = np.zeros(nc, dtype=np.int64)
         nfreq = np.zeros(network.basis.nsensor, dtype=np.int64)
+    own, reason = _own_channels(cmap, nc, anchor_ch, chan_freq, pol)
+    if own is None:
+        return None, reason
     arrays = dict(
         ncolmap=st.ncol,
         nstep=st.nstep,
@@ -484,8 +530,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         t_map=network.t_map_flat.numpy(),
         freq_pad=freq_pad,
         nfreq=nfreq,
-        chan_freq=chan_freq,
-        pol=pol,
+        **own,
         lag_w=st.lag_weights.numpy().astype(np.float64),
         obs_err2=network.obs_error_k.numpy().astype(np.float64) ** 2,
         sig_range=cc.sic_error,

@@ -86,6 +86,18 @@ def warm_weight(t, threshold, factor):
     return max(np.float64(t) - threshold, 0.0) * factor
 
 
+def _anchor_emis(version, a, w1, b1, z, nin, oflat, ns, anchor):
+    """The ice emissivity of the anchor channel ``a`` for an observation whose sensor lacks it: v1 the
+    linear model's row ``a`` (as the channel loop computes it), v2 the network's output ``anchor[1]``
+    (V 0, H 1) at frequency index ``anchor[2]`` (``oflat``: the outputs, ``ns`` per polarisation)."""
+    if version == 2:
+        return np.float64(oflat[anchor[1] * ns + anchor[2]])
+    acc = b1[a]
+    for j in range(nin):
+        acc += w1[a, j] * z[j]
+    return acc
+
+
 def _false_ice(c, shape, s, lo, hi, h):
     """(residual r, slope dr/dC) of the false-ice prior at C (tent: shape 0, smooth: shape 1)."""
     if c <= 0.0 or c >= 0.3:
@@ -136,13 +148,23 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
     ip, fp, count, bg, t_map, freq_pad, nfreq, chan_freq, pol, lag_w,
     terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, out_tb, out_emis, out_sic, out_anchor,
+    cmap, nch, anchor_k, absent,
 ):  # fmt: skip
     """Forward, cost and backward of observations ``c0 .. c1 - 1`` of the batch (see :func:`_step`);
     with ``ip[18]`` (forward only) the simulation into ``out_*`` instead (``ip[19]``: 1 = SIC 0; 2 = also
     the TB with SIC 0, the ocean's ``TB_o``, into ``out_tb[:, nc:]``: ``out_tb`` is then (B, 2 nc));
     ``ip[20]``: the column of ``cos^2`` of the scan angle (quasi-polarised channels), -1 = none;
     ``ip[21]``: the column of the view angle's cosine, the v2 network's input before the frequency
-    (:attr:`NetworkEmissivity.angle_input`; the same at every frequency and at the anchor frequency), -1 = none."""
+    (:attr:`NetworkEmissivity.angle_input`; the same at every frequency and at the anchor frequency), -1 = none.
+
+    Channels are those of the observation's own sensor ``s``: its packed row's channel column ``k``
+    (``k < nch[s]``) is basis channel ``cmap[s, k]``. ``p``, ``wc``, ``bi``, ``bo``, ``g_wc``, ``g_bi``,
+    ``g_bo``, ``chan_freq``, ``pol`` are indexed the same way, ``[s, k]`` (:func:`_step` gathers and
+    scatters them); ``w1``, ``b1``, ``g_w1``, ``g_b1`` (v1) and the outputs by the basis channel.
+    ``anchor_k[s]``: the column of the anchor channel ``ip[6]`` in the sensor's rows, then (v2) the
+    polarisation and frequency index of its output; column -1 where the sensor lacks the channel, whose
+    emissivity is then computed on its own (:func:`_anchor_emis`). ``absent[s]``: the basis channels the
+    sensor lacks, -1 after the last: NaN in the forward pass's outputs."""
     version, nc, nlag, ngp, nop, nh = ip[0], ip[1], ip[2], ip[3], ip[4], ip[5]
     anchor_ch, floor_on, false_shape = ip[6], ip[7], ip[8]
     bg_on, warm_eff, false_on = ip[9], ip[10], ip[11]
@@ -188,6 +210,8 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
             prefetch1(t_map, ra)
         i = index[b]
         s = ints[i, 2]
+        ncs = nch[s]  # the sensor's channels: its row's channel columns 0 .. ncs - 1
+        own = cmap[s]
         ts = floats[i, 0]
         u = floats[i, 1]
         xt = max(t_ref - ts, 0.0) / t_scale
@@ -241,8 +265,8 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
             for f in range(2 * ns):
                 dok[f] = 0.0
             cos2 = floats[i, ip[20]] if ip[20] >= 0 else 1.0
-            for ch in range(nc):
-                pc = pol[ch]
+            for ch in range(ncs):
+                pc = pol[s, ch]
                 kf = chan_freq[s, ch]
                 if pc < 2:  # V or H
                     emis[ch] = oflat[pc * ns + kf]
@@ -252,53 +276,69 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                     e_h = np.float64(oflat[ns + kf])
                     emis[ch] = e_h + wv * (e_v - e_h)
         else:
-            for ch in range(nc):
-                acc = b1[ch]
+            for ch in range(ncs):
+                cb = own[ch]
+                acc = b1[cb]
                 for j in range(nin):
-                    acc += w1[ch, j] * z[j]
+                    acc += w1[cb, j] * z[j]
                 emis[ch] = acc
+        ak = anchor_k[s, 0]  # the anchor channel's column (-1: the sensor lacks it; its emissivity on its own)
+        e_anchor = 0.0
+        if anchor_ch >= 0:
+            e_anchor = emis[ak] if ak >= 0 else _anchor_emis(version, anchor_ch, w1, b1, z, nin, oflat, ns, anchor_k[s])
         # ---- TB, observation term and its gradient
         # (the observation's columns and its sensor's biases as 1-D views indexed by the channel alone:
         # no per-channel offset or negative-index arithmetic)
         row = floats[i]
-        r_tau, r_down, r_k = row[c_tau : c_tau + nc], row[c_down : c_down + nc], row[c_k : c_k + nc]
-        r_ew = row[c_ew : c_ew + nc]
+        r_tau, r_down, r_k = row[c_tau : c_tau + ncs], row[c_down : c_down + ncs], row[c_k : c_k + ncs]
+        r_ew = row[c_ew : c_ew + ncs]
         bi_s, bo_s = bi[s], bo[s]
         dc = 0.0
         obs = 0.0
+        wc_s = wc[s]
         if forward_only:
-            for ch in range(nc):
+            for ch in range(ncs):
+                cb = own[ch]
                 tau = r_tau[ch]
                 down = r_down[ch]
                 kk = r_k[ch]
                 a_i = ts * tau - down
                 a_o = to_k * tau - down
-                e_o = r_ew[ch] + wc[ch] * u
+                e_o = r_ew[ch] + wc_s[ch] * u
                 tb_i = kk + bi_s[ch] + emis[ch] * a_i
                 tb_o = kk + bo_s[ch] + e_o * a_o
-                out_tb[b, ch] = tb_o + c * (tb_i - tb_o)
-                out_emis[b, ch] = emis[ch]
+                out_tb[b, cb] = tb_o + c * (tb_i - tb_o)
+                out_emis[b, cb] = emis[ch]
                 if zero_sic == 2:  # TB' at c = 0 is TB_o (what the pass with SIC 0 gives, bit for bit)
-                    out_tb[b, nc + ch] = tb_o
+                    out_tb[b, nc + cb] = tb_o
+            for j in range(absent.shape[1]):  # the channels the sensor lacks: not simulated
+                cb = absent[s, j]
+                if cb < 0:
+                    break
+                out_tb[b, cb] = np.nan
+                out_emis[b, cb] = np.nan
+                if zero_sic == 2:
+                    out_tb[b, nc + cb] = np.nan
         else:
-            r_tb = row[c_tb : c_tb + nc]
-            for ch in range(nc):
+            r_tb = row[c_tb : c_tb + ncs]
+            p_s = p[s]
+            for ch in range(ncs):
                 m = 1.0 if (ints[i, c_mask + (ch >> 5)] >> (ch & 31)) & 1 else 0.0  # the mask's bit
-                pm[ch] = m * p[ch]  # mask 2 / (sigma^2 B)
-            g_bi_s, g_bo_s = g_bi[s], g_bo[s]
+                pm[ch] = m * p_s[ch]  # mask 2 / (sigma^2 B)
+            g_bi_s, g_bo_s, g_wc_s = g_bi[s], g_bo[s], g_wc[s]
             # eight channels at a time as one vector (compiled.channels8), the rest one by one
             acc8[:] = 0.0
             ch0 = 0
-            while ch0 + 8 <= nc:
-                channels8(row, cols, ch0, bi_s, bo_s, wc, emis, pm, de, g_wc, g_bi_s, g_bo_s, acc8, ts, to_k, u, c)
+            while ch0 + 8 <= ncs:
+                channels8(row, cols, ch0, bi_s, bo_s, wc_s, emis, pm, de, g_wc_s, g_bi_s, g_bo_s, acc8, ts, to_k, u, c)
                 ch0 += 8
-            for ch in range(ch0, nc):
+            for ch in range(ch0, ncs):
                 tau = r_tau[ch]
                 down = r_down[ch]
                 kk = r_k[ch]
                 a_i = ts * tau - down
                 a_o = to_k * tau - down
-                e_o = r_ew[ch] + wc[ch] * u
+                e_o = r_ew[ch] + wc_s[ch] * u
                 tb_i = kk + bi_s[ch] + emis[ch] * a_i
                 tb_o = kk + bo_s[ch] + e_o * a_o
                 tb = tb_o + c * (tb_i - tb_o)
@@ -307,7 +347,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                 obs += d * g
                 dc += g * (tb_i - tb_o)
                 de[ch] = g * c * a_i
-                g_wc[ch] += g * (1.0 - c) * a_o * u
+                g_wc_s[ch] += g * (1.0 - c) * a_o * u
                 g_bi_s[ch] += g * c
                 g_bo_s[ch] += g * (1.0 - c)
             obs += sum8(acc8, 0)
@@ -317,7 +357,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
             if version == 2 and anchor_ch < 0 and floor_on:
                 out_anchor[b] = oflat[nf]
             elif anchor_ch >= 0:
-                out_anchor[b] = emis[anchor_ch]
+                out_anchor[b] = e_anchor
             continue
         terms[_T_OBS] += 0.5 * obs
         # ---- sampled map priors on the SIC rows seen (per row weight 1 / count(r))
@@ -346,21 +386,26 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                 terms[_T_WARM] += w * ww * warm_scale
             g_state[b, lag] = dcl
         # ---- anchor floor (v2), summed over the batch / nobs
+        d_own = 0.0  # the anchor's gradient where the sensor lacks the anchor channel (applied below)
         if floor_on:
-            e_a = np.float64(oflat[nf]) if anchor_ch < 0 else emis[anchor_ch]
+            e_a = np.float64(oflat[nf]) if anchor_ch < 0 else e_anchor
             r = max(anchor_v - e_a, 0.0)
             terms[_T_ANCHOR] += r * r * anchor_g
             d_a = -2.0 * r * anchor_g
-            if anchor_ch >= 0:
-                de[anchor_ch] += d_a
-            else:
+            if anchor_ch < 0:
                 dok[nf] += d_a
+            elif ak >= 0:
+                de[ak] += d_a
+            else:
+                d_own = d_a
         # ---- backward through the emissivity model
         for j in range(nin):
             dz[j] = 0.0
         if version == 2:
-            for ch in range(nc):
-                pc = pol[ch]
+            if d_own != 0.0:  # the anchor channel that the sensor lacks: a V or H output (build_program)
+                dok[anchor_k[s, 1] * ns + anchor_k[s, 2]] += d_own
+            for ch in range(ncs):
+                pc = pol[s, ch]
                 kf = chan_freq[s, ch]
                 if pc < 2:
                     dok[pc * ns + kf] += de[ch]
@@ -402,11 +447,17 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                     g_w1[h, j] += dp * z[j]
                     dz[j] += w1[h, j] * dp
         else:
-            for ch in range(nc):
-                g_b1[ch] += de[ch]
+            for ch in range(ncs):
+                cb = own[ch]
+                g_b1[cb] += de[ch]
                 for j in range(nin):
-                    g_w1[ch, j] += de[ch] * z[j]
-                    dz[j] += w1[ch, j] * de[ch]
+                    g_w1[cb, j] += de[ch] * z[j]
+                    dz[j] += w1[cb, j] * de[ch]
+            if d_own != 0.0:  # the anchor channel that the sensor lacks
+                g_b1[anchor_ch] += d_own
+                for j in range(nin):
+                    g_w1[anchor_ch, j] += d_own * z[j]
+                    dz[j] += w1[anchor_ch, j] * d_own
         for j in range(ngp + nop):
             g_state[b, nlag + 1 + j] = dz[1 + j]
     if version == 2 and not forward_only:
@@ -420,11 +471,19 @@ def _step(
     floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
     ip, fp, count, bg, t_map, freq_pad, nfreq, chan_freq, pol, lag_w,
     terms, g_w1, g_b1, g_w2, g_b2, g_wc, g_bi, g_bo, g_state, g_vals, out_tb, out_emis, out_sic, out_anchor,
+    cmap, nch, anchor_k, absent, g_own,
 ):  # fmt: skip
     """One batch: terms and dense gradients per chunk (zeroed here), summed in chunk order into chunk 0
-    (as numpy's ``sum(axis=0)``), state-row gradients added into ``g_vals``."""
+    (as numpy's ``sum(axis=0)``), state-row gradients added into ``g_vals``.
+
+    ``p`` (nchan), ``wc`` (nchan), ``bi``, ``bo`` (nsensor, nchan) are gathered here into each sensor's
+    channels (``cmap``, ``nch``: :func:`_chunk`), whose gradients the chunks add into ``g_own`` (nchunk,
+    3, nsensor, width: ``wc``, ``bi``, ``bo``); summed in chunk order, they are put back in the basis'
+    channels of ``g_wc[0]``, ``g_bi[0]``, ``g_bo[0]`` (``wc``'s summed over the sensors in order).
+    ``chan_freq``, ``pol``: each sensor's channels' (nsensor, width)."""
     nb = index.shape[0]
     nchunk = terms.shape[0]
+    p_own, wc_own, bi_own, bo_own = _own_parameters(p, wc, bi, bo, cmap, nch)
     for k in prange(nchunk):
         c0 = (nb * k) // nchunk
         c1 = (nb * (k + 1)) // nchunk
@@ -434,14 +493,12 @@ def _step(
             g_b1[k][:] = 0.0
             g_w2[k][:] = 0.0
             g_b2[k][:] = 0.0
-            g_wc[k][:] = 0.0
-            g_bi[k][:] = 0.0
-            g_bo[k][:] = 0.0
+            g_own[k][:] = 0.0
         _chunk(
-            c0, c1, floats, ints, index, vals, inv, refs, p, w1, b1, w2, b2, wc, bi, bo,
+            c0, c1, floats, ints, index, vals, inv, refs, p_own, w1, b1, w2, b2, wc_own, bi_own, bo_own,
             ip, fp, count, bg, t_map, freq_pad, nfreq, chan_freq, pol, lag_w,
-            terms[k], g_w1[k], g_b1[k], g_w2[k], g_b2[k], g_wc[k], g_bi[k], g_bo[k], g_state,
-            out_tb, out_emis, out_sic, out_anchor,
+            terms[k], g_w1[k], g_b1[k], g_w2[k], g_b2[k], g_own[k, 0], g_own[k, 1], g_own[k, 2], g_state,
+            out_tb, out_emis, out_sic, out_anchor, cmap, nch, anchor_k, absent,
         )  # fmt: skip
     if ip[18]:
         return
@@ -450,9 +507,8 @@ def _step(
     _sum_chunks(g_b1)
     _sum_chunks(g_w2.reshape(nchunk, -1))
     _sum_chunks(g_b2)
-    _sum_chunks(g_wc)
-    _sum_chunks(g_bi.reshape(nchunk, -1))
-    _sum_chunks(g_bo.reshape(nchunk, -1))
+    _sum_chunks(g_own.reshape(nchunk, -1))
+    _to_basis(g_own[0], cmap, nch, g_wc[0], g_bi[0], g_bo[0])
     # state-row gradients into the caught-up rows, in observation order (deterministic)
     nlag = ip[2]
     ngp = ip[3]
@@ -467,6 +523,38 @@ def _step(
             k += 1
         for j in range(nop):
             g_vals[inv[b, k], j] += g_state[b, nlag + 1 + ngp + j]
+
+
+def _own_parameters(p, wc, bi, bo, cmap, nch):
+    """``p``, ``wc`` (nchan) and ``bi``, ``bo`` (nsensor, nchan) by each sensor's own channels (nsensor,
+    width: column ``k`` of sensor ``s`` is basis channel ``cmap[s, k]``, ``k < nch[s]``; 0 after)."""
+    ns, width = cmap.shape
+    p_own = np.zeros((ns, width))
+    wc_own = np.zeros((ns, width), dtype=np.float32)
+    bi_own = np.zeros((ns, width), dtype=np.float32)
+    bo_own = np.zeros((ns, width), dtype=np.float32)
+    for s in range(ns):
+        for k in range(nch[s]):
+            c = cmap[s, k]
+            p_own[s, k] = p[c]
+            wc_own[s, k] = wc[c]
+            bi_own[s, k] = bi[s, c]
+            bo_own[s, k] = bo[s, c]
+    return p_own, wc_own, bi_own, bo_own
+
+
+def _to_basis(g_own, cmap, nch, g_wc, g_bi, g_bo):
+    """The gradients of ``wc``, ``bi``, ``bo`` by each sensor's own channels (``g_own``: 3, nsensor, width)
+    back in the basis' channels (``g_wc``: summed over the sensors in order; 0 where none has the channel)."""
+    g_wc[:] = 0.0
+    g_bi[:] = 0.0
+    g_bo[:] = 0.0
+    for s in range(cmap.shape[0]):
+        for k in range(nch[s]):
+            c = cmap[s, k]
+            g_wc[c] += g_own[0, s, k]
+            g_bi[s, c] = g_own[1, s, k]
+            g_bo[s, c] = g_own[2, s, k]
 
 
 def _bias_prior(bi, bo, bg_i, bg_o, inv_var, nobs, g_bi, g_bo, out_i, out_o):
@@ -525,7 +613,10 @@ if HAVE_NUMBA:
     _sum_chunks = njit(cache=True)(_sum_chunks)
     _numpy_sum = njit(cache=True)(_numpy_sum)
     _bias_prior = njit(cache=True)(_bias_prior)
+    _own_parameters = njit(cache=True)(_own_parameters)
+    _to_basis = njit(cache=True)(_to_basis)
     _false_ice = njit(cache=True)(_false_ice)
+    _anchor_emis = njit(cache=True, inline="always")(_anchor_emis)
     _inverse = njit(cache=True)(_inverse)
     warm_weight = njit(cache=True)(warm_weight)
     _refs = njit(cache=True, parallel=True)(_refs)

@@ -7,15 +7,18 @@ the observations' size. Per row (columns as in ``ObservationTensors``):
 
 - ``t_skin_k``, ``wind_ms``, ``cloud_fraction``, ``cos2_scan``, ``cos_view`` (:class:`SensorAngles`: the
   sensor's value, looked up by ``isensor`` in the pass, or a cross-track sensor's per row, computed per chunk);
-- per channel ``tb_obs_k``, ``emis_water``;
+- per channel of the row's own sensor (column ``k``: basis channel ``channel_map[isensor, k]``, 0 past the
+  sensor's last; :func:`empirical_seaice.model.tensors.channel_map`) ``tb_obs_k``, ``emis_water``;
 - the effective all-sky atmosphere of
   :func:`empirical_seaice.model.physics.effective_atmosphere`, with ``f`` the
   cloud fraction: ``tau* = (1 - f) tau + f tau_cld``,
   ``D* = (1 - f) tau T_down + f tau_cld T_down_cld`` (K),
   ``K = D* + (1 - f) T_up + f T_up_cld`` (K).
 
-The integer table gets ``igrid``, ``istep``, ``isensor`` and the channel mask as bits (:func:`mask_words`;
-bit ``c mod 32`` of word ``c // 32`` for channel ``c``), 4 bytes per observation instead of a float per channel.
+The integer table gets ``igrid``, ``istep``, ``isensor`` and the mask of the row's channels as bits
+(:func:`mask_words`; bit ``k mod 32`` of word ``k // 32`` for column ``k``), 4 bytes per observation instead
+of a float per channel. A mask bit set on a channel the row's sensor lacks is refused (a one-line error:
+the row has no column for it).
 Non-finite inputs (NaN, inf) count as 0, as in the tensor path. The
 float32 table is the tensor path's bit for bit (tested): the products
 ``tau T_down`` are rounded to float32 and each ``lerp`` is rounded as torch's
@@ -42,6 +45,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     HAVE_NUMBA = False
 
+from empirical_seaice.errors import SeaIceError
 from empirical_seaice.observations import Observations
 from empirical_seaice.threads import numba_threads
 
@@ -64,10 +68,18 @@ def _finite(x):
 
 
 def _finite_row(dst, src, i):
-    """``dst[c] = src[i, c]`` of every channel, 0 where not finite (:func:`_finite`): one loop over one
-    input and one array of the pass's own (inlined: the compiler vectorises it)."""
-    for c in range(dst.shape[0]):
+    """``dst[c] = src[i, c]`` of every channel (of ``src``), 0 where not finite (:func:`_finite`): one loop
+    over one input and one array of the pass's own (inlined: the compiler vectorises it)."""
+    for c in range(src.shape[1]):
         dst[c] = _finite(src[i, c])
+
+
+def _count(mask, i, nc):
+    """The channels set in row ``i`` of the mask."""
+    n = 0
+    for c in range(nc):
+        n += 1 if mask[i, c] else 0
+    return n
 
 
 def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field, one loop per array
@@ -92,18 +104,24 @@ def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field, one loop pe
     taucld,
     tdowncld,
     tupcld,
+    cmap,
+    stray,
 ):
     """Fill ``out[i, :]`` and ``ints[i, :]`` (``igrid``, ``istep``, ``isensor``, then the mask words) for every
     row ``i`` of the inputs (see the module docstring). ``cols``: the first column of t_skin, wind, cloud,
     cos2_scan, cos_view, tb_obs_k, emis_water, tau_eff, down_eff_k, const_k. ``angle_s`` (3, nsensor)
     float64: per sensor its rows' ``cos2_scan`` and ``cos_view``, and whether its rows take theirs from
-    ``cos2``, ``cosv`` (per row: a cross-track sensor's) instead (1.0) or not (0.0).
+    ``cos2``, ``cosv`` (per row: a cross-track sensor's) instead (1.0) or not (0.0). ``cmap`` (nsensor,
+    width): the basis channel of each channel column of a sensor's rows (``nc``: none, packed as 0).
+    ``stray`` (one per chunk of rows): set to the first row of the chunk whose mask has a channel its
+    sensor lacks (left as it is where none has).
 
     Each row's channels go through arrays of the pass's own (one loop per input, one for the arithmetic,
     one per output), which the compiler vectorises (it cannot for a loop over the channels of a dozen
     arrays that might overlap): on one core 0.30 against 0.35 CPU-s for the ``benchmark`` twin's 2.73 M
     rows, pages mapped (about 110 against 127 ns a row), the same bits."""
     n, nc = tb.shape
+    width = cmap.shape[1]
     zero = np.float32(0.0)
     nw = ints.shape[1] - 3  # the columns before the mask words: igrid, istep, isensor (tensors.INT_FIELDS)
     c_tb, c_ew, c_tau, c_down, c_k = cols[5], cols[6], cols[7], cols[8], cols[9]
@@ -112,17 +130,26 @@ def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field, one loop pe
         t0, t1 = np.empty(nc, np.float32), np.empty(nc, np.float32)  # tau, tau_cld
         d0, d1 = np.empty(nc, np.float32), np.empty(nc, np.float32)  # T_down, T_down_cld
         u0, u1 = np.empty(nc, np.float32), np.empty(nc, np.float32)  # T_up, T_up_cld
-        r_tau, r_down, r_k = np.empty(nc, np.float32), np.empty(nc, np.float32), np.empty(nc, np.float32)
+        # + one zero past the basis channels: the column of channels a sensor lacks
+        r_tb, r_ew = np.zeros(nc + 1, np.float32), np.zeros(nc + 1, np.float32)
+        r_tau, r_down, r_k = np.zeros(nc + 1, np.float32), np.zeros(nc + 1, np.float32), np.zeros(nc + 1, np.float32)
         for i in range((n * k) // nchunk, (n * (k + 1)) // nchunk):
             ints[i, 0] = igrid[i]
             ints[i, 1] = istep[i]
             ints[i, 2] = isensor[i]
+            s = isensor[i]
+            own = cmap[s]
+            kept = 0
             for w in range(nw):
                 word = 0
-                for c in range(32 * w, min(32 * w + 32, nc)):
-                    word |= np.int64(mask[i, c]) << (c - 32 * w)
+                for j in range(32 * w, min(32 * w + 32, width)):
+                    c = own[j]
+                    if c < nc and mask[i, c]:
+                        word |= np.int64(1) << (j - 32 * w)
+                        kept += 1
                 ints[i, 3 + w] = word  # truncated to int32: bit 31 is the sign bit
-            s = isensor[i]
+            if kept != _count(mask, i, nc) and stray[k] < 0:  # a channel of the mask that the sensor lacks
+                stray[k] = i
             rowwise = angle_s[2, s] != 0.0
             f = np.float32(cloud[i]) if np.isfinite(cloud[i]) else zero
             out[i, cols[0]] = t_skin[i] if np.isfinite(t_skin[i]) else zero
@@ -143,16 +170,18 @@ def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field, one loop pe
                 r_tau[c] = _lerp(t0[c], t1[c], w_from, low)
                 r_down[c] = down
                 r_k[c] = np.float32(down + _lerp(u0[c], u1[c], w_from, low))
-            for c in range(nc):
-                out[i, c_tb + c] = _finite(tb[i, c])
-            for c in range(nc):
-                out[i, c_ew + c] = _finite(ew[i, c])
-            for c in range(nc):
-                out[i, c_tau + c] = r_tau[c]
-            for c in range(nc):
-                out[i, c_down + c] = r_down[c]
-            for c in range(nc):
-                out[i, c_k + c] = r_k[c]
+            _finite_row(r_tb, tb, i)  # (its first nc values; the last stays 0)
+            _finite_row(r_ew, ew, i)
+            for j in range(width):
+                out[i, c_tb + j] = r_tb[own[j]]
+            for j in range(width):
+                out[i, c_ew + j] = r_ew[own[j]]
+            for j in range(width):
+                out[i, c_tau + j] = r_tau[own[j]]
+            for j in range(width):
+                out[i, c_down + j] = r_down[own[j]]
+            for j in range(width):
+                out[i, c_k + j] = r_k[own[j]]
 
 
 _NCHUNK = 64
@@ -163,6 +192,7 @@ if HAVE_NUMBA:
     _lerp = njit(inline="always")(_lerp)
     _finite = njit(inline="always")(_finite)
     _finite_row = njit(inline="always")(_finite_row)
+    _count = njit(inline="always")(_count)
     _pack_rows = njit(cache=True, parallel=True)(_pack_rows)
 
 _COLUMNS = (
@@ -180,14 +210,27 @@ _COLUMNS = (
 
 
 def mask_words(mask: np.ndarray) -> np.ndarray:
-    """The channel mask (n, nchan) bool as (n, ceil(nchan / 32)) int32 words: channel ``c`` is bit
-    ``c mod 32`` of word ``c // 32`` (the packed integer table's mask columns; the tensor path's packing)."""
+    """A mask (n, ncol) bool as (n, ceil(ncol / 32)) int32 words: column ``c`` is bit ``c mod 32`` of word
+    ``c // 32`` (the packed integer table's mask columns, of each row's own channels; the tensor path's
+    packing)."""
     m = np.asarray(mask, dtype=bool)
     n, nc = m.shape
     words = np.zeros((n, max(1, -(-nc // 32))), dtype=np.uint32)
     for c in range(nc):
         words[:, c // 32] |= m[:, c].astype(np.uint32) << np.uint32(c % 32)
     return words.view(np.int32)
+
+
+def stray_channel(obs: Observations, i: int, cmap: np.ndarray) -> SeaIceError:
+    """The one-line error for observation ``i``, whose mask has a channel its sensor lacks (``cmap``: the
+    sensor's channels): the packed tables hold a sensor's own channels only, so it would be dropped."""
+    s = int(obs.isensor[i])
+    c = next(c for c in np.flatnonzero(np.asarray(obs.mask[i], dtype=bool)) if c not in cmap[s])
+    return SeaIceError(
+        f"Observations.mask: observation {i} (sensor {obs.basis.sensor_names[s]}) has channel "
+        f"{obs.basis.channel_names[c]}, which the basis says that sensor lacks; build the observations "
+        "from the same sensor basis"
+    )
 
 
 @dataclass(frozen=True)
@@ -210,21 +253,23 @@ def pack_floats(
     ints: np.ndarray,
     slices: Mapping[str, tuple[int, int | None]],
     angles: SensorAngles,
+    cmap: np.ndarray,
     chunk: int = CHUNK,
     threads: int = 1,
 ) -> bool:
     """Pack every observation of ``obs`` into the float32 table ``out`` (nobs, ncol) with the
     columns of ``slices`` (field -> (first column, end or None)) and into the int32 table ``ints``
-    (nobs, 3 + ceil(nchan / 32)): ``igrid``, ``istep``, ``isensor`` (the tensors' ``INT_FIELDS``), then
-    the channel mask's words (:func:`mask_words`). ``angles``: the ``cos2_scan`` and ``cos_view`` of each
-    sensor's rows (:class:`SensorAngles`). On ``threads`` threads (at most numba's maximum; the run's
-    thread count: numba's OpenMP layer leaves the count of its last parallel loop as the
-    process's OpenMP count, which torch's intra-op pool then uses). Returns False (nothing done)
+    (nobs, 3 + ceil(width / 32)): ``igrid``, ``istep``, ``isensor`` (the tensors' ``INT_FIELDS``), then
+    the words of the mask of the row's own channels (:func:`mask_words`). ``angles``: the ``cos2_scan`` and
+    ``cos_view`` of each sensor's rows (:class:`SensorAngles`); ``cmap``: the basis channel of each channel
+    column of a sensor's rows (:func:`empirical_seaice.model.tensors.channel_map`). On ``threads`` threads
+    (at most numba's maximum; the run's thread count: numba's OpenMP layer leaves the count of its last
+    parallel loop as the process's OpenMP count, which torch's intra-op pool then uses). Returns False (nothing done)
     without numba or for another dtype (the tensor path packs those)."""
     if not HAVE_NUMBA or out.dtype != np.float32:
         return False
     with numba_threads(threads):
-        _pack_all(obs, out, ints, slices, angles, chunk)
+        _pack_all(obs, out, ints, slices, angles, np.ascontiguousarray(cmap, dtype=np.int64), chunk)
     return True
 
 
@@ -234,11 +279,13 @@ def _pack_all(
     ints: np.ndarray,
     slices: Mapping[str, tuple[int, int | None]],
     angles: SensorAngles,
+    cmap: np.ndarray,
     chunk: int,
 ) -> None:
-    """:func:`pack_floats`' chunks, compiled."""
+    """:func:`pack_floats`' chunks, compiled; a one-line error for a mask channel that a row's sensor lacks."""
     cols = np.array([slices[name][0] for name in _COLUMNS], dtype=np.int64)
     table = np.ascontiguousarray(angles.table, dtype=np.float64)
+    stray = np.full(_NCHUNK, -1, dtype=np.int64)
     none = np.zeros(0, dtype=np.float64)
     for start in range(0, obs.nobs, chunk):
         rows = slice(start, min(start + chunk, obs.nobs))
@@ -249,9 +296,11 @@ def _pack_all(
             out[rows], ints[rows], cols, obs.isensor[rows], obs.igrid[rows], obs.istep[rows], obs.t_skin_k[rows],
             obs.wind_ms[rows], obs.cloud_fraction[rows], table, cos2, cosv, obs.tb_obs_k[rows], obs.mask[rows],
             obs.emis_water[rows], obs.tau[rows], obs.t_down_k[rows], obs.t_up_k[rows], obs.tau_cld[rows],
-            obs.t_down_cld_k[rows], obs.t_up_cld_k[rows],
+            obs.t_down_cld_k[rows], obs.t_up_cld_k[rows], cmap, stray,
         )  # fmt: skip
+        if (stray >= 0).any():
+            raise stray_channel(obs, start + int(stray[stray >= 0].min()), cmap)
         obs.release(rows)
 
 
-__all__ = ["pack_floats", "mask_words", "SensorAngles", "CHUNK", "HAVE_NUMBA"]
+__all__ = ["pack_floats", "mask_words", "stray_channel", "SensorAngles", "CHUNK", "HAVE_NUMBA"]

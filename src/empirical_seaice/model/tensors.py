@@ -19,7 +19,7 @@ from torch import Tensor
 from empirical_seaice.compiled import empty_huge
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import physics
-from empirical_seaice.model.packing import SensorAngles, mask_words, pack_floats
+from empirical_seaice.model.packing import SensorAngles, mask_words, pack_floats, stray_channel
 from empirical_seaice.observations import Observations
 
 PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction", "cos2_scan", "cos_view")
@@ -73,17 +73,24 @@ class Batch:
 class ObservationTensors:
     """All observations packed once on a device, for fast batching.
 
-    Floats are packed into one (nobs, 5 + 5 nchan) tensor: the per-observation
+    Floats are packed into one (nobs, 5 + 5 W) tensor: the per-observation
     fields, then ``tb_obs_k``, ``emis_water`` and the
     effective all-sky atmosphere ``tau_eff``, ``down_eff_k``, ``const_k``
     computed here once from the six clear and cloudy terms
     (:func:`physics.effective_atmosphere`; data only, so a step does not
-    redo it, and a row is a third shorter). Non-finite values (NaN, inf) are
-    replaced by 0 first so masked channels cannot turn the cost into NaN.
-    Integers go into one (nobs, 3 + ceil(nchan / 32)) int32 tensor: ``INT_FIELDS``, then the
-    channel mask as bits (:data:`MASK_COLUMN`); a row's ``iobs`` is its index. 4 (5 + 5 nchan)
-    + 16 bytes per observation up to 32 channels (376 at 17 channels; 460 with the mask as
-    floats and int64 integers). :meth:`batch` is two ``index_select`` calls and the mask's unpacking.
+    redo it, and a row is a third shorter), each over the observation's own sensor's channels:
+    ``W`` (:attr:`width`) is the most channels any one sensor has, and column ``k`` of a row's
+    channel field is basis channel :attr:`channel_map` ``[isensor, k]`` (the sensor's channels in
+    basis order; ``nchan`` past the sensor's last, zeros). A sensor's row then carries its own channels
+    only, not every channel of the run's sensors: on the ``benchmark`` twin (17 channels, AMSR2 10,
+    GMI 13, SSMIS 11) 296 bytes an observation instead of 376, and the more sensors a run combines the
+    larger the gain. Non-finite values (NaN, inf) are replaced by 0 first so masked channels cannot
+    turn the cost into NaN. Integers go into one (nobs, 3 + ceil(W / 32)) int32 tensor:
+    ``INT_FIELDS``, then the mask of the row's channels as bits (:data:`MASK_COLUMN`: bit ``k`` for
+    column ``k``); a row's ``iobs`` is its index. 4 (5 + 5 W) + 16 bytes per observation up to 32
+    channels a sensor. :meth:`batch` is two ``index_select`` calls, the channels put back in their
+    basis columns (one ``scatter`` each) and the mask's unpacking: a :class:`Batch` has every channel
+    of the basis, 0 (mask 0) where the sensor lacks it.
 
     Parameters
     ----------
@@ -111,60 +118,81 @@ class ObservationTensors:
         self.nchan = nc
         self.device = torch.device(device)
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        cmap = channel_map(obs.basis)
+        self.width = w = cmap.shape[1]
+        self.channel_map = cmap
+        """(nsensor, width) int64: the basis channel of each packed channel column of a sensor's rows
+        (``nchan`` past the sensor's last channel): :func:`channel_map`."""
         if into is None:
-            into = self.tables(n, nc, dtype)
+            into = self.tables(n, w, dtype)
         # the first n rows of tables of at least n rows (new ones, ObservationBlocks' buffers, build_network's)
         floats, ints_np = torch.from_numpy(into[0][:n]).to(dtype), into[1][:n]
         self._slices: dict[str, tuple[int, int | None]] = {}
-
-        def finite(name: str, rows: slice) -> torch.Tensor:
-            arr = np.asarray(getattr(obs, name)[rows], dtype=np_dtype)
-            return torch.from_numpy(np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0))
-
         col = 0
         for name in PER_OBS_FLOAT_FIELDS:
             self._slices[name] = (col, None)
             col += 1
         for name in PACKED_CHANNEL_FIELDS:
-            self._slices[name] = (col, col + nc)
-            col += nc
+            self._slices[name] = (col, col + w)
+            col += w
         threads = torch.get_num_threads()
-        compiled = pack_floats(obs, floats.numpy(), ints_np, self._slices, _sensor_angles(obs), threads=threads)
+        compiled = pack_floats(obs, floats.numpy(), ints_np, self._slices, _sensor_angles(obs), cmap, threads=threads)
         torch.set_num_threads(threads)  # the run's count, whatever numba's OpenMP loop left behind
-        for start in range(0, 0 if compiled else n, self._CHUNK):
-            rows = slice(start, min(start + self._CHUNK, n))
+        if not compiled:
+            self._pack_tensor_path(obs, floats, ints_np, np_dtype)
+        ints = torch.from_numpy(ints_np)
+        self._bit = torch.arange(w, dtype=torch.int32, device=self.device)
+        self._cmap = torch.from_numpy(cmap).to(self.device)
+        self.floats = floats.to(self.device)
+        self.ints = ints.to(self.device)
+
+    def _pack_tensor_path(self, obs: Observations, floats: Tensor, ints_np: np.ndarray, np_dtype) -> None:
+        """The packing without numba (or into float64 tables): the same values, chunk by chunk, with torch."""
+        cmap_t = torch.from_numpy(self.channel_map)
+
+        def finite(name: str, rows: slice) -> torch.Tensor:
+            arr = np.asarray(getattr(obs, name)[rows], dtype=np_dtype)
+            return torch.from_numpy(np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0))
+
+        for start in range(0, self.nobs, self._CHUNK):
+            rows = slice(start, min(start + self._CHUNK, self.nobs))
             block = floats[rows]
+            # each row's own sensor's channels (its columns of the basis; past its last, a column of zeros)
+            cols = cmap_t.index_select(0, torch.from_numpy(np.asarray(obs.isensor[rows], dtype=np.int64)))
+
+            def own(x: torch.Tensor, cols: torch.Tensor = cols) -> torch.Tensor:
+                return torch.nn.functional.pad(x, (0, 1)).gather(1, cols)
+
+            _check_sensor_channels(obs, rows, self.channel_map)
             for name in PER_OBS_FLOAT_FIELDS[:-2]:
                 block[:, self._slices[name][0]] = finite(name, rows)
             block[:, self._slices["cos2_scan"][0]] = _cos2_scan(obs, rows, np_dtype)
             block[:, self._slices["cos_view"][0]] = _cos_view(obs, rows)
             for name in ("tb_obs_k", "emis_water"):
                 a, b = self._slices[name]
-                block[:, a:b] = finite(name, rows)
-            ints_np[rows, MASK_COLUMN:] = mask_words(obs.mask[rows])
+                block[:, a:b] = own(finite(name, rows))
+            mask = torch.from_numpy(np.asarray(obs.mask[rows], dtype=bool))
+            ints_np[rows, MASK_COLUMN:] = mask_words(own(mask).numpy())
             atmosphere = physics.effective_atmosphere(
                 **{name: finite(name, rows) for name in ATMOSPHERE_FIELDS},
                 cloud_fraction=finite("cloud_fraction", rows),
             )
             for name, value in zip(("tau_eff", "down_eff_k", "const_k"), atmosphere, strict=True):
                 a, b = self._slices[name]
-                block[:, a:b] = value
-        for k, name in enumerate(() if compiled else INT_FIELDS):  # int32: grid points, steps and sensors < 2**31
+                block[:, a:b] = own(value)
+        for k, name in enumerate(INT_FIELDS):  # int32: grid points, steps and sensors < 2**31
             ints_np[:, k] = getattr(obs, name)
-        ints = torch.from_numpy(ints_np)
-        self._bit = torch.arange(nc, dtype=torch.int32, device=self.device)
-        self.floats = floats.to(self.device)
-        self.ints = ints.to(self.device)
 
     @staticmethod
-    def tables(n: int, nchan: int, dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
-        """New, unfilled float and integer tables for ``n`` observations of ``nchan`` channels (the ``into``
-        of the constructor). Read at random by the training step: in 2 MiB pages (one TLB entry per
-        2 MiB, not per 4 KiB), their pages brought in on a background thread from now on
+    def tables(n: int, width: int, dtype: torch.dtype = torch.float32) -> tuple[np.ndarray, np.ndarray]:
+        """New, unfilled float and integer tables for ``n`` observations of ``width`` channel columns
+        (:func:`channel_map`'s width for the observations' basis; the ``into`` of the constructor).
+        Read at random by the training step: in 2 MiB pages (one TLB entry per 2 MiB, not per 4 KiB),
+        their pages brought in on a background thread from now on
         (:func:`~empirical_seaice.compiled.populate_behind`: the first touch of the float table's
         pages is paid beside the packing, or beside whatever the caller does before it)."""
-        ncol = len(PER_OBS_FLOAT_FIELDS) + len(PACKED_CHANNEL_FIELDS) * nchan
-        nint = MASK_COLUMN + max(1, -(-nchan // 32))
+        ncol = len(PER_OBS_FLOAT_FIELDS) + len(PACKED_CHANNEL_FIELDS) * width
+        nint = MASK_COLUMN + max(1, -(-width // 32))
         np_dtype = np.float64 if dtype == torch.float64 else np.float32
         return empty_huge((n, ncol), np_dtype, populate=True), empty_huge((n, nint), np.int32, populate=True)
 
@@ -180,10 +208,16 @@ class ObservationTensors:
             fields["iobs"] = self.obs_rows.index_select(0, index)
         else:
             fields["iobs"] = index + self.row0 if self.row0 else index
-        words = i[:, MASK_COLUMN + torch.div(self._bit, 32, rounding_mode="floor")]  # (B, nchan)
-        fields["mask"] = words.bitwise_right_shift(self._bit % 32).bitwise_and_(1).to(f.dtype)
+        words = i[:, MASK_COLUMN + torch.div(self._bit, 32, rounding_mode="floor")]  # (B, width)
+        cols = self._cmap.index_select(0, fields["isensor"])  # each row's basis channels (nchan: none)
+        nb, nc = index.shape[0], self.nchan
+
+        def basis(x: Tensor) -> Tensor:  # (B, width) -> (B, nchan): the channels back in their basis columns
+            return torch.zeros((nb, nc + 1), dtype=f.dtype, device=f.device).scatter_(1, cols, x)[:, :nc]
+
+        fields["mask"] = basis(words.bitwise_right_shift(self._bit % 32).bitwise_and_(1).to(f.dtype))
         for name, (a, b) in self._slices.items():
-            fields[name] = f[:, a] if b is None else f[:, a:b]
+            fields[name] = f[:, a] if b is None else basis(f[:, a:b])
         return Batch(**fields)
 
     def all(self) -> Batch:
@@ -195,7 +229,7 @@ class ObservationBlocks:
     """The observations packed one block at a time, for a forward pass that visits them in order
     (the final diagnostics): :meth:`block` packs rows ``start .. stop - 1`` into an
     :class:`ObservationTensors` (``row0 = start``), so a pass holds one block's table instead of the
-    whole one (376 bytes per observation at 17 channels). The packed values are the whole table's
+    whole one (296 bytes per observation on the ``benchmark`` twin). The packed values are the whole table's
     (the same packing, row by row). Every block is packed into the same buffers: a block is valid
     until the next :meth:`block` call, which overwrites its tables."""
 
@@ -220,6 +254,30 @@ class ObservationBlocks:
             self._buffers = (part.floats.numpy(), part.ints.numpy())
         part.row0 = start
         return part
+
+
+def channel_map(basis) -> np.ndarray:
+    """(nsensor, width) int64: the basis channels of each sensor (``basis.present``) in basis order, padded
+    with ``nchan``; ``width`` the most channels any sensor has (at least 1). The packed tables' channel
+    columns of a sensor's rows (:class:`ObservationTensors`)."""
+    present = np.asarray(basis.present, dtype=bool)
+    own = [np.flatnonzero(p) for p in present]
+    width = max([1] + [len(c) for c in own])
+    out = np.full((len(own), width), basis.nchan, dtype=np.int64)
+    for s, c in enumerate(own):
+        out[s, : len(c)] = c
+    return out
+
+
+def _check_sensor_channels(obs: Observations, rows: slice, cmap: np.ndarray) -> None:
+    """:func:`~empirical_seaice.model.packing.stray_channel`'s error where an observation of ``rows`` has a
+    channel in its mask that its sensor lacks (the compiled packing checks it as it packs)."""
+    present = np.zeros((cmap.shape[0], obs.nchan + 1), dtype=bool)
+    np.put_along_axis(present, cmap, True, axis=1)
+    isensor = np.asarray(obs.isensor[rows], dtype=np.int64)
+    stray = (np.asarray(obs.mask[rows], dtype=bool) & ~present[isensor, : obs.nchan]).any(axis=1)
+    if stray.any():
+        raise stray_channel(obs, rows.start + int(np.flatnonzero(stray)[0]), cmap)
 
 
 def _sensor_angles(obs: Observations) -> SensorAngles:
@@ -277,4 +335,5 @@ __all__ = [
     "ATMOSPHERE_FIELDS",
     "INT_FIELDS",
     "MASK_COLUMN",
+    "channel_map",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -25,7 +25,8 @@ BLOCK = 1 << 18
 class Simulation:
     """Simulated quantities at every observation (float32).
 
-    tb : (nobs, nchan) simulated TB' (K).
+    tb : (nobs, nchan) simulated TB' (K); NaN in the channels that an observation's sensor lacks
+        (``basis.present``), as in ``emis_ice`` and ``tb_zero``.
     emis_ice : (nobs, nchan) ice emissivity.
     sic : (nobs,) SIC seen by each observation (lag-weighted).
     emis_anchor : (nobs,) the anchored ice emissivity (the anchor channel's, or the v2 network's
@@ -120,6 +121,7 @@ def simulate_blocks(
     was_training = network.training
     network.eval()
     device = getattr(data, "device", None) or next(network.parameters()).device
+    present = np.asarray(cast(Any, network).basis.present, dtype=bool)  # the HybridNetwork's sensor basis
     try:
         for start in range(0, nobs, block):
             stop = min(start + block, nobs)
@@ -134,6 +136,7 @@ def simulate_blocks(
                 if with_zero:
                     zero = network(batch, zero_sic=True)["tb"] if not zero_sic else out["tb"]
                     parts[-1]["tb_zero"] = zero.detach().float().cpu().numpy()
+                _not_simulated(parts[-1], present[batch.isensor.cpu().numpy()])
             anchor = (
                 np.concatenate([p["emis_anchor"].reshape(-1) for p in parts]) if "emis_anchor" in parts[0] else None
             )
@@ -153,6 +156,14 @@ def simulate_blocks(
 
 
 _SIM_KEYS = ("tb", "emis_ice", "sic", "emis_anchor")
+
+
+def _not_simulated(part: dict[str, np.ndarray], own: np.ndarray) -> None:
+    """NaN in the channels an observation's sensor lacks (``own`` False), as the compiled pass gives them:
+    those channels are not simulated (the tensor forward pass computes them from zeros)."""
+    for key in ("tb", "emis_ice", "tb_zero"):
+        if key in part:
+            part[key][~own] = np.nan
 
 
 __all__ = ["BLOCK", "CHUNK", "Simulation", "simulate", "simulate_blocks"]

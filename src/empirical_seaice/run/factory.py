@@ -38,7 +38,7 @@ import torch
 from empirical_seaice.config import CostConfig, ModelConfig, TrainingConfig
 from empirical_seaice.cost.sampling import build_row_counts
 from empirical_seaice.model.operator import HybridNetwork
-from empirical_seaice.model.tensors import ObservationTensors
+from empirical_seaice.model.tensors import ObservationTensors, channel_map
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.sensors import ChannelBasis
 from empirical_seaice.training.contract import TrainableNetwork
@@ -102,7 +102,8 @@ def build_network(
     """
     # the packed tables first: their pages come in on a background thread while the row counts and the
     # network are built (ObservationTensors.tables)
-    tables = ObservationTensors.tables(obs.nobs, obs.nchan) if data is None and pack else None
+    width = channel_map(obs.basis).shape[1]
+    tables = ObservationTensors.tables(obs.nobs, width) if data is None and pack else None
     counts = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep, index=counted)
     dense = optimizer in ("dense-adam", "dense")
     network = HybridNetwork(
