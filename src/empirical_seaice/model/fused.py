@@ -272,6 +272,32 @@ def _own_channels(cmap: np.ndarray, nc: int, anchor_ch: int, chan_freq: np.ndarr
     return tables, ""
 
 
+def _own_frequencies(own: dict, freq_in: np.ndarray, anchor_input: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each sensor's network evaluations (``freq_pad`` (nsensor, _MAXS), their count ``nfreq``): the inputs
+    (``freq_in``, (nsensor, nf): the network's, every basis channel's frequency) of the frequencies of the
+    sensor's own channels, and of the anchor channel where the sensor lacks it, in the network's order;
+    then ``anchor_input`` (the v2 anchor frequency's), if any; zeros to :data:`_MAXS`. A sensor lacking
+    most of a run's channels then evaluates the network at its few frequencies only (AMSR2 among GMI and
+    SSMIS: 5, not 9, one 8-lane vector instead of 16). ``own``'s ``chan_freq`` and ``anchor_k``
+    (:func:`_own_channels`) are renumbered to these evaluations in place."""
+    ns = freq_in.shape[0]
+    freq_pad = np.zeros((ns, _MAXS))
+    nfreq = np.zeros(ns, dtype=np.int64)
+    cf, ak, nch = own["chan_freq"], own["anchor_k"], own["nch"]
+    for s in range(ns):
+        used = set(cf[s, : nch[s]].tolist()) | ({int(ak[s, 2])} if ak[s, 0] < 0 and ak[s, 2] >= 0 else set())
+        order = sorted(used)
+        new = {old: j for j, old in enumerate(order)}
+        nfreq[s] = len(order)
+        freq_pad[s, : len(order)] = freq_in[s, order]
+        if anchor_input is not None:
+            freq_pad[s, len(order)] = anchor_input
+        cf[s, : nch[s]] = [new[int(x)] for x in cf[s, : nch[s]]]
+        if ak[s, 0] < 0 and ak[s, 2] >= 0:
+            ak[s, 2] = new[int(ak[s, 2])]
+    return freq_pad, nfreq
+
+
 def _obs_rows(data) -> np.ndarray | None:
     """``data.obs_rows`` as int64 numpy (:attr:`FusedProgram.obs_rows`), None where it has none."""
     rows = getattr(data, "obs_rows", None)
@@ -502,13 +528,6 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         freq_in = np.ascontiguousarray(em.freq_input_t.numpy().T.astype(np.float64))  # (nsensor, nf)
         chan_freq = em.chan_freq.numpy().astype(np.int64)
         pol = em.pol.numpy().astype(np.int64)
-        nfreq = np.array([len(np.unique(em.freq_table.numpy()[s])) for s in range(freq_in.shape[0])], dtype=np.int64)
-        # each sensor's network evaluations: its frequencies' inputs, then the anchor frequency's, 0 to _MAXS
-        freq_pad = np.zeros((freq_in.shape[0], _MAXS))
-        for s, nf in enumerate(nfreq):
-            freq_pad[s, :nf] = freq_in[s, :nf]
-            if anchor_ch < 0 and floor_on:
-                freq_pad[s, nf] = fp[4]
     else:
         freq_in = np.zeros((1, 1))
         freq_pad = np.zeros((1, _MAXS))
@@ -518,6 +537,8 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
     own, reason = _own_channels(cmap, nc, anchor_ch, chan_freq, pol)
     if own is None:
         return None, reason
+    if version == 2:  # each sensor's network evaluations: its own channels' frequencies, then the anchor's
+        freq_pad, nfreq = _own_frequencies(own, freq_in, fp[4] if anchor_ch < 0 and floor_on else None)
     arrays = dict(
         ncolmap=st.ncol,
         nstep=st.nstep,
