@@ -377,3 +377,16 @@ def test_the_held_out_cost_of_the_compiled_forward_pass_equals_the_tensor_steps(
     assert trainer.history.valid_cost[-1] == pytest.approx(tensor, rel=1e-5)
     other = trainer._fused.program.obs_cost_sum(train) / train.size  # another set of rows: another cost
     assert abs(other - tensor) > 1e-3 * tensor
+
+
+def test_tables_without_a_channel_map_fall_back_with_the_reason():
+    """Packed tables that do not say which basis channel each column is (a row's own sensor's channels)
+    get no fused program: the tensor step trains, with the reason in its notice."""
+    t = _trainer(True, nepochs=1)
+
+    class Unmapped:  # the packed arrays alone
+        floats, ints, _slices, nobs = t.data.floats, t.data.ints, t.data._slices, t.data.nobs
+
+    program, reason = t.network.fused_program(Unmapped(), t.data.nobs, training=True)
+    assert program is None and reason == "the observation tensors hold no channel map of the network's sensors"
+    assert t.network.fused_program(t.data, t.data.nobs, training=True)[0] is not None

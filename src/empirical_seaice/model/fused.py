@@ -462,9 +462,10 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
     mc, cc = network.model_config, network.cost_config
     st = network.state
     nc = network.basis.nchan
-    cmap = np.ascontiguousarray(getattr(data, "channel_map", None), dtype=np.int64)
-    if cmap.ndim != 2 or cmap.shape[0] != network.basis.nsensor:
-        return None, "the observation tensors hold no channel map"
+    cmap = getattr(data, "channel_map", None)
+    if cmap is None or np.ndim(cmap) != 2 or len(cmap) != network.basis.nsensor:
+        return None, "the observation tensors hold no channel map of the network's sensors"
+    cmap = np.ascontiguousarray(cmap, dtype=np.int64)
     if isinstance(em, NetworkEmissivity):
         version, nh = 2, em.nhidden
         if nh > _MAXH or em.nfreq >= _MAXF:
