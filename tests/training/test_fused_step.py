@@ -390,3 +390,17 @@ def test_tables_without_a_channel_map_fall_back_with_the_reason():
     program, reason = t.network.fused_program(Unmapped(), t.data.nobs, training=True)
     assert program is None and reason == "the observation tensors hold no channel map of the network's sensors"
     assert t.network.fused_program(t.data, t.data.nobs, training=True)[0] is not None
+
+
+def test_the_network_is_evaluated_at_the_sensors_own_frequencies():
+    """v2: each sensor's evaluations are the distinct frequencies of its own channels, plus the anchor
+    channel's where the sensor lacks it (SSMIS and 10v): not every frequency of the run's channels."""
+    t = _trainer(True, nepochs=1, **CASES["v2-amsr2-ssmis-anchor-lacking"])
+    program, _ = t.network.fused_program(t.data, t.data.nobs, training=True)
+    basis, a = t.network.basis, program.arrays
+    anchor = int(program.ip[6])
+    own = [len(np.unique(basis.freq_ghz[s][basis.present[s]])) for s in range(basis.nsensor)]
+    lacks = [not basis.present[s, anchor] for s in range(basis.nsensor)]
+    assert own == [5, 8] and lacks == [False, True]  # AMSR2 (10v its own), SSMIS F17
+    assert a["nfreq"].tolist() == [5, 9]  # SSMIS: + 10.65 GHz, the anchor's
+    assert [len(np.unique(basis.freq_ghz[s])) for s in range(basis.nsensor)] == [9, 10]  # every channel's
