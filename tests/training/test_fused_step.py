@@ -381,7 +381,8 @@ def test_the_held_out_cost_of_the_compiled_forward_pass_equals_the_tensor_steps(
 
 def test_tables_without_a_channel_map_fall_back_with_the_reason():
     """Packed tables that do not say which basis channel each column is (a row's own sensor's channels)
-    get no fused program: the tensor step trains, with the reason in its notice."""
+    get no fused program, and say why (the reason the trainer's one-line notice gives before the tensor
+    step trains)."""
     t = _trainer(True, nepochs=1)
 
     class Unmapped:  # the packed arrays alone
