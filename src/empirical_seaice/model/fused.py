@@ -134,7 +134,10 @@ class FusedProgram:
             w1, b1 = emis_w[0], emis_w[1]
             w2, b2 = (emis_w[2], emis_w[3]) if len(emis_w) == 4 else (a["dummy2"], a["dummy1"])
             wc, bi, bo = w[-3:]
-            grads = [np.zeros((NCHUNK,) + x.shape) for x in (w1, b1, w2, b2, wc, bi, bo)]
+            # per chunk for the network's weights; wc's and the biases' per chunk are g_own's (by sensor
+            # channel), these get their sums put back in the basis' channels (_step): one row each
+            grads = [np.zeros((NCHUNK,) + x.shape) for x in (w1, b1, w2, b2)]
+            grads += [np.zeros((1,) + x.shape) for x in (wc, bi, bo)]
             sums = [g[0] for g in grads[:5]] + [np.empty(bi.shape), np.empty(bo.shape)]  # bias: + the prior's
             if len(emis_w) == 2:
                 sums = sums[:2] + sums[4:]
@@ -404,8 +407,8 @@ def obs_cost_sum(program: FusedProgram, index: np.ndarray, chunk: int = 1 << 14)
         emis = np.empty((n, nc), dtype=np.float32)
         sic, anchor = np.empty(n, dtype=np.float32), np.zeros(n, dtype=np.float32)
         _simulate_rows(program, rows, False, tb, emis, sic, anchor)
-        own = program.arrays
-        total += _obs_sum(tb, program.floats, program.ints, rows, c_tb, c_mask, inv_var, own["cmap"], own["nch"])
+        arrays = program.arrays
+        total += _obs_sum(tb, program.floats, program.ints, rows, c_tb, c_mask, inv_var, arrays["cmap"], arrays["nch"])
     return total
 
 

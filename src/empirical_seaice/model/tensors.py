@@ -272,10 +272,9 @@ def channel_map(basis) -> np.ndarray:
 def _check_sensor_channels(obs: Observations, rows: slice, cmap: np.ndarray) -> None:
     """:func:`~empirical_seaice.model.packing.stray_channel`'s error where an observation of ``rows`` has a
     channel in its mask that its sensor lacks (the compiled packing checks it as it packs)."""
-    present = np.zeros((cmap.shape[0], obs.nchan + 1), dtype=bool)
-    np.put_along_axis(present, cmap, True, axis=1)
+    present = np.asarray(obs.basis.present, dtype=bool)  # what channel_map is made of
     isensor = np.asarray(obs.isensor[rows], dtype=np.int64)
-    stray = (np.asarray(obs.mask[rows], dtype=bool) & ~present[isensor, : obs.nchan]).any(axis=1)
+    stray = (np.asarray(obs.mask[rows], dtype=bool) & ~present[isensor]).any(axis=1)
     if stray.any():
         raise stray_channel(obs, rows.start + int(np.flatnonzero(stray)[0]), cmap)
 
