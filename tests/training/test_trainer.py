@@ -277,6 +277,9 @@ def test_config_and_device_errors():
         TrainingConfig(batch_order="random")
     with pytest.raises(SeaIceError, match="--patience: must be >= 1, got 0"):
         TrainingConfig(patience=0)
+    with pytest.raises(SeaIceError, match="tensor_step_threads: must be >= 1 or None, got 0"):
+        TrainingConfig(tensor_step_threads=0)
+    assert TrainingConfig(tensor_step_threads=1).tensor_step_threads == 1
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(SeaIceError, match="--device: expected auto, cpu or cuda, got 'gpu'"):
