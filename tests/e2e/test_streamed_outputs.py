@@ -7,6 +7,7 @@ import netCDF4
 import numpy as np
 import pytest
 
+from empirical_seaice.io import cf
 from empirical_seaice.io import outputs as o
 from empirical_seaice.io.obs_outputs import masked
 from empirical_seaice.io.output_writer import HeldOutputs, block_rows
@@ -106,7 +107,14 @@ def test_a_held_file_is_synced_when_promoted_not_when_written(tmp_path, monkeypa
 
 
 def test_blocks_fill_whole_compression_chunks():
+    """A block fills whole chunks of whole rows (1 MiB: 15,420 rows of 17 channels) and whole chunks of one
+    channel (about 256 KiB: four of those row chunks, 61,680 rows), the final pass's blocks (about 65,536
+    rows) one of the latter."""
     rows = block_rows(10_000_000, 17)
     chunk = 1048576 // (17 * 4)
-    assert rows % chunk == 0 and abs(rows - (1 << 18)) < chunk
+    column = cf.chunks_for((10_000_000, 17), 4, by_column=True)[0]
+    assert (chunk, column) == (15_420, 61_680)
+    assert rows % column == 0 and abs(rows - (1 << 18)) < column
+    assert block_rows(10_000_000, 17, target=1 << 16) == column
     assert block_rows(10, 17) >= 10  # a small variable: one block
+    assert cf.chunks_for((10, 17), 4, by_column=True) == (10, 1)

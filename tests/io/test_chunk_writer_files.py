@@ -23,7 +23,8 @@ from e2e.test_streamed_outputs import _same  # noqa: E402
 pytestmark = pytest.mark.skipif(not chunk_writer.AVAILABLE, reason="isal or h5py not installed")
 h5py = pytest.importorskip("h5py")
 
-NOBS = 40_000  # (40000, 14) float32: two whole compression chunks of 18,724 rows and a short one
+NOBS = 120_000  # (120000, 14) float32: chunks of 18,724 whole rows; one channel a chunk, two chunks of
+# 56,172 rows (three of those: cf.COLUMN_CHUNK_BYTES) and a short one
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def _library_files(obs, tb, folder, monkeypatch):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("block", [7_000, 18_724, NOBS])
+@pytest.mark.parametrize("block", [7_000, 18_724, 56_172, NOBS])
 def test_streamed_chunks_equal_the_library_file(case, tmp_path, monkeypatch, block, threads):
     obs, tb = case
     _library_files(obs, tb, tmp_path / "lib", monkeypatch)
@@ -68,12 +69,13 @@ def test_streamed_chunks_equal_the_library_file(case, tmp_path, monkeypatch, blo
     # and the properties (1 each); tbobs' int16 "sensor" (named like the sensor dimension, which
     # _direct_variables leaves to the netCDF library) goes the library's way
     assert cf.chunks_for((NOBS, obs.nchan), 4)[0] == 18_724
+    assert cf.chunks_for((NOBS, obs.nchan), 4, by_column=True)[0] == 56_172
     assert len(calls) == 3 + 3 + 7 + 1
     for name in ("tbsim_t.nc", "tbobs_t.nc", "properties_obs_t.nc"):
         _same(tmp_path / "lib" / name, fast / name)
     # the TBs one channel a chunk (cf.by_channel): 3 rows of chunks of 14 channels, every one written
     with h5py.File(fast / "tbsim_t.nc", "r") as h:
-        assert h["tb"].chunks == (18_724, 1) and h["tb"].id.get_num_chunks() == 3 * obs.nchan
+        assert h["tb"].chunks == (56_172, 1) and h["tb"].id.get_num_chunks() == 3 * obs.nchan
         assert all(h["tb"].id.get_chunk_info(k).filter_mask == 0 for k in range(3 * obs.nchan))
 
 
@@ -83,18 +85,18 @@ def test_tb_is_chunked_by_channel_and_ice_emis_by_rows(case, tmp_path):
     o.write_tb(tmp_path / "tbzero_t.nc", tb, obs.basis, "tbzero", obs.mask)
     o.write_ice_emis(tmp_path / "ice_emis_t.nc", tb / 300.0, obs.basis, obs.mask)
     with xr.open_dataset(tmp_path / "tbzero_t.nc") as a, xr.open_dataset(tmp_path / "ice_emis_t.nc") as b:
-        assert a["tb"].encoding["chunksizes"] == (18_724, 1)
+        assert a["tb"].encoding["chunksizes"] == (56_172, 1)
         assert b["ice_emis"].encoding["chunksizes"] == (18_724, obs.nchan)
         np.testing.assert_array_equal(a["tb"].values, masked(tb, obs.mask))
         np.testing.assert_array_equal(b["ice_emis"].values, masked(tb / 300.0, obs.mask))
     wide = np.concatenate([tb, tb + 1.0], axis=1)  # the final pass's TB and TB with SIC 0: halves of one array
     with o.open_tb(tmp_path / "tbsim_t.nc", obs.nobs, obs.basis, "tbsim") as f:
-        for start in range(0, obs.nobs, 18_724):  # whole chunks: masked by the compressing threads
-            rows = slice(start, start + 18_724)
+        for start in range(0, obs.nobs, 56_172):  # whole chunks: masked by the compressing threads
+            rows = slice(start, start + 56_172)
             f.write("tb", start, wide[rows, obs.nchan :], obs.mask[rows])
     with xr.open_dataset(tmp_path / "tbsim_t.nc") as a:
         np.testing.assert_array_equal(a["tb"].values, masked(tb + 1.0, obs.mask))
-    assert cf.chunks_for((NOBS, 14), 4, by_column=True) == (18_724, 1)
+    assert cf.chunks_for((NOBS, 14), 4, by_column=True) == (56_172, 1)
     assert cf.chunks_for((NOBS,), 4, by_column=True) == (NOBS,)  # 1-D: as ever
 
 
@@ -198,7 +200,7 @@ def test_rows_out_of_order_or_missing_are_refused(case, tmp_path):
         f.write("tb", 0, tb[:100])
         f.write("tb", 200, tb[200:300])
     with (
-        pytest.raises(ValueError, match="100 of 40000 rows"),
+        pytest.raises(ValueError, match="100 of 120000 rows"),
         o.open_tb(tmp_path / "b.nc", NOBS, obs.basis, "tbsim") as f,
     ):
         f.write("tb", 0, tb[:100])
@@ -253,7 +255,7 @@ def test_a_second_interrupt_while_aborting_is_raised(case, tmp_path, monkeypatch
     monkeypatch.setattr(chunk_writer.ChunkWriter, "__init__", keep)
     monkeypatch.setattr(chunk_writer.ChunkWriter, "_deflate_and_write", lambda *a: None)
     with pytest.raises(KeyboardInterrupt), o.open_tb(tmp_path / "k.nc", NOBS, obs.basis, "tbsim") as f:
-        f.write("tb", 0, tb[:20_000])
+        f.write("tb", 0, tb[:60_000])  # one whole chunk of each channel under way
         waiting = writer._pending[0][0]
         monkeypatch.setattr(waiting, "cancel", lambda: False)
         monkeypatch.setattr(waiting, "result", lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -293,7 +295,7 @@ def test_the_output_writer_imports_no_h5py():
 
 
 @pytest.mark.parametrize("direct", [True, False])
-@pytest.mark.parametrize("block", [7_000, 18_724])
+@pytest.mark.parametrize("block", [7_000, 56_172])
 def test_rows_given_with_their_mask_equal_the_library_file(case, tmp_path, monkeypatch, block, direct):
     """``StreamedFile.write(name, start, values, mask)``: the masked rows (NaN where the sensor lacks
     the channel), whether the compressing threads mask them (whole chunks), the writer masks a block

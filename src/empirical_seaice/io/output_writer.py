@@ -295,7 +295,7 @@ def block_rows(nrow: int, ncol: int, itemsize: int = 4, target: int = 1 << 18) -
     """Rows per block of a streamed pass: a multiple of the rows of a compression chunk of an
     ``(nrow, ncol)`` variable (:func:`empirical_seaice.io.cf.chunks_for`) near ``target``, so each
     block fills whole chunks."""
-    chunk = cf.chunks_for((max(nrow, 1), ncol), itemsize)[0]
+    chunk = cf.chunks_for((max(nrow, 1), ncol), itemsize, by_column=ncol > 1)[0]  # whole rows' chunks, too
     return max(chunk, target // chunk * chunk)
 
 
