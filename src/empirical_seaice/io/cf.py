@@ -207,7 +207,7 @@ def encoding(variables: Mapping[Any, Any]) -> dict[Any, dict[str, Any]]:
     Floats: ``_FillValue = NaN`` (none on times and bounds); integers: no fill value; strings: fixed-length
     ``char`` arrays (dimension ``<name>_strlen``); every numeric variable of at
     least :data:`COMPRESS_MIN_BYTES` bytes zlib-compressed in chunks of ~1 MiB (the TBs per observation:
-    the rows of such a chunk, one channel a chunk; :func:`by_channel`).
+    one channel a chunk of ~256 KiB, :data:`COLUMN_CHUNK_BYTES`; :func:`by_channel`).
     """
     enc: dict[Any, dict[str, Any]] = {}
     no_fill = {str(v.attrs["bounds"]) for v in variables.values() if "bounds" in v.attrs}

@@ -203,18 +203,19 @@ class GridEvaluator:
                 return vh.cpu().numpy()
             if self.model.version == "v1":
                 return self.emissivity(x_t, p)[:, self.idx].cpu().numpy()
-            per_freq = _network_vh(self.emissivity, x_t, p, self.distinct)  # (nfreq, 2, n): each frequency once
-            out = np.empty((x_t.shape[0], len(self.channels)), dtype=np.float32)
-            for j in range(len(self.channels)):
-                out[:, j] = per_freq[self.which[j], self.pol[j]]
-            return out
+            per_pol = _network_vh(self.emissivity, x_t, p, self.distinct)  # (2, nfreq, n): each frequency once
+            # each channel's row of (2 nfreq, n), transposed in one copy (column by column took twice the time)
+            rows = per_pol.reshape(-1, x_t.shape[0]).take(self.pol * len(self.distinct) + self.which, axis=0)
+            return np.ascontiguousarray(rows.T)
 
 
 def _network_vh(emissivity, x_t, props, freqs: np.ndarray) -> np.ndarray:
     """``(e_V, e_H)`` of the v2 network (:meth:`NetworkEmissivity.emissivity_vh`) at the frequencies
-    ``freqs`` (GHz) for the cells ``x_t`` (n,), ``props`` (n, nprop): (nfreq, 2, n) float32. The part of
-    the hidden layer that does not depend on the frequency is computed once, in the network's
-    (feature, cell) layout (``W z^T``: much faster than ``z W^T`` for the tiny inner dimension)."""
+    ``freqs`` (GHz) for the cells ``x_t`` (n,), ``props`` (n, nprop): (2, nfreq, n) float32 (V, then H).
+    The part of the hidden layer that does not depend on the frequency is computed once, in the network's
+    (feature, cell) layout (``W z^T``: much faster than ``z W^T`` for the tiny inner dimension), and
+    every frequency in the same few operations (on the ``benchmark`` twin's gridded product 0.66-0.67
+    instead of 0.85 CPU-s a run, one frequency at a time; the same values to 2 units in the last place)."""
     import math
 
     import torch
@@ -228,11 +229,10 @@ def _network_vh(emissivity, x_t, props, freqs: np.ndarray) -> np.ndarray:
     w1, w2 = emissivity.hidden.weight, emissivity.output.weight
     base = torch.addmm(emissivity.hidden.bias.unsqueeze(-1), w1[:, :-1], z.t())  # (H, n)
     scaled = torch.as_tensor(freqs, dtype=x_t.dtype) / emissivity.freq_scale_ghz  # as emissivity_vh rounds it
-    out = np.empty((len(freqs), 2, x_t.shape[0]), dtype=np.float32)
-    for k in range(len(freqs)):
-        h = torch.sigmoid(base + w1[:, -1:] * scaled[k])
-        out[k] = torch.sigmoid(torch.addmm(emissivity.output.bias.unsqueeze(-1), w2, h)).numpy()
-    return out
+    # every frequency at once, (H, nfreq, n): a few large operations instead of six per frequency
+    hidden = torch.sigmoid_(base.unsqueeze(1) + w1[:, -1:].unsqueeze(-1) * scaled.view(1, -1, 1))
+    out = torch.addmm(emissivity.output.bias.unsqueeze(-1), w2, hidden.view(w2.shape[1], -1)).sigmoid_()
+    return out.view(2, len(freqs), -1).numpy()
 
 
 __all__ = [
