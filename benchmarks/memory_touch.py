@@ -9,7 +9,7 @@ measures it, so that a stage table from one machine can be read on another:
 
 - **new**: ``--gib`` of new anonymous memory in 2 MiB pages (the table's allocation,
   :func:`empirical_seaice.compiled.empty_huge`), faulted in with ``madvise(MADV_POPULATE_WRITE)``
-  on one thread, as the build's background thread does;
+  on one thread (:func:`empirical_seaice.memory.populate_pages`), as the build's background thread does;
 - **freed just before**: the same again right after freeing it;
 - **freed N s before**: the same again ``--idle`` seconds after freeing it.
 
@@ -34,21 +34,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from empirical_seaice import compiled  # noqa: E402
+from empirical_seaice.memory import populate_pages  # noqa: E402
 
 
 def touch(nbytes: int) -> tuple[float, float]:
     """(wall s, system CPU s) to fault in ``nbytes`` of new memory in 2 MiB pages; the memory is freed on return."""
     a = compiled.empty_huge((nbytes,), np.uint8)
-    madvise = compiled._madvise()
-    begin, end = a.ctypes.data, a.ctypes.data + a.nbytes
     t, k = time.perf_counter(), resource.getrusage(resource.RUSAGE_THREAD).ru_stime
-    if madvise is None:
-        a[::4096] = 1  # pragma: no cover - no madvise: one write a page
-    else:
-        for lo in range(begin, end, compiled.POPULATE_PIECE):
-            if madvise(lo, min(end, lo + compiled.POPULATE_PIECE) - lo, compiled._MADV_POPULATE_WRITE) != 0:
-                a[lo - begin :: 4096] = 1  # a kernel without MADV_POPULATE_WRITE: the writes fault them in
-                break
+    if not populate_pages(a):
+        a[::4096] = 1  # no MADV_POPULATE_WRITE: one write a page faults the rest in
     wall, system = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_THREAD).ru_stime - k
     del a
     gc.collect()

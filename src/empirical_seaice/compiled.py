@@ -47,13 +47,12 @@ import ctypes
 import ctypes.util
 import hashlib
 import logging
-import mmap
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from empirical_seaice.memory import glibc
+from empirical_seaice.memory import glibc, populate_pages
 
 log = logging.getLogger(__name__)
 
@@ -103,32 +102,17 @@ def empty_huge(shape, dtype, populate: bool = False) -> np.ndarray:
     return a
 
 
-_MADV_POPULATE_WRITE = 23  # Linux 5.14
-POPULATE_PIECE = 1 << 22
-"""Bytes faulted in per ``madvise`` call of :func:`populate_behind` (4 MiB: the pages come in the order a
-writer going through the array from its start needs them)."""
-
-
 def populate_behind(a: np.ndarray) -> threading.Thread | None:
-    """Fault in the pages of a new array (``a``'s memory, at least 4 MiB) as if written, on a daemon thread,
-    piece by piece from its start (``madvise(MADV_POPULATE_WRITE)``, Linux 5.14; no value changes): the
+    """Fault in the pages of a new array (``a``'s memory, at least 4 MiB) as if written, on a daemon thread
+    (:func:`~empirical_seaice.memory.populate_pages`: piece by piece from its start; no value changes): the
     first touch of its pages (with huge pages, finding and zeroing 2 MiB of memory each, which can mean
     compacting memory) is then paid on another core while the caller fills the array from its start; a
     page the caller writes first is faulted in by that write, as without this. The thread holds ``a``
     until it is done. Returns the thread, or None (not Linux, a small array, no ``madvise``): the pages
     then come at the first writes."""
-    madvise = _madvise()
-    if madvise is None or a.nbytes < 2 * _HUGE:
+    if _madvise() is None or a.nbytes < 2 * _HUGE:
         return None
-    page = mmap.PAGESIZE
-    begin, end = a.ctypes.data // page * page, a.ctypes.data + a.nbytes
-
-    def run(arr: np.ndarray) -> None:
-        for lo in range(begin, end, POPULATE_PIECE):
-            if madvise(lo, min(end, lo + POPULATE_PIECE) - lo, _MADV_POPULATE_WRITE) != 0:
-                return  # a kernel without it (EINVAL): the writes fault the pages in
-
-    thread = threading.Thread(target=run, args=(a,), name="populate-pages", daemon=True)
+    thread = threading.Thread(target=populate_pages, args=(a,), name="populate-pages", daemon=True)
     thread.start()
     return thread
 

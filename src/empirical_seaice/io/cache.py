@@ -49,7 +49,7 @@ from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io.transaction import LOCK_PREFIX, fault_point, pid_alive
 from empirical_seaice.io.transaction.atomic import start_write_out
-from empirical_seaice.memory import glibc
+from empirical_seaice.memory import POPULATE_PIECE, glibc, populate_pages
 from empirical_seaice.observations import (
     PER_CHANNEL_FIELDS,
     PER_OBS_FIELDS,
@@ -286,7 +286,7 @@ class CacheWriter:
 
     def reserve(self, arrays: Sequence[tuple[str, tuple[int, ...], Any]], ahead: int) -> None:
         """Make the arrays ``(name, shape, dtype)`` now, at most ``shape[0]`` rows long, before the reader
-        knows their length; their pages come into memory on the writer's thread (:func:`_populate`)
+        knows their length; their pages come into memory on the writer's thread (:func:`populate_pages`)
         while it reads on. Mapped pages count in the process's resident memory: those of all but the
         first ``ahead`` arrays are let go again at once (:func:`_prefault`: they stay in the page cache)
         and mapped again, a few ms each, when :meth:`zeros` first gives the array out (the reader
@@ -308,7 +308,7 @@ class CacheWriter:
         arr = full[: shape[0]]
         if name not in self._populated:
             self._populated.add(name)
-            self._behind(_populate, arr)  # the rows handed out: those beyond are cut off before the commit
+            self._behind(populate_pages, arr)  # the rows handed out: those beyond are cut off before the commit
         self.mapped[name] = arr
         return arr
 
@@ -323,11 +323,11 @@ class CacheWriter:
         self.in_place.append(name)
         if populate:
             self._populated.add(name)
-            self._behind(_populate, arr)
+            self._behind(populate_pages, arr)
         return arr
 
     def _behind(self, fn, arr: np.ndarray) -> None:
-        """``fn(arr)`` (:func:`_populate`, :func:`_prefault`) on the writer's thread, in order."""
+        """``fn(arr)`` (:func:`populate_pages`, :func:`_prefault`) on the writer's thread, in order."""
         if arr.nbytes >= _POPULATE_MIN_BYTES and _madvise is not None:
             self._submit(fn, arr)
 
@@ -354,7 +354,7 @@ class CacheWriter:
         self._submit(start_write_out, self.tmp / f"{name}.npy")
 
     def wait(self) -> None:
-        """Wait until the pages of every array are in memory (:func:`_populate`)."""
+        """Wait until the pages of every array are in memory (:func:`populate_pages`)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -410,44 +410,20 @@ class CacheWriter:
 
 
 _POPULATE_MIN_BYTES = 1 << 24
-_MADV_POPULATE_WRITE = 23  # Linux 5.14
 
 
 _madvise: Any = glibc("madvise", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
-def _populate(arr: np.ndarray) -> None:
-    """Bring the pages of a new memory-mapped array into memory in one call (``madvise`` with
-    ``MADV_POPULATE_WRITE``, on :class:`CacheWriter`'s thread while the reader fills the arrays
-    before it): about a third of the kernel time of a page fault at each first write (0.15-0.25
-    against 0.56-0.78 s for 0.74 GB here). A kernel without it (before Linux 5.14) answers
-    ``EINVAL`` and the pages come at the first writes as before.
-
-    One call per :data:`_POPULATE_STEP` bytes: the kernel holds the process's memory-map lock (for
-    reading) over a call's range, and every ``mmap`` and ``munmap`` of the reader's main thread (each
-    large numpy temporary of the per-observation pass, :func:`empirical_seaice.memory.map_large_arrays`)
-    waits for it: for a whole array, 0.2-0.3 s where the new pages are slow to come (a host's fault
-    each on this virtual machine, memory reclaimed from the page cache)."""
-    page = mmap.PAGESIZE
-    start = arr.ctypes.data // page * page
-    end = arr.ctypes.data + arr.nbytes
-    for a in range(start, end, _POPULATE_STEP):
-        if _madvise(a, min(_POPULATE_STEP, end - a), _MADV_POPULATE_WRITE) != 0:
-            return  # EINVAL: a kernel without it; the pages come at the first writes
-
-
-_POPULATE_STEP = 1 << 22
-
-
 def _prefault(arr: np.ndarray) -> None:
-    """:func:`_populate`, then the array's pages let go of again (``MADV_DONTNEED``: they stay in the
+    """:func:`populate_pages`, then the array's pages let go of again (``MADV_DONTNEED``: they stay in the
     file's page cache, written or not, and are not counted in the process's resident memory): what a
     new page costs (its allocation and zeroing, and on this virtual machine the host's fault: 0.03-0.3 s
-    for 186 MB) is paid now; mapping them again later takes 4-5 ms. :data:`_POPULATE_STEP` bytes at a
+    for 186 MB) is paid now; mapping them again later takes 4-5 ms. :data:`POPULATE_PIECE` bytes at a
     time, each let go of before the next, so that no more than that is resident at once."""
-    rows = max(1, _POPULATE_STEP // max(1, arr.strides[0])) if arr.ndim else 1
+    rows = max(1, POPULATE_PIECE // max(1, arr.strides[0])) if arr.ndim else 1
     for a in range(0, arr.shape[0] if arr.ndim else 1, rows):
-        _populate(arr[a : a + rows])
+        populate_pages(arr[a : a + rows])
         release_pages(arr, slice(a, a + rows))
 
 
