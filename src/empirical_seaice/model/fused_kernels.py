@@ -86,16 +86,30 @@ def warm_weight(t, threshold, factor):
     return max(np.float64(t) - threshold, 0.0) * factor
 
 
+def _linear_emis(w1, b1, z, nin, c):
+    """The v1 linear model's ice emissivity of basis channel ``c``: ``b1[c] + sum_j w1[c, j] z_j``."""
+    acc = b1[c]
+    for j in range(nin):
+        acc += w1[c, j] * z[j]
+    return acc
+
+
+def _linear_emis_grad(w1, z, nin, c, d, g_w1, g_b1, dz):
+    """The gradient ``d`` of :func:`_linear_emis` of channel ``c`` added into ``g_b1[c]``, ``g_w1[c, :]`` and
+    the inputs' ``dz``."""
+    g_b1[c] += d
+    for j in range(nin):
+        g_w1[c, j] += d * z[j]
+        dz[j] += w1[c, j] * d
+
+
 def _anchor_emis(version, a, w1, b1, z, nin, oflat, ns, anchor):
     """The ice emissivity of the anchor channel ``a`` for an observation whose sensor lacks it: v1 the
-    linear model's row ``a`` (as the channel loop computes it), v2 the network's output ``anchor[1]``
-    (V 0, H 1) at frequency index ``anchor[2]`` (``oflat``: the outputs, ``ns`` per polarisation)."""
+    linear model's row ``a`` (:func:`_linear_emis`), v2 the network's output ``anchor[1]`` (V 0, H 1) at
+    frequency index ``anchor[2]`` (``oflat``: the outputs, ``ns`` per polarisation)."""
     if version == 2:
         return np.float64(oflat[anchor[1] * ns + anchor[2]])
-    acc = b1[a]
-    for j in range(nin):
-        acc += w1[a, j] * z[j]
-    return acc
+    return _linear_emis(w1, b1, z, nin, a)
 
 
 def _false_ice(c, shape, s, lo, hi, h):
@@ -277,11 +291,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                     emis[ch] = e_h + wv * (e_v - e_h)
         else:
             for ch in range(ncs):
-                cb = own[ch]
-                acc = b1[cb]
-                for j in range(nin):
-                    acc += w1[cb, j] * z[j]
-                emis[ch] = acc
+                emis[ch] = _linear_emis(w1, b1, z, nin, own[ch])
         ak = anchor_k[s, 0]  # the anchor channel's column (-1: the sensor lacks it; its emissivity on its own)
         e_anchor = 0.0
         if anchor_ch >= 0:
@@ -448,16 +458,9 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                     dz[j] += w1[h, j] * dp
         else:
             for ch in range(ncs):
-                cb = own[ch]
-                g_b1[cb] += de[ch]
-                for j in range(nin):
-                    g_w1[cb, j] += de[ch] * z[j]
-                    dz[j] += w1[cb, j] * de[ch]
+                _linear_emis_grad(w1, z, nin, own[ch], de[ch], g_w1, g_b1, dz)
             if d_own != 0.0:  # the anchor channel that the sensor lacks
-                g_b1[anchor_ch] += d_own
-                for j in range(nin):
-                    g_w1[anchor_ch, j] += d_own * z[j]
-                    dz[j] += w1[anchor_ch, j] * d_own
+                _linear_emis_grad(w1, z, nin, anchor_ch, d_own, g_w1, g_b1, dz)
         for j in range(ngp + nop):
             g_state[b, nlag + 1 + j] = dz[1 + j]
     if version == 2 and not forward_only:
@@ -616,6 +619,8 @@ if HAVE_NUMBA:
     _own_parameters = njit(cache=True)(_own_parameters)
     _to_basis = njit(cache=True)(_to_basis)
     _false_ice = njit(cache=True)(_false_ice)
+    _linear_emis = njit(cache=True, inline="always")(_linear_emis)
+    _linear_emis_grad = njit(cache=True, inline="always")(_linear_emis_grad)
     _anchor_emis = njit(cache=True, inline="always")(_anchor_emis)
     _inverse = njit(cache=True)(_inverse)
     warm_weight = njit(cache=True)(warm_weight)
