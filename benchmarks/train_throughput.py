@@ -73,10 +73,11 @@ SENSORS = ("amsr2", "gmi", "ssmisf17")
 
 def synthetic_arrays(nobs: int, ngrid: int, nstep: int, seed: int = 0) -> Path:
     """Write (once) a synthetic dataset as .npy files; returns its directory."""
+    from empirical_seaice.all_sky import CLEAR_CLOUDY_FIELDS, all_sky_fields
     from empirical_seaice.sensors import build_channel_basis
 
     out = CACHE / f"obs_{nobs}_{ngrid}_{nstep}_{seed}"
-    if (out / "done").is_file():
+    if (out / "done").is_file() and (out / "done").read_text() == "ok, all-sky":
         return out
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -106,11 +107,13 @@ def synthetic_arrays(nobs: int, ngrid: int, nstep: int, seed: int = 0) -> Path:
         ("t_up_cld_k", 20, 120),
     ]:
         arrays[name] = rng.uniform(lo, hi, (nobs, nc)).astype(f32)
+    columns = {name: arrays.pop(name) for name in CLEAR_CLOUDY_FIELDS}  # stored folded, as the reader does
+    arrays |= all_sky_fields(**columns, cloud_fraction=arrays["cloud_fraction"])
     for name, arr in arrays.items():
         np.save(out / f"{name}.npy", arr)
     np.save(out / "sic_bg.npy", rng.uniform(0, 1, (ngrid, nstep + 1)).astype(f32))
     np.save(out / "tmap.npy", rng.uniform(250, 275, (ngrid, nstep)).astype(f32))
-    (out / "done").write_text("ok")
+    (out / "done").write_text("ok, all-sky")
     return out
 
 
@@ -133,12 +136,9 @@ def load_synthetic(path: Path, nobs: int, ngrid: int, nstep: int):
         tb_obs_k=a["tb_obs_k"],
         mask=a["mask"],
         emis_water=a["emis_water"],
-        tau=a["tau"],
-        t_down_k=a["t_down_k"],
-        t_up_k=a["t_up_k"],
-        tau_cld=a["tau_cld"],
-        t_down_cld_k=a["t_down_cld_k"],
-        t_up_cld_k=a["t_up_cld_k"],
+        tau_eff=a["tau_eff"],
+        down_eff_k=a["down_eff_k"],
+        const_k=a["const_k"],
         basis=build_channel_basis(list(SENSORS)),
         ngrid=ngrid,
         nstep=nstep,

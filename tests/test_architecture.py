@@ -101,7 +101,7 @@ def test_io_and_twin_never_import_the_model_or_training(module):
 
 @pytest.mark.parametrize(
     "module",
-    sorted(m for m in MODULES if top(m) in ("io", "sensors") and m != "io.outputs") + ["observations"],
+    sorted(m for m in MODULES if top(m) in ("io", "sensors") and m != "io.outputs") + ["observations", "all_sky"],
 )
 def test_reading_data_needs_no_torch(module):
     assert "torch" not in imports(module)

@@ -15,9 +15,11 @@ period) and the daily skin-temperature map.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
+from empirical_seaice.all_sky import CLEAR_CLOUDY_FIELDS, all_sky_fields
 from empirical_seaice.sensors import ChannelBasis
 
 WINDOW_OFFSET_DAYS = 0.375
@@ -38,12 +40,9 @@ PER_CHANNEL_FIELDS = (
     "tb_obs_k",
     "mask",
     "emis_water",
-    "tau",
-    "t_down_k",
-    "t_up_k",
-    "tau_cld",
-    "t_down_cld_k",
-    "t_up_cld_k",
+    "tau_eff",
+    "down_eff_k",
+    "const_k",
 )
 
 
@@ -95,9 +94,12 @@ class Observations:
         tb_obs_k: observed TB y (K); 0 where masked.
         mask (bool): channel present on the sensor and value valid.
         emis_water: ocean emissivity e_w.
-        tau, t_down_k, t_up_k: clear-sky transmittance, downwelling TB at the
-            surface (K), upwelling TB at the top of the atmosphere (K).
-        tau_cld, t_down_cld_k, t_up_cld_k: the same for the cloudy column.
+        tau_eff, down_eff_k, const_k: the all-sky atmosphere as one effective
+            specular atmosphere, ``tau*``, ``D*`` (K) and ``K`` (K), made of the
+            clear and cloudy columns' transmittance, downwelling TB at the
+            surface and upwelling TB at the top of the atmosphere and the cloud
+            fraction (:func:`empirical_seaice.all_sky.all_sky_fields`; :meth:`from_columns`
+            builds an instance from those); the reader's are 0 where masked.
     Metadata
         basis: the unified channel basis.
         ngrid: number of grid points.
@@ -120,12 +122,9 @@ class Observations:
     tb_obs_k: np.ndarray
     mask: np.ndarray
     emis_water: np.ndarray
-    tau: np.ndarray
-    t_down_k: np.ndarray
-    t_up_k: np.ndarray
-    tau_cld: np.ndarray
-    t_down_cld_k: np.ndarray
-    t_up_cld_k: np.ndarray
+    tau_eff: np.ndarray
+    down_eff_k: np.ndarray
+    const_k: np.ndarray
     basis: ChannelBasis
     ngrid: int
     nstep: int
@@ -145,6 +144,16 @@ class Observations:
             arr = getattr(self, name)
             if arr.shape != (n, self.basis.nchan):
                 raise ValueError(f"Observations.{name}: expected shape ({n}, {self.basis.nchan}), got {arr.shape}")
+
+    @classmethod
+    def from_columns(cls, **fields: Any) -> Observations:
+        """An instance from the clear and cloudy columns' terms (``tau``, ``t_down_k``, ``t_up_k``,
+        ``tau_cld``, ``t_down_cld_k``, ``t_up_cld_k``; (nobs, nchan) each) in place of the effective
+        atmosphere, folded with ``cloud_fraction`` by :func:`~empirical_seaice.all_sky.all_sky_fields`;
+        every other keyword as the constructor's."""
+        columns = {name: fields.pop(name) for name in CLEAR_CLOUDY_FIELDS}
+        folded: dict[str, Any] = all_sky_fields(**columns, cloud_fraction=fields["cloud_fraction"])
+        return cls(**fields, **folded)
 
     @property
     def nobs(self) -> int:

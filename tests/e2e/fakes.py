@@ -21,7 +21,7 @@ def make_obs(nobs: int = 6, sensors=("amsr2", "gmi"), ngrid: int = 3, nstep: int
         name: rng.uniform(5.0, 50.0, (nobs, nc)).astype(np.float32)
         for name in ("t_down_k", "t_up_k", "t_down_cld_k", "t_up_cld_k")
     }
-    return Observations(
+    return Observations.from_columns(
         igrid=(np.arange(nobs) % ngrid).astype(np.int32),
         istep=(np.arange(nobs) // ngrid % nstep).astype(np.int32),
         isensor=isensor,

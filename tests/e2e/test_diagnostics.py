@@ -129,11 +129,12 @@ def test_simulate_does_not_depend_on_chunking():
     np.testing.assert_array_equal(a.sic, np.full(7, 0.5, np.float32))  # 0.6 * 0.5 + 0.4 * 0.5
     z = d.simulate(net, data, obs.nobs, zero_sic=True)
     np.testing.assert_array_equal(z.sic, 0.0)
-    # SIC 0: TB' = (e_o T_o tau + (1 - e_o) tau T_down + T_up) (clear sky) + b_ocean, independent of the ice
+    # SIC 0: TB' = e_o (T_o tau* - D*) + K + b_ocean (the all-sky atmosphere's effective terms), independent
+    # of the ice; with the fixture's cloud fraction 0: e_o T_o tau + (1 - e_o) tau T_down + T_up + b_ocean
     e_o = obs.emis_water
     t_o = np.maximum(obs.t_skin_k, 271.35)[:, None]
     b_ocean = obs.basis.bias_ocean_bg_k[obs.isensor]
-    expect = e_o * t_o * obs.tau + (1 - e_o) * obs.tau * obs.t_down_k + obs.t_up_k + b_ocean
+    expect = e_o * (t_o * obs.tau_eff - obs.down_eff_k) + obs.const_k + b_ocean
     own = np.asarray(obs.basis.present)[obs.isensor]  # NaN in the channels the sensor lacks
     assert not own.all() and np.isnan(z.tb[~own]).all()
     np.testing.assert_allclose(z.tb[own], expect[own], rtol=1e-5)

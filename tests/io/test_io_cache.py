@@ -156,12 +156,12 @@ def test_damaged_cache_rebuilds(dataset, tmp_path, damage, monkeypatch):
     if damage == "manifest":
         (root / "manifest.json").write_text("{not json")
     else:
-        (root / "tau.npy").unlink()
+        (root / "tau_eff.npy").unlink()
     obs2, _ = read_training_data(ds.config, NLAG, cdir)
     assert len(fresh) == 2
     _assert_same(obs1, obs2)
     obs3, _ = read_training_data(ds.config, NLAG, cdir)
-    assert isinstance(obs3.tau, np.memmap) and len(fresh) == 2
+    assert isinstance(obs3.tau_eff, np.memmap) and len(fresh) == 2
 
 
 def test_cache_key_depends_on_files_config_and_nlag(dataset):
@@ -285,14 +285,14 @@ def test_pages_go_to_the_disk_during_the_read_only_for_a_commit_the_caller_waits
     """A cache committed in the foreground starts writing each per-channel array out once it is complete
     (CacheWriter.finished); one committed behind the run leaves that to the commit's flush, and both
     commit the same arrays."""
-    from empirical_seaice.io.per_channel import PER_CHANNEL_MAP
+    from empirical_seaice.io.per_channel import FIELDS
 
     ds = dataset("C", sensors=("amsr2", "gmi"))
     started: list[str] = []
     real = cache_mod.CacheWriter.finished
     monkeypatch.setattr(cache_mod.CacheWriter, "finished", lambda self, name: started.append(name) or real(self, name))
     fg, _ = read_training_data(ds.config, NLAG, tmp_path / "fg")
-    assert sorted(started) == sorted(PER_CHANNEL_MAP.values())
+    assert sorted(started) == sorted(FIELDS)
     started.clear()
     behind, _ = read_training_data(ds.config, NLAG, tmp_path / "behind", commit_behind=True)
     cache_mod.join_commits(tmp_path / "behind")
@@ -388,7 +388,7 @@ def test_cache_of_fewer_observations_than_reserved_is_cut_to_them(dataset, tmp_p
         cache_mod.join_commits(cdir)
         _assert_same(plain, obs)
         root = cdir / "observations"
-        for name in ("mask", "tb_obs_k", "tau_cld"):
+        for name in ("mask", "tb_obs_k", "const_k"):
             path = root / f"{name}.npy"
             arr = np.load(path, mmap_mode="r")
             assert arr.shape == (plain.nobs, plain.nchan)

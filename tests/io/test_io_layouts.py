@@ -7,21 +7,26 @@ import dataclasses
 import numpy as np
 import pytest
 
+from empirical_seaice.all_sky import ALL_SKY_FIELDS, CLEAR_CLOUDY_FIELDS, all_sky_fields
 from empirical_seaice.io import find_data_files, read_training_data
 from empirical_seaice.io.layout_writers import write_netcdf
 
 NGRID, NSTEP, NLAG = 12, 4, 1  # as in conftest.py
 
-CHANNEL_FIELDS = {
-    "OBSVALUE": "tb_obs_k",
-    "EMIS_WATER": "emis_water",
-    "TAUSFC": "tau",
-    "TDOWN": "t_down_k",
-    "TUP": "t_up_k",
-    "TAUSFC_CLD": "tau_cld",
-    "TDOWN_CLD": "t_down_cld_k",
-    "TUP_CLD": "t_up_cld_k",
-}
+CHANNEL_VARIABLES = ("OBSVALUE", "EMIS_WATER", "TAUSFC", "TDOWN", "TUP", "TAUSFC_CLD", "TDOWN_CLD", "TUP_CLD")
+FIELDS = ("tb_obs_k", "emis_water", *ALL_SKY_FIELDS)
+
+
+def _expected(raw: dict, cols=slice(None)) -> dict[str, np.ndarray]:
+    """The per-channel fields the reader makes of a sensor's file variables ``raw`` (file columns ``cols``):
+    the TBs and ocean emissivity as written, the atmosphere folded (all_sky_fields) with the cloud fraction."""
+    folded = all_sky_fields(
+        **{name: raw[var][:, cols] for var, name in zip(CHANNEL_VARIABLES[2:], CLEAR_CLOUDY_FIELDS, strict=True)},
+        cloud_fraction=raw["CLOUD_FRACTION"],
+    )
+    return {"tb_obs_k": raw["OBSVALUE"][:, cols], "emis_water": raw["EMIS_WATER"][:, cols], **folded}
+
+
 OBS_FIELDS = {"TSFC": "t_skin_k", "WINDSPEED10M": "wind_ms", "CLOUD_FRACTION": "cloud_fraction", "ZENITH": "zenith_deg"}
 
 
@@ -49,8 +54,8 @@ def test_layout_a_drops_first_four_amsr2_channels(dataset):
     )
     np.testing.assert_array_equal(obs.obs_index, np.arange(40))
     # Basis slot c holds file column c + 4 (6.9v, 6.9h, 7.3v, 7.3h dropped).
-    for var, key in CHANNEL_FIELDS.items():
-        np.testing.assert_array_equal(getattr(obs, key), raw[var][:, 4:], err_msg=var)
+    for key, want in _expected(raw, slice(4, None)).items():
+        np.testing.assert_array_equal(getattr(obs, key), want, err_msg=key)
         assert getattr(obs, key).dtype == np.float32
     # The fixture's channel j is near 150 + 10 j K: 10v (file column 4) is near 190 K.
     assert 185.0 <= obs.tb_obs_k[:, 0].min() and obs.tb_obs_k[:, 0].max() <= 195.0
@@ -71,7 +76,7 @@ def test_layout_a_drops_first_four_amsr2_channels(dataset):
 
 def test_layout_a_with_ten_channels_is_accepted(dataset):
     def ten(sensor, f):
-        for var in CHANNEL_FIELDS:
+        for var in CHANNEL_VARIABLES:
             f[var] = f[var][:, 4:].copy()
 
     ds = dataset("A", edit=ten)
@@ -139,10 +144,11 @@ def test_layout_c_two_sensors_common_igrid(dataset):
     assert obs.nobs == 80
     a_rows, g_rows = slice(0, 40), slice(40, 80)
     np.testing.assert_array_equal(obs.isensor, [0] * 40 + [1] * 40)
-    for var, key in CHANNEL_FIELDS.items():
+    want_a, want_g = _expected(ds.fields["amsr2"]), _expected(ds.fields["gmi"])
+    for key in FIELDS:
         arr = getattr(obs, key)
-        np.testing.assert_array_equal(arr[a_rows][:, amsr2_map], ds.fields["amsr2"][var])
-        np.testing.assert_array_equal(arr[g_rows][:, gmi_map], ds.fields["gmi"][var])
+        np.testing.assert_array_equal(arr[a_rows][:, amsr2_map], want_a[key])
+        np.testing.assert_array_equal(arr[g_rows][:, gmi_map], want_g[key])
         # Channels a sensor lacks: masked and zero.
         assert (arr[a_rows][:, [10, 11, 12, 13]] == 0).all()
         assert (arr[g_rows][:, 5] == 0).all()
@@ -193,7 +199,7 @@ def test_isolated_missing_values_are_masked_or_dropped(dataset, layout):
     for r, c in bad:
         expected_mask[r, c] = False
     np.testing.assert_array_equal(obs.mask, expected_mask)
-    for key in CHANNEL_FIELDS.values():
+    for key in FIELDS:
         for r, c in bad:
             assert getattr(obs, key)[r, c] == 0.0, key
     # An unaffected value next to a masked one is read as written.

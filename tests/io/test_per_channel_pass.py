@@ -159,3 +159,45 @@ def test_no_value_in_a_range_counts_as_missing():
     for name, (lo, hi, _) in RANGES.items():
         assert -per_channel.FILL_ABS <= lo <= hi <= per_channel.FILL_ABS, name
         assert not any(lo <= f <= hi for f in per_channel.FILL_VALUES), name
+
+
+def test_a_follower_gives_the_lead_blocks_rows_whatever_its_own_blocks():
+    from empirical_seaice.io.per_channel import _Follower
+
+    data = np.arange(40, dtype=np.float32).reshape(20, 2)
+
+    def blocks(bounds):
+        buf = np.empty((20, 2), np.float32)  # reused between blocks, as the stored reads' buffer is
+        for a, b in bounds:
+            buf[: b - a] = data[a:b]
+            yield a, b, buf[: b - a], 1, np.float32(-1.0)
+
+    lead = [(0, 5), (5, 6), (6, 13), (13, 20)]
+    for own in ([(0, 5), (5, 6), (6, 13), (13, 20)], [(0, 3), (3, 20)], [(0, 7), (7, 9), (9, 20)], [(0, 20)]):
+        f = _Follower(blocks(own))
+        for a, b in lead:
+            values, first, fill = f.rows(a, b)
+            np.testing.assert_array_equal(values, data[a:b], err_msg=f"{own} {a}:{b}")
+            assert first == 1 and fill == np.float32(-1.0)
+
+
+def test_the_atmosphere_read_with_variables_chunked_each_their_own_way(dataset, tmp_path):
+    """The six atmosphere variables are read together block by block: a cloudy one chunked unlike the clear
+    ones (deflated, 7-row chunks) gives the same observations as plain storage."""
+    from empirical_seaice.all_sky import ALL_SKY_FIELDS
+    from empirical_seaice.io import read_training_data
+
+    ds = dataset("C", sensors=("amsr2", "gmi"))
+    plain, _ = read_training_data(ds.config, 1)
+    path = ds.root / "gmi" / "field_v2_TDOWN_CLD.nc"
+    values = ds.fields["gmi"]["TDOWN_CLD"]
+    path.unlink()
+    with netCDF4.Dataset(path, "w") as f:
+        f.createDimension("n", values.shape[0])
+        f.createDimension("c", values.shape[1])
+        chunks = (7, values.shape[1])
+        var = f.createVariable("TDOWN_CLD", np.float32, ("n", "c"), zlib=True, shuffle=True, chunksizes=chunks)
+        var[:] = values
+    again, _ = read_training_data(ds.config, 1)
+    for name in ("mask", *ALL_SKY_FIELDS):
+        np.testing.assert_array_equal(getattr(again, name), getattr(plain, name), err_msg=name)

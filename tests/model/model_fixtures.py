@@ -13,9 +13,10 @@ from empirical_seaice.sensors import build_channel_basis
 
 
 def make_obs(
-    sensors=("amsr2",), nobs=40, ngrid=3, nstep=4, nlag=1, seed=0, all_rows=True
+    sensors=("amsr2",), nobs=40, ngrid=3, nstep=4, nlag=1, seed=0, all_rows=True, columns=None
 ) -> tuple[Observations, BackgroundMaps]:
-    """Random but physical observations; with ``all_rows`` every (g, t) has at least one observation."""
+    """Random but physical observations; with ``all_rows`` every (g, t) has at least one observation.
+    ``columns`` (a dict) gets the clear and cloudy columns' terms the atmosphere was made of."""
     rng = np.random.default_rng(seed)
     basis = build_channel_basis(list(sensors))
     nc = basis.nchan
@@ -31,7 +32,7 @@ def make_obs(
     mask = basis.present[isensor].copy()
     mask &= rng.random((nobs, nc)) > 0.1
     f32 = np.float32
-    obs = Observations(
+    obs = Observations.from_columns(
         igrid=igrid,
         istep=istep,
         isensor=isensor,
@@ -44,12 +45,7 @@ def make_obs(
         tb_obs_k=np.where(mask, rng.uniform(150, 260, (nobs, nc)), 0).astype(f32),
         mask=mask,
         emis_water=rng.uniform(0.4, 0.7, (nobs, nc)).astype(f32),
-        tau=rng.uniform(0.5, 1.0, (nobs, nc)).astype(f32),
-        t_down_k=rng.uniform(10, 80, (nobs, nc)).astype(f32),
-        t_up_k=rng.uniform(10, 80, (nobs, nc)).astype(f32),
-        tau_cld=rng.uniform(0.3, 0.9, (nobs, nc)).astype(f32),
-        t_down_cld_k=rng.uniform(20, 120, (nobs, nc)).astype(f32),
-        t_up_cld_k=rng.uniform(20, 120, (nobs, nc)).astype(f32),
+        **_columns(columns, rng, nobs, nc),
         basis=basis,
         ngrid=ngrid,
         nstep=nstep,
@@ -61,3 +57,19 @@ def make_obs(
         nlag=nlag,
     )
     return obs, bg
+
+
+def _columns(into: dict | None, rng, nobs: int, nc: int) -> dict[str, np.ndarray]:
+    """The clear and cloudy columns' terms (random, physical), copied into ``into`` where given."""
+    f32 = np.float32
+    cols = {
+        "tau": rng.uniform(0.5, 1.0, (nobs, nc)).astype(f32),
+        "t_down_k": rng.uniform(10, 80, (nobs, nc)).astype(f32),
+        "t_up_k": rng.uniform(10, 80, (nobs, nc)).astype(f32),
+        "tau_cld": rng.uniform(0.3, 0.9, (nobs, nc)).astype(f32),
+        "t_down_cld_k": rng.uniform(20, 120, (nobs, nc)).astype(f32),
+        "t_up_cld_k": rng.uniform(20, 120, (nobs, nc)).astype(f32),
+    }
+    if into is not None:
+        into.update({k: v.copy() for k, v in cols.items()})
+    return cols

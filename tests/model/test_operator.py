@@ -62,7 +62,8 @@ def test_build_row_counts_out_of_range_raises():
 @pytest.mark.parametrize("preset", ["v1", "v2"])
 @torch.no_grad()
 def test_forward_reproduces_physics_chain(preset):
-    net, ot, obs, bg = _net(preset, nobs=25, dtype=torch.float64)
+    cols: dict = {}
+    net, ot, obs, bg = _net(preset, nobs=25, dtype=torch.float64, columns=cols)
     net.wind_coef.copy_(torch.linspace(-0.002, 0.002, obs.nchan, dtype=torch.float64))
     net.state.props_grid.weight.normal_(generator=torch.Generator().manual_seed(1))
     if net.state.props_obs is not None:
@@ -88,24 +89,35 @@ def test_forward_reproduces_physics_chain(preset):
         + net.wind_coef * torch.from_numpy(obs.wind_ms.astype(np.float64))[:, None]
     )
     f = lambda a: torch.from_numpy(np.asarray(a, dtype=np.float64))
-    tb = physics.simulate_tb(
-        sic=f(c),
-        emis_ice=e_ice,
-        t_skin_k=f(obs.t_skin_k),
-        emis_ocean=e_ocean,
-        ocean_t_floor_k=mc.ocean_t_floor_k,
-        tau=f(obs.tau),
-        t_down_k=f(obs.t_down_k),
-        t_up_k=f(obs.t_up_k),
-        tau_cld=f(obs.tau_cld),
-        t_down_cld_k=f(obs.t_down_cld_k),
-        t_up_cld_k=f(obs.t_up_cld_k),
-        cloud_fraction=f(obs.cloud_fraction),
-        bias_ice_k=net.bias_ice_k[isens],
-        bias_ocean_k=net.bias_ocean_k[isens],
+
+    def simulate(**atmosphere):
+        return physics.simulate_tb(
+            sic=f(c),
+            emis_ice=e_ice,
+            t_skin_k=f(obs.t_skin_k),
+            emis_ocean=e_ocean,
+            ocean_t_floor_k=mc.ocean_t_floor_k,
+            **atmosphere,
+            bias_ice_k=net.bias_ice_k[isens],
+            bias_ocean_k=net.bias_ocean_k[isens],
+        )
+
+    # the observations' effective atmosphere as one clear column (f = 0: tau*, D* = tau* T_down, K = D* + T_up)
+    tau = f(obs.tau_eff)
+    tb = simulate(
+        tau=tau,
+        t_down_k=f(obs.down_eff_k) / tau,
+        t_up_k=f(obs.const_k) - f(obs.down_eff_k),
+        tau_cld=tau,
+        t_down_cld_k=f(obs.down_eff_k) / tau,
+        t_up_cld_k=f(obs.const_k) - f(obs.down_eff_k),
+        cloud_fraction=torch.zeros(obs.nobs, dtype=torch.float64),
     )
+    # and the clear and cloudy columns it was folded from, to the float32 rounding of the stored fields
+    tb_columns = simulate(**{k: f(v) for k, v in cols.items()}, cloud_fraction=f(obs.cloud_fraction))
     own = torch.from_numpy(np.asarray(obs.basis.present))[isens]  # the packed rows hold their sensor's channels
     assert torch.allclose(out["tb"][own], tb[own], atol=1e-9)
+    assert 0 < (out["tb"][own] - tb_columns[own]).abs().max() < 2e-4
     assert torch.allclose(out["emis_ice"], e_ice) and torch.allclose(out["emis_ocean"][own], e_ocean[own])
 
 

@@ -29,13 +29,13 @@ def test_compiled_packing_equals_the_tensor_path_bit_for_bit(monkeypatch, sensor
     obs, _ = make_obs(sensors=sensors, nobs=3000, ngrid=5, nstep=6, seed=3)
     rng = np.random.default_rng(4)
     cloud = obs.cloud_fraction.copy()
-    cloud[:200] = rng.choice([0.0, 0.5, 1.0, np.nan], 200)  # both lerp branches, the switch point, NaN
-    tau = obs.tau.copy()
+    cloud[:200] = rng.choice([0.0, 0.5, 1.0, np.nan], 200)  # a NaN cloud fraction packs as 0
+    tau = obs.tau_eff.copy()
     tau[rng.random(tau.shape) < 0.01] = np.nan
-    tup = obs.t_up_k.copy()
-    tup[rng.random(tup.shape) < 0.01] = np.inf
+    const = obs.const_k.copy()
+    const[rng.random(const.shape) < 0.01] = np.inf
     zen = rng.uniform(0, 60, obs.nobs).astype(np.float32)  # the cross-track scan angle
-    obs = replace(obs, cloud_fraction=cloud, tau=tau, t_up_k=tup, zenith_deg=zen)
+    obs = replace(obs, cloud_fraction=cloud, tau_eff=tau, const_k=const, zenith_deg=zen)
     compiled = tensors.ObservationTensors(obs)
     ref = _tensor_path(obs, monkeypatch)
     assert compiled._slices == ref._slices

@@ -8,6 +8,7 @@ import pytest
 import torch
 from model_fixtures import make_obs
 
+from empirical_seaice.all_sky import all_sky_fields
 from empirical_seaice.config import PRESETS, replace
 from empirical_seaice.cost.sampling import build_row_counts
 from empirical_seaice.model import physics
@@ -22,12 +23,12 @@ def _truth_case(ngrid=40, nstep=5, nobs=2048):
     bg.sic[:] = np.clip(truth + rng.normal(0, 0.25, truth.shape), -0.1, 1.1)
     f, pol = obs.basis.freq_ghz[0], obs.basis.pol
     e_true = (0.95 - 0.0008 * f - 0.06 * pol).astype(np.float32)  # 10v 0.941 ... 89h 0.819
-    obs.tau[:] = np.exp(-0.002 * f)[None] * rng.uniform(0.8, 1, (obs.nobs, 1))
-    obs.tau_cld[:] = obs.tau * 0.8
-    obs.t_down_k[:] = (1 - obs.tau) * 250
-    obs.t_up_k[:] = (1 - obs.tau) * 245
-    obs.t_down_cld_k[:] = (1 - obs.tau_cld) * 255
-    obs.t_up_cld_k[:] = (1 - obs.tau_cld) * 250
+    tau = (np.exp(-0.002 * f)[None] * rng.uniform(0.8, 1, (obs.nobs, 1))).astype(np.float32)
+    cols = {"tau": tau, "tau_cld": tau * 0.8}
+    cols |= {"t_down_k": (1 - tau) * 250, "t_up_k": (1 - tau) * 245}
+    cols |= {"t_down_cld_k": (1 - cols["tau_cld"]) * 255, "t_up_cld_k": (1 - cols["tau_cld"]) * 250}
+    for name, value in all_sky_fields(**cols, cloud_fraction=obs.cloud_fraction).items():
+        getattr(obs, name)[:] = value
     c = 0.6 * truth[obs.igrid, obs.istep + 1] + 0.4 * truth[obs.igrid, obs.istep]
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
     full = lambda v: t(np.full((obs.nobs, obs.nchan), v))
@@ -37,12 +38,12 @@ def _truth_case(ngrid=40, nstep=5, nobs=2048):
         t_skin_k=t(obs.t_skin_k),
         emis_ocean=t(obs.emis_water),
         ocean_t_floor_k=271.35,
-        tau=t(obs.tau),
-        t_down_k=t(obs.t_down_k),
-        t_up_k=t(obs.t_up_k),
-        tau_cld=t(obs.tau_cld),
-        t_down_cld_k=t(obs.t_down_cld_k),
-        t_up_cld_k=t(obs.t_up_cld_k),
+        tau=t(cols["tau"]),
+        t_down_k=t(cols["t_down_k"]),
+        t_up_k=t(cols["t_up_k"]),
+        tau_cld=t(cols["tau_cld"]),
+        t_down_cld_k=t(cols["t_down_cld_k"]),
+        t_up_cld_k=t(cols["t_up_cld_k"]),
         cloud_fraction=t(obs.cloud_fraction),
         bias_ice_k=full(5.0),
         bias_ocean_k=full(2.5),

@@ -16,7 +16,7 @@ def make_observations(tb, igrid, istep, isensor, sensors=("amsr2",), ngrid=4, ns
     rng = np.random.default_rng(seed)
     mask = np.isfinite(tb) & basis.present[np.asarray(isensor)]
     full = lambda v: np.full((n, basis.nchan), v, dtype=np.float32)
-    return Observations(
+    return Observations.from_columns(
         igrid=np.asarray(igrid, dtype=np.int32),
         istep=np.asarray(istep, dtype=np.int32),
         isensor=np.asarray(isensor, dtype=np.int16),

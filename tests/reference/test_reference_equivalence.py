@@ -46,7 +46,7 @@ def _case(ref: dict, v: str):
     isensor = g("isensor") if v == "v2" else np.zeros(nobs, np.int16)
     mask = (g("mask") if v == "v2" else np.ones((nobs, basis.nchan))).astype(bool)
     ngrid, nstep = int(g("ngrid")), int(g("nstep"))
-    obs = Observations(
+    obs = Observations.from_columns(
         igrid=g("igrid").astype(np.int32),
         istep=g("istep").astype(np.int32),
         isensor=isensor.astype(np.int16),

@@ -34,7 +34,7 @@ def make_case(nobs: int = 400, ngrid: int = 4, nstep: int = 5, nlag: int = 1, se
     def u(lo, hi, shape):
         return rng.uniform(lo, hi, shape).astype(f32)
 
-    obs = Observations(
+    obs = Observations.from_columns(
         igrid=igrid,
         istep=istep,
         isensor=isensor,

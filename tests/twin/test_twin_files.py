@@ -11,7 +11,7 @@ import torch
 from empirical_seaice.config import DataConfig
 from empirical_seaice.io import read_training_data
 from empirical_seaice.io.truth import read_truth
-from empirical_seaice.model.physics import simulate_tb
+from empirical_seaice.model.physics import simulate_tb_mixed, surface_atmosphere_terms
 from empirical_seaice.sensors import SENSORS
 from empirical_seaice.twin import generate_twin, get_twin_preset
 from empirical_seaice.twin.generate import FILE_PREFIX
@@ -25,22 +25,20 @@ def _read(out, sensors=SENSOR_NAMES, **kw):
 
 
 def _recompute(obs, truth):
-    """TB' from the truth with the forward-model chain (docs/method.md), in the run's unified basis."""
+    """TB' from the truth with the forward-model chain (docs/method.md), in the run's unified basis, through
+    the observations' effective atmosphere (the reader's fold of the files' clear and cloudy columns)."""
     t = lambda a: torch.as_tensor(np.nan_to_num(np.asarray(a, dtype=np.float64)))
     s = np.asarray(obs.isensor)
-    return simulate_tb(
+    a_ice, a_ocean = surface_atmosphere_terms(
+        t_skin_k=t(obs.t_skin_k), ocean_t_floor_k=271.35, tau_eff=t(obs.tau_eff), down_eff_k=t(obs.down_eff_k)
+    )
+    return simulate_tb_mixed(
         sic=t(truth.sic_obs),
         emis_ice=t(truth.emis_ice),
-        t_skin_k=t(obs.t_skin_k),
         emis_ocean=t(truth.emis_ocean),
-        ocean_t_floor_k=271.35,
-        tau=t(obs.tau),
-        t_down_k=t(obs.t_down_k),
-        t_up_k=t(obs.t_up_k),
-        tau_cld=t(obs.tau_cld),
-        t_down_cld_k=t(obs.t_down_cld_k),
-        t_up_cld_k=t(obs.t_up_cld_k),
-        cloud_fraction=t(obs.cloud_fraction),
+        a_ice_k=a_ice,
+        a_ocean_k=a_ocean,
+        const_k=t(obs.const_k),
         bias_ice_k=t(truth.bias_ice_k[s]),
         bias_ocean_k=t(truth.bias_ocean_k[s]),
     ).numpy()

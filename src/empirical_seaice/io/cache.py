@@ -63,7 +63,9 @@ log = logging.getLogger(__name__)
 
 CACHE_SUBDIR = "observations"
 MANIFEST = "manifest.json"
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+"""The layout of the cached arrays (a cache of another version is rebuilt): 3 since the atmosphere is stored
+as its three effective fields (:mod:`empirical_seaice.all_sky`), not the clear and cloudy columns' six."""
 LOCK = ".lock"
 BG_FIELDS = ("sic", "t_skin_map_k", "lon", "lat")
 """The arrays of :class:`BackgroundMaps` in the cache (``bg_<name>.npy``; lon and lat where known)."""

@@ -1,18 +1,22 @@
 """The per-channel pass of the reader: TBs and the radiative-transfer inputs of each channel, read
 block by block straight into preallocated float32 ``(nobs, nchan)`` arrays in the unified channel
-basis; invalid values clear the channel's mask and are zeroed in every field.
+basis; invalid values clear the channel's mask and are zeroed in every field. The clear and cloudy
+columns' six variables are read together, block by block, and stored folded into the three fields of
+the effective all-sky atmosphere (:mod:`empirical_seaice.all_sky`): what the model uses, half the
+bytes.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from empirical_seaice.all_sky import ALL_SKY_FIELDS, all_sky_rows
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import direct_read
 from empirical_seaice.io._netcdf import (
@@ -32,18 +36,18 @@ from empirical_seaice.io.validity import RANGE_TOL, RANGES, FieldStats
 from empirical_seaice.observations import release_pages
 from empirical_seaice.sensors import ChannelBasis
 
-PER_CHANNEL_MAP = {
-    "OBSVALUE": "tb_obs_k",
-    "EMIS_WATER": "emis_water",
-    "TAUSFC": "tau",
-    "TDOWN": "t_down_k",
-    "TUP": "t_up_k",
-    "TAUSFC_CLD": "tau_cld",
-    "TDOWN_CLD": "t_down_cld_k",
-    "TUP_CLD": "t_up_cld_k",
-}
-"""Per-channel variables of the files -> (nobs, nchan) fields of
+CHANNEL_VARIABLES = {"OBSVALUE": "tb_obs_k", "EMIS_WATER": "emis_water"}
+"""Per-channel variables of the files read as they are -> (nobs, nchan) fields of
 :class:`~empirical_seaice.observations.Observations`."""
+ATMOSPHERE_VARIABLES = ("TAUSFC", "TDOWN", "TUP", "TAUSFC_CLD", "TDOWN_CLD", "TUP_CLD")
+"""The clear and cloudy columns' variables (in the order of :data:`~empirical_seaice.all_sky.CLEAR_CLOUDY_FIELDS`),
+read together block by block and folded into the effective atmosphere's fields
+(:data:`~empirical_seaice.all_sky.ALL_SKY_FIELDS`, :func:`~empirical_seaice.all_sky.all_sky_rows`)."""
+FIELDS = (*CHANNEL_VARIABLES.values(), *ALL_SKY_FIELDS)
+"""The (nobs, nchan) float32 fields the pass makes, in the order it fills them."""
+_UNITS = (("OBSVALUE",), ("EMIS_WATER",), ATMOSPHERE_VARIABLES)
+"""The variables read together, and the fields each unit fills (:data:`_UNIT_FIELDS`)."""
+_UNIT_FIELDS = (("tb_obs_k",), ("emis_water",), ALL_SKY_FIELDS)
 
 
 def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> Layout2D:
@@ -73,9 +77,7 @@ def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> L
 def channel_arrays(nobs: int, nchan: int) -> list[tuple[str, tuple[int, ...], Any]]:
     """The arrays the pass makes, in the order it fills them: ``(name, shape, dtype)`` of the mask
     (bool) and of each per-channel field (float32), ``(nobs, nchan)`` each."""
-    return [("mask", (nobs, nchan), np.dtype(bool))] + [
-        (key, (nobs, nchan), np.dtype(np.float32)) for key in PER_CHANNEL_MAP.values()
-    ]
+    return [("mask", (nobs, nchan), np.dtype(bool))] + [(key, (nobs, nchan), np.dtype(np.float32)) for key in FIELDS]
 
 
 def read_per_channel(
@@ -90,17 +92,18 @@ def read_per_channel(
 ) -> np.ndarray:
     """Read every per-channel field into ``out`` ((nobs, nchan) float32, unified basis); returns the mask.
 
-    Every masked value is zeroed: a channel masked by one field is zeroed in all. Channels a sensor
-    lacks were never written (0); only rows with an invalid value need that pass. ``zeros(name,
+    ``out`` holds the per-observation fields already (the atmosphere's fold reads ``cloud_fraction``).
+    Every masked value is zeroed: a channel masked by one variable is zeroed in all fields. Channels a
+    sensor lacks were never written (0); only rows with an invalid value need that pass. ``zeros(name,
     shape, dtype)`` makes each array (the data cache's memory maps in a cached run); ``finished(name)``
     is called when field ``name`` is complete (the cache starts writing it to the disk).
 
-    The (variable, sensor) pairs are read on ``threads`` threads (default :data:`THREADS`): the
-    netCDF calls one at a time (:data:`NETCDF_LOCK`; the library is not thread-safe), the compiled
-    classification and scatter of one block beside the next block's read.
-    Pairs write disjoint rows of a field; the mask and the row flags only ever get ``False`` and
-    ``True`` written, so the result does not depend on the order. The error raised is the first
-    pair's in the sequential order.
+    The (unit, sensor) pairs (:data:`_UNITS`: the TBs, the ocean emissivity, the atmosphere's six
+    variables) are read on ``threads`` threads (default :data:`THREADS`): the netCDF calls one at a
+    time (:data:`NETCDF_LOCK`; the library is not thread-safe), the compiled classification and
+    scatter of one block beside the next block's read. Pairs write disjoint rows of a field; the mask
+    and the row flags only ever get ``False`` and ``True`` written, so the result does not depend on
+    the order. The error raised is the first pair's in the sequential order.
     """
     nchan = basis.nchan
     shapes = {name: (shape, dtype) for name, shape, dtype in channel_arrays(nobs, nchan)}
@@ -108,42 +111,53 @@ def read_per_channel(
     dirty = np.zeros(nobs, dtype=bool)
     for s, r in enumerate(reads):
         mask[offsets[s] : offsets[s] + r.keep.size, basis.present[s]] = True
-    keys = list(PER_CHANNEL_MAP.values())
+    cloud = out["cloud_fraction"]
     lock = threading.Lock()
-    left = dict.fromkeys(keys, len(reads))
+    left = [len(reads)] * len(_UNITS)
 
-    def field(i: int) -> np.ndarray:
-        """Field ``i``'s array, made at its first pair, with the next field's (a cache's pages come in on
+    def fields(u: int) -> list[np.ndarray]:
+        """Unit ``u``'s arrays, made at its first pair, with the next unit's (a cache's pages come in on
         its background thread meanwhile): only the fields being read are in memory."""
         with lock:
-            for key in keys[i : i + 2]:
+            for key in (k for unit in _UNIT_FIELDS[u : u + 2] for k in unit):
                 if key not in out:
                     out[key] = zeros(key, *shapes[key])
-            return out[keys[i]]
+            return [out[key] for key in _UNIT_FIELDS[u]]
 
-    def task(item: tuple[int, str, str, int, SensorRead]) -> None:
-        i, name, key, s, r = item
-        _read_channels(r, name, field(i), mask, dirty, offsets[s], basis, s)
+    def task(item: tuple[int, int, SensorRead]) -> None:
+        u, s, r = item
+        arrays = fields(u)
+        rows = slice(offsets[s], offsets[s] + r.keep.size)
+        if u < len(CHANNEL_VARIABLES):
+            _read_channels(r, _UNITS[u][0], arrays[0], mask, dirty, offsets[s], basis, s)
+        else:
+            _read_atmosphere(r, arrays, cloud, mask, dirty, offsets[s], basis, s)
+        for arr in arrays:  # a cache's memory map: its written pages go to the file, not kept resident
+            release_pages(arr, rows)
         with lock:
-            left[key] -= 1
-            last = left[key] == 0
-        if last:  # a cache's memory map: its written pages go to the file, not kept resident
-            release_pages(out[key])
-            if finished is not None:
-                with lock:  # the cache writer's queue, as ``zeros`` under the same lock
+            left[u] -= 1
+            last = left[u] == 0
+        if last and finished is not None:
+            with lock:  # the cache writer's queue, as ``zeros`` under the same lock
+                for key in _UNIT_FIELDS[u]:
                     finished(key)
 
-    tasks = [(i, name, key, s, r) for i, (name, key) in enumerate(PER_CHANNEL_MAP.items()) for s, r in enumerate(reads)]
+    tasks = [(u, s, r) for u in range(len(_UNITS)) for s, r in enumerate(reads)]
     _run_in_order(task, tasks, threads)
+    _zero_masked(out, mask, dirty)
+    return mask
+
+
+def _zero_masked(out: dict[str, np.ndarray], mask: np.ndarray, dirty: np.ndarray) -> None:
+    """Zero every field's masked channels of the rows flagged in ``dirty`` (a channel masked by one variable)."""
     rows = np.flatnonzero(dirty)
     for a, b in row_blocks(rows.size):
         idx = rows[a:b]
         bad = ~mask[idx]
-        for key in PER_CHANNEL_MAP.values():
+        for key in FIELDS:
             sub = out[key][idx]
             sub[bad] = 0.0
             out[key][idx] = sub
-    return mask
 
 
 NETCDF_LOCK = threading.Lock()
@@ -290,7 +304,8 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
 
 
 def warm_up() -> None:
-    """Load the compiled kernels of the pass (:func:`_scatter_block`, the direct reads' un-shuffling) by
+    """Load the compiled kernels of the pass (:func:`_scatter_block`, the atmosphere's fold, the direct reads'
+    un-shuffling) by
     calling them once on a few values: numba's first call in a process loads its cached code and its
     registries (0.3-0.4 s here, importing BLAS for numba's linear algebra), which the reader does on a
     background thread while it reads the per-observation fields (:func:`~empirical_seaice.io.reader`).
@@ -305,6 +320,7 @@ def warm_up() -> None:
         counts = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
         lo, hi = np.float32(0.0), np.float32(1.0)
         _scatter_block(arr.copy(), i, lo, hi, i, 0, i, arr, mask, np.zeros(2, dtype=bool), counts, _NO_FILL)
+        all_sky_rows(*([arr] * 6), np.zeros(2, dtype=np.float32), i, *(arr.copy() for _ in range(3)))
     except Exception:  # pragma: no cover - the real calls report it
         return
 
@@ -328,6 +344,76 @@ def _stored_layout(
     return None if layout.transposed else layout
 
 
+_Blocks = Generator[tuple[int, int, np.ndarray, int, Any], None, None]
+"""The blocks of one variable of one sensor (:func:`_variable_blocks`)."""
+
+
+def _variable_blocks(r: SensorRead, name: str, start: int, stop: int) -> _Blocks:
+    """``(a, b, values, first, fill)`` of one per-channel variable of one sensor over rows ``[start, stop)``
+    of its file, in order: ``values`` the rows ``a .. b - 1`` ((b - a, ncol) float32, valid until the next
+    block), ``first`` its first used column, ``fill`` the value standing for a missing one (the file's
+    fill value where read straight from the storage; NaN through the netCDF library, which masked it).
+    Straight from the file's chunks where :func:`~empirical_seaice.io.direct_read.stored` allows it, no
+    netCDF call; else through the netCDF library ((channel, observation) layouts, any storage or error
+    of the file)."""
+    sf, n = r.files, r.nobs_file
+    path = var_path(sf, name)
+    with NETCDF_LOCK:  # h5py's calls too: an installation may share one HDF5 library between the two
+        stored = direct_read.stored(path, name)
+    layout = _stored_layout(stored, path, name, n, sf)
+    if stored is not None and layout is not None:
+        for a, b, values in stored.blocks(start, stop):
+            yield a, b, values, layout.offset, stored.fill
+        return
+    with NETCDF_LOCK:
+        ds = open_netcdf(path)
+    try:
+        with NETCDF_LOCK:
+            var, _ = get_variable(ds, path, name)
+            layout = _channel_layout(var, path, name, n, sf)
+        for a, b in row_blocks(stop, CHANNEL_BLOCK_ROWS, start) if stop > start else ():
+            with NETCDF_LOCK:
+                raw = read_rows(var, a, b, layout)
+            yield a, b, as_float(raw, fills=False), 0, _NO_FILL
+    finally:
+        with NETCDF_LOCK:
+            ds.close()
+
+
+class _Scatter:
+    """One variable of one sensor classified, counted and scattered block by block (:func:`_scatter_block`)
+    into rows of an array, with its counts for the range check at the end (:meth:`check`)."""
+
+    def __init__(self, r: SensorRead, name: str, basis: ChannelBasis, s: int):
+        self.r, self.name = r, name
+        self.cmap = np.ascontiguousarray(basis.sensor_channel_map[s], dtype=np.int64)
+        fcols = basis.sensor_file_columns[s]
+        self.every = fcols.size == len(r.files.sensor.file_channels)  # no file channel skipped (surface-blind ones are)
+        self.fcols = np.asarray(fcols, dtype=np.int64)
+        lo, hi, _ = RANGES[name]
+        # compared in float32, as classify does
+        self.lo, self.hi = np.float32(lo - RANGE_TOL), np.float32(hi + RANGE_TOL)
+        self.counts = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
+
+    def __call__(self, values, first, fill, rows, d0, arr, mask, dirty) -> None:
+        """File rows ``rows`` (indices into the block ``values``) to ``arr`` rows ``d0 ..``; ``mask`` and ``dirty``
+        are indexed as ``arr``."""
+        cols = np.arange(values.shape[1] - first, dtype=np.int64) if self.every else self.fcols
+        _scatter_block(values, cols + first, self.lo, self.hi, rows, d0, self.cmap, arr, mask, dirty, self.counts, fill)
+
+    def check(self) -> None:
+        """The one-line error of a variable whose values are missing or out of range too often."""
+        c = self.counts
+        stats = FieldStats(n=int(c[0]), missing=int(c[1]), out=int(c[2]), lo=c[3], hi=c[4])
+        stats.check(var_path(self.r.files, self.name), self.name)
+
+
+def _kept_span(keep: np.ndarray) -> tuple[int, int]:
+    """The file rows from the first to the last kept observation: only the blocks that hold kept observations
+    are read (and checked)."""
+    return (int(keep[0]), int(keep[-1]) + 1) if keep.size else (0, 0)
+
+
 def _read_channels(
     r: SensorRead,
     name: str,
@@ -344,47 +430,95 @@ def _read_channels(
     value are flagged in ``dirty`` (their other fields are zeroed at the end).
     Each block is classified, counted and scattered in one compiled pass (:func:`_scatter_block`).
     """
-    sf, n = r.files, r.nobs_file
-    path = var_path(sf, name)
-    cmap = np.ascontiguousarray(basis.sensor_channel_map[s], dtype=np.int64)
-    fcols = basis.sensor_file_columns[s]
-    every = fcols.size == len(sf.sensor.file_channels)  # no file channel skipped (surface-blind ones are)
-    lo, hi, _ = RANGES[name]
-    lo32, hi32 = np.float32(lo - RANGE_TOL), np.float32(hi + RANGE_TOL)  # compared in float32, as classify does
-    counts = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
     keep = r.keep
-
-    def scatter(a: int, b: int, values: np.ndarray, first: int, fill: np.generic) -> None:
-        cols = np.arange(values.shape[1] - first, dtype=np.int64) if every else np.asarray(fcols, dtype=np.int64)
+    scatter = _Scatter(r, name, basis, s)
+    for a, b, values, first, fill in _variable_blocks(r, name, *_kept_span(keep)):
         lo_k, hi_k = np.searchsorted(keep, [a, b])
         rows = np.ascontiguousarray(keep[lo_k:hi_k] - a, dtype=np.int64)
-        d0 = offset + int(lo_k)
-        _scatter_block(values, cols + first, lo32, hi32, rows, d0, cmap, arr, mask, dirty, counts, fill)
-
-    # Only the blocks that hold kept observations are read (and checked).
-    start, stop = (int(keep[0]), int(keep[-1]) + 1) if keep.size else (0, 0)
-    with NETCDF_LOCK:  # h5py's calls too: an installation may share one HDF5 library between the two
-        stored = direct_read.stored(path, name)
-    layout = _stored_layout(stored, path, name, n, sf)
-    if stored is not None and layout is not None:  # straight from the file's chunks, no netCDF call
-        for a, b, values in stored.blocks(start, stop):
-            scatter(a, b, values, layout.offset, stored.fill)
-    else:  # through the netCDF library: a (channel, observation) layout, any storage or error of the file
-        with NETCDF_LOCK:
-            ds = open_netcdf(path)
-        try:
-            with NETCDF_LOCK:
-                var, _ = get_variable(ds, path, name)
-                layout = _channel_layout(var, path, name, n, sf)
-            for a, b in row_blocks(stop, CHANNEL_BLOCK_ROWS, start) if keep.size else ():
-                with NETCDF_LOCK:
-                    raw = read_rows(var, a, b, layout)
-                scatter(a, b, as_float(raw, fills=False), 0, _NO_FILL)
-        finally:
-            with NETCDF_LOCK:
-                ds.close()
-    stats = FieldStats(n=int(counts[0]), missing=int(counts[1]), out=int(counts[2]), lo=counts[3], hi=counts[4])
-    stats.check(path, name)
+        scatter(values, first, fill, rows, offset + int(lo_k), arr, mask, dirty)
+    scatter.check()
 
 
-__all__ = ["PER_CHANNEL_MAP", "channel_arrays", "read_per_channel", "warm_up"]
+class _Follower:
+    """The rows of one variable in the blocks of another (the lead): :meth:`rows` gives rows ``[a, b)`` as they
+    come from :func:`_variable_blocks`, as they are where the variable's own block is exactly ``[a, b)`` (the
+    same chunking: the usual case), else copied together from the blocks that hold them."""
+
+    def __init__(self, blocks: _Blocks):
+        self.blocks = blocks
+        self.pending: tuple[int, int, np.ndarray, int, Any] | None = None  # a block not used up yet
+        self.buf = np.empty((0, 0), dtype=np.float32)
+
+    def _next(self) -> tuple[int, int, np.ndarray, int, Any]:
+        if self.pending is not None:
+            block, self.pending = self.pending, None
+            return block
+        return next(self.blocks)
+
+    def rows(self, a: int, b: int) -> tuple[np.ndarray, int, Any]:
+        """``(values, first, fill)`` of rows ``[a, b)`` (the rows in order: each call's ``a`` is the last ``b``)."""
+        p, q, values, first, fill = self._next()
+        if (p, q) == (a, b):
+            return values, first, fill
+        if self.buf.shape[0] < b - a or self.buf.shape[1] != values.shape[1]:
+            self.buf = np.empty((b - a, values.shape[1]), dtype=np.float32)
+        out = self.buf[: b - a]
+        at = a
+        while True:
+            n = min(q, b) - at
+            out[at - a : at - a + n] = values[at - p : at - p + n]
+            at += n
+            if q > b:  # the rest of this block is the next call's
+                self.pending = (b, q, values[b - p :].copy(), first, fill)
+            if at == b:
+                return out, first, fill
+            p, q, values, _, _ = self._next()  # (one variable's blocks all come one way: the same first, fill)
+
+
+def _read_atmosphere(
+    r: SensorRead,
+    arrays: list[np.ndarray],
+    cloud: np.ndarray,
+    mask: np.ndarray,
+    dirty: np.ndarray,
+    offset: int,
+    basis: ChannelBasis,
+    s: int,
+) -> None:
+    """Read the clear and cloudy columns' six variables of one sensor together, a block of rows at a time,
+    and write their effective atmosphere (:func:`~empirical_seaice.all_sky.all_sky_rows`, with the rows'
+    ``cloud`` fraction) to ``arrays`` (``tau_eff``, ``down_eff_k``, ``const_k``) rows ``offset + keep``.
+
+    Each variable's block is classified and counted as :func:`_read_channels` does into a block of its own
+    (invalid values 0, the mask cleared, the row flagged), then the six are folded. The blocks follow the
+    first variable's (:class:`_Follower`)."""
+    keep = r.keep
+    start, stop = _kept_span(keep)
+    scatters = [_Scatter(r, name, basis, s) for name in ATMOSPHERE_VARIABLES]
+    lead = _variable_blocks(r, ATMOSPHERE_VARIABLES[0], start, stop)
+    followers = [_Follower(_variable_blocks(r, name, start, stop)) for name in ATMOSPHERE_VARIABLES[1:]]
+    cmap = scatters[0].cmap
+    cols = np.ascontiguousarray(cmap[cmap < basis.nchan])
+    scratch = np.zeros((len(ATMOSPHERE_VARIABLES), 0, basis.nchan), dtype=np.float32)
+    try:
+        for a, b, values, first, fill in lead:
+            lo_k, hi_k = np.searchsorted(keep, [a, b])
+            rows = np.ascontiguousarray(keep[lo_k:hi_k] - a, dtype=np.int64)
+            d0, nk = offset + int(lo_k), int(hi_k - lo_k)
+            if scratch.shape[1] < nk:  # the kept rows, in the basis's columns (those the sensor lacks stay 0)
+                scratch = np.zeros((len(ATMOSPHERE_VARIABLES), nk, basis.nchan), dtype=np.float32)
+            m, dt = mask[d0 : d0 + nk], dirty[d0 : d0 + nk]
+            scatters[0](values, first, fill, rows, 0, scratch[0], m, dt)
+            for k, follower in enumerate(followers, start=1):
+                scatters[k](*follower.rows(a, b), rows, 0, scratch[k], m, dt)
+            if nk:
+                all_sky_rows(*(scratch[k, :nk] for k in range(len(ATMOSPHERE_VARIABLES))), cloud[d0 : d0 + nk], cols,
+                             *(arr[d0 : d0 + nk] for arr in arrays))  # fmt: skip
+    finally:
+        for blocks in [lead] + [f.blocks for f in followers]:
+            blocks.close()  # each generator's file (its netCDF dataset) closed now, also after an error
+    for scatter in scatters:
+        scatter.check()
+
+
+__all__ = ["ATMOSPHERE_VARIABLES", "CHANNEL_VARIABLES", "FIELDS", "channel_arrays", "read_per_channel", "warm_up"]

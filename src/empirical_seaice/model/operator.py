@@ -7,8 +7,8 @@ the :class:`~empirical_seaice.model.emissivity.EmissivityModel` with inputs
 then :func:`empirical_seaice.model.physics.simulate_tb` (surface mix, clear/cloudy
 specular RT, all-sky, SIC-weighted bias of the observation's sensor) in its
 factored form: the effective all-sky atmosphere
-(:func:`empirical_seaice.model.physics.effective_atmosphere`, data only, packed once
-by :class:`~empirical_seaice.model.tensors.ObservationTensors`), the surface terms
+(:func:`empirical_seaice.model.physics.effective_atmosphere`, data only: stored so by the
+reader, :mod:`empirical_seaice.all_sky`), the surface terms
 (:func:`empirical_seaice.model.physics.surface_atmosphere_terms`), then
 :func:`empirical_seaice.model.physics.simulate_tb_mixed`, one SIC mix of the
 pure-ice and pure-ocean TBs: same TB', fewer operations per step.

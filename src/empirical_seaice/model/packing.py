@@ -8,22 +8,17 @@ the observations' size. Per row (columns as in ``ObservationTensors``):
 - ``t_skin_k``, ``wind_ms``, ``cloud_fraction``, ``cos2_scan``, ``cos_view`` (:class:`SensorAngles`: the
   sensor's value, looked up by ``isensor`` in the pass, or a cross-track sensor's per row, computed per chunk);
 - per channel of the row's own sensor (column ``k``: basis channel ``channel_map[isensor, k]``, 0 past the
-  sensor's last; :func:`empirical_seaice.model.tensors.channel_map`) ``tb_obs_k``, ``emis_water``;
-- the effective all-sky atmosphere of
-  :func:`empirical_seaice.model.physics.effective_atmosphere`, with ``f`` the
-  cloud fraction: ``tau* = (1 - f) tau + f tau_cld``,
-  ``D* = (1 - f) tau T_down + f tau_cld T_down_cld`` (K),
-  ``K = D* + (1 - f) T_up + f T_up_cld`` (K).
+  sensor's last; :func:`empirical_seaice.model.tensors.channel_map`) ``tb_obs_k``, ``emis_water`` and the
+  effective all-sky atmosphere ``tau_eff``, ``down_eff_k``, ``const_k`` (the reader folded the clear and
+  cloudy columns into it: :mod:`empirical_seaice.all_sky`).
 
 The integer table gets ``igrid``, ``istep``, ``isensor`` and the mask of the row's channels as bits
 (:func:`mask_words`; bit ``k mod 32`` of word ``k // 32`` for column ``k``), 4 bytes per observation instead
 of a float per channel. A mask bit set on a channel the row's sensor lacks is refused (a one-line error:
 the row has no column for it).
 Non-finite inputs (NaN, inf) count as 0, as in the tensor path. The
-float32 table is the tensor path's bit for bit (tested): the products
-``tau T_down`` are rounded to float32 and each ``lerp`` is rounded as torch's
-vectorised CPU kernel rounds it (:func:`_lerp`). A float64 table (gradient
-checks) gets the same float32-rounded values. Chunks of :data:`CHUNK` rows; after each chunk the resident
+float32 table is the tensor path's bit for bit (tested); a float64 table (gradient
+checks, the tensor path) gets the same values. Chunks of :data:`CHUNK` rows; after each chunk the resident
 pages of memory-mapped inputs are dropped
 (:meth:`~empirical_seaice.observations.Observations.release`), so packing
 does not hold the cache in memory beside the table.
@@ -45,6 +40,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     HAVE_NUMBA = False
 
+from empirical_seaice.all_sky import finite_value
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.observations import Observations
 from empirical_seaice.threads import numba_threads
@@ -53,25 +49,12 @@ CHUNK = 1 << 18
 """Observations packed per call (bounds the per-observation angle temporaries and the resident cache pages)."""
 
 
-def _lerp(a, b, w_from, low):
-    """``torch.lerp(a, b, w)`` of float32 ``a``, ``b``, ``w`` as torch's vectorised CPU kernel rounds it:
-    ``d = b - a`` in float32, then ``a + w d`` (``|w| < 0.5``: ``low``) or ``b + (w - 1) d`` with one
-    rounding (a fused multiply-add; here exact in float64, then rounded to float32). ``w_from``: ``w``
-    or ``w - 1`` (float64) as ``low`` says, decided once per row: the channels' loop has no branch."""
-    d = np.float64(np.float32(b - a))
-    return np.float32(np.float64(a if low else b) + w_from * d)
-
-
-def _finite(x):
-    """``x``, or 0 where it is NaN or infinite (``x - x`` is 0 only for a finite ``x``)."""
-    return x if x - x == 0 else np.float32(0.0)
-
-
 def _finite_row(dst, src, i):
-    """``dst[c] = src[i, c]`` of every channel (of ``src``), 0 where not finite (:func:`_finite`): one loop
-    over one input and one array of the pass's own (inlined: the compiler vectorises it)."""
+    """``dst[c] = src[i, c]`` of every channel (of ``src``), 0 where not finite
+    (:func:`~empirical_seaice.all_sky.finite_value`): one loop over one input and one array of the pass's own
+    (inlined: the compiler vectorises it)."""
     for c in range(src.shape[1]):
-        dst[c] = _finite(src[i, c])
+        dst[c] = finite_value(src[i, c])
 
 
 def _count(mask, i, nc):
@@ -99,11 +82,8 @@ def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field, one loop pe
     mask,
     ew,
     tau,
-    tdown,
-    tup,
-    taucld,
-    tdowncld,
-    tupcld,
+    down,
+    const,
     cmap,
     stray,
 ):
@@ -127,9 +107,6 @@ def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field, one loop pe
     c_tb, c_ew, c_tau, c_down, c_k = cols[5], cols[6], cols[7], cols[8], cols[9]
     nchunk = min(n, _NCHUNK)
     for k in prange(nchunk):
-        t0, t1 = np.empty(nc, np.float32), np.empty(nc, np.float32)  # tau, tau_cld
-        d0, d1 = np.empty(nc, np.float32), np.empty(nc, np.float32)  # T_down, T_down_cld
-        u0, u1 = np.empty(nc, np.float32), np.empty(nc, np.float32)  # T_up, T_up_cld
         # + one zero past the basis channels: the column of channels a sensor lacks
         r_tb, r_ew = np.zeros(nc + 1, np.float32), np.zeros(nc + 1, np.float32)
         r_tau, r_down, r_k = np.zeros(nc + 1, np.float32), np.zeros(nc + 1, np.float32), np.zeros(nc + 1, np.float32)
@@ -157,20 +134,10 @@ def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field, one loop pe
             out[i, cols[2]] = f
             out[i, cols[3]] = cos2[i] if rowwise else angle_s[0, s]
             out[i, cols[4]] = cosv[i] if rowwise else angle_s[1, s]
-            _finite_row(t0, tau, i)
-            _finite_row(t1, taucld, i)
-            _finite_row(d0, tdown, i)
-            _finite_row(d1, tdowncld, i)
-            _finite_row(u0, tup, i)
-            _finite_row(u1, tupcld, i)
-            low = abs(f) < 0.5
-            w_from = np.float64(f) if low else np.float64(f) - 1.0
-            for c in range(nc):
-                down = _lerp(np.float32(t0[c] * d0[c]), np.float32(t1[c] * d1[c]), w_from, low)
-                r_tau[c] = _lerp(t0[c], t1[c], w_from, low)
-                r_down[c] = down
-                r_k[c] = np.float32(down + _lerp(u0[c], u1[c], w_from, low))
-            _finite_row(r_tb, tb, i)  # (its first nc values; the last stays 0)
+            _finite_row(r_tau, tau, i)  # (their first nc values; the last stays 0)
+            _finite_row(r_down, down, i)
+            _finite_row(r_k, const, i)
+            _finite_row(r_tb, tb, i)
             _finite_row(r_ew, ew, i)
             for j in range(width):
                 out[i, c_tb + j] = r_tb[own[j]]
@@ -189,8 +156,6 @@ _NCHUNK = 64
 
 
 if HAVE_NUMBA:
-    _lerp = njit(inline="always")(_lerp)
-    _finite = njit(inline="always")(_finite)
     _finite_row = njit(inline="always")(_finite_row)
     _count = njit(inline="always")(_count)
     _pack_rows = njit(cache=True, parallel=True)(_pack_rows)
@@ -295,8 +260,7 @@ def _pack_all(
         _pack_rows(
             out[rows], ints[rows], cols, obs.isensor[rows], obs.igrid[rows], obs.istep[rows], obs.t_skin_k[rows],
             obs.wind_ms[rows], obs.cloud_fraction[rows], table, cos2, cosv, obs.tb_obs_k[rows], obs.mask[rows],
-            obs.emis_water[rows], obs.tau[rows], obs.t_down_k[rows], obs.t_up_k[rows], obs.tau_cld[rows],
-            obs.t_down_cld_k[rows], obs.t_up_cld_k[rows], cmap, stray,
+            obs.emis_water[rows], obs.tau_eff[rows], obs.down_eff_k[rows], obs.const_k[rows], cmap, stray,
         )  # fmt: skip
         if (stray >= 0).any():
             raise stray_channel(obs, start + int(stray[stray >= 0].min()), cmap)

@@ -193,8 +193,9 @@ def effective_atmosphere(
 
     and ``TB = f TB_cld + (1 - f) TB_clr = S tau* - e_mix D* + K``.
     Shapes: ``cloud_fraction`` (...,), the others (..., nchan). Data only (no
-    trainable input): the observation tensors pack these three once instead of
-    the six clear and cloudy terms.
+    trainable input): the reader stores these three instead of the six clear and
+    cloudy terms, in float32 as this function rounds them
+    (:func:`empirical_seaice.all_sky.all_sky_fields`, tested bit for bit).
     """
     f = cloud_fraction.unsqueeze(-1)
     tau_eff = torch.lerp(tau, tau_cld, f)

@@ -2,8 +2,8 @@
 
 What the observation operator (:class:`~empirical_seaice.model.operator.HybridNetwork`) reads:
 every observation packed once on the training device (the per-observation fields, the
-channels, and the all-sky atmosphere folded into one effective specular atmosphere by
-:func:`empirical_seaice.model.physics.effective_atmosphere`, data only), and minibatches
+channels, and the all-sky atmosphere as one effective specular atmosphere, data only, as the
+observations hold it: :mod:`empirical_seaice.all_sky`), and minibatches
 cut from it by index.
 """
 
@@ -26,8 +26,6 @@ PER_OBS_FLOAT_FIELDS = ("t_skin_k", "wind_ms", "cloud_fraction", "cos2_scan", "c
 """Per-observation float fields carried by a :class:`Batch`, in packing order."""
 PACKED_CHANNEL_FIELDS = ("tb_obs_k", "emis_water", "tau_eff", "down_eff_k", "const_k")
 """Per-channel float fields of the packed float table, in packing order (the mask is in the integers)."""
-ATMOSPHERE_FIELDS = ("tau", "t_down_k", "t_up_k", "tau_cld", "t_down_cld_k", "t_up_cld_k")
-"""The Observations' clear and cloudy atmosphere, packed as (``tau_eff``, ``down_eff_k``, ``const_k``)."""
 INT_FIELDS = ("igrid", "istep", "isensor")
 """Integer fields of the packed integer table, in packing order; the channel mask's words follow."""
 MASK_COLUMN = len(INT_FIELDS)
@@ -76,9 +74,8 @@ class ObservationTensors:
     Floats are packed into one (nobs, 5 + 5 W) tensor: the per-observation
     fields, then ``tb_obs_k``, ``emis_water`` and the
     effective all-sky atmosphere ``tau_eff``, ``down_eff_k``, ``const_k``
-    computed here once from the six clear and cloudy terms
-    (:func:`physics.effective_atmosphere`; data only, so a step does not
-    redo it, and a row is a third shorter), each over the observation's own sensor's channels:
+    (the observations' own: the reader folds the six clear and cloudy terms into them,
+    :mod:`empirical_seaice.all_sky`), each over the observation's own sensor's channels:
     ``W`` (:attr:`width`) is the most channels any one sensor has, and column ``k`` of a row's
     channel field is basis channel :attr:`channel_map` ``[isensor, k]`` (the sensor's channels in
     basis order; ``nchan`` past the sensor's last, zeros). A sensor's row then carries its own channels
@@ -168,18 +165,11 @@ class ObservationTensors:
                 block[:, self._slices[name][0]] = finite(name, rows)
             block[:, self._slices["cos2_scan"][0]] = _cos2_scan(obs, rows, np_dtype)
             block[:, self._slices["cos_view"][0]] = _cos_view(obs, rows)
-            for name in ("tb_obs_k", "emis_water"):
+            for name in PACKED_CHANNEL_FIELDS:
                 a, b = self._slices[name]
                 block[:, a:b] = own(finite(name, rows))
             mask = torch.from_numpy(np.asarray(obs.mask[rows], dtype=bool))
             ints_np[rows, MASK_COLUMN:] = mask_words(own(mask).numpy())
-            atmosphere = physics.effective_atmosphere(
-                **{name: finite(name, rows) for name in ATMOSPHERE_FIELDS},
-                cloud_fraction=finite("cloud_fraction", rows),
-            )
-            for name, value in zip(("tau_eff", "down_eff_k", "const_k"), atmosphere, strict=True):
-                a, b = self._slices[name]
-                block[:, a:b] = own(value)
         for k, name in enumerate(INT_FIELDS):  # int32: grid points, steps and sensors < 2**31
             ints_np[:, k] = getattr(obs, name)
 
@@ -331,7 +321,6 @@ __all__ = [
     "ObservationBlocks",
     "PER_OBS_FLOAT_FIELDS",
     "PACKED_CHANNEL_FIELDS",
-    "ATMOSPHERE_FIELDS",
     "INT_FIELDS",
     "MASK_COLUMN",
     "channel_map",
