@@ -181,11 +181,14 @@ def test_a_follower_gives_the_lead_blocks_rows_whatever_its_own_blocks():
             assert first == 1 and fill == np.float32(-1.0)
 
 
-def test_the_atmosphere_read_with_variables_chunked_each_their_own_way(dataset, tmp_path):
+@pytest.mark.parametrize("fold_rows", [5, 8192])
+def test_the_atmosphere_read_with_variables_chunked_each_their_own_way(dataset, monkeypatch, fold_rows):
     """The six atmosphere variables are read together block by block: a cloudy one chunked unlike the clear
-    ones (deflated, 7-row chunks) gives the same observations as plain storage."""
+    ones (deflated, 7-row chunks) gives the same observations as plain storage, folded in pieces of any size."""
     from empirical_seaice.all_sky import ALL_SKY_FIELDS
-    from empirical_seaice.io import read_training_data
+    from empirical_seaice.io import per_channel, read_training_data
+
+    monkeypatch.setattr(per_channel, "FOLD_ROWS", fold_rows)
 
     ds = dataset("C", sensors=("amsr2", "gmi"))
     plain, _ = read_training_data(ds.config, 1)
@@ -199,5 +202,6 @@ def test_the_atmosphere_read_with_variables_chunked_each_their_own_way(dataset, 
         var = f.createVariable("TDOWN_CLD", np.float32, ("n", "c"), zlib=True, shuffle=True, chunksizes=chunks)
         var[:] = values
     again, _ = read_training_data(ds.config, 1)
+    assert plain.mask.sum() > 0 and np.abs(plain.const_k).max() > 0
     for name in ("mask", *ALL_SKY_FIELDS):
         np.testing.assert_array_equal(getattr(again, name), getattr(plain, name), err_msg=name)

@@ -439,6 +439,11 @@ def _read_channels(
     scatter.check()
 
 
+FOLD_ROWS = 1 << 13
+"""Rows of the six atmosphere variables classified and folded at a time (:func:`_read_atmosphere`): 3.3 MB of
+scratch for 17 channels; the blocks as stored were up to 65,536 rows (27 MB, which stayed in the heap)."""
+
+
 class _Follower:
     """The rows of one variable in the blocks of another (the lead): :meth:`rows` gives rows ``[a, b)`` as they
     come from :func:`_variable_blocks`, as they are where the variable's own block is exactly ``[a, b)`` (the
@@ -491,7 +496,7 @@ def _read_atmosphere(
 
     Each variable's block is classified and counted as :func:`_read_channels` does into a block of its own
     (invalid values 0, the mask cleared, the row flagged), then the six are folded. The blocks follow the
-    first variable's (:class:`_Follower`)."""
+    first variable's (:class:`_Follower`), folded :data:`FOLD_ROWS` rows at a time."""
     keep = r.keep
     start, stop = _kept_span(keep)
     scatters = [_Scatter(r, name, basis, s) for name in ATMOSPHERE_VARIABLES]
@@ -499,21 +504,22 @@ def _read_atmosphere(
     followers = [_Follower(_variable_blocks(r, name, start, stop)) for name in ATMOSPHERE_VARIABLES[1:]]
     cmap = scatters[0].cmap
     cols = np.ascontiguousarray(cmap[cmap < basis.nchan])
-    scratch = np.zeros((len(ATMOSPHERE_VARIABLES), 0, basis.nchan), dtype=np.float32)
+    nvar = len(ATMOSPHERE_VARIABLES)
+    scratch = np.zeros((nvar, FOLD_ROWS, basis.nchan), dtype=np.float32)  # the columns the sensor lacks stay 0
     try:
         for a, b, values, first, fill in lead:
-            lo_k, hi_k = np.searchsorted(keep, [a, b])
-            rows = np.ascontiguousarray(keep[lo_k:hi_k] - a, dtype=np.int64)
-            d0, nk = offset + int(lo_k), int(hi_k - lo_k)
-            if scratch.shape[1] < nk:  # the kept rows, in the basis's columns (those the sensor lacks stay 0)
-                scratch = np.zeros((len(ATMOSPHERE_VARIABLES), nk, basis.nchan), dtype=np.float32)
-            m, dt = mask[d0 : d0 + nk], dirty[d0 : d0 + nk]
-            scatters[0](values, first, fill, rows, 0, scratch[0], m, dt)
-            for k, follower in enumerate(followers, start=1):
-                scatters[k](*follower.rows(a, b), rows, 0, scratch[k], m, dt)
-            if nk:
-                all_sky_rows(*(scratch[k, :nk] for k in range(len(ATMOSPHERE_VARIABLES))), cloud[d0 : d0 + nk], cols,
-                             *(arr[d0 : d0 + nk] for arr in arrays))  # fmt: skip
+            blocks = [(values, first, fill)] + [follower.rows(a, b) for follower in followers]
+            for p in range(a, b, FOLD_ROWS):  # a few MB of scratch whatever the storage's blocks
+                q = min(b, p + FOLD_ROWS)
+                lo_k, hi_k = np.searchsorted(keep, [p, q])
+                rows = np.ascontiguousarray(keep[lo_k:hi_k] - p, dtype=np.int64)
+                d0, nk = offset + int(lo_k), int(hi_k - lo_k)
+                m, dt = mask[d0 : d0 + nk], dirty[d0 : d0 + nk]
+                for k, (v, f, fl) in enumerate(blocks):
+                    scatters[k](v[p - a : q - a], f, fl, rows, 0, scratch[k], m, dt)
+                if nk:
+                    all_sky_rows(*(scratch[k, :nk] for k in range(nvar)), cloud[d0 : d0 + nk], cols,
+                                 *(arr[d0 : d0 + nk] for arr in arrays))  # fmt: skip
     finally:
         for blocks in [lead] + [f.blocks for f in followers]:
             blocks.close()  # each generator's file (its netCDF dataset) closed now, also after an error
