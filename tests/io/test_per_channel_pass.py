@@ -188,10 +188,9 @@ def test_the_atmosphere_read_with_variables_chunked_each_their_own_way(dataset, 
     from empirical_seaice.all_sky import ALL_SKY_FIELDS
     from empirical_seaice.io import per_channel, read_training_data
 
-    monkeypatch.setattr(per_channel, "FOLD_ROWS", fold_rows)
-
     ds = dataset("C", sensors=("amsr2", "gmi"))
     plain, _ = read_training_data(ds.config, 1)
+    monkeypatch.setattr(per_channel, "FOLD_ROWS", fold_rows)
     path = ds.root / "gmi" / "field_v2_TDOWN_CLD.nc"
     values = ds.fields["gmi"]["TDOWN_CLD"]
     path.unlink()
