@@ -215,12 +215,16 @@ def test_zenith_absent_gives_nan(dataset, layout):
     assert np.isnan(obs.zenith_deg).all() and obs.nobs == 40
 
 
-def test_transposed_channel_variable_is_accepted(dataset):
+@pytest.mark.parametrize("var", ["OBSVALUE", "TAUSFC_CLD"])
+def test_transposed_channel_variable_is_accepted(dataset, var):
+    """A (channel, observation) variable, read through the netCDF library; the atmosphere's among the
+    others read straight from their storage."""
     ds = dataset("B")
-    raw = ds.fields["amsr2"]["OBSVALUE"]
-    write_netcdf(ds.root / "field_v2_OBSVALUE.nc", {"OBSVALUE": np.ascontiguousarray(raw.T)})
+    raw = ds.fields["amsr2"]
+    write_netcdf(ds.root / f"field_v2_{var}.nc", {var: np.ascontiguousarray(raw[var].T)})
     obs, _ = read_training_data(ds.config, NLAG)
-    np.testing.assert_array_equal(obs.tb_obs_k, raw)
+    for key, want in _expected(raw).items():
+        np.testing.assert_array_equal(getattr(obs, key), want, err_msg=key)
 
 
 @pytest.mark.parametrize("period", [{}, {"stepstart": 1, "nsteps": 2}])
