@@ -508,21 +508,21 @@ def _read_atmosphere(
     scratch = np.zeros((nvar, FOLD_ROWS, basis.nchan), dtype=np.float32)  # the columns the sensor lacks stay 0
     try:
         for a, b, values, first, fill in lead:
-            blocks = [(values, first, fill)] + [follower.rows(a, b) for follower in followers]
+            pieces = [(values, first, fill)] + [follower.rows(a, b) for follower in followers]
             for p in range(a, b, FOLD_ROWS):  # a few MB of scratch whatever the storage's blocks
                 q = min(b, p + FOLD_ROWS)
                 lo_k, hi_k = np.searchsorted(keep, [p, q])
                 rows = np.ascontiguousarray(keep[lo_k:hi_k] - p, dtype=np.int64)
                 d0, nk = offset + int(lo_k), int(hi_k - lo_k)
                 m, dt = mask[d0 : d0 + nk], dirty[d0 : d0 + nk]
-                for k, (v, f, fl) in enumerate(blocks):
+                for k, (v, f, fl) in enumerate(pieces):
                     scatters[k](v[p - a : q - a], f, fl, rows, 0, scratch[k], m, dt)
                 if nk:
                     all_sky_rows(*(scratch[k, :nk] for k in range(nvar)), cloud[d0 : d0 + nk], cols,
                                  *(arr[d0 : d0 + nk] for arr in arrays))  # fmt: skip
     finally:
-        for blocks in [lead] + [f.blocks for f in followers]:
-            blocks.close()  # each generator's file (its netCDF dataset) closed now, also after an error
+        for gen in [lead] + [f.blocks for f in followers]:
+            gen.close()  # each generator's file (its netCDF dataset) closed now, also after an error
     for scatter in scatters:
         scatter.check()
 
