@@ -45,9 +45,9 @@ read together block by block and folded into the effective atmosphere's fields
 (:data:`~empirical_seaice.all_sky.ALL_SKY_FIELDS`, :func:`~empirical_seaice.all_sky.all_sky_rows`)."""
 FIELDS = (*CHANNEL_VARIABLES.values(), *ALL_SKY_FIELDS)
 """The (nobs, nchan) float32 fields the pass makes, in the order it fills them."""
-_UNITS = (("OBSVALUE",), ("EMIS_WATER",), ATMOSPHERE_VARIABLES)
+_UNITS = (*((var,) for var in CHANNEL_VARIABLES), ATMOSPHERE_VARIABLES)
 """The variables read together, and the fields each unit fills (:data:`_UNIT_FIELDS`)."""
-_UNIT_FIELDS = (("tb_obs_k",), ("emis_water",), ALL_SKY_FIELDS)
+_UNIT_FIELDS = (*((field,) for field in CHANNEL_VARIABLES.values()), ALL_SKY_FIELDS)
 
 
 def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> Layout2D:
@@ -408,6 +408,13 @@ class _Scatter:
         stats.check(var_path(self.r.files, self.name), self.name)
 
 
+def _kept_rows(keep: np.ndarray, a: int, b: int) -> tuple[np.ndarray, int, int]:
+    """The kept observations among file rows ``[a, b)``: their rows in the block (int64, from ``a``), and
+    the first and the end of their positions in ``keep`` (their rows of the arrays, less the sensor's offset)."""
+    lo_k, hi_k = np.searchsorted(keep, [a, b])
+    return np.ascontiguousarray(keep[lo_k:hi_k] - a, dtype=np.int64), int(lo_k), int(hi_k)
+
+
 def _kept_span(keep: np.ndarray) -> tuple[int, int]:
     """The file rows from the first to the last kept observation: only the blocks that hold kept observations
     are read (and checked)."""
@@ -433,9 +440,8 @@ def _read_channels(
     keep = r.keep
     scatter = _Scatter(r, name, basis, s)
     for a, b, values, first, fill in _variable_blocks(r, name, *_kept_span(keep)):
-        lo_k, hi_k = np.searchsorted(keep, [a, b])
-        rows = np.ascontiguousarray(keep[lo_k:hi_k] - a, dtype=np.int64)
-        scatter(values, first, fill, rows, offset + int(lo_k), arr, mask, dirty)
+        rows, lo_k, _ = _kept_rows(keep, a, b)
+        scatter(values, first, fill, rows, offset + lo_k, arr, mask, dirty)
     scatter.check()
 
 
@@ -511,9 +517,8 @@ def _read_atmosphere(
             pieces = [(values, first, fill)] + [follower.rows(a, b) for follower in followers]
             for p in range(a, b, FOLD_ROWS):  # a few MB of scratch whatever the storage's blocks
                 q = min(b, p + FOLD_ROWS)
-                lo_k, hi_k = np.searchsorted(keep, [p, q])
-                rows = np.ascontiguousarray(keep[lo_k:hi_k] - p, dtype=np.int64)
-                d0, nk = offset + int(lo_k), int(hi_k - lo_k)
+                rows, lo_k, hi_k = _kept_rows(keep, p, q)
+                d0, nk = offset + lo_k, hi_k - lo_k
                 m, dt = mask[d0 : d0 + nk], dirty[d0 : d0 + nk]
                 for k, (v, f, fl) in enumerate(pieces):
                     scatters[k](v[p - a : q - a], f, fl, rows, 0, scratch[k], m, dt)
