@@ -11,6 +11,7 @@ import xarray as xr
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.products import classic
 from empirical_seaice.products.classic import classic_sic_maps, grid_daily_mean_tb, sic_rmse, write_classic_sic
+from empirical_seaice.products.open_water_filter import open_water_mask
 from empirical_seaice.products.sic_algorithms import (
     BOOTSTRAP_TIE_POINTS,
     NASA_TEAM_TIE_POINTS,
@@ -368,8 +369,13 @@ def test_classic_sic_maps_equal_the_numpy_functions_bit_for_bit(make_obs, monkey
         rows = np.lexsort((istep, isensor))
         tb, igrid, istep, isensor = tb[rows], igrid[rows], istep[rows], isensor[rows]
     obs = make_obs(tb, igrid, istep, isensor, sensors, ngrid, nstep, lat)
-    got = classic_sic_maps(obs)
+    got = classic_sic_maps(obs, open_water=True)  # the maps the same with the open-water flags as without
     assert sorted(set(bases)) == ([0, 16, 32] if order == "steps" else [0])
+    # the open-water filter's flags from the same means: its own gridding's, cell for cell
+    assert got.open_water_sensors == (0, 1, 2)
+    want_wet = open_water_mask(obs)
+    np.testing.assert_array_equal(got.open_water, want_wet)
+    assert 0.05 < want_wet.mean() < 0.95
     want = _numpy_classic(obs)
     maps = {**got.maps, **{f"{a}_{s}": v for (a, s), v in got.per_sensor.items()}}
     assert sorted(maps) == sorted(want)

@@ -24,7 +24,9 @@ the writes are sequential (a grid point's block of steps is one run of the maps)
 that of the numpy functions of :mod:`empirical_seaice.products.sic_algorithms`
 (:func:`~.sic_algorithms.nasa_team`, :func:`~.sic_algorithms.bootstrap`), operation for operation in
 the same order, so the maps are the same bit for bit (a test); the tie points come in as the numbers
-those functions compute from them (:func:`nasa_team_table`, :func:`bootstrap_table`).
+those functions compute from them (:func:`nasa_team_table`, :func:`bootstrap_table`). From the same
+means it can also flag the cells the open-water filter removes (:func:`_open_water`, the arithmetic of
+:func:`~.open_water_filter.open_water_flags`): the filter then needs no gridding of its own.
 """
 
 from __future__ import annotations
@@ -156,6 +158,15 @@ def _clip01_py(x):  # pragma: no cover - compiled
     return y if y < 1.0 else 1.0
 
 
+def _open_water_py(v19, v37, v22, has22):  # pragma: no cover - compiled
+    """The weather filter's flag of one cell: ``GR(37V/19V) > 0.05``, or (``has22``) ``GR(22V/19V) > 0.045``
+    (:func:`.open_water_filter.open_water_flags`' arithmetic: False where a TB is NaN)."""
+    wet = (v37 - v19) / (v37 + v19) > NT_GR3719_MAX
+    if has22:
+        wet = wet or (v22 - v19) / (v22 + v19) > NT_GR2219_MAX
+    return wet
+
+
 def _nasa_team_cell_py(v19, h19, v37, v22, has22, a, b, d):  # pragma: no cover - compiled
     """:func:`.nasa_team`'s filtered total of one cell, in its order of operations (``a``, ``b``, ``d``:
     the rows of :func:`nasa_team_table` as tuples)."""
@@ -166,10 +177,7 @@ def _nasa_team_cell_py(v19, h19, v37, v22, has22, a, b, d):  # pragma: no cover 
     c_fy = (((a[0] * 1.0 + a[1] * pr) + a[2] * gr) + a[3] * prgr) / den
     c_my = (((b[0] * 1.0 + b[1] * pr) + b[2] * gr) + b[3] * prgr) / den
     c = _clip01(c_fy + c_my)
-    wet = gr > NT_GR3719_MAX
-    if has22:
-        wet = wet or (v22 - v19) / (v22 + v19) > NT_GR2219_MAX
-    if wet and np.isfinite(c):
+    if _open_water(v19, v37, v22, has22) and np.isfinite(c):
         return 0.0
     return c
 
@@ -181,8 +189,15 @@ def _bootstrap_cell_py(v37, h37, v19, w):  # pragma: no cover - compiled
     return _clip01(c_a if c_a > BOOTSTRAP_AD_FRACTION else c_b)
 
 
+def _clear_cell_py(total, count, cell):  # pragma: no cover - compiled
+    """Zero the sums and counts of every channel of ``cell`` (the table ready for the next chunk or sensor)."""
+    for j in range(total.shape[1]):
+        total[cell, j] = 0.0
+        count[cell, j] = 0
+
+
 def _classic_tiles_py(
-    total, count, ngrid, t_lo, t_hi, t_base, col, nt, has22, bt, north, out_nt, out_bt, sums, counts, s_base
+    total, count, ngrid, t_lo, t_hi, t_base, col, nt, has22, bt, north, out_nt, out_bt, sums, counts, s_base, wet
 ):  # pragma: no cover - compiled
     """NASA Team (``out_nt``, skipped when it has no rows) and Bootstrap (``out_bt``) of one sensor's
     sums table for steps ``t_lo:t_hi`` (whole blocks but the last; the table's first step ``t_base``, as
@@ -190,9 +205,12 @@ def _classic_tiles_py(
     sensor mean's ``sums[k, g, t - s_base]`` (0.0 otherwise, as numpy's ``where(ok, sic, 0.0)``) and
     counted in ``counts[k, g, t - s_base]`` (k = 0 NASA Team, 1 Bootstrap; ``s_base`` the first step of
     those arrays). Every cell read is left zero (sums and counts): the table is ready for the next chunk
-    or sensor without a pass of its own."""
+    or sensor without a pass of its own. ``wet`` (bool (grid, step), skipped when it has no rows): set True
+    where the cell's means flag open water (:func:`_open_water`, the open-water filter's flags), left as it
+    is elsewhere (the sensors' flags or-ed)."""
     do_nt = out_nt.shape[0] > 0
     do_bt = out_bt.shape[0] > 0
+    do_wet = wet.shape[0] > 0
     # columns and tie points as scalars and tuples, out of the loop: the cell functions take no array
     # (an array argument costs a reference count per call where numba does not inline the call)
     j19v, j19h, j37v, j37h, j22v = col[COL_19V], col[COL_19H], col[COL_37V], col[COL_37H], col[COL_22V]
@@ -210,11 +228,11 @@ def _classic_tiles_py(
                 v19 = _mean(total[cell, j19v], count[cell, j19v])
                 v37 = _mean(total[cell, j37v], count[cell, j37v])
                 h19 = _mean(total[cell, j19h], count[cell, j19h]) if do_nt else np.nan
-                v22 = _mean(total[cell, j22v], count[cell, j22v]) if do_nt and has22 else np.nan
+                v22 = _mean(total[cell, j22v], count[cell, j22v]) if (do_nt or do_wet) and has22 else np.nan
                 h37 = _mean(total[cell, j37h], count[cell, j37h]) if do_bt else np.nan
-                for j in range(total.shape[1]):  # every channel of the cell, 37V or not
-                    total[cell, j] = 0.0
-                    count[cell, j] = 0
+                _clear_cell(total, count, cell)  # every channel of the cell, 37V or not
+                if do_wet and _open_water(v19, v37, v22, has22):  # also without 37V: GR(22V/19V) alone
+                    wet[g, t] = True
                 if not seen:
                     if do_nt:
                         out_nt[g, t] = np.float32(np.nan)
@@ -260,6 +278,8 @@ try:
     _cell_index = njit(**_opts)(_cell_index_py)
     _mean = njit(**_opts)(_mean_py)
     _clip01 = njit(**_opts)(_clip01_py)
+    _open_water = njit(**_opts)(_open_water_py)
+    _clear_cell = njit(**_opts)(_clear_cell_py)
     _nasa_team_cell = njit(**_opts)(_nasa_team_cell_py)
     _bootstrap_cell = njit(**_opts)(_bootstrap_cell_py)
     sensor_rows = njit(**_opts)(_sensor_rows_py)
@@ -271,6 +291,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     _cell_index = _cell_index_py
     _mean, _clip01, _nasa_team_cell, _bootstrap_cell = _mean_py, _clip01_py, _nasa_team_cell_py, _bootstrap_cell_py
+    _open_water, _clear_cell = _open_water_py, _clear_cell_py
     sensor_rows, step_chunk_rows, cell_sums = _sensor_rows_py, _step_chunk_rows_py, _cell_sums_py
     means_in_place = _means_in_place_py
     classic_tiles, sensor_mean = _classic_tiles_py, _sensor_mean_py

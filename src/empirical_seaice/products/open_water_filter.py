@@ -26,6 +26,8 @@ same layout as ``seaice_TAG.nc``); off with ``--no-open-water-filter``.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 from empirical_seaice.products.classic import grid_daily_mean_tb
@@ -44,11 +46,15 @@ def open_water_flags(tb19v_k, tb37v_k, tb22v_k=None) -> np.ndarray:
     return np.asarray(wet)
 
 
-def open_water_mask(obs) -> np.ndarray:
-    """(ngrid, nstep) bool: the daily-mean TBs of some sensor flag open water (:func:`open_water_flags`)."""
+def open_water_mask(obs, known: np.ndarray | None = None, done: Collection[int] = ()) -> np.ndarray:
+    """(ngrid, nstep) bool: the daily-mean TBs of some sensor flag open water (:func:`open_water_flags`).
+    ``known``: the flags of the sensors ``done`` already (the classic algorithms' gridding gives them,
+    :func:`~.classic.classic_sic_maps` ``open_water``): only the other sensors are gridded here."""
     names = obs.basis.channel_index
-    mask = np.zeros((obs.ngrid, obs.nstep), dtype=bool)
+    mask = np.zeros((obs.ngrid, obs.nstep), dtype=bool) if known is None else np.array(known, dtype=bool)
     for s in range(len(obs.basis.sensor_names)):
+        if s in done:
+            continue
         present = obs.basis.present[s]
         if not all(c in names and present[names[c]] for c in ("19v", "37v")):
             continue

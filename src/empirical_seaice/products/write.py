@@ -174,10 +174,11 @@ def classic_summary(
 
 
 def _open_water_filtered(
-    network, obs, background, output, tag, data_cfg, truth, counts: np.ndarray | None = None
+    network, obs, background, output, tag, data_cfg, truth, counts: np.ndarray | None = None, classic_maps=None
 ) -> tuple[list[Path], list[str]]:
     """``seaice_filtered_TAG.nc`` and its summary line (the SIC RMSE vs truth with the filter; ``counts``:
-    the gridded product's observations per cell, which give the observed points without another pass)."""
+    the gridded product's observations per cell, which give the observed points without another pass;
+    ``classic_maps``: the classic algorithms' maps, whose gridding gave the flags of their sensors)."""
     from empirical_seaice.io import outputs as out
     from empirical_seaice.products.diagnostics import observed_points
     from empirical_seaice.products.open_water_filter import filter_sic, open_water_mask
@@ -185,7 +186,9 @@ def _open_water_filtered(
     st = network.state
     sic = st.sic_array()
     mask = np.zeros(sic.shape, dtype=bool)
-    mask[:, st.nlag :] = open_water_mask(obs)
+    known = getattr(classic_maps, "open_water", None)
+    done = classic_maps.open_water_sensors if known is not None else ()
+    mask[:, st.nlag :] = open_water_mask(obs, known, done)
     filtered = filter_sic(sic, mask)
     spd = getattr(data_cfg, "steps_per_day", 1) if data_cfg else 1
     jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, spd)
@@ -283,14 +286,14 @@ def write_products(
     if options.classic:
         stage("classic SIC")
         classic_maps, files_c, lines_c = _classic(
-            network, obs, background, output, tag, spd, truth, report, inputs.nobs_cell
+            network, obs, background, output, tag, spd, truth, report, inputs.nobs_cell, options.open_water_filter
         )
         files += files_c
         lines += lines_c
     if options.open_water_filter:
         stage("open-water filter")
         files_owf, lines_owf = _open_water_filtered(
-            network, obs, background, output, tag, data_cfg, truth, inputs.nobs_cell
+            network, obs, background, output, tag, data_cfg, truth, inputs.nobs_cell, classic_maps
         )
         files += files_owf
         lines += lines_owf
@@ -344,12 +347,14 @@ def _classic(
     truth: Any,
     report: dict[str, Any] | None,
     counts: np.ndarray | None = None,
+    open_water: bool = False,
 ) -> tuple[Any, list[Path], list[str]]:
     """NASA Team and Bootstrap SIC: ``classic_sic_TAG.nc``, their summary lines and (with a truth) their
-    scores in ``report`` (``counts``: the observations per cell, for :func:`classic_scores`); (None, [],
-    []) when the run's channels do not allow them."""
+    scores in ``report`` (``counts``: the observations per cell, for :func:`classic_scores`; ``open_water``:
+    the open-water filter's flags too, for the filter that follows); (None, [], []) when the run's
+    channels do not allow them."""
     try:
-        classic_maps = classic.classic_sic_maps(obs)
+        classic_maps = classic.classic_sic_maps(obs, open_water=open_water)
     except SeaIceError as exc:  # e.g. a run without 19/37 GHz channels
         log.warning("classic SIC not computed: %s", exc)
         return None, [], []
