@@ -22,6 +22,10 @@ freeze-up 0.0761 -> 0.0637, summer 0.0912 -> 0.0846, south 0.0953 ->
 0.0791, AMSR2-only v1 0.0897 -> 0.0837 (threshold 0.3 chosen on the
 freeze-up case). Written as ``seaice_filtered_TAG.nc`` (variable ``seaice``,
 same layout as ``seaice_TAG.nc``); off with ``--no-open-water-filter``.
+
+In a run the classic algorithms' pass gives the flags of the sensors it grids from its own daily
+means (:func:`~.classic.classic_sic_maps` ``open_water``, the same arithmetic compiled), and
+:func:`open_water_mask` grids only the others.
 """
 
 from __future__ import annotations
