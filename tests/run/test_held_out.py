@@ -134,3 +134,37 @@ def test_the_held_out_table_takes_increasing_rows_only(trained):
         with pytest.raises(ValueError, match="the rows must be increasing"):
             _held_out_tensors(obs, np.array(rows), "cpu")
     assert _held_out_tensors(obs, np.array([1, 3]), "cpu").obs_rows.tolist() == [1, 3]
+
+
+def test_the_trainings_rows_read_give_the_same_rows_and_fit_counting_once(trained, monkeypatch):
+    """The training's build hands over the rows its observations read (``Built.rows_read``): the rows only
+    the held-out observations read are the ones a recount gives, and the fit from them ends on the same
+    state to the bit, counting the held-out observations once and the training ones not at all."""
+    from empirical_seaice.run import factory, held_out
+
+    obs, background, model, cost, cfg, built, train, valid, gen = trained
+    want = held_out_only_rows(obs, model.nlag, train, valid)
+    got = held_out_only_rows(obs, model.nlag, train, valid, train_read=built.rows_read)
+    for w, g in zip(want, got, strict=True):
+        np.testing.assert_array_equal(g, w)
+        assert 0 < w.sum() < w.size
+    nets = []
+    for _ in range(2):  # two copies of the trained network
+        net = build_network(obs, background, model, cost, optimizer=cfg.optimizer, generator=gen, counted=train)
+        net.network.load_state_dict(built.network.state_dict())
+        nets.append(net.network)
+    fit_held_out_state(nets[0], obs, background, model, cost, cfg, train, valid, 2)
+    counted = []
+    count = held_out.build_row_counts
+
+    def spy(*args, index=None):
+        counted.append(len(index))
+        return count(*args, index=index)
+
+    monkeypatch.setattr(held_out, "build_row_counts", spy)
+    monkeypatch.setattr(factory, "build_row_counts", spy)
+    fit_held_out_state(nets[1], obs, background, model, cost, cfg, train, valid, 2, train_read=built.rows_read)
+    assert counted == [len(valid)]
+    a, b = nets[0].state_dict(), nets[1].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["state.props_obs.weight"], built.network.state_dict()["state.props_obs.weight"])

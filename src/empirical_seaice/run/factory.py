@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from empirical_seaice.config import CostConfig, ModelConfig, TrainingConfig
-from empirical_seaice.cost.sampling import build_row_counts
+from empirical_seaice.cost.sampling import RowCounts, build_row_counts
 from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.model.tensors import ObservationTensors, channel_map
 from empirical_seaice.observations import BackgroundMaps, Observations
@@ -57,12 +57,17 @@ class Built:
     n_warm_rows : the observed SIC rows with a temperature, of the counted observations (the
         warm-ice mean's; the row counts themselves, two float64 values per SIC row, live in the
         network as its sampled priors' weights and are not kept here).
+    rows_read : the SIC-map rows and the grid-property rows that a counted observation reads, as
+        bits (``numpy.packbits`` of ``count > 0``, 1 MB on the ``benchmark`` twin): what the held-out
+        fit asks of the training observations (:func:`empirical_seaice.run.held_out.held_out_only_rows`)
+        without counting them again.
     """
 
     network: HybridNetwork
     data: ObservationTensors | None
     nobs_train: int
     n_warm_rows: int
+    rows_read: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def build_network(
@@ -78,6 +83,7 @@ def build_network(
     prior_mode: str | None = None,
     data: ObservationTensors | None = None,
     pack: bool = True,
+    row_counts: RowCounts | None = None,
 ) -> Built:
     """The hybrid network for ``obs``, its observation tensors and the cost normalisation.
 
@@ -99,12 +105,16 @@ def build_network(
         the same observations: they are read only); None = pack them.
     pack : False: leave ``obs`` unpacked (``Built.data`` None), for a run that only simulates them,
         packing a block at a time (``--diagsonly``: the whole table is most of such a run's memory).
+    row_counts : the row counts of ``counted`` (:func:`~empirical_seaice.cost.sampling.build_row_counts`)
+        where the caller has them already; None = count them here.
     """
     # the packed tables first: their pages come in on a background thread while the row counts and the
     # network are built (ObservationTensors.tables)
     width = channel_map(obs.basis).shape[1]
     tables = ObservationTensors.tables(obs.nobs, width) if data is None and pack else None
-    counts = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep, index=counted)
+    if row_counts is None:
+        row_counts = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep, index=counted)
+    counts = row_counts
     dense = optimizer in ("dense-adam", "dense")
     network = HybridNetwork(
         model,
@@ -120,7 +130,8 @@ def build_network(
     network.to(device)
     if data is None and pack:
         data = ObservationTensors(obs, device, into=tables)
-    return Built(network=network, data=data, nobs_train=counts.nobs, n_warm_rows=counts.n_warm_rows)
+    rows_read = (np.packbits(counts.sic > 0), np.packbits(counts.grid > 0))
+    return Built(network, data, counts.nobs, counts.n_warm_rows, rows_read)
 
 
 def build_trainer(

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from empirical_seaice.config import CostConfig, ModelConfig, TrainingConfig
-from empirical_seaice.cost.sampling import build_row_counts
+from empirical_seaice.cost.sampling import RowCounts, build_row_counts
 from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
@@ -43,13 +43,26 @@ _COPY_ROWS = 1 << 18
 
 
 def held_out_only_rows(
-    obs: Observations, nlag: int, train_index: np.ndarray, valid_index: np.ndarray
+    obs: Observations,
+    nlag: int,
+    train_index: np.ndarray,
+    valid_index: np.ndarray,
+    train_read: tuple[np.ndarray, np.ndarray] | None = None,
+    valid: RowCounts | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Boolean masks of the SIC-map rows and grid-property rows that held-out observations read and no
-    training observation does."""
-    train = build_row_counts(obs, nlag, obs.ngrid, obs.nstep, index=train_index)
-    valid = build_row_counts(obs, nlag, obs.ngrid, obs.nstep, index=valid_index)
-    return (train.sic == 0) & (valid.sic > 0), (train.grid == 0) & (valid.grid > 0)
+    training observation does. ``train_read``: the rows the training observations read, as the training's
+    build gave them (:attr:`~empirical_seaice.run.factory.Built.rows_read`); ``valid``: the held-out
+    observations' row counts; None = count them here."""
+    if valid is None:
+        valid = build_row_counts(obs, nlag, obs.ngrid, obs.nstep, index=valid_index)
+    if train_read is None:
+        train = build_row_counts(obs, nlag, obs.ngrid, obs.nstep, index=train_index)
+        sic_read, grid_read = train.sic > 0, train.grid > 0
+    else:
+        sizes = (valid.sic.size, valid.grid.size)
+        sic_read, grid_read = (np.unpackbits(b, count=n).view(bool) for b, n in zip(train_read, sizes, strict=True))
+    return ~sic_read & (valid.sic > 0), ~grid_read & (valid.grid > 0)
 
 
 def fit_held_out_state(
@@ -63,6 +76,7 @@ def fit_held_out_state(
     valid_index: np.ndarray,
     nepochs: int,
     data: ObservationTensors | None = None,
+    train_read: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Fit the state rows read only by the held-out observations of ``network`` (over every observation
     of ``obs``); returns the rows it set, per table (``"sic"``, ``"grid"``, ``"obs"``).
@@ -74,11 +88,15 @@ def fit_held_out_state(
     observation reads are unchanged on return. ``data``: the observation tensors of the whole
     ``obs`` to read (shared, read only); None = pack the held-out observations alone (a tenth of the
     table at the default fraction: the run frees the training's table before the fit). Both give
-    the same fit to the bit: the batches are the same observations in the same order.
+    the same fit to the bit: the batches are the same observations in the same order. ``train_read``:
+    the rows the training observations read (the training's :attr:`Built.rows_read
+    <empirical_seaice.run.factory.Built.rows_read>`); None = count the training observations again.
+    The held-out observations are counted once, for the rows only they read and the fit's priors.
     """
     device = next(network.parameters()).device
     # which rows only the held-out observations read: counted before the refit's network and slab exist
-    sic_only, grid_only = held_out_only_rows(obs, model.nlag, train_index, valid_index)
+    valid = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep, index=valid_index)
+    sic_only, grid_only = held_out_only_rows(obs, model.nlag, train_index, valid_index, train_read, valid)
     refit = build_network(
         obs,
         background,
@@ -90,7 +108,9 @@ def fit_held_out_state(
         counted=valid_index,
         prior_mode="sampled",
         data=data if data is not None else _held_out_tensors(obs, np.sort(valid_index), device),
+        row_counts=valid,
     )
+    del valid  # the network keeps the weights it needs: not under the fit
     refit.network.load_state_dict(network.state_dict())
     cfg = replace(
         training,

@@ -446,6 +446,7 @@ def _fit_held_out(plan: RunPlan, built, obs, background, split, history, display
         split[1],
         held_out_epochs(history, plan.train_cfg.early_stopping),
         # the training's table is freed: the fit packs the held-out observations alone
+        train_read=built.rows_read,  # the rows the training observations read: not counted again
     )
 
 
