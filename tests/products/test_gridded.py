@@ -134,6 +134,27 @@ def test_gridded_errors(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
+def test_cell_mean_equals_numpys_bincount_means_bit_for_bit():
+    """The compiled sums are numpy's (float64 in observation order): the means the same to the bit, 0 and a
+    count of 0 in empty cells; an observation outside the grid or the steps is an error."""
+    rng = np.random.default_rng(3)
+    ngrid, nstep, n = 40, 30, 5000
+    g, t = rng.integers(0, ngrid, n).astype(np.int32), rng.integers(0, nstep, n).astype(np.int32)
+    q = rng.normal(0, 1, (n, 2)).astype(np.float32) * np.float32(1e3) ** rng.integers(-2, 3, (n, 2))
+    mean, count = cell_mean(q, g, t, ngrid, nstep)
+    cell = g.astype(np.int64) * nstep + t
+    want_n = np.bincount(cell, minlength=ngrid * nstep)
+    for j in range(2):
+        s = np.bincount(cell, weights=q[:, j].astype(np.float64), minlength=ngrid * nstep)
+        want = np.where(want_n > 0, s / np.maximum(want_n, 1), 0.0).astype(np.float32).reshape(ngrid, nstep)
+        np.testing.assert_array_equal(mean[..., j].view(np.uint32), want.view(np.uint32))
+    np.testing.assert_array_equal(count, want_n.reshape(ngrid, nstep))
+    assert (count == 0).sum() > 10 and count.max() > 10
+    for bad in ((ngrid, 0), (-1, 0), (0, nstep)):
+        with pytest.raises(ValueError, match="outside"):
+            cell_mean(q[:3], np.array([0, bad[0], 1]), np.array([0, bad[1], 1]), ngrid, nstep)
+
+
 def test_cell_mean_and_time_bounds_hand_values():
     mean, count = cell_mean(np.array([[1.0], [3.0], [5.0]]), [0, 0, 1], [1, 1, 0], 2, 2)
     assert mean[0, 1, 0] == 2.0 and mean[1, 0, 0] == 5.0 and mean[0, 0, 0] == 0.0

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -85,20 +85,54 @@ def cell_mean(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean of per-observation ``values`` (nobs, k) over each (grid, step) cell.
 
+    The sums are float64, observation by observation in observation order (the values of
+    ``numpy.bincount``'s sums), in one compiled pass (:func:`_cell_sums`; 0.43 s of numpy's passes and
+    temporaries on the ``benchmark`` twin before), and the mean their quotient by the count.
+
     Returns
     -------
     mean : float32 (ngrid, nstep, k), 0 where a cell has no observation.
     count : int64 (ngrid, nstep).
+
+    Raises
+    ------
+    ValueError
+        An observation outside the grid or the steps.
     """
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values)
     k = values.shape[1]
-    cell = np.asarray(igrid, dtype=np.int64) * nstep + np.asarray(istep, dtype=np.int64)
-    count = np.bincount(cell, minlength=ngrid * nstep)
-    mean = np.zeros((ngrid * nstep, k))
-    for j in range(k):
-        s = np.bincount(cell, weights=values[:, j], minlength=ngrid * nstep)
-        mean[:, j] = np.where(count > 0, s / np.maximum(count, 1), 0.0)
+    sums = np.zeros((ngrid * nstep, k))
+    count = np.zeros(ngrid * nstep, dtype=np.int64)
+    g, t = np.asarray(igrid), np.asarray(istep)
+    if not _cell_sums(values, g, t, ngrid, nstep, sums, count):
+        raise ValueError(f"cell_mean: an observation outside the {ngrid} grid points and {nstep} steps")
+    seen = count > 0
+    mean = np.zeros_like(sums)
+    np.divide(sums, count[:, None], out=mean, where=seen[:, None])
     return mean.reshape(ngrid, nstep, k).astype(np.float32), count.reshape(ngrid, nstep)
+
+
+def _cell_sums_py(values, igrid, istep, ngrid, nstep, sums, count):  # pragma: no cover - compiled below
+    """Add each observation's row of ``values`` (float64) to ``sums`` and 1 to ``count`` at its cell
+    ``igrid * nstep + istep``, in observation order; False (the sums left part-way) where a cell is outside."""
+    for i in range(values.shape[0]):
+        g, t = igrid[i], istep[i]
+        if g < 0 or g >= ngrid or t < 0 or t >= nstep:
+            return False
+        c = np.int64(g) * nstep + t
+        count[c] += 1
+        for j in range(values.shape[1]):
+            sums[c, j] += np.float64(values[i, j])
+    return True
+
+
+_cell_sums: Any = _cell_sums_py
+try:
+    from empirical_seaice.compiled import njit
+
+    _cell_sums = njit(cache=True, nogil=True)(_cell_sums_py)
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    pass
 
 
 def step_time_bounds(jd_origin: float, stepstart: int, nstep: int, steps_per_day: int = 1) -> np.ndarray:
