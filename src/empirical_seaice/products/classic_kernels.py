@@ -189,14 +189,7 @@ def _bootstrap_cell_py(v37, h37, v19, w):  # pragma: no cover - compiled
     return _clip01(c_a if c_a > BOOTSTRAP_AD_FRACTION else c_b)
 
 
-def _clear_cell_py(total, count, cell):  # pragma: no cover - compiled
-    """Zero the sums and counts of every channel of ``cell`` (the table ready for the next chunk or sensor)."""
-    for j in range(total.shape[1]):
-        total[cell, j] = 0.0
-        count[cell, j] = 0
-
-
-def _classic_tiles_py(
+def _classic_tiles_py(  # noqa: C901 - one pass per cell: the means, the flags, two algorithms, the sensor means
     total, count, ngrid, t_lo, t_hi, t_base, col, nt, has22, bt, north, out_nt, out_bt, sums, counts, s_base, wet
 ):  # pragma: no cover - compiled
     """NASA Team (``out_nt``, skipped when it has no rows) and Bootstrap (``out_bt``) of one sensor's
@@ -230,7 +223,9 @@ def _classic_tiles_py(
                 h19 = _mean(total[cell, j19h], count[cell, j19h]) if do_nt else np.nan
                 v22 = _mean(total[cell, j22v], count[cell, j22v]) if (do_nt or do_wet) and has22 else np.nan
                 h37 = _mean(total[cell, j37h], count[cell, j37h]) if do_bt else np.nan
-                _clear_cell(total, count, cell)  # every channel of the cell, 37V or not
+                for j in range(total.shape[1]):  # every channel of the cell, 37V or not
+                    total[cell, j] = 0.0
+                    count[cell, j] = 0
                 if do_wet and _open_water(v19, v37, v22, has22):  # also without 37V: GR(22V/19V) alone
                     wet[g, t] = True
                 if not seen:
@@ -279,7 +274,6 @@ try:
     _mean = njit(**_opts)(_mean_py)
     _clip01 = njit(**_opts)(_clip01_py)
     _open_water = njit(**_opts)(_open_water_py)
-    _clear_cell = njit(**_opts)(_clear_cell_py)
     _nasa_team_cell = njit(**_opts)(_nasa_team_cell_py)
     _bootstrap_cell = njit(**_opts)(_bootstrap_cell_py)
     sensor_rows = njit(**_opts)(_sensor_rows_py)
@@ -291,7 +285,7 @@ try:
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     _cell_index = _cell_index_py
     _mean, _clip01, _nasa_team_cell, _bootstrap_cell = _mean_py, _clip01_py, _nasa_team_cell_py, _bootstrap_cell_py
-    _open_water, _clear_cell = _open_water_py, _clear_cell_py
+    _open_water = _open_water_py
     sensor_rows, step_chunk_rows, cell_sums = _sensor_rows_py, _step_chunk_rows_py, _cell_sums_py
     means_in_place = _means_in_place_py
     classic_tiles, sensor_mean = _classic_tiles_py, _sensor_mean_py
