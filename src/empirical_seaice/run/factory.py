@@ -130,8 +130,13 @@ def build_network(
     network.to(device)
     if data is None and pack:
         data = ObservationTensors(obs, device, into=tables)
-    rows_read = (np.packbits(counts.sic > 0), np.packbits(counts.grid > 0))
-    return Built(network, data, counts.nobs, counts.n_warm_rows, rows_read)
+    return Built(
+        network=network,
+        data=data,
+        nobs_train=counts.nobs,
+        n_warm_rows=counts.n_warm_rows,
+        rows_read=(np.packbits(counts.sic > 0), np.packbits(counts.grid > 0)),
+    )
 
 
 def build_trainer(
