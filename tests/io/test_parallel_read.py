@@ -15,10 +15,11 @@ def _spoil_gmi(sensor, f):
         f["TDOWN"][:30] = np.nan  # 75 % of the second sensor's values missing
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_threaded_read_equals_one_thread(dataset, tmp_path, monkeypatch, threads):
+@pytest.mark.parametrize("threads, part_rows", [(1, 1 << 18), (2, 1 << 18), (2, 1)])
+def test_threaded_read_equals_one_thread(dataset, tmp_path, monkeypatch, threads, part_rows):
     """Every array of a three-sensor read, with bad values in some rows, equals the one-thread read
-    bit for bit, from the NetCDF files and from the cache the threaded read builds."""
+    bit for bit, from the NetCDF files and from the cache the threaded read builds; also with every
+    sensor's atmosphere read in two parts (``part_rows`` 1)."""
 
     def spoil(sensor, f):
         f["OBSVALUE"][3, 1] = np.nan  # a dirty row: its other fields are zeroed
@@ -28,6 +29,8 @@ def test_threaded_read_equals_one_thread(dataset, tmp_path, monkeypatch, threads
     monkeypatch.setattr(per_channel, "THREADS", 1)
     want, bg_want = read_training_data(ds.config, 1)
     monkeypatch.setattr(per_channel, "THREADS", threads)
+    monkeypatch.setattr(per_channel, "ATMOSPHERE_PART_ROWS", part_rows)
+    assert len(per_channel._parts(20)) == (2 if part_rows == 1 else 1)
     for cache_dir in (None, tmp_path / "cache", tmp_path / "cache"):  # fresh, building, hit
         got, bg = read_training_data(ds.config, 1, cache_dir=cache_dir)
         assert got.source_digest == want.source_digest
@@ -37,11 +40,14 @@ def test_threaded_read_equals_one_thread(dataset, tmp_path, monkeypatch, threads
     assert (~want.mask[want.isensor == 0]).any()  # the bad values were seen
 
 
-def test_threaded_read_error_is_the_first_pairs_one_line(dataset, monkeypatch):
+@pytest.mark.parametrize("part_rows", [1 << 18, 1])
+def test_threaded_read_error_is_the_first_pairs_one_line(dataset, monkeypatch, part_rows):
     """Two sensors' TDOWN mostly missing: on two threads the error is still one line naming the first
-    sensor's file in the sequential order (gmi before ssmisf17)."""
+    sensor's file in the sequential order (gmi before ssmisf17); with the atmosphere read in two parts
+    (``part_rows`` 1: the first all missing, the second half) the count is the whole sensor's (75 %)."""
     ds = dataset("C", sensors=("amsr2", "gmi", "ssmisf17"), edit=_spoil_gmi)
     monkeypatch.setattr(per_channel, "THREADS", 2)
+    monkeypatch.setattr(per_channel, "ATMOSPHERE_PART_ROWS", part_rows)
     with pytest.raises(SeaIceError) as info:
         read_training_data(ds.config, 1)
     msg = str(info.value)

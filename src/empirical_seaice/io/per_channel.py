@@ -113,7 +113,11 @@ def read_per_channel(
         mask[offsets[s] : offsets[s] + r.keep.size, basis.present[s]] = True
     cloud = out["cloud_fraction"]
     lock = threading.Lock()
-    left = [len(reads)] * len(_UNITS)
+    # the atmosphere's pairs, 10-50 times the others' work, in parts of the sensor's kept rows: the two
+    # threads then end together instead of one waiting for the other's last sensor
+    parts = [_parts(r.keep.size) for r in reads]
+    left = [len(reads)] * len(CHANNEL_VARIABLES) + [sum(len(p) for p in parts)]
+    held: dict[int, list[list[_Scatter]]] = {s: [] for s in range(len(reads))}  # the parts' counts so far
 
     def fields(u: int) -> list[np.ndarray]:
         """Unit ``u``'s arrays, made at its first pair, with the next unit's (a cache's pages come in on
@@ -124,28 +128,61 @@ def read_per_channel(
                     out[key] = zeros(key, *shapes[key])
             return [out[key] for key in _UNIT_FIELDS[u]]
 
-    def task(item: tuple[int, int, SensorRead]) -> None:
-        u, s, r = item
+    def task(item: tuple[int, int, SensorRead, tuple[int, int]]) -> None:
+        u, s, r, (k0, k1) = item
         arrays = fields(u)
-        rows = slice(offsets[s], offsets[s] + r.keep.size)
+        rows = slice(offsets[s] + k0, offsets[s] + k1)
+        scatters: list[_Scatter] = []
         if u < len(CHANNEL_VARIABLES):
             _read_channels(r, _UNITS[u][0], arrays[0], mask, dirty, offsets[s], basis, s)
         else:
-            _read_atmosphere(r, arrays, cloud, mask, dirty, offsets[s], basis, s)
+            scatters = _read_atmosphere(r, arrays, cloud, mask, dirty, offsets[s], basis, s, (k0, k1))
         for arr in arrays:  # a cache's memory map: its written pages go to the file, not kept resident
             release_pages(arr, rows)
         with lock:
             left[u] -= 1
             last = left[u] == 0
+            whole = _add_part(held[s], scatters, len(parts[s]))
+        _check_parts(whole)  # once the sensor's every part is read: the range checks over all its rows
         if last and finished is not None:
             with lock:  # the cache writer's queue, as ``zeros`` under the same lock
                 for key in _UNIT_FIELDS[u]:
                     finished(key)
 
-    tasks = [(u, s, r) for u in range(len(_UNITS)) for s, r in enumerate(reads)]
+    tasks = [(u, s, r, (0, r.keep.size)) for u in range(len(CHANNEL_VARIABLES)) for s, r in enumerate(reads)]
+    tasks += [(len(CHANNEL_VARIABLES), s, r, part) for s, r in enumerate(reads) for part in parts[s]]
     _run_in_order(task, tasks, threads)
     _zero_masked(out, mask, dirty)
     return mask
+
+
+ATMOSPHERE_PART_ROWS = 1 << 18
+"""Kept rows of a sensor from which its atmosphere is read in two parts (:func:`read_per_channel`)."""
+
+
+def _parts(nkeep: int) -> list[tuple[int, int]]:
+    """A sensor's atmosphere parts: ranges of its kept rows (indices into ``keep``), two halves of a
+    sensor with :data:`ATMOSPHERE_PART_ROWS` or more (and two at least), else one."""
+    if nkeep < max(2, ATMOSPHERE_PART_ROWS):
+        return [(0, nkeep)]
+    return [(0, nkeep // 2), (nkeep // 2, nkeep)]
+
+
+def _add_part(held: list[list[_Scatter]], scatters: list[_Scatter], nparts: int) -> list[list[_Scatter]]:
+    """Hold one atmosphere part's counts (``scatters``: none for another unit) with the sensor's parts read
+    so far (``held``); returns them all once the sensor's ``nparts`` are read, else nothing."""
+    if not scatters:
+        return []
+    held.append(scatters)
+    return held if len(held) == nparts else []
+
+
+def _check_parts(parts: list[list[_Scatter]]) -> None:
+    """The range checks of a sensor's atmosphere variables over all its parts (their counts added up),
+    in the variables' order; nothing for no parts."""
+    for k, scatter in enumerate(parts[0] if parts else []):
+        scatter.merge(part[k] for part in parts[1:])
+        scatter.check()
 
 
 def _zero_masked(out: dict[str, np.ndarray], mask: np.ndarray, dirty: np.ndarray) -> None:
@@ -401,6 +438,13 @@ class _Scatter:
         cols = np.arange(values.shape[1] - first, dtype=np.int64) if self.every else self.fcols
         _scatter_block(values, cols + first, self.lo, self.hi, rows, d0, self.cmap, arr, mask, dirty, self.counts, fill)
 
+    def merge(self, others) -> None:
+        """Add the counts of the same variable's other parts (:class:`_Scatter` each) to these."""
+        for other in others:
+            c, o = self.counts, other.counts
+            c[:3] += o[:3]
+            c[3], c[4] = min(c[3], o[3]), max(c[4], o[4])
+
     def check(self) -> None:
         """The one-line error of a variable whose values are missing or out of range too often."""
         c = self.counts
@@ -495,16 +539,20 @@ def _read_atmosphere(
     offset: int,
     basis: ChannelBasis,
     s: int,
-) -> None:
+    part: tuple[int, int] | None = None,
+) -> list[_Scatter]:
     """Read the clear and cloudy columns' six variables of one sensor together, a block of rows at a time,
     and write their effective atmosphere (:func:`~empirical_seaice.all_sky.all_sky_rows`, with the rows'
-    ``cloud`` fraction) to ``arrays`` (``tau_eff``, ``down_eff_k``, ``const_k``) rows ``offset + keep``.
+    ``cloud`` fraction) to ``arrays`` (``tau_eff``, ``down_eff_k``, ``const_k``) rows ``offset + keep``;
+    ``part``: only the kept rows ``keep[k0:k1]`` (None: all). Returns each variable's counts for its
+    range check (:meth:`_Scatter.check`, done by the caller once every part is read).
 
     Each variable's block is classified and counted as :func:`_read_channels` does into a block of its own
     (invalid values 0, the mask cleared, the row flagged), then the six are folded. The blocks follow the
     first variable's (:class:`_Follower`), folded :data:`FOLD_ROWS` rows at a time."""
     keep = r.keep
-    start, stop = _kept_span(keep)
+    k0, k1 = (0, keep.size) if part is None else part
+    start, stop = _kept_span(keep[k0:k1])
     scatters = [_Scatter(r, name, basis, s) for name in ATMOSPHERE_VARIABLES]
     lead = _variable_blocks(r, ATMOSPHERE_VARIABLES[0], start, stop)
     followers = [_Follower(_variable_blocks(r, name, start, stop)) for name in ATMOSPHERE_VARIABLES[1:]]
@@ -528,8 +576,7 @@ def _read_atmosphere(
     finally:
         for gen in [lead] + [f.blocks for f in followers]:
             gen.close()  # each generator's file (its netCDF dataset) closed now, also after an error
-    for scatter in scatters:
-        scatter.check()
+    return scatters
 
 
 __all__ = ["ATMOSPHERE_VARIABLES", "CHANNEL_VARIABLES", "FIELDS", "channel_arrays", "read_per_channel", "warm_up"]
