@@ -3,7 +3,8 @@ block by block straight into preallocated float32 ``(nobs, nchan)`` arrays in th
 basis; invalid values clear the channel's mask and are zeroed in every field. The clear and cloudy
 columns' six variables are read together, block by block, and stored folded into the three fields of
 the effective all-sky atmosphere (:mod:`empirical_seaice.all_sky`): what the model uses, half the
-bytes.
+bytes. The pass runs on two threads, a (variable, sensor) pair at a time; the atmosphere's pairs, most of
+the work, are read in two parts of a sensor's rows each, so that the threads end together.
 """
 
 from __future__ import annotations
