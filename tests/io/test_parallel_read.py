@@ -56,6 +56,26 @@ def test_threaded_read_error_is_the_first_pairs_one_line(dataset, monkeypatch, p
     assert str(ds.root / "gmi") in msg
 
 
+def test_atmosphere_parts_count_the_rows_between_them(dataset, monkeypatch):
+    """The range checks count every row from the first kept observation to the last, also the dropped
+    ones where the parts meet: gmi's TDOWN missing in rows 0-20 of 40 (52 %) with rows 18-20 dropped
+    (no wind speed) is the same error in two parts as in one (the split falls on that gap)."""
+
+    def spoil(sensor, f):
+        if sensor == "gmi":
+            f["TDOWN"][:21] = np.nan
+            f["WINDSPEED10M"][18:21] = np.nan
+
+    ds = dataset("C", sensors=("amsr2", "gmi"), edit=spoil)
+    messages = []
+    for part_rows in (1 << 18, 1):
+        monkeypatch.setattr(per_channel, "ATMOSPHERE_PART_ROWS", part_rows)
+        with pytest.raises(SeaIceError, match="variable TDOWN mostly missing") as info:
+            read_training_data(ds.config, 1)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] and "52%" in messages[0]
+
+
 def test_duplicate_check_on_shared_times_counts_as_the_full_sort():
     """Sorting only the observations that share a time with another finds the duplicates (adjacent
     equal rows in (time, grid point) order) a sort of all of them finds."""

@@ -545,15 +545,18 @@ def _read_atmosphere(
     """Read the clear and cloudy columns' six variables of one sensor together, a block of rows at a time,
     and write their effective atmosphere (:func:`~empirical_seaice.all_sky.all_sky_rows`, with the rows'
     ``cloud`` fraction) to ``arrays`` (``tau_eff``, ``down_eff_k``, ``const_k``) rows ``offset + keep``;
-    ``part``: only the kept rows ``keep[k0:k1]`` (None: all). Returns each variable's counts for its
-    range check (:meth:`_Scatter.check`, done by the caller once every part is read).
+    ``part``: only the kept rows ``keep[k0:k1]`` (None: all), the file rows from ``keep[k0]`` to the next
+    part's first (the parts' rows tile the span :func:`_read_channels` reads, so the range checks count
+    the same rows). Returns each variable's counts for its range check (:meth:`_Scatter.check`, done by
+    the caller once every part is read).
 
     Each variable's block is classified and counted as :func:`_read_channels` does into a block of its own
     (invalid values 0, the mask cleared, the row flagged), then the six are folded. The blocks follow the
     first variable's (:class:`_Follower`), folded :data:`FOLD_ROWS` rows at a time."""
     keep = r.keep
     k0, k1 = (0, keep.size) if part is None else part
-    start, stop = _kept_span(keep[k0:k1])
+    start, stop = _kept_span(keep)
+    start, stop = (int(keep[k0]) if k0 > 0 else start), (int(keep[k1]) if k1 < keep.size else stop)
     scatters = [_Scatter(r, name, basis, s) for name in ATMOSPHERE_VARIABLES]
     lead = _variable_blocks(r, ATMOSPHERE_VARIABLES[0], start, stop)
     followers = [_Follower(_variable_blocks(r, name, start, stop)) for name in ATMOSPHERE_VARIABLES[1:]]
