@@ -184,6 +184,47 @@ def test_early_stopping_copies_the_best_state_only_when_another_epoch_trains(tmp
     assert resumed._best_state is not None and not resumed._best_is_current  # copied as epoch 2 started
 
 
+def test_early_stopping_copies_each_better_epoch_into_one_copy():
+    """Held-out observations between the start and the training's target: the held-out cost falls for five
+    epochs, then rises. Each better epoch's copy is made into the previous copy's tensors (no new memory
+    an epoch), and the restored parameters are those of a five-epoch run without early stopping."""
+
+    def case(nepochs, early_stopping):
+        nrow = 10
+        row = np.concatenate([np.repeat(np.arange(nrow), 20), np.arange(nrow)])
+        y = np.concatenate([np.full(200, 3.0), np.full(nrow, 1.0)])
+        x = np.random.default_rng(0).normal(size=row.size)
+        net, data = build(row, x, y, train_index=np.arange(200))
+        cfg = TrainingConfig(
+            nepochs=nepochs, batch_size=40, learning_rate=0.02, validation_fraction=0.05,
+            early_stopping=early_stopping, patience=2, reproducible=True,
+        )  # fmt: skip
+        return net, Trainer(net, data, cfg, np.arange(200), np.arange(200, 210), 200, progress=False)
+
+    net, trainer = case(12, True)
+    copies = []
+    keep = trainer._keep_best
+
+    def spied() -> None:
+        copying = trainer._best_is_current
+        keep()
+        if copying:
+            assert trainer._best_state is not None
+            copies.append({k: v.data_ptr() for k, v in trainer._best_state.items()})
+
+    trainer._keep_best = spied
+    hist = trainer.fit()
+    assert hist.best_epoch == 4 and hist.stopped_early and hist.nepochs == 7
+    assert hist.valid_cost[:5] == sorted(hist.valid_cost[:5], reverse=True) and hist.valid_cost[5] > hist.valid_cost[4]
+    # copies at the starts of epochs 2-6 (after each better epoch): the first made, the next four into it
+    assert len(copies) == 5 and all(ptrs == copies[0] for ptrs in copies)
+    assert trainer._spare_best is None  # nothing kept beside the network once training ends
+    net5, trainer5 = case(5, False)
+    trainer5.fit()
+    for (k, v), (_, w) in zip(net.state_dict().items(), net5.state_dict().items(), strict=True):
+        assert torch.equal(v, w), k
+
+
 def _run(nepochs, tmp_path=None, resume=False, seed=0, net_data=None):
     row, x, y = make_toy(nobs=500)
     net, data = net_data if net_data is not None else build(row, x, y)
