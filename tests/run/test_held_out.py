@@ -168,3 +168,41 @@ def test_the_trainings_rows_read_give_the_same_rows_and_fit_counting_once(traine
     a, b = nets[0].state_dict(), nets[1].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["state.props_obs.weight"], built.network.state_dict()["state.props_obs.weight"])
+
+
+def test_the_fit_takes_one_thread_fewer_while_the_run_computes_beside_it(trained, monkeypatch):
+    """While ``beside`` says another thread of the run computes (the final pass's ``tbobs``), the fit's steps
+    run on one thread fewer, then on the run's count again; the fit ends on the same state to the bit."""
+    import numba
+
+    from empirical_seaice.training import fused_step
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two threads")
+    obs, background, model, cost, cfg, built, train, valid, gen = trained
+    nets = []
+    for _ in range(2):  # two copies of the trained network
+        net = build_network(obs, background, model, cost, optimizer=cfg.optimizer, generator=gen, counted=train)
+        net.network.load_state_dict(built.network.state_dict())
+        nets.append(net.network)
+    threads, call = [], fused_step.FusedStep.__call__
+
+    def spy(self, *args, **kwargs):
+        threads.append(numba.get_num_threads())
+        return call(self, *args, **kwargs)
+
+    monkeypatch.setattr(fused_step.FusedStep, "__call__", spy)
+    asked = iter(range(1000))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit_held_out_state(nets[0], obs, background, model, cost, cfg, train, valid, 2)
+        alone, threads[:] = list(threads), []
+        fit_held_out_state(nets[1], obs, background, model, cost, cfg, train, valid, 2, beside=lambda: next(asked) < 3)
+    finally:
+        torch.set_num_threads(before)
+    assert set(alone) == {2} and len(threads) == len(alone) > 3
+    assert threads == [1, 1, 1] + [2] * (len(alone) - 3)
+    a, b = nets[0].state_dict(), nets[1].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["state.props_obs.weight"], built.network.state_dict()["state.props_obs.weight"])

@@ -153,11 +153,12 @@ def build_trainer(
     identity: Mapping[str, Any] | None = None,
     stop: Callable[[], str | None] | None = None,
     sharding: ShardPlan | None = None,
+    step_threads: Callable[[], int] | None = None,
 ) -> Trainer:
     """The trainer of ``network`` (``built.network`` or a wrapper of it) over ``built.data``.
 
     ``checkpoint_minutes`` (None = :data:`~empirical_seaice.training.trainer.CHECKPOINT_MINUTES`),
-    ``identity``, ``stop`` and ``sharding`` (a rank's share of a sharded run) as for
+    ``identity``, ``stop``, ``sharding`` (a rank's share of a sharded run) and ``step_threads`` as for
     :class:`~empirical_seaice.training.trainer.Trainer`.
     """
     if built.data is None:
@@ -176,6 +177,7 @@ def build_trainer(
         checkpoint_minutes=CHECKPOINT_MINUTES if checkpoint_minutes is None else checkpoint_minutes,
         identity=identity,
         stop=stop,
+        step_threads=step_threads,
     )
 
 

@@ -20,7 +20,9 @@ rows change.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -77,6 +79,7 @@ def fit_held_out_state(
     nepochs: int,
     data: ObservationTensors | None = None,
     train_read: tuple[np.ndarray, np.ndarray] | None = None,
+    beside: Callable[[], bool] | None = None,
 ) -> dict[str, np.ndarray]:
     """Fit the state rows read only by the held-out observations of ``network`` (over every observation
     of ``obs``); returns the rows it set, per table (``"sic"``, ``"grid"``, ``"obs"``).
@@ -92,6 +95,9 @@ def fit_held_out_state(
     the rows the training observations read (the training's :attr:`Built.rows_read
     <empirical_seaice.run.factory.Built.rows_read>`); None = count the training observations again.
     The held-out observations are counted once, for the rows only they read and the fit's priors.
+    ``beside``: whether another thread of the run is computing beside the fit (the final pass's
+    ``tbobs``, :class:`~empirical_seaice.run.streamed.AheadOfFinalPass`); while it says so, the fit's
+    steps take one thread fewer (at least one; ``Trainer.step_threads``: the same fit).
     """
     device = next(network.parameters()).device
     # which rows only the held-out observations read: counted before the refit's network and slab exist
@@ -130,6 +136,7 @@ def fit_held_out_state(
         train_index=np.argsort(np.argsort(valid_index, kind="stable"), kind="stable") if own_table else valid_index,
         generator=make_generator(training.seed),
         progress=False,
+        step_threads=None if beside is None else functools.partial(_threads_beside, beside, torch.get_num_threads()),
     )
     trainer.fit()
     del trainer  # its optimiser slab, before the rows are copied back
@@ -174,6 +181,11 @@ def _held_out_tensors(obs: Observations, rows: np.ndarray, device) -> Observatio
     data = ObservationTensors(replace(obs, **fields), device)
     data.obs_rows = torch.as_tensor(rows, dtype=torch.long, device=data.device)
     return data
+
+
+def _threads_beside(beside: Callable[[], bool], threads: int) -> int:
+    """The fit's step threads: ``threads``, one fewer (at least one) while ``beside()``."""
+    return max(1, threads - 1) if beside() else threads
 
 
 def held_out_epochs(history, early_stopping: bool) -> int:

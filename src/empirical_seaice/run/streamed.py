@@ -20,8 +20,8 @@ blocks, whatever the number of observations.
   truth's emissivity errors.
 
 ``tbobs`` and the twin's truth do not depend on the trained model: in a run with a held-out fit
-(which computes on one core) :class:`AheadOfFinalPass` writes ``tbobs`` and reads the truth on a
-background thread beside that fit, on one core, and the final pass writes the three other files.
+:class:`AheadOfFinalPass` writes ``tbobs`` and reads the truth on a background thread beside that fit
+(which takes one thread fewer meanwhile), on one core, and the final pass writes the three other files.
 
 The files are written into the staging set's held folder
 (:class:`~empirical_seaice.io.output_writer.HeldOutputs`): the health checks
@@ -262,6 +262,10 @@ class AheadOfFinalPass:
                 release_pages(arr)  # read whole for tbobs' per-observation variables and the truth
         except BaseException as exc:  # raised by result() in the run's thread
             self._error = exc
+
+    def running(self) -> bool:
+        """Whether the background work is still under way."""
+        return self._thread.is_alive()
 
     def result(self) -> Any:
         """Wait for the background work; the truth (None without one). Its failure as one line

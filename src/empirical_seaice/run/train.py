@@ -415,10 +415,10 @@ def _held_out_and_final_pass(plan: RunPlan, built, obs, background, split, histo
     ahead = None
     try:
         if split[1] is not None and history.nepochs > 0:
-            # the held-out fit computes on one core: tbobs and the truth, which do not depend on the
-            # trained model, are written and read meanwhile on a thread of their own (run.streamed)
+            # tbobs and the truth, which do not depend on the trained model, are written and read on a
+            # thread of their own (run.streamed) while the fit computes on the other cores
             ahead = _ahead_of_final_pass(plan, obs, background, held)
-            _fit_held_out(plan, built, obs, background, split, history, display)
+            _fit_held_out(plan, built, obs, background, split, history, display, ahead)
             release_free_memory()
         display.stage("health checks")
         blocks = ObservationBlocks(obs, plan.device)
@@ -429,9 +429,12 @@ def _held_out_and_final_pass(plan: RunPlan, built, obs, background, split, histo
         raise
 
 
-def _fit_held_out(plan: RunPlan, built, obs, background, split, history, display: RunProgress) -> None:
+def _fit_held_out(
+    plan: RunPlan, built, obs, background, split, history, display: RunProgress, ahead: AheadOfFinalPass | None
+) -> None:
     """Step 4a: the state rows only the held-out observations read, fitted with the model fixed
-    (:mod:`empirical_seaice.run.held_out`), as many passes as the kept model trained."""
+    (:mod:`empirical_seaice.run.held_out`), as many passes as the kept model trained; on one thread fewer
+    while ``ahead`` writes ``tbobs`` beside it."""
     from empirical_seaice.run.held_out import fit_held_out_state, held_out_epochs
 
     display.stage("fitting the held-out state")
@@ -447,6 +450,7 @@ def _fit_held_out(plan: RunPlan, built, obs, background, split, history, display
         held_out_epochs(history, plan.train_cfg.early_stopping),
         # the training's table is freed: the fit packs the held-out observations alone
         train_read=built.rows_read,  # the rows the training observations read: not counted again
+        beside=ahead.running if ahead is not None else None,
     )
 
 
