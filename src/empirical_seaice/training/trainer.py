@@ -145,8 +145,8 @@ class Trainer:
         writes the checkpoint and raises :class:`~empirical_seaice.errors.RunInterrupted`.
     step_threads : callable or None
         The compiled step's thread count, asked before each step; None = torch's count, taken at each
-        epoch's start. The held-out fit takes one thread while another thread of the run computes beside
-        it: a parallel region on every core with a third thread busy waits a time slice at its barrier
+        epoch's start. The held-out fit takes one thread fewer while another thread of the run computes
+        beside it: a parallel region on every core with a third thread busy waits a time slice at its barrier
         (on the ``benchmark`` twin 5.0 ms a step instead of 0.52). The step's result is the same on any
         number of threads.
     """
