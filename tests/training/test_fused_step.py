@@ -379,6 +379,36 @@ def test_the_held_out_cost_of_the_compiled_forward_pass_equals_the_tensor_steps(
     assert abs(other - tensor) > 1e-3 * tensor
 
 
+@pytest.mark.skipif(
+    getattr(fused_step.numba, "config", None) is None or fused_step.numba.config.NUMBA_NUM_THREADS < 2,
+    reason="needs two threads",
+)
+def test_the_held_out_cost_and_the_simulation_are_the_same_on_one_and_two_threads():
+    """The compiled held-out cost gathers the state rows and sums the observation term in fixed parts of the
+    rows on numba's threads: the same float64 sum on one thread and on two, and the forward pass's outputs
+    the same bits; the sum is the observation term of those outputs."""
+    from empirical_seaice.model.fused import simulate
+
+    t = _trainer(True, nepochs=1)
+    t.fit()
+    program, nobs = t._fused.program, t.data.nobs
+    rows = np.arange(1, nobs, 3)
+    got = []
+    for threads in (1, 2):
+        fused_step.set_threads(threads)
+        got.append((program.obs_cost_sum(rows), simulate(program, nobs)))
+    fused_step.set_threads(torch.get_num_threads())
+    (cost1, sim1), (cost2, sim2) = got
+    assert cost1 == cost2 and cost1 > 0
+    for a, b in zip(sim1, sim2, strict=True):
+        np.testing.assert_array_equal(a, b)
+    batch = t.data.batch(torch.from_numpy(rows))
+    mask = batch.mask.numpy() > 0
+    y, h = batch.tb_obs_k.numpy().astype(np.float64), sim1[0][rows].astype(np.float64)
+    sigma = t.network.obs_error_k.detach().numpy().astype(np.float64)
+    assert cost1 == pytest.approx(float((((y - h) / sigma) ** 2)[mask].sum()), rel=1e-12)
+
+
 def test_tables_without_a_channel_map_fall_back_with_the_reason():
     """Packed tables that do not say which basis channel each column is (a row's own sensor's channels)
     get no fused program, and say why (the reason the trainer's one-line notice gives before the tensor

@@ -309,26 +309,33 @@ def _obs_rows(data) -> np.ndarray | None:
 
 def _gather_rows_py(t0, t1, t2, ref_table, refs, vals):  # pragma: no cover - compiled below
     """``vals[b, k, :w] = table[ref_table[k]][refs[b, k]]`` (the rows each observation reads, gathered;
-    ``w`` the table's width; the tables are float32, 2-D, at most three)."""
+    ``w`` the table's width; the tables are float32, 2-D, at most three), in :data:`NCHUNK` parts of the
+    observations on numba's threads (a copy: the same values on any number)."""
     nb, nref = refs.shape
-    for b in range(nb):
-        if b + 16 < nb:  # the rows of an observation ahead (random rows of the maps: memory latency)
+    nchunk = max(1, min(nb, NCHUNK))
+    for q in prange(nchunk):
+        hi = nb * (q + 1) // nchunk
+        for b in range(nb * q // nchunk, hi):
+            if b + 16 < hi:  # the rows of an observation ahead (random rows of the maps: memory latency)
+                for k in range(nref):
+                    tab = ref_table[k]
+                    prefetch(t0 if tab == 0 else (t1 if tab == 1 else t2), refs[b + 16, k], 0)
             for k in range(nref):
                 tab = ref_table[k]
-                prefetch(t0 if tab == 0 else (t1 if tab == 1 else t2), refs[b + 16, k], 0)
-        for k in range(nref):
-            tab = ref_table[k]
-            src = t0 if tab == 0 else (t1 if tab == 1 else t2)
-            row = refs[b, k]
-            for j in range(src.shape[1]):
-                vals[b, k, j] = src[row, j]
+                src = t0 if tab == 0 else (t1 if tab == 1 else t2)
+                row = refs[b, k]
+                for j in range(src.shape[1]):
+                    vals[b, k, j] = src[row, j]
 
 
+prange = range  # without numba: the parts one after another
 _gather_rows: Any = _gather_rows_py
 if HAVE_NUMBA:
+    from numba import prange
+
     from empirical_seaice.compiled import njit, prefetch
 
-    _gather_rows = njit(cache=True, nogil=True)(_gather_rows_py)
+    _gather_rows = njit(cache=True, nogil=True, parallel=True)(_gather_rows_py)
 
 
 def _simulate_into(program, start: int, stop: int, zero_sic: bool | str, tb, emis, sic, anchor) -> None:
@@ -415,22 +422,31 @@ def obs_cost_sum(program: FusedProgram, index: np.ndarray, chunk: int = 1 << 14)
 def _obs_sum_py(tb, floats, ints, rows, c_tb, c_mask, inv_var, cmap, nch):  # pragma: no cover - compiled below
     """``sum_b sum_c mask (tb[b, c] - y[rows[b], c])^2 inv_var[c]`` in float64 (y and the mask's bits from the
     packed tables' row ``rows[b]``, whose channel column ``k`` is basis channel ``cmap[s, k]``, ``k < nch[s]``
-    for its sensor ``s``)."""
+    for its sensor ``s``): the sums of :data:`NCHUNK` parts of the rows on numba's threads, added in the
+    parts' order (the same sum on any number of threads)."""
+    n = rows.shape[0]
+    nchunk = max(1, min(n, NCHUNK))
+    parts = np.zeros(nchunk)
+    for q in prange(nchunk):
+        part = 0.0
+        for b in range(n * q // nchunk, n * (q + 1) // nchunk):
+            i = rows[b]
+            s = ints[i, 2]
+            for k in range(nch[s]):
+                if (ints[i, c_mask + (k >> 5)] >> (k & 31)) & 1:
+                    ch = cmap[s, k]
+                    d = np.float64(tb[b, ch]) - np.float64(floats[i, c_tb + k])
+                    part += d * d * inv_var[ch]
+        parts[q] = part
     total = 0.0
-    for b in range(rows.shape[0]):
-        i = rows[b]
-        s = ints[i, 2]
-        for k in range(nch[s]):
-            if (ints[i, c_mask + (k >> 5)] >> (k & 31)) & 1:
-                ch = cmap[s, k]
-                d = np.float64(tb[b, ch]) - np.float64(floats[i, c_tb + k])
-                total += d * d * inv_var[ch]
+    for q in range(nchunk):
+        total += parts[q]
     return total
 
 
 _obs_sum: Any = _obs_sum_py
 if HAVE_NUMBA:
-    _obs_sum = njit(cache=True, nogil=True)(_obs_sum_py)
+    _obs_sum = njit(cache=True, nogil=True, parallel=True)(_obs_sum_py)
 
 
 def simulate(program: FusedProgram, nobs: int, zero_sic: bool = False, chunk: int = 1 << 16):
