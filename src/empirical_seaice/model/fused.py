@@ -328,7 +328,6 @@ def _gather_rows_py(t0, t1, t2, ref_table, refs, vals):  # pragma: no cover - co
                     vals[b, k, j] = src[row, j]
 
 
-prange = range  # without numba: the parts one after another
 _gather_rows: Any = _gather_rows_py
 if HAVE_NUMBA:
     from numba import prange

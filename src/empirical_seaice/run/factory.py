@@ -112,9 +112,9 @@ def build_network(
     # network are built (ObservationTensors.tables)
     width = channel_map(obs.basis).shape[1]
     tables = ObservationTensors.tables(obs.nobs, width) if data is None and pack else None
-    if row_counts is None:
-        row_counts = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep, index=counted)
     counts = row_counts
+    if counts is None:
+        counts = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep, index=counted)
     dense = optimizer in ("dense-adam", "dense")
     network = HybridNetwork(
         model,
