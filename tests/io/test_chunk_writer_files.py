@@ -315,3 +315,55 @@ def test_rows_given_with_their_mask_equal_the_library_file(case, tmp_path, monke
             f_obs.write("tb", start, obs.tb_obs_k[sl], obs.mask[sl])
     for name in ("tbsim_t.nc", "tbobs_t.nc"):
         _same(tmp_path / "lib" / name, out / name)
+
+
+def test_kept_columns_by_hand():
+    keep = np.array([[False, True, False, False], [False, False, False, True], [False, True, False, False]])
+    assert chunk_writer.kept_columns(keep).tolist() == [1, 3]
+    assert chunk_writer.kept_columns(np.zeros((5, 3), dtype=bool)).tolist() == []
+    assert chunk_writer.kept_columns(np.ones((0, 2), dtype=bool)).tolist() == []  # no rows: nothing kept
+    assert chunk_writer.kept_columns(keep[:, ::2]).tolist() == []  # strided columns
+    with pytest.raises(ValueError, match="2-D mask"):
+        chunk_writer.kept_columns(keep[0])
+
+
+@pytest.mark.parametrize("nrow", [8, 7])
+def test_shuffled_columns_of_some_columns_are_those_rows_of_all(nrow):
+    rng = np.random.default_rng(nrow)
+    values, keep = (rng.random((nrow, 6)) * 300).astype(np.float32), rng.random((nrow, 6)) > 0.4
+    for k in (None, keep):
+        every = chunk_writer.shuffled_columns(values, k)
+        np.testing.assert_array_equal(chunk_writer.shuffled_columns(values, k, np.array([4, 1])), every[[4, 1]])
+        assert chunk_writer.shuffled_columns(values, k, np.array([], dtype=np.int64)).shape == (0, 4 * nrow)
+
+
+def test_a_column_chunk_with_nothing_kept_is_not_stored(case, tmp_path, monkeypatch):
+    """A channel with no kept row in a chunk's rows (a sensor's rows without that channel) holds only NaN, the
+    variable's fill value: its chunk is not stored, and every reader reads the same values, bit for bit, as
+    from the netCDF library's file, which stores it."""
+    obs, tb = case
+    keep = np.array(obs.mask, dtype=bool)
+    keep[:56_172, 3] = False  # channel 3 of the first row of column chunks (56,172 rows)
+    keep[:, 5] = False  # channel 5 everywhere: its three chunks
+    assert keep[:, 3].any() and obs.mask[:, 5].any()
+    with monkeypatch.context() as m:
+        m.setattr(chunk_writer, "AVAILABLE", False)
+        (tmp_path / "lib").mkdir()
+        o.write_tb(tmp_path / "lib" / "tbsim_t.nc", tb, obs.basis, "tbsim", keep)
+    (tmp_path / "fast").mkdir()
+    with o.open_tb(tmp_path / "fast" / "tbsim_t.nc", obs.nobs, obs.basis, "tbsim") as f:
+        for start in range(0, obs.nobs, 56_172):  # whole chunks (the last ends the variable)
+            rows = slice(start, start + 56_172)
+            f.write("tb", start, tb[rows], keep[rows])
+    _same(tmp_path / "lib" / "tbsim_t.nc", tmp_path / "fast" / "tbsim_t.nc")
+    bits = []
+    for name in ("lib", "fast"):
+        with h5py.File(tmp_path / name / "tbsim_t.nc", "r") as h:
+            bits.append(h["tb"][()].view(np.uint32))
+            stored = {tuple(h["tb"].id.get_chunk_info(k).chunk_offset) for k in range(h["tb"].id.get_num_chunks())}
+        assert len(stored) == (3 * obs.nchan if name == "lib" else 3 * obs.nchan - 4)
+    assert (0, 3) not in stored and (56_172, 3) in stored and not any(c == 5 for _, c in stored)
+    np.testing.assert_array_equal(bits[0], bits[1])
+    with xr.open_dataset(tmp_path / "fast" / "tbsim_t.nc") as ds:
+        np.testing.assert_array_equal(ds["tb"].values, masked(tb, keep))
+        assert np.isnan(ds["tb"].values[:, 5]).all()

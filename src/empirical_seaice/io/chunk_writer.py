@@ -7,7 +7,10 @@ forward passes that computed them. Here each chunk is byte-shuffled (HDF5's ``sh
 deflated with ISA-L (``isal``: about 450 MB/s on the same core, a standard zlib stream of the same
 size) on worker threads, and written as it is into the file (HDF5's direct chunk write, through
 ``h5py``). The file is the one the netCDF library would write: the same variables, filters (shuffle,
-then deflate), chunks and values; any netCDF or HDF5 reader decodes it.
+then deflate), chunks and values; any netCDF or HDF5 reader decodes it. One difference: rows written
+with a mask (:meth:`ChunkWriter.write`'s ``keep``) into a variable chunked one column at a time store
+no chunk for a column none of whose rows is kept (NaN alone, the fill value), where the library
+stores one of NaN: HDF5 reads a chunk never written as the fill value, so the values are the same.
 
 :func:`usable` says whether a file's variables can be written so (``isal`` and ``h5py`` importable,
 each variable chunked over its first dimension only, or 2-D and one column a chunk, with shuffle and
@@ -108,9 +111,9 @@ def _shuffle4_masked_py(src, keep, nan, out):  # pragma: no cover - compiled bel
         out[3 * n + i] = (x >> 24) & 0xFF
 
 
-def _shuffle4_columns_py(src, keep, masked, nan, out):  # pragma: no cover - compiled below
-    """:func:`_shuffle4_masked_py` (``masked``; else :func:`_shuffle4_py`) of each column ``j`` of
-    ``src`` ((n, ncol) uint32) into ``out[j]`` (ncol, 4 n) uint8: the chunks ``(n, 1)`` of a block of
+def _shuffle4_columns_py(src, keep, masked, nan, cols, out):  # pragma: no cover - compiled below
+    """:func:`_shuffle4_masked_py` (``masked``; else :func:`_shuffle4_py`) of each column ``cols[k]`` of
+    ``src`` ((n, ncol) uint32) into ``out[k]`` (len(cols), 4 n) uint8: the chunks ``(n, 1)`` of a block of
     rows, one a column, each in the order of HDF5's shuffle filter. The rows are read in order, four
     at a time (a block of rows, about 1 MiB, is in the CPU's cache; column by column, a read with a
     stride of one row, was slower), and each byte plane of a column gets the four rows' bytes as one
@@ -119,13 +122,14 @@ def _shuffle4_columns_py(src, keep, masked, nan, out):  # pragma: no cover - com
     against 0.20-0.22 CPU-s for ``tbsim`` and ``tbzero`` together; still more than
     :func:`_shuffle4_masked` of the same rows, which the faster deflate of the columns more than makes
     up (:func:`empirical_seaice.io.cf.by_channel`)."""
-    n, ncol = src.shape
+    n, ncol = src.shape[0], cols.size
     if n % 4 == 0:
-        words = out.view(np.uint32)  # (ncol, n): byte plane p of column j is words [p n / 4, (p + 1) n / 4)
+        words = out.view(np.uint32)  # (ncol, n): byte plane p of column k is words [p n / 4, (p + 1) n / 4)
         q = n // 4
         for i4 in range(q):
             i = 4 * i4
-            for j in range(ncol):
+            for k in range(ncol):
+                j = cols[k]
                 x0, x1, x2, x3 = src[i, j], src[i + 1, j], src[i + 2, j], src[i + 3, j]
                 if masked:
                     x0 = x0 if keep[i, j] else nan
@@ -133,22 +137,35 @@ def _shuffle4_columns_py(src, keep, masked, nan, out):  # pragma: no cover - com
                     x2 = x2 if keep[i + 2, j] else nan
                     x3 = x3 if keep[i + 3, j] else nan
                 # little-endian words: row i's byte first
-                words[j, i4] = (x0 & 0xFF) | ((x1 & 0xFF) << 8) | ((x2 & 0xFF) << 16) | ((x3 & 0xFF) << 24)
-                words[j, q + i4] = ((x0 >> 8) & 0xFF) | (x1 & 0xFF00) | ((x2 & 0xFF00) << 8) | ((x3 & 0xFF00) << 16)
-                words[j, 2 * q + i4] = (
+                words[k, i4] = (x0 & 0xFF) | ((x1 & 0xFF) << 8) | ((x2 & 0xFF) << 16) | ((x3 & 0xFF) << 24)
+                words[k, q + i4] = ((x0 >> 8) & 0xFF) | (x1 & 0xFF00) | ((x2 & 0xFF00) << 8) | ((x3 & 0xFF00) << 16)
+                words[k, 2 * q + i4] = (
                     ((x0 >> 16) & 0xFF) | ((x1 >> 8) & 0xFF00) | (x2 & 0xFF0000) | ((x3 & 0xFF0000) << 8)
                 )
-                words[j, 3 * q + i4] = (x0 >> 24) | ((x1 >> 16) & 0xFF00) | ((x2 >> 8) & 0xFF0000) | (x3 & 0xFF000000)
+                words[k, 3 * q + i4] = (x0 >> 24) | ((x1 >> 16) & 0xFF00) | ((x2 >> 8) & 0xFF0000) | (x3 & 0xFF000000)
         return
     for i in range(n):
-        for j in range(ncol):
+        for k in range(ncol):
+            j = cols[k]
             x = src[i, j]
             if masked and not keep[i, j]:
                 x = nan
-            out[j, i] = np.uint8(x & 0xFF)
-            out[j, n + i] = np.uint8((x >> 8) & 0xFF)
-            out[j, 2 * n + i] = np.uint8((x >> 16) & 0xFF)
-            out[j, 3 * n + i] = np.uint8(x >> 24)
+            out[k, i] = np.uint8(x & 0xFF)
+            out[k, n + i] = np.uint8((x >> 8) & 0xFF)
+            out[k, 2 * n + i] = np.uint8((x >> 16) & 0xFF)
+            out[k, 3 * n + i] = np.uint8(x >> 24)
+
+
+def _kept_columns_py(keep, out):  # pragma: no cover - compiled below
+    """``out[j] = keep[:, j].any()`` of each column of ``keep`` ((n, ncol) uint8): a column's rows are read
+    only until its first kept one (at once in a column the block's sensor has, all of them in one it lacks)."""
+    n, ncol = keep.shape
+    for j in range(ncol):
+        out[j] = False
+        for i in range(n):
+            if keep[i, j]:
+                out[j] = True
+                break
 
 
 try:
@@ -158,8 +175,9 @@ try:
     _shuffle4 = njit(cache=True, nogil=True)(_shuffle4_py)
     _shuffle4_masked = njit(cache=True, nogil=True)(_shuffle4_masked_py)
     _shuffle4_columns = njit(cache=True, nogil=True)(_shuffle4_columns_py)
+    _kept_columns = njit(cache=True, nogil=True)(_kept_columns_py)
 except ImportError:  # pragma: no cover - exercised only where numba is absent
-    _shuffle = _shuffle4 = _shuffle4_masked = _shuffle4_columns = None
+    _shuffle = _shuffle4 = _shuffle4_masked = _shuffle4_columns = _kept_columns = None
 
 _NAN32 = np.float32(np.nan).view(np.uint32)
 
@@ -199,25 +217,41 @@ def shuffled(values: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def shuffled_columns(values: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+def shuffled_columns(
+    values: np.ndarray, keep: np.ndarray | None = None, columns: np.ndarray | None = None
+) -> np.ndarray:
     """The chunks ``(n, 1)`` of the 2-D array ``values`` ((n, ncol)), one a column, each as
     :func:`shuffled` orders it (with ``keep``, the shape of ``values``: masked as there): an (ncol,
-    n * itemsize) uint8 array, row ``j`` the bytes of column ``j``."""
+    n * itemsize) uint8 array, row ``j`` the bytes of column ``j``; with ``columns`` (column indices),
+    those columns' chunks only, row ``k`` the bytes of column ``columns[k]``."""
     n, ncol = values.shape
     if keep is not None and np.shape(keep) != values.shape:
         raise ValueError(f"mask of shape {np.shape(keep)} for values of shape {values.shape}")
+    cols = np.arange(ncol, dtype=np.int64) if columns is None else np.asarray(columns, dtype=np.int64)
     if values.dtype == np.float32 and np.little_endian and _shuffle4_columns is not None:
-        out = np.empty((ncol, n * 4), dtype=np.uint8)
+        out = np.empty((cols.size, n * 4), dtype=np.uint8)
         src = values.view(np.uint32)  # any strides (a block's columns are read in the CPU's cache)
         k = np.ascontiguousarray(keep, dtype=bool).view(np.uint8) if keep is not None else np.ones((1, 1), np.uint8)
-        _shuffle4_columns(src, k, keep is not None, _NAN32, out)
+        _shuffle4_columns(src, k, keep is not None, _NAN32, cols, out)
         return out
     return np.stack(  # pragma: no cover - other types, or without numba
         [
             shuffled(np.ascontiguousarray(values[:, j]), None if keep is None else np.ascontiguousarray(keep[:, j]))
-            for j in range(ncol)
+            for j in cols
         ]
     )
+
+
+def kept_columns(keep: np.ndarray) -> np.ndarray:
+    """The indices (int64, ascending) of the columns of the 2-D mask ``keep`` that keep a value."""
+    k = np.ascontiguousarray(keep, dtype=bool)
+    if k.ndim != 2:
+        raise ValueError(f"a 2-D mask expected, got shape {k.shape}")
+    if _kept_columns is None:  # pragma: no cover - without numba
+        return np.flatnonzero(k.any(axis=0))
+    any_kept = np.empty(k.shape[1], dtype=np.bool_)
+    _kept_columns(k.view(np.uint8), any_kept)
+    return np.flatnonzero(any_kept)
 
 
 _IN_FLIGHT = 16
@@ -310,6 +344,9 @@ class _Variable:
         self.next = 0
         self.partial: np.ndarray | None = None  # the rows of the current chunk written so far
         self.fill = ds.fillvalue if self.dtype.kind == "f" else 0
+        # a masked value is written as NaN: where that is the fill value, a chunk of masked values alone
+        # need not be stored
+        self.nan_fill = self.dtype.kind == "f" and bool(np.isnan(self.fill))
         self.by_chunk = False  # written by whole chunks at any offset (:meth:`ChunkWriter.write_chunk`)
         # 2-D, one column a chunk: the rows written (:meth:`ChunkWriter.write`) are cut into their columns' chunks
         self.by_column = len(self.shape) == 2 and self.chunk[1] == 1 and self.shape[1] > 1
@@ -415,10 +452,10 @@ class ChunkWriter:
         by ``keep`` (its shape checked by :func:`_check_rows`) on the worker threads."""
         for k in range(0, len(values), v.rows):
             rows, kept = values[k : k + v.rows], keep[k : k + v.rows]
-            if len(rows) < v.rows:  # the short last chunk: masked here, padded as :meth:`_submit` does
-                self._submit(v, start + k, masked_values(rows, kept))
-            else:
-                self._queue(v, (start + k,) + (0,) * (rows.ndim - 1), rows, kept)
+            if len(rows) < v.rows:  # the short last chunk: padded as :meth:`_submit` pads, the padding not kept
+                rows = np.concatenate([rows, np.full((v.rows - len(rows),) + rows.shape[1:], v.fill, rows.dtype)])
+                kept = np.concatenate([kept, np.zeros((v.rows - len(kept),) + kept.shape[1:], dtype=bool)])
+            self._queue(v, (start + k,) + (0,) * (rows.ndim - 1), rows, kept)
         v.next = start + len(values)
 
     def _submit(self, v: _Variable, row: int, rows: np.ndarray) -> None:
@@ -451,11 +488,13 @@ class ChunkWriter:
         """One chunk (``rows`` of the chunk's shape), or every column's chunk of whole rows of a variable
         chunked one column at a time (``rows`` (chunk rows, ncol): a chunk at ``(offset[0], j)`` each)."""
         if v.by_column and rows.shape[1:] != v.chunk[1:]:
-            cols = shuffled_columns(rows, keep)
-            data = [isal_zlib.compress(c, v.level) for c in cols]
+            # a column none of whose rows is kept holds the fill value alone: its chunk is not stored
+            # (HDF5 reads a chunk never written as the fill value)
+            cols = kept_columns(keep) if keep is not None and v.nan_fill else np.arange(rows.shape[1])
+            data = [isal_zlib.compress(c, v.level) for c in shuffled_columns(rows, keep, cols)]
             with self._lock:
-                for j, d in enumerate(data):
-                    v.ds.id.write_direct_chunk((offset[0], j), d)
+                for j, d in zip(cols, data, strict=True):
+                    v.ds.id.write_direct_chunk((offset[0], int(j)), d)
             return
         data = isal_zlib.compress(shuffled(rows, keep), v.level)
         with self._lock:
@@ -499,6 +538,7 @@ __all__ = [  # noqa: F822 - AVAILABLE: __getattr__
     "AVAILABLE",
     "ChunkWriter",
     "at_most",
+    "kept_columns",
     "masked_values",
     "on_this_thread",
     "set_threads",

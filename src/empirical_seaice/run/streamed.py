@@ -189,8 +189,9 @@ def initial_pass(
         for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, block=block):
             rows = slice(start, stop)
             tb = sums.add(rows, sim)
-            if f is not None:
-                f.write("tb", start, tb)
+            if f is not None:  # NaN where masked already; with the mask, the chunk of a channel the
+                # block's sensor lacks is not stored (chunk_writer: it reads as the fill value, NaN)
+                f.write("tb", start, tb, np.array(obs.mask[rows], dtype=bool))
             obs.release(rows)
     files = {"tbsim_initial": Path(path)} if f is not None and path is not None else {}
     return PassResult(cost=sums.cost(nobs_total), departures=sums.departures.stats(), files=files)
@@ -392,7 +393,7 @@ def final_pass(
                 start = rows.start
                 if "tbobs" in files:
                     files["tbobs"].write("tb", start, *_observed_rows(obs, rows, mask))
-                files["tbsim"].write("tb", start, tb)
+                files["tbsim"].write("tb", start, tb, mask)  # NaN where masked already; the mask: as tbzero's
                 files["ice_emis"].write("ice_emis", start, sim.emis_ice, mask)
                 assert sim.tb_zero is not None
                 files["tbzero"].write("tb", start, sim.tb_zero, mask)
