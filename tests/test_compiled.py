@@ -240,6 +240,21 @@ def test_a_cached_kernel_recompiles_when_a_helper_in_another_file_changes(tmp_pa
     assert run() == (202.0, 0)  # the helper's change recompiles the kernel that calls it
 
 
+def test_start_numba_loads_numbas_registries_once():
+    """In a new process: numba's lowering registries (``numba.np.arraymath`` among them) are not loaded
+    until the first kernel, and ``start_numba`` loads them; a second call does nothing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import empirical_seaice.compiled as c; before = 'numba.np.arraymath' in sys.modules; "
+        "c.start_numba(); after = 'numba.np.arraymath' in sys.modules; c.start_numba(); print(before, after, c._started)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "True", "True"]
+
+
 def test_populate_behind_keeps_the_values():
     a = compiled.empty_huge((3 << 20, 2), np.float32, populate=True)  # 24 MiB, its pages faulted in behind
     a[:] = 2.5

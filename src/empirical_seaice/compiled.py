@@ -221,6 +221,30 @@ def guard_cache_save(dispatcher):
     return dispatcher
 
 
+def _start_py(x):  # pragma: no cover - compiled below
+    """``x + 1``: a kernel whose first call is numba's start-up alone (:func:`start_numba`)."""
+    return x + 1
+
+
+_started = False
+
+
+def start_numba() -> None:
+    """numba's start-up in this process, now (once; nothing without numba). numba's first compilation or
+    cache load in a process loads its typing and lowering registries: 0.25-0.35 s on this project's
+    machine, half of it importing scipy.linalg, which numba imports to check for a BLAS. A run calls
+    this at its start, before it reads the data (:func:`empirical_seaice.run.train.run`): the reader's
+    first kernel would do it otherwise, and on a thread beside the reader's first passes, where it was
+    before, it took longer than alone (both hold the GIL most of that time: the read and the start-up
+    together 1.73-1.93 s against 1.63-1.86 s one after the other; benchmarks/results.md, "Issue 16,
+    sixteenth round")."""
+    global _started
+    if _started or not HAVE_NUMBA:
+        return
+    njit(cache=True, nogil=True)(_start_py)(1)
+    _started = True
+
+
 def _prefetch_codegen(context, builder, signature, args):
     """``llvm.prefetch`` (read, high locality, data cache) of the element ``args[1:]`` of array ``args[0]``."""
     aryty = signature.args[0]
@@ -578,6 +602,7 @@ __all__ = [
     "HAVE_NUMBA",
     "SOURCE_DIGEST",
     "njit",
+    "start_numba",
     "prefetch",
     "prefetch1",
     "axpy8",

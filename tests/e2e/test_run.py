@@ -289,6 +289,22 @@ def test_trainonly_writes_no_diagnostics(twin_dir, tmp_path):
         assert not (output / f"{stem}_t.nc").exists()
 
 
+def test_the_run_starts_numba_before_it_reads(twin_dir, tmp_path, monkeypatch):
+    """numba's start-up (``compiled.start_numba``) comes first, then the read: not on a thread beside the
+    reader's first passes, where it took longer."""
+    import empirical_seaice.io as io_pkg
+    from empirical_seaice.run import train
+
+    calls: list[str] = []
+    real_start, real_read = train.start_numba, io_pkg.read_training_data
+    monkeypatch.setattr(train, "start_numba", lambda: calls.append("start") or real_start())
+    monkeypatch.setattr(io_pkg, "read_training_data", lambda *a, **k: calls.append("read") or real_read(*a, **k))
+    argv = ["--data", twin_dir, "--output", tmp_path / "t", "--tag", "t", "--trainonly", "--nepochs", "1"]
+    r = run_cli([*argv, "--batchsize", "512", "--no-progress", "--device", "cpu"])
+    assert r.code == 0, r.stderr
+    assert calls == ["start", "read"]
+
+
 def test_v1_preset_runs_on_amsr2_only(twin_dir, tmp_path):
     output = tmp_path / "v1"
     r = run_cli(

@@ -129,26 +129,6 @@ def test_block_of_valid_values_is_copied_as_the_classification_writes_it(columns
     assert fast[3][:3].tolist() == [nb * cols.size, 1.0, 0.0] and fast[2][5 + 3] and not fast[1][5 + 3, cmap[1]]
 
 
-def test_warm_up_loads_the_kernels_it_calls(tmp_path):
-    from empirical_seaice.io import direct_read, per_channel
-
-    if not hasattr(_scatter_block, "signatures"):  # pragma: no cover - without numba
-        pytest.skip("numba absent")
-    per_channel.warm_up()
-    kernels = (_scatter_block, direct_read._unshuffle)
-    loaded = [set(k.signatures) for k in kernels]
-    assert all(loaded)
-    path = tmp_path / "v.nc"  # a real direct read (deflated and shuffled chunks) then compiles nothing more
-    with netCDF4.Dataset(path, "w") as ds:
-        ds.createDimension("nobs", 64)
-        ds.createVariable("V", "f4", ("nobs",), zlib=True, shuffle=True, chunksizes=(16,))[:] = np.arange(64.0)
-    stored = direct_read.locate(path, "V")
-    assert isinstance(stored, direct_read.StoredVariable) and stored.shuffle and stored.deflate
-    got = np.concatenate([values.copy() for _, _, values in stored.blocks(0, 64)])
-    np.testing.assert_array_equal(got, np.arange(64.0, dtype=np.float32))
-    assert [set(k.signatures) for k in kernels] == loaded
-
-
 def test_no_value_in_a_range_counts_as_missing():
     """The per-channel pass copies a block whose values all lie in their variable's range without asking
     whether each is missing: that holds only while no range reaches ``|x| > FILL_ABS`` or holds a

@@ -341,28 +341,6 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     _scatter_block = _scatter_block_py
 
 
-def warm_up() -> None:
-    """Load the compiled kernels of the pass (:func:`_scatter_block`, the atmosphere's fold, the direct reads'
-    un-shuffling) by
-    calling them once on a few values: numba's first call in a process loads its cached code and its
-    registries (0.3-0.4 s here, importing BLAS for numba's linear algebra), which the reader does on a
-    background thread while it reads the per-observation fields (:func:`~empirical_seaice.io.reader`).
-    Changes nothing; any failure is left to the real calls."""
-    try:
-        z = np.zeros(16, dtype=np.uint8)
-        direct_read.unshuffle(z, z.copy(), 4)  # a stored chunk (writable)
-        inflated = np.frombuffer(bytes(16), dtype=np.uint8)
-        direct_read.unshuffle(inflated, z, 4)  # a deflated one: its inflated bytes are read-only
-        arr, mask = np.zeros((2, 2), dtype=np.float32), np.ones((2, 2), dtype=bool)
-        i = np.arange(2, dtype=np.int64)
-        counts = np.array([0.0, 0.0, 0.0, np.inf, -np.inf])
-        lo, hi = np.float32(0.0), np.float32(1.0)
-        _scatter_block(arr.copy(), i, lo, hi, i, 0, i, arr, mask, np.zeros(2, dtype=bool), counts, _NO_FILL)
-        all_sky_rows(*([arr] * 6), np.zeros(2, dtype=np.float32), i, *(arr.copy() for _ in range(3)))
-    except Exception:  # pragma: no cover - the real calls report it
-        return
-
-
 _NO_FILL = np.float32(np.nan)
 """``fill`` of :func:`_scatter_block` for blocks the netCDF library masked already (NaN equals nothing)."""
 
@@ -583,4 +561,4 @@ def _read_atmosphere(
     return scatters
 
 
-__all__ = ["ATMOSPHERE_VARIABLES", "CHANNEL_VARIABLES", "FIELDS", "channel_arrays", "read_per_channel", "warm_up"]
+__all__ = ["ATMOSPHERE_VARIABLES", "CHANNEL_VARIABLES", "FIELDS", "channel_arrays", "read_per_channel"]

@@ -46,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -57,7 +56,7 @@ from empirical_seaice.io import cache as _cache
 from empirical_seaice.io._netcdf import as_float, get_variable, open_dataset
 from empirical_seaice.io.background import background_shape, read_background
 from empirical_seaice.io.layouts import DataFiles, find_data_files
-from empirical_seaice.io.per_channel import channel_arrays, read_per_channel, warm_up
+from empirical_seaice.io.per_channel import channel_arrays, read_per_channel
 from empirical_seaice.io.per_observation import (
     assemble_per_obs,
     check_sensor_kept,
@@ -126,19 +125,6 @@ def _read_fresh(
     """Read the NetCDF files; with ``writer``, the arrays are written in place into the cache being built,
     and with ``write_early`` each per-channel array starts going to the disk once it is complete
     (:meth:`~empirical_seaice.io.cache.CacheWriter.finished`): for a commit the caller waits for."""
-    # the per-channel pass's compiled kernels loaded on a thread beside the per-observation passes
-    warm = threading.Thread(target=warm_up, name="warm-up", daemon=True)
-    warm.start()
-    try:
-        return _read_passes(files, config, nlag, writer, write_early)
-    finally:
-        warm.join()
-
-
-def _read_passes(
-    files: DataFiles, config: DataConfig, nlag: int, writer: _cache.CacheWriter | None, write_early: bool
-) -> tuple[Observations, BackgroundMaps]:
-    """:func:`_read_fresh`'s passes."""
     zeros = writer.zeros if writer is not None else numpy_zeros
     basis = build_channel_basis(config.sensors, load_catalogue(config.sensor_catalogue))
     reads = [SensorRead(sf) for sf in files.sensors]

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from empirical_seaice.compiled import start_numba
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
@@ -168,6 +169,7 @@ def run_sharded(
     stage = output if stage is None else stage  # written by rank 0 only, which has the staging directory
     t_run = time.perf_counter()
     display = RunProgress(progress and ctx.root)  # one display, rank 0's
+    start_numba()  # the process's numba start-up, before the read (as a single process's run)
     display.stage("reading data")
     obs, background = read_once(ctx, data_cfg, model_cfg.nlag, output / "cache")
     train_cfg = train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, as a single process

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
+from empirical_seaice.compiled import start_numba
 from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, Preset, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
@@ -274,6 +275,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     result = RunResult(output=plan.output, tag=plan.tag)
     t_run = time.perf_counter()
     # ---- 2. read and build
+    start_numba()  # the process's numba start-up, before the read's kernels (not beside them: slower)
     obs, background = _read(plan, display)
     plan.train_cfg = plan.train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, from the data
     identity = run_identity(obs, plan.model_cfg, plan.cost_cfg, plan.train_cfg)
