@@ -234,10 +234,10 @@ def start_numba() -> None:
     cache load in a process loads its typing and lowering registries: 0.25-0.35 s on this project's
     machine, half of it importing scipy.linalg, which numba imports to check for a BLAS. A run calls
     this at its start, before it reads the data (:func:`empirical_seaice.run.train.run`): the reader's
-    first kernel would do it otherwise, and on a thread beside the reader's first passes, where it was
-    before, it took longer than alone (both hold the GIL most of that time: the read and the start-up
-    together 1.73-1.93 s against 1.63-1.86 s one after the other; benchmarks/results.md, "Issue 16,
-    sixteenth round")."""
+    first kernel would do it otherwise. On a thread beside the reader's first passes, where it was
+    before, it took longer than alone (both hold the GIL most of that time): on the ``benchmark`` twin
+    the start-up and the read took 1.51-1.55 s one after the other, against 1.61-1.65 s with the
+    start-up beside the read (benchmarks/results.md, "Issue 16, sixteenth round")."""
     global _started
     if _started or not HAVE_NUMBA:
         return
