@@ -248,7 +248,8 @@ def test_start_numba_loads_numbas_registries_once():
 
     code = (
         "import sys; import empirical_seaice.compiled as c; before = 'numba.np.arraymath' in sys.modules; "
-        "c.start_numba(); after = 'numba.np.arraymath' in sys.modules; c.start_numba(); print(before, after, c._started)"
+        "c.start_numba(); after = 'numba.np.arraymath' in sys.modules; c.start_numba(); "
+        "print(before, after, c._started)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

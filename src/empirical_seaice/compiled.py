@@ -38,6 +38,9 @@ random. None of them knows anything about sea ice; the prefetch and the huge pag
   any of them recompiles every kernel once. Where this numba offers no way to add it (its cache
   locators are not public API), kernels are compiled without the disk cache, and a notice says so.
 
+- :func:`start_numba`: numba's start-up in the process (its registries, 0.25-0.35 s once), which a run
+  does at its start, before it reads the data.
+
 Without numba the intrinsics are absent (``HAVE_NUMBA`` False); callers only use them in compiled code.
 """
 
