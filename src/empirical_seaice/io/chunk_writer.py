@@ -7,10 +7,11 @@ forward passes that computed them. Here each chunk is byte-shuffled (HDF5's ``sh
 deflated with ISA-L (``isal``: about 450 MB/s on the same core, a standard zlib stream of the same
 size) on worker threads, and written as it is into the file (HDF5's direct chunk write, through
 ``h5py``). The file is the one the netCDF library would write: the same variables, filters (shuffle,
-then deflate), chunks and values; any netCDF or HDF5 reader decodes it. One difference: rows written
-with a mask (:meth:`ChunkWriter.write`'s ``keep``) into a variable chunked one column at a time store
-no chunk for a column none of whose rows is kept (NaN alone, the fill value), where the library
-stores one of NaN: HDF5 reads a chunk never written as the fill value, so the values are the same.
+then deflate), chunks and values; any netCDF or HDF5 reader decodes it. One difference: whole chunks
+of rows written with a mask (:meth:`ChunkWriter.write`'s ``keep``; the streamed passes' blocks) into a
+variable chunked one column at a time store no chunk for a column none of whose rows is kept (NaN
+alone, the fill value), where the library stores one of NaN: HDF5 reads a chunk never written as the
+fill value, so the values are the same.
 
 :func:`usable` says whether a file's variables can be written so (``isal`` and ``h5py`` importable,
 each variable chunked over its first dimension only, or 2-D and one column a chunk, with shuffle and
