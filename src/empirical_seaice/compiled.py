@@ -233,19 +233,23 @@ _started = False
 
 
 def start_numba() -> None:
-    """numba's start-up in this process, now (once; nothing without numba). numba's first compilation or
-    cache load in a process loads its typing and lowering registries: 0.25-0.35 s on this project's
-    machine, half of it importing scipy.linalg, which numba imports to check for a BLAS. A run calls
-    this at its start, before it reads the data (:func:`empirical_seaice.run.train.run`): the reader's
-    first kernel would do it otherwise. On a thread beside the reader's first passes, where it was
-    before, it took longer than alone (both hold the GIL most of that time): on the ``benchmark`` twin
-    the start-up and the read took 1.51-1.55 s one after the other, against 1.61-1.65 s with the
-    start-up beside the read (benchmarks/results.md, "Issue 16, sixteenth round")."""
+    """numba's start-up in this process, now (once; nothing without numba; a failure is left to the
+    kernels' own calls, which report it). numba's first compilation or cache load in a process loads its
+    typing and lowering registries: 0.25-0.35 s on this project's machine, half of it importing
+    scipy.linalg, which numba imports to check for a BLAS. A run calls this at its start, before it reads
+    the data (:func:`empirical_seaice.run.train.run`): the reader's first kernel would do it otherwise. On
+    a thread beside the reader's first passes, where it was before, it took longer than alone (both hold
+    the GIL most of that time): on the ``benchmark`` twin the start-up and the read took 1.51-1.55 s one
+    after the other, against 1.61-1.65 s with the start-up beside the read (benchmarks/results.md,
+    "Issue 16, sixteenth round")."""
     global _started
     if _started or not HAVE_NUMBA:
         return
-    njit(cache=True, nogil=True)(_start_py)(1)
     _started = True
+    try:
+        njit(cache=True, nogil=True)(_start_py)(1)
+    except Exception as exc:  # pragma: no cover - numba that cannot compile: the kernels' own calls report it
+        log.debug("numba's start-up failed (%s); the first kernel will say why", exc)
 
 
 def _prefetch_codegen(context, builder, signature, args):
