@@ -63,8 +63,8 @@ class DepartureStats:
 class DepartureSums:
     """Per-channel count, sum and sum of squares of ``y - TB_sim`` over valid values (float64),
     added block by block (:meth:`add`); :meth:`stats` gives the :class:`DepartureStats`.
-    :meth:`add_block` also sums the observation term ``J_o`` and returns the block's TB with NaN
-    where masked, in one compiled pass over the block (numba; numpy without it)."""
+    :meth:`add_block` also sums the observation term ``J_o``, in one compiled pass over the block (numba;
+    numpy without it)."""
 
     def __init__(self, nchan: int):
         self.count = np.zeros(nchan, dtype=np.int64)
@@ -81,20 +81,18 @@ class DepartureSums:
         self.s1 += d.sum(axis=0)
         self.s2 += (d * d).sum(axis=0)
 
-    def add_block(self, tb_obs: np.ndarray, tb_sim: np.ndarray, mask: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    def add_block(self, tb_obs: np.ndarray, tb_sim: np.ndarray, mask: np.ndarray, sigma: np.ndarray) -> None:
         """:meth:`add`, plus ``J_o += sum_i sum_c mask ((y - TB') / sigma_c)^2`` (:attr:`obs_sum`, as
-        :func:`observation_cost_sum`); returns ``TB'`` as float32 with NaN where masked (the output files')."""
+        :func:`observation_cost_sum`)."""
         tb_sim = np.asarray(tb_sim, dtype=np.float32)  # any strides (the final pass's TB: half of a wider array)
         if _block_sums is None:  # pragma: no cover - without numba
             self.add(tb_obs, tb_sim, mask)
             self.obs_sum += objective.observation_sum(tb_obs, tb_sim, mask, sigma)
-            return np.where(np.asarray(mask, dtype=bool), tb_sim, np.float32(np.nan))
-        out = np.empty(tb_sim.shape, dtype=np.float32)
+            return
         self.obs_sum += _block_sums(
             np.asarray(tb_obs), tb_sim, np.asarray(mask), np.asarray(sigma, dtype=np.float64),
-            self.count, self.s1, self.s2, out,
+            self.count, self.s1, self.s2,
         )  # fmt: skip
-        return out
 
     def stats(self) -> DepartureStats:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -104,7 +102,7 @@ class DepartureSums:
         return DepartureStats(count=self.count.copy(), mean=mean, std=np.sqrt(var))
 
 
-def _block_sums_py(y, h, mask, sigma, count, s1, s2, out):  # pragma: no cover - compiled below
+def _block_sums_py(y, h, mask, sigma, count, s1, s2):  # pragma: no cover - compiled below
     """One pass over a block (see :meth:`DepartureSums.add_block`); returns the block's ``J_o``."""
     n, nc = h.shape
     jo = 0.0
@@ -117,9 +115,6 @@ def _block_sums_py(y, h, mask, sigma, count, s1, s2, out):  # pragma: no cover -
                 s2[c] += d * d
                 r = d / sigma[c]
                 jo += r * r
-                out[i, c] = h[i, c]
-            else:
-                out[i, c] = np.nan
     return jo
 
 

@@ -92,10 +92,10 @@ class _Sums:
         self.anchor: float | None = None
         self.departures = diag.DepartureSums(obs.nchan)
 
-    def add(self, rows: slice, sim: diag.Simulation) -> np.ndarray:
-        """Add a block; returns its simulated TB with NaN where masked (the output files' values)."""
+    def add(self, rows: slice, sim: diag.Simulation) -> None:
+        """Add a block."""
         self.add_anchor(sim)
-        return self.add_departures(rows, sim)
+        self.add_departures(rows, sim)
 
     def add_anchor(self, sim: diag.Simulation) -> None:
         """The block's anchor floor penalty (one compiled pass,
@@ -104,11 +104,10 @@ class _Sums:
         if a is not None:
             self.anchor = (self.anchor or 0.0) + a
 
-    def add_departures(self, rows: slice, sim: diag.Simulation) -> np.ndarray:
-        """The block's ``J_o`` and departures (one compiled pass, on any thread); returns its simulated
-        TB with NaN where masked (the output files' values)."""
+    def add_departures(self, rows: slice, sim: diag.Simulation) -> None:
+        """The block's ``J_o`` and departures (one compiled pass, on any thread)."""
         y, m = self.obs.tb_obs_k[rows], self.obs.mask[rows]
-        return self.departures.add_block(y, sim.tb, m, self.obs.basis.obs_error_k)
+        self.departures.add_block(y, sim.tb, m, self.obs.basis.obs_error_k)
 
     def cost(self, nobs_total: int, map_values: dict[str, float] | None = None) -> dict[str, float]:
         return diag.cost_from_sums(self.network, self.departures.obs_sum, self.anchor, nobs_total, map_values)
@@ -188,10 +187,9 @@ def initial_pass(
             f = stack.enter_context(out.open_tb(held.path(path), obs.nobs, obs.basis, "tbsim_initial", sync=False))
         for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, block=block):
             rows = slice(start, stop)
-            tb = sums.add(rows, sim)
-            if f is not None:  # NaN where masked already; with the mask, the chunk of a channel the
-                # block's sensor lacks is not stored (chunk_writer: it reads as the fill value, NaN)
-                f.write("tb", start, tb, np.array(obs.mask[rows], dtype=bool))
+            sums.add(rows, sim)
+            if f is not None:  # masked (NaN where the sensor lacks the channel) by the compressing threads
+                f.write("tb", start, sim.tb, np.array(obs.mask[rows], dtype=bool))
             obs.release(rows)
     files = {"tbsim_initial": Path(path)} if f is not None and path is not None else {}
     return PassResult(cost=sums.cost(nobs_total), departures=sums.departures.stats(), files=files)
@@ -385,7 +383,7 @@ def final_pass(
             # copies (not views of the memory-mapped cache, whose pages obs.release drops below): the
             # compressing threads read the mask after that
             mask = np.array(obs.mask[rows], dtype=bool)
-            tb = sums.add_departures(rows, sim)
+            sums.add_departures(rows, sim)
             checks.add(sim.tb, sim.emis_ice, mask, sim.sic)
             if errors is not None:
                 errors.add(obs, rows, sim.emis_ice, truth)
@@ -393,7 +391,7 @@ def final_pass(
                 start = rows.start
                 if "tbobs" in files:
                     files["tbobs"].write("tb", start, *_observed_rows(obs, rows, mask))
-                files["tbsim"].write("tb", start, tb, mask)  # NaN where masked already; the mask: as tbzero's
+                files["tbsim"].write("tb", start, sim.tb, mask)
                 files["ice_emis"].write("ice_emis", start, sim.emis_ice, mask)
                 assert sim.tb_zero is not None
                 files["tbzero"].write("tb", start, sim.tb_zero, mask)
