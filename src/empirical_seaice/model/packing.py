@@ -49,23 +49,7 @@ CHUNK = 1 << 18
 """Observations packed per call (bounds the per-observation angle temporaries and the resident cache pages)."""
 
 
-def _finite_row(dst, src, i):
-    """``dst[c] = src[i, c]`` of every channel (of ``src``), 0 where not finite
-    (:func:`~empirical_seaice.all_sky.finite_value`): one loop over one input and one array of the pass's own
-    (inlined: the compiler vectorises it)."""
-    for c in range(src.shape[1]):
-        dst[c] = finite_value(src[i, c])
-
-
-def _count(mask, i, nc):
-    """The channels set in row ``i`` of the mask."""
-    n = 0
-    for c in range(nc):
-        n += 1 if mask[i, c] else 0
-    return n
-
-
-def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field, one loop per array
+def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field
     out,
     ints,
     cols,
@@ -96,10 +80,13 @@ def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field, one loop pe
     ``stray`` (one per chunk of rows): set to the first row of the chunk whose mask has a channel its
     sensor lacks (left as it is where none has).
 
-    Each row's channels go through arrays of the pass's own (one loop per input, one per output), which
-    the compiler vectorises (it cannot for a loop over the channels of several arrays that might overlap).
-    On one core the ``benchmark`` twin's 2.73 M rows take 0.28-0.33 s from its cache in the page cache
-    (0.41-0.46 s while the pass folded the clear and cloudy columns itself; about 110 ns a row)."""
+    A row's mask goes through an array of the pass's own (its ``nc`` channels as 0 or 1, then a 0 for the
+    column of channels a sensor lacks), from which each word's bits are gathered without a branch; its
+    channel columns are read straight from the inputs, one loop over the sensor's columns for the five
+    fields. On one core, a block of 65,536 rows of three sensors (17 channels) in memory took 75-79 ns a row,
+    against 100-107 ns with a branch per mask bit and each field's row first copied through an array of its
+    own. In the ``benchmark`` twin's final pass, which reads the cache's pages back in as it packs, its 2.73 M
+    rows took 0.31-0.35 s against 0.35-0.38 s (benchmarks/results.md, seventeenth round)."""
     n, nc = tb.shape
     width = cmap.shape[1]
     zero = np.float32(0.0)
@@ -107,25 +94,27 @@ def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field, one loop pe
     c_tb, c_ew, c_tau, c_down, c_k = cols[5], cols[6], cols[7], cols[8], cols[9]
     nchunk = min(n, _NCHUNK)
     for k in prange(nchunk):
-        # + one zero past the basis channels: the column of channels a sensor lacks
-        r_tb, r_ew = np.zeros(nc + 1, np.float32), np.zeros(nc + 1, np.float32)
-        r_tau, r_down, r_k = np.zeros(nc + 1, np.float32), np.zeros(nc + 1, np.float32), np.zeros(nc + 1, np.float32)
+        bits = np.zeros(nc + 1, np.int64)  # + one 0 past the basis channels: the column a sensor lacks
         for i in range((n * k) // nchunk, (n * (k + 1)) // nchunk):
             ints[i, 0] = igrid[i]
             ints[i, 1] = istep[i]
             ints[i, 2] = isensor[i]
             s = isensor[i]
             own = cmap[s]
+            total = 0
+            for c in range(nc):
+                b = np.int64(mask[i, c])
+                bits[c] = b
+                total += b
             kept = 0
             for w in range(nw):
-                word = 0
+                word = np.int64(0)
                 for j in range(32 * w, min(32 * w + 32, width)):
-                    c = own[j]
-                    if c < nc and mask[i, c]:
-                        word |= np.int64(1) << (j - 32 * w)
-                        kept += 1
+                    b = bits[own[j]]
+                    word |= b << (j - 32 * w)
+                    kept += b
                 ints[i, 3 + w] = word  # truncated to int32: bit 31 is the sign bit
-            if kept != _count(mask, i, nc) and stray[k] < 0:  # a channel of the mask that the sensor lacks
+            if kept != total and stray[k] < 0:  # a channel of the mask that the sensor lacks
                 stray[k] = i
             rowwise = angle_s[2, s] != 0.0
             f = np.float32(cloud[i]) if np.isfinite(cloud[i]) else zero
@@ -134,21 +123,20 @@ def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field, one loop pe
             out[i, cols[2]] = f
             out[i, cols[3]] = cos2[i] if rowwise else angle_s[0, s]
             out[i, cols[4]] = cosv[i] if rowwise else angle_s[1, s]
-            _finite_row(r_tau, tau, i)  # (their first nc values; the last stays 0)
-            _finite_row(r_down, down, i)
-            _finite_row(r_k, const, i)
-            _finite_row(r_tb, tb, i)
-            _finite_row(r_ew, ew, i)
             for j in range(width):
-                out[i, c_tb + j] = r_tb[own[j]]
-            for j in range(width):
-                out[i, c_ew + j] = r_ew[own[j]]
-            for j in range(width):
-                out[i, c_tau + j] = r_tau[own[j]]
-            for j in range(width):
-                out[i, c_down + j] = r_down[own[j]]
-            for j in range(width):
-                out[i, c_k + j] = r_k[own[j]]
+                c = own[j]
+                if c < nc:
+                    out[i, c_tb + j] = finite_value(tb[i, c])
+                    out[i, c_ew + j] = finite_value(ew[i, c])
+                    out[i, c_tau + j] = finite_value(tau[i, c])
+                    out[i, c_down + j] = finite_value(down[i, c])
+                    out[i, c_k + j] = finite_value(const[i, c])
+                else:  # past the sensor's last channel
+                    out[i, c_tb + j] = zero
+                    out[i, c_ew + j] = zero
+                    out[i, c_tau + j] = zero
+                    out[i, c_down + j] = zero
+                    out[i, c_k + j] = zero
 
 
 _NCHUNK = 64
@@ -156,8 +144,6 @@ _NCHUNK = 64
 
 
 if HAVE_NUMBA:
-    _finite_row = njit(inline="always")(_finite_row)
-    _count = njit(inline="always")(_count)
     _pack_rows = njit(cache=True, parallel=True)(_pack_rows)
 
 _COLUMNS = (
