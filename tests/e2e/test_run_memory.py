@@ -30,8 +30,9 @@ def _storages_with_rows(nobs: int) -> dict[int, tuple]:
     ``nobs``, by the address of its memory: one entry per copy."""
     found: dict[int, tuple] = {}
     for obj in gc.get_objects():
-        cands = [obj] if isinstance(obj, torch.Tensor) else []
-        cands += [r for r in gc.get_referents(obj) if isinstance(r, np.ndarray)]
+        # type(), not isinstance(): a weak proxy among them whose object is gone raises on isinstance
+        cands = [obj] if issubclass(type(obj), torch.Tensor) else []
+        cands += [r for r in gc.get_referents(obj) if issubclass(type(r), np.ndarray)]
         for x in cands:
             if x.ndim == 0 or x.shape[0] != nobs:
                 continue
@@ -50,7 +51,7 @@ def _storages_with_rows(nobs: int) -> dict[int, tuple]:
 
 
 def _live(kind) -> int:
-    return sum(isinstance(o, kind) for o in gc.get_objects())
+    return sum(issubclass(type(o), kind) for o in gc.get_objects())  # type(): as in _storages_with_rows
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # the census touches torch's deprecated module objects
