@@ -11,6 +11,7 @@ import pytest
 import torch
 from model_fixtures import make_obs
 
+from empirical_seaice import observations
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.model import packing, tensors
 from empirical_seaice.observations import PER_CHANNEL_FIELDS, PER_OBS_FIELDS, release_pages
@@ -45,13 +46,18 @@ def test_compiled_packing_equals_the_tensor_path_bit_for_bit(monkeypatch, sensor
     np.testing.assert_array_equal(a.view(np.int32), b.view(np.int32))
 
 
-def test_packing_in_chunks_from_memory_maps_drops_the_pages(tmp_path, monkeypatch):
-    obs, _ = make_obs(sensors=("amsr2", "gmi"), nobs=5000, ngrid=5, nstep=6, seed=5)
+def _memory_mapped(obs, folder):
+    """``obs`` with every array read from a ``.npy`` file of ``folder``, memory-mapped (as a run's cache)."""
     maps = {}
     for name in PER_OBS_FIELDS + PER_CHANNEL_FIELDS:
-        np.save(tmp_path / f"{name}.npy", getattr(obs, name))
-        maps[name] = np.load(tmp_path / f"{name}.npy", mmap_mode="r")
-    mapped = replace(obs, **maps)
+        np.save(folder / f"{name}.npy", getattr(obs, name))
+        maps[name] = np.load(folder / f"{name}.npy", mmap_mode="r")
+    return replace(obs, **maps)
+
+
+def test_packing_in_chunks_from_memory_maps_drops_the_pages(tmp_path, monkeypatch):
+    obs, _ = make_obs(sensors=("amsr2", "gmi"), nobs=5000, ngrid=5, nstep=6, seed=5)
+    mapped = _memory_mapped(obs, tmp_path)
     ref = tensors.ObservationTensors(obs)
     slices = ref._slices
     released = []
@@ -68,6 +74,29 @@ def test_packing_in_chunks_from_memory_maps_drops_the_pages(tmp_path, monkeypatc
     assert released == [slice(s, min(s + 1024, obs.nobs)) for s in range(0, obs.nobs, 1024)]
     np.testing.assert_array_equal(out.view(np.int32), ref.floats.numpy().view(np.int32))
     np.testing.assert_array_equal(ints, ref.ints.numpy())
+
+
+def test_a_block_is_packed_without_dropping_the_pages_of_its_rows(tmp_path, monkeypatch):
+    # the streamed passes drop a block's cache pages after its sums and files have read its rows again
+    obs, _ = make_obs(sensors=("amsr2", "gmi"), nobs=3000, ngrid=5, nstep=6, seed=6)
+    mapped = _memory_mapped(obs, tmp_path)
+    dropped = []
+    real = observations.release_pages
+
+    def spy(arr, rows=None):
+        if isinstance(arr, np.memmap):
+            dropped.append(rows)
+        real(arr, rows)
+
+    monkeypatch.setattr(observations, "release_pages", spy)
+    whole = tensors.ObservationTensors(obs)
+    part = tensors.ObservationBlocks(mapped).block(1000, 2400)
+    assert dropped == []
+    assert part.row0 == 1000 and part.nobs == 1400
+    np.testing.assert_array_equal(part.floats.numpy().view(np.int32), whole.floats.numpy()[1000:2400].view(np.int32))
+    np.testing.assert_array_equal(part.ints.numpy(), whole.ints.numpy()[1000:2400])
+    mapped.release(slice(1000, 2400))  # what the pass does after the block: every memory-mapped array
+    assert dropped == [slice(1000, 2400)] * len(mapped.arrays())
 
 
 def test_the_mask_is_packed_as_bits_and_unpacked_exactly():

@@ -221,7 +221,15 @@ class ObservationBlocks:
     :class:`ObservationTensors` (``row0 = start``), so a pass holds one block's table instead of the
     whole one (296 bytes per observation on the ``benchmark`` twin). The packed values are the whole table's
     (the same packing, row by row). Every block is packed into the same buffers: a block is valid
-    until the next :meth:`block` call, which overwrites its tables."""
+    until the next :meth:`block` call, which overwrites its tables.
+
+    The packing of a block does not drop the cache pages it read (the block's arrays are plain views of
+    the memory maps): the pass drops them after the block
+    (:meth:`~empirical_seaice.observations.Observations.release`), once its sums and files have read the
+    same rows again (the mask, the observed TB, the grid indices). When the packing dropped them too, those
+    reads faulted them back in: on the ``benchmark`` twin's final pass 16,300-19,500 page faults against
+    10,000-13,900, and 1.33-1.39 s against 1.30-1.33 s (four interleaved pairs; benchmarks/results.md,
+    seventeenth round)."""
 
     def __init__(self, obs: Observations, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
         self.obs, self.device, self.dtype = obs, torch.device(device), dtype
@@ -234,7 +242,8 @@ class ObservationBlocks:
     def block(self, start: int, stop: int) -> ObservationTensors:
         """Observations ``start .. stop - 1`` packed (row ``r`` is observation ``start + r``)."""
         rows = slice(start, stop)
-        views: dict[str, Any] = {name: arr[rows] for name, arr in self.obs.arrays().items()}  # no copy
+        # no copy; plain arrays, not memory maps, so the packing leaves the rows' cache pages to the pass
+        views: dict[str, Any] = {name: np.asarray(arr[rows]) for name, arr in self.obs.arrays().items()}
         view = replace(self.obs, **views)
         buf = self._buffers
         if self.device.type != "cpu" or (buf is not None and buf[0].shape[0] < stop - start):
