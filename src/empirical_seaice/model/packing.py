@@ -21,7 +21,8 @@ float32 table is the tensor path's bit for bit (tested); a float64 table (gradie
 checks, the tensor path) gets the same values. Chunks of :data:`CHUNK` rows; after each chunk the resident
 pages of memory-mapped inputs are dropped
 (:meth:`~empirical_seaice.observations.Observations.release`), so packing
-does not hold the cache in memory beside the table.
+does not hold the cache in memory beside the table. (A streamed pass's block is packed from plain views,
+:class:`~empirical_seaice.model.tensors.ObservationBlocks`: the pass drops those pages after the block.)
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _pack_rows(  # noqa: C901, PLR0913 - one array per packed field
     column of channels a sensor lacks), from which each word's bits are gathered without a branch; its
     channel columns are read straight from the inputs, one loop over the sensor's columns for the five
     fields. On one core, a block of 65,536 rows of three sensors (17 channels) in memory took 75-79 ns a row,
-    against 100-107 ns with a branch per mask bit and each field's row first copied through an array of its
+    against 98-110 ns with a branch per mask bit and each field's row first copied through an array of its
     own. In the ``benchmark`` twin's final pass, which reads the cache's pages back in as it packs, its 2.73 M
     rows took 0.31-0.35 s against 0.35-0.38 s (benchmarks/results.md, seventeenth round)."""
     n, nc = tb.shape
