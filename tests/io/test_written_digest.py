@@ -1,10 +1,11 @@
 """The manifest's checksums are computed in the background as an output set's files are written
-(io/transaction/atomic.py): the same BLAKE2b as reading the file at publishing, and a file changed
+(io/transaction/atomic.py): the same SHA-256 as reading the file at publishing, and a file changed
 after it was hashed is hashed again, a renamed one (a held output promoted) keeps its digest; a digest
 that fails in the background is no failure of the write."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -49,7 +50,7 @@ def test_background_digests_equal_the_published_checksums(tmp_path, monkeypatch)
     assert sorted(h for h in hashed if h.endswith(".nc")) == ["a_t.nc", "b_t.nc", "c_t.nc", "c_t.nc"], hashed
     on_disk = json.loads((tmp_path / "out" / "manifest_t.json").read_text())["files"]
     for name in ("a_t.nc", "b_t.nc", "c_t.nc"):
-        assert manifest["files"][name]["blake2b"] == real(tmp_path / "out" / name) == on_disk[name]["blake2b"]
+        assert manifest["files"][name]["sha256"] == real(tmp_path / "out" / name) == on_disk[name]["sha256"]
     assert txn.verify_set(tmp_path / "out", "t") == []
 
 
@@ -78,7 +79,7 @@ def test_a_failing_background_digest_is_no_failed_write(tmp_path, monkeypatch):
     assert (stage / "a_t.nc").read_bytes() == b"a" * 5000
     manifest = run_set.publish()
     run_set.release()
-    assert manifest["files"]["a_t.nc"]["blake2b"] == atomic.file_digest(tmp_path / "out" / "a_t.nc")
+    assert manifest["files"]["a_t.nc"]["sha256"] == atomic.file_digest(tmp_path / "out" / "a_t.nc")
     assert txn.verify_set(tmp_path / "out", "t") == []
 
 
@@ -99,7 +100,7 @@ def test_a_failing_stat_after_the_rename_is_no_failed_write(tmp_path, monkeypatc
     assert calls == [stage / "a_t.nc"]
     manifest = run_set.publish()
     run_set.release()
-    assert manifest["files"]["a_t.nc"]["blake2b"] == atomic.file_digest(tmp_path / "out" / "a_t.nc")
+    assert manifest["files"]["a_t.nc"]["sha256"] == atomic.file_digest(tmp_path / "out" / "a_t.nc")
 
 
 def test_release_drops_the_digests_of_its_set(tmp_path):
@@ -112,3 +113,33 @@ def test_release_drops_the_digests_of_its_set(tmp_path):
     run_set.release()
     with atomic._digest_lock:
         assert not any(p.is_relative_to(stage) for p, _ in atomic._digests.values())
+
+
+def test_the_checksum_is_sha256_as_sha256sum_gives_it(tmp_path):
+    (tmp_path / "abc").write_bytes(b"abc")  # FIPS 180-2's first example
+    assert atomic.file_digest(tmp_path / "abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    data = bytes(range(256)) * 9000  # 2.3 MB: three reads of 1 MiB, the last one short
+    (tmp_path / "big").write_bytes(data)
+    assert atomic.file_digest(tmp_path / "big") == hashlib.sha256(data).hexdigest()
+    blake = hashlib.blake2b(data, digest_size=16).hexdigest()
+    assert atomic.file_digest(tmp_path / "big", algorithm="blake2b") == blake
+
+
+def test_a_manifest_of_blake2b_checksums_is_still_verified(tmp_path):
+    """A set published before the checksums were SHA-256 keeps its manifest's BLAKE2b checksums: verified
+    with them, and a changed file is still found."""
+    run_set = txn.OutputSet(tmp_path / "out", "t")
+    stage = run_set.begin()
+    _write(stage / "a_t.nc", b"a" * 5000)
+    run_set.publish()
+    run_set.release()
+    mpath = (tmp_path / "out" / "manifest_t.json").resolve()
+    manifest = json.loads(mpath.read_text())
+    info = manifest["files"]["a_t.nc"]
+    info["blake2b"] = atomic.file_digest(tmp_path / "out" / "a_t.nc", algorithm="blake2b")
+    del info["sha256"]
+    mpath.write_text(json.dumps(manifest))
+    assert txn.verify_set(tmp_path / "out", "t") == []
+    info["blake2b"] = "0" * 32
+    mpath.write_text(json.dumps(manifest))
+    assert txn.verify_set(tmp_path / "out", "t") == ["a_t.nc: checksum differs"]

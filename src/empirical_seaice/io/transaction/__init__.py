@@ -35,6 +35,7 @@ No torch and no model here: :mod:`empirical_seaice.io` stays usable without them
 """
 
 from empirical_seaice.io.transaction.atomic import (
+    DIGEST,
     OutputWriteError,
     atomic_path,
     file_digest,
@@ -62,6 +63,7 @@ __all__ = [
     "atomic_path",
     "health_marks",
     "make_dir",
+    "DIGEST",
     "file_digest",
     "fsync_dir",
     "tmp_name",

@@ -18,6 +18,7 @@ from typing import Any
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io.transaction.atomic import (
+    DIGEST,
     atomic_path,
     digest_written_files,
     file_digest,
@@ -75,10 +76,11 @@ def verify_set(output: Path, tag: str) -> list[str]:
         return [f"no published set for tag {tag!r} in {output}"]
     problems = []
     for name, info in manifest["files"].items():
+        algorithm = DIGEST if DIGEST in info else "blake2b"  # the manifests before 2026-12-02
         p = Path(output) / name
         if not p.is_file():
             problems.append(f"{name}: missing")
-        elif p.stat().st_size != info["bytes"] or file_digest(p) != info["blake2b"]:
+        elif p.stat().st_size != info["bytes"] or file_digest(p, algorithm=algorithm) != info[algorithm]:
             problems.append(f"{name}: checksum differs")
     return problems
 
@@ -219,7 +221,7 @@ class OutputSet:
         try:
             for rel in self.files():
                 p = self.stage / rel
-                files[rel] = {"bytes": p.stat().st_size, "blake2b": written_digest(p)}
+                files[rel] = {"bytes": p.stat().st_size, DIGEST: written_digest(p)}
             mpath = self.stage / f"{MANIFEST_STEM}_{self.tag}.json"
             with atomic_path(mpath) as tmp:
                 tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
