@@ -218,10 +218,11 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                 prefetch(floats, ia, col)
             prefetch(floats, ia, ncolf - 1)
             prefetch(ints, ia, 0)
-            ra = refs[b + _AHEAD, 0]
-            prefetch1(count, ra)
-            prefetch1(bg, ra)
-            prefetch1(t_map, ra)
+            if not forward_only:  # the priors' constants of its SIC row: read by the cost only
+                ra = refs[b + _AHEAD, 0]
+                prefetch1(count, ra)
+                prefetch1(bg, ra)
+                prefetch1(t_map, ra)
         i = index[b]
         s = ints[i, 2]
         ncs = nch[s]  # the sensor's channels: its row's channel columns 0 .. ncs - 1
