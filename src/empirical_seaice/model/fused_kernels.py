@@ -214,10 +214,11 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     for b in range(c0, c1):
         if b + _AHEAD < nbat:  # the packed row, integers and SIC row constants of an observation ahead
             ia = index[b + _AHEAD]
-            for col in range(0, ncolf, 16):
-                prefetch(floats, ia, col)
-            prefetch(floats, ia, ncolf - 1)
-            prefetch(ints, ia, 0)
+            if ia != index[b] + _AHEAD:  # not rows in order (a streamed pass's block): the hardware fetches those
+                for col in range(0, ncolf, 16):
+                    prefetch(floats, ia, col)
+                prefetch(floats, ia, ncolf - 1)
+                prefetch(ints, ia, 0)
             if not forward_only:  # the priors' constants of its SIC row: read by the cost only
                 ra = refs[b + _AHEAD, 0]
                 prefetch1(count, ra)
