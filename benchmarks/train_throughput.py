@@ -27,6 +27,9 @@ by +-25 % over seconds. Configurations:
 - ``--only priors``: the fused step with sampled and with full whole-map priors (the whole SIC
   map stepped at every step), interleaved (``--repeat``), as the state grows from 30 to 365 days
   (batch 1024): what the full priors' pass costs per SIC-map row;
+- ``--only device``: the tensor step without and with its forward pass and cost in one kernel
+  (:mod:`empirical_seaice.model.fused_device`; compiled for CUDA with ``--device cuda``, else for the
+  CPU), interleaved (``--repeat``), at batch 1024 and 16384: what the GPU's fused cost saves;
 - ``--only fused``: the fused step alone at batch 1024 and 16384 on one and two threads
   (``--repeat`` sets, ``--epochs 6 --steps 150`` for the figures of benchmarks/results.md).
 - ``--only pairs``: interleaved sets (``--repeat``) of the tensor step, the fused
@@ -157,9 +160,11 @@ def run_one(cfg: dict) -> dict:
 
     from empirical_seaice.config import TrainingConfig, get_preset
     from empirical_seaice.run.factory import build_network, build_trainer
+    from empirical_seaice.training.fused_step import set_threads
     from empirical_seaice.training.runtime import make_generator
 
     torch.set_num_threads(cfg["threads"])
+    set_threads(cfg["threads"])  # numba's too: the one-kernel cost on the CPU runs on them
     t0 = time.perf_counter()
     if cfg.get("data"):
         from empirical_seaice.config import DataConfig
@@ -204,6 +209,8 @@ def run_one(cfg: dict) -> dict:
         map_priors=cfg.get("map_priors"),
     )
     trainer = build_trainer(net, built, tcfg, train_index=train_index, generator=gen, progress=False)
+    if cfg.get("device_cost"):  # the tensor step with its forward pass and cost in one kernel
+        trainer.device_cost_target = cfg["device_cost"]
     cpu0 = time.process_time()
     if cfg.get("profile"):
         from torch.profiler import ProfilerActivity, profile
@@ -251,7 +258,8 @@ def run_one(cfg: dict) -> dict:
         "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "cuda_peak_mib": peak,
         "final_total": hist.epoch_terms[-1]["total"],
-        "fused_used": bool(getattr(trainer, "_fused", None)),
+        "fused_used": bool(getattr(trainer, "_fused", None)) and not cfg.get("device_cost"),
+        "device_cost_used": bool(getattr(trainer, "_device", None)),
     }
 
 
@@ -302,16 +310,25 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help="200k observations, 60 steps (smoke run)")
     ap.add_argument("--profile", action="store_true", help="profile the sparse scheme at batch 1024 and exit")
     ap.add_argument(
-        "--only", default="", help="comma list of parts: batch,lazy,growth,dense,pairs,fused,scaling,priors"
+        "--only",
+        default="",
+        help="comma list of parts: batch,lazy,growth,dense,pairs,fused,device,scaling,priors",
     )
     ap.add_argument("--no-write", action="store_true", help="do not append to benchmarks/results.md")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved sets of the 'pairs' part")
     return ap
 
 
+def _step_kind(r: dict) -> str:
+    """The step that trained: the fused one, the tensor step with its one-kernel cost, or the tensor step."""
+    if r.get("device_cost_used"):
+        return f"tensor+kernel({r['device_cost']})"
+    return "fused" if r.get("fused_used") else "tensor"
+
+
 def _print_result(r: dict) -> None:
     print(
-        f"{r['optimizer']:6s} {'fused' if r.get('fused_used') else 'tensor'} {r.get('map_priors') or ''} "
+        f"{r['optimizer']:6s} {_step_kind(r)} {r.get('map_priors') or ''} "
         f"batch {r['batch']:5d} "
         f"nstep {r['nstep']:3d} threads {r['threads']}: "
         f"{r['obs_per_s']:10.0f} obs/s {r['ms_per_step']:8.2f} ms/step "
@@ -346,6 +363,14 @@ def _step_sets(parts: set[str], args) -> list[dict]:
                 dict(fused=True, batch=16384, steps=max(args.steps // 16, 20), threads=2),
                 dict(optimizer="dense-adam", steps=20, epochs=3),
             ]
+    if "device" in parts:  # the tensor step with and without the one-kernel cost (model.fused_device)
+        target = "cuda" if args.device.startswith("cuda") else "cpu"
+        for _ in range(args.repeat):
+            for batch, steps in ((1024, args.steps), (16384, max(args.steps // 16, 20))):
+                todo += [
+                    dict(fused=False, batch=batch, steps=steps),
+                    dict(fused=True, device_cost=target, batch=batch, steps=steps),
+                ]
     if "fused" in parts:  # the fused step alone: batch 1024 and 16384, one and two threads
         for _ in range(args.repeat):
             todo += [
@@ -412,8 +437,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _scheme(r: dict) -> str:
-    """The optimiser, with the whole-map prior mode where the configuration named one."""
-    return r["optimizer"] + (f", {r['map_priors']} priors" if r.get("map_priors") else "")
+    """The optimiser, with the whole-map prior mode where the configuration named one, and the step."""
+    step = ""
+    if r.get("device_cost"):
+        step = (
+            f", tensor step + one-kernel cost ({r['device_cost']}{'' if r.get('device_cost_used') else ': not used'})"
+        )
+    elif r.get("fused") is False:
+        step = ", tensor step"
+    return r["optimizer"] + (f", {r['map_priors']} priors" if r.get("map_priors") else "") + step
 
 
 def _openmp_settings() -> str:

@@ -301,6 +301,11 @@ def _own_frequencies(own: dict, freq_in: np.ndarray, anchor_input: float | None)
     return freq_pad, nfreq
 
 
+def _host(t) -> np.ndarray:
+    """A tensor's values as numpy: a view of a CPU tensor, a copy of another device's."""
+    return t.detach().cpu().numpy()
+
+
 def _obs_rows(data) -> np.ndarray | None:
     """``data.obs_rows`` as int64 numpy (:attr:`FusedProgram.obs_rows`), None where it has none."""
     rows = getattr(data, "obs_rows", None)
@@ -455,11 +460,14 @@ def simulate(program: FusedProgram, nobs: int, zero_sic: bool = False, chunk: in
 
 
 def build_program(  # noqa: C901 - one check or constant per configuration option
-    network, data, nobs_total: int, training: bool = True
+    network, data, nobs_total: int, training: bool = True, host_tables: bool = True
 ) -> tuple[FusedProgram | None, str]:
     """The compiled step's view of ``network`` (a :class:`HybridNetwork`) and ``data``
     (:class:`ObservationTensors`), or ``(None, reason)`` where it does not apply
-    (``training=False``: for :func:`simulate` only, any prior mode)."""
+    (``training=False``: for :func:`simulate` only, any prior mode). ``host_tables=False``: the
+    constants only, from tensors on any device (copied to the host), for
+    :class:`~empirical_seaice.model.fused_device.DeviceCost`, which reads the tables on their device:
+    the program's ``floats``, ``ints``, ``tables`` and ``dense`` are then not numpy views to run."""
     import torch
 
     from empirical_seaice.model.emissivity import LinearEmissivity, NetworkEmissivity
@@ -472,9 +480,10 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         return None, f"no fused step for the prior mode {prior_mode!r}"
     full = training and prior_mode == "full"
     floats = getattr(data, "floats", None)
-    if floats is None or floats.device.type != "cpu" or floats.dtype != torch.float32:
+    on_host = host_tables  # the tables must be the host's; else any device
+    if floats is None or (on_host and floats.device.type != "cpu") or floats.dtype != torch.float32:
         return None, "the fused step runs on CPU float32 observation tensors"
-    if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in network.parameters()):
+    if any((on_host and p.device.type != "cpu") or p.dtype != torch.float32 for p in network.parameters()):
         return None, "the fused step runs on CPU float32 parameters"
     em = network.emissivity
     mc, cc = network.model_config, network.cost_config
@@ -540,13 +549,13 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
     cnt = (
         np.full(st.ngrid * st.ncol, np.inf, dtype=np.float32)
         if network.sic_count is None or full  # "full": no batch estimate (1 / count = 0), the exact priors instead
-        else network.sic_count.numpy()
+        else _host(network.sic_count)
     )
     fp[15], fp[16] = cc.warm_ice_threshold_k, cc.warm_ice_factor
     if version == 2:
-        freq_in = np.ascontiguousarray(em.freq_input_t.numpy().T.astype(np.float64))  # (nsensor, nf)
-        chan_freq = em.chan_freq.numpy().astype(np.int64)
-        pol = em.pol.numpy().astype(np.int64)
+        freq_in = np.ascontiguousarray(_host(em.freq_input_t).T.astype(np.float64))  # (nsensor, nf)
+        chan_freq = _host(em.chan_freq).astype(np.int64)
+        pol = _host(em.pol).astype(np.int64)
     else:
         freq_in = np.zeros((1, 1))
         freq_pad = np.zeros((1, _MAXS))
@@ -566,27 +575,27 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         has_grid=st.props_grid is not None,
         has_obs=st.props_obs is not None,
         count=cnt,
-        bg=st.background_flat.numpy(),
-        t_map=network.t_map_flat.numpy(),
+        bg=_host(st.background_flat),
+        t_map=_host(network.t_map_flat),
         freq_pad=freq_pad,
         nfreq=nfreq,
         **own,
-        lag_w=st.lag_weights.numpy().astype(np.float64),
-        obs_err2=network.obs_error_k.numpy().astype(np.float64) ** 2,
+        lag_w=_host(st.lag_weights).astype(np.float64),
+        obs_err2=_host(network.obs_error_k).astype(np.float64) ** 2,
         sig_range=cc.sic_error,
         sig_bg=cc.sic_background_error,
         sig_false=cc.false_ice_error,
         warm_base=network.counts_nobs / network.n_warm_rows,
-        bias_ice_bg=network.bias_ice_bg_k.numpy(),
-        bias_ocean_bg=network.bias_ocean_bg_k.numpy(),
-        bias_inv_var=(1.0 / network.bias_error_k.numpy().astype(np.float64) ** 2),
+        bias_ice_bg=_host(network.bias_ice_bg_k),
+        bias_ocean_bg=_host(network.bias_ocean_bg_k),
+        bias_inv_var=(1.0 / _host(network.bias_error_k).astype(np.float64) ** 2),
         no_tb=np.zeros((1, 1), dtype=np.float32),
         no_sic=np.zeros(1, dtype=np.float32),
         dummy2=np.zeros((2, 1), dtype=np.float32),
         dummy1=np.zeros(2, dtype=np.float32),
     )
     if full and cc.sic_smoothness:  # each row's neighbours, for the whole-map pass
-        first, second, inv_var = (t.numpy() for t in network.smoothness_pairs())
+        first, second, inv_var = (_host(t) for t in network.smoothness_pairs())
         indptr, indices, weights = pairs_csr(st.ngrid * st.ncol, first, second, inv_var.astype(np.float64))
         arrays.update(smooth_indptr=indptr, smooth_indices=indices, smooth_weights=weights)
     program = FusedProgram(
@@ -595,8 +604,8 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         tables=tables,
         ref_table=np.asarray(ref_table, dtype=np.int64),
         dense=list(network.dense_parameters()),
-        floats=data.floats.numpy(),
-        ints=data.ints.numpy(),
+        floats=data.floats.numpy() if on_host else np.empty((0, 0), dtype=np.float32),
+        ints=data.ints.numpy() if on_host else np.empty((0, 0), dtype=np.int32),
         row0=int(getattr(data, "row0", 0)),
         obs_rows=_obs_rows(data),
         ip=ip,

@@ -436,6 +436,14 @@ class HybridNetwork(nn.Module):
 
         return build_program(self, data, nobs_total, training)
 
+    def device_cost(self, data: ObservationTensors, nobs_total: int, target: str = "cuda"):
+        """The forward pass, sampled cost and gradient of this network on ``data`` in one kernel, one
+        observation a thread (:func:`empirical_seaice.model.fused_device.build_device_cost`): ``(cost, "")``
+        or ``(None, reason)``; ``target`` "cuda", or "cpu" (the same code compiled for the CPU)."""
+        from empirical_seaice.model.fused_device import build_device_cost
+
+        return build_device_cost(self, data, nobs_total, target)
+
     # ------------------------------------------------------------- parameters
     def state_rows(self, batch: Batch) -> list[tuple[Tensor, Tensor]]:
         """The rows of each state table that a batch reads (int64, may repeat):

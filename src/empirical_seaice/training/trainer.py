@@ -220,6 +220,12 @@ class Trainer:
         page faults, against about 10 ms). Dropped when training ends."""
         self._lr_cuts: list[int] = []  # epochs (0-based) after which the step was cut (plateau_cuts)
         self._fused: FusedStep | None | bool = None  # None: not tried yet; False: not available
+        self.device_cost_target: str | None = "cuda" if self.device.type == "cuda" else None
+        """Where the tensor step's forward pass and cost run as one kernel (:mod:`~empirical_seaice.model.fused_device`)
+        when the compiled CPU step does not apply: "cuda" on a GPU, None elsewhere ("cpu": the same kernel
+        compiled for the CPU, which the tests set)."""
+        self._device: Any = None  # the DeviceCost; None: not tried yet; False: not available
+        self._device_launched = False  # whether its kernel ran once (a later failure is an error)
         self._distinct_batches: bool | None = None  # whether train_index is distinct (the fused step's skip)
         self.map_priors_note = ""
         """Which whole-map prior mode ``map_priors="auto"`` took and why (one line; '' otherwise)."""
@@ -369,12 +375,13 @@ class Trainer:
     def _fused_step(self) -> FusedStep | None:
         """The compiled step (:mod:`~empirical_seaice.training.fused_step`) when the config asks for it and
         it applies; else None, with a one-line notice the first time."""
-        if not self.config.fused_step or self._fused is False:
-            return None
+        if not self.config.fused_step or self._fused is False or self.device_cost_target is not None:
+            return None  # (a device cost asked for: the tensor step with its kernel, _device_cost)
         if self._fused is None:
             fused, reason = build_fused_step(self.network, self.data, self.optimizers, self.nobs_total, self.device)
             if fused is None:
-                logger.warning("fused training step not used (%s); using the tensor step", reason)
+                if self.device_cost_target is None:  # else the device cost's own notice (_device_cost)
+                    logger.warning("fused training step not used (%s); using the tensor step", reason)
                 self._fused = False
                 return None
             self._fused = fused
@@ -493,7 +500,22 @@ class Trainer:
         """One step of the tensor (autograd) path on the observations ``index``: the cost terms and the
         minimised total, after the optimisers stepped (a sharded run sums ``dense_params``' gradients
         over the ranks first)."""
-        terms = self._step_terms(self.data.batch(index), deferred, batch_total)
+        cost = self._device_cost(deferred)
+        terms = None
+        if cost is not None and deferred is not None:
+            try:
+                terms = self._device_terms(cost, index, deferred, batch_total)
+            except Exception as exc:  # the kernel's first compilation or launch on this machine failed
+                if self._device_launched:
+                    raise
+                why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                logger.warning(
+                    "fused training step not used (its %s kernel failed: %s); using the tensor step", cost.target, why
+                )
+                self._device = False
+            self._device_launched = True
+        if terms is None:
+            terms = self._step_terms(self.data.batch(index), deferred, batch_total)
         loss = self.network.total_cost(terms)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
@@ -503,6 +525,35 @@ class Trainer:
         for opt in self.optimizers:
             opt.step()
         return terms, loss
+
+    def _device_cost(self, deferred: DeferredAdam | None) -> Any:
+        """The forward pass and cost of a tensor step in one kernel (the network's ``device_cost``:
+        :class:`~empirical_seaice.model.fused_device.DeviceCost`) where :attr:`device_cost_target` asks
+        for it and it applies; else None, with a one-line notice the first time."""
+        if self._device is None:
+            self._device = False
+            if self.device_cost_target is not None and self.config.fused_step:
+                make = getattr(self.network, "device_cost", None)
+                cost, reason = None, f"{type(self.network).__name__} has no device cost"
+                if deferred is None:
+                    reason = "the device cost needs the deferred-adam optimiser scheme"
+                elif make is not None:
+                    cost, reason = make(self.data, self.nobs_total, self.device_cost_target)
+                if cost is None:
+                    logger.warning("fused training step not used (%s); using the tensor step", reason)
+                else:
+                    logger.info("fused training step: the forward pass and cost in one %s kernel", cost.target)
+                    self._device = cost
+        return self._device or None
+
+    def _device_terms(
+        self, cost: Any, index: torch.Tensor, deferred: DeferredAdam, batch_total: int
+    ) -> dict[str, torch.Tensor]:
+        """:meth:`_step_terms` of the observations ``index`` with the forward pass and cost in ``cost``'s
+        kernel: the rows the batch reads caught up and handed over (:meth:`DeferredAdam.gather`)."""
+        rows = cost.batch_rows(index)
+        values = deferred.gather(self.network.state_rows(rows))
+        return cost.terms(rows, index, values, batch_total if self.sharding is not None else None)
 
     def _step_terms(self, batch: Any, deferred: DeferredAdam | None, batch_total: int) -> dict[str, torch.Tensor]:
         """The cost terms of one step (:meth:`_forward`, then ``network.cost_terms``); in a sharded run

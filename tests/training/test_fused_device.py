@@ -1,0 +1,192 @@
+"""The GPU's fused cost (one kernel a step for the forward pass and the cost, one observation a thread)
+equals the tensor step: its terms and gradients on a batch, training after 100 steps, and the CUDA
+kernel itself under numba's CUDA simulator. Compiled for the CPU here (no GPU needed)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hybrid_case import assert_trained_alike, parameters, step_case
+from test_fused_step import CASES, _trainer
+
+from empirical_seaice.model.fused_device import DeviceCost
+from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.model.tensors import ObservationTensors
+from empirical_seaice.training import fused_step
+from empirical_seaice.training.runtime import make_generator
+
+pytestmark = pytest.mark.skipif(not fused_step.HAVE_NUMBA, reason="numba is not installed")
+
+
+def _network(case):
+    kw = CASES[case]
+    obs, bg, model, cost, counts = step_case(
+        kw.get("model_kw"), kw.get("cost_kw"), kw.get("warm", False), kw.get("sensors", ("amsr2",))
+    )
+    net = HybridNetwork(model, cost, obs.basis, bg, obs.nobs, row_counts=counts, generator=make_generator(3))
+    return net, ObservationTensors(obs), obs.nobs
+
+
+def _gradients(net, values, terms):
+    """The terms' values, and the gradients of their total (the step's loss) of the dense weights and
+    of the state values handed over."""
+    for p in net.parameters():
+        p.grad = None
+    net.total_cost(terms).backward()
+    out = {k: float(v.detach()) for k, v in terms.items()}
+    return out, [p.grad.clone() for p in net.dense_parameters()] + [v.grad.clone() for v in values]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_device_cost_equals_tensor_cost_on_a_batch(case):
+    """Every term and every gradient of a 64-observation batch, to float32 rounding."""
+    net, data, nobs = _network(case)
+    cost, reason = net.device_cost(data, nobs, target="cpu")
+    assert isinstance(cost, DeviceCost), reason
+    index = torch.arange(3, 67)
+    batch = data.batch(index)
+    rows = net.state_rows(batch)
+    ref_values = [table.detach()[r].clone().requires_grad_(True) for table, r in rows]
+    ref_terms, ref_grads = _gradients(net, ref_values, net.cost_terms(batch, net(batch, state_values=ref_values), nobs))
+    values = [v.detach().clone().requires_grad_(True) for v in ref_values]
+    got_terms, got_grads = _gradients(net, values, cost.terms(cost.batch_rows(index), index, values, None))
+    assert tuple(got_terms) == tuple(ref_terms)
+    for name, value in ref_terms.items():
+        assert got_terms[name] == pytest.approx(value, rel=2e-5, abs=1e-9), name
+    assert ref_terms["obs"] > 1.0  # a real misfit: the gradients below are not all zero
+    for ref, got in zip(ref_grads, got_grads, strict=True):
+        scale = float(ref.abs().max())
+        assert float((ref - got).abs().max()) <= 1e-4 * scale + 1e-9, (tuple(ref.shape), scale)
+    assert float(ref_grads[0].abs().max()) > 1e-3  # the first weights really get a gradient
+
+
+@pytest.mark.parametrize("case", ["v2", "v1", "v2-anchor-frequency-priors-warm", "v2-amsr2-atms-angle"])
+def test_device_cost_trains_as_the_tensor_step_after_100_steps(case, caplog):
+    kw = CASES[case]
+    tensor, device = _trainer(False, **kw), _trainer(True, **kw)
+    device.device_cost_target = "cpu"  # the kernel the GPU runs, compiled for the CPU
+    start = parameters(tensor)
+    with caplog.at_level(logging.INFO, logger="empirical_seaice.training.trainer"):
+        h_tensor, h_device = tensor.fit(), device.fit()
+    assert isinstance(device._device, DeviceCost) and not isinstance(device._fused, fused_step.FusedStep)
+    assert "the forward pass and cost in one cpu kernel" in caplog.text
+    assert_trained_alike(tensor, device, start, h_tensor, h_device, warm=kw.get("warm", False))
+
+
+@pytest.mark.parametrize("case", ["v2", "v1"])
+def test_shares_of_a_batch_add_up_to_the_batch(case):
+    """A run sharded over ranks: each rank's terms over its share of a global batch of B observations
+    (``batch_total=B``), the shared parameters' priors on the first rank alone (``shared_prior_share``
+    1, then 0), and the gradients of their totals add up to the whole batch's."""
+    net, data, nobs = _network(case)
+    with torch.no_grad():  # off the priors' minima (biases at their background, e0 at the anchor)
+        for p in net.dense_parameters():
+            p.add_(0.05 * torch.sin(torch.arange(p.numel(), dtype=p.dtype)).view_as(p))
+    cost, _ = net.device_cost(data, nobs, target="cpu")
+    index = torch.arange(32)
+    parts = {"whole": (index, None, 1.0), "first": (index[:20], 32, 1.0), "second": (index[20:], 32, 0.0)}
+    parts["none"] = (index[:0], 32, 0.0)  # a rank without observations in this step
+    terms, grads = {}, {}
+    for name, (rows, total, share) in parts.items():
+        net.shared_prior_share = share
+        batch = cost.batch_rows(rows)
+        values = [t.detach()[r].clone().requires_grad_(True) for t, r in net.state_rows(batch)]
+        terms[name], g = _gradients(net, values, cost.terms(batch, rows, values, total))
+        grads[name] = g[: len(g) - len(values)]
+    for term, value in terms["whole"].items():
+        assert terms["first"][term] + terms["second"][term] + terms["none"][term] == pytest.approx(value, rel=1e-5)
+    assert terms["second"]["bias"] == 0.0 < terms["first"]["bias"]
+    for whole, first, second, none in zip(*grads.values(), strict=True):
+        torch.testing.assert_close(first + second + none, whole, rtol=1e-5, atol=1e-6)
+        assert float(none.abs().max()) == 0.0
+
+
+def test_device_cost_is_the_same_on_rerun():
+    a, b = _trainer(True, **CASES["v2"], nepochs=1), _trainer(True, **CASES["v2"], nepochs=1)
+    for t in (a, b):
+        t.device_cost_target = "cpu"
+        t.fit()
+    for (name, x), y in zip(parameters(a).items(), parameters(b).values(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def test_device_cost_falls_back_with_a_notice(caplog):
+    """Where it does not apply (another optimiser scheme than deferred-adam, or numba finding no GPU), the
+    tensor step trains, and one line says why."""
+    trainer = _trainer(True, **CASES["v2"], nepochs=1, optimizer="sparse-adam")
+    trainer.device_cost_target = "cpu"
+    with caplog.at_level(logging.WARNING, logger="empirical_seaice.training.trainer"):
+        trainer.fit()
+    assert trainer._device is False
+    assert caplog.text.count("fused training step not used") == 1
+    assert "needs the deferred-adam optimiser scheme" in caplog.text
+    net, data, nobs = _network("v2")
+    cost, reason = net.device_cost(data, nobs)  # "cuda": this machine has no GPU
+    if cost is None:
+        assert "CUDA" in reason or "cuda" in reason
+
+
+def test_a_kernel_that_fails_at_its_first_launch_falls_back(monkeypatch, caplog):
+    """A kernel that cannot be compiled or launched on this machine (e.g. numba without NVVM): one line,
+    and the tensor step trains from the same step on, as a tensor step alone does."""
+
+    def broken(self, *args):
+        raise RuntimeError("libNVVM cannot be found\nsecond line")
+
+    monkeypatch.setattr(DeviceCost, "launch", broken)
+    tensor, device = _trainer(False, **CASES["v2"], nepochs=1), _trainer(True, **CASES["v2"], nepochs=1)
+    device.device_cost_target = "cpu"
+    with caplog.at_level(logging.WARNING, logger="empirical_seaice.training.trainer"):
+        tensor.fit(), device.fit()
+    assert device._device is False
+    lines = [r.getMessage() for r in caplog.records if "fused training step not used" in r.getMessage()]
+    assert lines == ["fused training step not used (its cpu kernel failed: RuntimeError: libNVVM cannot be found); "
+                     "using the tensor step"]  # fmt: skip
+    for (name, x), y in zip(parameters(tensor).items(), parameters(device).values(), strict=True):
+        assert torch.equal(x, y), name
+
+
+_SIMULATED = """
+import json, sys, torch
+sys.path[:0] = {paths!r}
+from test_fused_device import _network
+net, data, nobs = _network({case!r})
+out = {{}}
+for target in ("cpu", "cuda"):
+    cost, reason = net.device_cost(data, nobs, target=target)
+    assert cost is not None, reason
+    index = torch.arange(5, 29)
+    batch = cost.batch_rows(index)
+    values = [t.detach()[r] for t, r in net.state_rows(batch)]
+    sv = torch.cat([v.reshape(index.numel(), -1) for v in values], dim=1)
+    rows = net.state.sic_rows(batch.igrid, batch.istep)
+    out[target] = [x.tolist() for x in cost.launch(index, rows, sv, index.numel())]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("case", ["v2-amsr2-atms-angle-anchor-frequency", "v1-amsr2-ssmis-anchor-lacking"])
+def test_the_cuda_kernel_under_the_simulator_equals_the_cpu_kernel(case):
+    """numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set before numba loads: a process of its own)
+    runs the CUDA kernel, one Python thread per CUDA thread, on 24 observations: its per-observation
+    terms and gradients equal the CPU-compiled kernel's (the simulator computes ``exp`` in float64:
+    float32 rounding apart)."""
+    here = Path(__file__).parent
+    paths = [str(here), str(here.parent.parent / "src")]
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    code = _SIMULATED.format(paths=paths, case=case)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, cpu, cuda in zip(("terms", "gd", "gs"), out["cpu"], out["cuda"], strict=True):
+        cpu, cuda = np.asarray(cpu), np.asarray(cuda)
+        assert np.abs(cpu).max() > 1e-6, name  # not all zero
+        np.testing.assert_allclose(cuda, cpu, rtol=1e-5, atol=1e-6 * np.abs(cpu).max(), err_msg=name)
