@@ -190,3 +190,74 @@ def test_the_cuda_kernel_under_the_simulator_equals_the_cpu_kernel(case):
         cpu, cuda = np.asarray(cpu), np.asarray(cuda)
         assert np.abs(cpu).max() > 1e-6, name  # not all zero
         np.testing.assert_allclose(cuda, cpu, rtol=1e-5, atol=1e-6 * np.abs(cpu).max(), err_msg=name)
+
+
+_PTX = """
+import sys, types
+sys.path[:0] = {paths!r}
+import numba, torch
+from numba import cuda
+import numba.cuda.dispatcher as dispatcher
+
+# no GPU here: numba asks the current device for its compute capability when it compiles the kernel's
+# device functions; they compile for the capability compile_ptx is given below instead
+dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+from test_fused_device import _network
+from empirical_seaice.model.fused_device import cuda_kernel_function
+
+net, data, nobs = _network({case!r})
+cost, reason = net.device_cost(data, nobs, target="cpu")
+cost.target = "cuda"  # the CUDA layouts of the outputs and scratch (host arrays: no GPU)
+index = torch.arange(7, 39)
+batch = cost.batch_rows(index)
+values = [t.detach()[r] for t, r in net.state_rows(batch)]
+sv = torch.cat([v.reshape(index.numel(), -1) for v in values], dim=1)
+args, _ = cost.kernel_args(index, net.state.sic_rows(batch.igrid, batch.istep), sv, index.numel())
+sig = (numba.int64,) + tuple(numba.typeof(a) for a in args)
+ptx, _ = cuda.compile_ptx(cuda_kernel_function(), sig, cc=(9, 0))
+open({out!r}, "w").write(ptx)
+"""
+
+
+def _nvvm_home() -> Path | None:
+    """The CUDA toolkit directory of the ``nvidia-cuda-nvcc-cu12`` package (NVVM and libdevice: what
+    numba compiles CUDA kernels with), None where it is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("nvidia.cuda_nvcc")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    home = Path(next(iter(spec.submodule_search_locations)))
+    return home if (home / "nvvm" / "libdevice").is_dir() else None
+
+
+@pytest.mark.skipif(_nvvm_home() is None, reason="nvidia-cuda-nvcc-cu12 (NVVM) is not installed")
+def test_the_cuda_kernel_compiles_to_ptx(tmp_path, case="v2-anchor-frequency-priors-warm"):
+    """The CUDA kernel through numba's CUDA compiler and NVVM to PTX, and the PTX through ``ptxas`` to
+    machine code for a compute capability 9.0 GPU (an H100 or H200), without a GPU: what the simulator
+    cannot show, that numba's CUDA target types and lowers every line (its built-in ``min`` and ``max``
+    it cannot, for one), and that a thread's values fit in its registers. One kernel for every
+    configuration (they branch at run time on the program's switches): one case. In a process of its
+    own, with the package's toolkit first (``CUDA_HOME``, and ``LD_LIBRARY_PATH`` for its libNVVM)."""
+    here, home = Path(__file__).parent, _nvvm_home()
+    assert home is not None
+    paths = [str(here), str(here.parent.parent / "src")]
+    lib = home / "nvvm" / "lib64"
+    env = dict(os.environ, CUDA_HOME=str(home), LD_LIBRARY_PATH=f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}")
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    out = tmp_path / "kernel.ptx"
+    code = _PTX.format(paths=paths, case=case, out=str(out))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ptx = out.read_text()
+    assert ".entry" in ptx and ".target sm_90" in ptx and len(ptx) > 10_000  # a whole kernel
+    done = subprocess.run(
+        [str(home / "bin" / "ptxas"), "-arch=sm_90", "-v", str(out), "-o", str(tmp_path / "kernel.cubin")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "0 bytes spill stores, 0 bytes spill loads" in done.stderr  # every value in registers
+    registers = int(done.stderr.split("Used ")[1].split(" registers")[0])
+    assert 32 <= registers <= 255, registers

@@ -62,7 +62,10 @@ cuda: Any = None
 
 def _sigmoid32(x):
     """``1 / (1 + exp(-x))`` of a float32 ``x``, with ``x`` held in [-88, 87] (``exp`` stays finite)."""
-    x = min(max(x, np.float32(-88.0)), np.float32(87.0))
+    if x < np.float32(-88.0):  # (comparisons, not min and max: numba's CUDA target cannot compile those)
+        x = np.float32(-88.0)
+    elif x > np.float32(87.0):
+        x = np.float32(87.0)
     return np.float32(1.0) / (np.float32(1.0) + math.exp(-x))
 
 
@@ -105,8 +108,9 @@ def _observation(  # noqa: C901 - one observation's forward, cost and backward, 
     ncs = nch[s]
     ts = floats[i, 0]
     u = floats[i, 1]
-    xt = max(t_ref - ts, 0.0) / t_scale
-    to_k = max(ts, t_floor) if t_floor > 0.0 else ts
+    # (comparisons, not min and max, throughout: numba's CUDA target cannot compile those builtins)
+    xt = (t_ref - ts if t_ref > ts else 0.0) / t_scale
+    to_k = ts if (t_floor <= 0.0 or ts >= t_floor) else t_floor
     nin = 1 + ngp + nop + (1 if angle_col >= 0 else 0)  # the network's inputs without the frequency
     s64[o_z, b] = xt
     for j in range(ngp + nop):
@@ -194,7 +198,7 @@ def _observation(  # noqa: C901 - one observation's forward, cost and backward, 
         row = rows[b, lag]
         w = 1.0 / np.float64(count[row])  # 0 where the count is inf
         dcl = dc * lag_w[lag]
-        r = cl - min(max(cl, 0.0), 1.0)
+        r = cl - 1.0 if cl > 1.0 else (cl if cl < 0.0 else 0.0)  # C - clip(C, 0, 1)
         terms[_T_RANGE, b] += w * r * r * s_range
         dcl += 2.0 * w * r * s_range
         if bg_on:
@@ -205,9 +209,10 @@ def _observation(  # noqa: C901 - one observation's forward, cost and backward, 
             r, sl = _false_ice(cl, false_shape, fp[11], fp[12], fp[13], fp[14])
             terms[_T_FALSE, b] += w * r * r * s_false
             dcl += 2.0 * w * r * sl * s_false
-        ww = max(np.float64(t_map[row]) - fp[15], 0.0) * fp[16]
+        ww = np.float64(t_map[row]) - fp[15]
+        ww = ww * fp[16] if ww > 0.0 else 0.0
         if warm_eff:
-            terms[_T_WARM, b] += w * max(cl, 0.0) * ww * warm_scale
+            terms[_T_WARM, b] += w * (cl if cl > 0.0 else 0.0) * ww * warm_scale
             if cl >= 0.0:
                 dcl += ww * w * warm_scale
         elif cl > 0.01:
@@ -217,7 +222,7 @@ def _observation(  # noqa: C901 - one observation's forward, cost and backward, 
     d_own = 0.0  # the anchor's gradient where the sensor lacks the anchor channel
     if floor_on:
         e_a = np.float64(s32[o_out + nf, b]) if anchor_ch < 0 else e_anchor
-        r = max(anchor_v - e_a, 0.0)
+        r = anchor_v - e_a if anchor_v > e_a else 0.0
         terms[_T_ANCHOR, b] = r * r * anchor_g
         d_a = -2.0 * r * anchor_g
         if anchor_ch < 0:
@@ -343,9 +348,9 @@ def _kernels(target: str):
     """The compiled batch function of ``target`` ("cpu": numba.njit, "cuda": numba.cuda.jit), made once."""
     if target in _KERNELS:
         return _KERNELS[target]
-    import numba
-
     if target == "cpu":
+        import numba
+
         from empirical_seaice.compiled import njit
 
         sig = njit(cache=True)(_py(_sigmoid32))
@@ -354,12 +359,20 @@ def _kernels(target: str):
     else:
         from numba import cuda
 
-        dev = cuda.jit(device=True)
-        sig = dev(_py(_sigmoid32))
-        obs = dev(_retarget(_observation, _sigmoid32=sig, _false_ice=dev(_py(_false_ice))))
-        made = cuda.jit(_retarget(_batch_cuda, _observation=obs, cuda=cuda))
+        made = cuda.jit(cuda_kernel_function())
     _KERNELS[target] = made
     return made
+
+
+def cuda_kernel_function():
+    """:func:`_batch_cuda` with the functions it calls as numba CUDA device functions: what
+    ``numba.cuda.jit`` compiles (and ``numba.cuda.compile_ptx``, without a GPU: the tests)."""
+    from numba import cuda
+
+    dev = cuda.jit(device=True)
+    sig = dev(_py(_sigmoid32))
+    obs = dev(_retarget(_observation, _sigmoid32=sig, _false_ice=dev(_py(_false_ice))))
+    return _retarget(_batch_cuda, _observation=obs, cuda=cuda)
 
 
 def cuda_usable() -> tuple[bool, str]:
@@ -490,23 +503,27 @@ class DeviceCost:
         observation (``sv``: (B, nsv) float32 state values; ``rows``: (B, nlag + 1) SIC rows). The three
         are buffers of this batch size, overwritten by the next launch of the same size."""
         nb = int(index.shape[0])
-        f = self._fixed_args(nb, nb_norm)
-        terms, gd, gs = f["outputs"]
+        args, (terms, gd, gs) = self.kernel_args(index, rows, sv, nb_norm)
         if nb == 0:  # a rank without observations in this step (terms and gradients 0)
             terms.zero_()
             gd.zero_()
-            return terms, gd, gs
+        elif self.target == "cpu":
+            self._kernel(nb, *args)
+        else:
+            self._launch_cuda(nb, args, index)
+        return terms, gd, gs
+
+    def kernel_args(self, index: torch.Tensor, rows: torch.Tensor, sv: torch.Tensor, nb_norm: int):
+        """The kernel's arguments after the observation count (:meth:`_as_array` of each, in the order of
+        :func:`_batch_cuda`), and its outputs ``(terms, gd, gs)`` as tensors."""
+        f = self._fixed_args(int(index.shape[0]), nb_norm)
         args = (
             self._as_array(index), f["floats"], f["ints"], self._as_array(sv.contiguous()), self._as_array(rows),
             f["w1"], f["b1"], f["w2"], f["b2"], f["wc"], f["bi"], f["bo"], f["p"], f["ip"], f["fp"], f["lay"],
             f["count"], f["bg"], f["t_map"], f["freq_pad"], f["nfreq"], f["chan_freq"], f["pol"], f["lag_w"],
             f["cmap"], f["nch"], f["anchor_k"], f["terms"], f["gd"], f["gs"], f["s32"], f["s64"],
         )  # fmt: skip
-        if self.target == "cpu":
-            self._kernel(nb, *args)
-        else:
-            self._launch_cuda(nb, args, index)
-        return terms, gd, gs
+        return args, f["outputs"]
 
     def _launch_cuda(self, nb: int, args: tuple, index: torch.Tensor) -> None:
         """The CUDA kernel over ``nb`` observations, on torch's current stream (the simulator: on host arrays)."""
@@ -648,4 +665,4 @@ def build_device_cost(network, data, nobs_total: int, target: str = "cuda") -> t
     return DeviceCost(program, data, target), ""
 
 
-__all__ = ["DeviceCost", "build_device_cost", "cuda_usable"]
+__all__ = ["DeviceCost", "build_device_cost", "cuda_kernel_function", "cuda_usable"]
