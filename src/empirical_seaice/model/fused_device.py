@@ -69,6 +69,13 @@ def _sigmoid32(x):
     return np.float32(1.0) / (np.float32(1.0) + math.exp(-x))
 
 
+def _max(a, b):
+    """``max(a, b)`` of two numbers, for numba's CUDA target, which cannot compile the built-in ``max`` of
+    numba 0.68 (its implementation takes ``*args``): the false-ice residual's ``max`` there
+    (:func:`cuda_kernel_function`)."""
+    return a if a >= b else b
+
+
 def _observation(  # noqa: C901 - one observation's forward, cost and backward, branching on the configuration
     b, index, floats, ints, sv, rows, w1, b1, w2, b2, wc, bi, bo, p, ip, fp, lay,
     count, bg, t_map, freq_pad, nfreq, chan_freq, pol, lag_w, cmap, nch, anchor_k,
@@ -371,7 +378,8 @@ def cuda_kernel_function():
 
     dev = cuda.jit(device=True)
     sig = dev(_py(_sigmoid32))
-    obs = dev(_retarget(_observation, _sigmoid32=sig, _false_ice=dev(_py(_false_ice))))
+    false_ice = dev(_retarget(_py(_false_ice), max=dev(_max)))  # the same residual, its max a device function
+    obs = dev(_retarget(_observation, _sigmoid32=sig, _false_ice=false_ice))
     return _retarget(_batch_cuda, _observation=obs, cuda=cuda)
 
 

@@ -129,8 +129,7 @@ def _false_ice(c, shape, s, lo, hi, h):
     if c <= lo:
         return c, 1.0
     if c < hi:
-        v = h - s * (0.15 - c) ** 2  # (a comparison, not max: also compiled for CUDA, fused_device)
-        r = math.sqrt(v if v > 1.1754943508222875e-38 else 1.1754943508222875e-38)
+        r = math.sqrt(max(h - s * (0.15 - c) ** 2, 1.1754943508222875e-38))
         return r, s * (0.15 - c) / r
     return 0.3 - c, -1.0
 
