@@ -26,13 +26,13 @@ from empirical_seaice.training.runtime import make_generator
 pytestmark = pytest.mark.skipif(not fused_step.HAVE_NUMBA, reason="numba is not installed")
 
 
-def _network(case):
+def _network(case, device="cpu"):
     kw = CASES[case]
     obs, bg, model, cost, counts = step_case(
         kw.get("model_kw"), kw.get("cost_kw"), kw.get("warm", False), kw.get("sensors", ("amsr2",))
     )
     net = HybridNetwork(model, cost, obs.basis, bg, obs.nobs, row_counts=counts, generator=make_generator(3))
-    return net, ObservationTensors(obs), obs.nobs
+    return net.to(device), ObservationTensors(obs, device), obs.nobs
 
 
 def _gradients(net, values, terms):
@@ -46,12 +46,12 @@ def _gradients(net, values, terms):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_device_cost_equals_tensor_cost_on_a_batch(case):
+def test_device_cost_equals_tensor_cost_on_a_batch(case, device="cpu", target="cpu"):
     """Every term and every gradient of a 64-observation batch, to float32 rounding."""
-    net, data, nobs = _network(case)
-    cost, reason = net.device_cost(data, nobs, target="cpu")
+    net, data, nobs = _network(case, device)
+    cost, reason = net.device_cost(data, nobs, target=target)
     assert isinstance(cost, DeviceCost), reason
-    index = torch.arange(3, 67)
+    index = torch.arange(3, 67, device=device)
     batch = data.batch(index)
     rows = net.state_rows(batch)
     ref_values = [table.detach()[r].clone().requires_grad_(True) for table, r in rows]
@@ -107,6 +107,33 @@ def test_shares_of_a_batch_add_up_to_the_batch(case):
     for whole, first, second, none in zip(*grads.values(), strict=True):
         torch.testing.assert_close(first + second + none, whole, rtol=1e-5, atol=1e-6)
         assert float(none.abs().max()) == 0.0
+
+
+def test_a_frozen_model_steps_its_state_alone():
+    """The held-out fit's and the retrieval's frozen model: the state tables train as with the tensor
+    step, the fixed weights stay the same to the bit."""
+    from empirical_seaice.config import TrainingConfig
+    from empirical_seaice.run.retrieve import FrozenModel
+    from empirical_seaice.training.trainer import Trainer
+
+    nets = []
+    for target in (None, "cpu"):
+        net, data, nobs = _network("v2")
+        fixed = [p.detach().clone() for p in net.dense_parameters()]
+        cfg = TrainingConfig(nepochs=2, batch_size=16, learning_rate=1e-2, fused_step=target is not None)
+        trainer = Trainer(FrozenModel(net), data, cfg, np.arange(nobs), None, nobs, progress=False)
+        trainer.device_cost_target = target
+        start = [t.detach().clone() for t in net.sparse_parameters()]
+        trainer.fit()
+        assert isinstance(trainer._device, DeviceCost) == (target is not None)
+        for a, b in zip(fixed, net.dense_parameters(), strict=True):
+            assert torch.equal(a, b)
+        nets.append((net, start))
+    (tensor, start), (device, _) = nets
+    for before, a, b in zip(start, tensor.sparse_parameters(), device.sparse_parameters(), strict=True):
+        a, b = a.detach(), b.detach()
+        moved, diff = float((a - before).abs().max()), float((a - b).abs().max())
+        assert diff <= 2e-5 + 2e-7 * float(a.abs().max()) and moved > 50 * diff and moved > 1e-3, (moved, diff)
 
 
 def test_device_cost_is_the_same_on_rerun():
@@ -261,3 +288,37 @@ def test_the_cuda_kernel_compiles_to_ptx(tmp_path, case="v2-anchor-frequency-pri
     assert "0 bytes spill stores, 0 bytes spill loads" in done.stderr  # every value in registers
     registers = int(done.stderr.split("Used ")[1].split(" registers")[0])
     assert 32 <= registers <= 255, registers
+
+
+_ON_A_GPU = """
+import sys
+sys.path[:0] = {paths!r}
+import test_fused_device as t
+
+for case in t.CASES:  # every term and gradient of a batch on the GPU, to float32 rounding
+    t.test_device_cost_equals_tensor_cost_on_a_batch(case, device="cuda", target="cuda")
+for case in ("v2", "v1"):  # training: 100 steps of the tensor step on the GPU, without and with the kernel
+    kw = t.CASES[case]
+    tensor, device = t._trainer(False, **kw, device="cuda"), t._trainer(True, **kw, device="cuda")
+    start = t.parameters(tensor)
+    h_tensor, h_device = tensor.fit(), device.fit()
+    assert isinstance(device._device, t.DeviceCost) and device._device.target == "cuda"
+    t.assert_trained_alike(tensor, device, start, h_tensor, h_device)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
+def test_on_a_gpu_the_kernel_equals_the_tensor_step():
+    """On a machine with a GPU: the CUDA kernel's terms and gradients on a batch of every case, and
+    100 training steps, against the tensor step on the same GPU. In a process of its own, with the
+    ``nvidia-cuda-nvcc-cu12`` toolkit (if installed) where numba looks for NVVM."""
+    here, home = Path(__file__).parent, _nvvm_home()
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    if home is not None and "CUDA_HOME" not in env:
+        lib = home / "nvvm" / "lib64"
+        env.update(CUDA_HOME=str(home), LD_LIBRARY_PATH=f"{lib}:{env.get('LD_LIBRARY_PATH', '')}")
+    code = _ON_A_GPU.format(paths=[str(here), str(here.parent.parent / "src")])
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

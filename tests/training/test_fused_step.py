@@ -56,14 +56,18 @@ CASES = {
 }
 
 
-def _trainer(fused, model_kw=None, cost_kw=None, eps="torch", warm=False, nepochs=4, sensors=("amsr2",), **cfg_kw):
-    """Tiny hybrid case, batch 16: 25 steps per epoch, 100 steps in 4 epochs."""
+def _trainer(
+    fused, model_kw=None, cost_kw=None, eps="torch", warm=False, nepochs=4, sensors=("amsr2",), device="cpu", **cfg_kw
+):
+    """Tiny hybrid case, batch 16: 25 steps per epoch, 100 steps in 4 epochs (the network and the
+    observations on ``device``)."""
     obs, bg, model, cost, counts = step_case(model_kw, cost_kw, warm, sensors)
     net = HybridNetwork(model, cost, obs.basis, bg, obs.nobs, row_counts=counts, generator=make_generator(3))
     cfg = TrainingConfig(
-        nepochs=nepochs, batch_size=16, learning_rate=1e-2, fused_step=fused, adam_epsilon=eps, **cfg_kw
+        nepochs=nepochs, batch_size=16, learning_rate=1e-2, fused_step=fused, adam_epsilon=eps, device=device, **cfg_kw
     )
-    return Trainer(net, ObservationTensors(obs), cfg, np.arange(obs.nobs), None, obs.nobs, progress=False)
+    data = ObservationTensors(obs, device)
+    return Trainer(net.to(device), data, cfg, np.arange(obs.nobs), None, obs.nobs, progress=False)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -81,6 +81,11 @@ class FrozenModel(nn.Module):
         steps the state tables alone (no optimiser holds the fixed weights; their gradients go unused)."""
         return self.network.fused_program(data, nobs_total, training)
 
+    def device_cost(self, data: Any, nobs_total: int, target: str = "cuda"):
+        """The network's one-kernel forward pass and cost (:meth:`HybridNetwork.device_cost`): on a GPU the
+        state tables step alone as well (the fixed weights need no gradient; theirs go unused)."""
+        return self.network.device_cost(data, nobs_total, target)
+
     def cost_terms(
         self, batch: Any, out_: dict[str, Tensor], nobs_total: int, batch_total: int | None = None
     ) -> dict[str, Tensor]:
