@@ -3,9 +3,9 @@
 
 The CPU's fused step (:mod:`empirical_seaice.training.fused_step`) is built around one core: a
 batch's distinct rows found with a mark array, 8- and 16-lane LLVM vectors, prefetches. None of
-that carries over to a GPU. What costs a tensor step on a GPU is the number of kernels: the
-forward pass and the cost are ~900 small operations, each a launch of a few microseconds,
-however small the batch. :class:`DeviceCost` puts all of them in one kernel, one thread per
+that carries over to a GPU. What costs a tensor step on a GPU is the number of kernels: its
+forward pass and cost are most of its operations (of 257 that compute, v2), each a launch of a few
+microseconds, however small the batch. :class:`DeviceCost` puts them in one kernel, one thread per
 observation: the same equations as :func:`empirical_seaice.model.fused_kernels._chunk` (the v1
 linear model or the v2 network with frequency input, the factored radiative transfer, the
 observation term, the sampled whole-map priors of the SIC rows seen, the v2 anchor floor, and
@@ -15,21 +15,24 @@ then taken by torch (sums over a fixed shape: the same bits on rerun). The rest 
 tensor step's: :meth:`DeferredAdam.gather <empirical_seaice.training.deferred_adam.DeferredAdam.gather>`
 catches up and hands over the rows, autograd adds the rows' gradients into them, and the optimisers
 step as before. The tiny priors on the dense weights alone (the bias prior, v1's mean anchor) are
-computed by torch with autograd, as :func:`empirical_seaice.cost.fused.fused_batch_terms` does.
+computed beside the kernel's sums, their gradients added to its, all inside the one node (a step: 89
+operations that compute instead of 257, v2; docs/fused_step.md, "On a GPU").
 
 The per-observation code (:func:`_observation`) is written once and compiled twice: for CUDA
 (``numba.cuda.jit``, its helpers swapped for device functions) and for the CPU (``numba.njit``, a
-``prange`` over the observations). The CPU form is what the tests run (``tests/model/
+``prange`` over the observations). The CPU form is what the tests run (``tests/training/
 test_fused_device.py``: terms and gradients equal to the tensor step's to float32 rounding, and
-training steps equal), and what numba type-checks here; numba's CUDA simulator
-(``NUMBA_ENABLE_CUDASIM=1``) runs the CUDA kernel itself on the CPU. Its scratch (the hidden
-units, the emissivities and their gradients) is in global memory, one column per observation, so
-neighbouring threads touch neighbouring addresses.
+training steps equal); numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) runs the CUDA kernel
+itself on the CPU, and the CUDA kernel is compiled to PTX and machine code without a GPU (NVVM and
+``ptxas`` of the ``nvidia-cuda-nvcc-cu12`` package); on a GPU a test compares it with the tensor step
+there. Its scratch (the hidden units, the emissivities and their gradients) is in global memory, one
+column per observation: on CUDA neighbouring threads touch neighbouring addresses; on the CPU the
+same arrays are transposed views, one observation's column contiguous.
 
 Applies where :func:`build_device_cost` says so: the sampled whole-map priors (not the "full"
 mode), float32 tables, the deferred-adam scheme; the trainer uses it on CUDA in place of the
-tensor step's forward pass and cost, and says once why not where it cannot
-(:meth:`~empirical_seaice.training.trainer.Trainer._device_cost`).
+tensor step's forward pass and cost, and says once why not where it cannot or where its first
+launch fails (:meth:`~empirical_seaice.training.trainer.Trainer._device_cost`). Never run on a GPU.
 """
 
 from __future__ import annotations
@@ -459,13 +462,14 @@ class DeviceCost:
 
     def _as_array(self, x: torch.Tensor):
         """A tensor as the kernel takes it: a numpy view (the CPU, or the CUDA simulator's host arrays) or
-        a numba device array over the same memory (CUDA)."""
+        a numba device array over the same memory (CUDA; without waiting for torch's stream: the kernel
+        is launched on that stream, after whatever wrote the tensor)."""
         x = x.detach()
         if self.target == "cpu" or not x.is_cuda:
             return x.numpy()
         from numba import cuda
 
-        return cuda.as_cuda_array(x)
+        return cuda.as_cuda_array(x, sync=False)
 
     def _fixed_args(self, nb: int, nb_norm: int) -> dict[str, Any]:
         """The kernel's arguments that do not change from step to step, converted once (:meth:`_as_array`)
