@@ -548,7 +548,9 @@ class DeviceCost:
         stream = cuda.external_stream(torch.cuda.current_stream(index.device).cuda_stream)
         self._kernel[blocks, _THREADS, stream](nb, *args)
 
-    def dense_grads(self, gd: torch.Tensor, isensor: torch.Tensor, share: float) -> tuple[torch.Tensor, ...]:
+    def dense_grads(
+        self, gd: torch.Tensor, isensor: torch.Tensor, share: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The batch's gradient of every dense weight, flat in the order of the network's dense parameters
         (float32), from the per-observation columns ``gd`` (sums over the observations; the biases' per
         sensor, ``isensor``), with the priors on the dense weights alone added: the bias prior
