@@ -1,6 +1,8 @@
 """The GPU's fused cost (one kernel a step for the forward pass and the cost, one observation a thread)
-equals the tensor step: its terms and gradients on a batch, training after 100 steps, and the CUDA
-kernel itself under numba's CUDA simulator. Compiled for the CPU here (no GPU needed)."""
+equals the tensor step: its terms and gradients on a batch, training after 100 steps, sharded shares,
+the frozen model, the fallbacks; compiled for the CPU here (no GPU needed). The CUDA kernel itself runs
+under numba's CUDA simulator and compiles to PTX and sm_90 machine code without a GPU; on a machine
+with one, it is compared with the tensor step there."""
 
 from __future__ import annotations
 

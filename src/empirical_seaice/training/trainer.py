@@ -20,6 +20,10 @@ compiled step of :mod:`empirical_seaice.training.fused_step` instead (the forwar
 cost, gradient and Adam updates in a few numba calls; tested equal to the tensor step),
 when the network offers one (``network.fused_program(data, nobs_total)``, optional) and
 the scheme is ``"deferred-adam"``; otherwise the tensor step, with a one-line notice.
+On CUDA the tensor step computes its forward pass, cost and gradients in one kernel where the
+network offers one (``network.device_cost(data, nobs_total, target)``, optional;
+:mod:`empirical_seaice.model.fused_device`), handed to autograd as one node; the catch-up and the
+Adam steps stay the tensor step's.
 The optimisers and the whole-map prior scheme (``map_priors`` "full" and "auto" with
 ``"deferred-adam"`` run in the fused step only) come from
 :mod:`empirical_seaice.training.schemes`, each epoch's batches from
@@ -505,6 +509,7 @@ class Trainer:
         if cost is not None and deferred is not None:
             try:
                 terms = self._device_terms(cost, index, deferred, batch_total)
+                self._device_launched = True
             except Exception as exc:  # the kernel's first compilation or launch on this machine failed
                 if self._device_launched:
                     raise
@@ -513,7 +518,6 @@ class Trainer:
                     "fused training step not used (its %s kernel failed: %s); using the tensor step", cost.target, why
                 )
                 self._device = False
-            self._device_launched = True
         if terms is None:
             terms = self._step_terms(self.data.batch(index), deferred, batch_total)
         loss = self.network.total_cost(terms)
