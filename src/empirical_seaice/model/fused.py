@@ -113,6 +113,23 @@ class FusedProgram:
             refs[:, -1] = self.obs_rows[index]
         return refs
 
+    def batch_means(self, nb_norm: int, fp: np.ndarray) -> np.ndarray:
+        """``fp`` (the program's constants, :attr:`fp` or a copy) with the factors of the batch means of
+        ``B = nb_norm`` set in place (``1 / B``; the sampled priors' ``1 / (sigma^2 B)``; the warm-ice
+        term's scale); returns ``fp``."""
+        a = self.arrays
+        fp[3] = 1.0 / nb_norm
+        fp[6] = 1.0 / (a["sig_range"] ** 2 * nb_norm)
+        fp[7] = 1.0 / (a["sig_bg"] ** 2 * nb_norm)
+        fp[8] = 1.0 / (a["sig_false"] ** 2 * nb_norm)
+        fp[9] = a["warm_base"] / (nb_norm * self.nobs_total)
+        return fp
+
+    def obs_weights(self, nb_norm: int) -> np.ndarray:
+        """``2 / (sigma_c^2 B)`` per basis channel (float64), the observation term's weight in a batch mean
+        of ``B = nb_norm``."""
+        return (2.0 / (self.arrays["obs_err2"] * nb_norm)).astype(np.float64)
+
     def _weights(self) -> list[np.ndarray]:
         """The dense parameters as numpy views, re-made only when a parameter's storage moved."""
         key = tuple(p.data_ptr() for p in self.dense)
@@ -153,7 +170,7 @@ class FusedProgram:
         if buf["g_state"].shape[0] < nb:
             buf["g_state"] = np.empty((nb, ncol_state))
         if buf.get("p_for") != nb_norm:
-            buf["p"] = (2.0 / (self.arrays["obs_err2"] * nb_norm)).astype(np.float64)
+            buf["p"] = self.obs_weights(nb_norm)
             buf["p_for"] = nb_norm
         return buf
 
@@ -188,12 +205,7 @@ class FusedProgram:
             w1, b1 = emis_w
             w2, b2 = a["dummy2"], a["dummy1"]
         wc, bi, bo = w[-3:]
-        fp = self.fp
-        fp[3] = 1.0 / nb_norm
-        fp[6] = 1.0 / (a["sig_range"] ** 2 * nb_norm)
-        fp[7] = 1.0 / (a["sig_bg"] ** 2 * nb_norm)
-        fp[8] = 1.0 / (a["sig_false"] ** 2 * nb_norm)
-        fp[9] = a["warm_base"] / (nb_norm * self.nobs_total)
+        fp = self.batch_means(nb_norm, self.fp)
         ncol_state = refs.shape[1] - (1 if a["has_obs"] and a["has_grid"] else 0) + a["nprop"]
         buf = self._batch_buffers(nb, w, ncol_state, nb_norm)
         terms = buf["terms"]

@@ -419,12 +419,11 @@ class DeviceCost:
         ip = program.ip.copy()
         self.dense = list(net.dense_parameters())
         emis = self.dense[:-3]
-        self.version = int(ip[0])
         nh, nc = int(ip[5]), int(ip[1])
         sizes = [p.numel() for p in emis] + ([0, 0] if len(emis) == 2 else []) + [nc, nc, nc]
         offs = np.concatenate([[0], np.cumsum(sizes)])
         self.offsets = offs
-        ns = int(a["nfreq"].max()) + 1 if self.version == 2 else 0  # the evaluations (+ the anchor's) at most
+        ns = int(a["nfreq"].max()) + 1 if ip[0] == 2 else 0  # v2: the evaluations (+ the anchor's) at most
         nin_max = 2 + int(ip[3]) + int(ip[4])
         o_out = nh * ns
         o_emis, o_de = 0, nc
@@ -450,7 +449,6 @@ class DeviceCost:
             nch=put(a["nch"], torch.int64),
             anchor_k=put(a["anchor_k"], torch.int64),
         )
-        self.obs_err2 = put(a["obs_err2"], torch.float64)
         self.bias_inv_var = net.bias_error_k.square().reciprocal()  # (as the tensor step's cost)
         self.empty2 = torch.zeros((2, 0), dtype=torch.float32, device=dev)
         self.empty1 = torch.zeros(0, dtype=torch.float32, device=dev)
@@ -479,18 +477,15 @@ class DeviceCost:
         key = (nb, nb_norm, tuple(p.data_ptr() for p in self.dense))
         if self._fixed_key == key:
             return self._fixed
-        a, fp = self.program.arrays, self.program.fp.copy()
-        fp[6] = 1.0 / (a["sig_range"] ** 2 * nb_norm)
-        fp[7] = 1.0 / (a["sig_bg"] ** 2 * nb_norm)
-        fp[8] = 1.0 / (a["sig_false"] ** 2 * nb_norm)
-        fp[9] = a["warm_base"] / (nb_norm * self.program.nobs_total)
+        fp = self.program.batch_means(nb_norm, self.program.fp.copy())
         emis = self.dense[:-3]
         w2, b2 = (emis[2], emis[3]) if len(emis) == 4 else (self.empty2, self.empty1)
         wc, bi, bo = self.dense[-3:]
         terms, gd, gs, s32, s64 = self._scratch(nb)
         tensors = dict(
             floats=self.data.floats, ints=self.data.ints, w1=emis[0], b1=emis[1], w2=w2, b2=b2, wc=wc, bi=bi,
-            bo=bo, p=2.0 / (self.obs_err2 * nb_norm), fp=torch.as_tensor(fp, device=self.device), **self.consts,
+            bo=bo, p=torch.as_tensor(self.program.obs_weights(nb_norm), device=self.device),
+            fp=torch.as_tensor(fp, device=self.device), **self.consts,
             terms=terms, gd=gd, gs=gs, s32=s32, s64=s64,
         )  # fmt: skip
         self._fixed = {k: self._as_array(v) for k, v in tensors.items()}
@@ -583,10 +578,9 @@ class DeviceCost:
 
     def batch_rows(self, index: torch.Tensor) -> types.SimpleNamespace:
         """What :meth:`terms` and the network's ``state_rows`` read of the batch ``index`` (packed rows):
-        its integer table rows and their grid point, time step, sensor and observation row."""
+        its grid point, time step, sensor and observation row."""
         ints = self.data.ints.index_select(0, index)
         return types.SimpleNamespace(
-            ints=ints,
             igrid=ints[:, 0].long(),
             istep=ints[:, 1].long(),
             isensor=ints[:, 2].long(),
@@ -599,16 +593,18 @@ class DeviceCost:
         index: torch.Tensor,
         state_values: list[torch.Tensor],
         batch_total: int | None,
+        sic_rows: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The cost terms of the batch ``index`` (packed rows of the data; ``batch``: its
         :meth:`batch_rows`), as the network's ``cost_terms`` names them (0-d float32 tensors), with
         ``state_values`` the rows it reads (:meth:`DeferredAdam.gather`, in the order of the network's
         ``state_rows``): their gradients and the dense weights' come back through one autograd node.
-        ``batch_total``: the ``B`` of the batch means (None: ``len(index)``), as in ``cost_terms``."""
+        ``batch_total``: the ``B`` of the batch means (None: ``len(index)``), as in ``cost_terms``;
+        ``sic_rows``: the batch's SIC-map rows, the first table's of ``state_rows`` (None: found here)."""
         net, cc = self.network, self.network.cost_config
         nb = int(index.shape[0])
         nb_norm = nb if batch_total is None else int(batch_total)
-        rows = net.state.sic_rows(batch.igrid, batch.istep)
+        rows = net.state.sic_rows(batch.igrid, batch.istep) if sic_rows is None else sic_rows
         sv = torch.cat([v.reshape(nb, math.prod(v.shape[1:])) for v in state_values], dim=1)
         share = float(getattr(net, "shared_prior_share", 1.0))
         out = _DeviceTerms.apply(self, index, rows, batch.isensor, nb_norm, share, sv, *self.dense)

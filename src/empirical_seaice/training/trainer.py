@@ -555,9 +555,10 @@ class Trainer:
     ) -> dict[str, torch.Tensor]:
         """:meth:`_step_terms` of the observations ``index`` with the forward pass and cost in ``cost``'s
         kernel: the rows the batch reads caught up and handed over (:meth:`DeferredAdam.gather`)."""
-        rows = cost.batch_rows(index)
-        values = deferred.gather(self.network.state_rows(rows))
-        return cost.terms(rows, index, values, batch_total if self.sharding is not None else None)
+        batch = cost.batch_rows(index)
+        rows = self.network.state_rows(batch)
+        values = deferred.gather(rows)
+        return cost.terms(batch, index, values, batch_total if self.sharding is not None else None, rows[0][1])
 
     def _step_terms(self, batch: Any, deferred: DeferredAdam | None, batch_total: int) -> dict[str, torch.Tensor]:
         """The cost terms of one step (:meth:`_forward`, then ``network.cost_terms``); in a sharded run
