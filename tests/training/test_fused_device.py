@@ -324,3 +324,28 @@ def test_on_a_gpu_the_kernel_equals_the_tensor_step():
     code = _ON_A_GPU.format(paths=[str(here), str(here.parent.parent / "src")])
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
+def test_the_gpu_check_script_reports_the_machine(tmp_path):
+    """``benchmarks/cuda_check.sh``, what a session with a GPU runs first, here with its first part
+    alone (``PARTS=versions``): the packages and their versions, whether numba finds a driver and
+    whether it compiles a CUDA kernel (with the NVVM of ``nvidia-cuda-nvcc-cu12`` where installed),
+    each part's exit status in ``summary.txt``, and no other part run."""
+    root = Path(__file__).parents[2]
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), WORK=str(tmp_path / "work"), PARTS="versions", BENCHMARK="0")
+    env.update(WHEELS=str(tmp_path / "no_wheels"), DEVICE="cpu", PY=sys.executable)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    done = subprocess.run(
+        ["sh", str(root / "benchmarks" / "cuda_check.sh")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = (out / "summary.txt").read_text().splitlines()
+    assert summary[0].startswith("versions: exit 0,") and summary[1].startswith("compile: exit ")
+    assert summary[-1].startswith("whole script: ")
+    versions = (out / "versions.txt").read_text()
+    assert f"torch {torch.__version__}" in versions and f"numpy {np.__version__}" in versions
+    assert "numba finds a CUDA driver: (" in versions
+    if _nvvm_home() is not None:  # the PTX of a one-line kernel for sm_90
+        assert summary[1].startswith("compile: exit 0,") and "numba CUDA compiles for sm_90: " in versions
+    assert sorted(p.name for p in out.iterdir()) == ["summary.txt", "versions.txt"]
