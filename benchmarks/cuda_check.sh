@@ -6,8 +6,8 @@
 #      the tensor step);
 #   3. the tensor step without and with the one-kernel cost at batch 1024 and 16384, interleaved;
 #   4. a default run of the `demo` twin on the GPU, then of the year-long `benchmark` twin, which is
-#      generated on a CPU core of its own from the start (single-threaded: 7 minutes on this project's
-#      CI machine; BENCHMARK=0 skips it).
+#      generated on a CPU core of its own from the start (single-threaded: 376 s on this project's
+#      2-core development machine; BENCHMARK=0 skips it).
 # PARTS (default "versions tests throughput runs") chooses among them.
 # Each part has a time limit of its own, cut to what is left of the budget, and a failed part does not
 # stop the next. Eight small files go to $OUT (default /tmp/cuda_check): summary.txt (how each part
