@@ -21,8 +21,8 @@
 #
 # It runs with $PY, by default .venv's Python where `make test` built one, else the machine's `python3`,
 # the package read from src/ (no install). A machine without .venv and without a network needs the packages
-# it lacks as wheels in .whl/ (benchmarks/gpu_wheels.sh downloads them for Python 3.12); they are
-# installed into /tmp/site first. numba compiles CUDA kernels with a CUDA toolkit's NVVM: where CUDA_HOME
+# it lacks as wheels in .whl/ (benchmarks/gpu_wheels.sh downloads them for Python 3.12); where $PY
+# cannot import netCDF4, isal and pyproj, they are installed into /tmp/site first. numba compiles CUDA kernels with a CUDA toolkit's NVVM: where CUDA_HOME
 # is not set and nvidia-cuda-nvcc-cu12 (a test dependency) is installed, its toolkit is used
 # (docs/fused_step.md, "On a GPU"). numba-cuda 0.30 cannot compile with numpy 2.5 (it looks up
 # np.row_stack); where the check of part 1 fails and .whl/numpy/ holds an older numpy, that one is put
@@ -37,12 +37,15 @@ BUDGET=${BUDGET:-570}
 PARTS=${PARTS:-versions tests throughput runs}
 START=$(date +%s)
 mkdir -p "$OUT" "$WORK"
+# this script's files of an earlier run go (its logs are appended to, and a twin is not written over)
+rm -rf "$OUT"/summary.txt "$OUT"/versions.txt "$OUT"/tests.txt "$OUT"/throughput.txt "$OUT"/twin.txt "$OUT"/run.txt \
+    "$OUT"/stages_demo.json "$OUT"/stages_benchmark.json "$WORK"/twin_* "$WORK"/run_*
 : > "$OUT/summary.txt"
 if [ -z "${PY:-}" ]; then
     if [ -x .venv/bin/python ]; then PY=$PWD/.venv/bin/python; else PY=$(command -v python3); fi
 fi
 WHEELS=${WHEELS:-.whl}
-if ls "$WHEELS"/*.whl > /dev/null 2>&1; then
+if ! "$PY" -c "import netCDF4, isal, pyproj" 2> /dev/null && ls "$WHEELS"/*.whl > /dev/null 2>&1; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
         && export PYTHONPATH=/tmp/site
 fi
@@ -74,7 +77,6 @@ part() {
 }
 
 want runs || BENCHMARK=0
-rm -f "$WORK/twin_benchmark.rc"
 if [ "$BENCHMARK" = 1 ]; then  # the year-long twin, on a core of its own while the rest runs
     (
         timeout "$BUDGET" "$PY" -m empirical_seaice.twin.cli --output "$WORK/twin_benchmark" --preset benchmark \
