@@ -458,6 +458,8 @@ class Trainer:
                 self._show_step(bar, b, nbatch, values)
                 if b + 1 < nbatch:
                     self._step_boundary(b + 1, nbatch, where)
+        if self.device.type == "cuda":  # the epoch's seconds include the GPU's work still queued behind it
+            torch.cuda.synchronize(self.device)
         wall = ep.wall + time.perf_counter() - t0
         cpu = ep.cpu + time.process_time() - c0
         if shard is not None:  # the ranks' terms add up to the global batch's
