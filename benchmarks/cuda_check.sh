@@ -20,13 +20,13 @@
 #     PARTS=runs sh benchmarks/cuda_check.sh                 # the two runs only
 #
 # It runs with $PY, by default .venv's Python where `make test` built one, else the machine's `python3`,
-# the package read from src/ (no install). A machine without .venv and without a network needs the packages
-# it lacks as wheels in .whl/ (benchmarks/gpu_wheels.sh downloads them for Python 3.12); where $PY
-# cannot import netCDF4, isal and pyproj, they are installed into /tmp/site first. numba compiles CUDA kernels with a CUDA toolkit's NVVM: where CUDA_HOME
-# is not set and nvidia-cuda-nvcc-cu12 (a test dependency) is installed, its toolkit is used
-# (docs/fused_step.md, "On a GPU"). numba-cuda 0.30 cannot compile with numpy 2.5 (it looks up
-# np.row_stack); where the check of part 1 fails and .whl/numpy/ holds an older numpy, that one is put
-# first on the path and the check repeated.
+# the package read from src/ (no install). A machine without .venv and without a network needs the
+# packages it lacks as wheels in .whl/ (benchmarks/gpu_wheels.sh downloads them for Python 3.12); where
+# $PY cannot import netCDF4, isal and pyproj, they are installed into /tmp/site first. numba compiles
+# CUDA kernels with a CUDA toolkit's NVVM: where CUDA_HOME is not set and nvidia-cuda-nvcc-cu12 (a test
+# dependency) is installed, its toolkit is used (docs/fused_step.md, "On a GPU"). numba-cuda 0.30 cannot
+# compile with numpy 2.5 (it looks up np.row_stack); where the check of part 1 fails and .whl/numpy/
+# holds an older numpy, that one is put first on the path and the check repeated.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/cuda_check}
@@ -46,8 +46,8 @@ if [ -z "${PY:-}" ]; then
 fi
 WHEELS=${WHEELS:-.whl}
 if ! "$PY" -c "import netCDF4, isal, pyproj" 2> /dev/null && ls "$WHEELS"/*.whl > /dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl \
-        && export PYTHONPATH=/tmp/site
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        "$WHEELS"/*.whl && export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 NVCC=$("$PY" -c "import nvidia.cuda_nvcc as m; print(list(m.__path__)[0])" 2> /dev/null || true)
@@ -99,7 +99,8 @@ for name in ("torch", "numpy", "numba", "llvmlite", "numba_cuda", "xarray", "net
     except Exception as exc:  # a missing package is a line of the report, not the end of the script
         print(name, "MISSING", type(exc).__name__, exc)
 import torch
-print("torch CUDA", torch.version.cuda, torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else "")
+gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+print("torch CUDA", torch.version.cuda, torch.cuda.is_available(), gpu)
 from empirical_seaice.model.fused_device import cuda_usable
 print("numba finds a CUDA driver:", cuda_usable())
 EOF
@@ -116,8 +117,8 @@ fi
 
 # 2. and 3. the kernel's tests; the step with and without it
 want tests && part tests 200 tests.txt "$PY" -m pytest -q -rs -p no:cacheprovider tests/training/test_fused_device.py
-want throughput && part throughput 150 throughput.txt "$PY" benchmarks/train_throughput.py --only device --device "$DEVICE" \
-    --steps 150 --epochs 4 --repeat 2 --no-write
+want throughput && part throughput 150 throughput.txt "$PY" benchmarks/train_throughput.py --only device \
+    --device "$DEVICE" --steps 150 --epochs 4 --repeat 2 --no-write
 
 # 4. whole runs with the default flags
 want runs && part twin-demo 120 twin.txt "$PY" -m empirical_seaice.twin.cli --output "$WORK/twin_demo" --preset demo
@@ -125,10 +126,10 @@ want runs && part run-demo 150 run.txt "$PY" benchmarks/run_stages.py --json "$O
     --data "$WORK/twin_demo" --output "$WORK/run_demo" --device "$DEVICE"
 if [ "$BENCHMARK" = 1 ]; then
     while [ ! -f "$WORK/twin_benchmark.rc" ] && [ "$(left)" -gt 60 ]; do sleep 5; done
-    echo "twin-benchmark: exit $(cat "$WORK/twin_benchmark.rc" 2> /dev/null || echo 'none: still running'), ready after $(($(date +%s) - START)) s" \
-        | tee -a "$OUT/summary.txt"
+    rc=$(cat "$WORK/twin_benchmark.rc" 2> /dev/null || echo 'none: still running')
+    echo "twin-benchmark: exit $rc, ready after $(($(date +%s) - START)) s" | tee -a "$OUT/summary.txt"
     cat "$WORK/twin_benchmark.log" >> "$OUT/twin.txt"
-    if [ -f "$WORK/twin_benchmark.rc" ]; then
+    if [ "$rc" = 0 ]; then
         part run-benchmark 600 run.txt "$PY" benchmarks/run_stages.py --json "$OUT/stages_benchmark.json" -- \
             --data "$WORK/twin_benchmark" --output "$WORK/run_benchmark" --device "$DEVICE"
     fi
