@@ -183,6 +183,20 @@ def test_a_kernel_that_fails_at_its_first_launch_falls_back(monkeypatch, caplog)
         assert torch.equal(x, y), name
 
 
+def test_an_epoch_waits_for_the_gpu_before_its_seconds_are_read(monkeypatch):
+    """On CUDA an epoch's wall seconds (what the throughput benchmark reports) include the kernels still
+    queued when its last step returns: the trainer synchronises the device once an epoch, and on the
+    CPU not at all."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    trainer = _trainer(False, nepochs=2, **CASES["v2"])
+    trainer.fit()
+    assert calls == [] and len(trainer.history.epoch_wall_s) == 2
+    trainer.device = torch.device("cuda", 0)  # what the trainer does there, without a GPU
+    trainer._wait_for_device()
+    assert calls == [torch.device("cuda", 0)]
+
+
 _SIMULATED = """
 import json, sys, torch
 sys.path[:0] = {paths!r}

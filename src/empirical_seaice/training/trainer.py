@@ -458,13 +458,17 @@ class Trainer:
                 self._show_step(bar, b, nbatch, values)
                 if b + 1 < nbatch:
                     self._step_boundary(b + 1, nbatch, where)
-        if self.device.type == "cuda":  # the epoch's seconds include the GPU's work still queued behind it
-            torch.cuda.synchronize(self.device)
+        self._wait_for_device()  # the epoch's seconds include the GPU's work still queued behind it
         wall = ep.wall + time.perf_counter() - t0
         cpu = ep.cpu + time.process_time() - c0
         if shard is not None:  # the ranks' terms add up to the global batch's
             values = shard.all_sum(values)
         self.history.book_epoch(names, values.cpu().numpy(), ep.sizes, wall, cpu, self.epoch)
+
+    def _wait_for_device(self) -> None:
+        """On CUDA, wait until the GPU has run every kernel queued so far; elsewhere nothing."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def _on_step_threads(self, fused: FusedStep) -> Callable[..., np.ndarray]:
         """``fused``, or with :attr:`step_threads` the same step on the thread count it gives before each step."""
