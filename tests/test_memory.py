@@ -41,6 +41,7 @@ def test_release_collects_cycles_and_asks_the_allocator():
 def test_startup_objects_frozen_only_while_the_block_runs():
     from empirical_seaice.memory import startup_objects_frozen
 
+    gc.unfreeze()  # Python 3.12 starts with a few hundred objects frozen
     assert gc.get_freeze_count() == 0
     with startup_objects_frozen():
         assert gc.get_freeze_count() > 0  # the objects that existed: out of the collections
@@ -51,6 +52,20 @@ def test_startup_objects_frozen_only_while_the_block_runs():
         release_free_memory()
         assert ref() is None
     assert gc.get_freeze_count() == 0
+
+
+def test_objects_frozen_before_the_block_stay_frozen():
+    from empirical_seaice.memory import startup_objects_frozen
+
+    gc.freeze()  # an application's own frozen objects (or Python 3.12's at its start)
+    try:
+        before = gc.get_freeze_count()
+        assert before > 0
+        with startup_objects_frozen():
+            assert gc.get_freeze_count() >= before
+        assert gc.get_freeze_count() >= before  # not given back to the collector behind the caller's back
+    finally:
+        gc.unfreeze()
 
 
 def test_release_without_collection_leaves_cycles():
