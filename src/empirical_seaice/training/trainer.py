@@ -384,8 +384,7 @@ class Trainer:
         if self._fused is None:
             fused, reason = build_fused_step(self.network, self.data, self.optimizers, self.nobs_total, self.device)
             if fused is None:
-                if self.device_cost_target is None:  # else the device cost's own notice (_device_cost)
-                    logger.warning("fused training step not used (%s); using the tensor step", reason)
+                logger.warning("fused training step not used (%s); using the tensor step", reason)
                 self._fused = False
                 return None
             self._fused = fused
