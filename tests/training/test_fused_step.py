@@ -107,6 +107,53 @@ def test_fused_step_reproducible_bit_for_bit_and_thread_count_free():
         assert torch.equal(value, parameters(t)[name]), name
 
 
+_COMPILE_OR_LOAD = """
+import hashlib, sys
+import numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+from hybrid_case import parameters, step_case
+from empirical_seaice.config import TrainingConfig
+from empirical_seaice.model.fused_kernels import _step
+from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.model.tensors import ObservationTensors
+from empirical_seaice.training.runtime import make_generator
+from empirical_seaice.training.trainer import Trainer
+torch.set_num_threads(1)
+obs, bg, model, cost, counts = step_case(warm=True)
+net = HybridNetwork(model, cost, obs.basis, bg, obs.nobs, row_counts=counts, generator=make_generator(3))
+cfg = TrainingConfig(nepochs=1, batch_size=16, learning_rate=1e-2, fused_step=True)
+trained = Trainer(net, ObservationTensors(obs), cfg, np.arange(obs.nobs), None, obs.nobs, progress=False)
+terms = trained.fit().batch_terms
+print(sum(_step.stats.cache_hits.values()), len(terms["obs"]))
+for name, values in sorted(terms.items()):
+    print(name, hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest())
+print("parameters", hashlib.sha256(b"".join(p.numpy().tobytes() for p in parameters(trained).values())).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_a_run_that_compiles_the_step_and_one_that_loads_it_from_the_cache_agree(tmp_path):
+    """The same training, bit for bit, in a process that compiles the fused kernels into an empty disk
+    cache and in the next, which loads them from it: every batch's terms and every parameter. (With LLVM's
+    ``reassoc`` in the kernel's flags, the batches' ``sic_range`` differed: fused_kernels.FASTMATH.)"""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+
+    def run() -> list[str]:
+        cmd = [sys.executable, "-c", _COMPILE_OR_LOAD, str(Path(__file__).parent)]
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout.split("\n")
+
+    compiled, loaded = run(), run()
+    assert compiled[0] == "0 25" and loaded[0] == "1 25"  # 25 batches; compiled, then loaded
+    assert len(compiled) == 10 and compiled[1:] == loaded[1:]
+
+
 @pytest.mark.parametrize("case", ["v2", "v1"])
 def test_shares_of_a_batch_add_up_to_the_batch(case):
     """A run sharded over ranks: each rank's step over its share of a global batch of B observations

@@ -61,6 +61,15 @@ except ImportError:  # pragma: no cover - exercised only where numba is absent
     prange = range  # type: ignore[misc]
     HAVE_NUMBA = False
 
+FASTMATH = frozenset({"nnan", "ninf", "nsz", "arcp", "contract", "afn"})
+"""LLVM's fast-math flags of the per-observation kernel :func:`_chunk`: all but ``reassoc``. With
+``reassoc`` a run that compiled :func:`_step` and a run that loaded it from numba's disk cache summed
+some cost terms in a different order: the per-batch ``sic_range`` and ``total`` of ``models_run.nc``
+differed in their last bits between a first run and the next (the trained state did not). Most likely
+the two ran different copies of :func:`_chunk`: numba links a kernel's callees into it and optimises them
+again there, and ``reassoc`` lets that second optimisation reorder sums. Without ``reassoc`` both keep
+the source's order; the step is as fast (benchmarks/results.md, twenty-first round)."""
+
 NCHUNK = 16
 """Fixed number of chunks a batch is split into (independent of the thread count)."""
 
@@ -627,7 +636,7 @@ if HAVE_NUMBA:
     _inverse = njit(cache=True)(_inverse)
     warm_weight = njit(cache=True)(warm_weight)
     _refs = njit(cache=True, parallel=True)(_refs)
-    _chunk = njit(cache=True, fastmath=True)(_chunk)
+    _chunk = njit(cache=True, fastmath=set(FASTMATH))(_chunk)  # not reassoc: FASTMATH
     _step = njit(cache=True, parallel=True, nogil=True)(_step)  # the GIL released: other threads compress meanwhile
 
 
