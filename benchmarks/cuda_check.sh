@@ -45,9 +45,12 @@ if [ -z "${PY:-}" ]; then
     if [ -x .venv/bin/python ]; then PY=$PWD/.venv/bin/python; else PY=$(command -v python3); fi
 fi
 WHEELS=${WHEELS:-.whl}
+# wheels FROM TARGET: the wheels in FROM installed into TARGET (no network)
+wheels() {
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$2" "$1"/*.whl
+}
 if ! "$PY" -c "import netCDF4, isal, pyproj" 2> /dev/null && ls "$WHEELS"/*.whl > /dev/null 2>&1; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        "$WHEELS"/*.whl && export PYTHONPATH=/tmp/site
+    wheels "$WHEELS" /tmp/site && export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 NVCC=$("$PY" -c "import nvidia.cuda_nvcc as m; print(list(m.__path__)[0])" 2> /dev/null || true)
@@ -108,8 +111,7 @@ EOF
 def add(x): x[0] += 1
 print("numba CUDA compiles for sm_90:", len(cuda.compile_ptx(add, (float32[:],), cc=(9, 0))[0]), "characters of PTX")'
     if ! part compile 120 versions.txt "$PY" -c "$COMPILE" && ls "$WHEELS"/numpy/*.whl > /dev/null 2>&1; then
-        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site_numpy \
-            "$WHEELS"/numpy/*.whl && export PYTHONPATH="/tmp/site_numpy:$PYTHONPATH"
+        wheels "$WHEELS"/numpy /tmp/site_numpy && export PYTHONPATH="/tmp/site_numpy:$PYTHONPATH"
         echo "numpy from .whl/numpy first on the path" >> "$OUT/versions.txt"
         part compile-again 120 versions.txt "$PY" -c "$COMPILE"
     fi
