@@ -1,7 +1,8 @@
 """What this machine charges for memory a process touches for the first time (a benchmark; nothing is asserted).
 
 A run's build, first read and final pass pay mostly for memory new to the process: the packed
-observation table (296 bytes per observation where no sensor has more than 13 channels), the slab, the cache files' pages.
+observation table (296 bytes per observation where no sensor has more than 13 channels), the slab,
+the cache files' pages.
 Their CPU time is then mostly system time (``benchmarks/run_stages.py``'s "of it system" column),
 and how much depends on the machine: on some virtual machines the host backs a page only when the
 guest first writes it, and takes back the pages the guest has left free for a few seconds. This
