@@ -113,7 +113,8 @@ def add_product_options(prod) -> None:
         "--export",
         action="store_true",
         help="Write the trained emissivity model for NWP use: emis_model_TAG.nc (self-describing "
-        "coefficients, evaluable in plain numpy) and emis_model_TAG.onnx. After training, or "
+        "coefficients, evaluable in plain numpy), emis_model_TAG.onnx and, for v2, emis_model_TAG_channel.onnx "
+        "(the ONNX files need the onnx package: pip install 'empirical-seaice[export]'). After training, or "
         "with --diagsonly --modeltag on a trained model.",
     )
     prod.add_argument(

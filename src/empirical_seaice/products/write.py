@@ -28,6 +28,7 @@ import numpy as np
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.products import classic, gridded, gridded_file, run_plots
 from empirical_seaice.products.export import Provenance, julian_day_to_iso, write_export
+from empirical_seaice.products.export.onnx_files import ONNX_MISSING, onnx_available
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,9 @@ log = logging.getLogger(__name__)
 class ProductOptions:
     """Which products to write.
 
-    export: write emis_model_TAG.nc (and .onnx).
-    onnx: with export, also the ONNX file (needs the onnx package).
+    export: write emis_model_TAG.nc (and the ONNX files).
+    onnx: with export, also the ONNX files (where the onnx package is missing: a warning, the coefficient
+        file alone).
     gridded: write ice_emis_grid_TAG.nc.
     grid_channels: channels of the gridded product (None = the run's channels).
     grid_freqs_ghz: arbitrary frequencies of the gridded product instead of channels (v2).
@@ -325,10 +327,13 @@ def _export(options: ProductOptions, network: Any, output: Path, tag: str, prov:
     """``--export``: the coefficient file (and the ONNX files when the onnx package is there); returns
     the paths and, for v2, the numpy evaluator of the file just written (for the spectra)."""
     model_cfg, basis = network.model_config, network.basis
+    onnx = options.onnx and onnx_available()
+    if options.onnx and not onnx:  # the coefficient file is what a forecasting system reads
+        log.warning("--export: the ONNX files are not written (emis_model_%s.nc is): %s", tag, ONNX_MISSING)
     try:
-        paths = write_export(output, tag, network.emissivity, model_cfg, basis, prov, onnx=options.onnx)
-    except ImportError as exc:  # no onnx package: the coefficient file is what matters
-        log.warning("--export: ONNX file not written (%s); install the 'test' extras for ONNX", exc)
+        paths = write_export(output, tag, network.emissivity, model_cfg, basis, prov, onnx=onnx)
+    except ImportError as exc:  # one of torch's ONNX exporter's own packages missing
+        log.warning("--export: the ONNX files are not written (emis_model_%s.nc is): %s", tag, exc)
         paths = write_export(output, tag, network.emissivity, model_cfg, basis, prov, onnx=False)
     if model_cfg.version != "v2":
         return paths, None

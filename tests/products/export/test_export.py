@@ -244,3 +244,34 @@ def test_unknown_activation_is_reported(v2_model, tmp_path):
         ds.hidden_activation = "relu6"
     with pytest.raises(SeaIceError, match="unknown activation 'relu6'"):
         NumpyEmissivityModel.from_file(path)
+
+
+def test_export_without_the_onnx_package_writes_the_coefficient_file_and_says_how_to_get_onnx(
+    v2_model, tmp_path, monkeypatch, caplog
+):
+    """``--export`` where the onnx package is missing: a one-line warning naming the package and how to
+    install it, and the coefficient file (what a forecasting system reads), instead of an error after the
+    run's other outputs; ``export_onnx`` called directly refuses with the same fix."""
+    import importlib.util
+    import logging
+    from types import SimpleNamespace
+
+    from empirical_seaice.products.write import ProductOptions, _export
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a, **k: None if name == "onnx" else find_spec(name, *a, **k)
+    )
+    em, cfg, basis = v2_model
+    network = SimpleNamespace(model_config=cfg, basis=basis, emissivity=em)
+    with caplog.at_level(logging.WARNING):
+        paths, evaluator = _export(ProductOptions(export=True), network, tmp_path, "x", None)
+    assert [p.name for p in paths] == ["emis_model_x.nc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emis_model_x.nc"]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "emis_model_x.nc" in warned[0]
+    assert "pip install 'empirical-seaice[export]'" in warned[0]
+    t, props, freq = _random_inputs(50, cfg.nprop_grid + cfg.nprop_obs)
+    assert np.isfinite(evaluator.emissivity_vh(t, props, freq)).all()
+    with pytest.raises(SeaIceError, match=r"--export: the ONNX files need the onnx package; install it"):
+        export_onnx(tmp_path / "m.onnx", em, cfg)

@@ -19,6 +19,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.model.emissivity import EmissivityModel
 
 
+ONNX_MISSING = (
+    "the ONNX files need the onnx package; install it with pip install 'empirical-seaice[export]' (make demo does)"
+)
+"""What a run without the onnx package is told (torch's ONNX export needs it)."""
+
+
+def onnx_available() -> bool:
+    """Whether the onnx package, which torch's ONNX export needs, can be imported."""
+    return importlib.util.find_spec("onnx") is not None
+
+
 def _network_vh(em: Any, t_ref: float, t_scale: float, t_skin_k, props, freq_ghz, zenith_deg):
     """``(e_V, e_H)`` of the v2 network ``em`` in the graph: the formula of
     ``NetworkEmissivity.emissivity_vh``, written with tensor inputs only so that the trace keeps
@@ -82,11 +93,8 @@ def export_onnx(path: Path, emissivity: EmissivityModel, model: ModelConfig) -> 
         in_names, out_names = ["t_skin_k", "props"], ["emis"]
     axes = {name: {0: "n"} for name in in_names + out_names}
     path = Path(path)
-    if importlib.util.find_spec("onnx") is None:
-        raise SeaIceError(
-            "--export: writing the ONNX file needs the onnx package; install it with "
-            "pip install 'empirical-seaice[export]' (make demo does)"
-        )
+    if not onnx_available():
+        raise SeaIceError(f"--export: {ONNX_MISSING}")
     with atomic_path(path) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
