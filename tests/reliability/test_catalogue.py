@@ -112,7 +112,13 @@ def test_bad_flag(twin, tmp_path, untouched, flags, fragments):
 def test_bad_paths(twin, tmp_path, untouched):
     out = tmp_path / "out"
     base = ["--output", out, "--tag", "t", "--nepochs", "1", *FAST]
-    assert_one_line_error(run_cli(["--data", tmp_path / "nowhere", *base]), "--data", "does not exist", "give the")
+    assert_one_line_error(
+        run_cli(["--data", tmp_path / "nowhere", *base]),
+        "--data",
+        "does not exist",
+        "give the",
+        "seaice-twin --output DIR",
+    )
     r = run_cli(["--data", twin, "--seaice-background", tmp_path / "bg.nc", *base])
     assert_one_line_error(r, "--seaice-background", "bg.nc not found")
     (tmp_path / "file").write_text("x")

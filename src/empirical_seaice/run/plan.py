@@ -86,7 +86,10 @@ def validate_run(
         data_cfg, model_cfg, cost_cfg = trained_setup(model_file, data_cfg)
         preset_name = model_file["configs"]["preset"]
     if not Path(data_cfg.data).exists():
-        raise SeaIceError(f"--data: {data_cfg.data} does not exist (give the training-data directory or file)")
+        raise SeaIceError(
+            f"--data: {data_cfg.data} does not exist (give the training-data directory or file; "
+            "seaice-twin --output DIR makes a synthetic one with known truth)"
+        )
     for flag, path in (
         ("--seaice-background", data_cfg.seaice_background),
         ("--tsfc-background", data_cfg.tsfc_background),
