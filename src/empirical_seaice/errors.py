@@ -18,9 +18,15 @@ class SeaIceError(Exception):
         super().__init__(" ".join(str(message).split()))
 
 
-class RunInterrupted(SeaIceError):
-    """The run was stopped by a signal (SIGINT, SIGTERM); ``exit_code`` is 128 + the signal number."""
+class RunInterrupted(BaseException):
+    """The run was stopped by a signal (SIGINT, SIGTERM); ``exit_code`` is 128 + the signal number.
+
+    Like :class:`KeyboardInterrupt`, not an :class:`Exception`: the signal handler raises it wherever the
+    main thread is, and no ``except Exception`` or ``except SeaIceError`` on the way (the products' and
+    the truth's fallbacks, the handler that publishes what was written after training) may take it for
+    a failure of its own; the runs' ``except BaseException`` clean-ups remove their files and re-raise it,
+    and the CLI exits with ``exit_code``."""
 
     def __init__(self, message: str, exit_code: int = 130):
-        super().__init__(message)
+        super().__init__(" ".join(str(message).split()))
         self.exit_code = exit_code

@@ -188,3 +188,26 @@ def test_stale_temporaries_are_removed_at_start_up(twin, good_copy, untouched):
     _rerun_cleans_up(twin, good_copy, before[0])
     assert not any(p.exists() for p in junk)
     assert txn.read_manifest(good_copy, TAG)["status"] == "complete"
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_while_the_outputs_are_written_publishes_nothing_and_says_how_to_resume(
+    twin, good_copy, untouched, sig, code
+):
+    """Ctrl-C (or a batch system's SIGTERM) after training, while the outputs are written: the run stops at
+    once with 130 / 143 and one line saying that ``--resume`` writes the outputs without training again;
+    nothing is published (the previous set is unchanged) and nothing is left behind. (Before, the signal's
+    exception was an ``Exception`` that the after-training handler took for a failure: it published a
+    ``partial`` set and exited 2.)"""
+    before = set_state(good_copy)
+    argv = ["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "1", *FAST]
+    proc = start_cli(argv, SEAICE_FAULT=f"write:16:{sig}")
+    _, err = proc.communicate(timeout=300)
+    r = type("R", (), {"code": proc.returncode, "stderr": err})()
+    # the 16th file write of this run falls in the final diagnostics, after training (its last checkpoint)
+    msg = "rerun the same command with --resume to write the outputs without training again"
+    assert_one_line_error(r, f"interrupted by {sig}", msg, code=code)
+    assert set_state(good_copy) == before and leftovers(good_copy) == []
+    r = run_cli([*argv, "--resume"])  # the outputs from the checkpoint, without training again
+    assert r.code == 0, r.stderr
+    assert set_state(good_copy)[0] != before[0] and leftovers(good_copy) == []

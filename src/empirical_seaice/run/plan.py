@@ -48,6 +48,7 @@ class RunPlan:
     checkpoint_minutes: float | None = None
     perturbation: Any = None  # an ensemble member's (run.perturb.Perturbation)
     stage: Path = Path()
+    trained: bool = False  # training has ended (its last checkpoint written): --resume writes the outputs
 
     def path(self, stem: str) -> Path:
         """``<stage>/<stem>_<tag>.nc``: where the run writes its file ``<output>/<stem>_<tag>.nc``."""

@@ -48,7 +48,7 @@ from typing import Any, NoReturn
 
 from empirical_seaice.compiled import start_numba
 from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, Preset, TrainingConfig
-from empirical_seaice.errors import SeaIceError
+from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard, join_commits
@@ -215,10 +215,16 @@ def run(
                     return _run(plan, run_set, display)
             finally:
                 display.close()
-        except BaseException:  # remove only what this run created
+        except BaseException as exc:  # remove only what this run created
             run_set.abort()
             if not run_set.published:
                 cache.cleanup(plan.output)
+            if isinstance(exc, RunInterrupted) and plan.trained and not run_set.published:
+                raise RunInterrupted(
+                    f"{exc}; the trained state is kept in {plan.checkpoint}: rerun the same command with --resume "
+                    "to write the outputs without training again",
+                    exit_code=exc.exit_code,
+                ) from None
             raise
         finally:
             join_commits(plan.output / "cache")  # the data cache committed behind the run (_read)
@@ -325,6 +331,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     history = final = truth = marks = None
     if plan.model_file is None:
         history = _train(plan, built, split, generator, identity, display, result)
+        plan.trained = True
         # the packed table goes with the trainer's buffers (reference cycles), before the state tables are
         # copied out of the slab: the held-out fit packs its own observations, the final pass one block at
         # a time, the products need the state only
