@@ -69,6 +69,7 @@ def _fails(argv, capsys, *needles):
         (["--validation-fraction", "1.5"], ("--validation-fraction",)),
         (["--validation-fraction", "0", "--early-stopping"], ("--early-stopping", "--validation-fraction")),
         (["--learning-rate", "0"], ("--learning-rate",)),
+        (["--plateau-cuts", "-1"], ("--plateau-cuts: must be >= 0, got -1",)),
         (["--ice-emis-init", "1.5"], ("--ice-emis-init", "1.5")),
         (["--angle-input", "on", "--model", "v1"], ("--angle-input", "v1")),
         (["--angle-input", "yes"], ("--angle-input", "yes")),

@@ -190,6 +190,14 @@ MISTAKES = [
 ]
 
 
+def test_a_file_that_is_not_text_is_one_line_naming_it(tmp_path):
+    """A binary file (here a NetCDF-4/HDF5 header) given as the catalogue: one line, no traceback."""
+    path = tmp_path / "grid.nc"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n\x00\x00\xff\xfe")
+    with pytest.raises(SeaIceError, match=r"grid\.nc: not a UTF-8 text file \(byte 0: .*\); give a TOML catalogue"):
+        load_catalogue(path)
+
+
 @pytest.mark.parametrize("text,words", MISTAKES, ids=[f"mistake{k}" for k in range(len(MISTAKES))])
 def test_malformed_file_is_one_line_naming_file_entry_and_field(tmp_path, text, words):
     path = _write(tmp_path, text)

@@ -365,11 +365,10 @@ class TrainingConfig:
             raise SeaIceError("--early-stopping needs --validation-fraction > 0")
         if self.learning_rate is not None and not 0 < self.learning_rate < float("inf"):  # also NaN
             raise SeaIceError(f"--learning-rate: must be a finite number > 0, got {self.learning_rate}")
-        if self.plateau_cuts < 0 or not 0.0 < self.plateau_factor < 1.0:
-            raise SeaIceError(
-                f"--plateau-cuts/--plateau-factor: need cuts >= 0 and 0 < factor < 1, got "
-                f"{self.plateau_cuts}, {self.plateau_factor}"
-            )
+        if self.plateau_cuts < 0:
+            raise SeaIceError(f"--plateau-cuts: must be >= 0, got {self.plateau_cuts}")
+        if not 0.0 < self.plateau_factor < 1.0:  # no flag: set in Python (TrainingConfig.plateau_factor)
+            raise SeaIceError(f"TrainingConfig.plateau_factor: must be in (0, 1), got {self.plateau_factor}")
         if not 0.0 < self.lr_decay <= 1.0:
             raise SeaIceError(f"--lr-decay: must be in (0, 1], got {self.lr_decay}")
         if self.patience < 1:

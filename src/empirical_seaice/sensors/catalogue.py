@@ -123,6 +123,10 @@ def _read_toml(path: Path, flag: str) -> dict[str, Any]:
         raise SeaIceError(f"{flag}: cannot read catalogue file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise SeaIceError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the file as UTF-8 first
+        raise SeaIceError(
+            f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason}); give a TOML catalogue file ({flag})"
+        ) from None
 
 
 def shipped_catalogue_path() -> Path:
