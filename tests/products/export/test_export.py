@@ -252,16 +252,13 @@ def test_export_without_the_onnx_package_writes_the_coefficient_file_and_says_ho
     """``--export`` where the onnx package is missing: a one-line warning naming the package and how to
     install it, and the coefficient file (what a forecasting system reads), instead of an error after the
     run's other outputs; ``export_onnx`` called directly refuses with the same fix."""
-    import importlib.util
     import logging
+    import sys
     from types import SimpleNamespace
 
     from empirical_seaice.products.write import ProductOptions, _export
 
-    find_spec = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a, **k: None if name == "onnx" else find_spec(name, *a, **k)
-    )
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
     em, cfg, basis = v2_model
     network = SimpleNamespace(model_config=cfg, basis=basis, emissivity=em)
     with caplog.at_level(logging.WARNING):
@@ -275,3 +272,21 @@ def test_export_without_the_onnx_package_writes_the_coefficient_file_and_says_ho
     assert np.isfinite(evaluator.emissivity_vh(t, props, freq)).all()
     with pytest.raises(SeaIceError, match=r"--export: the ONNX files need the onnx package; install it"):
         export_onnx(tmp_path / "m.onnx", em, cfg)
+
+
+def test_an_onnx_package_that_fails_to_import_counts_as_missing(tmp_path, monkeypatch):
+    """An installed but broken onnx (its import raises): no ONNX files and the warning, as for a missing
+    one, not torch's ``OnnxExporterError`` in the middle of the products (``find_spec`` finds such a
+    package, so it cannot tell)."""
+    import importlib.util
+    import sys
+
+    from empirical_seaice.products.export.onnx_files import onnx_available
+
+    (tmp_path / "onnx").mkdir()
+    (tmp_path / "onnx" / "__init__.py").write_text("raise RuntimeError('a broken onnx build')\n")
+    for name in [m for m in sys.modules if m == "onnx" or m.startswith("onnx.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert importlib.util.find_spec("onnx") is not None
+    assert not onnx_available()

@@ -6,7 +6,6 @@ scan angle as inputs (cross-track sounders' QV / QH channels). Torch is imported
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +25,13 @@ ONNX_MISSING = (
 
 
 def onnx_available() -> bool:
-    """Whether the onnx package, which torch's ONNX export needs, can be imported."""
-    return importlib.util.find_spec("onnx") is not None
+    """Whether the onnx package, which torch's ONNX export needs, imports (False where it is missing, or
+    installed but broken: torch would wrap that failure in its own ``OnnxExporterError``)."""
+    try:
+        import onnx  # noqa: F401
+    except Exception:  # noqa: BLE001 - missing or broken: either way no ONNX file
+        return False
+    return True
 
 
 def _network_vh(em: Any, t_ref: float, t_scale: float, t_skin_k, props, freq_ghz, zenith_deg):
