@@ -107,3 +107,18 @@ def test_twin_without_ice_view_angle_sees_the_53_degree_table_at_every_angle(tmp
     near_nadir = zen < 20.0
     assert near_nadir.sum() > 20
     assert np.max(np.abs(w_v * a_v + (1.0 - w_v) * a_h)[near_nadir]) > 0.02
+
+
+def test_regenerating_a_table_without_smrt_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    """``python -m empirical_seaice.twin.smrt_table`` where SMRT (an optional extra) is missing: one line
+    naming the extra, before anything is computed or written, not a traceback from deep in a column."""
+    import sys
+
+    from empirical_seaice.twin import smrt_table
+
+    monkeypatch.setitem(sys.modules, "smrt", None)
+    with pytest.raises(SystemExit) as exc:
+        smrt_table.main(["--output", str(tmp_path / "t.nc"), "--quiet"])
+    assert exc.value.code == 2
+    assert "the SMRT model is not installed: pip install 'empirical-seaice[smrt]'" in capsys.readouterr().err
+    assert not (tmp_path / "t.nc").exists()

@@ -143,7 +143,8 @@ def load_ice_table(path: str | Path | None = None) -> IceEmissivityTable:
     if not path.is_file():
         raise SeaIceError(
             f"ice emissivity table {path}: file not found (regenerate with "
-            f"'python -m empirical_seaice.twin.smrt_table --output {path}')"
+            f"'python -m empirical_seaice.twin.smrt_table --output {path}', which needs "
+            "pip install 'empirical-seaice[smrt]')"
         )
     try:
         nc = netCDF4.Dataset(path, "r")
@@ -361,7 +362,8 @@ def load_angular_table(path: str | Path | None = None) -> AngularAnomalyTable:
     if not path.is_file():
         raise SeaIceError(
             f"ice emissivity angular table {path}: file not found (regenerate with "
-            f"'python -m empirical_seaice.twin.smrt_table --angular --output {path}')"
+            f"'python -m empirical_seaice.twin.smrt_table --angular --output {path}', which needs "
+            "pip install 'empirical-seaice[smrt]')"
         )
     with netCDF4.Dataset(path) as nc:
         get = lambda name: np.asarray(nc.variables[name][:], dtype=np.float64)

@@ -53,6 +53,7 @@ documented and built in :mod:`.smrt_column`.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -230,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     parser.add_argument("--angular", action="store_true", help="the small angular table (cross-track sounders)")
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("smrt") is None:
+        parser.error("the SMRT model is not installed: pip install 'empirical-seaice[smrt]'")
     if _NUMPY_PRELOADED and __name__ == "__main__":
         # numpy's thread pool was created before OMP_NUM_THREADS=1: start afresh
         cmd = [sys.executable, "-m", "empirical_seaice.twin.smrt_table", *sys.argv[1:]]
