@@ -322,3 +322,33 @@ def test_a_single_process_reads_the_sharded_model(runs, twin):
         a = xr.open_dataset(sharded / f"{stem}_{TAG}.nc")[var].values
         b = xr.open_dataset(sharded / f"{stem}_again.nc")[var].values
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("fails", ["error", "signal"])
+def test_what_rank_0_raises_in_from_root_is_raised_after_the_broadcast(tmp_path, fails):
+    """``from_root``: a one-line error or a signal's ``RunInterrupted`` (with its exit status) on rank 0
+    goes through the broadcast, so that every rank stops with it (one process, a gloo group of one)."""
+    import torch
+    import torch.distributed as dist
+
+    from empirical_seaice.errors import RunInterrupted, SeaIceError
+    from empirical_seaice.run.ranks import RankContext, from_root
+    from empirical_seaice.training.distributed import LaunchEnvironment
+
+    def make():
+        if fails == "error":
+            raise SeaIceError("--data: rank 0 could not read it")
+        raise RunInterrupted("interrupted by SIGTERM", exit_code=143)
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        ctx = RankContext(LaunchEnvironment(0, 1, 0, 1), torch.device("cpu"))
+        assert from_root(ctx, lambda: 42) == 42
+        expected = SeaIceError if fails == "error" else RunInterrupted
+        with pytest.raises(expected) as info:
+            from_root(ctx, make)
+        if fails == "signal":
+            assert info.value.exit_code == 143 and str(info.value) == "interrupted by SIGTERM"
+    finally:
+        dist.destroy_process_group()

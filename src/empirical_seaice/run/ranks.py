@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from empirical_seaice.errors import SeaIceError
+from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.partition import Shard
@@ -159,17 +159,22 @@ def assemble_state(ctx: RankContext, local, shard: Shard, full) -> None:
 
 def from_root(ctx: RankContext, make):
     """``make()`` on rank 0, its result broadcast to every rank (``broadcast_object_list``); a
-    :class:`SeaIceError` on rank 0 is raised on every rank, so that all stop with its one line."""
+    :class:`SeaIceError` or a signal's :class:`RunInterrupted` on rank 0 is raised on every rank, so that
+    all stop with its one line (and its exit status) instead of waiting for rank 0 in the next collective."""
     box: list[Any] = [None]
     if ctx.root:
         try:
             box[0] = ("ok", make())
         except SeaIceError as exc:
             box[0] = ("error", str(exc))
+        except RunInterrupted as exc:
+            box[0] = ("interrupted", (str(exc), exc.exit_code))
     dist.broadcast_object_list(box, src=0)
     status, value = box[0]
     if status == "error":
         raise SeaIceError(value)
+    if status == "interrupted":
+        raise RunInterrupted(*value)
     return value
 
 
