@@ -324,31 +324,43 @@ def test_a_single_process_reads_the_sharded_model(runs, twin):
         np.testing.assert_array_equal(a, b)
 
 
+_FROM_ROOT_RANK = """
+import sys, torch, torch.distributed as dist
+from empirical_seaice.errors import RunInterrupted, SeaIceError
+from empirical_seaice.run.ranks import RankContext, from_root
+from empirical_seaice.training.distributed import LaunchEnvironment
+rank, fails, store = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2)
+ctx = RankContext(LaunchEnvironment(rank, 2, rank, 2), torch.device("cpu"))
+def make():
+    if fails == "error":
+        raise SeaIceError("--data: rank 0 could not read it")
+    raise RunInterrupted("interrupted by SIGTERM", exit_code=143)
+assert from_root(ctx, lambda: 42) == 42
+try:
+    from_root(ctx, make)
+except RunInterrupted as exc:
+    print("RunInterrupted", exc.exit_code, exc)
+except SeaIceError as exc:
+    print("SeaIceError", exc)
+dist.destroy_process_group()
+"""
+
+
 @pytest.mark.parametrize("fails", ["error", "signal"])
-def test_what_rank_0_raises_in_from_root_is_raised_after_the_broadcast(tmp_path, fails):
-    """``from_root``: a one-line error or a signal's ``RunInterrupted`` (with its exit status) on rank 0
-    goes through the broadcast, so that every rank stops with it (one process, a gloo group of one)."""
-    import torch
-    import torch.distributed as dist
-
-    from empirical_seaice.errors import RunInterrupted, SeaIceError
-    from empirical_seaice.run.ranks import RankContext, from_root
-    from empirical_seaice.training.distributed import LaunchEnvironment
-
-    def make():
-        if fails == "error":
-            raise SeaIceError("--data: rank 0 could not read it")
-        raise RunInterrupted("interrupted by SIGTERM", exit_code=143)
-
-    store = dist.FileStore(str(tmp_path / "store"), 1)
-    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
-    try:
-        ctx = RankContext(LaunchEnvironment(0, 1, 0, 1), torch.device("cpu"))
-        assert from_root(ctx, lambda: 42) == 42
-        expected = SeaIceError if fails == "error" else RunInterrupted
-        with pytest.raises(expected) as info:
-            from_root(ctx, make)
-        if fails == "signal":
-            assert info.value.exit_code == 143 and str(info.value) == "interrupted by SIGTERM"
-    finally:
-        dist.destroy_process_group()
+def test_what_rank_0_raises_in_from_root_every_rank_raises(tmp_path, fails):
+    """``from_root`` on two ranks (two processes, gloo): a one-line error or a signal's ``RunInterrupted``
+    (with its exit status) on rank 0 goes through the broadcast, so that rank 1 stops with it too instead
+    of waiting for rank 0 in its next collective."""
+    store = str(tmp_path / "store")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _FROM_ROOT_RANK, str(r), fails, store], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for r in (0, 1)
+    ]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    expected = "RunInterrupted 143 interrupted by SIGTERM" if fails == "signal" else "SeaIceError --data: rank 0"
+    assert all(o.startswith(expected) for o in outs), outs
