@@ -277,3 +277,25 @@ def test_shard_order_local_is_taken_under_a_torchrun_of_several_processes(monkey
     args.ensemble = 3
     with pytest.raises(SeaIceError, match="--shard-order local"):
         _check_shard_order(args)
+
+
+def test_diagsonly_names_the_flags_it_does_not_use(capsys, tmp_path):
+    """``--diagsonly`` takes the trained run's setup from its model file: the training and model flags the
+    user typed are named in one warning (a log line, before the run's own one-line error here: there is no
+    trained model), and flags left at their defaults or used by the diagnostics are not."""
+    from empirical_seaice.cli.configure import ignored_flags
+    from empirical_seaice.cli.parser import build_parser
+
+    argv = ["--diagsonly", "--modeltag", "m", "--nepochs", "5", "--model", "v1", "--sic-smoothness-time", "off"]
+    argv += ["--threads", "1", "--no-classic", "--data", str(tmp_path), "--output", str(tmp_path / "o")]
+    args = build_parser().parse_args(argv)
+    assert ignored_flags(args, "diagsonly") == ["--model", "--sic-smoothness-time", "--nepochs"]
+    assert ignored_flags(build_parser().parse_args(argv[:3]), "diagsonly") == []
+    code = cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 2, err
+    assert err[0].endswith(
+        "WARNING empirical_seaice.cli.command: --diagsonly: --model, --sic-smoothness-time, --nepochs not used "
+        "(the trained run's model, period and training setup come from its model file; nothing is trained)"
+    )
+    assert err[1].startswith("seaice-training: error: ") and "model_m.pt" in err[1]

@@ -286,7 +286,17 @@ def test_cli_retrieve(trained, capsys):
         (["--grid-freqs", "ten"], "--grid-freqs: expected frequencies in GHz"),
         (["--grid-freqs", "1000"], "expected frequencies in 1..400 GHz"),
         (["--model", "v1", "--grid-freqs", "10"], "v1 model has per-channel outputs"),
-        (["--plot-day", "-1"], "--plot-day: expected a step >= 0"),
+        (["--plots", "--plot-day", "-1"], "--plot-day: expected a step >= 0"),
+        # a flag the run would drop without a word
+        (["--plot-day", "3"], "--plot-day: applies only with --plots"),
+        (["--no-gridded", "--grid-channels", "10v"], "--grid-channels: configures the gridded product"),
+        (["--no-gridded", "--grid-freqs", "50"], "--grid-freqs: configures the gridded product"),
+        (["--retrieve", "--modeltag", "train", "--optimizer", "dense-adam"], "--retrieve: --optimizer does not apply"),
+        (["--retrieve", "--modeltag", "train", "--sic-smoothness-time", "off"], "--sic-smoothness-time does not"),
+        (["--model", "v1", "--patience", "3"], "--patience: applies only with early stopping"),
+        (["--exact-reference", "--plateau-cuts", "2"], "--plateau-cuts: applies only with early stopping"),
+        (["--no-early-stopping", "--patience", "2"], "--patience: applies only with early stopping"),
+        (["-q", "-v"], "not allowed with argument"),
     ],
 )
 def test_cli_product_flag_errors(tmp_path, capsys, extra, message):

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from empirical_seaice.cli.configure import configs_from_args, product_options
+from empirical_seaice.cli.configure import configs_from_args, ignored_flags, product_options
 from empirical_seaice.cli.parser import PROG, build_parser
 from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.sensors import load_catalogue
@@ -98,6 +98,12 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
 
     _setup_logging(-1 if args.quiet else args.verbose)
     data, preset, cost, training = configs_from_args(args)
+    if args.diagsonly and (ignored := ignored_flags(args, "diagsonly")):
+        logging.getLogger(__name__).warning(
+            "--diagsonly: %s not used (the trained run's model, period and training setup come from its model "
+            "file; nothing is trained)",
+            ", ".join(ignored),
+        )
     if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
         raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")
     _check_shard_order(args)
@@ -229,6 +235,11 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
     for flag in ("diagsonly", "trainonly", "resume", "force_outputs", "distributed"):
         if getattr(args, flag):
             raise SeaIceError(f"--retrieve: --{flag.replace('_', '-')} does not apply to a retrieval")
+    if ignored := ignored_flags(args, "retrieve"):
+        raise SeaIceError(
+            f"--retrieve: {ignored[0]} does not apply to a retrieval (it takes the model and cost of --modeltag "
+            "and fits the state alone); drop it"
+        )
     if args.output.exists() and not args.output.is_dir():
         raise SeaIceError(f"--output: {args.output} exists and is not a directory")
     from empirical_seaice.io.outputs import check_tag

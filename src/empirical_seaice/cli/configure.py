@@ -16,6 +16,7 @@ from empirical_seaice.config import (
     DEPRECATED_OPTIMIZERS,
     CostConfig,
     DataConfig,
+    TrainingConfig,
     get_preset,
     replace,
     starting_configuration,
@@ -106,7 +107,50 @@ def configs_from_args(args: argparse.Namespace):
         fused_step=not args.unfused_step,
         tensor_step_threads=1 if getattr(args, "threads", 1) is None else None,  # an automatic --threads
     )
+    _check_early_stopping_flags(training, explicit)
     return data, preset, cost, training
+
+
+def _check_early_stopping_flags(training: TrainingConfig, explicit: dict) -> None:
+    """``--patience`` and ``--plateau-cuts`` act only where early stopping does: a one-line error where
+    it is off (the v1 preset, ``--exact-reference``, ``--no-early-stopping``), not a flag dropped unseen."""
+    if training.early_stopping and training.validation_fraction > 0:
+        return
+    for flag in ("patience", "plateau_cuts"):
+        if flag in explicit:
+            raise SeaIceError(
+                f"--{flag.replace('_', '-')}: applies only with early stopping, which is off here (v1, "
+                "--exact-reference or --no-early-stopping); add --validation-fraction F --early-stopping or drop it"
+            )
+
+
+MODE_IGNORES = {
+    "diagsonly": (
+        "model", "ice_emis_init", "angle_input", "warm_ice", "sic_background_error", "sic_smoothness",
+        "sic_smoothness_time", "exact_reference", "stepstart", "nsteps", "start_date", "nepochs", "batchsize",
+        "learning_rate", "optimizer", "map_priors", "batch_order", "validation_fraction", "early_stopping",
+        "patience", "plateau_cuts", "lr_decay", "unfused_step", "checkpoint_minutes", "force_outputs",
+    ),
+    "retrieve": (
+        "model", "ice_emis_init", "angle_input", "warm_ice", "sic_background_error", "sic_smoothness",
+        "sic_smoothness_time", "optimizer", "map_priors", "validation_fraction", "early_stopping", "patience",
+        "plateau_cuts", "checkpoint_minutes",
+    ),
+}  # fmt: skip
+"""The flags each mode does without: ``--diagsonly`` takes the trained run's model, cost, period and
+training setup from its model file and trains nothing; ``--retrieve`` takes the model and cost from the
+trained model and fits the state alone (deferred Adam, no hold-out, no smoothness prior, no checkpoint)."""
+
+
+def ignored_flags(args: argparse.Namespace, mode: str) -> list[str]:
+    """The flags of :data:`MODE_IGNORES` ``[mode]`` given with a value other than their default (the
+    parser's), as ``--name``: flags the user typed that this mode would otherwise drop without a word."""
+    from empirical_seaice.cli.parser import build_parser
+
+    parser = build_parser()
+    return [
+        "--" + dest.replace("_", "-") for dest in MODE_IGNORES[mode] if getattr(args, dest) != parser.get_default(dest)
+    ]
 
 
 def product_options(args: argparse.Namespace):
@@ -133,4 +177,4 @@ def product_options(args: argparse.Namespace):
     )
 
 
-__all__ = ["configs_from_args", "product_options"]
+__all__ = ["configs_from_args", "product_options", "ignored_flags", "MODE_IGNORES"]

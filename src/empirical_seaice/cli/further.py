@@ -247,7 +247,8 @@ def add_further_options(ours) -> None:
         "per rank independent of the run's size).",
     )
     ours.add_argument("--no-progress", action="store_true", help="No progress display on stderr.")
-    ours.add_argument(
+    talk = ours.add_mutually_exclusive_group()
+    talk.add_argument(
         "-q",
         "--quiet",
         action="store_true",
@@ -274,7 +275,7 @@ def add_further_options(ours) -> None:
         help="Write the outputs even when the health checks after training fail; they are then marked "
         "health_check = failed in their attributes and in the manifest.",
     )
-    ours.add_argument("-v", "--verbose", action="count", default=0, help="More logging on stderr (-v info, -vv debug).")
+    talk.add_argument("-v", "--verbose", action="count", default=0, help="More logging on stderr (-v info, -vv debug).")
 
 
 OFF = "off"

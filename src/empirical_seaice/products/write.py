@@ -71,7 +71,8 @@ def check_product_options(
     ------
     SeaIceError
         --grid-channels naming a channel the sensors lack; --grid-freqs with a
-        v1 model or outside 1..400 GHz; a negative --plot-day.
+        v1 model or outside 1..400 GHz; a negative --plot-day; --grid-channels or --grid-freqs with
+        --no-gridded, --plot-day without --plots.
 
     ``catalogue``: the run's SensorCatalogue (None = the shipped one).
     """
@@ -92,6 +93,12 @@ def check_product_options(
             raise SeaIceError(f"--grid-freqs: expected frequencies in 1..400 GHz, got {bad_f[0]:g}")
     if options.plot_day is not None and options.plot_day < 0:
         raise SeaIceError(f"--plot-day: expected a step >= 0, got {options.plot_day}")
+    # flags that configure a product the run does not make: an error, not a flag dropped unseen
+    for flag, given in (("--grid-channels", options.grid_channels), ("--grid-freqs", options.grid_freqs_ghz)):
+        if given and not options.gridded:
+            raise SeaIceError(f"{flag}: configures the gridded product, which --no-gridded turns off; drop one of them")
+    if options.plot_day is not None and not options.plots:
+        raise SeaIceError("--plot-day: applies only with --plots; add --plots or drop it")
 
 
 def provenance_of(tag: str, preset_name: str, data_cfg: Any, obs: Any) -> Provenance:
