@@ -111,3 +111,24 @@ def test_a_mask_of_another_shape_is_refused(tmp_path):
             writer.write("tb", 0, tb, np.ones(6, bool))
     finally:
         writer.close(abort=True)
+
+
+@pytest.mark.parametrize("abort", [False, True])
+def test_a_signal_while_close_waits_for_the_chunks_is_raised_once_they_are_done(tmp_path, abort):
+    """``close`` waits for the chunks under way; a signal's ``RunInterrupted`` met there is no chunk's
+    failure: it is raised once every chunk is done, also when aborting (before, it was kept as a chunk's
+    error, so an aborting close dropped it and the run went on as if no one had pressed Ctrl-C)."""
+    from concurrent.futures import Future
+
+    from empirical_seaice.errors import RunInterrupted
+
+    path = tmp_path / "f.nc"
+    _define(path)
+    writer = ChunkWriter(path, ["e"])
+    interrupted, failed = Future(), Future()
+    interrupted.set_exception(RunInterrupted("interrupted by SIGINT"))
+    failed.set_exception(OSError(28, "No space left on device"))  # a chunk's own failure after it
+    writer._pending = [(interrupted, ()), (failed, ())]  # two chunks under way (done: cancel() fails)
+    with pytest.raises(RunInterrupted, match="interrupted by SIGINT"):  # not the disk's error, nor the rows'
+        writer.close(abort=abort)
+    assert writer._pending == [] and not writer._file  # every chunk waited for, the file closed

@@ -100,3 +100,32 @@ def _duplicates(order, jd, grid, fields) -> int:
     for v in fields:
         same &= v[order][1:] == v[order][:-1]
     return int(same.sum())
+
+
+def test_a_signal_during_the_per_channel_read_starts_no_more_items(monkeypatch):
+    """Ctrl-C while the per-channel pass's threads read: ``RunInterrupted`` reaches the run at once, and
+    the items not started never start (before, every queued item still ran before the process could end,
+    writing into a cache the run had already removed)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from empirical_seaice.errors import RunInterrupted
+    from empirical_seaice.io.per_channel import _run_in_order
+    from empirical_seaice.run import interrupt
+
+    done = []
+
+    def item(k):
+        time.sleep(0.2)
+        done.append(k)
+
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    t0 = time.monotonic()
+    with interrupt.handle_signals(), pytest.raises(RunInterrupted, match="interrupted by SIGINT"):
+        timer.start()
+        _run_in_order(item, list(range(24)), threads=2)
+    waited = time.monotonic() - t0
+    time.sleep(1.0)  # anything still queued would run now (five more items a thread)
+    assert waited < 1.0 and len(done) <= 6, (waited, done)

@@ -511,28 +511,39 @@ class ChunkWriter:
         """Write the waiting chunks (every row must have been written, unless ``abort``) and close;
         every chunk under way is finished (or, not started, dropped when aborting) before any error
         is raised and the file closed."""
-        error: BaseException | None = None
-        if not abort:
-            for name, v in self._vars.items():
-                if v.next != v.nrows and not v.by_chunk:
-                    error = error or ValueError(f"{name}: {v.next} of {v.nrows} rows written")
+        error: BaseException | None = None if abort else self._unwritten_rows()
+        stop: BaseException | None = None
         try:
             for f, job in self._pending:
                 try:
-                    if f.cancel():  # not started: this thread does it (nothing when aborting or failed)
-                        if not abort and error is None:
-                            self._deflate_and_write(*job)
-                    else:
-                        f.result()
-                except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: no more waiting (file closed below)
-                    raise
-                except BaseException as exc:  # the first failure is raised, after every chunk is done
+                    self._finish(f, job, write=not abort and error is None and stop is None)
+                except Exception as exc:  # the first failure is raised, after every chunk is done
                     error = error or exc
+                except BaseException as exc:  # a signal (RunInterrupted, KeyboardInterrupt): no chunk's failure
+                    stop = stop or exc
             self._pending = []
         finally:
             self._file.close()
+        if stop is not None:  # raised whatever ``abort`` says, once the chunks under way (at most a few) are done
+            raise stop
         if error is not None and not abort:
             raise error
+
+    def _unwritten_rows(self) -> ValueError | None:
+        """The error of a variable whose rows were not all written (None when every one was)."""
+        for name, v in self._vars.items():
+            if v.next != v.nrows and not v.by_chunk:
+                return ValueError(f"{name}: {v.next} of {v.nrows} rows written")
+        return None
+
+    def _finish(self, f: Future, job: tuple, write: bool) -> None:
+        """A waiting chunk at :meth:`close`: not started, written here when ``write`` (else dropped);
+        under way or done, waited for (its error raised)."""
+        if f.cancel():
+            if write:
+                self._deflate_and_write(*job)
+        else:
+            f.result()
 
 
 __all__ = [  # noqa: F822 - AVAILABLE: __getattr__

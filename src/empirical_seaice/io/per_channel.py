@@ -221,8 +221,13 @@ def _run_in_order(fn, items: list, threads: int | None) -> None:
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="read-channels") as pool:
+    pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="read-channels")
+    try:
         futures = [pool.submit(fn, item) for item in items]
+        pool.shutdown(wait=True)
+    except BaseException:  # a signal while the items run: the ones not started never start
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
     for fut in futures:
         fut.result()
 
