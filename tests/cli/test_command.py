@@ -299,3 +299,18 @@ def test_diagsonly_names_the_flags_it_does_not_use(capsys, tmp_path):
         "(the trained run's model, period and training setup come from its model file; nothing is trained)"
     )
     assert err[1].startswith("seaice-training: error: ") and "model_m.pt" in err[1]
+
+
+def test_distributed_names_the_flags_it_does_not_use(capsys, tmp_path):
+    """A ``--distributed`` run writes checkpoints at epoch ends only and runs no health checks yet:
+    ``--checkpoint-minutes`` and ``--force-outputs`` given with it are named in a warning (here before the
+    one-line error of a run not started by torchrun)."""
+    argv = ["--distributed", "--checkpoint-minutes", "5", "--force-outputs", "--data", str(tmp_path)]
+    code = cli.main([*argv, "--output", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 2, err
+    assert err[0].endswith(
+        "WARNING empirical_seaice.cli.command: --distributed: --checkpoint-minutes, --force-outputs not used "
+        "(a sharded run writes its checkpoints at epoch ends only and runs no health checks yet)"
+    )
+    assert err[1].startswith("seaice-training: error: --distributed")

@@ -104,6 +104,12 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
             "file; nothing is trained)",
             ", ".join(ignored),
         )
+    if args.distributed and (ignored := ignored_flags(args, "distributed")):
+        logging.getLogger(__name__).warning(
+            "--distributed: %s not used (a sharded run writes its checkpoints at epoch ends only and runs no "
+            "health checks yet)",
+            ", ".join(ignored),
+        )
     if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
         raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")
     _check_shard_order(args)
