@@ -127,7 +127,7 @@ def _check_early_stopping_flags(training: TrainingConfig, explicit: dict) -> Non
 MODE_IGNORES = {
     "diagsonly": (
         "model", "ice_emis_init", "angle_input", "warm_ice", "sic_background_error", "sic_smoothness",
-        "sic_smoothness_time", "exact_reference", "stepstart", "nsteps", "start_date", "nepochs", "batchsize",
+        "sic_smoothness_time", "stepstart", "nsteps", "start_date", "nepochs", "batchsize",
         "learning_rate", "optimizer", "map_priors", "batch_order", "validation_fraction", "early_stopping",
         "patience", "plateau_cuts", "lr_decay", "unfused_step", "checkpoint_minutes", "force_outputs",
     ),
