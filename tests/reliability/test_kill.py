@@ -6,7 +6,8 @@ complete set afterwards; then that the next run removes every leftover.
 ``SEAICE_FAULT`` (io.transaction) kills the process with SIGKILL at an exact
 point: before an output file is renamed into the staging set (``write``),
 before the set is switched (``publish``), before the data cache is renamed
-into place (``cache``).
+into place (``cache``); ``POINT:N:SIGINT`` (or ``SIGTERM``) sends a user's
+signal there instead.
 """
 
 from __future__ import annotations
