@@ -148,8 +148,10 @@ def test_cost_terms_hand_values():
     b = ot.batch(torch.arange(10))
     out = net(b)
     terms = net.cost_terms(b, out, nobs_total=40)
-    jo = costs.observation_cost(b.tb_obs_k, out["tb"], b.mask, net.obs_error_k)
-    assert terms["obs"].item() == pytest.approx(jo.mean().item())
+    # J_o by hand in numpy: sum over the masked channels of ((y - H(x)) / sigma)^2, averaged over the batch
+    y, h = b.tb_obs_k.numpy(), out["tb"].detach().numpy()
+    jo = ((((y - h) / net.obs_error_k.numpy()) ** 2) * b.mask.numpy()).sum(axis=1).mean()
+    assert jo > 0 and terms["obs"].item() == pytest.approx(jo, rel=1e-12)
     assert terms["bias"].item() == 0.0
     # original v2 anchor: the network's V emissivity at 23.8 GHz held above 0.8, summed, / 1e-5^2 / nobs
     x_t = torch.clamp(273.0 - b.t_skin_k, min=0.0) / 30.0

@@ -76,4 +76,4 @@ def test_sparse_scheme_reaches_dense_adam_cost(case, one_thread):
     # the two ways of reading the caught-up rows are the same computation
     assert sparse_lookup["total"] == pytest.approx(sparse["total"], rel=1e-4)
     for term in ("sic_range", "false_ice", "anchor", "bias"):
-        assert np.isfinite(sparse[term]) and sparse[term] >= 0
+        assert np.isfinite(sparse[term])

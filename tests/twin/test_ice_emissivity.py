@@ -169,7 +169,8 @@ def test_agrees_with_scipy_regular_grid_interpolator(table):
 def test_dry_fyi_with_moderate_snow_v_pol_10_to_37ghz(table):
     # Eppler et al. 1992; Mathew et al. 2008: FYI 10-37 GHz V at ~50-55 deg ~0.90-0.98.
     # SMRT with flat interfaces puts V-pol at 53 deg (near the Brewster angle) at the
-    # top of that range (0.975-0.983 here): allow 0.985, and pin the known bias.
+    # top of that range (0.975-0.983 here): allow 0.985 (0.005 over the literature's top), and pin the known
+    # bias with the mean (a pin of the shipped table, not a literature value).
     e = emis(table, [10.65, 18.7, 23.8, 36.5], V, FYI, depth=np.array([0.05, 0.10, 0.20])[:, None], corr=0.10, t=250.0)
     assert np.all((e >= 0.90) & (e <= 0.985)), e
     assert 0.97 < e.mean() < 0.985
@@ -240,7 +241,8 @@ def test_89ghz_snow_depth_dependence_is_monotone_and_plausible(table):
         assert np.all(d >= -1e-3) or np.all(d <= 1e-3), (corr, my)
         # ... and deep snow makes both ice types look alike
         assert abs(fy[-1] - my[-1]) < abs(fy[0] - my[0]) - 0.15
-    # typical values: FYI bare 0.98, 0.2 m of 0.1 mm snow ~0.84
+    # pins of the shipped table, not literature values (none is cited for these two states): 89V of bare
+    # FYI 0.983 and under 0.2 m of 0.1 mm snow 0.841, as generated; a regenerated table must keep them
     assert emis(table, 89.0, V, FYI, depth=0.0) == pytest.approx(0.984, abs=0.005)
     assert emis(table, 89.0, V, FYI, depth=0.2, t=250.0) == pytest.approx(0.84, abs=0.02)
 

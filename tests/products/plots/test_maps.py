@@ -25,5 +25,10 @@ def test_plot_maps_png(tmp_path):
 
 
 def test_south_hemisphere_map(tmp_path):
+    """A southern map with the colour scale centred on zero: drawn, and not the picture without the centring
+    (the field runs from -0.2 to 1, so a centred scale is -1..1)."""
     lon, lat = polar_grid(n_side=14, south=True)
-    assert_png(plot_maps(tmp_path / "s.png", lon, lat, {"a": np.linspace(-1, 1, lon.size)}, centre_zero=True))
+    field = {"a": np.linspace(-0.2, 1, lon.size)}
+    centred = assert_png(plot_maps(tmp_path / "s.png", lon, lat, field, centre_zero=True))
+    plain = assert_png(plot_maps(tmp_path / "p.png", lon, lat, field))
+    assert centred.shape == plain.shape and (centred != plain).any(axis=-1).sum() > 100

@@ -24,15 +24,14 @@ def test_plot_spectra(tmp_path):
 
 
 def test_spectra_mark_trained_channels(tmp_path):
+    """The trained channels are drawn: the picture differs from the same spectra without them."""
     f = sp.SPECTRUM_FREQ_GHZ
-    assert_png(
-        sp.plot_spectra(
-            tmp_path / "s.png",
-            f,
-            {"x": np.column_stack([0.95 - 0.001 * f, 0.85 - 0.002 * f])},
-            trained_freqs_ghz={"amsr2": [10.65, 89.0], "gmi": [166.0]},
-        )
+    spectra = {"x": np.column_stack([0.95 - 0.001 * f, 0.85 - 0.002 * f])}
+    marked = assert_png(
+        sp.plot_spectra(tmp_path / "s.png", f, spectra, trained_freqs_ghz={"amsr2": [10.65, 89.0], "gmi": [166.0]})
     )
+    plain = assert_png(sp.plot_spectra(tmp_path / "p.png", f, spectra))
+    assert marked.shape == plain.shape and (marked != plain).any(axis=-1).sum() > 100
 
 
 def test_spectrum_groups_from_masks():
