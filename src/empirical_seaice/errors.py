@@ -10,12 +10,16 @@ still raise ordinary Python exceptions.
 from __future__ import annotations
 
 
+def _one_line(message: str) -> str:
+    """The message on one line, whatever the caller composed."""
+    return " ".join(str(message).split())
+
+
 class SeaIceError(Exception):
     """A user-caused problem (input data, configuration or command-line flag)."""
 
     def __init__(self, message: str):
-        # Keep the message on one line, whatever the caller composed.
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(_one_line(message))
 
 
 class RunInterrupted(BaseException):
@@ -28,5 +32,5 @@ class RunInterrupted(BaseException):
     and the CLI exits with ``exit_code``."""
 
     def __init__(self, message: str, exit_code: int = 130):
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(_one_line(message))
         self.exit_code = exit_code

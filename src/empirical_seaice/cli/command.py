@@ -88,6 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
 
 
+_MODE_WARNINGS = (
+    ("diagsonly", "the trained run's model, period and training setup come from its model file; nothing is trained"),
+    ("distributed", "a sharded run writes its checkpoints at epoch ends only and runs no health checks yet"),
+)
+"""The modes whose ignored flags (:data:`~empirical_seaice.cli.configure.MODE_IGNORES`) are a warning, and
+why (``--retrieve``'s are an error)."""
+
+
 def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
     """The parsed command: check the flags, then train, diagnose or retrieve; prints the summary."""
     from empirical_seaice.io.cf import set_command_line
@@ -98,18 +106,9 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
 
     _setup_logging(-1 if args.quiet else args.verbose)
     data, preset, cost, training = configs_from_args(args)
-    if args.diagsonly and (ignored := ignored_flags(args, "diagsonly")):
-        logging.getLogger(__name__).warning(
-            "--diagsonly: %s not used (the trained run's model, period and training setup come from its model "
-            "file; nothing is trained)",
-            ", ".join(ignored),
-        )
-    if args.distributed and (ignored := ignored_flags(args, "distributed")):
-        logging.getLogger(__name__).warning(
-            "--distributed: %s not used (a sharded run writes its checkpoints at epoch ends only and runs no "
-            "health checks yet)",
-            ", ".join(ignored),
-        )
+    for mode, why in _MODE_WARNINGS:
+        if getattr(args, mode) and (ignored := ignored_flags(args, mode)):
+            logging.getLogger(__name__).warning("--%s: %s not used (%s)", mode, ", ".join(ignored), why)
     if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
         raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")
     _check_shard_order(args)

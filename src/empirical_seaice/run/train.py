@@ -220,11 +220,7 @@ def run(
             if not run_set.published:
                 cache.cleanup(plan.output)
             if isinstance(exc, RunInterrupted) and plan.trained and not run_set.published:
-                raise RunInterrupted(
-                    f"{exc}; the trained state is kept in {plan.checkpoint}: rerun the same command with --resume "
-                    "to write the outputs without training again",
-                    exit_code=exc.exit_code,
-                ) from None
+                raise RunInterrupted(f"{exc}; {_resume_hint(plan)}", exit_code=exc.exit_code) from None
             raise
         finally:
             join_commits(plan.output / "cache")  # the data cache committed behind the run (_read)
@@ -463,6 +459,15 @@ def _fit_held_out(
     )
 
 
+def _resume_hint(plan: RunPlan, then: str = ":") -> str:
+    """What a run that stops after training says: its last checkpoint has the trained state (``then``:
+    the punctuation before the advice)."""
+    return (
+        f"the trained state is kept in {plan.checkpoint}{then} rerun the same command with --resume to write the "
+        "outputs without training again"
+    )
+
+
 def _failed_after_training(plan: RunPlan, run_set: txn.OutputSet, configs: dict[str, Any], exc: Exception) -> NoReturn:
     """A failure after training: the trained model is hours of work, so publish what was written
     (``partial``) and say how to redo only what failed; raises the one-line error."""
@@ -471,10 +476,7 @@ def _failed_after_training(plan: RunPlan, run_set: txn.OutputSet, configs: dict[
     if plan.diagsonly:
         raise exc
     if isinstance(exc, txn.OutputWriteError):  # no room to publish: the old set stays
-        raise SeaIceError(
-            f"{exc} -- the trained state is kept in {plan.checkpoint}: rerun the same "
-            "command with --resume to write the outputs without training again"
-        ) from None
+        raise SeaIceError(f"{exc} -- {_resume_hint(plan)}") from None
     out.HeldOutputs(plan.stage).discard()  # what the health checks never released is no output
     with interrupt.deferred():
         run_set.publish(configs, status="partial", message=str(exc))
@@ -514,10 +516,7 @@ def _final_pass(
         try:
             truth = ahead.result()
         except SeaIceError as exc:
-            raise SeaIceError(
-                f"{exc}: the trained state is kept in {plan.checkpoint}; rerun the same command with --resume "
-                "to write the outputs without training again"
-            ) from exc.__cause__
+            raise SeaIceError(f"{exc}: {_resume_hint(plan, then=';')}") from exc.__cause__
         kinds = kinds[1:]
     else:
         truth = None if plan.trainonly else run_truth(Path(plan.data_cfg.data), obs)
