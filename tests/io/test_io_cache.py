@@ -515,3 +515,49 @@ def test_per_observation_arrays_are_reserved_first_and_cut_to_the_rows_kept(data
     _assert_same(plain, cached)
     for name in PER_OBS_DTYPES:
         assert np.load(tmp_path / "c" / "observations" / f"{name}.npy", mmap_mode="r").shape == (78,), name
+
+
+def _slow_counted_crc(monkeypatch, pages: int, tmp_path, name: str = "big.bin"):
+    """A file of ``pages`` checksum windows of one page each, and a CRC that counts its calls and takes 2 ms."""
+    import mmap
+    import time
+    import zlib
+
+    path = tmp_path / name
+    path.write_bytes(np.random.default_rng(2).integers(0, 256, pages * mmap.PAGESIZE, dtype=np.uint8).tobytes())
+    calls = []
+
+    def crc(data, value=0):
+        calls.append(1)
+        time.sleep(0.002)
+        return zlib.crc32(data, value)
+
+    monkeypatch.setattr(cache_mod, "_WINDOW", mmap.PAGESIZE)
+    monkeypatch.setattr(cache_mod, "_crc32", lambda: crc)
+    return path, calls
+
+
+def test_checksums_beside_a_failed_read_stop_at_once(tmp_path, monkeypatch):
+    """A read that fails (a bad file, a signal) does not wait for the checksums of the rest of the files:
+    the checksum thread stops at its next window (before, it went through all 256 windows here)."""
+    from empirical_seaice.io import reader
+
+    path, calls = _slow_counted_crc(monkeypatch, 256, tmp_path)
+    with pytest.raises(RuntimeError, match="the read failed"), reader._checksums_beside([path]) as sums:
+        raise RuntimeError("the read failed")
+    assert len(calls) < 64, f"{len(calls)} of 256 windows checksummed after the read failed"
+    assert isinstance(sums.exception(), cache_mod.ChecksumsStopped)
+    calls.clear()
+    with reader._checksums_beside([path]) as sums:  # a read that succeeds waits for all of them
+        pass
+    assert len(calls) == 256 and sums.result() == [cache_mod.file_checksum(path)]
+
+
+def test_checksums_on_threads_stop_when_one_file_fails(tmp_path, monkeypatch):
+    """On two threads, an unreadable file stops the other thread's checksum instead of waiting for it."""
+    from empirical_seaice.errors import SeaIceError
+
+    path, calls = _slow_counted_crc(monkeypatch, 256, tmp_path)
+    with pytest.raises(SeaIceError, match="missing.bin: cannot read the file"):
+        cache_mod.file_checksums([tmp_path / "missing.bin", path], threads=2)
+    assert len(calls) < 64, f"{len(calls)} of 256 windows checksummed after the other file failed"

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -282,9 +283,15 @@ def read_training_data(
 def _checksums_beside(inputs: list[Path]) -> Iterator[Future]:
     """The input files' checksums (:func:`~empirical_seaice.io.cache.file_checksums`) on one thread
     beside the reading of the files (its one-thread passes leave a core free; the files are read
-    from the page cache once more, not from the disk); the block ends when they are done."""
+    from the page cache once more, not from the disk); the block ends when they are done, or, where
+    the block raises (a bad file, a signal), as soon as the checksum thread sees that it is to stop."""
+    stop = threading.Event()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="checksums") as pool:
-        yield pool.submit(_cache.file_checksums, inputs, 1)
+        try:
+            yield pool.submit(_cache.file_checksums, inputs, 1, stop)
+        except BaseException:
+            stop.set()
+            raise
 
 
 __all__ = ["read_training_data"]
