@@ -13,6 +13,7 @@ import importlib.util
 import json
 import shutil
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -433,6 +434,49 @@ def test_a_failure_of_the_held_out_fit_stops_the_background_tbobs_writer(twin_di
     assert not [t for t in threading.enumerate() if t.name.startswith("final-pass")]
     left = sorted(str(p.relative_to(output)) for p in output.rglob("*"))
     assert left == ["checkpoints_h", "checkpoints_h/checkpoint.pt"]
+
+
+def test_a_signal_as_the_background_tbobs_writer_starts_stops_it(twin_dir, tmp_path, monkeypatch):
+    """A signal the moment the background writer's thread has started (before ``start`` returns): the run
+    still stops the writer and waits for it (no thread left, no held file); before, the run did not yet
+    know the writer and left its thread writing into the staging set being removed."""
+    from empirical_seaice.errors import RunInterrupted
+    from empirical_seaice.run import streamed
+
+    started = streamed.AheadOfFinalPass.start
+
+    def signal_in_start(self):
+        started(self)
+        raise RunInterrupted("interrupted by SIGINT", exit_code=130)
+
+    def slow_rows(obs, rows):  # the writer still busy when the run has cleaned up (2 s)
+        time.sleep(2.0)
+        return np.array(obs.tb_obs_k[rows], np.float32), np.array(obs.mask[rows], bool)
+
+    monkeypatch.setattr(streamed.AheadOfFinalPass, "start", signal_in_start)
+    monkeypatch.setattr(streamed, "_observed_rows", slow_rows)
+    output = tmp_path / "out"
+    r = run_cli(
+        ["--data", twin_dir, "--output", output, "--tag", "s", "--nepochs", "1", "--validation-fraction", "0.2"]
+        + ["--no-progress", "--device", "cpu"]
+    )
+    assert r.code == 130, r.stderr
+    assert not [t for t in threading.enumerate() if t.name == "final-pass-ahead"]
+    left = sorted(str(p.relative_to(output)) for p in output.rglob("*"))
+    assert left == ["checkpoints_s", "checkpoints_s/checkpoint.pt"]
+
+
+def test_the_background_tbobs_writer_cancelled_before_it_starts_writes_nothing(tmp_path):
+    """:meth:`AheadOfFinalPass.cancel` before :meth:`start` (a signal there) neither fails nor waits, and a
+    thread started after it writes no file."""
+    from empirical_seaice.io import outputs as out
+    from empirical_seaice.run import streamed
+
+    held = out.HeldOutputs(tmp_path)
+    ahead = streamed.AheadOfFinalPass(held, tmp_path / "tbobs_t.nc", None, (None, None), lambda: "truth")
+    ahead.cancel()
+    assert ahead.start().result() is None
+    assert list(tmp_path.rglob("*")) == []
 
 
 def test_diagsonly_on_other_data_is_a_one_line_error(trained, tmp_path):

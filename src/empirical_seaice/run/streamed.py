@@ -243,6 +243,8 @@ class AheadOfFinalPass:
 
     def _run(self) -> None:
         obs = self.obs
+        if self._stop.is_set():  # cancelled while start() was under way: no file at all
+            return
         try:
             block = _pass_block(obs)
             with chunk_writer.on_this_thread():
@@ -284,10 +286,12 @@ class AheadOfFinalPass:
         """Stop the background work at its next block and wait for it, a second interrupt included (the
         run's staging set, which holds its file, is removed after this): a file not finished is removed,
         a finished one stays held (never an output) until the staging set goes. Its own failure, if any, is
-        dropped (the run's is raised)."""
+        dropped (the run's is raised). Also before :meth:`start` or while it is under way (a signal
+        there): a thread not started is not waited for."""
         self._stop.set()
         with interrupt.deferred():
-            self._thread.join()
+            if self._thread.ident is not None:
+                self._thread.join()
         self._error = None
 
 

@@ -423,6 +423,8 @@ def _held_out_and_final_pass(plan: RunPlan, built, obs, background, split, histo
             # tbobs and the truth, which do not depend on the trained model, are written and read on a
             # thread of their own (run.streamed) while the fit computes on the other cores
             ahead = _ahead_of_final_pass(plan, obs, background, held)
+            if ahead is not None:  # started once known to the handler below (a signal in start() cancels it)
+                ahead.start()
             _fit_held_out(plan, built, obs, background, split, history, display, ahead)
             release_free_memory()
         display.stage("health checks")
@@ -488,14 +490,14 @@ def _failed_after_training(plan: RunPlan, run_set: txn.OutputSet, configs: dict[
 
 
 def _ahead_of_final_pass(plan: RunPlan, obs, background, held: out.HeldOutputs) -> AheadOfFinalPass | None:
-    """The final pass's ``tbobs`` and truth on a background thread from now on
+    """The final pass's ``tbobs`` and truth for a background thread, not started
     (:class:`~empirical_seaice.run.streamed.AheadOfFinalPass`); None with ``--trainonly`` (no files)."""
     if plan.trainonly:
         return None
     data_dir = Path(plan.data_cfg.data)
     return AheadOfFinalPass(
         held, plan.path("tbobs"), obs, (background.lon, background.lat), lambda: run_truth(data_dir, obs)
-    ).start()
+    )
 
 
 def _final_pass(
