@@ -367,3 +367,47 @@ def test_a_column_chunk_with_nothing_kept_is_not_stored(case, tmp_path, monkeypa
     with xr.open_dataset(tmp_path / "fast" / "tbsim_t.nc") as ds:
         np.testing.assert_array_equal(ds["tb"].values, masked(tb, keep))
         assert np.isnan(ds["tb"].values[:, 5]).all()
+
+
+def test_a_signal_while_draining_the_netcdf_writes_waits_for_the_one_under_way(monkeypatch):
+    """The netCDF library's write-behind thread (where the chunk writer is not used): a signal while
+    :func:`drain_writes` waits drops the writes not started but is raised only once the write under
+    way is done, since the caller closes the file next (the library is not thread-safe); before, it
+    was raised at once, the write still running."""
+    import signal
+    import time
+
+    from empirical_seaice.io import output_writer
+
+    class SlowVariable:
+        def __init__(self):
+            self.busy, self.written = False, []
+
+        def __setitem__(self, key, values):
+            self.busy = True
+            time.sleep(0.3)
+            self.written.append(key)
+            self.busy = False
+
+    writes = output_writer._WriteBehind(depth=4)
+    var = SlowVariable()
+    for k in range(4):
+        writes.put(var, k, np.zeros(1))
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        with pytest.raises(KeyboardInterrupt):
+            writes.drain()
+        busy = var.busy
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert not busy, "the signal was raised while a write was under way"
+    assert var.written == [0], "the writes not started should have been dropped"
+    writes.put(var, 9, np.zeros(1))  # the writer works on afterwards
+    writes.drain()
+    assert var.written == [0, 9]

@@ -133,6 +133,8 @@ class _WriteBehind:
         self.depth = depth
         self._queue: queue.Queue | None = None
         self._error: BaseException | None = None
+        self._dropping = False
+        """Set while :meth:`drain` was interrupted: the writes not started are dropped."""
 
     def put(self, var, key, values: np.ndarray) -> None:
         """Queue ``var[key] = values``."""
@@ -146,7 +148,7 @@ class _WriteBehind:
         while True:
             item = q.get()
             try:
-                if item is not None and self._error is None:
+                if item is not None and self._error is None and not self._dropping:
                     var, key, values = item
                     var[key] = values
             except BaseException as exc:  # raised in the caller's thread at the next put or drain
@@ -158,9 +160,25 @@ class _WriteBehind:
             item = var = key = values = None  # the block written: not held until the next one
 
     def drain(self) -> None:
-        """Wait until every queued write is done (raises a write's error here)."""
-        if self._queue is not None:
+        """Wait until every queued write is done (raises a write's error here). A signal while waiting
+        (``KeyboardInterrupt``, ``RunInterrupted``) drops the writes not started and still waits for the
+        one under way before it is raised: the caller closes the file next, and the netCDF library must
+        not be called from two threads at once (a second signal waits too)."""
+        if self._queue is None:
+            self._raise()
+            return
+        try:
             self._queue.join()
+        except BaseException:
+            self._dropping = True
+            try:
+                while True:
+                    with contextlib.suppress(BaseException):
+                        self._queue.join()
+                        break
+            finally:
+                self._dropping = False
+            raise
         self._raise()
 
     def _raise(self) -> None:
