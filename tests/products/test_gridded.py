@@ -105,6 +105,31 @@ def test_gridded_frequencies_and_file_layout(tmp_path):
     with netcdf_dataset(path) as nc:
         v = nc["ice_emis_v"]
         assert v.filters()["zlib"] and v.chunking() == [5, 1, 3]
+        assert "_FillValue" not in nc["frequency"].ncattrs()  # a coordinate variable has none (CF 2.5.1)
+
+
+def test_gridded_sounder_channels_are_labelled_as_they_are_evaluated(tmp_path):
+    """A cross-track sounder's QV / QH channels are labelled QV / QH (before: every non-V channel "H")
+    and hold e_V / e_H at the channel's frequency (nadir, where they are V / H)."""
+    from empirical_seaice.products.gridded import channel_frequencies
+    from empirical_seaice.sensors import POL_NAMES
+
+    net, obs, bg = build("v2", ("amsr2", "atms"))
+    inputs = grid_inputs(net, obs, bg)
+    path = write_gridded_emissivity(tmp_path / "s.nc", net.emissivity, net.model_config, net.basis, inputs)
+    freq, pol, _ = channel_frequencies(net.basis, list(net.basis.channel_names), net.model_config)
+    with xr.open_dataset(path) as ds:
+        labels = list(ds["polarisation"].values)
+        emis = ds["ice_emis"].values
+    assert labels == [POL_NAMES[p] for p in pol] and {"QV", "QH"} <= set(labels)
+    g, t = 2, 1
+    x = torch.tensor([max(273.0 - float(bg.t_skin_map_k[g, t]), 0.0) / 30.0])
+    props = torch.cat([net.state.props_grid.weight[g * 3 + t], torch.from_numpy(inputs.props_obs_mean[g, t])])
+    for k, label in enumerate(labels):
+        with torch.no_grad():
+            vh = net.emissivity.emissivity_vh(x, props[None], torch.tensor([freq[k]], dtype=torch.float32))
+        want = vh.numpy()[0, 0 if label in ("V", "QV") else 1]
+        np.testing.assert_allclose(emis[g, t, k], want, atol=2e-6, err_msg=f"{net.basis.channel_names[k]} {label}")
 
 
 def netcdf_dataset(path):

@@ -19,6 +19,7 @@ from empirical_seaice.io import cf, chunk_writer
 from empirical_seaice.io.output_writer import drain_writes, write_behind
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.products.gridded import GridEvaluator, GridInputs, channel_frequencies
+from empirical_seaice.sensors import POL_NAMES
 from empirical_seaice.threads import torch_threads
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -202,14 +203,11 @@ class _GridWriter:
     def frequency_outputs(self, freq_ghz: Sequence[float]) -> list[str]:
         """The ``frequency`` axis and ``ice_emis_v``, ``ice_emis_h`` (grid, step, frequency); their names."""
         self.ds.createDimension("frequency", len(freq_ghz))
-        self.var(
-            "frequency",
-            "f4",
-            ("frequency",),
-            "GHz",
-            "frequency of the emissivity",
-            standard_name="radiation_frequency",
-        )[:] = np.asarray(freq_ghz)
+        fv = self.ds.createVariable("frequency", "f4", ("frequency",))  # a coordinate variable: no _FillValue
+        fv.setncatts(
+            {"units": "GHz", "long_name": "frequency of the emissivity", "standard_name": "radiation_frequency"}
+        )
+        fv[:] = np.asarray(freq_ghz)
         for p in ("V", "H"):
             self.var(
                 f"ice_emis_{p.lower()}",
@@ -231,7 +229,13 @@ class _GridWriter:
         ds.createDimension("channel", nch)
         freq, pol, sens = channel_frequencies(basis, chan_list, model)
         _char_variable(ds, "channel_name", "channel", chan_list, "channel name", **cf.STANDARD["channel_name"])
-        _char_variable(ds, "polarisation", "channel", ["V" if p == 0 else "H" for p in pol], "polarisation (V or H)")
+        _char_variable(
+            ds,
+            "polarisation",
+            "channel",
+            [POL_NAMES[p] for p in pol],
+            "polarisation (V, H; QV / QH: a cross-track sounder's channel, evaluated at nadir where it is V / H)",
+        )
         fv = self.var(
             "frequency",
             "f4",

@@ -157,6 +157,12 @@ def test_angle_network_export_numpy_and_onnx_equal_torch(tmp_path):
     np.testing.assert_allclose(
         m.emissivity_channels(t, props, "amsr2"), ref_a.numpy()[:, basis.sensor_channel_map[0]], atol=1e-7
     )
+    # a sounder's channels without a scan angle: QV / QH at nadir (e_V / e_H there), the imagers' view
+    # (before, a QV channel gave e_H: 0.09 off for ATMS 23.8 GHz)
+    atms = [c for c, ok in zip(m.channel_names, m.channel_present[1], strict=True) if ok]
+    assert {m.polarisation[m.channel_names.index(c)] for c in atms} >= {"QV", "QH"}
+    nadir = m.emissivity_sensor(t, props, "atms", atms, scan_angle_deg=np.zeros(n), zenith_deg=np.full(n, 55.0))
+    np.testing.assert_allclose(m.emissivity_channels(t, props, "atms"), nadir, atol=1e-12)
     ort = pytest.importorskip("onnxruntime")
     sens = m.catalogue().sensors["atms"]
     chans = [sens.channels[k] for k in rng.integers(0, len(sens.channels), n)]

@@ -147,9 +147,11 @@ class NumpyEmissivityModel:
         """Ice emissivity of named channels of the file's channel list, (..., nch).
 
         v2: evaluated at the channel's frequency on ``sensor`` (default: the
-        first training sensor), taking e_V or e_H by its polarisation. v1: the
-        linear model's channel outputs. ``channels`` defaults to the channels
-        of ``sensor`` when it is given, else to the whole channel list.
+        first training sensor), taking e_V or e_H by its polarisation; a
+        cross-track sounder's QV / QH channel at nadir, where it is V / H (as in
+        the gridded product; :meth:`emissivity_sensor` takes the scan angle).
+        v1: the linear model's channel outputs. ``channels`` defaults to the
+        channels of ``sensor`` when it is given, else to the whole channel list.
 
         Raises
         ------
@@ -186,7 +188,7 @@ class NumpyEmissivityModel:
         for j in idx:
             freq = self.frequency_ghz[s, j]
             vh = self.emissivity_vh(t_skin_k, props, freq, view)
-            cols.append(vh[..., 0 if self.polarisation[j] == "V" else 1])
+            cols.append(vh[..., 0 if self.polarisation[j] in ("V", "QV") else 1])  # QV / QH: nadir
         return np.stack(cols, axis=-1)
 
     def catalogue(self):
