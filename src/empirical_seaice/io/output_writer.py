@@ -78,18 +78,18 @@ def write_dataset(ds: xr.Dataset, path: Path) -> Path:
 
 def _checked_cf(ds: xr.Dataset, path: Path) -> xr.Dataset:
     """``ds`` checked (every variable's ``units`` and ``long_name``, a ``title``) and made ready to
-    write: :func:`_prepared`, with the CF global attributes added under the file's own."""
+    write: :func:`orphans_as_variables`, with the CF global attributes added under the file's own."""
     _check_attrs(ds)
     if "title" not in ds.attrs:
         raise ValueError(f"output {path.name} lacks a title")
     # A coordinate that belongs to no data variable (e.g. time_bnds, the (sensor, channel) tables)
     # would be listed in a global "coordinates" attribute, which CF does not define: make it a variable.
-    ready = _prepared(ds)
+    ready = orphans_as_variables(ds)
     ready.attrs = cf.global_attributes(**ready.attrs)
     return ready
 
 
-def _prepared(ds: xr.Dataset) -> xr.Dataset:
+def orphans_as_variables(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` with every coordinate that belongs to no data variable (e.g. time_bnds, the (sensor,
     channel) tables) made a variable: it would otherwise be listed in a global "coordinates"
     attribute, which CF does not define."""
@@ -263,7 +263,7 @@ def streamed_dataset(
     encoding = cf.encoding(full.variables)
     coords = [str(c) for c in full.coords if c not in full.dims]
     defined = [*streamed, *written]
-    base = _prepared(full.drop_vars(defined))
+    base = orphans_as_variables(full.drop_vars(defined))
     fast = chunk_writer.usable({n: encoding[n] for n in defined}, {n: full[n].shape for n in defined})
     _WRITES.drain()  # no netCDF call while the write thread works
     with atomic_path(path, sync=sync) as tmp:
@@ -423,6 +423,7 @@ def _lonlat(lon, lat, ngrid: int, what: str = "grid point", dim: str = "grid") -
 
 
 __all__ = [
+    "orphans_as_variables",
     "write_dataset",
     "streamed_dataset",
     "StreamedFile",

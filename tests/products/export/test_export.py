@@ -161,6 +161,11 @@ def test_coefficient_file_is_self_describing(v2_model, tmp_path):
         assert ds.attrs["network_frequencies"] == "reference"
         assert ds["polarisation"].values[j] == "V"
         np.testing.assert_allclose(ds["output_bias"].values, em.output.bias.detach().double().numpy())
+    import netCDF4
+
+    with netCDF4.Dataset(path) as nc:  # CF defines no global "coordinates" (xarray wrote the channel tables' names)
+        assert "coordinates" not in nc.ncattrs()
+        assert {"channel_name", "polarisation", "frequency", "sensor_name"} <= set(nc.variables)
 
 
 def test_evaluator_imports_no_torch(v2_model, tmp_path):

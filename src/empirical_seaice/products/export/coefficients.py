@@ -73,7 +73,12 @@ def julian_day_to_iso(jd: float) -> str:
 
 
 def _atomic_netcdf(ds: Any, path: Path) -> Path:
+    """``ds`` written atomically, its coordinates of no data variable (the channel and sensor tables) as
+    variables: xarray would list them in a global ``coordinates`` attribute, which CF does not define."""
+    from empirical_seaice.io.output_writer import orphans_as_variables
+
     path = Path(path)
+    ds = orphans_as_variables(ds)
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=cf.encoding(ds.variables))
     return path
