@@ -62,7 +62,8 @@ def write_models(
     input_layer : the weight (a key of ``weights``) that multiplies the inputs: its
         first dimension is ``input`` and it gets an ``inputs`` attribute listing them.
     wind_coef : (nchan,) ocean-emissivity wind correction w_c (per m/s).
-    bias_ice, bias_ocean : (nsensor, nchan) TB biases (K).
+    bias_ice, bias_ocean : (nsensor, nchan) TB biases (K); written NaN where the sensor lacks the channel
+        (the reference's ``tb_bias`` keeps the values its loader takes back).
     setup : configuration sections (dataclasses or dicts), stored as JSON attributes
         ``setup_<section>``.
     epoch_losses, batch_losses : term -> values, stored as ``loss_epoch_<term>`` (epoch)
@@ -86,12 +87,14 @@ def write_models(
     data["wind_coef"] = _var(
         ("channel",), np.asarray(wind_coef, dtype=np.float32), "s m-1", "ocean emissivity wind correction w_c"
     )
-    data["bias_ice"] = _var(
-        ("sensor", "channel"), np.asarray(bias_ice, dtype=np.float32), "K", "TB bias over ice b_ice"
-    )
-    data["bias_ocean"] = _var(
-        ("sensor", "channel"), np.asarray(bias_ocean, dtype=np.float32), "K", "TB bias over ocean b_ocean"
-    )
+    absent = ~np.asarray(basis.present, dtype=bool)  # a sensor's channel it lacks: never fitted (NaN)
+    for name, values, what in (("bias_ice", bias_ice, "ice b_ice"), ("bias_ocean", bias_ocean, "ocean b_ocean")):
+        data[name] = _var(
+            ("sensor", "channel"),
+            np.where(absent, np.float32(np.nan), np.asarray(values, dtype=np.float32)),
+            "K",
+            f"TB bias over {what} (NaN where the sensor lacks the channel)",
+        )
     for prefix, dim, losses in (("loss_epoch", "epoch", epoch_losses), ("loss_batch", "batch", batch_losses)):
         for term, values in (losses or {}).items():
             data[f"{prefix}_{term}"] = _var(
