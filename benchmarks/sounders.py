@@ -96,7 +96,7 @@ def amsr2_cells(work: Path, tag: str):
     import xarray as xr
 
     with xr.open_dataset(work / "out" / f"tbobs_{tag}.nc") as t:
-        key = np.unique(t["grid"].values.astype(np.int64) * 1000 + t["step"].values)
+        key = np.unique(t["igrid"].values.astype(np.int64) * 1000 + t["istep"].values)
     return key // 1000, key % 1000
 
 

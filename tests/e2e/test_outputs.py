@@ -117,10 +117,13 @@ def test_tbobs_has_per_observation_geolocation(tmp_path):
         np.testing.assert_array_equal(ds["lon"].values, obs.lon[obs.igrid])
         np.testing.assert_array_equal(ds["lat"].values, obs.lat[obs.igrid])
         np.testing.assert_array_equal(ds["julian_day"].values, obs.julian_day)
-        np.testing.assert_array_equal(ds["sensor"].values, obs.isensor)
-        np.testing.assert_array_equal(ds["grid"].values, obs.igrid)
-        np.testing.assert_array_equal(ds["step"].values, obs.istep)
-        assert ds["sensor"].attrs["flag_meanings"] == "amsr2 gmi"
+        np.testing.assert_array_equal(ds["isensor"].values, obs.isensor)
+        np.testing.assert_array_equal(ds["igrid"].values, obs.igrid)
+        np.testing.assert_array_equal(ds["istep"].values, obs.istep)
+        assert ds["isensor"].attrs["flag_meanings"] == "amsr2 gmi"
+        # no variable has the name of a dimension it is not the coordinate of (netCDF-C hides such a
+        # variable from HDF5 readers as _nc4_non_coord_<name>)
+        assert not [n for n, v in ds.variables.items() if n in ds.dims and v.dims != (n,)]
         assert list(ds["sensor_name"].values) == ["amsr2", "gmi"]
         f = ds["frequency"].values
         assert f[1, obs.basis.channel_index["37v"]] == pytest.approx(36.64)  # GMI override

@@ -47,9 +47,9 @@ NC_FILES = {
         "lon": (("iobs",), "degrees_east"),
         "lat": (("iobs",), "degrees_north"),
         "julian_day": (("iobs",), "days"),
-        "sensor": (("iobs",), "1"),
-        "grid": (("iobs",), "1"),
-        "step": (("iobs",), "1"),
+        "isensor": (("iobs",), "1"),
+        "igrid": (("iobs",), "1"),
+        "istep": (("iobs",), "1"),
         "frequency": (("sensor", "channel"), "GHz"),
     },
     "tbsim_initial": {"tb": (("iobs", "channel"), "K")},
@@ -84,7 +84,7 @@ def _obs_cost(tbobs: xr.Dataset, tbsim: xr.Dataset) -> float:
 def _sic_scores(output, data, tag=TAG):
     """RMSE of background and trained SIC versus the twin truth over observed (grid, step)."""
     with _open(output, "tbobs", tag) as t:
-        key = np.unique(t["grid"].values.astype(np.int64) * 1000 + t["step"].values)
+        key = np.unique(t["igrid"].values.astype(np.int64) * 1000 + t["istep"].values)
     g, s = key // 1000, key % 1000
     with xr.open_dataset(data / "truth" / "truth_state.nc") as ds:
         truth = ds["SIC"].values[g, s]
@@ -171,7 +171,7 @@ def test_every_output_has_reference_names_and_units(trained):
         assert '"version": "v2"' in ds.attrs["setup_model"]
     with _open(trained.output, "tbobs") as ds:
         # masked (absent) channels are NaN: SSMIS has no 10 GHz, AMSR2 no 166 GHz
-        s = ds["sensor"].values
+        s = ds["isensor"].values
         c10 = list(ds["channel_name"].values).index("10v")
         assert np.isnan(ds["tb"].values[s == 2, c10]).all() and np.isfinite(ds["tb"].values[s == 0, c10]).all()
     with _open(trained.output, "ice_emis") as ds:
@@ -185,7 +185,7 @@ def test_every_output_has_reference_names_and_units(trained):
     ):
         # ice raises the 19h TB (ocean e_H ~0.3, ice ~0.9): tbsim - tbzero > 30 K under near-full ice
         c19h = list(z["channel_name"].values).index("19h")
-        full = sic["seaice"].values[o["grid"].values, o["step"].values + 1] > 0.95
+        full = sic["seaice"].values[o["igrid"].values, o["istep"].values + 1] > 0.95
         diff = s1["tb"].values[full, c19h] - z["tb"].values[full, c19h]
         assert full.sum() > 100 and np.nanmin(diff) > 30.0
 

@@ -35,7 +35,7 @@ def _rms_departure(stats, basis, channels) -> float:
 def _sic_rmse_on_amsr2_cells(output, twin, tag: str) -> float:
     """SIC RMSE of run ``tag`` against the truth on the (grid, step) the AMSR2 observations see."""
     with xr.open_dataset(output / "tbobs_amsr2.nc") as t:
-        key = np.unique(t["grid"].values.astype(np.int64) * 1000 + t["step"].values)
+        key = np.unique(t["igrid"].values.astype(np.int64) * 1000 + t["istep"].values)
     g, s = key // 1000, key % 1000
     with xr.open_dataset(twin / "truth" / "truth_state.nc") as ds:
         truth = ds["SIC"].values[g, s].astype(np.float64)

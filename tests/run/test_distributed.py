@@ -269,7 +269,7 @@ def test_checkpoints_recut_for_another_number_of_ranks(runs):
     model = _model(sharded)
     old = [torch.load(ckpt / f"checkpoint-rank0000{r}-of-00002.pt", weights_only=True) for r in (0, 1)]
     part = Partition.load(ckpt / "partition.pt")
-    igrid = xr.open_dataset(sharded / f"tbobs_{TAG}.nc")["grid"].values
+    igrid = xr.open_dataset(sharded / f"tbobs_{TAG}.nc")["igrid"].values
     nstep = model["nstep"]
     old_shards = [Shard.of_rank(part, igrid, r) for r in (0, 1)]
 
@@ -282,7 +282,7 @@ def test_checkpoints_recut_for_another_number_of_ranks(runs):
     # one rank: the whole state, as the trained model holds it, except the rows only held-out
     # observations read: the model has them fitted after training (run.held_out), the checkpoint not
     tbobs = xr.open_dataset(sharded / f"tbobs_{TAG}.nc")
-    istep = tbobs["step"].values.astype(np.int64)
+    istep = tbobs["istep"].values.astype(np.int64)
     held = np.zeros(model["nobs"], dtype=bool)
     held[split_observations(model["nobs"], 0.1, make_generator(0))[1]] = True
     ncol = nstep + 1

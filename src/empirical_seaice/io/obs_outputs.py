@@ -109,9 +109,10 @@ def _tbobs_dataset(obs: Observations, tb: np.ndarray, lon=None, lat=None) -> xr.
         {
             "tb": _var(("iobs", "channel"), tb, "K", TB_LONG_NAMES["tbobs"], **cf.STANDARD["tb"]),
             "julian_day": _var(("iobs",), jd, "days", "Julian day of the observation"),
-            "sensor": xr.Variable(("iobs",), np.asarray(obs.isensor, dtype=np.int16), attrs=sensor_attrs),
-            "grid": _var(("iobs",), np.asarray(obs.igrid, dtype=np.int32), "1", "grid point index (0-based)"),
-            "step": _var(
+            # the fork's names (isensor, igrid, istep): not the names of the dimensions sensor, grid, step
+            "isensor": xr.Variable(("iobs",), np.asarray(obs.isensor, dtype=np.int16), attrs=sensor_attrs),
+            "igrid": _var(("iobs",), np.asarray(obs.igrid, dtype=np.int32), "1", "grid point index (0-based)"),
+            "istep": _var(
                 ("iobs",), np.asarray(obs.istep, dtype=np.int32), "1", "time step within the selected period (0-based)"
             ),
             "obs_index": _var(
@@ -137,7 +138,7 @@ def _tbobs_dataset(obs: Observations, tb: np.ndarray, lon=None, lat=None) -> xr.
 
 def write_tbobs(path: Path, obs: Observations, lon=None, lat=None) -> Path:
     """``tbobs_TAG.nc``: observed ``tb`` (iobs, channel) in the unified basis, with per-observation
-    lon, lat, time, julian_day, sensor, grid, step and the channel names/frequencies."""
+    lon, lat, time, julian_day, isensor, igrid, istep and the channel names/frequencies."""
     return write_dataset(_tbobs_dataset(obs, masked_values(obs.tb_obs_k, obs.mask), lon, lat), path)
 
 
