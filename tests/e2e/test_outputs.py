@@ -128,6 +128,11 @@ def test_tbobs_has_per_observation_geolocation(tmp_path):
         f = ds["frequency"].values
         assert f[1, obs.basis.channel_index["37v"]] == pytest.approx(36.64)  # GMI override
         assert f[0, obs.basis.channel_index["37v"]] == pytest.approx(36.5)
+        # the band's centre under sensor_band_central_radiation_frequency (183.31 for 183 +/- 7, not the
+        # network's upper sideband 190.31), NaN where the sensor lacks the channel (AMSR2 183, 166 GHz)
+        assert ds["frequency"].attrs["standard_name"] == "sensor_band_central_radiation_frequency"
+        assert f[1, obs.basis.channel_index["183pm7v"]] == pytest.approx(183.31)
+        assert np.isnan(f[0, obs.basis.channel_index["183pm7v"]]) and np.isnan(f[0, obs.basis.channel_index["166v"]])
 
 
 def test_large_variables_are_compressed(tmp_path):

@@ -367,14 +367,22 @@ def _channel_coords(basis: ChannelBasis) -> dict[str, xr.Variable]:
     }
 
 
+def _centre_frequencies(basis: ChannelBasis) -> np.ndarray:
+    """(sensor, channel) centre frequency (GHz, float32) of each sensor's channels, NaN where it lacks one;
+    the network frequencies where a basis has no centres (built by hand)."""
+    centre = basis.freq_ghz if basis.centre_ghz is None else basis.centre_ghz
+    return np.where(np.asarray(basis.present, dtype=bool), np.asarray(centre, dtype=np.float32), np.float32(np.nan))
+
+
 def _sensor_coords(basis: ChannelBasis) -> dict[str, xr.Variable]:
     return {
         "sensor_name": _names("sensor", basis.sensor_names, "sensor name"),
         "frequency": _var(
             ("sensor", "channel"),
-            basis.freq_ghz.astype(np.float32),
+            _centre_frequencies(basis),
             "GHz",
-            "channel frequency on each sensor",
+            "channel centre frequency on each sensor (a double-sideband channel's local oscillator, e.g. 183.31); "
+            "NaN where the sensor lacks the channel",
             **cf.STANDARD["frequency"],
         ),
         "channel_present": _var(
