@@ -76,3 +76,37 @@ def test_the_checker_finds_errors_in_a_non_cf_file(tmp_path):
     errors, warnings, _ = check_cf(path, tmp_path)
     assert any("standard_name" in e for e in errors + warnings)
     assert errors
+
+
+def test_the_frequency_gridded_product_is_cf_compliant(trained, tmp_path, monkeypatch):
+    """``--grid-freqs`` writes ``frequency`` as a coordinate variable (no ``_FillValue``: the checker's one
+    error on this mode before)."""
+    import shutil
+
+    from .conftest import run_cli
+
+    monkeypatch.setattr(socket.socket, "connect", _no_network)
+    output = tmp_path / "out"
+    output.mkdir()
+    shutil.copy(trained.output / f"model_{TAG}.pt", output / f"model_{TAG}.pt")
+    argv = ["--data", trained.data, "--output", output, "--modeltag", TAG, "--tag", "f", "--diagsonly"]
+    r = run_cli([*argv, "--grid-freqs", "10", "89", "150", "--no-classic", "--quiet"])
+    assert r.code == 0, r.stderr
+    errors, warnings, failed = check_cf(output / "ice_emis_grid_f.nc", tmp_path)
+    assert not (errors or warnings or failed), (errors, warnings)
+
+
+def test_global_attributes_have_one_type_across_files(trained, products_run):
+    """An attribute several files carry (``stepstart``, ``nobs``...) has the same type in each: scripts
+    reading it across files need not parse strings in some (the provenance wrote them as text)."""
+    import netCDF4
+
+    files = sorted(trained.output.glob(f"*_{TAG}.nc")) + sorted(products_run.output.glob(f"*_{TAG}.nc"))
+    types: dict[str, dict[str, str]] = {}
+    for path in files:
+        with netCDF4.Dataset(path) as nc:
+            for name in nc.ncattrs():
+                types.setdefault(name, {})[path.name] = type(nc.getncattr(name)).__name__.replace("64", "")
+    mixed = {name: seen for name, seen in types.items() if len(set(seen.values())) > 1}
+    assert "stepstart" in types and len(types["stepstart"]) >= 3
+    assert not mixed, mixed

@@ -88,10 +88,10 @@ def write_models(
         ("channel",), np.asarray(wind_coef, dtype=np.float32), "s m-1", "ocean emissivity wind correction w_c"
     )
     absent = ~np.asarray(basis.present, dtype=bool)  # a sensor's channel it lacks: never fitted (NaN)
-    for name, values, what in (("bias_ice", bias_ice, "ice b_ice"), ("bias_ocean", bias_ocean, "ocean b_ocean")):
+    for name, bias, what in (("bias_ice", bias_ice, "ice b_ice"), ("bias_ocean", bias_ocean, "ocean b_ocean")):
         data[name] = _var(
             ("sensor", "channel"),
-            np.where(absent, np.float32(np.nan), np.asarray(values, dtype=np.float32)),
+            np.where(absent, np.float32(np.nan), np.asarray(bias, dtype=np.float32)),
             "K",
             f"TB bias over {what} (NaN where the sensor lacks the channel)",
         )

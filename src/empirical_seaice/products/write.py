@@ -111,7 +111,7 @@ def provenance_of(tag: str, preset_name: str, data_cfg: Any, obs: Any) -> Proven
         period_start=julian_day_to_iso(jd[0, 0] + 0.125),  # the 21 UTC window is labelled by the day it ends
         period_end=julian_day_to_iso(jd[-1, 1] - 0.125),
         data=str(getattr(data_cfg, "data", "")),
-        extra={"stepstart": str(obs.stepstart), "nsteps": str(obs.nstep), "nobs": str(obs.nobs)},
+        extra={"stepstart": int(obs.stepstart), "nsteps": int(obs.nstep), "nobs": int(obs.nobs)},
     )
 
 

@@ -49,10 +49,11 @@ class Provenance:
     period_start: str = ""
     period_end: str = ""
     data: str = ""
-    extra: Mapping[str, str] = field(default_factory=dict)
+    extra: Mapping[str, str | int] = field(default_factory=dict)
+    """More attributes: integers (``stepstart``, ``nsteps``, ``nobs``) stay integers, as in the other files."""
 
-    def attrs(self) -> dict[str, str]:
-        out = {
+    def attrs(self) -> dict[str, str | int]:
+        out: dict[str, str | int] = {
             "run_tag": self.tag,
             "preset": self.preset,
             "training_sensors": " ".join(self.sensors),
@@ -62,7 +63,7 @@ class Provenance:
             "code_version": code_version(),
             "date_created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
-        out.update({str(k): str(v) for k, v in self.extra.items()})
+        out.update({str(k): v if isinstance(v, int) else str(v) for k, v in self.extra.items()})
         return out
 
 
