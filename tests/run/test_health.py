@@ -133,3 +133,33 @@ def test_array_figures_by_hand_and_as_numpy_gives_them():
         x[rng.random(x.shape) < 0.02] = np.nan
         for arr in (x, x[:, ::2]):  # contiguous, and strided columns
             assert health.array_figures(arr, -0.1, 1.1) == health._array_figures_numpy(arr.reshape(-1), -0.1, 1.1)
+
+
+def test_a_summary_without_a_health_report_judges_the_anchor_as_the_check_does():
+    """``--diagsonly`` (and a sharded run) have no health report: the summary finds the anchor's shortfall
+    itself, so the same trained model gets the training run's note, not two warnings that call a harmless
+    anchor term a failed training (before: a NOTE after training, two WARNINGs in --diagsonly)."""
+    from types import SimpleNamespace
+
+    from empirical_seaice.config import PRESETS, TrainingConfig
+    from empirical_seaice.run.finish import summary_table
+    from empirical_seaice.sensors import build_channel_basis
+
+    preset = PRESETS["v2"]
+    obs = SimpleNamespace(basis=build_channel_basis(["amsr2"]), nobs=57_277, ngrid=2823, nstep=30)
+    before = {"obs": 1.477e7, "anchor": 0.0, "total": 1.477e7}
+    after = {"obs": 4.0e6, "anchor": 4.145e7, "total": 4.545e7}
+    shortfall = anchor_shortfall(preset.cost.anchor, preset.cost.anchor_error, after["anchor"], obs.nobs)
+    assert shortfall < 0.01  # harmless by the health check's rule
+
+    def table(health):
+        result = SimpleNamespace(
+            health=health, tag="t", train_seconds=0.0, cost_before=before, cost_after=after, output="out",
+            departures_before=None, departures_after=None, truth=None,
+        )  # fmt: skip
+        return summary_table(result, "v2", obs, None, True, TrainingConfig(), preset.cost)
+
+    trained = table(SimpleNamespace(figures={"anchor_shortfall": shortfall}))
+    diagsonly = table(None)
+    assert "NOTE: the emissivity anchor term is 91%" in trained and "WARNING" not in trained
+    assert diagsonly == trained

@@ -16,14 +16,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from empirical_seaice.config import TrainingConfig
+from empirical_seaice.config import CostConfig, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
-from empirical_seaice.run.health import ANCHOR_SHORTFALL_LIMIT
+from empirical_seaice.run.health import ANCHOR_SHORTFALL_LIMIT, anchor_shortfall
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +149,23 @@ def write_state_files(
 
 
 def summary_table(
-    result: Any, preset_name: str, obs: Observations, history, diagsonly: bool, train_cfg: TrainingConfig
+    result: Any,
+    preset_name: str,
+    obs: Observations,
+    history,
+    diagsonly: bool,
+    train_cfg: TrainingConfig,
+    cost_cfg: CostConfig,
 ) -> str:
     """The summary table printed after a run (:func:`run_title`, the cost and departures before and
     after, the truth scores) of ``result`` (a ``RunResult``: its costs, departures, truth, output, tag,
-    and the health report, whose anchor shortfall decides whether a large anchor term is a warning)."""
+    and the health report, whose anchor shortfall decides whether a large anchor term is a warning;
+    without one, ``--diagsonly`` or a sharded run, the shortfall of the cost after, as the check finds it)."""
     health = getattr(result, "health", None)
     shortfall = health.figures.get("anchor_shortfall") if health is not None else None
+    if shortfall is None and result.cost_after:
+        anchor = result.cost_after.get("anchor", 0.0)
+        shortfall = anchor_shortfall(cost_cfg.anchor, cost_cfg.anchor_error, anchor, obs.nobs)
     return diag.format_summary(
         diag.RunDiagnostics(
             title=run_title(

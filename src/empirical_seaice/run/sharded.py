@@ -248,7 +248,7 @@ def run_sharded(
         zero = simulate_sharded(ctx, network, data, shard, zero_sic=True)
         if ctx.root:
             truth = _final_outputs(full, obs, background, data_cfg, stage, tag, nobs_train, result, sim, zero)
-            result.summary = summary_table(result, preset_name, obs, history, False, train_cfg)
+            result.summary = summary_table(result, preset_name, obs, history, False, train_cfg, cost_cfg)
             summary = run_summary(result, preset_name, data_cfg, obs, history, False, time.perf_counter() - t_run)
     if ctx.root:
         _products_and_summary(

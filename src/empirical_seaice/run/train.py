@@ -547,7 +547,9 @@ def _diagnostics_and_products(
         if final is None:  # --diagsonly: no health checks, so the pass comes here
             final, truth = _final_pass(plan, network, data, obs, background, nobs_train, held)
         publish_final_pass(network, obs, background, truth, result, final, held)
-        result.summary = summary_table(result, plan.preset_name, obs, history, plan.diagsonly, plan.train_cfg)
+        result.summary = summary_table(
+            result, plan.preset_name, obs, history, plan.diagsonly, plan.train_cfg, plan.cost_cfg
+        )
     summary = None
     if not plan.trainonly:
         summary = run_summary(
