@@ -110,3 +110,18 @@ def test_global_attributes_have_one_type_across_files(trained, products_run):
     mixed = {name: seen for name, seen in types.items() if len(set(seen.values())) > 1}
     assert "stepstart" in types and len(types["stepstart"]) >= 3
     assert not mixed, mixed
+
+
+def test_times_have_no_fill_value_in_any_file(trained, products_run):
+    """``time``, its bounds and the reference's ``julian_day`` are never missing: no ``_FillValue`` in any
+    file (``julian_day`` had NaN in most files and none in the gridded product)."""
+    import netCDF4
+
+    files = sorted(trained.output.glob(f"*_{TAG}.nc")) + sorted(products_run.output.glob(f"*_{TAG}.nc"))
+    filled = []
+    for path in files:
+        with netCDF4.Dataset(path) as nc:
+            for name in ("time", "time_bnds", "julian_day"):
+                if name in nc.variables and "_FillValue" in nc[name].ncattrs():
+                    filled.append(f"{path.name}:{name}")
+    assert len(files) > 5 and not filled, filled

@@ -204,14 +204,14 @@ def by_channel(var: Any) -> bool:
 def encoding(variables: Mapping[Any, Any]) -> dict[Any, dict[str, Any]]:
     """xarray ``to_netcdf`` encoding of the variables of an output dataset.
 
-    Floats: ``_FillValue = NaN`` (none on times and bounds); integers: no fill value; strings: fixed-length
-    ``char`` arrays (dimension ``<name>_strlen``); every numeric variable of at
+    Floats: ``_FillValue = NaN`` (none on times, ``julian_day`` and bounds); integers: no fill value;
+    strings: fixed-length ``char`` arrays (dimension ``<name>_strlen``); every numeric variable of at
     least :data:`COMPRESS_MIN_BYTES` bytes zlib-compressed in chunks of ~1 MiB (the TBs per observation:
     one channel a chunk of ~256 KiB, :data:`COLUMN_CHUNK_BYTES`; :func:`by_channel`).
     """
     enc: dict[Any, dict[str, Any]] = {}
     no_fill = {str(v.attrs["bounds"]) for v in variables.values() if "bounds" in v.attrs}
-    no_fill |= {str(n) for n, v in variables.items() if v.attrs.get("standard_name") == "time"}
+    no_fill |= {str(n) for n, v in variables.items() if v.attrs.get("standard_name") == "time" or n == "julian_day"}
     for name, var in variables.items():
         e: dict[str, Any] = {}
         kind = var.dtype.kind
