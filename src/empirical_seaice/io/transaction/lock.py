@@ -6,6 +6,7 @@ of processes that are gone.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -102,14 +103,13 @@ class OutputLock:
                     pass
                 holder = self._holder()
                 if holder is None:  # vanished meanwhile, or unreadable
-                    if self.path.exists() and time.time() - self.path.stat().st_mtime > 60:
-                        self._break()
+                    self._break(None)
                     continue
                 if holder.get("host") == me["host"] and not pid_alive(int(holder.get("pid", -1)), holder.get("start")):
-                    log.warning(
-                        "removing the stale lock %s of pid %s (no longer running)", self.path, holder.get("pid")
-                    )
-                    self._break()
+                    if self._break(holder):
+                        log.warning(
+                            "removed the stale lock %s of pid %s (no longer running)", self.path, holder.get("pid")
+                        )
                     continue
                 where = f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('time')}"
                 fix = "wait for it to finish or use another --tag or --output"
@@ -121,11 +121,27 @@ class OutputLock:
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
-    def _break(self) -> None:
-        grave = self.path.with_name(f"{self.path.name}.stale{os.getpid()}")
-        with contextlib.suppress(OSError):
-            os.rename(self.path, grave)
-            grave.unlink()
+    def _break(self, stale: dict[str, Any] | None) -> bool:
+        """Remove the lock if it still is ``stale`` (a holder found gone; None: a lock unreadable for a
+        minute), deciding and removing under an ``flock`` of the output directory: of several runs that
+        find the same stale lock, one removes it, and none removes the lock another has taken meanwhile
+        (they each removed "the" lock before, and two runs could hold it at once). Whether it was removed."""
+        try:
+            fd = os.open(self.output, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes
+            if self._holder() != stale:
+                return False
+            if stale is None and not (self.path.exists() and time.time() - self.path.stat().st_mtime > 60):
+                return False
+            self.path.unlink()
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         """Remove the lock if this process holds it."""
