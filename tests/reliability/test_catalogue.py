@@ -249,7 +249,22 @@ OVER_GOOD_CASES = [
     ),
     ("resume-other-model", ["--resume", "--model", "v1", "--sensors", "amsr2", "gmi", "ssmisf17"], ["--resume"]),
     ("resume-other-seed", ["--resume", "--seed", "3"], ["--resume", "another --seed: 0 then, 3 now"]),
-    ("resume-other-batch", ["--resume", "--batchsize", "128"], ["--resume", "batch_size=256", "same flags"]),
+    ("resume-other-batch", ["--resume", "--batchsize", "128"], ["--resume", "another --batchsize: 256 then, 128 now"]),
+    # every training option that changes what is trained (before: accepted, the rest trained with the new
+    # value, which alone was recorded; --map-priors from a mid-epoch checkpoint ended in a traceback)
+    ("resume-other-lr-decay", ["--resume", "--lr-decay", "0.5"], ["another --lr-decay: 1.0 then, 0.5 now"]),
+    (
+        "resume-other-batch-order",
+        ["--resume", "--batch-order", "reference-blocks"],
+        ["another --batch-order: shuffled then, reference-blocks now"],
+    ),
+    ("resume-other-map-priors", ["--resume", "--map-priors", "sampled"], ["--resume", "another --map-priors"]),
+    ("resume-reproducible", ["--resume", "--reproducible"], ["another --reproducible: False then, True now"]),
+    (
+        "resume-fewer-epochs",
+        ["--resume", "--nepochs", "0"],
+        ["--nepochs 0", "has trained 1 epoch already", "--nepochs 1 or more"],
+    ),
     (
         "diverged-lr-1e6",
         ["--learning-rate", "1e6"],

@@ -100,8 +100,11 @@ def configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, CostC
 
 def run_identity(obs: Observations, model: ModelConfig, cost: CostConfig, training: TrainingConfig) -> dict[str, Any]:
     """What a ``--resume`` checkpoint must match (stored in the trainer's checkpoint): the data's content,
-    the period, the model, the cost and the training options
-    (:func:`empirical_seaice.training.checkpoint.check_identity`)."""
+    the period, the model, the cost and every training option that changes what is trained (not
+    ``--nepochs``, which may grow, nor the threads, the device or the fused step's implementation)
+    (:func:`empirical_seaice.training.checkpoint.check_identity`). Before 2026-12-03 the batch order,
+    the learning-rate schedule, the priors' scheme, early stopping and ``--reproducible`` were not
+    compared: a resume with another value finished the training with it and recorded only it."""
     plain = configs_to_dict(DataConfig(data=Path(".")), model, cost, training, "")
     return {
         "data": obs.source_digest,
@@ -110,9 +113,21 @@ def run_identity(obs: Observations, model: ModelConfig, cost: CostConfig, traini
         "sensors": list(obs.basis.sensor_names),
         "model": config_hash(plain["model"]),
         "cost": config_hash(plain["cost"]),
+        "batch_size": None if training.batch_size is None else int(training.batch_size),
+        "optimizer": training.optimizer,
         "learning_rate": None if training.learning_rate is None else float(training.learning_rate),
         "seed": int(training.seed),
         "validation_fraction": float(training.validation_fraction),
+        "validation_min_obs": int(training.validation_min_obs),
+        "reproducible": bool(training.reproducible),
+        "early_stopping": bool(training.early_stopping),
+        "patience": int(training.patience),
+        "lr_decay": float(training.lr_decay),
+        "plateau_cuts": int(training.plateau_cuts),
+        "plateau_factor": float(training.plateau_factor),
+        "map_priors": training.map_priors,
+        "batch_order": training.batch_order,
+        "adam_epsilon": training.adam_epsilon,
     }
 
 

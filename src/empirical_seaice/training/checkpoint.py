@@ -36,9 +36,21 @@ IDENTITY_WORDS = {
     "sensors": "sensors (--sensors)",
     "model": "model (--model, --ice-emis-init)",
     "cost": "cost configuration (--warm-ice, preset)",
+    "batch_size": "--batchsize",
+    "optimizer": "optimiser (--optimizer, --exact-reference)",
     "learning_rate": "--learning-rate",
     "seed": "--seed",
     "validation_fraction": "--validation-fraction",
+    "validation_min_obs": "held-out minimum (--validation-fraction's automatic default)",
+    "reproducible": "--reproducible",
+    "early_stopping": "--early-stopping / --no-early-stopping",
+    "patience": "--patience",
+    "lr_decay": "--lr-decay",
+    "plateau_cuts": "--plateau-cuts",
+    "plateau_factor": "learning-rate cut factor (preset)",
+    "map_priors": "--map-priors",
+    "batch_order": "--batch-order",
+    "adam_epsilon": "Adam's epsilon (--exact-reference)",
 }
 """How a difference in each identity key is named in the ``--resume`` error."""
 
@@ -163,6 +175,12 @@ def restore_trainer(trainer: Any, path: Path, state: Mapping[str, Any]) -> None:
     trainer.history = TrainingHistory.from_state(state["history"])
     trainer.generator.set_state(state["generator"].cpu())
     trainer.epoch = int(state["epoch"])
+    if trainer.epoch > trainer.config.nepochs:  # the model holds more epochs than this run would record
+        raise SeaIceError(
+            f"--nepochs {trainer.config.nepochs}: checkpoint {path} has trained {trainer.epoch} "
+            f"epoch{'s' if trainer.epoch != 1 else ''} already; "
+            f"resume with --nepochs {trainer.epoch} or more, or train without --resume"
+        )
     trainer._best_cost = float(state["best_cost"])
     trainer._best_state = state["best_state"]
     trainer._best_is_current = bool(state.get("best_is_current", False))  # absent before: a copy in best_state
