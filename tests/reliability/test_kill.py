@@ -212,3 +212,30 @@ def test_a_signal_while_the_outputs_are_written_publishes_nothing_and_says_how_t
     r = run_cli([*argv, "--resume"])  # the outputs from the checkpoint, without training again
     assert r.code == 0, r.stderr
     assert set_state(good_copy)[0] != before[0] and leftovers(good_copy) == []
+
+
+def test_a_signal_during_the_last_checkpoint_write_says_how_to_resume(twin, good_copy, untouched):
+    """SIGINT while the checkpoint after the last epoch is written (the second file write of this run): the
+    checkpoint is finished, the run stops with 130 and the line says that --resume writes the outputs
+    (before: a bare "interrupted by SIGINT", the trained state not mentioned)."""
+    before = set_state(good_copy)
+    argv = ["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "1", *FAST]
+    proc = start_cli(argv, SEAICE_FAULT="write:2:SIGINT")
+    _, err = proc.communicate(timeout=300)
+    r = type("R", (), {"code": proc.returncode, "stderr": err})()
+    assert_one_line_error(r, "interrupted by SIGINT", "checkpoint.pt", "rerun the same command with --resume", code=130)
+    assert set_state(good_copy) == before and leftovers(good_copy) == []
+
+
+def test_a_signal_while_the_set_is_switched_says_that_it_was_published(twin, good_copy, untouched):
+    """SIGTERM as the new set is switched in: the switch is finished first, so the new complete set is
+    published; the run still stops with 143, and its line says that the outputs were published (before: a
+    bare "interrupted by SIGTERM", which reads as "nothing written")."""
+    before = set_state(good_copy)
+    argv = ["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "1", *FAST]
+    proc = start_cli(argv, SEAICE_FAULT="publish:1:SIGTERM")
+    _, err = proc.communicate(timeout=300)
+    r = type("R", (), {"code": proc.returncode, "stderr": err})()
+    assert_one_line_error(r, "interrupted by SIGTERM", "as the outputs were published", "are complete", code=143)
+    assert set_state(good_copy)[0] != before[0] and leftovers(good_copy) == []
+    assert txn.verify_set(good_copy, TAG) == []

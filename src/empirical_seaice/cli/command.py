@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:  # a SIGINT outside our handlers (e.g. before they are installed)
-        print(f"{PROG}: interrupted; the previous outputs are unchanged", file=sys.stderr)
+        print(f"{PROG}: interrupted; no output was published or changed", file=sys.stderr)
         return 130
     except OSError as exc:  # the environment, not the code: one line
         print(
@@ -277,7 +277,7 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
         )
         with interrupt.deferred():
             run_set.publish({"retrieve": vars(args)})
-        interrupt.raise_pending()
+        interrupt.raise_pending(f"it came as the outputs were published: {args.output}/*_{args.tag}.nc are complete")
     except BaseException:
         run_set.abort()
         raise

@@ -45,7 +45,7 @@ def _handler(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
     _state.requested = name
     if _state.deferring:
         return
-    raise RunInterrupted(f"interrupted by {name}; the previous outputs are unchanged", exit_code=_exit_code(name))
+    raise RunInterrupted(f"interrupted by {name}; no output was published or changed", exit_code=_exit_code(name))
 
 
 def requested() -> str | None:
@@ -94,11 +94,12 @@ def deferred() -> Iterator[None]:
         _state.deferring = before
 
 
-def raise_pending() -> None:
-    """Raise :class:`RunInterrupted` for a stop requested while signals were held back."""
+def raise_pending(done: str = "") -> None:
+    """Raise :class:`RunInterrupted` for a stop requested while signals were held back; ``done``: what was
+    finished meanwhile (the held-back block's work, e.g. a published set), said in its message."""
     name = _state.requested
     if name is not None and not _state.training and not _state.deferring:
-        raise RunInterrupted(f"interrupted by {name}", exit_code=_exit_code(name))
+        raise RunInterrupted(f"interrupted by {name}" + (f"; {done}" if done else ""), exit_code=_exit_code(name))
 
 
 __all__ = ["handle_signals", "training", "deferred", "requested", "raise_pending"]

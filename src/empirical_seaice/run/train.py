@@ -327,7 +327,6 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     history = final = truth = marks = None
     if plan.model_file is None:
         history = _train(plan, built, split, generator, identity, display, result)
-        plan.trained = True
         # the packed table goes with the trainer's buffers (reference cycles), before the state tables are
         # copied out of the slab: the held-out fit packs its own observations, the final pass one block at
         # a time, the products need the state only
@@ -373,7 +372,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
                 status="complete" if marks is None else "health-check-failed",
                 message="" if marks is None else marks["health_check_failures"],
             )
-        interrupt.raise_pending()
+        interrupt.raise_pending(f"it came as the outputs were published: {plan.output}/*_{plan.tag}.nc are complete")
     result.files = [
         plan.output / f.relative_to(plan.stage) if f.is_relative_to(plan.stage) else f for f in result.files
     ]
@@ -407,6 +406,7 @@ def _train(plan: RunPlan, built, split, generator, identity, display: RunProgres
     t1 = time.perf_counter()
     with interrupt.training():
         history = trainer.fit(resume=plan.resume)
+        plan.trained = True  # a signal held back by the last checkpoint's write is raised next, with the advice
     result.train_seconds = time.perf_counter() - t1
     result.history = history
     return history

@@ -121,7 +121,7 @@ def write_error(path: Path, exc: BaseException) -> SeaIceError:
         why = f"{type(exc).__name__}: {first[:200]}"
     return OutputWriteError(
         f"{path}: cannot write the file ({why}); free space or choose a writable --output "
-        "(the previous outputs are unchanged)"
+        "(no output was published or changed)"
     )
 
 
