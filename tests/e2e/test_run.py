@@ -484,6 +484,31 @@ def test_the_background_tbobs_writer_cancelled_before_it_starts_writes_nothing(t
     assert list(tmp_path.rglob("*")) == []
 
 
+def test_diagsonly_on_other_data_of_the_same_shape_is_refused(trained, tmp_path):
+    """Data of the trained run's shape but other content (AMSR2's TBs 5 K warmer): --diagsonly refuses in
+    one line before any work, the published set unchanged (before: exit 0 and a new set mixing the trained
+    run's "before" numbers with this data's departures); a moved copy of the same data is accepted."""
+    import netCDF4
+
+    other = tmp_path / "other"
+    shutil.copytree(trained.data, other)
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(trained.output / f"model_{TAG}.pt", out / f"model_{TAG}.pt")
+    argv = ["--output", out, "--modeltag", TAG, "--tag", "d", "--diagsonly", "--no-progress", "--no-gridded"]
+    r = run_cli(["--data", other, *argv, "--no-classic"])  # the same content, moved: accepted
+    assert r.code == 0, r.stderr
+    published = sorted(p.name for p in out.iterdir())
+    (path,) = (other / "amsr2").glob("*OBSVALUE.nc")
+    with netCDF4.Dataset(path, "a") as nc:
+        nc["OBSVALUE"][:] = nc["OBSVALUE"][:] + 5.0
+    r = run_cli(["--data", other, *argv])
+    assert r.code == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert f"--diagsonly: model_{TAG}.pt was trained on other data" in line and "--retrieve" in line
+    assert sorted(p.name for p in out.iterdir()) == published
+
+
 def test_diagsonly_on_other_data_is_a_one_line_error(trained, tmp_path):
     from empirical_seaice.io import layout_writers as lw
 

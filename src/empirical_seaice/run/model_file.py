@@ -11,7 +11,8 @@ A PyTorch checkpoint (``torch.save`` of a dict; written atomically by
   ``data``, ``model``, ``cost``, ``training``, ``catalogue`` (the catalogue entries of the
   run's sensors and channels, as used);
 - ``history``: the training history (``TrainingHistory.to_state``) or None;
-- ``nobs``, ``ngrid``, ``nstep``: the data the model was trained on;
+- ``nobs``, ``ngrid``, ``nstep``: the data the model was trained on; ``data_digest``: its input files'
+  content (:func:`check_trained_data`);
 - ``nobs_train``: the ``nobs`` of the cost normalisation (training observations);
 - ``before``: the cost and departures before training (for the summary of a later
   ``--diagsonly``) or None;
@@ -192,7 +193,7 @@ def write_trained(
             nstep=obs.nstep,
             nobs_train=nobs_train,
             before=before,
-            extra=extra,
+            extra={"data_digest": obs.source_digest, **(extra or {})},
         ),
         write_models_file(out.output_path(stage, "models", tag), network, history, configs, model),
     ]
@@ -227,6 +228,19 @@ def trained_setup(model_file: dict[str, Any], data_cfg: DataConfig) -> tuple[Dat
         sensor_catalogue=data_cfg.sensor_catalogue or saved_data.sensor_catalogue,
     )
     return data_cfg, model_cfg, cost_cfg
+
+
+def check_trained_data(model_file: dict[str, Any], obs: Observations, modeltag: str) -> None:
+    """``--diagsonly``: refuse data other than the trained run's (its input files' content, not their
+    place: a moved copy is the same data). Its summary joins the trained run's "before" numbers to this
+    data's departures: on other data of the same shape the set published was a mix of the two. A model
+    file written before 2026-12-03 has no digest and is not checked."""
+    saved = model_file.get("data_digest")
+    if saved and obs.source_digest and saved != obs.source_digest:
+        raise SeaIceError(
+            f"--diagsonly: model_{modeltag}.pt was trained on other data (the input files' content differs); "
+            f"give the --data of that run, or use --retrieve --modeltag {modeltag} --tag NEWTAG for new data"
+        )
 
 
 def load_trained(network, model_file: dict[str, Any]) -> None:
@@ -321,6 +335,7 @@ __all__ = [
     "write_trained",
     "read_model_file",
     "trained_setup",
+    "check_trained_data",
     "load_trained",
     "before_state",
     "trained_books",

@@ -71,6 +71,7 @@ from empirical_seaice.run.finish import (
 )
 from empirical_seaice.run.model_file import (
     before_state,
+    check_trained_data,
     configs_to_dict,
     load_trained,
     run_identity,
@@ -281,6 +282,8 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     obs, background = _read(plan, display)
     plan.train_cfg = plan.train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, from the data
     identity = run_identity(obs, plan.model_cfg, plan.cost_cfg, plan.train_cfg)
+    if plan.model_file is not None:  # --diagsonly: the trained run's data, before any work
+        check_trained_data(plan.model_file, obs, plan.modeltag)
     if plan.resume:  # refuse another run's checkpoint before any work
         check_identity(plan.checkpoint, read_checkpoint(plan.checkpoint).get("identity"), identity)
     display.stage("packing observations")
