@@ -67,12 +67,12 @@ def test_gridded_values_equal_per_observation_emissivity(version, sensors, tmp_p
     inputs = grid_inputs(net, obs, bg)
     path = write_gridded_emissivity(tmp_path / "g.nc", net.emissivity, net.model_config, net.basis, inputs)
     with xr.open_dataset(path) as ds:
-        grid = ds["ice_emis"].values  # (grid, step, channel)
-        assert ds["ice_emis"].dims == ("grid", "step", "channel")
+        grid = ds["ice_emis"].values  # (time, grid, channel)
+        assert ds["ice_emis"].dims == ("time", "grid", "channel")
         assert list(ds["channel_name"].values) == list(obs.basis.channel_names)
         nobs_cell = ds["nobs_cell"].values
     present = obs.basis.present[0]
-    got = grid[obs.igrid, obs.istep][:, present]
+    got = grid[obs.istep, obs.igrid][:, present]
     np.testing.assert_allclose(got, per_obs[:, present], atol=2e-6)
     assert per_obs[:, present].std() > 0.01  # a real test: values differ between cells
     assert nobs_cell.sum() == obs.nobs and (nobs_cell == 0).sum() == 4
@@ -87,24 +87,27 @@ def test_gridded_frequencies_and_file_layout(tmp_path):
     )
     with xr.open_dataset(path, decode_times=False) as ds:
         ev, eh = ds["ice_emis_v"].values, ds["ice_emis_h"].values
-        assert ev.shape == (5, 3, 3)
+        assert ev.shape == (3, 5, 3)  # (time, grid, frequency)
         # 10.65 GHz V on the grid = the 10v channel of the network at the cell inputs.
         g, t = 2, 1
         x = torch.tensor([max(273.0 - float(bg.t_skin_map_k[g, t]), 0.0) / 30.0])
         props = torch.cat([net.state.props_grid.weight[g * 3 + t], torch.from_numpy(inputs.props_obs_mean[g, t])])
         with torch.no_grad():
             ref = net.emissivity.emissivity_vh(x, props[None], torch.tensor([55.0])).numpy()[0]
-        np.testing.assert_allclose([ev[g, t, 1], eh[g, t, 1]], ref, atol=2e-6)
+        np.testing.assert_allclose([ev[t, g, 1], eh[t, g, 1]], ref, atol=2e-6)
         # CF time: the window of step 0 starts at jd_origin + 0.375.
         np.testing.assert_allclose(ds["time_bnds"].values[0, 0], obs.jd_origin + 0.375 - UNIX_EPOCH_JD)
         assert ds["time"].attrs["units"].startswith("days since 1970")
         assert ds.attrs["Conventions"] == "CF-1.10"
         assert ds["seaice"].attrs["standard_name"] == "sea_ice_area_fraction"
-        np.testing.assert_allclose(ds["seaice"].values, net.state.sic_array()[:, 1:])
-        np.testing.assert_allclose(ds["t_skin"].values, bg.t_skin_map_k)
+        np.testing.assert_allclose(ds["seaice"].values, net.state.sic_array()[:, 1:].T)
+        np.testing.assert_allclose(ds["t_skin"].values, bg.t_skin_map_k.T)
+        np.testing.assert_allclose(ds["properties_obs_mean"].values, inputs.props_obs_mean.transpose(1, 0, 2))
+        np.testing.assert_array_equal(ds["nobs_cell"].values, inputs.nobs_cell.T)
     with netcdf_dataset(path) as nc:
         v = nc["ice_emis_v"]
-        assert v.filters()["zlib"] and v.chunking() == [5, 1, 3]
+        assert v.filters()["zlib"] and v.chunking() == [1, 5, 3]  # one step a chunk
+        assert nc["time"].dimensions == ("time",) and nc["seaice"].chunking() == [1, 5]
         assert "_FillValue" not in nc["frequency"].ncattrs()  # a coordinate variable has none (CF 2.5.1)
 
 
@@ -129,7 +132,7 @@ def test_gridded_sounder_channels_are_labelled_as_they_are_evaluated(tmp_path):
         with torch.no_grad():
             vh = net.emissivity.emissivity_vh(x, props[None], torch.tensor([freq[k]], dtype=torch.float32))
         want = vh.numpy()[0, 0 if label in ("V", "QV") else 1]
-        np.testing.assert_allclose(emis[g, t, k], want, atol=2e-6, err_msg=f"{net.basis.channel_names[k]} {label}")
+        np.testing.assert_allclose(emis[t, g, k], want, atol=2e-6, err_msg=f"{net.basis.channel_names[k]} {label}")
 
 
 def netcdf_dataset(path):
@@ -205,6 +208,11 @@ def test_gridded_file_by_whole_chunks_equals_the_library_write(tmp_path, monkeyp
         xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs())
         assert list(a.variables) == list(b.variables)
         assert np.isfinite(a["ice_emis_v" if freq_ghz else "ice_emis"].values).all()
+    with netcdf_dataset(direct) as a, netcdf_dataset(library) as b:  # the same layout: time first, a step a chunk
+        for name, v in a.variables.items():
+            w = b[name]
+            assert (v.dimensions, v.chunking(), v.filters()) == (w.dimensions, w.chunking(), w.filters()), name
+        assert a["seaice"].dimensions == ("time", "grid") and a["seaice"].chunking() == [1, a.dimensions["grid"].size]
 
 
 def test_gridded_steps_on_one_torch_thread_each_whatever_the_threads(tmp_path, monkeypatch):

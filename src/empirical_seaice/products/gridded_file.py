@@ -1,7 +1,8 @@
 """The file ``ice_emis_grid_TAG.nc`` of the gridded ice emissivity (:func:`write_gridded_emissivity`):
-CF-1.10 conventions (:mod:`empirical_seaice.io.cf`); chunked (one step per chunk) and zlib-compressed;
-written one step at a time so a year of a large grid never has to be in memory at once. The inputs
-and the model's evaluation on the grid are in :mod:`.gridded`.
+CF-1.10 conventions (:mod:`empirical_seaice.io.cf`); time the first dimension, named ``time`` (a
+coordinate variable ``time(time)``: what CDO needs to read the file); chunked (one step per chunk) and
+zlib-compressed; written one step at a time so a year of a large grid never has to be in memory at
+once. The inputs and the model's evaluation on the grid are in :mod:`.gridded`.
 """
 
 from __future__ import annotations
@@ -43,13 +44,15 @@ def write_gridded_emissivity(
 ) -> Path:
     """Write ``ice_emis_grid_TAG.nc`` (the module docstrings here and of :mod:`.gridded`).
 
-    Variables (dims): ``ice_emis`` (grid, step, channel) for channels, or
-    ``ice_emis_v``/``ice_emis_h`` (grid, step, frequency) for frequencies;
-    ``seaice`` (grid, step); ``properties`` (grid, step, prop);
-    ``properties_obs_mean`` (grid, step, prop_obs); ``nobs_cell`` (grid, step);
-    ``t_skin`` (grid, step); ``lon``, ``lat`` (grid); ``time``, ``time_bnds``
-    (step[, nv]); ``julian_day`` (step); ``channel_name``, ``frequency``,
-    ``polarisation`` (channel) or ``frequency`` (frequency).
+    Variables (dims): ``ice_emis`` (time, grid, channel) for channels, or
+    ``ice_emis_v``/``ice_emis_h`` (time, grid, frequency) for frequencies;
+    ``seaice`` (time, grid); ``properties`` (time, grid, prop);
+    ``properties_obs_mean`` (time, grid, prop_obs); ``nobs_cell`` (time, grid);
+    ``t_skin`` (time, grid); ``lon``, ``lat`` (grid); ``time``, ``time_bnds``
+    (time[, nv]); ``julian_day`` (time); ``channel_name``, ``frequency``,
+    ``polarisation`` (channel) or ``frequency`` (frequency). The in-memory inputs are (grid, step[, x]);
+    each step's chunk (1, grid[, x]) holds the same values in the same order as the (grid, 1[, x]) chunk
+    of the (grid, step) layout before, so no array is transposed whole.
 
     Raises
     ------
@@ -68,13 +71,15 @@ def write_gridded_emissivity(
             w = _GridWriter(ds, inputs, complevel)
             w.header(model, provenance)
             w.coordinates()
+            # the (time, grid) state first: CDO (2.1) reads a (time, grid, x) variable only once a (time, grid)
+            # one defined before it has made ``grid`` the horizontal axis (else "Unsupported array structure")
+            state = w.state_variables()
             if freq_ghz is not None:
                 out_vars = w.frequency_outputs(freq_ghz)
             else:
                 out_vars = w.channel_outputs(basis, chan_list, model)
-            state = w.state_variables()
-        # The steps: whole chunks (one step each), compressed on worker threads while the next step is
-        # evaluated (io.chunk_writer; else by the netCDF library on its write-behind thread).
+        # The steps: whole chunks (one step each, (1, grid[, x])), compressed on worker threads while the
+        # next step is evaluated (io.chunk_writer; else by the netCDF library on its write-behind thread).
         if chunk_writer.AVAILABLE:
             writer = chunk_writer.ChunkWriter(tmp, out_vars + state)
             ok = False
@@ -87,8 +92,8 @@ def write_gridded_emissivity(
             with netCDF4.Dataset(tmp, "a") as ds:
 
                 def put(name: str, offset: tuple[int, ...], values: np.ndarray) -> None:
-                    key = tuple(slice(o, o + 1) if k == 1 else slice(None) for k, o in enumerate(offset))
-                    write_behind(ds[name], key, np.expand_dims(np.ascontiguousarray(values), 1))
+                    key = (slice(offset[0], offset[0] + 1),) + (slice(None),) * (len(offset) - 1)
+                    write_behind(ds[name], key, np.ascontiguousarray(values)[None])
 
                 try:
                     _write_steps(put, emissivity, model, basis, inputs, chan_list, freq_ghz, out_vars, state)
@@ -180,8 +185,8 @@ class _GridWriter:
         for k, v in attrs.items():
             ds.setncattr(k, v)
         ds.model_version = model.version
+        ds.createDimension("time", self.ns)
         ds.createDimension("grid", self.ng)
-        ds.createDimension("step", self.ns)
         ds.createDimension("nv", 2)
         ds.createDimension("prop", self.npg)
         ds.createDimension("prop_obs", self.npo)
@@ -189,11 +194,11 @@ class _GridWriter:
     def coordinates(self) -> None:
         """``time``, ``time_bnds``, ``julian_day`` of each step; ``lon``, ``lat`` (NaN when unknown)."""
         jd = self.inputs.time_bounds_jd
-        tv = self.ds.createVariable("time", "f8", ("step",))
+        tv = self.ds.createVariable("time", "f8", ("time",))  # a coordinate variable: time(time)
         tv.setncatts(cf.time_attrs("centre of the step's 21 UTC window", bounds="time_bnds"))
         tv[:] = cf.julian_day_to_time(jd.mean(axis=1))
-        self.ds.createVariable("time_bnds", "f8", ("step", "nv"))[:] = cf.julian_day_to_time(jd)
-        self.var("julian_day", "f8", ("step",), "days", "Julian day at the centre of the step's window")[:] = jd.mean(1)
+        self.ds.createVariable("time_bnds", "f8", ("time", "nv"))[:] = cf.julian_day_to_time(jd)
+        self.var("julian_day", "f8", ("time",), "days", "Julian day at the centre of the step's window")[:] = jd.mean(1)
         lon = np.full(self.ng, np.nan) if self.inputs.lon is None else np.asarray(self.inputs.lon)
         lat = np.full(self.ng, np.nan) if self.inputs.lat is None else np.asarray(self.inputs.lat)
         for name, values in (("lon", lon), ("lat", lat)):
@@ -201,7 +206,7 @@ class _GridWriter:
             self.var(name, "f4", ("grid",), a.pop("units"), a.pop("long_name"), **a)[:] = values
 
     def frequency_outputs(self, freq_ghz: Sequence[float]) -> list[str]:
-        """The ``frequency`` axis and ``ice_emis_v``, ``ice_emis_h`` (grid, step, frequency); their names."""
+        """The ``frequency`` axis and ``ice_emis_v``, ``ice_emis_h`` (time, grid, frequency); their names."""
         self.ds.createDimension("frequency", len(freq_ghz))
         fv = self.ds.createVariable("frequency", "f4", ("frequency",))  # a coordinate variable: no _FillValue
         fv.setncatts(
@@ -212,18 +217,18 @@ class _GridWriter:
             self.var(
                 f"ice_emis_{p.lower()}",
                 "f4",
-                ("grid", "step", "frequency"),
+                ("time", "grid", "frequency"),
                 "1",
                 f"sea ice surface emissivity, {p} polarisation",
-                chunks=(self.ng, 1, len(freq_ghz)),
-                coordinates="time lon lat",
+                chunks=(1, self.ng, len(freq_ghz)),
+                coordinates="lon lat",
                 **cf.STANDARD["ice_emis"],
             )
         return ["ice_emis_v", "ice_emis_h"]
 
     def channel_outputs(self, basis: ChannelBasis, chan_list: list[str], model: ModelConfig) -> list[str]:
         """The ``channel`` axis (name, polarisation, the model's frequency input) and ``ice_emis``
-        (grid, step, channel); its name."""
+        (time, grid, channel); its name."""
         ds = self.ds
         nch = len(chan_list)
         ds.createDimension("channel", nch)
@@ -249,63 +254,63 @@ class _GridWriter:
         self.var(
             "ice_emis",
             "f4",
-            ("grid", "step", "channel"),
+            ("time", "grid", "channel"),
             "1",
             "sea ice surface emissivity",
-            chunks=(self.ng, 1, nch),
-            coordinates="time lon lat channel_name",
+            chunks=(1, self.ng, nch),
+            coordinates="lon lat channel_name",
             **cf.STANDARD["ice_emis"],
         )
         return ["ice_emis"]
 
     def state_variables(self) -> list[str]:
-        """``seaice``, ``t_skin``, ``properties``, ``properties_obs_mean``, ``nobs_cell`` (grid, step[, prop]);
+        """``seaice``, ``t_skin``, ``properties``, ``properties_obs_mean``, ``nobs_cell`` (time, grid[, prop]);
         the names of those with values (no ``properties`` without a grid state)."""
-        ng, cg = self.ng, (self.ng, 1)
+        ng, cg = self.ng, (1, self.ng)
         out = {
             "seaice": self.var(
                 "seaice",
                 "f4",
-                ("grid", "step"),
+                ("time", "grid"),
                 "1",
                 "sea ice concentration",
                 chunks=cg,
-                coordinates="time lon lat",
+                coordinates="lon lat",
                 **cf.STANDARD["sic"],
             ),
             "t_skin": self.var(
                 "t_skin",
                 "f4",
-                ("grid", "step"),
+                ("time", "grid"),
                 "K",
                 "daily skin temperature (input of x_T)",
                 chunks=cg,
-                coordinates="time lon lat",
+                coordinates="lon lat",
                 **cf.STANDARD["t_skin"],
             ),
             "properties": self.var(
                 "properties",
                 "f4",
-                ("grid", "step", "prop"),
+                ("time", "grid", "prop"),
                 "1",
                 "grid empirical state P",
-                chunks=(ng, 1, max(self.npg, 1)),
-                coordinates="time lon lat",
+                chunks=(1, ng, max(self.npg, 1)),
+                coordinates="lon lat",
             ),
             "properties_obs_mean": self.var(
                 "properties_obs_mean",
                 "f4",
-                ("grid", "step", "prop_obs"),
+                ("time", "grid", "prop_obs"),
                 "1",
                 "mean over the cell's observations of the observation-space empirical state Q (0 if none)",
-                chunks=(ng, 1, max(self.npo, 1)),
-                coordinates="time lon lat",
+                chunks=(1, ng, max(self.npo, 1)),
+                coordinates="lon lat",
             ),
         }
-        v_n = self.ds.createVariable("nobs_cell", "i4", ("grid", "step"), chunksizes=cg, **self.zl)
+        v_n = self.ds.createVariable("nobs_cell", "i4", ("time", "grid"), chunksizes=cg, **self.zl)
         v_n.units = "1"
         v_n.long_name = "number of observations of the cell"
-        v_n.coordinates = "time lon lat"
+        v_n.coordinates = "lon lat"
         out["nobs_cell"] = v_n
         empty = {"properties": self.npg == 0, "properties_obs_mean": self.npo == 0}
         return [name for name in out if not empty.get(name, False)]
@@ -365,13 +370,13 @@ def _write_steps(put, emissivity, model, basis, inputs: GridInputs, chan_list, f
             for k, fut in enumerate(futures):
                 t, e = t0 + k, fut.result()
                 if by_freq:  # V and H
-                    put(out_vars[0], (0, t, 0), e[..., 0])
-                    put(out_vars[1], (0, t, 0), e[..., 1])
+                    put(out_vars[0], (t, 0, 0), e[..., 0])
+                    put(out_vars[1], (t, 0, 0), e[..., 1])
                 else:
-                    put(out_vars[0], (0, t, 0), e)
+                    put(out_vars[0], (t, 0, 0), e)
                 for name in state:
                     values = block[name][k]
-                    put(name, (0, t, 0)[: 2 if values.ndim == 1 else 3], values)
+                    put(name, (t, 0, 0)[: 2 if values.ndim == 1 else 3], values)
 
 
 def _char_variable(ds, name: str, dim: str, values: Sequence[str], long_name: str, **attrs) -> None:
