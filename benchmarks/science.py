@@ -187,13 +187,14 @@ def read_run(out: Path, nlag: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_ensemble(out: Path, nlag: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``seaice_mean``, ``seaice_spread`` (stated) and the members' spread (not inflated) of the ensemble file."""
+    """``seaice_mean``, ``seaice_spread`` (stated) and the members' spread (not inflated) of the ensemble file,
+    (grid, step) (the file's (time, grid) transposed, the lag days dropped)."""
     import netCDF4
 
     with netCDF4.Dataset(out / "seaice_ensemble_run.nc") as ds:
-        mean, spread = (np.asarray(ds[v][:], dtype=np.float64)[:, nlag:] for v in ("seaice_mean", "seaice_spread"))
+        mean, spread = (np.asarray(ds[v][:], dtype=np.float64).T[:, nlag:] for v in ("seaice_mean", "seaice_spread"))
         raw = (
-            np.asarray(ds["seaice_spread_raw"][:], dtype=np.float64)[:, nlag:]
+            np.asarray(ds["seaice_spread_raw"][:], dtype=np.float64).T[:, nlag:]
             if "seaice_spread_raw" in ds.variables
             else spread
         )

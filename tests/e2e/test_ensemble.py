@@ -25,8 +25,11 @@ SENSORS = ("amsr2", "gmi", "ssmisf17")
 
 
 def _sic(path: Path, name: str = "seaice") -> np.ndarray:
+    """A SIC map as (grid, lagstep): ``seaice_TAG.nc``'s layout; the products' (time, grid) transposed."""
     with netCDF4.Dataset(path) as ds:
-        return np.asarray(ds[name][:], dtype=np.float64)
+        v = ds[name]
+        values = np.asarray(v[:], dtype=np.float64)
+        return values.T if v.dimensions == ("time", "grid") else values
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +92,7 @@ def test_the_ensemble_file_holds_the_members_mean_and_spread(ensemble_run, twin_
         assert spread.standard_name == "sea_ice_area_fraction standard_error" and spread.units == "1"
         assert ds.ensemble_size == 3 and ds.sic_product == "seaice_filtered"
         assert ds.Conventions == "CF-1.10" and "time_bnds" in ds.variables
+        assert mean.dimensions == spread.dimensions == ("time", "grid") and ds["time"].dimensions == ("time",)
         # the default inflation: the tiny twin holds none out, so every observation's fitted departure
         lam = float(ds.spread_inflation)
         assert lam > 1.0 and f"lambda = {lam:.3f}" in ds.inflation_method and "every observation" in ds.inflation_method

@@ -639,9 +639,10 @@ def test_other_optimisers_reach_the_cost_of_the_default(trained, twin_dir, tmp_p
 
 
 def test_open_water_filter_product(trained):
-    """seaice_filtered_TAG.nc: the trained map with only low concentrations zeroed, scored in the summary."""
+    """seaice_filtered_TAG.nc: the trained map with only low concentrations zeroed, scored in the summary
+    (written time first: (time, grid), where seaice_TAG.nc is (grid, lagstep))."""
     with _open(trained.output, "seaice") as raw, _open(trained.output, "seaice_filtered") as filt:
-        a, b = raw["seaice"].values, filt["seaice"].values
+        a, b = raw["seaice"].values, filt["seaice"].values.T
         assert a.shape == b.shape
     changed = a != b
     assert changed.any()  # the tiny twin has open water the gradient ratio flags

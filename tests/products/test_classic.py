@@ -281,10 +281,12 @@ def test_write_classic_sic_round_trip(make_obs, tmp_path):
     out = classic_sic_maps(obs)
     path = write_classic_sic(tmp_path / "classic_sic_x.nc", out, obs)
     with xr.open_dataset(path) as ds:
-        assert ds["nasa_team"].dims == ("grid", "step")
-        assert float(ds["nasa_team"][0, 1]) == pytest.approx(0.3, abs=2e-5)
-        assert float(ds["nasa_team_amsr2"][2, 0]) == pytest.approx(0.9, abs=2e-5)
-        assert np.isnan(ds["nasa_team"][1, 0])
+        assert ds["nasa_team"].dims == ("time", "grid") and "time" in ds.indexes  # time first, as CDO reads
+        assert ds["time_bnds"].dims == ("time", "nv") and ds["julian_day"].dims == ("time",)
+        assert float(ds["nasa_team"][1, 0]) == pytest.approx(0.3, abs=2e-5)  # grid point 0, step 1
+        assert float(ds["nasa_team_amsr2"][0, 2]) == pytest.approx(0.9, abs=2e-5)
+        assert np.isnan(ds["nasa_team"][0, 1])
+        np.testing.assert_array_equal(ds["bootstrap"].values, out.maps["bootstrap"].T)
         assert ds["nasa_team"].attrs["units"] == "1"
         assert "NSIDC" in ds["nasa_team_amsr2"].attrs["tie_points"]
         assert "bootstrap" in ds

@@ -1,7 +1,9 @@
 """``seaice_ensemble_TAG.nc``: the ensemble mean SIC and its spread per grid point and day.
 
 Written by an ensemble of data assimilations (``seaice-training --ensemble N``,
-:mod:`empirical_seaice.run.ensemble`). Variables (grid, lagstep), the layout of ``seaice_TAG.nc``:
+:mod:`empirical_seaice.run.ensemble`). Variables (time, grid): the times of ``seaice_TAG.nc``'s
+columns (the first ``nlag`` the lag days), time first and the coordinate variable ``time(time)``, as
+CDO reads a field (``seaice_TAG.nc`` keeps the reference's (grid, lagstep)):
 
 - ``seaice_mean``: the members' mean SIC, ``standard_name = sea_ice_area_fraction``,
   ``ancillary_variables = "seaice_spread"``;
@@ -25,7 +27,7 @@ import numpy as np
 import xarray as xr
 
 from empirical_seaice.io import cf
-from empirical_seaice.io.output_writer import _lonlat, _step_times, _var, write_dataset
+from empirical_seaice.io.output_writer import _lonlat, _step_times, _var, time_major, write_dataset
 
 STEM = "seaice_ensemble"
 """File stem: ``seaice_ensemble_TAG.nc``."""
@@ -59,19 +61,21 @@ def write_ensemble(
 
     Parameters
     ----------
-    mean, spread : float (ngrid, nstep + nlag), the members' mean and standard deviation.
+    mean, spread : float (ngrid, nstep + nlag), the members' mean and standard deviation (written
+        transposed, (time, grid)).
     julian_day : float64 (nstep + nlag,), centre of each column's window.
     lon, lat : (ngrid,) degrees, or None.
     inflation : the factor of the stated spread (``seaice_spread = inflation x spread``).
     attrs : further global attributes (the ensemble's description).
     """
-    mean = np.asarray(mean, dtype=np.float32)
-    raw = np.asarray(spread, dtype=np.float32)
-    times = _step_times("lagstep", julian_day, step_days)
-    lag = {"comment": f"columns 0..{nlag - 1} are the lag days before the period"} if nlag else {}
+    ngrid = np.shape(mean)[0]
+    mean = time_major(mean)
+    raw = time_major(spread)
+    times = _step_times("time", julian_day, step_days)
+    lag = {"comment": f"times 0..{nlag - 1} are the lag days before the period"} if nlag else {}
     data = {
         "seaice_mean": _var(
-            ("grid", "lagstep"),
+            ("time", "grid"),
             mean,
             "1",
             "ensemble mean sea ice concentration",
@@ -80,7 +84,7 @@ def write_ensemble(
             **cf.STANDARD["sic"],
         ),
         "seaice_spread": _var(
-            ("grid", "lagstep"),
+            ("time", "grid"),
             (raw * np.float32(inflation)).astype(np.float32),
             "1",
             "uncertainty of the sea ice concentration: ensemble standard deviation"
@@ -91,12 +95,12 @@ def write_ensemble(
     }
     if inflation != 1.0:
         data["seaice_spread_raw"] = _var(
-            ("grid", "lagstep"), raw, "1", "ensemble standard deviation of the sea ice concentration (not inflated)"
+            ("time", "grid"), raw, "1", "ensemble standard deviation of the sea ice concentration (not inflated)"
         )
     data["julian_day"] = times.pop("julian_day")
     ds = xr.Dataset(
         data,
-        coords={**_lonlat(lon, lat, mean.shape[0]), **times},
+        coords={**_lonlat(lon, lat, ngrid), **times},
         attrs={
             "title": "ensemble mean sea ice concentration and its uncertainty (ensemble of data assimilations)",
             "nlag": nlag,

@@ -401,6 +401,23 @@ def step_julian_day(jd_origin: float, stepstart: int, nstep: int, nlag: int = 0,
     return jd_origin + WINDOW_OFFSET_DAYS + (stepstart + t + 0.5) / steps_per_day
 
 
+_TRANSPOSE_ROWS = 256
+"""Grid points a block of :func:`time_major` transposes at a time."""
+
+
+def time_major(values, dtype=np.float32) -> np.ndarray:
+    """The (grid, time) map ``values`` as a C-contiguous (time, grid) array of ``dtype``: the layout of the
+    products, time first (what CDO reads). Transposed a block of :data:`_TRANSPOSE_ROWS` grid points at a
+    time, each block's read and writes in the CPU's cache: ``numpy.ascontiguousarray(values.T)`` strides
+    through the whole map for each time (146 MB of float32, 100,000 points x 366 steps: 0.06 s against
+    0.71 s; 586 MB: 0.35-0.48 s against 4.6 s)."""
+    values = np.asarray(values)
+    out = np.empty(values.shape[::-1], dtype=dtype)
+    for g0 in range(0, values.shape[0], _TRANSPOSE_ROWS):
+        out[:, g0 : g0 + _TRANSPOSE_ROWS] = values[g0 : g0 + _TRANSPOSE_ROWS].T
+    return out
+
+
 def _step_times(dim: str, julian_day: np.ndarray, step_days: float) -> dict[str, xr.Variable]:
     """``time`` (days since 1970-01-01, window centre) with ``time_bnds`` (window start and end)
     and the reference's ``julian_day``, along ``dim``."""
@@ -441,5 +458,6 @@ __all__ = [
     "placeholder",
     "block_rows",
     "step_julian_day",
+    "time_major",
     "HELD_DIR",
 ]

@@ -350,13 +350,15 @@ def sic_rmse(sic: np.ndarray, truth: np.ndarray) -> float:
 
 
 def write_classic_sic(path: Path, classic: ClassicSIC, obs: Observations, steps_per_day: int = 1) -> Path:
-    """Write ``classic_sic_TAG.nc``: one (grid, step) variable per algorithm
+    """Write ``classic_sic_TAG.nc``: one (time, grid) variable per algorithm
     (sensor mean) and per algorithm and sensor (``nasa_team_amsr2``, ...),
-    with lon/lat, the steps' ``time`` and ``time_bnds`` (CF, days since
-    1970-01-01) and ``julian_day``, and the tie-point sources as attributes."""
+    with lon/lat, the steps' ``time`` (the coordinate variable of the dimension ``time``, first: what
+    CDO reads) and ``time_bnds`` (CF, days since 1970-01-01) and ``julian_day``, and the tie-point
+    sources as attributes. The (grid, step) maps are transposed as they are written."""
     import xarray as xr
 
     from empirical_seaice.io import cf
+    from empirical_seaice.io.output_writer import time_major
     from empirical_seaice.io.outputs import step_julian_day, write_dataset
 
     def sic_attrs(long_name: str, **extra) -> dict:
@@ -365,14 +367,14 @@ def write_classic_sic(path: Path, classic: ClassicSIC, obs: Observations, steps_
     data_vars: dict[str, tuple[Any, ...]] = {}
     for alg, arr in classic.maps.items():
         data_vars[alg] = (
-            ("grid", "step"),
-            np.asarray(arr, np.float32),
+            ("time", "grid"),
+            time_major(arr),
             sic_attrs(f"sea ice concentration, {alg.replace('_', ' ')} algorithm, mean over sensors"),
         )
     for (alg, sname), arr in classic.per_sensor.items():
         data_vars[f"{alg}_{sname}"] = (
-            ("grid", "step"),
-            np.asarray(arr, np.float32),
+            ("time", "grid"),
+            time_major(arr),
             sic_attrs(
                 f"sea ice concentration, {alg.replace('_', ' ')} algorithm, {sname}",
                 tie_points=classic.sources.get(f"{alg}/{sname}", ""),
@@ -382,13 +384,13 @@ def write_classic_sic(path: Path, classic: ClassicSIC, obs: Observations, steps_
     t = cf.julian_day_to_time(jd)
     half = 0.5 / steps_per_day
     data_vars["julian_day"] = (
-        ("step",),
+        ("time",),
         jd,
         {"units": "days", "long_name": "Julian day at the centre of the step's 21 UTC window"},
     )
     coords = {
-        "time": (("step",), t, cf.time_attrs("centre of the step's 21 UTC window", bounds="time_bnds")),
-        "time_bnds": (("step", "nv"), np.stack([t - half, t + half], axis=1)),
+        "time": (("time",), t, cf.time_attrs("centre of the step's 21 UTC window", bounds="time_bnds")),
+        "time_bnds": (("time", "nv"), np.stack([t - half, t + half], axis=1)),
     }
     if obs.lon is not None and obs.lat is not None:
         coords["lon"] = (("grid",), np.asarray(obs.lon, np.float32), cf.lonlat_attrs("lon"))

@@ -20,8 +20,9 @@ kept.
 Measured on the realistic twin (benchmarks/science.md): SIC RMSE north
 freeze-up 0.0761 -> 0.0637, summer 0.0912 -> 0.0846, south 0.0953 ->
 0.0791, AMSR2-only v1 0.0897 -> 0.0837 (threshold 0.3 chosen on the
-freeze-up case). Written as ``seaice_filtered_TAG.nc`` (variable ``seaice``,
-same layout as ``seaice_TAG.nc``); off with ``--no-open-water-filter``.
+freeze-up case). Written as ``seaice_filtered_TAG.nc`` (:func:`write_filtered_sic`: variable
+``seaice`` (time, grid), the columns of ``seaice_TAG.nc`` as its times, lag days first, time the first
+dimension and a coordinate variable as CDO reads a field); off with ``--no-open-water-filter``.
 
 In a run the classic algorithms' pass gives the flags of the sensors it grids from its own daily
 means (:func:`~.classic.classic_sic_maps` ``open_water``, the same arithmetic compiled), and
@@ -31,6 +32,7 @@ means (:func:`~.classic.classic_sic_maps` ``open_water``, the same arithmetic co
 from __future__ import annotations
 
 from collections.abc import Collection
+from pathlib import Path
 
 import numpy as np
 
@@ -72,3 +74,60 @@ def filter_sic(sic: np.ndarray, mask: np.ndarray, max_sic: float = MAX_FILTERED_
     """``sic`` with the values below ``max_sic`` set to 0 where ``mask`` (same shapes)."""
     sic = np.asarray(sic)
     return np.where(mask & (sic < max_sic), np.zeros_like(sic), sic)
+
+
+FILTER_NAME = (
+    f"NASA Team gradient-ratio open-water filter (Gloersen and Cavalieri 1986; Cavalieri et al. 1995): "
+    f"SIC below {MAX_FILTERED_SIC:g} set to 0 where the day's mean observed TBs of a sensor give "
+    f"GR(37V/19V) > {NT_GR3719_MAX:g} or GR(22V/19V) > {NT_GR2219_MAX:g}"
+)
+"""The global attribute ``open_water_filter`` of ``seaice_filtered_TAG.nc``: the filter applied."""
+
+
+def write_filtered_sic(
+    path: Path, sic: np.ndarray, julian_day: np.ndarray, lon=None, lat=None, nlag: int = 0, step_days: float = 1.0
+) -> Path:
+    """``seaice_filtered_TAG.nc``: the filtered SIC ``seaice`` (time, grid), time the first dimension and
+    ``time(time)`` its coordinate variable (CDO reads it as a field; ``seaice_TAG.nc`` keeps the
+    reference's (grid, lagstep)).
+
+    Parameters
+    ----------
+    sic : float (ngrid, nstep + nlag), :func:`filter_sic` of the trained map; the first ``nlag`` columns
+        are the lag days (not filtered: no observation of the period falls on them), the first times.
+    julian_day : float64 (nstep + nlag,), centre of each column's window.
+    lon, lat : (ngrid,) degrees, or None (written as NaN).
+    step_days : length of a step (days), for ``time_bnds``.
+    """
+    import xarray as xr
+
+    from empirical_seaice.io import cf
+    from empirical_seaice.io.output_writer import _lonlat, _step_times, _var, time_major, write_dataset
+
+    ngrid = np.shape(sic)[0]
+    times = _step_times("time", julian_day, step_days)
+    lag = f"; times 0..{nlag - 1} are the lag days before the period, not filtered" if nlag else ""
+    ds = xr.Dataset(
+        {
+            "seaice": _var(
+                ("time", "grid"),
+                time_major(sic),
+                "1",
+                "sea ice concentration with the open-water filter",
+                comment=(
+                    f"the trained SIC of seaice_TAG.nc with the gradient-ratio open-water filter applied: values "
+                    f"below {MAX_FILTERED_SIC:g} set to 0 where the day's mean observed TBs of a sensor give "
+                    f"GR(37V/19V) > {NT_GR3719_MAX:g} or GR(22V/19V) > {NT_GR2219_MAX:g}{lag}"
+                ),
+                **cf.STANDARD["sic"],
+            ),
+            "julian_day": times.pop("julian_day"),
+        },
+        coords={**_lonlat(lon, lat, ngrid), **times},
+        attrs={
+            "title": "sea ice concentration trained by the empirical state method, with the open-water filter",
+            "open_water_filter": FILTER_NAME,
+            "nlag": nlag,
+        },
+    )
+    return write_dataset(ds, Path(path))

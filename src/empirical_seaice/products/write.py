@@ -185,12 +185,13 @@ def classic_summary(
 def _open_water_filtered(
     network, obs, background, output, tag, data_cfg, truth, counts: np.ndarray | None = None, classic_maps=None
 ) -> tuple[list[Path], list[str]]:
-    """``seaice_filtered_TAG.nc`` and its summary line (the SIC RMSE vs truth with the filter; ``counts``:
+    """``seaice_filtered_TAG.nc`` (time, grid; the lag days, not filtered, the first times) and its summary
+    line (the SIC RMSE vs truth with the filter; ``counts``:
     the gridded product's observations per cell, which give the observed points without another pass;
     ``classic_maps``: the classic algorithms' maps, whose gridding gave the flags of their sensors)."""
     from empirical_seaice.io import outputs as out
     from empirical_seaice.products.diagnostics import observed_points
-    from empirical_seaice.products.open_water_filter import filter_sic, open_water_mask
+    from empirical_seaice.products.open_water_filter import filter_sic, open_water_mask, write_filtered_sic
 
     st = network.state
     sic = st.sic_array()
@@ -201,7 +202,7 @@ def _open_water_filtered(
     filtered = filter_sic(sic, mask)
     spd = getattr(data_cfg, "steps_per_day", 1) if data_cfg else 1
     jd = out.step_julian_day(obs.jd_origin, obs.stepstart, obs.nstep, st.nlag, spd)
-    path = out.write_seaice(
+    path = write_filtered_sic(
         out.output_path(output, "seaice_filtered", tag),
         filtered,
         jd,

@@ -1,0 +1,113 @@
+"""The gridded products of a run are readable by CDO: time is their first dimension, named ``time``,
+so that ``time(time)`` is a coordinate variable (CDO skips a variable whose first dimension is not
+its time: "Time must be the first dimension!"). The reference files keep the reference code's
+layout (``seaice`` (grid, lagstep), ``properties`` (grid, step, prop): tests/e2e/test_run.py).
+
+``seaice_ensemble_TAG.nc`` is written here by its writer from the trained run's SIC (the ensemble
+run itself is tests/e2e/test_ensemble.py's, which checks its dimensions too)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import warnings
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pytest
+import xarray as xr
+
+from empirical_seaice.io.ensemble_file import write_ensemble
+
+from .conftest import TAG
+
+PRODUCTS = {
+    # file stem: its SIC variable (what CDO must list and average), first, then the others CDO must read
+    "seaice_filtered": ("seaice",),
+    "classic_sic": ("nasa_team", "bootstrap", "nasa_team_amsr2"),
+    "ice_emis_grid": ("seaice", "ice_emis", "t_skin", "properties", "properties_obs_mean", "nobs_cell"),
+    "seaice_ensemble": ("seaice_mean", "seaice_spread", "seaice_spread_raw"),
+}
+TIME_DIMS = ("time", "step", "lagstep")
+
+
+@pytest.fixture(scope="module")
+def products(trained, tmp_path_factory) -> dict[str, Path]:
+    """stem -> path of each product file: the trained run's, and an ensemble file of two "members"."""
+    paths = {stem: trained.output / f"{stem}_{TAG}.nc" for stem in PRODUCTS if stem != "seaice_ensemble"}
+    with xr.open_dataset(trained.output / f"seaice_{TAG}.nc", decode_times=False) as ds:
+        sic, jd, lon, lat, nlag = ds["seaice"].values, ds["julian_day"].values, ds["lon"], ds["lat"], ds.nlag
+        members = [sic, np.clip(sic + 0.05, 0, 1)]
+        mean, spread = np.mean(members, axis=0), np.std(members, axis=0, ddof=1)
+        paths["seaice_ensemble"] = write_ensemble(
+            tmp_path_factory.mktemp("ens") / f"seaice_ensemble_{TAG}.nc", mean, spread, jd,
+            lon.values, lat.values, nlag=int(nlag), inflation=1.5,
+        )  # fmt: skip
+    return paths
+
+
+@pytest.mark.parametrize("stem", PRODUCTS)
+def test_every_product_has_time_first_and_a_time_coordinate(products, stem):
+    with xr.open_dataset(products[stem]) as ds:
+        assert "time" in ds.indexes, f"{stem}: time is not a coordinate variable"
+        assert ds["time"].dims == ("time",) and ds["time_bnds"].dims == ("time", "nv")
+        assert ds["julian_day"].dims == ("time",)
+        assert not {"step", "lagstep"} & set(ds.dims), (stem, dict(ds.sizes))
+        on_time = [str(n) for n, v in ds.data_vars.items() if set(v.dims) & set(TIME_DIMS)]
+        assert set(PRODUCTS[stem]) <= set(on_time)
+        for name in on_time:
+            v = ds[name]
+            assert v.dims[0] == "time", (stem, name, v.dims)
+            if "grid" in v.dims:
+                assert v.dims[1] == "grid", (stem, name, v.dims)
+
+
+def test_the_filtered_sic_is_the_trained_map_time_first_with_its_own_description(trained):
+    """The lag days are the first times (not filtered); the file says which filter was applied."""
+    with (
+        xr.open_dataset(trained.output / f"seaice_{TAG}.nc") as raw,
+        xr.open_dataset(trained.output / f"seaice_filtered_{TAG}.nc") as filt,
+    ):
+        a, b = raw["seaice"].values, filt["seaice"].values
+        assert b.shape == a.T.shape
+        nlag = int(raw.nlag)
+        np.testing.assert_array_equal(b[:nlag], a[:, :nlag].T)  # the lag columns, unfiltered
+        np.testing.assert_array_equal(filt["time"].values, raw["time"].values)
+        np.testing.assert_array_equal(filt["julian_day"].values, raw["julian_day"].values)
+        assert filt.attrs["title"] != raw.attrs["title"] and "open-water filter" in filt.attrs["title"]
+        assert filt.attrs["open_water_filter"].startswith("NASA Team gradient-ratio")
+        comment = filt["seaice"].attrs["comment"]
+        assert "GR(37V/19V) > 0.05" in comment and "0.3" in comment and "not filtered" in comment
+        assert int(filt.attrs["nlag"]) == nlag
+
+
+def _cdo(*args: str) -> str:
+    r = subprocess.run(["cdo", "-s", *args], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout + r.stderr
+
+
+@pytest.mark.skipif(shutil.which("cdo") is None, reason="cdo is not installed")
+@pytest.mark.parametrize("stem", PRODUCTS)
+def test_cdo_reads_every_product(products, stem, tmp_path):
+    """``cdo sinfon`` lists the data variables (none "skipped": CDO skips a variable whose first dimension is
+    not its time) and ``cdo fldmean`` gives the SIC's mean over the grid at each time."""
+    path = products[stem]
+    info = _cdo("sinfon", str(path))
+    assert "Time must be the first dimension" not in info, info
+    names = info.split()
+    for name in PRODUCTS[stem]:
+        assert name in names and f"skipped variable {name}!" not in info, (name, info)
+    sic = PRODUCTS[stem][0]
+    with xr.open_dataset(path) as ds:
+        want = ds[sic].values
+    mean = tmp_path / "fldmean.nc"
+    _cdo("fldmean", str(path), str(mean))
+    with netCDF4.Dataset(mean) as nc:
+        assert sic in nc.variables, list(nc.variables)
+        got = np.ma.filled(nc[sic][:], np.nan).astype(np.float64).reshape(want.shape[0])
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a time with no value (classic: no observation)
+        np.testing.assert_allclose(got, np.nanmean(want, axis=1), rtol=1e-5)
+    assert np.isfinite(got).any()
