@@ -525,7 +525,7 @@ def test_diagsonly_on_other_data_is_a_one_line_error(trained, tmp_path):
     r = run_cli(["--data", other, "--output", out, "--tag", TAG, "--diagsonly", "--no-progress"])
     assert r.code == 2
     (line,) = r.stderr.strip().splitlines()
-    assert "--modeltag: the trained model does not fit this data" in line
+    assert f"--diagsonly: model_{TAG}.pt was trained on other data" in line  # before any work
     assert sorted(p.name for p in out.iterdir()) == [f"model_{TAG}.pt"]
 
 
