@@ -47,7 +47,7 @@ def test_cli_writes_a_twin_and_prints_a_summary(tmp_path, capsys):
         jd = ds.variables["JULIAN_DAY"][:]
     # 2020-09-01's window: 21 UTC on 31 August (JD 2459093.375) to 21 UTC on 1 September
     assert jd.min() >= 2459093.375 and jd.max() < 2459094.375
-    assert not (tmp_path / "twin.partial").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["twin"]  # no partial directory left
 
 
 def test_cli_refuses_a_non_empty_output(tmp_path, capsys):
@@ -106,8 +106,10 @@ def test_presets_sizes():
 
 
 def test_overwrite_replaces_output(tmp_path):
+    """--overwrite replaces a twin (its truth/config.json), with whatever else was put in it."""
     out = tmp_path / "o"
-    out.mkdir()
+    (out / "truth").mkdir(parents=True)
+    (out / "truth" / "config.json").write_text("{}")
     (out / "old.txt").write_text("")
     generate_twin(get_twin_preset("tiny", days=1, sensors=("amsr2",)), out, overwrite=True)
     assert not (out / "old.txt").exists() and (out / "amsr2").is_dir()
@@ -204,7 +206,40 @@ def test_failure_leaves_no_partial_output(tmp_path, monkeypatch):
     monkeypatch.setattr(gen, "write_truth", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         generate_twin(get_twin_preset("tiny", days=1, sensors=("amsr2",)), tmp_path / "o")
-    assert not (tmp_path / "o").exists() and not (tmp_path / "o.partial").exists()
+    assert list(tmp_path.iterdir()) == []  # neither the twin nor its partial directory
+
+
+def test_the_twin_never_removes_a_directory_of_the_user(tmp_path, capsys):
+    """``NAME.partial`` beside the output is the user's (it was removed whatever it held), and
+    ``--overwrite`` replaces a twin only (it emptied any directory); ``.``, a NaN noise, a negative seed,
+    a year training cannot read and a mistyped --days are one-line errors (a traceback, a twin of NaN
+    TBs, a twin training refuses, hours of work before)."""
+    mine = tmp_path / "x.partial"
+    mine.mkdir()
+    (mine / "mine.txt").write_text("precious")
+    assert main(["--output", str(tmp_path / "x"), "--preset", "tiny", "--days", "1", "--sensors", "amsr2"]) == 0
+    assert (mine / "mine.txt").read_text() == "precious" and (tmp_path / "x" / "truth" / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x", "x.partial"]
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("important")
+    capsys.readouterr()
+    cases = [
+        (["--output", str(notes), "--overwrite"], "--overwrite: " + str(notes) + " holds no twin"),
+        (["--output", "."], "is the current directory"),
+        (["--output", str(tmp_path / "n"), "--noise-scale", "nan"], "--noise-scale: must be a number >= 0"),
+        (["--output", str(tmp_path / "n"), "--seed", "-5"], "--seed: must be >= 0"),
+        (["--output", str(tmp_path / "n"), "--start-date", "1800-01-01"], "--start-date: expected a day of 1970"),
+        (["--output", str(tmp_path / "n"), "--days", "100000"], "--days: expected 1 to 3660"),
+    ]
+    for argv, words in cases:
+        assert main(["--preset", "tiny", "--days", "1", *argv]) == 2, argv  # the last --days wins
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1, (argv, err)
+    assert (notes / "notes.txt").read_text() == "important" and not (tmp_path / "n").exists()
+    # --overwrite replaces a twin
+    assert main(["--output", str(tmp_path / "x"), "--preset", "tiny", "--days", "1", "--overwrite"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes", "x", "x.partial"]
 
 
 def test_every_sensor_alone_has_the_same_step_origin(tiny_twin):

@@ -13,8 +13,8 @@ truth maps are kept in memory.
 SIC seen by an observation: the daily truth ``C[g(i), t(i)]`` of the
 observation's 21 UTC window (no lag mixing, no intra-day change).
 
-Output layout (under ``output``, written to ``output.partial`` and renamed
-at the end so a half-written twin never looks complete):
+Output layout (under ``output``, written to ``.NAME.partial-PID`` beside it and renamed
+at the end so a half-written twin never looks complete; ``--overwrite`` replaces only a twin):
 
 - ``<sensor>/field_twin_<FIELD>.nc``: layout C (see :mod:`.writer`);
 - ``ifs_seaice_initials_twin.nc``: ``SEAICE`` (ngrid, ndays + 1), background SIC
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -160,22 +161,13 @@ def generate_twin(config: TwinConfig, output: Path, overwrite: bool = False) -> 
     Raises
     ------
     SeaIceError
-        ``output`` exists and is not empty (and ``overwrite`` is False), or
-        is a file.
+        ``output`` is the current directory or a file, or exists and is not empty (and ``overwrite`` is
+        False, or it holds no twin: ``--overwrite`` replaces a twin, never another directory).
     """
     t_start = time.perf_counter()
     output = Path(output)
-    if output.exists():
-        if not output.is_dir():
-            raise SeaIceError(f"--output: {output} exists and is not a directory")
-        if any(output.iterdir()) and not overwrite:
-            raise SeaIceError(
-                f"--output: directory {output} exists and is not empty; choose another or pass --overwrite"
-            )
-    partial = output.with_name(output.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    _check_output(output, overwrite)
+    partial = _partial_dir(output)
 
     try:
         summary = _generate(config, output, partial)
@@ -185,6 +177,42 @@ def generate_twin(config: TwinConfig, output: Path, overwrite: bool = False) -> 
     summary.seconds = time.perf_counter() - t_start
     log.info("%s", summary)
     return summary
+
+
+def _check_output(output: Path, overwrite: bool) -> None:
+    """``output`` may be written: a new or empty directory, or (``overwrite``) a twin's."""
+    if output.resolve() == Path.cwd().resolve() or not output.resolve().name:
+        raise SeaIceError(f"--output: {output} is the current directory; give a directory to create, e.g. twin")
+    if not output.exists():
+        return
+    if not output.is_dir():
+        raise SeaIceError(f"--output: {output} exists and is not a directory")
+    if not any(output.iterdir()):
+        return
+    if not overwrite:
+        raise SeaIceError(f"--output: directory {output} exists and is not empty; choose another or pass --overwrite")
+    if not (output / TRUTH_DIR / "config.json").is_file():
+        raise SeaIceError(
+            f"--overwrite: {output} holds no twin ({TRUTH_DIR}/config.json), so it is not emptied; "
+            "choose another --output"
+        )
+
+
+def _partial_dir(output: Path) -> Path:
+    """The directory the twin is written to before it is renamed ``output``: ``.NAME.partial-PID`` beside
+    it (never a directory of the user's: ``NAME.partial`` was removed whatever it held); those of this
+    name whose process is gone (killed runs) are removed."""
+    from empirical_seaice.io.transaction import pid_alive
+
+    parent = output.resolve().parent
+    prefix = f".{output.resolve().name}.partial-"
+    for p in parent.glob(f"{prefix}*"):
+        pid = p.name.removeprefix(prefix)
+        if pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
+            shutil.rmtree(p, ignore_errors=True)
+    partial = parent / f"{prefix}{os.getpid()}"
+    partial.mkdir(parents=True)
+    return partial
 
 
 def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:

@@ -16,6 +16,9 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.sensors import load_catalogue
 from empirical_seaice.twin.grid import HEMISPHERES
 
+MAX_DAYS = 3660
+"""The longest twin (ten years): ``--days`` beyond it is a mistyped number, not a twin to wait hours for."""
+
 
 @dataclass(frozen=True)
 class TwinConfig:
@@ -62,8 +65,6 @@ class TwinConfig:
         self._check_realism()
         if self.hemisphere not in HEMISPHERES:
             raise SeaIceError(f"--hemisphere: expected one of {', '.join(HEMISPHERES)}, got {self.hemisphere!r}")
-        if self.days < 1:
-            raise SeaIceError(f"--days: must be >= 1, got {self.days}")
         if not self.sensors:
             raise SeaIceError("--sensors: give at least one sensor")
         catalogue = load_catalogue(self.sensor_catalogue)
@@ -71,14 +72,23 @@ class TwinConfig:
             catalogue.sensor(s)
         if len(set(self.sensors)) != len(self.sensors):
             raise SeaIceError(f"--sensors: a sensor is given twice in {' '.join(self.sensors)}")
-        if not 0.0 < self.keep_fraction <= 1.0:
-            raise SeaIceError(f"keep_fraction: expected (0, 1], got {self.keep_fraction}")
-        if self.noise_scale < 0.0:
-            raise SeaIceError(f"--noise-scale: must be >= 0, got {self.noise_scale}")
+        self._check_numbers()
         try:
-            _dt.date.fromisoformat(self.start_date)
+            start = _dt.date.fromisoformat(self.start_date)
         except (TypeError, ValueError):
             raise SeaIceError(f"--start-date: expected YYYY-MM-DD, got {self.start_date!r}") from None
+        if not 1970 <= start.year <= 2090:  # the training reads Julian days of 1970-2100 only
+            raise SeaIceError(f"--start-date: expected a day of 1970-2090 (what training reads), got {self.start_date}")
+
+    def _check_numbers(self) -> None:
+        if not 1 <= self.days <= MAX_DAYS:
+            raise SeaIceError(f"--days: expected 1 to {MAX_DAYS} (ten years), got {self.days}")
+        if not 0.0 < self.keep_fraction <= 1.0:
+            raise SeaIceError(f"keep_fraction: expected (0, 1], got {self.keep_fraction}")
+        if not self.noise_scale >= 0.0:  # NaN too (a twin of NaN TBs)
+            raise SeaIceError(f"--noise-scale: must be a number >= 0, got {self.noise_scale}")
+        if self.seed < 0:
+            raise SeaIceError(f"--seed: must be >= 0, got {self.seed}")
 
     def _check_realism(self) -> None:
         from empirical_seaice.twin.ice_literature import ICE_MODELS
