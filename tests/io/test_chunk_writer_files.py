@@ -65,12 +65,11 @@ def test_streamed_chunks_equal_the_library_file(case, tmp_path, monkeypatch, blo
             f_tb.write("tb", start, masked(tb[sl], obs.mask[sl]))
             f_obs.write("tb", start, masked(obs.tb_obs_k[sl], obs.mask[sl]))
     o.write_properties_obs(fast / "properties_obs_t.nc", tb[:, :2])  # write_dataset: whole arrays
-    # tb of both files (3 chunks each), tbobs' 7 per-observation variables the chunk writer can write
-    # and the properties (1 each); tbobs' int16 "sensor" (named like the sensor dimension, which
-    # _direct_variables leaves to the netCDF library) goes the library's way
+    # tb of both files (3 chunks each), tbobs' 8 per-observation variables (isensor among them: named
+    # "sensor" like the sensor dimension before, it went the netCDF library's way) and the properties
     assert cf.chunks_for((NOBS, obs.nchan), 4)[0] == 18_724
     assert cf.chunks_for((NOBS, obs.nchan), 4, by_column=True)[0] == 56_172
-    assert len(calls) == 3 + 3 + 7 + 1
+    assert len(calls) == 3 + 3 + 8 + 1
     for name in ("tbsim_t.nc", "tbobs_t.nc", "properties_obs_t.nc"):
         _same(tmp_path / "lib" / name, fast / name)
     # the TBs one channel a chunk (cf.by_channel): 3 rows of chunks of 14 channels, every one written

@@ -102,7 +102,7 @@ def configs_from_dict(d: dict[str, Any]) -> tuple[DataConfig, ModelConfig, CostC
 def run_identity(obs: Observations, model: ModelConfig, cost: CostConfig, training: TrainingConfig) -> dict[str, Any]:
     """What a ``--resume`` checkpoint must match (stored in the trainer's checkpoint): the data's content,
     the period, the model, the cost and every training option that changes what is trained (not
-    ``--nepochs``, which may grow, nor the threads, the device or the fused step's implementation)
+    ``--nepochs``, nor the threads, the device or the fused step's implementation)
     (:func:`empirical_seaice.training.checkpoint.check_identity`). Before 2026-12-03 the batch order,
     the learning-rate schedule, the priors' scheme, early stopping and ``--reproducible`` were not
     compared: a resume with another value finished the training with it and recorded only it."""

@@ -409,6 +409,8 @@ def _train(plan: RunPlan, built, split, generator, identity, display: RunProgres
     t1 = time.perf_counter()
     with interrupt.training():
         history = trainer.fit(resume=plan.resume)
+        if history.nepochs > plan.train_cfg.nepochs:  # resumed with fewer epochs than trained: record the truth
+            plan.train_cfg = replace(plan.train_cfg, nepochs=history.nepochs)
         plan.trained = True  # a signal held back by the last checkpoint's write is raised next, with the advice
     result.train_seconds = time.perf_counter() - t1
     result.history = history

@@ -11,6 +11,7 @@ options (:func:`check_identity`, with the run identity of
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -175,12 +176,12 @@ def restore_trainer(trainer: Any, path: Path, state: Mapping[str, Any]) -> None:
     trainer.history = TrainingHistory.from_state(state["history"])
     trainer.generator.set_state(state["generator"].cpu())
     trainer.epoch = int(state["epoch"])
-    if trainer.epoch > trainer.config.nepochs:  # the model holds more epochs than this run would record
-        raise SeaIceError(
-            f"--nepochs {trainer.config.nepochs}: checkpoint {path} has trained {trainer.epoch} "
-            f"epoch{'s' if trainer.epoch != 1 else ''} already; "
-            f"resume with --nepochs {trainer.epoch} or more, or train without --resume"
-        )
+    if trainer.epoch > trainer.config.nepochs:  # a long run stopped early: its outputs, from what it trained
+        logging.getLogger(__name__).warning(
+            "--nepochs %d: checkpoint %s has trained %d epochs already: no more training; the outputs are "
+            "those of its %d epochs (and say so)",
+            trainer.config.nepochs, path, trainer.epoch, trainer.epoch,
+        )  # fmt: skip
     trainer._best_cost = float(state["best_cost"])
     trainer._best_state = state["best_state"]
     trainer._best_is_current = bool(state.get("best_is_current", False))  # absent before: a copy in best_state

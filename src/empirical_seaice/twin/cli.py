@@ -65,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("smrt", "literature"),
         help="ice emissivity: the SMRT table (default) or published mean spectra",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace the twin in a non-empty output directory (never another directory)")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the twin in the output directory (never another directory)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return p
 
