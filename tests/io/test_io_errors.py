@@ -348,6 +348,34 @@ def test_lon_lat_wrong_length(dataset, var):
         _raises(ds.config, "ifs_seaice_initials_test.nc", "variable SEAICE expected ngrid=5", f"got shape ({NGRID}, 5)")
 
 
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("lat_nan", "variable LAT: 1 of 12 values missing or outside [-90, 90] (e.g. nan)"),
+        ("lat_plus_100", "variable LAT: 12 of 12 values missing or outside [-90, 90]"),
+        ("swapped", "variable LAT:"),
+        ("radians", "variable LAT: every value within +-1.5708, radians?"),
+        ("lon_inf", "variable LON: 1 of 12 values missing or outside [-360, 360] (e.g. nan)"),
+    ],
+)
+def test_grid_coordinates_not_in_degrees_are_one_line_errors(dataset, case, words):
+    """A NaN, out-of-range, swapped or radian LAT / LON is refused naming the file and variable (before:
+    taken as they were; a NaN latitude gave the Bootstrap algorithm the southern tie points and every
+    output file the bad coordinates)."""
+    ds = dataset("C")
+    lon, lat = ds.background["lon"].astype(np.float64), ds.background["lat"].astype(np.float64)
+    assert lon.size == NGRID == 12 and np.abs(lon).max() > 90  # the swap puts longitudes beyond 90 into LAT
+    lon, lat = {
+        "lat_nan": (lon, np.r_[np.nan, lat[1:]]),
+        "lat_plus_100": (lon, lat + 100.0),
+        "swapped": (lat, lon),
+        "radians": (np.radians(lon), np.radians(lat)),
+        "lon_inf": (np.r_[lon[:-1], np.inf], lat),
+    }[case]
+    write_backgrounds(ds.root, ds.background["sic"], ds.background["t_skin_map_k"], lon=lon, lat=lat)
+    _raises(ds.config, "ifs_tsfc_test_dailyx.nc", words)
+
+
 def test_sic_in_percent_is_mostly_out_of_range(dataset):
     ds = dataset("C")
     write_backgrounds(ds.root, ds.background["sic"] * 100 + 2, ds.background["t_skin_map_k"])

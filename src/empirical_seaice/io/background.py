@@ -194,6 +194,7 @@ def read_background(
         tmap[bad] = fill
     if lat is not None and lat.shape != (shape.ngrid,):
         raise SeaIceError(f"{tsfc_path}: variable LAT expected shape ({shape.ngrid},), got {lat.shape}")
+    check_lonlat(lon, lat, tsfc_path)
     return BackgroundMaps(
         sic=np.ascontiguousarray(sic, dtype=np.float32),
         t_skin_map_k=np.ascontiguousarray(tmap, dtype=np.float32),
@@ -203,4 +204,32 @@ def read_background(
     )
 
 
-__all__ = ["BackgroundShape", "background_shape", "read_background", "SIC_VARIABLES"]
+def check_lonlat(lon: np.ndarray | None, lat: np.ndarray | None, path: Path, names=("LON", "LAT")) -> None:
+    """The grid points' coordinates in degrees: every latitude finite within [-90, 90], every longitude
+    finite within [-360, 360], and latitudes not all within +-pi/2 (radians: a sea ice grid reaches
+    poleward of 40 degrees). Before, any values were taken: a NaN latitude gave the Bootstrap algorithm
+    the southern tie points, swapped or radian coordinates went into every output file.
+
+    Raises
+    ------
+    SeaIceError
+        Naming the file, the variable, how many values and one of them.
+    """
+    for name, values, limit in ((names[0], lon, 360.0), (names[1], lat, 90.0)):
+        if values is None:
+            continue
+        bad = ~np.isfinite(values) | (np.abs(values) > limit)
+        if bad.any():
+            raise SeaIceError(
+                f"{path}: variable {name}: {int(bad.sum())} of {values.size} values missing or outside "
+                f"[-{limit:g}, {limit:g}] (e.g. {float(values[bad][0]):g}); give each grid point's "
+                f"{'latitude' if name.lower() == 'lat' else 'longitude'} in degrees"
+            )
+    if lat is not None and lat.size > 1 and float(np.max(np.abs(lat))) <= np.pi / 2:
+        raise SeaIceError(
+            f"{path}: variable {names[1]}: every value within +-{np.pi / 2:.4f}, radians? give the latitudes "
+            "in degrees (a sea ice grid reaches poleward of 40 degrees)"
+        )
+
+
+__all__ = ["BackgroundShape", "background_shape", "read_background", "check_lonlat", "SIC_VARIABLES"]

@@ -55,7 +55,7 @@ from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cache as _cache
 from empirical_seaice.io._netcdf import as_float, get_variable, open_dataset
-from empirical_seaice.io.background import background_shape, read_background
+from empirical_seaice.io.background import background_shape, check_lonlat, read_background
 from empirical_seaice.io.layouts import DataFiles, find_data_files
 from empirical_seaice.io.per_channel import channel_arrays, read_per_channel
 from empirical_seaice.io.per_observation import (
@@ -96,6 +96,7 @@ def _apply_grid_file(background: BackgroundMaps, path: Path | None) -> None:
                     f"the background files), got {arr.shape}"
                 )
             values[name] = arr
+    check_lonlat(values["lon"], values["lat"], path, ("lon", "lat"))
     if background.lon is None:
         background.lon = values["lon"]
     if background.lat is None:
