@@ -388,3 +388,20 @@ def test_tsfc_map_mostly_missing(dataset):
     tmap[: NGRID - 2] = np.nan
     write_backgrounds(ds.root, ds.background["sic"], tmap)
     _raises(ds.config, "ifs_tsfc_test_dailyx.nc", "variable TSFC mostly missing")
+
+
+def test_a_variable_of_text_is_a_one_line_error(dataset, tmp_path):
+    """A per-observation field stored as text (a value "warm" gave a traceback; "271.84" was taken)."""
+    import netCDF4
+
+    ds = dataset("C")
+    (path,) = (ds.root / "amsr2").glob("*TSFC.nc")
+    with netCDF4.Dataset(path) as nc:
+        (dim,) = nc["TSFC"].dimensions
+        values = nc["TSFC"][:]
+    with netCDF4.Dataset(path, "w") as nc:
+        nc.createDimension(dim, len(values))
+        v = nc.createVariable("TSFC", str, (dim,))
+        for i, t in enumerate(values):
+            v[i] = "warm" if i % 2 else f"{t:.2f}"
+    _raises(ds.config, "TSFC.nc", "variable TSFC holds text")

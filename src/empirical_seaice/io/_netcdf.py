@@ -63,7 +63,9 @@ def variable_names(ds) -> list[str]:
 
 
 def get_variable(ds, path: Path, names: tuple[str, ...] | str):
-    """The first variable of ``names`` present in ``ds``, else SeaIceError.
+    """The first variable of ``names`` present in ``ds``, else SeaIceError; one that holds text, not
+    numbers, is a SeaIceError too (it gave a traceback where a value was no number, and numbers written as
+    text were taken).
 
     Returns ``(variable, name)``.
     """
@@ -71,7 +73,10 @@ def get_variable(ds, path: Path, names: tuple[str, ...] | str):
         names = (names,)
     for name in names:
         if name in ds.variables:
-            return ds.variables[name], name
+            var = ds.variables[name]
+            if var.dtype is str or np.dtype(var.dtype).kind in "OSU":
+                raise SeaIceError(f"{path}: variable {name} holds text ({var.dtype}); expected numbers")
+            return var, name
     have = ", ".join(variable_names(ds)) or "none"
     want = " or ".join(names)
     raise SeaIceError(f"{path}: variable {want} not found (variables in file: {have})")
