@@ -405,3 +405,26 @@ def test_a_variable_of_text_is_a_one_line_error(dataset, tmp_path):
         for i, t in enumerate(values):
             v[i] = "warm" if i % 2 else f"{t:.2f}"
     _raises(ds.config, "TSFC.nc", "variable TSFC holds text")
+
+
+def test_dropping_or_replacing_more_than_a_percent_is_a_warning(dataset, caplog):
+    """A third of a sensor's grid indices missing, or of the background skin temperatures, is a warning at
+    the default level (before: a line at -v only); none missing gives no such warning."""
+
+    def third_missing(sensor, fields):
+        fields["IGRID"][::3] = -1
+
+    ds = dataset("C", edit=third_missing)
+    tmap = ds.background["t_skin_map_k"].copy()
+    tmap[: NGRID // 3] = 1e30
+    write_backgrounds(ds.root, ds.background["sic"], tmap, lon=ds.background["lon"], lat=ds.background["lat"])
+    with caplog.at_level("WARNING", logger="empirical_seaice"):
+        read_training_data(ds.config, NLAG)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("sensor amsr2:" in m and "dropped for invalid per-observation fields" in m for m in warned), warned
+    assert any("skin temperatures missing or out of range, set to their mean" in m for m in warned), warned
+    caplog.clear()
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        read_training_data(dataset("C").config, NLAG)
+    assert [r for r in caplog.records if "dropped for invalid" in r.getMessage()]  # said at -v
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -29,6 +29,7 @@ import numpy as np
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io._netcdf import as_float, get_variable, open_dataset
+from empirical_seaice.io.validity import MOSTLY, log_dropped
 from empirical_seaice.observations import BackgroundMaps
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 SIC_VARIABLES = ("SEAICE", "seaice")
 SIC_RANGE = (0.0, 1.0)
 TSFC_RANGE = (180.0, 340.0)
-MOSTLY = 0.5
-"""A field with more than this fraction of missing or out-of-range values is an error."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +176,9 @@ def read_background(
             sic = np.ascontiguousarray(block[:, cols - cols[0]])
     missing, out = _clean(sic, *SIC_RANGE, seaice_path, sname, "(fraction 0..1)")
     if missing.any():
-        log.info("%s: %d missing SIC values set to 0", seaice_path, int(missing.sum()))
+        log_dropped(
+            log, int(missing.sum()), sic.size, "%s: %d missing SIC values set to 0", seaice_path, int(missing.sum())
+        )
     sic[missing] = 0.0
     np.clip(sic, *SIC_RANGE, out=sic)
 
@@ -190,7 +191,11 @@ def read_background(
     bad = missing | out
     if bad.any():
         fill = float(tmap[~bad].mean()) if (~bad).any() else 271.35
-        log.info("%s: %d missing or out-of-range skin temperatures set to %.2f K", tsfc_path, int(bad.sum()), fill)
+        log_dropped(
+            log, int(bad.sum()), tmap.size,
+            "%s: %d of %d skin temperatures missing or out of range, set to their mean %.2f K",
+            tsfc_path, int(bad.sum()), tmap.size, fill,
+        )  # fmt: skip
         tmap[bad] = fill
     if lat is not None and lat.shape != (shape.ngrid,):
         raise SeaIceError(f"{tsfc_path}: variable LAT expected shape ({shape.ngrid},), got {lat.shape}")

@@ -20,7 +20,7 @@ from empirical_seaice.io._netcdf import open_dataset
 from empirical_seaice.io.layouts import DataFiles, SensorFiles
 from empirical_seaice.io.period import SENSOR_LOSS_FRACTION, check_convention
 from empirical_seaice.io.sensor_read import SensorRead, read_1d
-from empirical_seaice.io.validity import MOSTLY, FieldStats, classify
+from empirical_seaice.io.validity import MOSTLY, FieldStats, classify, log_dropped
 from empirical_seaice.observations import step_index
 
 log = logging.getLogger(__name__)
@@ -210,14 +210,13 @@ def select_observations(
             r.zenith_deg = r.zenith_deg[r.keep]
         r.julian_day = r.julian_day[r.keep]
     r.in_period = np.zeros(0, dtype=bool)
-    dropped = n - r.keep.size - int((~in_period).sum())
-    log.info(
-        "sensor %s: %d observations in file, %d in the period, %d dropped for invalid per-observation fields",
-        sf.sensor.name,
-        n,
-        int(in_period.sum()),
-        max(dropped, 0),
-    )
+    dropped = max(n - r.keep.size - int((~in_period).sum()), 0)
+    log_dropped(
+        log, dropped, int(in_period.sum()),
+        "sensor %s: %d observations in file, %d in the period, %d dropped for invalid per-observation fields "
+        "(grid index, skin temperature, wind, cloud or angle missing or out of range)",
+        sf.sensor.name, n, int(in_period.sum()), dropped,
+    )  # fmt: skip
 
 
 def _read_grid_index(sf: SensorFiles, gname: str, n: int, ngrid: int, background_name: str):

@@ -10,6 +10,7 @@ an error naming the file and the variable (:class:`FieldStats`).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,18 @@ from empirical_seaice.io._netcdf import invalid_float
 
 MOSTLY = 0.5
 """A field with more than this fraction of missing or out-of-range values is an error."""
+
+NOTABLE = 0.01
+"""Observations dropped, or background values replaced, beyond this fraction are a warning (below it a
+line at ``-v``): a third of a sensor's grid indices missing passed silently before."""
+
+
+def log_dropped(log, count: int, total: int, message: str, *args) -> None:
+    """``message % args`` as a warning where ``count`` is more than :data:`NOTABLE` of ``total``, else at
+    info level."""
+    level = logging.WARNING if total and count > NOTABLE * total else logging.INFO
+    log.log(level, message, *args)
+
 
 # the ranges of docs/data-format.md: (low, high, units); a small tolerance absorbs rounding.
 RANGES: dict[str, tuple[float, float, str]] = {
