@@ -222,3 +222,20 @@ def test_a_missing_and_a_stray_time_are_dropped_and_the_other_steps_kept(dataset
     assert obs.jd_origin == D0
     np.testing.assert_array_equal(obs.istep, np.floor(days[kept] - D0 - 0.375).astype(np.int64))
     assert set(np.unique(obs.istep)) == {0, 1, 2, 3}
+
+
+def test_a_later_start_date_says_how_the_background_files_are_read(dataset, caplog):
+    """--start-date after the data's first day drops the earlier observations, and the warning says that
+    column 0 of the background files is taken as that day (it silently paired the files' first day with
+    the later start: maps off by that many days) and how to skip days of files that start earlier."""
+    import dataclasses
+
+    from empirical_seaice.products.export import julian_day_to_iso
+
+    days = [D0 + 0.5, D0 + 1.5, D0 + 2.5, D0 + 3.5, D0 + 3.6]
+    ds = dataset("B", nobs=5, edit=_with_days(days))
+    start = julian_day_to_iso(D0 + 2.0)
+    with caplog.at_level("WARNING"):
+        read_training_data(dataclasses.replace(ds.config, start_date=start, nsteps=2), 1)
+    assert f"before the first 21 UTC window of --start-date {start} (column 0 of the background files" in caplog.text
+    assert "skip days with --stepstart" in caplog.text

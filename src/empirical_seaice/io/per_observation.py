@@ -150,7 +150,10 @@ def place_in_period(r: SensorRead, config: DataConfig, jd_origin: float, nsteps:
             "sensor %s: %d observations before the first 21 UTC window%s dropped",
             sf.sensor.name,
             early,
-            f" of --start-date {config.start_date}" if config.start_date else "",
+            f" of --start-date {config.start_date} (column 0 of the background files is taken as that day: "
+            "for files that start earlier, give their first day as --start-date and skip days with --stepstart)"
+            if config.start_date
+            else "",
         )
     r.in_period = ok & (istep_int >= config.stepstart) & (istep_int < config.stepstart + nsteps)
     late = int((ok & (istep_int >= nstep_total_bg)).sum())
