@@ -428,3 +428,33 @@ def test_dropping_or_replacing_more_than_a_percent_is_a_warning(dataset, caplog)
         read_training_data(dataset("C").config, NLAG)
     assert [r for r in caplog.records if "dropped for invalid" in r.getMessage()]  # said at -v
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_background_files_of_different_days_name_both(dataset):
+    """A skin-temperature file two days short: the message names both files and what each holds (it
+    named the SIC file alone, with the shape the other file implied)."""
+    ds = dataset("C")
+    write_backgrounds(ds.root, ds.background["sic"], ds.background["t_skin_map_k"][:, :2], lon=ds.background["lon"])
+    _raises(
+        ds.config,
+        "ifs_seaice_initials_test.nc and ifs_tsfc_test_dailyx.nc do not cover the same days",
+        f"SEAICE has {NSTEP + NLAG} columns, TSFC 2 days; expected 3 (the days + nlag=1), 2 or one column",
+    )
+
+
+def test_an_unreadable_sensor_directory_says_so(dataset, monkeypatch):
+    """A sensor directory that cannot be listed (permission denied) is named as such (it was "no
+    *JULIAN_DAY.nc file found": glob takes an unreadable directory for an empty one). Root reads any
+    directory, so the refusal is simulated."""
+    import os
+
+    ds = dataset("C", sensors=("amsr2", "gmi"))
+    listdir = os.listdir
+
+    def denied(path):
+        if str(path).endswith("gmi"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return listdir(path)
+
+    monkeypatch.setattr(os, "listdir", denied)
+    _raises(ds.config, "gmi: cannot list the directory (permission denied); make it readable")

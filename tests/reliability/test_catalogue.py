@@ -245,9 +245,15 @@ OVER_GOOD_CASES = [
     (
         "resume-other-sensors",
         ["--resume", "--sensors", "amsr2", "gmi"],
-        ["--resume", "another training data", "train without --resume"],
+        ["--resume", "another sensors (--sensors)", "train without --resume"],
     ),
-    ("resume-other-model", ["--resume", "--model", "v1", "--sensors", "amsr2", "gmi", "ssmisf17"], ["--resume"]),
+    (
+        "resume-other-model",
+        ["--resume", "--model", "v1", "--sensors", "amsr2", "gmi", "ssmisf17"],
+        ["--resume", "another model (--model"],
+    ),
+    # another --model alone reads other files too (v1: AMSR2 only): the model is named, not the data
+    ("resume-other-model-alone", ["--resume", "--model", "v1"], ["--resume", "another model (--model"]),
     ("resume-other-seed", ["--resume", "--seed", "3"], ["--resume", "another --seed: 0 then, 3 now"]),
     ("resume-other-batch", ["--resume", "--batchsize", "128"], ["--resume", "another --batchsize: 256 then, 128 now"]),
     # every training option that changes what is trained (before: accepted, the rest trained with the new

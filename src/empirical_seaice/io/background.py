@@ -106,10 +106,11 @@ def background_shape(seaice_path: Path, tsfc_path: Path, nlag: int) -> Backgroun
     elif sshape[1] == nstep_total:
         kind = "padded"
     else:
+        hint = _transposed_hint(sshape, ngrid)
         raise SeaIceError(
-            f"{seaice_path}: variable {sname} expected shape ({ngrid}, {nstep_total + nlag}) "
-            f"(nstep={nstep_total} of {tsfc_path.name} + nlag={nlag}), ({ngrid}, {nstep_total}) or ({ngrid},), "
-            f"got {sshape}{_transposed_hint(sshape, ngrid)}"
+            f"{seaice_path.name} and {tsfc_path.name} do not cover the same days: {sname} has {sshape[1]} columns, "
+            f"TSFC {nstep_total} days; expected {nstep_total + nlag} (the days + nlag={nlag}), {nstep_total} or "
+            f"one column{hint} (in {seaice_path.parent})"
         )
     return BackgroundShape(ngrid, nstep_total, kind)
 

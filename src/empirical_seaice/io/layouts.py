@@ -19,6 +19,7 @@ description (``lon``, ``lat`` per grid point, as the v2 reference reads it) is
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,7 +109,13 @@ class DataFiles:
 
 
 def _layout_b_prefix(directory: Path, what: str) -> str:
-    hits = sorted(directory.glob("*JULIAN_DAY.nc"))
+    try:
+        names = os.listdir(directory)  # glob() takes an unreadable directory for an empty one
+    except PermissionError:
+        raise SeaIceError(f"{directory}: cannot list the directory (permission denied); make it readable") from None
+    except OSError:
+        names = []
+    hits = sorted(directory / n for n in names if n.endswith("JULIAN_DAY.nc"))
     if not hits:
         raise SeaIceError(
             f"{directory}: no *JULIAN_DAY.nc file found for {what} (expected layout-B files <prefix><FIELD>.nc)"

@@ -107,13 +107,13 @@ def run_identity(obs: Observations, model: ModelConfig, cost: CostConfig, traini
     the learning-rate schedule, the priors' scheme, early stopping and ``--reproducible`` were not
     compared: a resume with another value finished the training with it and recorded only it."""
     plain = configs_to_dict(DataConfig(data=Path(".")), model, cost, training, "")
-    return {
+    return {  # in the order a difference is named: the flags first (another --model reads other files too)
+        "model": config_hash(plain["model"]),
+        "sensors": list(obs.basis.sensor_names),
+        "cost": config_hash(plain["cost"]),
         "data": obs.source_digest,
         "period": [float(obs.jd_origin), int(obs.stepstart), int(obs.nstep)],
         "nobs": int(obs.nobs),
-        "sensors": list(obs.basis.sensor_names),
-        "model": config_hash(plain["model"]),
-        "cost": config_hash(plain["cost"]),
         "batch_size": None if training.batch_size is None else int(training.batch_size),
         "optimizer": training.optimizer,
         "learning_rate": None if training.learning_rate is None else float(training.learning_rate),
