@@ -71,9 +71,13 @@ def open_water_mask(obs, known: np.ndarray | None = None, done: Collection[int] 
 
 
 def filter_sic(sic: np.ndarray, mask: np.ndarray, max_sic: float = MAX_FILTERED_SIC) -> np.ndarray:
-    """``sic`` with the values below ``max_sic`` set to 0 where ``mask`` (same shapes)."""
+    """The SIC product of ``sic``: values below ``max_sic`` set to 0 where ``mask`` (same shapes), then every
+    value within [0, 1]. The trained state is bounded by a soft penalty only (``sic_range``: -0.01 to 1.01
+    on the demo twin, -0.06 to 1.05 for v1), which a sea ice area fraction product must not pass on: its
+    users sum areas and draw the ice edge at 0 (the classic algorithms' maps are clipped too). The trained
+    state itself, ``seaice_TAG.nc``, keeps its values."""
     sic = np.asarray(sic)
-    return np.where(mask & (sic < max_sic), np.zeros_like(sic), sic)
+    return np.clip(np.where(mask & (sic < max_sic), np.zeros_like(sic), sic), 0.0, 1.0)
 
 
 FILTER_NAME = (
@@ -117,7 +121,8 @@ def write_filtered_sic(
                 comment=(
                     f"the trained SIC of seaice_TAG.nc with the gradient-ratio open-water filter applied: values "
                     f"below {MAX_FILTERED_SIC:g} set to 0 where the day's mean observed TBs of a sensor give "
-                    f"GR(37V/19V) > {NT_GR3719_MAX:g} or GR(22V/19V) > {NT_GR2219_MAX:g}{lag}"
+                    f"GR(37V/19V) > {NT_GR3719_MAX:g} or GR(22V/19V) > {NT_GR2219_MAX:g}{lag}; then every value "
+                    "within [0, 1] (the trained state of seaice_TAG.nc is bounded by a soft penalty only)"
                 ),
                 **cf.STANDARD["sic"],
             ),
