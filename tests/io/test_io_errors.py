@@ -294,7 +294,7 @@ def test_negative_nlag(dataset):
 def test_sic_wrong_number_of_columns(dataset):
     ds = dataset("C")
     write_backgrounds(ds.root, np.zeros((NGRID, 7), np.float32), ds.background["t_skin_map_k"])
-    _raises(ds.config, "ifs_seaice_initials_test.nc", "variable SEAICE", f"({NGRID}, 5)", f"got ({NGRID}, 7)")
+    _raises(ds.config, "ifs_seaice_initials_test.nc and ifs_tsfc", "SEAICE has 7 columns", "expected 5 (the days")
 
 
 def test_sic_transposed(dataset):

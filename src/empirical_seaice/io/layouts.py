@@ -110,12 +110,12 @@ class DataFiles:
 
 def _layout_b_prefix(directory: Path, what: str) -> str:
     try:
-        names = os.listdir(directory)  # glob() takes an unreadable directory for an empty one
+        entries = os.listdir(directory)  # glob() takes an unreadable directory for an empty one
     except PermissionError:
         raise SeaIceError(f"{directory}: cannot list the directory (permission denied); make it readable") from None
     except OSError:
-        names = []
-    hits = sorted(directory / n for n in names if n.endswith("JULIAN_DAY.nc"))
+        entries = []
+    hits = sorted(directory / n for n in entries if n.endswith("JULIAN_DAY.nc"))
     if not hits:
         raise SeaIceError(
             f"{directory}: no *JULIAN_DAY.nc file found for {what} (expected layout-B files <prefix><FIELD>.nc)"
