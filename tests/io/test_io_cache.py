@@ -533,7 +533,7 @@ def _slow_counted_crc(monkeypatch, pages: int, tmp_path, name: str = "big.bin"):
         return zlib.crc32(data, value)
 
     monkeypatch.setattr(cache_mod, "_WINDOW", mmap.PAGESIZE)
-    monkeypatch.setattr(cache_mod, "_crc32", lambda: crc)
+    monkeypatch.setattr(cache_mod, "crc32_function", lambda: crc)
     return path, calls
 
 

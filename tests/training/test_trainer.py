@@ -577,3 +577,27 @@ def test_short_epochs_skip_the_epoch_end_checkpoint_but_not_the_last_nor_a_stop(
     resumed, hres, _ = _run(4, tmp_path / "c", resume=True)
     for k in full.state_dict():
         assert torch.equal(full.state_dict()[k], resumed.state_dict()[k]), k
+
+
+def test_a_damaged_checkpoint_is_refused_and_an_intact_one_resumes(tmp_path):
+    """A value of the optimiser's state changed after the checkpoint was written (a flipped bit on the disk):
+    --resume refuses in one line (before: resumed silently to other outputs, published as complete); the
+    intact checkpoint and one written before its checksum (none: not checked) still load."""
+    from empirical_seaice.training.checkpoint import DIGEST_KEY, read_checkpoint
+
+    row, x, y = make_toy(nobs=100)
+    net, data = build(row, x, y)
+    cfg = TrainingConfig(nepochs=1, batch_size=32, seed=0)
+    Trainer(net, data, cfg, np.arange(100), None, 100, checkpoint_dir=tmp_path, progress=False).fit()
+    path = tmp_path / CHECKPOINT_NAME
+    state = torch.load(path, weights_only=True)
+    assert isinstance(state[DIGEST_KEY], int) and DIGEST_KEY not in read_checkpoint(path)
+    first = next(v for v in state["optimizers"][0]["state"].values() if isinstance(v, dict))
+    name = next(k for k, v in first.items() if isinstance(v, torch.Tensor) and v.numel() > 1)
+    first[name].view(-1)[1] += 1e-3  # one value changed, the checksum as written
+    torch.save(state, path)
+    with pytest.raises(SeaIceError, match=r"checkpoint .* is damaged \(its content no longer matches its checksum\)"):
+        read_checkpoint(path)
+    del state[DIGEST_KEY]  # a checkpoint of an earlier version: no checksum, not checked
+    torch.save(state, path)
+    assert read_checkpoint(path)["epoch"] == 1

@@ -34,7 +34,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.observations import Observations
 from empirical_seaice.run.partition import PARTITION_NAME, Partition, Shard, partition_grid
 from empirical_seaice.run.ranks import RankContext, from_root
-from empirical_seaice.training.checkpoint import without_crc32
+from empirical_seaice.training.checkpoint import sealed, without_crc32
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def _reshard(ctx: RankContext, obs: Observations, ckpt_dir: Path, old: Partition
     target = name(ctx.rank, ctx.world_size)
     tmp = target.with_name(target.name + ".tmp")
     with without_crc32():
-        torch.save(mine, tmp)
+        torch.save(sealed(mine), tmp)
     tmp.replace(target)
     dist.barrier()
     if ctx.root:
