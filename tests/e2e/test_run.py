@@ -419,6 +419,14 @@ def test_a_failure_of_the_background_tbobs_writer_is_one_line_and_leaves_no_outp
         assert ds["tb"].shape[0] > 0 and np.isfinite(ds["tb"].values).any()
 
 
+def _held_out_run(twin_dir, output, tag: str):
+    """A one-epoch run holding a fifth of the observations out (tbobs written beside the held-out fit)."""
+    return run_cli(
+        ["--data", twin_dir, "--output", output, "--tag", tag, "--nepochs", "1", "--validation-fraction", "0.2"]
+        + ["--no-progress", "--device", "cpu"]
+    )
+
+
 def test_a_failure_of_the_held_out_fit_stops_the_background_tbobs_writer(twin_dir, tmp_path, monkeypatch):
     """The held-out fit fails while ``tbobs`` is written beside it: the writer is stopped and waited for
     (no thread left, no held file), the run's own error is the one reported."""
@@ -429,10 +437,7 @@ def test_a_failure_of_the_held_out_fit_stops_the_background_tbobs_writer(twin_di
 
     monkeypatch.setattr(held_out, "fit_held_out_state", failing)
     output = tmp_path / "out"
-    r = run_cli(
-        ["--data", twin_dir, "--output", output, "--tag", "h", "--nepochs", "1", "--validation-fraction", "0.2"]
-        + ["--no-progress", "--device", "cpu"]
-    )
+    r = _held_out_run(twin_dir, output, "h")
     assert r.code == 2, r.stderr
     (line,) = r.stderr.strip().splitlines()
     assert line == "seaice-training: error: the held-out fit failed here"
@@ -461,10 +466,7 @@ def test_a_signal_as_the_background_tbobs_writer_starts_stops_it(twin_dir, tmp_p
     monkeypatch.setattr(streamed.AheadOfFinalPass, "start", signal_in_start)
     monkeypatch.setattr(streamed, "_observed_rows", slow_rows)
     output = tmp_path / "out"
-    r = run_cli(
-        ["--data", twin_dir, "--output", output, "--tag", "s", "--nepochs", "1", "--validation-fraction", "0.2"]
-        + ["--no-progress", "--device", "cpu"]
-    )
+    r = _held_out_run(twin_dir, output, "s")
     assert r.code == 130, r.stderr
     assert not [t for t in threading.enumerate() if t.name == "final-pass-ahead"]
     left = sorted(str(p.relative_to(output)) for p in output.rglob("*"))

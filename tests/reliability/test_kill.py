@@ -54,6 +54,14 @@ def _rerun_cleans_up(twin: Path, output: Path, before_run: str, extra=()) -> Non
     assert leftovers(output) == []
 
 
+def _run_with_fault(twin: Path, output: Path, fault: str):
+    """A one-epoch run of the good tag into ``output`` with ``SEAICE_FAULT=fault``: (its result, its argv)."""
+    argv = ["--data", twin, "--output", output, "--tag", TAG, "--nepochs", "1", *FAST]
+    proc = start_cli(argv, SEAICE_FAULT=fault)
+    _, err = proc.communicate(timeout=300)
+    return type("R", (), {"code": proc.returncode, "stderr": err})(), argv
+
+
 def test_kill_during_training(twin, good_copy, untouched):
     before = set_state(good_copy)
     proc = start_cli(["--data", twin, "--output", good_copy, "--tag", TAG, *FAST, *LONG])
@@ -201,10 +209,7 @@ def test_a_signal_while_the_outputs_are_written_publishes_nothing_and_says_how_t
     exception was an ``Exception`` that the after-training handler took for a failure: it published a
     ``partial`` set and exited 2.)"""
     before = set_state(good_copy)
-    argv = ["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "1", *FAST]
-    proc = start_cli(argv, SEAICE_FAULT=f"write:16:{sig}")
-    _, err = proc.communicate(timeout=300)
-    r = type("R", (), {"code": proc.returncode, "stderr": err})()
+    r, argv = _run_with_fault(twin, good_copy, f"write:16:{sig}")
     # the 16th file write of this run falls in the final diagnostics, after training (its last checkpoint)
     msg = "rerun the same command with --resume to write the outputs without training again"
     assert_one_line_error(r, f"interrupted by {sig}", msg, code=code)
@@ -219,10 +224,7 @@ def test_a_signal_during_the_last_checkpoint_write_says_how_to_resume(twin, good
     checkpoint is finished, the run stops with 130 and the line says that --resume writes the outputs
     (before: a bare "interrupted by SIGINT", the trained state not mentioned)."""
     before = set_state(good_copy)
-    argv = ["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "1", *FAST]
-    proc = start_cli(argv, SEAICE_FAULT="write:2:SIGINT")
-    _, err = proc.communicate(timeout=300)
-    r = type("R", (), {"code": proc.returncode, "stderr": err})()
+    r, _ = _run_with_fault(twin, good_copy, "write:2:SIGINT")
     assert_one_line_error(r, "interrupted by SIGINT", "checkpoint.pt", "rerun the same command with --resume", code=130)
     assert set_state(good_copy) == before and leftovers(good_copy) == []
 
@@ -232,10 +234,7 @@ def test_a_signal_while_the_set_is_switched_says_that_it_was_published(twin, goo
     published; the run still stops with 143, and its line says that the outputs were published (before: a
     bare "interrupted by SIGTERM", which reads as "nothing written")."""
     before = set_state(good_copy)
-    argv = ["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "1", *FAST]
-    proc = start_cli(argv, SEAICE_FAULT="publish:1:SIGTERM")
-    _, err = proc.communicate(timeout=300)
-    r = type("R", (), {"code": proc.returncode, "stderr": err})()
+    r, _ = _run_with_fault(twin, good_copy, "publish:1:SIGTERM")
     assert_one_line_error(r, "interrupted by SIGTERM", "as the outputs were published", "are complete", code=143)
     assert set_state(good_copy)[0] != before[0] and leftovers(good_copy) == []
     assert txn.verify_set(good_copy, TAG) == []
