@@ -641,14 +641,15 @@ def test_other_optimisers_reach_the_cost_of_the_default(trained, twin_dir, tmp_p
 
 
 def test_open_water_filter_product(trained):
-    """seaice_filtered_TAG.nc: the trained map with only low concentrations zeroed, scored in the summary
-    (written time first: (time, grid), where seaice_TAG.nc is (grid, lagstep))."""
+    """seaice_filtered_TAG.nc: the trained map with only low concentrations zeroed and every value within
+    [0, 1], scored in the summary (written time first: (time, grid), where seaice_TAG.nc is (grid, lagstep))."""
     with _open(trained.output, "seaice") as raw, _open(trained.output, "seaice_filtered") as filt:
         a, b = raw["seaice"].values, filt["seaice"].values.T
         assert a.shape == b.shape
-    changed = a != b
-    assert changed.any()  # the tiny twin has open water the gradient ratio flags
-    assert np.all(b[changed] == 0.0) and np.all(a[changed] < 0.3)
+    zeroed = (b == 0.0) & (a > 0.0)
+    assert zeroed.any() and np.all(a[zeroed] < 0.3)  # the tiny twin has open water the gradient ratio flags
+    assert np.array_equal(b[~zeroed], np.clip(a[~zeroed], 0.0, 1.0))  # elsewhere the trained map, within [0, 1]
+    assert (a > 1.0).any() and b.max() <= 1.0 and b.min() >= 0.0  # the state passes 1 here; the product does not
     line = next(ln for ln in trained.stdout.splitlines() if "open-water filter" in ln)
     before, after = (float(x) for x in line.split(":")[1].split("(")[0].split("->"))
     assert after <= before + 1e-4

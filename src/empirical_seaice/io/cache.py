@@ -38,7 +38,6 @@ import os
 import shutil
 import tempfile
 import threading
-import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,7 @@ import numpy as np
 
 from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.io.transaction import LOCK_PREFIX, fault_point, pid_alive
+from empirical_seaice.io.transaction import LOCK_PREFIX, crc32_function, fault_point, pid_alive
 from empirical_seaice.io.transaction.atomic import start_write_out
 from empirical_seaice.memory import POPULATE_PIECE, glibc, populate_pages
 from empirical_seaice.observations import (
@@ -70,16 +69,6 @@ LOCK = ".lock"
 BG_FIELDS = ("sic", "t_skin_map_k", "lon", "lat")
 """The arrays of :class:`BackgroundMaps` in the cache (``bg_<name>.npy``; lon and lat where known)."""
 _CHUNK = 1 << 22
-
-
-def crc32_function() -> Any:
-    """ISA-L's CRC-32 (``isal``, a dependency; a quarter of zlib's CPU here: 0.29 against 1.03 CPU-s for
-    the benchmark twin's 1.6 GB), else zlib's: the same polynomial and the same values."""
-    try:
-        from isal import isal_zlib
-    except ImportError:  # pragma: no cover - isal is a dependency
-        return zlib.crc32
-    return isal_zlib.crc32
 
 
 class ChecksumsStopped(Exception):
@@ -689,7 +678,6 @@ __all__ = [
     "file_checksum",
     "file_checksums",
     "ChecksumsStopped",
-    "crc32_function",
     "content_digest",
     "locked",
     "exists",

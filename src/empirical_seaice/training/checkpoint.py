@@ -21,7 +21,7 @@ import torch
 
 from empirical_seaice.config import DEPRECATED_OPTIMIZERS
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.io.transaction import atomic_path
+from empirical_seaice.io.transaction import atomic_path, crc32_function
 
 CHECKPOINT_NAME = "checkpoint.pt"
 """File name of the checkpoint in the checkpoint directory."""
@@ -66,8 +66,6 @@ and ``torch.load`` checks none: one flipped bit in the optimiser's slab resumed 
 
 def _content_crc32(obj: Any, crc: int = 0) -> int:
     """CRC-32 of the bytes of every tensor and array in ``obj`` (nested dicts, lists, tuples), in order."""
-    from empirical_seaice.io.cache import crc32_function
-
     update = crc32_function()
 
     def walk(o: Any, c: int) -> int:

@@ -38,6 +38,7 @@ from empirical_seaice.io.transaction.atomic import (
     DIGEST,
     OutputWriteError,
     atomic_path,
+    crc32_function,
     file_digest,
     fsync_dir,
     health_marks,
@@ -61,6 +62,7 @@ from empirical_seaice.io.transaction.output_set import (
 
 __all__ = [
     "atomic_path",
+    "crc32_function",
     "health_marks",
     "make_dir",
     "DIGEST",

@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 import threading
+import zlib
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
@@ -220,6 +221,18 @@ def file_digest(path: Path | BinaryIO, chunk: int = 1 << 20, algorithm: str = DI
 _digest_roots: set[Path] = set()
 _digests: dict[tuple[int, ...], tuple[Path, Future]] = {}
 _digest_lock = threading.Lock()
+
+
+def crc32_function() -> Any:
+    """ISA-L's CRC-32 (``isal``, a dependency; a quarter of zlib's CPU here: 0.29 against 1.03 CPU-s for
+    the benchmark twin's 1.6 GB), else zlib's: the same polynomial and the same values."""
+    try:
+        from isal import isal_zlib
+    except ImportError:  # pragma: no cover - isal is a dependency
+        return zlib.crc32
+    return isal_zlib.crc32
+
+
 _digest_pool: ThreadPoolExecutor | None = None
 
 
@@ -308,6 +321,7 @@ def written_digest(path: Path) -> str:
 
 
 __all__ = [
+    "crc32_function",
     "tmp_name",
     "fsync_dir",
     "OutputWriteError",
