@@ -277,7 +277,7 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
         )
         with interrupt.deferred():
             run_set.publish({"retrieve": vars(args)})
-        interrupt.raise_pending(f"it came as the outputs were published: {args.output}/*_{args.tag}.nc are complete")
+        interrupt.raise_pending(published=f"{args.output}/*_{args.tag}.nc")
     except BaseException:
         run_set.abort()
         raise

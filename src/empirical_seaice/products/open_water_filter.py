@@ -119,10 +119,8 @@ def write_filtered_sic(
                 "1",
                 "sea ice concentration with the open-water filter",
                 comment=(
-                    f"the trained SIC of seaice_TAG.nc with the gradient-ratio open-water filter applied: values "
-                    f"below {MAX_FILTERED_SIC:g} set to 0 where the day's mean observed TBs of a sensor give "
-                    f"GR(37V/19V) > {NT_GR3719_MAX:g} or GR(22V/19V) > {NT_GR2219_MAX:g}{lag}; then every value "
-                    "within [0, 1] (the trained state of seaice_TAG.nc is bounded by a soft penalty only)"
+                    f"the trained SIC of seaice_TAG.nc with the {FILTER_NAME}{lag}; then every value within [0, 1] "
+                    "(the trained state of seaice_TAG.nc is bounded by a soft penalty only)"
                 ),
                 **cf.STANDARD["sic"],
             ),

@@ -94,12 +94,13 @@ def deferred() -> Iterator[None]:
         _state.deferring = before
 
 
-def raise_pending(done: str = "") -> None:
-    """Raise :class:`RunInterrupted` for a stop requested while signals were held back; ``done``: what was
-    finished meanwhile (the held-back block's work, e.g. a published set), said in its message."""
+def raise_pending(published: str = "") -> None:
+    """Raise :class:`RunInterrupted` for a stop requested while signals were held back; ``published``: the
+    files of the set the held-back block published meanwhile (e.g. ``OUT/*_TAG.nc``), said in its message."""
     name = _state.requested
     if name is not None and not _state.training and not _state.deferring:
-        raise RunInterrupted(f"interrupted by {name}" + (f"; {done}" if done else ""), exit_code=_exit_code(name))
+        done = f"; it came as the outputs were published: {published} are complete" if published else ""
+        raise RunInterrupted(f"interrupted by {name}{done}", exit_code=_exit_code(name))
 
 
 __all__ = ["handle_signals", "training", "deferred", "requested", "raise_pending"]

@@ -375,7 +375,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
                 status="complete" if marks is None else "health-check-failed",
                 message="" if marks is None else marks["health_check_failures"],
             )
-        interrupt.raise_pending(f"it came as the outputs were published: {plan.output}/*_{plan.tag}.nc are complete")
+        interrupt.raise_pending(published=f"{plan.output}/*_{plan.tag}.nc")
     result.files = [
         plan.output / f.relative_to(plan.stage) if f.is_relative_to(plan.stage) else f for f in result.files
     ]
