@@ -164,6 +164,33 @@ def test_damaged_cache_rebuilds(dataset, tmp_path, damage, monkeypatch):
     assert isinstance(obs3.tau_eff, np.memmap) and len(fresh) == 2
 
 
+def test_an_array_changed_in_place_after_the_build_rebuilds_with_a_warning(dataset, tmp_path, monkeypatch, caplog):
+    """An edit that keeps the file's size (here the TBs zeroed through a writable map, as another program
+    could) is noticed by its modification time: the run reads the files again rather than train on it."""
+    ds = dataset("C")
+    fresh = _fresh_reads(monkeypatch)
+    cdir = tmp_path / "out"
+    obs1, _ = read_training_data(ds.config, NLAG, cdir)
+    tb1 = np.array(obs1.tb_obs_k)  # obs1 maps the file about to be damaged
+    path = cdir / "observations" / "tb_obs_k.npy"
+    size = path.stat().st_size
+    t0 = path.stat().st_mtime_ns
+    m = np.load(path, mmap_mode="r+")
+    m[:] = 0
+    m.flush()
+    del m
+    os.utime(path, ns=(t0 + 10**9, t0 + 10**9))  # a clock too coarse to show the write: the test sets it
+    assert path.stat().st_size == size
+    with caplog.at_level("WARNING"):
+        obs2, _ = read_training_data(ds.config, NLAG, cdir)
+    assert len(fresh) == 2
+    assert "tb_obs_k.npy changed since the cache was built" in caplog.text
+    np.testing.assert_array_equal(obs2.tb_obs_k, tb1)
+    assert float(np.nanmin(obs2.tb_obs_k)) > 50.0
+    obs3, _ = read_training_data(ds.config, NLAG, cdir)
+    assert len(fresh) == 2 and isinstance(obs3.tb_obs_k, np.memmap)
+
+
 def test_cache_key_depends_on_files_config_and_nlag(dataset):
     ds = dataset("B")
     files = sorted(ds.root.glob("*.nc"))

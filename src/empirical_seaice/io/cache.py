@@ -62,9 +62,10 @@ log = logging.getLogger(__name__)
 
 CACHE_SUBDIR = "observations"
 MANIFEST = "manifest.json"
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 """The layout of the cached arrays (a cache of another version is rebuilt): 3 since the atmosphere is stored
-as its three effective fields (:mod:`empirical_seaice.all_sky`), not the clear and cloudy columns' six."""
+as its three effective fields (:mod:`empirical_seaice.all_sky`), not the clear and cloudy columns' six; 4
+since the manifest records each array file's identity (:func:`_file_stamps`)."""
 LOCK = ".lock"
 BG_FIELDS = ("sic", "t_skin_map_k", "lon", "lat")
 """The arrays of :class:`BackgroundMaps` in the cache (``bg_<name>.npy``; lon and lat where known)."""
@@ -240,7 +241,36 @@ def load(cache_dir: Path, key: str, sensor_catalogue: Path | None = None) -> tup
     if manifest.get("key") != key or manifest.get("version") != CACHE_VERSION:
         log.info("cache %s is stale; rebuilding", root)
         return None
+    changed = _changed_since_built(root, manifest.get("files", {}))
+    if changed:
+        log.warning("%s changed since the cache was built; rebuilding the cache from the data", root / changed)
+        return None
     return _open_maps(root, manifest["meta"], sensor_catalogue)
+
+
+def _file_stamps(root: Path) -> dict[str, list[int]]:
+    """The identity of each array file of the cache directory ``root`` as it is committed: its size,
+    modification time (ns) and inode. The files are never written again, so any later change
+    (an edit in place that keeps the size, a file replaced) shows in one of them; a ``stat`` each,
+    where a checksum of the ~1.5 GB of the benchmark twin's cache would cost as much as the inputs'."""
+    stamps = {}
+    for path in sorted(root.glob("*.npy")):
+        st = path.stat()
+        stamps[path.name] = [st.st_size, st.st_mtime_ns, st.st_ino]
+    return stamps
+
+
+def _changed_since_built(root: Path, stamps: dict[str, list[int]]) -> str | None:
+    """The name of the first array file whose identity (:func:`_file_stamps`) differs from the manifest's
+    ``stamps``, else None (a missing file is left to :func:`_open_maps`)."""
+    for name, stamp in stamps.items():
+        try:
+            st = (root / name).stat()
+        except OSError:
+            continue
+        if [st.st_size, st.st_mtime_ns, st.st_ino] != stamp:
+            return name
+    return None
 
 
 def _open_maps(root: Path, meta: dict, sensor_catalogue: Path | None) -> tuple[Observations, BackgroundMaps] | None:
@@ -546,7 +576,8 @@ def _commit(writer: CacheWriter, key: str, meta: dict) -> None:
             os.fdatasync(fd)
         finally:
             os.close(fd)
-    (tmp / MANIFEST).write_text(json.dumps({"version": CACHE_VERSION, "key": key, "meta": meta}, indent=1))
+    manifest = {"version": CACHE_VERSION, "key": key, "meta": meta, "files": _file_stamps(tmp)}
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
     fault_point("cache")
     old = None
     if final.exists():
