@@ -496,6 +496,31 @@ def test_run_progress_shows_stages_and_the_training_of_all_epochs():
     assert quiet.getvalue() == ""
 
 
+def test_a_log_line_during_the_display_is_a_line_of_its_own(capsys):
+    """A warning while a stage is shown starts a line of its own (it was glued to the stage line, easy to
+    miss); after the display is closed the log has its own handler back."""
+    import logging
+    import re
+
+    from empirical_seaice.cli.command import _setup_logging
+    from empirical_seaice.training.runtime import RunProgress
+
+    _setup_logging(0)
+    logger = logging.getLogger("empirical_seaice")
+    handlers = list(logger.handlers)
+    progress = RunProgress(True)  # on sys.stderr, as the run's
+    progress.stage("reading data")
+    logging.getLogger("empirical_seaice.io.cache").warning("the cache changed")
+    progress.close()
+    assert logger.handlers == handlers
+    logging.getLogger("empirical_seaice.io.cache").warning("after the display")
+    err = capsys.readouterr().err
+    pieces = re.split(r"[\r\n]", err)
+    warned = [p for p in pieces if "the cache changed" in p]
+    assert len(warned) == 1 and warned[0].split(" ")[2:4] == ["WARNING", "empirical_seaice.io.cache:"]
+    assert "reading data" in err and sum("after the display" in p for p in pieces) == 1
+
+
 def test_learning_rate_decay_and_plateau_cuts():
     """--lr-decay: epoch k steps with lr * G**k; --plateau-cuts: where early stopping would stop, the
     step is halved instead (up to N times), then it stops; the best epoch is still the one kept."""

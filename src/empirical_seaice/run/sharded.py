@@ -159,16 +159,30 @@ def run_sharded(
     """The sharded training run of this rank (see the module docstring); returns the
     :class:`~empirical_seaice.run.train.RunResult` (complete on rank 0; on the other ranks
     without files, diagnostics or summary)."""
+    from empirical_seaice.training.runtime import RunProgress
+
+    display = RunProgress(progress and ctx.root)  # one display, rank 0's
+    try:
+        return _run_sharded(
+            ctx, data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, basis, ckpt_dir, trainonly,
+            resume, display, products, order, run_set, stage,
+        )  # fmt: skip
+    finally:
+        display.close()
+
+
+def _run_sharded(
+    ctx, data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, basis, ckpt_dir, trainonly, resume,
+    display, products, order, run_set, stage,
+):  # fmt: skip
+    """:func:`run_sharded` with its progress display ``display``."""
     from empirical_seaice.run import train as single
     from empirical_seaice.training.runtime import make_generator, split_observations
 
     train_cfg = _sharded_schemes(train_cfg)
-    from empirical_seaice.training.runtime import RunProgress
-
     result = single.RunResult(output=output, tag=tag)
     stage = output if stage is None else stage  # written by rank 0 only, which has the staging directory
     t_run = time.perf_counter()
-    display = RunProgress(progress and ctx.root)  # one display, rank 0's
     start_numba()  # the process's numba start-up, before the read (as a single process's run)
     display.stage("reading data")
     obs, background = read_once(ctx, data_cfg, model_cfg.nlag, output / "cache")
@@ -261,7 +275,6 @@ def run_sharded(
             output / Path(f).relative_to(stage) if Path(f).is_relative_to(stage) else f for f in result.files
         ]
     display.stage("done")
-    display.close()
     dist.barrier()  # every rank returns once rank 0 has written the outputs
     return result
 

@@ -120,7 +120,9 @@ class RunProgress:
     *all* epochs with the elapsed time and the estimated time left for the training.
 
     Disabled (``enabled=False``, ``--quiet`` / ``--no-progress``) it prints nothing. Every stage is
-    also logged at INFO level (``-v``).
+    also logged at INFO level (``-v``). While the display is shown, the package's log lines on the
+    console go through ``tqdm.write`` (:func:`tqdm.contrib.logging.logging_redirect_tqdm`): each on a
+    line of its own above the display, not glued to it; :meth:`close` puts the handlers back.
     """
 
     BAR = "{desc} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} batches [{elapsed}<{remaining}{postfix}]"
@@ -133,14 +135,23 @@ class RunProgress:
         self.nepochs = 0
         self.stages: list[tuple[str, float]] = []
         self._t0 = time.perf_counter()
+        self._redirect: contextlib.ExitStack | None = None
 
     def _ensure(self):
         if self.bar is None and self.enabled:
+            import logging
+
             from tqdm.auto import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
             self.bar = tqdm(
                 total=None, file=self.file, bar_format=self.PLAIN, dynamic_ncols=True, mininterval=0.5, leave=False
             )
+            self._redirect = contextlib.ExitStack()
+            logger = logging.getLogger("empirical_seaice")
+            consoles = (sys.stdout, sys.stderr)
+            if any(isinstance(h, logging.StreamHandler) and h.stream in consoles for h in logger.handlers):
+                self._redirect.enter_context(logging_redirect_tqdm(loggers=[logger], tqdm_class=tqdm))
         return self.bar
 
     def stage(self, name: str) -> None:
@@ -187,6 +198,10 @@ class RunProgress:
                 self.bar.refresh()
 
     def close(self) -> None:
+        """Remove the display and give the log its handlers back; nothing once closed."""
+        if self._redirect is not None:
+            self._redirect.close()
+            self._redirect = None
         if self.bar is not None:
             self.bar.close()
             self.bar = None
