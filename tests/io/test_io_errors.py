@@ -430,6 +430,34 @@ def test_dropping_or_replacing_more_than_a_percent_is_a_warning(dataset, caplog)
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
+@pytest.mark.parametrize("missing", [1.0, 0.6])
+def test_a_channel_mostly_missing_is_a_warning_naming_sensor_channel_and_file(dataset, caplog, missing):
+    """A channel missing in all (or most) of a sensor's observations was dropped with no word (only its
+    count in the channel table showed it): a warning names the sensor, the channel, the share and the file."""
+    from empirical_seaice.sensors import build_channel_basis
+
+    basis = build_channel_basis(["amsr2"])
+    col = int(basis.sensor_file_columns[0][2])
+    name = basis.channel_names[int(basis.sensor_channel_map[0][2])]
+
+    def spoil(sensor, fields):
+        n = fields["OBSVALUE"].shape[0]
+        fields["OBSVALUE"][: int(round(missing * n)), col] = np.nan
+
+    ds = dataset("B", edit=spoil)
+    with caplog.at_level("WARNING", logger="empirical_seaice"):
+        obs, _ = read_training_data(ds.config, NLAG)
+    warned = [
+        r.getMessage() for r in caplog.records if r.levelname == "WARNING" and f"channel {name}" in r.getMessage()
+    ]
+    assert len(warned) == 1, warned
+    share = "valid in none of its" if missing == 1.0 else "missing or out of range in 60% of its"
+    assert f"sensor amsr2, channel {name}:" in warned[0] and share in warned[0], warned[0]
+    assert "field_v2_OBSVALUE.nc" in warned[0]
+    c = basis.channel_index[name]
+    assert obs.mask[:, c].mean() == pytest.approx(1.0 - missing, abs=0.02)
+
+
 def test_background_files_of_different_days_name_both(dataset):
     """A skin-temperature file two days short: the message names both files and what each holds (it
     named the SIC file alone, with the shape the other file implied)."""
