@@ -9,6 +9,9 @@ still raise ordinary Python exceptions.
 
 from __future__ import annotations
 
+import argparse
+import re
+
 
 def _one_line(message: str) -> str:
     """The message on one line, whatever the caller composed."""
@@ -34,3 +37,16 @@ class RunInterrupted(BaseException):
     def __init__(self, message: str, exit_code: int = 130):
         super().__init__(_one_line(message))
         self.exit_code = exit_code
+
+
+def as_flag(message: str, parser: argparse.ArgumentParser) -> str:
+    """``message`` with a leading configuration field name (``sic_background_error: must be > 0``: the
+    typed configs check their fields, :mod:`empirical_seaice.config`) replaced by the flag of ``parser``
+    that sets it (``--sic-background-error: must be > 0``), so a command-line user reads the name typed."""
+    m = re.match(r"([a-z][a-z0-9_]*): ", message)
+    if m is None:
+        return message
+    for action in parser._actions:  # argparse keeps no public map from dest to option strings
+        if action.dest == m.group(1) and action.option_strings:
+            return max(action.option_strings, key=len) + message[m.end(1) :]
+    return message

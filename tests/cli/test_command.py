@@ -70,6 +70,7 @@ def _fails(argv, capsys, *needles):
         (["--validation-fraction", "0", "--early-stopping"], ("--early-stopping", "--validation-fraction")),
         (["--learning-rate", "0"], ("--learning-rate",)),
         (["--plateau-cuts", "-1"], ("--plateau-cuts: must be >= 0, got -1",)),
+        (["--sic-background-error", "0"], ("error: --sic-background-error: must be > 0, got 0.0",)),
         (["--ice-emis-init", "1.5"], ("--ice-emis-init", "1.5")),
         (["--angle-input", "on", "--model", "v1"], ("--angle-input", "v1")),
         (["--angle-input", "yes"], ("--angle-input", "yes")),

@@ -71,6 +71,13 @@ def test_cli_bad_date_is_one_line_error(tmp_path, capsys):
     assert "--start-date" in capsys.readouterr().err
 
 
+def test_cli_names_the_flag_not_the_config_field(tmp_path, capsys):
+    assert main(["--output", str(tmp_path / "o"), "--preset", "tiny", "--resolution-km", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "seaice-twin: error: --resolution-km: expected 10 to 200 km, got 0.0"
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_unknown_preset_is_an_argparse_error(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["--output", str(tmp_path / "o"), "--preset", "huge"])

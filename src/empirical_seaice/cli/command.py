@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from empirical_seaice.cli.configure import configs_from_args, ignored_flags, product_options
 from empirical_seaice.cli.parser import PROG, build_parser
-from empirical_seaice.errors import RunInterrupted, SeaIceError
+from empirical_seaice.errors import RunInterrupted, SeaIceError, as_flag
 from empirical_seaice.sensors import load_catalogue
 
 EXIT_USER_ERROR = 2
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.exit_code
     except SeaIceError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {as_flag(str(exc), parser)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:  # a SIGINT outside our handlers (e.g. before they are installed)
         print(f"{PROG}: interrupted; no output was published or changed", file=sys.stderr)

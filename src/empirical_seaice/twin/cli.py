@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from empirical_seaice.errors import SeaIceError
+from empirical_seaice.errors import SeaIceError, as_flag
 
 PRESET_NAMES = ("benchmark", "demo", "science", "tiny")
 """The twin presets (``empirical_seaice.twin.presets.TWIN_PRESETS``; listed here so that
@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from empirical_seaice.twin.generate import generate_twin
     from empirical_seaice.twin.presets import get_twin_preset
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         summary = generate_twin(config, args.output, overwrite=args.overwrite)
     except SeaIceError as exc:
-        print(f"seaice-twin: error: {exc}", file=sys.stderr)
+        print(f"seaice-twin: error: {as_flag(str(exc), parser)}", file=sys.stderr)
         return 2
     print(summary)
     return 0
