@@ -50,3 +50,14 @@ def as_flag(message: str, parser: argparse.ArgumentParser) -> str:
         if action.dest == m.group(1) and action.option_strings:
             return max(action.option_strings, key=len) + message[m.end(1) :]
     return message
+
+
+def unreadable(exc: BaseException) -> str:
+    """Why ``torch.load`` could not read a file, in words a user can act on (torch's own messages run to
+    several sentences about its internals, and were cut off mid-sentence)."""
+    text = str(exc)
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, (EOFError, OSError)) or "zip archive" in text or "central directory" in text:
+        return "the file is damaged or cut short"  # torch: "PytorchStreamReader failed ...", or EINVAL from a seek
+    return "it is not a file seaice-training wrote"  # e.g. "Weights only load failed. In PyTorch 2.6, ..."

@@ -227,6 +227,11 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     (tmp_path / "model_junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(SeaIceError, match="not a readable model checkpoint"):
         o.load_checkpoint(tmp_path / "model_junk.pt")
+    (tmp_path / "model_cut.pt").write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(
+        SeaIceError, match=r"model_cut.pt: not a readable model checkpoint \(the file is damaged or cut"
+    ):
+        o.load_checkpoint(tmp_path / "model_cut.pt")
     torch.save([1, 2], tmp_path / "model_list.pt")
     with pytest.raises(SeaIceError, match="no state_dict"):
         o.load_checkpoint(tmp_path / "model_list.pt")

@@ -4,6 +4,7 @@ early stopping, reproducibility, checkpoints and resume, errors."""
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -270,9 +271,19 @@ def test_resume_errors(tmp_path):
     other = TrainingConfig(nepochs=2, batch_size=16)
     with pytest.raises(SeaIceError, match="batch_size=32, this run has batch_size=16"):
         Trainer(net, data, other, np.arange(100), None, 100, checkpoint_dir=tmp_path, progress=False).fit(resume=True)
-    (tmp_path / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")
-    with pytest.raises(SeaIceError, match="cannot read checkpoint"):
-        Trainer(net, data, cfg, np.arange(100), None, 100, checkpoint_dir=tmp_path, progress=False).fit(resume=True)
+    whole = (tmp_path / CHECKPOINT_NAME).read_bytes()
+    for damaged, why in [
+        (whole[: len(whole) // 2], "the file is damaged or cut short"),  # torch: "PytorchStreamReader failed ..."
+        (b"", "the file is damaged or cut short"),
+        (b"not a checkpoint", "it is not a file seaice-training wrote"),
+        (pickle.dumps({1, 2}), "it is not a file seaice-training wrote"),  # torch: "Weights only load failed. ..."
+    ]:
+        (tmp_path / CHECKPOINT_NAME).write_bytes(damaged)
+        with pytest.raises(SeaIceError) as exc:
+            Trainer(net, data, cfg, np.arange(100), None, 100, checkpoint_dir=tmp_path, progress=False).fit(resume=True)
+        assert str(exc.value) == (
+            f"--resume: cannot read checkpoint {tmp_path / CHECKPOINT_NAME}: {why}; train without --resume"
+        )
     torch.save({"format": 99}, tmp_path / CHECKPOINT_NAME)
     with pytest.raises(SeaIceError, match="not a trainer checkpoint"):
         Trainer(net, data, cfg, np.arange(100), None, 100, checkpoint_dir=tmp_path, progress=False).fit(resume=True)

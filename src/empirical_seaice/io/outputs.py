@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from empirical_seaice.errors import SeaIceError
+from empirical_seaice.errors import SeaIceError, unreadable
 from empirical_seaice.io import cf
 from empirical_seaice.io.model_outputs import reference_model_variables, setup_json, write_models
 from empirical_seaice.io.obs_outputs import (
@@ -209,7 +209,7 @@ def load_checkpoint(path: Path, flag: str = "--modeltag") -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # unreadable/corrupt file
-        raise SeaIceError(f"{path}: not a readable model checkpoint ({type(exc).__name__})") from None
+        raise SeaIceError(f"{path}: not a readable model checkpoint ({unreadable(exc)})") from None
     if not isinstance(payload, dict) or "state_dict" not in payload:
         raise SeaIceError(f"{path}: not a model checkpoint of seaice-training (no state_dict)")
     return payload

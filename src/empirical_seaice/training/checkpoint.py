@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from empirical_seaice.config import DEPRECATED_OPTIMIZERS
-from empirical_seaice.errors import SeaIceError
+from empirical_seaice.errors import SeaIceError, unreadable
 from empirical_seaice.io.transaction import atomic_path, crc32_function
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -139,8 +139,9 @@ def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # any unreadable file is a user problem
-        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
-        raise SeaIceError(f"--resume: cannot read checkpoint {path} ({first}); train without --resume") from None
+        raise SeaIceError(
+            f"--resume: cannot read checkpoint {path}: {unreadable(exc)}; train without --resume"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != TRAINER_CHECKPOINT_FORMAT:
         fmt = state.get("format") if isinstance(state, dict) else None
         raise SeaIceError(
