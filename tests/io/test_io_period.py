@@ -206,6 +206,36 @@ def test_convention_is_decided_by_the_median_also_past_the_range_check():
     check_convention(np.full(4, np.nan), Path("jd.nc"), "gmi")  # nothing finite: left to the caller
 
 
+def test_times_without_their_time_of_day_are_a_warning(caplog):
+    """JULIAN_DAY floored to whole days, or stored in float32 (0.25-day steps near 2.46e6), loses the
+    times of day that put each observation in its 21 UTC window; that was seen only as a count of
+    observations dropped before the first window. Real times, and a handful of observations, pass."""
+    from pathlib import Path
+
+    from empirical_seaice.io.period import check_time_of_day
+
+    rng = np.random.default_rng(3)
+    times = D0 + np.sort(rng.uniform(0.0, 30.0, 5000))
+    cases = {
+        "floored": (np.floor(times), "1 distinct time of day (12:00 UTC)"),
+        "float32": (times.astype(np.float32).astype(np.float64), "4 distinct times of day"),
+    }
+    for name, (jd, said) in cases.items():
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="empirical_seaice"):
+            check_time_of_day(jd, Path("jd.nc"), "amsr2")
+        assert len(caplog.records) == 1, name
+        text = caplog.records[0].getMessage()
+        assert text.startswith("jd.nc: JULIAN_DAY of sensor amsr2 holds only ") and said in text, text
+        assert "store the times of day, as float64 Julian days" in text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="empirical_seaice"):
+        check_time_of_day(times, Path("jd.nc"), "amsr2")
+        check_time_of_day(np.floor(times[:20]), Path("jd.nc"), "amsr2")  # too few to tell
+        check_time_of_day(np.full(4, np.nan), Path("jd.nc"), "amsr2")
+    assert not caplog.records
+
+
 def test_a_missing_and_a_stray_time_are_dropped_and_the_other_steps_kept(dataset, caplog):
     """Windows and steps with some times missing or outside the data's period (the path beside the one of
     all times valid): those two rows dropped, every other row's step as the 21 UTC rule gives it."""

@@ -18,7 +18,7 @@ from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io._netcdf import open_dataset
 from empirical_seaice.io.layouts import DataFiles, SensorFiles
-from empirical_seaice.io.period import SENSOR_LOSS_FRACTION, check_convention
+from empirical_seaice.io.period import SENSOR_LOSS_FRACTION, check_convention, check_time_of_day
 from empirical_seaice.io.sensor_read import SensorRead, read_1d
 from empirical_seaice.io.validity import MOSTLY, FieldStats, classify, log_dropped
 from empirical_seaice.observations import step_index
@@ -124,6 +124,7 @@ def read_julian_day(r: SensorRead) -> None:
             "remove it from --sensors or give its data"
         )
     check_convention(jd, path, r.files.sensor.name)
+    check_time_of_day(jd, path, r.files.sensor.name)
     finite = np.isfinite(jd)
     if r.nobs_file and (~finite).sum() > MOSTLY * r.nobs_file:
         raise SeaIceError(

@@ -85,6 +85,31 @@ def check_convention(julian_day: np.ndarray, path: Path, sensor: str) -> None:
         )
 
 
+TIME_SAMPLE = 1 << 16
+"""Observations of a sensor whose times of day :func:`check_time_of_day` looks at at most (evenly spaced)."""
+
+
+def check_time_of_day(julian_day: np.ndarray, path: Path, sensor: str) -> None:
+    """A warning where a sensor's ``JULIAN_DAY`` holds at most 4 distinct times of day over 100 or more
+    observations: whole days (the times floored) or float32 values (near 2.46e6 they step by 0.25 day).
+    Without the time of day an observation can fall in the wrong 21 UTC window (step); looked at on at
+    most :data:`TIME_SAMPLE` evenly spaced values."""
+    jd = julian_day[:: max(1, julian_day.size // TIME_SAMPLE)]
+    jd = jd[np.isfinite(jd)]
+    if jd.size < 100:
+        return
+    seconds = np.unique(np.round((jd - np.floor(jd)) * 86400.0).astype(np.int64) % 86400)
+    if seconds.size > 4:
+        return
+    hours = ", ".join(f"{(sec // 3600 + 12) % 24:02d}:{sec // 60 % 60:02d}" for sec in seconds.tolist())
+    log.warning(
+        "%s: JULIAN_DAY of sensor %s holds only %d distinct time%s of day (%s UTC) in %d observations: whole "
+        "days, or float32 values; observations may fall in the wrong day (21 UTC window): store the times of "
+        "day, as float64 Julian days",
+        path, sensor, seconds.size, "" if seconds.size == 1 else "s", hours, julian_day.size,
+    )  # fmt: skip
+
+
 def start_origin(start_date: str) -> float:
     """jd_origin of ``--start-date D``: step 0 is the 21 UTC window that ends on day D."""
     d = datetime.date.fromisoformat(start_date)
@@ -234,6 +259,7 @@ __all__ = [
     "SENSOR_LOSS_FRACTION",
     "date_convention",
     "check_convention",
+    "check_time_of_day",
     "start_origin",
     "bulk_period",
     "select_period",
