@@ -64,6 +64,18 @@ def test_channel_entry():
         parse_channel("1v", {"centre_ghz": 1.0, "pol": "v", "obs_error_k": 3.0}, "u.toml")
 
 
+def test_an_observation_error_below_a_hundredth_of_a_kelvin_is_refused():
+    """obs_error_k = 1e-30 K passed the catalogue check and made the cost non-finite in the first epoch."""
+    for bad in (1e-30, 0.001):
+        with pytest.raises(SeaIceError) as exc:
+            parse_channel("23.8qv", {"centre_ghz": 23.8, "pol": "QV", "obs_error_k": bad}, "u.toml")
+        assert str(exc.value) == (
+            "u.toml: channel '23.8qv': obs_error_k: must be at least 0.01 K (noise and model error, 1-30 K), "
+            f"got {bad!r}"
+        )
+    assert parse_channel("23.8qv", {"centre_ghz": 23.8, "pol": "QV", "obs_error_k": 0.01}, "u.toml").obs_error_k == 0.01
+
+
 def test_noise_k_is_the_twins_noise_and_defaults_to_obs_error_k():
     """``noise_k`` (the instrument's noise, what the twin adds) is separate from the cost's sigma_c."""
     c = parse_channel("23.8qv", {"centre_ghz": 23.8, "pol": "QV", "obs_error_k": 9.0, "noise_k": 3.0}, "u.toml")

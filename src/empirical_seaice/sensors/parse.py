@@ -48,6 +48,9 @@ SENSOR_FIELDS = {
     "source": "optional",
     "channel": "optional",
 }
+MIN_OBS_ERROR_K = 0.01
+"""The smallest observation error sigma_c (K) of a channel: the shipped catalogue's are 1-30 K; one of
+1e-30 K made the cost non-finite in the first epoch, with no word of the catalogue."""
 OVERRIDE_FIELDS = ("centre_ghz", "sidebands_ghz", "network_ghz", "reference_network_ghz", "incidence_deg")
 
 
@@ -130,6 +133,10 @@ def parse_channel(name: str, entry: Any, origin: str) -> Channel:
     network = chk.number(entry, "network_ghz", 0.0) if "network_ghz" in entry else centre
     reference = chk.number(entry, "reference_network_ghz", 0.0) if "reference_network_ghz" in entry else network
     obs_error = chk.number(entry, "obs_error_k", 0.0)
+    if obs_error < MIN_OBS_ERROR_K:  # 1e-30 passed the check, then the cost overflowed in the first epoch
+        raise chk.fail(
+            "obs_error_k", f"must be at least {MIN_OBS_ERROR_K:g} K (noise and model error, 1-30 K), got {obs_error!r}"
+        )
     return Channel(
         name=name,
         freq_ghz=network,
