@@ -292,7 +292,12 @@ def _linux_at_least(major: int, minor: int) -> bool:
 
 @pytest.mark.skipif(not _linux_at_least(5, 14), reason="MADV_POPULATE_WRITE needs Linux 5.14")
 def test_populate_behind_brings_the_pages_in_before_any_write():
-    fresh = np.empty((64 << 20) // 8)  # 64 MiB never written: no page of it resident yet
+    import mmap
+
+    # 64 MiB never written: no page of it resident yet. An anonymous map of its own, not np.empty: with
+    # the heap's mmap threshold raised (empirical_seaice.memory), malloc may hand out pages touched before
+    region = mmap.mmap(-1, 64 << 20)
+    fresh = np.frombuffer(region, dtype=np.float64)
     assert _resident_mib(fresh) < 4
     thread = compiled.populate_behind(fresh)
     assert thread is not None
