@@ -65,7 +65,7 @@ MANIFEST = "manifest.json"
 CACHE_VERSION = 4
 """The layout of the cached arrays (a cache of another version is rebuilt): 3 since the atmosphere is stored
 as its three effective fields (:mod:`empirical_seaice.all_sky`), not the clear and cloudy columns' six; 4
-since the manifest records each array file's identity (:func:`_file_stamps`)."""
+since the manifest records each array file's size and modification time (:func:`_file_stamps`)."""
 LOCK = ".lock"
 BG_FIELDS = ("sic", "t_skin_map_k", "lon", "lat")
 """The arrays of :class:`BackgroundMaps` in the cache (``bg_<name>.npy``; lon and lat where known)."""
@@ -249,14 +249,15 @@ def load(cache_dir: Path, key: str, sensor_catalogue: Path | None = None) -> tup
 
 
 def _file_stamps(root: Path) -> dict[str, list[int]]:
-    """The identity of each array file of the cache directory ``root`` as it is committed: its size,
-    modification time (ns) and inode. The files are never written again, so any later change
-    (an edit in place that keeps the size, a file replaced) shows in one of them; a ``stat`` each,
-    where a checksum of the ~1.5 GB of the benchmark twin's cache would cost as much as the inputs'."""
+    """The identity of each array file of the cache directory ``root`` as it is committed: its size and
+    modification time (ns). The files are never written again, so a later change (an edit in place that
+    keeps the size, a file replaced) shows in one of them, while a copy that keeps the times (``cp -a``,
+    ``shutil.copytree``) is the same cache; a ``stat`` each, where a checksum of the ~1.5 GB of the
+    benchmark twin's cache would cost as much as the inputs'."""
     stamps = {}
     for path in sorted(root.glob("*.npy")):
         st = path.stat()
-        stamps[path.name] = [st.st_size, st.st_mtime_ns, st.st_ino]
+        stamps[path.name] = [st.st_size, st.st_mtime_ns]
     return stamps
 
 
@@ -268,7 +269,7 @@ def _changed_since_built(root: Path, stamps: dict[str, list[int]]) -> str | None
             st = (root / name).stat()
         except OSError:
             continue
-        if [st.st_size, st.st_mtime_ns, st.st_ino] != stamp:
+        if [st.st_size, st.st_mtime_ns] != stamp:
             return name
     return None
 
