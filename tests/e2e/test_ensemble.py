@@ -76,8 +76,9 @@ def test_member_0_is_the_plain_run_and_the_members_differ(ensemble_run, trained)
 def test_the_ensemble_file_holds_the_members_mean_and_spread(ensemble_run, twin_dir):
     out = ensemble_run.output
     obs, _ = read_training_data(DataConfig(data=twin_dir, sensors=SENSORS, cache=False), 1)
-    water = np.zeros((obs.ngrid, obs.nstep + 1), dtype=bool)
-    water[:, 1:] = open_water_mask(obs)
+    water = _sic(out / f"seaice_filtered_{TAG}.nc", "open_water_flag").astype(bool)  # member 0's published flags
+    assert not water[:, 0].any()
+    np.testing.assert_array_equal(water[:, 1:], open_water_mask(obs))  # those of the observed TBs
     sics = [filter_sic(_sic(p / f"seaice_{TAG}.nc"), water) for p in (out, out / "members/01", out / "members/02")]
     np.testing.assert_array_equal(sics[0], _sic(out / f"seaice_filtered_{TAG}.nc"))  # member 0's product
     stack = np.stack(sics)

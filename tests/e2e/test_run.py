@@ -643,13 +643,24 @@ def test_other_optimisers_reach_the_cost_of_the_default(trained, twin_dir, tmp_p
 def test_open_water_filter_product(trained):
     """seaice_filtered_TAG.nc: the trained map with only low concentrations zeroed and every value within
     [0, 1], scored in the summary (written time first: (time, grid), where seaice_TAG.nc is (grid, lagstep))."""
+    from empirical_seaice.products.open_water_filter import filter_sic
+
     with _open(trained.output, "seaice") as raw, _open(trained.output, "seaice_filtered") as filt:
         a, b = raw["seaice"].values, filt["seaice"].values.T
         assert a.shape == b.shape
+        flag = filt["open_water_flag"]
+        assert flag.dims == ("time", "grid") and flag.dtype == np.int8 and "_FillValue" not in flag.encoding
+        assert list(flag.attrs["flag_values"]) == [0, 1] and flag.attrs["flag_meanings"] == "not_flagged open_water"
+        assert filt["seaice"].attrs["ancillary_variables"] == "open_water_flag"
+        flags = flag.values.T.astype(bool)
+        nlag = int(filt.attrs["nlag"])
     zeroed = (b == 0.0) & (a > 0.0)
     assert zeroed.any() and np.all(a[zeroed] < 0.3)  # the tiny twin has open water the gradient ratio flags
     assert np.array_equal(b[~zeroed], np.clip(a[~zeroed], 0.0, 1.0))  # elsewhere the trained map, within [0, 1]
     assert (a > 1.0).any() and b.max() <= 1.0 and b.min() >= 0.0  # the state passes 1 here; the product does not
+    # the published flags give the product again from the trained map (an ensemble member's, say)
+    assert np.all(flags[zeroed]) and not flags[:, :nlag].any() and 0.01 < flags.mean() < 0.9
+    np.testing.assert_array_equal(filter_sic(a, flags), b)
     line = next(ln for ln in trained.stdout.splitlines() if "open-water filter" in ln)
     before, after = (float(x) for x in line.split(":")[1].split("(")[0].split("->"))
     assert after <= before + 1e-4

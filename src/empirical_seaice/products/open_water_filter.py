@@ -89,11 +89,20 @@ FILTER_NAME = (
 
 
 def write_filtered_sic(
-    path: Path, sic: np.ndarray, julian_day: np.ndarray, lon=None, lat=None, nlag: int = 0, step_days: float = 1.0
+    path: Path,
+    sic: np.ndarray,
+    julian_day: np.ndarray,
+    lon=None,
+    lat=None,
+    nlag: int = 0,
+    step_days: float = 1.0,
+    flags: np.ndarray | None = None,
 ) -> Path:
     """``seaice_filtered_TAG.nc``: the filtered SIC ``seaice`` (time, grid), time the first dimension and
     ``time(time)`` its coordinate variable (CDO reads it as a field; ``seaice_TAG.nc`` keeps the
-    reference's (grid, lagstep)).
+    reference's (grid, lagstep)), and the filter's flags ``open_water_flag`` (time, grid; byte, CF flag
+    values 0 and 1), so that the filter can be applied again to another SIC map of the run (an ensemble
+    member's ``seaice_TAG.nc``: :func:`filter_sic`).
 
     Parameters
     ----------
@@ -102,6 +111,8 @@ def write_filtered_sic(
     julian_day : float64 (nstep + nlag,), centre of each column's window.
     lon, lat : (ngrid,) degrees, or None (written as NaN).
     step_days : length of a step (days), for ``time_bnds``.
+    flags : bool (ngrid, nstep + nlag), the mask :func:`filter_sic` was given (False in the lag days),
+        or None (no ``open_water_flag``).
     """
     import xarray as xr
 
@@ -125,6 +136,7 @@ def write_filtered_sic(
                 **cf.STANDARD["sic"],
             ),
             "julian_day": times.pop("julian_day"),
+            **({} if flags is None else {"open_water_flag": _flag_variable(flags)}),
         },
         coords={**_lonlat(lon, lat, ngrid), **times},
         attrs={
@@ -133,4 +145,30 @@ def write_filtered_sic(
             "nlag": nlag,
         },
     )
+    if flags is not None:
+        ds["seaice"].attrs["ancillary_variables"] = "open_water_flag"
     return write_dataset(ds, Path(path))
+
+
+def _flag_variable(flags: np.ndarray):
+    """``open_water_flag`` (time, grid) of the (grid, time) mask ``flags``: 1 where the filter's test
+    flags open water, else 0 (CF ``flag_values`` and ``flag_meanings``; bytes, no fill)."""
+    import xarray as xr
+
+    from empirical_seaice.io.output_writer import time_major
+
+    return xr.Variable(
+        ("time", "grid"),
+        time_major(flags, dtype=np.int8),
+        attrs={
+            "units": "1",
+            "long_name": "open-water flag of the filter",
+            "flag_values": np.array([0, 1], dtype=np.int8),
+            "flag_meanings": "not_flagged open_water",
+            "comment": (
+                f"1 where the day's mean observed TBs of a sensor pass the open-water test of the {FILTER_NAME}; "
+                "0 elsewhere, also where the cell has no observation that day and in the lag days. The filtered "
+                f"SIC is the trained SIC set to 0 where flagged and below {MAX_FILTERED_SIC:g}, then clipped to [0, 1]"
+            ),
+        },
+    )

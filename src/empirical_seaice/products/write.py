@@ -210,6 +210,7 @@ def _open_water_filtered(
         background.lat,
         nlag=st.nlag,
         step_days=1.0 / spd,
+        flags=mask,
     )
     lines = []
     if truth is not None:
