@@ -3,6 +3,7 @@ retrieve on the last), and the run's products on the same trained model."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -12,8 +13,10 @@ import xarray as xr
 from matplotlib import image as mpimg
 
 from empirical_seaice.config import DataConfig, Preset, TrainingConfig, get_preset
+from empirical_seaice.config.presets import DEFAULT_SIC_SMOOTHNESS_TIME
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
+from empirical_seaice.io import transaction as txn
 from empirical_seaice.run import train as pipeline
 from empirical_seaice.run.model_file import configs_from_dict
 from empirical_seaice.run.retrieve import FrozenModel, run_retrieval, transfer_trained_model
@@ -40,7 +43,8 @@ def trained(tmp_path_factory, single_thread):
     base = get_preset("v2")
     # range prior at v1's 0.02: with v2's reference 0.002 this short lr-0.02 run ends at SIC RMSE 0.073
     # instead of 0.035 (background 0.106; measured), the stiff prior against 0.02-sized Adam steps
-    cost = replace(base.cost, sic_error=0.02)
+    # and the default smoothness prior in time, as a run of the command line trains (starting_configuration)
+    cost = replace(base.cost, sic_error=0.02, sic_smoothness_time_error=DEFAULT_SIC_SMOOTHNESS_TIME)
     preset = Preset(name="v2", model=replace(base.model, ice_emis_init=0.9), cost=cost, sensors=("amsr2",))
     tc = TrainingConfig(nepochs=15, batch_size=128, learning_rate=0.02, reproducible=True)
     output = root / "out"
@@ -84,6 +88,23 @@ def test_retrieval_beats_background_and_keeps_model_fixed(trained):
     with xr.open_dataset(out.output_path(output, "seaice", "ret")) as ds:
         np.testing.assert_allclose(ds["seaice"].values, net.state.sic_array())
     assert "retrieval 'ret'" in r.summary and "SIC vs truth" in r.summary
+
+
+def test_retrieval_takes_the_full_priors_and_the_smoothness_prior_of_training(trained):
+    """Over two days a retrieval takes training's whole-map priors (auto: full on this small map) and with
+    them the trained cost's smoothness prior; it was always fitted with the sampled priors and no
+    smoothness (the tiny twin's example of docs/usage.md: SIC RMSE 0.0780 against 0.0555)."""
+    twin, output, tc, _ = trained
+    data = DataConfig(data=twin, stepstart=NTRAIN - 1)
+    full = run_retrieval(data, tc, output, "train", "r2full", progress=False)
+    sampled = run_retrieval(data, replace(tc, map_priors="sampled"), output, "train", "r2smp", progress=False)
+    assert full.obs.nstep == 2 and full.network.prior_mode == "full" and sampled.network.prior_mode == "sampled"
+    assert full.history.epoch_terms[-1]["sic_smoothness"] > 0.0
+    assert "sic_smoothness" not in sampled.history.epoch_terms[-1]
+    f, s = full.truth, sampled.truth
+    assert f.sic_rmse_background == s.sic_rmse_background
+    # measured: background 0.1019, sampled 0.0376, full (with smoothness) 0.0351
+    assert f.sic_rmse < 0.96 * s.sic_rmse and f.sic_rmse < 0.4 * f.sic_rmse_background, (f.sic_rmse, s.sic_rmse)
 
 
 def test_retrieval_errors(trained, tmp_path):
@@ -274,6 +295,15 @@ def test_cli_retrieve(trained, capsys):
     assert "retrieval 'ret_cli' with trained model 'train'" in printed.out
     assert "SIC vs truth" in printed.out
     assert (output / "seaice_ret_cli.nc").is_file() and (output / "properties_grid_ret_cli.nc").is_file()
+    # the summary beside the outputs, as a training run writes it (a retrieval wrote none)
+    assert (output / "summary_ret_cli.txt").read_text() == printed.out
+    summary = json.loads((output / "summary_ret_cli.json").read_text())
+    facts = summary["run"]
+    assert facts["mode"] == "retrieval with the trained model 'train'" and facts["tag"] == "ret_cli"
+    assert facts["epochs"] == 2 and facts["stepstart"] == NTRAIN and facts["output"] == str(output)
+    rmse = float(printed.out.split("RMSE background")[1].split("->")[1].split()[1].rstrip(";"))
+    assert summary["truth"]["sic_rmse"]["trained"] == pytest.approx(rmse, abs=5e-5)
+    assert {"summary_ret_cli.txt", "summary_ret_cli.json"} <= set(txn.read_manifest(output, "ret_cli")["files"])
 
 
 @pytest.mark.parametrize(

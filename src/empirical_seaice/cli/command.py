@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 
 from empirical_seaice.cli.configure import configs_from_args, ignored_flags, product_options
@@ -235,6 +236,7 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
     from empirical_seaice.run import interrupt
     from empirical_seaice.run.retrieve import run_retrieval
 
+    t_start = time.perf_counter()
     if args.modeltag is None:
         raise SeaIceError("--retrieve: give the trained model with --modeltag TAG (its model_TAG.pt in --output)")
     for flag in ("diagsonly", "trainonly", "resume", "force_outputs", "distributed"):
@@ -275,6 +277,9 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
             truth=result.truth_data,
             history=result.history,
         )
+        lines = [ln.replace(str(stage), str(args.output)) for ln in lines]
+        text = "\n".join([result.summary, *(f"  {ln}" for ln in lines)])
+        _retrieval_summary_files(result, args, data, stage, text, time.perf_counter() - t_start)
         with interrupt.deferred():
             run_set.publish({"retrieve": vars(args)})
         interrupt.raise_pending(published=f"{args.output}/*_{args.tag}.nc")
@@ -283,10 +288,23 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
         raise
     finally:
         run_set.release()
-    lines = [ln.replace(str(stage), str(args.output)) for ln in lines]
     if not args.quiet:
-        print("\n".join([result.summary, *(f"  {ln}" for ln in lines)]))
+        print(text)
     return 0
+
+
+def _retrieval_summary_files(result, args: argparse.Namespace, data, stage, text: str, wall_s: float) -> None:
+    """``summary_TAG.txt`` (the summary printed) and ``summary_TAG.json`` of a retrieval, as a training run
+    writes them, into the staging directory ``stage``."""
+    from empirical_seaice.products.report import write_summary_files
+    from empirical_seaice.run.finish import run_summary
+
+    summary = run_summary(
+        result, result.network.model_config.version, data, result.obs, result.history, False, wall_s,
+        mode=f"retrieval with the trained model {args.modeltag!r}",
+    )  # fmt: skip
+    summary["run"]["output"] = str(args.output)
+    write_summary_files(stage, args.tag, text, summary)
 
 
 __all__ = ["EXIT_USER_ERROR", "main"]

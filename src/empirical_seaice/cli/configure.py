@@ -140,7 +140,8 @@ MODE_IGNORES = {
 }  # fmt: skip
 """The flags each mode does without: ``--diagsonly`` takes the trained run's model, cost, period and
 training setup from its model file and trains nothing; ``--retrieve`` takes the model and cost from the
-trained model and fits the state alone (deferred Adam, no hold-out, no smoothness prior, no checkpoint);
+trained model and fits the state alone (deferred Adam with the whole-map priors chosen as in training,
+``auto``, no hold-out, no checkpoint);
 a ``--distributed`` run writes its checkpoints at epoch ends only (a time-triggered one would fall on
 different steps on different ranks) and runs no health checks yet."""
 

@@ -255,8 +255,11 @@ def schedule_line(cfg: TrainingConfig, priors_note: str = "") -> str:
     return line
 
 
-def run_summary(result: Any, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float) -> dict:
-    """The run's summary as data (:func:`empirical_seaice.products.report.summary_dict`)."""
+def run_summary(
+    result: Any, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float, mode: str | None = None
+) -> dict:
+    """The run's summary as data (:func:`empirical_seaice.products.report.summary_dict`); ``mode``: the
+    run's kind in words (default: training, or the diagnostics of a trained model)."""
     from empirical_seaice.io.cf import code_version, now_iso
     from empirical_seaice.products.report import summary_dict
     from empirical_seaice.products.write import provenance_of
@@ -264,7 +267,7 @@ def run_summary(result: Any, preset_name, data_cfg, obs, history, diagsonly: boo
     prov = provenance_of(result.tag, preset_name, data_cfg, obs)
     facts = {
         "tag": result.tag,
-        "mode": "diagnostics of a trained model" if diagsonly else "training",
+        "mode": mode or ("diagnostics of a trained model" if diagsonly else "training"),
         "preset": preset_name,
         "sensors": list(obs.basis.sensor_names),
         "period_start": prov.period_start,
