@@ -279,11 +279,14 @@ def test_fused_step_falls_back_with_one_notice(why, monkeypatch, caplog):
         t = _trainer(True, nepochs=2)
     else:
         t = _trainer(True, nepochs=2, optimizer="sparse-adam")
-    with caplog.at_level(logging.WARNING, logger="empirical_seaice"):
+    with caplog.at_level(logging.INFO, logger="empirical_seaice"):
         h = t.fit()
-    notices = [r.getMessage() for r in caplog.records if "fused training step not used" in r.getMessage()]
-    assert len(notices) == 1 and "\n" not in notices[0]
-    assert ("numba" in notices[0]) == (why == "numba missing")
+    notices = [r for r in caplog.records if "fused training step not used" in r.getMessage()]
+    assert len(notices) == 1 and "\n" not in notices[0].getMessage()
+    assert ("numba" in notices[0].getMessage()) == (why == "numba missing")
+    # numba missing is a warning; another optimiser scheme, chosen by the user (--exact-reference takes
+    # dense-adam), is a line at -v: the documented path, which printed a WARNING in every such run
+    assert notices[0].levelname == ("WARNING" if why == "numba missing" else "INFO")
     assert t._fused is False and len(h.epoch_terms) == 2 and np.isfinite(h.epoch_terms[-1]["total"])
 
 

@@ -384,7 +384,10 @@ class Trainer:
         if self._fused is None:
             fused, reason = build_fused_step(self.network, self.data, self.optimizers, self.nobs_total, self.device)
             if fused is None:
-                logger.warning("fused training step not used (%s); using the tensor step", reason)
+                # another optimiser scheme is the user's choice (--exact-reference takes dense-adam): said at -v
+                chosen = self.config.optimizer != "deferred-adam"
+                level = logging.INFO if chosen else logging.WARNING
+                logger.log(level, "fused training step not used (%s); using the tensor step", reason)
                 self._fused = False
                 return None
             self._fused = fused
