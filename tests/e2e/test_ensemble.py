@@ -91,6 +91,7 @@ def test_the_ensemble_file_holds_the_members_mean_and_spread(ensemble_run, twin_
         mean, spread = ds["seaice_mean"], ds["seaice_spread"]
         assert mean.standard_name == "sea_ice_area_fraction" and mean.ancillary_variables == "seaice_spread"
         assert spread.standard_name == "sea_ice_area_fraction standard_error" and spread.units == "1"
+        assert spread.comment.startswith("times 0..0 are the lag days") and "above 0.5" in spread.comment
         assert ds.ensemble_size == 3 and ds.sic_product == "seaice_filtered"
         assert ds.Conventions == "CF-1.10" and "time_bnds" in ds.variables
         assert mean.dimensions == spread.dimensions == ("time", "grid") and ds["time"].dimensions == ("time",)

@@ -44,6 +44,14 @@ def ensemble_statistics(members: Sequence[np.ndarray]) -> tuple[np.ndarray, np.n
     return stack.mean(axis=0), stack.std(axis=0, ddof=1)
 
 
+SPREAD_BOUND_NOTE = (
+    "a value above 0.5, the largest standard deviation a fraction within [0, 1] can have (the inflated "
+    "spread can pass it where the members disagree most), says that the data do not tell the concentration there"
+)
+"""The ``comment`` of ``seaice_spread``: how to read a value above 0.5 (the inflation multiplies the members'
+spread, which is not bounded by the fraction's range)."""
+
+
 def write_ensemble(
     path: Path,
     mean: np.ndarray,
@@ -90,7 +98,7 @@ def write_ensemble(
             "uncertainty of the sea ice concentration: ensemble standard deviation"
             + (" x spread_inflation" if inflation != 1.0 else ""),
             standard_name="sea_ice_area_fraction standard_error",
-            **lag,
+            comment="; ".join([*lag.values(), SPREAD_BOUND_NOTE]),
         ),
     }
     if inflation != 1.0:
