@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +79,20 @@ def test_background_file_missing(dataset, pattern, flag, stem):
     ds = dataset("C")
     (ds.root / stem).unlink()
     _raises(ds.config, str(ds.root), pattern, flag)
+
+
+def test_background_file_missing_beside_a_relative_data_file_names_its_directory(dataset, monkeypatch):
+    """A layout-A file given by its bare name: the message named the directory ".", which said nothing."""
+    ds = dataset("A")
+    (ds.config.data.parent / "ifs_seaice_initials_test.nc").unlink()
+    monkeypatch.chdir(ds.config.data.parent)
+    cfg = dataclasses.replace(ds.config, data=Path(ds.config.data.name))
+    with pytest.raises(SeaIceError) as exc:
+        read_training_data(cfg, NLAG)
+    assert str(exc.value) == (
+        f"{ds.config.data.parent.resolve()}: no background SIC file ifs_seaice*.nc found beside the training "
+        "data; give it with --seaice-background FILE"
+    )
 
 
 def test_background_file_ambiguous(dataset):

@@ -136,7 +136,9 @@ def _find_background(directory: Path, pattern: str, explicit: Path | None, flag:
         return path
     hits = sorted(directory.glob(pattern))
     if not hits:
-        raise SeaIceError(f"{directory}: no {what} file {pattern} found; give it with {flag} FILE")
+        raise SeaIceError(
+            f"{directory.resolve()}: no {what} file {pattern} found beside the training data; give it with {flag} FILE"
+        )
     if len(hits) > 1:
         names = ", ".join(h.name for h in hits)
         raise SeaIceError(f"{directory}: several {what} files match {pattern} ({names}); choose one with {flag} FILE")
