@@ -148,7 +148,7 @@ def add_further_options(ours) -> None:
         help="State-table optimiser: deferred-adam (dense Adam's updates, applied when a row is next read: "
         "cost per step scales with the batch; default), sparse-adam (torch SparseAdam: rows a batch misses "
         "keep their moments) or dense-adam (plain Adam over every table, the reference's way, ~10x slower "
-        "at a year). The old names sparse, lazy, dense still work.",
+        "at a year). The old names still work: sparse = deferred-adam, lazy = sparse-adam, dense = dense-adam.",
     )
     ours.add_argument(
         "--map-priors",

@@ -65,7 +65,10 @@ def add_reference_options(seed) -> None:
         "--tag", default="run", help="Tag name distinguishing the output files, e.g. seaice_TAG.nc (default: run)."
     )
     seed.add_argument(
-        "--modeltag", default=None, help="With --diagsonly: use the trained model of this tag (default: --tag)."
+        "--modeltag",
+        default=None,
+        help="With --diagsonly: use the trained model of this tag (default: --tag); with --retrieve: the "
+        "trained model to retrieve with (required).",
     )
     seed.add_argument(
         "--batchsize",
@@ -98,7 +101,10 @@ def add_reference_options(seed) -> None:
         "--diagsonly", action="store_true", help="Compute the output diagnostics from an already-trained model."
     )
     mode.add_argument(
-        "--trainonly", action="store_true", help="Only train the model and save it; write no diagnostics."
+        "--trainonly",
+        action="store_true",
+        help="Only train the model and save it; write no diagnostics (the default products still: "
+        "--no-classic, --no-gridded, --no-open-water-filter skip them).",
     )
     seed.add_argument(
         "--reproducible",

@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--noise-scale",
         type=float,
-        help="noise = scale x catalogue instrument noise (noise_k, else obs_error_k; 0 = noise-free)",
+        help="noise = scale x catalogue instrument noise (noise_k, else obs_error_k; 0 = noise-free; default 1)",
     )
     p.add_argument("--resolution-km", type=float, help="grid spacing in km (default: the preset's)")
     p.add_argument(
