@@ -8,7 +8,7 @@ cell — enough for SIC to be constrained in a few seconds of training.
 The trained run uses lr 1e-2 (not the reference 1e-3: each SIC cell is seen
 only ~5 times per epoch here, against hundreds of visits in a year-long run)
 and ``--ice-emis-init 0.9`` (the reference's zero output biases start the v2
-emissivity at ~0.5, far below the anchor floor 0.7, which a run of a few
+emissivity at ~0.5, far below the v2 anchor floor (23.8 GHz V >= 0.8), which a run of a few
 hundred steps cannot recover from).
 """
 
