@@ -103,8 +103,8 @@ def add_reference_options(seed) -> None:
     mode.add_argument(
         "--trainonly",
         action="store_true",
-        help="Only train the model and save it; write no diagnostics (the default products still: "
-        "--no-classic, --no-gridded, --no-open-water-filter skip them).",
+        help="Only train the model and save it; write no diagnostics (it still writes the default "
+        "products: --no-classic, --no-gridded, --no-open-water-filter skip them).",
     )
     seed.add_argument(
         "--reproducible",
