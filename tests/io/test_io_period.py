@@ -232,6 +232,9 @@ def test_times_without_their_time_of_day_are_a_warning(caplog):
     with caplog.at_level("WARNING", logger="empirical_seaice"):
         check_time_of_day(times, Path("jd.nc"), "amsr2")
         check_time_of_day(np.floor(times[:20]), Path("jd.nc"), "amsr2")  # too few to tell
+        few = np.floor(times)
+        few[3:] = np.nan  # 3 finite values of 5000
+        check_time_of_day(few, Path("jd.nc"), "amsr2")
         check_time_of_day(np.full(4, np.nan), Path("jd.nc"), "amsr2")
     assert not caplog.records
 

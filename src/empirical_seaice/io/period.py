@@ -85,22 +85,30 @@ def check_convention(julian_day: np.ndarray, path: Path, sensor: str) -> None:
         )
 
 
-TIME_SAMPLE = 1 << 16
-"""Observations of a sensor whose times of day :func:`check_time_of_day` looks at at most (evenly spaced)."""
+TIME_SAMPLES = (1 << 10, 1 << 16)
+"""Observations of a sensor whose times of day :func:`check_time_of_day` looks at (evenly spaced): the
+first sample, enough where the times are real; the second where the first finds at most 4."""
+
+
+def _times_of_day(julian_day: np.ndarray, n: int) -> np.ndarray:
+    """The distinct times of day (s after 12 UTC) of at most ``n`` evenly spaced finite values; none where
+    fewer than 100 are finite (too few to tell)."""
+    jd = julian_day[:: max(1, julian_day.size // n)]
+    jd = jd[np.isfinite(jd)]
+    if jd.size < 100:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.round((jd - np.floor(jd)) * 86400.0).astype(np.int64) % 86400)
 
 
 def check_time_of_day(julian_day: np.ndarray, path: Path, sensor: str) -> None:
     """A warning where a sensor's ``JULIAN_DAY`` holds at most 4 distinct times of day over 100 or more
     observations: whole days (the times floored) or float32 values (near 2.46e6 they step by 0.25 day).
-    Without the time of day an observation can fall in the wrong 21 UTC window (step); looked at on at
-    most :data:`TIME_SAMPLE` evenly spaced values."""
-    jd = julian_day[:: max(1, julian_day.size // TIME_SAMPLE)]
-    jd = jd[np.isfinite(jd)]
-    if jd.size < 100:
-        return
-    seconds = np.unique(np.round((jd - np.floor(jd)) * 86400.0).astype(np.int64) % 86400)
-    if seconds.size > 4:
-        return
+    Without the time of day an observation can fall in the wrong 21 UTC window (step); looked at on
+    :data:`TIME_SAMPLES` evenly spaced values (0.1 ms for a sensor of the benchmark twin)."""
+    for n in TIME_SAMPLES:
+        seconds = _times_of_day(julian_day, n)
+        if seconds.size > 4 or seconds.size == 0:
+            return  # times of day (or too few values to tell)
     hours = ", ".join(f"{(sec // 3600 + 12) % 24:02d}:{sec // 60 % 60:02d}" for sec in seconds.tolist())
     log.warning(
         "%s: JULIAN_DAY of sensor %s holds only %d distinct time%s of day (%s UTC) in %d observations: whole "

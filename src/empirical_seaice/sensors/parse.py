@@ -49,8 +49,8 @@ SENSOR_FIELDS = {
     "channel": "optional",
 }
 MIN_OBS_ERROR_K = 0.01
-"""The smallest observation error sigma_c (K) of a channel: the shipped catalogue's are 1-30 K; one of
-1e-30 K made the cost non-finite in the first epoch, with no word of the catalogue."""
+"""The smallest observation error sigma_c (K) of a channel: the shipped catalogue's are 1-30 K; the cost
+divides by sigma_c^2, so one of 1e-30 K overflows float32 at the first departure."""
 OVERRIDE_FIELDS = ("centre_ghz", "sidebands_ghz", "network_ghz", "reference_network_ghz", "incidence_deg")
 
 
