@@ -111,3 +111,30 @@ def test_cdo_reads_every_product(products, stem, tmp_path):
         warnings.simplefilter("ignore", RuntimeWarning)  # a time with no value (classic: no observation)
         np.testing.assert_allclose(got, np.nanmean(want, axis=1), rtol=1e-5)
     assert np.isfinite(got).any()
+
+
+@pytest.mark.skipif(
+    any(shutil.which(t) is None for t in ("cdo", "ncpdq", "ncks", "ncrename")), reason="cdo or NCO is not installed"
+)
+def test_the_documented_nco_recipe_gives_cdo_the_reference_file_with_its_dates(trained, tmp_path):
+    """The recipe of docs/outputs.md, run as written there on seaice_TAG.nc ((grid, lagstep), the reference's
+    layout): CDO reads the SIC and dates each step as the file's julian_day. Renaming the dimension in the
+    netCDF-4 file (the recipe before ``ncks -3``) turned every time into fill, dated 1970-01-01 with no error."""
+    import datetime
+    import re
+
+    doc = (Path(__file__).parents[2] / "docs" / "outputs.md").read_text()
+    block = re.search(r"```\n(ncpdq -a lagstep,grid seaice_TAG\.nc.*?)```", doc, re.S)
+    assert block is not None, "the NCO recipe is no longer in docs/outputs.md"
+    shutil.copy(trained.output / f"seaice_{TAG}.nc", tmp_path / "seaice_TAG.nc")
+    shown = ""
+    for line in block.group(1).strip().splitlines():
+        r = subprocess.run(line.split(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (line, r.stderr)
+        shown = r.stdout
+    with netCDF4.Dataset(tmp_path / "seaice_TAG.nc") as nc:
+        jd = np.asarray(nc["julian_day"][:], dtype=np.float64)
+    want = [(datetime.date(2000, 1, 1) + datetime.timedelta(days=float(d) - 2451544.5)).isoformat() for d in jd]
+    assert shown.split() == want and want[0] > "2000", (shown, want)
+    with netCDF4.Dataset(tmp_path / "seaice_cdo.nc") as nc, netCDF4.Dataset(tmp_path / "seaice_TAG.nc") as ref:
+        np.testing.assert_array_equal(np.asarray(nc["seaice"][:]).T, np.asarray(ref["seaice"][:]))
