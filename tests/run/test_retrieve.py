@@ -342,7 +342,8 @@ def test_frozen_model_fulfils_the_trainer_contract(trained):
     """The frozen model hands the trainer the rows a batch reads and computes with the rows it is
     given, so a retrieval takes training's optimiser path (catch-up before the forward pass). On
     the tiny twin, the old frozen model without state_rows (catch-up after the gradient) retrieved
-    SIC RMSE 0.0668 against 0.0592 with it (the example of docs/usage.md, "Products", 15 epochs)."""
+    SIC RMSE 0.0668 against 0.0592 with it (the example of docs/usage.md, "Products", 15 epochs, before the
+    retrieval took the full priors)."""
     from empirical_seaice.training.contract import TrainableNetwork, check_network
 
     twin, output, tc, res = trained
