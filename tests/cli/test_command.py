@@ -171,6 +171,30 @@ def test_cuda_requested_without_cuda(capsys, tmp_path):
     assert not out.exists()
 
 
+def test_the_progress_display_is_drawn_on_a_terminal_only(monkeypatch):
+    """A log file (stderr not a TTY: a batch job, a pipe) got every redraw of the progress line, and its
+    warnings between carriage returns; now only a terminal gets the display."""
+    from empirical_seaice.cli.command import _progress
+    from empirical_seaice.cli.parser import build_parser
+
+    class Stream:
+        def __init__(self, tty: bool):
+            self.tty = tty
+
+        def isatty(self) -> bool:
+            return self.tty
+
+    parser = build_parser()
+    for tty, flags, shown in [
+        (True, [], True),
+        (False, [], False),
+        (True, ["--no-progress"], False),
+        (True, ["--quiet"], False),
+    ]:
+        monkeypatch.setattr("sys.stderr", Stream(tty))
+        assert _progress(parser.parse_args(flags)) is shown, (tty, flags)
+
+
 def test_threads_apply_during_the_run_and_are_restored(monkeypatch, tmp_path):
     import torch
 

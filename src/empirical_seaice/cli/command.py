@@ -46,6 +46,13 @@ def _setup_logging(verbosity: int) -> None:
         root.addHandler(handler)
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Whether the run shows its progress display: not with ``--no-progress`` or ``--quiet``, and only on a
+    terminal (stderr a TTY): a log file got every redraw of the line, carriage returns and all, and the
+    warnings between them (a batch job's log grows by the redraws, twice a second)."""
+    return not (args.no_progress or args.quiet) and sys.stderr.isatty()
+
+
 def _set_threads(n: int, compression: int | None = None) -> tuple[int, int]:
     """Set torch's intra-op CPU threads to ``n`` and the output files' compression threads to
     ``compression`` (default ``n``); returns the previous numbers of both, for restoring them."""
@@ -144,7 +151,7 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
                 diagsonly=args.diagsonly,
                 trainonly=args.trainonly,
                 resume=args.resume,
-                progress=not (args.no_progress or args.quiet),
+                progress=_progress(args),
                 products=products,
                 distributed=args.distributed,
                 shard_order=args.shard_order,
@@ -219,7 +226,7 @@ def _run_ensemble(args: argparse.Namespace, ensemble, configs, products, argv) -
     data, preset, cost, training = configs
     result = run_ensemble(
         ensemble, data, preset, cost, training, args.output, args.tag, trainonly=args.trainonly,
-        progress=not (args.no_progress or args.quiet), products=products, force_outputs=args.force_outputs,
+        progress=_progress(args), products=products, force_outputs=args.force_outputs,
         checkpoint_minutes=args.checkpoint_minutes, argv=[PROG, *argv],
     )  # fmt: skip
     if not args.quiet:
@@ -262,7 +269,7 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
             args.modeltag,
             args.tag,
             sensors=tuple(args.sensors) if args.sensors else None,
-            progress=not (args.no_progress or args.quiet),
+            progress=_progress(args),
             stage=stage,
         )
         _, lines = write_products(
