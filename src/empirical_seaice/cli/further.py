@@ -246,7 +246,9 @@ def add_further_options(ours) -> None:
         "taking its own observations from each) or 'local' (each rank shuffles its own observations; memory "
         "per rank independent of the run's size).",
     )
-    ours.add_argument("--no-progress", action="store_true", help="No progress display on stderr (drawn only on a terminal anyway).")
+    ours.add_argument(
+        "--no-progress", action="store_true", help="No progress display on stderr (drawn only on a terminal anyway)."
+    )
     talk = ours.add_mutually_exclusive_group()
     talk.add_argument(
         "-q",
