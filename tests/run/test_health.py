@@ -50,7 +50,8 @@ def test_each_check_names_what_failed():
     e[150:, 1] = 1.5
     assert _case(emis_ice=e).failures == [
         "ice emissivity outside (0, 1] for 6.0% of the 100 observations with SIC > 0.5 "
-        "(from 0.9 to 1.05; worst channel 10v: 12%)"
+        "(from 0.9 to 1.05; worst channel 10v: 12%), beyond the unbounded v1 model's tolerance "
+        "(the tolerance: 5% outside, none above 1.2)"
     ]
     e[:12, 0] = 1.0  # 1 exactly is fine
     assert _case(emis_ice=e).ok
@@ -163,3 +164,26 @@ def test_a_summary_without_a_health_report_judges_the_anchor_as_the_check_does()
     diagsonly = table(None)
     assert "NOTE: the emissivity anchor term is 91%" in trained and "WARNING" not in trained
     assert diagsonly == trained
+
+
+def test_the_remedy_fits_the_checks_that_failed(tmp_path):
+    """The v1 emissivity's bound alone: the linear model cannot fit these data within (0, 1], which a lower
+    learning rate or more epochs did not cure (the message said "lower --learning-rate", which made it
+    worse); a diverged fit keeps that advice."""
+    from empirical_seaice.run.health import HealthError, health_gate
+
+    e = np.full((200, 2), 0.9)
+    e[:12, 0] = 1.05
+    with pytest.raises(HealthError) as exc:
+        health_gate(_case(emis_ice=e), False, tmp_path / "checkpoint.pt")
+    text = str(exc.value)
+    assert "lower --learning-rate" not in text and "--model v2 (bounded), or --force-outputs" in text
+    after = {"obs": 1100.0, "sic_range": 5.0, "total": 1105.0}
+    for report in (_case(cost_after=after), _case(emis_ice=e, cost_after=after)):
+        with pytest.raises(HealthError) as exc:
+            health_gate(report, False, tmp_path / "checkpoint.pt")
+        assert str(exc.value).endswith(
+            "(lower --learning-rate, or --force-outputs to write the outputs marked as failed)"
+        )
+    report, attrs = health_gate(_case(emis_ice=e), True, tmp_path / "checkpoint.pt")
+    assert attrs is not None and attrs["health_check"] == "failed"
