@@ -45,7 +45,7 @@ def test_data_directory_without_data(tmp_path):
 def test_layout_c_missing_sensor_directory(dataset):
     ds = dataset("C")
     cfg = dataclasses.replace(ds.config, sensors=("amsr2", "gmi"))
-    _raises(cfg, "sensor directory gmi not found", "amsr2")
+    _raises(cfg, "sensor directory gmi not found", "amsr2", "; to train on those, give --sensors amsr2")
 
 
 def test_layout_c_sensor_directory_without_files(dataset):

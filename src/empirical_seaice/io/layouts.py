@@ -182,7 +182,8 @@ def find_data_files(config: DataConfig) -> DataFiles:
             if missing:
                 raise SeaIceError(
                     f"--data {data}: sensor directory {', '.join(missing)} not found "
-                    f"(layout C; sensor directories present: {', '.join(subdirs)})"
+                    f"(layout C; sensor directories present: {', '.join(subdirs)}); to train on those, "
+                    f"give --sensors {' '.join(subdirs)}"
                 )
             files = tuple(SensorFiles(s, "B", data / s.name, _layout_b_prefix(data / s.name, s.name)) for s in sensors)
             layout = "C"
