@@ -271,3 +271,27 @@ def test_plain_warnings_name_what_went_wrong_and_the_fix():
     assert "--nepochs" in w[1]
     text = d.format_summary(rose, make_obs(nobs=4, sensors=("amsr2",)).basis)
     assert text.splitlines()[-2:] == [f"  {w[0]}", f"  {w[1]}"]
+    # with early stopping the kept epoch had the lowest held-out cost: no "more epochs"
+    rose.kept_epoch = 4
+    w = d.plain_warnings(rose)
+    assert w[0].startswith("WARNING: the total cost rose") and "--nepochs" not in w[1]
+    assert w[1].startswith("  Likely cause: the held-out observations' cost was lowest at epoch 4")
+    # the `science` twin's good run (SIC 0.1218 -> 0.0795): the total rose by an anchor term whose shortfall
+    # the health check found harmless and which stays below the observation term before (so not "dominating"):
+    # a note, no warning
+    science = d.RunDiagnostics(
+        title="T",
+        cost_before={"obs": 1.2e7, "anchor": 0.0, "total": 1.2483e7},
+        cost_after={"obs": 3.2e6, "anchor": 9.8276e6, "total": 1.312e7},
+        truth=_truth(0.1218, 0.0795),
+        kept_epoch=4,
+        anchor_shortfall=1.1e-4,
+        anchor_harmless=True,
+    )
+    assert d.plain_warnings(science) == [
+        "NOTE: the total cost rose during training (1.248e+07 -> 1.312e+07) by the emissivity anchor term "
+        "(0 -> 9.828e+06), which stands for an emissivity shortfall of only 0.00011 (RMS over all observations): "
+        "a few emissivities end just under the anchor's floor. The products are not affected."
+    ]
+    science.anchor_harmless = False  # without the health check's verdict: the warning
+    assert d.plain_warnings(science)[0].startswith("WARNING: the total cost rose")
