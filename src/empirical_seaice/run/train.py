@@ -272,7 +272,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     from empirical_seaice.run import interrupt
     from empirical_seaice.run.factory import build_network
     from empirical_seaice.run.health import check_trained, health_gate
-    from empirical_seaice.training.checkpoint import check_identity, read_checkpoint
+    from empirical_seaice.training.checkpoint import check_identity, checkpoint_identity
     from empirical_seaice.training.runtime import make_generator, split_observations
 
     result = RunResult(output=plan.output, tag=plan.tag)
@@ -285,7 +285,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     if plan.model_file is not None:  # --diagsonly: the trained run's data, before any work
         check_trained_data(plan.model_file, obs, plan.modeltag)
     if plan.resume:  # refuse another run's checkpoint before any work
-        check_identity(plan.checkpoint, read_checkpoint(plan.checkpoint).get("identity"), identity)
+        check_identity(plan.checkpoint, checkpoint_identity(plan.checkpoint), identity)
     display.stage("packing observations")
     log.info("training: %d epochs, %s", plan.train_cfg.nepochs, schedule_line(plan.train_cfg))
     generator = make_generator(plan.train_cfg.seed)
