@@ -66,6 +66,7 @@ def test_exact_reference_is_the_published_configuration(model, nepochs, order):
     assert training.adam_epsilon == "keras"  # epsilon added before Keras' bias correction
     resolved = training.resolved(9322)  # nothing automatic left: the same on any data size
     assert (resolved.batch_size, resolved.learning_rate, resolved.map_priors) == (1024, 1e-3, "full")
+    assert resolved.network_learning_rate == 1e-3  # the network at the same step: one Adam, one group
     # explicit flags still apply on top
     _, preset3, _, short = _configs(["--model", model, "--exact-reference", "--nepochs", "3"])
     assert short == replace(training, nepochs=3) and preset3 == preset

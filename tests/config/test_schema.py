@@ -27,6 +27,18 @@ def test_resolved_fills_the_automatic_values_and_keeps_explicit_ones():
     assert (r.batch_size, r.learning_rate) == (64, 1e-3 * 1024 / 64)
 
 
+def test_the_network_steps_at_most_the_geometric_mean_of_the_learning_rate_and_the_reference_step():
+    """The automatic step of the dense weights: the learning rate up to 1e-3, above it sqrt(lr * 1e-3)
+    (batch 128: 8e-3 -> 2.83e-3; 512: 2e-3 -> 1.41e-3); an explicit --network-learning-rate is kept."""
+    nets = {n: TrainingConfig(batch_size=None, learning_rate=None).resolved(n) for n in (9_322, 141_596, 300_000)}
+    assert [(r.batch_size, r.learning_rate) for r in nets.values()] == [(128, 8e-3), (512, 2e-3), (1024, 1e-3)]
+    assert [r.network_learning_rate for r in nets.values()] == pytest.approx([2.8284e-3, 1.4142e-3, 1e-3], rel=1e-4)
+    assert TrainingConfig(batch_size=4096, learning_rate=None).resolved(10**6).network_learning_rate == 2.5e-4
+    assert TrainingConfig(learning_rate=0.02, network_learning_rate=0.005).resolved(9_322).network_step == 0.005
+    with pytest.raises(SeaIceError, match="--network-learning-rate: must be a finite number > 0"):
+        TrainingConfig(network_learning_rate=0.0)
+
+
 def test_a_bad_value_is_one_error_naming_the_field():
     with pytest.raises(SeaIceError, match="optimizer"):
         TrainingConfig(optimizer="adagrad")

@@ -34,7 +34,8 @@ SENSORS = ("amsr2", "gmi", "ssmisf17")
 
 def test_1_a_diverged_run_writes_nothing_unless_forced(twin, tmp_path, untouched):
     out = tmp_path / "out"
-    flags = ["--data", twin, "--output", out, "--tag", "d", "--nepochs", "3", *FAST, "--learning-rate", "1.0"]
+    diverging = ["--learning-rate", "1.0", "--network-learning-rate", "1.0"]
+    flags = ["--data", twin, "--output", out, "--tag", "d", "--nepochs", "3", *FAST, *diverging]
     r = run_cli(flags)
     line = assert_one_line_error(r, "health check failed: SIC from", "departures worse than before training")
     assert "--force-outputs" in line

@@ -46,7 +46,7 @@ def trained(tmp_path_factory, single_thread):
     # and the default smoothness prior in time, as a run of the command line trains (starting_configuration)
     cost = replace(base.cost, sic_error=0.02, sic_smoothness_time_error=DEFAULT_SIC_SMOOTHNESS_TIME)
     preset = Preset(name="v2", model=replace(base.model, ice_emis_init=0.9), cost=cost, sensors=("amsr2",))
-    tc = TrainingConfig(nepochs=15, batch_size=128, learning_rate=0.02, reproducible=True)
+    tc = TrainingConfig(nepochs=15, batch_size=128, learning_rate=0.02, network_learning_rate=0.02, reproducible=True)
     output = root / "out"
     res = pipeline.run(
         DataConfig(data=twin, sensors=("amsr2",), nsteps=NTRAIN),

@@ -53,6 +53,7 @@ def _trainer(scheme, model_kw=None, cost_kw=None, eps="torch", warm=False, nepoc
         nepochs=nepochs,
         batch_size=16,
         learning_rate=1e-2,
+        network_learning_rate=cfg_kw.pop("network_learning_rate", 1e-2),
         fused_step=cfg_kw.pop("fused_step", not dense),
         adam_epsilon=eps,
         optimizer="dense-adam" if dense else "deferred-adam",

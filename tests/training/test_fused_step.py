@@ -25,6 +25,8 @@ V1 = dict(
 )
 CASES = {
     "v2": {},
+    # the network and the TB biases at their own step (the default's min(learning_rate, 1e-3))
+    "v2-network-learning-rate": dict(network_learning_rate=1e-3),
     # original v2 anchor (one more network evaluation at 23.8 GHz V), every optional prior, warm rows
     "v2-anchor-frequency-priors-warm": dict(
         cost_kw=dict(
@@ -63,6 +65,7 @@ def _trainer(
     observations on ``device``)."""
     obs, bg, model, cost, counts = step_case(model_kw, cost_kw, warm, sensors)
     net = HybridNetwork(model, cost, obs.basis, bg, obs.nobs, row_counts=counts, generator=make_generator(3))
+    cfg_kw.setdefault("network_learning_rate", 1e-2)  # every parameter at the same aggressive step
     cfg = TrainingConfig(
         nepochs=nepochs, batch_size=16, learning_rate=1e-2, fused_step=fused, adam_epsilon=eps, device=device, **cfg_kw
     )

@@ -30,6 +30,20 @@ def test_build_optimizers(optimizer, sparse, kinds):
         build_optimizers(build(*make_toy(), sparse=not sparse)[0], TrainingConfig(optimizer=optimizer), 1e-2)
 
 
+@pytest.mark.parametrize("optimizer, sparse", [("deferred-adam", True), ("dense-adam", False)])
+def test_build_optimizers_steps_the_dense_weights_at_the_network_rate(optimizer, sparse):
+    """The per-cell tables at lr, the dense weights at network_lr: two optimisers, or one dense Adam with
+    two groups; the same rate twice gives dense-adam's one group (the reference's optimiser)."""
+    net, _ = build(*make_toy(), sparse=sparse)
+    opts = build_optimizers(net, TrainingConfig(optimizer=optimizer), 1e-2, 1e-3)
+    lrs = {id(p): g["lr"] for o in opts for g in o.param_groups for p in g["params"]}
+    assert all(lrs[id(p)] == 1e-2 for p in net.sparse_parameters())
+    assert all(lrs[id(p)] == 1e-3 for p in net.dense_parameters()) and len(list(net.dense_parameters())) > 0
+    if optimizer == "dense-adam":
+        assert len(opts) == 1 and len(opts[0].param_groups) == 2
+        assert len(build_optimizers(net, TrainingConfig(optimizer=optimizer), 1e-2, 1e-2)[0].param_groups) == 1
+
+
 def test_whole_map_scheme_without_a_fused_program():
     """A network without a compiled program: auto takes the sampled priors and says why; full is refused."""
     net, data = build(*make_toy())

@@ -197,8 +197,8 @@ def test_early_stopping_copies_each_better_epoch_into_one_copy():
         x = np.random.default_rng(0).normal(size=row.size)
         net, data = build(row, x, y, train_index=np.arange(200))
         cfg = TrainingConfig(
-            nepochs=nepochs, batch_size=40, learning_rate=0.02, validation_fraction=0.05,
-            early_stopping=early_stopping, patience=2, reproducible=True,
+            nepochs=nepochs, batch_size=40, learning_rate=0.02, network_learning_rate=0.02,
+            validation_fraction=0.05, early_stopping=early_stopping, patience=2, reproducible=True,
         )  # fmt: skip
         return net, Trainer(net, data, cfg, np.arange(200), np.arange(200, 210), 200, progress=False)
 
@@ -534,22 +534,28 @@ def test_a_log_line_during_the_display_is_a_line_of_its_own(capsys):
 
 def test_learning_rate_decay_and_plateau_cuts():
     """--lr-decay: epoch k steps with lr * G**k; --plateau-cuts: where early stopping would stop, the
-    step is halved instead (up to N times), then it stops; the best epoch is still the one kept."""
+    step is halved instead (up to N times), then it stops; the best epoch is still the one kept. The
+    network's own step (sqrt(0.05 * 1e-3) = 0.00707 by default) is decayed and cut alike."""
     seen: list[float] = []
+    seen_network: list[float] = []
 
     class Spy(Trainer):
         def _train_epoch(self, position=None):
             seen.append(self.optimizers[0].param_groups[0]["lr"])
+            seen_network.append(self.optimizers[-1].param_groups[0]["lr"])
             super()._train_epoch(position)
 
     net, data, cfg, train, valid = _conflict_case(nepochs=4)
     Spy(net, data, replace(cfg, early_stopping=False, lr_decay=0.5), train, valid, 200, progress=False).fit()
     assert seen == pytest.approx([0.05, 0.025, 0.0125, 0.00625])
+    assert seen_network == pytest.approx([0.05**0.5 * 1e-3**0.5 * 0.5**k for k in range(4)])
     seen.clear()
+    seen_network.clear()
     net, data, cfg, train, valid = _conflict_case(patience=1, nepochs=10)
     hist = Spy(net, data, replace(cfg, plateau_cuts=2), train, valid, 200, progress=False).fit()
     # epoch 1 best; after 2 and 3 (no better) the step is halved twice, after 4 it stops
     assert seen == pytest.approx([0.05, 0.05, 0.025, 0.0125])
+    assert seen_network == pytest.approx([0.007071, 0.007071, 0.0035355, 0.0017678], rel=1e-4)
     assert hist.stopped_early and hist.nepochs == 4 and hist.best_epoch == 0
 
 

@@ -82,6 +82,7 @@ def configs_from_args(args: argparse.Namespace):
         "nepochs": args.nepochs,
         "batch_size": args.batchsize,
         "learning_rate": args.learning_rate,
+        "network_learning_rate": args.network_learning_rate,
         "optimizer": args.optimizer,
         "map_priors": args.map_priors,
         "batch_order": args.batch_order,
@@ -128,13 +129,14 @@ MODE_IGNORES = {
     "diagsonly": (
         "model", "ice_emis_init", "angle_input", "warm_ice", "sic_background_error", "sic_smoothness",
         "sic_smoothness_time", "stepstart", "nsteps", "start_date", "nepochs", "batchsize",
-        "learning_rate", "optimizer", "map_priors", "batch_order", "validation_fraction", "early_stopping",
-        "patience", "plateau_cuts", "lr_decay", "unfused_step", "checkpoint_minutes", "force_outputs",
+        "learning_rate", "network_learning_rate", "optimizer", "map_priors", "batch_order", "validation_fraction",
+        "early_stopping", "patience", "plateau_cuts", "lr_decay", "unfused_step", "checkpoint_minutes",
+        "force_outputs",
     ),
     "retrieve": (
         "model", "ice_emis_init", "angle_input", "warm_ice", "sic_background_error", "sic_smoothness",
-        "sic_smoothness_time", "optimizer", "map_priors", "validation_fraction", "early_stopping", "patience",
-        "plateau_cuts", "checkpoint_minutes",
+        "sic_smoothness_time", "network_learning_rate", "optimizer", "map_priors", "validation_fraction",
+        "early_stopping", "patience", "plateau_cuts", "checkpoint_minutes",
     ),
     "distributed": ("checkpoint_minutes", "force_outputs"),
 }  # fmt: skip

@@ -11,6 +11,7 @@ option. The named reference configurations built from these are in
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -297,7 +298,11 @@ class TrainingConfig:
 
     nepochs: passes over the training observations.
     batch_size: observations per minibatch; None = :func:`auto_batch_size` of the training observations.
-    learning_rate: Adam step size; None = :func:`auto_learning_rate` of the batch size.
+    learning_rate: Adam step size of the per-cell tables (the SIC map, the empirical state); None =
+        :func:`auto_learning_rate` of the batch size.
+    network_learning_rate: Adam step size of the dense weights (the network, the TB biases, which get
+        a gradient at every step); None = :meth:`network_step`'s rule: ``learning_rate`` up to the
+        reference's 1e-3, above it the geometric mean ``sqrt(learning_rate * 1e-3)``.
     seed: seed of the one random generator of the run.
     reproducible: deterministic algorithms and seeded everything (identical files on rerun).
     validation_fraction: fraction of observations held out of training.
@@ -337,6 +342,7 @@ class TrainingConfig:
     nepochs: int = 8
     batch_size: int | None = REFERENCE_BATCH_SIZE
     learning_rate: float | None = REFERENCE_LEARNING_RATE
+    network_learning_rate: float | None = None
     seed: int = 0
     reproducible: bool = False
     validation_fraction: float = 0.0
@@ -365,6 +371,8 @@ class TrainingConfig:
             raise SeaIceError("--early-stopping needs --validation-fraction > 0")
         if self.learning_rate is not None and not 0 < self.learning_rate < float("inf"):  # also NaN
             raise SeaIceError(f"--learning-rate: must be a finite number > 0, got {self.learning_rate}")
+        if self.network_learning_rate is not None and not 0 < self.network_learning_rate < float("inf"):
+            raise SeaIceError(f"--network-learning-rate: must be a finite number > 0, got {self.network_learning_rate}")
         if self.plateau_cuts < 0:
             raise SeaIceError(f"--plateau-cuts: must be >= 0, got {self.plateau_cuts}")
         if not 0.0 < self.plateau_factor < 1.0:  # no flag: set in Python (TrainingConfig.plateau_factor)
@@ -415,8 +423,26 @@ class TrainingConfig:
         """Whether :meth:`resolved` switched the hold-out off (fewer than ``validation_min_obs``)."""
         return self.validation_fraction == 0.0 and self.validation_min_obs > 0
 
+    @property
+    def network_step(self) -> float:
+        """The dense weights' Adam step: ``network_learning_rate``, else ``learning_rate`` where it is at
+        most the reference's 1e-3 and ``sqrt(learning_rate * 1e-3)`` above (2.8e-3 at batch 128).
+
+        :func:`auto_learning_rate` raises the step with smaller batches so that a SIC cell, read by a
+        few observations an epoch, travels as far. The network and the TB biases get a gradient at
+        every step: the full raise moved them far along the SIC-emissivity trade-off the observations
+        hardly see (more steps, lower SIC in the pack), the reference's 1e-3 left short runs unfit;
+        the geometric mean was measured between the two (docs/training-defaults.md)."""
+        if self.network_learning_rate is not None:
+            return self.network_learning_rate
+        if self.learning_rate is None:
+            raise SeaIceError("TrainingConfig.network_step: learning_rate is automatic; call resolved() first")
+        if self.learning_rate <= REFERENCE_LEARNING_RATE:
+            return self.learning_rate  # the very same value: --exact-reference's one Adam group stays one
+        return math.sqrt(self.learning_rate * REFERENCE_LEARNING_RATE)
+
     def resolved(self, nobs_train: int) -> TrainingConfig:
-        """This configuration with the automatic batch size and learning rate made concrete, and the
+        """This configuration with the automatic batch size and learning rates made concrete, and the
         hold-out decided: none (and no early stopping) with fewer than ``validation_min_obs``
         observations, else kept (``validation_min_obs`` then 0, so a second call keeps it)."""
         batch = self.batch_size if self.batch_size is not None else auto_batch_size(nobs_train)
@@ -431,6 +457,7 @@ class TrainingConfig:
             self,
             batch_size=batch,
             learning_rate=lr,
+            network_learning_rate=replace(self, learning_rate=lr).network_step,
             map_priors=self.prior_mode,
             validation_fraction=fraction,
             early_stopping=stopping,

@@ -239,8 +239,9 @@ def kept_epoch(history, early_stopping: bool = True) -> int | None:
 def schedule_line(cfg: TrainingConfig, priors_note: str = "") -> str:
     """One line naming the training settings in effect (``priors_note``: which whole-map priors
     ``--map-priors auto`` took and why, in place of the prior mode)."""
+    network = "" if cfg.network_step == cfg.learning_rate else f" (network {cfg.network_step:.3g})"
     line = (
-        f"batch {cfg.batch_size}, learning rate {cfg.learning_rate:.3g}, {cfg.optimizer}, "
+        f"batch {cfg.batch_size}, learning rate {cfg.learning_rate:.3g}{network}, {cfg.optimizer}, "
         f"{priors_note or f'{cfg.prior_mode} whole-map priors'}, {cfg.batch_order} batches"
     )
     if cfg.lr_decay != 1.0:

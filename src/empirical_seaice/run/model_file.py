@@ -117,6 +117,9 @@ def run_identity(obs: Observations, model: ModelConfig, cost: CostConfig, traini
         "batch_size": None if training.batch_size is None else int(training.batch_size),
         "optimizer": training.optimizer,
         "learning_rate": None if training.learning_rate is None else float(training.learning_rate),
+        "network_learning_rate": (
+            None if training.network_learning_rate is None else float(training.network_learning_rate)
+        ),
         "seed": int(training.seed),
         "validation_fraction": float(training.validation_fraction),
         "validation_min_obs": int(training.validation_min_obs),

@@ -76,9 +76,10 @@ def skip_dynamo_import() -> bool:
     return applied
 
 
-def dense_adam(params: list[torch.nn.Parameter], lr: float, eps_mode: str = "torch") -> torch.optim.Adam:
+def dense_adam(params: list, lr: float, eps_mode: str = "torch") -> torch.optim.Adam:
     """torch Adam with Keras betas/eps, fused (one kernel for all tensors; CPU and CUDA);
-    ``eps_mode="keras"``: :class:`KerasEpsilonAdam` (Keras' epsilon placement)."""
+    ``eps_mode="keras"``: :class:`KerasEpsilonAdam` (Keras' epsilon placement). ``params``: the
+    parameters, or parameter groups (dicts, each with its own ``lr``)."""
     if eps_mode == "keras":
         return KerasEpsilonAdam(params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS, fused=True)
     if eps_mode != "torch":

@@ -41,6 +41,7 @@ IDENTITY_WORDS = {
     "batch_size": "--batchsize",
     "optimizer": "optimiser (--optimizer, --exact-reference)",
     "learning_rate": "--learning-rate",
+    "network_learning_rate": "--network-learning-rate",
     "seed": "--seed",
     "validation_fraction": "--validation-fraction",
     "validation_min_obs": "held-out minimum (--validation-fraction's automatic default)",

@@ -33,10 +33,14 @@ from empirical_seaice.training.fused_step import FusedStep, build_fused_step
 logger = logging.getLogger(__name__)
 
 
-def build_optimizers(network: Any, cfg: TrainingConfig, lr: float) -> list[torch.optim.Optimizer]:
-    """The optimisers of ``cfg.optimizer`` over ``network``'s parameters at learning rate ``lr``
-    (the deferred or sparse optimiser first, then the dense weights' Adam; one Adam for
-    ``dense-adam``). A network built with the other kind of state gradients is a one-line error."""
+def build_optimizers(
+    network: Any, cfg: TrainingConfig, lr: float, network_lr: float | None = None
+) -> list[torch.optim.Optimizer]:
+    """The optimisers of ``cfg.optimizer`` over ``network``'s parameters: the per-cell tables at
+    learning rate ``lr``, the dense weights at ``network_lr`` (None: ``lr``) (the deferred or sparse
+    optimiser first, then the dense weights' Adam; one Adam with the two groups for ``dense-adam``).
+    A network built with the other kind of state gradients is a one-line error."""
+    network_lr = lr if network_lr is None else network_lr
     skip_dynamo_import()
     sparse_params = list(network.sparse_parameters())
     dense_params = list(network.dense_parameters())
@@ -54,7 +58,7 @@ def build_optimizers(network: Any, cfg: TrainingConfig, lr: float) -> list[torch
             else:
                 opts.append(torch.optim.SparseAdam(sparse_params, lr=lr, betas=ADAM_BETAS, eps=ADAM_EPS))
         if dense_params:
-            opts.append(dense_adam(dense_params, lr, cfg.adam_epsilon))
+            opts.append(dense_adam(dense_params, network_lr, cfg.adam_epsilon))
         return opts
     # dense-adam: plain Adam over everything (the reference's way)
     if net_sparse is True:
@@ -62,7 +66,10 @@ def build_optimizers(network: Any, cfg: TrainingConfig, lr: float) -> list[torch
             "optimizer 'dense-adam': the network was built with sparse state gradients (sparse=True); "
             "build it with sparse=False or use optimizer 'deferred-adam' or 'sparse-adam'"
         )
-    return [dense_adam(sparse_params + dense_params, lr, cfg.adam_epsilon)]
+    groups = [{"params": p, "lr": r} for p, r in ((sparse_params, lr), (dense_params, network_lr)) if p]
+    if len(groups) == 2 and network_lr == lr:  # one group: the reference's optimiser as it is
+        groups = [{"params": sparse_params + dense_params, "lr": lr}]
+    return [dense_adam(groups, lr, cfg.adam_epsilon)]
 
 
 def whole_map_scheme(

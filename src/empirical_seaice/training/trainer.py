@@ -208,7 +208,7 @@ class Trainer:
         self._own_progress = not isinstance(progress, RunProgress)
         self.generator = generator if generator is not None else make_generator(config.seed)
         self.device = data_device(data, network)
-        self.optimizers = build_optimizers(self.network, config, self.learning_rate)
+        self.optimizers = build_optimizers(self.network, config, self.learning_rate, config.network_step)
         self.history = TrainingHistory()
         self.epoch = 0
         self._best_cost = float("inf")
@@ -367,14 +367,15 @@ class Trainer:
             self._best_is_current = False
 
     def _set_learning_rate(self) -> None:
-        """This epoch's step: ``learning_rate * lr_decay ** epoch`` (constant with the default decay 1)."""
+        """This epoch's steps: each group's first step (``learning_rate`` or the network's) times
+        ``lr_decay ** epoch`` and the plateau cuts (constant with the default decay 1)."""
         cfg = self.config
         if cfg.lr_decay == 1.0 and not self._lr_cuts:
             return
-        lr = self.learning_rate * cfg.lr_decay**self.epoch * cfg.plateau_factor ** len(self._lr_cuts)
+        factor = cfg.lr_decay**self.epoch * cfg.plateau_factor ** len(self._lr_cuts)
         for opt in self.optimizers:
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = group.setdefault("first_lr", group["lr"]) * factor
 
     def _fused_step(self) -> FusedStep | None:
         """The compiled step (:mod:`~empirical_seaice.training.fused_step`) when the config asks for it and
