@@ -65,6 +65,7 @@ FLAG_CASES = [
     ("lr-inf", ["--learning-rate", "inf"], ["--learning-rate", "finite number > 0"]),
     ("lr-negative", ["--learning-rate", "-1"], ["--learning-rate", "finite number > 0"]),
     ("lr-text", ["--learning-rate", "fast"], ["--learning-rate", "invalid float value"]),
+    ("network-lr-zero", ["--network-learning-rate", "0"], ["--network-learning-rate", "finite number > 0"]),
     ("batchsize-0", ["--batchsize", "0"], ["--batchsize", "must be >= 1"]),
     ("nepochs-negative", ["--nepochs", "-1"], ["--nepochs", "must be >= 0"]),
     ("stepstart-negative", ["--stepstart", "-1"], ["--stepstart", "must be >= 0"]),
@@ -241,6 +242,11 @@ def test_damaged_input(twin, tmp_path, untouched, edits, fragments):
 # (id, flags of a second run over the good output set, fragments)
 OVER_GOOD_CASES = [
     ("resume-other-lr", ["--resume", "--learning-rate", "2e-2"], ["--resume", "--learning-rate: 0.01 then, 0.02 now"]),
+    (
+        "resume-other-network-lr",
+        ["--resume", "--network-learning-rate", "2e-3"],
+        ["--resume", "--network-learning-rate:", "then, 0.002 now"],
+    ),
     ("resume-other-period", ["--resume", "--nsteps", "2"], ["--resume", "another period (--stepstart/--nsteps"]),
     (
         "resume-other-sensors",
