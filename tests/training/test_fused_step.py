@@ -25,7 +25,7 @@ V1 = dict(
 )
 CASES = {
     "v2": {},
-    # the network and the TB biases at their own step (the default's min(learning_rate, 1e-3))
+    # the network and the TB biases at their own step (by default sqrt(1e-2 x 1e-3) here; 1e-3 apart further)
     "v2-network-learning-rate": dict(network_learning_rate=1e-3),
     # original v2 anchor (one more network evaluation at 23.8 GHz V), every optional prior, warm rows
     "v2-anchor-frequency-priors-warm": dict(
