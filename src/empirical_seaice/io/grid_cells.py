@@ -1,0 +1,282 @@
+"""The cells of the grid: corners and areas of the region each grid point stands for.
+
+The outputs on the grid carry them as CF cell bounds (``lon_bnds``, ``lat_bnds``) and cell measures
+(``cell_area``), so that tools which need cells can use the files: CDO's ``gridarea``, its
+area-weighted ``fldmean`` and ``fldsum`` and its conservative remapping (``remapcon``), and a sea ice
+area computed as ``sum(seaice * cell_area)``.
+
+A grid point's cell is its **Voronoi cell in the EASE-Grid 2.0 plane** of its hemisphere
+(Lambert azimuthal equal-area on WGS84, EPSG:6931 north of the equator, EPSG:6932 south): the part
+of the plane nearer to it than to any other point of the grid. The projection is equal-area, so
+a cell's area (m²) is the area of its polygon in the plane (the shoelace formula
+``A = ½ |Σ_i x_i y_{i+1} − x_{i+1} y_i|``), and its corners are the polygon's vertices projected
+back to longitude and latitude. At the edge of the grid (the coast, the domain's limit) the cell is
+closed at half the grid's spacing ``s``: before the tessellation, points are added wherever a grid
+point's neighbour at ``s`` along the eight directions of a square lattice is missing (no grid point
+within ``0.75 s``), and their own cells are dropped. On a lattice (90 % of the points have their
+nearest neighbour at the median nearest distance, to 0.1 %) ``s`` is that distance, and every point
+is tested; otherwise a first tessellation of the grid's points alone gives ``s`` (the square root of
+the median area of its compact cells) and the points at the edge (those whose cell is open or reaches
+farther than 0.9 ``s``), and only those are. A grid regular in EASE-Grid 2.0 (the twin's) thus has
+square cells of side ``s`` and area ``s²`` everywhere, its edge included; another grid has the cells
+of its tessellation, closed at ``s/2`` from its edge.
+
+Corners are listed anticlockwise seen from above (CF); a cell with fewer corners than the file's
+``vertices`` dimension repeats its last corner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+EPSG_NORTH = 6931
+"""EASE-Grid 2.0 North (Lambert azimuthal equal-area)."""
+EPSG_SOUTH = 6932
+"""EASE-Grid 2.0 South."""
+
+GHOST_CLEARANCE = 0.75
+"""A closing point is added where no grid point lies within this many spacings."""
+
+EDGE_REACH = 0.9
+"""A point whose cell among the grid's points reaches farther than this many spacings is at the edge
+(a lattice's inner point reaches 0.71, one beside a missing point 1.0)."""
+
+LATTICE_TOLERANCE = 1e-3
+"""A grid is a lattice where 90 % of its points have their nearest neighbour within this fraction of the
+median nearest distance: its spacing is that distance, and every point may be at its edge (no first
+tessellation: a lattice's co-circular points make it slow)."""
+
+MERGE_FRACTION = 1e-3
+"""Consecutive corners of a cell nearer than this many spacings are one corner (the tessellation of a
+regular lattice meets four cells at a corner, which it may split into near-coincident vertices)."""
+
+_DIRECTIONS = np.array([(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1) if (i, j) != (0, 0)], dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class GridCells:
+    """The cells of a grid of ``n`` points.
+
+    lon_bounds, lat_bounds : float64 (n, nvertex), degrees: the corners, anticlockwise, the last one
+        repeated where a cell has fewer than ``nvertex``.
+    area_m2 : float64 (n,), the cell's area (m²).
+    """
+
+    lon_bounds: np.ndarray
+    lat_bounds: np.ndarray
+    area_m2: np.ndarray
+
+    @property
+    def nvertex(self) -> int:
+        return int(self.lon_bounds.shape[1])
+
+
+def grid_cells(lon, lat) -> GridCells | None:
+    """The cells of the grid points at ``lon``, ``lat`` (degrees, (n,)); None, with a logged reason,
+    where they cannot be drawn (a coordinate not finite, fewer than two points in a hemisphere,
+    coincident points). Computed once for a grid: a second call with the same coordinates returns
+    the same object."""
+    lon = np.asarray(lon, dtype=np.float64)
+    lat = np.asarray(lat, dtype=np.float64)
+    key = hashlib.blake2b(lon.tobytes() + lat.tobytes(), digest_size=16).digest()
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = _grid_cells(lon, lat)
+    return _CACHE[key]
+
+
+_CACHE: dict[bytes, GridCells | None] = {}
+
+
+def _grid_cells(lon: np.ndarray, lat: np.ndarray) -> GridCells | None:
+    if lon.shape != lat.shape or lon.ndim != 1 or not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        log.info("no grid cells in the outputs: the grid's longitudes and latitudes are not all known")
+        return None
+    parts = []
+    for epsg, rows in ((EPSG_NORTH, np.flatnonzero(lat >= 0)), (EPSG_SOUTH, np.flatnonzero(lat < 0))):
+        if len(rows) == 0:
+            continue
+        x, y = ease2_xy(epsg, lon[rows], lat[rows])
+        polygons = _voronoi_polygons(np.column_stack([x, y]))
+        if polygons is None:
+            return None
+        corners, area = polygons
+        clon, clat = _unproject(epsg, corners[..., 0], corners[..., 1])
+        parts.append((rows, clon, clat, area))
+    nvertex = max(p[1].shape[1] for p in parts)
+    lon_b = np.empty((len(lon), nvertex))
+    lat_b = np.empty((len(lon), nvertex))
+    area = np.empty(len(lon))
+    for rows, clon, clat, a in parts:
+        pad = np.minimum(np.arange(nvertex), clon.shape[1] - 1)  # the other hemisphere's cells may have more
+        lon_b[rows] = clon[:, pad]
+        lat_b[rows] = clat[:, pad]
+        area[rows] = a
+    return GridCells(lon_bounds=lon_b, lat_bounds=lat_b, area_m2=area)
+
+
+def ease2_xy(epsg: int, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """EASE-Grid 2.0 coordinates (m) of ``lon``, ``lat`` (degrees)."""
+    import pyproj
+
+    x, y = pyproj.Transformer.from_crs(4326, epsg, always_xy=True).transform(lon, lat)
+    return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+
+
+def _unproject(epsg: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Longitude and latitude (degrees) of EASE-Grid 2.0 coordinates ``x``, ``y`` (m), any shape."""
+    import pyproj
+
+    lon, lat = pyproj.Transformer.from_crs(epsg, 4326, always_xy=True).transform(x.ravel(), y.ravel())
+    return np.asarray(lon).reshape(x.shape), np.asarray(lat).reshape(x.shape)
+
+
+def _nearest_distance(points: np.ndarray) -> np.ndarray:
+    """Distance from each of ``points`` (n, 2), n >= 2, to its nearest other point."""
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(points).query(points, k=2)
+    return d[:, 1]
+
+
+@dataclass(frozen=True)
+class _Polygons:
+    """Polygons stored flat: the corners ``xy`` (m, 2) of polygon ``k`` are rows ``start[k]`` to
+    ``start[k] + length[k]``, in order around it (either way)."""
+
+    xy: np.ndarray
+    length: np.ndarray
+
+    @classmethod
+    def of_regions(cls, vertices: np.ndarray, regions: list[list[int]]) -> _Polygons:
+        length = np.fromiter((len(r) for r in regions), dtype=np.int64, count=len(regions))
+        index = np.fromiter((v for r in regions for v in r), dtype=np.int64, count=int(length.sum()))
+        return cls(vertices[index], length)
+
+    @property
+    def start(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.length)[:-1]]).astype(np.int64)
+
+    @property
+    def owner(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.length)), self.length)
+
+    def shifted(self, step: int) -> np.ndarray:
+        """Row of the corner ``step`` (+1 or -1) places on from each corner, around its polygon."""
+        k = np.arange(len(self.xy)) - self.start[self.owner]
+        return self.start[self.owner] + (k + step) % self.length[self.owner]
+
+    def twice_signed_area(self) -> np.ndarray:
+        """The shoelace sums Σ x_i y_{i+1} − x_{i+1} y_i (positive: anticlockwise), one per polygon."""
+        nxt = self.shifted(+1)
+        cross = self.xy[:, 0] * self.xy[nxt, 1] - self.xy[nxt, 0] * self.xy[:, 1]
+        return np.bincount(self.owner, weights=cross, minlength=len(self.length))
+
+    def reach(self, centres: np.ndarray) -> np.ndarray:
+        """The largest distance from each polygon's corners to its ``centres`` row (n, 2)."""
+        d = np.hypot(*(self.xy - centres[self.owner]).T)
+        out = np.zeros(len(self.length))
+        np.maximum.at(out, self.owner, d)
+        return out
+
+    def merged(self, tolerance: float) -> _Polygons:
+        """The polygons without the corners nearer than ``tolerance`` to the corner before them."""
+        keep = np.hypot(*(self.xy - self.xy[self.shifted(-1)]).T) > tolerance
+        return _Polygons(self.xy[keep], np.bincount(self.owner[keep], minlength=len(self.length)))
+
+    def padded_anticlockwise(self, twice_area: np.ndarray) -> np.ndarray:
+        """The corners (n, nvertex, 2), anticlockwise (a clockwise polygon read backwards), padded with
+        the last one."""
+        nvertex = int(self.length.max())
+        j = np.arange(nvertex)[None, :]
+        last = (self.length - 1)[:, None]
+        order = np.where((twice_area < 0)[:, None], np.maximum(last - j, 0), np.minimum(j, last))
+        return self.xy[self.start[:, None] + order]
+
+
+def _closing_points(points: np.ndarray, edge: np.ndarray, spacing: float) -> np.ndarray:
+    """The points that close the tessellation at the grid's edge: the eight lattice neighbours at
+    ``spacing`` of each ``edge`` point where no grid point lies within :data:`GHOST_CLEARANCE` spacings,
+    one per quarter-spacing bin."""
+    from scipy.spatial import cKDTree
+
+    candidates = (points[edge, None, :] + spacing * _DIRECTIONS[None]).reshape(-1, 2)
+    d, _ = cKDTree(points).query(candidates)
+    candidates = candidates[d > GHOST_CLEARANCE * spacing]
+    _, first = np.unique(np.round(candidates / (0.25 * spacing)).astype(np.int64), axis=0, return_index=True)
+    return candidates[np.sort(first)]
+
+
+def _regions(vor, n: int) -> tuple[list[list[int]], np.ndarray]:
+    """The Voronoi regions (vertex indices) of the first ``n`` input points, and which are closed."""
+    regions = [vor.regions[r] for r in vor.point_region[:n]]
+    return regions, np.array([len(r) >= 3 and -1 not in r for r in regions], dtype=bool)
+
+
+def _spacing_and_edge(points: np.ndarray) -> tuple[float, np.ndarray]:
+    """The grid's spacing ``s`` and which of its ``points`` (n, 2) are at its edge, from their Voronoi
+    cells among the grid's points alone. ``s`` is the square root of the median area of the compact
+    cells (those reaching at most twice the median nearest-point distance from their point: a
+    lattice's side, also where the lattice is jittered; with none, that median distance). A point
+    is at the edge where its cell is open or reaches farther than :data:`EDGE_REACH` ``s`` from it (a
+    lattice's inner point reaches 0.71 s)."""
+    from scipy.spatial import QhullError, Voronoi
+
+    n = len(points)
+    everywhere = np.ones(n, dtype=bool)
+    nearest = float(np.median(_nearest_distance(points)))
+    if n < 4:
+        return nearest, everywhere
+    try:
+        vor = Voronoi(points)
+    except QhullError:  # e.g. every point on a line
+        return nearest, everywhere
+    regions, closed = _regions(vor, n)
+    cells = _Polygons.of_regions(vor.vertices, [r if ok else [] for r, ok in zip(regions, closed, strict=True)])
+    reach = np.where(closed, cells.reach(points), np.inf)
+    compact = reach <= 2.0 * nearest
+    areas = 0.5 * np.abs(cells.twice_signed_area()[compact])
+    spacing = float(np.sqrt(np.median(areas))) if compact.any() else nearest
+    return spacing, reach > EDGE_REACH * spacing
+
+
+def _voronoi_polygons(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The Voronoi cells of ``points`` (n, 2) in an equal-area plane (m), closed at the grid's edge:
+    their corners (n, nvertex, 2), anticlockwise, the last repeated where a cell has fewer, and their
+    areas (n,) (m²). None, logged, for fewer than two points or coincident points."""
+    from scipy.spatial import QhullError, Voronoi
+
+    n = len(points)
+    if n < 2:
+        log.info("no grid cells in the outputs: a hemisphere of the grid has a single point")
+        return None
+    nearest = _nearest_distance(points)
+    if nearest.min() <= 0.0:
+        log.info("no grid cells in the outputs: the grid has coincident points")
+        return None
+    typical = float(np.median(nearest))
+    if np.mean(np.abs(nearest - typical) <= LATTICE_TOLERANCE * typical) >= 0.9:  # a lattice
+        spacing, edge = typical, np.ones(n, dtype=bool)
+    else:
+        spacing, edge = _spacing_and_edge(points)
+    try:
+        vor = Voronoi(np.vstack([points, _closing_points(points, edge, spacing)]))
+    except QhullError as exc:
+        log.info("no grid cells in the outputs: the tessellation failed (%s)", str(exc).splitlines()[0])
+        return None
+    regions, closed = _regions(vor, n)
+    if not closed.all():
+        log.info("no grid cells in the outputs: a grid point's cell is not closed")
+        return None
+    cells = _Polygons.of_regions(vor.vertices, regions).merged(MERGE_FRACTION * spacing)
+    twice = cells.twice_signed_area()
+    return cells.padded_anticlockwise(twice), 0.5 * np.abs(twice)
+
+
+__all__ = ["GridCells", "grid_cells", "ease2_xy", "EPSG_NORTH", "EPSG_SOUTH"]

@@ -1,0 +1,117 @@
+"""The grid's cells (io/grid_cells.py): corners and areas, checked by hand on a lattice and against
+pyproj's geodesic polygon area on WGS84 (an independent computation: it signs the area positive for
+anticlockwise corners, so it checks their order too), on the twin's grids, a jittered grid and a grid
+with both hemispheres."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyproj
+import pytest
+
+from empirical_seaice.io import grid_cells as gc
+from empirical_seaice.twin.grid import make_grid
+
+GEOD = pyproj.Geod(ellps="WGS84")
+
+
+def _geodesic_areas(cells: gc.GridCells) -> np.ndarray:
+    """Signed geodesic area (m²) of each cell's corners (positive: anticlockwise)."""
+    return np.array(
+        [GEOD.polygon_area_perimeter(lo, la)[0] for lo, la in zip(cells.lon_bounds, cells.lat_bounds, strict=True)]
+    )
+
+
+def _lattice(epsg: int, x0_m: float, y0_m: float, spacing_m: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Longitudes and latitudes of an n x n lattice of the EASE-Grid 2.0 plane from (x0, y0)."""
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    x, y = x0_m + spacing_m * i.ravel(), y0_m + spacing_m * j.ravel()
+    lon, lat = pyproj.Transformer.from_crs(epsg, 4326, always_xy=True).transform(x, y)
+    return np.asarray(lon), np.asarray(lat)
+
+
+@pytest.mark.parametrize("epsg, y0", [(gc.EPSG_NORTH, -2_000_000.0), (gc.EPSG_SOUTH, 1_500_000.0)])
+def test_a_lattice_has_square_cells_of_side_the_spacing_by_hand(epsg, y0):
+    """3 x 3 points 50 km apart: every cell, the edge's included, is the square of corners (x ± 25 km,
+    y ± 25 km), area 50 km x 50 km = 2.5e9 m² (the projection is equal-area)."""
+    lon, lat = _lattice(epsg, 300_000.0, y0, 50_000.0, 3)
+    cells = gc.grid_cells(lon, lat)
+    assert cells is not None and cells.nvertex == 4
+    np.testing.assert_allclose(cells.area_m2, 2.5e9, rtol=1e-9)
+    x, y = gc.ease2_xy(epsg, lon, lat)
+    cx, cy = gc.ease2_xy(epsg, cells.lon_bounds, cells.lat_bounds)
+    np.testing.assert_allclose(np.abs(cx - x[:, None]), 25_000.0, atol=1e-3)  # metres, 1 mm
+    np.testing.assert_allclose(np.abs(cy - y[:, None]), 25_000.0, atol=1e-3)
+    np.testing.assert_allclose(_geodesic_areas(cells), 2.5e9, rtol=1e-5)  # anticlockwise, and the same area
+
+
+@pytest.mark.parametrize("hemisphere", ["north", "south"])
+def test_the_twin_grid_cells_are_its_squares_on_the_ellipsoid(hemisphere):
+    """Every cell of the twin's 100 km grid (coast and domain edge included) has the area spacing²
+    = 1e10 m², and its corners enclose that area on WGS84, anticlockwise."""
+    grid = make_grid(hemisphere, resolution_km=100.0, lat_limit_deg=60.0)
+    cells = gc.grid_cells(grid.lon.astype(np.float32), grid.lat.astype(np.float32))
+    assert cells is not None and cells.nvertex == 4
+    np.testing.assert_allclose(cells.area_m2, grid.cell_area_km2 * 1e6, rtol=1e-5)  # float32 coordinates: ~1 m
+    geodesic = _geodesic_areas(cells)
+    assert (geodesic > 0).all()
+    np.testing.assert_allclose(geodesic, cells.area_m2, rtol=2e-4)  # geodesic edges, not the plane's lines
+
+
+def test_an_irregular_grid_is_tiled_by_cells_that_hold_their_point(caplog):
+    """A lattice jittered by up to 0.3 spacing: each point lies in its own cell and in no other, the
+    cells have positive area, and the inner cells add up to the inner points' share of the plane."""
+    from matplotlib.path import Path as Polygon
+
+    rng = np.random.default_rng(7)
+    n, s = 12, 40_000.0
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    x = -500_000.0 + s * (i.ravel() + rng.uniform(-0.3, 0.3, n * n))
+    y = -1_800_000.0 + s * (j.ravel() + rng.uniform(-0.3, 0.3, n * n))
+    lon, lat = pyproj.Transformer.from_crs(gc.EPSG_NORTH, 4326, always_xy=True).transform(x, y)
+    cells = gc.grid_cells(np.asarray(lon), np.asarray(lat))
+    assert cells is not None and cells.nvertex > 4
+    cx, cy = gc.ease2_xy(gc.EPSG_NORTH, cells.lon_bounds, cells.lat_bounds)
+    for k in range(n * n):
+        inside = Polygon(np.column_stack([cx[k], cy[k]])).contains_points(np.column_stack([x, y]))
+        assert np.flatnonzero(inside).tolist() == [k]
+    assert (cells.area_m2 > 0.1 * s * s).all()
+    inner = ((i > 0) & (i < n - 1) & (j > 0) & (j < n - 1)).ravel()
+    # the inner cells tile the inner region: about (n - 2)² spacings², up to the jitter of its rim
+    assert cells.area_m2[inner].sum() == pytest.approx((n - 2) ** 2 * s * s, rel=0.03)
+    assert (_geodesic_areas(cells) > 0).all()
+
+
+def test_a_grid_with_both_hemispheres_has_each_hemisphere_cells():
+    north = make_grid("north", resolution_km=200.0, lat_limit_deg=65.0)
+    south = make_grid("south", resolution_km=200.0, lat_limit_deg=65.0)
+    lon = np.concatenate([north.lon, south.lon])
+    lat = np.concatenate([north.lat, south.lat])
+    both = gc.grid_cells(lon, lat)
+    alone = gc.grid_cells(south.lon, south.lat)
+    assert both is not None and alone is not None
+    np.testing.assert_array_equal(both.area_m2[north.ngrid :], alone.area_m2)
+    np.testing.assert_array_equal(both.lat_bounds[north.ngrid :], alone.lat_bounds[:, : both.nvertex])
+    np.testing.assert_allclose(both.area_m2, 4e10, rtol=1e-5)
+
+
+def test_cells_are_computed_once_per_grid():
+    lon, lat = _lattice(gc.EPSG_NORTH, 0.0, -1_000_000.0, 25_000.0, 4)
+    assert gc.grid_cells(lon, lat) is gc.grid_cells(lon.copy(), lat.copy())
+
+
+@pytest.mark.parametrize(
+    "lon, lat, why",
+    [
+        ([10.0, np.nan, 12.0], [70.0, 71.0, 72.0], "not all known"),
+        ([10.0, 11.0], [70.0, -70.0], "single point"),
+        ([10.0, 10.0, 11.0], [70.0, 70.0, 71.0], "coincident points"),
+    ],
+)
+def test_no_cells_where_they_cannot_be_drawn(lon, lat, why, caplog):
+    """No cells (the files then have lon and lat only), and the log says why."""
+    with caplog.at_level(logging.INFO, logger=gc.__name__):
+        assert gc.grid_cells(np.array(lon), np.array(lat)) is None
+    assert why in caplog.text
