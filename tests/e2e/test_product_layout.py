@@ -92,7 +92,9 @@ def _cdo(*args: str) -> str:
 @pytest.mark.parametrize("stem", PRODUCTS)
 def test_cdo_reads_every_product(products, stem, tmp_path):
     """``cdo sinfon`` lists the data variables (none "skipped": CDO skips a variable whose first dimension is
-    not its time) and ``cdo fldmean`` gives the SIC's mean over the grid at each time."""
+    not its time) and ``cdo fldmean`` gives the SIC's mean over the grid at each time, weighted by the
+    file's cell areas (it reads the cells' corners: no "Grid cell bounds not available, using constant
+    grid cell area weights for variable <SIC>!", its warning without them)."""
     path = products[stem]
     info = _cdo("sinfon", str(path))
     assert "Time must be the first dimension" not in info, info
@@ -101,16 +103,41 @@ def test_cdo_reads_every_product(products, stem, tmp_path):
         assert name in names and f"skipped variable {name}!" not in info, (name, info)
     sic = PRODUCTS[stem][0]
     with xr.open_dataset(path) as ds:
-        want = ds[sic].values
+        want, area = ds[sic].values, ds["cell_area"].values
+        assert ds[sic].attrs["cell_measures"] == "area: cell_area" and ds["lon"].attrs["bounds"] == "lon_bnds"
     mean = tmp_path / "fldmean.nc"
-    _cdo("fldmean", str(path), str(mean))
+    said = _cdo("fldmean", str(path), str(mean))
+    assert f"constant grid cell area weights for variable {sic}!" not in said, said
     with netCDF4.Dataset(mean) as nc:
         assert sic in nc.variables, list(nc.variables)
         got = np.ma.filled(nc[sic][:], np.nan).astype(np.float64).reshape(want.shape[0])
+    weight = np.where(np.isfinite(want), area, 0.0)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a time with no value (classic: no observation)
-        np.testing.assert_allclose(got, np.nanmean(want, axis=1), rtol=1e-5)
+        weighted = np.nansum(want * area, axis=1) / weight.sum(axis=1)
+    np.testing.assert_allclose(got, np.where(weight.sum(axis=1) > 0, weighted, np.nan), rtol=1e-5)
     assert np.isfinite(got).any()
+
+
+@pytest.mark.skipif(shutil.which("cdo") is None, reason="cdo is not installed")
+def test_cdo_remaps_the_sic_conservatively_with_the_cells(products, tmp_path, monkeypatch):
+    """``cdo gridarea`` gives the file's cell_area, and ``cdo remapcon`` (conservative, which needs the
+    cells' corners) onto a 1-degree grid keeps the SIC's area integral Σ SIC x cell area: to 1 % (CDO
+    takes the corners on a sphere of 6371 km, the cells are WGS84's: 0.76 % less area on this twin)."""
+    path = products["seaice_filtered"]
+    area_file, remapped, remapped_area = (tmp_path / n for n in ("area.nc", "remapped.nc", "remapped_area.nc"))
+    _cdo("gridarea", "-selname,seaice", str(path), str(area_file))
+    with xr.open_dataset(path) as ds, xr.open_dataset(area_file) as ga:
+        sic, area = ds["seaice"].values.astype(np.float64), ds["cell_area"].values
+        np.testing.assert_allclose(ga["cell_area"].values.ravel(), area, rtol=1e-6)
+    monkeypatch.setenv("CDO_REMAP_NORM", "destarea")  # the integral, not the mean over the covered part
+    _cdo("remapcon,global_1", "-selname,seaice", str(path), str(remapped))
+    _cdo("gridarea", str(remapped), str(remapped_area))
+    with xr.open_dataset(remapped) as r, xr.open_dataset(remapped_area) as ra:
+        got = np.nansum(r["seaice"].values * ra["cell_area"].values, axis=(1, 2))
+    want = np.nansum(sic * area, axis=1)
+    assert (want > 0).all()
+    np.testing.assert_allclose(got, want, rtol=0.01)
 
 
 @pytest.mark.skipif(

@@ -167,6 +167,25 @@ def time_attrs(long_name: str, bounds: str | None = None) -> dict[str, str]:
     return attrs
 
 
+CELL_AREA = "cell_area"
+"""The cell measures variable of the files on the grid (m², :mod:`empirical_seaice.io.grid_cells`)."""
+CELL_MEASURES = f"area: {CELL_AREA}"
+"""``cell_measures`` of every variable on the grid of a file that has :data:`CELL_AREA`."""
+CELL_VERTICES = "vertices"
+"""The dimension of the grid cells' corners (``lon_bnds``, ``lat_bnds``)."""
+
+
+def cell_area_attrs() -> dict[str, str]:
+    """CF attributes of :data:`CELL_AREA`."""
+    return {
+        "units": "m2",
+        "standard_name": "cell_area",
+        "long_name": "area of the grid point's cell",
+        "comment": "the grid point's Voronoi cell in the EASE-Grid 2.0 plane of its hemisphere (equal-area), "
+        "closed at half the grid's spacing at its edge; lon_bnds, lat_bnds: its corners",
+    }
+
+
 def lonlat_attrs(name: str, long_name: str | None = None) -> dict[str, str]:
     """CF attributes of ``lon`` / ``lat``."""
     if name == "lon":
@@ -245,6 +264,10 @@ __all__ = [
     "julian_day_to_time",
     "time_attrs",
     "lonlat_attrs",
+    "cell_area_attrs",
+    "CELL_AREA",
+    "CELL_MEASURES",
+    "CELL_VERTICES",
     "by_channel",
     "chunks_for",
     "encoding",

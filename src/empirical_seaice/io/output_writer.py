@@ -33,6 +33,7 @@ import xarray as xr
 
 from empirical_seaice.io import cf, chunk_writer
 from empirical_seaice.io.chunk_writer import ChunkWriter
+from empirical_seaice.io.grid_cells import grid_cells
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.observations import WINDOW_OFFSET_DAYS
 from empirical_seaice.sensors import POL_NAMES, ChannelBasis
@@ -86,6 +87,12 @@ def _checked_cf(ds: xr.Dataset, path: Path) -> xr.Dataset:
     # would be listed in a global "coordinates" attribute, which CF does not define: make it a variable.
     ready = orphans_as_variables(ds)
     ready.attrs = cf.global_attributes(**ready.attrs)
+    if cf.CELL_AREA in ready.variables:  # a variable, not an auxiliary coordinate, named by cell_measures
+        ready = ready.reset_coords(cf.CELL_AREA) if cf.CELL_AREA in ready.coords else ready
+        bounds = {str(v.attrs["bounds"]) for v in ready.variables.values() if "bounds" in v.attrs}
+        for name, var in ready.data_vars.items():
+            if "grid" in var.dims and name != cf.CELL_AREA and name not in bounds:
+                var.attrs["cell_measures"] = cf.CELL_MEASURES
     return ready
 
 
@@ -224,8 +231,9 @@ class StreamedFile:
 
 def _coordinates_on(full: xr.Dataset, coords: list[str], name: str) -> list[str]:
     """The sorted non-dimension coordinates of ``full`` on the dimensions of its variable ``name``: its
-    ``coordinates`` attribute as xarray writes it (none on a coordinate itself)."""
-    if name in coords:
+    ``coordinates`` attribute as xarray writes it (none on a coordinate itself, nor where the variable's
+    encoding sets it to None)."""
+    if name in coords or ("coordinates" in full[name].encoding and full[name].encoding["coordinates"] is None):
         return []
     return sorted(c for c in coords if c != name and set(full[c].dims) <= set(full[name].dims))
 
@@ -438,13 +446,36 @@ def _step_times(dim: str, julian_day: np.ndarray, step_days: float) -> dict[str,
 
 
 def _lonlat(lon, lat, ngrid: int, what: str = "grid point", dim: str = "grid") -> dict[str, xr.Variable]:
+    """``lon``, ``lat`` along ``dim`` (NaN when unknown); on the grid, with the cells of
+    :func:`grid_cell_variables` when they can be drawn."""
     out = {}
     for name, arr in (("lon", lon), ("lat", lat)):
         if arr is None:
             arr = np.full(ngrid, np.nan, dtype=np.float32)
         long = ("longitude" if name == "lon" else "latitude") + f" of the {what}"
         out[name] = xr.Variable((dim,), np.asarray(arr, dtype=np.float32), attrs=cf.lonlat_attrs(name, long))
+    if dim == "grid":
+        cells = grid_cell_variables(out["lon"].values, out["lat"].values)
+        for name in cells:
+            if name != cf.CELL_AREA:
+                out[name.removesuffix("_bnds")].attrs["bounds"] = name
+        out.update(cells)
     return out
+
+
+def grid_cell_variables(lon: np.ndarray, lat: np.ndarray) -> dict[str, xr.Variable]:
+    """``lon_bnds``, ``lat_bnds`` (grid, vertices) and ``cell_area`` (grid) of the grid at ``lon``,
+    ``lat`` (:func:`empirical_seaice.io.grid_cells.grid_cells`); none where the cells cannot be drawn.
+    :func:`write_dataset` points every variable on the grid at ``cell_area`` (``cell_measures``)."""
+    cells = grid_cells(lon, lat)
+    if cells is None:
+        return {}
+    plain = {"coordinates": None}  # no "coordinates" attribute: CDO rejects the cells with one
+    return {
+        "lon_bnds": xr.Variable(("grid", cf.CELL_VERTICES), cells.lon_bounds, encoding=plain),
+        "lat_bnds": xr.Variable(("grid", cf.CELL_VERTICES), cells.lat_bounds, encoding=plain),
+        cf.CELL_AREA: xr.Variable(("grid",), cells.area_m2, attrs=cf.cell_area_attrs(), encoding=plain),
+    }
 
 
 __all__ = [

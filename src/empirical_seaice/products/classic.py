@@ -358,7 +358,7 @@ def write_classic_sic(path: Path, classic: ClassicSIC, obs: Observations, steps_
     import xarray as xr
 
     from empirical_seaice.io import cf
-    from empirical_seaice.io.output_writer import time_major
+    from empirical_seaice.io.output_writer import _lonlat, time_major
     from empirical_seaice.io.outputs import step_julian_day, write_dataset
 
     def sic_attrs(long_name: str, **extra) -> dict:
@@ -388,13 +388,12 @@ def write_classic_sic(path: Path, classic: ClassicSIC, obs: Observations, steps_
         jd,
         {"units": "days", "long_name": "Julian day at the centre of the step's 21 UTC window"},
     )
-    coords = {
+    coords: dict[str, Any] = {
         "time": (("time",), t, cf.time_attrs("centre of the step's 21 UTC window", bounds="time_bnds")),
         "time_bnds": (("time", "nv"), np.stack([t - half, t + half], axis=1)),
     }
     if obs.lon is not None and obs.lat is not None:
-        coords["lon"] = (("grid",), np.asarray(obs.lon, np.float32), cf.lonlat_attrs("lon"))
-        coords["lat"] = (("grid",), np.asarray(obs.lat, np.float32), cf.lonlat_attrs("lat"))
+        coords.update(_lonlat(obs.lon, obs.lat, len(obs.lon)))
     ds = xr.Dataset(
         data_vars,
         coords=coords,

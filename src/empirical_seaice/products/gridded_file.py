@@ -17,6 +17,7 @@ import numpy as np
 
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cf, chunk_writer
+from empirical_seaice.io.grid_cells import grid_cells
 from empirical_seaice.io.output_writer import drain_writes, write_behind
 from empirical_seaice.io.transaction import atomic_path
 from empirical_seaice.products.gridded import GridEvaluator, GridInputs, channel_frequencies
@@ -150,6 +151,8 @@ class _GridWriter:
         self.ng, self.ns = inputs.ngrid, inputs.nstep
         self.npg, self.npo = inputs.props_grid.shape[-1], inputs.props_obs_mean.shape[-1]
         self.zl: dict[str, Any] = dict(zlib=True, complevel=complevel)
+        self.cell_measures: dict[str, str] = {}
+        """``cell_measures`` of the variables on the grid, once :meth:`coordinates` wrote the cells."""
 
     def var(self, name, dtype, dims, units, long_name, chunks=None, **attrs):
         """A variable (float32: NaN fill), chunked and compressed when ``chunks`` (grid vectors of a
@@ -166,6 +169,8 @@ class _GridWriter:
         )
         v.units = units
         v.long_name = long_name
+        if "grid" in dims and name not in ("lon", "lat", cf.CELL_AREA):
+            attrs = {**self.cell_measures, **attrs}
         for k, a in attrs.items():
             v.setncattr(k, a)
         return v
@@ -201,9 +206,19 @@ class _GridWriter:
         self.var("julian_day", "f8", ("time",), "days", "Julian day at the centre of the step's window")[:] = jd.mean(1)
         lon = np.full(self.ng, np.nan) if self.inputs.lon is None else np.asarray(self.inputs.lon)
         lat = np.full(self.ng, np.nan) if self.inputs.lat is None else np.asarray(self.inputs.lat)
+        cells = grid_cells(np.asarray(lon, np.float32), np.asarray(lat, np.float32))
         for name, values in (("lon", lon), ("lat", lat)):
             a = cf.lonlat_attrs(name)
+            if cells is not None:
+                a["bounds"] = f"{name}_bnds"
             self.var(name, "f4", ("grid",), a.pop("units"), a.pop("long_name"), **a)[:] = values
+        if cells is not None:  # the grid's cells (io/grid_cells.py), as the other files on the grid have them
+            self.ds.createDimension(cf.CELL_VERTICES, cells.nvertex)
+            for name, values in (("lon_bnds", cells.lon_bounds), ("lat_bnds", cells.lat_bounds)):
+                self.ds.createVariable(name, "f8", ("grid", cf.CELL_VERTICES), **self.zl)[:] = values
+            a = cf.cell_area_attrs()
+            self.var(cf.CELL_AREA, "f8", ("grid",), a.pop("units"), a.pop("long_name"), **a)[:] = cells.area_m2
+            self.cell_measures = {"cell_measures": cf.CELL_MEASURES}
 
     def frequency_outputs(self, freq_ghz: Sequence[float]) -> list[str]:
         """The ``frequency`` axis and ``ice_emis_v``, ``ice_emis_h`` (time, grid, frequency); their names."""

@@ -17,6 +17,15 @@ def test_extent_and_area_by_hand():
     np.testing.assert_allclose(area, [1.65, 0.2])
 
 
+def test_extent_and_area_with_each_cell_own_area_by_hand():
+    """The cells' areas of the files (cell_area, one per grid point): day 0 extent 1 + 2 + 3 = 6,
+    area 1 x 1.0 + 2 x 0.5 + 3 x 0.15 = 2.45; day 1 the third cell alone, 3 x 0.2 = 0.6."""
+    sic = np.array([[1.0, 0.1], [0.5, np.nan], [0.15, 0.2]])
+    extent, area = series.extent_area(sic, cell_area_km2=np.array([1e6, 2e6, 3e6]))
+    np.testing.assert_allclose(extent, [6.0, 3.0])
+    np.testing.assert_allclose(area, [2.45, 0.6])
+
+
 def test_loss_curves(tmp_path):
     losses = {"obs": np.array([10.0, 5.0, 3.0, 2.5]), "sic_range": np.array([1.0, 0.5, 0.2, 0.1])}
     assert_png(series.plot_loss_curves(tmp_path / "l.png", losses))

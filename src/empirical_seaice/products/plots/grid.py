@@ -15,10 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-EPSG_NORTH = 6931
-"""EASE-Grid 2.0 North (Lambert azimuthal equal-area)."""
-EPSG_SOUTH = 6932
-"""EASE-Grid 2.0 South."""
+from empirical_seaice.io.grid_cells import EPSG_NORTH, EPSG_SOUTH, ease2_xy
 
 
 def projected_xy(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -33,14 +30,11 @@ def projected_xy(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarr
     x_km, y_km : float64 arrays
     epsg : int
     """
-    import pyproj
-
     lon = np.asarray(lon, dtype=np.float64)
     lat = np.asarray(lat, dtype=np.float64)
     epsg = EPSG_NORTH if np.nanmean(lat) >= 0 else EPSG_SOUTH
-    tr = pyproj.Transformer.from_crs(4326, epsg, always_xy=True)
-    x, y = tr.transform(lon, lat)
-    return np.asarray(x) / 1000.0, np.asarray(y) / 1000.0, epsg
+    x, y = ease2_xy(epsg, lon, lat)
+    return x / 1000.0, y / 1000.0, epsg
 
 
 def nearest_distance_km(x_km: np.ndarray, y_km: np.ndarray) -> np.ndarray:

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.products.plots.grid import EPSG_NORTH, EPSG_SOUTH, MapGrid, land_raster, map_extent, rasterise
+from empirical_seaice.io.grid_cells import EPSG_NORTH, EPSG_SOUTH
+from empirical_seaice.products.plots.grid import MapGrid, land_raster, map_extent, rasterise
 from empirical_seaice.products.plots.style import (
     LAND_COLOUR,
     NO_DATA_COLOUR,

@@ -12,17 +12,19 @@ from empirical_seaice.products.plots.style import OPEN_WATER_SIC, new_figure, sa
 
 
 def extent_area(
-    sic: np.ndarray, cell_area_km2: float, threshold: float = OPEN_WATER_SIC
+    sic: np.ndarray, cell_area_km2: float | np.ndarray, threshold: float = OPEN_WATER_SIC
 ) -> tuple[np.ndarray, np.ndarray]:
     """Daily sea ice extent and area (10^6 km^2) of SIC maps (ngrid, nstep).
 
     extent = sum of the cell areas where SIC >= threshold (0.15);
     area = sum of SIC x cell area over the same cells. Missing cells (NaN) count as no ice.
+    ``cell_area_km2``: each grid point's cell area (ngrid,) (km^2), or one for every cell.
     """
     s = np.asarray(sic, dtype=np.float64)
+    a = np.broadcast_to(np.asarray(cell_area_km2, dtype=np.float64), s.shape[:1])[:, None]
     ice = np.isfinite(s) & (s >= threshold)
-    extent = ice.sum(axis=0) * cell_area_km2 / 1e6
-    area = np.where(ice, s, 0.0).sum(axis=0) * cell_area_km2 / 1e6
+    extent = np.where(ice, a, 0.0).sum(axis=0) / 1e6
+    area = np.where(ice, s * a, 0.0).sum(axis=0) / 1e6
     return extent, area
 
 

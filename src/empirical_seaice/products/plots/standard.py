@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from empirical_seaice.io.grid_cells import grid_cells
 from empirical_seaice.products.plots.departures import plot_departure_histograms, plot_departure_stats
 from empirical_seaice.products.plots.grid import rasterise
 from empirical_seaice.products.plots.maps import plot_maps
@@ -251,7 +252,9 @@ def _time_series_plot(d: PlotInputs, plot_dir: Path, add) -> None:
     dates = list(d.dates) if len(d.dates) == nstep else None
     if dates is None:
         return
-    area = rasterise(d.lon, d.lat).cell_area_km2
+    cells = grid_cells(np.asarray(d.lon, np.float32), np.asarray(d.lat, np.float32))  # the files' cell_area
+    area = cells.area_m2 / 1e6 if cells is not None else rasterise(d.lon, d.lat).cell_area_km2
+    cell_km2 = float(np.median(area))
     series = {"trained": extent_area(d.sic, area)}
     notes = {}
     if d.sic_background is not None:
@@ -269,7 +272,9 @@ def _time_series_plot(d: PlotInputs, plot_dir: Path, add) -> None:
             plot_dir / "timeseries_extent_area.png",
             dates,
             series,
-            title=f"{d.title} daily sea ice extent and area (SIC >= {OPEN_WATER_SIC:g}, cells of {area:,.0f} km$^2$)",
+            title=(
+                f"{d.title} daily sea ice extent and area (SIC >= {OPEN_WATER_SIC:g}, cells of {cell_km2:,.0f} km$^2$)"
+            ),
             notes=notes,
         ),
         "Daily sea ice extent (area of cells with SIC >= 0.15) and area (SIC-weighted) of each SIC map.",
