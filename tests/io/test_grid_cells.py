@@ -60,6 +60,43 @@ def test_the_twin_grid_cells_are_its_squares_on_the_ellipsoid(hemisphere):
     np.testing.assert_allclose(geodesic, cells.area_m2, rtol=2e-4)  # geodesic edges, not the plane's lines
 
 
+def test_the_tessellation_gives_the_twin_lattice_its_squares_too(monkeypatch):
+    """The shortcut for the plane's square lattice (squares without a tessellation) against the general
+    path (the lattice tests off: a first tessellation, closing points, Voronoi cells): the same areas
+    and corners, to 1e-5 and 1 m (the rounding of the float32 coordinates)."""
+    grid = make_grid("north", resolution_km=100.0, lat_limit_deg=60.0)
+    lon, lat = grid.lon.astype(np.float32), grid.lat.astype(np.float32)
+    square = gc._grid_cells(lon.astype(np.float64), lat.astype(np.float64))
+    monkeypatch.setattr(gc, "LATTICE_TOLERANCE", 0.0)
+    voronoi = gc._grid_cells(lon.astype(np.float64), lat.astype(np.float64))
+    assert square is not None and voronoi is not None and voronoi.nvertex == 4
+    np.testing.assert_allclose(voronoi.area_m2, square.area_m2, rtol=1e-5)
+    for cells in (square, voronoi):  # the corners in the plane (a corner at the pole has any longitude)
+        x, y = gc.ease2_xy(gc.EPSG_NORTH, cells.lon_bounds, cells.lat_bounds)
+        order = np.lexsort((np.round(y, -1), np.round(x, -1)), axis=1)
+        cells_xy = np.stack([np.take_along_axis(x, order, 1), np.take_along_axis(y, order, 1)])
+        if cells is square:
+            want = cells_xy
+    np.testing.assert_allclose(cells_xy, want, atol=1.0)  # metres: the float32 coordinates are rounded to ~1 m
+
+
+def test_a_hexagonal_lattice_has_hexagons():
+    """Points on a triangular lattice of side s (every nearest neighbour at s, but not the plane's square
+    lattice): the inner cells are regular hexagons, of area (√3 / 2) s² by hand."""
+    s, n = 30_000.0, 10
+    i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    x = 200_000.0 + s * (i + 0.5 * (j % 2)).ravel()
+    y = -2_500_000.0 + s * np.sqrt(3.0) / 2.0 * j.ravel()
+    lon, lat = pyproj.Transformer.from_crs(gc.EPSG_NORTH, 4326, always_xy=True).transform(x, y)
+    cells = gc.grid_cells(np.asarray(lon), np.asarray(lat))
+    assert cells is not None and cells.nvertex >= 6
+    inner = ((i > 0) & (i < n - 1) & (j > 0) & (j < n - 1)).ravel()
+    np.testing.assert_allclose(cells.area_m2[inner], np.sqrt(3.0) / 2.0 * s * s, rtol=1e-6)
+    corners = np.array([len(np.unique(np.round(b, 9))) for b in cells.lon_bounds[inner]])
+    assert (corners == 6).all()
+    assert (_geodesic_areas(cells) > 0).all()
+
+
 def test_an_irregular_grid_is_tiled_by_cells_that_hold_their_point(caplog):
     """A lattice jittered by up to 0.3 spacing: each point lies in its own cell and in no other, the
     cells have positive area, and the inner cells add up to the inner points' share of the plane."""

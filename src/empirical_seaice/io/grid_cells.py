@@ -13,13 +13,15 @@ a cell's area (m²) is the area of its polygon in the plane (the shoelace formul
 back to longitude and latitude. At the edge of the grid (the coast, the domain's limit) the cell is
 closed at half the grid's spacing ``s``: before the tessellation, points are added wherever a grid
 point's neighbour at ``s`` along the eight directions of a square lattice is missing (no grid point
-within ``0.75 s``), and their own cells are dropped. On a lattice (90 % of the points have their
-nearest neighbour at the median nearest distance, to 0.1 %) ``s`` is that distance, and every point
-is tested; otherwise a first tessellation of the grid's points alone gives ``s`` (the square root of
-the median area of its compact cells) and the points at the edge (those whose cell is open or reaches
-farther than 0.9 ``s``), and only those are. A grid regular in EASE-Grid 2.0 (the twin's) thus has
-square cells of side ``s`` and area ``s²`` everywhere, its edge included; another grid has the cells
-of its tessellation, closed at ``s/2`` from its edge.
+within ``0.75 s``), and their own cells are dropped. On the plane's square lattice (the twin's
+grid, EASE-Grid 2.0 data) the cells are thus the squares of side ``s`` about the points, written
+without a tessellation. On another lattice (90 % of the points have their nearest neighbour at the
+median nearest distance, to 0.1 %) ``s`` is that distance, and every point is tested; otherwise a
+first tessellation of the grid's points alone gives ``s`` (the square root of the median area of its
+compact cells) and the points at the edge (those whose cell is open or reaches farther than 0.9
+``s``), and only those are. A grid regular in EASE-Grid 2.0 thus has square cells of side ``s`` and
+area ``s²`` everywhere, its edge included; another grid has the cells of its tessellation, closed at
+``s/2`` from its edge.
 
 Corners are listed anticlockwise seen from above (CF); a cell with fewer corners than the file's
 ``vertices`` dimension repeats its last corner.
@@ -48,13 +50,18 @@ EDGE_REACH = 0.9
 (a lattice's inner point reaches 0.71, one beside a missing point 1.0)."""
 
 LATTICE_TOLERANCE = 1e-3
-"""A grid is a lattice where 90 % of its points have their nearest neighbour within this fraction of the
-median nearest distance: its spacing is that distance, and every point may be at its edge (no first
-tessellation: a lattice's co-circular points make it slow)."""
+"""A grid on the plane's square lattice (:func:`_square_lattice_side`, to this fraction of a side) has its
+squares for cells, without a tessellation. Another grid is a lattice where 90 % of its points have their
+nearest neighbour within this fraction of the median nearest distance: its spacing is that distance,
+and every point may be at its edge (no first tessellation: a lattice's co-circular points make it
+slow)."""
 
 MERGE_FRACTION = 1e-3
 """Consecutive corners of a cell nearer than this many spacings are one corner (the tessellation of a
 regular lattice meets four cells at a corner, which it may split into near-coincident vertices)."""
+
+_SQUARE = np.array([(-1.0, -1.0), (1.0, -1.0), (1.0, 1.0), (-1.0, 1.0)])
+"""The corners of a square cell about its point, in half-sides, anticlockwise."""
 
 _DIRECTIONS = np.array([(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1) if (i, j) != (0, 0)], dtype=np.float64)
 
@@ -246,22 +253,62 @@ def _spacing_and_edge(points: np.ndarray) -> tuple[float, np.ndarray]:
     return spacing, reach > EDGE_REACH * spacing
 
 
+def _square_lattice_side(points: np.ndarray) -> float | None:
+    """The side ``s`` of the plane's square lattice that the grid's ``points`` (n, 2), n >= 2, lie on, or
+    None: every point within :data:`LATTICE_TOLERANCE` ``s`` of a node (the nodes from the smallest
+    step between the points' distinct x and between their distinct y, the two alike; ``s`` and the
+    origin fitted to them by least squares), no two at one node, and 90 % of them with a neighbour one
+    node away (the twin's grid; EASE-Grid 2.0 data). Numpy alone: its cells
+    need no tessellation, nor scipy."""
+    steps = []
+    extent = float(np.ptp(points)) or 1.0
+    for axis in (0, 1):
+        d = np.diff(np.sort(points[:, axis]))
+        d = d[d > 1e-6 * extent]  # the same column or row, to the coordinates' rounding
+        if d.size == 0:
+            return None
+        steps.append(float(d.min()))
+    if abs(steps[0] - steps[1]) > 0.01 * min(steps):
+        return None
+    node = np.round((points - points[0]) / min(steps))
+    # The side and the origin by least squares (points = origin + side x node): the smallest step alone
+    # carries the coordinates' rounding, which grows with the distance from points[0].
+    centred = node - node.mean(axis=0)
+    side = float(np.sum(centred * (points - points.mean(axis=0))) / max(np.sum(centred**2), 1.0))
+    origin = (points - side * node).mean(axis=0)
+    if side <= 0.0 or np.abs(points - origin - side * node).max() > LATTICE_TOLERANCE * side:
+        return None
+    i, j = node[:, 0].astype(np.int64), node[:, 1].astype(np.int64)
+    key = (i - i.min()) * (int(j.max() - j.min()) + 3) + (j - j.min() + 1)  # one integer a node, j in 1..
+    if len(np.unique(key)) < len(key):
+        return None
+    stride = int(j.max() - j.min()) + 3
+    near = np.zeros(len(key), dtype=bool)
+    for step in (stride, -stride, 1, -1):  # the nodes east, west, north, south
+        near |= np.isin(key + step, key)
+    return side if near.mean() >= 0.9 else None
+
+
 def _voronoi_polygons(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The Voronoi cells of ``points`` (n, 2) in an equal-area plane (m), closed at the grid's edge:
     their corners (n, nvertex, 2), anticlockwise, the last repeated where a cell has fewer, and their
     areas (n,) (m²). None, logged, for fewer than two points or coincident points."""
-    from scipy.spatial import QhullError, Voronoi
-
     n = len(points)
     if n < 2:
         log.info("no grid cells in the outputs: a hemisphere of the grid has a single point")
         return None
+    side = _square_lattice_side(points)
+    if side is not None:  # the tessellation's cells are known: the squares of side s about the points
+        return points[:, None, :] + 0.5 * side * _SQUARE[None], np.full(n, side * side)
+    from scipy.spatial import QhullError, Voronoi  # 0.2-0.4 s to import where nothing else has
+
     nearest = _nearest_distance(points)
     if nearest.min() <= 0.0:
         log.info("no grid cells in the outputs: the grid has coincident points")
         return None
     typical = float(np.median(nearest))
-    if np.mean(np.abs(nearest - typical) <= LATTICE_TOLERANCE * typical) >= 0.9:  # a lattice
+    lattice = np.mean(np.abs(nearest - typical) <= LATTICE_TOLERANCE * typical) >= 0.9
+    if lattice:
         spacing, edge = typical, np.ones(n, dtype=bool)
     else:
         spacing, edge = _spacing_and_edge(points)
