@@ -165,3 +165,31 @@ def test_the_documented_nco_recipe_gives_cdo_the_reference_file_with_its_dates(t
     assert shown.split() == want and want[0] > "2000", (shown, want)
     with netCDF4.Dataset(tmp_path / "seaice_cdo.nc") as nc, netCDF4.Dataset(tmp_path / "seaice_TAG.nc") as ref:
         np.testing.assert_array_equal(np.asarray(nc["seaice"][:]).T, np.asarray(ref["seaice"][:]))
+
+
+@pytest.mark.skipif(shutil.which("cdo") is None, reason="cdo is not installed")
+def test_the_documented_map_recipe_gives_a_cf_map_with_the_sea_ice_area(products, tmp_path):
+    """The recipe of docs/outputs.md ("Onto a map grid"), run as written there on seaice_filtered_TAG.nc:
+    a (time, y, x) map on EASE-Grid 2.0 North with its grid mapping, and the sea ice area of each day
+    within 1.5 % of Σ SIC x cell_area (CDO's 6371 km sphere against WGS84: 0.8 %)."""
+    import re
+
+    doc = (Path(__file__).parents[2] / "docs" / "outputs.md").read_text()
+    block = re.search(r"```\n(cat > ease2_250\.txt <<EOF\n.*?)```", doc, re.S)
+    assert block is not None, "the map recipe is no longer in docs/outputs.md"
+    shutil.copy(products["seaice_filtered"], tmp_path / "seaice_filtered_TAG.nc")
+    r = subprocess.run(["bash", "-c", block.group(1)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    _cdo("gridarea", str(tmp_path / "seaice_ease2_250.nc"), str(tmp_path / "map_area.nc"))
+    with (
+        xr.open_dataset(tmp_path / "seaice_ease2_250.nc") as m,
+        xr.open_dataset(tmp_path / "map_area.nc") as a,
+        xr.open_dataset(products["seaice_filtered"]) as src,
+    ):
+        assert m["seaice"].dims == ("time", "y", "x") and m["seaice"].shape[1:] == (432, 432)
+        assert m[m["seaice"].attrs["grid_mapping"]].attrs["grid_mapping_name"] == "lambert_azimuthal_equal_area"
+        assert m["x"].attrs["standard_name"] == "projection_x_coordinate"
+        got = np.nansum(m["seaice"].values * a["cell_area"].values[None], axis=(1, 2))
+        want = np.nansum(src["seaice"].values.astype(np.float64) * src["cell_area"].values, axis=1)
+    assert (want > 0).all()
+    np.testing.assert_allclose(got, want, rtol=0.015)
