@@ -193,3 +193,35 @@ def test_the_documented_map_recipe_gives_a_cf_map_with_the_sea_ice_area(products
         want = np.nansum(src["seaice"].values.astype(np.float64) * src["cell_area"].values, axis=1)
     assert (want > 0).all()
     np.testing.assert_allclose(got, want, rtol=0.015)
+
+
+def test_the_documented_xarray_lines_give_the_report_extent_and_area(products, tmp_path, monkeypatch):
+    """The xarray lines of docs/outputs.md ("Grid cells"), run as written there on seaice_filtered_TAG.nc,
+    give the daily sea ice area and extent that the run report's time series draws (plots/series.py's
+    extent_area with the cells' areas), and the area is Σ SIC x cell_area over SIC >= 0.15 by hand."""
+    import re
+
+    from empirical_seaice.io.grid_cells import grid_cells
+    from empirical_seaice.products.plots.series import extent_area
+
+    doc = (Path(__file__).parents[2] / "docs" / "outputs.md").read_text()
+    block = re.search(
+        r"```python\n(import xarray as xr\n\nds = xr\.open_dataset\(\"seaice_filtered_TAG\.nc\"\).*?)```", doc, re.S
+    )
+    assert block is not None, "the xarray lines are no longer in docs/outputs.md"
+    shutil.copy(products["seaice_filtered"], tmp_path / "seaice_filtered_TAG.nc")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(block.group(1), namespace)
+    with xr.open_dataset(products["seaice_filtered"]) as ds:
+        sic, lon, lat, cell_area = ds["seaice"].values.T, ds["lon"].values, ds["lat"].values, ds["cell_area"].values
+    cells = grid_cells(lon, lat)
+    assert cells is not None
+    np.testing.assert_allclose(cell_area, cells.area_m2)
+    want_extent, want_area = extent_area(sic, cells.area_m2 / 1e6)
+    np.testing.assert_allclose(namespace["area"].values, want_area, rtol=1e-6)
+    np.testing.assert_allclose(namespace["extent"].values, want_extent, rtol=1e-6)
+    by_hand = np.nansum(np.where(sic >= 0.15, sic * cell_area[:, None], 0.0), axis=0) / 1e12
+    np.testing.assert_allclose(namespace["area"].values, by_hand, rtol=1e-6)
+    assert (want_area > 0).all() and (want_extent >= want_area).all()
+    namespace["ds"].close()
