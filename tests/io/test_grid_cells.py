@@ -152,3 +152,62 @@ def test_no_cells_where_they_cannot_be_drawn(lon, lat, why, caplog):
     with caplog.at_level(logging.INFO, logger=gc.__name__):
         assert gc.grid_cells(np.array(lon), np.array(lat)) is None
     assert why in caplog.text
+
+
+def test_the_zone_area_factor_gives_the_wgs84_surface_by_hand():
+    """q(0) = 0 and 2π a² q(90°) is the WGS84 ellipsoid's surface, 510,065,621.724 km² (its published
+    value); on a sphere (e → 0) q = 2 sin φ."""
+    assert gc.zone_area_factor(0.0) == pytest.approx(0.0, abs=1e-15)
+    assert 2 * np.pi * gc.WGS84_A**2 * gc.zone_area_factor(90.0) == pytest.approx(5.10065621724e14, rel=1e-11)
+    assert float(gc.zone_area_factor(-30.0)) == pytest.approx(-float(gc.zone_area_factor(30.0)))
+
+
+def _densified_box_area(west: float, east: float, south: float, north: float) -> float:
+    """pyproj's geodesic area of the box, its latitude edges sampled at 400 points (about their circles)."""
+    xs = np.linspace(west, east, 400)
+    return GEOD.polygon_area_perimeter(
+        np.concatenate([xs, xs[::-1]]), np.concatenate([np.full(400, south), np.full(400, north)])
+    )[0]
+
+
+def test_a_longitude_latitude_grid_has_its_boxes():
+    """A 0.5° grid poleward of 60°N with 30 % of its points dropped (land): each cell is its box, of
+    pyproj's area (latitude edges densified) to 1e-8, anticlockwise; the whole grid covers the zone
+    60-90°N. The tessellation in the plane gave these cells 0.36 of their area (closing points between
+    the rows)."""
+    lats, lons = np.arange(60.25, 90.0, 0.5), np.arange(-179.75, 180.0, 0.5)
+    lon, lat = (a.ravel() for a in np.meshgrid(lons, lats))
+    keep = np.random.default_rng(3).random(len(lon)) > 0.3
+    cells = gc.grid_cells(lon[keep], lat[keep])
+    assert cells is not None and cells.nvertex == 4
+    np.testing.assert_allclose(cells.lon_bounds[:, 1] - cells.lon_bounds[:, 0], 0.5)
+    np.testing.assert_allclose(cells.lat_bounds[:, 2] - cells.lat_bounds[:, 0], 0.5)  # the last row: to the pole
+    by_row = {la: _densified_box_area(0.0, 0.5, la - 0.25, la + 0.25) for la in lats}
+    np.testing.assert_allclose(cells.area_m2, [by_row[la] for la in lat[keep]], rtol=1e-8)
+    assert (_geodesic_areas(cells) > 0).all()
+    whole = gc.grid_cells(lon, lat)
+    zone = np.pi * gc.WGS84_A**2 * (gc.zone_area_factor(90.0) - gc.zone_area_factor(60.0))
+    assert whole is not None and whole.area_m2.sum() == pytest.approx(zone, rel=1e-12)
+
+
+def test_a_reduced_gaussian_like_grid_has_boxes_a_row_wide():
+    """Rows of 20 + 4 i points from the pole (octahedral-like), both hemispheres, a row with one point
+    left: each cell is 360 / (points of its row) wide, and the full rows tile their zones."""
+    lat_rows = 89.0 - 2.0 * np.arange(12)
+    lon, lat = [], []
+    for i, la in enumerate(lat_rows):
+        n = 20 + 4 * i
+        for sign in (1.0, -1.0):
+            lon.append(np.arange(n) * 360.0 / n - 180.0)
+            lat.append(np.full(n, sign * la))
+    lon.append(np.array([33.0]))
+    lat.append(np.array([65.0]))  # one point, its own row: the step of the nearest row
+    cells = gc.grid_cells(np.concatenate(lon), np.concatenate(lat))
+    assert cells is not None
+    widths = cells.lon_bounds[:, 1] - cells.lon_bounds[:, 0]
+    want = np.concatenate([np.full(len(x), 360.0 / len(x)) for x in lon[:-1]] + [[360.0 / (20 + 4 * 11)]])
+    np.testing.assert_allclose(widths, want)
+    full = cells.area_m2[:-1].sum()
+    band = np.pi * gc.WGS84_A**2 * (gc.zone_area_factor(90.0) - gc.zone_area_factor(lat_rows[-1] - 1.0))
+    assert full == pytest.approx(2 * band, rel=1e-12)  # north and south
+    assert (_geodesic_areas(cells) > 0).all()

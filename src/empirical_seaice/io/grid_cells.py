@@ -2,13 +2,15 @@
 
 The outputs on the grid carry them as CF cell bounds (``lon_bnds``, ``lat_bnds``) and cell measures
 (``cell_area``), so that tools which need cells can use the files: CDO's ``gridarea``, its
-area-weighted ``fldmean`` and ``fldsum`` and its conservative remapping (``remapcon``), and a sea ice
-area computed as ``sum(seaice * cell_area)``.
+area-weighted ``fldmean`` and ``fldsum`` and its conservative remapping (``remapcon``), and the sea
+ice extent and area from ``cell_area``.
 
-A grid point's cell is its **Voronoi cell in the EASE-Grid 2.0 plane** of its hemisphere
-(Lambert azimuthal equal-area on WGS84, EPSG:6931 north of the equator, EPSG:6932 south): the part
-of the plane nearer to it than to any other point of the grid. The projection is equal-area, so
-a cell's area (m²) is the area of its polygon in the plane (the shoelace formula
+On a grid of latitude rows (longitude-latitude, Gaussian, reduced Gaussian: :func:`_latitude_row_boxes`)
+a grid point's cell is its box between the midpoints to the next points and rows, its area the WGS84
+ellipsoid's (:func:`zone_area_factor`). On any other grid it is its **Voronoi cell in the EASE-Grid
+2.0 plane** of its hemisphere (Lambert azimuthal equal-area on WGS84, EPSG:6931 north of the equator,
+EPSG:6932 south): the part of the plane nearer to it than to any other point of the grid. The
+projection is equal-area, so a cell's area (m²) is the area of its polygon in the plane (the shoelace formula
 ``A = ½ |Σ_i x_i y_{i+1} − x_{i+1} y_i|``), and its corners are the polygon's vertices projected
 back to longitude and latitude. At the edge of the grid (the coast, the domain's limit) the cell is
 closed at half the grid's spacing ``s``: before the tessellation, points are added wherever a grid
@@ -55,6 +57,10 @@ squares for cells, without a tessellation. Another grid is a lattice where 90 % 
 nearest neighbour within this fraction of the median nearest distance: its spacing is that distance,
 and every point may be at its edge (no first tessellation: a lattice's co-circular points make it
 slow)."""
+
+ROW_TOLERANCE = 1e-3
+"""A grid's latitude rows are equally spaced in longitude to this fraction of a step
+(:func:`_latitude_row_boxes`)."""
 
 MERGE_FRACTION = 1e-3
 """Consecutive corners of a cell nearer than this many spacings are one corner (the tessellation of a
@@ -105,6 +111,9 @@ def _grid_cells(lon: np.ndarray, lat: np.ndarray) -> GridCells | None:
     if lon.shape != lat.shape or lon.ndim != 1 or not (np.isfinite(lon).all() and np.isfinite(lat).all()):
         log.info("no grid cells in the outputs: the grid's longitudes and latitudes are not all known")
         return None
+    boxes = _latitude_row_boxes(lon, lat)
+    if boxes is not None:
+        return boxes
     parts = []
     for epsg, rows in ((EPSG_NORTH, np.flatnonzero(lat >= 0)), (EPSG_SOUTH, np.flatnonzero(lat < 0))):
         if len(rows) == 0:
@@ -126,6 +135,82 @@ def _grid_cells(lon: np.ndarray, lat: np.ndarray) -> GridCells | None:
         lat_b[rows] = clat[:, pad]
         area[rows] = a
     return GridCells(lon_bounds=lon_b, lat_bounds=lat_b, area_m2=area)
+
+
+WGS84_A = 6378137.0
+"""WGS84 semi-major axis (m)."""
+WGS84_E2 = 6.69437999014e-3
+"""WGS84 first eccentricity squared, e² = f (2 − f), f = 1 / 298.257223563."""
+
+
+def zone_area_factor(lat_deg: np.ndarray) -> np.ndarray:
+    """q(φ) of the ellipsoid's area between latitudes (Snyder 1987, eq. 3-12), dimensionless:
+
+    q(φ) = (1 − e²) [sin φ / (1 − e² sin² φ) − 1 / (2e) ln((1 − e sin φ) / (1 + e sin φ))],
+
+    so that the area (m²) between latitudes φ1 < φ2 over Δλ radians of longitude is
+    A = a² Δλ (q(φ2) − q(φ1)) / 2 (on a sphere, e → 0: q = 2 sin φ, A = a² Δλ (sin φ2 − sin φ1)).
+    WGS84: a = :data:`WGS84_A`, e² = :data:`WGS84_E2`."""
+    e = np.sqrt(WGS84_E2)
+    s = np.sin(np.radians(np.asarray(lat_deg, dtype=np.float64)))
+    return (1.0 - WGS84_E2) * (s / (1.0 - WGS84_E2 * s * s) - np.log((1.0 - e * s) / (1.0 + e * s)) / (2.0 * e))
+
+
+def _latitude_row_boxes(lon: np.ndarray, lat: np.ndarray) -> GridCells | None:
+    """The cells of a grid of latitude rows (a regular longitude-latitude grid, a Gaussian or reduced
+    Gaussian grid such as the weather model's, or any part of one), or None for another grid.
+
+    A grid of rows: at least three points a row on average, and in every row of two points or more the
+    longitudes a whole number of one step apart (to :data:`ROW_TOLERANCE` of a step; the step the
+    smallest gap, around the circle too). A point's cell is the box from ``lon − step/2`` to
+    ``lon + step/2`` (a row of one point takes the step of the nearest row of two or more) and from
+    the midpoint with the row below to the midpoint with the row above (half the median row spacing
+    where the next row is more than 1.5 of it away, at the grid's edge; within ±90°); its area the
+    ellipsoid's between those latitudes and longitudes (:func:`zone_area_factor`), its corners
+    anticlockwise from the south-west one."""
+    key = np.round(lat, 6)
+    row_lat, row = np.unique(key, return_inverse=True)
+    nrow = len(row_lat)
+    if nrow < 1 or len(lon) < 3 * nrow:
+        return None
+    order = np.argsort(row, kind="stable")
+    starts = np.searchsorted(row[order], np.arange(nrow))
+    ends = np.append(starts[1:], len(order))
+    step = np.full(nrow, np.nan)
+    for r in range(nrow):
+        members = np.sort(np.mod(lon[order[starts[r] : ends[r]]], 360.0))
+        if len(members) < 2:
+            continue
+        gaps = np.append(np.diff(members), members[0] + 360.0 - members[-1])
+        smallest = float(gaps.min())
+        if smallest <= 1e-6:
+            return None
+        offset = (members - members[0]) / smallest
+        if np.abs(offset - np.round(offset)).max() > ROW_TOLERANCE:
+            return None
+        step[r] = smallest
+    known = np.flatnonzero(np.isfinite(step))
+    if len(known) == 0:
+        return None
+    lone = np.flatnonzero(~np.isfinite(step))
+    if len(lone):
+        nearest = known[np.abs(row_lat[known][None, :] - row_lat[lone][:, None]).argmin(axis=1)]
+        step[lone] = step[nearest]
+    spacing = np.diff(row_lat)
+    typical = float(np.median(spacing)) if len(spacing) else 1.0
+    close = spacing <= 1.5 * typical
+    below = np.append(typical, np.where(close, spacing, typical))
+    above = np.append(np.where(close, spacing, typical), typical)
+    south = np.clip(row_lat - 0.5 * below, -90.0, 90.0)[row]
+    north = np.clip(row_lat + 0.5 * above, -90.0, 90.0)[row]
+    half = 0.5 * step[row]
+    west, east = lon - half, lon + half
+    area = WGS84_A**2 * np.radians(2.0 * half) * (zone_area_factor(north) - zone_area_factor(south)) / 2.0
+    return GridCells(
+        lon_bounds=np.column_stack([west, east, east, west]),
+        lat_bounds=np.column_stack([south, south, north, north]),
+        area_m2=area,
+    )
 
 
 def ease2_xy(epsg: int, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -326,4 +411,4 @@ def _voronoi_polygons(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
     return cells.padded_anticlockwise(twice), 0.5 * np.abs(twice)
 
 
-__all__ = ["GridCells", "grid_cells", "ease2_xy", "EPSG_NORTH", "EPSG_SOUTH"]
+__all__ = ["GridCells", "grid_cells", "ease2_xy", "zone_area_factor", "EPSG_NORTH", "EPSG_SOUTH", "WGS84_A", "WGS84_E2"]
