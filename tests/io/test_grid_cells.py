@@ -211,3 +211,16 @@ def test_a_reduced_gaussian_like_grid_has_boxes_a_row_wide():
     band = np.pi * gc.WGS84_A**2 * (gc.zone_area_factor(90.0) - gc.zone_area_factor(lat_rows[-1] - 1.0))
     assert full == pytest.approx(2 * band, rel=1e-12)  # north and south
     assert (_geodesic_areas(cells) > 0).all()
+
+
+def test_no_cells_for_a_grid_too_uneven_for_the_tessellation(caplog):
+    """A 1° longitude-latitude grid poleward of 70°N whose longitudes are off by up to 0.1 of a step
+    (not rows: no boxes): points 111 km apart across its rows and 1-38 km along them; every point is at
+    the edge for the tessellation, whose closing points would fall between the rows, so no cells (the
+    tessellation gave such a grid's cells 0.36 of their area) and the log says why."""
+    lats, lons = np.arange(70.5, 90.0, 1.0), np.arange(-179.5, 180.0, 1.0)
+    lon, lat = (a.ravel() for a in np.meshgrid(lons, lats))
+    lon = lon + np.random.default_rng(1).uniform(-0.1, 0.1, len(lon))
+    with caplog.at_level(logging.INFO, logger=gc.__name__):
+        assert gc.grid_cells(lon, lat) is None
+    assert "100 % of the grid's points are at its edge" in caplog.text

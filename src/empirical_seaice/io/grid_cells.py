@@ -62,6 +62,13 @@ ROW_TOLERANCE = 1e-3
 """A grid's latitude rows are equally spaced in longitude to this fraction of a step
 (:func:`_latitude_row_boxes`)."""
 
+MAX_EDGE_FRACTION = 0.5
+"""More of a grid's points than this at its edge for the tessellation (:func:`_spacing_and_edge`; on a
+grid of 100 points or more, :data:`EDGE_CHECK_MIN_POINTS`) means the grid is too uneven for it (its
+closing points would fall between the points): no cells are written. A jittered 30 x 30 lattice has
+14 %; a longitude-latitude grid with its longitudes off by up to 0.1 of a step (not rows), 100 %."""
+EDGE_CHECK_MIN_POINTS = 100
+
 MERGE_FRACTION = 1e-3
 """Consecutive corners of a cell nearer than this many spacings are one corner (the tessellation of a
 regular lattice meets four cells at a corner, which it may split into near-coincident vertices)."""
@@ -397,6 +404,13 @@ def _voronoi_polygons(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
         spacing, edge = typical, np.ones(n, dtype=bool)
     else:
         spacing, edge = _spacing_and_edge(points)
+        if n >= EDGE_CHECK_MIN_POINTS and edge.mean() > MAX_EDGE_FRACTION:
+            log.info(
+                "no grid cells in the outputs: %.0f %% of the grid's points are at its edge for the tessellation "
+                "(a grid much finer in one direction than in the other, not in latitude rows)",
+                100 * edge.mean(),
+            )
+            return None
     try:
         vor = Voronoi(np.vstack([points, _closing_points(points, edge, spacing)]))
     except QhullError as exc:
