@@ -170,3 +170,32 @@ def test_times_have_no_fill_value_in_any_file(trained, products_run):
                 if name in nc.variables and "_FillValue" in nc[name].ncattrs():
                     filled.append(f"{path.name}:{name}")
     assert len(files) > 5 and not filled, filled
+
+
+@pytest.mark.parametrize("grid", ["rows", "tessellation"])
+def test_the_cells_of_other_grids_are_cf_compliant(grid, tmp_path, monkeypatch):
+    """seaice_TAG.nc on a grid of latitude rows (boxes, some across the antimeridian) and on an irregular
+    grid (Voronoi cells of up to about ten corners, the last repeated): the cells pass the checker too."""
+    import numpy as np
+    import pyproj
+    import xarray as xr
+
+    from empirical_seaice.io.grid_cells import EPSG_NORTH
+    from empirical_seaice.io.outputs import write_seaice
+
+    monkeypatch.setattr(socket.socket, "connect", _no_network)
+    rng = np.random.default_rng(5)
+    if grid == "rows":
+        lon, lat = (a.ravel() for a in np.meshgrid(np.arange(-179.5, 180.0, 2.0), np.arange(71.0, 90.0, 2.0)))
+    else:
+        i, j = (a.ravel() for a in np.meshgrid(np.arange(15), np.arange(15), indexing="ij"))
+        x = -300_000.0 + 50_000.0 * (i + rng.uniform(-0.3, 0.3, i.size))
+        y = -1_500_000.0 + 50_000.0 * (j + rng.uniform(-0.3, 0.3, j.size))
+        lon, lat = pyproj.Transformer.from_crs(EPSG_NORTH, 4326, always_xy=True).transform(x, y)
+    sic = rng.uniform(0.0, 1.0, (len(lon), 4)).astype(np.float32)
+    path = write_seaice(tmp_path / "seaice_t.nc", sic, 2459000.5 + np.arange(4.0), np.asarray(lon), np.asarray(lat))
+    with xr.open_dataset(path) as ds:
+        assert {"lon_bnds", "lat_bnds", "cell_area"} <= set(ds.variables)
+        assert (ds.sizes["vertices"] == 4) if grid == "rows" else (ds.sizes["vertices"] > 4)
+    errors, warnings, failed = check_cf(path, tmp_path)
+    assert not failed and not errors and not warnings, (errors, warnings)

@@ -130,7 +130,7 @@ def write_seaice(
                 sic,
                 "1",
                 "sea ice concentration",
-                comment=f"columns 0..{nlag - 1} are the lag days before the period" if nlag else "",
+                **({"comment": f"columns 0..{nlag - 1} are the lag days before the period"} if nlag else {}),
                 **cf.STANDARD["sic"],
             ),
             "julian_day": times.pop("julian_day"),
