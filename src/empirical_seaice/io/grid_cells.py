@@ -350,8 +350,8 @@ def _square_lattice_side(points: np.ndarray) -> float | None:
     None: every point within :data:`LATTICE_TOLERANCE` ``s`` of a node (the nodes from the smallest
     step between the points' distinct x and between their distinct y, the two alike; ``s`` and the
     origin fitted to them by least squares), no two at one node, and 90 % of them with a neighbour one
-    node away (the twin's grid; EASE-Grid 2.0 data). Numpy alone: its cells
-    need no tessellation, nor scipy."""
+    node away (the twin's grid; EASE-Grid 2.0 data). Numpy alone: its cells need no tessellation, nor
+    scipy."""
     steps = []
     extent = float(np.ptp(points)) or 1.0
     for axis in (0, 1):
@@ -371,10 +371,10 @@ def _square_lattice_side(points: np.ndarray) -> float | None:
     if side <= 0.0 or np.abs(points - origin - side * node).max() > LATTICE_TOLERANCE * side:
         return None
     i, j = node[:, 0].astype(np.int64), node[:, 1].astype(np.int64)
-    key = (i - i.min()) * (int(j.max() - j.min()) + 3) + (j - j.min() + 1)  # one integer a node, j in 1..
+    stride = int(j.max() - j.min()) + 3
+    key = (i - i.min()) * stride + (j - j.min() + 1)  # one integer a node, j from 1 to stride - 2
     if len(np.unique(key)) < len(key):
         return None
-    stride = int(j.max() - j.min()) + 3
     near = np.zeros(len(key), dtype=bool)
     for step in (stride, -stride, 1, -1):  # the nodes east, west, north, south
         near |= np.isin(key + step, key)
