@@ -15,7 +15,7 @@
   staging set and moved to their final names (:meth:`HeldOutputs.promote`)
   through ``atomic_path``, or removed with the set;
 - the helpers that build the variables of the output files (``units`` and
-  ``long_name`` on each, channel and sensor tables, step times, lon/lat).
+  ``long_name`` on each, channel and sensor tables, step times, lon/lat and the grid's cells).
 """
 
 from __future__ import annotations
@@ -79,7 +79,8 @@ def write_dataset(ds: xr.Dataset, path: Path) -> Path:
 
 def _checked_cf(ds: xr.Dataset, path: Path) -> xr.Dataset:
     """``ds`` checked (every variable's ``units`` and ``long_name``, a ``title``) and made ready to
-    write: :func:`orphans_as_variables`, with the CF global attributes added under the file's own."""
+    write: :func:`orphans_as_variables`, with the CF global attributes added under the file's own; where
+    it has the grid's ``cell_area``, every variable on the grid names it (``cell_measures``)."""
     _check_attrs(ds)
     if "title" not in ds.attrs:
         raise ValueError(f"output {path.name} lacks a title")
