@@ -31,3 +31,19 @@ def test_rasterise_fills_every_cell_of_a_regular_grid_once():
     assert g.index.shape == (12, 12) and (g.index < 0).sum() == 144 - lon.size
     filled = g.fill(np.arange(lon.size, dtype=float))
     assert filled.count() == lon.size
+
+
+def test_rasterise_leaves_no_stripes_between_the_rows_of_a_longitude_latitude_grid():
+    """A 0.5° grid poleward of 60°N: points 55 km apart across its rows, 0.2-28 km along them. With the
+    cells' reach (their boxes) every raster cell inside the grid takes a point; with 0.75 of the nearest
+    distance (15 km) 68 % of them had none, stripes between the rows."""
+    lon, lat = (a.ravel() for a in np.meshgrid(np.arange(-179.75, 180.0, 0.5), np.arange(60.25, 90.0, 0.5)))
+    g = grid.rasterise(lon, lat)
+    assert g.spacing_km == pytest.approx(28.4, abs=0.1)  # the square root of the median box area
+    x, y, _ = grid.projected_xy(lon, lat)
+    xc, yc = (0.5 * (e[1:] + e[:-1]) for e in (g.x_edges, g.y_edges))
+    r = np.hypot(*np.meshgrid(xc, yc))
+    inside = r < np.hypot(x, y).max() - 2 * g.spacing_km
+    assert inside.sum() > 30_000 and (g.index[inside] >= 0).all()
+    # near the pole a raster cell holds many of a row's points, one of them drawn: most points still are
+    assert len(np.unique(g.index[inside])) > 0.5 * lon.size

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from empirical_seaice.io.grid_cells import EPSG_NORTH, EPSG_SOUTH, ease2_xy
+from empirical_seaice.io.grid_cells import EPSG_NORTH, EPSG_SOUTH, ease2_xy, grid_cells
 
 
 def projected_xy(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -84,14 +84,27 @@ class MapGrid:
 def rasterise(lon: np.ndarray, lat: np.ndarray) -> MapGrid:
     """Place the grid points on a regular raster of cells one grid spacing wide.
 
-    Each raster cell takes the nearest grid point within 0.75 spacing of its
-    centre, so a regular EASE grid maps exactly (one point per cell, no gaps)
-    and an irregular grid is drawn as a nearest-neighbour mosaic.
+    Each raster cell takes the nearest grid point whose cell (the files' cells,
+    :func:`empirical_seaice.io.grid_cells.grid_cells`) reaches its centre: the
+    spacing is the square root of the cells' median area, a point's reach the
+    distance from it to its farthest corner. A regular EASE grid thus maps
+    exactly (one point per cell, no gaps), another grid is drawn as a
+    nearest-neighbour mosaic, and a longitude-latitude grid near the pole (rows
+    far apart, points close along them) has no empty stripes between its rows.
+    Where the grid has no cells: the median nearest-neighbour distance and 0.75
+    of it.
     """
     from scipy.spatial import cKDTree
 
     x, y, epsg = projected_xy(lon, lat)
-    spacing = grid_spacing_km(x, y)
+    cells = grid_cells(np.asarray(lon, np.float32), np.asarray(lat, np.float32))
+    if cells is not None:
+        cx, cy = ease2_xy(epsg, cells.lon_bounds, cells.lat_bounds)
+        spacing = float(np.sqrt(np.median(cells.area_m2))) / 1000.0
+        reach = np.hypot(cx / 1000.0 - x[:, None], cy / 1000.0 - y[:, None]).max(axis=1)
+    else:
+        spacing = grid_spacing_km(x, y)
+        reach = np.full(len(x), 0.75 * spacing)
     ok = np.isfinite(x) & np.isfinite(y)
     xs, ys = x[ok], y[ok]
     # raster centres aligned on the first point: a regular lattice falls exactly on them
@@ -103,7 +116,7 @@ def rasterise(lon: np.ndarray, lat: np.ndarray) -> MapGrid:
     gx, gy = np.meshgrid(xc, yc)
     dist, near = cKDTree(np.column_stack([xs, ys])).query(np.column_stack([gx.ravel(), gy.ravel()]))
     idx = np.flatnonzero(ok)[near]
-    idx = np.where(dist <= 0.75 * spacing, idx, -1).reshape(ny, nx)
+    idx = np.where(dist <= reach[idx] * (1 + 1e-9), idx, -1).reshape(ny, nx)
     x_edges = np.concatenate([xc - spacing / 2, [xc[-1] + spacing / 2]])
     y_edges = np.concatenate([yc - spacing / 2, [yc[-1] + spacing / 2]])
     return MapGrid(x_edges, y_edges, idx, float(spacing), epsg)
