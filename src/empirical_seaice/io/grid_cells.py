@@ -100,18 +100,21 @@ class GridCells:
 def grid_cells(lon, lat) -> GridCells | None:
     """The cells of the grid points at ``lon``, ``lat`` (degrees, (n,)); None, with a logged reason,
     where they cannot be drawn (a coordinate not finite, fewer than two points in a hemisphere,
-    coincident points). Computed once for a grid: a second call with the same coordinates returns
-    the same object."""
+    coincident points). Computed once for a grid: a later call with the same coordinates returns the
+    same object (the last :data:`_CACHE_SIZE` grids are kept)."""
     lon = np.asarray(lon, dtype=np.float64)
     lat = np.asarray(lat, dtype=np.float64)
     key = hashlib.blake2b(lon.tobytes() + lat.tobytes(), digest_size=16).digest()
     if key not in _CACHE:
-        _CACHE.clear()
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))  # the oldest
         _CACHE[key] = _grid_cells(lon, lat)
     return _CACHE[key]
 
 
 _CACHE: dict[bytes, GridCells | None] = {}
+_CACHE_SIZE = 4
+"""Grids whose cells are kept: the run's grid and, for the maps of a global one, each hemisphere's."""
 
 
 def _grid_cells(lon: np.ndarray, lat: np.ndarray) -> GridCells | None:

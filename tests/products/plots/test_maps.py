@@ -7,7 +7,7 @@ import pytest
 from plot_helpers import assert_png, polar_grid
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.products.plots.maps import plot_maps
+from empirical_seaice.products.plots.maps import hemisphere_parts, plot_maps
 
 
 def test_plot_maps_png(tmp_path):
@@ -32,3 +32,25 @@ def test_south_hemisphere_map(tmp_path):
     centred = assert_png(plot_maps(tmp_path / "s.png", lon, lat, field, centre_zero=True))
     plain = assert_png(plot_maps(tmp_path / "p.png", lon, lat, field))
     assert centred.shape == plain.shape and (centred != plain).any(axis=-1).sum() > 100
+
+
+def test_hemisphere_parts_by_hand():
+    lat = np.array([70.0, -65.0, 80.0, -75.0, 0.0])
+    parts = dict(hemisphere_parts(lat))
+    assert list(parts) == ["north", "south"]
+    assert parts["north"].tolist() == [0, 2, 4] and parts["south"].tolist() == [1, 3]
+    assert [h for h, _ in hemisphere_parts(np.array([-60.0, -70.0]))] == ["south"]
+
+
+def test_a_grid_with_both_hemispheres_gets_a_panel_of_each_per_field(tmp_path):
+    """A global grid (the two polar grids together): two fields give four panels, each field's north and
+    south on their own planes (one plane for both drew the Arctic smeared along the rim of the southern
+    map), in one row as tall as a single hemisphere's map."""
+    lon_n, lat_n = polar_grid()
+    lon_s, lat_s = polar_grid(south=True)
+    lon, lat = np.concatenate([lon_n, lon_s]), np.concatenate([lat_n, lat_s])
+    f = {"a": np.clip((np.abs(lat) - 60) / 30, 0, 1), "b": np.linspace(0, 1, lon.size)}
+    img = assert_png(plot_maps(tmp_path / "both.png", lon, lat, f, vmin=0, vmax=1))
+    assert img.shape[1] == int(round((3.6 * 4 + 1.4) * 100))  # four panels in a row, and the colour bar
+    south_only = assert_png(plot_maps(tmp_path / "s.png", lon_s, lat_s, {"a": f["a"][lon_n.size :]}, vmin=0, vmax=1))
+    assert img.shape[0] == south_only.shape[0]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.io.grid_cells import EPSG_NORTH, EPSG_SOUTH
+from empirical_seaice.io.grid_cells import EPSG_SOUTH
 from empirical_seaice.products.plots.grid import MapGrid, land_raster, map_extent, rasterise
 from empirical_seaice.products.plots.style import (
     LAND_COLOUR,
@@ -71,7 +71,8 @@ def plot_maps(
     open_water: np.ndarray | Mapping[str, np.ndarray] | None = None,
     coastlines: bool = True,
 ) -> Path:
-    """Maps of one or more fields on the grid, one panel per field, one shared colour bar.
+    """Maps of one or more fields on the grid, one panel per field (per field and hemisphere where the
+    grid has points in both), one shared colour bar.
 
     Each grid cell is filled on the EASE-Grid 2.0 plane (no gaps), with land
     and the coastline from the GLOBE mask (``global-land-mask``), a
@@ -96,27 +97,48 @@ def plot_maps(
         No field, or a field whose length is not ngrid.
     """
     _check_fields(len(lon), fields)
-    grid = rasterise(lon, lat)
+    lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
+    parts = hemisphere_parts(lat)
     vmin, vmax = _colour_limits(fields, vmin, vmax, centre_zero)
-    fig, cax, axes = _map_figure(len(fields), ncols)
-    pad = 1.0 * grid.spacing_km
-    land = land_raster(grid, pad) if coastlines else None
+    ncols = (ncols or (2 if len(fields) == 4 else min(len(fields), 3))) * len(parts)
+    fig, cax, axes = _map_figure(len(fields) * len(parts), ncols)
     cm = colour_map(cmap)
-    lat_bounds = (float(np.nanmin(lat)), float(np.nanmax(lat)))
-    for ax, (name, v) in zip(axes, fields.items(), strict=True):
+    panels = iter(axes)
+    drawn = []
+    for hemi, rows in parts:
+        grid = rasterise(lon[rows], lat[rows])
+        pad = 1.0 * grid.spacing_km
+        land = land_raster(grid, pad) if coastlines else None
+        lat_bounds = (float(np.nanmin(lat[rows])), float(np.nanmax(lat[rows])))
+        drawn.append((hemi, grid, pad, land, rows, lat_bounds))
+    for name, v in fields.items():
         water = open_water.get(name) if isinstance(open_water, Mapping) else open_water
-        mappable = _draw_values(ax, grid, np.asarray(v, dtype=np.float64), water, cm, vmin, vmax)
-        if land is not None:
-            _draw_land(ax, land)
-        _graticule(ax, grid, lat_bounds)
-        _frame_panel(ax, grid, pad, name)
+        for hemi, grid, pad, land, rows, lat_bounds in drawn:
+            ax = next(panels)
+            part_water = None if water is None else np.asarray(water)[rows]
+            values = np.asarray(v, dtype=np.float64)[rows]
+            mappable = _draw_values(ax, grid, values, part_water, cm, vmin, vmax)
+            if land is not None:
+                _draw_land(ax, land)
+            _graticule(ax, grid, lat_bounds)
+            _frame_panel(ax, grid, pad, f"{name}, {hemi}" if len(parts) > 1 else name)
     cb = fig.colorbar(mappable, cax=cax, extend="both" if centre_zero else "neither")
     cb.set_label(units, fontsize=9)
     cb.ax.tick_params(labelsize=8)
-    _legend(fig, land=land is not None, open_water=open_water is not None)
-    hemi = "north" if grid.epsg == EPSG_NORTH else "south"
-    fig.suptitle(f"{title}  (EASE-Grid 2.0 {hemi})" if title else f"EASE-Grid 2.0 {hemi}", fontsize=10)
+    _legend(fig, land=coastlines, open_water=open_water is not None)
+    planes = " and ".join(hemi for hemi, _ in parts)
+    fig.suptitle(f"{title}  (EASE-Grid 2.0 {planes})" if title else f"EASE-Grid 2.0 {planes}", fontsize=10)
     return save_figure(fig, path)
+
+
+def hemisphere_parts(lat: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """The grid's points by hemisphere, each drawn on its own EASE-Grid 2.0 plane: ("north", rows of
+    latitude >= 0) and ("south", rows of latitude < 0), those with points, north first. A grid with both
+    (a global one) gets a panel of each per field: one plane for both would draw the other pole's ice
+    smeared along the rim of the map."""
+    lat = np.asarray(lat, dtype=np.float64)
+    parts = [("north", np.flatnonzero(lat >= 0)), ("south", np.flatnonzero(lat < 0))]
+    return [(hemi, rows) for hemi, rows in parts if len(rows)]
 
 
 def _check_fields(ngrid: int, fields: Mapping[str, np.ndarray]) -> None:
@@ -211,4 +233,4 @@ def _legend(fig, *, land: bool, open_water: bool) -> None:
     fig.legend(handles=handles, loc="lower right", fontsize=7, frameon=False, ncol=len(handles))
 
 
-__all__ = ["plot_maps"]
+__all__ = ["plot_maps", "hemisphere_parts"]
