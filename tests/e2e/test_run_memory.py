@@ -65,6 +65,7 @@ def test_a_run_holds_one_packed_table_and_frees_it_and_the_slabs(twin_dir, tmp_p
 
     def census_step(self, index, distinct=False, **kwargs):
         if "training" not in seen:  # one census in the middle of the fused training
+            gc.collect()  # what the run holds, not garbage of earlier tests awaiting the collector
             floats = self.program.floats
             table = {floats.__array_interface__["data"][0], self.program.ints.__array_interface__["data"][0]}
             seen["training"] = (table, _storages_with_rows(floats.shape[0]))
@@ -89,6 +90,7 @@ def test_a_run_holds_one_packed_table_and_frees_it_and_the_slabs(twin_dir, tmp_p
     fit = held_out.fit_held_out_state
 
     def census_held_out(network, *a, **k):
+        gc.collect()
         seen["held_out"] = (
             _live(DeferredAdam),
             [p.untyped_storage().nbytes() == p.numel() * p.element_size() for p in network.parameters()],
@@ -101,6 +103,7 @@ def test_a_run_holds_one_packed_table_and_frees_it_and_the_slabs(twin_dir, tmp_p
     def census_stage(self, name):
         current["stage"] = name
         if name == "saving the model":
+            gc.collect()
             seen["saving"] = (_live(ObservationTensors), _live(DeferredAdam))
         return stage(self, name)
 
