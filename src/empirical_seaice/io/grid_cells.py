@@ -239,11 +239,10 @@ def _unproject(epsg: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.
     return np.asarray(lon).reshape(x.shape), np.asarray(lat).reshape(x.shape)
 
 
-def _nearest_distance(points: np.ndarray) -> np.ndarray:
-    """Distance from each of ``points`` (n, 2), n >= 2, to its nearest other point."""
-    from scipy.spatial import cKDTree
-
-    d, _ = cKDTree(points).query(points, k=2)
+def _nearest_distance(tree) -> np.ndarray:
+    """Distance from each point of ``tree`` (a :class:`scipy.spatial.cKDTree` of n >= 2 points) to its
+    nearest other point."""
+    d, _ = tree.query(tree.data, k=2)
     return d[:, 1]
 
 
@@ -302,14 +301,12 @@ class _Polygons:
         return self.xy[self.start[:, None] + order]
 
 
-def _closing_points(points: np.ndarray, edge: np.ndarray, spacing: float) -> np.ndarray:
+def _closing_points(tree, edge: np.ndarray, spacing: float) -> np.ndarray:
     """The points that close the tessellation at the grid's edge: the eight lattice neighbours at
-    ``spacing`` of each ``edge`` point where no grid point lies within :data:`GHOST_CLEARANCE` spacings,
-    one per quarter-spacing bin."""
-    from scipy.spatial import cKDTree
-
-    candidates = (points[edge, None, :] + spacing * _DIRECTIONS[None]).reshape(-1, 2)
-    d, _ = cKDTree(points).query(candidates)
+    ``spacing`` of each ``edge`` point of ``tree`` (the grid's points' cKDTree) where no grid point lies
+    within :data:`GHOST_CLEARANCE` spacings, one per quarter-spacing bin."""
+    candidates = (tree.data[edge, None, :] + spacing * _DIRECTIONS[None]).reshape(-1, 2)
+    d, _ = tree.query(candidates)
     candidates = candidates[d > GHOST_CLEARANCE * spacing]
     _, first = np.unique(np.round(candidates / (0.25 * spacing)).astype(np.int64), axis=0, return_index=True)
     return candidates[np.sort(first)]
@@ -321,18 +318,17 @@ def _regions(vor, n: int) -> tuple[list[list[int]], np.ndarray]:
     return regions, np.array([len(r) >= 3 and -1 not in r for r in regions], dtype=bool)
 
 
-def _spacing_and_edge(points: np.ndarray) -> tuple[float, np.ndarray]:
+def _spacing_and_edge(points: np.ndarray, nearest: float) -> tuple[float, np.ndarray]:
     """The grid's spacing ``s`` and which of its ``points`` (n, 2) are at its edge, from their Voronoi
     cells among the grid's points alone. ``s`` is the square root of the median area of the compact
-    cells (those reaching at most twice the median nearest-point distance from their point: a
-    lattice's side, also where the lattice is jittered; with none, that median distance). A point
+    cells (those reaching at most twice ``nearest``, the median nearest-point distance, from their
+    point: a lattice's side, also where the lattice is jittered; with none, ``nearest``). A point
     is at the edge where its cell is open or reaches farther than :data:`EDGE_REACH` ``s`` from it (a
     lattice's inner point reaches 0.71 s)."""
     from scipy.spatial import QhullError, Voronoi
 
     n = len(points)
     everywhere = np.ones(n, dtype=bool)
-    nearest = float(np.median(_nearest_distance(points)))
     if n < 4:
         return nearest, everywhere
     try:
@@ -395,9 +391,10 @@ def _voronoi_polygons(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
     side = _square_lattice_side(points)
     if side is not None:  # the tessellation's cells are known: the squares of side s about the points
         return points[:, None, :] + 0.5 * side * _SQUARE[None], np.full(n, side * side)
-    from scipy.spatial import QhullError, Voronoi  # 0.2-0.4 s to import where nothing else has
+    from scipy.spatial import QhullError, Voronoi, cKDTree  # 0.2-0.4 s to import where nothing else has
 
-    nearest = _nearest_distance(points)
+    tree = cKDTree(points)
+    nearest = _nearest_distance(tree)
     if nearest.min() <= 0.0:
         log.info("no grid cells in the outputs: the grid has coincident points")
         return None
@@ -406,7 +403,7 @@ def _voronoi_polygons(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
     if lattice:
         spacing, edge = typical, np.ones(n, dtype=bool)
     else:
-        spacing, edge = _spacing_and_edge(points)
+        spacing, edge = _spacing_and_edge(points, typical)
         if n >= EDGE_CHECK_MIN_POINTS and edge.mean() > MAX_EDGE_FRACTION:
             log.info(
                 "no grid cells in the outputs: %.0f %% of the grid's points are at its edge for the tessellation "
@@ -415,7 +412,7 @@ def _voronoi_polygons(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
             )
             return None
     try:
-        vor = Voronoi(np.vstack([points, _closing_points(points, edge, spacing)]))
+        vor = Voronoi(np.vstack([points, _closing_points(tree, edge, spacing)]))
     except QhullError as exc:
         log.info("no grid cells in the outputs: the tessellation failed (%s)", str(exc).splitlines()[0])
         return None
