@@ -224,4 +224,7 @@ def test_the_documented_xarray_lines_give_the_report_extent_and_area(products, t
     by_hand = np.nansum(np.where(sic >= 0.15, sic * cell_area[:, None], 0.0), axis=0) / 1e12
     np.testing.assert_allclose(namespace["area"].values, by_hand, rtol=1e-6)
     assert (want_area > 0).all() and (want_extent >= want_area).all()
+    assert (lat > 0).all()  # the twin's grid is northern: the north's extent is the whole, the south's none
+    np.testing.assert_array_equal(namespace["extent_north"].values, namespace["extent"].values)
+    assert (namespace["extent_south"].values == 0).all()
     namespace["ds"].close()

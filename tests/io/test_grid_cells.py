@@ -134,6 +134,15 @@ def test_a_grid_with_both_hemispheres_has_each_hemisphere_cells():
     np.testing.assert_allclose(both.area_m2, 4e10, rtol=1e-5)
 
 
+def test_hemispheres_by_hand():
+    """North (latitude >= 0, the equator included) on EPSG:6931, south on 6932, north first; an empty
+    hemisphere is left out."""
+    parts = gc.hemispheres(np.array([70.0, -65.0, 80.0, -75.0, 0.0]))
+    assert [(name, epsg) for name, epsg, _ in parts] == [("north", 6931), ("south", 6932)]
+    assert parts[0][2].tolist() == [0, 2, 4] and parts[1][2].tolist() == [1, 3]
+    assert [name for name, _, _ in gc.hemispheres([-60.0, -70.0])] == ["south"]
+
+
 def test_cells_are_computed_once_per_grid():
     lon, lat = _lattice(gc.EPSG_NORTH, 0.0, -1_000_000.0, 25_000.0, 4)
     assert gc.grid_cells(lon, lat) is gc.grid_cells(lon.copy(), lat.copy())

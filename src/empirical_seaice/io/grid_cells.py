@@ -117,6 +117,16 @@ _CACHE_SIZE = 4
 """Grids whose cells are kept: the run's grid and, for the maps of a global one, each hemisphere's."""
 
 
+def hemispheres(lat) -> list[tuple[str, int, np.ndarray]]:
+    """The grid's points by hemisphere: ("north", EPSG:6931, rows of latitude >= 0) and ("south",
+    EPSG:6932, rows of latitude < 0), those with points, north first. Each has its own EASE-Grid 2.0
+    plane (cells, map panels) and its own ice (the report's extent and area): one plane for both would
+    smear the other pole's ice along the rim, one sum would add a maximum to a minimum."""
+    lat = np.asarray(lat, dtype=np.float64)
+    parts = [("north", EPSG_NORTH, np.flatnonzero(lat >= 0)), ("south", EPSG_SOUTH, np.flatnonzero(lat < 0))]
+    return [part for part in parts if len(part[2])]
+
+
 def _grid_cells(lon: np.ndarray, lat: np.ndarray) -> GridCells | None:
     if lon.shape != lat.shape or lon.ndim != 1 or not (np.isfinite(lon).all() and np.isfinite(lat).all()):
         log.info("no grid cells in the outputs: the grid's longitudes and latitudes are not all known")
@@ -125,9 +135,7 @@ def _grid_cells(lon: np.ndarray, lat: np.ndarray) -> GridCells | None:
     if boxes is not None:
         return boxes
     parts = []
-    for epsg, rows in ((EPSG_NORTH, np.flatnonzero(lat >= 0)), (EPSG_SOUTH, np.flatnonzero(lat < 0))):
-        if len(rows) == 0:
-            continue
+    for _, epsg, rows in hemispheres(lat):
         x, y = ease2_xy(epsg, lon[rows], lat[rows])
         polygons = _voronoi_polygons(np.column_stack([x, y]))
         if polygons is None:

@@ -7,7 +7,7 @@ import pytest
 from plot_helpers import assert_png, polar_grid
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.products.plots.maps import hemisphere_parts, plot_maps
+from empirical_seaice.products.plots.maps import plot_maps
 
 
 def test_plot_maps_png(tmp_path):
@@ -32,14 +32,6 @@ def test_south_hemisphere_map(tmp_path):
     centred = assert_png(plot_maps(tmp_path / "s.png", lon, lat, field, centre_zero=True))
     plain = assert_png(plot_maps(tmp_path / "p.png", lon, lat, field))
     assert centred.shape == plain.shape and (centred != plain).any(axis=-1).sum() > 100
-
-
-def test_hemisphere_parts_by_hand():
-    lat = np.array([70.0, -65.0, 80.0, -75.0, 0.0])
-    parts = dict(hemisphere_parts(lat))
-    assert list(parts) == ["north", "south"]
-    assert parts["north"].tolist() == [0, 2, 4] and parts["south"].tolist() == [1, 3]
-    assert [h for h, _ in hemisphere_parts(np.array([-60.0, -70.0]))] == ["south"]
 
 
 def test_a_grid_with_both_hemispheres_gets_a_panel_of_each_per_field(tmp_path):

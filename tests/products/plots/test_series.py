@@ -41,8 +41,12 @@ def test_loss_curves_note_the_monitored_term(tmp_path):
 def test_time_series(tmp_path):
     dates = ["2021-03-01", "2021-03-02", "2021-03-03"]
     lines = {"trained": (np.array([1.0, 1.1, 1.2]), np.array([0.8, 0.9, 1.0])), "truth": (np.ones(3), np.ones(3))}
-    assert_png(series.plot_time_series(tmp_path / "t.png", dates, lines, notes={"truth": "all cells"}))
+    one = assert_png(series.plot_time_series(tmp_path / "t.png", dates, {"": lines}, notes={"": {"truth": "all"}}))
     with pytest.raises(SeaIceError, match="expected 3"):
-        series.plot_time_series(tmp_path / "t2.png", dates, {"x": (np.ones(2), np.ones(2))})
+        series.plot_time_series(tmp_path / "t2.png", dates, {"": {"x": (np.ones(2), np.ones(2))}})
     with pytest.raises(SeaIceError, match="no series"):
         series.plot_time_series(tmp_path / "t3.png", dates, {})
+    with pytest.raises(SeaIceError, match="no series"):
+        series.plot_time_series(tmp_path / "t4.png", dates, {"north": {}, "south": {}})
+    both = assert_png(series.plot_time_series(tmp_path / "t5.png", dates, {"north": lines, "south": lines}))
+    assert both.shape[0] > 1.8 * one.shape[0] and both.shape[1] == one.shape[1]  # a row of panels each

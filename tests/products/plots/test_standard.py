@@ -6,6 +6,7 @@ import numpy as np
 from plot_helpers import assert_png, polar_grid
 
 from empirical_seaice.products.plots import PlotInputs, make_plots
+from empirical_seaice.products.plots.standard import hemisphere_series
 
 
 class _LinearModel:
@@ -69,3 +70,38 @@ def test_make_plots_writes_all_and_index(tmp_path):
     for n in names[:-1]:
         assert f"src='{n}'" in index
     assert "Sea ice concentration on 2021-03-02" in index  # captions carry the date
+
+
+def test_a_global_grid_has_each_hemisphere_extent_and_area_by_hand():
+    """Two northern cells (1 and 2 x 10^6 km^2) and two southern (3 and 4): on day 0 the north has
+    SIC 1.0 and 0.5, the south 0.1 and 0.2, so the north's extent is 3 and its area 2, the south's
+    extent 4 (the cell of 0.2 alone) and area 0.8, where one sum would give 7 and 2.8; on day 1 the
+    seasons swap. The classic map's coverage is noted per hemisphere (the south's half missing)."""
+    lat = np.array([70.0, 80.0, -70.0, -80.0])
+    area = np.array([1e6, 2e6, 3e6, 4e6])
+    sic = np.array([[1.0, 0.0], [0.5, 0.1], [0.1, 0.9], [0.2, 1.0]])
+    classic = np.array([[1.0, 0.0], [0.5, 0.1], [np.nan, 0.9], [np.nan, 1.0]])
+    series, notes = hemisphere_series({"trained": sic, "background": None, "nasa team": classic}, lat, area)
+    assert list(series) == ["north", "south"] and list(series["north"]) == ["trained", "nasa team"]
+    np.testing.assert_allclose(series["north"]["trained"][0], [3.0, 0.0])
+    np.testing.assert_allclose(series["north"]["trained"][1], [2.0, 0.0])
+    np.testing.assert_allclose(series["south"]["trained"][0], [4.0, 7.0])
+    np.testing.assert_allclose(series["south"]["trained"][1], [0.8, 6.7])
+    assert notes == {"north": {}, "south": {"nasa team": "observed cells only, 50 % of cell-days"}}
+    one, _ = hemisphere_series({"trained": sic[:2]}, lat[:2], area[:2])
+    assert list(one) == [""]  # one hemisphere: one row without a title
+    np.testing.assert_allclose(one[""]["trained"][0], [3.0, 0.0])
+
+
+def test_a_global_grid_report_draws_a_row_of_extent_and_area_per_hemisphere(tmp_path):
+    """make_plots on the two polar grids together: the time series has two rows of panels."""
+    lon_n, lat_n = polar_grid(n_side=10)
+    lon_s, lat_s = polar_grid(n_side=10, south=True)
+    lon, lat = np.concatenate([lon_n, lon_s]), np.concatenate([lat_n, lat_s])
+    sic = np.clip(np.random.default_rng(3).uniform(-0.2, 1.2, (lon.size, 2)), 0, 1)
+    drawn = {}
+    for name, (x, y, s) in {"global": (lon, lat, sic), "north": (lon_n, lat_n, sic[: lon_n.size])}.items():
+        inputs = PlotInputs(lon=x, lat=y, day=0, sic=s, dates=["2021-03-01", "2021-03-02"], title=name)
+        paths = make_plots(tmp_path / name, inputs)
+        drawn[name] = assert_png(next(p for p in paths if p.name == "timeseries_extent_area.png"))
+    assert drawn["global"].shape[0] > 1.8 * drawn["north"].shape[0]

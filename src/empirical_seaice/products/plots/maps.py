@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.io.grid_cells import EPSG_SOUTH
+from empirical_seaice.io.grid_cells import EPSG_SOUTH, hemispheres
 from empirical_seaice.products.plots.grid import MapGrid, land_raster, map_extent, rasterise
 from empirical_seaice.products.plots.style import (
     LAND_COLOUR,
@@ -98,7 +98,7 @@ def plot_maps(
     """
     _check_fields(len(lon), fields)
     lon, lat = np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64)
-    parts = hemisphere_parts(lat)
+    parts = [(hemi, rows) for hemi, _, rows in hemispheres(lat)]
     vmin, vmax = _colour_limits(fields, vmin, vmax, centre_zero)
     ncols = (ncols or (2 if len(fields) == 4 else min(len(fields), 3))) * len(parts)
     fig, cax, axes = _map_figure(len(fields) * len(parts), ncols)
@@ -129,16 +129,6 @@ def plot_maps(
     planes = " and ".join(hemi for hemi, _ in parts)
     fig.suptitle(f"{title}  (EASE-Grid 2.0 {planes})" if title else f"EASE-Grid 2.0 {planes}", fontsize=10)
     return save_figure(fig, path)
-
-
-def hemisphere_parts(lat: np.ndarray) -> list[tuple[str, np.ndarray]]:
-    """The grid's points by hemisphere, each drawn on its own EASE-Grid 2.0 plane: ("north", rows of
-    latitude >= 0) and ("south", rows of latitude < 0), those with points, north first. A grid with both
-    (a global one) gets a panel of each per field: one plane for both would draw the other pole's ice
-    smeared along the rim of the map."""
-    lat = np.asarray(lat, dtype=np.float64)
-    parts = [("north", np.flatnonzero(lat >= 0)), ("south", np.flatnonzero(lat < 0))]
-    return [(hemi, rows) for hemi, rows in parts if len(rows)]
 
 
 def _check_fields(ngrid: int, fields: Mapping[str, np.ndarray]) -> None:
@@ -233,4 +223,4 @@ def _legend(fig, *, land: bool, open_water: bool) -> None:
     fig.legend(handles=handles, loc="lower right", fontsize=7, frameon=False, ncol=len(handles))
 
 
-__all__ = ["plot_maps", "hemisphere_parts"]
+__all__ = ["plot_maps"]

@@ -28,43 +28,53 @@ def extent_area(
     return extent, area
 
 
+HEMISPHERE_NAMES = {"north": "Northern Hemisphere", "south": "Southern Hemisphere"}
+"""The panels' row titles of each part of the grid (:func:`empirical_seaice.io.grid_cells.hemispheres`)."""
+
+
 def plot_time_series(
     path: Path,
     dates: Sequence[str],
-    series: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    series: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]],
     *,
     title: str = "",
-    notes: Mapping[str, str] | None = None,
+    notes: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Path:
-    """Daily sea ice extent and area (10^6 km^2), one line per source, two panels.
+    """Daily sea ice extent and area (10^6 km^2), one line per source; a row of two panels per hemisphere.
 
-    series : label -> (extent (nstep,), area (nstep,)).
-    notes : label -> text appended to its legend entry (e.g. coverage).
+    series : part -> label -> (extent (nstep,), area (nstep,)), the part "north" or "south" (each
+    hemisphere's ice on its own: the two summed would mix a maximum with a minimum), or "" for a grid
+    of one hemisphere, whose row then has no title of its own.
+    notes : part -> label -> text appended to its legend entry (e.g. coverage).
     """
     import matplotlib.dates as mdates
 
-    if not series:
+    if not any(series.values()):
         raise SeaIceError("plot_time_series: no series to draw")
     t = np.array(dates, dtype="datetime64[D]")
-    fig = new_figure(8.0, 4.2)
+    fig = new_figure(8.0, 4.2 * len(series))
     styles = {"trained": ("C0", "-", "o"), "background": ("C1", "--", "s"), "truth": ("k", "-", None)}
-    for row, (k, ylabel) in enumerate(((0, "sea ice extent (10$^6$ km$^2$)"), (1, "sea ice area (10$^6$ km$^2$)"))):
-        ax = fig.add_subplot(1, 2, row + 1)
-        for j, (label, vals) in enumerate(series.items()):
-            y = np.asarray(vals[k], dtype=np.float64)
-            if y.shape != t.shape:
-                raise SeaIceError(f"plot_time_series: {label!r} has {y.shape[0]} values, expected {t.size}")
-            c, ls, m = styles.get(label.split()[0], (f"C{j + 2}", ":", "^"))
-            note = (notes or {}).get(label, "")
-            ax.plot(t, y, color=c, ls=ls, marker=m, ms=3, lw=1.4, label=label + (f" ({note})" if note else ""))
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, int(np.ceil(t.size / 7)))))
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
-        ax.tick_params(labelsize=8)
-        ax.set_xlabel("date (UTC day of the 21 UTC window's end)", fontsize=8)
-        if row == 0:
-            ax.legend(fontsize=7)
+    panels = ((0, "sea ice extent (10$^6$ km$^2$)"), (1, "sea ice area (10$^6$ km$^2$)"))
+    for row, (part, lines) in enumerate(series.items()):
+        for col, (k, ylabel) in enumerate(panels):
+            ax = fig.add_subplot(len(series), 2, 2 * row + col + 1)
+            for j, (label, vals) in enumerate(lines.items()):
+                y = np.asarray(vals[k], dtype=np.float64)
+                if y.shape != t.shape:
+                    raise SeaIceError(f"plot_time_series: {label!r} has {y.shape[0]} values, expected {t.size}")
+                c, ls, m = styles.get(label.split()[0], (f"C{j + 2}", ":", "^"))
+                note = (notes or {}).get(part, {}).get(label, "")
+                ax.plot(t, y, color=c, ls=ls, marker=m, ms=3, lw=1.4, label=label + (f" ({note})" if note else ""))
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, int(np.ceil(t.size / 7)))))
+            ax.xaxis.set_major_formatter(mdates.DateFormatter("%m-%d"))
+            ax.tick_params(labelsize=8)
+            ax.set_xlabel("date (UTC day of the 21 UTC window's end)", fontsize=8)
+            if part:
+                ax.set_title(HEMISPHERE_NAMES.get(part, part), fontsize=9)
+            if col == 0:
+                ax.legend(fontsize=7)
     fig.suptitle(title or "daily sea ice extent and area (SIC >= 0.15)", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -110,4 +120,4 @@ def plot_loss_curves(path: Path, losses: Mapping[str, np.ndarray], *, xlabel: st
     return save_figure(fig, path)
 
 
-__all__ = ["extent_area", "plot_time_series", "plot_loss_curves"]
+__all__ = ["HEMISPHERE_NAMES", "extent_area", "plot_time_series", "plot_loss_curves"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from empirical_seaice.io.grid_cells import grid_cells
+from empirical_seaice.io.grid_cells import grid_cells, hemispheres
 from empirical_seaice.products.plots.departures import plot_departure_histograms, plot_departure_stats
 from empirical_seaice.products.plots.grid import rasterise
 from empirical_seaice.products.plots.maps import plot_maps
@@ -245,6 +245,31 @@ def _spectrum_plots(d: PlotInputs, plot_dir: Path, add) -> None:
             )
 
 
+def hemisphere_series(
+    sources: Mapping[str, np.ndarray | None], lat: np.ndarray, area_km2: np.ndarray
+) -> tuple[dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], dict[str, dict[str, str]]]:
+    """The daily extent and area of each SIC map (label -> (ngrid, nstep) or None), each hemisphere's
+    own: part -> label -> (extent, area) (10^6 km^2, :func:`extent_area` with the cells' areas
+    ``area_km2`` (ngrid,)), the parts "north" and "south" on a grid with both, else the one part "".
+    The notes (part -> label -> text) give the coverage of the maps other than trained, background and
+    truth (the classic algorithms: observed cells only) where it is under 99.9 %."""
+    parts = hemispheres(lat)
+    series: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    notes: dict[str, dict[str, str]] = {}
+    for hemi, _, rows in parts:
+        part = hemi if len(parts) > 1 else ""
+        series[part], notes[part] = {}, {}
+        for label, arr in sources.items():
+            if arr is None:
+                continue
+            sic = np.asarray(arr, dtype=np.float64)[rows]
+            series[part][label] = extent_area(sic, np.asarray(area_km2)[rows])
+            cover = float(np.isfinite(sic).mean())
+            if label not in ("trained", "background", "truth") and cover < 0.999:
+                notes[part][label] = f"observed cells only, {100 * cover:.0f} % of cell-days"
+    return series, notes
+
+
 def _time_series_plot(d: PlotInputs, plot_dir: Path, add) -> None:
     if d.sic is None:
         return
@@ -253,31 +278,28 @@ def _time_series_plot(d: PlotInputs, plot_dir: Path, add) -> None:
     if dates is None:
         return
     cells = grid_cells(np.asarray(d.lon, np.float32), np.asarray(d.lat, np.float32))  # the files' cell_area
-    area = cells.area_m2 / 1e6 if cells is not None else rasterise(d.lon, d.lat).cell_area_km2
+    if cells is not None:
+        area = cells.area_m2 / 1e6
+    else:
+        area = np.full(np.shape(d.lat), rasterise(d.lon, d.lat).cell_area_km2)
     cell_km2 = float(np.median(area))
-    series = {"trained": extent_area(d.sic, area)}
-    notes = {}
-    if d.sic_background is not None:
-        series["background"] = extent_area(d.sic_background, area)
-    if d.sic_truth is not None:
-        series["truth"] = extent_area(d.sic_truth, area)
-    for name, arr in d.sic_classic.items():
-        label = name.replace("_", " ")
-        series[label] = extent_area(arr, area)
-        cover = float(np.isfinite(np.asarray(arr, dtype=np.float64)).mean())
-        if cover < 0.999:
-            notes[label] = f"observed cells only, {100 * cover:.0f} % of cell-days"
+    sources = {"trained": d.sic, "background": d.sic_background, "truth": d.sic_truth}
+    sources.update({name.replace("_", " "): arr for name, arr in d.sic_classic.items()})
+    series, notes = hemisphere_series(sources, d.lat, area)
     add(
         plot_time_series(
             plot_dir / "timeseries_extent_area.png",
             dates,
             series,
             title=(
-                f"{d.title} daily sea ice extent and area (SIC >= {OPEN_WATER_SIC:g}, cells of {cell_km2:,.0f} km$^2$)"
+                f"{d.title} daily sea ice extent and area (SIC >= {OPEN_WATER_SIC:g}, "
+                + ("median cell" if np.ptp(area) > 1e-6 * cell_km2 else "cells of")
+                + f" {cell_km2:,.0f} km$^2$)"
             ),
             notes=notes,
         ),
-        "Daily sea ice extent (area of cells with SIC >= 0.15) and area (SIC-weighted) of each SIC map.",
+        "Daily sea ice extent (area of cells with SIC >= 0.15) and area (SIC-weighted) of each SIC map"
+        + (", each hemisphere on a row of its own." if len(series) > 1 else "."),
     )
 
 
@@ -350,4 +372,4 @@ def make_plots(plot_dir: Path, inputs: PlotInputs) -> list[Path]:
     return paths
 
 
-__all__ = ["MAP_CHANNELS", "PlotInputs", "make_plots", "write_index"]
+__all__ = ["MAP_CHANNELS", "PlotInputs", "hemisphere_series", "make_plots", "write_index"]
