@@ -247,9 +247,9 @@ def _unproject(epsg: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.
     return np.asarray(lon).reshape(x.shape), np.asarray(lat).reshape(x.shape)
 
 
-def _nearest_distance(tree) -> np.ndarray:
+def nearest_distance(tree) -> np.ndarray:
     """Distance from each point of ``tree`` (a :class:`scipy.spatial.cKDTree` of n >= 2 points) to its
-    nearest other point."""
+    nearest other point (the tree's units)."""
     d, _ = tree.query(tree.data, k=2)
     return d[:, 1]
 
@@ -402,7 +402,7 @@ def _voronoi_polygons(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
     from scipy.spatial import QhullError, Voronoi, cKDTree  # 0.2-0.4 s to import where nothing else has
 
     tree = cKDTree(points)
-    nearest = _nearest_distance(tree)
+    nearest = nearest_distance(tree)
     if nearest.min() <= 0.0:
         log.info("no grid cells in the outputs: the grid has coincident points")
         return None
@@ -433,4 +433,15 @@ def _voronoi_polygons(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
     return cells.padded_anticlockwise(twice), 0.5 * np.abs(twice)
 
 
-__all__ = ["GridCells", "grid_cells", "ease2_xy", "zone_area_factor", "EPSG_NORTH", "EPSG_SOUTH", "WGS84_A", "WGS84_E2"]
+__all__ = [
+    "GridCells",
+    "grid_cells",
+    "hemispheres",
+    "nearest_distance",
+    "ease2_xy",
+    "zone_area_factor",
+    "EPSG_NORTH",
+    "EPSG_SOUTH",
+    "WGS84_A",
+    "WGS84_E2",
+]

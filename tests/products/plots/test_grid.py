@@ -21,6 +21,18 @@ def test_projection_and_spacing():
     assert abs(x0[0]) < 1e-6 and abs(y0[0]) < 1e-6
 
 
+def test_a_point_without_coordinates_is_left_off_the_raster():
+    """A longitude unknown (NaN): no cells for the files (grid_cells gives none), and the map's raster
+    keeps the 150 km spacing of the other points, each drawn once (the spacing's k-d tree refused NaN)."""
+    lon, lat = polar_grid()
+    lon = lon.copy()
+    lon[3] = np.nan
+    g = grid.rasterise(lon, lat)
+    assert g.spacing_km == pytest.approx(150.0, rel=1e-6)
+    assert sorted(g.index[g.index >= 0].tolist()) == [i for i in range(lon.size) if i != 3]
+    assert grid.grid_spacing_km(np.zeros(5), np.zeros(5)) == 100.0  # all at one place: no spacing to measure
+
+
 def test_rasterise_fills_every_cell_of_a_regular_grid_once():
     lon, lat = polar_grid(n_side=12, spacing_km=100.0)
     g = grid.rasterise(lon, lat)

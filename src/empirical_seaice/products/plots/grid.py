@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from empirical_seaice.io.grid_cells import EPSG_NORTH, EPSG_SOUTH, ease2_xy, grid_cells
+from empirical_seaice.io.grid_cells import EPSG_NORTH, EPSG_SOUTH, ease2_xy, grid_cells, nearest_distance
 
 
 def projected_xy(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -37,20 +37,15 @@ def projected_xy(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return x / 1000.0, y / 1000.0, epsg
 
 
-def nearest_distance_km(x_km: np.ndarray, y_km: np.ndarray) -> np.ndarray:
-    """Distance (km) from each point to its nearest neighbour (100 km for a single point)."""
+def grid_spacing_km(x_km: np.ndarray, y_km: np.ndarray) -> float:
+    """Median nearest-neighbour distance (km) of the points with finite coordinates (100 km for fewer than
+    two, or where most points coincide)."""
     from scipy.spatial import cKDTree
 
     pts = np.column_stack([x_km, y_km])
-    if len(pts) < 2:
-        return np.full(len(pts), 100.0)
-    d, _ = cKDTree(pts).query(pts, k=2)
-    return d[:, 1]
-
-
-def grid_spacing_km(x_km: np.ndarray, y_km: np.ndarray) -> float:
-    """Median nearest-neighbour distance (km) of the points (1 point: 100 km)."""
-    return float(np.median(nearest_distance_km(x_km, y_km)))
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    spacing = float(np.median(nearest_distance(cKDTree(pts)))) if len(pts) >= 2 else 0.0
+    return spacing if spacing > 0 else 100.0
 
 
 @dataclass
@@ -166,7 +161,6 @@ __all__ = [
     "EPSG_NORTH",
     "EPSG_SOUTH",
     "projected_xy",
-    "nearest_distance_km",
     "grid_spacing_km",
     "MapGrid",
     "rasterise",
