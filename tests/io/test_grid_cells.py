@@ -233,3 +233,66 @@ def test_no_cells_for_a_grid_too_uneven_for_the_tessellation(caplog):
     with caplog.at_level(logging.INFO, logger=gc.__name__):
         assert gc.grid_cells(lon, lat) is None
     assert "100 % of the grid's points are at its edge" in caplog.text
+
+
+def _uneven_grid_and_boxes():
+    """The grid of the test above (longitudes off by up to 0.1 of a step) and its 1° boxes, each about
+    the point's place before the shift, anticlockwise."""
+    lats, lons = np.arange(70.5, 90.0, 1.0), np.arange(-179.5, 180.0, 1.0)
+    lon0, lat = (a.ravel() for a in np.meshgrid(lons, lats))
+    lon = lon0 + np.random.default_rng(1).uniform(-0.1, 0.1, len(lon0))
+    west, east, south, north = lon0 - 0.5, lon0 + 0.5, lat - 0.5, lat + 0.5
+    return lon, lat, np.stack([west, east, east, west], axis=1), np.stack([south, south, north, north], axis=1)
+
+
+def test_a_grid_gets_the_cells_its_description_declares():
+    """The grid too uneven for a tessellation, with its boxes declared: taken as they are, each box's
+    area that of its corners' polygon in the EASE-Grid 2.0 plane (straight edges: to 1e-4 of the box
+    between its parallels, whose arcs bow out of the chords by under 0.1 km); grid_cells gives them for
+    these coordinates until the declaration is withdrawn, then none again."""
+    lon, lat, lon_b, lat_b = _uneven_grid_and_boxes()
+    cells = gc.declared_cells(lon, lat, lon_b, lat_b, None)
+    np.testing.assert_array_equal(cells.lon_bounds, lon_b)
+    np.testing.assert_array_equal(cells.lat_bounds, lat_b)
+    by_row = {la: _densified_box_area(0.0, 1.0, la - 0.5, la + 0.5) for la in np.unique(lat)}
+    np.testing.assert_allclose(cells.area_m2, [by_row[la] for la in lat], rtol=1e-4)
+    try:
+        gc.declare(lon, lat, cells)
+        assert gc.grid_cells(lon, lat) is cells
+        assert gc.grid_cells(lon.astype(np.float32), lat.astype(np.float32)) is None  # other coordinates
+    finally:
+        gc.declare(lon, lat, None)
+    assert gc.grid_cells(lon, lat) is None
+    given = gc.declared_cells(lon, lat, lon_b, lat_b, 1.01 * cells.area_m2)  # the file's areas are kept
+    np.testing.assert_array_equal(given.area_m2, 1.01 * cells.area_m2)
+
+
+def test_declared_cells_are_put_anticlockwise_their_repeats_last_by_hand():
+    """A cell listed clockwise, its last corner repeated, (0, 60) (0, 61) (1, 61) (1, 60) (1, 60), is read
+    backwards with the repeat kept last: (1, 60) (1, 61) (0, 61) (0, 60) (0, 60) (east, north, west,
+    south: anticlockwise seen from above); an anticlockwise one is kept as given."""
+    lon_b = np.array([[0.0, 0.0, 1.0, 1.0, 1.0], [2.0, 3.0, 3.0, 2.0, 2.0]])
+    lat_b = np.array([[60.0, 61.0, 61.0, 60.0, 60.0], [60.0, 60.0, 61.0, 61.0, 61.0]])
+    cells = gc.declared_cells(np.array([0.5, 2.5]), np.array([60.5, 60.5]), lon_b, lat_b, None)
+    np.testing.assert_array_equal(cells.lon_bounds, [[1.0, 1.0, 0.0, 0.0, 0.0], lon_b[1]])
+    np.testing.assert_array_equal(cells.lat_bounds, [[60.0, 61.0, 61.0, 60.0, 60.0], lat_b[1]])
+    assert cells.area_m2[0] == pytest.approx(cells.area_m2[1], rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda b, a: (b[0] + 1.0, b[1], a), "outside their cells"),  # another grid's cells (a step east)
+        (lambda b, a: (b[0][::-1], b[1][::-1], a), "outside their cells"),  # the points in another order
+        (lambda b, a: (b[0], b[1], a / 1e6), "times the area of their corners: give them in m²"),  # km²
+        (lambda b, a: (b[0].T, b[1].T, a), "expected the corners as"),
+        (lambda b, a: (b[0][:, :2], b[1][:, :2], a), "3 or more"),
+        (lambda b, a: (b[0], np.where(b[1] > 89.9, 91.0, b[1]), a), "outside \\[-90, 90\\]"),
+        (lambda b, a: (b[0], b[1], -a), "positive values"),
+    ],
+)
+def test_declared_cells_that_do_not_fit_the_grid_are_refused(change, message):
+    lon, lat, lon_b, lat_b = _uneven_grid_and_boxes()
+    area = gc.declared_cells(lon, lat, lon_b, lat_b, None).area_m2
+    with pytest.raises(ValueError, match=message):
+        gc.declared_cells(lon, lat, *change((lon_b, lat_b), area))

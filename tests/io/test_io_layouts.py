@@ -312,3 +312,72 @@ def test_reference_v2_grid_file_must_fit_the_grid(tmp_path):
         read_training_data(cfg, NLAG)
     with pytest.raises(SeaIceError, match="--grid-file: grid description .*missing.nc not found"):
         read_training_data(dataclasses.replace(cfg, grid_file=tmp_path / "missing.nc"), NLAG)
+
+
+def _grid_file_with_cells(path, lon, lat, area=None, units="km2", transposed=False, shift=0.0):
+    """grid.nc with CF bounds (a 0.2° x 0.1° box about each point, named by lon's and lat's ``bounds``)
+    and, optionally, cell_area."""
+    import netCDF4
+
+    w, e = lon - 0.1 + shift, lon + 0.1 + shift
+    s, n = np.clip(lat - 0.05, -90, 90), np.clip(lat + 0.05, -90, 90)
+    corners = {"lon_b": np.stack([w, e, e, w], 1), "lat_b": np.stack([s, s, n, n], 1)}
+    with netCDF4.Dataset(str(path), "w") as ds:
+        ds.createDimension("igrid", len(lon))
+        ds.createDimension("nv4", 4)
+        for name, arr in (("lon", lon), ("lat", lat)):
+            ds.createVariable(name, "f4", ("igrid",))[:] = arr
+            ds[name].bounds = f"{name}_b"
+            dims = ("nv4", "igrid") if transposed else ("igrid", "nv4")
+            b = corners[f"{name}_b"]
+            ds.createVariable(f"{name}_b", "f8", dims)[:] = b.T if transposed else b
+        if area is not None:
+            v = ds.createVariable("areacello", "f8", ("igrid",))
+            v.standard_name, v.units = "cell_area", units
+            v[:] = area
+    return corners
+
+
+def test_a_grid_description_with_cells_declares_them_for_the_outputs(tmp_path, caplog):
+    """grid.nc with CF bounds and a cell_area in km² (found by its standard_name): read with the data,
+    fresh and from the cache, the outputs' cells for the run's coordinates are those, their areas in m²;
+    a grid.nc with cell_area alone declares none (logged), and cells that do not fit the points, bounds
+    written (vertices, grid points) or areas in unknown units are refused naming the file."""
+    import logging
+
+    from empirical_seaice.config import DataConfig
+    from empirical_seaice.errors import SeaIceError
+    from empirical_seaice.io import grid_cells as gc
+
+    _, bg = _reference_v2_dataset(tmp_path / "data")
+    lon, lat = bg["lon"].astype(np.float64), bg["lat"].astype(np.float64)
+    corners = _grid_file_with_cells(tmp_path / "data" / "grid.nc", lon, lat)
+    area_km2 = 1.05 * gc.declared_cells(lon, lat, corners["lon_b"], corners["lat_b"], None).area_m2 / 1e6
+    _grid_file_with_cells(tmp_path / "data" / "grid.nc", lon, lat, area_km2)
+    cfg = DataConfig(data=tmp_path / "data", sensors=("amsr2", "gmi", "ssmisf17"))
+    try:
+        for cache in (None, tmp_path / "cache", tmp_path / "cache"):  # fresh, building the cache, from it
+            gc.declare(None, None, None)
+            _, background = read_training_data(dataclasses.replace(cfg, cache=cache is not None), NLAG, cache)
+            cells = gc.grid_cells(background.lon, background.lat)
+            assert cells is not None and cells.nvertex == 4
+            np.testing.assert_array_equal(cells.lon_bounds, corners["lon_b"])
+            np.testing.assert_array_equal(cells.lat_bounds, corners["lat_b"])
+            np.testing.assert_allclose(cells.area_m2, area_km2 * 1e6)
+        alone = tmp_path / "alone.nc"
+        write_netcdf(alone, {"lon": lon.astype(np.float32), "lat": lat.astype(np.float32), "cell_area": area_km2})
+        with caplog.at_level(logging.INFO):
+            _, background = read_training_data(dataclasses.replace(cfg, grid_file=alone), NLAG)
+        assert "cell_area without the cells' corners (lon_bnds, lat_bnds) is not used" in caplog.text
+        assert gc.grid_cells(background.lon, background.lat) is not cells  # drawn: not the ones declared before
+        bad = [
+            (dict(shift=0.3), r"bad.nc: variables lon_b, lat_b, areacello: 12 of 12 grid points outside their cells"),
+            (dict(transposed=True), r"bad.nc: variables lon_b, lat_b, areacello: the corners are \(vertices, grid"),
+            (dict(units="ha"), r"bad.nc: variable areacello: units 'ha' not known; give the cells' areas in m2 or km2"),
+        ]
+        for kwargs, message in bad:
+            _grid_file_with_cells(tmp_path / "bad.nc", lon, lat, area_km2, **kwargs)
+            with pytest.raises(SeaIceError, match=message):
+                read_training_data(dataclasses.replace(cfg, grid_file=tmp_path / "bad.nc"), NLAG)
+    finally:
+        gc.declare(None, None, None)

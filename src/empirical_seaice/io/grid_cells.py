@@ -5,6 +5,9 @@ The outputs on the grid carry them as CF cell bounds (``lon_bnds``, ``lat_bnds``
 area-weighted ``fldmean`` and ``fldsum`` and its conservative remapping (``remapcon``), and the sea
 ice extent and area from ``cell_area``.
 
+Where the grid description gives its cells (CF bounds and ``cell_area``, read by
+:func:`empirical_seaice.io.reader.read_declared_cells`, checked by :func:`declared_cells`), the reader
+passes them to :func:`declare` and :func:`grid_cells` returns those. Otherwise they are drawn here.
 On a grid of latitude rows (longitude-latitude, Gaussian, reduced Gaussian: :func:`_latitude_row_boxes`)
 a grid point's cell is its box between the midpoints to the next points and rows, its area the WGS84
 ellipsoid's (:func:`zone_area_factor`). On any other grid it is its **Voronoi cell in the EASE-Grid
@@ -98,23 +101,111 @@ class GridCells:
 
 
 def grid_cells(lon, lat) -> GridCells | None:
-    """The cells of the grid points at ``lon``, ``lat`` (degrees, (n,)); None, with a logged reason,
+    """The cells of the grid points at ``lon``, ``lat`` (degrees, (n,)): those :func:`declare` was given
+    for these coordinates (the grid description's own), else drawn here; None, with a logged reason,
     where they cannot be drawn (a coordinate not finite, fewer than two points in a hemisphere,
-    coincident points). Computed once for a grid: a later call with the same coordinates returns the
+    coincident points). Drawn once for a grid: a later call with the same coordinates returns the
     same object (the last :data:`_CACHE_SIZE` grids are kept)."""
-    lon = np.asarray(lon, dtype=np.float64)
-    lat = np.asarray(lat, dtype=np.float64)
-    key = hashlib.blake2b(lon.tobytes() + lat.tobytes(), digest_size=16).digest()
+    key = _grid_key(lon, lat)
+    if key in _DECLARED:
+        return _DECLARED[key]
     if key not in _CACHE:
         while len(_CACHE) >= _CACHE_SIZE:
             _CACHE.pop(next(iter(_CACHE)))  # the oldest
-        _CACHE[key] = _grid_cells(lon, lat)
+        _CACHE[key] = _grid_cells(np.asarray(lon, dtype=np.float64), np.asarray(lat, dtype=np.float64))
     return _CACHE[key]
+
+
+def declare(lon, lat, cells: GridCells | None) -> None:
+    """From now on, the cells of the grid at ``lon``, ``lat`` (the values every writer passes: the run's
+    float32 coordinates) are ``cells`` (:func:`declared_cells`, from the grid description), not drawn;
+    None forgets what was declared. One grid at a time: a declaration replaces the one before (the
+    reader declares the cells of every grid it reads, or None)."""
+    _DECLARED.clear()
+    if cells is not None:
+        _DECLARED[_grid_key(lon, lat)] = cells
+
+
+def _grid_key(lon, lat) -> bytes:
+    lon = np.asarray(lon, dtype=np.float64)
+    lat = np.asarray(lat, dtype=np.float64)
+    return hashlib.blake2b(lon.tobytes() + lat.tobytes(), digest_size=16).digest()
 
 
 _CACHE: dict[bytes, GridCells | None] = {}
 _CACHE_SIZE = 4
 """Grids whose cells are kept: the run's grid and, for the maps of a global one, each hemisphere's."""
+_DECLARED: dict[bytes, GridCells] = {}
+"""The grid whose cells its description gives (:func:`declare`)."""
+
+AREA_AGREEMENT = 0.2
+"""A grid description's ``cell_area`` is taken where its median ratio to the area of the cells' corners
+(their polygon in the EASE-Grid 2.0 plane) is within this of 1: a file in km², or areas of other
+cells, are refused."""
+
+
+def declared_cells(
+    lon: np.ndarray, lat: np.ndarray, lon_bounds: np.ndarray, lat_bounds: np.ndarray, area_m2: np.ndarray | None
+) -> GridCells:
+    """The cells a grid description gives (CF bounds, (n, nvertex) degrees; the cell measure ``cell_area``
+    (n,) m², or None), checked and put in the order the outputs promise.
+
+    Each grid point must lie inside its cell: the polygon of its corners in the EASE-Grid 2.0 plane of its
+    hemisphere (a crossing-number test); that catches bounds of another grid, another order of the
+    points or transposed axes. A cell listed clockwise is read backwards (CF's order is anticlockwise
+    seen from above), its repeated last corners kept last. Without ``area_m2`` a cell's area is its
+    polygon's in the plane (equal-area: ``½ |Σ x_i y_{i+1} − x_{i+1} y_i|``, the edges straight in
+    the plane); with it, its median ratio to that must be within :data:`AREA_AGREEMENT` of 1.
+
+    Raises
+    ------
+    ValueError
+        Saying what is wrong (the caller adds the file and the variables).
+    """
+    lon = np.asarray(lon, dtype=np.float64)
+    lat = np.asarray(lat, dtype=np.float64)
+    lon_b = np.asarray(lon_bounds, dtype=np.float64)
+    lat_b = np.asarray(lat_bounds, dtype=np.float64)
+    n = len(lon)
+    if lon_b.ndim != 2 or lon_b.shape != lat_b.shape or lon_b.shape[0] != n or lon_b.shape[1] < 3:
+        raise ValueError(f"expected the corners as (grid points, vertices) = ({n}, 3 or more), got {lon_b.shape}")
+    if not (np.isfinite(lon_b).all() and np.isfinite(lat_b).all()) or np.abs(lat_b).max() > 90.0:
+        raise ValueError("corners missing (NaN) or latitudes outside [-90, 90]")
+    twice = np.empty(n)
+    inside = np.empty(n, dtype=bool)
+    for _, epsg, rows in hemispheres(lat):
+        x, y = ease2_xy(epsg, lon_b[rows], lat_b[rows])
+        px, py = (v[:, None] for v in ease2_xy(epsg, lon[rows], lat[rows]))
+        nx, ny = np.roll(x, -1, axis=1), np.roll(y, -1, axis=1)
+        twice[rows] = (x * ny - nx * y).sum(axis=1)
+        crosses = (y > py) != (ny > py)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_at = x + (py - y) * (nx - x) / (ny - y)
+        inside[rows] = (crosses & (px < x_at)).sum(axis=1) % 2 == 1
+    if not inside.all():
+        i = int(np.flatnonzero(~inside)[0])
+        raise ValueError(
+            f"{int((~inside).sum())} of {n} grid points outside their cells (e.g. point {i} at {lon[i]:g}E "
+            f"{lat[i]:g}N); the corners must be those of these points, in their order"
+        )
+    plane_area = np.abs(twice) / 2
+    if area_m2 is None:
+        area = plane_area
+    else:
+        area = np.asarray(area_m2, dtype=np.float64)
+        if area.shape != (n,) or not (np.isfinite(area).all() and (area > 0).all()):
+            raise ValueError(f"cell areas must be {n} positive values, one per grid point")
+        ratio = float(np.median(area / plane_area))
+        if abs(ratio - 1) > AREA_AGREEMENT:
+            raise ValueError(f"cell areas {ratio:.3g} times the area of their corners: give them in m²")
+    nvertex = lon_b.shape[1]
+    same = (lon_b[:, 1:] == lon_b[:, :-1]) & (lat_b[:, 1:] == lat_b[:, :-1])
+    repeats = np.cumprod(same[:, ::-1], axis=1).sum(axis=1)  # the last corner's repeats at the end
+    last = (nvertex - 1 - repeats)[:, None]
+    j = np.arange(nvertex)[None, :]
+    order = np.where((twice < 0)[:, None], np.maximum(last - j, 0), np.minimum(j, last))
+    rows = np.arange(n)[:, None]
+    return GridCells(lon_bounds=lon_b[rows, order], lat_bounds=lat_b[rows, order], area_m2=area)
 
 
 def hemispheres(lat) -> list[tuple[str, int, np.ndarray]]:
@@ -436,6 +527,8 @@ def _voronoi_polygons(points: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
 __all__ = [
     "GridCells",
     "grid_cells",
+    "declare",
+    "declared_cells",
     "hemispheres",
     "nearest_distance",
     "ease2_xy",

@@ -51,11 +51,14 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
+
 from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cache as _cache
 from empirical_seaice.io._netcdf import as_float, get_variable, open_dataset
 from empirical_seaice.io.background import background_shape, check_lonlat, read_background
+from empirical_seaice.io.grid_cells import GridCells, declare, declared_cells
 from empirical_seaice.io.layouts import DataFiles, find_data_files
 from empirical_seaice.io.per_channel import channel_arrays, read_per_channel
 from empirical_seaice.io.per_observation import (
@@ -101,6 +104,61 @@ def _apply_grid_file(background: BackgroundMaps, path: Path | None) -> None:
         background.lon = values["lon"]
     if background.lat is None:
         background.lat = values["lat"]
+
+
+CELL_AREA_UNITS = {"m2": 1.0, "m^2": 1.0, "m**2": 1.0, "m 2": 1.0, "km2": 1e6, "km^2": 1e6, "km**2": 1e6, "km 2": 1e6}
+"""Units of a grid description's ``cell_area`` taken, and their factor to m²."""
+
+
+def read_declared_cells(path: Path | None, background: BackgroundMaps) -> GridCells | None:
+    """The cells the grid description gives, if it has them: CF cell bounds (``lon_bnds``, ``lat_bnds``
+    (grid points, vertices), degrees, or those the ``bounds`` attributes of ``lon`` and ``lat`` name) and,
+    optionally, the cell measure ``cell_area`` (the variable of that name or ``standard_name``; m² or
+    km²), checked by :func:`~empirical_seaice.io.grid_cells.declared_cells` against the run's coordinates.
+    None without bounds (``cell_area`` alone is left: the outputs need the corners too, and it is
+    logged); then the outputs' cells are drawn from the coordinates.
+
+    Raises
+    ------
+    SeaIceError
+        Bounds or areas that do not fit the grid points, naming the file, the variables and the fix.
+    """
+    if path is None or background.lon is None or background.lat is None:
+        return None
+    with open_dataset(path) as ds:
+        names = []
+        for coord in ("lon", "lat"):
+            var, _ = get_variable(ds, path, (coord, coord.upper()))
+            names.append(getattr(var, "bounds", f"{coord}_bnds"))
+        area_names = [
+            k for k, v in ds.variables.items() if k == "cell_area" or getattr(v, "standard_name", "") == "cell_area"
+        ]
+        if not all(n in ds.variables for n in names):
+            if area_names:
+                log.info("%s: %s without the cells' corners (%s) is not used", path, area_names[0], ", ".join(names))
+            return None
+        lon_b, lat_b = (as_float(ds.variables[n][:], np.float64) for n in names)
+        area = None
+        if area_names:
+            var = ds.variables[area_names[0]]
+            units = str(getattr(var, "units", "m2")).strip()
+            if units not in CELL_AREA_UNITS:
+                raise SeaIceError(
+                    f"{path}: variable {area_names[0]}: units {units!r} not known; give the cells' areas in m2 or km2"
+                )
+            area = as_float(var[:], np.float64, fills=False) * CELL_AREA_UNITS[units]  # m²: over 1e10
+    what = f"{path}: variables {names[0]}, {names[1]}" + (f", {area_names[0]}" if area is not None else "")
+    ngrid = len(background.lon)
+    if lon_b.ndim == 2 and lon_b.shape[1] == ngrid and lon_b.shape[0] != ngrid:
+        raise SeaIceError(
+            f"{what}: the corners are (vertices, grid points) {lon_b.shape}; write them (grid points, vertices)"
+        )
+    try:
+        cells = declared_cells(background.lon, background.lat, lon_b, lat_b, area)
+    except ValueError as err:
+        raise SeaIceError(f"{what}: {err}") from None
+    log.info("the outputs' grid cells are those of %s (%d corners a cell)", path, cells.nvertex)
+    return cells
 
 
 RESERVE_AHEAD = 3
@@ -242,6 +300,14 @@ def read_training_data(
     if nlag < 0:
         raise SeaIceError(f"nlag: must be >= 0, got {nlag}")
     files = find_data_files(config)
+    obs, background = _read_or_load(files, config, nlag, cache_dir, commit_behind)
+    declare(background.lon, background.lat, read_declared_cells(files.grid, background))
+    return obs, background
+
+
+def _read_or_load(
+    files: DataFiles, config: DataConfig, nlag: int, cache_dir: Path | None, commit_behind: bool
+) -> tuple[Observations, BackgroundMaps]:
     inputs = files.input_files()
     threads = min(2, os.cpu_count() or 1)
     if not (cache_dir is not None and config.cache):
@@ -295,4 +361,4 @@ def _checksums_beside(inputs: list[Path]) -> Iterator[Future]:
             raise
 
 
-__all__ = ["read_training_data"]
+__all__ = ["read_training_data", "read_declared_cells", "CELL_AREA_UNITS"]
