@@ -93,7 +93,7 @@ def test_cli_unknown_preset_is_an_argparse_error(tmp_path):
         ({"sensors": ("mwhs2",)}, "--sensors: unknown sensor .mwhs2."),
         ({"keep_fraction": 0.0}, "keep_fraction"),
         ({"noise_scale": -1.0}, "--noise-scale"),
-        ({"hemisphere": "up"}, "--hemisphere"),
+        ({"hemisphere": "up"}, "--hemisphere: expected one of north, south, both, got .up."),
     ],
 )
 def test_config_validation(kwargs, flag):

@@ -161,3 +161,41 @@ def test_true_ice_emissivity_in_literature_ranges(tiny_twin):
     med = lambda sel, c: np.nanmedian(truth.emis_ice[sel, ci[c]])
     assert med(old, "37v") < med(fyi, "37v") - 0.05
     assert med(old, "10v") - med(old, "37v") > med(fyi, "10v") - med(fyi, "37v") + 0.01
+
+
+def test_a_twin_of_both_hemispheres_is_the_northern_twin_then_a_southern_one(tmp_path):
+    """``hemisphere="both"``: a global grid, the northern grid's points then the southern's. Its northern
+    half is the northern twin of the same seed, bit for bit (truth maps, backgrounds, every observation
+    and its truth row); its southern observations index the southern points, lie south, come in time
+    order with the northern ones, and the physics reproduces them (noise-free) from their truth."""
+    kw = dict(days=2, resolution_km=200.0, sensors=("amsr2", "gmi"), noise_scale=0.0)
+    generate_twin(get_twin_preset("tiny", **kw), tmp_path / "north")
+    generate_twin(get_twin_preset("tiny", hemisphere="both", **kw), tmp_path / "both")
+    with netCDF4.Dataset(tmp_path / "north" / "truth" / "truth_state.nc") as n:
+        north = {k: np.asarray(n[k][:]) for k in ("SIC", "T_SKIN", "SNOW_DEPTH", "LAT")}
+    with netCDF4.Dataset(tmp_path / "both" / "truth" / "truth_state.nc") as b:
+        both = {k: np.asarray(b[k][:]) for k in ("SIC", "T_SKIN", "SNOW_DEPTH", "LAT")}
+    ng = len(north["LAT"])
+    assert len(both["LAT"]) > 1.5 * ng and (both["LAT"][ng:] < -55).all()
+    for k in north:
+        np.testing.assert_array_equal(both[k][:ng], north[k], err_msg=k)
+    for s in ("amsr2", "gmi"):
+        fields = {}
+        for twin in ("north", "both"):
+            with netCDF4.Dataset(tmp_path / twin / s / f"{FILE_PREFIX}IGRID.nc") as g:
+                igrid = np.asarray(g["IGRID"][:])
+            with netCDF4.Dataset(tmp_path / twin / s / f"{FILE_PREFIX}OBSVALUE.nc") as o:
+                tb = np.asarray(o["OBSVALUE"][:])
+            with netCDF4.Dataset(tmp_path / twin / s / f"{FILE_PREFIX}JULIAN_DAY.nc") as j:
+                jd = np.asarray(j["JULIAN_DAY"][:])
+            fields[twin] = igrid, tb, jd
+        igrid, tb, jd = fields["both"]
+        northern = igrid < ng
+        np.testing.assert_array_equal(igrid[northern], fields["north"][0])
+        np.testing.assert_array_equal(tb[northern], fields["north"][1])
+        assert (~northern).sum() > 100 and (np.diff(jd) >= 0).all()
+    obs, background = _read(tmp_path / "both", sensors=("amsr2", "gmi"))
+    assert background.ngrid == len(both["LAT"]) and (background.lat[obs.igrid[obs.igrid >= ng]] < 0).all()
+    truth = read_truth(tmp_path / "both", obs)
+    assert np.abs(_recompute(obs, truth) - obs.tb_obs_k)[obs.mask].max() < 1e-3
+    np.testing.assert_array_equal(truth.sic_obs, truth.sic[obs.igrid, obs.istep])

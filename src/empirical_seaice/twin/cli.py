@@ -29,7 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", required=True, type=Path, help="output directory (must be new or empty)")
     p.add_argument("--preset", default="demo", choices=PRESET_NAMES, help="size preset (default demo)")
-    p.add_argument("--hemisphere", choices=("north", "south"), help="hemisphere (default: the preset's, north)")
+    p.add_argument(
+        "--hemisphere",
+        choices=("north", "south", "both"),
+        help="hemisphere (default: the preset's, north); both: a global grid of the two polar grids",
+    )
     p.add_argument(
         "--sensors", nargs="+", help="sensors to simulate (default amsr2 gmi ssmisf17; any catalogue sensor)"
     )

@@ -40,7 +40,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,8 @@ import numpy as np
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.sensors import load_catalogue
 from empirical_seaice.twin.atmosphere import AngleAtmosphereTable, AtmosphereTable
-from empirical_seaice.twin.grid import make_grid
-from empirical_seaice.twin.grid_files import TRUTH_DAILY, TRUTH_DIR, write_backgrounds, write_truth
+from empirical_seaice.twin.grid import PolarGrid, make_grid
+from empirical_seaice.twin.grid_files import TRUTH_DAILY, TRUTH_DIR, background_sic, write_backgrounds, write_truth
 from empirical_seaice.twin.observe import observe_day
 from empirical_seaice.twin.presets import TwinConfig
 from empirical_seaice.twin.sampling import sampling_for
@@ -215,15 +215,112 @@ def _partial_dir(output: Path) -> Path:
     return partial
 
 
+SOUTH_SEED_OFFSET = 1_000_003
+"""The southern half of a twin of both hemispheres draws from seed ``seed + SOUTH_SEED_OFFSET`` (its
+truth, observations and realism effects; the northern half is the northern twin of ``seed``)."""
+
+
+@dataclass
+class _Hemisphere:
+    """One hemisphere of a twin: its grid, truth, realism effects, generator and configuration (the
+    south of a twin of both: its own seed), and ``offset``, its first point in the twin's grid."""
+
+    config: TwinConfig
+    grid: PolarGrid
+    truth: TruthModel
+    realism: Any
+    rng: np.random.Generator
+    offset: int
+
+
+def _hemispheres(
+    config: TwinConfig, jd0: float, catalogue
+) -> tuple[list[_Hemisphere], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """The twin's hemispheres, north first, and the sensors' true biases (one set for both: drawn by the
+    first hemisphere's generator, where the one-hemisphere twin draws them)."""
+    names = ("north", "south") if config.hemisphere == "both" else (config.hemisphere,)
+    parts: list[_Hemisphere] = []
+    biases: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    offset = 0
+    for i, name in enumerate(names):
+        seed = config.seed + (SOUTH_SEED_OFFSET if config.hemisphere == "both" and name == "south" else 0)
+        own = replace(config, hemisphere=name, seed=seed)
+        rng = np.random.default_rng(seed)
+        grid = make_grid(name, config.resolution_km, config.lat_limit_deg)
+        truth = TruthModel(grid, rng, seed, jd_ref=jd0)
+        if i == 0:
+            biases = true_biases(rng, config.sensors, catalogue)
+        parts.append(_Hemisphere(own, grid, truth, _make_realism(own, truth, catalogue), rng, offset))
+        offset += grid.ngrid
+    return parts, biases
+
+
+def _joined(grids: list[PolarGrid]) -> PolarGrid:
+    """The twin's grid: one hemisphere's, or both one after the other (``hemisphere="both"``; ``x_km``,
+    ``y_km`` each in its own hemisphere's plane)."""
+    if len(grids) == 1:
+        return grids[0]
+    cat = lambda name: np.concatenate([getattr(g, name) for g in grids])  # noqa: E731
+    return PolarGrid("both", grids[0].resolution_km, cat("x_km"), cat("y_km"), cat("lon"), cat("lat"))
+
+
+def _merged_rows(rows: list[tuple[dict, dict]], parts: list[_Hemisphere]) -> tuple[dict, dict]:
+    """One sensor's rows of a day from each hemisphere as one set: grid indices moved to the twin's
+    grid, in time order (stable: one hemisphere's are as its own twin has them)."""
+    if len(rows) == 1:
+        return rows[0]
+    data = {k: np.concatenate([r[0][k] for r in rows]) for k in rows[0][0]}
+    for key in ("IGRID", "COMMON_IGRID"):
+        data[key] = np.concatenate([r[0][key] + p.offset for r, p in zip(rows, parts, strict=True)]).astype(np.int32)
+    order = np.argsort(data["JULIAN_DAY"], kind="stable")
+    true = {k: np.concatenate([r[1][k] for r in rows])[order] for k in rows[0][1]}
+    return {k: v[order] for k, v in data.items()}, true
+
+
+def _sensor_state(s_name: str, catalogue, config: TwinConfig, partial: Path, global_attrs: dict) -> dict[str, Any]:
+    """One sensor's channels, sampling, atmosphere table and writers (its files and its truth's)."""
+    sensor = catalogue.sensors[s_name]
+    chans = sensor.file_channels  # every channel of the files, surface-blind ones too
+    info = [sensor.channel_info[c] for c in chans]
+    freqs = np.array([c.freq_ghz for c in info])
+    pols = np.array([c.pol for c in info])
+    inc = np.array([c.incidence_deg for c in info])
+    sigma = np.array([c.noise_k for c in info])  # the instrument's noise, not the cost's sigma_c
+    angular = None
+    if sensor.cross_track:  # every passband; the angle per observation
+        from empirical_seaice.twin.ice_emissivity import load_angular_table
+
+        atm: AngleAtmosphereTable | AtmosphereTable = AngleAtmosphereTable.build(
+            chans, freqs, [c.passbands_ghz for c in info]
+        )
+        angular = load_angular_table() if config.ice_view_angle else None
+    else:  # imagers: 183 +/- d channels as the two sidebands of their network frequency (as ever)
+        atm = AtmosphereTable.build(chans, freqs, inc)
+    return dict(
+        sensor=sensor,
+        sampling=sampling_for(sensor),
+        freqs=freqs,
+        pols=pols,
+        inc=inc,
+        sigma=sigma,
+        atm=atm,
+        angular=angular,
+        data=FieldSetWriter(
+            partial / s_name, FILE_PREFIX, layout_c_fields(), chans, {**global_attrs, "sensor": s_name}
+        ),
+        truth=FieldSetWriter(
+            partial / TRUTH_DIR / s_name, TRUTH_PREFIX, TRUTH_PER_OBS, chans, {**global_attrs, "sensor": s_name}
+        ),
+        nobs=0,
+    )
+
+
 def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
-    rng = np.random.default_rng(config.seed)
-    grid = make_grid(config.hemisphere, config.resolution_km, config.lat_limit_deg)
     jd0 = julian_day_0utc(config.start_date) - 0.5  # integer: noon of the day before; window 0 starts at jd0 + 0.375
-    truth = TruthModel(grid, rng, config.seed, jd_ref=jd0)
     ice_model = _ice_model(config)
     catalogue = load_catalogue(config.sensor_catalogue)
-    biases = true_biases(rng, config.sensors, catalogue)
-    realism = _make_realism(config, truth, catalogue)
+    parts, biases = _hemispheres(config, jd0, catalogue)
+    grid = _joined([p.grid for p in parts])
     global_attrs = {
         "title": "empirical_seaice synthetic twin",
         "source": "empirical_seaice.twin",
@@ -234,67 +331,42 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
         "Conventions": "CF-1.8",
     }
 
-    per_sensor: dict[str, dict[str, Any]] = {}
-    for s_name in config.sensors:
-        sensor = catalogue.sensors[s_name]
-        chans = sensor.file_channels  # every channel of the files, surface-blind ones too
-        info = [sensor.channel_info[c] for c in chans]
-        freqs = np.array([c.freq_ghz for c in info])
-        pols = np.array([c.pol for c in info])
-        inc = np.array([c.incidence_deg for c in info])
-        sigma = np.array([c.noise_k for c in info])  # the instrument's noise, not the cost's sigma_c
-        angular = None
-        if sensor.cross_track:  # every passband; the angle per observation
-            from empirical_seaice.twin.ice_emissivity import load_angular_table
-
-            atm: AngleAtmosphereTable | AtmosphereTable = AngleAtmosphereTable.build(
-                chans, freqs, [c.passbands_ghz for c in info]
-            )
-            angular = load_angular_table() if config.ice_view_angle else None
-        else:  # imagers: 183 +/- d channels as the two sidebands of their network frequency (as ever)
-            atm = AtmosphereTable.build(chans, freqs, inc)
-        per_sensor[s_name] = dict(
-            sensor=sensor,
-            sampling=sampling_for(sensor),
-            freqs=freqs,
-            pols=pols,
-            inc=inc,
-            sigma=sigma,
-            atm=atm,
-            angular=angular,
-            data=FieldSetWriter(
-                partial / s_name, FILE_PREFIX, layout_c_fields(), chans, {**global_attrs, "sensor": s_name}
-            ),
-            truth=FieldSetWriter(
-                partial / TRUTH_DIR / s_name, TRUTH_PREFIX, TRUTH_PER_OBS, chans, {**global_attrs, "sensor": s_name}
-            ),
-            nobs=0,
-        )
+    per_sensor = {name: _sensor_state(name, catalogue, config, partial, global_attrs) for name in config.sensors}
 
     daily_maps = {k: np.empty((grid.ngrid, config.days), dtype=np.float32) for k in TRUTH_DAILY}
-    extra_maps: dict[str, tuple[np.ndarray, str, str]] = {}
+    extra_parts: list[dict[str, tuple[np.ndarray, str, str]]] = [{} for _ in parts]
     try:
         for d in range(config.days):
             window_start = jd0 + 0.375 + d
-            daily = truth.daily(window_start + 0.5, d)
-            for k in TRUTH_DAILY:
-                daily_maps[k][:, d] = daily[k]
-            if realism is not None:
-                _store_realism_maps(extra_maps, realism.daily_fields(window_start + 0.5, daily), d, config.days)
+            days = []
+            for part, extra in zip(parts, extra_parts, strict=True):
+                daily = part.truth.daily(window_start + 0.5, d)
+                for k in TRUTH_DAILY:
+                    daily_maps[k][part.offset : part.offset + part.grid.ngrid, d] = daily[k]
+                if part.realism is not None:
+                    fields = part.realism.daily_fields(window_start + 0.5, daily)
+                    _store_realism_maps(extra, fields, d, config.days)
+                days.append(daily)
             for s_name, ps in per_sensor.items():
-                rows = observe_day(
-                    truth,
-                    daily,
-                    ps,
-                    biases[s_name],
-                    grid,
-                    ps["sampling"],
-                    window_start,
-                    d,
-                    config,
-                    ice_model,
-                    rng,
-                    realism,
+                rows = _merged_rows(
+                    [
+                        observe_day(
+                            part.truth,
+                            daily,
+                            ps,
+                            biases[s_name],
+                            part.grid,
+                            ps["sampling"],
+                            window_start,
+                            d,
+                            part.config,
+                            ice_model,
+                            part.rng,
+                            part.realism,
+                        )
+                        for part, daily in zip(parts, days, strict=True)
+                    ],
+                    parts,
                 )
                 if d == 0 and (rows[0]["JULIAN_DAY"].size == 0 or rows[0]["JULIAN_DAY"][0] >= jd0 + 1.0):
                     raise RuntimeError(
@@ -309,7 +381,12 @@ def _generate(config: TwinConfig, output: Path, partial: Path) -> TwinSummary:
             ps["data"].close()
             ps["truth"].close()
 
-    write_backgrounds(partial, truth, grid, config, jd0, daily_maps, global_attrs)
+    sic_background = np.concatenate([background_sic(p.truth, jd0, config.days) for p in parts])
+    extra_maps = {
+        name: (np.concatenate([e[name][0] for e in extra_parts]), units, long_name)
+        for name, (_, units, long_name) in extra_parts[0].items()
+    }
+    write_backgrounds(partial, sic_background, grid, config, daily_maps, global_attrs)
     write_truth(partial, grid, config, jd0, daily_maps, biases, global_attrs, extra_maps)
     if output.exists():
         shutil.rmtree(output)

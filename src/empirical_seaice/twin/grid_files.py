@@ -50,7 +50,9 @@ def background_sic(truth: TruthModel, jd0: float, days: int) -> np.ndarray:
     return np.where(bg < 0.1, 0.0, bg).astype(np.float32)
 
 
-def write_backgrounds(out, truth, grid, config, jd0, daily_maps, global_attrs):
+def write_backgrounds(out, sic_background, grid, config, daily_maps, global_attrs):
+    """The background files: ``sic_background`` (ngrid, days + 1) (:func:`background_sic`) and the daily
+    skin temperature of ``daily_maps``, with the grid's ``LON`` and ``LAT``."""
     ng, nd = grid.ngrid, config.days
     lonlat = {
         "LON": (("grid",), grid.lon.astype(np.float32), "degrees_east", "longitude"),
@@ -61,7 +63,7 @@ def write_backgrounds(out, truth, grid, config, jd0, daily_maps, global_attrs):
         {
             "SEAICE": (
                 ("grid", "lagstep"),
-                background_sic(truth, jd0, nd),
+                sic_background,
                 "1",
                 "background sea ice concentration (column 0: the day before the period)",
             ),
@@ -84,8 +86,8 @@ def write_truth(out, grid, config, jd0, daily_maps, biases, global_attrs, extra_
     variables = {
         "LON": (("grid",), grid.lon.astype(np.float32), "degrees_east", "longitude"),
         "LAT": (("grid",), grid.lat.astype(np.float32), "degrees_north", "latitude"),
-        "X": (("grid",), grid.x_km.astype(np.float32), "km", "EASE-Grid 2.0 x coordinate"),
-        "Y": (("grid",), grid.y_km.astype(np.float32), "km", "EASE-Grid 2.0 y coordinate"),
+        "X": (("grid",), grid.x_km.astype(np.float32), "km", "EASE-Grid 2.0 x coordinate (its hemisphere's plane)"),
+        "Y": (("grid",), grid.y_km.astype(np.float32), "km", "EASE-Grid 2.0 y coordinate (its hemisphere's plane)"),
         "JULIAN_DAY": (
             ("step",),
             jd0 + 0.875 + np.arange(config.days, dtype=np.float64),

@@ -16,6 +16,9 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.sensors import load_catalogue
 from empirical_seaice.twin.grid import HEMISPHERES
 
+TWIN_HEMISPHERES = (*HEMISPHERES, "both")
+"""The twin's ``--hemisphere`` values."""
+
 MAX_DAYS = 3660
 """The longest twin (ten years): ``--days`` beyond it is a mistyped number, not a twin to wait hours for."""
 
@@ -25,7 +28,8 @@ class TwinConfig:
     """One twin run.
 
     name: preset name (recorded in the output).
-    hemisphere: "north" or "south".
+    hemisphere: "north", "south" or "both" (a global grid: the two polar grids, north first; each
+        hemisphere's truth and observations as its own twin's, the south's from a seed of its own).
     resolution_km: grid spacing (km).
     lat_limit_deg: equatorward |latitude| limit of the domain (degrees).
     days: number of daily steps (21 UTC windows).
@@ -63,8 +67,8 @@ class TwinConfig:
 
     def __post_init__(self) -> None:
         self._check_realism()
-        if self.hemisphere not in HEMISPHERES:
-            raise SeaIceError(f"--hemisphere: expected one of {', '.join(HEMISPHERES)}, got {self.hemisphere!r}")
+        if self.hemisphere not in TWIN_HEMISPHERES:
+            raise SeaIceError(f"--hemisphere: expected one of {', '.join(TWIN_HEMISPHERES)}, got {self.hemisphere!r}")
         if not self.sensors:
             raise SeaIceError("--sensors: give at least one sensor")
         catalogue = load_catalogue(self.sensor_catalogue)
