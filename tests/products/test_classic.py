@@ -457,6 +457,11 @@ def test_classic_scores_hand_case_with_and_without_counts(make_obs):
     assert classic_scores(maps, obs, background, trained, truth, counts) == (npts, scores)
     with pytest.raises(ValueError, match="counts"):
         classic_scores(maps, obs, background, trained, truth, counts[:, :1])
+    # grid points 1 and 2 alone (a hemisphere of a global grid): the cells (1, 0), NaN truth, and (2, 1)
+    npts, part = classic_scores(maps, obs, background, trained, truth, counts, grid_rows=np.array([1, 2]))
+    assert npts == 2 and part["background"]["n"] == 1 and part["nasa_team"]["n"] == 1
+    assert part["background"]["rmse"] == abs(f32(0.0) - f32(0.2))
+    assert part["trained"]["rmse"] == abs(f32(0.6) - f32(0.2))
 
 
 def test_classic_scores_rmse_is_sic_rmse_bit_for_bit(make_obs):

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io.grid_cells import hemispheres
 from empirical_seaice.products import classic, gridded, gridded_file, run_plots
 from empirical_seaice.products.export import Provenance, julian_day_to_iso, write_export
 from empirical_seaice.products.export.onnx_files import ONNX_MISSING, onnx_available
@@ -122,15 +123,22 @@ def classic_scores(
     sic_map: np.ndarray,
     truth: Any,
     counts: np.ndarray | None = None,
+    grid_rows: np.ndarray | None = None,
 ) -> tuple[int, dict[str, dict[str, float]]]:
     """SIC RMSE and bias versus the truth at the observed (grid, step) points of the background,
     the trained SIC and each classic algorithm: (number of points, name -> {rmse, bias, n}).
 
     ``counts``: the observations per cell (the gridded product's ``nobs_cell``), which gives the
-    observed points without reading the observations again. The RMSE is :func:`.classic.sic_rmse`."""
+    observed points without reading the observations again; ``grid_rows``: the grid points scored
+    (indices; all by default: one hemisphere of a global grid, say). The RMSE is
+    :func:`.classic.sic_rmse`."""
     from empirical_seaice.products.diagnostics import observed_cells
 
     cells = observed_cells(obs, counts)
+    if grid_rows is not None:
+        chosen = np.zeros(obs.ngrid, dtype=bool)
+        chosen[grid_rows] = True
+        cells = cells[chosen[cells // obs.nstep]]
     ts = _at(truth.sic, cells, obs.nstep)
     nlag = background.nlag
     ests = {
@@ -169,6 +177,7 @@ def classic_summary(
     sic_map: np.ndarray,
     truth: Any,
     scored: tuple[int, dict[str, dict[str, float]]] | None = None,
+    counts: np.ndarray | None = None,
 ) -> list[str]:
     """Summary lines: SIC RMSE versus the truth at the observed (grid, step) points for the
     background, the trained SIC and each classic algorithm (``scored``: :func:`classic_scores`'s
@@ -176,10 +185,19 @@ def classic_summary(
     if truth is None:
         return []
     npts, scores = scored if scored is not None else classic_scores(classic_maps, obs, background, sic_map, truth)
+    lines = [f"SIC RMSE vs truth ({npts} grid-steps): " + _score_parts(scores, classic_maps)]
+    parts = hemispheres(background.lat) if background.lat is not None else []
+    for name, _, rows in parts if len(parts) > 1 else []:  # a global grid: each hemisphere's ice on its own
+        n, own = classic_scores(classic_maps, obs, background, sic_map, truth, counts, grid_rows=rows)
+        lines.append(f"  {name} ({n} grid-steps): " + _score_parts(own, classic_maps))
+    return lines
+
+
+def _score_parts(scores: dict[str, dict[str, float]], classic_maps: classic.ClassicSIC) -> str:
     parts = [f"background {scores['background']['rmse']:.4f}", f"trained {scores['trained']['rmse']:.4f}"]
     for name in classic_maps.maps:
         parts.append(f"{name} {scores[name]['rmse']:.4f} (n={scores[name]['n']})")
-    return [f"SIC RMSE vs truth ({npts} grid-steps): " + ", ".join(parts)]
+    return ", ".join(parts)
 
 
 def _open_water_filtered(
@@ -219,6 +237,14 @@ def _open_water_filtered(
         before = classic.sic_rmse(sic[g, t + st.nlag], ts)
         after = classic.sic_rmse(filtered[g, t + st.nlag], ts)
         lines.append(f"SIC RMSE vs truth with the open-water filter: {before:.4f} -> {after:.4f} ({len(g)} grid-steps)")
+        parts = hemispheres(background.lat) if background.lat is not None else []
+        for name, _, rows in parts if len(parts) > 1 else []:
+            chosen = np.zeros(len(background.lat), dtype=bool)
+            chosen[rows] = True
+            own = chosen[g]
+            before = classic.sic_rmse(sic[g[own], t[own] + st.nlag], ts[own])
+            after = classic.sic_rmse(filtered[g[own], t[own] + st.nlag], ts[own])
+            lines.append(f"  {name}: {before:.4f} -> {after:.4f} ({int(own.sum())} grid-steps)")
     return [path], lines
 
 
@@ -375,7 +401,7 @@ def _classic(
     path = classic.write_classic_sic(output / f"classic_sic_{tag}.nc", classic_maps, obs, steps_per_day)
     sic_map = network.state.sic_array()
     scored = classic_scores(classic_maps, obs, background, sic_map, truth, counts) if truth is not None else None
-    lines = classic_summary(classic_maps, obs, background, sic_map, truth, scored)
+    lines = classic_summary(classic_maps, obs, background, sic_map, truth, scored, counts)
     if scored is not None and report is not None:
         _, scores = scored
         report["classic_sic_rmse"] = {k: v for k, v in scores.items() if k in classic_maps.maps}
