@@ -1,7 +1,8 @@
 """The science benchmark: our method against the reference and fair classic algorithms on the realistic twin.
 
-For each case (north freeze-up, north summer melt, south, AMSR2-only v1, and a
-twin whose ice emits from literature spectra instead of SMRT) and each twin
+For each case (north freeze-up, north summer melt, south, southern autumn, both
+hemispheres on one global grid, AMSR2-only v1, and a twin whose ice emits from
+literature spectra instead of SMRT) and each twin
 seed, it generates a realistic twin (``science`` twin preset, or smaller with
 ``--quick``), then trains on it:
 
@@ -67,6 +68,8 @@ CASES = {
     "north_freezeup": dict(twin=dict(hemisphere="north", start_date="2020-09-20"), model="v2"),
     "north_summer": dict(twin=dict(hemisphere="north", start_date="2020-06-25"), model="v2"),
     "south": dict(twin=dict(hemisphere="south", start_date="2020-09-01"), model="v2"),
+    "south_freezeup": dict(twin=dict(hemisphere="south", start_date="2020-03-20"), model="v2"),
+    "global": dict(twin=dict(hemisphere="both", start_date="2020-09-20"), model="v2"),
     "v1_amsr2": dict(twin=dict(hemisphere="north", start_date="2020-09-20", sensors=("amsr2",)), model="v1"),
     "literature_ice": dict(twin=dict(hemisphere="north", start_date="2020-11-01", ice_model="literature"), model="v2"),
 }
