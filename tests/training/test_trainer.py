@@ -161,6 +161,29 @@ def test_validation_and_early_stopping_restores_best():
         assert torch.equal(v, v1), k
 
 
+def test_each_region_held_out_cost_is_booked_beside_the_whole():
+    """Regions (a global grid's hemispheres) splitting the held-out observations: each one's cost per
+    epoch is its observations' mean J_o, the whole's their weighted mean (to float32 rounding), the
+    whole's values and the stopping as without regions; a region without observations is left out."""
+    net, data, cfg, train, valid = _conflict_case(patience=2)
+    plain = Trainer(net, data, cfg, train, valid, 200, progress=False).fit()
+    net, data, cfg, train, valid = _conflict_case(patience=2)
+    regions = {"north": valid[::3], "south": np.setdiff1d(valid, valid[::3]), "none": valid[:0]}
+    hist = Trainer(net, data, cfg, train, valid, 200, progress=False, valid_regions=regions).fit()
+    assert hist.valid_cost == plain.valid_cost and hist.nepochs == plain.nepochs == 3
+    assert list(hist.valid_cost_regions) == ["north", "south"]
+    n, s = len(regions["north"]), len(regions["south"])
+    for epoch in range(3):
+        north, south = hist.valid_cost_regions["north"][epoch], hist.valid_cost_regions["south"][epoch]
+        assert (n * north + s * south) / (n + s) == pytest.approx(hist.valid_cost[epoch], rel=1e-6)
+    with torch.no_grad():  # the kept (best) epoch's parameters: the north's cost of epoch 1 by hand
+        b = data.batch(torch.as_tensor(regions["north"]))
+        mean_jo = float((((b["y"] - net(b)["tb"]) / net.sigma_o) ** 2).double().mean())
+    assert mean_jo == pytest.approx(hist.valid_cost_regions["north"][0], rel=1e-6)
+    again = TrainingHistory.from_state(hist.to_state())  # a checkpoint keeps them
+    assert again.valid_cost_regions == hist.valid_cost_regions
+
+
 def test_early_stopping_copies_the_best_state_only_when_another_epoch_trains(tmp_path):
     """The best epoch's parameters are copied only when an epoch is about to change them: after the
     last epoch (here the best) the trainer holds no copy, and its checkpoint says the network is the

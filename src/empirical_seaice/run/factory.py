@@ -154,12 +154,14 @@ def build_trainer(
     stop: Callable[[], str | None] | None = None,
     sharding: ShardPlan | None = None,
     step_threads: Callable[[], int] | None = None,
+    valid_regions: Mapping[str, np.ndarray] | None = None,
 ) -> Trainer:
     """The trainer of ``network`` (``built.network`` or a wrapper of it) over ``built.data``.
 
     ``checkpoint_minutes`` (None = :data:`~empirical_seaice.training.trainer.CHECKPOINT_MINUTES`),
-    ``identity``, ``stop``, ``sharding`` (a rank's share of a sharded run) and ``step_threads`` as for
-    :class:`~empirical_seaice.training.trainer.Trainer`.
+    ``identity``, ``stop``, ``sharding`` (a rank's share of a sharded run), ``step_threads`` and
+    ``valid_regions`` (the held-out observations of each region whose own cost the history books) as
+    for :class:`~empirical_seaice.training.trainer.Trainer`.
     """
     if built.data is None:
         raise ValueError("build_trainer: the network was built without its packed observations (pack=False)")
@@ -178,6 +180,7 @@ def build_trainer(
         identity=identity,
         stop=stop,
         step_threads=step_threads,
+        valid_regions=valid_regions,
     )
 
 

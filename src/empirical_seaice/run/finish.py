@@ -217,6 +217,7 @@ def run_title(
                 f"\n  held-out observation cost per obs: {history.valid_cost[0]:.4g} -> {history.valid_cost[-1]:.4g}"
             )
         kept = kept_epoch(history, early_stopping)
+        line += "".join("\n    " + text for text in region_lines(history, kept))
         if kept is not None:
             best = history.valid_cost[kept - 1]
             train_j = history.epoch_terms[kept - 1]["total"]
@@ -225,6 +226,29 @@ def run_title(
                 f" obs; training cost J/nobs {train_j:.4g}): column 'epoch {kept}' below is the cost of that model"
             )
     return line
+
+
+REGION_RISE = 0.05
+"""A region's held-out cost this much above its own lowest at the kept epoch is reported as a rise."""
+
+
+def region_lines(history, kept: int | None) -> list[str]:
+    """One line per region of the grid with its own held-out cost (a global grid's hemispheres): first ->
+    at the kept epoch (else the last), and its own lowest; a region whose cost at the kept epoch is
+    :data:`REGION_RISE` above its lowest, reached earlier, is said to have risen: early stopping
+    watches the whole's cost, and one hemisphere's fall can hide the other's rise (its state over-fitted:
+    on the twin its SIC error grows with it)."""
+    at = kept if kept is not None else history.nepochs
+    lines = []
+    for name, costs in getattr(history, "valid_cost_regions", {}).items():
+        if len(costs) < at or at < 1:
+            continue
+        low = min(range(at), key=costs.__getitem__)
+        text = f"{name}: {costs[0]:.4g} -> {costs[at - 1]:.4g}, its lowest {costs[low]:.4g} at epoch {low + 1}"
+        if costs[at - 1] > (1 + REGION_RISE) * costs[low]:
+            text += f"; it rose after epoch {low + 1} while the whole's fell: the {name}'s state is likely over-fitted"
+        lines.append(text)
+    return lines
 
 
 def kept_epoch(history, early_stopping: bool = True) -> int | None:
@@ -310,4 +334,5 @@ __all__ = [
     "run_summary",
     "run_title",
     "summary_table",
+    "region_lines",
 ]

@@ -311,6 +311,8 @@ def write_models_file(path: Path, network: Any, history: Any, configs: dict[str,
         epoch_losses = {k: [e[k] for e in history.epoch_terms] for k in history.epoch_terms[0]}
         if history.valid_cost:
             epoch_losses["valid_obs"] = list(history.valid_cost)
+        for name, costs in history.valid_cost_regions.items():  # a global grid's hemispheres
+            epoch_losses[f"valid_obs_{name}"] = list(costs)
         batch_losses = dict(history.batch_terms)
     return out.write_models(
         path,

@@ -46,6 +46,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
+
 from empirical_seaice.compiled import start_numba
 from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, Preset, TrainingConfig
 from empirical_seaice.errors import RunInterrupted, SeaIceError
@@ -329,7 +331,8 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     # pass gives the checks their figures and holds its files until they pass
     history = final = truth = marks = None
     if plan.model_file is None:
-        history = _train(plan, built, split, generator, identity, display, result)
+        regions = held_out_regions(obs, background, split[1])
+        history = _train(plan, built, split, generator, identity, display, result, regions)
         # the packed table goes with the trainer's buffers (reference cycles), before the state tables are
         # copied out of the slab: the held-out fit packs its own observations, the final pass one block at
         # a time, the products need the state only
@@ -383,8 +386,30 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     return result
 
 
-def _train(plan: RunPlan, built, split, generator, identity, display: RunProgress, result: RunResult):
-    """Step 4: fit the network (SIGINT/SIGTERM stop at a step boundary with a checkpoint); returns the history."""
+def held_out_regions(obs, background, valid_index: np.ndarray | None) -> dict[str, np.ndarray] | None:
+    """The held-out observations of each hemisphere of a grid with both (a global grid): name -> indices
+    (:func:`empirical_seaice.io.grid_cells.hemispheres`); None on a grid of one hemisphere, without
+    coordinates or without held-out observations."""
+    from empirical_seaice.io.grid_cells import hemispheres
+
+    if valid_index is None or background.lat is None:
+        return None
+    parts = hemispheres(background.lat)
+    if len(parts) < 2:
+        return None
+    valid_index = np.asarray(valid_index)
+    grid = np.asarray(obs.igrid)[valid_index]
+    regions = {}
+    for name, _, rows in parts:
+        chosen = np.zeros(len(background.lat), dtype=bool)
+        chosen[rows] = True
+        regions[name] = valid_index[chosen[grid]]
+    return regions
+
+
+def _train(plan: RunPlan, built, split, generator, identity, display: RunProgress, result: RunResult, regions=None):
+    """Step 4: fit the network (SIGINT/SIGTERM stop at a step boundary with a checkpoint); returns the history.
+    ``regions``: the held-out observations of each hemisphere of a global grid (:func:`held_out_regions`)."""
     from empirical_seaice.run import interrupt
     from empirical_seaice.run.factory import build_trainer
 
@@ -401,6 +426,7 @@ def _train(plan: RunPlan, built, split, generator, identity, display: RunProgres
         checkpoint_minutes=plan.checkpoint_minutes,
         identity=identity,
         stop=interrupt.requested,
+        valid_regions=regions,
     )
     # the whole-map priors that --map-priors auto took, and why (the summary says it)
     plan.train_cfg = replace(plan.train_cfg, map_priors=trainer.config.map_priors)

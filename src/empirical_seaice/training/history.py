@@ -34,6 +34,10 @@ class TrainingHistory:
     valid_cost : list of float
         Per epoch, the held-out observation cost (mean ``J_o,i``); empty
         without validation.
+    valid_cost_regions : dict of str to list of float
+        Per region of the grid (the hemispheres of a global grid: ``"north"``, ``"south"``), per
+        epoch, the held-out cost of that region's held-out observations; empty where the trainer
+        was given no regions.
     best_epoch : int or None
         0-based epoch with the lowest held-out cost (None without validation).
     stopped_early : bool
@@ -55,6 +59,7 @@ class TrainingHistory:
     batch_terms: dict[str, np.ndarray] = field(default_factory=dict)
     batch_size: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     valid_cost: list[float] = field(default_factory=list)
+    valid_cost_regions: dict[str, list[float]] = field(default_factory=dict)
     best_epoch: int | None = None
     stopped_early: bool = False
     epoch_wall_s: list[float] = field(default_factory=list)

@@ -171,6 +171,7 @@ class Trainer:
         identity: Mapping[str, Any] | None = None,
         stop: Callable[[], str | None] | None = None,
         step_threads: Callable[[], int] | None = None,
+        valid_regions: Mapping[str, np.ndarray] | None = None,
     ) -> None:
         if not checkpoint_minutes >= 0:
             raise SeaIceError(f"--checkpoint-minutes: must be >= 0, got {checkpoint_minutes}")
@@ -202,6 +203,13 @@ class Trainer:
         )
         if config.early_stopping and self.valid_index is None:
             raise SeaIceError("--early-stopping needs held-out observations (--validation-fraction > 0)")
+        # each region's held-out observations (a global grid's hemispheres), whose costs the history books
+        # beside the whole's; not in a sharded run (a rank holds part of each region)
+        self.valid_regions = (
+            {name: torch.as_tensor(np.asarray(ix), dtype=torch.long) for name, ix in valid_regions.items() if len(ix)}
+            if valid_regions and self.valid_index is not None and sharding is None
+            else {}
+        )
         self.nobs_total = int(nobs_total)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.progress = progress if isinstance(progress, RunProgress) else RunProgress(bool(progress))
@@ -614,15 +622,20 @@ class Trainer:
             )
         logger.info("within-epoch checkpoint at epoch %d step %d/%d", self.epoch + 1, b, nbatch)
 
+    def _held_out_cost(self, index: torch.Tensor) -> float:
+        """The mean observation cost of the held-out observations ``index`` (this rank's)."""
+        if isinstance(self._fused, FusedStep):  # the compiled forward pass (no graph, no backward)
+            return self._fused.program.obs_cost_sum(index.cpu().numpy()) / max(index.numel(), 1)
+        return evaluate_obs_cost(
+            self.network, self.data, index, self.nobs_total, max(self.batch_size, 16384), self.device
+        )
+
     def _validate_epoch(self) -> None:
         assert self.valid_index is not None
         nlocal = self.valid_index.numel()
-        if isinstance(self._fused, FusedStep):  # the compiled forward pass (no graph, no backward)
-            result = self._fused.program.obs_cost_sum(self.valid_index.cpu().numpy()) / max(nlocal, 1)
-        else:
-            result = evaluate_obs_cost(
-                self.network, self.data, self.valid_index, self.nobs_total, max(self.batch_size, 16384), self.device
-            )
+        result = self._held_out_cost(self.valid_index)
+        for name, index in self.valid_regions.items():
+            self.history.valid_cost_regions.setdefault(name, []).append(self._held_out_cost(index))
         if self.sharding is not None:  # mean over every rank's held-out observations
             local_sum = torch.tensor([result * nlocal], dtype=torch.float64, device=self.sharding.device)
             result = float(self.sharding.all_sum(local_sum).item()) / self.nvalid_total

@@ -1,0 +1,43 @@
+"""The summary's lines of each region's held-out cost (a global grid's hemispheres), by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from empirical_seaice.run.finish import region_lines
+from empirical_seaice.run.train import held_out_regions
+from empirical_seaice.training.history import TrainingHistory
+
+
+def test_a_region_whose_cost_rose_is_said_to_have_risen():
+    """North 70 -> 62 (epoch 2) -> 66 -> 70: at the kept epoch 4, 70 is over 5 % above its lowest, 62 at
+    epoch 2; the south falls throughout. Kept epoch 3: 66 is 6.5 % above 62, still a rise; with the
+    north at 65 at epoch 3 (4.8 %) it is not. No kept epoch: the last."""
+    h = TrainingHistory(valid_cost_regions={"north": [70.0, 62.0, 66.0, 70.0], "south": [200.0, 90.0, 60.0, 50.0]})
+    h.epoch_terms = [{}] * 4
+    north, south = region_lines(h, 4)
+    assert north == (
+        "north: 70 -> 70, its lowest 62 at epoch 2; it rose after epoch 2 while the whole's fell: "
+        "the north's state is likely over-fitted"
+    )
+    assert south == "south: 200 -> 50, its lowest 50 at epoch 4"
+    assert "rose after epoch 2" in region_lines(h, 3)[0]
+    h.valid_cost_regions["north"][2] = 65.0
+    assert region_lines(h, 3)[0] == "north: 70 -> 65, its lowest 62 at epoch 2"
+    assert region_lines(h, None) == region_lines(h, 4)
+    assert region_lines(TrainingHistory(), 3) == []
+
+
+def test_held_out_regions_split_the_held_out_observations_by_hemisphere():
+    """Grid points 0 and 2 north, 1 south: the held-out observations 5, 7, 8 (grid points 2, 1, 0) give
+    north [5, 8] and south [7]; a northern grid, or no coordinates, gives none."""
+    from types import SimpleNamespace
+
+    obs = SimpleNamespace(igrid=np.array([0, 1, 2, 0, 1, 2, 0, 1, 0]))
+    background = SimpleNamespace(lat=np.array([70.0, -70.0, 80.0]))
+    regions = held_out_regions(obs, background, np.array([5, 7, 8]))
+    assert list(regions) == ["north", "south"]
+    assert regions["north"].tolist() == [5, 8] and regions["south"].tolist() == [7]
+    assert held_out_regions(obs, SimpleNamespace(lat=np.array([70.0, 65.0, 80.0])), np.array([5, 7])) is None
+    assert held_out_regions(obs, SimpleNamespace(lat=None), np.array([5, 7])) is None
+    assert held_out_regions(obs, background, None) is None
