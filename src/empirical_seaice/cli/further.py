@@ -67,7 +67,8 @@ def add_further_options(ours) -> None:
         default=None,
         metavar="FILE",
         help="Grid description with lon, lat per grid point, as the v2 reference reads it (default: grid.nc "
-        "in --data if there; else LON, LAT of the skin-temperature file).",
+        "in --data if there; else LON, LAT of the skin-temperature file). With CF bounds (lon_bnds, lat_bnds) "
+        "and optionally cell_area, the outputs' grid cells are those.",
     )
     ours.add_argument(
         "--validation-fraction",
