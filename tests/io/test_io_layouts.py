@@ -366,7 +366,7 @@ def test_a_grid_description_with_cells_declares_them_for_the_outputs(tmp_path, c
             np.testing.assert_allclose(cells.area_m2, area_km2 * 1e6)
         alone = tmp_path / "alone.nc"
         write_netcdf(alone, {"lon": lon.astype(np.float32), "lat": lat.astype(np.float32), "cell_area": area_km2})
-        with caplog.at_level(logging.INFO):
+        with caplog.at_level(logging.INFO, logger="empirical_seaice"):  # a CLI run before may have set WARNING
             _, background = read_training_data(dataclasses.replace(cfg, grid_file=alone), NLAG)
         assert "cell_area without the cells' corners (lon_bnds, lat_bnds) is not used" in caplog.text
         assert gc.grid_cells(background.lon, background.lat) is not cells  # drawn: not the ones declared before
