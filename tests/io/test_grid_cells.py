@@ -141,6 +141,10 @@ def test_hemispheres_by_hand():
     assert [(name, epsg) for name, epsg, _ in parts] == [("north", 6931), ("south", 6932)]
     assert parts[0][2].tolist() == [0, 2, 4] and parts[1][2].tolist() == [1, 3]
     assert [name for name, _, _ in gc.hemispheres([-60.0, -70.0])] == ["south"]
+    masks = gc.global_hemispheres(np.array([70.0, -65.0, 80.0, -75.0, 0.0]))  # the same split, as masks
+    assert [name for name, _ in masks] == ["north", "south"]
+    assert masks[0][1].tolist() == [True, False, True, False, True] and (masks[1][1] == ~masks[0][1]).all()
+    assert gc.global_hemispheres([60.0, 70.0]) == [] and gc.global_hemispheres(None) == []  # not a global grid
 
 
 def test_cells_are_computed_once_per_grid():

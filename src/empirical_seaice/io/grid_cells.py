@@ -213,9 +213,22 @@ def hemispheres(lat) -> list[tuple[str, int, np.ndarray]]:
     EPSG:6932, rows of latitude < 0), those with points, north first. Each has its own EASE-Grid 2.0
     plane (cells, map panels) and its own ice (the report's extent and area): one plane for both would
     smear the other pole's ice along the rim, one sum would add a maximum to a minimum."""
+    return [(name, epsg, np.flatnonzero(mask)) for name, epsg, mask in _hemisphere_parts(lat) if mask.any()]
+
+
+def global_hemispheres(lat) -> list[tuple[str, np.ndarray]]:
+    """On a grid with points in both hemispheres (a global one), each hemisphere's points as a mask over
+    the grid, ("north", latitude >= 0) then ("south", latitude < 0); empty for a grid of one hemisphere
+    or without coordinates. What a global grid's summary scores and held-out costs split by."""
+    if lat is None:
+        return []
+    parts = [(name, mask) for name, _, mask in _hemisphere_parts(lat)]
+    return parts if all(mask.any() for _, mask in parts) else []
+
+
+def _hemisphere_parts(lat) -> list[tuple[str, int, np.ndarray]]:
     lat = np.asarray(lat, dtype=np.float64)
-    parts = [("north", EPSG_NORTH, np.flatnonzero(lat >= 0)), ("south", EPSG_SOUTH, np.flatnonzero(lat < 0))]
-    return [part for part in parts if len(part[2])]
+    return [("north", EPSG_NORTH, lat >= 0), ("south", EPSG_SOUTH, lat < 0)]
 
 
 def _grid_cells(lon: np.ndarray, lat: np.ndarray) -> GridCells | None:
@@ -530,6 +543,7 @@ __all__ = [
     "declare",
     "declared_cells",
     "hemispheres",
+    "global_hemispheres",
     "nearest_distance",
     "ease2_xy",
     "zone_area_factor",

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from empirical_seaice.errors import SeaIceError
-from empirical_seaice.io.grid_cells import hemispheres
+from empirical_seaice.io.grid_cells import global_hemispheres
 from empirical_seaice.products import classic, gridded, gridded_file, run_plots
 from empirical_seaice.products.export import Provenance, julian_day_to_iso, write_export
 from empirical_seaice.products.export.onnx_files import ONNX_MISSING, onnx_available
@@ -130,7 +130,7 @@ def classic_scores(
 
     ``counts``: the observations per cell (the gridded product's ``nobs_cell``), which gives the
     observed points without reading the observations again; ``grid_rows``: the grid points scored
-    (indices; all by default: one hemisphere of a global grid, say). The RMSE is
+    (indices or a mask over the grid; all by default: one hemisphere of a global grid, say). The RMSE is
     :func:`.classic.sic_rmse`."""
     from empirical_seaice.products.diagnostics import observed_cells
 
@@ -186,9 +186,8 @@ def classic_summary(
         return []
     npts, scores = scored if scored is not None else classic_scores(classic_maps, obs, background, sic_map, truth)
     lines = [f"SIC RMSE vs truth ({npts} grid-steps): " + _score_parts(scores, classic_maps)]
-    parts = hemispheres(background.lat) if background.lat is not None else []
-    for name, _, rows in parts if len(parts) > 1 else []:  # a global grid: each hemisphere's ice on its own
-        n, own = classic_scores(classic_maps, obs, background, sic_map, truth, counts, grid_rows=rows)
+    for name, mask in global_hemispheres(background.lat):  # a global grid: each hemisphere's ice on its own
+        n, own = classic_scores(classic_maps, obs, background, sic_map, truth, counts, grid_rows=mask)
         lines.append(f"  {name} ({n} grid-steps): " + _score_parts(own, classic_maps))
     return lines
 
@@ -237,11 +236,8 @@ def _open_water_filtered(
         before = classic.sic_rmse(sic[g, t + st.nlag], ts)
         after = classic.sic_rmse(filtered[g, t + st.nlag], ts)
         lines.append(f"SIC RMSE vs truth with the open-water filter: {before:.4f} -> {after:.4f} ({len(g)} grid-steps)")
-        parts = hemispheres(background.lat) if background.lat is not None else []
-        for name, _, rows in parts if len(parts) > 1 else []:
-            chosen = np.zeros(len(background.lat), dtype=bool)
-            chosen[rows] = True
-            own = chosen[g]
+        for name, mask in global_hemispheres(background.lat):
+            own = mask[g]
             before = classic.sic_rmse(sic[g[own], t[own] + st.nlag], ts[own])
             after = classic.sic_rmse(filtered[g[own], t[own] + st.nlag], ts[own])
             lines.append(f"  {name}: {before:.4f} -> {after:.4f} ({int(own.sum())} grid-steps)")

@@ -388,23 +388,16 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
 
 def held_out_regions(obs, background, valid_index: np.ndarray | None) -> dict[str, np.ndarray] | None:
     """The held-out observations of each hemisphere of a grid with both (a global grid): name -> indices
-    (:func:`empirical_seaice.io.grid_cells.hemispheres`); None on a grid of one hemisphere, without
+    (:func:`empirical_seaice.io.grid_cells.global_hemispheres`); None on a grid of one hemisphere, without
     coordinates or without held-out observations."""
-    from empirical_seaice.io.grid_cells import hemispheres
+    from empirical_seaice.io.grid_cells import global_hemispheres
 
-    if valid_index is None or background.lat is None:
-        return None
-    parts = hemispheres(background.lat)
-    if len(parts) < 2:
+    parts = global_hemispheres(background.lat) if valid_index is not None else []
+    if not parts:
         return None
     valid_index = np.asarray(valid_index)
     grid = np.asarray(obs.igrid)[valid_index]
-    regions = {}
-    for name, _, rows in parts:
-        chosen = np.zeros(len(background.lat), dtype=bool)
-        chosen[rows] = True
-        regions[name] = valid_index[chosen[grid]]
-    return regions
+    return {name: valid_index[mask[grid]] for name, mask in parts}
 
 
 def _train(plan: RunPlan, built, split, generator, identity, display: RunProgress, result: RunResult, regions=None):

@@ -262,7 +262,7 @@ def hemisphere_series(
         for label, arr in sources.items():
             if arr is None:
                 continue
-            sic = np.asarray(arr, dtype=np.float64)[rows]
+            sic = np.asarray(np.asarray(arr)[rows], dtype=np.float64)  # the hemisphere's rows, then float64
             series[part][label] = extent_area(sic, np.asarray(area_km2)[rows])
             cover = float(np.isfinite(sic).mean())
             if label not in ("trained", "background", "truth") and cover < 0.999:
