@@ -47,3 +47,5 @@ def test_the_outputs_carry_the_cells_the_grid_file_declares(twin_dir, tmp_path):
             np.testing.assert_array_equal(ds["lon_bnds"].values, drawn.lon_bounds[:, anticlockwise], err_msg=stem)
             np.testing.assert_array_equal(ds["lat_bnds"].values, drawn.lat_bounds[:, anticlockwise], err_msg=stem)
             np.testing.assert_allclose(ds["cell_area"].values, 1.1 * drawn.area_m2, rtol=1e-12, err_msg=stem)
+            comment = ds["cell_area"].attrs["comment"]
+            assert comment.startswith("the cell of the grid description's CF bounds, its area the description's"), stem

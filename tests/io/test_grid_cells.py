@@ -193,6 +193,7 @@ def test_a_longitude_latitude_grid_has_its_boxes():
     keep = np.random.default_rng(3).random(len(lon)) > 0.3
     cells = gc.grid_cells(lon[keep], lat[keep])
     assert cells is not None and cells.nvertex == 4
+    assert cells.method.startswith("the grid point's box in its latitude row")  # the files' cell_area comment
     np.testing.assert_allclose(cells.lon_bounds[:, 1] - cells.lon_bounds[:, 0], 0.5)
     np.testing.assert_allclose(cells.lat_bounds[:, 2] - cells.lat_bounds[:, 0], 0.5)  # the last row: to the pole
     by_row = {la: _densified_box_area(0.0, 0.5, la - 0.25, la + 0.25) for la in lats}
@@ -256,6 +257,9 @@ def test_a_grid_gets_the_cells_its_description_declares():
     these coordinates until the declaration is withdrawn, then none again."""
     lon, lat, lon_b, lat_b = _uneven_grid_and_boxes()
     cells = gc.declared_cells(lon, lat, lon_b, lat_b, None)
+    assert cells.method.endswith(
+        "its area that of its corners' polygon in the EASE-Grid 2.0 plane of its hemisphere (equal-area)"
+    )
     np.testing.assert_array_equal(cells.lon_bounds, lon_b)
     np.testing.assert_array_equal(cells.lat_bounds, lat_b)
     by_row = {la: _densified_box_area(0.0, 1.0, la - 0.5, la + 0.5) for la in np.unique(lat)}

@@ -175,14 +175,13 @@ CELL_VERTICES = "vertices"
 """The dimension of the grid cells' corners (``lon_bnds``, ``lat_bnds``)."""
 
 
-def cell_area_attrs() -> dict[str, str]:
-    """CF attributes of :data:`CELL_AREA`."""
+def cell_area_attrs(method: str) -> dict[str, str]:
+    """CF attributes of :data:`CELL_AREA`; ``method``: what the cells are (``GridCells.method``)."""
     return {
         "units": "m2",
         "standard_name": "cell_area",
         "long_name": "area of the grid point's cell",
-        "comment": "the grid point's Voronoi cell in the EASE-Grid 2.0 plane of its hemisphere (equal-area), "
-        "closed at half the grid's spacing at its edge; lon_bnds, lat_bnds: its corners",
+        "comment": f"{method}; lon_bnds, lat_bnds: its corners",
     }
 
 

@@ -89,11 +89,16 @@ class GridCells:
     lon_bounds, lat_bounds : float64 (n, nvertex), degrees: the corners, anticlockwise, the last one
         repeated where a cell has fewer than ``nvertex``.
     area_m2 : float64 (n,), the cell's area (m²).
+    method : what a cell is and where its area comes from, in words (the files' ``cell_area`` comment).
     """
 
     lon_bounds: np.ndarray
     lat_bounds: np.ndarray
     area_m2: np.ndarray
+    method: str = (
+        "the grid point's Voronoi cell in the EASE-Grid 2.0 plane of its hemisphere (equal-area), closed at half "
+        "the grid's spacing at its edge"
+    )
 
     @property
     def nvertex(self) -> int:
@@ -205,7 +210,12 @@ def declared_cells(
     j = np.arange(nvertex)[None, :]
     order = np.where((twice < 0)[:, None], np.maximum(last - j, 0), np.minimum(j, last))
     rows = np.arange(n)[:, None]
-    return GridCells(lon_bounds=lon_b[rows, order], lat_bounds=lat_b[rows, order], area_m2=area)
+    method = "the cell of the grid description's CF bounds, its area " + (
+        "the description's cell_area"
+        if area_m2 is not None
+        else "that of its corners' polygon in the EASE-Grid 2.0 plane of its hemisphere (equal-area)"
+    )
+    return GridCells(lon_bounds=lon_b[rows, order], lat_bounds=lat_b[rows, order], area_m2=area, method=method)
 
 
 def hemispheres(lat) -> list[tuple[str, int, np.ndarray]]:
@@ -332,6 +342,8 @@ def _latitude_row_boxes(lon: np.ndarray, lat: np.ndarray) -> GridCells | None:
         lon_bounds=np.column_stack([west, east, east, west]),
         lat_bounds=np.column_stack([south, south, north, north]),
         area_m2=area,
+        method="the grid point's box in its latitude row, between the midpoints to its neighbours and to the rows "
+        "beside it, its area on the WGS84 ellipsoid",
     )
 
 

@@ -475,7 +475,7 @@ def grid_cell_variables(lon: np.ndarray, lat: np.ndarray) -> dict[str, xr.Variab
     return {
         "lon_bnds": xr.Variable(("grid", cf.CELL_VERTICES), cells.lon_bounds, encoding=plain),
         "lat_bnds": xr.Variable(("grid", cf.CELL_VERTICES), cells.lat_bounds, encoding=plain),
-        cf.CELL_AREA: xr.Variable(("grid",), cells.area_m2, attrs=cf.cell_area_attrs(), encoding=plain),
+        cf.CELL_AREA: xr.Variable(("grid",), cells.area_m2, attrs=cf.cell_area_attrs(cells.method), encoding=plain),
     }
 
 

@@ -216,7 +216,7 @@ class _GridWriter:
             self.ds.createDimension(cf.CELL_VERTICES, cells.nvertex)
             for name, values in (("lon_bnds", cells.lon_bounds), ("lat_bnds", cells.lat_bounds)):
                 self.ds.createVariable(name, "f8", ("grid", cf.CELL_VERTICES), **self.zl)[:] = values
-            a = cf.cell_area_attrs()
+            a = cf.cell_area_attrs(cells.method)
             self.var(cf.CELL_AREA, "f8", ("grid",), a.pop("units"), a.pop("long_name"), **a)[:] = cells.area_m2
             self.cell_measures = {"cell_measures": cf.CELL_MEASURES}
 
