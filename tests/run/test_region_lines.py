@@ -28,16 +28,32 @@ def test_a_region_whose_cost_rose_is_said_to_have_risen():
     assert region_lines(TrainingHistory(), 3) == []
 
 
+def test_a_held_region_says_so_instead_of_a_rise():
+    """North 70 -> 62 (epoch 2) -> 66, held after epoch 3's validation at epoch 2's state, then 63, 70: at
+    the kept epoch 5 it says where it was held instead of a rise (70 is 13 % above 62); kept at epoch 3
+    too (the hold comes before the whole's validation: the kept epoch 3 has the held state). Kept at epoch
+    2, before the hold: not a word of it."""
+    h = TrainingHistory(valid_cost_regions={"north": [70.0, 62.0, 66.0, 63.0, 70.0]}, region_held={"north": 2})
+    h.epoch_terms = [{}] * 5
+    held = "its state held at epoch 2's after epoch 3 (its own early stop)"
+    assert region_lines(h, 5) == [f"north: 70 -> 70, its lowest 62 at epoch 2; {held}"]
+    assert region_lines(h, 3) == [f"north: 70 -> 66, its lowest 62 at epoch 2; {held}"]
+    assert region_lines(h, 2) == ["north: 70 -> 62, its lowest 62 at epoch 2"]
+
+
 def test_held_out_regions_split_the_held_out_observations_by_hemisphere():
     """Grid points 0 and 2 north, 1 south: the held-out observations 5, 7, 8 (grid points 2, 1, 0) give
-    north [5, 8] and south [7]; a northern grid, or no coordinates, gives none."""
+    north [5, 8] and south [7], each with its grid points and every observation on them; a northern grid,
+    or no coordinates, gives none."""
     from types import SimpleNamespace
 
     obs = SimpleNamespace(igrid=np.array([0, 1, 2, 0, 1, 2, 0, 1, 0]))
     background = SimpleNamespace(lat=np.array([70.0, -70.0, 80.0]))
     regions = held_out_regions(obs, background, np.array([5, 7, 8]))
     assert list(regions) == ["north", "south"]
-    assert regions["north"].tolist() == [5, 8] and regions["south"].tolist() == [7]
+    assert regions["north"].valid.tolist() == [5, 8] and regions["south"].valid.tolist() == [7]
+    assert regions["north"].points.tolist() == [0, 2] and regions["south"].points.tolist() == [1]
+    assert regions["north"].obs.tolist() == [0, 2, 3, 5, 6, 8] and regions["south"].obs.tolist() == [1, 4, 7]
     assert held_out_regions(obs, SimpleNamespace(lat=np.array([70.0, 65.0, 80.0])), np.array([5, 7])) is None
     assert held_out_regions(obs, SimpleNamespace(lat=None), np.array([5, 7])) is None
     assert held_out_regions(obs, background, None) is None

@@ -326,6 +326,7 @@ def test_cli_retrieve(trained, capsys):
         (["--model", "v1", "--patience", "3"], "--patience: applies only with early stopping"),
         (["--exact-reference", "--plateau-cuts", "2"], "--plateau-cuts: applies only with early stopping"),
         (["--no-early-stopping", "--patience", "2"], "--patience: applies only with early stopping"),
+        (["--exact-reference", "--no-region-stopping"], "--region-stopping: applies only with early stopping"),
         (["-q", "-v"], "not allowed with argument"),
     ],
 )

@@ -217,3 +217,21 @@ def test_choose_map_priors_threshold():
         "sampled",
         "the fused step does not apply (numba is not installed)",
     )
+
+
+def test_held_rows_stay_put_under_the_whole_map_priors():
+    """The whole-map pass steps every SIC row at every step, but not the rows the optimiser holds (a
+    region's early stop): grid point 2's rows (every column) end as they started, the other points'
+    moved (the exact priors run in the fused step only)."""
+    from test_fused_step import _hold_grid_point
+
+    trainer = _trainer("fused")
+    start = parameters(trainer)
+    held = _hold_grid_point(trainer, 2)
+    trainer.fit()
+    assert isinstance(trainer._fused, FusedStep) and trainer._fused.full
+    sic = trainer.network.state.sic_map.weight.detach()[:, 0]
+    rows = held[0][1]
+    others = np.setdiff1d(np.arange(sic.numel()), rows.numpy())
+    assert torch.equal(sic[rows], start["state.sic_map.weight"][rows, 0])
+    assert (sic[others] - start["state.sic_map.weight"][others, 0]).abs().min().item() > 1e-4

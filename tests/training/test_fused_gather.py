@@ -119,8 +119,9 @@ def test_adam_pass_steps_each_row_of_every_segment_and_clears_its_mark():
             grad[js, 0] = np.sin(uniq[js])  # each row's gradient, wherever the row is placed
             grad[js[uniq[js] >= 300], 1] = np.cos(uniq[js][uniq[js] >= 300])
         fused_step._adam_rows(
-            slab, uniq, counts, grad, mark, row_width, STEP + 1, 2, b1, b2, group["lr"], group["eps"], False, 0, 0, 5
-        )
+            slab, uniq, counts, grad, mark, row_width, STEP + 1, 2, b1, b2, group["lr"], group["eps"], False, 0, 0,
+            fused_step._NONE_HELD, 5,
+        )  # fmt: skip
         assert np.all(mark == -1)
         # by hand, torch's Adam formula, for the first row of each segment
         for p in range(groups.shape[0]):

@@ -15,6 +15,7 @@ from empirical_seaice.config import TrainingConfig, replace
 from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.training.deferred_adam import ADAM_EPS
 from empirical_seaice.training.history import TrainingHistory
+from empirical_seaice.training.regions import Region
 from empirical_seaice.training.runtime import make_generator, resolve_device, split_observations
 from empirical_seaice.training.trainer import CHECKPOINT_NAME, Trainer
 
@@ -168,20 +169,76 @@ def test_each_region_held_out_cost_is_booked_beside_the_whole():
     net, data, cfg, train, valid = _conflict_case(patience=2)
     plain = Trainer(net, data, cfg, train, valid, 200, progress=False).fit()
     net, data, cfg, train, valid = _conflict_case(patience=2)
-    regions = {"north": valid[::3], "south": np.setdiff1d(valid, valid[::3]), "none": valid[:0]}
+    parts = {"north": valid[::3], "south": np.setdiff1d(valid, valid[::3]), "none": valid[:0]}
+    regions = {name: Region(ix) for name, ix in parts.items()}  # no grid points: booked only
     hist = Trainer(net, data, cfg, train, valid, 200, progress=False, valid_regions=regions).fit()
     assert hist.valid_cost == plain.valid_cost and hist.nepochs == plain.nepochs == 3
     assert list(hist.valid_cost_regions) == ["north", "south"]
-    n, s = len(regions["north"]), len(regions["south"])
+    n, s = len(parts["north"]), len(parts["south"])
     for epoch in range(3):
         north, south = hist.valid_cost_regions["north"][epoch], hist.valid_cost_regions["south"][epoch]
         assert (n * north + s * south) / (n + s) == pytest.approx(hist.valid_cost[epoch], rel=1e-6)
     with torch.no_grad():  # the kept (best) epoch's parameters: the north's cost of epoch 1 by hand
-        b = data.batch(torch.as_tensor(regions["north"]))
+        b = data.batch(torch.as_tensor(parts["north"]))
         mean_jo = float((((b["y"] - net(b)["tb"]) / net.sigma_o) ** 2).double().mean())
     assert mean_jo == pytest.approx(hist.valid_cost_regions["north"][0], rel=1e-6)
     again = TrainingHistory.from_state(hist.to_state())  # a checkpoint keeps them
     assert again.valid_cost_regions == hist.valid_cost_regions
+
+
+def _regions_case(nepochs=8, region_stopping=True, checkpoint_dir=None):
+    """Two regions of five rows each, trained towards 3: the north's held-out observations say -3 (its
+    held-out cost rises from epoch 2), the south's three times as many say 3 (it falls throughout)."""
+    rng = np.random.default_rng(0)
+    row = np.concatenate([np.repeat(np.arange(10), 20), np.arange(5), np.repeat(np.arange(5, 10), 3)])
+    y = np.concatenate([np.full(200, 3.0), np.full(5, -3.0), np.full(15, 3.0)])
+    train, valid = np.arange(200), np.arange(200, 220)
+    net, data = build(row, rng.normal(size=row.size), y, train_index=train)
+    regions = {
+        "north": Region(valid[:5], np.arange(5), np.arange(0)),
+        "south": Region(valid[5:], np.arange(5, 10), np.arange(0)),
+    }
+    cfg = TrainingConfig(
+        nepochs=nepochs,
+        batch_size=40,
+        learning_rate=0.05,
+        validation_fraction=0.05,
+        early_stopping=True,
+        region_stopping=region_stopping,
+        reproducible=True,
+    )
+    return Trainer(
+        net, data, cfg, train, valid, 200, progress=False, valid_regions=regions, checkpoint_dir=checkpoint_dir
+    )
+
+
+def test_a_region_whose_cost_rose_is_held_at_its_best_epoch_while_the_other_trains(tmp_path):
+    """The north's held-out cost rises at epoch 2 (patience 1): its rows go back to epoch 1's, those of a
+    run of one epoch, bit for bit, and stay there; the south trains all 8 epochs, so the whole's held-out
+    cost ends at 3.85 instead of stopping at 6.65 (epoch 6) with the north over-fitted (22.1, not 12.1).
+    Resumed from a checkpoint of epoch 1 (the copy of the north's rows in it) or of epoch 3 (the north
+    held), the run is the same."""
+    one = _regions_case(1)
+    one.fit()
+    held = _regions_case()
+    h = held.fit()
+    assert h.region_held == {"north": 1} and h.nepochs == 8 and h.best_epoch == 7
+    north = held.network.table.weight[:5, 0].detach()
+    assert torch.equal(north, one.network.table.weight[:5, 0].detach())
+    assert held.network.table.weight[5:, 0].min().item() > 1.6 > one.network.table.weight[5:, 0].max().item()
+    assert h.valid_cost[-1] == pytest.approx(3.85, abs=0.01)
+    assert max(h.valid_cost_regions["north"]) < 12.5
+    plain = _regions_case(region_stopping=False)
+    hp = plain.fit()
+    assert hp.region_held == {} and hp.stopped_early and hp.best_epoch == 5
+    assert hp.valid_cost[5] == pytest.approx(6.65, abs=0.01) and hp.valid_cost_regions["north"][-1] > 22
+    assert plain.network.table.weight[:5, 0].min().item() > 1.2
+    for epochs in (1, 3):
+        _regions_case(epochs, checkpoint_dir=tmp_path / str(epochs)).fit()
+        resumed = _regions_case(checkpoint_dir=tmp_path / str(epochs))
+        hr = resumed.fit(resume=True)
+        assert hr.region_held == h.region_held and hr.valid_cost == h.valid_cost
+        assert torch.equal(resumed.network.table.weight, held.network.table.weight)
 
 
 def test_early_stopping_copies_the_best_state_only_when_another_epoch_trains(tmp_path):

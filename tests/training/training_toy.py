@@ -81,6 +81,10 @@ class ToyNetwork(torch.nn.Module):
         """The table rows a batch reads (lets DeferredAdam catch them up before the forward)."""
         return [(self.table.weight, batch["row"])]
 
+    def region_rows(self, points, obs):
+        """A part of the grid's rows: the toy's table rows are its grid points (no observation table)."""
+        return [(self.table.weight, points)]
+
     def sparse_parameters(self):
         return [self.table.weight]
 

@@ -89,6 +89,7 @@ def configs_from_args(args: argparse.Namespace):
         "validation_fraction": args.validation_fraction,
         "early_stopping": args.early_stopping,
         "patience": args.patience,
+        "region_stopping": args.region_stopping,
         "lr_decay": args.lr_decay,
         "plateau_cuts": args.plateau_cuts,
     }
@@ -113,11 +114,12 @@ def configs_from_args(args: argparse.Namespace):
 
 
 def _check_early_stopping_flags(training: TrainingConfig, explicit: dict) -> None:
-    """``--patience`` and ``--plateau-cuts`` act only where early stopping does: a one-line error where
-    it is off (the v1 preset, ``--exact-reference``, ``--no-early-stopping``), not a flag dropped unseen."""
+    """``--patience``, ``--plateau-cuts`` and ``--region-stopping`` act only where early stopping does: a
+    one-line error where it is off (the v1 preset, ``--exact-reference``, ``--no-early-stopping``), not a
+    flag dropped unseen."""
     if training.early_stopping and training.validation_fraction > 0:
         return
-    for flag in ("patience", "plateau_cuts"):
+    for flag in ("patience", "plateau_cuts", "region_stopping"):
         if flag in explicit:
             raise SeaIceError(
                 f"--{flag.replace('_', '-')}: applies only with early stopping, which is off here (v1, "
@@ -130,13 +132,13 @@ MODE_IGNORES = {
         "model", "ice_emis_init", "angle_input", "warm_ice", "sic_background_error", "sic_smoothness",
         "sic_smoothness_time", "stepstart", "nsteps", "start_date", "nepochs", "batchsize",
         "learning_rate", "network_learning_rate", "optimizer", "map_priors", "batch_order", "validation_fraction",
-        "early_stopping", "patience", "plateau_cuts", "lr_decay", "unfused_step", "checkpoint_minutes",
-        "force_outputs",
+        "early_stopping", "patience", "region_stopping", "plateau_cuts", "lr_decay", "unfused_step",
+        "checkpoint_minutes", "force_outputs",
     ),
     "retrieve": (
         "model", "ice_emis_init", "angle_input", "warm_ice", "sic_background_error", "sic_smoothness",
         "sic_smoothness_time", "network_learning_rate", "optimizer", "map_priors", "validation_fraction",
-        "early_stopping", "patience", "plateau_cuts", "checkpoint_minutes",
+        "early_stopping", "patience", "region_stopping", "plateau_cuts", "checkpoint_minutes",
     ),
     "distributed": ("checkpoint_minutes", "force_outputs"),
 }  # fmt: skip

@@ -93,6 +93,14 @@ def add_further_options(ours) -> None:
         help="Early stopping: epochs without a lower held-out cost before stopping (default 1).",
     )
     ours.add_argument(
+        "--region-stopping",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Early stopping on a grid of both hemispheres: hold each hemisphere's state at its own best epoch "
+        "once its own held-out cost stops improving, while the other trains on (default: on; "
+        "--no-region-stopping: one stop for the whole grid).",
+    )
+    ours.add_argument(
         "--lr-decay",
         type=float,
         default=None,

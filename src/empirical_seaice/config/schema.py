@@ -308,6 +308,9 @@ class TrainingConfig:
     validation_fraction: fraction of observations held out of training.
     early_stopping: stop when the held-out observation cost stops improving.
     patience: epochs without improvement before early stopping.
+    region_stopping: with early stopping on a grid of both hemispheres, hold each hemisphere's state at
+        its own best epoch once its own held-out cost has not improved for ``patience`` epochs, while
+        the rest trains on (:mod:`empirical_seaice.training.regions`).
     validation_min_obs: hold observations out only from this many on (fewer: no held-out
         observations and no early stopping, :meth:`resolved`); 0 = always.
     lr_decay: the learning rate of epoch k (0-based) is ``learning_rate * lr_decay ** k``.
@@ -348,6 +351,7 @@ class TrainingConfig:
     validation_fraction: float = 0.0
     early_stopping: bool = False
     patience: int = 1
+    region_stopping: bool = True
     validation_min_obs: int = 0
     lr_decay: float = 1.0
     plateau_cuts: int = 0

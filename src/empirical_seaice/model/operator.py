@@ -459,6 +459,22 @@ class HybridNetwork(nn.Module):
             rows.append((st.props_obs.weight, batch.iobs))
         return rows
 
+    def region_rows(self, points: Tensor, obs: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Every row of each state table that belongs to a part of the grid: its grid points ``points`` and
+        the observations ``obs`` on them (int64): the SIC map's rows ``g * ncol + col`` of every column (the
+        lag days too), the grid properties' ``g * nstep + t`` of every step, the observation properties'
+        ``obs``; the tables in :meth:`state_rows`' order (a region the trainer stops on its own)."""
+        st = self.state
+        points = points.to(torch.int64)
+        sic = (points.unsqueeze(-1) * st.ncol + torch.arange(st.ncol, device=points.device)).reshape(-1)
+        rows: list[tuple[Tensor, Tensor]] = [(st.sic_map.weight, sic)]
+        if st.props_grid is not None:
+            grid = (points.unsqueeze(-1) * st.nstep + torch.arange(st.nstep, device=points.device)).reshape(-1)
+            rows.append((st.props_grid.weight, grid))
+        if st.props_obs is not None:
+            rows.append((st.props_obs.weight, obs.to(torch.int64)))
+        return rows
+
     def sparse_parameters(self) -> list[nn.Parameter]:
         """The state tables (SIC map, grid and observation properties): sparse grads when ``sparse``."""
         return list(self.state.parameters())

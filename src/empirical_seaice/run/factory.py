@@ -43,6 +43,7 @@ from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.sensors import ChannelBasis
 from empirical_seaice.training.contract import TrainableNetwork
 from empirical_seaice.training.distributed import ShardPlan
+from empirical_seaice.training.regions import Region
 from empirical_seaice.training.runtime import RunProgress
 from empirical_seaice.training.trainer import CHECKPOINT_MINUTES, Trainer
 
@@ -154,13 +155,13 @@ def build_trainer(
     stop: Callable[[], str | None] | None = None,
     sharding: ShardPlan | None = None,
     step_threads: Callable[[], int] | None = None,
-    valid_regions: Mapping[str, np.ndarray] | None = None,
+    valid_regions: Mapping[str, Region] | None = None,
 ) -> Trainer:
     """The trainer of ``network`` (``built.network`` or a wrapper of it) over ``built.data``.
 
     ``checkpoint_minutes`` (None = :data:`~empirical_seaice.training.trainer.CHECKPOINT_MINUTES`),
     ``identity``, ``stop``, ``sharding`` (a rank's share of a sharded run), ``step_threads`` and
-    ``valid_regions`` (the held-out observations of each region whose own cost the history books) as
+    ``valid_regions`` (each region whose own held-out cost the history books, and which stops on its own) as
     for :class:`~empirical_seaice.training.trainer.Trainer`.
     """
     if built.data is None:

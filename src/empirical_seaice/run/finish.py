@@ -237,7 +237,8 @@ def region_lines(history, kept: int | None) -> list[str]:
     at the kept epoch (else the last), and its own lowest; a region whose cost at the kept epoch is
     :data:`REGION_RISE` above its lowest, reached earlier, is said to have risen: early stopping
     watches the whole's cost, and one hemisphere's fall can hide the other's rise (its state over-fitted:
-    on the twin its SIC error grows with it)."""
+    on the twin its SIC error grows with it). A region whose state was held at its own best epoch
+    (``history.region_held``, :mod:`empirical_seaice.training.regions`) before the kept epoch says so instead."""
     at = kept if kept is not None else history.nepochs
     lines = []
     for name, costs in getattr(history, "valid_cost_regions", {}).items():
@@ -245,7 +246,11 @@ def region_lines(history, kept: int | None) -> list[str]:
             continue
         low = min(range(at), key=costs.__getitem__)
         text = f"{name}: {costs[0]:.4g} -> {costs[at - 1]:.4g}, its lowest {costs[low]:.4g} at epoch {low + 1}"
-        if costs[at - 1] > (1 + REGION_RISE) * costs[low]:
+        held = getattr(history, "region_held", {}).get(name)
+        if held is not None and held < at:
+            best = min(range(held + 1), key=costs.__getitem__)
+            text += f"; its state held at epoch {best + 1}'s after epoch {held + 1} (its own early stop)"
+        elif costs[at - 1] > (1 + REGION_RISE) * costs[low]:
             text += f"; it rose after epoch {low + 1} while the whole's fell: the {name}'s state is likely over-fitted"
         lines.append(text)
     return lines

@@ -126,6 +126,7 @@ def run_identity(obs: Observations, model: ModelConfig, cost: CostConfig, traini
         "reproducible": bool(training.reproducible),
         "early_stopping": bool(training.early_stopping),
         "patience": int(training.patience),
+        "region_stopping": bool(training.region_stopping),
         "lr_decay": float(training.lr_decay),
         "plateau_cuts": int(training.plateau_cuts),
         "plateau_factor": float(training.plateau_factor),

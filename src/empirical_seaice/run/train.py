@@ -44,7 +44,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 
@@ -82,6 +82,9 @@ from empirical_seaice.run.model_file import (
 )
 from empirical_seaice.run.plan import RunPlan, validate_run
 from empirical_seaice.run.ranks import rank_context
+
+if TYPE_CHECKING:
+    from empirical_seaice.training.regions import Region
 from empirical_seaice.run.streamed import AheadOfFinalPass, final_pass, initial_pass
 from empirical_seaice.training.runtime import RunProgress, own_storage
 
@@ -386,18 +389,23 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     return result
 
 
-def held_out_regions(obs, background, valid_index: np.ndarray | None) -> dict[str, np.ndarray] | None:
-    """The held-out observations of each hemisphere of a grid with both (a global grid): name -> indices
-    (:func:`empirical_seaice.io.grid_cells.global_hemispheres`); None on a grid of one hemisphere, without
+def held_out_regions(obs, background, valid_index: np.ndarray | None) -> dict[str, Region] | None:
+    """Each hemisphere of a grid with both (a global grid; :func:`~empirical_seaice.io.grid_cells.global_hemispheres`):
+    name -> its held-out observations, grid points and observations
+    (:class:`~empirical_seaice.training.regions.Region`); None on a grid of one hemisphere, without
     coordinates or without held-out observations."""
     from empirical_seaice.io.grid_cells import global_hemispheres
+    from empirical_seaice.training.regions import Region
 
     parts = global_hemispheres(background.lat) if valid_index is not None else []
     if not parts:
         return None
     valid_index = np.asarray(valid_index)
-    grid = np.asarray(obs.igrid)[valid_index]
-    return {name: valid_index[mask[grid]] for name, mask in parts}
+    igrid = np.asarray(obs.igrid)
+    return {
+        name: Region(valid_index[mask[igrid[valid_index]]], np.flatnonzero(mask), np.flatnonzero(mask[igrid]))
+        for name, mask in parts
+    }
 
 
 def _train(plan: RunPlan, built, split, generator, identity, display: RunProgress, result: RunResult, regions=None):

@@ -48,6 +48,7 @@ IDENTITY_WORDS = {
     "reproducible": "--reproducible",
     "early_stopping": "--early-stopping / --no-early-stopping",
     "patience": "--patience",
+    "region_stopping": "--region-stopping / --no-region-stopping",
     "lr_decay": "--lr-decay",
     "plateau_cuts": "--plateau-cuts",
     "plateau_factor": "learning-rate cut factor (preset)",
@@ -198,7 +199,8 @@ def check_identity(path: Path, saved: Mapping[str, Any] | None, identity: Mappin
 def trainer_state(trainer: Any, position: Mapping[str, Any] | None) -> dict[str, Any]:
     """What a :class:`~empirical_seaice.training.trainer.Trainer` checkpoint holds: identity, position
     within the epoch (None at an epoch end), epoch, network, optimisers, history, generator, the best
-    epoch's cost and state, the learning-rate cuts and the configuration :func:`check_config` compares."""
+    epoch's cost and state, the learning-rate cuts, each region's own stop
+    (:class:`~empirical_seaice.training.regions.RegionStops`) and the configuration :func:`check_config` compares."""
     cfg = trainer.config
     return {
         "identity": trainer.identity,
@@ -213,6 +215,7 @@ def trainer_state(trainer: Any, position: Mapping[str, Any] | None) -> dict[str,
         "best_state": trainer._best_state,
         "best_is_current": trainer._best_is_current,  # then best_state is None: "network" holds the best epoch's
         "lr_cuts": list(trainer._lr_cuts),
+        "regions": trainer._regions.to_state() if trainer._regions is not None else None,
         "config": {
             "batch_size": cfg.batch_size,
             "optimizer": cfg.optimizer,
@@ -251,6 +254,11 @@ def restore_trainer(trainer: Any, path: Path, state: Mapping[str, Any]) -> None:
     trainer._best_is_current = bool(state.get("best_is_current", False))  # absent before: a copy in best_state
     trainer._lr_cuts = [int(e) for e in state.get("lr_cuts", [])]
     trainer._position = state.get("position")
+    stops = trainer._regions
+    if stops is not None and state.get("regions") is not None:  # the regions held again (their moments are 0)
+        stops.load_state(state["regions"])
+        for name in trainer.history.region_held:
+            trainer._deferred().hold(stops.tables[name], zero_moments=False)
 
 
 __all__ = [

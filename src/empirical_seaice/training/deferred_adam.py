@@ -169,6 +169,8 @@ class DeferredAdam(torch.optim.Optimizer):
         self._tail_tables: dict[tuple, tuple[torch.Tensor, np.ndarray, torch.Tensor]] = {}
         # per parameter group (index), what :meth:`catch_up_many` left for the coming :meth:`step`
         self._pending: dict[int, _CaughtUp] = {}
+        self.held: dict[int, torch.Tensor] = {}
+        """Per parameter group (index), the slab rows :meth:`hold` keeps where they are (bool, one per slab row)."""
 
     def _tail(self, betas: tuple[float, float], upto: int, device: torch.device, dtype: torch.dtype):
         """Tables over ``t = 0..n-1`` with n > ``upto``, extended as needed (computed in float64):
@@ -291,6 +293,35 @@ class DeferredAdam(torch.optim.Optimizer):
                 return i
         raise ValueError("DeferredAdam: the tensor is not one of the optimiser's parameters")
 
+    @torch.no_grad()
+    def hold(self, tables: list[tuple[torch.Tensor, torch.Tensor]], zero_moments: bool = True) -> None:
+        """Keep the given rows of the given tables (``[(parameter, rows)]``) where they are from now on: their
+        ``m, v`` zeroed and their gradient ignored at every later step. A row with ``m = v = 0`` and no
+        gradient does not move (its Adam update and its deferred tail are both ``0 / (0 + eps)``
+        times 0), so the catch-ups need no test. Call with every row current (after :meth:`flush`).
+        ``zero_moments=False``: only mark them (a resumed run, whose checkpoint holds the zeroed moments).
+        The mark is not in :meth:`state_dict`: its owner (the trainer's region stops) holds the rows again
+        after a load."""
+        for p, rows in tables:
+            gi = self._group_of(p)
+            slab = self._slab(self.param_groups[gi])
+            st = self.state[p]
+            if zero_moments:
+                st["exp_avg"][rows] = 0.0
+                st["exp_avg_sq"][rows] = 0.0
+            mask = self.held.get(gi)
+            if mask is None:
+                mask = self.held[gi] = torch.zeros(slab.shape[0], dtype=torch.bool, device=slab.device)
+            mask[rows.to(slab.device) + st["offset"]] = True
+
+    def _held_gradient(self, group, rows: torch.Tensor, vals: torch.Tensor) -> torch.Tensor:
+        """``vals`` (ncol, n), the gradient of slab rows ``rows``, with the held rows' columns zeroed
+        (:meth:`hold`); unchanged where the group holds none."""
+        mask = next((self.held.get(i) for i, g in enumerate(self.param_groups) if g is group), None)
+        if mask is None:
+            return vals
+        return vals * (~mask.index_select(0, rows)).to(vals.dtype)
+
     def load_state_dict(self, state_dict) -> None:
         """As :meth:`torch.optim.Optimizer.load_state_dict`; the loaded slab takes the
         parameters' current values and becomes their storage."""
@@ -357,7 +388,7 @@ class DeferredAdam(torch.optim.Optimizer):
         g = pending.leaf.grad if pending.leaf is not None else None
         c = self._ncol(group)
         vals = pending.r.new_zeros((c, pending.unique.numel())) if g is None else g.t().contiguous()
-        self._adam(group, pending.r, vals, step)
+        self._adam(group, pending.r, self._held_gradient(group, pending.unique, vals), step)
         self._scatter(slab, pending.unique, pending.r)
 
     def _step_caught_up(self, group, slab: torch.Tensor, pending: _CaughtUp, step: int) -> None:
@@ -369,7 +400,7 @@ class DeferredAdam(torch.optim.Optimizer):
         for p, inverse in zip(pending.params, pending.inverse, strict=True):
             if p.grad is not None:
                 vals[: p.shape[1]].index_add_(1, inverse, p.grad._values().t())
-        self._adam(group, pending.r, vals, step)
+        self._adam(group, pending.r, self._held_gradient(group, pending.unique, vals), step)
         self._scatter(slab, pending.unique, pending.r)
 
     def _step_tables(self, group, slab: torch.Tensor, step: int) -> None:
@@ -389,7 +420,8 @@ class DeferredAdam(torch.optim.Optimizer):
             rows = rows + off
             rt = self._gather(slab, rows)
             self._catch_up(group, rt, step - 1)
-            self._adam(group, rt, torch.nn.functional.pad(vals.t(), (0, 0, 0, c - p.shape[1])), step)
+            vals = torch.nn.functional.pad(vals.t(), (0, 0, 0, c - p.shape[1]))
+            self._adam(group, rt, self._held_gradient(group, rows, vals), step)
             self._scatter(slab, rows, rt)
 
     @torch.no_grad()

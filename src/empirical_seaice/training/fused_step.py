@@ -149,11 +149,14 @@ def _catch_up_row(slab, row, w, last, step, c, a_tab, a_step, decay, lr, eps):
     slab[row, 3 * c] = step
 
 
-def _adam_rows(slab, uniq, counts, grad, mark, row_width, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi, nchunk):
+def _adam_rows(
+    slab, uniq, counts, grad, mark, row_width, step, c, b1, b2, lr, eps, keras, skip_lo, skip_hi, held, nchunk
+):
     """Adam step ``step`` of the caught-up rows of every group's segment of ``uniq`` (:func:`_catch_up_batch_rows`:
     rows ``t S .. t S + counts[t] - 1``) with gradient ``grad`` (rows aligned with ``uniq``; the first
     columns of each table, ``row_width``: from, to, columns); clears their marks. Rows in ``[skip_lo,
-    skip_hi)`` (the SIC map that :func:`_full_map_adam` stepped already) are left alone. The segments
+    skip_hi)`` (the SIC map that :func:`_full_map_adam` stepped already) are left alone, and so are the rows
+    that ``held`` marks (:meth:`DeferredAdam.hold`: one flag a slab row, or empty: none held). The segments
     one after the other are cut into ``nchunk`` fixed chunks, in parallel (distinct rows: the same
     result for any thread count), each prefetching the rows ``4 _AHEAD`` ahead."""
     bc1 = 1.0 - b1**step
@@ -174,7 +177,7 @@ def _adam_rows(slab, uniq, counts, grad, mark, row_width, step, c, b1, b2, lr, e
                     prefetch1(mark, uniq[j + ahead])
                 row = uniq[j]
                 mark[row] = -1
-                if not skip_lo <= row < skip_hi:
+                if not skip_lo <= row < skip_hi and not (held.shape[0] and held[row]):
                     _adam_row(slab, row, grad, j, row_width, step, c, b1, b2, bc1, bc2s, lr, eps, keras)
             start += counts[t]
 
@@ -200,19 +203,22 @@ def _adam_row(slab, row, grad, j, row_width, step, c, b1, b2, bc1, bc2s, lr, eps
     slab[row, lc] = step
 
 
-def _full_map_adam(slab, lo, nrow, mark, grad, g_map, step, c, b1, b2, lr, eps, keras, nchunk):
+def _full_map_adam(slab, lo, nrow, mark, grad, g_map, step, c, b1, b2, lr, eps, keras, held, nchunk):
     """The "full" scheme's Adam step ``step`` of every row of one table (slab rows ``lo .. lo +
     nrow - 1``, first column: the SIC map, every row current): gradient = ``g_map[r]`` (the
     exact whole-map priors' derivative, from the network's program) + the batch's
     (``grad[mark[row], 0]`` where the batch read the row). Rows are independent, so the
     fixed chunks run in parallel with the same result for any thread count. Dense Adam with
-    the whole-map priors at every step: every row moves at every step."""
+    the whole-map priors at every step: every row moves at every step, but the rows ``held`` marks
+    (:func:`_adam_rows`)."""
     bc1 = 1.0 - b1**step
     bc2s = math.sqrt(1.0 - b2**step)
     lc = 3 * c
     for k in prange(nchunk):
         for r in range((nrow * k) // nchunk, (nrow * (k + 1)) // nchunk):
             row = lo + r
+            if held.shape[0] and held[row]:
+                continue
             g = g_map[r]
             j = mark[row]
             if j >= 0:
@@ -285,6 +291,9 @@ if HAVE_NUMBA:
     _adam_dense_all = njit(cache=True)(_adam_dense_all)
     _full_map_adam = njit(cache=True, parallel=True)(_full_map_adam)
 
+
+_NONE_HELD = np.zeros(0, dtype=np.bool_)
+"""No row held (:meth:`FusedStep._held`)."""
 
 NCHUNK_MAP = 16
 """Fixed chunks of the whole-map pass (independent of the thread count)."""
@@ -435,6 +444,11 @@ class FusedStep:
             tails = self._tail_np = (betas, a_np, decays.numpy())
         return tails[1], tails[2]
 
+    def _held(self) -> np.ndarray:
+        """The slab rows the optimiser holds (:meth:`DeferredAdam.hold`; bool, one a row), or an empty array."""
+        mask = self.deferred.held.get(0)
+        return _NONE_HELD if mask is None else mask.numpy()
+
     def _dense_hyper(self) -> np.ndarray:
         """(nweights, 5) float64: each dense weight's beta1, beta2, lr, eps, Keras' eps (-1 without; then
         eps is not read), re-made when a group's settings change (a learning-rate schedule)."""
@@ -490,16 +504,17 @@ class FusedStep:
             d.state[p]["step"] += 1
         keras = group.get("eps_mode", "torch") == "keras"
         lo, hi = self.map_rows
+        held = self._held()
         if self.full:  # the exact whole-map priors at the values before the step, then Adam on every SIC row
             for name, value in prog.map_priors(self.slab[lo:hi, 0], self.g_map).items():
                 terms[self.names.index(name)] += value
             _full_map_adam(
                 self.slab, lo, hi - lo, self.mark, g_vals, self.g_map, step + 1, c, b1, b2, group["lr"],
-                group["eps"], keras, NCHUNK_MAP,
+                group["eps"], keras, held, NCHUNK_MAP,
             )  # fmt: skip
         _adam_rows(
             self.slab, uniq, counts, g_vals, self.mark, self.row_width, step + 1, c, b1, b2, group["lr"], group["eps"],
-            keras, lo, hi, NCHUNK_MAP,
+            keras, lo, hi, held, NCHUNK_MAP,
         )  # fmt: skip
         if self.dense:  # (none: a frozen model's fixed weights; their gradients are left unused)
             _adam_dense_all(

@@ -38,6 +38,9 @@ class TrainingHistory:
         Per region of the grid (the hemispheres of a global grid: ``"north"``, ``"south"``), per
         epoch, the held-out cost of that region's held-out observations; empty where the trainer
         was given no regions.
+    region_held : dict of str to int
+        The regions whose state was held at their own best epoch (:mod:`~empirical_seaice.training.regions`):
+        name -> the 0-based epoch after whose validation it was held.
     best_epoch : int or None
         0-based epoch with the lowest held-out cost (None without validation).
     stopped_early : bool
@@ -60,6 +63,7 @@ class TrainingHistory:
     batch_size: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     valid_cost: list[float] = field(default_factory=list)
     valid_cost_regions: dict[str, list[float]] = field(default_factory=dict)
+    region_held: dict[str, int] = field(default_factory=dict)
     best_epoch: int | None = None
     stopped_early: bool = False
     epoch_wall_s: list[float] = field(default_factory=list)

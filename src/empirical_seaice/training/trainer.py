@@ -71,6 +71,7 @@ from empirical_seaice.training.distributed import ShardPlan
 from empirical_seaice.training.epochs import EpochStart, epoch_start
 from empirical_seaice.training.fused_step import FusedStep, build_fused_step, set_threads
 from empirical_seaice.training.history import TrainingHistory, data_device, evaluate_obs_cost
+from empirical_seaice.training.regions import Region, RegionStops
 from empirical_seaice.training.runtime import RunProgress, make_generator, reproducible_mode
 from empirical_seaice.training.schemes import build_optimizers, whole_map_scheme
 
@@ -171,7 +172,7 @@ class Trainer:
         identity: Mapping[str, Any] | None = None,
         stop: Callable[[], str | None] | None = None,
         step_threads: Callable[[], int] | None = None,
-        valid_regions: Mapping[str, np.ndarray] | None = None,
+        valid_regions: Mapping[str, Region] | None = None,
     ) -> None:
         if not checkpoint_minutes >= 0:
             raise SeaIceError(f"--checkpoint-minutes: must be >= 0, got {checkpoint_minutes}")
@@ -205,11 +206,14 @@ class Trainer:
             raise SeaIceError("--early-stopping needs held-out observations (--validation-fraction > 0)")
         # each region's held-out observations (a global grid's hemispheres), whose costs the history books
         # beside the whole's; not in a sharded run (a rank holds part of each region)
-        self.valid_regions = (
-            {name: torch.as_tensor(np.asarray(ix), dtype=torch.long) for name, ix in valid_regions.items() if len(ix)}
-            if valid_regions and self.valid_index is not None and sharding is None
-            else {}
-        )
+        regions = {
+            name: region
+            for name, region in (valid_regions or {}).items()
+            if len(region.valid) and self.valid_index is not None and sharding is None
+        }
+        self.valid_regions = {
+            name: torch.as_tensor(np.asarray(region.valid), dtype=torch.long) for name, region in regions.items()
+        }
         self.nobs_total = int(nobs_total)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.progress = progress if isinstance(progress, RunProgress) else RunProgress(bool(progress))
@@ -241,6 +245,8 @@ class Trainer:
         self._distinct_batches: bool | None = None  # whether train_index is distinct (the fused step's skip)
         self.map_priors_note = ""
         """Which whole-map prior mode ``map_priors="auto"`` took and why (one line; '' otherwise)."""
+        self._regions = self._region_stops(regions)
+        """Each region's own early stop (:mod:`~empirical_seaice.training.regions`), or None."""
         if config.optimizer == "deferred-adam" and config.prior_mode in ("auto", "full"):  # the fused step's
             self.config, self._fused, self.map_priors_note = whole_map_scheme(
                 self.network, data, self.optimizers, config, self.nobs_total, self.device, config.prior_mode,
@@ -248,6 +254,45 @@ class Trainer:
             )  # fmt: skip
 
     # ----------------------------------------------------------------- optimisers
+
+    def _deferred(self) -> DeferredAdam | None:
+        """The optimiser of the state tables where it is :class:`DeferredAdam`, else None."""
+        return next((opt for opt in self.optimizers if isinstance(opt, DeferredAdam)), None)
+
+    def _region_stops(self, regions: Mapping[str, Region]) -> RegionStops | None:
+        """Each region stopped on its own (``config.region_stopping``, with early stopping) where every
+        region has its grid points, the network tells their rows and :class:`DeferredAdam` steps the state
+        tables (it can hold rows); else None: the regions' costs are booked only."""
+        cfg, deferred = self.config, self._deferred()
+        region_rows = getattr(self.network, "region_rows", None)
+        if not (cfg.region_stopping and cfg.early_stopping and regions and region_rows is not None):
+            return None
+        if deferred is None or any(r.points is None or r.obs is None for r in regions.values()):
+            return None
+        held = {id(p) for group in deferred.param_groups for p in group["params"]}
+        tables = {}
+        for name, region in regions.items():
+            points = torch.as_tensor(np.asarray(region.points), dtype=torch.long)
+            obs = torch.as_tensor(np.asarray(region.obs), dtype=torch.long)
+            tables[name] = [(p, rows.to(p.device)) for p, rows in region_rows(points, obs)]
+            if any(id(p) not in held for p, _ in tables[name]):
+                return None
+        return RegionStops(tables, cfg.patience)
+
+    def _hold_regions(self, costs: Mapping[str, float]) -> None:
+        """After this epoch's regions' held-out costs ``costs``: each region whose cost has not improved for
+        ``patience`` epochs goes back to its best epoch's state and is held there (:class:`RegionStops`)."""
+        stops, deferred, h = self._regions, self._deferred(), self.history
+        if stops is None or deferred is None:
+            return
+        for name in stops.update(self.epoch, costs, h.region_held):
+            deferred.hold(stops.restore(name))
+            h.region_held[name] = self.epoch
+            logger.info(
+                "the %s's held-out cost has not improved for %d epoch(s): its state goes back to epoch %d's "
+                "and is held there while the rest trains",
+                name, self.config.patience, stops.best_epoch[name] + 1,
+            )  # fmt: skip
 
     def flush(self) -> None:
         """Apply the deferred updates of :class:`DeferredAdam` to every row (done at each epoch end); compiled
@@ -421,7 +466,7 @@ class Trainer:
         bar = self.progress if self.progress.enabled else None
         if bar is not None and first:
             bar.update(first)
-        deferred = next((opt for opt in self.optimizers if isinstance(opt, DeferredAdam)), None)
+        deferred = self._deferred()
         fused = self._fused_step()
         step = self._on_step_threads(fused) if fused is not None else None
         reduce = shard.reduce_arrays if shard is not None else None
@@ -633,9 +678,11 @@ class Trainer:
     def _validate_epoch(self) -> None:
         assert self.valid_index is not None
         nlocal = self.valid_index.numel()
+        costs = {name: self._held_out_cost(index) for name, index in self.valid_regions.items()}
+        for name, cost in costs.items():
+            self.history.valid_cost_regions.setdefault(name, []).append(cost)
+        self._hold_regions(costs)  # first: the whole's cost is that of the state it keeps
         result = self._held_out_cost(self.valid_index)
-        for name, index in self.valid_regions.items():
-            self.history.valid_cost_regions.setdefault(name, []).append(self._held_out_cost(index))
         if self.sharding is not None:  # mean over every rank's held-out observations
             local_sum = torch.tensor([result * nlocal], dtype=torch.float64, device=self.sharding.device)
             result = float(self.sharding.all_sum(local_sum).item()) / self.nvalid_total
