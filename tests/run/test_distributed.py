@@ -194,6 +194,53 @@ def test_a_sharded_rerun_is_the_same_bit_for_bit(runs, twin, tmp_path):
         assert torch.equal(a[name], b[name]), name
 
 
+@pytest.fixture(scope="module")
+def global_twin(tmp_path_factory) -> Path:
+    """The twin of ``twin`` with both hemispheres (seed 5: 626 grid points, 9,231 observations)."""
+    from empirical_seaice.twin.generate import generate_twin
+    from empirical_seaice.twin.presets import get_twin_preset
+
+    out = tmp_path_factory.mktemp("gtwin") / "data"
+    cfg = get_twin_preset(
+        "tiny", resolution_km=200.0, lat_limit_deg=65.0, days=3, keep_fraction=0.5, hemisphere="both", seed=5
+    )
+    generate_twin(cfg, out)
+    return out
+
+
+def test_each_hemisphere_stops_on_its_own_on_every_rank(global_twin, tmp_path):
+    """On a global grid each hemisphere's held-out cost is summed over the ranks: 2 ranks book the single
+    process's costs (to 1e-4) and hold the same hemisphere after the same epoch (the north after epoch 7,
+    its cost up from 20.9 to 24.0; the whole's then rises and the run stops). Resumed on 3 ranks from a
+    checkpoint of epoch 6 of the 2 ranks, the north's best, just before the hold (each rank's copies of
+    the hemispheres' best rows re-cut with the state, the middle rank holding part of each), the run
+    books the same costs, the whole's after the north went back to its re-cut copy included."""
+    flags = [*FLAGS, "--nepochs", "10", "--validation-fraction", "0.2", "--trainonly"]
+    args = ["--data", global_twin, "--tag", TAG, *flags]
+    single, sharded, cut = tmp_path / "single", tmp_path / "sharded", tmp_path / "cut"
+    threads = torch.get_num_threads()
+    try:
+        assert cli.main([str(a) for a in [*args, "--output", single]]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    r = torchrun([*args, "--output", sharded, "--distributed"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    ha, hb = _model(single)["history"], _model(sharded)["history"]
+    assert ha["region_held"] == hb["region_held"] == {"north": 6}
+    assert ha["valid_cost_regions"]["north"][5:7] == pytest.approx([20.87, 24.05], abs=0.01)
+    for name in ("north", "south"):
+        np.testing.assert_allclose(hb["valid_cost_regions"][name], ha["valid_cost_regions"][name], rtol=1e-4)
+    np.testing.assert_allclose(hb["valid_cost"], ha["valid_cost"], rtol=1e-4)
+    r = torchrun([*args, "--output", cut, "--distributed", "--nepochs", "6"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = torchrun([*args, "--output", cut, "--distributed", "--resume"], nproc=3)
+    assert r.returncode == 0, r.stderr[-3000:]
+    hc = _model(cut)["history"]
+    assert hc["region_held"] == {"north": 6} and len(hc["valid_cost"]) == len(hb["valid_cost"])
+    np.testing.assert_allclose(hc["valid_cost"], hb["valid_cost"], rtol=1e-4)
+    np.testing.assert_allclose(hc["valid_cost_regions"]["north"], hb["valid_cost_regions"]["north"], rtol=1e-4)
+
+
 def test_outputs_have_the_same_form(runs):
     single, sharded, r = runs
     names = sorted(p.name for p in single.iterdir() if p.is_file())

@@ -57,3 +57,21 @@ def test_held_out_regions_split_the_held_out_observations_by_hemisphere():
     assert held_out_regions(obs, SimpleNamespace(lat=np.array([70.0, 65.0, 80.0])), np.array([5, 7])) is None
     assert held_out_regions(obs, SimpleNamespace(lat=None), np.array([5, 7])) is None
     assert held_out_regions(obs, background, None) is None
+
+
+def test_a_rank_gets_its_own_part_of_each_hemisphere_in_its_own_numbering():
+    """A rank holding grid points 1 (south) and 2 (north) of the grid above: its observations are the global
+    1, 2, 4, 5, 7 (local 0-4 on local points 0, 1, 0, 1, 0); with its held-out observations local 1 and 4
+    (global 2 on point 2, global 7 on point 1): north = local point 1, observations 1, 3, held-out 1;
+    south = local point 0, observations 0, 2, 4, held-out 4."""
+    from types import SimpleNamespace
+
+    from empirical_seaice.run.partition import Shard
+
+    obs = SimpleNamespace(igrid=np.array([0, 1, 2, 0, 1, 2, 0, 1, 0]))
+    background = SimpleNamespace(lat=np.array([70.0, -70.0, 80.0]))
+    shard = Shard(grid=np.array([1, 2]), obs=np.array([1, 2, 4, 5, 7]), ngrid=3, nobs=9)
+    regions = held_out_regions(obs, background, np.array([1, 4]), shard)
+    north, south = regions["north"], regions["south"]
+    assert north.points.tolist() == [1] and north.obs.tolist() == [1, 3] and north.valid.tolist() == [1]
+    assert south.points.tolist() == [0] and south.obs.tolist() == [0, 2, 4] and south.valid.tolist() == [4]

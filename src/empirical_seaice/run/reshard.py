@@ -13,7 +13,9 @@ A state row carries everything Adam knows about it, and every rank's step
 counter is the same, so re-sharding is moving slab rows: each table's rows of
 every old rank are put at their global rows, and the new rank takes its own
 (:func:`reshard_checkpoint`). The early-stopping copy of the best epoch's
-state, when there is one, is moved the same way.
+state, when there is one, is moved the same way, and so are the copies of each
+region's best rows (:func:`recut_regions`: a global grid's hemispheres stopped
+on their own).
 
 Memory: a rank assembles each whole table once while it re-cuts (the state
 of the whole run, one table at a time); it happens once, at the resume.
@@ -103,7 +105,34 @@ def reshard_checkpoint(old: Sequence[dict], old_shards: Sequence[Shard], new_sha
         for key in keys:
             best[key] = _recut([o["best_state"][key] for o in old], old_shards, new_shard, key, ncol, nstep)
         ckpt["best_state"] = best
+    if old[0].get("regions") is not None:
+        ckpt["regions"] = recut_regions([o["regions"] for o in old], old_shards, new_shard, keys, ncol, nstep)
     return ckpt
+
+
+def recut_regions(old: Sequence[dict], old_shards: Sequence[Shard], new_shard: Shard, keys, ncol: int, nstep: int):
+    """The state of each region's own early stop (:meth:`RegionStops.to_state
+    <empirical_seaice.training.regions.RegionStops.to_state>`) for ``new_shard``, from the old shards':
+    the copies of a region's rows at its best epoch (table by table, ``keys``), each old rank's at their
+    global rows; the new rank takes the region's rows it owns, in its local order (ascending, as
+    ``network.region_rows`` lists them). The costs and epochs are the same on every rank."""
+    state = dict(old[0], saved={}, rows={})
+    for name in old[0]["saved"]:
+        saved, rows = [], []
+        for i, key in enumerate(keys):
+            width = old[0]["saved"][name][i].shape[1]
+            whole = torch.zeros((_nglobal(new_shard, key, ncol, nstep), width), dtype=old[0]["saved"][name][i].dtype)
+            member = torch.zeros(whole.shape[0], dtype=torch.bool)
+            for o, shard in zip(old, old_shards, strict=True):
+                at = torch.from_numpy(_rows(shard, key, ncol, nstep))[o["rows"][name][i]]
+                whole[at] = o["saved"][name][i]
+                member[at] = True
+            mine = torch.from_numpy(_rows(new_shard, key, ncol, nstep))
+            local = torch.nonzero(member[mine])[:, 0]
+            saved.append(whole[mine[local]].contiguous())
+            rows.append(local)
+        state["saved"][name], state["rows"][name] = saved, rows
+    return state
 
 
 def load_or_make_partition(
@@ -172,4 +201,4 @@ def _reshard(ctx: RankContext, obs: Observations, ckpt_dir: Path, old: Partition
     dist.barrier()
 
 
-__all__ = ["load_or_make_partition", "TABLES", "reshard_checkpoint"]
+__all__ = ["load_or_make_partition", "TABLES", "reshard_checkpoint", "recut_regions"]

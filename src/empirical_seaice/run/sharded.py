@@ -242,6 +242,7 @@ def _run_sharded(
         generator=generator,
         sharding=plan,
         checkpoint_minutes=0,  # epoch-end checkpoints only: a time-triggered one would differ between ranks
+        valid_regions=single.held_out_regions(obs, background, local_valid, shard),
     )
     t1 = time.perf_counter()
     result.history = history = trainer.fit(resume=resume)

@@ -389,19 +389,24 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     return result
 
 
-def held_out_regions(obs, background, valid_index: np.ndarray | None) -> dict[str, Region] | None:
+def held_out_regions(obs, background, valid_index: np.ndarray | None, shard=None) -> dict[str, Region] | None:
     """Each hemisphere of a grid with both (a global grid; :func:`~empirical_seaice.io.grid_cells.global_hemispheres`):
     name -> its held-out observations, grid points and observations
     (:class:`~empirical_seaice.training.regions.Region`); None on a grid of one hemisphere, without
-    coordinates or without held-out observations."""
+    coordinates or without held-out observations. ``shard``: a rank's share of a sharded run
+    (:class:`~empirical_seaice.run.partition.Shard`), numbered as the rank's network is (its grid
+    points and observations in order); ``valid_index`` is then the rank's own."""
     from empirical_seaice.io.grid_cells import global_hemispheres
     from empirical_seaice.training.regions import Region
 
     parts = global_hemispheres(background.lat) if valid_index is not None else []
     if not parts:
         return None
-    valid_index = np.asarray(valid_index)
+    valid_index = np.asarray(valid_index, dtype=np.int64)
     igrid = np.asarray(obs.igrid)
+    if shard is not None:
+        parts = [(name, mask[shard.grid]) for name, mask in parts]
+        igrid = np.searchsorted(shard.grid, igrid[shard.obs])
     return {
         name: Region(valid_index[mask[igrid[valid_index]]], np.flatnonzero(mask), np.flatnonzero(mask[igrid]))
         for name, mask in parts

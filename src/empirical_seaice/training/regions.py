@@ -98,8 +98,10 @@ class RegionStops:
         return tables
 
     def to_state(self) -> dict[str, Any]:
-        """For a checkpoint: the lowest costs, their epochs and the copies."""
-        return {"best": dict(self.best), "best_epoch": dict(self.best_epoch), "saved": dict(self.saved)}
+        """For a checkpoint: the lowest costs, their epochs, the copies and the rows they are of (table by
+        table: a sharded run's resume on another number of ranks moves them to their new ranks)."""
+        rows = {name: [r for _, r in self.tables[name]] for name in self.saved}
+        return {"best": dict(self.best), "best_epoch": dict(self.best_epoch), "saved": dict(self.saved), "rows": rows}
 
     def load_state(self, state: Mapping[str, Any]) -> None:
         """Inverse of :meth:`to_state`."""

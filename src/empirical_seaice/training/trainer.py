@@ -205,12 +205,13 @@ class Trainer:
         if config.early_stopping and self.valid_index is None:
             raise SeaIceError("--early-stopping needs held-out observations (--validation-fraction > 0)")
         # each region's held-out observations (a global grid's hemispheres), whose costs the history books
-        # beside the whole's; not in a sharded run (a rank holds part of each region)
-        regions = {
-            name: region
-            for name, region in (valid_regions or {}).items()
-            if len(region.valid) and self.valid_index is not None and sharding is None
-        }
+        # beside the whole's; in a sharded run this rank's part of each (a region's cost is summed over the
+        # ranks, so every rank keeps the regions that have held-out observations on any rank)
+        regions = dict(valid_regions or {}) if self.valid_index is not None else {}
+        counts = [len(region.valid) for region in regions.values()]
+        if sharding is not None and regions:
+            counts = sharding.all_sum(torch.tensor(counts, dtype=torch.float64, device=sharding.device)).tolist()
+        regions = {name: region for (name, region), n in zip(regions.items(), counts, strict=True) if n > 0}
         self.valid_regions = {
             name: torch.as_tensor(np.asarray(region.valid), dtype=torch.long) for name, region in regions.items()
         }
@@ -679,6 +680,13 @@ class Trainer:
         assert self.valid_index is not None
         nlocal = self.valid_index.numel()
         costs = {name: self._held_out_cost(index) for name, index in self.valid_regions.items()}
+        if self.sharding is not None and costs:  # each region's mean over every rank's held-out observations
+            sums = [
+                [cost * self.valid_regions[name].numel(), self.valid_regions[name].numel()]
+                for name, cost in costs.items()
+            ]
+            total = self.sharding.all_sum(torch.tensor(sums, dtype=torch.float64, device=self.sharding.device)).tolist()
+            costs = {name: s / n for name, (s, n) in zip(costs, total, strict=True)}
         for name, cost in costs.items():
             self.history.valid_cost_regions.setdefault(name, []).append(cost)
         self._hold_regions(costs)  # first: the whole's cost is that of the state it keeps
