@@ -16,15 +16,12 @@ the held state, rather than the state following the network into over-fitting.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -270,13 +270,13 @@ class Trainer:
             return None
         if deferred is None or any(r.points is None or r.obs is None for r in regions.values()):
             return None
-        held = {id(p) for group in deferred.param_groups for p in group["params"]}
+        stepped = {id(p) for group in deferred.param_groups for p in group["params"]}
         tables = {}
         for name, region in regions.items():
             points = torch.as_tensor(np.asarray(region.points), dtype=torch.long)
             obs = torch.as_tensor(np.asarray(region.obs), dtype=torch.long)
             tables[name] = [(p, rows.to(p.device)) for p, rows in region_rows(points, obs)]
-            if any(id(p) not in held for p, _ in tables[name]):
+            if any(id(p) not in stepped for p, _ in tables[name]):
                 return None
         return RegionStops(tables, cfg.patience)
 
