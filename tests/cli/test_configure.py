@@ -75,10 +75,13 @@ def test_exact_reference_is_the_published_configuration(model, nepochs, order):
 
 def test_hold_out_flags_override_the_default():
     """--validation-fraction holds out on any data size; 0 switches early stopping off with it;
-    --no-early-stopping keeps the hold-out (its cost is reported) and trains every epoch."""
+    --no-early-stopping keeps the hold-out (its cost is reported) and trains every epoch;
+    --no-region-stopping stops a global grid as one."""
     _, _, _, t = _configs(["--validation-fraction", "0.2", "--patience", "3"])
     assert (t.validation_fraction, t.early_stopping, t.resolved(5000).validation_fraction) == (0.2, True, 0.2)
-    assert t.patience == 3
+    assert t.patience == 3 and t.region_stopping  # each hemisphere of a global grid stopped on its own
+    _, _, _, t = _configs(["--no-region-stopping"])
+    assert t.early_stopping and not t.region_stopping
     _, _, _, t = _configs(["--validation-fraction", "0"])
     assert (t.validation_fraction, t.early_stopping, t.too_few_to_hold_out) == (0.0, False, False)
     _, _, _, t = _configs(["--no-early-stopping"])
