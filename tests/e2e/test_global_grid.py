@@ -70,15 +70,18 @@ def test_each_hemisphere_held_out_cost_is_booked_and_summarised(global_run):
 
 def test_a_hemisphere_is_held_at_its_own_best_epoch(global_run):
     """Seed 5: the south's held-out cost is lowest at epoch 8 and higher at epoch 9, so (patience 1) its
-    state goes back to epoch 8's and is held while the north trains on to epoch 10; the summary says so,
-    and the epoch it names is the south's lowest up to the hold."""
+    state goes back to epoch 8's and is held while the north trains on to epoch 10; the summary and the
+    comment of its loss curve in models_g.nc say so, and the epoch they name is the south's lowest up to
+    the hold."""
     summary = (global_run.output / "summary_g.txt").read_text()
     line = re.search(r"\n\s+(north|south): .*its state held at epoch (\d+)'s after epoch (\d+)", summary)
     assert line and line.group(1) == "south", summary
     with xr.open_dataset(global_run.output / "models_g.nc") as ds:
         costs = ds[f"loss_epoch_valid_obs_{line.group(1)}"].values
+        comment = ds[f"loss_epoch_valid_obs_{line.group(1)}"].attrs["comment"]
     best, after = int(line.group(2)), int(line.group(3))
     assert after > best and costs[best - 1] == costs[:after].min() < costs[after - 1]
+    assert comment == f"the south's state held at epoch {best}'s after epoch {after} (its own early stop)"
 
 
 def test_every_file_on_the_grid_has_each_hemisphere_cells(global_run):

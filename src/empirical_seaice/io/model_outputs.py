@@ -50,6 +50,7 @@ def write_models(
     epoch_losses: Mapping[str, Sequence[float]] | None = None,
     batch_losses: Mapping[str, Sequence[float]] | None = None,
     model_version: str | None = None,
+    loss_comments: Mapping[str, str] | None = None,
 ) -> Path:
     """``models_TAG.nc``: the trained emissivity model, corrections, setup and losses.
 
@@ -68,6 +69,8 @@ def write_models(
         ``setup_<section>``.
     epoch_losses, batch_losses : term -> values, stored as ``loss_epoch_<term>`` (epoch)
         and ``loss_batch_<term>`` (batch).
+    loss_comments : term -> the ``comment`` attribute of its ``loss_epoch_<term>`` (e.g. the epoch at
+        which a hemisphere's state was held).
     model_version : "v1" or "v2": also write the model under the ECMWF reference's names
         (:func:`reference_model_variables`), so the reference's own loaders read the file; None = not.
     """
@@ -100,6 +103,9 @@ def write_models(
             data[f"{prefix}_{term}"] = _var(
                 (dim,), np.asarray(values, dtype=np.float64), "1", f"cost term {term} per {dim} (J / nobs)"
             )
+            comment = (loss_comments or {}).get(term) if prefix == "loss_epoch" else None
+            if comment:
+                data[f"{prefix}_{term}"].attrs["comment"] = comment
     if model_version is not None:
         data.update(reference_model_variables(model_version, weights, wind_coef, bias_ice, bias_ocean))
     attrs = {f"setup_{k}": setup_json(v) for k, v in setup.items()}

@@ -248,8 +248,7 @@ def region_lines(history, kept: int | None) -> list[str]:
         text = f"{name}: {costs[0]:.4g} -> {costs[at - 1]:.4g}, its lowest {costs[low]:.4g} at epoch {low + 1}"
         held = getattr(history, "region_held", {}).get(name)
         if held is not None and held < at:
-            best = min(range(held + 1), key=costs.__getitem__)
-            text += f"; its state held at epoch {best + 1}'s after epoch {held + 1} (its own early stop)"
+            text += f"; its {history.held_note(name)}"
         elif costs[at - 1] > (1 + REGION_RISE) * costs[low]:
             text += f"; it rose after epoch {low + 1} while the whole's fell: the {name}'s state is likely over-fitted"
         lines.append(text)

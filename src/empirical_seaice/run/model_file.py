@@ -308,12 +308,16 @@ def write_models_file(path: Path, network: Any, history: Any, configs: dict[str,
     (:func:`empirical_seaice.io.outputs.write_models`)."""
     weights, input_layer = emissivity_weights(network)
     epoch_losses = batch_losses = None
+    comments = {}
     if history is not None and history.epoch_terms:
         epoch_losses = {k: [e[k] for e in history.epoch_terms] for k in history.epoch_terms[0]}
         if history.valid_cost:
             epoch_losses["valid_obs"] = list(history.valid_cost)
         for name, costs in history.valid_cost_regions.items():  # a global grid's hemispheres
             epoch_losses[f"valid_obs_{name}"] = list(costs)
+            note = history.held_note(name)
+            if note is not None:  # its own early stop (empirical_seaice.training.regions)
+                comments[f"valid_obs_{name}"] = f"the {name}'s {note}"
         batch_losses = dict(history.batch_terms)
     return out.write_models(
         path,
@@ -327,6 +331,7 @@ def write_models_file(path: Path, network: Any, history: Any, configs: dict[str,
         setup=configs,
         epoch_losses=epoch_losses,
         batch_losses=batch_losses,
+        loss_comments=comments,
         model_version=model.version,
     )
 

@@ -108,6 +108,16 @@ class TrainingHistory:
         n = int(sizes.sum())
         self.epoch_obs_per_s.append(n / wall if wall > 0 else 0.0)
 
+    def held_note(self, name: str) -> str | None:
+        """Where region ``name``'s state was held (:attr:`region_held`): "state held at epoch B's after
+        epoch E (its own early stop)", B its lowest held-out cost up to the hold (1-based); None if never."""
+        held = self.region_held.get(name)
+        if held is None:
+            return None
+        costs = self.valid_cost_regions[name]
+        best = min(range(held + 1), key=costs.__getitem__)
+        return f"state held at epoch {best + 1}'s after epoch {held + 1} (its own early stop)"
+
     def epoch_line(self, nepochs: int) -> str:
         """The last epoch's terms, held-out cost and speed in one line (the trainer's log)."""
         parts = " ".join(f"{k}={v:.5g}" for k, v in self.epoch_terms[-1].items())
