@@ -131,16 +131,20 @@ def _conflict_case(patience=1, nepochs=6):
     x = rng.normal(size=row.size)
     train, valid = np.arange(200), np.arange(200, 210)
     net, data = build(row, x, y, train_index=train)
-    cfg = TrainingConfig(
+    return net, data, _stopping_config(nepochs, patience=patience), train, valid
+
+
+def _stopping_config(nepochs: int, **kw) -> TrainingConfig:
+    """Batch 40, step 0.05, early stopping on the held-out observations, reproducible."""
+    return TrainingConfig(
         nepochs=nepochs,
         batch_size=40,
         learning_rate=0.05,
         validation_fraction=0.05,
         early_stopping=True,
-        patience=patience,
         reproducible=True,
+        **kw,
     )
-    return net, data, cfg, train, valid
 
 
 def test_validation_and_early_stopping_restores_best():
@@ -198,15 +202,7 @@ def _regions_case(nepochs=8, region_stopping=True, checkpoint_dir=None):
         "north": Region(valid[:5], np.arange(5), np.arange(0)),
         "south": Region(valid[5:], np.arange(5, 10), np.arange(0)),
     }
-    cfg = TrainingConfig(
-        nepochs=nepochs,
-        batch_size=40,
-        learning_rate=0.05,
-        validation_fraction=0.05,
-        early_stopping=True,
-        region_stopping=region_stopping,
-        reproducible=True,
-    )
+    cfg = _stopping_config(nepochs, region_stopping=region_stopping)
     return Trainer(
         net, data, cfg, train, valid, 200, progress=False, valid_regions=regions, checkpoint_dir=checkpoint_dir
     )
