@@ -82,11 +82,11 @@ from empirical_seaice.run.model_file import (
 )
 from empirical_seaice.run.plan import RunPlan, validate_run
 from empirical_seaice.run.ranks import rank_context
+from empirical_seaice.run.streamed import AheadOfFinalPass, final_pass, initial_pass
+from empirical_seaice.training.runtime import RunProgress, own_storage
 
 if TYPE_CHECKING:
     from empirical_seaice.training.regions import Region
-from empirical_seaice.run.streamed import AheadOfFinalPass, final_pass, initial_pass
-from empirical_seaice.training.runtime import RunProgress, own_storage
 
 log = logging.getLogger(__name__)
 
