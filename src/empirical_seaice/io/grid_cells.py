@@ -206,9 +206,7 @@ def declared_cells(
     nvertex = lon_b.shape[1]
     same = (lon_b[:, 1:] == lon_b[:, :-1]) & (lat_b[:, 1:] == lat_b[:, :-1])
     repeats = np.cumprod(same[:, ::-1], axis=1).sum(axis=1)  # the last corner's repeats at the end
-    last = (nvertex - 1 - repeats)[:, None]
-    j = np.arange(nvertex)[None, :]
-    order = np.where((twice < 0)[:, None], np.maximum(last - j, 0), np.minimum(j, last))
+    order = _anticlockwise_order(twice, nvertex - 1 - repeats, nvertex)
     rows = np.arange(n)[:, None]
     method = "the cell of the grid description's CF bounds, its area " + (
         "the description's cell_area"
@@ -418,11 +416,17 @@ class _Polygons:
     def padded_anticlockwise(self, twice_area: np.ndarray) -> np.ndarray:
         """The corners (n, nvertex, 2), anticlockwise (a clockwise polygon read backwards), padded with
         the last one."""
-        nvertex = int(self.length.max())
-        j = np.arange(nvertex)[None, :]
-        last = (self.length - 1)[:, None]
-        order = np.where((twice_area < 0)[:, None], np.maximum(last - j, 0), np.minimum(j, last))
+        order = _anticlockwise_order(twice_area, self.length - 1, int(self.length.max()))
         return self.xy[self.start[:, None] + order]
+
+
+def _anticlockwise_order(twice_area: np.ndarray, last: np.ndarray, nvertex: int) -> np.ndarray:
+    """(n, nvertex) indices of each polygon's corners read anticlockwise: as they are where its shoelace
+    sum ``twice_area`` is positive, backwards where negative (clockwise), from corner 0 to ``last`` (n,),
+    then ``last`` repeated to pad."""
+    j = np.arange(nvertex)[None, :]
+    last = np.asarray(last)[:, None]
+    return np.where((twice_area < 0)[:, None], np.maximum(last - j, 0), np.minimum(j, last))
 
 
 def _closing_points(tree, edge: np.ndarray, spacing: float) -> np.ndarray:
