@@ -46,14 +46,8 @@ def losses_from_history(history: Any) -> tuple[dict[str, np.ndarray], dict[str, 
     ``valid_obs_south`` on a global grid) and per batch of a TrainingHistory."""
     if history is None or not getattr(history, "epoch_terms", None):
         return {}, {}
-    names = list(history.epoch_terms[0])
-    epoch = {k: np.array([e[k] for e in history.epoch_terms]) for k in names}
-    if getattr(history, "valid_cost", None):
-        epoch["valid_obs"] = np.asarray(history.valid_cost)
-    for name, costs in getattr(history, "valid_cost_regions", {}).items():  # a global grid's hemispheres
-        epoch[f"valid_obs_{name}"] = np.asarray(costs)
     batch = {k: np.asarray(v) for k, v in getattr(history, "batch_terms", {}).items()}
-    return epoch, batch
+    return history.epoch_losses(), batch
 
 
 def _read_tb(path: Path) -> np.ndarray | None:

@@ -310,11 +310,8 @@ def write_models_file(path: Path, network: Any, history: Any, configs: dict[str,
     epoch_losses = batch_losses = None
     comments = {}
     if history is not None and history.epoch_terms:
-        epoch_losses = {k: [e[k] for e in history.epoch_terms] for k in history.epoch_terms[0]}
-        if history.valid_cost:
-            epoch_losses["valid_obs"] = list(history.valid_cost)
-        for name, costs in history.valid_cost_regions.items():  # a global grid's hemispheres
-            epoch_losses[f"valid_obs_{name}"] = list(costs)
+        epoch_losses = history.epoch_losses()
+        for name in history.valid_cost_regions:  # a global grid's hemispheres
             note = history.held_note(name)
             if note is not None:  # its own early stop (empirical_seaice.training.regions)
                 comments[f"valid_obs_{name}"] = f"the {name}'s {note}"

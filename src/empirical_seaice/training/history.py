@@ -108,6 +108,19 @@ class TrainingHistory:
         n = int(sizes.sum())
         self.epoch_obs_per_s.append(n / wall if wall > 0 else 0.0)
 
+    def epoch_losses(self) -> dict[str, np.ndarray]:
+        """Each cost term per epoch, with the held-out ``valid_obs`` and, on a global grid, each
+        hemisphere's ``valid_obs_north``, ``valid_obs_south`` (the model file's ``loss_epoch_*`` and the
+        loss curves); empty before the first epoch."""
+        if not self.epoch_terms:
+            return {}
+        losses = {k: np.array([e[k] for e in self.epoch_terms]) for k in self.epoch_terms[0]}
+        if self.valid_cost:
+            losses["valid_obs"] = np.asarray(self.valid_cost)
+        for name, costs in self.valid_cost_regions.items():
+            losses[f"valid_obs_{name}"] = np.asarray(costs)
+        return losses
+
     def held_note(self, name: str) -> str | None:
         """Where region ``name``'s state was held (:attr:`region_held`): "state held at epoch B's after
         epoch E (its own early stop)", B its lowest held-out cost up to the hold (1-based); None if never."""
