@@ -233,14 +233,14 @@ def _open_water_filtered(
     if truth is not None:
         g, t = observed_points(obs, counts)
         ts = np.asarray(truth.sic)[g, t]
-        before = classic.sic_rmse(sic[g, t + st.nlag], ts)
-        after = classic.sic_rmse(filtered[g, t + st.nlag], ts)
-        lines.append(f"SIC RMSE vs truth with the open-water filter: {before:.4f} -> {after:.4f} ({len(g)} grid-steps)")
-        for name, mask in global_hemispheres(background.lat):
-            own = mask[g]
-            before = classic.sic_rmse(sic[g[own], t[own] + st.nlag], ts[own])
-            after = classic.sic_rmse(filtered[g[own], t[own] + st.nlag], ts[own])
-            lines.append(f"  {name}: {before:.4f} -> {after:.4f} ({int(own.sum())} grid-steps)")
+
+        def change(at: np.ndarray | slice) -> str:  # the RMSE before -> after the filter at those points
+            before = classic.sic_rmse(sic[g[at], t[at] + st.nlag], ts[at])
+            return f"{before:.4f} -> {classic.sic_rmse(filtered[g[at], t[at] + st.nlag], ts[at]):.4f}"
+
+        lines.append(f"SIC RMSE vs truth with the open-water filter: {change(slice(None))} ({len(g)} grid-steps)")
+        for name, mask in global_hemispheres(background.lat):  # a global grid: each hemisphere on its own
+            lines.append(f"  {name}: {change(mask[g])} ({int(mask[g].sum())} grid-steps)")
     return [path], lines
 
 
