@@ -46,9 +46,17 @@ def _batch(cost, nb=12, nchan=5, nlag=1, nsensor=2, seed=0):
         bias_ocean_bg_k=torch.full((nsensor, nchan), 1.0, dtype=D),
         bias_error_k=torch.tensor([[0.5], [4.0]], dtype=D),
         nobs=40,
+        # ice emissivities of every channel from 0.9 to 1.1: the ceiling active on some, NaN on one not observed
+        emis_ice_k=(0.9 + 0.2 * r(nb, nchan)).requires_grad_(True) if cost.emis_ceiling_error is not None else None,
     )
+    if x.emis_ice_k is not None:
+        with torch.no_grad():
+            x.mask[0, 0] = 0.0
+            x.emis_ice_k[0, 0] = float("nan")
     anchor = x.emis_anchor if x.e0_anchor is None else x.e0_anchor  # v2 floor or v1 mean
     inputs = [x.tb_sim_k, x.sic_lags, anchor, x.bias_ice_k, x.bias_ocean_k]
+    if x.emis_ice_k is not None:
+        inputs.append(x.emis_ice_k)
     return x, inputs
 
 
@@ -59,6 +67,7 @@ COSTS = {
     "v2 reference (diagnostic warm ice, smooth false ice)": PRESETS["v2"].cost,
     "v2 tent false ice": replace(PRESETS["v2"].cost, false_ice_shape="tent"),
     "v1 mean anchor": PRESETS["v1"].cost,
+    "v1 with the ice-emissivity ceiling": replace(PRESETS["v1"].cost, emis_ceiling_error=0.01),
 }
 
 
@@ -77,6 +86,7 @@ def test_fused_equals_the_autograd_composition(name):
     g_got = torch.autograd.grad(sum(w * t for w, t in zip(weights, got.values(), strict=True)), inputs)
     for a, b in zip(g_got, g_want, strict=True):
         assert b.abs().max() > 0
+        assert torch.isfinite(a).all() and torch.isfinite(b).all()  # (0 at the unobserved NaN emissivity)
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-10, atol=1e-12)
     # what is minimised: the reference warm-ice term adds its value but no gradient
     total_w, total_g = objective.total_cost(cost, want), objective.total_cost(cost, got)

@@ -131,6 +131,20 @@ def test_anchor_floor_penalty_one_sided_sum():
     assert p.item() == pytest.approx(5e6, rel=1e-6)
 
 
+def test_emis_ceiling_penalty_hand_values_mask_and_gradient():
+    """max(e - 1, 0)^2 / sigma^2 summed over the observed channels of each observation: 1.02 and 1.005 above
+    the ceiling, 0.98 below, NaN where the channel is not observed."""
+    e = torch.tensor([[1.02, 0.98, float("nan")], [1.005, 1.0, 1.03]], dtype=torch.float64, requires_grad=True)
+    m = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
+    p = costs.emis_ceiling_penalty(e, m, 0.01)
+    assert p.tolist() == pytest.approx([4.0, 0.25], rel=1e-9)  # (0.02 / 0.01)^2; (0.005 / 0.01)^2; 1.03 unobserved
+    (g,) = torch.autograd.grad(p.sum(), e)
+    np.testing.assert_allclose(g.numpy(), [[400.0, 0.0, 0.0], [100.0, 0.0, 0.0]], rtol=1e-9)  # 2 r / sigma^2
+    x = torch.tensor([[1.02, 0.97, 1.004]], dtype=torch.float64, requires_grad=True)  # away from the kink at 1
+    ones = torch.ones(1, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda v: costs.emis_ceiling_penalty(v, ones, 0.01), (x,))
+
+
 def test_bias_penalty_hand_value():
     b = t(6.0, 2.5, 1.0, 0.0).reshape(2, 2)
     bg = t(5.0, 2.5, 0.0, 0.0).reshape(2, 2)

@@ -64,13 +64,17 @@ def test_device_cost_equals_tensor_cost_on_a_batch(case, device="cpu", target="c
     for name, value in ref_terms.items():
         assert got_terms[name] == pytest.approx(value, rel=2e-5, abs=1e-9), name
     assert ref_terms["obs"] > 1.0  # a real misfit: the gradients below are not all zero
+    if "emis_ceiling" in ref_terms:
+        assert ref_terms["emis_ceiling"] > 1.0  # it binds
     for ref, got in zip(ref_grads, got_grads, strict=True):
         scale = float(ref.abs().max())
         assert float((ref - got).abs().max()) <= 1e-4 * scale + 1e-9, (tuple(ref.shape), scale)
     assert float(ref_grads[0].abs().max()) > 1e-3  # the first weights really get a gradient
 
 
-@pytest.mark.parametrize("case", ["v2", "v1", "v2-anchor-frequency-priors-warm", "v2-amsr2-atms-angle"])
+@pytest.mark.parametrize(
+    "case", ["v2", "v1", "v2-anchor-frequency-priors-warm", "v2-amsr2-atms-angle", "v1-emis-ceiling"]
+)
 def test_device_cost_trains_as_the_tensor_step_after_100_steps(case, caplog):
     kw = CASES[case]
     tensor, device = _trainer(False, **kw), _trainer(True, **kw)
@@ -216,7 +220,9 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("case", ["v2-amsr2-atms-angle-anchor-frequency", "v1-amsr2-ssmis-anchor-lacking"])
+@pytest.mark.parametrize(
+    "case", ["v2-amsr2-atms-angle-anchor-frequency", "v1-amsr2-ssmis-anchor-lacking", "v1-emis-ceiling"]
+)
 def test_the_cuda_kernel_under_the_simulator_equals_the_cpu_kernel(case):
     """numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, set before numba loads: a process of its own)
     runs the CUDA kernel, one Python thread per CUDA thread, on 24 observations: its per-observation

@@ -55,6 +55,14 @@ CASES = {
     # linear model's 10v row, in the simulation's anchor)
     "v2-amsr2-ssmis-anchor-lacking": dict(sensors=("amsr2", "ssmisf17"), cost_kw=dict(anchor_value=0.93)),
     "v1-amsr2-ssmis-anchor-lacking": dict(V1, sensors=("amsr2", "ssmisf17")),
+    # the ice-emissivity ceiling (v1's default): the linear model starts at 0.98 and its temperature
+    # weights push cold ice above 1, so the ceiling binds on both sensors' channels
+    "v1-emis-ceiling": dict(
+        V1,
+        sensors=("amsr2", "ssmisf17"),
+        model_kw=dict(V1["model_kw"], ice_emis_init=0.98),
+        cost_kw=dict(V1["cost_kw"], anchor_value=0.98, emis_ceiling_error=0.01),
+    ),
 }
 
 
@@ -85,6 +93,10 @@ def test_fused_step_equals_tensor_step_after_100_steps(case):
     if case in ("v2-amsr2-atms-angle-anchor-frequency", "v2-amsr2-ssmis-anchor-lacking"):  # its gradient runs
         assert h_fused.epoch_terms[0]["anchor"] > 1.0
         assert h_fused.epoch_terms[0]["anchor"] == pytest.approx(h_tensor.epoch_terms[0]["anchor"], rel=2e-3)
+    if case == "v1-emis-ceiling":  # it binds, and falls as the model learns to stay under 1
+        first, last = h_fused.epoch_terms[0]["emis_ceiling"], h_fused.epoch_terms[-1]["emis_ceiling"]
+        assert first > 1.0 and last < 0.5 * first
+        assert first == pytest.approx(h_tensor.epoch_terms[0]["emis_ceiling"], rel=2e-3)
 
 
 def test_fused_step_reproducible_bit_for_bit_and_thread_count_free():

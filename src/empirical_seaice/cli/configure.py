@@ -25,7 +25,8 @@ from empirical_seaice.errors import SeaIceError
 
 
 def _cost_from_args(args: argparse.Namespace, cost: CostConfig) -> CostConfig:
-    """The preset's cost with the cost flags: warm-ice mode, SIC background and smoothness priors."""
+    """The preset's cost with the cost flags: warm-ice mode, SIC background and smoothness priors, the
+    ice-emissivity ceiling."""
     cost = replace(cost, warm_ice=args.warm_ice)
     if args.sic_background_error is not None:
         cost = replace(cost, sic_background_prior=True, sic_background_error=args.sic_background_error)
@@ -34,6 +35,8 @@ def _cost_from_args(args: argparse.Namespace, cost: CostConfig) -> CostConfig:
     if args.sic_smoothness_time is not None:
         time_error = None if args.sic_smoothness_time == OFF else args.sic_smoothness_time
         cost = replace(cost, sic_smoothness_time_error=time_error)
+    if args.emis_ceiling is not None:
+        cost = replace(cost, emis_ceiling_error=None if args.emis_ceiling == OFF else args.emis_ceiling)
     return cost
 
 

@@ -144,6 +144,13 @@ def add_further_options(ours) -> None:
         "(--map-priors auto on maps of up to 200,000 rows, or full); a run with sampled priors goes without it.",
     )
     ours.add_argument(
+        "--emis-ceiling",
+        type=_sigma_or_off("--emis-ceiling"),
+        metavar="SIGMA|off",
+        help="The ceiling sum max(e - 1, 0)^2 / SIGMA^2 on the ice emissivity of every observed channel "
+        "(default for v1: 0.01, whose linear model alone can exceed 1; off for v2 and with --exact-reference).",
+    )
+    ours.add_argument(
         "--learning-rate",
         type=float,
         default=None,
@@ -298,7 +305,7 @@ def add_further_options(ours) -> None:
 
 
 OFF = "off"
-"""The value of ``--sic-smoothness``/``--sic-smoothness-time`` that switches the prior off."""
+"""The value of ``--sic-smoothness``/``--sic-smoothness-time``/``--emis-ceiling`` that switches the prior off."""
 
 
 def _number_or_word(flag: str, word: str, what: str, in_range, range_what: str):

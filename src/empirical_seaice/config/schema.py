@@ -164,6 +164,9 @@ class CostConfig:
         day, sum (C_g - C_h)^2 / sigma_s^2 (docs/method.md); None = off (the reference: every grid point
         independent).
     sic_smoothness_time_error: sigma_t of the same prior between consecutive days of one grid point; None = off.
+    emis_ceiling_error: sigma_e of the ice-emissivity ceiling, ``sum_i sum_c m_ic max(e_ic - 1, 0)^2 /
+        sigma_e^2`` over every observed channel of every observation (an emissivity cannot exceed 1; the v1
+        linear model alone can leave (0, 1]); None = off (the reference).
     """
 
     sic_error: float = 0.02
@@ -184,6 +187,7 @@ class CostConfig:
     bias_bg: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
     sic_smoothness_error: float | None = None
     sic_smoothness_time_error: float | None = None
+    emis_ceiling_error: float | None = None
 
     @property
     def sic_smoothness(self) -> bool:
@@ -212,6 +216,7 @@ class CostConfig:
         for flag, value in (
             ("--sic-smoothness", self.sic_smoothness_error),
             ("--sic-smoothness-time", self.sic_smoothness_time_error),
+            ("--emis-ceiling", self.emis_ceiling_error),
         ):
             if value is not None and not 0.0 < value < float("inf"):
                 raise SeaIceError(f"{flag}: the error must be a finite number > 0, got {value}")

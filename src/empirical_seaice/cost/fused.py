@@ -22,7 +22,7 @@ from torch import Tensor
 
 from empirical_seaice.config import CostConfig
 from empirical_seaice.cost import terms
-from empirical_seaice.cost.objective import OBS, BatchCost, anchor_term, map_priors
+from empirical_seaice.cost.objective import CEILING, OBS, BatchCost, anchor_term, map_priors
 
 
 class _TermsWithGradients(torch.autograd.Function):
@@ -84,7 +84,9 @@ class _Terms:
         self.names: list[str] = []
         self.raw: list[Tensor] = []  # each term's value before its constant factor
         self.scale: list[float] = []
-        self.derivs: dict[str, list[tuple[int, Tensor]]] = {k: [] for k in ("tb", "lags", "anchor", "b_ice", "b_ocean")}
+        self.derivs: dict[str, list[tuple[int, Tensor]]] = {
+            k: [] for k in ("tb", "lags", "anchor", "emis", "b_ice", "b_ocean")
+        }
 
     def add(self, name: str, raw: Tensor, scale: float, derivs: dict[str, Callable[[], Tensor]] | None = None) -> None:
         """One term: ``scale * raw``; ``derivs`` maps an input to the derivative of the term (computed
@@ -136,6 +138,13 @@ def fused_batch_terms(cost: CostConfig, x: BatchCost, cache: dict | None = None)
             r = terms.anchor_floor_residual(x.emis_anchor, cost.anchor_value)
             anchor_grad = lambda: terms.quadratic_penalty_grad(r, -1.0, cost.anchor_error).div_(n)
             out.add("anchor", _dot(r, r), 1.0 / (cost.anchor_error * cost.anchor_error * n), {"anchor": anchor_grad})
+        if cost.emis_ceiling_error is not None:
+            # (1/B) sum_ic m max(e - 1, 0)^2 / sigma_e^2, derivative 2 m r / (sigma_e^2 B)
+            assert x.emis_ice_k is not None
+            s_e = cost.emis_ceiling_error
+            r = torch.where(x.mask > 0, terms.emis_ceiling_residual(x.emis_ice_k), torch.zeros_like(x.emis_ice_k))
+            ceiling_grad = lambda: terms.quadratic_penalty_grad(r, 1.0, s_e).div_(nb)
+            out.add(CEILING, _dot(r, r), 1.0 / (s_e * s_e * nb), {"emis": ceiling_grad})
         bias = tb.new_zeros(())  # sum (b - b_bg)^2 / sigma_b^2 / nobs over both biases
         bias_grads: dict[str, Callable[[], Tensor]] = {}
         for k, b, bg in (("b_ice", x.bias_ice_k, x.bias_ice_bg_k), ("b_ocean", x.bias_ocean_k, x.bias_ocean_bg_k)):
@@ -145,12 +154,17 @@ def fused_batch_terms(cost: CostConfig, x: BatchCost, cache: dict | None = None)
             bias = bias + _dot(wr, r)
         out.add("bias", bias, x.shared_share / n, bias_grads)
         values = torch.stack(out.raw).mul_(torch.tensor(out.scale, dtype=tb.dtype, device=tb.device))
-    inputs = {"tb": tb, "lags": lags, "anchor": x.emis_anchor, "b_ice": x.bias_ice_k, "b_ocean": x.bias_ocean_k}
-    pairs = [(inputs[k], dl) for k, dl in out.derivs.items() if dl]
+    inputs = {
+        "tb": tb, "lags": lags, "anchor": x.emis_anchor, "emis": x.emis_ice_k, "b_ice": x.bias_ice_k,
+        "b_ocean": x.bias_ocean_k,
+    }  # fmt: skip
+    pairs = [(t, dl) for k, dl in out.derivs.items() if dl and (t := inputs[k]) is not None]
     vec = terms_with_gradients(values, [t for t, _ in pairs], [dl for _, dl in pairs])
     fused = dict(zip(out.names, vec.unbind(), strict=True))
-    result = {name: fused[name] for name in out.names if name not in ("anchor", "bias")}
+    result = {name: fused[name] for name in out.names if name not in ("anchor", CEILING, "bias")}
     result["anchor"] = fused["anchor"] if floor else anchor_term(cost, x)
+    if CEILING in fused:
+        result[CEILING] = fused[CEILING]
     result["bias"] = fused["bias"]
     return result
 

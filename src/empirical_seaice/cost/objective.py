@@ -19,7 +19,7 @@ warm-ice term entering without gradient.
 
 Term names, in this order: ``obs``, ``sic_range``, ``sic_background`` (when on),
 ``false_ice`` (when on), ``sic_smoothness`` (when on: whole-map priors at every step only),
-``warm_ice``, ``anchor``, ``bias``.
+``warm_ice``, ``anchor``, ``emis_ceiling`` (when on), ``bias``.
 """
 
 from __future__ import annotations
@@ -107,6 +107,8 @@ class BatchCost:
     emissivity at the anchor frequency, or the ice emissivity of the anchor channel), or
     ``e0_anchor`` the v1 constant ``e0`` of the anchor channel (mean anchor).
 
+    Ice-emissivity ceiling (when on): ``emis_ice_k`` (B, nchan) the ice emissivity of every channel.
+
     Bias prior: ``bias_ice_k``, ``bias_ocean_k`` (nsensor, nchan), their backgrounds
     ``bias_ice_bg_k``, ``bias_ocean_bg_k`` and errors ``bias_error_k`` (nsensor, 1), K.
 
@@ -138,6 +140,7 @@ class BatchCost:
     nobs: int
     batch_total: int | None = None
     shared_share: float = 1.0
+    emis_ice_k: Tensor | None = None
 
     @property
     def nbatch(self) -> int:
@@ -149,6 +152,13 @@ def observation_term(x: BatchCost) -> Tensor:
     """``(1/B) sum_{i in B} J_o,i`` (:func:`terms.observation_cost`)."""
     cost = terms.observation_cost(x.tb_obs_k, x.tb_sim_k, x.mask, x.obs_error_k)
     return cost.mean() if x.batch_total is None else cost.sum() / x.nbatch
+
+
+def emis_ceiling_term(cost: CostConfig, x: BatchCost) -> Tensor:
+    """The ice-emissivity ceiling of a step: ``(1/B) sum_{i in B} sum_c m_ic max(e_ic - 1, 0)^2 / sigma_e^2``
+    (:func:`terms.emis_ceiling_penalty`), a per-observation term like ``J_o``."""
+    assert cost.emis_ceiling_error is not None and x.emis_ice_k is not None
+    return terms.emis_ceiling_penalty(x.emis_ice_k, x.mask, cost.emis_ceiling_error).sum() / x.nbatch
 
 
 def anchor_term(cost: CostConfig, x: BatchCost) -> Tensor:
@@ -191,10 +201,15 @@ def batch_terms(cost: CostConfig, x: BatchCost, map_terms: dict[str, Tensor] | N
     out = {OBS: observation_term(x)}
     out.update(sampled_map_terms(cost, x) if map_terms is None else map_terms)
     out["anchor"] = anchor_term(cost, x)
+    if cost.emis_ceiling_error is not None:
+        out[CEILING] = emis_ceiling_term(cost, x)
     bias = bias_prior(x.bias_ice_k, x.bias_ocean_k, x.bias_ice_bg_k, x.bias_ocean_bg_k, x.bias_error_k)
     out["bias"] = bias * x.shared_share / x.nobs
     return out
 
+
+CEILING = "emis_ceiling"
+"""Name of the ice-emissivity ceiling's term (:func:`emis_ceiling_term`; when ``emis_ceiling_error`` is set)."""
 
 SMOOTHNESS = "sic_smoothness"
 """Name of the SIC smoothness prior's term (:func:`terms.smoothness_penalty` over the map's neighbour pairs)."""
@@ -267,12 +282,15 @@ def whole_data_cost(
     bias: Tensor,
     nobs: int,
     anchor_sum: float | None = None,
+    ceiling_sum: float | None = None,
 ) -> dict[str, float]:
     """``J = J_o + J_b`` by term over all the data (float64), and ``total``.
 
     ``obs_sum``: ``sum_i J_o,i`` over every observation; ``map_terms``: :func:`map_prior_terms`, or
     their values as floats (``/ nobs``, multiplied back here); the anchor over every observation (``emis_anchor``, v2;
-    or its penalty already summed, ``anchor_sum``) or of ``e0_anchor`` (v1); ``bias``: :func:`bias_prior`.
+    or its penalty already summed, ``anchor_sum``) or of ``e0_anchor`` (v1); ``ceiling_sum`` the ice-emissivity
+    ceiling summed over every observation (:func:`terms.emis_ceiling_penalty`; needed when it is on);
+    ``bias``: :func:`bias_prior`.
     """
     out = {OBS: float(obs_sum)}
     for name, value in map_terms.items():
@@ -287,6 +305,10 @@ def whole_data_cost(
         assert emis_anchor is not None
         e = torch.from_numpy(np.asarray(emis_anchor, dtype=np.float64))
         out["anchor"] = float(terms.anchor_floor_penalty(e, cost.anchor_value, cost.anchor_error))
+    if cost.emis_ceiling_error is not None:
+        if ceiling_sum is None:
+            raise ValueError("whole_data_cost: the ice-emissivity ceiling is on but no ceiling_sum was given")
+        out[CEILING] = float(ceiling_sum)
     out["bias"] = float(bias.detach().double())
     out["total"] = float(sum(out.values()))
     return out
@@ -294,12 +316,14 @@ def whole_data_cost(
 
 __all__ = [
     "OBS",
+    "CEILING",
     "SMOOTHNESS",
     "MapPrior",
     "map_priors",
     "BatchCost",
     "observation_term",
     "anchor_term",
+    "emis_ceiling_term",
     "bias_prior",
     "sampled_map_terms",
     "batch_terms",

@@ -245,6 +245,22 @@ def anchor_floor_penalty(emis: Tensor, floor: float, sigma: float) -> Tensor:
     return quadratic_penalty(anchor_floor_residual(emis, floor), sigma).sum()
 
 
+def emis_ceiling_residual(emis: Tensor) -> Tensor:
+    """``r(e) = max(e - 1, 0)``: how far an emissivity is above 1 (``dr/de = 1`` where ``r != 0``)."""
+    return torch.clamp(emis - 1.0, min=0.0)
+
+
+def emis_ceiling_penalty(emis: Tensor, mask: Tensor, sigma: float) -> Tensor:
+    """Ice-emissivity ceiling, one-sided, per observation: ``sum_c m_c max(e_c - 1, 0)^2 / sigma^2``
+    (``emis`` (B, nchan), dimensionless; ``mask`` (B, nchan) the observed channels, 1 or 0; returns (B,)).
+
+    An emissivity cannot exceed 1; the v1 linear model ``e = e0 + W [x_T, P]`` alone can (cold ice with a
+    positive temperature weight). Where ``e <= 1`` the term and its gradient are 0. Channels not observed
+    (their emissivity may be NaN: a sensor without the channel) count 0."""
+    r = torch.where(mask > 0, emis_ceiling_residual(emis), torch.zeros_like(emis))
+    return quadratic_penalty(r, sigma).sum(dim=-1)
+
+
 def bias_penalty(bias_k: Tensor, bias_bg_k: Tensor, sigma_k: Tensor | float) -> Tensor:
     """TB bias prior: ``sum ((b - b_bg) / sigma_b)^2`` (sigma broadcast, e.g. (nsensor, 1))."""
     return quadratic_penalty(bias_k - bias_bg_k, sigma_k).sum()
@@ -282,6 +298,7 @@ __all__ = [
     "warm_ice_term",
     "anchor_mean_penalty",
     "anchor_floor_penalty",
+    "emis_ceiling_penalty",
     "bias_penalty",
     "smoothness_penalty",
     "smoothness_grad",
@@ -292,6 +309,7 @@ __all__ = [
     "false_ice_residual",
     "false_ice_slope",
     "anchor_floor_residual",
+    "emis_ceiling_residual",
     "warm_ice_weight",
     "warm_ice_penalty_weighted",
     "warm_ice_penalty_weighted_grad",

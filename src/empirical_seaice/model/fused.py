@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from empirical_seaice.cost.neighbours import pairs_csr
+from empirical_seaice.cost.objective import CEILING
 from empirical_seaice.model.fused_kernels import (
     _MAXC,
     _MAXF,
@@ -33,12 +34,14 @@ from empirical_seaice.model.fused_kernels import (
     _MAXS,
     _T_ANCHOR,
     _T_BG,
+    _T_CEIL,
     _T_FALSE,
     _T_OBS,
     _T_RANGE,
     _T_WARM,
     HAVE_NUMBA,
     NCHUNK,
+    NTERMS,
     _bias_prior,
     _refs,
     _step,
@@ -116,13 +119,14 @@ class FusedProgram:
     def batch_means(self, nb_norm: int, fp: np.ndarray) -> np.ndarray:
         """``fp`` (the program's constants, :attr:`fp` or a copy) with the factors of the batch means of
         ``B = nb_norm`` set in place (``1 / B``; the sampled priors' ``1 / (sigma^2 B)``; the warm-ice
-        term's scale); returns ``fp``."""
+        term's scale; the ice-emissivity ceiling's ``1 / (sigma_e^2 B)``); returns ``fp``."""
         a = self.arrays
         fp[3] = 1.0 / nb_norm
         fp[6] = 1.0 / (a["sig_range"] ** 2 * nb_norm)
         fp[7] = 1.0 / (a["sig_bg"] ** 2 * nb_norm)
         fp[8] = 1.0 / (a["sig_false"] ** 2 * nb_norm)
         fp[9] = a["warm_base"] / (nb_norm * self.nobs_total)
+        fp[17] = a["ceil_inv_var"] / nb_norm
         return fp
 
     def obs_weights(self, nb_norm: int) -> np.ndarray:
@@ -159,7 +163,7 @@ class FusedProgram:
             if len(emis_w) == 2:
                 sums = sums[:2] + sums[4:]
             buf = dict(
-                terms=np.zeros((NCHUNK, 6)),
+                terms=np.zeros((NCHUNK, NTERMS)),
                 grads=grads,
                 g_own=np.zeros((NCHUNK, 3) + a["cmap"].shape),  # wc, bi, bo per sensor channel (_step)
                 g_state=np.empty((nb, ncol_state)),
@@ -240,6 +244,8 @@ class FusedProgram:
         values["warm_ice"] = t[_T_WARM]
         self.dense_grads = dense_grads
         self.dense_flat = buf["flat"]
+        if self.ip[22]:
+            values[CEILING] = t[_T_CEIL]
         if self.ip[7]:
             values["anchor"] = t[_T_ANCHOR]
         else:  # v1: ((e0[a] - value) / sigma)^2 / nobs on the linear model's bias
@@ -389,7 +395,7 @@ def _simulate_rows(program, index: np.ndarray, zero_sic: bool | str, tb, emis, s
     _step(  # forward only (ip[18]); compiled without the GIL: the compression threads run meanwhile
         program.floats, program.ints, index, vals.reshape(nb * nref, c), inv, refs, np.zeros(w[-3].shape[0]),
         w1, b1, w2, b2, wc, bi, bo, ip, program.fp, a["count"], a["bg"], a["t_map"], a["freq_pad"],
-        a["nfreq"], a["chan_freq"], a["pol"], a["lag_w"], np.zeros((NCHUNK, 6)), z3, z1, z3, z1, z1, z3, z3,
+        a["nfreq"], a["chan_freq"], a["pol"], a["lag_w"], np.zeros((NCHUNK, NTERMS)), z3, z1, z3, z1, z1, z3, z3,
         np.zeros((1, 1)), np.zeros((1, 1)), tb, emis, sic, anchor, a["cmap"], a["nch"], a["anchor_k"], a["absent"],
         np.zeros((NCHUNK, 3, 1, 1)),
     )  # fmt: skip
@@ -525,11 +531,11 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
             0 if cc.false_ice_shape == "tent" else 1, int(cc.sic_background_prior), int(cc.warm_ice == "effective"),
             int(cc.false_ice_prior), sl["tb_obs_k"][0], sl["emis_water"][0], sl["tau_eff"][0], sl["down_eff_k"][0],
             sl["const_k"][0], MASK_COLUMN, 0, 0, sl["cos2_scan"][0] if "cos2_scan" in sl else -1,
-            sl["cos_view"][0] if nang else -1,
+            sl["cos_view"][0] if nang else -1, int(cc.emis_ceiling_error is not None),
         ],
         dtype=np.int64,
     )  # fmt: skip
-    fp = np.zeros(17)
+    fp = np.zeros(18)
     fp[0], fp[1] = mc.t_ref_k, mc.t_scale_k
     fp[2] = -1.0 if mc.ocean_t_floor_k is None else mc.ocean_t_floor_k
     if version == 2 and anchor_ch < 0:
@@ -547,7 +553,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         names.append("sic_smoothness")
     elif training:
         network.note_sampled_without_smoothness()
-    names += ["warm_ice", "anchor", "bias"]
+    names += ["warm_ice", "anchor"] + ([CEILING] if cc.emis_ceiling_error is not None else []) + ["bias"]
     tables = [st.sic_map.weight]
     ref_table = [0] * (st.nlag + 1)
     if st.props_grid is not None:
@@ -597,6 +603,7 @@ def build_program(  # noqa: C901 - one check or constant per configuration optio
         sig_range=cc.sic_error,
         sig_bg=cc.sic_background_error,
         sig_false=cc.false_ice_error,
+        ceil_inv_var=0.0 if cc.emis_ceiling_error is None else 1.0 / cc.emis_ceiling_error**2,
         warm_base=network.counts_nobs / network.n_warm_rows,
         bias_ice_bg=_host(network.bias_ice_bg_k),
         bias_ocean_bg=_host(network.bias_ocean_bg_k),

@@ -8,10 +8,10 @@ forward pass and cost are most of its operations (of 257 that compute, v2), each
 microseconds, however small the batch. :class:`DeviceCost` puts them in one kernel, one thread per
 observation: the same equations as :func:`empirical_seaice.model.fused_kernels._chunk` (the v1
 linear model or the v2 network with frequency input, the factored radiative transfer, the
-observation term, the sampled whole-map priors of the SIC rows seen, the v2 anchor floor, and
-the backward pass of all of them), written as scalar code. Each thread writes its observation's
-terms, dense-weight gradients and state-row gradients to columns of its own; the batch's sums are
-then taken by torch (sums over a fixed shape: the same bits on rerun). The rest of a step stays the
+observation term, the sampled whole-map priors of the SIC rows seen, the v2 anchor floor, the
+ice-emissivity ceiling, and the backward pass of all of them), written as scalar code. Each thread
+writes its observation's terms, dense-weight gradients and state-row gradients to columns of its own;
+the batch's sums are then taken by torch (sums over a fixed shape: the same bits on rerun). The rest of a step stays the
 tensor step's: :meth:`DeferredAdam.gather <empirical_seaice.training.deferred_adam.DeferredAdam.gather>`
 catches up and hands over the rows, autograd adds the rows' gradients into them, and the optimisers
 step as before. The tiny priors on the dense weights alone (the bias prior, v1's mean anchor) are
@@ -44,13 +44,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from empirical_seaice.cost.objective import CEILING
 from empirical_seaice.model.fused_kernels import (
     _T_ANCHOR,
     _T_BG,
+    _T_CEIL,
     _T_FALSE,
     _T_OBS,
     _T_RANGE,
     _T_WARM,
+    NTERMS,
     _false_ice,
 )
 
@@ -241,6 +244,13 @@ def _observation(  # noqa: C901 - one observation's forward, cost and backward, 
             s64[o_de + ak, b] += d_a
         else:
             d_own = d_a
+    # ---- the ice-emissivity ceiling, (1/B) sum_c m_c max(e_c - 1, 0)^2 / sigma_e^2 over the observed channels
+    if ip[22]:
+        for ch in range(ncs):
+            r = s64[o_emis + ch, b] - 1.0
+            if r > 0.0 and (ints[i, c_mask + (ch >> 5)] >> (ch & 31)) & 1:
+                terms[_T_CEIL, b] += r * r * fp[17]
+                s64[o_de + ch, b] += 2.0 * r * fp[17]
     # ---- backward through the emissivity model
     for j in range(nin):
         s64[o_dz + j, b] = 0.0
@@ -497,7 +507,7 @@ class DeviceCost:
         """The per-observation outputs and scratch of a batch of ``nb``: terms, dense gradients (rows,
         ``nb``), state gradients (``nb``, columns), float32 and float64 scratch (rows, ``nb``)."""
         dev, f64 = self.device, torch.float64
-        shapes = ((6, f64), (self.ndense, f64), (self.n32, torch.float32), (self.n64, f64))
+        shapes = ((NTERMS, f64), (self.ndense, f64), (self.n32, torch.float32), (self.n64, f64))
         if self.target == "cpu":  # an observation's column contiguous (transposed views): one core's caches
             cols = [torch.empty((nb, k), dtype=t, device=dev).t() for k, t in shapes]
         else:  # an observation's column strided: the threads of a warp read neighbouring addresses
@@ -506,7 +516,7 @@ class DeviceCost:
         return cols[0], cols[1], gs, cols[2], cols[3]
 
     def launch(self, index: torch.Tensor, rows: torch.Tensor, sv: torch.Tensor, nb_norm: int):
-        """The kernel over the batch: ``(terms (6, B), gd (ndense, B), gs (B, nsv))``, float64, per
+        """The kernel over the batch: ``(terms (NTERMS, B), gd (ndense, B), gs (B, nsv))``, float64, per
         observation (``sv``: (B, nsv) float32 state values; ``rows``: (B, nlag + 1) SIC rows). The three
         are buffers of this batch size, overwritten by the next launch of the same size."""
         nb = int(index.shape[0])
@@ -614,8 +624,10 @@ class DeviceCost:
         if cc.false_ice_prior:
             values["false_ice"] = out[_T_FALSE]
         values["warm_ice"] = out[_T_WARM]
-        values["anchor"] = out[_T_ANCHOR] if cc.anchor != "mean" else out[7]
-        values["bias"] = out[6]
+        values["anchor"] = out[_T_ANCHOR] if cc.anchor != "mean" else out[NTERMS + 1]
+        if cc.emis_ceiling_error is not None:
+            values[CEILING] = out[_T_CEIL]
+        values["bias"] = out[NTERMS]
         return {name: values[name] for name in self.names}
 
     def _iobs(self, index: torch.Tensor) -> torch.Tensor:
@@ -628,7 +640,7 @@ class DeviceCost:
 
 
 class _DeviceTerms(torch.autograd.Function):
-    """The batch's terms as one autograd node: the six of :func:`_observation` summed over the
+    """The batch's terms as one autograd node: the seven of :func:`_observation` summed over the
     observations, the bias prior and (v1) the mean anchor, each a 0-d float32 output (no selection
     of a vector's elements to differentiate). The backward pass scales the gradients of the terms'
     sum by the total's weight of the observation term (every term that carries a gradient has weight

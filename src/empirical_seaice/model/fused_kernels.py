@@ -74,7 +74,9 @@ NCHUNK = 16
 """Fixed number of chunks a batch is split into (independent of the thread count)."""
 
 # term order of HybridNetwork.cost_terms in sampled mode (switched-off priors left out)
-_T_OBS, _T_RANGE, _T_BG, _T_FALSE, _T_WARM, _T_ANCHOR = range(6)
+_T_OBS, _T_RANGE, _T_BG, _T_FALSE, _T_WARM, _T_ANCHOR, _T_CEIL = range(7)
+NTERMS = 7
+"""Columns of the kernel's per-chunk terms (the last, ``_T_CEIL``, the ice-emissivity ceiling)."""
 _MAXH = 64  # largest hidden layer / number of inputs the kernel's stack buffers hold
 _MAXF = 64  # largest number of distinct frequencies per sensor
 _MAXC = 128  # largest number of channels
@@ -178,7 +180,8 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     the TB with SIC 0, the ocean's ``TB_o``, into ``out_tb[:, nc:]``: ``out_tb`` is then (B, 2 nc));
     ``ip[20]``: the column of ``cos^2`` of the scan angle (quasi-polarised channels), -1 = none;
     ``ip[21]``: the column of the view angle's cosine, the v2 network's input before the frequency
-    (:attr:`NetworkEmissivity.angle_input`; the same at every frequency and at the anchor frequency), -1 = none.
+    (:attr:`NetworkEmissivity.angle_input`; the same at every frequency and at the anchor frequency), -1 = none;
+    ``ip[22]``: the ice-emissivity ceiling on (``fp[17]``: its ``1 / (sigma_e^2 B)``).
 
     Channels are those of the observation's own sensor ``s``: its packed row's channel column ``k``
     (``k < nch[s]``) is basis channel ``cmap[s, k]``. ``p``, ``wc``, ``bi``, ``bo``, ``g_wc``, ``g_bi``,
@@ -419,6 +422,13 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
                 de[ak] += d_a
             else:
                 d_own = d_a
+        # ---- the ice-emissivity ceiling, (1/B) sum_c m_c max(e_c - 1, 0)^2 / sigma_e^2 over the observed channels
+        if ip[22]:
+            for ch in range(ncs):
+                r = emis[ch] - 1.0
+                if r > 0.0 and (ints[i, c_mask + (ch >> 5)] >> (ch & 31)) & 1:
+                    terms[_T_CEIL] += r * r * fp[17]
+                    de[ch] += 2.0 * r * fp[17]
         # ---- backward through the emissivity model
         for j in range(nin):
             dz[j] = 0.0

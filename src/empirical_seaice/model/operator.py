@@ -315,6 +315,7 @@ class HybridNetwork(nn.Module):
             nobs=nobs_total,
             batch_total=batch_total,
             shared_share=self.shared_prior_share,
+            emis_ice_k=out["emis_ice"] if cc.emis_ceiling_error is not None else None,
         )
 
     def cost_terms(
@@ -324,11 +325,12 @@ class HybridNetwork(nn.Module):
 
         Keys in order: ``obs`` ((1/B) sum_i J_o,i); ``sic_range``; ``sic_background`` and
         ``false_ice`` when switched on; ``warm_ice`` (always reported; see :meth:`total_cost`);
-        ``anchor``; ``bias``. ``nobs_total`` is the number of training observations (the ``nobs``
-        of ``J_b / nobs``). ``batch_total`` is the ``B`` of the batch means (default ``len(batch)``):
-        in a sharded step a rank holds only its share of a global batch of ``B`` observations, and
-        the terms of all ranks then add up to the global batch's terms (the priors on the shared
-        parameters alone carry the factor :attr:`shared_prior_share`, so that they count once).
+        ``anchor``; ``emis_ceiling`` when on; ``bias``. ``nobs_total`` is the number of training
+        observations (the ``nobs`` of ``J_b / nobs``). ``batch_total`` is the ``B`` of the batch means
+        (default ``len(batch)``): in a sharded step a rank holds only its share of a global batch of
+        ``B`` observations, and the terms of all ranks then add up to the global batch's terms (the
+        priors on the shared parameters alone carry the factor :attr:`shared_prior_share`, so that they
+        count once).
         The terms are those of :func:`empirical_seaice.cost.objective.batch_terms`;
         "sampled" mode computes them with :func:`empirical_seaice.cost.fused.fused_batch_terms`
         (its hand-differentiated optimisation), "full" mode with the exact whole-map priors of

@@ -169,7 +169,11 @@ def full_cost(network: HybridNetwork, obs: Observations, sim: Simulation, nobs_t
     network's exact whole-map priors, the anchor over every observation (v2 floor) or of ``e0``
     (v1 mean), the TB bias prior; ``total`` their sum."""
     return cost_from_sums(
-        network, observation_cost_sum(obs, sim.tb), anchor_floor_sum(network, sim.emis_anchor), nobs_total
+        network,
+        observation_cost_sum(obs, sim.tb),
+        anchor_floor_sum(network, sim.emis_anchor),
+        nobs_total,
+        ceiling_sum=emis_ceiling_sum(network, sim.emis_ice, obs.mask),
     )
 
 
@@ -194,15 +198,30 @@ def anchor_floor_sum(network: HybridNetwork, emis_anchor: np.ndarray | None) -> 
 
 
 @torch.no_grad()
+def emis_ceiling_sum(network: HybridNetwork, emis_ice: np.ndarray | None, mask: np.ndarray) -> float | None:
+    """The ice-emissivity ceiling ``sum_i sum_c m_ic max(e_ic - 1, 0)^2 / sigma_e^2`` of a block of
+    observations (``emis_ice``, ``mask``: (n, nchan); float64,
+    :func:`empirical_seaice.cost.terms.emis_ceiling_penalty`); None where the ceiling is off."""
+    sigma = network.cost_config.emis_ceiling_error
+    if sigma is None or emis_ice is None:
+        return None
+    e = torch.from_numpy(np.asarray(emis_ice, dtype=np.float64))
+    m = torch.from_numpy(np.asarray(mask, dtype=np.float64))
+    return float(costs.emis_ceiling_penalty(e, m, sigma).sum())
+
+
+@torch.no_grad()
 def cost_from_sums(
     network: HybridNetwork,
     obs_sum: float,
     anchor_sum: float | None,
     nobs_total: int,
     map_values: dict[str, float] | None = None,
+    ceiling_sum: float | None = None,
 ) -> dict[str, float]:
-    """:func:`full_cost` from the sums over the observations (``J_o`` and the anchor floor penalty,
-    each the sum of its blocks), as a streamed pass gathers them; the whole-map priors
+    """:func:`full_cost` from the sums over the observations (``J_o``, the anchor floor penalty and the
+    ice-emissivity ceiling (:func:`emis_ceiling_sum`; 0 where it is on and None given), each the sum of its
+    blocks), as a streamed pass gathers them; the whole-map priors
     ``map_values`` (:meth:`~empirical_seaice.model.operator.HybridNetwork.full_prior_values`, computed
     here when None)."""
     cc = network.cost_config
@@ -222,6 +241,7 @@ def cost_from_sums(
         e0_anchor=e0,
         bias=bias,
         nobs=nobs_total,
+        ceiling_sum=None if cc.emis_ceiling_error is None else (ceiling_sum or 0.0),
     )
 
 
@@ -404,6 +424,7 @@ __all__ = [
     "EmisErrorSums",
     "simulate_blocks",
     "cost_from_sums",
+    "emis_ceiling_sum",
     "anchor_floor_sum",
     "BLOCK",
     "observation_cost_sum",

@@ -107,6 +107,8 @@ def run_identity(obs: Observations, model: ModelConfig, cost: CostConfig, traini
     the learning-rate schedule, the priors' scheme, early stopping and ``--reproducible`` were not
     compared: a resume with another value finished the training with it and recorded only it."""
     plain = configs_to_dict(DataConfig(data=Path(".")), model, cost, training, "")
+    if plain["cost"]["emis_ceiling_error"] is None:  # added 2026-12-03: off hashes as before it was there
+        del plain["cost"]["emis_ceiling_error"]
     return {  # in the order a difference is named: the flags first (another --model reads other files too)
         "model": config_hash(plain["model"]),
         "sensors": list(obs.basis.sensor_names),

@@ -85,17 +85,27 @@ class PassResult:
 
 
 class _Sums:
-    """``J_o``, the anchor floor penalty and the departures of a pass, block by block."""
+    """``J_o``, the anchor floor penalty, the ice-emissivity ceiling and the departures of a pass, block by
+    block."""
 
     def __init__(self, network, obs: Observations):
         self.network, self.obs = network, obs
         self.anchor: float | None = None
+        self.ceiling: float | None = None
         self.departures = diag.DepartureSums(obs.nchan)
 
     def add(self, rows: slice, sim: diag.Simulation) -> None:
         """Add a block."""
         self.add_anchor(sim)
         self.add_departures(rows, sim)
+        self.add_ceiling(sim, self.obs.mask[rows])
+
+    def add_ceiling(self, sim: diag.Simulation, mask: np.ndarray) -> None:
+        """The block's ice-emissivity ceiling (:func:`~empirical_seaice.products.diagnostics.emis_ceiling_sum`;
+        nothing where it is off)."""
+        a = diag.emis_ceiling_sum(self.network, sim.emis_ice, mask)
+        if a is not None:
+            self.ceiling = (self.ceiling or 0.0) + a
 
     def add_anchor(self, sim: diag.Simulation) -> None:
         """The block's anchor floor penalty (one compiled pass,
@@ -110,7 +120,9 @@ class _Sums:
         self.departures.add_block(y, sim.tb, m, self.obs.basis.obs_error_k)
 
     def cost(self, nobs_total: int, map_values: dict[str, float] | None = None) -> dict[str, float]:
-        return diag.cost_from_sums(self.network, self.departures.obs_sum, self.anchor, nobs_total, map_values)
+        return diag.cost_from_sums(
+            self.network, self.departures.obs_sum, self.anchor, nobs_total, map_values, ceiling_sum=self.ceiling
+        )
 
 
 class _InOrder:
@@ -388,6 +400,7 @@ def final_pass(
             # compressing threads read the mask after that
             mask = np.array(obs.mask[rows], dtype=bool)
             sums.add_departures(rows, sim)
+            sums.add_ceiling(sim, mask)
             checks.add(sim.tb, sim.emis_ice, mask, sim.sic)
             if errors is not None:
                 errors.add(obs, rows, sim.emis_ice, truth)
