@@ -198,3 +198,15 @@ def test_smoothness_flags_set_switch_off_and_check_the_sigma():
     for bad in ("0", "-0.1", "nan", "smooth"):
         with pytest.raises(SeaIceError, match="^--sic-smoothness-time: expected"):
             _configs(["--sic-smoothness-time", bad])
+
+
+def test_emis_ceiling_flag_sets_and_switches_off_the_v1_default():
+    from empirical_seaice.errors import SeaIceError
+
+    assert _configs(["--model", "v1"])[2].emis_ceiling_error == 0.01
+    assert _configs(["--model", "v1", "--emis-ceiling", "off"])[2].emis_ceiling_error is None
+    assert _configs(["--model", "v1", "--emis-ceiling", "0.02"])[2].emis_ceiling_error == 0.02
+    assert _configs(["--model", "v1", "--exact-reference"])[2].emis_ceiling_error is None
+    assert _configs(["--model", "v2"])[2].emis_ceiling_error is None
+    with pytest.raises(SeaIceError, match="^--emis-ceiling: expected"):
+        _configs(["--emis-ceiling", "-1"])

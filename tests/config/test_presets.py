@@ -24,6 +24,9 @@ def test_our_start_adds_the_initial_emissivity_and_the_angle_input_to_the_exact_
     # the SIC smoothness prior between consecutive days, in both presets
     assert preset.cost.sic_smoothness_time_error == 0.03 == v1.cost.sic_smoothness_time_error
     assert preset.cost.sic_smoothness_error is None and not PRESETS["v2"].cost.sic_smoothness
+    # the ice-emissivity ceiling: v1's unbounded linear model only (the v2 network's sigmoid stays under 1)
+    assert v1.cost.emis_ceiling_error == 0.01 and preset.cost.emis_ceiling_error is None
+    assert PRESETS["v1"].cost.emis_ceiling_error is None
 
 
 @pytest.mark.parametrize("name, nepochs, order", [("v1", 8, "shuffled"), ("v2", 25, "reference-blocks")])

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 
+import netCDF4
+import numpy as np
 import pytest
 
 from empirical_seaice import cli
@@ -83,3 +86,42 @@ def test_early_stopping_summary_reports_the_kept_epoch(tiny, tmp_path):
     header = next(line for line in out.splitlines() if line.strip().startswith("cost term J"))
     assert header.split()[-2:] == ["epoch", str(kept)]
     assert "WARNING" not in out, out
+
+
+@pytest.fixture(scope="module")
+def tiny_south(tmp_path_factory):
+    """A southern tiny twin with a twin seed the v1 ceiling's sigma was not chosen on (5)."""
+    from dataclasses import replace
+
+    from empirical_seaice.twin.generate import generate_twin
+    from empirical_seaice.twin.presets import get_twin_preset
+
+    out = tmp_path_factory.mktemp("twin") / "tiny_south"
+    generate_twin(replace(get_twin_preset("tiny", seed=5), hemisphere="south"), out)
+    return out
+
+
+def test_v1_defaults_keep_the_ice_emissivity_under_1_and_pass_the_health_check(tiny_south, tmp_path):
+    """v1's linear emissivity is unbounded: without the ceiling the default run ends with 15.7 % of its ice
+    emissivities above 1 (up to 1.2 and more) and writes nothing; with it (the default) the run passes and its
+    SIC RMSE is 0.0714 against the background's 0.1708 (0.1018 without, forced out)."""
+    argv = ["--data", str(tiny_south), "--model", "v1", "--sensors", "amsr2"]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = cli.main([*argv, "--output", str(tmp_path / "off"), "--emis-ceiling", "off", "--no-progress"])
+    assert code == 2  # the health check failed: nothing published
+    out = _run([*argv, "--output", str(tmp_path / "on")])
+    m = re.search(r"RMSE background ([\d.]+) -> trained ([\d.]+)", out)
+    assert m, out
+    background, trained = float(m[1]), float(m[2])
+    assert trained < 0.5 * background, out  # 0.0714 against 0.1708
+    assert re.search(r"emis_ceiling +[\d.e+]+ +[\d.e+-]+", out), out  # the term in the summary's cost table
+    assert "outside (0, 1]" not in out, out
+    # the summary's term after training is the ceiling of the published per-observation emissivities (NaN
+    # where a channel is not observed): the final pass's sums, written and scored the same
+    after = json.loads((tmp_path / "on" / "summary_run.json").read_text())["cost"]["emis_ceiling"]["after"]
+    with netCDF4.Dataset(tmp_path / "on" / "ice_emis_run.nc") as ds:
+        e = np.asarray(ds["ice_emis"][:].filled(np.nan), dtype=np.float64)
+    r = np.clip(e - 1.0, 0.0, None)
+    assert np.nanmax(e) > 1.0 and after > 1.0  # it binds
+    assert after == pytest.approx(np.nansum(r * r) / 0.01**2, rel=1e-6)

@@ -178,6 +178,12 @@ def test_the_remedy_fits_the_checks_that_failed(tmp_path):
         health_gate(_case(emis_ice=e), False, tmp_path / "checkpoint.pt")
     text = str(exc.value)
     assert "lower --learning-rate" not in text and "--model v2 (bounded), or --force-outputs" in text
+    assert "--emis-ceiling 0.01 (v1's default) holds it under 1" in text  # a run without the ceiling
+    with_ceiling = {"obs": 200.0, "sic_range": 5.0, "emis_ceiling": 3.0, "total": 208.0}
+    with pytest.raises(HealthError) as exc:
+        health_gate(_case(emis_ice=e, cost_after=with_ceiling), False, tmp_path / "checkpoint.pt")
+    text = str(exc.value)
+    assert "--emis-ceiling" not in text and "cannot fit these data within (0, 1]: --model v2 (bounded)" in text
     after = {"obs": 1100.0, "sic_range": 5.0, "total": 1105.0}
     for report in (_case(cost_after=after), _case(emis_ice=e, cost_after=after)):
         with pytest.raises(HealthError) as exc:

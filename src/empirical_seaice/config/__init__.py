@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from empirical_seaice.config.presets import (
+    DEFAULT_EMIS_CEILING_ERROR,
     DEFAULT_ICE_EMIS_INIT,
     DEFAULT_SIC_SMOOTHNESS_TIME,
     DEFAULT_TRAINING,
@@ -57,6 +58,7 @@ __all__ = [
     "auto_learning_rate",
     "REFERENCE_TRAINING",
     "DEFAULT_ICE_EMIS_INIT",
+    "DEFAULT_EMIS_CEILING_ERROR",
     "DEFAULT_SIC_SMOOTHNESS_TIME",
     "DEFAULT_TRAINING",
     "VALIDATION_MIN_OBS",

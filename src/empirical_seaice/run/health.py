@@ -91,6 +91,8 @@ class HealthReport:
     figures: dict[str, float] = field(default_factory=dict)
     emissivity_failure: str | None = None
     """The emissivity check's failure among ``failures``, if it failed."""
+    ceiling: bool = False
+    """Whether the cost had the ice-emissivity ceiling (its ``emis_ceiling`` term)."""
 
     @property
     def ok(self) -> bool:
@@ -100,7 +102,14 @@ class HealthReport:
         """What to do, for the checks that failed: the v1 emissivity's bound alone is the linear model's (the
         reference's) nature, which a lower learning rate or more epochs did not cure (measured on a southern
         twin: 14.7 % outside (0, 1] by default, 20.1 % at lr 2e-3, 12.5 % after 60 epochs); anything else is
-        a diverged fit."""
+        a diverged fit. Without the ice-emissivity ceiling, the ceiling first: on 13 small twins a default
+        v1 run without it failed this check on 10, with it (``--emis-ceiling 0.01``, v1's default) on none."""
+        if self.failures == [self.emissivity_failure] and not self.ceiling:
+            return (
+                "the linear v1 emissivity, unbounded as the reference's, went above 1: --emis-ceiling 0.01 "
+                "(v1's default) holds it under 1; or --model v2 (bounded), or --force-outputs to write the "
+                "outputs marked as failed"
+            )
         if self.failures == [self.emissivity_failure]:
             return (
                 "the linear v1 emissivity, unbounded as the reference's, cannot fit these data within (0, 1]: "
@@ -348,7 +357,7 @@ def check_health_of(
 ) -> HealthReport:
     """:func:`check_health` with the per-observation figures already gathered (``checks``); the state's
     arrays, or their :func:`array_figures` (the SIC map's with :data:`SIC_RANGE`: :func:`state_figures`)."""
-    rep = HealthReport()
+    rep = HealthReport(ceiling="emis_ceiling" in cost_after)
     sic = _figures_of(sic_map, *SIC_RANGE)
     state = {"P": _figures_of(props_grid), "Q": _figures_of(props_obs)}
     for name, fig in (("SIC", sic), ("state P", state["P"]), ("state Q", state["Q"])):
