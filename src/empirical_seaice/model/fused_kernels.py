@@ -199,6 +199,7 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
     s_range, s_bg, s_false, warm_scale, anchor_g = fp[6], fp[7], fp[8], fp[9], fp[10]
     fi_s, fi_lo, fi_hi, fi_h = fp[11], fp[12], fp[13], fp[14]
     angle_col = ip[21]
+    ceil_on, s_ceil = ip[22], fp[17]  # the ice-emissivity ceiling
     c_tb, c_ew, c_tau, c_down, c_k = ip[12], ip[13], ip[14], ip[15], ip[16]  # float columns
     c_mask = ip[17]  # the mask: bit ch & 31 of integer column c_mask + ch >> 5
     cols = ip[12:17].copy()  # the same columns (but the mask's), for compiled.channels8
@@ -423,12 +424,12 @@ def _chunk(  # noqa: C901 - one compiled kernel per observation, branches on the
             else:
                 d_own = d_a
         # ---- the ice-emissivity ceiling, (1/B) sum_c m_c max(e_c - 1, 0)^2 / sigma_e^2 over the observed channels
-        if ip[22]:
+        if ceil_on:
             for ch in range(ncs):
                 r = emis[ch] - 1.0
                 if r > 0.0 and (ints[i, c_mask + (ch >> 5)] >> (ch & 31)) & 1:
-                    terms[_T_CEIL] += r * r * fp[17]
-                    de[ch] += 2.0 * r * fp[17]
+                    terms[_T_CEIL] += r * r * s_ceil
+                    de[ch] += 2.0 * r * s_ceil
         # ---- backward through the emissivity model
         for j in range(nin):
             dz[j] = 0.0
