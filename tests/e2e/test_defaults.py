@@ -125,3 +125,37 @@ def test_v1_defaults_keep_the_ice_emissivity_under_1_and_pass_the_health_check(t
     r = np.clip(e - 1.0, 0.0, None)
     assert np.nanmax(e) > 1.0 and after > 1.0  # it binds
     assert after == pytest.approx(np.nansum(r * r) / 0.01**2, rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def dense_north(tmp_path_factory):
+    """A realistic northern freeze-up twin as dense as the science preset's (a fifth of the footprints kept),
+    on the tiny grid: 14 days, 21,701 AMSR2 observations (over the hold-out's 20,000), twin seed 17."""
+    from dataclasses import replace
+
+    from empirical_seaice.twin.generate import generate_twin
+    from empirical_seaice.twin.presets import get_twin_preset
+
+    preset = get_twin_preset("tiny", seed=17)
+    cfg = replace(preset, realism="realistic", keep_fraction=0.2, days=14, start_date="2020-09-20", sensors=("amsr2",))
+    out = tmp_path_factory.mktemp("twin") / "dense_north"
+    generate_twin(cfg, out)
+    return out
+
+
+def test_v1_defaults_stop_on_the_held_out_cost_before_the_weather_goes_into_the_sic(dense_north, tmp_path):
+    """v1 holds out a tenth and stops early, as v2: trained on every observation for 25 epochs it keeps
+    fitting the twin's weather and model errors with the SIC (RMSE 0.131 against the background's 0.141);
+    stopped at the held-out cost's lowest epoch (5 of 6) it ends at 0.084."""
+    argv = ["--data", str(dense_north), "--model", "v1", "--sensors", "amsr2"]
+    out = _run([*argv, "--output", str(tmp_path / "default")])
+    m = re.search(r"early stopping kept epoch (\d+) of (\d+)", out)
+    assert m and int(m[2]) < 25, out
+    scores = re.search(r"RMSE background ([\d.]+) -> trained ([\d.]+)", out)
+    assert scores, out
+    background, stopped = float(scores[1]), float(scores[2])
+    assert stopped < 0.7 * background, out  # 0.084 against 0.141
+    every = _run([*argv, "--output", str(tmp_path / "every"), "--validation-fraction", "0"])
+    assert "early stopping" not in every, every
+    full = float(re.search(r"RMSE background [\d.]+ -> trained ([\d.]+)", every)[1])
+    assert full > 1.3 * stopped, every  # 0.131: 25 epochs on every observation

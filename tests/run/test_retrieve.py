@@ -323,7 +323,7 @@ def test_cli_retrieve(trained, capsys):
         (["--no-gridded", "--grid-freqs", "50"], "--grid-freqs: configures the gridded product"),
         (["--retrieve", "--modeltag", "train", "--optimizer", "dense-adam"], "--retrieve: --optimizer does not apply"),
         (["--retrieve", "--modeltag", "train", "--sic-smoothness-time", "off"], "--sic-smoothness-time does not"),
-        (["--model", "v1", "--patience", "3"], "--patience: applies only with early stopping"),
+        (["--validation-fraction", "0", "--patience", "3"], "--patience: applies only with early stopping"),
         (["--exact-reference", "--plateau-cuts", "2"], "--plateau-cuts: applies only with early stopping"),
         (["--no-early-stopping", "--patience", "2"], "--patience: applies only with early stopping"),
         (["--exact-reference", "--no-region-stopping"], "--region-stopping: applies only with early stopping"),

@@ -118,15 +118,16 @@ def configs_from_args(args: argparse.Namespace):
 
 def _check_early_stopping_flags(training: TrainingConfig, explicit: dict) -> None:
     """``--patience``, ``--plateau-cuts`` and ``--region-stopping`` act only where early stopping does: a
-    one-line error where it is off (the v1 preset, ``--exact-reference``, ``--no-early-stopping``), not a
-    flag dropped unseen."""
+    one-line error where it is off (``--exact-reference``, ``--no-early-stopping``, ``--validation-fraction 0``),
+    not a flag dropped unseen."""
     if training.early_stopping and training.validation_fraction > 0:
         return
     for flag in ("patience", "plateau_cuts", "region_stopping"):
         if flag in explicit:
             raise SeaIceError(
-                f"--{flag.replace('_', '-')}: applies only with early stopping, which is off here (v1, "
-                "--exact-reference or --no-early-stopping); add --validation-fraction F --early-stopping or drop it"
+                f"--{flag.replace('_', '-')}: applies only with early stopping, which is off here "
+                "(--exact-reference, --no-early-stopping or --validation-fraction 0); add --validation-fraction F "
+                "--early-stopping or drop it"
             )
 
 

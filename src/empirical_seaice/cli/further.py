@@ -76,7 +76,7 @@ def add_further_options(ours) -> None:
         default=None,
         metavar="F",
         help="Fraction of observations held out of training; their observation cost is reported per epoch "
-        "(default for v2 0.1 from 20,000 observations on, else 0; for v1 0; 0 with --exact-reference).",
+        "(default 0.1 from 20,000 observations on, else 0; 0 with --exact-reference).",
     )
     ours.add_argument(
         "--early-stopping",

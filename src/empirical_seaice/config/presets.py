@@ -195,14 +195,9 @@ whole-map priors chosen by the map's size (``"auto"``: the reference's exact pri
 to :data:`~empirical_seaice.config.schema.FULL_PRIORS_MAX_SIC_ROWS` SIC-map rows, sampled above),
 observations shuffled every epoch, 10 % of the observations held out
 and training stopped (the best epoch kept) when their cost stops falling, from
-:data:`VALIDATION_MIN_OBS` observations on."""
-
-V1_TRAINS_ON_EVERY_OBSERVATION = True
-"""v1 holds nothing out by default: its linear emissivity model is unbounded, and a tenth fewer
-observations per cell pushed more of its ice emissivities above 1 (ideal demo twin, 25 epochs:
-2.4 % outside (0, 1], highest 1.19, against 3.5 % and 1.27 with the hold-out, over the health
-check's 1.2), while its held-out cost was still falling when a noise-level rise stopped it
-(epoch 9 of 25: SIC RMSE 0.0826 against 0.0679); docs/training-defaults.md."""
+:data:`VALIDATION_MIN_OBS` observations on; for v1 as for v2 (on realistic twins v1 kept training the
+weather's and the twin's model errors into the SIC long after the held-out cost's lowest epoch;
+docs/training-defaults.md)."""
 
 
 def starting_configuration(preset_name: str, exact_reference: bool = False) -> tuple[Preset, TrainingConfig]:
@@ -213,9 +208,8 @@ def starting_configuration(preset_name: str, exact_reference: bool = False) -> t
     emissivity :data:`DEFAULT_ICE_EMIS_INIT` where the preset has none, the v2
     network's view-angle input when the run has a cross-track sensor
     (``angle_input = None``), the SIC smoothness prior in time :data:`DEFAULT_SIC_SMOOTHNESS_TIME`, and
-    :data:`DEFAULT_TRAINING` (v1: without the hold-out and early stopping,
-    :data:`V1_TRAINS_ON_EVERY_OBSERVATION`), and for v1 the ice-emissivity ceiling
-    :data:`DEFAULT_EMIS_CEILING_ERROR`.
+    :data:`DEFAULT_TRAINING` (the hold-out and early stopping for both versions), and for v1 the
+    ice-emissivity ceiling :data:`DEFAULT_EMIS_CEILING_ERROR`.
     """
     preset = get_preset(preset_name)
     if exact_reference:
@@ -228,8 +222,6 @@ def starting_configuration(preset_name: str, exact_reference: bool = False) -> t
     preset = replace(preset, cost=replace(preset.cost, sic_smoothness_time_error=DEFAULT_SIC_SMOOTHNESS_TIME))
     if preset.model.version == "v1":
         preset = replace(preset, cost=replace(preset.cost, emis_ceiling_error=DEFAULT_EMIS_CEILING_ERROR))
-    if preset.model.version == "v1" and V1_TRAINS_ON_EVERY_OBSERVATION:
-        return preset, replace(DEFAULT_TRAINING, validation_fraction=0.0, early_stopping=False, validation_min_obs=0)
     return preset, DEFAULT_TRAINING
 
 

@@ -155,7 +155,7 @@ def _likely_fix(diag: RunDiagnostics, before: Mapping[str, float], anchor_domina
         )
     return (
         "  Likely fix: give each SIC cell more steps: more epochs (--nepochs), or a smaller --batchsize with "
-        "a larger --learning-rate (by default both follow the data size); the held-out cost (v2's default "
+        "a larger --learning-rate (by default both follow the data size); the held-out cost (the default "
         "from 20,000 observations on, else --validation-fraction 0.1) shows whether the model is fitting noise."
     )
 
