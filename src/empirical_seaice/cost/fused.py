@@ -142,7 +142,7 @@ def fused_batch_terms(cost: CostConfig, x: BatchCost, cache: dict | None = None)
             # (1/B) sum_ic m max(e - 1, 0)^2 / sigma_e^2, derivative 2 m r / (sigma_e^2 B)
             assert x.emis_ice_k is not None
             s_e = cost.emis_ceiling_error
-            r = torch.where(x.mask > 0, terms.emis_ceiling_residual(x.emis_ice_k), torch.zeros_like(x.emis_ice_k))
+            r = terms.emis_ceiling_residual(x.emis_ice_k, x.mask)
             ceiling_grad = lambda: terms.quadratic_penalty_grad(r, 1.0, s_e).div_(nb)
             out.add(CEILING, _dot(r, r), 1.0 / (s_e * s_e * nb), {"emis": ceiling_grad})
         bias = tb.new_zeros(())  # sum (b - b_bg)^2 / sigma_b^2 / nobs over both biases

@@ -306,8 +306,7 @@ def whole_data_cost(
         e = torch.from_numpy(np.asarray(emis_anchor, dtype=np.float64))
         out["anchor"] = float(terms.anchor_floor_penalty(e, cost.anchor_value, cost.anchor_error))
     if cost.emis_ceiling_error is not None:
-        if ceiling_sum is None:
-            raise ValueError("whole_data_cost: the ice-emissivity ceiling is on but no ceiling_sum was given")
+        assert ceiling_sum is not None
         out[CEILING] = float(ceiling_sum)
     out["bias"] = float(bias.detach().double())
     out["total"] = float(sum(out.values()))

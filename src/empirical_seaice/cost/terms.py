@@ -245,9 +245,11 @@ def anchor_floor_penalty(emis: Tensor, floor: float, sigma: float) -> Tensor:
     return quadratic_penalty(anchor_floor_residual(emis, floor), sigma).sum()
 
 
-def emis_ceiling_residual(emis: Tensor) -> Tensor:
-    """``r(e) = max(e - 1, 0)``: how far an emissivity is above 1 (``dr/de = 1`` where ``r != 0``)."""
-    return torch.clamp(emis - 1.0, min=0.0)
+def emis_ceiling_residual(emis: Tensor, mask: Tensor) -> Tensor:
+    """``r(e) = max(e - 1, 0)`` on the observed channels (``mask > 0``), 0 elsewhere: how far an emissivity is
+    above 1 (``dr/de = 1`` where ``r != 0``). Channels not observed may hold NaN (a sensor without the
+    channel); they give 0."""
+    return torch.where(mask > 0, torch.clamp(emis - 1.0, min=0.0), torch.zeros_like(emis))
 
 
 def emis_ceiling_penalty(emis: Tensor, mask: Tensor, sigma: float) -> Tensor:
@@ -257,8 +259,7 @@ def emis_ceiling_penalty(emis: Tensor, mask: Tensor, sigma: float) -> Tensor:
     An emissivity cannot exceed 1; the v1 linear model ``e = e0 + W [x_T, P]`` alone can (cold ice with a
     positive temperature weight). Where ``e <= 1`` the term and its gradient are 0. Channels not observed
     (their emissivity may be NaN: a sensor without the channel) count 0."""
-    r = torch.where(mask > 0, emis_ceiling_residual(emis), torch.zeros_like(emis))
-    return quadratic_penalty(r, sigma).sum(dim=-1)
+    return quadratic_penalty(emis_ceiling_residual(emis, mask), sigma).sum(dim=-1)
 
 
 def bias_penalty(bias_k: Tensor, bias_bg_k: Tensor, sigma_k: Tensor | float) -> Tensor:
