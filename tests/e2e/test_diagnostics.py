@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -202,6 +203,32 @@ def _stats(m):
     return d.DepartureStats(count=np.array([10]), mean=np.array([m]), std=np.array([1.0]))
 
 
+def test_the_summary_reads_the_held_out_cost_of_a_run_without_early_stopping():
+    """A run's summary hands the trainer's held-out cost per epoch to the warnings: held out with
+    --no-early-stopping, a trained SIC worse than the background is named an over-fit from the epoch of the
+    lowest held-out cost; with nothing held out, a held-out rerun comes before more epochs."""
+    from empirical_seaice.config import TrainingConfig
+    from empirical_seaice.run.finish import summary_table
+    from empirical_seaice.sensors import build_channel_basis
+    from empirical_seaice.training.history import TrainingHistory
+
+    obs = SimpleNamespace(basis=build_channel_basis(["amsr2"]), nobs=25_000, ngrid=500, nstep=20)
+    result = SimpleNamespace(
+        health=None, tag="t", train_seconds=1.0, output="out", departures_before=None, departures_after=None,
+        cost_before={"obs": 100.0, "total": 100.0}, cost_after={"obs": 60.0, "total": 60.0},
+        truth=_truth(0.12, 0.14),
+    )  # fmt: skip
+    history = TrainingHistory(epoch_terms=[{"total": 1.0}] * 6, valid_cost=[3.0, 2.0, 2.2, 2.5, 2.7, 2.9])
+    no_stop = TrainingConfig(early_stopping=False, validation_fraction=0.1)
+    text = summary_table(result, "v1", obs, history, False, no_stop, PRESETS["v1"].cost)
+    assert "WARNING: the trained SIC is worse than the background it started from (RMSE against the truth " in text
+    assert "Likely cause: the held-out observations' cost was lowest at epoch 2 of 6, so the later epochs" in text
+    assert "--nepochs" not in text.split("WARNING")[-1]
+    text = summary_table(result, "v1", obs, TrainingHistory(epoch_terms=[{"total": 1.0}] * 6), False, no_stop,
+                         PRESETS["v1"].cost)  # fmt: skip
+    assert "Likely fix: nothing was held out to tell whether training stopped short or fitted" in text
+
+
 def test_plain_warnings_name_what_went_wrong_and_the_fix():
     ok = d.RunDiagnostics(
         title="T",
@@ -268,7 +295,24 @@ def test_plain_warnings_name_what_went_wrong_and_the_fix():
     assert w[0] == (
         "WARNING: the total cost rose during training (100 -> 590); most of the rise is the warm_ice term (0 -> 500)."
     )
-    assert "--nepochs" in w[1]
+    # nothing held out: training may have stopped short or fitted noise, and the held-out cost would tell
+    assert "--nepochs" in w[1] and "Rerun with --validation-fraction 0.1" in w[1]
+    # a retrieval holds nothing out by design: more steps only
+    retrieved = replace(rose, retrieval=True)
+    assert d.plain_warnings(retrieved)[1] == (
+        "  Likely fix: give each SIC cell more steps: more epochs (--nepochs), or a smaller --batchsize with a "
+        "larger --learning-rate (by default both follow the data size)."
+    )
+    # held out without early stopping: the held-out costs say which way
+    fitted_noise = replace(rose, held_out_cost=(3.0, 2.0, 2.5, 2.6))
+    assert d.plain_warnings(fitted_noise)[1] == (
+        "  Likely cause: the held-out observations' cost was lowest at epoch 2 of 4, so the later epochs "
+        "fitted noise; without --no-early-stopping the run keeps that epoch's parameters."
+    )
+    short = replace(rose, held_out_cost=(3.0, 2.0, 1.9))
+    w_short = d.plain_warnings(short)[1]
+    assert w_short.startswith("  Likely fix: the held-out observations' cost was still falling at the last epoch")
+    assert "--nepochs" in w_short and "--validation-fraction" not in w_short
     text = d.format_summary(rose, make_obs(nobs=4, sensors=("amsr2",)).basis)
     assert text.splitlines()[-2:] == [f"  {w[0]}", f"  {w[1]}"]
     # with early stopping the kept epoch had the lowest held-out cost: no "more epochs"

@@ -36,6 +36,8 @@ class RunDiagnostics:
     truth: TruthScores | None = None
     notes: Sequence[str] = field(default_factory=tuple)
     kept_epoch: int | None = None  # with early stopping: the epoch (1-based) whose parameters were kept
+    held_out_cost: Sequence[float] = ()  # per epoch, the held-out observations' cost (empty: none held out)
+    retrieval: bool = False  # a retrieval with a trained model: it fits every observation, holds none out
     # the emissivity error the anchor term stands for, and whether the health check found it harmless
     anchor_shortfall: float | None = None
     anchor_harmless: bool = False
@@ -70,7 +72,9 @@ def plain_warnings(diag: RunDiagnostics) -> list[str]:
     total cost rose. Empty when none applies. When the health check found the
     anchor's shortfall harmless (``anchor_harmless``), a dominating anchor term,
     or a rise of the total that is the anchor term's, is one note instead, and
-    the other checks (SIC, departures) still warn.
+    the other checks (SIC, departures) still warn. The last line is the likely fix (:func:`_likely_fix`):
+    with nothing held out it asks for a held-out rerun before more epochs, since the run cannot tell
+    training that stopped short from training that fitted noise.
     """
     out: list[str] = []
     before, after = diag.cost_before or {}, diag.cost_after or {}
@@ -153,10 +157,26 @@ def _likely_fix(diag: RunDiagnostics, before: Mapping[str, float], anchor_domina
             "parameters are kept, so more epochs would not help (--no-early-stopping made the `science` twin's "
             "SIC worse); check the departures above for a sensor or channel the model cannot fit."
         )
+    more_steps = (
+        "give each SIC cell more steps: more epochs (--nepochs), or a smaller --batchsize with a larger "
+        "--learning-rate (by default both follow the data size)"
+    )
+    if diag.retrieval:
+        return f"  Likely fix: {more_steps}."
+    costs = [c if np.isfinite(c) else np.inf for c in diag.held_out_cost]
+    # held out without early stopping (--no-early-stopping): the held-out cost says which way
+    if costs and min(costs) < np.inf:
+        best = int(np.argmin(costs)) + 1
+        if best < len(costs):
+            return (
+                f"  Likely cause: the held-out observations' cost was lowest at epoch {best} of {len(costs)}, so "
+                "the later epochs fitted noise; without --no-early-stopping the run keeps that epoch's parameters."
+            )
+        return f"  Likely fix: the held-out observations' cost was still falling at the last epoch: {more_steps}."
     return (
-        "  Likely fix: give each SIC cell more steps: more epochs (--nepochs), or a smaller --batchsize with "
-        "a larger --learning-rate (by default both follow the data size); the held-out cost (the default "
-        "from 20,000 observations on, else --validation-fraction 0.1) shows whether the model is fitting noise."
+        "  Likely fix: nothing was held out to tell whether training stopped short or fitted the weather's and "
+        "the forward model's errors into the SIC. Rerun with --validation-fraction 0.1 (the default from 20,000 "
+        f"observations on): it keeps the epoch of the lowest held-out cost; if that is the last epoch, {more_steps}."
     )
 
 

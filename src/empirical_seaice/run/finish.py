@@ -185,6 +185,7 @@ def summary_table(
             truth=result.truth,
             notes=(f"outputs: {result.output}/*_{result.tag}.nc",),
             kept_epoch=kept_epoch(history, train_cfg.early_stopping),
+            held_out_cost=tuple(history.valid_cost) if history is not None else (),
             anchor_shortfall=shortfall,
             anchor_harmless=shortfall is not None and shortfall <= ANCHOR_SHORTFALL_LIMIT,
         ),

@@ -393,6 +393,7 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
             departures_after=result.departures_after,
             truth=result.truth,
             notes=(f"outputs: {output}/*_{tag}.nc",),
+            retrieval=True,
         ),
         plan.basis,
     )
