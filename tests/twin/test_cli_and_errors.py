@@ -112,14 +112,31 @@ def test_presets_sizes():
     assert TWIN_PRESETS["demo"].days >= 30 and TWIN_PRESETS["benchmark"].days == 365
 
 
-def test_overwrite_replaces_output(tmp_path):
-    """--overwrite replaces a twin (its truth/config.json), with whatever else was put in it."""
+def test_overwrite_replaces_a_twin_and_nothing_else(tmp_path):
+    """--overwrite replaces a twin (its truth/config.json) but refuses, deleting nothing, where the directory
+    also holds what the twin did not write: a user's notes, a training run's outputs written into it, a stray
+    file in a sensor's directory (it deleted them all)."""
     out = tmp_path / "o"
-    (out / "truth").mkdir(parents=True)
-    (out / "truth" / "config.json").write_text("{}")
-    (out / "old.txt").write_text("")
-    generate_twin(get_twin_preset("tiny", days=1, sensors=("amsr2",)), out, overwrite=True)
-    assert not (out / "old.txt").exists() and (out / "amsr2").is_dir()
+    cfg = get_twin_preset("tiny", days=1, sensors=("amsr2",))
+    generate_twin(cfg, out)
+    generate_twin(cfg, out, overwrite=True)  # the twin alone: replaced
+    assert (out / "amsr2" / "field_twin_OBSVALUE.nc").is_file()
+    for extra in ("notes.txt", ".lock_run", "amsr2/my_edit.nc", "cache/"):
+        path = out / extra
+        if extra.endswith("/"):
+            path.mkdir()
+        else:
+            path.write_text("mine")
+        before = sorted(p.relative_to(out) for p in out.rglob("*"))
+        name = extra.rstrip("/")
+        with pytest.raises(SeaIceError, match=rf"--overwrite: {out} holds what the twin did not write \({name}\)"):
+            generate_twin(cfg, out, overwrite=True)
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # nothing deleted
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    link = out / "seaice_run.nc"  # a training run's published name: a link into its .sets
+    link.symlink_to(out / "truth" / "config.json")
+    with pytest.raises(SeaIceError, match="seaice_run.nc"):
+        generate_twin(cfg, out, overwrite=True)
 
 
 # ------------------------------------------------------------------ read_truth

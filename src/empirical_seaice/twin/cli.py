@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="ice emissivity: the SMRT table (default) or published mean spectra",
     )
     p.add_argument(
-        "--overwrite", action="store_true", help="replace the twin in the output directory (never another directory)"
+        "--overwrite",
+        action="store_true",
+        help="replace the twin in the output directory (never another directory, nor anything in it that the "
+        "twin did not write)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return p

@@ -36,6 +36,7 @@ grid files are written by :mod:`.grid_files`.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import os
 import shutil
@@ -50,7 +51,15 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.sensors import load_catalogue
 from empirical_seaice.twin.atmosphere import AngleAtmosphereTable, AtmosphereTable
 from empirical_seaice.twin.grid import PolarGrid, make_grid
-from empirical_seaice.twin.grid_files import TRUTH_DAILY, TRUTH_DIR, background_sic, write_backgrounds, write_truth
+from empirical_seaice.twin.grid_files import (
+    SEAICE_FILE,
+    TRUTH_DAILY,
+    TRUTH_DIR,
+    TSFC_FILE,
+    background_sic,
+    write_backgrounds,
+    write_truth,
+)
 from empirical_seaice.twin.observe import observe_day
 from empirical_seaice.twin.presets import TwinConfig
 from empirical_seaice.twin.sampling import sampling_for
@@ -196,6 +205,41 @@ def _check_output(output: Path, overwrite: bool) -> None:
             f"--overwrite: {output} holds no twin ({TRUTH_DIR}/config.json), so it is not emptied; "
             "choose another --output"
         )
+    foreign = _not_the_twins(output)
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise SeaIceError(
+            f"--overwrite: {output} holds what the twin did not write ({listed}), which replacing the twin "
+            "would delete; move it out, or choose another --output"
+        )
+
+
+def _not_the_twins(output: Path) -> list[str]:
+    """The entries of the twin directory ``output`` that a twin does not write (a training run's outputs, the
+    user's notes), which replacing the twin would delete: what is not its sensors' directories of
+    ``field_twin_*.nc`` files (the sensors of its ``truth/config.json``), its two background files or
+    ``truth/``. Sorted, relative to ``output``."""
+    try:
+        sensors = set(json.loads((output / TRUTH_DIR / "config.json").read_text()).get("sensors", ()))
+    except (OSError, ValueError, AttributeError):  # unreadable: every sensor directory counts as foreign
+        sensors = set()
+    foreign: list[str] = []
+    for p in sorted(output.iterdir()):
+        if p.is_symlink() or not (p.is_dir() or p.is_file()):
+            foreign.append(p.name)
+        elif p.is_dir() and p.name == TRUTH_DIR:
+            continue
+        elif p.is_file() and p.name in (SEAICE_FILE, TSFC_FILE):
+            continue
+        elif p.is_dir() and p.name in sensors:
+            foreign += [
+                f"{p.name}/{q.name}"
+                for q in sorted(p.iterdir())
+                if q.is_symlink() or not q.is_file() or not (q.name.startswith(FILE_PREFIX) and q.name.endswith(".nc"))
+            ]
+        else:
+            foreign.append(p.name)
+    return foreign
 
 
 def _partial_dir(output: Path) -> Path:
