@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from empirical_seaice import cli
@@ -85,6 +87,7 @@ def _fails(argv, capsys, *needles):
         (["--diagsonly", "--trainonly"], ("--trainonly", "--diagsonly")),
         (["--bogus"], ("--bogus",)),
         (["--tag", "a/b"], ("--tag",)),
+        (["--tag", "x" * 101], ("--tag: at most 100 bytes (it is part of every file name), got 101",)),
         (["--modeltag", "x"], ("--modeltag", "--diagsonly")),
         (["--resume", "--diagsonly"], ("--resume",)),
         (["--shard-order", "local"], ("--shard-order local", "--distributed")),
@@ -198,6 +201,7 @@ def test_the_progress_display_is_drawn_on_a_terminal_only(monkeypatch):
 def test_threads_apply_during_the_run_and_are_restored(monkeypatch, tmp_path):
     import torch
 
+    from empirical_seaice import threads
     from empirical_seaice.io import chunk_writer
     from empirical_seaice.run import train as pipeline
 
@@ -210,6 +214,7 @@ def test_threads_apply_during_the_run_and_are_restored(monkeypatch, tmp_path):
         return pipeline.RunResult(output=kwargs["output"], tag=kwargs["tag"])
 
     monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(threads, "available_cpus", lambda: 4)  # --threads 3 is not capped on a smaller machine
     monkeypatch.setattr(chunk_writer, "_threads", 5)  # its own number, not torch's, comes back
     before = torch.get_num_threads()
     assert before != 5
@@ -223,9 +228,10 @@ def test_threads_apply_during_the_run_and_are_restored(monkeypatch, tmp_path):
     ("cpus", "local_world", "expected"),
     [(1, None, 1), (6, None, 6), (64, None, 16), (6, "2", 3), (2, "4", 1)],
 )
-def test_threads_default_to_the_cpus_the_process_may_use(monkeypatch, tmp_path, cpus, local_world, expected):
+def test_threads_default_to_the_cpus_the_process_may_use(monkeypatch, tmp_path, cpus, local_world, expected, caplog):
     """No --threads (or --threads auto): the process's CPUs, shared by torchrun's processes on the machine,
-    at most 16; the tensor step then trains on one thread, and on the run's count when --threads is given."""
+    at most 16; the tensor step then trains on one thread, and on the run's count when --threads is given,
+    at most the process's CPUs (--threads 100000 crashed in the compiler's thread start), with a notice."""
     import torch
 
     from empirical_seaice import threads
@@ -251,8 +257,15 @@ def test_threads_default_to_the_cpus_the_process_may_use(monkeypatch, tmp_path, 
         assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o"), *extra]) == 0
         assert seen == {"threads": expected, "tensor_step_threads": 1}
         assert torch.get_num_threads() == before
-    assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o"), "--threads", "5"]) == 0
-    assert seen == {"threads": 5, "tensor_step_threads": None}  # asked for: the tensor step too
+    with caplog.at_level(logging.WARNING, logger="empirical_seaice"):
+        assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o"), "--threads", "5"]) == 0
+    assert seen == {"threads": min(5, cpus), "tensor_step_threads": None}  # asked for: the tensor step too
+    capped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("--threads 5:")]
+    assert capped == (
+        [] if cpus >= 5 else [f"--threads 5: more than the {cpus} CPUs this process may use; running on {cpus}"]
+    )
+    assert cli.main(["--data", str(tmp_path), "--output", str(tmp_path / "o"), "--threads", "100000"]) == 0
+    assert seen["threads"] == cpus
 
 
 def test_help_imports_nothing_heavy():

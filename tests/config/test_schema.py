@@ -27,6 +27,21 @@ def test_resolved_fills_the_automatic_values_and_keeps_explicit_ones():
     assert (r.batch_size, r.learning_rate) == (64, 1e-3 * 1024 / 64)
 
 
+def test_a_batch_larger_than_the_training_observations_is_refused():
+    """A batch of more observations than there are is an epoch of one step, at an automatic learning rate that
+    shrinks with the batch (--batchsize 8192 on 4,856 observations trained at 1.25e-4 and ended where it began):
+    refused with the largest batch allowed and the automatic one; as many as there are is allowed."""
+    cfg = TrainingConfig(batch_size=8192, learning_rate=None).resolved(4856)
+    with pytest.raises(SeaIceError) as exc:
+        cfg.check_batch(4856)
+    assert str(exc.value) == (
+        "--batchsize 8192: more than the 4,856 training observations, so every epoch would be one step at learning "
+        "rate 0.000125; give at most 4,856, or leave --batchsize out (automatic: 128 here)"
+    )
+    TrainingConfig(batch_size=4856).check_batch(4856)
+    TrainingConfig(batch_size=None).check_batch(10)  # automatic: the size follows the data
+
+
 def test_the_network_steps_at_most_the_geometric_mean_of_the_learning_rate_and_the_reference_step():
     """The automatic step of the dense weights: the learning rate up to 1e-3, above it sqrt(lr * 1e-3)
     (batch 128: 8e-3 -> 2.83e-3; 512: 2e-3 -> 1.41e-3); an explicit --network-learning-rate is kept."""

@@ -88,6 +88,19 @@ def test_early_stopping_summary_reports_the_kept_epoch(tiny, tmp_path):
     assert "WARNING" not in out, out
 
 
+def test_a_batch_larger_than_the_data_is_refused_before_training(tiny, tmp_path, capsys):
+    """--batchsize 9000 on the tiny twin's 9,322 observations, a tenth held out (8,390 to train on): every
+    epoch one step at 1.1e-4 (8192 on the fuzzed twin's 4,856 ended where it began, without a word); now a
+    one-line error, before any training, and no outputs."""
+    out = tmp_path / "out"
+    argv = ["--data", str(tiny), "--output", str(out), "--batchsize", "9000", "--validation-fraction", "0.1"]
+    assert cli.main([*argv, "--no-progress", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("seaice-training: error: --batchsize 9000: more than the 8,390 training observations")
+    assert "give at most 8,390, or leave --batchsize out (automatic: 128 here)" in err[-1]
+    assert not list(out.glob("seaice_*"))
+
+
 @pytest.fixture(scope="module")
 def tiny_south(tmp_path_factory):
     """A southern tiny twin with a twin seed the v1 ceiling's sigma was not chosen on (5)."""

@@ -215,6 +215,13 @@ def test_mostly_out_of_range_skin_temperature(dataset):
     _raises(ds.config, str(ds.config.data), "variable TSFC mostly out of range [180, 340] K")
 
 
+def test_a_zenith_angle_in_radians_is_refused(dataset):
+    """ZENITH in radians (every value within pi/2) passed the 0-90 degree range check and was taken as a view
+    from overhead (the cross-track physics and the network's angle input then wrong, without a word)."""
+    ds = dataset("B", edit=lambda s, f: f.__setitem__("ZENITH", np.deg2rad(f["ZENITH"])))
+    _raises(ds.config, "field_v2_ZENITH.nc: variable ZENITH of sensor amsr2: every value within 0..1.5708, radians?")
+
+
 def test_julian_day_mostly_missing(dataset):
     def spoil(sensor, f):
         f["JULIAN_DAY"][5:] = np.nan
@@ -471,6 +478,42 @@ def test_a_channel_mostly_missing_is_a_warning_naming_sensor_channel_and_file(da
     assert "field_v2_OBSVALUE.nc" in warned[0]
     c = basis.channel_index[name]
     assert obs.mask[:, c].mean() == pytest.approx(1.0 - missing, abs=0.02)
+
+
+@pytest.mark.parametrize("what", ["OBSVALUE", "EMIS_WATER"])
+def test_observations_without_any_valid_channel_are_a_warning(dataset, caplog, what):
+    """A third of a sensor's observations with every channel missing (the TBs) or out of range (an ocean
+    emissivity of 1.7): each channel is still valid in two thirds, so no channel's warning came, and they
+    were kept silently though they add nothing. Now the sensor's share is named; the run goes on."""
+
+    def spoil(sensor, fields):
+        n = fields[what].shape[0]
+        fields[what][: n // 3] = np.nan if what == "OBSVALUE" else 1.7
+
+    ds = dataset("B", edit=spoil)
+    with caplog.at_level("WARNING", logger="empirical_seaice"):
+        obs, _ = read_training_data(ds.config, NLAG)
+    warned = [r.getMessage() for r in caplog.records if "no valid channel" in r.getMessage()]
+    none = (~obs.mask.any(axis=1)).mean()  # the share the warning names: every row of the sample here
+    assert 0.3 < none < 0.35 and len(warned) == 1, (none, warned)
+    assert warned[0].startswith(f"sensor amsr2: {100 * none:.0f}% of its {obs.nobs} observations have no valid channel")
+    assert not [r for r in caplog.records if "channel 1" in r.getMessage()]  # no channel's own warning
+
+
+def test_observations_without_a_time_are_named_where_more_than_a_hundredth(dataset, caplog):
+    """NaN or fill JULIAN_DAY in 5 % of a sensor's observations: dropped (no step), which was said nowhere,
+    not even at -v; a warning now names the file and the count (below the share, at -v)."""
+
+    def spoil(sensor, fields):
+        n = fields["JULIAN_DAY"].shape[0]
+        fields["JULIAN_DAY"][: n // 20] = np.nan
+
+    ds = dataset("B", edit=spoil)
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        read_training_data(ds.config, NLAG)
+    said = [r for r in caplog.records if "have no JULIAN_DAY (NaN or fill); dropped" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelname == "WARNING", said
+    assert "field_v2_JULIAN_DAY.nc: sensor amsr2: " in said[0].getMessage()
 
 
 def test_background_files_of_different_days_name_both(dataset):

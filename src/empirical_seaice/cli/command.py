@@ -167,12 +167,20 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _thread_count(args: argparse.Namespace) -> int:
-    """``--threads``, or where it was not given the CPUs this process may use shared by the processes
-    a torchrun launch started on this machine (:func:`empirical_seaice.threads.auto_threads`)."""
-    from empirical_seaice.threads import auto_threads
+    """``--threads``, at most the CPUs this process may use (more only slow the run down, and tens of
+    thousands crashed it in the compiler's or OpenMP's thread start), or where it was not given those CPUs
+    shared by the processes a torchrun launch started on this machine
+    (:func:`empirical_seaice.threads.auto_threads`)."""
+    from empirical_seaice.threads import auto_threads, available_cpus
     from empirical_seaice.training.distributed import launch_environment
 
     if args.threads is not None:
+        cpus = available_cpus()
+        if args.threads > cpus:
+            logging.getLogger(__name__).warning(
+                "--threads %d: more than the %d CPUs this process may use; running on %d", args.threads, cpus, cpus
+            )
+            return cpus
         return int(args.threads)
     env = launch_environment()
     return auto_threads(env.local_world_size if env is not None else 1)

@@ -450,6 +450,20 @@ class TrainingConfig:
             return self.learning_rate  # the very same value: --exact-reference's one Adam group stays one
         return math.sqrt(self.learning_rate * REFERENCE_LEARNING_RATE)
 
+    def check_batch(self, nobs_train: int) -> None:
+        """A run's batch holds at most its ``nobs_train`` training observations: more is an epoch of one step,
+        at an automatic learning rate that shrinks with the batch (``--batchsize 8192`` on 4,856 observations
+        trained at 1.25e-4 and ended where it began). Raises :class:`SeaIceError` naming the largest batch
+        allowed and the automatic one. (The library's default batch, the reference's 1024, is not refused
+        on fewer observations elsewhere: a run of the command line checks its batch here.)"""
+        if self.batch_size is not None and self.batch_size > nobs_train > 0:
+            rate = "" if self.learning_rate is None else f" at learning rate {self.learning_rate:.3g}"
+            raise SeaIceError(
+                f"--batchsize {self.batch_size}: more than the {nobs_train:,} training observations, so every epoch "
+                f"would be one step{rate}; give at most {nobs_train:,}, or leave --batchsize out (automatic: "
+                f"{auto_batch_size(nobs_train)} here)"
+            )
+
     def resolved(self, nobs_train: int) -> TrainingConfig:
         """This configuration with the automatic batch size and learning rates made concrete, and the
         hold-out decided: none (and no early stopping) with fewer than ``validation_min_obs``

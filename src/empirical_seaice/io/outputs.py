@@ -101,11 +101,22 @@ def check_tag(tag: str, flag: str = "--tag") -> str:
     Raises
     ------
     SeaIceError
-        Empty, or containing a path separator or whitespace.
+        Empty, or containing a path separator or whitespace, or longer than :data:`TAG_MAX_BYTES` (it is
+        part of every file name, which the file system limits to 255 bytes).
     """
     if not tag or any(ch in tag for ch in "/\\ \t\n") or tag in (".", ".."):
         raise SeaIceError(f"{flag}: expected a file-name-safe tag (no '/', no spaces), got {tag!r}")
+    if len(tag.encode()) > TAG_MAX_BYTES:
+        raise SeaIceError(
+            f"{flag}: at most {TAG_MAX_BYTES} bytes (it is part of every file name), got {len(tag.encode())}: "
+            f"{tag[:20]}..."
+        )
     return tag
+
+
+TAG_MAX_BYTES = 100
+"""The longest tag: file names hold it beside at most ~40 bytes of their own (``.properties_grid_TAG.nc.tmpPID``,
+the run ids under ``.sets/TAG``), within the 255 bytes a file name may have."""
 
 
 # --------------------------------------------------------------------- writing

@@ -34,7 +34,7 @@ from empirical_seaice.io._netcdf import (
 from empirical_seaice.io.layouts import SensorFiles
 from empirical_seaice.io.per_observation import Zeros, numpy_zeros
 from empirical_seaice.io.sensor_read import SensorRead, var_path
-from empirical_seaice.io.validity import MOSTLY, RANGE_TOL, RANGES, FieldStats
+from empirical_seaice.io.validity import MOSTLY, NOTABLE, RANGE_TOL, RANGES, FieldStats
 from empirical_seaice.observations import release_pages
 from empirical_seaice.sensors import ChannelBasis
 
@@ -169,14 +169,23 @@ def warn_sparse_channels(mask: np.ndarray, reads: list[SensorRead], offsets: lis
     """A warning for each channel of a sensor that is valid in no more than half of its observations
     (missing or out of range in the TBs, the ocean emissivity or the atmosphere): such a channel is
     used only where valid, and a whole one missing was otherwise seen only in the channel table's
-    counts. The share is counted on at most :data:`SAMPLE_ROWS` evenly spaced observations of the
-    sensor (under 1 ms for the benchmark twin's three sensors; its whole mask would take 0.06 s)."""
+    counts; and one for a sensor of which more than :data:`~empirical_seaice.io.validity.NOTABLE` of the
+    observations have no valid channel at all (30 % of them passed unnoticed). The shares are counted on
+    at most :data:`SAMPLE_ROWS` evenly spaced observations of the sensor (under 1 ms for the benchmark
+    twin's three sensors; its whole mask would take 0.06 s)."""
     for s, r in enumerate(reads):
         n = r.keep.size
         if n == 0:
             continue
         step = max(1, n // SAMPLE_ROWS)
         rows = mask[offsets[s] : offsets[s] + n : step]
+        none = float((~rows[:, basis.present[s]].any(axis=1)).mean())
+        if none > NOTABLE:  # observations that add nothing, though every channel is valid in most of the others
+            log.warning(
+                "sensor %s: %.0f%% of its %d observations have no valid channel (%s, or the ocean emissivity or "
+                "atmosphere beside it, missing or out of range in every channel): they add nothing to the fit",
+                r.files.sensor.name, 100 * none, n, var_path(r.files, "OBSVALUE"),
+            )  # fmt: skip
         valid = rows[:, basis.present[s]].mean(axis=0)
         for c, share in zip(np.flatnonzero(basis.present[s]), valid, strict=True):
             if share > 1.0 - MOSTLY:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -196,6 +197,7 @@ def select_observations(
             "satellite zenith angle (degrees) of every observation"
         )
     if zen is not None:
+        _check_degrees(zen, zpath, sf.sensor.name)
         missing, out = classify(zen, "ZENITH")
         if cross:  # the angle enters the physics: an observation without it is dropped
             stats = FieldStats()
@@ -221,6 +223,18 @@ def select_observations(
         "(grid index, skin temperature, wind, cloud or angle missing or out of range)",
         sf.sensor.name, n, int(in_period.sum()), dropped,
     )  # fmt: skip
+
+
+def _check_degrees(zenith: np.ndarray, path: Path, sensor: str) -> None:
+    """A ``ZENITH`` with every valid value within pi/2 is in radians: a conical imager views at about 50-55
+    degrees, a cross-track sounder's swath reaches 45-65 (taken as degrees they were a view from overhead,
+    and the angle's physics and the network's angle input went wrong without a word)."""
+    valid = zenith[np.isfinite(zenith) & (zenith >= 0.0)]
+    if valid.size > 1 and float(valid.max()) <= np.pi / 2:
+        raise SeaIceError(
+            f"{path}: variable ZENITH of sensor {sensor}: every value within 0..{np.pi / 2:.4f}, radians? give the "
+            "satellite zenith angle in degrees"
+        )
 
 
 def _read_grid_index(sf: SensorFiles, gname: str, n: int, ngrid: int, background_name: str):

@@ -34,6 +34,7 @@ import numpy as np
 
 from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.io.validity import log_dropped
 from empirical_seaice.observations import step_index
 
 log = logging.getLogger(__name__)
@@ -181,11 +182,17 @@ def _outside(
     window: tuple[int, int],
     span: str,
 ) -> list[np.ndarray]:
-    """Each sensor's timestamps outside the windows ``window``; too many of them is an error."""
+    """Each sensor's timestamps outside the windows ``window``; too many of them is an error. Observations
+    without a timestamp (NaN or fill: no step) are dropped with them, named where more than
+    :data:`~empirical_seaice.io.validity.NOTABLE` of the sensor's (more than half is an error before this)."""
     w0, w1 = window
     outside = []
     for jd, path, sensor in zip(days, paths, sensors, strict=True):
         ok = np.isfinite(jd)
+        nmiss = int(jd.shape[0] - ok.sum())
+        if nmiss:
+            what = "%s: sensor %s: %d of %d observations have no JULIAN_DAY (NaN or fill); dropped"
+            log_dropped(log, nmiss, jd.shape[0], what, path, sensor, nmiss, jd.shape[0])
         if ok.all():
             win = _windows(jd, config.steps_per_day)
         else:

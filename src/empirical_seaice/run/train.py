@@ -295,6 +295,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     log.info("training: %d epochs, %s", plan.train_cfg.nepochs, schedule_line(plan.train_cfg))
     generator = make_generator(plan.train_cfg.seed)
     split = split_observations(obs.nobs, plan.train_cfg.validation_fraction, generator)
+    plan.train_cfg.check_batch(split[0].size)  # at most the training observations in a batch
     built = build_network(
         obs,
         background,
