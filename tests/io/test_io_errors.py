@@ -362,12 +362,16 @@ def test_tsfc_transposed(dataset):
 def test_lon_lat_wrong_length(dataset, var):
     ds = dataset("C")
     kw = {"lon": ds.background["lon"], "lat": ds.background["lat"]}
-    kw[var.lower()] = kw[var.lower()][:5]
+    kw[var.lower()] = kw[var.lower()][:3]
     write_backgrounds(ds.root, ds.background["sic"], ds.background["t_skin_map_k"], **kw)
     if var == "LAT":
-        _raises(ds.config, "ifs_tsfc_test_dailyx.nc", f"variable LAT expected shape ({NGRID},)", "got (5,)")
-    else:  # LON defines ngrid: the SIC rows no longer fit
-        _raises(ds.config, "ifs_seaice_initials_test.nc", "variable SEAICE expected ngrid=5", f"got shape ({NGRID}, 5)")
+        _raises(ds.config, "ifs_tsfc_test_dailyx.nc", f"variable LAT expected shape ({NGRID},)", "got (3,)")
+    else:  # LON defines ngrid: the SIC rows no longer fit, and either file may be the wrong one
+        _raises(
+            ds.config,
+            "ifs_seaice_initials_test.nc and ifs_tsfc_test_dailyx.nc are not on the same grid: SEAICE has "
+            f"{NGRID} grid points, LON of ifs_tsfc_test_dailyx.nc 3 (TSFC ({NGRID}, ",
+        )
 
 
 @pytest.mark.parametrize(

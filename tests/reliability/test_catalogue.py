@@ -223,7 +223,10 @@ DATA_CASES = [
     (
         "background-wrong-grid",
         {"ifs_tsfc_twin_dailyx.nc": rows_edit(lambda a: a[:100])},
-        ["ifs_seaice_initials_twin.nc", "SEAICE expected ngrid=100 rows (length of LON in ifs_tsfc_twin_dailyx"],
+        [
+            "ifs_seaice_initials_twin.nc and ifs_tsfc_twin_dailyx.nc are not on the same grid: SEAICE has",
+            "grid points, LON of ifs_tsfc_twin_dailyx.nc 100 (TSFC (100, ",
+        ],
     ),
 ]
 

@@ -88,9 +88,16 @@ def background_shape(seaice_path: Path, tsfc_path: Path, nlag: int) -> Backgroun
     # ngrid: the length of LON when the skin-temperature file has it, else the SIC rows.
     ngrid = lon_n if lon_n is not None else sshape[0]
     if sshape[0] != ngrid:
-        raise SeaIceError(
-            f"{seaice_path}: variable {sname} expected ngrid={ngrid} rows (length of LON in {tsfc_path.name}), "
-            f"got shape {sshape}{_transposed_hint(sshape, ngrid)}"
+        hint = _transposed_hint(sshape, ngrid)
+        if hint:  # the SIC file's grid is its columns: that file is the one to fix
+            raise SeaIceError(
+                f"{seaice_path}: variable {sname} expected ngrid={ngrid} rows (length of LON in {tsfc_path.name}), "
+                f"got shape {sshape}{hint}"
+            )
+        raise SeaIceError(  # either file may be the wrong one: name both, and what each holds
+            f"{seaice_path.name} and {tsfc_path.name} are not on the same grid: {sname} has {sshape[0]} grid points, "
+            f"LON of {tsfc_path.name} {ngrid} (TSFC {tshape}); give background files of one grid (in "
+            f"{seaice_path.parent})"
         )
     if len(tshape) != 2 or tshape[0] != ngrid:
         hint = _transposed_hint(tshape, ngrid)
