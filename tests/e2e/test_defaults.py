@@ -99,6 +99,9 @@ def test_a_batch_larger_than_the_data_is_refused_before_training(tiny, tmp_path,
     assert err[-1].startswith("seaice-training: error: --batchsize 9000: more than the 8,390 training observations")
     assert "give at most 8,390, or leave --batchsize out (automatic: 128 here)" in err[-1]
     assert not list(out.glob("seaice_*"))
+    # the automatic batch (128) is not refused on fewer training observations (47 of 9,322 here): nothing asked
+    auto = ["--data", str(tiny), "--output", str(out), "--validation-fraction", "0.995", "--nepochs", "1"]
+    assert "batch 128, learning rate 0.008" in _run(auto)
 
 
 @pytest.fixture(scope="module")

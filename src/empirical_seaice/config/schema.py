@@ -451,11 +451,12 @@ class TrainingConfig:
         return math.sqrt(self.learning_rate * REFERENCE_LEARNING_RATE)
 
     def check_batch(self, nobs_train: int) -> None:
-        """A run's batch holds at most its ``nobs_train`` training observations: more is an epoch of one step,
-        at an automatic learning rate that shrinks with the batch (``--batchsize 8192`` on 4,856 observations
-        trained at 1.25e-4 and ended where it began). Raises :class:`SeaIceError` naming the largest batch
-        allowed and the automatic one. (The library's default batch, the reference's 1024, is not refused
-        on fewer observations elsewhere: a run of the command line checks its batch here.)"""
+        """A batch asked for holds at most the ``nobs_train`` training observations: more is an epoch of one
+        step, at an automatic learning rate that shrinks with the batch (``--batchsize 8192`` on 4,856
+        observations trained at 1.25e-4 and ended where it began). Raises :class:`SeaIceError` naming the
+        largest batch allowed and the automatic one; an automatic batch (None) is not checked. The command
+        line checks the batch it was given (``--batchsize``, or ``--exact-reference``'s 1024); the library's
+        default, the reference's 1024, is not refused on fewer observations elsewhere."""
         if self.batch_size is not None and self.batch_size > nobs_train > 0:
             rate = "" if self.learning_rate is None else f" at learning rate {self.learning_rate:.3g}"
             raise SeaIceError(

@@ -285,6 +285,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     # ---- 2. read and build
     start_numba()  # the process's numba start-up, before the read's kernels (not beside them: slower)
     obs, background = _read(plan, display)
+    asked = plan.train_cfg  # before the automatic values: its batch None where it follows the data
     plan.train_cfg = plan.train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, from the data
     identity = run_identity(obs, plan.model_cfg, plan.cost_cfg, plan.train_cfg)
     if plan.model_file is not None:  # --diagsonly: the trained run's data, before any work
@@ -295,7 +296,8 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     log.info("training: %d epochs, %s", plan.train_cfg.nepochs, schedule_line(plan.train_cfg))
     generator = make_generator(plan.train_cfg.seed)
     split = split_observations(obs.nobs, plan.train_cfg.validation_fraction, generator)
-    plan.train_cfg.check_batch(split[0].size)  # at most the training observations in a batch
+    # a batch asked for (--batchsize, --exact-reference's) holds at most the training observations
+    replace(plan.train_cfg, batch_size=asked.batch_size).check_batch(split[0].size)
     built = build_network(
         obs,
         background,
