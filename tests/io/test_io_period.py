@@ -229,6 +229,13 @@ def test_times_without_their_time_of_day_are_a_warning(caplog):
         assert text.startswith("jd.nc: JULIAN_DAY of sensor amsr2 holds only ") and said in text, text
         assert "store the times of day, as float64 Julian days" in text
     caplog.clear()
+    with caplog.at_level("WARNING", logger="empirical_seaice"):  # one value for all: said as such
+        check_time_of_day(np.full(5000, D0 + 0.4), Path("jd.nc"), "amsr2")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"jd.nc: JULIAN_DAY of sensor amsr2 holds one value ({D0 + 0.4:.6f}) for every observation (5000): a fill "
+        "or a constant, not the observations' times; they all fall on one day"
+    ]
+    caplog.clear()
     with caplog.at_level("WARNING", logger="empirical_seaice"):
         check_time_of_day(times, Path("jd.nc"), "amsr2")
         check_time_of_day(np.floor(times[:20]), Path("jd.nc"), "amsr2")  # too few to tell

@@ -105,11 +105,21 @@ def check_time_of_day(julian_day: np.ndarray, path: Path, sensor: str) -> None:
     """A warning where a sensor's ``JULIAN_DAY`` holds at most 4 distinct times of day over 100 or more
     observations: whole days (the times floored) or float32 values (near 2.46e6 they step by 0.25 day).
     Without the time of day an observation can fall in the wrong 21 UTC window (step); looked at on
-    :data:`TIME_SAMPLES` evenly spaced values (0.1 ms for a sensor of the benchmark twin)."""
+    :data:`TIME_SAMPLES` evenly spaced values (0.1 ms for a sensor of the benchmark twin). One value for
+    every observation (a fill, a constant) is named as such."""
     for n in TIME_SAMPLES:
         seconds = _times_of_day(julian_day, n)
         if seconds.size > 4 or seconds.size == 0:
             return  # times of day (or too few values to tell)
+    sample = julian_day[:: max(1, julian_day.size // TIME_SAMPLES[-1])]
+    sample = sample[np.isfinite(sample)]
+    if sample.min() == sample.max():  # not a lost time of day: one value for every observation
+        log.warning(
+            "%s: JULIAN_DAY of sensor %s holds one value (%.6f) for every observation (%d): a fill or a constant, "
+            "not the observations' times; they all fall on one day",
+            path, sensor, float(sample[0]), julian_day.size,
+        )  # fmt: skip
+        return
     hours = ", ".join(f"{(sec // 3600 + 12) % 24:02d}:{sec // 60 % 60:02d}" for sec in seconds.tolist())
     log.warning(
         "%s: JULIAN_DAY of sensor %s holds only %d distinct time%s of day (%s UTC) in %d observations: whole "
