@@ -279,3 +279,34 @@ def test_a_later_start_date_says_how_the_background_files_are_read(dataset, capl
         read_training_data(dataclasses.replace(ds.config, start_date=start, nsteps=2), 1)
     assert f"before the first 21 UTC window of --start-date {start} (column 0 of the background files" in caplog.text
     assert "skip days with --stepstart" in caplog.text
+
+
+def test_the_bulk_grows_from_the_largest_run_over_near_or_large_runs_only():
+    """Runs of days separated by a day without observations: a dense run joins the bulk where it lies no
+    farther from it than the bulk is long, or holds 5 % of the observations. Stray timestamps packed into one
+    day (2.4 % of the data, 400 days early: as dense as a sixth of a day of data) started the period there,
+    and every real observation then fell after the background period."""
+    from empirical_seaice.config import DataConfig
+    from empirical_seaice.io.period import _windows, bulk_period
+
+    rng = np.random.default_rng(5)
+
+    def days_of(first, ndays, per_day):
+        return first + 0.4 + ndays * np.sort(rng.random(int(ndays * per_day)))
+
+    def step(days):  # the step of the last observation from D0 (the 21 UTC rule)
+        return int(np.floor(days.max() - D0 - 0.375))
+
+    cfg = DataConfig(data=".")
+    main = days_of(D0, 6, 1000)
+    strays = D0 - 400 + 0.5 + 0.01 * rng.random(150)  # one window, 15 % of a day's density
+    origin, last, w0, w1 = bulk_period([np.concatenate([strays, main])], cfg)
+    assert (origin, last) == (D0, step(main)) and (w0, w1) == (_windows(main, 1).min(), _windows(main, 1).max())
+    # the same run of strays with 6 % of the observations (a second sensor's file of fills, say) joins
+    many = D0 - 400 + 0.5 + 0.01 * rng.random(400)
+    assert bulk_period([np.concatenate([many, main])], cfg)[0] == D0 - 400
+    # a gap of two days inside six days of data, and a second block 20 days on with half the data: kept
+    near = np.concatenate([days_of(D0, 3, 1000), days_of(D0 + 5, 3, 1000)])
+    assert bulk_period([near], cfg)[:2] == (D0, step(near))
+    far = np.concatenate([days_of(D0, 5, 1000), days_of(D0 + 25, 5, 1000)])
+    assert bulk_period([far], cfg)[:2] == (D0, step(far)) and step(far) > 28

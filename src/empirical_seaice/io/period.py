@@ -9,7 +9,9 @@ timestamp cannot move the origin of every sensor:
 - the windows of all sensors' observations are grouped into runs separated by
   a day without any observation; a run holding on average less than
   :data:`OUTLIER_DENSITY` of the observations per day of the largest run lies
-  outside the period (:func:`bulk_period`); ``jd_origin`` is the floor of the
+  outside the period, and so does a run farther from the others than they span
+  that holds less than :data:`STRAY_SHARE` of the observations
+  (:func:`bulk_period`); ``jd_origin`` is the floor of the
   first Julian day of the bulk, or the day before ``--start-date``
   (:func:`start_origin`);
 - each sensor's timestamps outside the period are counted; a sensor losing more
@@ -47,6 +49,10 @@ OUTLIER_DENSITY = 0.1
 """A run of days separated from the rest by a day without any observation, holding on average less than
 this fraction of the observations per day of the largest run, lies outside the data's period (stray
 timestamps): its observations are dropped."""
+
+STRAY_SHARE = 0.05
+"""A dense run of days farther from the data's bulk than the bulk is long joins it only when it holds at least
+this share of all observations (:func:`bulk_period`)."""
 
 SENSOR_LOSS_FRACTION = 0.01
 """A sensor losing more than this fraction of its observations to timestamps outside the data's
@@ -164,8 +170,9 @@ def _finite(jd: np.ndarray) -> np.ndarray:
 
 
 def bulk_period(days: Sequence[np.ndarray], config: DataConfig) -> tuple[float, int, int, int]:
-    """(jd_origin, last step, first and last absolute window) of the data's bulk: runs of days separated by a
-    day without observations whose density is below :data:`OUTLIER_DENSITY` of the largest run's are outside."""
+    """(jd_origin, last step, first and last absolute window) of the data's bulk: of the runs of days separated
+    by a day without observations, those whose density is below :data:`OUTLIER_DENSITY` of the largest run's
+    are outside, and so are dense runs too far and too small to join it (:func:`_bulk_runs`)."""
     n = config.steps_per_day
     jd = np.concatenate([_finite(d) for d in days])
     win = _windows(jd, n)  # absolute window index
@@ -174,14 +181,36 @@ def bulk_period(days: Sequence[np.ndarray], config: DataConfig) -> tuple[float, 
     totals = np.add.reduceat(counts, starts)
     ends = np.append(starts[1:], uniq.size) - 1
     density = totals / (uniq[ends] - uniq[starts] + 1)
-    bulk = np.flatnonzero(density >= OUTLIER_DENSITY * density[int(np.argmax(totals))])
-    w0, w1 = int(uniq[starts[bulk[0]]]), int(uniq[ends[bulk[-1]]])
+    dense = density >= OUTLIER_DENSITY * density[int(np.argmax(totals))]
+    lo, hi = _bulk_runs(uniq[starts], uniq[ends], totals, dense)
+    w0, w1 = int(uniq[starts[lo]]), int(uniq[ends[hi]])
     if config.start_date is not None:
         origin = start_origin(config.start_date)
     else:
         origin = float(math.floor(jd[win >= w0].min()))
     last = int(step_index(np.array([(w1 + 0.5) / n + 0.375]), origin, n)[0])
     return origin, last, w0, w1
+
+
+def _bulk_runs(first: np.ndarray, last: np.ndarray, totals: np.ndarray, dense: np.ndarray) -> tuple[int, int]:
+    """The first and the last run of the data's bulk (runs: their first and last window, their observations,
+    whether dense enough). From the largest run, the next dense run on either side joins while it lies no
+    farther from the bulk than the bulk is long (windows between them), or holds at least
+    :data:`STRAY_SHARE` of all observations. Stray timestamps packed into a day (a fill, an epoch: 2 % of a
+    sensor's 400 days early) are as dense as a day of data, and started the period there."""
+    lo = hi = int(np.argmax(totals))
+    share = totals / totals.sum()
+    while True:
+        below = next((k for k in range(lo - 1, -1, -1) if dense[k]), None)
+        above = next((k for k in range(hi + 1, totals.size) if dense[k]), None)
+        span = int(last[hi] - first[lo] + 1)
+        joined = False
+        if below is not None and (first[lo] - last[below] - 1 <= span or share[below] >= STRAY_SHARE):
+            lo, joined = below, True
+        if above is not None and (first[above] - last[hi] - 1 <= span or share[above] >= STRAY_SHARE):
+            hi, joined = above, True
+        if not joined:
+            return lo, hi
 
 
 def _outside(
@@ -281,6 +310,7 @@ def select_period(
 __all__ = [
     "PLAUSIBLE_JD",
     "OUTLIER_DENSITY",
+    "STRAY_SHARE",
     "SENSOR_LOSS_FRACTION",
     "date_convention",
     "check_convention",
