@@ -196,8 +196,9 @@ def _bulk_runs(first: np.ndarray, last: np.ndarray, totals: np.ndarray, dense: n
     """The first and the last run of the data's bulk (runs: their first and last window, their observations,
     whether dense enough). From the largest run, the next dense run on either side joins while it lies no
     farther from the bulk than the bulk is long (windows between them), or holds at least
-    :data:`STRAY_SHARE` of all observations. Stray timestamps packed into a day (a fill, an epoch: 2 % of a
-    sensor's 400 days early) are as dense as a day of data, and started the period there."""
+    :data:`STRAY_SHARE` of all observations; a run that does not join ends the bulk on its side. Stray
+    timestamps packed into a day (a fill, an epoch: 2 % of a sensor's 400 days early) can be denser than a
+    tenth of a day of data, and started the period there."""
     lo = hi = int(np.argmax(totals))
     share = totals / totals.sum()
     while True:
