@@ -548,3 +548,92 @@ def test_an_unreadable_sensor_directory_says_so(dataset, monkeypatch):
 
     monkeypatch.setattr(os, "listdir", denied)
     _raises(ds.config, "gmi: cannot list the directory (permission denied); make it readable")
+
+
+@pytest.mark.parametrize(
+    "case, error",
+    [
+        ("same", None),
+        ("lon_plus_360", None),  # the same meridians
+        ("lon_reversed", "their LON differ at"),
+        ("lat_shifted", "their LAT differ at 12 of 12 grid points (grid point 0: "),
+        ("lon_short", "their LON differ at 12 of 12 grid points (11 values against 12)"),
+    ],
+)
+def test_a_sic_file_on_other_grid_points_is_refused(dataset, case, error):
+    """The SIC file's LON/LAT were never read: a SIC file of the same size whose points are another grid or
+    in another order was used as it came (fuzz: LON reversed, rc 0, output as the clean run's). Where both
+    files give them, they are compared point by point."""
+    import netCDF4
+
+    ds = dataset("C")
+    lon, lat = ds.background["lon"].astype(np.float64), ds.background["lat"].astype(np.float64)
+    sic_lon, sic_lat = {
+        "same": (lon, lat),
+        "lon_plus_360": (lon + 360.0, lat),
+        "lon_reversed": (lon[::-1], lat),
+        "lat_shifted": (lon, lat + 0.5),
+        "lon_short": (lon[:-1], lat),
+    }[case]
+    with netCDF4.Dataset(ds.root / "ifs_seaice_initials_test.nc", "a") as f:
+        for name, values in (("LON", sic_lon), ("LAT", sic_lat)):
+            f.createDimension(f"points_{name}", values.size)
+            f.createVariable(name, "f4", (f"points_{name}",))[:] = values
+    if error is None:
+        obs, background = read_training_data(ds.config, NLAG)
+        np.testing.assert_array_equal(background.lon, lon.astype(np.float32))
+        return
+    msg = _raises(
+        ds.config, "ifs_seaice_initials_test.nc and ifs_tsfc_test_dailyx.nc are not on the same grid: ", error
+    )
+    if case == "lon_reversed":
+        first = int(np.flatnonzero(np.abs(lon[::-1] - lon) > 0.01)[0])
+        assert f"(grid point {first}: {np.float32(lon[::-1][first]):g} against {np.float32(lon[first]):g})" in msg
+
+
+def test_one_grid_index_for_every_observation_is_a_warning(dataset, caplog):
+    """Every observation of a sensor on one grid point (a fill or a constant COMMON_IGRID) trained that point
+    alone without a word; the truth scores' count of grid-steps was the only sign."""
+
+    def constant(sensor, fields):
+        fields["IGRID"][:] = 7
+
+    ds = dataset("B", nobs=150, edit=constant)
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        obs, _ = read_training_data(ds.config, NLAG)
+    said = [r.getMessage() for r in caplog.records if "holds one grid index" in r.getMessage()]
+    assert said == [
+        f"{ds.root / 'field_v2_IGRID.nc'}: variable IGRID holds one grid index (7) for every observation of sensor "
+        f"amsr2 ({obs.nobs}): a fill or a constant, not the observations' grid points; they all train grid point 7"
+    ]
+    caplog.clear()
+    few = dataset("B", nobs=60, edit=constant)  # below ONE_POINT_MIN_OBS: not judged
+    spread = dataset("B", nobs=150)
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        read_training_data(few.config, NLAG)
+        read_training_data(spread.config, NLAG)
+    assert not [r for r in caplog.records if "holds one grid index" in r.getMessage()]
+
+
+@pytest.mark.parametrize(
+    "said, error",
+    [
+        ("gmi", "the file's global attribute sensor = 'gmi', but it is read as sensor amsr2"),
+        ("AMSR2", None),  # its own name, spelt otherwise
+        ("AMSR-2 on GCOM-W1", None),  # a name the catalogue does not know: not judged
+    ],
+)
+def test_a_sensor_directory_under_another_sensors_name_is_refused(dataset, said, error):
+    """Files whose global attribute names another sensor of the catalogue than the one they are read as
+    (fuzz: ssmisf17's directory renamed ssmisf16) trained with the other sensor's channels and incidence
+    angle; only a missing truth variable hinted at it."""
+    import netCDF4
+
+    ds = dataset("C", sensors=("amsr2", "gmi"))
+    (path,) = (ds.root / "amsr2").glob("*JULIAN_DAY.nc")
+    with netCDF4.Dataset(path, "a") as f:
+        f.sensor = said
+    if error is None:
+        read_training_data(ds.config, NLAG)
+        return
+    _raises(ds.config, f"{path}: ", error, "rename the directory amsr2 to gmi and give --sensors gmi")

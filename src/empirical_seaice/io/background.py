@@ -182,6 +182,7 @@ def read_background(
             cols = np.clip(np.arange(stepstart, stop + nlag) - nlag, 0, None)
             block = as_float(svar[:, cols[0] : cols[-1] + 1])
             sic = np.ascontiguousarray(block[:, cols - cols[0]])
+        sic_points = {n: as_float(ds.variables[n][:]).ravel() for n in ("LON", "LAT") if n in ds.variables}
     missing, out = _clean(sic, *SIC_RANGE, seaice_path, sname, "(fraction 0..1)")
     if missing.any():
         log_dropped(
@@ -208,6 +209,7 @@ def read_background(
     if lat is not None and lat.shape != (shape.ngrid,):
         raise SeaIceError(f"{tsfc_path}: variable LAT expected shape ({shape.ngrid},), got {lat.shape}")
     check_lonlat(lon, lat, tsfc_path)
+    check_same_points(sic_points, {"LON": lon, "LAT": lat}, seaice_path, tsfc_path)
     return BackgroundMaps(
         sic=np.ascontiguousarray(sic, dtype=np.float32),
         t_skin_map_k=np.ascontiguousarray(tmap, dtype=np.float32),
@@ -215,6 +217,46 @@ def read_background(
         lon=lon,
         lat=lat,
     )
+
+
+POINT_TOLERANCE_DEG = 0.01
+"""How far (degrees) the SIC file's ``LON``/``LAT`` may be from the skin-temperature file's at a grid point
+(float32 storage rounds to about 1e-5 degrees)."""
+
+
+def check_same_points(
+    sic_points: dict[str, np.ndarray], tsfc_points: dict[str, np.ndarray | None], seaice_path: Path, tsfc_path: Path
+) -> None:
+    """Where both background files give ``LON`` or ``LAT``, they give the same grid points in the same order
+    (longitudes compared modulo 360). The grid is the skin-temperature file's; a SIC file of the same size
+    in another order (another grid, or its points sorted otherwise) was used as it came.
+
+    Raises
+    ------
+    SeaIceError
+        Naming both files, the variable, how many points differ and the first of them.
+    """
+    for name, theirs in sic_points.items():
+        ours = tsfc_points.get(name)
+        if ours is None:
+            continue
+        if theirs.shape != ours.shape:
+            bad = np.ones(max(theirs.size, ours.size), dtype=bool)
+            detail = f"{theirs.size} values against {ours.size}"
+        else:
+            diff = theirs.astype(np.float64) - ours
+            if name == "LON":
+                diff = (diff + 180.0) % 360.0 - 180.0
+            bad = ~(np.abs(diff) <= POINT_TOLERANCE_DEG)
+            if not bad.any():
+                continue
+            i = int(np.flatnonzero(bad)[0])
+            detail = f"grid point {i}: {float(theirs[i]):g} against {float(ours[i]):g}"
+        raise SeaIceError(
+            f"{seaice_path.name} and {tsfc_path.name} are not on the same grid: their {name} differ at "
+            f"{int(bad.sum())} of {bad.size} grid points ({detail}); give background files of one grid, its "
+            f"points in one order (in {seaice_path.parent})"
+        )
 
 
 def check_lonlat(lon: np.ndarray | None, lat: np.ndarray | None, path: Path, names=("LON", "LAT")) -> None:
@@ -245,4 +287,11 @@ def check_lonlat(lon: np.ndarray | None, lat: np.ndarray | None, path: Path, nam
         )
 
 
-__all__ = ["BackgroundShape", "background_shape", "read_background", "check_lonlat", "SIC_VARIABLES"]
+__all__ = [
+    "BackgroundShape",
+    "background_shape",
+    "read_background",
+    "check_lonlat",
+    "check_same_points",
+    "SIC_VARIABLES",
+]

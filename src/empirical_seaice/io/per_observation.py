@@ -9,7 +9,7 @@ at once (:func:`grid_variables`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,44 @@ def _shared_time_order(jd: np.ndarray) -> np.ndarray:
         shared[1:] |= eq
         shared[:-1] |= eq
     return np.sort(by_time[shared])
+
+
+def _sensor_key(name: str) -> str:
+    """A sensor's name as files may spell it (``"SSMIS F17"``, ``"ssmis_f17"``) reduced to the catalogue's
+    (``"ssmisf17"``): lower case, letters and digits only."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def check_file_sensor(sf: SensorFiles, known: Sequence[str]) -> None:
+    """Where a sensor's ``JULIAN_DAY`` file names its sensor (a global attribute ``sensor``, as the twin's
+    files do) and that name is another sensor of the catalogue, the files are being read as the wrong
+    sensor (a directory of layout C under another sensor's name): the other sensor's channels, incidence
+    angle and biases. A name the catalogue does not know, or none, is not judged.
+
+    Raises
+    ------
+    SeaIceError
+        Naming the file, what it says and how it is read.
+    """
+    path = sf.path("JULIAN_DAY")
+    if not path.is_file():
+        return  # the reader names the missing file
+    with open_dataset(path) as ds:
+        said = ds.__dict__.get("sensor")
+    if not isinstance(said, str) or _sensor_key(said) == _sensor_key(sf.sensor.name):
+        return
+    other = {_sensor_key(name): name for name in known}.get(_sensor_key(said))
+    if other is None:
+        return
+    where = (
+        f"rename the directory {sf.location.name} to {other} and give --sensors {other}"
+        if sf.layout == "B" and sf.location.name == sf.sensor.name
+        else f"give --sensors {other}"
+    )
+    raise SeaIceError(
+        f"{path}: the file's global attribute sensor = {said!r}, but it is read as sensor {sf.sensor.name} "
+        f"(its channels, incidence angle and biases); {where}"
+    )
 
 
 def read_julian_day(r: SensorRead) -> None:
@@ -238,7 +276,8 @@ def _check_degrees(zenith: np.ndarray, path: Path, sensor: str) -> None:
 
 
 def _read_grid_index(sf: SensorFiles, gname: str, n: int, ngrid: int, background_name: str):
-    """The grid index of each observation (int32, -1 where missing) and the missing mask.
+    """The grid index of each observation (int32, -1 where missing) and the missing mask; a warning where
+    one index is given for every observation (:data:`ONE_POINT_MIN_OBS` or more, on a grid of several points).
 
     Raises
     ------
@@ -258,7 +297,18 @@ def _read_grid_index(sf: SensorFiles, gname: str, n: int, ngrid: int, background
             f"{gpath}: variable {gname} has grid index up to {int(valid.max())}, but the background "
             f"{background_name} has ngrid={ngrid} grid points (indices 0..{ngrid - 1})"
         )
+    if valid.size >= ONE_POINT_MIN_OBS and ngrid > 1 and valid.min() == valid.max():
+        log.warning(
+            "%s: variable %s holds one grid index (%d) for every observation of sensor %s (%d): a fill or a "
+            "constant, not the observations' grid points; they all train grid point %d",
+            gpath, gname, int(valid[0]), sf.sensor.name, valid.size, int(valid[0]),
+        )  # fmt: skip
     return np.where(gmiss, -1, grid).astype(np.int32), gmiss
+
+
+ONE_POINT_MIN_OBS = 100
+"""Observations of a sensor from which one grid index for all of them is warned about
+(:func:`_read_grid_index`): a fill or a constant, as for ``JULIAN_DAY``."""
 
 
 PER_OBS_DTYPES: dict[str, Any] = {

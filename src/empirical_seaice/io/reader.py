@@ -63,6 +63,7 @@ from empirical_seaice.io.layouts import DataFiles, find_data_files
 from empirical_seaice.io.per_channel import channel_arrays, read_per_channel
 from empirical_seaice.io.per_observation import (
     assemble_per_obs,
+    check_file_sensor,
     check_sensor_kept,
     grid_variables,
     numpy_zeros,
@@ -186,11 +187,13 @@ def _read_fresh(
     and with ``write_early`` each per-channel array starts going to the disk once it is complete
     (:meth:`~empirical_seaice.io.cache.CacheWriter.finished`): for a commit the caller waits for."""
     zeros = writer.zeros if writer is not None else numpy_zeros
-    basis = build_channel_basis(config.sensors, load_catalogue(config.sensor_catalogue))
+    catalogue = load_catalogue(config.sensor_catalogue)
+    basis = build_channel_basis(config.sensors, catalogue)
     reads = [SensorRead(sf) for sf in files.sensors]
 
     # Pass 1a: Julian days of every sensor, for the common step origin.
     for r in reads:
+        check_file_sensor(r.files, list(catalogue.sensors))
         read_julian_day(r)
     bg_shape = background_shape(files.seaice_background, files.tsfc_background, nlag)
     jd_origin, nstep_data, nsteps, outside = select_period(
