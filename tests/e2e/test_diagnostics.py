@@ -37,6 +37,54 @@ def test_departure_stats_channel_without_data_is_nan():
     assert st.count[4] == 0 and np.isnan(st.mean[4]) and np.isnan(st.std[4])
 
 
+def test_open_water_departures_hand_values(caplog, monkeypatch):
+    """Means per sensor and channel over the observations whose SIC is below 0.01, and one warning per sensor
+    naming the channels beyond 20 K (hand values); masked values, ice and too few observations not judged."""
+    from empirical_seaice.sensors import build_channel_basis
+
+    basis = build_channel_basis(["amsr2", "gmi"])
+    n, nchan = 240, basis.nchan
+    isensor = np.repeat(np.array([0, 1], np.int16), n // 2)
+    sic = np.tile(np.array([0.0, 0.005, 0.5, 0.9], np.float32), n // 4)  # half the rows over open water
+    y = np.full((n, nchan), 200.0, np.float32)
+    sim = y.copy()
+    sim[:, 0] -= 25.0  # amsr2's and gmi's first channel: +25 K everywhere
+    sim[sic >= 0.01, 1] += 60.0  # -60 K over ice only: not judged
+    sim[:, 2] -= np.where(np.arange(n) % 2 == 0, 10.0, 50.0).astype(np.float32)  # open water rows are 0, 1 mod 4
+    mask = np.ones((n, nchan), bool)
+    mask[::2, 3] = False
+    sim[::2, 3] = 1e6  # masked: must not count
+    water = d.OpenWaterDepartures(basis.nsensor, nchan, n)
+    assert water.stride == 1
+    water.add(isensor[:100], sic[:100], y[:100], sim[:100], mask[:100])  # blocks of 100 and 140
+    water.add(isensor[100:], sic[100:], y[100:], sim[100:], mask[100:])
+    np.testing.assert_array_equal(water.count[:, 0], [60, 60])
+    np.testing.assert_array_equal(water.count[:, 3], [30, 30])
+    with np.errstate(invalid="ignore"):
+        mean = water.s1 / water.count
+    np.testing.assert_allclose(mean[:, 0], 25.0)
+    np.testing.assert_allclose(mean[:, 1], 0.0)
+    np.testing.assert_allclose(mean[:, 2], 30.0)  # (10 + 50) / 2
+    monkeypatch.setattr(d, "OPEN_WATER_MIN_COUNT", 50)  # gmi has 60 open-water rows; channel 3 only 30
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        assert water.warn(basis) == ["amsr2", "gmi"]
+    lines = [r.getMessage() for r in caplog.records]
+    c = basis.channel_names
+    assert lines[0] == (
+        f"sensor amsr2: before training, the mean departure (observed - simulated TB) over open water is beyond "
+        f"20 K in channels {c[0]} +25.0 K, {c[2]} +30.0 K (60 observations with SIC < 0.01, where the ice model "
+        "plays no part); check the channel order, units (K) and calibration of its OBSVALUE against its other "
+        "per-channel fields"
+    )
+    monkeypatch.setattr(d, "OPEN_WATER_MIN_COUNT", 61)
+    assert water.warn(basis) == []
+    # a pass of many observations looks at about OPEN_WATER_SAMPLE of them, evenly spaced
+    big = d.OpenWaterDepartures(2, nchan, 10 * d.OPEN_WATER_SAMPLE + 5)
+    assert big.stride == 10
+    big.add(np.zeros(40, np.int16), np.zeros(40, np.float32), y[:40], sim[:40], mask[:40])
+    assert big.count[0, 0] == 4
+
+
 def test_observation_cost_sum_hand_value():
     obs = make_obs(nobs=2, sensors=("amsr2",))
     sim = obs.tb_obs_k.copy()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -53,6 +54,18 @@ def _truncate(path):
 
 def _remove(path):
     path.unlink()
+
+
+def _global_attribute(name: str, value: str):
+    """An edit that sets a global attribute of the file."""
+
+    def edit(path):
+        import netCDF4
+
+        with netCDF4.Dataset(path, "a") as ds:
+            ds.setncattr(name, value)
+
+    return edit
 
 
 def _all_rows(fn):
@@ -216,6 +229,19 @@ DATA_CASES = [
         [AMSR2_JD, "variable JULIAN_DAY mostly missing"],
     ),
     (
+        "sic-file-points-reversed",  # before: its LON/LAT never read, the SIC map taken in the wrong order
+        {"ifs_seaice_initials_twin.nc": nc_edit("LON", lambda v: v[::-1].copy())},
+        [
+            "ifs_seaice_initials_twin.nc and ifs_tsfc_twin_dailyx.nc are not on the same grid: their LON differ at",
+            "give background files of one grid, its points in one order",
+        ],
+    ),
+    (
+        "gmi-files-in-amsr2-directory",  # before: read with amsr2's channels and incidence, silently
+        {AMSR2_JD: _global_attribute("sensor", "gmi")},
+        [AMSR2_JD, "global attribute sensor = 'gmi', but it is read as sensor amsr2", "rename the directory amsr2"],
+    ),
+    (
         "background-sic-missing",
         {"ifs_seaice_initials_twin.nc": _remove},
         ["ifs_seaice", "--seaice-background"],
@@ -240,6 +266,28 @@ def test_damaged_input(twin, tmp_path, untouched, edits, fragments):
     assert_one_line_error(r, *fragments)
     assert not out.exists()
     assert {p: p.read_bytes() for p in before} == before  # the damaged copies are untouched too
+
+
+def test_swapped_channels_are_warned_about_before_training(twin, tmp_path, untouched):
+    """AMSR2's 10v and 10h swapped in its OBSVALUE only (each value plausible): the run trained on them without
+    a word, the bias correction and the SIC taking up 80 K. Over open water the simulation does not depend on
+    the ice model, so the initial pass names the sensor and the two channels; the other sensors' departures
+    over open water, on the same twin, stay within the bound."""
+
+    def swap(v):
+        v = v.copy()
+        v[:, [0, 1]] = v[:, [1, 0]]
+        return v
+
+    data = damaged(twin, tmp_path / "data", {"amsr2/field_twin_OBSVALUE.nc": nc_edit("OBSVALUE", swap)})
+    r = run_cli(["--data", data, "--output", tmp_path / "out", "--tag", "t", "--nepochs", "1", *FAST])
+    assert r.code == 0, r.stderr
+    said = [ln for ln in r.stderr.splitlines() if "over open water is beyond 20 K" in ln]
+    assert len(said) == 1, r.stderr
+    found = re.search(r"sensor amsr2: .* in channels 10v ([-+][0-9.]+) K, 10h ([-+][0-9.]+) K \(([0-9]+) obs", said[0])
+    assert found, said[0]
+    v, h, n = float(found[1]), float(found[2]), int(found[3])
+    assert v < -40 and h > 40 and n >= 100, said[0]  # the polarisation difference over the ocean
 
 
 # (id, flags of a second run over the good output set, fragments)

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,8 @@ from empirical_seaice.products.summary_table import (  # the table's names, re-e
 
 if TYPE_CHECKING:  # pragma: no cover
     from empirical_seaice.model.operator import HybridNetwork
+
+log = logging.getLogger(__name__)
 
 ICE_SIC_THRESHOLD = 0.5
 """True SIC above which an observation counts for the ice-emissivity RMSE."""
@@ -100,6 +103,78 @@ class DepartureSums:
             mean = self.s1 / n
             var = np.maximum(self.s2 / n - mean * mean, 0.0)
         return DepartureStats(count=self.count.copy(), mean=mean, std=np.sqrt(var))
+
+
+OPEN_WATER_SIC = 0.01
+"""SIC (the one each observation sees) below which an observation counts as over open water for
+:class:`OpenWaterDepartures`."""
+
+OPEN_WATER_SAMPLE = 1 << 16
+"""About how many observations of a pass :class:`OpenWaterDepartures` looks at, evenly spaced (every
+one up to this many; a mean of a few thousand departures is known to a fraction of a kelvin)."""
+
+OPEN_WATER_WARN_K = 20.0
+"""A sensor's channel whose mean departure over open water before training exceeds this (K) is warned
+about (:meth:`OpenWaterDepartures.warnings`)."""
+
+OPEN_WATER_MIN_COUNT = 100
+"""Open-water departures a (sensor, channel) needs before its mean is judged."""
+
+
+class OpenWaterDepartures:
+    """Mean departure ``y - H(x)`` per sensor and channel over open water before training: a check of the
+    observations' channel order and calibration, from the data alone.
+
+    Where the SIC an observation sees is below :data:`OPEN_WATER_SIC`, its simulation is the ocean's
+    emissivity and the atmosphere of its own files (``EMIS_WATER``, transmittance, up- and downwelling TB),
+    whatever the ice model: ECMWF's first-guess departures of microwave imagers over the ocean are a few
+    kelvin on average, and the background's ice-edge errors add a few more. A mean beyond
+    :data:`OPEN_WATER_WARN_K` says the observed TB is not what the other per-channel fields describe:
+    channels in another order (``V`` and ``H`` swapped: 50-80 K at 10-37 GHz), another calibration or
+    units. The bias correction would absorb part of it and the SIC the rest. About
+    :data:`OPEN_WATER_SAMPLE` of a pass's ``nobs`` observations are counted, evenly spaced (float64 sums).
+    """
+
+    def __init__(self, nsensor: int, nchan: int, nobs: int):
+        self.stride = max(1, nobs // OPEN_WATER_SAMPLE)
+        self.count = np.zeros((nsensor, nchan), dtype=np.int64)
+        self.s1 = np.zeros((nsensor, nchan), dtype=np.float64)
+
+    def add(self, isensor: np.ndarray, sic: np.ndarray, tb_obs: np.ndarray, tb_sim: np.ndarray, mask) -> None:
+        """Add a block: ``isensor``, ``sic`` (n,), ``tb_obs``, ``tb_sim`` (K) and ``mask`` (n, nchan)."""
+        rows = np.flatnonzero(np.asarray(sic[:: self.stride]) < OPEN_WATER_SIC) * self.stride
+        if rows.size == 0:
+            return
+        m = np.asarray(mask[rows], dtype=bool)
+        d = np.where(m, np.asarray(tb_obs[rows], np.float64) - np.asarray(tb_sim[rows], np.float64), 0.0)
+        s = np.asarray(isensor[rows])
+        for k in np.unique(s).tolist():  # a block holds one sensor's rows, or the end of one and the next's
+            of_k = s == k
+            self.count[k] += m[of_k].sum(axis=0)
+            self.s1[k] += d[of_k].sum(axis=0)
+
+    def warn(self, basis: Any) -> list[str]:
+        """Log one warning per sensor of ``basis`` naming its channels whose mean over at least
+        :data:`OPEN_WATER_MIN_COUNT` departures exceeds :data:`OPEN_WATER_WARN_K` in magnitude; returns
+        the sensors warned about."""
+        warned = []
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(self.count >= OPEN_WATER_MIN_COUNT, self.s1 / np.maximum(self.count, 1), 0.0)
+        for s, name in enumerate(basis.sensor_names):
+            far = np.flatnonzero(np.abs(mean[s]) > OPEN_WATER_WARN_K)
+            if far.size == 0:
+                continue
+            warned.append(name)
+            log.warning(
+                "sensor %s: before training, the mean departure (observed - simulated TB) over open water is "
+                "beyond %g K in channel%s %s (%d observations with SIC < %g, where the ice model plays no part); "
+                "check the channel order, units (K) and calibration of its OBSVALUE against its other per-channel "
+                "fields",
+                name, OPEN_WATER_WARN_K, "s" if far.size > 1 else "",
+                ", ".join(f"{basis.channel_names[c]} {mean[s, c]:+.1f} K" for c in far.tolist()),
+                int(self.count[s, far].max()), OPEN_WATER_SIC,
+            )  # fmt: skip
+        return warned
 
 
 def _block_sums_py(y, h, mask, sigma, count, s1, s2):  # pragma: no cover - compiled below

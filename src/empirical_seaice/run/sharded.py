@@ -226,6 +226,9 @@ def _run_sharded(
             assert sim0 is not None
             result.cost_before = diag.full_cost(full, obs, sim0, nobs_train)
             result.departures_before = diag.departure_stats(obs, sim0.tb)
+            water = diag.OpenWaterDepartures(basis.nsensor, basis.nchan, obs.nobs)
+            water.add(obs.isensor, sim0.sic, obs.tb_obs_k, sim0.tb, obs.mask)
+            water.warn(basis)
             result.files.append(
                 out.write_tb(out.output_path(stage, "tbsim_initial", tag), sim0.tb, basis, "tbsim_initial", obs.mask)
             )

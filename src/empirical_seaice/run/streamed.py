@@ -189,9 +189,11 @@ class _PackedOnOneThread:
 def initial_pass(
     network, data, obs: Observations, nobs_total: int, held: out.HeldOutputs | None, path: Path | None
 ) -> PassResult:
-    """Before training: the cost and departures before, and (``held`` and ``path`` given)
-    ``tbsim_initial`` held for ``path``."""
+    """Before training: the cost and departures before, a warning per sensor and channel whose departures
+    over open water say its observed TB is not what its files describe (:class:`~empirical_seaice.products.
+    diagnostics.OpenWaterDepartures`), and (``held`` and ``path`` given) ``tbsim_initial`` held for ``path``."""
     sums = _Sums(network, obs)
+    water = diag.OpenWaterDepartures(obs.basis.nsensor, obs.nchan, obs.nobs)
     block = _pass_block(obs)
     with contextlib.ExitStack() as stack:
         f = None
@@ -200,10 +202,12 @@ def initial_pass(
         for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, block=block):
             rows = slice(start, stop)
             sums.add(rows, sim)
+            water.add(obs.isensor[rows], sim.sic, obs.tb_obs_k[rows], sim.tb, obs.mask[rows])
             if f is not None:  # masked (NaN where the sensor lacks the channel) by the compressing threads
                 f.write("tb", start, sim.tb, np.array(obs.mask[rows], dtype=bool))
             obs.release(rows)
     files = {"tbsim_initial": Path(path)} if f is not None and path is not None else {}
+    water.warn(obs.basis)
     return PassResult(cost=sums.cost(nobs_total), departures=sums.departures.stats(), files=files)
 
 
