@@ -89,6 +89,23 @@ def test_hold_out_flags_override_the_default():
     assert (t.validation_fraction, t.early_stopping, t.resolved(5000).early_stopping) == (0.1, True, True)
 
 
+def test_holding_out_most_observations_is_a_warning(caplog):
+    """--validation-fraction 0.999 trained on 5 observations of the fuzz's 4,856 without a word (the summary
+    said "99.9 % held out"); above one half, a warning says what is left to train and what suffices."""
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        _configs(["--validation-fraction", "0.999"])
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert said == [
+        "--validation-fraction 0.999 holds out more observations than it trains on (0.1 % left to train the "
+        "state, the SIC and the network); the held-out cost needs a tenth (0.1, the default)"
+    ]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        _configs(["--validation-fraction", "0.5"])
+        _configs([])
+    assert not [r for r in caplog.records if "--validation-fraction" in r.getMessage()]
+
+
 def test_ice_emis_init_reference_and_old_optimizer_names(capsys):
     _, preset, _, training = _configs(["--ice-emis-init", "reference", "--optimizer", "dense"])
     assert preset.model.ice_emis_init is None

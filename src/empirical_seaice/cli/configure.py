@@ -8,6 +8,7 @@ explicitly; :func:`product_options` collects the products' flags.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from empirical_seaice.cli.further import OFF, REFERENCE_INIT
@@ -22,6 +23,8 @@ from empirical_seaice.config import (
     starting_configuration,
 )
 from empirical_seaice.errors import SeaIceError
+
+log = logging.getLogger(__name__)
 
 
 def _cost_from_args(args: argparse.Namespace, cost: CostConfig) -> CostConfig:
@@ -113,7 +116,17 @@ def configs_from_args(args: argparse.Namespace):
         tensor_step_threads=1 if getattr(args, "threads", 1) is None else None,  # an automatic --threads
     )
     _check_early_stopping_flags(training, explicit)
+    if training.validation_fraction > HELD_OUT_WARN:
+        log.warning(
+            "--validation-fraction %g holds out more observations than it trains on (%.1f %% left to train the "
+            "state, the SIC and the network); the held-out cost needs a tenth (0.1, the default)",
+            training.validation_fraction, 100 * (1 - training.validation_fraction),
+        )  # fmt: skip
     return data, preset, cost, training
+
+
+HELD_OUT_WARN = 0.5
+"""A ``--validation-fraction`` above this is warned about: most observations would train nothing."""
 
 
 def _check_early_stopping_flags(training: TrainingConfig, explicit: dict) -> None:
