@@ -637,3 +637,57 @@ def test_a_sensor_directory_under_another_sensors_name_is_refused(dataset, said,
         read_training_data(ds.config, NLAG)
         return
     _raises(ds.config, f"{path}: ", error, "rename the directory amsr2 to gmi and give --sensors gmi")
+
+
+def test_observations_not_where_their_grid_index_puts_them_are_a_warning(dataset, caplog):
+    """A grid index into another ordering of the grid (every value valid) trained every observation at the
+    wrong point without a word. Each observation's TSFC is the weather model's skin temperature there; the
+    map holds it per grid point and day: where the observations' own pairing is not much better than pairing
+    them at random, a warning names the sensor, both RMS differences and the map's file."""
+    import netCDF4
+
+    ds = dataset("B", nobs=400)
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        obs, bg = read_training_data(ds.config, NLAG)
+    # the fixture's TSFC and map are drawn apart: as the warning says
+    assert [r for r in caplog.records if "skin temperatures of its observations" in r.getMessage()]
+    caplog.clear()
+    tmap = np.asarray(bg.t_skin_map_k, np.float64)
+    rows, grid, step = np.asarray(obs.obs_index), np.asarray(obs.igrid), np.asarray(obs.istep) - obs.stepstart
+    tsfc = np.asarray(ds.fields["amsr2"]["TSFC"], np.float64).copy()
+    tsfc[rows] = tmap[grid, step] + np.random.default_rng(1).normal(0.0, 1.5, rows.size)  # paired, 1.5 K apart
+    with netCDF4.Dataset(ds.root / "field_v2_TSFC.nc", "a") as f:
+        f["TSFC"][:] = tsfc.astype(np.float32)
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        read_training_data(ds.config, NLAG)
+    assert not [r for r in caplog.records if "skin temperatures of its observations" in r.getMessage()]
+
+    with netCDF4.Dataset(ds.root / "field_v2_IGRID.nc", "a") as f:  # the grid's points in reverse order
+        f["IGRID"][:] = NGRID - 1 - np.asarray(ds.fields["amsr2"]["IGRID"])
+    caplog.clear()
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        read_training_data(ds.config, NLAG)
+    said = [r.getMessage() for r in caplog.records if "skin temperatures of its observations" in r.getMessage()]
+    assert len(said) == 1, said
+    own = np.sqrt(np.mean((tsfc[rows].astype(np.float32) - tmap[NGRID - 1 - grid, step]) ** 2))
+    found = re.fullmatch(
+        r"sensor amsr2: the skin temperatures of its observations \(TSFC of its files\) differ from "
+        r"ifs_tsfc_test_dailyx.nc at their grid point and day by ([0-9.]+) K RMS, about as much as at random grid "
+        r"points and days \(([0-9.]+) K\): its IGRID may not index that map's grid, or its JULIAN_DAY may not be "
+        r"the observations' times; check them against (.*)",
+        said[0],
+    )
+    assert found, said[0]
+    assert float(found[1]) == pytest.approx(own, abs=0.06) and own > 8.0  # 1.5 K when paired
+    assert float(found[2]) > 5.0 and own > 0.5 * float(found[2])
+    assert found[3] == str(ds.root / "ifs_tsfc_test_dailyx.nc")
+
+    # skin temperatures that vary too little to tell (every value within 1 K, a melting summer): nothing said
+    rng = np.random.default_rng(2)
+    write_backgrounds(ds.root, bg.sic, 271.0 + rng.uniform(0, 1, tmap.shape), lon=bg.lon, lat=bg.lat)
+    with netCDF4.Dataset(ds.root / "field_v2_TSFC.nc", "a") as f:
+        f["TSFC"][:] = (271.0 + rng.uniform(0, 1, tsfc.size)).astype(np.float32)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        read_training_data(ds.config, NLAG)
+    assert not [r for r in caplog.records if "skin temperatures of its observations" in r.getMessage()]

@@ -290,6 +290,23 @@ def test_swapped_channels_are_warned_about_before_training(twin, tmp_path, untou
     assert v < -40 and h > 40 and n >= 100, said[0]  # the polarisation difference over the ocean
 
 
+def test_a_grid_index_into_another_order_of_the_grid_is_warned_about(twin, tmp_path, untouched):
+    """AMSR2's COMMON_IGRID counting the grid's points from the other end (every index valid): trained at the
+    wrong points silently. Its observations' skin temperatures no longer follow the map at their points; the
+    other sensors' do (no word about them), and the open-water departures see ice where the background has
+    none."""
+    data = damaged(
+        twin, tmp_path / "data", {"amsr2/field_twin_COMMON_IGRID.nc": nc_edit("COMMON_IGRID", lambda v: 345 - v)}
+    )
+    r = run_cli(["--data", data, "--output", tmp_path / "out", "--tag", "t", "--nepochs", "1", *FAST])
+    assert r.code == 0, r.stderr
+    said = [ln for ln in r.stderr.splitlines() if "skin temperatures of its observations" in ln]
+    assert len(said) == 1 and "sensor amsr2: " in said[0] and "its COMMON_IGRID may not index" in said[0], r.stderr
+    own, chance = map(float, re.search(r"by ([0-9.]+) K RMS, .* days \(([0-9.]+) K\)", said[0]).groups())
+    assert own > 0.5 * chance and chance > 5.0, said[0]
+    assert [ln for ln in r.stderr.splitlines() if "sensor amsr2: before training" in ln and "over open water" in ln]
+
+
 # (id, flags of a second run over the good output set, fragments)
 OVER_GOOD_CASES = [
     ("resume-other-lr", ["--resume", "--learning-rate", "2e-2"], ["--resume", "--learning-rate: 0.01 then, 0.02 now"]),

@@ -99,6 +99,49 @@ def check_sensor_kept(r: SensorRead, config: DataConfig, nsteps: int) -> None:
         log.warning("sensor %s: %d duplicated observations (same time, grid point and weather)", name, ndup)
 
 
+SKIN_SAMPLE = 1 << 16
+"""About how many of a sensor's observations :func:`check_skin_pairing` looks at, evenly spaced."""
+
+SKIN_CHANCE_MIN_K = 5.0
+"""The RMS difference (K) at random grid points and days below which the skin-temperature map varies too
+little to tell a right pairing from a wrong one (:func:`check_skin_pairing` says nothing)."""
+
+SKIN_RATIO_WARN = 0.5
+"""The RMS difference at the observations' own grid points and days, as a share of that at random ones,
+above which :func:`check_skin_pairing` warns (0.05-0.19 on five twins, 0.69-1.2 with their grid reversed)."""
+
+
+def check_skin_pairing(r: SensorRead, gname: str, t_map: np.ndarray, stepstart: int, tsfc_path: Path) -> None:
+    """A warning where a sensor's observations are not where their grid index and time put them.
+
+    Each observation carries the weather model's skin temperature at its place and time (``TSFC`` of the
+    sensor's files); the skin-temperature map holds its daily mean per grid point. At the grid point and
+    day the reader gives an observation the two agree to a few kelvin (RMS at most 2.2 K a sensor on five twins); at
+    random grid points and days they differ by 8-18 K. Where the observations' own pairing is not much
+    better than chance (:data:`SKIN_RATIO_WARN`, judged only where chance gives :data:`SKIN_CHANCE_MIN_K`
+    or more), the grid index does not index the background's grid (another grid of the same size, points
+    in another order) or ``JULIAN_DAY`` is not the observations' time: each value plausible, so no other
+    check sees it. Looked at on about :data:`SKIN_SAMPLE` observations (a fixed random draw for chance).
+    """
+    n = r.keep.size
+    if n < ONE_POINT_MIN_OBS:
+        return
+    rows = np.arange(0, n, max(1, n // SKIN_SAMPLE))
+    t = np.asarray(r.per_obs["TSFC"][rows], dtype=np.float64)
+    grid, step = r.per_obs["igrid"][rows], r.per_obs["istep"][rows] - stepstart
+    own = float(np.sqrt(np.mean((t - t_map[grid, step]) ** 2)))
+    rng = np.random.default_rng(0)
+    chance = float(np.sqrt(np.mean((t - t_map[rng.permutation(grid), rng.permutation(step)]) ** 2)))
+    if chance >= SKIN_CHANCE_MIN_K and own > SKIN_RATIO_WARN * chance:
+        log.warning(
+            "sensor %s: the skin temperatures of its observations (TSFC of its files) differ from %s at their "
+            "grid point and day by %.1f K RMS, about as much as at random grid points and days (%.1f K): its %s "
+            "may not index that map's grid, or its JULIAN_DAY may not be the observations' times; check them "
+            "against %s",
+            r.files.sensor.name, tsfc_path.name, own, chance, gname, tsfc_path,
+        )  # fmt: skip
+
+
 def _shared_time_order(jd: np.ndarray) -> np.ndarray:
     """Indices of the observations whose time another observation has too, ascending: only they can be
     duplicated, and sorting them alone by (time, grid point) keeps every group of equal (time, grid

@@ -65,6 +65,7 @@ from empirical_seaice.io.per_observation import (
     assemble_per_obs,
     check_file_sensor,
     check_sensor_kept,
+    check_skin_pairing,
     grid_variables,
     numpy_zeros,
     per_obs_arrays,
@@ -231,8 +232,9 @@ def _read_fresh(
             f"--stepstart {config.stepstart} --nsteps {nsteps}: no valid observation in the selected period "
             f"(sensors {' '.join(config.sensors)}, data {config.data})"
         )
-    for r in reads:
+    for r, gname in zip(reads, grid_names, strict=True):
         check_sensor_kept(r, config, nsteps)
+        check_skin_pairing(r, gname, background.t_skin_map_k, config.stepstart, files.tsfc_background)
     out, offsets = assemble_per_obs(reads, nobs, config.stepstart, zeros)
 
     # Pass 2: per-channel fields, block by block, into the unified basis.
