@@ -74,7 +74,8 @@ def test_open_water_departures_hand_values(caplog, monkeypatch):
         f"sensor amsr2: before training, the mean departure (observed - simulated TB) over open water is beyond "
         f"20 K in channels {c[0]} +25.0 K, {c[2]} +30.0 K (60 observations with SIC < 0.01, where the ice model "
         "plays no part); check the channel order, units (K) and calibration of its OBSVALUE against its other "
-        "per-channel fields"
+        "per-channel fields, and its grid index and times (ice where the background has open water: positive, "
+        "largest at 10-19 GHz H)"
     )
     monkeypatch.setattr(d, "OPEN_WATER_MIN_COUNT", 61)
     assert water.warn(basis) == []
