@@ -555,6 +555,8 @@ def test_an_unreadable_sensor_directory_says_so(dataset, monkeypatch):
     [
         ("same", None),
         ("lon_plus_360", None),  # the same meridians
+        ("rounded_to_a_tenth", None),  # coordinates stored to 0.1 degree
+        ("lon_at_the_pole", None),  # within half a degree of the pole any longitude is the same place
         ("lon_reversed", "their LON differ at"),
         ("lat_shifted", "their LAT differ at 12 of 12 grid points (grid point 0: "),
         ("lon_short", "their LON differ at 12 of 12 grid points (11 values against 12)"),
@@ -571,10 +573,15 @@ def test_a_sic_file_on_other_grid_points_is_refused(dataset, case, error):
     sic_lon, sic_lat = {
         "same": (lon, lat),
         "lon_plus_360": (lon + 360.0, lat),
+        "rounded_to_a_tenth": (np.round(lon, 1), np.round(lat, 1)),
+        "lon_at_the_pole": (lon + 90.0 * (np.arange(lon.size) == 3), lat),
         "lon_reversed": (lon[::-1], lat),
         "lat_shifted": (lon, lat + 0.5),
         "lon_short": (lon[:-1], lat),
     }[case]
+    if case == "lon_at_the_pole":
+        lat[3] = 89.7
+        write_backgrounds(ds.root, ds.background["sic"], ds.background["t_skin_map_k"], lon=lon, lat=lat)
     with netCDF4.Dataset(ds.root / "ifs_seaice_initials_test.nc", "a") as f:
         for name, values in (("LON", sic_lon), ("LAT", sic_lat)):
             f.createDimension(f"points_{name}", values.size)
@@ -587,8 +594,21 @@ def test_a_sic_file_on_other_grid_points_is_refused(dataset, case, error):
         ds.config, "ifs_seaice_initials_test.nc and ifs_tsfc_test_dailyx.nc are not on the same grid: ", error
     )
     if case == "lon_reversed":
-        first = int(np.flatnonzero(np.abs(lon[::-1] - lon) > 0.01)[0])
+        first = int(np.flatnonzero((np.abs(lon[::-1] - lon) > 0.05) & (lat < 89.5))[0])  # the pole's not compared
         assert f"(grid point {first}: {np.float32(lon[::-1][first]):g} against {np.float32(lon[first]):g})" in msg
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_grid_description_on_other_points_than_the_skin_temperature_file_is_refused(dataset, reverse):
+    """A grid description (grid.nc) beside a skin-temperature file that has its own LON/LAT: the file's were
+    kept and the description's read, checked for size, and dropped, whatever points it gave."""
+    ds = dataset("C")
+    lon, lat = ds.background["lon"], ds.background["lat"]
+    write_netcdf(ds.root / "grid.nc", {"lon": lon[::-1] if reverse else lon, "lat": lat})
+    if not reverse:
+        read_training_data(ds.config, NLAG)
+        return
+    _raises(ds.config, "grid.nc and ifs_tsfc_test_dailyx.nc are not on the same grid: their LON differ at")
 
 
 def test_one_grid_index_for_every_observation_is_a_warning(dataset, caplog):

@@ -219,25 +219,33 @@ def read_background(
     )
 
 
-POINT_TOLERANCE_DEG = 0.01
-"""How far (degrees) the SIC file's ``LON``/``LAT`` may be from the skin-temperature file's at a grid point
-(float32 storage rounds to about 1e-5 degrees)."""
+POINT_TOLERANCE_DEG = 0.05
+"""How far (degrees) another file's ``LON``/``LAT`` may be from the skin-temperature file's at a grid point:
+coordinates rounded to 0.1 degree pass, a neighbouring point of a 25 km grid (0.2 degree of latitude) does
+not. Longitudes within :data:`POLE_MARGIN_DEG` of a pole, where any longitude is nearly the same place, are
+not compared."""
+
+POLE_MARGIN_DEG = 0.5
 
 
 def check_same_points(
-    sic_points: dict[str, np.ndarray], tsfc_points: dict[str, np.ndarray | None], seaice_path: Path, tsfc_path: Path
+    theirs_by_name: dict[str, np.ndarray],
+    ours_by_name: dict[str, np.ndarray | None],
+    their_path: Path,
+    our_path: Path,
 ) -> None:
-    """Where both background files give ``LON`` or ``LAT``, they give the same grid points in the same order
-    (longitudes compared modulo 360). The grid is the skin-temperature file's; a SIC file of the same size
-    in another order (another grid, or its points sorted otherwise) was used as it came.
+    """Where two files give ``LON`` or ``LAT`` (the SIC file or the grid description, and the skin-temperature
+    file), they give the same grid points in the same order (longitudes compared modulo 360). The grid is the
+    skin-temperature file's; a SIC file or grid description of the same size in another order (another grid,
+    or its points sorted otherwise) was used as it came.
 
     Raises
     ------
     SeaIceError
         Naming both files, the variable, how many points differ and the first of them.
     """
-    for name, theirs in sic_points.items():
-        ours = tsfc_points.get(name)
+    for name, theirs in theirs_by_name.items():
+        ours = ours_by_name.get(name)
         if ours is None:
             continue
         if theirs.shape != ours.shape:
@@ -248,14 +256,17 @@ def check_same_points(
             if name == "LON":
                 diff = (diff + 180.0) % 360.0 - 180.0
             bad = ~(np.abs(diff) <= POINT_TOLERANCE_DEG)
+            lat = ours_by_name.get("LAT")
+            if name == "LON" and lat is not None and lat.shape == bad.shape:
+                bad &= np.abs(lat) < 90.0 - POLE_MARGIN_DEG
             if not bad.any():
                 continue
             i = int(np.flatnonzero(bad)[0])
             detail = f"grid point {i}: {float(theirs[i]):g} against {float(ours[i]):g}"
         raise SeaIceError(
-            f"{seaice_path.name} and {tsfc_path.name} are not on the same grid: their {name} differ at "
+            f"{their_path.name} and {our_path.name} are not on the same grid: their {name} differ at "
             f"{int(bad.sum())} of {bad.size} grid points ({detail}); give background files of one grid, its "
-            f"points in one order (in {seaice_path.parent})"
+            f"points in one order (in {their_path.parent})"
         )
 
 

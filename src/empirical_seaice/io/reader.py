@@ -57,7 +57,7 @@ from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cache as _cache
 from empirical_seaice.io._netcdf import as_float, get_variable, open_dataset
-from empirical_seaice.io.background import background_shape, check_lonlat, read_background
+from empirical_seaice.io.background import background_shape, check_lonlat, check_same_points, read_background
 from empirical_seaice.io.grid_cells import GridCells, declare, declared_cells
 from empirical_seaice.io.layouts import DataFiles, find_data_files
 from empirical_seaice.io.per_channel import channel_arrays, read_per_channel
@@ -81,12 +81,12 @@ from empirical_seaice.sensors import build_channel_basis, load_catalogue
 log = logging.getLogger(__name__)
 
 
-def _apply_grid_file(background: BackgroundMaps, path: Path | None) -> None:
+def _apply_grid_file(background: BackgroundMaps, path: Path | None, tsfc_path: Path) -> None:
     """Take ``lon``/``lat`` of the grid description (the v2 reference's grid file) into ``background``.
 
     Variables ``lon``, ``lat`` (or ``LON``, ``LAT``), one value per grid point of the
-    background files. Coordinates already read from the skin-temperature file are kept
-    (the sizes must agree).
+    background files. Coordinates already read from the skin-temperature file are kept: the
+    sizes must agree, and so must the points (:func:`~empirical_seaice.io.background.check_same_points`).
     """
     if path is None:
         return
@@ -102,6 +102,9 @@ def _apply_grid_file(background: BackgroundMaps, path: Path | None) -> None:
                 )
             values[name] = arr
     check_lonlat(values["lon"], values["lat"], path, ("lon", "lat"))
+    check_same_points(
+        {"LON": values["lon"], "LAT": values["lat"]}, {"LON": background.lon, "LAT": background.lat}, path, tsfc_path
+    )
     if background.lon is None:
         background.lon = values["lon"]
     if background.lat is None:
@@ -215,7 +218,7 @@ def _read_fresh(
         files.seaice_background, files.tsfc_background, bg_shape, config.stepstart, nsteps, nlag
     )
     ngrid = bg_shape.ngrid
-    _apply_grid_file(background, files.grid)
+    _apply_grid_file(background, files.grid, files.tsfc_background)
     if writer is not None:  # the background maps go to the cache while the observations are read
         for name in _cache.BG_FIELDS:
             arr = getattr(background, name)
