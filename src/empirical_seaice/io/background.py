@@ -226,6 +226,7 @@ not. Longitudes within :data:`POLE_MARGIN_DEG` of a pole, where any longitude is
 not compared."""
 
 POLE_MARGIN_DEG = 0.5
+"""Degrees from a pole within which :func:`check_same_points` does not compare longitudes."""
 
 
 def check_same_points(

@@ -115,7 +115,7 @@ one up to this many; a mean of a few thousand departures is known to a fraction 
 
 OPEN_WATER_WARN_K = 20.0
 """A sensor's channel whose mean departure over open water before training exceeds this (K) is warned
-about (:meth:`OpenWaterDepartures.warnings`)."""
+about (:meth:`OpenWaterDepartures.warn`)."""
 
 OPEN_WATER_MIN_COUNT = 100
 """Open-water departures a (sensor, channel) needs before its mean is judged."""
