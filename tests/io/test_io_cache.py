@@ -588,3 +588,37 @@ def test_checksums_on_threads_stop_when_one_file_fails(tmp_path, monkeypatch):
     with pytest.raises(SeaIceError, match="missing.bin: cannot read the file"):
         cache_mod.file_checksums([tmp_path / "missing.bin", path], threads=2)
     assert len(calls) < 64, f"{len(calls)} of 256 windows checksummed after the other file failed"
+
+
+@pytest.mark.parametrize("behind", [False, True])
+def test_the_reads_warnings_are_said_again_on_every_hit(dataset, tmp_path, caplog, behind):
+    """A warning about the data (here one grid index for every observation) was said by the read that
+    built the cache and never again: every later run of the same files was silent. The manifest keeps the
+    read's warnings, and each hit says them again, marked as the cache's; a cache of clean data says
+    nothing."""
+
+    def constant(sensor, fields):
+        fields["IGRID"][:] = 3
+
+    ds = dataset("B", nobs=150, edit=constant)
+    cdir = tmp_path / "out"
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        read_training_data(ds.config, NLAG, cdir, commit_behind=behind)
+        cache_mod.join_commits(cdir)
+    first = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("holds one grid index (3) for every observation" in m for m in first), first
+    manifest = json.loads((cdir / "observations" / "manifest.json").read_text())
+    assert manifest["meta"]["warnings"] == first
+    caplog.clear()
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        read_training_data(ds.config, NLAG, cdir)
+    again = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert again == [f"{m} (said when the data cache was built from these files)" for m in first]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "INFO" and "loaded from cache" in r.getMessage()]
+
+    clean = dataset("B", nobs=40)  # below every sample's threshold: the read warns about nothing
+    caplog.clear()
+    with caplog.at_level("INFO", logger="empirical_seaice"):
+        read_training_data(clean.config, NLAG, tmp_path / "clean")
+        read_training_data(clean.config, NLAG, tmp_path / "clean")
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]

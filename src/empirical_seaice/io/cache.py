@@ -2,7 +2,9 @@
 
 Layout: ``<cache_dir>/observations/`` holds one ``.npy`` file per array of
 :class:`Observations` and :class:`BackgroundMaps` and a ``manifest.json``
-with the cache key and the metadata (grid size, period, origin, sensors).
+with the cache key and the metadata (grid size, period, origin, sensors) and
+the warnings of the read that built it, which every hit says again
+(:func:`say_warnings`: the data's faults do not go quiet on the second run).
 The key is a SHA-256 over the input files (resolved path, size and a
 checksum of the content, :func:`file_checksum`), the :class:`DataConfig` and
 ``nlag``; any difference rebuilds the cache, also an edit that keeps the
@@ -62,10 +64,11 @@ log = logging.getLogger(__name__)
 
 CACHE_SUBDIR = "observations"
 MANIFEST = "manifest.json"
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 """The layout of the cached arrays (a cache of another version is rebuilt): 3 since the atmosphere is stored
 as its three effective fields (:mod:`empirical_seaice.all_sky`), not the clear and cloudy columns' six; 4
-since the manifest records each array file's size and modification time (:func:`_file_stamps`)."""
+since the manifest records each array file's size and modification time (:func:`_file_stamps`); 5 since it
+records the warnings of the read that built it (:func:`say_warnings` says them again on a hit)."""
 LOCK = ".lock"
 BG_FIELDS = ("sic", "t_skin_map_k", "lon", "lat")
 """The arrays of :class:`BackgroundMaps` in the cache (``bg_<name>.npy``; lon and lat where known)."""
@@ -246,6 +249,17 @@ def load(cache_dir: Path, key: str, sensor_catalogue: Path | None = None) -> tup
         log.warning("%s changed since the cache was built; rebuilding the cache from the data", root / changed)
         return None
     return _open_maps(root, manifest["meta"], sensor_catalogue)
+
+
+def say_warnings(cache_dir: Path) -> None:
+    """Log again the warnings of the read that built the cache of ``cache_dir`` (its manifest's), marked as
+    the cache's: a hit of the same files is as wrong as the read was, and is said so on every run."""
+    try:
+        meta = json.loads((Path(cache_dir) / CACHE_SUBDIR / MANIFEST).read_text())["meta"]
+    except (OSError, ValueError, KeyError):
+        return
+    for message in meta.get("warnings", []):
+        log.warning("%s (said when the data cache was built from these files)", message)
 
 
 def _file_stamps(root: Path) -> dict[str, list[int]]:
@@ -516,16 +530,22 @@ def _write_error(cache_dir: Path, exc: OSError) -> SeaIceError:
 
 
 def save(
-    cache_dir: Path, key: str, obs: Observations, background: BackgroundMaps, writer: CacheWriter | None = None
+    cache_dir: Path,
+    key: str,
+    obs: Observations,
+    background: BackgroundMaps,
+    writer: CacheWriter | None = None,
+    warnings: Sequence[str] = (),
 ) -> Path:
     """Write the cache atomically (temporary directory, then rename); returns its directory.
 
     ``writer``: the cache whose arrays the reader filled in place (:class:`CacheWriter`); its
-    arrays are flushed, the others written."""
+    arrays are flushed, the others written. ``warnings``: what the read that filled it warned about,
+    said again on every hit (:func:`say_warnings`)."""
     if writer is None:
         writer = CacheWriter(cache_dir)
     try:
-        meta = _write_rest(writer, obs, background)
+        meta = _write_rest(writer, obs, background, warnings)
         _commit(writer, key, meta)
     except BaseException as exc:
         writer.abort()
@@ -535,7 +555,9 @@ def save(
     return Path(cache_dir) / CACHE_SUBDIR
 
 
-def _write_rest(writer: CacheWriter, obs: Observations, background: BackgroundMaps) -> dict:
+def _write_rest(
+    writer: CacheWriter, obs: Observations, background: BackgroundMaps, warnings: Sequence[str] = ()
+) -> dict:
     """Write the arrays the reader did not fill in place (the background maps) into the cache being
     built; returns the manifest's ``meta``."""
     tmp = writer.tmp
@@ -560,6 +582,7 @@ def _write_rest(writer: CacheWriter, obs: Observations, background: BackgroundMa
         "nlag": background.nlag,
         "nobs": obs.nobs,
         "bg_fields": bg_fields,
+        "warnings": list(warnings),
     }
 
 
@@ -598,6 +621,7 @@ def commit_behind(
     background: BackgroundMaps,
     writer: CacheWriter,
     sensor_catalogue: Path | None = None,
+    warnings: Sequence[str] = (),
 ) -> tuple[Observations, BackgroundMaps]:
     """:func:`save` with its wait for the disk on a thread of its own: the arrays the reader did not
     fill in place are written here, and the cache's arrays come back at once as read-only memory
@@ -615,7 +639,7 @@ def commit_behind(
         The arrays cannot be written or mapped back (the temporary directory goes).
     """
     try:
-        meta = _write_rest(writer, obs, background)
+        meta = _write_rest(writer, obs, background, warnings)
         mapped = _open_maps(writer.tmp, meta, sensor_catalogue)
     except BaseException as exc:
         writer.abort()
@@ -701,6 +725,7 @@ def _lock_pid(path: Path) -> int | None:
 
 
 __all__ = [
+    "say_warnings",
     "CacheGuard",
     "CacheLock",
     "CacheWriter",

@@ -330,12 +330,14 @@ def _read_or_load(
             hit = _cache.load(Path(cache_dir), key, config.sensor_catalogue)
             if hit is not None:
                 log.info("training data loaded from cache %s", cache_dir)
+                _cache.say_warnings(Path(cache_dir))
                 hit[0].source_digest = _cache.content_digest(inputs, sums)
                 return hit
         writer = _cache.CacheWriter(Path(cache_dir))
         try:
-            with _checksums_beside(inputs) as checksums:  # no cache yet: the files are read meanwhile
-                # a commit behind the run writes the pages out there, not while the read needs both cores
+            with _checksums_beside(inputs) as checksums, _warnings_said() as said:  # no cache yet: the files
+                # are read meanwhile; a commit behind the run writes the pages out there, not while the read
+                # needs both cores
                 obs, background = _read_fresh(files, config, nlag, writer, write_early=not commit_behind)
             sums = checksums.result()
         except BaseException:
@@ -343,15 +345,42 @@ def _read_or_load(
             raise
         key = _cache.cache_key(inputs, config, nlag, sums)
         if commit_behind:  # read-only maps of the files being committed
-            obs, background = _cache.commit_behind(lock, key, obs, background, writer, config.sensor_catalogue)
+            obs, background = _cache.commit_behind(
+                lock, key, obs, background, writer, config.sensor_catalogue, warnings=said
+            )
         else:
-            _cache.save(Path(cache_dir), key, obs, background, writer)
+            _cache.save(Path(cache_dir), key, obs, background, writer, warnings=said)
             mapped = _cache.load(Path(cache_dir), key, config.sensor_catalogue)  # the memory maps, not a second copy
             if mapped is None:  # never the writable maps the reader filled: a write to them would change the cache
                 raise SeaIceError(f"{cache_dir}: the cache just written does not read back; delete it and rerun")
             obs, background = mapped  # read-only maps
     obs.source_digest = _cache.content_digest(inputs, sums)
     return obs, background
+
+
+class _Said(logging.Handler):
+    """Keeps the message of every warning (or worse) of the reading package's loggers."""
+
+    def __init__(self, messages: list[str]):
+        super().__init__(logging.WARNING)
+        self.messages = messages
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def _warnings_said() -> Iterator[list[str]]:
+    """The messages of the warnings the reading package logs inside the block (for the data cache, which
+    says them again on every hit: :func:`~empirical_seaice.io.cache.say_warnings`)."""
+    messages: list[str] = []
+    handler = _Said(messages)
+    logger = logging.getLogger("empirical_seaice.io")
+    logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logger.removeHandler(handler)
 
 
 @contextlib.contextmanager
