@@ -75,6 +75,7 @@ from empirical_seaice.io.per_observation import (
 )
 from empirical_seaice.io.period import select_period
 from empirical_seaice.io.sensor_read import SensorRead
+from empirical_seaice.logs import warnings_said
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.sensors import build_channel_basis, load_catalogue
 
@@ -335,9 +336,9 @@ def _read_or_load(
                 return hit
         writer = _cache.CacheWriter(Path(cache_dir))
         try:
-            with _checksums_beside(inputs) as checksums, _warnings_said() as said:  # no cache yet: the files
-                # are read meanwhile; a commit behind the run writes the pages out there, not while the read
-                # needs both cores
+            # no cache yet: the files are read meanwhile, and what the read warns about is kept for the cache;
+            # a commit behind the run writes the pages out there, not while the read needs both cores
+            with _checksums_beside(inputs) as checksums, warnings_said("empirical_seaice.io") as said:
                 obs, background = _read_fresh(files, config, nlag, writer, write_early=not commit_behind)
             sums = checksums.result()
         except BaseException:
@@ -356,31 +357,6 @@ def _read_or_load(
             obs, background = mapped  # read-only maps
     obs.source_digest = _cache.content_digest(inputs, sums)
     return obs, background
-
-
-class _Said(logging.Handler):
-    """Keeps the message of every warning (or worse) of the reading package's loggers."""
-
-    def __init__(self, messages: list[str]):
-        super().__init__(logging.WARNING)
-        self.messages = messages
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
-@contextlib.contextmanager
-def _warnings_said() -> Iterator[list[str]]:
-    """The messages of the warnings the reading package logs inside the block (for the data cache, which
-    says them again on every hit: :func:`~empirical_seaice.io.cache.say_warnings`)."""
-    messages: list[str] = []
-    handler = _Said(messages)
-    logger = logging.getLogger("empirical_seaice.io")
-    logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        logger.removeHandler(handler)
 
 
 @contextlib.contextmanager
