@@ -86,6 +86,20 @@ def test_open_water_departures_hand_values(caplog, monkeypatch):
     assert big.count[0, 0] == 4
 
 
+def test_the_summary_lists_the_warnings_the_run_logged():
+    """The warnings a run logged come after the table, the first ten in full and the rest counted; none,
+    no lines."""
+    basis = make_obs(nobs=4, sensors=("amsr2",)).basis
+    plain = d.format_summary(d.RunDiagnostics(title="T"), basis)
+    assert "logged during the run" not in plain
+    one = d.format_summary(d.RunDiagnostics(title="T", logged=("sensor amsr2: something",)), basis)
+    assert one.splitlines()[-2:] == ["  1 warning logged during the run (stderr):", "  - sensor amsr2: something"]
+    many = d.format_summary(d.RunDiagnostics(title="T", logged=tuple(f"w{i}" for i in range(12))), basis)
+    tail = many.splitlines()[-12:]
+    assert tail[0] == "  12 warnings logged during the run (stderr):"
+    assert tail[1:11] == [f"  - w{i}" for i in range(10)] and tail[11] == "  - ... and 2 more (stderr)"
+
+
 def test_observation_cost_sum_hand_value():
     obs = make_obs(nobs=2, sensors=("amsr2",))
     sim = obs.tb_obs_k.copy()

@@ -288,6 +288,12 @@ def test_swapped_channels_are_warned_about_before_training(twin, tmp_path, untou
     assert found, said[0]
     v, h, n = float(found[1]), float(found[2]), int(found[3])
     assert v < -40 and h > 40 and n >= 100, said[0]  # the polarisation difference over the ocean
+    # the summary (stdout, and its files) lists it after the table: on stderr it scrolled by
+    message = said[0].split(": ", 1)[1]  # without the time stamp, the level and the logger's name
+    assert f"  - {message}" in r.stdout.splitlines(), r.stdout
+    summary = json.loads((tmp_path / "out" / "summary_t.json").read_text())
+    assert message in summary["run"]["warnings"]
+    assert f"  - {message}" in (tmp_path / "out" / "summary_t.txt").read_text().splitlines()
 
 
 def test_a_grid_index_into_another_order_of_the_grid_is_warned_about(twin, tmp_path, untouched):

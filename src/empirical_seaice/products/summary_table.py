@@ -41,6 +41,11 @@ class RunDiagnostics:
     # the emissivity error the anchor term stands for, and whether the health check found it harmless
     anchor_shortfall: float | None = None
     anchor_harmless: bool = False
+    logged: Sequence[str] = ()  # the warnings the run logged (on stderr as they came), listed at the end
+
+
+LOGGED_SHOWN = 10
+"""Logged warnings the summary lists in full (:func:`format_summary`); the rest are counted."""
 
 
 ANCHOR_DOMINATES = 0.5
@@ -192,8 +197,8 @@ def format_summary(diag: RunDiagnostics, basis: ChannelBasis) -> str:
     Sections: cost terms before/after (``J`` by term); per-channel departure
     mean/std before/after and, with a truth, the ice-emissivity RMSE; SIC
     scores versus the truth (background vs trained) and the TB-bias errors;
-    then :func:`plain_warnings`. With early stopping (``kept_epoch``) the "after"
-    column is headed by the kept epoch: its parameters are the trained model.
+    then :func:`plain_warnings`, and the warnings the run logged (``logged``). With early stopping
+    (``kept_epoch``) the "after" column is headed by the kept epoch: its parameters are the trained model.
     """
     lines = [diag.title]
     lines += _cost_lines(diag.cost_before, diag.cost_after, diag.kept_epoch)
@@ -202,7 +207,21 @@ def format_summary(diag: RunDiagnostics, basis: ChannelBasis) -> str:
         lines += _truth_lines(diag.truth, basis)
     lines.extend(f"  {n}" for n in diag.notes)
     lines.extend(f"  {w}" for w in plain_warnings(diag))
+    lines += _logged_lines(diag.logged)
     return "\n".join(lines)
+
+
+def _logged_lines(logged: Sequence[str]) -> list[str]:
+    """The warnings the run logged, after the table: they scroll by on stderr while a run goes on, and
+    some (the data's) matter more than any figure above. The first :data:`LOGGED_SHOWN` in full."""
+    if not logged:
+        return []
+    n = len(logged)
+    lines = [f"  {n} warning{'s' if n > 1 else ''} logged during the run (stderr):"]
+    lines += [f"  - {m}" for m in logged[:LOGGED_SHOWN]]
+    if n > LOGGED_SHOWN:
+        lines.append(f"  - ... and {n - LOGGED_SHOWN} more (stderr)")
+    return lines
 
 
 def _cost_lines(

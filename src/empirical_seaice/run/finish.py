@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,11 +157,13 @@ def summary_table(
     diagsonly: bool,
     train_cfg: TrainingConfig,
     cost_cfg: CostConfig,
+    said: Sequence[str] = (),
 ) -> str:
     """The summary table printed after a run (:func:`run_title`, the cost and departures before and
     after, the truth scores) of ``result`` (a ``RunResult``: its costs, departures, truth, output, tag,
     and the health report, whose anchor shortfall decides whether a large anchor term is a warning;
-    without one, ``--diagsonly`` or a sharded run, the shortfall of the cost after, as the check finds it)."""
+    without one, ``--diagsonly`` or a sharded run, the shortfall of the cost after, as the check finds it);
+    ``said``: the warnings the run logged, listed at the end."""
     health = getattr(result, "health", None)
     shortfall = health.figures.get("anchor_shortfall") if health is not None else None
     if shortfall is None and result.cost_after:
@@ -188,6 +191,7 @@ def summary_table(
             held_out_cost=tuple(history.valid_cost) if history is not None else (),
             anchor_shortfall=shortfall,
             anchor_harmless=shortfall is not None and shortfall <= ANCHOR_SHORTFALL_LIMIT,
+            logged=tuple(said),
         ),
         obs.basis,
     )
@@ -286,10 +290,19 @@ def schedule_line(cfg: TrainingConfig, priors_note: str = "") -> str:
 
 
 def run_summary(
-    result: Any, preset_name, data_cfg, obs, history, diagsonly: bool, wall_s: float, mode: str | None = None
+    result: Any,
+    preset_name,
+    data_cfg,
+    obs,
+    history,
+    diagsonly: bool,
+    wall_s: float,
+    mode: str | None = None,
+    said: Sequence[str] = (),
 ) -> dict:
     """The run's summary as data (:func:`empirical_seaice.products.report.summary_dict`); ``mode``: the
-    run's kind in words (default: training, or the diagnostics of a trained model)."""
+    run's kind in words (default: training, or the diagnostics of a trained model); ``said``: the warnings
+    the run logged."""
     from empirical_seaice.io.cf import code_version, now_iso
     from empirical_seaice.products.report import summary_dict
     from empirical_seaice.products.write import provenance_of
@@ -315,6 +328,7 @@ def run_summary(
         "output": str(result.output),
         "code_version": code_version(),
         "date_created": now_iso(),
+        "warnings": list(said),
     }
     return summary_dict(
         facts=facts,

@@ -8,7 +8,7 @@ checks the data path, the background files, the sensors and the device, and retu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ class RunPlan:
     perturbation: Any = None  # an ensemble member's (run.perturb.Perturbation)
     stage: Path = Path()
     trained: bool = False  # training has ended (its last checkpoint written): --resume writes the outputs
+    said: list[str] = field(default_factory=list)  # the warnings the run has logged so far (its summary lists them)
 
     def path(self, stem: str) -> Path:
         """``<stage>/<stem>_<tag>.nc``: where the run writes its file ``<output>/<stem>_<tag>.nc``."""

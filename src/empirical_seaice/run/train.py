@@ -54,6 +54,7 @@ from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard, join_commits
+from empirical_seaice.logs import warnings_said
 from empirical_seaice.memory import (
     HEAP_THRESHOLD,
     MMAP_THRESHOLD,
@@ -217,7 +218,9 @@ def run(
         try:
             display = RunProgress(progress)
             try:
-                with startup_objects_frozen():  # the collections of release_free_memory: the run's objects only
+                # the collections of release_free_memory: the run's objects only; the run's warnings kept for
+                # its summary
+                with startup_objects_frozen(), warnings_said() as plan.said:
                     return _run(plan, run_set, display)
             finally:
                 display.close()
@@ -588,12 +591,19 @@ def _diagnostics_and_products(
             final, truth = _final_pass(plan, network, data, obs, background, nobs_train, held)
         publish_final_pass(network, obs, background, truth, result, final, held)
         result.summary = summary_table(
-            result, plan.preset_name, obs, history, plan.diagsonly, plan.train_cfg, plan.cost_cfg
+            result, plan.preset_name, obs, history, plan.diagsonly, plan.train_cfg, plan.cost_cfg, plan.said
         )
     summary = None
     if not plan.trainonly:
         summary = run_summary(
-            result, plan.preset_name, plan.data_cfg, obs, history, plan.diagsonly, time.perf_counter() - t_run
+            result,
+            plan.preset_name,
+            plan.data_cfg,
+            obs,
+            history,
+            plan.diagsonly,
+            time.perf_counter() - t_run,
+            said=plan.said,
         )
     # ---- 6. user products (export, gridded emissivity, classic SIC, plots and the report)
     if plan.products is not None:
