@@ -189,9 +189,9 @@ class _PackedOnOneThread:
 def initial_pass(
     network, data, obs: Observations, nobs_total: int, held: out.HeldOutputs | None, path: Path | None
 ) -> PassResult:
-    """Before training: the cost and departures before, a warning per sensor and channel whose departures
-    over open water say its observed TB is not what its files describe (:class:`~empirical_seaice.products.
-    diagnostics.OpenWaterDepartures`), and (``held`` and ``path`` given) ``tbsim_initial`` held for ``path``."""
+    """Before training: the cost and departures before, a warning per sensor whose departures over open
+    water say its observed TB is not what its files describe (``diag.OpenWaterDepartures``), and
+    (``held`` and ``path`` given) ``tbsim_initial`` held for ``path``."""
     sums = _Sums(network, obs)
     water = diag.OpenWaterDepartures(obs.basis.nsensor, obs.nchan, obs.nobs)
     block = _pass_block(obs)
