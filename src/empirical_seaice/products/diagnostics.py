@@ -159,8 +159,7 @@ class OpenWaterDepartures:
         :data:`OPEN_WATER_MIN_COUNT` departures exceeds :data:`OPEN_WATER_WARN_K` in magnitude; returns
         the sensors warned about."""
         warned = []
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(self.count >= OPEN_WATER_MIN_COUNT, self.s1 / np.maximum(self.count, 1), 0.0)
+        mean = np.where(self.count >= OPEN_WATER_MIN_COUNT, self.s1 / np.maximum(self.count, 1), 0.0)
         for s, name in enumerate(basis.sensor_names):
             far = np.flatnonzero(np.abs(mean[s]) > OPEN_WATER_WARN_K)
             if far.size == 0:
