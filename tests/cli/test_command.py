@@ -340,15 +340,16 @@ def test_diagsonly_names_the_flags_it_does_not_use(capsys, tmp_path):
 
 
 def test_distributed_names_the_flags_it_does_not_use(capsys, tmp_path):
-    """A ``--distributed`` run writes checkpoints at epoch ends only and runs no health checks yet:
-    ``--checkpoint-minutes`` and ``--force-outputs`` given with it are named in a warning (here before the
-    one-line error of a run not started by torchrun)."""
+    """A ``--distributed`` run writes checkpoints at epoch ends only: ``--checkpoint-minutes`` given with it
+    is named in a warning (here before the one-line error of a run not started by torchrun); ``--force-outputs``
+    is a sharded run's too (tests/run/test_distributed.py)."""
     argv = ["--distributed", "--checkpoint-minutes", "5", "--force-outputs", "--data", str(tmp_path)]
     code = cli.main([*argv, "--output", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 2, err
     assert err[0].endswith(
-        "WARNING empirical_seaice.cli.command: --distributed: --checkpoint-minutes, --force-outputs not used "
-        "(a sharded run writes its checkpoints at epoch ends only and runs no health checks yet)"
+        "WARNING empirical_seaice.cli.command: --distributed: --checkpoint-minutes not used "
+        "(a sharded run writes its checkpoints at epoch ends only)"
     )
     assert err[1].startswith("seaice-training: error: --distributed")
+

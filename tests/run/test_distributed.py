@@ -31,6 +31,7 @@ What must match and why:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import subprocess
@@ -253,6 +254,9 @@ def test_outputs_have_the_same_form(runs):
     # the summary is printed once (rank 0) and reports the same run
     assert r.stdout.count("seaice-training training") == 1
     assert "observations, 346 grid points x 3 steps; 3 epochs" in r.stdout
+    # and lists the warnings rank 0 logged, as the single process's lists its own
+    warned = [json.loads((d / f"summary_{TAG}.json").read_text())["run"]["warnings"] for d in (single, sharded)]
+    assert warned[0] and warned[1] == warned[0], warned
 
 
 def test_partition_and_checkpoints_are_saved(runs, twin):
@@ -304,6 +308,42 @@ def test_ranks_that_disagree_stop_with_one_line(runs, twin, tmp_path):
     assert all(ln.startswith("seaice-training: error: --distributed:") for ln in lines), lines
     assert "Traceback" not in "\n".join(ln for ln in r.stderr.splitlines() if "seaice" in ln), r.stderr[-2000:]
     assert not (out / "model_x.pt").exists()
+
+
+def test_a_diverged_sharded_run_writes_nothing_unless_forced(twin, tmp_path):
+    """The single process's health checks (run.health) in a sharded run: a diverged fit (learning rate 1)
+    stops both ranks with rank 0's one line before any file is published, the ranks' checkpoints kept;
+    with ``--force-outputs`` every file is written marked as failed, the manifest says so, and the
+    summary lists the failure among the warnings rank 0 logged."""
+    out = tmp_path / "out"
+    args = [
+        "--data", twin, "--output", out, "--tag", "h", "--distributed", "--nepochs", "1", "--batchsize", "128",
+        "--learning-rate", "1.0", "--network-learning-rate", "1.0", "--no-progress", "--device", "cpu",
+        "--threads", "1", "--no-gridded", "--no-classic", "--no-open-water-filter",
+    ]  # fmt: skip
+    r = torchrun(args)
+    assert r.returncode != 0
+    lines = re.findall(r"seaice-training: error: (.*?)(?=seaice-training: error:|\n|$)", r.stderr)
+    assert len(lines) == 2 and lines[0] == lines[1], r.stderr[-3000:]  # each rank, the same line
+    assert lines[0].startswith("health check failed: SIC from ") and "departures worse than before training" in lines[0]
+    assert f"the checkpoints in {out / 'checkpoints_h'} are kept" in lines[0] and "--force-outputs" in lines[0]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints_h"]  # nothing published, the cache removed
+    assert len(list((out / "checkpoints_h").glob("checkpoint-rank*.pt"))) == 2
+
+    r = torchrun([*args, "--force-outputs"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    from empirical_seaice.io import transaction as txn
+
+    manifest = txn.read_manifest(out, "h")
+    assert manifest["status"] == "health-check-failed" and "SIC from" in manifest["message"]
+    files = sorted(out.glob("*_h.nc"))
+    assert {"seaice_h.nc", "tbsim_initial_h.nc", "tbsim_h.nc", "tbzero_h.nc", "models_h.nc"} <= {f.name for f in files}
+    for f in files:
+        with xr.open_dataset(f) as ds:
+            assert ds.attrs["health_check"] == "failed", f.name
+            assert ds.attrs["health_check_failures"].startswith("SIC from "), f.name
+    logged = json.loads((out / "summary_h.json").read_text())["run"]["warnings"]
+    assert any(w.startswith("health check failed: SIC from ") and "--force-outputs" in w for w in logged), logged
 
 
 def test_checkpoints_recut_for_another_number_of_ranks(runs):

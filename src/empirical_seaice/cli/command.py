@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 _MODE_WARNINGS = (
     ("diagsonly", "the trained run's model, period and training setup come from its model file; nothing is trained"),
-    ("distributed", "a sharded run writes its checkpoints at epoch ends only and runs no health checks yet"),
+    ("distributed", "a sharded run writes its checkpoints at epoch ends only"),
 )
 """The modes whose ignored flags (:data:`~empirical_seaice.cli.configure.MODE_IGNORES`) are a warning, and
 why (``--retrieve``'s are an error)."""

@@ -157,14 +157,14 @@ MODE_IGNORES = {
         "sic_smoothness_time", "network_learning_rate", "optimizer", "map_priors", "validation_fraction",
         "early_stopping", "patience", "region_stopping", "plateau_cuts", "checkpoint_minutes",
     ),
-    "distributed": ("checkpoint_minutes", "force_outputs"),
+    "distributed": ("checkpoint_minutes",),
 }  # fmt: skip
 """The flags each mode does without: ``--diagsonly`` takes the trained run's model, cost, period and
 training setup from its model file and trains nothing; ``--retrieve`` takes the model and cost from the
 trained model and fits the state alone (deferred Adam with the whole-map priors chosen as in training,
 ``auto``, no hold-out, no checkpoint);
 a ``--distributed`` run writes its checkpoints at epoch ends only (a time-triggered one would fall on
-different steps on different ranks) and runs no health checks yet."""
+different steps on different ranks)."""
 
 
 def ignored_flags(args: argparse.Namespace, mode: str) -> list[str]:

@@ -56,15 +56,16 @@ def final_diagnostics(
     nobs_total: int,
     result: Any,
     sim: diag.Simulation | None = None,
+    cost_after: dict[str, float] | None = None,
 ):
     """Simulate every observation with the trained model and state; write ``tbobs``, ``tbsim`` and
     ``ice_emis``; fill ``result.cost_after``, ``.departures_after``, ``.files`` and, when ``data_dir``
     holds a twin truth, ``.truth``. Returns the truth (None without one, or when it cannot be read:
-    a warning). ``sim``: the simulation after the fit when already done."""
+    a warning). ``sim``, ``cost_after``: the simulation after the fit and its cost when already done."""
     basis = obs.basis
     if sim is None:
         sim = diag.simulate(network, data, obs.nobs)
-    result.cost_after = diag.full_cost(network, obs, sim, nobs_total)
+    result.cost_after = diag.full_cost(network, obs, sim, nobs_total) if cost_after is None else cost_after
     result.departures_after = diag.departure_stats(obs, sim.tb)
     result.files.append(out.write_tbobs(out.output_path(output, "tbobs", tag), obs, background.lon, background.lat))
     result.files.append(out.write_tb(out.output_path(output, "tbsim", tag), sim.tb, basis, "tbsim", obs.mask))

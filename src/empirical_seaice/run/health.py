@@ -482,15 +482,14 @@ def health_gate(
     report: HealthReport, force_outputs: bool, checkpoint: Path
 ) -> tuple[HealthReport, dict[str, str] | None]:
     """What a run does with its report: ``(report, None)`` when the checks pass; with failed checks a
-    one-line :class:`HealthError` naming them (the trainer checkpoint is kept), or with ``force_outputs``
-    a warning and the attributes that mark every output as failed (:func:`failure_attributes`)."""
+    one-line :class:`HealthError` naming them (the trainer checkpoint is kept: ``checkpoint``, its file,
+    or the directory of a sharded run's, one a rank), or with ``force_outputs`` a warning and the
+    attributes that mark every output as failed (:func:`failure_attributes`)."""
     if report.ok:
         return report, None
     if not force_outputs:
-        raise HealthError(
-            f"{report.message()}; no outputs written, the checkpoint {checkpoint} is kept for inspection "
-            f"({report.remedy()})"
-        )
+        kept = f"the checkpoints in {checkpoint} are" if checkpoint.is_dir() else f"the checkpoint {checkpoint} is"
+        raise HealthError(f"{report.message()}; no outputs written, {kept} kept for inspection ({report.remedy()})")
     log.warning("%s; writing the outputs anyway (--force-outputs), marked health_check = failed", report.message())
     return report, failure_attributes(report)
 

@@ -42,6 +42,7 @@ The process group's helpers (rank context, agreement, collectives over numpy row
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard
+from empirical_seaice.logs import warnings_said
 from empirical_seaice.memory import HEAP_THRESHOLD, map_large_arrays
 from empirical_seaice.observations import Observations
 from empirical_seaice.products import diagnostics as diag
@@ -67,6 +69,7 @@ from empirical_seaice.run.factory import (
     normalise_as_whole_run,
 )
 from empirical_seaice.run.finish import final_diagnostics, run_summary, summary_table, write_state_files
+from empirical_seaice.run.health import check_trained, health_gate
 from empirical_seaice.run.model_file import before_state, configs_to_dict, write_trained
 from empirical_seaice.run.partition import Shard
 from empirical_seaice.run.ranks import (
@@ -137,101 +140,85 @@ def _sharded_schemes(train_cfg):
     return train_cfg
 
 
-def run_sharded(
-    ctx: RankContext,
-    data_cfg,
-    model_cfg,
-    cost_cfg,
-    train_cfg,
-    output: Path,
-    tag: str,
-    preset_name: str,
-    basis,
-    ckpt_dir: Path,
-    trainonly: bool,
-    resume: bool,
-    progress: bool,
-    products: Any = None,
-    order: str = "global",
-    run_set: Any = None,
-    stage: Path | None = None,
-):
-    """The sharded training run of this rank (see the module docstring); returns the
-    :class:`~empirical_seaice.run.train.RunResult` (complete on rank 0; on the other ranks
-    without files, diagnostics or summary)."""
+def run_sharded(ctx: RankContext, plan, order: str = "global", run_set: Any = None):
+    """The sharded training run of this rank (see the module docstring) for the CLI's run plan ``plan``
+    (:class:`~empirical_seaice.run.plan.RunPlan`: its staging directory ``plan.stage`` is rank 0's); returns
+    the :class:`~empirical_seaice.run.train.RunResult` (complete on rank 0; on the other ranks without
+    files, diagnostics or summary). ``run_set``: rank 0's output set, published at the end."""
     from empirical_seaice.training.runtime import RunProgress
 
-    display = RunProgress(progress and ctx.root)  # one display, rank 0's
+    display = RunProgress(plan.progress and ctx.root)  # one display, rank 0's
     try:
-        return _run_sharded(
-            ctx, data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, basis, ckpt_dir, trainonly,
-            resume, display, products, order, run_set, stage,
-        )  # fmt: skip
+        # rank 0's warnings kept for the summary, as a single process's (the other ranks' are on their stderr)
+        with warnings_said() as plan.said:
+            return _run_sharded(ctx, plan, display, order, run_set)
     finally:
         display.close()
 
 
-def _run_sharded(
-    ctx, data_cfg, model_cfg, cost_cfg, train_cfg, output, tag, preset_name, basis, ckpt_dir, trainonly, resume,
-    display, products, order, run_set, stage,
-):  # fmt: skip
+def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
     """:func:`run_sharded` with its progress display ``display``."""
     from empirical_seaice.run import train as single
     from empirical_seaice.training.runtime import make_generator, split_observations
 
-    train_cfg = _sharded_schemes(train_cfg)
-    result = single.RunResult(output=output, tag=tag)
-    stage = output if stage is None else stage  # written by rank 0 only, which has the staging directory
+    data_cfg, model_cfg, cost_cfg, tag, stage = plan.data_cfg, plan.model_cfg, plan.cost_cfg, plan.tag, plan.stage
+    train_cfg = _sharded_schemes(plan.train_cfg)
+    result = single.RunResult(output=plan.output, tag=tag)
     t_run = time.perf_counter()
     start_numba()  # the process's numba start-up, before the read (as a single process's run)
     display.stage("reading data")
-    obs, background = read_once(ctx, data_cfg, model_cfg.nlag, output / "cache")
+    obs, background = read_once(ctx, data_cfg, model_cfg.nlag, plan.output / "cache")
     train_cfg = train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, as a single process
-    configs = configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, preset_name)
+    configs = configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, plan.preset_name)
     tdist.check_agreement(
         {
             "data": data_digest(obs, background),
             "configuration": tdist.digest(
-                json.dumps(configs, sort_keys=True), tag, trainonly, resume, order, repr(products)
+                json.dumps(configs, sort_keys=True),
+                tag,
+                plan.trainonly,
+                plan.resume,
+                order,
+                repr(plan.products),
+                plan.force_outputs,
             ),
             "code version": code_digest(),
         },
         ctx.device,
     )
-    partition = load_or_make_partition(ctx, obs, ckpt_dir, resume, model_cfg.nlag, train_cfg.optimizer)
+    partition = load_or_make_partition(ctx, obs, plan.ckpt_dir, plan.resume, model_cfg.nlag, train_cfg.optimizer)
     shard = Shard.of_rank(partition, obs.igrid, ctx.rank)
     generator = make_generator(train_cfg.seed)
     init_generator = generator  # the network's initial weights: the same draws on every rank
     if order == "global":  # the single-process run's split and batches
         train_index, valid_index = split_observations(obs.nobs, train_cfg.validation_fraction, generator)
         local_train, local_valid = shard.local_index(train_index), shard.local_index(valid_index)
-        plan = tdist.ShardPlan(ctx.device, train_cfg.reproducible, global_to_local=shard.global_to_local_obs)
+        sharding = tdist.ShardPlan(ctx.device, train_cfg.reproducible, global_to_local=shard.global_to_local_obs)
         nobs_train = int(train_index.size)
     else:  # each rank splits and shuffles its own observations with its own generator
         generator = make_generator(train_cfg.seed * 1_000_003 + ctx.rank + 1)
         local_train, local_valid = split_observations(len(shard.obs), train_cfg.validation_fraction, generator)
         train_index = local_train
-        plan = tdist.ShardPlan(ctx.device, train_cfg.reproducible, ntrain_local=len(local_train))
-        assert plan.ntrain is not None  # order "local": every rank's count
-        nobs_train = int(plan.ntrain.sum())
+        sharding = tdist.ShardPlan(ctx.device, train_cfg.reproducible, ntrain_local=len(local_train))
+        assert sharding.ntrain is not None  # order "local": every rank's count
+        nobs_train = int(sharding.ntrain.sum())
     built = _rank_network(
         ctx, obs, background, shard, local_train, nobs_train, model_cfg, cost_cfg, train_cfg, init_generator
     )
     network, data = built.network, built.data
     full = _whole_map_network(ctx, obs, background, nobs_train, model_cfg, cost_cfg, network)
-    if not trainonly:
+    held = out.HeldOutputs(stage) if ctx.root else None  # rank 0's files before the health checks
+    if not plan.trainonly:
         display.stage("initial diagnostics")
         sim0 = simulate_sharded(ctx, network, data, shard)
         if ctx.root:
-            assert sim0 is not None
+            assert sim0 is not None and held is not None
             result.cost_before = diag.full_cost(full, obs, sim0, nobs_train)
             result.departures_before = diag.departure_stats(obs, sim0.tb)
-            water = diag.OpenWaterDepartures(basis.nsensor, basis.nchan, obs.nobs)
+            water = diag.OpenWaterDepartures(plan.basis.nsensor, plan.basis.nchan, obs.nobs)
             water.add(obs.isensor, sim0.sic, obs.tb_obs_k, sim0.tb, obs.mask)
-            water.warn(basis)
-            result.files.append(
-                out.write_tb(out.output_path(stage, "tbsim_initial", tag), sim0.tb, basis, "tbsim_initial", obs.mask)
-            )
+            water.warn(plan.basis)
+            out.write_tb(held.path(plan.path("tbsim_initial")), sim0.tb, plan.basis, "tbsim_initial", obs.mask)
         del sim0
 
     trainer = build_trainer(
@@ -240,47 +227,78 @@ def _run_sharded(
         train_cfg,
         train_index=train_index,
         valid_index=local_valid,
-        checkpoint_dir=ckpt_dir,
+        checkpoint_dir=plan.ckpt_dir,
         progress=display,
         generator=generator,
-        sharding=plan,
+        sharding=sharding,
         checkpoint_minutes=0,  # epoch-end checkpoints only: a time-triggered one would differ between ranks
         valid_regions=single.held_out_regions(obs, background, local_valid, shard),
     )
     t1 = time.perf_counter()
-    result.history = history = trainer.fit(resume=resume)
+    result.history = history = trainer.fit(resume=plan.resume)
     result.train_seconds = time.perf_counter() - t1
     map_large_arrays(HEAP_THRESHOLD)  # the passes' blocks reused from the heap again (empirical_seaice.memory)
-    display.stage("saving the model")
     assemble_state(ctx, network, shard, full)
     fit_held_out_sharded(ctx, full, network, shard, obs, background, local_valid, train_cfg, history)
-    if ctx.root:
-        before = before_state(result)
-        extra = {"partition": partition.to_state()}
-        result.files += write_trained(stage, tag, configs, full, history, obs, nobs_train, before, model_cfg, extra)
-        result.files += write_state_files(full, obs, background, stage, tag, data_cfg.steps_per_day)
-    truth = summary = None
-    if not trainonly:
-        display.stage("diagnostics")
-        sim = simulate_sharded(ctx, network, data, shard)
-        zero = simulate_sharded(ctx, network, data, shard, zero_sic=True)
+    # the health checks, before any file is an output: a failure stops every rank with rank 0's line
+    display.stage("health checks")
+    sim = simulate_sharded(ctx, network, data, shard)
+    marks = from_root(ctx, functools.partial(_health, full, obs, sim, nobs_train, result, plan))
+    with txn.health_marks(marks):
         if ctx.root:
-            truth = _final_outputs(full, obs, background, data_cfg, stage, tag, nobs_train, result, sim, zero)
-            result.summary = summary_table(result, preset_name, obs, history, False, train_cfg, cost_cfg)
-            summary = run_summary(result, preset_name, data_cfg, obs, history, False, time.perf_counter() - t_run)
-    if ctx.root:
-        _products_and_summary(
-            products, full, obs, background, stage, tag, preset_name, data_cfg, truth, history, result, summary,
-            display, t_run,
-        )  # fmt: skip
-        display.stage("publishing")
-        result.manifest = run_set.publish(configs, status="complete")
-        result.files = [
-            output / Path(f).relative_to(stage) if Path(f).is_relative_to(stage) else f for f in result.files
-        ]
+            assert held is not None
+            if held.holds(plan.path("tbsim_initial")):
+                result.files.append(held.promote(plan.path("tbsim_initial")))
+            display.stage("saving the model")
+            before = before_state(result)
+            extra = {"partition": partition.to_state()}
+            result.files += write_trained(stage, tag, configs, full, history, obs, nobs_train, before, model_cfg, extra)
+            result.files += write_state_files(full, obs, background, stage, tag, data_cfg.steps_per_day)
+        truth = summary = None
+        if not plan.trainonly:
+            display.stage("diagnostics")
+            zero = simulate_sharded(ctx, network, data, shard, zero_sic=True)
+            if ctx.root:
+                truth = _final_outputs(full, obs, background, data_cfg, stage, tag, nobs_train, result, sim, zero)
+                result.summary = summary_table(
+                    result, plan.preset_name, obs, history, False, train_cfg, cost_cfg, plan.said
+                )
+                summary = run_summary(
+                    result, plan.preset_name, data_cfg, obs, history, False, time.perf_counter() - t_run,
+                    said=plan.said,
+                )  # fmt: skip
+        del sim
+        if ctx.root:
+            _products_and_summary(
+                plan.products, full, obs, background, stage, tag, plan.preset_name, data_cfg, truth, history, result,
+                summary, display, t_run,
+            )  # fmt: skip
+            display.stage("publishing")
+            assert held is not None
+            held.discard()
+            result.manifest = run_set.publish(
+                configs,
+                status="complete" if marks is None else "health-check-failed",
+                message="" if marks is None else marks["health_check_failures"],
+            )
+            result.files = [
+                plan.output / Path(f).relative_to(stage) if Path(f).is_relative_to(stage) else f for f in result.files
+            ]
     display.stage("done")
     dist.barrier()  # every rank returns once rank 0 has written the outputs
     return result
+
+
+def _health(full, obs, sim, nobs_train: int, result, plan) -> dict[str, str] | None:
+    """Rank 0: the cost after training and the health checks of the assembled whole-map network ``full``
+    and its simulation ``sim`` (:mod:`empirical_seaice.run.health`), as a single process's run checks: the
+    marks of ``--force-outputs`` when they failed and it is given (None when they passed), else the
+    one-line :class:`~empirical_seaice.run.health.HealthError` (the ranks' checkpoints are kept)."""
+    result.cost_after = diag.full_cost(full, obs, sim, nobs_train)
+    result.health, marks = health_gate(
+        check_trained(full, obs, sim, result.cost_before, result.cost_after), plan.force_outputs, plan.ckpt_dir
+    )
+    return marks
 
 
 def _rank_network(
@@ -364,10 +382,12 @@ def _products_and_summary(
 
 
 def _final_outputs(full, obs, background, data_cfg, output, tag, nobs_train, result, sim, zero):
-    """Rank 0: ``tbobs``, ``tbsim``, ``ice_emis``, ``tbzero``, the cost after and the truth scores."""
+    """Rank 0: ``tbobs``, ``tbsim``, ``ice_emis``, ``tbzero`` and the truth scores (the cost after: the
+    health checks')."""
     truth = final_diagnostics(
-        full, None, obs, background, Path(data_cfg.data), output, tag, nobs_train, result, sim=sim
-    )
+        full, None, obs, background, Path(data_cfg.data), output, tag, nobs_train, result, sim=sim,
+        cost_after=result.cost_after,
+    )  # fmt: skip
     result.files.append(out.write_tb(out.output_path(output, "tbzero", tag), zero.tb, obs.basis, "tbzero", obs.mask))
     return truth
 
@@ -381,12 +401,9 @@ def run_sharded_set(ctx, argv, plan, shard_order: str):
         if ctx.root:
             run_set = txn.OutputSet(plan.output, plan.tag, argv=argv)
             cache = CacheGuard(plan.output / "cache")
-        stage = run_set.begin() if run_set is not None else None
-        return run_sharded(
-            ctx, plan.data_cfg, plan.model_cfg, plan.cost_cfg, plan.train_cfg, plan.output, plan.tag,
-            plan.preset_name, plan.basis, plan.ckpt_dir, plan.trainonly, plan.resume, plan.progress, plan.products,
-            shard_order, run_set=run_set, stage=stage,
-        )  # fmt: skip
+        if run_set is not None:
+            plan.stage = run_set.begin()
+        return run_sharded(ctx, plan, shard_order, run_set=run_set)
     except BaseException:
         if run_set is not None:
             run_set.abort()
