@@ -23,7 +23,7 @@ class _Said(logging.Handler):
 def warnings_said(logger: str = "empirical_seaice") -> Iterator[list[str]]:
     """The messages of the warnings (and errors) that ``logger`` and the loggers below it log inside the
     block, in order, on any thread; the list grows while the block runs. Only records the loggers' level
-    lets through are seen (none of them with ``-q``)."""
+    lets through are seen (the CLI's pass warnings on with ``-q`` too; only its stderr hides them)."""
     messages: list[str] = []
     handler = _Said(messages)
     target = logging.getLogger(logger)

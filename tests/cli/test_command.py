@@ -353,3 +353,30 @@ def test_distributed_names_the_flags_it_does_not_use(capsys, tmp_path):
     )
     assert err[1].startswith("seaice-training: error: --distributed")
 
+
+def test_quiet_hides_the_warnings_from_stderr_not_from_the_run(capsys):
+    """``-q`` hid a warning from the run's own records too: the logger's level dropped it, so the data cache
+    kept none of its read's warnings (a later run without ``-q`` never heard them) and the summary files
+    listed none. Now only stderr's handler hides it."""
+    from empirical_seaice.cli.command import _setup_logging
+    from empirical_seaice.logs import warnings_said
+
+    log = logging.getLogger("empirical_seaice.tests.quiet")
+    try:
+        _setup_logging(-1)
+        with warnings_said() as said:
+            log.warning("kept, not shown")
+            log.error("kept and shown")
+            log.info("neither")
+        assert said == ["kept, not shown", "kept and shown"]
+        err = capsys.readouterr().err
+        assert "kept and shown" in err and "kept, not shown" not in err
+        _setup_logging(1)  # -v: info on stderr too
+        log.info("shown with -v")
+        assert "shown with -v" in capsys.readouterr().err
+    finally:
+        _setup_logging(0)
+    log.info("not shown by default")
+    log.warning("shown by default")
+    err = capsys.readouterr().err
+    assert "shown by default" in err and "not shown by default" not in err

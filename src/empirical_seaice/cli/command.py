@@ -24,7 +24,9 @@ EXIT_USER_ERROR = 2
 
 
 def _setup_logging(verbosity: int) -> None:
-    """-1 (``--quiet``): errors only; 0: warnings; 1: info; 2: debug."""
+    """What stderr shows: -1 (``--quiet``): errors only; 0: warnings; 1: info; 2: debug. The loggers pass
+    warnings on in every case, so that the run still keeps them where it does (the data cache's manifest,
+    the summary files: :mod:`empirical_seaice.logs`) when stderr does not show them."""
     level = (
         logging.ERROR
         if verbosity < 0
@@ -35,13 +37,15 @@ def _setup_logging(verbosity: int) -> None:
         else logging.DEBUG
     )
     root = logging.getLogger("empirical_seaice")
-    root.setLevel(level)
+    root.setLevel(min(level, logging.WARNING))
     for h in root.handlers:  # the stream of this call (in-process callers redirect sys.stderr)
         if getattr(h, "_seaice_cli", False) and isinstance(h, logging.StreamHandler):
             h.stream = sys.stderr  # not setStream: it flushes the old stream, which may be closed
+            h.setLevel(level)
     if not any(getattr(h, "_seaice_cli", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(level)
         handler._seaice_cli = True  # type: ignore[attr-defined]
         root.addHandler(handler)
 

@@ -279,7 +279,7 @@ def add_further_options(ours) -> None:
         "--quiet",
         action="store_true",
         help="Batch mode: no progress display, no summary on stdout (it is still written to "
-        "summary_TAG.txt / summary_TAG.json), only errors on stderr.",
+        "summary_TAG.txt / summary_TAG.json, with the run's warnings), only errors on stderr.",
     )
     ours.add_argument(
         "--resume",
