@@ -108,6 +108,8 @@ class Observations:
         stepstart: first selected step, counted from ``jd_origin``'s window.
         lon, lat (float32, (ngrid,)) or None: grid geolocation (degrees).
         source_digest: checksum of the input files' content (what a resumed run must match).
+        read_warnings: the warnings the read of the files logged (on a hit of the data cache, those of the
+            read that built it, said again).
     """
 
     igrid: np.ndarray
@@ -133,6 +135,7 @@ class Observations:
     lon: np.ndarray | None = None
     lat: np.ndarray | None = None
     source_digest: str = ""
+    read_warnings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = self.igrid.shape[0]

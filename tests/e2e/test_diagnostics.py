@@ -100,6 +100,35 @@ def test_the_summary_lists_the_warnings_the_run_logged():
     assert tail[1:11] == [f"  - w{i}" for i in range(10)] and tail[11] == "  - ... and 2 more (stderr)"
 
 
+def test_a_run_that_got_worse_points_at_the_data_warnings_and_the_failed_health_checks():
+    """Where the run logged warnings about the input files, a worse run's summary points at them before the
+    likely fix (the swapped-channel twin's run had asked for a held-out rerun instead); where the health
+    checks failed and ``--force-outputs`` wrote anyway, their remedy is the likely fix."""
+    worse = d.RunDiagnostics(
+        title="T",
+        cost_before={"obs": 100.0, "anchor": 0.0, "total": 100.0},
+        cost_after={"obs": 150.0, "anchor": 0.0, "total": 150.0},
+        departures_before=_stats(1.0),
+        departures_after=_stats(2.0),
+        logged=("sensor amsr2: ...", "sensor gmi: ...", "another"),
+    )
+    assert not any("See also the data" in w for w in d.plain_warnings(worse))  # logged, none about the data
+    w = d.plain_warnings(replace(worse, data_warnings=2))
+    assert w[-2] == (
+        "  See also the data: 2 warnings about the input files are listed below; no flag makes up for a fault in "
+        "the files (channels swapped, TBs offset, a grid or times that do not fit)."
+    )
+    assert w[-1].startswith("  Likely fix: nothing was held out")
+    assert "1 warning about the input files is listed" in d.plain_warnings(replace(worse, data_warnings=1))[-2]
+    good = replace(worse, cost_after={"obs": 10.0, "anchor": 0.0, "total": 10.0}, departures_after=_stats(0.5))
+    assert d.plain_warnings(replace(good, data_warnings=2)) == []  # a run that did not get worse: no pointer
+    forced = d.plain_warnings(replace(worse, health_remedy="lower --learning-rate"))
+    assert forced[-1] == (
+        "  Likely fix: the health checks failed (the outputs are marked health_check = failed, the failure is "
+        "listed below): lower --learning-rate."
+    )
+
+
 def test_observation_cost_sum_hand_value():
     obs = make_obs(nobs=2, sensors=("amsr2",))
     sim = obs.tb_obs_k.copy()

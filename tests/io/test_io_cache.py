@@ -603,18 +603,25 @@ def test_the_reads_warnings_are_said_again_on_every_hit(dataset, tmp_path, caplo
     ds = dataset("B", nobs=150, edit=constant)
     cdir = tmp_path / "out"
     with caplog.at_level("INFO", logger="empirical_seaice"):
-        read_training_data(ds.config, NLAG, cdir, commit_behind=behind)
+        obs, _ = read_training_data(ds.config, NLAG, cdir, commit_behind=behind)
         cache_mod.join_commits(cdir)
     first = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("holds one grid index (3) for every observation" in m for m in first), first
+    assert obs.read_warnings == tuple(first)  # the run's summary counts them
     manifest = json.loads((cdir / "observations" / "manifest.json").read_text())
     assert manifest["meta"]["warnings"] == first
     caplog.clear()
     with caplog.at_level("INFO", logger="empirical_seaice"):
-        read_training_data(ds.config, NLAG, cdir)
+        obs, _ = read_training_data(ds.config, NLAG, cdir)
     again = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert again == [f"{m} (said when the data cache was built from these files)" for m in first]
+    assert obs.read_warnings == tuple(again)
     assert [r.getMessage() for r in caplog.records if r.levelname == "INFO" and "loaded from cache" in r.getMessage()]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="empirical_seaice"):  # without a cache
+        obs, _ = read_training_data(dataclasses.replace(ds.config, cache=False), NLAG, cdir)
+    logged = tuple(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert obs.read_warnings == tuple(first) == logged
 
     clean = dataset("B", nobs=40)  # below every sample's threshold: the read warns about nothing
     caplog.clear()

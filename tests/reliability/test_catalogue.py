@@ -294,6 +294,17 @@ def test_swapped_channels_are_warned_about_before_training(twin, tmp_path, untou
     summary = json.loads((tmp_path / "out" / "summary_t.json").read_text())
     assert message in summary["run"]["warnings"]
     assert f"  - {message}" in (tmp_path / "out" / "summary_t.txt").read_text().splitlines()
+    # a run on them that got worse (here diverged, written anyway) points at the data before its likely fix,
+    # which is the failed health checks' remedy
+    diverged = ["--learning-rate", "1.0", "--network-learning-rate", "1.0", "--force-outputs"]
+    r = run_cli(["--data", data, "--output", tmp_path / "out2", "--tag", "t", "--nepochs", "1", *FAST, *diverged])
+    assert r.code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("    See also the data"))
+    assert lines[at].startswith("    See also the data: 1 warning about the input files is listed below; no flag")
+    assert lines[at + 1].startswith("    Likely fix: the health checks failed (the outputs are marked health_check")
+    assert lines[at + 1].endswith(": lower --learning-rate.")
+    assert lines[at + 2] == "  2 warnings logged during the run (stderr):"  # the open water's, the checks'
 
 
 def test_a_grid_index_into_another_order_of_the_grid_is_warned_about(twin, tmp_path, untouched):

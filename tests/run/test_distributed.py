@@ -344,6 +344,7 @@ def test_a_diverged_sharded_run_writes_nothing_unless_forced(twin, tmp_path):
             assert ds.attrs["health_check_failures"].startswith("SIC from "), f.name
     logged = json.loads((out / "summary_h.json").read_text())["run"]["warnings"]
     assert any(w.startswith("health check failed: SIC from ") and "--force-outputs" in w for w in logged), logged
+    assert "  Likely fix: the health checks failed (the outputs are marked health_check = failed" in r.stdout
 
 
 def test_checkpoints_recut_for_another_number_of_ranks(runs):

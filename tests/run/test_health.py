@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from empirical_seaice.run.health import anchor_shortfall, check_health, failure_attributes
+from empirical_seaice.run.health import HealthReport, anchor_shortfall, check_health, failure_attributes
 
 NAMES = ["10v", "10h"]
 
@@ -160,7 +160,7 @@ def test_a_summary_without_a_health_report_judges_the_anchor_as_the_check_does()
         )  # fmt: skip
         return summary_table(result, "v2", obs, None, True, TrainingConfig(), preset.cost)
 
-    trained = table(SimpleNamespace(figures={"anchor_shortfall": shortfall}))
+    trained = table(HealthReport(figures={"anchor_shortfall": shortfall}))
     diagsonly = table(None)
     assert "NOTE: the emissivity anchor term is 91%" in trained and "WARNING" not in trained
     assert diagsonly == trained
@@ -193,3 +193,20 @@ def test_the_remedy_fits_the_checks_that_failed(tmp_path):
         )
     report, attrs = health_gate(_case(emis_ice=e), True, tmp_path / "checkpoint.pt")
     assert attrs is not None and attrs["health_check"] == "failed"
+
+
+def test_the_remedy_of_outputs_written_anyway_and_of_a_sharded_run(tmp_path):
+    """Where ``--force-outputs`` wrote the outputs (the summary's likely fix), the remedy does not offer it
+    again; a sharded run's checkpoints, one a rank in a directory, are named as that directory."""
+    from empirical_seaice.run.health import HealthError, health_gate
+
+    e = np.full((200, 2), 0.9)
+    e[:12, 0] = 1.05
+    after = {"obs": 1100.0, "sic_range": 5.0, "total": 1105.0}
+    assert _case(cost_after=after).remedy(forced=True) == "lower --learning-rate"
+    assert _case(emis_ice=e).remedy(forced=True).endswith("holds it under 1; or --model v2 (bounded)")
+    (tmp_path / "checkpoints_d").mkdir()
+    with pytest.raises(
+        HealthError, match=f"no outputs written, the checkpoints in {tmp_path / 'checkpoints_d'} are kept"
+    ):
+        health_gate(_case(cost_after=after), False, tmp_path / "checkpoints_d")

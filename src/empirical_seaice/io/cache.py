@@ -251,15 +251,18 @@ def load(cache_dir: Path, key: str, sensor_catalogue: Path | None = None) -> tup
     return _open_maps(root, manifest["meta"], sensor_catalogue)
 
 
-def say_warnings(cache_dir: Path) -> None:
+def say_warnings(cache_dir: Path) -> tuple[str, ...]:
     """Log again the warnings of the read that built the cache of ``cache_dir`` (its manifest's), marked as
-    the cache's: a hit of the same files is as wrong as the read was, and is said so on every run."""
+    the cache's: a hit of the same files is as wrong as the read was, and is said so on every run. Returns
+    the messages said."""
     try:
         meta = json.loads((Path(cache_dir) / CACHE_SUBDIR / MANIFEST).read_text())["meta"]
     except (OSError, ValueError, KeyError):
-        return
-    for message in meta.get("warnings", []):
-        log.warning("%s (said when the data cache was built from these files)", message)
+        return ()
+    said = tuple(f"{m} (said when the data cache was built from these files)" for m in meta.get("warnings", []))
+    for message in said:
+        log.warning("%s", message)
+    return said
 
 
 def _file_stamps(root: Path) -> dict[str, list[int]]:

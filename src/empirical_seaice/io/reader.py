@@ -320,9 +320,10 @@ def _read_or_load(
     inputs = files.input_files()
     threads = min(2, os.cpu_count() or 1)
     if not (cache_dir is not None and config.cache):
-        with _checksums_beside(inputs) as checksums:
+        with _checksums_beside(inputs) as checksums, warnings_said("empirical_seaice.io") as said:
             obs, background = _read_fresh(files, config, nlag)
         obs.source_digest = _cache.content_digest(inputs, checksums.result())
+        obs.read_warnings = tuple(said)
         return obs, background
     with _cache.locked(Path(cache_dir)) as lock:
         if _cache.exists(Path(cache_dir)):  # the checksums decide whether it is this data's
@@ -331,7 +332,7 @@ def _read_or_load(
             hit = _cache.load(Path(cache_dir), key, config.sensor_catalogue)
             if hit is not None:
                 log.info("training data loaded from cache %s", cache_dir)
-                _cache.say_warnings(Path(cache_dir))
+                hit[0].read_warnings = _cache.say_warnings(Path(cache_dir))
                 hit[0].source_digest = _cache.content_digest(inputs, sums)
                 return hit
         writer = _cache.CacheWriter(Path(cache_dir))
@@ -356,6 +357,7 @@ def _read_or_load(
                 raise SeaIceError(f"{cache_dir}: the cache just written does not read back; delete it and rerun")
             obs, background = mapped  # read-only maps
     obs.source_digest = _cache.content_digest(inputs, sums)
+    obs.read_warnings = tuple(said)
     return obs, background
 
 

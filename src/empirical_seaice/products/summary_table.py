@@ -42,6 +42,8 @@ class RunDiagnostics:
     anchor_shortfall: float | None = None
     anchor_harmless: bool = False
     logged: Sequence[str] = ()  # the warnings the run logged (on stderr as they came), listed at the end
+    data_warnings: int = 0  # of them, those about the input files (the read's, the open-water departures')
+    health_remedy: str | None = None  # the failed health checks' remedy, where --force-outputs wrote anyway
 
 
 LOGGED_SHOWN = 10
@@ -79,7 +81,8 @@ def plain_warnings(diag: RunDiagnostics) -> list[str]:
     or a rise of the total that is the anchor term's, is one note instead, and
     the other checks (SIC, departures) still warn. The last line is the likely fix (:func:`_likely_fix`):
     with nothing held out it asks for a held-out rerun before more epochs, since the run cannot tell
-    training that stopped short from training that fitted noise.
+    training that stopped short from training that fitted noise. Where the run logged warnings about the
+    data (``data_warnings``), a line before it points at them: no flag makes up for a fault in the files.
     """
     out: list[str] = []
     before, after = diag.cost_before or {}, diag.cost_after or {}
@@ -100,6 +103,13 @@ def plain_warnings(diag: RunDiagnostics) -> list[str]:
     out += cost_out
     if not out:
         return note
+    if diag.data_warnings:
+        n = diag.data_warnings
+        out.append(
+            f"  See also the data: {n} warning{'s' if n > 1 else ''} about the input files "
+            f"{'are' if n > 1 else 'is'} listed below; no flag makes up for a fault in the files (channels "
+            "swapped, TBs offset, a grid or times that do not fit)."
+        )
     return [*note, *out, _likely_fix(diag, before, anchor_dominates)]
 
 
@@ -151,6 +161,11 @@ def _anchor_and_cost(
 
 def _likely_fix(diag: RunDiagnostics, before: Mapping[str, float], anchor_dominates: bool) -> str:
     """The last line of :func:`plain_warnings`' warnings: what most likely went wrong and what to do."""
+    if diag.health_remedy is not None:
+        return (
+            "  Likely fix: the health checks failed (the outputs are marked health_check = failed, the failure "
+            f"is listed below): {diag.health_remedy}."
+        )
     if anchor_dominates or (before.get("anchor", 0.0) > ANCHOR_DOMINATES * before.get("total", np.inf)):
         return (
             "  Likely fix: start the ice emissivity near its anchor (--ice-emis-init 0.9 for v2, 0.93 for v1: "

@@ -162,9 +162,10 @@ def summary_table(
 ) -> str:
     """The summary table printed after a run (:func:`run_title`, the cost and departures before and
     after, the truth scores) of ``result`` (a ``RunResult``: its costs, departures, truth, output, tag,
-    and the health report, whose anchor shortfall decides whether a large anchor term is a warning;
-    without one, ``--diagsonly`` or a sharded run, the shortfall of the cost after, as the check finds it);
-    ``said``: the warnings the run logged, listed at the end."""
+    and the health report, whose anchor shortfall decides whether a large anchor term is a warning, and
+    whose failure, where ``--force-outputs`` wrote the outputs anyway, is the likely fix; without one,
+    ``--diagsonly``, the shortfall of the cost after, as the check finds it; the count of the warnings about
+    the data, which a run that got worse points at); ``said``: the warnings the run logged, listed at the end."""
     health = getattr(result, "health", None)
     shortfall = health.figures.get("anchor_shortfall") if health is not None else None
     if shortfall is None and result.cost_after:
@@ -193,6 +194,8 @@ def summary_table(
             anchor_shortfall=shortfall,
             anchor_harmless=shortfall is not None and shortfall <= ANCHOR_SHORTFALL_LIMIT,
             logged=tuple(said),
+            data_warnings=getattr(result, "data_warnings", 0),
+            health_remedy=health.remedy(forced=True) if health is not None and not health.ok else None,
         ),
         obs.basis,
     )

@@ -98,24 +98,25 @@ class HealthReport:
     def ok(self) -> bool:
         return not self.failures
 
-    def remedy(self) -> str:
+    def remedy(self, forced: bool = False) -> str:
         """What to do, for the checks that failed: the v1 emissivity's bound alone is the linear model's (the
         reference's) nature, which a lower learning rate or more epochs did not cure (measured on a southern
         twin: 14.7 % outside (0, 1] by default, 20.1 % at lr 2e-3, 12.5 % after 60 epochs); anything else is
         a diverged fit. Without the ice-emissivity ceiling, the ceiling first: on 13 small twins a default
-        v1 run without it failed this check on 10, with it (``--emis-ceiling 0.01``, v1's default) on none."""
+        v1 run without it failed this check on 10, with it (``--emis-ceiling 0.01``, v1's default) on none.
+        ``forced``: the outputs were written anyway (``--force-outputs``), which is then not offered."""
+        force = "" if forced else ", or --force-outputs to write the outputs marked as failed"
         if self.failures == [self.emissivity_failure] and not self.ceiling:
             return (
                 "the linear v1 emissivity, unbounded as the reference's, went above 1: --emis-ceiling 0.01 "
-                "(v1's default) holds it under 1; or --model v2 (bounded), or --force-outputs to write the "
-                "outputs marked as failed"
+                f"(v1's default) holds it under 1; or --model v2 (bounded){force}"
             )
         if self.failures == [self.emissivity_failure]:
             return (
                 "the linear v1 emissivity, unbounded as the reference's, cannot fit these data within (0, 1]: "
-                "--model v2 (bounded), or --force-outputs to write the outputs marked as failed"
+                f"--model v2 (bounded){force}"
             )
-        return "lower --learning-rate, or --force-outputs to write the outputs marked as failed"
+        return f"lower --learning-rate{force}"
 
     def message(self) -> str:
         return "health check failed: " + "; ".join(self.failures)

@@ -179,15 +179,17 @@ def from_root(ctx: RankContext, make):
 
 
 def read_once(ctx: RankContext, data_cfg, nlag: int, cache_dir: Path) -> tuple[Observations, BackgroundMaps]:
-    """Rank 0 reads the data and writes the cache; the others wait, then open the cache.
-    A reading error on rank 0 stops every rank with its message."""
+    """Rank 0 reads the data and writes the cache (its read returns the cache's maps); the others wait, then
+    open the cache. A reading error on rank 0 stops every rank with its message."""
     from empirical_seaice.io import read_training_data
 
+    read: list[tuple[Observations, BackgroundMaps]] = []
+
     def write_cache() -> None:
-        read_training_data(data_cfg, nlag, cache_dir=cache_dir)
+        read.append(read_training_data(data_cfg, nlag, cache_dir=cache_dir))
 
     from_root(ctx, write_cache)
-    return read_training_data(data_cfg, nlag, cache_dir=cache_dir)
+    return read[0] if read else read_training_data(data_cfg, nlag, cache_dir=cache_dir)
 
 
 def rank_context(distributed: bool, device: torch.device, diagsonly: bool):

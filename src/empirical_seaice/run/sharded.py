@@ -168,6 +168,7 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
     start_numba()  # the process's numba start-up, before the read (as a single process's run)
     display.stage("reading data")
     obs, background = read_once(ctx, data_cfg, model_cfg.nlag, plan.output / "cache")
+    result.data_warnings = len(obs.read_warnings)
     train_cfg = train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, as a single process
     configs = configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, plan.preset_name)
     tdist.check_agreement(
@@ -217,7 +218,7 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
             result.departures_before = diag.departure_stats(obs, sim0.tb)
             water = diag.OpenWaterDepartures(plan.basis.nsensor, plan.basis.nchan, obs.nobs)
             water.add(obs.isensor, sim0.sic, obs.tb_obs_k, sim0.tb, obs.mask)
-            water.warn(plan.basis)
+            result.data_warnings += len(water.warn(plan.basis))
             out.write_tb(held.path(plan.path("tbsim_initial")), sim0.tb, plan.basis, "tbsim_initial", obs.mask)
         del sim0
 

@@ -75,6 +75,7 @@ class PassResult:
     checks : the health checks' per-observation figures (final pass).
     emis_errors : ice-emissivity errors against the truth (final pass with a truth).
     files : the held files written, by kind (their final paths).
+    warned : the sensors whose departures over open water were warned about (initial pass).
     """
 
     cost: dict[str, float]
@@ -82,6 +83,7 @@ class PassResult:
     checks: ObservationChecks | None = None
     emis_errors: diag.EmisErrorSums | None = None
     files: dict[str, Path] = field(default_factory=dict)
+    warned: tuple[str, ...] = ()
 
 
 class _Sums:
@@ -207,8 +209,8 @@ def initial_pass(
                 f.write("tb", start, sim.tb, np.array(obs.mask[rows], dtype=bool))
             obs.release(rows)
     files = {"tbsim_initial": Path(path)} if f is not None and path is not None else {}
-    water.warn(obs.basis)
-    return PassResult(cost=sums.cost(nobs_total), departures=sums.departures.stats(), files=files)
+    warned = tuple(water.warn(obs.basis))
+    return PassResult(cost=sums.cost(nobs_total), departures=sums.departures.stats(), files=files, warned=warned)
 
 
 def _observed_rows(obs: Observations, rows: slice, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

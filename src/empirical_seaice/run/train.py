@@ -106,6 +106,8 @@ class RunResult:
     summary : the summary table ('' with ``--trainonly``).
     summary_data : the same as data (``summary_TAG.json``), None with ``--trainonly``.
     health : the health checks after training (run.health.HealthReport; None with ``--diagsonly``).
+    data_warnings : the warnings about the input files the run logged: its read's (the data cache's on a
+        hit) and the initial diagnostics' (a sensor's departures over open water).
     manifest : the manifest of the published output set.
     """
 
@@ -123,6 +125,7 @@ class RunResult:
     summary: str = ""
     summary_data: dict[str, Any] | None = None
     health: Any = None
+    data_warnings: int = 0
     manifest: dict[str, Any] | None = None
 
 
@@ -288,6 +291,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     # ---- 2. read and build
     start_numba()  # the process's numba start-up, before the read's kernels (not beside them: slower)
     obs, background = _read(plan, display)
+    result.data_warnings = len(obs.read_warnings)
     asked = plan.train_cfg  # before the automatic values: its batch None where it follows the data
     plan.train_cfg = plan.train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, from the data
     identity = run_identity(obs, plan.model_cfg, plan.cost_cfg, plan.train_cfg)
@@ -334,6 +338,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         before = initial_pass(network, data, obs, nobs_train, held, plan.path("tbsim_initial"))
         map_large_arrays()
         result.cost_before, result.departures_before = before.cost, before.departures
+        result.data_warnings += len(before.warned)
         release_free_memory(collect=False)  # the pass's blocks (arrays, no cycles)
 
     # ---- 4. train and check (with --diagsonly: the books of the trained run); the final diagnostics'
