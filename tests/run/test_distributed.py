@@ -347,6 +347,43 @@ def test_a_diverged_sharded_run_writes_nothing_unless_forced(twin, tmp_path):
     assert "  Likely fix: the health checks failed (the outputs are marked health_check = failed" in r.stdout
 
 
+def test_a_failure_after_sharded_training_keeps_the_trained_model(twin, tmp_path):
+    """A failure after training on rank 0 (here its products) lost the trained model (nothing published)
+    and rank 1 died of the lost peer with a traceback. Now rank 0 publishes what it wrote (``partial``) as
+    a single process's run does, both ranks stop with its one line, and ``--diagsonly`` in one process
+    writes the rest from the model."""
+    from empirical_seaice.io import transaction as txn
+
+    script = tmp_path / "launch.py"
+    script.write_text(
+        "import sys\n"
+        "from empirical_seaice import cli\n"
+        "from empirical_seaice.errors import SeaIceError\n"
+        "import empirical_seaice.products.write as w\n"
+        "def boom(*args, **kwargs):\n"
+        "    raise SeaIceError('products: the disk went away')\n"
+        "w.write_products = boom\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / "out"
+    args = ["--data", twin, "--output", out, "--tag", "p", "--nepochs", "1", "--batchsize", "128", "--no-progress",
+            "--device", "cpu", "--threads", "1", "--no-gridded"]  # fmt: skip
+    r = torchrun([*args, "--distributed"], 2, [str(script)])
+    assert r.returncode != 0
+    lines = re.findall(r"seaice-training: error: (.*?)(?=seaice-training: error:|\n|$)", r.stderr)
+    assert len(lines) == 2 and lines[0] == lines[1], r.stderr[-3000:]
+    assert lines[0] == (
+        f"products: the disk went away -- the trained model is kept ({out}/model_p.pt, {out}/seaice_p.nc, ...): "
+        "write the diagnostics and products again with --diagsonly --tag p"
+    )
+    assert "Traceback" not in "\n".join(ln for ln in r.stderr.splitlines() if ln.startswith("[rank"))
+    assert txn.read_manifest(out, "p")["status"] == "partial"
+    assert (out / "model_p.pt").is_file() and (out / "tbsim_p.nc").is_file()
+    assert not (out / "seaice_filtered_p.nc").exists()  # the products never ran
+    assert cli.main([str(a) for a in [*args, "--diagsonly"]]) == 0
+    assert txn.read_manifest(out, "p")["status"] == "complete" and (out / "seaice_filtered_p.nc").is_file()
+
+
 def test_checkpoints_recut_for_another_number_of_ranks(runs):
     """Bonus: a resume on another number of ranks moves each state row with its Adam moments.
     (Measured: 2 epochs on 2 ranks resumed for the 3rd on 3 ranks, or on 1, ends within 2.2e-6 of
@@ -426,6 +463,8 @@ ctx = RankContext(LaunchEnvironment(rank, 2, rank, 2), torch.device("cpu"))
 def make():
     if fails == "error":
         raise SeaIceError("--data: rank 0 could not read it")
+    if fails == "fault":
+        raise KeyError("a bug")
     raise RunInterrupted("interrupted by SIGTERM", exit_code=143)
 assert from_root(ctx, lambda: 42) == 42
 try:
@@ -434,15 +473,20 @@ except RunInterrupted as exc:
     print("RunInterrupted", exc.exit_code, exc)
 except SeaIceError as exc:
     print("SeaIceError", exc)
+except KeyError as exc:
+    print("KeyError", exc)
+assert from_root(ctx, lambda: 43) == 43  # the ranks are still in step
 dist.destroy_process_group()
 """
 
 
-@pytest.mark.parametrize("fails", ["error", "signal"])
+@pytest.mark.parametrize("fails", ["error", "signal", "fault"])
 def test_what_rank_0_raises_in_from_root_every_rank_raises(tmp_path, fails):
     """``from_root`` on two ranks (two processes, gloo): a one-line error or a signal's ``RunInterrupted``
     (with its exit status) on rank 0 goes through the broadcast, so that rank 1 stops with it too instead
-    of waiting for rank 0 in its next collective."""
+    of waiting for rank 0 in its next collective; a fault of the code (any other exception) is raised on
+    rank 0 as it is, and rank 1 stops with one line naming it (it had died of the lost peer in its next
+    collective, with a traceback)."""
     store = str(tmp_path / "store")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     procs = [
@@ -453,5 +497,11 @@ def test_what_rank_0_raises_in_from_root_every_rank_raises(tmp_path, fails):
     ]
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
+    if fails == "fault":
+        assert outs == [
+            "KeyError 'a bug'",
+            "SeaIceError rank 0 stopped: KeyError: 'a bug' (its traceback is on its stderr)",
+        ]
+        return
     expected = "RunInterrupted 143 interrupted by SIGTERM" if fails == "signal" else "SeaIceError --data: rank 0"
     assert all(o.startswith(expected) for o in outs), outs

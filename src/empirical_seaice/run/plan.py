@@ -50,6 +50,7 @@ class RunPlan:
     stage: Path = Path()
     trained: bool = False  # training has ended (its last checkpoint written): --resume writes the outputs
     said: list[str] = field(default_factory=list)  # the warnings the run has logged so far (its summary lists them)
+    sharded: bool = False  # a --distributed run's rank (run.sharded): its checkpoints are one a rank
 
     def path(self, stem: str) -> Path:
         """``<stage>/<stem>_<tag>.nc``: where the run writes its file ``<output>/<stem>_<tag>.nc``."""

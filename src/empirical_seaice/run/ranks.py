@@ -160,8 +160,11 @@ def assemble_state(ctx: RankContext, local, shard: Shard, full) -> None:
 def from_root(ctx: RankContext, make):
     """``make()`` on rank 0, its result broadcast to every rank (``broadcast_object_list``); a
     :class:`SeaIceError` or a signal's :class:`RunInterrupted` on rank 0 is raised on every rank, so that
-    all stop with its one line (and its exit status) instead of waiting for rank 0 in the next collective."""
+    all stop with its one line (and its exit status) instead of waiting for rank 0 in the next collective.
+    Any other exception (a fault of the code) is raised on rank 0 as it is, traceback and all, and the
+    other ranks stop with one line naming it (before: a lost peer's traceback in their next collective)."""
     box: list[Any] = [None]
+    fault: Exception | None = None
     if ctx.root:
         try:
             box[0] = ("ok", make())
@@ -169,7 +172,12 @@ def from_root(ctx: RankContext, make):
             box[0] = ("error", str(exc))
         except RunInterrupted as exc:
             box[0] = ("interrupted", (str(exc), exc.exit_code))
+        except Exception as exc:
+            fault = exc
+            box[0] = ("error", f"rank 0 stopped: {type(exc).__name__}: {exc} (its traceback is on its stderr)")
     dist.broadcast_object_list(box, src=0)
+    if fault is not None:
+        raise fault
     status, value = box[0]
     if status == "error":
         raise SeaIceError(value)

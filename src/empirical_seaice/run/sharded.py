@@ -245,49 +245,64 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
     display.stage("health checks")
     sim = simulate_sharded(ctx, network, data, shard)
     marks = from_root(ctx, functools.partial(_health, full, obs, sim, nobs_train, result, plan))
+    zero = None if plan.trainonly else simulate_sharded(ctx, network, data, shard, zero_sic=True)
+    # the last collective: rank 0 writes and publishes while the others wait for its outcome (a failure
+    # there stops them with its line, instead of a lost peer's traceback in their next collective)
+    run = (full, obs, background, partition, history, nobs_train, configs, train_cfg)
+    write = functools.partial(_write_outputs, plan, run, (sim, zero), marks, held, result, run_set, display, t_run)
+    from_root(ctx, write)
+    display.stage("done")
+    return result
+
+
+def _write_outputs(plan, run, sims, marks, held, result, run_set, display, t_run: float) -> None:
+    """Rank 0, after the health checks: the trained model and state, the diagnostics (``sims``: the
+    simulations after training and with zero SIC, gathered), the products and the summary, into the
+    staging set (marked where ``--force-outputs`` overrode a failed check: ``marks``), then published. A
+    failure after the model is written publishes it (``partial``) and says how to redo the rest, as a
+    single process's run does (:func:`~empirical_seaice.run.train.run`)."""
+    from empirical_seaice.run import train as single
+
+    full, obs, background, partition, history, nobs_train, configs, train_cfg = run
+    sim, zero = sims
+    stage, tag, data_cfg = plan.stage, plan.tag, plan.data_cfg
     with txn.health_marks(marks):
-        if ctx.root:
-            assert held is not None
-            if held.holds(plan.path("tbsim_initial")):
-                result.files.append(held.promote(plan.path("tbsim_initial")))
-            display.stage("saving the model")
-            before = before_state(result)
-            extra = {"partition": partition.to_state()}
-            result.files += write_trained(stage, tag, configs, full, history, obs, nobs_train, before, model_cfg, extra)
-            result.files += write_state_files(full, obs, background, stage, tag, data_cfg.steps_per_day)
-        truth = summary = None
-        if not plan.trainonly:
-            display.stage("diagnostics")
-            zero = simulate_sharded(ctx, network, data, shard, zero_sic=True)
-            if ctx.root:
+        if held.holds(plan.path("tbsim_initial")):
+            result.files.append(held.promote(plan.path("tbsim_initial")))
+        display.stage("saving the model")
+        before = before_state(result)
+        extra = {"partition": partition.to_state()}
+        model_cfg = plan.model_cfg
+        result.files += write_trained(stage, tag, configs, full, history, obs, nobs_train, before, model_cfg, extra)
+        result.files += write_state_files(full, obs, background, stage, tag, data_cfg.steps_per_day)
+        try:
+            truth = summary = None
+            if zero is not None:
+                display.stage("diagnostics")
                 truth = _final_outputs(full, obs, background, data_cfg, stage, tag, nobs_train, result, sim, zero)
                 result.summary = summary_table(
-                    result, plan.preset_name, obs, history, False, train_cfg, cost_cfg, plan.said
+                    result, plan.preset_name, obs, history, False, train_cfg, plan.cost_cfg, plan.said
                 )
                 summary = run_summary(
                     result, plan.preset_name, data_cfg, obs, history, False, time.perf_counter() - t_run,
                     said=plan.said,
                 )  # fmt: skip
-        del sim
-        if ctx.root:
             _products_and_summary(
                 plan.products, full, obs, background, stage, tag, plan.preset_name, data_cfg, truth, history, result,
                 summary, display, t_run,
             )  # fmt: skip
-            display.stage("publishing")
-            assert held is not None
-            held.discard()
-            result.manifest = run_set.publish(
-                configs,
-                status="complete" if marks is None else "health-check-failed",
-                message="" if marks is None else marks["health_check_failures"],
-            )
-            result.files = [
-                plan.output / Path(f).relative_to(stage) if Path(f).is_relative_to(stage) else f for f in result.files
-            ]
-    display.stage("done")
-    dist.barrier()  # every rank returns once rank 0 has written the outputs
-    return result
+        except Exception as exc:
+            single.failed_after_training(plan, run_set, configs, exc)
+        display.stage("publishing")
+        held.discard()
+        result.manifest = run_set.publish(
+            configs,
+            status="complete" if marks is None else "health-check-failed",
+            message="" if marks is None else marks["health_check_failures"],
+        )
+    result.files = [
+        plan.output / Path(f).relative_to(stage) if Path(f).is_relative_to(stage) else f for f in result.files
+    ]
 
 
 def _health(full, obs, sim, nobs_train: int, result, plan) -> dict[str, str] | None:
@@ -398,6 +413,7 @@ def run_sharded_set(ctx, argv, plan, shard_order: str):
     holds the output set (lock, staging directory, publication) as a single-process run does; every
     rank leaves the process group."""
     run_set = cache = None
+    plan.sharded = True
     try:
         if ctx.root:
             run_set = txn.OutputSet(plan.output, plan.tag, argv=argv)

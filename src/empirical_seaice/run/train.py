@@ -383,7 +383,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
             run = (network, data, obs, background)
             _diagnostics_and_products(plan, run, nobs_train, result, (final, truth, held), history, display, t_run)
         except Exception as exc:
-            _failed_after_training(plan, run_set, configs, exc)
+            failed_after_training(plan, run_set, configs, exc)
         display.stage("publishing")
         held.discard()
         with interrupt.deferred():
@@ -510,15 +510,16 @@ def _fit_held_out(
 
 
 def _resume_hint(plan: RunPlan, then: str = ":") -> str:
-    """What a run that stops after training says: its last checkpoint has the trained state (``then``:
-    the punctuation before the advice)."""
+    """What a run that stops after training says: its last checkpoint has the trained state (a sharded run's:
+    one a rank; ``then``: the punctuation before the advice)."""
+    kept = f"the checkpoints in {plan.ckpt_dir}" if plan.sharded else plan.checkpoint
     return (
-        f"the trained state is kept in {plan.checkpoint}{then} rerun the same command with --resume to write the "
-        "outputs without training again"
+        f"the trained state is kept in {kept}{then} rerun the same command with --resume to write the outputs "
+        "without training again"
     )
 
 
-def _failed_after_training(plan: RunPlan, run_set: txn.OutputSet, configs: dict[str, Any], exc: Exception) -> NoReturn:
+def failed_after_training(plan: RunPlan, run_set: txn.OutputSet, configs: dict[str, Any], exc: Exception) -> NoReturn:
     """A failure after training: the trained model is hours of work, so publish what was written
     (``partial``) and say how to redo only what failed; raises the one-line error."""
     from empirical_seaice.run import interrupt
