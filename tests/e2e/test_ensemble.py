@@ -136,6 +136,53 @@ def test_a_failed_member_leaves_no_ensemble_file(ensemble_run, twin_dir, tmp_pat
     assert (out / f"seaice_{TAG}.nc").is_file() and not txn.verify_set(out, TAG)
 
 
+def test_a_stopped_ensemble_carries_on_with_resume(ensemble_run, twin_dir, tmp_path, monkeypatch):
+    """An ensemble could not be resumed (``--resume`` was refused): a member that failed after hours of
+    the others' training meant training them all again. With ``--resume`` each member with a checkpoint
+    carries on from it (here members 0 and 1, finished: their outputs written again without training, the
+    same state), a member without one trains from the start (member 2, as if it had never started), and
+    the ensemble file is the uninterrupted run's (``--reproducible``)."""
+    out = tmp_path / "out"
+    shutil.copytree(ensemble_run.output, out, symlinks=True)
+    flags = ["--data", twin_dir, "--output", out, "--tag", TAG, *TRAIN_FLAGS, "--ensemble", "3", "--resume", "-v"]
+    real = ens.train.run
+
+    def failing(*args, perturbation=None, **kwargs):
+        if perturbation is not None and perturbation.member == 2:
+            raise SeaIceError("injected failure")
+        return real(*args, perturbation=perturbation, **kwargs)
+
+    monkeypatch.setattr(ens.train, "run", failing)
+    r = run_cli(flags)
+    assert r.code == 2
+    assert r.stderr.splitlines()[-1].endswith(
+        "injected failure -- once it is fixed, rerun the same command with --resume: the members carry on from "
+        "their checkpoints"
+    )
+    monkeypatch.setattr(ens.train, "run", real)
+    shutil.rmtree(out / "members" / "02")  # member 2 had not started
+    r = run_cli(flags)
+    assert r.code == 0, r.stderr
+    said = [ln.split("run.ensemble: ")[1] for ln in r.stderr.splitlines() if "run.ensemble: ensemble member" in ln]
+    assert said == [
+        "ensemble member 0 of 3 (unperturbed), resumed from its checkpoint",
+        f"ensemble member 1 of 3 into {out / 'members' / '01'}, resumed from its checkpoint",
+        f"ensemble member 2 of 3 into {out / 'members' / '02'}, from the start (no checkpoint)",
+    ]
+    assert r.stderr.count("training.trainer: epoch ") == 10  # member 2's ten epochs, none of 0's or 1's
+    for member in ("", "members/01", "members/02"):
+        a, b = (_sic(d / member / f"seaice_{TAG}.nc") for d in (ensemble_run.output, out))
+        np.testing.assert_array_equal(a, b)
+    for name in ("seaice_mean", "seaice_spread"):
+        a, b = (_sic(d / f"seaice_ensemble_{TAG}.nc", name) for d in (ensemble_run.output, out))
+        np.testing.assert_array_equal(a, b)
+    assert not txn.verify_set(out, TAG)
+    # member 0 without a checkpoint: the single run's line
+    shutil.rmtree(out / f"checkpoints_{TAG}")
+    r = run_cli(flags)
+    assert r.code == 2 and "--resume: no epoch checkpoint" in r.stderr and r.stderr.count("error:") == 1
+
+
 def test_without_inflation_the_stated_spread_is_the_members_std(twin_dir, tmp_path):
     out = tmp_path / "out"
     flags = [f if f != "10" else "2" for f in TRAIN_FLAGS]  # two epochs
@@ -157,7 +204,6 @@ def test_without_inflation_the_stated_spread_is_the_members_std(twin_dir, tmp_pa
         (["--ensemble", "1"], "--ensemble: expected a number of members N >= 2"),
         (["--ensemble", "x"], "--ensemble: invalid int value"),
         (["--ensemble", "3", "--diagsonly"], "--ensemble: cannot be combined with --diagsonly"),
-        (["--ensemble", "3", "--resume"], "--ensemble: cannot be combined with --resume"),
         (["--ensemble", "3", "--modeltag", "m"], "--ensemble: cannot be combined with --modeltag"),
         (["--ensemble", "3", "--ensemble-sic-error", "-1"], "--ensemble-sic-error: expected a standard deviation"),
         (["--ensemble-sic-error", "0.1"], "--ensemble-sic-error: applies only with --ensemble"),

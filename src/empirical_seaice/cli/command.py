@@ -221,7 +221,6 @@ def _ensemble(args: argparse.Namespace):
 
     check_ensemble_flags(
         diagsonly=args.diagsonly,
-        resume=args.resume,
         distributed=args.distributed,
         retrieve=args.retrieve,
         modeltag=args.modeltag is not None,
@@ -238,7 +237,7 @@ def _run_ensemble(args: argparse.Namespace, ensemble, configs, products, argv) -
     data, preset, cost, training = configs
     result = run_ensemble(
         ensemble, data, preset, cost, training, args.output, args.tag, trainonly=args.trainonly,
-        progress=_progress(args), products=products, force_outputs=args.force_outputs,
+        resume=args.resume, progress=_progress(args), products=products, force_outputs=args.force_outputs,
         checkpoint_minutes=args.checkpoint_minutes, argv=[PROG, *argv],
     )  # fmt: skip
     if not args.quiet:

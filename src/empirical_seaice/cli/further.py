@@ -285,7 +285,7 @@ def add_further_options(ours) -> None:
         "--resume",
         action="store_true",
         help="Resume training from the last checkpoint of this tag in --output (refused if the data, "
-        "model, period or training flags differ).",
+        "model, period or training flags differ); with --ensemble N, each member from its own.",
     )
     ours.add_argument(
         "--checkpoint-minutes",

@@ -19,6 +19,12 @@
    before this step, so a failure leaves member 0's ordinary outputs and no ensemble file (member
    0's publication removed any older one).
 
+With ``resume`` (``--resume``) an ensemble that stopped (a failed member, a signal, a batch job's time
+limit) carries on: each member with an epoch checkpoint in its directory resumes from it (one that
+finished training writes its outputs again without training), the others train from the start; member
+0 must have one, as a single run's ``--resume`` must. A checkpoint of other data or flags is refused
+with the single run's one line.
+
 With ``inflation = "observations"`` the stated spread is the members' spread times the factor of
 :mod:`empirical_seaice.run.ensemble_calibration` (data only, no truth).
 """
@@ -66,14 +72,12 @@ class EnsembleResult:
     lines: list[str] = field(default_factory=list)
 
 
-def check_ensemble_flags(
-    *, diagsonly: bool, resume: bool, distributed: bool, retrieve: bool = False, modeltag: bool = False
-) -> None:
+def check_ensemble_flags(*, diagsonly: bool, distributed: bool, retrieve: bool = False, modeltag: bool = False) -> None:
     """The modes an ensemble does not combine with: one-line errors naming the flag (``--modeltag``
     only names a trained model for ``--diagsonly`` or ``--retrieve``: an ensemble trains its own)."""
     if retrieve:
         raise SeaIceError("--ensemble: a retrieval (--retrieve) has no ensemble; train with --ensemble instead")
-    given_flags = (("--diagsonly", diagsonly), ("--resume", resume), ("--distributed", distributed))
+    given_flags = (("--diagsonly", diagsonly), ("--distributed", distributed))
     for flag, given in (*given_flags, ("--modeltag", modeltag)):
         if given:
             raise SeaIceError(f"--ensemble: cannot be combined with {flag}; run the ensemble without it")
@@ -89,13 +93,15 @@ def run_ensemble(
     tag: str = "run",
     *,
     trainonly: bool = False,
+    resume: bool = False,
     progress: bool = True,
     products: Any = None,
     force_outputs: bool = False,
     checkpoint_minutes: float | None = None,
     argv: Any = None,
 ) -> EnsembleResult:
-    """Run the ensemble (module docstring); arguments as :func:`empirical_seaice.run.train.run`'s.
+    """Run the ensemble (module docstring); arguments as :func:`empirical_seaice.run.train.run`'s
+    (``resume``: carry on a stopped ensemble, member by member).
 
     Raises
     ------
@@ -111,29 +117,49 @@ def run_ensemble(
             "(--ensemble-inflation, default observations) needs the simulated TBs that --trainonly "
             "does not write; drop --trainonly or use --ensemble-inflation none"
         )
-    log.info("ensemble member 0 of %d (unperturbed)", n)
+    log.info("ensemble member 0 of %d (unperturbed)%s", n, _resumed(resume, output, tag))
     result0 = train.run(
-        data_cfg, preset, cost_cfg, train_cfg, output, tag, trainonly=trainonly, progress=progress,
+        data_cfg, preset, cost_cfg, train_cfg, output, tag, trainonly=trainonly, resume=resume, progress=progress,
         products=products, force_outputs=force_outputs, checkpoint_minutes=checkpoint_minutes, argv=argv,
     )  # fmt: skip
     dirs = []
     for k in range(1, n):
         dirs.append(member_dir(output, k, n))
-        log.info("ensemble member %d of %d into %s", k, n, dirs[-1])
+        again = resume and _checkpoint(dirs[-1], tag).is_file()
+        log.info("ensemble member %d of %d into %s%s", k, n, dirs[-1], _resumed(resume, dirs[-1], tag))
         _share_cache(output, dirs[-1], data_cfg)
         try:
             train.run(
                 data_cfg, preset, cost_cfg, replace(train_cfg, seed=member_seed(train_cfg.seed, k)), dirs[-1], tag,
-                trainonly=ensemble.inflation == "none", progress=progress, products=None, force_outputs=force_outputs,
-                checkpoint_minutes=checkpoint_minutes, argv=[*argv, f"(ensemble member {k})"],
+                trainonly=ensemble.inflation == "none", resume=again, progress=progress, products=None,
+                force_outputs=force_outputs, checkpoint_minutes=checkpoint_minutes,
+                argv=[*argv, f"(ensemble member {k})"],
                 perturbation=Perturbation(k, train_cfg.seed, ensemble.sic_error, ensemble.obs_error_scale),
             )  # fmt: skip
         except SeaIceError as exc:
-            raise SeaIceError(f"--ensemble: member {k} ({dirs[-1]}) failed, no ensemble file written: {exc}") from None
+            raise SeaIceError(
+                f"--ensemble: member {k} ({dirs[-1]}) failed, no ensemble file written: {exc} -- once it is "
+                "fixed, rerun the same command with --resume: the members carry on from their checkpoints"
+            ) from None
     filtered = bool(products is not None and getattr(products, "open_water_filter", False))
     res = publish_ensemble(ensemble, data_cfg, preset, train_cfg, output, tag, dirs, filtered=filtered, argv=argv)
     res.member0 = result0
     return res
+
+
+def _checkpoint(directory: Path, tag: str) -> Path:
+    """A member's epoch checkpoint in its output directory ``directory``."""
+    from empirical_seaice.training.checkpoint import CHECKPOINT_NAME
+
+    return Path(directory) / f"checkpoints_{tag}" / CHECKPOINT_NAME
+
+
+def _resumed(resume: bool, directory: Path, tag: str) -> str:
+    """How a member of a resumed ensemble starts, for its log line ('' without ``--resume``)."""
+    if not resume:
+        return ""
+    found = _checkpoint(directory, tag).is_file()
+    return ", resumed from its checkpoint" if found else ", from the start (no checkpoint)"
 
 
 def _share_cache(output: Path, member: Path, data_cfg: DataConfig) -> None:

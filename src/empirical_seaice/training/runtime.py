@@ -175,7 +175,8 @@ class RunProgress:
     def start_training(self, nepochs: int, nbatch: int, done_epochs: int = 0) -> None:
         """The training stage: a bar over ``nepochs * nbatch`` batches (resumed epochs counted done)."""
         self.nepochs = int(nepochs)
-        self.stage(f"training epoch {done_epochs + 1}/{nepochs}")
+        # a run resumed after its last epoch (--resume to write the outputs again) trains no epoch
+        self.stage(f"training epoch {done_epochs + 1}/{nepochs}" if done_epochs < nepochs else "training done")
         bar = self._ensure()
         if bar is not None:
             bar.bar_format = self.BAR
