@@ -26,10 +26,15 @@ The same command on every rank; what each does (the step itself is in
    parameters and their Adam state, the books, the generator) plus the
    partition.
 6. **Assemble**: rank 0 gathers every rank's state rows into a whole-map
-   network and writes the same files as a single-process run (``model_TAG.pt``
-   also holds the partition). The simulations for the diagnostics
-   (``tbsim_initial``, ``tbsim``, ``tbzero``, ``ice_emis``) are computed by
-   every rank on its shard and gathered, in observation order, on rank 0.
+   network. The simulations for the diagnostics (``tbsim_initial``, ``tbsim``,
+   ``tbzero``, ``ice_emis``) are computed by every rank on its shard and
+   gathered, in observation order, on rank 0.
+7. **Check and write**: rank 0 runs a single process's health checks
+   (:mod:`empirical_seaice.run.health`) on the assembled model, then writes
+   the same files as a single-process run (``model_TAG.pt`` also holds the
+   partition) and publishes them, each inside :func:`~empirical_seaice.run.ranks.from_root`:
+   a failure stops every rank with rank 0's one line (after training, with
+   the trained model published as ``partial``).
 
 Memory: a rank holds its shard (observations, state rows and their Adam
 moments); rank 0 also the whole state once for the outputs, and every rank
