@@ -345,6 +345,10 @@ def test_a_diverged_sharded_run_writes_nothing_unless_forced(twin, tmp_path):
     logged = json.loads((out / "summary_h.json").read_text())["run"]["warnings"]
     assert any(w.startswith("health check failed: SIC from ") and "--force-outputs" in w for w in logged), logged
     assert "  Likely fix: the health checks failed (the outputs are marked health_check = failed" in r.stdout
+    # --map-priors auto: the schedule line says what a sharded run took and why, as a single process's does
+    assert (
+        "deferred-adam, sampled whole-map priors (--map-priors auto: the full ones run in one process only)" in r.stdout
+    )
 
 
 def test_a_failure_after_sharded_training_keeps_the_trained_model(twin, tmp_path):

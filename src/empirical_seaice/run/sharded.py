@@ -145,6 +145,11 @@ def _sharded_schemes(train_cfg):
     return train_cfg
 
 
+SHARDED_PRIORS_NOTE = "sampled whole-map priors (--map-priors auto: the full ones run in one process only)"
+"""The summary's schedule line of a sharded run with ``--map-priors auto`` (a single process's says which the
+run took and why: :func:`~empirical_seaice.training.schemes.whole_map_scheme`)."""
+
+
 def run_sharded(ctx: RankContext, plan, order: str = "global", run_set: Any = None):
     """The sharded training run of this rank (see the module docstring) for the CLI's run plan ``plan``
     (:class:`~empirical_seaice.run.plan.RunPlan`: its staging directory ``plan.stage`` is rank 0's); returns
@@ -169,6 +174,8 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
     data_cfg, model_cfg, cost_cfg, tag, stage = plan.data_cfg, plan.model_cfg, plan.cost_cfg, plan.tag, plan.stage
     train_cfg = _sharded_schemes(plan.train_cfg)
     result = single.RunResult(output=plan.output, tag=tag)
+    if plan.train_cfg.prior_mode == "auto":
+        result.map_priors_note = SHARDED_PRIORS_NOTE
     t_run = time.perf_counter()
     start_numba()  # the process's numba start-up, before the read (as a single process's run)
     display.stage("reading data")
