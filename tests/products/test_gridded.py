@@ -259,3 +259,24 @@ def test_gridded_steps_on_one_torch_thread_each_whatever_the_threads(tmp_path, m
         for f in files[1:]:
             with xr.open_dataset(f) as b:
                 np.testing.assert_array_equal(a["ice_emis"].values, b["ice_emis"].values)
+
+
+def test_network_vh_stays_on_the_networks_device():
+    """The v2 network's (e_V, e_H) at every frequency at once equals emissivity_vh's, and computes on the
+    network's own device: on the meta device (which refuses a CPU tensor in its operations, as CUDA does)
+    it gives a meta tensor of (2, nfreq, n). On CUDA the frequencies were a CPU tensor, and every default
+    run's gridded product failed after training there (an H200, 2026-12-04)."""
+    from empirical_seaice.products.gridded import _network_vh
+
+    net, _, _ = build("v2", ("amsr2",))
+    em = net.emissivity
+    freqs = np.array([10.65, 36.5, 89.0])
+    x_t = torch.tensor([0.1, 0.5, 1.2])
+    props = torch.randn(3, em.hidden.weight.shape[1] - 2, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        got = _network_vh(em, x_t, props, freqs)
+        ref = em.emissivity_vh(x_t[:, None], props[:, None, :], torch.as_tensor(freqs, dtype=torch.float32)[None, :])
+        np.testing.assert_allclose(got.numpy(), ref.permute(2, 1, 0).numpy(), atol=1e-6)  # (2, nfreq, n)
+        assert got.std() > 0.01
+        meta = _network_vh(em.to("meta"), x_t.to("meta"), props.to("meta"), freqs)
+    assert meta.device.type == "meta" and tuple(meta.shape) == (2, 3, 3)

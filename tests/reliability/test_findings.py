@@ -20,6 +20,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 
 from empirical_seaice.config import DataConfig
@@ -142,6 +143,12 @@ def test_6_a_failure_after_training_keeps_the_model(twin, tmp_path, untouched, m
     assert {"tbsim_k.nc", "tbsim_initial_k.nc", "tbzero_k.nc"} <= set(manifest["files"])
     assert not any(".held" in name for name in manifest["files"])
     assert txn.verify_set(out, "k") == []
+    # a fault of the code (on a GPU: a CPU tensor in the gridded product): one line, and with -v its traceback
+    monkeypatch.setattr(pw, "write_products", lambda *a, **k: torch.ones(2, device="meta") + torch.ones(2))
+    line = assert_one_line_error(run_cli(flags), "RuntimeError: ", "the trained model is kept")
+    r = run_cli([*flags, "-v"])
+    assert r.code == 2 and "Traceback" in r.stderr and "in <lambda>" in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == line
     monkeypatch.undo()
     r = run_cli(["--data", data, "--output", out, "--tag", "k", "--diagsonly", "--no-progress", "--no-gridded"])
     assert r.code == 0, r.stderr

@@ -330,6 +330,27 @@ print("ok")
 """
 
 
+def test_numbas_low_occupancy_warning_is_not_said_once_the_cuda_kernel_is_made(monkeypatch):
+    """A default run's batches fill a few blocks of a GPU, and numba warned at each launch of a new size
+    (nine NumbaPerformanceWarnings on the demo twin's run, an H200): once the CUDA kernel is made, that
+    warning (its message starts with a terminal's bold code) is not said; another of numba's still is."""
+    import warnings
+
+    from numba.core.errors import NumbaPerformanceWarning
+
+    from empirical_seaice.model import fused_device
+
+    low = "\x1b[1mGrid size 4 will likely result in GPU under-utilization due to low occupancy.\x1b[0m"
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        warnings.warn(NumbaPerformanceWarning(low), stacklevel=1)
+        monkeypatch.setattr(fused_device, "_KERNELS", {})
+        fused_device._kernels("cuda")
+        warnings.warn(NumbaPerformanceWarning(low), stacklevel=1)
+        warnings.warn(NumbaPerformanceWarning("Host array used in CUDA kernel"), stacklevel=1)
+    assert [str(w.message)[:14] for w in said] == [low[:14], "Host array use"]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
 def test_on_a_gpu_the_kernel_equals_the_tensor_step():
     """On a machine with a GPU: the CUDA kernel's terms and gradients on a batch of every case, and

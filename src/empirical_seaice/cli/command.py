@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.exit_code
     except SeaIceError as exc:
+        _log_the_fault(exc)
         print(f"{PROG}: error: {as_flag(str(exc), parser)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:  # a SIGINT outside our handlers (e.g. before they are installed)
@@ -98,6 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
+
+
+def _log_the_fault(exc: SeaIceError) -> None:
+    """With ``-v``: the traceback of a fault of the code under a one-line error (a failure after training
+    says how to redo the rest in one line and keeps the fault as its cause), for a report of it; a
+    user-caused error's cause is no fault and stays unsaid."""
+    cause = exc.__cause__
+    if cause is not None and not isinstance(cause, (SeaIceError, OSError)):
+        logging.getLogger("empirical_seaice").info("the fault under the error below:", exc_info=cause)
 
 
 _MODE_WARNINGS = (

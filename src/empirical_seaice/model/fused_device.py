@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import types
+import warnings
 from typing import Any
 
 import numpy as np
@@ -362,6 +363,9 @@ def _py(fn):
 
 
 _KERNELS: dict[str, Any] = {}
+_LOW_OCCUPANCY = r".*Grid size \d+ will likely result in GPU under-utilization"
+"""numba's warning at a launch of fewer blocks than twice the GPU's SMs (its message starts with a
+terminal's bold code)."""
 
 
 def _kernels(target: str):
@@ -379,6 +383,10 @@ def _kernels(target: str):
     else:
         from numba import cuda
 
+        # a batch of the default sizes fills a few blocks of the GPU's 132 SMs, and numba said so at every
+        # launch of a new size (nine "NumbaPerformanceWarning: Grid size 4 will likely result in GPU
+        # under-utilization" on a default run of the demo twin, an H200): the schedule is the run's choice
+        warnings.filterwarnings("ignore", message=_LOW_OCCUPANCY)
         made = cuda.jit(cuda_kernel_function())
     _KERNELS[target] = made
     return made

@@ -42,6 +42,8 @@ from empirical_seaice.observations import WINDOW_OFFSET_DAYS, BackgroundMaps, Ob
 from empirical_seaice.sensors import POL_H, POL_QH, POL_QV, POL_V, network_frequency_table
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from empirical_seaice.config import ModelConfig
     from empirical_seaice.model.emissivity import EmissivityModel
     from empirical_seaice.sensors import ChannelBasis
@@ -237,15 +239,17 @@ class GridEvaluator:
                 return vh.cpu().numpy()
             if self.model.version == "v1":
                 return self.emissivity(x_t, p)[:, self.idx].cpu().numpy()
-            per_pol = _network_vh(self.emissivity, x_t, p, self.distinct)  # (2, nfreq, n): each frequency once
+            per_pol = _network_vh(self.emissivity, x_t, p, self.distinct).cpu().numpy()  # each frequency once
             # each channel's row of (2 nfreq, n), transposed in one copy (column by column took twice the time)
             rows = per_pol.reshape(-1, x_t.shape[0]).take(self.pol * len(self.distinct) + self.which, axis=0)
             return np.ascontiguousarray(rows.T)
 
 
-def _network_vh(emissivity, x_t, props, freqs: np.ndarray) -> np.ndarray:
+def _network_vh(emissivity, x_t, props, freqs: np.ndarray) -> torch.Tensor:
     """``(e_V, e_H)`` of the v2 network (:meth:`NetworkEmissivity.emissivity_vh`) at the frequencies
-    ``freqs`` (GHz) for the cells ``x_t`` (n,), ``props`` (n, nprop): (2, nfreq, n) float32 (V, then H).
+    ``freqs`` (GHz) for the cells ``x_t`` (n,), ``props`` (n, nprop): (2, nfreq, n) float32 (V, then H), on
+    the network's device (on CUDA the frequencies were a CPU tensor and every v2 run's gridded product
+    failed after training: benchmarks/results.md, thirty-fourth round).
     The part of the hidden layer that does not depend on the frequency is computed once, in the network's
     (feature, cell) layout (``W z^T``: much faster than ``z W^T`` for the tiny inner dimension), and
     every frequency in the same few operations (on the ``benchmark`` twin's gridded product 0.66-0.67
@@ -262,11 +266,12 @@ def _network_vh(emissivity, x_t, props, freqs: np.ndarray) -> np.ndarray:
     z = torch.cat(cols, dim=-1)
     w1, w2 = emissivity.hidden.weight, emissivity.output.weight
     base = torch.addmm(emissivity.hidden.bias.unsqueeze(-1), w1[:, :-1], z.t())  # (H, n)
-    scaled = torch.as_tensor(freqs, dtype=x_t.dtype) / emissivity.freq_scale_ghz  # as emissivity_vh rounds it
+    # the frequencies scaled as emissivity_vh rounds them
+    scaled = torch.as_tensor(freqs, dtype=x_t.dtype, device=x_t.device) / emissivity.freq_scale_ghz
     # every frequency at once, (H, nfreq, n): a few large operations instead of six per frequency
     hidden = torch.sigmoid_(base.unsqueeze(1) + w1[:, -1:].unsqueeze(-1) * scaled.view(1, -1, 1))
     out = torch.addmm(emissivity.output.bias.unsqueeze(-1), w2, hidden.view(w2.shape[1], -1)).sigmoid_()
-    return out.view(2, len(freqs), -1).numpy()
+    return out.view(2, len(freqs), -1)
 
 
 __all__ = [
