@@ -3,7 +3,7 @@
 # one command of a GPU machine lent for minutes; a benchmark, run by hand, never by the test suite):
 #   1. the GPU, its driver, the Python packages, and whether numba compiles a CUDA kernel there;
 #   2. the kernel's tests (tests/training/test_fused_device.py: on a GPU also the CUDA kernel against
-#      the tensor step) and the shortest command on the GPU (tests/e2e/test_defaults.py; $TESTS chooses);
+#      the tensor step) and a default run on the GPU (tests/e2e/test_defaults.py; $TESTS chooses);
 #   3. the tensor step without and with the one-kernel cost at batch 1024 and 16384, interleaved;
 #   4. a default run of the `demo` twin on the GPU, then of the year-long `benchmark` twin, which is
 #      generated on a CPU core of its own from the start (single-threaded: 376 s on this project's
@@ -35,7 +35,7 @@ DEVICE=${DEVICE:-cuda}
 BENCHMARK=${BENCHMARK:-1}
 BUDGET=${BUDGET:-570}
 PARTS=${PARTS:-versions tests throughput runs}
-TESTS=${TESTS:-tests/training/test_fused_device.py tests/e2e/test_defaults.py::test_the_shortest_command_on_a_gpu}
+TESTS=${TESTS:-tests/training/test_fused_device.py tests/e2e/test_defaults.py::test_a_default_run_on_a_gpu}
 START=$(date +%s)
 mkdir -p "$OUT" "$WORK"
 # this script's files of an earlier run go (its logs are appended to, and a twin is not written over)

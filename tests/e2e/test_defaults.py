@@ -179,14 +179,16 @@ def test_v1_defaults_stop_on_the_held_out_cost_before_the_weather_goes_into_the_
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU here")
-def test_the_shortest_command_on_a_gpu(tiny, tmp_path):
-    """On a machine with a GPU the default ``--device auto`` trains there: the shortest command writes
-    every default product (the gridded emissivity, the classic SIC, the open-water filter) and the
-    exported model, and its SIC beats the background and NASA Team as on the CPU. Every v2 run on a GPU
-    failed after training, at the gridded product, until a session was lent one (an H200, 2026-12-04)."""
+def test_a_default_run_on_a_gpu(tiny, tmp_path):
+    """``--device cuda`` and no other flag: the run writes every default product (the gridded emissivity,
+    the classic SIC, the open-water filter) and the exported model, and its SIC beats the background and
+    NASA Team as on the CPU. Every v2 run on a GPU failed after training, at the gridded product, until a
+    session was lent one (an H200, 2026-12-04; ``--device auto`` took the GPU then, and takes the CPU
+    now)."""
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = cli.main(["--data", str(tiny), "--output", str(tmp_path), "--no-progress", "--export"])
+        argv = ["--data", str(tiny), "--output", str(tmp_path), "--no-progress", "--export", "--device", "cuda"]
+        code = cli.main(argv)
     out = stdout.getvalue()
     assert code == 0, stderr.getvalue()[-3000:]
     m = SCORES.search(out)
