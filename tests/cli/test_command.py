@@ -317,6 +317,25 @@ def test_shard_order_local_is_taken_under_a_torchrun_of_several_processes(monkey
         _check_shard_order(args)
 
 
+def test_retrieve_and_ensemble_are_refused_under_a_torchrun_of_several_processes(monkeypatch, tmp_path, capsys):
+    """A retrieval or an ensemble runs in one process: under a torchrun of two, each process ran the whole
+    job into the same files; now one line before any work. One process (WORLD_SIZE 1) is no torchrun of
+    several and is let through (here to the retrieval's own error: no trained model)."""
+    from empirical_seaice import cli
+
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "h")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    base = ["--data", str(tmp_path), "--output", str(tmp_path / "o"), "--no-progress"]
+    for flags, flag in ((["--retrieve"], "--retrieve"), (["--ensemble", "3"], "--ensemble")):
+        assert cli.main([*base, *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"seaice-training: error: {flag}: runs in one process; start it without torchrun (here 2)"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert cli.main([*base, "--retrieve"]) == 2
+    assert "runs in one process" not in capsys.readouterr().err
+
+
 def test_diagsonly_names_the_flags_it_does_not_use(capsys, tmp_path):
     """``--diagsonly`` takes the trained run's setup from its model file: the training and model flags the
     user typed are named in one warning (a log line, before the run's own one-line error here: there is no

@@ -251,9 +251,12 @@ def test_outputs_have_the_same_form(runs):
         a, b = xr.open_dataset(single / name), xr.open_dataset(sharded / name)
         assert dict(a.sizes) == dict(b.sizes), name
         assert set(a.data_vars) == set(b.data_vars), name
-    # the summary is printed once (rank 0) and reports the same run
+    # the summary is printed once (rank 0) and reports the same run, saying how it was sharded
     assert r.stdout.count("seaice-training training") == 1
+    assert f"seaice-training training sharded over 2 processes (--shard-order global) '{TAG}': model" in r.stdout
     assert "observations, 346 grid points x 3 steps; 3 epochs" in r.stdout
+    modes = [json.loads((d / f"summary_{TAG}.json").read_text())["run"]["mode"] for d in (single, sharded)]
+    assert modes == ["training", "training sharded over 2 processes (--shard-order global)"]
     # and lists the warnings rank 0 logged, as the single process's lists its own
     warned = [json.loads((d / f"summary_{TAG}.json").read_text())["run"]["warnings"] for d in (single, sharded)]
     assert warned[0] and warned[1] == warned[0], warned
@@ -509,3 +512,102 @@ def test_what_rank_0_raises_in_from_root_every_rank_raises(tmp_path, fails):
         return
     expected = "RunInterrupted 143 interrupted by SIGTERM" if fails == "signal" else "SeaIceError --data: rank 0"
     assert all(o.startswith(expected) for o in outs), outs
+
+
+def _errors(stderr: str) -> list[str]:
+    """Each rank's one-line error (two ranks failing at once can write into the shared pipe without a
+    newline between their lines)."""
+    return re.findall(r"seaice-training: error: (.*?)(?=seaice-training: error:|\n|$)", stderr)
+
+
+def test_a_sharded_resume_takes_its_own_checkpoints_only(twin, tmp_path):
+    """``--resume`` of a sharded run as strict as a single process's: a single process's checkpoint is
+    not its own (and the reverse), each named before the data are read; another run's options are refused
+    by every rank before a checkpoint is read or re-cut (the learning rate here: it was accepted and
+    trained on); a batch above the training observations is refused; a resume with fewer epochs than
+    trained records the epochs trained. A run that trains from the start removes the other mode's
+    checkpoints of its tag."""
+    out = tmp_path / "out"
+    ckpt = out / "checkpoints_m"
+    base = ["--data", twin, "--output", out, "--tag", "m", "--batchsize", "128", "--no-progress", "--device", "cpu",
+            "--threads", "1", "--trainonly", "--validation-fraction", "0"]  # fmt: skip
+    assert cli.main([str(a) for a in [*base, "--nepochs", "1"]]) == 0
+    assert (ckpt / "checkpoint.pt").is_file()
+    r = torchrun([*base, "--nepochs", "1", "--distributed", "--resume"])
+    assert r.returncode != 0
+    single = f"--resume: the checkpoint in {ckpt} is a single process's (checkpoint.pt): resume it without "
+    assert _errors(r.stderr) == [single + "--distributed, or train without --resume"] * 2, r.stderr[-3000:]
+    r = torchrun([*base, "--nepochs", "2", "--distributed"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "checkpoint-rank00000-of-00002.pt", "checkpoint-rank00001-of-00002.pt", "partition.pt"
+    ]  # fmt: skip
+    err = subprocess.run(
+        [sys.executable, "-m", "empirical_seaice.cli", *map(str, base), "--nepochs", "2", "--resume"],
+        env=dict(os.environ, PYTHONPATH=str(SRC)), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert err.returncode == 2 and err.stderr.strip() == (
+        f"seaice-training: error: --resume: the checkpoints in {ckpt} are a sharded run's (one a rank): resume it "
+        "under torchrun with --distributed, or train without --resume"
+    ), err.stderr
+    r = torchrun([*base, "--nepochs", "2", "--distributed", "--resume", "--learning-rate", "0.5"])
+    lines = _errors(r.stderr)
+    assert r.returncode != 0 and len(lines) == 2 and lines[0] == lines[1], r.stderr[-3000:]
+    assert lines[0].startswith(f"--resume: checkpoint {ckpt}/checkpoint-rank0000"), lines
+    assert "written for another --learning-rate: 0.008 then, 0.5 now" in lines[0], lines
+    r = torchrun([*base, "--nepochs", "2", "--distributed", "--batchsize", "100000"])
+    lines = _errors(r.stderr)
+    assert r.returncode != 0 and len(lines) == 2 and lines[0].startswith("--batchsize 100000: more than the "), lines
+    r = torchrun([*base, "--nepochs", "1", "--distributed", "--resume"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    model = torch.load(out / "model_m.pt", weights_only=False)
+    assert model["configs"]["training"]["nepochs"] == 2 and len(model["history"]["epoch_terms"]) == 2
+
+
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_epoch(twin, tmp_path):
+    """SIGTERM on rank 1 alone, in its second epoch: every rank finishes that epoch, writes its checkpoint
+    of it and stops with exit 143 (before, rank 1 stopped at once, a checkpoint behind, and rank 0 waited
+    in the next collective); ``--resume`` then carries on from epoch 2 on both."""
+    script = tmp_path / "launch.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "from empirical_seaice import cli\n"
+        "from empirical_seaice.training.trainer import Trainer\n"
+        "epoch = Trainer._train_epoch\n"
+        "def signalled(self, *args, **kwargs):\n"
+        "    if self.epoch == 1 and os.environ['RANK'] == '1':\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return epoch(self, *args, **kwargs)\n"
+        "Trainer._train_epoch = signalled\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / "out"
+    args = ["--data", twin, "--output", out, "--tag", "s", "--nepochs", "3", "--batchsize", "128", "--no-progress",
+            "--device", "cpu", "--threads", "1", "--trainonly", "--distributed"]  # fmt: skip
+    r = torchrun(args, 2, [str(script)])
+    assert r.returncode != 0
+    said = re.findall(r"seaice-training: (interrupted by SIGTERM after epoch \d+)", r.stderr)
+    assert said == ["interrupted by SIGTERM after epoch 2"] * 2, r.stderr[-3000:]
+    epochs = [
+        torch.load(p, weights_only=False)["epoch"] for p in sorted((out / "checkpoints_s").glob("checkpoint-rank*"))
+    ]
+    assert epochs == [2, 2]
+    r = torchrun([*args, "--resume"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(torch.load(out / "model_s.pt", weights_only=False)["history"]["epoch_terms"]) == 3
+
+
+def test_a_tag_in_use_stops_every_rank_with_one_line(twin, tmp_path):
+    """Another live run holding the tag's lock: rank 0 cannot take it, and every rank stops with its line
+    before the data are read (rank 1 died in its first collective with gloo's traceback)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    lock = out / ".lock_l"
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "start": None, "time": "then"}))
+    r = torchrun(["--data", twin, "--output", out, "--tag", "l", "--nepochs", "1", "--no-progress", "--device", "cpu",
+                  "--distributed"])  # fmt: skip
+    lines = _errors(r.stderr)
+    assert r.returncode != 0 and len(lines) == 2 and lines[0] == lines[1], r.stderr[-3000:]
+    assert lines[0].startswith(f"--output {out} --tag l: another run (pid {os.getpid()} "), lines
+    assert "Traceback" not in "\n".join(ln for ln in r.stderr.splitlines() if ln.startswith("[rank")), r.stderr
+    assert lock.exists() and sorted(p.name for p in out.iterdir()) == [".lock_l"]

@@ -134,6 +134,7 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
     if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
         raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")
     _check_shard_order(args)
+    _check_one_process(args)
     products = product_options(args)
     if not args.retrieve:
         from empirical_seaice.products.write import check_product_options
@@ -198,6 +199,19 @@ def _thread_count(args: argparse.Namespace) -> int:
         return int(args.threads)
     env = launch_environment()
     return auto_threads(env.local_world_size if env is not None else 1)
+
+
+def _check_one_process(args: argparse.Namespace) -> None:
+    """``--retrieve`` and ``--ensemble`` run in one process: a one-line error under a torchrun of several
+    processes (each process ran the whole job into the same files, the tag's lock refusing all but one)."""
+    from empirical_seaice.training.distributed import launch_environment
+
+    env = launch_environment()
+    if env is None or env.world_size == 1:
+        return
+    for flag, given in (("--retrieve", args.retrieve), ("--ensemble", args.ensemble is not None)):
+        if given:
+            raise SeaIceError(f"{flag}: runs in one process; start it without torchrun (here {env.world_size})")
 
 
 def _check_shard_order(args: argparse.Namespace) -> None:

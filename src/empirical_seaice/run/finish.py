@@ -182,6 +182,7 @@ def summary_table(
                 result.train_seconds,
                 schedule_line(train_cfg, getattr(result, "map_priors_note", "")),
                 train_cfg.early_stopping,
+                getattr(result, "sharded", ""),
             ),
             cost_before=result.cost_before,
             cost_after=result.cost_after,
@@ -210,9 +211,11 @@ def run_title(
     train_seconds: float,
     schedule: str = "",
     early_stopping: bool = False,
+    sharded: str = "",
 ) -> str:
-    """The first lines of a run's summary table: what ran, on which data, how training went."""
-    what = "diagnostics of the trained model" if diagsonly else "training"
+    """The first lines of a run's summary table: what ran, on which data, how training went (``sharded``:
+    how a sharded run was sharded, in words)."""
+    what = "diagnostics of the trained model" if diagsonly else f"training {sharded}".strip()
     line = (
         f"seaice-training {what} '{tag}': model {preset_name}, sensors {' '.join(obs.basis.sensor_names)}\n"
         f"  {obs.nobs} observations, {obs.ngrid} grid points x {obs.nstep} steps"
@@ -312,9 +315,10 @@ def run_summary(
     from empirical_seaice.products.write import provenance_of
 
     prov = provenance_of(result.tag, preset_name, data_cfg, obs)
+    sharded = getattr(result, "sharded", "")
     facts = {
         "tag": result.tag,
-        "mode": mode or ("diagnostics of a trained model" if diagsonly else "training"),
+        "mode": mode or ("diagnostics of a trained model" if diagsonly else f"training {sharded}".strip()),
         "preset": preset_name,
         "sensors": list(obs.basis.sensor_names),
         "period_start": prov.period_start,

@@ -58,7 +58,7 @@ import torch
 import torch.distributed as dist
 
 from empirical_seaice.compiled import start_numba
-from empirical_seaice.errors import SeaIceError
+from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard
@@ -66,6 +66,7 @@ from empirical_seaice.logs import warnings_said
 from empirical_seaice.memory import HEAP_THRESHOLD, map_large_arrays
 from empirical_seaice.observations import Observations
 from empirical_seaice.products import diagnostics as diag
+from empirical_seaice.run import interrupt
 from empirical_seaice.run.factory import (
     Built,
     build_network,
@@ -75,8 +76,8 @@ from empirical_seaice.run.factory import (
 )
 from empirical_seaice.run.finish import final_diagnostics, run_summary, summary_table, write_state_files
 from empirical_seaice.run.health import check_trained, health_gate
-from empirical_seaice.run.model_file import before_state, configs_to_dict, write_trained
-from empirical_seaice.run.partition import Shard
+from empirical_seaice.run.model_file import before_state, configs_to_dict, run_identity, write_trained
+from empirical_seaice.run.partition import PARTITION_NAME, Shard
 from empirical_seaice.run.ranks import (
     RankContext,
     assemble_state,
@@ -88,6 +89,13 @@ from empirical_seaice.run.ranks import (
 )
 from empirical_seaice.run.reshard import load_or_make_partition
 from empirical_seaice.training import distributed as tdist
+from empirical_seaice.training.checkpoint import (
+    CHECKPOINT_NAME,
+    RANK_CHECKPOINTS,
+    check_identity,
+    checkpoint_identity,
+    other_mode_checkpoints,
+)
 
 
 def fit_held_out_sharded(
@@ -172,8 +180,9 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
     from empirical_seaice.training.runtime import make_generator, split_observations
 
     data_cfg, model_cfg, cost_cfg, tag, stage = plan.data_cfg, plan.model_cfg, plan.cost_cfg, plan.tag, plan.stage
-    train_cfg = _sharded_schemes(plan.train_cfg)
+    asked = train_cfg = _sharded_schemes(plan.train_cfg)  # asked: its batch None where it follows the data
     result = single.RunResult(output=plan.output, tag=tag)
+    result.sharded = f"sharded over {ctx.world_size} processes (--shard-order {order})"
     if plan.train_cfg.prior_mode == "auto":
         result.map_priors_note = SHARDED_PRIORS_NOTE
     t_run = time.perf_counter()
@@ -182,6 +191,9 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
     obs, background = read_once(ctx, data_cfg, model_cfg.nlag, plan.output / "cache")
     result.data_warnings = len(obs.read_warnings)
     train_cfg = train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, as a single process
+    identity = run_identity(obs, model_cfg, cost_cfg, train_cfg)
+    if plan.resume:  # every rank's checkpoint refused if another run's, before any is re-cut or read
+        check_rank_checkpoints(plan.ckpt_dir, identity)
     configs = configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, plan.preset_name)
     tdist.check_agreement(
         {
@@ -215,6 +227,10 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
         sharding = tdist.ShardPlan(ctx.device, train_cfg.reproducible, ntrain_local=len(local_train))
         assert sharding.ntrain is not None  # order "local": every rank's count
         nobs_train = int(sharding.ntrain.sum())
+    # a batch asked for holds at most the training observations (of every rank), as in a single process
+    dataclasses.replace(train_cfg, batch_size=asked.batch_size).check_batch(nobs_train)
+    if not plan.resume:  # training from the start: the tag's earlier checkpoints go, so that a --resume finds ours
+        from_root(ctx, functools.partial(_remove_earlier_checkpoints, plan.ckpt_dir))
     built = _rank_network(
         ctx, obs, background, shard, local_train, nobs_train, model_cfg, cost_cfg, train_cfg, init_generator
     )
@@ -246,9 +262,19 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
         sharding=sharding,
         checkpoint_minutes=0,  # epoch-end checkpoints only: a time-triggered one would differ between ranks
         valid_regions=single.held_out_regions(obs, background, local_valid, shard),
+        identity=identity,
+        stop=interrupt.requested,  # at an epoch's end that every rank agrees on (ShardPlan.agreed_stop)
     )
     t1 = time.perf_counter()
-    result.history = history = trainer.fit(resume=plan.resume)
+    with interrupt.training():  # a signal waits for the epoch's end: every rank's checkpoint of one epoch
+        result.history = history = trainer.fit(resume=plan.resume)
+        if history.nepochs > train_cfg.nepochs:  # resumed with fewer epochs than trained: record the truth
+            train_cfg = dataclasses.replace(train_cfg, nepochs=history.nepochs)
+            configs = configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, plan.preset_name)
+        plan.trained = True  # a signal held back by the last checkpoint's write is raised next, with the advice
+        stopped = sharding.agreed_stop(interrupt.requested())  # on any rank: every rank stops, not one alone
+        if stopped:
+            raise RunInterrupted(f"interrupted by {stopped}", exit_code=143 if stopped == "SIGTERM" else 130)
     result.train_seconds = time.perf_counter() - t1
     map_large_arrays(HEAP_THRESHOLD)  # the passes' blocks reused from the heap again (empirical_seaice.memory)
     assemble_state(ctx, network, shard, full)
@@ -307,11 +333,13 @@ def _write_outputs(plan, run, sims, marks, held, result, run_set, display, t_run
             single.failed_after_training(plan, run_set, configs, exc)
         display.stage("publishing")
         held.discard()
-        result.manifest = run_set.publish(
-            configs,
-            status="complete" if marks is None else "health-check-failed",
-            message="" if marks is None else marks["health_check_failures"],
-        )
+        with interrupt.deferred():  # a signal waits for the switch: the set published whole, or the old one kept
+            result.manifest = run_set.publish(
+                configs,
+                status="complete" if marks is None else "health-check-failed",
+                message="" if marks is None else marks["health_check_failures"],
+            )
+        interrupt.raise_pending(published=f"{plan.output}/*_{plan.tag}.nc")
     result.files = [
         plan.output / Path(f).relative_to(stage) if Path(f).is_relative_to(stage) else f for f in result.files
     ]
@@ -420,6 +448,36 @@ def _final_outputs(full, obs, background, data_cfg, output, tag, nobs_train, res
     return truth
 
 
+def find_rank_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """The ranks' checkpoints in ``ckpt_dir`` that ``--resume`` carries on from (any number of ranks; their
+    ``partition.pt`` beside them), or the one-line error that there are none, naming a single process's
+    ``checkpoint.pt`` where that is what the directory holds."""
+    found = sorted(ckpt_dir.glob(RANK_CHECKPOINTS))
+    if found and (ckpt_dir / PARTITION_NAME).is_file():
+        return found
+    if other_mode_checkpoints(ckpt_dir, sharded=True):
+        raise SeaIceError(
+            f"--resume: the checkpoint in {ckpt_dir} is a single process's ({CHECKPOINT_NAME}): resume it without "
+            "--distributed, or train without --resume"
+        )
+    raise SeaIceError(f"--resume: no sharded checkpoints in {ckpt_dir}; train without --resume first")
+
+
+def _remove_earlier_checkpoints(ckpt_dir: Path) -> None:
+    """Rank 0, training from the start: the ranks' checkpoints of an earlier run of this tag (of any number of
+    ranks) and a single process's ``checkpoint.pt``, which a later ``--resume`` would otherwise take."""
+    for stale in [*ckpt_dir.glob(RANK_CHECKPOINTS), *other_mode_checkpoints(ckpt_dir, sharded=True)]:
+        stale.unlink(missing_ok=True)
+
+
+def check_rank_checkpoints(ckpt_dir: Path, identity: dict[str, Any]) -> None:
+    """Refuse (one line, on every rank) ``--resume`` from ranks' checkpoints written for other data, model,
+    period or training options (:func:`~empirical_seaice.training.checkpoint.check_identity`), before any
+    is read whole or re-cut for another number of ranks."""
+    for path in find_rank_checkpoints(ckpt_dir):
+        check_identity(path, checkpoint_identity(path), identity)
+
+
 def run_sharded_set(ctx, argv, plan, shard_order: str):
     """:func:`run_sharded` for the CLI's run plan (:class:`~empirical_seaice.run.plan.RunPlan`). Rank 0
     holds the output set (lock, staging directory, publication) as a single-process run does; every
@@ -427,17 +485,29 @@ def run_sharded_set(ctx, argv, plan, shard_order: str):
     run_set = cache = None
     plan.sharded = True
     try:
-        if ctx.root:
-            run_set = txn.OutputSet(plan.output, plan.tag, argv=argv)
-            cache = CacheGuard(plan.output / "cache")
-        if run_set is not None:
-            plan.stage = run_set.begin()
+        if plan.resume:  # before the data are read (every rank sees the same directory)
+            find_rank_checkpoints(plan.ckpt_dir)
+        made: list[Any] = []
+
+        def begin() -> None:  # rank 0's output set: its lock taken (another run's refused) and staging begun
+            made.append(txn.OutputSet(plan.output, plan.tag, argv=argv))
+            made.append(CacheGuard(plan.output / "cache"))
+            plan.stage = made[0].begin()
+
+        try:  # inside from_root: a refusal stops every rank with its line (a lost peer's traceback before)
+            from_root(ctx, begin)
+        finally:
+            run_set, cache = (made + [None, None])[:2]
         return run_sharded(ctx, plan, shard_order, run_set=run_set)
-    except BaseException:
+    except BaseException as exc:
         if run_set is not None:
             run_set.abort()
             if not run_set.published and cache is not None:
                 cache.cleanup(plan.output)
+        if isinstance(exc, RunInterrupted) and plan.trained and not (run_set is not None and run_set.published):
+            from empirical_seaice.run.train import _resume_hint
+
+            raise RunInterrupted(f"{exc}; {_resume_hint(plan)}", exit_code=exc.exit_code) from None
         raise
     finally:
         if run_set is not None:

@@ -84,6 +84,7 @@ from empirical_seaice.run.model_file import (
 from empirical_seaice.run.plan import RunPlan, validate_run
 from empirical_seaice.run.ranks import rank_context
 from empirical_seaice.run.streamed import AheadOfFinalPass, final_pass, initial_pass
+from empirical_seaice.training.checkpoint import other_mode_checkpoints
 from empirical_seaice.training.runtime import RunProgress, own_storage
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class RunResult:
     truth : truth scores when the data has a truth.
     train_seconds : wall time of training (s).
     map_priors_note : which whole-map priors ``--map-priors auto`` took and why ('' otherwise).
+    sharded : how a sharded run (``--distributed``) was sharded, in words ('' for a single process).
     summary : the summary table ('' with ``--trainonly``).
     summary_data : the same as data (``summary_TAG.json``), None with ``--trainonly``.
     health : the health checks after training (run.health.HealthReport; None with ``--diagsonly``).
@@ -122,6 +124,7 @@ class RunResult:
     truth: diag.TruthScores | None = None
     train_seconds: float = 0.0
     map_priors_note: str = ""
+    sharded: str = ""
     summary: str = ""
     summary_data: dict[str, Any] | None = None
     health: Any = None
@@ -214,6 +217,11 @@ def run(
 
             return run_sharded_set(ctx, argv, plan, shard_order)
         if resume and not plan.checkpoint.is_file():
+            if other_mode_checkpoints(plan.ckpt_dir, sharded=False):
+                raise SeaIceError(
+                    f"--resume: the checkpoints in {plan.ckpt_dir} are a sharded run's (one a rank): resume it under "
+                    "torchrun with --distributed, or train without --resume"
+                )
             raise SeaIceError(f"--resume: no epoch checkpoint {plan.checkpoint}; train without --resume first")
         run_set = txn.OutputSet(plan.output, tag, argv=argv, inherit=diagsonly and plan.modeltag == tag)
         cache = CacheGuard(plan.output / "cache")
@@ -449,6 +457,9 @@ def _train(plan: RunPlan, built, split, generator, identity, display: RunProgres
     plan.train_cfg = replace(plan.train_cfg, map_priors=trainer.config.map_priors)
     result.map_priors_note = trainer.map_priors_note
     release_free_memory()  # what building the trainer freed: not beside the training's peak
+    if not plan.resume:  # a sharded run's checkpoints of this tag: stale once this run writes its own
+        for path in other_mode_checkpoints(plan.ckpt_dir, sharded=False):
+            path.unlink(missing_ok=True)
     t1 = time.perf_counter()
     with interrupt.training():
         history = trainer.fit(resume=plan.resume)

@@ -180,6 +180,23 @@ def checkpoint_identity(path: Path) -> Mapping[str, Any] | None:
     return state.get("identity")
 
 
+RANK_CHECKPOINTS = "checkpoint-rank*-of-*.pt"
+"""The pattern of a sharded run's checkpoints, one a rank (:attr:`ShardPlan.checkpoint_name
+<empirical_seaice.training.distributed.ShardPlan.checkpoint_name>`), beside its ``partition.pt``."""
+
+
+def other_mode_checkpoints(ckpt_dir: Path, sharded: bool) -> list[Path]:
+    """The checkpoints in ``ckpt_dir`` of the other mode than this run's: a single process's
+    ``checkpoint.pt`` for a sharded run (``sharded``), the ranks' files and their partition for a single
+    process. A run that trains from the start removes them (a later ``--resume`` of either mode would
+    otherwise take the stale one); a ``--resume`` that finds only them says which mode wrote them."""
+    if sharded:
+        found = [ckpt_dir / CHECKPOINT_NAME]
+    else:  # the ranks' files and their partition (run.partition.PARTITION_NAME)
+        found = [*sorted(ckpt_dir.glob(RANK_CHECKPOINTS)), ckpt_dir / "partition.pt"]
+    return [p for p in found if p.is_file()]
+
+
 def check_identity(path: Path, saved: Mapping[str, Any] | None, identity: Mapping[str, Any] | None) -> None:
     """Refuse (one line) a checkpoint written for other data, model, period or training options."""
     if identity is None:
@@ -263,6 +280,8 @@ def restore_trainer(trainer: Any, path: Path, state: Mapping[str, Any]) -> None:
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "RANK_CHECKPOINTS",
+    "other_mode_checkpoints",
     "TRAINER_CHECKPOINT_FORMAT",
     "IDENTITY_WORDS",
     "read_checkpoint",

@@ -62,6 +62,8 @@ logger = logging.getLogger(__name__)
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 """Environment variables that ``torchrun`` sets for every process it starts."""
+_STOPS = (None, "SIGINT", "SIGTERM")
+"""The stops :meth:`ShardPlan.agreed_stop` agrees on, in order (the last any rank asked for is taken)."""
 
 
 @dataclass(frozen=True)
@@ -329,6 +331,17 @@ class ShardPlan:
         else:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         return flat
+
+    def agreed_stop(self, reason: str | None) -> str | None:
+        """The stop every rank takes at an epoch's end: this rank's requested stop (``"SIGINT"``,
+        ``"SIGTERM"`` or None) and the others', SIGTERM before SIGINT; one all-reduce. A signal reaches
+        the ranks at different steps (or one rank alone), and a rank that stopped alone would leave the
+        others waiting in the next step's collective and its checkpoint an epoch behind theirs."""
+        if self.world_size == 1:
+            return reason
+        t = torch.tensor([_STOPS.index(reason)], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return _STOPS[int(t.item())]
 
     def same_everywhere(self, value: int, what: str) -> None:
         """Check that an integer (e.g. the resumed epoch) is the same on every rank.

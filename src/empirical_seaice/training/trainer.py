@@ -382,6 +382,8 @@ class Trainer:
                 logger.info("%s", self.history.epoch_line(cfg.nepochs))
                 if self.checkpoint_dir is not None:
                     reason = self.stop() if self.stop is not None else None
+                    if self.sharding is not None:  # every rank stops after the same epoch, each with its file
+                        reason = self.sharding.agreed_stop(reason)
                     if self._epoch_checkpoint_due(reason):
                         path = self.save_checkpoint()
                     if reason and self.epoch < cfg.nepochs:
@@ -649,8 +651,9 @@ class Trainer:
             self.progress.close()
 
     def _step_boundary(self, b: int, nbatch: int, where: Callable[[int], dict[str, Any]]) -> None:
-        """Between two steps: a requested stop (signal) or a due within-epoch checkpoint."""
-        reason = self.stop() if self.stop is not None else None
+        """Between two steps: a requested stop (signal) or a due within-epoch checkpoint. A sharded run's
+        ranks stop at an epoch's end only, where they agree to (their checkpoints one a rank, of one epoch)."""
+        reason = self.stop() if self.stop is not None and self.sharding is None else None
         due = self.checkpoint_s > 0 and time.monotonic() - self._last_checkpoint >= self.checkpoint_s
         if not reason and not due:
             return
