@@ -1,5 +1,6 @@
 """The warnings a part of the run logs, kept as well as shown: the data cache keeps its read's
-(:mod:`empirical_seaice.io.cache`), a run's summary lists its own (:mod:`empirical_seaice.run.train`)."""
+(:mod:`empirical_seaice.io.cache`), a run's summary lists its own (:mod:`empirical_seaice.run.train`); and
+the rank in each line of a sharded run (:func:`name_the_rank`)."""
 
 from __future__ import annotations
 
@@ -34,4 +35,14 @@ def warnings_said(logger: str = "empirical_seaice") -> Iterator[list[str]]:
         target.removeHandler(handler)
 
 
-__all__ = ["warnings_said"]
+def name_the_rank(rank: int, world_size: int, logger: str = "empirical_seaice") -> None:
+    """In a run sharded over processes, every line the command line's handler of ``logger`` writes names
+    its rank (``rank 1/2``): the ranks share one stderr, and their lines came alike, twice each."""
+    for handler in logging.getLogger(logger).handlers:
+        if getattr(handler, "_seaice_cli", False):
+            handler.setFormatter(
+                logging.Formatter(f"%(asctime)s %(levelname)s rank {rank}/{world_size} %(name)s: %(message)s")
+            )
+
+
+__all__ = ["warnings_said", "name_the_rank"]

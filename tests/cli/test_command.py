@@ -399,3 +399,22 @@ def test_quiet_hides_the_warnings_from_stderr_not_from_the_run(capsys):
     log.warning("shown by default")
     err = capsys.readouterr().err
     assert "shown by default" in err and "not shown by default" not in err
+
+
+def test_a_sharded_runs_log_lines_name_their_rank(capsys):
+    """The ranks of a sharded run share one stderr, and with ``-v`` each line came twice alike; once the rank
+    joins, its lines name it (``rank 1/2``), and the next run in the process has the plain lines again."""
+    from empirical_seaice.cli.command import _setup_logging
+    from empirical_seaice.logs import name_the_rank
+
+    log = logging.getLogger("empirical_seaice.tests.ranks")
+    try:
+        _setup_logging(1)
+        name_the_rank(1, 2)
+        log.info("a stage")
+        assert " INFO rank 1/2 empirical_seaice.tests.ranks: a stage" in capsys.readouterr().err
+        _setup_logging(1)
+        log.info("a stage")
+        assert " INFO empirical_seaice.tests.ranks: a stage" in capsys.readouterr().err
+    finally:
+        _setup_logging(0)

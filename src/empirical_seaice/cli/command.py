@@ -21,6 +21,8 @@ from empirical_seaice.sensors import load_catalogue
 
 EXIT_USER_ERROR = 2
 """Exit status of a user-caused error."""
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""The command line's log lines on stderr."""
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -42,9 +44,10 @@ def _setup_logging(verbosity: int) -> None:
         if getattr(h, "_seaice_cli", False) and isinstance(h, logging.StreamHandler):
             h.stream = sys.stderr  # not setStream: it flushes the old stream, which may be closed
             h.setLevel(level)
+            h.setFormatter(logging.Formatter(LOG_FORMAT))  # (a sharded run's names its rank: logs.name_the_rank)
     if not any(getattr(h, "_seaice_cli", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
         handler.setLevel(level)
         handler._seaice_cli = True  # type: ignore[attr-defined]
         root.addHandler(handler)

@@ -215,6 +215,9 @@ def rank_context(distributed: bool, device: torch.device, diagsonly: bool):
         return None
     if diagsonly:
         raise SeaIceError("--diagsonly: runs in one process; start it without torchrun and --distributed")
+    from empirical_seaice.logs import name_the_rank
+
+    name_the_rank(env.rank, env.world_size)
     rank_device = tdist.rank_device(device, env)
     tdist.init_process_group(env, rank_device)
     return RankContext(env=env, device=rank_device)
