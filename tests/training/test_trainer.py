@@ -410,14 +410,14 @@ def test_config_and_device_errors(monkeypatch):
     assert TrainingConfig(tensor_step_threads=1).tensor_step_threads == 1
     assert resolve_device("cpu") == torch.device("cpu")
     # auto: the CPU where the fused step can run (numba), whatever GPU the machine has
-    from empirical_seaice.model import fused_kernels
+    from empirical_seaice import compiled
 
-    assert fused_kernels.HAVE_NUMBA and resolve_device("auto") == torch.device("cpu")
-    monkeypatch.setattr(fused_kernels, "HAVE_NUMBA", False)
+    assert compiled.HAVE_NUMBA and resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(compiled, "HAVE_NUMBA", False)
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == torch.device("cuda")
-    monkeypatch.setattr(fused_kernels, "HAVE_NUMBA", True)
+    monkeypatch.setattr(compiled, "HAVE_NUMBA", True)
     assert resolve_device("auto") == torch.device("cpu")
     monkeypatch.undo()
     with pytest.raises(SeaIceError, match="--device: expected auto, cpu or cuda, got 'gpu'"):

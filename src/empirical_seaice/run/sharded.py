@@ -191,9 +191,6 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
     obs, background = read_once(ctx, data_cfg, model_cfg.nlag, plan.output / "cache")
     result.data_warnings = len(obs.read_warnings)
     train_cfg = train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, as a single process
-    identity = run_identity(obs, model_cfg, cost_cfg, train_cfg)
-    if plan.resume:  # every rank's checkpoint refused if another run's, before any is re-cut or read
-        check_rank_checkpoints(plan.ckpt_dir, identity)
     configs = configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, plan.preset_name)
     tdist.check_agreement(
         {
@@ -211,6 +208,9 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
         },
         ctx.device,
     )
+    identity = run_identity(obs, model_cfg, cost_cfg, train_cfg)
+    if plan.resume:  # the ranks agree (above); another run's checkpoints refused before any is re-cut or read
+        check_rank_checkpoints(plan.ckpt_dir, identity)
     partition = load_or_make_partition(ctx, obs, plan.ckpt_dir, plan.resume, model_cfg.nlag, train_cfg.optimizer)
     shard = Shard.of_rank(partition, obs.igrid, ctx.rank)
     generator = make_generator(train_cfg.seed)

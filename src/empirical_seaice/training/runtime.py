@@ -40,7 +40,7 @@ def resolve_device(name: str) -> torch.device:
     on a machine without it.
     """
     if name == "auto":
-        from empirical_seaice.model.fused_kernels import HAVE_NUMBA
+        from empirical_seaice.compiled import HAVE_NUMBA
 
         return torch.device("cuda" if not HAVE_NUMBA and torch.cuda.is_available() else "cpu")
     try:
