@@ -32,11 +32,13 @@ class RunInterrupted(BaseException):
     main thread is, and no ``except Exception`` or ``except SeaIceError`` on the way (the products' and
     the truth's fallbacks, the handler that publishes what was written after training) may take it for
     a failure of its own; the runs' ``except BaseException`` clean-ups remove their files and re-raise it,
-    and the CLI exits with ``exit_code``."""
+    and the CLI exits with ``exit_code``. ``published``: the signal came as the run's outputs were
+    published, and they are complete (no ``--resume`` advice is due)."""
 
-    def __init__(self, message: str, exit_code: int = 130):
+    def __init__(self, message: str, exit_code: int = 130, published: bool = False):
         super().__init__(_one_line(message))
         self.exit_code = exit_code
+        self.published = published
 
 
 def as_flag(message: str, parser: argparse.ArgumentParser) -> str:

@@ -611,3 +611,35 @@ def test_a_tag_in_use_stops_every_rank_with_one_line(twin, tmp_path):
     assert lines[0].startswith(f"--output {out} --tag l: another run (pid {os.getpid()} "), lines
     assert "Traceback" not in "\n".join(ln for ln in r.stderr.splitlines() if ln.startswith("[rank")), r.stderr
     assert lock.exists() and sorted(p.name for p in out.iterdir()) == [".lock_l"]
+
+
+def test_a_signal_as_a_sharded_run_publishes_keeps_the_published_set(twin, tmp_path):
+    """SIGTERM on rank 0 right after its set's switch (inside ``OutputSet.publish``): the switch is held
+    from the signal, the set is published whole, and every rank stops with the signal's exit status and a
+    line saying the outputs are complete (before, the signal broke off the publication: ``current`` pointed
+    at a removed directory)."""
+    from empirical_seaice.io import transaction as txn
+
+    script = tmp_path / "launch.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "from empirical_seaice.io.transaction import output_set as sets\n"
+        "real = sets.fsync_dir\n"
+        "def fsync(path, *a, **k):\n"
+        "    real(path, *a, **k)\n"
+        "    if os.environ['RANK'] == '0' and path.name == 'g' and path.parent.name == '.sets':\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "sets.fsync_dir = fsync\n"
+        "from empirical_seaice import cli\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / "out"
+    args = ["--data", twin, "--output", out, "--tag", "g", "--nepochs", "1", "--batchsize", "128", "--no-progress",
+            "--device", "cpu", "--threads", "1", "--no-gridded", "--no-classic", "--distributed"]  # fmt: skip
+    r = torchrun(args, 2, [str(script)])
+    said = re.findall(r"seaice-training: (interrupted by SIGTERM.*?)(?=seaice-training:|\n|$)", r.stderr)
+    assert said == [f"interrupted by SIGTERM; it came as the outputs were published: {out}/*_g.nc are complete"] * 2, (
+        r.stderr[-3000:]
+    )
+    assert r.returncode != 0 and txn.verify_set(out, "g") == []
+    assert txn.read_manifest(out, "g")["status"] == "complete" and (out / "model_g.pt").is_file()

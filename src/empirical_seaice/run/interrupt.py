@@ -100,7 +100,7 @@ def raise_pending(published: str = "") -> None:
     name = _state.requested
     if name is not None and not _state.training and not _state.deferring:
         done = f"; it came as the outputs were published: {published} are complete" if published else ""
-        raise RunInterrupted(f"interrupted by {name}{done}", exit_code=_exit_code(name))
+        raise RunInterrupted(f"interrupted by {name}{done}", exit_code=_exit_code(name), published=bool(published))
 
 
 __all__ = ["handle_signals", "training", "deferred", "requested", "raise_pending"]

@@ -171,7 +171,7 @@ def from_root(ctx: RankContext, make):
         except SeaIceError as exc:
             box[0] = ("error", str(exc))
         except RunInterrupted as exc:
-            box[0] = ("interrupted", (str(exc), exc.exit_code))
+            box[0] = ("interrupted", (str(exc), exc.exit_code, exc.published))
         except Exception as exc:
             fault = exc
             box[0] = ("error", f"rank 0 stopped: {type(exc).__name__}: {exc} (its traceback is on its stderr)")

@@ -504,7 +504,13 @@ def run_sharded_set(ctx, argv, plan, shard_order: str):
             run_set.abort()
             if not run_set.published and cache is not None:
                 cache.cleanup(plan.output)
-        if isinstance(exc, RunInterrupted) and plan.trained and not (run_set is not None and run_set.published):
+        # the advice to --resume where training ended and nothing was published (rank 0's outcome on every rank)
+        if (
+            isinstance(exc, RunInterrupted)
+            and plan.trained
+            and not exc.published
+            and not (run_set and run_set.published)
+        ):
             from empirical_seaice.run.train import _resume_hint
 
             raise RunInterrupted(f"{exc}; {_resume_hint(plan)}", exit_code=exc.exit_code) from None
