@@ -525,8 +525,8 @@ def test_a_sharded_resume_takes_its_own_checkpoints_only(twin, tmp_path):
     not its own (and the reverse), each named before the data are read; another run's options are refused
     by every rank before a checkpoint is read or re-cut (the learning rate here: it was accepted and
     trained on); a batch above the training observations is refused; a resume with fewer epochs than
-    trained records the epochs trained. A run that trains from the start removes the other mode's
-    checkpoints of its tag."""
+    trained records the epochs trained; another ``--shard-order`` is refused. A run that trains from the
+    start removes the other mode's checkpoints of its tag, once its flags have passed their checks."""
     out = tmp_path / "out"
     ckpt = out / "checkpoints_m"
     base = ["--data", twin, "--output", out, "--tag", "m", "--batchsize", "128", "--no-progress", "--device", "cpu",
@@ -555,9 +555,14 @@ def test_a_sharded_resume_takes_its_own_checkpoints_only(twin, tmp_path):
     assert r.returncode != 0 and len(lines) == 2 and lines[0] == lines[1], r.stderr[-3000:]
     assert lines[0].startswith(f"--resume: checkpoint {ckpt}/checkpoint-rank0000"), lines
     assert "written for another --learning-rate: 0.008 then, 0.5 now" in lines[0], lines
-    r = torchrun([*base, "--nepochs", "2", "--distributed", "--batchsize", "100000"])
+    r = torchrun([*base, "--nepochs", "2", "--distributed", "--resume", "--shard-order", "local"])
     lines = _errors(r.stderr)
-    assert r.returncode != 0 and len(lines) == 2 and lines[0].startswith("--batchsize 100000: more than the "), lines
+    assert r.returncode != 0 and len(lines) == 2, r.stderr[-3000:]
+    assert "another --shard-order (local: and number of ranks): global then, local on 2 ranks now" in lines[0]
+    # refused on three ranks: its partition is not saved over the two ranks' (which then did not resume)
+    r = torchrun([*base, "--nepochs", "2", "--distributed", "--batchsize", "100000"], 3)
+    lines = _errors(r.stderr)
+    assert r.returncode != 0 and len(lines) == 3 and lines[0].startswith("--batchsize 100000: more than the "), lines
     r = torchrun([*base, "--nepochs", "1", "--distributed", "--resume"])
     assert r.returncode == 0, r.stderr[-3000:]
     model = torch.load(out / "model_m.pt", weights_only=False)

@@ -138,9 +138,11 @@ def recut_regions(old: Sequence[dict], old_shards: Sequence[Shard], new_shard: S
 def load_or_make_partition(
     ctx: RankContext, obs: Observations, ckpt_dir: Path, resume: bool, nlag: int, optimizer: str
 ) -> Partition:
-    """Rank 0 makes the partition (or reloads it with ``--resume``) and saves it in the checkpoint
-    directory; every rank receives it. A resume with another number of ranks re-cuts the per-rank
-    checkpoints for a new partition first (:mod:`empirical_seaice.run.reshard`)."""
+    """Rank 0 makes the partition (or reloads it with ``--resume``); every rank receives it. A resume with
+    another number of ranks re-cuts the per-rank checkpoints for a new partition first
+    (:mod:`empirical_seaice.run.reshard`) and saves it. A new partition is saved by the run once its flags
+    have passed their checks (:func:`~empirical_seaice.run.sharded.run_sharded`: a run refused after this
+    left its partition beside an earlier run's checkpoints, which no longer resumed)."""
     path = ckpt_dir / PARTITION_NAME
 
     def make() -> tuple[dict, dict | None]:
@@ -158,7 +160,6 @@ def load_or_make_partition(
             new = partition_grid(np.bincount(np.asarray(obs.igrid), minlength=obs.ngrid), ctx.world_size)
             return new.to_state(), old.to_state()
         new = partition_grid(np.bincount(np.asarray(obs.igrid), minlength=obs.ngrid), ctx.world_size)
-        new.save(path)
         return new.to_state(), None
 
     new_state, old_state = from_root(ctx, make)

@@ -208,7 +208,12 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
         },
         ctx.device,
     )
-    identity = run_identity(obs, model_cfg, cost_cfg, train_cfg)
+    # the batches' order too: "local" splits and shuffles each rank's observations, so on another number of ranks
+    # its held-out set differs (a resume with another order or count trained on, its early stopping misled)
+    identity = {
+        **run_identity(obs, model_cfg, cost_cfg, train_cfg),
+        "shard_order": order if order == "global" else f"{order} on {ctx.world_size} ranks",
+    }
     if plan.resume:  # the ranks agree (above); another run's checkpoints refused before any is re-cut or read
         check_rank_checkpoints(plan.ckpt_dir, identity)
     partition = load_or_make_partition(ctx, obs, plan.ckpt_dir, plan.resume, model_cfg.nlag, train_cfg.optimizer)
@@ -229,8 +234,8 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
         nobs_train = int(sharding.ntrain.sum())
     # a batch asked for holds at most the training observations (of every rank), as in a single process
     dataclasses.replace(train_cfg, batch_size=asked.batch_size).check_batch(nobs_train)
-    if not plan.resume:  # training from the start: the tag's earlier checkpoints go, so that a --resume finds ours
-        from_root(ctx, functools.partial(_remove_earlier_checkpoints, plan.ckpt_dir))
+    if not plan.resume:  # training from the start, the flags checked: the tag's earlier checkpoints go, ours begin
+        from_root(ctx, functools.partial(_start_checkpoints, plan.ckpt_dir, partition))
     built = _rank_network(
         ctx, obs, background, shard, local_train, nobs_train, model_cfg, cost_cfg, train_cfg, init_generator
     )
@@ -463,11 +468,13 @@ def find_rank_checkpoints(ckpt_dir: Path) -> list[Path]:
     raise SeaIceError(f"--resume: no sharded checkpoints in {ckpt_dir}; train without --resume first")
 
 
-def _remove_earlier_checkpoints(ckpt_dir: Path) -> None:
+def _start_checkpoints(ckpt_dir: Path, partition) -> None:
     """Rank 0, training from the start: the ranks' checkpoints of an earlier run of this tag (of any number of
-    ranks) and a single process's ``checkpoint.pt``, which a later ``--resume`` would otherwise take."""
+    ranks) and a single process's ``checkpoint.pt`` removed, which a later ``--resume`` would otherwise take;
+    then this run's partition saved."""
     for stale in [*ckpt_dir.glob(RANK_CHECKPOINTS), *other_mode_checkpoints(ckpt_dir, sharded=True)]:
         stale.unlink(missing_ok=True)
+    partition.save(ckpt_dir / PARTITION_NAME)
 
 
 def check_rank_checkpoints(ckpt_dir: Path, identity: dict[str, Any]) -> None:

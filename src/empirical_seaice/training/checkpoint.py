@@ -55,6 +55,7 @@ IDENTITY_WORDS = {
     "map_priors": "--map-priors",
     "batch_order": "--batch-order",
     "adam_epsilon": "Adam's epsilon (--exact-reference)",
+    "shard_order": "--shard-order (local: and number of ranks)",
 }
 """How a difference in each identity key is named in the ``--resume`` error."""
 
@@ -192,8 +193,9 @@ def other_mode_checkpoints(ckpt_dir: Path, sharded: bool) -> list[Path]:
     otherwise take the stale one); a ``--resume`` that finds only them says which mode wrote them."""
     if sharded:
         found = [ckpt_dir / CHECKPOINT_NAME]
-    else:  # the ranks' files and their partition (run.partition.PARTITION_NAME)
-        found = [*sorted(ckpt_dir.glob(RANK_CHECKPOINTS)), ckpt_dir / "partition.pt"]
+    else:  # the ranks' files and their partition (run.partition.PARTITION_NAME); a partition alone is no checkpoint
+        found = sorted(ckpt_dir.glob(RANK_CHECKPOINTS))
+        found += [ckpt_dir / "partition.pt"] if found else []
     return [p for p in found if p.is_file()]
 
 
