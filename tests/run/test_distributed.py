@@ -648,3 +648,40 @@ def test_a_signal_as_a_sharded_run_publishes_keeps_the_published_set(twin, tmp_p
     )
     assert r.returncode != 0 and txn.verify_set(out, "g") == []
     assert txn.read_manifest(out, "g")["status"] == "complete" and (out / "model_g.pt").is_file()
+
+
+def test_a_signal_to_a_rank_waiting_for_rank_0s_writing_stops_every_rank_with_one_line(twin, tmp_path):
+    """SIGTERM to rank 1 while it waits for rank 0 to write and publish the outputs: rank 1 stopped at once
+    with a false line ('no output was published', the advice to --resume) and rank 0 died in its broadcast
+    with a traceback. Now the signal waits for rank 0's outcome, the ranks agree on it, and both say the
+    outputs are complete."""
+    from empirical_seaice.io import transaction as txn
+
+    script = tmp_path / "launch.py"
+    pid = tmp_path / "rank1.pid"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "import empirical_seaice.products.write as w\n"
+        f"pid = Path({str(pid)!r})\n"
+        "if os.environ['RANK'] == '1':\n"
+        "    pid.write_text(str(os.getpid()))\n"
+        "real = w.write_products\n"
+        "def signalling(*args, **kwargs):\n"
+        "    os.kill(int(pid.read_text()), signal.SIGTERM)\n"
+        "    time.sleep(1.0)\n"
+        "    return real(*args, **kwargs)\n"
+        "w.write_products = signalling\n"
+        "from empirical_seaice import cli\n"
+        "sys.exit(cli.main(sys.argv[1:]))\n"
+    )
+    out = tmp_path / "out"
+    args = ["--data", twin, "--output", out, "--tag", "w", "--nepochs", "1", "--batchsize", "128", "--no-progress",
+            "--device", "cpu", "--threads", "1", "--no-gridded", "--distributed"]  # fmt: skip
+    r = torchrun(args, 2, [str(script)])
+    said = re.findall(r"seaice-training: (interrupted by SIGTERM.*?)(?=seaice-training:|\n|$)", r.stderr)
+    assert said == [f"interrupted by SIGTERM; it came as the outputs were published: {out}/*_w.nc are complete"] * 2, (
+        r.stderr[-3000:]
+    )
+    assert "Traceback" not in "\n".join(ln for ln in r.stderr.splitlines() if ln.startswith("[rank")), r.stderr
+    assert txn.verify_set(out, "w") == [] and txn.read_manifest(out, "w")["status"] == "complete"

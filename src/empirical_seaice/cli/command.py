@@ -87,21 +87,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code or 0)
         return _run_command(args, argv)
     except RunInterrupted as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        _say(f"{PROG}: {exc}")
         return exc.exit_code
     except SeaIceError as exc:
         _log_the_fault(exc)
-        print(f"{PROG}: error: {as_flag(str(exc), parser)}", file=sys.stderr)
+        _say(f"{PROG}: error: {as_flag(str(exc), parser)}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:  # a SIGINT outside our handlers (e.g. before they are installed)
-        print(f"{PROG}: interrupted; no output was published or changed", file=sys.stderr)
+        _say(f"{PROG}: interrupted; no output was published or changed")
         return 130
     except OSError as exc:  # the environment, not the code: one line
-        print(
-            f"{PROG}: error: {exc.filename or ''}: {exc.strerror or exc}; check the paths and free space",
-            file=sys.stderr,
-        )
+        _say(f"{PROG}: error: {exc.filename or ''}: {exc.strerror or exc}; check the paths and free space")
         return EXIT_USER_ERROR
+
+
+def _say(line: str) -> None:
+    """``line`` and its newline on stderr in one write (the ranks of a sharded run share one stderr, and
+    print's separate newline let two ranks' lines run together)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
 
 
 def _log_the_fault(exc: SeaIceError) -> None:

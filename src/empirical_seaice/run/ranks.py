@@ -157,12 +157,19 @@ def assemble_state(ctx: RankContext, local, shard: Shard, full) -> None:
             dst.copy_(src.detach())
 
 
-def from_root(ctx: RankContext, make):
+def from_root(ctx: RankContext, make, published: str = ""):
     """``make()`` on rank 0, its result broadcast to every rank (``broadcast_object_list``); a
     :class:`SeaIceError` or a signal's :class:`RunInterrupted` on rank 0 is raised on every rank, so that
     all stop with its one line (and its exit status) instead of waiting for rank 0 in the next collective.
     Any other exception (a fault of the code) is raised on rank 0 as it is, traceback and all, and the
-    other ranks stop with one line naming it (before: a lost peer's traceback in their next collective)."""
+    other ranks stop with one line naming it (before: a lost peer's traceback in their next collective).
+
+    A signal that reaches a rank while it waits for rank 0 is held until rank 0's outcome is known; then
+    the ranks agree on it (:func:`~empirical_seaice.training.distributed.agreed_stop`) and all stop (a
+    rank that stopped at once left rank 0 to die in its broadcast with a traceback). ``published``: the
+    files ``make`` published (``OUT/*_TAG.nc``), named in that stop's line as complete."""
+    from empirical_seaice.run import interrupt
+
     box: list[Any] = [None]
     fault: Exception | None = None
     if ctx.root:
@@ -175,7 +182,8 @@ def from_root(ctx: RankContext, make):
         except Exception as exc:
             fault = exc
             box[0] = ("error", f"rank 0 stopped: {type(exc).__name__}: {exc} (its traceback is on its stderr)")
-    dist.broadcast_object_list(box, src=0)
+    with interrupt.deferred():
+        dist.broadcast_object_list(box, src=0)
     if fault is not None:
         raise fault
     status, value = box[0]
@@ -183,6 +191,12 @@ def from_root(ctx: RankContext, make):
         raise SeaIceError(value)
     if status == "interrupted":
         raise RunInterrupted(*value)
+    stopped = tdist.agreed_stop(interrupt.requested(), ctx.device)
+    if stopped:
+        done = f"; it came as the outputs were published: {published} are complete" if published else ""
+        raise RunInterrupted(
+            f"interrupted by {stopped}{done}", exit_code=143 if stopped == "SIGTERM" else 130, published=bool(published)
+        )
     return value
 
 

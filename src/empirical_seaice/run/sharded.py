@@ -293,7 +293,7 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
     # there stops them with its line, instead of a lost peer's traceback in their next collective)
     run = (full, obs, background, partition, history, nobs_train, configs, train_cfg)
     write = functools.partial(_write_outputs, plan, run, (sim, zero), marks, held, result, run_set, display, t_run)
-    from_root(ctx, write)
+    from_root(ctx, write, published=f"{plan.output}/*_{plan.tag}.nc")
     display.stage("done")
     return result
 

@@ -179,6 +179,16 @@ def check_agreement(fingerprints: dict[str, bytes], device: torch.device) -> Non
 
 
 # ------------------------------------------------------------------ the step
+def agreed_stop(reason: str | None, device: torch.device) -> str | None:
+    """The stop every rank of the process group takes: this rank's requested stop (``"SIGINT"``,
+    ``"SIGTERM"`` or None) and the others', SIGTERM before SIGINT; one all-reduce (none in one process)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return reason
+    t = torch.tensor([_STOPS.index(reason)], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return _STOPS[int(t.item())]
+
+
 def local_shares(ntrain: np.ndarray, batch_size: int) -> np.ndarray:
     """Observations of each rank at each step of an epoch in the "local" order, int64 (world, nbatch).
 
@@ -333,15 +343,10 @@ class ShardPlan:
         return flat
 
     def agreed_stop(self, reason: str | None) -> str | None:
-        """The stop every rank takes at an epoch's end: this rank's requested stop (``"SIGINT"``,
-        ``"SIGTERM"`` or None) and the others', SIGTERM before SIGINT; one all-reduce. A signal reaches
-        the ranks at different steps (or one rank alone), and a rank that stopped alone would leave the
-        others waiting in the next step's collective and its checkpoint an epoch behind theirs."""
-        if self.world_size == 1:
-            return reason
-        t = torch.tensor([_STOPS.index(reason)], dtype=torch.int64, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return _STOPS[int(t.item())]
+        """The stop every rank takes at an epoch's end (:func:`agreed_stop`). A signal reaches the ranks at
+        different steps (or one rank alone), and a rank that stopped alone would leave the others waiting
+        in the next step's collective and its checkpoint an epoch behind theirs."""
+        return agreed_stop(reason, self.device)
 
     def same_everywhere(self, value: int, what: str) -> None:
         """Check that an integer (e.g. the resumed epoch) is the same on every rank.
