@@ -147,11 +147,12 @@ class TrainingHistory:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> TrainingHistory:
-        """Inverse of :meth:`to_state`."""
+        """Inverse of :meth:`to_state` (its tensors read onto the run's device with ``--resume``: on CUDA the
+        books failed to convert, and every resumed run on a GPU stopped before training)."""
         state = dict(state)
         state["terms"] = tuple(state["terms"])
-        state["batch_terms"] = {k: v.numpy().astype(np.float64) for k, v in state["batch_terms"].items()}
-        state["batch_size"] = state["batch_size"].numpy().astype(np.int64)
+        state["batch_terms"] = {k: v.cpu().numpy().astype(np.float64) for k, v in state["batch_terms"].items()}
+        state["batch_size"] = state["batch_size"].cpu().numpy().astype(np.int64)
         return cls(**state)
 
 
