@@ -321,7 +321,8 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
     log.info("retrieval: %d observations, %d grid points, %d steps", obs.nobs, obs.ngrid, obs.nstep)
     generator = make_generator(plan.train_cfg.seed)
     # the state tables only, with the default scheme and training's choice of the whole-map priors (auto: the
-    # full priors, and with them the trained cost's smoothness prior, on a map of up to 200,000 rows; sampled
+    # full priors, and with them the trained cost's smoothness prior, on a map of up to 200,000 rows on the CPU,
+    # where the fused step runs (on CUDA the sampled ones, as training takes there); sampled
     # priors, without smoothness, retrieved the tiny twin's example at SIC RMSE 0.0780 against 0.0555); no
     # validation split (every observation is fitted)
     train_cfg = replace(
