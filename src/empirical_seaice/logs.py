@@ -35,14 +35,17 @@ def warnings_said(logger: str = "empirical_seaice") -> Iterator[list[str]]:
         target.removeHandler(handler)
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""The command line's log lines on stderr (:mod:`empirical_seaice.cli.command`)."""
+
+
 def name_the_rank(rank: int, world_size: int, logger: str = "empirical_seaice") -> None:
     """In a run sharded over processes, every line the command line's handler of ``logger`` writes names
     its rank (``rank 1/2``): the ranks share one stderr, and their lines came alike, twice each."""
+    ranked = LOG_FORMAT.replace("%(name)s", f"rank {rank}/{world_size} %(name)s")
     for handler in logging.getLogger(logger).handlers:
         if getattr(handler, "_seaice_cli", False):
-            handler.setFormatter(
-                logging.Formatter(f"%(asctime)s %(levelname)s rank {rank}/{world_size} %(name)s: %(message)s")
-            )
+            handler.setFormatter(logging.Formatter(ranked))
 
 
-__all__ = ["warnings_said", "name_the_rank"]
+__all__ = ["LOG_FORMAT", "warnings_said", "name_the_rank"]

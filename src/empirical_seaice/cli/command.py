@@ -17,12 +17,11 @@ from collections.abc import Sequence
 from empirical_seaice.cli.configure import configs_from_args, ignored_flags, product_options
 from empirical_seaice.cli.parser import PROG, build_parser
 from empirical_seaice.errors import RunInterrupted, SeaIceError, as_flag
+from empirical_seaice.logs import LOG_FORMAT
 from empirical_seaice.sensors import load_catalogue
 
 EXIT_USER_ERROR = 2
 """Exit status of a user-caused error."""
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-"""The command line's log lines on stderr."""
 
 
 def _setup_logging(verbosity: int) -> None:

@@ -99,8 +99,14 @@ def raise_pending(published: str = "") -> None:
     files of the set the held-back block published meanwhile (e.g. ``OUT/*_TAG.nc``), said in its message."""
     name = _state.requested
     if name is not None and not _state.training and not _state.deferring:
-        done = f"; it came as the outputs were published: {published} are complete" if published else ""
-        raise RunInterrupted(f"interrupted by {name}{done}", exit_code=_exit_code(name), published=bool(published))
+        raise stopped_by(name, published)
 
 
-__all__ = ["handle_signals", "training", "deferred", "requested", "raise_pending"]
+def stopped_by(name: str, published: str = "") -> RunInterrupted:
+    """The :class:`RunInterrupted` of a stop by the signal ``name`` (``"SIGINT"``/``"SIGTERM"``) held back until
+    now; ``published``: the files published meanwhile (e.g. ``OUT/*_TAG.nc``), said in its message as complete."""
+    done = f"; it came as the outputs were published: {published} are complete" if published else ""
+    return RunInterrupted(f"interrupted by {name}{done}", exit_code=_exit_code(name), published=bool(published))
+
+
+__all__ = ["handle_signals", "training", "deferred", "requested", "raise_pending", "stopped_by"]

@@ -193,10 +193,7 @@ def from_root(ctx: RankContext, make, published: str = ""):
         raise RunInterrupted(*value)
     stopped = tdist.agreed_stop(interrupt.requested(), ctx.device)
     if stopped:
-        done = f"; it came as the outputs were published: {published} are complete" if published else ""
-        raise RunInterrupted(
-            f"interrupted by {stopped}{done}", exit_code=143 if stopped == "SIGTERM" else 130, published=bool(published)
-        )
+        raise interrupt.stopped_by(stopped, published)
     return value
 
 

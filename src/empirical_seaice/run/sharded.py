@@ -279,7 +279,7 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
         plan.trained = True  # a signal held back by the last checkpoint's write is raised next, with the advice
         stopped = sharding.agreed_stop(interrupt.requested())  # on any rank: every rank stops, not one alone
         if stopped:
-            raise RunInterrupted(f"interrupted by {stopped}", exit_code=143 if stopped == "SIGTERM" else 130)
+            raise interrupt.stopped_by(stopped)
     result.train_seconds = time.perf_counter() - t1
     map_large_arrays(HEAP_THRESHOLD)  # the passes' blocks reused from the heap again (empirical_seaice.memory)
     assemble_state(ctx, network, shard, full)
