@@ -685,3 +685,17 @@ def test_a_signal_to_a_rank_waiting_for_rank_0s_writing_stops_every_rank_with_on
     )
     assert "Traceback" not in "\n".join(ln for ln in r.stderr.splitlines() if ln.startswith("[rank")), r.stderr
     assert txn.verify_set(out, "w") == [] and txn.read_manifest(out, "w")["status"] == "complete"
+
+
+def test_a_sharded_resume_without_checkpoints_stops_before_the_read(twin, tmp_path):
+    """``--resume`` of a sharded run with no checkpoints: every rank says so in one line, before the data are
+    read (before, the read came first and left ``checkpoints_TAG/partition.pt`` behind)."""
+    out = tmp_path / "out"
+    r = torchrun(["--data", twin, "--output", out, "--tag", "n", "--nepochs", "1", "--no-progress", "--device", "cpu",
+                  "--distributed", "--resume"])  # fmt: skip
+    lines = _errors(r.stderr)
+    assert (
+        r.returncode != 0
+        and lines == [f"--resume: no sharded checkpoints in {out}/checkpoints_n; train without --resume first"] * 2
+    ), r.stderr[-3000:]
+    assert not out.exists() or not any(out.rglob("*.pt")) and not (out / "cache").exists()
