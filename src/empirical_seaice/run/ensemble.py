@@ -149,9 +149,9 @@ def run_ensemble(
 
 def _checkpoint(directory: Path, tag: str) -> Path:
     """A member's epoch checkpoint in its output directory ``directory``."""
-    from empirical_seaice.training.checkpoint import CHECKPOINT_NAME
+    from empirical_seaice.training.checkpoint import CHECKPOINT_NAME, checkpoint_dir
 
-    return Path(directory) / f"checkpoints_{tag}" / CHECKPOINT_NAME
+    return checkpoint_dir(directory, tag) / CHECKPOINT_NAME
 
 
 def _resumed(resume: bool, directory: Path, tag: str) -> str:

@@ -19,7 +19,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.run.model_file import read_model_file, trained_setup
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis, load_catalogue
-from empirical_seaice.training.checkpoint import CHECKPOINT_NAME
+from empirical_seaice.training.checkpoint import CHECKPOINT_NAME, checkpoint_dir
 
 
 @dataclass
@@ -105,7 +105,7 @@ def validate_run(
 
         model_cfg = replace(model_cfg, angle_input=model_cfg.version == "v2" and network_angle_input(model_cfg, basis))
     device = resolve_device(train_cfg.device)
-    ckpt_dir = output / f"checkpoints_{tag}"
+    ckpt_dir = checkpoint_dir(output, tag)
     return RunPlan(
         data_cfg=data_cfg,
         model_cfg=model_cfg,

@@ -26,6 +26,13 @@ from empirical_seaice.io.transaction import atomic_path, crc32_function
 CHECKPOINT_NAME = "checkpoint.pt"
 """File name of the checkpoint in the checkpoint directory."""
 
+
+def checkpoint_dir(output: Path, tag: str) -> Path:
+    """The run's checkpoint directory ``<output>/checkpoints_TAG`` (the trainer's ``checkpoint.pt``, the
+    ranks' files of a sharded run, its partition)."""
+    return Path(output) / f"checkpoints_{tag}"
+
+
 TRAINER_CHECKPOINT_FORMAT = 3
 """Format of the epoch checkpoint ``checkpoint.pt`` (2: DeferredAdam keeps its state in one slab per
 parameter group; 3: the run's identity (data, model, period, training options) and, within an epoch,
