@@ -145,6 +145,20 @@ def test_angle_network_export_numpy_and_onnx_equal_torch(tmp_path):
     scan = scan_angle_deg_from_zenith(zenith, 824.0)
     np.testing.assert_allclose(zenith_deg_from_scan_angle(scan, 824.0), zenith, atol=1e-9)
     np.testing.assert_allclose(m.emissivity_sensor(t, props, "atms", scan_angle_deg=scan), got, atol=1e-9)
+    # the file's `equation` names the input vector and the QV / QH mixing, which the evaluator follows
+    eq = m.attrs["equation"]
+    assert eq.startswith(f"z = [{', '.join(m.input_names)}]; ") and "cos_theta = cos(local zenith angle)" in eq
+    assert "QV = cos^2(a) e_V + sin^2(a) e_H, QH = sin^2(a) e_V + cos^2(a) e_H" in eq
+    sens = m.catalogue().sensors["atms"]
+    chans = list(sens.channels)
+    for pol, name in ((2, "QV"), (3, "QH")):
+        j = next(k for k, c in enumerate(chans) if sens.channel_info[c].pol == pol)
+        info = sens.channel_info[chans[j]]
+        freq = info.reference_freq_ghz if m.network_frequencies == "reference" else info.freq_ghz
+        vh = m.emissivity_vh(t, props, freq, zenith)
+        cos2 = np.cos(np.radians(scan)) ** 2
+        w = cos2 if name == "QV" else 1.0 - cos2
+        np.testing.assert_allclose(got[:, j], w * vh[:, 0] + (1.0 - w) * vh[:, 1], atol=1e-12, err_msg=name)
     # AMSR2 at its 55 deg incidence
     with torch.no_grad():
         ref_a = net(

@@ -181,9 +181,11 @@ def write_emissivity_coefficients(
         "P*, Q*: empirical state (dimensionless, as trained)"
         + (f"; f/{model.freq_scale_ghz:g} = frequency[GHz] / {model.freq_scale_ghz:g}" if v2 else "")
     )
-    equation = (
+    equation = f"z = [{', '.join(names)}]; " + (
         "h = sigmoid(hidden_weight @ z + hidden_bias); (e_V, e_H) = sigmoid(output_weight @ h + output_bias); "
-        "a channel takes e_V or e_H by its polarisation"
+        "a V or H channel takes e_V or e_H; a cross-track sounder's QV or QH channel mixes them by the scan "
+        "angle a at the satellite: QV = cos^2(a) e_V + sin^2(a) e_H, QH = sin^2(a) e_V + cos^2(a) e_H"
+        + ("; cos_theta = cos(local zenith angle) of the observation" if "cos_theta" in names else "")
         if v2
         else "e_ice[channel] = output_weight[channel] @ z + output_bias[channel]"
     )
