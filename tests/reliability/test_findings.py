@@ -93,6 +93,32 @@ def test_3_a_full_disk_while_writing_classic_keeps_the_previous_set(twin, good_c
     assert " 1 epochs in " in r.stdout and set_state(good_copy)[0] != before[0]
 
 
+def test_3b_a_full_disk_in_the_final_pass_says_resume(twin, good_copy, untouched, monkeypatch):
+    """A write failure after training but before the products (the final pass's files) names the checkpoint
+    and --resume, as one in the products does (before: only '... no output was published or changed')."""
+    from empirical_seaice.io import outputs
+    from empirical_seaice.io.transaction import write_error
+
+    before = set_state(good_copy)
+    real = outputs.open_tb
+
+    def full_disk(path, nobs, basis, kind, **kwargs):
+        if kind == "tbzero":
+            raise write_error(path, OSError(errno.ENOSPC, "No space left on device"))
+        return real(path, nobs, basis, kind, **kwargs)
+
+    monkeypatch.setattr(outputs, "open_tb", full_disk)
+    r = run_cli(["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "1", *FAST])
+    full = "tbzero_good.nc: cannot write the file (the disk is full)"
+    assert_one_line_error(r, full, "checkpoint.pt", "with --resume")
+    assert set_state(good_copy) == before
+    assert leftovers(good_copy) == []
+    monkeypatch.undo()
+    r = run_cli(["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "1", "--resume", *FAST])
+    assert r.code == 0, r.stderr
+    assert " 1 epochs in " in r.stdout and set_state(good_copy)[0] != before[0]
+
+
 def test_4_a_failing_run_of_another_tag_removes_only_its_own_files(twin, good_copy, untouched):
     before = set_state(good_copy)
     names = sorted(p.name for p in good_copy.iterdir())

@@ -241,6 +241,10 @@ def run(
                 cache.cleanup(plan.output)
             if isinstance(exc, RunInterrupted) and plan.trained and not run_set.published:
                 raise RunInterrupted(f"{exc}; {_resume_hint(plan)}", exit_code=exc.exit_code) from None
+            if isinstance(exc, txn.OutputWriteError) and plan.trained and not run_set.published:
+                # a full disk after training (the final pass's files, the model's, the state's): the
+                # checkpoint holds the trained state, as after a failure in the products
+                raise SeaIceError(f"{exc} -- {_resume_hint(plan)}") from None
             raise
         finally:
             join_commits(plan.output / "cache")  # the data cache committed behind the run (_read)
