@@ -374,6 +374,49 @@ def test_lon_lat_wrong_length(dataset, var):
         )
 
 
+@pytest.mark.parametrize("var", ["LON", "LAT"])
+def test_lon_or_lat_alone_is_an_error(dataset, var):
+    """One coordinate without the other (before: read without a word, the outputs then without their
+    coordinates and cells)."""
+    ds = dataset("C")
+    kw = {var.lower(): ds.background[var.lower()]}
+    write_backgrounds(ds.root, ds.background["sic"], ds.background["t_skin_map_k"], **kw)
+    other = "LAT" if var == "LON" else "LON"
+    _raises(
+        ds.config,
+        "ifs_tsfc_test_dailyx.nc",
+        "ifs_seaice_initials_test.nc",
+        f"variable {var} without {other}",
+        f"add {other} to the skin-temperature file",
+        "--grid-file",
+    )
+
+
+@pytest.mark.parametrize("tsfc_has", [(), ("lon",)])
+def test_the_sic_files_coordinates_stand_in_for_the_skin_temperature_files(dataset, tsfc_has):
+    ds = dataset("C")
+    lon, lat = ds.background["lon"], ds.background["lat"]
+    write_backgrounds(
+        ds.root, ds.background["sic"], ds.background["t_skin_map_k"], **{k: ds.background[k] for k in tsfc_has}
+    )
+    write_netcdf(
+        ds.root / "ifs_seaice_initials_test.nc",
+        {"SEAICE": np.asarray(ds.background["sic"], np.float32), "LON": lon + 0.01, "LAT": lat - 0.02},
+    )
+    obs, bg = read_training_data(ds.config, NLAG)
+    # the skin-temperature file's LON where it has one, the SIC file's otherwise (0.01 deg apart: the same points)
+    np.testing.assert_allclose(bg.lon, lon if tsfc_has else lon + 0.01, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(bg.lat, lat - 0.02, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(obs.lat, bg.lat)
+    # the SIC file's of another size: named
+    write_netcdf(
+        ds.root / "ifs_seaice_initials_test.nc",
+        {"SEAICE": np.asarray(ds.background["sic"], np.float32), "LON": lon[:5], "LAT": lat[:5]},
+    )
+    words = ("variable LON expected shape", "got (5,)") if not tsfc_has else ("5 values against 12",)
+    _raises(ds.config, "ifs_seaice_initials_test.nc", *words)
+
+
 @pytest.mark.parametrize(
     "case, words",
     [

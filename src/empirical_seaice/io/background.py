@@ -210,6 +210,18 @@ def read_background(
         raise SeaIceError(f"{tsfc_path}: variable LAT expected shape ({shape.ngrid},), got {lat.shape}")
     check_lonlat(lon, lat, tsfc_path)
     check_same_points(sic_points, {"LON": lon, "LAT": lat}, seaice_path, tsfc_path)
+    # what the skin-temperature file lacks, the SIC file's (before, the grid points' coordinates went missing
+    # from every output when the skin-temperature file had LON alone, or neither)
+    if lon is None or lat is None:
+        for name, arr in sic_points.items():
+            if arr.shape != (shape.ngrid,):
+                raise SeaIceError(
+                    f"{seaice_path}: variable {name} expected shape ({shape.ngrid},) (one value per grid point of "
+                    f"{tsfc_path.name}), got {arr.shape}"
+                )
+        lon = sic_points.get("LON") if lon is None else lon
+        lat = sic_points.get("LAT") if lat is None else lat
+        check_lonlat(lon, lat, seaice_path)
     return BackgroundMaps(
         sic=np.ascontiguousarray(sic, dtype=np.float32),
         t_skin_map_k=np.ascontiguousarray(tmap, dtype=np.float32),

@@ -64,11 +64,13 @@ log = logging.getLogger(__name__)
 
 CACHE_SUBDIR = "observations"
 MANIFEST = "manifest.json"
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 """The layout of the cached arrays (a cache of another version is rebuilt): 3 since the atmosphere is stored
 as its three effective fields (:mod:`empirical_seaice.all_sky`), not the clear and cloudy columns' six; 4
 since the manifest records each array file's size and modification time (:func:`_file_stamps`); 5 since it
-records the warnings of the read that built it (:func:`say_warnings` says them again on a hit)."""
+records the warnings of the read that built it (:func:`say_warnings` says them again on a hit); 6 since the
+SIC file's ``LON``/``LAT`` stand in for those the skin-temperature file lacks (a cache of 5 would keep a
+grid without them)."""
 LOCK = ".lock"
 BG_FIELDS = ("sic", "t_skin_map_k", "lon", "lat")
 """The arrays of :class:`BackgroundMaps` in the cache (``bg_<name>.npy``; lon and lat where known)."""

@@ -112,6 +112,25 @@ def _apply_grid_file(background: BackgroundMaps, path: Path | None, tsfc_path: P
         background.lat = values["lat"]
 
 
+def check_both_coordinates(background: BackgroundMaps, tsfc_path: Path, seaice_path: Path) -> None:
+    """The grid points' longitudes and latitudes come as a pair (from the skin-temperature file, the SIC
+    file or the grid description) or not at all: one without the other would leave the outputs without
+    coordinates and cells, and a global grid without its hemispheres.
+
+    Raises
+    ------
+    SeaIceError
+        Naming the background files, the coordinate missing and the fix.
+    """
+    if (background.lon is None) == (background.lat is None):
+        return
+    have, lack = ("LON", "LAT") if background.lat is None else ("LAT", "LON")
+    raise SeaIceError(
+        f"{tsfc_path}, {seaice_path}: variable {have} without {lack}; the grid points need both: add {lack} "
+        "to the skin-temperature file, or give a grid description with lon and lat (--grid-file)"
+    )
+
+
 CELL_AREA_UNITS = {"m2": 1.0, "m^2": 1.0, "m**2": 1.0, "m 2": 1.0, "km2": 1e6, "km^2": 1e6, "km**2": 1e6, "km 2": 1e6}
 """Units of a grid description's ``cell_area`` taken, and their factor to m²."""
 
@@ -220,6 +239,7 @@ def _read_fresh(
     )
     ngrid = bg_shape.ngrid
     _apply_grid_file(background, files.grid, files.tsfc_background)
+    check_both_coordinates(background, files.tsfc_background, files.seaice_background)
     if writer is not None:  # the background maps go to the cache while the observations are read
         for name in _cache.BG_FIELDS:
             arr = getattr(background, name)
