@@ -227,6 +227,37 @@ def test_transposed_channel_variable_is_accepted(dataset, var):
         np.testing.assert_array_equal(getattr(obs, key), want, err_msg=key)
 
 
+@pytest.mark.parametrize(
+    "dims, transpose, warned",
+    [
+        (("nchan", "nobs"), True, False),  # the names say (channel, observation)
+        (("nobs", "nchan"), False, False),
+        (("x", "y"), False, True),  # the names say nothing: (observation, channel), with a warning
+    ],
+)
+def test_a_square_channel_variable_follows_its_dimension_names(dataset, caplog, dims, transpose, warned):
+    """As many observations as channels: the shape cannot tell the layout (before: always read as
+    (observation, channel), a (channel, observation) file misread by up to 137 K without a word)."""
+    import netCDF4
+
+    nchan = dataset("B").fields["amsr2"]["OBSVALUE"].shape[1]
+    ds = dataset("B", nobs=nchan)
+    raw = ds.fields["amsr2"]
+    for var in ("OBSVALUE", "TAUSFC"):  # read through the netCDF library, and one of those read from storage
+        with netCDF4.Dataset(ds.root / f"field_v2_{var}.nc", "w") as f:
+            for d in dims:
+                f.createDimension(d, nchan)
+            f.createVariable(var, "f4", dims)[:] = raw[var].T if transpose else raw[var]
+    caplog.clear()
+    obs, _ = read_training_data(ds.config, NLAG)
+    for key, want in _expected(raw).items():
+        np.testing.assert_array_equal(getattr(obs, key), want, err_msg=key)
+    said = [r.getMessage() for r in caplog.records if "read as (observation, channel)" in r.getMessage()]
+    for var in ("OBSVALUE", "TAUSFC"):  # (the fixture's other files have dimension names that say nothing)
+        mine = [m for m in said if f"field_v2_{var}.nc: variable {var} holds {nchan} observations of {nchan}" in m]
+        assert len(mine) == int(warned), said
+
+
 @pytest.mark.parametrize("period", [{}, {"stepstart": 1, "nsteps": 2}])
 def test_small_blocks_give_same_result(dataset, monkeypatch, period):
     from empirical_seaice.io import _netcdf

@@ -63,6 +63,8 @@ def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> L
     want = f"({nobs}, {nused})" + (f" or ({nobs}, {nused + nlead})" if nlead else "")
     if len(shape) != 2:
         raise SeaIceError(f"{path}: variable {name} expected shape {want} (observation, channel), got {shape}")
+    if shape[0] == shape[1] == nobs and shape[1] in allowed:  # square: the dimensions' names decide
+        return _square_layout(var, path, name, nobs, allowed[nobs])
     if shape[0] == nobs and shape[1] in allowed:
         return Layout2D(False, shape[1], allowed[shape[1]])
     if shape[1] == nobs and shape[0] in allowed and shape[0] != nobs:
@@ -75,6 +77,24 @@ def _channel_layout(var, path: Path, name: str, nobs: int, sf: SensorFiles) -> L
             + f" ({', '.join(sensor.file_channels)}); expected shape {want}, got {shape}"
         )
     raise SeaIceError(f"{path}: variable {name} expected shape {want} (observation, channel), got {shape}")
+
+
+def _square_layout(var, path: Path, name: str, nobs: int, nlead: int) -> Layout2D:
+    """The layout of a per-channel variable with as many observations as channels, which its shape cannot
+    tell: (channel, observation) where its first dimension's name says channel (``nchan``, ``channel``)
+    and its second's does not, else (observation, channel), with a warning where neither name says (before:
+    always (observation, channel), a file stored the other way misread without a word)."""
+    dims = [d.lower() for d in getattr(var, "dimensions", ()) or ()]
+    says = [("chan" in d, "obs" in d) for d in dims]
+    if len(says) == 2 and says[0][0] and not says[1][0]:
+        return Layout2D(True, nobs, nlead)
+    if len(says) != 2 or not (says[1][0] or says[0][1]):
+        log.warning(
+            "%s: variable %s holds %d observations of %d channels, read as (observation, channel); name its "
+            "channel dimension (e.g. nchan) if it is stored (channel, observation)",
+            path, name, nobs, nobs,
+        )  # fmt: skip
+    return Layout2D(False, nobs, nlead)
 
 
 def channel_arrays(nobs: int, nchan: int) -> list[tuple[str, tuple[int, ...], Any]]:
@@ -397,8 +417,8 @@ def _stored_layout(
     """The (observation, channel) layout of a variable read straight from its storage, from the shape
     HDF5 stores (the netCDF variable's); None where there is none or it is not that layout (a
     (channel, observation) one, or a shape the netCDF path reports as an error)."""
-    if stored is None:
-        return None
+    if stored is None or (len(stored.shape) == 2 and stored.shape[0] == stored.shape[1]):
+        return None  # (square: the netCDF path reads its dimensions' names)
     try:
         layout = _channel_layout(stored, path, name, nobs, sf)
     except SeaIceError:
