@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import re
+import stat
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +130,38 @@ def test_unreadable_netcdf(dataset):
     bad = ds.root / "field_v2_TUP.nc"
     bad.write_text("this is not netcdf")
     _raises(ds.config, str(bad), "cannot read as NetCDF")
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (os.mkfifo, "not a regular file (a named pipe, device or socket)"),  # before: the run hung
+        (os.mkdir, "a directory, not a file"),  # before: 'file not found'
+        (lambda p: os.symlink(p.parent / "gone.nc", p), "a broken link (to "),
+    ],
+)
+@pytest.mark.parametrize("name", ["field_v2_TUP.nc", "ifs_tsfc_test_dailyx.nc"])
+def test_a_data_file_that_is_not_a_file_is_named(dataset, make, words, name):
+    ds = dataset("B")
+    path = ds.root / name
+    path.unlink()
+    make(path)
+    done: list[str] = []
+
+    def read() -> None:
+        try:
+            read_training_data(ds.config, NLAG)
+        except SeaIceError as exc:
+            done.append(str(exc))
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(60)
+    if t.is_alive():  # a reader blocked on the pipe: let it go, then fail
+        with open(path, "wb") if stat.S_ISFIFO(os.lstat(path).st_mode) else contextlib.nullcontext():
+            pass
+        pytest.fail(f"reading with {name} a {make} did not end")
+    assert len(done) == 1 and f"{path}: {words}" in done[0] and "\n" not in done[0], done
 
 
 # ---------------------------------------------------------------- variables and shapes

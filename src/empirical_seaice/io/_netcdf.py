@@ -8,6 +8,8 @@ field never needs more than one block of temporary copies.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,11 +38,35 @@ def _netcdf4():
     return netCDF4
 
 
+def check_input_file(path: Path) -> None:
+    """``path`` is a file to read: a regular file or a link to one. A named pipe, a device or a socket
+    would block the read, or the checksums the cache takes first, for ever (before: a run on a named pipe
+    in place of a data file hung).
+
+    Raises
+    ------
+    SeaIceError
+        One line naming ``path`` and what it is instead: missing, a broken link, a directory, a special file.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise SeaIceError(f"{path}: a broken link (to {os.readlink(path)}); link it to the file") from None
+        raise SeaIceError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise SeaIceError(f"{path}: cannot read the file ({exc.strerror})") from None
+    if stat.S_ISDIR(mode):
+        raise SeaIceError(f"{path}: a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise SeaIceError(f"{path}: not a regular file (a named pipe, device or socket); give the file itself")
+
+
 def open_netcdf(path: Path) -> Any:
     """Open a NetCDF file for reading (the caller closes it); failures become :class:`SeaIceError`."""
     path = Path(path)
-    if not path.is_file():
-        raise SeaIceError(f"{path}: file not found")
+    check_input_file(path)
     try:
         return _netcdf4().Dataset(str(path), "r")
     except OSError as exc:

@@ -56,7 +56,7 @@ import numpy as np
 from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import cache as _cache
-from empirical_seaice.io._netcdf import as_float, get_variable, open_dataset
+from empirical_seaice.io._netcdf import as_float, check_input_file, get_variable, open_dataset
 from empirical_seaice.io.background import background_shape, check_lonlat, check_same_points, read_background
 from empirical_seaice.io.grid_cells import GridCells, declare, declared_cells
 from empirical_seaice.io.layouts import DataFiles, find_data_files
@@ -338,6 +338,8 @@ def _read_or_load(
     files: DataFiles, config: DataConfig, nlag: int, cache_dir: Path | None, commit_behind: bool
 ) -> tuple[Observations, BackgroundMaps]:
     inputs = files.input_files()
+    for path in inputs:  # before their checksums: a named pipe would block them for ever
+        check_input_file(path)
     threads = min(2, os.cpu_count() or 1)
     if not (cache_dir is not None and config.cache):
         with _checksums_beside(inputs) as checksums, warnings_said("empirical_seaice.io") as said:
