@@ -281,6 +281,26 @@ def test_a_later_start_date_says_how_the_background_files_are_read(dataset, capl
     assert "skip days with --stepstart" in caplog.text
 
 
+@pytest.mark.parametrize("nsteps", [None, 2])
+def test_a_start_date_whose_period_ends_before_the_data_names_it(dataset, nsteps):
+    """--start-date days before the data: the period the background files give ends before the first
+    observation (before: 'no valid observation' blamed --stepstart 0 --nsteps N, which the user never gave)."""
+    import dataclasses
+
+    from empirical_seaice.errors import SeaIceError
+    from empirical_seaice.products.export import julian_day_to_iso
+
+    days = [D0 + 0.5, D0 + 1.5, D0 + 2.5, D0 + 3.5, D0 + 3.6]
+    ds = dataset("B", nobs=5, edit=_with_days(days))
+    start = julian_day_to_iso(D0 - 10.0)  # the background files' 4 steps end days before the data
+    with pytest.raises(SeaIceError) as info:
+        read_training_data(dataclasses.replace(ds.config, start_date=start, nsteps=nsteps), 1)
+    msg = str(info.value)
+    assert msg.startswith(f"--start-date {start}: the period it starts (steps 0..{(nsteps or 4) - 1}")
+    assert "ends before the first observation (Julian day" in msg and "choose a later date" in msg
+    assert ("as far as the background files reach" in msg) == (nsteps is None)
+
+
 def test_the_bulk_grows_from_the_largest_run_over_near_or_large_runs_only():
     """Runs of days separated by a day without observations: a dense run joins the bulk where it lies no
     farther from it than the bulk is long, or holds 5 % of the observations. Stray timestamps packed into one

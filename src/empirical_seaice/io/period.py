@@ -305,6 +305,15 @@ def select_period(
                 f"--nsteps {nsteps}: with --stepstart {start} the period needs steps {start}..{start + nsteps - 1}, "
                 f"but the data has steps 0..{nstep_data - 1}; use --nsteps {nstep_data - start} or less"
             )
+    n = config.steps_per_day
+    first = int(step_index(np.array([(w0 + 0.5) / n + 0.375]), jd_origin, n)[0])
+    if config.start_date is not None and first >= start + nsteps:  # (before: blamed --stepstart/--nsteps)
+        raise SeaIceError(
+            f"--start-date {config.start_date}: the period it starts (steps {start}..{start + nsteps - 1}"
+            + (", as far as the background files reach" if config.nsteps is None else "")
+            + f") ends before the first observation (Julian day {jd_origin + 0.375 + first / n:.2f}, step {first}); "
+            "choose a later date, or background files that reach the data"
+        )
     return jd_origin, nstep_data, nsteps, outside
 
 
