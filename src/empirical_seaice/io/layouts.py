@@ -170,8 +170,9 @@ def find_data_files(config: DataConfig) -> DataFiles:
     if data.is_file():
         if len(sensors) != 1:
             raise SeaIceError(
-                f"--data {data}: a single monthly file (layout A) holds one sensor, "
-                f"got --sensors {' '.join(config.sensors)}; use a layout-C directory for several sensors"
+                f"--data {data}: a single monthly file (layout A) holds one sensor, the run's sensors are "
+                f"{' '.join(config.sensors)} (--sensors, or the preset's); give --sensors with the file's "
+                "sensor (e.g. --sensors amsr2), or a layout-C directory for several sensors"
             )
         files: tuple[SensorFiles, ...] = (SensorFiles(sensors[0], "A", data),)
         layout, bg_dir = "A", data.parent
@@ -190,8 +191,9 @@ def find_data_files(config: DataConfig) -> DataFiles:
         elif list(data.glob("*JULIAN_DAY.nc")):
             if len(sensors) != 1:
                 raise SeaIceError(
-                    f"--data {data}: a layout-B directory holds one sensor, got --sensors "
-                    f"{' '.join(config.sensors)}; put each sensor in <data>/<sensor>/ (layout C)"
+                    f"--data {data}: a layout-B directory holds one sensor, the run's sensors are "
+                    f"{' '.join(config.sensors)} (--sensors, or the preset's); give --sensors with its sensor "
+                    "(e.g. --sensors amsr2), or put each sensor in <data>/<sensor>/ (layout C)"
                 )
             files = (SensorFiles(sensors[0], "B", data, _layout_b_prefix(data, sensors[0].name)),)
             layout = "B"
