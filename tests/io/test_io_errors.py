@@ -537,6 +537,33 @@ def test_dropping_or_replacing_more_than_a_percent_is_a_warning(dataset, caplog)
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
+def test_a_missing_day_of_a_background_map_is_the_nearest_days(dataset, caplog):
+    """A whole day missing from the background SIC or skin temperature is taken from the nearest day (before:
+    filled point by point, the day's SIC 0 everywhere, open water; its skin temperature the map's mean)."""
+    ds = dataset("C")
+    sic, tmap = ds.background["sic"].copy(), ds.background["t_skin_map_k"].copy()
+    assert sic.shape == (NGRID, NSTEP + NLAG) and tmap.shape == (NGRID, NSTEP)
+    sic[:, 3] = np.nan  # step 2 (column 0 is the lag)
+    sic[1, 2] = np.nan  # an isolated value of the day it is taken from: 0, as ever
+    tmap[:8, 1] = np.nan  # 8 of 12 points: mostly missing
+    tmap[5, 2] = 1e30  # isolated: the map's mean, as ever
+    write_backgrounds(ds.root, sic, tmap, lon=ds.background["lon"], lat=ds.background["lat"])
+    with caplog.at_level("WARNING", logger="empirical_seaice"):
+        _, bg = read_training_data(ds.config, NLAG)
+    want_sic = sic.copy()
+    want_sic[:, 3] = np.nan_to_num(sic[:, 2], nan=0.0)  # the earlier of two neighbours
+    want_sic[1, 2] = 0.0
+    np.testing.assert_array_equal(bg.sic, np.clip(want_sic, 0.0, 1.0).astype(np.float32))
+    np.testing.assert_array_equal(bg.t_skin_map_k[:, 1], tmap[:, 0].astype(np.float32))
+    filled = tmap.astype(np.float32)
+    filled[:, 1] = filled[:, 0]
+    valid = np.isfinite(filled) & (filled < 400.0)
+    assert bg.t_skin_map_k[5, 2] == pytest.approx(float(filled[valid].mean()), rel=1e-6)  # of the filled map
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("variable SEAICE: 1 step(s) (2) mostly missing or out of range" in m for m in warned), warned
+    assert any("variable TSFC: 1 step(s) (1) mostly missing or out of range" in m for m in warned), warned
+
+
 @pytest.mark.parametrize("missing", [1.0, 0.6])
 def test_a_channel_mostly_missing_is_a_warning_naming_sensor_channel_and_file(dataset, caplog, missing):
     """A channel missing in all (or most) of a sensor's observations was dropped with no word (only its

@@ -143,6 +143,31 @@ def _clean(
     return missing, out
 
 
+def _fill_missing_days(values: np.ndarray, bad: np.ndarray, path: Path, name: str, first_step: int) -> np.ndarray:
+    """The steps (columns) of a background map of which more than :data:`MOSTLY` of the grid points are bad
+    (``bad``: missing, or out of range) taken whole from the nearest step with values, the earlier on a tie,
+    with a warning naming them (before: filled point by point like isolated values, a whole day's SIC set to
+    0, open water, or its skin temperature to the map's mean); returns ``bad`` of the steps as they are now
+    (the copied steps' isolated bad points). ``first_step``: the step of column 0, for the warning. A map
+    mostly bad as a whole is :func:`_clean`'s error."""
+    day_bad = bad.mean(axis=0) > MOSTLY if bad.ndim == 2 else np.zeros(0, dtype=bool)
+    if not day_bad.any() or day_bad.all():
+        return bad
+    good = np.flatnonzero(~day_bad)
+    filled = np.flatnonzero(day_bad)
+    for j in filled:
+        k = good[np.argmin(2 * np.abs(good - j) + (good > j))]
+        values[:, j] = values[:, k]
+        bad[:, j] = bad[:, k]
+    steps = ", ".join(str(first_step + j) for j in filled[:5]) + (", ..." if filled.size > 5 else "")
+    log.warning(
+        "%s: variable %s: %d step(s) (%s) mostly missing or out of range; each taken from the nearest step with "
+        "values",
+        path, name, filled.size, steps,
+    )  # fmt: skip
+    return bad
+
+
 def read_background(
     seaice_path: Path, tsfc_path: Path, shape: BackgroundShape, stepstart: int, nsteps: int, nlag: int
 ) -> BackgroundMaps:
@@ -184,6 +209,7 @@ def read_background(
             sic = np.ascontiguousarray(block[:, cols - cols[0]])
         sic_points = {n: as_float(ds.variables[n][:]).ravel() for n in ("LON", "LAT") if n in ds.variables}
     missing, out = _clean(sic, *SIC_RANGE, seaice_path, sname, "(fraction 0..1)")
+    missing = _fill_missing_days(sic, missing, seaice_path, sname, stepstart - nlag)
     if missing.any():
         log_dropped(
             log, int(missing.sum()), sic.size, "%s: %d missing SIC values set to 0", seaice_path, int(missing.sum())
@@ -197,7 +223,7 @@ def read_background(
         lon = as_float(ds.variables["LON"][:]) if "LON" in ds.variables else None
         lat = as_float(ds.variables["LAT"][:]) if "LAT" in ds.variables else None
     missing, out = _clean(tmap, *TSFC_RANGE, tsfc_path, "TSFC", "K")
-    bad = missing | out
+    bad = _fill_missing_days(tmap, missing | out, tsfc_path, "TSFC", stepstart)
     if bad.any():
         fill = float(tmap[~bad].mean()) if (~bad).any() else 271.35
         log_dropped(
