@@ -334,9 +334,7 @@ class FusedStep:
         self.deferred = deferred
         self.dense_opt = dense_opt
         self.names = (*program.names, "total")
-        group = deferred.param_groups[0]
-        self.group = group
-        self.c = deferred._ncol(group)
+        self.c = deferred._ncol(self.group)
         self.ref_table = program.ref_table
         self.obs_col = len(program.ref_table) - 1 if program.arrays["has_obs"] else -1
         """The column of the refs that is each observation's own row (-1: no per-observation state)."""
@@ -347,6 +345,14 @@ class FusedStep:
         """The exact whole-map priors at every step (the reference's scheme): the program's first
         table (the SIC map) is stepped whole at every step (:func:`_full_map_adam`)."""
         self.refresh()
+
+    @property
+    def group(self) -> dict:
+        """The state tables' parameter group, the optimiser's own at each call: loading a checkpoint replaces
+        the optimiser's group dicts, and the learning rate is set on the new one (a copy kept from before
+        the load kept the old rate: a resumed run with --lr-decay or --plateau-cuts stepped at the
+        checkpoint's first rate, not bit-identical to an unbroken one)."""
+        return self.deferred.param_groups[0]
 
     def refresh(self) -> None:
         """Re-read the optimisers' storage (after a checkpoint load or anything that replaced it)."""
