@@ -113,6 +113,33 @@ def test_an_inheriting_set_adds_to_the_published_one(tmp_path, inherit_dirs):
     assert ("plots_t/index.html" in files) == inherit_dirs == (out / "plots_t" / "index.html").is_file()
 
 
+def test_a_publish_failing_before_the_switch_leaves_no_dangling_name(tmp_path, monkeypatch):
+    """The links of a new set's new names are placed before the switch (they dangle until it): a failure
+    in between, then abort(), leaves the published set's names only (before: the new names' links
+    stayed, dangling)."""
+    from empirical_seaice.io.transaction import output_set
+
+    out = tmp_path / "out"
+    s1 = txn.OutputSet(out, "t")
+    (s1.begin() / "seaice_t.nc").write_text("v1")
+    s1.publish()
+    s1.release()
+    s2 = txn.OutputSet(out, "t", inherit=True)
+    (s2.begin() / "seaice_ensemble_t.nc").write_text("ens")
+
+    def disk_full(name):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(output_set, "fault_point", disk_full)
+    with pytest.raises(SeaIceError, match="disk is full"):
+        s2.publish()
+    assert os.path.islink(out / "seaice_ensemble_t.nc")  # placed, dangling until the switch that never came
+    s2.abort()
+    s2.release()
+    assert sorted(p.name for p in out.iterdir()) == [".sets", "manifest_t.json", "seaice_t.nc"]
+    assert (out / "seaice_t.nc").read_text() == "v1" and txn.verify_set(out, "t") == []
+
+
 def test_aborted_set_leaves_nothing_and_an_empty_new_directory_goes(tmp_path):
     out = tmp_path / "out"
     s = txn.OutputSet(out, "t")

@@ -229,6 +229,22 @@ def test_a_signal_during_the_last_checkpoint_write_says_how_to_resume(twin, good
     assert set_state(good_copy) == before and leftovers(good_copy) == []
 
 
+def test_a_signal_while_the_ensemble_is_published_waits_for_the_switch(twin, tmp_path):
+    """SIGINT as the ensemble file's set is switched in (the third publish of --ensemble 2: member 0, member 1,
+    the ensemble): the switch is finished first and the line says the outputs are complete, every name
+    resolving (before: the ensemble's publish did not hold signals back; one after the switch removed the set
+    just made current, every output name dangling, and said 'no output was published or changed')."""
+    output = tmp_path / "ens"
+    argv = ["--data", twin, "--output", output, "--tag", TAG, "--nepochs", "1", *FAST, "--ensemble", "2"]
+    proc = start_cli(argv, SEAICE_FAULT="publish:3:SIGINT")
+    _, err = proc.communicate(timeout=300)
+    r = type("R", (), {"code": proc.returncode, "stderr": err})()
+    assert_one_line_error(r, "interrupted by SIGINT", "as the outputs were published", "are complete", code=130)
+    assert txn.verify_set(output, TAG) == [] and leftovers(output) == []
+    links = [p for p in output.iterdir() if p.is_symlink()]
+    assert f"seaice_ensemble_{TAG}.nc" in {p.name for p in links} and all(p.exists() for p in links)
+
+
 def test_a_signal_while_the_set_is_switched_says_that_it_was_published(twin, good_copy, untouched):
     """SIGTERM as the new set is switched in: the switch is finished first, so the new complete set is
     published; the run still stops with 143, and its line says that the outputs were published (before: a

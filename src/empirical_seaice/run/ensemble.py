@@ -45,7 +45,7 @@ from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.ensemble_file import STEM, ensemble_statistics, write_ensemble
-from empirical_seaice.run import train
+from empirical_seaice.run import interrupt, train
 from empirical_seaice.run.perturb import Perturbation
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,10 @@ def publish_ensemble(
         )  # fmt: skip
         lines = ensemble_lines(ensemble.members, sics[0], mean, spread * inflation, obs, data_cfg, nlag, inflation)
         configs = {"member0_config_hash": manifest0.get("config_hash", ""), "ensemble": vars(ensemble)}
-        run_set.publish(configs, status=manifest0.get("status", "complete"), message=manifest0.get("message", ""))
+        with interrupt.deferred():  # a signal waits for the switch (between the switch and the end of publish,
+            # abort() removed the set just made current: every output name dangled)
+            run_set.publish(configs, status=manifest0.get("status", "complete"), message=manifest0.get("message", ""))
+        interrupt.raise_pending(published=f"{output}/*_{tag}.nc")
     except BaseException:
         run_set.abort()
         raise

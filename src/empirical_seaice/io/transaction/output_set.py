@@ -257,13 +257,20 @@ class OutputSet:
 
     # ---- end
     def abort(self) -> None:
-        """Forget the unpublished set: remove the staging directory and what :meth:`begin` created."""
+        """Forget the unpublished set: remove the staging directory, what :meth:`begin` created, and the links
+        :meth:`publish` placed for names the published set lacks (they dangle: a failure between placing them
+        and the switch left them)."""
         if not self.published:
             shutil.rmtree(self.stage, ignore_errors=True)
             for d in reversed(self._created_dirs):
                 with contextlib.suppress(OSError):
                     d.rmdir()
             self._created_dirs.clear()
+            prefix = os.path.join(SETS_DIR, self.tag, CURRENT) + os.sep
+            for p in self.output.iterdir() if self.output.is_dir() else ():
+                if p.is_symlink() and os.readlink(p).startswith(prefix) and not p.exists():
+                    with contextlib.suppress(OSError):
+                        p.unlink()
 
     def release(self) -> None:
         """Release the lock; remove the output directory if this run created it and left it empty."""
