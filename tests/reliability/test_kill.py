@@ -6,8 +6,8 @@ complete set afterwards; then that the next run removes every leftover.
 ``SEAICE_FAULT`` (io.transaction) kills the process with SIGKILL at an exact
 point: before an output file is renamed into the staging set (``write``),
 before the set is switched (``publish``), before the data cache is renamed
-into place (``cache``); ``POINT:N:SIGINT`` (or ``SIGTERM``) sends a user's
-signal there instead.
+into place (``cache``), after the run has ended (``ended``); ``POINT:N:SIGINT``
+(or ``SIGTERM``) sends a user's signal there instead.
 """
 
 from __future__ import annotations
@@ -243,6 +243,22 @@ def test_a_signal_while_the_ensemble_is_published_waits_for_the_switch(twin, tmp
     assert txn.verify_set(output, TAG) == [] and leftovers(output) == []
     links = [p for p in output.iterdir() if p.is_symlink()]
     assert f"seaice_ensemble_{TAG}.nc" in {p.name for p in links} and all(p.exists() for p in links)
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_after_the_run_ends_the_process_at_once_saying_the_outputs_are_complete(
+    twin, good_copy, untouched, sig, code
+):
+    """A signal after the outputs are published (the summary and the interpreter's teardown, which waits for
+    the background writes: over a second) ends the process at once with 130 / 143 and one line saying the
+    outputs are complete (before: Python's own handlers there: a Ctrl-C printed 'Exception ignored ...
+    KeyboardInterrupt' and exited 0, a SIGTERM killed the process without a line)."""
+    before = set_state(good_copy)
+    r, _ = _run_with_fault(twin, good_copy, f"ended:1:{sig}")
+    assert_one_line_error(r, f"interrupted by {sig} after the run: {good_copy}/*_{TAG}.nc are complete", code=code)
+    assert "Exception ignored" not in r.stderr
+    assert set_state(good_copy)[0] != before[0] and leftovers(good_copy) == []
+    assert txn.verify_set(good_copy, TAG) == []
 
 
 def test_a_signal_while_the_set_is_switched_says_that_it_was_published(twin, good_copy, untouched):

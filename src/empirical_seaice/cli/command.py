@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     0 on success (and for ``-h``), 2 on a user-caused error (one line on stderr), 130/143 when
     interrupted by SIGINT/SIGTERM.
     """
+    entry = argv is None  # the process's own entry point (the command line): its teardown follows
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     try:
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # -h / --help
             return int(exc.code or 0)
-        return _run_command(args, argv)
+        return _run_command(args, argv, entry)
     except RunInterrupted as exc:
         _say(f"{PROG}: {exc}")
         return exc.exit_code
@@ -124,8 +125,10 @@ _MODE_WARNINGS = (
 why (``--retrieve``'s are an error)."""
 
 
-def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
-    """The parsed command: check the flags, then train, diagnose or retrieve; prints the summary."""
+def _run_command(args: argparse.Namespace, argv: list[str], entry: bool = False) -> int:
+    """The parsed command: check the flags, then train, diagnose or retrieve; prints the summary. ``entry``:
+    the process's own entry point, whose end follows (a signal after the run ends it at once:
+    :func:`~empirical_seaice.run.interrupt.end_at_once_after_the_run`)."""
     from empirical_seaice.io.cf import set_command_line
     from empirical_seaice.run import interrupt
     from empirical_seaice.run import train as pipeline  # imported after parsing so that `-h` stays fast
@@ -153,13 +156,26 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
         )
     ensemble = _ensemble(args)
     threads_before = _set_threads(_thread_count(args))
+
+    def ended(code: int) -> int:
+        """The run has ended with ``code`` (0: its outputs published)."""
+        if entry and code == 0:
+            from empirical_seaice.io.transaction import fault_point
+
+            published = f"{args.output}/*_{args.tag}.nc"
+            interrupt.end_at_once_after_the_run(published, lambda line: _say(f"{PROG}: {line}"))
+            fault_point("ended")
+        return code
+
     try:
         if ensemble is not None:
             with interrupt.handle_signals():
-                return _run_ensemble(args, ensemble, (data, preset, cost, training), products, argv)
+                code = _run_ensemble(args, ensemble, (data, preset, cost, training), products, argv)
+            return ended(code)
         if args.retrieve:
             with interrupt.handle_signals():
-                return _retrieve(args, data, training, products, argv)
+                code = _retrieve(args, data, training, products, argv)
+            return ended(code)
         with interrupt.handle_signals():
             result = pipeline.run(
                 data,
@@ -182,6 +198,7 @@ def _run_command(args: argparse.Namespace, argv: list[str]) -> int:
             )
     finally:
         _set_threads(*threads_before)
+    ended(0)
     if result.summary and not args.quiet:
         print(result.summary)
     return 0

@@ -9,7 +9,8 @@ FAULT_ENV = "SEAICE_FAULT"
 """Test hook: ``SEAICE_FAULT=POINT[:N[:SIGNAL]]`` sends the process SIGNAL (default ``SIGKILL``; ``SIGINT``,
 ``SIGTERM``: what a user's Ctrl-C or a batch system sends) the N-th time (default 1st) it reaches POINT
 (``write``: before an output file is renamed into place; ``publish``: before the set is switched;
-``cache``: before the data cache is renamed into place). Used by the kill tests."""
+``cache``: before the data cache is renamed into place; ``ended``: the command line's run has ended, its
+outputs published, before its summary and the interpreter's teardown). Used by the kill tests."""
 
 _fault_counts: dict[str, int] = {}
 
