@@ -356,6 +356,12 @@ OVER_GOOD_CASES = [
         ["another --batch-order: shuffled then, reference-blocks now"],
     ),
     ("resume-other-map-priors", ["--resume", "--map-priors", "sampled"], ["--resume", "another --map-priors"]),
+    # a cost flag is named among the cost's (before: "cost configuration (--warm-ice, preset)" only)
+    (
+        "resume-other-smoothness",
+        ["--resume", "--sic-smoothness", "0.05"],
+        ["--resume", "another cost configuration (--warm-ice, --sic-background-error, --sic-smoothness"],
+    ),
     ("resume-reproducible", ["--resume", "--reproducible"], ["another --reproducible: False then, True now"]),
     (
         "diverged-lr-1e6",

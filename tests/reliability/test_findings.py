@@ -188,7 +188,7 @@ def test_7_one_line_instead_of_tracebacks(twin, good_copy, untouched):
     assert_one_line_error(r, "--learning-rate: must be a finite number > 0, got nan")
     argv = ["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "2", "--resume", *FAST]
     r = run_cli([*argv, "--model", "v1", "--sensors", *SENSORS])  # before: RuntimeError size mismatch
-    assert_one_line_error(r, "--resume: checkpoint", "another model (--model, --ice-emis-init)")
+    assert_one_line_error(r, "--resume: checkpoint", "another model (--model, --ice-emis-init, --angle-input")
     assert set_state(good_copy) == before  # tbsim_initial_good.nc included (it was overwritten before)
     lock = json.dumps({"pid": 1, "host": "elsewhere", "start": None, "time": "t"})
     (good_copy / f".lock_{TAG}").write_text(lock)

@@ -39,12 +39,15 @@ parameter group; 3: the run's identity (data, model, period, training options) a
 the position in it). Not the format of the trained model file (``run.model_file.MODEL_FILE_FORMAT``)."""
 
 IDENTITY_WORDS = {
-    "data": "training data (the input files' content)",
+    "data": "training data (the input files' content, --sensor-catalogue)",
     "period": "period (--stepstart/--nsteps, the data's first day)",
     "nobs": "number of observations",
     "sensors": "sensors (--sensors)",
-    "model": "model (--model, --ice-emis-init)",
-    "cost": "cost configuration (--warm-ice, preset)",
+    "model": "model (--model, --ice-emis-init, --angle-input, --exact-reference)",
+    "cost": (
+        "cost configuration (--warm-ice, --sic-background-error, --sic-smoothness, --sic-smoothness-time, "
+        "--emis-ceiling, --exact-reference, preset)"
+    ),
     "batch_size": "--batchsize",
     "optimizer": "optimiser (--optimizer, --exact-reference)",
     "learning_rate": "--learning-rate",
