@@ -245,6 +245,22 @@ def test_a_signal_while_the_ensemble_is_published_waits_for_the_switch(twin, tmp
     assert f"seaice_ensemble_{TAG}.nc" in {p.name for p in links} and all(p.exists() for p in links)
 
 
+def test_a_signal_at_an_ensemble_member_says_the_ensemble_is_unfinished_and_resume_finishes_it(twin, tmp_path):
+    """SIGTERM as member 1 of --ensemble 2 is published (the second publish): the line says the ensemble file
+    is not written and how to finish it (before: only that member 1's files were complete); --resume does."""
+    output = tmp_path / "ens"
+    argv = ["--data", twin, "--output", output, "--tag", TAG, "--nepochs", "1", *FAST, "--ensemble", "2"]
+    proc = start_cli(argv, SEAICE_FAULT="publish:2:SIGTERM")
+    _, err = proc.communicate(timeout=300)
+    r = type("R", (), {"code": proc.returncode, "stderr": err})()
+    words = ("at member 1 of 2, the ensemble file is not written", "rerun the same command with --resume")
+    assert_one_line_error(r, "interrupted by SIGTERM", *words, code=143)
+    assert not (output / f"seaice_ensemble_{TAG}.nc").exists()
+    r = run_cli([*argv, "--resume"])
+    assert r.code == 0, r.stderr
+    assert (output / f"seaice_ensemble_{TAG}.nc").is_file() and txn.verify_set(output, TAG) == []
+
+
 @pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_a_signal_after_the_run_ends_the_process_at_once_saying_the_outputs_are_complete(
     twin, good_copy, untouched, sig, code

@@ -41,7 +41,7 @@ import numpy as np
 
 from empirical_seaice.config import CostConfig, DataConfig, Preset, TrainingConfig
 from empirical_seaice.config.ensemble import EnsembleConfig, member_seed
-from empirical_seaice.errors import SeaIceError
+from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.ensemble_file import STEM, ensemble_statistics, write_ensemble
@@ -141,10 +141,27 @@ def run_ensemble(
                 f"--ensemble: member {k} ({dirs[-1]}) failed, no ensemble file written: {exc} -- once it is "
                 "fixed, rerun the same command with --resume: the members carry on from their checkpoints"
             ) from None
+        except RunInterrupted as exc:  # (its line named member k's files only, not the ensemble unfinished)
+            raise _unfinished(exc, f"member {k} of {n}") from None
     filtered = bool(products is not None and getattr(products, "open_water_filter", False))
-    res = publish_ensemble(ensemble, data_cfg, preset, train_cfg, output, tag, dirs, filtered=filtered, argv=argv)
+    try:
+        res = publish_ensemble(ensemble, data_cfg, preset, train_cfg, output, tag, dirs, filtered=filtered, argv=argv)
+    except RunInterrupted as exc:
+        if exc.published:  # the ensemble file's set was published: the ensemble is complete
+            raise
+        raise _unfinished(exc, "the ensemble file") from None
     res.member0 = result0
     return res
+
+
+def _unfinished(exc: RunInterrupted, where: str) -> RunInterrupted:
+    """A signal's stop of an ensemble after member 0 (at ``where``), its line saying the ensemble is not
+    finished and how to finish it."""
+    return RunInterrupted(
+        f"{exc} -- at {where}, the ensemble file is not written: rerun the same command with --resume to finish "
+        "the ensemble (the members carry on from their checkpoints)",
+        exit_code=exc.exit_code,
+    )
 
 
 def _checkpoint(directory: Path, tag: str) -> Path:
