@@ -173,6 +173,8 @@ class _InOrder:
             with interrupt.deferred():  # a second Ctrl-C waits too: the files close after the side thread
                 self._pool.shutdown(wait=True)
             self._pending.clear()
+        if exc_type is None:  # a signal held back while the side thread finished: the run stops here (it went
+            interrupt.raise_pending()  # on to write every product and publish, then said the stop)
 
 
 class _PackedOnOneThread:
