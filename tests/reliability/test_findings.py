@@ -145,7 +145,7 @@ def test_5_content_changes_are_seen_by_the_cache_and_by_resume(twin, tmp_path, u
     obs, _ = read_training_data(cfg, 1, cache_dir=out / "cache")
     assert float(obs.tb_obs_k[0, 0]) == pytest.approx(tb + 1.0)  # rebuilt: the old cache would say tb
     r = run_cli(["--data", data, "--output", out, "--tag", "r", "--nepochs", "2", "--trainonly", "--resume", *FAST])
-    assert_one_line_error(r, "--resume: checkpoint", "another training data (the input files' content, --sensor-catalogue)")
+    assert_one_line_error(r, "--resume: checkpoint", "another training data (the input files' content, --sensor")
 
 
 def test_6_a_failure_after_training_keeps_the_model(twin, tmp_path, untouched, monkeypatch):
