@@ -265,10 +265,10 @@ def test_a_signal_at_an_ensemble_member_says_the_ensemble_is_unfinished_and_resu
 def test_a_signal_after_the_run_ends_the_process_at_once_saying_the_outputs_are_complete(
     twin, good_copy, untouched, sig, code
 ):
-    """A signal after the outputs are published (the summary and the interpreter's teardown, which waits for
-    the background writes: over a second) ends the process at once with 130 / 143 and one line saying the
-    outputs are complete (before: Python's own handlers there: a Ctrl-C printed 'Exception ignored ...
-    KeyboardInterrupt' and exited 0, a SIGTERM killed the process without a line)."""
+    """A signal after the outputs are published (the summary and the interpreter's teardown, about a second)
+    ends the process at once with 130 / 143 and one line saying the outputs are complete (before: Python's
+    own handlers there: a Ctrl-C printed 'Exception ignored ... KeyboardInterrupt' and exited 0, a SIGTERM
+    killed the process without a line)."""
     before = set_state(good_copy)
     r, _ = _run_with_fault(twin, good_copy, f"ended:1:{sig}")
     assert_one_line_error(r, f"interrupted by {sig} after the run: {good_copy}/*_{TAG}.nc are complete", code=code)

@@ -76,10 +76,10 @@ def handle_signals() -> Iterator[None]:
 def end_at_once_after_the_run(published: str, say: Callable[[str], None]) -> None:
     """From here to the end of the process (main thread only): a SIGINT or SIGTERM ends it at once with the
     signal's exit status and a line (given to ``say``) saying that the run's outputs ``published`` (e.g.
-    ``OUT/*_TAG.nc``) are complete. After a run the interpreter's teardown still waits for the background
-    writes (1.4-1.8 s on the ``demo`` twin); with Python's own handlers there a Ctrl-C printed ``Exception
-    ignored ... KeyboardInterrupt`` and exited 0, and a SIGTERM killed the process without a line. Only for
-    the process's own entry point (the command line): the handlers are not put back."""
+    ``OUT/*_TAG.nc``) are complete. After a run the interpreter's teardown still takes about a second (1.0 s
+    after a run of the tiny twin); with Python's own handlers there a Ctrl-C printed ``Exception ignored ...
+    KeyboardInterrupt`` and exited 0, and a SIGTERM killed the process without a line. Only for the
+    process's own entry point (the command line): the handlers are not put back."""
     if threading.current_thread() is not threading.main_thread():
         return
 
