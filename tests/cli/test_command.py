@@ -347,6 +347,9 @@ def test_diagsonly_names_the_flags_it_does_not_use(capsys, tmp_path):
     argv += ["--threads", "1", "--no-classic", "--data", str(tmp_path), "--output", str(tmp_path / "o")]
     args = build_parser().parse_args(argv)
     assert ignored_flags(args, "diagsonly") == ["--model", "--sic-smoothness-time", "--nepochs"]
+    # the cost's --emis-ceiling too (before: dropped without a word)
+    emis = build_parser().parse_args([*argv, "--emis-ceiling", "0.5"])
+    assert ignored_flags(emis, "diagsonly") == ["--model", "--sic-smoothness-time", "--nepochs", "--emis-ceiling"]
     assert ignored_flags(build_parser().parse_args(argv[:3]), "diagsonly") == []
     code = cli.main(argv)
     err = capsys.readouterr().err.strip().splitlines()

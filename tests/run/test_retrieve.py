@@ -323,6 +323,14 @@ def test_cli_retrieve(trained, capsys):
         (["--no-gridded", "--grid-freqs", "50"], "--grid-freqs: configures the gridded product"),
         (["--retrieve", "--modeltag", "train", "--optimizer", "dense-adam"], "--retrieve: --optimizer does not apply"),
         (["--retrieve", "--modeltag", "train", "--sic-smoothness-time", "off"], "--sic-smoothness-time does not"),
+        # the cost comes from the model file; the product flags hold for a retrieval too (before: accepted,
+        # and dropped without a word)
+        (["--retrieve", "--modeltag", "train", "--emis-ceiling", "off"], "--retrieve: --emis-ceiling does not apply"),
+        (["--retrieve", "--modeltag", "train", "--plot-day", "3"], "--plot-day: applies only with --plots"),
+        (
+            ["--retrieve", "--modeltag", "train", "--no-gridded", "--grid-channels", "10v"],
+            "--grid-channels: configures the gridded product",
+        ),
         (["--validation-fraction", "0", "--patience", "3"], "--patience: applies only with early stopping"),
         (["--exact-reference", "--plateau-cuts", "2"], "--plateau-cuts: applies only with early stopping"),
         (["--no-early-stopping", "--patience", "2"], "--patience: applies only with early stopping"),

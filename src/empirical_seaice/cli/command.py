@@ -145,7 +145,11 @@ def _run_command(args: argparse.Namespace, argv: list[str], entry: bool = False)
     _check_shard_order(args)
     _check_one_process(args)
     products = product_options(args)
-    if not args.retrieve:
+    if args.retrieve:  # the model, and so its version and sensors, come with the run
+        from empirical_seaice.products.write import check_product_flags
+
+        check_product_flags(products)
+    else:
         from empirical_seaice.products.write import check_product_options
 
         check_product_options(

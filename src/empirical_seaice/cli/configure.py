@@ -150,12 +150,12 @@ MODE_IGNORES = {
         "sic_smoothness_time", "stepstart", "nsteps", "start_date", "nepochs", "batchsize",
         "learning_rate", "network_learning_rate", "optimizer", "map_priors", "batch_order", "validation_fraction",
         "early_stopping", "patience", "region_stopping", "plateau_cuts", "lr_decay", "unfused_step",
-        "checkpoint_minutes", "force_outputs",
+        "checkpoint_minutes", "force_outputs", "emis_ceiling",
     ),
     "retrieve": (
         "model", "ice_emis_init", "angle_input", "warm_ice", "sic_background_error", "sic_smoothness",
         "sic_smoothness_time", "network_learning_rate", "optimizer", "map_priors", "validation_fraction",
-        "early_stopping", "patience", "region_stopping", "plateau_cuts", "checkpoint_minutes",
+        "early_stopping", "patience", "region_stopping", "plateau_cuts", "checkpoint_minutes", "emis_ceiling",
     ),
     "distributed": ("checkpoint_minutes",),
 }  # fmt: skip

@@ -92,9 +92,22 @@ def check_product_options(
         bad_f = [f for f in options.grid_freqs_ghz if not 1.0 <= f <= 400.0]
         if bad_f:
             raise SeaIceError(f"--grid-freqs: expected frequencies in 1..400 GHz, got {bad_f[0]:g}")
+    check_product_flags(options)
+
+
+def check_product_flags(options: ProductOptions) -> None:
+    """The product flags that need no model nor sensors (also ``--retrieve``'s, whose model comes later):
+    a negative ``--plot-day``, and flags that configure a product the run does not make (``--grid-channels``
+    or ``--grid-freqs`` with ``--no-gridded``, ``--plot-day`` without ``--plots``): an error, not a flag
+    dropped unseen.
+
+    Raises
+    ------
+    SeaIceError
+        Naming the flag and the fix.
+    """
     if options.plot_day is not None and options.plot_day < 0:
         raise SeaIceError(f"--plot-day: expected a step >= 0, got {options.plot_day}")
-    # flags that configure a product the run does not make: an error, not a flag dropped unseen
     for flag, given in (("--grid-channels", options.grid_channels), ("--grid-freqs", options.grid_freqs_ghz)):
         if given and not options.gridded:
             raise SeaIceError(f"{flag}: configures the gridded product, which --no-gridded turns off; drop one of them")
@@ -419,6 +432,7 @@ __all__ = [
     "check_product_options",
     "write_products",
     "provenance_of",
+    "check_product_flags",
     "classic_summary",
     "classic_scores",
     "parse_freqs",
