@@ -421,3 +421,17 @@ def test_a_sharded_runs_log_lines_name_their_rank(capsys):
         assert " INFO empirical_seaice.tests.ranks: a stage" in capsys.readouterr().err
     finally:
         _setup_logging(0)
+
+
+def test_diagsonly_into_a_tag_holding_another_trained_model_is_refused(tmp_path, capsys):
+    """``--diagsonly --tag p --modeltag t`` where tag p holds a trained model: its set would be replaced by
+    model t's diagnostics, model_p.pt and p's trained SIC gone (before: exit 0 without a word)."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "model_p.pt").write_bytes(b"a trained model")
+    argv = ["--data", str(tmp_path), "--output", str(out), "--tag", "p", "--diagsonly", "--modeltag", "t"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--diagsonly --tag p:" in err[0] and "model_p.pt is a trained model" in err[0]
+    assert "choose a --tag that holds no trained model" in err[0]
+    assert (out / "model_p.pt").read_bytes() == b"a trained model"
