@@ -48,6 +48,17 @@ def test_1_a_diverged_run_writes_nothing_unless_forced(twin, tmp_path, untouched
         with xr.open_dataset(out / name) as ds:
             assert ds.attrs["health_check"] == "failed"
             assert "SIC from" in ds.attrs["health_check_failures"]
+    # the diagnostics of that model, into its tag and into another, stay marked failed (before: published
+    # "complete", the new files unmarked beside the inherited ones marked failed)
+    message = txn.read_manifest(out, "d")["message"]
+    for tag in ("d", "d2"):
+        r = run_cli(["--data", twin, "--output", out, "--tag", tag, "--modeltag", "d", "--diagsonly", *FAST])
+        assert r.code == 0, r.stderr
+        manifest = txn.read_manifest(out, tag)
+        assert (manifest["status"], manifest["message"]) == ("health-check-failed", message)
+        for name in (f"tbsim_{tag}.nc", f"classic_sic_{tag}.nc", f"tbobs_{tag}.nc"):
+            with xr.open_dataset(out / name) as ds:
+                assert ds.attrs["health_check"] == "failed" and ds.attrs["health_check_failures"] == message
 
 
 def test_2_one_early_timestamp_does_not_move_the_period(twin, tmp_path, untouched):

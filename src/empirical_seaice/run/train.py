@@ -378,6 +378,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         )
     else:
         history = trained_books(plan.model_file, result)
+        marks = _trained_marks(plan)
     # ---- 4b.-7. every file into the staging set (marked when --force-outputs overrode a failed check)
     configs = configs_to_dict(plan.data_cfg, plan.model_cfg, plan.cost_cfg, plan.train_cfg, plan.preset_name)
     with txn.health_marks(marks):
@@ -410,6 +411,17 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     ]
     display.stage("done")
     return result
+
+
+def _trained_marks(plan: RunPlan) -> dict[str, str] | None:
+    """``--diagsonly``: the health marks of the trained model's set where it was written with
+    ``--force-outputs`` despite failed checks (its manifest's status), for this run's files and manifest too
+    (before: the diagnostics' set was published ``complete``, its new files unmarked, beside the inherited
+    files marked failed); None where its checks passed or it has no manifest."""
+    manifest = txn.read_manifest(plan.output, plan.modeltag) or {}
+    if manifest.get("status") != "health-check-failed":
+        return None
+    return {"health_check": "failed", "health_check_failures": str(manifest.get("message", ""))}
 
 
 def held_out_regions(obs, background, valid_index: np.ndarray | None, shard=None) -> dict[str, Region] | None:
