@@ -156,6 +156,7 @@ MODE_IGNORES = {
         "model", "ice_emis_init", "angle_input", "warm_ice", "sic_background_error", "sic_smoothness",
         "sic_smoothness_time", "network_learning_rate", "optimizer", "map_priors", "validation_fraction",
         "early_stopping", "patience", "region_stopping", "plateau_cuts", "checkpoint_minutes", "emis_ceiling",
+        "exact_reference",
     ),
     "distributed": ("checkpoint_minutes",),
 }  # fmt: skip
