@@ -264,6 +264,11 @@ def test_cli_diagsonly_export_products(trained, capsys):
     np.testing.assert_allclose(e[ok], ice_emis[ok], atol=2e-6)
 
 
+def facts_period_end(output, tag: str) -> str:
+    """The last day of the run ``tag``'s period, as its summary says."""
+    return json.loads((output / f"summary_{tag}.json").read_text())["run"]["period_end"]
+
+
 def test_cli_retrieve(trained, capsys):
     from empirical_seaice.cli import main
 
@@ -288,10 +293,19 @@ def test_cli_retrieve(trained, capsys):
             "--no-gridded",
             "--no-classic",
             "--no-progress",
+            "--export",
         ]
     )
     printed = capsys.readouterr()
     assert rc == 0, printed.err
+    # the export describes the model's training (its period, data and run), not the retrieval's day (before:
+    # training_period_* of the retrieved day, the retrieval's data and observations)
+    trained_facts = json.loads((output / "summary_train.json").read_text())["run"]
+    with xr.open_dataset(output / "emis_model_ret_cli.nc") as ds:
+        attrs = dict(ds.attrs)
+    assert attrs["training_period_start"] == trained_facts["period_start"]
+    assert attrs["training_period_end"] == trained_facts["period_end"] != facts_period_end(output, "ret_cli")
+    assert attrs["run_tag"] == "train" and attrs["nsteps"] == NTRAIN and attrs["nobs"] == trained_facts["nobs"]
     assert "retrieval 'ret_cli' with trained model 'train'" in printed.out
     assert "SIC vs truth" in printed.out
     assert (output / "seaice_ret_cli.nc").is_file() and (output / "properties_grid_ret_cli.nc").is_file()

@@ -345,6 +345,7 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
             data_cfg=data,
             truth=result.truth_data,
             history=result.history,
+            trained=result.trained,
         )
         lines = [ln.replace(str(stage), str(args.output)) for ln in lines]
         text = "\n".join([result.summary, *(f"  {ln}" for ln in lines)])

@@ -273,6 +273,7 @@ def write_products(
     report: dict[str, Any] | None = None,
     report_text: str = "",
     progress: Any = None,
+    trained: Provenance | None = None,
 ) -> tuple[list[Path], list[str]]:
     """Write the products selected in ``options`` for a trained (or retrieved) network.
 
@@ -290,6 +291,8 @@ def write_products(
         report ``index.html``; the classic algorithms' scores are added to it (``classic_sic_rmse``).
     report_text : the printed summary table, shown in the report.
     progress : the run's RunProgress (its stage names the product being written), or None.
+    trained : the training run's provenance for ``--export``, with ``--diagsonly`` and ``--retrieve``
+        (:func:`~empirical_seaice.run.model_file.trained_provenance`); None = this run's (a training run).
 
     Returns
     -------
@@ -310,7 +313,7 @@ def write_products(
     emis_model: Any = None
     if options.export:
         stage("export")
-        paths, emis_model = _export(options, network, output, tag, prov)
+        paths, emis_model = _export(options, network, output, tag, trained or prov)
         files += paths
         lines.append("export: " + ", ".join(p.name for p in paths))
     inputs = gridded.grid_inputs(network, obs, background, spd)

@@ -199,10 +199,35 @@ def write_trained(
             nstep=obs.nstep,
             nobs_train=nobs_train,
             before=before,
-            extra={"data_digest": obs.source_digest, **(extra or {})},
+            extra={"data_digest": obs.source_digest, "provenance": _provenance(tag, configs, obs), **(extra or {})},
         ),
         write_models_file(out.output_path(stage, "models", tag), network, history, configs, model),
     ]
+
+
+def _provenance(tag: str, configs: dict[str, Any], obs: Observations) -> dict[str, Any]:
+    """Where the trained model comes from, as the model file keeps it (``provenance``; plain values): the
+    :class:`~empirical_seaice.products.export.Provenance` of the training run."""
+    import dataclasses
+    import types
+
+    from empirical_seaice.products.write import provenance_of
+
+    data = types.SimpleNamespace(**configs.get("data", {}))
+    prov = provenance_of(tag, str(configs.get("preset", "")), data, obs)
+    return {**dataclasses.asdict(prov), "sensors": list(prov.sensors), "extra": dict(prov.extra)}
+
+
+def trained_provenance(model_file: dict[str, Any]) -> Any:
+    """The training run's :class:`~empirical_seaice.products.export.Provenance` kept in a model file (what an
+    export from ``--diagsonly`` or ``--retrieve`` says of the model's training: before, that run's own period
+    and data), or None in a model file written before 2026-12-04."""
+    from empirical_seaice.products.export import Provenance
+
+    kept = model_file.get("provenance")
+    if not kept:
+        return None
+    return Provenance(**{**kept, "sensors": tuple(kept.get("sensors", ()))})
 
 
 def read_model_file(output: Path, tag: str, flag: str = "--modeltag") -> dict[str, Any]:
@@ -336,6 +361,7 @@ def write_models_file(path: Path, network: Any, history: Any, configs: dict[str,
 
 
 __all__ = [
+    "trained_provenance",
     "MODEL_FILE_FORMAT",
     "configs_to_dict",
     "configs_from_dict",

@@ -45,7 +45,7 @@ from empirical_seaice.io import outputs as out
 from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.finish import final_diagnostics, initial_diagnostics, write_initial, write_state_files
-from empirical_seaice.run.model_file import configs_from_dict, read_model_file
+from empirical_seaice.run.model_file import configs_from_dict, read_model_file, trained_provenance
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis, catalogue_from_dict, load_catalogue
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,9 @@ class RetrievalResult:
     obs: Any = None
     background: Any = None
     truth_data: Any = None
+    trained: Any = None
+    """The trained model's provenance (:func:`~empirical_seaice.run.model_file.trained_provenance`), for an
+    export's."""
 
 
 @dataclass
@@ -316,7 +319,7 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
     from empirical_seaice.training.runtime import make_generator
 
     output, tag = plan.output, plan.tag
-    result = RetrievalResult(output=output, tag=tag)
+    result = RetrievalResult(output=output, tag=tag, trained=trained_provenance(plan.model_file))
     obs, background = read_training_data(plan.data_cfg, plan.model_cfg.nlag, cache_dir=plan.cache_dir)
     log.info("retrieval: %d observations, %d grid points, %d steps", obs.nobs, obs.ngrid, obs.nstep)
     generator = make_generator(plan.train_cfg.seed)

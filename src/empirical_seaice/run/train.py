@@ -655,6 +655,7 @@ def _write_products(
     plan: RunPlan, result: RunResult, network, obs, background, truth, history, summary, display
 ) -> None:
     from empirical_seaice.products.write import write_products
+    from empirical_seaice.run.model_file import trained_provenance
 
     files, lines = write_products(
         plan.products,
@@ -670,6 +671,7 @@ def _write_products(
         report=summary,
         report_text=result.summary,
         progress=display,
+        trained=trained_provenance(plan.model_file) if plan.model_file is not None else None,
     )
     result.files += files
     if lines:
