@@ -4,6 +4,7 @@ is published with the set, a failed member leaves no ensemble file, and bad flag
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -102,6 +103,10 @@ def test_the_ensemble_file_holds_the_members_mean_and_spread(ensemble_run, twin_
     assert f"seaice_ensemble_{TAG}.nc" in txn.read_manifest(out, TAG)["files"]
     assert not txn.verify_set(out, TAG)  # one published set: member 0's files and the ensemble file
     assert "ensemble of 3: RMS spread" in ensemble_run.stdout and "spread/error" in ensemble_run.stdout
+    # the summary files beside the outputs have the ensemble's lines as printed (before: member 0's alone)
+    assert (out / f"summary_{TAG}.txt").read_text() == ensemble_run.stdout
+    summary = json.loads((out / f"summary_{TAG}.json").read_text())
+    assert summary["ensemble"]["lines"][-1] == f"ensemble file: {path}" and summary["run"]["tag"] == TAG
 
 
 def test_the_ensemble_file_is_cf_compliant(ensemble_run, tmp_path, monkeypatch):

@@ -240,6 +240,7 @@ def publish_ensemble(
             attrs=_file_attrs(ensemble, train_cfg, obs, filtered, why),
         )  # fmt: skip
         lines = ensemble_lines(ensemble.members, sics[0], mean, spread * inflation, obs, data_cfg, nlag, inflation)
+        _summary_with_the_ensemble(stage, tag, [*lines, f"ensemble file: {output / path.relative_to(stage)}"])
         configs = {"member0_config_hash": manifest0.get("config_hash", ""), "ensemble": vars(ensemble)}
         with interrupt.deferred():  # a signal waits for the switch (between the switch and the end of publish,
             # abort() removed the set just made current: every output name dangled)
@@ -252,6 +253,22 @@ def publish_ensemble(
         run_set.release()
     final = output / path.relative_to(stage)
     return EnsembleResult(member0=None, path=final, member_dirs=dirs, inflation=inflation, lines=lines)
+
+
+def _summary_with_the_ensemble(stage: Path, tag: str, lines: list[str]) -> None:
+    """Member 0's ``summary_TAG.txt`` and ``.json`` in the ensemble's set with the ensemble's lines (the text as
+    the command prints it; the JSON's ``ensemble``: ``lines``), new files in the set (the set's copies of the
+    published ones are links). Before, only the printed summary had them."""
+    import json
+
+    from empirical_seaice.products.report import write_summary_files
+
+    txt, js = stage / f"summary_{tag}.txt", stage / f"summary_{tag}.json"
+    if not (txt.is_file() and js.is_file()):
+        return
+    text = "\n".join([txt.read_text().rstrip("\n"), *(f"  {ln}" for ln in lines)])
+    summary = {**json.loads(js.read_text()), "ensemble": {"lines": list(lines)}}
+    write_summary_files(stage, tag, text, summary)
 
 
 def _file_attrs(ensemble: EnsembleConfig, train_cfg: TrainingConfig, obs, filtered: bool, why: str) -> dict:
