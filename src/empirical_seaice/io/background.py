@@ -150,7 +150,7 @@ def _fill_missing_days(values: np.ndarray, bad: np.ndarray, path: Path, name: st
     0, open water, or its skin temperature to the map's mean); returns ``bad`` of the steps as they are now
     (the copied steps' isolated bad points). ``first_step``: the step of column 0, for the warning. A map
     mostly bad as a whole is :func:`_clean`'s error."""
-    day_bad = bad.mean(axis=0) > MOSTLY if bad.ndim == 2 else np.zeros(0, dtype=bool)
+    day_bad = bad.mean(axis=0) > MOSTLY
     if not day_bad.any() or day_bad.all():
         return bad
     good = np.flatnonzero(~day_bad)

@@ -476,7 +476,13 @@ def _values(table) -> np.ndarray:
 
 def failure_attributes(report: HealthReport) -> dict[str, str]:
     """Global attributes marking a product written with ``--force-outputs`` despite failed checks."""
-    return {"health_check": "failed", "health_check_failures": "; ".join(report.failures)}
+    return failure_marks("; ".join(report.failures))
+
+
+def failure_marks(failures: str) -> dict[str, str]:
+    """The global attributes of :func:`failure_attributes` for the failed checks ``failures`` in words (as a
+    failed set's manifest keeps them: ``--diagsonly`` of its model marks its files alike)."""
+    return {"health_check": "failed", "health_check_failures": failures}
 
 
 def health_gate(
@@ -506,4 +512,5 @@ __all__ = [
     "HealthReport",
     "HealthError",
     "failure_attributes",
+    "failure_marks",
 ]

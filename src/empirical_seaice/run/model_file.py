@@ -215,7 +215,7 @@ def _provenance(tag: str, configs: dict[str, Any], obs: Observations) -> dict[st
 
     data = types.SimpleNamespace(**configs.get("data", {}))
     prov = provenance_of(tag, str(configs.get("preset", "")), data, obs)
-    return {**dataclasses.asdict(prov), "sensors": list(prov.sensors), "extra": dict(prov.extra)}
+    return {**dataclasses.asdict(prov), "sensors": list(prov.sensors)}
 
 
 def trained_provenance(model_file: dict[str, Any]) -> Any:

@@ -418,10 +418,12 @@ def _trained_marks(plan: RunPlan) -> dict[str, str] | None:
     ``--force-outputs`` despite failed checks (its manifest's status), for this run's files and manifest too
     (before: the diagnostics' set was published ``complete``, its new files unmarked, beside the inherited
     files marked failed); None where its checks passed or it has no manifest."""
+    from empirical_seaice.run.health import failure_marks
+
     manifest = txn.read_manifest(plan.output, plan.modeltag) or {}
     if manifest.get("status") != "health-check-failed":
         return None
-    return {"health_check": "failed", "health_check_failures": str(manifest.get("message", ""))}
+    return failure_marks(str(manifest.get("message", "")))
 
 
 def held_out_regions(obs, background, valid_index: np.ndarray | None, shard=None) -> dict[str, Region] | None:
