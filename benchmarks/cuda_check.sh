@@ -5,13 +5,14 @@
 #   2. the kernel's tests (tests/training/test_fused_device.py: on a GPU also the CUDA kernel against
 #      the tensor step) and a default run on the GPU (tests/e2e/test_defaults.py; $TESTS chooses);
 #   3. the tensor step without and with the one-kernel cost at batch 1024 and 16384, interleaved;
+#      (part "profile", not in the default PARTS: that step at batch 1024 under torch.profiler and cProfile);
 #   4. a default run of the `demo` twin on the GPU, then of the year-long `benchmark` twin, which is
 #      generated on a CPU core of its own from the start (single-threaded: 376 s on this project's
 #      2-core development machine; BENCHMARK=0 skips it).
 # PARTS (default "versions tests throughput runs") chooses among them.
 # Each part has a time limit of its own, cut to what is left of the budget, and a failed part does not
 # stop the next. Eight small files go to $OUT (default /tmp/cuda_check): summary.txt (how each part
-# ended and how long it took), versions.txt, tests.txt, throughput.txt, twin.txt, run.txt and the two
+# ended and how long it took), versions.txt, tests.txt, throughput.txt (profile.txt), twin.txt, run.txt and the two
 # runs' stage tables (stages_demo.json, stages_benchmark.json); the twins and the runs' outputs go to
 # $WORK (default /tmp/cuda_check_work). Nothing is appended to benchmarks/results.md.
 #
@@ -39,7 +40,7 @@ TESTS=${TESTS:-tests/training/test_fused_device.py tests/e2e/test_defaults.py::t
 START=$(date +%s)
 mkdir -p "$OUT" "$WORK"
 # this script's files of an earlier run go (its logs are appended to, and a twin is not written over)
-rm -rf "$OUT"/summary.txt "$OUT"/versions.txt "$OUT"/tests.txt "$OUT"/throughput.txt "$OUT"/twin.txt "$OUT"/run.txt \
+rm -rf "$OUT"/summary.txt "$OUT"/versions.txt "$OUT"/tests.txt "$OUT"/throughput.txt "$OUT"/profile.txt "$OUT"/twin.txt "$OUT"/run.txt \
     "$OUT"/stages_demo.json "$OUT"/stages_benchmark.json "$WORK"/twin_* "$WORK"/run_*
 : > "$OUT/summary.txt"
 if [ -z "${PY:-}" ]; then
@@ -122,6 +123,9 @@ fi
 want tests && part tests 200 tests.txt "$PY" -m pytest -q -rs -p no:cacheprovider $TESTS
 want throughput && part throughput 150 throughput.txt "$PY" benchmarks/train_throughput.py --only device \
     --device "$DEVICE" --steps 150 --epochs 4 --repeat 2 --no-write
+# 3b. where the step's time goes: torch.profiler's operations and kernels, then cProfile's Python functions
+want profile && part profile 90 profile.txt "$PY" benchmarks/train_throughput.py --profile --device "$DEVICE" \
+    --nobs 300000 --steps 100 --epochs 2
 
 # 4. whole runs with the default flags
 want runs && part twin-demo 120 twin.txt "$PY" -m empirical_seaice.twin.cli --output "$WORK/twin_demo" --preset demo

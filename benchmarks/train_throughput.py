@@ -42,7 +42,8 @@ Usage::
 
     python benchmarks/train_throughput.py                  # everything (a few minutes)
     python benchmarks/train_throughput.py --quick          # small dataset, smoke run
-    python benchmarks/train_throughput.py --profile        # torch.profiler table of one config
+    python benchmarks/train_throughput.py --profile        # torch.profiler and cProfile tables of one config
+    python benchmarks/train_throughput.py --profile --device cuda  # the same of the GPU's step
 
 Each subprocess runs with the command line's OpenMP settings
 (``empirical_seaice.OPENMP_ENVIRONMENT``: ``OMP_WAIT_POLICY=PASSIVE``,
@@ -213,14 +214,7 @@ def run_one(cfg: dict) -> dict:
         trainer.device_cost_target = cfg["device_cost"]
     cpu0 = time.process_time()
     if cfg.get("profile"):
-        from torch.profiler import ProfilerActivity, profile
-
-        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
-            hist = trainer.fit()
-        print(
-            prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=30),
-            file=sys.stderr,
-        )
+        hist = _profiled_fit(trainer, device)
     else:
         hist = trainer.fit()
     cpu_epoch_s = (time.process_time() - cpu0) / nepochs  # steps + epoch-end work (permutation, flush)
@@ -261,6 +255,33 @@ def run_one(cfg: dict) -> dict:
         "fused_used": bool(getattr(trainer, "_fused", None)) and not cfg.get("device_cost"),
         "device_cost_used": bool(getattr(trainer, "_device", None)),
     }
+
+
+def _profiled_fit(trainer, device):
+    """``trainer.fit()`` under torch.profiler (the ATen operations, and on CUDA the kernels), then the
+    same number of epochs again under cProfile (the Python functions: what a launch-bound step spends its
+    CPU time in), both tables to stderr; returns the first fit's history."""
+    import cProfile
+    import io
+    import pstats
+
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, record_shapes=True) as prof:
+        hist = trainer.fit()
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by=sort, row_limit=30), file=sys.stderr)
+    if cuda:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30), file=sys.stderr)
+    trainer.config = replace(trainer.config, nepochs=2 * trainer.config.nepochs)  # as many epochs again
+    profiler = cProfile.Profile()
+    profiler.runcall(trainer.fit)
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(30)
+    print(text.getvalue(), file=sys.stderr)
+    return hist
 
 
 def spawn(cfg: dict) -> dict:
@@ -423,8 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         data=args.data,
         epochs=args.epochs,
     )
-    if args.profile:
-        spawn({**base, "steps": min(args.steps, 100), "profile": True})
+    if args.profile:  # on CUDA the step that trains there: the tensor step with the one-kernel cost
+        gpu = dict(fused=True, device_cost="cuda") if args.device.startswith("cuda") else {}
+        spawn({**base, "steps": min(args.steps, 100), "profile": True, **gpu})
         return 0
     parts = set(args.only.split(",")) if args.only else {"batch", "lazy", "growth", "dense"}
     results = []
