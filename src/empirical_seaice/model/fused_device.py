@@ -1,5 +1,5 @@
 """The fused program's forward pass, sampled cost and gradient on a GPU: one observation a thread
-(numba.cuda), handed to the tensor step as one autograd node.
+(numba.cuda), its gradients handed to the optimisers without autograd.
 
 The CPU's fused step (:mod:`empirical_seaice.training.fused_step`) is built around one core: a
 batch's distinct rows found with a mark array, 8- and 16-lane LLVM vectors, prefetches. None of
@@ -11,12 +11,14 @@ linear model or the v2 network with frequency input, the factored radiative tran
 observation term, the sampled whole-map priors of the SIC rows seen, the v2 anchor floor, the
 ice-emissivity ceiling, and the backward pass of all of them), written as scalar code. Each thread
 writes its observation's terms, dense-weight gradients and state-row gradients to columns of its own;
-the batch's sums are then taken by torch (sums over a fixed shape: the same bits on rerun). The rest of a step stays the
-tensor step's: :meth:`DeferredAdam.gather <empirical_seaice.training.deferred_adam.DeferredAdam.gather>`
-catches up and hands over the rows, autograd adds the rows' gradients into them, and the optimisers
-step as before. The tiny priors on the dense weights alone (the bias prior, v1's mean anchor) are
-computed beside the kernel's sums, their gradients added to its, all inside the one node (a step: 89
-operations that compute instead of 257, v2; docs/fused_step.md, "On a GPU").
+the batch's sums are then taken by torch (sums over a fixed shape: the same bits on rerun). The tiny
+priors on the dense weights alone (the bias prior, v1's mean anchor) are computed beside the kernel's
+sums, their gradients added to its (:meth:`DeviceCost.evaluate`). The rest of a step stays the tensor
+step's: :meth:`DeferredAdam.gather <empirical_seaice.training.deferred_adam.DeferredAdam.gather>`
+catches up and hands over the rows, :meth:`~empirical_seaice.training.deferred_adam.DeferredAdam.set_gathered_gradients`
+adds the rows' gradients into them as autograd's backward pass would (the same bits), the dense
+weights get theirs as they are, and the optimisers step as before (a step: 178 outermost ATen
+operations and no autograd node, v2; docs/fused_step.md, "On a GPU").
 
 The per-observation code (:func:`_observation`) is written once and compiled twice: for CUDA
 (``numba.cuda.jit``, its helpers swapped for device functions) and for the CPU (``numba.njit``, a
@@ -42,6 +44,7 @@ from __future__ import annotations
 import math
 import types
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -418,12 +421,24 @@ def cuda_usable() -> tuple[bool, str]:
     return False, "numba finds no CUDA driver"
 
 
+@dataclass
+class DeviceEvaluation:
+    """A batch's cost terms and the gradients of their total (:meth:`DeviceCost.evaluate`)."""
+
+    terms: dict[str, torch.Tensor]
+    """The terms as the network's ``cost_terms`` names them (0-d float32)."""
+    state_grads: list[torch.Tensor]
+    """The gradient of each state-value tensor handed in, in its shape."""
+    dense_grads: list[torch.Tensor]
+    """The gradient of each dense weight (the network's ``dense_parameters``), in its shape (views of one vector)."""
+
+
 class DeviceCost:
     """:func:`_observation` over a batch on ``target`` ("cuda", or "cpu" for the tests), with what it
     reads copied to the tables' device once (the packed observations stay the data's own tensors).
 
-    Built by :func:`build_device_cost`; :meth:`terms` is the tensor step's ``cost_terms`` of the
-    batch (the same names and order) with one autograd node for the batch's forward pass and cost."""
+    Built by :func:`build_device_cost`; :meth:`evaluate` gives the tensor step's ``cost_terms`` of the
+    batch (the same names and order) and the gradients of their total, from one launch."""
 
     def __init__(self, program, data, target: str) -> None:
         net = program.network
@@ -607,38 +622,54 @@ class DeviceCost:
             iobs=self._iobs(index),
         )
 
-    def terms(
+    @torch.no_grad()
+    def evaluate(
         self,
         batch: types.SimpleNamespace,
         index: torch.Tensor,
         state_values: list[torch.Tensor],
         batch_total: int | None,
         sic_rows: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+    ) -> DeviceEvaluation:
         """The cost terms of the batch ``index`` (packed rows of the data; ``batch``: its
-        :meth:`batch_rows`), as the network's ``cost_terms`` names them (0-d float32 tensors), with
-        ``state_values`` the rows it reads (:meth:`DeferredAdam.gather`, in the order of the network's
-        ``state_rows``): their gradients and the dense weights' come back through one autograd node.
-        ``batch_total``: the ``B`` of the batch means (None: ``len(index)``), as in ``cost_terms``;
-        ``sic_rows``: the batch's SIC-map rows, the first table's of ``state_rows`` (None: found here)."""
+        :meth:`batch_rows`) and the gradients of their total, without autograd: one launch of the kernel,
+        its sums, and the priors on the dense weights alone. ``state_values``: the rows the batch reads
+        (:meth:`DeferredAdam.gather`, in the order of the network's ``state_rows``); ``batch_total``: the
+        ``B`` of the batch means (None: ``len(index)``), as in ``cost_terms``; ``sic_rows``: the batch's
+        SIC-map rows, the first table's of ``state_rows`` (None: found here).
+
+        The gradients are those of the step's loss, the total of the terms
+        (:func:`~empirical_seaice.cost.objective.total_cost`), in which every term that carries a
+        gradient has weight 1 (the reference's "diagnostic" warm-ice term has none here: the kernel's
+        warm-ice gradient is the "effective" form's alone); they are float32, as autograd's would be."""
         net, cc = self.network, self.network.cost_config
         nb = int(index.shape[0])
         nb_norm = nb if batch_total is None else int(batch_total)
         rows = net.state.sic_rows(batch.igrid, batch.istep) if sic_rows is None else sic_rows
-        sv = torch.cat([v.reshape(nb, math.prod(v.shape[1:])) for v in state_values], dim=1)
+        widths = [math.prod(v.shape[1:]) for v in state_values]
+        sv = torch.cat([v.reshape(nb, w) for v, w in zip(state_values, widths, strict=True)], dim=1)
         share = float(getattr(net, "shared_prior_share", 1.0))
-        out = _DeviceTerms.apply(self, index, rows, batch.isensor, nb_norm, share, sv, *self.dense)
+        kernel_terms, gd, gs = self.launch(index, rows, sv, nb_norm)
+        flat, bias, anchor = self.dense_grads(gd, isensor=batch.isensor, share=share)
+        extra = [bias.reshape(1)] + ([] if anchor is None else [anchor.reshape(1)])
+        out = torch.cat([kernel_terms.sum(dim=1).to(torch.float32)] + extra).unbind()
         values = {"obs": out[_T_OBS], "sic_range": out[_T_RANGE]}
         if cc.sic_background_prior:
             values["sic_background"] = out[_T_BG]
         if cc.false_ice_prior:
             values["false_ice"] = out[_T_FALSE]
         values["warm_ice"] = out[_T_WARM]
-        values["anchor"] = out[_T_ANCHOR] if cc.anchor != "mean" else out[NTERMS + 1]
+        values["anchor"] = out[_T_ANCHOR] if anchor is None else out[NTERMS + 1]
         if cc.emis_ceiling_error is not None:
             values[CEILING] = out[_T_CEIL]
         values["bias"] = out[NTERMS]
-        return {name: values[name] for name in self.names}
+        per_value = gs.to(torch.float32).split(widths, dim=1)
+        dense = flat.split([p.numel() for p in self.dense])
+        return DeviceEvaluation(
+            terms={name: values[name] for name in self.names},
+            state_grads=[g.reshape(v.shape) for g, v in zip(per_value, state_values, strict=True)],
+            dense_grads=[g.view(p.shape) for g, p in zip(dense, self.dense, strict=True)],
+        )
 
     def _iobs(self, index: torch.Tensor) -> torch.Tensor:
         """Each packed row's observation (its property row), as :meth:`ObservationTensors.batch` gives it."""
@@ -647,35 +678,6 @@ class DeviceCost:
             return obs_rows.index_select(0, index)
         row0 = int(getattr(self.data, "row0", 0))
         return index + row0 if row0 else index
-
-
-class _DeviceTerms(torch.autograd.Function):
-    """The batch's terms as one autograd node: the seven of :func:`_observation` summed over the
-    observations, the bias prior and (v1) the mean anchor, each a 0-d float32 output (no selection
-    of a vector's elements to differentiate). The backward pass scales the gradients of the terms'
-    sum by the total's weight of the observation term (every term that carries a gradient has weight
-    1 in the total, :func:`empirical_seaice.cost.objective.total_cost`) and hands them to the state
-    values and, split into views of one flat vector, to the dense weights."""
-
-    @staticmethod
-    def forward(ctx, cost, index, rows, isensor, nb_norm, share, sv, *dense):
-        terms, gd, gs = cost.launch(index, rows, sv, nb_norm)
-        with torch.no_grad():
-            flat, bias, anchor = cost.dense_grads(gd, isensor, share)
-            ctx.save_for_backward(gs, flat)
-            ctx.shapes = [p.shape for p in dense]
-            out = torch.cat(
-                [terms.sum(dim=1).to(torch.float32), bias.reshape(1)] + ([] if anchor is None else [anchor.reshape(1)])
-            )
-        return tuple(out.unbind())
-
-    @staticmethod
-    def backward(ctx, *grads):
-        gs, flat = ctx.saved_tensors
-        scale = grads[_T_OBS]
-        g = (flat * scale).split([math.prod(s) for s in ctx.shapes])
-        dense = [x.view(s) for x, s in zip(g, ctx.shapes, strict=True)]
-        return (None, None, None, None, None, None, (gs * scale).to(torch.float32), *dense)
 
 
 def build_device_cost(network, data, nobs_total: int, target: str = "cuda") -> tuple[DeviceCost | None, str]:

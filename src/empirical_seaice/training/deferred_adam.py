@@ -485,6 +485,29 @@ class DeferredAdam(torch.optim.Optimizer):
             out.append(joint[gi][k][:, : p.shape[1]].reshape(*rows.shape, p.shape[1]))
         return out
 
+    @torch.no_grad()
+    def set_gathered_gradients(
+        self, tables: list[tuple[torch.Tensor, torch.Tensor]], grads: list[torch.Tensor]
+    ) -> None:
+        """Hand the gradients of the rows :meth:`gather` returned (``grads``, one for each of ``tables``, in
+        the shape it returned) to the coming :meth:`step` without autograd: each group's caught-up rows
+        get the sum of their reads' gradients, exactly as the backward pass through :meth:`gather` would
+        (the same additions in the same order: the same bits): each table's gradients, padded to the
+        group's columns, one after the other in :meth:`gather`'s order, summed into the distinct rows by
+        ``index_add_``."""
+        by_group: dict[int, list[torch.Tensor]] = {}
+        for (p, rows), g in zip(tables, grads, strict=True):
+            by_group.setdefault(self._group_of(p), []).append(g.reshape(rows.numel(), p.shape[1]))
+        for gi, parts in by_group.items():
+            pending = self._pending.get(gi)
+            step = self.state[self.param_groups[gi]["params"][0]]["step"]
+            leaf = None if pending is None or pending.step != step else pending.leaf
+            if pending is None or leaf is None:
+                raise SeaIceError("DeferredAdam: set_gathered_gradients() without a gather() of the same step")
+            c = leaf.shape[1]
+            joint = torch.cat([torch.nn.functional.pad(g, (0, c - g.shape[1])) for g in parts])
+            leaf.grad = torch.zeros_like(leaf).index_add_(0, pending.joint_inverse, joint)
+
     def catch_up(self, p: torch.Tensor, rows: torch.Tensor | None = None) -> None:
         """Apply the deferred zero-gradient steps of ``rows`` of ``p`` (None = all its rows) up to now."""
         if rows is not None:

@@ -22,8 +22,9 @@ when the network offers one (``network.fused_program(data, nobs_total)``, option
 the scheme is ``"deferred-adam"``; otherwise the tensor step, with a one-line notice.
 On CUDA the tensor step computes its forward pass, cost and gradients in one kernel where the
 network offers one (``network.device_cost(data, nobs_total, target)``, optional;
-:mod:`empirical_seaice.model.fused_device`), handed to autograd as one node; the catch-up and the
-Adam steps stay the tensor step's.
+:mod:`empirical_seaice.model.fused_device`), whose gradients go to the optimisers without autograd
+(:meth:`DeferredAdam.set_gathered_gradients <empirical_seaice.training.deferred_adam.DeferredAdam.set_gathered_gradients>`
+for the rows); the catch-up and the Adam steps stay the tensor step's.
 The optimisers and the whole-map prior scheme (``map_priors`` "full" and "auto" with
 ``"deferred-adam"`` run in the fused step only) come from
 :mod:`empirical_seaice.training.schemes`, each epoch's batches from
@@ -570,10 +571,10 @@ class Trainer:
         minimised total, after the optimisers stepped (a sharded run sums ``dense_params``' gradients
         over the ranks first)."""
         cost = self._device_cost(deferred)
-        terms = None
+        evaluated = None
         if cost is not None and deferred is not None:
             try:
-                terms = self._device_terms(cost, index, deferred, batch_total)
+                evaluated = self._device_evaluate(cost, index, deferred, batch_total)
                 self._device_launched = True
             except Exception as exc:  # the kernel's first compilation or launch on this machine failed
                 if self._device_launched:
@@ -583,12 +584,22 @@ class Trainer:
                     "fused training step not used (its %s kernel failed: %s); using the tensor step", cost.target, why
                 )
                 self._device = False
-        if terms is None:
-            terms = self._step_terms(self.data.batch(index), deferred, batch_total)
-        loss = self.network.total_cost(terms)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if evaluated is None:
+            terms = self._step_terms(self.data.batch(index), deferred, batch_total)
+            loss = self.network.total_cost(terms)
+            loss.backward()
+        else:  # the kernel's gradients handed over as they are: no autograd
+            assert deferred is not None
+            rows, step = evaluated
+            terms = step.terms
+            with torch.no_grad():
+                loss = self.network.total_cost(terms)
+            deferred.set_gathered_gradients(rows, step.state_grads)
+            for p, g in zip(cost.dense, step.dense_grads, strict=True):
+                if p.requires_grad:
+                    p.grad = g
         if self.sharding is not None:
             self.sharding.reduce_gradients(dense_params)
         for opt in self.optimizers:
@@ -615,15 +626,19 @@ class Trainer:
                     self._device = cost
         return self._device or None
 
-    def _device_terms(
+    def _device_evaluate(
         self, cost: Any, index: torch.Tensor, deferred: DeferredAdam, batch_total: int
-    ) -> dict[str, torch.Tensor]:
-        """:meth:`_step_terms` of the observations ``index`` with the forward pass and cost in ``cost``'s
-        kernel: the rows the batch reads caught up and handed over (:meth:`DeferredAdam.gather`)."""
-        batch = cost.batch_rows(index)
-        rows = self.network.state_rows(batch)
-        values = deferred.gather(rows)
-        return cost.terms(batch, index, values, batch_total if self.sharding is not None else None, rows[0][1])
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], Any]:
+        """The cost terms of the observations ``index`` and their gradients from ``cost``'s kernel
+        (:meth:`~empirical_seaice.model.fused_device.DeviceCost.evaluate`), with the rows the batch reads
+        (the network's ``state_rows``) caught up and handed over (:meth:`DeferredAdam.gather`, no graph):
+        ``(rows, evaluation)``."""
+        with torch.no_grad():
+            batch = cost.batch_rows(index)
+            rows = self.network.state_rows(batch)
+            values = deferred.gather(rows)
+            total = batch_total if self.sharding is not None else None
+            return rows, cost.evaluate(batch, index, values, total, rows[0][1])
 
     def _step_terms(self, batch: Any, deferred: DeferredAdam | None, batch_total: int) -> dict[str, torch.Tensor]:
         """The cost terms of one step (:meth:`_forward`, then ``network.cost_terms``); in a sharded run
