@@ -9,6 +9,9 @@
 #   4. a default run of the `demo` twin on the GPU, then of the year-long `benchmark` twin, which is
 #      generated on a CPU core of its own from the start (single-threaded: 376 s on this project's
 #      2-core development machine; BENCHMARK=0 skips it).
+#   5. (part "resume", not a default one) in a second call on the same machine, still warm: the benchmark
+#      run that the first call's budget cut short (a run stopped by a signal keeps its checkpoint) finished
+#      with --resume, its stage table in stages_benchmark_resumed.json; $WORK's twins and runs are kept.
 # PARTS (default "versions tests throughput runs") chooses among them.
 # Each part has a time limit of its own, cut to what is left of the budget, and a failed part does not
 # stop the next. Eight small files go to $OUT (default /tmp/cuda_check): summary.txt (how each part
@@ -39,9 +42,12 @@ PARTS=${PARTS:-versions tests throughput runs}
 TESTS=${TESTS:-tests/training/test_fused_device.py tests/e2e/test_defaults.py::test_a_default_run_on_a_gpu}
 START=$(date +%s)
 mkdir -p "$OUT" "$WORK"
-# this script's files of an earlier run go (its logs are appended to, and a twin is not written over)
-rm -rf "$OUT"/summary.txt "$OUT"/versions.txt "$OUT"/tests.txt "$OUT"/throughput.txt "$OUT"/profile.txt "$OUT"/twin.txt "$OUT"/run.txt \
-    "$OUT"/stages_demo.json "$OUT"/stages_benchmark.json "$WORK"/twin_* "$WORK"/run_*
+want() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+# this script's files of an earlier run go (its logs are appended to, and a twin is not written over);
+# with the part "resume" the twins and runs of $WORK stay: it finishes the benchmark run cut short there
+rm -rf "$OUT"/summary.txt "$OUT"/versions.txt "$OUT"/tests.txt "$OUT"/throughput.txt "$OUT"/profile.txt "$OUT"/twin.txt \
+    "$OUT"/run.txt "$OUT"/stages_demo.json "$OUT"/stages_benchmark.json "$OUT"/stages_benchmark_resumed.json
+want resume || rm -rf "$WORK"/twin_* "$WORK"/run_*
 : > "$OUT/summary.txt"
 if [ -z "${PY:-}" ]; then
     if [ -x .venv/bin/python ]; then PY=$PWD/.venv/bin/python; else PY=$(command -v python3); fi
@@ -62,7 +68,6 @@ if [ -n "$NVCC" ] && [ -z "${CUDA_HOME:-}" ]; then
 fi
 
 left() { echo $((BUDGET - ($(date +%s) - START))); }
-want() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 # part NAME SECONDS FILE COMMAND...: COMMAND's output appended to $OUT/FILE, ended after SECONDS or
 # when the budget is spent; its exit status (124: out of time) and wall seconds to summary.txt
@@ -139,6 +144,16 @@ if [ "$BENCHMARK" = 1 ]; then
     if [ "$rc" = 0 ]; then
         part run-benchmark 600 run.txt "$PY" benchmarks/run_stages.py --json "$OUT/stages_benchmark.json" -- \
             --data "$WORK/twin_benchmark" --output "$WORK/run_benchmark" --device "$DEVICE"
+    fi
+fi
+# 5. the benchmark run of an earlier call of this script on the same machine (still warm: $WORK kept), cut
+# short by that call's budget (it keeps a checkpoint), finished with --resume
+if want resume; then
+    if [ -f "$WORK/twin_benchmark.rc" ] && [ -d "$WORK/run_benchmark" ]; then
+        part run-benchmark-resumed 600 run.txt "$PY" benchmarks/run_stages.py --json "$OUT/stages_benchmark_resumed.json" \
+            -- --data "$WORK/twin_benchmark" --output "$WORK/run_benchmark" --device "$DEVICE" --resume
+    else
+        echo "run-benchmark-resumed: not run, no benchmark run in $WORK (the machine was handed back?)" | tee -a "$OUT/summary.txt"
     fi
 fi
 echo "whole script: $(($(date +%s) - START)) s" | tee -a "$OUT/summary.txt"

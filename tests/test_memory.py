@@ -127,3 +127,43 @@ def test_map_large_arrays_maps_above_the_threshold_and_keeps_the_heap_top_below_
     assert (took, took_heap) == ("True", "True")
     assert int(grew) >= 4 << 20 and int(grew_heap) == 0
     assert kept == "True"
+
+
+def _rss_file_kib() -> int:
+    """The process's resident file-backed memory (``RssFile``, KiB)."""
+    with open("/proc/self/status") as status:
+        return int(next(line for line in status if line.startswith("RssFile:")).split()[1])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc and madvise are Linux's")
+def test_pages_of_a_mapped_file_are_released_and_read_again_from_it(tmp_path):
+    """A tensor read through a memory map of its file (torch.load(mmap=True)): once read, its pages leave
+    the resident set when released (64 MiB of RssFile, within what else moves meanwhile) and reading it
+    again gives the same values; a strided view releases the pages it spans; memory outside the file's
+    mappings (an ordinary tensor, which the advice would zero) is left alone, its values kept."""
+    import numpy as np
+    import torch
+
+    from empirical_seaice.memory import copy_rows, file_ranges, release_file_pages
+
+    path = tmp_path / "t.pt"
+    torch.save({"a": torch.arange(16 << 20, dtype=torch.float32).reshape(-1, 8)}, path)  # 64 MiB
+    a = torch.load(path, mmap=True, weights_only=True)["a"]
+    ranges = file_ranges(path)
+    assert len(ranges) == 1 and ranges[0][1] - ranges[0][0] >= a.numel() * 4
+    total = float(a.sum(dtype=torch.float64))  # every page read: resident
+    before = _rss_file_kib()
+    assert release_file_pages(a, ranges) >= a.numel() * 4
+    assert before - _rss_file_kib() > 48 << 10  # KiB
+    assert float(a.sum(dtype=torch.float64)) == total  # read again from the file
+    column = a[:, 3]  # a strided view spans the whole tensor
+    float(column.sum())
+    before = _rss_file_kib()
+    assert release_file_pages(column, ranges) >= a.numel() * 4 - 4096 and before - _rss_file_kib() > 48 << 10
+    plain = torch.arange(1 << 20, dtype=torch.float32)
+    assert release_file_pages(plain, ranges) == 0 and release_file_pages(plain.numpy(), ranges) == 0
+    assert torch.equal(plain, torch.arange(1 << 20, dtype=torch.float32))
+    assert file_ranges(tmp_path / "none.pt") == [] and release_file_pages(a, []) == 0
+    out = torch.empty_like(a)
+    copy_rows(out, a, ranges)  # by pieces, each released
+    assert torch.equal(out, a) and np.array_equal(out[:, 3].numpy(), column.numpy())

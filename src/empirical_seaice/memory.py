@@ -35,6 +35,7 @@ import ctypes.util
 import functools
 import gc
 import mmap
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -136,7 +137,80 @@ def startup_objects_frozen() -> Iterator[None]:
             gc.unfreeze()
 
 
+_MADV_DONTNEED = 4
+RELEASE_PIECE = 16 << 20
+"""Bytes of a memory-mapped source copied or read between two releases of its pages (:func:`copy_rows`)."""
+
+
+def file_ranges(path: Any) -> list[tuple[int, int]]:
+    """The address ranges ``[lo, hi)`` where this process maps the file ``path`` (``/proc/self/maps``;
+    empty where there is none, or no ``/proc``)."""
+    try:
+        target = os.path.realpath(path)
+        with open("/proc/self/maps") as maps:
+            lines = maps.read().splitlines()
+    except OSError:  # pragma: no cover - not Linux
+        return []
+    ranges = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == target:
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            ranges.append((lo, hi))
+    return ranges
+
+
+def release_file_pages(a: Any, ranges: list[tuple[int, int]]) -> int:
+    """``madvise(MADV_DONTNEED)`` on the whole pages of the memory that ``a`` spans (a numpy array or a
+    torch tensor, a strided view too: from its first element to its last) that lie inside ``ranges``,
+    the mappings of a file that nothing writes into (:func:`file_ranges`): they leave the process's
+    resident set and, read again, come back from the file. Memory outside them (an array in ordinary
+    memory, which the advice would zero) is left alone. Returns the bytes released (0 where there is
+    no ``madvise``)."""
+    madvise = glibc("madvise", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    if madvise is None or not ranges or 0 in a.shape:
+        return 0
+    if hasattr(a, "untyped_storage"):  # a torch tensor (strides in elements)
+        item = a.element_size()
+        start, steps = a.data_ptr(), [(n - 1) * st * item for n, st in zip(a.shape, a.stride(), strict=True)]
+    else:
+        item = a.itemsize
+        start, steps = (
+            a.__array_interface__["data"][0],
+            [(n - 1) * st for n, st in zip(a.shape, a.strides, strict=True)],
+        )
+    start += sum(x for x in steps if x < 0)
+    nbytes = sum(abs(x) for x in steps) + item
+    page = mmap.PAGESIZE
+    released = 0
+    for lo, hi in ranges:
+        a_lo, a_hi = max(lo, start // page * page), min(hi, -(-(start + nbytes) // page) * page)
+        if a_hi > a_lo and madvise(a_lo, a_hi - a_lo, _MADV_DONTNEED) == 0:
+            released += a_hi - a_lo
+    return released
+
+
+def copy_rows(dst: Any, src: Any, ranges: list[tuple[int, int]] | None = None) -> None:
+    """``dst.copy_(src)`` of two torch tensors of the same shape, in pieces of rows of about
+    :data:`RELEASE_PIECE` bytes, releasing the pages of each piece of ``src`` that lie in ``ranges``
+    (:func:`release_file_pages`) once copied: a source mapped from a file then never has more than a
+    piece resident. Without ``ranges``, one copy."""
+    if not ranges or src.dim() == 0 or src.shape[0] == 0:
+        dst.copy_(src)
+        return
+    row = max(1, src[0].numel() * src.element_size())
+    step = max(1, RELEASE_PIECE // row)
+    for a in range(0, src.shape[0], step):
+        piece = src[a : a + step]
+        dst[a : a + step].copy_(piece)
+        release_file_pages(piece, ranges)
+
+
 __all__ = [
+    "copy_rows",
+    "file_ranges",
+    "release_file_pages",
+    "RELEASE_PIECE",
     "populate_pages",
     "POPULATE_PIECE",
     "release_free_memory",

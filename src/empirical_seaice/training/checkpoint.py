@@ -22,6 +22,8 @@ import torch
 from empirical_seaice.config import DEPRECATED_OPTIMIZERS
 from empirical_seaice.errors import SeaIceError, unreadable
 from empirical_seaice.io.transaction import atomic_path, crc32_function
+from empirical_seaice.memory import RELEASE_PIECE, copy_rows, file_ranges, release_file_pages
+from empirical_seaice.training.deferred_adam import DeferredAdam
 
 CHECKPOINT_NAME = "checkpoint.pt"
 """File name of the checkpoint in the checkpoint directory."""
@@ -77,8 +79,11 @@ and ``torch.load`` checks none: one flipped bit in the optimiser's slab resumed 
 130 values off an uninterrupted run, published as complete."""
 
 
-def _content_crc32(obj: Any, crc: int = 0) -> int:
-    """CRC-32 of the bytes of every tensor and array in ``obj`` (nested dicts, lists, tuples), in order."""
+def _content_crc32(obj: Any, crc: int = 0, mapped: list[tuple[int, int]] | None = None) -> int:
+    """CRC-32 of the bytes of every tensor and array in ``obj`` (nested dicts, lists, tuples), in order.
+    ``mapped``: the address ranges of the file ``obj`` was read from through a memory map
+    (:func:`~empirical_seaice.memory.file_ranges`), whose pages are released piece by piece once read
+    (:func:`~empirical_seaice.memory.release_file_pages`): the whole file is never resident at once."""
     update = crc32_function()
 
     def walk(o: Any, c: int) -> int:
@@ -86,7 +91,15 @@ def _content_crc32(obj: Any, crc: int = 0) -> int:
             t = o.detach().cpu()
             o = (t if t.dtype != torch.bfloat16 else t.float()).numpy()  # numpy has no bfloat16: exact in float32
         if isinstance(o, np.ndarray):
-            return update(np.ascontiguousarray(o).reshape(-1).view(np.uint8), c)
+            if not mapped or o.ndim == 0 or o.shape[0] == 0:
+                return update(np.ascontiguousarray(o).reshape(-1).view(np.uint8), c)
+            # by pieces of rows (the bytes in the same order), each piece's pages released once read: a
+            # view of a slab (a table's rows, their moments) spans the slab's pages
+            step = max(1, RELEASE_PIECE // max(1, o[0].nbytes))
+            for a in range(0, o.shape[0], step):
+                c = update(np.ascontiguousarray(o[a : a + step]).reshape(-1).view(np.uint8), c)
+                release_file_pages(o[a : a + step], mapped)
+            return c
         if isinstance(o, Mapping):
             for v in o.values():
                 c = walk(v, c)
@@ -146,11 +159,27 @@ def check_config(path: Path, saved: Mapping[str, Any], config: Any) -> None:
 
 
 def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
-    """Load a trainer checkpoint; a missing, unreadable or older-format file is a one-line error."""
+    """Load a trainer checkpoint; a missing, unreadable or older-format file is a one-line error.
+
+    On the CPU it is read through a memory map of the file (``torch.load(mmap=True)``), its checksum
+    read piece by piece with each piece's pages released (:func:`check_sealed`), and every tensor but
+    the optimisers' slabs (and the views of them) copied into ordinary memory: what the trainer keeps
+    is then its own, and a slab, which :meth:`DeferredAdam.load_state_dict
+    <empirical_seaice.training.deferred_adam.DeferredAdam.load_state_dict>` copies into the group's
+    own slab piece by piece (:func:`restore_trainer`), is never resident whole beside it. Read whole,
+    the `benchmark` twin's 412 MB checkpoint took a resumed run's peak from 1.63 to 2.39 GiB
+    (docs/reliability.md, "Resuming")."""
     if not Path(path).is_file():
         raise SeaIceError(f"--resume: no checkpoint at {path}; run without --resume first")
+    state, mapped = None, torch.device(device).type == "cpu"
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        if mapped:
+            try:
+                state = torch.load(path, map_location=device, weights_only=True, mmap=True)
+            except Exception:  # a file torch opens only whole (not its zip format): read it so, or fail so
+                mapped = False
+        if state is None:
+            state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # any unreadable file is a user problem
         raise SeaIceError(
             f"--resume: cannot read checkpoint {path}: {unreadable(exc)}; train without --resume"
@@ -161,15 +190,51 @@ def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
             f"--resume: {path} is not a trainer checkpoint of format {TRAINER_CHECKPOINT_FORMAT} (found format "
             f"{fmt}, written by another version); train without --resume"
         )
-    check_sealed(path, state)
-    return state
+    ranges = file_ranges(path) if mapped else []
+    check_sealed(path, state, ranges)
+    return _outside_the_slabs(state, ranges) if ranges else state
 
 
-def check_sealed(path: Path, state: dict[str, Any]) -> None:
+def _outside_the_slabs(state: dict[str, Any], mapped: list[tuple[int, int]]) -> dict[str, Any]:
+    """``state``, read through a memory map of its file (``mapped``: its address ranges), with every
+    tensor copied into ordinary memory but the optimisers' own entries in a slab (the slab and its
+    moments' views), which :meth:`DeferredAdam.load_state_dict
+    <empirical_seaice.training.deferred_adam.DeferredAdam.load_state_dict>` copies piece by piece: the
+    network's tables, views of a slab spanning its pages, are copied piece by piece too, each piece's
+    pages released (:func:`~empirical_seaice.memory.copy_rows`)."""
+    slabs = {
+        v["slab"].untyped_storage().data_ptr()
+        for opt in state.get("optimizers", [])
+        for v in opt.get("state", {}).values()
+        if isinstance(v, Mapping) and isinstance(v.get("slab"), torch.Tensor)
+    }
+
+    def copy(o: Any, in_optimizer: bool = False) -> Any:
+        if isinstance(o, torch.Tensor):
+            if o.untyped_storage().data_ptr() not in slabs:
+                kept = o.clone()
+                release_file_pages(o, mapped)
+                return kept
+            if in_optimizer:
+                return o
+            out = torch.empty(o.shape, dtype=o.dtype)
+            copy_rows(out, o, mapped)
+            return out
+        if isinstance(o, Mapping):
+            return {k: copy(v, in_optimizer or k == "optimizers") for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return type(o)(copy(v, in_optimizer) for v in o)
+        return o
+
+    return copy(state)
+
+
+def check_sealed(path: Path, state: dict[str, Any], mapped: list[tuple[int, int]] | None = None) -> None:
     """Refuse (one line) a checkpoint whose content no longer has its checksum (:data:`DIGEST_KEY`; one
-    written before 2026-12-03 has none and is not checked); the key is taken out of ``state``."""
+    written before 2026-12-03 has none and is not checked); the key is taken out of ``state``. ``mapped``:
+    the ranges where ``state`` is mapped from the file (:func:`_content_crc32`)."""
     saved = state.pop(DIGEST_KEY, None)
-    if saved is not None and _content_crc32(state) != saved:
+    if saved is not None and _content_crc32(state, mapped=mapped) != saved:
         raise SeaIceError(
             f"--resume: checkpoint {path} is damaged (its content no longer matches its checksum); "
             "train without --resume, or resume from an intact copy"
@@ -267,8 +332,12 @@ def restore_trainer(trainer: Any, path: Path, state: Mapping[str, Any]) -> None:
         raise SeaIceError(
             f"--resume: checkpoint {path} does not fit this model or data; train without --resume"
         ) from None
+    mapped = file_ranges(path)  # (none where the checkpoint was read whole)
     for opt, opt_state in zip(trainer.optimizers, state["optimizers"], strict=True):
-        opt.load_state_dict(opt_state)
+        if isinstance(opt, DeferredAdam):
+            opt.load_state_dict(opt_state, mapped=mapped)
+        else:
+            opt.load_state_dict(opt_state)
     trainer.history = TrainingHistory.from_state(state["history"])
     trainer.generator.set_state(state["generator"].cpu())
     trainer.epoch = int(state["epoch"])

@@ -73,6 +73,7 @@ import torch
 
 from empirical_seaice.compiled import empty_huge
 from empirical_seaice.errors import SeaIceError
+from empirical_seaice.memory import copy_rows
 from empirical_seaice.training.adam import ADAM_BETAS, ADAM_EPS
 from empirical_seaice.training.slab import _CaughtUp, _slab_width
 
@@ -322,21 +323,41 @@ class DeferredAdam(torch.optim.Optimizer):
             return vals
         return vals * (~mask.index_select(0, rows)).to(vals.dtype)
 
-    def load_state_dict(self, state_dict) -> None:
-        """As :meth:`torch.optim.Optimizer.load_state_dict`; the loaded slab takes the
-        parameters' current values and becomes their storage."""
+    def load_state_dict(self, state_dict, mapped: list[tuple[int, int]] | None = None) -> None:
+        """As :meth:`torch.optim.Optimizer.load_state_dict`; the loaded slab is copied into the
+        group's own slab (the one it has, or a new one), which takes the parameters' current values
+        and stays their storage. Copied, not adopted: the state dict's slab may still be another
+        optimiser's storage, or a checkpoint's memory map (``mapped``: its address ranges, whose
+        pages are released piece by piece as they are copied, :func:`~empirical_seaice.memory.copy_rows`).
+        Into the slab the group has: a second slab beside the loaded one would be its size again at
+        the load's peak (333 MiB on the ``benchmark`` twin), and the compiled step's views of the
+        slab stay its own."""
         self._pending.clear()
+        own = [
+            self.state[g["params"][0]].get("slab") if self.state.get(g["params"][0]) else None
+            for g in self.param_groups
+        ]
         super().load_state_dict(state_dict)
-        for group in self.param_groups:
+        for group, slab in zip(self.param_groups, own, strict=True):
             p0 = group["params"][0]
             if self.state.get(p0):
-                # a copy: the state dict's slab may still be another optimiser's storage
                 saved = self.state[p0]["slab"]
-                slab = _new_slab(tuple(saved.shape), p0.dtype, p0.device)
-                slab.copy_(saved)
-                for p in group["params"]:
+                if (
+                    slab is None
+                    or slab.shape != saved.shape
+                    or slab.dtype != saved.dtype
+                    or slab.device != saved.device
+                ):
+                    slab = _new_slab(tuple(saved.shape), p0.dtype, p0.device)
+                # the parameters' values, kept aside where they are views of the slab the copy overwrites
+                ptr = slab.untyped_storage().data_ptr()
+                values = [
+                    p.detach().clone() if p.untyped_storage().data_ptr() == ptr else p.detach() for p in group["params"]
+                ]
+                copy_rows(slab, saved, mapped)
+                for p, value in zip(group["params"], values, strict=True):
                     off = self.state[p]["offset"]
-                    slab[off : off + p.shape[0], : p.shape[1]] = p.detach()
+                    slab[off : off + p.shape[0], : p.shape[1]] = value
                 self._attach(group, slab)
 
     def state_dict(self):

@@ -23,8 +23,8 @@ the scheme is ``"deferred-adam"``; otherwise the tensor step, with a one-line no
 On CUDA the tensor step computes its forward pass, cost and gradients in one kernel where the
 network offers one (``network.device_cost(data, nobs_total, target)``, optional;
 :mod:`empirical_seaice.model.fused_device`), whose gradients go to the optimisers without autograd
-(:meth:`DeferredAdam.set_gathered_gradients <empirical_seaice.training.deferred_adam.DeferredAdam.set_gathered_gradients>`
-for the rows); the catch-up and the Adam steps stay the tensor step's.
+(the rows' through :meth:`~empirical_seaice.training.deferred_adam.DeferredAdam.set_gathered_gradients`);
+the catch-up and the Adam steps stay the tensor step's.
 The optimisers and the whole-map prior scheme (``map_priors`` "full" and "auto" with
 ``"deferred-adam"`` run in the fused step only) come from
 :mod:`empirical_seaice.training.schemes`, each epoch's batches from
