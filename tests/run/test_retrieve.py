@@ -386,3 +386,24 @@ def test_frozen_model_fulfils_the_trainer_contract(trained):
         assert torch.equal(a, b)
     values = [p[i] for p, i in rows]
     torch.testing.assert_close(frozen(batch, state_values=values)["tb"], net(batch)["tb"], rtol=0, atol=0)
+
+
+def test_a_retrieval_on_a_map_too_large_for_the_full_priors_never_builds_them(trained, monkeypatch):
+    """--map-priors auto on a map above the full priors' limit: the retrieval takes the sampled priors
+    without building the full priors' program first (the frozen model showed the trainer no SIC map,
+    so "auto" built the whole-map neighbour lists and discarded them: on the benchmark twin 530 MB more
+    at the retrieval's peak, 2.9 GiB; the limit is lowered here to the tiny twin's map)."""
+    from empirical_seaice.config import schema
+    from empirical_seaice.model.operator import HybridNetwork
+    from empirical_seaice.training.schemes import _sic_rows
+
+    twin, output, tc, _ = trained
+    monkeypatch.setattr(schema, "FULL_PRIORS_MAX_SIC_ROWS", 10)
+    modes = []
+    pairs = HybridNetwork.smoothness_pairs
+    monkeypatch.setattr(HybridNetwork, "smoothness_pairs", lambda self: modes.append(self.prior_mode) or pairs(self))
+    r = run_retrieval(DataConfig(data=twin, stepstart=NTRAIN), tc, output, "train", "big", progress=False)
+    assert r.network.prior_mode == "sampled" and "sic_smoothness" not in r.history.epoch_terms[-1]
+    assert "full" not in modes
+    assert _sic_rows(FrozenModel(r.network)) == r.network.state.sic_map.weight.shape[0] > 10
+    assert r.truth.sic_rmse < 0.6 * r.truth.sic_rmse_background  # it still retrieves

@@ -1,9 +1,9 @@
 """What training runs and retrievals both do around the fit: diagnostics and the state files.
 
-- :func:`initial_diagnostics`: simulate every observation before the fit, the
-  cost and departures before (:func:`write_initial`: ``tbsim_initial_TAG.nc``);
 - :func:`final_diagnostics`: simulate after the fit, ``tbobs``, ``tbsim``,
-  ``ice_emis``, the cost and departures after, the truth scores on a twin;
+  ``ice_emis``, the cost and departures after, the truth scores on a twin, from whole arrays (a
+  sharded run's; a single process's run and a retrieval take the streamed passes of
+  :mod:`empirical_seaice.run.streamed`, whose files :func:`publish_final_pass` makes outputs);
 - :func:`write_state_files`: ``seaice_TAG.nc``, ``properties_grid_TAG.nc``,
   ``properties_obs_TAG.nc`` from the trained state;
 - :func:`run_summary`: the run's summary as data (``summary_TAG.json``);
@@ -27,22 +27,6 @@ from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.health import ANCHOR_SHORTFALL_LIMIT, anchor_shortfall
 
 log = logging.getLogger(__name__)
-
-
-def initial_diagnostics(
-    network: HybridNetwork, data: ObservationTensors, obs: Observations, nobs_total: int, result: Any
-) -> diag.Simulation:
-    """Simulate every observation before the fit; fill ``result.cost_before`` and
-    ``.departures_before``; return the simulation (written by :func:`write_initial`)."""
-    sim = diag.simulate(network, data, obs.nobs)
-    result.cost_before = diag.full_cost(network, obs, sim, nobs_total)
-    result.departures_before = diag.departure_stats(obs, sim.tb)
-    return sim
-
-
-def write_initial(path: Path, sim: diag.Simulation, obs: Observations) -> Path:
-    """``tbsim_initial_TAG.nc``: the simulation before the fit (:func:`initial_diagnostics`)."""
-    return out.write_tb(path, sim.tb, obs.basis, "tbsim_initial", obs.mask)
 
 
 def final_diagnostics(
@@ -351,8 +335,6 @@ def run_summary(
 
 
 __all__ = [
-    "initial_diagnostics",
-    "write_initial",
     "final_diagnostics",
     "write_state_files",
     "run_truth",

@@ -42,11 +42,15 @@ from torch import Tensor, nn
 from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
+from empirical_seaice.memory import release_free_memory
 from empirical_seaice.model.operator import HybridNetwork
+from empirical_seaice.model.tensors import ObservationBlocks
 from empirical_seaice.products import diagnostics as diag
-from empirical_seaice.run.finish import final_diagnostics, initial_diagnostics, write_initial, write_state_files
+from empirical_seaice.run.finish import publish_final_pass, run_truth, write_state_files
 from empirical_seaice.run.model_file import configs_from_dict, read_model_file, trained_provenance
+from empirical_seaice.run.streamed import final_pass, initial_pass
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis, catalogue_from_dict, load_catalogue
+from empirical_seaice.training.runtime import own_storage
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,14 @@ class FrozenModel(nn.Module):
     @prior_mode.setter
     def prior_mode(self, mode: Literal["sampled", "full"]) -> None:
         self.network.prior_mode = mode
+
+    @property
+    def state(self) -> Any:
+        """The network's empirical state: the size of its SIC map chooses the whole-map priors of "auto"
+        (:func:`~empirical_seaice.training.schemes.whole_map_scheme`). Without it a retrieval on a year's map
+        built the full priors' program, its neighbour lists, only to discard it for the sampled priors
+        (on the ``benchmark`` twin 530 MB more at the peak, which was 2.9 GiB)."""
+        return self.network.state
 
     def forward(
         self, batch: Any, zero_sic: bool = False, state_values: list[Tensor] | None = None
@@ -355,9 +367,13 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
     )
     data = built.data
     assert data is not None  # built packed (the default)
-    sim0 = initial_diagnostics(network, data, obs, obs.nobs, result)
-    result.files.append(write_initial(out.output_path(plan.stage, "tbsim_initial", tag), sim0, obs))
-    del sim0
+    # the streamed passes of a training run (run.streamed: a block of observations at a time), their files
+    # held until complete; a retrieval has no health checks, so each is an output once its pass is done
+    held = out.HeldOutputs(plan.stage)
+    before = initial_pass(network, data, obs, obs.nobs, held, out.output_path(plan.stage, "tbsim_initial", tag))
+    result.cost_before, result.departures_before = before.cost, before.departures
+    result.files.append(held.promote(before.files["tbsim_initial"]))
+    release_free_memory(collect=False)  # the pass's blocks
 
     fixed_before = [t.detach().clone() for t in network.dense_parameters()]
     t0 = time.perf_counter()
@@ -378,10 +394,22 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
         if not torch.equal(a, b.detach()):  # pragma: no cover - guards the contract
             raise RuntimeError("retrieval changed a fixed model parameter")
 
+    # the packed table goes with the trainer, the state tables out of the optimiser's slab (as after a
+    # training run's fit): the final pass packs a block at a time, the products need the state only
+    del trainer
+    built.data = data = None
+    release_free_memory()
+    own_storage(network)
+    release_free_memory()
     result.files += write_state_files(network, obs, background, plan.stage, tag, plan.data_cfg.steps_per_day)
-    truth = final_diagnostics(
-        network, data, obs, background, Path(plan.data_cfg.data), plan.stage, tag, obs.nobs, result
-    )
+    truth = run_truth(Path(plan.data_cfg.data), obs)
+    paths = {kind: out.output_path(plan.stage, kind, tag) for kind in ("tbobs", "tbsim", "ice_emis")}
+    lonlat = (background.lon, background.lat)
+    final = final_pass(network, ObservationBlocks(obs, plan.device), obs, obs.nobs, held, paths, truth, lonlat)
+    publish_final_pass(network, obs, background, truth, result, final, held)
+    held.discard()
+    if truth is not None and final.emis_errors is not None:  # summed by the pass: the scores need no more
+        truth.emis_ice = None  # (nobs, nchan): not held through the products
     title = (
         f"seaice-training retrieval '{tag}' with trained model '{plan.modeltag}' ({plan.preset_name}; emissivity, "
         f"wind correction and biases fixed): sensors {' '.join(plan.sensors)}; {obs.nobs} obs, {obs.ngrid} grid "

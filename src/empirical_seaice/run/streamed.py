@@ -352,6 +352,8 @@ def _open_final_files(
         tbobs = out.open_tbobs(held.path(paths["tbobs"]), obs, lonlat[0], lonlat[1], sync=False)
         files["tbobs"] = stack.enter_context(tbobs)
     for kind in ("tbsim", "ice_emis", "tbzero"):
+        if kind not in paths:  # (a retrieval writes no tbzero)
+            continue
         path = held.path(paths[kind])
         opened = (
             out.open_ice_emis(path, obs.nobs, obs.basis, sync=False)
@@ -360,6 +362,22 @@ def _open_final_files(
         )
         files[kind] = stack.enter_context(opened)
     return files
+
+
+def _write_rows(files: dict[str, Any], obs: Observations, rows: slice, sim: diag.Simulation, mask: np.ndarray) -> None:
+    """A block's rows of the final pass's files (``files``: kind -> open file), masked (NaN where the
+    sensor lacks the channel) by the compressing threads."""
+    start = rows.start
+    if "tbobs" in files:
+        files["tbobs"].write("tb", start, *_observed_rows(obs, rows, mask))
+    for kind, variable, values in (
+        ("tbsim", "tb", sim.tb),
+        ("ice_emis", "ice_emis", sim.emis_ice),
+        ("tbzero", "tb", sim.tb_zero),
+    ):
+        if kind in files:
+            assert values is not None  # (tb_zero: simulated where the pass writes tbzero)
+            files[kind].write(variable, start, values, mask)
 
 
 def final_pass(
@@ -378,7 +396,8 @@ def final_pass(
     computed beside the blocks where the pass writes files), the truth's
     emissivity errors (``truth`` with ``emis_ice``) and, with ``held`` and ``paths`` (kind -> final
     path of ``tbsim``, ``ice_emis``, ``tbzero`` and, unless :class:`AheadOfFinalPass` wrote it,
-    ``tbobs``), those files held. ``lonlat``: the grid's lon and lat for ``tbobs``. While it writes,
+    ``tbobs``; a retrieval's without ``tbzero``), those files held. ``lonlat``: the grid's lon and lat
+    for ``tbobs``. While it writes,
     it packs (``data`` an ``ObservationBlocks``) and simulates on this thread alone, a second thread sums,
     checks and writes each block in order (:class:`_InOrder`), and one thread fewer than the run's
     compresses (at least one; :mod:`empirical_seaice.io.chunk_writer`)."""
@@ -387,6 +406,7 @@ def final_pass(
     errors = diag.EmisErrorSums(obs.nchan) if getattr(truth, "emis_ice", None) is not None else None
     block = _pass_block(obs)
     write = held is not None and paths is not None
+    zero = write and paths is not None and "tbzero" in paths  # (the forward pass with SIC 0 only for it)
     with contextlib.ExitStack() as stack:
         files: dict[str, Any] = {}
         if write:
@@ -412,17 +432,11 @@ def final_pass(
             checks.add(sim.tb, sim.emis_ice, mask, sim.sic)
             if errors is not None:
                 errors.add(obs, rows, sim.emis_ice, truth)
-            if write:  # masked (NaN where the sensor lacks the channel) by the compressing threads
-                start = rows.start
-                if "tbobs" in files:
-                    files["tbobs"].write("tb", start, *_observed_rows(obs, rows, mask))
-                files["tbsim"].write("tb", start, sim.tb, mask)
-                files["ice_emis"].write("ice_emis", start, sim.emis_ice, mask)
-                assert sim.tb_zero is not None
-                files["tbzero"].write("tb", start, sim.tb_zero, mask)
+            if write:
+                _write_rows(files, obs, rows, sim, mask)
             obs.release(rows)
 
-        for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, with_zero=write, block=block):
+        for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, with_zero=zero, block=block):
             sums.add_anchor(sim)  # the blocks' anchor sums in order, on this thread
             if side is not None:
                 side.submit(functools.partial(after, slice(start, stop), sim))
