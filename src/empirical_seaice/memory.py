@@ -195,7 +195,7 @@ def copy_rows(dst: Any, src: Any, ranges: list[tuple[int, int]] | None = None) -
     :data:`RELEASE_PIECE` bytes, releasing the pages of each piece of ``src`` that lie in ``ranges``
     (:func:`release_file_pages`) once copied: a source mapped from a file then never has more than a
     piece resident. Without ``ranges``, one copy."""
-    if not ranges or src.dim() == 0 or src.shape[0] == 0:
+    if not ranges or src.device.type != "cpu" or src.dim() == 0 or src.shape[0] == 0:
         dst.copy_(src)
         return
     row = max(1, src[0].numel() * src.element_size())
