@@ -168,7 +168,7 @@ def read_checkpoint(path: Path, device: Any = "cpu") -> dict[str, Any]:
     <empirical_seaice.training.deferred_adam.DeferredAdam.load_state_dict>` copies into the group's
     own slab piece by piece (:func:`restore_trainer`), is never resident whole beside it. Read whole,
     the `benchmark` twin's 412 MB checkpoint took a resumed run's peak from 1.63 to 2.39 GiB
-    (docs/reliability.md, "Resuming")."""
+    (docs/reliability.md, "Checkpoints, resume and signals": "A resume's memory")."""
     if not Path(path).is_file():
         raise SeaIceError(f"--resume: no checkpoint at {path}; run without --resume first")
     state, mapped = None, torch.device(device).type == "cpu"
@@ -222,8 +222,10 @@ def _outside_the_slabs(state: dict[str, Any], mapped: list[tuple[int, int]]) -> 
             return out
         if isinstance(o, Mapping):
             return {k: copy(v, in_optimizer or k == "optimizers") for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return type(o)(copy(v, in_optimizer) for v in o)
+        if isinstance(o, list):
+            return [copy(v, in_optimizer) for v in o]
+        if isinstance(o, tuple):
+            return tuple(copy(v, in_optimizer) for v in o)
         return o
 
     return copy(state)
