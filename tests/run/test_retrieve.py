@@ -407,3 +407,22 @@ def test_a_retrieval_on_a_map_too_large_for_the_full_priors_never_builds_them(tr
     assert "full" not in modes
     assert _sic_rows(FrozenModel(r.network)) == r.network.state.sic_map.weight.shape[0] > 10
     assert r.truth.sic_rmse < 0.6 * r.truth.sic_rmse_background  # it still retrieves
+
+
+def test_a_retrieval_shows_its_stages_as_a_training_run_does(trained, monkeypatch):
+    """The command line's retrieval shows (and logs at -v) its stages on the run's one display, as a
+    training run does, its products' included: it showed the trainer's batches alone, and the stage
+    table of benchmarks/run_stages.py put every second of it under "training" or "other"."""
+    from empirical_seaice.cli import main
+    from empirical_seaice.training.runtime import RunProgress
+
+    twin, output, _, _ = trained
+    shown = []
+    stage = RunProgress.stage
+    monkeypatch.setattr(RunProgress, "stage", lambda self, name: shown.append(name) or stage(self, name))
+    args = ["--retrieve", "--modeltag", "train", "--data", twin, "--stepstart", NTRAIN, "--output", output]
+    assert main([str(a) for a in [*args, "--tag", "stages", "--nepochs", "1", "--no-progress", "-q"]]) == 0
+    steps = [s for s in shown if not s.startswith(("training", "products"))]
+    assert steps == ["reading data", "packing observations", "initial diagnostics", "diagnostics", "publishing", "done"]
+    assert any(s.startswith("training") for s in shown[3:]) and "products: classic SIC" in shown
+    assert shown.index("products: classic SIC") > shown.index("diagnostics")

@@ -321,8 +321,11 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
     from empirical_seaice.io.outputs import check_tag
 
     check_tag(args.tag)
+    from empirical_seaice.training.runtime import RunProgress
+
     run_set = OutputSet(args.output, args.tag, argv=[PROG, *argv])
     stage = run_set.begin()
+    display = RunProgress(_progress(args))  # the retrieval's stages, then its products', as a training run's
     try:
         result = run_retrieval(
             data,
@@ -331,7 +334,7 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
             args.modeltag,
             args.tag,
             sensors=tuple(args.sensors) if args.sensors else None,
-            progress=_progress(args),
+            progress=display,
             stage=stage,
         )
         _, lines = write_products(
@@ -346,17 +349,21 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
             truth=result.truth_data,
             history=result.history,
             trained=result.trained,
+            progress=display,
         )
         lines = [ln.replace(str(stage), str(args.output)) for ln in lines]
         text = "\n".join([result.summary, *(f"  {ln}" for ln in lines)])
         _retrieval_summary_files(result, args, data, stage, text, time.perf_counter() - t_start)
+        display.stage("publishing")
         with interrupt.deferred():
             run_set.publish({"retrieve": vars(args)})
         interrupt.raise_pending(published=f"{args.output}/*_{args.tag}.nc")
+        display.stage("done")
     except BaseException:
         run_set.abort()
         raise
     finally:
+        display.close()
         run_set.release()
     if not args.quiet:
         print(text)

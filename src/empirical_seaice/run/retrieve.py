@@ -50,7 +50,7 @@ from empirical_seaice.run.finish import publish_final_pass, run_truth, write_sta
 from empirical_seaice.run.model_file import configs_from_dict, read_model_file, trained_provenance
 from empirical_seaice.run.streamed import final_pass, initial_pass
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis, catalogue_from_dict, load_catalogue
-from empirical_seaice.training.runtime import own_storage
+from empirical_seaice.training.runtime import RunProgress, own_storage
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ class _RetrievalPlan:
     modeltag: str
     tag: str
     sensors: tuple[str, ...]
-    progress: bool
+    progress: Any
     model_file: dict[str, Any]
     model_cfg: ModelConfig
     cost_cfg: CostConfig
@@ -240,7 +240,7 @@ def run_retrieval(
     modeltag: str,
     tag: str,
     sensors: tuple[str, ...] | None = None,
-    progress: bool = True,
+    progress: Any = True,
     stage: Path | None = None,
 ) -> RetrievalResult:
     """Retrieve SIC and the empirical state on new data with a trained model.
@@ -260,8 +260,9 @@ def run_retrieval(
         Tag of the retrieval's output files (must differ from ``modeltag``).
     sensors : tuple of str, optional
         Sensors of the new data (default: those the model was trained on).
-    progress : bool
-        Progress bar on stderr.
+    progress : bool or RunProgress
+        The run's progress display on stderr (its stages, the training's batches), or whether to show
+        one; a display handed in stays open for the caller's products (the command line's).
     stage : Path, optional
         Where the files are written (the staging directory of the run's output set); default ``output``.
 
@@ -295,7 +296,7 @@ def run_retrieval(
         modeltag=modeltag,
         tag=tag,
         sensors=sensors,
-        progress=progress,
+        progress=progress if isinstance(progress, RunProgress) else RunProgress(bool(progress)),
         model_file=model_file,
         model_cfg=model_cfg,
         cost_cfg=cost_cfg,
@@ -313,6 +314,9 @@ def run_retrieval(
         if not cache_existed:
             shutil.rmtree(plan.cache_dir, ignore_errors=True)
         raise
+    finally:
+        if plan.progress is not progress:  # its own display (a caller's stays open for its products)
+            plan.progress.close()
 
 
 def _trained_catalogue(model_file: dict[str, Any], modeltag: str, trained_data: DataConfig):
@@ -332,6 +336,8 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
 
     output, tag = plan.output, plan.tag
     result = RetrievalResult(output=output, tag=tag, trained=trained_provenance(plan.model_file))
+    display = plan.progress
+    display.stage("reading data")
     obs, background = read_training_data(plan.data_cfg, plan.model_cfg.nlag, cache_dir=plan.cache_dir)
     log.info("retrieval: %d observations, %d grid points, %d steps", obs.nobs, obs.ngrid, obs.nstep)
     generator = make_generator(plan.train_cfg.seed)
@@ -347,6 +353,7 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
         validation_fraction=0.0,
         early_stopping=False,
     )
+    display.stage("packing observations")
     built = build_network(
         obs,
         background,
@@ -370,6 +377,7 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
     # the streamed passes of a training run (run.streamed: a block of observations at a time), their files
     # held until complete; a retrieval has no health checks, so each is an output once its pass is done
     held = out.HeldOutputs(plan.stage)
+    display.stage("initial diagnostics")
     before = initial_pass(network, data, obs, obs.nobs, held, out.output_path(plan.stage, "tbsim_initial", tag))
     result.cost_before, result.departures_before = before.cost, before.departures
     result.files.append(held.promote(before.files["tbsim_initial"]))
@@ -383,7 +391,7 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
         train_cfg,
         train_index=np.arange(obs.nobs),
         generator=generator,
-        progress=plan.progress,
+        progress=display,
         stop=interrupt.requested,
     )
     with interrupt.training():
@@ -401,6 +409,7 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
     release_free_memory()
     own_storage(network)
     release_free_memory()
+    display.stage("diagnostics")
     result.files += write_state_files(network, obs, background, plan.stage, tag, plan.data_cfg.steps_per_day)
     truth = run_truth(Path(plan.data_cfg.data), obs)
     paths = {kind: out.output_path(plan.stage, kind, tag) for kind in ("tbobs", "tbsim", "ice_emis")}
