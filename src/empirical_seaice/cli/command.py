@@ -304,6 +304,7 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
     from empirical_seaice.products.write import write_products
     from empirical_seaice.run import interrupt
     from empirical_seaice.run.retrieve import run_retrieval
+    from empirical_seaice.training.runtime import RunProgress
 
     t_start = time.perf_counter()
     if args.modeltag is None:
@@ -321,8 +322,6 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
     from empirical_seaice.io.outputs import check_tag
 
     check_tag(args.tag)
-    from empirical_seaice.training.runtime import RunProgress
-
     run_set = OutputSet(args.output, args.tag, argv=[PROG, *argv])
     stage = run_set.begin()
     display = RunProgress(_progress(args))  # the retrieval's stages, then its products', as a training run's

@@ -593,9 +593,8 @@ class Trainer:
         else:  # the kernel's gradients handed over as they are: no autograd
             assert deferred is not None
             rows, step = evaluated
-            terms = step.terms
-            with torch.no_grad():
-                loss = self.network.total_cost(terms)
+            terms = step.terms  # (computed without a graph: their total has none either)
+            loss = self.network.total_cost(terms)
             deferred.set_gathered_gradients(rows, step.state_grads)
             for p, g in zip(cost.dense, step.dense_grads, strict=True):
                 if p.requires_grad:
