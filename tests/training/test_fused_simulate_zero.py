@@ -54,3 +54,40 @@ def test_one_pass_gives_the_zero_sic_tb_of_a_second_pass(case):
     for name in ("tb", "emis_ice", "sic", "tb_zero"):
         got = np.concatenate([getattr(s, name) for _, _, s in tensor_blocks])
         assert _eq(got, np.concatenate([getattr(s, name) for _, _, s in tensor])), name
+
+
+def test_blocks_of_given_ranges_are_those_rows_of_the_whole_pass():
+    """``simulate_blocks(ranges=...)`` (a sharded run's rank simulating its part of each of the run's blocks):
+    each block, in the order given (not consecutive, not from the first row, one of a single row), is the
+    rows of the whole pass (bit for bit in the compiled pass; to float32 rounding through the tensor forward
+    pass, whose batched kernels round by the batch's size), from the packed table and from one block's table
+    at a time; an empty block or one outside the observations is refused."""
+    kw = {k: v for k, v in CASES["v2"].items() if k in ("model_kw", "cost_kw", "warm", "sensors")}
+    t = _trainer(True, nepochs=1, **kw)
+    t.fit()
+    net, data, n = t.network, t.data, t.data.nobs
+    ranges = [(n - 90, n - 7), (10, 140), (3, 4), (n - 1, n)]
+    obs = step_case(kw.get("model_kw"), kw.get("cost_kw"), kw.get("warm", False), kw.get("sensors", ("amsr2",)))[0]
+    names = ("tb", "emis_ice", "sic", "emis_anchor", "tb_zero")
+    for compiled in (True, False):
+        if not compiled:
+            net.fused_program = None  # type: ignore[method-assign,assignment]  # the tensor path
+        whole = d.simulate(net, data, n)
+        whole.tb_zero = d.simulate(net, data, n, zero_sic=True).tb
+        for source in (data, ObservationBlocks(obs)):
+            got = list(d.simulate_blocks(net, source, n, with_zero=True, ranges=ranges))
+            assert [(a, b) for a, b, _ in got] == ranges
+            for (a, b), (_, _, sim) in zip(ranges, got, strict=True):
+                for name in names:
+                    want, have = getattr(whole, name), getattr(sim, name)
+                    if want is None:
+                        continue
+                    where = (compiled, type(source).__name__, name)
+                    assert have.shape == want[a:b].shape, where
+                    if compiled:  # bit for bit
+                        assert _eq(have, want[a:b]), where
+                    else:  # torch's batched kernels round by the batch's size: to a float32 ulp or two
+                        np.testing.assert_allclose(have, want[a:b], rtol=3e-7 * 4, atol=0, err_msg=str(where))
+    for bad in ([(5, 5)], [(0, n + 1)], [(-1, 3)]):
+        with pytest.raises(ValueError, match="a block empty or outside"):
+            next(d.simulate_blocks(net, data, n, ranges=bad))

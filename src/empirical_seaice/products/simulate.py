@@ -6,7 +6,7 @@ streamed output files), without gradient, in float32. Re-exported by
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -87,9 +87,12 @@ def simulate_blocks(
     with_zero: bool = False,
     block: int = BLOCK,
     chunk: int = CHUNK,
+    ranges: Sequence[tuple[int, int]] | None = None,
 ) -> Iterator[tuple[int, int, Simulation]]:
     """``(start, stop, simulation of observations start .. stop - 1)`` for consecutive blocks of at
-    most ``block`` observations: a streamed pass holds one block at a time. ``with_zero``: also the
+    most ``block`` observations: a streamed pass holds one block at a time; ``ranges``: these blocks
+    instead, in this order (``(start, stop)``, each non-empty, within ``0 .. nobs``; a sharded run's
+    rank simulates its part of each of the run's blocks). ``with_zero``: also the
     TB with SIC set to zero (:attr:`Simulation.tb_zero`, equal to a ``zero_sic`` pass's TB).
     ``data``: the packed observations (``ObservationTensors``), or an ``ObservationBlocks`` that
     packs each block when it comes (the pass then holds one block's table, not the whole one).
@@ -98,17 +101,17 @@ def simulate_blocks(
     the network offers a program (``with_zero``: from the same pass, ``TB_o``), else the tensor
     forward pass in chunks of ``chunk`` (``with_zero``: a second forward pass with SIC 0).
     """
+    ranges = _blocks(nobs, block, ranges)
     blocks = getattr(data, "block", None)  # ObservationBlocks: one block's packed table at a time
-    if blocks is not None and nobs > 0:
-        data = blocks(0, min(block, nobs))
+    if blocks is not None and ranges:
+        data = blocks(*ranges[0])
     make = getattr(network, "fused_program", None)
     program = make(data, nobs, training=False)[0] if make is not None and nobs > 0 else None
     if program is not None:
         from empirical_seaice.model.fused import simulate_range
 
-        for start in range(0, nobs, block):
-            stop = min(start + block, nobs)
-            if blocks is not None and start > 0:
+        for k, (start, stop) in enumerate(ranges):
+            if blocks is not None and k > 0:
                 program.use(blocks(start, stop))
             if with_zero and not zero_sic:
                 # tb and tb0: the two halves of one (n, 2 nchan) array, used as they are (no copies)
@@ -123,9 +126,8 @@ def simulate_blocks(
     device = getattr(data, "device", None) or next(network.parameters()).device
     present = np.asarray(cast(Any, network).basis.present, dtype=bool)  # the HybridNetwork's sensor basis
     try:
-        for start in range(0, nobs, block):
-            stop = min(start + block, nobs)
-            if blocks is not None and start > 0:
+        for k, (start, stop) in enumerate(ranges):
+            if blocks is not None and k > 0:
                 data = blocks(start, stop)
             parts = []
             for a in range(start, stop, chunk):
@@ -156,6 +158,16 @@ def simulate_blocks(
 
 
 _SIM_KEYS = ("tb", "emis_ice", "sic", "emis_anchor")
+
+
+def _blocks(nobs: int, block: int, ranges: Sequence[tuple[int, int]] | None) -> Sequence[tuple[int, int]]:
+    """The blocks of :func:`simulate_blocks`: ``ranges`` (checked: each non-empty, within ``0 .. nobs``), or
+    every ``block`` observations from the first."""
+    if ranges is None:
+        return [(start, min(start + block, nobs)) for start in range(0, nobs, block)]
+    if any(not 0 <= start < stop <= nobs for start, stop in ranges):
+        raise ValueError(f"simulate_blocks: a block empty or outside 0..{nobs} among {list(ranges)[:4]}")
+    return ranges
 
 
 def _not_simulated(part: dict[str, np.ndarray], own: np.ndarray) -> None:
