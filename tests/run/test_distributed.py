@@ -514,6 +514,92 @@ def test_what_rank_0_raises_in_from_root_every_rank_raises(tmp_path, fails):
     assert all(o.startswith(expected) for o in outs), outs
 
 
+_PASS_RANK = """
+import sys, numpy as np, torch, torch.distributed as dist
+from empirical_seaice.errors import SeaIceError
+from empirical_seaice.products.diagnostics import Simulation
+from empirical_seaice.run.partition import Shard
+from empirical_seaice.run.ranks import RankContext, from_root, sharded_pass
+from empirical_seaice.training.distributed import LaunchEnvironment
+rank, case, store = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2)
+ctx = RankContext(LaunchEnvironment(rank, 2, rank, 2), torch.device("cpu"))
+NOBS, NCHAN, BLOCK = 1000, 3, 128
+owner = np.where(np.arange(NOBS) < 300, 0, np.where(np.arange(NOBS) < 550, 1, (np.arange(NOBS) // 7) % 2))
+shard = Shard(grid=np.zeros(0, np.int64), obs=np.flatnonzero(owner == rank), ngrid=0, nobs=NOBS)
+zero, anchor = case != "plain", case != "plain"
+def fields(g, with_zero):
+    g = np.asarray(g, dtype=np.float32)[:, None]
+    c = np.arange(NCHAN, dtype=np.float32)
+    return Simulation(tb=150 + g / 10 + c, emis_ice=0.5 + g / 4000 + c / 10, sic=g[:, 0] / NOBS,
+                      emis_anchor=0.9 - g[:, 0] / 9000 if anchor else None,
+                      tb_zero=200 + g / 10 + c if with_zero else None)
+asked = []
+def local(*, ranges, with_zero):  # the rank's forward pass over its observations, by local rows
+    for lo, hi in ranges:
+        asked.append((lo, hi))
+        yield lo, hi, fields(shard.obs[lo:hi], with_zero)
+def make(source):
+    if case == "early":
+        raise SeaIceError("rank 0 failed before its first block")
+    got = []
+    for k, (a, b, sim) in enumerate(source(with_zero=zero, block=BLOCK)):
+        if case == "late" and k == 3:
+            raise SeaIceError("--output: no space left on the device")
+        got.append((a, b, sim))
+    assert [(a, b) for a, b, _ in got] == [(a, min(a + BLOCK, NOBS)) for a in range(0, NOBS, BLOCK)]
+    want = fields(np.arange(NOBS), zero)
+    for name in ("tb", "emis_ice", "sic", "emis_anchor", "tb_zero"):
+        w = getattr(want, name)
+        g = [getattr(sim, name) for _, _, sim in got]
+        if w is None:
+            assert all(x is None for x in g), name
+            continue
+        assert all(x.flags.c_contiguous for x in g), name
+        np.testing.assert_array_equal(np.concatenate(g), w, err_msg=name)
+    return len(got)
+try:
+    print("ok", sharded_pass(ctx, shard, local, NCHAN, make), end=" ")
+except SeaIceError as exc:
+    print("SeaIceError", exc, end=" ")
+# each rank asked its forward pass for its non-empty part of every block, in order, once
+plan = [np.searchsorted(shard.obs, [a, min(a + BLOCK, NOBS)]) for a in range(0, NOBS, BLOCK)]
+mine = [(int(lo), int(hi)) for lo, hi in plan if hi > lo]
+print("asked", "all" if asked == mine else ("none" if not asked else len(asked)), end=" ")
+assert from_root(ctx, lambda: 43) == 43  # the ranks are still in step
+print("in-step")
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("case", ["ok", "plain", "early", "late"])
+def test_a_sharded_pass_gathers_each_block_in_order_and_stops_every_rank_with_rank_0(tmp_path, case):
+    """``sharded_pass`` on two ranks (gloo): rank 0 gets every block of the run's 1,000 observations (blocks of
+    128) in order, each observation's simulated fields from the rank that owns it (here a function of the
+    observation's number, so that a row put in another's place shows), with and without ``tb_zero`` and the
+    anchor, also in blocks where one rank has no observation (the first 300 are rank 0's, the next 250 rank
+    1's); each rank simulates only its own part of each block, once. A pass that fails on rank 0 before its
+    first block or after its third stops rank 1 with its one line, and the ranks stay in step."""
+    store = str(tmp_path / "store")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PASS_RANK, str(r), case, store], env=env, stdout=subprocess.PIPE, text=True
+        )
+        for r in (0, 1)
+    ]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    if case in ("ok", "plain"):
+        assert outs == ["ok 8 asked all in-step"] * 2
+    elif case == "early":
+        assert outs == ["SeaIceError rank 0 failed before its first block asked none in-step"] * 2
+    else:  # each rank simulated its part of the four blocks gathered before rank 0 stopped: blocks 0-2 have
+        # observations of rank 0 (0-383), blocks 2-3 of rank 1 (300-511)
+        line = "SeaIceError --output: no space left on the device asked {} in-step"
+        assert outs == [line.format(3), line.format(2)]
+
+
 def _errors(stderr: str) -> list[str]:
     """Each rank's one-line error (two ranks failing at once can write into the shared pipe without a
     newline between their lines)."""

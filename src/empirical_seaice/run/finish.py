@@ -1,9 +1,9 @@
 """What training runs and retrievals both do around the fit: diagnostics and the state files.
 
-- :func:`final_diagnostics`: simulate after the fit, ``tbobs``, ``tbsim``,
-  ``ice_emis``, the cost and departures after, the truth scores on a twin, from whole arrays (a
-  sharded run's; a single process's run and a retrieval take the streamed passes of
-  :mod:`empirical_seaice.run.streamed`, whose files :func:`publish_final_pass` makes outputs);
+- :func:`publish_final_pass`: the files of the streamed final pass
+  (:mod:`empirical_seaice.run.streamed`: ``tbobs``, ``tbsim``, ``ice_emis``, ``tbzero``) made outputs, its
+  cost and departures after and the truth scores on a twin (:func:`run_truth`, :func:`score_truth`) into the
+  run's result: a single process's run, a sharded run's rank 0 and a retrieval alike;
 - :func:`write_state_files`: ``seaice_TAG.nc``, ``properties_grid_TAG.nc``,
   ``properties_obs_TAG.nc`` from the trained state;
 - :func:`run_summary`: the run's summary as data (``summary_TAG.json``);
@@ -21,43 +21,11 @@ from empirical_seaice.config import CostConfig, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
 from empirical_seaice.model.operator import HybridNetwork
-from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.health import ANCHOR_SHORTFALL_LIMIT, anchor_shortfall
 
 log = logging.getLogger(__name__)
-
-
-def final_diagnostics(
-    network: HybridNetwork,
-    data: ObservationTensors,
-    obs: Observations,
-    background: BackgroundMaps,
-    data_dir: Path,
-    output: Path,
-    tag: str,
-    nobs_total: int,
-    result: Any,
-    sim: diag.Simulation | None = None,
-    cost_after: dict[str, float] | None = None,
-):
-    """Simulate every observation with the trained model and state; write ``tbobs``, ``tbsim`` and
-    ``ice_emis``; fill ``result.cost_after``, ``.departures_after``, ``.files`` and, when ``data_dir``
-    holds a twin truth, ``.truth``. Returns the truth (None without one, or when it cannot be read:
-    a warning). ``sim``, ``cost_after``: the simulation after the fit and its cost when already done."""
-    basis = obs.basis
-    if sim is None:
-        sim = diag.simulate(network, data, obs.nobs)
-    result.cost_after = diag.full_cost(network, obs, sim, nobs_total) if cost_after is None else cost_after
-    result.departures_after = diag.departure_stats(obs, sim.tb)
-    result.files.append(out.write_tbobs(out.output_path(output, "tbobs", tag), obs, background.lon, background.lat))
-    result.files.append(out.write_tb(out.output_path(output, "tbsim", tag), sim.tb, basis, "tbsim", obs.mask))
-    result.files.append(out.write_ice_emis(out.output_path(output, "ice_emis", tag), sim.emis_ice, basis, obs.mask))
-    truth = run_truth(data_dir, obs)
-    if truth is not None:
-        result.truth = score_truth(network, obs, background, truth, emis_ice=sim.emis_ice)
-    return truth
 
 
 def run_truth(data_dir: Path, obs: Observations):
@@ -335,7 +303,6 @@ def run_summary(
 
 
 __all__ = [
-    "final_diagnostics",
     "write_state_files",
     "run_truth",
     "score_truth",

@@ -5,13 +5,17 @@ step itself (:mod:`empirical_seaice.training.distributed`): :class:`RankContext`
 size, device), :func:`read_once` (rank 0 reads the data and writes the cache while the others
 wait), the digests the ranks agree on (:func:`data_digest`, :func:`code_digest`),
 :func:`from_root` (a value computed on rank 0, or its one-line error, on every rank),
-:func:`gather_rows` (rows of every rank on rank 0), and on top of it :func:`simulate_sharded`
-and :func:`assemble_state` (the whole run's simulations and state on rank 0).
+:func:`gather_rows` (rows of every rank on rank 0), and on top of it :func:`sharded_pass` (a streamed
+pass over the whole run's simulations, block by block on rank 0) and :func:`assemble_state` (the whole
+run's state on rank 0).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,19 +88,25 @@ def data_digest(obs: Observations, background: BackgroundMaps) -> bytes:
 def gather_rows(ctx: RankContext, rows: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Gather ``(rows, values)`` of every rank on rank 0 (concatenated in rank order); None elsewhere.
 
-    ``rows`` int64 (n,), ``values`` float32 (n, k); ``n`` may differ between ranks
-    (padded to the largest for the collective).
+    ``rows`` int64 (n,), ``values`` float32 (n, k); ``n`` may differ between ranks (padded to the
+    largest for the collective), and so may ``k`` where ``n`` is 0 (a rank with no rows need not know
+    how many columns the others send); ranks with rows send the same ``k``.
     """
-    values = np.ascontiguousarray(values, dtype=np.float32).reshape(len(rows), -1)
-    n = torch.tensor([len(rows)], dtype=torch.int64, device=ctx.device)
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    values = values if values.ndim == 2 else values.reshape(len(rows), -1)
+    n = torch.tensor([len(rows), values.shape[1]], dtype=torch.int64, device=ctx.device)
     sizes = [torch.zeros_like(n) for _ in range(ctx.world_size)]
     dist.all_gather(sizes, n)
-    counts = [int(s) for s in sizes]
-    nmax = max(counts)
+    counts = [int(s[0]) for s in sizes]
+    ncol = {int(s[1]) for s in sizes if int(s[0]) > 0}
+    if len(ncol) > 1:
+        raise ValueError(f"gather_rows: the ranks' rows have {sorted(ncol)} columns")
+    nmax, k = max(counts), (ncol.pop() if ncol else values.shape[1])
     r = torch.full((nmax,), -1, dtype=torch.int64, device=ctx.device)
     r[: len(rows)] = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-    v = torch.zeros((nmax, values.shape[1]), dtype=torch.float32, device=ctx.device)
-    v[: len(rows)] = torch.from_numpy(values)
+    v = torch.zeros((nmax, k), dtype=torch.float32, device=ctx.device)
+    if len(rows):  # (a rank without rows may send no columns)
+        v[: len(rows)] = torch.from_numpy(values)
     r_all = [torch.empty_like(r) for _ in range(ctx.world_size)] if ctx.root else None
     v_all = [torch.empty_like(v) for _ in range(ctx.world_size)] if ctx.root else None
     dist.gather(r, r_all, dst=0)
@@ -109,26 +119,134 @@ def gather_rows(ctx: RankContext, rows: np.ndarray, values: np.ndarray) -> tuple
     return rows_out, values_out
 
 
-def simulate_sharded(
-    ctx: RankContext, network, data, shard: Shard, *, zero_sic: bool = False
-) -> diag.Simulation | None:
-    """Every rank simulates its observations; rank 0 gets the whole run's
-    :class:`~empirical_seaice.products.diagnostics.Simulation` in global observation order (None elsewhere)."""
-    sim = diag.simulate(network, data, len(shard.obs), zero_sic=zero_sic)
-    names = [f.name for f in dataclasses.fields(sim) if getattr(sim, f.name) is not None]
-    parts = [np.asarray(getattr(sim, n), dtype=np.float32).reshape(len(shard.obs), -1) for n in names]
-    got = gather_rows(ctx, shard.obs, np.concatenate(parts, axis=1))
-    if got is None:
-        return None
-    rows, values = got
-    full = np.empty((shard.nobs, values.shape[1]), dtype=np.float32)
-    full[rows] = values
-    fields, col = {}, 0
-    for name, part in zip(names, parts, strict=True):
-        block = full[:, col : col + part.shape[1]]
-        fields[name] = np.ascontiguousarray(block if getattr(sim, name).ndim == 2 else block[:, 0])
-        col += part.shape[1]
-    return diag.Simulation(**fields)
+# ------------------------------------------------------------------ the streamed passes over the ranks
+LocalBlocks = Callable[..., Iterator[tuple[int, int, diag.Simulation]]]
+"""A rank's forward pass over its own observations: called with ``ranges`` (local ``(start, stop)``
+blocks, each non-empty) and ``with_zero`` (keywords), it yields their simulations in that order
+(:func:`~empirical_seaice.products.diagnostics.simulate_blocks`)."""
+
+
+def local_blocks(network, data, shard: Shard) -> LocalBlocks:
+    """The rank's :data:`LocalBlocks`: ``network``'s forward pass over its packed observations ``data``."""
+    return functools.partial(diag.simulate_blocks, network, data, len(shard.obs))
+
+
+def _block_plan(shard: Shard, block: int) -> list[tuple[int, int, int, int]]:
+    """The run's blocks of at most ``block`` observations, ``(start, stop)`` in the run's observations, each
+    with the rank's local rows in it (``(lo, hi)``: its observations are ascending, so a range)."""
+    starts = np.arange(0, shard.nobs, block, dtype=np.int64)
+    stops = np.minimum(starts + block, shard.nobs)
+    lo, hi = np.searchsorted(shard.obs, starts), np.searchsorted(shard.obs, stops)
+    return [(int(a), int(b), int(c), int(d)) for a, b, c, d in zip(starts, stops, lo, hi, strict=True)]
+
+
+def _columns(sim: diag.Simulation | None) -> np.ndarray:
+    """A block's simulation as one float32 array, its fields side by side in :class:`Simulation`'s order
+    (``tb``, ``emis_ice``, ``sic``, ``emis_anchor`` where given, ``tb_zero`` where asked for); (0, 0) for
+    none (a rank without observations in the block)."""
+    if sim is None:
+        return np.zeros((0, 0), dtype=np.float32)
+    parts = [getattr(sim, f.name) for f in dataclasses.fields(sim)]
+    n = len(sim.sic)
+    return np.concatenate([np.asarray(p, dtype=np.float32).reshape(n, -1) for p in parts if p is not None], axis=1)
+
+
+def _simulation(values: np.ndarray, nchan: int, with_zero: bool) -> diag.Simulation:
+    """:func:`_columns` undone: the fields of a block's gathered ``values`` ((n, k) float32, the anchor's
+    column among them where ``k`` has room for it), each a C-contiguous copy (as the forward pass gives
+    them: the compiled sums take them as they are)."""
+    anchor = values.shape[1] == (3 if with_zero else 2) * nchan + 2
+    zero = 2 * nchan + 1 + int(anchor)
+    return diag.Simulation(
+        tb=np.ascontiguousarray(values[:, :nchan]),
+        emis_ice=np.ascontiguousarray(values[:, nchan : 2 * nchan]),
+        sic=np.ascontiguousarray(values[:, 2 * nchan]),
+        emis_anchor=np.ascontiguousarray(values[:, 2 * nchan + 1]) if anchor else None,
+        tb_zero=np.ascontiguousarray(values[:, zero:]) if with_zero else None,
+    )
+
+
+class ShardedBlocks:
+    """Rank 0's :data:`~empirical_seaice.run.streamed.BlockSource` in a sharded run: every block of the
+    run's observations (:func:`_block_plan`), each rank's part of it simulated by that rank on its shard
+    (:data:`LocalBlocks`) and gathered on rank 0 in the run's observation order. A pass holds one block at
+    a time on every rank, whatever the number of observations (before: each rank's whole shard, and rank 0
+    the whole run's simulation twice over, about 0.2-0.3 KB an observation a pass).
+
+    Before each block rank 0 tells the others to go on (``block``, ``with_zero``) or that the pass has
+    ended (:meth:`end`: after its last block, or when the pass stopped early, e.g. a full disk while it
+    wrote): :func:`follow_blocks` is the other ranks' side. Use through :func:`sharded_pass`."""
+
+    def __init__(self, ctx: RankContext, shard: Shard, local: LocalBlocks, nchan: int):
+        self.ctx, self.shard, self.local, self.nchan = ctx, shard, local, nchan
+        self.ended = False
+
+    def __call__(self, *, with_zero: bool = False, block: int) -> Iterator[tuple[int, int, diag.Simulation]]:
+        plan = _block_plan(self.shard, block)
+        mine = self.local(ranges=[(lo, hi) for _, _, lo, hi in plan if hi > lo], with_zero=with_zero)
+        for start, stop, lo, hi in plan:
+            _tell(self.ctx, (1, block, int(with_zero)))
+            got = gather_rows(self.ctx, self.shard.obs[lo:hi], _columns(next(mine)[2] if hi > lo else None))
+            assert got is not None
+            rows, values = got
+            whole = np.empty((stop - start, values.shape[1]), dtype=np.float32)
+            whole[rows - start] = values
+            yield start, stop, _simulation(whole, self.nchan, with_zero)
+        self.end()
+
+    def end(self) -> None:
+        """Tell the other ranks that the pass has ended (once)."""
+        if not self.ended:
+            self.ended = True
+            _tell(self.ctx, (0, 0, 0))
+
+
+def follow_blocks(ctx: RankContext, shard: Shard, local: LocalBlocks) -> None:
+    """A rank other than 0 during a pass of :class:`ShardedBlocks`: its part of each block simulated and
+    sent to rank 0, until rank 0 says the pass has ended."""
+    plan: list[tuple[int, int, int, int]] = []
+    mine: Iterator[tuple[int, int, diag.Simulation]] | None = None
+    for k in itertools.count():
+        go, block, with_zero = _tell(ctx)
+        if not go:
+            return
+        if mine is None:
+            plan = _block_plan(shard, block)
+            mine = local(ranges=[(lo, hi) for _, _, lo, hi in plan if hi > lo], with_zero=bool(with_zero))
+        _, _, lo, hi = plan[k]
+        gather_rows(ctx, shard.obs[lo:hi], _columns(next(mine)[2] if hi > lo else None))
+
+
+def _tell(ctx: RankContext, message: tuple[int, int, int] = (0, 0, 0)) -> tuple[int, int, int]:
+    """Rank 0's ``message`` (three integers) to every rank: what each gets."""
+    t = torch.tensor(message, dtype=torch.int64, device=ctx.device)
+    dist.broadcast(t, src=0)
+    go, block, with_zero = (int(x) for x in t.cpu())
+    return go, block, with_zero
+
+
+def sharded_pass(ctx: RankContext, shard: Shard, local: LocalBlocks, nchan: int, make):
+    """A streamed pass of a sharded run: ``make(source)`` on rank 0, with ``source`` the
+    :class:`ShardedBlocks` of the run's simulated blocks (for :func:`~empirical_seaice.run.streamed.initial_pass`
+    or :func:`~empirical_seaice.run.streamed.final_pass`), while every other rank simulates its part of each
+    block (:func:`follow_blocks`); then, as :func:`from_root`, ``make``'s result on every rank, or its error
+    raised on every rank. A signal to a rank other than 0 waits for the pass's end (then every rank stops:
+    :func:`from_root`); one to rank 0 stops its pass at once and, through the pass's end, every rank."""
+    from empirical_seaice.run import interrupt
+
+    if not ctx.root:
+        with interrupt.deferred():
+            follow_blocks(ctx, shard, local)
+        return from_root(ctx, None)
+    source = ShardedBlocks(ctx, shard, local, nchan)
+
+    def run():
+        try:
+            return make(source)
+        finally:
+            source.end()  # the others stop following, also when the pass stopped early
+
+    return from_root(ctx, run)
 
 
 @torch.no_grad()
@@ -240,7 +358,10 @@ __all__ = [
     "code_digest",
     "data_digest",
     "gather_rows",
-    "simulate_sharded",
+    "ShardedBlocks",
+    "follow_blocks",
+    "local_blocks",
+    "sharded_pass",
     "assemble_state",
     "from_root",
     "read_once",

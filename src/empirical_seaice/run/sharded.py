@@ -26,19 +26,24 @@ The same command on every rank; what each does (the step itself is in
    parameters and their Adam state, the books, the generator) plus the
    partition.
 6. **Assemble**: rank 0 gathers every rank's state rows into a whole-map
-   network. The simulations for the diagnostics (``tbsim_initial``, ``tbsim``,
-   ``tbzero``, ``ice_emis``) are computed by every rank on its shard and
-   gathered, in observation order, on rank 0.
-7. **Check and write**: rank 0 runs a single process's health checks
-   (:mod:`empirical_seaice.run.health`) on the assembled model, then writes
-   the same files as a single-process run (``model_TAG.pt`` also holds the
-   partition) and publishes them, each inside :func:`~empirical_seaice.run.ranks.from_root`:
-   a failure stops every rank with rank 0's one line (after training, with
-   the trained model published as ``partial``).
+   network.
+7. **Check and write**: rank 0 runs a single process's streamed passes
+   (:mod:`empirical_seaice.run.streamed`: the initial one before training,
+   ``tbsim_initial``; the final one, ``tbobs``, ``tbsim``, ``ice_emis``,
+   ``tbzero``, the cost after and the health checks' figures) over the
+   ranks' simulations, gathered block by block in observation order
+   (:func:`~empirical_seaice.run.ranks.sharded_pass`: each rank simulates its
+   part of each block), then the health checks (:mod:`empirical_seaice.run.health`)
+   on the assembled model; it writes the same files as a single-process run
+   (``model_TAG.pt`` also holds the partition) and publishes them, each inside
+   :func:`~empirical_seaice.run.ranks.from_root`: a failure stops every rank
+   with rank 0's one line (after training, with the trained model published
+   as ``partial``).
 
-Memory: a rank holds its shard (observations, state rows and their Adam
-moments); rank 0 also the whole state once for the outputs, and every rank
-one int64 per observation of the run for the global batch order.
+Memory: a rank holds its shard (its observations packed, its state rows and
+their Adam moments) and, in a pass, one block of the run's observations;
+rank 0 also the whole state once for the outputs, and every rank one int64
+per observation of the run for the global batch order.
 
 The process group's helpers (rank context, agreement, collectives over numpy rows) are in
 :mod:`empirical_seaice.run.ranks`; the partition across resumes in :mod:`empirical_seaice.run.reshard`.
@@ -63,9 +68,8 @@ from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard
 from empirical_seaice.logs import warnings_said
-from empirical_seaice.memory import HEAP_THRESHOLD, map_large_arrays
+from empirical_seaice.memory import HEAP_THRESHOLD, map_large_arrays, release_free_memory
 from empirical_seaice.observations import Observations
-from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run import interrupt
 from empirical_seaice.run.factory import (
     Built,
@@ -74,7 +78,7 @@ from empirical_seaice.run.factory import (
     build_whole_map_network,
     normalise_as_whole_run,
 )
-from empirical_seaice.run.finish import final_diagnostics, run_summary, summary_table, write_state_files
+from empirical_seaice.run.finish import publish_final_pass, run_summary, summary_table, write_state_files
 from empirical_seaice.run.health import check_trained, health_gate
 from empirical_seaice.run.model_file import before_state, configs_to_dict, run_identity, write_trained
 from empirical_seaice.run.partition import PARTITION_NAME, Shard
@@ -84,10 +88,12 @@ from empirical_seaice.run.ranks import (
     code_digest,
     data_digest,
     from_root,
+    local_blocks,
     read_once,
-    simulate_sharded,
+    sharded_pass,
 )
 from empirical_seaice.run.reshard import load_or_make_partition
+from empirical_seaice.run.streamed import final_pass, initial_pass
 from empirical_seaice.training import distributed as tdist
 from empirical_seaice.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -240,20 +246,17 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
         ctx, obs, background, shard, local_train, nobs_train, model_cfg, cost_cfg, train_cfg, init_generator
     )
     network, data = built.network, built.data
+    # the shard is copied and packed: the cache's pages this rank read for it (the whole cache, in the copy's
+    # gathers) stay in the page cache, not in its memory (1.2 GiB a rank on the benchmark twin)
+    obs.release()
+    release_free_memory()  # the temporaries of the build (the shard's copy, row counts, neighbour pairs)
     full = _whole_map_network(ctx, obs, background, nobs_train, model_cfg, cost_cfg, network)
     held = out.HeldOutputs(stage) if ctx.root else None  # rank 0's files before the health checks
+    simulated = local_blocks(network, data, shard)  # this rank's part of each block of the streamed passes
     if not plan.trainonly:
         display.stage("initial diagnostics")
-        sim0 = simulate_sharded(ctx, network, data, shard)
-        if ctx.root:
-            assert sim0 is not None and held is not None
-            result.cost_before = diag.full_cost(full, obs, sim0, nobs_train)
-            result.departures_before = diag.departure_stats(obs, sim0.tb)
-            water = diag.OpenWaterDepartures(plan.basis.nsensor, plan.basis.nchan, obs.nobs)
-            water.add(obs.isensor, sim0.sic, obs.tb_obs_k, sim0.tb, obs.mask)
-            result.data_warnings += len(water.warn(plan.basis))
-            out.write_tb(held.path(plan.path("tbsim_initial")), sim0.tb, plan.basis, "tbsim_initial", obs.mask)
-        del sim0
+        before = functools.partial(_initial_pass, full, obs, nobs_train, held, plan.path("tbsim_initial"), result)
+        sharded_pass(ctx, shard, simulated, obs.nchan, before)
 
     trainer = build_trainer(
         network,
@@ -286,28 +289,27 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
     fit_held_out_sharded(ctx, full, network, shard, obs, background, local_valid, train_cfg, history)
     # the health checks, before any file is an output: a failure stops every rank with rank 0's line
     display.stage("health checks")
-    sim = simulate_sharded(ctx, network, data, shard)
-    marks = from_root(ctx, functools.partial(_health, full, obs, sim, nobs_train, result, plan))
-    zero = None if plan.trainonly else simulate_sharded(ctx, network, data, shard, zero_sic=True)
+    passed: dict[str, Any] = {}  # rank 0: the final pass and the truth (kept here, not sent to every rank)
+    checked = functools.partial(_final_pass_and_health, plan, full, obs, background, nobs_train, held, result, passed)
+    marks = sharded_pass(ctx, shard, simulated, obs.nchan, checked)
     # the last collective: rank 0 writes and publishes while the others wait for its outcome (a failure
     # there stops them with its line, instead of a lost peer's traceback in their next collective)
     run = (full, obs, background, partition, history, nobs_train, configs, train_cfg)
-    write = functools.partial(_write_outputs, plan, run, (sim, zero), marks, held, result, run_set, display, t_run)
+    write = functools.partial(_write_outputs, plan, run, passed, marks, held, result, run_set, display, t_run)
     from_root(ctx, write, published=f"{plan.output}/*_{plan.tag}.nc")
     display.stage("done")
     return result
 
 
-def _write_outputs(plan, run, sims, marks, held, result, run_set, display, t_run: float) -> None:
-    """Rank 0, after the health checks: the trained model and state, the diagnostics (``sims``: the
-    simulations after training and with zero SIC, gathered), the products and the summary, into the
+def _write_outputs(plan, run, passed, marks, held, result, run_set, display, t_run: float) -> None:
+    """Rank 0, after the health checks: the trained model and state, the diagnostics (``passed``: the final
+    pass, its held files and the truth: :func:`_final_pass_and_health`), the products and the summary, into the
     staging set (marked where ``--force-outputs`` overrode a failed check: ``marks``), then published. A
     failure after the model is written publishes it (``partial``) and says how to redo the rest, as a
     single process's run does (:func:`~empirical_seaice.run.train.run`)."""
     from empirical_seaice.run import train as single
 
     full, obs, background, partition, history, nobs_train, configs, train_cfg = run
-    sim, zero = sims
     stage, tag, data_cfg = plan.stage, plan.tag, plan.data_cfg
     with txn.health_marks(marks):
         if held.holds(plan.path("tbsim_initial")):
@@ -320,9 +322,10 @@ def _write_outputs(plan, run, sims, marks, held, result, run_set, display, t_run
         result.files += write_state_files(full, obs, background, stage, tag, data_cfg.steps_per_day)
         try:
             truth = summary = None
-            if zero is not None:
+            if not plan.trainonly:
                 display.stage("diagnostics")
-                truth = _final_outputs(full, obs, background, data_cfg, stage, tag, nobs_train, result, sim, zero)
+                truth = passed["truth"]
+                publish_final_pass(full, obs, background, truth, result, passed["final"], held)
                 result.summary = summary_table(
                     result, plan.preset_name, obs, history, False, train_cfg, plan.cost_cfg, plan.said
                 )
@@ -350,14 +353,34 @@ def _write_outputs(plan, run, sims, marks, held, result, run_set, display, t_run
     ]
 
 
-def _health(full, obs, sim, nobs_train: int, result, plan) -> dict[str, str] | None:
-    """Rank 0: the cost after training and the health checks of the assembled whole-map network ``full``
-    and its simulation ``sim`` (:mod:`empirical_seaice.run.health`), as a single process's run checks: the
-    marks of ``--force-outputs`` when they failed and it is given (None when they passed), else the
-    one-line :class:`~empirical_seaice.run.health.HealthError` (the ranks' checkpoints are kept)."""
-    result.cost_after = diag.full_cost(full, obs, sim, nobs_train)
+def _initial_pass(full, obs, nobs_total: int, held, path: Path, result, source) -> None:
+    """Rank 0, before training: the streamed initial pass (:func:`~empirical_seaice.run.streamed.initial_pass`)
+    of the whole-map network ``full`` over the ranks' simulations (``source``), ``tbsim_initial`` held; its
+    cost, departures and open-water warnings into ``result``, as a single process's run."""
+    before = initial_pass(full, None, obs, nobs_total, held, path, source=source)
+    result.cost_before, result.departures_before = before.cost, before.departures
+    result.data_warnings += len(before.warned)
+
+
+def _final_pass_and_health(plan, full, obs, background, nobs_train: int, held, result, passed: dict, source):
+    """Rank 0, after training: the streamed final pass (:func:`~empirical_seaice.run.streamed.final_pass`) of
+    the assembled whole-map network ``full`` over the ranks' simulations (``source``; its files held, none
+    with ``--trainonly``), kept in ``passed`` with the twin's truth; then the cost after and the health
+    checks (:mod:`empirical_seaice.run.health`), as a single process's run checks: the marks of
+    ``--force-outputs`` when they failed and it is given (None when they passed), else the one-line
+    :class:`~empirical_seaice.run.health.HealthError` (the ranks' checkpoints are kept)."""
+    from empirical_seaice.run.finish import run_truth
+
+    truth = None if plan.trainonly else run_truth(Path(plan.data_cfg.data), obs)
+    paths = None if plan.trainonly else {k: plan.path(k) for k in ("tbobs", "tbsim", "ice_emis", "tbzero")}
+    lonlat = (background.lon, background.lat)
+    final = final_pass(full, None, obs, nobs_train, held, paths, truth, lonlat, state_figures=True, source=source)
+    if truth is not None and final.emis_errors is not None:  # summed by the pass: the scores need no more
+        truth.emis_ice = None  # (nobs, nchan): not held through the products
+    passed.update(final=final, truth=truth)
+    result.cost_after = final.cost
     result.health, marks = health_gate(
-        check_trained(full, obs, sim, result.cost_before, result.cost_after), plan.force_outputs, plan.ckpt_dir
+        check_trained(full, obs, final.checks, result.cost_before, final.cost), plan.force_outputs, plan.ckpt_dir
     )
     return marks
 
@@ -440,17 +463,6 @@ def _products_and_summary(
         summary["run"]["wall_seconds"] = round(time.perf_counter() - t_run, 2)
         result.summary_data = summary
         result.files += write_summary_files(output, tag, result.summary, summary)
-
-
-def _final_outputs(full, obs, background, data_cfg, output, tag, nobs_train, result, sim, zero):
-    """Rank 0: ``tbobs``, ``tbsim``, ``ice_emis``, ``tbzero`` and the truth scores (the cost after: the
-    health checks')."""
-    truth = final_diagnostics(
-        full, None, obs, background, Path(data_cfg.data), output, tag, nobs_train, result, sim=sim,
-        cost_after=result.cost_after,
-    )  # fmt: skip
-    result.files.append(out.write_tb(out.output_path(output, "tbzero", tag), zero.tb, obs.basis, "tbzero", obs.mask))
-    return truth
 
 
 def find_rank_checkpoints(ckpt_dir: Path) -> list[Path]:

@@ -36,7 +36,7 @@ import contextlib
 import functools
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +60,19 @@ channels). A block is packed (the final pass), simulated, summed and written bef
 rows its packed table (24 MB) and outputs are still in the CPU's cache when they are read again: on the
 ``benchmark`` twin a ``--diagsonly`` run's final pass took 3.9-4.3 CPU-s against 4.4-4.7 in blocks of
 262,144 rows, its peak about 200 MiB lower (benchmarks/results.md)."""
+
+
+BlockSource = Callable[..., Iterator[tuple[int, int, diag.Simulation]]]
+"""Where a pass's simulated blocks come from: called with ``with_zero`` and ``block`` (keywords), it yields
+``(start, stop, simulation)`` of every observation of the run, in order, blocks of at most ``block``
+observations (:func:`~empirical_seaice.products.diagnostics.simulate_blocks`'s). A sharded run's rank 0
+gets the ranks' simulations of their shards, gathered block by block
+(:class:`~empirical_seaice.run.ranks.ShardedBlocks`)."""
+
+
+def _simulated(network, data, nobs: int) -> BlockSource:
+    """The default :data:`BlockSource`: ``network``'s forward pass over the packed observations ``data``."""
+    return functools.partial(diag.simulate_blocks, network, data, nobs)
 
 
 def _pass_block(obs: Observations) -> int:
@@ -191,11 +204,18 @@ class _PackedOnOneThread:
 
 
 def initial_pass(
-    network, data, obs: Observations, nobs_total: int, held: out.HeldOutputs | None, path: Path | None
+    network,
+    data,
+    obs: Observations,
+    nobs_total: int,
+    held: out.HeldOutputs | None,
+    path: Path | None,
+    source: BlockSource | None = None,
 ) -> PassResult:
     """Before training: the cost and departures before, a warning per sensor whose departures over open
     water say its observed TB is not what its files describe (``diag.OpenWaterDepartures``), and
-    (``held`` and ``path`` given) ``tbsim_initial`` held for ``path``."""
+    (``held`` and ``path`` given) ``tbsim_initial`` held for ``path``. ``source``: where the simulated
+    blocks come from (:data:`BlockSource`; by default the forward pass of ``network`` over ``data``)."""
     sums = _Sums(network, obs)
     water = diag.OpenWaterDepartures(obs.basis.nsensor, obs.nchan, obs.nobs)
     block = _pass_block(obs)
@@ -203,7 +223,8 @@ def initial_pass(
         f = None
         if held is not None and path is not None:
             f = stack.enter_context(out.open_tb(held.path(path), obs.nobs, obs.basis, "tbsim_initial", sync=False))
-        for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, block=block):
+        simulated = (source or _simulated(network, data, obs.nobs))(with_zero=False, block=block)
+        for start, stop, sim in simulated:
             rows = slice(start, stop)
             sums.add(rows, sim)
             water.add(obs.isensor[rows], sim.sic, obs.tb_obs_k[rows], sim.tb, obs.mask[rows])
@@ -390,6 +411,7 @@ def final_pass(
     truth: Any = None,
     lonlat: tuple[Any, Any] = (None, None),
     state_figures: bool = False,
+    source: BlockSource | None = None,
 ) -> PassResult:
     """After training: the cost and departures after, the health checks' figures (``state_figures``:
     the trained state's too, :attr:`ObservationChecks.state <empirical_seaice.run.health.ObservationChecks>`,
@@ -400,7 +422,8 @@ def final_pass(
     for ``tbobs``. While it writes,
     it packs (``data`` an ``ObservationBlocks``) and simulates on this thread alone, a second thread sums,
     checks and writes each block in order (:class:`_InOrder`), and one thread fewer than the run's
-    compresses (at least one; :mod:`empirical_seaice.io.chunk_writer`)."""
+    compresses (at least one; :mod:`empirical_seaice.io.chunk_writer`). ``source``: where the simulated
+    blocks come from (:data:`BlockSource`; by default the forward pass of ``network`` over ``data``)."""
     sums = _Sums(network, obs)
     checks = ObservationChecks(obs.nchan)
     errors = diag.EmisErrorSums(obs.nchan) if getattr(truth, "emis_ice", None) is not None else None
@@ -415,8 +438,10 @@ def final_pass(
             # ... but for the one the sums take (below): a core for each of the pass's two threads
             stack.enter_context(chunk_writer.at_most(chunk_writer.threads() - 1))
             files = _open_final_files(stack, held, paths, obs, lonlat)
-        if write and getattr(data, "block", None) is not None:
-            data = _PackedOnOneThread(data)
+        if source is None:
+            if write and getattr(data, "block", None) is not None:
+                data = _PackedOnOneThread(data)
+            source = _simulated(network, data, obs.nobs)
         # with files: the compiled sums and the writes of a block on a thread of their own, in order, while
         # this one packs and simulates the next (entered after the files: done before they close)
         side = stack.enter_context(_InOrder()) if write else None
@@ -436,7 +461,7 @@ def final_pass(
                 _write_rows(files, obs, rows, sim, mask)
             obs.release(rows)
 
-        for start, stop, sim in diag.simulate_blocks(network, data, obs.nobs, with_zero=zero, block=block):
+        for start, stop, sim in source(with_zero=zero, block=block):
             sums.add_anchor(sim)  # the blocks' anchor sums in order, on this thread
             if side is not None:
                 side.submit(functools.partial(after, slice(start, stop), sim))
