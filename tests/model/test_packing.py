@@ -237,3 +237,31 @@ def test_a_sensor_index_outside_the_basis_is_a_one_line_error():
     bad[7] = obs.basis.nsensor
     with pytest.raises(SeaIceError, match=r"Observations.isensor: expected 0\.\.\d+, got 0\.\.\d+"):
         tensors.ObservationTensors(replace(obs, isensor=bad))
+
+
+def test_a_shards_copy_is_taken_piece_by_piece_dropping_the_pages_it_read(tmp_path, monkeypatch):
+    # a sharded run's rank copies its observations (ascending, spread over the whole cache) out of the memory
+    # maps: piece by piece, each piece's span of rows dropped after it is copied, so that the rank does not
+    # keep the whole cache resident; the copy is the rows, in every per-observation and per-channel array
+    obs, _ = make_obs(sensors=("amsr2", "gmi"), nobs=3000, ngrid=5, nstep=6, seed=9)
+    mapped = _memory_mapped(obs, tmp_path)
+    index = np.flatnonzero(np.random.default_rng(3).random(obs.nobs) < 0.4)
+    dropped = []
+    real = observations.release_pages
+
+    def spy(arr, rows=None):
+        if isinstance(arr, np.memmap):
+            dropped.append(rows)
+        real(arr, rows)
+
+    monkeypatch.setattr(observations, "release_pages", spy)
+    got = mapped.take(index, piece=500)
+    pieces = [index[a : a + 500] for a in range(0, index.size, 500)]
+    assert len(pieces) >= 3
+    spans = [slice(int(p[0]), int(p[-1]) + 1) for p in pieces]
+    assert dropped == spans * len(mapped.arrays())
+    for name in PER_OBS_FIELDS + PER_CHANNEL_FIELDS:
+        taken = getattr(got, name)
+        assert not isinstance(taken, np.memmap) and taken.dtype == getattr(obs, name).dtype, name
+        np.testing.assert_array_equal(taken, np.asarray(getattr(obs, name))[index], err_msg=name)
+    assert got.nobs == index.size
