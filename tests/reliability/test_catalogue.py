@@ -322,6 +322,15 @@ def test_a_grid_index_into_another_order_of_the_grid_is_warned_about(twin, tmp_p
     own, chance = map(float, re.search(r"by ([0-9.]+) K RMS, .* days \(([0-9.]+) K\)", said[0]).groups())
     assert own > 0.5 * chance and chance > 5.0, said[0]
     assert [ln for ln in r.stderr.splitlines() if "sensor amsr2: before training" in ln and "over open water" in ln]
+    # a retrieval on them (with the model trained on them) says it too, and lists it at the end of its summary
+    # and in its summary_TAG.json as a training run does (before: not in its summary)
+    retrieve = ["--retrieve", "--modeltag", "t", "--tag", "r", "--no-classic", "--nepochs", "1", "--batchsize", "256"]
+    r = run_cli(["--data", data, "--output", tmp_path / "out", *retrieve, *FAST[6:]])
+    assert r.code == 0, r.stderr
+    said = [ln.split(": ", 1)[1] for ln in r.stderr.splitlines() if "skin temperatures of its observations" in ln]
+    assert len(said) == 1 and "its COMMON_IGRID may not index" in said[0], r.stderr
+    assert f"  - {said[0]}" in r.stdout.splitlines(), r.stdout
+    assert said[0] in json.loads((tmp_path / "out" / "summary_r.json").read_text())["run"]["warnings"]
 
 
 # (id, flags of a second run over the good output set, fragments)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from empirical_seaice.cli.configure import configs_from_args, ignored_flags, product_options
 from empirical_seaice.cli.parser import PROG, build_parser
 from empirical_seaice.errors import RunInterrupted, SeaIceError, as_flag
-from empirical_seaice.logs import LOG_FORMAT
+from empirical_seaice.logs import LOG_FORMAT, warnings_said
 from empirical_seaice.sensors import load_catalogue
 
 EXIT_USER_ERROR = 2
@@ -326,33 +326,35 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
     stage = run_set.begin()
     display = RunProgress(_progress(args))  # the retrieval's stages, then its products', as a training run's
     try:
-        result = run_retrieval(
-            data,
-            training,
-            args.output,
-            args.modeltag,
-            args.tag,
-            sensors=tuple(args.sensors) if args.sensors else None,
-            progress=display,
-            stage=stage,
-        )
-        _, lines = write_products(
-            products,
-            network=result.network,
-            obs=result.obs,
-            background=result.background,
-            output=stage,
-            tag=args.tag,
-            preset_name=result.network.model_config.version,
-            data_cfg=data,
-            truth=result.truth_data,
-            history=result.history,
-            trained=result.trained,
-            progress=display,
-        )
-        lines = [ln.replace(str(stage), str(args.output)) for ln in lines]
-        text = "\n".join([result.summary, *(f"  {ln}" for ln in lines)])
-        _retrieval_summary_files(result, args, data, stage, text, time.perf_counter() - t_start)
+        with warnings_said() as said:  # the warnings logged, listed in the summary as a training run's
+            result = run_retrieval(
+                data,
+                training,
+                args.output,
+                args.modeltag,
+                args.tag,
+                sensors=tuple(args.sensors) if args.sensors else None,
+                progress=display,
+                stage=stage,
+                said=said,
+            )
+            _, lines = write_products(
+                products,
+                network=result.network,
+                obs=result.obs,
+                background=result.background,
+                output=stage,
+                tag=args.tag,
+                preset_name=result.network.model_config.version,
+                data_cfg=data,
+                truth=result.truth_data,
+                history=result.history,
+                trained=result.trained,
+                progress=display,
+            )
+            lines = [ln.replace(str(stage), str(args.output)) for ln in lines]
+            text = "\n".join([result.summary, *(f"  {ln}" for ln in lines)])
+            _retrieval_summary_files(result, args, data, stage, text, time.perf_counter() - t_start, said)
         display.stage("publishing")
         with interrupt.deferred():
             run_set.publish({"retrieve": vars(args)})
@@ -369,15 +371,17 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
     return 0
 
 
-def _retrieval_summary_files(result, args: argparse.Namespace, data, stage, text: str, wall_s: float) -> None:
+def _retrieval_summary_files(
+    result, args: argparse.Namespace, data, stage, text: str, wall_s: float, said: Sequence[str]
+) -> None:
     """``summary_TAG.txt`` (the summary printed) and ``summary_TAG.json`` of a retrieval, as a training run
-    writes them, into the staging directory ``stage``."""
+    writes them, into the staging directory ``stage`` (``said``: the warnings logged, its ``run.warnings``)."""
     from empirical_seaice.products.report import write_summary_files
     from empirical_seaice.run.finish import run_summary
 
     summary = run_summary(
         result, result.network.model_config.version, data, result.obs, result.history, False, wall_s,
-        mode=f"retrieval with the trained model {args.modeltag!r}",
+        mode=f"retrieval with the trained model {args.modeltag!r}", said=said,
     )  # fmt: skip
     summary["run"]["output"] = str(args.output)
     write_summary_files(stage, args.tag, text, summary)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -209,6 +210,8 @@ class RetrievalResult:
     trained: Any = None
     """The trained model's provenance (:func:`~empirical_seaice.run.model_file.trained_provenance`), for an
     export's."""
+    data_warnings: int = 0
+    """The warnings about the input files it logged (its read's, the open-water departures' before the fit)."""
 
 
 @dataclass
@@ -231,6 +234,8 @@ class _RetrievalPlan:
     device: torch.device
     cache_dir: Path
     stage: Path
+    said: Sequence[str] = ()
+    """The warnings logged so far (listed at the end of the summary)."""
 
 
 def run_retrieval(
@@ -242,6 +247,7 @@ def run_retrieval(
     sensors: tuple[str, ...] | None = None,
     progress: Any = True,
     stage: Path | None = None,
+    said: Sequence[str] = (),
 ) -> RetrievalResult:
     """Retrieve SIC and the empirical state on new data with a trained model.
 
@@ -265,6 +271,9 @@ def run_retrieval(
         one; a display handed in stays open for the caller's products (the command line's).
     stage : Path, optional
         Where the files are written (the staging directory of the run's output set); default ``output``.
+    said : list of str, optional
+        The warnings logged so far (:func:`~empirical_seaice.logs.warnings_said`'s list, growing), listed at
+        the end of the summary as a training run's are.
 
     Raises
     ------
@@ -306,6 +315,7 @@ def run_retrieval(
         device=resolve_device(train_cfg.device),
         cache_dir=output / f"cache_{tag}",
         stage=Path(stage) if stage is not None else output,
+        said=said,
     )
     cache_existed = plan.cache_dir.exists()
     try:
@@ -339,6 +349,7 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
     display = plan.progress
     display.stage("reading data")
     obs, background = read_training_data(plan.data_cfg, plan.model_cfg.nlag, cache_dir=plan.cache_dir)
+    result.data_warnings = len(obs.read_warnings)
     log.info("retrieval: %d observations, %d grid points, %d steps", obs.nobs, obs.ngrid, obs.nstep)
     generator = make_generator(plan.train_cfg.seed)
     # the state tables only, with the default scheme and training's choice of the whole-map priors (auto: the
@@ -380,6 +391,7 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
     display.stage("initial diagnostics")
     before = initial_pass(network, data, obs, obs.nobs, held, out.output_path(plan.stage, "tbsim_initial", tag))
     result.cost_before, result.departures_before = before.cost, before.departures
+    result.data_warnings += len(before.warned)
     result.files.append(held.promote(before.files["tbsim_initial"]))
     release_free_memory(collect=False)  # the pass's blocks
 
@@ -435,6 +447,8 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
             truth=result.truth,
             notes=(f"outputs: {output}/*_{tag}.nc",),
             retrieval=True,
+            logged=plan.said,
+            data_warnings=result.data_warnings,
         ),
         plan.basis,
     )
