@@ -487,6 +487,23 @@ dist.destroy_process_group()
 """
 
 
+def _two_ranks(script: str, arg: str, tmp_path: Path) -> tuple[list[int], list[str]]:
+    """``script`` run as ranks 0 and 1 of a gloo group (a file store in ``tmp_path``; argv: rank, ``arg``,
+    the store): their exit codes and stdouts. Both killed after 120 s (a rank left waiting in a collective)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    store = str(tmp_path / "store")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(r), arg, store], env=env, stdout=subprocess.PIPE, text=True)
+        for r in (0, 1)
+    ]
+    try:
+        outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    return [p.returncode for p in procs], outs
+
+
 @pytest.mark.parametrize("fails", ["error", "signal", "fault"])
 def test_what_rank_0_raises_in_from_root_every_rank_raises(tmp_path, fails):
     """``from_root`` on two ranks (two processes, gloo): a one-line error or a signal's ``RunInterrupted``
@@ -494,16 +511,8 @@ def test_what_rank_0_raises_in_from_root_every_rank_raises(tmp_path, fails):
     of waiting for rank 0 in its next collective; a fault of the code (any other exception) is raised on
     rank 0 as it is, and rank 1 stops with one line naming it (it had died of the lost peer in its next
     collective, with a traceback)."""
-    store = str(tmp_path / "store")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _FROM_ROOT_RANK, str(r), fails, store], env=env, stdout=subprocess.PIPE, text=True
-        )
-        for r in (0, 1)
-    ]
-    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    codes, outs = _two_ranks(_FROM_ROOT_RANK, fails, tmp_path)
+    assert codes == [0, 0], outs
     if fails == "fault":
         assert outs == [
             "KeyError 'a bug'",
@@ -515,9 +524,10 @@ def test_what_rank_0_raises_in_from_root_every_rank_raises(tmp_path, fails):
 
 
 _PASS_RANK = """
-import sys, numpy as np, torch, torch.distributed as dist
-from empirical_seaice.errors import SeaIceError
+import os, signal, sys, numpy as np, torch, torch.distributed as dist
+from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.products.diagnostics import Simulation
+from empirical_seaice.run import interrupt
 from empirical_seaice.run.partition import Shard
 from empirical_seaice.run.ranks import RankContext, from_root, sharded_pass
 from empirical_seaice.training.distributed import LaunchEnvironment
@@ -538,6 +548,8 @@ asked = []
 def local(*, ranges, with_zero):  # the rank's forward pass over its observations, by local rows
     for lo, hi in ranges:
         asked.append((lo, hi))
+        if case == "signal" and rank == 0 and len(asked) == 3:  # in the third block's collectives
+            os.kill(os.getpid(), signal.SIGTERM)
         yield lo, hi, fields(shard.obs[lo:hi], with_zero)
 def make(source):
     if case == "early":
@@ -559,9 +571,12 @@ def make(source):
         np.testing.assert_array_equal(np.concatenate(g), w, err_msg=name)
     return len(got)
 try:
-    print("ok", sharded_pass(ctx, shard, local, NCHAN, make), end=" ")
+    with interrupt.handle_signals():
+        print("ok", sharded_pass(ctx, shard, local, NCHAN, make), end=" ")
 except SeaIceError as exc:
     print("SeaIceError", exc, end=" ")
+except RunInterrupted as exc:
+    print("RunInterrupted", exc.exit_code, exc, end=" ")
 # each rank asked its forward pass for its non-empty part of every block, in order, once
 plan = [np.searchsorted(shard.obs, [a, min(a + BLOCK, NOBS)]) for a in range(0, NOBS, BLOCK)]
 mine = [(int(lo), int(hi)) for lo, hi in plan if hi > lo]
@@ -572,28 +587,25 @@ dist.destroy_process_group()
 """
 
 
-@pytest.mark.parametrize("case", ["ok", "plain", "early", "late"])
+@pytest.mark.parametrize("case", ["ok", "plain", "early", "late", "signal"])
 def test_a_sharded_pass_gathers_each_block_in_order_and_stops_every_rank_with_rank_0(tmp_path, case):
     """``sharded_pass`` on two ranks (gloo): rank 0 gets every block of the run's 1,000 observations (blocks of
     128) in order, each observation's simulated fields from the rank that owns it (here a function of the
     observation's number, so that a row put in another's place shows), with and without ``tb_zero`` and the
     anchor, also in blocks where one rank has no observation (the first 300 are rank 0's, the next 250 rank
     1's); each rank simulates only its own part of each block, once. A pass that fails on rank 0 before its
-    first block or after its third stops rank 1 with its one line, and the ranks stay in step."""
-    store = str(tmp_path / "store")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _PASS_RANK, str(r), case, store], env=env, stdout=subprocess.PIPE, text=True
-        )
-        for r in (0, 1)
-    ]
-    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
+    first block or after its third stops rank 1 with its one line, and the ranks stay in step. A SIGTERM to rank 0
+    in a block's collectives (its part of the third block under way) waits for them, then stops the pass and
+    both ranks (before, it left rank 1 in the block's gather while rank 0 told it the pass had ended)."""
+    codes, outs = _two_ranks(_PASS_RANK, case, tmp_path)
+    assert codes == [0, 0], outs
     if case in ("ok", "plain"):
         assert outs == ["ok 8 asked all in-step"] * 2
     elif case == "early":
         assert outs == ["SeaIceError rank 0 failed before its first block asked none in-step"] * 2
+    elif case == "signal":  # blocks 0-2 gathered: rank 0's parts of them, rank 1's of block 2
+        line = "RunInterrupted 143 interrupted by SIGTERM asked {} in-step"
+        assert outs == [line.format(3), line.format(1)]
     else:  # each rank simulated its part of the four blocks gathered before rank 0 stopped: blocks 0-2 have
         # observations of rank 0 (0-383), blocks 2-3 of rank 1 (300-511)
         line = "SeaIceError --output: no space left on the device asked {} in-step"

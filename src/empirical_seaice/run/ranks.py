@@ -182,11 +182,15 @@ class ShardedBlocks:
         self.ended = False
 
     def __call__(self, *, with_zero: bool = False, block: int) -> Iterator[tuple[int, int, diag.Simulation]]:
+        from empirical_seaice.run import interrupt
+
         plan = _block_plan(self.shard, block)
         mine = self.local(ranges=[(lo, hi) for _, _, lo, hi in plan if hi > lo], with_zero=with_zero)
         for start, stop, lo, hi in plan:
-            _tell(self.ctx, (1, block, int(with_zero)))
-            got = gather_rows(self.ctx, self.shard.obs[lo:hi], _columns(next(mine)[2] if hi > lo else None))
+            with interrupt.deferred():  # a signal waits for the block's collectives (the others are in them)
+                _tell(self.ctx, (1, block, int(with_zero)))
+                got = gather_rows(self.ctx, self.shard.obs[lo:hi], _columns(next(mine)[2] if hi > lo else None))
+            interrupt.raise_pending()  # then stops the pass (and, through end(), the others' following)
             assert got is not None
             rows, values = got
             whole = np.empty((stop - start, values.shape[1]), dtype=np.float32)
