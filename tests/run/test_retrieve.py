@@ -291,7 +291,6 @@ def test_cli_retrieve(trained, capsys):
             "--batchsize",
             "128",
             "--no-gridded",
-            "--no-classic",
             "--no-progress",
             "--export",
         ]
@@ -317,6 +316,11 @@ def test_cli_retrieve(trained, capsys):
     assert facts["epochs"] == 2 and facts["stepstart"] == NTRAIN and facts["output"] == str(output)
     rmse = float(printed.out.split("RMSE background")[1].split("->")[1].split()[1].rstrip(";"))
     assert summary["truth"]["sic_rmse"]["trained"] == pytest.approx(rmse, abs=5e-5)
+    # and the classic algorithms' scores, as a training run's summary_TAG.json has them (a retrieval's had not)
+    classic = printed.out.split("SIC RMSE vs truth (")[1].splitlines()[0]
+    nasa = float(classic.split("nasa_team ")[1].split()[0])
+    assert set(summary["classic_sic_rmse"]) == {"nasa_team", "bootstrap"}
+    assert summary["classic_sic_rmse"]["nasa_team"]["rmse"] == pytest.approx(nasa, abs=5e-5)
     assert {"summary_ret_cli.txt", "summary_ret_cli.json"} <= set(txn.read_manifest(output, "ret_cli")["files"])
 
 

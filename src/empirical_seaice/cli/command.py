@@ -301,6 +301,7 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
     """``--retrieve``: :func:`empirical_seaice.run.retrieve.run_retrieval`, then the products, written
     as one output set (:class:`empirical_seaice.io.transaction.OutputSet`)."""
     from empirical_seaice.io.transaction import OutputSet
+    from empirical_seaice.products.report import write_summary_files
     from empirical_seaice.products.write import write_products
     from empirical_seaice.run import interrupt
     from empirical_seaice.run.retrieve import run_retrieval
@@ -338,6 +339,9 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
                 stage=stage,
                 said=said,
             )
+            # the summary's data first: the products add the classic algorithms' scores to it, and the report
+            # (--plots) shows it, as a training run's
+            summary = _retrieval_summary(result, args, data, time.perf_counter() - t_start, said)
             _, lines = write_products(
                 products,
                 network=result.network,
@@ -350,11 +354,14 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
                 truth=result.truth_data,
                 history=result.history,
                 trained=result.trained,
+                report=summary,
+                report_text=result.summary,
                 progress=display,
             )
             lines = [ln.replace(str(stage), str(args.output)) for ln in lines]
             text = "\n".join([result.summary, *(f"  {ln}" for ln in lines)])
-            _retrieval_summary_files(result, args, data, stage, text, time.perf_counter() - t_start, said)
+            summary["run"]["wall_seconds"] = round(time.perf_counter() - t_start, 2)
+            write_summary_files(stage, args.tag, text, summary)
         display.stage("publishing")
         with interrupt.deferred():
             run_set.publish({"retrieve": vars(args)})
@@ -371,12 +378,9 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
     return 0
 
 
-def _retrieval_summary_files(
-    result, args: argparse.Namespace, data, stage, text: str, wall_s: float, said: Sequence[str]
-) -> None:
-    """``summary_TAG.txt`` (the summary printed) and ``summary_TAG.json`` of a retrieval, as a training run
-    writes them, into the staging directory ``stage`` (``said``: the warnings logged, its ``run.warnings``)."""
-    from empirical_seaice.products.report import write_summary_files
+def _retrieval_summary(result, args: argparse.Namespace, data, wall_s: float, said: Sequence[str]) -> dict:
+    """A retrieval's summary as data (``summary_TAG.json``, the report's), as a training run's
+    (:func:`~empirical_seaice.run.finish.run_summary`; ``said``: the warnings logged, its ``run.warnings``)."""
     from empirical_seaice.run.finish import run_summary
 
     summary = run_summary(
@@ -384,7 +388,7 @@ def _retrieval_summary_files(
         mode=f"retrieval with the trained model {args.modeltag!r}", said=said,
     )  # fmt: skip
     summary["run"]["output"] = str(args.output)
-    write_summary_files(stage, args.tag, text, summary)
+    return summary
 
 
 __all__ = ["EXIT_USER_ERROR", "main"]
