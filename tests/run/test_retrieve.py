@@ -290,7 +290,6 @@ def test_cli_retrieve(trained, capsys):
             "2",
             "--batchsize",
             "128",
-            "--no-gridded",
             "--no-progress",
             "--export",
         ]
@@ -305,6 +304,12 @@ def test_cli_retrieve(trained, capsys):
     assert attrs["training_period_start"] == trained_facts["period_start"]
     assert attrs["training_period_end"] == trained_facts["period_end"] != facts_period_end(output, "ret_cli")
     assert attrs["run_tag"] == "train" and attrs["nsteps"] == NTRAIN and attrs["nobs"] == trained_facts["nobs"]
+    # and so does the gridded emissivity's (the trained model's emissivity on the retrieved days: its time axis)
+    with xr.open_dataset(output / "ice_emis_grid_ret_cli.nc") as ds:
+        attrs = dict(ds.attrs)
+        days = ds["time"].values
+    assert attrs["training_period_start"] == trained_facts["period_start"]
+    assert attrs["training_period_end"] == trained_facts["period_end"] < str(days[0])[:10]
     assert "retrieval 'ret_cli' with trained model 'train'" in printed.out
     assert "SIC vs truth" in printed.out
     assert (output / "seaice_ret_cli.nc").is_file() and (output / "properties_grid_ret_cli.nc").is_file()

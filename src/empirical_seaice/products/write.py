@@ -291,7 +291,8 @@ def write_products(
         report ``index.html``; the classic algorithms' scores are added to it (``classic_sic_rmse``).
     report_text : the printed summary table, shown in the report.
     progress : the run's RunProgress (its stage names the product being written), or None.
-    trained : the training run's provenance for ``--export``, with ``--diagsonly`` and ``--retrieve``
+    trained : the training run's provenance for ``--export`` and the gridded product's ``training_*``
+        attributes, with ``--diagsonly`` and ``--retrieve``
         (:func:`~empirical_seaice.run.model_file.trained_provenance`); None = this run's (a training run).
 
     Returns
@@ -328,7 +329,7 @@ def write_products(
                 inputs,
                 channels=list(options.grid_channels) if options.grid_channels else None,
                 freq_ghz=list(options.grid_freqs_ghz) if options.grid_freqs_ghz else None,
-                provenance=prov,
+                provenance=trained or prov,  # the model's training (a retrieval's days: the file's time axis)
             )
         )
     classic_maps = None
