@@ -38,6 +38,16 @@ def test_atomic_path_replaces_only_on_success(tmp_path):
     assert path.read_text() == "one" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
 
 
+def test_a_failed_write_in_a_staging_set_names_the_output_it_was_to_become(tmp_path):
+    # the user's --output and the file's name first (before: only the hidden staging path, OUT/.sets/TAG/RUN/...)
+    stage = tmp_path / "out" / txn.SETS_DIR / "t" / "run-1"
+    for path in (stage / "tbzero_t.nc", stage / ".held" / "tbzero_t.nc"):
+        err = str(txn.write_error(path, OSError(errno.ENOSPC, "No space left on device")))
+        assert err.startswith(f"{tmp_path / 'out' / 'tbzero_t.nc'} (staged in {stage}): cannot write the file (the")
+    assert str(txn.write_error(stage, OSError(errno.EROFS, "read-only"))).startswith(f"{stage}: cannot write")
+    assert str(txn.write_error(tmp_path / "a.nc", OSError(errno.ENOSPC, "full"))).startswith(f"{tmp_path / 'a.nc'}: ")
+
+
 def test_atomic_path_without_sync_starts_the_write_out_and_does_not_wait(tmp_path, monkeypatch):
     from empirical_seaice.io.transaction import atomic
 

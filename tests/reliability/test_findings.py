@@ -95,7 +95,9 @@ def test_3_a_full_disk_while_writing_classic_keeps_the_previous_set(twin, good_c
 
     monkeypatch.setattr(xr.Dataset, "to_netcdf", full_disk)
     r = run_cli(["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "1", *FAST])
-    assert_one_line_error(r, "classic_sic_good.nc: cannot write the file (the disk is full)", "with --resume")
+    # named as the output it was to become (before: its hidden staging path only)
+    staged = f"{good_copy / 'classic_sic_good.nc'} (staged in {good_copy / '.sets' / 'good'}/"
+    assert_one_line_error(r, staged, "): cannot write the file (the disk is full)", "with --resume")
     assert set_state(good_copy) == before  # classic_sic_good.nc included, with its old checksum
     assert leftovers(good_copy) == []
     monkeypatch.undo()  # space again: --resume writes the outputs of the trained state, no training
@@ -120,8 +122,8 @@ def test_3b_a_full_disk_in_the_final_pass_says_resume(twin, good_copy, untouched
 
     monkeypatch.setattr(outputs, "open_tb", full_disk)
     r = run_cli(["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "1", *FAST])
-    full = "tbzero_good.nc: cannot write the file (the disk is full)"
-    assert_one_line_error(r, full, "checkpoint.pt", "with --resume")
+    staged = f"{good_copy / 'tbzero_good.nc'} (staged in {good_copy / '.sets' / 'good'}/"
+    assert_one_line_error(r, staged, "): cannot write the file (the disk is full)", "checkpoint.pt", "with --resume")
     assert set_state(good_copy) == before
     assert leftovers(good_copy) == []
     monkeypatch.undo()

@@ -109,8 +109,25 @@ class OutputWriteError(SeaIceError):
     """An output file could not be written (full or read-only disk, ...); nothing was published."""
 
 
+SETS_DIR = ".sets"
+"""Hidden directory of the output sets: ``<output>/.sets/TAG/<run id>/``
+(:class:`~empirical_seaice.io.transaction.output_set.OutputSet`)."""
+
+
+def _as_output(path: Path) -> str:
+    """``path`` as a message names it: a file of a run's staging set (``OUT/.sets/TAG/RUN/[.held/]NAME``) as
+    the output it was to become, ``OUT/NAME``, with the staging set after it; any other path as it is."""
+    parts = Path(path).parts
+    if SETS_DIR not in parts or len(parts) < parts.index(SETS_DIR) + 4:
+        return str(path)
+    at = parts.index(SETS_DIR)
+    output, stage = Path(*parts[:at]), Path(*parts[: at + 3])
+    return str(path) if Path(path) == stage else f"{output / Path(path).name} (staged in {stage})"
+
+
 def write_error(path: Path, exc: BaseException) -> SeaIceError:
-    """A one-line :class:`SeaIceError` for a failed write of ``path`` (disk full, read-only, ...)."""
+    """A one-line :class:`SeaIceError` for a failed write of ``path`` (disk full, read-only, ...); a file of a
+    staging set named as the output it was to become (:func:`_as_output`)."""
     code = getattr(exc, "errno", None)
     problem = _disk_problem(path)
     if code == errno.ENOSPC or code == errno.EDQUOT or problem == "full":
@@ -121,7 +138,7 @@ def write_error(path: Path, exc: BaseException) -> SeaIceError:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         why = f"{type(exc).__name__}: {first[:200]}"
     return OutputWriteError(
-        f"{path}: cannot write the file ({why}); free space or choose a writable --output "
+        f"{_as_output(path)}: cannot write the file ({why}); free space or choose a writable --output "
         "(no output was published or changed)"
     )
 

@@ -19,6 +19,7 @@ from typing import Any
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io.transaction.atomic import (
     DIGEST,
+    SETS_DIR,
     atomic_path,
     digest_written_files,
     file_digest,
@@ -31,9 +32,6 @@ from empirical_seaice.io.transaction.faults import fault_point
 from empirical_seaice.io.transaction.lock import OutputLock, host_name, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
-
-SETS_DIR = ".sets"
-"""Hidden directory of the output sets: ``<output>/.sets/TAG/<run id>/``."""
 
 CURRENT = "current"
 """Symbolic link ``<output>/.sets/TAG/current`` -> the published set of the tag."""
