@@ -593,7 +593,8 @@ def test_a_sharded_pass_gathers_each_block_in_order_and_stops_every_rank_with_ra
     128) in order, each observation's simulated fields from the rank that owns it (here a function of the
     observation's number, so that a row put in another's place shows), with and without ``tb_zero`` and the
     anchor, also in blocks where one rank has no observation (the first 300 are rank 0's, the next 250 rank
-    1's); each rank simulates only its own part of each block, once. A pass that fails on rank 0 before its
+    1's); each rank simulates only its own part of each block, once, rank 1 the next block while rank 0 uses
+    the last. A pass that fails on rank 0 before its
     first block or after its third stops rank 1 with its one line, and the ranks stay in step. A SIGTERM to rank 0
     in a block's collectives (its part of the third block under way) waits for them, then stops the pass and
     both ranks (before, it left rank 1 in the block's gather while rank 0 told it the pass had ended)."""
@@ -603,13 +604,13 @@ def test_a_sharded_pass_gathers_each_block_in_order_and_stops_every_rank_with_ra
         assert outs == ["ok 8 asked all in-step"] * 2
     elif case == "early":
         assert outs == ["SeaIceError rank 0 failed before its first block asked none in-step"] * 2
-    elif case == "signal":  # blocks 0-2 gathered: rank 0's parts of them, rank 1's of block 2
+    elif case == "signal":  # blocks 0-2 gathered, block 3 told: rank 0's parts of blocks 0-2 (0-383), rank 1's
+        # of blocks 2 and 3 (300-511: it simulates the next block while rank 0 uses the last one)
         line = "RunInterrupted 143 interrupted by SIGTERM asked {} in-step"
-        assert outs == [line.format(3), line.format(1)]
-    else:  # each rank simulated its part of the four blocks gathered before rank 0 stopped: blocks 0-2 have
-        # observations of rank 0 (0-383), blocks 2-3 of rank 1 (300-511)
-        line = "SeaIceError --output: no space left on the device asked {} in-step"
         assert outs == [line.format(3), line.format(2)]
+    else:  # blocks 0-3 gathered, block 4 told: rank 0's parts of blocks 0-2, rank 1's of blocks 2-4 (300-639)
+        line = "SeaIceError --output: no space left on the device asked {} in-step"
+        assert outs == [line.format(3), line.format(3)]
 
 
 def _errors(stderr: str) -> list[str]:

@@ -170,26 +170,35 @@ class ShardedBlocks:
     """Rank 0's :data:`~empirical_seaice.run.streamed.BlockSource` in a sharded run: every block of the
     run's observations (:func:`_block_plan`), each rank's part of it simulated by that rank on its shard
     (:data:`LocalBlocks`) and gathered on rank 0 in the run's observation order. A pass holds one block at
-    a time on every rank, whatever the number of observations (before: each rank's whole shard, and rank 0
-    the whole run's simulation twice over, about 0.2-0.3 KB an observation a pass).
+    a time on every rank (two on the others: the next one under way), whatever the number of observations
+    (before: each rank's whole shard, and rank 0 the whole run's simulation twice over, about 0.2-0.3 KB an
+    observation a pass).
 
-    Before each block rank 0 tells the others to go on (``block``, ``with_zero``) or that the pass has
-    ended (:meth:`end`: after its last block, or when the pass stopped early, e.g. a full disk while it
-    wrote): :func:`follow_blocks` is the other ranks' side. Use through :func:`sharded_pass`."""
+    Rank 0 tells the others to go on to a block (``block``, ``with_zero``) as soon as it has gathered the one
+    before, so that they simulate it while rank 0 sums and writes that one; or that the pass has ended
+    (:meth:`end`: after its last block, or when the pass stopped early, e.g. a full disk while it wrote, the
+    block they were told to go on to gathered first, without rank 0's rows). :func:`follow_blocks` is the
+    other ranks' side. Use through :func:`sharded_pass`."""
 
     def __init__(self, ctx: RankContext, shard: Shard, local: LocalBlocks, nchan: int):
         self.ctx, self.shard, self.local, self.nchan = ctx, shard, local, nchan
         self.ended = False
+        self.told = False
+        """Whether the others were told to go on to a block that is not gathered yet."""
 
     def __call__(self, *, with_zero: bool = False, block: int) -> Iterator[tuple[int, int, diag.Simulation]]:
         from empirical_seaice.run import interrupt
 
         plan = _block_plan(self.shard, block)
         mine = self.local(ranges=[(lo, hi) for _, _, lo, hi in plan if hi > lo], with_zero=with_zero)
-        for start, stop, lo, hi in plan:
+        for k, (start, stop, lo, hi) in enumerate(plan):
             with interrupt.deferred():  # a signal waits for the block's collectives (the others are in them)
-                _tell(self.ctx, (1, block, int(with_zero)))
+                if k == 0:
+                    self._go(block, with_zero)
                 got = gather_rows(self.ctx, self.shard.obs[lo:hi], _columns(next(mine)[2] if hi > lo else None))
+                self.told = False
+                if k + 1 < len(plan):  # the next block now: the others simulate it while this one is used
+                    self._go(block, with_zero)
             interrupt.raise_pending()  # then stops the pass (and, through end(), the others' following)
             assert got is not None
             rows, values = got
@@ -198,10 +207,18 @@ class ShardedBlocks:
             yield start, stop, _simulation(whole, self.nchan, with_zero)
         self.end()
 
+    def _go(self, block: int, with_zero: bool) -> None:
+        _tell(self.ctx, (1, block, int(with_zero)))
+        self.told = True
+
     def end(self) -> None:
-        """Tell the other ranks that the pass has ended (once)."""
+        """Tell the other ranks that the pass has ended (once), after the gather of the block they were told
+        to go on to, if any (rank 0 sends no rows to it)."""
         if not self.ended:
             self.ended = True
+            if self.told:
+                gather_rows(self.ctx, np.zeros(0, dtype=np.int64), np.zeros((0, 0), dtype=np.float32))
+                self.told = False
             _tell(self.ctx, (0, 0, 0))
 
 
