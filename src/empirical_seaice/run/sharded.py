@@ -119,7 +119,11 @@ def fit_held_out_sharded(
     valid = np.sort(np.concatenate(parts))
 
     def fit() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        train = np.setdiff1d(np.arange(obs.nobs, dtype=np.int64), valid)
+        # the training observations: every one but the held-out (np.setdiff1d sorted both through a hash
+        # table: 2.5 s of rank 0's 5 s here on the benchmark twin's 2.7 M observations, against 0.01 s)
+        training = np.ones(obs.nobs, dtype=bool)
+        training[valid] = False
+        train = np.flatnonzero(training)
         epochs = held_out_epochs(history, cfg.early_stopping)
         rows = fit_held_out_state(full, obs, background, full.model_config, full.cost_config, cfg, train, valid, epochs)
         tables = {"sic": full.state.sic_map, "grid": full.state.props_grid, "obs": full.state.props_obs}
