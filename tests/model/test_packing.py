@@ -76,11 +76,9 @@ def test_packing_in_chunks_from_memory_maps_drops_the_pages(tmp_path, monkeypatc
     np.testing.assert_array_equal(ints, ref.ints.numpy())
 
 
-def test_a_block_is_packed_without_dropping_the_pages_of_its_rows(tmp_path, monkeypatch):
-    # the streamed passes drop a block's cache pages after its sums and files have read its rows again
-    obs, _ = make_obs(sensors=("amsr2", "gmi"), nobs=3000, ngrid=5, nstep=6, seed=6)
-    mapped = _memory_mapped(obs, tmp_path)
-    dropped = []
+def _spy_on_release_pages(monkeypatch) -> list:
+    """The rows of every ``observations.release_pages`` call on a memory map from now on (each still made)."""
+    dropped: list = []
     real = observations.release_pages
 
     def spy(arr, rows=None):
@@ -89,6 +87,14 @@ def test_a_block_is_packed_without_dropping_the_pages_of_its_rows(tmp_path, monk
         real(arr, rows)
 
     monkeypatch.setattr(observations, "release_pages", spy)
+    return dropped
+
+
+def test_a_block_is_packed_without_dropping_the_pages_of_its_rows(tmp_path, monkeypatch):
+    # the streamed passes drop a block's cache pages after its sums and files have read its rows again
+    obs, _ = make_obs(sensors=("amsr2", "gmi"), nobs=3000, ngrid=5, nstep=6, seed=6)
+    mapped = _memory_mapped(obs, tmp_path)
+    dropped = _spy_on_release_pages(monkeypatch)
     whole = tensors.ObservationTensors(obs)
     part = tensors.ObservationBlocks(mapped).block(1000, 2400)
     assert dropped == []
@@ -246,15 +252,7 @@ def test_a_shards_copy_is_taken_piece_by_piece_dropping_the_pages_it_read(tmp_pa
     obs, _ = make_obs(sensors=("amsr2", "gmi"), nobs=3000, ngrid=5, nstep=6, seed=9)
     mapped = _memory_mapped(obs, tmp_path)
     index = np.flatnonzero(np.random.default_rng(3).random(obs.nobs) < 0.4)
-    dropped = []
-    real = observations.release_pages
-
-    def spy(arr, rows=None):
-        if isinstance(arr, np.memmap):
-            dropped.append(rows)
-        real(arr, rows)
-
-    monkeypatch.setattr(observations, "release_pages", spy)
+    dropped = _spy_on_release_pages(monkeypatch)
     got = mapped.take(index, piece=500)
     pieces = [index[a : a + 500] for a in range(0, index.size, 500)]
     assert len(pieces) >= 3
