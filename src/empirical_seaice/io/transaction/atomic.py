@@ -118,11 +118,10 @@ def _as_output(path: Path) -> str:
     """``path`` as a message names it: a file of a run's staging set (``OUT/.sets/TAG/RUN/[.held/]NAME``) as
     the output it was to become, ``OUT/NAME``, with the staging set after it; any other path as it is."""
     parts = Path(path).parts
-    if SETS_DIR not in parts or len(parts) < parts.index(SETS_DIR) + 4:
+    if SETS_DIR not in parts or len(parts) < parts.index(SETS_DIR) + 4:  # not a file inside a staging set
         return str(path)
     at = parts.index(SETS_DIR)
-    output, stage = Path(*parts[:at]), Path(*parts[: at + 3])
-    return str(path) if Path(path) == stage else f"{output / Path(path).name} (staged in {stage})"
+    return f"{Path(*parts[:at]) / Path(path).name} (staged in {Path(*parts[: at + 3])})"
 
 
 def write_error(path: Path, exc: BaseException) -> SeaIceError:
