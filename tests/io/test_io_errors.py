@@ -140,6 +140,8 @@ def test_unreadable_netcdf(dataset):
         (os.mkfifo, "not a regular file (a named pipe, device or socket)"),  # before: the run hung
         (os.mkdir, "a directory, not a file"),  # before: 'file not found'
         (lambda p: os.symlink(p.parent / "gone.nc", p), "a broken link (to "),
+        # a link into a loop: stat fails with another error than 'not found' (ELOOP)
+        (lambda p: (os.symlink(p.parent / "loop_b", p), os.symlink(p, p.parent / "loop_b")), "cannot read the file ("),
     ],
 )
 @pytest.mark.parametrize("name", ["field_v2_TUP.nc", "ifs_tsfc_test_dailyx.nc"])
