@@ -104,6 +104,12 @@ def test_3_a_full_disk_while_writing_classic_keeps_the_previous_set(twin, good_c
     r = run_cli(["--data", twin, "--output", good_copy, "--tag", TAG, "--nepochs", "1", "--resume", *FAST])
     assert r.code == 0, r.stderr
     assert " 1 epochs in " in r.stdout and set_state(good_copy)[0] != before[0]
+    # the epoch's time is the first run's, from the checkpoint's books (before: the resumed run's own, which
+    # trains for no time: "1 epochs in 0.0 s")
+    wall = float(torch.load(good_copy / "model_good.pt", weights_only=True)["history"]["wall_time_s"])
+    trained = json.loads((good_copy / "summary_good.json").read_text())["run"]["train_seconds"]
+    assert wall > 0.005 and trained == round(wall, 2) > 0
+    assert f" 1 epochs in {wall:.1f} s " in r.stdout
 
 
 def test_3b_a_full_disk_in_the_final_pass_says_resume(twin, good_copy, untouched, monkeypatch):

@@ -28,6 +28,15 @@ from empirical_seaice.run.health import ANCHOR_SHORTFALL_LIMIT, anchor_shortfall
 log = logging.getLogger(__name__)
 
 
+def training_seconds(result: Any, history) -> float:
+    """The wall time of the training's epochs (s, validation included) over every run of it: the books'
+    (``history.wall_time_s``, which a resumed run carries on from its checkpoint), else this run's
+    (``result.train_seconds``). A run resumed after its last epoch trains for no time of its own: its summary
+    said "N epochs in 0.0 s"."""
+    books = float(getattr(history, "wall_time_s", 0.0) or 0.0)
+    return books if books > 0 else float(result.train_seconds)
+
+
 def run_truth(data_dir: Path, obs: Observations):
     """The twin's truth of the run (:func:`empirical_seaice.io.truth.read_truth`; only the per-observation
     ice emissivity of its per-observation fields and the multi-year fraction of its property maps, what
@@ -131,7 +140,7 @@ def summary_table(
                 preset_name,
                 obs,
                 history,
-                result.train_seconds,
+                training_seconds(result, history),
                 schedule_line(train_cfg, getattr(result, "map_priors_note", "")),
                 train_cfg.early_stopping,
                 getattr(result, "sharded", ""),
@@ -280,7 +289,7 @@ def run_summary(
         "nobs": int(obs.nobs),
         "ngrid": int(obs.ngrid),
         "epochs": int(history.nepochs) if history is not None else None,
-        "train_seconds": round(result.train_seconds, 2) if not diagsonly else None,
+        "train_seconds": round(training_seconds(result, history), 2) if not diagsonly else None,
         "obs_per_s": round(float(history.obs_per_s)) if history is not None and not diagsonly else None,
         "wall_seconds": round(wall_s, 2),
         "whole_map_priors": getattr(result, "map_priors_note", "") or None,
@@ -303,6 +312,7 @@ def run_summary(
 
 
 __all__ = [
+    "training_seconds",
     "write_state_files",
     "run_truth",
     "score_truth",
