@@ -163,8 +163,9 @@ def file_ranges(path: Any) -> list[tuple[int, int]]:
 def release_file_pages(a: Any, ranges: list[tuple[int, int]]) -> int:
     """``madvise(MADV_DONTNEED)`` on the whole pages of the memory that ``a`` spans (a numpy array or a
     torch tensor, a strided view too: from its first element to its last) that lie inside ``ranges``,
-    the mappings of a file that nothing writes into (:func:`file_ranges`): they leave the process's
-    resident set and, read again, come back from the file. Memory outside them (an array in ordinary
+    a file's read-only or shared mappings (:func:`file_ranges`; not a private copy-on-write one, whose
+    changes the advice would drop): they leave the process's resident set and, read again, come back
+    from the file (a shared map's written pages from the page cache). Memory outside them (an array in ordinary
     memory, which the advice would zero) is left alone. Returns the bytes released (0 where there is
     no ``madvise``)."""
     madvise = glibc("madvise", ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)

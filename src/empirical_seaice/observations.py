@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from empirical_seaice.all_sky import CLEAR_CLOUDY_FIELDS, all_sky_fields
+from empirical_seaice.memory import release_file_pages
 from empirical_seaice.sensors import ChannelBasis
 
 WINDOW_OFFSET_DAYS = 0.375
@@ -207,27 +208,17 @@ def release_pages(arr: np.ndarray, rows: slice | None = None) -> None:
     ``numpy.memmap`` of a file, read-only or shared (``mode`` "r", "r+" or "w+": a written page
     stays in the file's page cache, dirty until written back, and is read back from there); else
     nothing (an array in ordinary memory, or a copy-on-write map, mode "c", whose changes would be
-    lost). See :meth:`Observations.release`."""
-    import mmap
-
+    lost). See :meth:`Observations.release`; the advice itself is
+    :func:`~empirical_seaice.memory.release_file_pages`'s, inside the array's own map."""
     m = getattr(arr, "_mmap", None)
-    if m is None or not isinstance(arr, np.memmap) or not hasattr(m, "madvise"):
+    if m is None or not isinstance(arr, np.memmap):
         return
     if arr.flags.writeable and getattr(arr, "mode", "c") not in ("r+", "w+"):
         return
-    advice = getattr(mmap, "MADV_DONTNEED", None)
-    if advice is None:  # pragma: no cover - not Linux
-        return
     if arr.ndim == 0 or not arr.shape[0]:
         return
-    row = arr.strides[0]
-    start, stop = (0, arr.shape[0]) if rows is None else rows.indices(arr.shape[0])[:2]
-    at = arr.__array_interface__["data"][0] - np.frombuffer(m, dtype=np.uint8, count=1).ctypes.data
-    base, end = at + start * row, at + stop * row
-    lo = base // mmap.PAGESIZE * mmap.PAGESIZE
-    hi = min(len(m), (end + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE)
-    if hi > lo:
-        m.madvise(advice, lo, hi - lo)
+    base = np.frombuffer(m, dtype=np.uint8, count=1).ctypes.data
+    release_file_pages(arr if rows is None else arr[rows], [(base, base + len(m))])
 
 
 @dataclass
