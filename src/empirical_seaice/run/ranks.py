@@ -140,6 +140,18 @@ def _block_plan(shard: Shard, block: int) -> list[tuple[int, int, int, int]]:
     return [(int(a), int(b), int(c), int(d)) for a, b, c, d in zip(starts, stops, lo, hi, strict=True)]
 
 
+def _my_parts(shard: Shard, local: LocalBlocks, block: int, with_zero: bool):
+    """The run's blocks (:func:`_block_plan`) and this rank's forward pass over its non-empty parts of them."""
+    plan = _block_plan(shard, block)
+    return plan, local(ranges=[(lo, hi) for _, _, lo, hi in plan if hi > lo], with_zero=with_zero)
+
+
+def _send_part(ctx: RankContext, shard: Shard, mine: Iterator, lo: int, hi: int):
+    """This rank's part of a block (its local rows ``lo:hi``, simulated next by ``mine``; none where empty)
+    gathered on rank 0 (:func:`gather_rows`: rank 0 gets every rank's rows and values, the others None)."""
+    return gather_rows(ctx, shard.obs[lo:hi], _columns(next(mine)[2] if hi > lo else None))
+
+
 def _columns(sim: diag.Simulation | None) -> np.ndarray:
     """A block's simulation as one float32 array, its fields side by side in :class:`Simulation`'s order
     (``tb``, ``emis_ice``, ``sic``, ``emis_anchor`` where given, ``tb_zero`` where asked for); (0, 0) for
@@ -189,13 +201,12 @@ class ShardedBlocks:
     def __call__(self, *, with_zero: bool = False, block: int) -> Iterator[tuple[int, int, diag.Simulation]]:
         from empirical_seaice.run import interrupt
 
-        plan = _block_plan(self.shard, block)
-        mine = self.local(ranges=[(lo, hi) for _, _, lo, hi in plan if hi > lo], with_zero=with_zero)
+        plan, mine = _my_parts(self.shard, self.local, block, with_zero)
         for k, (start, stop, lo, hi) in enumerate(plan):
             with interrupt.deferred():  # a signal waits for the block's collectives (the others are in them)
                 if k == 0:
                     self._go(block, with_zero)
-                got = gather_rows(self.ctx, self.shard.obs[lo:hi], _columns(next(mine)[2] if hi > lo else None))
+                got = _send_part(self.ctx, self.shard, mine, lo, hi)
                 self.told = False
                 if k + 1 < len(plan):  # the next block now: the others simulate it while this one is used
                     self._go(block, with_zero)
@@ -232,10 +243,9 @@ def follow_blocks(ctx: RankContext, shard: Shard, local: LocalBlocks) -> None:
         if not go:
             return
         if mine is None:
-            plan = _block_plan(shard, block)
-            mine = local(ranges=[(lo, hi) for _, _, lo, hi in plan if hi > lo], with_zero=bool(with_zero))
+            plan, mine = _my_parts(shard, local, block, bool(with_zero))
         _, _, lo, hi = plan[k]
-        gather_rows(ctx, shard.obs[lo:hi], _columns(next(mine)[2] if hi > lo else None))
+        _send_part(ctx, shard, mine, lo, hi)
 
 
 def _tell(ctx: RankContext, message: tuple[int, int, int] = (0, 0, 0)) -> tuple[int, int, int]:
