@@ -303,7 +303,7 @@ class ShardPlan:
     def reduce_gradients(self, params: list[torch.Tensor]) -> None:
         """Sum the gradients of the shared parameters over the ranks: one collective on one flat
         buffer (a missing gradient counts as zero and is set afterwards)."""
-        if self.world_size == 1:  # nothing to sum (a one-rank launch): no collective per step
+        if self.world_size == 1 or not params:  # nothing to sum (a one-rank launch, a frozen model): no collective
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)

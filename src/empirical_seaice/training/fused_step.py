@@ -504,7 +504,7 @@ class FusedStep:
             decays, group["lr"], group["eps"], vals, g_vals,
         )  # fmt: skip
         terms = prog.run(index, refs, vals, inv, g_vals, batch_total)
-        if reduce is not None:
+        if reduce is not None and self.dense:  # (a frozen model's fixed weights: nothing to sum)
             reduce(prog.dense_flat)
         for p in params:
             d.state[p]["step"] += 1
