@@ -31,6 +31,7 @@ What must match and why:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -798,3 +799,131 @@ def test_a_sharded_resume_without_checkpoints_stops_before_the_read(twin, tmp_pa
         and lines == [f"--resume: no sharded checkpoints in {out}/checkpoints_n; train without --resume first"] * 2
     ), r.stderr[-3000:]
     assert not out.exists() or not any(out.rglob("*.pt")) and not (out / "cache").exists()
+
+
+_FIT_RANK = """
+import os, signal, sys, types, numpy as np, torch, torch.distributed as dist
+torch.set_num_threads(1)
+from empirical_seaice.config import DataConfig
+from empirical_seaice.errors import RunInterrupted
+from empirical_seaice.io import read_training_data
+from empirical_seaice.run import held_out, interrupt, sharded
+from empirical_seaice.run.partition import Shard, partition_grid
+from empirical_seaice.run.ranks import RankContext, from_root
+from empirical_seaice.training.distributed import LaunchEnvironment
+rank, case, store = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2)
+ctx = RankContext(LaunchEnvironment(rank, 2, rank, 2), torch.device("cpu"))
+s = torch.load(os.path.join(os.path.dirname(store), "setup.pt"), weights_only=False)
+obs, background = read_training_data(DataConfig(data=s["twin"], cache=False), s["model"].nlag)
+shard = Shard.of_rank(partition_grid(np.bincount(obs.igrid, minlength=obs.ngrid), 2), obs.igrid, rank)
+local_train, local_valid = shard.local_index(s["train"]), shard.local_index(s["valid"])
+built = sharded._rank_network(ctx, obs, background, shard, local_train, s["train"].size, s["model"], s["cost"],
+                              s["cfg"], torch.Generator().manual_seed(0))
+net, whole = built.network, s["state"]
+own = {"state.sic_map.weight": shard.table_rows(net.state.ncol), "state.props_grid.weight":
+       shard.table_rows(net.state.nstep), "state.props_obs.weight": shard.obs}
+net.load_state_dict({k: v[torch.from_numpy(own[k])] if k in own else v for k, v in whole.items()})
+if case == "signal":  # a SIGTERM to rank 1 as the fit starts: held until its end
+    fit = held_out.fit_held_out_shard
+    held_out.fit_held_out_shard = lambda *a, **k: (rank == 1 and os.kill(os.getpid(), signal.SIGTERM)) or fit(*a, **k)
+history = types.SimpleNamespace(nepochs=2, best_epoch=None)
+try:
+    with interrupt.handle_signals():
+        sharded.fit_held_out_sharded(ctx, built, shard, obs, background, s["valid"] if case == "global" else None,
+                                     local_valid, s["cfg"], history,
+                                     types.SimpleNamespace(stage=lambda name: print(name, end="; ")))
+    print("ok", end=" ")
+except RunInterrupted as exc:
+    print("RunInterrupted", exc.exit_code, exc, end=" ")
+torch.save({k: (torch.from_numpy(own[k]), v) for k, v in net.state_dict().items() if k in own},
+           os.path.join(os.path.dirname(store), f"rank{rank}.pt"))
+assert from_root(ctx, lambda: 43) == 43  # the ranks are still in step
+print("in-step")
+dist.destroy_process_group()
+"""
+
+
+@pytest.fixture(scope="module")
+def summer_twin(tmp_path_factory) -> Path:
+    """``twin`` in July (seed 3): skin temperatures above the warm-ice threshold on part of the ice."""
+    from empirical_seaice.twin.generate import generate_twin
+    from empirical_seaice.twin.presets import get_twin_preset
+
+    out = tmp_path_factory.mktemp("stwin") / "data"
+    cfg = get_twin_preset(
+        "tiny", resolution_km=200.0, lat_limit_deg=65.0, days=3, keep_fraction=0.5, start_date="2021-07-15", seed=3
+    )
+    generate_twin(cfg, out)
+    return out
+
+
+@pytest.mark.parametrize("case", ["global", "local", "signal"])
+def test_the_ranks_fit_the_held_out_state_as_one_process(summer_twin, tmp_path, case):
+    """The held-out fit of a sharded run (``fit_held_out_sharded``): each of two ranks (gloo) fits the rows
+    of its own held-out observations. With ``--shard-order global`` each takes its part of each of the single
+    process's batches, and together they set what ``fit_held_out_state`` sets in one process: every state row
+    the same to the bit (the model is fixed, so a row's steps see only the observations that read it, all of
+    them the rank's, in the batch's order; the warm-ice term, here with its gradient, scaled by the run's count
+    of warm rows, summed over the ranks). With ``--shard-order local`` each shuffles its own: the rows a
+    training observation reads stay the trained ones to the bit and the held-out cost falls at least 0.8 times
+    as far as the single process's fit takes it. A SIGTERM to rank 1 as the fit starts waits for its end, then
+    stops both ranks with the signal's line, in step."""
+    from empirical_seaice.config import DataConfig, TrainingConfig, get_preset
+    from empirical_seaice.io import read_training_data
+    from empirical_seaice.run.factory import build_network, build_trainer
+    from empirical_seaice.run.held_out import fit_held_out_state, held_out_only_rows
+    from empirical_seaice.training.history import evaluate_obs_cost
+    from empirical_seaice.training.runtime import make_generator, split_observations
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        preset = get_preset("v2")
+        model = dataclasses.replace(preset.model, ice_emis_init=0.9)
+        cost = dataclasses.replace(preset.cost, warm_ice="effective")
+        obs, background = read_training_data(DataConfig(data=summer_twin, cache=False), model.nlag)
+        cfg = TrainingConfig(nepochs=2, batch_size=128, learning_rate=1e-2, validation_fraction=0.1)
+        cfg = cfg.resolved(obs.nobs)
+        train, valid = split_observations(obs.nobs, cfg.validation_fraction, make_generator(0))
+        gen = make_generator(0)
+        built = build_network(obs, background, model, cost, optimizer=cfg.optimizer, generator=gen, counted=train)
+        assert built.n_warm_rows > 0
+        build_trainer(built.network, built, cfg, train_index=train, generator=gen, progress=False).fit()
+        trained = {k: v.detach().clone() for k, v in built.network.state_dict().items()}
+        setup = {"twin": summer_twin, "model": model, "cost": cost, "cfg": cfg, "train": train, "valid": valid}
+        torch.save({**setup, "state": trained}, tmp_path / "setup.pt")
+
+        def held_out_cost(state):
+            built.network.load_state_dict(state)
+            return evaluate_obs_cost(built.network, built.data, torch.as_tensor(valid), built.nobs_train, 4096, "cpu")
+
+        fit_held_out_state(built.network, obs, background, model, cost, cfg, train, valid, 2)
+        single = {k: v.detach().clone() for k, v in built.network.state_dict().items()}
+        codes, outs = _two_ranks(_FIT_RANK, case, tmp_path)
+        assert codes == [0, 0], outs
+        expected = "RunInterrupted 143 interrupted by SIGTERM in-step" if case == "signal" else "ok in-step"
+        assert outs == [f"fitting the held-out state; {expected}"] * 2  # the fit a stage of the run's display
+        parts = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+        fitted = {k: torch.full_like(v, float("nan")) if k in parts[0] else v for k, v in single.items()}
+        for part in parts:  # the ranks' rows of the state tables (each row from one rank: none is left NaN)
+            for name, (rows, values) in part.items():
+                fitted[name][rows] = values
+        costs = [held_out_cost(state) for state in (trained, single, fitted)]
+    finally:
+        torch.set_num_threads(threads)
+    assert costs[1] < 0.99 * costs[0], costs  # the single process's fit: measured 114.3 -> 112.6 per observation
+    sic_only, grid_only = held_out_only_rows(obs, model.nlag, train, valid)
+    for name, only in (
+        ("sic_map", sic_only),
+        ("props_grid", grid_only),
+        ("props_obs", np.isin(np.arange(obs.nobs), valid)),
+    ):
+        name = f"state.{name}.weight"
+        kept = torch.from_numpy(~only)
+        assert torch.equal(fitted[name][kept], trained[name][kept]), name  # every rank's training rows kept
+        assert (single[name] - trained[name]).abs().max() > 0.02, name  # the fit moved the held-out rows
+        if case == "global":
+            assert torch.equal(fitted[name], single[name]), (name, float((fitted[name] - single[name]).abs().max()))
+    if case == "local":  # each rank's own order: the held-out cost falls as far (measured to 112.5)
+        assert costs[0] - costs[2] > 0.8 * (costs[0] - costs[1]), costs

@@ -85,6 +85,7 @@ def build_network(
     data: ObservationTensors | None = None,
     pack: bool = True,
     row_counts: RowCounts | None = None,
+    nobs: int | None = None,
 ) -> Built:
     """The hybrid network for ``obs``, its observation tensors and the cost normalisation.
 
@@ -108,6 +109,8 @@ def build_network(
         packing a block at a time (``--diagsonly``: the whole table is most of such a run's memory).
     row_counts : the row counts of ``counted`` (:func:`~empirical_seaice.cost.sampling.build_row_counts`)
         where the caller has them already; None = count them here.
+    nobs : the rows of the observation-space state table; None = ``obs.nobs`` (a sharded run's held-out
+        fit builds over a rank's held-out observations a table of all its observations' rows).
     """
     # the packed tables first: their pages come in on a background thread while the row counts and the
     # network are built (ObservationTensors.tables)
@@ -122,7 +125,7 @@ def build_network(
         cost,
         obs.basis,
         background,
-        obs.nobs,
+        obs.nobs if nobs is None else nobs,
         row_counts=counts,
         sparse=not dense,
         prior_mode="full" if (prior_mode or ("full" if dense else "sampled")) == "full" else "sampled",

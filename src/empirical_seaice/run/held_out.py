@@ -34,8 +34,9 @@ from empirical_seaice.cost.sampling import RowCounts, build_row_counts
 from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.model.tensors import ObservationTensors
 from empirical_seaice.observations import BackgroundMaps, Observations
-from empirical_seaice.run.factory import build_network, build_trainer
+from empirical_seaice.run.factory import Built, build_network, build_trainer, normalise_as_whole_run
 from empirical_seaice.run.retrieve import FrozenModel
+from empirical_seaice.training.distributed import ShardPlan
 from empirical_seaice.training.runtime import make_generator
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,10 @@ def fit_held_out_state(
     ``nepochs`` passes over the held-out observations with the training's batch size and step
     (``training`` resolved), the ``deferred-adam`` scheme, the sampled whole-map priors counted
     over the held-out observations and a generator of its own (seeded with the training seed, so
-    a sharded run fits the same). The network's dense parameters and every row a training
-    observation reads are unchanged on return. ``data``: the observation tensors of the whole
-    ``obs`` to read (shared, read only); None = pack the held-out observations alone (a tenth of the
-    table at the default fraction: the run frees the training's table before the fit). Both give
+    a sharded run fits the same: :func:`fit_held_out_shard`). The network's dense parameters and every
+    row a training observation reads are unchanged on return. ``data``: the observation tensors of the
+    whole ``obs`` to read (shared, read only); None = pack the held-out observations alone (a tenth of
+    the table at the default fraction: the run frees the training's table before the fit). Both give
     the same fit to the bit: the batches are the same observations in the same order. ``train_read``:
     the rows the training observations read (the training's :attr:`Built.rows_read
     <empirical_seaice.run.factory.Built.rows_read>`); None = count the training observations again.
@@ -102,7 +103,121 @@ def fit_held_out_state(
     device = next(network.parameters()).device
     # which rows only the held-out observations read: counted before the refit's network and slab exist
     valid = build_row_counts(obs, model.nlag, obs.ngrid, obs.nstep, index=valid_index)
-    sic_only, grid_only = held_out_only_rows(obs, model.nlag, train_index, valid_index, train_read, valid)
+    only = held_out_only_rows(obs, model.nlag, train_index, valid_index, train_read, valid)
+    own_table = data is None  # the table's rows are the held-out observations, in order
+    if own_table:
+        data = _held_out_tensors(obs, np.sort(valid_index), device)
+    assert data is not None
+    return _fit(
+        network,
+        obs,
+        background,
+        model,
+        cost,
+        training,
+        nepochs,
+        data=data,
+        counts=valid,
+        only=only,
+        obs_rows=np.asarray(valid_index),
+        # own table (valid_index sorted): the rows of valid_index, in its order (the same batches)
+        order=np.argsort(np.argsort(valid_index, kind="stable"), kind="stable") if own_table else valid_index,
+        generator=make_generator(training.seed),
+        step_threads=None if beside is None else functools.partial(_threads_beside, beside, torch.get_num_threads()),
+    )
+
+
+def fit_held_out_shard(
+    network: HybridNetwork,
+    held: Observations,
+    rows: np.ndarray,
+    background: BackgroundMaps,
+    model: ModelConfig,
+    cost: CostConfig,
+    training: TrainingConfig,
+    nepochs: int,
+    *,
+    train_read: tuple[np.ndarray, np.ndarray],
+    sharding: ShardPlan,
+    order: np.ndarray,
+    generator: torch.Generator,
+    nvalid: int,
+    shared_priors: bool,
+) -> dict[str, np.ndarray]:
+    """A rank's share of a sharded run's held-out fit (:func:`fit_held_out_state` on every rank at once, each
+    over its own rows; :func:`empirical_seaice.run.sharded.fit_held_out_sharded`): returns the rows it set
+    in ``network``, the rank's network over its shard, per table.
+
+    ``held``: the rank's held-out observations (its grid points' local numbering, as its network's), which
+    are the rows ``rows`` (ascending) of its network's observation table; ``background``: its grid points';
+    ``train_read``: the rows the rank's training observations read (its build's :attr:`Built.rows_read
+    <empirical_seaice.run.factory.Built.rows_read>`). ``sharding``: the batches
+    (:class:`~empirical_seaice.training.distributed.ShardPlan`: its ``global_to_local`` from the run's table of
+    held-out observations to ``held``'s rows, or each rank's own with ``ntrain_local``); ``order``: the
+    trainer's order of that table (the single process's: ``valid_index`` as positions in it); ``generator``:
+    the batches' (the training seed's, as a single process's; a rank's own over its own table); ``nvalid``:
+    the run's held-out observations (``J_b / nobs``); ``shared_priors``: whether this rank counts the priors on
+    the shared parameters (one rank). The model is fixed, so the ranks share nothing but each step's global
+    batch size and each epoch's cost: with the single process's batches every rank's rows are fitted as a
+    single process fits them, to the bit.
+    """
+    device = next(network.parameters()).device
+    valid = build_row_counts(held, model.nlag, held.ngrid, held.nstep)
+    only = held_out_only_rows(held, model.nlag, np.zeros(0, np.int64), np.zeros(0, np.int64), train_read, valid)
+    data = ObservationTensors(held, device)
+    data.obs_rows = torch.as_tensor(rows, dtype=torch.long, device=data.device)
+    warm = sharding.all_sum(torch.tensor([valid.n_warm_rows], dtype=torch.int64, device=sharding.device))
+
+    def as_whole_run(built: Built) -> Built:
+        return normalise_as_whole_run(built, nobs_train=nvalid, n_warm_rows=int(warm), shared_priors=shared_priors)
+
+    return _fit(
+        network,
+        held,
+        background,
+        model,
+        cost,
+        training,
+        nepochs,
+        data=data,
+        counts=valid,
+        only=only,
+        obs_rows=rows,
+        order=order,
+        generator=generator,
+        nobs=int(network.state.props_obs.weight.shape[0]) if network.state.props_obs is not None else held.nobs,
+        normalise=as_whole_run,
+        sharding=sharding,
+    )
+
+
+def _fit(
+    network: HybridNetwork,
+    obs: Observations,
+    background: BackgroundMaps,
+    model: ModelConfig,
+    cost: CostConfig,
+    training: TrainingConfig,
+    nepochs: int,
+    *,
+    data: ObservationTensors,
+    counts: RowCounts,
+    only: tuple[np.ndarray, np.ndarray],
+    obs_rows: np.ndarray,
+    order: np.ndarray,
+    generator: torch.Generator,
+    nobs: int | None = None,
+    normalise: Callable[[Built], Built] | None = None,
+    sharding: ShardPlan | None = None,
+    step_threads: Callable[[], int] | None = None,
+) -> dict[str, np.ndarray]:
+    """The held-out fit of :func:`fit_held_out_state` and :func:`fit_held_out_shard`: the refit network over
+    ``obs`` (``nobs`` rows of its observation table, None = ``obs.nobs``) reading ``data``, its priors
+    counted over the held-out observations (``counts``) and normalised by ``normalise``; ``nepochs`` passes
+    in the order ``order`` of ``data``'s rows; then the rows ``only`` (SIC map, grid properties) and
+    ``obs_rows`` (observation properties) copied into ``network``."""
+    device = next(network.parameters()).device
+    sic_only, grid_only = only
     refit = build_network(
         obs,
         background,
@@ -111,12 +226,14 @@ def fit_held_out_state(
         optimizer="deferred-adam",
         generator=make_generator(training.seed),
         device=device,
-        counted=valid_index,
         prior_mode="sampled",
-        data=data if data is not None else _held_out_tensors(obs, np.sort(valid_index), device),
-        row_counts=valid,
+        data=data,
+        row_counts=counts,
+        nobs=nobs,
     )
-    del valid  # the network keeps the weights it needs: not under the fit
+    del counts  # the network keeps the weights it needs: not under the fit
+    if normalise is not None:
+        refit = normalise(refit)
     refit.network.load_state_dict(network.state_dict())
     cfg = replace(
         training,
@@ -127,37 +244,36 @@ def fit_held_out_state(
         early_stopping=False,
         batch_order="shuffled",
     )
-    own_table = data is None  # the table's rows are the held-out observations, in order
     trainer = build_trainer(
         FrozenModel(refit.network),
         refit,
         cfg,
-        # own table (valid_index sorted): the rows of valid_index, in its order (the same batches)
-        train_index=np.argsort(np.argsort(valid_index, kind="stable"), kind="stable") if own_table else valid_index,
-        generator=make_generator(training.seed),
+        train_index=order,
+        generator=generator,
         progress=False,
-        step_threads=None if beside is None else functools.partial(_threads_beside, beside, torch.get_num_threads()),
+        sharding=sharding,
+        step_threads=step_threads,
     )
     trainer.fit()
     del trainer  # its optimiser slab, before the rows are copied back
-    obs_only = np.zeros(obs.nobs, dtype=bool)
-    obs_only[np.asarray(valid_index)] = True
     own, new = network.state, refit.network.state
     changed: dict[str, np.ndarray] = {}
     with torch.no_grad():
-        pairs = [("sic", own.sic_map, new.sic_map, sic_only)]
+        pairs = [("sic", own.sic_map, new.sic_map, np.flatnonzero(sic_only))]
         if own.props_grid is not None and new.props_grid is not None:
-            pairs.append(("grid", own.props_grid, new.props_grid, grid_only))
+            pairs.append(("grid", own.props_grid, new.props_grid, np.flatnonzero(grid_only)))
         if own.props_obs is not None and new.props_obs is not None:
-            pairs.append(("obs", own.props_obs, new.props_obs, obs_only))
-        for name, dst, src, mask in pairs:
-            rows = torch.from_numpy(np.flatnonzero(mask)).to(device)
-            dst.weight.index_copy_(0, rows, src.weight.index_select(0, rows).to(dst.weight.dtype))
-            changed[name] = rows.cpu().numpy()
+            held = np.zeros(own.props_obs.weight.shape[0], dtype=bool)  # (a mask: no sort, no hash table)
+            held[obs_rows] = True
+            pairs.append(("obs", own.props_obs, new.props_obs, np.flatnonzero(held)))
+        for name, dst, src, take in pairs:
+            at = torch.from_numpy(take).to(device)
+            dst.weight.index_copy_(0, at, src.weight.index_select(0, at).to(dst.weight.dtype))
+            changed[name] = take
     log.info(
         "held-out state: %d epochs over %d held-out observations; rows fitted: %s",
         nepochs,
-        len(valid_index),
+        len(obs_rows),
         ", ".join(f"{k} {v.size}" for k, v in changed.items()),
     )
     return changed
@@ -196,4 +312,4 @@ def held_out_epochs(history, early_stopping: bool) -> int:
     return int(history.nepochs)
 
 
-__all__ = ["fit_held_out_state", "held_out_epochs", "held_out_only_rows"]
+__all__ = ["fit_held_out_shard", "fit_held_out_state", "held_out_epochs", "held_out_only_rows"]

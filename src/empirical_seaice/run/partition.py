@@ -178,9 +178,10 @@ class Shard:
         in local row order (int64)."""
         return (self.grid[:, None] * ncol + np.arange(ncol)).reshape(-1)
 
-    def observations(self, obs: Observations) -> Observations:
-        """The rank's observations (a copy of its rows only; ``igrid`` renumbered to local grid points)."""
-        local = obs.take(self.obs)
+    def observations(self, obs: Observations, rows: np.ndarray | None = None) -> Observations:
+        """The rank's observations (a copy of its rows only; ``igrid`` renumbered to local grid points);
+        ``rows``: of them only these local rows (ascending; None = all)."""
+        local = obs.take(self.obs if rows is None else self.obs[np.asarray(rows, dtype=np.int64)])
         remap = np.full(self.ngrid, -1, dtype=np.int64)
         remap[self.grid] = np.arange(self.grid.size)
         igrid = remap[np.asarray(local.igrid)].astype(np.asarray(obs.igrid).dtype)

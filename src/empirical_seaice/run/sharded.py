@@ -102,49 +102,82 @@ from empirical_seaice.training.checkpoint import (
     checkpoint_identity,
     other_mode_checkpoints,
 )
+from empirical_seaice.training.runtime import make_generator
 
 
 def fit_held_out_sharded(
-    ctx: RankContext, full, local, shard: Shard, obs: Observations, background, local_valid, cfg, history
+    ctx: RankContext,
+    built: Built,
+    shard: Shard,
+    obs: Observations,
+    background,
+    valid_index: np.ndarray | None,
+    local_valid: np.ndarray | None,
+    cfg,
+    history,
+    display,
 ) -> None:
-    """The single process's held-out fit (:mod:`empirical_seaice.run.held_out`) on rank 0's assembled
-    whole-map network ``full``, its rows then copied into every rank's own tables (``local``).
-    ``local_valid``: the rank's held-out observations (local rows; None without a hold-out)."""
-    from empirical_seaice.run.held_out import fit_held_out_state, held_out_epochs
+    """The single process's held-out fit (:mod:`empirical_seaice.run.held_out`), each rank fitting the rows of
+    its own held-out observations in its own network (``built``'s) at the same time: the model is fixed, so
+    a row's fit needs only the observations that read it, which are the rank's. The batches follow the
+    training's order: ``--shard-order global`` (``valid_index``, the run's held-out observations) the
+    single process's, each rank taking its part of each batch (the fit equals a single process's to the
+    bit); ``--shard-order local`` (``valid_index`` None) each rank's own held-out observations shuffled by
+    its own generator and spread over the steps (memory of the rank's shard only). ``local_valid``: this
+    rank's held-out observations (local rows; None without a hold-out). A signal waits for the fit's end (a
+    second or so on the ``benchmark`` twin), then stops every rank. ``display``: the run's progress display,
+    where the fit is a stage of its own."""
+    from empirical_seaice.run.held_out import fit_held_out_shard, held_out_epochs
 
     if local_valid is None or history.nepochs == 0:
         return
-    parts: list[Any] = [None] * ctx.world_size
-    dist.all_gather_object(parts, shard.obs[np.asarray(local_valid, dtype=np.int64)])
-    valid = np.sort(np.concatenate(parts))
+    display.stage("fitting the held-out state")
+    if valid_index is not None:  # the single process's table of held-out observations, by number
+        table = np.sort(valid_index)
+        at = np.searchsorted(shard.obs, table)
+        mine = at < shard.obs.size
+        mine[mine] = shard.obs[at[mine]] == table[mine]
+        rows = at[mine]  # this rank's held-out observations (local rows, ascending)
+        global_to_local = np.full(table.size, -1, dtype=np.int64)
+        global_to_local[mine] = np.arange(rows.size)
+        sharding = tdist.ShardPlan(ctx.device, cfg.reproducible, global_to_local=global_to_local)
+        order, generator = np.argsort(np.argsort(valid_index, kind="stable"), kind="stable"), make_generator(cfg.seed)
+        del at, mine
+    else:  # each rank's own (at least one: split_observations), as its training
+        rows = np.sort(local_valid)
+        sharding = tdist.ShardPlan(ctx.device, cfg.reproducible, ntrain_local=rows.size)
+        order, generator = np.argsort(np.argsort(local_valid, kind="stable"), kind="stable"), _local_generator(ctx, cfg)
+    held = shard.observations(obs, rows)
+    obs.release()
+    assert built.rows_read is not None
+    with interrupt.deferred():
+        fit_held_out_shard(
+            built.network,
+            held,
+            rows,
+            shard.background(background),
+            built.network.model_config,
+            built.network.cost_config,
+            cfg,
+            held_out_epochs(history, cfg.early_stopping),
+            train_read=built.rows_read,
+            sharding=sharding,
+            order=order,
+            generator=generator,
+            nvalid=sharding.ntrain_total(torch.from_numpy(order)),
+            shared_priors=ctx.root,
+        )
+    del held
+    release_free_memory()  # the fit's table, network and slab: not under the health checks
+    stopped = tdist.agreed_stop(interrupt.requested(), ctx.device)
+    if stopped:
+        raise interrupt.stopped_by(stopped)
 
-    def fit() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        # the training observations: every one but the held-out (np.setdiff1d sorted both through a hash
-        # table: 2.9 s of this fit's 5.0 s on the benchmark twin's 2.7 M observations, profiled; a mask 0.004 s)
-        training = np.ones(obs.nobs, dtype=bool)
-        training[valid] = False
-        train = np.flatnonzero(training)
-        epochs = held_out_epochs(history, cfg.early_stopping)
-        rows = fit_held_out_state(full, obs, background, full.model_config, full.cost_config, cfg, train, valid, epochs)
-        tables = {"sic": full.state.sic_map, "grid": full.state.props_grid, "obs": full.state.props_obs}
-        return {k: (r, tables[k].weight.detach().cpu().numpy()[r]) for k, r in rows.items()}
 
-    fitted = from_root(ctx, fit)
-    st = local.state
-    tables = {
-        "sic": (st.sic_map, shard.table_rows(st.ncol), shard.ngrid * st.ncol),
-        "grid": (st.props_grid, shard.table_rows(st.nstep), shard.ngrid * st.nstep),
-        "obs": (st.props_obs, shard.obs, shard.nobs),
-    }
-    with torch.no_grad():
-        for name, (rows, values) in fitted.items():
-            table, mine, nglobal = tables[name]
-            to_local = np.full(nglobal, -1, dtype=np.int64)
-            to_local[mine] = np.arange(mine.size)
-            loc = to_local[rows]
-            keep = loc >= 0
-            w = table.weight
-            w.index_copy_(0, torch.from_numpy(loc[keep]).to(w.device), torch.from_numpy(values[keep]).to(w))
+def _local_generator(ctx: RankContext, cfg) -> torch.Generator:
+    """The generator of a rank's own order (``--shard-order local``): its split and batches, and its held-out
+    fit's batches (a generator of its own, drawn from the start again)."""
+    return make_generator(cfg.seed * 1_000_003 + ctx.rank + 1)
 
 
 # ------------------------------------------------------------------ the run
@@ -187,7 +220,7 @@ def run_sharded(ctx: RankContext, plan, order: str = "global", run_set: Any = No
 def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
     """:func:`run_sharded` with its progress display ``display``."""
     from empirical_seaice.run import train as single
-    from empirical_seaice.training.runtime import make_generator, split_observations
+    from empirical_seaice.training.runtime import split_observations
 
     data_cfg, model_cfg, cost_cfg, tag, stage = plan.data_cfg, plan.model_cfg, plan.cost_cfg, plan.tag, plan.stage
     asked = train_cfg = _sharded_schemes(plan.train_cfg)  # asked: its batch None where it follows the data
@@ -236,8 +269,9 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
         sharding = tdist.ShardPlan(ctx.device, train_cfg.reproducible, global_to_local=shard.global_to_local_obs)
         nobs_train = int(train_index.size)
     else:  # each rank splits and shuffles its own observations with its own generator
-        generator = make_generator(train_cfg.seed * 1_000_003 + ctx.rank + 1)
+        generator = _local_generator(ctx, train_cfg)
         local_train, local_valid = split_observations(len(shard.obs), train_cfg.validation_fraction, generator)
+        valid_index = None  # (the held-out fit gathers every rank's)
         train_index = local_train
         sharding = tdist.ShardPlan(ctx.device, train_cfg.reproducible, ntrain_local=len(local_train))
         assert sharding.ntrain is not None  # order "local": every rank's count
@@ -289,8 +323,8 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
             raise interrupt.stopped_by(stopped)
     result.train_seconds = time.perf_counter() - t1
     map_large_arrays(HEAP_THRESHOLD)  # the passes' blocks reused from the heap again (empirical_seaice.memory)
-    assemble_state(ctx, network, shard, full)
-    fit_held_out_sharded(ctx, full, network, shard, obs, background, local_valid, train_cfg, history)
+    fit_held_out_sharded(ctx, built, shard, obs, background, valid_index, local_valid, train_cfg, history, display)
+    assemble_state(ctx, network, shard, full)  # the trained and the fitted rows
     # the health checks, before any file is an output: a failure stops every rank with rank 0's line
     display.stage("health checks")
     passed: dict[str, Any] = {}  # rank 0: the final pass and the truth (kept here, not sent to every rank)
