@@ -25,8 +25,10 @@ The same command on every rank; what each does (the step itself is in
    one file per rank (its state rows and their Adam moments, the shared
    parameters and their Adam state, the books, the generator) plus the
    partition.
-6. **Assemble**: rank 0 gathers every rank's state rows into a whole-map
-   network.
+6. **Fit the held-out state**: every rank fits the rows of its own held-out
+   observations (:func:`fit_held_out_sharded`; with the global order the
+   single process's fit, to the bit). **Assemble**: rank 0 gathers every
+   rank's state rows into a whole-map network.
 7. **Check and write**: rank 0 runs a single process's streamed passes
    (:mod:`empirical_seaice.run.streamed`: the initial one before training,
    ``tbsim_initial``; the final one, ``tbobs``, ``tbsim``, ``ice_emis``,
