@@ -93,14 +93,20 @@ def torchrun(args: list, nproc: int = 2, script: list | None = None) -> subproce
     return r
 
 
-@pytest.fixture(scope="module")
-def twin(tmp_path_factory) -> Path:
+def small_twin(tmp_path_factory, name: str, **changes) -> Path:
+    """The tiny twin on a 200 km grid north of 65 N, 3 days, half the swath points, with ``changes``."""
     from empirical_seaice.twin.generate import generate_twin
     from empirical_seaice.twin.presets import get_twin_preset
 
-    out = tmp_path_factory.mktemp("dtwin") / "data"
-    generate_twin(get_twin_preset("tiny", resolution_km=200.0, lat_limit_deg=65.0, days=3, keep_fraction=0.5), out)
+    out = tmp_path_factory.mktemp(name) / "data"
+    cfg = get_twin_preset("tiny", resolution_km=200.0, lat_limit_deg=65.0, days=3, keep_fraction=0.5, **changes)
+    generate_twin(cfg, out)
     return out
+
+
+@pytest.fixture(scope="module")
+def twin(tmp_path_factory) -> Path:
+    return small_twin(tmp_path_factory, "dtwin")
 
 
 @pytest.fixture(scope="module", params=list(STEPS))
@@ -199,15 +205,7 @@ def test_a_sharded_rerun_is_the_same_bit_for_bit(runs, twin, tmp_path):
 @pytest.fixture(scope="module")
 def global_twin(tmp_path_factory) -> Path:
     """The twin of ``twin`` with both hemispheres (seed 5: 626 grid points, 9,231 observations)."""
-    from empirical_seaice.twin.generate import generate_twin
-    from empirical_seaice.twin.presets import get_twin_preset
-
-    out = tmp_path_factory.mktemp("gtwin") / "data"
-    cfg = get_twin_preset(
-        "tiny", resolution_km=200.0, lat_limit_deg=65.0, days=3, keep_fraction=0.5, hemisphere="both", seed=5
-    )
-    generate_twin(cfg, out)
-    return out
+    return small_twin(tmp_path_factory, "gtwin", hemisphere="both", seed=5)
 
 
 def test_each_hemisphere_stops_on_its_own_on_every_rank(global_twin, tmp_path):
@@ -847,15 +845,7 @@ dist.destroy_process_group()
 @pytest.fixture(scope="module")
 def summer_twin(tmp_path_factory) -> Path:
     """``twin`` in July (seed 3): skin temperatures above the warm-ice threshold on part of the ice."""
-    from empirical_seaice.twin.generate import generate_twin
-    from empirical_seaice.twin.presets import get_twin_preset
-
-    out = tmp_path_factory.mktemp("stwin") / "data"
-    cfg = get_twin_preset(
-        "tiny", resolution_km=200.0, lat_limit_deg=65.0, days=3, keep_fraction=0.5, start_date="2021-07-15", seed=3
-    )
-    generate_twin(cfg, out)
-    return out
+    return small_twin(tmp_path_factory, "stwin", start_date="2021-07-15", seed=3)
 
 
 @pytest.mark.parametrize("case", ["global", "local", "signal"])

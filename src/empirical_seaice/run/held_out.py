@@ -121,7 +121,7 @@ def fit_held_out_state(
         only=only,
         obs_rows=np.asarray(valid_index),
         # own table (valid_index sorted): the rows of valid_index, in its order (the same batches)
-        order=np.argsort(np.argsort(valid_index, kind="stable"), kind="stable") if own_table else valid_index,
+        order=table_order(valid_index) if own_table else valid_index,
         generator=make_generator(training.seed),
         step_threads=None if beside is None else functools.partial(_threads_beside, beside, torch.get_num_threads()),
     )
@@ -299,6 +299,13 @@ def _held_out_tensors(obs: Observations, rows: np.ndarray, device) -> Observatio
     return data
 
 
+def table_order(index: np.ndarray) -> np.ndarray:
+    """The rows of the observations ``index`` (distinct) in their table sorted by observation number, in
+    ``index``'s order: the trainer's order of a held-out fit's own table, which draws the batches a table
+    in ``index``'s order would give."""
+    return np.argsort(np.argsort(index, kind="stable"), kind="stable")
+
+
 def _threads_beside(beside: Callable[[], bool], threads: int) -> int:
     """The fit's step threads: ``threads``, one fewer (at least one) while ``beside()``."""
     return max(1, threads - 1) if beside() else threads
@@ -312,4 +319,4 @@ def held_out_epochs(history, early_stopping: bool) -> int:
     return int(history.nepochs)
 
 
-__all__ = ["fit_held_out_shard", "fit_held_out_state", "held_out_epochs", "held_out_only_rows"]
+__all__ = ["fit_held_out_shard", "fit_held_out_state", "held_out_epochs", "held_out_only_rows", "table_order"]

@@ -129,7 +129,7 @@ def fit_held_out_sharded(
     rank's held-out observations (local rows; None without a hold-out). A signal waits for the fit's end (a
     second or so on the ``benchmark`` twin), then stops every rank. ``display``: the run's progress display,
     where the fit is a stage of its own."""
-    from empirical_seaice.run.held_out import fit_held_out_shard, held_out_epochs
+    from empirical_seaice.run.held_out import fit_held_out_shard, held_out_epochs, table_order
 
     if local_valid is None or history.nepochs == 0:
         return
@@ -143,12 +143,12 @@ def fit_held_out_sharded(
         global_to_local = np.full(table.size, -1, dtype=np.int64)
         global_to_local[mine] = np.arange(rows.size)
         sharding = tdist.ShardPlan(ctx.device, cfg.reproducible, global_to_local=global_to_local)
-        order, generator = np.argsort(np.argsort(valid_index, kind="stable"), kind="stable"), make_generator(cfg.seed)
+        order, generator = table_order(valid_index), make_generator(cfg.seed)
         del at, mine
     else:  # each rank's own (at least one: split_observations), as its training
         rows = np.sort(local_valid)
         sharding = tdist.ShardPlan(ctx.device, cfg.reproducible, ntrain_local=rows.size)
-        order, generator = np.argsort(np.argsort(local_valid, kind="stable"), kind="stable"), _local_generator(ctx, cfg)
+        order, generator = table_order(local_valid), _local_generator(ctx, cfg)
     held = shard.observations(obs, rows)
     obs.release()
     assert built.rows_read is not None
