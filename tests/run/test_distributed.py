@@ -523,7 +523,7 @@ def test_what_rank_0_raises_in_from_root_every_rank_raises(tmp_path, fails):
 
 
 _PASS_RANK = """
-import os, signal, sys, numpy as np, torch, torch.distributed as dist
+import os, signal, sys, threading, numpy as np, torch, torch.distributed as dist
 from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.products.diagnostics import Simulation
 from empirical_seaice.run import interrupt
@@ -531,6 +531,10 @@ from empirical_seaice.run.partition import Shard
 from empirical_seaice.run.ranks import RankContext, from_root, sharded_pass
 from empirical_seaice.training.distributed import LaunchEnvironment
 rank, case, store = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+case, ahead = case.removesuffix("-ahead"), case.endswith("-ahead")
+if ahead:  # rank 0 simulates its part of the next block on a thread while the block before is used
+    import empirical_seaice.threads as th
+    th.parallel_layer_shared = lambda: True  # (else only once numba's parallel layer is known thread-safe)
 dist.init_process_group("gloo", store=dist.FileStore(store, 2), rank=rank, world_size=2)
 ctx = RankContext(LaunchEnvironment(rank, 2, rank, 2), torch.device("cpu"))
 NOBS, NCHAN, BLOCK = 1000, 3, 128
@@ -543,10 +547,11 @@ def fields(g, with_zero):
     return Simulation(tb=150 + g / 10 + c, emis_ice=0.5 + g / 4000 + c / 10, sic=g[:, 0] / NOBS,
                       emis_anchor=0.9 - g[:, 0] / 9000 if anchor else None,
                       tb_zero=200 + g / 10 + c if with_zero else None)
-asked = []
+asked, names = [], set()
 def local(*, ranges, with_zero):  # the rank's forward pass over its observations, by local rows
     for lo, hi in ranges:
         asked.append((lo, hi))
+        names.add(threading.current_thread().name.split("_")[0])
         if case == "signal" and rank == 0 and len(asked) == 3:  # in the third block's collectives
             os.kill(os.getpid(), signal.SIGTERM)
         yield lo, hi, fields(shard.obs[lo:hi], with_zero)
@@ -580,36 +585,46 @@ except RunInterrupted as exc:
 plan = [np.searchsorted(shard.obs, [a, min(a + BLOCK, NOBS)]) for a in range(0, NOBS, BLOCK)]
 mine = [(int(lo), int(hi)) for lo, hi in plan if hi > lo]
 print("asked", "all" if asked == mine else ("none" if not asked else len(asked)), end=" ")
+print(" ".join(sorted(names)) or "-", end=" ")  # the threads the rank's forward pass ran on
 assert from_root(ctx, lambda: 43) == 43  # the ranks are still in step
 print("in-step")
 dist.destroy_process_group()
 """
 
 
-@pytest.mark.parametrize("case", ["ok", "plain", "early", "late", "signal"])
+@pytest.mark.parametrize("case", ["ok", "plain", "early", "late", "signal", "ok-ahead", "late-ahead", "signal-ahead"])
 def test_a_sharded_pass_gathers_each_block_in_order_and_stops_every_rank_with_rank_0(tmp_path, case):
     """``sharded_pass`` on two ranks (gloo): rank 0 gets every block of the run's 1,000 observations (blocks of
     128) in order, each observation's simulated fields from the rank that owns it (here a function of the
     observation's number, so that a row put in another's place shows), with and without ``tb_zero`` and the
     anchor, also in blocks where one rank has no observation (the first 300 are rank 0's, the next 250 rank
     1's); each rank simulates only its own part of each block, once, rank 1 the next block while rank 0 uses
-    the last. A pass that fails on rank 0 before its
-    first block or after its third stops rank 1 with its one line, and the ranks stay in step. A SIGTERM to rank 0
+    the last, and rank 0 too where numba's parallel loops may run on two threads at once ("-ahead": its part of
+    the next block on a thread of its own, the first inline). A pass that fails on rank 0 before its first
+    block or after its third stops rank 1 with its one line, and the ranks stay in step. A SIGTERM to rank 0
     in a block's collectives (its part of the third block under way) waits for them, then stops the pass and
     both ranks (before, it left rank 1 in the block's gather while rank 0 told it the pass had ended)."""
     codes, outs = _two_ranks(_PASS_RANK, case, tmp_path)
     assert codes == [0, 0], outs
+    ahead = case.endswith("-ahead")
+    where = ["MainThread pass-ahead" if ahead else "MainThread", "MainThread"]  # rank 0's and rank 1's threads
+    case = case.removesuffix("-ahead")
     if case in ("ok", "plain"):
-        assert outs == ["ok 8 asked all in-step"] * 2
+        assert outs == [f"ok 8 asked all {w} in-step" for w in where]
     elif case == "early":
-        assert outs == ["SeaIceError rank 0 failed before its first block asked none in-step"] * 2
+        assert outs == ["SeaIceError rank 0 failed before its first block asked none - in-step"] * 2
     elif case == "signal":  # blocks 0-2 gathered, block 3 told: rank 0's parts of blocks 0-2 (0-383), rank 1's
         # of blocks 2 and 3 (300-511: it simulates the next block while rank 0 uses the last one)
-        line = "RunInterrupted 143 interrupted by SIGTERM asked {} in-step"
-        assert outs == [line.format(3), line.format(2)]
-    else:  # blocks 0-3 gathered, block 4 told: rank 0's parts of blocks 0-2, rank 1's of blocks 2-4 (300-639)
-        line = "SeaIceError --output: no space left on the device asked {} in-step"
-        assert outs == [line.format(3), line.format(3)]
+        line = "RunInterrupted 143 interrupted by SIGTERM asked {} {} in-step"
+        assert outs[0] == line.format(3, where[0])
+        # ahead, rank 0's third part is simulated on its thread while block 1 is used: the signal comes during
+        # that use (the pass stops before block 2's gather; rank 1 had simulated block 2) or in block 2's
+        # collectives (as without the thread)
+        assert outs[1] in ([line.format(n, where[1]) for n in (1, 2)] if ahead else [line.format(2, where[1])])
+    else:  # blocks 0-3 gathered, block 4 told: rank 0's parts of blocks 0-2, rank 1's of blocks 2-4 (300-639);
+        # ahead, rank 0's of block 4 too (550-639 in part), simulated while block 3 was used, then waited for
+        line = "SeaIceError --output: no space left on the device asked {} {} in-step"
+        assert outs == [line.format(4 if ahead else 3, where[0]), line.format(3, where[1])]
 
 
 def _errors(stderr: str) -> list[str]:

@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import itertools
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from empirical_seaice.errors import RunInterrupted, SeaIceError
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.partition import Shard
+from empirical_seaice.threads import numba_threads
 from empirical_seaice.training import distributed as tdist
 
 _SAMPLE = 4096  # evenly spaced observations whose values enter the data digest
@@ -146,10 +148,59 @@ def _my_parts(shard: Shard, local: LocalBlocks, block: int, with_zero: bool):
     return plan, local(ranges=[(lo, hi) for _, _, lo, hi in plan if hi > lo], with_zero=with_zero)
 
 
-def _send_part(ctx: RankContext, shard: Shard, mine: Iterator, lo: int, hi: int):
-    """This rank's part of a block (its local rows ``lo:hi``, simulated next by ``mine``; none where empty)
-    gathered on rank 0 (:func:`gather_rows`: rank 0 gets every rank's rows and values, the others None)."""
-    return gather_rows(ctx, shard.obs[lo:hi], _columns(next(mine)[2] if hi > lo else None))
+def _my_part(mine: Iterator, lo: int, hi: int) -> diag.Simulation | None:
+    """This rank's part of a block (its local rows ``lo:hi``), simulated next by ``mine``; None where empty."""
+    return next(mine)[2] if hi > lo else None
+
+
+def _send_part(ctx: RankContext, shard: Shard, part: diag.Simulation | None, lo: int, hi: int):
+    """This rank's part ``part`` of a block (:func:`_my_part`) gathered on rank 0 (:func:`gather_rows`: rank 0
+    gets every rank's rows and values, the others None)."""
+    return gather_rows(ctx, shard.obs[lo:hi], _columns(part))
+
+
+class _PartsAhead:
+    """Rank 0's own parts of a pass's blocks (:func:`_my_part`), each simulated on a thread of its own while
+    rank 0 uses the block before (sums and writes it): rank 0's forward pass off the pass's critical path, as
+    the other ranks' already is. Where numba's parallel loops may not run on two threads at once
+    (:func:`~empirical_seaice.threads.parallel_layer_shared`), each part is simulated when asked for."""
+
+    def __init__(self, mine: Iterator, plan: list[tuple[int, int, int, int]]):
+        from empirical_seaice.threads import parallel_layer_shared
+
+        self.mine, self.plan = mine, plan
+        self.pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="pass-ahead") if parallel_layer_shared() else None
+        )
+        self.next: Future | None = None
+        self.threads = 1
+        if self.pool is not None:  # (numba is there: its parallel loops' layer is known)
+            import numba
+
+            self.threads = numba.get_num_threads()
+
+    def get(self, k: int) -> diag.Simulation | None:
+        """Block ``k``'s part (the one simulated ahead, or simulated now)."""
+        _, _, lo, hi = self.plan[k]
+        if self.next is None:
+            return _my_part(self.mine, lo, hi)
+        part, self.next = self.next.result(), None
+        return part
+
+    def ahead(self, k: int) -> None:
+        """Start simulating block ``k``'s part on the thread (nothing without one)."""
+        if self.pool is not None:
+            _, _, lo, hi = self.plan[k]
+            self.next = self.pool.submit(self._simulate, lo, hi)
+
+    def _simulate(self, lo: int, hi: int) -> diag.Simulation | None:
+        with numba_threads(self.threads):  # the pass's thread count (numba's is each thread's own)
+            return _my_part(self.mine, lo, hi)
+
+    def close(self) -> None:
+        """Wait for a part under way (a pass stopped early) and end the thread."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 def _columns(sim: diag.Simulation | None) -> np.ndarray:
@@ -202,20 +253,25 @@ class ShardedBlocks:
         from empirical_seaice.run import interrupt
 
         plan, mine = _my_parts(self.shard, self.local, block, with_zero)
-        for k, (start, stop, lo, hi) in enumerate(plan):
-            with interrupt.deferred():  # a signal waits for the block's collectives (the others are in them)
-                if k == 0:
-                    self._go(block, with_zero)
-                got = _send_part(self.ctx, self.shard, mine, lo, hi)
-                self.told = False
-                if k + 1 < len(plan):  # the next block now: the others simulate it while this one is used
-                    self._go(block, with_zero)
-            interrupt.raise_pending()  # then stops the pass (and, through end(), the others' following)
-            assert got is not None
-            rows, values = got
-            whole = np.empty((stop - start, values.shape[1]), dtype=np.float32)
-            whole[rows - start] = values
-            yield start, stop, _simulation(whole, self.nchan, with_zero)
+        parts = _PartsAhead(mine, plan)
+        try:
+            for k, (start, stop, lo, hi) in enumerate(plan):
+                with interrupt.deferred():  # a signal waits for the block's collectives (the others are in them)
+                    if k == 0:
+                        self._go(block, with_zero)
+                    got = _send_part(self.ctx, self.shard, parts.get(k), lo, hi)
+                    self.told = False
+                    if k + 1 < len(plan):  # the next block now: every rank simulates it while this one is used
+                        self._go(block, with_zero)
+                        parts.ahead(k + 1)
+                interrupt.raise_pending()  # then stops the pass (and, through end(), the others' following)
+                assert got is not None
+                rows, values = got
+                whole = np.empty((stop - start, values.shape[1]), dtype=np.float32)
+                whole[rows - start] = values
+                yield start, stop, _simulation(whole, self.nchan, with_zero)
+        finally:
+            parts.close()
         self.end()
 
     def _go(self, block: int, with_zero: bool) -> None:
@@ -245,7 +301,7 @@ def follow_blocks(ctx: RankContext, shard: Shard, local: LocalBlocks) -> None:
         if mine is None:
             plan, mine = _my_parts(shard, local, block, bool(with_zero))
         _, _, lo, hi = plan[k]
-        _send_part(ctx, shard, mine, lo, hi)
+        _send_part(ctx, shard, _my_part(mine, lo, hi), lo, hi)
 
 
 def _tell(ctx: RankContext, message: tuple[int, int, int] = (0, 0, 0)) -> tuple[int, int, int]:
