@@ -89,7 +89,7 @@ def test_release_without_collection_leaves_cycles():
 
 _THRESHOLDS = """
 import ctypes
-from empirical_seaice.memory import HEAP_THRESHOLD, MMAP_THRESHOLD, map_large_arrays
+from empirical_seaice.memory import HEAP_THRESHOLD, MMAP_THRESHOLD, blocks_from_heap, map_large_arrays
 
 FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
 
@@ -111,6 +111,18 @@ p = libc.malloc(size)
 out.append(libc.mallinfo2().hblkhd - mapped)  # from the heap
 libc.free(p)
 out.append(libc.mallinfo2().keepcost >= size)  # left at the heap's top
+map_large_arrays(MMAP_THRESHOLD)  # a run that trains
+libc.malloc_trim(0)  # (else the free top left above serves the next request whatever the threshold)
+with blocks_from_heap():  # its initial diagnostics
+    mapped = libc.mallinfo2().hblkhd
+    p = libc.malloc(size)
+    out.append(libc.mallinfo2().hblkhd - mapped)  # from the heap
+    libc.free(p)
+out.append(libc.mallinfo2().keepcost < size)  # handed back after the pass
+mapped = libc.mallinfo2().hblkhd
+p = libc.malloc(size)
+out.append(libc.mallinfo2().hblkhd - mapped)  # a mapping of its own again (training)
+libc.free(p)
 print(*out)
 """
 
@@ -119,14 +131,18 @@ def test_map_large_arrays_maps_above_the_threshold_and_keeps_the_heap_top_below_
     """In a new process (a long-lived one may serve the request from a free chunk of its heap, whatever
     the threshold): a 4 MiB request is a mapping of its own at the 1 MiB threshold (glibc's mapped bytes
     grow by it) and comes from the heap at the 32 MiB one; freed there, it stays at the heap's top (the
-    trim threshold is 64 MiB, not glibc's 128 KiB default, which would hand it back at once)."""
+    trim threshold is 64 MiB, not glibc's 128 KiB default, which would hand it back at once). Inside
+    ``blocks_from_heap`` from the heap, after it mapped again, the heap's free top handed back."""
     if not _glibc() or not hasattr(ctypes.CDLL("libc.so.6"), "mallinfo2"):
         pytest.skip("glibc 2.33 or later only")
     out = subprocess.run([sys.executable, "-c", _THRESHOLDS], capture_output=True, text=True, check=True)
-    took, grew, took_heap, grew_heap, kept = out.stdout.split()
+    took, grew, took_heap, grew_heap, kept, grew_pass, returned, grew_after = out.stdout.split()
     assert (took, took_heap) == ("True", "True")
     assert int(grew) >= 4 << 20 and int(grew_heap) == 0
     assert kept == "True"
+    # blocks_from_heap (a training run's initial diagnostics): the heap inside, its free top handed back
+    # after, and a mapping of its own again
+    assert int(grew_pass) == 0 and returned == "True" and int(grew_after) >= 4 << 20
 
 
 def _rss_file_kib() -> int:

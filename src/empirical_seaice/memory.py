@@ -17,9 +17,9 @@ instead of letting glibc raise it as large blocks are freed, so that an array of
 built with the packed table is always its own mapping, returned to the system when it is freed,
 and never a hole in the heap between two live blocks (on the ``benchmark`` twin 64 MiB off the
 training stage, docs/scaling.md); during the initial diagnostics and after training at glibc's
-ceiling (:data:`HEAP_THRESHOLD`), so that the passes' blocks of tens of MB are reused from the
-heap instead of mapped (and their pages faulted in) anew each time, as glibc would do once its
-threshold has grown.
+ceiling (:data:`HEAP_THRESHOLD`; :func:`blocks_from_heap` for the initial diagnostics), so that the
+passes' blocks of tens of MB are reused from the heap instead of mapped (and their pages faulted in)
+anew each time, as glibc would do once its threshold has grown.
 
 :func:`populate_pages` brings a new array's pages in before its writes need them (the cache's files on the
 reader's background thread, the packed table on :func:`empirical_seaice.compiled.populate_behind`'s).
@@ -89,6 +89,20 @@ def map_large_arrays(threshold: int = MMAP_THRESHOLD) -> bool:
     if mallopt is None:  # pragma: no cover - not glibc
         return False
     return mallopt(_M_MMAP_THRESHOLD, int(threshold)) == 1 and mallopt(_M_TRIM_THRESHOLD, 2 * int(threshold)) == 1
+
+
+@contextlib.contextmanager
+def blocks_from_heap() -> Iterator[None]:
+    """Inside: a pass's blocks reused from the heap (:func:`map_large_arrays` at :data:`HEAP_THRESHOLD`); after:
+    the training's threshold (:data:`MMAP_THRESHOLD`) and the blocks' freed pages returned to the system.
+    The initial diagnostics of a run that trains, between its build and its training (both at
+    :data:`MMAP_THRESHOLD`)."""
+    map_large_arrays(HEAP_THRESHOLD)
+    try:
+        yield
+    finally:
+        map_large_arrays()
+        release_free_memory(collect=False)  # the pass's blocks (arrays, no cycles)
 
 
 _MADV_POPULATE_WRITE = 23  # Linux 5.14
@@ -216,6 +230,7 @@ __all__ = [
     "POPULATE_PIECE",
     "release_free_memory",
     "startup_objects_frozen",
+    "blocks_from_heap",
     "map_large_arrays",
     "MMAP_THRESHOLD",
     "HEAP_THRESHOLD",

@@ -58,6 +58,7 @@ from empirical_seaice.logs import warnings_said
 from empirical_seaice.memory import (
     HEAP_THRESHOLD,
     MMAP_THRESHOLD,
+    blocks_from_heap,
     map_large_arrays,
     release_free_memory,
     startup_objects_frozen,
@@ -346,12 +347,10 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
         display.stage("initial diagnostics")
         # the pass's blocks reused from the heap instead of mapped anew each (on the benchmark twin 0.5-0.7
         # CPU-s less here and 0.8 s less in training, for a training peak 25 MiB higher: docs/scaling.md)
-        map_large_arrays(HEAP_THRESHOLD)
-        before = initial_pass(network, data, obs, nobs_train, held, plan.path("tbsim_initial"))
-        map_large_arrays()
+        with blocks_from_heap():
+            before = initial_pass(network, data, obs, nobs_train, held, plan.path("tbsim_initial"))
         result.cost_before, result.departures_before = before.cost, before.departures
         result.data_warnings += len(before.warned)
-        release_free_memory(collect=False)  # the pass's blocks (arrays, no cycles)
 
     # ---- 4. train and check (with --diagsonly: the books of the trained run); the final diagnostics'
     # pass gives the checks their figures and holds its files until they pass
