@@ -615,12 +615,15 @@ def test_a_sharded_pass_gathers_each_block_in_order_and_stops_every_rank_with_ra
         assert outs == ["SeaIceError rank 0 failed before its first block asked none - in-step"] * 2
     elif case == "signal":  # blocks 0-2 gathered, block 3 told: rank 0's parts of blocks 0-2 (0-383), rank 1's
         # of blocks 2 and 3 (300-511: it simulates the next block while rank 0 uses the last one)
-        line = "RunInterrupted 143 interrupted by SIGTERM asked {} {} in-step"
-        assert outs[0] == line.format(3, where[0])
-        # ahead, rank 0's third part is simulated on its thread while block 1 is used: the signal comes during
-        # that use (the pass stops before block 2's gather; rank 1 had simulated block 2) or in block 2's
-        # collectives (as without the thread)
-        assert outs[1] in ([line.format(n, where[1]) for n in (1, 2)] if ahead else [line.format(2, where[1])])
+        line = "RunInterrupted 143 interrupted by SIGTERM{} asked {} {} in-step"
+        if not ahead:
+            assert outs == [line.format("", 3, where[0]), line.format("", 2, where[1])]
+        else:  # rank 0's third part is simulated on its thread while block 1 is used: the signal lands in block 2's
+            # collectives (held until they end, as without the thread) or during that use (raised at once, with
+            # the handler's own line; the pass stops before block 2's gather, and rank 1 had simulated block 2 only)
+            pattern = line.format("(; no output was published or changed)?", "{}", "{}")
+            assert re.fullmatch(pattern.format(3, where[0]), outs[0]), outs
+            assert re.fullmatch(pattern.format("[12]", where[1]), outs[1]), outs
     else:  # blocks 0-3 gathered, block 4 told: rank 0's parts of blocks 0-2, rank 1's of blocks 2-4 (300-639);
         # ahead, rank 0's of block 4 too (550-639 in part), simulated while block 3 was used, then waited for
         line = "SeaIceError --output: no space left on the device asked {} {} in-step"
