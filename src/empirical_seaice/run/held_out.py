@@ -185,7 +185,6 @@ def fit_held_out_shard(
         obs_rows=rows,
         order=order,
         generator=generator,
-        nobs=int(network.state.props_obs.weight.shape[0]) if network.state.props_obs is not None else held.nobs,
         normalise=as_whole_run,
         sharding=sharding,
     )
@@ -206,13 +205,12 @@ def _fit(
     obs_rows: np.ndarray,
     order: np.ndarray,
     generator: torch.Generator,
-    nobs: int | None = None,
     normalise: Callable[[Built], Built] | None = None,
     sharding: ShardPlan | None = None,
     step_threads: Callable[[], int] | None = None,
 ) -> dict[str, np.ndarray]:
     """The held-out fit of :func:`fit_held_out_state` and :func:`fit_held_out_shard`: the refit network over
-    ``obs`` (``nobs`` rows of its observation table, None = ``obs.nobs``) reading ``data``, its priors
+    ``obs`` (its observation table as ``network``'s, which its state is loaded from) reading ``data``, its priors
     counted over the held-out observations (``counts``) and normalised by ``normalise``; ``nepochs`` passes
     in the order ``order`` of ``data``'s rows; then the rows ``only`` (SIC map, grid properties) and
     ``obs_rows`` (observation properties) copied into ``network``."""
@@ -229,7 +227,7 @@ def _fit(
         prior_mode="sampled",
         data=data,
         row_counts=counts,
-        nobs=nobs,
+        nobs=network.nobs,
     )
     del counts  # the network keeps the weights it needs: not under the fit
     if normalise is not None:
