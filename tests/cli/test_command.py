@@ -361,19 +361,15 @@ def test_diagsonly_names_the_flags_it_does_not_use(capsys, tmp_path):
     assert err[1].startswith("seaice-training: error: ") and "model_m.pt" in err[1]
 
 
-def test_distributed_names_the_flags_it_does_not_use(capsys, tmp_path):
-    """A ``--distributed`` run writes checkpoints at epoch ends only: ``--checkpoint-minutes`` given with it
-    is named in a warning (here before the one-line error of a run not started by torchrun); ``--force-outputs``
-    is a sharded run's too (tests/run/test_distributed.py)."""
+def test_distributed_takes_checkpoint_minutes_without_a_warning(capsys, tmp_path):
+    """A ``--distributed`` run writes checkpoints within an epoch too (every rank after the same step,
+    tests/run/test_distributed.py): ``--checkpoint-minutes`` given with it is no longer named as unused (here
+    the one line is the error of a run not started by torchrun); ``--force-outputs`` is a sharded run's too."""
     argv = ["--distributed", "--checkpoint-minutes", "5", "--force-outputs", "--data", str(tmp_path)]
     code = cli.main([*argv, "--output", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 2, err
-    assert err[0].endswith(
-        "WARNING empirical_seaice.cli.command: --distributed: --checkpoint-minutes not used "
-        "(a sharded run writes its checkpoints at epoch ends only)"
-    )
-    assert err[1].startswith("seaice-training: error: --distributed")
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("seaice-training: error: --distributed")
 
 
 def test_quiet_hides_the_warnings_from_stderr_not_from_the_run(capsys):

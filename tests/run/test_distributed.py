@@ -685,37 +685,89 @@ def test_a_sharded_resume_takes_its_own_checkpoints_only(twin, tmp_path):
     assert model["configs"]["training"]["nepochs"] == 2 and len(model["history"]["epoch_terms"]) == 2
 
 
-def test_a_signal_to_one_rank_stops_every_rank_after_the_same_epoch(twin, tmp_path):
-    """SIGTERM on rank 1 alone, in its second epoch: every rank finishes that epoch, writes its checkpoint
-    of it and stops with exit 143 (before, rank 1 stopped at once, a checkpoint behind, and rank 0 waited
-    in the next collective); ``--resume`` then carries on from epoch 2 on both."""
-    script = tmp_path / "launch.py"
-    script.write_text(
-        "import os, signal, sys\n"
-        "from empirical_seaice import cli\n"
-        "from empirical_seaice.training.trainer import Trainer\n"
-        "epoch = Trainer._train_epoch\n"
-        "def signalled(self, *args, **kwargs):\n"
-        "    if self.epoch == 1 and os.environ['RANK'] == '1':\n"
-        "        os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    return epoch(self, *args, **kwargs)\n"
-        "Trainer._train_epoch = signalled\n"
-        "sys.exit(cli.main(sys.argv[1:]))\n"
-    )
+_WITHIN_EPOCH = """
+import os, signal, sys
+from pathlib import Path
+from empirical_seaice import cli
+from empirical_seaice.training.trainer import Trainer
+rank, mode = os.environ["RANK"], os.environ["WITHIN_EPOCH"]
+asked = 0
+def due(self):  # rank 0 asks at every 17th step; rank 1's clock never says due (rank 0's is the run's)
+    global asked
+    asked += 1
+    return mode == "clock" and rank == "0" and asked % 17 == 0
+Trainer._checkpoint_due = due
+boundary = Trainer._step_boundary
+def signalled(self, b, nbatch, where):
+    if mode == "signal" and rank == "1" and self.epoch == 1 and b == 5:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return boundary(self, b, nbatch, where)
+Trainer._step_boundary = signalled
+save = Trainer.save_checkpoint
+def saved(self, position=None):
+    with open(Path(os.environ["SAVES"]) / rank, "a") as f:
+        f.write(f"{self.epoch} {position['batch'] if position else 'end'}\\n")
+    return save(self, position)
+Trainer.save_checkpoint = saved
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _within_epoch(mode: str, twin: Path, out: Path, flags: list, tmp_path: Path) -> subprocess.CompletedProcess:
+    """A sharded run (``--trainonly``) under :data:`_WITHIN_EPOCH`'s ``mode``; each rank's checkpoints
+    (epoch, position) listed in ``tmp_path/saves-MODE/RANK``."""
+    script, saves = tmp_path / "within.py", tmp_path / f"saves-{mode}"
+    script.write_text(_WITHIN_EPOCH)
+    saves.mkdir()
+    os.environ.update(WITHIN_EPOCH=mode, SAVES=str(saves))
+    try:
+        return torchrun(["--data", twin, "--output", out, "--tag", TAG, "--distributed", *flags, "--trainonly"], 2,
+                        [str(script)])  # fmt: skip
+    finally:
+        del os.environ["WITHIN_EPOCH"], os.environ["SAVES"]
+
+
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(runs, twin, tmp_path):
+    """SIGTERM on rank 1 alone, before step 6 of its second epoch: both ranks stop after step 6 (the signal
+    travels with step 6's gradient sum), each with its checkpoint of that position, and exit 143 with the
+    same line. Before, a sharded run stopped at an epoch's end only: under torchrun or a batch system, which
+    kill 30 s after their SIGTERM, an epoch of the decade's hour lost everything since the last epoch.
+    ``--resume`` then ends on the uninterrupted run's bits (``--reproducible``)."""
+    _, sharded, r = runs
     out = tmp_path / "out"
-    args = ["--data", twin, "--output", out, "--tag", "s", "--nepochs", "3", "--batchsize", "128", "--no-progress",
-            "--device", "cpu", "--threads", "1", "--trainonly", "--distributed"]  # fmt: skip
-    r = torchrun(args, 2, [str(script)])
-    assert r.returncode != 0
-    said = re.findall(r"seaice-training: (interrupted by SIGTERM after epoch \d+)", r.stderr)
-    assert said == ["interrupted by SIGTERM after epoch 2"] * 2, r.stderr[-3000:]
-    epochs = [
-        torch.load(p, weights_only=False)["epoch"] for p in sorted((out / "checkpoints_s").glob("checkpoint-rank*"))
-    ]
-    assert epochs == [2, 2]
-    r = torchrun([*args, "--resume"])
+    r = _within_epoch("signal", twin, out, r.flags, tmp_path)
+    said = re.findall(r"seaice-training: (interrupted by SIGTERM in epoch \d+ after step \d+ of \d+)", r.stderr)
+    assert r.returncode != 0 and said == [said[0]] * 2, r.stderr[-3000:]
+    assert said[0].startswith("interrupted by SIGTERM in epoch 2 after step 6 of "), said
+    saves = [(tmp_path / "saves-signal" / rank).read_text().split("\n")[-2] for rank in "01"]
+    assert saves == ["1 6", "1 6"], saves  # (epoch 1's end wrote "0 end" before)
+    for ckpt in sorted((out / f"checkpoints_{TAG}").glob("checkpoint-rank*")):
+        state = torch.load(ckpt, weights_only=False)
+        assert state["epoch"] == 1 and state["position"]["batch"] == 6, ckpt
+    r = torchrun(["--data", twin, "--output", out, "--tag", TAG, "--distributed", *runs[2].flags, "--trainonly",
+                  "--resume"])  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    assert len(torch.load(out / "model_s.pt", weights_only=False)["history"]["epoch_terms"]) == 3
+    a, b = _model(sharded)["state_dict"], _model(out)["state_dict"]
+    for name in TRAINED:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_rank_0s_clock_writes_every_ranks_checkpoint_after_the_same_step(runs, twin, tmp_path):
+    """``--checkpoint-minutes`` in a sharded run: rank 0's clock asks for a checkpoint (here at every 17th
+    step, rank 1's never), and every rank writes its own after the same step (before, a sharded run
+    ignored the flag with a warning and wrote its checkpoints at epoch ends only). Training is unchanged
+    by them, to the bit."""
+    _, sharded, r = runs
+    out = tmp_path / "out"
+    r = _within_epoch("clock", twin, out, r.flags, tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    saves = [(tmp_path / "saves-clock" / rank).read_text().split() for rank in "01"]
+    assert saves[0] == saves[1], saves
+    within = [int(b) for b in saves[0][1::2] if b != "end"]
+    assert len(within) >= 6 and within[0] == 17, saves[0]  # after the step rank 0 asked at (its 17th)
+    a, b = _model(sharded)["state_dict"], _model(out)["state_dict"]
+    for name in TRAINED:
+        assert torch.equal(a[name], b[name]), name
 
 
 def test_a_tag_in_use_stops_every_rank_with_one_line(twin, tmp_path):

@@ -119,7 +119,6 @@ def _log_the_fault(exc: SeaIceError) -> None:
 
 _MODE_WARNINGS = (
     ("diagsonly", "the trained run's model, period and training setup come from its model file; nothing is trained"),
-    ("distributed", "a sharded run writes its checkpoints at epoch ends only"),
 )
 """The modes whose ignored flags (:data:`~empirical_seaice.cli.configure.MODE_IGNORES`) are a warning, and
 why (``--retrieve``'s are an error)."""

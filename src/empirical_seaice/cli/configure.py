@@ -158,14 +158,11 @@ MODE_IGNORES = {
         "early_stopping", "patience", "region_stopping", "plateau_cuts", "checkpoint_minutes", "emis_ceiling",
         "exact_reference",
     ),
-    "distributed": ("checkpoint_minutes",),
 }  # fmt: skip
 """The flags each mode does without: ``--diagsonly`` takes the trained run's model, cost, period and
 training setup from its model file and trains nothing; ``--retrieve`` takes the model and cost from the
 trained model and fits the state alone (deferred Adam with the whole-map priors chosen as in training,
-``auto``, no hold-out, no checkpoint);
-a ``--distributed`` run writes its checkpoints at epoch ends only (a time-triggered one would fall on
-different steps on different ranks)."""
+``auto``, no hold-out, no checkpoint)."""
 
 
 def ignored_flags(args: argparse.Namespace, mode: str) -> list[str]:

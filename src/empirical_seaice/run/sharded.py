@@ -23,8 +23,11 @@ The same command on every rank; what each does (the step itself is in
 5. **Train** with the factory's :class:`~empirical_seaice.training.trainer.Trainer` and a
    :class:`~empirical_seaice.training.distributed.ShardPlan`; checkpoints are
    one file per rank (its state rows and their Adam moments, the shared
-   parameters and their Adam state, the books, the generator) plus the
-   partition.
+   parameters and their Adam state, the books, the generator, within an
+   epoch its position) plus the partition. A signal to any rank, and
+   ``--checkpoint-minutes`` on rank 0's clock, stop every rank or write every
+   rank's checkpoint after the same step (the requests travel with the step's
+   gradient sum: :meth:`~empirical_seaice.training.distributed.ShardPlan.ask`).
 6. **Fit the held-out state**: every rank fits the rows of its own held-out
    observations (:func:`fit_held_out_sharded`; with the global order the
    single process's fit, to the bit). **Assemble**: rank 0 gathers every
@@ -309,13 +312,13 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
         progress=display,
         generator=generator,
         sharding=sharding,
-        checkpoint_minutes=0,  # epoch-end checkpoints only: a time-triggered one would differ between ranks
+        checkpoint_minutes=plan.checkpoint_minutes,  # rank 0's clock: every rank's after the same step (ShardPlan.ask)
         valid_regions=single.held_out_regions(obs, background, local_valid, shard),
         identity=identity,
-        stop=interrupt.requested,  # at an epoch's end that every rank agrees on (ShardPlan.agreed_stop)
+        stop=interrupt.requested,  # after a step every rank agrees on (ShardPlan.ask), or at an epoch's end
     )
     t1 = time.perf_counter()
-    with interrupt.training():  # a signal waits for the epoch's end: every rank's checkpoint of one epoch
+    with interrupt.training():  # a signal waits for a step every rank stops after (each with its checkpoint)
         result.history = history = trainer.fit(resume=plan.resume)
         if history.nepochs > train_cfg.nepochs:  # resumed with fewer epochs than trained: record the truth
             train_cfg = dataclasses.replace(train_cfg, nepochs=history.nepochs)

@@ -25,7 +25,9 @@ global batch:
    CPU steps 2-4 are the fused step's, which sums its float64 gradients with
    :meth:`ShardPlan.reduce_arrays`);
    the state rows' gradients need no communication (a row belongs to one
-   rank);
+   rank). The same buffer carries what each rank asks of the step
+   (:meth:`ShardPlan.ask`: a stop by a signal, rank 0's due checkpoint), so
+   that every rank stops or writes its checkpoint after the same step;
 4. every rank steps: Adam on the shared parameters (the same summed gradient
    on every rank, so the replicas stay identical) and the deferred Adam of
    :class:`~empirical_seaice.training.deferred_adam.DeferredAdam` on its own
@@ -64,6 +66,8 @@ TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER
 """Environment variables that ``torchrun`` sets for every process it starts."""
 _STOPS = (None, "SIGINT", "SIGTERM")
 """The stops :meth:`ShardPlan.agreed_stop` agrees on, in order (the last any rank asked for is taken)."""
+_REQUESTS = ("SIGINT", "SIGTERM", "checkpoint")
+"""What a rank can ask of a training step (:meth:`ShardPlan.ask`), in the order of the numbers it sends."""
 
 
 @dataclass(frozen=True)
@@ -264,6 +268,8 @@ class ShardPlan:
                 )
             )
             self.ntrain = every.cpu().numpy()
+        self._asked = np.zeros(len(_REQUESTS))  # what this rank asks of the next step (ask)
+        self._answer: np.ndarray | None = None  # the ranks' requests summed by the last step (answer)
 
     @property
     def checkpoint_name(self) -> str:
@@ -302,14 +308,19 @@ class ShardPlan:
 
     def reduce_gradients(self, params: list[torch.Tensor]) -> None:
         """Sum the gradients of the shared parameters over the ranks: one collective on one flat
-        buffer (a missing gradient counts as zero and is set afterwards)."""
+        buffer (a missing gradient counts as zero and is set afterwards), the ranks' requests (:meth:`ask`)
+        at its end."""
         if self.world_size == 1 or not params:  # nothing to sum (a one-rank launch, a frozen model): no collective
             for p in params:
                 if p.grad is None:
                     p.grad = torch.zeros_like(p)
+            if params:
+                self._answered(self._asked.copy())
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = self._sum_flat(torch.cat([g.reshape(-1) for g in grads]))
+        asked = torch.from_numpy(self._asked).to(grads[0])
+        flat = self._sum_flat(torch.cat([*(g.reshape(-1) for g in grads), asked]))
+        self._answered(flat[-asked.numel() :].cpu().double().numpy())
         offset = 0
         for p in params:
             n = p.numel()
@@ -319,11 +330,13 @@ class ShardPlan:
     def reduce_arrays(self, arrays: tuple[np.ndarray, ...]) -> None:
         """Sum flat numpy arrays over the ranks, in place (the fused step's dense gradients,
         :class:`~empirical_seaice.training.fused_step.FusedStep`): one collective on one flat buffer, as
-        :meth:`reduce_gradients`."""
+        :meth:`reduce_gradients`, the ranks' requests (:meth:`ask`) with them."""
         if self.world_size == 1:
+            self._answered(self._asked.copy())
             return
-        flat = self._sum_flat(torch.from_numpy(np.concatenate(arrays)).to(self.device))
-        summed = flat.cpu().numpy()
+        flat = torch.from_numpy(np.concatenate([*arrays, self._asked.astype(arrays[0].dtype)]))
+        summed = self._sum_flat(flat.to(self.device)).cpu().numpy()
+        self._answered(summed[-self._asked.size :].astype(np.float64))
         offset = 0
         for a in arrays:
             a[:] = summed[offset : offset + a.size]
@@ -341,6 +354,31 @@ class ShardPlan:
         else:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM)
         return flat
+
+    def ask(self, stop: str | None, checkpoint: bool) -> None:
+        """What this rank asks of the step it is about to run, sent with that step's sum of the shared
+        gradients (three numbers more in the same collective, :meth:`reduce_arrays` or
+        :meth:`reduce_gradients`): a stop (``"SIGINT"``, ``"SIGTERM"`` or None: a signal this rank got) and a
+        checkpoint (rank 0's clock is the run's: another rank's ``checkpoint`` is not sent). Every rank then
+        reads the same :meth:`answer` after the step, and all stop or write their checkpoints after the
+        same step, without a collective of their own."""
+        self._asked[:] = (stop == "SIGINT", stop == "SIGTERM", bool(checkpoint) and self.rank == 0)
+
+    def answer(self) -> tuple[str | None, bool]:
+        """What the ranks asked (:meth:`ask`) of the step that just ran, summed: the stop every rank takes
+        after it (SIGTERM before SIGINT, as :meth:`agreed_stop`) and whether every rank writes its
+        checkpoint there. ``(None, False)`` where no step summed anything since the last answer (a frozen
+        model's steps have no shared gradients: their stops wait for :meth:`agreed_stop`)."""
+        got, self._answer = self._answer, None
+        if got is None:
+            return None, False
+        asked = dict(zip(_REQUESTS, (got > 0).tolist(), strict=True))
+        return ("SIGTERM" if asked["SIGTERM"] else "SIGINT" if asked["SIGINT"] else None), asked["checkpoint"]
+
+    def _answered(self, summed: np.ndarray) -> None:
+        """Keep the step's summed requests for :meth:`answer`; what this rank asked is sent once."""
+        self._answer = summed
+        self._asked[:] = 0.0
 
     def agreed_stop(self, reason: str | None) -> str | None:
         """The stop every rank takes at an epoch's end (:func:`agreed_stop`). A signal reaches the ranks at
@@ -361,7 +399,7 @@ class ShardPlan:
         if int(t[0]) != -int(t[1]):
             raise SeaIceError(
                 f"--distributed: the ranks disagree on {what} (from {-int(t[1])} to {int(t[0])}); "
-                "the per-rank checkpoints are from different epochs: train again without --resume"
+                "the per-rank checkpoints are from different points of training: train again without --resume"
             )
 
 

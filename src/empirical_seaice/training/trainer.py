@@ -35,8 +35,9 @@ Sharded over processes (``sharding``, a
 this rank's share of each global batch (``network.cost_terms(..., batch_total=B)``
 with the global batch's ``B``; the fused step the same, ``FusedStep(..., batch_total=B)``),
 sums the shared (dense) parameters' gradients over the ranks before each step
-(``ShardPlan.reduce_gradients``; the fused step's ``ShardPlan.reduce_arrays``), and sums its
-books over the ranks; see :mod:`empirical_seaice.training.distributed`.
+(``ShardPlan.reduce_gradients``; the fused step's ``ShardPlan.reduce_arrays``; the ranks' stops and
+checkpoints ride with them, ``ShardPlan.ask``), and sums its books over the ranks; see
+:mod:`empirical_seaice.training.distributed`.
 
 The term named ``"obs"`` (:data:`~empirical_seaice.training.contract.OBS_TERM`) is
 the observation term: the mean of ``J_o,i`` over the batch; it is what the
@@ -140,15 +141,17 @@ class Trainer:
         the global count, and ``checkpoint_dir`` holds one file per rank.
     checkpoint_minutes : float
         Also write the checkpoint within an epoch, at the first step boundary after this
-        many minutes since the last one (0 = only at epoch ends). A resumed run continues
-        from that step.
+        many minutes since the last one (0 = only at epoch ends; sharded, by rank 0's clock, every rank
+        after the same step). A resumed run continues from that step.
     identity : mapping or None
         What the checkpoint must match to be resumed (data fingerprint, period, model, ...):
         stored in it, and compared key by key by :meth:`load_checkpoint`
         (:func:`~empirical_seaice.training.checkpoint.check_identity`).
     stop : callable or None
         Polled at every step boundary; a non-empty string (the reason, e.g. ``"SIGINT"``)
-        writes the checkpoint and raises :class:`~empirical_seaice.errors.RunInterrupted`.
+        writes the checkpoint and raises :class:`~empirical_seaice.errors.RunInterrupted`. A sharded
+        run's ranks poll it before each step and send it with the step's gradient sum
+        (:meth:`~empirical_seaice.training.distributed.ShardPlan.ask`): every rank stops after the same step.
     step_threads : callable or None
         The compiled step's thread count, asked before each step; None = torch's count, taken at each
         epoch's start. The held-out fit takes one thread fewer while another thread of the run computes
@@ -336,6 +339,8 @@ class Trainer:
         restore_trainer(self, path, read_checkpoint(path, self.device))
         if self.sharding is not None:
             self.sharding.same_everywhere(self.epoch, "the epoch of the checkpoint")
+            at = int(self._position["batch"]) if self._position else 0
+            self.sharding.same_everywhere(at, "the step of the checkpoint within its epoch")
         where = f", batch {self._position['batch']}" if self._position else ""
         logger.info("resumed from %s after epoch %d%s", path, self.epoch, where)
 
@@ -501,6 +506,7 @@ class Trainer:
         tensor_threads = self.config.tensor_step_threads if fused is None and self.device.type == "cpu" else None
         with torch_threads(tensor_threads) if tensor_threads is not None else contextlib.nullcontext():
             for b in range(first, nbatch):
+                self._ask_the_ranks()
                 if step is not None and values_np is not None:
                     values_np[b] = step(
                         batches_np[b],
@@ -664,11 +670,28 @@ class Trainer:
         if self._own_progress:
             self.progress.close()
 
+    def _checkpoint_due(self) -> bool:
+        """Whether ``--checkpoint-minutes`` have passed since the last checkpoint (within an epoch)."""
+        return self.checkpoint_s > 0 and time.monotonic() - self._last_checkpoint >= self.checkpoint_s
+
+    def _ask_the_ranks(self) -> None:
+        """Before a step of a sharded run that writes checkpoints: this rank's stop and (rank 0's clock)
+        due checkpoint, sent with the step's gradient sum (:meth:`ShardPlan.ask`); else nothing."""
+        if self.sharding is not None and self.checkpoint_dir is not None:
+            self.sharding.ask(self.stop() if self.stop is not None else None, self._checkpoint_due())
+
     def _step_boundary(self, b: int, nbatch: int, where: Callable[[int], dict[str, Any]]) -> None:
-        """Between two steps: a requested stop (signal) or a due within-epoch checkpoint. A sharded run's
-        ranks stop at an epoch's end only, where they agree to (their checkpoints one a rank, of one epoch)."""
-        reason = self.stop() if self.stop is not None and self.sharding is None else None
-        due = self.checkpoint_s > 0 and time.monotonic() - self._last_checkpoint >= self.checkpoint_s
+        """Between two steps: a requested stop (signal) or a due within-epoch checkpoint. The ranks of a
+        sharded run take the ones they all asked of the step before (:meth:`ShardPlan.ask`, sent with its
+        gradient sum: rank 0's clock, any rank's signal), so that all stop or write their checkpoints (one
+        a rank) after the same step; without a checkpoint directory (a held-out fit) only at the end."""
+        if self.sharding is None:
+            reason = self.stop() if self.stop is not None else None
+            due = self._checkpoint_due()
+        elif self.checkpoint_dir is not None:
+            reason, due = self.sharding.answer()
+        else:
+            return
         if not reason and not due:
             return
         if self.checkpoint_dir is None:
