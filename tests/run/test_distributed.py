@@ -35,6 +35,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -410,7 +411,8 @@ def test_checkpoints_recut_for_another_number_of_ranks(runs):
     def recut(ckpts, shards, world):
         new = partition_grid(np.bincount(igrid, minlength=model["ngrid"]), world)
         new_shards = [Shard.of_rank(new, igrid, r) for r in range(world)]
-        return [reshard_checkpoint(ckpts, shards, s, nstep + 1, nstep) for s in new_shards], new_shards
+        cut = [reshard_checkpoint(ckpts, shards, s, nstep + 1, nstep, books=r == 0) for r, s in enumerate(new_shards)]
+        return cut, new_shards
 
     one, _ = recut(old, old_shards, 1)
     # one rank: the whole state, as the trained model holds it, except the rows only held-out
@@ -744,12 +746,25 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(runs, twin, t
     for ckpt in sorted((out / f"checkpoints_{TAG}").glob("checkpoint-rank*")):
         state = torch.load(ckpt, weights_only=False)
         assert state["epoch"] == 1 and state["position"]["batch"] == 6, ckpt
+    three = tmp_path / "three"
+    shutil.copytree(out, three, symlinks=True)
     r = torchrun(["--data", twin, "--output", out, "--tag", TAG, "--distributed", *runs[2].flags, "--trainonly",
                   "--resume"])  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = _model(sharded)["state_dict"], _model(out)["state_dict"]
     for name in TRAINED:
         assert torch.equal(a[name], b[name]), name
+    if "--unfused-step" in runs[2].flags:
+        return
+    # on three ranks (the checkpoints re-cut): epoch 2's books of its first 6 steps are the two ranks' sum, on
+    # rank 0 alone, and the rest of the run is the two ranks' up to the rounding of another sum's order
+    r = torchrun(["--data", twin, "--output", three, "--tag", TAG, "--distributed", *runs[2].flags, "--trainonly",
+                  "--resume"], nproc=3)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    nbatch = int(said[0].rsplit(" ", 1)[1])
+    whole, resumed = (_model(d)["history"]["batch_terms"]["total"].numpy() for d in (sharded, three))
+    np.testing.assert_allclose(resumed[nbatch : nbatch + 6], whole[nbatch : nbatch + 6], rtol=1e-12)
+    np.testing.assert_allclose(resumed, whole, rtol=2e-3)
 
 
 def test_rank_0s_clock_writes_every_ranks_checkpoint_after_the_same_step(runs, twin, tmp_path):

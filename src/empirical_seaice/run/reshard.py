@@ -66,10 +66,16 @@ def _recut(parts: Sequence[torch.Tensor], old: Sequence[Shard], new: Shard, key:
     return whole[torch.from_numpy(_rows(new, key, ncol, nstep))].contiguous()
 
 
-def reshard_checkpoint(old: Sequence[dict], old_shards: Sequence[Shard], new_shard: Shard, ncol: int, nstep: int):
+def reshard_checkpoint(
+    old: Sequence[dict], old_shards: Sequence[Shard], new_shard: Shard, ncol: int, nstep: int, *, books: bool
+):
     """The trainer checkpoint of ``new_shard`` from the checkpoints ``old`` of the shards ``old_shards``.
 
-    ``ncol`` = nstep + nlag (SIC-map columns), ``nstep`` the steps of the period.
+    ``ncol`` = nstep + nlag (SIC-map columns), ``nstep`` the steps of the period. Written within an epoch
+    (``position``: the run's permutation, the same on every rank, since only ``--shard-order global``
+    resumes on another number of ranks), each rank's cost terms of the epoch's steps so far are its own
+    share, summed over the ranks at the epoch's end: the new rank with ``books`` (rank 0) takes the old
+    ranks' sum, the others zeros, so that the epoch's books add up to the same.
     """
     ckpt = copy.copy(old[0])  # the shared parameters, books, generator and epoch: the same on every rank
     network = dict(old[0]["network"])
@@ -105,6 +111,9 @@ def reshard_checkpoint(old: Sequence[dict], old_shards: Sequence[Shard], new_sha
         for key in keys:
             best[key] = _recut([o["best_state"][key] for o in old], old_shards, new_shard, key, ncol, nstep)
         ckpt["best_state"] = best
+    if old[0].get("position") is not None:
+        values = torch.stack([o["position"]["values"] for o in old]).sum(dim=0)
+        ckpt["position"] = {**old[0]["position"], "values": values if books else torch.zeros_like(values)}
     if old[0].get("regions") is not None:
         ckpt["regions"] = recut_regions([o["regions"] for o in old], old_shards, new_shard, keys, ncol, nstep)
     return ckpt
@@ -186,7 +195,8 @@ def _reshard(ctx: RankContext, obs: Observations, ckpt_dir: Path, old: Partition
             raise SeaIceError(f"--resume: cannot read {name(k, old.world_size)}: {exc}") from None
     igrid = np.asarray(obs.igrid)
     shards = [Shard.of_rank(old, igrid, k) for k in range(old.world_size)]
-    mine = reshard_checkpoint(olds, shards, Shard.of_rank(new, igrid, ctx.rank), obs.nstep + nlag, obs.nstep)
+    new_shard = Shard.of_rank(new, igrid, ctx.rank)
+    mine = reshard_checkpoint(olds, shards, new_shard, obs.nstep + nlag, obs.nstep, books=ctx.root)
     del olds
     target = name(ctx.rank, ctx.world_size)
     tmp = target.with_name(target.name + ".tmp")
