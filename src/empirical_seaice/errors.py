@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import TypeVar
 
 
 def _one_line(message: str) -> str:
@@ -20,6 +21,9 @@ def _one_line(message: str) -> str:
 
 class SeaIceError(Exception):
     """A user-caused problem (input data, configuration or command-line flag)."""
+
+    relayed = False
+    """Raised alike on every rank of a sharded run, and this is not rank 0 (:func:`relayed`)."""
 
     def __init__(self, message: str):
         super().__init__(_one_line(message))
@@ -35,10 +39,25 @@ class RunInterrupted(BaseException):
     and the CLI exits with ``exit_code``. ``published``: the signal came as the run's outputs were
     published, and they are complete (no ``--resume`` advice is due)."""
 
+    relayed = False
+    """Raised alike on every rank of a sharded run, and this is not rank 0 (:func:`relayed`)."""
+
     def __init__(self, message: str, exit_code: int = 130, published: bool = False):
         super().__init__(_one_line(message))
         self.exit_code = exit_code
         self.published = published
+
+
+_Stop = TypeVar("_Stop", "SeaIceError", "RunInterrupted")
+
+
+def relayed(exc: _Stop, rank: int) -> _Stop:
+    """``exc``, which every rank of a sharded run raises alike (rank 0's error relayed to the others, a
+    stop or a check the ranks agreed on), marked as relayed on a rank other than 0: the command line
+    exits there with its status without printing it, so the launch prints its one line once, not once a
+    rank (rank 0 prints it)."""
+    exc.relayed = rank != 0
+    return exc
 
 
 def as_flag(message: str, parser: argparse.ArgumentParser) -> str:

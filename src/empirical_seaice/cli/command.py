@@ -87,11 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(exc.code or 0)
         return _run_command(args, argv, entry)
     except RunInterrupted as exc:
-        _say(f"{PROG}: {exc}")
+        if not exc.relayed:  # (rank 0 of a sharded run says what every rank stopped with)
+            _say(f"{PROG}: {exc}")
         return exc.exit_code
     except SeaIceError as exc:
-        _log_the_fault(exc)
-        _say(f"{PROG}: error: {as_flag(str(exc), parser)}")
+        if not exc.relayed:
+            _log_the_fault(exc)
+            _say(f"{PROG}: error: {as_flag(str(exc), parser)}")
         return EXIT_USER_ERROR
     except KeyboardInterrupt:  # a SIGINT outside our handlers (e.g. before they are installed)
         _say(f"{PROG}: interrupted; no output was published or changed")

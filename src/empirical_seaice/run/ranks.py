@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from empirical_seaice.errors import RunInterrupted, SeaIceError
+from empirical_seaice.errors import RunInterrupted, SeaIceError, relayed
 from empirical_seaice.observations import BackgroundMaps, Observations
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.partition import Shard
@@ -365,7 +365,8 @@ def assemble_state(ctx: RankContext, local, shard: Shard, full) -> None:
 def from_root(ctx: RankContext, make, published: str = ""):
     """``make()`` on rank 0, its result broadcast to every rank (``broadcast_object_list``); a
     :class:`SeaIceError` or a signal's :class:`RunInterrupted` on rank 0 is raised on every rank, so that
-    all stop with its one line (and its exit status) instead of waiting for rank 0 in the next collective.
+    all stop with its one line (and its exit status) instead of waiting for rank 0 in the next collective;
+    rank 0 prints the line, the others exit with its status in silence (:func:`~empirical_seaice.errors.relayed`).
     Any other exception (a fault of the code) is raised on rank 0 as it is, traceback and all, and the
     other ranks stop with one line naming it (before: a lost peer's traceback in their next collective).
 
@@ -386,19 +387,21 @@ def from_root(ctx: RankContext, make, published: str = ""):
             box[0] = ("interrupted", (str(exc), exc.exit_code, exc.published))
         except Exception as exc:
             fault = exc
-            box[0] = ("error", f"rank 0 stopped: {type(exc).__name__}: {exc} (its traceback is on its stderr)")
+            box[0] = ("fault", f"rank 0 stopped: {type(exc).__name__}: {exc} (its traceback is on its stderr)")
     with interrupt.deferred():
         dist.broadcast_object_list(box, src=0)
     if fault is not None:
         raise fault
     status, value = box[0]
-    if status == "error":
+    if status == "error":  # rank 0 prints its line; every rank stops with it
+        raise relayed(SeaIceError(value), ctx.rank)
+    if status == "fault":  # rank 0 prints its traceback, the others this line
         raise SeaIceError(value)
     if status == "interrupted":
-        raise RunInterrupted(*value)
+        raise relayed(RunInterrupted(*value), ctx.rank)
     stopped = tdist.agreed_stop(interrupt.requested(), ctx.device)
     if stopped:
-        raise interrupt.stopped_by(stopped, published)
+        raise relayed(interrupt.stopped_by(stopped, published), ctx.rank)
     return value
 
 

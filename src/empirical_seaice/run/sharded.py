@@ -68,7 +68,7 @@ import torch
 import torch.distributed as dist
 
 from empirical_seaice.compiled import start_numba
-from empirical_seaice.errors import RunInterrupted, SeaIceError
+from empirical_seaice.errors import RunInterrupted, SeaIceError, relayed
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.cache import CacheGuard
@@ -263,7 +263,7 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
         "shard_order": order if order == "global" else f"{order} on {ctx.world_size} ranks",
     }
     if plan.resume:  # the ranks agree (above); another run's checkpoints refused before any is re-cut or read
-        check_rank_checkpoints(plan.ckpt_dir, identity)
+        from_root(ctx, functools.partial(check_rank_checkpoints, plan.ckpt_dir, identity))
     partition = load_or_make_partition(ctx, obs, plan.ckpt_dir, plan.resume, model_cfg.nlag, train_cfg.optimizer)
     shard = Shard.of_rank(partition, obs.igrid, ctx.rank)
     generator = make_generator(train_cfg.seed)
@@ -282,7 +282,10 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
         assert sharding.ntrain is not None  # order "local": every rank's count
         nobs_train = int(sharding.ntrain.sum())
     # a batch asked for holds at most the training observations (of every rank), as in a single process
-    dataclasses.replace(train_cfg, batch_size=asked.batch_size).check_batch(nobs_train)
+    try:
+        dataclasses.replace(train_cfg, batch_size=asked.batch_size).check_batch(nobs_train)
+    except SeaIceError as exc:  # (the run's count: the same refusal on every rank)
+        raise relayed(exc, ctx.rank) from None
     if not plan.resume:  # training from the start, the flags checked: the tag's earlier checkpoints go, ours begin
         from_root(ctx, functools.partial(_start_checkpoints, plan.ckpt_dir, partition))
     built = _rank_network(
@@ -326,7 +329,7 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
         plan.trained = True  # a signal held back by the last checkpoint's write is raised next, with the advice
         stopped = sharding.agreed_stop(interrupt.requested())  # on any rank: every rank stops, not one alone
         if stopped:
-            raise interrupt.stopped_by(stopped)
+            raise relayed(interrupt.stopped_by(stopped), ctx.rank)
     result.train_seconds = time.perf_counter() - t1
     map_large_arrays(HEAP_THRESHOLD)  # the passes' blocks reused from the heap again (empirical_seaice.memory)
     fit_held_out_sharded(ctx, built, shard, obs, background, valid_index, local_valid, train_cfg, history, display)
@@ -534,9 +537,9 @@ def _start_checkpoints(ckpt_dir: Path, partition) -> None:
 
 
 def check_rank_checkpoints(ckpt_dir: Path, identity: dict[str, Any]) -> None:
-    """Refuse (one line, on every rank) ``--resume`` from ranks' checkpoints written for other data, model,
-    period or training options (:func:`~empirical_seaice.training.checkpoint.check_identity`), before any
-    is read whole or re-cut for another number of ranks."""
+    """Refuse ``--resume`` from ranks' checkpoints written for other data, model, period or training options
+    (:func:`~empirical_seaice.training.checkpoint.check_identity`), before any is read whole or re-cut for
+    another number of ranks (on rank 0, which reads every rank's file, inside :func:`from_root`: one line)."""
     for path in find_rank_checkpoints(ckpt_dir):
         check_identity(path, checkpoint_identity(path), identity)
 
@@ -548,8 +551,8 @@ def run_sharded_set(ctx, argv, plan, shard_order: str):
     run_set = cache = None
     plan.sharded = True
     try:
-        if plan.resume:  # before the data are read (every rank sees the same directory)
-            find_rank_checkpoints(plan.ckpt_dir)
+        if plan.resume:  # before the data are read (rank 0 looks, every rank stops with its line)
+            from_root(ctx, functools.partial(find_rank_checkpoints, plan.ckpt_dir))
         made: list[Any] = []
 
         def begin() -> None:  # rank 0's output set: its lock taken (another run's refused) and staging begun
@@ -576,7 +579,9 @@ def run_sharded_set(ctx, argv, plan, shard_order: str):
         ):
             from empirical_seaice.run.train import _resume_hint
 
-            raise RunInterrupted(f"{exc}; {_resume_hint(plan)}", exit_code=exc.exit_code) from None
+            said = RunInterrupted(f"{exc}; {_resume_hint(plan)}", exit_code=exc.exit_code)
+            said.relayed = exc.relayed
+            raise said from None
         raise
     finally:
         if run_set is not None:

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from empirical_seaice.errors import SeaIceError
+from empirical_seaice.errors import SeaIceError, relayed
 from empirical_seaice.training.runtime import even_bounds
 
 logger = logging.getLogger(__name__)
@@ -176,9 +176,12 @@ def check_agreement(fingerprints: dict[str, bytes], device: torch.device) -> Non
         differs = (every[rank].view(len(names), -1) != ref).any(dim=1).tolist()
         bad = [n for n, d in zip(names, differs, strict=True) if d]
         if bad:
-            raise SeaIceError(
-                f"--distributed: rank {rank} disagrees with rank 0 on the {' and '.join(bad)}; "
-                "launch every rank with the same command, the same data and the same code version"
+            raise relayed(
+                SeaIceError(
+                    f"--distributed: rank {rank} disagrees with rank 0 on the {' and '.join(bad)}; "
+                    "launch every rank with the same command, the same data and the same code version"
+                ),
+                dist.get_rank(),
             )
 
 
@@ -397,9 +400,12 @@ class ShardPlan:
         t = torch.tensor([value, -value], dtype=torch.int64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         if int(t[0]) != -int(t[1]):
-            raise SeaIceError(
-                f"--distributed: the ranks disagree on {what} (from {-int(t[1])} to {int(t[0])}); "
-                "the per-rank checkpoints are from different points of training: train again without --resume"
+            raise relayed(
+                SeaIceError(
+                    f"--distributed: the ranks disagree on {what} (from {-int(t[1])} to {int(t[0])}); "
+                    "the per-rank checkpoints are from different points of training: train again without --resume"
+                ),
+                self.rank,
             )
 
 

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from empirical_seaice.config import TrainingConfig
-from empirical_seaice.errors import RunInterrupted, SeaIceError
+from empirical_seaice.errors import RunInterrupted, SeaIceError, relayed
 from empirical_seaice.memory import release_free_memory
 from empirical_seaice.threads import torch_threads
 from empirical_seaice.training.checkpoint import (
@@ -394,11 +394,7 @@ class Trainer:
                         path = self.save_checkpoint()
                     if reason and self.epoch < cfg.nepochs:
                         self._close_own_progress()
-                        raise RunInterrupted(
-                            f"interrupted by {reason} after epoch {self.epoch}; checkpoint {path} written: "
-                            "rerun the same command with --resume to continue",
-                            exit_code=143 if reason == "SIGTERM" else 130,
-                        )
+                        raise self._interrupted(f"interrupted by {reason} after epoch {self.epoch}", reason, path)
             self._close_own_progress()
             self._spare_best = None
             if cfg.early_stopping and self._best_state is not None and not self._best_is_current:
@@ -670,6 +666,16 @@ class Trainer:
         if self._own_progress:
             self.progress.close()
 
+    def _interrupted(self, what: str, reason: str, path: Path) -> RunInterrupted:
+        """The stop by the signal ``reason`` after the checkpoint ``path`` was written; in a sharded run every
+        rank's, said by rank 0 (:func:`~empirical_seaice.errors.relayed`) and naming the checkpoints' directory."""
+        written = f"checkpoint {path} written" if self.sharding is None else f"checkpoints in {path.parent} written"
+        stop = RunInterrupted(
+            f"{what}; {written}: rerun the same command with --resume to continue",
+            exit_code=143 if reason == "SIGTERM" else 130,
+        )
+        return stop if self.sharding is None else relayed(stop, self.sharding.rank)
+
     def _checkpoint_due(self) -> bool:
         """Whether ``--checkpoint-minutes`` have passed since the last checkpoint (within an epoch)."""
         return self.checkpoint_s > 0 and time.monotonic() - self._last_checkpoint >= self.checkpoint_s
@@ -701,10 +707,8 @@ class Trainer:
         path = self.save_checkpoint(where(b))
         if reason:
             self._close_own_progress()
-            raise RunInterrupted(
-                f"interrupted by {reason} in epoch {self.epoch + 1} after step {b} of {nbatch}; checkpoint "
-                f"{path} written: rerun the same command with --resume to continue",
-                exit_code=143 if reason == "SIGTERM" else 130,
+            raise self._interrupted(
+                f"interrupted by {reason} in epoch {self.epoch + 1} after step {b} of {nbatch}", reason, path
             )
         logger.info("within-epoch checkpoint at epoch %d step %d/%d", self.epoch + 1, b, nbatch)
 
