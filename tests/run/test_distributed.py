@@ -699,6 +699,12 @@ def due(self):  # rank 0 asks at every 17th step; rank 1's clock never says due 
     asked += 1
     return mode == "clock" and rank == "0" and asked % 17 == 0
 Trainer._checkpoint_due = due
+epoch_due = Trainer._epoch_checkpoint_due
+def epoch_end(self, reason):  # rank 0's clock says epoch 1's end, rank 1's epoch 2's: the run writes epoch 1's
+    if mode == "clock" and self.epoch in (1, 2):
+        return self.epoch == int(rank) + 1
+    return epoch_due(self, reason)
+Trainer._epoch_checkpoint_due = epoch_end
 boundary = Trainer._step_boundary
 def signalled(self, b, nbatch, where):
     if mode == "signal" and rank == "1" and self.epoch == 1 and b == 5:
@@ -745,7 +751,7 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(runs, twin, t
     assert said[0].endswith(f"; checkpoints in {out / f'checkpoints_{TAG}'} written: rerun the same command with "
                             "--resume to continue"), said  # fmt: skip
     saves = [(tmp_path / "saves-signal" / rank).read_text().split("\n")[-2] for rank in "01"]
-    assert saves == ["1 6", "1 6"], saves  # (epoch 1's end wrote "0 end" before)
+    assert saves == ["1 6", "1 6"], saves
     for ckpt in sorted((out / f"checkpoints_{TAG}").glob("checkpoint-rank*")):
         state = torch.load(ckpt, weights_only=False)
         assert state["epoch"] == 1 and state["position"]["batch"] == 6, ckpt
@@ -773,8 +779,9 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(runs, twin, t
 def test_rank_0s_clock_writes_every_ranks_checkpoint_after_the_same_step(runs, twin, tmp_path):
     """``--checkpoint-minutes`` in a sharded run: rank 0's clock asks for a checkpoint (here at every 17th
     step, rank 1's never), and every rank writes its own after the same step (before, a sharded run
-    ignored the flag with a warning and wrote its checkpoints at epoch ends only). Training is unchanged
-    by them, to the bit."""
+    ignored the flag with a warning and wrote its checkpoints at epoch ends only). An epoch's end writes
+    them where rank 0's clock says a minute has passed (here after epoch 1, rank 1's after epoch 2), as a
+    single process's (before, at every epoch's end). Training is unchanged by them, to the bit."""
     _, sharded, r = runs
     out = tmp_path / "out"
     r = _within_epoch("clock", twin, out, r.flags, tmp_path)
@@ -783,6 +790,8 @@ def test_rank_0s_clock_writes_every_ranks_checkpoint_after_the_same_step(runs, t
     assert saves[0] == saves[1], saves
     within = [int(b) for b in saves[0][1::2] if b != "end"]
     assert len(within) >= 6 and within[0] == 17, saves[0]  # after the step rank 0 asked at (its 17th)
+    ends = [e for e, b in zip(saves[0][::2], saves[0][1::2], strict=True) if b == "end"]
+    assert ends == ["1", "3"], saves[0]  # rank 0's epoch 1 and the last
     a, b = _model(sharded)["state_dict"], _model(out)["state_dict"]
     for name in TRAINED:
         assert torch.equal(a[name], b[name]), name

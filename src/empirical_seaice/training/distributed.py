@@ -383,6 +383,17 @@ class ShardPlan:
         self._answer = summed
         self._asked[:] = 0.0
 
+    def agreed_epoch_end(self, reason: str | None, checkpoint: bool) -> tuple[str | None, bool]:
+        """What every rank does at an epoch's end: the stop (this rank's ``reason`` and the others', SIGTERM
+        before SIGINT, as :meth:`agreed_stop`) and whether to write the checkpoint (rank 0's ``checkpoint``:
+        its clock is the run's, as within an epoch, :meth:`ask`); one all-reduce."""
+        due = bool(checkpoint) and self.rank == 0
+        if self.world_size == 1:
+            return reason, due
+        t = torch.tensor([_STOPS.index(reason), int(due)], dtype=torch.int64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return _STOPS[int(t[0])], bool(t[1])
+
     def agreed_stop(self, reason: str | None) -> str | None:
         """The stop every rank takes at an epoch's end (:func:`agreed_stop`). A signal reaches the ranks at
         different steps (or one rank alone), and a rank that stopped alone would leave the others waiting
