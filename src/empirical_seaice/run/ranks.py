@@ -399,10 +399,20 @@ def from_root(ctx: RankContext, make, published: str = ""):
         raise SeaIceError(value)
     if status == "interrupted":
         raise relayed(RunInterrupted(*value), ctx.rank)
+    stop_if_any_asked(ctx, published)
+    return value
+
+
+def stop_if_any_asked(ctx: RankContext, published: str = "") -> None:
+    """Where a signal was held back (a rank waiting for rank 0, a training, a held-out fit): the stop any rank
+    got, agreed over the ranks (:func:`~empirical_seaice.training.distributed.agreed_stop`: SIGTERM before
+    SIGINT), raised on every rank and said by rank 0 (:func:`~empirical_seaice.errors.relayed`); nothing where
+    none did. ``published``: the files published meanwhile, named in the line as complete."""
+    from empirical_seaice.run import interrupt
+
     stopped = tdist.agreed_stop(interrupt.requested(), ctx.device)
     if stopped:
         raise relayed(interrupt.stopped_by(stopped, published), ctx.rank)
-    return value
 
 
 def read_once(ctx: RankContext, data_cfg, nlag: int, cache_dir: Path) -> tuple[Observations, BackgroundMaps]:
@@ -454,5 +464,6 @@ __all__ = [
     "sharded_pass",
     "assemble_state",
     "from_root",
+    "stop_if_any_asked",
     "read_once",
 ]

@@ -96,6 +96,7 @@ from empirical_seaice.run.ranks import (
     local_blocks,
     read_once,
     sharded_pass,
+    stop_if_any_asked,
 )
 from empirical_seaice.run.reshard import load_or_make_partition
 from empirical_seaice.run.streamed import final_pass, initial_pass
@@ -174,9 +175,7 @@ def fit_held_out_sharded(
         )
     del held
     release_free_memory()  # the fit's table, network and slab: not under the health checks
-    stopped = tdist.agreed_stop(interrupt.requested(), ctx.device)
-    if stopped:
-        raise interrupt.stopped_by(stopped)
+    stop_if_any_asked(ctx)
 
 
 def _local_generator(ctx: RankContext, cfg) -> torch.Generator:
@@ -327,9 +326,7 @@ def _run_sharded(ctx: RankContext, plan, display, order: str, run_set):
             train_cfg = dataclasses.replace(train_cfg, nepochs=history.nepochs)
             configs = configs_to_dict(data_cfg, model_cfg, cost_cfg, train_cfg, plan.preset_name)
         plan.trained = True  # a signal held back by the last checkpoint's write is raised next, with the advice
-        stopped = sharding.agreed_stop(interrupt.requested())  # on any rank: every rank stops, not one alone
-        if stopped:
-            raise relayed(interrupt.stopped_by(stopped), ctx.rank)
+        stop_if_any_asked(ctx)  # on any rank: every rank stops, not one alone
     result.train_seconds = time.perf_counter() - t1
     map_large_arrays(HEAP_THRESHOLD)  # the passes' blocks reused from the heap again (empirical_seaice.memory)
     fit_held_out_sharded(ctx, built, shard, obs, background, valid_index, local_valid, train_cfg, history, display)

@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 """Environment variables that ``torchrun`` sets for every process it starts."""
 _STOPS = (None, "SIGINT", "SIGTERM")
-"""The stops :meth:`ShardPlan.agreed_stop` agrees on, in order (the last any rank asked for is taken)."""
+"""The stops :func:`agreed_stop` agrees on, in order (the last any rank asked for is taken)."""
 _REQUESTS = ("SIGINT", "SIGTERM", "checkpoint")
 """What a rank can ask of a training step (:meth:`ShardPlan.ask`), in the order of the numbers it sends."""
 
@@ -369,9 +369,9 @@ class ShardPlan:
 
     def answer(self) -> tuple[str | None, bool]:
         """What the ranks asked (:meth:`ask`) of the step that just ran, summed: the stop every rank takes
-        after it (SIGTERM before SIGINT, as :meth:`agreed_stop`) and whether every rank writes its
+        after it (SIGTERM before SIGINT, as :func:`agreed_stop`) and whether every rank writes its
         checkpoint there. ``(None, False)`` where no step summed anything since the last answer (a frozen
-        model's steps have no shared gradients: their stops wait for :meth:`agreed_stop`)."""
+        model's steps have no shared gradients: their stops wait for :func:`agreed_stop`)."""
         got, self._answer = self._answer, None
         if got is None:
             return None, False
@@ -385,7 +385,7 @@ class ShardPlan:
 
     def agreed_epoch_end(self, reason: str | None, checkpoint: bool) -> tuple[str | None, bool]:
         """What every rank does at an epoch's end: the stop (this rank's ``reason`` and the others', SIGTERM
-        before SIGINT, as :meth:`agreed_stop`) and whether to write the checkpoint (rank 0's ``checkpoint``:
+        before SIGINT, as :func:`agreed_stop`) and whether to write the checkpoint (rank 0's ``checkpoint``:
         its clock is the run's, as within an epoch, :meth:`ask`); one all-reduce."""
         due = bool(checkpoint) and self.rank == 0
         if self.world_size == 1:
@@ -393,12 +393,6 @@ class ShardPlan:
         t = torch.tensor([_STOPS.index(reason), int(due)], dtype=torch.int64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return _STOPS[int(t[0])], bool(t[1])
-
-    def agreed_stop(self, reason: str | None) -> str | None:
-        """The stop every rank takes at an epoch's end (:func:`agreed_stop`). A signal reaches the ranks at
-        different steps (or one rank alone), and a rank that stopped alone would leave the others waiting
-        in the next step's collective and its checkpoint an epoch behind theirs."""
-        return agreed_stop(reason, self.device)
 
     def same_everywhere(self, value: int, what: str) -> None:
         """Check that an integer (e.g. the resumed epoch) is the same on every rank.
