@@ -688,9 +688,8 @@ def test_a_sharded_resume_takes_its_own_checkpoints_only(twin, tmp_path):
 
 
 _WITHIN_EPOCH = """
-import os, signal, sys
+import os, runpy, signal
 from pathlib import Path
-from empirical_seaice import cli
 from empirical_seaice.training.trainer import Trainer
 rank, mode = os.environ["RANK"], os.environ["WITHIN_EPOCH"]
 asked = 0
@@ -717,7 +716,7 @@ def saved(self, position=None):
         f.write(f"{self.epoch} {position['batch'] if position else 'end'}\\n")
     return save(self, position)
 Trainer.save_checkpoint = saved
-sys.exit(cli.main(sys.argv[1:]))
+runpy.run_module("empirical_seaice.cli", run_name="__main__")  # the CLI's end: no teardown (its os._exit)
 """
 
 
