@@ -48,6 +48,12 @@ class RunInterrupted(BaseException):
         self.published = published
 
 
+def signal_exit_code(name: str) -> int:
+    """The exit status of a run stopped by the signal ``name``: 128 + its number, 143 for ``"SIGTERM"``, else 130
+    (``"SIGINT"``)."""
+    return 143 if name == "SIGTERM" else 130
+
+
 _Stop = TypeVar("_Stop", "SeaIceError", "RunInterrupted")
 
 

@@ -4,6 +4,7 @@ retrieve on the last), and the run's products on the same trained model."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -435,3 +436,22 @@ def test_a_retrieval_shows_its_stages_as_a_training_run_does(trained, monkeypatc
     assert steps == ["reading data", "packing observations", "initial diagnostics", "diagnostics", "publishing", "done"]
     assert any(s.startswith("training") for s in shown[3:]) and "products: classic SIC" in shown
     assert shown.index("products: classic SIC") > shown.index("diagnostics")
+
+
+def test_a_signal_in_a_retrieval_stops_it_with_the_signals_status_and_publishes_nothing(trained, capsys, monkeypatch):
+    """SIGTERM during a retrieval's fit (its trainer polls the run's requested stop at each step): the run
+    stops after that step with exit status 143, one line naming the retrieval's epoch and step, and no file
+    of its tag. Before, the line said 'no checkpoint directory' and the status was 130 (SIGINT's)."""
+    from empirical_seaice.cli import main
+    from empirical_seaice.run import interrupt
+
+    twin, output, _, _ = trained
+    polls = iter([None] * 5 + ["SIGTERM"] * 100)  # 5 steps an epoch, 4 boundaries: epoch 2, after step 2
+    monkeypatch.setattr(interrupt, "requested", lambda: next(polls))
+    argv = ["--retrieve", "--modeltag", "train", "--data", str(twin), "--stepstart", str(NTRAIN), "--output",
+            str(output), "--tag", "ret_sig", "--nepochs", "5", "--batchsize", "128", "--no-progress"]  # fmt: skip
+    assert main(argv) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("seaice-training: interrupted by SIGTERM in the retrieval's epoch "), err
+    assert re.fullmatch(r".*epoch 2, after step 2 of 5; it keeps no checkpoint", err[-1]), err[-1]
+    assert not list(output.glob("*ret_sig*")) and not (output / ".sets" / "ret_sig").exists()

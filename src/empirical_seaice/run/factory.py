@@ -159,13 +159,15 @@ def build_trainer(
     sharding: ShardPlan | None = None,
     step_threads: Callable[[], int] | None = None,
     valid_regions: Mapping[str, Region] | None = None,
+    fit_name: str = "the fit",
 ) -> Trainer:
     """The trainer of ``network`` (``built.network`` or a wrapper of it) over ``built.data``.
 
     ``checkpoint_minutes`` (None = :data:`~empirical_seaice.training.trainer.CHECKPOINT_MINUTES`),
     ``identity``, ``stop``, ``sharding`` (a rank's share of a sharded run), ``step_threads`` and
-    ``valid_regions`` (each region whose own held-out cost the history books, and which stops on its own) as
-    for :class:`~empirical_seaice.training.trainer.Trainer`.
+    ``valid_regions`` (each region whose own held-out cost the history books, and which stops on its own) and
+    ``fit_name`` (what a stop's line calls a fit without checkpoints) as for
+    :class:`~empirical_seaice.training.trainer.Trainer`.
     """
     if built.data is None:
         raise ValueError("build_trainer: the network was built without its packed observations (pack=False)")
@@ -185,6 +187,7 @@ def build_trainer(
         stop=stop,
         step_threads=step_threads,
         valid_regions=valid_regions,
+        fit_name=fit_name,
     )
 
 

@@ -143,6 +143,7 @@ def fit_held_out_shard(
     generator: torch.Generator,
     nvalid: int,
     shared_priors: bool,
+    stop: Callable[[], str | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """A rank's share of a sharded run's held-out fit (:func:`fit_held_out_state` on every rank at once, each
     over its own rows; :func:`empirical_seaice.run.sharded.fit_held_out_sharded`): returns the rows it set
@@ -159,7 +160,9 @@ def fit_held_out_shard(
     the run's held-out observations (``J_b / nobs``); ``shared_priors``: whether this rank counts the priors on
     the shared parameters (one rank). The model is fixed, so the ranks share nothing but each step's global
     batch size and each epoch's cost: with the single process's batches every rank's rows are fitted as a
-    single process fits them, to the bit.
+    single process fits them, to the bit. ``stop``: the run's requested stop (a signal), which the ranks agree
+    on after every :data:`~empirical_seaice.training.trainer.FROZEN_STOP_STEPS`-th step: every rank raises the
+    same :class:`~empirical_seaice.errors.RunInterrupted` there, ``network`` unchanged.
     """
     device = next(network.parameters()).device
     valid = build_row_counts(held, model.nlag, held.ngrid, held.nstep)
@@ -187,6 +190,7 @@ def fit_held_out_shard(
         generator=generator,
         normalise=as_whole_run,
         sharding=sharding,
+        stop=stop,
     )
 
 
@@ -208,12 +212,14 @@ def _fit(
     normalise: Callable[[Built], Built] | None = None,
     sharding: ShardPlan | None = None,
     step_threads: Callable[[], int] | None = None,
+    stop: Callable[[], str | None] | None = None,
 ) -> dict[str, np.ndarray]:
     """The held-out fit of :func:`fit_held_out_state` and :func:`fit_held_out_shard`: the refit network over
     ``obs`` (its observation table as ``network``'s, which its state is loaded from) reading ``data``, its priors
     counted over the held-out observations (``counts``) and normalised by ``normalise``; ``nepochs`` passes
     in the order ``order`` of ``data``'s rows; then the rows ``only`` (SIC map, grid properties) and
-    ``obs_rows`` (observation properties) copied into ``network``."""
+    ``obs_rows`` (observation properties) copied into ``network``; a ``stop`` (:class:`Trainer
+    <empirical_seaice.training.trainer.Trainer>`'s) raises before they are, ``network`` unchanged."""
     device = next(network.parameters()).device
     sic_only, grid_only = only
     refit = build_network(
@@ -251,6 +257,8 @@ def _fit(
         progress=False,
         sharding=sharding,
         step_threads=step_threads,
+        stop=stop,
+        fit_name="the held-out fit",
     )
     trainer.fit()
     del trainer  # its optimiser slab, before the rows are copied back

@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 
-from empirical_seaice.errors import RunInterrupted
+from empirical_seaice.errors import RunInterrupted, signal_exit_code
 
 _NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
 
@@ -35,10 +35,6 @@ class _State:
 _state = _State()
 
 
-def _exit_code(name: str) -> int:
-    return 143 if name == "SIGTERM" else 130
-
-
 def _handler(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
     name = _NAMES.get(signum, f"signal {signum}")
     if _state.requested is None and (_state.training or _state.deferring):
@@ -47,7 +43,7 @@ def _handler(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
     _state.requested = name
     if _state.deferring:
         return
-    raise RunInterrupted(f"interrupted by {name}; no output was published or changed", exit_code=_exit_code(name))
+    raise RunInterrupted(f"interrupted by {name}; no output was published or changed", exit_code=signal_exit_code(name))
 
 
 def requested() -> str | None:
@@ -87,7 +83,7 @@ def end_at_once_after_the_run(published: str, say: Callable[[str], None]) -> Non
         name = _NAMES.get(signum, f"signal {signum}")
         say(f"interrupted by {name} after the run: {published} are complete")
         sys.stdout.flush()
-        os._exit(_exit_code(name))
+        os._exit(signal_exit_code(name))
 
     for s in _NAMES:
         signal.signal(s, handler)
@@ -128,7 +124,7 @@ def stopped_by(name: str, published: str = "") -> RunInterrupted:
     """The :class:`RunInterrupted` of a stop by the signal ``name`` (``"SIGINT"``/``"SIGTERM"``) held back until
     now; ``published``: the files published meanwhile (e.g. ``OUT/*_TAG.nc``), said in its message as complete."""
     done = f"; it came as the outputs were published: {published} are complete" if published else ""
-    return RunInterrupted(f"interrupted by {name}{done}", exit_code=_exit_code(name), published=bool(published))
+    return RunInterrupted(f"interrupted by {name}{done}", exit_code=signal_exit_code(name), published=bool(published))
 
 
 __all__ = [

@@ -405,6 +405,7 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
         generator=generator,
         progress=display,
         stop=interrupt.requested,
+        fit_name="the retrieval",
     )
     with interrupt.training():
         history = trainer.fit()

@@ -130,9 +130,11 @@ def fit_held_out_sharded(
     single process's, each rank taking its part of each batch (the fit equals a single process's to the
     bit); ``--shard-order local`` (``valid_index`` None) each rank's own held-out observations shuffled by
     its own generator and spread over the steps (memory of the rank's shard only). ``local_valid``: this
-    rank's held-out observations (local rows; None without a hold-out). A signal waits for the fit's end (a
-    second or so on the ``benchmark`` twin), then stops every rank. ``display``: the run's progress display,
-    where the fit is a stage of its own."""
+    rank's held-out observations (local rows; None without a hold-out). A signal stops every rank after the
+    same step, within :data:`~empirical_seaice.training.trainer.FROZEN_STOP_STEPS` steps of the fit (the ranks
+    agree on it there: a fit's steps send nothing to carry it), with no row of the fit kept; one after the fit's
+    last agreement stops them at its end. ``display``: the run's progress display, where the fit is a stage of
+    its own."""
     from empirical_seaice.run.held_out import fit_held_out_shard, held_out_epochs, table_order
 
     if local_valid is None or history.nepochs == 0:
@@ -172,6 +174,7 @@ def fit_held_out_sharded(
             generator=generator,
             nvalid=sharding.ntrain_total(torch.from_numpy(order)),
             shared_priors=ctx.root,
+            stop=interrupt.requested,  # held back here (deferred): the ranks stop after the same step
         )
     del held
     release_free_memory()  # the fit's table, network and slab: not under the health checks
