@@ -582,7 +582,7 @@ try:
 except SeaIceError as exc:
     print("SeaIceError", exc, end=" ")
 except RunInterrupted as exc:
-    print("RunInterrupted", exc.exit_code, exc.relayed, exc, end=" ")
+    print("RunInterrupted", exc.exit_code, exc, end=" ")
 # each rank asked its forward pass for its non-empty part of every block, in order, once
 plan = [np.searchsorted(shard.obs, [a, min(a + BLOCK, NOBS)]) for a in range(0, NOBS, BLOCK)]
 mine = [(int(lo), int(hi)) for lo, hi in plan if hi > lo]
