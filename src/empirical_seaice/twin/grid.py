@@ -15,7 +15,10 @@ Examples
 
 from __future__ import annotations
 
+import importlib.util
+import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -91,7 +94,6 @@ def make_grid(hemisphere: str, resolution_km: float, lat_limit_deg: float = 50.0
         raise SeaIceError(f"lat_limit_deg: expected 30 to 85 degrees, got {lat_limit_deg}")
     # Radius of the latitude limit on a sphere of the authalic radius, plus a margin.
     import pyproj
-    from global_land_mask import globe  # 0.9 GB once loaded: only when a grid is built
 
     r_max_km = 2.0 * 6371.0 * np.sin(np.deg2rad(90.0 - lat_limit_deg) / 2.0) + 2 * resolution_km
     n = int(np.ceil(r_max_km / resolution_km))
@@ -111,6 +113,69 @@ def make_grid(hemisphere: str, resolution_km: float, lat_limit_deg: float = 50.0
         # The mask counts the Ross and Filchner-Ronne ice shelves as water; no sea ice there.
         inside &= lat > -ICE_SHELF_LAT_DEG
     keep = np.flatnonzero(inside)
-    ocean = globe.is_ocean(lat[keep], lon[keep])
-    keep = keep[ocean]
+    keep = keep[is_ocean(lat[keep], lon[keep])]
     return PolarGrid(hemisphere, float(resolution_km), x[keep], y[keep], lon[keep], lat[keep])
+
+
+MASK_MEMBER = "mask.npy"
+"""The land mask's member in ``global_land_mask``'s file (with ``lat.npy`` and ``lon.npy``, its axes)."""
+MASK_ROWS = 1024
+"""Rows of the land mask (43,200 bytes each) decompressed at a time by :func:`is_ocean` (44 MB)."""
+
+
+def _mask_file() -> Path | None:
+    """``global_land_mask``'s mask file (``globe_combined_mask_compressed.npz``), found without importing the
+    package (whose import loads the whole mask), or None."""
+    spec = importlib.util.find_spec("global_land_mask")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "globe_combined_mask_compressed.npz"
+    return path if path.is_file() else None
+
+
+def _node_index(x: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """The mask's row (latitude) or column (longitude) of each ``x`` (degrees), as ``global_land_mask.globe``'s
+    ``lat_to_index`` / ``lon_to_index`` compute it: ``x`` clamped to the nodes' range, ``(x - nodes[0]) /
+    (nodes[1] - nodes[0])`` truncated to an integer."""
+    x = np.clip(np.asarray(x, dtype=np.float64), nodes.min(), nodes.max())
+    return ((x - nodes[0]) / (nodes[1] - nodes[0])).astype("int")
+
+
+def is_ocean(lat, lon) -> np.ndarray:
+    """Whether each point (``lat``, ``lon``: degrees, 1-D) is ocean in the GLOBE 1 km land mask of the
+    ``global_land_mask`` package: its ``globe.is_ocean(lat, lon)``, the same values, but without loading the
+    mask whole. The package's import inflates its 21,600 x 43,200 mask into memory (0.9 GB, 1.7-3.4 s here);
+    this reads the compressed file :data:`MASK_ROWS` rows at a time, keeps the points' bits and stops after
+    the last row a point needs (north to south: the northern cap is the first third). A seaice-twin of the
+    ``demo`` preset peaked at 1.38 GB with the package's import. Where the file is not laid out as expected
+    (another version of the package), the package's own function is used."""
+    path = _mask_file()
+    lat, lon = np.atleast_1d(np.asarray(lat, np.float64)), np.atleast_1d(np.asarray(lon, np.float64))
+    if path is not None:
+        with np.load(path) as axes:  # the axes' members only (the mask is not read)
+            lat_nodes, lon_nodes = axes["lat"], axes["lon"]
+        with zipfile.ZipFile(path) as z, z.open(MASK_MEMBER) as member:
+            fmt = np.lib.format
+            version = fmt.read_magic(member)
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, fortran, dtype = read_header(member)
+            if shape == (lat_nodes.size, lon_nodes.size) and not fortran and dtype == np.dtype(bool):
+                return _streamed_bits(member, shape[1], _node_index(lat, lat_nodes), _node_index(lon, lon_nodes))
+    from global_land_mask import globe  # pragma: no cover - another layout of the package's file
+
+    return np.asarray(globe.is_ocean(lat, lon), dtype=bool)  # pragma: no cover
+
+
+def _streamed_bits(member, ncol: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``mask[rows, cols]`` of the C-order boolean mask whose bytes ``member`` (a file) reads from here, one
+    :data:`MASK_ROWS` rows at a time, up to the last row asked for."""
+    out = np.zeros(rows.size, dtype=bool)
+    order = np.argsort(rows, kind="stable")
+    ends = np.searchsorted(rows[order], np.arange(MASK_ROWS, int(rows.max(initial=-1)) + MASK_ROWS + 1, MASK_ROWS))
+    start = 0
+    for k, end in enumerate(ends):
+        block = np.frombuffer(member.read(MASK_ROWS * ncol), dtype=bool).reshape(-1, ncol)
+        at = order[start:end]
+        out[at] = block[rows[at] - k * MASK_ROWS, cols[at]]
+        start = end
+    return out
