@@ -147,8 +147,9 @@ def is_ocean(lat, lon) -> np.ndarray:
     mask whole. The package's import inflates its 21,600 x 43,200 mask into memory (0.9 GB, 1.7-3.4 s here);
     this reads the compressed file :data:`MASK_ROWS` rows at a time, keeps the points' bits and stops after
     the last row a point needs (north to south: the northern cap is the first third). A seaice-twin of the
-    ``demo`` preset peaked at 1.38 GB with the package's import. Where the file is not laid out as expected
-    (another version of the package), the package's own function is used."""
+    ``demo`` preset peaked at 1.38 GB with the package's import, 0.5 GB without. Where the file is not laid out
+    as expected (another version of the package), the package's own function is used. The grid's ocean points
+    and the realistic twin's land neighbours (:mod:`empirical_seaice.twin.realism`) come from here."""
     path = _mask_file()
     lat, lon = np.atleast_1d(np.asarray(lat, np.float64)), np.atleast_1d(np.asarray(lon, np.float64))
     if path is not None:

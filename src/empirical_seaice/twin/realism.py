@@ -363,9 +363,8 @@ class Realism:
     def _neighbour_table(self) -> np.ndarray:
         """(ngrid, 9) index of each cell's 3x3 neighbours (row-major dy, dx): grid index, -1 land, -2 elsewhere."""
         import pyproj
-        from global_land_mask import globe
 
-        from empirical_seaice.twin.grid import EASE2_EPSG
+        from empirical_seaice.twin.grid import EASE2_EPSG, is_ocean
 
         grid = self.grid
         r = grid.resolution_km
@@ -387,7 +386,7 @@ class Realism:
             y = (grid.y_km[ii] + (kk // 3 - 1) * r) * 1e3
             to_geo = pyproj.Transformer.from_crs(f"EPSG:{EASE2_EPSG[grid.hemisphere]}", "EPSG:4326", always_xy=True)
             lon, lat = to_geo.transform(x, y)
-            land = globe.is_land(np.clip(np.asarray(lat), -90, 90), np.asarray(lon))
+            land = ~is_ocean(np.clip(np.asarray(lat), -90, 90), np.asarray(lon))  # the land mask of the grid's sea
             table[ii[land], kk[land]] = -1
         return table
 
