@@ -446,7 +446,7 @@ def test_a_signal_in_a_retrieval_stops_it_with_the_signals_status_and_publishes_
     from empirical_seaice.run import interrupt
 
     twin, output, _, _ = trained
-    polls = iter([None] * 5 + ["SIGTERM"] * 100)  # 5 steps an epoch, 4 boundaries: epoch 2, after step 2
+    polls = iter([None] * 5 + ["SIGTERM"] * 100)  # 4 step boundaries an epoch of 5: the 6th is after epoch 2 step 2
     monkeypatch.setattr(interrupt, "requested", lambda: next(polls))
     argv = ["--retrieve", "--modeltag", "train", "--data", str(twin), "--stepstart", str(NTRAIN), "--output",
             str(output), "--tag", "ret_sig", "--nepochs", "5", "--batchsize", "128", "--no-progress"]  # fmt: skip
