@@ -684,10 +684,15 @@ class Trainer:
         """The stop by the signal ``reason`` after the checkpoint ``path`` was written; in a sharded run every
         rank's, said by rank 0 (:func:`~empirical_seaice.errors.relayed`) and naming the checkpoints' directory."""
         written = f"checkpoint {path} written" if self.sharding is None else f"checkpoints in {path.parent} written"
-        stop = RunInterrupted(
-            f"{what}; {written}: rerun the same command with --resume to continue",
-            exit_code=signal_exit_code(reason),
+        return self._said_once(
+            RunInterrupted(
+                f"{what}; {written}: rerun the same command with --resume to continue",
+                exit_code=signal_exit_code(reason),
+            )
         )
+
+    def _said_once(self, stop: RunInterrupted) -> RunInterrupted:
+        """``stop`` as every rank of a sharded run raises it: said by rank 0 alone (:func:`relayed`)."""
         return stop if self.sharding is None else relayed(stop, self.sharding.rank)
 
     def _checkpoint_due(self) -> bool:
@@ -721,12 +726,13 @@ class Trainer:
         if self.checkpoint_dir is None:
             if reason:
                 self._close_own_progress()
-                stop = RunInterrupted(
-                    f"interrupted by {reason} in {self.fit_name}'s epoch {self.epoch + 1}, after step {b} of "
-                    f"{nbatch}; it keeps no checkpoint",
-                    exit_code=signal_exit_code(reason),
+                raise self._said_once(
+                    RunInterrupted(
+                        f"interrupted by {reason} in {self.fit_name}'s epoch {self.epoch + 1}, after step {b} of "
+                        f"{nbatch}; it keeps no checkpoint",
+                        exit_code=signal_exit_code(reason),
+                    )
                 )
-                raise stop if self.sharding is None else relayed(stop, self.sharding.rank)
             return
         path = self.save_checkpoint(where(b))
         if reason:

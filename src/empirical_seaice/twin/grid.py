@@ -153,10 +153,9 @@ def is_ocean(lat, lon) -> np.ndarray:
     path = _mask_file()
     lat, lon = np.atleast_1d(np.asarray(lat, np.float64)), np.atleast_1d(np.asarray(lon, np.float64))
     if path is not None:
-        with np.load(path) as axes:  # the axes' members only (the mask is not read)
-            lat_nodes, lon_nodes = axes["lat"], axes["lon"]
+        fmt = np.lib.format
         with zipfile.ZipFile(path) as z, z.open(MASK_MEMBER) as member:
-            fmt = np.lib.format
+            lat_nodes, lon_nodes = (fmt.read_array(z.open(f"{name}.npy")) for name in ("lat", "lon"))  # the axes
             version = fmt.read_magic(member)
             read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
             shape, fortran, dtype = read_header(member)
