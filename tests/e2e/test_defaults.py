@@ -74,6 +74,18 @@ def test_exact_reference_on_a_short_run_warns_in_plain_words(tiny, tmp_path):
     assert "batch 1024, learning rate 0.001, dense-adam, full whole-map priors, reference-blocks batches" in out
     assert "WARNING: the emissivity anchor term is" in out, out
     assert "Likely fix: start the ice emissivity near its anchor (--ice-emis-init 0.9" in out
+    # the reference has no open-water filter: nor has its run, nor a later --diagsonly of its model (which wrote
+    # seaice_filtered_d.nc before 2026-12-05), even with --exact-reference given there (ignored: the model says)
+    assert (tmp_path / "seaice_run.nc").is_file() and not list(tmp_path.glob("seaice_filtered_*"))
+    for extra in ([], ["--exact-reference"]):
+        diags = _run(
+            ["--data", str(tiny), "--output", str(tmp_path), "--diagsonly", "--modeltag", "run", "--tag", "d"] + extra
+        )
+        assert (tmp_path / "seaice_run.nc").is_file() and (tmp_path / "tbsim_d.nc").is_file(), extra
+        assert not list(tmp_path.glob("seaice_filtered_*")), extra
+        assert "with the open-water filter" not in diags, diags
+    with netCDF4.Dataset(tmp_path / "models_run.nc") as ds:
+        assert json.loads(ds.getncattr("setup_training"))["exact_reference"] is True
 
 
 def test_early_stopping_summary_reports_the_kept_epoch(tiny, tmp_path):

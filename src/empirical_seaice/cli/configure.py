@@ -194,7 +194,8 @@ def product_options(args: argparse.Namespace):
         grid_channels=tuple(args.grid_channels) if args.grid_channels else None,
         grid_freqs_ghz=parse_freqs(args.grid_freqs),
         classic=not args.no_classic,
-        open_water_filter=not (args.no_open_water_filter or args.exact_reference),
+        # --diagsonly ignores --exact-reference: the model file says whether it is the reference's
+        open_water_filter=not (args.no_open_water_filter or (args.exact_reference and not args.diagsonly)),
         plots=args.plots,
         plot_day=args.plot_day,
     )

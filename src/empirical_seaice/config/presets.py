@@ -141,6 +141,7 @@ REFERENCE_TRAINING: Mapping[str, TrainingConfig] = {
         map_priors="full",
         batch_order="shuffled",
         adam_epsilon="keras",
+        exact_reference=True,
     ),
     # v2 (seaice_training.py): Keras fit on a Sequence of contiguous batch-size blocks of the
     # observations in file order (sensor after sensor), the block order shuffled, 25 epochs.
@@ -152,6 +153,7 @@ REFERENCE_TRAINING: Mapping[str, TrainingConfig] = {
         map_priors="full",
         batch_order="reference-blocks",
         adam_epsilon="keras",
+        exact_reference=True,
     ),
 }
 """The training settings of the reference code, per preset (what ``--exact-reference`` runs)."""

@@ -345,6 +345,10 @@ class TrainingConfig:
         off or does not apply); None = the run's count (``--threads``). An automatic ``--threads`` sets 1:
         the tensor step's operations are small (on two cores, two threads trained 10% slower than one,
         for 60% more CPU time; docs/usage.md, "Presets").
+    exact_reference: the run started from the reference's configuration (``--exact-reference``:
+        :data:`~empirical_seaice.config.presets.REFERENCE_TRAINING`). Trains nothing differently; kept in
+        ``model_TAG.pt`` and ``models_TAG.nc`` so that a later ``--diagsonly`` of the model writes the
+        products the reference has (no open-water filter) as the trained run did.
     """
 
     nepochs: int = 8
@@ -368,6 +372,7 @@ class TrainingConfig:
     adam_epsilon: Literal["torch", "keras"] = "torch"
     fused_step: bool = True
     tensor_step_threads: int | None = None
+    exact_reference: bool = False
 
     def __post_init__(self) -> None:
         self._check_schemes()

@@ -261,6 +261,18 @@ def trained_setup(model_file: dict[str, Any], data_cfg: DataConfig) -> tuple[Dat
     return data_cfg, model_cfg, cost_cfg
 
 
+def trained_products(model_file: dict[str, Any], products: Any) -> Any:
+    """``--diagsonly``: the user products (:class:`~empirical_seaice.products.write.ProductOptions` or None)
+    as the trained run had them: without the open-water filter for a model trained with ``--exact-reference``
+    (the reference has none, and that run wrote no ``seaice_filtered_TAG.nc``), else as asked. A model
+    file written before 2026-12-05 does not say and is taken as not the reference's."""
+    if products is None or not products.open_water_filter:
+        return products
+    if model_file["configs"]["training"].get("exact_reference", False):
+        return replace(products, open_water_filter=False)
+    return products
+
+
 def check_trained_data(model_file: dict[str, Any], obs: Observations, modeltag: str) -> None:
     """``--diagsonly``: refuse data other than the trained run's (its input files' content, not their
     place: a moved copy is the same data). Its summary joins the trained run's "before" numbers to this
@@ -371,6 +383,7 @@ __all__ = [
     "write_trained",
     "read_model_file",
     "trained_setup",
+    "trained_products",
     "check_trained_data",
     "load_trained",
     "before_state",

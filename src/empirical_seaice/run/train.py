@@ -80,6 +80,7 @@ from empirical_seaice.run.model_file import (
     load_trained,
     run_identity,
     trained_books,
+    trained_products,
     write_trained,
 )
 from empirical_seaice.run.plan import RunPlan, validate_run
@@ -211,6 +212,8 @@ def run(
     map_large_arrays(MMAP_THRESHOLD if plan.model_file is None else HEAP_THRESHOLD)
     try:
         plan.products, plan.force_outputs, plan.checkpoint_minutes = products, force_outputs, checkpoint_minutes
+        if plan.model_file is not None:  # --diagsonly: the products as the trained run had them
+            plan.products = trained_products(plan.model_file, products)
         plan.perturbation = perturbation
         ctx = rank_context(distributed, plan.device, diagsonly)
         if ctx is not None:
