@@ -15,6 +15,10 @@ pytestmark = pytest.mark.skipif(not fused_step.HAVE_NUMBA, reason="numba is not 
 
 STEP = 40
 GROUPINGS = (np.array([[0, 3]]), np.array([[0, 2], [2, 3]]))  # one group; the first table, then the second
+OWN_GROUPINGS = (np.array([[0, 2]]), np.array([[0, 2], [2, 2]]), np.array([[0, 2], [2, 2], [2, 2]]))
+"""With column 2 the observations' own rows (``kobs``): in no group, shared out by position among one, two or
+three groups (:func:`fused_step.column_groups` with ``own`` on more than one thread); in :data:`GROUPINGS`
+the group that has the column takes them."""
 
 
 def _case(seed: int = 5):
@@ -77,14 +81,20 @@ def test_gather_finds_each_row_once_and_catches_it_up_as_deferred_adam(kobs):
     expected = opt._slab(group).numpy()[:, :7].copy()
     assert not np.array_equal(expected[distinct], slab0[distinct, :7])  # the rows did move
     slabs = []
-    for groups in GROUPINGS:
+    nb = refs.shape[0]
+    for groups in GROUPINGS + (OWN_GROUPINGS if kobs >= 0 else ()):
         slab = slab0.copy()
         mark, uniq, inv, vals, g_vals, counts = _gather(slab, refs, ref_off, ref_width, groups, kobs, group, opt)
-        seg = uniq.shape[0] // groups.shape[0]
+        ng = groups.shape[0]
+        seg = uniq.shape[0] // ng
+        shared = kobs >= 0 and groups[-1, 1] <= kobs  # the own rows' column in no group
         assert counts.sum() == distinct.size  # each distinct row once
         for t, (lo, hi) in enumerate(groups):
             mine = uniq[t * seg : t * seg + counts[t]]
-            assert np.array_equal(np.sort(mine), np.unique(rows[:, lo:hi]))  # a group holds its tables' rows
+            own = rows[nb * t // ng : nb * (t + 1) // ng, 2] if shared else rows[:0, 2]
+            # a group holds its tables' rows (and its share of the own rows, in observation order, last)
+            assert np.array_equal(np.sort(mine), np.unique(np.concatenate([rows[:, lo:hi].ravel(), own])))
+            assert np.array_equal(mine[mine.size - own.size :], own)
             assert np.all(uniq[t * seg + counts[t] : (t + 1) * seg] == -7)
         assert np.array_equal(uniq[inv], rows)  # every reference points at its row
         assert np.array_equal(mark[rows[:, :2]], inv[:, :2])  # the marked rows hold their index
@@ -157,3 +167,21 @@ def test_adam_pass_steps_each_row_of_every_segment_and_clears_its_mark():
 )
 def test_column_groups_keep_tables_whole_and_balance_the_columns(ref_table, threads, expected):
     assert fused_step.column_groups(np.array(ref_table), threads).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    "ref_table, threads, expected",
+    [
+        ([0, 0, 1, 2], 1, [[0, 4]]),  # one thread: the own rows in the one group, as without own
+        ([0, 0, 1, 2], 2, [[0, 2], [2, 3]]),  # v2: the SIC lags, the grid row; the own rows shared by both
+        ([0, 0, 1, 2], 3, [[0, 2], [2, 3], [3, 3]]),  # a third thread: own rows only
+        ([0, 1], 2, [[0, 1], [1, 1]]),
+        ([0], 2, [[0, 0], [0, 0]]),  # the own rows only
+    ],
+)
+def test_column_groups_share_the_own_rows_among_every_thread(ref_table, threads, expected):
+    own = len(ref_table) - 1
+    assert fused_step.column_groups(np.array(ref_table), threads, own).tolist() == expected
+    if threads > 1:
+        with pytest.raises(ValueError, match="must be the last"):
+            fused_step.column_groups(np.array(ref_table + [3]), threads, own)

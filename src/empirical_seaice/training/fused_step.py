@@ -89,20 +89,21 @@ def _catch_up_batch_rows(  # noqa: C901 - one compiled pass: the search, the cat
     ``vals`` and ``g_vals`` (``S = uniq.shape[0] // G``): ``inv[b, k]`` is the index of the row of
     reference ``(b, k)`` there and ``mark[row]`` that index (reset by :func:`_adam_rows`). Column
     ``kobs`` (-1: none) holds rows that no other reference of the batch reads (each observation's own
-    row, in a batch of distinct observations): taken as new without a mark.
+    row, in a batch of distinct observations): taken as new without a mark, by the group that has the
+    column, or where none has it (:func:`column_groups` with ``own``) shared out by position, group ``t``
+    taking those of observations ``nb t / G .. nb (t + 1) / G - 1`` after its own columns (so that every
+    thread has a share of them, whatever its tables).
 
-    A new row is caught up the moment it is found, while its line (the mark's) is in the cache:
-    ``k = step - last`` deferred zero-gradient steps, ``w += -lr (A(last) - q^k A(step)) m / (sqrt(v) +
-    eps)``, ``m *= b1^k``, ``v *= b2^k``, ``last = step`` (:class:`DeferredAdam`'s closed form), on the
-    first ``ref_width[k]`` columns (the rest of the row is padding); then copied to ``vals`` and its
-    gradient row in ``g_vals`` zeroed. Every row's values depend on that row alone, so the result is
-    the same for any grouping and thread count (only the rows' places in the segments differ). The
-    group's rows of the observation ``_AHEAD`` ahead are prefetched."""
-    seg = uniq.shape[0] // groups.shape[0]
+    A new row is caught up the moment it is found, while its line (the mark's) is in the cache
+    (:func:`_take_row`). Every row's values depend on that row alone, so the result is the same for any
+    grouping and thread count (only the rows' places in the segments differ). The group's rows of the
+    observation ``_AHEAD`` ahead are prefetched."""
+    ngroup = groups.shape[0]
+    seg = uniq.shape[0] // ngroup
     nb = refs.shape[0]
-    lc = 3 * c
     a_step = a_tab[step]
-    for t in prange(groups.shape[0]):
+    shared = kobs >= 0 and groups[ngroup - 1, 1] <= kobs  # the own rows' column in no group
+    for t in prange(ngroup):
         lo, hi = groups[t, 0], groups[t, 1]
         n = t * seg
         for b in range(nb):
@@ -117,18 +118,33 @@ def _catch_up_batch_rows(  # noqa: C901 - one compiled pass: the search, the cat
                         inv[b, k] = j
                         continue
                     mark[row] = n
-                j = n
+                inv[b, k] = n
+                _take_row(slab, row, n, ref_width[k], step, c, a_tab, a_step, decay, lr, eps, uniq, vals, g_vals)
                 n += 1
-                uniq[j] = row
-                inv[b, k] = j
-                w = ref_width[k]
-                last = int(slab[row, lc])
-                if step > last:
-                    _catch_up_row(slab, row, w, last, step, c, a_tab, a_step, decay, lr, eps)
-                for col in range(w):
-                    vals[j, col] = slab[row, col]
-                    g_vals[j, col] = 0.0
+        if shared:  # this group's share of the observations' own rows
+            b0, b1 = (nb * t) // ngroup, (nb * (t + 1)) // ngroup
+            off, w = ref_off[kobs], ref_width[kobs]
+            for b in range(b0, b1):
+                if b + _AHEAD < b1:
+                    prefetch(slab, refs[b + _AHEAD, kobs] + off, 0)
+                inv[b, kobs] = n
+                _take_row(slab, refs[b, kobs] + off, n, w, step, c, a_tab, a_step, decay, lr, eps, uniq, vals, g_vals)
+                n += 1
         counts[t] = n - t * seg
+
+
+def _take_row(slab, row, j, w, step, c, a_tab, a_step, decay, lr, eps, uniq, vals, g_vals):
+    """A new distinct row of the batch (:func:`_catch_up_batch_rows`) at index ``j``: ``uniq[j] = row``, the
+    row caught up to ``step`` (:func:`_catch_up_row`: ``k = step - last`` deferred zero-gradient steps,
+    :class:`DeferredAdam`'s closed form) on its first ``w`` columns (the rest of the row is padding), copied
+    to ``vals[j]`` and its gradient row ``g_vals[j]`` zeroed."""
+    uniq[j] = row
+    last = int(slab[row, 3 * c])
+    if step > last:
+        _catch_up_row(slab, row, w, last, step, c, a_tab, a_step, decay, lr, eps)
+    for col in range(w):
+        vals[j, col] = slab[row, col]
+        g_vals[j, col] = 0.0
 
 
 def _catch_up_row(slab, row, w, last, step, c, a_tab, a_step, decay, lr, eps):
@@ -285,6 +301,7 @@ if HAVE_NUMBA:
     _flush_rows = njit(cache=True, parallel=True)(_flush_rows)
     _catch_up_batch_rows = njit(cache=True, parallel=True)(_catch_up_batch_rows)
     _catch_up_row = njit(cache=True, inline="always")(_catch_up_row)  # inlined in both passes
+    _take_row = njit(cache=True, inline="always")(_take_row)  # inlined in the search's two loops
     _adam_row = njit(cache=True, inline="always")(_adam_row)  # inlined in the pass
     _adam_rows = njit(cache=True, parallel=True)(_adam_rows)
     _adam_dense = njit(cache=True)(_adam_dense)
@@ -299,12 +316,26 @@ NCHUNK_MAP = 16
 """Fixed chunks of the whole-map pass (independent of the thread count)."""
 
 
-def column_groups(ref_table: np.ndarray, threads: int) -> np.ndarray:
+def column_groups(ref_table: np.ndarray, threads: int, own: int = -1) -> np.ndarray:
     """The reference columns cut into at most ``threads`` groups for :func:`_catch_up_batch_rows`: (G, 2) int64
     ``[from, to)``, each group a run of whole tables (the columns of one table, e.g. the SIC map's lags,
     read the same rows and stay together), the cut that makes the largest group smallest, with the
     fewest groups.
-    ``ref_table`` is each column's table (a table's columns adjacent). Any grouping gives the same result."""
+    ``ref_table`` is each column's table (a table's columns adjacent). Any grouping gives the same result.
+
+    ``own`` (the last column; -1: none): on more than one thread, the column of the observations' own rows,
+    which the search then shares out by position among the groups: the other columns are grouped, and
+    empty groups (``[own, own)``) added up to ``threads``, so that each thread takes a share of the own
+    rows. On two threads, v2's SIC lags then go with half the own rows and its grid row with the other
+    half, instead of the grid and own rows together (at batch 16384 the search took 0.56 ms for the SIC
+    lags, 0.67 for the grid rows and 0.55 for the own rows, each alone: benchmarks/results.md, forty-first
+    round). On one thread the column stays in the one group (a second loop over the batch was slower)."""
+    if own >= 0 and threads > 1:
+        if own != len(ref_table) - 1:
+            raise ValueError(f"column_groups: the own rows' column must be the last ({len(ref_table) - 1}), got {own}")
+        groups = column_groups(ref_table[:own], threads) if own else np.zeros((0, 2), dtype=np.int64)
+        empty = np.full((max(threads, 1) - groups.shape[0], 2), own, dtype=np.int64)
+        return np.concatenate([groups, empty]) if empty.size else groups
     edges = [0] + [k for k in range(1, len(ref_table)) if ref_table[k] != ref_table[k - 1]] + [len(ref_table)]
     runs = len(edges) - 1
     best: tuple[int, ...] = ()
@@ -340,7 +371,8 @@ class FusedStep:
         """The column of the refs that is each observation's own row (-1: no per-observation state)."""
         self._steps = 0
         self._bufs: dict[int, tuple[np.ndarray, ...]] = {}
-        self._groups: dict[int, np.ndarray] = {}
+        self._groups: dict[tuple[int, int], np.ndarray] = {}
+        """:func:`column_groups` by thread count and own rows' column (-1: a batch that may repeat them)."""
         self.full = bool(getattr(program, "full", False))
         """The exact whole-map priors at every step (the reference's scheme): the program's first
         table (the SIC map) is stepped whole at every step (:func:`_full_map_adam`)."""
@@ -491,14 +523,14 @@ class FusedStep:
 
             raise SeaIceError(f"DeferredAdam: more than {d.MAX_STEPS} steps (float32 step counters)")
         threads = numba.get_num_threads()
-        groups = self._groups.get(threads)
+        skip = self.obs_col if distinct else -1
+        groups = self._groups.get((threads, skip))
         if groups is None:
-            groups = self._groups[threads] = column_groups(self.ref_table, threads)
+            groups = self._groups[threads, skip] = column_groups(self.ref_table, threads, skip)
         refs, uniq, inv, vals, g_vals, counts = self._buffers(index.shape[0], groups.shape[0])
         prog.rows(index, refs)
         a_np, decays = self._tails(step + 1)
         b1, b2 = group["betas"]
-        skip = self.obs_col if distinct else -1
         _catch_up_batch_rows(
             self.slab, refs, self.ref_off, self.ref_width, groups, self.mark, uniq, inv, counts, skip, step, c, a_np,
             decays, group["lr"], group["eps"], vals, g_vals,
