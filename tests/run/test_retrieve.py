@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -119,6 +120,18 @@ def test_retrieval_errors(trained, tmp_path):
     with pytest.raises(SeaIceError, match="stepstart"):
         run_retrieval(DataConfig(data=twin, stepstart=99), tc, output, "train", "ret3", progress=False)
     assert not (output / "cache_ret3").exists()
+    # a --tag that holds another trained run: its model and set were replaced without a word (2026-12-05)
+    other = tmp_path / "two_models"
+    other.mkdir()
+    for name in ("model_train.pt", "model_kept.pt"):
+        shutil.copy(output / "model_train.pt", other / name)
+    with pytest.raises(SeaIceError) as err:
+        run_retrieval(DataConfig(data=twin, stepstart=NTRAIN), tc, other, "train", "kept", progress=False)
+    assert str(err.value) == (
+        f"--retrieve --tag kept: {other / 'model_kept.pt'} is a trained model, whose outputs a retrieval with model "
+        "'train' would replace; choose a --tag that holds no trained model"
+    )
+    assert sorted(p.name for p in other.iterdir()) == ["model_kept.pt", "model_train.pt"]
 
 
 def test_retrieval_rejects_foreign_checkpoints(trained, tmp_path):

@@ -143,6 +143,19 @@ def model_file_path(output: Path, tag: str) -> Path:
     return out.output_path(output, out.CHECKPOINT, tag)
 
 
+def check_tag_holds_no_model(output: Path, tag: str, modeltag: str, mode: str, what: str) -> None:
+    """``--diagsonly`` or ``--retrieve`` (``mode``) writing under ``--tag`` another trained run's: refused with a
+    one-line error, before anything is read or written. Its set would replace that run's, and the run's
+    ``model_TAG.pt``, ``models_TAG.nc`` and trained SIC would go without a word. ``what``: the outputs that
+    would replace them ("the diagnostics of", "a retrieval with")."""
+    own = model_file_path(output, tag)
+    if tag != modeltag and (own.is_file() or own.is_symlink()):
+        raise SeaIceError(
+            f"{mode} --tag {tag}: {own} is a trained model, whose outputs {what} model '{modeltag}' would "
+            "replace; choose a --tag that holds no trained model"
+        )
+
+
 def write_model_file(
     path: Path,
     *,
@@ -379,6 +392,7 @@ __all__ = [
     "configs_from_dict",
     "run_identity",
     "model_file_path",
+    "check_tag_holds_no_model",
     "write_model_file",
     "write_trained",
     "read_model_file",

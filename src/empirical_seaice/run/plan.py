@@ -17,7 +17,7 @@ import torch
 from empirical_seaice.config import CostConfig, DataConfig, ModelConfig, Preset, TrainingConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io import outputs as out
-from empirical_seaice.run.model_file import model_file_path, read_model_file, trained_setup
+from empirical_seaice.run.model_file import check_tag_holds_no_model, read_model_file, trained_setup
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis, load_catalogue
 from empirical_seaice.training.checkpoint import CHECKPOINT_NAME, checkpoint_dir
 
@@ -85,14 +85,7 @@ def validate_run(
         raise SeaIceError(f"--output: {output} exists and is not a directory")
     model_file = None
     if diagsonly:
-        own = model_file_path(output, tag)
-        if modeltag != tag and (own.is_file() or own.is_symlink()):
-            # (its set would be replaced by one of another model's diagnostics: model_TAG.pt and the trained
-            # SIC went without a word)
-            raise SeaIceError(
-                f"--diagsonly --tag {tag}: {own} is a trained model, whose outputs the diagnostics of model "
-                f"'{modeltag}' would replace; choose a --tag that holds no trained model"
-            )
+        check_tag_holds_no_model(output, tag, modeltag, "--diagsonly", "the diagnostics of")
         model_file = read_model_file(output, modeltag)
         data_cfg, model_cfg, cost_cfg = trained_setup(model_file, data_cfg)
         preset_name = model_file["configs"]["preset"]

@@ -48,7 +48,12 @@ from empirical_seaice.model.operator import HybridNetwork
 from empirical_seaice.model.tensors import ObservationBlocks
 from empirical_seaice.products import diagnostics as diag
 from empirical_seaice.run.finish import publish_final_pass, run_truth, write_state_files
-from empirical_seaice.run.model_file import configs_from_dict, read_model_file, trained_provenance
+from empirical_seaice.run.model_file import (
+    check_tag_holds_no_model,
+    configs_from_dict,
+    read_model_file,
+    trained_provenance,
+)
 from empirical_seaice.run.streamed import final_pass, initial_pass
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis, catalogue_from_dict, load_catalogue
 from empirical_seaice.training.runtime import RunProgress, own_storage
@@ -291,6 +296,7 @@ def run_retrieval(
             f"--tag: the retrieval's tag must differ from --modeltag ({modeltag!r}), "
             "or it would overwrite the trained run's SIC and state files"
         )
+    check_tag_holds_no_model(output, tag, modeltag, "--retrieve", "a retrieval with")
     model_file = read_model_file(output, modeltag)
     trained_data, model_cfg, cost_cfg = configs_from_dict(model_file["configs"])
     preset_name = model_file["configs"].get("preset", model_cfg.version)
