@@ -387,6 +387,23 @@ def test_cli_product_flag_errors(tmp_path, capsys, extra, message):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_retrievals_product_flags_are_checked_before_it_reads_anything(trained, capsys):
+    """A retrieval's channels are the model's (or --sensors'): a --grid-channels outside them was refused only
+    at the gridded product, after the whole fit, without naming the flag, and left the retrieval's cache."""
+    from empirical_seaice.cli import main
+
+    twin, output, _, _ = trained
+    before = sorted(p.name for p in output.iterdir())
+    argv = ["--data", str(twin), "--output", str(output), "--retrieve", "--modeltag", "train", "--tag", "bad",
+            "--stepstart", str(NTRAIN), "--no-progress"]  # fmt: skip
+    for extra in (["--grid-channels", "166v"], ["--sensors", "amsr2", "--grid-channels", "89v", "183pm1h"]):
+        assert main([*argv, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"seaice-training: error: --grid-channels: {extra[-1]} not "), err
+        assert "not among the run's channels (10v, 10h, 19v, 19h, 24v, 24h, 37v, 37h, 89v, 89h)" in err[0], err
+    assert sorted(p.name for p in output.iterdir()) == before  # no cache_bad, no file of the tag
+
+
 def test_frozen_model_fulfils_the_trainer_contract(trained):
     """The frozen model hands the trainer the rows a batch reads and computes with the rows it is
     given, so a retrieval takes training's optimiser path (catch-up before the forward pass). On

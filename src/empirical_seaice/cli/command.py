@@ -339,6 +339,7 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
                 progress=display,
                 stage=stage,
                 said=said,
+                products=products,
             )
             # the summary's data first: the products add the classic algorithms' scores to it, and the report
             # (--plots) shows it, as a training run's

@@ -253,6 +253,7 @@ def run_retrieval(
     progress: Any = True,
     stage: Path | None = None,
     said: Sequence[str] = (),
+    products: Any = None,
 ) -> RetrievalResult:
     """Retrieve SIC and the empirical state on new data with a trained model.
 
@@ -279,6 +280,9 @@ def run_retrieval(
     said : list of str, optional
         The warnings logged so far (:func:`~empirical_seaice.logs.warnings_said`'s list, growing), listed at
         the end of the summary as a training run's are.
+    products : empirical_seaice.products.write.ProductOptions, optional
+        The products the caller writes after the retrieval: checked against the model's version and the
+        retrieval's channels before anything is read (a bad ``--grid-channels`` failed after the whole fit).
 
     Raises
     ------
@@ -302,6 +306,10 @@ def run_retrieval(
     preset_name = model_file["configs"].get("preset", model_cfg.version)
     sensors = tuple(sensors) if sensors else trained_data.sensors
     data_cfg = replace(data_cfg, sensors=sensors)
+    if products is not None:
+        from empirical_seaice.products.write import check_product_options
+
+        check_product_options(products, model_cfg.version, sensors, load_catalogue(data_cfg.sensor_catalogue))
     if not Path(data_cfg.data).exists():
         raise SeaIceError(f"--data: {data_cfg.data} does not exist (give the new data directory or file)")
     plan = _RetrievalPlan(
