@@ -84,6 +84,15 @@ def test_exact_reference_on_a_short_run_warns_in_plain_words(tiny, tmp_path):
         assert (tmp_path / "seaice_run.nc").is_file() and (tmp_path / "tbsim_d.nc").is_file(), extra
         assert not list(tmp_path.glob("seaice_filtered_*")), extra
         assert "with the open-water filter" not in diags, diags
+        # the summary names the trained model, not only the new tag (it said "the trained model 'd'")
+        assert "seaice-training diagnostics 'd' of the trained model 'run': model v2" in diags, diags
+        mode = json.loads((tmp_path / "summary_d.json").read_text())["run"]["mode"]
+        assert mode == "diagnostics of the trained model 'run'", mode
+    # said to be ignored, and it is: the model file decides (it used to switch the filter off, without a word)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        _run(["--data", str(tiny), "--output", str(tmp_path), "--diagsonly", "--modeltag", "run", "--exact-reference"])
+    assert "--diagsonly: --exact-reference not used (the trained run's model" in err.getvalue(), err.getvalue()
     with netCDF4.Dataset(tmp_path / "models_run.nc") as ds:
         assert json.loads(ds.getncattr("setup_training"))["exact_reference"] is True
 

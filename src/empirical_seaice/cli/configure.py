@@ -150,7 +150,7 @@ MODE_IGNORES = {
         "sic_smoothness_time", "stepstart", "nsteps", "start_date", "nepochs", "batchsize",
         "learning_rate", "network_learning_rate", "optimizer", "map_priors", "batch_order", "validation_fraction",
         "early_stopping", "patience", "region_stopping", "plateau_cuts", "lr_decay", "unfused_step",
-        "checkpoint_minutes", "force_outputs", "emis_ceiling",
+        "checkpoint_minutes", "force_outputs", "emis_ceiling", "exact_reference",
     ),
     "retrieve": (
         "model", "ice_emis_init", "angle_input", "warm_ice", "sic_background_error", "sic_smoothness",

@@ -120,13 +120,15 @@ def summary_table(
     train_cfg: TrainingConfig,
     cost_cfg: CostConfig,
     said: Sequence[str] = (),
+    modeltag: str = "",
 ) -> str:
     """The summary table printed after a run (:func:`run_title`, the cost and departures before and
     after, the truth scores) of ``result`` (a ``RunResult``: its costs, departures, truth, output, tag,
     and the health report, whose anchor shortfall decides whether a large anchor term is a warning, and
     whose failure, where ``--force-outputs`` wrote the outputs anyway, is the likely fix; without one,
     ``--diagsonly``, the shortfall of the cost after, as the check finds it; the count of the warnings about
-    the data, which a run that got worse points at); ``said``: the warnings the run logged, listed at the end."""
+    the data, which a run that got worse points at); ``said``: the warnings the run logged, listed at the end;
+    ``modeltag``: the trained model of ``--diagsonly``."""
     health = getattr(result, "health", None)
     shortfall = health.figures.get("anchor_shortfall") if health is not None else None
     if shortfall is None and result.cost_after:
@@ -144,6 +146,7 @@ def summary_table(
                 schedule_line(train_cfg, getattr(result, "map_priors_note", "")),
                 train_cfg.early_stopping,
                 getattr(result, "sharded", ""),
+                modeltag,
             ),
             cost_before=result.cost_before,
             cost_after=result.cost_after,
@@ -173,12 +176,16 @@ def run_title(
     schedule: str = "",
     early_stopping: bool = False,
     sharded: str = "",
+    modeltag: str = "",
 ) -> str:
     """The first lines of a run's summary table: what ran, on which data, how training went (``sharded``:
-    how a sharded run was sharded, in words)."""
-    what = "diagnostics of the trained model" if diagsonly else f"training {sharded}".strip()
+    how a sharded run was sharded, in words; ``modeltag``: the trained model of ``--diagsonly``)."""
+    if diagsonly:
+        what = f"diagnostics '{tag}' of the trained model" + (f" '{modeltag}'" if modeltag else "")
+    else:
+        what = " ".join(part for part in ("training", sharded, f"'{tag}'") if part)
     line = (
-        f"seaice-training {what} '{tag}': model {preset_name}, sensors {' '.join(obs.basis.sensor_names)}\n"
+        f"seaice-training {what}: model {preset_name}, sensors {' '.join(obs.basis.sensor_names)}\n"
         f"  {obs.nobs} observations, {obs.ngrid} grid points x {obs.nstep} steps"
     )
     if history is not None and not diagsonly:

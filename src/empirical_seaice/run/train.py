@@ -628,8 +628,9 @@ def _diagnostics_and_products(
             final, truth = _final_pass(plan, network, data, obs, background, nobs_train, held)
         publish_final_pass(network, obs, background, truth, result, final, held)
         result.summary = summary_table(
-            result, plan.preset_name, obs, history, plan.diagsonly, plan.train_cfg, plan.cost_cfg, plan.said
-        )
+            result, plan.preset_name, obs, history, plan.diagsonly, plan.train_cfg, plan.cost_cfg, plan.said,
+            plan.modeltag,
+        )  # fmt: skip
     summary = None
     if not plan.trainonly:
         summary = run_summary(
@@ -640,6 +641,7 @@ def _diagnostics_and_products(
             history,
             plan.diagsonly,
             time.perf_counter() - t_run,
+            mode=f"diagnostics of the trained model '{plan.modeltag}'" if plan.diagsonly else None,
             said=plan.said,
         )
     # ---- 6. user products (export, gridded emissivity, classic SIC, plots and the report)
