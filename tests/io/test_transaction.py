@@ -102,6 +102,41 @@ def test_output_set_publishes_in_one_step_with_a_manifest(tmp_path):
     assert txn.verify_set(out, "t") == ["seaice_t.nc: checksum differs"]
 
 
+@pytest.mark.parametrize("inherit", [False, True])
+def test_a_copy_made_with_its_links_followed_is_an_output_directory_again(tmp_path, caplog, inherit):
+    """``cp -rL`` (what the docs advise for copying an output directory) turns ``.sets/t/current`` into a
+    directory and every published name into a plain file. A run into the copy removed the copy's set
+    directories and then failed to switch ``current`` (IsADirectoryError), every time; now the copied
+    ``current`` is adopted as the published set, and the next set replaces it (or, inheriting, adds to it)."""
+    out, copy = tmp_path / "out", tmp_path / "copy"
+    s1 = txn.OutputSet(out, "t")
+    stage = s1.begin()
+    (stage / "seaice_t.nc").write_text("v1")
+    (stage / "old_only_t.nc").write_text("v1")
+    s1.publish()
+    s1.release()
+    subprocess.run(["cp", "-rL", str(out), str(copy)], check=True)
+    assert (copy / ".sets" / "t" / "current").is_dir() and not (copy / ".sets" / "t" / "current").is_symlink()
+    assert txn.current_set(copy, "t") is None  # not a link: no published set, as the run saw it
+    s2 = txn.OutputSet(copy, "t", inherit=inherit)
+    (s2.begin() / "seaice_ensemble_t.nc").write_text("v2")
+    assert "is a directory (a copy made with its links followed): kept as the published set" in caplog.text
+    files = set(s2.publish()["files"])
+    s2.release()
+    assert (copy / "seaice_ensemble_t.nc").read_text() == "v2" and (copy / ".sets" / "t" / "current").is_symlink()
+    assert ({"seaice_t.nc", "old_only_t.nc"} <= files) == inherit  # the adopted set's files, inherited
+    assert (copy / "seaice_t.nc").read_text() == "v1"  # the copy's own file (inherited, or left as it was)
+    assert sorted(p.name for p in (copy / ".sets" / "t").iterdir()) == sorted(["current", s2.run_id])
+    assert txn.verify_set(copy, "t") == []
+    s3 = txn.OutputSet(copy, "t")  # and a plain set after it, as in any output directory
+    (s3.begin() / "seaice_t.nc").write_text("v3")
+    s3.publish()
+    s3.release()
+    assert (copy / "seaice_t.nc").read_text() == "v3" and (copy / "seaice_t.nc").is_symlink()
+    assert not os.path.lexists(copy / "seaice_ensemble_t.nc")
+    assert (out / "seaice_t.nc").read_text() == "v1"  # the original untouched
+
+
 @pytest.mark.parametrize("inherit_dirs", [False, True])
 def test_an_inheriting_set_adds_to_the_published_one(tmp_path, inherit_dirs):
     """``inherit`` starts from the published files (``--diagsonly``); ``inherit_dirs`` also from its

@@ -164,6 +164,7 @@ class OutputSet:
         for sub in self.output.glob(f"checkpoints_{self.tag}"):
             remove_stale_temporaries(sub)
         if self.tag_dir.is_dir():
+            self._adopt_copied_set()
             keep = {CURRENT}
             cur = current_set(self.output, self.tag)
             if cur is not None:
@@ -173,6 +174,27 @@ class OutputSet:
                     log.warning("removing %s, left by an interrupted run", p)
                     with contextlib.suppress(OSError):
                         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+    def _adopt_copied_set(self) -> None:
+        """``.sets/TAG/current`` a directory, not a link: an output directory copied with its links followed
+        (``cp -rL``, ``rsync -aL``), whose every published file is a plain copy. Its ``current`` becomes a set
+        of its own (renamed to ``<run id>-copy``, ``current`` a link to it again), which the next publish
+        replaces as any published set; the other set directories the copy holds are left over as after an
+        interrupted run. (Before 2026-12-05 a run into such a copy removed them and then failed to switch
+        ``current``: "cannot write the file (IsADirectoryError ...)".) A crash between the rename and the
+        link leaves no published set of the tag in ``.sets``; the copy's files in the output directory stay."""
+        link = self.tag_dir / CURRENT
+        if link.is_symlink() or not link.is_dir():
+            return
+        name = f"{self.run_id}-copy"
+        log.warning("%s is a directory (a copy made with its links followed): kept as the published set %s", link, name)
+        os.rename(link, self.tag_dir / name)
+        tmp = self.tag_dir / f".{CURRENT}.tmp{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(name, tmp)
+        os.replace(tmp, link)
+        fsync_dir(self.tag_dir)
 
     # ---- publish
     def _link_target(self, name: str) -> str:
