@@ -93,6 +93,10 @@ def test_exact_reference_on_a_short_run_warns_in_plain_words(tiny, tmp_path):
     with contextlib.redirect_stderr(err):
         _run(["--data", str(tiny), "--output", str(tmp_path), "--diagsonly", "--modeltag", "run", "--exact-reference"])
     assert "--diagsonly: --exact-reference not used (the trained run's model" in err.getvalue(), err.getvalue()
+    # and listed in the summary files with the run's own warnings (they held only the run's, 2026-12-05)
+    listed = json.loads((tmp_path / "summary_run.json").read_text())["run"]["warnings"]
+    assert any(w.startswith("--diagsonly: --exact-reference not used") for w in listed), listed
+    assert "--diagsonly: --exact-reference not used" in (tmp_path / "summary_run.txt").read_text()
     with netCDF4.Dataset(tmp_path / "models_run.nc") as ds:
         assert json.loads(ds.getncattr("setup_training"))["exact_reference"] is True
 

@@ -138,9 +138,10 @@ def _run_command(args: argparse.Namespace, argv: list[str], entry: bool = False)
 
     _setup_logging(-1 if args.quiet else args.verbose)
     data, preset, cost, training = configs_from_args(args)
-    for mode, why in _MODE_WARNINGS:
-        if getattr(args, mode) and (ignored := ignored_flags(args, mode)):
-            logging.getLogger(__name__).warning("--%s: %s not used (%s)", mode, ", ".join(ignored), why)
+    with warnings_said() as said_before:  # listed in the run's summary too
+        for mode, why in _MODE_WARNINGS:
+            if getattr(args, mode) and (ignored := ignored_flags(args, mode)):
+                logging.getLogger(__name__).warning("--%s: %s not used (%s)", mode, ", ".join(ignored), why)
     if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
         raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")
     _check_shard_order(args)
@@ -200,6 +201,7 @@ def _run_command(args: argparse.Namespace, argv: list[str], entry: bool = False)
                 force_outputs=args.force_outputs,
                 checkpoint_minutes=args.checkpoint_minutes,
                 argv=[PROG, *argv],
+                said_before=said_before,
             )
     finally:
         _set_threads(*threads_before)

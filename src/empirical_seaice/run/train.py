@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -154,6 +155,7 @@ def run(
     checkpoint_minutes: float | None = None,
     argv: Any = None,
     perturbation: Any = None,
+    said_before: Sequence[str] = (),
 ) -> RunResult:
     """Run training and/or diagnostics and write the outputs (see the module docstring).
 
@@ -197,6 +199,8 @@ def run(
     perturbation : :class:`~empirical_seaice.run.perturb.Perturbation`, optional
         An ensemble member's perturbations of the observations and the background, applied
         after reading (:mod:`empirical_seaice.run.ensemble`); None = the data as read.
+    said_before : the warnings the caller logged before the run (the command line's flags that
+        ``--diagsonly`` does not use), listed in the summary with the run's own.
 
     Raises
     ------
@@ -204,9 +208,10 @@ def run(
         Any user-caused problem (flags, files, data); nothing is left behind in
         an output directory this run created.
     """
-    plan = validate_run(
-        data_cfg, preset, cost_cfg, train_cfg, Path(output), tag, modeltag, diagsonly, trainonly, resume, progress
-    )
+    with warnings_said() as checked:  # what checking the run logs (--diagsonly's sensors), for its summary
+        plan = validate_run(
+            data_cfg, preset, cost_cfg, train_cfg, Path(output), tag, modeltag, diagsonly, trainonly, resume, progress
+        )
     # a run that trains: large arrays as mappings of their own up to the end of training (its peak);
     # one that does not, and the process after any run: glibc's ceiling (empirical_seaice.memory)
     map_large_arrays(MMAP_THRESHOLD if plan.model_file is None else HEAP_THRESHOLD)
@@ -236,6 +241,7 @@ def run(
                 # the collections of release_free_memory: the run's objects only; the run's warnings kept for
                 # its summary
                 with startup_objects_frozen(), warnings_said() as plan.said:
+                    plan.said[:0] = [*said_before, *checked]
                     return _run(plan, run_set, display)
             finally:
                 display.close()
