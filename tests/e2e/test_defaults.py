@@ -71,7 +71,10 @@ def test_exact_reference_on_a_short_run_warns_in_plain_words(tiny, tmp_path):
     """The reference's v2 start (zero output biases: emissivity ~0.5 under the 0.7 floor) cannot recover
     in 3 epochs of 9,300 observations: the summary says so and names the fix."""
     out = _run(["--data", str(tiny), "--output", str(tmp_path), "--exact-reference", "--nepochs", "3"])
-    assert "batch 1024, learning rate 0.001, dense-adam, full whole-map priors, reference-blocks batches" in out
+    assert (
+        "the reference's training (--exact-reference): batch 1024, learning rate 0.001, dense-adam, full whole-map "
+        "priors, reference-blocks batches"
+    ) in out, out
     assert "WARNING: the emissivity anchor term is" in out, out
     assert "Likely fix: start the ice emissivity near its anchor (--ice-emis-init 0.9" in out
     # the reference has no open-water filter: nor has its run, nor a later --diagsonly of its model (which wrote

@@ -138,9 +138,9 @@ def _run_command(args: argparse.Namespace, argv: list[str], entry: bool = False)
 
     _setup_logging(-1 if args.quiet else args.verbose)
     data, preset, cost, training = configs_from_args(args)
-    with warnings_said() as said_before:  # listed in the run's summary too
+    with warnings_said() as said_before:  # listed in the run's summary too (--retrieve refuses --diagsonly)
         for mode, why in _MODE_WARNINGS:
-            if getattr(args, mode) and (ignored := ignored_flags(args, mode)):
+            if getattr(args, mode) and not args.retrieve and (ignored := ignored_flags(args, mode)):
                 logging.getLogger(__name__).warning("--%s: %s not used (%s)", mode, ", ".join(ignored), why)
     if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
         raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")

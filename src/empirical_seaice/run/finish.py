@@ -252,6 +252,8 @@ def schedule_line(cfg: TrainingConfig, priors_note: str = "") -> str:
         f"batch {cfg.batch_size}, learning rate {cfg.learning_rate:.3g}{network}, {cfg.optimizer}, "
         f"{priors_note or f'{cfg.prior_mode} whole-map priors'}, {cfg.batch_order} batches"
     )
+    if cfg.exact_reference:  # (the summary said nothing of it: only models_TAG.nc's setup did)
+        line = f"the reference's training (--exact-reference): {line}"
     if cfg.lr_decay != 1.0:
         line += f", learning rate x{cfg.lr_decay:.3g} per epoch"
     if cfg.validation_fraction > 0.0:
