@@ -129,7 +129,7 @@ def _tbobs_dataset(obs: Observations, tb: np.ndarray, lon=None, lat=None) -> xr.
             "time": xr.Variable(("iobs",), cf.julian_day_to_time(jd), attrs=cf.time_attrs("time of the observation")),
         },
         attrs={
-            "title": "observed brightness temperatures of the training run in the unified channel basis",
+            "title": "observed brightness temperatures of the run in the unified channel basis",
             "jd_origin": float(obs.jd_origin),
             "stepstart": int(obs.stepstart),
         },
