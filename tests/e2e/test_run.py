@@ -277,10 +277,14 @@ def test_trainonly_writes_no_diagnostics(twin_dir, tmp_path):
             "--no-progress",
             "--device",
             "cpu",
+            "--plots",
         ]
     )
     assert r.code == 0, r.stderr
     assert r.stdout == ""
+    # its report has no facts, scores or tables (no diagnostics): it says so and how to add them
+    report = (output / "plots_t" / "index.html").read_text()
+    assert "This run computed no diagnostics (<code>--trainonly</code>)" in report
     names = {p.name for p in output.iterdir()}
     assert {
         "cache",

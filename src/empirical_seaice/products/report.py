@@ -211,8 +211,9 @@ def write_report(
     summary: Mapping[str, Any] | None = None,
     summary_text: str = "",
 ) -> Path:
-    """``index.html`` in ``plot_dir``: the run's facts and scores (from ``summary``), the text
-    summary, then each (PNG file name, one-line caption) figure."""
+    """``index.html`` in ``plot_dir``: the run's facts and scores (from ``summary``; without one, a run of
+    ``--trainonly``, a line saying what ``--diagsonly`` adds), the text summary, then each (PNG file name,
+    one-line caption) figure."""
     plot_dir = Path(plot_dir)
     head = html.escape(title or "run report")
     parts = [
@@ -223,6 +224,12 @@ def write_report(
         f"<h1>{head}</h1>",
         *report_sections(summary),
     ]
+    if summary is None:  # (--trainonly: the report had fewer figures and no tables, without a word)
+        parts.append(
+            "<p>This run computed no diagnostics (<code>--trainonly</code>): the run's facts, the scores, the cost "
+            "and channel tables and the figures of the departures and the truth come with <code>seaice-training "
+            "--diagsonly</code> of its model (<code>--modeltag</code> and <code>--tag</code> its tag).</p>"
+        )
     if summary_text:
         parts.append(
             "<details><summary>summary table as printed</summary><pre>" + html.escape(summary_text) + "</pre></details>"
