@@ -334,6 +334,9 @@ def test_cli_retrieve(trained, capsys):
     facts = summary["run"]
     assert facts["mode"] == "retrieval with the trained model 'train'" and facts["tag"] == "ret_cli"
     assert facts["epochs"] == 2 and facts["stepstart"] == NTRAIN and facts["output"] == str(output)
+    # the priors the fit took, as a training run's summary names them (null before 2026-12-05), and in its title
+    assert facts["whole_map_priors"].startswith("full whole-map priors (--map-priors auto: "), facts
+    assert "\n  " + facts["whole_map_priors"] + "\n" in printed.out
     rmse = float(printed.out.split("RMSE background")[1].split("->")[1].split()[1].rstrip(";"))
     assert summary["truth"]["sic_rmse"]["trained"] == pytest.approx(rmse, abs=5e-5)
     # and the classic algorithms' scores, as a training run's summary_TAG.json has them (a retrieval's had not)

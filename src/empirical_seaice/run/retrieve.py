@@ -217,6 +217,9 @@ class RetrievalResult:
     export's."""
     data_warnings: int = 0
     """The warnings about the input files it logged (its read's, the open-water departures' before the fit)."""
+    map_priors_note: str = ""
+    """Which whole-map priors the fit's ``--map-priors auto`` took and why (the trainer's; the summary's
+    ``whole_map_priors``, null before 2026-12-05)."""
 
 
 @dataclass
@@ -431,6 +434,7 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
 
     # the packed table goes with the trainer, the state tables out of the optimiser's slab (as after a
     # training run's fit): the final pass packs a block at a time, the products need the state only
+    result.map_priors_note = trainer.map_priors_note
     del trainer
     built.data = data = None
     release_free_memory()
@@ -451,7 +455,7 @@ def _retrieve(plan: _RetrievalPlan) -> RetrievalResult:
         f"wind correction and biases fixed): sensors {' '.join(plan.sensors)}; {obs.nobs} obs, {obs.ngrid} grid "
         f"points x {obs.nstep} steps (steps {obs.stepstart}..{obs.stepstart + obs.nstep - 1}); "
         f"{history.nepochs} epochs in {result.train_seconds:.1f} s"
-    )
+    ) + (f"\n  {result.map_priors_note}" if result.map_priors_note else "")
     result.summary = diag.format_summary(
         diag.RunDiagnostics(
             title=title,
