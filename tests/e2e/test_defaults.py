@@ -18,6 +18,7 @@ import contextlib
 import io
 import json
 import re
+from dataclasses import replace
 
 import netCDF4
 import numpy as np
@@ -102,6 +103,29 @@ def test_exact_reference_on_a_short_run_warns_in_plain_words(tiny, tmp_path):
     assert "--diagsonly: --exact-reference not used" in (tmp_path / "summary_run.txt").read_text()
     with netCDF4.Dataset(tmp_path / "models_run.nc") as ds:
         assert json.loads(ds.getncattr("setup_training"))["exact_reference"] is True
+
+
+def test_stopping_flags_on_data_too_small_to_hold_out_are_said_to_do_nothing(tiny, tmp_path, caplog):
+    """Under 20,000 observations the defaults hold nothing out, so early stopping is off: --patience and
+    --plateau-cuts did nothing, without a word (the command line refuses them where the flags switch it off)."""
+    from empirical_seaice.config import TrainingConfig
+    from empirical_seaice.config.presets import DEFAULT_TRAINING
+    from empirical_seaice.run.plan import warn_unused_stopping_flags
+
+    out = _run(
+        ["--data", str(tiny), "--output", str(tmp_path), "--nepochs", "1", "--patience", "3", "--plateau-cuts", "2"]
+    )
+    said = "--patience 3, --plateau-cuts 2: no effect in this run: fewer than 20,000 observations, so no held-out"
+    assert f"  - {said}" in out, out
+    asked = replace(DEFAULT_TRAINING, patience=3)
+    for nobs, warned in ((19_999, True), (20_000, False)):  # at 20,000 held out: early stopping, patience acts
+        caplog.clear()
+        warn_unused_stopping_flags(asked, asked.resolved(nobs))
+        assert ("--patience 3: no effect" in caplog.text) == warned, (nobs, caplog.text)
+    caplog.clear()
+    warn_unused_stopping_flags(DEFAULT_TRAINING, DEFAULT_TRAINING.resolved(100))  # not given: nothing to say
+    warn_unused_stopping_flags(asked, asked.resolved(100), trains=False)  # --diagsonly names them itself
+    assert caplog.text == "" and TrainingConfig().patience == 1
 
 
 def test_early_stopping_summary_reports_the_kept_epoch(tiny, tmp_path):

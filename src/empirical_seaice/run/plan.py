@@ -8,6 +8,7 @@ checks the data path, the background files, the sensors and the device, and retu
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from empirical_seaice.io import outputs as out
 from empirical_seaice.run.model_file import check_tag_holds_no_model, read_model_file, trained_setup
 from empirical_seaice.sensors import ChannelBasis, build_channel_basis, load_catalogue
 from empirical_seaice.training.checkpoint import CHECKPOINT_NAME, checkpoint_dir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -139,4 +142,27 @@ def check_mode_flags(tag: str, modeltag: str | None, diagsonly: bool, trainonly:
     return out.check_tag(modeltag, "--modeltag") if modeltag is not None else tag
 
 
-__all__ = ["RunPlan", "validate_run", "check_mode_flags"]
+def warn_unused_stopping_flags(asked: TrainingConfig, resolved: TrainingConfig, trains: bool = True) -> None:
+    """Warn of ``--patience`` or ``--plateau-cuts`` given (other than the field's default) in a run that
+    ``trains`` where the hold-out, and so early stopping, was switched off by the data's size
+    (:meth:`TrainingConfig.resolved`: fewer than ``validation_min_obs`` observations); they were dropped
+    without a word. (The command line refuses them where the flags switch early stopping off; the data's
+    size is known only here.)"""
+    if not trains or not resolved.too_few_to_hold_out:
+        return
+    defaults = TrainingConfig()
+    given = [
+        f"--{name.replace('_', '-')} {getattr(asked, name)}"
+        for name in ("patience", "plateau_cuts")
+        if getattr(asked, name) != getattr(defaults, name)
+    ]
+    if given:
+        log.warning(
+            "%s: no effect in this run: fewer than %s observations, so no held-out observations and no early "
+            "stopping; --validation-fraction 0.1 holds out anyway",
+            ", ".join(given),
+            f"{resolved.validation_min_obs:,}",
+        )
+
+
+__all__ = ["RunPlan", "validate_run", "check_mode_flags", "warn_unused_stopping_flags"]

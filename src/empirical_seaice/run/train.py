@@ -84,7 +84,7 @@ from empirical_seaice.run.model_file import (
     trained_products,
     write_trained,
 )
-from empirical_seaice.run.plan import RunPlan, validate_run
+from empirical_seaice.run.plan import RunPlan, validate_run, warn_unused_stopping_flags
 from empirical_seaice.run.ranks import rank_context
 from empirical_seaice.run.streamed import AheadOfFinalPass, final_pass, initial_pass
 from empirical_seaice.training.checkpoint import other_mode_checkpoints
@@ -316,6 +316,7 @@ def _run(plan: RunPlan, run_set: txn.OutputSet, display: RunProgress) -> RunResu
     result.data_warnings = len(obs.read_warnings)
     asked = plan.train_cfg  # before the automatic values: its batch None where it follows the data
     plan.train_cfg = plan.train_cfg.resolved(obs.nobs)  # the automatic batch size and learning rate, from the data
+    warn_unused_stopping_flags(asked, plan.train_cfg, trains=plan.model_file is None)
     identity = run_identity(obs, plan.model_cfg, plan.cost_cfg, plan.train_cfg)
     if plan.model_file is not None:  # --diagsonly: the trained run's data, before any work
         check_trained_data(plan.model_file, obs, plan.modeltag)

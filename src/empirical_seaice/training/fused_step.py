@@ -334,7 +334,7 @@ def column_groups(ref_table: np.ndarray, threads: int, own: int = -1) -> np.ndar
         if own != len(ref_table) - 1:
             raise ValueError(f"column_groups: the own rows' column must be the last ({len(ref_table) - 1}), got {own}")
         groups = column_groups(ref_table[:own], threads) if own else np.zeros((0, 2), dtype=np.int64)
-        empty = np.full((max(threads, 1) - groups.shape[0], 2), own, dtype=np.int64)
+        empty = np.full((threads - groups.shape[0], 2), own, dtype=np.int64)
         return np.concatenate([groups, empty]) if empty.size else groups
     edges = [0] + [k for k in range(1, len(ref_table)) if ref_table[k] != ref_table[k - 1]] + [len(ref_table)]
     runs = len(edges) - 1
