@@ -72,6 +72,11 @@ def test_member_0_is_the_plain_run_and_the_members_differ(ensemble_run, trained)
         assert not (m / f"seaice_filtered_{TAG}.nc").exists()  # no products
     s0, s1, s2 = (_sic(p / f"seaice_{TAG}.nc") for p in [ensemble_run.output, *members])
     assert np.abs(s1 - s0).max() > 0.01 and np.abs(s2 - s1).max() > 0.01
+    # a member's files say which member wrote them from perturbed inputs (they read as the plain run's)
+    for k, where in enumerate([ensemble_run.output, *members]):
+        with netCDF4.Dataset(where / f"tbobs_{TAG}.nc") as ds:
+            noted = f"(ensemble member {k} of 3: its observations and first-guess SIC perturbed)"
+            assert ds.getncattr("history").endswith(noted) == (k > 0), ds.getncattr("history")
 
 
 def test_the_ensemble_file_holds_the_members_mean_and_spread(ensemble_run, twin_dir):

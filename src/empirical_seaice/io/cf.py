@@ -17,11 +17,12 @@ No torch and no xarray at import time.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,19 @@ def set_command_line(prog: str, argv: Sequence[str]) -> None:
     """Record the command of this run (the CLI calls it with its arguments) for ``history``."""
     global _COMMAND
     _COMMAND = " ".join([prog, *(shlex.quote(str(a)) for a in argv)])
+
+
+@contextlib.contextmanager
+def command_noted(note: str) -> Iterator[None]:
+    """Inside: :func:`command_line` followed by ``note`` (an ensemble member's files say in ``history`` which
+    member wrote them and that its inputs were perturbed; they read as the plain run's before 2026-12-05)."""
+    global _COMMAND
+    before = _COMMAND
+    _COMMAND = f"{command_line()} {note}"
+    try:
+        yield
+    finally:
+        _COMMAND = before
 
 
 def command_line() -> str:

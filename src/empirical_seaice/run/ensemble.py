@@ -42,6 +42,7 @@ import numpy as np
 from empirical_seaice.config import CostConfig, DataConfig, Preset, TrainingConfig
 from empirical_seaice.config.ensemble import EnsembleConfig, member_seed
 from empirical_seaice.errors import RunInterrupted, SeaIceError
+from empirical_seaice.io import cf
 from empirical_seaice.io import outputs as out
 from empirical_seaice.io import transaction as txn
 from empirical_seaice.io.ensemble_file import STEM, ensemble_statistics, write_ensemble
@@ -128,14 +129,16 @@ def run_ensemble(
         again = resume and _checkpoint(dirs[-1], tag).is_file()
         log.info("ensemble member %d of %d into %s%s", k, n, dirs[-1], _resumed(resume, dirs[-1], tag))
         _share_cache(output, dirs[-1], data_cfg)
+        note = f"(ensemble member {k} of {n}: its observations and first-guess SIC perturbed)"
         try:
-            train.run(
-                data_cfg, preset, cost_cfg, replace(train_cfg, seed=member_seed(train_cfg.seed, k)), dirs[-1], tag,
-                trainonly=ensemble.inflation == "none", resume=again, progress=progress, products=None,
-                force_outputs=force_outputs, checkpoint_minutes=checkpoint_minutes,
-                argv=[*argv, f"(ensemble member {k})"],
-                perturbation=Perturbation(k, train_cfg.seed, ensemble.sic_error, ensemble.obs_error_scale),
-            )  # fmt: skip
+            with cf.command_noted(note):
+                train.run(
+                    data_cfg, preset, cost_cfg, replace(train_cfg, seed=member_seed(train_cfg.seed, k)), dirs[-1], tag,
+                    trainonly=ensemble.inflation == "none", resume=again, progress=progress, products=None,
+                    force_outputs=force_outputs, checkpoint_minutes=checkpoint_minutes,
+                    argv=[*argv, f"(ensemble member {k})"],
+                    perturbation=Perturbation(k, train_cfg.seed, ensemble.sic_error, ensemble.obs_error_scale),
+                )  # fmt: skip
         except SeaIceError as exc:
             raise SeaIceError(
                 f"--ensemble: member {k} ({dirs[-1]}) failed, no ensemble file written: {exc} -- once it is "
