@@ -189,12 +189,17 @@ class OutputSet:
         name = f"{self.run_id}-copy"
         log.warning("%s is a directory (a copy made with its links followed): kept as the published set %s", link, name)
         os.rename(link, self.tag_dir / name)
+        self._point_current(name)
+        fsync_dir(self.tag_dir)
+
+    def _point_current(self, name: str) -> None:
+        """Make ``.sets/TAG/current`` a link to the set ``name`` in one rename (a new link beside it, renamed
+        over it)."""
         tmp = self.tag_dir / f".{CURRENT}.tmp{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         os.symlink(name, tmp)
-        os.replace(tmp, link)
-        fsync_dir(self.tag_dir)
+        os.replace(tmp, self.tag_dir / CURRENT)
 
     # ---- publish
     def _link_target(self, name: str) -> str:
@@ -251,11 +256,7 @@ class OutputSet:
                 self._place_link(name)
             fault_point("publish")
             old = current_set(self.output, self.tag)
-            link_tmp = self.tag_dir / f".{CURRENT}.tmp{os.getpid()}"
-            with contextlib.suppress(FileNotFoundError):
-                link_tmp.unlink()
-            os.symlink(self.run_id, link_tmp)
-            os.replace(link_tmp, self.tag_dir / CURRENT)  # the one step
+            self._point_current(self.run_id)  # the one step
             fsync_dir(self.tag_dir)
             fsync_dir(self.output)
         except OSError as exc:
