@@ -31,8 +31,11 @@ lint: $(TEST_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# the suite in TEST_WORKERS processes (pytest-xdist): two, CI's cores; each worker builds its own session
+# fixtures (the trained twins of tests/e2e, tests/reliability), so more workers take more memory
+TEST_WORKERS ?= 2
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # demo: the default training settings (README "Presets": the batch size and learning rate follow the data
 # size, 25 epochs, the ice emissivity starts at 0.9); ~1 minute on 2 CPU cores.
