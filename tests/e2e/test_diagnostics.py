@@ -93,11 +93,13 @@ def test_the_summary_lists_the_warnings_the_run_logged():
     plain = d.format_summary(d.RunDiagnostics(title="T"), basis)
     assert "logged during the run" not in plain
     one = d.format_summary(d.RunDiagnostics(title="T", logged=("sensor amsr2: something",)), basis)
-    assert one.splitlines()[-2:] == ["  1 warning logged during the run (stderr):", "  - sensor amsr2: something"]
+    assert one.splitlines()[-2:] == ["  1 warning logged during the run:", "  - sensor amsr2: something"]
     many = d.format_summary(d.RunDiagnostics(title="T", logged=tuple(f"w{i}" for i in range(12))), basis)
     tail = many.splitlines()[-12:]
-    assert tail[0] == "  12 warnings logged during the run (stderr):"
-    assert tail[1:11] == [f"  - w{i}" for i in range(10)] and tail[11] == "  - ... and 2 more (stderr)"
+    assert tail[0] == "  12 warnings logged during the run:"
+    assert tail[1:11] == [f"  - w{i}" for i in range(10)] and tail[11] == (
+        "  - ... and 2 more (every one in summary_TAG.json, run.warnings)"
+    )
 
 
 def test_a_run_that_got_worse_points_at_the_data_warnings_and_the_failed_health_checks():

@@ -304,7 +304,7 @@ def test_swapped_channels_are_warned_about_before_training(twin, tmp_path, untou
     assert lines[at].startswith("    See also the data: 1 warning about the input files is listed below; no flag")
     assert lines[at + 1].startswith("    Likely fix: the health checks failed (the outputs are marked health_check")
     assert lines[at + 1].endswith(": lower --learning-rate.")
-    assert lines[at + 2] == "  2 warnings logged during the run (stderr):"  # the open water's, the checks'
+    assert lines[at + 2] == "  2 warnings logged during the run:"  # the open water's, the checks'
 
 
 def test_a_grid_index_into_another_order_of_the_grid_is_warned_about(twin, tmp_path, untouched):

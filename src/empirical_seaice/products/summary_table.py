@@ -227,15 +227,16 @@ def format_summary(diag: RunDiagnostics, basis: ChannelBasis) -> str:
 
 
 def _logged_lines(logged: Sequence[str]) -> list[str]:
-    """The warnings the run logged, after the table: they scroll by on stderr while a run goes on, and
-    some (the data's) matter more than any figure above. The first :data:`LOGGED_SHOWN` in full."""
+    """The warnings the run logged, after the table: they scroll by on stderr while a run goes on (under
+    ``--quiet`` stderr shows none), and some (the data's) matter more than any figure above. The first
+    :data:`LOGGED_SHOWN` in full; ``summary_TAG.json`` holds every one (``run.warnings``)."""
     if not logged:
         return []
     n = len(logged)
-    lines = [f"  {n} warning{'s' if n > 1 else ''} logged during the run (stderr):"]
+    lines = [f"  {n} warning{'s' if n > 1 else ''} logged during the run:"]
     lines += [f"  - {m}" for m in logged[:LOGGED_SHOWN]]
     if n > LOGGED_SHOWN:
-        lines.append(f"  - ... and {n - LOGGED_SHOWN} more (stderr)")
+        lines.append(f"  - ... and {n - LOGGED_SHOWN} more (every one in summary_TAG.json, run.warnings)")
     return lines
 
 
