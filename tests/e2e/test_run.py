@@ -299,6 +299,39 @@ def test_trainonly_writes_no_diagnostics(twin_dir, tmp_path):
         assert not (output / f"{stem}_t.nc").exists()
 
 
+def test_every_mode_lists_the_warnings_logged_before_its_run(twin_dir, tmp_path):
+    """The warnings about the flags (``--threads`` above the CPUs, ``--validation-fraction`` above a half) and
+    about the output directory (a copy made with its links followed) are in the summary files of a training
+    run, a retrieval and an ensemble, also under ``-q``, where stderr shows none: the summary listed only
+    the warnings logged once the run had begun, so under ``-q`` these were nowhere (2026-12-05)."""
+    out = tmp_path / "o"
+    flags = ["--data", twin_dir, "--nepochs", "2", "--batchsize", "128", "--learning-rate", "1e-2", "--no-progress",
+             "--device", "cpu", "--no-classic", "--no-gridded", "--threads", "64", "-q"]  # fmt: skip
+    trained = ["--ice-emis-init", "0.9"]  # (a retrieval takes the model's)
+    threads = "--threads 64: more than the "
+    held_out = "--validation-fraction 0.6 holds out more observations than it trains on"
+
+    def listed(output, tag):
+        warnings = json.loads((output / f"summary_{tag}.json").read_text())["run"]["warnings"]
+        text = (output / f"summary_{tag}.txt").read_text()
+        assert all(w in text for w in warnings), text
+        return warnings
+
+    r = run_cli([*flags, *trained, "--output", out, "--tag", "t", "--validation-fraction", "0.6"])
+    assert r.code == 0 and r.stdout == "" and r.stderr == "", r.stderr
+    said = listed(out, "t")
+    assert said[0].startswith(held_out) and said[1].startswith(threads), said
+    r = run_cli([*flags, "--output", out, "--tag", "r", "--retrieve", "--modeltag", "t"])
+    assert r.code == 0 and r.stderr == "", r.stderr
+    assert listed(out, "r")[0].startswith(threads)
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, symlinks=False)  # cp -rL: .sets/t/current a directory
+    r = run_cli([*flags, *trained, "--output", copy, "--tag", "t", "--ensemble", "2", "--ensemble-inflation", "none"])
+    assert r.code == 0 and r.stderr == "", r.stderr
+    said = listed(copy, "t")
+    assert said[0].startswith(threads) and "(a copy made with its links followed): kept as" in said[1], said
+
+
 def test_the_run_starts_numba_before_it_reads(twin_dir, tmp_path, monkeypatch):
     """numba's start-up (``compiled.start_numba``) comes first, then the read: not on a thread beside the
     reader's first passes, where it took longer."""

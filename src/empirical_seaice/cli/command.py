@@ -137,31 +137,31 @@ def _run_command(args: argparse.Namespace, argv: list[str], entry: bool = False)
     set_command_line(PROG, argv)
 
     _setup_logging(-1 if args.quiet else args.verbose)
-    data, preset, cost, training = configs_from_args(args)
-    with warnings_said() as said_before:  # listed in the run's summary too (--retrieve refuses --diagsonly)
-        for mode, why in _MODE_WARNINGS:
+    with warnings_said() as said_before:  # the flags' warnings, listed in the run's summary too
+        data, preset, cost, training = configs_from_args(args)
+        for mode, why in _MODE_WARNINGS:  # (--retrieve refuses --diagsonly)
             if getattr(args, mode) and not args.retrieve and (ignored := ignored_flags(args, mode)):
                 logging.getLogger(__name__).warning("--%s: %s not used (%s)", mode, ", ".join(ignored), why)
-    if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
-        raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")
-    _check_shard_order(args)
-    _check_one_process(args)
-    products = product_options(args)
-    if args.retrieve:  # the model, and so its version and sensors, come with the run
-        from empirical_seaice.products.write import check_product_flags
+        if not args.checkpoint_minutes >= 0 or args.checkpoint_minutes == float("inf"):
+            raise SeaIceError(f"--checkpoint-minutes: expected a number of minutes >= 0, got {args.checkpoint_minutes}")
+        _check_shard_order(args)
+        _check_one_process(args)
+        products = product_options(args)
+        if args.retrieve:  # the model, and so its version and sensors, come with the run
+            from empirical_seaice.products.write import check_product_flags
 
-        check_product_flags(products)
-    else:
-        from empirical_seaice.products.write import check_product_options
+            check_product_flags(products)
+        else:
+            from empirical_seaice.products.write import check_product_options
 
-        check_product_options(
-            products,
-            None if args.diagsonly else preset.model.version,
-            data.sensors,
-            load_catalogue(data.sensor_catalogue),
-        )
-    ensemble = _ensemble(args)
-    threads_before = _set_threads(_thread_count(args))
+            check_product_options(
+                products,
+                None if args.diagsonly else preset.model.version,
+                data.sensors,
+                load_catalogue(data.sensor_catalogue),
+            )
+        ensemble = _ensemble(args)
+        threads_before = _set_threads(_thread_count(args))
 
     def ended(code: int) -> int:
         """The run has ended with ``code`` (0: its outputs published)."""
@@ -176,11 +176,11 @@ def _run_command(args: argparse.Namespace, argv: list[str], entry: bool = False)
     try:
         if ensemble is not None:
             with interrupt.handle_signals():
-                code = _run_ensemble(args, ensemble, (data, preset, cost, training), products, argv)
+                code = _run_ensemble(args, ensemble, (data, preset, cost, training), products, argv, said_before)
             return ended(code)
         if args.retrieve:
             with interrupt.handle_signals():
-                code = _retrieve(args, data, training, products, argv)
+                code = _retrieve(args, data, training, products, argv, said_before)
             return ended(code)
         with interrupt.handle_signals():
             result = pipeline.run(
@@ -283,16 +283,16 @@ def _ensemble(args: argparse.Namespace):
     return EnsembleConfig(members=args.ensemble, **{k: v for k, v in given.items() if v is not None})
 
 
-def _run_ensemble(args: argparse.Namespace, ensemble, configs, products, argv) -> int:
+def _run_ensemble(args: argparse.Namespace, ensemble, configs, products, argv, said_before: Sequence[str]) -> int:
     """``--ensemble N``: :func:`empirical_seaice.run.ensemble.run_ensemble`; prints member 0's summary
-    and the ensemble's lines."""
+    (which lists ``said_before``, the warnings about the flags) and the ensemble's lines."""
     from empirical_seaice.run.ensemble import run_ensemble
 
     data, preset, cost, training = configs
     result = run_ensemble(
         ensemble, data, preset, cost, training, args.output, args.tag, trainonly=args.trainonly,
         resume=args.resume, progress=_progress(args), products=products, force_outputs=args.force_outputs,
-        checkpoint_minutes=args.checkpoint_minutes, argv=[PROG, *argv],
+        checkpoint_minutes=args.checkpoint_minutes, argv=[PROG, *argv], said_before=said_before,
     )  # fmt: skip
     if not args.quiet:
         lines = [f"  {ln}" for ln in (*result.lines, f"ensemble file: {result.path}")]
@@ -300,9 +300,10 @@ def _run_ensemble(args: argparse.Namespace, ensemble, configs, products, argv) -
     return 0
 
 
-def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
+def _retrieve(args: argparse.Namespace, data, training, products, argv, said_before: Sequence[str]) -> int:
     """``--retrieve``: :func:`empirical_seaice.run.retrieve.run_retrieval`, then the products, written
-    as one output set (:class:`empirical_seaice.io.transaction.OutputSet`)."""
+    as one output set (:class:`empirical_seaice.io.transaction.OutputSet`); its summary lists the warnings
+    logged, ``said_before`` (the flags') first."""
     from empirical_seaice.io.transaction import OutputSet
     from empirical_seaice.products.report import write_summary_files
     from empirical_seaice.products.write import write_products
@@ -331,6 +332,7 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv) -> int:
     display = RunProgress(_progress(args))  # the retrieval's stages, then its products', as a training run's
     try:
         with warnings_said() as said:  # the warnings logged, listed in the summary as a training run's
+            said[:0] = said_before
             result = run_retrieval(
                 data,
                 training,

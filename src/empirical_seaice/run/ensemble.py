@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -100,9 +101,11 @@ def run_ensemble(
     force_outputs: bool = False,
     checkpoint_minutes: float | None = None,
     argv: Any = None,
+    said_before: Sequence[str] = (),
 ) -> EnsembleResult:
     """Run the ensemble (module docstring); arguments as :func:`empirical_seaice.run.train.run`'s
-    (``resume``: carry on a stopped ensemble, member by member).
+    (``resume``: carry on a stopped ensemble, member by member; ``said_before``: listed in member 0's
+    summary, which is the ensemble's).
 
     Raises
     ------
@@ -122,6 +125,7 @@ def run_ensemble(
     result0 = train.run(
         data_cfg, preset, cost_cfg, train_cfg, output, tag, trainonly=trainonly, resume=resume, progress=progress,
         products=products, force_outputs=force_outputs, checkpoint_minutes=checkpoint_minutes, argv=argv,
+        said_before=said_before,
     )  # fmt: skip
     dirs = []
     for k in range(1, n):

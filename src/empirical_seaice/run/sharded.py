@@ -217,8 +217,11 @@ def run_sharded(ctx: RankContext, plan, order: str = "global", run_set: Any = No
 
     display = RunProgress(plan.progress and ctx.root)  # one display, rank 0's
     try:
-        # rank 0's warnings kept for the summary, as a single process's (the other ranks' are on their stderr)
+        # rank 0's warnings kept for the summary, as a single process's (the other ranks' are on their stderr),
+        # after those logged before the run (plan.said: the flags', the output directory's)
+        earlier = list(plan.said)
         with warnings_said() as plan.said:
+            plan.said[:0] = earlier
             return _run_sharded(ctx, plan, display, order, run_set)
     finally:
         display.close()
@@ -561,7 +564,9 @@ def run_sharded_set(ctx, argv, plan, shard_order: str):
             plan.stage = made[0].begin()
 
         try:  # inside from_root: a refusal stops every rank with its line (a lost peer's traceback before)
-            from_root(ctx, begin)
+            with warnings_said() as cleaned:  # what an interrupted run or a copied directory left, for the summary
+                from_root(ctx, begin)
+            plan.said += cleaned
         finally:
             run_set, cache = (made + [None, None])[:2]
         return run_sharded(ctx, plan, shard_order, run_set=run_set)

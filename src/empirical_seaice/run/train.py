@@ -199,8 +199,9 @@ def run(
     perturbation : :class:`~empirical_seaice.run.perturb.Perturbation`, optional
         An ensemble member's perturbations of the observations and the background, applied
         after reading (:mod:`empirical_seaice.run.ensemble`); None = the data as read.
-    said_before : the warnings the caller logged before the run (the command line's flags that
-        ``--diagsonly`` does not use), listed in the summary with the run's own.
+    said_before : the warnings the caller logged before the run (the command line's, about its flags:
+        ``--threads``, ``--validation-fraction``, those ``--diagsonly`` does not use), listed in the summary
+        before the run's own.
 
     Raises
     ------
@@ -212,6 +213,7 @@ def run(
         plan = validate_run(
             data_cfg, preset, cost_cfg, train_cfg, Path(output), tag, modeltag, diagsonly, trainonly, resume, progress
         )
+    plan.said = [*said_before, *checked]  # the summary's list of warnings, those before the run first
     # a run that trains: large arrays as mappings of their own up to the end of training (its peak);
     # one that does not, and the process after any run: glibc's ceiling (empirical_seaice.memory)
     map_large_arrays(MMAP_THRESHOLD if plan.model_file is None else HEAP_THRESHOLD)
@@ -234,14 +236,16 @@ def run(
             raise SeaIceError(f"--resume: no epoch checkpoint {plan.checkpoint}; train without --resume first")
         run_set = txn.OutputSet(plan.output, tag, argv=argv, inherit=diagsonly and plan.modeltag == tag)
         cache = CacheGuard(plan.output / "cache")
-        plan.stage = run_set.begin()
+        with warnings_said() as cleaned:  # what an interrupted run or a copied directory left, for the summary
+            plan.stage = run_set.begin()
+        earlier = [*plan.said, *cleaned]
         try:
             display = RunProgress(progress)
             try:
                 # the collections of release_free_memory: the run's objects only; the run's warnings kept for
                 # its summary
                 with startup_objects_frozen(), warnings_said() as plan.said:
-                    plan.said[:0] = [*said_before, *checked]
+                    plan.said[:0] = earlier
                     return _run(plan, run_set, display)
             finally:
                 display.close()
