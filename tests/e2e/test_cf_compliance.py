@@ -172,6 +172,27 @@ def test_times_have_no_fill_value_in_any_file(trained, products_run):
     assert len(files) > 5 and not filled, filled
 
 
+def test_every_variable_on_the_grid_names_the_cell_area(trained, products_run):
+    """In every file with ``cell_area``, every variable along ``grid`` but the cells' own (``lon``, ``lat``,
+    their bounds, the area) says ``cell_measures = "area: cell_area"`` (``nobs_cell`` of the gridded product
+    did not)."""
+    import netCDF4
+
+    files = sorted(trained.output.glob(f"*_{TAG}.nc")) + sorted(products_run.output.glob(f"*_{TAG}.nc"))
+    cells = ("lon", "lat", "lon_bnds", "lat_bnds", "cell_area")
+    lacking, checked = [], 0
+    for path in files:
+        with netCDF4.Dataset(path) as nc:
+            if "cell_area" not in nc.variables:
+                continue
+            for name, var in nc.variables.items():
+                if "grid" in var.dimensions and name not in cells:
+                    checked += 1
+                    if getattr(var, "cell_measures", None) != "area: cell_area":
+                        lacking.append(f"{path.name}:{name}")
+    assert checked > 10 and not lacking, lacking
+
+
 @pytest.mark.parametrize("grid", ["rows", "tessellation"])
 def test_the_cells_of_other_grids_are_cf_compliant(grid, tmp_path, monkeypatch):
     """seaice_TAG.nc on a grid of latitude rows (boxes, some across the antimeridian) and on an irregular

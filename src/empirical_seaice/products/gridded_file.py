@@ -326,6 +326,7 @@ class _GridWriter:
         v_n.units = "1"
         v_n.long_name = "number of observations of the cell"
         v_n.coordinates = "lon lat"
+        v_n.setncatts(self.cell_measures)
         out["nobs_cell"] = v_n
         empty = {"properties": self.npg == 0, "properties_obs_mean": self.npo == 0}
         return [name for name in out if not empty.get(name, False)]
