@@ -50,16 +50,16 @@ PER_CHANNEL_FIELDS = (
 def step_index(julian_day: np.ndarray, jd_origin: float, n_per_day: int = 1) -> np.ndarray:
     """Time step of each observation by the 21 UTC window rule.
 
-    ``t(i) = floor(n_per_day * (JD_i - floor(JD_min) - 0.375))`` with
-    ``jd_origin = floor(JD_min)`` (docs/method.md). Astronomical Julian days start
-    at 12 UTC, so the step boundaries fall at 21 UTC.
+    ``t(i) = floor(n_per_day * (JD_i - jd_origin - 0.375))`` (docs/method.md). Astronomical Julian days
+    start at 12 UTC, so the step boundaries fall at 21 UTC.
 
     Parameters
     ----------
     julian_day : float64 array
         Julian day of each observation (days).
     jd_origin : float
-        ``floor`` of the smallest Julian day of the whole dataset (days).
+        The period's origin (days): the ``floor`` of the first Julian day of the bulk of the data, or
+        the day ``--start-date`` sets (docs/data-format.md, "Time steps and the period").
     n_per_day : int
         Steps per day (1 = daily).
 
