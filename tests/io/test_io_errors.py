@@ -195,6 +195,20 @@ def test_multi_sensor_common_igrid_for_all_or_none(dataset):
     _raises(ds.config, "field_v2_COMMON_IGRID.nc", "COMMON_IGRID not found for sensor gmi", "amsr2 have it")
 
 
+@pytest.mark.parametrize("layout", ["A", "B", "C"])
+def test_no_grid_index_names_both_variables(dataset, layout):
+    """A sensor with neither COMMON_IGRID nor IGRID: one line naming its file and both variables (it said
+    "variable IGRID not found", no word of COMMON_IGRID)."""
+    if layout == "A":
+        ds = dataset("A", edit=lambda s, f: f.pop("IGRID"))
+        where = ds.config.data
+    else:
+        ds = dataset(layout)
+        where = (ds.root / "amsr2" if layout == "C" else ds.root) / "field_v2_IGRID.nc"
+        where.unlink()
+    _raises(ds.config, f"{where}:", "no grid index for sensor amsr2: give COMMON_IGRID", "or IGRID (its point of the grid")
+
+
 def test_per_observation_wrong_shape(dataset):
     ds = dataset("B")
     write_netcdf(ds.root / "field_v2_TSFC.nc", {"TSFC": np.full((40, 2), 260.0, np.float32)})

@@ -51,6 +51,17 @@ def test_the_first_failing_check_is_the_one_line_error(change, message):
     assert str(exc.value).startswith(f"u.toml: sensor 'mwri': {message}")
 
 
+def test_an_entry_without_its_scan_says_so_before_its_fields():
+    """Without ``scan`` the conical or cross-track fields given were called unknown ("incidence_deg: unknown
+    field"), e.g. a user's entry of a shipped sensor's name, which replaces the shipped entry whole."""
+    entry = {k: v for k, v in ENTRY.items() if k != "scan"}
+    with pytest.raises(SeaIceError) as exc:
+        parse_sensor("amsr2", entry, CHANNELS, "u.toml")
+    assert str(exc.value) == (
+        "u.toml: sensor 'amsr2': scan: missing: 'conical' or 'cross-track', which decides the entry's other fields"
+    )
+
+
 def test_channel_entry():
     c = parse_channel("23.8qv", {"centre_ghz": 23.8, "pol": "QV", "obs_error_k": 3.0}, "u.toml")
     assert (c.freq_ghz, c.reference_freq_ghz, c.pol, c.obs_error_k, c.passbands_ghz) == (

@@ -30,11 +30,11 @@ PER_OBS_MAP = {"TSFC": "t_skin_k", "WINDSPEED10M": "wind_ms", "CLOUD_FRACTION": 
 """Per-observation variables of the files -> array fields of :class:`~empirical_seaice.observations.Observations`."""
 
 
-def _has_common_igrid(sf: SensorFiles) -> bool:
+def _has_variable(sf: SensorFiles, name: str) -> bool:
     if sf.layout == "B":
-        return sf.has_file("COMMON_IGRID")
+        return sf.has_file(name)
     with open_dataset(sf.location) as ds:
-        return "COMMON_IGRID" in ds.variables
+        return name in ds.variables
 
 
 def grid_variables(sensors: tuple[SensorFiles, ...]) -> list[str]:
@@ -45,10 +45,16 @@ def grid_variables(sensors: tuple[SensorFiles, ...]) -> list[str]:
     Some sensors with ``COMMON_IGRID`` and others without is an error: their
     ``IGRID`` may index a sensor-local grid.
     """
-    has = [_has_common_igrid(sf) for sf in sensors]
+    has = [_has_variable(sf, "COMMON_IGRID") for sf in sensors]
     if all(has):
         return ["COMMON_IGRID"] * len(sensors)
     if not any(has):
+        for sf in sensors:
+            if not _has_variable(sf, "IGRID"):  # (it said "variable IGRID not found", no word of COMMON_IGRID)
+                raise SeaIceError(
+                    f"{sf.path('IGRID')}: no grid index for sensor {sf.sensor.name}: give COMMON_IGRID (each observation's "
+                    "point of the common grid) or IGRID (its point of the grid of the background files)"
+                )
         if len(sensors) > 1:
             log.info("no COMMON_IGRID: every sensor's IGRID indexes the background grid (the v2 reference's layout)")
         return ["IGRID"] * len(sensors)

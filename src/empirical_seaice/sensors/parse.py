@@ -217,7 +217,9 @@ def _scan_and_fields(chk: _Checker, entry: Any) -> str:
     """The scan (``conical`` or ``cross-track``), which decides the required and allowed fields; then
     the fields: the entry is a table, every field is known, every required one is there."""
     scan = entry.get("scan") if isinstance(entry, dict) else None
-    if scan not in ("conical", "cross-track") and isinstance(entry, dict) and "scan" in entry:
+    if scan not in ("conical", "cross-track") and isinstance(entry, dict):
+        if "scan" not in entry:  # (the conical or cross-track fields given were called unknown)
+            raise chk.fail("scan", "missing: 'conical' or 'cross-track', which decides the entry's other fields")
         raise chk.fail("scan", f"expected 'conical' or 'cross-track', got {scan!r}")
     required = [k for k, v in SENSOR_FIELDS.items() if v in ("required", scan)]
     allowed = [k for k, v in SENSOR_FIELDS.items() if v in ("required", "optional", scan)]
