@@ -206,7 +206,7 @@ def test_no_grid_index_names_both_variables(dataset, layout):
         ds = dataset(layout)
         where = (ds.root / "amsr2" if layout == "C" else ds.root) / "field_v2_IGRID.nc"
         where.unlink()
-    _raises(ds.config, f"{where}:", "no grid index for sensor amsr2: give COMMON_IGRID", "or IGRID (its point of the grid")
+    _raises(ds.config, f"{where}:", "no grid index for sensor amsr2: give COMMON_IGRID", "or IGRID (its point of the")
 
 
 def test_per_observation_wrong_shape(dataset):

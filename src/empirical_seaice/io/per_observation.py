@@ -52,8 +52,8 @@ def grid_variables(sensors: tuple[SensorFiles, ...]) -> list[str]:
         for sf in sensors:
             if not _has_variable(sf, "IGRID"):  # (it said "variable IGRID not found", no word of COMMON_IGRID)
                 raise SeaIceError(
-                    f"{sf.path('IGRID')}: no grid index for sensor {sf.sensor.name}: give COMMON_IGRID (each observation's "
-                    "point of the common grid) or IGRID (its point of the grid of the background files)"
+                    f"{sf.path('IGRID')}: no grid index for sensor {sf.sensor.name}: give COMMON_IGRID (each "
+                    "observation's point of the common grid) or IGRID (its point of the grid of the background files)"
                 )
         if len(sensors) > 1:
             log.info("no COMMON_IGRID: every sensor's IGRID indexes the background grid (the v2 reference's layout)")
