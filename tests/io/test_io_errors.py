@@ -544,7 +544,8 @@ def test_dropping_or_replacing_more_than_a_percent_is_a_warning(dataset, caplog)
     with caplog.at_level("WARNING", logger="empirical_seaice"):
         read_training_data(ds.config, NLAG)
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert any("sensor amsr2:" in m and "dropped for invalid per-observation fields" in m for m in warned), warned
+    said = [m for m in warned if "sensor amsr2:" in m and "dropped for invalid per-observation fields" in m]
+    assert len(said) == 1 and "(missing or out of range, by variable: IGRID " in said[0], warned
     assert any("skin temperatures missing or out of range, set to their mean" in m for m in warned), warned
     caplog.clear()
     with caplog.at_level("INFO", logger="empirical_seaice"):

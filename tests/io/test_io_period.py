@@ -51,6 +51,8 @@ def test_the_sensor_line_counts_the_period_and_the_invalid_apart(dataset, caplog
     assert "sensor amsr2: 6 observations in file, 5 in the period, 2 dropped for invalid per-observation fields" in (
         caplog.text
     )
+    # which variable, and where (the line named neither: "grid index, skin temperature, wind, cloud or angle")
+    assert f"(missing or out of range, by variable: TSFC 2; in {ds.root}/field_v2_VARIABLE.nc)" in caplog.text
     np.testing.assert_array_equal(obs.obs_index, [1, 3, 5])
 
 

@@ -264,8 +264,16 @@ def select_observations(
     sf, n = r.files, r.nobs_file
     in_period = r.in_period
     keep = in_period.copy()
+    invalid: dict[str, int] = {}  # observations of the period each variable drops (the warning names them)
+
+    def drop(name: str, bad: np.ndarray) -> None:
+        nonlocal keep
+        if bad.any():
+            invalid[name] = int(np.count_nonzero(bad & in_period))
+            keep &= ~bad
+
     grid, gmiss = _read_grid_index(sf, gname, n, ngrid, files.seaice_background.name)
-    keep &= ~gmiss
+    drop(gname, gmiss)
     r.per_obs["igrid"] = grid
     for name in PER_OBS_MAP:
         values, path = read_1d(sf, name, n)
@@ -274,7 +282,7 @@ def select_observations(
         stats = FieldStats()
         stats.add(values, missing, out)
         stats.check(path, name)
-        keep &= ~(missing | out)
+        drop(name, missing | out)
         r.per_obs[name] = values
     cross = sf.sensor.cross_track
     zen, zpath = read_1d(sf, "ZENITH", n, optional=not cross)
@@ -290,7 +298,7 @@ def select_observations(
             stats = FieldStats()
             stats.add(zen, missing, out)
             stats.check(zpath, "ZENITH")
-            keep &= ~(missing | out)
+            drop("ZENITH", missing | out)
         zen[missing | out] = np.nan
     r.zenith_deg = zen
     r.keep = np.flatnonzero(keep)
@@ -304,11 +312,13 @@ def select_observations(
         r.julian_day = r.julian_day[r.keep]
     r.in_period = np.zeros(0, dtype=bool)
     dropped = max(n - r.keep.size - int((~in_period).sum()), 0)
+    by_variable = ", ".join(f"{name} {count}" for name, count in invalid.items() if count)
+    where = sf.location if sf.layout == "A" else sf.location / f"{sf.prefix}VARIABLE.nc"
     log_dropped(
         log, dropped, int(in_period.sum()),
-        "sensor %s: %d observations in file, %d in the period, %d dropped for invalid per-observation fields "
-        "(grid index, skin temperature, wind, cloud or angle missing or out of range)",
+        "sensor %s: %d observations in file, %d in the period, %d dropped for invalid per-observation fields%s",
         sf.sensor.name, n, int(in_period.sum()), dropped,
+        f" (missing or out of range, by variable: {by_variable}; in {where})" if dropped else "",
     )  # fmt: skip
 
 
