@@ -333,7 +333,7 @@ def test_a_diverged_sharded_run_writes_nothing_unless_forced(twin, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints_h"]  # nothing published, the cache removed
     assert len(list((out / "checkpoints_h").glob("checkpoint-rank*.pt"))) == 2
 
-    r = torchrun([*args, "--force-outputs"])
+    r = torchrun([*args, "--force-outputs", "--validation-fraction", "0.6"])  # (a flag's warning, listed below)
     assert r.returncode == 0, r.stderr[-3000:]
     from empirical_seaice.io import transaction as txn
 
@@ -347,6 +347,8 @@ def test_a_diverged_sharded_run_writes_nothing_unless_forced(twin, tmp_path):
             assert ds.attrs["health_check_failures"].startswith("SIC from "), f.name
     logged = json.loads((out / "summary_h.json").read_text())["run"]["warnings"]
     assert any(w.startswith("health check failed: SIC from ") and "--force-outputs" in w for w in logged), logged
+    # the warnings logged before the run first, as a single process's summary lists them (it listed none)
+    assert logged[0].startswith("--validation-fraction 0.6 holds out more observations than it trains on"), logged
     assert "  Likely fix: the health checks failed (the outputs are marked health_check = failed" in r.stdout
     # --map-priors auto: the schedule line says what a sharded run took and why, as a single process's does
     assert (
