@@ -306,9 +306,9 @@ def test_every_mode_lists_the_warnings_logged_before_its_run(twin_dir, tmp_path)
     the warnings logged once the run had begun, so under ``-q`` these were nowhere (2026-12-05)."""
     out = tmp_path / "o"
     flags = ["--data", twin_dir, "--nepochs", "2", "--batchsize", "128", "--learning-rate", "1e-2", "--no-progress",
-             "--device", "cpu", "--no-classic", "--no-gridded", "--threads", "64", "-q"]  # fmt: skip
+             "--device", "cpu", "--no-classic", "--no-gridded", "--threads", "4096", "-q"]  # fmt: skip
     trained = ["--ice-emis-init", "0.9"]  # (a retrieval takes the model's)
-    threads = "--threads 64: more than the "
+    threads = "--threads 4096: more than the "
     held_out = "--validation-fraction 0.6 holds out more observations than it trains on"
 
     def listed(output, tag):
