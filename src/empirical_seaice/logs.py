@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 
 class _Said(logging.Handler):
@@ -21,11 +21,12 @@ class _Said(logging.Handler):
 
 
 @contextlib.contextmanager
-def warnings_said(logger: str = "empirical_seaice") -> Iterator[list[str]]:
+def warnings_said(logger: str = "empirical_seaice", before: Sequence[str] = ()) -> Iterator[list[str]]:
     """The messages of the warnings (and errors) that ``logger`` and the loggers below it log inside the
-    block, in order, on any thread; the list grows while the block runs. Only records the loggers' level
-    lets through are seen (the CLI's pass warnings on with ``-q`` too; only its stderr hides them)."""
-    messages: list[str] = []
+    block, in order, on any thread, after ``before`` (those collected earlier); the list grows while the
+    block runs. Only records the loggers' level lets through are seen (the CLI's pass warnings on with
+    ``-q`` too; only its stderr hides them)."""
+    messages: list[str] = list(before)
     handler = _Said(messages)
     target = logging.getLogger(logger)
     target.addHandler(handler)

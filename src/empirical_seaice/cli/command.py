@@ -331,8 +331,8 @@ def _retrieve(args: argparse.Namespace, data, training, products, argv, said_bef
     stage = run_set.begin()
     display = RunProgress(_progress(args))  # the retrieval's stages, then its products', as a training run's
     try:
-        with warnings_said() as said:  # the warnings logged, listed in the summary as a training run's
-            said[:0] = said_before
+        # the warnings logged, listed in the summary as a training run's, the flags' first
+        with warnings_said(before=said_before) as said:
             result = run_retrieval(
                 data,
                 training,

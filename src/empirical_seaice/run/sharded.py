@@ -219,9 +219,7 @@ def run_sharded(ctx: RankContext, plan, order: str = "global", run_set: Any = No
     try:
         # rank 0's warnings kept for the summary, as a single process's (the other ranks' are on their stderr),
         # after those logged before the run (plan.said: the flags', the output directory's)
-        earlier = list(plan.said)
-        with warnings_said() as plan.said:
-            plan.said[:0] = earlier
+        with warnings_said(before=plan.said) as plan.said:
             return _run_sharded(ctx, plan, display, order, run_set)
     finally:
         display.close()
@@ -564,9 +562,9 @@ def run_sharded_set(ctx, argv, plan, shard_order: str):
             plan.stage = made[0].begin()
 
         try:  # inside from_root: a refusal stops every rank with its line (a lost peer's traceback before)
-            with warnings_said() as cleaned:  # what an interrupted run or a copied directory left, for the summary
+            # what an interrupted run or a copied directory left, for the summary
+            with warnings_said(before=plan.said) as plan.said:
                 from_root(ctx, begin)
-            plan.said += cleaned
         finally:
             run_set, cache = (made + [None, None])[:2]
         return run_sharded(ctx, plan, shard_order, run_set=run_set)

@@ -236,16 +236,15 @@ def run(
             raise SeaIceError(f"--resume: no epoch checkpoint {plan.checkpoint}; train without --resume first")
         run_set = txn.OutputSet(plan.output, tag, argv=argv, inherit=diagsonly and plan.modeltag == tag)
         cache = CacheGuard(plan.output / "cache")
-        with warnings_said() as cleaned:  # what an interrupted run or a copied directory left, for the summary
+        # what an interrupted run or a copied directory left, for the summary
+        with warnings_said(before=plan.said) as plan.said:
             plan.stage = run_set.begin()
-        earlier = [*plan.said, *cleaned]
         try:
             display = RunProgress(progress)
             try:
                 # the collections of release_free_memory: the run's objects only; the run's warnings kept for
                 # its summary
-                with startup_objects_frozen(), warnings_said() as plan.said:
-                    plan.said[:0] = earlier
+                with startup_objects_frozen(), warnings_said(before=plan.said) as plan.said:
                     return _run(plan, run_set, display)
             finally:
                 display.close()
