@@ -18,7 +18,7 @@ import numpy as np
 from empirical_seaice.config import DataConfig
 from empirical_seaice.errors import SeaIceError
 from empirical_seaice.io._netcdf import open_dataset
-from empirical_seaice.io.layouts import DataFiles, SensorFiles
+from empirical_seaice.io.layouts import GRID_VARIABLES, DataFiles, SensorFiles
 from empirical_seaice.io.period import SENSOR_LOSS_FRACTION, check_convention, check_time_of_day
 from empirical_seaice.io.sensor_read import SensorRead, read_1d
 from empirical_seaice.io.validity import MOSTLY, FieldStats, classify, log_dropped
@@ -30,11 +30,12 @@ PER_OBS_MAP = {"TSFC": "t_skin_k", "WINDSPEED10M": "wind_ms", "CLOUD_FRACTION": 
 """Per-observation variables of the files -> array fields of :class:`~empirical_seaice.observations.Observations`."""
 
 
-def _has_variable(sf: SensorFiles, name: str) -> bool:
+def _grid_variables_held(sf: SensorFiles) -> set[str]:
+    """Which of :data:`~empirical_seaice.io.layouts.GRID_VARIABLES` the sensor's files hold (one look)."""
     if sf.layout == "B":
-        return sf.has_file(name)
+        return {name for name in GRID_VARIABLES if sf.has_file(name)}
     with open_dataset(sf.location) as ds:
-        return name in ds.variables
+        return {name for name in GRID_VARIABLES if name in ds.variables}
 
 
 def grid_variables(sensors: tuple[SensorFiles, ...]) -> list[str]:
@@ -45,12 +46,13 @@ def grid_variables(sensors: tuple[SensorFiles, ...]) -> list[str]:
     Some sensors with ``COMMON_IGRID`` and others without is an error: their
     ``IGRID`` may index a sensor-local grid.
     """
-    has = [_has_variable(sf, "COMMON_IGRID") for sf in sensors]
+    held = [_grid_variables_held(sf) for sf in sensors]
+    has = ["COMMON_IGRID" in h for h in held]
     if all(has):
         return ["COMMON_IGRID"] * len(sensors)
     if not any(has):
-        for sf in sensors:
-            if not _has_variable(sf, "IGRID"):  # (it said "variable IGRID not found", no word of COMMON_IGRID)
+        for sf, h in zip(sensors, held, strict=True):
+            if not h:  # (it said "variable IGRID not found", no word of COMMON_IGRID)
                 raise SeaIceError(
                     f"{sf.path('IGRID')}: no grid index for sensor {sf.sensor.name}: give COMMON_IGRID (each "
                     "observation's point of the common grid) or IGRID (its point of the grid of the background files)"
